@@ -1,0 +1,63 @@
+//! The decision contract shared by every aggregate.
+//!
+//! cqrs-es's `Aggregate::handle` mutates the aggregate while it writes events.
+//! The pipeline needs more: a decision that cannot leave half-applied state
+//! behind when it is rejected, so it can decide several commands against one
+//! in-memory state and throw a rejected one away. [`Decide::decide`] is that
+//! pure function; `handle` is derived from it with [`handle_by_deciding`], so
+//! cqrs-es's given/when/then `TestFramework` exercises the same code.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+
+/// How a rejected command is classified, independent of any transport.
+/// The HTTP layer maps each kind to one status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// The command is malformed or names something that cannot exist.
+    Invalid,
+    /// The command names something this tenant does not have.
+    NotFound,
+    /// The command breaks a domain rule in the current state.
+    RuleBroken,
+    /// There is not enough quota to satisfy the command.
+    QuotaExceeded,
+}
+
+/// A domain error that can be reported to a caller.
+pub trait Rejection: std::error::Error {
+    /// The class of the rejection.
+    fn kind(&self) -> RejectionKind;
+    /// A stable, machine-readable code (`quota_exceeded`, `unknown_plan`, ...).
+    fn code(&self) -> &'static str;
+    /// Structured details for the caller (`{"available": 3}`); `null` when none.
+    fn details(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+/// A pure decision: from the current state and a command to the events that
+/// record it, or a rejection. Never mutates, never reads a clock.
+pub trait Decide: Aggregate<Services = ()> + Clone
+where
+    Self::Error: Rejection,
+{
+    /// Decides `command` against `self`.
+    fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+}
+
+/// Implements cqrs-es `Aggregate::handle` on top of [`Decide::decide`].
+pub async fn handle_by_deciding<A>(
+    aggregate: &mut A,
+    command: A::Command,
+    sink: &EventSink<A>,
+) -> Result<(), A::Error>
+where
+    A: Decide,
+    A::Error: Rejection,
+{
+    for event in aggregate.decide(command)? {
+        sink.write(event, aggregate).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,680 @@
+//! Appending to the store: events, their idempotency records and the new chain
+//! head, for any number of tenants, in one statement (one transaction, one
+//! round trip).
+//!
+//! A writer builds a [`TenantBatch`] per tenant from the [`ChainHead`] it last
+//! saw. Pushing a command assigns its events their tenant_seq and hash right
+//! away, so the caller can answer with them. The statement then locks the
+//! tenants' head rows in tenant order, advances each head whose seq and hash
+//! are still the expected ones (compare-and-set) and inserts only those
+//! tenants' rows. A tenant whose head moved (another process appended) is
+//! reported back untouched; its writer reloads and decides again. The head row
+//! lock is held until commit, so a tenant's seqs are gapless and assigned in
+//! commit order.
+
+use crate::canonical::to_canonical_string;
+use crate::chain::{to_stored_precision, ChainHash, EventFields, GENESIS};
+use crate::error::{constraint_violation, StoreError};
+use crate::idempotency::{EventSummary, Fingerprint, IdempotencyKey, IdempotencyRecord};
+use crate::EventStore;
+use aggregates::TenantId;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::HashSet;
+use uuid::Uuid;
+
+/// How often a single-command append retries after its tenant's head moved.
+const HEAD_MOVED_ATTEMPTS_MAX: u32 = 32;
+
+/// The head of a tenant's chain: its last seq, last hash and last time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub tenant_id: TenantId,
+    pub seq: i64,
+    pub hash: ChainHash,
+    /// recorded_at of the last event; `None` before the first.
+    pub recorded_at: Option<DateTime<Utc>>,
+}
+
+impl ChainHead {
+    /// The head of a tenant with no events.
+    pub fn genesis(tenant_id: TenantId) -> Self {
+        Self {
+            tenant_id,
+            seq: 0,
+            hash: GENESIS,
+            recorded_at: None,
+        }
+    }
+
+    /// The time to stamp on the next command: `now` at stored precision, but
+    /// never earlier than the last event, so recorded_at never decreases
+    /// along tenant_seq (and "as of a time" maps to one seq).
+    pub fn stamp(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let now = to_stored_precision(now);
+        match self.recorded_at {
+            Some(last) if last > now => last,
+            _ => now,
+        }
+    }
+}
+
+/// An event to append, before it has a place in the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// The aggregate's next sequence: one past the version the decision saw.
+    pub aggregate_seq: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+/// One completed command: its events (none when rejected) and the outcome to
+/// record under its idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandWrite {
+    pub key: IdempotencyKey,
+    pub fingerprint: Fingerprint,
+    /// 2xx accepted, 4xx rejected.
+    pub status: u16,
+    /// Reply or error body, replayed verbatim for a repeated key.
+    pub outcome: Value,
+    pub events: Vec<NewEvent>,
+    /// When the command was accepted; from [`ChainHead::stamp`].
+    pub at: DateTime<Utc>,
+}
+
+/// An event with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendedEvent {
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub aggregate_seq: i64,
+    pub event_type: String,
+    pub tenant_seq: i64,
+    pub hash: ChainHash,
+}
+
+impl AppendedEvent {
+    /// The event as a command's answer lists it.
+    pub fn summary(&self) -> EventSummary {
+        EventSummary {
+            event_type: self.event_type.clone(),
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            tenant_seq: self.tenant_seq,
+            hash: self.hash,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PreparedEvent {
+    tenant_seq: i64,
+    aggregate_type: String,
+    aggregate_id: String,
+    aggregate_seq: i64,
+    event_id: Uuid,
+    event_type: String,
+    event_version: String,
+    payload: String,
+    metadata: String,
+    idempotency_key: String,
+    recorded_at: DateTime<Utc>,
+    prev_hash: ChainHash,
+    hash: ChainHash,
+}
+
+#[derive(Debug, Clone)]
+struct PreparedRecord {
+    key: IdempotencyKey,
+    fingerprint: Fingerprint,
+    status: i16,
+    outcome: String,
+    first_seq: Option<i64>,
+    tenant_seq: i64,
+    recorded_at: DateTime<Utc>,
+}
+
+/// The commands of one tenant to append together, chained from the head the
+/// writer expects.
+#[derive(Debug, Clone)]
+pub struct TenantBatch {
+    expected: ChainHead,
+    head: ChainHead,
+    events: Vec<PreparedEvent>,
+    records: Vec<PreparedRecord>,
+}
+
+impl TenantBatch {
+    /// An empty batch chaining from `expected`.
+    pub fn new(expected: ChainHead) -> Self {
+        Self {
+            expected,
+            head: expected,
+            events: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// The tenant of the batch.
+    pub fn tenant_id(&self) -> TenantId {
+        self.expected.tenant_id
+    }
+
+    /// The head the batch chains from.
+    pub fn expected(&self) -> ChainHead {
+        self.expected
+    }
+
+    /// The head once the batch is appended.
+    pub fn head(&self) -> ChainHead {
+        self.head
+    }
+
+    /// How many commands the batch holds.
+    pub fn command_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Adds a command: gives its events the next tenant_seqs and their hashes.
+    /// Fails, changing nothing, when event data has no canonical form or the
+    /// command's time is earlier than the head's.
+    pub fn push(&mut self, command: CommandWrite) -> Result<Vec<AppendedEvent>, StoreError> {
+        if let Some(last) = self.head.recorded_at {
+            if command.at < last {
+                return Err(StoreError::Invalid(format!(
+                    "command time {} is earlier than the chain head's {last}",
+                    command.at
+                )));
+            }
+        }
+        if to_stored_precision(command.at) != command.at {
+            return Err(StoreError::Invalid(format!(
+                "command time {} has sub-microsecond precision",
+                command.at
+            )));
+        }
+        let mut prepared = Vec::with_capacity(command.events.len());
+        let mut head = self.head;
+        for event in command.events {
+            let payload = to_canonical_string(&event.payload)?;
+            let metadata = to_canonical_string(&event.metadata)?;
+            let tenant_seq = head.seq + 1;
+            let event_id = Uuid::now_v7();
+            let hash = EventFields {
+                tenant_id: head.tenant_id.as_uuid(),
+                tenant_seq,
+                aggregate_type: &event.aggregate_type,
+                aggregate_id: &event.aggregate_id,
+                aggregate_seq: event.aggregate_seq,
+                event_id,
+                event_type: &event.event_type,
+                event_version: &event.event_version,
+                payload: &payload,
+                metadata: &metadata,
+                idempotency_key: command.key.as_str(),
+                recorded_at_micros: command.at.timestamp_micros(),
+            }
+            .hash(&head.hash);
+            prepared.push(PreparedEvent {
+                tenant_seq,
+                aggregate_type: event.aggregate_type,
+                aggregate_id: event.aggregate_id,
+                aggregate_seq: event.aggregate_seq,
+                event_id,
+                event_type: event.event_type,
+                event_version: event.event_version,
+                payload,
+                metadata,
+                idempotency_key: command.key.as_str().to_string(),
+                recorded_at: command.at,
+                prev_hash: head.hash,
+                hash,
+            });
+            head.seq = tenant_seq;
+            head.hash = hash;
+            head.recorded_at = Some(command.at);
+        }
+        let status = i16::try_from(command.status)
+            .map_err(|_| StoreError::Invalid(format!("status {} out of range", command.status)))?;
+        let outcome = serde_json::to_string(&command.outcome)?;
+        self.records.push(PreparedRecord {
+            key: command.key,
+            fingerprint: command.fingerprint,
+            status,
+            outcome,
+            first_seq: prepared.first().map(|event| event.tenant_seq),
+            tenant_seq: head.seq,
+            recorded_at: command.at,
+        });
+        let appended = prepared
+            .iter()
+            .map(|event| AppendedEvent {
+                event_id: event.event_id,
+                aggregate_type: event.aggregate_type.clone(),
+                aggregate_id: event.aggregate_id.clone(),
+                aggregate_seq: event.aggregate_seq,
+                event_type: event.event_type.clone(),
+                tenant_seq: event.tenant_seq,
+                hash: event.hash,
+            })
+            .collect();
+        self.events.extend(prepared);
+        self.head = head;
+        Ok(appended)
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendReport {
+    /// Tenants whose head was not the expected one: nothing of theirs was
+    /// written. Every other tenant of the call was appended.
+    pub moved: Vec<TenantId>,
+}
+
+/// Why an append wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// An aggregate already has an event at this sequence: the decision was
+    /// made on a stale version.
+    #[error("aggregate {aggregate_type}/{aggregate_id} of tenant {tenant_id} already has event {aggregate_seq}")]
+    SequenceConflict {
+        tenant_id: TenantId,
+        aggregate_type: String,
+        aggregate_id: String,
+        aggregate_seq: i64,
+    },
+    /// A command's key already has a record with the same fingerprint: this is
+    /// a repeat, to be answered with the stored outcome.
+    #[error("idempotency key {} already completed this command", .0.key)]
+    KeyReplayed(Box<IdempotencyRecord>),
+    /// A command's key already has a record of a different command.
+    #[error("idempotency key {} was already used for a different command", .0.key)]
+    KeyReused(Box<IdempotencyRecord>),
+    /// The database is out of reach.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else.
+    #[error(transparent)]
+    Other(StoreError),
+}
+
+impl From<StoreError> for AppendError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(error) => Self::Unavailable(error),
+            other => Self::Other(other),
+        }
+    }
+}
+
+const APPEND: &str = "\
+WITH expected AS (
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bytea[], $6::timestamptz[])
+        AS x(tenant_id, expected_seq, expected_hash, new_seq, new_hash, new_recorded_at)
+), locked AS (
+    SELECT h.tenant_id FROM chain_heads h
+    WHERE h.tenant_id IN (SELECT tenant_id FROM expected)
+    ORDER BY h.tenant_id
+    FOR UPDATE
+), advanced AS (
+    UPDATE chain_heads h
+    SET last_seq = x.new_seq, last_hash = x.new_hash,
+        last_recorded_at = x.new_recorded_at, updated_at = now()
+    FROM expected x
+    WHERE h.tenant_id = x.tenant_id
+      AND h.tenant_id IN (SELECT tenant_id FROM locked)
+      AND h.last_seq = x.expected_seq
+      AND h.last_hash = x.expected_hash
+    RETURNING h.tenant_id
+), inserted_events AS (
+    INSERT INTO events (tenant_id, tenant_seq, aggregate_type, aggregate_id, aggregate_seq,
+                        event_id, event_type, event_version, payload, metadata,
+                        idempotency_key, recorded_at, prev_hash, hash)
+    SELECT e.tenant_id, e.tenant_seq, e.aggregate_type, e.aggregate_id, e.aggregate_seq,
+           e.event_id, e.event_type, e.event_version, e.payload::jsonb, e.metadata::jsonb,
+           e.idempotency_key, e.recorded_at, e.prev_hash, e.hash
+    FROM unnest($7::uuid[], $8::bigint[], $9::text[], $10::text[], $11::bigint[],
+                $12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[],
+                $17::text[], $18::timestamptz[], $19::bytea[], $20::bytea[])
+        WITH ORDINALITY AS e(tenant_id, tenant_seq, aggregate_type, aggregate_id, aggregate_seq,
+                             event_id, event_type, event_version, payload, metadata,
+                             idempotency_key, recorded_at, prev_hash, hash, ordinal)
+    WHERE e.tenant_id IN (SELECT tenant_id FROM advanced)
+    ORDER BY e.ordinal
+    RETURNING 1
+), inserted_records AS (
+    INSERT INTO idempotency_records (tenant_id, idempotency_key, fingerprint, status, outcome,
+                                     first_seq, tenant_seq, recorded_at)
+    SELECT r.tenant_id, r.idempotency_key, r.fingerprint, r.status, r.outcome::jsonb,
+           r.first_seq, r.tenant_seq, r.recorded_at
+    FROM unnest($21::uuid[], $22::text[], $23::bytea[], $24::smallint[], $25::text[],
+                $26::bigint[], $27::bigint[], $28::timestamptz[])
+        AS r(tenant_id, idempotency_key, fingerprint, status, outcome,
+             first_seq, tenant_seq, recorded_at)
+    WHERE r.tenant_id IN (SELECT tenant_id FROM advanced)
+    RETURNING 1
+)
+SELECT tenant_id FROM advanced";
+
+const SELECT_HEADS: &str = "\
+    SELECT tenant_id, last_seq, last_hash, last_recorded_at FROM chain_heads \
+    WHERE tenant_id = ANY($1)";
+
+const SELECT_CONFLICTING_EVENT: &str = "\
+    SELECT tenant_id, aggregate_type, aggregate_id, aggregate_seq FROM events \
+    WHERE (tenant_id, aggregate_type, aggregate_id, aggregate_seq) IN \
+          (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])) \
+    LIMIT 1";
+
+async fn run_append<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    columns: &Columns<'_>,
+) -> Result<Vec<(Uuid,)>, sqlx::Error> {
+    sqlx::query_as(APPEND)
+        .bind(&columns.head_tenant)
+        .bind(&columns.head_expected_seq)
+        .bind(&columns.head_expected_hash)
+        .bind(&columns.head_new_seq)
+        .bind(&columns.head_new_hash)
+        .bind(&columns.head_new_recorded_at)
+        .bind(&columns.event_tenant)
+        .bind(&columns.event_tenant_seq)
+        .bind(&columns.event_aggregate_type)
+        .bind(&columns.event_aggregate_id)
+        .bind(&columns.event_aggregate_seq)
+        .bind(&columns.event_id)
+        .bind(&columns.event_type)
+        .bind(&columns.event_version)
+        .bind(&columns.event_payload)
+        .bind(&columns.event_metadata)
+        .bind(&columns.event_key)
+        .bind(&columns.event_recorded_at)
+        .bind(&columns.event_prev_hash)
+        .bind(&columns.event_hash)
+        .bind(&columns.record_tenant)
+        .bind(&columns.record_key)
+        .bind(&columns.record_fingerprint)
+        .bind(&columns.record_status)
+        .bind(&columns.record_outcome)
+        .bind(&columns.record_first_seq)
+        .bind(&columns.record_tenant_seq)
+        .bind(&columns.record_recorded_at)
+        .fetch_all(executor)
+        .await
+}
+
+/// The batches that hold commands; refuses two batches of one tenant.
+fn non_empty_distinct(batches: &[TenantBatch]) -> Result<Vec<&TenantBatch>, AppendError> {
+    let batches: Vec<&TenantBatch> = batches
+        .iter()
+        .filter(|batch| batch.command_count() > 0)
+        .collect();
+    let mut tenants = HashSet::with_capacity(batches.len());
+    for batch in &batches {
+        if !tenants.insert(batch.tenant_id()) {
+            return Err(AppendError::Other(StoreError::Invalid(format!(
+                "two batches for tenant {} in one append",
+                batch.tenant_id()
+            ))));
+        }
+    }
+    Ok(batches)
+}
+
+/// Which tenants of the call did not advance.
+fn report(batches: &[&TenantBatch], advanced: Vec<(Uuid,)>) -> AppendReport {
+    let advanced: HashSet<Uuid> = advanced.into_iter().map(|(tenant,)| tenant).collect();
+    AppendReport {
+        moved: batches
+            .iter()
+            .map(|batch| batch.tenant_id())
+            .filter(|tenant| !advanced.contains(&tenant.as_uuid()))
+            .collect(),
+    }
+}
+
+/// Column arrays of one append statement, borrowed from the batches.
+#[derive(Default)]
+struct Columns<'a> {
+    head_tenant: Vec<Uuid>,
+    head_expected_seq: Vec<i64>,
+    head_expected_hash: Vec<&'a [u8]>,
+    head_new_seq: Vec<i64>,
+    head_new_hash: Vec<&'a [u8]>,
+    head_new_recorded_at: Vec<Option<DateTime<Utc>>>,
+    event_tenant: Vec<Uuid>,
+    event_tenant_seq: Vec<i64>,
+    event_aggregate_type: Vec<&'a str>,
+    event_aggregate_id: Vec<&'a str>,
+    event_aggregate_seq: Vec<i64>,
+    event_id: Vec<Uuid>,
+    event_type: Vec<&'a str>,
+    event_version: Vec<&'a str>,
+    event_payload: Vec<&'a str>,
+    event_metadata: Vec<&'a str>,
+    event_key: Vec<&'a str>,
+    event_recorded_at: Vec<DateTime<Utc>>,
+    event_prev_hash: Vec<&'a [u8]>,
+    event_hash: Vec<&'a [u8]>,
+    record_tenant: Vec<Uuid>,
+    record_key: Vec<&'a str>,
+    record_fingerprint: Vec<&'a [u8]>,
+    record_status: Vec<i16>,
+    record_outcome: Vec<&'a str>,
+    record_first_seq: Vec<Option<i64>>,
+    record_tenant_seq: Vec<i64>,
+    record_recorded_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> Columns<'a> {
+    fn from_batches(batches: &[&'a TenantBatch]) -> Self {
+        let mut columns = Self::default();
+        for batch in batches {
+            let tenant = batch.tenant_id().as_uuid();
+            columns.head_tenant.push(tenant);
+            columns.head_expected_seq.push(batch.expected.seq);
+            columns.head_expected_hash.push(&batch.expected.hash.0);
+            columns.head_new_seq.push(batch.head.seq);
+            columns.head_new_hash.push(&batch.head.hash.0);
+            columns.head_new_recorded_at.push(batch.head.recorded_at);
+            for event in &batch.events {
+                columns.event_tenant.push(tenant);
+                columns.event_tenant_seq.push(event.tenant_seq);
+                columns.event_aggregate_type.push(&event.aggregate_type);
+                columns.event_aggregate_id.push(&event.aggregate_id);
+                columns.event_aggregate_seq.push(event.aggregate_seq);
+                columns.event_id.push(event.event_id);
+                columns.event_type.push(&event.event_type);
+                columns.event_version.push(&event.event_version);
+                columns.event_payload.push(&event.payload);
+                columns.event_metadata.push(&event.metadata);
+                columns.event_key.push(&event.idempotency_key);
+                columns.event_recorded_at.push(event.recorded_at);
+                columns.event_prev_hash.push(&event.prev_hash.0);
+                columns.event_hash.push(&event.hash.0);
+            }
+            for record in &batch.records {
+                columns.record_tenant.push(tenant);
+                columns.record_key.push(record.key.as_str());
+                columns.record_fingerprint.push(&record.fingerprint.0);
+                columns.record_status.push(record.status);
+                columns.record_outcome.push(&record.outcome);
+                columns.record_first_seq.push(record.first_seq);
+                columns.record_tenant_seq.push(record.tenant_seq);
+                columns.record_recorded_at.push(record.recorded_at);
+            }
+        }
+        columns
+    }
+}
+
+impl EventStore {
+    /// The current heads of `tenants` (tenants without a head are absent).
+    pub async fn chain_heads(&self, tenants: &[TenantId]) -> Result<Vec<ChainHead>, StoreError> {
+        let ids: Vec<Uuid> = tenants.iter().map(TenantId::as_uuid).collect();
+        let rows: Vec<(Uuid, i64, Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(SELECT_HEADS)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(tenant, seq, hash, recorded_at)| {
+                let hash = ChainHash::from_slice(&hash).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "chain head hash of tenant {tenant} is not 32 bytes"
+                    ))
+                })?;
+                Ok(ChainHead {
+                    tenant_id: TenantId::from_uuid(tenant),
+                    seq,
+                    hash,
+                    recorded_at,
+                })
+            })
+            .collect()
+    }
+
+    /// The current head of one tenant; `None` for an unknown tenant.
+    pub async fn chain_head(&self, tenant_id: TenantId) -> Result<Option<ChainHead>, StoreError> {
+        Ok(self.chain_heads(&[tenant_id]).await?.pop())
+    }
+
+    /// Appends the batches (at most one per tenant) in one statement. Tenants
+    /// whose head moved are reported and left untouched; any error writes
+    /// nothing at all.
+    pub async fn append(&self, batches: &[TenantBatch]) -> Result<AppendReport, AppendError> {
+        let batches = non_empty_distinct(batches)?;
+        if batches.is_empty() {
+            return Ok(AppendReport::default());
+        }
+        let columns = Columns::from_batches(&batches);
+        match run_append(&self.pool, &columns).await {
+            Ok(rows) => Ok(report(&batches, rows)),
+            Err(error) => Err(self.explain_append_failure(&batches, &columns, error).await),
+        }
+    }
+
+    /// Like [`EventStore::append`], inside a transaction the caller owns and
+    /// commits. The head rows stay locked until then.
+    pub async fn append_in_transaction(
+        &self,
+        transaction: &mut sqlx::PgConnection,
+        batches: &[TenantBatch],
+    ) -> Result<AppendReport, AppendError> {
+        let batches = non_empty_distinct(batches)?;
+        if batches.is_empty() {
+            return Ok(AppendReport::default());
+        }
+        let columns = Columns::from_batches(&batches);
+        match run_append(&mut *transaction, &columns).await {
+            Ok(rows) => Ok(report(&batches, rows)),
+            Err(error) => Err(self.explain_append_failure(&batches, &columns, error).await),
+        }
+    }
+
+    /// Turns a failed append into the error naming its cause.
+    async fn explain_append_failure(
+        &self,
+        batches: &[&TenantBatch],
+        columns: &Columns<'_>,
+        error: sqlx::Error,
+    ) -> AppendError {
+        let Some((code, constraint)) = constraint_violation(&error) else {
+            return StoreError::from(error).into();
+        };
+        if code != "23505" {
+            return StoreError::from(error).into();
+        }
+        match constraint.as_str() {
+            "events_aggregate_seq_key" => {
+                let found: Result<Option<(Uuid, String, String, i64)>, sqlx::Error> =
+                    sqlx::query_as(SELECT_CONFLICTING_EVENT)
+                        .bind(&columns.event_tenant)
+                        .bind(&columns.event_aggregate_type)
+                        .bind(&columns.event_aggregate_id)
+                        .bind(&columns.event_aggregate_seq)
+                        .fetch_optional(&self.pool)
+                        .await;
+                match found {
+                    Ok(Some((tenant, aggregate_type, aggregate_id, aggregate_seq))) => {
+                        AppendError::SequenceConflict {
+                            tenant_id: TenantId::from_uuid(tenant),
+                            aggregate_type,
+                            aggregate_id,
+                            aggregate_seq,
+                        }
+                    }
+                    Ok(None) => StoreError::from(error).into(),
+                    Err(lookup) => StoreError::from(lookup).into(),
+                }
+            }
+            "idempotency_records_pkey" => {
+                let keys: Vec<(TenantId, IdempotencyKey)> = batches
+                    .iter()
+                    .flat_map(|batch| {
+                        batch
+                            .records
+                            .iter()
+                            .map(|record| (batch.tenant_id(), record.key.clone()))
+                    })
+                    .collect();
+                let records = match self.idempotency_records(&keys).await {
+                    Ok(records) => records,
+                    Err(lookup) => return lookup.into(),
+                };
+                // Report the first key of the batch that has a record.
+                for batch in batches {
+                    for pending in &batch.records {
+                        let stored = records.iter().find(|record| {
+                            record.tenant_id == batch.tenant_id() && record.key == pending.key
+                        });
+                        if let Some(stored) = stored {
+                            return if stored.fingerprint == pending.fingerprint {
+                                AppendError::KeyReplayed(Box::new(stored.clone()))
+                            } else {
+                                AppendError::KeyReused(Box::new(stored.clone()))
+                            };
+                        }
+                    }
+                }
+                StoreError::from(error).into()
+            }
+            _ => StoreError::from(error).into(),
+        }
+    }
+
+    /// Appends one command for one tenant, re-chaining from the fresh head
+    /// (a bounded number of times) when another writer appended meanwhile.
+    /// The command's aggregate sequences still guard its decision: if the
+    /// other writer touched the same aggregate, this fails with
+    /// [`AppendError::SequenceConflict`].
+    pub async fn append_command(
+        &self,
+        tenant_id: TenantId,
+        command: CommandWrite,
+    ) -> Result<Vec<AppendedEvent>, AppendError> {
+        for _ in 0..HEAD_MOVED_ATTEMPTS_MAX {
+            let head = self
+                .chain_head(tenant_id)
+                .await?
+                .ok_or_else(|| AppendError::Other(StoreError::UnknownTenant(tenant_id)))?;
+            let mut write = command.clone();
+            write.at = head.stamp(write.at);
+            let mut batch = TenantBatch::new(head);
+            let appended = batch.push(write)?;
+            let report = self.append(std::slice::from_ref(&batch)).await?;
+            if report.moved.is_empty() {
+                return Ok(appended);
+            }
+        }
+        Err(AppendError::Other(StoreError::Contention(format!(
+            "the chain head of tenant {tenant_id} kept moving for {HEAD_MOVED_ATTEMPTS_MAX} attempts"
+        ))))
+    }
+}

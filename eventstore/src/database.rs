@@ -1,0 +1,457 @@
+//! Finding the database.
+//!
+//! In order:
+//! 1. `DATABASE_URL` (or `--database-url`) when given; its database is
+//!    created if the server has no such database yet.
+//! 2. The local server: `postgres://localhost/ledger` (then the default unix
+//!    sockets), creating the `ledger` database if missing.
+//! 3. A private cluster started from the PostgreSQL binaries installed on the
+//!    machine (`initdb`/`pg_ctl` on `PATH` or under `/usr/lib/postgresql/*/bin`),
+//!    with its data in `.ledger/` of the working directory, listening only on
+//!    a unix socket there. It keeps running after the ledger exits; stop it
+//!    with `pg_ctl -D .ledger/pgdata stop`.
+//! 4. Otherwise, an error saying what to install.
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Name of the database the embedded default uses.
+pub const DEFAULT_DATABASE_NAME: &str = "ledger";
+
+/// How long a candidate server gets to answer before the next one is tried.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a request waits for a pooled connection before answering 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Directory of the private cluster, relative to the working directory.
+pub const PRIVATE_CLUSTER_DIR: &str = ".ledger";
+
+const NO_POSTGRES: &str = "\
+No PostgreSQL server could be found. The ledger stores everything in PostgreSQL \
+(version 13 or newer). Either set DATABASE_URL (or pass --database-url) to a server \
+you can reach, start a server that accepts connections on localhost:5432, or install \
+the PostgreSQL server binaries (initdb and pg_ctl; on Debian or Ubuntu: \
+`apt-get install postgresql`) so the ledger can run a private cluster in .ledger/ \
+of the working directory.";
+
+/// Where the database came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL` or `--database-url`.
+    Configured,
+    /// The server on this machine's default port or socket.
+    LocalServer,
+    /// A cluster the ledger started itself in this data directory.
+    PrivateCluster { data_dir: PathBuf },
+}
+
+/// A resolved database: how to connect and where it came from.
+#[derive(Debug, Clone)]
+pub struct Database {
+    url: String,
+    options: PgConnectOptions,
+    pub source: DatabaseSource,
+}
+
+/// Why no database could be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("invalid database URL {url:?}: {source}")]
+    InvalidUrl { url: String, source: sqlx::Error },
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("could not start a private PostgreSQL cluster in {dir}: {reason}")]
+    PrivateCluster { dir: String, reason: String },
+    #[error("{}", NO_POSTGRES)]
+    NoPostgres,
+}
+
+impl Database {
+    /// The connection URL (as given, or as derived).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Connection options for the resolved database.
+    pub fn options(&self) -> PgConnectOptions {
+        self.options.clone()
+    }
+
+    /// The URL of another database on the same server.
+    pub fn url_for(&self, database: &str) -> String {
+        with_database(&self.url, database)
+    }
+
+    /// Options for another database on the same server.
+    pub fn options_for(&self, database: &str) -> PgConnectOptions {
+        self.options.clone().database(database)
+    }
+
+    /// The name of the resolved database.
+    pub fn name(&self) -> &str {
+        self.options.get_database().unwrap_or(DEFAULT_DATABASE_NAME)
+    }
+
+    /// A pool of at most `connections_max` connections.
+    pub async fn connect_pool(&self, connections_max: u32) -> Result<PgPool, sqlx::Error> {
+        pool_options(connections_max)
+            .connect_with(self.options.clone())
+            .await
+    }
+
+    /// A pool that connects on first use (for processes that must start while
+    /// the database is down).
+    pub fn connect_pool_lazy(&self, connections_max: u32) -> PgPool {
+        pool_options(connections_max).connect_lazy_with(self.options.clone())
+    }
+}
+
+fn pool_options(connections_max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections_max.max(1))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A broken connection fails its first query (answered 503) and is
+        // dropped; pinging before every use would double the round trips.
+        .test_before_acquire(false)
+}
+
+/// `url` pointing at `database` instead (the `dbname` parameter wins over the path).
+pub fn with_database(url: &str, database: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}dbname={database}")
+}
+
+/// Resolves the database as described in the module documentation.
+pub async fn resolve(configured: Option<&str>) -> Result<Database, ResolveError> {
+    if let Some(url) = configured.filter(|url| !url.trim().is_empty()) {
+        let options = parse(url)?;
+        ensure_database(&options, url).await?;
+        return Ok(Database {
+            url: url.to_string(),
+            options,
+            source: DatabaseSource::Configured,
+        });
+    }
+    for url in local_server_urls() {
+        let options = parse(&url)?;
+        let maintenance = options.clone().database("postgres");
+        if probe(&maintenance).await {
+            ensure_database(&options, &url).await?;
+            return Ok(Database {
+                url,
+                options,
+                source: DatabaseSource::LocalServer,
+            });
+        }
+    }
+    let dir = std::env::current_dir()
+        .map_err(|error| ResolveError::PrivateCluster {
+            dir: PRIVATE_CLUSTER_DIR.to_string(),
+            reason: error.to_string(),
+        })?
+        .join(PRIVATE_CLUSTER_DIR);
+    let Some(bin_dir) = postgres_bin_dir() else {
+        return Err(ResolveError::NoPostgres);
+    };
+    let url = start_private_cluster(&bin_dir, &dir)?;
+    let options = parse(&url)?;
+    ensure_database(&options, &url).await?;
+    Ok(Database {
+        url,
+        options,
+        source: DatabaseSource::PrivateCluster {
+            data_dir: dir.join("pgdata"),
+        },
+    })
+}
+
+fn parse(url: &str) -> Result<PgConnectOptions, ResolveError> {
+    PgConnectOptions::from_str(url)
+        .map(|options| options.application_name("ledger"))
+        .map_err(|source| ResolveError::InvalidUrl {
+            url: url.to_string(),
+            source,
+        })
+}
+
+/// The local server's candidate URLs: TCP on localhost, then default sockets.
+fn local_server_urls() -> Vec<String> {
+    let mut urls = vec![format!("postgres://localhost/{DEFAULT_DATABASE_NAME}")];
+    for dir in ["/var/run/postgresql", "/tmp"] {
+        if Path::new(dir).join(".s.PGSQL.5432").exists() {
+            urls.push(format!("postgres:///{DEFAULT_DATABASE_NAME}?host={dir}"));
+        }
+    }
+    urls
+}
+
+async fn probe(options: &PgConnectOptions) -> bool {
+    match tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Connects to `options`' database, creating it when the server says it does
+/// not exist.
+async fn ensure_database(options: &PgConnectOptions, url: &str) -> Result<(), ResolveError> {
+    let connect_error = |source| ResolveError::Connect {
+        url: redact(url),
+        source,
+    };
+    match PgConnection::connect_with(options).await {
+        Ok(connection) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("3D000") => {
+            let name = options
+                .get_database()
+                .unwrap_or(DEFAULT_DATABASE_NAME)
+                .to_string();
+            let mut maintenance = PgConnection::connect_with(&options.clone().database("postgres"))
+                .await
+                .map_err(connect_error)?;
+            let created = sqlx::query(&format!("CREATE DATABASE {}", quote_identifier(&name)))
+                .execute(&mut maintenance)
+                .await;
+            let _ = maintenance.close().await;
+            match created {
+                Ok(_) => Ok(()),
+                // Created meanwhile by another process.
+                Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {
+                    Ok(())
+                }
+                Err(error) => Err(connect_error(error)),
+            }
+        }
+        Err(error) => Err(connect_error(error)),
+    }
+}
+
+/// `name` as a quoted SQL identifier.
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The URL without its password.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The directory holding `initdb` and `pg_ctl`: from `PATH` first, then the
+/// newest version under `/usr/lib/postgresql`.
+pub fn postgres_bin_dir() -> Option<PathBuf> {
+    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(dir) = std::env::split_paths(&path).find(|dir| has_tools(dir)) {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            has_tools(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// Initialises (once) and starts (unless running) a private cluster in `dir`,
+/// listening only on a unix socket in `dir`. Returns its URL.
+pub fn start_private_cluster(bin_dir: &Path, dir: &Path) -> Result<String, ResolveError> {
+    let fail = |reason: String| ResolveError::PrivateCluster {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    let dir_text = dir
+        .to_str()
+        .ok_or_else(|| fail("path is not UTF-8".into()))?;
+    if dir_text.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+        return Err(fail("path must not contain spaces or quotes".into()));
+    }
+    // Unix socket paths are limited to 107 bytes.
+    if dir_text.len() + "/.s.PGSQL.5432".len() > 107 {
+        return Err(fail("path is too long for a unix socket".into()));
+    }
+    let data_dir = dir.join("pgdata");
+    std::fs::create_dir_all(dir).map_err(|error| fail(error.to_string()))?;
+    // PostgreSQL refuses to run as root: run it as the `postgres` system user.
+    let run_as = if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres", dir_text])
+            .status()
+            .map_err(|error| fail(format!("chown: {error}")))?;
+        if !status.success() {
+            return Err(fail(
+                "running as root needs a `postgres` system user to own the cluster".into(),
+            ));
+        }
+        Some("postgres")
+    } else {
+        None
+    };
+    let run = |program: &str, args: &[&str]| -> Result<std::process::Output, ResolveError> {
+        let binary = bin_dir.join(program);
+        let mut command = match run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
+        command
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|error| fail(format!("{program}: {error}")))
+    };
+    let data_text = data_dir.to_str().unwrap_or_default();
+    if !data_dir.join("PG_VERSION").is_file() {
+        let output = run(
+            "initdb",
+            &[
+                "-D",
+                data_text,
+                "-U",
+                "ledger",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ],
+        )?;
+        if !output.status.success() {
+            return Err(fail(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+    }
+    let running = run("pg_ctl", &["status", "-D", data_text])?
+        .status
+        .success();
+    if !running {
+        let server_options =
+            format!("-c listen_addresses='' -c unix_socket_directories={dir_text}");
+        let log = dir.join("postgres.log");
+        let output = run(
+            "pg_ctl",
+            &[
+                "start",
+                "-w",
+                "-D",
+                data_text,
+                "-l",
+                log.to_str().unwrap_or_default(),
+                "-o",
+                &server_options,
+            ],
+        )?;
+        if !output.status.success() {
+            return Err(fail(format!(
+                "pg_ctl start failed (see {}): {}",
+                log.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+    }
+    Ok(format!(
+        "postgres:///{DEFAULT_DATABASE_NAME}?host={dir_text}&user=ledger"
+    ))
+}
+
+/// Stops a private cluster started by [`start_private_cluster`].
+pub fn stop_private_cluster(bin_dir: &Path, dir: &Path) -> std::io::Result<bool> {
+    let data_dir = dir.join("pgdata");
+    let mut command = if is_root() {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(bin_dir.join("pg_ctl"));
+        command
+    } else {
+        Command::new(bin_dir.join("pg_ctl"))
+    };
+    let status = command
+        .args(["stop", "-m", "fast", "-D"])
+        .arg(&data_dir)
+        .current_dir(dir)
+        .status()?;
+    Ok(status.success())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Drops `name` on the server of `options` (closing its connections first).
+pub async fn drop_database(options: &PgConnectOptions, name: &str) -> Result<(), sqlx::Error> {
+    let mut maintenance = options.clone().database("postgres").connect().await?;
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_identifier(name)
+    ))
+    .execute(&mut maintenance)
+    .await?;
+    maintenance.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_database_on_the_same_server() {
+        assert_eq!(
+            with_database("postgres://u@h/ledger", "x"),
+            "postgres://u@h/ledger?dbname=x"
+        );
+        assert_eq!(
+            with_database("postgres:///ledger?host=/tmp", "x"),
+            "postgres:///ledger?host=/tmp&dbname=x"
+        );
+        let options =
+            PgConnectOptions::from_str(&with_database("postgres://u@h/ledger", "x")).unwrap();
+        assert_eq!(options.get_database(), Some("x"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres:///db?host=/tmp"),
+            "postgres:///db?host=/tmp"
+        );
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+}

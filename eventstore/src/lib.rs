@@ -1,0 +1,81 @@
+//! The PostgreSQL event store.
+//!
+//! What lives here: the `events` table and everything that guards it — the
+//! per-tenant hash chain, gapless `tenant_seq`, optimistic concurrency per
+//! aggregate, idempotency records written in the same transaction as the
+//! events, snapshots, ordered reads for projections, tenants and API keys, and
+//! finding the database to use. What does not: deciding commands (`commands`),
+//! read tables (`projections`), verification reports (`replay`).
+//!
+//! Layout:
+//! - `append`: [`TenantBatch`], the one-statement multi-tenant append and its errors.
+//! - `chain`: [`ChainHash`] and the canonical event encoding that is hashed.
+//! - `canonical`: canonical JSON (PostgreSQL's `jsonb` text form).
+//! - `idempotency`: keys, fingerprints, stored outcomes.
+//! - `load`: aggregate histories and snapshots.
+//! - `read`: ordered reads per tenant and across tenants.
+//! - `repository`: cqrs-es `PersistedEventRepository` on these tables.
+//! - `tenants`: tenants and API keys.
+//! - `database`: resolving and connecting to PostgreSQL.
+//! - `testing`: fresh databases for tests.
+
+pub mod append;
+pub mod canonical;
+pub mod chain;
+pub mod database;
+pub mod error;
+pub mod idempotency;
+pub mod load;
+pub mod read;
+pub mod repository;
+pub mod tenants;
+pub mod testing;
+
+pub use append::{
+    AppendError, AppendReport, AppendedEvent, ChainHead, CommandWrite, NewEvent, TenantBatch,
+};
+pub use chain::{ChainChecker, ChainFinding};
+pub use chain::{ChainHash, GENESIS};
+pub use database::{resolve, Database, DatabaseSource, ResolveError};
+pub use error::StoreError;
+pub use idempotency::{EventSummary, Fingerprint, IdempotencyKey, IdempotencyRecord};
+pub use load::{AggregateHistory, AggregateKey, Snapshot};
+pub use read::{ChainReport, GlobalCursor, StoredEvent};
+pub use repository::TenantRepository;
+pub use tenants::{NewTenant, Tenant, TenantError};
+
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+
+/// Every migration of the ledger, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Handle to the event store; cheap to clone (it shares one pool).
+#[derive(Clone, Debug)]
+pub struct EventStore {
+    pool: PgPool,
+}
+
+impl EventStore {
+    /// A store on an existing pool.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for crates that keep their own tables in the same database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies every pending migration (idempotent; concurrent callers wait
+    /// for each other on an advisory lock).
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! Loading aggregates: the latest snapshot, if any, and the events after it.
+
+use crate::error::StoreError;
+use crate::EventStore;
+use aggregates::TenantId;
+use cqrs_es::persist::SerializedEvent;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// An aggregate within a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AggregateKey {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+}
+
+impl AggregateKey {
+    pub fn new(aggregate_type: impl Into<String>, aggregate_id: impl Into<String>) -> Self {
+        Self {
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+        }
+    }
+}
+
+/// A stored snapshot of an aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// aggregate_seq of the last event folded in.
+    pub last_sequence: i64,
+    /// How many snapshots have been taken of the aggregate.
+    pub snapshot_version: i64,
+    /// The serialized state.
+    pub payload: Value,
+}
+
+/// What it takes to rebuild an aggregate: a snapshot and the events after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AggregateHistory {
+    pub snapshot: Option<Snapshot>,
+    /// Events after the snapshot (all events when there is none), in order.
+    pub events: Vec<SerializedEvent>,
+}
+
+const SELECT_SNAPSHOTS: &str = "\
+    SELECT aggregate_type, aggregate_id, last_sequence, snapshot_version, payload \
+    FROM snapshots \
+    WHERE tenant_id = $1 \
+      AND (aggregate_type, aggregate_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))";
+
+const SELECT_EVENTS_AFTER: &str = "\
+    SELECT e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.event_type, e.event_version, \
+           e.payload, e.metadata \
+    FROM unnest($2::text[], $3::text[], $4::bigint[]) AS k(aggregate_type, aggregate_id, after_seq) \
+    JOIN events e ON e.tenant_id = $1 \
+                 AND e.aggregate_type = k.aggregate_type \
+                 AND e.aggregate_id = k.aggregate_id \
+                 AND e.aggregate_seq > k.after_seq \
+    ORDER BY e.aggregate_type, e.aggregate_id, e.aggregate_seq";
+
+const UPSERT_SNAPSHOT: &str = "\
+    INSERT INTO snapshots (tenant_id, aggregate_type, aggregate_id, last_sequence, snapshot_version, payload, taken_at) \
+    VALUES ($1, $2, $3, $4, 1, $5, now()) \
+    ON CONFLICT (tenant_id, aggregate_type, aggregate_id) DO UPDATE \
+    SET last_sequence = EXCLUDED.last_sequence, \
+        snapshot_version = snapshots.snapshot_version + 1, \
+        payload = EXCLUDED.payload, \
+        taken_at = EXCLUDED.taken_at \
+    WHERE snapshots.last_sequence < EXCLUDED.last_sequence";
+
+const SELECT_AGGREGATE_PAGE: &str = "\
+    SELECT aggregate_type, aggregate_id, aggregate_seq, event_type, event_version, payload, metadata \
+    FROM events \
+    WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND aggregate_seq > $4 \
+    ORDER BY aggregate_seq LIMIT $5";
+
+type EventRow = (String, String, i64, String, String, Value, Value);
+
+fn serialized_from_row(row: EventRow) -> SerializedEvent {
+    let (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) =
+        row;
+    SerializedEvent {
+        aggregate_id,
+        // aggregate_seq is CHECKed positive, so it fits a usize on 64-bit targets.
+        sequence: usize::try_from(sequence).unwrap_or(usize::MAX),
+        aggregate_type,
+        event_type,
+        event_version,
+        payload,
+        metadata,
+    }
+}
+
+impl EventStore {
+    /// Snapshots and following events of several aggregates of one tenant, in
+    /// two queries. Aggregates with no events and no snapshot are absent.
+    pub async fn load_histories(
+        &self,
+        tenant_id: TenantId,
+        keys: &[AggregateKey],
+    ) -> Result<HashMap<AggregateKey, AggregateHistory>, StoreError> {
+        let types: Vec<&str> = keys.iter().map(|key| key.aggregate_type.as_str()).collect();
+        let ids: Vec<&str> = keys.iter().map(|key| key.aggregate_id.as_str()).collect();
+        let snapshots: Vec<(String, String, i64, i64, Value)> = sqlx::query_as(SELECT_SNAPSHOTS)
+            .bind(tenant_id.as_uuid())
+            .bind(&types)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut histories: HashMap<AggregateKey, AggregateHistory> = HashMap::new();
+        for (aggregate_type, aggregate_id, last_sequence, snapshot_version, payload) in snapshots {
+            histories.insert(
+                AggregateKey::new(aggregate_type, aggregate_id),
+                AggregateHistory {
+                    snapshot: Some(Snapshot {
+                        last_sequence,
+                        snapshot_version,
+                        payload,
+                    }),
+                    events: Vec::new(),
+                },
+            );
+        }
+        let after: Vec<i64> = keys
+            .iter()
+            .map(|key| {
+                histories
+                    .get(key)
+                    .and_then(|history| history.snapshot.as_ref())
+                    .map_or(0, |snapshot| snapshot.last_sequence)
+            })
+            .collect();
+        let rows: Vec<EventRow> = sqlx::query_as(SELECT_EVENTS_AFTER)
+            .bind(tenant_id.as_uuid())
+            .bind(&types)
+            .bind(&ids)
+            .bind(&after)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let event = serialized_from_row(row);
+            histories
+                .entry(AggregateKey::new(
+                    &event.aggregate_type,
+                    &event.aggregate_id,
+                ))
+                .or_default()
+                .events
+                .push(event);
+        }
+        Ok(histories)
+    }
+
+    /// Events of one aggregate with `aggregate_seq > after_seq`, in order.
+    pub async fn load_events(
+        &self,
+        tenant_id: TenantId,
+        key: &AggregateKey,
+        after_seq: i64,
+    ) -> Result<Vec<SerializedEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(SELECT_EVENTS_AFTER)
+            .bind(tenant_id.as_uuid())
+            .bind([key.aggregate_type.as_str()])
+            .bind([key.aggregate_id.as_str()])
+            .bind([after_seq])
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(serialized_from_row).collect())
+    }
+
+    /// At most `limit` events of one aggregate after `after_seq`, in order.
+    pub async fn load_events_page(
+        &self,
+        tenant_id: TenantId,
+        key: &AggregateKey,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<SerializedEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(SELECT_AGGREGATE_PAGE)
+            .bind(tenant_id.as_uuid())
+            .bind(&key.aggregate_type)
+            .bind(&key.aggregate_id)
+            .bind(after_seq)
+            .bind(limit.clamp(1, crate::read::READ_PAGE_MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(serialized_from_row).collect())
+    }
+
+    /// Stores a snapshot of an aggregate taken after its event `last_sequence`;
+    /// an older snapshot never replaces a newer one.
+    pub async fn save_snapshot(
+        &self,
+        tenant_id: TenantId,
+        key: &AggregateKey,
+        last_sequence: i64,
+        payload: &Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(UPSERT_SNAPSHOT)
+            .bind(tenant_id.as_uuid())
+            .bind(&key.aggregate_type)
+            .bind(&key.aggregate_id)
+            .bind(last_sequence)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,515 @@
+//! Event store against a real PostgreSQL: appends, loads, concurrency, the
+//! hash chain, immutability, idempotency records and ordered reads.
+
+use aggregates::TenantId;
+use chrono::Utc;
+use eventstore::chain::ChainFinding;
+use eventstore::testing::TestDatabase;
+use eventstore::{
+    AggregateKey, AppendError, CommandWrite, EventStore, Fingerprint, GlobalCursor, IdempotencyKey,
+    NewEvent, StoredEvent, TenantBatch,
+};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+
+fn event(aggregate_id: &str, aggregate_seq: i64, payload: Value) -> NewEvent {
+    NewEvent {
+        aggregate_type: "counter".to_string(),
+        aggregate_id: aggregate_id.to_string(),
+        aggregate_seq,
+        event_type: "Added".to_string(),
+        event_version: "1".to_string(),
+        payload,
+        metadata: json!({"command": "Add"}),
+    }
+}
+
+fn write(key: &str, events: Vec<NewEvent>) -> CommandWrite {
+    let body = json!(format!("{events:?}"));
+    CommandWrite {
+        key: IdempotencyKey::parse(key).unwrap(),
+        fingerprint: Fingerprint::of("test", &body).unwrap(),
+        status: 201,
+        outcome: json!({"accepted": key}),
+        events,
+        at: eventstore::chain::to_stored_precision(Utc::now()),
+    }
+}
+
+async fn tenant(store: &EventStore) -> TenantId {
+    store.create_tenant("acme").await.unwrap().tenant_id
+}
+
+async fn all_events(store: &EventStore, tenant_id: TenantId) -> Vec<StoredEvent> {
+    store.read_tenant(tenant_id, 0, 10_000).await.unwrap()
+}
+
+#[tokio::test]
+async fn appended_events_load_back_unchanged_and_a_stale_append_writes_nothing() {
+    // Proves: append then load returns the same events; a stale aggregate
+    // sequence fails with the exact conflict and leaves no trace.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = tenant(store).await;
+    let first = vec![
+        event("c-1", 1, json!({"amount": 5})),
+        event(
+            "c-1",
+            2,
+            json!({"amount": 7, "note": "é \"quoted\" \\ \n", "nested": {"b": [1, 2], "a": null}}),
+        ),
+    ];
+    let appended = store
+        .append_command(tenant_id, write("k-1", first.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        appended
+            .iter()
+            .map(|event| event.tenant_seq)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+
+    let loaded = store
+        .load_events(tenant_id, &AggregateKey::new("counter", "c-1"), 0)
+        .await
+        .unwrap();
+    assert_eq!(loaded.len(), 2);
+    for (loaded, sent) in loaded.iter().zip(&first) {
+        assert_eq!(loaded.aggregate_type, sent.aggregate_type);
+        assert_eq!(loaded.aggregate_id, sent.aggregate_id);
+        assert_eq!(loaded.sequence as i64, sent.aggregate_seq);
+        assert_eq!(loaded.event_type, sent.event_type);
+        assert_eq!(loaded.event_version, sent.event_version);
+        assert_eq!(loaded.payload, sent.payload);
+        assert_eq!(loaded.metadata, sent.metadata);
+    }
+    let stored = all_events(store, tenant_id).await;
+    assert_eq!(stored[1].hash, appended[1].hash);
+    assert_eq!(stored[1].prev_hash, appended[0].hash);
+    assert_eq!(stored[0].idempotency_key, "k-1");
+
+    let error = store
+        .append_command(
+            tenant_id,
+            write("k-2", vec![event("c-1", 2, json!({"amount": 1}))]),
+        )
+        .await
+        .unwrap_err();
+    match error {
+        AppendError::SequenceConflict {
+            tenant_id: conflict_tenant,
+            aggregate_type,
+            aggregate_id,
+            aggregate_seq,
+        } => {
+            assert_eq!(conflict_tenant, tenant_id);
+            assert_eq!(aggregate_type, "counter");
+            assert_eq!(aggregate_id, "c-1");
+            assert_eq!(aggregate_seq, 2);
+        }
+        other => panic!("expected a sequence conflict, got {other:?}"),
+    }
+    assert_eq!(all_events(store, tenant_id).await.len(), 2);
+    assert_eq!(store.chain_head(tenant_id).await.unwrap().unwrap().seq, 2);
+    let key = IdempotencyKey::parse("k-2").unwrap();
+    assert_eq!(
+        store.idempotency_record(tenant_id, &key).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn sixty_four_concurrent_appends_get_seqs_one_to_sixty_four_and_an_intact_chain() {
+    // Proves: appends from 64 separate connections to one tenant serialise on
+    // the chain head: gapless seqs 1..64 and every stored hash recomputes.
+    let db = TestDatabase::new().await;
+    let tenant_id = tenant(db.store()).await;
+    let mut writers = Vec::new();
+    for writer in 0..64 {
+        let pool = db.database().connect_pool(1).await.unwrap();
+        let store = EventStore::new(pool);
+        writers.push(tokio::spawn(async move {
+            let aggregate = format!("c-{writer}");
+            store
+                .append_command(
+                    tenant_id,
+                    write(
+                        &format!("k-{writer}"),
+                        vec![event(&aggregate, 1, json!({"writer": writer}))],
+                    ),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let stored = all_events(db.store(), tenant_id).await;
+    assert_eq!(
+        stored
+            .iter()
+            .map(|event| event.tenant_seq)
+            .collect::<Vec<_>>(),
+        (1..=64).collect::<Vec<_>>()
+    );
+    for pair in stored.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+        assert!(pair[1].recorded_at >= pair[0].recorded_at);
+    }
+    for event in &stored {
+        assert_eq!(
+            event.recompute_hash().unwrap(),
+            event.hash,
+            "tenant_seq {}",
+            event.tenant_seq
+        );
+    }
+    let report = db.store().check_chain(tenant_id).await.unwrap();
+    assert_eq!(report.events, 64);
+    assert_eq!(report.findings, vec![]);
+    assert_eq!(report.head_hash, stored[63].hash);
+}
+
+#[tokio::test]
+async fn a_repeated_key_is_answered_from_its_record_and_a_reused_key_is_refused() {
+    // Proves: same key + same command -> the stored outcome and no new events;
+    // same key + another command -> key reused; both write nothing.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = tenant(store).await;
+    let original = write("order-7", vec![event("c-1", 1, json!({"amount": 3}))]);
+    store
+        .append_command(tenant_id, original.clone())
+        .await
+        .unwrap();
+
+    let mut repeat = original.clone();
+    repeat.events[0].aggregate_seq = 2;
+    match store.append_command(tenant_id, repeat).await.unwrap_err() {
+        AppendError::KeyReplayed(record) => {
+            assert_eq!(record.key.as_str(), "order-7");
+            assert_eq!(record.status, 201);
+            assert_eq!(record.outcome, json!({"accepted": "order-7"}));
+            assert_eq!(record.first_seq, Some(1));
+            assert_eq!(record.tenant_seq, 1);
+        }
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    let other = write("order-7", vec![event("c-1", 2, json!({"amount": 4}))]);
+    match store.append_command(tenant_id, other).await.unwrap_err() {
+        AppendError::KeyReused(record) => assert_eq!(record.fingerprint, original.fingerprint),
+        other => panic!("expected key reused, got {other:?}"),
+    }
+    assert_eq!(all_events(store, tenant_id).await.len(), 1);
+
+    let record = store
+        .idempotency_record(tenant_id, &IdempotencyKey::parse("order-7").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let summaries = store.event_summaries(tenant_id, &record).await.unwrap();
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0].tenant_seq, 1);
+    assert_eq!(summaries[0].event_type, "Added");
+}
+
+#[tokio::test]
+async fn events_cannot_be_updated_deleted_or_truncated() {
+    // Proves: the append-only triggers refuse every change, even one that
+    // matches no row.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = tenant(store).await;
+    store
+        .append_command(
+            tenant_id,
+            write("k", vec![event("c-1", 1, json!({"amount": 1}))]),
+        )
+        .await
+        .unwrap();
+    for statement in [
+        "UPDATE events SET payload = '{\"amount\": 1000}'",
+        "UPDATE events SET payload = payload WHERE false",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "UPDATE idempotency_records SET status = 200",
+        "DELETE FROM chain_heads",
+        "UPDATE chain_heads SET last_seq = 0",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+        let database = error
+            .as_database_error()
+            .unwrap_or_else(|| panic!("{statement}: {error}"));
+        assert_eq!(
+            database.code().as_deref(),
+            Some("42501"),
+            "{statement}: {database}"
+        );
+    }
+    assert_eq!(
+        all_events(store, tenant_id).await[0].payload,
+        json!({"amount": 1})
+    );
+}
+
+#[tokio::test]
+async fn a_payload_edited_behind_the_triggers_breaks_the_chain_at_its_seq() {
+    // Proves: a superuser who disables the triggers and edits a payload is
+    // caught by the chain check, at exactly that tenant_seq.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = tenant(store).await;
+    for seq in 1..=5 {
+        store
+            .append_command(
+                tenant_id,
+                write(
+                    &format!("k-{seq}"),
+                    vec![event("c-1", seq, json!({"amount": seq}))],
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.check_chain(tenant_id).await.unwrap().findings, vec![]);
+    let mut connection = store.pool().acquire().await.unwrap();
+    for statement in [
+        "ALTER TABLE events DISABLE TRIGGER events_append_only",
+        "UPDATE events SET payload = '{\"amount\": 3000}' WHERE tenant_seq = 3",
+        "ALTER TABLE events ENABLE TRIGGER events_append_only",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+    }
+    let findings = store.check_chain(tenant_id).await.unwrap().findings;
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    match &findings[0] {
+        ChainFinding::HashMismatch { tenant_seq, .. } => assert_eq!(*tenant_seq, 3),
+        other => panic!("expected a hash mismatch, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_cross_tenant_reader_sees_every_event_once_even_when_one_commits_late() {
+    // Proves: a reader following (transaction_id, global_position) while 8
+    // writers append, and while one transaction holding an early id commits
+    // late, reads every event exactly once.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let tenants: Vec<TenantId> = {
+        let mut tenants = Vec::new();
+        for _ in 0..5 {
+            tenants.push(tenant(&store).await);
+        }
+        tenants
+    };
+    // The late transaction appends first (so its id is the smallest), then
+    // stays open while everyone else commits.
+    let late_tenant = tenants[4];
+    let mut late = store.pool().begin().await.unwrap();
+    let head = store.chain_head(late_tenant).await.unwrap().unwrap();
+    let mut late_batch = TenantBatch::new(head);
+    late_batch
+        .push(write("late", vec![event("late", 1, json!({"late": true}))]))
+        .unwrap();
+    let report = store
+        .append_in_transaction(&mut late, &[late_batch])
+        .await
+        .unwrap();
+    assert!(report.moved.is_empty());
+
+    // The reader stops once it has read as many events as were written; the
+    // unique check below catches a duplicate that would make it stop early.
+    // Transactions of other databases on the server hold the snapshot xmin
+    // back too, so progress is only bounded, not immediate.
+    let expected = 8 * 25 + 1;
+    let reader_store = store.clone();
+    let reader = tokio::spawn(async move {
+        let mut cursor = GlobalCursor::START;
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while seen.len() < expected && tokio::time::Instant::now() < deadline {
+            let page = reader_store.read_all(cursor, 37).await.unwrap();
+            if let Some(last) = page.last() {
+                cursor = last.cursor();
+            }
+            seen.extend(page.into_iter().map(|event| event.event_id));
+            tokio::task::yield_now().await;
+        }
+        seen
+    });
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let store = store.clone();
+        let tenant_id = tenants[writer % 4];
+        writers.push(tokio::spawn(async move {
+            for command in 0..25 {
+                store
+                    .append_command(
+                        tenant_id,
+                        write(
+                            &format!("w{writer}-{command}"),
+                            vec![event(
+                                &format!("w{writer}"),
+                                command + 1,
+                                json!({"n": command}),
+                            )],
+                        ),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    late.commit().await.unwrap();
+    let seen = reader.await.unwrap();
+
+    let unique: HashSet<_> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "an event was read twice");
+    let mut stored = HashSet::new();
+    for tenant_id in tenants {
+        stored.extend(
+            all_events(&store, tenant_id)
+                .await
+                .into_iter()
+                .map(|event| event.event_id),
+        );
+    }
+    assert_eq!(stored.len(), expected);
+    assert_eq!(unique, stored);
+}
+
+#[tokio::test]
+async fn canonical_json_is_exactly_the_text_postgres_gives_back_for_jsonb() {
+    // Proves: the canonical form hashed at write time equals `payload::text`
+    // as stored, for tricky keys, strings and numbers.
+    let db = TestDatabase::new().await;
+    let values = [
+        json!({"b": 1, "a": 2, "aa": 3, "é": 4, "zz": {"y": [true, false, null], "x": {}}}),
+        json!({"s": "quote \" backslash \\ slash / tab \t newline \n bell \u{7} del \u{7f} emoji 🦀"}),
+        json!({"max": i64::MAX, "min": i64::MIN, "u": u64::MAX, "zero": 0, "neg": -1}),
+        json!([[], {}, "", [[1]], {"": ""}]),
+        json!("top-level string"),
+        json!({"ключ": "значение", "k": "v", "日本": 1}),
+    ];
+    for value in values {
+        let canonical = eventstore::canonical::to_canonical_string(&value).unwrap();
+        let (text,): (String,) = sqlx::query_as("SELECT ($1::text)::jsonb::text")
+            .bind(serde_json::to_string(&value).unwrap())
+            .fetch_one(db.store().pool())
+            .await
+            .unwrap();
+        assert_eq!(canonical, text);
+    }
+}
+
+#[tokio::test]
+async fn a_float_in_event_data_is_refused_and_nothing_is_written() {
+    // Proves: data without a canonical form never reaches the chain.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = tenant(store).await;
+    let error = store
+        .append_command(
+            tenant_id,
+            write("k", vec![event("c-1", 1, json!({"amount": 1.5}))]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "floating-point number 1.5 in event data; amounts must be integers"
+    );
+    assert!(all_events(store, tenant_id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_snapshot_is_loaded_with_only_the_events_after_it() {
+    // Proves: loads start from the newest snapshot; an older one never
+    // replaces it.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = tenant(store).await;
+    for seq in 1..=4 {
+        store
+            .append_command(
+                tenant_id,
+                write(
+                    &format!("k{seq}"),
+                    vec![event("c-1", seq, json!({"amount": seq}))],
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let key = AggregateKey::new("counter", "c-1");
+    store
+        .save_snapshot(tenant_id, &key, 3, &json!({"total": 6}))
+        .await
+        .unwrap();
+    store
+        .save_snapshot(tenant_id, &key, 2, &json!({"total": 3}))
+        .await
+        .unwrap();
+    let mut histories = store
+        .load_histories(tenant_id, std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    let history = histories.remove(&key).unwrap();
+    let snapshot = history.snapshot.unwrap();
+    assert_eq!(snapshot.last_sequence, 3);
+    assert_eq!(snapshot.payload, json!({"total": 6}));
+    assert_eq!(
+        history
+            .events
+            .iter()
+            .map(|event| event.sequence)
+            .collect::<Vec<_>>(),
+        [4]
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_is_authenticated_by_its_key_and_by_nothing_else() {
+    // Proves: only the digest of the issued key authenticates, and only for
+    // its own tenant.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let other = store.create_tenant("other").await.unwrap();
+    assert_eq!(
+        store.authenticate(&acme.api_key).await.unwrap(),
+        Some(acme.tenant_id)
+    );
+    assert_eq!(
+        store.authenticate(&other.api_key).await.unwrap(),
+        Some(other.tenant_id)
+    );
+    let forged = format!(
+        "lk_{}_{}",
+        acme.tenant_id.as_uuid().simple(),
+        &other.api_key[36..]
+    );
+    assert_eq!(store.authenticate(&forged).await.unwrap(), None);
+    assert_eq!(store.authenticate("lk_garbage").await.unwrap(), None);
+    let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM api_keys WHERE key_hint <> ''")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, 2);
+    assert!(matches!(
+        store.create_tenant("  ").await,
+        Err(eventstore::TenantError::InvalidName)
+    ));
+}

@@ -1,0 +1,29 @@
+-- Tenants and their API keys.
+
+CREATE TABLE tenants (
+    tenant_id  uuid        NOT NULL,
+    name       text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    created_at timestamptz NOT NULL,
+    CONSTRAINT tenants_pkey PRIMARY KEY (tenant_id)
+);
+
+COMMENT ON TABLE tenants IS 'One row per business using the ledger.';
+COMMENT ON COLUMN tenants.tenant_id IS 'Tenant identifier (uuid v7); leads every key in the schema.';
+COMMENT ON COLUMN tenants.name IS 'Human-readable name given at creation.';
+COMMENT ON COLUMN tenants.created_at IS 'When the tenant was created.';
+
+CREATE TABLE api_keys (
+    tenant_id  uuid        NOT NULL,
+    key_digest bytea       NOT NULL CHECK (length(key_digest) = 32),
+    key_hint   text        NOT NULL,
+    created_at timestamptz NOT NULL,
+    revoked_at timestamptz,
+    CONSTRAINT api_keys_pkey PRIMARY KEY (tenant_id, key_digest)
+);
+
+COMMENT ON TABLE api_keys IS 'API keys of tenants. The key itself is shown once and never stored.';
+COMMENT ON COLUMN api_keys.tenant_id IS 'Tenant the key authenticates; also embedded in the key text.';
+COMMENT ON COLUMN api_keys.key_digest IS 'blake3 digest of the whole key text.';
+COMMENT ON COLUMN api_keys.key_hint IS 'Last four characters of the key, to tell keys apart.';
+COMMENT ON COLUMN api_keys.created_at IS 'When the key was issued.';
+COMMENT ON COLUMN api_keys.revoked_at IS 'When the key was revoked; NULL while it is valid.';
