@@ -1,16 +1,25 @@
 -- Tenants and their API keys.
 
+-- The tenants table is the one table not keyed by tenant: it is the list of
+-- tenants (on a distributed deployment, a reference table).
 CREATE TABLE tenants (
-    tenant_id  uuid        NOT NULL,
-    name       text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-    created_at timestamptz NOT NULL,
+    tenant_id            uuid        NOT NULL,
+    name                 text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    created_at           timestamptz NOT NULL,
+    creation_key         text        CHECK (length(creation_key) BETWEEN 1 AND 255),
+    creation_fingerprint bytea       CHECK (length(creation_fingerprint) = 32),
     CONSTRAINT tenants_pkey PRIMARY KEY (tenant_id)
 );
+
+-- Tenant creation over HTTP is idempotent by its Idempotency-Key.
+CREATE UNIQUE INDEX tenants_creation_key ON tenants (creation_key);
 
 COMMENT ON TABLE tenants IS 'One row per business using the ledger.';
 COMMENT ON COLUMN tenants.tenant_id IS 'Tenant identifier (uuid v7); leads every key in the schema.';
 COMMENT ON COLUMN tenants.name IS 'Human-readable name given at creation.';
 COMMENT ON COLUMN tenants.created_at IS 'When the tenant was created.';
+COMMENT ON COLUMN tenants.creation_key IS 'Idempotency-Key of the request that created the tenant; NULL when created from the CLI.';
+COMMENT ON COLUMN tenants.creation_fingerprint IS 'blake3 of the creating request; the same key with another request is refused.';
 
 CREATE TABLE api_keys (
     tenant_id  uuid        NOT NULL,
@@ -27,3 +36,4 @@ COMMENT ON COLUMN api_keys.key_digest IS 'blake3 digest of the whole key text.';
 COMMENT ON COLUMN api_keys.key_hint IS 'Last four characters of the key, to tell keys apart.';
 COMMENT ON COLUMN api_keys.created_at IS 'When the key was issued.';
 COMMENT ON COLUMN api_keys.revoked_at IS 'When the key was revoked; NULL while it is valid.';
+

@@ -1,1 +1,163 @@
-fn main() {}
+//! `ledger`: the command line. Parses arguments and wires the crates together;
+//! everything it runs lives in them.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ledger",
+    version,
+    about = "Event-sourced, hash-chained ledger on PostgreSQL",
+    long_about = "Event-sourced, hash-chained ledger on PostgreSQL.\n\n\
+        Without --database-url / DATABASE_URL it uses the local server \
+        (postgres://localhost/ledger, created if missing), else a private cluster \
+        started from the installed PostgreSQL binaries in .ledger/."
+)]
+struct Cli {
+    /// PostgreSQL URL, e.g. postgres://user@host/ledger.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the database migrations (idempotent).
+    Migrate,
+    /// Run the HTTP API (migrates first).
+    Serve(ServeArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Token guarding the admin routes (POST /v1/tenants); admin routes are
+    /// disabled without it.
+    #[arg(long, env = "LEDGER_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "LEDGER_BODY_LIMIT_BYTES", default_value_t = commands::http::BODY_LIMIT_BYTES_DEFAULT)]
+    body_limit_bytes: usize,
+    /// Command pipeline shards (each appends one batch at a time).
+    #[arg(long, default_value_t = commands::BusConfig::default().shards)]
+    shards: usize,
+    /// Database connections in the pool.
+    #[arg(long, default_value_t = 16)]
+    db_connections: u32,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its id and API key (the key is shown once).
+    Create {
+        /// Name of the business.
+        name: String,
+        /// Print exactly {"tenant_id": "...", "api_key": "..."}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter: tracing_subscriber::filter::Targets = std::env::var("LEDGER_LOG")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::Level::INFO)
+                .with_target("sqlx", tracing::Level::WARN)
+        });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
+        .init();
+}
+
+type Failure = Box<dyn std::error::Error>;
+
+async fn open_store(
+    database_url: Option<&str>,
+    connections: u32,
+) -> Result<eventstore::EventStore, Failure> {
+    let database = eventstore::resolve(database_url).await?;
+    tracing::debug!(url = %eventstore::database::redact(database.url()), source = ?database.source, "database");
+    let pool = database.connect_pool(connections).await?;
+    let store = eventstore::EventStore::new(pool);
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let database_url = cli.database_url.as_deref();
+    match cli.command {
+        Command::Migrate => {
+            open_store(database_url, 2).await?;
+            println!("migrations applied");
+        }
+        Command::Serve(args) => {
+            let store = open_store(database_url, args.db_connections).await?;
+            let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            let config = commands::server::ServeConfig {
+                http: commands::http::HttpConfig::new(
+                    args.admin_token.as_deref(),
+                    args.body_limit_bytes,
+                ),
+                bus: commands::BusConfig {
+                    shards: args.shards,
+                    ..commands::BusConfig::default()
+                },
+            };
+            commands::server::serve(
+                store,
+                listener,
+                config,
+                commands::http::routes(),
+                commands::server::shutdown_signal(),
+            )
+            .await?;
+        }
+        Command::Tenant(TenantCommand::Create { name, json }) => {
+            let store = open_store(database_url, 2).await?;
+            let tenant = store.create_tenant(&name).await?;
+            if json {
+                println!(
+                    "{{\"tenant_id\": \"{}\", \"api_key\": \"{}\"}}",
+                    tenant.tenant_id, tenant.api_key
+                );
+            } else {
+                println!("created tenant {}", tenant.name);
+                println!("  tenant_id: {}", tenant.tenant_id);
+                println!("  api_key:   {}", tenant.api_key);
+                println!("The API key is shown only now; store it safely.");
+            }
+        }
+    }
+    Ok(())
+}

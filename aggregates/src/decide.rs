@@ -44,6 +44,12 @@ where
 {
     /// Decides `command` against `self`.
     fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// Upcasters turning stored events of older versions into the current
+    /// form before they are applied. Stored events are never rewritten.
+    fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
+        Vec::new()
+    }
 }
 
 /// Implements cqrs-es `Aggregate::handle` on top of [`Decide::decide`].

@@ -1,1 +1,22 @@
-//! commands
+//! The command pipeline and the HTTP API.
+//!
+//! What lives here: turning a request into events exactly once (`pipeline`:
+//! load, decide, append, retries, idempotency), every HTTP route (`http`:
+//! auth, error mapping, OpenAPI), metrics, and `server`, which runs the API
+//! with the projection workers. What does not: storage (`eventstore`), domain
+//! rules (`aggregates`), read tables (`projections`).
+//!
+//! Layout:
+//! - `pipeline`: [`CommandBus`], requests, the sharded group-commit executor.
+//! - `http`: one file per resource, each with its own `router()`.
+//! - `metrics`: Prometheus counters and histograms.
+
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod server;
+
+pub use metrics::Metrics;
+pub use pipeline::{
+    BusConfig, CommandBus, Decider, Outcome, PipelineError, Refusal, Reply, Request, Target,
+};

@@ -72,16 +72,14 @@ pub struct NewEvent {
     pub metadata: Value,
 }
 
-/// One completed command: its events (none when rejected) and the outcome to
-/// record under its idempotency key.
+/// One completed command: its events (none when rejected), recorded under its
+/// idempotency key with its outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandWrite {
     pub key: IdempotencyKey,
     pub fingerprint: Fingerprint,
     /// 2xx accepted, 4xx rejected.
     pub status: u16,
-    /// Reply or error body, replayed verbatim for a repeated key.
-    pub outcome: Value,
     pub events: Vec<NewEvent>,
     /// When the command was accepted; from [`ChainHead::stamp`].
     pub at: DateTime<Utc>,
@@ -181,10 +179,15 @@ impl TenantBatch {
         self.records.len()
     }
 
-    /// Adds a command: gives its events the next tenant_seqs and their hashes.
-    /// Fails, changing nothing, when event data has no canonical form or the
-    /// command's time is earlier than the head's.
-    pub fn push(&mut self, command: CommandWrite) -> Result<Vec<AppendedEvent>, StoreError> {
+    /// Adds a command: gives its events the next tenant_seqs and their hashes,
+    /// then records `outcome(events, tenant_seq reached)` as the body replayed
+    /// for its key. Fails, changing nothing, when event data has no canonical
+    /// form or the command's time is earlier than the head's.
+    pub fn push(
+        &mut self,
+        command: CommandWrite,
+        outcome: impl FnOnce(&[AppendedEvent], i64) -> Value,
+    ) -> Result<Pushed, StoreError> {
         if let Some(last) = self.head.recorded_at {
             if command.at < last {
                 return Err(StoreError::Invalid(format!(
@@ -242,17 +245,7 @@ impl TenantBatch {
         }
         let status = i16::try_from(command.status)
             .map_err(|_| StoreError::Invalid(format!("status {} out of range", command.status)))?;
-        let outcome = serde_json::to_string(&command.outcome)?;
-        self.records.push(PreparedRecord {
-            key: command.key,
-            fingerprint: command.fingerprint,
-            status,
-            outcome,
-            first_seq: prepared.first().map(|event| event.tenant_seq),
-            tenant_seq: head.seq,
-            recorded_at: command.at,
-        });
-        let appended = prepared
+        let appended: Vec<AppendedEvent> = prepared
             .iter()
             .map(|event| AppendedEvent {
                 event_id: event.event_id,
@@ -264,10 +257,35 @@ impl TenantBatch {
                 hash: event.hash,
             })
             .collect();
+        let outcome_value = outcome(&appended, head.seq);
+        let outcome = serde_json::to_string(&outcome_value)?;
+        self.records.push(PreparedRecord {
+            key: command.key,
+            fingerprint: command.fingerprint,
+            status,
+            outcome,
+            first_seq: prepared.first().map(|event| event.tenant_seq),
+            tenant_seq: head.seq,
+            recorded_at: command.at,
+        });
         self.events.extend(prepared);
         self.head = head;
-        Ok(appended)
+        Ok(Pushed {
+            events: appended,
+            outcome: outcome_value,
+            tenant_seq: head.seq,
+        })
     }
+}
+
+/// A command placed in a batch: its events in the chain and its recorded
+/// outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pushed {
+    pub events: Vec<AppendedEvent>,
+    pub outcome: Value,
+    /// The tenant_seq reached after the command.
+    pub tenant_seq: i64,
 }
 
 /// What an append did.
@@ -362,6 +380,8 @@ WITH expected AS (
     RETURNING 1
 )
 SELECT tenant_id FROM advanced";
+
+type HeadRow = (Uuid, i64, Vec<u8>, Option<DateTime<Utc>>);
 
 const SELECT_HEADS: &str = "\
     SELECT tenant_id, last_seq, last_hash, last_recorded_at FROM chain_heads \
@@ -519,7 +539,7 @@ impl EventStore {
     /// The current heads of `tenants` (tenants without a head are absent).
     pub async fn chain_heads(&self, tenants: &[TenantId]) -> Result<Vec<ChainHead>, StoreError> {
         let ids: Vec<Uuid> = tenants.iter().map(TenantId::as_uuid).collect();
-        let rows: Vec<(Uuid, i64, Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(SELECT_HEADS)
+        let rows: Vec<HeadRow> = sqlx::query_as(SELECT_HEADS)
             .bind(&ids)
             .fetch_all(&self.pool)
             .await?;
@@ -658,6 +678,7 @@ impl EventStore {
         &self,
         tenant_id: TenantId,
         command: CommandWrite,
+        outcome: impl Fn(&[AppendedEvent], i64) -> Value,
     ) -> Result<Vec<AppendedEvent>, AppendError> {
         for _ in 0..HEAD_MOVED_ATTEMPTS_MAX {
             let head = self
@@ -667,7 +688,7 @@ impl EventStore {
             let mut write = command.clone();
             write.at = head.stamp(write.at);
             let mut batch = TenantBatch::new(head);
-            let appended = batch.push(write)?;
+            let appended = batch.push(write, &outcome)?.events;
             let report = self.append(std::slice::from_ref(&batch)).await?;
             if report.moved.is_empty() {
                 return Ok(appended);

@@ -32,17 +32,20 @@ pub mod tenants;
 pub mod testing;
 
 pub use append::{
-    AppendError, AppendReport, AppendedEvent, ChainHead, CommandWrite, NewEvent, TenantBatch,
+    AppendError, AppendReport, AppendedEvent, ChainHead, CommandWrite, NewEvent, Pushed,
+    TenantBatch,
 };
 pub use chain::{ChainChecker, ChainFinding};
 pub use chain::{ChainHash, GENESIS};
 pub use database::{resolve, Database, DatabaseSource, ResolveError};
 pub use error::StoreError;
-pub use idempotency::{EventSummary, Fingerprint, IdempotencyKey, IdempotencyRecord};
+pub use idempotency::{
+    EventSummary, Fingerprint, IdempotencyKey, IdempotencyRecord, InvalidIdempotencyKey,
+};
 pub use load::{AggregateHistory, AggregateKey, Snapshot};
 pub use read::{ChainReport, GlobalCursor, StoredEvent};
 pub use repository::TenantRepository;
-pub use tenants::{NewTenant, Tenant, TenantError};
+pub use tenants::{NewTenant, Tenant, TenantCreation, TenantError};
 
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;

@@ -140,11 +140,16 @@ impl PersistedEventRepository for TenantRepository {
                 key,
                 fingerprint,
                 status: 201,
-                outcome: json!({"aggregate_id": first.aggregate_id}),
                 events: new_events,
                 at: Utc::now(),
             };
-            match self.store.append_command(self.tenant_id, write).await {
+            let aggregate_id = first.aggregate_id.clone();
+            let outcome = |_: &[_], _| json!({ "aggregate_id": aggregate_id });
+            match self
+                .store
+                .append_command(self.tenant_id, write, outcome)
+                .await
+            {
                 Ok(_) => {}
                 Err(AppendError::SequenceConflict { .. }) => {
                     return Err(PersistenceError::OptimisticLockError)

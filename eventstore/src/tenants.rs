@@ -7,6 +7,7 @@
 
 use crate::chain::GENESIS;
 use crate::error::StoreError;
+use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::EventStore;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
@@ -33,6 +34,18 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
 }
 
+/// The result of an idempotent tenant creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantCreation {
+    /// Created now; the API key is shown this once.
+    Created(NewTenant),
+    /// The key already created this tenant with the same request. The API key
+    /// cannot be shown again (only its digest is stored).
+    Replayed { tenant_id: TenantId, name: String },
+    /// The key already created a tenant with a different request.
+    KeyReused,
+}
+
 /// Why a tenant could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
@@ -46,7 +59,10 @@ pub enum TenantError {
 
 const INSERT_TENANT: &str = "\
 WITH tenant AS (
-    INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, now()) RETURNING tenant_id
+    INSERT INTO tenants (tenant_id, name, created_at, creation_key, creation_fingerprint)
+    VALUES ($1, $2, now(), $6, $7)
+    ON CONFLICT (creation_key) DO NOTHING
+    RETURNING tenant_id
 ), head AS (
     INSERT INTO chain_heads (tenant_id, last_seq, last_hash, last_recorded_at, updated_at)
     SELECT tenant_id, 0, $3, NULL, now() FROM tenant
@@ -55,6 +71,14 @@ WITH tenant AS (
     SELECT tenant_id, $4, $5, now() FROM tenant
 )
 SELECT tenant_id FROM tenant";
+
+const SELECT_CREATION: &str = "\
+    SELECT tenant_id, name, creation_fingerprint FROM tenants WHERE creation_key = $1";
+
+const INSERT_KEY: &str = "\
+    INSERT INTO api_keys (tenant_id, key_digest, key_hint, created_at) \
+    SELECT tenant_id, $2, $3, now() FROM tenants WHERE tenant_id = $1 \
+    RETURNING tenant_id";
 
 const SELECT_KEY: &str = "\
     SELECT EXISTS (SELECT 1 FROM api_keys \
@@ -93,6 +117,31 @@ fn claimed_tenant(api_key: &str) -> Option<TenantId> {
 impl EventStore {
     /// Creates a tenant with an empty chain and its first API key.
     pub async fn create_tenant(&self, name: &str) -> Result<NewTenant, TenantError> {
+        match self.insert_tenant(name, None).await? {
+            TenantCreation::Created(tenant) => Ok(tenant),
+            // Without a creation key the insert cannot conflict.
+            other => Err(TenantError::Store(StoreError::Corrupt(format!(
+                "tenant creation without a key answered {other:?}"
+            )))),
+        }
+    }
+
+    /// Creates a tenant once per idempotency key: the same key with the same
+    /// request answers the tenant it created, with another request is refused.
+    pub async fn create_tenant_idempotent(
+        &self,
+        name: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<TenantCreation, TenantError> {
+        self.insert_tenant(name, Some((key, fingerprint))).await
+    }
+
+    async fn insert_tenant(
+        &self,
+        name: &str,
+        creation: Option<(&IdempotencyKey, &Fingerprint)>,
+    ) -> Result<TenantCreation, TenantError> {
         let name = name.trim();
         if name.is_empty()
             || name.chars().count() > TENANT_NAME_LENGTH_MAX
@@ -104,20 +153,57 @@ impl EventStore {
         let api_key = generate_api_key(tenant_id)?;
         let digest = blake3::hash(api_key.as_bytes());
         let hint = &api_key[api_key.len() - 4..];
-        sqlx::query(INSERT_TENANT)
+        let inserted: Option<(Uuid,)> = sqlx::query_as(INSERT_TENANT)
             .bind(tenant_id.as_uuid())
             .bind(name)
             .bind(&GENESIS.0[..])
             .bind(&digest.as_bytes()[..])
             .bind(hint)
-            .execute(&self.pool)
+            .bind(creation.map(|(key, _)| key.as_str()))
+            .bind(creation.map(|(_, fingerprint)| &fingerprint.0[..]))
+            .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::from)?;
-        Ok(NewTenant {
-            tenant_id,
-            name: name.to_string(),
-            api_key,
-        })
+        if inserted.is_some() {
+            return Ok(TenantCreation::Created(NewTenant {
+                tenant_id,
+                name: name.to_string(),
+                api_key,
+            }));
+        }
+        let Some((key, fingerprint)) = creation else {
+            return Err(TenantError::Store(StoreError::Corrupt(
+                "tenant insert without a creation key did nothing".into(),
+            )));
+        };
+        let (existing, existing_name, existing_fingerprint): (Uuid, String, Option<Vec<u8>>) =
+            sqlx::query_as(SELECT_CREATION)
+                .bind(key.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::from)?;
+        if existing_fingerprint.as_deref() == Some(&fingerprint.0[..]) {
+            Ok(TenantCreation::Replayed {
+                tenant_id: TenantId::from_uuid(existing),
+                name: existing_name,
+            })
+        } else {
+            Ok(TenantCreation::KeyReused)
+        }
+    }
+
+    /// Issues another API key for an existing tenant (shown only now);
+    /// `None` for an unknown tenant.
+    pub async fn issue_api_key(&self, tenant_id: TenantId) -> Result<Option<String>, StoreError> {
+        let api_key = generate_api_key(tenant_id)?;
+        let digest = blake3::hash(api_key.as_bytes());
+        let inserted: Option<(Uuid,)> = sqlx::query_as(INSERT_KEY)
+            .bind(tenant_id.as_uuid())
+            .bind(&digest.as_bytes()[..])
+            .bind(&api_key[api_key.len() - 4..])
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(inserted.map(|_| api_key))
     }
 
     /// The tenant an API key authenticates, or `None` for an unknown,

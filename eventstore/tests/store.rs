@@ -30,10 +30,14 @@ fn write(key: &str, events: Vec<NewEvent>) -> CommandWrite {
         key: IdempotencyKey::parse(key).unwrap(),
         fingerprint: Fingerprint::of("test", &body).unwrap(),
         status: 201,
-        outcome: json!({"accepted": key}),
         events,
         at: eventstore::chain::to_stored_precision(Utc::now()),
     }
+}
+
+/// The outcome recorded for accepted test commands.
+fn accepted() -> impl Fn(&[eventstore::AppendedEvent], i64) -> Value {
+    |events, tenant_seq| json!({"events": events.len(), "tenant_seq": tenant_seq})
 }
 
 async fn tenant(store: &EventStore) -> TenantId {
@@ -60,7 +64,7 @@ async fn appended_events_load_back_unchanged_and_a_stale_append_writes_nothing()
         ),
     ];
     let appended = store
-        .append_command(tenant_id, write("k-1", first.clone()))
+        .append_command(tenant_id, write("k-1", first.clone()), accepted())
         .await
         .unwrap();
     assert_eq!(
@@ -94,6 +98,7 @@ async fn appended_events_load_back_unchanged_and_a_stale_append_writes_nothing()
         .append_command(
             tenant_id,
             write("k-2", vec![event("c-1", 2, json!({"amount": 1}))]),
+            accepted(),
         )
         .await
         .unwrap_err();
@@ -139,6 +144,7 @@ async fn sixty_four_concurrent_appends_get_seqs_one_to_sixty_four_and_an_intact_
                         &format!("k-{writer}"),
                         vec![event(&aggregate, 1, json!({"writer": writer}))],
                     ),
+                    accepted(),
                 )
                 .await
                 .unwrap()
@@ -182,24 +188,32 @@ async fn a_repeated_key_is_answered_from_its_record_and_a_reused_key_is_refused(
     let tenant_id = tenant(store).await;
     let original = write("order-7", vec![event("c-1", 1, json!({"amount": 3}))]);
     store
-        .append_command(tenant_id, original.clone())
+        .append_command(tenant_id, original.clone(), accepted())
         .await
         .unwrap();
 
     let mut repeat = original.clone();
     repeat.events[0].aggregate_seq = 2;
-    match store.append_command(tenant_id, repeat).await.unwrap_err() {
+    match store
+        .append_command(tenant_id, repeat, accepted())
+        .await
+        .unwrap_err()
+    {
         AppendError::KeyReplayed(record) => {
             assert_eq!(record.key.as_str(), "order-7");
             assert_eq!(record.status, 201);
-            assert_eq!(record.outcome, json!({"accepted": "order-7"}));
+            assert_eq!(record.outcome, json!({"events": 1, "tenant_seq": 1}));
             assert_eq!(record.first_seq, Some(1));
             assert_eq!(record.tenant_seq, 1);
         }
         other => panic!("expected a replay, got {other:?}"),
     }
     let other = write("order-7", vec![event("c-1", 2, json!({"amount": 4}))]);
-    match store.append_command(tenant_id, other).await.unwrap_err() {
+    match store
+        .append_command(tenant_id, other, accepted())
+        .await
+        .unwrap_err()
+    {
         AppendError::KeyReused(record) => assert_eq!(record.fingerprint, original.fingerprint),
         other => panic!("expected key reused, got {other:?}"),
     }
@@ -227,6 +241,7 @@ async fn events_cannot_be_updated_deleted_or_truncated() {
         .append_command(
             tenant_id,
             write("k", vec![event("c-1", 1, json!({"amount": 1}))]),
+            accepted(),
         )
         .await
         .unwrap();
@@ -273,6 +288,7 @@ async fn a_payload_edited_behind_the_triggers_breaks_the_chain_at_its_seq() {
                     &format!("k-{seq}"),
                     vec![event("c-1", seq, json!({"amount": seq}))],
                 ),
+                accepted(),
             )
             .await
             .unwrap();
@@ -318,7 +334,10 @@ async fn a_cross_tenant_reader_sees_every_event_once_even_when_one_commits_late(
     let head = store.chain_head(late_tenant).await.unwrap().unwrap();
     let mut late_batch = TenantBatch::new(head);
     late_batch
-        .push(write("late", vec![event("late", 1, json!({"late": true}))]))
+        .push(
+            write("late", vec![event("late", 1, json!({"late": true}))]),
+            accepted(),
+        )
         .unwrap();
     let report = store
         .append_in_transaction(&mut late, &[late_batch])
@@ -363,6 +382,7 @@ async fn a_cross_tenant_reader_sees_every_event_once_even_when_one_commits_late(
                                 json!({"n": command}),
                             )],
                         ),
+                        accepted(),
                     )
                     .await
                     .unwrap();
@@ -424,6 +444,7 @@ async fn a_float_in_event_data_is_refused_and_nothing_is_written() {
         .append_command(
             tenant_id,
             write("k", vec![event("c-1", 1, json!({"amount": 1.5}))]),
+            accepted(),
         )
         .await
         .unwrap_err();
@@ -449,6 +470,7 @@ async fn a_snapshot_is_loaded_with_only_the_events_after_it() {
                     &format!("k{seq}"),
                     vec![event("c-1", seq, json!({"amount": seq}))],
                 ),
+                accepted(),
             )
             .await
             .unwrap();

@@ -1,0 +1,217 @@
+//! The API's one error type and its mapping to status codes.
+//!
+//! Every error answer is `{"error": {"code", "message", "details"}}`.
+//! Internal errors are logged with their cause and answered with a generic
+//! message; their details are never sent.
+
+use crate::pipeline::{error_body, Outcome, PipelineError};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use eventstore::StoreError;
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+/// Header marking an answer replayed for a repeated Idempotency-Key.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// The error envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// One error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `quota_exceeded`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Structured details (e.g. `{"available": 3}`); `{}` when none.
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+/// Everything an API call can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: malformed or invalid input.
+    BadRequest { code: &'static str, message: String },
+    /// 401: no, malformed or unknown credentials.
+    Unauthorized(String),
+    /// 404: unknown route or resource, or another tenant's.
+    NotFound(String),
+    /// 405: the route exists with other methods.
+    MethodNotAllowed,
+    /// 409: concurrency conflict or request in flight.
+    Conflict { code: &'static str, message: String },
+    /// 413: body over the limit.
+    PayloadTooLarge { limit_bytes: usize },
+    /// 422: key reused with another request (domain rules come as outcomes).
+    Unprocessable {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    /// 503: the database is out of reach, or a read could not catch up.
+    Unavailable {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    /// 500: a defect; logged, never detailed to the caller.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code: "invalid_request",
+            message: message.into(),
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &str, String, Value) {
+        match self {
+            Self::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, code, message.clone(), Value::Null)
+            }
+            Self::Unauthorized(message) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                message.clone(),
+                Value::Null,
+            ),
+            Self::NotFound(message) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                message.clone(),
+                Value::Null,
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method".into(),
+                Value::Null,
+            ),
+            Self::Conflict { code, message } => {
+                (StatusCode::CONFLICT, code, message.clone(), Value::Null)
+            }
+            Self::PayloadTooLarge { limit_bytes } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body exceeds the limit of {limit_bytes} bytes"),
+                json!({"limit_bytes": limit_bytes}),
+            ),
+            Self::Unprocessable {
+                code,
+                message,
+                details,
+            } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                message.clone(),
+                details.clone(),
+            ),
+            Self::Unavailable {
+                code,
+                message,
+                details,
+            } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                code,
+                message.clone(),
+                details.clone(),
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; it has been logged".into(),
+                Value::Null,
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let (status, code, message, details) = self.parts();
+        (status, Json(error_body(code, &message, details))).into_response()
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(error: PipelineError) -> Self {
+        match error {
+            PipelineError::KeyReused => Self::Unprocessable {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was already used for a different request".into(),
+                details: Value::Null,
+            },
+            PipelineError::Conflict { attempts } => Self::Conflict {
+                code: "conflict",
+                message: format!(
+                    "the request conflicted with concurrent writes {attempts} times; retry it"
+                ),
+            },
+            PipelineError::Unavailable(cause) => {
+                tracing::warn!(%cause, "database unavailable");
+                Self::unavailable()
+            }
+            PipelineError::Stopped => Self::Unavailable {
+                code: "shutting_down",
+                message: "the server is shutting down; retry on another instance".into(),
+                details: Value::Null,
+            },
+            PipelineError::UnknownTenant => Self::Unauthorized("unknown tenant".into()),
+            PipelineError::Invalid(message) => Self::bad_request(message),
+            PipelineError::Internal(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(%error, "database unavailable");
+            Self::unavailable()
+        } else {
+            Self::Internal(error.to_string())
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+impl ApiError {
+    /// 503 for an unreachable database.
+    pub fn unavailable() -> Self {
+        Self::Unavailable {
+            code: "database_unavailable",
+            message: "the database is unavailable; retry shortly".into(),
+            details: Value::Null,
+        }
+    }
+}
+
+/// The HTTP answer to a command's outcome: its status and body, marked when
+/// replayed for a repeated key.
+pub fn outcome_response(outcome: Outcome) -> Response {
+    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(outcome.body)).into_response();
+    if outcome.replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
+}

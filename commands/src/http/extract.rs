@@ -1,0 +1,185 @@
+//! Request extractors shared by the routes: the tenant behind an API key, the
+//! admin token, the Idempotency-Key header and JSON bodies with errors in the
+//! API's envelope.
+
+use super::error::ApiError;
+use super::AppState;
+use aggregates::TenantId;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use eventstore::{EventStore, IdempotencyKey, InvalidIdempotencyKey};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Header carrying a mutating request's idempotency key.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// How long a verified API key is trusted without asking the database.
+const AUTH_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Verified API keys remembered at most.
+const AUTH_CACHE_ENTRIES_MAX: usize = 10_000;
+
+/// Recently verified API keys (by digest), so most requests skip the lookup.
+#[derive(Default)]
+pub struct AuthCache {
+    entries: Mutex<HashMap<[u8; 32], (TenantId, Instant)>>,
+}
+
+impl AuthCache {
+    async fn tenant(
+        &self,
+        store: &EventStore,
+        api_key: &str,
+    ) -> Result<Option<TenantId>, ApiError> {
+        let digest = *blake3::hash(api_key.as_bytes()).as_bytes();
+        if let Ok(entries) = self.entries.lock() {
+            if let Some((tenant_id, verified)) = entries.get(&digest) {
+                if verified.elapsed() < AUTH_CACHE_TTL {
+                    return Ok(Some(*tenant_id));
+                }
+            }
+        }
+        let tenant = store.authenticate(api_key).await?;
+        if let (Some(tenant_id), Ok(mut entries)) = (tenant, self.entries.lock()) {
+            if entries.len() >= AUTH_CACHE_ENTRIES_MAX {
+                entries.retain(|_, (_, verified)| verified.elapsed() < AUTH_CACHE_TTL);
+                if entries.len() >= AUTH_CACHE_ENTRIES_MAX {
+                    entries.clear();
+                }
+            }
+            entries.insert(digest, (tenant_id, Instant::now()));
+        }
+        Ok(tenant)
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <api key>".into()))?;
+    let text = header
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let (scheme, token) = text
+        .split_once(' ')
+        .ok_or_else(|| ApiError::Unauthorized("expected Authorization: Bearer <api key>".into()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::Unauthorized(
+            "expected Authorization: Bearer <api key>".into(),
+        ));
+    }
+    Ok(token.trim())
+}
+
+/// The tenant authenticated by the request's API key.
+#[derive(Debug, Clone, Copy)]
+pub struct Tenant(pub TenantId);
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        match state.auth.tenant(&state.store, token).await? {
+            Some(tenant_id) => Ok(Self(tenant_id)),
+            None => Err(ApiError::Unauthorized("unknown API key".into())),
+        }
+    }
+}
+
+/// A request carrying the admin token (`LEDGER_ADMIN_TOKEN`).
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        let Some(expected) = &state.config.admin_token_digest else {
+            return Err(ApiError::Unauthorized(
+                "admin routes are disabled: the server has no LEDGER_ADMIN_TOKEN".into(),
+            ));
+        };
+        // blake3::Hash compares in constant time.
+        if blake3::hash(token.as_bytes()) == *expected {
+            Ok(Self)
+        } else {
+            Err(ApiError::Unauthorized(
+                "this route needs the admin token".into(),
+            ))
+        }
+    }
+}
+
+/// The validated `Idempotency-Key` header of a mutating request.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKeyHeader(pub IdempotencyKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY_HEADER) else {
+            return Err(ApiError::BadRequest {
+                code: "missing_idempotency_key",
+                message: "mutating requests need an Idempotency-Key header (1-255 printable ASCII characters)".into(),
+            });
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| invalid_key(InvalidIdempotencyKey::NotPrintableAscii))?;
+        IdempotencyKey::parse(text).map(Self).map_err(invalid_key)
+    }
+}
+
+fn invalid_key(error: InvalidIdempotencyKey) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_idempotency_key",
+        message: format!("invalid Idempotency-Key: {error}"),
+    }
+}
+
+/// A JSON body; every failure answers in the error envelope (400, or 413 over
+/// the body limit).
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let limit_bytes = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(0, |limit| limit.0);
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection, limit_bytes)),
+        }
+    }
+}
+
+/// The configured body limit, made visible to extractors.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+fn json_rejection(rejection: JsonRejection, limit_bytes: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge { limit_bytes };
+    }
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::bad_request("the body must be JSON with Content-Type: application/json")
+        }
+        JsonRejection::JsonDataError(error) => ApiError::bad_request(error.body_text()),
+        JsonRejection::JsonSyntaxError(error) => ApiError::bad_request(error.body_text()),
+        other => ApiError::bad_request(other.body_text()),
+    }
+}

@@ -1,0 +1,175 @@
+//! The command pipeline: from (tenant, idempotency key, request) to an
+//! answer, exactly once.
+//!
+//! Requests are routed to one of a few shards by tenant. A shard takes every
+//! request waiting for it, decides them in order against aggregates it keeps
+//! in memory (loaded from snapshot and events on first use), and appends all
+//! their events and idempotency records in one statement (group commit). Its
+//! cache is trusted only while the tenant's chain head is the one it last
+//! wrote: if another process appended, the compare-and-set on the head fails,
+//! the shard drops what it knew of that tenant, reloads and decides again.
+//! Aggregate sequences are the last guard (a stale decision conflicts on the
+//! unique key). Conflicts are retried a bounded number of times with jitter.
+//!
+//! A key already answered is answered again from its record (or from the
+//! shard's memory of recent answers); a key used for another request is
+//! refused; two requests with one key in flight execute once.
+
+pub mod request;
+mod shard;
+
+pub use request::{error_body, Decider, Refusal, Reply, Request, Target};
+
+use crate::metrics::Metrics;
+use aggregates::TenantId;
+use eventstore::{EventStore, Fingerprint, IdempotencyKey};
+use serde_json::Value;
+use shard::{ErasedRequest, Job, Shard};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// How the pipeline runs.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// Shards (each one append in flight at a time, one connection).
+    pub shards: usize,
+    /// Requests that may wait per shard before submitters wait too.
+    pub queue_length: usize,
+    /// Most requests decided and appended together.
+    pub batch_commands_max: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            shards: 4,
+            queue_length: 4_096,
+            batch_commands_max: 256,
+        }
+    }
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// 2xx accepted, 4xx rejected by a domain rule.
+    pub status: u16,
+    /// The answer body: for an accepted request its reply with
+    /// `aggregate_id`, `events` and `tenant_seq`; for a rejected one the
+    /// error envelope.
+    pub body: Value,
+    /// tenant_seq the ledger had reached when the request completed.
+    pub tenant_seq: i64,
+    /// Whether this is the stored answer of an earlier submission.
+    pub replayed: bool,
+}
+
+impl Outcome {
+    /// Whether the request was accepted.
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Why a request got no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    #[error("the idempotency key was already used for a different request")]
+    KeyReused,
+    #[error("the request kept conflicting with concurrent writers ({attempts} attempts)")]
+    Conflict { attempts: u32 },
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("unknown tenant")]
+    UnknownTenant,
+    #[error("the request cannot be fingerprinted: {0}")]
+    Invalid(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("the command pipeline is shutting down")]
+    Stopped,
+}
+
+/// Handle to the pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct CommandBus {
+    senders: Arc<Vec<mpsc::Sender<Job>>>,
+    shutdown: Arc<watch::Sender<bool>>,
+    handles: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl CommandBus {
+    /// Starts the shards on the current runtime.
+    pub fn start(store: EventStore, config: BusConfig, metrics: Arc<Metrics>) -> Self {
+        let (shutdown, shutdown_receiver) = watch::channel(false);
+        let mut senders = Vec::with_capacity(config.shards.max(1));
+        let mut handles = Vec::with_capacity(config.shards.max(1));
+        for _ in 0..config.shards.max(1) {
+            let (sender, receiver) = mpsc::channel(config.queue_length.max(1));
+            let shard = Shard::new(
+                store.clone(),
+                metrics.clone(),
+                config.batch_commands_max.max(1),
+            );
+            handles.push(tokio::spawn(shard.run(receiver, shutdown_receiver.clone())));
+            senders.push(sender);
+        }
+        Self {
+            senders: Arc::new(senders),
+            shutdown: Arc::new(shutdown),
+            handles: Arc::new(std::sync::Mutex::new(handles)),
+            metrics,
+        }
+    }
+
+    /// The metrics the pipeline records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Executes `request` for `tenant_id` under `key`, exactly once.
+    pub async fn execute<R: Request>(
+        &self,
+        tenant_id: TenantId,
+        key: IdempotencyKey,
+        request: R,
+    ) -> Result<Outcome, PipelineError> {
+        let body = serde_json::to_value(&request)
+            .map_err(|error| PipelineError::Invalid(error.to_string()))?;
+        let fingerprint = Fingerprint::of(R::KIND, &body)
+            .map_err(|error| PipelineError::Invalid(error.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job::new(
+            tenant_id,
+            key,
+            fingerprint,
+            Box::new(request) as Box<dyn ErasedRequest>,
+            reply,
+        );
+        let sender = &self.senders[self.shard_of(tenant_id)];
+        sender.send(job).await.map_err(|_| PipelineError::Stopped)?;
+        answer.await.map_err(|_| PipelineError::Stopped)?
+    }
+
+    fn shard_of(&self, tenant_id: TenantId) -> usize {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        tenant_id.hash(&mut hasher);
+        (hasher.finish() % self.senders.len() as u64) as usize
+    }
+
+    /// Stops taking requests, answers those already queued, and waits for
+    /// the shards to finish.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let handles: Vec<JoinHandle<()>> = match self.handles.lock() {
+            Ok(mut handles) => handles.drain(..).collect(),
+            Err(poisoned) => poisoned.into_inner().drain(..).collect(),
+        };
+        for handle in handles {
+            let _ = handle.await;
+        }
+    }
+}

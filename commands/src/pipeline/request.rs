@@ -1,0 +1,398 @@
+//! What a request is to the pipeline: the aggregates it decides against and a
+//! pure decision over them.
+//!
+//! A request may touch several aggregates of its tenant (subscribing writes
+//! the subscription and every quota it grants); all its events are appended
+//! in one transaction or not at all. Decisions see the state left by the
+//! requests decided before them in the same batch, and work on copies, so a
+//! request rejected half way leaves nothing behind.
+
+use aggregates::{Decide, Rejection, RejectionKind, TenantId};
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::DomainEvent;
+use eventstore::{AggregateKey, NewEvent};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::any::Any;
+use std::collections::HashMap;
+
+/// A command as submitted to the pipeline.
+pub trait Request: Serialize + Send + Sync + 'static {
+    /// Stable name of the request; part of its fingerprint and recorded in
+    /// every event's metadata.
+    const KIND: &'static str;
+
+    /// The aggregates `decide` reads or writes; loaded before it runs.
+    fn targets(&self) -> Vec<Target>;
+
+    /// Decides the request. Pure: reads the aggregates through `decider`,
+    /// executes their commands there, and never touches a clock or the
+    /// database (the time is `decider.at()`).
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal>;
+}
+
+/// An accepted request's answer, before the pipeline adds the events and the
+/// tenant_seq reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// 201 when the request created something, 200 otherwise.
+    pub status: u16,
+    /// The aggregate the request is about.
+    pub aggregate_id: String,
+    /// Request-specific fields (an object).
+    pub body: Value,
+}
+
+impl Reply {
+    /// 201 Created.
+    pub fn created(aggregate_id: impl Into<String>, body: Value) -> Self {
+        Self {
+            status: 201,
+            aggregate_id: aggregate_id.into(),
+            body,
+        }
+    }
+
+    /// 200 OK.
+    pub fn ok(aggregate_id: impl Into<String>, body: Value) -> Self {
+        Self {
+            status: 200,
+            aggregate_id: aggregate_id.into(),
+            body,
+        }
+    }
+}
+
+/// Why a request produced no events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// A domain rule refused it; recorded as the key's outcome.
+    Rejected {
+        kind: RejectionKind,
+        code: String,
+        message: String,
+        details: Value,
+    },
+    /// A defect (an undeclared aggregate, unserializable event); answered 500
+    /// and not recorded, so a retry after a fix can succeed.
+    Internal(String),
+}
+
+impl<E: Rejection> From<E> for Refusal {
+    fn from(error: E) -> Self {
+        Self::Rejected {
+            kind: error.kind(),
+            code: error.code().to_string(),
+            message: error.to_string(),
+            details: error.details(),
+        }
+    }
+}
+
+impl Refusal {
+    /// The status a rejection of this kind is answered with.
+    pub fn status(kind: RejectionKind) -> u16 {
+        match kind {
+            RejectionKind::Invalid => 400,
+            RejectionKind::NotFound => 404,
+            RejectionKind::RuleBroken => 422,
+            RejectionKind::QuotaExceeded => 429,
+        }
+    }
+}
+
+/// The error envelope every error answer uses.
+pub fn error_body(code: &str, message: &str, details: Value) -> Value {
+    let details = if details.is_null() {
+        json!({})
+    } else {
+        details
+    };
+    json!({"error": {"code": code, "message": message, "details": details}})
+}
+
+/// An aggregate a request decides against, with what it takes to load it.
+#[derive(Clone)]
+pub struct Target {
+    pub key: AggregateKey,
+    pub(crate) kind: AggregateKind,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.key.fmt(f)
+    }
+}
+
+impl Target {
+    /// The aggregate of type `A` with id `aggregate_id`.
+    pub fn of<A>(aggregate_id: impl Into<String>) -> Self
+    where
+        A: Decide + 'static,
+        A::Error: Rejection,
+    {
+        Self {
+            key: AggregateKey::new(A::TYPE, aggregate_id),
+            kind: AggregateKind {
+                fresh: || Box::new(A::default()),
+                restore: |payload| {
+                    serde_json::from_value::<A>(payload.clone())
+                        .ok()
+                        .map(|state| Box::new(state) as Box<dyn AnyAggregate>)
+                },
+                upcasters: A::upcasters,
+            },
+        }
+    }
+}
+
+/// Type-erased constructors of one aggregate type.
+#[derive(Clone, Copy)]
+pub(crate) struct AggregateKind {
+    pub(crate) fresh: fn() -> Box<dyn AnyAggregate>,
+    /// From a snapshot; `None` when the snapshot no longer deserializes.
+    pub(crate) restore: fn(&Value) -> Option<Box<dyn AnyAggregate>>,
+    pub(crate) upcasters: fn() -> Vec<Box<dyn EventUpcaster>>,
+}
+
+/// An aggregate of any type, as the pipeline keeps it.
+pub(crate) trait AnyAggregate: Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn clone_box(&self) -> Box<dyn AnyAggregate>;
+    /// Folds a stored (already upcast) event in.
+    fn apply_serialized(&mut self, event: SerializedEvent) -> Result<(), serde_json::Error>;
+    /// The state as a snapshot payload.
+    fn snapshot(&self) -> Result<Value, serde_json::Error>;
+}
+
+impl<A> AnyAggregate for A
+where
+    A: Decide + 'static,
+    A::Error: Rejection,
+{
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn clone_box(&self) -> Box<dyn AnyAggregate> {
+        Box::new(self.clone())
+    }
+
+    fn apply_serialized(&mut self, event: SerializedEvent) -> Result<(), serde_json::Error> {
+        let event: A::Event = serde_json::from_value(event.payload)?;
+        self.apply(event);
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+}
+
+/// An aggregate's state and the sequence of its last event.
+pub(crate) struct Loaded {
+    pub(crate) state: Box<dyn AnyAggregate>,
+    pub(crate) version: i64,
+}
+
+/// Where a decider finds aggregates it has not touched yet: those staged by
+/// earlier requests of the batch, then the shard's cache.
+pub(crate) struct StateView<'a> {
+    pub(crate) staged: &'a HashMap<(TenantId, AggregateKey), Loaded>,
+    pub(crate) cached: &'a HashMap<(TenantId, AggregateKey), Loaded>,
+}
+
+impl StateView<'_> {
+    fn get(&self, tenant_id: TenantId, key: &AggregateKey) -> Option<&Loaded> {
+        let lookup = (tenant_id, key.clone());
+        self.staged
+            .get(&lookup)
+            .or_else(|| self.cached.get(&lookup))
+    }
+}
+
+/// One aggregate a decision has touched: its new state and new events.
+pub(crate) struct Touched {
+    pub(crate) key: AggregateKey,
+    pub(crate) state: Box<dyn AnyAggregate>,
+    pub(crate) version: i64,
+    pub(crate) events: Vec<NewEvent>,
+}
+
+/// A request's view of its tenant's aggregates while it decides.
+pub struct Decider<'a> {
+    tenant_id: TenantId,
+    at: DateTime<Utc>,
+    kind: &'static str,
+    view: StateView<'a>,
+    touched: Vec<Touched>,
+}
+
+impl<'a> Decider<'a> {
+    pub(crate) fn new(
+        tenant_id: TenantId,
+        at: DateTime<Utc>,
+        kind: &'static str,
+        view: StateView<'a>,
+    ) -> Self {
+        Self {
+            tenant_id,
+            at,
+            kind,
+            view,
+            touched: Vec::new(),
+        }
+    }
+
+    /// The tenant the request belongs to.
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant_id
+    }
+
+    /// The time of the request, stamped by the pipeline; never earlier than
+    /// the tenant's last event.
+    pub fn at(&self) -> DateTime<Utc> {
+        self.at
+    }
+
+    /// The current state of aggregate `A` `aggregate_id` (a declared target).
+    pub fn state<A>(&self, aggregate_id: &str) -> Result<&A, Refusal>
+    where
+        A: Decide + 'static,
+        A::Error: Rejection,
+    {
+        let key = AggregateKey::new(A::TYPE, aggregate_id);
+        let state: &dyn AnyAggregate = match self.touched.iter().find(|touched| touched.key == key)
+        {
+            Some(touched) => touched.state.as_ref(),
+            None => self
+                .view
+                .get(self.tenant_id, &key)
+                .ok_or_else(|| undeclared(&key))?
+                .state
+                .as_ref(),
+        };
+        state
+            .as_any()
+            .downcast_ref::<A>()
+            .ok_or_else(|| Refusal::Internal(format!("aggregate {key:?} has another type")))
+    }
+
+    /// The sequence of the last event of aggregate `A` `aggregate_id`
+    /// (0 before its first).
+    pub fn version<A>(&self, aggregate_id: &str) -> Result<i64, Refusal>
+    where
+        A: Decide + 'static,
+        A::Error: Rejection,
+    {
+        let key = AggregateKey::new(A::TYPE, aggregate_id);
+        match self.touched.iter().find(|touched| touched.key == key) {
+            Some(touched) => Ok(touched.version),
+            None => Ok(self
+                .view
+                .get(self.tenant_id, &key)
+                .ok_or_else(|| undeclared(&key))?
+                .version),
+        }
+    }
+
+    /// Decides `command` on aggregate `A` `aggregate_id` and, when accepted,
+    /// applies its events to the request's working copy and queues them.
+    pub fn execute<A>(
+        &mut self,
+        aggregate_id: &str,
+        command: A::Command,
+    ) -> Result<Vec<A::Event>, Refusal>
+    where
+        A: Decide + 'static,
+        A::Error: Rejection,
+    {
+        let key = AggregateKey::new(A::TYPE, aggregate_id);
+        let position = match self.touched.iter().position(|touched| touched.key == key) {
+            Some(position) => position,
+            None => {
+                let loaded = self
+                    .view
+                    .get(self.tenant_id, &key)
+                    .ok_or_else(|| undeclared(&key))?;
+                self.touched.push(Touched {
+                    key: key.clone(),
+                    state: loaded.state.clone_box(),
+                    version: loaded.version,
+                    events: Vec::new(),
+                });
+                self.touched.len() - 1
+            }
+        };
+        let touched = &mut self.touched[position];
+        let state = touched
+            .state
+            .as_any_mut()
+            .downcast_mut::<A>()
+            .ok_or_else(|| Refusal::Internal(format!("aggregate {key:?} has another type")))?;
+        let events = state.decide(command)?;
+        for event in &events {
+            let payload = serde_json::to_value(event)
+                .map_err(|error| Refusal::Internal(format!("event of {key:?}: {error}")))?;
+            touched.version += 1;
+            touched.events.push(NewEvent {
+                aggregate_type: key.aggregate_type.clone(),
+                aggregate_id: key.aggregate_id.clone(),
+                aggregate_seq: touched.version,
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                payload,
+                metadata: json!({"command": self.kind}),
+            });
+            state.apply(event.clone());
+        }
+        Ok(events)
+    }
+
+    /// Everything the decision touched, in order.
+    pub(crate) fn into_touched(self) -> Vec<Touched> {
+        self.touched
+    }
+}
+
+fn undeclared(key: &AggregateKey) -> Refusal {
+    Refusal::Internal(format!(
+        "aggregate {}/{} was not declared as a target of the request",
+        key.aggregate_type, key.aggregate_id
+    ))
+}
+
+/// Builds an accepted request's answer: its reply fields, the aggregate, the
+/// events appended and the tenant_seq reached.
+pub(crate) fn accepted_body(
+    reply: &Reply,
+    events: &[eventstore::AppendedEvent],
+    tenant_seq: i64,
+) -> Value {
+    let mut body = match &reply.body {
+        Value::Object(map) => map.clone(),
+        Value::Null => Map::new(),
+        other => Map::from_iter([("result".to_string(), other.clone())]),
+    };
+    body.insert(
+        "aggregate_id".into(),
+        Value::String(reply.aggregate_id.clone()),
+    );
+    body.insert(
+        "events".into(),
+        Value::Array(
+            events
+                .iter()
+                .map(|event| serde_json::to_value(event.summary()).unwrap_or(Value::Null))
+                .collect(),
+        ),
+    );
+    body.insert("tenant_seq".into(), Value::from(tenant_seq));
+    Value::Object(body)
+}
