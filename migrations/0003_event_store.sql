@@ -133,3 +133,4 @@ COMMENT ON COLUMN snapshots.last_sequence IS 'aggregate_seq of the last event fo
 COMMENT ON COLUMN snapshots.snapshot_version IS 'How many snapshots of the aggregate have been taken.';
 COMMENT ON COLUMN snapshots.payload IS 'Serialized aggregate state; ignored if it no longer deserializes.';
 COMMENT ON COLUMN snapshots.taken_at IS 'When the snapshot was written.';
+

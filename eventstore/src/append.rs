@@ -575,7 +575,13 @@ impl EventStore {
         }
         let columns = Columns::from_batches(&batches);
         match run_append(&self.pool, &columns).await {
-            Ok(rows) => Ok(report(&batches, rows)),
+            Ok(rows) => {
+                let report = report(&batches, rows);
+                if report.moved.len() < batches.len() {
+                    self.signal_appended();
+                }
+                Ok(report)
+            }
             Err(error) => Err(self.explain_append_failure(&batches, &columns, error).await),
         }
     }

@@ -49,20 +49,51 @@ pub use tenants::{NewTenant, Tenant, TenantCreation, TenantError};
 
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
+use std::sync::Arc;
+use tokio::sync::watch;
 
 /// Every migration of the ledger, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Handle to the event store; cheap to clone (it shares one pool).
+/// Handle to the event store; cheap to clone (clones share one pool and one
+/// append signal).
 #[derive(Clone, Debug)]
 pub struct EventStore {
     pool: PgPool,
+    appended: Arc<watch::Sender<u64>>,
 }
 
 impl EventStore {
     /// A store on an existing pool.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            appended: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// The same store (sharing its append signal) on another pool. The
+    /// command pipeline appends on a pool of its own: no code that could be
+    /// cancelled mid-`BEGIN` (which leaves a pooled connection inside an
+    /// abandoned transaction) ever touches the connections that append.
+    pub fn with_pool(&self, pool: PgPool) -> Self {
+        Self {
+            pool,
+            appended: self.appended.clone(),
+        }
+    }
+
+    /// A signal bumped after every append through this store (or a clone of
+    /// it) that wrote something: wakes projection workers of this process
+    /// without polling.
+    pub fn subscribe_appended(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Bumps the append signal.
+    pub fn signal_appended(&self) {
+        self.appended
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// The pool, for crates that keep their own tables in the same database.

@@ -27,6 +27,26 @@ use uuid::Uuid;
 /// Largest page any read returns.
 pub const READ_PAGE_MAX: i64 = 10_000;
 
+async fn read_tenant_with<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    tenant_id: TenantId,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let query = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE tenant_id = $1 AND tenant_seq > $2 \
+         ORDER BY tenant_seq LIMIT $3"
+    );
+    let rows = sqlx::query(&query)
+        .bind(tenant_id.as_uuid())
+        .bind(after_seq)
+        .bind(limit.clamp(1, READ_PAGE_MAX))
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(stored_event_from_row).collect()
+}
+
 /// Every column of a stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
@@ -167,18 +187,18 @@ impl EventStore {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let query = format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE tenant_id = $1 AND tenant_seq > $2 \
-             ORDER BY tenant_seq LIMIT $3"
-        );
-        let rows = sqlx::query(&query)
-            .bind(tenant_id.as_uuid())
-            .bind(after_seq)
-            .bind(limit.clamp(1, READ_PAGE_MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(stored_event_from_row).collect()
+        read_tenant_with(&self.pool, tenant_id, after_seq, limit).await
+    }
+
+    /// Like [`EventStore::read_tenant`], on a connection the caller holds
+    /// (inside its transaction).
+    pub async fn read_tenant_on(
+        connection: &mut sqlx::PgConnection,
+        tenant_id: TenantId,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        read_tenant_with(connection, tenant_id, after_seq, limit).await
     }
 
     /// Like [`EventStore::read_tenant`], but only events of one aggregate type.

@@ -1,1 +1,46 @@
-//! projections
+//! Projection workers, checkpoints, read tables and their read queries.
+//!
+//! What lives here: the runtime that applies events to read tables in bounded,
+//! checkpointed batches (one active worker per (projection, tenant) partition),
+//! reactors that turn events into commands, zero-downtime rebuilds into
+//! shadow tables, comparison with a fresh replay, row-level-security scoped
+//! reads with read-your-writes waits, and every projection with its read
+//! queries. What does not: appending events (`eventstore`, `commands`), HTTP
+//! (`commands`).
+//!
+//! Layout:
+//! - `runtime`: the [`Projection`] trait, batch steps, catch-up.
+//! - `worker`: long-running workers, wake-ups, shutdown.
+//! - `reactor`: the [`Reactor`] trait and its steps.
+//! - `rebuild`: shadow rebuilds and swaps; comparing live with a replay.
+//! - `status`: registry, versions, states and lag.
+//! - `read`: tenant-scoped read transactions and `min_seq` waits.
+//! - `progress`: progress bars and lines for long jobs.
+//! - `stream_index`: the stream index projection.
+
+pub mod progress;
+pub mod reactor;
+pub mod read;
+pub mod rebuild;
+pub mod runtime;
+pub mod status;
+pub mod stream_index;
+pub mod worker;
+
+pub use reactor::Reactor;
+pub use runtime::{ApplyError, Projection, ProjectionError, Step};
+pub use worker::Workers;
+
+use std::sync::Arc;
+
+/// Every projection of the ledger.
+pub fn catalog() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(stream_index::StreamIndex)]
+}
+
+/// The projection named `name`.
+pub fn find(name: &str) -> Option<Arc<dyn Projection>> {
+    catalog()
+        .into_iter()
+        .find(|projection| projection.name() == name)
+}

@@ -1,0 +1,65 @@
+//! Progress of long jobs: a bar on a terminal, plain lines otherwise.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+/// How often plain-line progress is printed.
+const LINE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reports progress of a job over a known number of units.
+pub struct Progress {
+    label: String,
+    total: u64,
+    done: u64,
+    bar: Option<ProgressBar>,
+    last_line: Instant,
+    quiet: bool,
+}
+
+impl Progress {
+    /// A reporter on stderr: a bar on a terminal, a line every few seconds
+    /// otherwise, nothing when `quiet`.
+    pub fn new(label: &str, total: u64, quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_message(label.to_string());
+            bar
+        });
+        Self {
+            label: label.to_string(),
+            total,
+            done: 0,
+            bar,
+            last_line: Instant::now(),
+            quiet,
+        }
+    }
+
+    /// Adds `units` done.
+    pub fn advance(&mut self, units: u64) {
+        self.done += units;
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done);
+        } else if !self.quiet && self.last_line.elapsed() >= LINE_INTERVAL {
+            eprintln!("{}: {}/{}", self.label, self.done, self.total);
+            self.last_line = Instant::now();
+        }
+    }
+
+    /// Ends the report.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        } else if !self.quiet {
+            eprintln!("{}: {}/{} done", self.label, self.done, self.total);
+        }
+    }
+}

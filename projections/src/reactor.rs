@@ -1,0 +1,108 @@
+//! Reactors (process managers): the projection runtime, but instead of
+//! writing read tables they submit commands.
+//!
+//! A reactor must derive each command's idempotency key from the event that
+//! causes it (for example `"<reactor>:<event_id>"`). Its checkpoint advances
+//! after its reactions; if it crashes before, it reads the same events again,
+//! submits the same commands under the same keys, and the pipeline answers
+//! them from their records: each reaction takes effect exactly once.
+
+use crate::runtime::{lock_key, ProjectionError, Step, BATCH_EVENTS_MAX};
+use aggregates::TenantId;
+use async_trait::async_trait;
+use eventstore::{EventStore, StoredEvent};
+use sqlx::PgPool;
+
+/// Reacts to events by submitting commands.
+#[async_trait]
+pub trait Reactor: Send + Sync + 'static {
+    /// Unique name (shares the checkpoint table with projections).
+    fn name(&self) -> &'static str;
+
+    /// Reacts to one event. Commands it submits must carry idempotency keys
+    /// derived from the event alone.
+    async fn react(&self, tenant_id: TenantId, event: &StoredEvent) -> Result<(), String>;
+}
+
+/// Advisory lock namespace shared with projections.
+const LOCK_NAMESPACE: i32 = 0x6c65_6467;
+
+/// One batch of reactions for one tenant: take the lease, react to each
+/// event in order, advance the checkpoint, commit.
+pub async fn react_step(
+    pool: &PgPool,
+    reactor: &dyn Reactor,
+    tenant_id: TenantId,
+) -> Result<Step, ProjectionError> {
+    let mut transaction = pool.begin().await?;
+    let lease: Option<(i64,)> = sqlx::query_as(
+        "SELECT last_seq FROM projection_checkpoints \
+         WHERE tenant_id = $1 AND projection = $2 AND pg_try_advisory_xact_lock_shared($3, $4) \
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(reactor.name())
+    .bind(LOCK_NAMESPACE)
+    .bind(lock_key(reactor.name()))
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some((checkpoint_seq,)) = lease else {
+        return Ok(Step::Busy);
+    };
+    let events = EventStore::read_tenant_on(
+        &mut transaction,
+        tenant_id,
+        checkpoint_seq,
+        BATCH_EVENTS_MAX,
+    )
+    .await?;
+    let Some(last) = events.last() else {
+        return Ok(Step::UpToDate);
+    };
+    let (last_seq, last_recorded_at) = (last.tenant_seq, last.recorded_at);
+    for event in &events {
+        reactor
+            .react(tenant_id, event)
+            .await
+            .map_err(|message| ProjectionError::Apply {
+                projection: reactor.name().to_string(),
+                tenant_id,
+                error: crate::runtime::ApplyError::Event {
+                    tenant_seq: event.tenant_seq,
+                    message,
+                },
+            })?;
+    }
+    sqlx::query(
+        "UPDATE projection_checkpoints SET last_seq = $3, last_recorded_at = $4, updated_at = now() \
+         WHERE tenant_id = $1 AND projection = $2",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(reactor.name())
+    .bind(last_seq)
+    .bind(last_recorded_at)
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(Step::Applied {
+        events: events.len(),
+        last_seq,
+    })
+}
+
+/// Reacts until no tenant lags (or the lagging ones are busy elsewhere).
+pub async fn react_catch_up(pool: &PgPool, reactor: &dyn Reactor) -> Result<u64, ProjectionError> {
+    let mut applied = 0;
+    loop {
+        let mut progressed = false;
+        for tenant_id in crate::runtime::lagging_tenants(pool, reactor.name(), None).await? {
+            while let Step::Applied { events, .. } = react_step(pool, reactor, tenant_id).await? {
+                applied += events as u64;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            return Ok(applied);
+        }
+    }
+}
