@@ -33,6 +33,39 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Run the projection workers only (no HTTP), next to `serve --no-workers`
+    /// or as extra workers; stops cleanly on SIGINT/SIGTERM.
+    Project(ProjectArgs),
+    /// Rebuild projections into shadow tables and swap them in, while the
+    /// live tables keep serving.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Args)]
+struct ProjectArgs {
+    /// Catch every projection up, then exit.
+    #[arg(long)]
+    once: bool,
+    /// With --once: print a JSON summary.
+    #[arg(long, requires = "once")]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["names", "all", "stale"])))]
+struct RebuildArgs {
+    /// Projections to rebuild.
+    names: Vec<String>,
+    /// Rebuild every projection.
+    #[arg(long)]
+    all: bool,
+    /// Rebuild the projections whose version in code differs from the one
+    /// their tables were built with.
+    #[arg(long)]
+    stale: bool,
+    /// Print a JSON summary (events, seconds, events/s).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -50,9 +83,17 @@ struct ServeArgs {
     /// Command pipeline shards (each appends one batch at a time).
     #[arg(long, default_value_t = commands::BusConfig::default().shards)]
     shards: usize,
-    /// Database connections in the pool.
+    /// Database connections in the pool (reads and workers; the pipeline has
+    /// one more per shard).
     #[arg(long, default_value_t = 16)]
     db_connections: u32,
+    /// Do not run projection workers here (run `ledger project` instead).
+    #[arg(long)]
+    no_workers: bool,
+    /// Longest a read with ?min_seq= waits for its projection, in
+    /// milliseconds, before answering 503.
+    #[arg(long, default_value_t = 5_000)]
+    read_wait_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -124,21 +165,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve(args) => {
             let store = open_store(database_url, args.db_connections).await?;
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            let mut http =
+                commands::http::HttpConfig::new(args.admin_token.as_deref(), args.body_limit_bytes);
+            http.read_wait = std::time::Duration::from_millis(args.read_wait_ms);
             let config = commands::server::ServeConfig {
-                http: commands::http::HttpConfig::new(
-                    args.admin_token.as_deref(),
-                    args.body_limit_bytes,
-                ),
+                http,
                 bus: commands::BusConfig {
                     shards: args.shards,
                     ..commands::BusConfig::default()
                 },
+                workers: !args.no_workers,
             };
             commands::server::serve(
                 store,
                 listener,
                 config,
                 commands::http::routes(),
+                projections::catalog(),
+                Vec::new(),
                 commands::server::shutdown_signal(),
             )
             .await?;
@@ -156,6 +200,88 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("  tenant_id: {}", tenant.tenant_id);
                 println!("  api_key:   {}", tenant.api_key);
                 println!("The API key is shown only now; store it safely.");
+            }
+        }
+        Command::Project(args) => {
+            let store = open_store(database_url, 8).await?;
+            let catalog = projections::catalog();
+            if args.once {
+                for projection in projections::status::register(store.pool(), &catalog).await? {
+                    projections::rebuild::rebuild(store.pool(), projection.as_ref(), args.json)
+                        .await?;
+                }
+                let mut applied = serde_json::Map::new();
+                for projection in &catalog {
+                    let events =
+                        projections::rebuild::catch_up_live(store.pool(), projection.as_ref())
+                            .await?;
+                    if !args.json {
+                        println!("{}: applied {events} events", projection.name());
+                    }
+                    applied.insert(projection.name().to_string(), events.into());
+                }
+                if args.json {
+                    println!("{}", serde_json::json!({ "applied": applied }));
+                }
+            } else {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let notifier =
+                    tokio::spawn(projections::worker::notify_appends(store.clone(), stopped));
+                let workers = commands::server::start_workers(&store, &catalog, Vec::new()).await?;
+                commands::server::shutdown_signal().await;
+                workers.stop().await;
+                let _ = stop.send(true);
+                let _ = notifier.await;
+            }
+        }
+        Command::Rebuild(args) => {
+            let store = open_store(database_url, 4).await?;
+            let catalog = projections::catalog();
+            let selected = if args.all {
+                catalog
+            } else if args.stale {
+                projections::status::register(store.pool(), &catalog).await?
+            } else {
+                projections::status::register(store.pool(), &catalog).await?;
+                let mut selected = Vec::new();
+                for name in &args.names {
+                    selected.push(projections::find(name).ok_or_else(|| {
+                        let known: Vec<_> =
+                            projections::catalog().iter().map(|p| p.name()).collect();
+                        format!("unknown projection {name} (known: {})", known.join(", "))
+                    })?);
+                }
+                selected
+            };
+            let mut reports = Vec::new();
+            for projection in selected {
+                let report =
+                    projections::rebuild::rebuild(store.pool(), projection.as_ref(), false).await?;
+                if !args.json {
+                    println!(
+                        "{}: {} events in {:.2} s ({:.0} events/s)",
+                        report.projection, report.events, report.seconds, report.events_per_s
+                    );
+                }
+                reports.push(report);
+            }
+            if args.json {
+                let events: u64 = reports.iter().map(|report| report.events).sum();
+                let seconds: f64 = reports.iter().map(|report| report.seconds).sum();
+                let rate = if seconds > 0.0 {
+                    events as f64 / seconds
+                } else {
+                    0.0
+                };
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "projections": reports,
+                        "events": events,
+                        "seconds": seconds,
+                        "events_per_s": rate,
+                    })
+                );
             }
         }
     }

@@ -121,3 +121,79 @@ async fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     };
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn project_once_and_rebuild_report_what_they_did() {
+    // Proves: `project --once --json` applies every event and says how many;
+    // `rebuild --all --json` replays them all into swapped-in tables;
+    // `--stale` finds nothing to do; an unknown name is refused with the list.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
+    for index in 0..12 {
+        let write = eventstore::CommandWrite {
+            key: eventstore::IdempotencyKey::parse(&format!("k{index}")).unwrap(),
+            fingerprint: eventstore::Fingerprint::of("test", &json!(index)).unwrap(),
+            status: 200,
+            events: vec![eventstore::NewEvent {
+                aggregate_type: "counter".into(),
+                aggregate_id: format!("c{}", index % 3),
+                aggregate_seq: index / 3 + 1,
+                event_type: "Added".into(),
+                event_version: "1".into(),
+                payload: json!({"n": index}),
+                metadata: json!({}),
+            }],
+            at: eventstore::chain::to_stored_precision(chrono::Utc::now()),
+        };
+        store
+            .append_command(tenant_id, write, |_, _| json!({}))
+            .await
+            .unwrap();
+    }
+    let output = ledger(&db)
+        .args(["project", "--once", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary, json!({"applied": {"stream_index": 12}}));
+
+    let output = ledger(&db)
+        .args(["rebuild", "--all", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["events"], 12);
+    assert_eq!(summary["projections"][0]["projection"], "stream_index");
+    assert_eq!(summary["projections"][0]["events"], 12);
+    assert!(summary["events_per_s"].as_f64().unwrap() > 0.0);
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM stream_index")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+
+    let output = ledger(&db)
+        .args(["rebuild", "--stale", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()["events"],
+        0
+    );
+    let output = ledger(&db).args(["rebuild", "nope"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("unknown projection nope (known: stream_index"));
+}

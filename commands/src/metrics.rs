@@ -1,10 +1,13 @@
 //! Prometheus metrics of the command pipeline and the HTTP API.
 
+use projections::status::{ProjectionStatus, State};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,6 +23,17 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionLabels {
+    pub projection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionStateLabels {
+    pub projection: String,
+    pub state: String,
+}
+
 /// Every metric the process exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -28,6 +42,10 @@ pub struct Metrics {
     batch_commands: Histogram,
     batch_seconds: Histogram,
     conflicts: Counter,
+    projection_checkpoint: Family<ProjectionLabels, Gauge>,
+    projection_events_behind: Family<ProjectionLabels, Gauge>,
+    projection_seconds_behind: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
+    projection_state: Family<ProjectionStateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -65,6 +83,31 @@ impl Default for Metrics {
             "Appends retried because another writer appended first",
             conflicts.clone(),
         );
+        let projection_checkpoint = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "projection_checkpoint",
+            "Events applied by the projection, summed over tenants",
+            projection_checkpoint.clone(),
+        );
+        let projection_events_behind = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "projection_events_behind",
+            "Events appended but not yet applied by the projection",
+            projection_events_behind.clone(),
+        );
+        let projection_seconds_behind =
+            Family::<ProjectionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "projection_seconds_behind",
+            "Age of the oldest event the projection has not applied",
+            projection_seconds_behind.clone(),
+        );
+        let projection_state = Family::<ProjectionStateLabels, Gauge>::default();
+        registry.register(
+            "projection_state",
+            "1 for the projection's current state (live, rebuilding, failed)",
+            projection_state.clone(),
+        );
         Self {
             registry,
             commands,
@@ -72,6 +115,10 @@ impl Default for Metrics {
             batch_commands,
             batch_seconds,
             conflicts,
+            projection_checkpoint,
+            projection_events_behind,
+            projection_seconds_behind,
+            projection_state,
         }
     }
 }
@@ -101,6 +148,33 @@ impl Metrics {
     /// Counts a conflict that led to a retry.
     pub fn conflict(&self) {
         self.conflicts.inc();
+    }
+
+    /// Records the projections' status (at scrape time).
+    pub fn set_projections(&self, statuses: &[ProjectionStatus]) {
+        for status in statuses {
+            let labels = ProjectionLabels {
+                projection: status.name.clone(),
+            };
+            self.projection_checkpoint
+                .get_or_create(&labels)
+                .set(status.checkpoint);
+            self.projection_events_behind
+                .get_or_create(&labels)
+                .set(status.events_behind);
+            self.projection_seconds_behind
+                .get_or_create(&labels)
+                .set(status.seconds_behind);
+            for state in [State::Live, State::Rebuilding, State::Failed] {
+                let labels = ProjectionStateLabels {
+                    projection: status.name.clone(),
+                    state: state.as_str().to_string(),
+                };
+                self.projection_state
+                    .get_or_create(&labels)
+                    .set(i64::from(status.state == state));
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -1,12 +1,16 @@
-//! Running the API: the command pipeline, the routes, graceful shutdown.
+//! Running the API: the command pipeline, the projection workers, the routes,
+//! graceful shutdown.
 
 use crate::http::{app, AppState, HttpConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{BusConfig, CommandBus};
 use eventstore::EventStore;
+use projections::{Projection, Reactor, Workers};
+use sqlx::postgres::PgPoolOptions;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use utoipa_axum::router::OpenApiRouter;
 
 /// How the server runs.
@@ -14,28 +18,100 @@ use utoipa_axum::router::OpenApiRouter;
 pub struct ServeConfig {
     pub http: HttpConfig,
     pub bus: BusConfig,
+    /// Run projection workers in this process (otherwise run `ledger
+    /// project` processes next to it).
+    pub workers: bool,
+}
+
+/// The command pipeline on a pool of its own (see [`EventStore::with_pool`]):
+/// one connection per shard.
+pub fn start_bus(store: &EventStore, config: BusConfig, metrics: Arc<Metrics>) -> CommandBus {
+    let options = store.pool().connect_options().as_ref().clone();
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(config.shards.max(1)).unwrap_or(u32::MAX))
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .test_before_acquire(false)
+        .connect_lazy_with(options);
+    CommandBus::start(store.with_pool(pool), config, metrics)
+}
+
+/// Registers the projections, starts rebuilding those whose version changed
+/// (in the background: the live tables serve meanwhile), and starts their
+/// workers. Returns the workers.
+pub async fn start_workers(
+    store: &EventStore,
+    projections: &[Arc<dyn Projection>],
+    reactors: Vec<Arc<dyn Reactor>>,
+) -> Result<Workers, projections::ProjectionError> {
+    let stale = projections::status::register(store.pool(), projections).await?;
+    if !stale.is_empty() {
+        let pool = store.pool().clone();
+        tokio::spawn(async move {
+            for projection in stale {
+                tracing::info!(
+                    projection = projection.name(),
+                    version = projection.version(),
+                    "rebuilding stale projection"
+                );
+                match projections::rebuild::rebuild(&pool, projection.as_ref(), true).await {
+                    Ok(report) => tracing::info!(
+                        projection = report.projection,
+                        events = report.events,
+                        seconds = report.seconds,
+                        "rebuilt"
+                    ),
+                    Err(error) => {
+                        tracing::error!(projection = projection.name(), %error, "rebuild failed")
+                    }
+                }
+            }
+        });
+    }
+    Ok(Workers::start(store, projections.to_vec(), reactors))
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops taking
-/// connections, finishes in-flight requests and drains the pipeline.
+/// connections, finishes in-flight requests, drains the pipeline and stops the
+/// workers.
 pub async fn serve(
     store: EventStore,
     listener: TcpListener,
     config: ServeConfig,
     routes: OpenApiRouter<AppState>,
+    projections: Vec<Arc<dyn Projection>>,
+    reactors: Vec<Arc<dyn Reactor>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::default());
-    let bus = CommandBus::start(store.clone(), config.bus, metrics);
-    let state = AppState::new(store, bus.clone(), config.http);
+    let bus = start_bus(&store, config.bus, metrics);
+    let (stop_notifier, notifier_stopped) = watch::channel(false);
+    let notifier = tokio::spawn(projections::worker::notify_appends(
+        store.clone(),
+        notifier_stopped,
+    ));
+    let workers = if config.workers {
+        Some(start_workers(&store, &projections, reactors).await?)
+    } else {
+        None
+    };
+    let progress = match &workers {
+        Some(workers) => workers.progress(),
+        None => watch::channel(0).1,
+    };
+    let state = AppState::new(store, bus.clone(), config.http, progress, projections);
     let application = app(routes, state);
     tracing::info!(address = %listener.local_addr()?, "listening");
     let served = axum::serve(listener, application)
         .with_graceful_shutdown(shutdown)
         .await;
     bus.shutdown().await;
+    if let Some(workers) = workers {
+        workers.stop().await;
+    }
+    let _ = stop_notifier.send(true);
+    let _ = notifier.await;
     tracing::info!("stopped");
-    served
+    Ok(served?)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

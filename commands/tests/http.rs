@@ -54,10 +54,15 @@ struct TestApp {
     base: String,
     client: reqwest::Client,
     api_key: String,
-    _db: TestDatabase,
+    db: TestDatabase,
 }
 
 async fn spawn_app(admin_token: Option<&str>) -> TestApp {
+    spawn_app_with(admin_token, std::time::Duration::from_secs(5)).await
+}
+
+/// The app without projection workers: tests drive projections by hand.
+async fn spawn_app_with(admin_token: Option<&str>, read_wait: std::time::Duration) -> TestApp {
     let db = TestDatabase::new().await;
     let store = db.store().clone();
     let api_key = store.create_tenant("acme").await.unwrap().api_key;
@@ -66,7 +71,18 @@ async fn spawn_app(admin_token: Option<&str>) -> TestApp {
         BusConfig::default(),
         Arc::new(Metrics::default()),
     );
-    let state = AppState::new(store, bus, HttpConfig::new(admin_token, BODY_LIMIT_BYTES));
+    let mut config = HttpConfig::new(admin_token, BODY_LIMIT_BYTES);
+    config.read_wait = read_wait;
+    projections::status::register(store.pool(), &projections::catalog())
+        .await
+        .unwrap();
+    let state = AppState::new(
+        store,
+        bus,
+        config,
+        tokio::sync::watch::channel(0).1,
+        projections::catalog(),
+    );
     let test_routes = OpenApiRouter::new().route(
         "/v1/test/counters/{counter}/add",
         axum::routing::post(add_to_counter),
@@ -79,7 +95,7 @@ async fn spawn_app(admin_token: Option<&str>) -> TestApp {
         base,
         client: reqwest::Client::new(),
         api_key,
-        _db: db,
+        db,
     }
 }
 
@@ -422,5 +438,162 @@ async fn health_metrics_openapi_and_fallbacks_answer() {
     assert_eq!(
         error_of(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await["error"]["code"],
         "method_not_allowed"
+    );
+}
+
+#[tokio::test]
+async fn a_read_with_min_seq_answers_only_once_the_projection_passed_it() {
+    // Proves: GET /v1/streams?min_seq=N waits for the projection; the answer
+    // holds the stream written at seq N, applied after the request arrived.
+    let app = spawn_app(None).await;
+    let written: Value = app
+        .add("c")
+        .bearer_auth(&app.api_key)
+        .header("idempotency-key", "k")
+        .json(&json!({"amount": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seq = written["tenant_seq"].as_i64().unwrap();
+    let request = app
+        .client
+        .get(format!("{}/v1/streams?min_seq={seq}", app.base))
+        .bearer_auth(&app.api_key)
+        .send();
+    let mut pending = tokio::spawn(request);
+    // While nothing applies the projection, the read must still be waiting.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut pending).await;
+    assert!(
+        early.is_err(),
+        "the read answered before the projection passed min_seq"
+    );
+    // Nothing applies the projection but this call, made after the request.
+    let store = app.db.store().clone();
+    projections::rebuild::catch_up_live(store.pool(), &projections::stream_index::StreamIndex)
+        .await
+        .unwrap();
+    let response = pending.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = response.json().await.unwrap();
+    assert_eq!(page["projection_seq"], seq);
+    assert_eq!(page["streams"][0]["aggregate_id"], "c");
+    assert_eq!(page["streams"][0]["last_tenant_seq"], seq);
+    assert_eq!(page["next"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_read_with_min_seq_far_ahead_answers_503_after_the_bound() {
+    // Proves: a min_seq the projection never reaches answers 503
+    // projection_lagging with the projection's current seq, after the bound.
+    let app = spawn_app_with(None, std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let response = app
+        .client
+        .get(format!("{}/v1/streams?min_seq=1000", app.base))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    let body = error_of(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(body["error"]["code"], "projection_lagging");
+    assert_eq!(
+        body["error"]["details"],
+        json!({"projection": "stream_index", "projection_seq": 0, "min_seq": 1000})
+    );
+    let bad = app
+        .client
+        .get(format!("{}/v1/streams?min_seq=abc", app.base))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        error_of(bad, StatusCode::BAD_REQUEST).await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("min_seq")
+    );
+    let unknown = app
+        .client
+        .get(format!("{}/v1/streams?bogus=1", app.base))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    error_of(unknown, StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test]
+async fn projections_report_their_lag_to_the_admin_and_to_metrics() {
+    // Proves: GET /v1/projections (admin only) and /metrics show checkpoint,
+    // events behind and state, before and after the projection catches up.
+    let app = spawn_app(Some(ADMIN_TOKEN)).await;
+    for index in 0..3 {
+        app.add(&format!("c{index}"))
+            .bearer_auth(&app.api_key)
+            .header("idempotency-key", format!("k{index}"))
+            .json(&json!({"amount": 1}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let status = |token: &'static str| {
+        app.client
+            .get(format!("{}/v1/projections", app.base))
+            .bearer_auth(token)
+            .send()
+    };
+    error_of(status("wrong").await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    let before: Value = status(ADMIN_TOKEN).await.unwrap().json().await.unwrap();
+    let stream_index = &before["projections"][0];
+    assert_eq!(stream_index["name"], "stream_index");
+    assert_eq!(stream_index["state"], "live");
+    assert_eq!(stream_index["checkpoint"], 0);
+    assert_eq!(stream_index["events_behind"], 3);
+    assert!(stream_index["seconds_behind"].as_f64().unwrap() >= 0.0);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ledger_projection_events_behind{projection=\"stream_index\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ledger_projection_state{projection=\"stream_index\",state=\"live\"} 1"),
+        "{metrics}"
+    );
+
+    projections::rebuild::catch_up_live(
+        app.db.store().pool(),
+        &projections::stream_index::StreamIndex,
+    )
+    .await
+    .unwrap();
+    let after: Value = status(ADMIN_TOKEN).await.unwrap().json().await.unwrap();
+    assert_eq!(after["projections"][0]["checkpoint"], 3);
+    assert_eq!(after["projections"][0]["events_behind"], 0);
+    assert_eq!(after["projections"][0]["seconds_behind"], 0.0);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ledger_projection_checkpoint{projection=\"stream_index\"} 3"),
+        "{metrics}"
     );
 }

@@ -5,7 +5,7 @@
 use super::error::ApiError;
 use super::AppState;
 use aggregates::TenantId;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -181,5 +181,24 @@ fn json_rejection(rejection: JsonRejection, limit_bytes: usize) -> ApiError {
         JsonRejection::JsonDataError(error) => ApiError::bad_request(error.body_text()),
         JsonRejection::JsonSyntaxError(error) => ApiError::bad_request(error.body_text()),
         other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+/// Query parameters; failures answer 400 in the error envelope, naming the
+/// parameter.
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(error)) => {
+                Err(ApiError::bad_request(error.body_text()))
+            }
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
+        }
     }
 }

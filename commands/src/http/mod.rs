@@ -6,6 +6,9 @@ pub mod extract;
 mod health;
 mod metrics;
 pub mod openapi;
+mod projections;
+pub mod read;
+mod streams;
 mod tenants;
 
 use crate::metrics::Metrics;
@@ -17,6 +20,8 @@ use error::ApiError;
 use eventstore::EventStore;
 use extract::{AuthCache, BodyLimit};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -31,6 +36,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub auth: Arc<AuthCache>,
     pub config: Arc<HttpConfig>,
+    /// Bumped when this process's projection workers commit a batch.
+    pub progress: watch::Receiver<u64>,
+    /// The projections this server reads and reports on.
+    pub projections: Arc<[Arc<dyn ::projections::Projection>]>,
 }
 
 /// HTTP settings.
@@ -40,6 +49,8 @@ pub struct HttpConfig {
     pub admin_token_digest: Option<blake3::Hash>,
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
+    /// Longest a read with `min_seq` waits for its projection.
+    pub read_wait: Duration,
 }
 
 impl HttpConfig {
@@ -49,19 +60,38 @@ impl HttpConfig {
                 .filter(|token| !token.is_empty())
                 .map(|token| blake3::hash(token.as_bytes())),
             body_limit_bytes,
+            read_wait: ::projections::read::MIN_SEQ_WAIT_DEFAULT,
         }
     }
 }
 
 impl AppState {
-    pub fn new(store: EventStore, bus: CommandBus, config: HttpConfig) -> Self {
+    /// State for the routes: `progress` from this process's workers (a
+    /// receiver whose sender is gone when they run elsewhere; reads then poll).
+    pub fn new(
+        store: EventStore,
+        bus: CommandBus,
+        config: HttpConfig,
+        progress: watch::Receiver<u64>,
+        projections: Vec<Arc<dyn ::projections::Projection>>,
+    ) -> Self {
         Self {
             store,
             metrics: bus.metrics().clone(),
             bus,
             auth: Arc::new(AuthCache::default()),
             config: Arc::new(config),
+            progress,
+            projections: projections.into(),
         }
+    }
+
+    /// Names of the projections.
+    pub fn projection_names(&self) -> Vec<&'static str> {
+        self.projections
+            .iter()
+            .map(|projection| projection.name())
+            .collect()
     }
 }
 
@@ -71,6 +101,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(metrics::router())
         .merge(tenants::router())
+        .merge(projections::router())
+        .merge(streams::router())
 }
 
 /// The application: `routes` (this crate's, possibly merged with routes of

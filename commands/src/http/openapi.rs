@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&Security),
     tags(
         (name = "tenants", description = "Tenants and API keys (admin token)"),
+        (name = "streams", description = "The tenant's event streams"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

@@ -1,0 +1,48 @@
+//! `/v1/projections`: state and lag of every projection (admin token).
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::Admin;
+use super::AppState;
+use axum::extract::State;
+use axum::Json;
+use projections::status::ProjectionStatus;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_projections))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionsList {
+    #[schema(value_type = Vec<Object>)]
+    pub projections: Vec<ProjectionStatus>,
+}
+
+/// Every projection: version, state (live, rebuilding, failed with its
+/// error), checkpoint, events and seconds behind.
+#[utoipa::path(
+    get,
+    path = "/v1/projections",
+    tag = "operations",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Projection states", body = ProjectionsList),
+        (status = 401, description = "Not the admin token", body = ErrorBody),
+    )
+)]
+async fn list_projections(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<ProjectionsList>, ApiError> {
+    let names = state.projection_names();
+    let projections = projections::status::status(state.store.pool(), &names)
+        .await
+        .map_err(|error| match error {
+            projections::ProjectionError::Store(store) => ApiError::from(store),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    Ok(Json(ProjectionsList { projections }))
+}

@@ -1,0 +1,75 @@
+//! Reads of read tables: read-your-writes waits and tenant-scoped
+//! transactions that a disconnecting client cannot cancel half way.
+
+use super::error::ApiError;
+use super::AppState;
+use aggregates::TenantId;
+use futures_core::future::BoxFuture;
+use serde_json::json;
+use sqlx::PgConnection;
+
+/// Runs `read` in a read transaction scoped to `tenant_id` (row-level
+/// security under the reader role), once `projection` has applied the
+/// tenant's events through `min_seq` (bounded wait, then 503
+/// `projection_lagging` with the projection's current seq). Returns the read
+/// and the seq the projection had reached.
+///
+/// The work runs in a task of its own: if the client goes away, the
+/// transaction still ends cleanly instead of leaving a pooled connection
+/// inside it.
+pub async fn tenant_read<T, F>(
+    state: &AppState,
+    tenant_id: TenantId,
+    projection: &'static str,
+    min_seq: Option<i64>,
+    read: F,
+) -> Result<(T, i64), ApiError>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+        + Send
+        + 'static,
+{
+    let pool = state.store.pool().clone();
+    let mut progress = state.progress.clone();
+    let bound = state.config.read_wait;
+    let task = tokio::spawn(async move {
+        let reached = match min_seq {
+            Some(min_seq) => {
+                match projections::read::wait_for_seq(
+                    &pool,
+                    projection,
+                    tenant_id,
+                    min_seq,
+                    bound,
+                    &mut progress,
+                )
+                .await?
+                {
+                    Ok(reached) => reached,
+                    Err(lagging) => return Ok(Err(lagging)),
+                }
+            }
+            None => projections::read::checkpoint(&pool, projection, tenant_id).await?,
+        };
+        let mut transaction = projections::read::begin_tenant_read(&pool, tenant_id).await?;
+        let value = read(&mut transaction).await?;
+        transaction.commit().await?;
+        Ok::<_, sqlx::Error>(Ok((value, reached)))
+    });
+    let result = task
+        .await
+        .map_err(|error| ApiError::Internal(format!("read task failed: {error}")))??;
+    result.map_err(|lagging| ApiError::Unavailable {
+        code: "projection_lagging",
+        message: format!(
+            "the {projection} projection has not reached tenant_seq {} yet; retry shortly",
+            lagging.requested
+        ),
+        details: json!({
+            "projection": projection,
+            "projection_seq": lagging.current,
+            "min_seq": lagging.requested,
+        }),
+    })
+}

@@ -1,0 +1,133 @@
+//! A reactor (process manager) on the projection runtime, submitting
+//! commands through the pipeline: each reaction takes effect exactly once.
+
+mod support;
+
+use aggregates::TenantId;
+use async_trait::async_trait;
+use commands::{BusConfig, CommandBus, Metrics};
+use eventstore::testing::TestDatabase;
+use eventstore::{IdempotencyKey, StoredEvent};
+use projections::reactor::react_catch_up;
+use projections::Reactor;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use support::{AddToCounter, RaiseLimit};
+
+/// Mirrors every addition to counter `source` onto counter `mirror`, under a
+/// key derived from the causing event. Fails once, at the 20th event, after
+/// reacting to the 19 before it.
+struct Mirror {
+    bus: CommandBus,
+    reactions: AtomicU64,
+    replayed: AtomicU64,
+    failed_once: AtomicBool,
+}
+
+#[async_trait]
+impl Reactor for Mirror {
+    fn name(&self) -> &'static str {
+        "mirror"
+    }
+
+    async fn react(&self, tenant_id: TenantId, event: &StoredEvent) -> Result<(), String> {
+        if event.aggregate_id != "source" || event.event_type != "CounterAdded" {
+            return Ok(());
+        }
+        if self.reactions.fetch_add(1, Ordering::SeqCst) == 19
+            && !self.failed_once.swap(true, Ordering::SeqCst)
+        {
+            return Err("injected crash".into());
+        }
+        let amount = event.payload["Added"]["amount"]
+            .as_i64()
+            .ok_or("no amount")?;
+        let key = IdempotencyKey::parse(&format!("mirror:{}", event.event_id))
+            .map_err(|error| error.to_string())?;
+        let outcome = self
+            .bus
+            .execute(
+                tenant_id,
+                key,
+                AddToCounter {
+                    counter: "mirror".into(),
+                    amount,
+                },
+            )
+            .await
+            .map_err(|error| error.to_string())?;
+        if outcome.replayed {
+            self.replayed.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_reaction_repeated_after_a_crash_takes_effect_once() {
+    // Proves: a reactor that crashes after reacting to 19 events, before its
+    // checkpoint commits, reacts to them again on restart; the pipeline
+    // answers those 19 from their records and the mirror counts each once.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
+    let bus = CommandBus::start(
+        store.clone(),
+        BusConfig::default(),
+        Arc::new(Metrics::default()),
+    );
+    for counter in ["source", "mirror"] {
+        let key = IdempotencyKey::parse(&format!("raise-{counter}")).unwrap();
+        bus.execute(
+            tenant_id,
+            key,
+            RaiseLimit {
+                counter: counter.into(),
+                to: 1_000,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    for index in 0..30 {
+        let key = IdempotencyKey::parse(&format!("add-{index}")).unwrap();
+        bus.execute(
+            tenant_id,
+            key,
+            AddToCounter {
+                counter: "source".into(),
+                amount: 2,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let mirror = Mirror {
+        bus: bus.clone(),
+        reactions: AtomicU64::new(0),
+        replayed: AtomicU64::new(0),
+        failed_once: AtomicBool::new(false),
+    };
+    let crash = react_catch_up(store.pool(), &mirror).await.unwrap_err();
+    assert!(crash.to_string().ends_with("injected crash"), "{crash}");
+    react_catch_up(store.pool(), &mirror).await.unwrap();
+    assert_eq!(mirror.replayed.load(Ordering::SeqCst), 19);
+
+    let mirror_events = store
+        .read_tenant(tenant_id, 0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.aggregate_id == "mirror" && event.event_type == "CounterAdded")
+        .count();
+    assert_eq!(mirror_events, 30);
+    // The reactor's own appends are new events; reacting to them does nothing.
+    assert_eq!(react_catch_up(store.pool(), &mirror).await.unwrap(), 0);
+    let checkpoint = projections::read::checkpoint(store.pool(), "mirror", tenant_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint,
+        store.chain_head(tenant_id).await.unwrap().unwrap().seq
+    );
+}
