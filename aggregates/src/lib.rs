@@ -8,10 +8,21 @@
 //! Layout:
 //! - `decide`: the [`Decide`] trait every aggregate implements (a pure decision
 //!   from state and command to events) and how rejections are classified.
-//! - `ids`: newtypes for every identifier.
+//! - `ids`: newtypes for identifiers.
+//! - `money`: assets and amounts in minor units, checked arithmetic.
+//! - `journal`: accounts, postings, entries that cannot be unbalanced, balances.
+//! - `plan`: the plan catalog.
+//! - `quota`: the quota aggregate (grants, consumption, seats, expiry).
+//! - `subscription`: the subscription aggregate.
 
 pub mod decide;
 pub mod ids;
+pub mod journal;
+pub mod money;
+pub mod plan;
+pub mod quota;
+pub mod subscription;
 
 pub use decide::{handle_by_deciding, Decide, Rejection, RejectionKind};
-pub use ids::TenantId;
+pub use ids::{GrantId, TenantId};
+pub use money::{Amount, Asset};

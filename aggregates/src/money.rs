@@ -1,0 +1,193 @@
+//! Assets and amounts: integers in minor units, checked arithmetic, no floats.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Most decimal places an asset may have.
+pub const ASSET_SCALE_MAX: u8 = 18;
+
+/// A unit of account with a fixed scale: `USD/2` (cents), `JPY/0`,
+/// `CREDITS/0`. Amounts of an asset are integers of its minor unit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Asset {
+    code: String,
+    scale: u8,
+}
+
+/// Why a text is not an asset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid asset {0:?}: expected CODE/SCALE, e.g. USD/2 (code 1-12 of A-Z, 0-9, _; scale 0-18)"
+)]
+pub struct InvalidAsset(pub String);
+
+impl Asset {
+    /// `code` (1-12 of `A-Z0-9_`, starting with a letter) with `scale` decimals.
+    pub fn new(code: &str, scale: u8) -> Result<Self, InvalidAsset> {
+        let valid_code = (1..=12).contains(&code.len())
+            && code.starts_with(|c: char| c.is_ascii_uppercase())
+            && code
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !valid_code || scale > ASSET_SCALE_MAX {
+            return Err(InvalidAsset(format!("{code}/{scale}")));
+        }
+        Ok(Self {
+            code: code.to_string(),
+            scale,
+        })
+    }
+
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    pub fn scale(&self) -> u8 {
+        self.scale
+    }
+}
+
+impl fmt::Display for Asset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.code, self.scale)
+    }
+}
+
+impl TryFrom<String> for Asset {
+    type Error = InvalidAsset;
+
+    fn try_from(text: String) -> Result<Self, InvalidAsset> {
+        let (code, scale) = text
+            .split_once('/')
+            .ok_or_else(|| InvalidAsset(text.clone()))?;
+        let scale = scale
+            .parse::<u8>()
+            .map_err(|_| InvalidAsset(text.clone()))?;
+        Self::new(code, scale)
+    }
+}
+
+impl From<Asset> for String {
+    fn from(asset: Asset) -> Self {
+        asset.to_string()
+    }
+}
+
+/// A non-negative amount in an asset's minor unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Amount(i64);
+
+/// Arithmetic that would leave the range of amounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("amount {0} is negative")]
+    Negative(i64),
+    #[error("amount arithmetic overflowed")]
+    Overflow,
+}
+
+impl Amount {
+    pub const ZERO: Self = Self(0);
+
+    /// `value` if it is not negative.
+    pub const fn new(value: i64) -> Result<Self, AmountError> {
+        if value < 0 {
+            Err(AmountError::Negative(value))
+        } else {
+            Ok(Self(value))
+        }
+    }
+
+    pub const fn value(self) -> i64 {
+        self.0
+    }
+
+    pub const fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn checked_add(self, other: Self) -> Result<Self, AmountError> {
+        self.0
+            .checked_add(other.0)
+            .map(Self)
+            .ok_or(AmountError::Overflow)
+    }
+
+    /// `self - other`; negative results are an error, not a wrap.
+    pub fn checked_sub(self, other: Self) -> Result<Self, AmountError> {
+        match self.0.checked_sub(other.0) {
+            Some(value) if value >= 0 => Ok(Self(value)),
+            Some(value) => Err(AmountError::Negative(value)),
+            None => Err(AmountError::Overflow),
+        }
+    }
+}
+
+impl TryFrom<i64> for Amount {
+    type Error = AmountError;
+
+    fn try_from(value: i64) -> Result<Self, AmountError> {
+        Self::new(value)
+    }
+}
+
+impl From<Amount> for i64 {
+    fn from(amount: Amount) -> Self {
+        amount.0
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assets_parse_from_code_and_scale_and_refuse_anything_else() {
+        let usd = Asset::try_from("USD/2".to_string()).unwrap();
+        assert_eq!((usd.code(), usd.scale()), ("USD", 2));
+        assert_eq!(usd.to_string(), "USD/2");
+        for bad in [
+            "usd/2",
+            "USD",
+            "USD/19",
+            "/2",
+            "TOOLONGCODE123/0",
+            "1USD/2",
+            "US D/2",
+        ] {
+            assert_eq!(
+                Asset::try_from(bad.to_string()),
+                Err(InvalidAsset(bad.to_string())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn amounts_never_go_negative_or_wrap() {
+        assert_eq!(Amount::new(-1), Err(AmountError::Negative(-1)));
+        let max = Amount::new(i64::MAX).unwrap();
+        assert_eq!(
+            max.checked_add(Amount::new(1).unwrap()),
+            Err(AmountError::Overflow)
+        );
+        assert_eq!(
+            Amount::new(3).unwrap().checked_sub(Amount::new(5).unwrap()),
+            Err(AmountError::Negative(-2))
+        );
+        assert_eq!(
+            Amount::new(5).unwrap().checked_sub(Amount::new(3).unwrap()),
+            Ok(Amount::new(2).unwrap())
+        );
+        assert!(serde_json::from_str::<Amount>("-4").is_err());
+        assert!(serde_json::from_str::<Amount>("1.5").is_err());
+    }
+}

@@ -1,0 +1,486 @@
+//! The subscription aggregate: one per tenant. It records the plan and its
+//! periods; the grants a plan gives live in the quota aggregates, issued in
+//! the same atomic append as the subscription's events (see the
+//! `commands` crate).
+
+use crate::decide::{handle_by_deciding, Decide, Rejection, RejectionKind};
+use crate::plan::Plan;
+use chrono::{DateTime, Months, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Aggregate type of subscriptions.
+pub const SUBSCRIPTION_AGGREGATE: &str = "subscription";
+
+/// Aggregate id of the tenant's one subscription.
+pub const SUBSCRIPTION_ID: &str = "subscription";
+
+/// When a cancellation takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelAt {
+    Now,
+    PeriodEnd,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscriptionCommand {
+    Subscribe {
+        plan: Plan,
+        trial_ends_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    ChangePlan {
+        plan: Plan,
+        at: DateTime<Utc>,
+    },
+    Cancel {
+        when: CancelAt,
+        at: DateTime<Utc>,
+    },
+    /// Starts the next period now; ends the subscription instead when a
+    /// cancellation at period end is scheduled.
+    Renew {
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubscriptionEvent {
+    Subscribed {
+        plan: Plan,
+        trial_ends_at: Option<DateTime<Utc>>,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+    },
+    PlanChanged {
+        from: String,
+        plan: Plan,
+    },
+    CancellationScheduled {
+        effective_at: DateTime<Utc>,
+    },
+    Cancelled {
+        cancelled_at: DateTime<Utc>,
+    },
+    PeriodRenewed {
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for SubscriptionEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::Subscribed { .. } => "Subscribed",
+            Self::PlanChanged { .. } => "PlanChanged",
+            Self::CancellationScheduled { .. } => "CancellationScheduled",
+            Self::Cancelled { .. } => "Cancelled",
+            Self::PeriodRenewed { .. } => "PeriodRenewed",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("the tenant already has an active subscription to {0}")]
+    AlreadySubscribed(String),
+    #[error("the tenant has no active subscription")]
+    NotSubscribed,
+    #[error("the subscription is already on {0}")]
+    SamePlan(String),
+    #[error("trial_ends_at must be in the future")]
+    TrialEndInThePast,
+    #[error("the cancellation is already scheduled for the end of the period")]
+    AlreadyScheduled,
+    #[error("the period end is out of range")]
+    PeriodOutOfRange,
+}
+
+impl Rejection for SubscriptionError {
+    fn kind(&self) -> RejectionKind {
+        match self {
+            Self::NotSubscribed => RejectionKind::NotFound,
+            Self::TrialEndInThePast => RejectionKind::Invalid,
+            Self::AlreadySubscribed(_)
+            | Self::SamePlan(_)
+            | Self::AlreadyScheduled
+            | Self::PeriodOutOfRange => RejectionKind::RuleBroken,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::AlreadySubscribed(_) => "already_subscribed",
+            Self::NotSubscribed => "not_subscribed",
+            Self::SamePlan(_) => "same_plan",
+            Self::TrialEndInThePast => "invalid_trial_end",
+            Self::AlreadyScheduled => "cancellation_scheduled",
+            Self::PeriodOutOfRange => "period_out_of_range",
+        }
+    }
+
+    fn details(&self) -> serde_json::Value {
+        match self {
+            Self::AlreadySubscribed(plan) | Self::SamePlan(plan) => json!({"plan": plan}),
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
+/// A live subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Active {
+    pub plan: Plan,
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub cancel_at_period_end: bool,
+}
+
+/// The tenant's subscription: none, active, or ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub active: Option<Active>,
+    /// When the last subscription was cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+fn period_end(plan: &Plan, start: DateTime<Utc>) -> Result<DateTime<Utc>, SubscriptionError> {
+    start
+        .checked_add_months(Months::new(plan.period_months))
+        .ok_or(SubscriptionError::PeriodOutOfRange)
+}
+
+impl Subscription {
+    fn active(&self) -> Result<&Active, SubscriptionError> {
+        self.active.as_ref().ok_or(SubscriptionError::NotSubscribed)
+    }
+}
+
+impl Aggregate for Subscription {
+    const TYPE: &'static str = SUBSCRIPTION_AGGREGATE;
+    type Command = SubscriptionCommand;
+    type Event = SubscriptionEvent;
+    type Error = SubscriptionError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: SubscriptionCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), SubscriptionError> {
+        handle_by_deciding(self, command, sink).await
+    }
+
+    fn apply(&mut self, event: SubscriptionEvent) {
+        match event {
+            SubscriptionEvent::Subscribed {
+                plan,
+                trial_ends_at,
+                period_start,
+                period_end,
+            } => {
+                self.active = Some(Active {
+                    plan,
+                    trial_ends_at,
+                    period_start,
+                    period_end,
+                    cancel_at_period_end: false,
+                });
+            }
+            SubscriptionEvent::PlanChanged { plan, .. } => {
+                if let Some(active) = &mut self.active {
+                    active.plan = plan;
+                }
+            }
+            SubscriptionEvent::CancellationScheduled { .. } => {
+                if let Some(active) = &mut self.active {
+                    active.cancel_at_period_end = true;
+                }
+            }
+            SubscriptionEvent::Cancelled { cancelled_at } => {
+                self.active = None;
+                self.cancelled_at = Some(cancelled_at);
+            }
+            SubscriptionEvent::PeriodRenewed {
+                period_start,
+                period_end,
+            } => {
+                if let Some(active) = &mut self.active {
+                    active.period_start = period_start;
+                    active.period_end = period_end;
+                    active.trial_ends_at = None;
+                }
+            }
+        }
+    }
+}
+
+impl Decide for Subscription {
+    fn decide(
+        &self,
+        command: SubscriptionCommand,
+    ) -> Result<Vec<SubscriptionEvent>, SubscriptionError> {
+        match command {
+            SubscriptionCommand::Subscribe {
+                plan,
+                trial_ends_at,
+                at,
+            } => {
+                if let Some(active) = &self.active {
+                    return Err(SubscriptionError::AlreadySubscribed(active.plan.id.clone()));
+                }
+                if trial_ends_at.is_some_and(|trial_end| trial_end <= at) {
+                    return Err(SubscriptionError::TrialEndInThePast);
+                }
+                let period_end = period_end(&plan, at)?;
+                Ok(vec![SubscriptionEvent::Subscribed {
+                    plan,
+                    trial_ends_at,
+                    period_start: at,
+                    period_end,
+                }])
+            }
+            SubscriptionCommand::ChangePlan { plan, .. } => {
+                let active = self.active()?;
+                if active.plan.id == plan.id {
+                    return Err(SubscriptionError::SamePlan(plan.id));
+                }
+                Ok(vec![SubscriptionEvent::PlanChanged {
+                    from: active.plan.id.clone(),
+                    plan,
+                }])
+            }
+            SubscriptionCommand::Cancel { when, at } => {
+                let active = self.active()?;
+                match when {
+                    CancelAt::Now => Ok(vec![SubscriptionEvent::Cancelled { cancelled_at: at }]),
+                    CancelAt::PeriodEnd if active.cancel_at_period_end => {
+                        Err(SubscriptionError::AlreadyScheduled)
+                    }
+                    CancelAt::PeriodEnd => Ok(vec![SubscriptionEvent::CancellationScheduled {
+                        effective_at: active.period_end,
+                    }]),
+                }
+            }
+            SubscriptionCommand::Renew { at } => {
+                let active = self.active()?;
+                if active.cancel_at_period_end {
+                    return Ok(vec![SubscriptionEvent::Cancelled { cancelled_at: at }]);
+                }
+                Ok(vec![SubscriptionEvent::PeriodRenewed {
+                    period_start: at,
+                    period_end: period_end(&active.plan, at)?,
+                }])
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PlanCatalog;
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+
+    type Given = TestFramework<Subscription>;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, day, 12, 0, 0).unwrap()
+    }
+
+    fn plan(id: &str) -> Plan {
+        PlanCatalog::builtin().get(id).unwrap().clone()
+    }
+
+    fn subscribed(id: &str, day: u32) -> SubscriptionEvent {
+        SubscriptionEvent::Subscribed {
+            plan: plan(id),
+            trial_ends_at: None,
+            period_start: at(day),
+            period_end: at(day).checked_add_months(Months::new(1)).unwrap(),
+        }
+    }
+
+    #[test]
+    fn subscribing_starts_a_period_of_the_plans_length() {
+        Given::with(())
+            .given_no_previous_events()
+            .when(SubscriptionCommand::Subscribe {
+                plan: plan("team_v4"),
+                trial_ends_at: None,
+                at: at(1),
+            })
+            .then_expect_events(vec![subscribed("team_v4", 1)]);
+    }
+
+    #[test]
+    fn subscribing_with_a_trial_records_its_end() {
+        Given::with(())
+            .given_no_previous_events()
+            .when(SubscriptionCommand::Subscribe {
+                plan: plan("hobby_v3"),
+                trial_ends_at: Some(at(15)),
+                at: at(1),
+            })
+            .then_expect_events(vec![SubscriptionEvent::Subscribed {
+                plan: plan("hobby_v3"),
+                trial_ends_at: Some(at(15)),
+                period_start: at(1),
+                period_end: Utc.with_ymd_and_hms(2026, 2, 1, 12, 0, 0).unwrap(),
+            }]);
+    }
+
+    #[test]
+    fn a_trial_ending_in_the_past_is_rejected() {
+        Given::with(())
+            .given_no_previous_events()
+            .when(SubscriptionCommand::Subscribe {
+                plan: plan("hobby_v3"),
+                trial_ends_at: Some(at(1)),
+                at: at(2),
+            })
+            .then_expect_error(SubscriptionError::TrialEndInThePast);
+    }
+
+    #[test]
+    fn a_second_active_subscription_is_rejected() {
+        Given::with(())
+            .given(vec![subscribed("team_v4", 1)])
+            .when(SubscriptionCommand::Subscribe {
+                plan: plan("scale_v1"),
+                trial_ends_at: None,
+                at: at(2),
+            })
+            .then_expect_error(SubscriptionError::AlreadySubscribed("team_v4".into()));
+    }
+
+    #[test]
+    fn changing_plan_records_from_and_to() {
+        Given::with(())
+            .given(vec![subscribed("team_v4", 1)])
+            .when(SubscriptionCommand::ChangePlan {
+                plan: plan("scale_v1"),
+                at: at(3),
+            })
+            .then_expect_events(vec![SubscriptionEvent::PlanChanged {
+                from: "team_v4".into(),
+                plan: plan("scale_v1"),
+            }]);
+    }
+
+    #[test]
+    fn changing_to_the_same_plan_or_without_a_subscription_is_rejected() {
+        Given::with(())
+            .given(vec![subscribed("team_v4", 1)])
+            .when(SubscriptionCommand::ChangePlan {
+                plan: plan("team_v4"),
+                at: at(3),
+            })
+            .then_expect_error(SubscriptionError::SamePlan("team_v4".into()));
+        Given::with(())
+            .given_no_previous_events()
+            .when(SubscriptionCommand::ChangePlan {
+                plan: plan("team_v4"),
+                at: at(3),
+            })
+            .then_expect_error(SubscriptionError::NotSubscribed);
+    }
+
+    #[test]
+    fn cancelling_now_ends_it_and_at_period_end_schedules_it_once() {
+        Given::with(())
+            .given(vec![subscribed("team_v4", 1)])
+            .when(SubscriptionCommand::Cancel {
+                when: CancelAt::Now,
+                at: at(4),
+            })
+            .then_expect_events(vec![SubscriptionEvent::Cancelled {
+                cancelled_at: at(4),
+            }]);
+        let end = at(1).checked_add_months(Months::new(1)).unwrap();
+        Given::with(())
+            .given(vec![subscribed("team_v4", 1)])
+            .when(SubscriptionCommand::Cancel {
+                when: CancelAt::PeriodEnd,
+                at: at(4),
+            })
+            .then_expect_events(vec![SubscriptionEvent::CancellationScheduled {
+                effective_at: end,
+            }]);
+        Given::with(())
+            .given(vec![
+                subscribed("team_v4", 1),
+                SubscriptionEvent::CancellationScheduled { effective_at: end },
+            ])
+            .when(SubscriptionCommand::Cancel {
+                when: CancelAt::PeriodEnd,
+                at: at(5),
+            })
+            .then_expect_error(SubscriptionError::AlreadyScheduled);
+        Given::with(())
+            .given(vec![
+                subscribed("team_v4", 1),
+                SubscriptionEvent::Cancelled {
+                    cancelled_at: at(2),
+                },
+            ])
+            .when(SubscriptionCommand::Cancel {
+                when: CancelAt::Now,
+                at: at(5),
+            })
+            .then_expect_error(SubscriptionError::NotSubscribed);
+    }
+
+    #[test]
+    fn renewing_starts_the_next_period_or_ends_a_scheduled_cancellation() {
+        Given::with(())
+            .given(vec![subscribed("team_v4", 1)])
+            .when(SubscriptionCommand::Renew { at: at(20) })
+            .then_expect_events(vec![SubscriptionEvent::PeriodRenewed {
+                period_start: at(20),
+                period_end: Utc.with_ymd_and_hms(2026, 2, 20, 12, 0, 0).unwrap(),
+            }]);
+        let end = at(1).checked_add_months(Months::new(1)).unwrap();
+        Given::with(())
+            .given(vec![
+                subscribed("team_v4", 1),
+                SubscriptionEvent::CancellationScheduled { effective_at: end },
+            ])
+            .when(SubscriptionCommand::Renew { at: at(30) })
+            .then_expect_events(vec![SubscriptionEvent::Cancelled {
+                cancelled_at: at(30),
+            }]);
+        Given::with(())
+            .given_no_previous_events()
+            .when(SubscriptionCommand::Renew { at: at(30) })
+            .then_expect_error(SubscriptionError::NotSubscribed);
+    }
+
+    #[test]
+    fn a_cancelled_tenant_may_subscribe_again() {
+        Given::with(())
+            .given(vec![
+                subscribed("team_v4", 1),
+                SubscriptionEvent::Cancelled {
+                    cancelled_at: at(2),
+                },
+            ])
+            .when(SubscriptionCommand::Subscribe {
+                plan: plan("hobby_v3"),
+                trial_ends_at: None,
+                at: at(3),
+            })
+            .then_expect_events(vec![subscribed("hobby_v3", 3)]);
+    }
+}
