@@ -87,6 +87,11 @@ struct ServeArgs {
     /// one more per shard).
     #[arg(long, default_value_t = 16)]
     db_connections: u32,
+    /// Plan catalog, JSON: {"plans": [{"id": "team_v4", "seats": 10, "runs":
+    /// 100000, "credits": 20000}]} (null is unlimited). Default: the built-in
+    /// hobby_v3, team_v4, scale_v1 and enterprise_v1.
+    #[arg(long, env = "LEDGER_PLANS")]
+    plans: Option<std::path::PathBuf>,
     /// Do not run projection workers here (run `ledger project` instead).
     #[arg(long)]
     no_workers: bool,
@@ -175,6 +180,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     ..commands::BusConfig::default()
                 },
                 workers: !args.no_workers,
+                plans: match &args.plans {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path).map_err(|error| {
+                            format!("cannot read plan catalog {}: {error}", path.display())
+                        })?;
+                        aggregates::plan::PlanCatalog::from_json(&text)
+                            .map_err(|error| format!("{}: {error}", path.display()))?
+                    }
+                    None => aggregates::plan::PlanCatalog::builtin(),
+                },
             };
             commands::server::serve(
                 store,

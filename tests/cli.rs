@@ -161,7 +161,11 @@ async fn project_once_and_rebuild_report_what_they_did() {
         String::from_utf8_lossy(&output.stderr)
     );
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(summary, json!({"applied": {"stream_index": 12}}));
+    // Every projection reads every event (those of other aggregates it skips).
+    assert_eq!(
+        summary,
+        json!({"applied": {"stream_index": 12, "subscriptions": 12, "quota": 12, "journal": 12}})
+    );
 
     let output = ledger(&db)
         .args(["rebuild", "--all", "--json"])
@@ -173,9 +177,10 @@ async fn project_once_and_rebuild_report_what_they_did() {
         String::from_utf8_lossy(&output.stderr)
     );
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(summary["events"], 12);
+    assert_eq!(summary["events"], 48);
     assert_eq!(summary["projections"][0]["projection"], "stream_index");
     assert_eq!(summary["projections"][0]["events"], 12);
+    assert_eq!(summary["projections"].as_array().unwrap().len(), 4);
     assert!(summary["events_per_s"].as_f64().unwrap() > 0.0);
     let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM stream_index")
         .fetch_one(store.pool())

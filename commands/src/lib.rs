@@ -14,6 +14,7 @@
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod requests;
 pub mod server;
 
 pub use metrics::Metrics;

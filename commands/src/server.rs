@@ -21,6 +21,8 @@ pub struct ServeConfig {
     /// Run projection workers in this process (otherwise run `ledger
     /// project` processes next to it).
     pub workers: bool,
+    /// The plans tenants may subscribe to.
+    pub plans: aggregates::plan::PlanCatalog,
 }
 
 /// The command pipeline on a pool of its own (see [`EventStore::with_pool`]):
@@ -98,7 +100,8 @@ pub async fn serve(
         Some(workers) => workers.progress(),
         None => watch::channel(0).1,
     };
-    let state = AppState::new(store, bus.clone(), config.http, progress, projections);
+    let state = AppState::new(store, bus.clone(), config.http, progress, projections)
+        .with_plans(config.plans);
     let application = app(routes, state);
     tracing::info!(address = %listener.local_addr()?, "listening");
     let served = axum::serve(listener, application)

@@ -16,15 +16,21 @@
 //! - `status`: registry, versions, states and lag.
 //! - `read`: tenant-scoped read transactions and `min_seq` waits.
 //! - `progress`: progress bars and lines for long jobs.
-//! - `stream_index`: the stream index projection.
+//! - `decode`: stored events to domain events, through upcasters.
+//! - `stream_index`, `subscriptions`, `quota`, `journal`: the projections and
+//!   their read queries.
 
+pub mod decode;
+pub mod journal;
 pub mod progress;
+pub mod quota;
 pub mod reactor;
 pub mod read;
 pub mod rebuild;
 pub mod runtime;
 pub mod status;
 pub mod stream_index;
+pub mod subscriptions;
 pub mod worker;
 
 pub use reactor::Reactor;
@@ -35,7 +41,12 @@ use std::sync::Arc;
 
 /// Every projection of the ledger.
 pub fn catalog() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(stream_index::StreamIndex)]
+    vec![
+        Arc::new(stream_index::StreamIndex),
+        Arc::new(subscriptions::Subscriptions),
+        Arc::new(quota::QuotaProjection),
+        Arc::new(journal::Journal),
+    ]
 }
 
 /// The projection named `name`.

@@ -38,7 +38,11 @@ pub struct ErrorDetail {
 #[derive(Debug)]
 pub enum ApiError {
     /// 400: malformed or invalid input.
-    BadRequest { code: &'static str, message: String },
+    BadRequest {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
     /// 401: no, malformed or unknown credentials.
     Unauthorized(String),
     /// 404: unknown route or resource, or another tenant's.
@@ -70,14 +74,22 @@ impl ApiError {
         Self::BadRequest {
             code: "invalid_request",
             message: message.into(),
+            details: Value::Null,
         }
     }
 
     fn parts(&self) -> (StatusCode, &str, String, Value) {
         match self {
-            Self::BadRequest { code, message } => {
-                (StatusCode::BAD_REQUEST, code, message.clone(), Value::Null)
-            }
+            Self::BadRequest {
+                code,
+                message,
+                details,
+            } => (
+                StatusCode::BAD_REQUEST,
+                code,
+                message.clone(),
+                details.clone(),
+            ),
             Self::Unauthorized(message) => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

@@ -130,6 +130,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
             return Err(ApiError::BadRequest {
                 code: "missing_idempotency_key",
                 message: "mutating requests need an Idempotency-Key header (1-255 printable ASCII characters)".into(),
+                details: serde_json::Value::Null,
             });
         };
         let text = value
@@ -143,6 +144,7 @@ fn invalid_key(error: InvalidIdempotencyKey) -> ApiError {
     ApiError::BadRequest {
         code: "invalid_idempotency_key",
         message: format!("invalid Idempotency-Key: {error}"),
+        details: serde_json::Value::Null,
     }
 }
 
@@ -201,4 +203,48 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
     }
+}
+
+/// A request body amount: a positive integer in minor units that fits 64
+/// bits. Anything else is refused while the body is read, with the field
+/// named in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(value_type = i64)]
+pub struct PositiveAmount(pub aggregates::Amount);
+
+impl<'de> serde::Deserialize<'de> for PositiveAmount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        if value <= 0 {
+            return Err(serde::de::Error::custom(format!(
+                "invalid value: {value}, expected a positive integer"
+            )));
+        }
+        aggregates::Amount::new(value)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The quota type named in a path or body, or 400 listing the valid ones.
+pub fn quota_type(text: &str) -> Result<aggregates::quota::QuotaType, ApiError> {
+    aggregates::quota::QuotaType::parse(text).map_err(|error| ApiError::BadRequest {
+        code: "unknown_quota",
+        message: error.to_string(),
+        details: serde_json::json!({"valid": ["seats", "runs", "credits"]}),
+    })
+}
+
+/// The optional quota account of a body or query, or 400.
+pub fn quota_account(
+    text: Option<&str>,
+) -> Result<Option<aggregates::quota::QuotaAccount>, ApiError> {
+    text.map(|text| {
+        aggregates::quota::QuotaAccount::parse(text).map_err(|error| ApiError::BadRequest {
+            code: "invalid_account",
+            message: error.to_string(),
+            details: serde_json::Value::Null,
+        })
+    })
+    .transpose()
 }

@@ -3,12 +3,17 @@
 
 pub mod error;
 pub mod extract;
+mod grants;
 mod health;
+mod journal;
 mod metrics;
 pub mod openapi;
 mod projections;
+mod quota;
 pub mod read;
+pub mod schema;
 mod streams;
+mod subscription;
 mod tenants;
 
 use crate::metrics::Metrics;
@@ -40,6 +45,8 @@ pub struct AppState {
     pub progress: watch::Receiver<u64>,
     /// The projections this server reads and reports on.
     pub projections: Arc<[Arc<dyn ::projections::Projection>]>,
+    /// The plans tenants may subscribe to.
+    pub plans: Arc<aggregates::plan::PlanCatalog>,
 }
 
 /// HTTP settings.
@@ -83,7 +90,14 @@ impl AppState {
             config: Arc::new(config),
             progress,
             projections: projections.into(),
+            plans: Arc::new(aggregates::plan::PlanCatalog::builtin()),
         }
+    }
+
+    /// The same state with another plan catalog.
+    pub fn with_plans(mut self, plans: aggregates::plan::PlanCatalog) -> Self {
+        self.plans = Arc::new(plans);
+        self
     }
 
     /// Names of the projections.
@@ -103,6 +117,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(tenants::router())
         .merge(projections::router())
         .merge(streams::router())
+        .merge(subscription::router())
+        .merge(grants::router())
+        .merge(quota::router())
+        .merge(journal::router())
 }
 
 /// The application: `routes` (this crate's, possibly merged with routes of

@@ -11,11 +11,12 @@ use aggregates::{Decide, Rejection, RejectionKind, TenantId};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::DomainEvent;
-use eventstore::{AggregateKey, NewEvent};
+use eventstore::{AggregateKey, IdempotencyKey, NewEvent};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::any::Any;
 use std::collections::HashMap;
+use uuid::Uuid;
 
 /// A command as submitted to the pipeline.
 pub trait Request: Serialize + Send + Sync + 'static {
@@ -228,6 +229,7 @@ pub(crate) struct Touched {
 /// A request's view of its tenant's aggregates while it decides.
 pub struct Decider<'a> {
     tenant_id: TenantId,
+    key: &'a IdempotencyKey,
     at: DateTime<Utc>,
     kind: &'static str,
     view: StateView<'a>,
@@ -237,17 +239,35 @@ pub struct Decider<'a> {
 impl<'a> Decider<'a> {
     pub(crate) fn new(
         tenant_id: TenantId,
+        key: &'a IdempotencyKey,
         at: DateTime<Utc>,
         kind: &'static str,
         view: StateView<'a>,
     ) -> Self {
         Self {
             tenant_id,
+            key,
             at,
             kind,
             view,
             touched: Vec::new(),
         }
+    }
+
+    /// An id derived from the tenant, the request's idempotency key and
+    /// `label`: the same on every retry of the request, different for every
+    /// other request. Decisions stay pure (no randomness) and a retried
+    /// request issues the same ids.
+    pub fn derive_id(&self, label: &str) -> Uuid {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"ledger.derived-id.v1");
+        hasher.update(self.tenant_id.as_uuid().as_bytes());
+        hasher.update(&(self.key.as_str().len() as u64).to_be_bytes());
+        hasher.update(self.key.as_str().as_bytes());
+        hasher.update(label.as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        uuid::Builder::from_custom_bytes(bytes).into_uuid()
     }
 
     /// The tenant the request belongs to.

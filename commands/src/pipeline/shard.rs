@@ -308,7 +308,7 @@ impl Shard {
                 staged: &staged,
                 cached: &self.cached,
             };
-            let mut decider = Decider::new(job.tenant_id, at, job.request.kind(), view);
+            let mut decider = Decider::new(job.tenant_id, &job.key, at, job.request.kind(), view);
             let decision = job.request.decide(&mut decider);
             let touched = decider.into_touched();
             let (status, events) = match &decision {

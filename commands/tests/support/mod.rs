@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod app;
+
 use aggregates::{handle_by_deciding, Decide, Rejection, RejectionKind};
 use commands::{Decider, Refusal, Reply, Request, Target};
 use cqrs_es::event_sink::EventSink;

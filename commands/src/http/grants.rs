@@ -1,0 +1,297 @@
+//! `/v1/grants`: issue, revoke, list and read grants.
+
+use super::error::{outcome_response, ApiError, ErrorBody};
+use super::extract::{
+    quota_account, quota_type, ApiJson, ApiQuery, IdempotencyKeyHeader, PositiveAmount, Tenant,
+};
+use super::read::tenant_read;
+use super::schema::{CommandAnswer, GrantIssuedAnswer};
+use super::AppState;
+use crate::requests::quota::{IssueGrant, RevokeGrant};
+use aggregates::quota::{GrantSource, PRIORITY_DEFAULT, PRIORITY_MAX};
+use aggregates::GrantId;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use projections::quota::{self as quota_read, GrantRow};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(issue_grant, list_grants))
+        .routes(routes!(get_grant))
+        .routes(routes!(revoke_grant))
+}
+
+/// Where a grant comes from (subscription grants come with the plan).
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuedSource {
+    Purchase,
+    Promocode,
+}
+
+/// A field that must be present but may be `null`.
+fn required_nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    /// `seats`, `runs` or `credits`.
+    pub quota: String,
+    /// Units granted, a positive integer; `null` for unlimited. Required.
+    #[serde(default, deserialize_with = "required_nullable")]
+    #[schema(value_type = Option<i64>, required = true)]
+    pub amount: Option<Option<PositiveAmount>>,
+    pub source: IssuedSource,
+    /// 0 (burnt first) to 100 (last); default 50.
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// When the grant becomes usable; default now.
+    #[serde(default)]
+    pub effective_at: Option<DateTime<Utc>>,
+    /// When it expires; default never.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// A quota account of the tenant (an end user, a project); default the tenant itself.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GrantsQuery {
+    /// Only grants of this quota type.
+    pub quota: Option<String>,
+    /// Only grants of this quota account (default: the tenant's own).
+    pub account: Option<String>,
+    /// Continue after this grant (from `next`).
+    #[param(value_type = Option<uuid::Uuid>)]
+    pub after: Option<GrantId>,
+    /// Page size, 1-1000 (default 100).
+    pub limit: Option<i64>,
+    /// Wait until the projection has applied this tenant_seq.
+    pub min_seq: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GrantQuery {
+    /// Wait until the projection has applied this tenant_seq.
+    pub min_seq: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantsPage {
+    pub grants: Vec<GrantRow>,
+    /// Pass as `after` for the next page; `null` on the last.
+    pub next: Option<uuid::Uuid>,
+    pub projection_seq: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantView {
+    #[serde(flatten)]
+    pub grant: GrantRow,
+    pub projection_seq: i64,
+}
+
+/// Issues a purchased or promotional grant.
+#[utoipa::path(
+    post,
+    path = "/v1/grants",
+    tag = "grants",
+    request_body = GrantBody,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Issued", body = GrantIssuedAnswer),
+        (status = 400, description = "Invalid input (names the field)", body = ErrorBody),
+        (status = 422, description = "Expiry in the past, or key reused", body = ErrorBody),
+    )
+)]
+async fn issue_grant(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiJson(body): ApiJson<GrantBody>,
+) -> Result<Response, ApiError> {
+    let Some(amount) = body.amount else {
+        return Err(ApiError::bad_request(
+            "amount: required (a positive integer, or null for unlimited)",
+        ));
+    };
+    let priority = body.priority.unwrap_or(PRIORITY_DEFAULT);
+    if priority > PRIORITY_MAX {
+        return Err(ApiError::bad_request(format!(
+            "priority: must be 0 to {PRIORITY_MAX}"
+        )));
+    }
+    let request = IssueGrant {
+        quota: quota_type(&body.quota)?,
+        account: quota_account(body.account.as_deref())?,
+        source: match body.source {
+            IssuedSource::Purchase => GrantSource::Purchase,
+            IssuedSource::Promocode => GrantSource::Promocode,
+        },
+        amount: amount.map(|amount| amount.0),
+        priority,
+        effective_at: body.effective_at,
+        expires_at: body.expires_at,
+    };
+    Ok(outcome_response(
+        state.bus.execute(tenant_id, key, request).await?,
+    ))
+}
+
+/// The tenant's grants with their balances.
+#[utoipa::path(
+    get,
+    path = "/v1/grants",
+    tag = "grants",
+    params(GrantsQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of grants", body = GrantsPage),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+    )
+)]
+async fn list_grants(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    ApiQuery(query): ApiQuery<GrantsQuery>,
+) -> Result<Json<GrantsPage>, ApiError> {
+    let quota = query.quota.as_deref().map(quota_type).transpose()?;
+    let account = quota_account(query.account.as_deref())?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=quota_read::PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be 1 to {}",
+            quota_read::PAGE_MAX
+        )));
+    }
+    let after = query.after;
+    let (grants, projection_seq) = tenant_read(
+        &state,
+        tenant_id,
+        quota_read::NAME,
+        query.min_seq,
+        move |connection| {
+            Box::pin(async move {
+                quota_read::list_grants(
+                    connection,
+                    tenant_id,
+                    quota,
+                    account.as_ref(),
+                    after,
+                    limit,
+                )
+                .await
+            })
+        },
+    )
+    .await?;
+    let next = (grants.len() as i64 == limit)
+        .then(|| grants.last().map(|grant| grant.grant_id))
+        .flatten();
+    Ok(Json(GrantsPage {
+        grants,
+        next,
+        projection_seq,
+    }))
+}
+
+/// One grant; another tenant's grant is not found.
+#[utoipa::path(
+    get,
+    path = "/v1/grants/{grant_id}",
+    tag = "grants",
+    params(("grant_id" = uuid::Uuid, Path, description = "The grant"), GrantQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The grant", body = GrantView),
+        (status = 404, description = "No such grant for this tenant", body = ErrorBody),
+    )
+)]
+async fn get_grant(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    Path(grant_id): Path<GrantId>,
+    ApiQuery(query): ApiQuery<GrantQuery>,
+) -> Result<Json<GrantView>, ApiError> {
+    let (grant, projection_seq) = tenant_read(
+        &state,
+        tenant_id,
+        quota_read::NAME,
+        query.min_seq,
+        move |connection| Box::pin(quota_read::get_grant(connection, tenant_id, grant_id)),
+    )
+    .await?;
+    let grant = grant.ok_or_else(|| ApiError::NotFound(format!("no grant {grant_id}")))?;
+    Ok(Json(GrantView {
+        grant,
+        projection_seq,
+    }))
+}
+
+/// Revokes a purchased or promotional grant; its unused balance is posted as
+/// breakage. Another tenant's grant is not found.
+#[utoipa::path(
+    post,
+    path = "/v1/grants/{grant_id}/revoke",
+    tag = "grants",
+    params(
+        ("grant_id" = uuid::Uuid, Path, description = "The grant"),
+        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Revoked", body = CommandAnswer),
+        (status = 404, description = "No such grant for this tenant", body = ErrorBody),
+        (status = 422, description = "Already closed, a subscription grant, or key reused", body = ErrorBody),
+    )
+)]
+async fn revoke_grant(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Path(grant_id): Path<GrantId>,
+) -> Result<Response, ApiError> {
+    // Which quota holds the grant: from the read table, once it has applied
+    // everything appended so far.
+    let head = state
+        .store
+        .chain_head(tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("unknown tenant".into()))?;
+    let (holder, _) = tenant_read(
+        &state,
+        tenant_id,
+        quota_read::NAME,
+        Some(head.seq),
+        move |connection| Box::pin(quota_read::grant_holder(connection, tenant_id, grant_id)),
+    )
+    .await?;
+    let (quota, account) =
+        holder.ok_or_else(|| ApiError::NotFound(format!("no grant {grant_id}")))?;
+    let request = RevokeGrant {
+        grant_id,
+        quota,
+        account,
+    };
+    Ok(outcome_response(
+        state.bus.execute(tenant_id, key, request).await?,
+    ))
+}

@@ -1,0 +1,141 @@
+//! `/v1/journal`: entries and account balances (as of any tenant_seq), with
+//! the trial balance per asset.
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiQuery, Tenant};
+use super::read::tenant_read;
+use super::AppState;
+use axum::extract::State;
+use axum::Json;
+use projections::journal::{self, AccountBalance, Entry, TrialBalanceLine};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_entries))
+        .routes(routes!(balances))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EntriesQuery {
+    /// Entries after this tenant_seq (from `next_after_seq`).
+    pub after_seq: Option<i64>,
+    /// Page size, 1-1000 (default 100).
+    pub limit: Option<i64>,
+    /// Wait until the projection has applied this tenant_seq.
+    pub min_seq: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntriesPage {
+    pub entries: Vec<Entry>,
+    /// Pass as `after_seq` for the next page; `null` on the last.
+    pub next_after_seq: Option<i64>,
+    pub projection_seq: i64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BalancesQuery {
+    /// Balances as of this tenant_seq (waits until the projection has applied it).
+    pub as_of_seq: Option<i64>,
+    /// Wait until the projection has applied this tenant_seq.
+    pub min_seq: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalancesView {
+    /// The tenant_seq the balances are as of.
+    pub as_of_seq: i64,
+    pub accounts: Vec<AccountBalance>,
+    /// Per asset, total debits and credits (equal in a sound ledger).
+    pub trial_balance: Vec<TrialBalanceLine>,
+}
+
+/// The tenant's journal entries, in tenant_seq order.
+#[utoipa::path(
+    get,
+    path = "/v1/journal/entries",
+    tag = "journal",
+    params(EntriesQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of entries", body = EntriesPage),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+    )
+)]
+async fn list_entries(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    ApiQuery(query): ApiQuery<EntriesQuery>,
+) -> Result<Json<EntriesPage>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=journal::PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be 1 to {}",
+            journal::PAGE_MAX
+        )));
+    }
+    let after_seq = query.after_seq.unwrap_or(0);
+    let (entries, projection_seq) = tenant_read(
+        &state,
+        tenant_id,
+        journal::NAME,
+        query.min_seq,
+        move |connection| Box::pin(journal::entries(connection, tenant_id, after_seq, limit)),
+    )
+    .await?;
+    let next_after_seq = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|entry| entry.tenant_seq))
+        .flatten();
+    Ok(Json(EntriesPage {
+        entries,
+        next_after_seq,
+        projection_seq,
+    }))
+}
+
+/// Account balances per asset, now or as of a tenant_seq, and the trial
+/// balance.
+#[utoipa::path(
+    get,
+    path = "/v1/journal/balances",
+    tag = "journal",
+    params(BalancesQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Balances", body = BalancesView),
+        (status = 503, description = "The projection did not reach the seq in time", body = ErrorBody),
+    )
+)]
+async fn balances(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    ApiQuery(query): ApiQuery<BalancesQuery>,
+) -> Result<Json<BalancesView>, ApiError> {
+    if query.as_of_seq.is_some_and(|seq| seq < 0) {
+        return Err(ApiError::bad_request("as_of_seq: must be 0 or more"));
+    }
+    let wait_for = query.min_seq.max(query.as_of_seq);
+    let as_of = query.as_of_seq;
+    let (accounts, projection_seq) = tenant_read(
+        &state,
+        tenant_id,
+        journal::NAME,
+        wait_for,
+        move |connection| Box::pin(journal::balances(connection, tenant_id, as_of)),
+    )
+    .await?;
+    let trial_balance = journal::trial_balance(&accounts);
+    Ok(Json(BalancesView {
+        as_of_seq: as_of.unwrap_or(projection_seq),
+        accounts,
+        trial_balance,
+    }))
+}

@@ -1,0 +1,302 @@
+//! `/v1/quota`: consume runs and credits, allocate and release seats, expire
+//! grants, read quotas.
+
+use super::error::{outcome_response, ApiError, ErrorBody};
+use super::extract::{
+    quota_account, quota_type, ApiJson, ApiQuery, IdempotencyKeyHeader, PositiveAmount, Tenant,
+};
+use super::read::tenant_read;
+use super::schema::{CommandAnswer, ConsumeAnswer};
+use super::AppState;
+use crate::requests::quota::{ChangeSeats, ConsumeQuota, ExpireGrants};
+use aggregates::quota::{QuotaAccount, QuotaType, REFERENCE_LENGTH_MAX};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::Json;
+use projections::quota::{self as quota_read, QuotaView};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_quotas))
+        .routes(routes!(get_quota))
+        .routes(routes!(consume))
+        .routes(routes!(allocate_seats))
+        .routes(routes!(release_seats))
+        .routes(routes!(expire_grants))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeBody {
+    /// Units to consume, a positive integer.
+    pub amount: PositiveAmount,
+    /// An external reference (a run id), at most 200 characters.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// A quota account of the tenant; default the tenant itself.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeatsBody {
+    /// Seats, a positive integer.
+    pub amount: PositiveAmount,
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpireBody {
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct QuotaQuery {
+    /// A quota account of the tenant; default the tenant itself.
+    pub account: Option<String>,
+    /// Wait until the projection has applied this tenant_seq.
+    pub min_seq: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotasView {
+    pub quotas: Vec<QuotaView>,
+    pub projection_seq: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OneQuotaView {
+    #[serde(flatten)]
+    pub quota: QuotaView,
+    pub projection_seq: i64,
+}
+
+async fn read_quotas(
+    state: &AppState,
+    tenant_id: aggregates::TenantId,
+    quota: Option<QuotaType>,
+    account: Option<QuotaAccount>,
+    min_seq: Option<i64>,
+) -> Result<(Vec<QuotaView>, i64), ApiError> {
+    tenant_read(
+        state,
+        tenant_id,
+        quota_read::NAME,
+        min_seq,
+        move |connection| {
+            Box::pin(async move {
+                quota_read::quota_views(connection, tenant_id, quota, account.as_ref()).await
+            })
+        },
+    )
+    .await
+}
+
+/// Every quota type of the tenant (or of one of its accounts): available
+/// now, consumed, allocated, unlimited, and the active grants with balances.
+#[utoipa::path(
+    get,
+    path = "/v1/quota",
+    tag = "quota",
+    params(QuotaQuery),
+    security(("api_key" = [])),
+    responses((status = 200, description = "The quotas", body = QuotasView))
+)]
+async fn list_quotas(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    ApiQuery(query): ApiQuery<QuotaQuery>,
+) -> Result<Json<QuotasView>, ApiError> {
+    let account = quota_account(query.account.as_deref())?;
+    let (quotas, projection_seq) =
+        read_quotas(&state, tenant_id, None, account, query.min_seq).await?;
+    Ok(Json(QuotasView {
+        quotas,
+        projection_seq,
+    }))
+}
+
+/// One quota type.
+#[utoipa::path(
+    get,
+    path = "/v1/quota/{quota}",
+    tag = "quota",
+    params(("quota" = String, Path, description = "seats, runs or credits"), QuotaQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The quota", body = OneQuotaView),
+        (status = 400, description = "Unknown quota type", body = ErrorBody),
+    )
+)]
+async fn get_quota(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    Path(quota): Path<String>,
+    ApiQuery(query): ApiQuery<QuotaQuery>,
+) -> Result<Json<OneQuotaView>, ApiError> {
+    let quota = quota_type(&quota)?;
+    let account = quota_account(query.account.as_deref())?;
+    let (mut quotas, projection_seq) =
+        read_quotas(&state, tenant_id, Some(quota), account, query.min_seq).await?;
+    let quota = quotas
+        .pop()
+        .ok_or_else(|| ApiError::Internal("a quota view is always returned".into()))?;
+    Ok(Json(OneQuotaView {
+        quota,
+        projection_seq,
+    }))
+}
+
+/// Consumes runs or credits. Grants burn down by priority, earliest expiry,
+/// promotional before paid, oldest, id; one consumption may span several.
+/// Not enough available: 429 `quota_exceeded` with `details.available`, and
+/// nothing is consumed.
+#[utoipa::path(
+    post,
+    path = "/v1/quota/{quota}/consume",
+    tag = "quota",
+    request_body = ConsumeBody,
+    params(
+        ("quota" = String, Path, description = "runs or credits"),
+        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Consumed", body = ConsumeAnswer),
+        (status = 400, description = "Invalid input (names the field) or not consumable", body = ErrorBody),
+        (status = 429, description = "Not enough quota; details.available", body = ErrorBody),
+    )
+)]
+async fn consume(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Path(quota): Path<String>,
+    ApiJson(body): ApiJson<ConsumeBody>,
+) -> Result<Response, ApiError> {
+    let quota = quota_type(&quota)?;
+    if !quota.is_consumable() {
+        return Err(ApiError::bad_request(
+            "seats are allocated and released, not consumed",
+        ));
+    }
+    if body
+        .reference
+        .as_ref()
+        .is_some_and(|reference| reference.chars().count() > REFERENCE_LENGTH_MAX)
+    {
+        return Err(ApiError::bad_request(format!(
+            "reference: at most {REFERENCE_LENGTH_MAX} characters"
+        )));
+    }
+    let request = ConsumeQuota {
+        quota,
+        account: quota_account(body.account.as_deref())?,
+        amount: body.amount.0,
+        reference: body.reference,
+    };
+    Ok(outcome_response(
+        state.bus.execute(tenant_id, key, request).await?,
+    ))
+}
+
+async fn change_seats(
+    state: AppState,
+    tenant_id: aggregates::TenantId,
+    key: eventstore::IdempotencyKey,
+    body: SeatsBody,
+    release: bool,
+) -> Result<Response, ApiError> {
+    let request = ChangeSeats {
+        account: quota_account(body.account.as_deref())?,
+        amount: body.amount.0,
+        release,
+    };
+    Ok(outcome_response(
+        state.bus.execute(tenant_id, key, request).await?,
+    ))
+}
+
+/// Allocates seats (an allocation gauge: released seats can be allocated again).
+#[utoipa::path(
+    post,
+    path = "/v1/quota/seats/allocate",
+    tag = "quota",
+    request_body = SeatsBody,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Allocated", body = CommandAnswer),
+        (status = 429, description = "Not enough seats; details.available", body = ErrorBody),
+    )
+)]
+async fn allocate_seats(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiJson(body): ApiJson<SeatsBody>,
+) -> Result<Response, ApiError> {
+    change_seats(state, tenant_id, key, body, false).await
+}
+
+/// Releases allocated seats.
+#[utoipa::path(
+    post,
+    path = "/v1/quota/seats/release",
+    tag = "quota",
+    request_body = SeatsBody,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Released", body = CommandAnswer),
+        (status = 422, description = "More than allocated", body = ErrorBody),
+    )
+)]
+async fn release_seats(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiJson(body): ApiJson<SeatsBody>,
+) -> Result<Response, ApiError> {
+    change_seats(state, tenant_id, key, body, true).await
+}
+
+/// Expires the grants whose expiry has passed, posting their unused balance
+/// as breakage. (Every other quota command does this first anyway.)
+#[utoipa::path(
+    post,
+    path = "/v1/quota/{quota}/expire",
+    tag = "quota",
+    request_body = ExpireBody,
+    params(
+        ("quota" = String, Path, description = "seats, runs or credits"),
+        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
+    ),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Expired (possibly none)", body = CommandAnswer))
+)]
+async fn expire_grants(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Path(quota): Path<String>,
+    ApiJson(body): ApiJson<ExpireBody>,
+) -> Result<Response, ApiError> {
+    let request = ExpireGrants {
+        quota: quota_type(&quota)?,
+        account: quota_account(body.account.as_deref())?,
+    };
+    Ok(outcome_response(
+        state.bus.execute(tenant_id, key, request).await?,
+    ))
+}

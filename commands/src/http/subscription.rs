@@ -1,0 +1,236 @@
+//! `/v1/subscription`: subscribe, read, change plan, cancel, renew.
+
+use super::error::{outcome_response, ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, IdempotencyKeyHeader, Tenant};
+use super::read::tenant_read;
+use super::schema::CommandAnswer;
+use super::AppState;
+use crate::requests::subscription::{CancelSubscription, ChangePlan, RenewSubscription, Subscribe};
+use aggregates::plan::Plan;
+use aggregates::subscription::CancelAt;
+use axum::extract::State;
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use projections::subscriptions::{self, SubscriptionRow};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(subscribe, get_subscription))
+        .routes(routes!(change_plan))
+        .routes(routes!(cancel))
+        .routes(routes!(renew))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeBody {
+    /// A plan of the catalog (`hobby_v3`, `team_v4`, `scale_v1`, `enterprise_v1` by default).
+    pub plan: String,
+    /// End of a trial, if any; must be in the future.
+    #[serde(default)]
+    pub trial_ends_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePlanBody {
+    pub plan: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// `now` (grants revoked) or `period_end` (grants run out with the period).
+    #[schema(value_type = String, example = "period_end")]
+    pub at: CancelAt,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadQuery {
+    /// Wait until the projection has applied this tenant_seq.
+    pub min_seq: Option<i64>,
+}
+
+/// The subscription as read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    #[serde(flatten)]
+    pub subscription: SubscriptionRow,
+    /// Whether the trial is still running now.
+    pub trialing: bool,
+    /// tenant_seq the projection had applied.
+    pub projection_seq: i64,
+}
+
+fn plan(state: &AppState, id: &str) -> Result<Plan, ApiError> {
+    state
+        .plans
+        .get(id)
+        .cloned()
+        .map_err(|error| ApiError::BadRequest {
+            code: "unknown_plan",
+            message: error.to_string(),
+            details: json!({"plans": error.valid}),
+        })
+}
+
+/// Subscribes the tenant to a plan. The plan's grants (seats, runs,
+/// credits) are issued in the same atomic append: they are usable when this
+/// answers.
+#[utoipa::path(
+    post,
+    path = "/v1/subscription",
+    tag = "subscription",
+    request_body = SubscribeBody,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Subscribed; grants issued", body = CommandAnswer),
+        (status = 400, description = "Invalid input or unknown plan (details.plans lists the valid ones)", body = ErrorBody),
+        (status = 422, description = "Already subscribed, or key reused", body = ErrorBody),
+    )
+)]
+async fn subscribe(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiJson(body): ApiJson<SubscribeBody>,
+) -> Result<Response, ApiError> {
+    let request = Subscribe {
+        plan: plan(&state, &body.plan)?,
+        trial_ends_at: body.trial_ends_at,
+    };
+    Ok(outcome_response(
+        state.bus.execute(tenant_id, key, request).await?,
+    ))
+}
+
+/// The tenant's subscription.
+#[utoipa::path(
+    get,
+    path = "/v1/subscription",
+    tag = "subscription",
+    params(ReadQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The subscription", body = SubscriptionView),
+        (status = 404, description = "The tenant never subscribed", body = ErrorBody),
+        (status = 503, description = "The projection did not reach min_seq in time", body = ErrorBody),
+    )
+)]
+async fn get_subscription(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    ApiQuery(query): ApiQuery<ReadQuery>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    let (row, projection_seq) = tenant_read(
+        &state,
+        tenant_id,
+        subscriptions::NAME,
+        query.min_seq,
+        move |connection| Box::pin(subscriptions::get(connection, tenant_id)),
+    )
+    .await?;
+    let subscription =
+        row.ok_or_else(|| ApiError::NotFound("the tenant has no subscription".into()))?;
+    let trialing = subscription.status == "active"
+        && subscription
+            .trial_ends_at
+            .is_some_and(|trial_end| trial_end > Utc::now());
+    Ok(Json(SubscriptionView {
+        subscription,
+        trialing,
+        projection_seq,
+    }))
+}
+
+/// Moves to another plan: the old plan's subscription grants are revoked
+/// (unused balance to breakage) and the new plan's issued, atomically.
+#[utoipa::path(
+    post,
+    path = "/v1/subscription/change-plan",
+    tag = "subscription",
+    request_body = ChangePlanBody,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Plan changed; grants revoked and issued", body = CommandAnswer),
+        (status = 400, description = "Unknown plan", body = ErrorBody),
+        (status = 404, description = "No active subscription", body = ErrorBody),
+        (status = 422, description = "Already on that plan, or key reused", body = ErrorBody),
+    )
+)]
+async fn change_plan(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiJson(body): ApiJson<ChangePlanBody>,
+) -> Result<Response, ApiError> {
+    let request = ChangePlan {
+        plan: plan(&state, &body.plan)?,
+    };
+    Ok(outcome_response(
+        state.bus.execute(tenant_id, key, request).await?,
+    ))
+}
+
+/// Cancels now or at the end of the period.
+#[utoipa::path(
+    post,
+    path = "/v1/subscription/cancel",
+    tag = "subscription",
+    request_body = CancelBody,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Cancelled or scheduled", body = CommandAnswer),
+        (status = 404, description = "No active subscription", body = ErrorBody),
+        (status = 422, description = "Already scheduled, or key reused", body = ErrorBody),
+    )
+)]
+async fn cancel(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiJson(body): ApiJson<CancelBody>,
+) -> Result<Response, ApiError> {
+    let request = CancelSubscription { at: body.at };
+    Ok(outcome_response(
+        state.bus.execute(tenant_id, key, request).await?,
+    ))
+}
+
+/// Starts the next period: the ending period's grants expire (unused balance
+/// to breakage) and the plan's grants are issued again; a subscription
+/// scheduled to cancel ends instead. Takes no body.
+#[utoipa::path(
+    post,
+    path = "/v1/subscription/renew",
+    tag = "subscription",
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Renewed (or ended)", body = CommandAnswer),
+        (status = 404, description = "No active subscription", body = ErrorBody),
+    )
+)]
+async fn renew(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+) -> Result<Response, ApiError> {
+    Ok(outcome_response(
+        state
+            .bus
+            .execute(tenant_id, key, RenewSubscription {})
+            .await?,
+    ))
+}

@@ -1,0 +1,6 @@
+//! The ledger's requests: what each command decides against and how it
+//! answers. One file per domain area; each request is a pure decision over
+//! the aggregates it declares (see `pipeline::request`).
+
+pub mod quota;
+pub mod subscription;

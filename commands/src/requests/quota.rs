@@ -1,0 +1,300 @@
+//! Quota requests: issuing and revoking grants, consuming, allocating and
+//! releasing seats, expiring grants.
+
+use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
+use aggregates::quota::{
+    quota_aggregate_id, Allocation, Available, GrantSource, GrantTerms, Quota, QuotaAccount,
+    QuotaCommand, QuotaEvent, QuotaType,
+};
+use aggregates::{Amount, GrantId};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// The holder's quota of `quota` after the decision: what is left.
+fn available(decider: &Decider<'_>, aggregate_id: &str) -> Result<Value, Refusal> {
+    let quota = decider.state::<Quota>(aggregate_id)?;
+    let available = quota
+        .available(decider.at())
+        .map_err(|error| Refusal::Internal(error.to_string()))?;
+    Ok(json!({
+        "available": available.units(),
+        "unlimited": available == Available::Unlimited,
+    }))
+}
+
+fn merge(mut body: Value, extra: Value) -> Value {
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    body
+}
+
+fn allocations(allocations: &[Allocation]) -> Value {
+    allocations
+        .iter()
+        .map(|allocation| json!({"grant_id": allocation.grant_id, "amount": allocation.amount}))
+        .collect()
+}
+
+/// Issues a purchased or promotional grant.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssueGrant {
+    pub quota: QuotaType,
+    pub account: Option<QuotaAccount>,
+    pub source: GrantSource,
+    /// `None` is unlimited.
+    pub amount: Option<Amount>,
+    pub priority: u8,
+    pub effective_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl IssueGrant {
+    fn aggregate_id(&self) -> String {
+        quota_aggregate_id(self.quota, self.account.as_ref())
+    }
+}
+
+impl Request for IssueGrant {
+    const KIND: &'static str = "issue_grant";
+
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::of::<Quota>(self.aggregate_id())]
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let at = decider.at();
+        let grant_id = GrantId::from_uuid(decider.derive_id("grant"));
+        let terms = GrantTerms {
+            grant_id,
+            source: self.source,
+            amount: self.amount,
+            priority: self.priority,
+            effective_at: self.effective_at.unwrap_or(at),
+            expires_at: self.expires_at,
+        };
+        let aggregate_id = self.aggregate_id();
+        decider.execute::<Quota>(
+            &aggregate_id,
+            QuotaCommand::IssueGrant {
+                quota: self.quota,
+                terms: terms.clone(),
+                at,
+            },
+        )?;
+        let body = json!({
+            "grant_id": grant_id,
+            "quota": self.quota,
+            "account": self.account,
+            "source": terms.source,
+            "amount": terms.amount,
+            "priority": terms.priority,
+            "effective_at": terms.effective_at,
+            "expires_at": terms.expires_at,
+        });
+        Ok(Reply::created(
+            grant_id.to_string(),
+            merge(body, available(decider, &aggregate_id)?),
+        ))
+    }
+}
+
+/// Revokes a purchased or promotional grant; its unused balance is breakage.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevokeGrant {
+    pub grant_id: GrantId,
+    pub quota: QuotaType,
+    pub account: Option<QuotaAccount>,
+}
+
+impl Request for RevokeGrant {
+    const KIND: &'static str = "revoke_grant";
+
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::of::<Quota>(quota_aggregate_id(
+            self.quota,
+            self.account.as_ref(),
+        ))]
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let aggregate_id = quota_aggregate_id(self.quota, self.account.as_ref());
+        let at = decider.at();
+        let events = decider.execute::<Quota>(
+            &aggregate_id,
+            QuotaCommand::RevokeGrant {
+                grant_id: self.grant_id,
+                at,
+            },
+        )?;
+        let breakage = events.iter().find_map(|event| match event {
+            QuotaEvent::GrantRevoked {
+                grant_id, breakage, ..
+            } if *grant_id == self.grant_id => Some(*breakage),
+            _ => None,
+        });
+        let body = json!({"grant_id": self.grant_id, "status": "revoked", "breakage": breakage});
+        Ok(Reply::ok(
+            self.grant_id.to_string(),
+            merge(body, available(decider, &aggregate_id)?),
+        ))
+    }
+}
+
+/// Consumes runs or credits, burning grants down in order; all or nothing.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumeQuota {
+    pub quota: QuotaType,
+    pub account: Option<QuotaAccount>,
+    pub amount: Amount,
+    pub reference: Option<String>,
+}
+
+impl Request for ConsumeQuota {
+    const KIND: &'static str = "consume_quota";
+
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::of::<Quota>(quota_aggregate_id(
+            self.quota,
+            self.account.as_ref(),
+        ))]
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let aggregate_id = quota_aggregate_id(self.quota, self.account.as_ref());
+        let at = decider.at();
+        let events = decider.execute::<Quota>(
+            &aggregate_id,
+            QuotaCommand::Consume {
+                quota: self.quota,
+                amount: self.amount,
+                reference: self.reference.clone(),
+                at,
+            },
+        )?;
+        let drawn = events
+            .iter()
+            .find_map(|event| match event {
+                QuotaEvent::QuotaConsumed {
+                    allocations: drawn, ..
+                } => Some(allocations(drawn)),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let body =
+            json!({"consumed": self.amount, "reference": self.reference, "allocations": drawn});
+        Ok(Reply::ok(
+            aggregate_id.clone(),
+            merge(body, available(decider, &aggregate_id)?),
+        ))
+    }
+}
+
+/// Allocates or releases seats.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeSeats {
+    pub account: Option<QuotaAccount>,
+    pub amount: Amount,
+    pub release: bool,
+}
+
+impl Request for ChangeSeats {
+    const KIND: &'static str = "change_seats";
+
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::of::<Quota>(quota_aggregate_id(
+            QuotaType::Seats,
+            self.account.as_ref(),
+        ))]
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let aggregate_id = quota_aggregate_id(QuotaType::Seats, self.account.as_ref());
+        let at = decider.at();
+        let command = if self.release {
+            QuotaCommand::ReleaseSeats {
+                amount: self.amount,
+                at,
+            }
+        } else {
+            QuotaCommand::AllocateSeats {
+                amount: self.amount,
+                at,
+            }
+        };
+        let events = decider.execute::<Quota>(&aggregate_id, command)?;
+        let drawn = events
+            .iter()
+            .find_map(|event| match event {
+                QuotaEvent::SeatsAllocated {
+                    allocations: drawn, ..
+                }
+                | QuotaEvent::SeatsReleased {
+                    allocations: drawn, ..
+                } => Some(allocations(drawn)),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let allocated = decider
+            .state::<Quota>(&aggregate_id)?
+            .allocated()
+            .map_err(|error| Refusal::Internal(error.to_string()))?;
+        let field = if self.release {
+            "released"
+        } else {
+            "allocated_now"
+        };
+        let body = json!({field: self.amount, "allocations": drawn, "allocated": allocated});
+        Ok(Reply::ok(
+            aggregate_id.clone(),
+            merge(body, available(decider, &aggregate_id)?),
+        ))
+    }
+}
+
+/// Expires the grants of a quota whose expiry has passed (posting breakage).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpireGrants {
+    pub quota: QuotaType,
+    pub account: Option<QuotaAccount>,
+}
+
+impl Request for ExpireGrants {
+    const KIND: &'static str = "expire_grants";
+
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::of::<Quota>(quota_aggregate_id(
+            self.quota,
+            self.account.as_ref(),
+        ))]
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let aggregate_id = quota_aggregate_id(self.quota, self.account.as_ref());
+        let at = decider.at();
+        let events = decider.execute::<Quota>(
+            &aggregate_id,
+            QuotaCommand::ExpireGrants {
+                quota: self.quota,
+                at,
+            },
+        )?;
+        let expired: Vec<Value> = events
+            .iter()
+            .filter_map(|event| match event {
+                QuotaEvent::GrantExpired {
+                    grant_id, breakage, ..
+                } => Some(json!({"grant_id": grant_id, "breakage": breakage})),
+                _ => None,
+            })
+            .collect();
+        Ok(Reply::ok(
+            aggregate_id.clone(),
+            merge(
+                json!({"expired": expired}),
+                available(decider, &aggregate_id)?,
+            ),
+        ))
+    }
+}

@@ -1,0 +1,667 @@
+//! Subscriptions, grants, quota consumption and the journal, end to end over
+//! HTTP against the real server and a real PostgreSQL.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::app::{Client, TestServer};
+
+/// The tenant_seq a command answered with.
+fn seq_of(answer: &Value) -> i64 {
+    answer["tenant_seq"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no tenant_seq in {answer}"))
+}
+
+/// Asserts the trial balance per asset sums to zero (debits equal credits)
+/// once the journal has applied `seq`.
+async fn assert_trial_balance_is_zero(client: &Client, seq: i64) -> Value {
+    let balances = client.read("/v1/journal/balances", seq).await;
+    for line in balances["trial_balance"].as_array().unwrap() {
+        assert_eq!(line["debits"], line["credits"], "{line}");
+        assert_eq!(line["balanced"], true);
+    }
+    balances
+}
+
+fn balance_of(balances: &Value, account: &str) -> Value {
+    balances["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["account"] == account)
+        .unwrap_or_else(|| panic!("no account {account} in {balances}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn subscribing_issues_grants_that_a_consume_right_after_can_use() {
+    // Proves: the subscribe answer returns with the plan's grants in effect;
+    // the consumption burns them, the reads show it, the journal balances.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let subscribed = acme
+        .post(
+            "/v1/subscription",
+            "sub-1",
+            json!({"plan": "team_v4", "trial_ends_at": null}),
+        )
+        .await;
+    assert_eq!(
+        subscribed.status,
+        StatusCode::CREATED,
+        "{}",
+        subscribed.body
+    );
+    assert_eq!(subscribed.body["plan"], "team_v4");
+    assert_eq!(subscribed.body["status"], "active");
+    let grants = subscribed.body["grants_issued"].as_array().unwrap().clone();
+    assert_eq!(grants.len(), 3);
+    let event_types: Vec<&str> = subscribed.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        event_types,
+        ["Subscribed", "GrantIssued", "GrantIssued", "GrantIssued"]
+    );
+    let credits_grant = grants
+        .iter()
+        .find(|grant| grant["quota"] == "credits")
+        .unwrap()["grant_id"]
+        .clone();
+
+    let consumed = acme
+        .post(
+            "/v1/quota/credits/consume",
+            "run-1",
+            json!({"amount": 5, "reference": "run-123"}),
+        )
+        .await;
+    assert_eq!(consumed.status, StatusCode::OK, "{}", consumed.body);
+    assert_eq!(consumed.body["consumed"], 5);
+    assert_eq!(
+        consumed.body["allocations"],
+        json!([{"grant_id": credits_grant, "amount": 5}])
+    );
+    assert_eq!(consumed.body["available"], 19_995);
+    assert_eq!(consumed.body["unlimited"], false);
+    assert_eq!(consumed.body["tenant_seq"], 5);
+    let seq = seq_of(&consumed.body);
+
+    let subscription = acme.read("/v1/subscription", seq).await;
+    assert_eq!(subscription["plan"], "team_v4");
+    assert_eq!(subscription["status"], "active");
+    assert_eq!(subscription["trialing"], false);
+    let credits = acme.read("/v1/quota/credits", seq).await;
+    assert_eq!(credits["available"], 19_995);
+    assert_eq!(credits["consumed"], 5);
+    assert_eq!(credits["grants"][0]["balance"], 19_995);
+    let quotas = acme.read("/v1/quota", seq).await;
+    let available: Vec<Value> = quotas["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|quota| json!([quota["quota"], quota["available"]]))
+        .collect();
+    assert_eq!(
+        available,
+        [
+            json!(["seats", 10]),
+            json!(["runs", 100_000]),
+            json!(["credits", 19_995])
+        ]
+    );
+
+    let balances = assert_trial_balance_is_zero(&acme, seq).await;
+    let grant_account = balance_of(
+        &balances,
+        &format!("grant:{}", credits_grant.as_str().unwrap()),
+    );
+    assert_eq!(
+        (
+            grant_account["debits"].clone(),
+            grant_account["credits"].clone(),
+            grant_account["balance"].clone()
+        ),
+        (json!("5"), json!("20000"), json!("19995"))
+    );
+    assert_eq!(
+        balance_of(&balances, "quota_consumed:credits")["credits"],
+        "5"
+    );
+    let entries = acme.read("/v1/journal/entries", seq).await;
+    assert_eq!(entries["entries"].as_array().unwrap().len(), 4);
+    assert_eq!(entries["entries"][3]["reference"], "run-123");
+    // Balances as of the subscription alone: nothing consumed yet.
+    let before = acme.read("/v1/journal/balances?as_of_seq=4", seq).await;
+    assert_eq!(before["as_of_seq"], 4);
+    assert!(before["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|row| row["account"] != "quota_consumed:credits"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_parallel_consumes_against_forty_available_succeed_exactly_forty_times() {
+    // Proves: consumption never overdraws under concurrency: 40 of 50
+    // parallel consumes of 1 succeed, 10 get 429 with details.available, and
+    // nothing is left.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let grant = acme
+        .post(
+            "/v1/grants",
+            "grant-40",
+            json!({"quota": "runs", "amount": 40, "source": "purchase"}),
+        )
+        .await;
+    assert_eq!(grant.status, StatusCode::CREATED, "{}", grant.body);
+    let mut calls = Vec::new();
+    for index in 0..50 {
+        let client = Client {
+            base: acme.base.clone(),
+            client: acme.client.clone(),
+            api_key: acme.api_key.clone(),
+            tenant_id: acme.tenant_id.clone(),
+        };
+        calls.push(tokio::spawn(async move {
+            client
+                .post(
+                    "/v1/quota/runs/consume",
+                    &format!("consume-{index}"),
+                    json!({"amount": 1}),
+                )
+                .await
+        }));
+    }
+    let mut accepted = 0;
+    let mut exceeded = 0;
+    let mut last_seq = 0;
+    for call in calls {
+        let answer = call.await.unwrap();
+        match answer.status {
+            StatusCode::OK => {
+                accepted += 1;
+                last_seq = last_seq.max(answer.body["tenant_seq"].as_i64().unwrap());
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                exceeded += 1;
+                assert_eq!(answer.body["error"]["code"], "quota_exceeded");
+                assert_eq!(answer.body["error"]["details"]["available"], 0);
+            }
+            other => panic!("unexpected {other}: {}", answer.body),
+        }
+    }
+    assert_eq!((accepted, exceeded), (40, 10));
+    let runs = acme.read("/v1/quota/runs", last_seq).await;
+    assert_eq!(runs["available"], 0);
+    assert_eq!(runs["consumed"], 40);
+    assert_trial_balance_is_zero(&acme, last_seq).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_parallel_requests_with_one_key_consume_once() {
+    // Proves: 20 concurrent submissions of one key consume once; all answer
+    // the same body, all but one marked replayed.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    acme.post(
+        "/v1/grants",
+        "grant",
+        json!({"quota": "credits", "amount": 100, "source": "purchase"}),
+    )
+    .await;
+    let mut calls = Vec::new();
+    for _ in 0..20 {
+        let client = Client {
+            base: acme.base.clone(),
+            client: acme.client.clone(),
+            api_key: acme.api_key.clone(),
+            tenant_id: acme.tenant_id.clone(),
+        };
+        calls.push(tokio::spawn(async move {
+            client
+                .post("/v1/quota/credits/consume", "the-one", json!({"amount": 7}))
+                .await
+        }));
+    }
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    assert!(answers.iter().all(|answer| answer.status == StatusCode::OK));
+    assert_eq!(answers.iter().filter(|answer| !answer.replayed).count(), 1);
+    let body = answers[0].body.clone();
+    assert!(answers.iter().all(|answer| answer.body == body));
+    let credits = acme
+        .read("/v1/quota/credits", body["tenant_seq"].as_i64().unwrap())
+        .await;
+    assert_eq!(credits["consumed"], 7);
+    assert_eq!(credits["available"], 93);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_tenants_grant_is_not_found() {
+    // Proves: tenant B's key on tenant A's grant id answers 404 for reading
+    // and for revoking, and A's grant is untouched.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let beta = server.tenant("beta").await;
+    let issued = acme
+        .post(
+            "/v1/grants",
+            "g",
+            json!({"quota": "credits", "amount": 10, "source": "promocode"}),
+        )
+        .await;
+    let grant_id = issued.body["grant_id"].as_str().unwrap().to_string();
+    let seq = issued.body["tenant_seq"].as_i64().unwrap();
+    let own = acme.read(&format!("/v1/grants/{grant_id}"), seq).await;
+    assert_eq!(own["status"], "active");
+    let read = beta.get(&format!("/v1/grants/{grant_id}")).await;
+    assert_eq!(read.status, StatusCode::NOT_FOUND);
+    assert_eq!(read.body["error"]["code"], "not_found");
+    let revoke = beta
+        .post(&format!("/v1/grants/{grant_id}/revoke"), "r", json!({}))
+        .await;
+    assert_eq!(revoke.status, StatusCode::NOT_FOUND);
+    let listed = beta.read("/v1/grants", 0).await;
+    assert_eq!(listed["grants"], json!([]));
+    let still = acme.read(&format!("/v1/grants/{grant_id}"), seq).await;
+    assert_eq!(still["status"], "active");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn changing_plan_revokes_and_reissues_exactly_once() {
+    // Proves: a plan change revokes the old plan's subscription grants
+    // (unused balance to breakage) and issues the new plan's, once, even when
+    // the request is sent again; purchases are untouched.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    acme.post("/v1/subscription", "sub", json!({"plan": "hobby_v3"}))
+        .await;
+    acme.post(
+        "/v1/grants",
+        "bought",
+        json!({"quota": "credits", "amount": 50, "source": "purchase", "priority": 90}),
+    )
+    .await;
+    acme.post("/v1/quota/credits/consume", "use", json!({"amount": 100}))
+        .await;
+    let changed = acme
+        .post(
+            "/v1/subscription/change-plan",
+            "upgrade",
+            json!({"plan": "scale_v1"}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let again = acme
+        .post(
+            "/v1/subscription/change-plan",
+            "upgrade",
+            json!({"plan": "scale_v1"}),
+        )
+        .await;
+    assert!(again.replayed);
+    assert_eq!(again.body, changed.body);
+    let ended = changed.body["grants_ended"].as_array().unwrap();
+    assert_eq!(ended.len(), 3);
+    let credits_ended = ended
+        .iter()
+        .find(|grant| grant["quota"] == "credits")
+        .unwrap();
+    assert_eq!(credits_ended["ended"], "revoked");
+    assert_eq!(credits_ended["breakage"], 900);
+    assert_eq!(changed.body["grants_issued"].as_array().unwrap().len(), 3);
+    let seq = changed.body["tenant_seq"].as_i64().unwrap();
+
+    let grants = acme.read("/v1/grants", seq).await;
+    let rows = grants["grants"].as_array().unwrap();
+    let count = |source: &str, status: &str| {
+        rows.iter()
+            .filter(|row| row["source"] == source && row["status"] == status)
+            .count()
+    };
+    assert_eq!(count("subscription", "revoked"), 3);
+    assert_eq!(count("subscription", "active"), 3);
+    assert_eq!(count("purchase", "active"), 1);
+    let credits = acme.read("/v1/quota/credits", seq).await;
+    assert_eq!(credits["available"], 100_050);
+    assert_eq!(credits["breakage"], 900);
+    let balances = assert_trial_balance_is_zero(&acme, seq).await;
+    assert_eq!(
+        balance_of(&balances, "quota_breakage:credits")["credits"],
+        "900"
+    );
+    let unknown = acme
+        .post(
+            "/v1/subscription/change-plan",
+            "gold",
+            json!({"plan": "gold_v1"}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert_eq!(unknown.body["error"]["code"], "unknown_plan");
+    assert_eq!(
+        unknown.body["error"]["details"]["plans"],
+        json!(["enterprise_v1", "hobby_v3", "scale_v1", "team_v4"])
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_renewing_seats_and_revoking_follow_the_rules() {
+    // Proves: seats allocate and release; a purchase revoked posts breakage;
+    // cancel at period end keeps the grants until renewal ends it; cancel now
+    // revokes them; the trial balance stays zero throughout.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    acme.post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
+        .await;
+    let allocated = acme
+        .post("/v1/quota/seats/allocate", "seat-1", json!({"amount": 3}))
+        .await;
+    assert_eq!(allocated.status, StatusCode::OK, "{}", allocated.body);
+    assert_eq!(allocated.body["allocated"], 3);
+    assert_eq!(allocated.body["available"], 7);
+    let released = acme
+        .post("/v1/quota/seats/release", "seat-2", json!({"amount": 2}))
+        .await;
+    assert_eq!(released.body["allocated"], 1);
+    let too_many = acme
+        .post("/v1/quota/seats/release", "seat-3", json!({"amount": 5}))
+        .await;
+    assert_eq!(too_many.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(too_many.body["error"]["code"], "release_exceeds_allocated");
+    let seats_consume = acme
+        .post("/v1/quota/seats/consume", "seat-4", json!({"amount": 1}))
+        .await;
+    assert_eq!(seats_consume.status, StatusCode::BAD_REQUEST);
+
+    let bought = acme
+        .post(
+            "/v1/grants",
+            "buy",
+            json!({"quota": "runs", "amount": 30, "source": "purchase"}),
+        )
+        .await;
+    let grant_id = bought.body["grant_id"].as_str().unwrap().to_string();
+    let revoked = acme
+        .post(
+            &format!("/v1/grants/{grant_id}/revoke"),
+            "revoke",
+            json!({}),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert_eq!(revoked.body["breakage"], 30);
+    let twice = acme
+        .post(
+            &format!("/v1/grants/{grant_id}/revoke"),
+            "revoke-2",
+            json!({}),
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(twice.body["error"]["code"], "grant_closed");
+
+    let scheduled = acme
+        .post(
+            "/v1/subscription/cancel",
+            "cancel",
+            json!({"at": "period_end"}),
+        )
+        .await;
+    assert_eq!(scheduled.status, StatusCode::OK);
+    assert_eq!(scheduled.body["cancel_at_period_end"], true);
+    assert_eq!(scheduled.body["grants_ended"], json!([]));
+    let renewed = acme
+        .post("/v1/subscription/renew", "renew", json!({}))
+        .await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+    assert_eq!(renewed.body["status"], "cancelled");
+    assert_eq!(renewed.body["grants_ended"].as_array().unwrap().len(), 3);
+    assert_eq!(renewed.body["grants_issued"], json!([]));
+    let seq = renewed.body["tenant_seq"].as_i64().unwrap();
+    assert_eq!(
+        acme.read("/v1/subscription", seq).await["status"],
+        "cancelled"
+    );
+    assert_trial_balance_is_zero(&acme, seq).await;
+
+    let again = acme
+        .post("/v1/subscription", "sub-2", json!({"plan": "hobby_v3"}))
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    let now = acme
+        .post(
+            "/v1/subscription/cancel",
+            "cancel-now",
+            json!({"at": "now"}),
+        )
+        .await;
+    assert_eq!(now.body["grants_ended"].as_array().unwrap().len(), 3);
+    let seq = now.body["tenant_seq"].as_i64().unwrap();
+    let credits = acme.read("/v1/quota/credits", seq).await;
+    assert_eq!(credits["available"], 0);
+    assert_trial_balance_is_zero(&acme, seq).await;
+    let none = acme
+        .post(
+            "/v1/subscription/cancel",
+            "cancel-again",
+            json!({"at": "now"}),
+        )
+        .await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unlimited_grants_and_renewal_reissue() {
+    // Proves: an enterprise subscription's unlimited seats and runs always
+    // cover consumption; renewing expires the period's grants and issues new.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    acme.post("/v1/subscription", "sub", json!({"plan": "enterprise_v1"}))
+        .await;
+    let big = acme
+        .post(
+            "/v1/quota/runs/consume",
+            "big",
+            json!({"amount": 9_000_000_000_000i64}),
+        )
+        .await;
+    assert_eq!(big.status, StatusCode::OK, "{}", big.body);
+    assert_eq!(big.body["unlimited"], true);
+    assert_eq!(big.body["available"], Value::Null);
+    let renewed = acme
+        .post("/v1/subscription/renew", "renew", json!({}))
+        .await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+    let ended: Vec<&str> = renewed.body["grants_ended"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|grant| grant["ended"].as_str().unwrap())
+        .collect();
+    assert_eq!(ended, ["expired", "expired", "expired"]);
+    assert_eq!(renewed.body["grants_issued"].as_array().unwrap().len(), 3);
+    let seq = renewed.body["tenant_seq"].as_i64().unwrap();
+    let credits = acme.read("/v1/quota/credits", seq).await;
+    assert_eq!(credits["available"], 500_000);
+    assert_eq!(credits["breakage"], 500_000);
+    assert_trial_balance_is_zero(&acme, seq).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_answers_400_naming_the_field_and_changes_nothing() {
+    // Proves: zero, negative, fractional and oversized amounts, unknown quota
+    // types, unknown fields and malformed JSON answer 400 naming the problem,
+    // and append nothing.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let granted = acme
+        .post(
+            "/v1/grants",
+            "grant",
+            json!({"quota": "credits", "amount": 10, "source": "purchase"}),
+        )
+        .await;
+    let seq = granted.body["tenant_seq"].as_i64().unwrap();
+    let cases: Vec<(&str, &str, &str)> = vec![
+        ("/v1/quota/credits/consume", r#"{"amount": 0}"#, "amount"),
+        ("/v1/quota/credits/consume", r#"{"amount": -3}"#, "amount"),
+        ("/v1/quota/credits/consume", r#"{"amount": 1.5}"#, "amount"),
+        (
+            "/v1/quota/credits/consume",
+            r#"{"amount": 9223372036854775808}"#,
+            "amount",
+        ),
+        ("/v1/quota/credits/consume", r#"{"amount": "5"}"#, "amount"),
+        (
+            "/v1/quota/credits/consume",
+            r#"{"amount": 1, "extra": true}"#,
+            "unknown field `extra`",
+        ),
+        ("/v1/quota/credits/consume", r#"{"amount": 1,"#, "EOF"),
+        (
+            "/v1/quota/tokens/consume",
+            r#"{"amount": 1}"#,
+            "unknown quota type \"tokens\"",
+        ),
+        (
+            "/v1/grants",
+            r#"{"quota": "credits", "source": "purchase"}"#,
+            "amount: required",
+        ),
+        (
+            "/v1/grants",
+            r#"{"quota": "credits", "amount": 0, "source": "purchase"}"#,
+            "amount",
+        ),
+        (
+            "/v1/grants",
+            r#"{"quota": "gold", "amount": 5, "source": "purchase"}"#,
+            "unknown quota type",
+        ),
+        (
+            "/v1/grants",
+            r#"{"quota": "credits", "amount": 5, "source": "subscription"}"#,
+            "source",
+        ),
+        (
+            "/v1/grants",
+            r#"{"quota": "credits", "amount": 5, "source": "purchase", "priority": 101}"#,
+            "priority",
+        ),
+        (
+            "/v1/quota/seats/allocate",
+            r#"{"amount": 1, "account": "has space"}"#,
+            "invalid quota account",
+        ),
+        (
+            "/v1/subscription",
+            r#"{"plan": "team_v4", "coupon": "x"}"#,
+            "unknown field `coupon`",
+        ),
+        ("/v1/subscription/cancel", r#"{"at": "tomorrow"}"#, "at"),
+    ];
+    for (index, (path, body, expected)) in cases.into_iter().enumerate() {
+        let answer = acme.post_raw(path, &format!("bad-{index}"), body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {body}: {}",
+            answer.body
+        );
+        let message = answer.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{path} {body}: {message}");
+    }
+    let credits = acme.read("/v1/quota/credits", seq).await;
+    assert_eq!(credits["consumed"], 0);
+    assert_eq!(credits["projection_seq"], seq);
+    let head: (i64,) =
+        sqlx::query_as("SELECT last_seq FROM chain_heads WHERE tenant_id = $1::uuid")
+            .bind(&acme.tenant_id)
+            .fetch_one(server.db.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(head.0, seq);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_with_its_schemas() {
+    // Proves: /openapi.json lists every route with request and response
+    // schemas.
+    let server = TestServer::start().await;
+    let openapi: Value = server
+        .client
+        .get(format!("{}/openapi.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = &openapi["paths"];
+    let expected = [
+        ("/v1/subscription", "post"),
+        ("/v1/subscription", "get"),
+        ("/v1/subscription/change-plan", "post"),
+        ("/v1/subscription/cancel", "post"),
+        ("/v1/subscription/renew", "post"),
+        ("/v1/grants", "post"),
+        ("/v1/grants", "get"),
+        ("/v1/grants/{grant_id}", "get"),
+        ("/v1/grants/{grant_id}/revoke", "post"),
+        ("/v1/quota", "get"),
+        ("/v1/quota/{quota}", "get"),
+        ("/v1/quota/{quota}/consume", "post"),
+        ("/v1/quota/seats/allocate", "post"),
+        ("/v1/quota/seats/release", "post"),
+        ("/v1/journal/entries", "get"),
+        ("/v1/journal/balances", "get"),
+    ];
+    for (path, method) in expected {
+        let operation = &paths[path][method];
+        assert!(operation.is_object(), "{method} {path} missing");
+        assert!(
+            operation["responses"]["200"].is_object() || operation["responses"]["201"].is_object(),
+            "{method} {path}"
+        );
+        if method == "post" && !path.ends_with("/revoke") && !path.ends_with("/renew") {
+            assert!(
+                operation["requestBody"]["content"]["application/json"]["schema"].is_object(),
+                "{method} {path} has no request schema"
+            );
+        }
+    }
+    for schema in [
+        "ConsumeBody",
+        "ConsumeAnswer",
+        "GrantBody",
+        "GrantRow",
+        "QuotaView",
+        "SubscribeBody",
+        "BalancesView",
+        "ErrorBody",
+    ] {
+        assert!(
+            openapi["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
+    }
+    server.stop().await;
+}

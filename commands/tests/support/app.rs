@@ -1,0 +1,178 @@
+//! The real server (`commands::server::serve`) on port 0, with its workers,
+//! against a fresh database; and a small HTTP client for tests.
+
+use commands::server::{serve, ServeConfig};
+use commands::BusConfig;
+use eventstore::testing::TestDatabase;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "admin-secret";
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db: TestDatabase,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A tenant of the test server.
+pub struct Client {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub api_key: String,
+    pub tenant_id: String,
+}
+
+/// An answer: status, the replay header, and the JSON body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub replayed: bool,
+    pub body: Value,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let db = TestDatabase::new().await;
+        let store = db.store().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut http = commands::http::HttpConfig::new(
+            Some(ADMIN_TOKEN),
+            commands::http::BODY_LIMIT_BYTES_DEFAULT,
+        );
+        http.read_wait = Duration::from_secs(10);
+        let config = ServeConfig {
+            http,
+            bus: BusConfig::default(),
+            workers: true,
+            plans: aggregates::plan::PlanCatalog::builtin(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            serve(
+                store,
+                listener,
+                config,
+                commands::http::routes(),
+                projections::catalog(),
+                Vec::new(),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .unwrap();
+        });
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            db,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// A new tenant, created through the admin route.
+    pub async fn tenant(&self, name: &str) -> Client {
+        let response = self
+            .client
+            .post(format!("{}/v1/tenants", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .header(
+                "idempotency-key",
+                format!("create-{name}-{}", uuid::Uuid::now_v7()),
+            )
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        Client {
+            base: self.base.clone(),
+            client: self.client.clone(),
+            api_key: body["api_key"].as_str().unwrap().to_string(),
+            tenant_id: body["tenant_id"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// Stops the server gracefully (drains the pipeline, stops the workers).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+}
+
+impl Client {
+    async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let replayed = response
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|value| value == "true");
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer {
+            status,
+            replayed,
+            body,
+        }
+    }
+
+    /// POST with an Idempotency-Key and a JSON body.
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.api_key)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        Self::answer(response).await
+    }
+
+    /// POST a raw body (for malformed JSON).
+    pub async fn post_raw(&self, path: &str, key: &str, body: &str) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.api_key)
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        Self::answer(response).await
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Answer {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .unwrap();
+        Self::answer(response).await
+    }
+
+    /// GET a read after the ledger reached `seq` (read-your-writes).
+    pub async fn read(&self, path: &str, seq: i64) -> Value {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let answer = self.get(&format!("{path}{separator}min_seq={seq}")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.body);
+        answer.body
+    }
+}

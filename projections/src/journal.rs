@@ -1,0 +1,435 @@
+//! The `journal` projection: every journal entry and posting, and account
+//! balances; and the journal read queries (entries, balances as of any
+//! tenant_seq, trial balance).
+
+use crate::decode::decode;
+use crate::runtime::{ApplyError, Projection};
+use aggregates::quota::{Quota, QuotaEvent, QUOTA_AGGREGATE};
+use aggregates::TenantId;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventstore::StoredEvent;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+pub const NAME: &str = "journal";
+
+/// Most entries one page lists.
+pub const PAGE_MAX: i64 = 1_000;
+
+pub struct Journal;
+
+struct EntryRow<'a> {
+    seq: i64,
+    event: &'a StoredEvent,
+    reference: Option<String>,
+    postings: String,
+}
+
+struct PostingRow {
+    seq: i64,
+    index: i16,
+    account: String,
+    account_type: &'static str,
+    asset: String,
+    side: &'static str,
+    amount: i64,
+}
+
+#[derive(Default)]
+struct BalanceDelta {
+    account_type: &'static str,
+    debits: i128,
+    credits: i128,
+    seq: i64,
+}
+
+const INSERT_ENTRIES: &str = "\
+    INSERT INTO journal_entries (tenant_id, tenant_seq, aggregate_type, aggregate_id, event_type, reference, recorded_at, postings) \
+    SELECT $1, e.seq, e.aggregate_type, e.aggregate_id, e.event_type, e.reference, e.recorded_at, e.postings::jsonb \
+    FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[]) \
+         AS e(seq, aggregate_type, aggregate_id, event_type, reference, recorded_at, postings)";
+
+const INSERT_POSTINGS: &str = "\
+    INSERT INTO journal_postings (tenant_id, tenant_seq, posting_index, account, account_type, asset, side, amount) \
+    SELECT $1, * FROM unnest($2::bigint[], $3::smallint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])";
+
+const ADD_BALANCES: &str = "\
+    INSERT INTO account_balances (tenant_id, account, asset, account_type, debits, credits, last_tenant_seq) \
+    SELECT $1, b.account, b.asset, b.account_type, b.debits::numeric, b.credits::numeric, b.seq \
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
+         AS b(account, asset, account_type, debits, credits, seq) \
+    ON CONFLICT (tenant_id, account, asset) DO UPDATE SET \
+        debits = account_balances.debits + EXCLUDED.debits, \
+        credits = account_balances.credits + EXCLUDED.credits, \
+        last_tenant_seq = EXCLUDED.last_tenant_seq";
+
+#[async_trait]
+impl Projection for Journal {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["journal_entries", "journal_postings", "account_balances"]
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        tenant_id: TenantId,
+        events: &[StoredEvent],
+    ) -> Result<(), ApplyError> {
+        let mut entries = Vec::new();
+        let mut postings = Vec::new();
+        let mut balances: BTreeMap<(String, String), BalanceDelta> = BTreeMap::new();
+        for event in events
+            .iter()
+            .filter(|event| event.aggregate_type == QUOTA_AGGREGATE)
+        {
+            let decoded = decode::<Quota>(event)?;
+            let Some(entry) = decoded.entry() else {
+                continue;
+            };
+            let reference = match &decoded {
+                QuotaEvent::QuotaConsumed { reference, .. } => reference.clone(),
+                _ => None,
+            };
+            let seq = event.tenant_seq;
+            for (index, posting) in entry.postings().iter().enumerate() {
+                let side = posting.side.as_str();
+                let amount = posting.amount.value();
+                postings.push(PostingRow {
+                    seq,
+                    index: i16::try_from(index).map_err(|_| ApplyError::Event {
+                        tenant_seq: seq,
+                        message: "too many postings".into(),
+                    })?,
+                    account: posting.account.code.clone(),
+                    account_type: posting.account.account_type.as_str(),
+                    asset: posting.asset.to_string(),
+                    side,
+                    amount,
+                });
+                let balance = balances
+                    .entry((posting.account.code.clone(), posting.asset.to_string()))
+                    .or_default();
+                balance.account_type = posting.account.account_type.as_str();
+                balance.seq = seq;
+                match posting.side {
+                    aggregates::journal::Side::Debit => balance.debits += i128::from(amount),
+                    aggregates::journal::Side::Credit => balance.credits += i128::from(amount),
+                }
+            }
+            entries.push(EntryRow {
+                seq,
+                event,
+                reference,
+                postings: serde_json::to_string(entry.postings()).map_err(|error| {
+                    ApplyError::Event {
+                        tenant_seq: seq,
+                        message: error.to_string(),
+                    }
+                })?,
+            });
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let tenant = tenant_id.as_uuid();
+        sqlx::query(INSERT_ENTRIES)
+            .bind(tenant)
+            .bind(entries.iter().map(|entry| entry.seq).collect::<Vec<_>>())
+            .bind(
+                entries
+                    .iter()
+                    .map(|entry| entry.event.aggregate_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                entries
+                    .iter()
+                    .map(|entry| entry.event.aggregate_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                entries
+                    .iter()
+                    .map(|entry| entry.event.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                entries
+                    .iter()
+                    .map(|entry| entry.reference.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                entries
+                    .iter()
+                    .map(|entry| entry.event.recorded_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                entries
+                    .iter()
+                    .map(|entry| entry.postings.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *connection)
+            .await?;
+        sqlx::query(INSERT_POSTINGS)
+            .bind(tenant)
+            .bind(
+                postings
+                    .iter()
+                    .map(|posting| posting.seq)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                postings
+                    .iter()
+                    .map(|posting| posting.index)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                postings
+                    .iter()
+                    .map(|posting| posting.account.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                postings
+                    .iter()
+                    .map(|posting| posting.account_type)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                postings
+                    .iter()
+                    .map(|posting| posting.asset.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                postings
+                    .iter()
+                    .map(|posting| posting.side)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                postings
+                    .iter()
+                    .map(|posting| posting.amount)
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *connection)
+            .await?;
+        sqlx::query(ADD_BALANCES)
+            .bind(tenant)
+            .bind(
+                balances
+                    .keys()
+                    .map(|(account, _)| account.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                balances
+                    .keys()
+                    .map(|(_, asset)| asset.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                balances
+                    .values()
+                    .map(|balance| balance.account_type)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                balances
+                    .values()
+                    .map(|balance| balance.debits.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                balances
+                    .values()
+                    .map(|balance| balance.credits.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                balances
+                    .values()
+                    .map(|balance| balance.seq)
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *connection)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A journal entry as read.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Entry {
+    pub tenant_seq: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub reference: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+    #[schema(value_type = Vec<Object>)]
+    pub postings: Value,
+}
+
+type EntryTuple = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    DateTime<Utc>,
+    Value,
+);
+
+/// Entries after `after_seq`, in order, at most `limit`.
+pub async fn entries(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    let rows: Vec<EntryTuple> = sqlx::query_as(
+        "SELECT tenant_seq, aggregate_type, aggregate_id, event_type, reference, recorded_at, postings \
+         FROM journal_entries WHERE tenant_id = $1 AND tenant_seq > $2 ORDER BY tenant_seq LIMIT $3",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(after_seq)
+    .bind(limit.clamp(1, PAGE_MAX))
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                tenant_seq,
+                aggregate_type,
+                aggregate_id,
+                event_type,
+                reference,
+                recorded_at,
+                postings,
+            )| Entry {
+                tenant_seq,
+                aggregate_type,
+                aggregate_id,
+                event_type,
+                reference,
+                recorded_at,
+                postings,
+            },
+        )
+        .collect())
+}
+
+/// An account's totals in one asset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AccountBalance {
+    pub account: String,
+    #[serde(rename = "type")]
+    pub account_type: String,
+    pub asset: String,
+    /// Sums as decimal strings (they may exceed 64 bits).
+    pub debits: String,
+    pub credits: String,
+    /// Credits minus debits.
+    pub balance: String,
+}
+
+/// Per asset, the sum of all debits and of all credits: equal in a sound ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TrialBalanceLine {
+    pub asset: String,
+    pub debits: String,
+    pub credits: String,
+    /// Whether debits equal credits.
+    pub balanced: bool,
+}
+
+type BalanceTuple = (String, String, String, String, String);
+
+/// Balances now (`as_of_seq` `None`) or as of a tenant_seq.
+pub async fn balances(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    as_of_seq: Option<i64>,
+) -> Result<Vec<AccountBalance>, sqlx::Error> {
+    let rows: Vec<BalanceTuple> = match as_of_seq {
+        None => {
+            sqlx::query_as(
+                "SELECT account, account_type, asset, debits::text, credits::text FROM account_balances \
+                 WHERE tenant_id = $1 ORDER BY account, asset",
+            )
+            .bind(tenant_id.as_uuid())
+            .fetch_all(connection)
+            .await?
+        }
+        Some(seq) => {
+            sqlx::query_as(
+                "SELECT account, min(account_type), asset, \
+                        coalesce(sum(amount) FILTER (WHERE side = 'debit'), 0)::text, \
+                        coalesce(sum(amount) FILTER (WHERE side = 'credit'), 0)::text \
+                 FROM journal_postings WHERE tenant_id = $1 AND tenant_seq <= $2 \
+                 GROUP BY account, asset ORDER BY account, asset",
+            )
+            .bind(tenant_id.as_uuid())
+            .bind(seq)
+            .fetch_all(connection)
+            .await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(account, account_type, asset, debits, credits)| {
+            let balance = parse(&credits) - parse(&debits);
+            AccountBalance {
+                account,
+                account_type,
+                asset,
+                debits,
+                credits,
+                balance: balance.to_string(),
+            }
+        })
+        .collect())
+}
+
+fn parse(text: &str) -> i128 {
+    // Sums of i64 postings over any realistic ledger fit an i128.
+    text.parse().unwrap_or(i128::MAX)
+}
+
+/// The trial balance of a set of account balances.
+pub fn trial_balance(balances: &[AccountBalance]) -> Vec<TrialBalanceLine> {
+    let mut per_asset: BTreeMap<&str, (i128, i128)> = BTreeMap::new();
+    for balance in balances {
+        let totals = per_asset.entry(&balance.asset).or_insert((0, 0));
+        totals.0 += parse(&balance.debits);
+        totals.1 += parse(&balance.credits);
+    }
+    per_asset
+        .into_iter()
+        .map(|(asset, (debits, credits))| TrialBalanceLine {
+            asset: asset.to_string(),
+            debits: debits.to_string(),
+            credits: credits.to_string(),
+            balanced: debits == credits,
+        })
+        .collect()
+}

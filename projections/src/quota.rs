@@ -1,0 +1,623 @@
+//! The `quota` projection: every grant with its balance, and running totals
+//! per quota and holder; and the quota read queries.
+
+use crate::decode::decode;
+use crate::runtime::{ApplyError, Projection};
+use aggregates::quota::{
+    parse_quota_aggregate_id, Quota, QuotaAccount, QuotaEvent, QuotaType, QUOTA_AGGREGATE,
+};
+use aggregates::{GrantId, TenantId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventstore::StoredEvent;
+use serde::Serialize;
+use sqlx::PgConnection;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub const NAME: &str = "quota";
+
+/// Most grants one page lists.
+pub const PAGE_MAX: i64 = 1_000;
+
+pub struct QuotaProjection;
+
+struct NewGrant {
+    grant_id: Uuid,
+    quota: &'static str,
+    account: String,
+    source: &'static str,
+    amount: Option<i64>,
+    priority: i16,
+    effective_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    issued_at: DateTime<Utc>,
+    seq: i64,
+}
+
+#[derive(Default)]
+struct Totals {
+    granted: i128,
+    consumed: i128,
+    allocated: i128,
+    breakage: i128,
+    unlimited_grants: i32,
+    seq: i64,
+}
+
+struct Closing {
+    status: &'static str,
+    closed_at: DateTime<Utc>,
+    breakage: i64,
+    seq: i64,
+}
+
+/// A batch's effect, folded in memory and written set-based.
+#[derive(Default)]
+struct Changes {
+    new_grants: Vec<NewGrant>,
+    used: BTreeMap<Uuid, (i64, i64)>,
+    closings: BTreeMap<Uuid, Closing>,
+    totals: BTreeMap<(&'static str, String), Totals>,
+}
+
+impl Changes {
+    fn use_units(&mut self, grant_id: GrantId, delta: i64, seq: i64) -> Result<(), ApplyError> {
+        let entry = self.used.entry(grant_id.as_uuid()).or_insert((0, seq));
+        entry.0 = entry.0.checked_add(delta).ok_or(ApplyError::Event {
+            tenant_seq: seq,
+            message: "grant usage overflows".into(),
+        })?;
+        entry.1 = seq;
+        Ok(())
+    }
+
+    fn fold(&mut self, event: &StoredEvent, decoded: QuotaEvent) -> Result<(), ApplyError> {
+        let (quota, account) =
+            parse_quota_aggregate_id(&event.aggregate_id).ok_or_else(|| ApplyError::Event {
+                tenant_seq: event.tenant_seq,
+                message: format!("{:?} is not a quota aggregate id", event.aggregate_id),
+            })?;
+        let account = account.map(String::from).unwrap_or_default();
+        let seq = event.tenant_seq;
+        let totals = self
+            .totals
+            .entry((quota.as_str(), account.clone()))
+            .or_default();
+        totals.seq = seq;
+        match decoded {
+            QuotaEvent::GrantIssued { terms, .. } => {
+                match terms.amount {
+                    Some(amount) => totals.granted += i128::from(amount.value()),
+                    None => totals.unlimited_grants += 1,
+                }
+                self.new_grants.push(NewGrant {
+                    grant_id: terms.grant_id.as_uuid(),
+                    quota: quota.as_str(),
+                    account,
+                    source: terms.source.as_str(),
+                    amount: terms.amount.map(i64::from),
+                    priority: i16::from(terms.priority),
+                    effective_at: terms.effective_at,
+                    expires_at: terms.expires_at,
+                    issued_at: event.recorded_at,
+                    seq,
+                });
+            }
+            QuotaEvent::QuotaConsumed {
+                amount,
+                allocations,
+                ..
+            } => {
+                totals.consumed += i128::from(amount.value());
+                for allocation in allocations {
+                    self.use_units(allocation.grant_id, allocation.amount.value(), seq)?;
+                }
+            }
+            QuotaEvent::SeatsAllocated {
+                amount,
+                allocations,
+                ..
+            } => {
+                totals.allocated += i128::from(amount.value());
+                for allocation in allocations {
+                    self.use_units(allocation.grant_id, allocation.amount.value(), seq)?;
+                }
+            }
+            QuotaEvent::SeatsReleased {
+                amount,
+                allocations,
+                ..
+            } => {
+                totals.allocated -= i128::from(amount.value());
+                for allocation in allocations {
+                    self.use_units(allocation.grant_id, -allocation.amount.value(), seq)?;
+                }
+            }
+            QuotaEvent::GrantRevoked {
+                grant_id,
+                revoked_at,
+                breakage,
+                ..
+            } => {
+                totals.breakage += i128::from(breakage.value());
+                self.closings.insert(
+                    grant_id.as_uuid(),
+                    Closing {
+                        status: "revoked",
+                        closed_at: revoked_at,
+                        breakage: breakage.value(),
+                        seq,
+                    },
+                );
+            }
+            QuotaEvent::GrantExpired {
+                grant_id,
+                expired_at,
+                breakage,
+                ..
+            } => {
+                totals.breakage += i128::from(breakage.value());
+                self.closings.insert(
+                    grant_id.as_uuid(),
+                    Closing {
+                        status: "expired",
+                        closed_at: expired_at,
+                        breakage: breakage.value(),
+                        seq,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+const INSERT_GRANTS: &str = "\
+    INSERT INTO grants (tenant_id, grant_id, quota, account, source, amount, used, priority, effective_at, \
+                        expires_at, issued_at, status, closed_at, breakage, last_tenant_seq) \
+    SELECT $1, g.grant_id, g.quota, g.account, g.source, g.amount, 0, g.priority, g.effective_at, \
+           g.expires_at, g.issued_at, 'active', NULL, 0, g.seq \
+    FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::smallint[], \
+                $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::bigint[]) \
+         AS g(grant_id, quota, account, source, amount, priority, effective_at, expires_at, issued_at, seq)";
+
+const USE_GRANTS: &str = "\
+    UPDATE grants g SET used = g.used + d.delta, last_tenant_seq = greatest(g.last_tenant_seq, d.seq) \
+    FROM unnest($2::uuid[], $3::bigint[], $4::bigint[]) AS d(grant_id, delta, seq) \
+    WHERE g.tenant_id = $1 AND g.grant_id = d.grant_id";
+
+const CLOSE_GRANTS: &str = "\
+    UPDATE grants g SET status = c.status, closed_at = c.closed_at, breakage = c.breakage, \
+                        last_tenant_seq = greatest(g.last_tenant_seq, c.seq) \
+    FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[]) \
+         AS c(grant_id, status, closed_at, breakage, seq) \
+    WHERE g.tenant_id = $1 AND g.grant_id = c.grant_id";
+
+const ADD_TOTALS: &str = "\
+    INSERT INTO quota_totals (tenant_id, quota, account, granted, consumed, allocated, breakage, \
+                              unlimited_grants, last_tenant_seq) \
+    SELECT $1, t.quota, t.account, t.granted::numeric, t.consumed::numeric, t.allocated::numeric, \
+           t.breakage::numeric, t.unlimited, t.seq \
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[]) \
+         AS t(quota, account, granted, consumed, allocated, breakage, unlimited, seq) \
+    ON CONFLICT (tenant_id, quota, account) DO UPDATE SET \
+        granted = quota_totals.granted + EXCLUDED.granted, \
+        consumed = quota_totals.consumed + EXCLUDED.consumed, \
+        allocated = quota_totals.allocated + EXCLUDED.allocated, \
+        breakage = quota_totals.breakage + EXCLUDED.breakage, \
+        unlimited_grants = quota_totals.unlimited_grants + EXCLUDED.unlimited_grants, \
+        last_tenant_seq = EXCLUDED.last_tenant_seq";
+
+#[async_trait]
+impl Projection for QuotaProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["grants", "quota_totals"]
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        tenant_id: TenantId,
+        events: &[StoredEvent],
+    ) -> Result<(), ApplyError> {
+        let mut changes = Changes::default();
+        for event in events
+            .iter()
+            .filter(|event| event.aggregate_type == QUOTA_AGGREGATE)
+        {
+            changes.fold(event, decode::<Quota>(event)?)?;
+        }
+        let tenant = tenant_id.as_uuid();
+        if !changes.new_grants.is_empty() {
+            let grants = &changes.new_grants;
+            sqlx::query(INSERT_GRANTS)
+                .bind(tenant)
+                .bind(
+                    grants
+                        .iter()
+                        .map(|grant| grant.grant_id)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(grants.iter().map(|grant| grant.quota).collect::<Vec<_>>())
+                .bind(
+                    grants
+                        .iter()
+                        .map(|grant| grant.account.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(grants.iter().map(|grant| grant.source).collect::<Vec<_>>())
+                .bind(grants.iter().map(|grant| grant.amount).collect::<Vec<_>>())
+                .bind(
+                    grants
+                        .iter()
+                        .map(|grant| grant.priority)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    grants
+                        .iter()
+                        .map(|grant| grant.effective_at)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    grants
+                        .iter()
+                        .map(|grant| grant.expires_at)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    grants
+                        .iter()
+                        .map(|grant| grant.issued_at)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(grants.iter().map(|grant| grant.seq).collect::<Vec<_>>())
+                .execute(&mut *connection)
+                .await?;
+        }
+        if !changes.used.is_empty() {
+            sqlx::query(USE_GRANTS)
+                .bind(tenant)
+                .bind(changes.used.keys().copied().collect::<Vec<_>>())
+                .bind(
+                    changes
+                        .used
+                        .values()
+                        .map(|(delta, _)| *delta)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    changes
+                        .used
+                        .values()
+                        .map(|(_, seq)| *seq)
+                        .collect::<Vec<_>>(),
+                )
+                .execute(&mut *connection)
+                .await?;
+        }
+        if !changes.closings.is_empty() {
+            let closings = &changes.closings;
+            sqlx::query(CLOSE_GRANTS)
+                .bind(tenant)
+                .bind(closings.keys().copied().collect::<Vec<_>>())
+                .bind(
+                    closings
+                        .values()
+                        .map(|closing| closing.status)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    closings
+                        .values()
+                        .map(|closing| closing.closed_at)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    closings
+                        .values()
+                        .map(|closing| closing.breakage)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    closings
+                        .values()
+                        .map(|closing| closing.seq)
+                        .collect::<Vec<_>>(),
+                )
+                .execute(&mut *connection)
+                .await?;
+        }
+        if !changes.totals.is_empty() {
+            let totals = &changes.totals;
+            sqlx::query(ADD_TOTALS)
+                .bind(tenant)
+                .bind(totals.keys().map(|(quota, _)| *quota).collect::<Vec<_>>())
+                .bind(
+                    totals
+                        .keys()
+                        .map(|(_, account)| account.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    totals
+                        .values()
+                        .map(|total| total.granted.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    totals
+                        .values()
+                        .map(|total| total.consumed.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    totals
+                        .values()
+                        .map(|total| total.allocated.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    totals
+                        .values()
+                        .map(|total| total.breakage.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    totals
+                        .values()
+                        .map(|total| total.unlimited_grants)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(totals.values().map(|total| total.seq).collect::<Vec<_>>())
+                .execute(&mut *connection)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A grant as read.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct GrantRow {
+    pub grant_id: Uuid,
+    pub quota: String,
+    /// The quota account holding it; `null` for the tenant's own quota.
+    pub account: Option<String>,
+    pub source: String,
+    /// `null` is unlimited.
+    pub amount: Option<i64>,
+    /// Units consumed, or seats allocated now.
+    pub used: i64,
+    /// Units left (`amount - used`); `null` for unlimited.
+    pub balance: Option<i64>,
+    pub priority: i16,
+    pub effective_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub issued_at: DateTime<Utc>,
+    /// `active`, `revoked` or `expired`.
+    pub status: String,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub breakage: i64,
+}
+
+type GrantTuple = (
+    Uuid,
+    String,
+    String,
+    String,
+    Option<i64>,
+    i64,
+    i16,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+    String,
+    Option<DateTime<Utc>>,
+    i64,
+);
+
+const GRANT_COLUMNS: &str =
+    "grant_id, quota, account, source, amount, used, priority, effective_at, expires_at, \
+                             issued_at, status, closed_at, breakage";
+
+fn grant_from(tuple: GrantTuple) -> GrantRow {
+    let (
+        grant_id,
+        quota,
+        account,
+        source,
+        amount,
+        used,
+        priority,
+        effective_at,
+        expires_at,
+        issued_at,
+        status,
+        closed_at,
+        breakage,
+    ) = tuple;
+    GrantRow {
+        grant_id,
+        quota,
+        account: (!account.is_empty()).then_some(account),
+        source,
+        amount,
+        used,
+        balance: amount.map(|amount| amount - used),
+        priority,
+        effective_at,
+        expires_at,
+        issued_at,
+        status,
+        closed_at,
+        breakage,
+    }
+}
+
+/// A page of grants in issue order (after `after`), optionally of one quota
+/// type and holder. Inside a tenant read transaction.
+pub async fn list_grants(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    quota: Option<QuotaType>,
+    account: Option<&QuotaAccount>,
+    after: Option<GrantId>,
+    limit: i64,
+) -> Result<Vec<GrantRow>, sqlx::Error> {
+    let rows: Vec<GrantTuple> = sqlx::query_as(&format!(
+        "SELECT {GRANT_COLUMNS} FROM grants \
+         WHERE tenant_id = $1 AND ($2::text IS NULL OR quota = $2) AND ($3::text IS NULL OR account = $3) \
+           AND ($4::uuid IS NULL OR (issued_at, grant_id) > \
+                (SELECT issued_at, grant_id FROM grants WHERE tenant_id = $1 AND grant_id = $4)) \
+         ORDER BY issued_at, grant_id LIMIT $5"
+    ))
+    .bind(tenant_id.as_uuid())
+    .bind(quota.map(QuotaType::as_str))
+    .bind(account.map(QuotaAccount::as_str))
+    .bind(after.map(|grant_id| grant_id.as_uuid()))
+    .bind(limit.clamp(1, PAGE_MAX))
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(grant_from).collect())
+}
+
+/// One grant of the tenant.
+pub async fn get_grant(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    grant_id: GrantId,
+) -> Result<Option<GrantRow>, sqlx::Error> {
+    let row: Option<GrantTuple> = sqlx::query_as(&format!(
+        "SELECT {GRANT_COLUMNS} FROM grants WHERE tenant_id = $1 AND grant_id = $2"
+    ))
+    .bind(tenant_id.as_uuid())
+    .bind(grant_id.as_uuid())
+    .fetch_optional(connection)
+    .await?;
+    Ok(row.map(grant_from))
+}
+
+/// A quota of one type for one holder, as read.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct QuotaView {
+    pub quota: String,
+    pub account: Option<String>,
+    /// Units usable now over the active grants in effect; `null` when unlimited.
+    pub available: Option<i64>,
+    pub unlimited: bool,
+    /// Units consumed so far (runs, credits).
+    pub consumed: i64,
+    /// Seats allocated now.
+    pub allocated: i64,
+    /// Units of every finite grant ever issued.
+    pub granted: i64,
+    /// Units lost to expiry and revocation.
+    pub breakage: i64,
+    /// The active grants with their balances, in burn-down order.
+    pub grants: Vec<GrantRow>,
+}
+
+type TotalsTuple = (String, String, String, String, String, String);
+
+/// Every quota type of one holder (or one type), with available units as of
+/// now and the active grants.
+pub async fn quota_views(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    quota: Option<QuotaType>,
+    account: Option<&QuotaAccount>,
+) -> Result<Vec<QuotaView>, sqlx::Error> {
+    let account_text = account.map_or("", QuotaAccount::as_str);
+    let totals: Vec<TotalsTuple> = sqlx::query_as(
+        "SELECT quota, account, granted::text, consumed::text, allocated::text, breakage::text \
+         FROM quota_totals WHERE tenant_id = $1 AND account = $2 AND ($3::text IS NULL OR quota = $3)",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(account_text)
+    .bind(quota.map(QuotaType::as_str))
+    .fetch_all(&mut *connection)
+    .await?;
+    let active: Vec<GrantTuple> = sqlx::query_as(&format!(
+        "SELECT {GRANT_COLUMNS} FROM grants \
+         WHERE tenant_id = $1 AND account = $2 AND ($3::text IS NULL OR quota = $3) AND status = 'active' \
+         ORDER BY priority, expires_at NULLS LAST, source <> 'promocode', effective_at, grant_id"
+    ))
+    .bind(tenant_id.as_uuid())
+    .bind(account_text)
+    .bind(quota.map(QuotaType::as_str))
+    .fetch_all(&mut *connection)
+    .await?;
+    let now = Utc::now();
+    let number = |text: &str| text.parse::<i64>().unwrap_or(i64::MAX);
+    let mut views = Vec::new();
+    let types: Vec<QuotaType> = match quota {
+        Some(quota) => vec![quota],
+        None => QuotaType::ALL.to_vec(),
+    };
+    for quota in types {
+        let grants: Vec<GrantRow> = active
+            .iter()
+            .filter(|grant| grant.1 == quota.as_str())
+            .cloned()
+            .map(grant_from)
+            .collect();
+        let usable = grants.iter().filter(|grant| {
+            grant.effective_at <= now && grant.expires_at.is_none_or(|expires| expires > now)
+        });
+        let mut unlimited = false;
+        let mut available: i64 = 0;
+        for grant in usable {
+            match grant.balance {
+                None => unlimited = true,
+                Some(balance) => available = available.saturating_add(balance),
+            }
+        }
+        let totals = totals.iter().find(|row| row.0 == quota.as_str());
+        views.push(QuotaView {
+            quota: quota.as_str().to_string(),
+            account: account.map(|account| account.as_str().to_string()),
+            available: (!unlimited).then_some(available),
+            unlimited,
+            consumed: totals.map_or(0, |row| number(&row.3)),
+            allocated: totals.map_or(0, |row| number(&row.4)),
+            granted: totals.map_or(0, |row| number(&row.2)),
+            breakage: totals.map_or(0, |row| number(&row.5)),
+            grants,
+        });
+    }
+    Ok(views)
+}
+
+/// Which quota holds `grant_id` (for commands that only name the grant).
+pub async fn grant_holder(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    grant_id: GrantId,
+) -> Result<Option<(QuotaType, Option<QuotaAccount>)>, sqlx::Error> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT quota, account FROM grants WHERE tenant_id = $1 AND grant_id = $2")
+            .bind(tenant_id.as_uuid())
+            .bind(grant_id.as_uuid())
+            .fetch_optional(connection)
+            .await?;
+    Ok(row.and_then(|(quota, account)| {
+        let quota = QuotaType::parse(&quota).ok()?;
+        let account = if account.is_empty() {
+            None
+        } else {
+            Some(QuotaAccount::parse(&account).ok()?)
+        };
+        Some((quota, account))
+    }))
+}
