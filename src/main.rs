@@ -39,6 +39,59 @@ enum Command {
     /// Rebuild projections into shadow tables and swap them in, while the
     /// live tables keep serving.
     Rebuild(RebuildArgs),
+    /// Verify hash chains, seqs, chain heads, the domain's replay of its own
+    /// history and every projection against a fresh replay; exit status 0
+    /// only when nothing is found. With --file, verify an export offline.
+    Verify(VerifyArgs),
+    /// A tenant's state (subscription, grants and quotas, account balances,
+    /// trial balance) as of a tenant_seq or a time, folded from its events.
+    Replay(ReplayArgs),
+    /// Write a tenant's events with their hashes to a file an auditor can
+    /// verify and replay offline (`verify --file`, `replay --file`).
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Only this tenant.
+    #[arg(long, conflicts_with = "file")]
+    tenant: Option<uuid::Uuid>,
+    /// Verify an export file instead of the database (no database needed).
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// Print the whole report as JSON (includes each tenant's head hash).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["tenant", "file"])))]
+struct ReplayArgs {
+    /// The tenant (from the database).
+    #[arg(long)]
+    tenant: Option<uuid::Uuid>,
+    /// An export file (offline, no database needed).
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// State after this tenant_seq.
+    #[arg(long, conflicts_with = "as_of")]
+    as_of_seq: Option<i64>,
+    /// State at this time (RFC 3339, e.g. 2026-11-21T12:00:00Z).
+    #[arg(long)]
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// Print JSON instead of a readable summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The tenant to export.
+    #[arg(long)]
+    tenant: uuid::Uuid,
+    /// The file to write (JSON Lines).
+    #[arg(long)]
+    out: std::path::PathBuf,
 }
 
 #[derive(Args)]
@@ -118,10 +171,10 @@ async fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
@@ -160,7 +213,7 @@ async fn open_store(
     Ok(store)
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let database_url = cli.database_url.as_deref();
     match cli.command {
         Command::Migrate => {
@@ -195,7 +248,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 store,
                 listener,
                 config,
-                commands::http::routes(),
+                commands::http::routes().merge(replay::http::router()),
                 projections::catalog(),
                 Vec::new(),
                 commands::server::shutdown_signal(),
@@ -299,6 +352,112 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
         }
+        Command::Verify(args) => {
+            let report = match &args.file {
+                Some(path) => replay::export::verify_file(path)?,
+                None => {
+                    let store = open_store(database_url, 4).await?;
+                    let tenant = args.tenant.map(aggregates::TenantId::from_uuid);
+                    replay::verify::verify_database(
+                        &store,
+                        tenant,
+                        &projections::catalog(),
+                        args.json,
+                    )
+                    .await?
+                }
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                for tenant in &report.tenants {
+                    let verdict = if tenant.findings.is_empty() {
+                        "ok".to_string()
+                    } else {
+                        format!("{} findings", tenant.findings.len())
+                    };
+                    println!(
+                        "tenant {}: {} events, head seq {} hash {}: {verdict}",
+                        tenant.tenant_id, tenant.events, tenant.head_seq, tenant.head_hash
+                    );
+                }
+                for projection in &report.projections {
+                    let verdict = if projection.differences.is_empty() {
+                        "equals a fresh replay".to_string()
+                    } else {
+                        format!(
+                            "{} rows differ from a fresh replay",
+                            projection.differences.len()
+                        )
+                    };
+                    println!("projection {}: {verdict}", projection.projection);
+                }
+                for line in report.lines() {
+                    println!("{line}");
+                }
+                println!(
+                    "verified {} events in {:.2} s ({:.0} events/s): {}",
+                    report.events,
+                    report.seconds,
+                    report.events_per_s,
+                    if report.ok { "OK" } else { "FAILED" }
+                );
+            }
+            return Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Command::Replay(args) => {
+            let as_of = match (args.as_of_seq, args.as_of) {
+                (Some(seq), _) => replay::export::AsOf::Seq(seq),
+                (None, Some(time)) => replay::export::AsOf::Time(time),
+                (None, None) => replay::export::AsOf::Head,
+            };
+            let report = match (&args.file, args.tenant) {
+                (Some(path), _) => replay::export::replay_file(path, as_of)?,
+                (None, Some(tenant)) => {
+                    let store = open_store(database_url, 2).await?;
+                    let mut transaction = store.pool().begin().await?;
+                    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        .execute(&mut *transaction)
+                        .await?;
+                    let report = replay::export::replay_tenant(
+                        &mut transaction,
+                        aggregates::TenantId::from_uuid(tenant),
+                        as_of,
+                    )
+                    .await?;
+                    transaction.commit().await?;
+                    report
+                }
+                (None, None) => return Err("give --tenant or --file".into()),
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", replay::state::render(&report));
+            }
+        }
+        Command::Export(args) => {
+            let store = open_store(database_url, 2).await?;
+            let report = replay::export::export(
+                &store,
+                aggregates::TenantId::from_uuid(args.tenant),
+                &args.out,
+                false,
+            )
+            .await?;
+            println!(
+                "exported {} events of tenant {} to {} (head seq {} hash {})",
+                report.events,
+                report.tenant_id,
+                args.out.display(),
+                report.head_seq,
+                report.head_hash
+            );
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -257,8 +257,14 @@ impl fmt::Display for JournalEntry {
 /// Running balances of accounts, enforcing their flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balances {
-    /// (account code, asset) -> (debits, credits).
-    totals: BTreeMap<String, BTreeMap<String, (i64, i64)>>,
+    /// account code -> its type and, per asset, (debits, credits).
+    accounts: BTreeMap<String, AccountTotals>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct AccountTotals {
+    account_type: AccountType,
+    assets: BTreeMap<String, (i64, i64)>,
 }
 
 /// A posting that would break an account's flag.
@@ -274,13 +280,24 @@ impl Balances {
     /// Applies an entry, refusing (and changing nothing) if an account flag
     /// would be broken.
     pub fn post(&mut self, entry: &JournalEntry) -> Result<(), BalanceError> {
-        let mut next = self.totals.clone();
+        // Check every touched (account, asset) first, then apply: nothing
+        // changes when a flag would break.
+        let mut after: Vec<(&Account, String, (i64, i64))> =
+            Vec::with_capacity(entry.postings().len());
         for posting in entry.postings() {
-            let totals = next
-                .entry(posting.account.code.clone())
-                .or_default()
-                .entry(posting.asset.to_string())
-                .or_insert((0, 0));
+            let asset = posting.asset.to_string();
+            let position = after.iter().position(|(account, seen, _)| {
+                account.code == posting.account.code && *seen == asset
+            });
+            let totals = match position {
+                Some(position) => &mut after[position].2,
+                None => {
+                    let current = self.of(&posting.account.code, &posting.asset);
+                    after.push((&posting.account, asset.clone(), current));
+                    let last = after.len() - 1;
+                    &mut after[last].2
+                }
+            };
             match posting.side {
                 Side::Debit => {
                     totals.0 = totals
@@ -295,34 +312,57 @@ impl Balances {
                         .ok_or(AmountError::Overflow)?
                 }
             }
-            if posting.account.flags.debits_must_not_exceed_credits && totals.0 > totals.1 {
+        }
+        for (account, asset, (debits, credits)) in &after {
+            if account.flags.debits_must_not_exceed_credits && debits > credits {
                 return Err(BalanceError::Overdraft {
-                    account: posting.account.code.clone(),
-                    asset: posting.asset.to_string(),
+                    account: account.code.clone(),
+                    asset: asset.clone(),
                 });
             }
         }
-        self.totals = next;
+        for (account, asset, totals) in after {
+            self.accounts
+                .entry(account.code.clone())
+                .or_insert_with(|| AccountTotals {
+                    account_type: account.account_type,
+                    assets: BTreeMap::new(),
+                })
+                .assets
+                .insert(asset, totals);
+        }
         Ok(())
     }
 
     /// (debits, credits) of an account in an asset.
     pub fn of(&self, account: &str, asset: &Asset) -> (i64, i64) {
-        self.totals
+        self.accounts
             .get(account)
-            .and_then(|assets| assets.get(&asset.to_string()))
+            .and_then(|totals| totals.assets.get(&asset.to_string()))
             .copied()
             .unwrap_or((0, 0))
+    }
+
+    /// Every (account, type, asset, debits, credits), by account then asset.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, AccountType, &str, i64, i64)> {
+        self.accounts.iter().flat_map(|(code, totals)| {
+            totals.assets.iter().map(move |(asset, (debits, credits))| {
+                (
+                    code.as_str(),
+                    totals.account_type,
+                    asset.as_str(),
+                    *debits,
+                    *credits,
+                )
+            })
+        })
     }
 
     /// Per asset, debits minus credits over every account: zero in a sound ledger.
     pub fn trial_balance(&self) -> BTreeMap<String, i128> {
         let mut sums: BTreeMap<String, i128> = BTreeMap::new();
-        for assets in self.totals.values() {
-            for (asset, (debits, credits)) in assets {
-                *sums.entry(asset.clone()).or_insert(0) +=
-                    i128::from(*debits) - i128::from(*credits);
-            }
+        for (_, _, asset, debits, credits) in self.entries() {
+            *sums.entry(asset.to_string()).or_insert(0) += i128::from(debits) - i128::from(credits);
         }
         sums
     }

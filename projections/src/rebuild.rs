@@ -310,13 +310,14 @@ pub struct Difference {
 pub async fn compare_with_replay(
     pool: &PgPool,
     projection: &dyn Projection,
+    tenants: Option<&[TenantId]>,
 ) -> Result<Vec<Difference>, ProjectionError> {
     let schema = format!(
         "verify_{}_{}",
         projection.name(),
         &Uuid::now_v7().simple().to_string()[20..]
     );
-    let result = compare_in(pool, projection, &schema).await;
+    let result = compare_in(pool, projection, &schema, tenants).await;
     drop_schema(pool, &schema).await?;
     result
 }
@@ -341,10 +342,20 @@ async fn compare_in(
     pool: &PgPool,
     projection: &dyn Projection,
     schema: &str,
+    tenants: Option<&[TenantId]>,
 ) -> Result<Vec<Difference>, ProjectionError> {
+    let selected = |checkpoints: Vec<(TenantId, i64)>| -> Vec<(TenantId, i64)> {
+        match tenants {
+            Some(tenants) => checkpoints
+                .into_iter()
+                .filter(|(tenant, _)| tenants.contains(tenant))
+                .collect(),
+            None => checkpoints,
+        }
+    };
     let mut connection = pool.acquire().await?;
     create_shadow(&mut connection, schema, projection).await?;
-    let first = live_checkpoints(&mut connection, projection.name()).await?;
+    let first = selected(live_checkpoints(&mut connection, projection.name()).await?);
     drop(connection);
     // The bulk, without holding up live workers.
     let mut transaction = pool.begin().await?;
@@ -358,15 +369,18 @@ async fn compare_in(
         .bind(lock_key(projection.name()))
         .execute(&mut *transaction)
         .await?;
-    let current = live_checkpoints(&mut transaction, projection.name()).await?;
+    let current = selected(live_checkpoints(&mut transaction, projection.name()).await?);
     use_schema(&mut transaction, schema).await?;
     top_up(&mut transaction, projection, Some(&current)).await?;
     sqlx::query("SELECT set_config('search_path', 'public', true)")
         .execute(&mut *transaction)
         .await?;
+    let filter: Option<Vec<Uuid>> =
+        tenants.map(|tenants| tenants.iter().map(TenantId::as_uuid).collect());
     let mut differences = Vec::new();
     for table in projection.tables() {
-        differences.extend(compare_table(&mut transaction, schema, table).await?);
+        differences
+            .extend(compare_table(&mut transaction, schema, table, filter.as_deref()).await?);
     }
     transaction.commit().await?;
     Ok(differences)
@@ -393,17 +407,23 @@ async fn compare_table(
     connection: &mut PgConnection,
     schema: &str,
     table: &str,
+    tenants: Option<&[Uuid]>,
 ) -> Result<Vec<Difference>, sqlx::Error> {
     let keys = key_columns(connection, table).await?;
     let quoted_table = quote_identifier(table);
-    let live = format!("public.{quoted_table}");
-    let replay = format!("{}.{quoted_table}", quote_identifier(schema));
+    let only = "($2::uuid[] IS NULL OR tenant_id = ANY($2))";
+    let live = format!("(SELECT * FROM public.{quoted_table} WHERE {only})");
+    let replay = format!(
+        "(SELECT * FROM {}.{quoted_table} WHERE {only})",
+        quote_identifier(schema)
+    );
     let rows: Vec<(String, Value)> = sqlx::query_as(&format!(
-        "(SELECT 'live', to_jsonb(d) FROM (SELECT * FROM {live} EXCEPT ALL SELECT * FROM {replay}) d LIMIT $1) \
+        "(SELECT 'live', to_jsonb(d) FROM ({live} EXCEPT ALL {replay}) d LIMIT $1) \
          UNION ALL \
-         (SELECT 'replay', to_jsonb(d) FROM (SELECT * FROM {replay} EXCEPT ALL SELECT * FROM {live}) d LIMIT $1)"
+         (SELECT 'replay', to_jsonb(d) FROM ({replay} EXCEPT ALL {live}) d LIMIT $1)"
     ))
     .bind(DIFFERENCES_MAX)
+    .bind(tenants)
     .fetch_all(connection)
     .await?;
     let key_of = |row: &Value| -> Value {

@@ -196,7 +196,7 @@ async fn workers_killed_at_random_instants_leave_read_tables_equal_to_a_fresh_re
         .unwrap();
     assert!(kills >= 50);
     assert_eq!(
-        compare_with_replay(store.pool(), &StreamIndex)
+        compare_with_replay(store.pool(), &StreamIndex, None)
             .await
             .unwrap(),
         vec![]
@@ -337,7 +337,7 @@ async fn a_rebuild_under_writes_and_reads_swaps_in_a_table_equal_to_a_fresh_repl
         .await
         .unwrap();
     assert_eq!(
-        compare_with_replay(store.pool(), &StreamIndex)
+        compare_with_replay(store.pool(), &StreamIndex, None)
             .await
             .unwrap(),
         vec![]

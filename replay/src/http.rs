@@ -1,0 +1,84 @@
+//! `GET /v1/replay`: the calling tenant's state as of a seq or a time,
+//! folded from its events (not from read tables).
+
+use crate::export::{replay_tenant, AsOf};
+use aggregates::TenantId;
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use commands::http::error::{ApiError, ErrorBody};
+use commands::http::extract::{ApiQuery, Tenant};
+use commands::http::AppState;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(replay))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReplayQuery {
+    /// State after this tenant_seq (default: the head).
+    pub as_of_seq: Option<i64>,
+    /// State at this time (RFC 3339); not with as_of_seq.
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+/// The tenant's subscription, quotas with grants and availability, account
+/// balances and trial balance as of a tenant_seq or a time; the same answer
+/// at any later time.
+#[utoipa::path(
+    get,
+    path = "/v1/replay",
+    tag = "journal",
+    params(ReplayQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The state as of the point asked", body = Object),
+        (status = 400, description = "Both as_of_seq and as_of, or a negative seq", body = ErrorBody),
+    )
+)]
+async fn replay(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    ApiQuery(query): ApiQuery<ReplayQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let as_of = match (query.as_of_seq, query.as_of) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give as_of_seq or as_of, not both"))
+        }
+        (Some(seq), None) if seq < 0 => {
+            return Err(ApiError::bad_request("as_of_seq: must be 0 or more"))
+        }
+        (Some(seq), None) => AsOf::Seq(seq),
+        (None, Some(time)) => AsOf::Time(time),
+        (None, None) => AsOf::Head,
+    };
+    let pool = state.store.pool().clone();
+    // A task of its own, so a client going away cannot cancel it mid-transaction.
+    let task = tokio::spawn(async move { replay_in_snapshot(&pool, tenant_id, as_of).await });
+    let report = task
+        .await
+        .map_err(|error| ApiError::Internal(format!("replay task failed: {error}")))?
+        .map_err(|error| match error {
+            crate::verify::VerifyError::Store(store) => ApiError::from(store),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    Ok(Json(report))
+}
+
+async fn replay_in_snapshot(
+    pool: &sqlx::PgPool,
+    tenant_id: TenantId,
+    as_of: AsOf,
+) -> Result<Value, crate::verify::VerifyError> {
+    let mut transaction = projections::read::begin_tenant_read(pool, tenant_id).await?;
+    let report = replay_tenant(&mut transaction, tenant_id, as_of).await?;
+    transaction.commit().await?;
+    Ok(report)
+}

@@ -1,0 +1,351 @@
+//! `ledger verify`: everything an auditor can check without trusting the
+//! server.
+//!
+//! Per tenant, in one consistent snapshot, streaming (one page in memory at a
+//! time): the hash chain recomputed from the stored columns, `tenant_seq`
+//! gapless from 1, the chain head row equal to the last event, and the
+//! domain replaying its own history (every aggregate's sequence gapless,
+//! every event decodable and acceptable in the state before it, the journal
+//! balanced and within account flags). Then every projection is rebuilt into
+//! scratch tables and compared row by row with the live read tables. Every
+//! finding names the tenant and seq, or the table and key.
+
+use crate::source::{page, AuditEvent, PAGE_EVENTS};
+use crate::state::{ReplayFinding, TenantState};
+use aggregates::TenantId;
+use eventstore::canonical::to_canonical_string;
+use eventstore::chain::ChainChecker;
+use eventstore::{ChainFinding, ChainHash, EventStore, StoreError};
+use projections::progress::Progress;
+use projections::rebuild::{compare_with_replay, Difference};
+use projections::{Projection, ProjectionError};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One thing found wrong in a tenant's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "check", rename_all = "snake_case")]
+pub enum Finding {
+    /// The hash chain, the seqs or the head.
+    Chain {
+        tenant_seq: i64,
+        #[serde(flatten)]
+        finding: ChainFinding,
+        /// Line of the export file, when verifying one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        line: Option<u64>,
+    },
+    /// The domain refused its own history.
+    Replay {
+        #[serde(flatten)]
+        finding: ReplayFinding,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        line: Option<u64>,
+    },
+    /// A line of an export file that is not an event.
+    File { line: u64, message: String },
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at_line = |line: &Option<u64>| {
+            line.map(|line| format!("line {line}: "))
+                .unwrap_or_default()
+        };
+        match self {
+            Self::Chain { finding, line, .. } => write!(f, "{}{finding}", at_line(line)),
+            Self::Replay { finding, line } => write!(
+                f,
+                "{}tenant_seq {}: {}/{}: {}",
+                at_line(line),
+                finding.tenant_seq,
+                finding.aggregate_type,
+                finding.aggregate_id,
+                finding.message
+            ),
+            Self::File { line, message } => write!(f, "line {line}: {message}"),
+        }
+    }
+}
+
+/// A tenant's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantVerdict {
+    pub tenant_id: TenantId,
+    pub events: u64,
+    /// The chain head row (seq and hash). Publish `head_hash` outside the
+    /// store: a later verify proves the history up to it was not rewritten.
+    pub head_seq: i64,
+    pub head_hash: ChainHash,
+    pub findings: Vec<Finding>,
+}
+
+/// A projection's verdict: rows that differ from a fresh replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectionVerdict {
+    pub projection: String,
+    pub differences: Vec<Difference>,
+}
+
+/// Everything `verify` found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyReport {
+    /// No finding and no difference.
+    pub ok: bool,
+    pub tenants: Vec<TenantVerdict>,
+    pub projections: Vec<ProjectionVerdict>,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_s: f64,
+}
+
+impl VerifyReport {
+    fn finish(
+        tenants: Vec<TenantVerdict>,
+        projections: Vec<ProjectionVerdict>,
+        started: Instant,
+    ) -> Self {
+        let ok = tenants.iter().all(|tenant| tenant.findings.is_empty())
+            && projections
+                .iter()
+                .all(|projection| projection.differences.is_empty());
+        let events = tenants.iter().map(|tenant| tenant.events).sum();
+        let seconds = started.elapsed().as_secs_f64();
+        Self {
+            ok,
+            tenants,
+            projections,
+            events,
+            seconds,
+            events_per_s: if seconds > 0.0 {
+                events as f64 / seconds
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// Findings and differences as readable lines.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for tenant in &self.tenants {
+            for finding in &tenant.findings {
+                lines.push(format!("tenant {}: {finding}", tenant.tenant_id));
+            }
+        }
+        for projection in &self.projections {
+            for difference in &projection.differences {
+                lines.push(format!(
+                    "projection {}: table {} key {}: live {} but a replay gives {}",
+                    projection.projection,
+                    difference.table,
+                    difference.key,
+                    difference
+                        .live
+                        .as_ref()
+                        .map_or("no row".to_string(), |row| row.to_string()),
+                    difference
+                        .replay
+                        .as_ref()
+                        .map_or("no row".to_string(), |row| row.to_string()),
+                ));
+            }
+        }
+        lines
+    }
+}
+
+/// Why verification could not run (as opposed to what it found).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error("unknown tenant {0}")]
+    UnknownTenant(TenantId),
+    #[error("cannot read {path}: {error}")]
+    File { path: String, error: std::io::Error },
+    #[error("{0}")]
+    Format(String),
+}
+
+impl From<sqlx::Error> for VerifyError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Store(error.into())
+    }
+}
+
+/// Checks one event's place in the chain. The fast path hashes the stored
+/// text; a mismatch is re-checked on the re-canonicalised JSON so that a
+/// change in text form alone is never reported as tampering.
+pub fn check_chain(checker: &mut ChainChecker, event: &AuditEvent) -> Vec<ChainFinding> {
+    let mut findings = checker.check(&event.fields(), &event.prev_hash, &event.hash);
+    let mismatch = findings
+        .iter()
+        .position(|finding| matches!(finding, ChainFinding::HashMismatch { .. }));
+    if let Some(position) = mismatch {
+        let recanonical = |text: &str| {
+            serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|value| to_canonical_string(&value).ok())
+        };
+        if let (Some(payload), Some(metadata)) =
+            (recanonical(&event.payload), recanonical(&event.metadata))
+        {
+            let mut fields = event.fields();
+            fields.payload = &payload;
+            fields.metadata = &metadata;
+            if fields.hash(&event.prev_hash) == event.hash {
+                findings.remove(position);
+            }
+        }
+    }
+    findings
+}
+
+/// Checks one tenant's history, event by event.
+#[derive(Default)]
+pub struct TenantAudit {
+    checker: ChainChecker,
+    state: TenantState,
+    findings: Vec<Finding>,
+}
+
+impl TenantAudit {
+    /// Checks the next event (`line` when read from a file).
+    pub fn check(&mut self, event: &AuditEvent, line: Option<u64>) {
+        for finding in check_chain(&mut self.checker, event) {
+            self.findings.push(Finding::Chain {
+                tenant_seq: finding.tenant_seq(),
+                finding,
+                line,
+            });
+        }
+        if let Err(finding) = self.state.apply(event) {
+            self.findings.push(Finding::Replay { finding, line });
+        }
+    }
+
+    /// Ends the walk against the head (seq, hash) the store or file declares.
+    pub fn finish(
+        mut self,
+        tenant_id: TenantId,
+        head_seq: i64,
+        head_hash: ChainHash,
+    ) -> (TenantVerdict, TenantState) {
+        for finding in self.checker.finish(head_seq, &head_hash) {
+            self.findings.push(Finding::Chain {
+                tenant_seq: finding.tenant_seq(),
+                finding,
+                line: None,
+            });
+        }
+        let verdict = TenantVerdict {
+            tenant_id,
+            events: self.checker.events(),
+            head_seq,
+            head_hash,
+            findings: self.findings,
+        };
+        (verdict, self.state)
+    }
+
+    /// Events checked so far.
+    pub fn events(&self) -> u64 {
+        self.checker.events()
+    }
+
+    /// The state folded so far.
+    pub fn state(&self) -> &TenantState {
+        &self.state
+    }
+}
+
+/// Verifies a tenant inside one repeatable-read snapshot (so the head and the
+/// events agree even while others append).
+async fn verify_tenant(
+    store: &EventStore,
+    tenant_id: TenantId,
+    progress: &mut Progress,
+) -> Result<TenantVerdict, VerifyError> {
+    let mut transaction = store.pool().begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *transaction)
+        .await?;
+    let head: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT last_seq, last_hash FROM chain_heads WHERE tenant_id = $1")
+            .bind(tenant_id.as_uuid())
+            .fetch_optional(&mut *transaction)
+            .await?;
+    let (head_seq, head_hash) = head.ok_or(VerifyError::UnknownTenant(tenant_id))?;
+    let head_hash = ChainHash::from_slice(&head_hash).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "chain head hash of tenant {tenant_id} is not 32 bytes"
+        ))
+    })?;
+    let mut audit = TenantAudit::default();
+    let mut after_seq = 0;
+    loop {
+        let events = page(&mut transaction, tenant_id, after_seq, i64::MAX).await?;
+        let Some(last) = events.last() else { break };
+        after_seq = last.tenant_seq;
+        for event in &events {
+            audit.check(event, None);
+        }
+        progress.advance(events.len() as u64);
+        if (events.len() as i64) < PAGE_EVENTS {
+            break;
+        }
+    }
+    transaction.commit().await?;
+    Ok(audit.finish(tenant_id, head_seq, head_hash).0)
+}
+
+/// Verifies the database: every tenant (or one), then every projection
+/// against a fresh replay.
+pub async fn verify_database(
+    store: &EventStore,
+    tenant: Option<TenantId>,
+    projections: &[Arc<dyn Projection>],
+    quiet: bool,
+) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
+    let tenants: Vec<TenantId> = match tenant {
+        Some(tenant_id) => vec![tenant_id],
+        None => store
+            .tenants()
+            .await?
+            .into_iter()
+            .map(|tenant| tenant.tenant_id)
+            .collect(),
+    };
+    let heads = store.chain_heads(&tenants).await?;
+    let total: i64 = heads.iter().map(|head| head.seq).sum();
+    let mut progress = Progress::new("verify", u64::try_from(total).unwrap_or(0), quiet);
+    let mut verdicts = Vec::with_capacity(tenants.len());
+    for tenant_id in tenants {
+        verdicts.push(verify_tenant(store, tenant_id, &mut progress).await?);
+    }
+    progress.finish();
+    let filter: Option<Vec<TenantId>> = tenant.map(|tenant_id| vec![tenant_id]);
+    let mut verdicts_of_projections = Vec::with_capacity(projections.len());
+    for projection in projections {
+        let differences =
+            compare_with_replay(store.pool(), projection.as_ref(), filter.as_deref()).await?;
+        verdicts_of_projections.push(ProjectionVerdict {
+            projection: projection.name().to_string(),
+            differences,
+        });
+    }
+    Ok(VerifyReport::finish(
+        verdicts,
+        verdicts_of_projections,
+        started,
+    ))
+}
+
+pub(crate) fn report_for_file(verdict: TenantVerdict, started: Instant) -> VerifyReport {
+    VerifyReport::finish(vec![verdict], Vec::new(), started)
+}
