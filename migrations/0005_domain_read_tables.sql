@@ -111,7 +111,7 @@ CREATE TABLE journal_entries (
     CONSTRAINT journal_entries_pkey PRIMARY KEY (tenant_id, tenant_seq)
 );
 
-COMMENT ON TABLE journal_entries IS 'Every journal entry, one per event that posts one (journal projection).';
+COMMENT ON TABLE journal_entries IS 'Every journal entry, one per event that posts one (journal projection); balances as of any tenant_seq sum its postings.';
 COMMENT ON COLUMN journal_entries.tenant_id IS 'Tenant.';
 COMMENT ON COLUMN journal_entries.tenant_seq IS 'tenant_seq of the event that posted the entry.';
 COMMENT ON COLUMN journal_entries.aggregate_type IS 'Aggregate of that event.';
@@ -122,30 +122,6 @@ COMMENT ON COLUMN journal_entries.recorded_at IS 'recorded_at of the event.';
 COMMENT ON COLUMN journal_entries.postings IS 'The postings as recorded in the event.';
 
 SELECT ledger_secure_tenant_table('journal_entries');
-
-CREATE TABLE journal_postings (
-    tenant_id     uuid     NOT NULL,
-    tenant_seq    bigint   NOT NULL,
-    posting_index smallint NOT NULL,
-    account       text     NOT NULL,
-    account_type  text     NOT NULL,
-    asset         text     NOT NULL,
-    side          text     NOT NULL CHECK (side IN ('debit', 'credit')),
-    amount        bigint   NOT NULL CHECK (amount > 0),
-    CONSTRAINT journal_postings_pkey PRIMARY KEY (tenant_id, tenant_seq, posting_index)
-);
-
-COMMENT ON TABLE journal_postings IS 'Every posting of every entry; balances as of any tenant_seq sum these (journal projection).';
-COMMENT ON COLUMN journal_postings.tenant_id IS 'Tenant.';
-COMMENT ON COLUMN journal_postings.tenant_seq IS 'tenant_seq of the entry''s event.';
-COMMENT ON COLUMN journal_postings.posting_index IS 'Position of the posting in its entry.';
-COMMENT ON COLUMN journal_postings.account IS 'Account code.';
-COMMENT ON COLUMN journal_postings.account_type IS 'asset, liability, equity, revenue or expense.';
-COMMENT ON COLUMN journal_postings.asset IS 'Asset, CODE/SCALE.';
-COMMENT ON COLUMN journal_postings.side IS 'debit or credit.';
-COMMENT ON COLUMN journal_postings.amount IS 'Amount in minor units, positive.';
-
-SELECT ledger_secure_tenant_table('journal_postings');
 
 CREATE TABLE account_balances (
     tenant_id       uuid    NOT NULL,

@@ -49,6 +49,42 @@ enum Command {
     /// Write a tenant's events with their hashes to a file an auditor can
     /// verify and replay offline (`verify --file`, `replay --file`).
     Export(ExportArgs),
+    /// Run a benchmark workload on a fresh database of its own (created on
+    /// the resolved server and dropped afterwards; user data is never
+    /// touched) and print its figures.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The workload; `quota`: consume commands of 1 unit against grants of
+    /// many quota accounts, projection workers running.
+    #[arg(long, default_value = "quota", value_parser = ["quota"])]
+    workload: String,
+    /// Print exactly one JSON line.
+    #[arg(long)]
+    json: bool,
+    /// Tenants.
+    #[arg(long, default_value_t = replay::bench::BenchConfig::default().tenants)]
+    tenants: usize,
+    /// Quota accounts per tenant (one grant each).
+    #[arg(long, default_value_t = replay::bench::BenchConfig::default().accounts)]
+    accounts: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = replay::bench::BenchConfig::default().clients)]
+    clients: usize,
+    /// Consume commands in all.
+    #[arg(long, default_value_t = replay::bench::BenchConfig::default().commands)]
+    commands: usize,
+    /// Command pipeline shards.
+    #[arg(long, default_value_t = replay::bench::BenchConfig::default().shards)]
+    shards: usize,
+    /// Appends each shard keeps in flight at once.
+    #[arg(long, default_value_t = replay::bench::BenchConfig::default().pipeline_depth)]
+    pipeline_depth: usize,
+    /// Drive a real `ledger serve` over HTTP instead of the pipeline in process.
+    #[arg(long)]
+    http: bool,
 }
 
 #[derive(Args)]
@@ -133,9 +169,12 @@ struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "LEDGER_BODY_LIMIT_BYTES", default_value_t = commands::http::BODY_LIMIT_BYTES_DEFAULT)]
     body_limit_bytes: usize,
-    /// Command pipeline shards (each appends one batch at a time).
+    /// Command pipeline shards (each decides its tenants' commands in order).
     #[arg(long, default_value_t = commands::BusConfig::default().shards)]
     shards: usize,
+    /// Appends each shard keeps in flight at once.
+    #[arg(long, default_value_t = commands::BusConfig::default().pipeline_depth)]
+    pipeline_depth: usize,
     /// Database connections in the pool (reads and workers; the pipeline has
     /// one more per shard).
     #[arg(long, default_value_t = 16)]
@@ -230,6 +269,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 http,
                 bus: commands::BusConfig {
                     shards: args.shards,
+                    pipeline_depth: args.pipeline_depth,
                     ..commands::BusConfig::default()
                 },
                 workers: !args.no_workers,
@@ -438,6 +478,33 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", replay::state::render(&report));
+            }
+        }
+        Command::Bench(args) => {
+            let server = eventstore::resolve(database_url).await?;
+            let config = replay::bench::BenchConfig {
+                tenants: args.tenants,
+                accounts: args.accounts,
+                clients: args.clients,
+                commands: args.commands,
+                http: args.http,
+                shards: args.shards,
+                pipeline_depth: args.pipeline_depth,
+            };
+            let report = replay::bench::run(&server, config, args.json).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{} commands in {} ({} tenants x {} accounts, {} clients): {:.0} commands/s, latency p50 {:.2} ms p99 {:.2} ms",
+                    report.commands, report.mode, report.tenants, report.accounts, report.clients,
+                    report.commands_per_s, report.latency_ms_p50, report.latency_ms_p99
+                );
+                println!(
+                    "projections caught up {:.0} ms after the last command; rebuild {:.0} events/s; verify {:.0} events/s; peak RSS {:.0} MB",
+                    report.catch_up_ms, report.rebuild_events_per_s, report.verify_events_per_s, report.peak_rss_mb
+                );
+                println!("{}", serde_json::to_string(&report)?);
             }
         }
         Command::Export(args) => {

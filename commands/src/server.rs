@@ -26,11 +26,13 @@ pub struct ServeConfig {
 }
 
 /// The command pipeline on a pool of its own (see [`EventStore::with_pool`]):
-/// one connection per shard.
+/// one connection per append in flight.
 pub fn start_bus(store: &EventStore, config: BusConfig, metrics: Arc<Metrics>) -> CommandBus {
     let options = store.pool().connect_options().as_ref().clone();
     let pool = PgPoolOptions::new()
-        .max_connections(u32::try_from(config.shards.max(1)).unwrap_or(u32::MAX))
+        .max_connections(
+            u32::try_from(config.shards.max(1) * config.pipeline_depth.max(1)).unwrap_or(u32::MAX),
+        )
         .acquire_timeout(std::time::Duration::from_secs(5))
         .test_before_acquire(false)
         .connect_lazy_with(options);

@@ -172,7 +172,13 @@ pub async fn resolve(configured: Option<&str>) -> Result<Database, ResolveError>
 
 fn parse(url: &str) -> Result<PgConnectOptions, ResolveError> {
     PgConnectOptions::from_str(url)
-        .map(|options| options.application_name("ledger"))
+        .map(|options| {
+            options
+                .application_name("ledger")
+                // Every statement is prepared and run many times with
+                // different values: plan once instead of on every run.
+                .options([("plan_cache_mode", "force_generic_plan")])
+        })
         .map_err(|source| ResolveError::InvalidUrl {
             url: url.to_string(),
             source,

@@ -47,6 +47,26 @@ async fn read_tenant_with<'e, E: sqlx::PgExecutor<'e>>(
     rows.iter().map(stored_event_from_row).collect()
 }
 
+const READ_TENANTS: &str = "\
+    SELECT e.tenant_id, e.tenant_seq, e.global_position, e.transaction_id::text::bigint AS transaction_id, \
+           e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.event_id, e.event_type, e.event_version, \
+           e.payload, e.metadata, e.idempotency_key, e.recorded_at, e.prev_hash, e.hash \
+    FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS t(tenant_id, after_seq, until_seq) \
+    CROSS JOIN LATERAL ( \
+        SELECT * FROM events \
+        WHERE events.tenant_id = t.tenant_id AND events.tenant_seq > t.after_seq AND events.tenant_seq <= t.until_seq \
+        ORDER BY events.tenant_seq LIMIT $4 \
+    ) AS e \
+    ORDER BY e.tenant_id, e.tenant_seq";
+
+/// A range of one tenant's events: `after_seq < tenant_seq <= until_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantRange {
+    pub tenant_id: TenantId,
+    pub after_seq: i64,
+    pub until_seq: i64,
+}
+
 /// Every column of a stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
@@ -199,6 +219,30 @@ impl EventStore {
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         read_tenant_with(connection, tenant_id, after_seq, limit).await
+    }
+
+    /// Events of several tenants in one query, each range capped at
+    /// `per_tenant_limit` (at most [`READ_PAGE_MAX`]), ordered by tenant then
+    /// seq, on a connection the caller holds.
+    pub async fn read_tenants_on(
+        connection: &mut sqlx::PgConnection,
+        ranges: &[TenantRange],
+        per_tenant_limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let tenants: Vec<Uuid> = ranges
+            .iter()
+            .map(|range| range.tenant_id.as_uuid())
+            .collect();
+        let after: Vec<i64> = ranges.iter().map(|range| range.after_seq).collect();
+        let until: Vec<i64> = ranges.iter().map(|range| range.until_seq).collect();
+        let rows = sqlx::query(READ_TENANTS)
+            .bind(&tenants)
+            .bind(&after)
+            .bind(&until)
+            .bind(per_tenant_limit.clamp(1, READ_PAGE_MAX))
+            .fetch_all(connection)
+            .await?;
+        rows.iter().map(stored_event_from_row).collect()
     }
 
     /// Like [`EventStore::read_tenant`], but only events of one aggregate type.

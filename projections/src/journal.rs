@@ -4,6 +4,7 @@
 
 use crate::decode::decode;
 use crate::runtime::{ApplyError, Projection};
+use aggregates::journal::Side;
 use aggregates::quota::{Quota, QuotaEvent, QUOTA_AGGREGATE};
 use aggregates::TenantId;
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 pub const NAME: &str = "journal";
 
@@ -23,20 +25,9 @@ pub const PAGE_MAX: i64 = 1_000;
 pub struct Journal;
 
 struct EntryRow<'a> {
-    seq: i64,
     event: &'a StoredEvent,
     reference: Option<String>,
     postings: String,
-}
-
-struct PostingRow {
-    seq: i64,
-    index: i16,
-    account: String,
-    account_type: &'static str,
-    asset: String,
-    side: &'static str,
-    amount: i64,
 }
 
 #[derive(Default)]
@@ -49,19 +40,15 @@ struct BalanceDelta {
 
 const INSERT_ENTRIES: &str = "\
     INSERT INTO journal_entries (tenant_id, tenant_seq, aggregate_type, aggregate_id, event_type, reference, recorded_at, postings) \
-    SELECT $1, e.seq, e.aggregate_type, e.aggregate_id, e.event_type, e.reference, e.recorded_at, e.postings::jsonb \
-    FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[]) \
-         AS e(seq, aggregate_type, aggregate_id, event_type, reference, recorded_at, postings)";
-
-const INSERT_POSTINGS: &str = "\
-    INSERT INTO journal_postings (tenant_id, tenant_seq, posting_index, account, account_type, asset, side, amount) \
-    SELECT $1, * FROM unnest($2::bigint[], $3::smallint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])";
+    SELECT e.tenant_id, e.seq, e.aggregate_type, e.aggregate_id, e.event_type, e.reference, e.recorded_at, e.postings::jsonb \
+    FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[]) \
+         AS e(tenant_id, seq, aggregate_type, aggregate_id, event_type, reference, recorded_at, postings)";
 
 const ADD_BALANCES: &str = "\
     INSERT INTO account_balances (tenant_id, account, asset, account_type, debits, credits, last_tenant_seq) \
-    SELECT $1, b.account, b.asset, b.account_type, b.debits::numeric, b.credits::numeric, b.seq \
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
-         AS b(account, asset, account_type, debits, credits, seq) \
+    SELECT b.tenant_id, b.account, b.asset, b.account_type, b.debits::numeric, b.credits::numeric, b.seq \
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
+         AS b(tenant_id, account, asset, account_type, debits, credits, seq) \
     ON CONFLICT (tenant_id, account, asset) DO UPDATE SET \
         debits = account_balances.debits + EXCLUDED.debits, \
         credits = account_balances.credits + EXCLUDED.credits, \
@@ -78,18 +65,16 @@ impl Projection for Journal {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["journal_entries", "journal_postings", "account_balances"]
+        &["journal_entries", "account_balances"]
     }
 
     async fn apply(
         &self,
         connection: &mut PgConnection,
-        tenant_id: TenantId,
-        events: &[StoredEvent],
+        events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
         let mut entries = Vec::new();
-        let mut postings = Vec::new();
-        let mut balances: BTreeMap<(String, String), BalanceDelta> = BTreeMap::new();
+        let mut balances: BTreeMap<(Uuid, String, String), BalanceDelta> = BTreeMap::new();
         for event in events
             .iter()
             .filter(|event| event.aggregate_type == QUOTA_AGGREGATE)
@@ -102,39 +87,27 @@ impl Projection for Journal {
                 QuotaEvent::QuotaConsumed { reference, .. } => reference.clone(),
                 _ => None,
             };
-            let seq = event.tenant_seq;
-            for (index, posting) in entry.postings().iter().enumerate() {
-                let side = posting.side.as_str();
-                let amount = posting.amount.value();
-                postings.push(PostingRow {
-                    seq,
-                    index: i16::try_from(index).map_err(|_| ApplyError::Event {
-                        tenant_seq: seq,
-                        message: "too many postings".into(),
-                    })?,
-                    account: posting.account.code.clone(),
-                    account_type: posting.account.account_type.as_str(),
-                    asset: posting.asset.to_string(),
-                    side,
-                    amount,
-                });
+            for posting in entry.postings() {
                 let balance = balances
-                    .entry((posting.account.code.clone(), posting.asset.to_string()))
+                    .entry((
+                        event.tenant_id.as_uuid(),
+                        posting.account.code.clone(),
+                        posting.asset.to_string(),
+                    ))
                     .or_default();
                 balance.account_type = posting.account.account_type.as_str();
-                balance.seq = seq;
+                balance.seq = event.tenant_seq;
                 match posting.side {
-                    aggregates::journal::Side::Debit => balance.debits += i128::from(amount),
-                    aggregates::journal::Side::Credit => balance.credits += i128::from(amount),
+                    Side::Debit => balance.debits += i128::from(posting.amount.value()),
+                    Side::Credit => balance.credits += i128::from(posting.amount.value()),
                 }
             }
             entries.push(EntryRow {
-                seq,
                 event,
                 reference,
                 postings: serde_json::to_string(entry.postings()).map_err(|error| {
                     ApplyError::Event {
-                        tenant_seq: seq,
+                        tenant_seq: event.tenant_seq,
                         message: error.to_string(),
                     }
                 })?,
@@ -143,10 +116,19 @@ impl Projection for Journal {
         if entries.is_empty() {
             return Ok(());
         }
-        let tenant = tenant_id.as_uuid();
         sqlx::query(INSERT_ENTRIES)
-            .bind(tenant)
-            .bind(entries.iter().map(|entry| entry.seq).collect::<Vec<_>>())
+            .bind(
+                entries
+                    .iter()
+                    .map(|entry| entry.event.tenant_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                entries
+                    .iter()
+                    .map(|entry| entry.event.tenant_seq)
+                    .collect::<Vec<_>>(),
+            )
             .bind(
                 entries
                     .iter()
@@ -185,64 +167,23 @@ impl Projection for Journal {
             )
             .execute(&mut *connection)
             .await?;
-        sqlx::query(INSERT_POSTINGS)
-            .bind(tenant)
-            .bind(
-                postings
-                    .iter()
-                    .map(|posting| posting.seq)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                postings
-                    .iter()
-                    .map(|posting| posting.index)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                postings
-                    .iter()
-                    .map(|posting| posting.account.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                postings
-                    .iter()
-                    .map(|posting| posting.account_type)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                postings
-                    .iter()
-                    .map(|posting| posting.asset.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                postings
-                    .iter()
-                    .map(|posting| posting.side)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                postings
-                    .iter()
-                    .map(|posting| posting.amount)
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&mut *connection)
-            .await?;
         sqlx::query(ADD_BALANCES)
-            .bind(tenant)
             .bind(
                 balances
                     .keys()
-                    .map(|(account, _)| account.as_str())
+                    .map(|(tenant, _, _)| *tenant)
                     .collect::<Vec<_>>(),
             )
             .bind(
                 balances
                     .keys()
-                    .map(|(_, asset)| asset.as_str())
+                    .map(|(_, account, _)| account.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                balances
+                    .keys()
+                    .map(|(_, _, asset)| asset.as_str())
                     .collect::<Vec<_>>(),
             )
             .bind(
@@ -382,11 +323,12 @@ pub async fn balances(
         }
         Some(seq) => {
             sqlx::query_as(
-                "SELECT account, min(account_type), asset, \
-                        coalesce(sum(amount) FILTER (WHERE side = 'debit'), 0)::text, \
-                        coalesce(sum(amount) FILTER (WHERE side = 'credit'), 0)::text \
-                 FROM journal_postings WHERE tenant_id = $1 AND tenant_seq <= $2 \
-                 GROUP BY account, asset ORDER BY account, asset",
+                "SELECT p.posting->'account'->>'code', min(p.posting->'account'->>'type'), p.posting->>'asset', \
+                        coalesce(sum((p.posting->>'amount')::numeric) FILTER (WHERE p.posting->>'side' = 'debit'), 0)::text, \
+                        coalesce(sum((p.posting->>'amount')::numeric) FILTER (WHERE p.posting->>'side' = 'credit'), 0)::text \
+                 FROM journal_entries e CROSS JOIN LATERAL jsonb_array_elements(e.postings) AS p(posting) \
+                 WHERE e.tenant_id = $1 AND e.tenant_seq <= $2 \
+                 GROUP BY 1, 3 ORDER BY 1, 3",
             )
             .bind(tenant_id.as_uuid())
             .bind(seq)

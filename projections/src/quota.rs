@@ -24,6 +24,7 @@ pub const PAGE_MAX: i64 = 1_000;
 pub struct QuotaProjection;
 
 struct NewGrant {
+    tenant_id: Uuid,
     grant_id: Uuid,
     quota: &'static str,
     account: String,
@@ -53,18 +54,30 @@ struct Closing {
     seq: i64,
 }
 
-/// A batch's effect, folded in memory and written set-based.
+/// A batch's effect, folded in memory and written set-based: one statement
+/// per table for every tenant of the batch.
 #[derive(Default)]
 struct Changes {
     new_grants: Vec<NewGrant>,
-    used: BTreeMap<Uuid, (i64, i64)>,
-    closings: BTreeMap<Uuid, Closing>,
-    totals: BTreeMap<(&'static str, String), Totals>,
+    /// (tenant, grant) -> (units used, last seq).
+    used: BTreeMap<(Uuid, Uuid), (i64, i64)>,
+    closings: BTreeMap<(Uuid, Uuid), Closing>,
+    /// (tenant, quota, account) -> totals.
+    totals: BTreeMap<(Uuid, &'static str, String), Totals>,
 }
 
 impl Changes {
-    fn use_units(&mut self, grant_id: GrantId, delta: i64, seq: i64) -> Result<(), ApplyError> {
-        let entry = self.used.entry(grant_id.as_uuid()).or_insert((0, seq));
+    fn use_units(
+        &mut self,
+        tenant: Uuid,
+        grant_id: GrantId,
+        delta: i64,
+        seq: i64,
+    ) -> Result<(), ApplyError> {
+        let entry = self
+            .used
+            .entry((tenant, grant_id.as_uuid()))
+            .or_insert((0, seq));
         entry.0 = entry.0.checked_add(delta).ok_or(ApplyError::Event {
             tenant_seq: seq,
             message: "grant usage overflows".into(),
@@ -80,10 +93,11 @@ impl Changes {
                 message: format!("{:?} is not a quota aggregate id", event.aggregate_id),
             })?;
         let account = account.map(String::from).unwrap_or_default();
+        let tenant = event.tenant_id.as_uuid();
         let seq = event.tenant_seq;
         let totals = self
             .totals
-            .entry((quota.as_str(), account.clone()))
+            .entry((tenant, quota.as_str(), account.clone()))
             .or_default();
         totals.seq = seq;
         match decoded {
@@ -93,6 +107,7 @@ impl Changes {
                     None => totals.unlimited_grants += 1,
                 }
                 self.new_grants.push(NewGrant {
+                    tenant_id: tenant,
                     grant_id: terms.grant_id.as_uuid(),
                     quota: quota.as_str(),
                     account,
@@ -112,7 +127,7 @@ impl Changes {
             } => {
                 totals.consumed += i128::from(amount.value());
                 for allocation in allocations {
-                    self.use_units(allocation.grant_id, allocation.amount.value(), seq)?;
+                    self.use_units(tenant, allocation.grant_id, allocation.amount.value(), seq)?;
                 }
             }
             QuotaEvent::SeatsAllocated {
@@ -122,7 +137,7 @@ impl Changes {
             } => {
                 totals.allocated += i128::from(amount.value());
                 for allocation in allocations {
-                    self.use_units(allocation.grant_id, allocation.amount.value(), seq)?;
+                    self.use_units(tenant, allocation.grant_id, allocation.amount.value(), seq)?;
                 }
             }
             QuotaEvent::SeatsReleased {
@@ -132,7 +147,7 @@ impl Changes {
             } => {
                 totals.allocated -= i128::from(amount.value());
                 for allocation in allocations {
-                    self.use_units(allocation.grant_id, -allocation.amount.value(), seq)?;
+                    self.use_units(tenant, allocation.grant_id, -allocation.amount.value(), seq)?;
                 }
             }
             QuotaEvent::GrantRevoked {
@@ -143,7 +158,7 @@ impl Changes {
             } => {
                 totals.breakage += i128::from(breakage.value());
                 self.closings.insert(
-                    grant_id.as_uuid(),
+                    (tenant, grant_id.as_uuid()),
                     Closing {
                         status: "revoked",
                         closed_at: revoked_at,
@@ -160,7 +175,7 @@ impl Changes {
             } => {
                 totals.breakage += i128::from(breakage.value());
                 self.closings.insert(
-                    grant_id.as_uuid(),
+                    (tenant, grant_id.as_uuid()),
                     Closing {
                         status: "expired",
                         closed_at: expired_at,
@@ -177,31 +192,31 @@ impl Changes {
 const INSERT_GRANTS: &str = "\
     INSERT INTO grants (tenant_id, grant_id, quota, account, source, amount, used, priority, effective_at, \
                         expires_at, issued_at, status, closed_at, breakage, last_tenant_seq) \
-    SELECT $1, g.grant_id, g.quota, g.account, g.source, g.amount, 0, g.priority, g.effective_at, \
+    SELECT g.tenant_id, g.grant_id, g.quota, g.account, g.source, g.amount, 0, g.priority, g.effective_at, \
            g.expires_at, g.issued_at, 'active', NULL, 0, g.seq \
-    FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::smallint[], \
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::smallint[], \
                 $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::bigint[]) \
-         AS g(grant_id, quota, account, source, amount, priority, effective_at, expires_at, issued_at, seq)";
+         AS g(tenant_id, grant_id, quota, account, source, amount, priority, effective_at, expires_at, issued_at, seq)";
 
 const USE_GRANTS: &str = "\
     UPDATE grants g SET used = g.used + d.delta, last_tenant_seq = greatest(g.last_tenant_seq, d.seq) \
-    FROM unnest($2::uuid[], $3::bigint[], $4::bigint[]) AS d(grant_id, delta, seq) \
-    WHERE g.tenant_id = $1 AND g.grant_id = d.grant_id";
+    FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[]) AS d(tenant_id, grant_id, delta, seq) \
+    WHERE g.tenant_id = d.tenant_id AND g.grant_id = d.grant_id";
 
 const CLOSE_GRANTS: &str = "\
     UPDATE grants g SET status = c.status, closed_at = c.closed_at, breakage = c.breakage, \
                         last_tenant_seq = greatest(g.last_tenant_seq, c.seq) \
-    FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[]) \
-         AS c(grant_id, status, closed_at, breakage, seq) \
-    WHERE g.tenant_id = $1 AND g.grant_id = c.grant_id";
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[]) \
+         AS c(tenant_id, grant_id, status, closed_at, breakage, seq) \
+    WHERE g.tenant_id = c.tenant_id AND g.grant_id = c.grant_id";
 
 const ADD_TOTALS: &str = "\
     INSERT INTO quota_totals (tenant_id, quota, account, granted, consumed, allocated, breakage, \
                               unlimited_grants, last_tenant_seq) \
-    SELECT $1, t.quota, t.account, t.granted::numeric, t.consumed::numeric, t.allocated::numeric, \
+    SELECT t.tenant_id, t.quota, t.account, t.granted::numeric, t.consumed::numeric, t.allocated::numeric, \
            t.breakage::numeric, t.unlimited, t.seq \
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[]) \
-         AS t(quota, account, granted, consumed, allocated, breakage, unlimited, seq) \
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[]) \
+         AS t(tenant_id, quota, account, granted, consumed, allocated, breakage, unlimited, seq) \
     ON CONFLICT (tenant_id, quota, account) DO UPDATE SET \
         granted = quota_totals.granted + EXCLUDED.granted, \
         consumed = quota_totals.consumed + EXCLUDED.consumed, \
@@ -227,8 +242,7 @@ impl Projection for QuotaProjection {
     async fn apply(
         &self,
         connection: &mut PgConnection,
-        tenant_id: TenantId,
-        events: &[StoredEvent],
+        events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
         let mut changes = Changes::default();
         for event in events
@@ -237,11 +251,15 @@ impl Projection for QuotaProjection {
         {
             changes.fold(event, decode::<Quota>(event)?)?;
         }
-        let tenant = tenant_id.as_uuid();
         if !changes.new_grants.is_empty() {
             let grants = &changes.new_grants;
             sqlx::query(INSERT_GRANTS)
-                .bind(tenant)
+                .bind(
+                    grants
+                        .iter()
+                        .map(|grant| grant.tenant_id)
+                        .collect::<Vec<_>>(),
+                )
                 .bind(
                     grants
                         .iter()
@@ -287,8 +305,20 @@ impl Projection for QuotaProjection {
         }
         if !changes.used.is_empty() {
             sqlx::query(USE_GRANTS)
-                .bind(tenant)
-                .bind(changes.used.keys().copied().collect::<Vec<_>>())
+                .bind(
+                    changes
+                        .used
+                        .keys()
+                        .map(|(tenant, _)| *tenant)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    changes
+                        .used
+                        .keys()
+                        .map(|(_, grant)| *grant)
+                        .collect::<Vec<_>>(),
+                )
                 .bind(
                     changes
                         .used
@@ -309,8 +339,13 @@ impl Projection for QuotaProjection {
         if !changes.closings.is_empty() {
             let closings = &changes.closings;
             sqlx::query(CLOSE_GRANTS)
-                .bind(tenant)
-                .bind(closings.keys().copied().collect::<Vec<_>>())
+                .bind(
+                    closings
+                        .keys()
+                        .map(|(tenant, _)| *tenant)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(closings.keys().map(|(_, grant)| *grant).collect::<Vec<_>>())
                 .bind(
                     closings
                         .values()
@@ -341,12 +376,22 @@ impl Projection for QuotaProjection {
         if !changes.totals.is_empty() {
             let totals = &changes.totals;
             sqlx::query(ADD_TOTALS)
-                .bind(tenant)
-                .bind(totals.keys().map(|(quota, _)| *quota).collect::<Vec<_>>())
                 .bind(
                     totals
                         .keys()
-                        .map(|(_, account)| account.as_str())
+                        .map(|(tenant, _, _)| *tenant)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    totals
+                        .keys()
+                        .map(|(_, quota, _)| *quota)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    totals
+                        .keys()
+                        .map(|(_, _, account)| account.as_str())
                         .collect::<Vec<_>>(),
                 )
                 .bind(

@@ -7,7 +7,7 @@
 //! submits the same commands under the same keys, and the pipeline answers
 //! them from their records: each reaction takes effect exactly once.
 
-use crate::runtime::{lock_key, ProjectionError, Step, BATCH_EVENTS_MAX};
+use crate::runtime::{lock_key, ProjectionError, Step, BATCH_EVENTS_MAX, LOCK_NAMESPACE};
 use aggregates::TenantId;
 use async_trait::async_trait;
 use eventstore::{EventStore, StoredEvent};
@@ -23,9 +23,6 @@ pub trait Reactor: Send + Sync + 'static {
     /// derived from the event alone.
     async fn react(&self, tenant_id: TenantId, event: &StoredEvent) -> Result<(), String>;
 }
-
-/// Advisory lock namespace shared with projections.
-const LOCK_NAMESPACE: i32 = 0x6c65_6467;
 
 /// One batch of reactions for one tenant: take the lease, react to each
 /// event in order, advance the checkpoint, commit.
@@ -95,7 +92,7 @@ pub async fn react_catch_up(pool: &PgPool, reactor: &dyn Reactor) -> Result<u64,
     let mut applied = 0;
     loop {
         let mut progressed = false;
-        for tenant_id in crate::runtime::lagging_tenants(pool, reactor.name(), None).await? {
+        for tenant_id in crate::runtime::lagging_tenants(pool, reactor.name()).await? {
             while let Step::Applied { events, .. } = react_step(pool, reactor, tenant_id).await? {
                 applied += events as u64;
                 progressed = true;

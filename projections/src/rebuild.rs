@@ -14,8 +14,8 @@
 
 use crate::progress::Progress;
 use crate::runtime::{
-    apply_after, catch_up, lagging_tenants, lock_key, step, use_schema, Projection,
-    ProjectionError, Step, BATCH_EVENTS_MAX,
+    apply_leases, catch_up, ensure_checkpoints, lease, lock_key, step, use_schema, Projection,
+    ProjectionError, BATCH_EVENTS_MAX, LOCK_NAMESPACE,
 };
 use crate::status::{set_state, State};
 use aggregates::TenantId;
@@ -23,20 +23,23 @@ use eventstore::database::quote_identifier;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
 use std::time::Instant;
 use uuid::Uuid;
 
 /// Most differences a comparison reports per table.
 pub const DIFFERENCES_MAX: i64 = 100;
 
-/// Catch-up passes before the swap applies the rest under its lock.
-const CATCH_UP_PASSES_MAX: usize = 8;
+/// Most bulk steps of a rebuild (each up to a batch per tenant); a ledger
+/// growing faster than a rebuild replays would otherwise never be caught.
+const BULK_STEPS_MAX: usize = 1_000_000;
+
+/// Once a bulk step reads fewer events than this, the swap applies the rest
+/// under its lock.
+const SWAP_LEFTOVER_MAX: u64 = 1_000;
 
 /// Advisory lock namespace held for a whole rebuild of one projection.
 const REBUILD_LOCK_NAMESPACE: i32 = 0x6c65_6468;
-
-/// Same as the runtime's per-projection lock namespace.
-const LOCK_NAMESPACE: i32 = 0x6c65_6467;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,57 +102,27 @@ async fn total_events(pool: &PgPool) -> Result<u64, sqlx::Error> {
 }
 
 /// Applies, on `connection` (inside its transaction, search path already on
-/// the shadow schema), every event of every tenant the shadow has not seen,
-/// up to `until` per tenant when given.
+/// the shadow schema), every event the shadow has not seen, up to `until` per
+/// tenant when given (only those tenants).
 async fn top_up(
     connection: &mut PgConnection,
     projection: &dyn Projection,
-    until: Option<&[(TenantId, i64)]>,
+    until: Option<&HashMap<TenantId, i64>>,
 ) -> Result<u64, ProjectionError> {
-    let tenants: Vec<(Uuid, i64)> = sqlx::query_as(
-        "SELECT h.tenant_id, coalesce(c.last_seq, 0) FROM chain_heads h \
-         LEFT JOIN projection_checkpoints c ON c.tenant_id = h.tenant_id AND c.projection = $1 \
-         WHERE h.last_seq > coalesce(c.last_seq, 0)",
-    )
-    .bind(projection.name())
-    .fetch_all(&mut *connection)
-    .await?;
+    ensure_checkpoints(connection, &[projection.name()]).await?;
     let mut applied = 0;
-    for (tenant, mut checkpoint_seq) in tenants {
-        let tenant_id = TenantId::from_uuid(tenant);
-        let until_seq = match until {
-            Some(bounds) => match bounds
-                .iter()
-                .find(|(bound_tenant, _)| *bound_tenant == tenant_id)
-            {
-                Some((_, seq)) => Some(*seq),
-                None => continue,
-            },
-            None => None,
-        };
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (tenant_id, projection, last_seq, updated_at) \
-             VALUES ($1, $2, 0, now()) ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(projection.name())
-        .execute(&mut *connection)
-        .await?;
-        while let Some((events, last_seq)) = apply_after(
-            connection,
-            projection,
-            tenant_id,
-            checkpoint_seq,
-            until_seq,
-            BATCH_EVENTS_MAX,
-        )
-        .await?
-        {
-            applied += events as u64;
-            checkpoint_seq = last_seq;
+    loop {
+        let mut leases = lease(connection, &[projection]).await?;
+        if let Some(bounds) = until {
+            leases.retain(|lease| bounds.contains_key(&lease.tenant_id));
         }
+        let events =
+            apply_leases(connection, &[projection], &leases, until, BATCH_EVENTS_MAX).await?;
+        if events == 0 {
+            return Ok(applied);
+        }
+        applied += events;
     }
-    Ok(applied)
 }
 
 /// Replays `projection` into shadow tables and swaps them in.
@@ -211,12 +184,19 @@ async fn rebuild_into(
     drop(connection);
     let mut progress = Progress::new(projection.name(), total_events(pool).await?, quiet);
     let mut events = 0;
-    // Bulk of the replay, in ordinary batches, while the live tables serve;
-    // then passes over what arrived meanwhile, until a pass is short.
-    for _ in 0..CATCH_UP_PASSES_MAX {
-        let applied = catch_up_reporting(pool, projection, schema, &mut progress).await?;
+    // Bulk of the replay, in ordinary batches, while the live tables serve,
+    // until what is left is small; the swap applies the rest under its lock.
+    {
+        let mut transaction = pool.begin().await?;
+        use_schema(&mut transaction, schema).await?;
+        ensure_checkpoints(&mut transaction, &[projection.name()]).await?;
+        transaction.commit().await?;
+    }
+    for _ in 0..BULK_STEPS_MAX {
+        let applied = step(pool, &[projection], Some(schema), BATCH_EVENTS_MAX).await?;
         events += applied;
-        if applied < BATCH_EVENTS_MAX as u64 {
+        progress.advance(applied);
+        if applied < SWAP_LEFTOVER_MAX {
             break;
         }
     }
@@ -265,31 +245,6 @@ async fn rebuild_into(
     transaction.commit().await?;
     progress.finish();
     Ok(events)
-}
-
-async fn catch_up_reporting(
-    pool: &PgPool,
-    projection: &dyn Projection,
-    schema: &str,
-    progress: &mut Progress,
-) -> Result<u64, ProjectionError> {
-    let mut applied = 0;
-    for tenant_id in lagging_tenants(pool, projection.name(), Some(schema)).await? {
-        while let Step::Applied { events, .. } = step(
-            pool,
-            projection,
-            tenant_id,
-            Some(schema),
-            None,
-            BATCH_EVENTS_MAX,
-        )
-        .await?
-        {
-            applied += events as u64;
-            progress.advance(events as u64);
-        }
-    }
-    Ok(applied)
 }
 
 /// A row that differs between a live table and a fresh replay.
@@ -344,14 +299,11 @@ async fn compare_in(
     schema: &str,
     tenants: Option<&[TenantId]>,
 ) -> Result<Vec<Difference>, ProjectionError> {
-    let selected = |checkpoints: Vec<(TenantId, i64)>| -> Vec<(TenantId, i64)> {
-        match tenants {
-            Some(tenants) => checkpoints
-                .into_iter()
-                .filter(|(tenant, _)| tenants.contains(tenant))
-                .collect(),
-            None => checkpoints,
-        }
+    let selected = |checkpoints: Vec<(TenantId, i64)>| -> HashMap<TenantId, i64> {
+        checkpoints
+            .into_iter()
+            .filter(|(tenant, _)| tenants.is_none_or(|tenants| tenants.contains(tenant)))
+            .collect()
     };
     let mut connection = pool.acquire().await?;
     create_shadow(&mut connection, schema, projection).await?;

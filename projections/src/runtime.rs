@@ -1,22 +1,28 @@
-//! The projection runtime: applying one tenant's events in bounded batches,
-//! each batch and its checkpoint in one transaction.
+//! The projection runtime: applying events to read tables in bounded,
+//! checkpointed batches.
 //!
-//! A batch transaction first takes its lease: the checkpoint row of
-//! (tenant, projection), locked `FOR UPDATE SKIP LOCKED`, together with a
-//! shared advisory lock of the projection (which a rebuild's swap takes
-//! exclusively). A worker that cannot get both skips the partition, so any
-//! number of processes can run workers side by side and exactly one applies a
-//! given batch. The read-table writes and the checkpoint advance commit
-//! together: a crash at any instant loses or doubles nothing.
+//! A batch transaction first takes its leases: the checkpoint rows of the
+//! (tenant, projection) pairs that lag, locked `FOR UPDATE SKIP LOCKED`,
+//! together with a shared advisory lock of each projection (which a rebuild's
+//! swap takes exclusively). A worker that cannot get a lease skips that pair,
+//! so any number of processes can run workers side by side and exactly one
+//! applies a given batch. The events of every leased tenant are read in one
+//! query, each projection applies those past its own checkpoint in one call
+//! (set-based, across tenants), and the checkpoints advance in the same
+//! transaction: a crash at any instant loses or doubles nothing.
 
 use aggregates::TenantId;
 use async_trait::async_trait;
-use eventstore::{EventStore, StoreError, StoredEvent};
+use eventstore::{EventStore, StoreError, StoredEvent, TenantRange};
 use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
 use uuid::Uuid;
 
-/// Most events applied in one batch transaction.
+/// Most events of one tenant applied in one batch.
 pub const BATCH_EVENTS_MAX: i64 = 1_000;
+
+/// Most (tenant, projection) checkpoints one batch leases.
+pub const LEASES_MAX: i64 = 512;
 
 /// A projection: a named, versioned builder of read tables.
 #[async_trait]
@@ -31,14 +37,14 @@ pub trait Projection: Send + Sync + 'static {
     /// The read tables it owns (unqualified names).
     fn tables(&self) -> &'static [&'static str];
 
-    /// Applies one tenant's events (consecutive, in tenant_seq order) inside
-    /// `connection`'s transaction. Table names must be unqualified: during a
-    /// rebuild the search path points at shadow tables.
+    /// Applies events inside `connection`'s transaction: for each tenant a
+    /// run of consecutive events in tenant_seq order, tenants in any order.
+    /// Table names must be unqualified: during a rebuild the search path
+    /// points at shadow tables.
     async fn apply(
         &self,
         connection: &mut PgConnection,
-        tenant_id: TenantId,
-        events: &[StoredEvent],
+        events: &[&StoredEvent],
     ) -> Result<(), ApplyError>;
 }
 
@@ -77,7 +83,7 @@ impl From<sqlx::Error> for ProjectionError {
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Applied `events`, up to `last_seq`.
+    /// Applied `events`, up to `last_seq` (of the last tenant).
     Applied { events: usize, last_seq: i64 },
     /// Nothing new for this tenant.
     UpToDate,
@@ -85,40 +91,15 @@ pub enum Step {
     Busy,
 }
 
-/// Advisory lock namespace of the per-projection lock (`ledger` in ASCII).
-const LOCK_NAMESPACE: i32 = 0x6c65_6467;
+/// Advisory lock namespace of the per-projection lock (`ledg` in ASCII).
+pub(crate) const LOCK_NAMESPACE: i32 = 0x6c65_6467;
 
 /// The per-projection advisory lock key.
 pub(crate) fn lock_key(projection: &str) -> i32 {
     let digest = blake3::hash(projection.as_bytes());
-    i32::from_be_bytes([
-        digest.as_bytes()[0],
-        digest.as_bytes()[1],
-        digest.as_bytes()[2],
-        digest.as_bytes()[3],
-    ])
+    let bytes = digest.as_bytes();
+    i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
-
-const LEASE: &str = "\
-    SELECT last_seq FROM projection_checkpoints \
-    WHERE tenant_id = $1 AND projection = $2 AND pg_try_advisory_xact_lock_shared($3, $4) \
-    FOR UPDATE SKIP LOCKED";
-
-const ADVANCE: &str = "\
-    UPDATE projection_checkpoints SET last_seq = $3, last_recorded_at = $4, updated_at = now() \
-    WHERE tenant_id = $1 AND projection = $2";
-
-const ENSURE_CHECKPOINTS: &str = "\
-    INSERT INTO projection_checkpoints (tenant_id, projection, last_seq, updated_at) \
-    SELECT tenant_id, $2, 0, now() FROM unnest($1::uuid[]) AS t(tenant_id) \
-    ON CONFLICT DO NOTHING";
-
-const LAGGING: &str = "\
-    SELECT h.tenant_id, c.last_seq IS NULL AS missing \
-    FROM chain_heads h \
-    LEFT JOIN projection_checkpoints c ON c.tenant_id = h.tenant_id AND c.projection = $1 \
-    WHERE h.last_seq > coalesce(c.last_seq, 0) \
-    ORDER BY h.tenant_id";
 
 /// `schema` as the first place unqualified names resolve, for this transaction.
 pub(crate) async fn use_schema(
@@ -135,153 +116,284 @@ pub(crate) async fn use_schema(
     Ok(())
 }
 
-/// Reads and applies the events of `tenant_id` after `checkpoint_seq` (up to
-/// `until_seq` when given) on `connection`, and advances the checkpoint row
-/// (which must exist). The caller owns the transaction.
-pub(crate) async fn apply_after(
+const LAGGING: &str = "\
+    SELECT h.tenant_id, c.last_seq IS NULL AS missing \
+    FROM chain_heads h \
+    LEFT JOIN projection_checkpoints c ON c.tenant_id = h.tenant_id AND c.projection = $1 \
+    WHERE h.last_seq > coalesce(c.last_seq, 0) \
+    ORDER BY h.tenant_id";
+
+const ENSURE_CHECKPOINTS: &str = "\
+    INSERT INTO projection_checkpoints (tenant_id, projection, last_seq, updated_at) \
+    SELECT h.tenant_id, p.name, 0, now() FROM chain_heads h CROSS JOIN unnest($1::text[]) AS p(name) \
+    WHERE h.last_seq > 0 AND NOT EXISTS ( \
+        SELECT 1 FROM projection_checkpoints c WHERE c.tenant_id = h.tenant_id AND c.projection = p.name) \
+    ON CONFLICT DO NOTHING";
+
+const LEASE: &str = "\
+    SELECT c.tenant_id, c.projection, c.last_seq \
+    FROM projection_checkpoints c \
+    JOIN chain_heads h ON h.tenant_id = c.tenant_id \
+    JOIN unnest($1::text[], $2::int[]) AS k(name, lock_key) ON c.projection = k.name \
+    WHERE h.last_seq > c.last_seq AND pg_try_advisory_xact_lock_shared($3, k.lock_key) \
+    ORDER BY c.tenant_id, c.projection \
+    LIMIT $4 \
+    FOR UPDATE OF c SKIP LOCKED";
+
+const ADVANCE: &str = "\
+    UPDATE projection_checkpoints c \
+    SET last_seq = a.last_seq, last_recorded_at = a.last_recorded_at, updated_at = now() \
+    FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[]) \
+         AS a(tenant_id, projection, last_seq, last_recorded_at) \
+    WHERE c.tenant_id = a.tenant_id AND c.projection = a.projection AND c.last_seq < a.last_seq";
+
+/// A projection's checkpoint of one tenant, held for the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lease {
+    pub(crate) tenant_id: TenantId,
+    /// Index into the projections of the batch.
+    pub(crate) projection: usize,
+    pub(crate) checkpoint: i64,
+}
+
+/// Makes sure every tenant with events has a checkpoint row for each of
+/// `names` (in `connection`'s search path).
+pub(crate) async fn ensure_checkpoints(
     connection: &mut PgConnection,
-    projection: &dyn Projection,
-    tenant_id: TenantId,
-    checkpoint_seq: i64,
-    until_seq: Option<i64>,
-    batch_events_max: i64,
-) -> Result<Option<(usize, i64)>, ProjectionError> {
-    let limit = match until_seq {
-        Some(until) if until <= checkpoint_seq => return Ok(None),
-        Some(until) => batch_events_max.min(until - checkpoint_seq),
-        None => batch_events_max,
-    };
-    let events = EventStore::read_tenant_on(connection, tenant_id, checkpoint_seq, limit).await?;
-    let Some(last) = events.last() else {
-        return Ok(None);
-    };
-    // The store's per-tenant order is gapless; a hole here is a defect.
-    if events[0].tenant_seq != checkpoint_seq + 1
-        || last.tenant_seq != checkpoint_seq + events.len() as i64
-    {
-        return Err(StoreError::Corrupt(format!(
-            "tenant {tenant_id}: events after {checkpoint_seq} are not consecutive"
-        ))
-        .into());
-    }
-    let (last_seq, last_recorded_at) = (last.tenant_seq, last.recorded_at);
-    projection
-        .apply(connection, tenant_id, &events)
-        .await
-        .map_err(|error| ProjectionError::Apply {
-            projection: projection.name().to_string(),
-            tenant_id,
-            error,
-        })?;
-    sqlx::query(ADVANCE)
-        .bind(tenant_id.as_uuid())
-        .bind(projection.name())
-        .bind(last_seq)
-        .bind(last_recorded_at)
-        .execute(&mut *connection)
+    names: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(ENSURE_CHECKPOINTS)
+        .bind(names)
+        .execute(connection)
         .await?;
-    Ok(Some((events.len(), last_seq)))
+    Ok(())
 }
 
-/// One batch for one tenant in its own transaction: take the lease, apply,
-/// advance, commit. `schema` selects shadow tables (rebuilds, verification).
-pub async fn step(
-    pool: &PgPool,
-    projection: &dyn Projection,
-    tenant_id: TenantId,
-    schema: Option<&str>,
-    until_seq: Option<i64>,
-    batch_events_max: i64,
-) -> Result<Step, ProjectionError> {
-    let mut transaction = pool.begin().await?;
-    if let Some(schema) = schema {
-        use_schema(&mut transaction, schema).await?;
-    }
-    let lease: Option<(i64,)> = sqlx::query_as(LEASE)
-        .bind(tenant_id.as_uuid())
-        .bind(projection.name())
-        .bind(LOCK_NAMESPACE)
-        .bind(lock_key(projection.name()))
-        .fetch_optional(&mut *transaction)
-        .await?;
-    let Some((checkpoint_seq,)) = lease else {
-        return Ok(Step::Busy);
-    };
-    let applied = apply_after(
-        &mut transaction,
-        projection,
-        tenant_id,
-        checkpoint_seq,
-        until_seq,
-        batch_events_max,
-    )
-    .await?;
-    match applied {
-        Some((events, last_seq)) => {
-            transaction.commit().await?;
-            Ok(Step::Applied { events, last_seq })
-        }
-        None => Ok(Step::UpToDate),
-    }
-}
-
-/// Tenants whose head is past `projection`'s checkpoint (in `schema`'s
-/// checkpoint table when given), creating their missing checkpoint rows.
-pub async fn lagging_tenants(
-    pool: &PgPool,
-    projection: &str,
-    schema: Option<&str>,
-) -> Result<Vec<TenantId>, ProjectionError> {
-    let mut transaction = pool.begin().await?;
-    if let Some(schema) = schema {
-        use_schema(&mut transaction, schema).await?;
-    }
-    let rows: Vec<(Uuid, bool)> = sqlx::query_as(LAGGING)
-        .bind(projection)
-        .fetch_all(&mut *transaction)
-        .await?;
-    let missing: Vec<Uuid> = rows
+/// Leases the lagging checkpoints of `projections` (at most [`LEASES_MAX`]),
+/// skipping those another worker holds.
+pub(crate) async fn lease(
+    connection: &mut PgConnection,
+    projections: &[&dyn Projection],
+) -> Result<Vec<Lease>, ProjectionError> {
+    let names: Vec<&str> = projections
         .iter()
-        .filter(|(_, missing)| *missing)
-        .map(|(tenant, _)| *tenant)
+        .map(|projection| projection.name())
         .collect();
-    if !missing.is_empty() {
-        sqlx::query(ENSURE_CHECKPOINTS)
-            .bind(&missing)
-            .bind(projection)
-            .execute(&mut *transaction)
-            .await?;
-    }
-    transaction.commit().await?;
+    let keys: Vec<i32> = names.iter().map(|name| lock_key(name)).collect();
+    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(LEASE)
+        .bind(&names)
+        .bind(&keys)
+        .bind(LOCK_NAMESPACE)
+        .bind(LEASES_MAX)
+        .fetch_all(connection)
+        .await?;
     Ok(rows
         .into_iter()
-        .map(|(tenant, _)| TenantId::from_uuid(tenant))
+        .filter_map(|(tenant, name, checkpoint)| {
+            let projection = names.iter().position(|candidate| *candidate == name)?;
+            Some(Lease {
+                tenant_id: TenantId::from_uuid(tenant),
+                projection,
+                checkpoint,
+            })
+        })
         .collect())
 }
 
-/// Applies batches until no tenant lags (or every lagging one is busy with
-/// another worker). Returns the events applied. This is the single step tests
-/// and `ledger project --once` drive.
+/// Inside `connection`'s transaction: reads the events past every lease's
+/// checkpoint (per tenant at most `per_tenant_max`, and not past `until`
+/// when given), lets each projection apply those past its own checkpoint,
+/// and advances the leased checkpoints. Returns the events read.
+pub(crate) async fn apply_leases(
+    connection: &mut PgConnection,
+    projections: &[&dyn Projection],
+    leases: &[Lease],
+    until: Option<&HashMap<TenantId, i64>>,
+    per_tenant_max: i64,
+) -> Result<u64, ProjectionError> {
+    // Per tenant, read from the lowest checkpoint among its leases.
+    let mut from: HashMap<TenantId, i64> = HashMap::new();
+    for lease in leases {
+        let seq = from.entry(lease.tenant_id).or_insert(lease.checkpoint);
+        *seq = (*seq).min(lease.checkpoint);
+    }
+    let ranges: Vec<TenantRange> = from
+        .iter()
+        .filter_map(|(tenant_id, after_seq)| {
+            let until_seq = match until {
+                Some(bounds) => *bounds.get(tenant_id)?,
+                None => i64::MAX,
+            };
+            (until_seq > *after_seq).then_some(TenantRange {
+                tenant_id: *tenant_id,
+                after_seq: *after_seq,
+                until_seq,
+            })
+        })
+        .collect();
+    if ranges.is_empty() {
+        return Ok(0);
+    }
+    let events = EventStore::read_tenants_on(connection, &ranges, per_tenant_max).await?;
+    // Each tenant's run must start right after its lowest checkpoint and be
+    // gapless: the store guarantees it, a hole here is a defect.
+    let mut runs: HashMap<TenantId, (i64, i64, chrono::DateTime<chrono::Utc>)> = HashMap::new();
+    for event in &events {
+        let run = runs.entry(event.tenant_id).or_insert((
+            from.get(&event.tenant_id).copied().unwrap_or(0),
+            0,
+            event.recorded_at,
+        ));
+        if event.tenant_seq != run.0 + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "tenant {}: event {} follows {}",
+                event.tenant_id, event.tenant_seq, run.0
+            ))
+            .into());
+        }
+        run.0 = event.tenant_seq;
+        run.1 += 1;
+        run.2 = event.recorded_at;
+    }
+    let mut advanced_tenants = Vec::new();
+    let mut advanced_names = Vec::new();
+    let mut advanced_seqs = Vec::new();
+    let mut advanced_times = Vec::new();
+    for (index, projection) in projections.iter().enumerate() {
+        let checkpoints: HashMap<TenantId, i64> = leases
+            .iter()
+            .filter(|lease| lease.projection == index)
+            .map(|lease| (lease.tenant_id, lease.checkpoint))
+            .collect();
+        let slice: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|event| {
+                checkpoints
+                    .get(&event.tenant_id)
+                    .is_some_and(|checkpoint| event.tenant_seq > *checkpoint)
+            })
+            .collect();
+        if slice.is_empty() {
+            continue;
+        }
+        projection
+            .apply(connection, &slice)
+            .await
+            .map_err(|error| ProjectionError::Apply {
+                projection: projection.name().to_string(),
+                tenant_id: slice[0].tenant_id,
+                error,
+            })?;
+        for (tenant_id, checkpoint) in checkpoints {
+            if let Some((last_seq, _, last_recorded_at)) = runs.get(&tenant_id) {
+                if *last_seq > checkpoint {
+                    advanced_tenants.push(tenant_id.as_uuid());
+                    advanced_names.push(projection.name());
+                    advanced_seqs.push(*last_seq);
+                    advanced_times.push(*last_recorded_at);
+                }
+            }
+        }
+    }
+    if !advanced_tenants.is_empty() {
+        sqlx::query(ADVANCE)
+            .bind(&advanced_tenants)
+            .bind(&advanced_names)
+            .bind(&advanced_seqs)
+            .bind(&advanced_times)
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(events.len() as u64)
+}
+
+/// One batch in its own transaction: lease what lags, apply, advance,
+/// commit. `schema` selects shadow tables (rebuilds, verification). Returns
+/// the events read (0 when nothing lags or everything lagging is leased by
+/// another worker).
+pub async fn step(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: Option<&str>,
+    batch_events_max: i64,
+) -> Result<u64, ProjectionError> {
+    let mut transaction = pool.begin().await?;
+    if let Some(schema) = schema {
+        use_schema(&mut transaction, schema).await?;
+    }
+    let leases = lease(&mut transaction, projections).await?;
+    if leases.is_empty() {
+        return Ok(0);
+    }
+    let events = apply_leases(
+        &mut transaction,
+        projections,
+        &leases,
+        None,
+        batch_events_max,
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(events)
+}
+
+/// Applies batches until nothing lags (or everything lagging is leased by
+/// another worker): the single step tests and `ledger project --once` drive.
+/// Returns the events read.
+pub async fn catch_up_all(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: Option<&str>,
+    batch_events_max: i64,
+) -> Result<u64, ProjectionError> {
+    let names: Vec<&str> = projections
+        .iter()
+        .map(|projection| projection.name())
+        .collect();
+    {
+        let mut transaction = pool.begin().await?;
+        if let Some(schema) = schema {
+            use_schema(&mut transaction, schema).await?;
+        }
+        ensure_checkpoints(&mut transaction, &names).await?;
+        transaction.commit().await?;
+    }
+    let mut applied = 0;
+    loop {
+        let events = step(pool, projections, schema, batch_events_max).await?;
+        if events == 0 {
+            return Ok(applied);
+        }
+        applied += events;
+    }
+}
+
+/// [`catch_up_all`] for one projection.
 pub async fn catch_up(
     pool: &PgPool,
     projection: &dyn Projection,
     schema: Option<&str>,
     batch_events_max: i64,
 ) -> Result<u64, ProjectionError> {
-    let mut applied = 0u64;
-    loop {
-        let tenants = lagging_tenants(pool, projection.name(), schema).await?;
-        let mut progressed = false;
-        for tenant_id in tenants {
-            while let Step::Applied { events, .. } =
-                step(pool, projection, tenant_id, schema, None, batch_events_max).await?
-            {
-                applied += events as u64;
-                progressed = true;
-            }
-        }
-        if !progressed {
-            return Ok(applied);
-        }
+    catch_up_all(pool, &[projection], schema, batch_events_max).await
+}
+
+/// Tenants whose head is past `projection`'s checkpoint, creating their
+/// missing checkpoint rows (reactors step tenant by tenant).
+pub async fn lagging_tenants(
+    pool: &PgPool,
+    projection: &str,
+) -> Result<Vec<TenantId>, ProjectionError> {
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(LAGGING)
+        .bind(projection)
+        .fetch_all(pool)
+        .await?;
+    if rows.iter().any(|(_, missing)| *missing) {
+        let mut connection = pool.acquire().await?;
+        ensure_checkpoints(&mut connection, &[projection]).await?;
     }
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, _)| TenantId::from_uuid(tenant))
+        .collect())
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// Name of the projection.
 pub const NAME: &str = "stream_index";
@@ -29,7 +30,7 @@ struct Latest {
 
 const UPSERT: &str = "\
     INSERT INTO stream_index (tenant_id, aggregate_type, aggregate_id, version, last_tenant_seq, created_at, updated_at) \
-    SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::timestamptz[]) \
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::timestamptz[]) \
     ON CONFLICT (tenant_id, aggregate_type, aggregate_id) DO UPDATE \
     SET version = EXCLUDED.version, last_tenant_seq = EXCLUDED.last_tenant_seq, updated_at = EXCLUDED.updated_at \
     WHERE stream_index.last_tenant_seq < EXCLUDED.last_tenant_seq";
@@ -51,14 +52,17 @@ impl Projection for StreamIndex {
     async fn apply(
         &self,
         connection: &mut PgConnection,
-        tenant_id: TenantId,
-        events: &[StoredEvent],
+        events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
         // One row per stream for the whole batch (set-based, one statement).
-        let mut latest: BTreeMap<(&str, &str), Latest> = BTreeMap::new();
+        let mut latest: BTreeMap<(Uuid, &str, &str), Latest> = BTreeMap::new();
         for event in events {
             latest
-                .entry((event.aggregate_type.as_str(), event.aggregate_id.as_str()))
+                .entry((
+                    event.tenant_id.as_uuid(),
+                    event.aggregate_type.as_str(),
+                    event.aggregate_id.as_str(),
+                ))
                 .and_modify(|stream| {
                     stream.version = event.aggregate_seq;
                     stream.last_tenant_seq = event.tenant_seq;
@@ -71,13 +75,14 @@ impl Projection for StreamIndex {
                     updated_at: event.recorded_at,
                 });
         }
+        let tenants: Vec<Uuid> = latest.keys().map(|(tenant, _, _)| *tenant).collect();
         let types: Vec<&str> = latest
             .keys()
-            .map(|(aggregate_type, _)| *aggregate_type)
+            .map(|(_, aggregate_type, _)| *aggregate_type)
             .collect();
         let ids: Vec<&str> = latest
             .keys()
-            .map(|(_, aggregate_id)| *aggregate_id)
+            .map(|(_, _, aggregate_id)| *aggregate_id)
             .collect();
         let versions: Vec<i64> = latest.values().map(|stream| stream.version).collect();
         let seqs: Vec<i64> = latest
@@ -87,7 +92,7 @@ impl Projection for StreamIndex {
         let created: Vec<DateTime<Utc>> = latest.values().map(|stream| stream.created_at).collect();
         let updated: Vec<DateTime<Utc>> = latest.values().map(|stream| stream.updated_at).collect();
         sqlx::query(UPSERT)
-            .bind(tenant_id.as_uuid())
+            .bind(&tenants)
             .bind(&types)
             .bind(&ids)
             .bind(&versions)

@@ -10,6 +10,7 @@ use eventstore::StoredEvent;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 pub const NAME: &str = "subscriptions";
@@ -183,35 +184,38 @@ impl Projection for Subscriptions {
     async fn apply(
         &self,
         connection: &mut PgConnection,
-        tenant_id: TenantId,
-        events: &[StoredEvent],
+        events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
-        let relevant: Vec<&StoredEvent> = events
+        // Subscription events are rare: fold each tenant's row in memory,
+        // from its stored row, and write it back.
+        let mut by_tenant: BTreeMap<TenantId, Vec<&StoredEvent>> = BTreeMap::new();
+        for event in events
             .iter()
             .filter(|event| event.aggregate_type == SUBSCRIPTION_AGGREGATE)
-            .collect();
-        if relevant.is_empty() {
-            return Ok(());
+        {
+            by_tenant.entry(event.tenant_id).or_default().push(event);
         }
-        let mut row = get(connection, tenant_id).await?;
-        for event in relevant {
-            row = fold(row, event, decode::<Subscription>(event)?)?;
+        for (tenant_id, events) in by_tenant {
+            let mut row = get(connection, tenant_id).await?;
+            for event in events {
+                row = fold(row, event, decode::<Subscription>(event)?)?;
+            }
+            let Some(row) = row else { continue };
+            sqlx::query(UPSERT)
+                .bind(tenant_id.as_uuid())
+                .bind(&row.plan)
+                .bind(&row.terms)
+                .bind(&row.status)
+                .bind(row.trial_ends_at)
+                .bind(row.period_start)
+                .bind(row.period_end)
+                .bind(row.cancel_at_period_end)
+                .bind(row.cancelled_at)
+                .bind(row.subscribed_at)
+                .bind(row.last_tenant_seq)
+                .execute(&mut *connection)
+                .await?;
         }
-        let Some(row) = row else { return Ok(()) };
-        sqlx::query(UPSERT)
-            .bind(tenant_id.as_uuid())
-            .bind(&row.plan)
-            .bind(&row.terms)
-            .bind(&row.status)
-            .bind(row.trial_ends_at)
-            .bind(row.period_start)
-            .bind(row.period_end)
-            .bind(row.cancel_at_period_end)
-            .bind(row.cancelled_at)
-            .bind(row.subscribed_at)
-            .bind(row.last_tenant_seq)
-            .execute(connection)
-            .await?;
         Ok(())
     }
 }

@@ -6,11 +6,12 @@
 //! from a poll interval as the fallback.
 
 use crate::reactor::{react_catch_up, Reactor};
-use crate::runtime::{catch_up, Projection, ProjectionError, BATCH_EVENTS_MAX};
+use crate::runtime::{catch_up, catch_up_all, Projection, ProjectionError, BATCH_EVENTS_MAX};
 use crate::status::{set_state, State};
 use eventstore::EventStore;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -28,6 +29,10 @@ const NOTIFY_INTERVAL: Duration = Duration::from_millis(10);
 /// Pause after a failed batch before the worker tries again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// After a wake-up, how long a worker lets further appends gather before it
+/// reads: fewer, larger batches, at the cost of this much read latency.
+const GATHER: Duration = Duration::from_millis(5);
+
 /// Running workers.
 pub struct Workers {
     shutdown: watch::Sender<bool>,
@@ -36,8 +41,9 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts a worker per projection and per reactor, and a listener for
-    /// other processes' appends.
+    /// Starts one worker for all projections (each batch reads the events
+    /// once for all of them), one per reactor, and a listener for other
+    /// processes' appends.
     pub fn start(
         store: &EventStore,
         projections: Vec<Arc<dyn Projection>>,
@@ -58,11 +64,13 @@ impl Workers {
             wake.clone(),
             shutdown.subscribe(),
         )));
-        for projection in projections {
-            let pool = store.pool().clone();
-            let work = Work::Projection(projection);
+        if !projections.is_empty() {
+            let work = Work::Projections {
+                projections,
+                failing: HashSet::new(),
+            };
             handles.push(tokio::spawn(run(
-                pool,
+                store.pool().clone(),
                 work,
                 wake.subscribe(),
                 progress.clone(),
@@ -102,31 +110,109 @@ impl Workers {
 }
 
 enum Work {
-    Projection(Arc<dyn Projection>),
+    /// Every projection, in one group; a projection whose batch fails is
+    /// taken out of the group and retried alone until it succeeds, so one
+    /// failing projection does not hold the others back.
+    Projections {
+        projections: Vec<Arc<dyn Projection>>,
+        failing: HashSet<&'static str>,
+    },
     Reactor(Arc<dyn Reactor>),
 }
 
 impl Work {
-    fn name(&self) -> &'static str {
+    async fn catch_up(&mut self, pool: &PgPool) -> Result<u64, ProjectionError> {
         match self {
-            Self::Projection(projection) => projection.name(),
-            Self::Reactor(reactor) => reactor.name(),
+            Self::Projections {
+                projections,
+                failing,
+            } => {
+                let healthy: Vec<&dyn Projection> = projections
+                    .iter()
+                    .filter(|projection| !failing.contains(projection.name()))
+                    .map(|projection| projection.as_ref())
+                    .collect();
+                let mut applied = 0;
+                if !healthy.is_empty() {
+                    match catch_up_all(pool, &healthy, None, BATCH_EVENTS_MAX).await {
+                        Ok(events) => applied += events,
+                        Err(ProjectionError::Apply {
+                            projection,
+                            tenant_id,
+                            error,
+                        }) => {
+                            if let Some(failed) = projections
+                                .iter()
+                                .find(|candidate| candidate.name() == projection)
+                            {
+                                failing.insert(failed.name());
+                            }
+                            return Err(ProjectionError::Apply {
+                                projection,
+                                tenant_id,
+                                error,
+                            });
+                        }
+                        Err(other) => return Err(other),
+                    }
+                }
+                let retrying: Vec<Arc<dyn Projection>> = projections
+                    .iter()
+                    .filter(|projection| failing.contains(projection.name()))
+                    .cloned()
+                    .collect();
+                for projection in retrying {
+                    match catch_up(pool, projection.as_ref(), None, BATCH_EVENTS_MAX).await {
+                        Ok(events) => {
+                            applied += events;
+                            failing.remove(projection.name());
+                            let _ = set_state(pool, projection.name(), State::Live, None).await;
+                        }
+                        Err(error) => {
+                            let _ = set_state(
+                                pool,
+                                projection.name(),
+                                State::Failed,
+                                Some(&error.to_string()),
+                            )
+                            .await;
+                        }
+                    }
+                }
+                Ok(applied)
+            }
+            Self::Reactor(reactor) => react_catch_up(pool, reactor.as_ref()).await,
         }
     }
 
-    async fn catch_up(&self, pool: &PgPool) -> Result<u64, ProjectionError> {
+    /// Records a failure (the projection named by an apply error, or the reactor).
+    async fn record_failure(&self, pool: &PgPool, error: &ProjectionError) {
+        let name = match (self, error) {
+            (_, ProjectionError::Apply { projection, .. }) => projection.clone(),
+            (Self::Reactor(reactor), _) => reactor.name().to_string(),
+            (Self::Projections { .. }, _) => return,
+        };
+        let _ = set_state(pool, &name, State::Failed, Some(&error.to_string())).await;
+    }
+
+    /// Marks a recovered reactor live again.
+    async fn record_recovery(&self, pool: &PgPool) {
+        if let Self::Reactor(reactor) = self {
+            let _ = set_state(pool, reactor.name(), State::Live, None).await;
+        }
+    }
+
+    fn name(&self) -> &'static str {
         match self {
-            Self::Projection(projection) => {
-                catch_up(pool, projection.as_ref(), None, BATCH_EVENTS_MAX).await
-            }
-            Self::Reactor(reactor) => react_catch_up(pool, reactor.as_ref()).await,
+            Self::Projections { .. } => "projections",
+            Self::Reactor(reactor) => reactor.name(),
         }
     }
 }
 
 async fn run(
     pool: PgPool,
-    work: Work,
+    mut work: Work,
     mut wake: watch::Receiver<u64>,
     progress: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -143,7 +229,7 @@ async fn run(
             Ok(applied) => {
                 if failed {
                     failed = false;
-                    let _ = set_state(&pool, work.name(), State::Live, None).await;
+                    work.record_recovery(&pool).await;
                 }
                 if applied > 0 {
                     progress.send_modify(|count| *count = count.wrapping_add(1));
@@ -154,14 +240,18 @@ async fn run(
                 tracing::error!(worker = work.name(), %error, "batch failed");
                 if !error_is_unavailable(&error) {
                     failed = true;
-                    let _ = set_state(&pool, work.name(), State::Failed, Some(&error.to_string()))
-                        .await;
+                    work.record_failure(&pool, &error).await;
                 }
                 RETRY_PAUSE
             }
         };
         tokio::select! {
-            _ = wake.changed() => {}
+            _ = wake.changed() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(GATHER) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(pause) => {}
         }

@@ -123,8 +123,7 @@ impl Projection for EventLog {
     async fn apply(
         &self,
         connection: &mut PgConnection,
-        tenant_id: TenantId,
-        events: &[StoredEvent],
+        events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
         if self.fail.load(Ordering::SeqCst) {
             let fail_at = self.fail_at_seq.load(Ordering::SeqCst) as i64;
@@ -135,9 +134,13 @@ impl Projection for EventLog {
                 });
             }
         }
+        let tenants: Vec<uuid::Uuid> = events
+            .iter()
+            .map(|event| event.tenant_id.as_uuid())
+            .collect();
         let seqs: Vec<i64> = events.iter().map(|event| event.tenant_seq).collect();
-        sqlx::query("INSERT INTO event_log SELECT $1, unnest($2::bigint[])")
-            .bind(tenant_id.as_uuid())
+        sqlx::query("INSERT INTO event_log SELECT * FROM unnest($1::uuid[], $2::bigint[])")
+            .bind(&tenants)
             .bind(&seqs)
             .execute(connection)
             .await?;
@@ -463,10 +466,9 @@ async fn a_projection_whose_version_changed_is_found_stale_and_rebuilt() {
         async fn apply(
             &self,
             connection: &mut PgConnection,
-            tenant_id: TenantId,
-            events: &[StoredEvent],
+            events: &[&StoredEvent],
         ) -> Result<(), ApplyError> {
-            StreamIndex.apply(connection, tenant_id, events).await
+            StreamIndex.apply(connection, events).await
         }
     }
     let db = TestDatabase::new().await;

@@ -4,7 +4,8 @@
 //! domain replaying its own history, projections compared with a fresh
 //! replay), `replay` (a tenant's state as of any seq or time, folded from
 //! events), `export` (a tenant's events with hashes as a file an auditor
-//! verifies and replays offline), and `GET /v1/replay`. What does not:
+//! verifies and replays offline), `GET /v1/replay`, and `ledger bench`. What
+//! does not:
 //! writing events, read tables.
 //!
 //! Layout:
@@ -13,7 +14,9 @@
 //! - `verify`: checks and the report.
 //! - `export`: the evidence file, offline verify and replay.
 //! - `http`: the replay route.
+//! - `bench`: the benchmark workloads behind `ledger bench`.
 
+pub mod bench;
 pub mod export;
 pub mod http;
 pub mod source;

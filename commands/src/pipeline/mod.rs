@@ -33,8 +33,11 @@ use tokio::task::JoinHandle;
 /// How the pipeline runs.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
-    /// Shards (each one append in flight at a time, one connection).
+    /// Shards; each decides its tenants' requests in order on one task.
     pub shards: usize,
+    /// Appends a shard keeps in flight at once (one connection each); each
+    /// next batch is decided on top of the ones still in flight.
+    pub pipeline_depth: usize,
     /// Requests that may wait per shard before submitters wait too.
     pub queue_length: usize,
     /// Most requests decided and appended together.
@@ -44,7 +47,8 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> Self {
         Self {
-            shards: 4,
+            shards: 2,
+            pipeline_depth: 4,
             queue_length: 4_096,
             batch_commands_max: 256,
         }
@@ -113,6 +117,7 @@ impl CommandBus {
                 store.clone(),
                 metrics.clone(),
                 config.batch_commands_max.max(1),
+                config.pipeline_depth.max(1),
             );
             handles.push(tokio::spawn(shard.run(receiver, shutdown_receiver.clone())));
             senders.push(sender);

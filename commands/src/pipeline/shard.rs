@@ -15,13 +15,21 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
-/// Rounds a batch may conflict (head moved, stale aggregate) before its
-/// remaining requests are answered 409.
+/// Times a request may conflict (head moved, stale aggregate) before it is
+/// answered 409.
 const CONFLICT_ROUNDS_MAX: u32 = 8;
 
-/// Upper bound of the random pause after a conflicting round.
-const JITTER_MAX: Duration = Duration::from_millis(20);
+/// Most scheduler yields a shard spends gathering a batch.
+const GATHER_YIELDS_MAX: usize = 16;
+
+/// Yields without a new job after which a shard stops gathering.
+const GATHER_QUIET_YIELDS: usize = 2;
+
+/// Most jobs a shard holds (waiting or being retried) before submitters
+/// wait on its queue.
+const PENDING_MAX: usize = 4_096;
 
 /// Aggregates a shard keeps in memory before it forgets half of them.
 const AGGREGATES_CACHED_MAX: usize = 100_000;
@@ -61,6 +69,7 @@ pub(crate) struct Job {
     request: Box<dyn ErasedRequest>,
     reply: oneshot::Sender<Result<Outcome, PipelineError>>,
     submitted: Instant,
+    conflicts: u32,
 }
 
 impl Job {
@@ -78,6 +87,7 @@ impl Job {
             request,
             reply,
             submitted: Instant::now(),
+            conflicts: 0,
         }
     }
 }
@@ -152,62 +162,118 @@ fn store_failure(error: StoreError) -> PipelineError {
     }
 }
 
-/// A request decided in a round, waiting for the append.
+/// A request decided in a batch, waiting for the append.
 struct Decided {
     job: Job,
     outcome: Outcome,
+}
+
+/// A batch whose append is in flight.
+struct InFlight {
+    decided: Vec<Decided>,
+    tenants: Vec<TenantId>,
+    /// Snapshots to write once the batch is known to have committed.
+    snapshots: Vec<(TenantId, AggregateKey, i64, serde_json::Value)>,
+}
+
+/// What an append task reports.
+struct Appended {
+    batch: u64,
+    result: Result<eventstore::AppendReport, AppendError>,
+    elapsed: Duration,
 }
 
 pub(crate) struct Shard {
     store: EventStore,
     metrics: Arc<Metrics>,
     batch_commands_max: usize,
+    pipeline_depth: usize,
+    /// Heads as this shard expects them, including batches still in flight.
     heads: HashMap<TenantId, ChainHead>,
+    /// Aggregates as this shard expects them, including batches in flight.
     cached: HashMap<(TenantId, AggregateKey), Loaded>,
     recent: RecentOutcomes,
+    pending: VecDeque<Job>,
+    in_flight: HashMap<u64, InFlight>,
+    in_flight_keys: HashSet<(TenantId, IdempotencyKey)>,
+    appends: JoinSet<Appended>,
+    next_batch: u64,
 }
 
 impl Shard {
-    pub(crate) fn new(store: EventStore, metrics: Arc<Metrics>, batch_commands_max: usize) -> Self {
+    pub(crate) fn new(
+        store: EventStore,
+        metrics: Arc<Metrics>,
+        batch_commands_max: usize,
+        pipeline_depth: usize,
+    ) -> Self {
         Self {
             store,
             metrics,
             batch_commands_max,
+            pipeline_depth: pipeline_depth.max(1),
             heads: HashMap::new(),
             cached: HashMap::new(),
             recent: RecentOutcomes::default(),
+            pending: VecDeque::new(),
+            in_flight: HashMap::new(),
+            in_flight_keys: HashSet::new(),
+            appends: JoinSet::new(),
+            next_batch: 0,
         }
     }
 
-    /// Runs until shut down, then answers what is still queued and returns.
+    /// Runs until shut down, then answers what is still queued and in flight
+    /// and returns.
     pub(crate) async fn run(
         mut self,
         mut receiver: mpsc::Receiver<Job>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut closing = false;
+        let mut receiving = true;
         loop {
-            let next = if closing {
-                receiver.recv().await
-            } else {
-                tokio::select! {
-                    job = receiver.recv() => job,
-                    _ = shutdown.changed() => {
-                        receiver.close();
-                        closing = true;
-                        continue;
+            self.launch().await;
+            if !receiving && self.pending.is_empty() && self.in_flight.is_empty() {
+                return;
+            }
+            tokio::select! {
+                job = receiver.recv(), if receiving && self.pending.len() < PENDING_MAX => match job {
+                    Some(job) => {
+                        self.pending.push_back(job);
+                        // Let the submitters that are about to send (those
+                        // just answered) catch up before deciding: a few
+                        // yields gather a whole cohort into one batch.
+                        let mut quiet = 0;
+                        for _ in 0..GATHER_YIELDS_MAX {
+                            let before = self.pending.len();
+                            while self.pending.len() < PENDING_MAX {
+                                match receiver.try_recv() {
+                                    Ok(job) => self.pending.push_back(job),
+                                    Err(_) => break,
+                                }
+                            }
+                            if self.pending.len() >= self.batch_commands_max {
+                                break;
+                            }
+                            quiet = if self.pending.len() == before { quiet + 1 } else { 0 };
+                            if quiet >= GATHER_QUIET_YIELDS {
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
                     }
-                }
-            };
-            let Some(first) = next else { return };
-            let mut jobs = vec![first];
-            while jobs.len() < self.batch_commands_max {
-                match receiver.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+                    None => receiving = false,
+                },
+                Some(done) = self.appends.join_next(), if !self.appends.is_empty() => match done {
+                    Ok(appended) => self.complete(appended).await,
+                    Err(error) => tracing::error!(%error, "append task failed"),
+                },
+                _ = shutdown.changed(), if !closing => {
+                    receiver.close();
+                    closing = true;
                 }
             }
-            self.process(jobs).await;
         }
     }
 
@@ -227,63 +293,86 @@ impl Shard {
         let _ = job.reply.send(answer);
     }
 
-    async fn process(&mut self, jobs: Vec<Job>) {
-        let mut pending = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            match self.recent.answer(&job) {
-                Some(answer) => self.respond(job, answer),
-                None => pending.push(job),
-            }
-        }
-        let mut conflict_rounds = 0;
-        while !pending.is_empty() {
-            // One request per key per round; a repeat waits for the round and
-            // is then answered from the first one's outcome.
-            let mut keys = HashSet::with_capacity(pending.len());
-            let (round, deferred): (Vec<Job>, Vec<Job>) = pending
-                .into_iter()
-                .partition(|job| keys.insert((job.tenant_id, job.key.clone())));
-            let retry = self.round(round).await;
-            let conflicted = !retry.is_empty();
-            pending = retry;
-            for job in deferred {
-                match self.recent.answer(&job) {
-                    Some(answer) => self.respond(job, answer),
-                    None => pending.push(job),
-                }
-            }
-            if conflicted {
+    /// Puts jobs back to be decided again (after a conflict), or answers 409
+    /// once a job has conflicted too often.
+    fn retry(&mut self, jobs: Vec<Job>) {
+        for mut job in jobs.into_iter().rev() {
+            job.conflicts += 1;
+            if job.conflicts >= CONFLICT_ROUNDS_MAX {
+                let attempts = job.conflicts;
+                self.respond(job, Err(PipelineError::Conflict { attempts }));
+            } else {
                 self.metrics.conflict();
-                conflict_rounds += 1;
-                if conflict_rounds >= CONFLICT_ROUNDS_MAX {
-                    for job in pending.drain(..) {
-                        self.respond(
-                            job,
-                            Err(PipelineError::Conflict {
-                                attempts: conflict_rounds,
-                            }),
-                        );
-                    }
-                    return;
-                }
-                tokio::time::sleep(jitter(conflict_rounds)).await;
+                self.pending.push_front(job);
             }
         }
     }
 
-    /// Decides and appends `jobs` (distinct keys). Returns the jobs to try
-    /// again because their tenant changed underneath; answers all others.
-    async fn round(&mut self, jobs: Vec<Job>) -> Vec<Job> {
+    /// Decides and sends batches while there is room in the pipeline.
+    async fn launch(&mut self) {
+        while self.in_flight.len() < self.pipeline_depth && !self.pending.is_empty() {
+            let jobs = self.next_jobs();
+            if jobs.is_empty() {
+                return;
+            }
+            self.send(jobs).await;
+        }
+    }
+
+    /// The next batch: pending jobs answered from memory are answered; a job
+    /// whose tenant has a batch in flight waits (its head is locked by that
+    /// batch until it commits: a batch sent alongside could reach the head
+    /// first and find it not yet moved), as does a key repeated in the batch.
+    fn next_jobs(&mut self) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        let mut waiting = VecDeque::new();
+        let mut keys = HashSet::new();
+        let busy: HashSet<TenantId> = self
+            .in_flight
+            .values()
+            .flat_map(|batch| batch.tenants.iter().copied())
+            .collect();
+        let mut scanned = 0;
+        while jobs.len() < self.batch_commands_max && scanned < PENDING_MAX {
+            let Some(job) = self.pending.pop_front() else {
+                break;
+            };
+            scanned += 1;
+            let key = (job.tenant_id, job.key.clone());
+            if busy.contains(&job.tenant_id)
+                || self.in_flight_keys.contains(&key)
+                || keys.contains(&key)
+            {
+                waiting.push_back(job);
+                continue;
+            }
+            match self.recent.answer(&job) {
+                Some(answer) => self.respond(job, answer),
+                None => {
+                    keys.insert(key);
+                    jobs.push(job);
+                }
+            }
+        }
+        // Waiting jobs keep their place at the front.
+        while let Some(job) = waiting.pop_back() {
+            self.pending.push_front(job);
+        }
+        jobs
+    }
+
+    /// Decides `jobs` against the expected state and sends their append.
+    async fn send(&mut self, jobs: Vec<Job>) {
         let jobs = match self.load_heads(jobs).await {
             Some(jobs) => jobs,
-            None => return Vec::new(),
+            None => return,
         };
         if let Err(error) = self.load_aggregates(&jobs).await {
             let failure = store_failure(error);
             for job in jobs {
                 self.respond(job, Err(failure.clone()));
             }
-            return Vec::new();
+            return;
         }
 
         let now = Utc::now();
@@ -374,27 +463,65 @@ impl Shard {
             }
         }
         if decided.is_empty() {
-            return Vec::new();
+            return;
         }
+        // Later batches build on this one: expect its heads and states now.
+        for batch in &batches {
+            self.heads.insert(batch.tenant_id(), batch.head());
+        }
+        let snapshots = self.keep_staged(staged);
+        for decided in &decided {
+            self.in_flight_keys
+                .insert((decided.job.tenant_id, decided.job.key.clone()));
+        }
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight.insert(
+            id,
+            InFlight {
+                tenants: batches.iter().map(TenantBatch::tenant_id).collect(),
+                decided,
+                snapshots,
+            },
+        );
+        let store = self.store.clone();
+        self.appends.spawn(async move {
+            let started = Instant::now();
+            let result = store.append(&batches).await;
+            Appended {
+                batch: id,
+                result,
+                elapsed: started.elapsed(),
+            }
+        });
+    }
 
-        let started = Instant::now();
-        let result = self.store.append(&batches).await;
+    /// Answers the commands of a finished append, or puts them back.
+    async fn complete(&mut self, appended: Appended) {
+        let Some(batch) = self.in_flight.remove(&appended.batch) else {
+            return;
+        };
+        for decided in &batch.decided {
+            self.in_flight_keys
+                .remove(&(decided.job.tenant_id, decided.job.key.clone()));
+        }
         self.metrics
-            .batch_appended(decided.len(), started.elapsed());
-        match result {
+            .batch_appended(batch.decided.len(), appended.elapsed);
+        match appended.result {
             Ok(report) => {
                 let moved: HashSet<TenantId> = report.moved.into_iter().collect();
                 for tenant_id in &moved {
+                    // Another writer appended: what this shard expected of the
+                    // tenant (here and in later batches) is stale.
                     self.forget_tenant(*tenant_id);
                 }
-                for batch in &batches {
-                    if !moved.contains(&batch.tenant_id()) {
-                        self.heads.insert(batch.tenant_id(), batch.head());
+                for (tenant_id, key, version, payload) in batch.snapshots {
+                    if !moved.contains(&tenant_id) {
+                        self.snapshot(tenant_id, key, version, payload);
                     }
                 }
-                self.keep_staged(staged, &moved);
                 let mut retry = Vec::new();
-                for Decided { job, outcome } in decided {
+                for Decided { job, outcome } in batch.decided {
                     if moved.contains(&job.tenant_id) {
                         retry.push(job);
                     } else {
@@ -407,33 +534,41 @@ impl Shard {
                         self.respond(job, Ok(outcome));
                     }
                 }
-                retry
+                self.retry(retry);
             }
-            Err(AppendError::SequenceConflict { tenant_id, .. }) => {
-                // Another process wrote to an aggregate this shard had cached.
-                self.forget_tenant(tenant_id);
-                decided.into_iter().map(|decided| decided.job).collect()
-            }
-            Err(AppendError::KeyReplayed(_) | AppendError::KeyReused(_)) => {
-                self.answer_known_keys(decided).await
-            }
-            Err(other) => {
-                // The statement may or may not have committed (a lost
-                // acknowledgement): forget what this shard believed.
-                let failure = match &other {
-                    AppendError::Unavailable(error) => {
-                        PipelineError::Unavailable(error.to_string())
+            Err(error) => {
+                // Nothing of the batch was written (or, with a lost
+                // acknowledgement, nobody can tell): forget what this shard
+                // expected of its tenants.
+                for tenant_id in &batch.tenants {
+                    self.forget_tenant(*tenant_id);
+                }
+                match error {
+                    AppendError::SequenceConflict { .. } => {
+                        let jobs = batch
+                            .decided
+                            .into_iter()
+                            .map(|decided| decided.job)
+                            .collect();
+                        self.retry(jobs);
                     }
-                    other => PipelineError::Internal(other.to_string()),
-                };
-                tracing::warn!(error = %other, "append failed");
-                for batch in &batches {
-                    self.forget_tenant(batch.tenant_id());
+                    AppendError::KeyReplayed(_) | AppendError::KeyReused(_) => {
+                        let retry = self.answer_known_keys(batch.decided).await;
+                        self.retry(retry);
+                    }
+                    other => {
+                        let failure = match &other {
+                            AppendError::Unavailable(error) => {
+                                PipelineError::Unavailable(error.to_string())
+                            }
+                            other => PipelineError::Internal(other.to_string()),
+                        };
+                        tracing::warn!(error = %other, "append failed");
+                        for Decided { job, .. } in batch.decided {
+                            self.respond(job, Err(failure.clone()));
+                        }
+                    }
                 }
-                for Decided { job, .. } in decided {
-                    self.respond(job, Err(failure.clone()));
-                }
-                Vec::new()
             }
         }
     }
@@ -541,44 +676,46 @@ impl Shard {
         Ok(())
     }
 
-    /// Moves the round's new states into the cache (except for tenants that
-    /// moved) and snapshots aggregates that crossed an interval.
+    /// Moves a batch's new states into the cache (where later batches build
+    /// on them) and returns the snapshots due once it commits.
     fn keep_staged(
         &mut self,
         staged: HashMap<(TenantId, AggregateKey), Loaded>,
-        moved: &HashSet<TenantId>,
-    ) {
+    ) -> Vec<(TenantId, AggregateKey, i64, serde_json::Value)> {
+        let mut snapshots = Vec::new();
         for ((tenant_id, key), loaded) in staged {
-            if moved.contains(&tenant_id) {
-                continue;
-            }
             let previous = self
                 .cached
                 .get(&(tenant_id, key.clone()))
                 .map_or(0, |cached| cached.version);
             if loaded.version / SNAPSHOT_INTERVAL > previous / SNAPSHOT_INTERVAL {
-                self.snapshot(tenant_id, &key, &loaded);
+                if let Ok(payload) = loaded.state.snapshot() {
+                    snapshots.push((tenant_id, key.clone(), loaded.version, payload));
+                }
             }
             self.cached.insert((tenant_id, key), loaded);
         }
         if self.cached.len() > AGGREGATES_CACHED_MAX {
             // Forget an arbitrary half; they reload from snapshots on demand.
+            // Tenants with batches in flight lose their expectations too.
             let mut keep = false;
             self.cached.retain(|_, _| {
                 keep = !keep;
                 keep
             });
         }
+        snapshots
     }
 
     /// Writes a snapshot in the background; a lost snapshot costs only load time.
-    fn snapshot(&self, tenant_id: TenantId, key: &AggregateKey, loaded: &Loaded) {
-        let Ok(payload) = loaded.state.snapshot() else {
-            return;
-        };
+    fn snapshot(
+        &self,
+        tenant_id: TenantId,
+        key: AggregateKey,
+        version: i64,
+        payload: serde_json::Value,
+    ) {
         let store = self.store.clone();
-        let key = key.clone();
-        let version = loaded.version;
         tokio::spawn(async move {
             if let Err(error) = store
                 .save_snapshot(tenant_id, &key, version, &payload)
@@ -634,16 +771,4 @@ impl Shard {
         }
         retry
     }
-}
-
-/// A random pause after the `round`th conflict: up to 250 µs doubled per
-/// round, at most [`JITTER_MAX`].
-fn jitter(round: u32) -> Duration {
-    let mut bytes = [0u8; 8];
-    let random = match getrandom::fill(&mut bytes) {
-        Ok(()) => u64::from_le_bytes(bytes),
-        Err(_) => 0,
-    };
-    let ceiling_micros = (250u64 << round.min(7)).min(JITTER_MAX.as_micros() as u64);
-    Duration::from_micros(random % ceiling_micros)
 }
