@@ -314,10 +314,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let store = open_store(database_url, 8).await?;
             let catalog = projections::catalog();
             if args.once {
-                for projection in projections::status::register(store.pool(), &catalog).await? {
-                    projections::rebuild::rebuild(store.pool(), projection.as_ref(), args.json)
-                        .await?;
-                }
+                let stale = projections::status::register(store.pool(), &catalog).await?;
+                let stale: Vec<&dyn projections::Projection> =
+                    stale.iter().map(AsRef::as_ref).collect();
+                projections::rebuild::rebuild_many(store.pool(), &stale, args.json).await?;
                 let mut applied = serde_json::Map::new();
                 for projection in &catalog {
                     let events =
@@ -361,34 +361,19 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 }
                 selected
             };
-            let mut reports = Vec::new();
-            for projection in selected {
-                let report =
-                    projections::rebuild::rebuild(store.pool(), projection.as_ref(), false).await?;
-                if !args.json {
-                    println!(
-                        "{}: {} events in {:.2} s ({:.0} events/s)",
-                        report.projection, report.events, report.seconds, report.events_per_s
-                    );
-                }
-                reports.push(report);
-            }
+            let selected: Vec<&dyn projections::Projection> =
+                selected.iter().map(AsRef::as_ref).collect();
+            let report =
+                projections::rebuild::rebuild_many(store.pool(), &selected, args.json).await?;
             if args.json {
-                let events: u64 = reports.iter().map(|report| report.events).sum();
-                let seconds: f64 = reports.iter().map(|report| report.seconds).sum();
-                let rate = if seconds > 0.0 {
-                    events as f64 / seconds
-                } else {
-                    0.0
-                };
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
                 println!(
-                    "{}",
-                    serde_json::json!({
-                        "projections": reports,
-                        "events": events,
-                        "seconds": seconds,
-                        "events_per_s": rate,
-                    })
+                    "{}: {} events in {:.2} s ({:.0} events/s)",
+                    report.projections.join(", "),
+                    report.events,
+                    report.seconds,
+                    report.events_per_s
                 );
             }
         }

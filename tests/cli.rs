@@ -177,10 +177,12 @@ async fn project_once_and_rebuild_report_what_they_did() {
         String::from_utf8_lossy(&output.stderr)
     );
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(summary["events"], 48);
-    assert_eq!(summary["projections"][0]["projection"], "stream_index");
-    assert_eq!(summary["projections"][0]["events"], 12);
-    assert_eq!(summary["projections"].as_array().unwrap().len(), 4);
+    // One pass: every event read once, applied by all four.
+    assert_eq!(summary["events"], 12);
+    assert_eq!(
+        summary["projections"],
+        json!(["stream_index", "subscriptions", "quota", "journal"])
+    );
     assert!(summary["events_per_s"].as_f64().unwrap() > 0.0);
     let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM stream_index")
         .fetch_one(store.pool())

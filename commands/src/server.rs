@@ -51,23 +51,17 @@ pub async fn start_workers(
     if !stale.is_empty() {
         let pool = store.pool().clone();
         tokio::spawn(async move {
-            for projection in stale {
-                tracing::info!(
-                    projection = projection.name(),
-                    version = projection.version(),
-                    "rebuilding stale projection"
-                );
-                match projections::rebuild::rebuild(&pool, projection.as_ref(), true).await {
-                    Ok(report) => tracing::info!(
-                        projection = report.projection,
-                        events = report.events,
-                        seconds = report.seconds,
-                        "rebuilt"
-                    ),
-                    Err(error) => {
-                        tracing::error!(projection = projection.name(), %error, "rebuild failed")
-                    }
-                }
+            let names: Vec<&str> = stale.iter().map(|projection| projection.name()).collect();
+            tracing::info!(projections = ?names, "rebuilding stale projections");
+            let stale: Vec<&dyn Projection> = stale.iter().map(AsRef::as_ref).collect();
+            match projections::rebuild::rebuild_many(&pool, &stale, true).await {
+                Ok(report) => tracing::info!(
+                    projections = ?report.projections,
+                    events = report.events,
+                    seconds = report.seconds,
+                    "rebuilt"
+                ),
+                Err(error) => tracing::error!(projections = ?names, %error, "rebuild failed"),
             }
         });
     }

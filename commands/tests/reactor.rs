@@ -39,9 +39,11 @@ impl Reactor for Mirror {
         {
             return Err("injected crash".into());
         }
-        let amount = event.payload["Added"]["amount"]
-            .as_i64()
-            .ok_or("no amount")?;
+        let payload = event
+            .payload
+            .to_value()
+            .map_err(|error| error.to_string())?;
+        let amount = payload["Added"]["amount"].as_i64().ok_or("no amount")?;
         let key = IdempotencyKey::parse(&format!("mirror:{}", event.event_id))
             .map_err(|error| error.to_string())?;
         let outcome = self

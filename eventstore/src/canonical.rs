@@ -26,6 +26,9 @@ pub enum CanonicalError {
     /// A NUL character, which `jsonb` cannot store.
     #[error("NUL character in a JSON string")]
     Nul,
+    /// Text that is not JSON.
+    #[error("not JSON: {0}")]
+    Unparsable(String),
 }
 
 /// The canonical text of `value`.

@@ -43,7 +43,7 @@ pub use idempotency::{
     EventSummary, Fingerprint, IdempotencyKey, IdempotencyRecord, InvalidIdempotencyKey,
 };
 pub use load::{AggregateHistory, AggregateKey, Snapshot};
-pub use read::{ChainReport, GlobalCursor, StoredEvent, TenantRange};
+pub use read::{check_text_event, ChainReport, GlobalCursor, JsonText, StoredEvent, TenantRange};
 pub use repository::TenantRepository;
 pub use tenants::{NewTenant, Tenant, TenantCreation, TenantError};
 

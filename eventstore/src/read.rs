@@ -50,7 +50,7 @@ async fn read_tenant_with<'e, E: sqlx::PgExecutor<'e>>(
 const READ_TENANTS: &str = "\
     SELECT e.tenant_id, e.tenant_seq, e.global_position, e.transaction_id::text::bigint AS transaction_id, \
            e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.event_id, e.event_type, e.event_version, \
-           e.payload, e.metadata, e.idempotency_key, e.recorded_at, e.prev_hash, e.hash \
+           e.payload::text AS payload, e.metadata::text AS metadata, e.idempotency_key, e.recorded_at, e.prev_hash, e.hash \
     FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS t(tenant_id, after_seq, until_seq) \
     CROSS JOIN LATERAL ( \
         SELECT * FROM events \
@@ -67,6 +67,62 @@ pub struct TenantRange {
     pub until_seq: i64,
 }
 
+/// A JSON column as the store returns it: the text of the jsonb value (which
+/// is its canonical form), parsed only by those who need it. Reading a page
+/// of events for one projection then costs nothing for the payloads it skips,
+/// and a domain event decodes from the text directly.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// Canonical text of `value`.
+    pub fn from_value(value: &Value) -> Result<Self, CanonicalError> {
+        Ok(Self(to_canonical_string(value)?))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parsed into `T`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+
+    /// Parsed into a generic JSON value.
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Self::from_value(&value).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Every column of a stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
@@ -80,8 +136,10 @@ pub struct StoredEvent {
     pub event_id: Uuid,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
+    /// Canonical JSON text of the payload.
+    pub payload: JsonText,
+    /// Canonical JSON text of the metadata.
+    pub metadata: JsonText,
     pub idempotency_key: String,
     pub recorded_at: DateTime<Utc>,
     pub prev_hash: ChainHash,
@@ -101,12 +159,16 @@ impl StoredEvent {
         Ok(self.fields(&payload, &metadata).hash(prev))
     }
 
-    /// Canonical text of the payload and the metadata.
+    /// Canonical text of the payload and the metadata, re-derived from the
+    /// parsed JSON (so that a change of text form alone is not a change).
     pub fn canonical_data(&self) -> Result<(String, String), CanonicalError> {
-        Ok((
-            to_canonical_string(&self.payload)?,
-            to_canonical_string(&self.metadata)?,
-        ))
+        let canonical = |text: &JsonText| -> Result<String, CanonicalError> {
+            let value = text
+                .to_value()
+                .map_err(|error| CanonicalError::Unparsable(error.to_string()))?;
+            to_canonical_string(&value)
+        };
+        Ok((canonical(&self.payload)?, canonical(&self.metadata)?))
     }
 
     /// The hashed columns, given the canonical payload and metadata text.
@@ -136,16 +198,16 @@ impl StoredEvent {
     }
 
     /// The event in cqrs-es's serialized form (for upcasting and folding).
-    pub fn to_serialized(&self) -> SerializedEvent {
-        SerializedEvent {
+    pub fn to_serialized(&self) -> Result<SerializedEvent, serde_json::Error> {
+        Ok(SerializedEvent {
             aggregate_id: self.aggregate_id.clone(),
             sequence: usize::try_from(self.aggregate_seq).unwrap_or(usize::MAX),
             aggregate_type: self.aggregate_type.clone(),
             event_type: self.event_type.clone(),
             event_version: self.event_version.clone(),
-            payload: self.payload.clone(),
-            metadata: self.metadata.clone(),
-        }
+            payload: self.payload.to_value()?,
+            metadata: self.metadata.to_value()?,
+        })
     }
 }
 
@@ -168,7 +230,7 @@ impl GlobalCursor {
 pub(crate) const EVENT_COLUMNS: &str = "\
     tenant_id, tenant_seq, global_position, transaction_id::text::bigint AS transaction_id, \
     aggregate_type, aggregate_id, aggregate_seq, event_id, event_type, event_version, \
-    payload, metadata, idempotency_key, recorded_at, prev_hash, hash";
+    payload::text AS payload, metadata::text AS metadata, idempotency_key, recorded_at, prev_hash, hash";
 
 pub(crate) fn stored_event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
     let tenant_seq: i64 = row.try_get("tenant_seq")?;
@@ -189,8 +251,8 @@ pub(crate) fn stored_event_from_row(row: &PgRow) -> Result<StoredEvent, StoreErr
         event_id: row.try_get("event_id")?,
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
-        payload: row.try_get("payload")?,
-        metadata: row.try_get("metadata")?,
+        payload: JsonText(row.try_get("payload")?),
+        metadata: JsonText(row.try_get("metadata")?),
         idempotency_key: row.try_get("idempotency_key")?,
         recorded_at: row.try_get("recorded_at")?,
         prev_hash: hash_column("prev_hash")?,
@@ -343,12 +405,51 @@ pub fn check_stored_event(
     checker: &mut crate::chain::ChainChecker,
     event: &StoredEvent,
 ) -> Vec<crate::chain::ChainFinding> {
-    match event.canonical_data() {
-        Ok((payload, metadata)) => checker.check(
-            &event.fields(&payload, &metadata),
-            &event.prev_hash,
-            &event.hash,
-        ),
-        Err(error) => checker.skip_uncanonical(event.tenant_seq, &event.hash, error.to_string()),
+    check_text_event(
+        checker,
+        &event.fields(event.payload.as_str(), event.metadata.as_str()),
+        &event.prev_hash,
+        &event.hash,
+    )
+}
+
+/// Feeds one event, with payload and metadata as stored text, to a checker.
+/// The text is hashed as read; only when that does not match is it
+/// re-canonicalised, so that a change of text form alone is never reported
+/// as tampering.
+pub fn check_text_event(
+    checker: &mut crate::chain::ChainChecker,
+    fields: &EventFields<'_>,
+    prev_hash: &ChainHash,
+    hash: &ChainHash,
+) -> Vec<crate::chain::ChainFinding> {
+    use crate::chain::ChainFinding;
+    let mut findings = checker.check(fields, prev_hash, hash);
+    let mismatch = findings
+        .iter()
+        .position(|finding| matches!(finding, ChainFinding::HashMismatch { .. }));
+    if let Some(position) = mismatch {
+        let recanonical = |text: &str| {
+            serde_json::from_str::<Value>(text)
+                .map_err(|error| CanonicalError::Unparsable(error.to_string()))
+                .and_then(|value| to_canonical_string(&value))
+        };
+        match (recanonical(fields.payload), recanonical(fields.metadata)) {
+            (Ok(payload), Ok(metadata)) => {
+                let mut canonical = *fields;
+                canonical.payload = &payload;
+                canonical.metadata = &metadata;
+                if canonical.hash(prev_hash) == *hash {
+                    findings.remove(position);
+                }
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                findings[position] = ChainFinding::Uncanonical {
+                    tenant_seq: fields.tenant_seq,
+                    reason: error.to_string(),
+                };
+            }
+        }
     }
+    findings
 }

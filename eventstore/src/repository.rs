@@ -9,8 +9,9 @@
 use crate::append::{AppendError, CommandWrite, NewEvent};
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::load::AggregateKey;
-use crate::read::READ_PAGE_MAX;
+use crate::read::{StoredEvent, READ_PAGE_MAX};
 use crate::EventStore;
+use crate::StoreError;
 use aggregates::TenantId;
 use chrono::Utc;
 use cqrs_es::persist::{
@@ -212,12 +213,14 @@ impl TenantRepository {
                     None => store
                         .read_tenant_of_type(tenant_id, &aggregate_type, after_seq, READ_PAGE_MAX)
                         .await
-                        .map(|events| {
+                        .and_then(|events| {
                             let last = events.last().map(|event| event.tenant_seq);
-                            (
-                                events.iter().map(|event| event.to_serialized()).collect(),
-                                last,
-                            )
+                            let events = events
+                                .iter()
+                                .map(StoredEvent::to_serialized)
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                            Ok((events, last))
                         }),
                 };
                 let (events, last) = match page {

@@ -4,7 +4,6 @@
 use crate::runtime::ApplyError;
 use aggregates::{Decide, Rejection};
 use eventstore::StoredEvent;
-use serde::Deserialize;
 
 /// The domain event stored in `event`.
 pub fn decode<A>(event: &StoredEvent) -> Result<A::Event, ApplyError>
@@ -21,16 +20,15 @@ where
         .iter()
         .all(|upcaster| !upcaster.can_upcast(&event.event_type, &event.event_version))
     {
-        return A::Event::deserialize(&event.payload).map_err(failed);
+        return event.payload.parse::<A::Event>().map_err(failed);
     }
-    let upcast = upcasters
-        .iter()
-        .fold(event.to_serialized(), |serialized, upcaster| {
-            if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
-                upcaster.upcast(serialized)
-            } else {
-                serialized
-            }
-        });
+    let serialized = event.to_serialized().map_err(failed)?;
+    let upcast = upcasters.iter().fold(serialized, |serialized, upcaster| {
+        if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
+            upcaster.upcast(serialized)
+        } else {
+            serialized
+        }
+    });
     serde_json::from_value(upcast.payload).map_err(failed)
 }

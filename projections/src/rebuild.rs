@@ -2,20 +2,22 @@
 //! a fresh replay.
 //!
 //! A rebuild replays every tenant into shadow tables in a schema of its own
-//! (`rebuild_<name>`, with its own checkpoint table) while the live tables keep
-//! serving and the live workers keep applying. When the shadow has caught up,
-//! one transaction takes the projection's advisory lock exclusively (live
-//! batches finish first; new ones skip), applies the last events to the
-//! shadow, drops the live tables, moves the shadow tables into their place,
-//! replaces the checkpoints and records the version. Readers see the old
+//! (`rebuild_<names>`, with its own checkpoint table) while the live tables
+//! keep serving and the live workers keep applying. Several projections
+//! rebuild in one pass: each page of events is read once and applied by all
+//! of them. When the shadow has caught up, one transaction takes the
+//! projections' advisory locks exclusively (live batches finish first; new
+//! ones skip), applies the last events to the shadow, drops the live tables,
+//! moves the shadow tables into their place, replaces the checkpoints and
+//! records the versions. Readers see the old
 //! tables until that commit and the new ones after; they wait for the swap,
 //! they never see an error or an empty table. Any error before the commit
 //! drops the shadow schema and leaves the live tables untouched.
 
 use crate::progress::Progress;
 use crate::runtime::{
-    apply_leases, catch_up, ensure_checkpoints, lease, lock_key, step, use_schema, Projection,
-    ProjectionError, BATCH_EVENTS_MAX, LOCK_NAMESPACE,
+    apply_leases, catch_up, ensure_checkpoints, lease, lock_key, step_with, use_schema, Projection,
+    ProjectionError, BATCH_EVENTS_MAX, LEASES_MAX, LOCK_NAMESPACE,
 };
 use crate::status::{set_state, State};
 use aggregates::TenantId;
@@ -38,24 +40,50 @@ const BULK_STEPS_MAX: usize = 1_000_000;
 /// under its lock.
 const SWAP_LEFTOVER_MAX: u64 = 1_000;
 
+/// Events of one tenant a rebuild step reads at most.
+const REBUILD_TENANT_EVENTS: i64 = 2_500;
+
+/// Events a rebuild step reads at most, over all its tenants (bounds memory).
+const REBUILD_STEP_EVENTS: i64 = 20_000;
+
 /// Advisory lock namespace held for a whole rebuild of one projection.
 const REBUILD_LOCK_NAMESPACE: i32 = 0x6c65_6468;
+
+/// Longest schema name PostgreSQL keeps.
+const IDENTIFIER_MAX: usize = 63;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RebuildReport {
-    pub projection: String,
+    /// The projections rebuilt together.
+    pub projections: Vec<String>,
+    /// Events replayed (each read once, whatever the number of projections).
     pub events: u64,
     pub seconds: f64,
     pub events_per_s: f64,
 }
 
+/// The shadow schema of a rebuild of `projections`.
+fn shadow_schema(projections: &[&dyn Projection]) -> String {
+    let names: Vec<&str> = projections
+        .iter()
+        .map(|projection| projection.name())
+        .collect();
+    let schema = format!("rebuild_{}", names.join("_"));
+    if schema.len() <= IDENTIFIER_MAX {
+        schema
+    } else {
+        let digest = blake3::hash(names.join(",").as_bytes()).to_hex();
+        format!("rebuild_{}", &digest[..16])
+    }
+}
+
 /// Creates `schema` holding empty copies (columns, keys, indexes, row-level
-/// security) of the projection's tables and of the checkpoint table.
+/// security) of the projections' tables and of the checkpoint table.
 async fn create_shadow(
     connection: &mut PgConnection,
     schema: &str,
-    projection: &dyn Projection,
+    projections: &[&dyn Projection],
 ) -> Result<(), sqlx::Error> {
     let quoted = quote_identifier(schema);
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {quoted} CASCADE"))
@@ -64,9 +92,9 @@ async fn create_shadow(
     sqlx::query(&format!("CREATE SCHEMA {quoted}"))
         .execute(&mut *connection)
         .await?;
-    for table in projection
-        .tables()
+    for table in projections
         .iter()
+        .flat_map(|projection| projection.tables().iter())
         .chain(["projection_checkpoints"].iter())
     {
         let table = quote_identifier(table);
@@ -106,18 +134,22 @@ async fn total_events(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// tenant when given (only those tenants).
 async fn top_up(
     connection: &mut PgConnection,
-    projection: &dyn Projection,
+    projections: &[&dyn Projection],
     until: Option<&HashMap<TenantId, i64>>,
 ) -> Result<u64, ProjectionError> {
-    ensure_checkpoints(connection, &[projection.name()]).await?;
+    let names: Vec<&str> = projections
+        .iter()
+        .map(|projection| projection.name())
+        .collect();
+    ensure_checkpoints(connection, &names).await?;
     let mut applied = 0;
     loop {
-        let mut leases = lease(connection, &[projection]).await?;
+        let mut leases = lease(connection, projections, LEASES_MAX).await?;
         if let Some(bounds) = until {
             leases.retain(|lease| bounds.contains_key(&lease.tenant_id));
         }
         let events =
-            apply_leases(connection, &[projection], &leases, until, BATCH_EVENTS_MAX).await?;
+            apply_leases(connection, projections, &leases, until, BATCH_EVENTS_MAX).await?;
         if events == 0 {
             return Ok(applied);
         }
@@ -131,30 +163,79 @@ pub async fn rebuild(
     projection: &dyn Projection,
     quiet: bool,
 ) -> Result<RebuildReport, ProjectionError> {
-    let name = projection.name();
-    let mut guard = pool.acquire().await?;
-    let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
-        .bind(REBUILD_LOCK_NAMESPACE)
-        .bind(lock_key(name))
-        .fetch_one(&mut *guard)
-        .await?;
-    if !locked {
-        return Err(ProjectionError::RebuildRunning(name.to_string()));
+    rebuild_many(pool, &[projection], quiet).await
+}
+
+/// Takes the rebuild lock of every projection on `connection`, or none.
+async fn lock_rebuilds(
+    connection: &mut PgConnection,
+    projections: &[&dyn Projection],
+) -> Result<(), ProjectionError> {
+    for (index, projection) in projections.iter().enumerate() {
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(REBUILD_LOCK_NAMESPACE)
+            .bind(lock_key(projection.name()))
+            .fetch_one(&mut *connection)
+            .await?;
+        if !locked {
+            unlock_rebuilds(connection, &projections[..index]).await;
+            return Err(ProjectionError::RebuildRunning(
+                projection.name().to_string(),
+            ));
+        }
     }
-    let schema = format!("rebuild_{name}");
+    Ok(())
+}
+
+async fn unlock_rebuilds(connection: &mut PgConnection, projections: &[&dyn Projection]) {
+    for projection in projections {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(REBUILD_LOCK_NAMESPACE)
+            .bind(lock_key(projection.name()))
+            .execute(&mut *connection)
+            .await;
+    }
+}
+
+/// Replays `projections` together (each event read once, applied by all)
+/// into shadow tables and swaps them all in at once.
+pub async fn rebuild_many(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    quiet: bool,
+) -> Result<RebuildReport, ProjectionError> {
+    let names: Vec<String> = projections
+        .iter()
+        .map(|projection| projection.name().to_string())
+        .collect();
+    if projections.is_empty() {
+        return Ok(RebuildReport {
+            projections: names,
+            events: 0,
+            seconds: 0.0,
+            events_per_s: 0.0,
+        });
+    }
+    let mut guard = pool.acquire().await?;
+    lock_rebuilds(&mut guard, projections).await?;
+    let schema = shadow_schema(projections);
     let started = Instant::now();
-    set_state(pool, name, State::Rebuilding, None).await?;
-    let result = rebuild_into(pool, projection, &schema, quiet).await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-        .bind(REBUILD_LOCK_NAMESPACE)
-        .bind(lock_key(name))
-        .execute(&mut *guard)
-        .await;
+    let mut result = Ok(0);
+    for projection in projections {
+        if let Err(error) = set_state(pool, projection.name(), State::Rebuilding, None).await {
+            result = Err(error);
+            break;
+        }
+    }
+    if result.is_ok() {
+        result = rebuild_into(pool, projections, &schema, quiet).await;
+    }
+    unlock_rebuilds(&mut guard, projections).await;
     match result {
         Ok(events) => {
             let seconds = started.elapsed().as_secs_f64();
             Ok(RebuildReport {
-                projection: name.to_string(),
+                projections: names,
                 events,
                 seconds,
                 events_per_s: if seconds > 0.0 {
@@ -167,7 +248,9 @@ pub async fn rebuild(
         Err(error) => {
             let _ = drop_schema(pool, &schema).await;
             let message = format!("rebuild failed: {error}");
-            let _ = set_state(pool, name, State::Live, Some(&message)).await;
+            for projection in projections {
+                let _ = set_state(pool, projection.name(), State::Live, Some(&message)).await;
+            }
             Err(error)
         }
     }
@@ -175,25 +258,38 @@ pub async fn rebuild(
 
 async fn rebuild_into(
     pool: &PgPool,
-    projection: &dyn Projection,
+    projections: &[&dyn Projection],
     schema: &str,
     quiet: bool,
 ) -> Result<u64, ProjectionError> {
+    let names: Vec<&str> = projections
+        .iter()
+        .map(|projection| projection.name())
+        .collect();
     let mut connection = pool.acquire().await?;
-    create_shadow(&mut connection, schema, projection).await?;
+    create_shadow(&mut connection, schema, projections).await?;
     drop(connection);
-    let mut progress = Progress::new(projection.name(), total_events(pool).await?, quiet);
+    let mut progress = Progress::new(&names.join(", "), total_events(pool).await?, quiet);
     let mut events = 0;
-    // Bulk of the replay, in ordinary batches, while the live tables serve,
+    // Bulk of the replay, in large batches, while the live tables serve,
     // until what is left is small; the swap applies the rest under its lock.
     {
         let mut transaction = pool.begin().await?;
         use_schema(&mut transaction, schema).await?;
-        ensure_checkpoints(&mut transaction, &[projection.name()]).await?;
+        ensure_checkpoints(&mut transaction, &names).await?;
         transaction.commit().await?;
     }
+    let tenants_per_step = (REBUILD_STEP_EVENTS / REBUILD_TENANT_EVENTS).max(1);
+    let leases_max = tenants_per_step * projections.len() as i64;
     for _ in 0..BULK_STEPS_MAX {
-        let applied = step(pool, &[projection], Some(schema), BATCH_EVENTS_MAX).await?;
+        let applied = step_with(
+            pool,
+            projections,
+            Some(schema),
+            REBUILD_TENANT_EVENTS,
+            leases_max,
+        )
+        .await?;
         events += applied;
         progress.advance(applied);
         if applied < SWAP_LEFTOVER_MAX {
@@ -202,20 +298,25 @@ async fn rebuild_into(
     }
     // The swap: wait for live batches, apply the last events, move tables.
     let mut transaction = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(LOCK_NAMESPACE)
-        .bind(lock_key(projection.name()))
-        .execute(&mut *transaction)
-        .await?;
+    for name in &names {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(LOCK_NAMESPACE)
+            .bind(lock_key(name))
+            .execute(&mut *transaction)
+            .await?;
+    }
     use_schema(&mut transaction, schema).await?;
-    let last = top_up(&mut transaction, projection, None).await?;
+    let last = top_up(&mut transaction, projections, None).await?;
     progress.advance(last);
     events += last;
     let quoted = quote_identifier(schema);
     sqlx::query("SELECT set_config('search_path', 'public', true)")
         .execute(&mut *transaction)
         .await?;
-    for table in projection.tables() {
+    for table in projections
+        .iter()
+        .flat_map(|projection| projection.tables().iter())
+    {
         let table = quote_identifier(table);
         sqlx::query(&format!("DROP TABLE public.{table}"))
             .execute(&mut *transaction)
@@ -224,24 +325,26 @@ async fn rebuild_into(
             .execute(&mut *transaction)
             .await?;
     }
-    sqlx::query("DELETE FROM public.projection_checkpoints WHERE projection = $1")
-        .bind(projection.name())
+    sqlx::query("DELETE FROM public.projection_checkpoints WHERE projection = ANY($1)")
+        .bind(&names)
         .execute(&mut *transaction)
         .await?;
     sqlx::query(&format!(
-        "INSERT INTO public.projection_checkpoints SELECT * FROM {quoted}.projection_checkpoints WHERE projection = $1"
+        "INSERT INTO public.projection_checkpoints SELECT * FROM {quoted}.projection_checkpoints WHERE projection = ANY($1)"
     ))
-    .bind(projection.name())
+    .bind(&names)
     .execute(&mut *transaction)
     .await?;
     sqlx::query(&format!("DROP SCHEMA {quoted} CASCADE"))
         .execute(&mut *transaction)
         .await?;
-    sqlx::query("UPDATE projections SET version = $2, state = 'live', error = NULL, updated_at = now() WHERE projection = $1")
-        .bind(projection.name())
-        .bind(projection.version())
-        .execute(&mut *transaction)
-        .await?;
+    for projection in projections {
+        sqlx::query("UPDATE projections SET version = $2, state = 'live', error = NULL, updated_at = now() WHERE projection = $1")
+            .bind(projection.name())
+            .bind(projection.version())
+            .execute(&mut *transaction)
+            .await?;
+    }
     transaction.commit().await?;
     progress.finish();
     Ok(events)
@@ -306,13 +409,13 @@ async fn compare_in(
             .collect()
     };
     let mut connection = pool.acquire().await?;
-    create_shadow(&mut connection, schema, projection).await?;
+    create_shadow(&mut connection, schema, &[projection]).await?;
     let first = selected(live_checkpoints(&mut connection, projection.name()).await?);
     drop(connection);
     // The bulk, without holding up live workers.
     let mut transaction = pool.begin().await?;
     use_schema(&mut transaction, schema).await?;
-    top_up(&mut transaction, projection, Some(&first)).await?;
+    top_up(&mut transaction, &[projection], Some(&first)).await?;
     transaction.commit().await?;
     // The rest, with live batches paused so live tables match their checkpoints.
     let mut transaction = pool.begin().await?;
@@ -323,7 +426,7 @@ async fn compare_in(
         .await?;
     let current = selected(live_checkpoints(&mut transaction, projection.name()).await?);
     use_schema(&mut transaction, schema).await?;
-    top_up(&mut transaction, projection, Some(&current)).await?;
+    top_up(&mut transaction, &[projection], Some(&current)).await?;
     sqlx::query("SELECT set_config('search_path', 'public', true)")
         .execute(&mut *transaction)
         .await?;

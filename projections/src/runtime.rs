@@ -169,11 +169,12 @@ pub(crate) async fn ensure_checkpoints(
     Ok(())
 }
 
-/// Leases the lagging checkpoints of `projections` (at most [`LEASES_MAX`]),
+/// Leases the lagging checkpoints of `projections` (at most `leases_max`),
 /// skipping those another worker holds.
 pub(crate) async fn lease(
     connection: &mut PgConnection,
     projections: &[&dyn Projection],
+    leases_max: i64,
 ) -> Result<Vec<Lease>, ProjectionError> {
     let names: Vec<&str> = projections
         .iter()
@@ -184,7 +185,7 @@ pub(crate) async fn lease(
         .bind(&names)
         .bind(&keys)
         .bind(LOCK_NAMESPACE)
-        .bind(LEASES_MAX)
+        .bind(leases_max)
         .fetch_all(connection)
         .await?;
     Ok(rows
@@ -317,11 +318,22 @@ pub async fn step(
     schema: Option<&str>,
     batch_events_max: i64,
 ) -> Result<u64, ProjectionError> {
+    step_with(pool, projections, schema, batch_events_max, LEASES_MAX).await
+}
+
+/// [`step`] leasing at most `leases_max` checkpoints.
+pub(crate) async fn step_with(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: Option<&str>,
+    batch_events_max: i64,
+    leases_max: i64,
+) -> Result<u64, ProjectionError> {
     let mut transaction = pool.begin().await?;
     if let Some(schema) = schema {
         use_schema(&mut transaction, schema).await?;
     }
-    let leases = lease(&mut transaction, projections).await?;
+    let leases = lease(&mut transaction, projections, leases_max).await?;
     if leases.is_empty() {
         return Ok(0);
     }

@@ -234,9 +234,8 @@ async fn run_on(
     ));
 
     let rebuild_started = Instant::now();
-    for projection in &catalog {
-        projections::rebuild::rebuild(store.pool(), projection.as_ref(), quiet).await?;
-    }
+    let all: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
+    projections::rebuild::rebuild_many(store.pool(), &all, quiet).await?;
     let rebuild_seconds = rebuild_started.elapsed().as_secs_f64();
     let verify = verify_database(&store, None, &catalog, quiet).await?;
     if !verify.ok {

@@ -13,9 +13,8 @@
 use crate::source::{page, AuditEvent, PAGE_EVENTS};
 use crate::state::{ReplayFinding, TenantState};
 use aggregates::TenantId;
-use eventstore::canonical::to_canonical_string;
 use eventstore::chain::ChainChecker;
-use eventstore::{ChainFinding, ChainHash, EventStore, StoreError};
+use eventstore::{check_text_event, ChainFinding, ChainHash, EventStore, StoreError};
 use projections::progress::Progress;
 use projections::rebuild::{compare_with_replay, Difference};
 use projections::{Projection, ProjectionError};
@@ -177,32 +176,9 @@ impl From<sqlx::Error> for VerifyError {
     }
 }
 
-/// Checks one event's place in the chain. The fast path hashes the stored
-/// text; a mismatch is re-checked on the re-canonicalised JSON so that a
-/// change in text form alone is never reported as tampering.
+/// Checks one event's place in the chain.
 pub fn check_chain(checker: &mut ChainChecker, event: &AuditEvent) -> Vec<ChainFinding> {
-    let mut findings = checker.check(&event.fields(), &event.prev_hash, &event.hash);
-    let mismatch = findings
-        .iter()
-        .position(|finding| matches!(finding, ChainFinding::HashMismatch { .. }));
-    if let Some(position) = mismatch {
-        let recanonical = |text: &str| {
-            serde_json::from_str::<serde_json::Value>(text)
-                .ok()
-                .and_then(|value| to_canonical_string(&value).ok())
-        };
-        if let (Some(payload), Some(metadata)) =
-            (recanonical(&event.payload), recanonical(&event.metadata))
-        {
-            let mut fields = event.fields();
-            fields.payload = &payload;
-            fields.metadata = &metadata;
-            if fields.hash(&event.prev_hash) == event.hash {
-                findings.remove(position);
-            }
-        }
-    }
-    findings
+    check_text_event(checker, &event.fields(), &event.prev_hash, &event.hash)
 }
 
 /// Checks one tenant's history, event by event.

@@ -47,8 +47,8 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> Self {
         Self {
-            shards: 2,
-            pipeline_depth: 4,
+            shards: 1,
+            pipeline_depth: 2,
             queue_length: 4_096,
             batch_commands_max: 256,
         }
