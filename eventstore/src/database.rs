@@ -232,8 +232,12 @@ async fn ensure_database(options: &PgConnectOptions, url: &str) -> Result<(), Re
             let _ = maintenance.close().await;
             match created {
                 Ok(_) => Ok(()),
-                // Created meanwhile by another process.
-                Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {
+                // Created meanwhile by another process: 42P04 when it had
+                // committed, 23505 (pg_database's unique name index) when both
+                // creations raced.
+                Err(sqlx::Error::Database(error))
+                    if matches!(error.code().as_deref(), Some("42P04" | "23505")) =>
+                {
                     Ok(())
                 }
                 Err(error) => Err(connect_error(error)),

@@ -20,6 +20,7 @@
 //! - `stream_index`, `subscriptions`, `quota`, `journal`: the projections and
 //!   their read queries.
 
+mod bulk;
 pub mod decode;
 pub mod journal;
 pub mod progress;

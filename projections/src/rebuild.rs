@@ -14,9 +14,10 @@
 //! they never see an error or an empty table. Any error before the commit
 //! drops the shadow schema and leaves the live tables untouched.
 
+use crate::bulk;
 use crate::progress::Progress;
 use crate::runtime::{
-    apply_leases, catch_up, ensure_checkpoints, lease, lock_key, step_with, use_schema, Projection,
+    apply_leases, catch_up, ensure_checkpoints, lease, lock_key, use_schema, Projection,
     ProjectionError, BATCH_EVENTS_MAX, LEASES_MAX, LOCK_NAMESPACE,
 };
 use crate::status::{set_state, State};
@@ -32,19 +33,14 @@ use uuid::Uuid;
 /// Most differences a comparison reports per table.
 pub const DIFFERENCES_MAX: i64 = 100;
 
-/// Most bulk steps of a rebuild (each up to a batch per tenant); a ledger
-/// growing faster than a rebuild replays would otherwise never be caught.
-const BULK_STEPS_MAX: usize = 1_000_000;
+/// Most bulk passes of a rebuild (each up to the heads as it starts); a
+/// ledger growing faster than a rebuild replays would otherwise never be
+/// caught.
+const BULK_PASSES_MAX: usize = 100;
 
-/// Once a bulk step reads fewer events than this, the swap applies the rest
+/// Once a bulk pass reads fewer events than this, the swap applies the rest
 /// under its lock.
 const SWAP_LEFTOVER_MAX: u64 = 1_000;
-
-/// Events of one tenant a rebuild step reads at most.
-const REBUILD_TENANT_EVENTS: i64 = 2_500;
-
-/// Events a rebuild step reads at most, over all its tenants (bounds memory).
-const REBUILD_STEP_EVENTS: i64 = 20_000;
 
 /// Advisory lock namespace held for a whole rebuild of one projection.
 const REBUILD_LOCK_NAMESPACE: i32 = 0x6c65_6468;
@@ -119,6 +115,18 @@ async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Every tenant's head seq.
+async fn current_heads(pool: &PgPool) -> Result<HashMap<TenantId, i64>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT tenant_id, last_seq FROM chain_heads WHERE last_seq > 0")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, seq)| (TenantId::from_uuid(tenant), seq))
+        .collect())
 }
 
 async fn total_events(pool: &PgPool) -> Result<u64, sqlx::Error> {
@@ -279,20 +287,12 @@ async fn rebuild_into(
         ensure_checkpoints(&mut transaction, &names).await?;
         transaction.commit().await?;
     }
-    let tenants_per_step = (REBUILD_STEP_EVENTS / REBUILD_TENANT_EVENTS).max(1);
-    let leases_max = tenants_per_step * projections.len() as i64;
-    for _ in 0..BULK_STEPS_MAX {
-        let applied = step_with(
-            pool,
-            projections,
-            Some(schema),
-            REBUILD_TENANT_EVENTS,
-            leases_max,
-        )
-        .await?;
-        events += applied;
-        progress.advance(applied);
-        if applied < SWAP_LEFTOVER_MAX {
+    for _ in 0..BULK_PASSES_MAX {
+        let heads = current_heads(pool).await?;
+        let until = vec![heads; projections.len()];
+        let read = bulk::replay(pool, projections, schema, &until, &mut progress).await?;
+        events += read;
+        if read < SWAP_LEFTOVER_MAX {
             break;
         }
     }

@@ -147,6 +147,53 @@ const ADVANCE: &str = "\
          AS a(tenant_id, projection, last_seq, last_recorded_at) \
     WHERE c.tenant_id = a.tenant_id AND c.projection = a.projection AND c.last_seq < a.last_seq";
 
+/// A checkpoint moving forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Advance {
+    pub(crate) tenant_id: TenantId,
+    pub(crate) projection: &'static str,
+    pub(crate) last_seq: i64,
+    pub(crate) last_recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Moves checkpoints forward (never back), in one statement.
+pub(crate) async fn advance(
+    connection: &mut PgConnection,
+    advances: &[Advance],
+) -> Result<(), sqlx::Error> {
+    if advances.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(ADVANCE)
+        .bind(
+            advances
+                .iter()
+                .map(|advance| advance.tenant_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            advances
+                .iter()
+                .map(|advance| advance.projection)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            advances
+                .iter()
+                .map(|advance| advance.last_seq)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            advances
+                .iter()
+                .map(|advance| advance.last_recorded_at)
+                .collect::<Vec<_>>(),
+        )
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
 /// A projection's checkpoint of one tenant, held for the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lease {
@@ -256,10 +303,7 @@ pub(crate) async fn apply_leases(
         run.1 += 1;
         run.2 = event.recorded_at;
     }
-    let mut advanced_tenants = Vec::new();
-    let mut advanced_names = Vec::new();
-    let mut advanced_seqs = Vec::new();
-    let mut advanced_times = Vec::new();
+    let mut advances = Vec::new();
     for (index, projection) in projections.iter().enumerate() {
         let checkpoints: HashMap<TenantId, i64> = leases
             .iter()
@@ -288,23 +332,17 @@ pub(crate) async fn apply_leases(
         for (tenant_id, checkpoint) in checkpoints {
             if let Some((last_seq, _, last_recorded_at)) = runs.get(&tenant_id) {
                 if *last_seq > checkpoint {
-                    advanced_tenants.push(tenant_id.as_uuid());
-                    advanced_names.push(projection.name());
-                    advanced_seqs.push(*last_seq);
-                    advanced_times.push(*last_recorded_at);
+                    advances.push(Advance {
+                        tenant_id,
+                        projection: projection.name(),
+                        last_seq: *last_seq,
+                        last_recorded_at: *last_recorded_at,
+                    });
                 }
             }
         }
     }
-    if !advanced_tenants.is_empty() {
-        sqlx::query(ADVANCE)
-            .bind(&advanced_tenants)
-            .bind(&advanced_names)
-            .bind(&advanced_seqs)
-            .bind(&advanced_times)
-            .execute(&mut *connection)
-            .await?;
-    }
+    advance(connection, &advances).await?;
     Ok(events.len() as u64)
 }
 

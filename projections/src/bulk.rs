@@ -1,0 +1,213 @@
+//! Bulk replay into private tables (the shadow of a rebuild, the scratch of a
+//! comparison): one reader streams pages of events while one applier per
+//! projection applies the previous page on a connection of its own, so that
+//! reading, decoding and each projection's writes overlap.
+//!
+//! Each applier commits every page together with its checkpoints (in the
+//! private schema), so a bulk replay interrupted at any point leaves tables
+//! and checkpoints that agree. Nobody else writes the private tables (the
+//! caller holds the rebuild lock or owns the scratch schema), so no lease is
+//! taken.
+
+use crate::progress::Progress;
+use crate::runtime::{advance, use_schema, Advance, Projection, ProjectionError};
+use aggregates::TenantId;
+use eventstore::{EventStore, StoredEvent, TenantRange};
+use futures_util::future::join_all;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Events of one tenant a page holds at most.
+const PAGE_TENANT_EVENTS: i64 = 2_500;
+
+/// Events a page holds at most, over all its tenants (bounds memory).
+const PAGE_EVENTS: i64 = 10_000;
+
+/// Pages read ahead of the slowest applier.
+const PAGES_AHEAD: usize = 2;
+
+/// Replays into the tables of `schema`, for each projection, every tenant's
+/// events after the projection's checkpoint there up to `until` (per
+/// projection, per tenant). Returns the events read.
+pub(crate) async fn replay(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: &str,
+    until: &[HashMap<TenantId, i64>],
+    progress: &mut Progress,
+) -> Result<u64, ProjectionError> {
+    // What to read: per tenant, from the lowest checkpoint to the highest bound.
+    let mut checkpoints: Vec<HashMap<TenantId, i64>> = Vec::with_capacity(projections.len());
+    {
+        let mut transaction = pool.begin().await?;
+        use_schema(&mut transaction, schema).await?;
+        for projection in projections {
+            let rows: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+                "SELECT tenant_id, last_seq FROM projection_checkpoints WHERE projection = $1",
+            )
+            .bind(projection.name())
+            .fetch_all(&mut *transaction)
+            .await?;
+            checkpoints.push(
+                rows.into_iter()
+                    .map(|(tenant, seq)| (TenantId::from_uuid(tenant), seq))
+                    .collect(),
+            );
+        }
+        transaction.commit().await?;
+    }
+    let mut ranges: HashMap<TenantId, TenantRange> = HashMap::new();
+    for (index, bounds) in until.iter().enumerate() {
+        for (tenant_id, until_seq) in bounds {
+            let after_seq = checkpoints[index].get(tenant_id).copied().unwrap_or(0);
+            if *until_seq <= after_seq {
+                continue;
+            }
+            let range = ranges.entry(*tenant_id).or_insert(TenantRange {
+                tenant_id: *tenant_id,
+                after_seq,
+                until_seq: *until_seq,
+            });
+            range.after_seq = range.after_seq.min(after_seq);
+            range.until_seq = range.until_seq.max(*until_seq);
+        }
+    }
+    let mut ranges: Vec<TenantRange> = ranges.into_values().collect();
+    ranges.sort_by_key(|range| range.tenant_id);
+    if ranges.is_empty() {
+        return Ok(0);
+    }
+
+    let mut senders = Vec::with_capacity(projections.len());
+    let mut appliers = Vec::with_capacity(projections.len());
+    for (index, projection) in projections.iter().enumerate() {
+        let (sender, receiver) = mpsc::channel::<Arc<Vec<StoredEvent>>>(PAGES_AHEAD);
+        senders.push(sender);
+        appliers.push(apply_pages(
+            pool,
+            *projection,
+            schema,
+            checkpoints[index].clone(),
+            &until[index],
+            receiver,
+        ));
+    }
+    // Nothing is cancelled midway: an applier that fails drops its receiver,
+    // the reader stops sending and drops the senders, the others finish.
+    let (read, applied) = tokio::join!(
+        read_pages(pool, ranges, senders, progress),
+        join_all(appliers)
+    );
+    for result in applied {
+        result?;
+    }
+    read
+}
+
+/// Reads `ranges` page by page and hands every page to every applier.
+/// Stops early, without an error, when an applier has gone.
+async fn read_pages(
+    pool: &PgPool,
+    mut ranges: Vec<TenantRange>,
+    senders: Vec<mpsc::Sender<Arc<Vec<StoredEvent>>>>,
+    progress: &mut Progress,
+) -> Result<u64, ProjectionError> {
+    let tenants_per_page = usize::try_from((PAGE_EVENTS / PAGE_TENANT_EVENTS).max(1)).unwrap_or(1);
+    let mut read = 0;
+    while !ranges.is_empty() {
+        let page = ranges.len().min(tenants_per_page);
+        let events = {
+            let mut connection = pool.acquire().await?;
+            EventStore::read_tenants_on(&mut connection, &ranges[..page], PAGE_TENANT_EVENTS)
+                .await?
+        };
+        // Advance the ranges past what was read; a range read to its end is done.
+        let mut last: HashMap<TenantId, i64> = HashMap::new();
+        for event in &events {
+            last.insert(event.tenant_id, event.tenant_seq);
+        }
+        for range in &mut ranges[..page] {
+            range.after_seq = last
+                .get(&range.tenant_id)
+                .copied()
+                .unwrap_or(range.until_seq);
+        }
+        ranges.retain(|range| range.after_seq < range.until_seq);
+        read += events.len() as u64;
+        progress.advance(events.len() as u64);
+        let events = Arc::new(events);
+        for sender in &senders {
+            if sender.send(events.clone()).await.is_err() {
+                return Ok(read);
+            }
+        }
+    }
+    Ok(read)
+}
+
+/// One projection's applier: each page past its checkpoints and up to its
+/// bounds, applied and checkpointed in one transaction.
+async fn apply_pages(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    schema: &str,
+    mut checkpoints: HashMap<TenantId, i64>,
+    until: &HashMap<TenantId, i64>,
+    mut pages: mpsc::Receiver<Arc<Vec<StoredEvent>>>,
+) -> Result<(), ProjectionError> {
+    while let Some(page) = pages.recv().await {
+        let slice: Vec<&StoredEvent> = page
+            .iter()
+            .filter(|event| {
+                event.tenant_seq > checkpoints.get(&event.tenant_id).copied().unwrap_or(0)
+                    && event.tenant_seq <= until.get(&event.tenant_id).copied().unwrap_or(0)
+            })
+            .collect();
+        let Some(first) = slice.first() else {
+            continue;
+        };
+        let first_tenant = first.tenant_id;
+        let mut advances: HashMap<TenantId, Advance> = HashMap::new();
+        for event in &slice {
+            let expected = advances
+                .get(&event.tenant_id)
+                .map(|advance| advance.last_seq)
+                .unwrap_or_else(|| checkpoints.get(&event.tenant_id).copied().unwrap_or(0));
+            if event.tenant_seq != expected + 1 {
+                return Err(eventstore::StoreError::Corrupt(format!(
+                    "tenant {}: event {} follows {}",
+                    event.tenant_id, event.tenant_seq, expected
+                ))
+                .into());
+            }
+            advances.insert(
+                event.tenant_id,
+                Advance {
+                    tenant_id: event.tenant_id,
+                    projection: projection.name(),
+                    last_seq: event.tenant_seq,
+                    last_recorded_at: event.recorded_at,
+                },
+            );
+        }
+        let mut transaction = pool.begin().await?;
+        use_schema(&mut transaction, schema).await?;
+        projection
+            .apply(&mut transaction, &slice)
+            .await
+            .map_err(|error| ProjectionError::Apply {
+                projection: projection.name().to_string(),
+                tenant_id: first_tenant,
+                error,
+            })?;
+        let advances: Vec<Advance> = advances.into_values().collect();
+        advance(&mut transaction, &advances).await?;
+        transaction.commit().await?;
+        for advanced in advances {
+            checkpoints.insert(advanced.tenant_id, advanced.last_seq);
+        }
+    }
+    Ok(())
+}
