@@ -166,7 +166,15 @@ async fn create_template_if_missing(
             .and_then(|rest| rest.split('_').next())
             .and_then(|seconds| seconds.parse::<u64>().ok())
             .is_some_and(|created| created < oldest_kept);
-        let stale_template = name.starts_with("ledger_template_") && name != template;
+        // Another migration set's template may belong to a concurrent run
+        // from another checkout: only an old one (or one without the
+        // creation comment) is a leftover. Templates are built and swept
+        // under the advisory lock, so none is half-built here.
+        let stale_template = name.starts_with("ledger_template_")
+            && name != template
+            && template_created(connection, name)
+                .await
+                .is_none_or(|created| created < oldest_kept);
         if leftover_test || stale_template {
             let _ = drop_database(&server.options(), name).await;
         }
@@ -184,6 +192,13 @@ async fn create_template_if_missing(
     MIGRATOR.run(&mut pool).await?;
     pool.close().await?;
     sqlx::query(&format!(
+        "COMMENT ON DATABASE {} IS 'ledger test template, created {}'",
+        quote_identifier(&building),
+        unix_seconds()
+    ))
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(&format!(
         "ALTER DATABASE {} RENAME TO {}",
         quote_identifier(&building),
         quote_identifier(template)
@@ -191,6 +206,22 @@ async fn create_template_if_missing(
     .execute(&mut *connection)
     .await?;
     Ok(())
+}
+
+/// When a template was created (from its comment); `None` when unknown.
+async fn template_created(connection: &mut PgConnection, name: &str) -> Option<u64> {
+    let comment: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+    )
+    .bind(name)
+    .fetch_optional(connection)
+    .await
+    .ok()?;
+    comment?
+        .0?
+        .strip_prefix("ledger test template, created ")?
+        .parse()
+        .ok()
 }
 
 async fn clone_template(server: &Database, template: &str, name: &str) -> Result<(), sqlx::Error> {
