@@ -17,7 +17,7 @@
 //! - `repository`: cqrs-es `PersistedEventRepository` on these tables.
 //! - `tenants`: tenants and API keys.
 //! - `database`: resolving and connecting to PostgreSQL.
-//! - `testing`: fresh databases for tests.
+//! - `testing`: fresh databases for tests (feature `testing`, tests only).
 
 pub mod append;
 pub mod canonical;
@@ -29,6 +29,7 @@ pub mod load;
 pub mod read;
 pub mod repository;
 pub mod tenants;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use append::{
