@@ -46,7 +46,7 @@ pub use idempotency::{
 pub use load::{AggregateHistory, AggregateKey, Snapshot};
 pub use read::{check_text_event, ChainReport, GlobalCursor, JsonText, StoredEvent, TenantRange};
 pub use repository::TenantRepository;
-pub use tenants::{NewTenant, Tenant, TenantCreation, TenantError};
+pub use tenants::{KeyIssue, NewTenant, Tenant, TenantCreation, TenantError};
 
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
