@@ -314,22 +314,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let store = open_store(database_url, 8).await?;
             let catalog = projections::catalog();
             if args.once {
-                let stale = projections::status::register(store.pool(), &catalog).await?;
-                let stale: Vec<&dyn projections::Projection> =
-                    stale.iter().map(AsRef::as_ref).collect();
-                projections::rebuild::rebuild_many(store.pool(), &stale, args.json).await?;
-                let mut applied = serde_json::Map::new();
-                for projection in &catalog {
-                    let events =
-                        projections::rebuild::catch_up_live(store.pool(), projection.as_ref())
-                            .await?;
-                    if !args.json {
-                        println!("{}: applied {events} events", projection.name());
-                    }
-                    applied.insert(projection.name().to_string(), events.into());
-                }
+                let report =
+                    projections::worker::run_once(store.pool(), &catalog, args.json).await?;
                 if args.json {
-                    println!("{}", serde_json::json!({ "applied": applied }));
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    for (name, events) in &report.applied {
+                        println!("{name}: applied {events} events");
+                    }
                 }
             } else {
                 let (stop, stopped) = tokio::sync::watch::channel(false);
