@@ -61,7 +61,8 @@ pub struct GrantBody {
     /// 0 (burnt first) to 100 (last); default 50.
     #[serde(default)]
     pub priority: Option<u8>,
-    /// When the grant becomes usable; default now.
+    /// When the grant becomes usable; default now. It does not change the
+    /// grant's age in the burn-down order, which is issue order.
     #[serde(default)]
     pub effective_at: Option<DateTime<Utc>>,
     /// When it expires; default never.
@@ -123,7 +124,7 @@ pub struct GrantView {
     responses(
         (status = 201, description = "Issued", body = GrantIssuedAnswer),
         (status = 400, description = "Invalid input (names the field)", body = ErrorBody),
-        (status = 422, description = "Expiry in the past, or key reused", body = ErrorBody),
+        (status = 422, description = "Expiry in the past, the quota's open total would pass 64 bits (`amount_overflow`), or key reused", body = ErrorBody),
     )
 )]
 async fn issue_grant(

@@ -159,7 +159,8 @@ async fn get_quota(
 }
 
 /// Consumes runs or credits. Grants burn down by priority, earliest expiry,
-/// promotional before paid, oldest, id; one consumption may span several.
+/// promotional before paid, oldest by issue, id; one consumption may span
+/// several.
 /// Not enough available: 429 `quota_exceeded` with `details.available`, and
 /// nothing is consumed.
 #[utoipa::path(
@@ -175,6 +176,7 @@ async fn get_quota(
     responses(
         (status = 200, description = "Consumed", body = ConsumeAnswer),
         (status = 400, description = "Invalid input (names the field) or not consumable", body = ErrorBody),
+        (status = 422, description = "A count would pass 64 bits (`amount_overflow`), or key reused", body = ErrorBody),
         (status = 429, description = "Not enough quota; details.available", body = ErrorBody),
     )
 )]
