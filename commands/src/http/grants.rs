@@ -11,7 +11,6 @@ use super::AppState;
 use crate::requests::quota::{IssueGrant, RevokeGrant};
 use aggregates::quota::{
     parse_quota_aggregate_id, GrantSource, QuotaAccount, QuotaType, PRIORITY_DEFAULT, PRIORITY_MAX,
-    QUOTA_AGGREGATE,
 };
 use aggregates::{GrantId, TenantId};
 use axum::extract::State;
@@ -289,14 +288,16 @@ async fn revoke_grant(
     ))
 }
 
-/// The quota aggregate holding a grant, from its GrantIssued event
-/// (index `events_grant_issued`, migration 0006). The event store is the
-/// source of truth: this answers while the read tables lag or their workers
-/// are stopped. Scoped by tenant, so another tenant's grant is not found.
+/// The quota aggregate holding a grant, from its GrantIssued event. The
+/// event store is the source of truth: this answers while the read tables
+/// lag or their workers are stopped. Scoped by tenant, so another tenant's
+/// grant is not found. The predicates and the expression are written out as
+/// in the partial index `events_grant_issued` (migration 0006), literals
+/// included (`'quota'` is `QUOTA_AGGREGATE`), so every plan can use it.
 const SELECT_GRANT_HOLDER: &str = "\
     SELECT aggregate_id FROM events \
-    WHERE tenant_id = $1 AND aggregate_type = $2 AND event_type = 'GrantIssued' \
-      AND payload #>> '{GrantIssued,terms,grant_id}' = $3 \
+    WHERE tenant_id = $1 AND aggregate_type = 'quota' AND event_type = 'GrantIssued' \
+      AND payload #>> '{GrantIssued,terms,grant_id}' = $2 \
     LIMIT 1";
 
 /// Which quota (type and holder) holds `grant_id`, if the tenant has it.
@@ -307,7 +308,6 @@ async fn grant_holder(
 ) -> Result<Option<(QuotaType, Option<QuotaAccount>)>, ApiError> {
     let row: Option<(String,)> = sqlx::query_as(SELECT_GRANT_HOLDER)
         .bind(tenant_id.as_uuid())
-        .bind(QUOTA_AGGREGATE)
         .bind(grant_id.to_string())
         .fetch_optional(state.store.pool())
         .await?;
