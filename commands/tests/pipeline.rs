@@ -456,3 +456,46 @@ async fn requests_of_an_unknown_tenant_are_refused() {
         Err(PipelineError::UnknownTenant)
     );
 }
+
+#[tokio::test]
+async fn commands_are_stamped_by_the_configured_clock_and_never_go_back_in_time() {
+    // Proves: the pipeline stamps commands with BusConfig::clock, and a clock
+    // that goes back does not make a tenant's recorded_at decrease.
+    use chrono::{TimeZone, Utc};
+    use std::sync::Mutex;
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
+    let first = Utc.with_ymd_and_hms(2030, 6, 1, 12, 0, 0).unwrap();
+    let now = Arc::new(Mutex::new(first));
+    let reading = now.clone();
+    let bus = CommandBus::start(
+        store.clone(),
+        BusConfig {
+            clock: commands::Clock::from_fn(move || *reading.lock().unwrap()),
+            ..BusConfig::default()
+        },
+        Arc::new(Metrics::default()),
+    );
+    bus.execute(tenant_id, key("k1"), add("c", 1))
+        .await
+        .unwrap();
+    *now.lock().unwrap() = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+    bus.execute(tenant_id, key("k2"), add("c", 1))
+        .await
+        .unwrap();
+    let later = Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap();
+    *now.lock().unwrap() = later;
+    bus.execute(tenant_id, key("k3"), add("c", 1))
+        .await
+        .unwrap();
+    let stamps: Vec<_> = store
+        .read_tenant(tenant_id, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.recorded_at)
+        .collect();
+    assert_eq!(stamps, [first, first, later]);
+    bus.shutdown().await;
+}

@@ -165,6 +165,12 @@ fn check_quota_event(quota: &Quota, event: &QuotaEvent) -> Result<(), String> {
                     grant.status.as_str()
                 ));
             }
+            if quota.quota == Some(QuotaType::Seats) && !grant.used.is_zero() {
+                return Err(format!(
+                    "closes grant {grant_id} with {} seats still allocated on it",
+                    grant.used
+                ));
+            }
         }
         QuotaEvent::QuotaConsumed { allocations, .. }
         | QuotaEvent::SeatsAllocated { allocations, .. } => {
@@ -179,6 +185,52 @@ fn check_quota_event(quota: &Quota, event: &QuotaEvent) -> Result<(), String> {
                     }
                 }
             }
+        }
+        QuotaEvent::SeatsMoved {
+            from,
+            amount,
+            allocations,
+            ..
+        } => {
+            match from {
+                Some(grant_id) => {
+                    let grant = known(*grant_id)?;
+                    if *amount > grant.used {
+                        return Err(format!(
+                            "moves {amount} seats off grant {grant_id} holding {}",
+                            grant.used
+                        ));
+                    }
+                }
+                None if *amount > quota.unbacked => {
+                    return Err(format!(
+                        "moves {amount} unbacked seats where {} are unbacked",
+                        quota.unbacked
+                    ));
+                }
+                None => {}
+            }
+            for allocation in allocations {
+                let grant = known(allocation.grant_id)?;
+                let room = grant.remaining();
+                if grant.status != GrantStatus::Active
+                    || room.is_some_and(|room| allocation.amount > room)
+                {
+                    return Err(format!(
+                        "moves {} seats onto grant {} ({}) holding {}",
+                        allocation.amount,
+                        allocation.grant_id,
+                        grant.status.as_str(),
+                        room.map_or_else(|| "unlimited".to_string(), |room| room.to_string())
+                    ));
+                }
+            }
+        }
+        QuotaEvent::SeatsReleased { unbacked, .. } if *unbacked > quota.unbacked => {
+            return Err(format!(
+                "releases {unbacked} unbacked seats where {} are unbacked",
+                quota.unbacked
+            ));
         }
         QuotaEvent::SeatsReleased { allocations, .. } => {
             for allocation in allocations {
@@ -198,12 +250,20 @@ fn check_quota_event(quota: &Quota, event: &QuotaEvent) -> Result<(), String> {
 fn quota_report(aggregate_id: &str, quota: &Quota, at: Option<DateTime<Utc>>) -> Value {
     let (quota_type, account) = parse_quota_aggregate_id(aggregate_id).unzip();
     let available = at.and_then(|at| quota.available(at).ok());
-    let used: i128 = quota
-        .grants
-        .iter()
-        .map(|grant| i128::from(grant.used.value()))
-        .sum();
     let consumable = quota_type.is_some_and(QuotaType::is_consumable);
+    // Consumed: over every grant, open or closed. Allocated: seats on open
+    // grants and unbacked ones.
+    let used: i128 = if consumable {
+        quota
+            .grants
+            .iter()
+            .map(|grant| i128::from(grant.used.value()))
+            .sum()
+    } else {
+        quota
+            .allocated()
+            .map_or(0, |allocated| i128::from(allocated.value()))
+    };
     let grants: Vec<Value> = quota
         .grants
         .iter()

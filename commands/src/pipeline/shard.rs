@@ -3,10 +3,9 @@
 use super::request::{
     accepted_body, error_body, Decider, Loaded, Refusal, Reply, StateView, Target,
 };
-use super::{Outcome, PipelineError, Request};
+use super::{Clock, Outcome, PipelineError, Request};
 use crate::metrics::Metrics;
 use aggregates::TenantId;
-use chrono::Utc;
 use eventstore::{
     AggregateKey, AppendError, ChainHead, CommandWrite, EventStore, Fingerprint, IdempotencyKey,
     IdempotencyRecord, StoreError, TenantBatch,
@@ -212,6 +211,7 @@ pub(crate) struct Shard {
     metrics: Arc<Metrics>,
     batch_commands_max: usize,
     pipeline_depth: usize,
+    clock: Clock,
     /// Heads as this shard expects them, including batches still in flight.
     heads: HashMap<TenantId, ChainHead>,
     /// Aggregates as this shard expects them, including batches in flight.
@@ -234,12 +234,14 @@ impl Shard {
         metrics: Arc<Metrics>,
         batch_commands_max: usize,
         pipeline_depth: usize,
+        clock: Clock,
     ) -> Self {
         Self {
             store,
             metrics,
             batch_commands_max,
             pipeline_depth: pipeline_depth.max(1),
+            clock,
             heads: HashMap::new(),
             cached: HashMap::new(),
             recent: RecentOutcomes::default(),
@@ -463,7 +465,7 @@ impl Shard {
             return;
         }
 
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut batches: Vec<TenantBatch> = Vec::new();
         let mut batch_of: HashMap<TenantId, usize> = HashMap::new();
         let mut staged: HashMap<(TenantId, AggregateKey), Loaded> = HashMap::new();
