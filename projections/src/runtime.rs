@@ -454,6 +454,9 @@ async fn step_of(
     }
     let leases = lease_of(&mut transaction, projections, limits.leases_max, tenant).await?;
     if leases.is_empty() {
+        // Release the shared projection locks now (a rebuild's swap waits
+        // for them), not when the connection is next used.
+        transaction.rollback().await?;
         return Ok(Stepped::Applied(0));
     }
     match apply_leases(
@@ -470,6 +473,9 @@ async fn step_of(
             Ok(Stepped::Applied(events))
         }
         Err(error @ ProjectionError::Apply { .. }) => {
+            // Roll back now, not when the connection is next used: the
+            // tenants' checkpoint rows must be free for the retries.
+            transaction.rollback().await?;
             let mut tenants: Vec<TenantId> = leases.iter().map(|lease| lease.tenant_id).collect();
             tenants.dedup();
             Ok(Stepped::Failed { tenants, error })
