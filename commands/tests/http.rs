@@ -340,6 +340,17 @@ async fn tenants_are_created_with_the_admin_token_only() {
     };
     let missing = issue(None).await.unwrap();
     error_of(missing, StatusCode::BAD_REQUEST).await;
+    let malformed = app
+        .client
+        .post(format!("{}/v1/tenants/not-a-uuid/api-keys", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("idempotency-key", "rotate-0")
+        .send()
+        .await
+        .unwrap();
+    let malformed = error_of(malformed, StatusCode::BAD_REQUEST).await;
+    assert_eq!(malformed["error"]["code"], "invalid_path_parameter");
+    assert_eq!(malformed["error"]["details"]["value"], "not-a-uuid");
     let issued = issue(Some("rotate-1")).await.unwrap();
     assert_eq!(issued.status(), StatusCode::CREATED);
     let issued: Value = issued.json().await.unwrap();

@@ -1,10 +1,10 @@
 //! `/v1/tenants`: creating tenants and issuing API keys (admin token only).
 
 use super::error::{ApiError, ErrorBody, REPLAYED_HEADER};
-use super::extract::{Admin, ApiJson, IdempotencyKeyHeader};
+use super::extract::{Admin, ApiJson, ApiPath, IdempotencyKeyHeader};
 use super::AppState;
 use aggregates::TenantId;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -119,7 +119,7 @@ async fn create_tenant(
     security(("admin_token" = [])),
     responses(
         (status = 201, description = "Issued (or the replay of an earlier issue)", body = ApiKeyIssued),
-        (status = 400, description = "Missing or invalid Idempotency-Key", body = ErrorBody),
+        (status = 400, description = "Malformed tenant id, missing or invalid Idempotency-Key", body = ErrorBody),
         (status = 401, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "Unknown tenant", body = ErrorBody),
     )
@@ -127,7 +127,7 @@ async fn create_tenant(
 async fn issue_api_key(
     State(state): State<AppState>,
     _: Admin,
-    Path(tenant_id): Path<uuid::Uuid>,
+    ApiPath(tenant_id): ApiPath<uuid::Uuid>,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
 ) -> Result<Response, ApiError> {
     let tenant_id = TenantId::from_uuid(tenant_id);
