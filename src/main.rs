@@ -240,6 +240,8 @@ fn init_logging() {
 
 type Failure = Box<dyn std::error::Error>;
 
+/// Opens the store for the commands that set up or write the ledger:
+/// creates the database if missing and applies pending migrations.
 async fn open_store(
     database_url: Option<&str>,
     connections: u32,
@@ -249,6 +251,21 @@ async fn open_store(
     let pool = database.connect_pool(connections).await?;
     let store = eventstore::EventStore::new(pool);
     store.migrate().await?;
+    Ok(store)
+}
+
+/// Opens the store for the auditors' commands (`verify`, `replay`,
+/// `export`), which only read: never creates the database nor migrates it,
+/// and refuses a schema older than this binary's.
+async fn open_store_to_read(
+    database_url: Option<&str>,
+    connections: u32,
+) -> Result<eventstore::EventStore, Failure> {
+    let database = eventstore::resolve_existing(database_url).await?;
+    tracing::debug!(url = %eventstore::database::redact(database.url()), source = ?database.source, "database");
+    let pool = database.connect_pool(connections).await?;
+    let store = eventstore::EventStore::new(pool);
+    store.check_schema().await?;
     Ok(store)
 }
 
@@ -381,7 +398,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let report = match &args.file {
                 Some(path) => replay::export::verify_file(path)?,
                 None => {
-                    let store = open_store(database_url, 4).await?;
+                    let store = open_store_to_read(database_url, 4).await?;
                     let tenant = args.tenant.map(aggregates::TenantId::from_uuid);
                     replay::verify::verify_database(
                         &store,
@@ -443,7 +460,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let report = match (&args.file, args.tenant) {
                 (Some(path), _) => replay::export::replay_file(path, as_of)?,
                 (None, Some(tenant)) => {
-                    let store = open_store(database_url, 2).await?;
+                    let store = open_store_to_read(database_url, 2).await?;
                     let mut transaction = store.pool().begin().await?;
                     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                         .execute(&mut *transaction)
@@ -493,7 +510,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
         }
         Command::Export(args) => {
-            let store = open_store(database_url, 2).await?;
+            let store = open_store_to_read(database_url, 2).await?;
             let report = replay::export::export(
                 &store,
                 aggregates::TenantId::from_uuid(args.tenant),
