@@ -1,6 +1,7 @@
 //! Auditors' checks against a real PostgreSQL: a clean ledger verifies;
-//! tampering behind the triggers is caught with tenant and seq; replays as
-//! of any point equal the state at that point; exports verify and replay
+//! tampering behind the triggers is caught with tenant and seq, after the
+//! read tables have caught up, and every finding is reported; replays as of
+//! any point equal the state at that point; exports verify and replay
 //! offline, and one changed byte is named by line.
 
 use aggregates::plan::PlanCatalog;
@@ -10,10 +11,12 @@ use commands::requests::quota::{ConsumeQuota, IssueGrant};
 use commands::requests::subscription::{ChangePlan, Subscribe};
 use commands::{BusConfig, CommandBus, Metrics, Outcome, Request};
 use eventstore::testing::TestDatabase;
-use eventstore::{ChainFinding, EventStore, IdempotencyKey};
+use eventstore::{ChainFinding, ChainHash, EventStore, IdempotencyKey};
+use projections::compare::ReplayFailure;
 use replay::export::{export, replay_file, replay_tenant, verify_file, AsOf};
+use replay::source::{page, AuditEvent};
 use replay::verify::{verify_database, Finding, VerifyReport};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 struct Ledger {
@@ -148,6 +151,56 @@ impl Ledger {
             .unwrap();
     }
 
+    /// Every event of a tenant, as an audit reads them.
+    async fn events(&self, tenant: usize) -> Vec<AuditEvent> {
+        let mut connection = self.store().pool().acquire().await.unwrap();
+        page(&mut connection, self.tenants[tenant], 0, i64::MAX)
+            .await
+            .unwrap()
+    }
+
+    async fn event(&self, tenant: usize, seq: i64) -> AuditEvent {
+        self.events(tenant)
+            .await
+            .into_iter()
+            .find(|event| event.tenant_seq == seq)
+            .unwrap()
+    }
+
+    /// Rewrites one event's payload (and, when given, event_type) as a
+    /// superuser, behind the trigger.
+    async fn edit_payload(
+        &self,
+        tenant: usize,
+        seq: i64,
+        event_type: Option<&str>,
+        edit: impl FnOnce(&mut Value),
+    ) {
+        let mut payload: Value =
+            serde_json::from_str(&self.event(tenant, seq).await.payload).unwrap();
+        edit(&mut payload);
+        let mut connection = self.store().pool().acquire().await.unwrap();
+        sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only")
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE events SET payload = $3, event_type = coalesce($4, event_type) \
+             WHERE tenant_id = $1 AND tenant_seq = $2",
+        )
+        .bind(self.tenants[tenant].as_uuid())
+        .bind(seq)
+        .bind(&payload)
+        .bind(event_type)
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+        sqlx::query("ALTER TABLE events ENABLE TRIGGER events_append_only")
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+    }
+
     async fn replay(&self, tenant: usize, as_of: AsOf) -> Value {
         let mut connection = self.store().pool().acquire().await.unwrap();
         replay_tenant(&mut connection, self.tenants[tenant], as_of)
@@ -196,6 +249,63 @@ fn chain_findings(findings: &[Finding]) -> Vec<ChainFinding> {
         .collect()
 }
 
+fn chain(tenant_seq: i64, finding: ChainFinding) -> Finding {
+    Finding::Chain {
+        tenant_seq,
+        finding,
+        line: None,
+    }
+}
+
+/// Each projection's replay failures.
+fn failures(report: &VerifyReport) -> Vec<(String, Vec<ReplayFailure>)> {
+    report
+        .projections
+        .iter()
+        .map(|projection| (projection.projection.clone(), projection.failures.clone()))
+        .collect()
+}
+
+/// The same failure for every projection named.
+fn failing(
+    names: &[&str],
+    tenant_id: TenantId,
+    tenant_seq: i64,
+    message: &str,
+) -> Vec<(String, Vec<ReplayFailure>)> {
+    ["stream_index", "subscriptions", "quota", "journal"]
+        .iter()
+        .map(|name| {
+            let failures = if names.contains(name) {
+                vec![ReplayFailure {
+                    tenant_id,
+                    tenant_seq,
+                    message: message.to_string(),
+                }]
+            } else {
+                vec![]
+            };
+            (name.to_string(), failures)
+        })
+        .collect()
+}
+
+fn no_differences(report: &VerifyReport) {
+    for projection in &report.projections {
+        assert_eq!(
+            projection.differences,
+            vec![],
+            "projection {}",
+            projection.projection
+        );
+    }
+}
+
+/// The hash a tenant's events have at `seq`.
+async fn hash_at(ledger: &Ledger, tenant: usize, seq: i64) -> ChainHash {
+    ledger.event(tenant, seq).await.hash
+}
+
 #[tokio::test]
 async fn a_clean_ledger_verifies_and_every_projection_equals_a_replay() {
     // Proves: nothing is found on an untouched ledger; the report counts
@@ -222,7 +332,7 @@ async fn a_clean_ledger_verifies_and_every_projection_equals_a_replay() {
     assert!(report
         .projections
         .iter()
-        .all(|projection| projection.differences.is_empty()));
+        .all(|projection| { projection.differences.is_empty() && projection.failures.is_empty() }));
 }
 
 #[tokio::test]
@@ -250,70 +360,135 @@ async fn an_edited_payload_is_found_at_its_tenant_and_seq() {
 }
 
 #[tokio::test]
-async fn an_event_deleted_in_the_middle_is_found_at_its_seq() {
-    // Proves: a missing event is a hole at its seq (and the next event no
-    // longer chains from its predecessor).
+async fn an_event_deleted_in_the_middle_is_reported_and_verify_goes_on() {
+    // Proves: with the read tables caught up, a missing event is a hole at
+    // its seq and the next event no longer chains; every projection names
+    // the tenant and seq it cannot replay and the other tenant is still
+    // compared (verify reports, never aborts).
     let ledger = Ledger::new().await;
     ledger.scenario().await;
+    ledger.catch_up().await;
     let tenant = ledger.tenants[0];
+    let hash_7 = hash_at(&ledger, 0, 7).await;
+    let hash_8 = hash_at(&ledger, 0, 8).await;
     ledger
         .tamper(&[format!(
             "DELETE FROM events WHERE tenant_id = '{tenant}' AND tenant_seq = 8"
         )])
         .await;
+    // The other tenant's read tables are still compared: an edited row of
+    // theirs is found.
+    let beta = ledger.tenants[1];
+    let (beta_purchase,): (uuid::Uuid,) = sqlx::query_as(
+        "UPDATE grants SET used = used + 1 WHERE tenant_id = $1 AND source = 'purchase' RETURNING grant_id",
+    )
+    .bind(beta.as_uuid())
+    .fetch_one(ledger.store().pool())
+    .await
+    .unwrap();
     let report = ledger.verify().await;
-    let chain = chain_findings(&findings_of(&report, tenant));
+    assert!(!report.ok);
     assert_eq!(
-        chain[0],
-        ChainFinding::Gap {
-            expected_seq: 8,
-            found_seq: 9
-        }
+        chain_findings(&findings_of(&report, tenant)),
+        vec![
+            ChainFinding::Gap {
+                expected_seq: 8,
+                found_seq: 9
+            },
+            ChainFinding::PrevHashMismatch {
+                tenant_seq: 9,
+                stored: hash_8,
+                expected: hash_7
+            },
+        ]
     );
-    assert!(
-        matches!(
-            chain[1],
-            ChainFinding::PrevHashMismatch { tenant_seq: 9, .. }
-        ),
-        "{chain:?}"
+    assert_eq!(
+        failures(&report),
+        failing(
+            &["stream_index", "subscriptions", "quota", "journal"],
+            tenant,
+            8,
+            "tenant_seq 8 is missing: the next event is tenant_seq 9"
+        )
     );
+    let differences: Vec<(String, String, Value)> = report
+        .projections
+        .iter()
+        .flat_map(|projection| {
+            projection.differences.iter().map(|difference| {
+                (
+                    projection.projection.clone(),
+                    difference.table.clone(),
+                    difference.key.clone(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        differences,
+        vec![(
+            "quota".to_string(),
+            "grants".to_string(),
+            json!({"tenant_id": beta, "grant_id": beta_purchase})
+        )]
+    );
+    assert_eq!(report.tenants.len(), 2);
+    assert_eq!(report.events, 31);
 }
 
 #[tokio::test]
-async fn the_last_event_deleted_is_found_by_the_head() {
+async fn the_last_event_deleted_is_found_by_the_head_and_the_read_tables() {
     // Proves: deleting the newest event leaves a chain that verifies on its
-    // own, but not against the chain head row.
+    // own, but not against the chain head row, and the read tables (which
+    // applied it) name the seq no replay can reach.
     let ledger = Ledger::new().await;
     ledger.scenario().await;
+    ledger.catch_up().await;
     let tenant = ledger.tenants[0];
     let head = ledger.store().chain_head(tenant).await.unwrap().unwrap();
+    let hash_15 = hash_at(&ledger, 0, 15).await;
     ledger
         .tamper(&[format!(
             "DELETE FROM events WHERE tenant_id = '{tenant}' AND tenant_seq = 16"
         )])
         .await;
     let report = ledger.verify().await;
-    let chain = chain_findings(&findings_of(&report, tenant));
-    assert_eq!(chain.len(), 1, "{chain:?}");
-    match &chain[0] {
-        ChainFinding::HeadMismatch {
-            head_seq,
-            head_hash,
-            last_seq,
-            ..
-        } => {
-            assert_eq!((*head_seq, *head_hash, *last_seq), (16, head.hash, 15));
-        }
-        other => panic!("expected a head mismatch, got {other}"),
-    }
+    assert!(!report.ok);
+    assert_eq!(
+        findings_of(&report, tenant),
+        vec![chain(
+            16,
+            ChainFinding::HeadMismatch {
+                head_seq: 16,
+                head_hash: head.hash,
+                last_seq: 15,
+                last_hash: hash_15
+            }
+        )]
+    );
+    assert_eq!(
+        failures(&report),
+        failing(
+            &["stream_index", "subscriptions", "quota", "journal"],
+            tenant,
+            16,
+            "tenant_seq 16 is missing: the live tables have applied events up to tenant_seq 16"
+        )
+    );
+    no_differences(&report);
 }
 
 #[tokio::test]
 async fn two_events_swapped_are_found_at_their_seqs() {
-    // Proves: reordering history changes what each position hashes to.
+    // Proves: with the read tables caught up, reordering history changes
+    // what each position hashes to and chains from; the journal, which
+    // keeps entries by seq, differs from a replay at both seqs.
     let ledger = Ledger::new().await;
     ledger.scenario().await;
+    ledger.catch_up().await;
     let tenant = ledger.tenants[0];
+    let events = ledger.events(0).await;
+    let (hash_2, hash_3, hash_4) = (events[1].hash, events[2].hash, events[3].hash);
     let at = |seq: i64| format!("tenant_id = '{tenant}' AND tenant_seq = {seq}");
     ledger
         .tamper(&[
@@ -323,15 +498,124 @@ async fn two_events_swapped_are_found_at_their_seqs() {
         ])
         .await;
     let report = ledger.verify().await;
-    let chain = chain_findings(&findings_of(&report, tenant));
-    let at_seq: Vec<i64> = chain.iter().map(ChainFinding::tenant_seq).collect();
-    assert_eq!(at_seq.first(), Some(&3), "{chain:?}");
-    assert!(chain
+    assert!(!report.ok);
+    let findings = chain_findings(&findings_of(&report, tenant));
+    // At 3 the old 4th event: it chains from the old 3rd, and its columns
+    // (seq 3 now) no longer hash to what it stores; at 4, the reverse; and
+    // the 5th chains from a hash no longer before it.
+    assert_eq!(findings.len(), 5, "{findings:?}");
+    assert_eq!(
+        findings[0],
+        ChainFinding::PrevHashMismatch {
+            tenant_seq: 3,
+            stored: hash_3,
+            expected: hash_2
+        }
+    );
+    assert!(
+        matches!(&findings[1], ChainFinding::HashMismatch { tenant_seq: 3, stored, .. } if *stored == hash_4),
+        "{findings:?}"
+    );
+    assert_eq!(
+        findings[2],
+        ChainFinding::PrevHashMismatch {
+            tenant_seq: 4,
+            stored: hash_2,
+            expected: hash_4
+        }
+    );
+    assert!(
+        matches!(&findings[3], ChainFinding::HashMismatch { tenant_seq: 4, stored, .. } if *stored == hash_3),
+        "{findings:?}"
+    );
+    assert_eq!(
+        findings[4],
+        ChainFinding::PrevHashMismatch {
+            tenant_seq: 5,
+            stored: hash_4,
+            expected: hash_3
+        }
+    );
+    assert_eq!(failures(&report), failing(&[], tenant, 0, ""));
+    let differences: Vec<(String, String, Value, Value, Value)> = report
+        .projections
         .iter()
-        .any(|finding| matches!(finding, ChainFinding::HashMismatch { tenant_seq: 3, .. })));
-    assert!(chain
-        .iter()
-        .any(|finding| matches!(finding, ChainFinding::HashMismatch { tenant_seq: 4, .. })));
+        .flat_map(|projection| {
+            projection.differences.iter().map(|difference| {
+                (
+                    projection.projection.clone(),
+                    difference.table.clone(),
+                    difference.key.clone(),
+                    difference.live.as_ref().unwrap()["aggregate_id"].clone(),
+                    difference.replay.as_ref().unwrap()["aggregate_id"].clone(),
+                )
+            })
+        })
+        .collect();
+    let key = |seq: i64| json!({"tenant_id": tenant, "tenant_seq": seq});
+    assert_eq!(
+        differences,
+        vec![
+            (
+                "journal".into(),
+                "journal_entries".into(),
+                key(3),
+                json!("runs"),
+                json!("credits")
+            ),
+            (
+                "journal".into(),
+                "journal_entries".into(),
+                key(4),
+                json!("credits"),
+                json!("runs")
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_payload_that_no_longer_decodes_is_reported_and_verify_goes_on() {
+    // Proves: with the read tables caught up, an event edited into
+    // something no aggregate decodes is a chain finding, a domain finding
+    // and a replay failure of the projections that decode it, naming tenant
+    // and seq; verify still checks everything else and reports it all.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    ledger.catch_up().await;
+    let tenant = ledger.tenants[0];
+    ledger
+        .edit_payload(0, 7, None, |payload| {
+            *payload = json!({"QuotaConsumed": {"amount": "five hundred"}})
+        })
+        .await;
+    let report = ledger.verify().await;
+    assert!(!report.ok);
+    let findings = findings_of(&report, tenant);
+    assert!(
+        matches!(
+            &findings[0],
+            Finding::Chain {
+                finding: ChainFinding::HashMismatch { tenant_seq: 7, .. },
+                ..
+            }
+        ),
+        "{findings:?}"
+    );
+    let undecodable = "QuotaConsumed does not decode: invalid type: string \"five hundred\", \
+                       expected i64 at line 1 column 43";
+    assert!(
+        matches!(&findings[1], Finding::Replay { finding, .. } if finding.tenant_seq == 7 && finding.message == undecodable),
+        "{findings:?}"
+    );
+    assert_eq!(
+        failures(&report),
+        failing(&["quota", "journal"], tenant, 7, undecodable)
+    );
+    no_differences(&report);
+    assert!(report
+        .lines()
+        .contains(&format!("projection quota: tenant {tenant}: tenant_seq 7: cannot be replayed ({undecodable}); its rows were not compared")));
 }
 
 #[tokio::test]
