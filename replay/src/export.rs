@@ -315,7 +315,7 @@ fn refused(finding: &Finding) -> VerifyError {
 /// The tenant's state as of `as_of`, from an export file, offline.
 pub fn replay_file(path: &Path, as_of: AsOf) -> Result<Value, VerifyError> {
     let mut file = ExportFile::open(path)?;
-    let mut state = TenantState::default();
+    let mut state = TenantState::for_report();
     while let Some((_, event)) = file.next_event() {
         let event = event.map_err(|finding| refused(&finding))?;
         if !as_of.includes(&event) {
@@ -338,7 +338,7 @@ pub async fn replay_tenant(
     tenant_id: TenantId,
     as_of: AsOf,
 ) -> Result<Value, VerifyError> {
-    let mut state = TenantState::default();
+    let mut state = TenantState::for_report();
     let until = match as_of {
         AsOf::Seq(seq) => seq,
         _ => i64::MAX,

@@ -10,7 +10,8 @@
 //!
 //! Layout:
 //! - `source`: events as an audit reads them (database pages, file lines).
-//! - `state`: the tenant state folded with the domain's own `apply`.
+//! - `state`: the tenant state folded with the domain's own `decide` and
+//!   `apply`, each event checked against the aggregate's decision.
 //! - `verify`: checks and the report.
 //! - `export`: the evidence file, offline verify and replay.
 //! - `http`: the replay route.

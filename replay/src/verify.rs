@@ -5,7 +5,8 @@
 //! time): the hash chain recomputed from the stored columns, `tenant_seq`
 //! gapless from 1, the chain head row equal to the last event, and the
 //! domain replaying its own history (every aggregate's sequence gapless,
-//! every event decodable and acceptable in the state before it, the journal
+//! every event decodable and exactly what the aggregate decides, from the
+//! state before it, for the command it records: see `state`; the journal
 //! balanced and within account flags). Then every projection is rebuilt into
 //! scratch tables and compared row by row with the live read tables. Every
 //! finding names the tenant and seq, or the table and key; a tenant whose
@@ -195,11 +196,20 @@ pub fn check_chain(checker: &mut ChainChecker, event: &AuditEvent) -> Vec<ChainF
 }
 
 /// Checks one tenant's history, event by event.
-#[derive(Default)]
 pub struct TenantAudit {
     checker: ChainChecker,
     state: TenantState,
     findings: Vec<Finding>,
+}
+
+impl Default for TenantAudit {
+    fn default() -> Self {
+        Self {
+            checker: ChainChecker::default(),
+            state: TenantState::for_verification(),
+            findings: Vec::new(),
+        }
+    }
 }
 
 impl TenantAudit {
