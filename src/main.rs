@@ -412,38 +412,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                for tenant in &report.tenants {
-                    let verdict = if tenant.findings.is_empty() {
-                        "ok".to_string()
-                    } else {
-                        format!("{} findings", tenant.findings.len())
-                    };
-                    println!(
-                        "tenant {}: {} events, head seq {} hash {}: {verdict}",
-                        tenant.tenant_id, tenant.events, tenant.head_seq, tenant.head_hash
-                    );
-                }
-                for projection in &report.projections {
-                    let verdict = if projection.differences.is_empty() {
-                        "equals a fresh replay".to_string()
-                    } else {
-                        format!(
-                            "{} rows differ from a fresh replay",
-                            projection.differences.len()
-                        )
-                    };
-                    println!("projection {}: {verdict}", projection.projection);
-                }
-                for line in report.lines() {
-                    println!("{line}");
-                }
-                println!(
-                    "verified {} events in {:.2} s ({:.0} events/s): {}",
-                    report.events,
-                    report.seconds,
-                    report.events_per_s,
-                    if report.ok { "OK" } else { "FAILED" }
-                );
+                print!("{}", report.render());
             }
             return Ok(if report.ok {
                 ExitCode::SUCCESS
@@ -453,26 +422,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Replay(args) => {
             let as_of = match (args.as_of_seq, args.as_of) {
-                (Some(seq), _) => replay::export::AsOf::Seq(seq),
-                (None, Some(time)) => replay::export::AsOf::Time(time),
-                (None, None) => replay::export::AsOf::Head,
+                (Some(seq), _) => replay::as_of::AsOf::Seq(seq),
+                (None, Some(time)) => replay::as_of::AsOf::Time(time),
+                (None, None) => replay::as_of::AsOf::Head,
             };
             let report = match (&args.file, args.tenant) {
                 (Some(path), _) => replay::export::replay_file(path, as_of)?,
                 (None, Some(tenant)) => {
                     let store = open_store_to_read(database_url, 2).await?;
-                    let mut transaction = store.pool().begin().await?;
-                    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                        .execute(&mut *transaction)
-                        .await?;
-                    let report = replay::export::replay_tenant(
-                        &mut transaction,
-                        aggregates::TenantId::from_uuid(tenant),
-                        as_of,
-                    )
-                    .await?;
-                    transaction.commit().await?;
-                    report
+                    let tenant = aggregates::TenantId::from_uuid(tenant);
+                    replay::as_of::replay_stored(&store, tenant, as_of).await?
                 }
                 (None, None) => return Err("give --tenant or --file".into()),
             };

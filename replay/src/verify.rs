@@ -167,6 +167,58 @@ impl VerifyReport {
         }
         lines
     }
+
+    /// The report as `ledger verify` prints it: a line per tenant and per
+    /// projection, then every finding, then the verdict.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for tenant in &self.tenants {
+            let verdict = if tenant.findings.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("{} findings", tenant.findings.len())
+            };
+            out.push_str(&format!(
+                "tenant {}: {} events, head seq {} hash {}: {verdict}\n",
+                tenant.tenant_id, tenant.events, tenant.head_seq, tenant.head_hash
+            ));
+        }
+        for projection in &self.projections {
+            let mut verdicts = Vec::new();
+            if !projection.differences.is_empty() {
+                verdicts.push(format!(
+                    "{} rows differ from a fresh replay",
+                    projection.differences.len()
+                ));
+            }
+            if !projection.failures.is_empty() {
+                verdicts.push(format!(
+                    "{} tenants cannot be replayed",
+                    projection.failures.len()
+                ));
+            }
+            if verdicts.is_empty() {
+                verdicts.push("equals a fresh replay".to_string());
+            }
+            out.push_str(&format!(
+                "projection {}: {}\n",
+                projection.projection,
+                verdicts.join(", ")
+            ));
+        }
+        for line in self.lines() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "verified {} events in {:.2} s ({:.0} events/s): {}\n",
+            self.events,
+            self.seconds,
+            self.events_per_s,
+            if self.ok { "OK" } else { "FAILED" }
+        ));
+        out
+    }
 }
 
 /// Why verification could not run (as opposed to what it found).
@@ -182,6 +234,9 @@ pub enum VerifyError {
     File { path: String, error: std::io::Error },
     #[error("{0}")]
     Format(String),
+    /// A replay met an event it cannot vouch for.
+    #[error("the history does not verify: {0}")]
+    Refused(Finding),
 }
 
 impl From<sqlx::Error> for VerifyError {

@@ -2,9 +2,9 @@
 //! tampering behind the triggers is caught with tenant and seq, after the
 //! read tables have caught up, and every finding is reported; a history the
 //! domain would not have decided is caught even when its chain was
-//! recomputed; replays as of any point equal the state at that point;
-//! exports verify and replay offline, and one changed byte is named by
-//! line.
+//! recomputed; replays as of any point equal the state at that point, and
+//! refuse a broken chain; exports verify and replay offline, and one
+//! changed byte is named by line.
 
 use aggregates::plan::PlanCatalog;
 use aggregates::quota::{GrantSource, QuotaType};
@@ -15,10 +15,11 @@ use commands::{BusConfig, CommandBus, Metrics, Outcome, Request};
 use eventstore::testing::TestDatabase;
 use eventstore::{ChainFinding, ChainHash, EventStore, IdempotencyKey, GENESIS};
 use projections::compare::ReplayFailure;
-use replay::export::{export, replay_file, replay_tenant, verify_file, AsOf};
+use replay::as_of::{replay_tenant, AsOf};
+use replay::export::{export, replay_file, verify_file};
 use replay::source::{page, AuditEvent};
 use replay::state::ReplayFinding;
-use replay::verify::{verify_database, Finding, VerifyReport};
+use replay::verify::{verify_database, Finding, VerifyError, VerifyReport};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -246,11 +247,13 @@ impl Ledger {
             .unwrap();
     }
 
-    async fn replay(&self, tenant: usize, as_of: AsOf) -> Value {
+    async fn try_replay(&self, tenant: usize, as_of: AsOf) -> Result<Value, VerifyError> {
         let mut connection = self.store().pool().acquire().await.unwrap();
-        replay_tenant(&mut connection, self.tenants[tenant], as_of)
-            .await
-            .unwrap()
+        replay_tenant(&mut connection, self.tenants[tenant], as_of).await
+    }
+
+    async fn replay(&self, tenant: usize, as_of: AsOf) -> Value {
+        self.try_replay(tenant, as_of).await.unwrap()
     }
 }
 
@@ -1080,6 +1083,65 @@ async fn subscription_events_that_break_the_subscription_rules_are_found() {
 }
 
 #[tokio::test]
+async fn a_replay_refuses_a_broken_chain_and_its_hash_proves_the_history_up_to_its_seq() {
+    // Proves: replay recomputes the chain up to the seq asked: an edited
+    // event refuses every replay that reaches it (naming its seq) but not
+    // those before it; a hole is refused though the events past it are not
+    // folded; after a forger recomputes the whole chain, the hash a replay
+    // prints at a seq no longer equals the one published for it.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    let published_10 = ledger.replay(0, AsOf::Seq(10)).await["hash"].clone();
+    assert_eq!(published_10, json!(hash_at(&ledger, 0, 10).await.to_hex()));
+    let tenant = ledger.tenants[0];
+    // A reference changed: the domain has no rule about it, the chain does.
+    ledger
+        .tamper(&[format!(
+            "UPDATE events SET payload = jsonb_set(payload, '{{QuotaConsumed,reference}}', '\"forged\"') \
+             WHERE tenant_id = '{tenant}' AND tenant_seq = 7"
+        )])
+        .await;
+    for as_of in [AsOf::Seq(7), AsOf::Seq(10), AsOf::Head] {
+        match ledger.try_replay(0, as_of).await {
+            Err(VerifyError::Refused(Finding::Chain {
+                tenant_seq: 7,
+                finding: ChainFinding::HashMismatch { tenant_seq: 7, .. },
+                line: None,
+            })) => {}
+            other => panic!("as of {as_of:?}: expected a refusal at seq 7, got {other:?}"),
+        }
+    }
+    assert_eq!(ledger.replay(0, AsOf::Seq(6)).await["as_of_seq"], 6);
+
+    // The forger recomputes the chain: replays run again (and verify finds
+    // nothing in the chain), but the hash at 10 is not the one published.
+    ledger.rechain(0).await;
+    let forged_10 = ledger.replay(0, AsOf::Seq(10)).await;
+    assert_eq!(forged_10["as_of_seq"], 10);
+    assert_ne!(forged_10["hash"], published_10);
+    assert!(ledger.verify().await.ok);
+
+    // A hole right after the point asked is refused too.
+    ledger
+        .tamper(&[format!(
+            "DELETE FROM events WHERE tenant_id = '{tenant}' AND tenant_seq IN (11, 12)"
+        )])
+        .await;
+    match ledger.try_replay(0, AsOf::Seq(11)).await {
+        Err(VerifyError::Refused(Finding::Chain {
+            tenant_seq: 11,
+            finding:
+                ChainFinding::Gap {
+                    expected_seq: 11,
+                    found_seq: 13,
+                },
+            ..
+        })) => {}
+        other => panic!("expected a hole at 11, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_replay_as_of_any_point_equals_the_state_reached_then() {
     // Proves: the state replayed as of each command's seq (or time) equals
     // the state the ledger held right after that command, and what the
@@ -1165,10 +1227,19 @@ async fn a_replay_as_of_any_point_equals_the_state_reached_then() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Writes `lines` as an export file in `dir`.
+fn write_lines(dir: &std::path::Path, name: &str, lines: &[String]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
 #[tokio::test]
 async fn an_export_verifies_offline_and_one_changed_byte_is_named_by_line() {
     // Proves: the export verifies with no database; changing one byte of an
-    // event makes verification fail at that line.
+    // event makes verification fail at that line, and replay refuse at that
+    // line; a header whose head is not the file's, a file cut short and a
+    // line too long to read are each named too.
     let ledger = Ledger::new().await;
     ledger.scenario().await;
     let dir = std::env::temp_dir().join(format!("ledger-export-{}", uuid::Uuid::now_v7()));
@@ -1183,18 +1254,21 @@ async fn an_export_verifies_offline_and_one_changed_byte_is_named_by_line() {
     let report = verify_file(&file).unwrap();
     assert!(report.ok, "{:?}", report.lines());
     assert_eq!(report.events, 16);
+    assert_eq!(
+        replay_file(&file, AsOf::Seq(16)).unwrap()["hash"],
+        json!(exported.head_hash.to_hex())
+    );
 
     // Line 8 is tenant_seq 7 (line 1 is the header): a consumption of 500.
     let text = std::fs::read_to_string(&file).unwrap();
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
     assert!(lines[7].contains("\"amount\":500"), "{}", lines[7]);
-    lines[7] = lines[7].replacen("\"amount\":500", "\"amount\":400", 1);
-    let tampered = dir.join("tampered.jsonl");
-    std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+    let mut changed = lines.clone();
+    changed[7] = changed[7].replacen("\"amount\":500", "\"amount\":400", 1);
+    let tampered = write_lines(&dir, "tampered.jsonl", &changed);
     let report = verify_file(&tampered).unwrap();
     assert!(!report.ok);
     let findings = &report.tenants[0].findings;
-    assert!(!findings.is_empty());
     assert!(
         matches!(
             &findings[0],
@@ -1211,6 +1285,51 @@ async fn an_export_verifies_offline_and_one_changed_byte_is_named_by_line() {
         "{:?}",
         report.lines()
     );
+    // Replay refuses the file even as of a seq before the change: the file
+    // as a whole is not the one its header describes.
+    for as_of in [AsOf::Seq(3), AsOf::Head] {
+        match replay_file(&tampered, as_of) {
+            Err(VerifyError::Refused(Finding::Chain {
+                line: Some(8),
+                finding: ChainFinding::HashMismatch { tenant_seq: 7, .. },
+                ..
+            })) => {}
+            other => panic!("expected a refusal at line 8, got {other:?}"),
+        }
+    }
+
+    // A header naming another head: the chain is whole, the head is not it.
+    let mut header: Value = serde_json::from_str(&lines[0]).unwrap();
+    header["head_hash"] = json!("00".repeat(32));
+    let mut wrong_head = lines.clone();
+    wrong_head[0] = header.to_string();
+    let wrong_head = write_lines(&dir, "wrong-head.jsonl", &wrong_head);
+    match replay_file(&wrong_head, AsOf::Seq(2)) {
+        Err(VerifyError::Refused(Finding::Chain {
+            finding:
+                ChainFinding::HeadMismatch {
+                    head_seq: 16,
+                    last_seq: 16,
+                    ..
+                },
+            ..
+        })) => {}
+        other => panic!("expected a head mismatch, got {other:?}"),
+    }
+    // The file cut short after tenant_seq 10.
+    let cut = write_lines(&dir, "cut.jsonl", &lines[..11]);
+    match replay_file(&cut, AsOf::Seq(5)) {
+        Err(VerifyError::Refused(Finding::Chain {
+            finding:
+                ChainFinding::HeadMismatch {
+                    head_seq: 16,
+                    last_seq: 10,
+                    ..
+                },
+            ..
+        })) => {}
+        other => panic!("expected a head mismatch, got {other:?}"),
+    }
 
     // A byte that breaks the line's JSON is named too.
     let mut broken = text.clone().into_bytes();
@@ -1233,5 +1352,26 @@ async fn an_export_verifies_offline_and_one_changed_byte_is_named_by_line() {
         "{:?}",
         report.lines()
     );
+    match replay_file(&broken_file, AsOf::Head) {
+        Err(VerifyError::Refused(Finding::File { line: 5, .. })) => {}
+        other => panic!("expected a refusal at line 5, got {other:?}"),
+    }
+
+    // A line longer than the bound is skipped, named, and the lines after
+    // it are still read.
+    let mut long = lines.clone();
+    long[5] = format!("{{\"padding\": \"{}\"}}", "x".repeat(17 * 1024 * 1024));
+    let long = write_lines(&dir, "long.jsonl", &long);
+    let report = verify_file(&long).unwrap();
+    let findings = &report.tenants[0].findings;
+    assert_eq!(
+        findings[0],
+        Finding::File {
+            line: 6,
+            message: "longer than 16777216 bytes".to_string()
+        },
+        "{findings:?}"
+    );
+    assert_eq!(report.events, 15);
     std::fs::remove_dir_all(&dir).unwrap();
 }
