@@ -39,15 +39,31 @@ enum Command {
     /// Rebuild projections into shadow tables and swap them in, while the
     /// live tables keep serving.
     Rebuild(RebuildArgs),
-    /// Verify hash chains, seqs, chain heads, the domain's replay of its own
-    /// history and every projection against a fresh replay; exit status 0
-    /// only when nothing is found. With --file, verify an export offline.
+    /// Verify hash chains, seqs, chain heads, that every event is what its
+    /// aggregate decides from the state before it, and every projection
+    /// against a fresh replay; exit 0 when nothing is found, 1 with every
+    /// finding, 2 when it cannot run. With --file, verify an export offline.
+    ///
+    /// Every finding names the tenant and tenant_seq (or the line of the
+    /// file), or the projection, table and key; verify goes on past every
+    /// finding and reports them all. It only reads: it never creates or
+    /// migrates the database, and refuses a schema older than this binary.
+    /// Projections are replayed into temporary tables of its own session.
     Verify(VerifyArgs),
     /// A tenant's state (subscription, grants and quotas, account balances,
     /// trial balance) as of a tenant_seq or a time, folded from its events.
+    ///
+    /// Every event up to that point has its hash recomputed and chained and
+    /// must be what its aggregate decides; the first one that is not
+    /// refuses the replay, naming its tenant_seq (or the line of the file).
+    /// The hash printed is the chain recomputed up to the point: if it
+    /// equals a hash published for that seq, nothing up to it was
+    /// rewritten. A file is checked whole (chain, header's head and count).
+    /// Reads only: never creates or migrates the database.
     Replay(ReplayArgs),
     /// Write a tenant's events with their hashes to a file an auditor can
-    /// verify and replay offline (`verify --file`, `replay --file`).
+    /// verify and replay offline (`verify --file`, `replay --file`). Reads
+    /// only: never creates or migrates the database.
     Export(ExportArgs),
     /// Run a benchmark workload on a fresh database of its own (created on
     /// the resolved server and dropped afterwards; user data is never
