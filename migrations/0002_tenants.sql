@@ -27,8 +27,12 @@ CREATE TABLE api_keys (
     key_hint   text        NOT NULL,
     created_at timestamptz NOT NULL,
     revoked_at timestamptz,
+    issue_key  text        CHECK (length(issue_key) BETWEEN 1 AND 255),
     CONSTRAINT api_keys_pkey PRIMARY KEY (tenant_id, key_digest)
 );
+
+-- Issuing a key over HTTP is idempotent by its Idempotency-Key, per tenant.
+CREATE UNIQUE INDEX api_keys_issue_key ON api_keys (tenant_id, issue_key);
 
 COMMENT ON TABLE api_keys IS 'API keys of tenants. The key itself is shown once and never stored.';
 COMMENT ON COLUMN api_keys.tenant_id IS 'Tenant the key authenticates; also embedded in the key text.';
@@ -36,4 +40,5 @@ COMMENT ON COLUMN api_keys.key_digest IS 'blake3 digest of the whole key text.';
 COMMENT ON COLUMN api_keys.key_hint IS 'Last four characters of the key, to tell keys apart.';
 COMMENT ON COLUMN api_keys.created_at IS 'When the key was issued.';
 COMMENT ON COLUMN api_keys.revoked_at IS 'When the key was revoked; NULL while it is valid.';
+COMMENT ON COLUMN api_keys.issue_key IS 'Idempotency-Key of the request that issued the key; NULL for a tenant''s first key.';
 

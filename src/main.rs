@@ -44,6 +44,10 @@ enum Command {
     /// against a fresh replay; exit 0 when nothing is found, 1 with every
     /// finding, 2 when it cannot run. With --file, verify an export offline.
     ///
+    /// A quota's events of one request are decided together, command by
+    /// command (seat moves included): events the quota decides and the
+    /// history lacks, and events it does not decide, are findings too.
+    ///
     /// Every finding names the tenant and tenant_seq (or the line of the
     /// file), or the projection, table and key; verify goes on past every
     /// finding and reports them all. It only reads: it never creates or
@@ -56,6 +60,8 @@ enum Command {
     /// Every event up to that point has its hash recomputed and chained and
     /// must be what its aggregate decides; the first one that is not
     /// refuses the replay, naming its tenant_seq (or the line of the file).
+    /// A point inside a request also reads the rest of that request's
+    /// events of the same quota (they record one command).
     /// The hash printed is the chain recomputed up to the point: if it
     /// equals a hash published for that seq, nothing up to it was
     /// rewritten. A file is checked whole (chain, header's head and count).
@@ -347,22 +353,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let store = open_store(database_url, 8).await?;
             let catalog = projections::catalog();
             if args.once {
-                let stale = projections::status::register(store.pool(), &catalog).await?;
-                let stale: Vec<&dyn projections::Projection> =
-                    stale.iter().map(AsRef::as_ref).collect();
-                projections::rebuild::rebuild_many(store.pool(), &stale, args.json).await?;
-                let mut applied = serde_json::Map::new();
-                for projection in &catalog {
-                    let events =
-                        projections::rebuild::catch_up_live(store.pool(), projection.as_ref())
-                            .await?;
-                    if !args.json {
-                        println!("{}: applied {events} events", projection.name());
-                    }
-                    applied.insert(projection.name().to_string(), events.into());
-                }
+                let report =
+                    projections::worker::run_once(store.pool(), &catalog, args.json).await?;
                 if args.json {
-                    println!("{}", serde_json::json!({ "applied": applied }));
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    for (name, events) in &report.applied {
+                        println!("{name}: applied {events} events");
+                    }
                 }
             } else {
                 let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -74,8 +74,10 @@ impl From<Asset> for String {
     }
 }
 
-/// A non-negative amount in an asset's minor unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A non-negative amount in an asset's minor unit (zero by default).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(try_from = "i64", into = "i64")]
 pub struct Amount(i64);
 

@@ -40,8 +40,9 @@ pub enum SubscriptionCommand {
         when: CancelAt,
         at: DateTime<Utc>,
     },
-    /// Starts the next period now; ends the subscription instead when a
-    /// cancellation at period end is scheduled.
+    /// Starts the next period once the current one has ended (at its end,
+    /// or now when more than a whole period late); ends the subscription
+    /// instead when a cancellation at period end is scheduled.
     Renew {
         at: DateTime<Utc>,
     },
@@ -102,6 +103,10 @@ pub enum SubscriptionError {
     AlreadyScheduled,
     #[error("the period end is out of range")]
     PeriodOutOfRange,
+    #[error("the current period ends at {period_end}; it can be renewed from then on")]
+    PeriodNotEnded { period_end: DateTime<Utc> },
+    #[error("the current period ended at {period_end}; renew the subscription first")]
+    PeriodEnded { period_end: DateTime<Utc> },
 }
 
 impl Rejection for SubscriptionError {
@@ -112,7 +117,9 @@ impl Rejection for SubscriptionError {
             Self::AlreadySubscribed(_)
             | Self::SamePlan(_)
             | Self::AlreadyScheduled
-            | Self::PeriodOutOfRange => RejectionKind::RuleBroken,
+            | Self::PeriodOutOfRange
+            | Self::PeriodNotEnded { .. }
+            | Self::PeriodEnded { .. } => RejectionKind::RuleBroken,
         }
     }
 
@@ -124,12 +131,17 @@ impl Rejection for SubscriptionError {
             Self::TrialEndInThePast => "invalid_trial_end",
             Self::AlreadyScheduled => "cancellation_scheduled",
             Self::PeriodOutOfRange => "period_out_of_range",
+            Self::PeriodNotEnded { .. } => "period_not_ended",
+            Self::PeriodEnded { .. } => "period_ended",
         }
     }
 
     fn details(&self) -> serde_json::Value {
         match self {
             Self::AlreadySubscribed(plan) | Self::SamePlan(plan) => json!({"plan": plan}),
+            Self::PeriodNotEnded { period_end } | Self::PeriodEnded { period_end } => {
+                json!({"period_end": period_end})
+            }
             _ => serde_json::Value::Null,
         }
     }
@@ -250,10 +262,17 @@ impl Decide for Subscription {
                     period_end,
                 }])
             }
-            SubscriptionCommand::ChangePlan { plan, .. } => {
+            SubscriptionCommand::ChangePlan { plan, at } => {
                 let active = self.active()?;
                 if active.plan.id == plan.id {
                     return Err(SubscriptionError::SamePlan(plan.id));
+                }
+                // The new plan's grants would expire at a period end already
+                // past.
+                if at >= active.period_end {
+                    return Err(SubscriptionError::PeriodEnded {
+                        period_end: active.period_end,
+                    });
                 }
                 Ok(vec![SubscriptionEvent::PlanChanged {
                     from: active.plan.id.clone(),
@@ -274,12 +293,29 @@ impl Decide for Subscription {
             }
             SubscriptionCommand::Renew { at } => {
                 let active = self.active()?;
+                if at < active.period_end {
+                    return Err(SubscriptionError::PeriodNotEnded {
+                        period_end: active.period_end,
+                    });
+                }
                 if active.cancel_at_period_end {
-                    return Ok(vec![SubscriptionEvent::Cancelled { cancelled_at: at }]);
+                    // The scheduled cancellation takes effect at the period end.
+                    return Ok(vec![SubscriptionEvent::Cancelled {
+                        cancelled_at: active.period_end,
+                    }]);
+                }
+                // Periods follow each other without gaps, so a renewal a
+                // little late does not move the billing date; one more than a
+                // whole period late starts the period now.
+                let mut start = active.period_end;
+                let mut end = period_end(&active.plan, start)?;
+                if end <= at {
+                    start = at;
+                    end = period_end(&active.plan, at)?;
                 }
                 Ok(vec![SubscriptionEvent::PeriodRenewed {
-                    period_start: at,
-                    period_end: period_end(&active.plan, at)?,
+                    period_start: start,
+                    period_end: end,
                 }])
             }
         }
@@ -442,29 +478,109 @@ mod tests {
             .then_expect_error(SubscriptionError::NotSubscribed);
     }
 
+    fn february(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 2, day, 12, 0, 0).unwrap()
+    }
+
     #[test]
-    fn renewing_starts_the_next_period_or_ends_a_scheduled_cancellation() {
+    fn renewing_before_the_period_ends_is_rejected_with_the_period_end() {
         Given::with(())
             .given(vec![subscribed("team_v4", 1)])
             .when(SubscriptionCommand::Renew { at: at(20) })
-            .then_expect_events(vec![SubscriptionEvent::PeriodRenewed {
-                period_start: at(20),
-                period_end: Utc.with_ymd_and_hms(2026, 2, 20, 12, 0, 0).unwrap(),
-            }]);
-        let end = at(1).checked_add_months(Months::new(1)).unwrap();
+            .then_expect_error(SubscriptionError::PeriodNotEnded {
+                period_end: february(1),
+            });
+        let error = SubscriptionError::PeriodNotEnded {
+            period_end: february(1),
+        };
+        assert_eq!(error.code(), "period_not_ended");
+        assert_eq!(error.kind(), RejectionKind::RuleBroken);
+        assert_eq!(
+            error.details(),
+            json!({"period_end": "2026-02-01T12:00:00Z"})
+        );
+    }
+
+    #[test]
+    fn renewing_at_or_after_the_period_end_starts_the_next_period_where_the_last_ended() {
+        for renewed_at in [february(1), february(3)] {
+            Given::with(())
+                .given(vec![subscribed("team_v4", 1)])
+                .when(SubscriptionCommand::Renew { at: renewed_at })
+                .then_expect_events(vec![SubscriptionEvent::PeriodRenewed {
+                    period_start: february(1),
+                    period_end: Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap(),
+                }]);
+        }
+    }
+
+    #[test]
+    fn renewing_more_than_a_whole_period_late_starts_the_period_now() {
+        let late = Utc.with_ymd_and_hms(2026, 3, 5, 12, 0, 0).unwrap();
         Given::with(())
-            .given(vec![
-                subscribed("team_v4", 1),
-                SubscriptionEvent::CancellationScheduled { effective_at: end },
-            ])
-            .when(SubscriptionCommand::Renew { at: at(30) })
-            .then_expect_events(vec![SubscriptionEvent::Cancelled {
-                cancelled_at: at(30),
+            .given(vec![subscribed("team_v4", 1)])
+            .when(SubscriptionCommand::Renew { at: late })
+            .then_expect_events(vec![SubscriptionEvent::PeriodRenewed {
+                period_start: late,
+                period_end: Utc.with_ymd_and_hms(2026, 4, 5, 12, 0, 0).unwrap(),
             }]);
+    }
+
+    #[test]
+    fn a_cancellation_scheduled_for_the_period_end_takes_effect_on_renewal_and_not_before() {
+        let scheduled = vec![
+            subscribed("team_v4", 1),
+            SubscriptionEvent::CancellationScheduled {
+                effective_at: february(1),
+            },
+        ];
+        Given::with(())
+            .given(scheduled.clone())
+            .when(SubscriptionCommand::Renew { at: at(30) })
+            .then_expect_error(SubscriptionError::PeriodNotEnded {
+                period_end: february(1),
+            });
+        Given::with(())
+            .given(scheduled)
+            .when(SubscriptionCommand::Renew { at: february(2) })
+            .then_expect_events(vec![SubscriptionEvent::Cancelled {
+                cancelled_at: february(1),
+            }]);
+    }
+
+    #[test]
+    fn renewing_without_a_subscription_is_rejected() {
         Given::with(())
             .given_no_previous_events()
             .when(SubscriptionCommand::Renew { at: at(30) })
             .then_expect_error(SubscriptionError::NotSubscribed);
+    }
+
+    #[test]
+    fn changing_plan_once_the_period_has_ended_is_rejected_until_renewal() {
+        Given::with(())
+            .given(vec![subscribed("team_v4", 1)])
+            .when(SubscriptionCommand::ChangePlan {
+                plan: plan("scale_v1"),
+                at: february(1),
+            })
+            .then_expect_error(SubscriptionError::PeriodEnded {
+                period_end: february(1),
+            });
+    }
+
+    #[test]
+    fn a_period_that_cannot_be_represented_is_rejected() {
+        let mut endless = plan("team_v4");
+        endless.period_months = u32::MAX;
+        Given::with(())
+            .given_no_previous_events()
+            .when(SubscriptionCommand::Subscribe {
+                plan: endless,
+                trial_ends_at: None,
+                at: at(1),
+            })
+            .then_expect_error(SubscriptionError::PeriodOutOfRange);
     }
 
     #[test]

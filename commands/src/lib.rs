@@ -19,5 +19,5 @@ pub mod server;
 
 pub use metrics::Metrics;
 pub use pipeline::{
-    BusConfig, CommandBus, Decider, Outcome, PipelineError, Refusal, Reply, Request, Target,
+    BusConfig, Clock, CommandBus, Decider, Outcome, PipelineError, Refusal, Reply, Request, Target,
 };

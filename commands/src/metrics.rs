@@ -150,6 +150,11 @@ impl Metrics {
         self.conflicts.inc();
     }
 
+    /// Conflicts counted so far.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.get()
+    }
+
     /// Records the projections' status (at scrape time).
     pub fn set_projections(&self, statuses: &[ProjectionStatus]) {
         for status in statuses {

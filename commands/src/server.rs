@@ -39,33 +39,15 @@ pub fn start_bus(store: &EventStore, config: BusConfig, metrics: Arc<Metrics>) -
     CommandBus::start(store.with_pool(pool), config, metrics)
 }
 
-/// Registers the projections, starts rebuilding those whose version changed
-/// (in the background: the live tables serve meanwhile), and starts their
-/// workers. Returns the workers.
+/// Registers the projections and reactors, starts rebuilding the
+/// projections whose version changed (in the background: the live tables
+/// serve meanwhile), and starts their workers.
 pub async fn start_workers(
     store: &EventStore,
     projections: &[Arc<dyn Projection>],
     reactors: Vec<Arc<dyn Reactor>>,
 ) -> Result<Workers, projections::ProjectionError> {
-    let stale = projections::status::register(store.pool(), projections).await?;
-    if !stale.is_empty() {
-        let pool = store.pool().clone();
-        tokio::spawn(async move {
-            let names: Vec<&str> = stale.iter().map(|projection| projection.name()).collect();
-            tracing::info!(projections = ?names, "rebuilding stale projections");
-            let stale: Vec<&dyn Projection> = stale.iter().map(AsRef::as_ref).collect();
-            match projections::rebuild::rebuild_many(&pool, &stale, true).await {
-                Ok(report) => tracing::info!(
-                    projections = ?report.projections,
-                    events = report.events,
-                    seconds = report.seconds,
-                    "rebuilt"
-                ),
-                Err(error) => tracing::error!(projections = ?names, %error, "rebuild failed"),
-            }
-        });
-    }
-    Ok(Workers::start(store, projections.to_vec(), reactors))
+    Workers::start_registered(store, projections.to_vec(), reactors).await
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops taking

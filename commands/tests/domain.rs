@@ -3,9 +3,11 @@
 
 mod support;
 
+use chrono::{DateTime, Duration, Months, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::app::{Client, TestServer};
+use std::collections::BTreeMap;
+use support::app::{Client, Options, TestClock, TestServer};
 
 /// The tenant_seq a command answered with.
 fn seq_of(answer: &Value) -> i64 {
@@ -14,15 +16,77 @@ fn seq_of(answer: &Value) -> i64 {
         .unwrap_or_else(|| panic!("no tenant_seq in {answer}"))
 }
 
-/// Asserts the trial balance per asset sums to zero (debits equal credits)
-/// once the journal has applied `seq`.
+/// Asserts, once the journal has applied `seq`, that every asset sums to
+/// zero: per asset, the accounts' debits minus credits add up to 0, and the
+/// trial balance has a balanced line for exactly those assets. A ledger
+/// with journal entries must have lines (an empty trial balance passes
+/// nothing).
 async fn assert_trial_balance_is_zero(client: &Client, seq: i64) -> Value {
     let balances = client.read("/v1/journal/balances", seq).await;
-    for line in balances["trial_balance"].as_array().unwrap() {
+    let entries = client.read("/v1/journal/entries?limit=1", seq).await;
+    let has_entries = !entries["entries"].as_array().unwrap().is_empty();
+    let mut sums: BTreeMap<String, i128> = BTreeMap::new();
+    for account in balances["accounts"].as_array().unwrap() {
+        let number = |field: &str| account[field].as_str().unwrap().parse::<i128>().unwrap();
+        *sums
+            .entry(account["asset"].as_str().unwrap().to_string())
+            .or_default() += number("debits") - number("credits");
+    }
+    for (asset, sum) in &sums {
+        assert_eq!(*sum, 0, "{asset} does not sum to zero: {balances}");
+    }
+    let lines = balances["trial_balance"].as_array().unwrap();
+    assert_eq!(!lines.is_empty(), has_entries, "{balances}");
+    let assets: Vec<&str> = lines
+        .iter()
+        .map(|line| line["asset"].as_str().unwrap())
+        .collect();
+    assert_eq!(assets, sums.keys().map(String::as_str).collect::<Vec<_>>());
+    for line in lines {
         assert_eq!(line["debits"], line["credits"], "{line}");
         assert_eq!(line["balanced"], true);
     }
     balances
+}
+
+/// The ledger's last tenant_seq, from the chain head.
+async fn head_seq(server: &TestServer, client: &Client) -> i64 {
+    let head: (i64,) =
+        sqlx::query_as("SELECT last_seq FROM chain_heads WHERE tenant_id = $1::uuid")
+            .bind(&client.tenant_id)
+            .fetch_one(server.db.store().pool())
+            .await
+            .unwrap();
+    head.0
+}
+
+/// A clock a month and a day in the past: a subscription started there has
+/// its period end a day ago, and the next period runs past now, so the read
+/// side (which judges "usable" by the real clock) agrees with the commands.
+fn a_month_ago() -> TestClock {
+    let start = Utc::now()
+        .checked_sub_months(Months::new(1))
+        .unwrap()
+        .checked_sub_signed(Duration::days(1))
+        .unwrap();
+    TestClock::at(start)
+}
+
+fn time_of(value: &Value) -> DateTime<Utc> {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {value}"))
+        .parse()
+        .unwrap()
+}
+
+fn grant_of<'a>(answer: &'a Value, quota: &str) -> &'a Value {
+    answer["grants_issued"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|grant| grant["quota"] == quota)
+        .unwrap_or_else(|| panic!("no {quota} grant in {answer}"))
 }
 
 fn balance_of(balances: &Value, account: &str) -> Value {
@@ -245,6 +309,7 @@ async fn twenty_parallel_requests_with_one_key_consume_once() {
         .await;
     assert_eq!(credits["consumed"], 7);
     assert_eq!(credits["available"], 93);
+    assert_trial_balance_is_zero(&acme, body["tenant_seq"].as_i64().unwrap()).await;
     server.stop().await;
 }
 
@@ -277,6 +342,10 @@ async fn another_tenants_grant_is_not_found() {
     assert_eq!(listed["grants"], json!([]));
     let still = acme.read(&format!("/v1/grants/{grant_id}"), seq).await;
     assert_eq!(still["status"], "active");
+    assert_eq!(still["balance"], 10);
+    assert_trial_balance_is_zero(&acme, seq).await;
+    // Beta has no entries: its trial balance is empty, and still checked.
+    assert_trial_balance_is_zero(&beta, 0).await;
     server.stop().await;
 }
 
@@ -362,12 +431,20 @@ async fn changing_plan_revokes_and_reissues_exactly_once() {
 #[tokio::test]
 async fn cancelling_renewing_seats_and_revoking_follow_the_rules() {
     // Proves: seats allocate and release; a purchase revoked posts breakage;
-    // cancel at period end keeps the grants until renewal ends it; cancel now
-    // revokes them; the trial balance stays zero throughout.
-    let server = TestServer::start().await;
+    // cancel at period end keeps the grants until renewal at the period end
+    // ends it (as of the period end); cancel now revokes them; the trial
+    // balance stays zero throughout.
+    let clock = a_month_ago();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
     let acme = server.tenant("acme").await;
-    acme.post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
+    let subscribed = acme
+        .post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
         .await;
+    let period_end = time_of(&subscribed.body["period_end"]);
     let allocated = acme
         .post("/v1/quota/seats/allocate", "seat-1", json!({"amount": 3}))
         .await;
@@ -425,11 +502,18 @@ async fn cancelling_renewing_seats_and_revoking_follow_the_rules() {
     assert_eq!(scheduled.status, StatusCode::OK);
     assert_eq!(scheduled.body["cancel_at_period_end"], true);
     assert_eq!(scheduled.body["grants_ended"], json!([]));
+    let early = acme
+        .post("/v1/subscription/renew", "renew-early", json!({}))
+        .await;
+    assert_eq!(early.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(early.body["error"]["code"], "period_not_ended");
+    clock.set(period_end);
     let renewed = acme
         .post("/v1/subscription/renew", "renew", json!({}))
         .await;
     assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
     assert_eq!(renewed.body["status"], "cancelled");
+    assert_eq!(time_of(&renewed.body["cancelled_at"]), period_end);
     assert_eq!(renewed.body["grants_ended"].as_array().unwrap().len(), 3);
     assert_eq!(renewed.body["grants_issued"], json!([]));
     let seq = renewed.body["tenant_seq"].as_i64().unwrap();
@@ -463,17 +547,26 @@ async fn cancelling_renewing_seats_and_revoking_follow_the_rules() {
         )
         .await;
     assert_eq!(none.status, StatusCode::NOT_FOUND);
+    assert_trial_balance_is_zero(&acme, head_seq(&server, &acme).await).await;
     server.stop().await;
 }
 
 #[tokio::test]
 async fn unlimited_grants_and_renewal_reissue() {
     // Proves: an enterprise subscription's unlimited seats and runs always
-    // cover consumption; renewing expires the period's grants and issues new.
-    let server = TestServer::start().await;
+    // cover consumption; renewing at the period end expires the period's
+    // grants and issues new ones for the next period.
+    let clock = a_month_ago();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
     let acme = server.tenant("acme").await;
-    acme.post("/v1/subscription", "sub", json!({"plan": "enterprise_v1"}))
+    let subscribed = acme
+        .post("/v1/subscription", "sub", json!({"plan": "enterprise_v1"}))
         .await;
+    let period_end = time_of(&subscribed.body["period_end"]);
     let big = acme
         .post(
             "/v1/quota/runs/consume",
@@ -484,6 +577,7 @@ async fn unlimited_grants_and_renewal_reissue() {
     assert_eq!(big.status, StatusCode::OK, "{}", big.body);
     assert_eq!(big.body["unlimited"], true);
     assert_eq!(big.body["available"], Value::Null);
+    clock.set(period_end);
     let renewed = acme
         .post("/v1/subscription/renew", "renew", json!({}))
         .await;
@@ -598,6 +692,7 @@ async fn bad_input_answers_400_naming_the_field_and_changes_nothing() {
             .await
             .unwrap();
     assert_eq!(head.0, seq);
+    assert_trial_balance_is_zero(&acme, seq).await;
     server.stop().await;
 }
 
@@ -663,5 +758,482 @@ async fn every_route_is_in_the_openapi_document_with_its_schemas() {
             "{schema} missing"
         );
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_consume_right_after_the_change_plan_answer_draws_on_the_new_plans_grants() {
+    // Proves: when change-plan answers, the new plan's grants are in effect:
+    // a consume sent right after succeeds, drawing on the new credits grant.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    acme.post("/v1/subscription", "sub", json!({"plan": "hobby_v3"}))
+        .await;
+    let changed = acme
+        .post(
+            "/v1/subscription/change-plan",
+            "upgrade",
+            json!({"plan": "team_v4"}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let credits_grant = grant_of(&changed.body, "credits")["grant_id"].clone();
+    let consumed = acme
+        .post(
+            "/v1/quota/credits/consume",
+            "right-after",
+            json!({"amount": 1_500}),
+        )
+        .await;
+    assert_eq!(consumed.status, StatusCode::OK, "{}", consumed.body);
+    assert_eq!(
+        consumed.body["allocations"],
+        json!([{"grant_id": credits_grant, "amount": 1_500}])
+    );
+    assert_eq!(consumed.body["available"], 18_500);
+    assert_trial_balance_is_zero(&acme, seq_of(&consumed.body)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn renewing_is_refused_until_the_period_ends_and_then_starts_the_next_period() {
+    // Proves: renew before the period end answers 422 period_not_ended with
+    // the period end and appends nothing; at the period end it expires the
+    // period's grants and issues the plan's again, the next period starting
+    // where the last ended.
+    let clock = a_month_ago();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    let subscribed = acme
+        .post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
+        .await;
+    let period_end = time_of(&subscribed.body["period_end"]);
+    acme.post("/v1/quota/credits/consume", "use", json!({"amount": 5_000}))
+        .await;
+    let before = head_seq(&server, &acme).await;
+    clock.set(period_end - Duration::seconds(1));
+    let early = acme
+        .post("/v1/subscription/renew", "renew-early", json!({}))
+        .await;
+    assert_eq!(early.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(early.body["error"]["code"], "period_not_ended");
+    assert_eq!(
+        time_of(&early.body["error"]["details"]["period_end"]),
+        period_end
+    );
+    assert_eq!(head_seq(&server, &acme).await, before);
+
+    clock.set(period_end);
+    let renewed = acme
+        .post("/v1/subscription/renew", "renew", json!({}))
+        .await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+    assert_eq!(time_of(&renewed.body["period_start"]), period_end);
+    assert_eq!(
+        time_of(&renewed.body["period_end"]),
+        period_end.checked_add_months(Months::new(1)).unwrap()
+    );
+    let credits_ended = renewed.body["grants_ended"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|grant| grant["quota"] == "credits")
+        .unwrap()
+        .clone();
+    assert_eq!(credits_ended["ended"], "expired");
+    assert_eq!(credits_ended["breakage"], 15_000);
+    let seq = seq_of(&renewed.body);
+    let credits = acme.read("/v1/quota/credits", seq).await;
+    assert_eq!(credits["available"], 20_000);
+    assert_eq!(credits["breakage"], 15_000);
+    assert_eq!(credits["consumed"], 5_000);
+    assert_trial_balance_is_zero(&acme, seq).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn seats_allocated_before_a_plan_change_stay_allocated_on_the_new_plan() {
+    // Proves: hobby (1 seat) with its seat allocated, changed to team (10),
+    // has 9 seats left, not 10; releasing after the change credits the team
+    // grant; the journal and the read tables agree.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    acme.post("/v1/subscription", "sub", json!({"plan": "hobby_v3"}))
+        .await;
+    let seat = acme
+        .post("/v1/quota/seats/allocate", "seat", json!({"amount": 1}))
+        .await;
+    assert_eq!(seat.status, StatusCode::OK, "{}", seat.body);
+    let hobby_seats = seat.body["allocations"][0]["grant_id"].clone();
+    let changed = acme
+        .post(
+            "/v1/subscription/change-plan",
+            "upgrade",
+            json!({"plan": "team_v4"}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let team_seats = grant_of(&changed.body, "seats")["grant_id"].clone();
+    let types: Vec<&str> = changed.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .filter(|kind| kind.starts_with("Seats"))
+        .collect();
+    assert_eq!(types, ["SeatsMoved", "SeatsMoved"]);
+    let too_many = acme
+        .post("/v1/quota/seats/allocate", "ten", json!({"amount": 10}))
+        .await;
+    assert_eq!(too_many.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(too_many.body["error"]["details"]["available"], 9);
+    let nine = acme
+        .post("/v1/quota/seats/allocate", "nine", json!({"amount": 9}))
+        .await;
+    assert_eq!(nine.status, StatusCode::OK, "{}", nine.body);
+    assert_eq!(nine.body["allocated"], 10);
+    assert_eq!(nine.body["available"], 0);
+    let released = acme
+        .post("/v1/quota/seats/release", "release", json!({"amount": 1}))
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    assert_eq!(
+        released.body["allocations"],
+        json!([{"grant_id": team_seats, "amount": 1}])
+    );
+    let seq = seq_of(&released.body);
+    let seats = acme.read("/v1/quota/seats", seq).await;
+    assert_eq!(seats["allocated"], 9);
+    assert_eq!(seats["available"], 1);
+    let hobby = acme
+        .read(
+            &format!("/v1/grants/{}", hobby_seats.as_str().unwrap()),
+            seq,
+        )
+        .await;
+    assert_eq!(
+        (hobby["status"].clone(), hobby["used"].clone()),
+        (json!("revoked"), json!(0))
+    );
+    let team = acme
+        .read(&format!("/v1/grants/{}", team_seats.as_str().unwrap()), seq)
+        .await;
+    assert_eq!(team["used"], 9);
+    let balances = assert_trial_balance_is_zero(&acme, seq).await;
+    let hobby_account = balance_of(
+        &balances,
+        &format!("grant:{}", hobby_seats.as_str().unwrap()),
+    );
+    assert_eq!(hobby_account["balance"], "0");
+    assert_eq!(balance_of(&balances, "seats_allocated")["balance"], "9");
+    assert_eq!(balance_of(&balances, "seats_unbacked")["balance"], "0");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_downgrade_below_the_seats_allocated_refuses_allocation_until_releases_catch_up() {
+    // Proves: team (10 seats, all allocated) changed to hobby (1) is
+    // over-allocated: 9 seats unbacked, available 0, allocation refused;
+    // releases give back the unbacked seats first.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    acme.post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
+        .await;
+    acme.post("/v1/quota/seats/allocate", "ten", json!({"amount": 10}))
+        .await;
+    let changed = acme
+        .post(
+            "/v1/subscription/change-plan",
+            "downgrade",
+            json!({"plan": "hobby_v3"}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let refused = acme
+        .post("/v1/quota/seats/allocate", "one", json!({"amount": 1}))
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.body["error"]["details"]["available"], 0);
+    let seats = acme.read("/v1/quota/seats", seq_of(&changed.body)).await;
+    assert_eq!(
+        (seats["allocated"].clone(), seats["available"].clone()),
+        (json!(10), json!(0))
+    );
+    let released = acme
+        .post("/v1/quota/seats/release", "nine", json!({"amount": 9}))
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    assert_eq!(released.body["allocations"], json!([]));
+    assert_eq!(released.body["allocated"], 1);
+    assert_eq!(released.body["available"], 0);
+    let still = acme
+        .post(
+            "/v1/quota/seats/allocate",
+            "one-again",
+            json!({"amount": 1}),
+        )
+        .await;
+    assert_eq!(still.status, StatusCode::TOO_MANY_REQUESTS);
+    acme.post("/v1/quota/seats/release", "last", json!({"amount": 1}))
+        .await;
+    let fits = acme
+        .post("/v1/quota/seats/allocate", "fits", json!({"amount": 1}))
+        .await;
+    assert_eq!(fits.status, StatusCode::OK, "{}", fits.body);
+    let seq = seq_of(&fits.body);
+    let balances = assert_trial_balance_is_zero(&acme, seq).await;
+    assert_eq!(balance_of(&balances, "seats_unbacked")["balance"], "0");
+    assert_eq!(balance_of(&balances, "seats_allocated")["balance"], "1");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn seats_allocated_at_a_renewal_stay_allocated_on_the_next_periods_grant() {
+    // Proves: renewing expires the period's seat grant but its allocated
+    // seats move onto the next period's grant (7 of 10 left, not 10).
+    let clock = a_month_ago();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    let subscribed = acme
+        .post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
+        .await;
+    acme.post("/v1/quota/seats/allocate", "three", json!({"amount": 3}))
+        .await;
+    clock.set(time_of(&subscribed.body["period_end"]));
+    let renewed = acme
+        .post("/v1/subscription/renew", "renew", json!({}))
+        .await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+    let next_seats = grant_of(&renewed.body, "seats")["grant_id"].clone();
+    let released = acme
+        .post("/v1/quota/seats/release", "one", json!({"amount": 1}))
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    assert_eq!(
+        released.body["allocations"],
+        json!([{"grant_id": next_seats, "amount": 1}])
+    );
+    assert_eq!(released.body["allocated"], 2);
+    assert_eq!(released.body["available"], 8);
+    let seq = seq_of(&released.body);
+    let seats = acme.read("/v1/quota/seats", seq).await;
+    assert_eq!(
+        (seats["allocated"].clone(), seats["available"].clone()),
+        (json!(2), json!(8))
+    );
+    assert_trial_balance_is_zero(&acme, seq).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn amounts_past_64_bits_answer_422_and_change_nothing() {
+    // Proves: a grant taking the available total past i64 and a consumption
+    // taking an unlimited grant's usage past i64 answer 422 amount_overflow
+    // and append nothing; the read tables keep up (no stalled projection).
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let full = acme
+        .post(
+            "/v1/grants",
+            "full",
+            json!({"quota": "credits", "amount": i64::MAX, "source": "purchase"}),
+        )
+        .await;
+    assert_eq!(full.status, StatusCode::CREATED, "{}", full.body);
+    let over = acme
+        .post(
+            "/v1/grants",
+            "one-more",
+            json!({"quota": "credits", "amount": 1, "source": "purchase"}),
+        )
+        .await;
+    assert_eq!(
+        over.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        over.body
+    );
+    assert_eq!(over.body["error"]["code"], "amount_overflow");
+    assert_eq!(head_seq(&server, &acme).await, seq_of(&full.body));
+
+    let unlimited = acme
+        .post(
+            "/v1/grants",
+            "unlimited",
+            json!({"quota": "runs", "amount": null, "source": "promocode"}),
+        )
+        .await;
+    assert_eq!(unlimited.status, StatusCode::CREATED, "{}", unlimited.body);
+    let all = acme
+        .post("/v1/quota/runs/consume", "all", json!({"amount": i64::MAX}))
+        .await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    let more = acme
+        .post("/v1/quota/runs/consume", "more", json!({"amount": 1}))
+        .await;
+    assert_eq!(
+        more.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        more.body
+    );
+    assert_eq!(more.body["error"]["code"], "amount_overflow");
+    let seq = seq_of(&all.body);
+    assert_eq!(head_seq(&server, &acme).await, seq);
+    let grant = acme
+        .read(
+            &format!(
+                "/v1/grants/{}",
+                unlimited.body["grant_id"].as_str().unwrap()
+            ),
+            seq,
+        )
+        .await;
+    assert_eq!(grant["used"], i64::MAX);
+    assert_trial_balance_is_zero(&acme, seq).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn revoking_a_grant_works_with_the_projection_workers_stopped() {
+    // Proves: revoke finds the grant in the event store, not the read tables:
+    // with no worker running it answers 200 (not 503); another tenant's key
+    // still gets 404; the read tables agree once caught up.
+    let server = TestServer::start_with(Options {
+        no_workers: true,
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    let beta = server.tenant("beta").await;
+    let issued = acme
+        .post(
+            "/v1/grants",
+            "g",
+            json!({"quota": "runs", "amount": 30, "source": "purchase", "account": "user-42"}),
+        )
+        .await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
+    let grant_id = issued.body["grant_id"].as_str().unwrap().to_string();
+    let foreign = beta
+        .post(&format!("/v1/grants/{grant_id}/revoke"), "r", json!({}))
+        .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND, "{}", foreign.body);
+    assert_eq!(foreign.body["error"]["code"], "not_found");
+    let revoked = acme
+        .post(&format!("/v1/grants/{grant_id}/revoke"), "r", json!({}))
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert_eq!(revoked.body["breakage"], 30);
+    assert_eq!(revoked.body["aggregate_id"], grant_id.as_str());
+    let seq = seq_of(&revoked.body);
+    assert_eq!(seq, 2);
+
+    server.catch_up().await;
+    let grant = acme.read(&format!("/v1/grants/{grant_id}"), seq).await;
+    assert_eq!(grant["status"], "revoked");
+    assert_eq!(grant["account"], "user-42");
+    let balances = assert_trial_balance_is_zero(&acme, seq).await;
+    assert_eq!(
+        balance_of(&balances, "quota_breakage:runs@user-42")["credits"],
+        "30"
+    );
+    assert_trial_balance_is_zero(&beta, 0).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_grant_id_in_the_path_answers_400_in_the_error_envelope() {
+    // Proves: a grant_id that is not a UUID answers 400 with the JSON error
+    // envelope naming the parameter, for reads and revokes, and appends
+    // nothing.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let issued = acme
+        .post(
+            "/v1/grants",
+            "g",
+            json!({"quota": "credits", "amount": 10, "source": "purchase"}),
+        )
+        .await;
+    let seq = seq_of(&issued.body);
+    for answer in [
+        acme.get("/v1/grants/not-a-uuid").await,
+        acme.post("/v1/grants/not-a-uuid/revoke", "r", json!({}))
+            .await,
+    ] {
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+        let error = &answer.body["error"];
+        assert_eq!(error["code"], "invalid_path_parameter", "{}", answer.body);
+        assert!(
+            error["message"].as_str().unwrap().contains("grant_id"),
+            "{}",
+            answer.body
+        );
+        assert_eq!(error["details"]["parameter"], "grant_id");
+        assert_eq!(error["details"]["value"], "not-a-uuid");
+    }
+    assert_eq!(head_seq(&server, &acme).await, seq);
+    assert_trial_balance_is_zero(&acme, seq).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_oldest_grant_by_issue_burns_first_even_against_a_backdated_one() {
+    // Proves: "oldest" in the burn-down order is issue order: a grant issued
+    // later with a backdated effective_at does not jump the queue, in the
+    // consumption and in the read side's grant order.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let first = acme
+        .post(
+            "/v1/grants",
+            "first",
+            json!({"quota": "credits", "amount": 10, "source": "purchase"}),
+        )
+        .await;
+    let backdated = acme
+        .post(
+            "/v1/grants",
+            "backdated",
+            json!({"quota": "credits", "amount": 10, "source": "purchase",
+                   "effective_at": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(backdated.status, StatusCode::CREATED, "{}", backdated.body);
+    let seq = seq_of(&backdated.body);
+    let listed = acme.read("/v1/quota/credits", seq).await;
+    let order: Vec<Value> = listed["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|grant| grant["grant_id"].clone())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            first.body["grant_id"].clone(),
+            backdated.body["grant_id"].clone()
+        ]
+    );
+    let consumed = acme
+        .post("/v1/quota/credits/consume", "use", json!({"amount": 12}))
+        .await;
+    assert_eq!(
+        consumed.body["allocations"],
+        json!([
+            {"grant_id": first.body["grant_id"], "amount": 10},
+            {"grant_id": backdated.body["grant_id"], "amount": 2},
+        ])
+    );
+    assert_trial_balance_is_zero(&acme, seq_of(&consumed.body)).await;
     server.stop().await;
 }

@@ -323,18 +323,50 @@ async fn tenants_are_created_with_the_admin_token_only() {
         .await
         .unwrap();
     assert_eq!(added.status(), StatusCode::OK);
-    let issued = app
-        .client
-        .post(format!(
-            "{}/v1/tenants/{}/api-keys",
-            app.base,
-            body["tenant_id"].as_str().unwrap()
-        ))
-        .bearer_auth(ADMIN_TOKEN)
+    let issue = |key: Option<&'static str>| {
+        let request = app
+            .client
+            .post(format!(
+                "{}/v1/tenants/{}/api-keys",
+                app.base,
+                body["tenant_id"].as_str().unwrap()
+            ))
+            .bearer_auth(ADMIN_TOKEN);
+        match key {
+            Some(key) => request.header("idempotency-key", key),
+            None => request,
+        }
+        .send()
+    };
+    let missing = issue(None).await.unwrap();
+    error_of(missing, StatusCode::BAD_REQUEST).await;
+    let issued = issue(Some("rotate-1")).await.unwrap();
+    assert_eq!(issued.status(), StatusCode::CREATED);
+    let issued: Value = issued.json().await.unwrap();
+    let second_key = issued["api_key"].as_str().unwrap().to_string();
+    assert_ne!(second_key, api_key);
+    let replayed = issue(Some("rotate-1")).await.unwrap();
+    assert_eq!(replayed.status(), StatusCode::CREATED);
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    let replayed: Value = replayed.json().await.unwrap();
+    assert_eq!(replayed["api_key"], Value::Null);
+    assert_eq!(replayed["tenant_id"], body["tenant_id"]);
+    // Both issued keys work; the replay issued none.
+    let (keys,): (i64,) = sqlx::query_as("SELECT count(*) FROM api_keys WHERE tenant_id = $1")
+        .bind(uuid::Uuid::parse_str(body["tenant_id"].as_str().unwrap()).unwrap())
+        .fetch_one(app.db.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(keys, 2);
+    let added = app
+        .add("c")
+        .bearer_auth(&second_key)
+        .header("idempotency-key", "k2")
+        .json(&json!({"amount": 1}))
         .send()
         .await
         .unwrap();
-    assert_eq!(issued.status(), StatusCode::CREATED);
+    assert_eq!(added.status(), StatusCode::OK);
 }
 
 #[tokio::test]

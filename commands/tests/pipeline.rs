@@ -204,6 +204,70 @@ async fn thirty_two_concurrent_requests_with_one_key_execute_once() {
     assert_eq!(read(&buses[0], tenant_id, "c").await["total"], 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_keys_in_a_batch_do_not_hold_back_the_new_requests_beside_them() {
+    // Proves: when a batch holds keys that already have records (a fresh
+    // pipeline has no memory of them) next to new requests, the repeats are
+    // answered from their records and the new requests are appended without
+    // counting a single conflict.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
+    let first = bus(store);
+    for index in 0..8 {
+        let outcome = first
+            .execute(
+                tenant_id,
+                key(&format!("old-{index}")),
+                add(&format!("c-{index}"), 1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome.status, 200);
+    }
+    first.shutdown().await;
+
+    let second = bus(store);
+    let mut requests = Vec::new();
+    for index in 0..8 {
+        for prefix in ["old", "new"] {
+            let bus = second.clone();
+            requests.push(tokio::spawn(async move {
+                let outcome = bus
+                    .execute(
+                        tenant_id,
+                        key(&format!("{prefix}-{index}")),
+                        add(&format!("c-{index}"), 1),
+                    )
+                    .await
+                    .unwrap();
+                (prefix, outcome)
+            }));
+        }
+    }
+    let mut replayed = 0;
+    let mut executed = 0;
+    for request in requests {
+        let (prefix, outcome) = request.await.unwrap();
+        assert_eq!(outcome.status, 200);
+        assert_eq!(outcome.replayed, prefix == "old", "{prefix}: {outcome:?}");
+        if outcome.replayed {
+            replayed += 1;
+        } else {
+            executed += 1;
+        }
+    }
+    assert_eq!((replayed, executed), (8, 8));
+    assert_eq!(second.metrics().conflicts(), 0);
+    assert_eq!(events_of(store, tenant_id).await, 16);
+    for index in 0..8 {
+        assert_eq!(
+            read(&second, tenant_id, &format!("c-{index}")).await["total"],
+            2
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_rejection_is_the_keys_outcome_even_after_the_state_changes() {
     // Proves: a domain rejection is recorded under its key; a retry gets the
@@ -391,4 +455,47 @@ async fn requests_of_an_unknown_tenant_are_refused() {
             .await,
         Err(PipelineError::UnknownTenant)
     );
+}
+
+#[tokio::test]
+async fn commands_are_stamped_by_the_configured_clock_and_never_go_back_in_time() {
+    // Proves: the pipeline stamps commands with BusConfig::clock, and a clock
+    // that goes back does not make a tenant's recorded_at decrease.
+    use chrono::{TimeZone, Utc};
+    use std::sync::Mutex;
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
+    let first = Utc.with_ymd_and_hms(2030, 6, 1, 12, 0, 0).unwrap();
+    let now = Arc::new(Mutex::new(first));
+    let reading = now.clone();
+    let bus = CommandBus::start(
+        store.clone(),
+        BusConfig {
+            clock: commands::Clock::from_fn(move || *reading.lock().unwrap()),
+            ..BusConfig::default()
+        },
+        Arc::new(Metrics::default()),
+    );
+    bus.execute(tenant_id, key("k1"), add("c", 1))
+        .await
+        .unwrap();
+    *now.lock().unwrap() = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+    bus.execute(tenant_id, key("k2"), add("c", 1))
+        .await
+        .unwrap();
+    let later = Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap();
+    *now.lock().unwrap() = later;
+    bus.execute(tenant_id, key("k3"), add("c", 1))
+        .await
+        .unwrap();
+    let stamps: Vec<_> = store
+        .read_tenant(tenant_id, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.recorded_at)
+        .collect();
+    assert_eq!(stamps, [first, first, later]);
+    bus.shutdown().await;
 }

@@ -21,10 +21,31 @@ use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::HashSet;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// How often a single-command append retries after its tenant's head moved.
 const HEAD_MOVED_ATTEMPTS_MAX: u32 = 32;
+
+/// Upper bound of the first random pause of a single-command append whose
+/// tenant's head moved; doubled per attempt up to [`HEAD_MOVED_PAUSE_MAX`].
+const HEAD_MOVED_PAUSE_FIRST: Duration = Duration::from_micros(200);
+
+/// Longest pause between two attempts of a single-command append.
+const HEAD_MOVED_PAUSE_MAX: Duration = Duration::from_millis(20);
+
+/// A random pause before retry number `attempt` (1 for the first retry):
+/// uniform up to `first` doubled per earlier attempt, capped at `max`.
+/// Writers that collided spread out instead of colliding again in lockstep.
+pub fn jittered_pause(attempt: u32, first: Duration, max: Duration) -> Duration {
+    let ceiling = first
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(max);
+    // Without entropy the pause is the ceiling: still bounded, still a pause.
+    let random = getrandom::u64().unwrap_or(u64::MAX);
+    let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(random % micros.max(1) + 1)
+}
 
 /// The head of a tenant's chain: its last seq, last hash and last time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -686,7 +707,15 @@ impl EventStore {
         command: CommandWrite,
         outcome: impl Fn(&[AppendedEvent], i64) -> Value,
     ) -> Result<Vec<AppendedEvent>, AppendError> {
-        for _ in 0..HEAD_MOVED_ATTEMPTS_MAX {
+        for attempt in 0..HEAD_MOVED_ATTEMPTS_MAX {
+            if attempt > 0 {
+                tokio::time::sleep(jittered_pause(
+                    attempt,
+                    HEAD_MOVED_PAUSE_FIRST,
+                    HEAD_MOVED_PAUSE_MAX,
+                ))
+                .await;
+            }
             let head = self
                 .chain_head(tenant_id)
                 .await?

@@ -18,7 +18,7 @@
 //! - `schema`: whether a database holds this binary's schema, read only.
 //! - `tenants`: tenants and API keys.
 //! - `database`: resolving and connecting to PostgreSQL.
-//! - `testing`: fresh databases for tests.
+//! - `testing`: fresh databases for tests (feature `testing`, tests only).
 
 pub mod append;
 pub mod canonical;
@@ -31,6 +31,7 @@ pub mod read;
 pub mod repository;
 pub mod schema;
 pub mod tenants;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use append::{
@@ -48,7 +49,7 @@ pub use load::{AggregateHistory, AggregateKey, Snapshot};
 pub use read::{check_text_event, ChainReport, GlobalCursor, JsonText, StoredEvent, TenantRange};
 pub use repository::TenantRepository;
 pub use schema::SchemaError;
-pub use tenants::{NewTenant, Tenant, TenantCreation, TenantError};
+pub use tenants::{KeyIssue, NewTenant, Tenant, TenantCreation, TenantError};
 
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;

@@ -46,6 +46,18 @@ pub enum TenantCreation {
     KeyReused,
 }
 
+/// The result of an idempotent API key issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyIssue {
+    /// Issued now; shown this once.
+    Issued(String),
+    /// The idempotency key already issued a key for this tenant; the key
+    /// cannot be shown again (only its digest is stored).
+    Replayed,
+    /// No such tenant.
+    UnknownTenant,
+}
+
 /// Why a tenant could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
@@ -76,9 +88,12 @@ const SELECT_CREATION: &str = "\
     SELECT tenant_id, name, creation_fingerprint FROM tenants WHERE creation_key = $1";
 
 const INSERT_KEY: &str = "\
-    INSERT INTO api_keys (tenant_id, key_digest, key_hint, created_at) \
-    SELECT tenant_id, $2, $3, now() FROM tenants WHERE tenant_id = $1 \
+    INSERT INTO api_keys (tenant_id, key_digest, key_hint, created_at, issue_key) \
+    SELECT tenant_id, $2, $3, now(), $4 FROM tenants WHERE tenant_id = $1 \
+    ON CONFLICT (tenant_id, issue_key) DO NOTHING \
     RETURNING tenant_id";
+
+const SELECT_TENANT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1)";
 
 const SELECT_KEY: &str = "\
     SELECT EXISTS (SELECT 1 FROM api_keys \
@@ -192,18 +207,34 @@ impl EventStore {
         }
     }
 
-    /// Issues another API key for an existing tenant (shown only now);
-    /// `None` for an unknown tenant.
-    pub async fn issue_api_key(&self, tenant_id: TenantId) -> Result<Option<String>, StoreError> {
+    /// Issues another API key for an existing tenant (shown only now), once
+    /// per idempotency key and tenant.
+    pub async fn issue_api_key(
+        &self,
+        tenant_id: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<KeyIssue, StoreError> {
         let api_key = generate_api_key(tenant_id)?;
         let digest = blake3::hash(api_key.as_bytes());
         let inserted: Option<(Uuid,)> = sqlx::query_as(INSERT_KEY)
             .bind(tenant_id.as_uuid())
             .bind(&digest.as_bytes()[..])
             .bind(&api_key[api_key.len() - 4..])
+            .bind(key.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(inserted.map(|_| api_key))
+        if inserted.is_some() {
+            return Ok(KeyIssue::Issued(api_key));
+        }
+        let (exists,): (bool,) = sqlx::query_as(SELECT_TENANT_EXISTS)
+            .bind(tenant_id.as_uuid())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(if exists {
+            KeyIssue::Replayed
+        } else {
+            KeyIssue::UnknownTenant
+        })
     }
 
     /// The tenant an API key authenticates, or `None` for an unknown,

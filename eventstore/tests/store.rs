@@ -125,17 +125,26 @@ async fn appended_events_load_back_unchanged_and_a_stale_append_writes_nothing()
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_appends_get_seqs_one_to_sixty_four_and_an_intact_chain() {
     // Proves: appends from 64 separate connections to one tenant serialise on
     // the chain head: gapless seqs 1..64 and every stored hash recomputes.
     let db = TestDatabase::new().await;
     let tenant_id = tenant(db.store()).await;
+    // Every writer connects first, then all start together.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+    let mut stores = Vec::new();
+    for _ in 0..64 {
+        stores.push(EventStore::new(
+            db.database().connect_pool(1).await.unwrap(),
+        ));
+    }
     let mut writers = Vec::new();
-    for writer in 0..64 {
-        let pool = db.database().connect_pool(1).await.unwrap();
-        let store = EventStore::new(pool);
+    for (writer, store) in stores.into_iter().enumerate() {
+        let start = start.clone();
         writers.push(tokio::spawn(async move {
+            store.ping().await.unwrap();
+            start.wait().await;
             let aggregate = format!("c-{writer}");
             store
                 .append_command(

@@ -34,6 +34,7 @@ struct NewGrant {
     effective_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     issued_at: DateTime<Utc>,
+    /// tenant_seq of the issue: the grant's place in issue order.
     seq: i64,
 }
 
@@ -145,9 +146,26 @@ impl Changes {
                 allocations,
                 ..
             } => {
+                // Includes seats released from the unbacked ones, which no
+                // grant row holds.
                 totals.allocated -= i128::from(amount.value());
                 for allocation in allocations {
                     self.use_units(tenant, allocation.grant_id, -allocation.amount.value(), seq)?;
+                }
+            }
+            QuotaEvent::SeatsMoved {
+                from,
+                amount,
+                allocations,
+                ..
+            } => {
+                // Still allocated: only which grant holds them changes (the
+                // part no grant takes is unbacked, held by no row).
+                if let Some(grant_id) = from {
+                    self.use_units(tenant, grant_id, -amount.value(), seq)?;
+                }
+                for allocation in allocations {
+                    self.use_units(tenant, allocation.grant_id, allocation.amount.value(), seq)?;
                 }
             }
             QuotaEvent::GrantRevoked {
@@ -191,9 +209,9 @@ impl Changes {
 
 const INSERT_GRANTS: &str = "\
     INSERT INTO grants (tenant_id, grant_id, quota, account, source, amount, used, priority, effective_at, \
-                        expires_at, issued_at, status, closed_at, breakage, last_tenant_seq) \
+                        expires_at, issued_at, issued_seq, status, closed_at, breakage, last_tenant_seq) \
     SELECT g.tenant_id, g.grant_id, g.quota, g.account, g.source, g.amount, 0, g.priority, g.effective_at, \
-           g.expires_at, g.issued_at, 'active', NULL, 0, g.seq \
+           g.expires_at, g.issued_at, g.seq, 'active', NULL, 0, g.seq \
     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::smallint[], \
                 $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::bigint[]) \
          AS g(tenant_id, grant_id, quota, account, source, amount, priority, effective_at, expires_at, issued_at, seq)";
@@ -232,7 +250,8 @@ impl Projection for QuotaProjection {
     }
 
     fn version(&self) -> i32 {
-        1
+        // 2: grants.issued_seq, SeatsMoved.
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -553,6 +572,12 @@ pub async fn get_grant(
     Ok(row.map(grant_from))
 }
 
+/// Burn-down order of the active grants, as the quota aggregate ranks them:
+/// priority, earliest expiry (none last), promotional before paid, issue
+/// order, id.
+const BURN_DOWN_ORDER: &str =
+    "priority, expires_at NULLS LAST, source <> 'promocode', issued_seq, grant_id";
+
 /// A quota of one type for one holder, as read.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct QuotaView {
@@ -596,7 +621,7 @@ pub async fn quota_views(
     let active: Vec<GrantTuple> = sqlx::query_as(&format!(
         "SELECT {GRANT_COLUMNS} FROM grants \
          WHERE tenant_id = $1 AND account = $2 AND ($3::text IS NULL OR quota = $3) AND status = 'active' \
-         ORDER BY priority, expires_at NULLS LAST, source <> 'promocode', effective_at, grant_id"
+         ORDER BY {BURN_DOWN_ORDER}"
     ))
     .bind(tenant_id.as_uuid())
     .bind(account_text)
@@ -629,40 +654,27 @@ pub async fn quota_views(
             }
         }
         let totals = totals.iter().find(|row| row.0 == quota.as_str());
+        let allocated = totals.map_or(0, |row| number(&row.4));
+        if quota == QuotaType::Seats {
+            // Seats allocated beyond every open grant's room (after a plan
+            // change to fewer seats) use up room first, as in the aggregate.
+            let on_grants = grants
+                .iter()
+                .fold(0i64, |total, grant| total.saturating_add(grant.used));
+            let unbacked = allocated.saturating_sub(on_grants).max(0);
+            available = available.saturating_sub(unbacked).max(0);
+        }
         views.push(QuotaView {
             quota: quota.as_str().to_string(),
             account: account.map(|account| account.as_str().to_string()),
             available: (!unlimited).then_some(available),
             unlimited,
             consumed: totals.map_or(0, |row| number(&row.3)),
-            allocated: totals.map_or(0, |row| number(&row.4)),
+            allocated,
             granted: totals.map_or(0, |row| number(&row.2)),
             breakage: totals.map_or(0, |row| number(&row.5)),
             grants,
         });
     }
     Ok(views)
-}
-
-/// Which quota holds `grant_id` (for commands that only name the grant).
-pub async fn grant_holder(
-    connection: &mut PgConnection,
-    tenant_id: TenantId,
-    grant_id: GrantId,
-) -> Result<Option<(QuotaType, Option<QuotaAccount>)>, sqlx::Error> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT quota, account FROM grants WHERE tenant_id = $1 AND grant_id = $2")
-            .bind(tenant_id.as_uuid())
-            .bind(grant_id.as_uuid())
-            .fetch_optional(connection)
-            .await?;
-    Ok(row.and_then(|(quota, account)| {
-        let quota = QuotaType::parse(&quota).ok()?;
-        let account = if account.is_empty() {
-            None
-        } else {
-            Some(QuotaAccount::parse(&account).ok()?)
-        };
-        Some((quota, account))
-    }))
 }

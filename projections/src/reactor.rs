@@ -89,16 +89,31 @@ pub async fn react_step(
 
 /// Reacts until no tenant lags (or the lagging ones are busy elsewhere).
 pub async fn react_catch_up(pool: &PgPool, reactor: &dyn Reactor) -> Result<u64, ProjectionError> {
+    react_catch_up_with(pool, reactor, || false).await
+}
+
+/// [`react_catch_up`], stopping early (between batches) once `stop`
+/// answers true.
+pub async fn react_catch_up_with(
+    pool: &PgPool,
+    reactor: &dyn Reactor,
+    stop: impl Fn() -> bool,
+) -> Result<u64, ProjectionError> {
     let mut applied = 0;
     loop {
         let mut progressed = false;
         for tenant_id in crate::runtime::lagging_tenants(pool, reactor.name()).await? {
-            while let Step::Applied { events, .. } = react_step(pool, reactor, tenant_id).await? {
-                applied += events as u64;
-                progressed = true;
+            while !stop() {
+                match react_step(pool, reactor, tenant_id).await? {
+                    Step::Applied { events, .. } => {
+                        applied += events as u64;
+                        progressed = true;
+                    }
+                    Step::UpToDate | Step::Busy => break,
+                }
             }
         }
-        if !progressed {
+        if !progressed || stop() {
             return Ok(applied);
         }
     }

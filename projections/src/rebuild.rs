@@ -39,7 +39,7 @@ const BULK_PASSES_MAX: usize = 100;
 const SWAP_LEFTOVER_MAX: u64 = 1_000;
 
 /// Advisory lock namespace held for a whole rebuild of one projection.
-const REBUILD_LOCK_NAMESPACE: i32 = 0x6c65_6468;
+pub(crate) const REBUILD_LOCK_NAMESPACE: i32 = 0x6c65_6468;
 
 /// Longest schema name PostgreSQL keeps.
 const IDENTIFIER_MAX: usize = 63;

@@ -135,7 +135,8 @@ const LEASE: &str = "\
     FROM projection_checkpoints c \
     JOIN chain_heads h ON h.tenant_id = c.tenant_id \
     JOIN unnest($1::text[], $2::int[]) AS k(name, lock_key) ON c.projection = k.name \
-    WHERE h.last_seq > c.last_seq AND pg_try_advisory_xact_lock_shared($3, k.lock_key) \
+    WHERE h.last_seq > c.last_seq AND ($5::uuid IS NULL OR c.tenant_id = $5) \
+      AND pg_try_advisory_xact_lock_shared($3, k.lock_key) \
     ORDER BY c.tenant_id, c.projection \
     LIMIT $4 \
     FOR UPDATE OF c SKIP LOCKED";
@@ -223,6 +224,16 @@ pub(crate) async fn lease(
     projections: &[&dyn Projection],
     leases_max: i64,
 ) -> Result<Vec<Lease>, ProjectionError> {
+    lease_of(connection, projections, leases_max, None).await
+}
+
+/// [`lease`], of one tenant only when `tenant` is given.
+async fn lease_of(
+    connection: &mut PgConnection,
+    projections: &[&dyn Projection],
+    leases_max: i64,
+    tenant: Option<TenantId>,
+) -> Result<Vec<Lease>, ProjectionError> {
     let names: Vec<&str> = projections
         .iter()
         .map(|projection| projection.name())
@@ -233,6 +244,7 @@ pub(crate) async fn lease(
         .bind(&keys)
         .bind(LOCK_NAMESPACE)
         .bind(leases_max)
+        .bind(tenant.map(|tenant| tenant.as_uuid()))
         .fetch_all(connection)
         .await?;
     Ok(rows
@@ -346,6 +358,32 @@ pub(crate) async fn apply_leases(
     Ok(events.len() as u64)
 }
 
+/// How much one batch takes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most events of one tenant applied in one batch.
+    pub batch_events_max: i64,
+    /// Most (tenant, projection) checkpoints one batch leases.
+    pub leases_max: i64,
+}
+
+impl Limits {
+    /// Batches of at most `batch_events_max` events per tenant, leasing up
+    /// to [`LEASES_MAX`] checkpoints.
+    pub fn events(batch_events_max: i64) -> Self {
+        Self {
+            batch_events_max,
+            leases_max: LEASES_MAX,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::events(BATCH_EVENTS_MAX)
+    }
+}
+
 /// One batch in its own transaction: lease what lags, apply, advance,
 /// commit. `schema` selects shadow tables (rebuilds, verification). Returns
 /// the events read (0 when nothing lags or everything lagging is leased by
@@ -356,35 +394,108 @@ pub async fn step(
     schema: Option<&str>,
     batch_events_max: i64,
 ) -> Result<u64, ProjectionError> {
-    step_with(pool, projections, schema, batch_events_max, LEASES_MAX).await
+    step_with(pool, projections, schema, Limits::events(batch_events_max)).await
 }
 
-/// [`step`] leasing at most `leases_max` checkpoints.
-pub(crate) async fn step_with(
+/// [`step`] within `limits`.
+///
+/// When a batch of several tenants fails to apply, it is rolled back and
+/// each of its tenants is applied in a transaction of its own: one tenant's
+/// event that a projection cannot apply holds back that tenant only. The
+/// others commit; the error (naming the tenant) is returned after them.
+pub async fn step_with(
     pool: &PgPool,
     projections: &[&dyn Projection],
     schema: Option<&str>,
-    batch_events_max: i64,
-    leases_max: i64,
+    limits: Limits,
 ) -> Result<u64, ProjectionError> {
+    let tenants = match step_of(pool, projections, schema, limits, None).await {
+        Ok(Stepped::Applied(events)) => return Ok(events),
+        Ok(Stepped::Failed { tenants, error }) if tenants.len() <= 1 => return Err(error),
+        Ok(Stepped::Failed { tenants, .. }) => tenants,
+        Err(error) => return Err(error),
+    };
+    let mut applied = 0;
+    let mut first_error = None;
+    for tenant in tenants {
+        match step_of(pool, projections, schema, limits, Some(tenant)).await? {
+            Stepped::Applied(events) => applied += events,
+            Stepped::Failed { error, .. } => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(applied),
+    }
+}
+
+/// What one transaction of [`step_with`] did.
+enum Stepped {
+    Applied(u64),
+    /// A projection could not apply the batch of these tenants: rolled back.
+    Failed {
+        tenants: Vec<TenantId>,
+        error: ProjectionError,
+    },
+}
+
+async fn step_of(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: Option<&str>,
+    limits: Limits,
+    tenant: Option<TenantId>,
+) -> Result<Stepped, ProjectionError> {
     let mut transaction = pool.begin().await?;
     if let Some(schema) = schema {
         use_schema(&mut transaction, schema).await?;
     }
-    let leases = lease(&mut transaction, projections, leases_max).await?;
+    let leases = lease_of(&mut transaction, projections, limits.leases_max, tenant).await?;
     if leases.is_empty() {
-        return Ok(0);
+        return Ok(Stepped::Applied(0));
     }
-    let events = apply_leases(
+    match apply_leases(
         &mut transaction,
         projections,
         &leases,
         None,
-        batch_events_max,
+        limits.batch_events_max,
     )
-    .await?;
+    .await
+    {
+        Ok(events) => {
+            transaction.commit().await?;
+            Ok(Stepped::Applied(events))
+        }
+        Err(error @ ProjectionError::Apply { .. }) => {
+            let mut tenants: Vec<TenantId> = leases.iter().map(|lease| lease.tenant_id).collect();
+            tenants.dedup();
+            Ok(Stepped::Failed { tenants, error })
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Makes sure every tenant with events has a checkpoint row for each
+/// projection (in `schema` when given).
+async fn ensure_all_checkpoints(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: Option<&str>,
+) -> Result<(), ProjectionError> {
+    let names: Vec<&str> = projections
+        .iter()
+        .map(|projection| projection.name())
+        .collect();
+    let mut transaction = pool.begin().await?;
+    if let Some(schema) = schema {
+        use_schema(&mut transaction, schema).await?;
+    }
+    ensure_checkpoints(&mut transaction, &names).await?;
     transaction.commit().await?;
-    Ok(events)
+    Ok(())
 }
 
 /// Applies batches until nothing lags (or everything lagging is leased by
@@ -396,26 +507,35 @@ pub async fn catch_up_all(
     schema: Option<&str>,
     batch_events_max: i64,
 ) -> Result<u64, ProjectionError> {
-    let names: Vec<&str> = projections
-        .iter()
-        .map(|projection| projection.name())
-        .collect();
-    {
-        let mut transaction = pool.begin().await?;
-        if let Some(schema) = schema {
-            use_schema(&mut transaction, schema).await?;
-        }
-        ensure_checkpoints(&mut transaction, &names).await?;
-        transaction.commit().await?;
-    }
+    catch_up_with(
+        pool,
+        projections,
+        schema,
+        Limits::events(batch_events_max),
+        || false,
+    )
+    .await
+}
+
+/// [`catch_up_all`] within `limits`, stopping early (between batches) once
+/// `stop` answers true.
+pub async fn catch_up_with(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: Option<&str>,
+    limits: Limits,
+    stop: impl Fn() -> bool,
+) -> Result<u64, ProjectionError> {
+    ensure_all_checkpoints(pool, projections, schema).await?;
     let mut applied = 0;
-    loop {
-        let events = step(pool, projections, schema, batch_events_max).await?;
+    while !stop() {
+        let events = step_with(pool, projections, schema, limits).await?;
         if events == 0 {
-            return Ok(applied);
+            break;
         }
         applied += events;
     }
+    Ok(applied)
 }
 
 /// [`catch_up_all`] for one projection.

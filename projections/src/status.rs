@@ -75,15 +75,44 @@ const STATUS: &str = "\
     GROUP BY p.projection, p.version, p.state, p.error \
     ORDER BY p.projection";
 
+/// A rebuild that stopped without finishing (its process was killed) left
+/// its projection marked `rebuilding`: mark it live again, with a note, when
+/// no rebuild of it holds the rebuild lock. Its live tables were never
+/// touched; its shadow tables are dropped by the next rebuild.
+const CLEAR_INTERRUPTED_REBUILD: &str = "\
+    UPDATE projections SET state = 'live', error = 'a rebuild was interrupted', updated_at = now() \
+    WHERE projection = $1 AND state = 'rebuilding' \
+      AND pg_try_advisory_xact_lock($2, $3)";
+
+/// Registers reactors not seen before (they share the registry with
+/// projections, so their state and errors are visible the same way).
+pub async fn register_reactors(pool: &PgPool, names: &[&str]) -> Result<(), ProjectionError> {
+    for name in names {
+        sqlx::query(REGISTER)
+            .bind(name)
+            .bind(1_i32)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Registers projections not seen before (their tables start empty and fill
-/// from checkpoint 0). Returns the projections whose live tables were built
-/// by another version (to be rebuilt).
+/// from checkpoint 0) and clears interrupted rebuilds. Returns the
+/// projections whose live tables were built by another version (to be
+/// rebuilt).
 pub async fn register(
     pool: &PgPool,
     projections: &[Arc<dyn Projection>],
 ) -> Result<Vec<Arc<dyn Projection>>, ProjectionError> {
     let mut stale = Vec::new();
     for projection in projections {
+        sqlx::query(CLEAR_INTERRUPTED_REBUILD)
+            .bind(projection.name())
+            .bind(crate::rebuild::REBUILD_LOCK_NAMESPACE)
+            .bind(crate::runtime::lock_key(projection.name()))
+            .execute(pool)
+            .await?;
         sqlx::query(REGISTER)
             .bind(projection.name())
             .bind(projection.version())

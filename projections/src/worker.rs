@@ -5,8 +5,8 @@
 //! other processes (`LISTEN ledger_events`, which `notify_appends` feeds), and
 //! from a poll interval as the fallback.
 
-use crate::reactor::{react_catch_up, Reactor};
-use crate::runtime::{catch_up, catch_up_all, Projection, ProjectionError, BATCH_EVENTS_MAX};
+use crate::reactor::{react_catch_up_with, Reactor};
+use crate::runtime::{catch_up_with, Limits, Projection, ProjectionError};
 use crate::status::{set_state, State};
 use eventstore::EventStore;
 use sqlx::postgres::PgListener;
@@ -41,6 +41,30 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// Registers the projections and reactors, starts rebuilding the
+    /// projections whose version changed (in the background: the live tables
+    /// serve meanwhile; [`Workers::stop`] stops it too), and starts the
+    /// workers.
+    pub async fn start_registered(
+        store: &EventStore,
+        projections: Vec<Arc<dyn Projection>>,
+        reactors: Vec<Arc<dyn Reactor>>,
+    ) -> Result<Self, ProjectionError> {
+        let stale = crate::status::register(store.pool(), &projections).await?;
+        let names: Vec<&str> = reactors.iter().map(|reactor| reactor.name()).collect();
+        crate::status::register_reactors(store.pool(), &names).await?;
+        let mut workers = Self::start(store, projections, reactors);
+        if !stale.is_empty() {
+            let pool = store.pool().clone();
+            workers.handles.push(tokio::spawn(rebuild_stale(
+                pool,
+                stale,
+                workers.shutdown.subscribe(),
+            )));
+        }
+        Ok(workers)
+    }
+
     /// Starts one worker for all projections (each batch reads the events
     /// once for all of them), one per reactor, and a listener for other
     /// processes' appends.
@@ -100,7 +124,9 @@ impl Workers {
         self.progress.subscribe()
     }
 
-    /// Stops the workers after their current batch.
+    /// Stops the workers after their current batch (a rebuild of stale
+    /// projections in progress is abandoned: its shadow tables are dropped
+    /// by the next rebuild, the live tables were never touched).
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for handle in self.handles {
@@ -121,7 +147,13 @@ enum Work {
 }
 
 impl Work {
-    async fn catch_up(&mut self, pool: &PgPool) -> Result<u64, ProjectionError> {
+    /// Applies what lags, batch by batch, until caught up or `shutdown`.
+    async fn catch_up(
+        &mut self,
+        pool: &PgPool,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<u64, ProjectionError> {
+        let stop = || *shutdown.borrow();
         match self {
             Self::Projections {
                 projections,
@@ -134,7 +166,7 @@ impl Work {
                     .collect();
                 let mut applied = 0;
                 if !healthy.is_empty() {
-                    match catch_up_all(pool, &healthy, None, BATCH_EVENTS_MAX).await {
+                    match catch_up_with(pool, &healthy, None, Limits::default(), stop).await {
                         Ok(events) => applied += events,
                         Err(ProjectionError::Apply {
                             projection,
@@ -162,7 +194,8 @@ impl Work {
                     .cloned()
                     .collect();
                 for projection in retrying {
-                    match catch_up(pool, projection.as_ref(), None, BATCH_EVENTS_MAX).await {
+                    let alone = [projection.as_ref()];
+                    match catch_up_with(pool, &alone, None, Limits::default(), stop).await {
                         Ok(events) => {
                             applied += events;
                             failing.remove(projection.name());
@@ -181,24 +214,44 @@ impl Work {
                 }
                 Ok(applied)
             }
-            Self::Reactor(reactor) => react_catch_up(pool, reactor.as_ref()).await,
+            Self::Reactor(reactor) => react_catch_up_with(pool, reactor.as_ref(), stop).await,
         }
     }
 
-    /// Records a failure (the projection named by an apply error, or the reactor).
+    /// Records a failure: on the projection named by an apply error, on the
+    /// reactor, or on every projection of the group when the batch failed
+    /// for another reason (a hole in the log, a refused checkpoint).
     async fn record_failure(&self, pool: &PgPool, error: &ProjectionError) {
-        let name = match (self, error) {
-            (_, ProjectionError::Apply { projection, .. }) => projection.clone(),
-            (Self::Reactor(reactor), _) => reactor.name().to_string(),
-            (Self::Projections { .. }, _) => return,
+        let names: Vec<String> = match (self, error) {
+            (_, ProjectionError::Apply { projection, .. }) => vec![projection.clone()],
+            (Self::Reactor(reactor), _) => vec![reactor.name().to_string()],
+            (Self::Projections { projections, .. }, _) => projections
+                .iter()
+                .map(|projection| projection.name().to_string())
+                .collect(),
         };
-        let _ = set_state(pool, &name, State::Failed, Some(&error.to_string())).await;
+        for name in names {
+            let _ = set_state(pool, &name, State::Failed, Some(&error.to_string())).await;
+        }
     }
 
-    /// Marks a recovered reactor live again.
+    /// Marks the reactor, or the projections not failing on their own, live
+    /// again after a failed round.
     async fn record_recovery(&self, pool: &PgPool) {
-        if let Self::Reactor(reactor) = self {
-            let _ = set_state(pool, reactor.name(), State::Live, None).await;
+        match self {
+            Self::Reactor(reactor) => {
+                let _ = set_state(pool, reactor.name(), State::Live, None).await;
+            }
+            Self::Projections {
+                projections,
+                failing,
+            } => {
+                for projection in projections {
+                    if !failing.contains(projection.name()) {
+                        let _ = set_state(pool, projection.name(), State::Live, None).await;
+                    }
+                }
+            }
         }
     }
 
@@ -225,7 +278,7 @@ async fn run(
         // Mark the wake-up seen before working, so an append during the
         // batch wakes the next round.
         wake.borrow_and_update();
-        let pause = match work.catch_up(&pool).await {
+        let pause = match work.catch_up(&pool, &shutdown).await {
             Ok(applied) => {
                 if failed {
                     failed = false;
@@ -256,6 +309,57 @@ async fn run(
             _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Rebuilds `stale` projections (built by another version) unless shutdown
+/// comes first.
+async fn rebuild_stale(
+    pool: PgPool,
+    stale: Vec<Arc<dyn Projection>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let names: Vec<&str> = stale.iter().map(|projection| projection.name()).collect();
+    tracing::info!(projections = ?names, "rebuilding stale projections");
+    let projections: Vec<&dyn Projection> = stale.iter().map(AsRef::as_ref).collect();
+    tokio::select! {
+        result = crate::rebuild::rebuild_many(&pool, &projections, true) => match result {
+            Ok(report) => tracing::info!(
+                projections = ?report.projections,
+                events = report.events,
+                seconds = report.seconds,
+                "rebuilt"
+            ),
+            Err(error) => tracing::error!(projections = ?names, %error, "rebuild failed"),
+        },
+        _ = shutdown.changed() => {
+            tracing::info!(projections = ?names, "rebuild abandoned at shutdown");
+        }
+    }
+}
+
+/// What `ledger project --once` did: events applied per projection.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OnceReport {
+    pub applied: std::collections::BTreeMap<String, u64>,
+}
+
+/// Registers the projections, rebuilds those built by another version, and
+/// catches every one up: `ledger project --once`.
+pub async fn run_once(
+    pool: &PgPool,
+    projections: &[Arc<dyn Projection>],
+    quiet: bool,
+) -> Result<OnceReport, ProjectionError> {
+    let stale = crate::status::register(pool, projections).await?;
+    let stale: Vec<&dyn Projection> = stale.iter().map(AsRef::as_ref).collect();
+    crate::rebuild::rebuild_many(pool, &stale, quiet).await?;
+    let mut applied = std::collections::BTreeMap::new();
+    for projection in projections {
+        let alone = [projection.as_ref()];
+        let events = catch_up_with(pool, &alone, None, Limits::default(), || false).await?;
+        applied.insert(projection.name().to_string(), events);
+    }
+    Ok(OnceReport { applied })
 }
 
 fn error_is_unavailable(error: &ProjectionError) -> bool {

@@ -10,13 +10,16 @@ use eventstore::{
 };
 use projections::compare::{compare_with_replay, Comparison};
 use projections::rebuild::rebuild;
-use projections::runtime::{catch_up, BATCH_EVENTS_MAX};
+use projections::runtime::{
+    catch_up, catch_up_all, catch_up_with, step_with, Limits, BATCH_EVENTS_MAX,
+};
 use projections::stream_index::StreamIndex;
 use projections::{ApplyError, Projection};
 use serde_json::json;
 use sqlx::PgConnection;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// Appends `commands` commands of one event each to `tenant_id`, spread over
 /// `streams` aggregates, `per_batch` commands per statement.
@@ -88,6 +91,8 @@ async fn tenant(store: &EventStore) -> TenantId {
 struct EventLog {
     applied: AtomicU64,
     fail_at_seq: AtomicU64,
+    /// Fail only on this tenant's event (any tenant's when `None`).
+    fail_tenant: Mutex<Option<TenantId>>,
     fail: AtomicBool,
 }
 
@@ -96,6 +101,7 @@ impl EventLog {
         Self {
             applied: AtomicU64::new(0),
             fail_at_seq: AtomicU64::new(0),
+            fail_tenant: Mutex::new(None),
             fail: AtomicBool::new(false),
         }
     }
@@ -128,7 +134,11 @@ impl Projection for EventLog {
     ) -> Result<(), ApplyError> {
         if self.fail.load(Ordering::SeqCst) {
             let fail_at = self.fail_at_seq.load(Ordering::SeqCst) as i64;
-            if let Some(event) = events.iter().find(|event| event.tenant_seq == fail_at) {
+            let fail_tenant = *self.fail_tenant.lock().unwrap();
+            if let Some(event) = events.iter().find(|event| {
+                event.tenant_seq == fail_at
+                    && fail_tenant.is_none_or(|tenant| tenant == event.tenant_id)
+            }) {
                 return Err(ApplyError::Event {
                     tenant_seq: event.tenant_seq,
                     message: "injected failure".into(),
@@ -159,13 +169,58 @@ async fn count(store: &EventStore, table: &str) -> i64 {
     count
 }
 
+/// A projection that records every (tenant, seq) it applies in `event_log`
+/// (whose key refuses a second application) and then, at random, kills its
+/// own connection: a crash between apply and commit. The server rolls the
+/// transaction back, as it would for a process killed there.
+struct CrashingLog {
+    seed: AtomicU64,
+    crashes: AtomicU64,
+    crashing: AtomicBool,
+}
+
+#[async_trait]
+impl Projection for CrashingLog {
+    fn name(&self) -> &'static str {
+        "event_log"
+    }
+    fn version(&self) -> i32 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["event_log"]
+    }
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ApplyError> {
+        EventLog::new().apply(connection, events).await?;
+        let mut seed = self.seed.load(Ordering::SeqCst);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        self.seed.store(seed, Ordering::SeqCst);
+        if self.crashing.load(Ordering::SeqCst) && seed.is_multiple_of(2) {
+            self.crashes.fetch_add(1, Ordering::SeqCst);
+            sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+                .execute(connection)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 #[tokio::test]
-async fn workers_killed_at_random_instants_leave_read_tables_equal_to_a_fresh_replay() {
-    // Proves: aborting the worker task at random points (between apply and
-    // commit among them) many times during 5,000 events neither loses nor
-    // doubles an event: the read table equals a fresh replay.
+async fn workers_killed_between_apply_and_commit_lose_and_double_nothing() {
+    // Proves: during 5,000 events appended concurrently, workers whose
+    // connection dies right after applying (before the commit), and workers
+    // aborted at random instants, neither lose nor double an event: every
+    // event is in the log exactly once and the stream index equals a fresh
+    // replay.
     let db = TestDatabase::new().await;
     let store = db.store().clone();
+    EventLog::create_table(&store).await;
     let tenants = [tenant(&store).await, tenant(&store).await];
     let writer_store = store.clone();
     let writer = tokio::spawn(async move {
@@ -175,37 +230,66 @@ async fn workers_killed_at_random_instants_leave_read_tables_equal_to_a_fresh_re
             }
         }
     });
-    let mut kills = 0;
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    while !writer.is_finished() || kills < 50 {
-        // Each worker has connections of its own, dropped with it, as a
+    let log = Arc::new(CrashingLog {
+        seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+        crashes: AtomicU64::new(0),
+        crashing: AtomicBool::new(true),
+    });
+    let mut timer = 0x2545_f491_4f6c_dd1d_u64;
+    loop {
+        let writing = !writer.is_finished();
+        // Each worker has a connection of its own, dropped with it, as a
         // crashed process's would be.
         let pool = db.database().connect_pool(1).await.unwrap();
-        let worker_pool = pool.clone();
-        let worker =
-            tokio::spawn(async move { catch_up(&worker_pool, &StreamIndex, None, 37).await });
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        // A random instant within a few milliseconds: the kill timer, not a wait for the worker.
-        tokio::time::sleep(std::time::Duration::from_micros(seed % 4_000)).await;
-        worker.abort();
-        let _ = worker.await;
+        let (worker_pool, worker_log) = (pool.clone(), log.clone());
+        let worker = tokio::spawn(async move {
+            let projections: [&dyn Projection; 2] = [&StreamIndex, worker_log.as_ref()];
+            catch_up_all(&worker_pool, &projections, None, 25).await
+        });
+        timer ^= timer << 13;
+        timer ^= timer >> 7;
+        timer ^= timer << 17;
+        // Killed at a random instant within 20 ms unless it finished first.
+        let kill_after = std::time::Duration::from_micros(timer % 20_000);
+        let mut worker = worker;
+        let caught_up = match tokio::time::timeout(kill_after, &mut worker).await {
+            Ok(finished) => matches!(finished, Ok(Ok(_))),
+            Err(_) => {
+                worker.abort();
+                let _ = worker.await;
+                false
+            }
+        };
         pool.close().await;
-        kills += 1;
+        // Done once a worker that started after the last append caught up
+        // before its kill.
+        if !writing && caught_up {
+            break;
+        }
     }
     writer.await.unwrap();
-    catch_up(store.pool(), &StreamIndex, None, BATCH_EVENTS_MAX)
+    log.crashing.store(false, Ordering::SeqCst);
+    let projections: [&dyn Projection; 2] = [&StreamIndex, log.as_ref()];
+    catch_up_all(store.pool(), &projections, None, BATCH_EVENTS_MAX)
         .await
         .unwrap();
-    assert!(kills >= 50);
+    assert!(log.crashes.load(Ordering::SeqCst) >= 50);
+    assert_eq!(count(&store, "event_log").await, 5_000);
+    let (missing,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM events e \
+         WHERE NOT EXISTS (SELECT 1 FROM event_log l \
+                           WHERE l.tenant_id = e.tenant_id AND l.tenant_seq = e.tenant_seq)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(missing, 0);
     assert_eq!(
         compare_with_replay(store.pool(), &StreamIndex, None, true)
             .await
             .unwrap(),
         Comparison::default()
     );
-    // And the table says what the events say.
     let (streams, versions, last): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), sum(version)::bigint, max(last_tenant_seq) FROM stream_index",
     )
@@ -215,10 +299,146 @@ async fn workers_killed_at_random_instants_leave_read_tables_equal_to_a_fresh_re
     assert_eq!((streams, versions, last), (80, 5_000, 2_500));
 }
 
+/// [`EventLog`] whose first batch, once armed, waits inside the transaction
+/// (after writing its rows) until released: a worker caught holding its
+/// leases.
+struct Gated {
+    armed: AtomicBool,
+    entered: Notify,
+    release: Notify,
+}
+
+impl Gated {
+    fn new() -> Self {
+        Self {
+            armed: AtomicBool::new(false),
+            entered: Notify::new(),
+            release: Notify::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Projection for Gated {
+    fn name(&self) -> &'static str {
+        "event_log"
+    }
+    fn version(&self) -> i32 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["event_log"]
+    }
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ApplyError> {
+        EventLog::new().apply(connection, events).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for `future`, failing the test after a minute (a deadlock).
+async fn within_a_minute<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(60), future)
+        .await
+        .expect("deadlocked")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_a_projection_and_one_takes_over_when_the_other_dies() {
+    // Proves: while one worker holds partitions mid-batch, a second one skips
+    // them without waiting and applies every other partition; when the first
+    // dies holding its leases, its work is rolled back and the second applies
+    // everything; no event is applied twice (the log's key refuses it).
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    EventLog::create_table(&store).await;
+    let mut tenants = Vec::new();
+    for _ in 0..8 {
+        let tenant_id = tenant(&store).await;
+        append(&store, tenant_id, 0, 300, 10, 100).await;
+        tenants.push(tenant_id);
+    }
+    let gated = Arc::new(Gated::new());
+    let all = Limits {
+        batch_events_max: 25,
+        leases_max: 512,
+    };
+
+    // The first worker leases every partition and stops mid-batch.
+    gated.armed.store(true, Ordering::SeqCst);
+    let first_pool = db.database().connect_pool(1).await.unwrap();
+    let (pool, projection) = (first_pool.clone(), gated.clone());
+    let first = tokio::spawn(async move {
+        catch_up_with(&pool, &[projection.as_ref()], None, all, || false).await
+    });
+    within_a_minute(gated.entered.notified()).await;
+    let second_pool = db.database().connect_pool(1).await.unwrap();
+    let skipped = within_a_minute(step_with(&second_pool, &[gated.as_ref()], None, all))
+        .await
+        .unwrap();
+    assert_eq!(skipped, 0, "every partition is leased by the first worker");
+
+    // It dies holding them: the second takes over.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    first_pool.close().await;
+    let applied = within_a_minute(catch_up_with(
+        &second_pool,
+        &[gated.as_ref()],
+        None,
+        all,
+        || false,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(applied, 2_400);
+    assert_eq!(count(&store, "event_log").await, 2_400);
+
+    // Both work at once: one partition per batch; the first holds one, the
+    // second applies the seven others meanwhile.
+    for tenant_id in &tenants {
+        append(&store, *tenant_id, 300, 100, 10, 100).await;
+    }
+    let one = Limits {
+        batch_events_max: 100,
+        leases_max: 1,
+    };
+    gated.armed.store(true, Ordering::SeqCst);
+    let first_pool = db.database().connect_pool(1).await.unwrap();
+    let (pool, projection) = (first_pool.clone(), gated.clone());
+    let first = tokio::spawn(async move {
+        catch_up_with(&pool, &[projection.as_ref()], None, one, || false).await
+    });
+    within_a_minute(gated.entered.notified()).await;
+    let second = within_a_minute(catch_up_with(
+        &second_pool,
+        &[gated.as_ref()],
+        None,
+        one,
+        || false,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(second, 700);
+    gated.release.notify_one();
+    let first = within_a_minute(first).await.unwrap().unwrap();
+    assert_eq!(first, 100);
+    assert_eq!(count(&store, "event_log").await, 3_200);
+}
+
 #[tokio::test]
-async fn two_workers_on_one_projection_never_apply_an_event_twice() {
-    // Proves: two workers racing on every partition apply each event once,
-    // without deadlock; when one is stopped the other carries on alone.
+async fn an_event_a_projection_cannot_apply_holds_back_its_tenant_only() {
+    // Proves: in a batch of several tenants, one tenant's event that the
+    // projection refuses leaves that tenant's checkpoint where it was, while
+    // the other tenants' events are applied and checkpointed; the error
+    // names the tenant and seq.
     let db = TestDatabase::new().await;
     let store = db.store().clone();
     EventLog::create_table(&store).await;
@@ -228,50 +448,48 @@ async fn two_workers_on_one_projection_never_apply_an_event_twice() {
         tenant(&store).await,
     ];
     for tenant_id in tenants {
-        append(&store, tenant_id, 0, 600, 10, 100).await;
+        append(&store, tenant_id, 0, 50, 5, 50).await;
     }
-    let log = Arc::new(EventLog::new());
-    let first_pool = db.database().connect_pool(4).await.unwrap();
-    let second_pool = db.database().connect_pool(4).await.unwrap();
-    let (first_log, second_log) = (log.clone(), log.clone());
-    let first =
-        tokio::spawn(async move { catch_up(&first_pool, first_log.as_ref(), None, 25).await });
-    let second =
-        tokio::spawn(async move { catch_up(&second_pool, second_log.as_ref(), None, 25).await });
-    let (first, second) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        (first.await.unwrap(), second.await.unwrap())
-    })
-    .await
-    .expect("workers deadlocked");
-    let applied = first.unwrap() + second.unwrap();
-    // A worker may return while the other still holds the last partitions;
-    // finish with one of them.
-    let rest = catch_up(store.pool(), log.as_ref(), None, 25)
+    let log = EventLog::new();
+    *log.fail_tenant.lock().unwrap() = Some(tenants[1]);
+    log.fail_at_seq.store(20, Ordering::SeqCst);
+    log.fail.store(true, Ordering::SeqCst);
+    let error = catch_up(store.pool(), &log, None, BATCH_EVENTS_MAX)
         .await
-        .unwrap();
-    assert_eq!(applied + rest, 1_800);
-    assert_eq!(log.applied.load(Ordering::SeqCst), 1_800);
-    assert_eq!(count(&store, "event_log").await, 1_800);
-
-    // One worker stops (aborted mid-run); the other takes over.
-    for tenant_id in tenants {
-        append(&store, tenant_id, 600, 200, 10, 100).await;
-    }
-    let stopped_pool = db.database().connect_pool(2).await.unwrap();
-    let (stopped_log, worker_pool) = (log.clone(), stopped_pool.clone());
-    let stopped =
-        tokio::spawn(async move { catch_up(&worker_pool, stopped_log.as_ref(), None, 25).await });
-    stopped.abort();
-    let _ = stopped.await;
-    stopped_pool.close().await;
-    catch_up(store.pool(), log.as_ref(), None, 25)
-        .await
-        .unwrap();
-    assert_eq!(count(&store, "event_log").await, 2_400);
+        .unwrap_err();
     assert_eq!(
-        log.applied.load(Ordering::SeqCst) as i64,
-        count(&store, "event_log").await
+        error.to_string(),
+        format!(
+            "projection event_log, tenant {}: event at tenant_seq 20: injected failure",
+            tenants[1]
+        )
     );
+    let checkpoints: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT tenant_id, last_seq FROM projection_checkpoints \
+         WHERE projection = 'event_log' ORDER BY tenant_id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let mut expected: Vec<(uuid::Uuid, i64)> = tenants
+        .iter()
+        .map(|tenant_id| {
+            let seq = if *tenant_id == tenants[1] { 0 } else { 50 };
+            (tenant_id.as_uuid(), seq)
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(checkpoints, expected);
+    assert_eq!(count(&store, "event_log").await, 100);
+
+    log.fail.store(false, Ordering::SeqCst);
+    assert_eq!(
+        catch_up(store.pool(), &log, None, BATCH_EVENTS_MAX)
+            .await
+            .unwrap(),
+        50
+    );
+    assert_eq!(count(&store, "event_log").await, 150);
 }
 
 #[tokio::test]
@@ -400,30 +618,11 @@ async fn a_failing_rebuild_leaves_the_live_tables_untouched() {
     assert_eq!(schemas, 0);
 }
 
-#[tokio::test]
-async fn a_tenant_read_sees_only_that_tenants_rows_even_on_a_superuser_connection() {
-    // Proves: with app.tenant_id set to A, a query with no tenant filter
-    // returns no row of B, although the pool connects as a superuser.
-    let db = TestDatabase::new().await;
-    let store = db.store().clone();
-    let (a, b) = (tenant(&store).await, tenant(&store).await);
-    append(&store, a, 0, 30, 3, 30).await;
-    append(&store, b, 0, 50, 5, 50).await;
-    catch_up(store.pool(), &StreamIndex, None, BATCH_EVENTS_MAX)
-        .await
-        .unwrap();
-    let (superuser,): (bool,) =
-        sqlx::query_as("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-    assert!(
-        superuser,
-        "this test proves isolation on a superuser connection"
-    );
-    assert_eq!(count(&store, "stream_index").await, 8);
+/// Reads through `pool` as tenants `a` (3 streams) and `b` (5 streams) and
+/// asserts each read sees only its own rows and cannot write.
+async fn assert_tenant_reads_are_isolated(pool: &sqlx::PgPool, a: TenantId, b: TenantId) {
     for (tenant_id, streams) in [(a, 3i64), (b, 5)] {
-        let mut transaction = projections::read::begin_tenant_read(store.pool(), tenant_id)
+        let mut transaction = projections::read::begin_tenant_read(pool, tenant_id)
             .await
             .unwrap();
         let rows: Vec<(uuid::Uuid,)> = sqlx::query_as("SELECT tenant_id FROM stream_index")
@@ -446,6 +645,63 @@ async fn a_tenant_read_sees_only_that_tenants_rows_even_on_a_superuser_connectio
                 .await;
         assert!(denied.is_err(), "the reader role must not write");
     }
+}
+
+#[tokio::test]
+async fn a_tenant_read_sees_only_that_tenants_rows_on_superuser_and_ordinary_connections() {
+    // Proves: with app.tenant_id set to A, a query with no tenant filter
+    // returns no row of B, both when the pool connects as a superuser and
+    // when it connects as an ordinary login role (member of the reader role,
+    // as the ledger's own role would be).
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let (a, b) = (tenant(&store).await, tenant(&store).await);
+    append(&store, a, 0, 30, 3, 30).await;
+    append(&store, b, 0, 50, 5, 50).await;
+    catch_up(store.pool(), &StreamIndex, None, BATCH_EVENTS_MAX)
+        .await
+        .unwrap();
+    let (superuser,): (bool,) =
+        sqlx::query_as("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(
+        superuser,
+        "this test proves isolation on a superuser connection"
+    );
+    assert_eq!(count(&store, "stream_index").await, 8);
+    assert_tenant_reads_are_isolated(store.pool(), a, b).await;
+
+    // An ordinary login role, unique to this test (roles are cluster-wide).
+    let role = format!("ledger_test_login_{}", uuid::Uuid::now_v7().simple());
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS"),
+        format!("GRANT ledger_reader TO {role}"),
+    ] {
+        sqlx::query(&statement).execute(store.pool()).await.unwrap();
+    }
+    let ordinary = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.options().username(&role))
+        .await
+        .unwrap();
+    let (ordinary_superuser, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&ordinary)
+            .await
+            .unwrap();
+    assert_eq!((ordinary_superuser, bypass), (false, false));
+    assert_tenant_reads_are_isolated(&ordinary, a, b).await;
+    ordinary.close().await;
+    sqlx::query(&format!("DROP OWNED BY {role}"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(store.pool())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -5,12 +5,15 @@
 //! its place in the hash chain checked (seq, prev_hash, the hash recomputed
 //! from its columns) and must be what the domain decides from the state
 //! before it. The first event that fails either refuses the whole replay,
-//! naming its seq (and its line, in a file). So the `hash` a replay prints
+//! naming its seq (and its line, in a file). A point inside a request reads
+//! the rest of that request's events of the quota it falls in (checked the
+//! same way), since the command they record is decided as a whole; only the
+//! events up to the point are folded. So the `hash` a replay prints
 //! as of seq N is the recomputed chain at N: when it equals a hash published
 //! earlier for N, nothing up to N was rewritten.
 
 use crate::source::{page, AuditEvent, PAGE_EVENTS};
-use crate::state::TenantState;
+use crate::state::{LocatedFinding, TenantState};
 use crate::verify::{check_chain, Finding, VerifyError};
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
@@ -70,9 +73,19 @@ impl Replayer {
         !self.as_of.includes(event)
     }
 
+    /// Whether the replay reads `event`: every event up to the point, and
+    /// past it the rest of the request the point falls in (the quota's
+    /// command is decided with all of its events).
+    pub fn wants(&self, event: &AuditEvent) -> bool {
+        !self.is_past(event) || self.state.continues_group(event)
+    }
+
     /// Checks the next event's place in the chain and, when it is not past
-    /// the point, folds it; the first finding refuses the replay.
+    /// the point, folds it (past it, reads it to decide the request the
+    /// point falls in); the first finding refuses the replay.
     pub fn feed(&mut self, event: &AuditEvent, line: Option<u64>) -> Result<(), Finding> {
+        // What comes before `event` first, so that its findings come first.
+        refuse(self.state.settle_before(event))?;
         if let Some(finding) = check_chain(&mut self.checker, event).into_iter().next() {
             return Err(Finding::Chain {
                 tenant_seq: finding.tenant_seq(),
@@ -81,17 +94,17 @@ impl Replayer {
             });
         }
         if self.is_past(event) {
+            self.state.look_ahead(event, line);
             return Ok(());
         }
-        self.state
-            .apply(event)
-            .map_err(|finding| Finding::Replay { finding, line })
+        refuse(self.state.apply(event, line))
     }
 
-    /// Checks that `event`, the first one past the point, follows the last
-    /// event folded with no hole in between (its own data is not the
-    /// replay's business).
-    pub fn check_follows(&self, event: &AuditEvent, line: Option<u64>) -> Result<(), Finding> {
+    /// Checks that `event`, the first one past the point the replay does not
+    /// read, follows the last event read with no hole in between (its own
+    /// data is not the replay's business).
+    pub fn check_follows(&mut self, event: &AuditEvent, line: Option<u64>) -> Result<(), Finding> {
+        refuse(self.state.settle())?;
         let (last_seq, _) = self.checker.last();
         if event.tenant_seq == last_seq + 1 {
             return Ok(());
@@ -124,9 +137,19 @@ impl Replayer {
         self.checker.events()
     }
 
-    /// The state as of the point.
-    pub fn report(&self, tenant_id: TenantId) -> Value {
-        self.state.report(tenant_id, self.as_of.at())
+    /// The state as of the point, once the request it falls in is decided
+    /// (a finding there refuses the replay).
+    pub fn report(&mut self, tenant_id: TenantId) -> Result<Value, Finding> {
+        refuse(self.state.settle())?;
+        Ok(self.state.report(tenant_id, self.as_of.at()))
+    }
+}
+
+/// The first finding, as the refusal of a replay.
+fn refuse(findings: Vec<LocatedFinding>) -> Result<(), Finding> {
+    match findings.into_iter().next() {
+        None => Ok(()),
+        Some((finding, line)) => Err(Finding::Replay { finding, line }),
     }
 }
 
@@ -146,7 +169,7 @@ pub async fn replay_tenant(
         let Some(last) = events.last() else { break };
         after_seq = last.tenant_seq;
         for event in &events {
-            if replayer.is_past(event) {
+            if !replayer.wants(event) {
                 replayer
                     .check_follows(event, None)
                     .map_err(VerifyError::Refused)?;
@@ -158,7 +181,7 @@ pub async fn replay_tenant(
             break;
         }
     }
-    Ok(replayer.report(tenant_id))
+    replayer.report(tenant_id).map_err(VerifyError::Refused)
 }
 
 /// [`replay_tenant`] in a read-only, repeatable-read transaction of its own

@@ -389,7 +389,9 @@ pub fn replay_file(path: &Path, as_of: AsOf) -> Result<Value, VerifyError> {
     if let Some(finding) = file.count_finding(lines) {
         return Err(VerifyError::Refused(finding));
     }
-    Ok(replayer.report(header.tenant_id))
+    replayer
+        .report(header.tenant_id)
+        .map_err(VerifyError::Refused)
 }
 
 #[cfg(test)]

@@ -270,6 +270,9 @@ impl Default for TenantAudit {
 impl TenantAudit {
     /// Checks the next event (`line` when read from a file).
     pub fn check(&mut self, event: &AuditEvent, line: Option<u64>) {
+        for (finding, line) in self.state.settle_before(event) {
+            self.findings.push(Finding::Replay { finding, line });
+        }
         for finding in check_chain(&mut self.checker, event) {
             self.findings.push(Finding::Chain {
                 tenant_seq: finding.tenant_seq(),
@@ -277,7 +280,7 @@ impl TenantAudit {
                 line,
             });
         }
-        if let Err(finding) = self.state.apply(event) {
+        for (finding, line) in self.state.apply(event, line) {
             self.findings.push(Finding::Replay { finding, line });
         }
     }
@@ -295,6 +298,9 @@ impl TenantAudit {
         head_seq: i64,
         head_hash: ChainHash,
     ) -> (TenantVerdict, TenantState) {
+        for (finding, line) in self.state.settle() {
+            self.findings.push(Finding::Replay { finding, line });
+        }
         for finding in self.checker.finish(head_seq, &head_hash) {
             self.findings.push(Finding::Chain {
                 tenant_seq: finding.tenant_seq(),

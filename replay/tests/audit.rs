@@ -10,6 +10,8 @@ use aggregates::plan::PlanCatalog;
 use aggregates::quota::{GrantSource, QuotaType};
 use aggregates::subscription::CancelAt;
 use aggregates::{Amount, GrantId, TenantId};
+use chrono::{DateTime, Months, TimeZone, Utc};
+use commands::pipeline::Clock;
 use commands::requests::quota::{ChangeSeats, ConsumeQuota, IssueGrant, RevokeGrant};
 use commands::requests::subscription::{
     CancelSubscription, ChangePlan, RenewSubscription, Subscribe,
@@ -25,26 +27,38 @@ use replay::state::ReplayFinding;
 use replay::verify::{verify_database, Finding, VerifyError, VerifyReport};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 struct Ledger {
     db: TestDatabase,
     bus: CommandBus,
     tenants: Vec<TenantId>,
+    /// The time the pipeline stamps; the system clock while `None`.
+    now: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
 impl Ledger {
     async fn new() -> Self {
         let db = TestDatabase::new().await;
+        let now: Arc<Mutex<Option<DateTime<Utc>>>> = Arc::default();
+        let reading = now.clone();
+        let clock = Clock::from_fn(move || {
+            // A test never panics while holding the lock.
+            reading.lock().unwrap().unwrap_or_else(Utc::now)
+        });
         let bus = CommandBus::start(
             db.store().clone(),
-            BusConfig::default(),
+            BusConfig {
+                clock,
+                ..BusConfig::default()
+            },
             Arc::new(Metrics::default()),
         );
         let mut ledger = Self {
             db,
             bus,
             tenants: Vec::new(),
+            now,
         };
         for name in ["acme", "beta"] {
             ledger.add_tenant(name).await;
@@ -60,6 +74,11 @@ impl Ledger {
 
     fn store(&self) -> &EventStore {
         self.db.store()
+    }
+
+    /// Commands from now on are stamped `now`.
+    fn set_clock(&self, now: DateTime<Utc>) {
+        *self.now.lock().unwrap() = Some(now);
     }
 
     async fn run<R: Request>(&self, tenant: usize, key: &str, request: R) -> Outcome {
@@ -281,17 +300,22 @@ fn purchase(amount: i64, priority: u8) -> IssueGrant {
     }
 }
 
-/// The credits grant a subscription outcome issued.
-fn credits_grant(outcome: &Outcome) -> String {
+/// The grant of `quota` a subscription outcome issued.
+fn plan_grant(outcome: &Outcome, quota: &str) -> String {
     outcome.body["grants_issued"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|grant| grant["quota"] == "credits")
+        .find(|grant| grant["quota"] == quota)
         .unwrap()["grant_id"]
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// The credits grant a subscription outcome issued.
+fn credits_grant(outcome: &Outcome) -> String {
+    plan_grant(outcome, "credits")
 }
 
 /// The findings of one tenant; asserts every other tenant is clean.
@@ -669,9 +693,11 @@ async fn the_last_event_deleted_is_found_by_the_head_and_the_read_tables() {
 async fn two_events_swapped_are_found_at_their_seqs() {
     // Proves: with the read tables caught up, reordering history changes
     // what each position hashes to and chains from; the two grants are of
-    // different quotas, so the domain accepts either order.
+    // different quotas, so the domain accepts either order; the read tables
+    // that keep seqs (a grant's issue seq, journal entries) differ from a
+    // replay at those two seqs.
     let ledger = Ledger::new().await;
-    ledger.scenario().await;
+    let outcomes = ledger.scenario().await;
     ledger.catch_up().await;
     let tenant = ledger.tenants[0];
     let events = ledger.events(0).await;
@@ -733,43 +759,66 @@ async fn two_events_swapped_are_found_at_their_seqs() {
         )
     );
     assert_eq!(failures(&report), failing(&[], tenant, 0, ""));
-    // The journal keeps entries by seq: the replay puts each grant's entry
-    // at the other seq.
+    // Grants keep the seq they were issued at (their issue order), and the
+    // journal keeps entries by seq: the replay puts each grant's issue, and
+    // its entry, at the other seq.
     let differences: Vec<(String, String, Value, Value, Value)> = report
         .projections
         .iter()
         .flat_map(|projection| {
             projection.differences.iter().map(|difference| {
+                let column = match difference.table.as_str() {
+                    "grants" => "issued_seq",
+                    _ => "aggregate_id",
+                };
                 (
                     projection.projection.clone(),
                     difference.table.clone(),
                     difference.key.clone(),
-                    difference.live.as_ref().unwrap()["aggregate_id"].clone(),
-                    difference.replay.as_ref().unwrap()["aggregate_id"].clone(),
+                    difference.live.as_ref().unwrap()[column].clone(),
+                    difference.replay.as_ref().unwrap()[column].clone(),
                 )
             })
         })
         .collect();
-    let key = |seq: i64| json!({"tenant_id": tenant, "tenant_seq": seq});
-    assert_eq!(
-        differences,
-        vec![
-            (
-                "journal".into(),
-                "journal_entries".into(),
-                key(3),
-                json!("runs"),
-                json!("credits")
-            ),
-            (
-                "journal".into(),
-                "journal_entries".into(),
-                key(4),
-                json!("credits"),
-                json!("runs")
-            ),
-        ]
-    );
+    let grant =
+        |quota: &str| json!({"tenant_id": tenant, "grant_id": plan_grant(&outcomes[0], quota)});
+    let entry = |seq: i64| json!({"tenant_id": tenant, "tenant_seq": seq});
+    let mut grants = vec![
+        (
+            "quota".to_string(),
+            "grants".to_string(),
+            grant("runs"),
+            json!(3),
+            json!(4),
+        ),
+        (
+            "quota".into(),
+            "grants".into(),
+            grant("credits"),
+            json!(4),
+            json!(3),
+        ),
+    ];
+    // The comparison lists rows by key.
+    grants.sort_by_key(|(_, _, key, _, _)| key["grant_id"].as_str().unwrap().to_string());
+    let journal = vec![
+        (
+            "journal".to_string(),
+            "journal_entries".to_string(),
+            entry(3),
+            json!("runs"),
+            json!("credits"),
+        ),
+        (
+            "journal".into(),
+            "journal_entries".into(),
+            entry(4),
+            json!("credits"),
+            json!("runs"),
+        ),
+    ];
+    assert_eq!(differences, [grants, journal].concat());
 }
 
 #[tokio::test]
@@ -1167,6 +1216,14 @@ impl Step {
     ) -> Outcome {
         let plans = PlanCatalog::builtin();
         let key = format!("step-{index}");
+        // Every tenant runs the steps at the same times: a second apart,
+        // and the renewal once the first period (a month) has ended.
+        let start = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        let start = match self {
+            Self::Renew => start.checked_add_months(Months::new(1)).unwrap(),
+            _ => start,
+        };
+        ledger.set_clock(start + chrono::Duration::seconds(i64::try_from(index).unwrap()));
         match self {
             Self::Subscribe(plan) => {
                 ledger
@@ -1537,4 +1594,239 @@ async fn an_export_verifies_offline_and_one_changed_byte_is_named_by_line() {
     );
     assert_eq!(report.events, 15);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn seats_moved_across_plan_changes_verify_and_project_as_a_replay_does() {
+    // Proves: the seat model (seats moving off closed grants, unbacked seats
+    // after a downgrade, released first) and a quota account's own journal
+    // accounts are accepted by the domain's replay, and every read table
+    // equals a fresh replay of them.
+    let ledger = Ledger::new().await;
+    let plans = PlanCatalog::builtin();
+    let seats = |amount: i64, release: bool| ChangeSeats {
+        account: None,
+        amount: Amount::new(amount).unwrap(),
+        release,
+    };
+    ledger
+        .run(
+            0,
+            "sub",
+            Subscribe {
+                plan: plans.get("team_v4").unwrap().clone(),
+                trial_ends_at: None,
+            },
+        )
+        .await;
+    ledger.run(0, "ten", seats(10, false)).await;
+    let downgrade = ledger
+        .run(
+            0,
+            "downgrade",
+            ChangePlan {
+                plan: plans.get("hobby_v3").unwrap().clone(),
+            },
+        )
+        .await;
+    assert_eq!(downgrade.status, 200);
+    let released = ledger.run(0, "release", seats(9, true)).await;
+    assert_eq!(released.body["allocated"], 1);
+    ledger
+        .run(
+            0,
+            "upgrade",
+            ChangePlan {
+                plan: plans.get("scale_v1").unwrap().clone(),
+            },
+        )
+        .await;
+    ledger
+        .run(
+            0,
+            "user-grant",
+            IssueGrant {
+                quota: QuotaType::Credits,
+                account: Some(aggregates::quota::QuotaAccount::parse("user-42").unwrap()),
+                source: GrantSource::Promocode,
+                amount: Some(Amount::new(5).unwrap()),
+                priority: 50,
+                effective_at: None,
+                expires_at: None,
+            },
+        )
+        .await;
+    ledger.catch_up().await;
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+    let state = ledger.replay(0, AsOf::Head).await;
+    let accounts: Vec<&str> = state["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|account| account["account"].as_str().unwrap())
+        .collect();
+    assert!(
+        accounts.contains(&"quota_issued:credits@user-42"),
+        "{accounts:?}"
+    );
+    let unbacked = state["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|account| account["account"] == "seats_unbacked")
+        .unwrap();
+    assert_eq!(unbacked["balance"], "0");
+    let seat_quota = state["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|quota| quota["quota"] == "seats")
+        .unwrap();
+    assert_eq!(seat_quota["allocated"], "1");
+}
+
+#[tokio::test]
+async fn a_seat_release_rewritten_is_found_at_its_seq_and_a_replay_inside_a_plan_change_reads_the_rest_of_it(
+) {
+    // Proves: a downgrade leaves 9 of 10 seats unbacked (`SeatsMoved` off
+    // the old grant, the new grant taking 1); a replay as of the first event
+    // of that move (inside the plan change's seat events) is not refused,
+    // folds only up to it, and shows the 10 seats allocated as unbacked,
+    // from the store and offline alike. A release rewritten to give back a
+    // seat of the grant before the unbacked ones (balanced, chain
+    // recomputed) is named at its seq with what the quota decides, and
+    // nothing else is found.
+    let ledger = Ledger::new().await;
+    let plans = PlanCatalog::builtin();
+    let seats = |amount: i64, release: bool| ChangeSeats {
+        account: None,
+        amount: Amount::new(amount).unwrap(),
+        release,
+    };
+    ledger
+        .run(
+            0,
+            "sub",
+            Subscribe {
+                plan: plans.get("team_v4").unwrap().clone(),
+                trial_ends_at: None,
+            },
+        )
+        .await;
+    ledger.run(0, "ten", seats(10, false)).await;
+    let downgrade = ledger
+        .run(
+            0,
+            "downgrade",
+            ChangePlan {
+                plan: plans.get("hobby_v3").unwrap().clone(),
+            },
+        )
+        .await;
+    let hobby = plan_grant(&downgrade, "seats");
+    ledger.run(0, "release", seats(9, true)).await;
+    let events = ledger.events(0).await;
+    let types: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|event| event.aggregate_id == "seats")
+        .map(|event| (event.idempotency_key.as_str(), event.event_type.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("sub", "GrantIssued"),
+            ("ten", "SeatsAllocated"),
+            ("downgrade", "SeatsMoved"),
+            ("downgrade", "GrantRevoked"),
+            ("downgrade", "GrantIssued"),
+            ("downgrade", "SeatsMoved"),
+            ("release", "SeatsReleased"),
+        ]
+    );
+    let seq_of = |key: &str, event_type: &str| {
+        events
+            .iter()
+            .find(|event| {
+                event.aggregate_id == "seats"
+                    && event.idempotency_key == key
+                    && event.event_type == event_type
+            })
+            .unwrap()
+            .tenant_seq
+    };
+    let moved = seq_of("downgrade", "SeatsMoved");
+    let released = seq_of("release", "SeatsReleased");
+
+    let dir = std::env::temp_dir().join(format!("ledger-export-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("seats.jsonl");
+    export(ledger.store(), ledger.tenants[0], &file, true)
+        .await
+        .unwrap();
+    let inside = ledger.replay(0, AsOf::Seq(moved)).await;
+    assert_eq!(inside["as_of_seq"], moved);
+    assert_eq!(replay_file(&file, AsOf::Seq(moved)).unwrap(), inside);
+    let seat_quota = inside["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|quota| quota["quota"] == "seats")
+        .unwrap();
+    assert_eq!(
+        (&seat_quota["allocated"], &seat_quota["unbacked"]),
+        (&json!("10"), &json!("10"))
+    );
+    let statuses: Vec<&str> = seat_quota["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|grant| grant["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["active"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let seat_posting = |account: Value, side: &str, amount: i64| json!({"account": account, "asset": "SEATS/0", "side": side, "amount": amount});
+    ledger
+        .edit_payload(0, released, None, |payload| {
+            let release = &mut payload["SeatsReleased"];
+            release["allocations"] = json!([{"grant_id": hobby, "amount": 1}]);
+            release["unbacked"] = json!(8);
+            let postings = release["entry"]["postings"].as_array().unwrap().clone();
+            let account = |code: &str| {
+                postings
+                    .iter()
+                    .find(|posting| posting["account"]["code"] == code)
+                    .unwrap()["account"]
+                    .clone()
+            };
+            release["entry"]["postings"] = json!([
+                seat_posting(account("seats_allocated"), "debit", 9),
+                seat_posting(account("seats_unbacked"), "credit", 8),
+                seat_posting(
+                    json!({"code": format!("grant:{hobby}"), "type": "liability", "flags": {"debits_must_not_exceed_credits": true}}),
+                    "credit",
+                    1
+                ),
+            ]);
+        })
+        .await;
+    ledger.rechain(0).await;
+    ledger.catch_up().await;
+    let report = ledger.verify().await;
+    assert_eq!(
+        findings_of(&report, ledger.tenants[0]),
+        vec![domain(
+            released,
+            "seats",
+            &format!(
+                "allocations 1 from grant {hobby} where the quota decides none; \
+                 entry [debit seats_allocated 9 SEATS/0, credit seats_unbacked 8 SEATS/0, credit grant:{hobby} 1 SEATS/0] \
+                 where the quota decides [debit seats_allocated 9 SEATS/0, credit seats_unbacked 9 SEATS/0]; \
+                 unbacked 8 where the quota decides 9"
+            )
+        )]
+    );
+    assert_eq!(failures(&report), failing(&[], ledger.tenants[0], 0, ""));
+    no_differences(&report);
 }

@@ -5,7 +5,8 @@
 use super::error::ApiError;
 use super::AppState;
 use aggregates::TenantId;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -202,6 +203,60 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             }
             Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
+    }
+}
+
+/// Path parameters; a malformed one answers 400 in the error envelope
+/// (`invalid_path_parameter`), naming the parameter and the value.
+#[derive(Debug, Clone)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => {
+                Err(path_error(error.into_kind()))
+            }
+            // The route has no such parameters: a defect, not bad input.
+            Err(other) => Err(ApiError::Internal(other.body_text())),
+        }
+    }
+}
+
+fn path_error(kind: ErrorKind) -> ApiError {
+    let (message, details) = match &kind {
+        ErrorKind::ParseErrorAtKey {
+            key,
+            value,
+            expected_type,
+        } => (
+            format!("{key}: cannot parse {value:?} as {expected_type}"),
+            serde_json::json!({"parameter": key, "value": value}),
+        ),
+        ErrorKind::DeserializeError {
+            key,
+            value,
+            message,
+        } => (
+            format!("{key}: invalid value {value:?}: {message}"),
+            serde_json::json!({"parameter": key, "value": value}),
+        ),
+        ErrorKind::InvalidUtf8InPathParam { key } => (
+            format!("{key}: not valid UTF-8"),
+            serde_json::json!({"parameter": key}),
+        ),
+        other => (
+            format!("invalid path parameter: {other}"),
+            serde_json::Value::Null,
+        ),
+    };
+    ApiError::BadRequest {
+        code: "invalid_path_parameter",
+        message,
+        details,
     }
 }
 

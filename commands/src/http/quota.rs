@@ -3,14 +3,15 @@
 
 use super::error::{outcome_response, ApiError, ErrorBody};
 use super::extract::{
-    quota_account, quota_type, ApiJson, ApiQuery, IdempotencyKeyHeader, PositiveAmount, Tenant,
+    quota_account, quota_type, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, PositiveAmount,
+    Tenant,
 };
 use super::read::tenant_read;
 use super::schema::{CommandAnswer, ConsumeAnswer};
 use super::AppState;
 use crate::requests::quota::{ChangeSeats, ConsumeQuota, ExpireGrants};
 use aggregates::quota::{QuotaAccount, QuotaType, REFERENCE_LENGTH_MAX};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
 use projections::quota::{self as quota_read, QuotaView};
@@ -141,7 +142,7 @@ async fn list_quotas(
 async fn get_quota(
     State(state): State<AppState>,
     Tenant(tenant_id): Tenant,
-    Path(quota): Path<String>,
+    ApiPath(quota): ApiPath<String>,
     ApiQuery(query): ApiQuery<QuotaQuery>,
 ) -> Result<Json<OneQuotaView>, ApiError> {
     let quota = quota_type(&quota)?;
@@ -158,7 +159,8 @@ async fn get_quota(
 }
 
 /// Consumes runs or credits. Grants burn down by priority, earliest expiry,
-/// promotional before paid, oldest, id; one consumption may span several.
+/// promotional before paid, oldest by issue, id; one consumption may span
+/// several.
 /// Not enough available: 429 `quota_exceeded` with `details.available`, and
 /// nothing is consumed.
 #[utoipa::path(
@@ -174,6 +176,7 @@ async fn get_quota(
     responses(
         (status = 200, description = "Consumed", body = ConsumeAnswer),
         (status = 400, description = "Invalid input (names the field) or not consumable", body = ErrorBody),
+        (status = 422, description = "A count would pass 64 bits (`amount_overflow`), or key reused", body = ErrorBody),
         (status = 429, description = "Not enough quota; details.available", body = ErrorBody),
     )
 )]
@@ -181,7 +184,7 @@ async fn consume(
     State(state): State<AppState>,
     Tenant(tenant_id): Tenant,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    Path(quota): Path<String>,
+    ApiPath(quota): ApiPath<String>,
     ApiJson(body): ApiJson<ConsumeBody>,
 ) -> Result<Response, ApiError> {
     let quota = quota_type(&quota)?;
@@ -237,7 +240,7 @@ async fn change_seats(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Allocated", body = CommandAnswer),
-        (status = 429, description = "Not enough seats; details.available", body = ErrorBody),
+        (status = 429, description = "Not enough seats (0 while seats are over-allocated after a downgrade); details.available", body = ErrorBody),
     )
 )]
 async fn allocate_seats(
@@ -289,7 +292,7 @@ async fn expire_grants(
     State(state): State<AppState>,
     Tenant(tenant_id): Tenant,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    Path(quota): Path<String>,
+    ApiPath(quota): ApiPath<String>,
     ApiJson(body): ApiJson<ExpireBody>,
 ) -> Result<Response, ApiError> {
     let request = ExpireGrants {

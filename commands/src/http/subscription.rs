@@ -165,7 +165,7 @@ async fn get_subscription(
         (status = 200, description = "Plan changed; grants revoked and issued", body = CommandAnswer),
         (status = 400, description = "Unknown plan", body = ErrorBody),
         (status = 404, description = "No active subscription", body = ErrorBody),
-        (status = 422, description = "Already on that plan, or key reused", body = ErrorBody),
+        (status = 422, description = "Already on that plan, the period has ended (`period_ended`: renew first), or key reused", body = ErrorBody),
     )
 )]
 async fn change_plan(
@@ -208,9 +208,12 @@ async fn cancel(
     ))
 }
 
-/// Starts the next period: the ending period's grants expire (unused balance
-/// to breakage) and the plan's grants are issued again; a subscription
-/// scheduled to cancel ends instead. Takes no body.
+/// Starts the next period once the current one has ended: the ending
+/// period's grants expire (unused balance to breakage) and the plan's grants
+/// are issued again, the next period starting where the last ended; a
+/// subscription scheduled to cancel at the period end ends instead. Before
+/// the period end: 422 `period_not_ended` with `details.period_end`. Takes
+/// no body.
 #[utoipa::path(
     post,
     path = "/v1/subscription/renew",
@@ -220,6 +223,7 @@ async fn cancel(
     responses(
         (status = 200, description = "Renewed (or ended)", body = CommandAnswer),
         (status = 404, description = "No active subscription", body = ErrorBody),
+        (status = 422, description = "The period has not ended (`period_not_ended`, details.period_end), or key reused", body = ErrorBody),
     )
 )]
 async fn renew(

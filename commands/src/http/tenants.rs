@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use eventstore::{Fingerprint, TenantCreation, TenantError};
+use eventstore::{Fingerprint, KeyIssue, TenantCreation, TenantError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -38,11 +38,12 @@ pub struct TenantCreated {
     pub api_key: Option<String>,
 }
 
-/// A newly issued API key, shown once.
+/// A newly issued API key, shown once; a replay of the same request
+/// answers `api_key: null`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyIssued {
     pub tenant_id: uuid::Uuid,
-    pub api_key: String,
+    pub api_key: Option<String>,
 }
 
 /// Creates a tenant with an empty ledger and its first API key.
@@ -105,15 +106,20 @@ async fn create_tenant(
     Ok(response)
 }
 
-/// Issues another API key for a tenant (key rotation, or a lost first key).
+/// Issues another API key for a tenant (key rotation, or a lost first key),
+/// once per Idempotency-Key and tenant.
 #[utoipa::path(
     post,
     path = "/v1/tenants/{tenant_id}/api-keys",
     tag = "tenants",
-    params(("tenant_id" = uuid::Uuid, Path, description = "The tenant")),
+    params(
+        ("tenant_id" = uuid::Uuid, Path, description = "The tenant"),
+        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
+    ),
     security(("admin_token" = [])),
     responses(
-        (status = 201, description = "Issued", body = ApiKeyIssued),
+        (status = 201, description = "Issued (or the replay of an earlier issue)", body = ApiKeyIssued),
+        (status = 400, description = "Missing or invalid Idempotency-Key", body = ErrorBody),
         (status = 401, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "Unknown tenant", body = ErrorBody),
     )
@@ -122,16 +128,25 @@ async fn issue_api_key(
     State(state): State<AppState>,
     _: Admin,
     Path(tenant_id): Path<uuid::Uuid>,
-) -> Result<(StatusCode, Json<ApiKeyIssued>), ApiError> {
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+) -> Result<Response, ApiError> {
     let tenant_id = TenantId::from_uuid(tenant_id);
-    match state.store.issue_api_key(tenant_id).await? {
-        Some(api_key) => Ok((
-            StatusCode::CREATED,
-            Json(ApiKeyIssued {
-                tenant_id: tenant_id.as_uuid(),
-                api_key,
-            }),
-        )),
-        None => Err(ApiError::NotFound(format!("no tenant {tenant_id}"))),
+    let (api_key, replayed) = match state.store.issue_api_key(tenant_id, &key).await? {
+        KeyIssue::Issued(api_key) => (Some(api_key), false),
+        KeyIssue::Replayed => (None, true),
+        KeyIssue::UnknownTenant => {
+            return Err(ApiError::NotFound(format!("no tenant {tenant_id}")));
+        }
+    };
+    let body = ApiKeyIssued {
+        tenant_id: tenant_id.as_uuid(),
+        api_key,
+    };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     }
+    Ok(response)
 }

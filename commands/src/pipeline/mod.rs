@@ -15,9 +15,11 @@
 //! shard's memory of recent answers); a key used for another request is
 //! refused; two requests with one key in flight execute once.
 
+mod clock;
 pub mod request;
 mod shard;
 
+pub use clock::Clock;
 pub use request::{error_body, Decider, Refusal, Reply, Request, Target};
 
 use crate::metrics::Metrics;
@@ -42,6 +44,9 @@ pub struct BusConfig {
     pub queue_length: usize,
     /// Most requests decided and appended together.
     pub batch_commands_max: usize,
+    /// The time stamped on commands (never earlier than the tenant's last
+    /// event); the system clock unless a test sets another.
+    pub clock: Clock,
 }
 
 impl Default for BusConfig {
@@ -51,6 +56,7 @@ impl Default for BusConfig {
             pipeline_depth: 2,
             queue_length: 4_096,
             batch_commands_max: 256,
+            clock: Clock::system(),
         }
     }
 }
@@ -118,6 +124,7 @@ impl CommandBus {
                 metrics.clone(),
                 config.batch_commands_max.max(1),
                 config.pipeline_depth.max(1),
+                config.clock.clone(),
             );
             handles.push(tokio::spawn(shard.run(receiver, shutdown_receiver.clone())));
             senders.push(sender);

@@ -3,10 +3,9 @@
 use super::request::{
     accepted_body, error_body, Decider, Loaded, Refusal, Reply, StateView, Target,
 };
-use super::{Outcome, PipelineError, Request};
+use super::{Clock, Outcome, PipelineError, Request};
 use crate::metrics::Metrics;
 use aggregates::TenantId;
-use chrono::Utc;
 use eventstore::{
     AggregateKey, AppendError, ChainHead, CommandWrite, EventStore, Fingerprint, IdempotencyKey,
     IdempotencyRecord, StoreError, TenantBatch,
@@ -17,9 +16,30 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+/// A random pause before the `conflicts`th retry.
+fn retry_pause(conflicts: u32) -> Duration {
+    eventstore::append::jittered_pause(conflicts, RETRY_PAUSE_FIRST, RETRY_PAUSE_MAX)
+}
+
+/// Waits until `deadline`; never when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Times a request may conflict (head moved, stale aggregate) before it is
 /// answered 409.
 const CONFLICT_ROUNDS_MAX: u32 = 8;
+
+/// Upper bound of the random pause before a conflicted request is decided
+/// again, doubled per conflict up to [`RETRY_PAUSE_MAX`]: writers of
+/// several processes that collided do not collide again in lockstep.
+const RETRY_PAUSE_FIRST: Duration = Duration::from_micros(500);
+
+/// Longest pause before a conflicted request is decided again.
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(16);
 
 /// Most scheduler yields a shard spends gathering a batch.
 const GATHER_YIELDS_MAX: usize = 16;
@@ -70,6 +90,8 @@ pub(crate) struct Job {
     reply: oneshot::Sender<Result<Outcome, PipelineError>>,
     submitted: Instant,
     conflicts: u32,
+    /// Not decided again before this (a jittered pause after a conflict).
+    not_before: Option<Instant>,
 }
 
 impl Job {
@@ -88,6 +110,7 @@ impl Job {
             reply,
             submitted: Instant::now(),
             conflicts: 0,
+            not_before: None,
         }
     }
 }
@@ -188,6 +211,7 @@ pub(crate) struct Shard {
     metrics: Arc<Metrics>,
     batch_commands_max: usize,
     pipeline_depth: usize,
+    clock: Clock,
     /// Heads as this shard expects them, including batches still in flight.
     heads: HashMap<TenantId, ChainHead>,
     /// Aggregates as this shard expects them, including batches in flight.
@@ -197,6 +221,10 @@ pub(crate) struct Shard {
     in_flight: HashMap<u64, InFlight>,
     in_flight_keys: HashSet<(TenantId, IdempotencyKey)>,
     appends: JoinSet<Appended>,
+    /// Batch of each append task, to answer a batch whose task panicked.
+    append_tasks: HashMap<tokio::task::Id, u64>,
+    /// Pending jobs pausing after a conflict.
+    pausing: usize,
     next_batch: u64,
 }
 
@@ -206,12 +234,14 @@ impl Shard {
         metrics: Arc<Metrics>,
         batch_commands_max: usize,
         pipeline_depth: usize,
+        clock: Clock,
     ) -> Self {
         Self {
             store,
             metrics,
             batch_commands_max,
             pipeline_depth: pipeline_depth.max(1),
+            clock,
             heads: HashMap::new(),
             cached: HashMap::new(),
             recent: RecentOutcomes::default(),
@@ -219,6 +249,8 @@ impl Shard {
             in_flight: HashMap::new(),
             in_flight_keys: HashSet::new(),
             appends: JoinSet::new(),
+            append_tasks: HashMap::new(),
+            pausing: 0,
             next_batch: 0,
         }
     }
@@ -237,6 +269,7 @@ impl Shard {
             if !receiving && self.pending.is_empty() && self.in_flight.is_empty() {
                 return;
             }
+            let resume = self.earliest_pause_end();
             tokio::select! {
                 job = receiver.recv(), if receiving && self.pending.len() < PENDING_MAX => match job {
                     Some(job) => {
@@ -265,10 +298,14 @@ impl Shard {
                     }
                     None => receiving = false,
                 },
-                Some(done) = self.appends.join_next(), if !self.appends.is_empty() => match done {
-                    Ok(appended) => self.complete(appended).await,
-                    Err(error) => tracing::error!(%error, "append task failed"),
+                Some(done) = self.appends.join_next_with_id(), if !self.appends.is_empty() => match done {
+                    Ok((task, appended)) => {
+                        self.append_tasks.remove(&task);
+                        self.complete(appended).await;
+                    }
+                    Err(error) => self.append_task_failed(error),
                 },
+                () = sleep_until(resume), if resume.is_some() => {}
                 _ = shutdown.changed(), if !closing => {
                     receiver.close();
                     closing = true;
@@ -293,9 +330,10 @@ impl Shard {
         let _ = job.reply.send(answer);
     }
 
-    /// Puts jobs back to be decided again (after a conflict), or answers 409
-    /// once a job has conflicted too often.
+    /// Puts jobs back to be decided again after a random pause (after a
+    /// conflict), or answers 409 once a job has conflicted too often.
     fn retry(&mut self, jobs: Vec<Job>) {
+        let now = Instant::now();
         for mut job in jobs.into_iter().rev() {
             job.conflicts += 1;
             if job.conflicts >= CONFLICT_ROUNDS_MAX {
@@ -303,8 +341,51 @@ impl Shard {
                 self.respond(job, Err(PipelineError::Conflict { attempts }));
             } else {
                 self.metrics.conflict();
+                job.not_before = Some(now + retry_pause(job.conflicts));
+                self.pausing += 1;
                 self.pending.push_front(job);
             }
+        }
+    }
+
+    /// Puts jobs back to be decided again at once, keeping their order: they
+    /// did not conflict themselves (another job of their batch did).
+    fn requeue(&mut self, jobs: Vec<Job>) {
+        for job in jobs.into_iter().rev() {
+            self.pending.push_front(job);
+        }
+    }
+
+    /// When the first pausing job may be decided again; `None` when none
+    /// pauses.
+    fn earliest_pause_end(&self) -> Option<Instant> {
+        if self.pausing == 0 {
+            return None;
+        }
+        self.pending.iter().filter_map(|job| job.not_before).min()
+    }
+
+    /// An append task panicked or was cancelled: nobody can tell whether its
+    /// batch committed, so its jobs are answered 500 (a retry with the same
+    /// key gets the recorded outcome, if any) and its tenants forgotten.
+    fn append_task_failed(&mut self, error: tokio::task::JoinError) {
+        tracing::error!(%error, "append task failed");
+        let Some(batch) = self.append_tasks.remove(&error.id()) else {
+            return;
+        };
+        let Some(batch) = self.in_flight.remove(&batch) else {
+            return;
+        };
+        for tenant_id in &batch.tenants {
+            self.forget_tenant(*tenant_id);
+        }
+        for Decided { job, .. } in batch.decided {
+            self.in_flight_keys
+                .remove(&(job.tenant_id, job.key.clone()));
+            self.respond(
+                job,
+                Err(PipelineError::Internal("the append failed".to_string())),
+            );
         }
     }
 
@@ -333,11 +414,20 @@ impl Shard {
             .flat_map(|batch| batch.tenants.iter().copied())
             .collect();
         let mut scanned = 0;
+        let now = Instant::now();
         while jobs.len() < self.batch_commands_max && scanned < PENDING_MAX {
-            let Some(job) = self.pending.pop_front() else {
+            let Some(mut job) = self.pending.pop_front() else {
                 break;
             };
             scanned += 1;
+            if let Some(not_before) = job.not_before {
+                if not_before > now {
+                    waiting.push_back(job);
+                    continue;
+                }
+                job.not_before = None;
+                self.pausing -= 1;
+            }
             let key = (job.tenant_id, job.key.clone());
             if busy.contains(&job.tenant_id)
                 || self.in_flight_keys.contains(&key)
@@ -375,11 +465,12 @@ impl Shard {
             return;
         }
 
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut batches: Vec<TenantBatch> = Vec::new();
         let mut batch_of: HashMap<TenantId, usize> = HashMap::new();
         let mut staged: HashMap<(TenantId, AggregateKey), Loaded> = HashMap::new();
         let mut decided: Vec<Decided> = Vec::with_capacity(jobs.len());
+        let mut failed: Vec<(Job, String)> = Vec::new();
         for job in jobs {
             let index = *batch_of.entry(job.tenant_id).or_insert_with(|| {
                 // A tenant without a head was answered by load_heads.
@@ -411,8 +502,7 @@ impl Shard {
                 Err(Refusal::Rejected { kind, .. }) => (Refusal::status(*kind), Vec::new()),
                 Err(Refusal::Internal(message)) => {
                     tracing::error!(kind = job.request.kind(), %message, "request failed");
-                    let message = message.clone();
-                    self.respond(job, Err(PipelineError::Internal(message)));
+                    failed.push((job, message.clone()));
                     continue;
                 }
             };
@@ -458,9 +548,12 @@ impl Shard {
                 }
                 Err(error) => {
                     tracing::error!(kind = job.request.kind(), %error, "request produced unstorable events");
-                    self.respond(job, Err(PipelineError::Internal(error.to_string())));
+                    failed.push((job, error.to_string()));
                 }
             }
+        }
+        if !failed.is_empty() {
+            self.answer_failed(failed).await;
         }
         if decided.is_empty() {
             return;
@@ -485,7 +578,7 @@ impl Shard {
             },
         );
         let store = self.store.clone();
-        self.appends.spawn(async move {
+        let task = self.appends.spawn(async move {
             let started = Instant::now();
             let result = store.append(&batches).await;
             Appended {
@@ -494,6 +587,7 @@ impl Shard {
                 elapsed: started.elapsed(),
             }
         });
+        self.append_tasks.insert(task.id(), id);
     }
 
     /// Answers the commands of a finished append, or puts them back.
@@ -553,8 +647,10 @@ impl Shard {
                         self.retry(jobs);
                     }
                     AppendError::KeyReplayed(_) | AppendError::KeyReused(_) => {
-                        let retry = self.answer_known_keys(batch.decided).await;
-                        self.retry(retry);
+                        // The jobs whose key had no record were not at fault:
+                        // they go again at once, without counting a conflict.
+                        let others = self.answer_known_keys(batch.decided).await;
+                        self.requeue(others);
                     }
                     other => {
                         let failure = match &other {
@@ -730,6 +826,31 @@ impl Shard {
     fn forget_tenant(&mut self, tenant_id: TenantId) {
         self.heads.remove(&tenant_id);
         self.cached.retain(|(tenant, _), _| *tenant != tenant_id);
+    }
+
+    /// Jobs whose decision failed internally: one whose key already has a
+    /// record (an earlier submission completed) is answered from it, the
+    /// others 500.
+    async fn answer_failed(&mut self, failed: Vec<(Job, String)>) {
+        let keys: Vec<(TenantId, IdempotencyKey)> = failed
+            .iter()
+            .map(|(job, _)| (job.tenant_id, job.key.clone()))
+            .collect();
+        let records = self
+            .store
+            .idempotency_records(&keys)
+            .await
+            .unwrap_or_default();
+        for (job, message) in failed {
+            let record = records
+                .iter()
+                .find(|record| record.tenant_id == job.tenant_id && record.key == job.key);
+            let answer = match record {
+                Some(record) => replay(&record.fingerprint, &job.fingerprint, &outcome_of(record)),
+                None => Err(PipelineError::Internal(message)),
+            };
+            self.respond(job, answer);
+        }
     }
 
     /// After an append refused a key that already has a record: answers

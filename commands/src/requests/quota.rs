@@ -79,6 +79,7 @@ impl Request for IssueGrant {
             &aggregate_id,
             QuotaCommand::IssueGrant {
                 quota: self.quota,
+                account: self.account.clone(),
                 terms: terms.clone(),
                 at,
             },

@@ -51,7 +51,12 @@ fn issue_plan_grants(
         let at = decider.at();
         decider.execute::<Quota>(
             &quota_aggregate_id(quota, None),
-            QuotaCommand::IssueGrant { quota, terms, at },
+            QuotaCommand::IssueGrant {
+                quota,
+                account: None,
+                terms,
+                at,
+            },
         )?;
         grants.push(json!({"grant_id": grant_id, "quota": quota, "amount": limit.amount()}));
     }
@@ -222,8 +227,10 @@ impl Request for CancelSubscription {
     }
 }
 
-/// Starts the next period: the ending period's grants expire (breakage) and
-/// the plan's grants are issued again; with a cancellation scheduled, the
+/// Starts the next period once the current one has ended (the subscription
+/// aggregate refuses it before): the ending period's grants expire
+/// (breakage; allocated seats move to the next period's seat grant) and the
+/// plan's grants are issued again; with a cancellation scheduled, the
 /// subscription ends instead.
 #[derive(Debug, Clone, Serialize)]
 pub struct RenewSubscription {}

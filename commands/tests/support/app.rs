@@ -1,11 +1,13 @@
 //! The real server (`commands::server::serve`) on port 0, with its workers,
 //! against a fresh database; and a small HTTP client for tests.
 
+use chrono::{DateTime, Utc};
 use commands::server::{serve, ServeConfig};
-use commands::BusConfig;
+use commands::{BusConfig, Clock};
 use eventstore::testing::TestDatabase;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -35,8 +37,45 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// How a test server runs.
+#[derive(Default)]
+pub struct Options {
+    /// The pipeline's clock; the system clock when `None`.
+    pub clock: Option<Clock>,
+    /// Leave the projection workers off (drive them with `catch_up`).
+    pub no_workers: bool,
+}
+
+/// A clock the test moves by hand.
+#[derive(Clone)]
+pub struct TestClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl TestClock {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self(Arc::new(Mutex::new(now)))
+    }
+
+    pub fn set(&self, now: DateTime<Utc>) {
+        *self.0.lock().unwrap() = now;
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+
+    /// The pipeline clock reading this one.
+    pub fn clock(&self) -> Clock {
+        let now = self.0.clone();
+        Clock::from_fn(move || *now.lock().unwrap())
+    }
+}
+
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
         let db = TestDatabase::new().await;
         let store = db.store().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -48,8 +87,11 @@ impl TestServer {
         http.read_wait = Duration::from_secs(10);
         let config = ServeConfig {
             http,
-            bus: BusConfig::default(),
-            workers: true,
+            bus: BusConfig {
+                clock: options.clock.unwrap_or_default(),
+                ..BusConfig::default()
+            },
+            workers: !options.no_workers,
             plans: aggregates::plan::PlanCatalog::builtin(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -99,6 +141,20 @@ impl TestServer {
             api_key: body["api_key"].as_str().unwrap().to_string(),
             tenant_id: body["tenant_id"].as_str().unwrap().to_string(),
         }
+    }
+
+    /// Applies every event appended so far to every projection (the
+    /// single step that stands in for the workers when they are off).
+    pub async fn catch_up(&self) {
+        let catalog = projections::catalog();
+        projections::status::register(self.db.store().pool(), &catalog)
+            .await
+            .unwrap();
+        let projections: Vec<&dyn projections::Projection> =
+            catalog.iter().map(AsRef::as_ref).collect();
+        projections::runtime::catch_up_all(self.db.store().pool(), &projections, None, 1_000)
+            .await
+            .unwrap();
     }
 
     /// Stops the server gracefully (drains the pipeline, stops the workers).
