@@ -39,15 +39,37 @@ enum Command {
     /// Rebuild projections into shadow tables and swap them in, while the
     /// live tables keep serving.
     Rebuild(RebuildArgs),
-    /// Verify hash chains, seqs, chain heads, the domain's replay of its own
-    /// history and every projection against a fresh replay; exit status 0
-    /// only when nothing is found. With --file, verify an export offline.
+    /// Verify hash chains, seqs, chain heads, that every event is what its
+    /// aggregate decides from the state before it, and every projection
+    /// against a fresh replay; exit 0 when nothing is found, 1 with every
+    /// finding, 2 when it cannot run. With --file, verify an export offline.
+    ///
+    /// A quota's events of one request are decided together, command by
+    /// command (seat moves included): events the quota decides and the
+    /// history lacks, and events it does not decide, are findings too.
+    ///
+    /// Every finding names the tenant and tenant_seq (or the line of the
+    /// file), or the projection, table and key; verify goes on past every
+    /// finding and reports them all. It only reads: it never creates or
+    /// migrates the database, and refuses a schema older than this binary.
+    /// Projections are replayed into temporary tables of its own session.
     Verify(VerifyArgs),
     /// A tenant's state (subscription, grants and quotas, account balances,
     /// trial balance) as of a tenant_seq or a time, folded from its events.
+    ///
+    /// Every event up to that point has its hash recomputed and chained and
+    /// must be what its aggregate decides; the first one that is not
+    /// refuses the replay, naming its tenant_seq (or the line of the file).
+    /// A point inside a request also reads the rest of that request's
+    /// events of the same quota (they record one command).
+    /// The hash printed is the chain recomputed up to the point: if it
+    /// equals a hash published for that seq, nothing up to it was
+    /// rewritten. A file is checked whole (chain, header's head and count).
+    /// Reads only: never creates or migrates the database.
     Replay(ReplayArgs),
     /// Write a tenant's events with their hashes to a file an auditor can
-    /// verify and replay offline (`verify --file`, `replay --file`).
+    /// verify and replay offline (`verify --file`, `replay --file`). Reads
+    /// only: never creates or migrates the database.
     Export(ExportArgs),
     /// Run a benchmark workload on a fresh database of its own (created on
     /// the resolved server and dropped afterwards; user data is never
@@ -240,6 +262,8 @@ fn init_logging() {
 
 type Failure = Box<dyn std::error::Error>;
 
+/// Opens the store for the commands that set up or write the ledger:
+/// creates the database if missing and applies pending migrations.
 async fn open_store(
     database_url: Option<&str>,
     connections: u32,
@@ -249,6 +273,21 @@ async fn open_store(
     let pool = database.connect_pool(connections).await?;
     let store = eventstore::EventStore::new(pool);
     store.migrate().await?;
+    Ok(store)
+}
+
+/// Opens the store for the auditors' commands (`verify`, `replay`,
+/// `export`), which only read: never creates the database nor migrates it,
+/// and refuses a schema older than this binary's.
+async fn open_store_to_read(
+    database_url: Option<&str>,
+    connections: u32,
+) -> Result<eventstore::EventStore, Failure> {
+    let database = eventstore::resolve_existing(database_url).await?;
+    tracing::debug!(url = %eventstore::database::redact(database.url()), source = ?database.source, "database");
+    let pool = database.connect_pool(connections).await?;
+    let store = eventstore::EventStore::new(pool);
+    store.check_schema().await?;
     Ok(store)
 }
 
@@ -373,7 +412,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let report = match &args.file {
                 Some(path) => replay::export::verify_file(path)?,
                 None => {
-                    let store = open_store(database_url, 4).await?;
+                    let store = open_store_to_read(database_url, 4).await?;
                     let tenant = args.tenant.map(aggregates::TenantId::from_uuid);
                     replay::verify::verify_database(
                         &store,
@@ -387,38 +426,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                for tenant in &report.tenants {
-                    let verdict = if tenant.findings.is_empty() {
-                        "ok".to_string()
-                    } else {
-                        format!("{} findings", tenant.findings.len())
-                    };
-                    println!(
-                        "tenant {}: {} events, head seq {} hash {}: {verdict}",
-                        tenant.tenant_id, tenant.events, tenant.head_seq, tenant.head_hash
-                    );
-                }
-                for projection in &report.projections {
-                    let verdict = if projection.differences.is_empty() {
-                        "equals a fresh replay".to_string()
-                    } else {
-                        format!(
-                            "{} rows differ from a fresh replay",
-                            projection.differences.len()
-                        )
-                    };
-                    println!("projection {}: {verdict}", projection.projection);
-                }
-                for line in report.lines() {
-                    println!("{line}");
-                }
-                println!(
-                    "verified {} events in {:.2} s ({:.0} events/s): {}",
-                    report.events,
-                    report.seconds,
-                    report.events_per_s,
-                    if report.ok { "OK" } else { "FAILED" }
-                );
+                print!("{}", report.render());
             }
             return Ok(if report.ok {
                 ExitCode::SUCCESS
@@ -428,26 +436,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Replay(args) => {
             let as_of = match (args.as_of_seq, args.as_of) {
-                (Some(seq), _) => replay::export::AsOf::Seq(seq),
-                (None, Some(time)) => replay::export::AsOf::Time(time),
-                (None, None) => replay::export::AsOf::Head,
+                (Some(seq), _) => replay::as_of::AsOf::Seq(seq),
+                (None, Some(time)) => replay::as_of::AsOf::Time(time),
+                (None, None) => replay::as_of::AsOf::Head,
             };
             let report = match (&args.file, args.tenant) {
                 (Some(path), _) => replay::export::replay_file(path, as_of)?,
                 (None, Some(tenant)) => {
-                    let store = open_store(database_url, 2).await?;
-                    let mut transaction = store.pool().begin().await?;
-                    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                        .execute(&mut *transaction)
-                        .await?;
-                    let report = replay::export::replay_tenant(
-                        &mut transaction,
-                        aggregates::TenantId::from_uuid(tenant),
-                        as_of,
-                    )
-                    .await?;
-                    transaction.commit().await?;
-                    report
+                    let store = open_store_to_read(database_url, 2).await?;
+                    let tenant = aggregates::TenantId::from_uuid(tenant);
+                    replay::as_of::replay_stored(&store, tenant, as_of).await?
                 }
                 (None, None) => return Err("give --tenant or --file".into()),
             };
@@ -485,7 +483,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
         }
         Command::Export(args) => {
-            let store = open_store(database_url, 2).await?;
+            let store = open_store_to_read(database_url, 2).await?;
             let report = replay::export::export(
                 &store,
                 aggregates::TenantId::from_uuid(args.tenant),

@@ -375,3 +375,136 @@ async fn verify_export_and_replay_work_from_the_command_line_and_offline() {
     assert!(text.contains("FAILED"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A database name the test harness sweeps if the test dies before dropping it.
+fn scratch_database_name() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!("ledger_test_{seconds}_{}", uuid::Uuid::now_v7().simple())
+}
+
+#[tokio::test]
+async fn verify_replay_and_export_never_create_nor_migrate_the_database_they_read() {
+    // Proves: the auditors' commands refuse, with a clear message and exit
+    // status 2, a database that does not exist (without creating it), one
+    // without a ledger schema (without migrating it) and one whose schema
+    // is older than the binary (leaving it as it was); `migrate` still
+    // creates and migrates.
+    let db = TestDatabase::new().await;
+    let tenant = uuid::Uuid::now_v7().to_string();
+    let out = std::env::temp_dir().join(format!("ledger-cli-{}.jsonl", uuid::Uuid::now_v7()));
+    let out = out.to_str().unwrap().to_string();
+    let commands: [Vec<&str>; 3] = [
+        vec!["verify"],
+        vec!["replay", "--tenant", &tenant],
+        vec!["export", "--tenant", &tenant, "--out", &out],
+    ];
+    let run = |url: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(args)
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap()
+    };
+    let exists = |name: String| {
+        let pool = db.store().pool().clone();
+        async move {
+            let (count,): (i64,) =
+                sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = $1")
+                    .bind(name)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            count == 1
+        }
+    };
+
+    let missing = scratch_database_name();
+    for args in &commands {
+        let output = run(&db.database().url_for(&missing), args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("has no database {missing}; nothing to read there")),
+            "{args:?}: {stderr}"
+        );
+        assert!(!exists(missing.clone()).await, "{args:?} created it");
+    }
+
+    let empty = scratch_database_name();
+    sqlx::query(&format!("CREATE DATABASE {empty}"))
+        .execute(db.store().pool())
+        .await
+        .unwrap();
+    for args in &commands {
+        let output = run(&db.database().url_for(&empty), args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "database {empty} holds no ledger schema (no migration applied)"
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    let pool = sqlx::PgPool::connect_with(db.database().options_for(&empty))
+        .await
+        .unwrap();
+    let (tables,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "an auditor's command wrote to the database");
+    pool.close().await;
+    // `migrate` is the command that sets a database up.
+    let output = run(&db.database().url_for(&empty), &["migrate"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = run(&db.database().url_for(&empty), &["verify", "--json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eventstore::database::drop_database(&db.database().options(), &empty)
+        .await
+        .unwrap();
+
+    // A schema one migration behind the binary.
+    let (latest, description): (i64, String) = sqlx::query_as(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations) \
+         RETURNING version, description",
+    )
+    .fetch_one(db.store().pool())
+    .await
+    .unwrap();
+    for args in &commands {
+        let output = run(db.url(), args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "has a ledger schema older than this binary: migration {latest} ({description}) \
+                 is not applied; run `ledger migrate` first (this command never migrates)"
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    let (applied,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM _sqlx_migrations WHERE version = $1")
+            .bind(latest)
+            .fetch_one(db.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(applied, 0, "an auditor's command migrated the database");
+    assert!(!std::path::Path::new(&out).exists());
+}

@@ -656,7 +656,8 @@ impl Rejection for QuotaError {
     }
 }
 
-fn holder_name(holder: Option<&QuotaAccount>) -> String {
+/// A holder as refusals name it: its account, or "the tenant".
+pub fn holder_name(holder: Option<&QuotaAccount>) -> String {
     holder.map_or_else(
         || "the tenant".to_string(),
         |account| account.as_str().to_string(),
@@ -2478,6 +2479,11 @@ mod tests {
                 expected: "the tenant".into(),
                 requested: "user-42".into(),
             });
+        let user = QuotaAccount::parse("user-42").unwrap();
+        assert_eq!(
+            (holder_name(None), holder_name(Some(&user))),
+            ("the tenant".to_string(), "user-42".to_string())
+        );
     }
 
     #[test]

@@ -69,6 +69,17 @@ pub enum ResolveError {
     PrivateCluster { dir: String, reason: String },
     #[error("{}", NO_POSTGRES)]
     NoPostgres,
+    #[error("the server at {url} has no database {name}; nothing to read there")]
+    NoDatabase { url: String, name: String },
+}
+
+/// What resolving does when the server has no database by the name sought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingDatabase {
+    /// Create it (commands that set up or write a ledger).
+    Create,
+    /// Refuse (commands that only read one, such as the auditors').
+    Refuse,
 }
 
 impl Database {
@@ -128,9 +139,22 @@ pub fn with_database(url: &str, database: &str) -> String {
 
 /// Resolves the database as described in the module documentation.
 pub async fn resolve(configured: Option<&str>) -> Result<Database, ResolveError> {
+    resolve_with(configured, MissingDatabase::Create).await
+}
+
+/// Resolves the database like [`resolve`], but never creates one: for
+/// commands that only read a ledger.
+pub async fn resolve_existing(configured: Option<&str>) -> Result<Database, ResolveError> {
+    resolve_with(configured, MissingDatabase::Refuse).await
+}
+
+async fn resolve_with(
+    configured: Option<&str>,
+    missing: MissingDatabase,
+) -> Result<Database, ResolveError> {
     if let Some(url) = configured.filter(|url| !url.trim().is_empty()) {
         let options = parse(url)?;
-        ensure_database(&options, url).await?;
+        ensure_database(&options, url, missing).await?;
         return Ok(Database {
             url: url.to_string(),
             options,
@@ -141,7 +165,7 @@ pub async fn resolve(configured: Option<&str>) -> Result<Database, ResolveError>
         let options = parse(&url)?;
         let maintenance = options.clone().database("postgres");
         if probe(&maintenance).await {
-            ensure_database(&options, &url).await?;
+            ensure_database(&options, &url, missing).await?;
             return Ok(Database {
                 url,
                 options,
@@ -160,7 +184,7 @@ pub async fn resolve(configured: Option<&str>) -> Result<Database, ResolveError>
     };
     let url = start_private_cluster(&bin_dir, &dir)?;
     let options = parse(&url)?;
-    ensure_database(&options, &url).await?;
+    ensure_database(&options, &url, missing).await?;
     Ok(Database {
         url,
         options,
@@ -207,8 +231,12 @@ async fn probe(options: &PgConnectOptions) -> bool {
 }
 
 /// Connects to `options`' database, creating it when the server says it does
-/// not exist.
-async fn ensure_database(options: &PgConnectOptions, url: &str) -> Result<(), ResolveError> {
+/// not exist (or refusing, as `missing` says).
+async fn ensure_database(
+    options: &PgConnectOptions,
+    url: &str,
+    missing: MissingDatabase,
+) -> Result<(), ResolveError> {
     let connect_error = |source| ResolveError::Connect {
         url: redact(url),
         source,
@@ -223,6 +251,12 @@ async fn ensure_database(options: &PgConnectOptions, url: &str) -> Result<(), Re
                 .get_database()
                 .unwrap_or(DEFAULT_DATABASE_NAME)
                 .to_string();
+            if missing == MissingDatabase::Refuse {
+                return Err(ResolveError::NoDatabase {
+                    url: redact(url),
+                    name,
+                });
+            }
             let mut maintenance = PgConnection::connect_with(&options.clone().database("postgres"))
                 .await
                 .map_err(connect_error)?;

@@ -15,6 +15,7 @@
 //! - `load`: aggregate histories and snapshots.
 //! - `read`: ordered reads per tenant and across tenants.
 //! - `repository`: cqrs-es `PersistedEventRepository` on these tables.
+//! - `schema`: whether a database holds this binary's schema, read only.
 //! - `tenants`: tenants and API keys.
 //! - `database`: resolving and connecting to PostgreSQL.
 //! - `testing`: fresh databases for tests (feature `testing`, tests only).
@@ -28,6 +29,7 @@ pub mod idempotency;
 pub mod load;
 pub mod read;
 pub mod repository;
+pub mod schema;
 pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -38,7 +40,7 @@ pub use append::{
 };
 pub use chain::{ChainChecker, ChainFinding};
 pub use chain::{ChainHash, GENESIS};
-pub use database::{resolve, Database, DatabaseSource, ResolveError};
+pub use database::{resolve, resolve_existing, Database, DatabaseSource, ResolveError};
 pub use error::StoreError;
 pub use idempotency::{
     EventSummary, Fingerprint, IdempotencyKey, IdempotencyRecord, InvalidIdempotencyKey,
@@ -46,6 +48,7 @@ pub use idempotency::{
 pub use load::{AggregateHistory, AggregateKey, Snapshot};
 pub use read::{check_text_event, ChainReport, GlobalCursor, JsonText, StoredEvent, TenantRange};
 pub use repository::TenantRepository;
+pub use schema::SchemaError;
 pub use tenants::{KeyIssue, NewTenant, Tenant, TenantCreation, TenantError};
 
 use sqlx::migrate::Migrator;

@@ -12,7 +12,8 @@
 //! - `runtime`: the [`Projection`] trait, batch steps, catch-up.
 //! - `worker`: long-running workers, wake-ups, shutdown.
 //! - `reactor`: the [`Reactor`] trait and its steps.
-//! - `rebuild`: shadow rebuilds and swaps; comparing live with a replay.
+//! - `rebuild`: shadow rebuilds and swaps.
+//! - `compare`: live read tables against a fresh replay, tenant by tenant.
 //! - `status`: registry, versions, states and lag.
 //! - `read`: tenant-scoped read transactions and `min_seq` waits.
 //! - `progress`: progress bars and lines for long jobs.
@@ -21,6 +22,7 @@
 //!   their read queries.
 
 mod bulk;
+pub mod compare;
 pub mod decode;
 pub mod journal;
 pub mod progress;

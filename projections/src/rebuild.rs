@@ -1,5 +1,5 @@
-//! Rebuilding a projection without downtime, and comparing live tables with
-//! a fresh replay.
+//! Rebuilding a projection without downtime (comparing live tables with a
+//! fresh replay is in `compare`).
 //!
 //! A rebuild replays every tenant into shadow tables in a schema of its own
 //! (`rebuild_<names>`, with its own checkpoint table) while the live tables
@@ -24,14 +24,10 @@ use crate::status::{set_state, State};
 use aggregates::TenantId;
 use eventstore::database::quote_identifier;
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 use std::time::Instant;
 use uuid::Uuid;
-
-/// Most differences a comparison reports per table.
-pub const DIFFERENCES_MAX: i64 = 100;
 
 /// Most bulk passes of a rebuild (each up to the heads as it starts); a
 /// ledger growing faster than a rebuild replays would otherwise never be
@@ -348,170 +344,6 @@ async fn rebuild_into(
     transaction.commit().await?;
     progress.finish();
     Ok(events)
-}
-
-/// A row that differs between a live table and a fresh replay.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Difference {
-    pub table: String,
-    /// The row's primary key.
-    pub key: Value,
-    /// The live row (`null` when the replay has a row the live table lacks).
-    pub live: Option<Value>,
-    /// The replayed row (`null` when the live table has a row the replay lacks).
-    pub replay: Option<Value>,
-}
-
-/// Replays `projection` into scratch tables up to the live checkpoints and
-/// compares them with the live tables, row by row. Live batches pause only
-/// for the final top-up and the comparison.
-pub async fn compare_with_replay(
-    pool: &PgPool,
-    projection: &dyn Projection,
-    tenants: Option<&[TenantId]>,
-) -> Result<Vec<Difference>, ProjectionError> {
-    let schema = format!(
-        "verify_{}_{}",
-        projection.name(),
-        &Uuid::now_v7().simple().to_string()[20..]
-    );
-    let result = compare_in(pool, projection, &schema, tenants).await;
-    drop_schema(pool, &schema).await?;
-    result
-}
-
-async fn live_checkpoints(
-    connection: &mut PgConnection,
-    projection: &str,
-) -> Result<Vec<(TenantId, i64)>, sqlx::Error> {
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "SELECT tenant_id, last_seq FROM public.projection_checkpoints WHERE projection = $1",
-    )
-    .bind(projection)
-    .fetch_all(connection)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(tenant, seq)| (TenantId::from_uuid(tenant), seq))
-        .collect())
-}
-
-async fn compare_in(
-    pool: &PgPool,
-    projection: &dyn Projection,
-    schema: &str,
-    tenants: Option<&[TenantId]>,
-) -> Result<Vec<Difference>, ProjectionError> {
-    let selected = |checkpoints: Vec<(TenantId, i64)>| -> HashMap<TenantId, i64> {
-        checkpoints
-            .into_iter()
-            .filter(|(tenant, _)| tenants.is_none_or(|tenants| tenants.contains(tenant)))
-            .collect()
-    };
-    let mut connection = pool.acquire().await?;
-    create_shadow(&mut connection, schema, &[projection]).await?;
-    let first = selected(live_checkpoints(&mut connection, projection.name()).await?);
-    drop(connection);
-    // The bulk, without holding up live workers.
-    let mut transaction = pool.begin().await?;
-    use_schema(&mut transaction, schema).await?;
-    top_up(&mut transaction, &[projection], Some(&first)).await?;
-    transaction.commit().await?;
-    // The rest, with live batches paused so live tables match their checkpoints.
-    let mut transaction = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(LOCK_NAMESPACE)
-        .bind(lock_key(projection.name()))
-        .execute(&mut *transaction)
-        .await?;
-    let current = selected(live_checkpoints(&mut transaction, projection.name()).await?);
-    use_schema(&mut transaction, schema).await?;
-    top_up(&mut transaction, &[projection], Some(&current)).await?;
-    sqlx::query("SELECT set_config('search_path', 'public', true)")
-        .execute(&mut *transaction)
-        .await?;
-    let filter: Option<Vec<Uuid>> =
-        tenants.map(|tenants| tenants.iter().map(TenantId::as_uuid).collect());
-    let mut differences = Vec::new();
-    for table in projection.tables() {
-        differences
-            .extend(compare_table(&mut transaction, schema, table, filter.as_deref()).await?);
-    }
-    transaction.commit().await?;
-    Ok(differences)
-}
-
-/// Primary-key columns of `public.table`.
-async fn key_columns(
-    connection: &mut PgConnection,
-    table: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT a.attname FROM pg_index i \
-         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-         WHERE i.indrelid = ($1::text)::regclass AND i.indisprimary \
-         ORDER BY array_position(i.indkey, a.attnum)",
-    )
-    .bind(format!("public.{}", quote_identifier(table)))
-    .fetch_all(connection)
-    .await?;
-    Ok(rows.into_iter().map(|(name,)| name).collect())
-}
-
-async fn compare_table(
-    connection: &mut PgConnection,
-    schema: &str,
-    table: &str,
-    tenants: Option<&[Uuid]>,
-) -> Result<Vec<Difference>, sqlx::Error> {
-    let keys = key_columns(connection, table).await?;
-    let quoted_table = quote_identifier(table);
-    let only = "($2::uuid[] IS NULL OR tenant_id = ANY($2))";
-    let live = format!("(SELECT * FROM public.{quoted_table} WHERE {only})");
-    let replay = format!(
-        "(SELECT * FROM {}.{quoted_table} WHERE {only})",
-        quote_identifier(schema)
-    );
-    let rows: Vec<(String, Value)> = sqlx::query_as(&format!(
-        "(SELECT 'live', to_jsonb(d) FROM ({live} EXCEPT ALL {replay}) d LIMIT $1) \
-         UNION ALL \
-         (SELECT 'replay', to_jsonb(d) FROM ({replay} EXCEPT ALL {live}) d LIMIT $1)"
-    ))
-    .bind(DIFFERENCES_MAX)
-    .bind(tenants)
-    .fetch_all(connection)
-    .await?;
-    let key_of = |row: &Value| -> Value {
-        Value::Object(
-            keys.iter()
-                .map(|key| (key.clone(), row.get(key).cloned().unwrap_or(Value::Null)))
-                .collect(),
-        )
-    };
-    let mut differences: Vec<Difference> = Vec::new();
-    for (side, row) in rows {
-        let key = key_of(&row);
-        let existing = differences
-            .iter_mut()
-            .find(|difference| difference.key == key);
-        match (side.as_str(), existing) {
-            ("live", Some(difference)) => difference.live = Some(row),
-            ("live", None) => differences.push(Difference {
-                table: table.to_string(),
-                key,
-                live: Some(row),
-                replay: None,
-            }),
-            (_, Some(difference)) => difference.replay = Some(row),
-            (_, None) => differences.push(Difference {
-                table: table.to_string(),
-                key,
-                live: None,
-                replay: Some(row),
-            }),
-        }
-    }
-    Ok(differences)
 }
 
 /// Catches the live tables of `projection` up (for callers that want a

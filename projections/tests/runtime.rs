@@ -8,7 +8,8 @@ use eventstore::testing::TestDatabase;
 use eventstore::{
     CommandWrite, EventStore, Fingerprint, IdempotencyKey, NewEvent, StoredEvent, TenantBatch,
 };
-use projections::rebuild::{compare_with_replay, rebuild};
+use projections::compare::{compare_with_replay, Comparison};
+use projections::rebuild::rebuild;
 use projections::runtime::{
     catch_up, catch_up_all, catch_up_with, step_with, Limits, BATCH_EVENTS_MAX,
 };
@@ -284,10 +285,10 @@ async fn workers_killed_between_apply_and_commit_lose_and_double_nothing() {
     .unwrap();
     assert_eq!(missing, 0);
     assert_eq!(
-        compare_with_replay(store.pool(), &StreamIndex, None)
+        compare_with_replay(store.pool(), &StreamIndex, None, true)
             .await
             .unwrap(),
-        vec![]
+        Comparison::default()
     );
     let (streams, versions, last): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), sum(version)::bigint, max(last_tenant_seq) FROM stream_index",
@@ -558,10 +559,10 @@ async fn a_rebuild_under_writes_and_reads_swaps_in_a_table_equal_to_a_fresh_repl
         .await
         .unwrap();
     assert_eq!(
-        compare_with_replay(store.pool(), &StreamIndex, None)
+        compare_with_replay(store.pool(), &StreamIndex, None, true)
             .await
             .unwrap(),
-        vec![]
+        Comparison::default()
     );
     let (versions,): (i64,) = sqlx::query_as("SELECT sum(version)::bigint FROM stream_index")
         .fetch_one(store.pool())

@@ -1,13 +1,15 @@
 //! Evidence export: a tenant's events with their hashes as JSON Lines, and
 //! reading such a file back, offline, for `verify --file` and `replay --file`.
+//! Lines are read with a bound ([`LINE_BYTES_MAX`]): a longer line is
+//! skipped and reported, never held in memory whole.
 //!
 //! Line 1 is a header: `{"format": "ledger-export", "version": 1,
 //! "tenant_id", "events", "head_seq", "head_hash", "exported_at"}`. Every
 //! further line is one event with every hashed column, `prev_hash` and
 //! `hash`. An auditor needs only the `ledger` binary and the file.
 
+use crate::as_of::{AsOf, Replayer};
 use crate::source::{page, AuditEvent, PAGE_EVENTS};
-use crate::state::TenantState;
 use crate::verify::{report_for_file, Finding, TenantAudit, VerifyError, VerifyReport};
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
@@ -174,24 +176,103 @@ mod erased {
     }
 }
 
+/// One line of an export file as read, bounded.
+enum FileLine {
+    Text(String),
+    /// Longer than [`LINE_BYTES_MAX`]: skipped without being held.
+    TooLong,
+    NotUtf8,
+}
+
+/// Reads the next line into `buffer` (without its line end), holding at
+/// most `line_bytes_max` bytes of it: a longer line is skipped to its end
+/// and reported. `None` at the end of the file.
+fn read_line(
+    reader: &mut impl BufRead,
+    buffer: &mut Vec<u8>,
+    line_bytes_max: usize,
+) -> std::io::Result<Option<FileLine>> {
+    buffer.clear();
+    let bound = u64::try_from(line_bytes_max)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let read = std::io::Read::take(&mut *reader, bound).read_until(b'\n', buffer)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if buffer.last() == Some(&b'\n') {
+        buffer.pop();
+        if buffer.last() == Some(&b'\r') {
+            buffer.pop();
+        }
+    } else if buffer.len() > line_bytes_max {
+        buffer.clear();
+        skip_line(reader)?;
+        return Ok(Some(FileLine::TooLong));
+    }
+    Ok(Some(match std::str::from_utf8(buffer) {
+        Ok(text) => FileLine::Text(text.to_string()),
+        Err(_) => FileLine::NotUtf8,
+    }))
+}
+
+/// Consumes the rest of the current line, a buffer at a time.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(());
+        }
+        match available.iter().position(|byte| *byte == b'\n') {
+            Some(end) => {
+                reader.consume(end + 1);
+                return Ok(());
+            }
+            None => {
+                let length = available.len();
+                reader.consume(length);
+            }
+        }
+    }
+}
+
+/// A line after the header: its number, and its event or why it is none.
+type EventLine = (u64, Result<AuditEvent, Finding>);
+
 /// An export file opened for reading: its header and its events, each with
 /// its line number.
 struct ExportFile {
+    path: std::path::PathBuf,
     header: Header,
-    lines: std::io::Lines<BufReader<std::fs::File>>,
+    reader: BufReader<std::fs::File>,
+    buffer: Vec<u8>,
     line_number: u64,
 }
 
 impl ExportFile {
     fn open(path: &Path) -> Result<Self, VerifyError> {
         let file = std::fs::File::open(path).map_err(io_error(path))?;
-        let mut lines = BufReader::new(file).lines();
-        let first = lines
-            .next()
-            .ok_or_else(|| {
-                VerifyError::Format("line 1: the file is empty; expected an export header".into())
-            })?
-            .map_err(io_error(path))?;
+        let mut reader = BufReader::new(file);
+        let mut buffer = Vec::new();
+        let first =
+            match read_line(&mut reader, &mut buffer, LINE_BYTES_MAX).map_err(io_error(path))? {
+                None => {
+                    return Err(VerifyError::Format(
+                        "line 1: the file is empty; expected an export header".into(),
+                    ))
+                }
+                Some(FileLine::TooLong) => {
+                    return Err(VerifyError::Format(format!(
+                        "line 1: longer than {LINE_BYTES_MAX} bytes; expected an export header"
+                    )))
+                }
+                Some(FileLine::NotUtf8) => {
+                    return Err(VerifyError::Format(
+                        "line 1: not UTF-8; expected an export header".into(),
+                    ))
+                }
+                Some(FileLine::Text(text)) => text,
+            };
         let header: Header = serde_json::from_str(&first).map_err(|error| {
             VerifyError::Format(format!("line 1: not an export header: {error}"))
         })?;
@@ -202,23 +283,27 @@ impl ExportFile {
             )));
         }
         Ok(Self {
+            path: path.to_path_buf(),
             header,
-            lines,
+            reader,
+            buffer,
             line_number: 1,
         })
     }
 
     /// The next event, or a finding for a line that is not one.
-    fn next_event(&mut self) -> Option<(u64, Result<AuditEvent, Finding>)> {
-        let text = self.lines.next()?;
+    fn next_event(&mut self) -> Result<Option<EventLine>, VerifyError> {
+        let read = read_line(&mut self.reader, &mut self.buffer, LINE_BYTES_MAX)
+            .map_err(io_error(&self.path))?;
+        let Some(read) = read else {
+            return Ok(None);
+        };
         self.line_number += 1;
         let line = self.line_number;
-        let parsed = match text {
-            Err(error) => Err(format!("unreadable: {error}")),
-            Ok(text) if text.len() > LINE_BYTES_MAX => {
-                Err(format!("longer than {LINE_BYTES_MAX} bytes"))
-            }
-            Ok(text) => serde_json::from_str::<Line>(&text)
+        let parsed = match read {
+            FileLine::TooLong => Err(format!("longer than {LINE_BYTES_MAX} bytes")),
+            FileLine::NotUtf8 => Err("not UTF-8".to_string()),
+            FileLine::Text(text) => serde_json::from_str::<Line>(&text)
                 .map_err(|error| format!("not an event line: {error}"))
                 .and_then(|event| {
                     let payload =
@@ -243,10 +328,21 @@ impl ExportFile {
                     })
                 }),
         };
-        Some((
+        Ok(Some((
             line,
             parsed.map_err(|message| Finding::File { line, message }),
-        ))
+        )))
+    }
+
+    /// The finding for a header whose event count is not the file's.
+    fn count_finding(&self, events: u64) -> Option<Finding> {
+        (events != self.header.events).then(|| Finding::File {
+            line: 1,
+            message: format!(
+                "the header declares {} events, the file holds {events}",
+                self.header.events
+            ),
+        })
     }
 }
 
@@ -255,113 +351,92 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     let mut file = ExportFile::open(path)?;
     let mut audit = TenantAudit::default();
-    let mut file_findings = Vec::new();
-    while let Some((line, event)) = file.next_event() {
+    let mut lines = 0u64;
+    while let Some((line, event)) = file.next_event()? {
+        lines += 1;
         match event {
             Ok(event) => audit.check(&event, Some(line)),
-            Err(finding) => file_findings.push(finding),
+            Err(finding) => audit.record(finding),
         }
     }
-    let events = audit.events();
-    let header = file.header.clone();
-    let (mut verdict, _) = audit.finish(header.tenant_id, header.head_seq, header.head_hash);
-    if events != header.events {
-        file_findings.push(Finding::File {
-            line: 1,
-            message: format!(
-                "the header declares {} events, the file holds {events}",
-                header.events
-            ),
-        });
+    if let Some(finding) = file.count_finding(lines) {
+        audit.record(finding);
     }
-    verdict.findings.extend(file_findings);
+    let header = &file.header;
+    let (verdict, _) = audit.finish(header.tenant_id, header.head_seq, header.head_hash);
     Ok(report_for_file(verdict, started))
 }
 
-/// Where a replay stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AsOf {
-    /// Every event.
-    Head,
-    /// Events up to this tenant_seq.
-    Seq(i64),
-    /// Events recorded at or before this time (recorded_at never decreases
-    /// along tenant_seq), with quotas' availability as of this time.
-    Time(DateTime<Utc>),
-}
-
-impl AsOf {
-    fn includes(self, event: &AuditEvent) -> bool {
-        match self {
-            Self::Head => true,
-            Self::Seq(seq) => event.tenant_seq <= seq,
-            Self::Time(time) => event.recorded_at <= time,
-        }
-    }
-
-    fn at(self) -> Option<DateTime<Utc>> {
-        match self {
-            Self::Time(time) => Some(time),
-            _ => None,
-        }
-    }
-}
-
-/// A replay that could not be completed.
-fn refused(finding: &Finding) -> VerifyError {
-    VerifyError::Format(format!("the history does not replay: {finding}"))
-}
-
-/// The tenant's state as of `as_of`, from an export file, offline.
+/// The tenant's state as of `as_of`, from an export file, offline. The
+/// whole file is checked as it is read (every line an event, the hash chain
+/// recomputed, the last event equal to the header's head, the count equal
+/// to the header's); the first mismatch refuses the replay, naming its line.
 pub fn replay_file(path: &Path, as_of: AsOf) -> Result<Value, VerifyError> {
     let mut file = ExportFile::open(path)?;
-    let mut state = TenantState::default();
-    while let Some((_, event)) = file.next_event() {
-        let event = event.map_err(|finding| refused(&finding))?;
-        if !as_of.includes(&event) {
-            break;
-        }
-        state.apply(&event).map_err(|finding| {
-            refused(&Finding::Replay {
-                finding,
-                line: None,
-            })
-        })?;
+    let mut replayer = Replayer::new(as_of);
+    let mut lines = 0u64;
+    while let Some((line, event)) = file.next_event()? {
+        lines += 1;
+        let event = event.map_err(VerifyError::Refused)?;
+        replayer
+            .feed(&event, Some(line))
+            .map_err(VerifyError::Refused)?;
     }
-    Ok(state.report(file.header.tenant_id, as_of.at()))
+    let header = &file.header;
+    replayer
+        .finish(header.head_seq, &header.head_hash)
+        .map_err(VerifyError::Refused)?;
+    if let Some(finding) = file.count_finding(lines) {
+        return Err(VerifyError::Refused(finding));
+    }
+    replayer
+        .report(header.tenant_id)
+        .map_err(VerifyError::Refused)
 }
 
-/// The tenant's state as of `as_of`, from the store, folded event by event
-/// inside one snapshot (the same answer at any later time).
-pub async fn replay_tenant(
-    connection: &mut sqlx::PgConnection,
-    tenant_id: TenantId,
-    as_of: AsOf,
-) -> Result<Value, VerifyError> {
-    let mut state = TenantState::default();
-    let until = match as_of {
-        AsOf::Seq(seq) => seq,
-        _ => i64::MAX,
-    };
-    let mut after_seq = 0;
-    'pages: loop {
-        let events = page(connection, tenant_id, after_seq, until).await?;
-        let Some(last) = events.last() else { break };
-        after_seq = last.tenant_seq;
-        for event in &events {
-            if !as_of.includes(event) {
-                break 'pages;
-            }
-            state.apply(event).map_err(|finding| {
-                refused(&Finding::Replay {
-                    finding,
-                    line: None,
-                })
-            })?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn a_line_longer_than_the_bound_is_skipped_without_being_held() {
+        // Proves: memory for a line stays within the bound however long the
+        // line is, the line is reported, and the next line is read whole.
+        let long = std::io::repeat(b'x').take(1_000_000);
+        let rest: &[u8] = b"\n{\"next\": 1}\r\nlast";
+        let mut reader = BufReader::with_capacity(64, long.chain(rest));
+        let mut buffer = Vec::new();
+        assert!(matches!(
+            read_line(&mut reader, &mut buffer, 100),
+            Ok(Some(FileLine::TooLong))
+        ));
+        assert!(buffer.capacity() <= 256, "{}", buffer.capacity());
+        match read_line(&mut reader, &mut buffer, 100) {
+            Ok(Some(FileLine::Text(text))) => assert_eq!(text, "{\"next\": 1}"),
+            _ => panic!("expected the next line"),
         }
-        if (events.len() as i64) < PAGE_EVENTS {
-            break;
+        match read_line(&mut reader, &mut buffer, 100) {
+            Ok(Some(FileLine::Text(text))) => assert_eq!(text, "last"),
+            _ => panic!("expected the last line"),
         }
+        assert!(matches!(read_line(&mut reader, &mut buffer, 100), Ok(None)));
     }
-    Ok(state.report(tenant_id, as_of.at()))
+
+    #[test]
+    fn a_line_of_exactly_the_bound_is_read() {
+        // Proves: the bound is on the line's bytes, its line end excluded.
+        let text = format!("{}\n", "y".repeat(100));
+        let mut reader = BufReader::new(text.as_bytes());
+        let mut buffer = Vec::new();
+        match read_line(&mut reader, &mut buffer, 100) {
+            Ok(Some(FileLine::Text(line))) => assert_eq!(line.len(), 100),
+            _ => panic!("expected the line"),
+        }
+        let mut reader = BufReader::new(&[0xff, 0xfe, b'\n'][..]);
+        assert!(matches!(
+            read_line(&mut reader, &mut buffer, 100),
+            Ok(Some(FileLine::NotUtf8))
+        ));
+    }
 }

@@ -1,7 +1,7 @@
 //! `GET /v1/replay`: the calling tenant's state as of a seq or a time,
 //! folded from its events (not from read tables).
 
-use crate::export::{replay_tenant, AsOf};
+use crate::as_of::{replay_tenant, AsOf};
 use aggregates::TenantId;
 use axum::extract::State;
 use axum::Json;

@@ -5,17 +5,20 @@
 //! replay), `replay` (a tenant's state as of any seq or time, folded from
 //! events), `export` (a tenant's events with hashes as a file an auditor
 //! verifies and replays offline), `GET /v1/replay`, and `ledger bench`. What
-//! does not:
-//! writing events, read tables.
+//! does not: writing events, read tables, migrations (the auditors'
+//! commands only ever read the ledger).
 //!
 //! Layout:
 //! - `source`: events as an audit reads them (database pages, file lines).
-//! - `state`: the tenant state folded with the domain's own `apply`.
+//! - `state`: the tenant state folded with the domain's own `decide` and
+//!   `apply`, each event checked against the aggregate's decision.
 //! - `verify`: checks and the report.
+//! - `as_of`: replays as of a seq or a time, chain-checked.
 //! - `export`: the evidence file, offline verify and replay.
 //! - `http`: the replay route.
 //! - `bench`: the benchmark workloads behind `ledger bench`.
 
+pub mod as_of;
 pub mod bench;
 pub mod export;
 pub mod http;

@@ -5,18 +5,21 @@
 //! time): the hash chain recomputed from the stored columns, `tenant_seq`
 //! gapless from 1, the chain head row equal to the last event, and the
 //! domain replaying its own history (every aggregate's sequence gapless,
-//! every event decodable and acceptable in the state before it, the journal
+//! every event decodable and exactly what the aggregate decides, from the
+//! state before it, for the command it records: see `state`; the journal
 //! balanced and within account flags). Then every projection is rebuilt into
 //! scratch tables and compared row by row with the live read tables. Every
-//! finding names the tenant and seq, or the table and key.
+//! finding names the tenant and seq, or the table and key; a tenant whose
+//! history a projection cannot replay is named with the seq it stopped at,
+//! and everything else is still checked.
 
 use crate::source::{page, AuditEvent, PAGE_EVENTS};
 use crate::state::{ReplayFinding, TenantState};
 use aggregates::TenantId;
 use eventstore::chain::ChainChecker;
-use eventstore::{check_text_event, ChainFinding, ChainHash, EventStore, StoreError};
+use eventstore::{check_text_event, ChainFinding, ChainHash, EventStore, StoreError, GENESIS};
+use projections::compare::{compare_with_replay, Difference, ReplayFailure};
 use projections::progress::Progress;
-use projections::rebuild::{compare_with_replay, Difference};
 use projections::{Projection, ProjectionError};
 use serde::Serialize;
 use std::sync::Arc;
@@ -44,6 +47,8 @@ pub enum Finding {
     },
     /// A line of an export file that is not an event.
     File { line: u64, message: String },
+    /// The tenant has events but no chain head row.
+    MissingHead,
 }
 
 impl std::fmt::Display for Finding {
@@ -64,6 +69,7 @@ impl std::fmt::Display for Finding {
                 finding.message
             ),
             Self::File { line, message } => write!(f, "line {line}: {message}"),
+            Self::MissingHead => write!(f, "no chain head row"),
         }
     }
 }
@@ -80,11 +86,13 @@ pub struct TenantVerdict {
     pub findings: Vec<Finding>,
 }
 
-/// A projection's verdict: rows that differ from a fresh replay.
+/// A projection's verdict: rows that differ from a fresh replay, and the
+/// tenants whose history it could not replay (their rows not compared).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProjectionVerdict {
     pub projection: String,
     pub differences: Vec<Difference>,
+    pub failures: Vec<ReplayFailure>,
 }
 
 /// Everything `verify` found.
@@ -106,9 +114,9 @@ impl VerifyReport {
         started: Instant,
     ) -> Self {
         let ok = tenants.iter().all(|tenant| tenant.findings.is_empty())
-            && projections
-                .iter()
-                .all(|projection| projection.differences.is_empty());
+            && projections.iter().all(|projection| {
+                projection.differences.is_empty() && projection.failures.is_empty()
+            });
         let events = tenants.iter().map(|tenant| tenant.events).sum();
         let seconds = started.elapsed().as_secs_f64();
         Self {
@@ -134,6 +142,12 @@ impl VerifyReport {
             }
         }
         for projection in &self.projections {
+            for failure in &projection.failures {
+                lines.push(format!(
+                    "projection {}: tenant {}: tenant_seq {}: cannot be replayed ({}); its rows were not compared",
+                    projection.projection, failure.tenant_id, failure.tenant_seq, failure.message
+                ));
+            }
             for difference in &projection.differences {
                 lines.push(format!(
                     "projection {}: table {} key {}: live {} but a replay gives {}",
@@ -153,6 +167,58 @@ impl VerifyReport {
         }
         lines
     }
+
+    /// The report as `ledger verify` prints it: a line per tenant and per
+    /// projection, then every finding, then the verdict.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for tenant in &self.tenants {
+            let verdict = if tenant.findings.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("{} findings", tenant.findings.len())
+            };
+            out.push_str(&format!(
+                "tenant {}: {} events, head seq {} hash {}: {verdict}\n",
+                tenant.tenant_id, tenant.events, tenant.head_seq, tenant.head_hash
+            ));
+        }
+        for projection in &self.projections {
+            let mut verdicts = Vec::new();
+            if !projection.differences.is_empty() {
+                verdicts.push(format!(
+                    "{} rows differ from a fresh replay",
+                    projection.differences.len()
+                ));
+            }
+            if !projection.failures.is_empty() {
+                verdicts.push(format!(
+                    "{} tenants cannot be replayed",
+                    projection.failures.len()
+                ));
+            }
+            if verdicts.is_empty() {
+                verdicts.push("equals a fresh replay".to_string());
+            }
+            out.push_str(&format!(
+                "projection {}: {}\n",
+                projection.projection,
+                verdicts.join(", ")
+            ));
+        }
+        for line in self.lines() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "verified {} events in {:.2} s ({:.0} events/s): {}\n",
+            self.events,
+            self.seconds,
+            self.events_per_s,
+            if self.ok { "OK" } else { "FAILED" }
+        ));
+        out
+    }
 }
 
 /// Why verification could not run (as opposed to what it found).
@@ -168,6 +234,9 @@ pub enum VerifyError {
     File { path: String, error: std::io::Error },
     #[error("{0}")]
     Format(String),
+    /// A replay met an event it cannot vouch for.
+    #[error("the history does not verify: {0}")]
+    Refused(Finding),
 }
 
 impl From<sqlx::Error> for VerifyError {
@@ -182,16 +251,28 @@ pub fn check_chain(checker: &mut ChainChecker, event: &AuditEvent) -> Vec<ChainF
 }
 
 /// Checks one tenant's history, event by event.
-#[derive(Default)]
 pub struct TenantAudit {
     checker: ChainChecker,
     state: TenantState,
     findings: Vec<Finding>,
 }
 
+impl Default for TenantAudit {
+    fn default() -> Self {
+        Self {
+            checker: ChainChecker::default(),
+            state: TenantState::for_verification(),
+            findings: Vec::new(),
+        }
+    }
+}
+
 impl TenantAudit {
     /// Checks the next event (`line` when read from a file).
     pub fn check(&mut self, event: &AuditEvent, line: Option<u64>) {
+        for (finding, line) in self.state.settle_before(event) {
+            self.findings.push(Finding::Replay { finding, line });
+        }
         for finding in check_chain(&mut self.checker, event) {
             self.findings.push(Finding::Chain {
                 tenant_seq: finding.tenant_seq(),
@@ -199,9 +280,15 @@ impl TenantAudit {
                 line,
             });
         }
-        if let Err(finding) = self.state.apply(event) {
+        for (finding, line) in self.state.apply(event, line) {
             self.findings.push(Finding::Replay { finding, line });
         }
+    }
+
+    /// Records a finding about the history that is not about one event's
+    /// content (a line of a file that is not an event).
+    pub fn record(&mut self, finding: Finding) {
+        self.findings.push(finding);
     }
 
     /// Ends the walk against the head (seq, hash) the store or file declares.
@@ -211,6 +298,9 @@ impl TenantAudit {
         head_seq: i64,
         head_hash: ChainHash,
     ) -> (TenantVerdict, TenantState) {
+        for (finding, line) in self.state.settle() {
+            self.findings.push(Finding::Replay { finding, line });
+        }
         for finding in self.checker.finish(head_seq, &head_hash) {
             self.findings.push(Finding::Chain {
                 tenant_seq: finding.tenant_seq(),
@@ -255,13 +345,21 @@ async fn verify_tenant(
             .bind(tenant_id.as_uuid())
             .fetch_optional(&mut *transaction)
             .await?;
-    let (head_seq, head_hash) = head.ok_or(VerifyError::UnknownTenant(tenant_id))?;
-    let head_hash = ChainHash::from_slice(&head_hash).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "chain head hash of tenant {tenant_id} is not 32 bytes"
-        ))
-    })?;
     let mut audit = TenantAudit::default();
+    let (head_seq, head_hash) = match head {
+        Some((seq, hash)) => {
+            let hash = ChainHash::from_slice(&hash).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "chain head hash of tenant {tenant_id} is not 32 bytes"
+                ))
+            })?;
+            (seq, hash)
+        }
+        None => {
+            audit.findings.push(Finding::MissingHead);
+            (0, GENESIS)
+        }
+    };
     let mut after_seq = 0;
     loop {
         let events = page(&mut transaction, tenant_id, after_seq, i64::MAX).await?;
@@ -279,8 +377,35 @@ async fn verify_tenant(
     Ok(audit.finish(tenant_id, head_seq, head_hash).0)
 }
 
+/// Every tenant the database knows of: those with a tenant row, a chain
+/// head or events (so that a tenant whose rows were removed is still
+/// verified), in id order. Distinct tenants of the events are found by
+/// skipping along the primary key, one index probe per tenant.
+async fn known_tenants(store: &EventStore) -> Result<Vec<TenantId>, VerifyError> {
+    let rows: Vec<(uuid::Uuid,)> = sqlx::query_as(KNOWN_TENANTS)
+        .fetch_all(store.pool())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(tenant,)| TenantId::from_uuid(tenant))
+        .collect())
+}
+
+const KNOWN_TENANTS: &str = "\
+    WITH RECURSIVE with_events(tenant_id) AS ( \
+        (SELECT tenant_id FROM events ORDER BY tenant_id LIMIT 1) \
+        UNION ALL \
+        SELECT (SELECT e.tenant_id FROM events e WHERE e.tenant_id > w.tenant_id ORDER BY e.tenant_id LIMIT 1) \
+        FROM with_events w WHERE w.tenant_id IS NOT NULL \
+    ) \
+    SELECT tenant_id FROM tenants \
+    UNION SELECT tenant_id FROM chain_heads \
+    UNION SELECT tenant_id FROM with_events WHERE tenant_id IS NOT NULL \
+    ORDER BY tenant_id";
+
 /// Verifies the database: every tenant (or one), then every projection
-/// against a fresh replay.
+/// against a fresh replay. Every problem in the data is a finding; only an
+/// operational failure (the database going away) is an error.
 pub async fn verify_database(
     store: &EventStore,
     tenant: Option<TenantId>,
@@ -288,14 +413,11 @@ pub async fn verify_database(
     quiet: bool,
 ) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
+    let known = known_tenants(store).await?;
     let tenants: Vec<TenantId> = match tenant {
-        Some(tenant_id) => vec![tenant_id],
-        None => store
-            .tenants()
-            .await?
-            .into_iter()
-            .map(|tenant| tenant.tenant_id)
-            .collect(),
+        Some(tenant_id) if known.contains(&tenant_id) => vec![tenant_id],
+        Some(tenant_id) => return Err(VerifyError::UnknownTenant(tenant_id)),
+        None => known,
     };
     let heads = store.chain_heads(&tenants).await?;
     let total: i64 = heads.iter().map(|head| head.seq).sum();
@@ -308,11 +430,13 @@ pub async fn verify_database(
     let filter: Option<Vec<TenantId>> = tenant.map(|tenant_id| vec![tenant_id]);
     let mut verdicts_of_projections = Vec::with_capacity(projections.len());
     for projection in projections {
-        let differences =
-            compare_with_replay(store.pool(), projection.as_ref(), filter.as_deref()).await?;
+        let comparison =
+            compare_with_replay(store.pool(), projection.as_ref(), filter.as_deref(), quiet)
+                .await?;
         verdicts_of_projections.push(ProjectionVerdict {
             projection: projection.name().to_string(),
-            differences,
+            differences: comparison.differences,
+            failures: comparison.failures,
         });
     }
     Ok(VerifyReport::finish(

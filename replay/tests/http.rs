@@ -77,13 +77,10 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
     assert_eq!(runs["consumed"], "7");
     assert_eq!(runs["available"], consumed["available"]);
     let mut connection = store.pool().acquire().await.unwrap();
-    let direct = replay::export::replay_tenant(
-        &mut connection,
-        acme.tenant_id,
-        replay::export::AsOf::Seq(5),
-    )
-    .await
-    .unwrap();
+    let direct =
+        replay::as_of::replay_tenant(&mut connection, acme.tenant_id, replay::as_of::AsOf::Seq(5))
+            .await
+            .unwrap();
     assert_eq!(at_five, direct);
     let head: Value = get(&acme.api_key, "").await.unwrap().json().await.unwrap();
     assert_eq!(head["as_of_seq"], 6);

@@ -1,0 +1,455 @@
+//! Comparing a projection's live read tables with a fresh replay of its
+//! events (what `ledger verify` does for every projection).
+//!
+//! The replay goes into scratch copies of the projection's tables, created as
+//! temporary tables of one database session: nothing is written to the
+//! ledger's own schema, and closing the session drops them. Each tenant is
+//! replayed up to its live checkpoint. A tenant whose history the projection
+//! cannot replay (an event missing below the checkpoint, an event the
+//! projection refuses) is a [`ReplayFailure`] naming the tenant and the
+//! tenant_seq; its rows are left out of the comparison and every other
+//! tenant is still replayed and compared. Only operational errors (the
+//! database going away) end a comparison early. The last events are applied
+//! with the projection's live batches paused, so that the live tables agree
+//! with their checkpoints while the rows are compared.
+
+use crate::progress::Progress;
+use crate::runtime::{
+    lock_key, ApplyError, Projection, ProjectionError, BATCH_EVENTS_MAX, LOCK_NAMESPACE,
+};
+use aggregates::TenantId;
+use eventstore::database::quote_identifier;
+use eventstore::{EventStore, StoredEvent, TenantRange};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::collections::{BTreeMap, HashMap};
+use uuid::Uuid;
+
+/// Most differences a comparison reports per table.
+pub const DIFFERENCES_MAX: i64 = 100;
+
+/// Tenants replayed together in one batch (each up to
+/// [`BATCH_EVENTS_MAX`] events, so a batch holds at most 10,000 events).
+const TENANTS_PER_BATCH: usize = 10;
+
+/// A row that differs between a live table and a fresh replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Difference {
+    pub table: String,
+    /// The row's primary key.
+    pub key: Value,
+    /// The live row (`null` when the replay has a row the live table lacks).
+    pub live: Option<Value>,
+    /// The replayed row (`null` when the live table has a row the replay lacks).
+    pub replay: Option<Value>,
+}
+
+/// A tenant whose history the projection could not replay: its rows were
+/// not compared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayFailure {
+    pub tenant_id: TenantId,
+    /// The event the replay stopped at.
+    pub tenant_seq: i64,
+    pub message: String,
+}
+
+/// What a comparison found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Comparison {
+    pub differences: Vec<Difference>,
+    pub failures: Vec<ReplayFailure>,
+}
+
+impl Comparison {
+    /// Nothing differs and every tenant replayed.
+    pub fn is_clean(&self) -> bool {
+        self.differences.is_empty() && self.failures.is_empty()
+    }
+}
+
+/// Replays `projection` (only `tenants` when given) into scratch tables up to
+/// the live checkpoints and compares them with the live tables, row by row.
+/// Live batches pause only for the final top-up and the comparison. Shows
+/// progress (events replayed) unless `quiet`.
+pub async fn compare_with_replay(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    tenants: Option<&[TenantId]>,
+    quiet: bool,
+) -> Result<Comparison, ProjectionError> {
+    // A session of its own, closed afterwards: the scratch tables are its
+    // temporary tables, and its search path is changed for the replay.
+    let mut connection = pool.acquire().await?.detach();
+    let result = compare_on(&mut connection, projection, tenants, quiet).await;
+    let _ = connection.close().await;
+    result
+}
+
+async fn compare_on(
+    connection: &mut PgConnection,
+    projection: &dyn Projection,
+    tenants: Option<&[TenantId]>,
+    quiet: bool,
+) -> Result<Comparison, ProjectionError> {
+    // Unqualified names resolve to the scratch tables first. Changing the
+    // search path also makes PostgreSQL re-parse any statement this session
+    // prepared before, so none of them keeps pointing at a live table.
+    sqlx::query("SELECT set_config('search_path', 'pg_temp, public', false)")
+        .execute(&mut *connection)
+        .await?;
+    for table in projection.tables() {
+        let table = quote_identifier(table);
+        sqlx::query(&format!(
+            "CREATE TEMPORARY TABLE {table} (LIKE public.{table} INCLUDING ALL)"
+        ))
+        .execute(&mut *connection)
+        .await?;
+    }
+    // The bulk, without holding up live workers.
+    let bounds = live_checkpoints(&mut *connection, projection.name(), tenants).await?;
+    let total = bounds
+        .values()
+        .map(|seq| u64::try_from(*seq).unwrap_or(0))
+        .sum();
+    let mut scratch = Scratch {
+        projection,
+        applied: HashMap::new(),
+        failures: BTreeMap::new(),
+        progress: Progress::new(&format!("compare {}", projection.name()), total, quiet),
+    };
+    scratch.replay_up_to(&mut *connection, &bounds).await?;
+    // The rest, with live batches paused so the live tables match their
+    // checkpoints.
+    let mut transaction = connection.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(LOCK_NAMESPACE)
+        .bind(lock_key(projection.name()))
+        .execute(&mut *transaction)
+        .await?;
+    let bounds = live_checkpoints(&mut transaction, projection.name(), tenants).await?;
+    scratch.replay_up_to(&mut transaction, &bounds).await?;
+    let only: Option<Vec<Uuid>> =
+        tenants.map(|tenants| tenants.iter().map(TenantId::as_uuid).collect());
+    let failed: Vec<Uuid> = scratch.failures.keys().map(TenantId::as_uuid).collect();
+    let mut differences = Vec::new();
+    for table in projection.tables() {
+        differences.extend(compare_table(&mut transaction, table, only.as_deref(), &failed).await?);
+    }
+    transaction.commit().await?;
+    scratch.progress.finish();
+    Ok(Comparison {
+        differences,
+        failures: scratch.failures.into_values().collect(),
+    })
+}
+
+/// The live checkpoints of `projection`, of `tenants` when given.
+async fn live_checkpoints(
+    connection: &mut PgConnection,
+    projection: &str,
+    tenants: Option<&[TenantId]>,
+) -> Result<BTreeMap<TenantId, i64>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT tenant_id, last_seq FROM public.projection_checkpoints WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, seq)| (TenantId::from_uuid(tenant), seq))
+        .filter(|(tenant, _)| tenants.is_none_or(|tenants| tenants.contains(tenant)))
+        .collect())
+}
+
+/// The scratch replay: how far each tenant got, and the tenants that failed.
+struct Scratch<'a> {
+    projection: &'a dyn Projection,
+    applied: HashMap<TenantId, i64>,
+    failures: BTreeMap<TenantId, ReplayFailure>,
+    progress: Progress,
+}
+
+/// One tenant's events of a batch.
+struct Run<'e> {
+    tenant_id: TenantId,
+    events: Vec<&'e StoredEvent>,
+}
+
+impl Scratch<'_> {
+    fn fail(&mut self, tenant_id: TenantId, tenant_seq: i64, message: String) {
+        self.failures.entry(tenant_id).or_insert(ReplayFailure {
+            tenant_id,
+            tenant_seq,
+            message,
+        });
+    }
+
+    /// Applies every tenant's events up to its bound, batch by batch (each
+    /// batch in a transaction, or a savepoint when `connection` is inside
+    /// one).
+    async fn replay_up_to(
+        &mut self,
+        connection: &mut PgConnection,
+        bounds: &BTreeMap<TenantId, i64>,
+    ) -> Result<(), ProjectionError> {
+        let mut pending: Vec<TenantRange> = bounds
+            .iter()
+            .filter(|(tenant_id, _)| !self.failures.contains_key(tenant_id))
+            .map(|(tenant_id, until_seq)| TenantRange {
+                tenant_id: *tenant_id,
+                after_seq: self.applied.get(tenant_id).copied().unwrap_or(0),
+                until_seq: *until_seq,
+            })
+            .filter(|range| range.until_seq > range.after_seq)
+            .collect();
+        while !pending.is_empty() {
+            let take = pending.len().min(TENANTS_PER_BATCH);
+            let ranges: Vec<TenantRange> = pending.drain(..take).collect();
+            let events =
+                EventStore::read_tenants_on(&mut *connection, &ranges, BATCH_EVENTS_MAX).await?;
+            self.progress.advance(events.len() as u64);
+            let mut runs = Vec::with_capacity(ranges.len());
+            for range in &ranges {
+                let run: Vec<&StoredEvent> = events
+                    .iter()
+                    .filter(|event| event.tenant_id == range.tenant_id)
+                    .collect();
+                if let Some((tenant_seq, message)) = missing_event(range, &run) {
+                    self.fail(range.tenant_id, tenant_seq, message);
+                    continue;
+                }
+                runs.push(Run {
+                    tenant_id: range.tenant_id,
+                    events: run,
+                });
+            }
+            self.apply_runs(&mut *connection, &runs).await?;
+            // Tenants with events left go round again.
+            for range in ranges {
+                if self.failures.contains_key(&range.tenant_id) {
+                    continue;
+                }
+                let after_seq = self.applied.get(&range.tenant_id).copied().unwrap_or(0);
+                if after_seq < range.until_seq {
+                    pending.push(TenantRange { after_seq, ..range });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `runs` together; when the projection refuses, finds the tenant
+    /// (and the event) it refuses, records it, and applies the others.
+    async fn apply_runs(
+        &mut self,
+        connection: &mut PgConnection,
+        runs: &[Run<'_>],
+    ) -> Result<(), ProjectionError> {
+        let events: Vec<&StoredEvent> = runs.iter().flat_map(|run| run.events.clone()).collect();
+        if events.is_empty() {
+            return Ok(());
+        }
+        match self.try_apply(connection, &events).await? {
+            Ok(()) => {
+                for run in runs {
+                    if let Some(last) = run.events.last() {
+                        self.applied.insert(run.tenant_id, last.tenant_seq);
+                    }
+                }
+                Ok(())
+            }
+            Err(refusal) if runs.len() == 1 => {
+                let (tenant_seq, message) = self.locate(connection, &events, refusal).await?;
+                self.fail(runs[0].tenant_id, tenant_seq, message);
+                Ok(())
+            }
+            Err(_) => {
+                for run in runs {
+                    Box::pin(self.apply_runs(connection, std::slice::from_ref(run))).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The event of one tenant's run the projection refuses, and why.
+    async fn locate(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+        refusal: ApplyError,
+    ) -> Result<(i64, String), ProjectionError> {
+        if let ApplyError::Event {
+            tenant_seq,
+            message,
+        } = refusal
+        {
+            return Ok((tenant_seq, message));
+        }
+        // A write the database refused: apply one event at a time (the
+        // tenant is left out of the comparison, so what is applied here
+        // does not matter) until it is refused again.
+        for event in events {
+            if let Err(refusal) = self.try_apply(connection, &[*event]).await? {
+                let message = match refusal {
+                    ApplyError::Event { message, .. } => message,
+                    ApplyError::Database(error) => error.to_string(),
+                };
+                return Ok((event.tenant_seq, message));
+            }
+        }
+        Ok((
+            events.first().map_or(0, |event| event.tenant_seq),
+            refusal.to_string(),
+        ))
+    }
+
+    /// Applies `events` in a transaction (or savepoint) of their own. The
+    /// outer `Err` is operational; the inner one is the projection (or the
+    /// database, on its behalf) refusing the events, rolled back.
+    async fn try_apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<Result<(), ApplyError>, ProjectionError> {
+        let mut transaction = connection.begin().await?;
+        match self.projection.apply(&mut transaction, events).await {
+            Ok(()) => {
+                transaction.commit().await?;
+                Ok(Ok(()))
+            }
+            Err(error) if is_refusal(&error) => {
+                transaction.rollback().await?;
+                Ok(Err(error))
+            }
+            Err(error) => Err(ProjectionError::Apply {
+                projection: self.projection.name().to_string(),
+                tenant_id: events
+                    .first()
+                    .map_or(TenantId::from_uuid(Uuid::nil()), |event| event.tenant_id),
+                error,
+            }),
+        }
+    }
+}
+
+/// Whether an apply error comes from the events rather than from the
+/// database being unavailable: the projection refused an event, or the
+/// database refused the data written for it (data exceptions, class 22, and
+/// integrity violations, class 23).
+fn is_refusal(error: &ApplyError) -> bool {
+    match error {
+        ApplyError::Event { .. } => true,
+        ApplyError::Database(sqlx::Error::Database(error)) => error
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        ApplyError::Database(_) => false,
+    }
+}
+
+/// The first event missing from a tenant's run, if any: a hole, or an end
+/// short of the bound although the read was not cut by its limit.
+fn missing_event(range: &TenantRange, run: &[&StoredEvent]) -> Option<(i64, String)> {
+    let mut expected = range.after_seq + 1;
+    for event in run {
+        if event.tenant_seq != expected {
+            return Some((
+                expected,
+                format!(
+                    "tenant_seq {expected} is missing: the next event is tenant_seq {}",
+                    event.tenant_seq
+                ),
+            ));
+        }
+        expected += 1;
+    }
+    let cut_by_limit = i64::try_from(run.len()).is_ok_and(|len| len >= BATCH_EVENTS_MAX);
+    if expected <= range.until_seq && !cut_by_limit {
+        return Some((
+            expected,
+            format!(
+                "tenant_seq {expected} is missing: the live tables have applied events up to tenant_seq {}",
+                range.until_seq
+            ),
+        ));
+    }
+    None
+}
+
+/// Primary-key columns of `public.table`.
+async fn key_columns(
+    connection: &mut PgConnection,
+    table: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT a.attname FROM pg_index i \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+         WHERE i.indrelid = ($1::text)::regclass AND i.indisprimary \
+         ORDER BY array_position(i.indkey, a.attnum)",
+    )
+    .bind(format!("public.{}", quote_identifier(table)))
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(|(name,)| name).collect())
+}
+
+/// Rows of `table` that differ between the live table and the scratch one,
+/// for `tenants` (all when `None`) except `excluded`.
+async fn compare_table(
+    connection: &mut PgConnection,
+    table: &str,
+    tenants: Option<&[Uuid]>,
+    excluded: &[Uuid],
+) -> Result<Vec<Difference>, sqlx::Error> {
+    let keys = key_columns(connection, table).await?;
+    let quoted_table = quote_identifier(table);
+    let only = "($2::uuid[] IS NULL OR tenant_id = ANY($2)) AND NOT (tenant_id = ANY($3))";
+    let live = format!("(SELECT * FROM public.{quoted_table} WHERE {only})");
+    let replay = format!("(SELECT * FROM pg_temp.{quoted_table} WHERE {only})");
+    let rows: Vec<(String, Value)> = sqlx::query_as(&format!(
+        "(SELECT 'live', to_jsonb(d) FROM ({live} EXCEPT ALL {replay}) d LIMIT $1) \
+         UNION ALL \
+         (SELECT 'replay', to_jsonb(d) FROM ({replay} EXCEPT ALL {live}) d LIMIT $1)"
+    ))
+    .bind(DIFFERENCES_MAX)
+    .bind(tenants)
+    .bind(excluded)
+    .fetch_all(connection)
+    .await?;
+    let key_of = |row: &Value| -> Value {
+        Value::Object(
+            keys.iter()
+                .map(|key| (key.clone(), row.get(key).cloned().unwrap_or(Value::Null)))
+                .collect(),
+        )
+    };
+    let mut differences: Vec<Difference> = Vec::new();
+    for (side, row) in rows {
+        let key = key_of(&row);
+        let existing = differences
+            .iter_mut()
+            .find(|difference| difference.key == key);
+        match (side.as_str(), existing) {
+            ("live", Some(difference)) => difference.live = Some(row),
+            ("live", None) => differences.push(Difference {
+                table: table.to_string(),
+                key,
+                live: Some(row),
+                replay: None,
+            }),
+            (_, Some(difference)) => difference.replay = Some(row),
+            (_, None) => differences.push(Difference {
+                table: table.to_string(),
+                key,
+                live: None,
+                replay: Some(row),
+            }),
+        }
+    }
+    // Rows come back in no particular order: report them by key.
+    differences.sort_by_cached_key(|difference| difference.key.to_string());
+    Ok(differences)
+}
