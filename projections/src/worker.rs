@@ -31,7 +31,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// After a wake-up, how long a worker lets further appends gather before it
 /// reads: fewer, larger batches, at the cost of this much read latency.
-const GATHER: Duration = Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(25);
 
 /// Running workers.
 pub struct Workers {
