@@ -141,8 +141,8 @@ async fn project_once_and_rebuild_report_what_they_did() {
                 aggregate_seq: index / 3 + 1,
                 event_type: "Added".into(),
                 event_version: "1".into(),
-                payload: json!({"n": index}),
-                metadata: json!({}),
+                payload: eventstore::JsonText::from_value(&json!({"n": index})).unwrap(),
+                metadata: eventstore::JsonText::from_value(&json!({})).unwrap(),
             }],
             at: eventstore::chain::to_stored_precision(chrono::Utc::now()),
         };

@@ -12,10 +12,10 @@
 //! lock is held until commit, so a tenant's seqs are gapless and assigned in
 //! commit order.
 
-use crate::canonical::to_canonical_string;
 use crate::chain::{to_stored_precision, ChainHash, EventFields, GENESIS};
 use crate::error::{constraint_violation, StoreError};
 use crate::idempotency::{EventSummary, Fingerprint, IdempotencyKey, IdempotencyRecord};
+use crate::read::JsonText;
 use crate::EventStore;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
@@ -89,8 +89,9 @@ pub struct NewEvent {
     pub aggregate_seq: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
+    /// Canonical text: exactly what the `jsonb` column will give back.
+    pub payload: JsonText,
+    pub metadata: JsonText,
 }
 
 /// One completed command: its events (none when rejected), recorded under its
@@ -226,8 +227,8 @@ impl TenantBatch {
         let mut prepared = Vec::with_capacity(command.events.len());
         let mut head = self.head;
         for event in command.events {
-            let payload = to_canonical_string(&event.payload)?;
-            let metadata = to_canonical_string(&event.metadata)?;
+            let payload = event.payload.into_string();
+            let metadata = event.metadata.into_string();
             let tenant_seq = head.seq + 1;
             let event_id = Uuid::now_v7();
             let hash = EventFields {

@@ -65,7 +65,16 @@ pub struct Fingerprint(pub [u8; 32]);
 impl Fingerprint {
     /// Fingerprint of a command of kind `kind` whose canonical body is `body`.
     pub fn of(kind: &str, body: &Value) -> Result<Self, StoreError> {
-        let canonical = crate::canonical::to_canonical_string(body)?;
+        Self::of_serialize(kind, body)
+    }
+
+    /// Fingerprint of a command of kind `kind` whose body serializes from
+    /// `body` (the same fingerprint [`Fingerprint::of`] gives its `Value`).
+    pub fn of_serialize<T: serde::Serialize + ?Sized>(
+        kind: &str,
+        body: &T,
+    ) -> Result<Self, StoreError> {
+        let canonical = crate::canonical::to_canonical_json(body)?;
         let mut hasher = blake3::Hasher::new();
         hasher.update(&(kind.len() as u64).to_be_bytes());
         hasher.update(kind.as_bytes());

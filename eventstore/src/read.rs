@@ -80,9 +80,20 @@ impl JsonText {
         Ok(Self(to_canonical_string(value)?))
     }
 
+    /// Canonical text of anything serializable, written directly (no
+    /// intermediate `Value`): the same text [`JsonText::from_value`] gives.
+    pub fn canonical<T: Serialize + ?Sized>(value: &T) -> Result<Self, CanonicalError> {
+        Ok(Self(crate::canonical::to_canonical_json(value)?))
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The text, owned.
+    pub fn into_string(self) -> String {
+        self.0
     }
 
     /// Parsed into `T`.

@@ -9,7 +9,7 @@
 use crate::append::{AppendError, CommandWrite, NewEvent};
 use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::load::AggregateKey;
-use crate::read::{StoredEvent, READ_PAGE_MAX};
+use crate::read::{JsonText, StoredEvent, READ_PAGE_MAX};
 use crate::EventStore;
 use crate::StoreError;
 use aggregates::TenantId;
@@ -132,8 +132,10 @@ impl PersistedEventRepository for TenantRepository {
                             .map_err(|_| unknown("sequence out of range"))?,
                         event_type: event.event_type.clone(),
                         event_version: event.event_version.clone(),
-                        payload: event.payload.clone(),
-                        metadata: event.metadata.clone(),
+                        payload: JsonText::from_value(&event.payload)
+                            .map_err(|error| persistence_error(error.into()))?,
+                        metadata: JsonText::from_value(&event.metadata)
+                            .map_err(|error| persistence_error(error.into()))?,
                     })
                 })
                 .collect::<Result<Vec<_>, PersistenceError>>()?;

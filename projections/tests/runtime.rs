@@ -64,8 +64,9 @@ async fn append(
                             aggregate_seq: version + 1,
                             event_type: "Added".into(),
                             event_version: "1".into(),
-                            payload: json!({"n": index}),
-                            metadata: json!({}),
+                            payload: eventstore::JsonText::from_value(&json!({"n": index}))
+                                .unwrap(),
+                            metadata: eventstore::JsonText::from_value(&json!({})).unwrap(),
                         }],
                         at,
                     },
@@ -306,6 +307,8 @@ struct Gated {
     armed: AtomicBool,
     entered: Notify,
     release: Notify,
+    /// Server process of the connection that stopped.
+    backend: AtomicU64,
 }
 
 impl Gated {
@@ -314,6 +317,7 @@ impl Gated {
             armed: AtomicBool::new(false),
             entered: Notify::new(),
             release: Notify::new(),
+            backend: AtomicU64::new(0),
         }
     }
 }
@@ -336,6 +340,10 @@ impl Projection for Gated {
     ) -> Result<(), ApplyError> {
         EventLog::new().apply(connection, events).await?;
         if self.armed.swap(false, Ordering::SeqCst) {
+            let (backend,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+                .fetch_one(&mut *connection)
+                .await?;
+            self.backend.store(backend as u64, Ordering::SeqCst);
             self.entered.notify_one();
             self.release.notified().await;
         }
@@ -385,7 +393,14 @@ async fn two_workers_share_a_projection_and_one_takes_over_when_the_other_dies()
         .unwrap();
     assert_eq!(skipped, 0, "every partition is leased by the first worker");
 
-    // It dies holding them: the second takes over.
+    // It dies holding them (its server session ends; the server waits until
+    // it has, so its locks are gone): the second takes over.
+    let (terminated,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1, 60000)")
+        .bind(gated.backend.load(Ordering::SeqCst) as i32)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(terminated);
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
     first_pool.close().await;

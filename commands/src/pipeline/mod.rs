@@ -149,9 +149,7 @@ impl CommandBus {
         key: IdempotencyKey,
         request: R,
     ) -> Result<Outcome, PipelineError> {
-        let body = serde_json::to_value(&request)
-            .map_err(|error| PipelineError::Invalid(error.to_string()))?;
-        let fingerprint = Fingerprint::of(R::KIND, &body)
+        let fingerprint = Fingerprint::of_serialize(R::KIND, &request)
             .map_err(|error| PipelineError::Invalid(error.to_string()))?;
         let (reply, answer) = oneshot::channel();
         let job = Job::new(

@@ -11,7 +11,7 @@ use aggregates::{Decide, Rejection, RejectionKind, TenantId};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::DomainEvent;
-use eventstore::{AggregateKey, IdempotencyKey, NewEvent};
+use eventstore::{AggregateKey, IdempotencyKey, JsonText, NewEvent};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::any::Any;
@@ -358,7 +358,7 @@ impl<'a> Decider<'a> {
             .ok_or_else(|| Refusal::Internal(format!("aggregate {key:?} has another type")))?;
         let events = state.decide(command)?;
         for event in &events {
-            let payload = serde_json::to_value(event)
+            let payload = JsonText::canonical(event)
                 .map_err(|error| Refusal::Internal(format!("event of {key:?}: {error}")))?;
             touched.version += 1;
             touched.events.push(NewEvent {
@@ -368,7 +368,8 @@ impl<'a> Decider<'a> {
                 event_type: event.event_type(),
                 event_version: event.event_version(),
                 payload,
-                metadata: json!({"command": self.kind}),
+                metadata: JsonText::canonical(&EventMetadata { command: self.kind })
+                    .map_err(|error| Refusal::Internal(format!("metadata of {key:?}: {error}")))?,
             });
             state.apply(event.clone());
         }
@@ -379,6 +380,13 @@ impl<'a> Decider<'a> {
     pub(crate) fn into_touched(self) -> Vec<Touched> {
         self.touched
     }
+}
+
+/// What every event records of the request that decided it.
+#[derive(Serialize)]
+struct EventMetadata {
+    /// The request's kind (`consume_quota`, ...).
+    command: &'static str,
 }
 
 fn undeclared(key: &AggregateKey) -> Refusal {

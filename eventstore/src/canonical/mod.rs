@@ -17,6 +17,10 @@
 
 use serde_json::Value;
 
+mod serializer;
+
+pub use serializer::to_canonical_json;
+
 /// Why a value has no canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CanonicalError {
