@@ -50,7 +50,7 @@ struct Writer<'a> {
 
 fn integer(out: &mut String, value: impl std::fmt::Display) -> Result<(), Error> {
     use std::fmt::Write;
-    write!(out, "{value}").map_err(|error| <Error as ser::Error>::custom(error))
+    write!(out, "{value}").map_err(<Error as ser::Error>::custom)
 }
 
 impl<'a> ser::Serializer for Writer<'a> {
