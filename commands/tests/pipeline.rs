@@ -48,7 +48,7 @@ async fn read(bus: &CommandBus, tenant_id: TenantId, counter: &str) -> serde_jso
         )
         .await
         .unwrap();
-    outcome.body
+    outcome.body.as_ref().clone()
 }
 
 #[tokio::test]
@@ -68,7 +68,7 @@ async fn an_accepted_command_answers_with_its_events_and_the_seq_reached() {
         outcome,
         Outcome {
             status: 200,
-            body: json!({
+            body: Arc::new(json!({
                 "aggregate_id": "c",
                 "total": 3,
                 "tenant_seq": 1,
@@ -79,7 +79,7 @@ async fn an_accepted_command_answers_with_its_events_and_the_seq_reached() {
                     "tenant_seq": 1,
                     "hash": stored[0].hash.to_hex(),
                 }],
-            }),
+            })),
             tenant_seq: 1,
             replayed: false,
         }
@@ -282,7 +282,7 @@ async fn a_rejection_is_the_keys_outcome_even_after_the_state_changes() {
         .unwrap();
     assert_eq!(rejected.status, 429);
     assert_eq!(
-        rejected.body,
+        *rejected.body,
         json!({"error": {
             "code": "over_limit",
             "message": "adding 20 would pass the limit; 10 left",

@@ -84,6 +84,12 @@ pub struct BenchReport {
     pub catch_up_ms: f64,
     pub rebuild_events_per_s: f64,
     pub verify_events_per_s: f64,
+    /// Processor time of the whole machine (database server included) per
+    /// command during the command phase, in microseconds.
+    pub cpu_us_per_command: f64,
+    /// Processor time of the ledger process per command during the command
+    /// phase, in microseconds.
+    pub ledger_cpu_us_per_command: f64,
     pub peak_rss_mb: f64,
 }
 
@@ -217,7 +223,13 @@ async fn run_on(
     ));
     let catalog = projections::catalog();
     projections::status::register(store.pool(), &catalog).await?;
-    let (latencies, elapsed, catch_up, rss_mb) = if config.http {
+    let Measured {
+        latencies,
+        elapsed,
+        catch_up,
+        rss_mb,
+        cpu,
+    } = if config.http {
         run_http(database, &store, config).await?
     } else {
         run_in_process(&store, config).await?
@@ -226,11 +238,16 @@ async fn run_on(
         sqlx::query_as("SELECT coalesce(sum(last_seq), 0)::bigint FROM chain_heads")
             .fetch_one(store.pool())
             .await?;
+    let per_command = |seconds: f64| seconds * 1e6 / config.commands.max(1) as f64;
     say(format!(
-        "bench: {} commands in {:.2} s; catching up took {:.0} ms",
+        "bench: {} commands in {:.2} s; catching up took {:.0} ms; processor time per command: \
+         {:.0} µs on the machine ({:.0}% busy), {:.0} µs in the ledger",
         config.commands,
         elapsed.as_secs_f64(),
-        catch_up.as_secs_f64() * 1000.0
+        catch_up.as_secs_f64() * 1000.0,
+        per_command(cpu.machine),
+        100.0 * cpu.machine / elapsed.as_secs_f64() / cpu_count(),
+        per_command(cpu.ledger),
     ));
 
     let rebuild_started = Instant::now();
@@ -262,6 +279,8 @@ async fn run_on(
         catch_up_ms: catch_up.as_secs_f64() * 1000.0,
         rebuild_events_per_s: events as f64 / rebuild_seconds,
         verify_events_per_s: verify.events_per_s,
+        cpu_us_per_command: per_command(cpu.machine),
+        ledger_cpu_us_per_command: per_command(cpu.ledger),
         // In process, everything after the commands ran here too.
         peak_rss_mb: if config.http {
             rss_mb
@@ -291,7 +310,76 @@ async fn wait_for_catch_up(store: &EventStore, started: Instant) -> Result<Durat
     }
 }
 
-type Measured = (Vec<f64>, Duration, Duration, f64);
+/// What the command phase measured.
+struct Measured {
+    latencies: Vec<f64>,
+    elapsed: Duration,
+    catch_up: Duration,
+    rss_mb: f64,
+    cpu: CpuUse,
+}
+
+/// Processor time spent during the command phase, in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    /// Every process on the machine (the database server included).
+    machine: f64,
+    /// The ledger process alone.
+    ledger: f64,
+}
+
+/// Processors of the machine.
+fn cpu_count() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |count| count.get() as f64)
+}
+
+/// Clock ticks per second of `/proc` (USER_HZ, 100 on Linux).
+const PROC_TICKS_PER_S: f64 = 100.0;
+
+/// Busy time of the whole machine and of process `pid` (self when `None`)
+/// so far, from `/proc`; zeros where `/proc` cannot be read.
+fn cpu_now(pid: Option<u32>) -> CpuUse {
+    let machine = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().next()?.strip_prefix("cpu ")?.to_string();
+            let ticks: Vec<f64> = line
+                .split_whitespace()
+                .filter_map(|field| field.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal ...
+            let total: f64 = ticks.iter().take(8).sum();
+            let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+            Some((total - idle) / PROC_TICKS_PER_S)
+        })
+        .unwrap_or(0.0);
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let ledger = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name; utime and stime
+            // are the 14th and 15th fields of the whole line.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / PROC_TICKS_PER_S)
+        })
+        .unwrap_or(0.0);
+    CpuUse { machine, ledger }
+}
+
+impl CpuUse {
+    fn since(self, start: CpuUse) -> CpuUse {
+        CpuUse {
+            machine: self.machine - start.machine,
+            ledger: self.ledger - start.ledger,
+        }
+    }
+}
 
 async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Measured, BenchError> {
     let bus = start_bus(
@@ -341,6 +429,7 @@ async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Meas
     }
     let workers = Workers::start(store, projections::catalog(), Vec::new());
     let tenants = Arc::new(tenants);
+    let cpu_started = cpu_now(None);
     let started = Instant::now();
     let mut clients = Vec::with_capacity(config.clients);
     for client in 0..config.clients {
@@ -381,10 +470,17 @@ async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Meas
         );
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_now(None).since(cpu_started);
     let catch_up = wait_for_catch_up(store, Instant::now()).await?;
     bus.shutdown().await;
     workers.stop().await;
-    Ok((latencies, elapsed, catch_up, peak_rss_mb(None)))
+    Ok(Measured {
+        latencies,
+        elapsed,
+        catch_up,
+        rss_mb: peak_rss_mb(None),
+        cpu,
+    })
 }
 
 /// A `ledger serve` child on port 0 over the bench database.
@@ -515,6 +611,7 @@ async fn run_http(
         }
     }
     let keys = Arc::new(keys);
+    let cpu_started = cpu_now(Some(server.child.id()));
     let started = Instant::now();
     let mut clients = Vec::with_capacity(config.clients);
     for worker in 0..config.clients {
@@ -551,8 +648,15 @@ async fn run_http(
         );
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_now(Some(server.child.id())).since(cpu_started);
     let catch_up = wait_for_catch_up(store, Instant::now()).await?;
     let rss = peak_rss_mb(Some(server.child.id()));
     drop(server);
-    Ok((latencies, elapsed, catch_up, rss))
+    Ok(Measured {
+        latencies,
+        elapsed,
+        catch_up,
+        rss_mb: rss,
+        cpu,
+    })
 }

@@ -219,7 +219,7 @@ impl ApiError {
 /// replayed for a repeated key.
 pub fn outcome_response(outcome: Outcome) -> Response {
     let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, Json(outcome.body)).into_response();
+    let mut response = (status, Json(outcome.body.as_ref())).into_response();
     if outcome.replayed {
         response
             .headers_mut()

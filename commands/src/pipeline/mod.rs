@@ -68,8 +68,8 @@ pub struct Outcome {
     pub status: u16,
     /// The answer body: for an accepted request its reply with
     /// `aggregate_id`, `events` and `tenant_seq`; for a rejected one the
-    /// error envelope.
-    pub body: Value,
+    /// error envelope. Shared: the pipeline remembers recent answers.
+    pub body: Arc<Value>,
     /// tenant_seq the ledger had reached when the request completed.
     pub tenant_seq: i64,
     /// Whether this is the stored answer of an earlier submission.

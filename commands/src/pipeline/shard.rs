@@ -171,7 +171,7 @@ fn replay(
 fn outcome_of(record: &IdempotencyRecord) -> Outcome {
     Outcome {
         status: record.status,
-        body: record.outcome.clone(),
+        body: Arc::new(record.outcome.clone()),
         tenant_seq: record.tenant_seq,
         replayed: false,
     }
@@ -540,7 +540,7 @@ impl Shard {
                         job,
                         outcome: Outcome {
                             status,
-                            body: pushed.outcome,
+                            body: Arc::new(pushed.outcome),
                             tenant_seq: pushed.tenant_seq,
                             replayed: false,
                         },
