@@ -243,31 +243,33 @@ pub(crate) const EVENT_COLUMNS: &str = "\
     aggregate_type, aggregate_id, aggregate_seq, event_id, event_type, event_version, \
     payload::text AS payload, metadata::text AS metadata, idempotency_key, recorded_at, prev_hash, hash";
 
+/// An event from a row selecting [`EVENT_COLUMNS`] (in that order: read by
+/// position, the hot path of every projection and audit read).
 pub(crate) fn stored_event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
-    let tenant_seq: i64 = row.try_get("tenant_seq")?;
-    let hash_column = |name: &str| -> Result<ChainHash, StoreError> {
-        let bytes: Vec<u8> = row.try_get(name)?;
-        ChainHash::from_slice(&bytes).ok_or_else(|| {
+    let tenant_seq: i64 = row.try_get(1)?;
+    let hash_column = |index: usize, name: &str| -> Result<ChainHash, StoreError> {
+        let bytes: &[u8] = row.try_get(index)?;
+        ChainHash::from_slice(bytes).ok_or_else(|| {
             StoreError::Corrupt(format!("{name} at tenant_seq {tenant_seq} is not 32 bytes"))
         })
     };
     Ok(StoredEvent {
-        tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
+        tenant_id: TenantId::from_uuid(row.try_get(0)?),
         tenant_seq,
-        global_position: row.try_get("global_position")?,
-        transaction_id: row.try_get("transaction_id")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        aggregate_seq: row.try_get("aggregate_seq")?,
-        event_id: row.try_get("event_id")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: JsonText(row.try_get("payload")?),
-        metadata: JsonText(row.try_get("metadata")?),
-        idempotency_key: row.try_get("idempotency_key")?,
-        recorded_at: row.try_get("recorded_at")?,
-        prev_hash: hash_column("prev_hash")?,
-        hash: hash_column("hash")?,
+        global_position: row.try_get(2)?,
+        transaction_id: row.try_get(3)?,
+        aggregate_type: row.try_get(4)?,
+        aggregate_id: row.try_get(5)?,
+        aggregate_seq: row.try_get(6)?,
+        event_id: row.try_get(7)?,
+        event_type: row.try_get(8)?,
+        event_version: row.try_get(9)?,
+        payload: JsonText(row.try_get(10)?),
+        metadata: JsonText(row.try_get(11)?),
+        idempotency_key: row.try_get(12)?,
+        recorded_at: row.try_get(13)?,
+        prev_hash: hash_column(14, "prev_hash")?,
+        hash: hash_column(15, "hash")?,
     })
 }
 

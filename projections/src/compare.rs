@@ -79,27 +79,43 @@ pub async fn compare_with_replay(
     tenants: Option<&[TenantId]>,
     quiet: bool,
 ) -> Result<Comparison, ProjectionError> {
+    let mut comparisons = compare_all_with_replay(pool, &[projection], tenants, quiet).await?;
+    Ok(comparisons.pop().unwrap_or_default())
+}
+
+/// [`compare_with_replay`] for several projections at once: each event is
+/// read once and applied by every projection (each into its own scratch
+/// tables, with its own failures). One comparison per projection, in order.
+pub async fn compare_all_with_replay(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    tenants: Option<&[TenantId]>,
+    quiet: bool,
+) -> Result<Vec<Comparison>, ProjectionError> {
     // A session of its own, closed afterwards: the scratch tables are its
     // temporary tables, and its search path is changed for the replay.
     let mut connection = pool.acquire().await?.detach();
-    let result = compare_on(&mut connection, projection, tenants, quiet).await;
+    let result = compare_on(&mut connection, projections, tenants, quiet).await;
     let _ = connection.close().await;
     result
 }
 
 async fn compare_on(
     connection: &mut PgConnection,
-    projection: &dyn Projection,
+    projections: &[&dyn Projection],
     tenants: Option<&[TenantId]>,
     quiet: bool,
-) -> Result<Comparison, ProjectionError> {
+) -> Result<Vec<Comparison>, ProjectionError> {
     // Unqualified names resolve to the scratch tables first. Changing the
     // search path also makes PostgreSQL re-parse any statement this session
     // prepared before, so none of them keeps pointing at a live table.
     sqlx::query("SELECT set_config('search_path', 'pg_temp, public', false)")
         .execute(&mut *connection)
         .await?;
-    for table in projection.tables() {
+    for table in projections
+        .iter()
+        .flat_map(|projection| projection.tables())
+    {
         let table = quote_identifier(table);
         sqlx::query(&format!(
             "CREATE TEMPORARY TABLE {table} (LIKE public.{table} INCLUDING ALL)"
@@ -108,41 +124,71 @@ async fn compare_on(
         .await?;
     }
     // The bulk, without holding up live workers.
-    let bounds = live_checkpoints(&mut *connection, projection.name(), tenants).await?;
+    let mut bounds = Vec::with_capacity(projections.len());
+    for projection in projections {
+        bounds.push(live_checkpoints(&mut *connection, projection.name(), tenants).await?);
+    }
     let total = bounds
-        .values()
+        .iter()
+        .flat_map(BTreeMap::values)
         .map(|seq| u64::try_from(*seq).unwrap_or(0))
-        .sum();
+        .max()
+        .unwrap_or(0);
+    let names: Vec<&str> = projections
+        .iter()
+        .map(|projection| projection.name())
+        .collect();
     let mut scratch = Scratch {
-        projection,
-        applied: HashMap::new(),
-        failures: BTreeMap::new(),
-        progress: Progress::new(&format!("compare {}", projection.name()), total, quiet),
+        replays: projections
+            .iter()
+            .map(|projection| Replay {
+                projection: *projection,
+                applied: HashMap::new(),
+                failures: BTreeMap::new(),
+            })
+            .collect(),
+        progress: Progress::new(&format!("compare {}", names.join(", ")), total, quiet),
     };
     scratch.replay_up_to(&mut *connection, &bounds).await?;
     // The rest, with live batches paused so the live tables match their
     // checkpoints.
     let mut transaction = connection.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(LOCK_NAMESPACE)
-        .bind(lock_key(projection.name()))
-        .execute(&mut *transaction)
-        .await?;
-    let bounds = live_checkpoints(&mut transaction, projection.name(), tenants).await?;
+    let mut locks: Vec<i32> = projections
+        .iter()
+        .map(|projection| lock_key(projection.name()))
+        .collect();
+    // Always in one order, so two comparisons never wait on each other.
+    locks.sort_unstable();
+    for lock in locks {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(LOCK_NAMESPACE)
+            .bind(lock)
+            .execute(&mut *transaction)
+            .await?;
+    }
+    let mut bounds = Vec::with_capacity(projections.len());
+    for projection in projections {
+        bounds.push(live_checkpoints(&mut transaction, projection.name(), tenants).await?);
+    }
     scratch.replay_up_to(&mut transaction, &bounds).await?;
     let only: Option<Vec<Uuid>> =
         tenants.map(|tenants| tenants.iter().map(TenantId::as_uuid).collect());
-    let failed: Vec<Uuid> = scratch.failures.keys().map(TenantId::as_uuid).collect();
-    let mut differences = Vec::new();
-    for table in projection.tables() {
-        differences.extend(compare_table(&mut transaction, table, only.as_deref(), &failed).await?);
+    let mut comparisons = Vec::with_capacity(projections.len());
+    for replay in scratch.replays {
+        let failed: Vec<Uuid> = replay.failures.keys().map(TenantId::as_uuid).collect();
+        let mut differences = Vec::new();
+        for table in replay.projection.tables() {
+            differences
+                .extend(compare_table(&mut transaction, table, only.as_deref(), &failed).await?);
+        }
+        comparisons.push(Comparison {
+            differences,
+            failures: replay.failures.into_values().collect(),
+        });
     }
     transaction.commit().await?;
     scratch.progress.finish();
-    Ok(Comparison {
-        differences,
-        failures: scratch.failures.into_values().collect(),
-    })
+    Ok(comparisons)
 }
 
 /// The live checkpoints of `projection`, of `tenants` when given.
@@ -164,12 +210,18 @@ async fn live_checkpoints(
         .collect())
 }
 
-/// The scratch replay: how far each tenant got, and the tenants that failed.
+/// The scratch replays, fed from one read of the events.
 struct Scratch<'a> {
+    replays: Vec<Replay<'a>>,
+    progress: Progress,
+}
+
+/// One projection's scratch replay: how far each tenant got, and the
+/// tenants that failed.
+struct Replay<'a> {
     projection: &'a dyn Projection,
     applied: HashMap<TenantId, i64>,
     failures: BTreeMap<TenantId, ReplayFailure>,
-    progress: Progress,
 }
 
 /// One tenant's events of a batch.
@@ -179,66 +231,118 @@ struct Run<'e> {
 }
 
 impl Scratch<'_> {
-    fn fail(&mut self, tenant_id: TenantId, tenant_seq: i64, message: String) {
-        self.failures.entry(tenant_id).or_insert(ReplayFailure {
-            tenant_id,
-            tenant_seq,
-            message,
-        });
-    }
-
-    /// Applies every tenant's events up to its bound, batch by batch (each
-    /// batch in a transaction, or a savepoint when `connection` is inside
-    /// one).
+    /// Applies every tenant's events up to each projection's bound for it
+    /// (`bounds[i]` for the `i`th), batch by batch: each batch is read once
+    /// and applied by each projection in a transaction of its own (or a
+    /// savepoint when `connection` is inside one).
     async fn replay_up_to(
         &mut self,
         connection: &mut PgConnection,
-        bounds: &BTreeMap<TenantId, i64>,
+        bounds: &[BTreeMap<TenantId, i64>],
     ) -> Result<(), ProjectionError> {
-        let mut pending: Vec<TenantRange> = bounds
-            .iter()
-            .filter(|(tenant_id, _)| !self.failures.contains_key(tenant_id))
-            .map(|(tenant_id, until_seq)| TenantRange {
-                tenant_id: *tenant_id,
-                after_seq: self.applied.get(tenant_id).copied().unwrap_or(0),
-                until_seq: *until_seq,
-            })
-            .filter(|range| range.until_seq > range.after_seq)
-            .collect();
+        let mut pending: Vec<TenantRange> = self.ranges(bounds);
         while !pending.is_empty() {
             let take = pending.len().min(TENANTS_PER_BATCH);
             let ranges: Vec<TenantRange> = pending.drain(..take).collect();
             let events =
                 EventStore::read_tenants_on(&mut *connection, &ranges, BATCH_EVENTS_MAX).await?;
             self.progress.advance(events.len() as u64);
-            let mut runs = Vec::with_capacity(ranges.len());
-            for range in &ranges {
-                let run: Vec<&StoredEvent> = events
-                    .iter()
-                    .filter(|event| event.tenant_id == range.tenant_id)
-                    .collect();
-                if let Some((tenant_seq, message)) = missing_event(range, &run) {
-                    self.fail(range.tenant_id, tenant_seq, message);
-                    continue;
+            for (index, replay) in self.replays.iter_mut().enumerate() {
+                let mut runs = Vec::with_capacity(ranges.len());
+                for range in &ranges {
+                    let Some(until_seq) = bounds[index].get(&range.tenant_id).copied() else {
+                        continue;
+                    };
+                    if replay.failures.contains_key(&range.tenant_id) {
+                        continue;
+                    }
+                    let after_seq = replay.applied.get(&range.tenant_id).copied().unwrap_or(0);
+                    if until_seq <= after_seq {
+                        continue;
+                    }
+                    let own = TenantRange {
+                        tenant_id: range.tenant_id,
+                        after_seq,
+                        until_seq,
+                    };
+                    let run: Vec<&StoredEvent> = events
+                        .iter()
+                        .filter(|event| {
+                            event.tenant_id == own.tenant_id
+                                && event.tenant_seq > own.after_seq
+                                && event.tenant_seq <= own.until_seq
+                        })
+                        .collect();
+                    // A read cut by its limit before this projection's part.
+                    let cut = i64::try_from(
+                        events
+                            .iter()
+                            .filter(|e| e.tenant_id == own.tenant_id)
+                            .count(),
+                    )
+                    .is_ok_and(|read| read >= BATCH_EVENTS_MAX);
+                    if run.is_empty() && cut {
+                        continue;
+                    }
+                    if let Some((tenant_seq, message)) = missing_event(&own, &run, cut) {
+                        replay.fail(own.tenant_id, tenant_seq, message);
+                        continue;
+                    }
+                    runs.push(Run {
+                        tenant_id: own.tenant_id,
+                        events: run,
+                    });
                 }
-                runs.push(Run {
-                    tenant_id: range.tenant_id,
-                    events: run,
-                });
+                replay.apply_runs(&mut *connection, &runs).await?;
             }
-            self.apply_runs(&mut *connection, &runs).await?;
             // Tenants with events left go round again.
+            let remaining = self.ranges(bounds);
             for range in ranges {
-                if self.failures.contains_key(&range.tenant_id) {
-                    continue;
-                }
-                let after_seq = self.applied.get(&range.tenant_id).copied().unwrap_or(0);
-                if after_seq < range.until_seq {
-                    pending.push(TenantRange { after_seq, ..range });
+                if let Some(left) = remaining
+                    .iter()
+                    .find(|left| left.tenant_id == range.tenant_id)
+                {
+                    pending.push(*left);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Per tenant, what some projection still has to replay: from the
+    /// lowest point a projection (not failed there) reached to the highest
+    /// bound.
+    fn ranges(&self, bounds: &[BTreeMap<TenantId, i64>]) -> Vec<TenantRange> {
+        let mut ranges: BTreeMap<TenantId, TenantRange> = BTreeMap::new();
+        for (replay, bounds) in self.replays.iter().zip(bounds) {
+            for (tenant_id, until_seq) in bounds {
+                if replay.failures.contains_key(tenant_id) {
+                    continue;
+                }
+                let after_seq = replay.applied.get(tenant_id).copied().unwrap_or(0);
+                if *until_seq <= after_seq {
+                    continue;
+                }
+                let range = ranges.entry(*tenant_id).or_insert(TenantRange {
+                    tenant_id: *tenant_id,
+                    after_seq,
+                    until_seq: *until_seq,
+                });
+                range.after_seq = range.after_seq.min(after_seq);
+                range.until_seq = range.until_seq.max(*until_seq);
+            }
+        }
+        ranges.into_values().collect()
+    }
+}
+
+impl Replay<'_> {
+    fn fail(&mut self, tenant_id: TenantId, tenant_seq: i64, message: String) {
+        self.failures.entry(tenant_id).or_insert(ReplayFailure {
+            tenant_id,
+            tenant_seq,
+            message,
+        });
     }
 
     /// Applies `runs` together; when the projection refuses, finds the tenant
@@ -351,8 +455,8 @@ fn is_refusal(error: &ApplyError) -> bool {
 }
 
 /// The first event missing from a tenant's run, if any: a hole, or an end
-/// short of the bound although the read was not cut by its limit.
-fn missing_event(range: &TenantRange, run: &[&StoredEvent]) -> Option<(i64, String)> {
+/// short of the bound although the read was not `cut` by its limit.
+fn missing_event(range: &TenantRange, run: &[&StoredEvent], cut: bool) -> Option<(i64, String)> {
     let mut expected = range.after_seq + 1;
     for event in run {
         if event.tenant_seq != expected {
@@ -366,8 +470,7 @@ fn missing_event(range: &TenantRange, run: &[&StoredEvent]) -> Option<(i64, Stri
         }
         expected += 1;
     }
-    let cut_by_limit = i64::try_from(run.len()).is_ok_and(|len| len >= BATCH_EVENTS_MAX);
-    if expected <= range.until_seq && !cut_by_limit {
+    if expected <= range.until_seq && !cut {
         return Some((
             expected,
             format!(
@@ -397,7 +500,9 @@ async fn key_columns(
 }
 
 /// Rows of `table` that differ between the live table and the scratch one,
-/// for `tenants` (all when `None`) except `excluded`.
+/// for `tenants` (all when `None`) except `excluded`: the two joined on the
+/// primary key (both sides stream in key order), keeping rows that are
+/// missing on one side or differ in any column.
 async fn compare_table(
     connection: &mut PgConnection,
     table: &str,
@@ -407,12 +512,30 @@ async fn compare_table(
     let keys = key_columns(connection, table).await?;
     let quoted_table = quote_identifier(table);
     let only = "($2::uuid[] IS NULL OR tenant_id = ANY($2)) AND NOT (tenant_id = ANY($3))";
-    let live = format!("(SELECT * FROM public.{quoted_table} WHERE {only})");
-    let replay = format!("(SELECT * FROM pg_temp.{quoted_table} WHERE {only})");
-    let rows: Vec<(String, Value)> = sqlx::query_as(&format!(
-        "(SELECT 'live', to_jsonb(d) FROM ({live} EXCEPT ALL {replay}) d LIMIT $1) \
-         UNION ALL \
-         (SELECT 'replay', to_jsonb(d) FROM ({replay} EXCEPT ALL {live}) d LIMIT $1)"
+    let join = keys
+        .iter()
+        .map(|key| {
+            let key = quote_identifier(key);
+            format!("l.{key} = r.{key}")
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let order = keys
+        .iter()
+        .map(|key| {
+            let key = quote_identifier(key);
+            format!("coalesce(l.{key}, r.{key})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows: Vec<(Option<Value>, Option<Value>)> = sqlx::query_as(&format!(
+        "SELECT CASE WHEN l IS NULL THEN NULL ELSE to_jsonb(l) END, \
+                CASE WHEN r IS NULL THEN NULL ELSE to_jsonb(r) END \
+         FROM (SELECT * FROM public.{quoted_table} WHERE {only}) l \
+         FULL JOIN (SELECT * FROM pg_temp.{quoted_table} WHERE {only}) r ON {join} \
+         WHERE l IS DISTINCT FROM r \
+         ORDER BY {order} \
+         LIMIT $1"
     ))
     .bind(DIFFERENCES_MAX)
     .bind(tenants)
@@ -426,30 +549,18 @@ async fn compare_table(
                 .collect(),
         )
     };
-    let mut differences: Vec<Difference> = Vec::new();
-    for (side, row) in rows {
-        let key = key_of(&row);
-        let existing = differences
-            .iter_mut()
-            .find(|difference| difference.key == key);
-        match (side.as_str(), existing) {
-            ("live", Some(difference)) => difference.live = Some(row),
-            ("live", None) => differences.push(Difference {
+    let mut differences: Vec<Difference> = rows
+        .into_iter()
+        .filter_map(|(live, replay)| {
+            let key = key_of(live.as_ref().or(replay.as_ref())?);
+            Some(Difference {
                 table: table.to_string(),
                 key,
-                live: Some(row),
-                replay: None,
-            }),
-            (_, Some(difference)) => difference.replay = Some(row),
-            (_, None) => differences.push(Difference {
-                table: table.to_string(),
-                key,
-                live: None,
-                replay: Some(row),
-            }),
-        }
-    }
-    // Rows come back in no particular order: report them by key.
+                live,
+                replay,
+            })
+        })
+        .collect();
     differences.sort_by_cached_key(|difference| difference.key.to_string());
     Ok(differences)
 }

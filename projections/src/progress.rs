@@ -1,8 +1,13 @@
 //! Progress of long jobs: a bar on a terminal, plain lines otherwise.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// Every bar of the process, drawn together (jobs such as verify run
+/// several at once).
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
 
 /// How often plain-line progress is printed.
 const LINE_INTERVAL: Duration = Duration::from_secs(2);
@@ -22,7 +27,9 @@ impl Progress {
     /// otherwise, nothing when `quiet`.
     pub fn new(label: &str, total: u64, quiet: bool) -> Self {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new(total);
+            let bar = BARS
+                .get_or_init(MultiProgress::new)
+                .add(ProgressBar::new(total));
             bar.set_style(
                 ProgressStyle::with_template(
                     "{msg:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",

@@ -18,7 +18,7 @@ use crate::state::{ReplayFinding, TenantState};
 use aggregates::TenantId;
 use eventstore::chain::ChainChecker;
 use eventstore::{check_text_event, ChainFinding, ChainHash, EventStore, StoreError, GENESIS};
-use projections::compare::{compare_with_replay, Difference, ReplayFailure};
+use projections::compare::{compare_all_with_replay, Difference, ReplayFailure};
 use projections::progress::Progress;
 use projections::{Projection, ProjectionError};
 use serde::Serialize;
@@ -237,6 +237,9 @@ pub enum VerifyError {
     /// A replay met an event it cannot vouch for.
     #[error("the history does not verify: {0}")]
     Refused(Finding),
+    /// The comparison's task ended without an answer (a defect).
+    #[error("the projection comparison stopped: {0}")]
+    Interrupted(String),
 }
 
 impl From<sqlx::Error> for VerifyError {
@@ -421,24 +424,42 @@ pub async fn verify_database(
     };
     let heads = store.chain_heads(&tenants).await?;
     let total: i64 = heads.iter().map(|head| head.seq).sum();
+    // The projections are replayed and compared on a task (and a database
+    // session) of their own while the tenants' chains and histories are
+    // checked here: the two share no state and overlap on both sides.
+    let filter: Option<Vec<TenantId>> = tenant.map(|tenant_id| vec![tenant_id]);
+    let comparing = {
+        let pool = store.pool().clone();
+        let projections = projections.to_vec();
+        tokio::spawn(async move {
+            let projections: Vec<&dyn Projection> = projections.iter().map(AsRef::as_ref).collect();
+            compare_all_with_replay(&pool, &projections, filter.as_deref(), quiet).await
+        })
+    };
     let mut progress = Progress::new("verify", u64::try_from(total).unwrap_or(0), quiet);
     let mut verdicts = Vec::with_capacity(tenants.len());
     for tenant_id in tenants {
-        verdicts.push(verify_tenant(store, tenant_id, &mut progress).await?);
+        match verify_tenant(store, tenant_id, &mut progress).await {
+            Ok(verdict) => verdicts.push(verdict),
+            Err(error) => {
+                comparing.abort();
+                return Err(error);
+            }
+        }
     }
     progress.finish();
-    let filter: Option<Vec<TenantId>> = tenant.map(|tenant_id| vec![tenant_id]);
-    let mut verdicts_of_projections = Vec::with_capacity(projections.len());
-    for projection in projections {
-        let comparison =
-            compare_with_replay(store.pool(), projection.as_ref(), filter.as_deref(), quiet)
-                .await?;
-        verdicts_of_projections.push(ProjectionVerdict {
+    let comparisons = comparing
+        .await
+        .map_err(|error| VerifyError::Interrupted(error.to_string()))??;
+    let verdicts_of_projections = projections
+        .iter()
+        .zip(comparisons)
+        .map(|(projection, comparison)| ProjectionVerdict {
             projection: projection.name().to_string(),
             differences: comparison.differences,
             failures: comparison.failures,
-        });
-    }
+        })
+        .collect();
     Ok(VerifyReport::finish(
         verdicts,
         verdicts_of_projections,
