@@ -374,7 +374,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
         }
         Command::Rebuild(args) => {
-            let store = open_store(database_url, 4).await?;
+            let store = open_store(database_url, 8).await?;
             let catalog = projections::catalog();
             let selected = if args.all {
                 catalog
