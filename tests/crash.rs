@@ -245,3 +245,170 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
         String::from_utf8_lossy(&verified.stderr)
     );
 }
+
+/// A TCP proxy in front of PostgreSQL that the test can take down (every
+/// open connection cut, new ones closed at once) and bring back: the
+/// database going away and returning, as the ledger sees it.
+struct DatabaseProxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<tokio::task::JoinSet<()>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl DatabaseProxy {
+    async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<tokio::task::JoinSet<()>>> = Arc::default();
+        let accepting = {
+            let (up, connections) = (up.clone(), connections.clone());
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection is closed at once
+                    }
+                    let target = target.clone();
+                    connections.lock().unwrap().spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            port,
+            up,
+            connections,
+            accepting,
+        }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.connections.lock().unwrap().abort_all();
+    }
+
+    fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for DatabaseProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.connections.lock().unwrap().abort_all();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_by_itself() {
+    // Proves: with the database unreachable (every connection cut, new ones
+    // refused) a command and /healthz answer 503 `database_unavailable` and
+    // nothing is written; once it is back, the same server (never
+    // restarted) answers again, and the refused command, sent again with its
+    // key, takes effect exactly once.
+    let db = TestDatabase::new().await;
+    let options = db.options();
+    let proxy =
+        DatabaseProxy::start(format!("{}:{}", options.get_host(), options.get_port())).await;
+    let url = format!(
+        "postgres://{}@127.0.0.1:{}/{}",
+        options.get_username(),
+        proxy.port,
+        options.get_database().unwrap()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &url)
+        .env("LEDGER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server {
+        child,
+        base: format!("http://{address}"),
+    };
+    let client = reqwest::Client::new();
+    let (_, _, tenant) = post(
+        &client,
+        format!("{}/v1/tenants", server.base),
+        ADMIN_TOKEN,
+        "tenant",
+        json!({"name": "acme"}),
+    )
+    .await
+    .unwrap();
+    let api_key = tenant["api_key"].as_str().unwrap().to_string();
+    let consume_url = format!("{}/v1/quota/credits/consume", server.base);
+    let (status, _, _) = post(
+        &client,
+        format!("{}/v1/grants", server.base),
+        &api_key,
+        "grant",
+        json!({"quota": "credits", "amount": 100, "source": "purchase"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    let (status, _, _) = post(&client, consume_url.clone(), &api_key, "before", consume())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
+    proxy.down();
+    let (status, _, body) = post(&client, consume_url.clone(), &api_key, "during", consume())
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    let health = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+
+    proxy.up();
+    // A client retries a 503; connections broken by the outage fail once
+    // each and are replaced.
+    let mut answer = None;
+    for _ in 0..50 {
+        let (status, replayed, body) =
+            post(&client, consume_url.clone(), &api_key, "during", consume())
+                .await
+                .unwrap();
+        if status != 503 {
+            answer = Some((status, replayed, body));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, replayed, body) = answer.expect("the ledger did not recover");
+    assert_eq!((status, replayed), (200, false), "{body}");
+    let (status, replayed, again) = post(&client, consume_url, &api_key, "during", consume())
+        .await
+        .unwrap();
+    assert_eq!((status, replayed), (200, true));
+    assert_eq!(again, body);
+    let (consumed,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'QuotaConsumed'")
+            .fetch_one(db.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(consumed, 2);
+    drop(server);
+}
