@@ -1,10 +1,12 @@
 //! End-to-end tests of the `ledger` binary against a real PostgreSQL.
 
+mod support;
+
 use eventstore::testing::TestDatabase;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::Server;
 
 fn ledger(db: &TestDatabase) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ledger"));
@@ -67,25 +69,8 @@ async fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     // Proves: `ledger serve` listens, serves the API with the admin token from
     // the environment, and exits 0 on SIGTERM.
     let db = TestDatabase::new().await;
-    let mut child = ledger(&db)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("LEDGER_ADMIN_TOKEN", "admin-secret")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let mut server = Server::start(db.url(), "admin-secret");
+    let address = server.base.trim_start_matches("http://").to_string();
     let client = reqwest::Client::new();
     let health = client
         .get(format!("http://{address}/healthz"))
@@ -104,13 +89,13 @@ async fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     assert_eq!(created.status(), 201);
 
     let terminated = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
     assert!(terminated.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
         assert!(

@@ -2,14 +2,16 @@
 //! PostgreSQL: no acknowledged command is lost, none is applied twice, and
 //! the restarted ledger verifies.
 
+mod support;
+
 use eventstore::testing::TestDatabase;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::Server;
 use tokio::sync::Notify;
 
 const ADMIN_TOKEN: &str = "crash-admin-token";
@@ -25,53 +27,6 @@ const ACKNOWLEDGED_PER_ROUND: usize = 150;
 
 /// Units of the one grant: far more than the test consumes.
 const GRANT_UNITS: i64 = 1_000_000;
-
-/// A `ledger serve` child process, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(db: &TestDatabase) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("DATABASE_URL", db.url())
-            .env("LEDGER_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let address = loop {
-            let line = lines
-                .next()
-                .expect("serve exited before listening")
-                .unwrap();
-            if let Some(rest) = line.split("address=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            base: format!("http://{address}"),
-        }
-    }
-
-    /// SIGKILL: no shutdown, no flush, whatever was in flight is cut off.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn post(
     client: &reqwest::Client,
@@ -109,7 +64,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
     // read tables catch up to the same totals; `ledger verify` finds nothing.
     let db = TestDatabase::new().await;
     let client = reqwest::Client::new();
-    let mut server = Server::start(&db);
+    let mut server = Server::start(db.url(), ADMIN_TOKEN);
     let (_, _, tenant) = post(
         &client,
         format!("{}/v1/tenants", server.base),
@@ -182,7 +137,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
         for client in clients {
             sent.extend(client.await.unwrap());
         }
-        server = Server::start(&db);
+        server = Server::start(db.url(), ADMIN_TOKEN);
     }
 
     // Every key again: an acknowledged one answers its original body,
@@ -320,28 +275,7 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
         proxy.port,
         options.get_database().unwrap()
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("DATABASE_URL", &url)
-        .env("LEDGER_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let server = Server {
-        child,
-        base: format!("http://{address}"),
-    };
+    let server = Server::start(&url, ADMIN_TOKEN);
     let client = reqwest::Client::new();
     let (_, _, tenant) = post(
         &client,

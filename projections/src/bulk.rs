@@ -10,7 +10,7 @@
 //! taken.
 
 use crate::progress::Progress;
-use crate::runtime::{advance, use_schema, Advance, Projection, ProjectionError};
+use crate::runtime::{advance, covering_ranges, use_schema, Advance, Projection, ProjectionError};
 use aggregates::TenantId;
 use eventstore::{EventStore, StoredEvent, TenantRange};
 use futures_util::future::join_all;
@@ -58,24 +58,13 @@ pub(crate) async fn replay(
         }
         transaction.commit().await?;
     }
-    let mut ranges: HashMap<TenantId, TenantRange> = HashMap::new();
-    for (index, bounds) in until.iter().enumerate() {
-        for (tenant_id, until_seq) in bounds {
-            let after_seq = checkpoints[index].get(tenant_id).copied().unwrap_or(0);
-            if *until_seq <= after_seq {
-                continue;
-            }
-            let range = ranges.entry(*tenant_id).or_insert(TenantRange {
-                tenant_id: *tenant_id,
-                after_seq,
-                until_seq: *until_seq,
-            });
-            range.after_seq = range.after_seq.min(after_seq);
-            range.until_seq = range.until_seq.max(*until_seq);
-        }
-    }
-    let mut ranges: Vec<TenantRange> = ranges.into_values().collect();
-    ranges.sort_by_key(|range| range.tenant_id);
+    let ranges = covering_ranges(until.iter().enumerate().flat_map(|(index, bounds)| {
+        let checkpoints = &checkpoints[index];
+        bounds.iter().map(move |(tenant_id, until_seq)| {
+            let after_seq = checkpoints.get(tenant_id).copied().unwrap_or(0);
+            (*tenant_id, after_seq, *until_seq)
+        })
+    }));
     if ranges.is_empty() {
         return Ok(0);
     }

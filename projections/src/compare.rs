@@ -15,7 +15,8 @@
 
 use crate::progress::Progress;
 use crate::runtime::{
-    lock_key, ApplyError, Projection, ProjectionError, BATCH_EVENTS_MAX, LOCK_NAMESPACE,
+    covering_ranges, lock_key, ApplyError, Projection, ProjectionError, BATCH_EVENTS_MAX,
+    LOCK_NAMESPACE,
 };
 use aggregates::TenantId;
 use eventstore::database::quote_identifier;
@@ -313,26 +314,20 @@ impl Scratch<'_> {
     /// lowest point a projection (not failed there) reached to the highest
     /// bound.
     fn ranges(&self, bounds: &[BTreeMap<TenantId, i64>]) -> Vec<TenantRange> {
-        let mut ranges: BTreeMap<TenantId, TenantRange> = BTreeMap::new();
-        for (replay, bounds) in self.replays.iter().zip(bounds) {
-            for (tenant_id, until_seq) in bounds {
-                if replay.failures.contains_key(tenant_id) {
-                    continue;
-                }
-                let after_seq = replay.applied.get(tenant_id).copied().unwrap_or(0);
-                if *until_seq <= after_seq {
-                    continue;
-                }
-                let range = ranges.entry(*tenant_id).or_insert(TenantRange {
-                    tenant_id: *tenant_id,
-                    after_seq,
-                    until_seq: *until_seq,
-                });
-                range.after_seq = range.after_seq.min(after_seq);
-                range.until_seq = range.until_seq.max(*until_seq);
-            }
-        }
-        ranges.into_values().collect()
+        covering_ranges(
+            self.replays
+                .iter()
+                .zip(bounds)
+                .flat_map(|(replay, bounds)| {
+                    bounds
+                        .iter()
+                        .filter(|(tenant_id, _)| !replay.failures.contains_key(tenant_id))
+                        .map(|(tenant_id, until_seq)| {
+                            let after_seq = replay.applied.get(tenant_id).copied().unwrap_or(0);
+                            (*tenant_id, after_seq, *until_seq)
+                        })
+                }),
+        )
     }
 }
 

@@ -148,6 +148,29 @@ const ADVANCE: &str = "\
          AS a(tenant_id, projection, last_seq, last_recorded_at) \
     WHERE c.tenant_id = a.tenant_id AND c.projection = a.projection AND c.last_seq < a.last_seq";
 
+/// Per tenant, the one range covering every `(tenant, after_seq, until_seq)`
+/// given (from the lowest start to the highest end), empty ones left out,
+/// in tenant order: what to read once for several consumers.
+pub(crate) fn covering_ranges(
+    parts: impl IntoIterator<Item = (TenantId, i64, i64)>,
+) -> Vec<TenantRange> {
+    let mut ranges: std::collections::BTreeMap<TenantId, TenantRange> =
+        std::collections::BTreeMap::new();
+    for (tenant_id, after_seq, until_seq) in parts {
+        if until_seq <= after_seq {
+            continue;
+        }
+        let range = ranges.entry(tenant_id).or_insert(TenantRange {
+            tenant_id,
+            after_seq,
+            until_seq,
+        });
+        range.after_seq = range.after_seq.min(after_seq);
+        range.until_seq = range.until_seq.max(until_seq);
+    }
+    ranges.into_values().collect()
+}
+
 /// A checkpoint moving forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Advance {

@@ -53,6 +53,25 @@ fn integer(out: &mut String, value: impl std::fmt::Display) -> Result<(), Error>
     write!(out, "{value}").map_err(<Error as ser::Error>::custom)
 }
 
+/// `serialize_<int>` methods for the integer types: written in decimal.
+macro_rules! integers_into_output {
+    ($($method:ident: $int:ty),*) => {
+        $(fn $method(self, value: $int) -> Result<(), Error> {
+            integer(self.out, value)
+        })*
+    };
+}
+
+/// `serialize_<int>` methods for the integer types, as a map key: the
+/// decimal text.
+macro_rules! integers_as_keys {
+    ($($method:ident: $int:ty),*) => {
+        $(fn $method(self, value: $int) -> Result<String, Error> {
+            Ok(value.to_string())
+        })*
+    };
+}
+
 impl<'a> ser::Serializer for Writer<'a> {
     type Ok = ();
     type Error = Error;
@@ -68,36 +87,7 @@ impl<'a> ser::Serializer for Writer<'a> {
         self.out.push_str(if value { "true" } else { "false" });
         Ok(())
     }
-    fn serialize_i8(self, value: i8) -> Result<(), Error> {
-        integer(self.out, value)
-    }
-    fn serialize_i16(self, value: i16) -> Result<(), Error> {
-        integer(self.out, value)
-    }
-    fn serialize_i32(self, value: i32) -> Result<(), Error> {
-        integer(self.out, value)
-    }
-    fn serialize_i64(self, value: i64) -> Result<(), Error> {
-        integer(self.out, value)
-    }
-    fn serialize_i128(self, value: i128) -> Result<(), Error> {
-        integer(self.out, value)
-    }
-    fn serialize_u8(self, value: u8) -> Result<(), Error> {
-        integer(self.out, value)
-    }
-    fn serialize_u16(self, value: u16) -> Result<(), Error> {
-        integer(self.out, value)
-    }
-    fn serialize_u32(self, value: u32) -> Result<(), Error> {
-        integer(self.out, value)
-    }
-    fn serialize_u64(self, value: u64) -> Result<(), Error> {
-        integer(self.out, value)
-    }
-    fn serialize_u128(self, value: u128) -> Result<(), Error> {
-        integer(self.out, value)
-    }
+    integers_into_output!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64, serialize_u128: u128);
     fn serialize_f32(self, value: f32) -> Result<(), Error> {
         Err(CanonicalError::Float(value.to_string()).into())
     }
@@ -485,36 +475,7 @@ impl ser::Serializer for KeyWriter {
     fn serialize_bool(self, _: bool) -> Result<String, Error> {
         Err(key_refused())
     }
-    fn serialize_i8(self, value: i8) -> Result<String, Error> {
-        Ok(value.to_string())
-    }
-    fn serialize_i16(self, value: i16) -> Result<String, Error> {
-        Ok(value.to_string())
-    }
-    fn serialize_i32(self, value: i32) -> Result<String, Error> {
-        Ok(value.to_string())
-    }
-    fn serialize_i64(self, value: i64) -> Result<String, Error> {
-        Ok(value.to_string())
-    }
-    fn serialize_i128(self, value: i128) -> Result<String, Error> {
-        Ok(value.to_string())
-    }
-    fn serialize_u8(self, value: u8) -> Result<String, Error> {
-        Ok(value.to_string())
-    }
-    fn serialize_u16(self, value: u16) -> Result<String, Error> {
-        Ok(value.to_string())
-    }
-    fn serialize_u32(self, value: u32) -> Result<String, Error> {
-        Ok(value.to_string())
-    }
-    fn serialize_u64(self, value: u64) -> Result<String, Error> {
-        Ok(value.to_string())
-    }
-    fn serialize_u128(self, value: u128) -> Result<String, Error> {
-        Ok(value.to_string())
-    }
+    integers_as_keys!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64, serialize_u128: u128);
     fn serialize_f32(self, _: f32) -> Result<String, Error> {
         Err(key_refused())
     }
