@@ -73,7 +73,9 @@ enum Command {
     Export(ExportArgs),
     /// Run a benchmark workload on a fresh database of its own (created on
     /// the resolved server and dropped afterwards; user data is never
-    /// touched) and print its figures.
+    /// touched) and print its figures: commands/s, latency p50/p99, catch-up
+    /// time, rebuild and verify events/s, peak RSS, and processor time per
+    /// command (whole machine and ledger process).
     Bench(BenchArgs),
 }
 
