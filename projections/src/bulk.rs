@@ -10,7 +10,9 @@
 //! taken.
 
 use crate::progress::Progress;
-use crate::runtime::{advance, covering_ranges, use_schema, Advance, Projection, ProjectionError};
+use crate::runtime::{
+    advance, covering_ranges, ensure_checkpoints, use_schema, Advance, Projection, ProjectionError,
+};
 use aggregates::TenantId;
 use eventstore::{EventStore, StoredEvent, TenantRange};
 use futures_util::future::join_all;
@@ -39,10 +41,18 @@ pub(crate) async fn replay(
     progress: &mut Progress,
 ) -> Result<u64, ProjectionError> {
     // What to read: per tenant, from the lowest checkpoint to the highest bound.
+    // Every tenant with events gets its checkpoint rows first (at 0), so that
+    // a tenant whose first event came after an earlier pass is checkpointed
+    // by this one.
     let mut checkpoints: Vec<HashMap<TenantId, i64>> = Vec::with_capacity(projections.len());
     {
         let mut transaction = pool.begin().await?;
         use_schema(&mut transaction, schema).await?;
+        let names: Vec<&str> = projections
+            .iter()
+            .map(|projection| projection.name())
+            .collect();
+        ensure_checkpoints(&mut transaction, &names).await?;
         for projection in projections {
             let rows: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
                 "SELECT tenant_id, last_seq FROM projection_checkpoints WHERE projection = $1",

@@ -277,12 +277,6 @@ async fn rebuild_into(
     let mut events = 0;
     // Bulk of the replay, in large batches, while the live tables serve,
     // until what is left is small; the swap applies the rest under its lock.
-    {
-        let mut transaction = pool.begin().await?;
-        use_schema(&mut transaction, schema).await?;
-        ensure_checkpoints(&mut transaction, &names).await?;
-        transaction.commit().await?;
-    }
     for _ in 0..BULK_PASSES_MAX {
         let heads = current_heads(pool).await?;
         let until = vec![heads; projections.len()];

@@ -592,6 +592,94 @@ async fn a_rebuild_under_writes_and_reads_swaps_in_a_table_equal_to_a_fresh_repl
     assert_eq!(schemas, 0);
 }
 
+/// The `event_log` projection, which on its first batch after being armed
+/// creates a new tenant and appends its first events: a tenant that appears
+/// while a rebuild is replaying.
+struct Interloper {
+    store: EventStore,
+    armed: AtomicBool,
+    newcomer: Mutex<Option<TenantId>>,
+}
+
+#[async_trait]
+impl Projection for Interloper {
+    fn name(&self) -> &'static str {
+        "event_log"
+    }
+    fn version(&self) -> i32 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["event_log"]
+    }
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ApplyError> {
+        EventLog::new().apply(connection, events).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            let newcomer = self.store.create_tenant("beta").await.unwrap().tenant_id;
+            append(&self.store, newcomer, 0, 5, 5, 5).await;
+            *self.newcomer.lock().unwrap() = Some(newcomer);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_whose_first_events_come_during_a_rebuild_is_applied_once() {
+    // Proves: a tenant whose first events are appended while a rebuild is
+    // replaying (after its first pass began) is replayed into the shadow
+    // once, checkpointed there, and not applied again at the swap.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    EventLog::create_table(&store).await;
+    let acme = tenant(&store).await;
+    // More than a rebuild leaves to its swap, so it makes a second pass.
+    append(&store, acme, 0, 1_500, 10, 500).await;
+    let projection = Interloper {
+        store: store.clone(),
+        armed: AtomicBool::new(false),
+        newcomer: Mutex::new(None),
+    };
+    catch_up(store.pool(), &projection, None, BATCH_EVENTS_MAX)
+        .await
+        .unwrap();
+    projections::status::register(
+        store.pool(),
+        &[Arc::new(EventLog::new()) as Arc<dyn Projection>],
+    )
+    .await
+    .unwrap();
+    projection.armed.store(true, Ordering::SeqCst);
+
+    let report = rebuild(store.pool(), &projection, true).await.unwrap();
+
+    let newcomer = projection.newcomer.lock().unwrap().unwrap();
+    assert_eq!(report.events, 1_505);
+    let per_tenant: Vec<(uuid::Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT tenant_id, count(*), max(tenant_seq) FROM event_log GROUP BY tenant_id ORDER BY count(*)",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        per_tenant,
+        vec![(newcomer.as_uuid(), 5, 5), (acme.as_uuid(), 1_500, 1_500)]
+    );
+    let checkpoints: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT tenant_id, last_seq FROM projection_checkpoints WHERE projection = 'event_log' ORDER BY last_seq",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        checkpoints,
+        vec![(newcomer.as_uuid(), 5), (acme.as_uuid(), 1_500)]
+    );
+}
+
 #[tokio::test]
 async fn a_failing_rebuild_leaves_the_live_tables_untouched() {
     // Proves: an error during the replay stops the rebuild, drops the shadow
