@@ -27,7 +27,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
-/// Most differences a comparison reports per table.
+/// Most differing rows a comparison lists per table (the first by key);
+/// [`Comparison::differing_rows`] counts them all.
 pub const DIFFERENCES_MAX: i64 = 100;
 
 /// Tenants replayed together in one batch (each up to
@@ -59,7 +60,10 @@ pub struct ReplayFailure {
 /// What a comparison found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Comparison {
+    /// The first [`DIFFERENCES_MAX`] differing rows of each table, by key.
     pub differences: Vec<Difference>,
+    /// How many rows differ in each table that has any, listed or not.
+    pub differing_rows: BTreeMap<String, u64>,
     pub failures: Vec<ReplayFailure>,
 }
 
@@ -178,12 +182,18 @@ async fn compare_on(
     for replay in scratch.replays {
         let failed: Vec<Uuid> = replay.failures.keys().map(TenantId::as_uuid).collect();
         let mut differences = Vec::new();
+        let mut differing_rows = BTreeMap::new();
         for table in replay.projection.tables() {
-            differences
-                .extend(compare_table(&mut transaction, table, only.as_deref(), &failed).await?);
+            let (listed, total) =
+                compare_table(&mut transaction, table, only.as_deref(), &failed).await?;
+            if total > 0 {
+                differing_rows.insert(table.to_string(), total);
+            }
+            differences.extend(listed);
         }
         comparisons.push(Comparison {
             differences,
+            differing_rows,
             failures: replay.failures.into_values().collect(),
         });
     }
@@ -497,13 +507,14 @@ async fn key_columns(
 /// Rows of `table` that differ between the live table and the scratch one,
 /// for `tenants` (all when `None`) except `excluded`: the two joined on the
 /// primary key (both sides stream in key order), keeping rows that are
-/// missing on one side or differ in any column.
+/// missing on one side or differ in any column: the first
+/// [`DIFFERENCES_MAX`] by key, and how many differ in all.
 async fn compare_table(
     connection: &mut PgConnection,
     table: &str,
     tenants: Option<&[Uuid]>,
     excluded: &[Uuid],
-) -> Result<Vec<Difference>, sqlx::Error> {
+) -> Result<(Vec<Difference>, u64), sqlx::Error> {
     let keys = key_columns(connection, table).await?;
     let quoted_table = quote_identifier(table);
     let only = "($2::uuid[] IS NULL OR tenant_id = ANY($2)) AND NOT (tenant_id = ANY($3))";
@@ -523,9 +534,10 @@ async fn compare_table(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let rows: Vec<(Option<Value>, Option<Value>)> = sqlx::query_as(&format!(
+    let rows: Vec<(Option<Value>, Option<Value>, i64)> = sqlx::query_as(&format!(
         "SELECT CASE WHEN l IS NULL THEN NULL ELSE to_jsonb(l) END, \
-                CASE WHEN r IS NULL THEN NULL ELSE to_jsonb(r) END \
+                CASE WHEN r IS NULL THEN NULL ELSE to_jsonb(r) END, \
+                count(*) OVER () \
          FROM (SELECT * FROM public.{quoted_table} WHERE {only}) l \
          FULL JOIN (SELECT * FROM pg_temp.{quoted_table} WHERE {only}) r ON {join} \
          WHERE l IS DISTINCT FROM r \
@@ -544,9 +556,12 @@ async fn compare_table(
                 .collect(),
         )
     };
+    let total = rows
+        .first()
+        .map_or(0, |(_, _, total)| u64::try_from(*total).unwrap_or(0));
     let mut differences: Vec<Difference> = rows
         .into_iter()
-        .filter_map(|(live, replay)| {
+        .filter_map(|(live, replay, _)| {
             let key = key_of(live.as_ref().or(replay.as_ref())?);
             Some(Difference {
                 table: table.to_string(),
@@ -557,5 +572,5 @@ async fn compare_table(
         })
         .collect();
     differences.sort_by_cached_key(|difference| difference.key.to_string());
-    Ok(differences)
+    Ok((differences, total))
 }

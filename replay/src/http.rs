@@ -41,6 +41,7 @@ pub struct ReplayQuery {
     responses(
         (status = 200, description = "The state as of the point asked", body = Object),
         (status = 400, description = "Both as_of_seq and as_of, or a negative seq", body = ErrorBody),
+        (status = 422, description = "`history_does_not_verify`: an event up to the point (or the one right after it) fails the chain or the domain; `details.finding` names it", body = ErrorBody),
     )
 )]
 async fn replay(
@@ -67,6 +68,11 @@ async fn replay(
         .map_err(|error| ApiError::Internal(format!("replay task failed: {error}")))?
         .map_err(|error| match error {
             crate::verify::VerifyError::Store(store) => ApiError::from(store),
+            crate::verify::VerifyError::Refused(finding) => ApiError::Unprocessable {
+                code: "history_does_not_verify",
+                message: format!("the history does not verify: {finding}"),
+                details: serde_json::json!({ "finding": finding }),
+            },
             other => ApiError::Internal(other.to_string()),
         })?;
     Ok(Json(report))

@@ -22,6 +22,7 @@ use projections::compare::{compare_all_with_replay, Difference, ReplayFailure};
 use projections::progress::Progress;
 use projections::{Projection, ProjectionError};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -91,7 +92,11 @@ pub struct TenantVerdict {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProjectionVerdict {
     pub projection: String,
+    /// The first differing rows of each table (at most
+    /// `projections::compare::DIFFERENCES_MAX` per table), by key.
     pub differences: Vec<Difference>,
+    /// How many rows differ in each table that has any, listed or not.
+    pub differing_rows: BTreeMap<String, u64>,
     pub failures: Vec<ReplayFailure>,
 }
 
@@ -115,7 +120,9 @@ impl VerifyReport {
     ) -> Self {
         let ok = tenants.iter().all(|tenant| tenant.findings.is_empty())
             && projections.iter().all(|projection| {
-                projection.differences.is_empty() && projection.failures.is_empty()
+                projection.differences.is_empty()
+                    && projection.differing_rows.is_empty()
+                    && projection.failures.is_empty()
             });
         let events = tenants.iter().map(|tenant| tenant.events).sum();
         let seconds = started.elapsed().as_secs_f64();
@@ -164,6 +171,19 @@ impl VerifyReport {
                         .map_or("no row".to_string(), |row| row.to_string()),
                 ));
             }
+            for (table, total) in &projection.differing_rows {
+                let listed = projection
+                    .differences
+                    .iter()
+                    .filter(|difference| &difference.table == table)
+                    .count() as u64;
+                if *total > listed {
+                    lines.push(format!(
+                        "projection {}: table {table}: {total} rows differ; the first {listed} by key are listed",
+                        projection.projection
+                    ));
+                }
+            }
         }
         lines
     }
@@ -185,11 +205,9 @@ impl VerifyReport {
         }
         for projection in &self.projections {
             let mut verdicts = Vec::new();
-            if !projection.differences.is_empty() {
-                verdicts.push(format!(
-                    "{} rows differ from a fresh replay",
-                    projection.differences.len()
-                ));
+            let differing: u64 = projection.differing_rows.values().sum();
+            if differing > 0 {
+                verdicts.push(format!("{differing} rows differ from a fresh replay"));
             }
             if !projection.failures.is_empty() {
                 verdicts.push(format!(
@@ -457,6 +475,7 @@ pub async fn verify_database(
         .map(|(projection, comparison)| ProjectionVerdict {
             projection: projection.name().to_string(),
             differences: comparison.differences,
+            differing_rows: comparison.differing_rows,
             failures: comparison.failures,
         })
         .collect();

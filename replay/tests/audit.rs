@@ -867,6 +867,55 @@ async fn an_edited_read_table_row_is_named_by_table_and_key() {
 }
 
 #[tokio::test]
+async fn more_differing_rows_than_are_listed_are_all_counted_and_the_cut_is_said() {
+    // Proves: when a table has more differing rows than a report lists, the
+    // report counts them all and says that only the first are listed.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    ledger.catch_up().await;
+    let tenant = ledger.tenants[0];
+    let forged = projections::compare::DIFFERENCES_MAX + 50;
+    sqlx::query(
+        "INSERT INTO stream_index (tenant_id, aggregate_type, aggregate_id, version, last_tenant_seq, created_at, updated_at) \
+         SELECT $1, 'forged', 'stream-' || lpad(n::text, 4, '0'), 1, 1, now(), now() FROM generate_series(1, $2) AS n",
+    )
+    .bind(tenant.as_uuid())
+    .bind(forged)
+    .execute(ledger.store().pool())
+    .await
+    .unwrap();
+    let report = ledger.verify().await;
+    assert!(!report.ok);
+    let streams = report
+        .projections
+        .iter()
+        .find(|projection| projection.projection == "stream_index")
+        .unwrap();
+    let listed = usize::try_from(projections::compare::DIFFERENCES_MAX).unwrap();
+    assert_eq!(streams.differences.len(), listed);
+    assert_eq!(
+        streams.differences[0].key,
+        serde_json::json!({"tenant_id": tenant, "aggregate_type": "forged", "aggregate_id": "stream-0001"})
+    );
+    assert!(streams
+        .differences
+        .iter()
+        .all(|difference| difference.replay.is_none()));
+    assert_eq!(
+        streams.differing_rows,
+        std::collections::BTreeMap::from([("stream_index".to_string(), forged as u64)])
+    );
+    let lines = report.lines();
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("projection stream_index: table stream_index: {forged} rows differ; the first {listed} by key are listed")
+    );
+    assert!(report.render().contains(&format!(
+        "projection stream_index: {forged} rows differ from a fresh replay\n"
+    )));
+}
+
+#[tokio::test]
 async fn a_payload_that_no_longer_decodes_is_reported_and_verify_goes_on() {
     // Proves: with the read tables caught up, an event edited into
     // something no aggregate decodes is a chain finding, a domain finding

@@ -10,7 +10,8 @@ use std::sync::Arc;
 #[tokio::test]
 async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
     // Proves: GET /v1/replay?as_of_seq=N folds the caller's events up to N,
-    // equals the direct replay, and refuses ambiguous or invalid points.
+    // equals the direct replay, refuses ambiguous or invalid points, and
+    // answers 422 naming the event when the history up to N does not verify.
     let db = TestDatabase::new().await;
     let store = db.store().clone();
     let acme = store.create_tenant("acme").await.unwrap();
@@ -96,4 +97,39 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
     assert_eq!(both.status(), 400);
     let negative = get(&acme.api_key, "?as_of_seq=-1").await.unwrap();
     assert_eq!(negative.status(), 400);
+
+    // An event edited behind the triggers: the replay refuses it, naming it.
+    let mut connection = store.pool().acquire().await.unwrap();
+    for statement in [
+        "ALTER TABLE events DISABLE TRIGGER events_append_only".to_string(),
+        format!(
+            "UPDATE events SET payload = jsonb_set(payload, '{{QuotaConsumed,amount}}', '4') \
+             WHERE tenant_id = '{}' AND tenant_seq = 6",
+            acme.tenant_id
+        ),
+        "ALTER TABLE events ENABLE TRIGGER events_append_only".to_string(),
+    ] {
+        sqlx::query(&statement)
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+    }
+    let refused = get(&acme.api_key, "?as_of_seq=6").await.unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "history_does_not_verify");
+    assert_eq!(body["error"]["details"]["finding"]["check"], "chain");
+    assert_eq!(body["error"]["details"]["finding"]["tenant_seq"], 6);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the history does not verify: "),
+        "{body}"
+    );
+    // The point before it still answers.
+    assert_eq!(
+        get(&acme.api_key, "?as_of_seq=5").await.unwrap().status(),
+        200
+    );
 }

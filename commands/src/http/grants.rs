@@ -78,7 +78,8 @@ pub struct GrantBody {
 pub struct GrantsQuery {
     /// Only grants of this quota type.
     pub quota: Option<String>,
-    /// Only grants of this quota account (default: the tenant's own).
+    /// Only grants of this quota account (default: every holder's, the
+    /// tenant's own and its accounts').
     pub account: Option<String>,
     /// Continue after this grant (from `next`).
     #[param(value_type = Option<uuid::Uuid>)]
