@@ -325,8 +325,10 @@ async fn a_payload_edited_behind_the_triggers_breaks_the_chain_at_its_seq() {
 #[tokio::test]
 async fn a_cross_tenant_reader_sees_every_event_once_even_when_one_commits_late() {
     // Proves: a reader following (transaction_id, global_position) while 8
-    // writers append, and while one transaction holding an early id commits
-    // late, reads every event exactly once.
+    // writers append reads every event exactly once: it reads while they
+    // write (the first half of their events before the second is written),
+    // and one transaction that appends halfway and commits after everyone
+    // else, behind later ids, is not skipped.
     let db = TestDatabase::new().await;
     let store = db.store().clone();
     let tenants: Vec<TenantId> = {
@@ -336,29 +338,13 @@ async fn a_cross_tenant_reader_sees_every_event_once_even_when_one_commits_late(
         }
         tenants
     };
-    // The late transaction appends first (so its id is the smallest), then
-    // stays open while everyone else commits.
-    let late_tenant = tenants[4];
-    let mut late = store.pool().begin().await.unwrap();
-    let head = store.chain_head(late_tenant).await.unwrap().unwrap();
-    let mut late_batch = TenantBatch::new(head);
-    late_batch
-        .push(
-            write("late", vec![event("late", 1, json!({"late": true}))]),
-            accepted(),
-        )
-        .unwrap();
-    let report = store
-        .append_in_transaction(&mut late, &[late_batch])
-        .await
-        .unwrap();
-    assert!(report.moved.is_empty());
 
     // The reader stops once it has read as many events as were written; the
     // unique check below catches a duplicate that would make it stop early.
     // Transactions of other databases on the server hold the snapshot xmin
     // back too, so progress is only bounded, not immediate.
     let expected = 8 * 25 + 1;
+    let (progress, mut read_so_far) = tokio::sync::watch::channel(0usize);
     let reader_store = store.clone();
     let reader = tokio::spawn(async move {
         let mut cursor = GlobalCursor::START;
@@ -370,16 +356,22 @@ async fn a_cross_tenant_reader_sees_every_event_once_even_when_one_commits_late(
                 cursor = last.cursor();
             }
             seen.extend(page.into_iter().map(|event| event.event_id));
+            progress.send_replace(seen.len());
             tokio::task::yield_now().await;
         }
         seen
     });
+    let (go, halfway) = tokio::sync::watch::channel(false);
     let mut writers = Vec::new();
     for writer in 0..8 {
         let store = store.clone();
         let tenant_id = tenants[writer % 4];
+        let mut halfway = halfway.clone();
         writers.push(tokio::spawn(async move {
             for command in 0..25 {
+                if command == 12 {
+                    halfway.wait_for(|go| *go).await.unwrap();
+                }
                 store
                     .append_command(
                         tenant_id,
@@ -398,6 +390,28 @@ async fn a_cross_tenant_reader_sees_every_event_once_even_when_one_commits_late(
             }
         }));
     }
+    // The reader has read the first half while the writers wait.
+    read_so_far.wait_for(|read| *read >= 8 * 12).await.unwrap();
+    assert_eq!(*read_so_far.borrow(), 8 * 12);
+
+    // The late transaction appends now and stays open while the writers
+    // write their second half and commit.
+    let late_tenant = tenants[4];
+    let mut late = store.pool().begin().await.unwrap();
+    let head = store.chain_head(late_tenant).await.unwrap().unwrap();
+    let mut late_batch = TenantBatch::new(head);
+    late_batch
+        .push(
+            write("late", vec![event("late", 1, json!({"late": true}))]),
+            accepted(),
+        )
+        .unwrap();
+    let report = store
+        .append_in_transaction(&mut late, &[late_batch])
+        .await
+        .unwrap();
+    assert!(report.moved.is_empty());
+    go.send_replace(true);
     for writer in writers {
         writer.await.unwrap();
     }
