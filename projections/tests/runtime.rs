@@ -511,17 +511,26 @@ async fn an_event_a_projection_cannot_apply_holds_back_its_tenant_only() {
 async fn a_rebuild_under_writes_and_reads_swaps_in_a_table_equal_to_a_fresh_replay() {
     // Proves: while a writer appends and a reader reads continuously, the
     // rebuild swaps in tables that equal a fresh replay (including events
-    // appended meanwhile) and the reader never errs nor sees an empty table.
+    // appended meanwhile) and the reader never errs nor sees an empty table;
+    // a projection whose table refuses a second application (event_log),
+    // rebuilt under the same writes, applies every event exactly once.
     let db = TestDatabase::new().await;
     let store = db.store().clone();
+    EventLog::create_table(&store).await;
     let tenant_id = tenant(&store).await;
     append(&store, tenant_id, 0, 3_000, 200, 500).await;
     catch_up(store.pool(), &StreamIndex, None, BATCH_EVENTS_MAX)
         .await
         .unwrap();
+    catch_up(store.pool(), &EventLog::new(), None, BATCH_EVENTS_MAX)
+        .await
+        .unwrap();
     projections::status::register(
         store.pool(),
-        &[Arc::new(StreamIndex) as Arc<dyn Projection>],
+        &[
+            Arc::new(StreamIndex) as Arc<dyn Projection>,
+            Arc::new(EventLog::new()) as Arc<dyn Projection>,
+        ],
     )
     .await
     .unwrap();
@@ -533,10 +542,18 @@ async fn a_rebuild_under_writes_and_reads_swaps_in_a_table_equal_to_a_fresh_repl
         let mut next = 3_000;
         while !*writer_stop.borrow_and_update() {
             append(&writer_store, tenant_id, next, 20, 250, 20).await;
-            // The live worker keeps applying during the rebuild.
+            // The live workers keep applying during the rebuilds.
             catch_up(writer_store.pool(), &StreamIndex, None, BATCH_EVENTS_MAX)
                 .await
                 .unwrap();
+            catch_up(
+                writer_store.pool(),
+                &EventLog::new(),
+                None,
+                BATCH_EVENTS_MAX,
+            )
+            .await
+            .unwrap();
             next += 20;
         }
         next
@@ -566,11 +583,16 @@ async fn a_rebuild_under_writes_and_reads_swaps_in_a_table_equal_to_a_fresh_repl
     });
     let report = rebuild(store.pool(), &StreamIndex, true).await.unwrap();
     assert!(report.events >= 3_000);
+    let report = rebuild(store.pool(), &EventLog::new(), true).await.unwrap();
+    assert!(report.events >= 3_000);
     stop.send(true).unwrap();
     let appended = writer.await.unwrap();
     let reads = reader.await.unwrap();
     assert!(reads > 0);
     catch_up(store.pool(), &StreamIndex, None, BATCH_EVENTS_MAX)
+        .await
+        .unwrap();
+    catch_up(store.pool(), &EventLog::new(), None, BATCH_EVENTS_MAX)
         .await
         .unwrap();
     assert_eq!(
@@ -579,6 +601,18 @@ async fn a_rebuild_under_writes_and_reads_swaps_in_a_table_equal_to_a_fresh_repl
             .unwrap(),
         Comparison::default()
     );
+    assert_eq!(
+        compare_with_replay(store.pool(), &EventLog::new(), None, true)
+            .await
+            .unwrap(),
+        Comparison::default()
+    );
+    let (logged, first, last): (i64, i64, i64) =
+        sqlx::query_as("SELECT count(*), min(tenant_seq), max(tenant_seq) FROM event_log")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!((logged, first, last), (appended as i64, 1, appended as i64));
     let (versions,): (i64,) = sqlx::query_as("SELECT sum(version)::bigint FROM stream_index")
         .fetch_one(store.pool())
         .await
