@@ -128,3 +128,65 @@ async fn cqrs_es_commands_persist_chain_and_reload_through_the_repository() {
     assert_eq!(store.check_chain(tenant_id).await.unwrap().findings, vec![]);
     assert_eq!(store.chain_head(tenant_id).await.unwrap().unwrap().seq, 3);
 }
+
+/// Every (aggregate id, sequence, amount) a replay stream yields, in order.
+async fn drain(mut stream: cqrs_es::persist::ReplayStream) -> Vec<(String, usize, i64)> {
+    let mut events = Vec::new();
+    while let Some(event) = stream.next::<Counter>(&[]).await {
+        let event = event.unwrap();
+        let CounterEvent::Added { amount } = event.payload;
+        events.push((event.aggregate_id, event.sequence, amount));
+    }
+    events
+}
+
+#[tokio::test]
+async fn the_repository_streams_one_aggregate_and_all_of_a_type_in_commit_order() {
+    // Proves: stream_events yields one aggregate's events in sequence order
+    // and stream_all_events every event of the aggregate type, of this
+    // tenant only, in commit order; both end when the events do.
+    use cqrs_es::persist::PersistedEventRepository;
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let acme = store.create_tenant("acme").await.unwrap().tenant_id;
+    let beta = store.create_tenant("beta").await.unwrap().tenant_id;
+    for (tenant_id, commands) in [
+        (acme, vec![("c-1", 5), ("c-2", 7), ("c-1", 11), ("c-2", 13)]),
+        (beta, vec![("c-1", 100)]),
+    ] {
+        let cqrs = CqrsFramework::new(
+            PersistedEventStore::<TenantRepository, Counter>::new_event_store(
+                TenantRepository::new(store.clone(), tenant_id),
+            ),
+            vec![],
+            (),
+        );
+        for (index, (aggregate_id, amount)) in commands.into_iter().enumerate() {
+            cqrs.execute_with_metadata(
+                aggregate_id,
+                CounterCommand::Add(amount),
+                metadata(&format!("k{index}")),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let repository = TenantRepository::new(store.clone(), acme);
+    assert_eq!(
+        drain(repository.stream_events::<Counter>("c-2").await.unwrap()).await,
+        [("c-2".to_string(), 1, 7), ("c-2".to_string(), 2, 13)]
+    );
+    assert_eq!(
+        drain(repository.stream_all_events::<Counter>().await.unwrap()).await,
+        [
+            ("c-1".to_string(), 1, 5),
+            ("c-2".to_string(), 1, 7),
+            ("c-1".to_string(), 2, 11),
+            ("c-2".to_string(), 2, 13),
+        ]
+    );
+    assert_eq!(
+        drain(repository.stream_events::<Counter>("c-3").await.unwrap()).await,
+        []
+    );
+}
