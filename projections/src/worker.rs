@@ -38,6 +38,8 @@ pub struct Workers {
     shutdown: watch::Sender<bool>,
     progress: watch::Sender<u64>,
     handles: Vec<JoinHandle<()>>,
+    /// The rebuild of stale projections started with the workers, if any.
+    stale_rebuild: Option<JoinHandle<()>>,
 }
 
 impl Workers {
@@ -56,7 +58,7 @@ impl Workers {
         let mut workers = Self::start(store, projections, reactors);
         if !stale.is_empty() {
             let pool = store.pool().clone();
-            workers.handles.push(tokio::spawn(rebuild_stale(
+            workers.stale_rebuild = Some(tokio::spawn(rebuild_stale(
                 pool,
                 stale,
                 workers.shutdown.subscribe(),
@@ -116,6 +118,7 @@ impl Workers {
             shutdown,
             progress,
             handles,
+            stale_rebuild: None,
         }
     }
 
@@ -127,9 +130,18 @@ impl Workers {
     /// Stops the workers after their current batch (a rebuild of stale
     /// projections in progress is abandoned: its shadow tables are dropped
     /// by the next rebuild, the live tables were never touched).
+    /// Waits until the rebuild of stale projections started with the
+    /// workers has ended (at once when there was none). Whether it swapped
+    /// the tables in or failed shows in the projection's status.
+    pub async fn stale_rebuilt(&mut self) {
+        if let Some(handle) = self.stale_rebuild.take() {
+            let _ = handle.await;
+        }
+    }
+
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for handle in self.handles {
+        for handle in self.handles.into_iter().chain(self.stale_rebuild) {
             let _ = handle.await;
         }
     }

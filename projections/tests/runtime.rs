@@ -844,15 +844,19 @@ async fn a_tenant_read_sees_only_that_tenants_rows_on_superuser_and_ordinary_con
 #[tokio::test]
 async fn a_projection_whose_version_changed_is_found_stale_and_rebuilt() {
     // Proves: registering code of another version reports the projection
-    // stale; rebuilding records the new version.
-    struct Versioned(i32);
+    // stale; the workers started with that code rebuild it by themselves
+    // (every event replayed by the new code) and record the new version.
+    struct Versioned {
+        version: i32,
+        applied: AtomicU64,
+    }
     #[async_trait]
     impl Projection for Versioned {
         fn name(&self) -> &'static str {
             "stream_index"
         }
         fn version(&self) -> i32 {
-            self.0
+            self.version
         }
         fn tables(&self) -> &'static [&'static str] {
             StreamIndex.tables()
@@ -862,22 +866,34 @@ async fn a_projection_whose_version_changed_is_found_stale_and_rebuilt() {
             connection: &mut PgConnection,
             events: &[&StoredEvent],
         ) -> Result<(), ApplyError> {
-            StreamIndex.apply(connection, events).await
+            StreamIndex.apply(connection, events).await?;
+            self.applied
+                .fetch_add(events.len() as u64, Ordering::SeqCst);
+            Ok(())
         }
     }
     let db = TestDatabase::new().await;
     let store = db.store().clone();
     let tenant_id = tenant(&store).await;
     append(&store, tenant_id, 0, 10, 2, 10).await;
-    let v1: Arc<dyn Projection> = Arc::new(Versioned(1));
-    let v2: Arc<dyn Projection> = Arc::new(Versioned(2));
+    let v1: Arc<dyn Projection> = Arc::new(Versioned {
+        version: 1,
+        applied: AtomicU64::new(0),
+    });
+    let v2 = Arc::new(Versioned {
+        version: 2,
+        applied: AtomicU64::new(0),
+    });
     assert!(
         projections::status::register(store.pool(), std::slice::from_ref(&v1))
             .await
             .unwrap()
             .is_empty()
     );
-    let stale = projections::status::register(store.pool(), std::slice::from_ref(&v2))
+    catch_up(store.pool(), v1.as_ref(), None, BATCH_EVENTS_MAX)
+        .await
+        .unwrap();
+    let stale = projections::status::register(store.pool(), &[v2.clone() as Arc<dyn Projection>])
         .await
         .unwrap();
     assert_eq!(
@@ -887,11 +903,22 @@ async fn a_projection_whose_version_changed_is_found_stale_and_rebuilt() {
             .collect::<Vec<_>>(),
         [2]
     );
-    rebuild(store.pool(), v2.as_ref(), true).await.unwrap();
-    assert!(projections::status::register(store.pool(), &[v2])
-        .await
-        .unwrap()
-        .is_empty());
+    let mut workers = projections::worker::Workers::start_registered(
+        &store,
+        vec![v2.clone() as Arc<dyn Projection>],
+        vec![],
+    )
+    .await
+    .unwrap();
+    workers.stale_rebuilt().await;
+    workers.stop().await;
+    assert_eq!(v2.applied.load(Ordering::SeqCst), 10);
+    assert!(
+        projections::status::register(store.pool(), &[v2 as Arc<dyn Projection>])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let statuses = projections::status::status(store.pool(), &["stream_index"])
         .await
         .unwrap();
@@ -900,4 +927,5 @@ async fn a_projection_whose_version_changed_is_found_stale_and_rebuilt() {
     assert_eq!(statuses[0].checkpoint, 10);
     assert_eq!(statuses[0].events_behind, 0);
     assert_eq!(statuses[0].state, projections::status::State::Live);
+    assert_eq!(statuses[0].error, None);
 }
