@@ -6,7 +6,7 @@ use super::extract::{
     Tenant,
 };
 use super::read::tenant_read;
-use super::schema::{CommandAnswer, GrantIssuedAnswer};
+use super::schema::{GrantIssuedAnswer, RevokeAnswer};
 use super::AppState;
 use crate::requests::quota::{IssueGrant, RevokeGrant};
 use aggregates::quota::{
@@ -264,7 +264,7 @@ async fn get_grant(
     ),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Revoked", body = CommandAnswer),
+        (status = 200, description = "Revoked", body = RevokeAnswer),
         (status = 400, description = "grant_id is not a UUID", body = ErrorBody),
         (status = 404, description = "No such grant for this tenant", body = ErrorBody),
         (status = 422, description = "Already closed, a subscription grant, or key reused", body = ErrorBody),

@@ -7,7 +7,7 @@ use super::extract::{
     Tenant,
 };
 use super::read::tenant_read;
-use super::schema::{CommandAnswer, ConsumeAnswer};
+use super::schema::{ConsumeAnswer, ExpireAnswer, SeatsAnswer};
 use super::AppState;
 use crate::requests::quota::{ChangeSeats, ConsumeQuota, ExpireGrants};
 use aggregates::quota::{QuotaAccount, QuotaType, REFERENCE_LENGTH_MAX};
@@ -239,7 +239,7 @@ async fn change_seats(
     params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Allocated", body = CommandAnswer),
+        (status = 200, description = "Allocated", body = SeatsAnswer),
         (status = 429, description = "Not enough seats (0 while seats are over-allocated after a downgrade); details.available", body = ErrorBody),
     )
 )]
@@ -261,7 +261,7 @@ async fn allocate_seats(
     params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Released", body = CommandAnswer),
+        (status = 200, description = "Released", body = SeatsAnswer),
         (status = 422, description = "More than allocated", body = ErrorBody),
     )
 )]
@@ -286,7 +286,7 @@ async fn release_seats(
         ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
     ),
     security(("api_key" = [])),
-    responses((status = 200, description = "Expired (possibly none)", body = CommandAnswer))
+    responses((status = 200, description = "Expired (possibly none)", body = ExpireAnswer))
 )]
 async fn expire_grants(
     State(state): State<AppState>,

@@ -3,7 +3,7 @@
 use super::error::{outcome_response, ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, IdempotencyKeyHeader, Tenant};
 use super::read::tenant_read;
-use super::schema::CommandAnswer;
+use super::schema::SubscriptionAnswer;
 use super::AppState;
 use crate::requests::subscription::{CancelSubscription, ChangePlan, RenewSubscription, Subscribe};
 use aggregates::plan::Plan;
@@ -93,7 +93,7 @@ fn plan(state: &AppState, id: &str) -> Result<Plan, ApiError> {
     params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
     security(("api_key" = [])),
     responses(
-        (status = 201, description = "Subscribed; grants issued", body = CommandAnswer),
+        (status = 201, description = "Subscribed; grants issued", body = SubscriptionAnswer),
         (status = 400, description = "Invalid input or unknown plan (details.plans lists the valid ones)", body = ErrorBody),
         (status = 422, description = "Already subscribed, or key reused", body = ErrorBody),
     )
@@ -162,7 +162,7 @@ async fn get_subscription(
     params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Plan changed; grants revoked and issued", body = CommandAnswer),
+        (status = 200, description = "Plan changed; grants revoked and issued", body = SubscriptionAnswer),
         (status = 400, description = "Unknown plan", body = ErrorBody),
         (status = 404, description = "No active subscription", body = ErrorBody),
         (status = 422, description = "Already on that plan, the period has ended (`period_ended`: renew first), or key reused", body = ErrorBody),
@@ -191,7 +191,7 @@ async fn change_plan(
     params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Cancelled or scheduled", body = CommandAnswer),
+        (status = 200, description = "Cancelled or scheduled", body = SubscriptionAnswer),
         (status = 404, description = "No active subscription", body = ErrorBody),
         (status = 422, description = "Already scheduled, or key reused", body = ErrorBody),
     )
@@ -221,7 +221,7 @@ async fn cancel(
     params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Renewed (or ended)", body = CommandAnswer),
+        (status = 200, description = "Renewed (or ended)", body = SubscriptionAnswer),
         (status = 404, description = "No active subscription", body = ErrorBody),
         (status = 422, description = "The period has not ended (`period_not_ended`, details.period_end), or key reused", body = ErrorBody),
     )
