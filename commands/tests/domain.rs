@@ -701,15 +701,7 @@ async fn every_route_is_in_the_openapi_document_with_its_schemas() {
     // Proves: /openapi.json lists every route with request and response
     // schemas.
     let server = TestServer::start().await;
-    let openapi: Value = server
-        .client
-        .get(format!("{}/openapi.json", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi = server.openapi().await;
     let paths = &openapi["paths"];
     let expected = [
         ("/v1/subscription", "post"),
@@ -1375,15 +1367,7 @@ async fn every_command_answer_has_the_fields_its_documented_schema_gives() {
         ..Options::default()
     })
     .await;
-    let openapi: Value = server
-        .client
-        .get(format!("{}/openapi.json", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi = server.openapi().await;
     let acme = server.tenant("acme").await;
     let mut checked = Vec::new();
     let mut check = |path: &str, route: &str, answer: &support::app::Answer| {

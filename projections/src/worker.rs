@@ -127,9 +127,6 @@ impl Workers {
         self.progress.subscribe()
     }
 
-    /// Stops the workers after their current batch (a rebuild of stale
-    /// projections in progress is abandoned: its shadow tables are dropped
-    /// by the next rebuild, the live tables were never touched).
     /// Waits until the rebuild of stale projections started with the
     /// workers has ended (at once when there was none). Whether it swapped
     /// the tables in or failed shows in the projection's status.
@@ -139,6 +136,9 @@ impl Workers {
         }
     }
 
+    /// Stops the workers after their current batch (a rebuild of stale
+    /// projections in progress is abandoned: its shadow tables are dropped
+    /// by the next rebuild, the live tables were never touched).
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for handle in self.handles.into_iter().chain(self.stale_rebuild) {

@@ -170,18 +170,25 @@ async fn count(store: &EventStore, table: &str) -> i64 {
     count
 }
 
-/// A projection that records every (tenant, seq) it applies in `event_log`
-/// (whose key refuses a second application) and then, at random, kills its
-/// own connection: a crash between apply and commit. The server rolls the
-/// transaction back, as it would for a process killed there.
-struct CrashingLog {
-    seed: AtomicU64,
-    crashes: AtomicU64,
-    crashing: AtomicBool,
+/// What a test projection does after [`EventLog`] has written a batch,
+/// inside the batch's transaction.
+#[async_trait]
+trait AfterLog: Send + Sync {
+    async fn after(&self, connection: &mut PgConnection) -> Result<(), ApplyError>;
+}
+
+/// The `event_log` projection ([`EventLog`]), then `H` on every batch.
+struct Logged<H>(H);
+
+impl<H> std::ops::Deref for Logged<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        &self.0
+    }
 }
 
 #[async_trait]
-impl Projection for CrashingLog {
+impl<H: AfterLog + 'static> Projection for Logged<H> {
     fn name(&self) -> &'static str {
         "event_log"
     }
@@ -197,6 +204,23 @@ impl Projection for CrashingLog {
         events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
         EventLog::new().apply(connection, events).await?;
+        self.0.after(connection).await
+    }
+}
+
+/// After [`EventLog`] has recorded every (tenant, seq) it applies in
+/// `event_log` (whose key refuses a second application), at random, kills its
+/// own connection: a crash between apply and commit. The server rolls the
+/// transaction back, as it would for a process killed there.
+struct CrashingLog {
+    seed: AtomicU64,
+    crashes: AtomicU64,
+    crashing: AtomicBool,
+}
+
+#[async_trait]
+impl AfterLog for CrashingLog {
+    async fn after(&self, connection: &mut PgConnection) -> Result<(), ApplyError> {
         let mut seed = self.seed.load(Ordering::SeqCst);
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -231,11 +255,11 @@ async fn workers_killed_between_apply_and_commit_lose_and_double_nothing() {
             }
         }
     });
-    let log = Arc::new(CrashingLog {
+    let log = Arc::new(Logged(CrashingLog {
         seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
         crashes: AtomicU64::new(0),
         crashing: AtomicBool::new(true),
-    });
+    }));
     let mut timer = 0x2545_f491_4f6c_dd1d_u64;
     loop {
         let writing = !writer.is_finished();
@@ -300,7 +324,7 @@ async fn workers_killed_between_apply_and_commit_lose_and_double_nothing() {
     assert_eq!((streams, versions, last), (80, 5_000, 2_500));
 }
 
-/// [`EventLog`] whose first batch, once armed, waits inside the transaction
+/// After [`EventLog`], the first batch once armed waits inside the transaction
 /// (after writing its rows) until released: a worker caught holding its
 /// leases.
 struct Gated {
@@ -323,22 +347,8 @@ impl Gated {
 }
 
 #[async_trait]
-impl Projection for Gated {
-    fn name(&self) -> &'static str {
-        "event_log"
-    }
-    fn version(&self) -> i32 {
-        1
-    }
-    fn tables(&self) -> &'static [&'static str] {
-        &["event_log"]
-    }
-    async fn apply(
-        &self,
-        connection: &mut PgConnection,
-        events: &[&StoredEvent],
-    ) -> Result<(), ApplyError> {
-        EventLog::new().apply(connection, events).await?;
+impl AfterLog for Gated {
+    async fn after(&self, connection: &mut PgConnection) -> Result<(), ApplyError> {
         if self.armed.swap(false, Ordering::SeqCst) {
             let (backend,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
                 .fetch_one(&mut *connection)
@@ -373,7 +383,7 @@ async fn two_workers_share_a_projection_and_one_takes_over_when_the_other_dies()
         append(&store, tenant_id, 0, 300, 10, 100).await;
         tenants.push(tenant_id);
     }
-    let gated = Arc::new(Gated::new());
+    let gated = Arc::new(Logged(Gated::new()));
     let all = Limits {
         batch_events_max: 25,
         leases_max: 512,
@@ -626,9 +636,9 @@ async fn a_rebuild_under_writes_and_reads_swaps_in_a_table_equal_to_a_fresh_repl
     assert_eq!(schemas, 0);
 }
 
-/// The `event_log` projection, which on its first batch after being armed
-/// creates a new tenant and appends its first events: a tenant that appears
-/// while a rebuild is replaying.
+/// After [`EventLog`], the first batch once armed creates a new tenant and
+/// appends its first events: a tenant that appears while a rebuild is
+/// replaying.
 struct Interloper {
     store: EventStore,
     armed: AtomicBool,
@@ -636,22 +646,8 @@ struct Interloper {
 }
 
 #[async_trait]
-impl Projection for Interloper {
-    fn name(&self) -> &'static str {
-        "event_log"
-    }
-    fn version(&self) -> i32 {
-        1
-    }
-    fn tables(&self) -> &'static [&'static str] {
-        &["event_log"]
-    }
-    async fn apply(
-        &self,
-        connection: &mut PgConnection,
-        events: &[&StoredEvent],
-    ) -> Result<(), ApplyError> {
-        EventLog::new().apply(connection, events).await?;
+impl AfterLog for Interloper {
+    async fn after(&self, _: &mut PgConnection) -> Result<(), ApplyError> {
         if self.armed.swap(false, Ordering::SeqCst) {
             let newcomer = self.store.create_tenant("beta").await.unwrap().tenant_id;
             append(&self.store, newcomer, 0, 5, 5, 5).await;
@@ -672,11 +668,11 @@ async fn a_tenant_whose_first_events_come_during_a_rebuild_is_applied_once() {
     let acme = tenant(&store).await;
     // More than a rebuild leaves to its swap, so it makes a second pass.
     append(&store, acme, 0, 1_500, 10, 500).await;
-    let projection = Interloper {
+    let projection = Logged(Interloper {
         store: store.clone(),
         armed: AtomicBool::new(false),
         newcomer: Mutex::new(None),
-    };
+    });
     catch_up(store.pool(), &projection, None, BATCH_EVENTS_MAX)
         .await
         .unwrap();

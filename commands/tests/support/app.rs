@@ -143,6 +143,18 @@ impl TestServer {
         }
     }
 
+    /// The server's `/openapi.json`.
+    pub async fn openapi(&self) -> Value {
+        self.client
+            .get(format!("{}/openapi.json", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Applies every event appended so far to every projection (the
     /// single step that stands in for the workers when they are off).
     pub async fn catch_up(&self) {
