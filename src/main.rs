@@ -136,9 +136,10 @@ struct ReplayArgs {
     /// State after this tenant_seq.
     #[arg(long, conflicts_with = "as_of")]
     as_of_seq: Option<i64>,
-    /// State at this time (RFC 3339, e.g. 2026-11-21T12:00:00Z).
+    /// State at this time (RFC 3339, e.g. 2026-11-21T12:00:00Z; from
+    /// 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z).
     #[arg(long)]
-    as_of: Option<chrono::DateTime<chrono::Utc>>,
+    as_of: Option<aggregates::time::BoundedTime>,
     /// Print JSON instead of a readable summary.
     #[arg(long)]
     json: bool,
@@ -439,7 +440,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Replay(args) => {
             let as_of = match (args.as_of_seq, args.as_of) {
                 (Some(seq), _) => replay::as_of::AsOf::Seq(seq),
-                (None, Some(time)) => replay::as_of::AsOf::Time(time),
+                (None, Some(time)) => replay::as_of::AsOf::Time(time.get()),
                 (None, None) => replay::as_of::AsOf::Head,
             };
             let report = match (&args.file, args.tenant) {

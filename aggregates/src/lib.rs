@@ -14,6 +14,8 @@
 //! - `plan`: the plan catalog.
 //! - `quota`: the quota aggregate (grants, consumption, seats, expiry).
 //! - `subscription`: the subscription aggregate.
+//! - `text`, `time`: client text and times, bounded to what every store of
+//!   the ledger holds (checked at the edge and again in each decision).
 
 pub mod decide;
 pub mod ids;
@@ -22,6 +24,8 @@ pub mod money;
 pub mod plan;
 pub mod quota;
 pub mod subscription;
+pub mod text;
+pub mod time;
 
 pub use decide::{handle_by_deciding, Decide, Rejection, RejectionKind};
 pub use ids::{GrantId, TenantId};

@@ -86,7 +86,15 @@ pub enum CatalogError {
     Empty,
     #[error("plan {0:?}: the period must be 1 to 120 months")]
     Period(String),
+    #[error("plan id {id:?}: {error}")]
+    InvalidId {
+        id: String,
+        error: crate::text::TextError,
+    },
 }
+
+/// Longest plan id, in characters (ids are recorded in events).
+pub const PLAN_ID_LENGTH_MAX: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +158,9 @@ impl PlanCatalog {
         }
         let mut plans = BTreeMap::new();
         for plan in file.plans {
+            if let Err(error) = crate::text::check(&plan.id, PLAN_ID_LENGTH_MAX) {
+                return Err(CatalogError::InvalidId { id: plan.id, error });
+            }
             if !(1..=120).contains(&plan.period_months) {
                 return Err(CatalogError::Period(plan.id));
             }
@@ -229,6 +240,24 @@ mod tests {
                 r#"{"plans": [{"id": "a", "seats": -1, "runs": 1, "credits": 1}]}"#
             ),
             Err(CatalogError::Format(_))
+        ));
+        assert!(matches!(
+            PlanCatalog::from_json(
+                r#"{"plans": [{"id": "a\u0000b", "seats": 1, "runs": 1, "credits": 1}]}"#
+            ),
+            Err(CatalogError::InvalidId { id, error: crate::text::TextError::ControlCharacter { code_point: 0, index: 1 } }) if id == "a\u{0}b"
+        ));
+        assert!(matches!(
+            PlanCatalog::from_json(&format!(
+                r#"{{"plans": [{{"id": "{}", "seats": 1, "runs": 1, "credits": 1}}]}}"#,
+                "p".repeat(PLAN_ID_LENGTH_MAX + 1)
+            )),
+            Err(CatalogError::InvalidId {
+                error: crate::text::TextError::TooLong {
+                    max_chars: PLAN_ID_LENGTH_MAX
+                },
+                ..
+            })
         ));
     }
 }

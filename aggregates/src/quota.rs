@@ -542,8 +542,10 @@ pub enum QuotaError {
     },
     #[error("this quota belongs to {expected}, not {requested}")]
     WrongHolder { expected: String, requested: String },
-    #[error("reference must be at most {REFERENCE_LENGTH_MAX} characters")]
-    ReferenceTooLong,
+    #[error("reference {0}")]
+    InvalidReference(crate::text::TextError),
+    #[error(transparent)]
+    TimeOutOfRange(#[from] crate::time::TimeOutOfRange),
     #[error("a quota holds at most {OPEN_GRANTS_MAX} open grants")]
     TooManyGrants,
     #[error(
@@ -591,7 +593,8 @@ impl Rejection for QuotaError {
             | Self::OnlySeatsAllocate
             | Self::WrongQuota { .. }
             | Self::WrongHolder { .. }
-            | Self::ReferenceTooLong => RejectionKind::Invalid,
+            | Self::InvalidReference(_)
+            | Self::TimeOutOfRange(_) => RejectionKind::Invalid,
             Self::GrantExists(_)
             | Self::GrantClosed { .. }
             | Self::SubscriptionGrant(_)
@@ -619,7 +622,8 @@ impl Rejection for QuotaError {
             Self::ReleaseExceedsAllocated { .. } => "release_exceeds_allocated",
             Self::WrongQuota { .. } => "wrong_quota",
             Self::WrongHolder { .. } => "wrong_holder",
-            Self::ReferenceTooLong => "invalid_reference",
+            Self::InvalidReference(_) => "invalid_reference",
+            Self::TimeOutOfRange(_) => "time_out_of_range",
             Self::TooManyGrants => "too_many_grants",
             Self::Overflow => "amount_overflow",
             Self::Overdraft(_) => "account_overdraft",
@@ -651,6 +655,7 @@ impl Rejection for QuotaError {
             }
             Self::Overflow => json!({"max": i64::MAX}),
             Self::Overdraft(account) => json!({"account": account}),
+            Self::TimeOutOfRange(error) => json!({"field": error.field}),
             _ => serde_json::Value::Null,
         }
     }
@@ -1000,7 +1005,9 @@ impl Quota {
         if terms.amount.is_some_and(Amount::is_zero) {
             return Err(QuotaError::AmountNotPositive);
         }
+        crate::time::check("effective_at", terms.effective_at)?;
         if let Some(expires) = terms.expires_at {
+            crate::time::check("expires_at", expires)?;
             if expires <= terms.effective_at {
                 return Err(QuotaError::ExpiryBeforeEffect);
             }
@@ -1119,11 +1126,9 @@ impl Quota {
         if amount.is_zero() {
             return Err(QuotaError::AmountNotPositive);
         }
-        if reference
-            .as_ref()
-            .is_some_and(|reference| reference.chars().count() > REFERENCE_LENGTH_MAX)
-        {
-            return Err(QuotaError::ReferenceTooLong);
+        if let Some(reference) = &reference {
+            crate::text::check(reference, REFERENCE_LENGTH_MAX)
+                .map_err(QuotaError::InvalidReference)?;
         }
         let mut decision = Decision::new(self);
         decision.expire_due(quota, at, &[])?;
@@ -1889,7 +1894,73 @@ mod tests {
                 reference: Some("r".repeat(201)),
                 at: at(1),
             })
-            .then_expect_error(QuotaError::ReferenceTooLong);
+            .then_expect_error(QuotaError::InvalidReference(
+                crate::text::TextError::TooLong {
+                    max_chars: REFERENCE_LENGTH_MAX,
+                },
+            ));
+    }
+
+    #[test]
+    fn references_with_control_characters_are_rejected_and_consume_nothing() {
+        let grant = terms(1, GrantSource::Purchase, Some(5));
+        for (reference, code_point, index) in [("run\u{0}1", 0, 3), ("\u{1b}[31m", 0x1b, 0)] {
+            Given::with(())
+                .given(vec![issued(QuotaType::Credits, grant.clone())])
+                .when(QuotaCommand::Consume {
+                    quota: QuotaType::Credits,
+                    amount: units(1),
+                    reference: Some(reference.to_string()),
+                    at: at(1),
+                })
+                .then_expect_error(QuotaError::InvalidReference(
+                    crate::text::TextError::ControlCharacter { code_point, index },
+                ));
+        }
+    }
+
+    #[test]
+    fn grant_times_outside_the_storable_range_are_rejected_naming_the_field() {
+        let ancient: DateTime<Utc> = "-5000-01-01T00:00:00Z".parse().unwrap();
+        let mut early = terms(1, GrantSource::Purchase, Some(5));
+        early.effective_at = ancient;
+        Given::with(())
+            .given_no_previous_events()
+            .when(QuotaCommand::IssueGrant {
+                quota: QuotaType::Credits,
+                account: None,
+                terms: early,
+                at: at(1),
+            })
+            .then_expect_error(QuotaError::TimeOutOfRange(crate::time::TimeOutOfRange {
+                field: "effective_at",
+            }));
+        let mut late = terms(1, GrantSource::Purchase, Some(5));
+        late.expires_at = Some(crate::time::TIME_MAX + chrono::Duration::microseconds(1));
+        Given::with(())
+            .given_no_previous_events()
+            .when(QuotaCommand::IssueGrant {
+                quota: QuotaType::Credits,
+                account: None,
+                terms: late,
+                at: at(1),
+            })
+            .then_expect_error(QuotaError::TimeOutOfRange(crate::time::TimeOutOfRange {
+                field: "expires_at",
+            }));
+        let mut last = terms(1, GrantSource::Purchase, Some(5));
+        last.expires_at = Some(crate::time::TIME_MAX);
+        assert_eq!(
+            Quota::default()
+                .decide(QuotaCommand::IssueGrant {
+                    quota: QuotaType::Credits,
+                    account: None,
+                    terms: last,
+                    at: at(1),
+                })
+                .map(|events| events.len()),
+            Ok(1)
+        );
     }
 
     #[test]

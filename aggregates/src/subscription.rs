@@ -99,6 +99,8 @@ pub enum SubscriptionError {
     SamePlan(String),
     #[error("trial_ends_at must be in the future")]
     TrialEndInThePast,
+    #[error(transparent)]
+    TimeOutOfRange(#[from] crate::time::TimeOutOfRange),
     #[error("the cancellation is already scheduled for the end of the period")]
     AlreadyScheduled,
     #[error("the period end is out of range")]
@@ -113,7 +115,7 @@ impl Rejection for SubscriptionError {
     fn kind(&self) -> RejectionKind {
         match self {
             Self::NotSubscribed => RejectionKind::NotFound,
-            Self::TrialEndInThePast => RejectionKind::Invalid,
+            Self::TrialEndInThePast | Self::TimeOutOfRange(_) => RejectionKind::Invalid,
             Self::AlreadySubscribed(_)
             | Self::SamePlan(_)
             | Self::AlreadyScheduled
@@ -129,6 +131,7 @@ impl Rejection for SubscriptionError {
             Self::NotSubscribed => "not_subscribed",
             Self::SamePlan(_) => "same_plan",
             Self::TrialEndInThePast => "invalid_trial_end",
+            Self::TimeOutOfRange(_) => "time_out_of_range",
             Self::AlreadyScheduled => "cancellation_scheduled",
             Self::PeriodOutOfRange => "period_out_of_range",
             Self::PeriodNotEnded { .. } => "period_not_ended",
@@ -142,6 +145,7 @@ impl Rejection for SubscriptionError {
             Self::PeriodNotEnded { period_end } | Self::PeriodEnded { period_end } => {
                 json!({"period_end": period_end})
             }
+            Self::TimeOutOfRange(error) => json!({"field": error.field}),
             _ => serde_json::Value::Null,
         }
     }
@@ -168,6 +172,7 @@ pub struct Subscription {
 fn period_end(plan: &Plan, start: DateTime<Utc>) -> Result<DateTime<Utc>, SubscriptionError> {
     start
         .checked_add_months(Months::new(plan.period_months))
+        .filter(|end| crate::time::in_range(*end))
         .ok_or(SubscriptionError::PeriodOutOfRange)
 }
 
@@ -250,6 +255,9 @@ impl Decide for Subscription {
             } => {
                 if let Some(active) = &self.active {
                     return Err(SubscriptionError::AlreadySubscribed(active.plan.id.clone()));
+                }
+                if let Some(trial_end) = trial_ends_at {
+                    crate::time::check("trial_ends_at", trial_end)?;
                 }
                 if trial_ends_at.is_some_and(|trial_end| trial_end <= at) {
                     return Err(SubscriptionError::TrialEndInThePast);
@@ -387,6 +395,22 @@ mod tests {
                 at: at(2),
             })
             .then_expect_error(SubscriptionError::TrialEndInThePast);
+    }
+
+    #[test]
+    fn a_trial_ending_past_the_storable_range_is_rejected_naming_the_field() {
+        Given::with(())
+            .given_no_previous_events()
+            .when(SubscriptionCommand::Subscribe {
+                plan: plan("hobby_v3"),
+                trial_ends_at: Some(crate::time::TIME_MAX + chrono::Duration::seconds(1)),
+                at: at(2),
+            })
+            .then_expect_error(SubscriptionError::TimeOutOfRange(
+                crate::time::TimeOutOfRange {
+                    field: "trial_ends_at",
+                },
+            ));
     }
 
     #[test]

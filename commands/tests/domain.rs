@@ -1,6 +1,8 @@
 //! Subscriptions, grants, quota consumption and the journal, end to end over
 //! HTTP against the real server and a real PostgreSQL.
 
+#[path = "inputs/mod.rs"]
+mod inputs;
 mod support;
 
 use chrono::{DateTime, Duration, Months, Utc};

@@ -2,10 +2,10 @@
 //! folded from its events (not from read tables).
 
 use crate::as_of::{replay_tenant, AsOf};
+use aggregates::time::BoundedTime;
 use aggregates::TenantId;
 use axum::extract::State;
 use axum::Json;
-use chrono::{DateTime, Utc};
 use commands::http::error::{ApiError, ErrorBody};
 use commands::http::extract::{ApiQuery, Tenant};
 use commands::http::AppState;
@@ -25,8 +25,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct ReplayQuery {
     /// State after this tenant_seq (default: the head).
     pub as_of_seq: Option<i64>,
-    /// State at this time (RFC 3339); not with as_of_seq.
-    pub as_of: Option<DateTime<Utc>>,
+    /// State at this time (RFC 3339, 1970-01-01T00:00:00Z to
+    /// 9999-12-31T23:59:59.999999Z); not with as_of_seq.
+    #[param(value_type = Option<DateTime<Utc>>)]
+    pub as_of: Option<BoundedTime>,
 }
 
 /// The tenant's subscription, quotas with grants and availability, account
@@ -57,7 +59,7 @@ async fn replay(
             return Err(ApiError::bad_request("as_of_seq: must be 0 or more"))
         }
         (Some(seq), None) => AsOf::Seq(seq),
-        (None, Some(time)) => AsOf::Time(time),
+        (None, Some(time)) => AsOf::Time(time.get()),
         (None, None) => AsOf::Head,
     };
     let pool = state.store.pool().clone();

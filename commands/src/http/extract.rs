@@ -151,6 +151,10 @@ fn invalid_key(error: InvalidIdempotencyKey) -> ApiError {
 
 /// A JSON body; every failure answers in the error envelope (400, or 413 over
 /// the body limit).
+///
+/// An empty body reads as `{}`: a route whose body has no required field
+/// needs none, and one with required fields answers 400 naming the first
+/// missing one.
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
@@ -162,6 +166,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .extensions()
             .get::<BodyLimit>()
             .map_or(0, |limit| limit.0);
+        if axum::body::HttpBody::size_hint(request.body()).exact() == Some(0) {
+            let empty = serde_json::Value::Object(serde_json::Map::new());
+            return serde_path_to_error::deserialize(empty)
+                .map(Self)
+                .map_err(|error| ApiError::bad_request(error.to_string()));
+        }
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(rejection, limit_bytes)),

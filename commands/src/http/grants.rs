@@ -12,11 +12,11 @@ use crate::requests::quota::{IssueGrant, RevokeGrant};
 use aggregates::quota::{
     parse_quota_aggregate_id, GrantSource, QuotaAccount, QuotaType, PRIORITY_DEFAULT, PRIORITY_MAX,
 };
+use aggregates::time::BoundedTime;
 use aggregates::{GrantId, TenantId};
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use chrono::{DateTime, Utc};
 use projections::quota::{self as quota_read, GrantRow};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -61,12 +61,15 @@ pub struct GrantBody {
     #[serde(default)]
     pub priority: Option<u8>,
     /// When the grant becomes usable; default now. It does not change the
-    /// grant's age in the burn-down order, which is issue order.
+    /// grant's age in the burn-down order, which is issue order. RFC 3339,
+    /// 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z.
     #[serde(default)]
-    pub effective_at: Option<DateTime<Utc>>,
-    /// When it expires; default never.
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub effective_at: Option<BoundedTime>,
+    /// When it expires; default never. Same range as `effective_at`.
     #[serde(default)]
-    pub expires_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub expires_at: Option<BoundedTime>,
     /// A quota account of the tenant (an end user, a project); default the tenant itself.
     #[serde(default)]
     pub account: Option<String>,
@@ -153,8 +156,8 @@ async fn issue_grant(
         },
         amount: amount.map(|amount| amount.0),
         priority,
-        effective_at: body.effective_at,
-        expires_at: body.expires_at,
+        effective_at: body.effective_at.map(BoundedTime::get),
+        expires_at: body.expires_at.map(BoundedTime::get),
     };
     Ok(outcome_response(
         state.bus.execute(tenant_id, key, request).await?,

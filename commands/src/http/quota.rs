@@ -11,6 +11,7 @@ use super::schema::{ConsumeAnswer, ExpireAnswer, SeatsAnswer};
 use super::AppState;
 use crate::requests::quota::{ChangeSeats, ConsumeQuota, ExpireGrants};
 use aggregates::quota::{QuotaAccount, QuotaType, REFERENCE_LENGTH_MAX};
+use aggregates::text::Text;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
@@ -35,9 +36,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct ConsumeBody {
     /// Units to consume, a positive integer.
     pub amount: PositiveAmount,
-    /// An external reference (a run id), at most 200 characters.
+    /// An external reference (a run id): 1-200 characters, no control
+    /// characters.
     #[serde(default)]
-    pub reference: Option<String>,
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    pub reference: Option<Text<REFERENCE_LENGTH_MAX>>,
     /// A quota account of the tenant; default the tenant itself.
     #[serde(default)]
     pub account: Option<String>,
@@ -193,20 +196,11 @@ async fn consume(
             "seats are allocated and released, not consumed",
         ));
     }
-    if body
-        .reference
-        .as_ref()
-        .is_some_and(|reference| reference.chars().count() > REFERENCE_LENGTH_MAX)
-    {
-        return Err(ApiError::bad_request(format!(
-            "reference: at most {REFERENCE_LENGTH_MAX} characters"
-        )));
-    }
     let request = ConsumeQuota {
         quota,
         account: quota_account(body.account.as_deref())?,
         amount: body.amount.0,
-        reference: body.reference,
+        reference: body.reference.map(Text::into_string),
     };
     Ok(outcome_response(
         state.bus.execute(tenant_id, key, request).await?,

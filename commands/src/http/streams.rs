@@ -4,6 +4,11 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiQuery, Tenant};
 use super::read::tenant_read;
 use super::AppState;
+use aggregates::text::Text;
+
+/// An aggregate type or id in a query: 1-200 characters, no control
+/// characters (longer than any the ledger writes).
+type StreamText = Text<200>;
 use axum::extract::State;
 use axum::Json;
 use projections::stream_index::{self, Stream};
@@ -21,10 +26,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct StreamsQuery {
     /// Only streams of this aggregate type.
-    aggregate_type: Option<String>,
+    #[param(value_type = Option<String>, min_length = 1, max_length = 200)]
+    aggregate_type: Option<StreamText>,
     /// Continue after this stream (with `after_id`), from `next` of the previous page.
-    after_type: Option<String>,
-    after_id: Option<String>,
+    #[param(value_type = Option<String>, min_length = 1, max_length = 200)]
+    after_type: Option<StreamText>,
+    #[param(value_type = Option<String>, min_length = 1, max_length = 200)]
+    after_id: Option<StreamText>,
     /// Page size, 1-1000 (default 100).
     limit: Option<i64>,
     /// Wait until the projection has applied this tenant_seq (read-your-writes).
@@ -75,11 +83,13 @@ async fn list_streams(
         )));
     }
     let after = match (query.after_type, query.after_id) {
-        (Some(after_type), Some(after_id)) => Some((after_type, after_id)),
+        (Some(after_type), Some(after_id)) => {
+            Some((after_type.into_string(), after_id.into_string()))
+        }
         (None, None) => None,
         _ => return Err(ApiError::bad_request("after_type and after_id go together")),
     };
-    let aggregate_type = query.aggregate_type;
+    let aggregate_type = query.aggregate_type.map(Text::into_string);
     let (streams, projection_seq) = tenant_read(
         &state,
         tenant_id,

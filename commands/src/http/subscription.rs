@@ -6,12 +6,14 @@ use super::read::tenant_read;
 use super::schema::SubscriptionAnswer;
 use super::AppState;
 use crate::requests::subscription::{CancelSubscription, ChangePlan, RenewSubscription, Subscribe};
-use aggregates::plan::Plan;
+use aggregates::plan::{Plan, PLAN_ID_LENGTH_MAX};
 use aggregates::subscription::CancelAt;
+use aggregates::text::Text;
+use aggregates::time::BoundedTime;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use projections::subscriptions::{self, SubscriptionRow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -31,16 +33,20 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct SubscribeBody {
     /// A plan of the catalog (`hobby_v3`, `team_v4`, `scale_v1`, `enterprise_v1` by default).
-    pub plan: String,
-    /// End of a trial, if any; must be in the future.
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub plan: Text<PLAN_ID_LENGTH_MAX>,
+    /// End of a trial, if any; must be in the future (RFC 3339, at most
+    /// 9999-12-31T23:59:59.999999Z).
     #[serde(default)]
-    pub trial_ends_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub trial_ends_at: Option<BoundedTime>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePlanBody {
-    pub plan: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub plan: Text<PLAN_ID_LENGTH_MAX>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -105,8 +111,8 @@ async fn subscribe(
     ApiJson(body): ApiJson<SubscribeBody>,
 ) -> Result<Response, ApiError> {
     let request = Subscribe {
-        plan: plan(&state, &body.plan)?,
-        trial_ends_at: body.trial_ends_at,
+        plan: plan(&state, body.plan.as_str())?,
+        trial_ends_at: body.trial_ends_at.map(BoundedTime::get),
     };
     Ok(outcome_response(
         state.bus.execute(tenant_id, key, request).await?,
@@ -175,7 +181,7 @@ async fn change_plan(
     ApiJson(body): ApiJson<ChangePlanBody>,
 ) -> Result<Response, ApiError> {
     let request = ChangePlan {
-        plan: plan(&state, &body.plan)?,
+        plan: plan(&state, body.plan.as_str())?,
     };
     Ok(outcome_response(
         state.bus.execute(tenant_id, key, request).await?,

@@ -3,11 +3,13 @@
 use super::error::{ApiError, ErrorBody, REPLAYED_HEADER};
 use super::extract::{Admin, ApiJson, ApiPath, IdempotencyKeyHeader};
 use super::AppState;
+use aggregates::text::Text;
 use aggregates::TenantId;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use eventstore::tenants::TENANT_NAME_LENGTH_MAX;
 use eventstore::{Fingerprint, KeyIssue, TenantCreation, TenantError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -25,8 +27,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
-    /// Name of the business, 1-200 characters.
-    pub name: String,
+    /// Name of the business, 1-200 characters, no control characters.
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    pub name: Text<TENANT_NAME_LENGTH_MAX>,
 }
 
 /// A created tenant and its API key. The key is shown only in the first
@@ -67,10 +70,11 @@ async fn create_tenant(
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     ApiJson(request): ApiJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
-    let fingerprint = Fingerprint::of("create_tenant", &json!({"name": request.name.trim()}))?;
+    let name = request.name.as_str();
+    let fingerprint = Fingerprint::of("create_tenant", &json!({"name": name.trim()}))?;
     let creation = state
         .store
-        .create_tenant_idempotent(&request.name, &key, &fingerprint)
+        .create_tenant_idempotent(name, &key, &fingerprint)
         .await
         .map_err(|error| match error {
             TenantError::InvalidName => ApiError::bad_request(error.to_string()),
