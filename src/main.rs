@@ -38,6 +38,12 @@ enum Command {
     Project(ProjectArgs),
     /// Rebuild projections into shadow tables and swap them in, while the
     /// live tables keep serving.
+    ///
+    /// A tenant whose event a projection cannot apply is held back at that
+    /// event (named, with its seq and the error) and every other tenant is
+    /// rebuilt and swapped in; the exit status is then 1. A projection that
+    /// can apply no tenant at all is not swapped in (exit 2), and neither
+    /// is anything when the database fails midway.
     Rebuild(RebuildArgs),
     /// Verify hash chains, seqs, chain heads, that every event is what its
     /// aggregate decides from the state before it, and every projection
@@ -177,7 +183,7 @@ struct RebuildArgs {
     /// their tables were built with.
     #[arg(long)]
     stale: bool,
-    /// Print a JSON summary (events, seconds, events/s).
+    /// Print a JSON summary (events, seconds, events/s, tenants held back).
     #[arg(long)]
     json: bool,
 }
@@ -409,6 +415,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     report.seconds,
                     report.events_per_s
                 );
+                for held in &report.held_back {
+                    println!(
+                        "{}: tenant {} held back at tenant_seq {}: {}",
+                        held.projection, held.tenant_id, held.tenant_seq, held.error
+                    );
+                }
+            }
+            if !report.held_back.is_empty() {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Verify(args) => {

@@ -11,13 +11,14 @@
 
 use crate::progress::Progress;
 use crate::runtime::{
-    advance, covering_ranges, ensure_checkpoints, use_schema, Advance, Projection, ProjectionError,
+    advance, at_event, covering_ranges, ensure_checkpoints, use_schema, Advance, ApplyError,
+    Projection, ProjectionError,
 };
 use aggregates::TenantId;
 use eventstore::{EventStore, StoredEvent, TenantRange};
 use futures_util::future::join_all;
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -32,14 +33,16 @@ const PAGES_AHEAD: usize = 2;
 
 /// Replays into the tables of `schema`, for each projection, every tenant's
 /// events after the projection's checkpoint there up to `until` (per
-/// projection, per tenant). Returns the events read.
+/// projection, per tenant). Returns the events read and the tenants each
+/// projection could not apply (held back at the event refused; the other
+/// tenants are replayed all the same).
 pub(crate) async fn replay(
     pool: &PgPool,
     projections: &[&dyn Projection],
     schema: &str,
     until: &[HashMap<TenantId, i64>],
     progress: &mut Progress,
-) -> Result<u64, ProjectionError> {
+) -> Result<(u64, Vec<HeldBack>), ProjectionError> {
     // What to read: per tenant, from the lowest checkpoint to the highest bound.
     // Every tenant with events gets its checkpoint rows first (at 0), so that
     // a tenant whose first event came after an earlier pass is checkpointed
@@ -76,7 +79,7 @@ pub(crate) async fn replay(
         })
     }));
     if ranges.is_empty() {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
 
     let mut senders = Vec::with_capacity(projections.len());
@@ -99,10 +102,11 @@ pub(crate) async fn replay(
         read_pages(pool, ranges, senders, progress),
         join_all(appliers)
     );
+    let mut held_back = Vec::new();
     for result in applied {
-        result?;
+        held_back.extend(result?);
     }
-    read
+    Ok((read?, held_back))
 }
 
 /// Reads `ranges` page by page and hands every page to every applier.
@@ -147,33 +151,84 @@ async fn read_pages(
 }
 
 /// One projection's applier: each page past its checkpoints and up to its
-/// bounds, applied and checkpointed in one transaction.
+/// bounds, applied and checkpointed in one transaction. When the projection
+/// refuses a page, the page is applied tenant by tenant instead; a tenant
+/// it refuses is held back at the event refused (its earlier events
+/// applied one by one) and left out of later pages, and every other tenant
+/// goes on. Returns the tenants held back.
 async fn apply_pages(
     pool: &PgPool,
     projection: &dyn Projection,
     schema: &str,
-    mut checkpoints: HashMap<TenantId, i64>,
+    checkpoints: HashMap<TenantId, i64>,
     until: &HashMap<TenantId, i64>,
     mut pages: mpsc::Receiver<Arc<Vec<StoredEvent>>>,
-) -> Result<(), ProjectionError> {
+) -> Result<Vec<HeldBack>, ProjectionError> {
+    let mut applier = Applier {
+        pool,
+        projection,
+        schema,
+        checkpoints,
+        held_back: BTreeMap::new(),
+    };
     while let Some(page) = pages.recv().await {
         let slice: Vec<&StoredEvent> = page
             .iter()
             .filter(|event| {
-                event.tenant_seq > checkpoints.get(&event.tenant_id).copied().unwrap_or(0)
+                !applier.held_back.contains_key(&event.tenant_id)
+                    && event.tenant_seq > applier.checkpoint(event.tenant_id)
                     && event.tenant_seq <= until.get(&event.tenant_id).copied().unwrap_or(0)
             })
             .collect();
-        let Some(first) = slice.first() else {
+        if slice.is_empty() {
             continue;
-        };
-        let first_tenant = first.tenant_id;
+        }
+        if let Err(refusal) = applier.apply(&slice).await? {
+            applier.apply_tenant_by_tenant(&slice, refusal).await?;
+        }
+    }
+    Ok(applier.held_back.into_values().collect())
+}
+
+/// A tenant a projection's replay could not apply: held back at the event
+/// it refused, the events before it applied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeldBack {
+    pub projection: String,
+    pub tenant_id: TenantId,
+    /// The event refused.
+    pub tenant_seq: i64,
+    pub error: String,
+}
+
+/// One projection's applier of a bulk replay.
+struct Applier<'a> {
+    pool: &'a PgPool,
+    projection: &'a dyn Projection,
+    schema: &'a str,
+    checkpoints: HashMap<TenantId, i64>,
+    held_back: BTreeMap<TenantId, HeldBack>,
+}
+
+impl Applier<'_> {
+    fn checkpoint(&self, tenant_id: TenantId) -> i64 {
+        self.checkpoints.get(&tenant_id).copied().unwrap_or(0)
+    }
+
+    /// Applies `slice` (consecutive runs per tenant, starting right after
+    /// each checkpoint) and advances the checkpoints, in one transaction.
+    /// The outer error is operational; the inner one is the projection's
+    /// refusal (rolled back).
+    async fn apply(
+        &mut self,
+        slice: &[&StoredEvent],
+    ) -> Result<Result<(), ApplyError>, ProjectionError> {
         let mut advances: HashMap<TenantId, Advance> = HashMap::new();
-        for event in &slice {
+        for event in slice {
             let expected = advances
                 .get(&event.tenant_id)
                 .map(|advance| advance.last_seq)
-                .unwrap_or_else(|| checkpoints.get(&event.tenant_id).copied().unwrap_or(0));
+                .unwrap_or_else(|| self.checkpoint(event.tenant_id));
             if event.tenant_seq != expected + 1 {
                 return Err(eventstore::StoreError::Corrupt(format!(
                     "tenant {}: event {} follows {}",
@@ -185,28 +240,104 @@ async fn apply_pages(
                 event.tenant_id,
                 Advance {
                     tenant_id: event.tenant_id,
-                    projection: projection.name(),
+                    projection: self.projection.name(),
                     last_seq: event.tenant_seq,
                     last_recorded_at: event.recorded_at,
                 },
             );
         }
-        let mut transaction = pool.begin().await?;
-        use_schema(&mut transaction, schema).await?;
-        projection
-            .apply(&mut transaction, &slice)
-            .await
-            .map_err(|error| ProjectionError::Apply {
-                projection: projection.name().to_string(),
-                tenant_id: first_tenant,
-                error,
-            })?;
+        let mut transaction = self.pool.begin().await?;
+        use_schema(&mut transaction, self.schema).await?;
+        if let Err(refusal) = self.projection.apply(&mut transaction, slice).await {
+            transaction.rollback().await?;
+            return match refusal {
+                ApplyError::Database(error) if eventstore::error::is_unavailable(&error) => {
+                    Err(error.into())
+                }
+                refusal => Ok(Err(at_event(slice, refusal))),
+            };
+        }
         let advances: Vec<Advance> = advances.into_values().collect();
         advance(&mut transaction, &advances).await?;
         transaction.commit().await?;
         for advanced in advances {
-            checkpoints.insert(advanced.tenant_id, advanced.last_seq);
+            self.checkpoints
+                .insert(advanced.tenant_id, advanced.last_seq);
         }
+        Ok(Ok(()))
     }
-    Ok(())
+
+    /// After `slice` was refused: each tenant's run alone; a run refused
+    /// again is applied one event at a time up to the event refused, and
+    /// its tenant held back there.
+    async fn apply_tenant_by_tenant(
+        &mut self,
+        slice: &[&StoredEvent],
+        refusal: ApplyError,
+    ) -> Result<(), ProjectionError> {
+        let mut tenants: Vec<TenantId> = slice.iter().map(|event| event.tenant_id).collect();
+        tenants.dedup();
+        let runs: Vec<Vec<&StoredEvent>> = if tenants.len() == 1 {
+            vec![slice.to_vec()]
+        } else {
+            tenants
+                .iter()
+                .map(|tenant_id| {
+                    slice
+                        .iter()
+                        .copied()
+                        .filter(|event| event.tenant_id == *tenant_id)
+                        .collect()
+                })
+                .collect()
+        };
+        let mut refusal = Some(refusal);
+        for run in runs {
+            let run_refusal = if tenants.len() == 1 {
+                refusal.take()
+            } else {
+                self.apply(&run).await?.err()
+            };
+            let Some(run_refusal) = run_refusal else {
+                continue;
+            };
+            let (tenant_seq, error) = self.locate(&run, run_refusal).await?;
+            let tenant_id = run[0].tenant_id;
+            self.held_back.insert(
+                tenant_id,
+                HeldBack {
+                    projection: self.projection.name().to_string(),
+                    tenant_id,
+                    tenant_seq,
+                    error,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies one tenant's `run` one event at a time up to the one refused:
+    /// its seq and the refusal.
+    async fn locate(
+        &mut self,
+        run: &[&StoredEvent],
+        refusal: ApplyError,
+    ) -> Result<(i64, String), ProjectionError> {
+        for event in run {
+            if let Err(refusal) = self.apply(&[*event]).await? {
+                return Ok(match refusal {
+                    ApplyError::Event {
+                        tenant_seq,
+                        message,
+                    } => (tenant_seq, message),
+                    ApplyError::Database(error) => (event.tenant_seq, error.to_string()),
+                });
+            }
+        }
+        // Refused together, applied one by one: name the first event.
+        Ok((
+            run.first().map_or(0, |event| event.tenant_seq),
+            refusal.to_string(),
+        ))
+    }
 }

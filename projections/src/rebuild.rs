@@ -15,10 +15,11 @@
 //! drops the shadow schema and leaves the live tables untouched.
 
 use crate::bulk;
+pub use crate::bulk::HeldBack;
 use crate::progress::Progress;
 use crate::runtime::{
-    apply_leases, catch_up, ensure_checkpoints, lease, lock_key, use_schema, Projection,
-    ProjectionError, BATCH_EVENTS_MAX, LEASES_MAX, LOCK_NAMESPACE,
+    apply_leases, catch_up, ensure_checkpoints, lease, lock_key, use_schema, ApplyError,
+    Projection, ProjectionError, BATCH_EVENTS_MAX, LEASES_MAX, LOCK_NAMESPACE,
 };
 use crate::status::{set_state, State};
 use aggregates::TenantId;
@@ -53,6 +54,10 @@ pub struct RebuildReport {
     pub events: u64,
     pub seconds: f64,
     pub events_per_s: f64,
+    /// Tenants a projection could not apply: swapped in held back at the
+    /// event refused (as the live workers hold them), every other tenant
+    /// rebuilt. Empty when the rebuild is complete.
+    pub held_back: Vec<HeldBack>,
 }
 
 /// The shadow schema of a rebuild of `projections`.
@@ -140,6 +145,7 @@ async fn top_up(
     connection: &mut PgConnection,
     projections: &[&dyn Projection],
     until: Option<&HashMap<TenantId, i64>>,
+    held_back: &[HeldBack],
 ) -> Result<u64, ProjectionError> {
     let names: Vec<&str> = projections
         .iter()
@@ -152,6 +158,9 @@ async fn top_up(
         if let Some(bounds) = until {
             leases.retain(|lease| bounds.contains_key(&lease.tenant_id));
         }
+        leases.retain(|lease| {
+            !is_held_back(held_back, projections[lease.projection], lease.tenant_id)
+        });
         let events =
             apply_leases(connection, projections, &leases, until, BATCH_EVENTS_MAX).await?;
         if events == 0 {
@@ -218,13 +227,14 @@ pub async fn rebuild_many(
             events: 0,
             seconds: 0.0,
             events_per_s: 0.0,
+            held_back: Vec::new(),
         });
     }
     let mut guard = pool.acquire().await?;
     lock_rebuilds(&mut guard, projections).await?;
     let schema = shadow_schema(projections);
     let started = Instant::now();
-    let mut result = Ok(0);
+    let mut result = Ok((0, Vec::new()));
     for projection in projections {
         if let Err(error) = set_state(pool, projection.name(), State::Rebuilding, None).await {
             result = Err(error);
@@ -236,7 +246,8 @@ pub async fn rebuild_many(
     }
     unlock_rebuilds(&mut guard, projections).await;
     match result {
-        Ok(events) => {
+        Ok((events, held_back)) => {
+            record_held_back(pool, projections, &held_back).await;
             let seconds = started.elapsed().as_secs_f64();
             Ok(RebuildReport {
                 projections: names,
@@ -247,6 +258,7 @@ pub async fn rebuild_many(
                 } else {
                     0.0
                 },
+                held_back,
             })
         }
         Err(error) => {
@@ -265,7 +277,7 @@ async fn rebuild_into(
     projections: &[&dyn Projection],
     schema: &str,
     quiet: bool,
-) -> Result<u64, ProjectionError> {
+) -> Result<(u64, Vec<HeldBack>), ProjectionError> {
     let names: Vec<&str> = projections
         .iter()
         .map(|projection| projection.name())
@@ -275,17 +287,31 @@ async fn rebuild_into(
     drop(connection);
     let mut progress = Progress::new(&names.join(", "), total_events(pool).await?, quiet);
     let mut events = 0;
+    let mut held_back: Vec<HeldBack> = Vec::new();
+    let mut heads = HashMap::new();
     // Bulk of the replay, in large batches, while the live tables serve,
     // until what is left is small; the swap applies the rest under its lock.
+    // A tenant held back stays out of the later passes.
     for _ in 0..BULK_PASSES_MAX {
-        let heads = current_heads(pool).await?;
-        let until = vec![heads; projections.len()];
-        let read = bulk::replay(pool, projections, schema, &until, &mut progress).await?;
+        heads = current_heads(pool).await?;
+        let until: Vec<HashMap<TenantId, i64>> = projections
+            .iter()
+            .map(|projection| {
+                heads
+                    .iter()
+                    .filter(|(tenant_id, _)| !is_held_back(&held_back, *projection, **tenant_id))
+                    .map(|(tenant_id, seq)| (*tenant_id, *seq))
+                    .collect()
+            })
+            .collect();
+        let (read, more) = bulk::replay(pool, projections, schema, &until, &mut progress).await?;
+        held_back.extend(more);
         events += read;
         if read < SWAP_LEFTOVER_MAX {
             break;
         }
     }
+    refuse_when_nothing_applies(projections, &heads, &held_back)?;
     // The swap: wait for live batches, apply the last events, move tables.
     let mut transaction = pool.begin().await?;
     for name in &names {
@@ -296,7 +322,7 @@ async fn rebuild_into(
             .await?;
     }
     use_schema(&mut transaction, schema).await?;
-    let last = top_up(&mut transaction, projections, None).await?;
+    let last = top_up(&mut transaction, projections, None, &held_back).await?;
     progress.advance(last);
     events += last;
     let quoted = quote_identifier(schema);
@@ -337,7 +363,64 @@ async fn rebuild_into(
     }
     transaction.commit().await?;
     progress.finish();
-    Ok(events)
+    Ok((events, held_back))
+}
+
+fn is_held_back(held_back: &[HeldBack], projection: &dyn Projection, tenant_id: TenantId) -> bool {
+    held_back
+        .iter()
+        .any(|held| held.tenant_id == tenant_id && held.projection == projection.name())
+}
+
+/// A projection that could apply none of the tenants (a defect in its new
+/// version, say) is not swapped in: the rebuild fails naming the first
+/// tenant, and the live tables stay as they are.
+fn refuse_when_nothing_applies(
+    projections: &[&dyn Projection],
+    heads: &HashMap<TenantId, i64>,
+    held_back: &[HeldBack],
+) -> Result<(), ProjectionError> {
+    for projection in projections {
+        let mine: Vec<&HeldBack> = held_back
+            .iter()
+            .filter(|held| held.projection == projection.name())
+            .collect();
+        if let Some(first) = mine.first() {
+            if mine.len() >= heads.len() {
+                return Err(ProjectionError::Apply {
+                    projection: first.projection.clone(),
+                    tenant_id: first.tenant_id,
+                    error: ApplyError::Event {
+                        tenant_seq: first.tenant_seq,
+                        message: first.error.clone(),
+                    },
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Marks each projection swapped in with tenants held back as failed,
+/// naming them (the live workers retry them and mark it live once they
+/// apply).
+async fn record_held_back(pool: &PgPool, projections: &[&dyn Projection], held_back: &[HeldBack]) {
+    for projection in projections {
+        let mine: Vec<String> = held_back
+            .iter()
+            .filter(|held| held.projection == projection.name())
+            .map(|held| {
+                format!(
+                    "tenant {}: event at tenant_seq {}: {}",
+                    held.tenant_id, held.tenant_seq, held.error
+                )
+            })
+            .collect();
+        if !mine.is_empty() {
+            let message = format!("rebuilt with tenants held back: {}", mine.join("; "));
+            let _ = set_state(pool, projection.name(), State::Failed, Some(&message)).await;
+        }
+    }
 }
 
 /// Catches the live tables of `projection` up (for callers that want a

@@ -362,7 +362,7 @@ pub(crate) async fn apply_leases(
             .map_err(|error| ProjectionError::Apply {
                 projection: projection.name().to_string(),
                 tenant_id: slice[0].tenant_id,
-                error,
+                error: at_event(&slice, error),
             })?;
         for (tenant_id, checkpoint) in checkpoints {
             if let Some((last_seq, _, last_recorded_at)) = runs.get(&tenant_id) {
@@ -379,6 +379,21 @@ pub(crate) async fn apply_leases(
     }
     advance(connection, &advances).await?;
     Ok(events.len() as u64)
+}
+
+/// `error`, naming the event when `events` is only one and the database
+/// refused the write (not when it was out of reach): the seq an operator
+/// and `verify` report.
+pub(crate) fn at_event(events: &[&StoredEvent], error: ApplyError) -> ApplyError {
+    match (events, error) {
+        ([event], ApplyError::Database(error)) if !eventstore::error::is_unavailable(&error) => {
+            ApplyError::Event {
+                tenant_seq: event.tenant_seq,
+                message: error.to_string(),
+            }
+        }
+        (_, error) => error,
+    }
 }
 
 /// How much one batch takes on.
@@ -425,7 +440,9 @@ pub async fn step(
 /// When a batch of several tenants fails to apply, it is rolled back and
 /// each of its tenants is applied in a transaction of its own: one tenant's
 /// event that a projection cannot apply holds back that tenant only. The
-/// others commit; the error (naming the tenant) is returned after them.
+/// others commit; the failing tenant's events before the one refused are
+/// applied one by one, and the error (naming the tenant and the seq) is
+/// returned after them.
 pub async fn step_with(
     pool: &PgPool,
     projections: &[&dyn Projection],
@@ -434,7 +451,10 @@ pub async fn step_with(
 ) -> Result<u64, ProjectionError> {
     let tenants = match step_of(pool, projections, schema, limits, None).await {
         Ok(Stepped::Applied(events)) => return Ok(events),
-        Ok(Stepped::Failed { tenants, error }) if tenants.len() <= 1 => return Err(error),
+        Ok(Stepped::Failed { tenants, error }) if tenants.len() == 1 => {
+            let (_, error) = isolate(pool, projections, schema, limits, tenants[0], error).await?;
+            return Err(error);
+        }
         Ok(Stepped::Failed { tenants, .. }) => tenants,
         Err(error) => return Err(error),
     };
@@ -444,6 +464,9 @@ pub async fn step_with(
         match step_of(pool, projections, schema, limits, Some(tenant)).await? {
             Stepped::Applied(events) => applied += events,
             Stepped::Failed { error, .. } => {
+                let (events, error) =
+                    isolate(pool, projections, schema, limits, tenant, error).await?;
+                applied += events;
                 first_error.get_or_insert(error);
             }
         }
@@ -452,6 +475,33 @@ pub async fn step_with(
         Some(error) => Err(error),
         None => Ok(applied),
     }
+}
+
+/// After one tenant's batch failed: applies that tenant's events one at a
+/// time, each in a transaction of its own, up to the one that fails, so the
+/// tenant is held back at the event itself (named in the error) rather than
+/// at the start of the batch. Returns the events applied and the error.
+async fn isolate(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: Option<&str>,
+    limits: Limits,
+    tenant: TenantId,
+    error: ProjectionError,
+) -> Result<(u64, ProjectionError), ProjectionError> {
+    let one = Limits {
+        batch_events_max: 1,
+        leases_max: limits.leases_max,
+    };
+    let mut applied = 0;
+    for _ in 0..limits.batch_events_max {
+        match step_of(pool, projections, schema, one, Some(tenant)).await? {
+            Stepped::Applied(0) => break,
+            Stepped::Applied(events) => applied += events,
+            Stepped::Failed { error, .. } => return Ok((applied, error)),
+        }
+    }
+    Ok((applied, error))
 }
 
 /// What one transaction of [`step_with`] did.

@@ -1,0 +1,228 @@
+//! One tenant's event that a projection cannot apply, in the live workers
+//! and in a rebuild: that tenant is held back at the event itself (named by
+//! seq, even when it is the database that refuses the write) and every
+//! other tenant is applied.
+
+use super::{append, count, tenant, EventLog};
+use aggregates::TenantId;
+use async_trait::async_trait;
+use eventstore::testing::TestDatabase;
+use eventstore::{EventStore, StoredEvent};
+use projections::rebuild::{rebuild, HeldBack};
+use projections::runtime::{catch_up, BATCH_EVENTS_MAX};
+use projections::{ApplyError, Projection};
+use sqlx::PgConnection;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Writes every event to `event_log`, and one chosen event also as a time
+/// PostgreSQL cannot hold, so the database refuses that write (as it did
+/// the year -5000 a client could once send).
+struct OutOfRange {
+    tenant_id: TenantId,
+    tenant_seq: i64,
+    refusing: AtomicBool,
+}
+
+#[async_trait]
+impl Projection for OutOfRange {
+    fn name(&self) -> &'static str {
+        "event_log"
+    }
+    fn version(&self) -> i32 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["event_log"]
+    }
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ApplyError> {
+        EventLog::new().apply(connection, events).await?;
+        let chosen = events
+            .iter()
+            .any(|event| event.tenant_id == self.tenant_id && event.tenant_seq == self.tenant_seq);
+        if chosen && self.refusing.load(Ordering::SeqCst) {
+            sqlx::query("SELECT '5000-01-01 00:00:00+00 BC'::timestamptz")
+                .execute(connection)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn checkpoints(store: &EventStore) -> Vec<(uuid::Uuid, i64)> {
+    sqlx::query_as(
+        "SELECT tenant_id, last_seq FROM projection_checkpoints \
+         WHERE projection = 'event_log' ORDER BY tenant_id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+/// Three tenants of 50 events each, the projection refusing the second
+/// tenant's event 20.
+async fn three_tenants(store: &EventStore) -> [TenantId; 3] {
+    EventLog::create_table(store).await;
+    let tenants = [
+        tenant(store).await,
+        tenant(store).await,
+        tenant(store).await,
+    ];
+    for tenant_id in tenants {
+        append(store, tenant_id, 0, 50, 5, 50).await;
+    }
+    tenants
+}
+
+fn expected_checkpoints(tenants: &[TenantId; 3], held_at: i64) -> Vec<(uuid::Uuid, i64)> {
+    let mut expected: Vec<(uuid::Uuid, i64)> = tenants
+        .iter()
+        .map(|tenant_id| {
+            let seq = if *tenant_id == tenants[1] {
+                held_at
+            } else {
+                50
+            };
+            (tenant_id.as_uuid(), seq)
+        })
+        .collect();
+    expected.sort();
+    expected
+}
+
+const REFUSAL: &str =
+    "error returned from database: timestamp out of range: \"5000-01-01 00:00:00+00 BC\"";
+
+#[tokio::test]
+async fn a_write_the_database_refuses_holds_its_tenant_back_at_that_event() {
+    // Proves: when the database refuses one tenant's write in a batch of
+    // several tenants, the workers apply every other tenant, apply that
+    // tenant's events up to the refused one, and name the tenant and seq.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let tenants = three_tenants(&store).await;
+    let projection = OutOfRange {
+        tenant_id: tenants[1],
+        tenant_seq: 20,
+        refusing: AtomicBool::new(true),
+    };
+    let error = catch_up(store.pool(), &projection, None, BATCH_EVENTS_MAX)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "projection event_log, tenant {}: event at tenant_seq 20: {REFUSAL}",
+            tenants[1]
+        )
+    );
+    assert_eq!(
+        checkpoints(&store).await,
+        expected_checkpoints(&tenants, 19)
+    );
+    assert_eq!(count(&store, "event_log").await, 119);
+    projection.refusing.store(false, Ordering::SeqCst);
+    assert_eq!(
+        catch_up(store.pool(), &projection, None, BATCH_EVENTS_MAX)
+            .await
+            .unwrap(),
+        31
+    );
+    assert_eq!(count(&store, "event_log").await, 150);
+}
+
+#[tokio::test]
+async fn a_rebuild_holds_back_the_tenant_it_cannot_apply_and_rebuilds_every_other() {
+    // Proves: a rebuild whose projection refuses one tenant's event (the
+    // database refusing the write) names that tenant and seq, swaps in the
+    // others complete and that tenant up to the event before, and marks the
+    // projection failed saying so; once the event applies, the workers
+    // catch the tenant up.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let tenants = three_tenants(&store).await;
+    let projection = Arc::new(OutOfRange {
+        tenant_id: tenants[1],
+        tenant_seq: 20,
+        refusing: AtomicBool::new(false),
+    });
+    projections::status::register(store.pool(), &[projection.clone() as Arc<dyn Projection>])
+        .await
+        .unwrap();
+    catch_up(store.pool(), projection.as_ref(), None, BATCH_EVENTS_MAX)
+        .await
+        .unwrap();
+    assert_eq!(count(&store, "event_log").await, 150);
+    projection.refusing.store(true, Ordering::SeqCst);
+    let report = rebuild(store.pool(), projection.as_ref(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.held_back,
+        vec![HeldBack {
+            projection: "event_log".into(),
+            tenant_id: tenants[1],
+            tenant_seq: 20,
+            error: REFUSAL.into(),
+        }]
+    );
+    assert_eq!(report.events, 150);
+    assert_eq!(
+        checkpoints(&store).await,
+        expected_checkpoints(&tenants, 19)
+    );
+    assert_eq!(count(&store, "event_log").await, 119);
+    let (state, message): (String, Option<String>) =
+        sqlx::query_as("SELECT state, error FROM projections WHERE projection = 'event_log'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "failed");
+    assert_eq!(
+        message.unwrap(),
+        format!(
+            "rebuilt with tenants held back: tenant {}: event at tenant_seq 20: {REFUSAL}",
+            tenants[1]
+        )
+    );
+    projection.refusing.store(false, Ordering::SeqCst);
+    assert_eq!(
+        catch_up(store.pool(), projection.as_ref(), None, BATCH_EVENTS_MAX)
+            .await
+            .unwrap(),
+        31
+    );
+    assert_eq!(count(&store, "event_log").await, 150);
+}
+
+#[tokio::test]
+async fn a_rebuild_that_can_apply_no_tenant_is_not_swapped_in() {
+    // Proves: when a projection refuses every tenant (a defect of a new
+    // version, say), the rebuild fails naming the first tenant and seq and
+    // the live tables stay as they were.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    EventLog::create_table(&store).await;
+    let tenant_id = tenant(&store).await;
+    append(&store, tenant_id, 0, 30, 5, 30).await;
+    let projection = OutOfRange {
+        tenant_id,
+        tenant_seq: 7,
+        refusing: AtomicBool::new(false),
+    };
+    catch_up(store.pool(), &projection, None, BATCH_EVENTS_MAX)
+        .await
+        .unwrap();
+    projection.refusing.store(true, Ordering::SeqCst);
+    let error = rebuild(store.pool(), &projection, true).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("projection event_log, tenant {tenant_id}: event at tenant_seq 7: {REFUSAL}")
+    );
+    assert_eq!(count(&store, "event_log").await, 30);
+    assert_eq!(checkpoints(&store).await, vec![(tenant_id.as_uuid(), 30)]);
+}
