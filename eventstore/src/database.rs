@@ -11,9 +11,12 @@
 //!    a unix socket there. It keeps running after the ledger exits; stop it
 //!    with `pg_ctl -D .ledger/pgdata stop`.
 //! 4. Otherwise, an error saying what to install.
+//!
+//! A URL may hold a password: whatever prints one goes through [`redact`].
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
@@ -30,6 +33,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Directory of the private cluster, relative to the working directory.
 pub const PRIVATE_CLUSTER_DIR: &str = ".ledger";
+
+/// What [`redact`] puts in place of a password.
+const REDACTED: &str = "***";
 
 const NO_POSTGRES: &str = "\
 No PostgreSQL server could be found. The ledger stores everything in PostgreSQL \
@@ -51,14 +57,26 @@ pub enum DatabaseSource {
 }
 
 /// A resolved database: how to connect and where it came from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Database {
     url: String,
     options: PgConnectOptions,
     pub source: DatabaseSource,
 }
 
-/// Why no database could be resolved.
+/// The URL redacted and without the connect options, which would show the
+/// password.
+impl std::fmt::Debug for Database {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Database")
+            .field("url", &redact(&self.url))
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why no database could be resolved. Every URL in it is redacted.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("invalid database URL {url:?}: {source}")]
@@ -83,7 +101,8 @@ pub enum MissingDatabase {
 }
 
 impl Database {
-    /// The connection URL (as given, or as derived).
+    /// The connection URL (as given, or as derived). It may hold a password:
+    /// pass it to a child process, print it only through [`redact`].
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -204,7 +223,7 @@ fn parse(url: &str) -> Result<PgConnectOptions, ResolveError> {
                 .options([("plan_cache_mode", "force_generic_plan")])
         })
         .map_err(|source| ResolveError::InvalidUrl {
-            url: url.to_string(),
+            url: redact(url),
             source,
         })
 }
@@ -286,18 +305,94 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The URL without its password.
+/// `url` with every password hidden: in `user:password@`, and in any query
+/// parameter whose name holds `password` (`?password=`, `&password=`, also
+/// with the name percent-encoded, which the driver decodes alike). A
+/// `key=value` connection string has its `password=` hidden too.
+///
+/// It errs on the side of hiding: a malformed URL (a password with an
+/// unencoded `/`, `?` or `#`) is still hidden up to its last `@`, and a URL
+/// with an `@` in a later parameter may lose a little more than its password.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_string(),
+    if !url.contains("://") {
+        return redact_parameters(url, |c| c.is_whitespace());
+    }
+    let url = redact_userinfo(url);
+    match url.split_once('?') {
+        Some((base, query)) => format!("{base}?{}", redact_parameters(query, |c| c == '&')),
+        None => url.into_owned(),
+    }
+}
+
+fn redact_userinfo(url: &str) -> Cow<'_, str> {
+    let Some(authority) = url.find("://").map(|scheme_end| scheme_end + 3) else {
+        return url.into();
+    };
+    // `scheme:///path`: no authority, so no password before a host either.
+    if url[authority..].starts_with('/') {
+        return url.into();
+    }
+    let Some(at) = url[authority..].rfind('@').map(|at| authority + at) else {
+        return url.into();
+    };
+    match url[authority..at].find(':') {
+        Some(colon) => format!("{}:{REDACTED}{}", &url[..authority + colon], &url[at..]).into(),
+        None => url.into(),
+    }
+}
+
+/// `parameters` (`key=value` separated where `separator` says) with the
+/// value of every key naming a password hidden.
+fn redact_parameters(parameters: &str, separator: impl Fn(char) -> bool) -> String {
+    let mut redacted = String::with_capacity(parameters.len());
+    let mut rest = parameters;
+    loop {
+        let end = rest.find(&separator).unwrap_or(rest.len());
+        let (parameter, tail) = rest.split_at(end);
+        match parameter.split_once('=') {
+            Some((key, _)) if names_a_password(key) => {
+                redacted.push_str(key);
+                redacted.push('=');
+                redacted.push_str(REDACTED);
+            }
+            _ => redacted.push_str(parameter),
+        }
+        let Some(delimiter) = tail.chars().next() else {
+            return redacted;
+        };
+        redacted.push(delimiter);
+        rest = &tail[delimiter.len_utf8()..];
+    }
+}
+
+fn names_a_password(key: &str) -> bool {
+    percent_decode(key)
+        .to_ascii_lowercase()
+        .contains("password")
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = bytes
+            .get(index + 1..index + 3)
+            .filter(|_| bytes[index] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
             }
         }
-        _ => url.to_string(),
     }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// The directory holding `initdb` and `pg_ctl`: from `PATH` first, then the
@@ -487,10 +582,108 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(
-            redact("postgres:///db?host=/tmp"),
-            "postgres:///db?host=/tmp"
+            redact("postgresql://u:secret@h:5432/db?sslmode=require"),
+            "postgresql://u:***@h:5432/db?sslmode=require"
+        );
+        assert_eq!(redact("postgres://u:@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn a_password_parameter_is_redacted_wherever_it_stands() {
+        assert_eq!(
+            redact("postgres://u@h/db?password=secret"),
+            "postgres://u@h/db?password=***"
+        );
+        assert_eq!(
+            redact("postgres:///ledger?host=/tmp/c&user=ledger&password=secret&dbname=x"),
+            "postgres:///ledger?host=/tmp/c&user=ledger&password=***&dbname=x"
+        );
+        assert_eq!(
+            redact("postgres://h/db?sslmode=disable&PASSWORD=secret"),
+            "postgres://h/db?sslmode=disable&PASSWORD=***"
+        );
+        assert_eq!(
+            redact("postgres://h/db?pass%77ord=secret&sslpassword=other"),
+            "postgres://h/db?pass%77ord=***&sslpassword=***"
+        );
+        assert_eq!(
+            redact("postgres://h/db?password=a?b#c&user=u"),
+            "postgres://h/db?password=***&user=u"
+        );
+        assert_eq!(
+            redact("postgres://u:one@h/db?password=two"),
+            "postgres://u:***@h/db?password=***"
+        );
+    }
+
+    #[test]
+    fn percent_encoded_and_malformed_passwords_are_redacted_whole() {
+        assert_eq!(
+            redact("postgres://u:p%40ss%2Fw%3Frd@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact("postgres://u@h/db?password=p%26ss%3Dw"),
+            "postgres://u@h/db?password=***"
+        );
+        // Unencoded, such passwords make the URL invalid (or point it
+        // elsewhere), and that URL ends up in the error.
+        assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u:p/s?s#x@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn a_connection_string_of_keywords_has_its_password_redacted() {
+        assert_eq!(
+            redact("host=/tmp user=u password=secret dbname=db"),
+            "host=/tmp user=u password=*** dbname=db"
+        );
+    }
+
+    #[test]
+    fn urls_without_a_password_are_unchanged() {
+        for url in [
+            "postgres://u@h/db",
+            "postgres:///db?host=/tmp",
+            "postgres://localhost/ledger",
+            "postgres://nobody@127.0.0.1:1/none",
+            "postgres:///ledger?host=/tmp/c&user=ledger&dbname=ledger_test_1",
+            "postgres://h/db?application_name=passwordless-ish",
+            "postgres:///ledger?host=/tmp&application_name=a:b@c",
+            "host=/tmp user=u dbname=db",
+            "not a url",
+        ] {
+            assert_eq!(redact(url), url);
+        }
+    }
+
+    #[test]
+    fn resolving_an_invalid_url_does_not_print_its_password() {
+        let error = parse("postgres://u:secret@h:notaport/db").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid database URL \"postgres://u:***@h:notaport/db\": error with configuration: \
+             invalid port number"
+        );
+        let error = parse("postgres://u@h:notaport/db?password=secret").unwrap_err();
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn a_database_debug_prints_no_password() {
+        let url = "postgres:///ledger?host=/tmp/c&user=ledger&password=secret";
+        let database = Database {
+            url: url.to_string(),
+            options: parse(url).unwrap(),
+            source: DatabaseSource::PrivateCluster {
+                data_dir: PathBuf::from("/tmp/c/pgdata"),
+            },
+        };
+        assert_eq!(
+            format!("{database:?}"),
+            "Database { url: \"postgres:///ledger?host=/tmp/c&user=ledger&password=***\", \
+             source: PrivateCluster { data_dir: \"/tmp/c/pgdata\" }, .. }"
         );
     }
 
