@@ -8,17 +8,21 @@
 //! 3. A private cluster started from the PostgreSQL binaries installed on the
 //!    machine (`initdb`/`pg_ctl` on `PATH` or under `/usr/lib/postgresql/*/bin`),
 //!    with its data in `.ledger/` of the working directory, listening only on
-//!    a unix socket there. It keeps running after the ledger exits; stop it
-//!    with `pg_ctl -D .ledger/pgdata stop`.
+//!    a unix socket there, reachable by its owner only and asking for a
+//!    password (see [`start_private_cluster`]). It keeps running after the
+//!    ledger exits; stop it with `pg_ctl -D .ledger/pgdata stop`.
 //! 4. Otherwise, an error saying what to install.
 //!
 //! A URL may hold a password: whatever prints one goes through [`redact`].
+
+mod private_cluster;
+
+pub use private_cluster::{postgres_bin_dir, start_private_cluster, stop_private_cluster};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -85,6 +89,8 @@ pub enum ResolveError {
     Connect { url: String, source: sqlx::Error },
     #[error("could not start a private PostgreSQL cluster in {dir}: {reason}")]
     PrivateCluster { dir: String, reason: String },
+    #[error("refusing to use the private PostgreSQL cluster in {dir}: {problem}")]
+    UnsafePrivateCluster { dir: String, problem: String },
     #[error("{}", NO_POSTGRES)]
     NoPostgres,
     #[error("the server at {url} has no database {name}; nothing to read there")]
@@ -158,18 +164,23 @@ pub fn with_database(url: &str, database: &str) -> String {
 
 /// Resolves the database as described in the module documentation.
 pub async fn resolve(configured: Option<&str>) -> Result<Database, ResolveError> {
-    resolve_with(configured, MissingDatabase::Create).await
+    resolve_with(configured, MissingDatabase::Create, None).await
 }
 
 /// Resolves the database like [`resolve`], but never creates one: for
 /// commands that only read a ledger.
 pub async fn resolve_existing(configured: Option<&str>) -> Result<Database, ResolveError> {
-    resolve_with(configured, MissingDatabase::Refuse).await
+    resolve_with(configured, MissingDatabase::Refuse, None).await
 }
 
-async fn resolve_with(
+/// Resolves the database like [`resolve`], with the private cluster (when no
+/// server answers) in `cluster_dir` rather than `.ledger/` of the working
+/// directory: the test harness keeps one cluster per user, whatever
+/// directory each test binary runs in.
+pub async fn resolve_with(
     configured: Option<&str>,
     missing: MissingDatabase,
+    cluster_dir: Option<&Path>,
 ) -> Result<Database, ResolveError> {
     if let Some(url) = configured.filter(|url| !url.trim().is_empty()) {
         let options = parse(url)?;
@@ -192,16 +203,36 @@ async fn resolve_with(
             });
         }
     }
-    let dir = std::env::current_dir()
-        .map_err(|error| ResolveError::PrivateCluster {
-            dir: PRIVATE_CLUSTER_DIR.to_string(),
-            reason: error.to_string(),
-        })?
-        .join(PRIVATE_CLUSTER_DIR);
+    let dir = match cluster_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir()
+            .map_err(|error| ResolveError::PrivateCluster {
+                dir: PRIVATE_CLUSTER_DIR.to_string(),
+                reason: error.to_string(),
+            })?
+            .join(PRIVATE_CLUSTER_DIR),
+    };
+    resolve_private_cluster(&dir, missing).await
+}
+
+/// The private cluster in `dir` (started, and created, as needed), whether or
+/// not a server answers elsewhere: the last step of [`resolve`], on a
+/// directory of the caller's choice.
+pub async fn resolve_private_cluster(
+    dir: &Path,
+    missing: MissingDatabase,
+) -> Result<Database, ResolveError> {
     let Some(bin_dir) = postgres_bin_dir() else {
         return Err(ResolveError::NoPostgres);
     };
-    let url = start_private_cluster(&bin_dir, &dir)?;
+    // Starting may wait for initdb, the server, or another starter's lock.
+    let cluster_dir = dir.to_path_buf();
+    let url = tokio::task::spawn_blocking(move || start_private_cluster(&bin_dir, &cluster_dir))
+        .await
+        .map_err(|error| ResolveError::PrivateCluster {
+            dir: dir.display().to_string(),
+            reason: error.to_string(),
+        })??;
     let options = parse(&url)?;
     ensure_database(&options, &url, missing).await?;
     Ok(Database {
@@ -393,159 +424,6 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&decoded).into_owned()
-}
-
-/// The directory holding `initdb` and `pg_ctl`: from `PATH` first, then the
-/// newest version under `/usr/lib/postgresql`.
-pub fn postgres_bin_dir() -> Option<PathBuf> {
-    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|dir| has_tools(dir)) {
-            return Some(dir);
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = entry.path().join("bin");
-            has_tools(&bin).then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
-}
-
-/// Initialises (once) and starts (unless running) a private cluster in `dir`,
-/// listening only on a unix socket in `dir`. Returns its URL.
-pub fn start_private_cluster(bin_dir: &Path, dir: &Path) -> Result<String, ResolveError> {
-    let fail = |reason: String| ResolveError::PrivateCluster {
-        dir: dir.display().to_string(),
-        reason,
-    };
-    let dir_text = dir
-        .to_str()
-        .ok_or_else(|| fail("path is not UTF-8".into()))?;
-    if dir_text.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
-        return Err(fail("path must not contain spaces or quotes".into()));
-    }
-    // Unix socket paths are limited to 107 bytes.
-    if dir_text.len() + "/.s.PGSQL.5432".len() > 107 {
-        return Err(fail("path is too long for a unix socket".into()));
-    }
-    let data_dir = dir.join("pgdata");
-    std::fs::create_dir_all(dir).map_err(|error| fail(error.to_string()))?;
-    // PostgreSQL refuses to run as root: run it as the `postgres` system user.
-    let run_as = if is_root() {
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres", dir_text])
-            .status()
-            .map_err(|error| fail(format!("chown: {error}")))?;
-        if !status.success() {
-            return Err(fail(
-                "running as root needs a `postgres` system user to own the cluster".into(),
-            ));
-        }
-        Some("postgres")
-    } else {
-        None
-    };
-    let run = |program: &str, args: &[&str]| -> Result<std::process::Output, ResolveError> {
-        let binary = bin_dir.join(program);
-        let mut command = match run_as {
-            Some(user) => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", user, "--"]).arg(&binary);
-                command
-            }
-            None => Command::new(&binary),
-        };
-        command
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .map_err(|error| fail(format!("{program}: {error}")))
-    };
-    let data_text = data_dir.to_str().unwrap_or_default();
-    if !data_dir.join("PG_VERSION").is_file() {
-        let output = run(
-            "initdb",
-            &[
-                "-D",
-                data_text,
-                "-U",
-                "ledger",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-instructions",
-            ],
-        )?;
-        if !output.status.success() {
-            return Err(fail(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-    }
-    let running = run("pg_ctl", &["status", "-D", data_text])?
-        .status
-        .success();
-    if !running {
-        let server_options =
-            format!("-c listen_addresses='' -c unix_socket_directories={dir_text}");
-        let log = dir.join("postgres.log");
-        let output = run(
-            "pg_ctl",
-            &[
-                "start",
-                "-w",
-                "-D",
-                data_text,
-                "-l",
-                log.to_str().unwrap_or_default(),
-                "-o",
-                &server_options,
-            ],
-        )?;
-        if !output.status.success() {
-            return Err(fail(format!(
-                "pg_ctl start failed (see {}): {}",
-                log.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-    }
-    Ok(format!(
-        "postgres:///{DEFAULT_DATABASE_NAME}?host={dir_text}&user=ledger"
-    ))
-}
-
-/// Stops a private cluster started by [`start_private_cluster`].
-pub fn stop_private_cluster(bin_dir: &Path, dir: &Path) -> std::io::Result<bool> {
-    let data_dir = dir.join("pgdata");
-    let mut command = if is_root() {
-        let mut command = Command::new("runuser");
-        command
-            .args(["-u", "postgres", "--"])
-            .arg(bin_dir.join("pg_ctl"));
-        command
-    } else {
-        Command::new(bin_dir.join("pg_ctl"))
-    };
-    let status = command
-        .args(["stop", "-m", "fast", "-D"])
-        .arg(&data_dir)
-        .current_dir(dir)
-        .status()?;
-    Ok(status.success())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Drops `name` on the server of `options` (closing its connections first).
