@@ -5,6 +5,7 @@ use eventstore::database::{
     postgres_bin_dir, resolve, resolve_private_cluster, start_private_cluster,
     stop_private_cluster, DatabaseSource, MissingDatabase,
 };
+use eventstore::testing::{private_cluster_dir, TestDatabase};
 use eventstore::EventStore;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -490,4 +491,41 @@ async fn starting_one_fresh_cluster_from_several_threads_at_once_gives_each_the_
         .filter(|entry| entry.starts_with(&format!(".{name}.")))
         .collect();
     assert_eq!(leftovers, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_test_harness_keeps_one_private_cluster_per_user_and_clones_databases_in_it() {
+    // Proves: without a server, tests of every package share one cluster per
+    // user in the temporary directory (whose socket path fits), and the
+    // harness's template and fresh databases work on a password-protected
+    // cluster.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let dir = private_cluster_dir();
+    assert_eq!(
+        dir.file_name().unwrap().to_str().unwrap(),
+        format!("ledger-test-{uid}")
+    );
+    assert!(dir.is_absolute());
+    assert!(dir.join(".s.PGSQL.5432").as_os_str().len() <= 107);
+
+    let cluster = Cluster::new();
+    let server = resolve_private_cluster(&cluster.dir, MissingDatabase::Create)
+        .await
+        .unwrap();
+    let first = TestDatabase::on(&server).await;
+    let second = TestDatabase::on(&server).await;
+    assert_ne!(first.name(), second.name());
+    let tenant = first.store().create_tenant("acme").await.unwrap();
+    assert_eq!(
+        first.store().authenticate(&tenant.api_key).await.unwrap(),
+        Some(tenant.tenant_id)
+    );
+    assert_eq!(
+        second.store().authenticate(&tenant.api_key).await.unwrap(),
+        None
+    );
+    first.store().pool().close().await;
+    second.store().pool().close().await;
+    drop((first, second));
 }
