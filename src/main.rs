@@ -13,10 +13,13 @@ use std::process::ExitCode;
     long_about = "Event-sourced, hash-chained ledger on PostgreSQL.\n\n\
         Without --database-url / DATABASE_URL it uses the local server \
         (postgres://localhost/ledger, created if missing), else a private cluster \
-        started from the installed PostgreSQL binaries in .ledger/."
+        started from the installed PostgreSQL binaries in .ledger/, reachable by its \
+        owner only (mode 0700, password in .ledger/password)."
 )]
 struct Cli {
-    /// PostgreSQL URL, e.g. postgres://user@host/ledger.
+    /// PostgreSQL URL, e.g. postgres://user@host/ledger. One with a password
+    /// is better given in DATABASE_URL: any local account can read a
+    /// process's arguments.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
 

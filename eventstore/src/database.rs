@@ -8,14 +8,21 @@
 //! 3. A private cluster started from the PostgreSQL binaries installed on the
 //!    machine (`initdb`/`pg_ctl` on `PATH` or under `/usr/lib/postgresql/*/bin`),
 //!    with its data in `.ledger/` of the working directory, listening only on
-//!    a unix socket there. It keeps running after the ledger exits; stop it
-//!    with `pg_ctl -D .ledger/pgdata stop`.
+//!    a unix socket there, reachable by its owner only and asking for a
+//!    password (see [`start_private_cluster`]). It keeps running after the
+//!    ledger exits; stop it with `pg_ctl -D .ledger/pgdata stop`.
 //! 4. Otherwise, an error saying what to install.
+//!
+//! A URL may hold a password: whatever prints one goes through [`redact`].
+
+mod private_cluster;
+
+pub use private_cluster::{postgres_bin_dir, start_private_cluster, stop_private_cluster};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -30,6 +37,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Directory of the private cluster, relative to the working directory.
 pub const PRIVATE_CLUSTER_DIR: &str = ".ledger";
+
+/// What [`redact`] puts in place of a password.
+const REDACTED: &str = "***";
 
 const NO_POSTGRES: &str = "\
 No PostgreSQL server could be found. The ledger stores everything in PostgreSQL \
@@ -51,14 +61,26 @@ pub enum DatabaseSource {
 }
 
 /// A resolved database: how to connect and where it came from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Database {
     url: String,
     options: PgConnectOptions,
     pub source: DatabaseSource,
 }
 
-/// Why no database could be resolved.
+/// The URL redacted and without the connect options, which would show the
+/// password.
+impl std::fmt::Debug for Database {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Database")
+            .field("url", &redact(&self.url))
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why no database could be resolved. Every URL in it is redacted.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("invalid database URL {url:?}: {source}")]
@@ -67,6 +89,8 @@ pub enum ResolveError {
     Connect { url: String, source: sqlx::Error },
     #[error("could not start a private PostgreSQL cluster in {dir}: {reason}")]
     PrivateCluster { dir: String, reason: String },
+    #[error("refusing to use the private PostgreSQL cluster in {dir}: {problem}")]
+    UnsafePrivateCluster { dir: String, problem: String },
     #[error("{}", NO_POSTGRES)]
     NoPostgres,
     #[error("the server at {url} has no database {name}; nothing to read there")]
@@ -83,7 +107,8 @@ pub enum MissingDatabase {
 }
 
 impl Database {
-    /// The connection URL (as given, or as derived).
+    /// The connection URL (as given, or as derived). It may hold a password:
+    /// pass it to a child process, print it only through [`redact`].
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -139,18 +164,23 @@ pub fn with_database(url: &str, database: &str) -> String {
 
 /// Resolves the database as described in the module documentation.
 pub async fn resolve(configured: Option<&str>) -> Result<Database, ResolveError> {
-    resolve_with(configured, MissingDatabase::Create).await
+    resolve_with(configured, MissingDatabase::Create, None).await
 }
 
 /// Resolves the database like [`resolve`], but never creates one: for
 /// commands that only read a ledger.
 pub async fn resolve_existing(configured: Option<&str>) -> Result<Database, ResolveError> {
-    resolve_with(configured, MissingDatabase::Refuse).await
+    resolve_with(configured, MissingDatabase::Refuse, None).await
 }
 
-async fn resolve_with(
+/// Resolves the database like [`resolve`], with the private cluster (when no
+/// server answers) in `cluster_dir` rather than `.ledger/` of the working
+/// directory: the test harness keeps one cluster per user, whatever
+/// directory each test binary runs in.
+pub async fn resolve_with(
     configured: Option<&str>,
     missing: MissingDatabase,
+    cluster_dir: Option<&Path>,
 ) -> Result<Database, ResolveError> {
     if let Some(url) = configured.filter(|url| !url.trim().is_empty()) {
         let options = parse(url)?;
@@ -173,16 +203,36 @@ async fn resolve_with(
             });
         }
     }
-    let dir = std::env::current_dir()
-        .map_err(|error| ResolveError::PrivateCluster {
-            dir: PRIVATE_CLUSTER_DIR.to_string(),
-            reason: error.to_string(),
-        })?
-        .join(PRIVATE_CLUSTER_DIR);
+    let dir = match cluster_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir()
+            .map_err(|error| ResolveError::PrivateCluster {
+                dir: PRIVATE_CLUSTER_DIR.to_string(),
+                reason: error.to_string(),
+            })?
+            .join(PRIVATE_CLUSTER_DIR),
+    };
+    resolve_private_cluster(&dir, missing).await
+}
+
+/// The private cluster in `dir` (started, and created, as needed), whether or
+/// not a server answers elsewhere: the last step of [`resolve`], on a
+/// directory of the caller's choice.
+pub async fn resolve_private_cluster(
+    dir: &Path,
+    missing: MissingDatabase,
+) -> Result<Database, ResolveError> {
     let Some(bin_dir) = postgres_bin_dir() else {
         return Err(ResolveError::NoPostgres);
     };
-    let url = start_private_cluster(&bin_dir, &dir)?;
+    // Starting may wait for initdb, the server, or another starter's lock.
+    let cluster_dir = dir.to_path_buf();
+    let url = tokio::task::spawn_blocking(move || start_private_cluster(&bin_dir, &cluster_dir))
+        .await
+        .map_err(|error| ResolveError::PrivateCluster {
+            dir: dir.display().to_string(),
+            reason: error.to_string(),
+        })??;
     let options = parse(&url)?;
     ensure_database(&options, &url, missing).await?;
     Ok(Database {
@@ -204,7 +254,7 @@ fn parse(url: &str) -> Result<PgConnectOptions, ResolveError> {
                 .options([("plan_cache_mode", "force_generic_plan")])
         })
         .map_err(|source| ResolveError::InvalidUrl {
-            url: url.to_string(),
+            url: redact(url),
             source,
         })
 }
@@ -286,171 +336,94 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The URL without its password.
+/// `url` with every password hidden: in `user:password@`, and in any query
+/// parameter whose name holds `password` (`?password=`, `&password=`, also
+/// with the name percent-encoded, which the driver decodes alike). A
+/// `key=value` connection string has its `password=` hidden too.
+///
+/// It errs on the side of hiding: a malformed URL (a password with an
+/// unencoded `/`, `?` or `#`) is still hidden up to its last `@`, and a URL
+/// with an `@` in a later parameter may lose a little more than its password.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    if !url.contains("://") {
+        return redact_parameters(url, |c| c.is_whitespace());
+    }
+    let url = redact_userinfo(url);
+    match url.split_once('?') {
+        Some((base, query)) => format!("{base}?{}", redact_parameters(query, |c| c == '&')),
+        None => url.into_owned(),
     }
 }
 
-/// The directory holding `initdb` and `pg_ctl`: from `PATH` first, then the
-/// newest version under `/usr/lib/postgresql`.
-pub fn postgres_bin_dir() -> Option<PathBuf> {
-    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|dir| has_tools(dir)) {
-            return Some(dir);
-        }
+fn redact_userinfo(url: &str) -> Cow<'_, str> {
+    let Some(authority) = url.find("://").map(|scheme_end| scheme_end + 3) else {
+        return url.into();
+    };
+    // `scheme:///path`: no authority, so no password before a host either.
+    if url[authority..].starts_with('/') {
+        return url.into();
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = entry.path().join("bin");
-            has_tools(&bin).then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
+    let Some(at) = url[authority..].rfind('@').map(|at| authority + at) else {
+        return url.into();
+    };
+    match url[authority..at].find(':') {
+        Some(colon) => format!("{}:{REDACTED}{}", &url[..authority + colon], &url[at..]).into(),
+        None => url.into(),
+    }
 }
 
-/// Initialises (once) and starts (unless running) a private cluster in `dir`,
-/// listening only on a unix socket in `dir`. Returns its URL.
-pub fn start_private_cluster(bin_dir: &Path, dir: &Path) -> Result<String, ResolveError> {
-    let fail = |reason: String| ResolveError::PrivateCluster {
-        dir: dir.display().to_string(),
-        reason,
-    };
-    let dir_text = dir
-        .to_str()
-        .ok_or_else(|| fail("path is not UTF-8".into()))?;
-    if dir_text.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
-        return Err(fail("path must not contain spaces or quotes".into()));
-    }
-    // Unix socket paths are limited to 107 bytes.
-    if dir_text.len() + "/.s.PGSQL.5432".len() > 107 {
-        return Err(fail("path is too long for a unix socket".into()));
-    }
-    let data_dir = dir.join("pgdata");
-    std::fs::create_dir_all(dir).map_err(|error| fail(error.to_string()))?;
-    // PostgreSQL refuses to run as root: run it as the `postgres` system user.
-    let run_as = if is_root() {
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres", dir_text])
-            .status()
-            .map_err(|error| fail(format!("chown: {error}")))?;
-        if !status.success() {
-            return Err(fail(
-                "running as root needs a `postgres` system user to own the cluster".into(),
-            ));
-        }
-        Some("postgres")
-    } else {
-        None
-    };
-    let run = |program: &str, args: &[&str]| -> Result<std::process::Output, ResolveError> {
-        let binary = bin_dir.join(program);
-        let mut command = match run_as {
-            Some(user) => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", user, "--"]).arg(&binary);
-                command
+/// `parameters` (`key=value` separated where `separator` says) with the
+/// value of every key naming a password hidden.
+fn redact_parameters(parameters: &str, separator: impl Fn(char) -> bool) -> String {
+    let mut redacted = String::with_capacity(parameters.len());
+    let mut rest = parameters;
+    loop {
+        let end = rest.find(&separator).unwrap_or(rest.len());
+        let (parameter, tail) = rest.split_at(end);
+        match parameter.split_once('=') {
+            Some((key, _)) if names_a_password(key) => {
+                redacted.push_str(key);
+                redacted.push('=');
+                redacted.push_str(REDACTED);
             }
-            None => Command::new(&binary),
+            _ => redacted.push_str(parameter),
+        }
+        let Some(delimiter) = tail.chars().next() else {
+            return redacted;
         };
-        command
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .map_err(|error| fail(format!("{program}: {error}")))
-    };
-    let data_text = data_dir.to_str().unwrap_or_default();
-    if !data_dir.join("PG_VERSION").is_file() {
-        let output = run(
-            "initdb",
-            &[
-                "-D",
-                data_text,
-                "-U",
-                "ledger",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-instructions",
-            ],
-        )?;
-        if !output.status.success() {
-            return Err(fail(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
+        redacted.push(delimiter);
+        rest = &tail[delimiter.len_utf8()..];
     }
-    let running = run("pg_ctl", &["status", "-D", data_text])?
-        .status
-        .success();
-    if !running {
-        let server_options =
-            format!("-c listen_addresses='' -c unix_socket_directories={dir_text}");
-        let log = dir.join("postgres.log");
-        let output = run(
-            "pg_ctl",
-            &[
-                "start",
-                "-w",
-                "-D",
-                data_text,
-                "-l",
-                log.to_str().unwrap_or_default(),
-                "-o",
-                &server_options,
-            ],
-        )?;
-        if !output.status.success() {
-            return Err(fail(format!(
-                "pg_ctl start failed (see {}): {}",
-                log.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-    }
-    Ok(format!(
-        "postgres:///{DEFAULT_DATABASE_NAME}?host={dir_text}&user=ledger"
-    ))
 }
 
-/// Stops a private cluster started by [`start_private_cluster`].
-pub fn stop_private_cluster(bin_dir: &Path, dir: &Path) -> std::io::Result<bool> {
-    let data_dir = dir.join("pgdata");
-    let mut command = if is_root() {
-        let mut command = Command::new("runuser");
-        command
-            .args(["-u", "postgres", "--"])
-            .arg(bin_dir.join("pg_ctl"));
-        command
-    } else {
-        Command::new(bin_dir.join("pg_ctl"))
-    };
-    let status = command
-        .args(["stop", "-m", "fast", "-D"])
-        .arg(&data_dir)
-        .current_dir(dir)
-        .status()?;
-    Ok(status.success())
+fn names_a_password(key: &str) -> bool {
+    percent_decode(key)
+        .to_ascii_lowercase()
+        .contains("password")
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = bytes
+            .get(index + 1..index + 3)
+            .filter(|_| bytes[index] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// Drops `name` on the server of `options` (closing its connections first).
@@ -487,10 +460,108 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(
-            redact("postgres:///db?host=/tmp"),
-            "postgres:///db?host=/tmp"
+            redact("postgresql://u:secret@h:5432/db?sslmode=require"),
+            "postgresql://u:***@h:5432/db?sslmode=require"
+        );
+        assert_eq!(redact("postgres://u:@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn a_password_parameter_is_redacted_wherever_it_stands() {
+        assert_eq!(
+            redact("postgres://u@h/db?password=secret"),
+            "postgres://u@h/db?password=***"
+        );
+        assert_eq!(
+            redact("postgres:///ledger?host=/tmp/c&user=ledger&password=secret&dbname=x"),
+            "postgres:///ledger?host=/tmp/c&user=ledger&password=***&dbname=x"
+        );
+        assert_eq!(
+            redact("postgres://h/db?sslmode=disable&PASSWORD=secret"),
+            "postgres://h/db?sslmode=disable&PASSWORD=***"
+        );
+        assert_eq!(
+            redact("postgres://h/db?pass%77ord=secret&sslpassword=other"),
+            "postgres://h/db?pass%77ord=***&sslpassword=***"
+        );
+        assert_eq!(
+            redact("postgres://h/db?password=a?b#c&user=u"),
+            "postgres://h/db?password=***&user=u"
+        );
+        assert_eq!(
+            redact("postgres://u:one@h/db?password=two"),
+            "postgres://u:***@h/db?password=***"
+        );
+    }
+
+    #[test]
+    fn percent_encoded_and_malformed_passwords_are_redacted_whole() {
+        assert_eq!(
+            redact("postgres://u:p%40ss%2Fw%3Frd@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact("postgres://u@h/db?password=p%26ss%3Dw"),
+            "postgres://u@h/db?password=***"
+        );
+        // Unencoded, such passwords make the URL invalid (or point it
+        // elsewhere), and that URL ends up in the error.
+        assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u:p/s?s#x@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn a_connection_string_of_keywords_has_its_password_redacted() {
+        assert_eq!(
+            redact("host=/tmp user=u password=secret dbname=db"),
+            "host=/tmp user=u password=*** dbname=db"
+        );
+    }
+
+    #[test]
+    fn urls_without_a_password_are_unchanged() {
+        for url in [
+            "postgres://u@h/db",
+            "postgres:///db?host=/tmp",
+            "postgres://localhost/ledger",
+            "postgres://nobody@127.0.0.1:1/none",
+            "postgres:///ledger?host=/tmp/c&user=ledger&dbname=ledger_test_1",
+            "postgres://h/db?application_name=passwordless-ish",
+            "postgres:///ledger?host=/tmp&application_name=a:b@c",
+            "host=/tmp user=u dbname=db",
+            "not a url",
+        ] {
+            assert_eq!(redact(url), url);
+        }
+    }
+
+    #[test]
+    fn resolving_an_invalid_url_does_not_print_its_password() {
+        let error = parse("postgres://u:secret@h:notaport/db").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid database URL \"postgres://u:***@h:notaport/db\": error with configuration: \
+             invalid port number"
+        );
+        let error = parse("postgres://u@h:notaport/db?password=secret").unwrap_err();
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn a_database_debug_prints_no_password() {
+        let url = "postgres:///ledger?host=/tmp/c&user=ledger&password=secret";
+        let database = Database {
+            url: url.to_string(),
+            options: parse(url).unwrap(),
+            source: DatabaseSource::PrivateCluster {
+                data_dir: PathBuf::from("/tmp/c/pgdata"),
+            },
+        };
+        assert_eq!(
+            format!("{database:?}"),
+            "Database { url: \"postgres:///ledger?host=/tmp/c&user=ledger&password=***\", \
+             source: PrivateCluster { data_dir: \"/tmp/c/pgdata\" }, .. }"
         );
     }
 

@@ -17,7 +17,8 @@
 //! - `repository`: cqrs-es `PersistedEventRepository` on these tables.
 //! - `schema`: whether a database holds this binary's schema, read only.
 //! - `tenants`: tenants and API keys.
-//! - `database`: resolving and connecting to PostgreSQL.
+//! - `database`: resolving and connecting to PostgreSQL, the private cluster,
+//!   redacting URLs.
 //! - `testing`: fresh databases for tests (feature `testing`, tests only).
 
 pub mod append;

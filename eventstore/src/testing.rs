@@ -1,16 +1,25 @@
 //! Fresh databases for tests.
 //!
-//! [`TestDatabase::new`] resolves PostgreSQL exactly as the CLI does
-//! (`DATABASE_URL`, then the local server, then a private cluster), keeps one
-//! migrated template database per migration set, and clones it for each test
+//! [`TestDatabase::new`] resolves PostgreSQL as the CLI does (`DATABASE_URL`,
+//! then the local server, then a private cluster), keeps one migrated
+//! template database per migration set, and clones it for each test
 //! (`CREATE DATABASE ... TEMPLATE`, far faster than migrating). The clone is
 //! dropped when the value is dropped. When no PostgreSQL can be resolved the
 //! test fails with the resolution error; it never skips.
+//!
+//! The private cluster is one per user ([`private_cluster_dir`]), not the
+//! CLI's `.ledger/` of the working directory: each test binary runs in its
+//! own package's directory, and one cluster per package would start several
+//! servers for one `cargo test`. Test binaries starting it at once wait for
+//! each other on its lock.
 
-use crate::database::{drop_database, quote_identifier, resolve, Database};
+use crate::database::{
+    drop_database, quote_identifier, resolve, resolve_with, Database, MissingDatabase,
+};
 use crate::{EventStore, MIGRATOR};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Advisory lock key serialising template creation across test processes.
@@ -21,6 +30,25 @@ const LEFTOVER_AGE: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// How often cloning is retried while another session touches the template.
 const CLONE_ATTEMPTS_MAX: u32 = 50;
+
+/// Unix socket paths are limited to 107 bytes; a temporary directory longer
+/// than this leaves no room for the cluster's socket in it.
+const TEMP_DIR_LEN_MAX: usize = 64;
+
+/// The tests' private cluster, one per user: `ledger-test-<uid>` in the
+/// temporary directory (`/tmp` when that one's path is too long for a
+/// socket).
+pub fn private_cluster_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let temp = std::env::temp_dir();
+    let base = if temp.is_absolute() && temp.as_os_str().len() <= TEMP_DIR_LEN_MAX {
+        temp
+    } else {
+        PathBuf::from("/tmp")
+    };
+    base.join(format!("ledger-test-{uid}"))
+}
 
 /// A database of its own for one test, cloned from the migrated template.
 pub struct TestDatabase {
@@ -34,10 +62,21 @@ impl TestDatabase {
     /// cannot be resolved or the database cannot be created.
     pub async fn new() -> Self {
         let configured = std::env::var("DATABASE_URL").ok();
-        let server = resolve(configured.as_deref())
-            .await
-            .unwrap_or_else(|error| panic!("tests need PostgreSQL: {error}"));
-        let template = ensure_template(&server)
+        let cluster_dir = private_cluster_dir();
+        let server = resolve_with(
+            configured.as_deref(),
+            MissingDatabase::Create,
+            Some(&cluster_dir),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("tests need PostgreSQL: {error}"));
+        Self::on(&server).await
+    }
+
+    /// A fresh, migrated database on `server` (a database there, any one:
+    /// the template and the clone sit beside it).
+    pub async fn on(server: &Database) -> Self {
+        let template = ensure_template(server)
             .await
             .unwrap_or_else(|error| panic!("cannot prepare the template database: {error}"));
         let name = format!(
@@ -45,7 +84,7 @@ impl TestDatabase {
             unix_seconds(),
             uuid::Uuid::now_v7().simple()
         );
-        clone_template(&server, &template, &name)
+        clone_template(server, &template, &name)
             .await
             .unwrap_or_else(|error| panic!("cannot create test database {name}: {error}"));
         let database = resolve(Some(&server.url_for(&name)))
