@@ -31,7 +31,7 @@ pub const TIME_RANGE_TEXT: &str = "1970-01-01T00:00:00Z to 9999-12-31T23:59:59.9
 
 /// A time outside [`TIME_MIN`]..=[`TIME_MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{field} must be between {TIME_RANGE_TEXT}")]
+#[error("{field} must be from {TIME_RANGE_TEXT}")]
 pub struct TimeOutOfRange {
     /// The field that held it.
     pub field: &'static str,
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(check("effective_at", TIME_MAX), Ok(()));
         assert_eq!(
             TimeOutOfRange { field: "at" }.to_string(),
-            format!("at must be between {TIME_RANGE_TEXT}")
+            format!("at must be from {TIME_RANGE_TEXT}")
         );
     }
 }

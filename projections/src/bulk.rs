@@ -11,8 +11,8 @@
 
 use crate::progress::Progress;
 use crate::runtime::{
-    advance, at_event, covering_ranges, ensure_checkpoints, use_schema, Advance, ApplyError,
-    Projection, ProjectionError,
+    advance, at_event, covering_ranges, ensure_checkpoints, is_refusal, use_schema, Advance,
+    ApplyError, Projection, ProjectionError,
 };
 use aggregates::TenantId;
 use eventstore::{EventStore, StoredEvent, TenantRange};
@@ -251,10 +251,9 @@ impl Applier<'_> {
         if let Err(refusal) = self.projection.apply(&mut transaction, slice).await {
             transaction.rollback().await?;
             return match refusal {
-                ApplyError::Database(error) if eventstore::error::is_unavailable(&error) => {
-                    Err(error.into())
-                }
-                refusal => Ok(Err(at_event(slice, refusal))),
+                refusal if is_refusal(&refusal) => Ok(Err(at_event(slice, refusal))),
+                ApplyError::Database(error) => Err(error.into()),
+                refusal => Ok(Err(refusal)),
             };
         }
         let advances: Vec<Advance> = advances.into_values().collect();

@@ -15,8 +15,8 @@
 
 use crate::progress::Progress;
 use crate::runtime::{
-    covering_ranges, lock_key, ApplyError, Projection, ProjectionError, BATCH_EVENTS_MAX,
-    LOCK_NAMESPACE,
+    covering_ranges, is_refusal, lock_key, ApplyError, Projection, ProjectionError,
+    BATCH_EVENTS_MAX, LOCK_NAMESPACE,
 };
 use aggregates::TenantId;
 use eventstore::database::quote_identifier;
@@ -65,12 +65,15 @@ pub struct Comparison {
     /// How many rows differ in each table that has any, listed or not.
     pub differing_rows: BTreeMap<String, u64>,
     pub failures: Vec<ReplayFailure>,
+    /// Tenants whose next event after the live checkpoint the projection
+    /// refuses: the live workers are held back there for good.
+    pub stuck: Vec<ReplayFailure>,
 }
 
 impl Comparison {
-    /// Nothing differs and every tenant replayed.
+    /// Nothing differs, every tenant replayed, and none is stuck.
     pub fn is_clean(&self) -> bool {
-        self.differences.is_empty() && self.failures.is_empty()
+        self.differences.is_empty() && self.failures.is_empty() && self.stuck.is_empty()
     }
 }
 
@@ -179,7 +182,7 @@ async fn compare_on(
     let only: Option<Vec<Uuid>> =
         tenants.map(|tenants| tenants.iter().map(TenantId::as_uuid).collect());
     let mut comparisons = Vec::with_capacity(projections.len());
-    for replay in scratch.replays {
+    for replay in &scratch.replays {
         let failed: Vec<Uuid> = replay.failures.keys().map(TenantId::as_uuid).collect();
         let mut differences = Vec::new();
         let mut differing_rows = BTreeMap::new();
@@ -194,12 +197,69 @@ async fn compare_on(
         comparisons.push(Comparison {
             differences,
             differing_rows,
-            failures: replay.failures.into_values().collect(),
+            failures: replay.failures.values().cloned().collect(),
+            stuck: Vec::new(),
         });
     }
     transaction.commit().await?;
+    probe_past_checkpoints(
+        &mut *connection,
+        &mut scratch,
+        &bounds,
+        tenants,
+        &mut comparisons,
+    )
+    .await?;
     scratch.progress.finish();
     Ok(comparisons)
+}
+
+/// Finds the partitions the live workers cannot move past: replays on, in
+/// the scratch tables (compared already), every tenant's events after its
+/// live checkpoint up to its head. An event a projection refuses there is
+/// one the live workers refuse too, holding that tenant back for good: it
+/// goes to [`Comparison::stuck`]. Events that apply are only lag.
+async fn probe_past_checkpoints(
+    connection: &mut PgConnection,
+    scratch: &mut Scratch<'_>,
+    live: &[BTreeMap<TenantId, i64>],
+    tenants: Option<&[TenantId]>,
+    comparisons: &mut [Comparison],
+) -> Result<(), ProjectionError> {
+    let heads: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT tenant_id, last_seq FROM public.chain_heads WHERE last_seq > 0")
+            .fetch_all(&mut *connection)
+            .await?;
+    let heads: BTreeMap<TenantId, i64> = heads
+        .into_iter()
+        .map(|(tenant, seq)| (TenantId::from_uuid(tenant), seq))
+        .filter(|(tenant, _)| tenants.is_none_or(|tenants| tenants.contains(tenant)))
+        .collect();
+    let bounds: Vec<BTreeMap<TenantId, i64>> = live
+        .iter()
+        .map(|checkpoints| {
+            heads
+                .iter()
+                .filter(|(tenant, head)| **head > checkpoints.get(tenant).copied().unwrap_or(0))
+                .map(|(tenant, head)| (*tenant, *head))
+                .collect()
+        })
+        .collect();
+    let before: Vec<Vec<TenantId>> = scratch
+        .replays
+        .iter()
+        .map(|replay| replay.failures.keys().copied().collect())
+        .collect();
+    scratch.replay_up_to(connection, &bounds).await?;
+    for (index, replay) in scratch.replays.iter().enumerate() {
+        comparisons[index].stuck = replay
+            .failures
+            .values()
+            .filter(|failure| !before[index].contains(&failure.tenant_id))
+            .cloned()
+            .collect();
+    }
+    Ok(())
 }
 
 /// The live checkpoints of `projection`, of `tenants` when given.
@@ -442,20 +502,6 @@ impl Replay<'_> {
                 error,
             }),
         }
-    }
-}
-
-/// Whether an apply error comes from the events rather than from the
-/// database being unavailable: the projection refused an event, or the
-/// database refused the data written for it (data exceptions, class 22, and
-/// integrity violations, class 23).
-fn is_refusal(error: &ApplyError) -> bool {
-    match error {
-        ApplyError::Event { .. } => true,
-        ApplyError::Database(sqlx::Error::Database(error)) => error
-            .code()
-            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
-        ApplyError::Database(_) => false,
     }
 }
 

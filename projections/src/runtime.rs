@@ -381,12 +381,33 @@ pub(crate) async fn apply_leases(
     Ok(events.len() as u64)
 }
 
+/// Whether an apply error comes from the events rather than from the
+/// database failing: the projection refused an event, or the database
+/// refused the data written for it.
+pub(crate) fn is_refusal(error: &ApplyError) -> bool {
+    match error {
+        ApplyError::Event { .. } => true,
+        ApplyError::Database(error) => refused_by_database(error),
+    }
+}
+
+/// Whether the database refused the data written (data exceptions, class
+/// 22, and integrity violations, class 23), as opposed to failing.
+fn refused_by_database(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => error
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
+    }
+}
+
 /// `error`, naming the event when `events` is only one and the database
-/// refused the write (not when it was out of reach): the seq an operator
-/// and `verify` report.
+/// refused the data written for it: the seq an operator and `verify`
+/// report.
 pub(crate) fn at_event(events: &[&StoredEvent], error: ApplyError) -> ApplyError {
     match (events, error) {
-        ([event], ApplyError::Database(error)) if !eventstore::error::is_unavailable(&error) => {
+        ([event], ApplyError::Database(error)) if refused_by_database(&error) => {
             ApplyError::Event {
                 tenant_seq: event.tenant_seq,
                 message: error.to_string(),

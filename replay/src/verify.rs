@@ -98,6 +98,10 @@ pub struct ProjectionVerdict {
     /// How many rows differ in each table that has any, listed or not.
     pub differing_rows: BTreeMap<String, u64>,
     pub failures: Vec<ReplayFailure>,
+    /// Tenants the live projection is held back at: the event after its
+    /// checkpoint, which the projection refuses (their rows up to the
+    /// checkpoint were compared).
+    pub stuck: Vec<ReplayFailure>,
 }
 
 /// Everything `verify` found.
@@ -120,7 +124,9 @@ impl VerifyReport {
     ) -> Self {
         let ok = tenants.iter().all(|tenant| tenant.findings.is_empty())
             && projections.iter().all(|projection| {
-                projection.differing_rows.is_empty() && projection.failures.is_empty()
+                projection.differing_rows.is_empty()
+                    && projection.failures.is_empty()
+                    && projection.stuck.is_empty()
             });
         let events = tenants.iter().map(|tenant| tenant.events).sum();
         let seconds = started.elapsed().as_secs_f64();
@@ -151,6 +157,16 @@ impl VerifyReport {
                 lines.push(format!(
                     "projection {}: tenant {}: tenant_seq {}: cannot be replayed ({}); its rows were not compared",
                     projection.projection, failure.tenant_id, failure.tenant_seq, failure.message
+                ));
+            }
+            for stuck in &projection.stuck {
+                lines.push(format!(
+                    "projection {}: tenant {}: tenant_seq {}: the live projection cannot apply it ({}); the tenant is held back at tenant_seq {}",
+                    projection.projection,
+                    stuck.tenant_id,
+                    stuck.tenant_seq,
+                    stuck.message,
+                    stuck.tenant_seq - 1
                 ));
             }
             for difference in &projection.differences {
@@ -211,6 +227,12 @@ impl VerifyReport {
                 verdicts.push(format!(
                     "{} tenants cannot be replayed",
                     projection.failures.len()
+                ));
+            }
+            if !projection.stuck.is_empty() {
+                verdicts.push(format!(
+                    "{} tenants held back at an event it cannot apply",
+                    projection.stuck.len()
                 ));
             }
             if verdicts.is_empty() {
@@ -475,6 +497,7 @@ pub async fn verify_database(
             differences: comparison.differences,
             differing_rows: comparison.differing_rows,
             failures: comparison.failures,
+            stuck: comparison.stuck,
         })
         .collect();
     Ok(VerifyReport::finish(

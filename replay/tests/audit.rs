@@ -29,6 +29,9 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+#[path = "audit/stuck.rs"]
+mod stuck;
+
 struct Ledger {
     db: TestDatabase,
     bus: CommandBus,

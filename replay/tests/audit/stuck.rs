@@ -1,0 +1,95 @@
+//! A projection partition that cannot move past an event is a finding of
+//! `verify`, named by tenant, projection, seq and error.
+
+use super::{domain, findings_of, Ledger};
+use projections::compare::ReplayFailure;
+use serde_json::json;
+
+const OUT_OF_RANGE: &str = "error returned from database: timestamp out of range";
+
+#[tokio::test]
+async fn an_event_a_projection_cannot_apply_is_a_finding_naming_tenant_projection_and_seq() {
+    // Proves: an event that a projection cannot apply (a grant effective in
+    // the year -5000, as clients could once send, here written behind the
+    // triggers with its chain recomputed) holds its tenant back in the live
+    // projection at that event; verify reports the partition with tenant,
+    // projection, seq and error, says not ok, and the other projections and
+    // tenant are clean.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    ledger
+        .edit_payload(0, 5, None, |payload| {
+            payload["GrantIssued"]["terms"]["effective_at"] = json!("-5000-01-01T00:00:00Z");
+        })
+        .await;
+    ledger.rechain(0).await;
+    let catalog = projections::catalog();
+    let all: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
+    let error = projections::runtime::catch_up_all(ledger.store().pool(), &all, None, 1_000)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "projection quota, tenant {}: event at tenant_seq 5: {OUT_OF_RANGE}",
+            ledger.tenants[0]
+        )
+    );
+    for projection in &catalog {
+        let alone = [projection.as_ref()];
+        let _ =
+            projections::runtime::catch_up_all(ledger.store().pool(), &alone, None, 1_000).await;
+    }
+    let report = ledger.verify().await;
+    assert!(!report.ok);
+    let stuck: Vec<(String, Vec<ReplayFailure>)> = report
+        .projections
+        .iter()
+        .map(|projection| (projection.projection.clone(), projection.stuck.clone()))
+        .collect();
+    let expected: Vec<(String, Vec<ReplayFailure>)> =
+        ["stream_index", "subscriptions", "quota", "journal"]
+            .iter()
+            .map(|name| {
+                let stuck = if *name == "quota" {
+                    vec![ReplayFailure {
+                        tenant_id: ledger.tenants[0],
+                        tenant_seq: 5,
+                        message: OUT_OF_RANGE.into(),
+                    }]
+                } else {
+                    Vec::new()
+                };
+                (name.to_string(), stuck)
+            })
+            .collect();
+    assert_eq!(stuck, expected);
+    for projection in &report.projections {
+        assert_eq!(projection.failures, Vec::new(), "{}", projection.projection);
+        assert_eq!(
+            projection.differences,
+            Vec::new(),
+            "{}",
+            projection.projection
+        );
+    }
+    assert!(
+        report.lines().contains(&format!(
+            "projection quota: tenant {}: tenant_seq 5: the live projection cannot apply it ({OUT_OF_RANGE}); the tenant is held back at tenant_seq 4",
+            ledger.tenants[0]
+        )),
+        "{:?}",
+        report.lines()
+    );
+    // The domain refuses the event too (and, having decided otherwise, the
+    // consumptions that drew on the grant): the first finding is at seq 5.
+    let findings = findings_of(&report, ledger.tenants[0]);
+    assert_eq!(
+        findings.first(),
+        Some(&domain(
+            5,
+            "credits",
+            "the quota refuses it: effective_at must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
+        ))
+    );
+}
