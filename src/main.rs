@@ -225,6 +225,18 @@ struct ServeArgs {
     /// milliseconds, before answering 503.
     #[arg(long, default_value_t = 5_000)]
     read_wait_ms: u64,
+    /// Reads with ?min_seq= one tenant may have in flight at once; beyond,
+    /// 429 too_many_requests with Retry-After.
+    #[arg(long, env = "LEDGER_TENANT_WAITERS_MAX", default_value_t = commands::http::limits::WAITERS_PER_TENANT_MAX_DEFAULT)]
+    tenant_waiters_max: usize,
+    /// Replays (GET /v1/replay) one tenant may have in flight at once;
+    /// beyond, 429 too_many_requests with Retry-After.
+    #[arg(long, env = "LEDGER_TENANT_REPLAYS_MAX", default_value_t = commands::http::limits::REPLAYS_PER_TENANT_MAX_DEFAULT)]
+    tenant_replays_max: usize,
+    /// Replays in flight at once over all tenants, each on a connection of
+    /// the replays' own pool (of this size); beyond, 429.
+    #[arg(long, env = "LEDGER_REPLAYS_MAX", default_value_t = commands::http::limits::REPLAYS_MAX_DEFAULT)]
+    replays_max: usize,
 }
 
 #[derive(Subcommand)]
@@ -316,6 +328,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let mut http =
                 commands::http::HttpConfig::new(args.admin_token.as_deref(), args.body_limit_bytes);
             http.read_wait = std::time::Duration::from_millis(args.read_wait_ms);
+            http.waiters_per_tenant_max = args.tenant_waiters_max;
+            http.replays_per_tenant_max = args.tenant_replays_max;
+            http.replays_max = args.replays_max;
             let config = commands::server::ServeConfig {
                 http,
                 bus: commands::BusConfig {

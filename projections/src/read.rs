@@ -3,16 +3,14 @@
 
 use aggregates::TenantId;
 use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
 
 /// Default bound of a `min_seq` wait.
 pub const MIN_SEQ_WAIT_DEFAULT: Duration = Duration::from_secs(5);
-
-/// How often a `min_seq` wait re-reads the checkpoint when no local worker
-/// signals progress (workers in another process).
-const MIN_SEQ_POLL: Duration = Duration::from_millis(20);
 
 /// A read-only transaction that sees only `tenant_id`'s rows: it switches to
 /// the `ledger_reader` role (no BYPASSRLS; this holds even when the pool
@@ -56,32 +54,196 @@ pub async fn checkpoint(
     Ok(row.map_or(0, |(seq,)| seq))
 }
 
-/// Waits until `projection` has applied `tenant_id`'s events through
-/// `min_seq`, at most `bound`. Wakes on `progress` (bumped by this process's
-/// workers) or every few milliseconds.
-pub async fn wait_for_seq(
-    pool: &PgPool,
-    projection: &str,
-    tenant_id: TenantId,
-    min_seq: i64,
-    bound: Duration,
-    progress: &mut watch::Receiver<u64>,
-) -> Result<Result<i64, Lagging>, sqlx::Error> {
-    let deadline = Instant::now() + bound;
-    loop {
-        let current = checkpoint(pool, projection, tenant_id).await?;
+/// Shortest pause between two reads of the watched checkpoints.
+const WATCH_POLL_MIN: Duration = Duration::from_millis(10);
+
+/// Longest pause between two reads of the watched checkpoints: the pause
+/// doubles from [`WATCH_POLL_MIN`] up to this while nothing moves.
+const WATCH_POLL_MAX: Duration = Duration::from_millis(200);
+
+/// Every `min_seq` wait of a process, served by one task that reads the
+/// checkpoints waited on in one query, however many wait: the database
+/// work of waiting is one statement per pause (10 ms, doubling up to 200
+/// ms while nothing moves), not one per waiter, and none at all while
+/// nobody waits. Local workers' progress wakes it at once.
+pub struct CheckpointWatch {
+    pool: PgPool,
+    waits: Mutex<HashMap<(&'static str, TenantId), Watched>>,
+    /// Wakes the task when a wait starts.
+    started: Notify,
+    /// This process's workers' progress (closed when they run elsewhere).
+    progress: watch::Receiver<u64>,
+    task: std::sync::OnceLock<()>,
+}
+
+/// One watched checkpoint and how many wait on it.
+struct Watched {
+    seq: watch::Sender<i64>,
+    waiters: usize,
+}
+
+/// A registered wait; leaving it (drop) unregisters it.
+struct Registration<'a> {
+    watch: &'a CheckpointWatch,
+    key: (&'static str, TenantId),
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut waits = self.watch.lock();
+        if let Some(watched) = waits.get_mut(&self.key) {
+            watched.waiters -= 1;
+            if watched.waiters == 0 {
+                waits.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl CheckpointWatch {
+    /// A watch reading `pool`, woken by `progress` (a receiver whose sender
+    /// is gone when no workers run in this process: the task then polls).
+    pub fn new(pool: PgPool, progress: watch::Receiver<u64>) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            waits: Mutex::new(HashMap::new()),
+            started: Notify::new(),
+            progress,
+            task: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, TenantId), Watched>> {
+        // A panic while holding the lock leaves a map that is still valid.
+        self.waits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until `projection` has applied `tenant_id`'s events through
+    /// `min_seq`, at most `bound`. Returns the checkpoint reached, or how far
+    /// it had got.
+    pub async fn wait_for_seq(
+        self: &Arc<Self>,
+        projection: &'static str,
+        tenant_id: TenantId,
+        min_seq: i64,
+        bound: Duration,
+    ) -> Result<Result<i64, Lagging>, sqlx::Error> {
+        let current = checkpoint(&self.pool, projection, tenant_id).await?;
         if current >= min_seq {
             return Ok(Ok(current));
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(Err(Lagging {
-                requested: min_seq,
-                current,
-            }));
+        self.task.get_or_init(|| {
+            tokio::spawn(watch_checkpoints(
+                Arc::downgrade(self),
+                self.progress.clone(),
+            ));
+        });
+        let key = (projection, tenant_id);
+        let mut seq = {
+            let mut waits = self.lock();
+            let watched = waits.entry(key).or_insert_with(|| Watched {
+                seq: watch::channel(current).0,
+                waiters: 0,
+            });
+            watched.waiters += 1;
+            watched.seq.subscribe()
+        };
+        let _registration = Registration { watch: self, key };
+        self.started.notify_one();
+        let reached = tokio::time::timeout(bound, seq.wait_for(|seq| *seq >= min_seq))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|reached| *reached);
+        let current = *seq.borrow();
+        Ok(reached.ok_or(Lagging {
+            requested: min_seq,
+            current,
+        }))
+    }
+
+    /// The checkpoints waited on now.
+    fn watched(&self) -> Vec<(&'static str, TenantId)> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Publishes the checkpoints read (each row: the index of its key in
+    /// `watched`, and the seq); whether any moved.
+    fn publish(&self, watched: &[(&'static str, TenantId)], rows: &[(i64, i64)]) -> bool {
+        let waits = self.lock();
+        let mut moved = false;
+        for (index, seq) in rows {
+            let key = usize::try_from(*index - 1)
+                .ok()
+                .and_then(|index| watched.get(index));
+            if let Some(watched) = key.and_then(|key| waits.get(key)) {
+                moved |= watched.seq.send_if_modified(|current| {
+                    let changed = *seq > *current;
+                    if changed {
+                        *current = *seq;
+                    }
+                    changed
+                });
+            }
         }
-        let pause = MIN_SEQ_POLL.min(deadline - now);
-        // A closed channel only means no local workers: keep polling.
-        let _ = tokio::time::timeout(pause, progress.changed()).await;
+        moved
+    }
+}
+
+const WATCHED_CHECKPOINTS: &str = "\
+    SELECT w.n, c.last_seq \
+    FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS w(tenant_id, projection, n) \
+    JOIN projection_checkpoints c ON c.tenant_id = w.tenant_id AND c.projection = w.projection";
+
+/// The task behind a [`CheckpointWatch`]: while anyone waits, reads the
+/// watched checkpoints, then pauses (shorter after a move, on a local
+/// worker's progress or a new wait); while nobody waits, sleeps until a
+/// wait starts. Ends when the watch is dropped.
+async fn watch_checkpoints(
+    watch: std::sync::Weak<CheckpointWatch>,
+    mut progress: watch::Receiver<u64>,
+) {
+    let mut pause = WATCH_POLL_MIN;
+    loop {
+        let Some(this) = watch.upgrade() else {
+            return;
+        };
+        let watched = this.watched();
+        if watched.is_empty() {
+            // Re-checked every so often, so a dropped watch ends the task.
+            let _ = tokio::time::timeout(WATCH_POLL_MAX * 10, this.started.notified()).await;
+            pause = WATCH_POLL_MIN;
+            continue;
+        }
+        let tenants: Vec<Uuid> = watched.iter().map(|(_, id)| id.as_uuid()).collect();
+        let names: Vec<&str> = watched.iter().map(|(name, _)| *name).collect();
+        let read: Result<Vec<(i64, i64)>, sqlx::Error> = sqlx::query_as(WATCHED_CHECKPOINTS)
+            .bind(&tenants)
+            .bind(&names)
+            .fetch_all(&this.pool)
+            .await;
+        pause = match read {
+            Ok(rows) if this.publish(&watched, &rows) => WATCH_POLL_MIN,
+            Ok(_) => (pause * 2).min(WATCH_POLL_MAX),
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the checkpoints waited on");
+                WATCH_POLL_MAX
+            }
+        };
+        let started = this.started.notified();
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            changed = progress.changed() => {
+                if changed.is_ok() {
+                    pause = WATCH_POLL_MIN;
+                } else {
+                    // No local workers: only the pause paces the reads.
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            () = started => pause = WATCH_POLL_MIN,
+        }
     }
 }

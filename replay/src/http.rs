@@ -62,9 +62,13 @@ async fn replay(
         (None, Some(time)) => AsOf::Time(time.get()),
         (None, None) => AsOf::Head,
     };
-    let pool = state.store.pool().clone();
+    let replaying = state.replays.try_acquire(tenant_id)?;
+    let pool = state.replay_pool.clone();
     // A task of its own, so a client going away cannot cancel it mid-transaction.
-    let task = tokio::spawn(async move { replay_in_snapshot(&pool, tenant_id, as_of).await });
+    let task = tokio::spawn(async move {
+        let _replaying = replaying;
+        replay_in_snapshot(&pool, tenant_id, as_of).await
+    });
     let report = task
         .await
         .map_err(|error| ApiError::Internal(format!("replay task failed: {error}")))?

@@ -59,6 +59,11 @@ pub enum ApiError {
         message: String,
         details: Value,
     },
+    /// 429: a bound on work in flight reached; retry after the delay.
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// 503: the database is out of reach, or a read could not catch up.
     Unavailable {
         code: &'static str,
@@ -127,6 +132,15 @@ impl ApiError {
                 message.clone(),
                 details.clone(),
             ),
+            Self::TooManyRequests {
+                message,
+                retry_after,
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                message.clone(),
+                json!({"retry_after_s": retry_after.as_secs()}),
+            ),
             Self::Unavailable {
                 code,
                 message,
@@ -153,7 +167,14 @@ impl IntoResponse for ApiError {
             tracing::error!(%cause, "internal error");
         }
         let (status, code, message, details) = self.parts();
-        (status, Json(error_body(code, &message, details))).into_response()
+        let mut response = (status, Json(error_body(code, &message, details))).into_response();
+        if let Self::TooManyRequests { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+        }
+        response
     }
 }
 

@@ -6,6 +6,7 @@ pub mod extract;
 mod grants;
 mod health;
 mod journal;
+pub mod limits;
 mod metrics;
 pub mod openapi;
 mod projections;
@@ -43,6 +44,16 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     /// Bumped when this process's projection workers commit a batch.
     pub progress: watch::Receiver<u64>,
+    /// Every `min_seq` wait of the process, served by one reader.
+    pub checkpoints: Arc<::projections::read::CheckpointWatch>,
+    /// Concurrent `min_seq` reads, bounded per tenant.
+    pub waiters: Arc<limits::TenantLimiter>,
+    /// Concurrent replays, bounded per tenant and in all.
+    pub replays: Arc<limits::TenantLimiter>,
+    /// The replays' own pool ([`limits::REPLAYS_MAX_DEFAULT`] connections
+    /// by default, each statement bounded by [`REPLAY_STATEMENT_TIMEOUT`]),
+    /// so replays never take the connections commands and reads need.
+    pub replay_pool: sqlx::PgPool,
     /// The projections this server reads and reports on.
     pub projections: Arc<[Arc<dyn ::projections::Projection>]>,
     /// The plans tenants may subscribe to.
@@ -58,7 +69,16 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// Longest a read with `min_seq` waits for its projection.
     pub read_wait: Duration,
+    /// Concurrent reads with `min_seq` per tenant; beyond, 429.
+    pub waiters_per_tenant_max: usize,
+    /// Concurrent replays per tenant; beyond, 429.
+    pub replays_per_tenant_max: usize,
+    /// Concurrent replays in all (the replay pool's size); beyond, 429.
+    pub replays_max: usize,
 }
+
+/// Longest one statement of a replay may run.
+pub const REPLAY_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl HttpConfig {
     pub fn new(admin_token: Option<&str>, body_limit_bytes: usize) -> Self {
@@ -68,6 +88,9 @@ impl HttpConfig {
                 .map(|token| blake3::hash(token.as_bytes())),
             body_limit_bytes,
             read_wait: ::projections::read::MIN_SEQ_WAIT_DEFAULT,
+            waiters_per_tenant_max: limits::WAITERS_PER_TENANT_MAX_DEFAULT,
+            replays_per_tenant_max: limits::REPLAYS_PER_TENANT_MAX_DEFAULT,
+            replays_max: limits::REPLAYS_MAX_DEFAULT,
         }
     }
 }
@@ -82,7 +105,31 @@ impl AppState {
         progress: watch::Receiver<u64>,
         projections: Vec<Arc<dyn ::projections::Projection>>,
     ) -> Self {
+        let replay_options = store.pool().connect_options().as_ref().clone().options([(
+            "statement_timeout",
+            format!("{}ms", REPLAY_STATEMENT_TIMEOUT.as_millis()),
+        )]);
+        let replay_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(u32::try_from(config.replays_max.max(1)).unwrap_or(u32::MAX))
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .connect_lazy_with(replay_options);
         Self {
+            checkpoints: ::projections::read::CheckpointWatch::new(
+                store.pool().clone(),
+                progress.clone(),
+            ),
+            waiters: limits::TenantLimiter::new(
+                "reads waiting for min_seq",
+                config.waiters_per_tenant_max,
+                usize::MAX,
+            ),
+            replays: limits::TenantLimiter::new(
+                "replays",
+                config.replays_per_tenant_max,
+                config.replays_max,
+            ),
+            replay_pool,
             store,
             metrics: bus.metrics().clone(),
             bus,
@@ -128,11 +175,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub fn app(routes: OpenApiRouter<AppState>, state: AppState) -> Router {
     let body_limit_bytes = state.config.body_limit_bytes;
     let (router, api) = routes.split_for_parts();
-    let api = Arc::new(api);
+    let mut document = serde_json::to_value(&api).unwrap_or_default();
+    openapi::add_shared_answers(&mut document);
+    let document = Arc::new(document);
     router
         .route(
             "/openapi.json",
-            get(move || std::future::ready(Json(api.as_ref().clone()))),
+            get(move || std::future::ready(Json(document.as_ref().clone()))),
         )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -31,20 +31,19 @@ where
         + 'static,
 {
     let pool = state.store.pool().clone();
-    let mut progress = state.progress.clone();
+    let checkpoints = state.checkpoints.clone();
     let bound = state.config.read_wait;
+    let waiting = match min_seq {
+        Some(_) => Some(state.waiters.try_acquire(tenant_id)?),
+        None => None,
+    };
     let task = tokio::spawn(async move {
+        let _waiting = waiting;
         let reached = match min_seq {
             Some(min_seq) => {
-                match projections::read::wait_for_seq(
-                    &pool,
-                    projection,
-                    tenant_id,
-                    min_seq,
-                    bound,
-                    &mut progress,
-                )
-                .await?
+                match checkpoints
+                    .wait_for_seq(projection, tenant_id, min_seq, bound)
+                    .await?
                 {
                     Ok(reached) => reached,
                     Err(lagging) => return Ok(Err(lagging)),
