@@ -1,6 +1,7 @@
 //! The HTTP API: one file per resource, each with its own `router()`, merged
 //! here with the shared layers (body limit, fallbacks, OpenAPI).
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 mod grants;
@@ -18,12 +19,13 @@ mod tenants;
 
 use crate::metrics::Metrics;
 use crate::pipeline::CommandBus;
+use auth::{AuthClock, Authenticator};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use error::ApiError;
 use eventstore::EventStore;
-use extract::{AuthCache, BodyLimit};
+use extract::BodyLimit;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -39,7 +41,8 @@ pub struct AppState {
     pub store: EventStore,
     pub bus: CommandBus,
     pub metrics: Arc<Metrics>,
-    pub auth: Arc<AuthCache>,
+    /// Verified API keys and failed attempts of this process.
+    pub auth: Arc<Authenticator>,
     pub config: Arc<HttpConfig>,
     /// Bumped when this process's projection workers commit a batch.
     pub progress: watch::Receiver<u64>,
@@ -86,7 +89,7 @@ impl AppState {
             store,
             metrics: bus.metrics().clone(),
             bus,
-            auth: Arc::new(AuthCache::default()),
+            auth: Arc::new(Authenticator::default()),
             config: Arc::new(config),
             progress,
             projections: projections.into(),
@@ -97,6 +100,13 @@ impl AppState {
     /// The same state with another plan catalog.
     pub fn with_plans(mut self, plans: aggregates::plan::PlanCatalog) -> Self {
         self.plans = Arc::new(plans);
+        self
+    }
+
+    /// The same state with the key cache and the failure throttle reading
+    /// `clock` (tests move it instead of sleeping).
+    pub fn with_auth_clock(mut self, clock: AuthClock) -> Self {
+        self.auth = Arc::new(Authenticator::new(clock));
         self
     }
 
@@ -127,7 +137,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// other crates), `/openapi.json`, fallbacks and shared layers.
 pub fn app(routes: OpenApiRouter<AppState>, state: AppState) -> Router {
     let body_limit_bytes = state.config.body_limit_bytes;
-    let (router, api) = routes.split_for_parts();
+    let (router, mut api) = routes.split_for_parts();
+    openapi::document_throttling(&mut api);
     let api = Arc::new(api);
     router
         .route(

@@ -2,7 +2,9 @@
 //! `/openapi.json` serving it.
 
 use super::error::{ErrorBody, ErrorDetail};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -48,5 +50,63 @@ impl Modify for Security {
                     .build(),
             ),
         );
+    }
+}
+
+/// What a route that authenticates may answer 429 for.
+const THROTTLED: &str = "too_many_requests: too many failed authentications from this \
+    address; Retry-After gives the seconds left";
+
+/// Documents the 429 of every operation that authenticates (every one with
+/// a security requirement), where routes of every crate are merged, so no
+/// route can forget it. An operation that already answers 429 for a domain
+/// reason gets the reason added to its description.
+pub fn document_throttling(api: &mut utoipa::openapi::OpenApi) {
+    for item in api.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            document_operation_throttling(operation);
+        }
+    }
+}
+
+fn document_operation_throttling(operation: &mut Operation) {
+    if operation.security.as_ref().is_none_or(Vec::is_empty) {
+        return;
+    }
+    let responses = &mut operation.responses.responses;
+    match responses.get_mut("429") {
+        Some(RefOr::T(response)) => {
+            response.description = format!("{}; or {THROTTLED}", response.description);
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let response = ResponseBuilder::new()
+                .description(THROTTLED)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .header(
+                    "Retry-After",
+                    utoipa::openapi::HeaderBuilder::new()
+                        .schema(
+                            utoipa::openapi::ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::schema::Type::Integer),
+                        )
+                        .description(Some("Seconds until the client may try again"))
+                        .build(),
+                )
+                .build();
+            responses.insert("429".to_string(), RefOr::T(response));
+        }
     }
 }
