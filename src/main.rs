@@ -36,7 +36,8 @@ enum Command {
     /// and refuses it within moments, and at the latest after 5 s, the
     /// lifetime of its key cache, should a notification be lost. A client
     /// address with 20 failed authentications within 60 s is answered 429
-    /// (with Retry-After) until the 60 s have passed.
+    /// (with Retry-After) until the 60 s have passed. The projection gauges
+    /// of /metrics are refreshed every 5 s.
     Serve(ServeArgs),
     /// Manage tenants.
     #[command(subcommand)]
@@ -198,6 +199,10 @@ struct ServeArgs {
     /// disabled without it.
     #[arg(long, env = "LEDGER_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Token /metrics then needs (Authorization: Bearer <token>); /metrics
+    /// is open without it.
+    #[arg(long, env = "LEDGER_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "LEDGER_BODY_LIMIT_BYTES", default_value_t = commands::http::BODY_LIMIT_BYTES_DEFAULT)]
     body_limit_bytes: usize,
@@ -407,7 +412,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let store = open_store(database_url, args.db_connections).await?;
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
             let mut http =
-                commands::http::HttpConfig::new(args.admin_token.as_deref(), args.body_limit_bytes);
+                commands::http::HttpConfig::new(args.admin_token.as_deref(), args.body_limit_bytes)
+                    .with_metrics_token(args.metrics_token.as_deref());
             http.read_wait = std::time::Duration::from_millis(args.read_wait_ms);
             let config = commands::server::ServeConfig {
                 http,

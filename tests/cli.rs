@@ -596,12 +596,18 @@ async fn tenant_keys_and_revoke_key_list_and_revoke_by_id_and_a_running_server_r
     let help = ledger(&db).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
     use commands::http::auth::{AUTH_CACHE_TTL, FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW};
+    use commands::http::metrics::PROJECTION_METRICS_INTERVAL;
     for stated in [
         format!("at the latest after {} s", AUTH_CACHE_TTL.as_secs()),
         format!(
             "{FAILED_AUTH_LIMIT} failed authentications within {} s",
             FAILED_AUTH_WINDOW.as_secs()
         ),
+        format!(
+            "refreshed every {} s",
+            PROJECTION_METRICS_INTERVAL.as_secs()
+        ),
+        "--metrics-token".to_string(),
     ] {
         assert!(
             help.contains(&stated),

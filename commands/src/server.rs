@@ -2,6 +2,9 @@
 //! graceful shutdown.
 
 use crate::http::auth::listen_for_revocations;
+use crate::http::metrics::{
+    refresh_projection_metrics, run_projection_metrics, PROJECTION_METRICS_INTERVAL,
+};
 use crate::http::{app, AppState, HttpConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{BusConfig, CommandBus};
@@ -54,8 +57,9 @@ pub async fn start_workers(
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops taking
 /// connections, finishes in-flight requests, drains the pipeline and stops the
-/// workers. Next to them runs the listener that evicts API keys revoked by
-/// other processes.
+/// workers. Next to them run the timer that refreshes the projection gauges
+/// of `/metrics` (once before the first connection is taken) and the
+/// listener that evicts API keys revoked by other processes.
 pub async fn serve(
     store: EventStore,
     listener: TcpListener,
@@ -93,6 +97,12 @@ pub async fn serve(
     let revocations = tokio::spawn(listen_for_revocations(
         store,
         state.auth.clone(),
+        tasks_stopped.clone(),
+    ));
+    refresh_projection_metrics(&state).await;
+    let projection_metrics = tokio::spawn(run_projection_metrics(
+        state.clone(),
+        PROJECTION_METRICS_INTERVAL,
         tasks_stopped,
     ));
     let application = app(routes, state);
@@ -111,6 +121,7 @@ pub async fn serve(
     let _ = stop_tasks.send(true);
     let _ = notifier.await;
     let _ = revocations.await;
+    let _ = projection_metrics.await;
     tracing::info!("stopped");
     Ok(served?)
 }

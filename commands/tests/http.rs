@@ -168,6 +168,27 @@ impl TestApp {
         self.client
             .post(format!("{}/v1/test/counters/{counter}/add", self.base))
     }
+
+    /// `/metrics` once the projection gauges' timer has refreshed them
+    /// twice from now (the second refresh started after this call).
+    async fn metrics_after_refresh(&self) -> String {
+        let mut refreshed = self.state.metrics.projections_refreshed();
+        refreshed.borrow_and_update();
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(10), refreshed.changed())
+                .await
+                .expect("the projection gauges were not refreshed within 10 s")
+                .unwrap();
+        }
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 async fn error_of(response: reqwest::Response, status: StatusCode) -> Value {
@@ -638,8 +659,15 @@ async fn a_read_with_min_seq_far_ahead_answers_503_after_the_bound() {
 #[tokio::test]
 async fn projections_report_their_lag_to_the_admin_and_to_metrics() {
     // Proves: GET /v1/projections (admin only) and /metrics show checkpoint,
-    // events behind and state, before and after the projection catches up.
+    // events behind and state, before and after the projection catches up;
+    // /metrics as of the timer's latest refresh.
     let app = spawn_app(Some(ADMIN_TOKEN)).await;
+    let (_stop_timer, timer_stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(commands::http::metrics::run_projection_metrics(
+        app.state.clone(),
+        Duration::from_millis(20),
+        timer_stopped,
+    ));
     for index in 0..3 {
         app.add(&format!("c{index}"))
             .bearer_auth(&app.api_key)
@@ -679,15 +707,7 @@ async fn projections_report_their_lag_to_the_admin_and_to_metrics() {
     assert_eq!(stream_index["checkpoint"], 0);
     assert_eq!(stream_index["events_behind"], 3);
     assert!(stream_index["seconds_behind"].as_f64().unwrap() >= 0.0);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_after_refresh().await;
     assert!(
         metrics.contains("ledger_projection_events_behind{projection=\"stream_index\"} 3"),
         "{metrics}"
@@ -708,15 +728,7 @@ async fn projections_report_their_lag_to_the_admin_and_to_metrics() {
     assert_eq!(stream_index["checkpoint"], 3);
     assert_eq!(stream_index["events_behind"], 0);
     assert_eq!(stream_index["seconds_behind"], 0.0);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_after_refresh().await;
     assert!(
         metrics.contains("ledger_projection_checkpoint{projection=\"stream_index\"} 3"),
         "{metrics}"
@@ -1290,6 +1302,100 @@ async fn without_the_client_address_failures_are_logged_but_not_throttled() {
 }
 
 #[tokio::test]
+async fn metrics_scrapes_never_query_the_database_and_need_the_token_when_one_is_set() {
+    // Proves: with a metrics token, /metrics answers 401 without it, with
+    // another token or with the admin token; with it, the projection gauges
+    // are there from the first scrape (computed before the server took a
+    // connection); and 50 scrapes answer while the projection tables are
+    // locked exclusively: no scrape queries them. Without a token /metrics
+    // stays open.
+    const METRICS_TOKEN: &str = "scrape-secret";
+    let db = TestDatabase::new().await;
+    projections::status::register(db.store().pool(), &projections::catalog())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = commands::server::ServeConfig {
+        http: HttpConfig::new(Some(ADMIN_TOKEN), BODY_LIMIT_BYTES)
+            .with_metrics_token(Some(METRICS_TOKEN)),
+        bus: BusConfig::default(),
+        workers: false,
+        plans: aggregates::plan::PlanCatalog::builtin(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let store = db.store().clone();
+    let server = tokio::spawn(async move {
+        commands::server::serve(
+            store,
+            listener,
+            config,
+            routes(),
+            projections::catalog(),
+            Vec::new(),
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let client = reqwest::Client::new();
+    let scrape = |token: Option<&'static str>| {
+        let request = client.get(format!("{base}/metrics"));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+    for token in [None, Some("wrong"), Some(ADMIN_TOKEN)] {
+        let refused = scrape(token).await.unwrap();
+        assert_eq!(
+            error_of(refused, StatusCode::UNAUTHORIZED).await["error"]["code"],
+            "unauthorized"
+        );
+    }
+    let first = scrape(Some(METRICS_TOKEN)).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let text = first.text().await.unwrap();
+    assert!(
+        text.contains("ledger_projection_state{projection=\"stream_index\",state=\"live\"} 1"),
+        "{text}"
+    );
+
+    let mut lock = db.store().pool().begin().await.unwrap();
+    sqlx::query(
+        "LOCK TABLE projections, projection_checkpoints, chain_heads IN ACCESS EXCLUSIVE MODE",
+    )
+    .execute(&mut *lock)
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        for _ in 0..50 {
+            assert_eq!(
+                scrape(Some(METRICS_TOKEN)).await.unwrap().status(),
+                StatusCode::OK
+            );
+        }
+    })
+    .await
+    .expect("50 scrapes did not answer within 10 s with the projection tables locked");
+    lock.rollback().await.unwrap();
+    let _ = stop.send(());
+    server.await.unwrap();
+
+    let open = spawn_app(None).await;
+    let scraped = open
+        .client
+        .get(format!("{}/metrics", open.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn every_route_that_authenticates_documents_its_statuses_and_the_429_of_throttling() {
     // Proves: /openapi.json is served as application/json, the same bytes
     // each time; the tenant and key routes and /metrics document exactly
@@ -1339,7 +1445,7 @@ async fn every_route_that_authenticates_documents_its_statuses_and_the_429_of_th
             "/v1/tenants/{tenant_id}/api-keys/{key_id}/revoke",
             vec!["200", "400", "401", "404", "429"],
         ),
-        ("get", "/metrics", vec!["200"]),
+        ("get", "/metrics", vec!["200", "401", "429"]),
         ("get", "/healthz", vec!["200", "503"]),
     ] {
         assert_eq!(statuses(method, path), expected, "{method} {path}");
@@ -1368,7 +1474,7 @@ async fn every_route_that_authenticates_documents_its_statuses_and_the_429_of_th
     }
     assert_eq!(
         open,
-        ["get /healthz", "get /metrics"],
+        ["get /healthz"],
         "every other operation authenticates"
     );
     let consume = &openapi["paths"]["/v1/quota/{quota}/consume"]["post"]["responses"]["429"];
@@ -1384,4 +1490,7 @@ async fn every_route_that_authenticates_documents_its_statuses_and_the_429_of_th
             .get("Retry-After")
             .is_some()
     );
+    assert!(openapi["components"]["securitySchemes"]
+        .get("metrics_token")
+        .is_some());
 }

@@ -1,4 +1,5 @@
-//! Authentication: the tenant behind an API key, the admin token, the cache of verified keys, and the throttle on failed attempts.
+//! Authentication: the tenant behind an API key, the admin and metrics
+//! tokens, the cache of verified keys, and the throttle on failed attempts.
 //!
 //! A verified key is trusted for [`AUTH_CACHE_TTL`] without asking the
 //! database. Revoking a key evicts it from the revoking process's cache at
@@ -98,6 +99,8 @@ pub enum AuthFailure {
     AdminDisabled,
     #[error("this route needs the admin token")]
     NotAdminToken,
+    #[error("/metrics needs the metrics token")]
+    NotMetricsToken,
 }
 
 /// A verified key, as cached.
@@ -436,6 +439,28 @@ impl FromRequestParts<AppState> for Admin {
             AuthFailure::AdminDisabled,
             AuthFailure::NotAdminToken,
         )?;
+        Ok(Self)
+    }
+}
+
+/// A request allowed to read `/metrics`: any, unless the server has a
+/// metrics token (`LEDGER_METRICS_TOKEN`), which it must then carry.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsReader;
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(expected) = &state.config.metrics_token_digest {
+            check_token(
+                parts,
+                state,
+                Some(expected),
+                AuthFailure::NotMetricsToken,
+                AuthFailure::NotMetricsToken,
+            )?;
+        }
         Ok(Self)
     }
 }

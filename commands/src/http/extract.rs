@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use eventstore::{IdempotencyKey, InvalidIdempotencyKey};
 use serde::de::DeserializeOwned;
 
-pub use super::auth::{Admin, Tenant};
+pub use super::auth::{Admin, MetricsReader, Tenant};
 
 /// Header carrying a mutating request's idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";

@@ -7,7 +7,7 @@ pub mod extract;
 mod grants;
 mod health;
 mod journal;
-mod metrics;
+pub mod metrics;
 pub mod openapi;
 mod projections;
 mod quota;
@@ -57,6 +57,8 @@ pub struct AppState {
 pub struct HttpConfig {
     /// blake3 of `LEDGER_ADMIN_TOKEN`; admin routes answer 401 without one.
     pub admin_token_digest: Option<blake3::Hash>,
+    /// blake3 of `LEDGER_METRICS_TOKEN`; when set, `/metrics` needs it.
+    pub metrics_token_digest: Option<blake3::Hash>,
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
     /// Longest a read with `min_seq` waits for its projection.
@@ -66,13 +68,26 @@ pub struct HttpConfig {
 impl HttpConfig {
     pub fn new(admin_token: Option<&str>, body_limit_bytes: usize) -> Self {
         Self {
-            admin_token_digest: admin_token
-                .filter(|token| !token.is_empty())
-                .map(|token| blake3::hash(token.as_bytes())),
+            admin_token_digest: token_digest(admin_token),
+            metrics_token_digest: None,
             body_limit_bytes,
             read_wait: ::projections::read::MIN_SEQ_WAIT_DEFAULT,
         }
     }
+
+    /// The same settings with `/metrics` guarded by `token` (open when
+    /// `None` or empty).
+    pub fn with_metrics_token(mut self, token: Option<&str>) -> Self {
+        self.metrics_token_digest = token_digest(token);
+        self
+    }
+}
+
+/// Only a token's digest is kept; an empty token is none.
+fn token_digest(token: Option<&str>) -> Option<blake3::Hash> {
+    token
+        .filter(|token| !token.is_empty())
+        .map(|token| blake3::hash(token.as_bytes()))
 }
 
 impl AppState {

@@ -50,6 +50,15 @@ impl Modify for Security {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The server's LEDGER_METRICS_TOKEN, when it has one"))
+                    .build(),
+            ),
+        );
     }
 }
 
