@@ -22,7 +22,7 @@ use crate::pipeline::CommandBus;
 use auth::{AuthClock, Authenticator};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use error::ApiError;
 use eventstore::EventStore;
 use extract::BodyLimit;
@@ -154,11 +154,11 @@ pub fn app(routes: OpenApiRouter<AppState>, state: AppState) -> Router {
     let body_limit_bytes = state.config.body_limit_bytes;
     let (router, mut api) = routes.split_for_parts();
     openapi::document_throttling(&mut api);
-    let api = Arc::new(api);
+    let document = openapi::Document::serialize(&api);
     router
         .route(
             "/openapi.json",
-            get(move || std::future::ready(Json(api.as_ref().clone()))),
+            get(move || std::future::ready(document.response())),
         )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

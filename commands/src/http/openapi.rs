@@ -1,7 +1,10 @@
 //! The OpenAPI document, generated from the route annotations, and
 //! `/openapi.json` serving it.
 
-use super::error::{ErrorBody, ErrorDetail};
+use super::error::{ApiError, ErrorBody, ErrorDetail};
+use axum::body::Bytes;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
@@ -116,6 +119,30 @@ fn document_operation_throttling(operation: &mut Operation) {
                 )
                 .build();
             responses.insert("429".to_string(), RefOr::T(response));
+        }
+    }
+}
+
+/// `/openapi.json`, serialized once when the application is built: the
+/// document never changes while the server runs.
+#[derive(Clone)]
+pub struct Document(Result<Bytes, String>);
+
+impl Document {
+    pub fn serialize(api: &utoipa::openapi::OpenApi) -> Self {
+        Self(
+            api.to_json()
+                .map(Bytes::from)
+                .map_err(|error| format!("cannot serialize the OpenAPI document: {error}")),
+        )
+    }
+
+    /// The cached bytes (a cheap clone), or 500 if the document could not
+    /// be serialized.
+    pub fn response(&self) -> Response {
+        match &self.0 {
+            Ok(bytes) => ([(CONTENT_TYPE, "application/json")], bytes.clone()).into_response(),
+            Err(error) => ApiError::Internal(error.clone()).into_response(),
         }
     }
 }
