@@ -32,6 +32,15 @@ enum Command {
     /// Apply the database migrations (idempotent).
     Migrate,
     /// Run the HTTP API (migrates first).
+    ///
+    /// A revoked API key (POST /v1/tenants/{id}/api-keys/{key_id}/revoke, or
+    /// `tenant revoke-key`) answers 401 at once on the server that revoked
+    /// it; every server on the database is notified (LISTEN ledger_api_keys)
+    /// and refuses it within moments, and at the latest after 5 s, the
+    /// lifetime of its key cache, should a notification be lost. A client
+    /// address with 20 failed authentications within 60 s is answered 429
+    /// (with Retry-After) until the 60 s have passed. The projection gauges
+    /// of /metrics are refreshed every 5 s.
     Serve(ServeArgs),
     /// Manage tenants.
     #[command(subcommand)]
@@ -200,6 +209,10 @@ struct ServeArgs {
     /// disabled without it.
     #[arg(long, env = "LEDGER_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Token /metrics then needs (Authorization: Bearer <token>); /metrics
+    /// is open without it.
+    #[arg(long, env = "LEDGER_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "LEDGER_BODY_LIMIT_BYTES", default_value_t = commands::http::BODY_LIMIT_BYTES_DEFAULT)]
     body_limit_bytes: usize,
@@ -241,11 +254,34 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum TenantCommand {
-    /// Create a tenant and print its id and API key (the key is shown once).
+    /// Create a tenant and print its id, API key and the key's id (the key
+    /// is shown once; revoke it later by its id).
     Create {
         /// Name of the business.
         name: String,
-        /// Print exactly {"tenant_id": "...", "api_key": "..."}.
+        /// Print exactly {"tenant_id": "...", "api_key": "...", "key_id": "..."}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a tenant's API keys, newest first: id, last four characters,
+    /// when issued, last used (to within 5 s) and revoked. Never a key.
+    Keys {
+        /// The tenant.
+        tenant_id: uuid::Uuid,
+        /// Print {"tenant_id": "...", "keys": [...]}, as GET
+        /// /v1/tenants/{id}/api-keys answers.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a tenant's API key (again: answers the first revocation).
+    /// Running servers are notified and refuse it within moments; at the
+    /// latest after 5 s, the lifetime of their key cache.
+    RevokeKey {
+        /// The tenant.
+        tenant_id: uuid::Uuid,
+        /// The key's id, as printed when issued or by `tenant keys`.
+        key_id: uuid::Uuid,
+        /// Print {"tenant_id": "...", "key_id": "...", "revoked_at": "..."}.
         #[arg(long)]
         json: bool,
     },
@@ -315,6 +351,78 @@ async fn open_store_to_read(
     Ok(store)
 }
 
+async fn run_tenant(store: &eventstore::EventStore, command: TenantCommand) -> Result<(), Failure> {
+    match command {
+        TenantCommand::Create { name, json } => {
+            let tenant = store.create_tenant(&name).await?;
+            if json {
+                println!(
+                    "{{\"tenant_id\": \"{}\", \"api_key\": \"{}\", \"key_id\": \"{}\"}}",
+                    tenant.tenant_id, tenant.api_key, tenant.key_id
+                );
+            } else {
+                println!("created tenant {}", tenant.name);
+                println!("  tenant_id: {}", tenant.tenant_id);
+                println!("  api_key:   {}", tenant.api_key);
+                println!("  key_id:    {}", tenant.key_id);
+                println!("The API key is shown only now; store it safely.");
+            }
+        }
+        TenantCommand::Keys { tenant_id, json } => {
+            let tenant_id = aggregates::TenantId::from_uuid(tenant_id);
+            let keys = store
+                .api_keys(tenant_id)
+                .await?
+                .ok_or_else(|| format!("no tenant {tenant_id}"))?;
+            if json {
+                let list = serde_json::json!({"tenant_id": tenant_id.to_string(), "keys": keys});
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                for key in keys {
+                    let time = |at: Option<chrono::DateTime<chrono::Utc>>| {
+                        at.map_or_else(|| "never".to_string(), |at| at.to_rfc3339())
+                    };
+                    println!(
+                        "{}  ...{}  created {}  last used {}  revoked {}",
+                        key.key_id,
+                        key.hint,
+                        key.created_at.to_rfc3339(),
+                        time(key.last_used_at),
+                        time(key.revoked_at)
+                    );
+                }
+            }
+        }
+        TenantCommand::RevokeKey {
+            tenant_id,
+            key_id,
+            json,
+        } => {
+            let tenant_id = aggregates::TenantId::from_uuid(tenant_id);
+            let key_id = eventstore::KeyId::from_uuid(key_id);
+            let revoked = store
+                .revoke_api_key(tenant_id, key_id)
+                .await?
+                .ok_or_else(|| format!("tenant {tenant_id} has no API key {key_id}"))?;
+            if json {
+                let answer = serde_json::json!({
+                    "tenant_id": tenant_id.to_string(),
+                    "key_id": revoked.key_id,
+                    "revoked_at": revoked.revoked_at,
+                });
+                println!("{}", serde_json::to_string(&answer)?);
+            } else {
+                println!(
+                    "revoked API key {} of tenant {tenant_id} at {}",
+                    revoked.key_id,
+                    revoked.revoked_at.to_rfc3339()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let database_url = cli.database_url.as_deref();
     match cli.command {
@@ -326,7 +434,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let store = open_store(database_url, args.db_connections).await?;
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
             let mut http =
-                commands::http::HttpConfig::new(args.admin_token.as_deref(), args.body_limit_bytes);
+                commands::http::HttpConfig::new(args.admin_token.as_deref(), args.body_limit_bytes)
+                    .with_metrics_token(args.metrics_token.as_deref());
             http.read_wait = std::time::Duration::from_millis(args.read_wait_ms);
             http.waiters_per_tenant_max = args.tenant_waiters_max;
             http.replays_per_tenant_max = args.tenant_replays_max;
@@ -361,20 +470,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             )
             .await?;
         }
-        Command::Tenant(TenantCommand::Create { name, json }) => {
+        Command::Tenant(command) => {
             let store = open_store(database_url, 2).await?;
-            let tenant = store.create_tenant(&name).await?;
-            if json {
-                println!(
-                    "{{\"tenant_id\": \"{}\", \"api_key\": \"{}\"}}",
-                    tenant.tenant_id, tenant.api_key
-                );
-            } else {
-                println!("created tenant {}", tenant.name);
-                println!("  tenant_id: {}", tenant.tenant_id);
-                println!("  api_key:   {}", tenant.api_key);
-                println!("The API key is shown only now; store it safely.");
-            }
+            run_tenant(&store, command).await?;
         }
         Command::Project(args) => {
             let store = open_store(database_url, 8).await?;

@@ -19,7 +19,8 @@ fn ledger(db: &TestDatabase) -> Command {
 #[tokio::test]
 async fn migrate_is_idempotent_and_tenant_create_prints_exactly_the_json_asked_for() {
     // Proves: `ledger migrate` can run twice; `tenant create --json` prints
-    // exactly {"tenant_id": "...", "api_key": "..."} with a key that works.
+    // exactly {"tenant_id": "...", "api_key": "...", "key_id": "..."} with a
+    // key that works and the id the tenant's key is listed under.
     let db = TestDatabase::new().await;
     for _ in 0..2 {
         let output = ledger(&db).arg("migrate").output().unwrap();
@@ -46,10 +47,21 @@ async fn migrate_is_idempotent_and_tenant_create_prints_exactly_the_json_asked_f
     let created: Value = serde_json::from_str(&stdout).unwrap();
     let tenant_id = created["tenant_id"].as_str().unwrap();
     let api_key = created["api_key"].as_str().unwrap();
+    let key_id = created["key_id"].as_str().unwrap();
     assert_eq!(
         stdout,
-        format!("{{\"tenant_id\": \"{tenant_id}\", \"api_key\": \"{api_key}\"}}\n")
+        format!(
+            "{{\"tenant_id\": \"{tenant_id}\", \"api_key\": \"{api_key}\", \"key_id\": \"{key_id}\"}}\n"
+        )
     );
+    let keys = db
+        .store()
+        .api_keys(tenant_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].key_id.to_string(), key_id);
     assert_eq!(
         db.store()
             .authenticate(api_key)
@@ -492,4 +504,114 @@ async fn verify_replay_and_export_never_create_nor_migrate_the_database_they_rea
             .unwrap();
     assert_eq!(applied, 0, "an auditor's command migrated the database");
     assert!(!std::path::Path::new(&out).exists());
+}
+
+#[tokio::test]
+async fn tenant_keys_and_revoke_key_list_and_revoke_by_id_and_a_running_server_refuses_the_key() {
+    // Proves: `tenant keys --json` lists a key by id and hint only;
+    // `tenant revoke-key --json` answers the revocation, the same again, and
+    // refuses an unknown key (exit 2, naming it); a running `ledger serve`
+    // that had just accepted the key refuses it well within its key cache
+    // lifetime (it is notified); `serve --help` states the bounds.
+    let db = TestDatabase::new().await;
+    let run = |args: &[&str]| {
+        let output = ledger(&db).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let created = run(&["tenant", "create", "acme", "--json"]);
+    let tenant = created["tenant_id"].as_str().unwrap().to_string();
+    let api_key = created["api_key"].as_str().unwrap().to_string();
+    let key_id = created["key_id"].as_str().unwrap().to_string();
+    let listed = run(&["tenant", "keys", &tenant, "--json"]);
+    assert_eq!(
+        listed,
+        json!({"tenant_id": tenant, "keys": [{
+            "key_id": key_id,
+            "hint": &api_key[api_key.len() - 4..],
+            "created_at": listed["keys"][0]["created_at"],
+            "last_used_at": null,
+            "revoked_at": null,
+        }]})
+    );
+    assert!(listed["keys"][0]["created_at"].is_string());
+
+    let server = Server::start(db.url(), "admin-secret");
+    let client = reqwest::Client::new();
+    let streams = || {
+        client
+            .get(format!("{}/v1/streams", server.base))
+            .bearer_auth(&api_key)
+            .send()
+    };
+    assert_eq!(streams().await.unwrap().status(), 200);
+
+    let revoked = run(&["tenant", "revoke-key", &tenant, &key_id, "--json"]);
+    let revoked_at = revoked["revoked_at"].as_str().unwrap().to_string();
+    assert_eq!(
+        revoked,
+        json!({"tenant_id": tenant, "key_id": key_id, "revoked_at": revoked_at})
+    );
+    // The server verified the key a moment ago; only the notification can
+    // make it refuse the key before its cache lifetime (5 s) has passed.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let status = streams().await.unwrap().status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            Instant::now() < deadline,
+            "the server still accepted the revoked key 2 s after the revocation"
+        );
+    }
+    assert_eq!(
+        run(&["tenant", "revoke-key", &tenant, &key_id, "--json"]),
+        revoked
+    );
+    let listed = run(&["tenant", "keys", &tenant, "--json"]);
+    assert_eq!(listed["keys"][0]["revoked_at"], revoked_at.as_str());
+    assert!(listed["keys"][0]["last_used_at"].is_string(), "{listed}");
+
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let output = ledger(&db)
+        .args(["tenant", "revoke-key", &tenant, &unknown])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains(&format!("tenant {tenant} has no API key {unknown}")));
+    let output = ledger(&db)
+        .args(["tenant", "keys", &unknown])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("no tenant {unknown}")));
+
+    let help = ledger(&db).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
+    use commands::http::auth::{AUTH_CACHE_TTL, FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW};
+    use commands::http::metrics::PROJECTION_METRICS_INTERVAL;
+    for stated in [
+        format!("at the latest after {} s", AUTH_CACHE_TTL.as_secs()),
+        format!(
+            "{FAILED_AUTH_LIMIT} failed authentications within {} s",
+            FAILED_AUTH_WINDOW.as_secs()
+        ),
+        format!(
+            "refreshed every {} s",
+            PROJECTION_METRICS_INTERVAL.as_secs()
+        ),
+        "--metrics-token".to_string(),
+    ] {
+        assert!(
+            help.contains(&stated),
+            "serve --help does not say {stated:?}: {help}"
+        );
+    }
 }

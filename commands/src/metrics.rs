@@ -9,6 +9,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
@@ -46,6 +47,8 @@ pub struct Metrics {
     projection_events_behind: Family<ProjectionLabels, Gauge>,
     projection_seconds_behind: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
     projection_state: Family<ProjectionStateLabels, Gauge>,
+    /// Bumped after every refresh of the projection gauges.
+    projections_refreshed: watch::Sender<u64>,
 }
 
 impl Default for Metrics {
@@ -119,6 +122,7 @@ impl Default for Metrics {
             projection_events_behind,
             projection_seconds_behind,
             projection_state,
+            projections_refreshed: watch::channel(0).0,
         }
     }
 }
@@ -155,7 +159,13 @@ impl Metrics {
         self.conflicts.get()
     }
 
-    /// Records the projections' status (at scrape time).
+    /// Counts refreshes of the projection gauges, so that callers can wait
+    /// for the next one.
+    pub fn projections_refreshed(&self) -> watch::Receiver<u64> {
+        self.projections_refreshed.subscribe()
+    }
+
+    /// Records the projections' status (by the timer that refreshes them).
     pub fn set_projections(&self, statuses: &[ProjectionStatus]) {
         for status in statuses {
             let labels = ProjectionLabels {
@@ -180,6 +190,8 @@ impl Metrics {
                     .set(i64::from(status.state == state));
             }
         }
+        self.projections_refreshed
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// The Prometheus text exposition of every metric.

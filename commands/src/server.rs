@@ -1,6 +1,10 @@
 //! Running the API: the command pipeline, the projection workers, the routes,
 //! graceful shutdown.
 
+use crate::http::auth::listen_for_revocations;
+use crate::http::metrics::{
+    refresh_projection_metrics, run_projection_metrics, PROJECTION_METRICS_INTERVAL,
+};
 use crate::http::{app, AppState, HttpConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{BusConfig, CommandBus};
@@ -8,6 +12,7 @@ use eventstore::EventStore;
 use projections::{Projection, Reactor, Workers};
 use sqlx::postgres::PgPoolOptions;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -52,7 +57,9 @@ pub async fn start_workers(
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops taking
 /// connections, finishes in-flight requests, drains the pipeline and stops the
-/// workers.
+/// workers. Next to them run the timer that refreshes the projection gauges
+/// of `/metrics` (once before the first connection is taken) and the
+/// listener that evicts API keys revoked by other processes.
 pub async fn serve(
     store: EventStore,
     listener: TcpListener,
@@ -64,10 +71,11 @@ pub async fn serve(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::default());
     let bus = start_bus(&store, config.bus, metrics);
-    let (stop_notifier, notifier_stopped) = watch::channel(false);
+    // Stops the background tasks beside the server once it has stopped.
+    let (stop_tasks, tasks_stopped) = watch::channel(false);
     let notifier = tokio::spawn(projections::worker::notify_appends(
         store.clone(),
-        notifier_stopped,
+        tasks_stopped.clone(),
     ));
     let workers = if config.workers {
         Some(start_workers(&store, &projections, reactors).await?)
@@ -78,19 +86,42 @@ pub async fn serve(
         Some(workers) => workers.progress(),
         None => watch::channel(0).1,
     };
-    let state = AppState::new(store, bus.clone(), config.http, progress, projections)
-        .with_plans(config.plans);
+    let state = AppState::new(
+        store.clone(),
+        bus.clone(),
+        config.http,
+        progress,
+        projections,
+    )
+    .with_plans(config.plans);
+    let revocations = tokio::spawn(listen_for_revocations(
+        store,
+        state.auth.clone(),
+        tasks_stopped.clone(),
+    ));
+    refresh_projection_metrics(&state).await;
+    let projection_metrics = tokio::spawn(run_projection_metrics(
+        state.clone(),
+        PROJECTION_METRICS_INTERVAL,
+        tasks_stopped,
+    ));
     let application = app(routes, state);
     tracing::info!(address = %listener.local_addr()?, "listening");
-    let served = axum::serve(listener, application)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // The client address feeds the failed-authentication throttle.
+    let served = axum::serve(
+        listener,
+        application.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     bus.shutdown().await;
     if let Some(workers) = workers {
         workers.stop().await;
     }
-    let _ = stop_notifier.send(true);
+    let _ = stop_tasks.send(true);
     let _ = notifier.await;
+    let _ = revocations.await;
+    let _ = projection_metrics.await;
     tracing::info!("stopped");
     Ok(served?)
 }

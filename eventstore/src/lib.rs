@@ -50,7 +50,10 @@ pub use load::{AggregateHistory, AggregateKey, Snapshot};
 pub use read::{check_text_event, ChainReport, GlobalCursor, JsonText, StoredEvent, TenantRange};
 pub use repository::TenantRepository;
 pub use schema::SchemaError;
-pub use tenants::{KeyIssue, NewTenant, Tenant, TenantCreation, TenantError};
+pub use tenants::{
+    ApiKeyInfo, KeyId, KeyIssue, NewTenant, RevokedKey, Tenant, TenantCreation, TenantError,
+    UsedKey,
+};
 
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;

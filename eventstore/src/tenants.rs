@@ -3,7 +3,8 @@
 //! An API key reads `lk_<tenant id, 32 hex>_<secret, 64 hex>`. The tenant id
 //! inside it lets the lookup use the `(tenant_id, key_digest)` key, so the
 //! table stays keyed by tenant like every other. Only the blake3 digest of the
-//! whole key is stored; the key is shown once, when issued.
+//! whole key is stored; the key is shown once, when issued. Each key also has
+//! a [`KeyId`], which is not secret: operators list and revoke keys by it.
 
 use crate::chain::GENESIS;
 use crate::error::StoreError;
@@ -11,12 +12,59 @@ use crate::idempotency::{Fingerprint, IdempotencyKey};
 use crate::EventStore;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Longest tenant name, in characters.
 pub const TENANT_NAME_LENGTH_MAX: usize = 200;
 
+/// Channel on which a revocation is announced (payload: the key id), so
+/// every server process drops the key from its cache at once.
+pub const API_KEYS_CHANNEL: &str = "ledger_api_keys";
+
+/// Most keys `api_keys` lists for one tenant (the newest).
+pub const API_KEYS_LISTED_MAX: i64 = 1_000;
+
 const KEY_PREFIX: &str = "lk_";
+
+/// The stable, non-secret identifier of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct KeyId(Uuid);
+
+impl KeyId {
+    /// A new, time-ordered key id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Wraps an existing uuid (read from storage, a path or a notification).
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The underlying uuid.
+    pub const fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = uuid::Error;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(text).map(Self)
+    }
+}
 
 /// A tenant just created, with its first API key (shown only now).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +72,7 @@ pub struct NewTenant {
     pub tenant_id: TenantId,
     pub name: String,
     pub api_key: String,
+    pub key_id: KeyId,
 }
 
 /// A tenant as listed.
@@ -40,8 +89,12 @@ pub enum TenantCreation {
     /// Created now; the API key is shown this once.
     Created(NewTenant),
     /// The key already created this tenant with the same request. The API key
-    /// cannot be shown again (only its digest is stored).
-    Replayed { tenant_id: TenantId, name: String },
+    /// cannot be shown again (only its digest is stored); its id can.
+    Replayed {
+        tenant_id: TenantId,
+        name: String,
+        key_id: KeyId,
+    },
     /// The key already created a tenant with a different request.
     KeyReused,
 }
@@ -49,13 +102,40 @@ pub enum TenantCreation {
 /// The result of an idempotent API key issue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyIssue {
-    /// Issued now; shown this once.
-    Issued(String),
+    /// Issued now; the key is shown this once.
+    Issued { key_id: KeyId, api_key: String },
     /// The idempotency key already issued a key for this tenant; the key
-    /// cannot be shown again (only its digest is stored).
-    Replayed,
+    /// cannot be shown again (only its digest is stored), its id can.
+    Replayed(KeyId),
     /// No such tenant.
     UnknownTenant,
+}
+
+/// The key behind an authenticated request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsedKey {
+    pub tenant_id: TenantId,
+    pub key_id: KeyId,
+}
+
+/// An API key as listed: never the key, nor its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyInfo {
+    pub key_id: KeyId,
+    /// Last four characters of the key.
+    pub hint: String,
+    pub created_at: DateTime<Utc>,
+    /// To within the server's key cache lifetime; `None` if never used.
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A revoked key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RevokedKey {
+    pub key_id: KeyId,
+    /// When it was first revoked (revoking again changes nothing).
+    pub revoked_at: DateTime<Utc>,
 }
 
 /// Why a tenant could not be created.
@@ -79,25 +159,63 @@ WITH tenant AS (
     INSERT INTO chain_heads (tenant_id, last_seq, last_hash, last_recorded_at, updated_at)
     SELECT tenant_id, 0, $3, NULL, now() FROM tenant
 ), api_key AS (
-    INSERT INTO api_keys (tenant_id, key_digest, key_hint, created_at)
-    SELECT tenant_id, $4, $5, now() FROM tenant
+    INSERT INTO api_keys (tenant_id, key_digest, key_hint, created_at, key_id)
+    SELECT tenant_id, $4, $5, now(), $8 FROM tenant
 )
 SELECT tenant_id FROM tenant";
 
+/// The tenant a creation key created, and its first key (the one issued
+/// without an issue key).
 const SELECT_CREATION: &str = "\
-    SELECT tenant_id, name, creation_fingerprint FROM tenants WHERE creation_key = $1";
+    SELECT t.tenant_id, t.name, t.creation_fingerprint, \
+           (SELECT k.key_id FROM api_keys k \
+            WHERE k.tenant_id = t.tenant_id AND k.issue_key IS NULL \
+            ORDER BY k.created_at, k.key_id LIMIT 1) \
+    FROM tenants t WHERE t.creation_key = $1";
 
 const INSERT_KEY: &str = "\
-    INSERT INTO api_keys (tenant_id, key_digest, key_hint, created_at, issue_key) \
-    SELECT tenant_id, $2, $3, now(), $4 FROM tenants WHERE tenant_id = $1 \
+    INSERT INTO api_keys (tenant_id, key_digest, key_hint, created_at, issue_key, key_id) \
+    SELECT tenant_id, $2, $3, now(), $4, $5 FROM tenants WHERE tenant_id = $1 \
     ON CONFLICT (tenant_id, issue_key) DO NOTHING \
-    RETURNING tenant_id";
+    RETURNING key_id";
+
+const SELECT_ISSUED: &str = "\
+    SELECT key_id FROM api_keys WHERE tenant_id = $1 AND issue_key = $2";
 
 const SELECT_TENANT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1)";
 
 const SELECT_KEY: &str = "\
     SELECT EXISTS (SELECT 1 FROM api_keys \
                    WHERE tenant_id = $1 AND key_digest = $2 AND revoked_at IS NULL)";
+
+/// A valid key's id, recording its use when the recorded one is older than
+/// $3 milliseconds (a no-op update writes nothing). The update is a CTE the
+/// select does not read: PostgreSQL runs it all the same.
+const USE_KEY: &str = "\
+WITH valid AS (
+    SELECT key_id FROM api_keys
+    WHERE tenant_id = $1 AND key_digest = $2 AND revoked_at IS NULL
+), used AS (
+    UPDATE api_keys SET last_used_at = now()
+    WHERE tenant_id = $1 AND key_digest = $2 AND revoked_at IS NULL
+      AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $3 / 1000.0))
+)
+SELECT key_id FROM valid";
+
+/// Revokes a key once (a second revocation keeps the first time) and
+/// announces it to every server process; the notification is delivered on
+/// commit.
+const REVOKE_KEY: &str = "\
+WITH revoked AS (
+    UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+    WHERE tenant_id = $1 AND key_id = $2
+    RETURNING key_id, revoked_at
+)
+SELECT key_id, revoked_at, pg_notify($3, key_id::text) FROM revoked";
+
+const SELECT_KEYS: &str = "\
+    SELECT key_id, key_hint, created_at, last_used_at, revoked_at FROM api_keys \
+    WHERE tenant_id = $1 ORDER BY created_at DESC, key_id DESC LIMIT $2";
 
 fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -119,8 +237,9 @@ fn generate_api_key(tenant_id: TenantId) -> Result<String, StoreError> {
     ))
 }
 
-/// The tenant an API key claims to belong to, if it is well formed.
-fn claimed_tenant(api_key: &str) -> Option<TenantId> {
+/// The tenant an API key claims to belong to, if it is well formed. Not a
+/// secret: it is what the key says, not proof that it is the tenant's.
+pub fn claimed_tenant(api_key: &str) -> Option<TenantId> {
     let rest = api_key.strip_prefix(KEY_PREFIX)?;
     let (tenant, secret) = rest.split_once('_')?;
     if tenant.len() != 32 || secret.len() != 64 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -165,6 +284,7 @@ impl EventStore {
             return Err(TenantError::InvalidName);
         }
         let tenant_id = TenantId::generate();
+        let key_id = KeyId::generate();
         let api_key = generate_api_key(tenant_id)?;
         let digest = blake3::hash(api_key.as_bytes());
         let hint = &api_key[api_key.len() - 4..];
@@ -176,6 +296,7 @@ impl EventStore {
             .bind(hint)
             .bind(creation.map(|(key, _)| key.as_str()))
             .bind(creation.map(|(_, fingerprint)| &fingerprint.0[..]))
+            .bind(key_id.as_uuid())
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::from)?;
@@ -184,6 +305,7 @@ impl EventStore {
                 tenant_id,
                 name: name.to_string(),
                 api_key,
+                key_id,
             }));
         }
         let Some((key, fingerprint)) = creation else {
@@ -191,16 +313,25 @@ impl EventStore {
                 "tenant insert without a creation key did nothing".into(),
             )));
         };
-        let (existing, existing_name, existing_fingerprint): (Uuid, String, Option<Vec<u8>>) =
-            sqlx::query_as(SELECT_CREATION)
-                .bind(key.as_str())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(StoreError::from)?;
+        let (existing, existing_name, existing_fingerprint, first_key): (
+            Uuid,
+            String,
+            Option<Vec<u8>>,
+            Option<Uuid>,
+        ) = sqlx::query_as(SELECT_CREATION)
+            .bind(key.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
         if existing_fingerprint.as_deref() == Some(&fingerprint.0[..]) {
+            // The first key is inserted with the tenant, in one statement.
+            let first_key = first_key.ok_or_else(|| {
+                StoreError::Corrupt(format!("tenant {existing} has no first API key"))
+            })?;
             Ok(TenantCreation::Replayed {
                 tenant_id: TenantId::from_uuid(existing),
                 name: existing_name,
+                key_id: KeyId::from_uuid(first_key),
             })
         } else {
             Ok(TenantCreation::KeyReused)
@@ -221,20 +352,112 @@ impl EventStore {
             .bind(&digest.as_bytes()[..])
             .bind(&api_key[api_key.len() - 4..])
             .bind(key.as_str())
+            .bind(KeyId::generate().as_uuid())
             .fetch_optional(&self.pool)
             .await?;
-        if inserted.is_some() {
-            return Ok(KeyIssue::Issued(api_key));
+        if let Some((key_id,)) = inserted {
+            return Ok(KeyIssue::Issued {
+                key_id: KeyId::from_uuid(key_id),
+                api_key,
+            });
         }
+        let issued: Option<(Uuid,)> = sqlx::query_as(SELECT_ISSUED)
+            .bind(tenant_id.as_uuid())
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match issued {
+            Some((key_id,)) => KeyIssue::Replayed(KeyId::from_uuid(key_id)),
+            // The insert selects from tenants: it only skips an unknown tenant
+            // or a conflicting issue key.
+            None => KeyIssue::UnknownTenant,
+        })
+    }
+
+    /// Authenticates a request by its API key and records the key's use, at
+    /// most once per `last_used_resolution` (the caller's cache lifetime), so
+    /// that authenticating is not a write per request. `None` for an
+    /// unknown, malformed or revoked key.
+    pub async fn use_api_key(
+        &self,
+        api_key: &str,
+        last_used_resolution: Duration,
+    ) -> Result<Option<UsedKey>, StoreError> {
+        let Some(tenant_id) = claimed_tenant(api_key) else {
+            return Ok(None);
+        };
+        let digest = blake3::hash(api_key.as_bytes());
+        let resolution_ms = i64::try_from(last_used_resolution.as_millis()).unwrap_or(i64::MAX);
+        let found: Option<(Uuid,)> = sqlx::query_as(USE_KEY)
+            .bind(tenant_id.as_uuid())
+            .bind(&digest.as_bytes()[..])
+            .bind(resolution_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.map(|(key_id,)| UsedKey {
+            tenant_id,
+            key_id: KeyId::from_uuid(key_id),
+        }))
+    }
+
+    /// Revokes a tenant's key, and announces it on [`API_KEYS_CHANNEL`] so
+    /// that servers drop it from their caches. Revoking a revoked key answers
+    /// the first revocation. `None` when the tenant has no such key.
+    pub async fn revoke_api_key(
+        &self,
+        tenant_id: TenantId,
+        key_id: KeyId,
+    ) -> Result<Option<RevokedKey>, StoreError> {
+        let revoked: Option<(Uuid, DateTime<Utc>, ())> = sqlx::query_as(REVOKE_KEY)
+            .bind(tenant_id.as_uuid())
+            .bind(key_id.as_uuid())
+            .bind(API_KEYS_CHANNEL)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(revoked.map(|(key_id, revoked_at, ())| RevokedKey {
+            key_id: KeyId::from_uuid(key_id),
+            revoked_at,
+        }))
+    }
+
+    /// A tenant's keys, newest first (at most [`API_KEYS_LISTED_MAX`]), or
+    /// `None` for an unknown tenant.
+    pub async fn api_keys(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Option<Vec<ApiKeyInfo>>, StoreError> {
         let (exists,): (bool,) = sqlx::query_as(SELECT_TENANT_EXISTS)
             .bind(tenant_id.as_uuid())
             .fetch_one(&self.pool)
             .await?;
-        Ok(if exists {
-            KeyIssue::Replayed
-        } else {
-            KeyIssue::UnknownTenant
-        })
+        if !exists {
+            return Ok(None);
+        }
+        type Row = (
+            Uuid,
+            String,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(SELECT_KEYS)
+            .bind(tenant_id.as_uuid())
+            .bind(API_KEYS_LISTED_MAX)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some(
+            rows.into_iter()
+                .map(
+                    |(key_id, hint, created_at, last_used_at, revoked_at)| ApiKeyInfo {
+                        key_id: KeyId::from_uuid(key_id),
+                        hint,
+                        created_at,
+                        last_used_at,
+                        revoked_at,
+                    },
+                )
+                .collect(),
+        ))
     }
 
     /// The tenant an API key authenticates, or `None` for an unknown,

@@ -552,3 +552,139 @@ async fn a_tenant_is_authenticated_by_its_key_and_by_nothing_else() {
         Err(eventstore::TenantError::InvalidName)
     ));
 }
+
+#[tokio::test]
+async fn a_revoked_key_stops_authenticating_at_once_and_is_announced_by_its_id() {
+    // Proves: keys are listed by id and hint only; a use is recorded at most
+    // once per resolution; revoking answers the same time twice, refuses
+    // another tenant's or an unknown key, stops that key only, and is
+    // announced on the revocation channel with the key id.
+    use eventstore::tenants::{API_KEYS_CHANNEL, API_KEYS_LISTED_MAX};
+    use eventstore::{KeyId, KeyIssue, UsedKey};
+    use std::time::Duration;
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let other = store.create_tenant("other").await.unwrap();
+    let KeyIssue::Issued {
+        key_id: second_id,
+        api_key: second_key,
+    } = store
+        .issue_api_key(acme.tenant_id, &IdempotencyKey::parse("rotate").unwrap())
+        .await
+        .unwrap()
+    else {
+        panic!("no key issued");
+    };
+    assert_eq!(
+        store
+            .issue_api_key(acme.tenant_id, &IdempotencyKey::parse("rotate").unwrap())
+            .await
+            .unwrap(),
+        KeyIssue::Replayed(second_id)
+    );
+    let keys = store.api_keys(acme.tenant_id).await.unwrap().unwrap();
+    assert_eq!(
+        keys.iter().map(|key| key.key_id).collect::<Vec<_>>(),
+        [second_id, acme.key_id],
+        "newest first"
+    );
+    assert_eq!(keys[0].hint, second_key[second_key.len() - 4..]);
+    assert_eq!(keys[1].hint, acme.api_key[acme.api_key.len() - 4..]);
+    assert!(keys
+        .iter()
+        .all(|key| key.last_used_at.is_none() && key.revoked_at.is_none()));
+    assert_eq!(API_KEYS_LISTED_MAX, 1_000);
+    assert_eq!(
+        store.api_keys(TenantId::generate()).await.unwrap(),
+        None,
+        "an unknown tenant has no list"
+    );
+
+    let hour = Duration::from_secs(3_600);
+    let used = UsedKey {
+        tenant_id: acme.tenant_id,
+        key_id: acme.key_id,
+    };
+    assert_eq!(
+        store.use_api_key(&acme.api_key, hour).await.unwrap(),
+        Some(used)
+    );
+    let last_used = |store: EventStore| async move {
+        store.api_keys(acme.tenant_id).await.unwrap().unwrap()[1].last_used_at
+    };
+    let first_use = last_used(store.clone()).await.unwrap();
+    assert_eq!(
+        store.use_api_key(&acme.api_key, hour).await.unwrap(),
+        Some(used)
+    );
+    assert_eq!(
+        last_used(store.clone()).await,
+        Some(first_use),
+        "a second use within the resolution writes nothing"
+    );
+    store
+        .use_api_key(&acme.api_key, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(last_used(store.clone()).await.unwrap() > first_use);
+
+    let mut listener = sqlx::postgres::PgListener::connect_with(store.pool())
+        .await
+        .unwrap();
+    listener.listen(API_KEYS_CHANNEL).await.unwrap();
+    assert_eq!(
+        store
+            .revoke_api_key(other.tenant_id, acme.key_id)
+            .await
+            .unwrap(),
+        None,
+        "another tenant's key"
+    );
+    assert_eq!(
+        store
+            .revoke_api_key(acme.tenant_id, KeyId::generate())
+            .await
+            .unwrap(),
+        None,
+        "an unknown key"
+    );
+    let revoked = store
+        .revoke_api_key(acme.tenant_id, acme.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.key_id, acme.key_id);
+    let notification = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("no revocation announced within 10 s")
+        .unwrap();
+    assert_eq!(notification.payload(), acme.key_id.to_string());
+    assert_eq!(
+        store
+            .revoke_api_key(acme.tenant_id, acme.key_id)
+            .await
+            .unwrap(),
+        Some(revoked),
+        "revoking again answers the first revocation"
+    );
+    assert_eq!(store.use_api_key(&acme.api_key, hour).await.unwrap(), None);
+    assert_eq!(store.authenticate(&acme.api_key).await.unwrap(), None);
+    assert_eq!(
+        store.use_api_key(&second_key, hour).await.unwrap(),
+        Some(UsedKey {
+            tenant_id: acme.tenant_id,
+            key_id: second_id,
+        })
+    );
+    assert_eq!(
+        store.use_api_key(&other.api_key, hour).await.unwrap(),
+        Some(UsedKey {
+            tenant_id: other.tenant_id,
+            key_id: other.key_id,
+        })
+    );
+    let keys = store.api_keys(acme.tenant_id).await.unwrap().unwrap();
+    assert_eq!(keys[1].revoked_at, Some(revoked.revoked_at));
+    assert_eq!(keys[0].revoked_at, None);
+}

@@ -5,12 +5,14 @@
 //! message; their details are never sent.
 
 use crate::pipeline::{error_body, Outcome, PipelineError};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use eventstore::StoreError;
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::time::Duration;
 use utoipa::ToSchema;
 
 /// Header marking an answer replayed for a repeated Idempotency-Key.
@@ -59,10 +61,12 @@ pub enum ApiError {
         message: String,
         details: Value,
     },
-    /// 429: a bound on work in flight reached; retry after the delay.
+    /// 429: a bound reached (failed authentications from the client's
+    /// address, work in flight); answered with `Retry-After` (whole
+    /// seconds).
     TooManyRequests {
         message: String,
-        retry_after: std::time::Duration,
+        retry_after: Duration,
     },
     /// 503: the database is out of reach, or a read could not catch up.
     Unavailable {
@@ -132,15 +136,15 @@ impl ApiError {
                 message.clone(),
                 details.clone(),
             ),
-            Self::TooManyRequests {
-                message,
-                retry_after,
-            } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                message.clone(),
-                json!({"retry_after_s": retry_after.as_secs()}),
-            ),
+            Self::TooManyRequests { message, .. } => {
+                let seconds = self.retry_after_seconds().unwrap_or(1);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    message.clone(),
+                    json!({"retry_after_s": seconds}),
+                )
+            }
             Self::Unavailable {
                 code,
                 message,
@@ -161,18 +165,36 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// `Retry-After` of a 429, in whole seconds, rounded up (a client that
+    /// waits exactly that long finds the window over).
+    fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            Self::TooManyRequests { retry_after, .. } => {
+                let whole = retry_after.as_secs();
+                Some(if retry_after.subsec_nanos() > 0 {
+                    whole + 1
+                } else {
+                    whole
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal(cause) = &self {
             tracing::error!(%cause, "internal error");
         }
+        let retry_after = self.retry_after_seconds();
         let (status, code, message, details) = self.parts();
         let mut response = (status, Json(error_body(code, &message, details))).into_response();
-        if let Self::TooManyRequests { retry_after, .. } = &self {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                HeaderValue::from(retry_after.as_secs().max(1)),
-            );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -1,123 +1,20 @@
-//! Request extractors shared by the routes: the tenant behind an API key, the
-//! admin token, the Idempotency-Key header and JSON bodies with errors in the
-//! API's envelope.
+//! Request extractors shared by the routes: the Idempotency-Key header, JSON
+//! bodies, queries and paths with errors in the API's envelope. The tenant
+//! behind an API key and the admin token are [`super::auth`]'s.
 
 use super::error::ApiError;
-use super::AppState;
-use aggregates::TenantId;
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use eventstore::{EventStore, IdempotencyKey, InvalidIdempotencyKey};
+use eventstore::{IdempotencyKey, InvalidIdempotencyKey};
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+
+pub use super::auth::{Admin, MetricsReader, Tenant};
 
 /// Header carrying a mutating request's idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
-
-/// How long a verified API key is trusted without asking the database.
-const AUTH_CACHE_TTL: Duration = Duration::from_secs(30);
-
-/// Verified API keys remembered at most.
-const AUTH_CACHE_ENTRIES_MAX: usize = 10_000;
-
-/// Recently verified API keys (by digest), so most requests skip the lookup.
-#[derive(Default)]
-pub struct AuthCache {
-    entries: Mutex<HashMap<[u8; 32], (TenantId, Instant)>>,
-}
-
-impl AuthCache {
-    async fn tenant(
-        &self,
-        store: &EventStore,
-        api_key: &str,
-    ) -> Result<Option<TenantId>, ApiError> {
-        let digest = *blake3::hash(api_key.as_bytes()).as_bytes();
-        if let Ok(entries) = self.entries.lock() {
-            if let Some((tenant_id, verified)) = entries.get(&digest) {
-                if verified.elapsed() < AUTH_CACHE_TTL {
-                    return Ok(Some(*tenant_id));
-                }
-            }
-        }
-        let tenant = store.authenticate(api_key).await?;
-        if let (Some(tenant_id), Ok(mut entries)) = (tenant, self.entries.lock()) {
-            if entries.len() >= AUTH_CACHE_ENTRIES_MAX {
-                entries.retain(|_, (_, verified)| verified.elapsed() < AUTH_CACHE_TTL);
-                if entries.len() >= AUTH_CACHE_ENTRIES_MAX {
-                    entries.clear();
-                }
-            }
-            entries.insert(digest, (tenant_id, Instant::now()));
-        }
-        Ok(tenant)
-    }
-}
-
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let header = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <api key>".into()))?;
-    let text = header
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-    let (scheme, token) = text
-        .split_once(' ')
-        .ok_or_else(|| ApiError::Unauthorized("expected Authorization: Bearer <api key>".into()))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::Unauthorized(
-            "expected Authorization: Bearer <api key>".into(),
-        ));
-    }
-    Ok(token.trim())
-}
-
-/// The tenant authenticated by the request's API key.
-#[derive(Debug, Clone, Copy)]
-pub struct Tenant(pub TenantId);
-
-impl FromRequestParts<AppState> for Tenant {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        match state.auth.tenant(&state.store, token).await? {
-            Some(tenant_id) => Ok(Self(tenant_id)),
-            None => Err(ApiError::Unauthorized("unknown API key".into())),
-        }
-    }
-}
-
-/// A request carrying the admin token (`LEDGER_ADMIN_TOKEN`).
-#[derive(Debug, Clone, Copy)]
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        let Some(expected) = &state.config.admin_token_digest else {
-            return Err(ApiError::Unauthorized(
-                "admin routes are disabled: the server has no LEDGER_ADMIN_TOKEN".into(),
-            ));
-        };
-        // blake3::Hash compares in constant time.
-        if blake3::hash(token.as_bytes()) == *expected {
-            Ok(Self)
-        } else {
-            Err(ApiError::Unauthorized(
-                "this route needs the admin token".into(),
-            ))
-        }
-    }
-}
 
 /// The validated `Idempotency-Key` header of a mutating request.
 #[derive(Debug, Clone)]

@@ -1,13 +1,14 @@
 //! The HTTP API: one file per resource, each with its own `router()`, merged
 //! here with the shared layers (body limit, fallbacks, OpenAPI).
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 mod grants;
 mod health;
 mod journal;
 pub mod limits;
-mod metrics;
+pub mod metrics;
 pub mod openapi;
 mod projections;
 mod quota;
@@ -19,12 +20,13 @@ mod tenants;
 
 use crate::metrics::Metrics;
 use crate::pipeline::CommandBus;
+use auth::{AuthClock, Authenticator};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use error::ApiError;
 use eventstore::EventStore;
-use extract::{AuthCache, BodyLimit};
+use extract::BodyLimit;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -40,7 +42,8 @@ pub struct AppState {
     pub store: EventStore,
     pub bus: CommandBus,
     pub metrics: Arc<Metrics>,
-    pub auth: Arc<AuthCache>,
+    /// Verified API keys and failed attempts of this process.
+    pub auth: Arc<Authenticator>,
     pub config: Arc<HttpConfig>,
     /// Bumped when this process's projection workers commit a batch.
     pub progress: watch::Receiver<u64>,
@@ -65,6 +68,8 @@ pub struct AppState {
 pub struct HttpConfig {
     /// blake3 of `LEDGER_ADMIN_TOKEN`; admin routes answer 401 without one.
     pub admin_token_digest: Option<blake3::Hash>,
+    /// blake3 of `LEDGER_METRICS_TOKEN`; when set, `/metrics` needs it.
+    pub metrics_token_digest: Option<blake3::Hash>,
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
     /// Longest a read with `min_seq` waits for its projection.
@@ -83,9 +88,8 @@ pub const REPLAY_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 impl HttpConfig {
     pub fn new(admin_token: Option<&str>, body_limit_bytes: usize) -> Self {
         Self {
-            admin_token_digest: admin_token
-                .filter(|token| !token.is_empty())
-                .map(|token| blake3::hash(token.as_bytes())),
+            admin_token_digest: token_digest(admin_token),
+            metrics_token_digest: None,
             body_limit_bytes,
             read_wait: ::projections::read::MIN_SEQ_WAIT_DEFAULT,
             waiters_per_tenant_max: limits::WAITERS_PER_TENANT_MAX_DEFAULT,
@@ -93,6 +97,20 @@ impl HttpConfig {
             replays_max: limits::REPLAYS_MAX_DEFAULT,
         }
     }
+
+    /// The same settings with `/metrics` guarded by `token` (open when
+    /// `None` or empty).
+    pub fn with_metrics_token(mut self, token: Option<&str>) -> Self {
+        self.metrics_token_digest = token_digest(token);
+        self
+    }
+}
+
+/// Only a token's digest is kept; an empty token is none.
+fn token_digest(token: Option<&str>) -> Option<blake3::Hash> {
+    token
+        .filter(|token| !token.is_empty())
+        .map(|token| blake3::hash(token.as_bytes()))
 }
 
 impl AppState {
@@ -133,7 +151,7 @@ impl AppState {
             store,
             metrics: bus.metrics().clone(),
             bus,
-            auth: Arc::new(AuthCache::default()),
+            auth: Arc::new(Authenticator::default()),
             config: Arc::new(config),
             progress,
             projections: projections.into(),
@@ -144,6 +162,13 @@ impl AppState {
     /// The same state with another plan catalog.
     pub fn with_plans(mut self, plans: aggregates::plan::PlanCatalog) -> Self {
         self.plans = Arc::new(plans);
+        self
+    }
+
+    /// The same state with the key cache and the failure throttle reading
+    /// `clock` (tests move it instead of sleeping).
+    pub fn with_auth_clock(mut self, clock: AuthClock) -> Self {
+        self.auth = Arc::new(Authenticator::new(clock));
         self
     }
 
@@ -174,14 +199,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// other crates), `/openapi.json`, fallbacks and shared layers.
 pub fn app(routes: OpenApiRouter<AppState>, state: AppState) -> Router {
     let body_limit_bytes = state.config.body_limit_bytes;
-    let (router, api) = routes.split_for_parts();
-    let mut document = serde_json::to_value(&api).unwrap_or_default();
-    openapi::add_shared_answers(&mut document);
-    let document = Arc::new(document);
+    let (router, mut api) = routes.split_for_parts();
+    openapi::document_throttling(&mut api);
+    let document = openapi::Document::serialize(&api);
     router
         .route(
             "/openapi.json",
-            get(move || std::future::ready(Json(document.as_ref().clone()))),
+            get(move || std::future::ready(document.response())),
         )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,8 +1,13 @@
 //! The OpenAPI document, generated from the route annotations, and
 //! `/openapi.json` serving it.
 
-use super::error::{ErrorBody, ErrorDetail};
+use super::error::{ApiError, ErrorBody, ErrorDetail};
+use axum::body::Bytes;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -48,6 +53,104 @@ impl Modify for Security {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The server's LEDGER_METRICS_TOKEN, when it has one"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// What a route that authenticates may answer 429 for.
+const THROTTLED: &str = "too_many_requests: too many failed authentications from this \
+    address, or this tenant has the most reads waiting for min_seq (or replays) in flight \
+    that it may; Retry-After gives the seconds to wait";
+
+/// Documents the 429 of every operation that authenticates (every one with
+/// a security requirement), where routes of every crate are merged, so no
+/// route can forget it. An operation that already answers 429 for a domain
+/// reason gets the reason added to its description.
+pub fn document_throttling(api: &mut utoipa::openapi::OpenApi) {
+    for item in api.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            document_operation_throttling(operation);
+        }
+    }
+}
+
+fn document_operation_throttling(operation: &mut Operation) {
+    if operation.security.as_ref().is_none_or(Vec::is_empty) {
+        return;
+    }
+    let responses = &mut operation.responses.responses;
+    match responses.get_mut("429") {
+        Some(RefOr::T(response)) => {
+            response.description = format!("{}; or {THROTTLED}", response.description);
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let response = ResponseBuilder::new()
+                .description(THROTTLED)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .header(
+                    "Retry-After",
+                    utoipa::openapi::HeaderBuilder::new()
+                        .schema(
+                            utoipa::openapi::ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::schema::Type::Integer),
+                        )
+                        .description(Some("Seconds until the client may try again"))
+                        .build(),
+                )
+                .build();
+            responses.insert("429".to_string(), RefOr::T(response));
+        }
+    }
+}
+
+/// `/openapi.json`, serialized once when the application is built: the
+/// document never changes while the server runs.
+#[derive(Clone)]
+pub struct Document(Result<Bytes, String>);
+
+impl Document {
+    /// The document with the answers every kind of route shares
+    /// ([`add_shared_answers`]), serialized.
+    pub fn serialize(api: &utoipa::openapi::OpenApi) -> Self {
+        Self(
+            serde_json::to_value(api)
+                .and_then(|mut document| {
+                    add_shared_answers(&mut document);
+                    serde_json::to_vec(&document)
+                })
+                .map(Bytes::from)
+                .map_err(|error| format!("cannot serialize the OpenAPI document: {error}")),
+        )
+    }
+
+    /// The cached bytes (a cheap clone), or 500 if the document could not
+    /// be serialized.
+    pub fn response(&self) -> Response {
+        match &self.0 {
+            Ok(bytes) => ([(CONTENT_TYPE, "application/json")], bytes.clone()).into_response(),
+            Err(error) => ApiError::Internal(error.clone()).into_response(),
+        }
     }
 }
 
@@ -91,27 +194,27 @@ pub fn add_shared_answers(document: &mut serde_json::Value) {
                 "401",
                 "`unauthorized`: no, malformed, unknown or revoked credentials",
             ));
-            answers.push(("429", THROTTLED));
         }
-        if has("Idempotency-Key", "header") {
-            answers.push(("400", "`missing_idempotency_key` or `invalid_idempotency_key`, or invalid input (the message names the field)"));
-            answers.push(("409", "`request_in_progress`: a request with this Idempotency-Key is being executed; or `conflict`: concurrent writes won too often, retry"));
-            answers.push((
-                "422",
-                "`idempotency_key_reused`: the Idempotency-Key was used for another request",
-            ));
-            answers.push(("503", "`database_unavailable`, or `shutting_down`"));
+        let keyed = has("Idempotency-Key", "header");
+        if keyed {
+            answers.push(("400", KEY_INVALID));
+            answers.push(("503", UNAVAILABLE));
+        }
+        let command = operation["security"].as_array().is_some_and(|security| {
+            security
+                .iter()
+                .any(|scheme| scheme.get("api_key").is_some())
+        });
+        if command && keyed {
+            answers.push(("409", IN_PROGRESS));
+            answers.push(("422", KEY_REUSED));
         }
         if !operation["requestBody"].is_null() {
-            answers.push(("400", "Invalid input: malformed JSON, an unknown or missing field, a value out of its bounds (the message names the field)"));
-            answers.push((
-                "413",
-                "`payload_too_large`: the body is over the server's limit",
-            ));
+            answers.push(("400", BODY_INVALID));
+            answers.push(("413", TOO_LARGE));
         }
         if has("min_seq", "query") {
             answers.push(("503", "`projection_lagging`: the projection did not reach `min_seq` within the server's read wait; or `database_unavailable`"));
-            answers.push(("429", THROTTLED));
         }
         let responses = &mut operation["responses"];
         for (status, description) in answers {
@@ -134,5 +237,13 @@ pub fn add_shared_answers(document: &mut serde_json::Value) {
     }
 }
 
-/// The 429 every authenticated route can answer.
-const THROTTLED: &str = "`too_many_requests` (with `Retry-After`): too many failed authentications from this address, or this tenant has the most reads waiting for `min_seq` (or replays) in flight that it may";
+const KEY_INVALID: &str = "`missing_idempotency_key` or `invalid_idempotency_key`, or invalid \
+    input (the message names the field)";
+const UNAVAILABLE: &str = "`database_unavailable`, or `shutting_down`";
+const IN_PROGRESS: &str = "`request_in_progress`: a request with this Idempotency-Key is being \
+    executed; or `conflict`: concurrent writes won too often, retry";
+const KEY_REUSED: &str =
+    "`idempotency_key_reused`: the Idempotency-Key was used for another request";
+const BODY_INVALID: &str = "Invalid input: malformed JSON, an unknown or missing field, a value \
+    out of its bounds (the message names the field)";
+const TOO_LARGE: &str = "`payload_too_large`: the body is over the server's limit";

@@ -1,4 +1,5 @@
-//! `/v1/tenants`: creating tenants and issuing API keys (admin token only).
+//! `/v1/tenants`: creating tenants, issuing, listing and revoking API keys
+//! (admin token only).
 
 use super::error::{ApiError, ErrorBody, REPLAYED_HEADER};
 use super::extract::{Admin, ApiJson, ApiPath, IdempotencyKeyHeader};
@@ -9,8 +10,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use eventstore::tenants::TENANT_NAME_LENGTH_MAX;
-use eventstore::{Fingerprint, KeyIssue, TenantCreation, TenantError};
+use eventstore::{ApiKeyInfo, Fingerprint, KeyId, KeyIssue, TenantCreation, TenantError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -20,7 +22,8 @@ use utoipa_axum::routes;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_tenant))
-        .routes(routes!(issue_api_key))
+        .routes(routes!(issue_api_key, list_api_keys))
+        .routes(routes!(revoke_api_key))
 }
 
 /// A tenant to create.
@@ -39,6 +42,8 @@ pub struct TenantCreated {
     pub tenant_id: uuid::Uuid,
     pub name: String,
     pub api_key: Option<String>,
+    /// The key's id (also in replays): list and revoke the key by it.
+    pub key_id: uuid::Uuid,
 }
 
 /// A newly issued API key, shown once; a replay of the same request
@@ -47,6 +52,50 @@ pub struct TenantCreated {
 pub struct ApiKeyIssued {
     pub tenant_id: uuid::Uuid,
     pub api_key: Option<String>,
+    /// The key's id (also in replays): list and revoke the key by it.
+    pub key_id: uuid::Uuid,
+}
+
+/// A revoked API key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyRevoked {
+    pub tenant_id: uuid::Uuid,
+    pub key_id: uuid::Uuid,
+    /// When the key was first revoked; revoking again answers the same.
+    pub revoked_at: DateTime<Utc>,
+}
+
+/// An API key as listed: never the key itself, nor its digest.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub key_id: uuid::Uuid,
+    /// The last four characters of the key, to tell keys apart.
+    pub hint: String,
+    pub created_at: DateTime<Utc>,
+    /// When the key last authenticated a request, to within the servers' key
+    /// cache lifetime; `null` if never.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// `null` while the key is valid.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKeyInfo> for ApiKeyView {
+    fn from(key: ApiKeyInfo) -> Self {
+        Self {
+            key_id: key.key_id.as_uuid(),
+            hint: key.hint,
+            created_at: key.created_at,
+            last_used_at: key.last_used_at,
+            revoked_at: key.revoked_at,
+        }
+    }
+}
+
+/// A tenant's API keys, newest first (at most 1,000).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub tenant_id: uuid::Uuid,
+    pub keys: Vec<ApiKeyView>,
 }
 
 /// Creates a tenant with an empty ledger and its first API key.
@@ -86,14 +135,20 @@ async fn create_tenant(
                 tenant_id: tenant.tenant_id.as_uuid(),
                 name: tenant.name,
                 api_key: Some(tenant.api_key),
+                key_id: tenant.key_id.as_uuid(),
             },
             false,
         ),
-        TenantCreation::Replayed { tenant_id, name } => (
+        TenantCreation::Replayed {
+            tenant_id,
+            name,
+            key_id,
+        } => (
             TenantCreated {
                 tenant_id: tenant_id.as_uuid(),
                 name,
                 api_key: None,
+                key_id: key_id.as_uuid(),
             },
             true,
         ),
@@ -135,9 +190,9 @@ async fn issue_api_key(
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
 ) -> Result<Response, ApiError> {
     let tenant_id = TenantId::from_uuid(tenant_id);
-    let (api_key, replayed) = match state.store.issue_api_key(tenant_id, &key).await? {
-        KeyIssue::Issued(api_key) => (Some(api_key), false),
-        KeyIssue::Replayed => (None, true),
+    let (api_key, key_id, replayed) = match state.store.issue_api_key(tenant_id, &key).await? {
+        KeyIssue::Issued { key_id, api_key } => (Some(api_key), key_id, false),
+        KeyIssue::Replayed(key_id) => (None, key_id, true),
         KeyIssue::UnknownTenant => {
             return Err(ApiError::NotFound(format!("no tenant {tenant_id}")));
         }
@@ -145,6 +200,7 @@ async fn issue_api_key(
     let body = ApiKeyIssued {
         tenant_id: tenant_id.as_uuid(),
         api_key,
+        key_id: key_id.as_uuid(),
     };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     if replayed {
@@ -153,4 +209,89 @@ async fn issue_api_key(
             .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// A tenant's API keys, newest first (at most 1,000): id, hint, when
+/// issued, last used and revoked. Never a key or its digest.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant_id}/api-keys",
+    tag = "tenants",
+    params(("tenant_id" = uuid::Uuid, Path, description = "The tenant")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The tenant's keys", body = ApiKeyList),
+        (status = 400, description = "Malformed tenant id", body = ErrorBody),
+        (status = 401, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant", body = ErrorBody),
+    )
+)]
+async fn list_api_keys(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(tenant_id): ApiPath<uuid::Uuid>,
+) -> Result<Json<ApiKeyList>, ApiError> {
+    let tenant_id = TenantId::from_uuid(tenant_id);
+    let keys = state
+        .store
+        .api_keys(tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no tenant {tenant_id}")))?;
+    Ok(Json(ApiKeyList {
+        tenant_id: tenant_id.as_uuid(),
+        keys: keys.into_iter().map(ApiKeyView::from).collect(),
+    }))
+}
+
+/// The path of one key; named, so a malformed id is named in the 400.
+#[derive(Debug, Deserialize)]
+struct KeyPath {
+    tenant_id: uuid::Uuid,
+    key_id: uuid::Uuid,
+}
+
+/// Revokes an API key: from this answer on, this server answers 401 to it;
+/// other servers on the database within moments (they are notified), and
+/// at the latest once their key cache lifetime (5 s) has passed. Like every
+/// mutation it needs an Idempotency-Key; revoking is idempotent by nature
+/// (revoking again answers the same, with the first revocation's time), so
+/// no record of the key is kept.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant_id}/api-keys/{key_id}/revoke",
+    tag = "tenants",
+    params(
+        ("tenant_id" = uuid::Uuid, Path, description = "The tenant"),
+        ("key_id" = uuid::Uuid, Path, description = "The key, as issued or listed"),
+        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Revoked (now or before)", body = ApiKeyRevoked),
+        (status = 400, description = "Malformed tenant or key id, missing or invalid Idempotency-Key", body = ErrorBody),
+        (status = 401, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "Unknown tenant, or no such key of this tenant", body = ErrorBody),
+    )
+)]
+async fn revoke_api_key(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(path): ApiPath<KeyPath>,
+    IdempotencyKeyHeader(_): IdempotencyKeyHeader,
+) -> Result<Json<ApiKeyRevoked>, ApiError> {
+    let tenant_id = TenantId::from_uuid(path.tenant_id);
+    let key_id = KeyId::from_uuid(path.key_id);
+    let revoked = state
+        .store
+        .revoke_api_key(tenant_id, key_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("tenant {tenant_id} has no API key {key_id}")))?;
+    // This process stops accepting the key now; the others when the
+    // revocation's notification reaches them.
+    state.auth.evict(key_id);
+    Ok(Json(ApiKeyRevoked {
+        tenant_id: tenant_id.as_uuid(),
+        key_id: revoked.key_id.as_uuid(),
+        revoked_at: revoked.revoked_at,
+    }))
 }
