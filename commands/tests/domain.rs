@@ -3,6 +3,8 @@
 
 #[path = "inputs/mod.rs"]
 mod inputs;
+#[path = "limits/mod.rs"]
+mod limits;
 mod support;
 
 use chrono::{DateTime, Duration, Months, Utc};

@@ -7,6 +7,9 @@ use eventstore::testing::TestDatabase;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+#[path = "http/flood.rs"]
+mod flood;
+
 #[tokio::test]
 async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
     // Proves: GET /v1/replay?as_of_seq=N folds the caller's events up to N,
