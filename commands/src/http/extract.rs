@@ -188,6 +188,18 @@ impl<'de> serde::Deserialize<'de> for PositiveAmount {
     }
 }
 
+/// A quota type as the OpenAPI document lists it (paths and bodies take
+/// text, parsed by [`quota_type`], so an unknown one answers
+/// `unknown_quota` listing the valid ones).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum QuotaName {
+    Seats,
+    Runs,
+    Credits,
+}
+
 /// The quota type named in a path or body, or 400 listing the valid ones.
 pub fn quota_type(text: &str) -> Result<aggregates::quota::QuotaType, ApiError> {
     aggregates::quota::QuotaType::parse(text).map_err(|error| ApiError::BadRequest {

@@ -3,7 +3,7 @@
 use super::error::{outcome_response, ApiError, ErrorBody};
 use super::extract::{
     quota_account, quota_type, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, PositiveAmount,
-    Tenant,
+    QuotaName, Tenant,
 };
 use super::read::tenant_read;
 use super::schema::{GrantIssuedAnswer, RevokeAnswer};
@@ -51,6 +51,7 @@ where
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     /// `seats`, `runs` or `credits`.
+    #[schema(value_type = QuotaName)]
     pub quota: String,
     /// Units granted, a positive integer; `null` for unlimited. Required.
     #[serde(default, deserialize_with = "required_nullable")]
@@ -80,6 +81,7 @@ pub struct GrantBody {
 #[into_params(parameter_in = Query)]
 pub struct GrantsQuery {
     /// Only grants of this quota type.
+    #[param(value_type = Option<QuotaName>)]
     pub quota: Option<String>,
     /// Only grants of this quota account (default: every holder's, the
     /// tenant's own and its accounts').

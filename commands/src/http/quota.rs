@@ -4,7 +4,7 @@
 use super::error::{outcome_response, ApiError, ErrorBody};
 use super::extract::{
     quota_account, quota_type, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, PositiveAmount,
-    Tenant,
+    QuotaName, Tenant,
 };
 use super::read::tenant_read;
 use super::schema::{ConsumeAnswer, ExpireAnswer, SeatsAnswer};
@@ -135,7 +135,7 @@ async fn list_quotas(
     get,
     path = "/v1/quota/{quota}",
     tag = "quota",
-    params(("quota" = String, Path, description = "seats, runs or credits"), QuotaQuery),
+    params(("quota" = QuotaName, Path, description = "seats, runs or credits"), QuotaQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The quota", body = OneQuotaView),
@@ -172,7 +172,7 @@ async fn get_quota(
     tag = "quota",
     request_body = ConsumeBody,
     params(
-        ("quota" = String, Path, description = "runs or credits"),
+        ("quota" = QuotaName, Path, description = "runs or credits (seats answer 400)"),
         ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
     ),
     security(("api_key" = [])),
@@ -276,7 +276,7 @@ async fn release_seats(
     tag = "quota",
     request_body = ExpireBody,
     params(
-        ("quota" = String, Path, description = "seats, runs or credits"),
+        ("quota" = QuotaName, Path, description = "seats, runs or credits"),
         ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
     ),
     security(("api_key" = [])),
