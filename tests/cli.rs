@@ -69,7 +69,7 @@ async fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     // Proves: `ledger serve` listens, serves the API with the admin token from
     // the environment, and exits 0 on SIGTERM.
     let db = TestDatabase::new().await;
-    let mut server = Server::start(db.url(), "admin-secret");
+    let mut server = Server::start(db.url(), "admin-secret").await;
     let address = server.base.trim_start_matches("http://").to_string();
     let client = reqwest::Client::new();
     let health = client
