@@ -162,6 +162,14 @@ impl Projection for EventLog {
     }
 }
 
+/// The SQLSTATE of a database error (`None` for any other error).
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    error
+        .as_database_error()
+        .and_then(|database| database.code())
+        .map(|code| code.into_owned())
+}
+
 async fn count(store: &EventStore, table: &str) -> i64 {
     let (count,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {table}"))
         .fetch_one(store.pool())
@@ -261,7 +269,15 @@ async fn workers_killed_between_apply_and_commit_lose_and_double_nothing() {
         crashing: AtomicBool::new(true),
     }));
     let mut timer = 0x2545_f491_4f6c_dd1d_u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workers killed at random did not catch up within 120 s (writer finished: {}, \
+             crashes so far: {})",
+            writer.is_finished(),
+            log.crashes.load(Ordering::SeqCst)
+        );
         let writing = !writer.is_finished();
         // Each worker has a connection of its own, dropped with it, as a
         // crashed process's would be.
@@ -515,6 +531,62 @@ async fn an_event_a_projection_cannot_apply_holds_back_its_tenant_only() {
         50
     );
     assert_eq!(count(&store, "event_log").await, 150);
+}
+
+#[tokio::test]
+async fn a_batch_applies_at_most_1000_events_of_each_tenant_it_leases() {
+    // Proves: a worker's batch (the default limits) takes at most 1,000
+    // events of each tenant, all its tenants at once, and checkpoints
+    // exactly what it applied: 2,500 and 300 events take batches of 1,300,
+    // 1,000 and 500.
+    assert_eq!(BATCH_EVENTS_MAX, 1_000);
+    assert_eq!(Limits::default().batch_events_max, BATCH_EVENTS_MAX);
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    EventLog::create_table(&store).await;
+    let (large, small) = (tenant(&store).await, tenant(&store).await);
+    append(&store, large, 0, 2_500, 10, 500).await;
+    append(&store, small, 0, 300, 10, 300).await;
+    let log = EventLog::new();
+    // The checkpoint rows a worker creates before its first batch.
+    let mut lagging = projections::runtime::lagging_tenants(store.pool(), "event_log")
+        .await
+        .unwrap();
+    lagging.sort();
+    let mut expected = vec![large, small];
+    expected.sort();
+    assert_eq!(lagging, expected);
+    let checkpoints = || async {
+        let mut seqs = Vec::new();
+        for tenant_id in [large, small] {
+            seqs.push(
+                projections::read::checkpoint(store.pool(), "event_log", tenant_id)
+                    .await
+                    .unwrap(),
+            );
+        }
+        seqs
+    };
+    let mut steps = Vec::new();
+    loop {
+        let events = step_with(store.pool(), &[&log], None, Limits::default())
+            .await
+            .unwrap();
+        steps.push((events, checkpoints().await));
+        if events == 0 || steps.len() > 4 {
+            break;
+        }
+    }
+    assert_eq!(
+        steps,
+        [
+            (1_300, vec![1_000, 300]),
+            (1_000, vec![2_000, 300]),
+            (500, vec![2_500, 300]),
+            (0, vec![2_500, 300]),
+        ]
+    );
+    assert_eq!(count(&store, "event_log").await, 2_800);
 }
 
 #[tokio::test]
@@ -775,8 +847,13 @@ async fn assert_tenant_reads_are_isolated(pool: &sqlx::PgPool, a: TenantId, b: T
             sqlx::query("INSERT INTO stream_index VALUES ($1, 'x', 'y', 1, 1, now(), now())")
                 .bind(tenant_id.as_uuid())
                 .execute(&mut *transaction)
-                .await;
-        assert!(denied.is_err(), "the reader role must not write");
+                .await
+                .expect_err("the reader role must not write");
+        assert_eq!(
+            sqlstate(&denied).as_deref(),
+            Some("42501"),
+            "not a privilege refusal: {denied}"
+        );
     }
 }
 
