@@ -63,6 +63,15 @@ async fn spawn_app(admin_token: Option<&str>) -> TestApp {
 
 /// The app without projection workers: tests drive projections by hand.
 async fn spawn_app_with(admin_token: Option<&str>, read_wait: std::time::Duration) -> TestApp {
+    spawn_app_serving(admin_token, read_wait, projections::catalog()).await
+}
+
+/// [`spawn_app_with`], listing and reading `catalog` as its projections.
+async fn spawn_app_serving(
+    admin_token: Option<&str>,
+    read_wait: std::time::Duration,
+    catalog: Vec<Arc<dyn projections::Projection>>,
+) -> TestApp {
     let db = TestDatabase::new().await;
     let store = db.store().clone();
     let api_key = store.create_tenant("acme").await.unwrap().api_key;
@@ -73,7 +82,7 @@ async fn spawn_app_with(admin_token: Option<&str>, read_wait: std::time::Duratio
     );
     let mut config = HttpConfig::new(admin_token, BODY_LIMIT_BYTES);
     config.read_wait = read_wait;
-    projections::status::register(store.pool(), &projections::catalog())
+    projections::status::register(store.pool(), &catalog)
         .await
         .unwrap();
     let state = AppState::new(
@@ -81,7 +90,7 @@ async fn spawn_app_with(admin_token: Option<&str>, read_wait: std::time::Duratio
         bus,
         config,
         tokio::sync::watch::channel(0).1,
-        projections::catalog(),
+        catalog,
     );
     let test_routes = OpenApiRouter::new().route(
         "/v1/test/counters/{counter}/add",
@@ -106,14 +115,18 @@ impl TestApp {
     }
 }
 
-async fn error_of(response: reqwest::Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
+/// Asserts that `response` is `status` with `code` in the error envelope (a
+/// message and a details object); returns the body.
+async fn error_of(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    let actual = response.status();
     let body: Value = response.json().await.unwrap();
+    assert_eq!(actual, status, "expected {status} {code}: {body}");
     let error = body
         .get("error")
         .unwrap_or_else(|| panic!("no error envelope: {body}"));
+    assert_eq!(error["code"], code, "{body}");
     assert!(
-        error["code"].is_string() && error["message"].is_string() && error["details"].is_object(),
+        error["message"].is_string() && error["details"].is_object(),
         "{body}"
     );
     body
@@ -131,10 +144,7 @@ async fn requests_without_a_valid_api_key_are_refused_with_401() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(missing, StatusCode::UNAUTHORIZED).await["error"]["code"],
-        "unauthorized"
-    );
+    error_of(missing, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let wrong_key = app
         .api_key
         .replace(&app.api_key[app.api_key.len() - 6..], "000000");
@@ -147,7 +157,7 @@ async fn requests_without_a_valid_api_key_are_refused_with_401() {
         .await
         .unwrap();
     assert_eq!(
-        error_of(wrong, StatusCode::UNAUTHORIZED).await["error"]["message"],
+        error_of(wrong, StatusCode::UNAUTHORIZED, "unauthorized").await["error"]["message"],
         "unknown API key"
     );
     let not_bearer = app
@@ -157,7 +167,12 @@ async fn requests_without_a_valid_api_key_are_refused_with_401() {
         .send()
         .await
         .unwrap();
-    error_of(not_bearer, StatusCode::UNAUTHORIZED).await;
+    error_of(not_bearer, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(app.db.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
 }
 
 #[tokio::test]
@@ -171,10 +186,7 @@ async fn mutating_requests_need_a_valid_idempotency_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(missing, StatusCode::BAD_REQUEST).await["error"]["code"],
-        "missing_idempotency_key"
-    );
+    error_of(missing, StatusCode::BAD_REQUEST, "missing_idempotency_key").await;
     for bad in ["", &"k".repeat(256)] {
         let response = app
             .add("c")
@@ -184,10 +196,7 @@ async fn mutating_requests_need_a_valid_idempotency_key() {
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            error_of(response, StatusCode::BAD_REQUEST).await["error"]["code"],
-            "invalid_idempotency_key"
-        );
+        error_of(response, StatusCode::BAD_REQUEST, "invalid_idempotency_key").await;
     }
 }
 
@@ -205,8 +214,7 @@ async fn bodies_over_the_limit_are_refused_with_413() {
         .send()
         .await
         .unwrap();
-    let body = error_of(response, StatusCode::PAYLOAD_TOO_LARGE).await;
-    assert_eq!(body["error"]["code"], "payload_too_large");
+    let body = error_of(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     assert_eq!(body["error"]["details"]["limit_bytes"], BODY_LIMIT_BYTES);
 }
 
@@ -232,7 +240,7 @@ async fn malformed_bodies_answer_400_naming_the_problem() {
             .send()
             .await
             .unwrap();
-        let error = error_of(response, StatusCode::BAD_REQUEST).await;
+        let error = error_of(response, StatusCode::BAD_REQUEST, "invalid_request").await;
         let message = error["error"]["message"].as_str().unwrap();
         assert!(message.contains(expected), "{body}: {message}");
     }
@@ -244,7 +252,14 @@ async fn malformed_bodies_answer_400_naming_the_problem() {
         .send()
         .await
         .unwrap();
-    error_of(no_content_type, StatusCode::BAD_REQUEST).await;
+    let body = error_of(no_content_type, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type: application/json"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -272,10 +287,12 @@ async fn a_replayed_key_answers_the_original_status_and_body_marked_replayed() {
     assert_eq!(again.json::<Value>().await.unwrap(), first_body);
 
     let reused = send(3).await.unwrap();
-    assert_eq!(
-        error_of(reused, StatusCode::UNPROCESSABLE_ENTITY).await["error"]["code"],
-        "idempotency_key_reused"
-    );
+    error_of(
+        reused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -293,7 +310,7 @@ async fn tenants_are_created_with_the_admin_token_only() {
     };
     let refused = create(&app.api_key, "t1", "beta").await.unwrap();
     assert_eq!(
-        error_of(refused, StatusCode::UNAUTHORIZED).await["error"]["message"],
+        error_of(refused, StatusCode::UNAUTHORIZED, "unauthorized").await["error"]["message"],
         "this route needs the admin token"
     );
     let created = create(ADMIN_TOKEN, "t1", "beta").await.unwrap();
@@ -309,9 +326,14 @@ async fn tenants_are_created_with_the_admin_token_only() {
     assert_eq!(replayed["tenant_id"], body["tenant_id"]);
     assert_eq!(replayed["api_key"], Value::Null);
     let reused = create(ADMIN_TOKEN, "t1", "gamma").await.unwrap();
-    error_of(reused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    error_of(
+        reused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
     let empty = create(ADMIN_TOKEN, "t2", " ").await.unwrap();
-    error_of(empty, StatusCode::BAD_REQUEST).await;
+    error_of(empty, StatusCode::BAD_REQUEST, "invalid_request").await;
 
     // The new tenant's key works on a tenant route.
     let added = app
@@ -339,7 +361,7 @@ async fn tenants_are_created_with_the_admin_token_only() {
         .send()
     };
     let missing = issue(None).await.unwrap();
-    error_of(missing, StatusCode::BAD_REQUEST).await;
+    error_of(missing, StatusCode::BAD_REQUEST, "missing_idempotency_key").await;
     let malformed = app
         .client
         .post(format!("{}/v1/tenants/not-a-uuid/api-keys", app.base))
@@ -348,8 +370,7 @@ async fn tenants_are_created_with_the_admin_token_only() {
         .send()
         .await
         .unwrap();
-    let malformed = error_of(malformed, StatusCode::BAD_REQUEST).await;
-    assert_eq!(malformed["error"]["code"], "invalid_path_parameter");
+    let malformed = error_of(malformed, StatusCode::BAD_REQUEST, "invalid_path_parameter").await;
     assert_eq!(malformed["error"]["details"]["value"], "not-a-uuid");
     let issued = issue(Some("rotate-1")).await.unwrap();
     assert_eq!(issued.status(), StatusCode::CREATED);
@@ -393,7 +414,7 @@ async fn without_an_admin_token_configured_admin_routes_are_closed() {
         .send()
         .await
         .unwrap();
-    error_of(response, StatusCode::UNAUTHORIZED).await;
+    error_of(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
 
 #[tokio::test]
@@ -468,27 +489,46 @@ async fn health_metrics_openapi_and_fallbacks_answer() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(unknown, StatusCode::NOT_FOUND).await["error"]["code"],
-        "not_found"
-    );
+    error_of(unknown, StatusCode::NOT_FOUND, "not_found").await;
     let wrong_method = app
         .client
         .delete(format!("{}/healthz", app.base))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await["error"]["code"],
-        "method_not_allowed"
-    );
+    error_of(
+        wrong_method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+/// Polls `condition` every 10 ms until it holds, failing after 30 s with
+/// `what` it waited for.
+async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 30 s for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
 async fn a_read_with_min_seq_answers_only_once_the_projection_passed_it() {
-    // Proves: GET /v1/streams?min_seq=N waits for the projection; the answer
-    // holds the stream written at seq N, applied after the request arrived.
-    let app = spawn_app(None).await;
+    // Proves: GET /v1/streams?min_seq=N that found the projection short of
+    // N (its first look at the checkpoint is made to complete before the
+    // projection applies N) waits, and answers with projection_seq N and the
+    // stream written at N, applied after it looked; a read that did not wait
+    // would answer projection_seq 0.
+    let app = spawn_app_with(None, std::time::Duration::from_secs(60)).await;
     let written: Value = app
         .add("c")
         .bearer_auth(&app.api_key)
@@ -501,21 +541,42 @@ async fn a_read_with_min_seq_answers_only_once_the_projection_passed_it() {
         .await
         .unwrap();
     let seq = written["tenant_seq"].as_i64().unwrap();
+    // Hold the checkpoints so the read's first look at them waits in line.
+    let locker = app.db.database().connect_pool(1).await.unwrap();
+    let lock = "LOCK TABLE projection_checkpoints IN ACCESS EXCLUSIVE MODE";
+    let mut held = locker.begin().await.unwrap();
+    sqlx::query(lock).execute(&mut *held).await.unwrap();
     let request = app
         .client
         .get(format!("{}/v1/streams?min_seq={seq}", app.base))
         .bearer_auth(&app.api_key)
         .send();
-    let mut pending = tokio::spawn(request);
-    // While nothing applies the projection, the read must still be waiting.
-    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut pending).await;
-    assert!(
-        early.is_err(),
-        "the read answered before the projection passed min_seq"
-    );
-    // Nothing applies the projection but this call, made after the request.
-    let store = app.db.store().clone();
-    projections::rebuild::catch_up_live(store.pool(), &projections::stream_index::StreamIndex)
+    let pending = tokio::spawn(request);
+    let pool = app.db.store().pool().clone();
+    wait_until("the read to queue for the checkpoints", || {
+        let pool = pool.clone();
+        async move {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_locks \
+                 WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND relation = 'projection_checkpoints'::regclass AND NOT granted",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            waiting > 0
+        }
+    })
+    .await;
+    held.commit().await.unwrap();
+    // Taking the lock again waits until the read's look (queued ahead) has
+    // finished: it found checkpoint 0, as nothing has applied seq N yet.
+    let mut again = locker.begin().await.unwrap();
+    sqlx::query(lock).execute(&mut *again).await.unwrap();
+    again.commit().await.unwrap();
+    locker.close().await;
+    // Nothing applies the projection but this call, made after that look.
+    projections::rebuild::catch_up_live(&pool, &projections::stream_index::StreamIndex)
         .await
         .unwrap();
     let response = pending.await.unwrap().unwrap();
@@ -540,9 +601,13 @@ async fn a_read_with_min_seq_far_ahead_answers_503_after_the_bound() {
         .send()
         .await
         .unwrap();
-    let body = error_of(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    let body = error_of(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "projection_lagging",
+    )
+    .await;
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
-    assert_eq!(body["error"]["code"], "projection_lagging");
     assert_eq!(
         body["error"]["details"],
         json!({"projection": "stream_index", "projection_seq": 0, "min_seq": 1000})
@@ -555,7 +620,7 @@ async fn a_read_with_min_seq_far_ahead_answers_503_after_the_bound() {
         .await
         .unwrap();
     assert!(
-        error_of(bad, StatusCode::BAD_REQUEST).await["error"]["message"]
+        error_of(bad, StatusCode::BAD_REQUEST, "invalid_request").await["error"]["message"]
             .as_str()
             .unwrap()
             .contains("min_seq")
@@ -567,7 +632,12 @@ async fn a_read_with_min_seq_far_ahead_answers_503_after_the_bound() {
         .send()
         .await
         .unwrap();
-    error_of(unknown, StatusCode::BAD_REQUEST).await;
+    assert!(
+        error_of(unknown, StatusCode::BAD_REQUEST, "invalid_request").await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bogus")
+    );
 }
 
 #[tokio::test]
@@ -590,7 +660,12 @@ async fn projections_report_their_lag_to_the_admin_and_to_metrics() {
             .bearer_auth(token)
             .send()
     };
-    error_of(status("wrong").await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    error_of(
+        status("wrong").await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
     let named = |list: &Value, name: &str| -> Value {
         list["projections"]
             .as_array()
@@ -656,4 +731,174 @@ async fn projections_report_their_lag_to_the_admin_and_to_metrics() {
         metrics.contains("ledger_projection_checkpoint{projection=\"stream_index\"} 3"),
         "{metrics}"
     );
+}
+
+/// The stream index, refusing one tenant's event at one seq while armed.
+struct FailingStreamIndex {
+    failing: std::sync::Mutex<Option<(aggregates::TenantId, i64)>>,
+}
+
+#[async_trait::async_trait]
+impl projections::Projection for FailingStreamIndex {
+    fn name(&self) -> &'static str {
+        projections::stream_index::StreamIndex.name()
+    }
+    fn version(&self) -> i32 {
+        projections::stream_index::StreamIndex.version()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        projections::stream_index::StreamIndex.tables()
+    }
+    async fn apply(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        events: &[&eventstore::StoredEvent],
+    ) -> Result<(), projections::ApplyError> {
+        let failing = *self.failing.lock().unwrap();
+        if let Some((tenant_id, tenant_seq)) = failing {
+            if events
+                .iter()
+                .any(|event| event.tenant_id == tenant_id && event.tenant_seq == tenant_seq)
+            {
+                return Err(projections::ApplyError::Event {
+                    tenant_seq,
+                    message: "injected failure".into(),
+                });
+            }
+        }
+        projections::stream_index::StreamIndex
+            .apply(connection, events)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_projection_that_cannot_apply_an_event_shows_failed_until_it_recovers() {
+    // Proves: when the workers' projection cannot apply one tenant's event,
+    // GET /v1/projections (and /metrics) show it `failed` with an error
+    // naming that tenant and seq, the other tenant's reads are served, the
+    // failing tenant's answer 503; once the event applies, the workers
+    // (retrying by themselves) bring it back to `live` with no error and
+    // nothing behind. (The state is recorded by the worker loop, which has
+    // no single step: the test waits for each state, with a deadline.)
+    let failing = Arc::new(FailingStreamIndex {
+        failing: std::sync::Mutex::new(None),
+    });
+    let app = spawn_app_serving(
+        Some(ADMIN_TOKEN),
+        std::time::Duration::from_millis(200),
+        vec![failing.clone() as Arc<dyn projections::Projection>],
+    )
+    .await;
+    let store = app.db.store().clone();
+    let acme = store.authenticate(&app.api_key).await.unwrap().unwrap();
+    let beta = store.create_tenant("beta").await.unwrap();
+    *failing.failing.lock().unwrap() = Some((acme, 1));
+    for api_key in [&app.api_key, &beta.api_key] {
+        let added = app
+            .add("c")
+            .bearer_auth(api_key)
+            .header("idempotency-key", "k")
+            .json(&json!({"amount": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(added.status(), StatusCode::OK);
+    }
+    let stream_index = || async {
+        let list: Value = app
+            .client
+            .get(format!("{}/v1/projections", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["projections"].as_array().unwrap().len(), 1, "{list}");
+        list["projections"][0].clone()
+    };
+    let metrics = || async {
+        app.client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let streams = |api_key: String| {
+        app.client
+            .get(format!("{}/v1/streams?min_seq=1", app.base))
+            .bearer_auth(api_key)
+            .send()
+    };
+
+    let workers = projections::Workers::start_registered(
+        &store,
+        vec![failing.clone() as Arc<dyn projections::Projection>],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    wait_until("stream_index to show failed", || async {
+        stream_index().await["state"] == "failed"
+    })
+    .await;
+    // Both tenants were in the first batch: beta was applied, acme held back.
+    let failed = stream_index().await;
+    assert_eq!(
+        failed["error"],
+        format!("projection stream_index, tenant {acme}: event at tenant_seq 1: injected failure")
+    );
+    assert_eq!(
+        (
+            failed["checkpoint"].clone(),
+            failed["events_behind"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    let text = metrics().await;
+    assert!(
+        text.contains("ledger_projection_state{projection=\"stream_index\",state=\"failed\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        streams(beta.api_key.clone()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let held_back = error_of(
+        streams(app.api_key.clone()).await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "projection_lagging",
+    )
+    .await;
+    assert_eq!(held_back["error"]["details"]["projection_seq"], 0);
+
+    *failing.failing.lock().unwrap() = None;
+    wait_until("stream_index to recover to live", || async {
+        stream_index().await["state"] == "live"
+    })
+    .await;
+    let live = stream_index().await;
+    assert_eq!(live["error"], Value::Null);
+    assert_eq!(
+        (live["checkpoint"].clone(), live["events_behind"].clone()),
+        (json!(2), json!(0))
+    );
+    let text = metrics().await;
+    assert!(
+        text.contains("ledger_projection_state{projection=\"stream_index\",state=\"live\"} 1"),
+        "{text}"
+    );
+    let page: Value = streams(app.api_key.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["streams"][0]["aggregate_id"], "c");
+    workers.stop().await;
 }
