@@ -71,7 +71,7 @@ async fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     let db = TestDatabase::new().await;
     let mut server = Server::start(db.url(), "admin-secret").await;
     let address = server.base.trim_start_matches("http://").to_string();
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let health = client
         .get(format!("http://{address}/healthz"))
         .send()
@@ -558,7 +558,7 @@ async fn idle_workers_are_woken_by_another_processs_append_not_by_their_poll() {
     // appends nothing).
     let db = TestDatabase::new().await;
     let server = Server::start_with(db.url(), "admin-secret", &["--no-workers"]).await;
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let (status, tenant) = post(
         &client,
         format!("{}/v1/tenants", server.base),
@@ -664,7 +664,7 @@ async fn serve_with_two_shards_answers_one_shards_tenant_while_the_others_append
         &["--shards", "2", "--pipeline-depth", "1", "--no-workers"],
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let grant = |api_key: String| {
         let (client, url) = (client.clone(), format!("{}/v1/grants", server.base));
         async move {
@@ -730,7 +730,7 @@ async fn serve_read_wait_ms_bounds_a_min_seq_read() {
     )
     .await;
     let started = Instant::now();
-    let response = reqwest::Client::new()
+    let response = support::http_client()
         .get(format!("{}/v1/streams?min_seq=1", server.base))
         .bearer_auth(&tenant.api_key)
         .send()

@@ -64,7 +64,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
     // exactly one effect whether or not it was acknowledged; the read tables
     // catch up to the same totals; `ledger verify` finds nothing.
     let db = TestDatabase::new().await;
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let mut server = Server::start(db.url(), ADMIN_TOKEN).await;
     let (_, _, tenant) = post(
         &client,
@@ -305,7 +305,7 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
         options.get_database().unwrap()
     );
     let server = Server::start(&url, ADMIN_TOKEN).await;
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let (_, _, tenant) = post(
         &client,
         format!("{}/v1/tenants", server.base),

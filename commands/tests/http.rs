@@ -102,7 +102,7 @@ async fn spawn_app_serving(
     tokio::spawn(async move { axum::serve(listener, application).await });
     TestApp {
         base,
-        client: reqwest::Client::new(),
+        client: support::app::http_client(),
         api_key,
         db,
     }

@@ -377,11 +377,12 @@ impl AfterLog for Gated {
     }
 }
 
-/// Waits for `future`, failing the test after a minute (a deadlock).
-async fn within_a_minute<T>(future: impl std::future::Future<Output = T>) -> T {
+/// Waits for `future`, failing the test after a minute (a deadlock) with
+/// `what` it waited for.
+async fn within_a_minute<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(std::time::Duration::from_secs(60), future)
         .await
-        .expect("deadlocked")
+        .unwrap_or_else(|_| panic!("waited a minute for {what}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,11 +413,18 @@ async fn two_workers_share_a_projection_and_one_takes_over_when_the_other_dies()
     let first = tokio::spawn(async move {
         catch_up_with(&pool, &[projection.as_ref()], None, all, || false).await
     });
-    within_a_minute(gated.entered.notified()).await;
+    within_a_minute(
+        "the first worker to hold its leases",
+        gated.entered.notified(),
+    )
+    .await;
     let second_pool = db.database().connect_pool(1).await.unwrap();
-    let skipped = within_a_minute(step_with(&second_pool, &[gated.as_ref()], None, all))
-        .await
-        .unwrap();
+    let skipped = within_a_minute(
+        "the second worker's step beside the held leases",
+        step_with(&second_pool, &[gated.as_ref()], None, all),
+    )
+    .await
+    .unwrap();
     assert_eq!(skipped, 0, "every partition is leased by the first worker");
 
     // It dies holding them (its server session ends; the server waits until
@@ -430,13 +438,10 @@ async fn two_workers_share_a_projection_and_one_takes_over_when_the_other_dies()
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
     first_pool.close().await;
-    let applied = within_a_minute(catch_up_with(
-        &second_pool,
-        &[gated.as_ref()],
-        None,
-        all,
-        || false,
-    ))
+    let applied = within_a_minute(
+        "the second worker to take over",
+        catch_up_with(&second_pool, &[gated.as_ref()], None, all, || false),
+    )
     .await
     .unwrap();
     assert_eq!(applied, 2_400);
@@ -457,19 +462,23 @@ async fn two_workers_share_a_projection_and_one_takes_over_when_the_other_dies()
     let first = tokio::spawn(async move {
         catch_up_with(&pool, &[projection.as_ref()], None, one, || false).await
     });
-    within_a_minute(gated.entered.notified()).await;
-    let second = within_a_minute(catch_up_with(
-        &second_pool,
-        &[gated.as_ref()],
-        None,
-        one,
-        || false,
-    ))
+    within_a_minute(
+        "the first worker to hold one partition",
+        gated.entered.notified(),
+    )
+    .await;
+    let second = within_a_minute(
+        "the second worker to apply the other partitions",
+        catch_up_with(&second_pool, &[gated.as_ref()], None, one, || false),
+    )
     .await
     .unwrap();
     assert_eq!(second, 700);
     gated.release.notify_one();
-    let first = within_a_minute(first).await.unwrap().unwrap();
+    let first = within_a_minute("the released first worker", first)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first, 100);
     assert_eq!(count(&store, "event_log").await, 3_200);
 }
@@ -663,9 +672,19 @@ async fn a_rebuild_under_writes_and_reads_swaps_in_a_table_equal_to_a_fresh_repl
         }
         reads
     });
-    let report = rebuild(store.pool(), &StreamIndex, true).await.unwrap();
+    let report = within_a_minute(
+        "the stream index rebuild under writes",
+        rebuild(store.pool(), &StreamIndex, true),
+    )
+    .await
+    .unwrap();
     assert!(report.events >= 3_000);
-    let report = rebuild(store.pool(), &EventLog::new(), true).await.unwrap();
+    let report = within_a_minute(
+        "the event log rebuild under writes",
+        rebuild(store.pool(), &EventLog::new(), true),
+    )
+    .await
+    .unwrap();
     assert!(report.events >= 3_000);
     stop.send(true).unwrap();
     let appended = writer.await.unwrap();

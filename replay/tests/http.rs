@@ -44,7 +44,10 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
     let acme = store.create_tenant("acme").await.unwrap();
     let beta = store.create_tenant("beta").await.unwrap();
     let base = serve(&store, Clock::system()).await;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
     let post = |key: &'static str, path: &'static str, body: Value| {
         client
             .post(format!("{base}{path}"))
@@ -160,7 +163,10 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_time() {
     let now = Arc::new(Mutex::new(start));
     let reading = now.clone();
     let base = serve(&store, Clock::from_fn(move || *reading.lock().unwrap())).await;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
     let post = |key: &'static str, path: &'static str, body: Value| {
         client
             .post(format!("{base}{path}"))

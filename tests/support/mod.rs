@@ -12,6 +12,15 @@ const START_BOUND: Duration = Duration::from_secs(60);
 /// Lines of the child's log kept for failure messages.
 const LOG_LINES_KEPT: usize = 40;
 
+/// An HTTP client whose every request fails after a minute rather than
+/// hang the test.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
 /// A `ledger serve` child process on a port of its own, killed when dropped.
 pub struct Server {
     pub child: Child,

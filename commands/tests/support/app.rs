@@ -15,6 +15,15 @@ use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "admin-secret";
 
+/// An HTTP client whose every request fails after a minute rather than
+/// hang the test.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
@@ -121,7 +130,7 @@ impl TestServer {
         });
         Self {
             base,
-            client: reqwest::Client::new(),
+            client: http_client(),
             db,
             stop: Some(stop),
             server: Some(server),
