@@ -59,7 +59,7 @@ async fn migrate_is_idempotent_and_tenant_create_prints_exactly_the_json_asked_f
         Some(tenant_id.to_string())
     );
     let refused = ledger(&db).args(["tenant", "create", ""]).output().unwrap();
-    assert!(!refused.status.success());
+    assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr)
         .contains("tenant name must be 1 to 200 characters"));
 }
@@ -185,7 +185,7 @@ async fn project_once_and_rebuild_report_what_they_did() {
         0
     );
     let output = ledger(&db).args(["rebuild", "nope"]).output().unwrap();
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("unknown projection nope (known: stream_index"));
 }
