@@ -136,7 +136,8 @@ impl Workers {
         }
     }
 
-    /// Bumped after every batch a worker of this process commits.
+    /// Bumped each time a worker of this process has caught up after
+    /// applying events: after the last batch of a round, before it idles.
     pub fn progress(&self) -> watch::Receiver<u64> {
         self.progress.subscribe()
     }
