@@ -613,7 +613,7 @@ async fn idle_workers_are_woken_by_another_processs_append_not_by_their_poll() {
             .fetch_one(&pool)
             .await
             .unwrap();
-            listening == 1
+            listening >= 1
         }
     })
     .await;
@@ -699,7 +699,7 @@ async fn serve_with_two_shards_answers_one_shards_tenant_while_the_others_append
                 .fetch_one(&pool)
                 .await
                 .unwrap();
-                waiting == 1
+                waiting >= 1
             }
         },
     )
