@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::Server;
 use tokio::sync::Notify;
 
@@ -57,14 +57,15 @@ fn consume() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_none() {
-    // Proves: SIGKILL while commands are in flight (appends mid-batch among
-    // them), three times over: every acknowledged command is still there and
-    // answers its original body when sent again; every command sent exactly
-    // once has exactly one effect whether or not it was acknowledged; the
-    // read tables catch up to the same totals; `ledger verify` finds nothing.
+    // Proves: SIGKILL while commands are in flight (at every kill, some
+    // commands the server had received were never answered), three times
+    // over: every acknowledged command is still there and answers its
+    // original body when sent again; every command sent exactly once has
+    // exactly one effect whether or not it was acknowledged; the read tables
+    // catch up to the same totals; `ledger verify` finds nothing.
     let db = TestDatabase::new().await;
-    let client = reqwest::Client::new();
-    let mut server = Server::start(db.url(), ADMIN_TOKEN);
+    let client = support::http_client();
+    let mut server = Server::start(db.url(), ADMIN_TOKEN).await;
     let (_, _, tenant) = post(
         &client,
         format!("{}/v1/tenants", server.base),
@@ -91,15 +92,21 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
     let mut sent: Vec<String> = Vec::new();
     for round in 0..KILLS {
         let stop = Arc::new(AtomicBool::new(false));
+        let killed = Arc::new(AtomicBool::new(false));
         let in_round = Arc::new(AtomicUsize::new(0));
+        // Commands started before the kill whose connection was cut before
+        // an answer came: the server had them when it died.
+        let cut = Arc::new(AtomicUsize::new(0));
         let enough = Arc::new(Notify::new());
         let mut clients = Vec::new();
         for index in 0..CLIENTS {
             let (client, base, api_key) = (client.clone(), server.base.clone(), api_key.clone());
-            let (acknowledged, stop, in_round, enough) = (
+            let (acknowledged, stop, killed, in_round, cut, enough) = (
                 acknowledged.clone(),
                 stop.clone(),
+                killed.clone(),
                 in_round.clone(),
+                cut.clone(),
                 enough.clone(),
             );
             clients.push(tokio::spawn(async move {
@@ -111,6 +118,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
                     let key = format!("consume-{round}-{index}-{number}");
                     keys.push(key.clone());
                     let url = format!("{base}/v1/quota/credits/consume");
+                    let before_kill = !killed.load(Ordering::SeqCst);
                     match post(&client, url, &api_key, &key, consume()).await {
                         Ok((200, false, body)) => {
                             acknowledged.lock().unwrap().insert(key, body);
@@ -121,7 +129,13 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
                         }
                         Ok(other) => panic!("{key}: unexpected answer {other:?}"),
                         // The server is gone: this command's fate is unknown.
-                        Err(_) => break,
+                        Err(error) => {
+                            // A connection refused never reached the server.
+                            if before_kill && !error.is_connect() {
+                                cut.fetch_add(1, Ordering::SeqCst);
+                            }
+                            break;
+                        }
                     }
                 }
                 keys
@@ -131,13 +145,25 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
         // clients keep sending: the kill lands with commands in flight).
         tokio::time::timeout(Duration::from_secs(120), enough.notified())
             .await
-            .expect("the server stopped answering");
+            .unwrap_or_else(|_| {
+                panic!(
+                    "round {round}: fewer than {ACKNOWLEDGED_PER_ROUND} commands acknowledged \
+                     within 120 s ({} were); the server's log:\n{}",
+                    in_round.load(Ordering::SeqCst),
+                    server.log()
+                )
+            });
+        killed.store(true, Ordering::SeqCst);
         server.kill();
         stop.store(true, Ordering::SeqCst);
         for client in clients {
             sent.extend(client.await.unwrap());
         }
-        server = Server::start(db.url(), ADMIN_TOKEN);
+        assert!(
+            cut.load(Ordering::SeqCst) >= 1,
+            "round {round}: the kill cut no command in flight"
+        );
+        server = Server::start(db.url(), ADMIN_TOKEN).await;
     }
 
     // Every key again: an acknowledged one answers its original body,
@@ -168,7 +194,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
     .unwrap();
     assert_eq!(events, sent.len() as i64);
     assert_eq!(distinct, sent.len() as i64);
-    let quota: Value = client
+    let quota = client
         .get(format!(
             "{}/v1/quota/credits?min_seq={last_seq}",
             server.base
@@ -176,10 +202,13 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
         .bearer_auth(&api_key)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(
+        quota.status(),
+        200,
+        "the read tables did not reach {last_seq}"
+    );
+    let quota: Value = quota.json().await.unwrap();
     assert_eq!(quota["consumed"], json!(sent.len()), "{quota}");
     assert_eq!(
         quota["available"],
@@ -275,8 +304,8 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
         proxy.port,
         options.get_database().unwrap()
     );
-    let server = Server::start(&url, ADMIN_TOKEN);
-    let client = reqwest::Client::new();
+    let server = Server::start(&url, ADMIN_TOKEN).await;
+    let client = support::http_client();
     let (_, _, tenant) = post(
         &client,
         format!("{}/v1/tenants", server.base),
@@ -319,19 +348,21 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
     proxy.up();
     // A client retries a 503; connections broken by the outage fail once
     // each and are replaced.
-    let mut answer = None;
-    for _ in 0..50 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, replayed, body) = loop {
         let (status, replayed, body) =
             post(&client, consume_url.clone(), &api_key, "during", consume())
                 .await
                 .unwrap();
         if status != 503 {
-            answer = Some((status, replayed, body));
-            break;
+            break (status, replayed, body);
         }
+        assert!(
+            Instant::now() < deadline,
+            "the command still answered 503 30 s after the database came back: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (status, replayed, body) = answer.expect("the ledger did not recover");
+    };
     assert_eq!((status, replayed), (200, false), "{body}");
     let (status, replayed, again) = post(&client, consume_url, &api_key, "during", consume())
         .await

@@ -71,6 +71,8 @@ struct AppOptions {
     auth_clock: Option<AuthClock>,
     /// Serve without the client address, as a router driven in process is.
     no_client_address: bool,
+    /// The projections it lists and reads; the ledger's when `None`.
+    catalog: Option<Vec<Arc<dyn projections::Projection>>>,
 }
 
 /// A monotonic clock the test moves by hand.
@@ -112,6 +114,21 @@ async fn spawn_app_options(options: AppOptions) -> TestApp {
     spawn_app_on(db, api_key, options).await
 }
 
+/// [`spawn_app_with`], listing and reading `catalog` as its projections.
+async fn spawn_app_serving(
+    admin_token: Option<&'static str>,
+    read_wait: Duration,
+    catalog: Vec<Arc<dyn projections::Projection>>,
+) -> TestApp {
+    spawn_app_options(AppOptions {
+        admin_token,
+        read_wait: Some(read_wait),
+        catalog: Some(catalog),
+        ..AppOptions::default()
+    })
+    .await
+}
+
 /// The app without projection workers (tests drive projections by hand), on
 /// `db`; several apps on one database stand for several server processes.
 async fn spawn_app_on(db: Arc<TestDatabase>, api_key: String, options: AppOptions) -> TestApp {
@@ -123,7 +140,8 @@ async fn spawn_app_on(db: Arc<TestDatabase>, api_key: String, options: AppOption
     );
     let mut config = HttpConfig::new(options.admin_token, BODY_LIMIT_BYTES);
     config.read_wait = options.read_wait.unwrap_or(Duration::from_secs(5));
-    projections::status::register(store.pool(), &projections::catalog())
+    let catalog = options.catalog.unwrap_or_else(projections::catalog);
+    projections::status::register(store.pool(), &catalog)
         .await
         .unwrap();
     let mut state = AppState::new(
@@ -131,7 +149,7 @@ async fn spawn_app_on(db: Arc<TestDatabase>, api_key: String, options: AppOption
         bus,
         config,
         tokio::sync::watch::channel(0).1,
-        projections::catalog(),
+        catalog,
     );
     if let Some(clock) = options.auth_clock {
         state = state.with_auth_clock(clock);
@@ -156,7 +174,7 @@ async fn spawn_app_on(db: Arc<TestDatabase>, api_key: String, options: AppOption
     }
     TestApp {
         base,
-        client: reqwest::Client::new(),
+        client: support::app::http_client(),
         api_key,
         db,
         state,
@@ -191,14 +209,18 @@ impl TestApp {
     }
 }
 
-async fn error_of(response: reqwest::Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
+/// Asserts that `response` is `status` with `code` in the error envelope (a
+/// message and a details object); returns the body.
+async fn error_of(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    let actual = response.status();
     let body: Value = response.json().await.unwrap();
+    assert_eq!(actual, status, "expected {status} {code}: {body}");
     let error = body
         .get("error")
         .unwrap_or_else(|| panic!("no error envelope: {body}"));
+    assert_eq!(error["code"], code, "{body}");
     assert!(
-        error["code"].is_string() && error["message"].is_string() && error["details"].is_object(),
+        error["message"].is_string() && error["details"].is_object(),
         "{body}"
     );
     body
@@ -216,10 +238,7 @@ async fn requests_without_a_valid_api_key_are_refused_with_401() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(missing, StatusCode::UNAUTHORIZED).await["error"]["code"],
-        "unauthorized"
-    );
+    error_of(missing, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let wrong_key = app
         .api_key
         .replace(&app.api_key[app.api_key.len() - 6..], "000000");
@@ -232,7 +251,7 @@ async fn requests_without_a_valid_api_key_are_refused_with_401() {
         .await
         .unwrap();
     assert_eq!(
-        error_of(wrong, StatusCode::UNAUTHORIZED).await["error"]["message"],
+        error_of(wrong, StatusCode::UNAUTHORIZED, "unauthorized").await["error"]["message"],
         "unknown API key"
     );
     let not_bearer = app
@@ -242,7 +261,12 @@ async fn requests_without_a_valid_api_key_are_refused_with_401() {
         .send()
         .await
         .unwrap();
-    error_of(not_bearer, StatusCode::UNAUTHORIZED).await;
+    error_of(not_bearer, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(app.db.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
 }
 
 #[tokio::test]
@@ -256,10 +280,7 @@ async fn mutating_requests_need_a_valid_idempotency_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(missing, StatusCode::BAD_REQUEST).await["error"]["code"],
-        "missing_idempotency_key"
-    );
+    error_of(missing, StatusCode::BAD_REQUEST, "missing_idempotency_key").await;
     for bad in ["", &"k".repeat(256)] {
         let response = app
             .add("c")
@@ -269,10 +290,7 @@ async fn mutating_requests_need_a_valid_idempotency_key() {
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            error_of(response, StatusCode::BAD_REQUEST).await["error"]["code"],
-            "invalid_idempotency_key"
-        );
+        error_of(response, StatusCode::BAD_REQUEST, "invalid_idempotency_key").await;
     }
 }
 
@@ -290,8 +308,7 @@ async fn bodies_over_the_limit_are_refused_with_413() {
         .send()
         .await
         .unwrap();
-    let body = error_of(response, StatusCode::PAYLOAD_TOO_LARGE).await;
-    assert_eq!(body["error"]["code"], "payload_too_large");
+    let body = error_of(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     assert_eq!(body["error"]["details"]["limit_bytes"], BODY_LIMIT_BYTES);
 }
 
@@ -317,7 +334,7 @@ async fn malformed_bodies_answer_400_naming_the_problem() {
             .send()
             .await
             .unwrap();
-        let error = error_of(response, StatusCode::BAD_REQUEST).await;
+        let error = error_of(response, StatusCode::BAD_REQUEST, "invalid_request").await;
         let message = error["error"]["message"].as_str().unwrap();
         assert!(message.contains(expected), "{body}: {message}");
     }
@@ -329,7 +346,14 @@ async fn malformed_bodies_answer_400_naming_the_problem() {
         .send()
         .await
         .unwrap();
-    error_of(no_content_type, StatusCode::BAD_REQUEST).await;
+    let body = error_of(no_content_type, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type: application/json"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -357,10 +381,12 @@ async fn a_replayed_key_answers_the_original_status_and_body_marked_replayed() {
     assert_eq!(again.json::<Value>().await.unwrap(), first_body);
 
     let reused = send(3).await.unwrap();
-    assert_eq!(
-        error_of(reused, StatusCode::UNPROCESSABLE_ENTITY).await["error"]["code"],
-        "idempotency_key_reused"
-    );
+    error_of(
+        reused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -378,7 +404,7 @@ async fn tenants_are_created_with_the_admin_token_only() {
     };
     let refused = create(&app.api_key, "t1", "beta").await.unwrap();
     assert_eq!(
-        error_of(refused, StatusCode::UNAUTHORIZED).await["error"]["message"],
+        error_of(refused, StatusCode::UNAUTHORIZED, "unauthorized").await["error"]["message"],
         "this route needs the admin token"
     );
     let created = create(ADMIN_TOKEN, "t1", "beta").await.unwrap();
@@ -394,9 +420,14 @@ async fn tenants_are_created_with_the_admin_token_only() {
     assert_eq!(replayed["tenant_id"], body["tenant_id"]);
     assert_eq!(replayed["api_key"], Value::Null);
     let reused = create(ADMIN_TOKEN, "t1", "gamma").await.unwrap();
-    error_of(reused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    error_of(
+        reused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
     let empty = create(ADMIN_TOKEN, "t2", " ").await.unwrap();
-    error_of(empty, StatusCode::BAD_REQUEST).await;
+    error_of(empty, StatusCode::BAD_REQUEST, "invalid_request").await;
 
     // The new tenant's key works on a tenant route.
     let added = app
@@ -424,7 +455,7 @@ async fn tenants_are_created_with_the_admin_token_only() {
         .send()
     };
     let missing = issue(None).await.unwrap();
-    error_of(missing, StatusCode::BAD_REQUEST).await;
+    error_of(missing, StatusCode::BAD_REQUEST, "missing_idempotency_key").await;
     let malformed = app
         .client
         .post(format!("{}/v1/tenants/not-a-uuid/api-keys", app.base))
@@ -433,8 +464,7 @@ async fn tenants_are_created_with_the_admin_token_only() {
         .send()
         .await
         .unwrap();
-    let malformed = error_of(malformed, StatusCode::BAD_REQUEST).await;
-    assert_eq!(malformed["error"]["code"], "invalid_path_parameter");
+    let malformed = error_of(malformed, StatusCode::BAD_REQUEST, "invalid_path_parameter").await;
     assert_eq!(malformed["error"]["details"]["value"], "not-a-uuid");
     let issued = issue(Some("rotate-1")).await.unwrap();
     assert_eq!(issued.status(), StatusCode::CREATED);
@@ -478,7 +508,7 @@ async fn without_an_admin_token_configured_admin_routes_are_closed() {
         .send()
         .await
         .unwrap();
-    error_of(response, StatusCode::UNAUTHORIZED).await;
+    error_of(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
 
 #[tokio::test]
@@ -554,27 +584,46 @@ async fn health_metrics_openapi_and_fallbacks_answer() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(unknown, StatusCode::NOT_FOUND).await["error"]["code"],
-        "not_found"
-    );
+    error_of(unknown, StatusCode::NOT_FOUND, "not_found").await;
     let wrong_method = app
         .client
         .delete(format!("{}/healthz", app.base))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await["error"]["code"],
-        "method_not_allowed"
-    );
+    error_of(
+        wrong_method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+/// Polls `condition` every 10 ms until it holds, failing after 30 s with
+/// `what` it waited for.
+async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 30 s for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
 async fn a_read_with_min_seq_answers_only_once_the_projection_passed_it() {
-    // Proves: GET /v1/streams?min_seq=N waits for the projection; the answer
-    // holds the stream written at seq N, applied after the request arrived.
-    let app = spawn_app(None).await;
+    // Proves: GET /v1/streams?min_seq=N that found the projection short of
+    // N (its first look at the checkpoint is made to complete before the
+    // projection applies N) waits, and answers with projection_seq N and the
+    // stream written at N, applied after it looked; a read that did not wait
+    // would answer projection_seq 0.
+    let app = spawn_app_with(None, std::time::Duration::from_secs(60)).await;
     let written: Value = app
         .add("c")
         .bearer_auth(&app.api_key)
@@ -587,21 +636,42 @@ async fn a_read_with_min_seq_answers_only_once_the_projection_passed_it() {
         .await
         .unwrap();
     let seq = written["tenant_seq"].as_i64().unwrap();
+    // Hold the checkpoints so the read's first look at them waits in line.
+    let locker = app.db.database().connect_pool(1).await.unwrap();
+    let lock = "LOCK TABLE projection_checkpoints IN ACCESS EXCLUSIVE MODE";
+    let mut held = locker.begin().await.unwrap();
+    sqlx::query(lock).execute(&mut *held).await.unwrap();
     let request = app
         .client
         .get(format!("{}/v1/streams?min_seq={seq}", app.base))
         .bearer_auth(&app.api_key)
         .send();
-    let mut pending = tokio::spawn(request);
-    // While nothing applies the projection, the read must still be waiting.
-    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut pending).await;
-    assert!(
-        early.is_err(),
-        "the read answered before the projection passed min_seq"
-    );
-    // Nothing applies the projection but this call, made after the request.
-    let store = app.db.store().clone();
-    projections::rebuild::catch_up_live(store.pool(), &projections::stream_index::StreamIndex)
+    let pending = tokio::spawn(request);
+    let pool = app.db.store().pool().clone();
+    wait_until("the read to queue for the checkpoints", || {
+        let pool = pool.clone();
+        async move {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_locks \
+                 WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND relation = 'projection_checkpoints'::regclass AND NOT granted",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            waiting > 0
+        }
+    })
+    .await;
+    held.commit().await.unwrap();
+    // Taking the lock again waits until the read's look (queued ahead) has
+    // finished: it found checkpoint 0, as nothing has applied seq N yet.
+    let mut again = locker.begin().await.unwrap();
+    sqlx::query(lock).execute(&mut *again).await.unwrap();
+    again.commit().await.unwrap();
+    locker.close().await;
+    // Nothing applies the projection but this call, made after that look.
+    projections::rebuild::catch_up_live(&pool, &projections::stream_index::StreamIndex)
         .await
         .unwrap();
     let response = pending.await.unwrap().unwrap();
@@ -626,9 +696,13 @@ async fn a_read_with_min_seq_far_ahead_answers_503_after_the_bound() {
         .send()
         .await
         .unwrap();
-    let body = error_of(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    let body = error_of(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "projection_lagging",
+    )
+    .await;
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
-    assert_eq!(body["error"]["code"], "projection_lagging");
     assert_eq!(
         body["error"]["details"],
         json!({"projection": "stream_index", "projection_seq": 0, "min_seq": 1000})
@@ -641,7 +715,7 @@ async fn a_read_with_min_seq_far_ahead_answers_503_after_the_bound() {
         .await
         .unwrap();
     assert!(
-        error_of(bad, StatusCode::BAD_REQUEST).await["error"]["message"]
+        error_of(bad, StatusCode::BAD_REQUEST, "invalid_request").await["error"]["message"]
             .as_str()
             .unwrap()
             .contains("min_seq")
@@ -653,7 +727,12 @@ async fn a_read_with_min_seq_far_ahead_answers_503_after_the_bound() {
         .send()
         .await
         .unwrap();
-    error_of(unknown, StatusCode::BAD_REQUEST).await;
+    assert!(
+        error_of(unknown, StatusCode::BAD_REQUEST, "invalid_request").await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bogus")
+    );
 }
 
 #[tokio::test]
@@ -683,7 +762,12 @@ async fn projections_report_their_lag_to_the_admin_and_to_metrics() {
             .bearer_auth(token)
             .send()
     };
-    error_of(status("wrong").await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    error_of(
+        status("wrong").await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
     let named = |list: &Value, name: &str| -> Value {
         list["projections"]
             .as_array()
@@ -985,12 +1069,14 @@ async fn api_keys_are_listed_and_revoked_by_id_and_a_revoked_key_answers_401_at_
     let revoke_path = "/v1/tenants/{tenant_id}/api-keys/{key_id}/revoke";
     let missing = app.revoke(&tenant, &first_id, None).await;
     assert_eq!(
-        error_of(missing, StatusCode::BAD_REQUEST).await["error"]["code"],
+        error_of(missing, StatusCode::BAD_REQUEST, "missing_idempotency_key").await["error"]
+            ["code"],
         "missing_idempotency_key"
     );
     let malformed = error_of(
         app.revoke(&tenant, "nope", Some("r")).await,
         StatusCode::BAD_REQUEST,
+        "invalid_path_parameter",
     )
     .await;
     assert_eq!(malformed["error"]["code"], "invalid_path_parameter");
@@ -1010,7 +1096,7 @@ async fn api_keys_are_listed_and_revoked_by_id_and_a_revoked_key_answers_401_at_
         .await
         .unwrap();
     assert_eq!(
-        error_of(as_tenant, StatusCode::UNAUTHORIZED).await["error"]["message"],
+        error_of(as_tenant, StatusCode::UNAUTHORIZED, "unauthorized").await["error"]["message"],
         "this route needs the admin token"
     );
     let acme = tenant_of(&app.api_key);
@@ -1025,13 +1111,13 @@ async fn api_keys_are_listed_and_revoked_by_id_and_a_revoked_key_answers_401_at_
     ] {
         let unknown = app.revoke(&tenant, &key_id, Some("r")).await;
         assert_eq!(
-            error_of(unknown, StatusCode::NOT_FOUND).await["error"]["code"],
+            error_of(unknown, StatusCode::NOT_FOUND, "not_found").await["error"]["code"],
             "not_found"
         );
     }
     let unknown_tenant = app.keys(&uuid::Uuid::now_v7().to_string()).await;
     assert_eq!(
-        error_of(unknown_tenant, StatusCode::NOT_FOUND).await["error"]["code"],
+        error_of(unknown_tenant, StatusCode::NOT_FOUND, "not_found").await["error"]["code"],
         "not_found"
     );
     assert_eq!(
@@ -1066,7 +1152,7 @@ async fn api_keys_are_listed_and_revoked_by_id_and_a_revoked_key_answers_401_at_
         .await
         .unwrap();
     assert_eq!(
-        error_of(refused, StatusCode::UNAUTHORIZED).await["error"]["message"],
+        error_of(refused, StatusCode::UNAUTHORIZED, "unauthorized").await["error"]["message"],
         "unknown API key"
     );
     assert_eq!(app.add_with(&second_key, "use-3").await, StatusCode::OK);
@@ -1221,7 +1307,12 @@ async fn repeated_failed_authentications_from_one_address_are_answered_429_until
     .expect("a throttled request waited for the database")
     .unwrap();
     assert_eq!(throttled.headers()["retry-after"], "60");
-    let body = error_of(throttled, StatusCode::TOO_MANY_REQUESTS).await;
+    let body = error_of(
+        throttled,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+    )
+    .await;
     assert_eq!(body["error"]["code"], "too_many_requests");
     assert_eq!(body["error"]["details"], json!({"retry_after_s": 60}));
     let admin = tokio::time::timeout(
@@ -1352,7 +1443,7 @@ async fn metrics_scrapes_never_query_the_database_and_need_the_token_when_one_is
     for token in [None, Some("wrong"), Some(ADMIN_TOKEN)] {
         let refused = scrape(token).await.unwrap();
         assert_eq!(
-            error_of(refused, StatusCode::UNAUTHORIZED).await["error"]["code"],
+            error_of(refused, StatusCode::UNAUTHORIZED, "unauthorized").await["error"]["code"],
             "unauthorized"
         );
     }
@@ -1493,4 +1584,176 @@ async fn every_route_that_authenticates_documents_its_statuses_and_the_429_of_th
     assert!(openapi["components"]["securitySchemes"]
         .get("metrics_token")
         .is_some());
+}
+
+/// The stream index, refusing one tenant's event at one seq while armed.
+struct FailingStreamIndex {
+    failing: std::sync::Mutex<Option<(aggregates::TenantId, i64)>>,
+}
+
+#[async_trait::async_trait]
+impl projections::Projection for FailingStreamIndex {
+    fn name(&self) -> &'static str {
+        projections::stream_index::StreamIndex.name()
+    }
+    fn version(&self) -> i32 {
+        projections::stream_index::StreamIndex.version()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        projections::stream_index::StreamIndex.tables()
+    }
+    async fn apply(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        events: &[&eventstore::StoredEvent],
+    ) -> Result<(), projections::ApplyError> {
+        let failing = *self.failing.lock().unwrap();
+        if let Some((tenant_id, tenant_seq)) = failing {
+            if events
+                .iter()
+                .any(|event| event.tenant_id == tenant_id && event.tenant_seq == tenant_seq)
+            {
+                return Err(projections::ApplyError::Event {
+                    tenant_seq,
+                    message: "injected failure".into(),
+                });
+            }
+        }
+        projections::stream_index::StreamIndex
+            .apply(connection, events)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_projection_that_cannot_apply_an_event_shows_failed_until_it_recovers() {
+    // Proves: when the workers' projection cannot apply one tenant's event,
+    // GET /v1/projections (and /metrics) show it `failed` with an error
+    // naming that tenant and seq, the other tenant's reads are served, the
+    // failing tenant's answer 503; once the event applies, the workers
+    // (retrying by themselves) bring it back to `live` with no error and
+    // nothing behind. (The state is recorded by the worker loop, which has
+    // no single step: the test waits for each state, with a deadline.)
+    let failing = Arc::new(FailingStreamIndex {
+        failing: std::sync::Mutex::new(None),
+    });
+    let app = spawn_app_serving(
+        Some(ADMIN_TOKEN),
+        std::time::Duration::from_millis(200),
+        vec![failing.clone() as Arc<dyn projections::Projection>],
+    )
+    .await;
+    let store = app.db.store().clone();
+    let acme = store.authenticate(&app.api_key).await.unwrap().unwrap();
+    let beta = store.create_tenant("beta").await.unwrap();
+    *failing.failing.lock().unwrap() = Some((acme, 1));
+    for api_key in [&app.api_key, &beta.api_key] {
+        let added = app
+            .add("c")
+            .bearer_auth(api_key)
+            .header("idempotency-key", "k")
+            .json(&json!({"amount": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(added.status(), StatusCode::OK);
+    }
+    let stream_index = || async {
+        let list: Value = app
+            .client
+            .get(format!("{}/v1/projections", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["projections"].as_array().unwrap().len(), 1, "{list}");
+        list["projections"][0].clone()
+    };
+    // The timer's single step, then a scrape.
+    let metrics = || async {
+        commands::http::metrics::refresh_projection_metrics(&app.state).await;
+        app.client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let streams = |api_key: String| {
+        app.client
+            .get(format!("{}/v1/streams?min_seq=1", app.base))
+            .bearer_auth(api_key)
+            .send()
+    };
+
+    let workers = projections::Workers::start_registered(
+        &store,
+        vec![failing.clone() as Arc<dyn projections::Projection>],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    wait_until("stream_index to show failed", || async {
+        stream_index().await["state"] == "failed"
+    })
+    .await;
+    // Both tenants were in the first batch: beta was applied, acme held back.
+    let failed = stream_index().await;
+    assert_eq!(
+        failed["error"],
+        format!("projection stream_index, tenant {acme}: event at tenant_seq 1: injected failure")
+    );
+    assert_eq!(
+        (
+            failed["checkpoint"].clone(),
+            failed["events_behind"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    let text = metrics().await;
+    assert!(
+        text.contains("ledger_projection_state{projection=\"stream_index\",state=\"failed\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        streams(beta.api_key.clone()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let held_back = error_of(
+        streams(app.api_key.clone()).await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "projection_lagging",
+    )
+    .await;
+    assert_eq!(held_back["error"]["details"]["projection_seq"], 0);
+
+    *failing.failing.lock().unwrap() = None;
+    wait_until("stream_index to recover to live", || async {
+        stream_index().await["state"] == "live"
+    })
+    .await;
+    let live = stream_index().await;
+    assert_eq!(live["error"], Value::Null);
+    assert_eq!(
+        (live["checkpoint"].clone(), live["events_behind"].clone()),
+        (json!(2), json!(0))
+    );
+    let text = metrics().await;
+    assert!(
+        text.contains("ledger_projection_state{projection=\"stream_index\",state=\"live\"} 1"),
+        "{text}"
+    );
+    let page: Value = streams(app.api_key.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["streams"][0]["aggregate_id"], "c");
+    workers.stop().await;
 }

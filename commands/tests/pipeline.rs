@@ -1,6 +1,6 @@
 //! The command pipeline against a real PostgreSQL: exactly-once execution,
 //! replays, reused keys, recorded rejections, atomic multi-aggregate
-//! decisions, conflicts between processes, snapshots.
+//! decisions, group commit, shards, conflicts between processes, snapshots.
 
 mod support;
 
@@ -9,7 +9,10 @@ use commands::{BusConfig, CommandBus, Metrics, Outcome, PipelineError};
 use eventstore::testing::TestDatabase;
 use eventstore::{AggregateKey, EventStore, IdempotencyKey};
 use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use support::{AddToBoth, AddToCounter, RaiseLimit, ReadCounter};
 
 fn bus(store: &EventStore) -> CommandBus {
@@ -33,6 +36,77 @@ fn add(counter: &str, amount: i64) -> AddToCounter {
 
 async fn events_of(store: &EventStore, tenant_id: TenantId) -> usize {
     store.read_tenant(tenant_id, 0, 10_000).await.unwrap().len()
+}
+
+/// A request submitted to the pipeline, waiting for its outcome.
+type Call<'a> = Pin<Box<dyn Future<Output = Result<Outcome, PipelineError>> + 'a>>;
+
+/// Submits every call before the pipeline runs at all, then waits for their
+/// outcomes. On a current-thread runtime the shards run only when this task
+/// yields: each call is polled once without yielding, which puts its request
+/// in its shard's queue and leaves it waiting for the answer, so every shard
+/// finds all of its requests waiting together when it next runs.
+async fn submit_together(mut calls: Vec<Call<'_>>) -> Vec<Outcome> {
+    // A fresh cooperative budget for the task, so no poll is refused.
+    tokio::task::yield_now().await;
+    std::future::poll_fn(|context| {
+        for call in &mut calls {
+            assert!(
+                call.as_mut().poll(context).is_pending(),
+                "a request was answered before the pipeline ran"
+            );
+        }
+        Poll::Ready(())
+    })
+    .await;
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap());
+    }
+    outcomes
+}
+
+/// Appends the pipeline made (successful or not) and the commands they
+/// carried, as its metrics report them.
+fn appends(bus: &CommandBus) -> (u64, f64) {
+    let text = bus.metrics().encode();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    (
+        value("ledger_append_batch_commands_count") as u64,
+        value("ledger_append_batch_commands_sum"),
+    )
+}
+
+/// The transaction that appended each event of `keys`, numbered by first
+/// appearance (the same number: the same statement).
+async fn transactions_of(store: &EventStore, keys: &[String]) -> Vec<usize> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT idempotency_key, transaction_id::text FROM events WHERE idempotency_key = ANY($1)",
+    )
+    .bind(keys)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    keys.iter()
+        .map(|key| {
+            let (_, transaction) = rows
+                .iter()
+                .find(|(row_key, _)| row_key == key)
+                .unwrap_or_else(|| panic!("no event of {key}"));
+            match seen.iter().position(|known| known == transaction) {
+                Some(index) => index,
+                None => {
+                    seen.push(transaction.clone());
+                    seen.len() - 1
+                }
+            }
+        })
+        .collect()
 }
 
 async fn read(bus: &CommandBus, tenant_id: TenantId, counter: &str) -> serde_json::Value {
@@ -204,12 +278,13 @@ async fn thirty_two_concurrent_requests_with_one_key_execute_once() {
     assert_eq!(read(&buses[0], tenant_id, "c").await["total"], 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn repeated_keys_in_a_batch_do_not_hold_back_the_new_requests_beside_them() {
-    // Proves: when a batch holds keys that already have records (a fresh
-    // pipeline has no memory of them) next to new requests, the repeats are
-    // answered from their records and the new requests are appended without
-    // counting a single conflict.
+    // Proves: when one batch holds keys that already have records (a fresh
+    // pipeline has no memory of them) next to new requests (the pipeline
+    // reports one append of all 16), the repeats are answered from their
+    // records and the new requests are appended by the next statement,
+    // together, without counting a single conflict.
     let db = TestDatabase::new().await;
     let store = db.store();
     let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
@@ -228,36 +303,28 @@ async fn repeated_keys_in_a_batch_do_not_hold_back_the_new_requests_beside_them(
     first.shutdown().await;
 
     let second = bus(store);
-    let mut requests = Vec::new();
+    let mut calls: Vec<Call<'_>> = Vec::new();
+    let mut prefixes = Vec::new();
     for index in 0..8 {
         for prefix in ["old", "new"] {
-            let bus = second.clone();
-            requests.push(tokio::spawn(async move {
-                let outcome = bus
-                    .execute(
-                        tenant_id,
-                        key(&format!("{prefix}-{index}")),
-                        add(&format!("c-{index}"), 1),
-                    )
-                    .await
-                    .unwrap();
-                (prefix, outcome)
+            let (bus, counter) = (&second, format!("c-{index}"));
+            let key = key(&format!("{prefix}-{index}"));
+            calls.push(Box::pin(async move {
+                bus.execute(tenant_id, key, add(&counter, 1)).await
             }));
+            prefixes.push(prefix);
         }
     }
-    let mut replayed = 0;
-    let mut executed = 0;
-    for request in requests {
-        let (prefix, outcome) = request.await.unwrap();
+    let outcomes = submit_together(calls).await;
+    for (prefix, outcome) in prefixes.iter().zip(&outcomes) {
         assert_eq!(outcome.status, 200);
-        assert_eq!(outcome.replayed, prefix == "old", "{prefix}: {outcome:?}");
-        if outcome.replayed {
-            replayed += 1;
-        } else {
-            executed += 1;
-        }
+        assert_eq!(outcome.replayed, *prefix == "old", "{prefix}: {outcome:?}");
     }
-    assert_eq!((replayed, executed), (8, 8));
+    // One statement of all 16 (refused for the recorded keys), then one of
+    // the 8 new ones.
+    assert_eq!(appends(&second), (2, 24.0));
+    let new_keys: Vec<String> = (0..8).map(|index| format!("new-{index}")).collect();
+    assert_eq!(transactions_of(store, &new_keys).await, [0; 8]);
     assert_eq!(second.metrics().conflicts(), 0);
     assert_eq!(events_of(store, tenant_id).await, 16);
     for index in 0..8 {
@@ -266,6 +333,92 @@ async fn repeated_keys_in_a_batch_do_not_hold_back_the_new_requests_beside_them(
             2
         );
     }
+}
+
+#[tokio::test]
+async fn requests_waiting_together_are_appended_by_one_statement() {
+    // Proves group commit: 12 requests of two tenants, waiting together for
+    // their shard, are decided in order and appended by one statement (the
+    // pipeline reports one append of 12; their events share one
+    // transaction), each tenant's answers carrying its seqs 1 to 6 in the
+    // order the requests came.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenants = [
+        store.create_tenant("acme").await.unwrap().tenant_id,
+        store.create_tenant("beta").await.unwrap().tenant_id,
+    ];
+    let bus = bus(store);
+    let mut calls: Vec<Call<'_>> = Vec::new();
+    let mut keys = Vec::new();
+    for index in 0..6 {
+        for (tenant, tenant_id) in tenants.iter().enumerate() {
+            let text = format!("k-{tenant}-{index}");
+            let (bus, key) = (&bus, key(&text));
+            calls.push(Box::pin(async move {
+                bus.execute(*tenant_id, key, add(&format!("c-{}", index % 2), 1))
+                    .await
+            }));
+            keys.push(text);
+        }
+    }
+    let outcomes = submit_together(calls).await;
+    assert_eq!(appends(&bus), (1, 12.0));
+    assert_eq!(transactions_of(store, &keys).await, [0; 12]);
+    for tenant in 0..2 {
+        let seqs: Vec<i64> = outcomes
+            .iter()
+            .skip(tenant)
+            .step_by(2)
+            .map(|outcome| outcome.tenant_seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "tenant {tenant}");
+    }
+    assert_eq!(read(&bus, tenants[0], "c-0").await["total"], 3);
+    bus.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_shard_appends_its_own_tenants_requests() {
+    // Proves: with two shards, a tenant's requests go to the shard
+    // `shard_of` names; requests waiting together are appended by one
+    // statement per shard: two tenants of one shard share one, the third
+    // tenant's (the other shard) another.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let mut by_shard: [Vec<TenantId>; 2] = [Vec::new(), Vec::new()];
+    while by_shard[0].len() < 2 || by_shard[1].is_empty() {
+        let tenant_id = store.create_tenant("t").await.unwrap().tenant_id;
+        by_shard[commands::pipeline::shard_of(tenant_id, 2)].push(tenant_id);
+        assert!(
+            by_shard[0].len() + by_shard[1].len() < 64,
+            "no tenant lands on one shard"
+        );
+    }
+    let tenants = [by_shard[0][0], by_shard[0][1], by_shard[1][0]];
+    let bus = CommandBus::start(
+        store.clone(),
+        BusConfig {
+            shards: 2,
+            ..BusConfig::default()
+        },
+        Arc::new(Metrics::default()),
+    );
+    let mut calls: Vec<Call<'_>> = Vec::new();
+    let mut keys = Vec::new();
+    for (index, tenant_id) in tenants.iter().enumerate() {
+        let text = format!("k-{index}");
+        let (bus, key) = (&bus, key(&text));
+        calls.push(Box::pin(async move {
+            bus.execute(*tenant_id, key, add("c", 1)).await
+        }));
+        keys.push(text);
+    }
+    let outcomes = submit_together(calls).await;
+    assert!(outcomes.iter().all(|outcome| outcome.status == 200));
+    assert_eq!(appends(&bus), (2, 3.0));
+    assert_eq!(transactions_of(store, &keys).await, [0, 0, 1]);
+    bus.shutdown().await;
 }
 
 #[tokio::test]

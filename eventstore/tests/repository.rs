@@ -125,6 +125,10 @@ async fn cqrs_es_commands_persist_chain_and_reload_through_the_repository() {
         matches!(reused, AggregateError::UnexpectedError(_)),
         "{reused:?}"
     );
+    assert_eq!(
+        reused.to_string(),
+        "idempotency key k0 was already used for a different command"
+    );
     assert_eq!(store.check_chain(tenant_id).await.unwrap().findings, vec![]);
     assert_eq!(store.chain_head(tenant_id).await.unwrap().unwrap().seq, 3);
 }

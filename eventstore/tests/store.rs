@@ -391,7 +391,10 @@ async fn a_cross_tenant_reader_sees_every_event_once_even_when_one_commits_late(
         }));
     }
     // The reader has read the first half while the writers wait.
-    read_so_far.wait_for(|read| *read >= 8 * 12).await.unwrap();
+    read_so_far
+        .wait_for(|read| *read >= 8 * 12)
+        .await
+        .expect("the reader stopped (60 s deadline) before reading the first half");
     assert_eq!(*read_so_far.borrow(), 8 * 12);
 
     // The late transaction appends now and stays open while the writers

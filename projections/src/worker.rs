@@ -75,6 +75,18 @@ impl Workers {
         projections: Vec<Arc<dyn Projection>>,
         reactors: Vec<Arc<dyn Reactor>>,
     ) -> Self {
+        Self::start_polling(store, projections, reactors, POLL_INTERVAL)
+    }
+
+    /// [`Workers::start`], idle workers looking for work every
+    /// `poll_interval` when nothing wakes them (a test makes it long, so that
+    /// only a wake-up can move them).
+    pub fn start_polling(
+        store: &EventStore,
+        projections: Vec<Arc<dyn Projection>>,
+        reactors: Vec<Arc<dyn Reactor>>,
+        poll_interval: Duration,
+    ) -> Self {
         let (shutdown, _) = watch::channel(false);
         let (progress, _) = watch::channel(0u64);
         let (wake, _) = watch::channel(0u64);
@@ -101,6 +113,7 @@ impl Workers {
                 wake.subscribe(),
                 progress.clone(),
                 shutdown.subscribe(),
+                poll_interval,
             )));
         }
         for reactor in reactors {
@@ -112,6 +125,7 @@ impl Workers {
                 wake.subscribe(),
                 progress.clone(),
                 shutdown.subscribe(),
+                poll_interval,
             )));
         }
         Self {
@@ -122,7 +136,8 @@ impl Workers {
         }
     }
 
-    /// Bumped after every batch a worker of this process commits.
+    /// Bumped each time a worker of this process has caught up after
+    /// applying events: after the last batch of a round, before it idles.
     pub fn progress(&self) -> watch::Receiver<u64> {
         self.progress.subscribe()
     }
@@ -281,6 +296,7 @@ async fn run(
     mut wake: watch::Receiver<u64>,
     progress: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
+    poll_interval: Duration,
 ) {
     let mut failed = false;
     loop {
@@ -299,7 +315,7 @@ async fn run(
                 if applied > 0 {
                     progress.send_modify(|count| *count = count.wrapping_add(1));
                 }
-                POLL_INTERVAL
+                poll_interval
             }
             Err(error) => {
                 tracing::error!(worker = work.name(), %error, "batch failed");

@@ -165,6 +165,14 @@ impl Projection for EventLog {
     }
 }
 
+/// The SQLSTATE of a database error (`None` for any other error).
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    error
+        .as_database_error()
+        .and_then(|database| database.code())
+        .map(|code| code.into_owned())
+}
+
 async fn count(store: &EventStore, table: &str) -> i64 {
     let (count,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {table}"))
         .fetch_one(store.pool())
@@ -264,7 +272,15 @@ async fn workers_killed_between_apply_and_commit_lose_and_double_nothing() {
         crashing: AtomicBool::new(true),
     }));
     let mut timer = 0x2545_f491_4f6c_dd1d_u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workers killed at random did not catch up within 120 s (writer finished: {}, \
+             crashes so far: {})",
+            writer.is_finished(),
+            log.crashes.load(Ordering::SeqCst)
+        );
         let writing = !writer.is_finished();
         // Each worker has a connection of its own, dropped with it, as a
         // crashed process's would be.
@@ -364,11 +380,12 @@ impl AfterLog for Gated {
     }
 }
 
-/// Waits for `future`, failing the test after a minute (a deadlock).
-async fn within_a_minute<T>(future: impl std::future::Future<Output = T>) -> T {
+/// Waits for `future`, failing the test after a minute (a deadlock) with
+/// `what` it waited for.
+async fn within_a_minute<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(std::time::Duration::from_secs(60), future)
         .await
-        .expect("deadlocked")
+        .unwrap_or_else(|_| panic!("waited a minute for {what}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,11 +416,18 @@ async fn two_workers_share_a_projection_and_one_takes_over_when_the_other_dies()
     let first = tokio::spawn(async move {
         catch_up_with(&pool, &[projection.as_ref()], None, all, || false).await
     });
-    within_a_minute(gated.entered.notified()).await;
+    within_a_minute(
+        "the first worker to hold its leases",
+        gated.entered.notified(),
+    )
+    .await;
     let second_pool = db.database().connect_pool(1).await.unwrap();
-    let skipped = within_a_minute(step_with(&second_pool, &[gated.as_ref()], None, all))
-        .await
-        .unwrap();
+    let skipped = within_a_minute(
+        "the second worker's step beside the held leases",
+        step_with(&second_pool, &[gated.as_ref()], None, all),
+    )
+    .await
+    .unwrap();
     assert_eq!(skipped, 0, "every partition is leased by the first worker");
 
     // It dies holding them (its server session ends; the server waits until
@@ -417,13 +441,10 @@ async fn two_workers_share_a_projection_and_one_takes_over_when_the_other_dies()
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
     first_pool.close().await;
-    let applied = within_a_minute(catch_up_with(
-        &second_pool,
-        &[gated.as_ref()],
-        None,
-        all,
-        || false,
-    ))
+    let applied = within_a_minute(
+        "the second worker to take over",
+        catch_up_with(&second_pool, &[gated.as_ref()], None, all, || false),
+    )
     .await
     .unwrap();
     assert_eq!(applied, 2_400);
@@ -444,19 +465,23 @@ async fn two_workers_share_a_projection_and_one_takes_over_when_the_other_dies()
     let first = tokio::spawn(async move {
         catch_up_with(&pool, &[projection.as_ref()], None, one, || false).await
     });
-    within_a_minute(gated.entered.notified()).await;
-    let second = within_a_minute(catch_up_with(
-        &second_pool,
-        &[gated.as_ref()],
-        None,
-        one,
-        || false,
-    ))
+    within_a_minute(
+        "the first worker to hold one partition",
+        gated.entered.notified(),
+    )
+    .await;
+    let second = within_a_minute(
+        "the second worker to apply the other partitions",
+        catch_up_with(&second_pool, &[gated.as_ref()], None, one, || false),
+    )
     .await
     .unwrap();
     assert_eq!(second, 700);
     gated.release.notify_one();
-    let first = within_a_minute(first).await.unwrap().unwrap();
+    let first = within_a_minute("the released first worker", first)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first, 100);
     assert_eq!(count(&store, "event_log").await, 3_200);
 }
@@ -518,6 +543,62 @@ async fn an_event_a_projection_cannot_apply_holds_back_its_tenant_only() {
         31
     );
     assert_eq!(count(&store, "event_log").await, 150);
+}
+
+#[tokio::test]
+async fn a_batch_applies_at_most_1000_events_of_each_tenant_it_leases() {
+    // Proves: a worker's batch (the default limits) takes at most 1,000
+    // events of each tenant, all its tenants at once, and checkpoints
+    // exactly what it applied: 2,500 and 300 events take batches of 1,300,
+    // 1,000 and 500.
+    assert_eq!(BATCH_EVENTS_MAX, 1_000);
+    assert_eq!(Limits::default().batch_events_max, BATCH_EVENTS_MAX);
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    EventLog::create_table(&store).await;
+    let (large, small) = (tenant(&store).await, tenant(&store).await);
+    append(&store, large, 0, 2_500, 10, 500).await;
+    append(&store, small, 0, 300, 10, 300).await;
+    let log = EventLog::new();
+    // The checkpoint rows a worker creates before its first batch.
+    let mut lagging = projections::runtime::lagging_tenants(store.pool(), "event_log")
+        .await
+        .unwrap();
+    lagging.sort();
+    let mut expected = vec![large, small];
+    expected.sort();
+    assert_eq!(lagging, expected);
+    let checkpoints = || async {
+        let mut seqs = Vec::new();
+        for tenant_id in [large, small] {
+            seqs.push(
+                projections::read::checkpoint(store.pool(), "event_log", tenant_id)
+                    .await
+                    .unwrap(),
+            );
+        }
+        seqs
+    };
+    let mut steps = Vec::new();
+    loop {
+        let events = step_with(store.pool(), &[&log], None, Limits::default())
+            .await
+            .unwrap();
+        steps.push((events, checkpoints().await));
+        if events == 0 || steps.len() > 4 {
+            break;
+        }
+    }
+    assert_eq!(
+        steps,
+        [
+            (1_300, vec![1_000, 300]),
+            (1_000, vec![2_000, 300]),
+            (500, vec![2_500, 300]),
+            (0, vec![2_500, 300]),
+        ]
+    );
+    assert_eq!(count(&store, "event_log").await, 2_800);
 }
 
 #[tokio::test]
@@ -594,9 +675,19 @@ async fn a_rebuild_under_writes_and_reads_swaps_in_a_table_equal_to_a_fresh_repl
         }
         reads
     });
-    let report = rebuild(store.pool(), &StreamIndex, true).await.unwrap();
+    let report = within_a_minute(
+        "the stream index rebuild under writes",
+        rebuild(store.pool(), &StreamIndex, true),
+    )
+    .await
+    .unwrap();
     assert!(report.events >= 3_000);
-    let report = rebuild(store.pool(), &EventLog::new(), true).await.unwrap();
+    let report = within_a_minute(
+        "the event log rebuild under writes",
+        rebuild(store.pool(), &EventLog::new(), true),
+    )
+    .await
+    .unwrap();
     assert!(report.events >= 3_000);
     stop.send(true).unwrap();
     let appended = writer.await.unwrap();
@@ -778,8 +869,13 @@ async fn assert_tenant_reads_are_isolated(pool: &sqlx::PgPool, a: TenantId, b: T
             sqlx::query("INSERT INTO stream_index VALUES ($1, 'x', 'y', 1, 1, now(), now())")
                 .bind(tenant_id.as_uuid())
                 .execute(&mut *transaction)
-                .await;
-        assert!(denied.is_err(), "the reader role must not write");
+                .await
+                .expect_err("the reader role must not write");
+        assert_eq!(
+            sqlstate(&denied).as_deref(),
+            Some("42501"),
+            "not a privilege refusal: {denied}"
+        );
     }
 }
 

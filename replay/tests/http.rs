@@ -1,27 +1,26 @@
 //! `GET /v1/replay` over HTTP: the calling tenant's state as of a seq or a
 //! time, the same as the CLI's replay, and nothing of other tenants.
 
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use commands::http::{app, routes, AppState, HttpConfig};
-use commands::{BusConfig, CommandBus, Metrics};
+use commands::{BusConfig, Clock, CommandBus, Metrics};
 use eventstore::testing::TestDatabase;
+use eventstore::EventStore;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 #[path = "http/flood.rs"]
 mod flood;
 
-#[tokio::test]
-async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
-    // Proves: GET /v1/replay?as_of_seq=N folds the caller's events up to N,
-    // equals the direct replay, refuses ambiguous or invalid points, and
-    // answers 422 naming the event when the history up to N does not verify.
-    let db = TestDatabase::new().await;
-    let store = db.store().clone();
-    let acme = store.create_tenant("acme").await.unwrap();
-    let beta = store.create_tenant("beta").await.unwrap();
+/// The API with the replay route on port 0, its pipeline stamping `clock`;
+/// answers its base URL.
+async fn serve(store: &EventStore, clock: Clock) -> String {
     let bus = CommandBus::start(
         store.clone(),
-        BusConfig::default(),
+        BusConfig {
+            clock,
+            ..BusConfig::default()
+        },
         Arc::new(Metrics::default()),
     );
     let state = AppState::new(
@@ -35,7 +34,23 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let application = app(routes().merge(replay::http::router()), state);
     tokio::spawn(async move { axum::serve(listener, application).await });
-    let client = reqwest::Client::new();
+    base
+}
+
+#[tokio::test]
+async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
+    // Proves: GET /v1/replay?as_of_seq=N folds the caller's events up to N,
+    // equals the direct replay, refuses ambiguous or invalid points, and
+    // answers 422 naming the event when the history up to N does not verify.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let beta = store.create_tenant("beta").await.unwrap();
+    let base = serve(&store, Clock::system()).await;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
     let post = |key: &'static str, path: &'static str, body: Value| {
         client
             .post(format!("{base}{path}"))
@@ -94,12 +109,12 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
     assert_eq!(other["quotas"], json!([]));
     assert_eq!(other["subscription"], Value::Null);
 
-    let both = get(&acme.api_key, "?as_of_seq=1&as_of=2026-01-01T00:00:00Z")
-        .await
-        .unwrap();
-    assert_eq!(both.status(), 400);
-    let negative = get(&acme.api_key, "?as_of_seq=-1").await.unwrap();
-    assert_eq!(negative.status(), 400);
+    for query in ["?as_of_seq=1&as_of=2026-01-01T00:00:00Z", "?as_of_seq=-1"] {
+        let refused = get(&acme.api_key, query).await.unwrap();
+        assert_eq!(refused.status(), 400, "{query}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_request", "{query}: {body}");
+    }
 
     // An event edited behind the triggers: the replay refuses it, naming it.
     let mut connection = store.pool().acquire().await.unwrap();
@@ -134,5 +149,139 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
     assert_eq!(
         get(&acme.api_key, "?as_of_seq=5").await.unwrap().status(),
         200
+    );
+}
+
+#[tokio::test]
+async fn the_replay_route_answers_the_tenants_state_as_of_a_time() {
+    // Proves: GET /v1/replay?as_of=TIME folds exactly the events recorded at
+    // or before TIME (none before the first, the one at TIME itself
+    // included), reports availability as of TIME (a grant past its expiry by
+    // then no longer counts, though no event expired it), equals the direct
+    // replay, and refuses a time that does not parse with 400.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let start = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    let now = Arc::new(Mutex::new(start));
+    let reading = now.clone();
+    let base = serve(&store, Clock::from_fn(move || *reading.lock().unwrap())).await;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let post = |key: &'static str, path: &'static str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&acme.api_key)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let at = |hours: i64| start + Duration::hours(hours);
+    let steps: [(DateTime<Utc>, &str, &str, Value); 4] = [
+        (
+            at(0),
+            "sub",
+            "/v1/subscription",
+            json!({"plan": "hobby_v3"}),
+        ),
+        (
+            at(1),
+            "bought",
+            "/v1/grants",
+            json!({"quota": "credits", "amount": 100, "source": "purchase",
+                   "expires_at": at(3).to_rfc3339()}),
+        ),
+        (
+            at(2),
+            "use",
+            "/v1/quota/credits/consume",
+            json!({"amount": 50}),
+        ),
+        (at(5), "run", "/v1/quota/runs/consume", json!({"amount": 7})),
+    ];
+    for (time, key, path, body) in steps {
+        *now.lock().unwrap() = time;
+        let answer = post(key, path, body).await.unwrap();
+        assert!(answer.status().is_success(), "{path}: {}", answer.status());
+    }
+
+    let replay_at = |time: DateTime<Utc>| {
+        let url = format!(
+            "{base}/v1/replay?as_of={}",
+            time.to_rfc3339().replace('+', "%2B")
+        );
+        let request = client.get(url).bearer_auth(&acme.api_key).send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200, "as of {time}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let quota = |state: &Value, name: &str| -> Value {
+        state["quotas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|quota| quota["quota"] == name)
+            .unwrap_or_else(|| panic!("no {name} quota in {state}"))
+            .clone()
+    };
+
+    let before = replay_at(start - Duration::seconds(1)).await;
+    assert_eq!(before["as_of_seq"], 0);
+    assert_eq!(before["quotas"], json!([]));
+    assert_eq!(before["subscription"], Value::Null);
+
+    // After the consumption, the purchase still in effect.
+    let half_past_two = at(2) + Duration::minutes(30);
+    let state = replay_at(half_past_two).await;
+    assert_eq!(state["as_of_seq"], 6);
+    assert_eq!(state["as_of"], json!(half_past_two));
+    let credits = quota(&state, "credits");
+    assert_eq!(
+        (credits["consumed"].clone(), credits["available"].clone()),
+        (json!("50"), json!(1_050))
+    );
+    let mut connection = store.pool().acquire().await.unwrap();
+    let direct = replay::as_of::replay_tenant(
+        &mut connection,
+        acme.tenant_id,
+        replay::as_of::AsOf::Time(half_past_two),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state, direct);
+
+    // No event since, but the purchase expired at three.
+    let state = replay_at(at(4)).await;
+    assert_eq!(state["as_of_seq"], 6);
+    let credits = quota(&state, "credits");
+    assert_eq!(
+        (credits["consumed"].clone(), credits["available"].clone()),
+        (json!("50"), json!(1_000))
+    );
+
+    // The event recorded at exactly the time asked is in.
+    let state = replay_at(at(5)).await;
+    assert_eq!(state["as_of_seq"], 7);
+    assert_eq!(quota(&state, "runs")["consumed"], "7");
+    let state = replay_at(at(5) - Duration::microseconds(1)).await;
+    assert_eq!(state["as_of_seq"], 6);
+    assert_eq!(quota(&state, "runs")["consumed"], "0");
+
+    let refused = client
+        .get(format!("{base}/v1/replay?as_of=yesterday"))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("as_of"),
+        "{body}"
     );
 }

@@ -102,6 +102,15 @@ pub enum PipelineError {
     Stopped,
 }
 
+/// The shard, of `shards`, that decides `tenant_id`'s requests; the same in
+/// every process of one build (tests use it to pick tenants of different
+/// shards).
+pub fn shard_of(tenant_id: TenantId, shards: usize) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    tenant_id.hash(&mut hasher);
+    (hasher.finish() % shards.max(1) as u64) as usize
+}
+
 /// Handle to the pipeline; cheap to clone.
 #[derive(Clone)]
 pub struct CommandBus {
@@ -165,9 +174,7 @@ impl CommandBus {
     }
 
     fn shard_of(&self, tenant_id: TenantId) -> usize {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        tenant_id.hash(&mut hasher);
-        (hasher.finish() % self.senders.len() as u64) as usize
+        shard_of(tenant_id, self.senders.len())
     }
 
     /// Stops taking requests, answers those already queued, and waits for

@@ -10,7 +10,7 @@
 //! The generator is seeded; `LEDGER_INPUTS_SEED` and `LEDGER_INPUTS_CASES`
 //! change the seed and the number of requests, and a failure names both.
 
-use super::support::app::{Options, TestServer, ADMIN_TOKEN};
+use super::support::app::{TestServer, ADMIN_TOKEN};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
@@ -383,11 +383,7 @@ async fn generated_inputs_are_refused_with_a_4xx_or_applied_by_every_projection(
     // projection's checkpoint reaches the head of every tenant.
     let seed = env_number("LEDGER_INPUTS_SEED", SEED_DEFAULT);
     let cases = env_number("LEDGER_INPUTS_CASES", CASES_DEFAULT);
-    let server = TestServer::start_with(Options {
-        no_workers: true,
-        ..Options::default()
-    })
-    .await;
+    let server = TestServer::start().await;
     let client = server.tenant("inputs").await;
     let document = server.openapi().await;
     let operations = operations(&document);
@@ -472,11 +468,7 @@ async fn generated_inputs_are_refused_with_a_4xx_or_applied_by_every_projection(
 async fn times_and_texts_out_of_bounds_are_refused_with_400_naming_the_field() {
     // Proves: a time outside 1970..=9999 or a text with a control character
     // or past its bound answers 400 naming the field, and appends nothing.
-    let server = TestServer::start_with(Options {
-        no_workers: true,
-        ..Options::default()
-    })
-    .await;
+    let server = TestServer::start().await;
     let client = server.tenant("bounds").await;
     let refused = [
         (
@@ -565,11 +557,7 @@ async fn a_route_whose_body_has_no_required_field_takes_an_empty_body() {
     // Proves: `POST /v1/quota/{quota}/expire` needs no body (as the README
     // shows), while a route with required fields answers 400 naming the
     // first missing one.
-    let server = TestServer::start_with(Options {
-        no_workers: true,
-        ..Options::default()
-    })
-    .await;
+    let server = TestServer::start().await;
     let client = server.tenant("empty").await;
     let response = server
         .client

@@ -1,5 +1,7 @@
-//! The real server (`commands::server::serve`) on port 0, with its workers,
-//! against a fresh database; and a small HTTP client for tests.
+//! The real server (`commands::server::serve`) on port 0 against a fresh
+//! database, its projection workers off unless asked for (tests drive the
+//! projections with [`TestServer::catch_up`]); and a small HTTP client for
+//! tests.
 
 use chrono::{DateTime, Utc};
 use commands::server::{serve, ServeConfig};
@@ -12,6 +14,15 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "admin-secret";
+
+/// An HTTP client whose every request fails after a minute rather than
+/// hang the test.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
 
 pub struct TestServer {
     pub base: String,
@@ -42,8 +53,11 @@ pub struct Answer {
 pub struct Options {
     /// The pipeline's clock; the system clock when `None`.
     pub clock: Option<Clock>,
-    /// Leave the projection workers off (drive them with `catch_up`).
-    pub no_workers: bool,
+    /// Run the projection workers. Off by default: the test applies the
+    /// events with [`TestServer::catch_up`], and a read with `min_seq`
+    /// past what it applied answers 503 at once (nothing else would move the
+    /// projections while it waits).
+    pub workers: bool,
 }
 
 /// A clock the test moves by hand.
@@ -84,14 +98,18 @@ impl TestServer {
             Some(ADMIN_TOKEN),
             commands::http::BODY_LIMIT_BYTES_DEFAULT,
         );
-        http.read_wait = Duration::from_secs(10);
+        http.read_wait = if options.workers {
+            Duration::from_secs(10)
+        } else {
+            Duration::ZERO
+        };
         let config = ServeConfig {
             http,
             bus: BusConfig {
                 clock: options.clock.unwrap_or_default(),
                 ..BusConfig::default()
             },
-            workers: !options.no_workers,
+            workers: options.workers,
             plans: aggregates::plan::PlanCatalog::builtin(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -112,7 +130,7 @@ impl TestServer {
         });
         Self {
             base,
-            client: reqwest::Client::new(),
+            client: http_client(),
             db,
             stop: Some(stop),
             server: Some(server),
@@ -177,6 +195,24 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.await.unwrap();
         }
+    }
+}
+
+impl Answer {
+    /// Asserts that this is an error answer with `status` and `code` in the
+    /// error envelope (with a message and a details object); returns the
+    /// error object.
+    pub fn assert_error(&self, status: StatusCode, code: &str) -> &Value {
+        assert_eq!(
+            self.status, status,
+            "expected {status} {code}: {}",
+            self.body
+        );
+        let error = &self.body["error"];
+        assert_eq!(error["code"], code, "{}", self.body);
+        assert!(error["message"].is_string(), "{}", self.body);
+        assert!(error["details"].is_object(), "{}", self.body);
+        error
     }
 }
 
