@@ -1,7 +1,7 @@
 //! Running the API: the command pipeline, the projection workers, the routes,
 //! graceful shutdown.
 
-use crate::http::{app, AppState, HttpConfig};
+use crate::http::{app, connections, AppState, HttpConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{BusConfig, CommandBus};
 use eventstore::EventStore;
@@ -51,8 +51,8 @@ pub async fn start_workers(
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops taking
-/// connections, finishes in-flight requests, drains the pipeline and stops the
-/// workers.
+/// connections, finishes in-flight requests (closing what is left at the
+/// shutdown timeout), drains the pipeline and stops the workers.
 pub async fn serve(
     store: EventStore,
     listener: TcpListener,
@@ -78,13 +78,19 @@ pub async fn serve(
         Some(workers) => workers.progress(),
         None => watch::channel(0).1,
     };
+    let limits = config.http.connections;
+    if limits.request_timeout <= config.http.read_wait {
+        tracing::warn!(
+            request_timeout_ms = limits.request_timeout.as_millis(),
+            read_wait_ms = config.http.read_wait.as_millis(),
+            "the request timeout is not above the min_seq wait: lagging reads answer 408, not 503"
+        );
+    }
     let state = AppState::new(store, bus.clone(), config.http, progress, projections)
         .with_plans(config.plans);
     let application = app(routes, state);
     tracing::info!(address = %listener.local_addr()?, "listening");
-    let served = axum::serve(listener, application)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    connections::serve(listener, application, limits, shutdown).await;
     bus.shutdown().await;
     if let Some(workers) = workers {
         workers.stop().await;
@@ -92,7 +98,7 @@ pub async fn serve(
     let _ = stop_notifier.send(true);
     let _ = notifier.await;
     tracing::info!("stopped");
-    Ok(served?)
+    Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

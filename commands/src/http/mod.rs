@@ -1,6 +1,8 @@
 //! The HTTP API: one file per resource, each with its own `router()`, merged
-//! here with the shared layers (body limit, fallbacks, OpenAPI).
+//! here with the shared layers (body limit, fallbacks, OpenAPI); and
+//! `connections`, which serves it with bounds on every connection.
 
+pub mod connections;
 pub mod error;
 pub mod extract;
 mod grants;
@@ -21,6 +23,7 @@ use crate::pipeline::CommandBus;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use connections::ConnectionLimits;
 use error::ApiError;
 use eventstore::EventStore;
 use extract::{AuthCache, BodyLimit};
@@ -58,6 +61,8 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// Longest a read with `min_seq` waits for its projection.
     pub read_wait: Duration,
+    /// Timeouts and the limit of HTTP connections.
+    pub connections: ConnectionLimits,
 }
 
 impl HttpConfig {
@@ -68,6 +73,7 @@ impl HttpConfig {
                 .map(|token| blake3::hash(token.as_bytes())),
             body_limit_bytes,
             read_wait: ::projections::read::MIN_SEQ_WAIT_DEFAULT,
+            connections: ConnectionLimits::default(),
         }
     }
 }
