@@ -2,6 +2,7 @@
 //! against a fresh database; and a small HTTP client for tests.
 
 use chrono::{DateTime, Utc};
+use commands::http::connections::ConnectionLimits;
 use commands::server::{serve, ServeConfig};
 use commands::{BusConfig, Clock};
 use eventstore::testing::TestDatabase;
@@ -44,6 +45,10 @@ pub struct Options {
     pub clock: Option<Clock>,
     /// Leave the projection workers off (drive them with `catch_up`).
     pub no_workers: bool,
+    /// Bounds of HTTP connections; the server's defaults when `None`.
+    pub connections: Option<ConnectionLimits>,
+    /// Longest a `min_seq` read waits; 10 s when `None`.
+    pub read_wait: Option<Duration>,
 }
 
 /// A clock the test moves by hand.
@@ -84,7 +89,10 @@ impl TestServer {
             Some(ADMIN_TOKEN),
             commands::http::BODY_LIMIT_BYTES_DEFAULT,
         );
-        http.read_wait = Duration::from_secs(10);
+        http.read_wait = options.read_wait.unwrap_or(Duration::from_secs(10));
+        if let Some(connections) = options.connections {
+            http.connections = connections;
+        }
         let config = ServeConfig {
             http,
             bus: BusConfig {
