@@ -2,8 +2,10 @@
 //! everything it runs lives in them.
 
 use clap::{Args, Parser, Subcommand};
+use commands::http::connections;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +43,13 @@ enum Command {
     /// address with 20 failed authentications within 60 s is answered 429
     /// (with Retry-After) until the 60 s have passed. The projection gauges
     /// of /metrics are refreshed every 5 s.
+    ///
+    /// Every HTTP connection is bounded: a request head must arrive within
+    /// --header-timeout-ms, its body and answer within --request-timeout-ms
+    /// (408 request_timeout after it), a kept-alive connection with nothing
+    /// in flight is closed after --idle-timeout-ms, at most
+    /// --connections-max are open at once, and on SIGINT/SIGTERM whatever
+    /// is still open after --shutdown-timeout-ms is closed.
     Serve(ServeArgs),
     /// Manage tenants.
     #[command(subcommand)]
@@ -250,6 +259,52 @@ struct ServeArgs {
     /// the replays' own pool (of this size); beyond, 429.
     #[arg(long, env = "LEDGER_REPLAYS_MAX", default_value_t = commands::http::limits::REPLAYS_MAX_DEFAULT)]
     replays_max: usize,
+    /// Longest a client may take to send a request head, in milliseconds,
+    /// from its first byte (for a new connection, from connecting); the
+    /// connection is then closed.
+    #[arg(long, env = "LEDGER_HEADER_TIMEOUT_MS", default_value_t = connections::HEADER_TIMEOUT_MS_DEFAULT, value_parser = timeout_ms())]
+    header_timeout_ms: u64,
+    /// Longest from a request's head until its answer is ready (receiving
+    /// the body and handling it), in milliseconds; then 408 request_timeout.
+    /// Keep it above --read-wait-ms.
+    #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_MS", default_value_t = connections::REQUEST_TIMEOUT_MS_DEFAULT, value_parser = timeout_ms())]
+    request_timeout_ms: u64,
+    /// Longest a kept-alive connection with no request in flight stays open
+    /// with nothing read or written, in milliseconds.
+    #[arg(long, env = "LEDGER_IDLE_TIMEOUT_MS", default_value_t = connections::IDLE_TIMEOUT_MS_DEFAULT, value_parser = timeout_ms())]
+    idle_timeout_ms: u64,
+    /// Most HTTP connections open at once; beyond it, new ones wait to be
+    /// accepted until one closes. The soft limit of open files is raised to
+    /// fit it (with a warning when the hard limit is too low).
+    #[arg(long, env = "LEDGER_CONNECTIONS_MAX", default_value_t = connections::CONNECTIONS_MAX_DEFAULT, value_parser = connections_max())]
+    connections_max: usize,
+    /// On SIGINT/SIGTERM, longest in-flight requests get to finish, in
+    /// milliseconds, before their connections are closed.
+    #[arg(long, env = "LEDGER_SHUTDOWN_TIMEOUT_MS", default_value_t = connections::SHUTDOWN_TIMEOUT_MS_DEFAULT, value_parser = timeout_ms())]
+    shutdown_timeout_ms: u64,
+}
+
+/// A timeout flag: 1 ms to [`connections::TIMEOUT_MS_LIMIT`].
+fn timeout_ms() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=connections::TIMEOUT_MS_LIMIT)
+}
+
+/// `--connections-max`: 1 to [`connections::CONNECTIONS_MAX_LIMIT`].
+fn connections_max() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=connections::CONNECTIONS_MAX_LIMIT as u64)
+}
+
+impl ServeArgs {
+    /// The HTTP bounds the flags give.
+    fn connection_limits(&self) -> connections::ConnectionLimits {
+        connections::ConnectionLimits {
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            connections_max: self.connections_max,
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -436,10 +491,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let mut http =
                 commands::http::HttpConfig::new(args.admin_token.as_deref(), args.body_limit_bytes)
                     .with_metrics_token(args.metrics_token.as_deref());
-            http.read_wait = std::time::Duration::from_millis(args.read_wait_ms);
+            http.read_wait = Duration::from_millis(args.read_wait_ms);
             http.waiters_per_tenant_max = args.tenant_waiters_max;
             http.replays_per_tenant_max = args.tenant_replays_max;
             http.replays_max = args.replays_max;
+            http.connections = args.connection_limits();
             let config = commands::server::ServeConfig {
                 http,
                 bus: commands::BusConfig {

@@ -8,7 +8,8 @@
 //!
 //! Layout:
 //! - `pipeline`: [`CommandBus`], requests, the sharded group-commit executor.
-//! - `http`: one file per resource, each with its own `router()`.
+//! - `http`: one file per resource, each with its own `router()`, and
+//!   `http::connections`, serving them with bounds on every connection.
 //! - `metrics`: Prometheus counters and histograms.
 
 pub mod http;

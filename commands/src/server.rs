@@ -5,14 +5,13 @@ use crate::http::auth::listen_for_revocations;
 use crate::http::metrics::{
     refresh_projection_metrics, run_projection_metrics, PROJECTION_METRICS_INTERVAL,
 };
-use crate::http::{app, AppState, HttpConfig};
+use crate::http::{app, connections, AppState, HttpConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{BusConfig, CommandBus};
 use eventstore::EventStore;
 use projections::{Projection, Reactor, Workers};
 use sqlx::postgres::PgPoolOptions;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -56,10 +55,11 @@ pub async fn start_workers(
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops taking
-/// connections, finishes in-flight requests, drains the pipeline and stops the
-/// workers. Next to them run the timer that refreshes the projection gauges
-/// of `/metrics` (once before the first connection is taken) and the
-/// listener that evicts API keys revoked by other processes.
+/// connections, finishes in-flight requests (closing what is left at the
+/// shutdown timeout), drains the pipeline and stops the workers. Next to
+/// them run the timer that refreshes the projection gauges of `/metrics`
+/// (once before the first connection is taken) and the listener that evicts
+/// API keys revoked by other processes.
 pub async fn serve(
     store: EventStore,
     listener: TcpListener,
@@ -86,6 +86,14 @@ pub async fn serve(
         Some(workers) => workers.progress(),
         None => watch::channel(0).1,
     };
+    let limits = config.http.connections;
+    if limits.request_timeout <= config.http.read_wait {
+        tracing::warn!(
+            request_timeout_ms = limits.request_timeout.as_millis(),
+            read_wait_ms = config.http.read_wait.as_millis(),
+            "the request timeout is not above the min_seq wait: lagging reads answer 408, not 503"
+        );
+    }
     let state = AppState::new(
         store.clone(),
         bus.clone(),
@@ -107,13 +115,9 @@ pub async fn serve(
     ));
     let application = app(routes, state);
     tracing::info!(address = %listener.local_addr()?, "listening");
-    // The client address feeds the failed-authentication throttle.
-    let served = axum::serve(
-        listener,
-        application.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    // Every request carries the client address (ConnectInfo), which feeds
+    // the failed-authentication throttle.
+    connections::serve(listener, application, limits, shutdown).await;
     bus.shutdown().await;
     if let Some(workers) = workers {
         workers.stop().await;
@@ -123,7 +127,7 @@ pub async fn serve(
     let _ = revocations.await;
     let _ = projection_metrics.await;
     tracing::info!("stopped");
-    Ok(served?)
+    Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

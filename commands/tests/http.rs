@@ -2,6 +2,8 @@
 //! header, body limits, the error envelope, tenants, health, metrics and the
 //! OpenAPI document.
 
+#[path = "connections/mod.rs"]
+mod connections;
 mod support;
 
 use axum::extract::{Path, State};

@@ -51,6 +51,9 @@ pub enum ApiError {
     NotFound(String),
     /// 405: the route exists with other methods.
     MethodNotAllowed,
+    /// 408: the request was not received and answered within the request
+    /// timeout.
+    RequestTimeout { timeout_ms: u64 },
     /// 409: concurrency conflict or request in flight.
     Conflict { code: &'static str, message: String },
     /// 413: body over the limit.
@@ -116,6 +119,12 @@ impl ApiError {
                 "method_not_allowed",
                 "this route does not accept that method".into(),
                 Value::Null,
+            ),
+            Self::RequestTimeout { timeout_ms } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request was not received and answered within {timeout_ms} ms"),
+                json!({"timeout_ms": timeout_ms}),
             ),
             Self::Conflict { code, message } => {
                 (StatusCode::CONFLICT, code, message.clone(), Value::Null)

@@ -1,7 +1,9 @@
 //! The HTTP API: one file per resource, each with its own `router()`, merged
-//! here with the shared layers (body limit, fallbacks, OpenAPI).
+//! here with the shared layers (body limit, fallbacks, OpenAPI); and
+//! `connections`, which serves it with bounds on every connection.
 
 pub mod auth;
+pub mod connections;
 pub mod error;
 pub mod extract;
 mod grants;
@@ -24,6 +26,7 @@ use auth::{AuthClock, Authenticator};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Extension, Router};
+use connections::ConnectionLimits;
 use error::ApiError;
 use eventstore::EventStore;
 use extract::BodyLimit;
@@ -80,6 +83,8 @@ pub struct HttpConfig {
     pub replays_per_tenant_max: usize,
     /// Concurrent replays in all (the replay pool's size); beyond, 429.
     pub replays_max: usize,
+    /// Timeouts and the limit of HTTP connections.
+    pub connections: ConnectionLimits,
 }
 
 /// Longest one statement of a replay may run.
@@ -95,6 +100,7 @@ impl HttpConfig {
             waiters_per_tenant_max: limits::WAITERS_PER_TENANT_MAX_DEFAULT,
             replays_per_tenant_max: limits::REPLAYS_PER_TENANT_MAX_DEFAULT,
             replays_max: limits::REPLAYS_MAX_DEFAULT,
+            connections: ConnectionLimits::default(),
         }
     }
 

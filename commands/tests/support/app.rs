@@ -4,6 +4,7 @@
 //! tests.
 
 use chrono::{DateTime, Utc};
+use commands::http::connections::ConnectionLimits;
 use commands::server::{serve, ServeConfig};
 use commands::{BusConfig, Clock};
 use eventstore::testing::TestDatabase;
@@ -58,6 +59,11 @@ pub struct Options {
     /// past what it applied answers 503 at once (nothing else would move the
     /// projections while it waits).
     pub workers: bool,
+    /// Bounds of HTTP connections; the server's defaults when `None`.
+    pub connections: Option<ConnectionLimits>,
+    /// Longest a `min_seq` read waits; 10 s with workers and none without
+    /// when `None`.
+    pub read_wait: Option<Duration>,
 }
 
 /// A clock the test moves by hand.
@@ -98,11 +104,14 @@ impl TestServer {
             Some(ADMIN_TOKEN),
             commands::http::BODY_LIMIT_BYTES_DEFAULT,
         );
-        http.read_wait = if options.workers {
+        http.read_wait = options.read_wait.unwrap_or(if options.workers {
             Duration::from_secs(10)
         } else {
             Duration::ZERO
-        };
+        });
+        if let Some(connections) = options.connections {
+            http.connections = connections;
+        }
         let config = ServeConfig {
             http,
             bus: BusConfig {
