@@ -76,8 +76,10 @@ enum Command {
     /// history lacks, and events it does not decide, are findings too.
     ///
     /// Every finding names the tenant and tenant_seq (or the line of the
-    /// file), or the projection, table and key; verify goes on past every
-    /// finding and reports them all. It only reads: it never creates or
+    /// file), or the projection, table and key; a projection partition held
+    /// back at an event the projection cannot apply is a finding too
+    /// (tenant, projection, seq, error). Verify goes on past every finding
+    /// and reports them all. It only reads: it never creates or
     /// migrates the database, and refuses a schema older than this binary.
     /// Projections are replayed into temporary tables of its own session.
     Verify(VerifyArgs),

@@ -6,67 +6,61 @@ use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
-/// One business using the ledger. Every event, record and read row carries it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TenantId(Uuid);
+/// A uuid newtype: time-ordered when generated, shown and parsed as the
+/// uuid's text.
+macro_rules! uuid_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
 
-impl TenantId {
-    /// A new, time-ordered tenant id.
-    pub fn generate() -> Self {
-        Self(Uuid::now_v7())
-    }
+        impl $name {
+            /// A new, time-ordered id.
+            pub fn generate() -> Self {
+                Self(Uuid::now_v7())
+            }
 
-    /// Wraps an existing uuid (read from storage or a verified API key).
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
+            /// Wraps an existing uuid (read from storage, a path, a verified
+            /// key or a notification).
+            pub const fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
 
-    /// The underlying uuid.
-    pub const fn as_uuid(&self) -> Uuid {
-        self.0
-    }
+            /// The underlying uuid.
+            pub const fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(text).map(Self)
+            }
+        }
+    };
 }
 
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+uuid_id!(
+    /// One business using the ledger. Every event, record and read row
+    /// carries it.
+    TenantId
+);
 
-impl FromStr for TenantId {
-    type Err = uuid::Error;
+uuid_id!(
+    /// A grant of quota.
+    GrantId
+);
 
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(text).map(Self)
-    }
-}
-
-/// A grant of quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct GrantId(Uuid);
-
-impl GrantId {
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-
-    pub const fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl fmt::Display for GrantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for GrantId {
-    type Err = uuid::Error;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(text).map(Self)
-    }
-}
+uuid_id!(
+    /// The stable, non-secret identifier of a tenant's API key.
+    KeyId
+);

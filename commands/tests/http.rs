@@ -1521,25 +1521,25 @@ async fn every_route_that_authenticates_documents_its_statuses_and_the_429_of_th
         (
             "post",
             "/v1/tenants",
-            vec!["201", "400", "401", "413", "422", "429", "503"],
+            vec!["201", "400", "401", "408", "413", "422", "429", "503"],
         ),
         (
             "post",
             "/v1/tenants/{tenant_id}/api-keys",
-            vec!["201", "400", "401", "404", "429", "503"],
+            vec!["201", "400", "401", "404", "408", "429", "503"],
         ),
         (
             "get",
             "/v1/tenants/{tenant_id}/api-keys",
-            vec!["200", "400", "401", "404", "429"],
+            vec!["200", "400", "401", "404", "408", "429"],
         ),
         (
             "post",
             "/v1/tenants/{tenant_id}/api-keys/{key_id}/revoke",
-            vec!["200", "400", "401", "404", "429", "503"],
+            vec!["200", "400", "401", "404", "408", "429", "503"],
         ),
-        ("get", "/metrics", vec!["200", "401", "429"]),
-        ("get", "/healthz", vec!["200", "503"]),
+        ("get", "/metrics", vec!["200", "401", "408", "429"]),
+        ("get", "/healthz", vec!["200", "408", "503"]),
     ] {
         assert_eq!(statuses(method, path), expected, "{method} {path}");
     }

@@ -13,8 +13,6 @@ use crate::EventStore;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -30,41 +28,7 @@ pub const API_KEYS_LISTED_MAX: i64 = 1_000;
 
 const KEY_PREFIX: &str = "lk_";
 
-/// The stable, non-secret identifier of an API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct KeyId(Uuid);
-
-impl KeyId {
-    /// A new, time-ordered key id.
-    pub fn generate() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    /// Wraps an existing uuid (read from storage, a path or a notification).
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-
-    /// The underlying uuid.
-    pub const fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for KeyId {
-    type Err = uuid::Error;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(text).map(Self)
-    }
-}
+pub use aggregates::ids::KeyId;
 
 /// A tenant just created, with its first API key (shown only now).
 #[derive(Debug, Clone, PartialEq, Eq)]

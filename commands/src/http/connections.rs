@@ -163,7 +163,14 @@ async fn accept(
     let permit = permits.clone().acquire_owned().await.ok()?;
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => return Some((permit, stream, peer)),
+            Ok((stream, peer)) => {
+                // Answers are written whole: send them at once rather than
+                // wait for the client's acknowledgement of the last packet.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+                return Some((permit, stream, peer));
+            }
             Err(error) if is_connection_error(&error) => {
                 tracing::debug!(%error, "a connection failed while being accepted");
             }

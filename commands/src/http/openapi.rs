@@ -188,7 +188,7 @@ pub fn add_shared_answers(document: &mut serde_json::Value) {
         let authenticated = operation["security"]
             .as_array()
             .is_some_and(|s| !s.is_empty());
-        let mut answers: Vec<(&str, &str)> = Vec::new();
+        let mut answers: Vec<(&str, &str)> = vec![("408", TIMED_OUT)];
         if authenticated {
             answers.push((
                 "401",
@@ -247,3 +247,5 @@ const KEY_REUSED: &str =
 const BODY_INVALID: &str = "Invalid input: malformed JSON, an unknown or missing field, a value \
     out of its bounds (the message names the field)";
 const TOO_LARGE: &str = "`payload_too_large`: the body is over the server's limit";
+const TIMED_OUT: &str = "`request_timeout`: the body did not arrive, or the answer was not ready, \
+    within the server's request timeout; the connection is closed";
