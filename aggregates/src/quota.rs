@@ -1127,7 +1127,7 @@ impl Quota {
             return Err(QuotaError::AmountNotPositive);
         }
         if let Some(reference) = &reference {
-            crate::text::check(reference, REFERENCE_LENGTH_MAX)
+            crate::text::check_storable(reference, REFERENCE_LENGTH_MAX)
                 .map_err(QuotaError::InvalidReference)?;
         }
         let mut decision = Decision::new(self);
@@ -1902,9 +1902,11 @@ mod tests {
     }
 
     #[test]
-    fn references_with_control_characters_are_rejected_and_consume_nothing() {
+    fn references_with_nul_are_rejected_and_consume_nothing() {
+        // Other control characters are refused at the edge; the decision
+        // keeps to what storage needs, so earlier history re-decides alike.
         let grant = terms(1, GrantSource::Purchase, Some(5));
-        for (reference, code_point, index) in [("run\u{0}1", 0, 3), ("\u{1b}[31m", 0x1b, 0)] {
+        for (reference, code_point, index) in [("run\u{0}1", 0, 3), ("\u{0}", 0, 0)] {
             Given::with(())
                 .given(vec![issued(QuotaType::Credits, grant.clone())])
                 .when(QuotaCommand::Consume {
@@ -1936,7 +1938,7 @@ mod tests {
                 field: "effective_at",
             }));
         let mut late = terms(1, GrantSource::Purchase, Some(5));
-        late.expires_at = Some(crate::time::TIME_MAX + chrono::Duration::microseconds(1));
+        late.expires_at = Some(ancient);
         Given::with(())
             .given_no_previous_events()
             .when(QuotaCommand::IssueGrant {
@@ -1948,14 +1950,17 @@ mod tests {
             .then_expect_error(QuotaError::TimeOutOfRange(crate::time::TimeOutOfRange {
                 field: "expires_at",
             }));
-        let mut last = terms(1, GrantSource::Purchase, Some(5));
-        last.expires_at = Some(crate::time::TIME_MAX);
+        // What storage holds, the decision accepts (the edge is stricter):
+        // history from before the edge's bounds re-decides alike.
+        let mut old = terms(1, GrantSource::Purchase, Some(5));
+        old.effective_at = "1900-01-01T00:00:00Z".parse().unwrap();
+        old.expires_at = Some(crate::time::TIME_MAX);
         assert_eq!(
             Quota::default()
                 .decide(QuotaCommand::IssueGrant {
                     quota: QuotaType::Credits,
                     account: None,
-                    terms: last,
+                    terms: old,
                     at: at(1),
                 })
                 .map(|events| events.len()),

@@ -172,7 +172,7 @@ pub struct Subscription {
 fn period_end(plan: &Plan, start: DateTime<Utc>) -> Result<DateTime<Utc>, SubscriptionError> {
     start
         .checked_add_months(Months::new(plan.period_months))
-        .filter(|end| crate::time::in_range(*end))
+        .filter(|end| crate::time::storable(*end))
         .ok_or(SubscriptionError::PeriodOutOfRange)
 }
 
@@ -398,12 +398,12 @@ mod tests {
     }
 
     #[test]
-    fn a_trial_ending_past_the_storable_range_is_rejected_naming_the_field() {
+    fn a_trial_ending_outside_the_storable_range_is_rejected_naming_the_field() {
         Given::with(())
             .given_no_previous_events()
             .when(SubscriptionCommand::Subscribe {
                 plan: plan("hobby_v3"),
-                trial_ends_at: Some(crate::time::TIME_MAX + chrono::Duration::seconds(1)),
+                trial_ends_at: Some(crate::time::STORABLE_MIN - chrono::Duration::seconds(1)),
                 at: at(2),
             })
             .then_expect_error(SubscriptionError::TimeOutOfRange(

@@ -5,8 +5,12 @@
 //! reference or an account are never intended: they hide text in logs and
 //! reports. So a client's text has no control character (Unicode category
 //! Cc: NUL, the C0 controls, DEL and the C1 controls) and a length bound in
-//! characters, checked at the edge (the request does not deserialize) and
-//! again in the decision.
+//! characters, checked at the edge (the request does not deserialize,
+//! [`Text`]). The decision checks again what storage needs, whatever the
+//! command came from: no NUL, and the length bound ([`check_storable`]); it
+//! keeps to that, not to the edge's policy, so that history accepted under
+//! an earlier edge (a reference with a tab) is still re-decided the same by
+//! `verify` and `replay`.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
@@ -35,6 +39,23 @@ pub fn check(text: &str, max_chars: usize) -> Result<(), TextError> {
         if character.is_control() {
             return Err(TextError::ControlCharacter {
                 code_point: u32::from(character),
+                index,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks what every store needs of `text`: no NUL (which `jsonb` and
+/// `text` cannot hold), at most `max_chars` characters.
+pub fn check_storable(text: &str, max_chars: usize) -> Result<(), TextError> {
+    for (index, character) in text.chars().enumerate() {
+        if index >= max_chars {
+            return Err(TextError::TooLong { max_chars });
+        }
+        if character == '\0' {
+            return Err(TextError::ControlCharacter {
+                code_point: 0,
                 index,
             });
         }
@@ -106,6 +127,22 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn storage_refuses_only_nul_and_length() {
+        assert_eq!(check_storable("tab\there\u{1b}", 20), Ok(()));
+        assert_eq!(
+            check_storable("a\u{0}", 20),
+            Err(TextError::ControlCharacter {
+                code_point: 0,
+                index: 1
+            })
+        );
+        assert_eq!(
+            check_storable("abcd", 3),
+            Err(TextError::TooLong { max_chars: 3 })
+        );
     }
 
     #[test]

@@ -2,13 +2,19 @@
 //! can hold.
 //!
 //! chrono holds years -262143 to 262142 and PostgreSQL's `timestamptz` 4713
-//! BC to 294276 AD, in microseconds. A time outside the smaller of the two
-//! would be appended as an event and then refused by every projection that
-//! writes it to a column, on every retry and every rebuild. So a client's
-//! time is bounded at the edge (the request body does not deserialize) and
-//! again in the decision (the aggregate refuses it), to a range far inside
-//! both: [`TIME_MIN`] to [`TIME_MAX`], at microsecond precision (finer
-//! digits are truncated, as PostgreSQL would round them).
+//! BC to 294276 AD, in microseconds. A time outside both would be appended
+//! as an event and then refused by every projection that writes it to a
+//! column, on every retry and every rebuild. Two bounds keep that from
+//! happening:
+//! - at the edge, a client's time must lie in [`TIME_MIN`] to [`TIME_MAX`]
+//!   (1970 to 9999: far inside both, and what any client means), at
+//!   microsecond precision ([`BoundedTime`]; finer digits are truncated, as
+//!   PostgreSQL would round them);
+//! - in the decision, whatever the command came from, a time must lie in
+//!   [`STORABLE_MIN`] to [`STORABLE_MAX`], the range both hold ([`check`]).
+//!   The decision keeps to what storage needs, not to the edge's policy, so
+//!   that history accepted under an earlier edge (a 1900 date) is still
+//!   re-decided the same by `verify` and `replay`.
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -18,20 +24,41 @@ use std::fmt;
 pub const TIME_MIN: DateTime<Utc> = DateTime::UNIX_EPOCH;
 
 /// The latest time a client may send: 9999-12-31T23:59:59.999999Z.
-pub const TIME_MAX: DateTime<Utc> = match NaiveDate::from_ymd_opt(9999, 12, 31) {
-    Some(date) => match date.and_hms_micro_opt(23, 59, 59, 999_999) {
+pub const TIME_MAX: DateTime<Utc> = last_microsecond_of(9999);
+
+/// The range as clients read it in errors and documentation.
+pub const TIME_RANGE_TEXT: &str = "1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z";
+
+/// The earliest time a decision accepts: 4713-01-01 BC (astronomical year
+/// -4712), after PostgreSQL's earliest `timestamptz` (4714-11-24 BC).
+pub const STORABLE_MIN: DateTime<Utc> = match NaiveDate::from_ymd_opt(-4712, 1, 1) {
+    Some(date) => match date.and_hms_micro_opt(0, 0, 0, 0) {
         Some(time) => time.and_utc(),
         None => DateTime::UNIX_EPOCH,
     },
     None => DateTime::UNIX_EPOCH,
 };
 
-/// The range as clients read it in errors and documentation.
-pub const TIME_RANGE_TEXT: &str = "1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z";
+/// The latest time a decision accepts: chrono's last day, long before
+/// PostgreSQL's (294276 AD).
+pub const STORABLE_MAX: DateTime<Utc> = last_microsecond_of(262_142);
 
-/// A time outside [`TIME_MIN`]..=[`TIME_MAX`].
+/// The storable range as errors name it.
+pub const STORABLE_RANGE_TEXT: &str = "-4712-01-01T00:00:00Z to +262142-12-31T23:59:59.999999Z";
+
+const fn last_microsecond_of(year: i32) -> DateTime<Utc> {
+    match NaiveDate::from_ymd_opt(year, 12, 31) {
+        Some(date) => match date.and_hms_micro_opt(23, 59, 59, 999_999) {
+            Some(time) => time.and_utc(),
+            None => DateTime::UNIX_EPOCH,
+        },
+        None => DateTime::UNIX_EPOCH,
+    }
+}
+
+/// A time in a command that no store of the ledger could hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{field} must be from {TIME_RANGE_TEXT}")]
+#[error("{field} must be a time PostgreSQL and chrono both hold: {STORABLE_RANGE_TEXT}")]
 pub struct TimeOutOfRange {
     /// The field that held it.
     pub field: &'static str,
@@ -42,10 +69,15 @@ pub fn in_range(time: DateTime<Utc>) -> bool {
     (TIME_MIN..=TIME_MAX).contains(&time)
 }
 
-/// `time`, or an error naming `field` when it is out of range (what a
+/// Whether `time` lies in the range every store holds.
+pub fn storable(time: DateTime<Utc>) -> bool {
+    (STORABLE_MIN..=STORABLE_MAX).contains(&time)
+}
+
+/// `time`, or an error naming `field` when no store could hold it (what a
 /// decision checks, whatever the command came from).
 pub fn check(field: &'static str, time: DateTime<Utc>) -> Result<(), TimeOutOfRange> {
-    if in_range(time) {
+    if storable(time) {
         Ok(())
     } else {
         Err(TimeOutOfRange { field })
@@ -148,18 +180,28 @@ mod tests {
     }
 
     #[test]
-    fn a_decision_refuses_a_time_out_of_range_naming_the_field() {
-        let early = DateTime::from_timestamp(-1, 0).unwrap();
+    fn a_decision_refuses_only_times_no_store_could_hold_naming_the_field() {
+        let ancient: DateTime<Utc> = "-5000-01-01T00:00:00Z".parse().unwrap();
         assert_eq!(
-            check("effective_at", early),
+            check("effective_at", ancient),
             Err(TimeOutOfRange {
                 field: "effective_at"
             })
         );
-        assert_eq!(check("effective_at", TIME_MAX), Ok(()));
+        let before = STORABLE_MIN - chrono::Duration::microseconds(1);
+        assert_eq!(check("at", before), Err(TimeOutOfRange { field: "at" }));
+        let old: DateTime<Utc> = "1900-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(check("effective_at", old), Ok(()));
+        assert_eq!(check("effective_at", STORABLE_MIN), Ok(()));
+        assert_eq!(check("effective_at", STORABLE_MAX), Ok(()));
+        assert_eq!(STORABLE_MIN.to_rfc3339(), "-4712-01-01T00:00:00+00:00");
+        assert_eq!(
+            STORABLE_MAX.to_rfc3339(),
+            "+262142-12-31T23:59:59.999999+00:00"
+        );
         assert_eq!(
             TimeOutOfRange { field: "at" }.to_string(),
-            format!("at must be from {TIME_RANGE_TEXT}")
+            format!("at must be a time PostgreSQL and chrono both hold: {STORABLE_RANGE_TEXT}")
         );
     }
 }

@@ -39,6 +39,10 @@ const BULK_PASSES_MAX: usize = 100;
 /// under its lock.
 const SWAP_LEFTOVER_MAX: u64 = 1_000;
 
+/// Most times a swap is tried; a swap refused by an event (one appended
+/// after the last bulk pass) is followed by another bulk pass.
+const SWAP_ATTEMPTS_MAX: usize = 3;
+
 /// Advisory lock namespace held for a whole rebuild of one projection.
 pub(crate) const REBUILD_LOCK_NAMESPACE: i32 = 0x6c65_6468;
 
@@ -288,10 +292,42 @@ async fn rebuild_into(
     let mut progress = Progress::new(&names.join(", "), total_events(pool).await?, quiet);
     let mut events = 0;
     let mut held_back: Vec<HeldBack> = Vec::new();
+    for attempt in 1..=SWAP_ATTEMPTS_MAX {
+        let (heads, read) =
+            bulk_passes(pool, projections, schema, &mut held_back, &mut progress).await?;
+        events += read;
+        refuse_when_nothing_applies(projections, &heads, &held_back)?;
+        match swap(pool, projections, schema, &held_back).await {
+            Ok(last) => {
+                progress.advance(last);
+                progress.finish();
+                return Ok((events + last, held_back));
+            }
+            // An event the projection refuses came after the last bulk
+            // pass: the swap rolled back, and the next bulk pass holds its
+            // tenant back, as it holds every other.
+            Err(ProjectionError::Apply { .. }) if attempt < SWAP_ATTEMPTS_MAX => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Err(ProjectionError::Store(eventstore::StoreError::Contention(
+        format!("the rebuild's swap was refused {SWAP_ATTEMPTS_MAX} times"),
+    )))
+}
+
+/// The bulk of the replay, in large batches, while the live tables serve,
+/// until what is left is small (the swap applies the rest under its lock).
+/// A tenant held back stays out of the later passes. Returns the heads
+/// replayed to and the events read.
+async fn bulk_passes(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: &str,
+    held_back: &mut Vec<HeldBack>,
+    progress: &mut Progress,
+) -> Result<(HashMap<TenantId, i64>, u64), ProjectionError> {
+    let mut events = 0;
     let mut heads = HashMap::new();
-    // Bulk of the replay, in large batches, while the live tables serve,
-    // until what is left is small; the swap applies the rest under its lock.
-    // A tenant held back stays out of the later passes.
     for _ in 0..BULK_PASSES_MAX {
         heads = current_heads(pool).await?;
         let until: Vec<HashMap<TenantId, i64>> = projections
@@ -299,20 +335,35 @@ async fn rebuild_into(
             .map(|projection| {
                 heads
                     .iter()
-                    .filter(|(tenant_id, _)| !is_held_back(&held_back, *projection, **tenant_id))
+                    .filter(|(tenant_id, _)| !is_held_back(held_back, *projection, **tenant_id))
                     .map(|(tenant_id, seq)| (*tenant_id, *seq))
                     .collect()
             })
             .collect();
-        let (read, more) = bulk::replay(pool, projections, schema, &until, &mut progress).await?;
+        let (read, more) = bulk::replay(pool, projections, schema, &until, progress).await?;
         held_back.extend(more);
         events += read;
         if read < SWAP_LEFTOVER_MAX {
             break;
         }
     }
-    refuse_when_nothing_applies(projections, &heads, &held_back)?;
-    // The swap: wait for live batches, apply the last events, move tables.
+    Ok((heads, events))
+}
+
+/// The swap, in one transaction: waits for the live batches, applies the
+/// last events to the shadow (not the tenants held back), moves the shadow
+/// tables and checkpoints into place and records the versions. Returns the
+/// events applied.
+async fn swap(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: &str,
+    held_back: &[HeldBack],
+) -> Result<u64, ProjectionError> {
+    let names: Vec<&str> = projections
+        .iter()
+        .map(|projection| projection.name())
+        .collect();
     let mut transaction = pool.begin().await?;
     for name in &names {
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
@@ -322,9 +373,7 @@ async fn rebuild_into(
             .await?;
     }
     use_schema(&mut transaction, schema).await?;
-    let last = top_up(&mut transaction, projections, None, &held_back).await?;
-    progress.advance(last);
-    events += last;
+    let last = top_up(&mut transaction, projections, None, held_back).await?;
     let quoted = quote_identifier(schema);
     sqlx::query("SELECT set_config('search_path', 'public', true)")
         .execute(&mut *transaction)
@@ -362,8 +411,7 @@ async fn rebuild_into(
             .await?;
     }
     transaction.commit().await?;
-    progress.finish();
-    Ok((events, held_back))
+    Ok(last)
 }
 
 fn is_held_back(held_back: &[HeldBack], projection: &dyn Projection, tenant_id: TenantId) -> bool {

@@ -180,17 +180,12 @@ impl Authenticator {
         store: &EventStore,
         api_key: &str,
     ) -> Result<Option<TenantId>, ApiError> {
+        if let Some(tenant_id) = self.cached(api_key) {
+            return Ok(Some(tenant_id));
+        }
         let digest = *blake3::hash(api_key.as_bytes()).as_bytes();
         let now = self.clock.now();
-        let generation = {
-            let keys = self.keys();
-            if let Some(cached) = keys.entries.get(&digest) {
-                if now.saturating_duration_since(cached.verified) < AUTH_CACHE_TTL {
-                    return Ok(Some(cached.tenant_id));
-                }
-            }
-            keys.generation
-        };
+        let generation = self.keys().generation;
         let Some(used) = store.use_api_key(api_key, AUTH_CACHE_TTL).await? else {
             return Ok(None);
         };
@@ -237,6 +232,18 @@ impl Authenticator {
         }
         self.evictions
             .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// The tenant of `api_key` when this process verified it within the
+    /// cache lifetime; nothing is asked of the database.
+    pub fn cached(&self, api_key: &str) -> Option<TenantId> {
+        let digest = *blake3::hash(api_key.as_bytes()).as_bytes();
+        let now = self.clock.now();
+        self.keys()
+            .entries
+            .get(&digest)
+            .filter(|cached| now.saturating_duration_since(cached.verified) < AUTH_CACHE_TTL)
+            .map(|cached| cached.tenant_id)
     }
 
     /// 429 while `client` has used up its failed attempts in the current
@@ -396,8 +403,20 @@ impl FromRequestParts<AppState> for Tenant {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let client = client_address(parts);
+        let token = bearer(parts).map_err(|failure| {
+            state
+                .auth
+                .check_throttle(client)
+                .err()
+                .unwrap_or_else(|| state.auth.failed(client, failure, None))
+        })?;
+        // A key this process verified lately passes whatever its address
+        // did: the throttle guards the database lookups of unknown keys, and
+        // must not lock out the valid clients behind a shared address.
+        if let Some(tenant_id) = state.auth.cached(token) {
+            return Ok(Self(tenant_id));
+        }
         state.auth.check_throttle(client)?;
-        let token = bearer(parts).map_err(|failure| state.auth.failed(client, failure, None))?;
         match state.auth.tenant(&state.store, token).await? {
             Some(tenant_id) => Ok(Self(tenant_id)),
             None => Err(state.auth.failed(
@@ -419,12 +438,20 @@ fn check_token(
     wrong: AuthFailure,
 ) -> Result<(), ApiError> {
     let client = client_address(parts);
-    state.auth.check_throttle(client)?;
-    let token = bearer(parts).map_err(|failure| state.auth.failed(client, failure, None))?;
+    let refuse = |failure: AuthFailure| {
+        state
+            .auth
+            .check_throttle(client)
+            .err()
+            .unwrap_or_else(|| state.auth.failed(client, failure, None))
+    };
+    let token = bearer(parts).map_err(refuse)?;
+    // The right token passes whatever its address did (an operator behind a
+    // shared address is never locked out by another client's failures).
     match expected {
-        None => Err(state.auth.failed(client, closed, None)),
+        None => Err(refuse(closed)),
         Some(expected) if blake3::hash(token.as_bytes()) == *expected => Ok(()),
-        Some(_) => Err(state.auth.failed(client, wrong, None)),
+        Some(_) => Err(refuse(wrong)),
     }
 }
 

@@ -226,3 +226,83 @@ async fn a_rebuild_that_can_apply_no_tenant_is_not_swapped_in() {
     assert_eq!(count(&store, "event_log").await, 30);
     assert_eq!(checkpoints(&store).await, vec![(tenant_id.as_uuid(), 30)]);
 }
+
+/// [`OutOfRange`]'s refusal of one tenant's event, plus: once armed, the
+/// first batch appends that tenant's next events (the refused one among
+/// them), which so arrive after the rebuild's bulk pass read its heads.
+struct LateRefusal {
+    refusing: OutOfRange,
+    store: EventStore,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl Projection for LateRefusal {
+    fn name(&self) -> &'static str {
+        "event_log"
+    }
+    fn version(&self) -> i32 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["event_log"]
+    }
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ApplyError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            append(&self.store, self.refusing.tenant_id, 1_000, 5, 5, 5).await;
+        }
+        self.refusing.apply(connection, events).await
+    }
+}
+
+#[tokio::test]
+async fn an_event_refused_in_the_swap_holds_its_tenant_back_like_one_refused_in_bulk() {
+    // Proves: a refused event appended after the rebuild's last bulk pass
+    // (so first met by the swap's final top-up) does not fail the rebuild:
+    // the swap rolls back, another bulk pass holds that tenant back at the
+    // event, and the swap then puts everything else in place.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    EventLog::create_table(&store).await;
+    let acme = tenant(&store).await;
+    let late = tenant(&store).await;
+    append(&store, acme, 0, 500, 5, 250).await;
+    append(&store, late, 0, 10, 5, 10).await;
+    let projection = LateRefusal {
+        refusing: OutOfRange {
+            tenant_id: late,
+            tenant_seq: 13,
+            refusing: AtomicBool::new(true),
+        },
+        store: store.clone(),
+        armed: AtomicBool::new(false),
+    };
+    catch_up(store.pool(), &projection, None, BATCH_EVENTS_MAX)
+        .await
+        .unwrap();
+    projections::status::register(
+        store.pool(),
+        &[Arc::new(EventLog::new()) as Arc<dyn Projection>],
+    )
+    .await
+    .unwrap();
+    projection.armed.store(true, Ordering::SeqCst);
+    let report = rebuild(store.pool(), &projection, true).await.unwrap();
+    assert_eq!(
+        report.held_back,
+        vec![HeldBack {
+            projection: "event_log".into(),
+            tenant_id: late,
+            tenant_seq: 13,
+            error: REFUSAL.into(),
+        }]
+    );
+    let mut expected = vec![(acme.as_uuid(), 500), (late.as_uuid(), 12)];
+    expected.sort();
+    assert_eq!(checkpoints(&store).await, expected);
+    assert_eq!(count(&store, "event_log").await, 512);
+}

@@ -1,7 +1,7 @@
 //! A projection partition that cannot move past an event is a finding of
 //! `verify`, named by tenant, projection, seq and error.
 
-use super::{domain, findings_of, Ledger};
+use super::{consume, domain, findings_of, purchase, Ledger};
 use projections::compare::ReplayFailure;
 use serde_json::json;
 
@@ -89,7 +89,30 @@ async fn an_event_a_projection_cannot_apply_is_a_finding_naming_tenant_projectio
         Some(&domain(
             5,
             "credits",
-            "the quota refuses it: effective_at must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
+            "the quota refuses it: effective_at must be a time PostgreSQL and chrono both hold: -4712-01-01T00:00:00Z to +262142-12-31T23:59:59.999999Z"
         ))
     );
+}
+
+#[tokio::test]
+async fn history_the_edge_now_refuses_but_storage_holds_still_verifies_and_replays() {
+    // Proves: events an earlier edge accepted and storage holds (a grant
+    // effective in 1900, a reference with a tab and a newline), decided
+    // through the pipeline as they once were, are applied by every
+    // projection and verify clean, and a replay folds them: the decisions
+    // keep to what storage needs, so tightening the edge never turns old
+    // history into findings.
+    let ledger = Ledger::new().await;
+    let mut grant = purchase(50, 10);
+    grant.effective_at = Some("1900-01-01T00:00:00Z".parse().unwrap());
+    ledger.run(0, "old-grant", grant).await;
+    let mut consumption = consume(7);
+    consumption.reference = Some("job 7\tretry\nsecond line".into());
+    ledger.run(0, "old-consume", consumption).await;
+    ledger.catch_up().await;
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+    assert_eq!(findings_of(&report, ledger.tenants[0]), Vec::new());
+    let state = ledger.replay(0, replay::as_of::AsOf::Head).await;
+    assert_eq!(state["as_of_seq"], 2, "{state}");
 }
