@@ -183,8 +183,8 @@ async fn apply_pages(
         if slice.is_empty() {
             continue;
         }
-        if let Err(refusal) = applier.apply(&slice).await? {
-            applier.apply_tenant_by_tenant(&slice, refusal).await?;
+        if applier.apply(&slice).await?.is_err() {
+            applier.apply_tenant_by_tenant(&slice).await?;
         }
     }
     Ok(applier.held_back.into_values().collect())
@@ -272,7 +272,6 @@ impl Applier<'_> {
     async fn apply_tenant_by_tenant(
         &mut self,
         slice: &[&StoredEvent],
-        refusal: ApplyError,
     ) -> Result<(), ProjectionError> {
         let mut tenants: Vec<TenantId> = slice.iter().map(|event| event.tenant_id).collect();
         tenants.dedup();
@@ -290,17 +289,16 @@ impl Applier<'_> {
                 })
                 .collect()
         };
-        let mut refusal = Some(refusal);
         for run in runs {
-            let run_refusal = if tenants.len() == 1 {
-                refusal.take()
-            } else {
-                self.apply(&run).await?.err()
-            };
-            let Some(run_refusal) = run_refusal else {
+            // A tenant alone in the slice was refused already.
+            let refused = tenants.len() == 1 || self.apply(&run).await?.is_err();
+            if !refused {
+                continue;
+            }
+            // Refused together but applied one by one: nothing to hold back.
+            let Some((tenant_seq, error)) = self.locate(&run).await? else {
                 continue;
             };
-            let (tenant_seq, error) = self.locate(&run, run_refusal).await?;
             let tenant_id = run[0].tenant_id;
             self.held_back.insert(
                 tenant_id,
@@ -316,27 +314,22 @@ impl Applier<'_> {
     }
 
     /// Applies one tenant's `run` one event at a time up to the one refused:
-    /// its seq and the refusal.
+    /// its seq and the refusal; `None` when every event applied.
     async fn locate(
         &mut self,
         run: &[&StoredEvent],
-        refusal: ApplyError,
-    ) -> Result<(i64, String), ProjectionError> {
+    ) -> Result<Option<(i64, String)>, ProjectionError> {
         for event in run {
             if let Err(refusal) = self.apply(&[*event]).await? {
-                return Ok(match refusal {
+                return Ok(Some(match refusal {
                     ApplyError::Event {
                         tenant_seq,
                         message,
                     } => (tenant_seq, message),
                     ApplyError::Database(error) => (event.tenant_seq, error.to_string()),
-                });
+                }));
             }
         }
-        // Refused together, applied one by one: name the first event.
-        Ok((
-            run.first().map_or(0, |event| event.tenant_seq),
-            refusal.to_string(),
-        ))
+        Ok(None)
     }
 }

@@ -472,9 +472,11 @@ pub async fn step_with(
 ) -> Result<u64, ProjectionError> {
     let tenants = match step_of(pool, projections, schema, limits, None).await {
         Ok(Stepped::Applied(events)) => return Ok(events),
-        Ok(Stepped::Failed { tenants, error }) if tenants.len() == 1 => {
-            let (_, error) = isolate(pool, projections, schema, limits, tenants[0], error).await?;
-            return Err(error);
+        Ok(Stepped::Failed { tenants, .. }) if tenants.len() == 1 => {
+            return match isolate(pool, projections, schema, limits, tenants[0]).await? {
+                (_, Some(error)) => Err(error),
+                (applied, None) => Ok(applied),
+            };
         }
         Ok(Stepped::Failed { tenants, .. }) => tenants,
         Err(error) => return Err(error),
@@ -484,11 +486,12 @@ pub async fn step_with(
     for tenant in tenants {
         match step_of(pool, projections, schema, limits, Some(tenant)).await? {
             Stepped::Applied(events) => applied += events,
-            Stepped::Failed { error, .. } => {
-                let (events, error) =
-                    isolate(pool, projections, schema, limits, tenant, error).await?;
+            Stepped::Failed { .. } => {
+                let (events, error) = isolate(pool, projections, schema, limits, tenant).await?;
                 applied += events;
-                first_error.get_or_insert(error);
+                if let Some(error) = error {
+                    first_error.get_or_insert(error);
+                }
             }
         }
     }
@@ -501,15 +504,15 @@ pub async fn step_with(
 /// After one tenant's batch failed: applies that tenant's events one at a
 /// time, each in a transaction of its own, up to the one that fails, so the
 /// tenant is held back at the event itself (named in the error) rather than
-/// at the start of the batch. Returns the events applied and the error.
+/// at the start of the batch. Returns the events applied and the error
+/// (none when every event applied on its own).
 async fn isolate(
     pool: &PgPool,
     projections: &[&dyn Projection],
     schema: Option<&str>,
     limits: Limits,
     tenant: TenantId,
-    error: ProjectionError,
-) -> Result<(u64, ProjectionError), ProjectionError> {
+) -> Result<(u64, Option<ProjectionError>), ProjectionError> {
     let one = Limits {
         batch_events_max: 1,
         leases_max: limits.leases_max,
@@ -519,10 +522,10 @@ async fn isolate(
         match step_of(pool, projections, schema, one, Some(tenant)).await? {
             Stepped::Applied(0) => break,
             Stepped::Applied(events) => applied += events,
-            Stepped::Failed { error, .. } => return Ok((applied, error)),
+            Stepped::Failed { error, .. } => return Ok((applied, Some(error))),
         }
     }
-    Ok((applied, error))
+    Ok((applied, None))
 }
 
 /// What one transaction of [`step_with`] did.

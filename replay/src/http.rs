@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::Json;
 use commands::http::error::{ApiError, ErrorBody};
 use commands::http::extract::{ApiQuery, Tenant};
-use commands::http::AppState;
+use commands::http::{AppState, REPLAY_TIMEOUT};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::IntoParams;
@@ -44,6 +44,7 @@ pub struct ReplayQuery {
         (status = 200, description = "The state as of the point asked", body = Object),
         (status = 400, description = "Both as_of_seq and as_of, or a negative seq", body = ErrorBody),
         (status = 422, description = "`history_does_not_verify`: an event up to the point (or the one right after it) fails the chain or the domain; `details.finding` names it", body = ErrorBody),
+        (status = 503, description = "`replay_timeout`: the replay did not finish within 25 s; or `database_unavailable`", body = ErrorBody),
     )
 )]
 async fn replay(
@@ -64,14 +65,24 @@ async fn replay(
     };
     let replaying = state.replays.try_acquire(tenant_id)?;
     let pool = state.replay_pool.clone();
-    // A task of its own, so a client going away cannot cancel it mid-transaction.
+    // A task of its own, so a client going away cannot cancel it
+    // mid-transaction; bounded in all, so it cannot hold its places long
+    // after its client has gone.
     let task = tokio::spawn(async move {
         let _replaying = replaying;
-        replay_in_snapshot(&pool, tenant_id, as_of).await
+        tokio::time::timeout(REPLAY_TIMEOUT, replay_in_snapshot(&pool, tenant_id, as_of)).await
     });
     let report = task
         .await
         .map_err(|error| ApiError::Internal(format!("replay task failed: {error}")))?
+        .map_err(|_| ApiError::Unavailable {
+            code: "replay_timeout",
+            message: format!(
+                "the replay did not finish within {} s; replay from the command line (`ledger replay`) or as of an earlier point",
+                REPLAY_TIMEOUT.as_secs()
+            ),
+            details: serde_json::json!({"timeout_s": REPLAY_TIMEOUT.as_secs()}),
+        })?
         .map_err(|error| match error {
             crate::verify::VerifyError::Store(store) => ApiError::from(store),
             crate::verify::VerifyError::Refused(finding) => ApiError::Unprocessable {

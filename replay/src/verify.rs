@@ -161,12 +161,11 @@ impl VerifyReport {
             }
             for stuck in &projection.stuck {
                 lines.push(format!(
-                    "projection {}: tenant {}: tenant_seq {}: the live projection cannot apply it ({}); the tenant is held back at tenant_seq {}",
+                    "projection {}: tenant {}: tenant_seq {}: the live projection cannot apply it ({}); the tenant is held back before it",
                     projection.projection,
                     stuck.tenant_id,
                     stuck.tenant_seq,
                     stuck.message,
-                    stuck.tenant_seq - 1
                 ));
             }
             for difference in &projection.differences {

@@ -57,7 +57,7 @@ pub struct AppState {
     /// Concurrent replays, bounded per tenant and in all.
     pub replays: Arc<limits::TenantLimiter>,
     /// The replays' own pool ([`limits::REPLAYS_MAX_DEFAULT`] connections
-    /// by default, each statement bounded by [`REPLAY_STATEMENT_TIMEOUT`]),
+    /// by default, each statement bounded by [`REPLAY_TIMEOUT`]),
     /// so replays never take the connections commands and reads need.
     pub replay_pool: sqlx::PgPool,
     /// The projections this server reads and reports on.
@@ -87,8 +87,10 @@ pub struct HttpConfig {
     pub connections: ConnectionLimits,
 }
 
-/// Longest one statement of a replay may run.
-pub const REPLAY_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a replay over HTTP may run (its statements and in all), below
+/// the default request timeout (30 s) so that it answers before the
+/// connection is cut, and frees its places when its client has gone.
+pub const REPLAY_TIMEOUT: Duration = Duration::from_secs(25);
 
 impl HttpConfig {
     pub fn new(admin_token: Option<&str>, body_limit_bytes: usize) -> Self {
@@ -131,7 +133,7 @@ impl AppState {
     ) -> Self {
         let replay_options = store.pool().connect_options().as_ref().clone().options([(
             "statement_timeout",
-            format!("{}ms", REPLAY_STATEMENT_TIMEOUT.as_millis()),
+            format!("{}ms", REPLAY_TIMEOUT.as_millis()),
         )]);
         let replay_pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(u32::try_from(config.replays_max.max(1)).unwrap_or(u32::MAX))

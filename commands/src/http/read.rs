@@ -33,23 +33,26 @@ where
     let pool = state.store.pool().clone();
     let checkpoints = state.checkpoints.clone();
     let bound = state.config.read_wait;
+    let current = projections::read::checkpoint(&pool, projection, tenant_id).await?;
+    // Only a read that has to wait takes one of the tenant's waiting places,
+    // and only while it waits.
     let waiting = match min_seq {
-        Some(_) => Some(state.waiters.try_acquire(tenant_id)?),
-        None => None,
+        Some(min_seq) if current < min_seq => Some(state.waiters.try_acquire(tenant_id)?),
+        _ => None,
     };
     let task = tokio::spawn(async move {
-        let _waiting = waiting;
-        let reached = match min_seq {
-            Some(min_seq) => {
-                match checkpoints
+        let reached = match (min_seq, waiting) {
+            (Some(min_seq), Some(waiting)) => {
+                let waited = checkpoints
                     .wait_for_seq(projection, tenant_id, min_seq, bound)
-                    .await?
-                {
+                    .await?;
+                drop(waiting);
+                match waited {
                     Ok(reached) => reached,
                     Err(lagging) => return Ok(Err(lagging)),
                 }
             }
-            None => projections::read::checkpoint(&pool, projection, tenant_id).await?,
+            _ => current,
         };
         let mut transaction = projections::read::begin_tenant_read(&pool, tenant_id).await?;
         let value = read(&mut transaction).await?;

@@ -75,7 +75,7 @@ async fn an_event_a_projection_cannot_apply_is_a_finding_naming_tenant_projectio
     }
     assert!(
         report.lines().contains(&format!(
-            "projection quota: tenant {}: tenant_seq 5: the live projection cannot apply it ({OUT_OF_RANGE}); the tenant is held back at tenant_seq 4",
+            "projection quota: tenant {}: tenant_seq 5: the live projection cannot apply it ({OUT_OF_RANGE}); the tenant is held back before it",
             ledger.tenants[0]
         )),
         "{:?}",
