@@ -346,7 +346,7 @@ pub fn quote_identifier(name: &str) -> String {
 /// with an `@` in a later parameter may lose a little more than its password.
 pub fn redact(url: &str) -> String {
     if !url.contains("://") {
-        return redact_parameters(url, |c| c.is_whitespace());
+        return redact_keywords(url);
     }
     let url = redact_userinfo(url);
     match url.split_once('?') {
@@ -394,6 +394,59 @@ fn redact_parameters(parameters: &str, separator: impl Fn(char) -> bool) -> Stri
         redacted.push(delimiter);
         rest = &tail[delimiter.len_utf8()..];
     }
+}
+
+/// A libpq connection string (`host=h password='a b' dbname=d`) with the
+/// value of every key naming a password hidden, quoted values included.
+fn redact_keywords(text: &str) -> String {
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let blank = rest.len() - rest.trim_start().len();
+        redacted.push_str(&rest[..blank]);
+        rest = &rest[blank..];
+        let Some(equals) = rest
+            .find('=')
+            .filter(|at| !rest[..*at].contains(char::is_whitespace))
+        else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            redacted.push_str(&rest[..end]);
+            rest = &rest[end..];
+            continue;
+        };
+        let key = &rest[..equals];
+        let value = &rest[equals + 1..];
+        let end = if value.starts_with('\'') {
+            quoted_end(value)
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        redacted.push_str(key);
+        redacted.push('=');
+        if names_a_password(key) {
+            redacted.push_str(REDACTED);
+        } else {
+            redacted.push_str(&value[..end]);
+        }
+        rest = &value[end..];
+    }
+    redacted
+}
+
+/// The length of a single-quoted value at the start of `value` (quotes
+/// included; a backslash escapes the next character), or all of it when
+/// the quote never closes.
+fn quoted_end(value: &str) -> usize {
+    let mut escaped = false;
+    for (index, character) in value.char_indices().skip(1) {
+        match character {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '\'' => return index + 1,
+            _ => {}
+        }
+    }
+    value.len()
 }
 
 fn names_a_password(key: &str) -> bool {
@@ -517,6 +570,11 @@ mod tests {
             redact("host=/tmp user=u password=secret dbname=db"),
             "host=/tmp user=u password=*** dbname=db"
         );
+        assert_eq!(
+            redact("host=/tmp password='a b\\' c' dbname=db"),
+            "host=/tmp password=*** dbname=db"
+        );
+        assert_eq!(redact("password='never closed dbname=db"), "password=***");
     }
 
     #[test]
