@@ -136,6 +136,7 @@ const LEASE: &str = "\
     JOIN chain_heads h ON h.tenant_id = c.tenant_id \
     JOIN unnest($1::text[], $2::int[]) AS k(name, lock_key) ON c.projection = k.name \
     WHERE h.last_seq > c.last_seq AND ($5::uuid IS NULL OR c.tenant_id = $5) \
+      AND (c.tenant_id, c.projection) NOT IN (SELECT * FROM unnest($6::uuid[], $7::text[])) \
       AND pg_try_advisory_xact_lock_shared($3, k.lock_key) \
     ORDER BY c.tenant_id, c.projection \
     LIMIT $4 \
@@ -247,8 +248,13 @@ pub(crate) async fn lease(
     projections: &[&dyn Projection],
     leases_max: i64,
 ) -> Result<Vec<Lease>, ProjectionError> {
-    lease_of(connection, projections, leases_max, None).await
+    lease_of(connection, projections, leases_max, None, &[]).await
 }
+
+/// Partitions a worker leaves alone for a while: (tenant, projection) pairs
+/// held back at an event the projection refuses, so that they do not send
+/// every batch of that projection through the tenant-by-tenant fallback.
+pub type HeldBack<'a> = &'a [(TenantId, &'a str)];
 
 /// [`lease`], of one tenant only when `tenant` is given.
 async fn lease_of(
@@ -256,6 +262,7 @@ async fn lease_of(
     projections: &[&dyn Projection],
     leases_max: i64,
     tenant: Option<TenantId>,
+    held_back: HeldBack<'_>,
 ) -> Result<Vec<Lease>, ProjectionError> {
     let names: Vec<&str> = projections
         .iter()
@@ -268,6 +275,13 @@ async fn lease_of(
         .bind(LOCK_NAMESPACE)
         .bind(leases_max)
         .bind(tenant.map(|tenant| tenant.as_uuid()))
+        .bind(
+            held_back
+                .iter()
+                .map(|(tenant_id, _)| tenant_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(held_back.iter().map(|(_, name)| *name).collect::<Vec<_>>())
         .fetch_all(connection)
         .await?;
     Ok(rows
@@ -470,7 +484,18 @@ pub async fn step_with(
     schema: Option<&str>,
     limits: Limits,
 ) -> Result<u64, ProjectionError> {
-    let tenants = match step_of(pool, projections, schema, limits, None).await {
+    step_holding_back(pool, projections, schema, limits, &[]).await
+}
+
+/// [`step_with`], leaving the `held_back` partitions alone.
+async fn step_holding_back(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: Option<&str>,
+    limits: Limits,
+    held_back: HeldBack<'_>,
+) -> Result<u64, ProjectionError> {
+    let tenants = match step_of(pool, projections, schema, limits, None, held_back).await {
         Ok(Stepped::Applied(events)) => return Ok(events),
         Ok(Stepped::Failed { tenants, .. }) if tenants.len() == 1 => {
             return match isolate(pool, projections, schema, limits, tenants[0]).await? {
@@ -484,7 +509,7 @@ pub async fn step_with(
     let mut applied = 0;
     let mut first_error = None;
     for tenant in tenants {
-        match step_of(pool, projections, schema, limits, Some(tenant)).await? {
+        match step_of(pool, projections, schema, limits, Some(tenant), held_back).await? {
             Stepped::Applied(events) => applied += events,
             Stepped::Failed { .. } => {
                 let (events, error) = isolate(pool, projections, schema, limits, tenant).await?;
@@ -519,7 +544,7 @@ async fn isolate(
     };
     let mut applied = 0;
     for _ in 0..limits.batch_events_max {
-        match step_of(pool, projections, schema, one, Some(tenant)).await? {
+        match step_of(pool, projections, schema, one, Some(tenant), &[]).await? {
             Stepped::Applied(0) => break,
             Stepped::Applied(events) => applied += events,
             Stepped::Failed { error, .. } => return Ok((applied, Some(error))),
@@ -544,12 +569,20 @@ async fn step_of(
     schema: Option<&str>,
     limits: Limits,
     tenant: Option<TenantId>,
+    held_back: HeldBack<'_>,
 ) -> Result<Stepped, ProjectionError> {
     let mut transaction = pool.begin().await?;
     if let Some(schema) = schema {
         use_schema(&mut transaction, schema).await?;
     }
-    let leases = lease_of(&mut transaction, projections, limits.leases_max, tenant).await?;
+    let leases = lease_of(
+        &mut transaction,
+        projections,
+        limits.leases_max,
+        tenant,
+        held_back,
+    )
+    .await?;
     if leases.is_empty() {
         // Release the shared projection locks now (a rebuild's swap waits
         // for them), not when the connection is next used.
@@ -629,10 +662,23 @@ pub async fn catch_up_with(
     limits: Limits,
     stop: impl Fn() -> bool,
 ) -> Result<u64, ProjectionError> {
+    catch_up_holding_back(pool, projections, schema, limits, stop, &[]).await
+}
+
+/// [`catch_up_with`], leaving the `held_back` partitions alone (what the
+/// workers do between retries of them).
+pub async fn catch_up_holding_back(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema: Option<&str>,
+    limits: Limits,
+    stop: impl Fn() -> bool,
+    held_back: HeldBack<'_>,
+) -> Result<u64, ProjectionError> {
     ensure_all_checkpoints(pool, projections, schema).await?;
     let mut applied = 0;
     while !stop() {
-        let events = step_with(pool, projections, schema, limits).await?;
+        let events = step_holding_back(pool, projections, schema, limits, held_back).await?;
         if events == 0 {
             break;
         }

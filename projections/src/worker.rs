@@ -6,14 +6,15 @@
 //! from a poll interval as the fallback.
 
 use crate::reactor::{react_catch_up_with, Reactor};
-use crate::runtime::{catch_up_with, Limits, Projection, ProjectionError};
+use crate::runtime::{catch_up_holding_back, catch_up_with, Limits, Projection, ProjectionError};
 use crate::status::{set_state, State};
+use aggregates::TenantId;
 use eventstore::EventStore;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -25,6 +26,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Shortest gap between two cross-process notifications from one process.
 const NOTIFY_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A partition held back at an event its projection refuses is retried
+/// after this many poll intervals (5 s by default).
+const HELD_RETRY_POLLS: u32 = 5;
 
 /// Pause after a failed batch before the worker tries again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -103,10 +108,10 @@ impl Workers {
             shutdown.subscribe(),
         )));
         if !projections.is_empty() {
-            let work = Work::Projections {
+            let work = Work::Projections(ProjectionWork::new(
                 projections,
-                failing: HashSet::new(),
-            };
+                poll_interval * HELD_RETRY_POLLS,
+            ));
             handles.push(tokio::spawn(run(
                 store.pool().clone(),
                 work,
@@ -163,14 +168,140 @@ impl Workers {
 }
 
 enum Work {
-    /// Every projection, in one group; a projection whose batch fails is
-    /// taken out of the group and retried alone until it succeeds, so one
-    /// failing projection does not hold the others back.
-    Projections {
-        projections: Vec<Arc<dyn Projection>>,
-        failing: HashSet<&'static str>,
-    },
+    Projections(ProjectionWork),
     Reactor(Arc<dyn Reactor>),
+}
+
+/// Every projection, in one group; a projection whose batch fails is taken
+/// out of the group and retried alone until it succeeds, so one failing
+/// projection does not hold the others back. A partition (tenant,
+/// projection) held back at an event the projection refuses is left alone
+/// for a while and then retried, so that it does not send every batch of
+/// its projection through the tenant-by-tenant fallback; while any is held,
+/// its projection stays `failed`.
+struct ProjectionWork {
+    projections: Vec<Arc<dyn Projection>>,
+    failing: HashSet<&'static str>,
+    /// Partitions held back, and when each is retried.
+    held: HashMap<(TenantId, &'static str), Instant>,
+    /// How long a partition is left alone before it is retried.
+    retry_held: Duration,
+}
+
+impl ProjectionWork {
+    fn new(projections: Vec<Arc<dyn Projection>>, retry_held: Duration) -> Self {
+        Self {
+            projections,
+            failing: HashSet::new(),
+            held: HashMap::new(),
+            retry_held,
+        }
+    }
+
+    /// The projection's own name (the error carries a copy).
+    fn static_name(&self, name: &str) -> Option<&'static str> {
+        self.projections
+            .iter()
+            .find(|projection| projection.name() == name)
+            .map(|projection| projection.name())
+    }
+
+    /// Leaves the partition an apply error names alone until its retry.
+    fn hold(&mut self, error: &ProjectionError) {
+        if let ProjectionError::Apply {
+            projection,
+            tenant_id,
+            ..
+        } = error
+        {
+            if let Some(name) = self.static_name(projection) {
+                self.held
+                    .insert((*tenant_id, name), Instant::now() + self.retry_held);
+            }
+        }
+    }
+
+    fn holds(&self, name: &str) -> bool {
+        self.held.keys().any(|(_, held)| *held == name)
+    }
+
+    /// Applies what lags, batch by batch, until caught up or `stop`.
+    async fn catch_up(
+        &mut self,
+        pool: &PgPool,
+        stop: impl Fn() -> bool + Copy,
+    ) -> Result<u64, ProjectionError> {
+        let now = Instant::now();
+        // Partitions due for their retry go back into the batches; their
+        // projections come back to `live` if the round applies them.
+        let mut retried: HashSet<&'static str> = HashSet::new();
+        self.held.retain(|(_, name), retry_at| {
+            let keep = *retry_at > now;
+            if !keep {
+                retried.insert(*name);
+            }
+            keep
+        });
+        let held_back: Vec<(TenantId, &str)> = self.held.keys().copied().collect();
+        let healthy: Vec<&dyn Projection> = self
+            .projections
+            .iter()
+            .filter(|projection| !self.failing.contains(projection.name()))
+            .map(|projection| projection.as_ref())
+            .collect();
+        let mut applied = 0;
+        if !healthy.is_empty() {
+            let caught_up =
+                catch_up_holding_back(pool, &healthy, None, Limits::default(), stop, &held_back)
+                    .await;
+            match caught_up {
+                Ok(events) => {
+                    applied += events;
+                    for name in retried {
+                        if !self.holds(name) && !self.failing.contains(name) {
+                            let _ = set_state(pool, name, State::Live, None).await;
+                        }
+                    }
+                }
+                Err(error) => {
+                    if let ProjectionError::Apply { projection, .. } = &error {
+                        if let Some(name) = self.static_name(projection) {
+                            self.failing.insert(name);
+                        }
+                    }
+                    self.hold(&error);
+                    return Err(error);
+                }
+            }
+        }
+        let retrying: Vec<Arc<dyn Projection>> = self
+            .projections
+            .iter()
+            .filter(|projection| self.failing.contains(projection.name()))
+            .cloned()
+            .collect();
+        for projection in retrying {
+            let alone = [projection.as_ref()];
+            let caught_up =
+                catch_up_holding_back(pool, &alone, None, Limits::default(), stop, &held_back)
+                    .await;
+            match caught_up {
+                Ok(events) => {
+                    applied += events;
+                    self.failing.remove(projection.name());
+                    if !self.holds(projection.name()) {
+                        let _ = set_state(pool, projection.name(), State::Live, None).await;
+                    }
+                }
+                Err(error) => {
+                    self.hold(&error);
+                    let message = error.to_string();
+                    let _ = set_state(pool, projection.name(), State::Failed, Some(&message)).await;
+                }
+            }
+        }
+        Ok(applied)
+    }
 }
 
 impl Work {
@@ -182,65 +313,7 @@ impl Work {
     ) -> Result<u64, ProjectionError> {
         let stop = || *shutdown.borrow();
         match self {
-            Self::Projections {
-                projections,
-                failing,
-            } => {
-                let healthy: Vec<&dyn Projection> = projections
-                    .iter()
-                    .filter(|projection| !failing.contains(projection.name()))
-                    .map(|projection| projection.as_ref())
-                    .collect();
-                let mut applied = 0;
-                if !healthy.is_empty() {
-                    match catch_up_with(pool, &healthy, None, Limits::default(), stop).await {
-                        Ok(events) => applied += events,
-                        Err(ProjectionError::Apply {
-                            projection,
-                            tenant_id,
-                            error,
-                        }) => {
-                            if let Some(failed) = projections
-                                .iter()
-                                .find(|candidate| candidate.name() == projection)
-                            {
-                                failing.insert(failed.name());
-                            }
-                            return Err(ProjectionError::Apply {
-                                projection,
-                                tenant_id,
-                                error,
-                            });
-                        }
-                        Err(other) => return Err(other),
-                    }
-                }
-                let retrying: Vec<Arc<dyn Projection>> = projections
-                    .iter()
-                    .filter(|projection| failing.contains(projection.name()))
-                    .cloned()
-                    .collect();
-                for projection in retrying {
-                    let alone = [projection.as_ref()];
-                    match catch_up_with(pool, &alone, None, Limits::default(), stop).await {
-                        Ok(events) => {
-                            applied += events;
-                            failing.remove(projection.name());
-                            let _ = set_state(pool, projection.name(), State::Live, None).await;
-                        }
-                        Err(error) => {
-                            let _ = set_state(
-                                pool,
-                                projection.name(),
-                                State::Failed,
-                                Some(&error.to_string()),
-                            )
-                            .await;
-                        }
-                    }
-                }
-                Ok(applied)
-            }
+            Self::Projections(work) => work.catch_up(pool, stop).await,
             Self::Reactor(reactor) => react_catch_up_with(pool, reactor.as_ref(), stop).await,
         }
     }
@@ -252,7 +325,8 @@ impl Work {
         let names: Vec<String> = match (self, error) {
             (_, ProjectionError::Apply { projection, .. }) => vec![projection.clone()],
             (Self::Reactor(reactor), _) => vec![reactor.name().to_string()],
-            (Self::Projections { projections, .. }, _) => projections
+            (Self::Projections(work), _) => work
+                .projections
                 .iter()
                 .map(|projection| projection.name().to_string())
                 .collect(),
@@ -262,20 +336,18 @@ impl Work {
         }
     }
 
-    /// Marks the reactor, or the projections not failing on their own, live
-    /// again after a failed round.
+    /// Marks the reactor, or the projections neither failing on their own
+    /// nor holding a partition back, live again after a failed round.
     async fn record_recovery(&self, pool: &PgPool) {
         match self {
             Self::Reactor(reactor) => {
                 let _ = set_state(pool, reactor.name(), State::Live, None).await;
             }
-            Self::Projections {
-                projections,
-                failing,
-            } => {
-                for projection in projections {
-                    if !failing.contains(projection.name()) {
-                        let _ = set_state(pool, projection.name(), State::Live, None).await;
+            Self::Projections(work) => {
+                for projection in &work.projections {
+                    let name = projection.name();
+                    if !work.failing.contains(name) && !work.holds(name) {
+                        let _ = set_state(pool, name, State::Live, None).await;
                     }
                 }
             }
@@ -284,7 +356,7 @@ impl Work {
 
     fn name(&self) -> &'static str {
         match self {
-            Self::Projections { .. } => "projections",
+            Self::Projections(_) => "projections",
             Self::Reactor(reactor) => reactor.name(),
         }
     }

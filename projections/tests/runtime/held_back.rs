@@ -306,3 +306,133 @@ async fn an_event_refused_in_the_swap_holds_its_tenant_back_like_one_refused_in_
     assert_eq!(checkpoints(&store).await, expected);
     assert_eq!(count(&store, "event_log").await, 512);
 }
+
+/// Writes every event to `event_log`, refuses one tenant's event, and
+/// counts the batches that offered it any of that tenant's events.
+struct CountingRefusal {
+    tenant_id: TenantId,
+    tenant_seq: i64,
+    offers: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl Projection for CountingRefusal {
+    fn name(&self) -> &'static str {
+        "event_log"
+    }
+    fn version(&self) -> i32 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["event_log"]
+    }
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ApplyError> {
+        if events.iter().any(|event| event.tenant_id == self.tenant_id) {
+            self.offers.fetch_add(1, Ordering::SeqCst);
+        }
+        if events
+            .iter()
+            .any(|event| event.tenant_id == self.tenant_id && event.tenant_seq == self.tenant_seq)
+        {
+            return Err(ApplyError::Event {
+                tenant_seq: self.tenant_seq,
+                message: "refused".into(),
+            });
+        }
+        EventLog::new().apply(connection, events).await
+    }
+}
+
+/// Waits (at most 30 s) until the `event_log` checkpoints are `expected`.
+async fn wait_for_checkpoints(store: &EventStore, expected: &[(uuid::Uuid, i64)]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = checkpoints(store).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoints {now:?}, waited 30 s for {expected:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn workers_leave_a_held_back_tenant_alone_between_retries() {
+    // Proves: once the workers hold a tenant back at an event the
+    // projection refuses, later rounds (woken by other tenants' appends)
+    // apply the other tenants without offering the held tenant's events
+    // again, and the projection stays failed naming it.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    EventLog::create_table(&store).await;
+    let tenants = [
+        tenant(&store).await,
+        tenant(&store).await,
+        tenant(&store).await,
+    ];
+    let projection = Arc::new(CountingRefusal {
+        tenant_id: tenants[1],
+        tenant_seq: 5,
+        offers: std::sync::atomic::AtomicU64::new(0),
+    });
+    let catalog = vec![projection.clone() as Arc<dyn Projection>];
+    projections::status::register(store.pool(), &catalog)
+        .await
+        .unwrap();
+    // Rounds come from appends only: the poll (and so the retry of the
+    // held tenant, five polls later) is far away.
+    let workers = projections::Workers::start_polling(
+        &store,
+        catalog,
+        Vec::new(),
+        std::time::Duration::from_secs(600),
+    );
+    for tenant_id in tenants {
+        append(&store, tenant_id, 0, 10, 5, 10).await;
+    }
+    let expect = |others: i64| {
+        let mut expected: Vec<(uuid::Uuid, i64)> = tenants
+            .iter()
+            .map(|tenant_id| {
+                let seq = if *tenant_id == tenants[1] { 4 } else { others };
+                (tenant_id.as_uuid(), seq)
+            })
+            .collect();
+        expected.sort();
+        expected
+    };
+    wait_for_checkpoints(&store, &expect(10)).await;
+    let offers = projection.offers.load(Ordering::SeqCst);
+    for round in 0..5_u64 {
+        for tenant_id in [tenants[0], tenants[2]] {
+            append(&store, tenant_id, 100 + round * 10, 10, 5, 10).await;
+        }
+        wait_for_checkpoints(&store, &expect(20 + 10 * round as i64)).await;
+    }
+    assert_eq!(
+        projection.offers.load(Ordering::SeqCst),
+        offers,
+        "the held tenant's events were offered again"
+    );
+    let (state, message): (String, Option<String>) =
+        sqlx::query_as("SELECT state, error FROM projections WHERE projection = 'event_log'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "failed");
+    assert_eq!(
+        message.unwrap(),
+        format!(
+            "projection event_log, tenant {}: event at tenant_seq 5: refused",
+            tenants[1]
+        )
+    );
+    workers.stop().await;
+}
