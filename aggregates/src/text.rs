@@ -32,30 +32,24 @@ pub fn check(text: &str, max_chars: usize) -> Result<(), TextError> {
     if text.is_empty() {
         return Err(TextError::Empty);
     }
-    for (index, character) in text.chars().enumerate() {
-        if index >= max_chars {
-            return Err(TextError::TooLong { max_chars });
-        }
-        if character.is_control() {
-            return Err(TextError::ControlCharacter {
-                code_point: u32::from(character),
-                index,
-            });
-        }
-    }
-    Ok(())
+    scan(text, max_chars, char::is_control)
 }
 
 /// Checks what every store needs of `text`: no NUL (which `jsonb` and
 /// `text` cannot hold), at most `max_chars` characters.
 pub fn check_storable(text: &str, max_chars: usize) -> Result<(), TextError> {
+    scan(text, max_chars, |character| character == '\0')
+}
+
+/// At most `max_chars` characters, none of them `refused`.
+fn scan(text: &str, max_chars: usize, refused: impl Fn(char) -> bool) -> Result<(), TextError> {
     for (index, character) in text.chars().enumerate() {
         if index >= max_chars {
             return Err(TextError::TooLong { max_chars });
         }
-        if character == '\0' {
+        if refused(character) {
             return Err(TextError::ControlCharacter {
-                code_point: 0,
+                code_point: u32::from(character),
                 index,
             });
         }

@@ -24,31 +24,35 @@ use std::fmt;
 pub const TIME_MIN: DateTime<Utc> = DateTime::UNIX_EPOCH;
 
 /// The latest time a client may send: 9999-12-31T23:59:59.999999Z.
-pub const TIME_MAX: DateTime<Utc> = last_microsecond_of(9999);
+pub const TIME_MAX: DateTime<Utc> = utc(9999, 12, 31, 23, 59, 59, 999_999);
 
 /// The range as clients read it in errors and documentation.
 pub const TIME_RANGE_TEXT: &str = "1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z";
 
 /// The earliest time a decision accepts: 4713-01-01 BC (astronomical year
 /// -4712), after PostgreSQL's earliest `timestamptz` (4714-11-24 BC).
-pub const STORABLE_MIN: DateTime<Utc> = match NaiveDate::from_ymd_opt(-4712, 1, 1) {
-    Some(date) => match date.and_hms_micro_opt(0, 0, 0, 0) {
-        Some(time) => time.and_utc(),
-        None => DateTime::UNIX_EPOCH,
-    },
-    None => DateTime::UNIX_EPOCH,
-};
+pub const STORABLE_MIN: DateTime<Utc> = utc(-4712, 1, 1, 0, 0, 0, 0);
 
 /// The latest time a decision accepts: chrono's last day, long before
 /// PostgreSQL's (294276 AD).
-pub const STORABLE_MAX: DateTime<Utc> = last_microsecond_of(262_142);
+pub const STORABLE_MAX: DateTime<Utc> = utc(262_142, 12, 31, 23, 59, 59, 999_999);
 
 /// The storable range as errors name it.
 pub const STORABLE_RANGE_TEXT: &str = "-4712-01-01T00:00:00Z to +262142-12-31T23:59:59.999999Z";
 
-const fn last_microsecond_of(year: i32) -> DateTime<Utc> {
-    match NaiveDate::from_ymd_opt(year, 12, 31) {
-        Some(date) => match date.and_hms_micro_opt(23, 59, 59, 999_999) {
+/// A UTC time from its fields, for the constants above (whose fields are
+/// valid: the unit tests pin each one's text).
+const fn utc(
+    year: i32,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    micro: u32,
+) -> DateTime<Utc> {
+    match NaiveDate::from_ymd_opt(year, month, day) {
+        Some(date) => match date.and_hms_micro_opt(hour, minute, second, micro) {
             Some(time) => time.and_utc(),
             None => DateTime::UNIX_EPOCH,
         },
