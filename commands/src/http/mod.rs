@@ -207,8 +207,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// other crates), `/openapi.json`, fallbacks and shared layers.
 pub fn app(routes: OpenApiRouter<AppState>, state: AppState) -> Router {
     let body_limit_bytes = state.config.body_limit_bytes;
-    let (router, mut api) = routes.split_for_parts();
-    openapi::document_throttling(&mut api);
+    let (router, api) = routes.split_for_parts();
     let document = openapi::Document::serialize(&api);
     router
         .route(

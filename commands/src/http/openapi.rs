@@ -5,9 +5,7 @@ use super::error::{ApiError, ErrorBody, ErrorDetail};
 use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -69,60 +67,6 @@ impl Modify for Security {
 const THROTTLED: &str = "too_many_requests: too many failed authentications from this \
     address, or this tenant has the most reads waiting for min_seq (or replays) in flight \
     that it may; Retry-After gives the seconds to wait";
-
-/// Documents the 429 of every operation that authenticates (every one with
-/// a security requirement), where routes of every crate are merged, so no
-/// route can forget it. An operation that already answers 429 for a domain
-/// reason gets the reason added to its description.
-pub fn document_throttling(api: &mut utoipa::openapi::OpenApi) {
-    for item in api.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
-            document_operation_throttling(operation);
-        }
-    }
-}
-
-fn document_operation_throttling(operation: &mut Operation) {
-    if operation.security.as_ref().is_none_or(Vec::is_empty) {
-        return;
-    }
-    let responses = &mut operation.responses.responses;
-    match responses.get_mut("429") {
-        Some(RefOr::T(response)) => {
-            response.description = format!("{}; or {THROTTLED}", response.description);
-        }
-        Some(RefOr::Ref(_)) => {}
-        None => {
-            let response = ResponseBuilder::new()
-                .description(THROTTLED)
-                .content(
-                    "application/json",
-                    utoipa::openapi::ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorBody")))
-                        .build(),
-                )
-                .header(
-                    "Retry-After",
-                    utoipa::openapi::HeaderBuilder::new()
-                        .schema(
-                            utoipa::openapi::ObjectBuilder::new()
-                                .schema_type(utoipa::openapi::schema::Type::Integer),
-                        )
-                        .description(Some("Seconds until the client may try again"))
-                        .build(),
-                )
-                .build();
-            responses.insert("429".to_string(), RefOr::T(response));
-        }
-    }
-}
 
 /// `/openapi.json`, serialized once when the application is built: the
 /// document never changes while the server runs.
@@ -194,6 +138,7 @@ pub fn add_shared_answers(document: &mut serde_json::Value) {
                 "401",
                 "`unauthorized`: no, malformed, unknown or revoked credentials",
             ));
+            document_throttling(&mut operation["responses"]);
         }
         let keyed = has("Idempotency-Key", "header");
         if keyed {
@@ -219,22 +164,39 @@ pub fn add_shared_answers(document: &mut serde_json::Value) {
         let responses = &mut operation["responses"];
         for (status, description) in answers {
             if responses.get(status).is_none() {
-                responses[status] = serde_json::json!({
-                    "description": description,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-                });
-            } else if status == "429" {
-                let existing = responses[status]["description"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                if !existing.contains("too_many_requests") {
-                    responses[status]["description"] =
-                        serde_json::Value::String(format!("{existing}; or {THROTTLED}"));
-                }
+                responses[status] = error_answer(description);
             }
         }
     }
+}
+
+/// Documents the 429 of an operation that authenticates: a new answer with
+/// `Retry-After`, or, where the operation answers 429 for a domain reason
+/// already, that reason's description with this one added.
+fn document_throttling(responses: &mut serde_json::Value) {
+    match responses.get_mut("429") {
+        Some(existing) => {
+            let description = existing["description"].as_str().unwrap_or("");
+            existing["description"] =
+                serde_json::Value::String(format!("{description}; or {THROTTLED}"));
+        }
+        None => {
+            let mut answer = error_answer(THROTTLED);
+            answer["headers"] = serde_json::json!({"Retry-After": {
+                "description": "Seconds until the client may try again",
+                "schema": {"type": "integer"},
+            }});
+            responses["429"] = answer;
+        }
+    }
+}
+
+/// An answer in the error envelope.
+fn error_answer(description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    })
 }
 
 const KEY_INVALID: &str = "`missing_idempotency_key` or `invalid_idempotency_key`, or invalid \
