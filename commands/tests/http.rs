@@ -200,6 +200,11 @@ impl TestApp {
                 .expect("the projection gauges were not refreshed within 10 s")
                 .unwrap();
         }
+        self.metrics().await
+    }
+
+    /// `/metrics` as it stands.
+    async fn metrics(&self) -> String {
         self.client
             .get(format!("{}/metrics", self.base))
             .send()
@@ -538,15 +543,7 @@ async fn health_metrics_openapi_and_fallbacks_answer() {
         .send()
         .await
         .unwrap();
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("ledger_commands_total{kind=\"add_to_counter\",status=\"200\"} 1"),
         "{metrics}"
@@ -1710,14 +1707,7 @@ async fn a_projection_that_cannot_apply_an_event_shows_failed_until_it_recovers(
     // The timer's single step, then a scrape.
     let metrics = || async {
         commands::http::metrics::refresh_projection_metrics(&app.state).await;
-        app.client
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        app.metrics().await
     };
     let streams = |api_key: String| {
         app.client

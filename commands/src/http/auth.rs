@@ -275,6 +275,15 @@ impl Authenticator {
         Ok(())
     }
 
+    /// Refuses a request of `client` for `failure`: 429 while the address
+    /// is throttled (the failure neither logged nor counted again), else
+    /// [`Authenticator::failed`].
+    pub fn refuse(&self, client: Option<IpAddr>, failure: AuthFailure) -> ApiError {
+        self.check_throttle(client)
+            .err()
+            .unwrap_or_else(|| self.failed(client, failure, None))
+    }
+
     /// Logs and counts a failed authentication of `client` (when known) and
     /// answers 401.
     pub fn failed(
@@ -403,13 +412,7 @@ impl FromRequestParts<AppState> for Tenant {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let client = client_address(parts);
-        let token = bearer(parts).map_err(|failure| {
-            state
-                .auth
-                .check_throttle(client)
-                .err()
-                .unwrap_or_else(|| state.auth.failed(client, failure, None))
-        })?;
+        let token = bearer(parts).map_err(|failure| state.auth.refuse(client, failure))?;
         // A key this process verified lately passes whatever its address
         // did: the throttle guards the database lookups of unknown keys, and
         // must not lock out the valid clients behind a shared address.
@@ -438,13 +441,7 @@ fn check_token(
     wrong: AuthFailure,
 ) -> Result<(), ApiError> {
     let client = client_address(parts);
-    let refuse = |failure: AuthFailure| {
-        state
-            .auth
-            .check_throttle(client)
-            .err()
-            .unwrap_or_else(|| state.auth.failed(client, failure, None))
-    };
+    let refuse = |failure: AuthFailure| state.auth.refuse(client, failure);
     let token = bearer(parts).map_err(refuse)?;
     // The right token passes whatever its address did (an operator behind a
     // shared address is never locked out by another client's failures).
