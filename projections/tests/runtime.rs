@@ -181,11 +181,15 @@ async fn count(store: &EventStore, table: &str) -> i64 {
     count
 }
 
-/// What a test projection does after [`EventLog`] has written a batch,
-/// inside the batch's transaction.
+/// What a test projection does after [`EventLog`] has written a batch
+/// (`events`), inside the batch's transaction.
 #[async_trait]
 trait AfterLog: Send + Sync {
-    async fn after(&self, connection: &mut PgConnection) -> Result<(), ApplyError>;
+    async fn after(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ApplyError>;
 }
 
 /// The `event_log` projection ([`EventLog`]), then `H` on every batch.
@@ -215,7 +219,7 @@ impl<H: AfterLog + 'static> Projection for Logged<H> {
         events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
         EventLog::new().apply(connection, events).await?;
-        self.0.after(connection).await
+        self.0.after(connection, events).await
     }
 }
 
@@ -231,7 +235,11 @@ struct CrashingLog {
 
 #[async_trait]
 impl AfterLog for CrashingLog {
-    async fn after(&self, connection: &mut PgConnection) -> Result<(), ApplyError> {
+    async fn after(
+        &self,
+        connection: &mut PgConnection,
+        _: &[&StoredEvent],
+    ) -> Result<(), ApplyError> {
         let mut seed = self.seed.load(Ordering::SeqCst);
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -367,7 +375,11 @@ impl Gated {
 
 #[async_trait]
 impl AfterLog for Gated {
-    async fn after(&self, connection: &mut PgConnection) -> Result<(), ApplyError> {
+    async fn after(
+        &self,
+        connection: &mut PgConnection,
+        _: &[&StoredEvent],
+    ) -> Result<(), ApplyError> {
         if self.armed.swap(false, Ordering::SeqCst) {
             let (backend,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
                 .fetch_one(&mut *connection)
@@ -741,7 +753,7 @@ struct Interloper {
 
 #[async_trait]
 impl AfterLog for Interloper {
-    async fn after(&self, _: &mut PgConnection) -> Result<(), ApplyError> {
+    async fn after(&self, _: &mut PgConnection, _: &[&StoredEvent]) -> Result<(), ApplyError> {
         if self.armed.swap(false, Ordering::SeqCst) {
             let newcomer = self.store.create_tenant("beta").await.unwrap().tenant_id;
             append(&self.store, newcomer, 0, 5, 5, 5).await;

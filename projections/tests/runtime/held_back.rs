@@ -3,7 +3,7 @@
 //! seq, even when it is the database that refuses the write) and every
 //! other tenant is applied.
 
-use super::{append, count, tenant, EventLog};
+use super::{append, count, tenant, AfterLog, EventLog, Logged};
 use aggregates::TenantId;
 use async_trait::async_trait;
 use eventstore::testing::TestDatabase;
@@ -15,7 +15,7 @@ use sqlx::PgConnection;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Writes every event to `event_log`, and one chosen event also as a time
+/// After [`EventLog`] has written a batch, writes one chosen event also as a time
 /// PostgreSQL cannot hold, so the database refuses that write (as it did
 /// the year -5000 a client could once send).
 struct OutOfRange {
@@ -25,22 +25,12 @@ struct OutOfRange {
 }
 
 #[async_trait]
-impl Projection for OutOfRange {
-    fn name(&self) -> &'static str {
-        "event_log"
-    }
-    fn version(&self) -> i32 {
-        1
-    }
-    fn tables(&self) -> &'static [&'static str] {
-        &["event_log"]
-    }
-    async fn apply(
+impl AfterLog for OutOfRange {
+    async fn after(
         &self,
         connection: &mut PgConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
-        EventLog::new().apply(connection, events).await?;
         let chosen = events
             .iter()
             .any(|event| event.tenant_id == self.tenant_id && event.tenant_seq == self.tenant_seq);
@@ -105,11 +95,11 @@ async fn a_write_the_database_refuses_holds_its_tenant_back_at_that_event() {
     let db = TestDatabase::new().await;
     let store = db.store().clone();
     let tenants = three_tenants(&store).await;
-    let projection = OutOfRange {
+    let projection = Logged(OutOfRange {
         tenant_id: tenants[1],
         tenant_seq: 20,
         refusing: AtomicBool::new(true),
-    };
+    });
     let error = catch_up(store.pool(), &projection, None, BATCH_EVENTS_MAX)
         .await
         .unwrap_err();
@@ -145,11 +135,11 @@ async fn a_rebuild_holds_back_the_tenant_it_cannot_apply_and_rebuilds_every_othe
     let db = TestDatabase::new().await;
     let store = db.store().clone();
     let tenants = three_tenants(&store).await;
-    let projection = Arc::new(OutOfRange {
+    let projection = Arc::new(Logged(OutOfRange {
         tenant_id: tenants[1],
         tenant_seq: 20,
         refusing: AtomicBool::new(false),
-    });
+    }));
     projections::status::register(store.pool(), &[projection.clone() as Arc<dyn Projection>])
         .await
         .unwrap();
@@ -209,11 +199,11 @@ async fn a_rebuild_that_can_apply_no_tenant_is_not_swapped_in() {
     EventLog::create_table(&store).await;
     let tenant_id = tenant(&store).await;
     append(&store, tenant_id, 0, 30, 5, 30).await;
-    let projection = OutOfRange {
+    let projection = Logged(OutOfRange {
         tenant_id,
         tenant_seq: 7,
         refusing: AtomicBool::new(false),
-    };
+    });
     catch_up(store.pool(), &projection, None, BATCH_EVENTS_MAX)
         .await
         .unwrap();
@@ -237,17 +227,8 @@ struct LateRefusal {
 }
 
 #[async_trait]
-impl Projection for LateRefusal {
-    fn name(&self) -> &'static str {
-        "event_log"
-    }
-    fn version(&self) -> i32 {
-        1
-    }
-    fn tables(&self) -> &'static [&'static str] {
-        &["event_log"]
-    }
-    async fn apply(
+impl AfterLog for LateRefusal {
+    async fn after(
         &self,
         connection: &mut PgConnection,
         events: &[&StoredEvent],
@@ -255,7 +236,7 @@ impl Projection for LateRefusal {
         if self.armed.swap(false, Ordering::SeqCst) {
             append(&self.store, self.refusing.tenant_id, 1_000, 5, 5, 5).await;
         }
-        self.refusing.apply(connection, events).await
+        self.refusing.after(connection, events).await
     }
 }
 
@@ -272,7 +253,7 @@ async fn an_event_refused_in_the_swap_holds_its_tenant_back_like_one_refused_in_
     let late = tenant(&store).await;
     append(&store, acme, 0, 500, 5, 250).await;
     append(&store, late, 0, 10, 5, 10).await;
-    let projection = LateRefusal {
+    let projection = Logged(LateRefusal {
         refusing: OutOfRange {
             tenant_id: late,
             tenant_seq: 13,
@@ -280,7 +261,7 @@ async fn an_event_refused_in_the_swap_holds_its_tenant_back_like_one_refused_in_
         },
         store: store.clone(),
         armed: AtomicBool::new(false),
-    };
+    });
     catch_up(store.pool(), &projection, None, BATCH_EVENTS_MAX)
         .await
         .unwrap();
@@ -307,7 +288,7 @@ async fn an_event_refused_in_the_swap_holds_its_tenant_back_like_one_refused_in_
     assert_eq!(count(&store, "event_log").await, 512);
 }
 
-/// Writes every event to `event_log`, refuses one tenant's event, and
+/// After [`EventLog`] has written a batch, refuses one tenant's event, and
 /// counts the batches that offered it any of that tenant's events.
 struct CountingRefusal {
     tenant_id: TenantId,
@@ -316,21 +297,8 @@ struct CountingRefusal {
 }
 
 #[async_trait]
-impl Projection for CountingRefusal {
-    fn name(&self) -> &'static str {
-        "event_log"
-    }
-    fn version(&self) -> i32 {
-        1
-    }
-    fn tables(&self) -> &'static [&'static str] {
-        &["event_log"]
-    }
-    async fn apply(
-        &self,
-        connection: &mut PgConnection,
-        events: &[&StoredEvent],
-    ) -> Result<(), ApplyError> {
+impl AfterLog for CountingRefusal {
+    async fn after(&self, _: &mut PgConnection, events: &[&StoredEvent]) -> Result<(), ApplyError> {
         if events.iter().any(|event| event.tenant_id == self.tenant_id) {
             self.offers.fetch_add(1, Ordering::SeqCst);
         }
@@ -343,7 +311,7 @@ impl Projection for CountingRefusal {
                 message: "refused".into(),
             });
         }
-        EventLog::new().apply(connection, events).await
+        Ok(())
     }
 }
 
@@ -377,11 +345,11 @@ async fn workers_leave_a_held_back_tenant_alone_between_retries() {
         tenant(&store).await,
         tenant(&store).await,
     ];
-    let projection = Arc::new(CountingRefusal {
+    let projection = Arc::new(Logged(CountingRefusal {
         tenant_id: tenants[1],
         tenant_seq: 5,
         offers: std::sync::atomic::AtomicU64::new(0),
-    });
+    }));
     let catalog = vec![projection.clone() as Arc<dyn Projection>];
     projections::status::register(store.pool(), &catalog)
         .await
