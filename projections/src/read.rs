@@ -121,18 +121,19 @@ impl CheckpointWatch {
     }
 
     /// Waits until `projection` has applied `tenant_id`'s events through
-    /// `min_seq`, at most `bound`. Returns the checkpoint reached, or how far
-    /// it had got.
+    /// `min_seq`, at most `bound`, from `current`, the checkpoint the caller
+    /// read (a new wait wakes the watcher, which reads it again at once).
+    /// Returns the checkpoint reached, or how far it had got.
     pub async fn wait_for_seq(
         self: &Arc<Self>,
         projection: &'static str,
         tenant_id: TenantId,
         min_seq: i64,
+        current: i64,
         bound: Duration,
-    ) -> Result<Result<i64, Lagging>, sqlx::Error> {
-        let current = checkpoint(&self.pool, projection, tenant_id).await?;
+    ) -> Result<i64, Lagging> {
         if current >= min_seq {
-            return Ok(Ok(current));
+            return Ok(current);
         }
         self.task.get_or_init(|| {
             tokio::spawn(watch_checkpoints(
@@ -157,11 +158,11 @@ impl CheckpointWatch {
             .ok()
             .and_then(Result::ok)
             .map(|reached| *reached);
-        let current = *seq.borrow();
-        Ok(reached.ok_or(Lagging {
+        let current = current.max(*seq.borrow());
+        reached.ok_or(Lagging {
             requested: min_seq,
             current,
-        }))
+        })
     }
 
     /// The checkpoints waited on now.

@@ -44,8 +44,8 @@ where
         let reached = match (min_seq, waiting) {
             (Some(min_seq), Some(waiting)) => {
                 let waited = checkpoints
-                    .wait_for_seq(projection, tenant_id, min_seq, bound)
-                    .await?;
+                    .wait_for_seq(projection, tenant_id, min_seq, current, bound)
+                    .await;
                 drop(waiting);
                 match waited {
                     Ok(reached) => reached,
