@@ -226,15 +226,9 @@ async fn probe_past_checkpoints(
     tenants: Option<&[TenantId]>,
     comparisons: &mut [Comparison],
 ) -> Result<(), ProjectionError> {
-    let heads: Vec<(Uuid, i64)> =
-        sqlx::query_as("SELECT tenant_id, last_seq FROM public.chain_heads WHERE last_seq > 0")
-            .fetch_all(&mut *connection)
-            .await?;
-    let heads: BTreeMap<TenantId, i64> = heads
-        .into_iter()
-        .map(|(tenant, seq)| (TenantId::from_uuid(tenant), seq))
-        .filter(|(tenant, _)| tenants.is_none_or(|tenants| tenants.contains(tenant)))
-        .collect();
+    let mut heads: BTreeMap<TenantId, i64> =
+        crate::rebuild::current_heads(&mut *connection).await?;
+    heads.retain(|tenant, _| tenants.is_none_or(|tenants| tenants.contains(tenant)));
     let bounds: Vec<BTreeMap<TenantId, i64>> = live
         .iter()
         .map(|checkpoints| {

@@ -122,11 +122,17 @@ async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Every tenant's head seq.
-async fn current_heads(pool: &PgPool) -> Result<HashMap<TenantId, i64>, sqlx::Error> {
+/// Every tenant's head seq (of the tenants with events), in the order of
+/// the collection asked for.
+pub(crate) async fn current_heads<'e, C>(
+    executor: impl sqlx::PgExecutor<'e>,
+) -> Result<C, sqlx::Error>
+where
+    C: FromIterator<(TenantId, i64)>,
+{
     let rows: Vec<(Uuid, i64)> =
-        sqlx::query_as("SELECT tenant_id, last_seq FROM chain_heads WHERE last_seq > 0")
-            .fetch_all(pool)
+        sqlx::query_as("SELECT tenant_id, last_seq FROM public.chain_heads WHERE last_seq > 0")
+            .fetch_all(executor)
             .await?;
     Ok(rows
         .into_iter()

@@ -254,7 +254,7 @@ pub(crate) async fn lease(
 /// Partitions a worker leaves alone for a while: (tenant, projection) pairs
 /// held back at an event the projection refuses, so that they do not send
 /// every batch of that projection through the tenant-by-tenant fallback.
-pub type HeldBack<'a> = &'a [(TenantId, &'a str)];
+pub type HeldPartitions<'a> = &'a [(TenantId, &'a str)];
 
 /// [`lease`], of one tenant only when `tenant` is given.
 async fn lease_of(
@@ -262,7 +262,7 @@ async fn lease_of(
     projections: &[&dyn Projection],
     leases_max: i64,
     tenant: Option<TenantId>,
-    held_back: HeldBack<'_>,
+    held_back: HeldPartitions<'_>,
 ) -> Result<Vec<Lease>, ProjectionError> {
     let names: Vec<&str> = projections
         .iter()
@@ -493,7 +493,7 @@ async fn step_holding_back(
     projections: &[&dyn Projection],
     schema: Option<&str>,
     limits: Limits,
-    held_back: HeldBack<'_>,
+    held_back: HeldPartitions<'_>,
 ) -> Result<u64, ProjectionError> {
     let tenants = match step_of(pool, projections, schema, limits, None, held_back).await {
         Ok(Stepped::Applied(events)) => return Ok(events),
@@ -569,7 +569,7 @@ async fn step_of(
     schema: Option<&str>,
     limits: Limits,
     tenant: Option<TenantId>,
-    held_back: HeldBack<'_>,
+    held_back: HeldPartitions<'_>,
 ) -> Result<Stepped, ProjectionError> {
     let mut transaction = pool.begin().await?;
     if let Some(schema) = schema {
@@ -673,7 +673,7 @@ pub async fn catch_up_holding_back(
     schema: Option<&str>,
     limits: Limits,
     stop: impl Fn() -> bool,
-    held_back: HeldBack<'_>,
+    held_back: HeldPartitions<'_>,
 ) -> Result<u64, ProjectionError> {
     ensure_all_checkpoints(pool, projections, schema).await?;
     let mut applied = 0;
