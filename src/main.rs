@@ -522,8 +522,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 listener,
                 config,
                 commands::http::routes().merge(replay::http::router()),
-                projections::catalog(),
-                Vec::new(),
+                commands::domains::projections(),
+                commands::domains::process_managers(),
                 commands::server::shutdown_signal(),
             )
             .await?;
@@ -534,7 +534,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Project(args) => {
             let store = open_store(database_url, 8).await?;
-            let catalog = projections::catalog();
+            let catalog = commands::domains::projections();
             if args.once {
                 let report =
                     projections::worker::run_once(store.pool(), &catalog, args.json).await?;
@@ -549,7 +549,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 let (stop, stopped) = tokio::sync::watch::channel(false);
                 let notifier =
                     tokio::spawn(projections::worker::notify_appends(store.clone(), stopped));
-                let workers = commands::server::start_workers(&store, &catalog, Vec::new()).await?;
+                let workers = commands::server::start_workers(
+                    &store,
+                    &catalog,
+                    commands::domains::process_managers(),
+                )
+                .await?;
                 commands::server::shutdown_signal().await;
                 workers.stop().await;
                 let _ = stop.send(true);
@@ -558,7 +563,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Rebuild(args) => {
             let store = open_store(database_url, 8).await?;
-            let catalog = projections::catalog();
+            let catalog = commands::domains::projections();
             let selected = if args.all {
                 catalog
             } else if args.stale {
@@ -567,9 +572,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 projections::status::register(store.pool(), &catalog).await?;
                 let mut selected = Vec::new();
                 for name in &args.names {
-                    selected.push(projections::find(name).ok_or_else(|| {
-                        let known: Vec<_> =
-                            projections::catalog().iter().map(|p| p.name()).collect();
+                    selected.push(commands::domains::projection(name).ok_or_else(|| {
+                        let known: Vec<_> = commands::domains::projections()
+                            .iter()
+                            .map(|p| p.name())
+                            .collect();
                         format!("unknown projection {name} (known: {})", known.join(", "))
                     })?);
                 }
@@ -609,7 +616,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     replay::verify::verify_database(
                         &store,
                         tenant,
-                        &projections::catalog(),
+                        &commands::domains::projections(),
                         args.json,
                     )
                     .await?
@@ -644,7 +651,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                print!("{}", replay::state::render(&report));
+                print!("{}", replay::report::render(&report));
             }
         }
         Command::Bench(args) => {

@@ -661,7 +661,7 @@ async fn post(
 /// Every projection's checkpoint of `tenant_id`.
 async fn checkpoints(db: &TestDatabase, tenant_id: aggregates::TenantId) -> Vec<i64> {
     let mut seqs = Vec::new();
-    for projection in projections::catalog() {
+    for projection in commands::domains::projections() {
         seqs.push(
             projections::read::checkpoint(db.store().pool(), projection.name(), tenant_id)
                 .await
@@ -704,7 +704,7 @@ async fn idle_workers_are_woken_by_another_processs_append_not_by_their_poll() {
     .await;
     assert_eq!(status, 201, "{body}");
 
-    let catalog = projections::catalog();
+    let catalog = commands::domains::projections();
     projections::status::register(db.store().pool(), &catalog)
         .await
         .unwrap();
@@ -950,7 +950,7 @@ async fn verify_tenant_verifies_that_tenant_alone() {
     let b = store.create_tenant("beta").await.unwrap().tenant_id;
     subscribe_and_consume(&bus, &now, a, "team_v4", &[10]).await;
     subscribe_and_consume(&bus, &now, b, "team_v4", &[10, 20]).await;
-    let catalog = projections::catalog();
+    let catalog = commands::domains::projections();
     projections::status::register(store.pool(), &catalog)
         .await
         .unwrap();

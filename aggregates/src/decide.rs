@@ -50,6 +50,12 @@ where
     fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
         Vec::new()
     }
+
+    /// The journal entry `event` records, if any: a replay posts every
+    /// aggregate's entries to one journal per tenant and checks it there.
+    fn journal_entry(_event: &Self::Event) -> Option<&crate::journal::JournalEntry> {
+        None
+    }
 }
 
 /// Implements cqrs-es `Aggregate::handle` on top of [`Decide::decide`].

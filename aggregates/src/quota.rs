@@ -1391,6 +1391,10 @@ impl Aggregate for Quota {
 }
 
 impl Decide for Quota {
+    fn journal_entry(event: &QuotaEvent) -> Option<&JournalEntry> {
+        event.entry()
+    }
+
     fn decide(&self, command: QuotaCommand) -> Result<Vec<QuotaEvent>, QuotaError> {
         match command {
             QuotaCommand::IssueGrant {

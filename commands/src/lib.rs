@@ -12,6 +12,7 @@
 //!   `http::connections`, serving them with bounds on every connection.
 //! - `metrics`: Prometheus counters and histograms.
 
+pub mod domains;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

@@ -402,7 +402,7 @@ async fn every_read_table_shows_a_tenant_only_its_own_rows_and_refuses_it_writes
     server.catch_up().await;
     let pool = server.db.store().pool();
     let mut checked = Vec::new();
-    for projection in projections::catalog() {
+    for projection in commands::domains::projections() {
         for table in projection.tables() {
             let (enabled, forced): (bool, bool) = sqlx::query_as(
                 "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass",
@@ -466,7 +466,10 @@ async fn every_read_table_shows_a_tenant_only_its_own_rows_and_refuses_it_writes
         }
     }
     assert!(checked.contains(&"stream_index"), "{checked:?}");
-    assert!(checked.len() >= projections::catalog().len(), "{checked:?}");
+    assert!(
+        checked.len() >= commands::domains::projections().len(),
+        "{checked:?}"
+    );
     server.stop().await;
 }
 

@@ -142,7 +142,9 @@ async fn spawn_app_on(db: Arc<TestDatabase>, api_key: String, options: AppOption
     );
     let mut config = HttpConfig::new(options.admin_token, BODY_LIMIT_BYTES);
     config.read_wait = options.read_wait.unwrap_or(Duration::from_secs(5));
-    let catalog = options.catalog.unwrap_or_else(projections::catalog);
+    let catalog = options
+        .catalog
+        .unwrap_or_else(commands::domains::projections);
     projections::status::register(store.pool(), &catalog)
         .await
         .unwrap();
@@ -1434,7 +1436,7 @@ async fn metrics_scrapes_never_query_the_database_and_need_the_token_when_one_is
     // stays open.
     const METRICS_TOKEN: &str = "scrape-secret";
     let db = TestDatabase::new().await;
-    projections::status::register(db.store().pool(), &projections::catalog())
+    projections::status::register(db.store().pool(), &commands::domains::projections())
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1454,7 +1456,7 @@ async fn metrics_scrapes_never_query_the_database_and_need_the_token_when_one_is
             listener,
             config,
             routes(),
-            projections::catalog(),
+            commands::domains::projections(),
             Vec::new(),
             async move {
                 let _ = stopped.await;

@@ -162,9 +162,10 @@ async fn an_accepted_command_answers_with_its_events_and_the_seq_reached() {
         stored[0].payload.to_value().unwrap(),
         json!({"Added": {"amount": 3}})
     );
+    // The first event of a request records it: its kind and canonical body.
     assert_eq!(
         stored[0].metadata.to_value().unwrap(),
-        json!({"command": "add_to_counter"})
+        json!({"command": "add_to_counter", "request": {"amount": 3, "counter": "c"}})
     );
     assert_eq!(stored[0].idempotency_key, "k1");
     bus.shutdown().await;

@@ -75,11 +75,17 @@ impl Fingerprint {
         body: &T,
     ) -> Result<Self, StoreError> {
         let canonical = crate::canonical::to_canonical_json(body)?;
+        Ok(Self::of_canonical(kind, &canonical))
+    }
+
+    /// Fingerprint of a command of kind `kind` whose canonical body text is
+    /// `canonical` (the text a request is recorded with in the chain).
+    pub fn of_canonical(kind: &str, canonical: &str) -> Self {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&(kind.len() as u64).to_be_bytes());
         hasher.update(kind.as_bytes());
         hasher.update(canonical.as_bytes());
-        Ok(Self(*hasher.finalize().as_bytes()))
+        Self(*hasher.finalize().as_bytes())
     }
 }
 

@@ -86,6 +86,24 @@ impl JsonText {
         Ok(Self(crate::canonical::to_canonical_json(value)?))
     }
 
+    /// The canonical object of `members` (each value already canonical),
+    /// written without parsing them again: keys in `jsonb` order.
+    pub fn object(members: &[(&str, &JsonText)]) -> Result<Self, CanonicalError> {
+        let mut members: Vec<(&str, &JsonText)> = members.to_vec();
+        members.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+        let mut out = String::from("{");
+        for (position, (key, value)) in members.iter().enumerate() {
+            if position > 0 {
+                out.push_str(", ");
+            }
+            crate::canonical::write_canonical(&Value::String((*key).to_string()), &mut out)?;
+            out.push_str(": ");
+            out.push_str(value.as_str());
+        }
+        out.push('}');
+        Ok(Self(out))
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -19,7 +19,8 @@
 //! - `progress`: progress bars and lines for long jobs.
 //! - `decode`: stored events to domain events, through upcasters.
 //! - `stream_index`, `subscriptions`, `quota`, `journal`: the projections and
-//!   their read queries.
+//!   their read queries. Which projections run is the domain registry's
+//!   business (`commands::domains`), not this crate's.
 
 mod bulk;
 pub mod compare;
@@ -39,22 +40,3 @@ pub mod worker;
 pub use reactor::Reactor;
 pub use runtime::{ApplyError, Projection, ProjectionError, Step};
 pub use worker::Workers;
-
-use std::sync::Arc;
-
-/// Every projection of the ledger.
-pub fn catalog() -> Vec<Arc<dyn Projection>> {
-    vec![
-        Arc::new(stream_index::StreamIndex),
-        Arc::new(subscriptions::Subscriptions),
-        Arc::new(quota::QuotaProjection),
-        Arc::new(journal::Journal),
-    ]
-}
-
-/// The projection named `name`.
-pub fn find(name: &str) -> Option<Arc<dyn Projection>> {
-    catalog()
-        .into_iter()
-        .find(|projection| projection.name() == name)
-}

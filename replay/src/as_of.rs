@@ -141,7 +141,11 @@ impl Replayer {
     /// (a finding there refuses the replay).
     pub fn report(&mut self, tenant_id: TenantId) -> Result<Value, Finding> {
         refuse(self.state.settle())?;
-        Ok(self.state.report(tenant_id, self.as_of.at()))
+        Ok(crate::report::report(
+            &self.state,
+            tenant_id,
+            self.as_of.at(),
+        ))
     }
 }
 

@@ -221,7 +221,7 @@ async fn run_on(
         config.commands,
         if config.http { ", over HTTP" } else { "" }
     ));
-    let catalog = projections::catalog();
+    let catalog = commands::domains::projections();
     projections::status::register(store.pool(), &catalog).await?;
     let Measured {
         latencies,
@@ -292,7 +292,7 @@ async fn run_on(
 
 /// Waits until every projection has applied every event; returns how long.
 async fn wait_for_catch_up(store: &EventStore, started: Instant) -> Result<Duration, BenchError> {
-    let names: Vec<&str> = projections::catalog()
+    let names: Vec<&str> = commands::domains::projections()
         .iter()
         .map(|projection| projection.name())
         .collect();
@@ -427,7 +427,7 @@ async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Meas
             }
         }
     }
-    let workers = Workers::start(store, projections::catalog(), Vec::new());
+    let workers = Workers::start(store, commands::domains::projections(), Vec::new());
     let tenants = Arc::new(tenants);
     let cpu_started = cpu_now(None);
     let started = Instant::now();

@@ -10,8 +10,10 @@
 //!
 //! Layout:
 //! - `source`: events as an audit reads them (database pages, file lines).
-//! - `state`: the tenant state folded with the domain's own `decide` and
-//!   `apply`, each event checked against the aggregate's decision.
+//! - `state`: the tenant state folded request by request, each recorded
+//!   request decided again by its domain and its events compared.
+//! - `differences`: how a stored event differs from the decided one.
+//! - `report`: a replay's report, section by section as domains declare.
 //! - `verify`: checks and the report.
 //! - `as_of`: replays as of a seq or a time, chain-checked.
 //! - `export`: the evidence file, offline verify and replay.
@@ -20,8 +22,10 @@
 
 pub mod as_of;
 pub mod bench;
+pub mod differences;
 pub mod export;
 pub mod http;
+pub mod report;
 pub mod source;
 pub mod state;
 pub mod verify;

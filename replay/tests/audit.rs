@@ -153,7 +153,7 @@ impl Ledger {
     /// Drives every projection's catch-up (the workers' own step) until the
     /// read tables hold every event.
     async fn catch_up(&self) {
-        for projection in projections::catalog() {
+        for projection in commands::domains::projections() {
             projections::rebuild::catch_up_live(self.store().pool(), projection.as_ref())
                 .await
                 .unwrap();
@@ -161,7 +161,7 @@ impl Ledger {
     }
 
     async fn verify(&self) -> VerifyReport {
-        verify_database(self.store(), None, &projections::catalog(), true)
+        verify_database(self.store(), None, &commands::domains::projections(), true)
             .await
             .unwrap()
     }
@@ -463,16 +463,14 @@ async fn a_clean_ledger_verifies_and_every_projection_equals_a_replay() {
 #[tokio::test]
 async fn an_edited_payload_is_found_at_its_tenant_and_seq() {
     // Proves: with the read tables caught up, a consumption's amount edited
-    // behind the triggers breaks the chain at that event, the domain names
-    // the amount that does not match its allocations (and the consumptions
-    // and breakage that no longer follow), and the read tables built from
-    // the original differ from a replay of the edited history.
+    // behind the triggers breaks the chain at that event, re-deciding its
+    // recorded request names the amount (edited, then decided) at that seq
+    // alone, and the read tables built from the original differ from a
+    // replay of the edited history.
     let ledger = Ledger::new().await;
-    let outcomes = ledger.scenario().await;
+    ledger.scenario().await;
     ledger.catch_up().await;
     let tenant = ledger.tenants[0];
-    let s = credits_grant(&outcomes[0]);
-    let p = outcomes[1].body["grant_id"].as_str().unwrap().to_string();
     ledger
         .tamper(&[format!(
             "UPDATE events SET payload = jsonb_set(payload, '{{QuotaConsumed,amount}}', '1') \
@@ -493,39 +491,11 @@ async fn an_edited_payload_is_found_at_its_tenant_and_seq() {
         ),
         "{findings:?}"
     );
+    // The recorded request consumed 500: the domain decides 500 where the
+    // event says 1, and goes on from its decision (the rest agrees).
     assert_eq!(
         findings[1..],
-        [
-            domain(
-                7,
-                "credits",
-                &format!(
-                    "amount 1 is not the sum of its allocations (500); \
-                     allocations 500 from grant {s} where the quota decides 1 from grant {s}; \
-                     entry [debit grant:{s} 500 CREDITS/0, credit quota_consumed:credits 500 CREDITS/0] \
-                     where the quota decides [debit grant:{s} 1 CREDITS/0, credit quota_consumed:credits 1 CREDITS/0]"
-                )
-            ),
-            // From the edited history, 599 were left on S: the domain
-            // would have drawn all 250 from it, and revoked 349 of it.
-            domain(
-                8,
-                "credits",
-                &format!(
-                    "allocations 100 from grant {s}, 150 from grant {p} where the quota decides 250 from grant {s}; \
-                     entry [debit grant:{s} 100 CREDITS/0, debit grant:{p} 150 CREDITS/0, credit quota_consumed:credits 250 CREDITS/0] \
-                     where the quota decides [debit grant:{s} 250 CREDITS/0, credit quota_consumed:credits 250 CREDITS/0]"
-                )
-            ),
-            domain(
-                14,
-                "credits",
-                &format!(
-                    "breakage 0 where the quota decides 349; entry none where the quota decides \
-                     [debit grant:{s} 349 CREDITS/0, credit quota_breakage:credits 349 CREDITS/0]"
-                )
-            ),
-        ]
+        [domain(7, "credits", "amount 1 where the quota decides 500")]
     );
     assert_eq!(failures(&report), failing(&[], tenant, 0, ""));
     // The read tables applied 500 where a replay of the edited event
@@ -695,10 +665,11 @@ async fn the_last_event_deleted_is_found_by_the_head_and_the_read_tables() {
 #[tokio::test]
 async fn two_events_swapped_are_found_at_their_seqs() {
     // Proves: with the read tables caught up, reordering history changes
-    // what each position hashes to and chains from; the two grants are of
-    // different quotas, so the domain accepts either order; the read tables
-    // that keep seqs (a grant's issue seq, journal entries) differ from a
-    // replay at those two seqs.
+    // what each position hashes to and chains from; the two grants belong
+    // to one subscribe, whose decision issues runs before credits, so the
+    // request's events differ from it at both seqs; the read tables that
+    // keep seqs (a grant's issue seq, journal entries) differ from a replay
+    // at those two seqs.
     let ledger = Ledger::new().await;
     let outcomes = ledger.scenario().await;
     ledger.catch_up().await;
@@ -717,9 +688,10 @@ async fn two_events_swapped_are_found_at_their_seqs() {
     assert!(!report.ok);
     let findings = findings_of(&report, tenant);
     // At 3 the old 4th event: it chains from the old 3rd, and its columns
-    // (seq 3 now) no longer hash to what it stores; at 4, the reverse; and
-    // the 5th chains from a hash no longer before it.
-    assert_eq!(findings.len(), 5, "{findings:?}");
+    // (seq 3 now) no longer hash to what it stores; at 4, the reverse; the
+    // subscribe they belong to is settled (each out of place) before the
+    // 5th, which chains from a hash no longer before it.
+    assert_eq!(findings.len(), 7, "{findings:?}");
     assert_eq!(
         findings[0],
         chain(
@@ -750,8 +722,28 @@ async fn two_events_swapped_are_found_at_their_seqs() {
         matches!(&findings[3], Finding::Chain { finding: ChainFinding::HashMismatch { tenant_seq: 4, stored, .. }, .. } if *stored == hash_3),
         "{findings:?}"
     );
+    for (finding, (seq, stored, decided)) in findings[4..6]
+        .iter()
+        .zip([(3, "credits", "runs"), (4, "runs", "credits")])
+    {
+        let Finding::Replay {
+            finding,
+            line: None,
+        } = finding
+        else {
+            panic!("{findings:?}");
+        };
+        assert_eq!(
+            (finding.tenant_seq, finding.aggregate_id.as_str()),
+            (seq, stored)
+        );
+        let expected = format!(
+            "GrantIssued of quota/{stored} where the request decides GrantIssued of quota/{decided} ("
+        );
+        assert!(finding.message.starts_with(&expected), "{finding:?}");
+    }
     assert_eq!(
-        findings[4],
+        findings[6],
         chain(
             5,
             ChainFinding::PrevHashMismatch {
@@ -922,15 +914,14 @@ async fn more_differing_rows_than_are_listed_are_all_counted_and_the_cut_is_said
 async fn a_payload_that_no_longer_decodes_is_reported_and_verify_goes_on() {
     // Proves: with the read tables caught up, an event edited into
     // something no aggregate decodes is a chain finding, a domain finding
-    // (and the consumptions that then no longer follow), and a replay
-    // failure of the projections that decode it, naming tenant and seq;
-    // verify still checks everything else and reports it all.
+    // (naming the error and what its recorded request decides), and a
+    // replay failure of the projections that decode it, naming tenant and
+    // seq; verify still checks everything else and reports it all.
     let ledger = Ledger::new().await;
     let outcomes = ledger.scenario().await;
     ledger.catch_up().await;
     let tenant = ledger.tenants[0];
     let s = credits_grant(&outcomes[0]);
-    let p = outcomes[1].body["grant_id"].as_str().unwrap().to_string();
     ledger
         .edit_payload(0, 7, None, |payload| {
             *payload = json!({"QuotaConsumed": {"amount": "five hundred"}})
@@ -951,29 +942,18 @@ async fn a_payload_that_no_longer_decodes_is_reported_and_verify_goes_on() {
     );
     let undecodable = "QuotaConsumed does not decode: invalid type: string \"five hundred\", \
                        expected i64 at line 1 column 43";
+    // The recorded request consumed 500 from S; what follows is decided
+    // from that and agrees.
     assert_eq!(
         findings[1..],
-        [
-            domain(7, "credits", undecodable),
-            // Without the 500 of seq 7, 600 were left on S.
-            domain(
-                8,
-                "credits",
-                &format!(
-                    "allocations 100 from grant {s}, 150 from grant {p} where the quota decides 250 from grant {s}; \
-                     entry [debit grant:{s} 100 CREDITS/0, debit grant:{p} 150 CREDITS/0, credit quota_consumed:credits 250 CREDITS/0] \
-                     where the quota decides [debit grant:{s} 250 CREDITS/0, credit quota_consumed:credits 250 CREDITS/0]"
-                )
-            ),
-            domain(
-                14,
-                "credits",
-                &format!(
-                    "breakage 0 where the quota decides 350; entry none where the quota decides \
-                     [debit grant:{s} 350 CREDITS/0, credit quota_breakage:credits 350 CREDITS/0]"
-                )
-            ),
-        ]
+        [domain(
+            7,
+            "credits",
+            &format!(
+                "{undecodable} where the quota decides (allocations 500 from grant {s}, amount 500, \
+                 entry [debit grant:{s} 500 CREDITS/0, credit quota_consumed:credits 500 CREDITS/0], reference none)"
+            )
+        )]
     );
     assert_eq!(
         failures(&report),
@@ -1035,11 +1015,11 @@ async fn a_consumption_drawn_from_the_wrong_grant_is_found_though_the_chain_was_
 async fn an_amount_that_is_not_the_sum_of_its_allocations_is_found_though_the_chain_was_recomputed()
 {
     // Proves: a consumption whose amount was changed but not its
-    // allocations or entry, chain recomputed, is named by the domain.
+    // allocations or entry, chain recomputed, is named by re-deciding the
+    // request it records (which consumed 1000).
     let ledger = Ledger::new().await;
-    let outcomes = ledger.scenario().await;
+    ledger.scenario().await;
     let tenant = ledger.tenants[0];
-    let s2 = credits_grant(&outcomes[5]);
     ledger
         .edit_payload(0, 16, None, |payload| {
             payload["QuotaConsumed"]["amount"] = json!(999);
@@ -1052,12 +1032,7 @@ async fn an_amount_that_is_not_the_sum_of_its_allocations_is_found_though_the_ch
         vec![domain(
             16,
             "credits",
-            &format!(
-                "amount 999 is not the sum of its allocations (1000); \
-                 allocations 1000 from grant {s2} where the quota decides 999 from grant {s2}; \
-                 entry [debit grant:{s2} 1000 CREDITS/0, credit quota_consumed:credits 1000 CREDITS/0] \
-                 where the quota decides [debit grant:{s2} 999 CREDITS/0, credit quota_consumed:credits 999 CREDITS/0]"
-            )
+            "amount 999 where the quota decides 1000"
         )]
     );
 }
@@ -1097,15 +1072,16 @@ async fn a_breakage_that_is_not_the_unused_balance_is_found_though_the_chain_was
 }
 
 #[tokio::test]
-async fn a_draw_from_a_grant_not_yet_in_effect_is_refused_by_the_domain() {
+async fn a_grant_rewritten_to_take_effect_later_is_found_at_its_seq() {
     // Proves: a purchase rewritten to take effect in the future (chain
-    // recomputed) makes the consumption that drew from it one the quota
-    // refuses, naming what was available then; the revocation that follows
-    // no longer matches the balance left.
+    // recomputed) is found at its own seq: its recorded request set no
+    // effective_at, so the quota decides it in effect at once, and names
+    // both terms; the consumptions that drew from it follow from that
+    // decision and agree.
     let ledger = Ledger::new().await;
-    let outcomes = ledger.scenario().await;
+    ledger.scenario().await;
     let tenant = ledger.tenants[0];
-    let s = credits_grant(&outcomes[0]);
+    let original: Value = serde_json::from_str(&ledger.event(0, 5).await.payload).unwrap();
     ledger
         .edit_payload(0, 5, None, |payload| {
             payload["GrantIssued"]["terms"]["effective_at"] = json!("2999-01-01T00:00:00Z");
@@ -1113,31 +1089,25 @@ async fn a_draw_from_a_grant_not_yet_in_effect_is_refused_by_the_domain() {
         .await;
     ledger.rechain(0).await;
     let report = ledger.verify().await;
+    let decided = &original["GrantIssued"]["terms"];
+    let mut stored = decided.clone();
+    stored["effective_at"] = json!("2999-01-01T00:00:00Z");
     assert_eq!(
         findings_of(&report, tenant),
-        vec![
-            domain(
-                8,
-                "credits",
-                "the quota refuses it: not enough credits: requested 250, available 100"
-            ),
-            domain(
-                14,
-                "credits",
-                &format!(
-                    "breakage 0 where the quota decides 100; entry none where the quota decides \
-                     [debit grant:{s} 100 CREDITS/0, credit quota_breakage:credits 100 CREDITS/0]"
-                )
-            ),
-        ]
+        vec![domain(
+            5,
+            "credits",
+            &format!("terms {stored} where the quota decides {decided}")
+        )]
     );
 }
 
 #[tokio::test]
 async fn subscription_events_that_break_the_subscription_rules_are_found() {
-    // Proves: a plan change rewritten into a second subscription is refused
-    // (a tenant has one active subscription); a plan change from a plan the
-    // tenant was not on is named with the plan it was on.
+    // Proves: a plan change rewritten into a second subscription is named
+    // with what its recorded request decides (the plan change); a plan
+    // change from a plan the tenant was not on is named with the plan it
+    // was on.
     let ledger = Ledger::new().await;
     ledger.scenario().await;
     let plans = PlanCatalog::builtin();
@@ -1168,12 +1138,15 @@ async fn subscription_events_that_break_the_subscription_rules_are_found() {
         .iter()
         .map(|tenant| (tenant.tenant_id, tenant.findings.clone()))
         .collect();
+    // The recorded request is a plan change: the subscription decides
+    // PlanChanged where the history says Subscribed.
+    let team = serde_json::to_value(plans.get("team_v4").unwrap()).unwrap();
     assert_eq!(
         findings[&acme],
         vec![domain(
             9,
             "subscription",
-            "the subscription refuses it: the tenant already has an active subscription to hobby_v3"
+            &format!("Subscribed where the subscription decides PlanChanged (from hobby_v3, plan {team})")
         )]
     );
     assert_eq!(
@@ -1198,10 +1171,12 @@ async fn a_replay_refuses_a_broken_chain_and_its_hash_proves_the_history_up_to_i
     let published_10 = ledger.replay(0, AsOf::Seq(10)).await["hash"].clone();
     assert_eq!(published_10, json!(hash_at(&ledger, 0, 10).await.to_hex()));
     let tenant = ledger.tenants[0];
-    // A reference changed: the domain has no rule about it, the chain does.
+    // A reference changed in the event and in the request it records: the
+    // decision agrees, the chain does not.
     ledger
         .tamper(&[format!(
-            "UPDATE events SET payload = jsonb_set(payload, '{{QuotaConsumed,reference}}', '\"forged\"') \
+            "UPDATE events SET payload = jsonb_set(payload, '{{QuotaConsumed,reference}}', '\"forged\"'), \
+             metadata = jsonb_set(metadata, '{{request,reference}}', '\"forged\"') \
              WHERE tenant_id = '{tenant}' AND tenant_seq = 7"
         )])
         .await;

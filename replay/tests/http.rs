@@ -28,7 +28,7 @@ async fn serve(store: &EventStore, clock: Clock) -> String {
         bus,
         HttpConfig::new(None, 1 << 20),
         tokio::sync::watch::channel(0).1,
-        projections::catalog(),
+        commands::domains::projections(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -6,18 +6,18 @@ pub mod auth;
 pub mod connections;
 pub mod error;
 pub mod extract;
-mod grants;
+pub(crate) mod grants;
 mod health;
 mod journal;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
 mod projections;
-mod quota;
+pub(crate) mod quota;
 pub mod read;
 pub mod schema;
 mod streams;
-mod subscription;
+pub(crate) mod subscription;
 mod tenants;
 
 use crate::metrics::Metrics;
@@ -197,10 +197,30 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(tenants::router())
         .merge(projections::router())
         .merge(streams::router())
-        .merge(subscription::router())
-        .merge(grants::router())
-        .merge(quota::router())
         .merge(journal::router())
+        .merge(domain_routes())
+}
+
+/// Every domain's routes, with its OpenAPI tags.
+fn domain_routes() -> OpenApiRouter<AppState> {
+    let mut routes = OpenApiRouter::new();
+    for domain in crate::domains::domains() {
+        let mut domain_routes = (domain.routes)();
+        let tags = domain_routes
+            .get_openapi_mut()
+            .tags
+            .get_or_insert_with(Vec::new);
+        for (name, description) in &domain.tags {
+            tags.push(
+                utoipa::openapi::tag::TagBuilder::new()
+                    .name(*name)
+                    .description(Some(*description))
+                    .build(),
+            );
+        }
+        routes = routes.merge(domain_routes);
+    }
+    routes
 }
 
 /// The application: `routes` (this crate's, possibly merged with routes of

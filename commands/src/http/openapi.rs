@@ -19,9 +19,6 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "tenants", description = "Tenants and API keys (admin token)"),
         (name = "streams", description = "The tenant's event streams"),
-        (name = "subscription", description = "The tenant's subscription and its plan's grants"),
-        (name = "grants", description = "Grants of quota and their balances"),
-        (name = "quota", description = "Consuming, allocating and reading quota"),
         (name = "journal", description = "Journal entries, account balances, trial balance"),
         (name = "operations", description = "Health, metrics and this document"),
     )

@@ -16,17 +16,21 @@
 //! refused; two requests with one key in flight execute once.
 
 mod clock;
+pub mod fold;
 pub mod request;
 mod shard;
 
 pub use clock::Clock;
-pub use request::{error_body, Decider, Refusal, Reply, Request, Target};
+pub use request::{
+    error_body, record_request, AggregateKind, AnyAggregate, AnyRequest, Decider, Loaded, Refusal,
+    Reply, Request, Target, Touched, METADATA_COMMAND, METADATA_REQUEST,
+};
 
 use crate::metrics::Metrics;
 use aggregates::TenantId;
 use eventstore::{EventStore, Fingerprint, IdempotencyKey};
 use serde_json::Value;
-use shard::{ErasedRequest, Job, Shard};
+use shard::{Job, Shard};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -158,14 +162,16 @@ impl CommandBus {
         key: IdempotencyKey,
         request: R,
     ) -> Result<Outcome, PipelineError> {
-        let fingerprint = Fingerprint::of_serialize(R::KIND, &request)
+        let body = AnyRequest::body(&request)
             .map_err(|error| PipelineError::Invalid(error.to_string()))?;
+        let fingerprint = Fingerprint::of_canonical(R::KIND, body.as_str());
         let (reply, answer) = oneshot::channel();
         let job = Job::new(
             tenant_id,
             key,
             fingerprint,
-            Box::new(request) as Box<dyn ErasedRequest>,
+            Box::new(request) as Box<dyn AnyRequest>,
+            body,
             reply,
         );
         let sender = &self.senders[self.shard_of(tenant_id)];

@@ -7,11 +7,13 @@
 //! requests decided before them in the same batch, and work on copies, so a
 //! request rejected half way leaves nothing behind.
 
+use aggregates::journal::JournalEntry;
 use aggregates::{Decide, Rejection, RejectionKind, TenantId};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::DomainEvent;
 use eventstore::{AggregateKey, IdempotencyKey, JsonText, NewEvent};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::any::Any;
@@ -19,7 +21,14 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// A command as submitted to the pipeline.
-pub trait Request: Serialize + Send + Sync + 'static {
+///
+/// A request is data: it serializes to the canonical body that is
+/// fingerprinted and recorded in the chain (in the metadata of the first
+/// event it appends), and deserializes back from it, so that `verify` and
+/// `replay` decide it again. Everything its decision reads besides its
+/// target aggregates and its time is resolved into it before it is
+/// submitted (a plan's terms, not the plan's name).
+pub trait Request: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Stable name of the request; part of its fingerprint and recorded in
     /// every event's metadata.
     const KIND: &'static str;
@@ -31,6 +40,34 @@ pub trait Request: Serialize + Send + Sync + 'static {
     /// executes their commands there, and never touches a clock or the
     /// database (the time is `decider.at()`).
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal>;
+}
+
+/// A request, type-erased: what the pipeline queues and what a replay
+/// decodes from the chain.
+pub trait AnyRequest: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn targets(&self) -> Vec<Target>;
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal>;
+    /// The canonical body: the text fingerprinted and recorded.
+    fn body(&self) -> Result<JsonText, eventstore::canonical::CanonicalError>;
+}
+
+impl<R: Request> AnyRequest for R {
+    fn kind(&self) -> &'static str {
+        R::KIND
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        Request::targets(self)
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        Request::decide(self, decider)
+    }
+
+    fn body(&self) -> Result<JsonText, eventstore::canonical::CanonicalError> {
+        JsonText::canonical(self)
+    }
 }
 
 /// An accepted request's answer, before the pipeline adds the events and the
@@ -135,35 +172,79 @@ impl Target {
     {
         Self {
             key: AggregateKey::new(A::TYPE, aggregate_id),
-            kind: AggregateKind {
-                fresh: || Box::new(A::default()),
-                restore: |payload| {
-                    serde_json::from_value::<A>(payload.clone())
-                        .ok()
-                        .map(|state| Box::new(state) as Box<dyn AnyAggregate>)
-                },
-                upcasters: A::upcasters,
-            },
+            kind: AggregateKind::of::<A>(),
         }
     }
 }
 
-/// Type-erased constructors of one aggregate type.
+/// Type-erased constructors of one aggregate type: what the pipeline and a
+/// replay need to hold, restore and fold aggregates they know only by type
+/// name.
 #[derive(Clone, Copy)]
-pub(crate) struct AggregateKind {
+pub struct AggregateKind {
+    /// The aggregate type in the event store.
+    pub aggregate_type: &'static str,
     pub(crate) fresh: fn() -> Box<dyn AnyAggregate>,
     /// From a snapshot; `None` when the snapshot no longer deserializes.
     pub(crate) restore: fn(&Value) -> Option<Box<dyn AnyAggregate>>,
     pub(crate) upcasters: fn() -> Vec<Box<dyn EventUpcaster>>,
+    decodes: fn(&str) -> Result<(), serde_json::Error>,
 }
 
-/// An aggregate of any type, as the pipeline keeps it.
-pub(crate) trait AnyAggregate: Send + Sync {
+impl AggregateKind {
+    /// The kind of aggregate `A`.
+    pub fn of<A>() -> Self
+    where
+        A: Decide + 'static,
+        A::Error: Rejection,
+    {
+        Self {
+            aggregate_type: A::TYPE,
+            fresh: || Box::new(A::default()),
+            restore: |payload| {
+                serde_json::from_value::<A>(payload.clone())
+                    .ok()
+                    .map(|state| Box::new(state) as Box<dyn AnyAggregate>)
+            },
+            upcasters: A::upcasters,
+            decodes: |payload| serde_json::from_str::<A::Event>(payload).map(|_| ()),
+        }
+    }
+
+    /// Whether `payload` (of the current event version) is an event of
+    /// this kind of aggregate, and if not why.
+    pub fn decodes(&self, payload: &str) -> Result<(), serde_json::Error> {
+        (self.decodes)(payload)
+    }
+
+    /// A new aggregate of this kind, before its first event.
+    pub fn fresh(&self) -> Box<dyn AnyAggregate> {
+        (self.fresh)()
+    }
+
+    /// Turns a stored event of an older version into the current form.
+    pub fn upcast(&self, event: SerializedEvent) -> SerializedEvent {
+        (self.upcasters)().iter().fold(event, |event, upcaster| {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                upcaster.upcast(event)
+            } else {
+                event
+            }
+        })
+    }
+}
+
+/// An aggregate of any type, as the pipeline and a replay keep it.
+pub trait AnyAggregate: Send + Sync {
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn clone_box(&self) -> Box<dyn AnyAggregate>;
-    /// Folds a stored (already upcast) event in.
-    fn apply_serialized(&mut self, event: SerializedEvent) -> Result<(), serde_json::Error>;
+    /// Folds a stored (already upcast) event in; returns the journal entry
+    /// it records, if any.
+    fn apply_serialized(
+        &mut self,
+        event: SerializedEvent,
+    ) -> Result<Option<JournalEntry>, serde_json::Error>;
     /// The state as a snapshot payload.
     fn snapshot(&self) -> Result<Value, serde_json::Error>;
 }
@@ -185,10 +266,14 @@ where
         Box::new(self.clone())
     }
 
-    fn apply_serialized(&mut self, event: SerializedEvent) -> Result<(), serde_json::Error> {
+    fn apply_serialized(
+        &mut self,
+        event: SerializedEvent,
+    ) -> Result<Option<JournalEntry>, serde_json::Error> {
         let event: A::Event = serde_json::from_value(event.payload)?;
+        let entry = A::journal_entry(&event).cloned();
         self.apply(event);
-        Ok(())
+        Ok(entry)
     }
 
     fn snapshot(&self) -> Result<Value, serde_json::Error> {
@@ -197,9 +282,9 @@ where
 }
 
 /// An aggregate's state and the sequence of its last event.
-pub(crate) struct Loaded {
-    pub(crate) state: Box<dyn AnyAggregate>,
-    pub(crate) version: i64,
+pub struct Loaded {
+    pub state: Box<dyn AnyAggregate>,
+    pub version: i64,
 }
 
 /// Where a decider finds aggregates it has not touched yet: those staged by
@@ -219,11 +304,17 @@ impl StateView<'_> {
 }
 
 /// One aggregate a decision has touched: its new state and new events.
-pub(crate) struct Touched {
-    pub(crate) key: AggregateKey,
-    pub(crate) state: Box<dyn AnyAggregate>,
-    pub(crate) version: i64,
-    pub(crate) events: Vec<NewEvent>,
+pub struct Touched {
+    pub key: AggregateKey,
+    /// The state before the decision (kept only when the decider was asked
+    /// to, for a replay that folds part of a request).
+    pub before: Option<Loaded>,
+    pub state: Box<dyn AnyAggregate>,
+    pub version: i64,
+    pub events: Vec<NewEvent>,
+    /// The journal entries of `events`, in order (collected only when the
+    /// decider was asked to, for a replay's tenant-wide journal).
+    pub entries: Vec<JournalEntry>,
 }
 
 /// A request's view of its tenant's aggregates while it decides.
@@ -234,6 +325,11 @@ pub struct Decider<'a> {
     kind: &'static str,
     view: StateView<'a>,
     touched: Vec<Touched>,
+    /// Whether `Touched::entries` are kept (a replay).
+    for_replay: bool,
+    /// Whether `Touched::before` is kept (a replay that may fold part of a
+    /// request).
+    keep_before: bool,
 }
 
 impl<'a> Decider<'a> {
@@ -251,7 +347,18 @@ impl<'a> Decider<'a> {
             kind,
             view,
             touched: Vec::new(),
+            for_replay: false,
+            keep_before: false,
         }
+    }
+
+    /// The same decider keeping what a replay folds with: the journal
+    /// entries and, with `keep_before`, each touched aggregate's state
+    /// before the decision.
+    pub(crate) fn for_replay(mut self, keep_before: bool) -> Self {
+        self.for_replay = true;
+        self.keep_before = keep_before;
+        self
     }
 
     /// An id derived from the tenant, the request's idempotency key and
@@ -341,11 +448,17 @@ impl<'a> Decider<'a> {
                     .view
                     .get(self.tenant_id, &key)
                     .ok_or_else(|| undeclared(&key))?;
+                let before = self.keep_before.then(|| Loaded {
+                    state: loaded.state.clone_box(),
+                    version: loaded.version,
+                });
                 self.touched.push(Touched {
                     key: key.clone(),
+                    before,
                     state: loaded.state.clone_box(),
                     version: loaded.version,
                     events: Vec::new(),
+                    entries: Vec::new(),
                 });
                 self.touched.len() - 1
             }
@@ -371,6 +484,9 @@ impl<'a> Decider<'a> {
                 metadata: JsonText::canonical(&EventMetadata { command: self.kind })
                     .map_err(|error| Refusal::Internal(format!("metadata of {key:?}: {error}")))?,
             });
+            if self.for_replay {
+                touched.entries.extend(A::journal_entry(event).cloned());
+            }
             state.apply(event.clone());
         }
         Ok(events)
@@ -388,6 +504,26 @@ struct EventMetadata {
     /// The request's kind (`consume_quota`, ...).
     command: &'static str,
 }
+
+/// Records the request in the chain: the first of its events carries, in
+/// its metadata, its kind and canonical body (`{"command": kind, "request":
+/// body}`, the text its fingerprint is taken of), so the hash covers it.
+pub fn record_request(events: &mut [NewEvent], kind: &str, body: &JsonText) -> Result<(), Refusal> {
+    let Some(first) = events.first_mut() else {
+        return Ok(());
+    };
+    let metadata = JsonText::canonical(kind)
+        .and_then(|kind| JsonText::object(&[(METADATA_COMMAND, &kind), (METADATA_REQUEST, body)]));
+    first.metadata =
+        metadata.map_err(|error| Refusal::Internal(format!("recording the request: {error}")))?;
+    Ok(())
+}
+
+/// The metadata field naming a request's kind (on every event).
+pub const METADATA_COMMAND: &str = "command";
+
+/// The metadata field holding a request's canonical body (on its first event).
+pub const METADATA_REQUEST: &str = "request";
 
 fn undeclared(key: &AggregateKey) -> Refusal {
     Refusal::Internal(format!(

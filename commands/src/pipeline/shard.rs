@@ -1,14 +1,15 @@
 //! One shard of the pipeline: a loop that batches, decides and appends.
 
 use super::request::{
-    accepted_body, error_body, Decider, Loaded, Refusal, Reply, StateView, Target,
+    accepted_body, error_body, record_request, AnyRequest, Decider, Loaded, Refusal, StateView,
+    Target,
 };
-use super::{Clock, Outcome, PipelineError, Request};
+use super::{Clock, Outcome, PipelineError};
 use crate::metrics::Metrics;
 use aggregates::TenantId;
 use eventstore::{
     AggregateKey, AppendError, ChainHead, CommandWrite, EventStore, Fingerprint, IdempotencyKey,
-    IdempotencyRecord, StoreError, TenantBatch,
+    IdempotencyRecord, JsonText, StoreError, TenantBatch,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -60,33 +61,14 @@ const RECENT_OUTCOMES_MAX: usize = 20_000;
 /// An aggregate is snapshotted each time its version crosses a multiple of this.
 const SNAPSHOT_INTERVAL: i64 = 100;
 
-/// A request, type-erased for the shard.
-pub(crate) trait ErasedRequest: Send + Sync {
-    fn kind(&self) -> &'static str;
-    fn targets(&self) -> Vec<Target>;
-    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal>;
-}
-
-impl<R: Request> ErasedRequest for R {
-    fn kind(&self) -> &'static str {
-        R::KIND
-    }
-
-    fn targets(&self) -> Vec<Target> {
-        Request::targets(self)
-    }
-
-    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        Request::decide(self, decider)
-    }
-}
-
 /// A submitted request waiting for its answer.
 pub(crate) struct Job {
     tenant_id: TenantId,
     key: IdempotencyKey,
     fingerprint: Fingerprint,
-    request: Box<dyn ErasedRequest>,
+    request: Box<dyn AnyRequest>,
+    /// The request's canonical body, recorded with its first event.
+    body: JsonText,
     reply: oneshot::Sender<Result<Outcome, PipelineError>>,
     submitted: Instant,
     conflicts: u32,
@@ -99,7 +81,8 @@ impl Job {
         tenant_id: TenantId,
         key: IdempotencyKey,
         fingerprint: Fingerprint,
-        request: Box<dyn ErasedRequest>,
+        request: Box<dyn AnyRequest>,
+        body: JsonText,
         reply: oneshot::Sender<Result<Outcome, PipelineError>>,
     ) -> Self {
         Self {
@@ -107,6 +90,7 @@ impl Job {
             key,
             fingerprint,
             request,
+            body,
             reply,
             submitted: Instant::now(),
             conflicts: 0,
@@ -491,16 +475,24 @@ impl Shard {
             let mut decider = Decider::new(job.tenant_id, &job.key, at, job.request.kind(), view);
             let decision = job.request.decide(&mut decider);
             let touched = decider.into_touched();
-            let (status, events) = match &decision {
-                Ok(reply) => (
-                    reply.status,
-                    touched
-                        .iter()
-                        .flat_map(|touched| touched.events.iter().cloned())
-                        .collect(),
-                ),
-                Err(Refusal::Rejected { kind, .. }) => (Refusal::status(*kind), Vec::new()),
-                Err(Refusal::Internal(message)) => {
+            let recorded = decision.as_ref().map_err(Clone::clone).and_then(|reply| {
+                let mut events: Vec<_> = touched
+                    .iter()
+                    .flat_map(|touched| touched.events.iter().cloned())
+                    .collect();
+                record_request(&mut events, job.request.kind(), &job.body)?;
+                Ok((reply.status, events))
+            });
+            let (status, events) = match (&decision, recorded) {
+                (Ok(_), Ok(recorded)) => recorded,
+                (Ok(_), Err(refusal)) => {
+                    let message = format!("{refusal:?}");
+                    tracing::error!(kind = job.request.kind(), %message, "request not recorded");
+                    failed.push((job, message));
+                    continue;
+                }
+                (Err(Refusal::Rejected { kind, .. }), _) => (Refusal::status(*kind), Vec::new()),
+                (Err(Refusal::Internal(message)), _) => {
                     tracing::error!(kind = job.request.kind(), %message, "request failed");
                     failed.push((job, message.clone()));
                     continue;
@@ -741,7 +733,6 @@ impl Shard {
                     ),
                     (None, None) => ((target.kind.fresh)(), 0, history.events),
                 };
-                let upcasters = (target.kind.upcasters)();
                 for event in events {
                     let sequence = event.sequence as i64;
                     if sequence != version + 1 {
@@ -750,13 +741,7 @@ impl Shard {
                             key.aggregate_type, key.aggregate_id
                         )));
                     }
-                    let event = upcasters.iter().fold(event, |event, upcaster| {
-                        if upcaster.can_upcast(&event.event_type, &event.event_version) {
-                            upcaster.upcast(event)
-                        } else {
-                            event
-                        }
-                    });
+                    let event = target.kind.upcast(event);
                     state.apply_serialized(event).map_err(|error| {
                         StoreError::Corrupt(format!(
                             "event {sequence} of {}/{} does not deserialize: {error}",

@@ -8,7 +8,7 @@ use aggregates::quota::{
 };
 use aggregates::{Amount, GrantId};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// The holder's quota of `quota` after the decision: what is left.
@@ -38,7 +38,8 @@ fn allocations(allocations: &[Allocation]) -> Value {
 }
 
 /// Issues a purchased or promotional grant.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IssueGrant {
     pub quota: QuotaType,
     pub account: Option<QuotaAccount>,
@@ -102,7 +103,8 @@ impl Request for IssueGrant {
 }
 
 /// Revokes a purchased or promotional grant; its unused balance is breakage.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RevokeGrant {
     pub grant_id: GrantId,
     pub quota: QuotaType,
@@ -144,7 +146,8 @@ impl Request for RevokeGrant {
 }
 
 /// Consumes runs or credits, burning grants down in order; all or nothing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConsumeQuota {
     pub quota: QuotaType,
     pub account: Option<QuotaAccount>,
@@ -193,7 +196,8 @@ impl Request for ConsumeQuota {
 }
 
 /// Allocates or releases seats.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChangeSeats {
     pub account: Option<QuotaAccount>,
     pub amount: Amount,
@@ -255,7 +259,8 @@ impl Request for ChangeSeats {
 }
 
 /// Expires the grants of a quota whose expiry has passed (posting breakage).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExpireGrants {
     pub quota: QuotaType,
     pub account: Option<QuotaAccount>,
@@ -298,4 +303,88 @@ impl Request for ExpireGrants {
             ),
         ))
     }
+}
+
+/// The quota domain: grants, consumption and seats.
+pub fn domain() -> crate::domains::Domain {
+    use crate::domains::{Domain, RequestKind, Section};
+    use crate::pipeline::AggregateKind;
+    Domain {
+        name: "quota",
+        aggregates: vec![AggregateKind::of::<Quota>()],
+        requests: vec![
+            RequestKind::of::<IssueGrant>(),
+            RequestKind::of::<RevokeGrant>(),
+            RequestKind::of::<ConsumeQuota>(),
+            RequestKind::of::<ChangeSeats>(),
+            RequestKind::of::<ExpireGrants>(),
+        ],
+        projections: vec![std::sync::Arc::new(projections::quota::QuotaProjection)],
+        process_managers: Vec::new(),
+        routes: || crate::http::grants::router().merge(crate::http::quota::router()),
+        tags: vec![
+            ("grants", "Grants of quota and their balances"),
+            ("quota", "Consuming, allocating and reading quota"),
+        ],
+        sections: vec![Section {
+            name: "quotas",
+            aggregate_type: aggregates::quota::QUOTA_AGGREGATE,
+            one: false,
+            report: |aggregate_id, state, at| match state.as_any().downcast_ref::<Quota>() {
+                Some(quota) => report(aggregate_id, quota, at),
+                None => Value::Null,
+            },
+        }],
+    }
+}
+
+/// A quota as a replay reports it: availability as of `at`, what was
+/// consumed or allocated, and every grant in issue order.
+fn report(aggregate_id: &str, quota: &Quota, at: Option<DateTime<Utc>>) -> Value {
+    let (quota_type, account) = aggregates::quota::parse_quota_aggregate_id(aggregate_id).unzip();
+    let available = at.and_then(|at| quota.available(at).ok());
+    let consumable = quota_type.is_some_and(QuotaType::is_consumable);
+    // Consumed: over every grant, open or closed (i128: a sum of i64 values
+    // that cannot overflow short of 2^64 grants). Allocated: the seats on
+    // open grants, and the unbacked ones.
+    let (consumed, allocated, unbacked) = if consumable {
+        let consumed: i128 = quota
+            .grants
+            .iter()
+            .map(|grant| i128::from(grant.used.value()))
+            .sum();
+        (consumed, 0, Amount::ZERO)
+    } else {
+        let allocated = quota
+            .allocated()
+            .map_or(0, |allocated| i128::from(allocated.value()));
+        (0, allocated, quota.unbacked)
+    };
+    let grants: Vec<Value> = quota
+        .grants
+        .iter()
+        .map(|grant| {
+            json!({
+                "grant_id": grant.terms.grant_id,
+                "source": grant.terms.source,
+                "amount": grant.terms.amount,
+                "used": grant.used,
+                "balance": grant.remaining(),
+                "priority": grant.terms.priority,
+                "effective_at": grant.terms.effective_at,
+                "expires_at": grant.terms.expires_at,
+                "status": grant.status,
+            })
+        })
+        .collect();
+    json!({
+        "quota": quota_type,
+        "account": account.flatten(),
+        "available": available.and_then(Available::units),
+        "unlimited": available == Some(Available::Unlimited),
+        "consumed": consumed.to_string(),
+        "allocated": allocated.to_string(),
+        "unbacked": unbacked.to_string(),
+        "grants": grants,
+    })
 }

@@ -14,7 +14,7 @@ use aggregates::subscription::{
 };
 use aggregates::GrantId;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// The subscription and the tenant's own quota of every type.
@@ -93,17 +93,9 @@ fn end_subscription_grants(
 /// The subscription as an answer shows it.
 fn summary(decider: &Decider<'_>) -> Result<Value, Refusal> {
     let subscription = decider.state::<Subscription>(SUBSCRIPTION_ID)?;
-    Ok(match &subscription.active {
-        Some(active) => json!({
-            "status": "active",
-            "plan": active.plan.id,
-            "limits": {"seats": active.plan.seats, "runs": active.plan.runs, "credits": active.plan.credits},
-            "trial_ends_at": active.trial_ends_at,
-            "period_start": active.period_start,
-            "period_end": active.period_end,
-            "cancel_at_period_end": active.cancel_at_period_end,
-        }),
-        None => json!({"status": "cancelled", "cancelled_at": subscription.cancelled_at}),
+    Ok(match report(subscription) {
+        Value::Null => json!({"status": "cancelled", "cancelled_at": null}),
+        summary => summary,
     })
 }
 
@@ -115,7 +107,8 @@ fn with(mut body: Value, field: &str, value: Value) -> Value {
 }
 
 /// Subscribes the tenant to a plan and issues the plan's grants.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Subscribe {
     pub plan: Plan,
     pub trial_ends_at: Option<DateTime<Utc>>,
@@ -157,7 +150,8 @@ impl Request for Subscribe {
 /// Moves the tenant to another plan: the old plan's grants are revoked
 /// (unused balance to breakage) and the new plan's issued for the rest of the
 /// period.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChangePlan {
     pub plan: Plan,
 }
@@ -198,7 +192,8 @@ impl Request for ChangePlan {
 
 /// Cancels now (grants revoked) or at the end of the period (grants run out
 /// with the period).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CancelSubscription {
     pub at: CancelAt,
 }
@@ -232,7 +227,8 @@ impl Request for CancelSubscription {
 /// (breakage; allocated seats move to the next period's seat grant) and the
 /// plan's grants are issued again; with a cancellation scheduled, the
 /// subscription ends instead.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RenewSubscription {}
 
 impl Request for RenewSubscription {
@@ -266,5 +262,59 @@ impl Request for RenewSubscription {
             SUBSCRIPTION_ID,
             with(body, "grants_issued", grants.into()),
         ))
+    }
+}
+
+/// The subscriptions domain: the tenant's plan and the grants it issues.
+pub fn domain() -> crate::domains::Domain {
+    use crate::domains::{Domain, RequestKind, Section};
+    use crate::pipeline::AggregateKind;
+    Domain {
+        name: "subscriptions",
+        aggregates: vec![AggregateKind::of::<Subscription>()],
+        requests: vec![
+            RequestKind::of::<Subscribe>(),
+            RequestKind::of::<ChangePlan>(),
+            RequestKind::of::<CancelSubscription>(),
+            RequestKind::of::<RenewSubscription>(),
+        ],
+        projections: vec![std::sync::Arc::new(
+            projections::subscriptions::Subscriptions,
+        )],
+        process_managers: Vec::new(),
+        routes: crate::http::subscription::router,
+        tags: vec![(
+            "subscription",
+            "The tenant's subscription and its plan's grants",
+        )],
+        sections: vec![Section {
+            name: "subscription",
+            aggregate_type: aggregates::subscription::SUBSCRIPTION_AGGREGATE,
+            one: true,
+            report: |_, state, _| match state.as_any().downcast_ref::<Subscription>() {
+                Some(subscription) => report(subscription),
+                None => Value::Null,
+            },
+        }],
+    }
+}
+
+/// The subscription as answers and replays show it; `null` before the
+/// first subscribe.
+fn report(subscription: &Subscription) -> Value {
+    match &subscription.active {
+        Some(active) => json!({
+            "status": "active",
+            "plan": active.plan.id,
+            "limits": {"seats": active.plan.seats, "runs": active.plan.runs, "credits": active.plan.credits},
+            "trial_ends_at": active.trial_ends_at,
+            "period_start": active.period_start,
+            "period_end": active.period_end,
+            "cancel_at_period_end": active.cancel_at_period_end,
+        }),
+        None => match subscription.cancelled_at {
+            Some(cancelled_at) => json!({"status": "cancelled", "cancelled_at": cancelled_at}),
+            None => Value::Null,
+        },
     }
 }

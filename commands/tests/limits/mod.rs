@@ -45,7 +45,7 @@ impl Served {
                 listener,
                 config,
                 routes(),
-                projections::catalog(),
+                commands::domains::projections(),
                 Vec::new(),
                 async move {
                     let _ = stopped.await;

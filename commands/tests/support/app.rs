@@ -128,7 +128,7 @@ impl TestServer {
                 listener,
                 config,
                 commands::http::routes(),
-                projections::catalog(),
+                commands::domains::projections(),
                 Vec::new(),
                 async move {
                     let _ = stopped.await;
@@ -185,7 +185,7 @@ impl TestServer {
     /// Applies every event appended so far to every projection (the
     /// single step that stands in for the workers when they are off).
     pub async fn catch_up(&self) {
-        let catalog = projections::catalog();
+        let catalog = commands::domains::projections();
         projections::status::register(self.db.store().pool(), &catalog)
             .await
             .unwrap();

@@ -120,7 +120,7 @@ impl Decide for Counter {
 }
 
 /// Adds to one counter.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AddToCounter {
     pub counter: String,
     pub amount: i64,
@@ -146,7 +146,7 @@ impl Request for AddToCounter {
 }
 
 /// Raises one counter's limit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RaiseLimit {
     pub counter: String,
     pub to: i64,
@@ -166,7 +166,7 @@ impl Request for RaiseLimit {
 }
 
 /// Adds the same amount to two counters, atomically.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AddToBoth {
     pub first: String,
     pub second: String,
@@ -202,7 +202,7 @@ impl Request for AddToBoth {
 
 /// Reads a counter through a request that touches it without events; used to
 /// observe the pipeline's view of state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReadCounter {
     pub counter: String,
     pub nonce: String,

@@ -37,7 +37,7 @@ async fn one_tenants_replay_flood_gets_429_and_another_tenants_reads_stay_fast()
         bus,
         config,
         tokio::sync::watch::channel(0).1,
-        projections::catalog(),
+        commands::domains::projections(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -55,7 +55,7 @@ async fn one_tenants_replay_flood_gets_429_and_another_tenants_reads_stay_fast()
             .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED);
     }
-    let catalog = projections::catalog();
+    let catalog = commands::domains::projections();
     let all: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
     projections::runtime::catch_up_all(store.pool(), &all, None, 1_000)
         .await

@@ -1,0 +1,172 @@
+//! The one list of domains. A domain is its aggregates, its requests, its
+//! projections, its process managers, its routes and its OpenAPI tag; the
+//! pipeline, `serve`, `project`, `rebuild`, `verify`, `replay` and the
+//! OpenAPI document all read them from [`domains`], so a new domain is its
+//! files plus one line there.
+//!
+//! What the platform owns apart from any domain (the stream index and the
+//! journal projections, tenants, health and metrics routes) is listed here
+//! too, around the domains.
+
+use crate::http::AppState;
+use crate::pipeline::{AggregateKind, AnyAggregate, AnyRequest, Request};
+use chrono::{DateTime, Utc};
+use projections::{Projection, Reactor};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+
+/// One domain of the ledger.
+pub struct Domain {
+    /// Its name (`quota`).
+    pub name: &'static str,
+    /// The aggregate types it owns.
+    pub aggregates: Vec<AggregateKind>,
+    /// Every request kind it records in the chain.
+    pub requests: Vec<RequestKind>,
+    /// Its read tables.
+    pub projections: Vec<Arc<dyn Projection>>,
+    /// Process managers: reactions to its events that submit requests.
+    pub process_managers: Vec<Arc<dyn Reactor>>,
+    /// Its HTTP routes, with their OpenAPI description.
+    pub routes: fn() -> OpenApiRouter<AppState>,
+    /// OpenAPI tags of its routes (name, description).
+    pub tags: Vec<(&'static str, &'static str)>,
+    /// What a replay reports of its aggregates.
+    pub sections: Vec<Section>,
+}
+
+/// Every domain, in the order their reports and routes are listed.
+pub fn domains() -> Vec<Domain> {
+    vec![
+        crate::requests::subscription::domain(),
+        crate::requests::quota::domain(),
+    ]
+}
+
+/// Every projection: the stream index, each domain's, then the journal.
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    let mut all: Vec<Arc<dyn Projection>> = vec![Arc::new(projections::stream_index::StreamIndex)];
+    all.extend(domains().into_iter().flat_map(|domain| domain.projections));
+    all.push(Arc::new(projections::journal::Journal));
+    all
+}
+
+/// The projection named `name`.
+pub fn projection(name: &str) -> Option<Arc<dyn Projection>> {
+    projections()
+        .into_iter()
+        .find(|projection| projection.name() == name)
+}
+
+/// Every domain's process managers.
+pub fn process_managers() -> Vec<Arc<dyn Reactor>> {
+    domains()
+        .into_iter()
+        .flat_map(|domain| domain.process_managers)
+        .collect()
+}
+
+/// A request kind: its name and how its recorded body is read back.
+#[derive(Clone, Copy)]
+pub struct RequestKind {
+    pub kind: &'static str,
+    decode: fn(&Value) -> Result<Box<dyn AnyRequest>, serde_json::Error>,
+}
+
+impl RequestKind {
+    /// The kind of request `R`.
+    pub fn of<R: Request>() -> Self {
+        Self {
+            kind: R::KIND,
+            decode: |body| {
+                R::deserialize(body).map(|request| Box::new(request) as Box<dyn AnyRequest>)
+            },
+        }
+    }
+
+    /// The request recorded as `body`.
+    pub fn decode(&self, body: &Value) -> Result<Box<dyn AnyRequest>, serde_json::Error> {
+        (self.decode)(body)
+    }
+}
+
+/// What a replay reports of one aggregate type: a section of the report
+/// (`quotas`), one value per aggregate (or the one aggregate's value, or
+/// `null`, when `one`).
+#[derive(Clone, Copy)]
+pub struct Section {
+    pub name: &'static str,
+    pub aggregate_type: &'static str,
+    pub one: bool,
+    /// The aggregate (id, state) as of a time (the last event's when `None`).
+    pub report: fn(&str, &dyn AnyAggregate, Option<DateTime<Utc>>) -> Value,
+}
+
+/// The domains indexed for a replay: aggregate types and request kinds by
+/// name.
+pub struct Registry {
+    aggregates: HashMap<&'static str, AggregateKind>,
+    requests: HashMap<&'static str, RequestKind>,
+    sections: Vec<Section>,
+}
+
+impl Registry {
+    /// Every domain of [`domains`].
+    pub fn new() -> Self {
+        Self::of(domains())
+    }
+
+    /// The given domains.
+    pub fn of(domains: Vec<Domain>) -> Self {
+        let mut aggregates = HashMap::new();
+        let mut requests = HashMap::new();
+        let mut sections = Vec::new();
+        for domain in domains {
+            for kind in domain.aggregates {
+                let twice = aggregates.insert(kind.aggregate_type, kind);
+                assert!(
+                    twice.is_none(),
+                    "aggregate type {} registered twice",
+                    kind.aggregate_type
+                );
+            }
+            for kind in domain.requests {
+                let twice = requests.insert(kind.kind, kind);
+                assert!(
+                    twice.is_none(),
+                    "request kind {} registered twice",
+                    kind.kind
+                );
+            }
+            sections.extend(domain.sections);
+        }
+        Self {
+            aggregates,
+            requests,
+            sections,
+        }
+    }
+
+    /// The aggregate type named `name`, when a domain registers it.
+    pub fn aggregate(&self, name: &str) -> Option<&AggregateKind> {
+        self.aggregates.get(name)
+    }
+
+    /// The request kind named `kind`, when a domain registers it.
+    pub fn request(&self, kind: &str) -> Option<&RequestKind> {
+        self.requests.get(kind)
+    }
+
+    /// The report's sections, in domain order.
+    pub fn sections(&self) -> &[Section] {
+        &self.sections
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}

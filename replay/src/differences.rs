@@ -1,0 +1,210 @@
+//! How a stored event differs from the one its request's decision gives,
+//! in words an auditor reads: each field that differs, the stored value
+//! first and then what the domain decides.
+
+use crate::source::AuditEvent;
+use crate::state::registry;
+use aggregates::journal::JournalEntry;
+use eventstore::NewEvent;
+use serde_json::{Map, Value};
+
+/// What differs between a stored event and the decided one at its place:
+/// `None` when they are the same event (aggregate, type, version, payload
+/// and metadata; the aggregate's sequence is checked on its own).
+pub fn compare(stored: &AuditEvent, decided: &NewEvent) -> Option<String> {
+    let aggregate = &decided.aggregate_type;
+    if stored.aggregate_type != decided.aggregate_type
+        || stored.aggregate_id != decided.aggregate_id
+    {
+        return Some(format!(
+            "{} of {}/{}{} where the request decides {} of {}/{} {}",
+            stored.event_type,
+            stored.aggregate_type,
+            stored.aggregate_id,
+            unregistered(&stored.aggregate_type),
+            decided.event_type,
+            decided.aggregate_type,
+            decided.aggregate_id,
+            render_fields(&fields(decided.payload.as_str()))
+        ));
+    }
+    if stored.event_type != decided.event_type {
+        return Some(format!(
+            "{} where the {aggregate} decides {} {}",
+            stored.event_type,
+            decided.event_type,
+            render_fields(&fields(decided.payload.as_str()))
+        ));
+    }
+    let mut differences = Vec::new();
+    if stored.event_version != decided.event_version {
+        differences.push(format!(
+            "event_version {} where the {aggregate} decides {}",
+            stored.event_version, decided.event_version
+        ));
+    }
+    if stored.payload != decided.payload.as_str() {
+        let undecodable = registry()
+            .aggregate(aggregate)
+            .and_then(|kind| kind.decodes(&stored.payload).err());
+        match undecodable {
+            Some(error) => differences.push(format!(
+                "{} does not decode: {error} where the {aggregate} decides {}",
+                stored.event_type,
+                render_fields(&fields(decided.payload.as_str()))
+            )),
+            None => differences.extend(field_differences(
+                aggregate,
+                &stored.payload,
+                decided.payload.as_str(),
+            )),
+        }
+    }
+    if stored.metadata != decided.metadata.as_str()
+        && !same_json(&stored.metadata, decided.metadata.as_str())
+    {
+        differences.push(format!(
+            "metadata {} where the request records {}",
+            stored.metadata, decided.metadata
+        ));
+    }
+    (!differences.is_empty()).then(|| differences.join("; "))
+}
+
+/// A stored event past the end of what its request decides.
+pub fn unexpected(stored: &AuditEvent, kind: &str, decided: usize) -> String {
+    format!(
+        "{} of {}/{}{} is not decided by its {kind} request (which decides {decided} events)",
+        stored.event_type,
+        stored.aggregate_type,
+        stored.aggregate_id,
+        unregistered(&stored.aggregate_type),
+    )
+}
+
+/// A decided event the history lacks.
+pub fn missing(decided: &NewEvent, kind: &str) -> String {
+    format!(
+        "the {kind} request also decides {} of {}/{} {}, which the history lacks",
+        decided.event_type,
+        decided.aggregate_type,
+        decided.aggregate_id,
+        render_fields(&fields(decided.payload.as_str()))
+    )
+}
+
+/// ` (an aggregate type no domain registers)` when none does.
+fn unregistered(aggregate_type: &str) -> &'static str {
+    if registry().aggregate(aggregate_type).is_some() {
+        ""
+    } else {
+        " (an aggregate type no domain registers)"
+    }
+}
+
+fn same_json(a: &str, b: &str) -> bool {
+    match (
+        serde_json::from_str::<Value>(a),
+        serde_json::from_str::<Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Each field of the payload that differs, stored value first.
+fn field_differences(aggregate: &str, stored: &str, decided: &str) -> Vec<String> {
+    let stored_fields = fields(stored);
+    let decided_fields = fields(decided);
+    if stored_fields.is_empty() && decided_fields.is_empty() {
+        return if same_json(stored, decided) {
+            Vec::new()
+        } else {
+            vec![format!(
+                "payload {stored} where the {aggregate} decides {decided}"
+            )]
+        };
+    }
+    let mut names: Vec<&String> = decided_fields.keys().collect();
+    names.extend(
+        stored_fields
+            .keys()
+            .filter(|name| !decided_fields.contains_key(*name)),
+    );
+    names
+        .into_iter()
+        .filter(|name| stored_fields.get(*name) != decided_fields.get(*name))
+        .map(|name| {
+            format!(
+                "{name} {} where the {aggregate} decides {}",
+                render_field(name, stored_fields.get(name).unwrap_or(&Value::Null)),
+                render_field(name, decided_fields.get(name).unwrap_or(&Value::Null))
+            )
+        })
+        .collect()
+}
+
+/// An event's fields by name (an event serializes as `{"Type": {fields}}`);
+/// empty when the payload is not of that shape.
+fn fields(payload: &str) -> Map<String, Value> {
+    match serde_json::from_str(payload) {
+        Ok(Value::Object(variant)) if variant.len() == 1 => variant
+            .into_iter()
+            .next()
+            .and_then(|(_, fields)| match fields {
+                Value::Object(fields) => Some(fields),
+                _ => None,
+            })
+            .unwrap_or_default(),
+        _ => Map::new(),
+    }
+}
+
+fn render_fields(fields: &Map<String, Value>) -> String {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(name, value)| format!("{name} {}", render_field(name, value)))
+        .collect();
+    format!("({})", parts.join(", "))
+}
+
+/// A field of an event as a finding shows it: allocations as
+/// `amount from grant`, journal entries as their postings.
+fn render_field(name: &str, value: &Value) -> String {
+    match (name, value) {
+        (_, Value::Null) => "none".to_string(),
+        ("allocations", Value::Array(allocations)) if allocations.is_empty() => "none".to_string(),
+        ("allocations", Value::Array(allocations)) => allocations
+            .iter()
+            .map(|allocation| {
+                format!(
+                    "{} from grant {}",
+                    render_field("amount", &allocation["amount"]),
+                    render_field("grant_id", &allocation["grant_id"])
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        ("entry", value) => serde_json::from_value::<JournalEntry>(value.clone()).map_or_else(
+            |_| value.to_string(),
+            |entry| {
+                let postings: Vec<String> = entry
+                    .postings()
+                    .iter()
+                    .map(|posting| {
+                        format!(
+                            "{} {} {} {}",
+                            posting.side.as_str(),
+                            posting.account.code,
+                            posting.amount,
+                            posting.asset
+                        )
+                    })
+                    .collect();
+                format!("[{}]", postings.join(", "))
+            },
+        ),
+        (_, Value::String(text)) => text.clone(),
+        (_, value) => value.to_string(),
+    }
+}
