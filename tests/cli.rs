@@ -319,6 +319,27 @@ async fn verify_export_and_replay_work_from_the_command_line_and_offline() {
     );
     let state: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(state["as_of_seq"], 5);
+    // A file of the format before requests were recorded is refused, by
+    // both commands, saying which version it is (exit 2).
+    let text = std::fs::read_to_string(&file).unwrap();
+    let old_file = dir.join("acme-v1.jsonl");
+    std::fs::write(
+        &old_file,
+        text.replacen("\"version\":2", "\"version\":1", 1),
+    )
+    .unwrap();
+    for command in ["verify", "replay"] {
+        let output = offline(&[command, "--file", old_file.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(2), "{command}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(
+                "line 1: ledger-export version 1 is not read by this binary, which reads version 2 only \
+                 (export the ledger again with this binary)"
+            ),
+            "{command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     let credits = state["quotas"]
         .as_array()
         .unwrap()

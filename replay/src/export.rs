@@ -3,7 +3,7 @@
 //! Lines are read with a bound ([`LINE_BYTES_MAX`]): a longer line is
 //! skipped and reported, never held in memory whole.
 //!
-//! Line 1 is a header: `{"format": "ledger-export", "version": 1,
+//! Line 1 is a header: `{"format": "ledger-export", "version": 2,
 //! "tenant_id", "events", "head_seq", "head_hash", "exported_at"}`. Every
 //! further line is one event with every hashed column, `prev_hash` and
 //! `hash`. An auditor needs only the `ledger` binary and the file.
@@ -26,8 +26,39 @@ use uuid::Uuid;
 /// Format name in the header.
 pub const FORMAT: &str = "ledger-export";
 
-/// Format version in the header.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version in the header. Version 2: the first event of every
+/// request carries the request in its metadata (`verify` and `replay` decide
+/// it again); a version 1 file has none and is not read.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format and version a header declares, read before the rest of it
+/// (another version may have other fields).
+#[derive(Deserialize)]
+struct Declared {
+    format: String,
+    version: u32,
+}
+
+/// Refuses a file of another format or version, saying which it is.
+fn check_format(first: &str) -> Result<(), VerifyError> {
+    let declared: Declared = serde_json::from_str(first).map_err(|error| {
+        VerifyError::Format(format!("line 1: not an export header: {error}"))
+    })?;
+    if declared.format != FORMAT {
+        return Err(VerifyError::Format(format!(
+            "line 1: format {:?} is not {FORMAT}",
+            declared.format
+        )));
+    }
+    if declared.version != FORMAT_VERSION {
+        return Err(VerifyError::Format(format!(
+            "line 1: {FORMAT} version {} is not read by this binary, which reads version \
+             {FORMAT_VERSION} only (export the ledger again with this binary)",
+            declared.version
+        )));
+    }
+    Ok(())
+}
 
 /// Longest line read from an export file.
 const LINE_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -273,15 +304,10 @@ impl ExportFile {
                 }
                 Some(FileLine::Text(text)) => text,
             };
+        check_format(&first)?;
         let header: Header = serde_json::from_str(&first).map_err(|error| {
             VerifyError::Format(format!("line 1: not an export header: {error}"))
         })?;
-        if header.format != FORMAT || header.version != FORMAT_VERSION {
-            return Err(VerifyError::Format(format!(
-                "line 1: format {:?} version {} is not {FORMAT} version {FORMAT_VERSION}",
-                header.format, header.version
-            )));
-        }
         Ok(Self {
             path: path.to_path_buf(),
             header,
