@@ -41,9 +41,8 @@ struct Declared {
 
 /// Refuses a file of another format or version, saying which it is.
 fn check_format(first: &str) -> Result<(), VerifyError> {
-    let declared: Declared = serde_json::from_str(first).map_err(|error| {
-        VerifyError::Format(format!("line 1: not an export header: {error}"))
-    })?;
+    let declared: Declared = serde_json::from_str(first)
+        .map_err(|error| VerifyError::Format(format!("line 1: not an export header: {error}")))?;
     if declared.format != FORMAT {
         return Err(VerifyError::Format(format!(
             "line 1: format {:?} is not {FORMAT}",

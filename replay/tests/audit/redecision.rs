@@ -1,0 +1,186 @@
+//! Tampering that keeps the hash chain whole (it is recomputed after each
+//! edit), so that only deciding every recorded request again can find it:
+//! each finding names the tenant and the seq.
+
+use super::{domain, findings_of, Ledger};
+use replay::state::ReplayFinding;
+use replay::verify::Finding;
+use serde_json::{json, Value};
+
+/// The payload of event `seq` of tenant 0.
+async fn payload(ledger: &Ledger, seq: i64) -> Value {
+    serde_json::from_str(&ledger.event(0, seq).await.payload).unwrap()
+}
+
+#[tokio::test]
+async fn a_subscription_grant_of_another_amount_than_the_recorded_plan_is_found() {
+    // Proves: the runs grant a subscribe issued, rewritten to 99 (its entry
+    // too, so the journal balances), is found at its seq: the subscribe's
+    // recorded plan gives 10000 runs; the request's other events agree.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    let tenant = ledger.tenants[0];
+    let original = payload(&ledger, 3).await;
+    assert_eq!(original["GrantIssued"]["terms"]["amount"], json!(10_000));
+    ledger
+        .edit_payload(0, 3, None, |payload| {
+            payload["GrantIssued"]["terms"]["amount"] = json!(99);
+            for posting in payload["GrantIssued"]["entry"]["postings"]
+                .as_array_mut()
+                .unwrap()
+            {
+                posting["amount"] = json!(99);
+            }
+        })
+        .await;
+    ledger.rechain(0).await;
+    let report = ledger.verify().await;
+    let edited = payload(&ledger, 3).await;
+    let findings = findings_of(&report, tenant);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let Finding::Replay {
+        finding,
+        line: None,
+    } = &findings[0]
+    else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(
+        (
+            finding.tenant_seq,
+            finding.aggregate_type.as_str(),
+            finding.aggregate_id.as_str()
+        ),
+        (3, "quota", "runs")
+    );
+    let grant = original["GrantIssued"]["terms"]["grant_id"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        finding.message,
+        format!(
+            "entry [debit quota_issued:runs 99 RUNS/0, credit grant:{grant} 99 RUNS/0] where the quota decides \
+             [debit quota_issued:runs 10000 RUNS/0, credit grant:{grant} 10000 RUNS/0]; \
+             terms {} where the quota decides {}",
+            edited["GrantIssued"]["terms"], original["GrantIssued"]["terms"]
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_event_of_an_aggregate_type_no_domain_registers_is_found_at_the_tail() {
+    // Proves: an event appended at the tail (head moved, chain recomputed)
+    // for an aggregate type and a request kind no domain registers is a
+    // finding at its seq naming both; nothing before it is.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    let tenant = ledger.tenants[0];
+    ledger
+        .tamper(&[
+            format!(
+                "INSERT INTO events (tenant_id, tenant_seq, aggregate_type, aggregate_id, aggregate_seq, \
+                 event_id, event_type, event_version, payload, metadata, idempotency_key, recorded_at, \
+                 prev_hash, hash) \
+                 SELECT tenant_id, 17, 'loyalty', 'points', 1, gen_random_uuid(), 'PointsAwarded', '1', \
+                 '{{\"PointsAwarded\": {{\"points\": 500}}}}', \
+                 '{{\"command\": \"award_points\", \"request\": {{\"points\": 500}}}}', 'award-1', \
+                 recorded_at, hash, hash FROM events WHERE tenant_id = '{tenant}' AND tenant_seq = 16"
+            ),
+            format!("UPDATE chain_heads SET last_seq = 17 WHERE tenant_id = '{tenant}'"),
+        ])
+        .await;
+    ledger.rechain(0).await;
+    let report = ledger.verify().await;
+    assert_eq!(
+        findings_of(&report, tenant),
+        vec![Finding::Replay {
+            finding: ReplayFinding {
+                tenant_seq: 17,
+                aggregate_type: "loyalty".into(),
+                aggregate_id: "points".into(),
+                message: "request kind \"award_points\" is registered by no domain; \
+                          aggregate type \"loyalty\" is registered by no domain"
+                    .into(),
+            },
+            line: None,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_request_removed_from_its_first_event_is_found_and_the_events_are_still_folded() {
+    // Proves: the subscribe's first event stripped of the request it
+    // records (chain recomputed) is a finding at seq 1; its events are
+    // folded as stored, so everything after it still decides alike.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    let tenant = ledger.tenants[0];
+    ledger
+        .tamper(&[format!(
+            "UPDATE events SET metadata = metadata - 'request' \
+             WHERE tenant_id = '{tenant}' AND tenant_seq = 1"
+        )])
+        .await;
+    ledger.rechain(0).await;
+    let report = ledger.verify().await;
+    assert_eq!(
+        findings_of(&report, tenant),
+        vec![domain(
+            1,
+            "subscription",
+            "no recorded request: the first event of a request must carry it"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_grant_removed_and_the_rest_renumbered_is_found_at_its_seq() {
+    // Proves: one of a subscribe's grant events deleted, every later seq
+    // renumbered and the chain recomputed (a history that chains), is found
+    // at the seq where the request's events stop matching its decision:
+    // the credits grant stands where the runs grant is decided, and the
+    // decided credits grant is what the history lacks.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    let tenant = ledger.tenants[0];
+    let at = format!("tenant_id = '{tenant}'");
+    ledger
+        .tamper(&[
+            format!("DELETE FROM events WHERE {at} AND tenant_seq = 3"),
+            format!("UPDATE events SET tenant_seq = tenant_seq + 1000000 WHERE {at} AND tenant_seq > 3"),
+            format!("UPDATE events SET tenant_seq = tenant_seq - 1000001 WHERE {at} AND tenant_seq > 1000000"),
+            "ALTER TABLE chain_heads DISABLE TRIGGER USER".to_string(),
+            format!("UPDATE chain_heads SET last_seq = last_seq - 1 WHERE {at}"),
+            "ALTER TABLE chain_heads ENABLE TRIGGER USER".to_string(),
+        ])
+        .await;
+    ledger.rechain(0).await;
+    let report = ledger.verify().await;
+    let findings = findings_of(&report, tenant);
+    assert!(
+        findings
+            .iter()
+            .all(|finding| matches!(finding, Finding::Replay { .. })),
+        "{findings:?}"
+    );
+    let Finding::Replay { finding, .. } = &findings[0] else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(
+        (finding.tenant_seq, finding.aggregate_id.as_str()),
+        (3, "credits")
+    );
+    assert!(
+        finding.message.starts_with(
+            "GrantIssued of quota/credits where the request decides GrantIssued of quota/runs ("
+        ),
+        "{finding:?}"
+    );
+    assert!(
+        finding
+            .message
+            .contains("; the subscribe request also decides GrantIssued of quota/credits (")
+            && finding.message.ends_with(", which the history lacks"),
+        "{finding:?}"
+    );
+}
