@@ -141,6 +141,7 @@ async fn project_once_and_rebuild_report_what_they_did() {
                 payload: eventstore::JsonText::from_value(&json!({"n": index})).unwrap(),
                 metadata: eventstore::JsonText::from_value(&json!({})).unwrap(),
             }],
+            indexed: Vec::new(),
             at: eventstore::chain::to_stored_precision(chrono::Utc::now()),
         };
         store

@@ -15,6 +15,7 @@
 use crate::chain::{to_stored_precision, ChainHash, EventFields, GENESIS};
 use crate::error::{constraint_violation, StoreError};
 use crate::idempotency::{EventSummary, Fingerprint, IdempotencyKey, IdempotencyRecord};
+use crate::load::AggregateKey;
 use crate::read::JsonText;
 use crate::EventStore;
 use aggregates::TenantId;
@@ -103,8 +104,20 @@ pub struct CommandWrite {
     /// 2xx accepted, 4xx rejected.
     pub status: u16,
     pub events: Vec<NewEvent>,
+    /// Entities the command created, found later by their own id
+    /// ([`EventStore::find_indexed`]); written with its events.
+    pub indexed: Vec<IndexEntry>,
     /// When the command was accepted; from [`ChainHead::stamp`].
     pub at: DateTime<Utc>,
+}
+
+/// An entity created inside an aggregate (a grant inside a quota), by the
+/// id the API names it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub entity_type: &'static str,
+    pub entity_id: String,
+    pub aggregate: AggregateKey,
 }
 
 /// An event with its place in the chain.
@@ -168,6 +181,8 @@ pub struct TenantBatch {
     head: ChainHead,
     events: Vec<PreparedEvent>,
     records: Vec<PreparedRecord>,
+    /// Index entries with the first seq of the command creating them.
+    indexed: Vec<(IndexEntry, i64)>,
 }
 
 impl TenantBatch {
@@ -178,6 +193,7 @@ impl TenantBatch {
             head: expected,
             events: Vec::new(),
             records: Vec::new(),
+            indexed: Vec::new(),
         }
     }
 
@@ -290,6 +306,11 @@ impl TenantBatch {
             tenant_seq: head.seq,
             recorded_at: command.at,
         });
+        if let Some(first) = prepared.first() {
+            let first_seq = first.tenant_seq;
+            self.indexed
+                .extend(command.indexed.into_iter().map(|entry| (entry, first_seq)));
+        }
         self.events.extend(prepared);
         self.head = head;
         Ok(Pushed {
@@ -400,6 +421,13 @@ WITH expected AS (
              first_seq, tenant_seq, recorded_at)
     WHERE r.tenant_id IN (SELECT tenant_id FROM advanced)
     RETURNING 1
+), inserted_index AS (
+    INSERT INTO entity_index (tenant_id, entity_type, entity_id, aggregate_type, aggregate_id, tenant_seq)
+    SELECT i.tenant_id, i.entity_type, i.entity_id, i.aggregate_type, i.aggregate_id, i.tenant_seq
+    FROM unnest($29::uuid[], $30::text[], $31::text[], $32::text[], $33::text[], $34::bigint[])
+        AS i(tenant_id, entity_type, entity_id, aggregate_type, aggregate_id, tenant_seq)
+    WHERE i.tenant_id IN (SELECT tenant_id FROM advanced)
+    RETURNING 1
 )
 SELECT tenant_id FROM advanced";
 
@@ -448,6 +476,12 @@ async fn run_append<'e, E: sqlx::PgExecutor<'e>>(
         .bind(&columns.record_first_seq)
         .bind(&columns.record_tenant_seq)
         .bind(&columns.record_recorded_at)
+        .bind(&columns.index_tenant)
+        .bind(&columns.index_type)
+        .bind(&columns.index_id)
+        .bind(&columns.index_aggregate_type)
+        .bind(&columns.index_aggregate_id)
+        .bind(&columns.index_seq)
         .fetch_all(executor)
         .await
 }
@@ -513,6 +547,12 @@ struct Columns<'a> {
     record_first_seq: Vec<Option<i64>>,
     record_tenant_seq: Vec<i64>,
     record_recorded_at: Vec<DateTime<Utc>>,
+    index_tenant: Vec<Uuid>,
+    index_type: Vec<&'a str>,
+    index_id: Vec<&'a str>,
+    index_aggregate_type: Vec<&'a str>,
+    index_aggregate_id: Vec<&'a str>,
+    index_seq: Vec<i64>,
 }
 
 impl<'a> Columns<'a> {
@@ -551,6 +591,18 @@ impl<'a> Columns<'a> {
                 columns.record_first_seq.push(record.first_seq);
                 columns.record_tenant_seq.push(record.tenant_seq);
                 columns.record_recorded_at.push(record.recorded_at);
+            }
+            for (entry, tenant_seq) in &batch.indexed {
+                columns.index_tenant.push(tenant);
+                columns.index_type.push(entry.entity_type);
+                columns.index_id.push(&entry.entity_id);
+                columns
+                    .index_aggregate_type
+                    .push(&entry.aggregate.aggregate_type);
+                columns
+                    .index_aggregate_id
+                    .push(&entry.aggregate.aggregate_id);
+                columns.index_seq.push(*tenant_seq);
             }
         }
         columns

@@ -36,8 +36,8 @@ pub mod tenants;
 pub mod testing;
 
 pub use append::{
-    AppendError, AppendReport, AppendedEvent, ChainHead, CommandWrite, NewEvent, Pushed,
-    TenantBatch,
+    AppendError, AppendReport, AppendedEvent, ChainHead, CommandWrite, IndexEntry, NewEvent,
+    Pushed, TenantBatch,
 };
 pub use chain::{ChainChecker, ChainFinding};
 pub use chain::{ChainHash, GENESIS};

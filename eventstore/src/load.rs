@@ -91,7 +91,30 @@ fn serialized_from_row(row: EventRow) -> SerializedEvent {
     }
 }
 
+const SELECT_INDEXED: &str = "\
+    SELECT aggregate_type, aggregate_id FROM entity_index \
+    WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3";
+
 impl EventStore {
+    /// The aggregate holding the entity `entity_type` `entity_id` of the
+    /// tenant (a grant's quota), from the index the append writes with the
+    /// events that created it; `None` when the tenant has no such entity.
+    pub async fn find_indexed(
+        &self,
+        tenant_id: TenantId,
+        entity_type: &str,
+        entity_id: &str,
+    ) -> Result<Option<AggregateKey>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(SELECT_INDEXED)
+            .bind(tenant_id.as_uuid())
+            .bind(entity_type)
+            .bind(entity_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|(aggregate_type, aggregate_id)| AggregateKey::new(aggregate_type, aggregate_id)))
+    }
+
     /// Snapshots and following events of several aggregates of one tenant, in
     /// two queries. Aggregates with no events and no snapshot are absent.
     pub async fn load_histories(

@@ -144,6 +144,7 @@ impl PersistedEventRepository for TenantRepository {
                 fingerprint,
                 status: 201,
                 events: new_events,
+                indexed: Vec::new(),
                 at: Utc::now(),
             };
             let aggregate_id = first.aggregate_id.clone();

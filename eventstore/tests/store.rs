@@ -31,6 +31,7 @@ fn write(key: &str, events: Vec<NewEvent>) -> CommandWrite {
         fingerprint: Fingerprint::of("test", &body).unwrap(),
         status: 201,
         events,
+        indexed: Vec::new(),
         at: eventstore::chain::to_stored_precision(Utc::now()),
     }
 }

@@ -71,6 +71,7 @@ async fn append(
                                 .unwrap(),
                             metadata: eventstore::JsonText::from_value(&json!({})).unwrap(),
                         }],
+                        indexed: Vec::new(),
                         at,
                     },
                     |_, _| json!({}),

@@ -8,9 +8,10 @@ use super::extract::{
 use super::read::tenant_read;
 use super::schema::{GrantIssuedAnswer, RevokeAnswer};
 use super::AppState;
-use crate::requests::quota::{IssueGrant, RevokeGrant};
+use crate::requests::quota::{IssueGrant, RevokeGrant, GRANT_ENTITY};
 use aggregates::quota::{
     parse_quota_aggregate_id, GrantSource, QuotaAccount, QuotaType, PRIORITY_DEFAULT, PRIORITY_MAX,
+    QUOTA_AGGREGATE,
 };
 use aggregates::time::BoundedTime;
 use aggregates::{GrantId, TenantId};
@@ -294,36 +295,28 @@ async fn revoke_grant(
     ))
 }
 
-/// The quota aggregate holding a grant, from its GrantIssued event. The
-/// event store is the source of truth: this answers while the read tables
-/// lag or their workers are stopped. Scoped by tenant, so another tenant's
-/// grant is not found. The predicates and the expression are written out as
-/// in the partial index `events_grant_issued` (migration 0006), literals
-/// included (`'quota'` is `QUOTA_AGGREGATE`), so every plan can use it.
-const SELECT_GRANT_HOLDER: &str = "\
-    SELECT aggregate_id FROM events \
-    WHERE tenant_id = $1 AND aggregate_type = 'quota' AND event_type = 'GrantIssued' \
-      AND payload #>> '{GrantIssued,terms,grant_id}' = $2 \
-    LIMIT 1";
-
 /// Which quota (type and holder) holds `grant_id`, if the tenant has it.
 async fn grant_holder(
     state: &AppState,
     tenant_id: TenantId,
     grant_id: GrantId,
 ) -> Result<Option<(QuotaType, Option<QuotaAccount>)>, ApiError> {
-    let row: Option<(String,)> = sqlx::query_as(SELECT_GRANT_HOLDER)
-        .bind(tenant_id.as_uuid())
-        .bind(grant_id.to_string())
-        .fetch_optional(state.store.pool())
+    let holder = state
+        .store
+        .find_indexed(tenant_id, GRANT_ENTITY, &grant_id.to_string())
         .await?;
-    match row {
+    match holder {
         None => Ok(None),
-        Some((aggregate_id,)) => parse_quota_aggregate_id(&aggregate_id)
+        Some(key) if key.aggregate_type != QUOTA_AGGREGATE => Err(ApiError::Internal(format!(
+            "grant {grant_id} is held by a {} aggregate, not a quota",
+            key.aggregate_type
+        ))),
+        Some(key) => parse_quota_aggregate_id(&key.aggregate_id)
             .map(Some)
             .ok_or_else(|| {
                 ApiError::Internal(format!(
-                    "grant {grant_id} is held by {aggregate_id:?}, not a quota aggregate id"
+                    "grant {grant_id} is held by {:?}, not a quota aggregate id",
+                    key.aggregate_id
                 ))
             }),
     }

@@ -12,7 +12,7 @@ use aggregates::{Decide, Rejection, RejectionKind, TenantId};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::DomainEvent;
-use eventstore::{AggregateKey, IdempotencyKey, JsonText, NewEvent};
+use eventstore::{AggregateKey, IdempotencyKey, IndexEntry, JsonText, NewEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -325,6 +325,8 @@ pub struct Decider<'a> {
     kind: &'static str,
     view: StateView<'a>,
     touched: Vec<Touched>,
+    /// Entities the decision created, to be found by their own id.
+    indexed: Vec<IndexEntry>,
     /// Whether `Touched::entries` are kept (a replay).
     for_replay: bool,
     /// Whether `Touched::before` is kept (a replay that may fold part of a
@@ -347,6 +349,7 @@ impl<'a> Decider<'a> {
             kind,
             view,
             touched: Vec::new(),
+            indexed: Vec::new(),
             for_replay: false,
             keep_before: false,
         }
@@ -492,9 +495,31 @@ impl<'a> Decider<'a> {
         Ok(events)
     }
 
+    /// Records that the decision creates the entity `entity_type`
+    /// `entity_id` inside aggregate `A` `aggregate_id` (a grant inside a
+    /// quota): a route naming only the entity finds the aggregate through
+    /// the store's index, written with the request's events.
+    pub fn index<A>(&mut self, entity_type: &'static str, entity_id: String, aggregate_id: &str)
+    where
+        A: Decide + 'static,
+        A::Error: Rejection,
+    {
+        self.indexed.push(IndexEntry {
+            entity_type,
+            entity_id,
+            aggregate: AggregateKey::new(A::TYPE, aggregate_id),
+        });
+    }
+
     /// Everything the decision touched, in order.
     pub(crate) fn into_touched(self) -> Vec<Touched> {
         self.touched
+    }
+
+    /// Everything the decision touched, in order, and the entities it
+    /// created.
+    pub(crate) fn into_parts(self) -> (Vec<Touched>, Vec<IndexEntry>) {
+        (self.touched, self.indexed)
     }
 }
 

@@ -474,7 +474,7 @@ impl Shard {
             };
             let mut decider = Decider::new(job.tenant_id, &job.key, at, job.request.kind(), view);
             let decision = job.request.decide(&mut decider);
-            let touched = decider.into_touched();
+            let (touched, indexed) = decider.into_parts();
             let recorded = decision.as_ref().map_err(Clone::clone).and_then(|reply| {
                 let mut events: Vec<_> = touched
                     .iter()
@@ -513,6 +513,11 @@ impl Shard {
                 fingerprint: job.fingerprint,
                 status,
                 events,
+                indexed: if decision.is_ok() {
+                    indexed
+                } else {
+                    Vec::new()
+                },
                 at,
             };
             match batch.push(write, outcome) {

@@ -11,6 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+/// What a grant is in the store's index of entities (a route naming only
+/// the grant finds its quota there).
+pub const GRANT_ENTITY: &str = "grant";
+
 /// The holder's quota of `quota` after the decision: what is left.
 fn available(decider: &Decider<'_>, aggregate_id: &str) -> Result<Value, Refusal> {
     let quota = decider.state::<Quota>(aggregate_id)?;
@@ -85,6 +89,7 @@ impl Request for IssueGrant {
                 at,
             },
         )?;
+        decider.index::<Quota>(GRANT_ENTITY, grant_id.to_string(), &aggregate_id);
         let body = json!({
             "grant_id": grant_id,
             "quota": self.quota,

@@ -49,8 +49,9 @@ fn issue_plan_grants(
             expires_at: Some(period_end),
         };
         let at = decider.at();
+        let aggregate_id = quota_aggregate_id(quota, None);
         decider.execute::<Quota>(
-            &quota_aggregate_id(quota, None),
+            &aggregate_id,
             QuotaCommand::IssueGrant {
                 quota,
                 account: None,
@@ -58,6 +59,11 @@ fn issue_plan_grants(
                 at,
             },
         )?;
+        decider.index::<Quota>(
+            crate::requests::quota::GRANT_ENTITY,
+            grant_id.to_string(),
+            &aggregate_id,
+        );
         grants.push(json!({"grant_id": grant_id, "quota": quota, "amount": limit.amount()}));
     }
     Ok(grants)
