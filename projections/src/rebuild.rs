@@ -20,6 +20,7 @@ use crate::progress::Progress;
 use crate::runtime::{
     apply_leases, catch_up, ensure_checkpoints, lease, lock_key, use_schema, ApplyError,
     Projection, ProjectionError, BATCH_EVENTS_MAX, LEASES_MAX, LOCK_NAMESPACE,
+    REBUILD_LOCK_NAMESPACE,
 };
 use crate::status::{set_state, State};
 use aggregates::TenantId;
@@ -42,9 +43,6 @@ const SWAP_LEFTOVER_MAX: u64 = 1_000;
 /// Most times a swap is tried; a swap refused by an event (one appended
 /// after the last bulk pass) is followed by another bulk pass.
 const SWAP_ATTEMPTS_MAX: usize = 3;
-
-/// Advisory lock namespace held for a whole rebuild of one projection.
-pub(crate) const REBUILD_LOCK_NAMESPACE: i32 = 0x6c65_6468;
 
 /// Longest schema name PostgreSQL keeps.
 const IDENTIFIER_MAX: usize = 63;
