@@ -70,8 +70,8 @@ pub enum ProjectionError {
     },
     #[error("a rebuild of {0} is already running")]
     RebuildRunning(String),
-    #[error("unknown projection {0}")]
-    Unknown(String),
+    #[error("unknown projection {name} (known: {})", known.join(", "))]
+    Unknown { name: String, known: Vec<String> },
 }
 
 impl From<sqlx::Error> for ProjectionError {
