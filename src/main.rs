@@ -409,46 +409,13 @@ async fn open_store_to_read(
 }
 
 async fn run_tenant(store: &eventstore::EventStore, command: TenantCommand) -> Result<(), Failure> {
-    match command {
+    let text = match command {
         TenantCommand::Create { name, json } => {
-            let tenant = store.create_tenant(&name).await?;
-            if json {
-                println!(
-                    "{{\"tenant_id\": \"{}\", \"api_key\": \"{}\", \"key_id\": \"{}\"}}",
-                    tenant.tenant_id, tenant.api_key, tenant.key_id
-                );
-            } else {
-                println!("created tenant {}", tenant.name);
-                println!("  tenant_id: {}", tenant.tenant_id);
-                println!("  api_key:   {}", tenant.api_key);
-                println!("  key_id:    {}", tenant.key_id);
-                println!("The API key is shown only now; store it safely.");
-            }
+            commands::tenants::create(store, &name, json).await?
         }
         TenantCommand::Keys { tenant_id, json } => {
             let tenant_id = aggregates::TenantId::from_uuid(tenant_id);
-            let keys = store
-                .api_keys(tenant_id)
-                .await?
-                .ok_or_else(|| format!("no tenant {tenant_id}"))?;
-            if json {
-                let list = serde_json::json!({"tenant_id": tenant_id.to_string(), "keys": keys});
-                println!("{}", serde_json::to_string(&list)?);
-            } else {
-                for key in keys {
-                    let time = |at: Option<chrono::DateTime<chrono::Utc>>| {
-                        at.map_or_else(|| "never".to_string(), |at| at.to_rfc3339())
-                    };
-                    println!(
-                        "{}  ...{}  created {}  last used {}  revoked {}",
-                        key.key_id,
-                        key.hint,
-                        key.created_at.to_rfc3339(),
-                        time(key.last_used_at),
-                        time(key.revoked_at)
-                    );
-                }
-            }
+            commands::tenants::keys(store, tenant_id, json).await?
         }
         TenantCommand::RevokeKey {
             tenant_id,
@@ -457,26 +424,10 @@ async fn run_tenant(store: &eventstore::EventStore, command: TenantCommand) -> R
         } => {
             let tenant_id = aggregates::TenantId::from_uuid(tenant_id);
             let key_id = eventstore::KeyId::from_uuid(key_id);
-            let revoked = store
-                .revoke_api_key(tenant_id, key_id)
-                .await?
-                .ok_or_else(|| format!("tenant {tenant_id} has no API key {key_id}"))?;
-            if json {
-                let answer = serde_json::json!({
-                    "tenant_id": tenant_id.to_string(),
-                    "key_id": revoked.key_id,
-                    "revoked_at": revoked.revoked_at,
-                });
-                println!("{}", serde_json::to_string(&answer)?);
-            } else {
-                println!(
-                    "revoked API key {} of tenant {tenant_id} at {}",
-                    revoked.key_id,
-                    revoked.revoked_at.to_rfc3339()
-                );
-            }
+            commands::tenants::revoke_key(store, tenant_id, key_id, json).await?
         }
-    }
+    };
+    print!("{text}");
     Ok(())
 }
 
@@ -487,218 +438,201 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             open_store(database_url, 2).await?;
             println!("migrations applied");
         }
-        Command::Serve(args) => {
-            let store = open_store(database_url, args.db_connections).await?;
-            let listener = tokio::net::TcpListener::bind(args.listen).await?;
-            let mut http =
-                commands::http::HttpConfig::new(args.admin_token.as_deref(), args.body_limit_bytes)
-                    .with_metrics_token(args.metrics_token.as_deref());
-            http.read_wait = Duration::from_millis(args.read_wait_ms);
-            http.waiters_per_tenant_max = args.tenant_waiters_max;
-            http.replays_per_tenant_max = args.tenant_replays_max;
-            http.replays_max = args.replays_max;
-            http.connections = args.connection_limits();
-            let config = commands::server::ServeConfig {
-                http,
-                bus: commands::BusConfig {
-                    shards: args.shards,
-                    pipeline_depth: args.pipeline_depth,
-                    ..commands::BusConfig::default()
-                },
-                workers: !args.no_workers,
-                plans: match &args.plans {
-                    Some(path) => {
-                        let text = std::fs::read_to_string(path).map_err(|error| {
-                            format!("cannot read plan catalog {}: {error}", path.display())
-                        })?;
-                        aggregates::plan::PlanCatalog::from_json(&text)
-                            .map_err(|error| format!("{}: {error}", path.display()))?
-                    }
-                    None => aggregates::plan::PlanCatalog::builtin(),
-                },
-            };
-            commands::server::serve(
-                store,
-                listener,
-                config,
-                commands::http::routes().merge(replay::http::router()),
-                commands::domains::projections(),
-                commands::domains::process_managers(),
-                commands::server::shutdown_signal(),
-            )
-            .await?;
-        }
+        Command::Serve(args) => run_serve(database_url, args).await?,
         Command::Tenant(command) => {
             let store = open_store(database_url, 2).await?;
             run_tenant(&store, command).await?;
         }
-        Command::Project(args) => {
-            let store = open_store(database_url, 8).await?;
-            let catalog = commands::domains::projections();
-            if args.once {
-                let report =
-                    projections::worker::run_once(store.pool(), &catalog, args.json).await?;
-                if args.json {
-                    println!("{}", serde_json::to_string(&report)?);
-                } else {
-                    for (name, events) in &report.applied {
-                        println!("{name}: applied {events} events");
-                    }
-                }
-            } else {
-                let (stop, stopped) = tokio::sync::watch::channel(false);
-                let notifier =
-                    tokio::spawn(projections::worker::notify_appends(store.clone(), stopped));
-                let workers = commands::server::start_workers(
-                    &store,
-                    &catalog,
-                    commands::domains::process_managers(),
-                )
-                .await?;
-                commands::server::shutdown_signal().await;
-                workers.stop().await;
-                let _ = stop.send(true);
-                let _ = notifier.await;
-            }
-        }
-        Command::Rebuild(args) => {
-            let store = open_store(database_url, 8).await?;
-            let catalog = commands::domains::projections();
-            let selected = if args.all {
-                catalog
-            } else if args.stale {
-                projections::status::register(store.pool(), &catalog).await?
-            } else {
-                projections::status::register(store.pool(), &catalog).await?;
-                let mut selected = Vec::new();
-                for name in &args.names {
-                    selected.push(commands::domains::projection(name).ok_or_else(|| {
-                        let known: Vec<_> = commands::domains::projections()
-                            .iter()
-                            .map(|p| p.name())
-                            .collect();
-                        format!("unknown projection {name} (known: {})", known.join(", "))
-                    })?);
-                }
-                selected
-            };
-            let selected: Vec<&dyn projections::Projection> =
-                selected.iter().map(AsRef::as_ref).collect();
-            let report =
-                projections::rebuild::rebuild_many(store.pool(), &selected, args.json).await?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "{}: {} events in {:.2} s ({:.0} events/s)",
-                    report.projections.join(", "),
-                    report.events,
-                    report.seconds,
-                    report.events_per_s
-                );
-                for held in &report.held_back {
-                    println!(
-                        "{}: tenant {} held back at tenant_seq {}: {}",
-                        held.projection, held.tenant_id, held.tenant_seq, held.error
-                    );
-                }
-            }
-            if !report.held_back.is_empty() {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        Command::Verify(args) => {
-            let report = match &args.file {
-                Some(path) => replay::export::verify_file(path)?,
-                None => {
-                    let store = open_store_to_read(database_url, 4).await?;
-                    let tenant = args.tenant.map(aggregates::TenantId::from_uuid);
-                    replay::verify::verify_database(
-                        &store,
-                        tenant,
-                        &commands::domains::projections(),
-                        args.json,
-                    )
-                    .await?
-                }
-            };
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.render());
-            }
-            return Ok(if report.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
-        }
-        Command::Replay(args) => {
-            let as_of = match (args.as_of_seq, args.as_of) {
-                (Some(seq), _) => replay::as_of::AsOf::Seq(seq),
-                (None, Some(time)) => replay::as_of::AsOf::Time(time.get()),
-                (None, None) => replay::as_of::AsOf::Head,
-            };
-            let report = match (&args.file, args.tenant) {
-                (Some(path), _) => replay::export::replay_file(path, as_of)?,
-                (None, Some(tenant)) => {
-                    let store = open_store_to_read(database_url, 2).await?;
-                    let tenant = aggregates::TenantId::from_uuid(tenant);
-                    replay::as_of::replay_stored(&store, tenant, as_of).await?
-                }
-                (None, None) => return Err("give --tenant or --file".into()),
-            };
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", replay::report::render(&report));
-            }
-        }
-        Command::Bench(args) => {
-            let server = eventstore::resolve(database_url).await?;
-            let config = replay::bench::BenchConfig {
-                tenants: args.tenants,
-                accounts: args.accounts,
-                clients: args.clients,
-                commands: args.commands,
-                http: args.http,
-                shards: args.shards,
-                pipeline_depth: args.pipeline_depth,
-            };
-            let report = replay::bench::run(&server, config, args.json).await?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "{} commands in {} ({} tenants x {} accounts, {} clients): {:.0} commands/s, latency p50 {:.2} ms p99 {:.2} ms",
-                    report.commands, report.mode, report.tenants, report.accounts, report.clients,
-                    report.commands_per_s, report.latency_ms_p50, report.latency_ms_p99
-                );
-                println!(
-                    "projections caught up {:.0} ms after the last command; rebuild {:.0} events/s; verify {:.0} events/s; peak RSS {:.0} MB",
-                    report.catch_up_ms, report.rebuild_events_per_s, report.verify_events_per_s, report.peak_rss_mb
-                );
-                println!("{}", serde_json::to_string(&report)?);
-            }
-        }
-        Command::Export(args) => {
-            let store = open_store_to_read(database_url, 2).await?;
-            let report = replay::export::export(
-                &store,
-                aggregates::TenantId::from_uuid(args.tenant),
-                &args.out,
-                false,
-            )
-            .await?;
-            println!(
-                "exported {} events of tenant {} to {} (head seq {} hash {})",
-                report.events,
-                report.tenant_id,
-                args.out.display(),
-                report.head_seq,
-                report.head_hash
-            );
-        }
+        Command::Project(args) => run_project(database_url, args).await?,
+        Command::Rebuild(args) => return run_rebuild(database_url, args).await,
+        Command::Verify(args) => return run_verify(database_url, args).await,
+        Command::Replay(args) => run_replay(database_url, args).await?,
+        Command::Bench(args) => run_bench(database_url, args).await?,
+        Command::Export(args) => run_export(database_url, args).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_serve(database_url: Option<&str>, args: ServeArgs) -> Result<(), Failure> {
+    let store = open_store(database_url, args.db_connections).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let mut http =
+        commands::http::HttpConfig::new(args.admin_token.as_deref(), args.body_limit_bytes)
+            .with_metrics_token(args.metrics_token.as_deref());
+    http.read_wait = Duration::from_millis(args.read_wait_ms);
+    http.waiters_per_tenant_max = args.tenant_waiters_max;
+    http.replays_per_tenant_max = args.tenant_replays_max;
+    http.replays_max = args.replays_max;
+    http.connections = args.connection_limits();
+    let config = commands::server::ServeConfig {
+        http,
+        bus: commands::BusConfig {
+            shards: args.shards,
+            pipeline_depth: args.pipeline_depth,
+            ..commands::BusConfig::default()
+        },
+        workers: !args.no_workers,
+        plans: commands::server::plan_catalog(args.plans.as_deref())?,
+    };
+    commands::server::serve(
+        store,
+        listener,
+        config,
+        commands::http::routes().merge(replay::http::router()),
+        commands::domains::projections(),
+        commands::domains::process_managers(),
+        commands::server::shutdown_signal(),
+    )
+    .await
+}
+
+async fn run_project(database_url: Option<&str>, args: ProjectArgs) -> Result<(), Failure> {
+    let store = open_store(database_url, 8).await?;
+    let catalog = commands::domains::projections();
+    if !args.once {
+        let shutdown = commands::server::shutdown_signal();
+        projections::worker::run_until(
+            &store,
+            &catalog,
+            commands::domains::process_managers(),
+            shutdown,
+        )
+        .await?;
+        return Ok(());
+    }
+    let report = projections::worker::run_once(store.pool(), &catalog, args.json).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
+async fn run_rebuild(database_url: Option<&str>, args: RebuildArgs) -> Result<ExitCode, Failure> {
+    use projections::rebuild::Selection;
+    let store = open_store(database_url, 8).await?;
+    let selection = if args.all {
+        Selection::All
+    } else if args.stale {
+        Selection::Stale
+    } else {
+        Selection::Named(args.names)
+    };
+    let report = projections::rebuild::rebuild_selected(
+        store.pool(),
+        commands::domains::projections(),
+        selection,
+        args.json,
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.held_back.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run_verify(database_url: Option<&str>, args: VerifyArgs) -> Result<ExitCode, Failure> {
+    let report = match &args.file {
+        Some(path) => replay::export::verify_file(path)?,
+        None => {
+            let store = open_store_to_read(database_url, 4).await?;
+            let tenant = args.tenant.map(aggregates::TenantId::from_uuid);
+            replay::verify::verify_database(
+                &store,
+                tenant,
+                &commands::domains::projections(),
+                args.json,
+            )
+            .await?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run_replay(database_url: Option<&str>, args: ReplayArgs) -> Result<(), Failure> {
+    let as_of = match (args.as_of_seq, args.as_of) {
+        (Some(seq), _) => replay::as_of::AsOf::Seq(seq),
+        (None, Some(time)) => replay::as_of::AsOf::Time(time.get()),
+        (None, None) => replay::as_of::AsOf::Head,
+    };
+    let report = match (&args.file, args.tenant) {
+        (Some(path), _) => replay::export::replay_file(path, as_of)?,
+        (None, Some(tenant)) => {
+            let store = open_store_to_read(database_url, 2).await?;
+            let tenant = aggregates::TenantId::from_uuid(tenant);
+            replay::as_of::replay_stored(&store, tenant, as_of).await?
+        }
+        (None, None) => return Err("give --tenant or --file".into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", replay::report::render(&report));
+    }
+    Ok(())
+}
+
+async fn run_bench(database_url: Option<&str>, args: BenchArgs) -> Result<(), Failure> {
+    let server = eventstore::resolve(database_url).await?;
+    let config = replay::bench::BenchConfig {
+        tenants: args.tenants,
+        accounts: args.accounts,
+        clients: args.clients,
+        commands: args.commands,
+        http: args.http,
+        shards: args.shards,
+        pipeline_depth: args.pipeline_depth,
+    };
+    let report = replay::bench::run(&server, config, args.json).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} commands in {} ({} tenants x {} accounts, {} clients): {:.0} commands/s, latency p50 {:.2} ms p99 {:.2} ms",
+            report.commands, report.mode, report.tenants, report.accounts, report.clients,
+            report.commands_per_s, report.latency_ms_p50, report.latency_ms_p99
+        );
+        println!(
+            "projections caught up {:.0} ms after the last command; rebuild {:.0} events/s; verify {:.0} events/s; peak RSS {:.0} MB",
+            report.catch_up_ms, report.rebuild_events_per_s, report.verify_events_per_s, report.peak_rss_mb
+        );
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+async fn run_export(database_url: Option<&str>, args: ExportArgs) -> Result<(), Failure> {
+    let store = open_store_to_read(database_url, 2).await?;
+    let report = replay::export::export(
+        &store,
+        aggregates::TenantId::from_uuid(args.tenant),
+        &args.out,
+        false,
+    )
+    .await?;
+    println!(
+        "exported {} events of tenant {} to {} (head seq {} hash {})",
+        report.events,
+        report.tenant_id,
+        args.out.display(),
+        report.head_seq,
+        report.head_hash
+    );
+    Ok(())
 }

@@ -2,8 +2,9 @@
 //!
 //! What lives here: turning a request into events exactly once (`pipeline`:
 //! load, decide, append, retries, idempotency), every HTTP route (`http`:
-//! auth, error mapping, OpenAPI), metrics, and `server`, which runs the API
-//! with the projection workers. What does not: storage (`eventstore`), domain
+//! auth, error mapping, OpenAPI), metrics, `server`, which runs the API
+//! with the projection workers, and `tenants`, tenant administration from
+//! the command line. What does not: storage (`eventstore`), domain
 //! rules (`aggregates`), read tables (`projections`).
 //!
 //! Layout:
@@ -11,6 +12,8 @@
 //! - `http`: one file per resource, each with its own `router()`, and
 //!   `http::connections`, serving them with bounds on every connection.
 //! - `metrics`: Prometheus counters and histograms.
+//! - `server`: serving the API beside the workers; the plan catalog.
+//! - `tenants`: `ledger tenant` (create, list and revoke API keys).
 
 pub mod domains;
 pub mod http;
@@ -18,6 +21,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod requests;
 pub mod server;
+pub mod tenants;
 
 pub use metrics::Metrics;
 pub use pipeline::{

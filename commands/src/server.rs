@@ -8,10 +8,12 @@ use crate::http::metrics::{
 use crate::http::{app, connections, AppState, HttpConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{BusConfig, CommandBus};
+use aggregates::plan::PlanCatalog;
 use eventstore::EventStore;
 use projections::{Projection, Reactor, Workers};
 use sqlx::postgres::PgPoolOptions;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -26,7 +28,38 @@ pub struct ServeConfig {
     /// project` processes next to it).
     pub workers: bool,
     /// The plans tenants may subscribe to.
-    pub plans: aggregates::plan::PlanCatalog,
+    pub plans: PlanCatalog,
+}
+
+/// Why the plan catalog of `serve --plans` cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PlansError {
+    #[error("cannot read plan catalog {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: {error}", path.display())]
+    Invalid {
+        path: PathBuf,
+        error: aggregates::plan::CatalogError,
+    },
+}
+
+/// The plans tenants may subscribe to: read from the JSON file at `path`,
+/// or the built-in catalog without one.
+pub fn plan_catalog(path: Option<&Path>) -> Result<PlanCatalog, PlansError> {
+    let Some(path) = path else {
+        return Ok(PlanCatalog::builtin());
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| PlansError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    PlanCatalog::from_json(&text).map_err(|error| PlansError::Invalid {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 /// The command pipeline on a pool of its own (see [`EventStore::with_pool`]):

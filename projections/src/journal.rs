@@ -73,147 +73,178 @@ impl Projection for Journal {
         connection: &mut PgConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
-        let mut entries = Vec::new();
-        let mut balances: BTreeMap<(Uuid, String, String), BalanceDelta> = BTreeMap::new();
-        for event in events
-            .iter()
-            .filter(|event| event.aggregate_type == QUOTA_AGGREGATE)
-        {
-            let decoded = decode::<Quota>(event)?;
-            let Some(entry) = decoded.entry() else {
-                continue;
-            };
-            let reference = match &decoded {
-                QuotaEvent::QuotaConsumed { reference, .. } => reference.clone(),
-                _ => None,
-            };
-            for posting in entry.postings() {
-                let balance = balances
-                    .entry((
-                        event.tenant_id.as_uuid(),
-                        posting.account.code.clone(),
-                        posting.asset.to_string(),
-                    ))
-                    .or_default();
-                balance.account_type = posting.account.account_type.as_str();
-                balance.seq = event.tenant_seq;
-                match posting.side {
-                    Side::Debit => balance.debits += i128::from(posting.amount.value()),
-                    Side::Credit => balance.credits += i128::from(posting.amount.value()),
-                }
-            }
-            entries.push(EntryRow {
-                event,
-                reference,
-                postings: serde_json::to_string(entry.postings()).map_err(|error| {
-                    ApplyError::Event {
-                        tenant_seq: event.tenant_seq,
-                        message: error.to_string(),
-                    }
-                })?,
-            });
-        }
+        let (entries, balances) = collect(events)?;
         if entries.is_empty() {
             return Ok(());
         }
-        sqlx::query(INSERT_ENTRIES)
-            .bind(
-                entries
-                    .iter()
-                    .map(|entry| entry.event.tenant_id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                entries
-                    .iter()
-                    .map(|entry| entry.event.tenant_seq)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                entries
-                    .iter()
-                    .map(|entry| entry.event.aggregate_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                entries
-                    .iter()
-                    .map(|entry| entry.event.aggregate_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                entries
-                    .iter()
-                    .map(|entry| entry.event.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                entries
-                    .iter()
-                    .map(|entry| entry.reference.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                entries
-                    .iter()
-                    .map(|entry| entry.event.recorded_at)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                entries
-                    .iter()
-                    .map(|entry| entry.postings.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&mut *connection)
-            .await?;
-        sqlx::query(ADD_BALANCES)
-            .bind(
-                balances
-                    .keys()
-                    .map(|(tenant, _, _)| *tenant)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                balances
-                    .keys()
-                    .map(|(_, account, _)| account.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                balances
-                    .keys()
-                    .map(|(_, _, asset)| asset.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                balances
-                    .values()
-                    .map(|balance| balance.account_type)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                balances
-                    .values()
-                    .map(|balance| balance.debits.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                balances
-                    .values()
-                    .map(|balance| balance.credits.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                balances
-                    .values()
-                    .map(|balance| balance.seq)
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&mut *connection)
-            .await?;
+        insert_entries(connection, &entries).await?;
+        add_balances(connection, &balances).await?;
         Ok(())
     }
+}
+
+/// A batch's changes of balances: (tenant, account, asset) -> change.
+type BalanceDeltas = BTreeMap<(Uuid, String, String), BalanceDelta>;
+
+/// The journal entries of a batch's events, and the balance changes they
+/// post.
+fn collect<'a>(
+    events: &'a [&'a StoredEvent],
+) -> Result<(Vec<EntryRow<'a>>, BalanceDeltas), ApplyError> {
+    let mut entries = Vec::new();
+    let mut balances: BalanceDeltas = BTreeMap::new();
+    for event in events
+        .iter()
+        .filter(|event| event.aggregate_type == QUOTA_AGGREGATE)
+    {
+        let decoded = decode::<Quota>(event)?;
+        let Some(entry) = decoded.entry() else {
+            continue;
+        };
+        let reference = match &decoded {
+            QuotaEvent::QuotaConsumed { reference, .. } => reference.clone(),
+            _ => None,
+        };
+        for posting in entry.postings() {
+            let balance = balances
+                .entry((
+                    event.tenant_id.as_uuid(),
+                    posting.account.code.clone(),
+                    posting.asset.to_string(),
+                ))
+                .or_default();
+            balance.account_type = posting.account.account_type.as_str();
+            balance.seq = event.tenant_seq;
+            match posting.side {
+                Side::Debit => balance.debits += i128::from(posting.amount.value()),
+                Side::Credit => balance.credits += i128::from(posting.amount.value()),
+            }
+        }
+        entries.push(EntryRow {
+            event,
+            reference,
+            postings: serde_json::to_string(entry.postings()).map_err(|error| {
+                ApplyError::Event {
+                    tenant_seq: event.tenant_seq,
+                    message: error.to_string(),
+                }
+            })?,
+        });
+    }
+    Ok((entries, balances))
+}
+
+/// Writes a batch's entries: one statement for every tenant of the batch.
+async fn insert_entries(
+    connection: &mut PgConnection,
+    entries: &[EntryRow<'_>],
+) -> Result<(), ApplyError> {
+    sqlx::query(INSERT_ENTRIES)
+        .bind(
+            entries
+                .iter()
+                .map(|entry| entry.event.tenant_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|entry| entry.event.tenant_seq)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|entry| entry.event.aggregate_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|entry| entry.event.aggregate_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|entry| entry.event.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|entry| entry.reference.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|entry| entry.event.recorded_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|entry| entry.postings.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// Adds a batch's balance changes: one statement for every tenant of the
+/// batch.
+async fn add_balances(
+    connection: &mut PgConnection,
+    balances: &BalanceDeltas,
+) -> Result<(), ApplyError> {
+    sqlx::query(ADD_BALANCES)
+        .bind(
+            balances
+                .keys()
+                .map(|(tenant, _, _)| *tenant)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            balances
+                .keys()
+                .map(|(_, account, _)| account.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            balances
+                .keys()
+                .map(|(_, _, asset)| asset.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            balances
+                .values()
+                .map(|balance| balance.account_type)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            balances
+                .values()
+                .map(|balance| balance.debits.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            balances
+                .values()
+                .map(|balance| balance.credits.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            balances
+                .values()
+                .map(|balance| balance.seq)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
 }
 
 /// A journal entry as read.

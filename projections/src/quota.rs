@@ -4,7 +4,8 @@
 use crate::decode::decode;
 use crate::runtime::{ApplyError, Projection};
 use aggregates::quota::{
-    parse_quota_aggregate_id, Quota, QuotaAccount, QuotaEvent, QuotaType, QUOTA_AGGREGATE,
+    parse_quota_aggregate_id, GrantTerms, Quota, QuotaAccount, QuotaEvent, QuotaType,
+    QUOTA_AGGREGATE,
 };
 use aggregates::{GrantId, TenantId};
 use async_trait::async_trait;
@@ -36,6 +37,36 @@ struct NewGrant {
     issued_at: DateTime<Utc>,
     /// tenant_seq of the issue: the grant's place in issue order.
     seq: i64,
+}
+
+impl NewGrant {
+    /// The row of a grant `event` issued with `terms`.
+    fn issued(event: &StoredEvent, quota: QuotaType, account: String, terms: GrantTerms) -> Self {
+        Self {
+            tenant_id: event.tenant_id.as_uuid(),
+            grant_id: terms.grant_id.as_uuid(),
+            quota: quota.as_str(),
+            account,
+            source: terms.source.as_str(),
+            amount: terms.amount.map(i64::from),
+            priority: i16::from(terms.priority),
+            effective_at: terms.effective_at,
+            expires_at: terms.expires_at,
+            issued_at: event.recorded_at,
+            seq: event.tenant_seq,
+        }
+    }
+}
+
+/// The quota type and holder (empty for the tenant's own) of a quota
+/// event, from its aggregate id.
+fn quota_of(event: &StoredEvent) -> Result<(QuotaType, String), ApplyError> {
+    let (quota, account) =
+        parse_quota_aggregate_id(&event.aggregate_id).ok_or_else(|| ApplyError::Event {
+            tenant_seq: event.tenant_seq,
+            message: format!("{:?} is not a quota aggregate id", event.aggregate_id),
+        })?;
+    Ok((quota, account.map(String::from).unwrap_or_default()))
 }
 
 #[derive(Default)]
@@ -88,12 +119,7 @@ impl Changes {
     }
 
     fn fold(&mut self, event: &StoredEvent, decoded: QuotaEvent) -> Result<(), ApplyError> {
-        let (quota, account) =
-            parse_quota_aggregate_id(&event.aggregate_id).ok_or_else(|| ApplyError::Event {
-                tenant_seq: event.tenant_seq,
-                message: format!("{:?} is not a quota aggregate id", event.aggregate_id),
-            })?;
-        let account = account.map(String::from).unwrap_or_default();
+        let (quota, account) = quota_of(event)?;
         let tenant = event.tenant_id.as_uuid();
         let seq = event.tenant_seq;
         let totals = self
@@ -107,19 +133,8 @@ impl Changes {
                     Some(amount) => totals.granted += i128::from(amount.value()),
                     None => totals.unlimited_grants += 1,
                 }
-                self.new_grants.push(NewGrant {
-                    tenant_id: tenant,
-                    grant_id: terms.grant_id.as_uuid(),
-                    quota: quota.as_str(),
-                    account,
-                    source: terms.source.as_str(),
-                    amount: terms.amount.map(i64::from),
-                    priority: i16::from(terms.priority),
-                    effective_at: terms.effective_at,
-                    expires_at: terms.expires_at,
-                    issued_at: event.recorded_at,
-                    seq,
-                });
+                self.new_grants
+                    .push(NewGrant::issued(event, quota, account, terms));
             }
             QuotaEvent::QuotaConsumed {
                 amount,
@@ -243,6 +258,206 @@ const ADD_TOTALS: &str = "\
         unlimited_grants = quota_totals.unlimited_grants + EXCLUDED.unlimited_grants, \
         last_tenant_seq = EXCLUDED.last_tenant_seq";
 
+impl Changes {
+    /// Writes the batch's changes: one statement per table for every
+    /// tenant of the batch (none for a table the batch leaves alone).
+    async fn write(&self, connection: &mut PgConnection) -> Result<(), ApplyError> {
+        if !self.new_grants.is_empty() {
+            self.insert_grants(connection).await?;
+        }
+        if !self.used.is_empty() {
+            self.use_grants(connection).await?;
+        }
+        if !self.closings.is_empty() {
+            self.close_grants(connection).await?;
+        }
+        if !self.totals.is_empty() {
+            self.add_totals(connection).await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the grants issued.
+    async fn insert_grants(&self, connection: &mut PgConnection) -> Result<(), ApplyError> {
+        let grants = &self.new_grants;
+        sqlx::query(INSERT_GRANTS)
+            .bind(
+                grants
+                    .iter()
+                    .map(|grant| grant.tenant_id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                grants
+                    .iter()
+                    .map(|grant| grant.grant_id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(grants.iter().map(|grant| grant.quota).collect::<Vec<_>>())
+            .bind(
+                grants
+                    .iter()
+                    .map(|grant| grant.account.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(grants.iter().map(|grant| grant.source).collect::<Vec<_>>())
+            .bind(grants.iter().map(|grant| grant.amount).collect::<Vec<_>>())
+            .bind(
+                grants
+                    .iter()
+                    .map(|grant| grant.priority)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                grants
+                    .iter()
+                    .map(|grant| grant.effective_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                grants
+                    .iter()
+                    .map(|grant| grant.expires_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                grants
+                    .iter()
+                    .map(|grant| grant.issued_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(grants.iter().map(|grant| grant.seq).collect::<Vec<_>>())
+            .execute(&mut *connection)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds the units each grant gave or took back.
+    async fn use_grants(&self, connection: &mut PgConnection) -> Result<(), ApplyError> {
+        sqlx::query(USE_GRANTS)
+            .bind(
+                self.used
+                    .keys()
+                    .map(|(tenant, _)| *tenant)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                self.used
+                    .keys()
+                    .map(|(_, grant)| *grant)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                self.used
+                    .values()
+                    .map(|(delta, _)| *delta)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(self.used.values().map(|(_, seq)| *seq).collect::<Vec<_>>())
+            .execute(&mut *connection)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the grants revoked or expired.
+    async fn close_grants(&self, connection: &mut PgConnection) -> Result<(), ApplyError> {
+        let closings = &self.closings;
+        sqlx::query(CLOSE_GRANTS)
+            .bind(
+                closings
+                    .keys()
+                    .map(|(tenant, _)| *tenant)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(closings.keys().map(|(_, grant)| *grant).collect::<Vec<_>>())
+            .bind(
+                closings
+                    .values()
+                    .map(|closing| closing.status)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                closings
+                    .values()
+                    .map(|closing| closing.closed_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                closings
+                    .values()
+                    .map(|closing| closing.breakage)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                closings
+                    .values()
+                    .map(|closing| closing.seq)
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *connection)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds to the totals of each quota and holder.
+    async fn add_totals(&self, connection: &mut PgConnection) -> Result<(), ApplyError> {
+        let totals = &self.totals;
+        sqlx::query(ADD_TOTALS)
+            .bind(
+                totals
+                    .keys()
+                    .map(|(tenant, _, _)| *tenant)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                totals
+                    .keys()
+                    .map(|(_, quota, _)| *quota)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                totals
+                    .keys()
+                    .map(|(_, _, account)| account.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                totals
+                    .values()
+                    .map(|total| total.granted.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                totals
+                    .values()
+                    .map(|total| total.consumed.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                totals
+                    .values()
+                    .map(|total| total.allocated.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                totals
+                    .values()
+                    .map(|total| total.breakage.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                totals
+                    .values()
+                    .map(|total| total.unlimited_grants)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(totals.values().map(|total| total.seq).collect::<Vec<_>>())
+            .execute(&mut *connection)
+            .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Projection for QuotaProjection {
     fn name(&self) -> &'static str {
@@ -270,184 +485,7 @@ impl Projection for QuotaProjection {
         {
             changes.fold(event, decode::<Quota>(event)?)?;
         }
-        if !changes.new_grants.is_empty() {
-            let grants = &changes.new_grants;
-            sqlx::query(INSERT_GRANTS)
-                .bind(
-                    grants
-                        .iter()
-                        .map(|grant| grant.tenant_id)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    grants
-                        .iter()
-                        .map(|grant| grant.grant_id)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(grants.iter().map(|grant| grant.quota).collect::<Vec<_>>())
-                .bind(
-                    grants
-                        .iter()
-                        .map(|grant| grant.account.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(grants.iter().map(|grant| grant.source).collect::<Vec<_>>())
-                .bind(grants.iter().map(|grant| grant.amount).collect::<Vec<_>>())
-                .bind(
-                    grants
-                        .iter()
-                        .map(|grant| grant.priority)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    grants
-                        .iter()
-                        .map(|grant| grant.effective_at)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    grants
-                        .iter()
-                        .map(|grant| grant.expires_at)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    grants
-                        .iter()
-                        .map(|grant| grant.issued_at)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(grants.iter().map(|grant| grant.seq).collect::<Vec<_>>())
-                .execute(&mut *connection)
-                .await?;
-        }
-        if !changes.used.is_empty() {
-            sqlx::query(USE_GRANTS)
-                .bind(
-                    changes
-                        .used
-                        .keys()
-                        .map(|(tenant, _)| *tenant)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    changes
-                        .used
-                        .keys()
-                        .map(|(_, grant)| *grant)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    changes
-                        .used
-                        .values()
-                        .map(|(delta, _)| *delta)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    changes
-                        .used
-                        .values()
-                        .map(|(_, seq)| *seq)
-                        .collect::<Vec<_>>(),
-                )
-                .execute(&mut *connection)
-                .await?;
-        }
-        if !changes.closings.is_empty() {
-            let closings = &changes.closings;
-            sqlx::query(CLOSE_GRANTS)
-                .bind(
-                    closings
-                        .keys()
-                        .map(|(tenant, _)| *tenant)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(closings.keys().map(|(_, grant)| *grant).collect::<Vec<_>>())
-                .bind(
-                    closings
-                        .values()
-                        .map(|closing| closing.status)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    closings
-                        .values()
-                        .map(|closing| closing.closed_at)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    closings
-                        .values()
-                        .map(|closing| closing.breakage)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    closings
-                        .values()
-                        .map(|closing| closing.seq)
-                        .collect::<Vec<_>>(),
-                )
-                .execute(&mut *connection)
-                .await?;
-        }
-        if !changes.totals.is_empty() {
-            let totals = &changes.totals;
-            sqlx::query(ADD_TOTALS)
-                .bind(
-                    totals
-                        .keys()
-                        .map(|(tenant, _, _)| *tenant)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    totals
-                        .keys()
-                        .map(|(_, quota, _)| *quota)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    totals
-                        .keys()
-                        .map(|(_, _, account)| account.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    totals
-                        .values()
-                        .map(|total| total.granted.to_string())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    totals
-                        .values()
-                        .map(|total| total.consumed.to_string())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    totals
-                        .values()
-                        .map(|total| total.allocated.to_string())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    totals
-                        .values()
-                        .map(|total| total.breakage.to_string())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    totals
-                        .values()
-                        .map(|total| total.unlimited_grants)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(totals.values().map(|total| total.seq).collect::<Vec<_>>())
-                .execute(&mut *connection)
-                .await?;
-        }
-        Ok(())
+        changes.write(connection).await
     }
 }
 

@@ -20,13 +20,15 @@ use crate::progress::Progress;
 use crate::runtime::{
     apply_leases, catch_up, ensure_checkpoints, lease, lock_key, use_schema, ApplyError,
     Projection, ProjectionError, BATCH_EVENTS_MAX, LEASES_MAX, LOCK_NAMESPACE,
+    REBUILD_LOCK_NAMESPACE,
 };
-use crate::status::{set_state, State};
+use crate::status::{register, set_state, State};
 use aggregates::TenantId;
 use eventstore::database::quote_identifier;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -42,9 +44,6 @@ const SWAP_LEFTOVER_MAX: u64 = 1_000;
 /// Most times a swap is tried; a swap refused by an event (one appended
 /// after the last bulk pass) is followed by another bulk pass.
 const SWAP_ATTEMPTS_MAX: usize = 3;
-
-/// Advisory lock namespace held for a whole rebuild of one projection.
-pub(crate) const REBUILD_LOCK_NAMESPACE: i32 = 0x6c65_6468;
 
 /// Longest schema name PostgreSQL keeps.
 const IDENTIFIER_MAX: usize = 63;
@@ -62,6 +61,77 @@ pub struct RebuildReport {
     /// event refused (as the live workers hold them), every other tenant
     /// rebuilt. Empty when the rebuild is complete.
     pub held_back: Vec<HeldBack>,
+}
+
+impl RebuildReport {
+    /// The report as `ledger rebuild` prints it: what was rebuilt, how much
+    /// and how fast, then every tenant held back.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{}: {} events in {:.2} s ({:.0} events/s)\n",
+            self.projections.join(", "),
+            self.events,
+            self.seconds,
+            self.events_per_s
+        );
+        for held in &self.held_back {
+            out.push_str(&format!(
+                "{}: tenant {} held back at tenant_seq {}: {}\n",
+                held.projection, held.tenant_id, held.tenant_seq, held.error
+            ));
+        }
+        out
+    }
+}
+
+/// Which projections `ledger rebuild` rebuilds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every projection.
+    All,
+    /// Those whose version in code differs from the one their tables were
+    /// built with.
+    Stale,
+    /// These, by name.
+    Named(Vec<String>),
+}
+
+/// Rebuilds the projections of `catalog` that `selection` picks, together
+/// (see [`rebuild_many`]): `ledger rebuild`. For `Stale` and `Named` the
+/// catalog is registered first; a name not in it is refused before anything
+/// is rebuilt.
+pub async fn rebuild_selected(
+    pool: &PgPool,
+    catalog: Vec<Arc<dyn Projection>>,
+    selection: Selection,
+    quiet: bool,
+) -> Result<RebuildReport, ProjectionError> {
+    let selected = match selection {
+        Selection::All => catalog,
+        Selection::Stale => register(pool, &catalog).await?,
+        Selection::Named(names) => {
+            register(pool, &catalog).await?;
+            let mut selected = Vec::new();
+            for name in names {
+                let found = catalog
+                    .iter()
+                    .find(|projection| projection.name() == name)
+                    .cloned();
+                selected.push(found.ok_or_else(|| {
+                    ProjectionError::Unknown {
+                        known: catalog
+                            .iter()
+                            .map(|projection| projection.name().to_string())
+                            .collect(),
+                        name,
+                    }
+                })?);
+            }
+            selected
+        }
+    };
+    let selected: Vec<&dyn Projection> = selected.iter().map(AsRef::as_ref).collect();
+    rebuild_many(pool, &selected, quiet).await
 }
 
 /// The shadow schema of a rebuild of `projections`.

@@ -70,8 +70,8 @@ pub enum ProjectionError {
     },
     #[error("a rebuild of {0} is already running")]
     RebuildRunning(String),
-    #[error("unknown projection {0}")]
-    Unknown(String),
+    #[error("unknown projection {name} (known: {})", known.join(", "))]
+    Unknown { name: String, known: Vec<String> },
 }
 
 impl From<sqlx::Error> for ProjectionError {
@@ -93,6 +93,10 @@ pub enum Step {
 
 /// Advisory lock namespace of the per-projection lock (`ledg` in ASCII).
 pub(crate) const LOCK_NAMESPACE: i32 = 0x6c65_6467;
+
+/// Advisory lock namespace held for a whole rebuild of one projection (by
+/// `rebuild`; `status` tries it to tell an interrupted rebuild).
+pub(crate) const REBUILD_LOCK_NAMESPACE: i32 = 0x6c65_6468;
 
 /// The per-projection advisory lock key.
 pub(crate) fn lock_key(projection: &str) -> i32 {

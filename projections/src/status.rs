@@ -1,7 +1,7 @@
 //! The registry of projections (version, state, last error) and how far
 //! behind each one is.
 
-use crate::runtime::{Projection, ProjectionError};
+use crate::runtime::{lock_key, Projection, ProjectionError, REBUILD_LOCK_NAMESPACE};
 use serde::Serialize;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -109,8 +109,8 @@ pub async fn register(
     for projection in projections {
         sqlx::query(CLEAR_INTERRUPTED_REBUILD)
             .bind(projection.name())
-            .bind(crate::rebuild::REBUILD_LOCK_NAMESPACE)
-            .bind(crate::runtime::lock_key(projection.name()))
+            .bind(REBUILD_LOCK_NAMESPACE)
+            .bind(lock_key(projection.name()))
             .execute(pool)
             .await?;
         sqlx::query(REGISTER)

@@ -443,6 +443,38 @@ pub struct OnceReport {
     pub applied: std::collections::BTreeMap<String, u64>,
 }
 
+impl OnceReport {
+    /// The report as `ledger project --once` prints it: a line per
+    /// projection.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, events) in &self.applied {
+            out.push_str(&format!("{name}: applied {events} events\n"));
+        }
+        out
+    }
+}
+
+/// Runs the workers of `projections` and `reactors` (registering them and
+/// rebuilding the stale ones first, see [`Workers::start_registered`]) next
+/// to [`notify_appends`], until `shutdown` resolves; then stops them:
+/// `ledger project`.
+pub async fn run_until(
+    store: &EventStore,
+    projections: &[Arc<dyn Projection>],
+    reactors: Vec<Arc<dyn Reactor>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ProjectionError> {
+    let (stop, stopped) = watch::channel(false);
+    let notifier = tokio::spawn(notify_appends(store.clone(), stopped));
+    let workers = Workers::start_registered(store, projections.to_vec(), reactors).await?;
+    shutdown.await;
+    workers.stop().await;
+    let _ = stop.send(true);
+    let _ = notifier.await;
+    Ok(())
+}
+
 /// Registers the projections, rebuilds those built by another version, and
 /// catches every one up: `ledger project --once`.
 pub async fn run_once(

@@ -1,0 +1,97 @@
+//! The burn-down order of usable grants and draws along it.
+
+use super::{Allocation, Available, Grant, GrantSource, Quota, QuotaError, QuotaType};
+use crate::ids::GrantId;
+use crate::journal::Account;
+use crate::money::Amount;
+use chrono::{DateTime, Utc};
+
+/// Sort key of the burn-down order: priority, expiry (none last), promotional
+/// before paid, issue order, id.
+pub(super) type BurnOrder = (u8, bool, Option<DateTime<Utc>>, bool, usize, GrantId);
+
+impl Grant {
+    /// Sort key of the burn-down order; `issue` is the grant's place in
+    /// issue order (its index in [`Quota::grants`]).
+    pub(super) fn burn_order(&self, issue: usize) -> BurnOrder {
+        (
+            self.terms.priority,
+            self.terms.expires_at.is_none(),
+            self.terms.expires_at,
+            self.terms.source != GrantSource::Promocode,
+            issue,
+            self.terms.grant_id,
+        )
+    }
+}
+
+impl Quota {
+    /// Usable grants at `at`, in burn-down order.
+    pub(super) fn usable(&self, at: DateTime<Utc>) -> Vec<&Grant> {
+        let mut usable: Vec<(BurnOrder, &Grant)> = self
+            .grants
+            .iter()
+            .enumerate()
+            .filter(|(_, grant)| grant.usable_at(at))
+            .map(|(issue, grant)| (grant.burn_order(issue), grant))
+            .collect();
+        usable.sort_by_key(|(order, _)| *order);
+        usable.into_iter().map(|(_, grant)| grant).collect()
+    }
+
+    /// What can be drawn at `at`. Unbacked seats use up room first.
+    pub fn available(&self, at: DateTime<Utc>) -> Result<Available, QuotaError> {
+        let mut total = Amount::ZERO;
+        for grant in self.usable(at) {
+            match grant.remaining() {
+                None => return Ok(Available::Unlimited),
+                Some(remaining) => total = total.checked_add(remaining)?,
+            }
+        }
+        Ok(Available::Units(
+            total.checked_sub(self.unbacked).unwrap_or(Amount::ZERO),
+        ))
+    }
+
+    /// Draws `amount` from the usable grants in burn-down order.
+    pub(super) fn draw(
+        &self,
+        quota: QuotaType,
+        amount: Amount,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<(Allocation, Account)>, QuotaError> {
+        let mut left = amount;
+        let mut draws = Vec::new();
+        for grant in self.usable(at) {
+            if left.is_zero() {
+                break;
+            }
+            let take = match grant.remaining() {
+                None => left,
+                Some(remaining) => remaining.min(left),
+            };
+            if take.is_zero() {
+                continue;
+            }
+            // An unlimited grant still counts what it gave, within 64 bits.
+            grant.used.checked_add(take)?;
+            draws.push((
+                Allocation {
+                    grant_id: grant.terms.grant_id,
+                    amount: take,
+                },
+                grant.account(),
+            ));
+            left = left.checked_sub(take)?;
+        }
+        if !left.is_zero() {
+            let available = amount.checked_sub(left)?;
+            return Err(QuotaError::QuotaExceeded {
+                quota,
+                requested: amount.value(),
+                available: available.value(),
+            });
+        }
+        Ok(draws)
+    }
+}
