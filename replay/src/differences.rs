@@ -208,3 +208,134 @@ fn render_field(name: &str, value: &Value) -> String {
         (_, value) => value.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use eventstore::JsonText;
+    use uuid::Uuid;
+
+    fn decided(aggregate_type: &str, event_type: &str, payload: Value) -> NewEvent {
+        NewEvent {
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: "credits".into(),
+            aggregate_seq: 1,
+            event_type: event_type.into(),
+            event_version: "1".into(),
+            payload: JsonText::from_value(&payload).unwrap(),
+            metadata: JsonText::from_value(&serde_json::json!({"command": "consume_quota"}))
+                .unwrap(),
+        }
+    }
+
+    fn stored_as(event: &NewEvent) -> AuditEvent {
+        AuditEvent {
+            tenant_id: aggregates::TenantId::from_uuid(Uuid::nil()),
+            tenant_seq: 7,
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            aggregate_seq: event.aggregate_seq,
+            event_id: Uuid::nil(),
+            event_type: event.event_type.clone(),
+            event_version: event.event_version.clone(),
+            payload: event.payload.as_str().to_string(),
+            metadata: event.metadata.as_str().to_string(),
+            idempotency_key: "k7".into(),
+            recorded_at: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            prev_hash: eventstore::GENESIS,
+            hash: eventstore::GENESIS,
+        }
+    }
+
+    #[test]
+    fn an_event_equal_to_its_decision_differs_in_nothing() {
+        let event = decided(
+            "quota",
+            "Noted",
+            serde_json::json!({"Noted": {"amount": 5}}),
+        );
+        assert_eq!(compare(&stored_as(&event), &event), None);
+    }
+
+    #[test]
+    fn each_differing_field_is_named_stored_value_first() {
+        // An aggregate type no domain registers: its payload is not
+        // decoded, only compared.
+        let event = decided(
+            "counter",
+            "Noted",
+            serde_json::json!({"Noted": {"amount": 5, "reference": null, "same": 1}}),
+        );
+        let mut stored = stored_as(&event);
+        stored.payload = JsonText::from_value(
+            &serde_json::json!({"Noted": {"amount": 7, "reference": "x", "same": 1}}),
+        )
+        .unwrap()
+        .into_string();
+        assert_eq!(
+            compare(&stored, &event).as_deref(),
+            Some(
+                "amount 7 where the counter decides 5; reference x where the counter decides none"
+            )
+        );
+    }
+
+    #[test]
+    fn another_aggregate_or_type_is_named_with_what_is_decided() {
+        let event = decided(
+            "quota",
+            "Noted",
+            serde_json::json!({"Noted": {"amount": 5}}),
+        );
+        let mut stored = stored_as(&event);
+        stored.aggregate_type = "loyalty".into();
+        assert_eq!(
+            compare(&stored, &event).as_deref(),
+            Some(
+                "Noted of loyalty/credits (an aggregate type no domain registers) where the \
+                 request decides Noted of quota/credits (amount 5)"
+            )
+        );
+        let mut stored = stored_as(&event);
+        stored.event_type = "Other".into();
+        assert_eq!(
+            compare(&stored, &event).as_deref(),
+            Some("Other where the quota decides Noted (amount 5)")
+        );
+    }
+
+    #[test]
+    fn metadata_other_than_the_recorded_request_is_named() {
+        let event = decided(
+            "quota",
+            "Noted",
+            serde_json::json!({"Noted": {"amount": 5}}),
+        );
+        let mut stored = stored_as(&event);
+        stored.metadata = r#"{"command": "issue_grant"}"#.into();
+        assert_eq!(
+            compare(&stored, &event).as_deref(),
+            Some(
+                r#"metadata {"command": "issue_grant"} where the request records {"command": "consume_quota"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn an_event_past_the_decision_and_one_missing_from_the_history_are_named() {
+        let event = decided(
+            "quota",
+            "Noted",
+            serde_json::json!({"Noted": {"amount": 5}}),
+        );
+        assert_eq!(
+            unexpected(&stored_as(&event), "consume_quota", 0),
+            "Noted of quota/credits is not decided by its consume_quota request (which decides 0 events)"
+        );
+        assert_eq!(
+            missing(&event, "consume_quota"),
+            "the consume_quota request also decides Noted of quota/credits (amount 5), which the history lacks"
+        );
+    }
+}
