@@ -309,6 +309,56 @@ impl ServeArgs {
     }
 }
 
+impl BenchArgs {
+    /// The workload the flags give.
+    fn config(&self) -> replay::bench::BenchConfig {
+        replay::bench::BenchConfig {
+            tenants: self.tenants,
+            accounts: self.accounts,
+            clients: self.clients,
+            commands: self.commands,
+            http: self.http,
+            shards: self.shards,
+            pipeline_depth: self.pipeline_depth,
+        }
+    }
+}
+
+impl VerifyArgs {
+    fn options(self) -> replay::cli::VerifyOptions {
+        replay::cli::VerifyOptions {
+            tenant: self.tenant.map(aggregates::TenantId::from_uuid),
+            file: self.file,
+            json: self.json,
+        }
+    }
+}
+
+impl ReplayArgs {
+    fn options(self) -> replay::cli::ReplayOptions {
+        let as_of = match (self.as_of_seq, self.as_of) {
+            (Some(seq), _) => replay::as_of::AsOf::Seq(seq),
+            (None, Some(time)) => replay::as_of::AsOf::Time(time.get()),
+            (None, None) => replay::as_of::AsOf::Head,
+        };
+        replay::cli::ReplayOptions {
+            tenant: self.tenant.map(aggregates::TenantId::from_uuid),
+            file: self.file,
+            as_of,
+            json: self.json,
+        }
+    }
+}
+
+impl ExportArgs {
+    fn options(self) -> replay::cli::ExportOptions {
+        replay::cli::ExportOptions {
+            tenant: aggregates::TenantId::from_uuid(self.tenant),
+            out: self.out,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum TenantCommand {
     /// Create a tenant and print its id, API key and the key's id (the key
@@ -393,21 +443,6 @@ async fn open_store(
     Ok(store)
 }
 
-/// Opens the store for the auditors' commands (`verify`, `replay`,
-/// `export`), which only read: never creates the database nor migrates it,
-/// and refuses a schema older than this binary's.
-async fn open_store_to_read(
-    database_url: Option<&str>,
-    connections: u32,
-) -> Result<eventstore::EventStore, Failure> {
-    let database = eventstore::resolve_existing(database_url).await?;
-    tracing::debug!(url = %eventstore::database::redact(database.url()), source = ?database.source, "database");
-    let pool = database.connect_pool(connections).await?;
-    let store = eventstore::EventStore::new(pool);
-    store.check_schema().await?;
-    Ok(store)
-}
-
 async fn run_tenant(store: &eventstore::EventStore, command: TenantCommand) -> Result<(), Failure> {
     let text = match command {
         TenantCommand::Create { name, json } => {
@@ -445,10 +480,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Project(args) => run_project(database_url, args).await?,
         Command::Rebuild(args) => return run_rebuild(database_url, args).await,
-        Command::Verify(args) => return run_verify(database_url, args).await,
-        Command::Replay(args) => run_replay(database_url, args).await?,
-        Command::Bench(args) => run_bench(database_url, args).await?,
-        Command::Export(args) => run_export(database_url, args).await?,
+        Command::Verify(args) => {
+            let projections = commands::domains::projections();
+            return replay::cli::run_verify(database_url, args.options(), &projections).await;
+        }
+        Command::Replay(args) => replay::cli::run_replay(database_url, args.options()).await?,
+        Command::Bench(args) => {
+            replay::cli::run_bench(database_url, args.config(), args.json).await?
+        }
+        Command::Export(args) => replay::cli::run_export(database_url, args.options()).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -536,103 +576,4 @@ async fn run_rebuild(database_url: Option<&str>, args: RebuildArgs) -> Result<Ex
     } else {
         ExitCode::FAILURE
     })
-}
-
-async fn run_verify(database_url: Option<&str>, args: VerifyArgs) -> Result<ExitCode, Failure> {
-    let report = match &args.file {
-        Some(path) => replay::export::verify_file(path)?,
-        None => {
-            let store = open_store_to_read(database_url, 4).await?;
-            let tenant = args.tenant.map(aggregates::TenantId::from_uuid);
-            replay::verify::verify_database(
-                &store,
-                tenant,
-                &commands::domains::projections(),
-                args.json,
-            )
-            .await?
-        }
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-async fn run_replay(database_url: Option<&str>, args: ReplayArgs) -> Result<(), Failure> {
-    let as_of = match (args.as_of_seq, args.as_of) {
-        (Some(seq), _) => replay::as_of::AsOf::Seq(seq),
-        (None, Some(time)) => replay::as_of::AsOf::Time(time.get()),
-        (None, None) => replay::as_of::AsOf::Head,
-    };
-    let report = match (&args.file, args.tenant) {
-        (Some(path), _) => replay::export::replay_file(path, as_of)?,
-        (None, Some(tenant)) => {
-            let store = open_store_to_read(database_url, 2).await?;
-            let tenant = aggregates::TenantId::from_uuid(tenant);
-            replay::as_of::replay_stored(&store, tenant, as_of).await?
-        }
-        (None, None) => return Err("give --tenant or --file".into()),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", replay::report::render(&report));
-    }
-    Ok(())
-}
-
-async fn run_bench(database_url: Option<&str>, args: BenchArgs) -> Result<(), Failure> {
-    let server = eventstore::resolve(database_url).await?;
-    let config = replay::bench::BenchConfig {
-        tenants: args.tenants,
-        accounts: args.accounts,
-        clients: args.clients,
-        commands: args.commands,
-        http: args.http,
-        shards: args.shards,
-        pipeline_depth: args.pipeline_depth,
-    };
-    let report = replay::bench::run(&server, config, args.json).await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!(
-            "{} commands in {} ({} tenants x {} accounts, {} clients): {:.0} commands/s, latency p50 {:.2} ms p99 {:.2} ms",
-            report.commands, report.mode, report.tenants, report.accounts, report.clients,
-            report.commands_per_s, report.latency_ms_p50, report.latency_ms_p99
-        );
-        println!(
-            "projections caught up {:.0} ms after the last command; rebuild {:.0} events/s; verify {:.0} events/s; peak RSS {:.0} MB",
-            report.catch_up_ms, report.rebuild_events_per_s, report.verify_events_per_s, report.peak_rss_mb
-        );
-        println!("{}", serde_json::to_string(&report)?);
-    }
-    Ok(())
-}
-
-async fn run_export(database_url: Option<&str>, args: ExportArgs) -> Result<(), Failure> {
-    let store = open_store_to_read(database_url, 2).await?;
-    let report = replay::export::export(
-        &store,
-        aggregates::TenantId::from_uuid(args.tenant),
-        &args.out,
-        false,
-    )
-    .await?;
-    println!(
-        "exported {} events of tenant {} to {} (head seq {} hash {})",
-        report.events,
-        report.tenant_id,
-        args.out.display(),
-        report.head_seq,
-        report.head_hash
-    );
-    Ok(())
 }

@@ -226,75 +226,11 @@ impl TenantBatch {
         command: CommandWrite,
         outcome: impl FnOnce(&[AppendedEvent], i64) -> Value,
     ) -> Result<Pushed, StoreError> {
-        if let Some(last) = self.head.recorded_at {
-            if command.at < last {
-                return Err(StoreError::Invalid(format!(
-                    "command time {} is earlier than the chain head's {last}",
-                    command.at
-                )));
-            }
-        }
-        if to_stored_precision(command.at) != command.at {
-            return Err(StoreError::Invalid(format!(
-                "command time {} has sub-microsecond precision",
-                command.at
-            )));
-        }
-        let mut prepared = Vec::with_capacity(command.events.len());
-        let mut head = self.head;
-        for event in command.events {
-            let payload = event.payload.into_string();
-            let metadata = event.metadata.into_string();
-            let tenant_seq = head.seq + 1;
-            let event_id = Uuid::now_v7();
-            let hash = EventFields {
-                tenant_id: head.tenant_id.as_uuid(),
-                tenant_seq,
-                aggregate_type: &event.aggregate_type,
-                aggregate_id: &event.aggregate_id,
-                aggregate_seq: event.aggregate_seq,
-                event_id,
-                event_type: &event.event_type,
-                event_version: &event.event_version,
-                payload: &payload,
-                metadata: &metadata,
-                idempotency_key: command.key.as_str(),
-                recorded_at_micros: command.at.timestamp_micros(),
-            }
-            .hash(&head.hash);
-            prepared.push(PreparedEvent {
-                tenant_seq,
-                aggregate_type: event.aggregate_type,
-                aggregate_id: event.aggregate_id,
-                aggregate_seq: event.aggregate_seq,
-                event_id,
-                event_type: event.event_type,
-                event_version: event.event_version,
-                payload,
-                metadata,
-                idempotency_key: command.key.as_str().to_string(),
-                recorded_at: command.at,
-                prev_hash: head.hash,
-                hash,
-            });
-            head.seq = tenant_seq;
-            head.hash = hash;
-            head.recorded_at = Some(command.at);
-        }
+        self.check_time(command.at)?;
+        let (prepared, head) = chain(self.head, &command.key, command.at, command.events);
         let status = i16::try_from(command.status)
             .map_err(|_| StoreError::Invalid(format!("status {} out of range", command.status)))?;
-        let appended: Vec<AppendedEvent> = prepared
-            .iter()
-            .map(|event| AppendedEvent {
-                event_id: event.event_id,
-                aggregate_type: event.aggregate_type.clone(),
-                aggregate_id: event.aggregate_id.clone(),
-                aggregate_seq: event.aggregate_seq,
-                event_type: event.event_type.clone(),
-                tenant_seq: event.tenant_seq,
-                hash: event.hash,
-            })
-            .collect();
+        let appended: Vec<AppendedEvent> = prepared.iter().map(PreparedEvent::appended).collect();
         let outcome_value = outcome(&appended, head.seq);
         let outcome = serde_json::to_string(&outcome_value)?;
         self.records.push(PreparedRecord {
@@ -318,6 +254,90 @@ impl TenantBatch {
             outcome: outcome_value,
             tenant_seq: head.seq,
         })
+    }
+
+    /// Refuses a command time earlier than the head's or finer than the
+    /// store keeps.
+    fn check_time(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(last) = self.head.recorded_at {
+            if at < last {
+                return Err(StoreError::Invalid(format!(
+                    "command time {at} is earlier than the chain head's {last}"
+                )));
+            }
+        }
+        if to_stored_precision(at) != at {
+            return Err(StoreError::Invalid(format!(
+                "command time {at} has sub-microsecond precision"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Chains a command's `events` after `head`: each gets the next tenant_seq,
+/// an id and its hash. Returns them and the head after the last.
+fn chain(
+    mut head: ChainHead,
+    key: &IdempotencyKey,
+    at: DateTime<Utc>,
+    events: Vec<NewEvent>,
+) -> (Vec<PreparedEvent>, ChainHead) {
+    let mut prepared = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = event.payload.into_string();
+        let metadata = event.metadata.into_string();
+        let tenant_seq = head.seq + 1;
+        let event_id = Uuid::now_v7();
+        let hash = EventFields {
+            tenant_id: head.tenant_id.as_uuid(),
+            tenant_seq,
+            aggregate_type: &event.aggregate_type,
+            aggregate_id: &event.aggregate_id,
+            aggregate_seq: event.aggregate_seq,
+            event_id,
+            event_type: &event.event_type,
+            event_version: &event.event_version,
+            payload: &payload,
+            metadata: &metadata,
+            idempotency_key: key.as_str(),
+            recorded_at_micros: at.timestamp_micros(),
+        }
+        .hash(&head.hash);
+        prepared.push(PreparedEvent {
+            tenant_seq,
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
+            aggregate_seq: event.aggregate_seq,
+            event_id,
+            event_type: event.event_type,
+            event_version: event.event_version,
+            payload,
+            metadata,
+            idempotency_key: key.as_str().to_string(),
+            recorded_at: at,
+            prev_hash: head.hash,
+            hash,
+        });
+        head.seq = tenant_seq;
+        head.hash = hash;
+        head.recorded_at = Some(at);
+    }
+    (prepared, head)
+}
+
+impl PreparedEvent {
+    /// What the command's answer says of the event.
+    fn appended(&self) -> AppendedEvent {
+        AppendedEvent {
+            event_id: self.event_id,
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            aggregate_seq: self.aggregate_seq,
+            event_type: self.event_type.clone(),
+            tenant_seq: self.tenant_seq,
+            hash: self.hash,
+        }
     }
 }
 

@@ -114,6 +114,37 @@ async fn compare_on(
     tenants: Option<&[TenantId]>,
     quiet: bool,
 ) -> Result<Vec<Comparison>, ProjectionError> {
+    create_scratch_tables(&mut *connection, projections).await?;
+    // The bulk, without holding up live workers.
+    let bounds = all_live_checkpoints(&mut *connection, projections, tenants).await?;
+    let mut scratch = Scratch::new(projections, &bounds, quiet);
+    scratch.replay_up_to(&mut *connection, &bounds).await?;
+    // The rest, with live batches paused so the live tables match their
+    // checkpoints.
+    let mut transaction = connection.begin().await?;
+    pause_live_batches(&mut transaction, projections).await?;
+    let bounds = all_live_checkpoints(&mut transaction, projections, tenants).await?;
+    scratch.replay_up_to(&mut transaction, &bounds).await?;
+    let mut comparisons = compare_replays(&mut transaction, &scratch, tenants).await?;
+    transaction.commit().await?;
+    probe_past_checkpoints(
+        &mut *connection,
+        &mut scratch,
+        &bounds,
+        tenants,
+        &mut comparisons,
+    )
+    .await?;
+    scratch.progress.finish();
+    Ok(comparisons)
+}
+
+/// Creates the session's scratch copies of the projections' tables, which
+/// unqualified names then resolve to.
+async fn create_scratch_tables(
+    connection: &mut PgConnection,
+    projections: &[&dyn Projection],
+) -> Result<(), sqlx::Error> {
     // Unqualified names resolve to the scratch tables first. Changing the
     // search path also makes PostgreSQL re-parse any statement this session
     // prepared before, so none of them keeps pointing at a live table.
@@ -131,36 +162,28 @@ async fn compare_on(
         .execute(&mut *connection)
         .await?;
     }
-    // The bulk, without holding up live workers.
+    Ok(())
+}
+
+/// Each projection's live checkpoints, in order.
+async fn all_live_checkpoints(
+    connection: &mut PgConnection,
+    projections: &[&dyn Projection],
+    tenants: Option<&[TenantId]>,
+) -> Result<Vec<BTreeMap<TenantId, i64>>, sqlx::Error> {
     let mut bounds = Vec::with_capacity(projections.len());
     for projection in projections {
         bounds.push(live_checkpoints(&mut *connection, projection.name(), tenants).await?);
     }
-    let total = bounds
-        .iter()
-        .flat_map(BTreeMap::values)
-        .map(|seq| u64::try_from(*seq).unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    let names: Vec<&str> = projections
-        .iter()
-        .map(|projection| projection.name())
-        .collect();
-    let mut scratch = Scratch {
-        replays: projections
-            .iter()
-            .map(|projection| Replay {
-                projection: *projection,
-                applied: HashMap::new(),
-                failures: BTreeMap::new(),
-            })
-            .collect(),
-        progress: Progress::new(&format!("compare {}", names.join(", ")), total, quiet),
-    };
-    scratch.replay_up_to(&mut *connection, &bounds).await?;
-    // The rest, with live batches paused so the live tables match their
-    // checkpoints.
-    let mut transaction = connection.begin().await?;
+    Ok(bounds)
+}
+
+/// Holds the projections' live batches until `connection`'s transaction
+/// ends.
+async fn pause_live_batches(
+    connection: &mut PgConnection,
+    projections: &[&dyn Projection],
+) -> Result<(), sqlx::Error> {
     let mut locks: Vec<i32> = projections
         .iter()
         .map(|projection| lock_key(projection.name()))
@@ -171,24 +194,30 @@ async fn compare_on(
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
             .bind(LOCK_NAMESPACE)
             .bind(lock)
-            .execute(&mut *transaction)
+            .execute(&mut *connection)
             .await?;
     }
-    let mut bounds = Vec::with_capacity(projections.len());
-    for projection in projections {
-        bounds.push(live_checkpoints(&mut transaction, projection.name(), tenants).await?);
-    }
-    scratch.replay_up_to(&mut transaction, &bounds).await?;
+    Ok(())
+}
+
+/// Compares each projection's scratch tables with its live ones, leaving
+/// out the tenants its replay failed: one comparison per projection, in
+/// order.
+async fn compare_replays(
+    connection: &mut PgConnection,
+    scratch: &Scratch<'_>,
+    tenants: Option<&[TenantId]>,
+) -> Result<Vec<Comparison>, sqlx::Error> {
     let only: Option<Vec<Uuid>> =
         tenants.map(|tenants| tenants.iter().map(TenantId::as_uuid).collect());
-    let mut comparisons = Vec::with_capacity(projections.len());
+    let mut comparisons = Vec::with_capacity(scratch.replays.len());
     for replay in &scratch.replays {
         let failed: Vec<Uuid> = replay.failures.keys().map(TenantId::as_uuid).collect();
         let mut differences = Vec::new();
         let mut differing_rows = BTreeMap::new();
         for table in replay.projection.tables() {
             let (listed, total) =
-                compare_table(&mut transaction, table, only.as_deref(), &failed).await?;
+                compare_table(&mut *connection, table, only.as_deref(), &failed).await?;
             if total > 0 {
                 differing_rows.insert(table.to_string(), total);
             }
@@ -201,16 +230,6 @@ async fn compare_on(
             stuck: Vec::new(),
         });
     }
-    transaction.commit().await?;
-    probe_past_checkpoints(
-        &mut *connection,
-        &mut scratch,
-        &bounds,
-        tenants,
-        &mut comparisons,
-    )
-    .await?;
-    scratch.progress.finish();
     Ok(comparisons)
 }
 
@@ -295,7 +314,37 @@ struct Run<'e> {
     events: Vec<&'e StoredEvent>,
 }
 
-impl Scratch<'_> {
+impl<'a> Scratch<'a> {
+    /// Empty replays of `projections`, with progress counted up to the
+    /// furthest of the `bounds`.
+    fn new(
+        projections: &[&'a dyn Projection],
+        bounds: &[BTreeMap<TenantId, i64>],
+        quiet: bool,
+    ) -> Self {
+        let total = bounds
+            .iter()
+            .flat_map(BTreeMap::values)
+            .map(|seq| u64::try_from(*seq).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let names: Vec<&str> = projections
+            .iter()
+            .map(|projection| projection.name())
+            .collect();
+        Self {
+            replays: projections
+                .iter()
+                .map(|projection| Replay {
+                    projection: *projection,
+                    applied: HashMap::new(),
+                    failures: BTreeMap::new(),
+                })
+                .collect(),
+            progress: Progress::new(&format!("compare {}", names.join(", ")), total, quiet),
+        }
+    }
+
     /// Applies every tenant's events up to each projection's bound for it
     /// (`bounds[i]` for the `i`th), batch by batch: each batch is read once
     /// and applied by each projection in a transaction of its own (or a

@@ -4,7 +4,7 @@
 use crate::decode::decode;
 use crate::runtime::{ApplyError, Projection};
 use aggregates::quota::{
-    parse_quota_aggregate_id, GrantTerms, Quota, QuotaAccount, QuotaEvent, QuotaType,
+    parse_quota_aggregate_id, Allocation, GrantTerms, Quota, QuotaAccount, QuotaEvent, QuotaType,
     QUOTA_AGGREGATE,
 };
 use aggregates::{GrantId, TenantId};
@@ -118,6 +118,32 @@ impl Changes {
         Ok(())
     }
 
+    /// Units the grants of `allocations` give.
+    fn hold(
+        &mut self,
+        tenant: Uuid,
+        allocations: &[Allocation],
+        seq: i64,
+    ) -> Result<(), ApplyError> {
+        for allocation in allocations {
+            self.use_units(tenant, allocation.grant_id, allocation.amount.value(), seq)?;
+        }
+        Ok(())
+    }
+
+    /// Units the grants of `allocations` get back.
+    fn release(
+        &mut self,
+        tenant: Uuid,
+        allocations: &[Allocation],
+        seq: i64,
+    ) -> Result<(), ApplyError> {
+        for allocation in allocations {
+            self.use_units(tenant, allocation.grant_id, -allocation.amount.value(), seq)?;
+        }
+        Ok(())
+    }
+
     fn fold(&mut self, event: &StoredEvent, decoded: QuotaEvent) -> Result<(), ApplyError> {
         let (quota, account) = quota_of(event)?;
         let tenant = event.tenant_id.as_uuid();
@@ -142,9 +168,7 @@ impl Changes {
                 ..
             } => {
                 totals.consumed += i128::from(amount.value());
-                for allocation in allocations {
-                    self.use_units(tenant, allocation.grant_id, allocation.amount.value(), seq)?;
-                }
+                self.hold(tenant, &allocations, seq)?;
             }
             QuotaEvent::SeatsAllocated {
                 amount,
@@ -152,9 +176,7 @@ impl Changes {
                 ..
             } => {
                 totals.allocated += i128::from(amount.value());
-                for allocation in allocations {
-                    self.use_units(tenant, allocation.grant_id, allocation.amount.value(), seq)?;
-                }
+                self.hold(tenant, &allocations, seq)?;
             }
             QuotaEvent::SeatsReleased {
                 amount,
@@ -164,9 +186,7 @@ impl Changes {
                 // Includes seats released from the unbacked ones, which no
                 // grant row holds.
                 totals.allocated -= i128::from(amount.value());
-                for allocation in allocations {
-                    self.use_units(tenant, allocation.grant_id, -allocation.amount.value(), seq)?;
-                }
+                self.release(tenant, &allocations, seq)?;
             }
             QuotaEvent::SeatsMoved {
                 from,
@@ -179,9 +199,7 @@ impl Changes {
                 if let Some(grant_id) = from {
                     self.use_units(tenant, grant_id, -amount.value(), seq)?;
                 }
-                for allocation in allocations {
-                    self.use_units(tenant, allocation.grant_id, allocation.amount.value(), seq)?;
-                }
+                self.hold(tenant, &allocations, seq)?;
             }
             QuotaEvent::GrantRevoked {
                 grant_id,

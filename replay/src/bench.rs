@@ -11,10 +11,10 @@
 
 use crate::verify::verify_database;
 use aggregates::quota::{GrantSource, QuotaAccount, QuotaType};
-use aggregates::Amount;
+use aggregates::{Amount, TenantId};
 use commands::requests::quota::{ConsumeQuota, IssueGrant};
 use commands::server::start_bus;
-use commands::{BusConfig, Metrics};
+use commands::{BusConfig, CommandBus, Metrics};
 use eventstore::database::{drop_database, quote_identifier};
 use eventstore::{Database, EventStore, IdempotencyKey};
 use projections::Workers;
@@ -391,6 +391,49 @@ async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Meas
         },
         Arc::new(Metrics::default()),
     );
+    let tenants = set_up_in_process(store, &bus, config).await?;
+    let workers = Workers::start(store, commands::domains::projections(), Vec::new());
+    let tenants = Arc::new(tenants);
+    let cpu_started = cpu_now(None);
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(config.clients);
+    for client in 0..config.clients {
+        clients.push(tokio::spawn(consume_in_process(
+            bus.clone(),
+            tenants.clone(),
+            config.clone(),
+            client,
+        )));
+    }
+    let mut latencies = Vec::with_capacity(config.commands);
+    for client in clients {
+        latencies.extend(
+            client
+                .await
+                .map_err(|error| BenchError::Command(error.to_string()))??,
+        );
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_now(None).since(cpu_started);
+    let catch_up = wait_for_catch_up(store, Instant::now()).await?;
+    bus.shutdown().await;
+    workers.stop().await;
+    Ok(Measured {
+        latencies,
+        elapsed,
+        catch_up,
+        rss_mb: peak_rss_mb(None),
+        cpu,
+    })
+}
+
+/// Creates the tenants and issues one grant per account through `bus`, not
+/// measured; returns the tenants.
+async fn set_up_in_process(
+    store: &EventStore,
+    bus: &CommandBus,
+    config: &BenchConfig,
+) -> Result<Vec<TenantId>, BenchError> {
     let mut tenants = Vec::with_capacity(config.tenants);
     for index in 0..config.tenants {
         let tenant = store
@@ -427,60 +470,39 @@ async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Meas
             }
         }
     }
-    let workers = Workers::start(store, commands::domains::projections(), Vec::new());
-    let tenants = Arc::new(tenants);
-    let cpu_started = cpu_now(None);
-    let started = Instant::now();
-    let mut clients = Vec::with_capacity(config.clients);
-    for client in 0..config.clients {
-        let bus = bus.clone();
-        let tenants = tenants.clone();
-        let config = config.clone();
-        clients.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(config.commands / config.clients + 1);
-            let mut index = client;
-            while index < config.commands {
-                let (tenant, account_index) = target(&config, index);
-                let request = ConsumeQuota {
-                    quota: QuotaType::Credits,
-                    account: Some(account(account_index)?),
-                    amount: Amount::new(1).map_err(|error| BenchError::Setup(error.to_string()))?,
-                    reference: None,
-                };
-                let sent = Instant::now();
-                let outcome = bus
-                    .execute(tenants[tenant], key(format!("consume-{index}"))?, request)
-                    .await
-                    .map_err(|error| BenchError::Command(error.to_string()))?;
-                if !outcome.accepted() {
-                    return Err(BenchError::Command(outcome.body.to_string()));
-                }
-                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                index += config.clients;
-            }
-            Ok::<_, BenchError>(latencies)
-        }));
+    Ok(tenants)
+}
+
+/// One client's share of the commands (every `config.clients`th, from
+/// `client`) through `bus`; returns their latencies in milliseconds.
+async fn consume_in_process(
+    bus: CommandBus,
+    tenants: Arc<Vec<TenantId>>,
+    config: BenchConfig,
+    client: usize,
+) -> Result<Vec<f64>, BenchError> {
+    let mut latencies = Vec::with_capacity(config.commands / config.clients + 1);
+    let mut index = client;
+    while index < config.commands {
+        let (tenant, account_index) = target(&config, index);
+        let request = ConsumeQuota {
+            quota: QuotaType::Credits,
+            account: Some(account(account_index)?),
+            amount: Amount::new(1).map_err(|error| BenchError::Setup(error.to_string()))?,
+            reference: None,
+        };
+        let sent = Instant::now();
+        let outcome = bus
+            .execute(tenants[tenant], key(format!("consume-{index}"))?, request)
+            .await
+            .map_err(|error| BenchError::Command(error.to_string()))?;
+        if !outcome.accepted() {
+            return Err(BenchError::Command(outcome.body.to_string()));
+        }
+        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        index += config.clients;
     }
-    let mut latencies = Vec::with_capacity(config.commands);
-    for client in clients {
-        latencies.extend(
-            client
-                .await
-                .map_err(|error| BenchError::Command(error.to_string()))??,
-        );
-    }
-    let elapsed = started.elapsed();
-    let cpu = cpu_now(None).since(cpu_started);
-    let catch_up = wait_for_catch_up(store, Instant::now()).await?;
-    bus.shutdown().await;
-    workers.stop().await;
-    Ok(Measured {
-        latencies,
-        elapsed,
-        catch_up,
-        rss_mb: peak_rss_mb(None),
-        cpu,
-    })
+    Ok(latencies)
 }
 
 /// A `ledger serve` child on port 0 over the bench database.

@@ -19,9 +19,12 @@
 //! - `export`: the evidence file, offline verify and replay.
 //! - `http`: the replay route.
 //! - `bench`: the benchmark workloads behind `ledger bench`.
+//! - `cli`: `verify`, `replay`, `export` and `bench` as `ledger` runs them
+//!   (file or database, what is printed, the exit status).
 
 pub mod as_of;
 pub mod bench;
+pub mod cli;
 pub mod differences;
 pub mod export;
 pub mod http;

@@ -1,0 +1,171 @@
+//! What a shard expects of its tenants: their chain heads and aggregates,
+//! read on first use (an aggregate from its snapshot, then the events after
+//! it), kept across batches, snapshotted as they grow and forgotten when
+//! another writer moved the tenant on.
+
+use super::queue::Job;
+use super::{store_failure, PipelineError, Shard};
+use crate::pipeline::request::{Loaded, Target};
+use aggregates::TenantId;
+use eventstore::{AggregateKey, StoreError};
+use std::collections::{HashMap, HashSet};
+
+/// Aggregates a shard keeps in memory before it forgets half of them.
+const AGGREGATES_CACHED_MAX: usize = 100_000;
+
+/// An aggregate is snapshotted each time its version crosses a multiple of this.
+const SNAPSHOT_INTERVAL: i64 = 100;
+
+impl Shard {
+    /// Makes sure every job's tenant head is known; answers jobs of unknown
+    /// tenants. `None` when the heads could not be read (all answered).
+    pub(super) async fn load_heads(&mut self, jobs: Vec<Job>) -> Option<Vec<Job>> {
+        let missing: Vec<TenantId> = jobs
+            .iter()
+            .map(|job| job.tenant_id)
+            .filter(|tenant_id| !self.heads.contains_key(tenant_id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            match self.store.chain_heads(&missing).await {
+                Ok(heads) => {
+                    for head in heads {
+                        self.heads.insert(head.tenant_id, head);
+                    }
+                }
+                Err(error) => {
+                    let failure = store_failure(error);
+                    for job in jobs {
+                        self.respond(job, Err(failure.clone()));
+                    }
+                    return None;
+                }
+            }
+        }
+        let (known, unknown): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|job| self.heads.contains_key(&job.tenant_id));
+        for job in unknown {
+            self.respond(job, Err(PipelineError::UnknownTenant));
+        }
+        Some(known)
+    }
+
+    /// Loads every target not in the cache: snapshot, then events after it.
+    pub(super) async fn load_aggregates(&mut self, jobs: &[Job]) -> Result<(), StoreError> {
+        let mut missing: HashMap<TenantId, HashMap<AggregateKey, Target>> = HashMap::new();
+        for job in jobs {
+            for target in job.request.targets() {
+                if !self
+                    .cached
+                    .contains_key(&(job.tenant_id, target.key.clone()))
+                {
+                    missing
+                        .entry(job.tenant_id)
+                        .or_default()
+                        .insert(target.key.clone(), target);
+                }
+            }
+        }
+        for (tenant_id, targets) in missing {
+            let keys: Vec<AggregateKey> = targets.keys().cloned().collect();
+            let mut histories = self.store.load_histories(tenant_id, &keys).await?;
+            for (key, target) in targets {
+                let history = histories.remove(&key).unwrap_or_default();
+                let restored = history.snapshot.as_ref().and_then(|snapshot| {
+                    Some((
+                        (target.kind.restore)(&snapshot.payload)?,
+                        snapshot.last_sequence,
+                    ))
+                });
+                let (mut state, mut version, events) = match (restored, &history.snapshot) {
+                    (Some((state, version)), _) => (state, version, history.events),
+                    // A snapshot that no longer deserializes is ignored.
+                    (None, Some(_)) => (
+                        (target.kind.fresh)(),
+                        0,
+                        self.store.load_events(tenant_id, &key, 0).await?,
+                    ),
+                    (None, None) => ((target.kind.fresh)(), 0, history.events),
+                };
+                for event in events {
+                    let sequence = event.sequence as i64;
+                    if sequence != version + 1 {
+                        return Err(StoreError::Corrupt(format!(
+                            "aggregate {}/{} jumps from event {version} to {sequence}",
+                            key.aggregate_type, key.aggregate_id
+                        )));
+                    }
+                    let event = target.kind.upcast(event);
+                    state.apply_serialized(event).map_err(|error| {
+                        StoreError::Corrupt(format!(
+                            "event {sequence} of {}/{} does not deserialize: {error}",
+                            key.aggregate_type, key.aggregate_id
+                        ))
+                    })?;
+                    version = sequence;
+                }
+                self.cached
+                    .insert((tenant_id, key), Loaded { state, version });
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a batch's new states into the cache (where later batches build
+    /// on them) and returns the snapshots due once it commits.
+    pub(super) fn keep_staged(
+        &mut self,
+        staged: HashMap<(TenantId, AggregateKey), Loaded>,
+    ) -> Vec<(TenantId, AggregateKey, i64, serde_json::Value)> {
+        let mut snapshots = Vec::new();
+        for ((tenant_id, key), loaded) in staged {
+            let previous = self
+                .cached
+                .get(&(tenant_id, key.clone()))
+                .map_or(0, |cached| cached.version);
+            if loaded.version / SNAPSHOT_INTERVAL > previous / SNAPSHOT_INTERVAL {
+                if let Ok(payload) = loaded.state.snapshot() {
+                    snapshots.push((tenant_id, key.clone(), loaded.version, payload));
+                }
+            }
+            self.cached.insert((tenant_id, key), loaded);
+        }
+        if self.cached.len() > AGGREGATES_CACHED_MAX {
+            // Forget an arbitrary half; they reload from snapshots on demand.
+            // Tenants with batches in flight lose their expectations too.
+            let mut keep = false;
+            self.cached.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
+        }
+        snapshots
+    }
+
+    /// Writes a snapshot in the background; a lost snapshot costs only load time.
+    pub(super) fn snapshot(
+        &self,
+        tenant_id: TenantId,
+        key: AggregateKey,
+        version: i64,
+        payload: serde_json::Value,
+    ) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store
+                .save_snapshot(tenant_id, &key, version, &payload)
+                .await
+            {
+                tracing::warn!(%error, aggregate = ?key, "snapshot not saved");
+            }
+        });
+    }
+
+    /// Forgets the head and every cached aggregate of a tenant.
+    pub(super) fn forget_tenant(&mut self, tenant_id: TenantId) {
+        self.heads.remove(&tenant_id);
+        self.cached.retain(|(tenant, _), _| *tenant != tenant_id);
+    }
+}

@@ -1,0 +1,145 @@
+//! The auditors' commands and `ledger bench` as the command line runs them:
+//! where each reads from (an export file or the database), what it prints
+//! and its exit status. `ledger`'s `main` parses the flags into these
+//! options and calls them.
+
+use crate::as_of::AsOf;
+use crate::bench::BenchConfig;
+use aggregates::TenantId;
+use eventstore::EventStore;
+use projections::Projection;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Why a command could not run (`ledger` prints it and exits 2).
+pub type Failure = Box<dyn std::error::Error>;
+
+/// `ledger verify`.
+pub struct VerifyOptions {
+    /// Only this tenant (of the database).
+    pub tenant: Option<TenantId>,
+    /// An export file to verify instead of the database.
+    pub file: Option<PathBuf>,
+    /// Print the whole report as JSON.
+    pub json: bool,
+}
+
+/// `ledger replay`.
+pub struct ReplayOptions {
+    /// The tenant (from the database), unless `file` is given.
+    pub tenant: Option<TenantId>,
+    /// An export file (offline).
+    pub file: Option<PathBuf>,
+    pub as_of: AsOf,
+    /// Print JSON instead of a readable summary.
+    pub json: bool,
+}
+
+/// `ledger export`.
+pub struct ExportOptions {
+    pub tenant: TenantId,
+    /// The file to write (JSON Lines).
+    pub out: PathBuf,
+}
+
+/// Opens the store for the auditors' commands (`verify`, `replay`,
+/// `export`), which only read: never creates the database nor migrates it,
+/// and refuses a schema older than this binary's.
+pub async fn open_store_to_read(
+    database_url: Option<&str>,
+    connections: u32,
+) -> Result<EventStore, Failure> {
+    let database = eventstore::resolve_existing(database_url).await?;
+    tracing::debug!(url = %eventstore::database::redact(database.url()), source = ?database.source, "database");
+    let pool = database.connect_pool(connections).await?;
+    let store = EventStore::new(pool);
+    store.check_schema().await?;
+    Ok(store)
+}
+
+/// Verifies the file or the database and prints the report: exit 0 when
+/// nothing is found, 1 with findings.
+pub async fn run_verify(
+    database_url: Option<&str>,
+    options: VerifyOptions,
+    projections: &[Arc<dyn Projection>],
+) -> Result<ExitCode, Failure> {
+    let report = match &options.file {
+        Some(path) => crate::export::verify_file(path)?,
+        None => {
+            let store = open_store_to_read(database_url, 4).await?;
+            crate::verify::verify_database(&store, options.tenant, projections, options.json)
+                .await?
+        }
+    };
+    if options.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Replays the file or the tenant's events and prints its state.
+pub async fn run_replay(database_url: Option<&str>, options: ReplayOptions) -> Result<(), Failure> {
+    let report = match (&options.file, options.tenant) {
+        (Some(path), _) => crate::export::replay_file(path, options.as_of)?,
+        (None, Some(tenant)) => {
+            let store = open_store_to_read(database_url, 2).await?;
+            crate::as_of::replay_stored(&store, tenant, options.as_of).await?
+        }
+        (None, None) => return Err("give --tenant or --file".into()),
+    };
+    if options.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", crate::report::render(&report));
+    }
+    Ok(())
+}
+
+/// Writes the tenant's export file and says what it holds.
+pub async fn run_export(database_url: Option<&str>, options: ExportOptions) -> Result<(), Failure> {
+    let store = open_store_to_read(database_url, 2).await?;
+    let report = crate::export::export(&store, options.tenant, &options.out, false).await?;
+    println!(
+        "exported {} events of tenant {} to {} (head seq {} hash {})",
+        report.events,
+        report.tenant_id,
+        options.out.display(),
+        report.head_seq,
+        report.head_hash
+    );
+    Ok(())
+}
+
+/// Runs the benchmark on the resolved server and prints its figures: a
+/// summary and then the JSON line, or with `json` the JSON line only.
+pub async fn run_bench(
+    database_url: Option<&str>,
+    config: BenchConfig,
+    json: bool,
+) -> Result<(), Failure> {
+    let server = eventstore::resolve(database_url).await?;
+    let report = crate::bench::run(&server, config, json).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} commands in {} ({} tenants x {} accounts, {} clients): {:.0} commands/s, latency p50 {:.2} ms p99 {:.2} ms",
+            report.commands, report.mode, report.tenants, report.accounts, report.clients,
+            report.commands_per_s, report.latency_ms_p50, report.latency_ms_p99
+        );
+        println!(
+            "projections caught up {:.0} ms after the last command; rebuild {:.0} events/s; verify {:.0} events/s; peak RSS {:.0} MB",
+            report.catch_up_ms, report.rebuild_events_per_s, report.verify_events_per_s, report.peak_rss_mb
+        );
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
