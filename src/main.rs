@@ -261,6 +261,10 @@ struct ServeArgs {
     /// the replays' own pool (of this size); beyond, 429.
     #[arg(long, env = "LEDGER_REPLAYS_MAX", default_value_t = commands::http::limits::REPLAYS_MAX_DEFAULT)]
     replays_max: usize,
+    /// Failed authentications one client address may make within a minute;
+    /// beyond, 429 too_many_requests until the minute is over.
+    #[arg(long, env = "LEDGER_FAILED_AUTH_LIMIT", default_value_t = commands::http::auth::FAILED_AUTH_LIMIT)]
+    failed_auth_limit: u32,
     /// Longest a client may take to send a request head, in milliseconds,
     /// from its first byte (for a new connection, from connecting); the
     /// connection is then closed.
@@ -503,6 +507,7 @@ async fn run_serve(database_url: Option<&str>, args: ServeArgs) -> Result<(), Fa
     http.waiters_per_tenant_max = args.tenant_waiters_max;
     http.replays_per_tenant_max = args.tenant_replays_max;
     http.replays_max = args.replays_max;
+    http.failed_auth_limit = args.failed_auth_limit;
     http.connections = args.connection_limits();
     let config = commands::server::ServeConfig {
         http,

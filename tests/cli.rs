@@ -873,6 +873,15 @@ async fn serve_read_wait_ms_bounds_a_min_seq_read() {
         &["--no-workers", "--read-wait-ms", "300"],
     )
     .await;
+    let (status, body) = post(
+        &support::http_client(),
+        format!("{}/v1/grants", server.base),
+        &tenant.api_key,
+        "grant",
+        json!({"quota": "credits", "amount": 10, "source": "purchase"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
     let started = Instant::now();
     let response = support::http_client()
         .get(format!("{}/v1/streams?min_seq=1", server.base))

@@ -23,6 +23,7 @@ pub mod journal;
 pub mod money;
 pub mod plan;
 pub mod quota;
+pub mod schema;
 pub mod subscription;
 pub mod text;
 pub mod time;

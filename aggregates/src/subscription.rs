@@ -18,7 +18,7 @@ pub const SUBSCRIPTION_AGGREGATE: &str = "subscription";
 pub const SUBSCRIPTION_ID: &str = "subscription";
 
 /// When a cancellation takes effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelAt {
     Now,
@@ -115,8 +115,9 @@ impl Rejection for SubscriptionError {
     fn kind(&self) -> RejectionKind {
         match self {
             Self::NotSubscribed => RejectionKind::NotFound,
-            Self::TrialEndInThePast | Self::TimeOutOfRange(_) => RejectionKind::Invalid,
-            Self::AlreadySubscribed(_)
+            Self::TimeOutOfRange(_) => RejectionKind::Invalid,
+            Self::TrialEndInThePast
+            | Self::AlreadySubscribed(_)
             | Self::SamePlan(_)
             | Self::AlreadyScheduled
             | Self::PeriodOutOfRange

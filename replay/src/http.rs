@@ -11,7 +11,9 @@ use commands::http::extract::{ApiQuery, Tenant};
 use commands::http::{AppState, REPLAY_TIMEOUT};
 use serde::Deserialize;
 use serde_json::Value;
-use utoipa::IntoParams;
+use utoipa::openapi::schema::{OneOfBuilder, Schema};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -23,13 +25,44 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReplayQuery {
-    /// State after this tenant_seq (default: the head).
-    pub as_of_seq: Option<i64>,
-    /// State at this time (RFC 3339, 1970-01-01T00:00:00Z to
-    /// 9999-12-31T23:59:59.999999Z); not with as_of_seq.
-    #[param(value_type = Option<DateTime<Utc>>)]
-    pub as_of: Option<BoundedTime>,
+    /// The point to replay to: a tenant_seq (the state after it), or a time
+    /// (RFC 3339, 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z: the
+    /// state of the events recorded at or before it). Default: the head.
+    #[param(inline)]
+    pub as_of: Option<AsOfPoint>,
 }
+
+/// Where a replay over HTTP stops: a tenant_seq (digits only) or a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOfPoint {
+    Seq(i64),
+    Time(BoundedTime),
+}
+
+impl<'de> Deserialize<'de> for AsOfPoint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) {
+            return text.parse().map(Self::Seq).map_err(|_| {
+                serde::de::Error::custom(format!("{text} is past the largest tenant_seq"))
+            });
+        }
+        text.parse().map(Self::Time).map_err(|error: String| {
+            serde::de::Error::custom(format!("neither a tenant_seq nor a time: {error}"))
+        })
+    }
+}
+
+impl PartialSchema for AsOfPoint {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(commands::http::extract::Seq::schema())
+            .item(BoundedTime::schema())
+            .into()
+    }
+}
+
+impl ToSchema for AsOfPoint {}
 
 /// The tenant's subscription, quotas with grants and availability, account
 /// balances and trial balance as of a tenant_seq or a time; the same answer
@@ -42,7 +75,7 @@ pub struct ReplayQuery {
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The state as of the point asked", body = Object),
-        (status = 400, description = "Both as_of_seq and as_of, or a negative seq", body = ErrorBody),
+        (status = 400, description = "`as_of` neither a tenant_seq nor a time in range", body = ErrorBody),
         (status = 422, description = "`history_does_not_verify`: an event up to the point (or the one right after it) fails the chain or the domain; `details.finding` names it", body = ErrorBody),
         (status = 503, description = "`replay_timeout`: the replay did not finish within 25 s; or `database_unavailable`", body = ErrorBody),
     )
@@ -52,16 +85,10 @@ async fn replay(
     Tenant(tenant_id): Tenant,
     ApiQuery(query): ApiQuery<ReplayQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let as_of = match (query.as_of_seq, query.as_of) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("give as_of_seq or as_of, not both"))
-        }
-        (Some(seq), None) if seq < 0 => {
-            return Err(ApiError::bad_request("as_of_seq: must be 0 or more"))
-        }
-        (Some(seq), None) => AsOf::Seq(seq),
-        (None, Some(time)) => AsOf::Time(time.get()),
-        (None, None) => AsOf::Head,
+    let as_of = match query.as_of {
+        Some(AsOfPoint::Seq(seq)) => AsOf::Seq(seq),
+        Some(AsOfPoint::Time(time)) => AsOf::Time(time.get()),
+        None => AsOf::Head,
     };
     let replaying = state.replays.try_acquire(tenant_id)?;
     let pool = state.replay_pool.clone();

@@ -291,8 +291,11 @@ impl TenantState {
 
 /// Whether an event's metadata records a request (the first event of one).
 fn records_a_request(metadata: &str) -> bool {
-    // The canonical text names the field; parsing is left to the decision.
-    metadata.contains("\"request\": ")
+    // The stored text names the field (as jsonb writes it: `"request": `);
+    // parsing is left to the decision.
+    static FIELD: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("\"{METADATA_REQUEST}\": "));
+    metadata.contains(FIELD.as_str())
 }
 
 /// Decides the request `members` record and compares: the decision and the

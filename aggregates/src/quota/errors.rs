@@ -94,7 +94,6 @@ impl Rejection for QuotaError {
             Self::UnknownGrant(_) => RejectionKind::NotFound,
             Self::AmountNotPositive
             | Self::InvalidPriority
-            | Self::ExpiryBeforeEffect
             | Self::SeatsAreNotConsumed
             | Self::OnlySeatsAllocate
             | Self::WrongQuota { .. }
@@ -102,6 +101,7 @@ impl Rejection for QuotaError {
             | Self::InvalidReference(_)
             | Self::TimeOutOfRange(_) => RejectionKind::Invalid,
             Self::GrantExists(_)
+            | Self::ExpiryBeforeEffect
             | Self::GrantClosed { .. }
             | Self::SubscriptionGrant(_)
             | Self::ExpiryInThePast

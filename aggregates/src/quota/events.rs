@@ -13,7 +13,7 @@ fn is_zero(amount: &Amount) -> bool {
 }
 
 /// Part of a consumption or allocation drawn from one grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Allocation {
     pub grant_id: GrantId,
     pub amount: Amount,

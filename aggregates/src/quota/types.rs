@@ -10,7 +10,19 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// What a quota measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum QuotaType {
     /// An allocation gauge: allocated and released.
@@ -130,7 +142,7 @@ pub fn parse_quota_aggregate_id(id: &str) -> Option<(QuotaType, Option<QuotaAcco
 }
 
 /// Where a grant came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantSource {
     Subscription,

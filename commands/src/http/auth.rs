@@ -36,7 +36,8 @@ pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
 const AUTH_CACHE_ENTRIES_MAX: usize = 10_000;
 
 /// Failed authentications a client address may make within
-/// [`FAILED_AUTH_WINDOW`] before it is answered 429.
+/// [`FAILED_AUTH_WINDOW`] before it is answered 429, by default
+/// (`--failed-auth-limit`).
 pub const FAILED_AUTH_LIMIT: u32 = 20;
 
 /// The window failed authentications are counted in, from the first one.
@@ -130,6 +131,8 @@ struct FailureWindow {
 /// Verified API keys and failed attempts, per process.
 pub struct Authenticator {
     clock: AuthClock,
+    /// Failures an address may make within a window before it is refused.
+    failure_limit: u32,
     keys: Mutex<KeyCache>,
     failures: Mutex<HashMap<IpAddr, FailureWindow>>,
     /// Bumped after every eviction from the key cache.
@@ -146,10 +149,18 @@ impl Authenticator {
     pub fn new(clock: AuthClock) -> Self {
         Self {
             clock,
+            failure_limit: FAILED_AUTH_LIMIT,
             keys: Mutex::default(),
             failures: Mutex::default(),
             evictions: watch::channel(0).0,
         }
+    }
+
+    /// The same authenticator refusing an address after `limit` failures
+    /// within a window (at least 1).
+    pub fn with_failure_limit(mut self, limit: u32) -> Self {
+        self.failure_limit = limit.max(1);
+        self
     }
 
     /// Counts evictions from the key cache (a revocation, here or announced
@@ -262,7 +273,7 @@ impl Authenticator {
             failures.remove(&client);
             return Ok(());
         }
-        if window.failures >= FAILED_AUTH_LIMIT {
+        if window.failures >= self.failure_limit {
             let retry_after = ends - now;
             return Err(ApiError::TooManyRequests {
                 message: format!(
@@ -331,11 +342,11 @@ impl Authenticator {
             };
         }
         window.failures = window.failures.saturating_add(1);
-        if window.failures == FAILED_AUTH_LIMIT {
+        if window.failures == self.failure_limit {
             let seconds = (window.started + FAILED_AUTH_WINDOW - now).as_secs();
             tracing::warn!(
                 client = %ClientAddress(Some(client)),
-                failures = FAILED_AUTH_LIMIT,
+                failures = self.failure_limit,
                 seconds,
                 "too many failed authentications: refusing this client address until its window ends"
             );

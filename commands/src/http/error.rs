@@ -5,6 +5,7 @@
 //! message; their details are never sent.
 
 use crate::pipeline::{error_body, Outcome, PipelineError};
+use aggregates::RejectionKind;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -211,6 +212,33 @@ impl IntoResponse for ApiError {
 
 impl From<PipelineError> for ApiError {
     fn from(error: PipelineError) -> Self {
+        if let PipelineError::Unavailable(cause) = &error {
+            tracing::warn!(%cause, "database unavailable");
+        }
+        Self::of_pipeline(error)
+    }
+}
+
+/// The status a domain rejection of `kind` answers: the one mapping of
+/// rejections to statuses, for every route (and the command metrics).
+pub fn rejection_status(kind: RejectionKind) -> StatusCode {
+    match kind {
+        RejectionKind::Invalid => StatusCode::BAD_REQUEST,
+        RejectionKind::NotFound => StatusCode::NOT_FOUND,
+        RejectionKind::RuleBroken => StatusCode::UNPROCESSABLE_ENTITY,
+        RejectionKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+    }
+}
+
+/// The status `error` answers (what [`ApiError::from`] gives), for the
+/// command metrics.
+pub fn pipeline_error_status(error: &PipelineError) -> StatusCode {
+    ApiError::of_pipeline(error.clone()).parts().0
+}
+
+impl ApiError {
+    /// The answer to a pipeline error, without logging it.
+    fn of_pipeline(error: PipelineError) -> Self {
         match error {
             PipelineError::KeyReused => Self::Unprocessable {
                 code: "idempotency_key_reused",
@@ -223,10 +251,7 @@ impl From<PipelineError> for ApiError {
                     "the request conflicted with concurrent writes {attempts} times; retry it"
                 ),
             },
-            PipelineError::Unavailable(cause) => {
-                tracing::warn!(%cause, "database unavailable");
-                Self::unavailable()
-            }
+            PipelineError::Unavailable(_) => Self::unavailable(),
             PipelineError::Stopped => Self::Unavailable {
                 code: "shutting_down",
                 message: "the server is shutting down; retry on another instance".into(),

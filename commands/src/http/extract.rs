@@ -10,6 +10,9 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use eventstore::{IdempotencyKey, InvalidIdempotencyKey};
 use serde::de::DeserializeOwned;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 pub use super::auth::{Admin, MetricsReader, Tenant};
 
@@ -170,13 +173,35 @@ fn path_error(kind: ErrorKind) -> ApiError {
 /// A request body amount: a positive integer in minor units that fits 64
 /// bits. Anything else is refused while the body is read, with the field
 /// named in the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[schema(value_type = i64)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PositiveAmount(pub aggregates::Amount);
+
+/// A whole number in a JSON body, read from its text (never through a
+/// float, so nothing is rounded): digits, or digits with a fraction of
+/// zeros (`2.0` is the integer 2 to JSON Schema, which the document
+/// follows); no exponent.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let raw: &serde_json::value::RawValue = serde::Deserialize::deserialize(deserializer)?;
+    let text = raw.get();
+    let whole = match text.split_once('.') {
+        Some((whole, zeros)) if !zeros.is_empty() && zeros.bytes().all(|b| b == b'0') => whole,
+        Some(_) => {
+            return Err(serde::de::Error::custom(format!(
+                "invalid value: {text}, expected an integer"
+            )))
+        }
+        None => text,
+    };
+    whole.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid value: {text}, expected an integer of 64 bits"
+        ))
+    })
+}
 
 impl<'de> serde::Deserialize<'de> for PositiveAmount {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = i64::deserialize(deserializer)?;
+        let value = whole_number(deserializer)?;
         if value <= 0 {
             return Err(serde::de::Error::custom(format!(
                 "invalid value: {value}, expected a positive integer"
@@ -188,14 +213,147 @@ impl<'de> serde::Deserialize<'de> for PositiveAmount {
     }
 }
 
-/// A quota type as the OpenAPI document lists it (paths and bodies take
-/// text, parsed by [`quota_type`], so an unknown one answers
-/// `unknown_quota` listing the valid ones).
+impl PartialSchema for PositiveAmount {
+    fn schema() -> RefOr<Schema> {
+        aggregates::schema::integer(1)
+            .description(Some("A positive integer in minor units"))
+            .into()
+    }
+}
+
+impl ToSchema for PositiveAmount {}
+
+/// A grant's priority in a body: 0 (burnt first) to
+/// [`aggregates::quota::PRIORITY_MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Priority(pub u8);
+
+impl<'de> serde::Deserialize<'de> for Priority {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let max = aggregates::quota::PRIORITY_MAX;
+        let value = whole_number(deserializer)?;
+        u8::try_from(value)
+            .ok()
+            .filter(|priority| *priority <= max)
+            .map(Self)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("invalid value: {value}, expected 0 to {max}"))
+            })
+    }
+}
+
+impl PartialSchema for Priority {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(aggregates::quota::PRIORITY_MAX))
+            .default(Some(aggregates::quota::PRIORITY_DEFAULT.into()))
+            .into()
+    }
+}
+
+impl ToSchema for Priority {}
+
+/// A tenant_seq in a query (`min_seq`, `as_of_seq`, `after_seq`): 0 or
+/// more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seq(pub i64);
+
+impl<'de> serde::Deserialize<'de> for Seq {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        if value < 0 {
+            return Err(serde::de::Error::custom(format!(
+                "invalid value: {value}, expected a tenant_seq, 0 or more"
+            )));
+        }
+        Ok(Self(value))
+    }
+}
+
+impl PartialSchema for Seq {
+    fn schema() -> RefOr<Schema> {
+        aggregates::schema::integer(0).into()
+    }
+}
+
+impl ToSchema for Seq {}
+
+/// The largest page any list answers.
+pub const PAGE_MAX: i64 = 1_000;
+
+/// The page size a list answers without `limit`.
+pub const PAGE_DEFAULT: i64 = 100;
+
+/// A page size in a query: 1 to [`PAGE_MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit(pub i64);
+
+impl PageLimit {
+    /// The size asked for, or [`PAGE_DEFAULT`].
+    pub fn or_default(limit: Option<Self>) -> i64 {
+        limit.map_or(PAGE_DEFAULT, |limit| limit.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PageLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        if !(1..=PAGE_MAX).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid value: {value}, expected 1 to {PAGE_MAX}"
+            )));
+        }
+        Ok(Self(value))
+    }
+}
+
+impl PartialSchema for PageLimit {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(PAGE_MAX))
+            .default(Some(PAGE_DEFAULT.into()))
+            .into()
+    }
+}
+
+impl ToSchema for PageLimit {}
+
+impl PartialSchema for IdempotencyKeyHeader {
+    fn schema() -> RefOr<Schema> {
+        // Printable ASCII; HTTP drops a header value's leading and trailing
+        // spaces, so the key neither starts nor ends with one.
+        aggregates::schema::text(
+            eventstore::idempotency::IDEMPOTENCY_KEY_LENGTH_MAX,
+            r"^[\x21-\x7E]([\x20-\x7E]*[\x21-\x7E])?$",
+        )
+        .into()
+    }
+}
+
+impl ToSchema for IdempotencyKeyHeader {}
+
+/// A quota type: seats, runs or credits.
+// Paths and bodies take text, parsed by [`quota_type`], so that an unknown
+// one answers `unknown_quota` listing the valid ones.
 #[derive(utoipa::ToSchema)]
 #[schema(rename_all = "snake_case")]
 #[allow(dead_code)]
 pub enum QuotaName {
     Seats,
+    Runs,
+    Credits,
+}
+
+/// A consumable quota type: runs or credits (seats are allocated and
+/// released).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ConsumableQuotaName {
     Runs,
     Credits,
 }

@@ -2,15 +2,16 @@
 
 use super::error::{outcome_response, ApiError, ErrorBody};
 use super::extract::{
-    quota_account, quota_type, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, PositiveAmount,
-    QuotaName, Tenant,
+    quota_account, quota_type, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, PageLimit,
+    PositiveAmount, Priority, QuotaName, Seq, Tenant,
 };
 use super::read::tenant_read;
-use super::schema::{GrantIssuedAnswer, RevokeAnswer};
+use super::schema::Accepted;
 use super::AppState;
+use crate::requests::quota::{GrantIssued, GrantRevoked};
 use crate::requests::quota::{IssueGrant, RevokeGrant, GRANT_ENTITY};
 use aggregates::quota::{
-    parse_quota_aggregate_id, GrantSource, QuotaAccount, QuotaType, PRIORITY_DEFAULT, PRIORITY_MAX,
+    parse_quota_aggregate_id, GrantSource, QuotaAccount, QuotaType, PRIORITY_DEFAULT,
     QUOTA_AGGREGATE,
 };
 use aggregates::time::BoundedTime;
@@ -56,24 +57,26 @@ pub struct GrantBody {
     pub quota: String,
     /// Units granted, a positive integer; `null` for unlimited. Required.
     #[serde(default, deserialize_with = "required_nullable")]
-    #[schema(value_type = Option<i64>, required = true)]
+    #[schema(value_type = Option<PositiveAmount>, inline, required = true)]
     pub amount: Option<Option<PositiveAmount>>,
     pub source: IssuedSource,
     /// 0 (burnt first) to 100 (last); default 50.
     #[serde(default)]
-    pub priority: Option<u8>,
+    #[schema(inline)]
+    pub priority: Option<Priority>,
     /// When the grant becomes usable; default now. It does not change the
     /// grant's age in the burn-down order, which is issue order. RFC 3339,
     /// 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z.
     #[serde(default)]
-    #[schema(value_type = Option<DateTime<Utc>>)]
+    #[schema(value_type = Option<BoundedTime>, inline)]
     pub effective_at: Option<BoundedTime>,
     /// When it expires; default never. Same range as `effective_at`.
     #[serde(default)]
-    #[schema(value_type = Option<DateTime<Utc>>)]
+    #[schema(value_type = Option<BoundedTime>, inline)]
     pub expires_at: Option<BoundedTime>,
     /// A quota account of the tenant (an end user, a project); default the tenant itself.
     #[serde(default)]
+    #[schema(value_type = Option<QuotaAccount>, inline)]
     pub account: Option<String>,
 }
 
@@ -82,18 +85,21 @@ pub struct GrantBody {
 #[into_params(parameter_in = Query)]
 pub struct GrantsQuery {
     /// Only grants of this quota type.
-    #[param(value_type = Option<QuotaName>)]
+    #[param(value_type = Option<QuotaName>, inline)]
     pub quota: Option<String>,
     /// Only grants of this quota account (default: every holder's, the
     /// tenant's own and its accounts').
+    #[param(value_type = Option<QuotaAccount>, inline)]
     pub account: Option<String>,
     /// Continue after this grant (from `next`).
     #[param(value_type = Option<uuid::Uuid>)]
     pub after: Option<GrantId>,
     /// Page size, 1-1000 (default 100).
-    pub limit: Option<i64>,
+    #[param(inline)]
+    pub limit: Option<PageLimit>,
     /// Wait until the projection has applied this tenant_seq.
-    pub min_seq: Option<i64>,
+    #[param(inline)]
+    pub min_seq: Option<Seq>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -101,7 +107,8 @@ pub struct GrantsQuery {
 #[into_params(parameter_in = Query)]
 pub struct GrantQuery {
     /// Wait until the projection has applied this tenant_seq.
-    pub min_seq: Option<i64>,
+    #[param(inline)]
+    pub min_seq: Option<Seq>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -125,10 +132,10 @@ pub struct GrantView {
     path = "/v1/grants",
     tag = "grants",
     request_body = GrantBody,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
     security(("api_key" = [])),
     responses(
-        (status = 201, description = "Issued", body = GrantIssuedAnswer),
+        (status = 201, description = "Issued", body = Accepted<GrantIssued>),
         (status = 400, description = "Invalid input (names the field)", body = ErrorBody),
         (status = 422, description = "Expiry in the past, the quota's open total would pass 64 bits (`amount_overflow`), or key reused", body = ErrorBody),
     )
@@ -144,12 +151,9 @@ async fn issue_grant(
             "amount: required (a positive integer, or null for unlimited)",
         ));
     };
-    let priority = body.priority.unwrap_or(PRIORITY_DEFAULT);
-    if priority > PRIORITY_MAX {
-        return Err(ApiError::bad_request(format!(
-            "priority: must be 0 to {PRIORITY_MAX}"
-        )));
-    }
+    let priority = body
+        .priority
+        .map_or(PRIORITY_DEFAULT, |priority| priority.0);
     let request = IssueGrant {
         quota: quota_type(&body.quota)?,
         account: quota_account(body.account.as_deref())?,
@@ -186,13 +190,7 @@ async fn list_grants(
 ) -> Result<Json<GrantsPage>, ApiError> {
     let quota = query.quota.as_deref().map(quota_type).transpose()?;
     let account = quota_account(query.account.as_deref())?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=quota_read::PAGE_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit: must be 1 to {}",
-            quota_read::PAGE_MAX
-        )));
-    }
+    let limit = PageLimit::or_default(query.limit);
     let after = query.after;
     let (grants, projection_seq) = tenant_read(
         &state,
@@ -266,11 +264,11 @@ async fn get_grant(
     tag = "grants",
     params(
         ("grant_id" = uuid::Uuid, Path, description = "The grant"),
-        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
     ),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Revoked", body = RevokeAnswer),
+        (status = 200, description = "Revoked", body = Accepted<GrantRevoked>),
         (status = 400, description = "grant_id is not a UUID", body = ErrorBody),
         (status = 404, description = "No such grant for this tenant", body = ErrorBody),
         (status = 422, description = "Already closed, a subscription grant, or key reused", body = ErrorBody),

@@ -2,7 +2,7 @@
 //! the trial balance per asset.
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiQuery, Tenant};
+use super::extract::{ApiQuery, PageLimit, Seq, Tenant};
 use super::read::tenant_read;
 use super::AppState;
 use axum::extract::State;
@@ -24,11 +24,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct EntriesQuery {
     /// Entries after this tenant_seq (from `next_after_seq`).
-    pub after_seq: Option<i64>,
+    #[param(inline)]
+    pub after_seq: Option<Seq>,
     /// Page size, 1-1000 (default 100).
-    pub limit: Option<i64>,
+    #[param(inline)]
+    pub limit: Option<PageLimit>,
     /// Wait until the projection has applied this tenant_seq.
-    pub min_seq: Option<i64>,
+    #[param(inline)]
+    pub min_seq: Option<Seq>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -44,9 +47,11 @@ pub struct EntriesPage {
 #[into_params(parameter_in = Query)]
 pub struct BalancesQuery {
     /// Balances as of this tenant_seq (waits until the projection has applied it).
-    pub as_of_seq: Option<i64>,
+    #[param(inline)]
+    pub as_of_seq: Option<Seq>,
     /// Wait until the projection has applied this tenant_seq.
-    pub min_seq: Option<i64>,
+    #[param(inline)]
+    pub min_seq: Option<Seq>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -75,14 +80,8 @@ async fn list_entries(
     Tenant(tenant_id): Tenant,
     ApiQuery(query): ApiQuery<EntriesQuery>,
 ) -> Result<Json<EntriesPage>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=journal::PAGE_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit: must be 1 to {}",
-            journal::PAGE_MAX
-        )));
-    }
-    let after_seq = query.after_seq.unwrap_or(0);
+    let limit = PageLimit::or_default(query.limit);
+    let after_seq = query.after_seq.map_or(0, |seq| seq.0);
     let (entries, projection_seq) = tenant_read(
         &state,
         tenant_id,
@@ -119,11 +118,8 @@ async fn balances(
     Tenant(tenant_id): Tenant,
     ApiQuery(query): ApiQuery<BalancesQuery>,
 ) -> Result<Json<BalancesView>, ApiError> {
-    if query.as_of_seq.is_some_and(|seq| seq < 0) {
-        return Err(ApiError::bad_request("as_of_seq: must be 0 or more"));
-    }
     let wait_for = query.min_seq.max(query.as_of_seq);
-    let as_of = query.as_of_seq;
+    let as_of = query.as_of_seq.map(|seq| seq.0);
     let (accounts, projection_seq) = tenant_read(
         &state,
         tenant_id,

@@ -83,6 +83,9 @@ pub struct HttpConfig {
     pub replays_per_tenant_max: usize,
     /// Concurrent replays in all (the replay pool's size); beyond, 429.
     pub replays_max: usize,
+    /// Failed authentications a client address may make within
+    /// [`auth::FAILED_AUTH_WINDOW`]; beyond, 429 until the window ends.
+    pub failed_auth_limit: u32,
     /// Timeouts and the limit of HTTP connections.
     pub connections: ConnectionLimits,
 }
@@ -102,6 +105,7 @@ impl HttpConfig {
             waiters_per_tenant_max: limits::WAITERS_PER_TENANT_MAX_DEFAULT,
             replays_per_tenant_max: limits::REPLAYS_PER_TENANT_MAX_DEFAULT,
             replays_max: limits::REPLAYS_MAX_DEFAULT,
+            failed_auth_limit: auth::FAILED_AUTH_LIMIT,
             connections: ConnectionLimits::default(),
         }
     }
@@ -159,7 +163,7 @@ impl AppState {
             store,
             metrics: bus.metrics().clone(),
             bus,
-            auth: Arc::new(Authenticator::default()),
+            auth: Arc::new(Authenticator::default().with_failure_limit(config.failed_auth_limit)),
             config: Arc::new(config),
             progress,
             projections: projections.into(),
@@ -176,7 +180,8 @@ impl AppState {
     /// The same state with the key cache and the failure throttle reading
     /// `clock` (tests move it instead of sleeping).
     pub fn with_auth_clock(mut self, clock: AuthClock) -> Self {
-        self.auth = Arc::new(Authenticator::new(clock));
+        self.auth =
+            Arc::new(Authenticator::new(clock).with_failure_limit(self.config.failed_auth_limit));
         self
     }
 
@@ -228,7 +233,7 @@ fn domain_routes() -> OpenApiRouter<AppState> {
 pub fn app(routes: OpenApiRouter<AppState>, state: AppState) -> Router {
     let body_limit_bytes = state.config.body_limit_bytes;
     let (router, api) = routes.split_for_parts();
-    let document = openapi::Document::serialize(&api);
+    let document = openapi::Document::serialize(&api, &state.plans.ids());
     router
         .route(
             "/openapi.json",

@@ -72,12 +72,19 @@ pub struct Document(Result<Bytes, String>);
 
 impl Document {
     /// The document with the answers every kind of route shares
-    /// ([`add_shared_answers`]), serialized.
-    pub fn serialize(api: &utoipa::openapi::OpenApi) -> Self {
+    /// ([`add_shared_answers`]) and the plans of the served catalog
+    /// (`plans`, the only values a `PlanId` takes), serialized.
+    pub fn serialize(api: &utoipa::openapi::OpenApi, plans: &[String]) -> Self {
         Self(
             serde_json::to_value(api)
                 .and_then(|mut document| {
                     add_shared_answers(&mut document);
+                    if let Some(plan_id) = document
+                        .pointer_mut("/components/schemas/PlanId")
+                        .and_then(serde_json::Value::as_object_mut)
+                    {
+                        plan_id.insert("enum".into(), plans.into());
+                    }
                     serde_json::to_vec(&document)
                 })
                 .map(Bytes::from)
@@ -130,6 +137,9 @@ pub fn add_shared_answers(document: &mut serde_json::Value) {
             .as_array()
             .is_some_and(|s| !s.is_empty());
         let mut answers: Vec<(&str, &str)> = vec![("408", TIMED_OUT)];
+        if !parameters.is_empty() {
+            answers.push(("400", PARAMETER_INVALID));
+        }
         if authenticated {
             answers.push((
                 "401",
@@ -156,7 +166,7 @@ pub fn add_shared_answers(document: &mut serde_json::Value) {
             answers.push(("413", TOO_LARGE));
         }
         if has("min_seq", "query") {
-            answers.push(("503", "`projection_lagging`: the projection did not reach `min_seq` within the server's read wait; or `database_unavailable`"));
+            answers.push(("503", LAGGING));
         }
         let responses = &mut operation["responses"];
         for (status, description) in answers {
@@ -205,6 +215,11 @@ const KEY_REUSED: &str =
     "`idempotency_key_reused`: the Idempotency-Key was used for another request";
 const BODY_INVALID: &str = "Invalid input: malformed JSON, an unknown or missing field, a value \
     out of its bounds (the message names the field)";
+const PARAMETER_INVALID: &str = "Invalid input: a parameter out of its bounds, malformed or \
+    unknown (the message names it); `min_seq_ahead`: `min_seq` is beyond the tenant's last \
+    tenant_seq (details.tenant_seq), so no wait could reach it";
+const LAGGING: &str = "`projection_lagging`: the projection did not reach `min_seq` within the \
+    server's read wait; or `database_unavailable`";
 const TOO_LARGE: &str = "`payload_too_large`: the body is over the server's limit";
 const TIMED_OUT: &str = "`request_timeout`: the body did not arrive, or the answer was not ready, \
     within the server's request timeout; the connection is closed";

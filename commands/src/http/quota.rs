@@ -3,13 +3,14 @@
 
 use super::error::{outcome_response, ApiError, ErrorBody};
 use super::extract::{
-    quota_account, quota_type, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, PositiveAmount,
-    QuotaName, Tenant,
+    quota_account, quota_type, ApiJson, ApiPath, ApiQuery, ConsumableQuotaName,
+    IdempotencyKeyHeader, PositiveAmount, QuotaName, Seq, Tenant,
 };
 use super::read::tenant_read;
-use super::schema::{ConsumeAnswer, ExpireAnswer, SeatsAnswer};
+use super::schema::Accepted;
 use super::AppState;
 use crate::requests::quota::{ChangeSeats, ConsumeQuota, ExpireGrants};
+use crate::requests::quota::{Consumed, GrantsExpired, SeatsChanged};
 use aggregates::quota::{QuotaAccount, QuotaType, REFERENCE_LENGTH_MAX};
 use aggregates::text::Text;
 use axum::extract::State;
@@ -17,7 +18,9 @@ use axum::response::Response;
 use axum::Json;
 use projections::quota::{self as quota_read, QuotaView};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -39,11 +42,16 @@ pub struct ConsumeBody {
     /// An external reference (a run id): 1-200 characters, no control
     /// characters.
     #[serde(default)]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    #[schema(schema_with = reference_schema)]
     pub reference: Option<Text<REFERENCE_LENGTH_MAX>>,
     /// A quota account of the tenant; default the tenant itself.
     #[serde(default)]
+    #[schema(value_type = Option<QuotaAccount>, inline)]
     pub account: Option<String>,
+}
+
+fn reference_schema() -> RefOr<Schema> {
+    aggregates::schema::nullable(Text::<REFERENCE_LENGTH_MAX>::schema())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,14 +59,18 @@ pub struct ConsumeBody {
 pub struct SeatsBody {
     /// Seats, a positive integer.
     pub amount: PositiveAmount,
+    /// A quota account of the tenant; default the tenant itself.
     #[serde(default)]
+    #[schema(value_type = Option<QuotaAccount>, inline)]
     pub account: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpireBody {
+    /// A quota account of the tenant; default the tenant itself.
     #[serde(default)]
+    #[schema(value_type = Option<QuotaAccount>, inline)]
     pub account: Option<String>,
 }
 
@@ -67,9 +79,11 @@ pub struct ExpireBody {
 #[into_params(parameter_in = Query)]
 pub struct QuotaQuery {
     /// A quota account of the tenant; default the tenant itself.
+    #[param(value_type = Option<QuotaAccount>, inline)]
     pub account: Option<String>,
     /// Wait until the projection has applied this tenant_seq.
-    pub min_seq: Option<i64>,
+    #[param(inline)]
+    pub min_seq: Option<Seq>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,7 +104,7 @@ async fn read_quotas(
     tenant_id: aggregates::TenantId,
     quota: Option<QuotaType>,
     account: Option<QuotaAccount>,
-    min_seq: Option<i64>,
+    min_seq: Option<Seq>,
 ) -> Result<(Vec<QuotaView>, i64), ApiError> {
     tenant_read(
         state,
@@ -172,12 +186,12 @@ async fn get_quota(
     tag = "quota",
     request_body = ConsumeBody,
     params(
-        ("quota" = QuotaName, Path, description = "runs or credits (seats answer 400)"),
-        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
+        ("quota" = inline(ConsumableQuotaName), Path, description = "runs or credits (seats are allocated, not consumed)"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
     ),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Consumed", body = ConsumeAnswer),
+        (status = 200, description = "Consumed", body = Accepted<Consumed>),
         (status = 400, description = "Invalid input (names the field) or not consumable", body = ErrorBody),
         (status = 422, description = "A count would pass 64 bits (`amount_overflow`), or key reused", body = ErrorBody),
         (status = 429, description = "Not enough quota; details.available", body = ErrorBody),
@@ -230,10 +244,10 @@ async fn change_seats(
     path = "/v1/quota/seats/allocate",
     tag = "quota",
     request_body = SeatsBody,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Allocated", body = SeatsAnswer),
+        (status = 200, description = "Allocated", body = Accepted<SeatsChanged>),
         (status = 429, description = "Not enough seats (0 while seats are over-allocated after a downgrade); details.available", body = ErrorBody),
     )
 )]
@@ -252,10 +266,10 @@ async fn allocate_seats(
     path = "/v1/quota/seats/release",
     tag = "quota",
     request_body = SeatsBody,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Released", body = SeatsAnswer),
+        (status = 200, description = "Released", body = Accepted<SeatsChanged>),
         (status = 422, description = "More than allocated", body = ErrorBody),
     )
 )]
@@ -277,10 +291,10 @@ async fn release_seats(
     request_body = ExpireBody,
     params(
         ("quota" = QuotaName, Path, description = "seats, runs or credits"),
-        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
     ),
     security(("api_key" = [])),
-    responses((status = 200, description = "Expired (possibly none)", body = ExpireAnswer))
+    responses((status = 200, description = "Expired (possibly none)", body = Accepted<GrantsExpired>))
 )]
 async fn expire_grants(
     State(state): State<AppState>,

@@ -2,6 +2,7 @@
 //! transactions that a disconnecting client cannot cancel half way.
 
 use super::error::ApiError;
+use super::extract::Seq;
 use super::AppState;
 use aggregates::TenantId;
 use futures_core::future::BoxFuture;
@@ -11,8 +12,10 @@ use sqlx::PgConnection;
 /// Runs `read` in a read transaction scoped to `tenant_id` (row-level
 /// security under the reader role), once `projection` has applied the
 /// tenant's events through `min_seq` (bounded wait, then 503
-/// `projection_lagging` with the projection's current seq). Returns the read
-/// and the seq the projection had reached.
+/// `projection_lagging` with the projection's current seq). A `min_seq`
+/// beyond the tenant's last seq can never be reached: 400 `min_seq_ahead`
+/// at once, with the tenant's seq. Returns the read and the seq the
+/// projection had reached.
 ///
 /// The work runs in a task of its own: if the client goes away, the
 /// transaction still ends cleanly instead of leaving a pooled connection
@@ -21,7 +24,7 @@ pub async fn tenant_read<T, F>(
     state: &AppState,
     tenant_id: TenantId,
     projection: &'static str,
-    min_seq: Option<i64>,
+    min_seq: Option<Seq>,
     read: F,
 ) -> Result<(T, i64), ApiError>
 where
@@ -34,10 +37,14 @@ where
     let checkpoints = state.checkpoints.clone();
     let bound = state.config.read_wait;
     let current = projections::read::checkpoint(&pool, projection, tenant_id).await?;
+    let min_seq = min_seq.map(|seq| seq.0);
     // Only a read that has to wait takes one of the tenant's waiting places,
     // and only while it waits.
     let waiting = match min_seq {
-        Some(min_seq) if current < min_seq => Some(state.waiters.try_acquire(tenant_id)?),
+        Some(min_seq) if current < min_seq => {
+            refuse_ahead(state, tenant_id, min_seq).await?;
+            Some(state.waiters.try_acquire(tenant_id)?)
+        }
         _ => None,
     };
     let task = tokio::spawn(async move {
@@ -73,5 +80,25 @@ where
             "projection_seq": lagging.current,
             "min_seq": lagging.requested,
         }),
+    })
+}
+
+/// 400 `min_seq_ahead` when `min_seq` is beyond the tenant's last seq (no
+/// wait could reach it).
+async fn refuse_ahead(state: &AppState, tenant_id: TenantId, min_seq: i64) -> Result<(), ApiError> {
+    let tenant_seq = state
+        .store
+        .chain_head(tenant_id)
+        .await?
+        .map_or(0, |head| head.seq);
+    if min_seq <= tenant_seq {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest {
+        code: "min_seq_ahead",
+        message: format!(
+            "tenant_seq {min_seq} is beyond the tenant's last, {tenant_seq}: no wait can reach it"
+        ),
+        details: json!({"min_seq": min_seq, "tenant_seq": tenant_seq}),
     })
 }

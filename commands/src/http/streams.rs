@@ -1,19 +1,18 @@
 //! `/v1/streams`: the tenant's event streams (the stream index projection).
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiQuery, Tenant};
+use super::extract::{ApiQuery, PageLimit, Seq, Tenant};
 use super::read::tenant_read;
 use super::AppState;
+use aggregates::schema::text;
 use aggregates::text::Text;
-
-/// An aggregate type or id in a query: 1-200 characters, no control
-/// characters (longer than any the ledger writes).
-type StreamText = Text<200>;
 use axum::extract::State;
 use axum::Json;
 use projections::stream_index::{self, Stream};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -21,37 +20,80 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_streams))
 }
 
+/// An aggregate type or id in a query: 1-200 characters, no control
+/// characters (longer than any the ledger writes).
+type StreamText = Text<200>;
+
+/// Where a page of streams starts: after the stream `{aggregate_type}/{aggregate_id}`
+/// (an aggregate type has no `/`), from `next` of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamCursor {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+}
+
+/// The pattern of a cursor: a type without `/`, then `/` and an id, no
+/// control characters.
+const CURSOR_PATTERN: &str =
+    r"^[^/\u0000-\u001F\u007F-\u009F]{1,200}/[^\u0000-\u001F\u007F-\u009F]{1,200}$";
+
+impl StreamCursor {
+    fn text(&self) -> String {
+        format!("{}/{}", self.aggregate_type, self.aggregate_id)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamCursor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let (aggregate_type, aggregate_id) = text.split_once('/').ok_or_else(|| {
+            serde::de::Error::custom("expected {aggregate_type}/{aggregate_id}, from `next`")
+        })?;
+        let part = |part: &str| {
+            StreamText::parse(part)
+                .map(Text::into_string)
+                .map_err(serde::de::Error::custom)
+        };
+        Ok(Self {
+            aggregate_type: part(aggregate_type)?,
+            aggregate_id: part(aggregate_id)?,
+        })
+    }
+}
+
+impl PartialSchema for StreamCursor {
+    fn schema() -> RefOr<Schema> {
+        text(401, CURSOR_PATTERN).into()
+    }
+}
+
+impl ToSchema for StreamCursor {}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamsQuery {
     /// Only streams of this aggregate type.
-    #[param(value_type = Option<String>, min_length = 1, max_length = 200)]
+    #[param(schema_with = StreamText::schema)]
     aggregate_type: Option<StreamText>,
-    /// Continue after this stream (with `after_id`), from `next` of the previous page.
-    #[param(value_type = Option<String>, min_length = 1, max_length = 200)]
-    after_type: Option<StreamText>,
-    #[param(value_type = Option<String>, min_length = 1, max_length = 200)]
-    after_id: Option<StreamText>,
+    /// Continue after this stream: `next` of the previous page.
+    #[param(inline)]
+    after: Option<StreamCursor>,
     /// Page size, 1-1000 (default 100).
-    limit: Option<i64>,
+    #[param(inline)]
+    limit: Option<PageLimit>,
     /// Wait until the projection has applied this tenant_seq (read-your-writes).
-    min_seq: Option<i64>,
-}
-
-/// Where the next page starts.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StreamCursor {
-    pub after_type: String,
-    pub after_id: String,
+    #[param(inline)]
+    min_seq: Option<Seq>,
 }
 
 /// A page of streams.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StreamsPage {
     pub streams: Vec<Stream>,
-    /// `null` on the last page.
-    pub next: Option<StreamCursor>,
+    /// Pass as `after` for the next page (`{aggregate_type}/{aggregate_id}`
+    /// of the last stream); `null` on the last page.
+    pub next: Option<String>,
     /// tenant_seq the projection had applied when read.
     pub projection_seq: i64,
 }
@@ -75,20 +117,8 @@ async fn list_streams(
     Tenant(tenant_id): Tenant,
     ApiQuery(query): ApiQuery<StreamsQuery>,
 ) -> Result<Json<StreamsPage>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=stream_index::PAGE_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {}",
-            stream_index::PAGE_MAX
-        )));
-    }
-    let after = match (query.after_type, query.after_id) {
-        (Some(after_type), Some(after_id)) => {
-            Some((after_type.into_string(), after_id.into_string()))
-        }
-        (None, None) => None,
-        _ => return Err(ApiError::bad_request("after_type and after_id go together")),
-    };
+    let limit = PageLimit::or_default(query.limit);
+    let after = query.after;
     let aggregate_type = query.aggregate_type.map(Text::into_string);
     let (streams, projection_seq) = tenant_read(
         &state,
@@ -99,7 +129,7 @@ async fn list_streams(
             Box::pin(async move {
                 let after = after
                     .as_ref()
-                    .map(|(after_type, after_id)| (after_type.as_str(), after_id.as_str()));
+                    .map(|cursor| (cursor.aggregate_type.as_str(), cursor.aggregate_id.as_str()));
                 stream_index::list(
                     connection,
                     tenant_id,
@@ -115,9 +145,12 @@ async fn list_streams(
     let next = (streams.len() as i64 == limit)
         .then(|| streams.last())
         .flatten()
-        .map(|last| StreamCursor {
-            after_type: last.aggregate_type.clone(),
-            after_id: last.aggregate_id.clone(),
+        .map(|last| {
+            StreamCursor {
+                aggregate_type: last.aggregate_type.clone(),
+                aggregate_id: last.aggregate_id.clone(),
+            }
+            .text()
         });
     Ok(Json(StreamsPage {
         streams,

@@ -1,12 +1,14 @@
 //! `/v1/subscription`: subscribe, read, change plan, cancel, renew.
 
 use super::error::{outcome_response, ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiQuery, IdempotencyKeyHeader, Tenant};
+use super::extract::{ApiJson, ApiQuery, IdempotencyKeyHeader, Seq, Tenant};
 use super::read::tenant_read;
-use super::schema::SubscriptionAnswer;
+use super::schema::Accepted;
 use super::AppState;
+use crate::requests::subscription::SubscriptionAnswer;
 use crate::requests::subscription::{CancelSubscription, ChangePlan, RenewSubscription, Subscribe};
 use aggregates::plan::{Plan, PLAN_ID_LENGTH_MAX};
+use aggregates::schema::{text, TEXT_PATTERN};
 use aggregates::subscription::CancelAt;
 use aggregates::text::Text;
 use aggregates::time::BoundedTime;
@@ -17,7 +19,9 @@ use chrono::Utc;
 use projections::subscriptions::{self, SubscriptionRow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -32,20 +36,22 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeBody {
-    /// A plan of the catalog (`hobby_v3`, `team_v4`, `scale_v1`, `enterprise_v1` by default).
-    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    /// A plan of the served catalog (`hobby_v3`, `team_v4`, `scale_v1`,
+    /// `enterprise_v1` by default; the document lists them).
+    #[schema(value_type = PlanId)]
     pub plan: Text<PLAN_ID_LENGTH_MAX>,
     /// End of a trial, if any; must be in the future (RFC 3339, at most
     /// 9999-12-31T23:59:59.999999Z).
     #[serde(default)]
-    #[schema(value_type = Option<DateTime<Utc>>)]
+    #[schema(value_type = Option<BoundedTime>, inline)]
     pub trial_ends_at: Option<BoundedTime>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePlanBody {
-    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    /// A plan of the served catalog.
+    #[schema(value_type = PlanId)]
     pub plan: Text<PLAN_ID_LENGTH_MAX>,
 }
 
@@ -53,7 +59,7 @@ pub struct ChangePlanBody {
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     /// `now` (grants revoked) or `period_end` (grants run out with the period).
-    #[schema(value_type = String, example = "period_end")]
+    #[schema(inline)]
     pub at: CancelAt,
 }
 
@@ -62,7 +68,8 @@ pub struct CancelBody {
 #[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// Wait until the projection has applied this tenant_seq.
-    pub min_seq: Option<i64>,
+    #[param(inline)]
+    pub min_seq: Option<Seq>,
 }
 
 /// The subscription as read.
@@ -75,6 +82,18 @@ pub struct SubscriptionView {
     /// tenant_seq the projection had applied.
     pub projection_seq: i64,
 }
+
+/// A plan id of the served catalog: the served document lists them (see
+/// [`super::openapi::Document::serialize`]).
+pub struct PlanId;
+
+impl PartialSchema for PlanId {
+    fn schema() -> RefOr<Schema> {
+        text(PLAN_ID_LENGTH_MAX, TEXT_PATTERN).into()
+    }
+}
+
+impl ToSchema for PlanId {}
 
 fn plan(state: &AppState, id: &str) -> Result<Plan, ApiError> {
     state
@@ -96,10 +115,10 @@ fn plan(state: &AppState, id: &str) -> Result<Plan, ApiError> {
     path = "/v1/subscription",
     tag = "subscription",
     request_body = SubscribeBody,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
     security(("api_key" = [])),
     responses(
-        (status = 201, description = "Subscribed; grants issued", body = SubscriptionAnswer),
+        (status = 201, description = "Subscribed; grants issued", body = Accepted<SubscriptionAnswer>),
         (status = 400, description = "Invalid input or unknown plan (details.plans lists the valid ones)", body = ErrorBody),
         (status = 422, description = "Already subscribed, or key reused", body = ErrorBody),
     )
@@ -165,10 +184,10 @@ async fn get_subscription(
     path = "/v1/subscription/change-plan",
     tag = "subscription",
     request_body = ChangePlanBody,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Plan changed; grants revoked and issued", body = SubscriptionAnswer),
+        (status = 200, description = "Plan changed; grants revoked and issued", body = Accepted<SubscriptionAnswer>),
         (status = 400, description = "Unknown plan", body = ErrorBody),
         (status = 404, description = "No active subscription", body = ErrorBody),
         (status = 422, description = "Already on that plan, the period has ended (`period_ended`: renew first), or key reused", body = ErrorBody),
@@ -194,10 +213,10 @@ async fn change_plan(
     path = "/v1/subscription/cancel",
     tag = "subscription",
     request_body = CancelBody,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Cancelled or scheduled", body = SubscriptionAnswer),
+        (status = 200, description = "Cancelled or scheduled", body = Accepted<SubscriptionAnswer>),
         (status = 404, description = "No active subscription", body = ErrorBody),
         (status = 422, description = "Already scheduled, or key reused", body = ErrorBody),
     )
@@ -224,10 +243,10 @@ async fn cancel(
     post,
     path = "/v1/subscription/renew",
     tag = "subscription",
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "Renewed (or ended)", body = SubscriptionAnswer),
+        (status = 200, description = "Renewed (or ended)", body = Accepted<SubscriptionAnswer>),
         (status = 404, description = "No active subscription", body = ErrorBody),
         (status = 422, description = "The period has not ended (`period_not_ended`, details.period_end), or key reused", body = ErrorBody),
     )

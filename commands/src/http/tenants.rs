@@ -15,7 +15,9 @@ use eventstore::tenants::TENANT_NAME_LENGTH_MAX;
 use eventstore::{ApiKeyInfo, Fingerprint, KeyId, KeyIssue, TenantCreation, TenantError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -31,8 +33,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Name of the business, 1-200 characters, no control characters.
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    #[schema(schema_with = tenant_name_schema)]
     pub name: Text<TENANT_NAME_LENGTH_MAX>,
+}
+
+fn tenant_name_schema() -> RefOr<Schema> {
+    Text::<TENANT_NAME_LENGTH_MAX>::schema()
 }
 
 /// A created tenant and its API key. The key is shown only in the first
@@ -104,7 +110,7 @@ pub struct ApiKeyList {
     path = "/v1/tenants",
     tag = "tenants",
     request_body = CreateTenant,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
     security(("admin_token" = [])),
     responses(
         (status = 201, description = "Created", body = TenantCreated),
@@ -173,7 +179,7 @@ async fn create_tenant(
     tag = "tenants",
     params(
         ("tenant_id" = uuid::Uuid, Path, description = "The tenant"),
-        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
     ),
     security(("admin_token" = [])),
     responses(
@@ -263,7 +269,7 @@ struct KeyPath {
     params(
         ("tenant_id" = uuid::Uuid, Path, description = "The tenant"),
         ("key_id" = uuid::Uuid, Path, description = "The key, as issued or listed"),
-        ("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
     ),
     security(("admin_token" = [])),
     responses(

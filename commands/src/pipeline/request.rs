@@ -83,22 +83,32 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// 201 Created.
-    pub fn created(aggregate_id: impl Into<String>, body: Value) -> Self {
-        Self {
-            status: 201,
-            aggregate_id: aggregate_id.into(),
-            body,
-        }
+    /// 201 Created, answering `answer` (a request's typed answer, an
+    /// object).
+    pub fn created(
+        aggregate_id: impl Into<String>,
+        answer: &impl Serialize,
+    ) -> Result<Self, Refusal> {
+        Self::with_status(201, aggregate_id.into(), answer)
     }
 
-    /// 200 OK.
-    pub fn ok(aggregate_id: impl Into<String>, body: Value) -> Self {
-        Self {
-            status: 200,
-            aggregate_id: aggregate_id.into(),
+    /// 200 OK, answering `answer`.
+    pub fn ok(aggregate_id: impl Into<String>, answer: &impl Serialize) -> Result<Self, Refusal> {
+        Self::with_status(200, aggregate_id.into(), answer)
+    }
+
+    fn with_status(
+        status: u16,
+        aggregate_id: String,
+        answer: &impl Serialize,
+    ) -> Result<Self, Refusal> {
+        let body = serde_json::to_value(answer)
+            .map_err(|error| Refusal::Internal(format!("serializing the answer: {error}")))?;
+        Ok(Self {
+            status,
+            aggregate_id,
             body,
-        }
+        })
     }
 }
 
@@ -124,18 +134,6 @@ impl<E: Rejection> From<E> for Refusal {
             code: error.code().to_string(),
             message: error.to_string(),
             details: error.details(),
-        }
-    }
-}
-
-impl Refusal {
-    /// The status a rejection of this kind is answered with.
-    pub fn status(kind: RejectionKind) -> u16 {
-        match kind {
-            RejectionKind::Invalid => 400,
-            RejectionKind::NotFound => 404,
-            RejectionKind::RuleBroken => 422,
-            RejectionKind::QuotaExceeded => 429,
         }
     }
 }

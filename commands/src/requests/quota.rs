@@ -10,35 +10,111 @@ use aggregates::{Amount, GrantId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 /// What a grant is in the store's index of entities (a route naming only
 /// the grant finds its quota there).
 pub const GRANT_ENTITY: &str = "grant";
 
+/// What is left of a quota after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct QuotaLeft {
+    /// Units left; `null` when unlimited.
+    pub available: Option<i64>,
+    pub unlimited: bool,
+}
+
 /// The holder's quota of `quota` after the decision: what is left.
-fn available(decider: &Decider<'_>, aggregate_id: &str) -> Result<Value, Refusal> {
+fn left(decider: &Decider<'_>, aggregate_id: &str) -> Result<QuotaLeft, Refusal> {
     let quota = decider.state::<Quota>(aggregate_id)?;
     let available = quota
         .available(decider.at())
         .map_err(|error| Refusal::Internal(error.to_string()))?;
-    Ok(json!({
-        "available": available.units(),
-        "unlimited": available == Available::Unlimited,
-    }))
+    Ok(QuotaLeft {
+        available: available.units(),
+        unlimited: available == Available::Unlimited,
+    })
 }
 
-fn merge(mut body: Value, extra: Value) -> Value {
-    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
-        body.extend(extra);
-    }
-    body
+/// The answer to issuing a grant: its terms and what the quota has left.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GrantIssued {
+    pub grant_id: GrantId,
+    pub quota: QuotaType,
+    pub account: Option<QuotaAccount>,
+    pub source: GrantSource,
+    /// `null` is unlimited.
+    pub amount: Option<Amount>,
+    pub priority: u8,
+    pub effective_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub left: QuotaLeft,
 }
 
-fn allocations(allocations: &[Allocation]) -> Value {
-    allocations
-        .iter()
-        .map(|allocation| json!({"grant_id": allocation.grant_id, "amount": allocation.amount}))
-        .collect()
+/// The answer to revoking a grant.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GrantRevoked {
+    pub grant_id: GrantId,
+    /// `revoked`.
+    #[schema(inline)]
+    pub status: RevokedStatus,
+    /// The unused balance, posted as breakage.
+    pub breakage: Option<Amount>,
+    #[serde(flatten)]
+    pub left: QuotaLeft,
+}
+
+/// The status a revoked grant answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokedStatus {
+    Revoked,
+}
+
+/// The answer to a consumption.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Consumed {
+    pub consumed: Amount,
+    pub reference: Option<String>,
+    /// The grants it was drawn from, in burn-down order.
+    pub allocations: Vec<Allocation>,
+    #[serde(flatten)]
+    pub left: QuotaLeft,
+}
+
+/// The answer to allocating or releasing seats.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SeatsChanged {
+    /// Allocate only: seats allocated by this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocated_now: Option<Amount>,
+    /// Release only: seats released by this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released: Option<Amount>,
+    /// The grants the seats were taken from or given back to.
+    pub allocations: Vec<Allocation>,
+    /// Seats allocated in all after the request (unbacked ones included).
+    pub allocated: Amount,
+    #[serde(flatten)]
+    pub left: QuotaLeft,
+}
+
+/// A grant an expiry closed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExpiredGrant {
+    pub grant_id: GrantId,
+    /// Unused balance posted as breakage.
+    pub breakage: Amount,
+}
+
+/// The answer to expiring a quota's grants.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GrantsExpired {
+    /// The grants expired (none when nothing was past its expiry).
+    pub expired: Vec<ExpiredGrant>,
+    #[serde(flatten)]
+    pub left: QuotaLeft,
 }
 
 /// Issues a purchased or promotional grant.
@@ -90,20 +166,18 @@ impl Request for IssueGrant {
             },
         )?;
         decider.index::<Quota>(GRANT_ENTITY, grant_id.to_string(), &aggregate_id);
-        let body = json!({
-            "grant_id": grant_id,
-            "quota": self.quota,
-            "account": self.account,
-            "source": terms.source,
-            "amount": terms.amount,
-            "priority": terms.priority,
-            "effective_at": terms.effective_at,
-            "expires_at": terms.expires_at,
-        });
-        Ok(Reply::created(
-            grant_id.to_string(),
-            merge(body, available(decider, &aggregate_id)?),
-        ))
+        let answer = GrantIssued {
+            grant_id,
+            quota: self.quota,
+            account: self.account.clone(),
+            source: terms.source,
+            amount: terms.amount,
+            priority: terms.priority,
+            effective_at: terms.effective_at,
+            expires_at: terms.expires_at,
+            left: left(decider, &aggregate_id)?,
+        };
+        Reply::created(grant_id.to_string(), &answer)
     }
 }
 
@@ -142,11 +216,13 @@ impl Request for RevokeGrant {
             } if *grant_id == self.grant_id => Some(*breakage),
             _ => None,
         });
-        let body = json!({"grant_id": self.grant_id, "status": "revoked", "breakage": breakage});
-        Ok(Reply::ok(
-            self.grant_id.to_string(),
-            merge(body, available(decider, &aggregate_id)?),
-        ))
+        let answer = GrantRevoked {
+            grant_id: self.grant_id,
+            status: RevokedStatus::Revoked,
+            breakage,
+            left: left(decider, &aggregate_id)?,
+        };
+        Reply::ok(self.grant_id.to_string(), &answer)
     }
 }
 
@@ -187,16 +263,17 @@ impl Request for ConsumeQuota {
             .find_map(|event| match event {
                 QuotaEvent::QuotaConsumed {
                     allocations: drawn, ..
-                } => Some(allocations(drawn)),
+                } => Some(drawn.clone()),
                 _ => None,
             })
             .unwrap_or_default();
-        let body =
-            json!({"consumed": self.amount, "reference": self.reference, "allocations": drawn});
-        Ok(Reply::ok(
-            aggregate_id.clone(),
-            merge(body, available(decider, &aggregate_id)?),
-        ))
+        let answer = Consumed {
+            consumed: self.amount,
+            reference: self.reference.clone(),
+            allocations: drawn,
+            left: left(decider, &aggregate_id)?,
+        };
+        Reply::ok(aggregate_id, &answer)
     }
 }
 
@@ -242,7 +319,7 @@ impl Request for ChangeSeats {
                 }
                 | QuotaEvent::SeatsReleased {
                     allocations: drawn, ..
-                } => Some(allocations(drawn)),
+                } => Some(drawn.clone()),
                 _ => None,
             })
             .unwrap_or_default();
@@ -250,16 +327,19 @@ impl Request for ChangeSeats {
             .state::<Quota>(&aggregate_id)?
             .allocated()
             .map_err(|error| Refusal::Internal(error.to_string()))?;
-        let field = if self.release {
-            "released"
+        let (allocated_now, released) = if self.release {
+            (None, Some(self.amount))
         } else {
-            "allocated_now"
+            (Some(self.amount), None)
         };
-        let body = json!({field: self.amount, "allocations": drawn, "allocated": allocated});
-        Ok(Reply::ok(
-            aggregate_id.clone(),
-            merge(body, available(decider, &aggregate_id)?),
-        ))
+        let answer = SeatsChanged {
+            allocated_now,
+            released,
+            allocations: drawn,
+            allocated,
+            left: left(decider, &aggregate_id)?,
+        };
+        Reply::ok(aggregate_id, &answer)
     }
 }
 
@@ -291,22 +371,23 @@ impl Request for ExpireGrants {
                 at,
             },
         )?;
-        let expired: Vec<Value> = events
+        let expired = events
             .iter()
             .filter_map(|event| match event {
                 QuotaEvent::GrantExpired {
                     grant_id, breakage, ..
-                } => Some(json!({"grant_id": grant_id, "breakage": breakage})),
+                } => Some(ExpiredGrant {
+                    grant_id: *grant_id,
+                    breakage: *breakage,
+                }),
                 _ => None,
             })
             .collect();
-        Ok(Reply::ok(
-            aggregate_id.clone(),
-            merge(
-                json!({"expired": expired}),
-                available(decider, &aggregate_id)?,
-            ),
-        ))
+        let answer = GrantsExpired {
+            expired,
+            left: left(decider, &aggregate_id)?,
+        };
+        Reply::ok(aggregate_id, &answer)
     }
 }
 

@@ -12,10 +12,11 @@ use aggregates::quota::{
 use aggregates::subscription::{
     CancelAt, Subscription, SubscriptionCommand, SubscriptionEvent, SUBSCRIPTION_ID,
 };
-use aggregates::GrantId;
+use aggregates::{Amount, GrantId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// The subscription and the tenant's own quota of every type.
 fn targets() -> Vec<Target> {
@@ -25,13 +26,120 @@ fn targets() -> Vec<Target> {
     targets
 }
 
+/// The subscription as answers and replays show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SubscriptionState {
+    Active {
+        plan: String,
+        limits: PlanLimits,
+        trial_ends_at: Option<DateTime<Utc>>,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+        /// A cancellation takes effect at the period end.
+        cancel_at_period_end: bool,
+    },
+    /// Cancelled, or never subscribed (`cancelled_at` null).
+    Cancelled { cancelled_at: Option<DateTime<Utc>> },
+}
+
+impl SubscriptionState {
+    /// The view of `subscription`; `None` before the first subscribe.
+    pub fn of(subscription: &Subscription) -> Option<Self> {
+        match &subscription.active {
+            Some(active) => Some(Self::Active {
+                plan: active.plan.id.clone(),
+                limits: PlanLimits {
+                    seats: active.plan.seats.amount(),
+                    runs: active.plan.runs.amount(),
+                    credits: active.plan.credits.amount(),
+                },
+                trial_ends_at: active.trial_ends_at,
+                period_start: active.period_start,
+                period_end: active.period_end,
+                cancel_at_period_end: active.cancel_at_period_end,
+            }),
+            None => subscription
+                .cancelled_at
+                .map(|cancelled_at| Self::Cancelled {
+                    cancelled_at: Some(cancelled_at),
+                }),
+        }
+    }
+}
+
+/// A plan's per-period limits (`null` is unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PlanLimits {
+    pub seats: Option<Amount>,
+    pub runs: Option<Amount>,
+    pub credits: Option<Amount>,
+}
+
+/// A grant a subscription request issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PlanGrant {
+    pub grant_id: GrantId,
+    pub quota: QuotaType,
+    /// `null` is unlimited.
+    pub amount: Option<Amount>,
+}
+
+/// How a subscription grant ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantEnded {
+    Revoked,
+    Expired,
+}
+
+/// A subscription grant a request ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct EndedGrant {
+    pub grant_id: GrantId,
+    pub quota: QuotaType,
+    pub ended: GrantEnded,
+    /// Unused balance posted as breakage.
+    pub breakage: Amount,
+}
+
+/// The answer to subscribe, change-plan, cancel and renew: the subscription
+/// after the request, and the grants it issued or ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SubscriptionAnswer {
+    #[serde(flatten)]
+    pub subscription: SubscriptionState,
+    /// Subscribe, change-plan and renew: the plan's grants issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grants_issued: Option<Vec<PlanGrant>>,
+    /// Change-plan, cancel and renew: the subscription grants ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grants_ended: Option<Vec<EndedGrant>>,
+}
+
+/// The answer of a subscription request: the subscription after it and
+/// the grants it issued and ended.
+fn answer(
+    decider: &Decider<'_>,
+    grants_issued: Option<Vec<PlanGrant>>,
+    grants_ended: Option<Vec<EndedGrant>>,
+) -> Result<SubscriptionAnswer, Refusal> {
+    let subscription = decider.state::<Subscription>(SUBSCRIPTION_ID)?;
+    Ok(SubscriptionAnswer {
+        subscription: SubscriptionState::of(subscription)
+            .unwrap_or(SubscriptionState::Cancelled { cancelled_at: None }),
+        grants_issued,
+        grants_ended,
+    })
+}
+
 /// Issues the plan's grant of every quota type it gives, expiring at the
 /// period end; ids derive from the request.
 fn issue_plan_grants(
     decider: &mut Decider<'_>,
     plan: &Plan,
     period_end: DateTime<Utc>,
-) -> Result<Vec<Value>, Refusal> {
+) -> Result<Vec<PlanGrant>, Refusal> {
     let mut grants = Vec::new();
     for quota in QuotaType::ALL {
         let limit = plan.limit(quota);
@@ -64,7 +172,11 @@ fn issue_plan_grants(
             grant_id.to_string(),
             &aggregate_id,
         );
-        grants.push(json!({"grant_id": grant_id, "quota": quota, "amount": limit.amount()}));
+        grants.push(PlanGrant {
+            grant_id,
+            quota,
+            amount: limit.amount(),
+        });
     }
     Ok(grants)
 }
@@ -73,7 +185,7 @@ fn issue_plan_grants(
 fn end_subscription_grants(
     decider: &mut Decider<'_>,
     ending: Ending,
-) -> Result<Vec<Value>, Refusal> {
+) -> Result<Vec<EndedGrant>, Refusal> {
     let mut ended = Vec::new();
     for quota in QuotaType::ALL {
         let at = decider.at();
@@ -82,34 +194,24 @@ fn end_subscription_grants(
             QuotaCommand::EndSubscriptionGrants { quota, ending, at },
         )?;
         for event in events {
-            match event {
-                QuotaEvent::GrantRevoked { grant_id, breakage, .. } => {
-                    ended.push(json!({"grant_id": grant_id, "quota": quota, "ended": "revoked", "breakage": breakage}))
-                }
-                QuotaEvent::GrantExpired { grant_id, breakage, .. } => {
-                    ended.push(json!({"grant_id": grant_id, "quota": quota, "ended": "expired", "breakage": breakage}))
-                }
-                _ => {}
-            }
+            let (grant_id, breakage, how) = match event {
+                QuotaEvent::GrantRevoked {
+                    grant_id, breakage, ..
+                } => (grant_id, breakage, GrantEnded::Revoked),
+                QuotaEvent::GrantExpired {
+                    grant_id, breakage, ..
+                } => (grant_id, breakage, GrantEnded::Expired),
+                _ => continue,
+            };
+            ended.push(EndedGrant {
+                grant_id,
+                quota,
+                ended: how,
+                breakage,
+            });
         }
     }
     Ok(ended)
-}
-
-/// The subscription as an answer shows it.
-fn summary(decider: &Decider<'_>) -> Result<Value, Refusal> {
-    let subscription = decider.state::<Subscription>(SUBSCRIPTION_ID)?;
-    Ok(match report(subscription) {
-        Value::Null => json!({"status": "cancelled", "cancelled_at": null}),
-        summary => summary,
-    })
-}
-
-fn with(mut body: Value, field: &str, value: Value) -> Value {
-    if let Value::Object(map) = &mut body {
-        map.insert(field.to_string(), value);
-    }
-    body
 }
 
 /// Subscribes the tenant to a plan and issues the plan's grants.
@@ -146,10 +248,7 @@ impl Request for Subscribe {
             }
         };
         let grants = issue_plan_grants(decider, &self.plan, period_end)?;
-        Ok(Reply::created(
-            SUBSCRIPTION_ID,
-            with(summary(decider)?, "grants_issued", grants.into()),
-        ))
+        Reply::created(SUBSCRIPTION_ID, &answer(decider, Some(grants), None)?)
     }
 }
 
@@ -188,11 +287,10 @@ impl Request for ChangePlan {
             })?;
         let ended = end_subscription_grants(decider, Ending::Revoked)?;
         let grants = issue_plan_grants(decider, &self.plan, period_end)?;
-        let body = with(summary(decider)?, "grants_ended", ended.into());
-        Ok(Reply::ok(
+        Reply::ok(
             SUBSCRIPTION_ID,
-            with(body, "grants_issued", grants.into()),
-        ))
+            &answer(decider, Some(grants), Some(ended))?,
+        )
     }
 }
 
@@ -221,10 +319,7 @@ impl Request for CancelSubscription {
             CancelAt::Now => end_subscription_grants(decider, Ending::Revoked)?,
             CancelAt::PeriodEnd => Vec::new(),
         };
-        Ok(Reply::ok(
-            SUBSCRIPTION_ID,
-            with(summary(decider)?, "grants_ended", ended.into()),
-        ))
+        Reply::ok(SUBSCRIPTION_ID, &answer(decider, None, Some(ended))?)
     }
 }
 
@@ -263,11 +358,10 @@ impl Request for RenewSubscription {
             }
             _ => Vec::new(),
         };
-        let body = with(summary(decider)?, "grants_ended", ended.into());
-        Ok(Reply::ok(
+        Reply::ok(
             SUBSCRIPTION_ID,
-            with(body, "grants_issued", grants.into()),
-        ))
+            &answer(decider, Some(grants), Some(ended))?,
+        )
     }
 }
 
@@ -297,30 +391,14 @@ pub fn domain() -> crate::domains::Domain {
             name: "subscription",
             aggregate_type: aggregates::subscription::SUBSCRIPTION_AGGREGATE,
             one: true,
-            report: |_, state, _| match state.as_any().downcast_ref::<Subscription>() {
-                Some(subscription) => report(subscription),
-                None => Value::Null,
+            report: |_, state, _| {
+                state
+                    .as_any()
+                    .downcast_ref::<Subscription>()
+                    .and_then(SubscriptionState::of)
+                    .and_then(|view| serde_json::to_value(view).ok())
+                    .unwrap_or(Value::Null)
             },
         }],
-    }
-}
-
-/// The subscription as answers and replays show it; `null` before the
-/// first subscribe.
-fn report(subscription: &Subscription) -> Value {
-    match &subscription.active {
-        Some(active) => json!({
-            "status": "active",
-            "plan": active.plan.id,
-            "limits": {"seats": active.plan.seats, "runs": active.plan.runs, "credits": active.plan.credits},
-            "trial_ends_at": active.trial_ends_at,
-            "period_start": active.period_start,
-            "period_end": active.period_end,
-            "cancel_at_period_end": active.cancel_at_period_end,
-        }),
-        None => match subscription.cancelled_at {
-            Some(cancelled_at) => json!({"status": "cancelled", "cancelled_at": cancelled_at}),
-            None => Value::Null,
-        },
     }
 }

@@ -238,6 +238,16 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_while_a_
     })
     .await;
     let acme = server.tenant("acme").await;
+    // An event no projection applies (no workers): a read with min_seq=1
+    // waits its bound.
+    let granted = acme
+        .post(
+            "/v1/grants",
+            "grant",
+            serde_json::json!({"quota": "runs", "amount": 1, "source": "purchase"}),
+        )
+        .await;
+    assert_eq!(granted.body["tenant_seq"], 1, "{}", granted.body);
     let mut idle = connect(&server).await;
     let idle_sent = Instant::now();
     idle.write_all(HEALTHZ).await.unwrap();
@@ -245,7 +255,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_while_a_
     assert_eq!(answer.status, 200, "{}", answer.head);
     let mut busy = connect(&server).await;
     let lagging = format!(
-        "GET /v1/streams?min_seq=1000000 HTTP/1.1\r\nHost: ledger\r\nAuthorization: Bearer {}\r\n\r\n",
+        "GET /v1/streams?min_seq=1 HTTP/1.1\r\nHost: ledger\r\nAuthorization: Bearer {}\r\n\r\n",
         acme.api_key
     );
     let busy_sent = Instant::now();

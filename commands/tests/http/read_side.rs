@@ -87,14 +87,25 @@ async fn a_read_with_min_seq_answers_only_once_the_projection_passed_it() {
 }
 
 #[tokio::test]
-async fn a_read_with_min_seq_far_ahead_answers_503_after_the_bound() {
-    // Proves: a min_seq the projection never reaches answers 503
-    // projection_lagging with the projection's current seq, after the bound.
+async fn a_lagging_min_seq_read_answers_503_after_the_bound_and_one_past_the_history_400() {
+    // Proves: a min_seq the projection does not reach in time answers 503
+    // projection_lagging with the projection's current seq, after the
+    // bound; a min_seq past the tenant's last seq answers 400
+    // min_seq_ahead at once, with the tenant's seq.
     let app = spawn_app_with(None, Duration::from_millis(300)).await;
+    let added = app
+        .add("c")
+        .bearer_auth(&app.api_key)
+        .header("idempotency-key", "first")
+        .json(&json!({"amount": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::OK);
     let started = std::time::Instant::now();
     let response = app
         .client
-        .get(format!("{}/v1/streams?min_seq=1000", app.base))
+        .get(format!("{}/v1/streams?min_seq=1", app.base))
         .bearer_auth(&app.api_key)
         .send()
         .await
@@ -108,7 +119,18 @@ async fn a_read_with_min_seq_far_ahead_answers_503_after_the_bound() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     assert_eq!(
         body["error"]["details"],
-        json!({"projection": "stream_index", "projection_seq": 0, "min_seq": 1000})
+        json!({"projection": "stream_index", "projection_seq": 0, "min_seq": 1})
+    );
+    let ahead = app
+        .client
+        .get(format!("{}/v1/streams?min_seq=1000", app.base))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(ahead, StatusCode::BAD_REQUEST, "min_seq_ahead").await["error"]["details"],
+        json!({"min_seq": 1000, "tenant_seq": 1})
     );
     let bad = app
         .client

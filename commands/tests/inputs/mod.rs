@@ -235,6 +235,18 @@ fn value_for(rng: &mut Rng, document: &Value, schema: &Value, name: &str, depth:
             return choices[rng.below(choices.len())].clone();
         }
     }
+    if let Some(variants) = schema["oneOf"].as_array() {
+        // `null` now and then where it is a variant, else one of the others.
+        let others: Vec<&Value> = variants
+            .iter()
+            .filter(|variant| variant["type"] != "null")
+            .collect();
+        if others.is_empty() || (others.len() < variants.len() && rng.chance(15)) {
+            return Value::Null;
+        }
+        let variant = others[rng.below(others.len())];
+        return value_for(rng, document, variant, name, depth);
+    }
     let kinds = types(schema);
     if kinds.contains(&"null") && rng.chance(15) {
         return Value::Null;

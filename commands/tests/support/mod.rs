@@ -141,7 +141,7 @@ impl Request for AddToCounter {
             },
         )?;
         let total = decider.state::<Counter>(&self.counter)?.total;
-        Ok(Reply::ok(&self.counter, json!({ "total": total })))
+        Reply::ok(&self.counter, &json!({ "total": total }))
     }
 }
 
@@ -161,7 +161,7 @@ impl Request for RaiseLimit {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         decider.execute::<Counter>(&self.counter, CounterCommand::RaiseLimit { to: self.to })?;
-        Ok(Reply::ok(&self.counter, json!({ "limit": self.to })))
+        Reply::ok(&self.counter, &json!({ "limit": self.to }))
     }
 }
 
@@ -196,7 +196,7 @@ impl Request for AddToBoth {
                 amount: self.amount,
             },
         )?;
-        Ok(Reply::created(&self.first, json!({})))
+        Reply::created(&self.first, &json!({}))
     }
 }
 
@@ -217,9 +217,9 @@ impl Request for ReadCounter {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let counter = decider.state::<Counter>(&self.counter)?;
-        Ok(Reply::ok(
+        Reply::ok(
             &self.counter,
-            json!({ "total": counter.total, "limit": counter.limit() }),
-        ))
+            &json!({ "total": counter.total, "limit": counter.limit() }),
+        )
     }
 }

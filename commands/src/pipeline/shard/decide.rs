@@ -170,7 +170,10 @@ fn recorded(
                 }
             }
         }
-        Err(Refusal::Rejected { kind, .. }) => Ok((Refusal::status(*kind), Vec::new())),
+        Err(Refusal::Rejected { kind, .. }) => Ok((
+            crate::http::error::rejection_status(*kind).as_u16(),
+            Vec::new(),
+        )),
         Err(Refusal::Internal(message)) => {
             tracing::error!(kind = job.request.kind(), %message, "request failed");
             Err(message.clone())

@@ -178,12 +178,7 @@ impl Shard {
     fn respond(&self, job: Job, answer: Result<Outcome, PipelineError>) {
         let status = match &answer {
             Ok(outcome) => outcome.status,
-            Err(PipelineError::KeyReused) => 422,
-            Err(PipelineError::Conflict { .. }) => 409,
-            Err(PipelineError::Unavailable(_) | PipelineError::Stopped) => 503,
-            Err(PipelineError::UnknownTenant) => 404,
-            Err(PipelineError::Invalid(_)) => 400,
-            Err(PipelineError::Internal(_)) => 500,
+            Err(error) => crate::http::error::pipeline_error_status(error).as_u16(),
         };
         self.metrics
             .command_answered(job.request.kind(), status, job.submitted.elapsed());

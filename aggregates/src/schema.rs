@@ -1,0 +1,122 @@
+//! The OpenAPI schemas of the types that parse client input, declared beside
+//! the parsing (an amount's bounds, an account's pattern, a text's length),
+//! so that the document states exactly what is accepted.
+
+use crate::ids::{GrantId, TenantId};
+use crate::money::Amount;
+use crate::quota::QuotaAccount;
+use crate::text::Text;
+use crate::time::BoundedTime;
+use std::borrow::Cow;
+use utoipa::openapi::schema::{
+    KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
+
+/// The pattern of a client's text: no control character (Unicode Cc).
+pub const TEXT_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+
+/// The pattern of a quota account (what [`QuotaAccount::parse`] accepts).
+pub const QUOTA_ACCOUNT_PATTERN: &str = r"^[A-Za-z0-9_.-]{1,64}$";
+
+/// A 64-bit integer of at least `minimum`.
+pub fn integer(minimum: i64) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(minimum))
+        .maximum(Some(i64::MAX))
+}
+
+/// Text of 1 to `max_chars` characters matching `pattern`.
+pub fn text(max_chars: usize, pattern: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max_chars))
+        .pattern(Some(pattern))
+}
+
+/// `schema`, or `null`.
+pub fn nullable(schema: RefOr<Schema>) -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(schema)
+        .into()
+}
+
+fn uuid() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+}
+
+impl PartialSchema for Amount {
+    fn schema() -> RefOr<Schema> {
+        integer(0)
+            .description(Some("An amount in minor units, a non-negative integer"))
+            .into()
+    }
+}
+
+impl ToSchema for Amount {}
+
+impl<const MAX: usize> PartialSchema for Text<MAX> {
+    fn schema() -> RefOr<Schema> {
+        text(MAX, TEXT_PATTERN).into()
+    }
+}
+
+impl<const MAX: usize> ToSchema for Text<MAX> {
+    fn name() -> Cow<'static, str> {
+        Cow::Owned(format!("Text{MAX}"))
+    }
+}
+
+impl PartialSchema for QuotaAccount {
+    fn schema() -> RefOr<Schema> {
+        text(64, QUOTA_ACCOUNT_PATTERN)
+            .description(Some(
+                "A quota account of the tenant (an end user, a project): 1-64 of A-Z, a-z, 0-9, _, . and -",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for QuotaAccount {}
+
+/// The years a client's time may name (1970 to 9999, see
+/// [`crate::time::TIME_MIN`]).
+pub const TIME_YEAR_PATTERN: &str = r"^(19[7-9][0-9]|[2-9][0-9]{3})-";
+
+impl PartialSchema for BoundedTime {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .pattern(Some(TIME_YEAR_PATTERN))
+            .description(Some(
+                "RFC 3339, 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for BoundedTime {}
+
+impl PartialSchema for GrantId {
+    fn schema() -> RefOr<Schema> {
+        uuid().into()
+    }
+}
+
+impl ToSchema for GrantId {}
+
+impl PartialSchema for TenantId {
+    fn schema() -> RefOr<Schema> {
+        uuid().into()
+    }
+}
+
+impl ToSchema for TenantId {}
