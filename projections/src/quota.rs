@@ -98,6 +98,13 @@ struct Changes {
     totals: BTreeMap<(Uuid, &'static str, String), Totals>,
 }
 
+/// Which way units move between grants and what they were drawn for.
+#[derive(Clone, Copy)]
+enum Draw {
+    Hold,
+    Release,
+}
+
 impl Changes {
     fn use_units(
         &mut self,
@@ -118,28 +125,22 @@ impl Changes {
         Ok(())
     }
 
-    /// Units the grants of `allocations` give.
-    fn hold(
+    /// Units the grants of `allocations` give (`Draw::Hold`) or get back
+    /// (`Draw::Release`).
+    fn draw(
         &mut self,
         tenant: Uuid,
         allocations: &[Allocation],
+        draw: Draw,
         seq: i64,
     ) -> Result<(), ApplyError> {
         for allocation in allocations {
-            self.use_units(tenant, allocation.grant_id, allocation.amount.value(), seq)?;
-        }
-        Ok(())
-    }
-
-    /// Units the grants of `allocations` get back.
-    fn release(
-        &mut self,
-        tenant: Uuid,
-        allocations: &[Allocation],
-        seq: i64,
-    ) -> Result<(), ApplyError> {
-        for allocation in allocations {
-            self.use_units(tenant, allocation.grant_id, -allocation.amount.value(), seq)?;
+            let units = allocation.amount.value();
+            let delta = match draw {
+                Draw::Hold => units,
+                Draw::Release => -units,
+            };
+            self.use_units(tenant, allocation.grant_id, delta, seq)?;
         }
         Ok(())
     }
@@ -168,7 +169,7 @@ impl Changes {
                 ..
             } => {
                 totals.consumed += i128::from(amount.value());
-                self.hold(tenant, &allocations, seq)?;
+                self.draw(tenant, &allocations, Draw::Hold, seq)?;
             }
             QuotaEvent::SeatsAllocated {
                 amount,
@@ -176,7 +177,7 @@ impl Changes {
                 ..
             } => {
                 totals.allocated += i128::from(amount.value());
-                self.hold(tenant, &allocations, seq)?;
+                self.draw(tenant, &allocations, Draw::Hold, seq)?;
             }
             QuotaEvent::SeatsReleased {
                 amount,
@@ -186,7 +187,7 @@ impl Changes {
                 // Includes seats released from the unbacked ones, which no
                 // grant row holds.
                 totals.allocated -= i128::from(amount.value());
-                self.release(tenant, &allocations, seq)?;
+                self.draw(tenant, &allocations, Draw::Release, seq)?;
             }
             QuotaEvent::SeatsMoved {
                 from,
@@ -199,7 +200,7 @@ impl Changes {
                 if let Some(grant_id) = from {
                     self.use_units(tenant, grant_id, -amount.value(), seq)?;
                 }
-                self.hold(tenant, &allocations, seq)?;
+                self.draw(tenant, &allocations, Draw::Hold, seq)?;
             }
             QuotaEvent::GrantRevoked {
                 grant_id,
