@@ -2,6 +2,7 @@
 
 use super::{Allocation, Available, Grant, GrantSource, Quota, QuotaError, QuotaType};
 use crate::ids::GrantId;
+use crate::journal::lots::{self, DrawError, Lot, LotOrder};
 use crate::journal::Account;
 use crate::money::Amount;
 use chrono::{DateTime, Utc};
@@ -53,45 +54,49 @@ impl Quota {
         ))
     }
 
-    /// Draws `amount` from the usable grants in burn-down order.
+    /// Draws `amount` from the usable grants in burn-down order (the
+    /// journal's lots allocator, in the order given).
     pub(super) fn draw(
         &self,
         quota: QuotaType,
         amount: Amount,
         at: DateTime<Utc>,
     ) -> Result<Vec<(Allocation, Account)>, QuotaError> {
-        let mut left = amount;
-        let mut draws = Vec::new();
-        for grant in self.usable(at) {
-            if left.is_zero() {
-                break;
-            }
-            let take = match grant.remaining() {
-                None => left,
-                Some(remaining) => remaining.min(left),
-            };
-            if take.is_zero() {
-                continue;
-            }
-            // An unlimited grant still counts what it gave, within 64 bits.
-            grant.used.checked_add(take)?;
-            draws.push((
-                Allocation {
-                    grant_id: grant.terms.grant_id,
-                    amount: take,
-                },
-                grant.account(),
-            ));
-            left = left.checked_sub(take)?;
-        }
-        if !left.is_zero() {
-            let available = amount.checked_sub(left)?;
-            return Err(QuotaError::QuotaExceeded {
+        let usable = self.usable(at);
+        let lots: Vec<Lot<usize>> = usable
+            .iter()
+            .enumerate()
+            .map(|(place, grant)| Lot {
+                id: place,
+                opened: place as u64,
+                available: grant.remaining(),
+            })
+            .collect();
+        let draws = lots::draw(&lots, amount, LotOrder::Given).map_err(|error| match error {
+            DrawError::Insufficient {
+                requested,
+                available,
+            } => QuotaError::QuotaExceeded {
                 quota,
-                requested: amount.value(),
-                available: available.value(),
-            });
-        }
-        Ok(draws)
+                requested,
+                available,
+            },
+            DrawError::Amount(error) => QuotaError::from(error),
+        })?;
+        draws
+            .into_iter()
+            .map(|draw| {
+                let grant = usable[draw.lot];
+                // An unlimited grant still counts what it gave, within 64 bits.
+                grant.used.checked_add(draw.amount)?;
+                Ok((
+                    Allocation {
+                        grant_id: grant.terms.grant_id,
+                        amount: draw.amount,
+                    },
+                    grant.account(),
+                ))
+            })
+            .collect()
     }
 }
