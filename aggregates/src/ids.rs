@@ -64,3 +64,13 @@ uuid_id!(
     /// The stable, non-secret identifier of a tenant's API key.
     KeyId
 );
+
+uuid_id!(
+    /// A journal entry.
+    EntryId
+);
+
+uuid_id!(
+    /// A hold: a pending transfer that resolves at most once.
+    HoldId
+);

@@ -7,6 +7,9 @@
 //! equal its credits; an entry that does not balance cannot be constructed
 //! (nor deserialized).
 
+pub mod account;
+pub mod asset;
+pub mod hold;
 pub mod lots;
 pub mod split;
 
@@ -46,8 +49,16 @@ impl AccountType {
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
 pub struct AccountFlags {
-    /// No overdraft: total debits never exceed total credits.
+    /// No overdraft: total debits (posted, and pending ones too, however
+    /// they resolve) never exceed posted credits.
     pub debits_must_not_exceed_credits: bool,
+    /// The mirror: total credits never exceed posted debits.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub credits_must_not_exceed_debits: bool,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !flag
 }
 
 /// An account of a tenant: a code, a type and flags.
@@ -317,7 +328,10 @@ impl Balances {
             }
         }
         for (account, asset, (debits, credits)) in &after {
-            if account.flags.debits_must_not_exceed_credits && debits > credits {
+            let flags = account.flags;
+            if (flags.debits_must_not_exceed_credits && debits > credits)
+                || (flags.credits_must_not_exceed_debits && credits > debits)
+            {
                 return Err(BalanceError::Overdraft {
                     account: account.code.clone(),
                     asset: asset.clone(),

@@ -1,0 +1,155 @@
+//! One scale per asset code in a tenant: the first use of a code fixes its
+//! scale, and `USD/3` is refused where `USD/2` is in use.
+//!
+//! An asset code is an aggregate (its id the code); a request that moves an
+//! asset names it among its targets, so two requests cannot fix two scales.
+
+use crate::decide::{handle_by_deciding, Decide, Rejection, RejectionKind};
+use crate::money::Asset;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+/// Aggregate type of asset codes; the aggregate id is the code.
+pub const ASSET_AGGREGATE: &str = "asset";
+
+/// An asset code's scale in a tenant, once fixed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetScale {
+    pub asset: Option<Asset>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AssetCommand {
+    /// Uses `asset`: fixes its scale the first time, checks it after.
+    Use { asset: Asset },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssetEvent {
+    AssetScaleFixed { asset: Asset },
+}
+
+impl DomainEvent for AssetEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::AssetScaleFixed { .. } => "AssetScaleFixed".to_string(),
+        }
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssetError {
+    #[error("{code} has scale {scale} in this tenant; {asked} is refused")]
+    OtherScale {
+        code: String,
+        scale: u8,
+        asked: String,
+    },
+}
+
+impl Rejection for AssetError {
+    fn kind(&self) -> RejectionKind {
+        RejectionKind::RuleBroken
+    }
+
+    fn code(&self) -> &'static str {
+        "asset_scale_mismatch"
+    }
+
+    fn details(&self) -> serde_json::Value {
+        match self {
+            Self::OtherScale { code, scale, asked } => {
+                serde_json::json!({"code": code, "scale": scale, "asked": asked})
+            }
+        }
+    }
+}
+
+impl Aggregate for AssetScale {
+    const TYPE: &'static str = ASSET_AGGREGATE;
+    type Command = AssetCommand;
+    type Event = AssetEvent;
+    type Error = AssetError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: AssetCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), AssetError> {
+        handle_by_deciding(self, command, sink).await
+    }
+
+    fn apply(&mut self, event: AssetEvent) {
+        match event {
+            AssetEvent::AssetScaleFixed { asset } => self.asset = Some(asset),
+        }
+    }
+}
+
+impl Decide for AssetScale {
+    fn decide(&self, command: AssetCommand) -> Result<Vec<AssetEvent>, AssetError> {
+        let AssetCommand::Use { asset } = command;
+        match &self.asset {
+            None => Ok(vec![AssetEvent::AssetScaleFixed { asset }]),
+            Some(fixed) if *fixed == asset => Ok(Vec::new()),
+            Some(fixed) => Err(AssetError::OtherScale {
+                code: fixed.code().to_string(),
+                scale: fixed.scale(),
+                asked: asset.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    type Given = TestFramework<AssetScale>;
+
+    fn usd(scale: u8) -> Asset {
+        Asset::new("USD", scale).unwrap()
+    }
+
+    #[test]
+    fn the_first_use_fixes_the_scale_and_later_uses_at_it_are_nothing() {
+        Given::with(())
+            .given_no_previous_events()
+            .when(AssetCommand::Use { asset: usd(2) })
+            .then_expect_events(vec![AssetEvent::AssetScaleFixed { asset: usd(2) }]);
+        Given::with(())
+            .given(vec![AssetEvent::AssetScaleFixed { asset: usd(2) }])
+            .when(AssetCommand::Use { asset: usd(2) })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn another_scale_of_the_same_code_is_refused() {
+        Given::with(())
+            .given(vec![AssetEvent::AssetScaleFixed { asset: usd(2) }])
+            .when(AssetCommand::Use { asset: usd(3) })
+            .then_expect_error(AssetError::OtherScale {
+                code: "USD".into(),
+                scale: 2,
+                asked: "USD/3".into(),
+            });
+        let error = AssetError::OtherScale {
+            code: "USD".into(),
+            scale: 2,
+            asked: "USD/3".into(),
+        };
+        assert_eq!(error.code(), "asset_scale_mismatch");
+        assert_eq!(
+            error.to_string(),
+            "USD has scale 2 in this tenant; USD/3 is refused"
+        );
+    }
+}
