@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod asset;
+pub mod entry;
 pub mod hold;
 pub mod lots;
 pub mod split;
