@@ -263,7 +263,7 @@ struct ServeArgs {
     replays_max: usize,
     /// Failed authentications one client address may make within a minute;
     /// beyond, 429 too_many_requests until the minute is over.
-    #[arg(long, env = "LEDGER_FAILED_AUTH_LIMIT", default_value_t = commands::http::auth::FAILED_AUTH_LIMIT)]
+    #[arg(long, env = "LEDGER_FAILED_AUTH_LIMIT", default_value_t = commands::http::auth::FAILED_AUTH_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]
     failed_auth_limit: u32,
     /// Longest a client may take to send a request head, in milliseconds,
     /// from its first byte (for a new connection, from connecting); the

@@ -56,6 +56,13 @@ where
     fn journal_entry(_event: &Self::Event) -> Option<&crate::journal::JournalEntry> {
         None
     }
+
+    /// The external reference of the journal entry `event` records (a
+    /// consumption's run id, a manual entry's reference), for the journal's
+    /// read tables.
+    fn journal_reference(_event: &Self::Event) -> Option<&str> {
+        None
+    }
 }
 
 /// Implements cqrs-es `Aggregate::handle` on top of [`Decide::decide`].

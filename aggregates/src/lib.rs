@@ -29,5 +29,5 @@ pub mod text;
 pub mod time;
 
 pub use decide::{handle_by_deciding, Decide, Rejection, RejectionKind};
-pub use ids::{GrantId, TenantId};
+pub use ids::{EntryId, GrantId, HoldId, TenantId};
 pub use money::{Amount, Asset};

@@ -61,9 +61,15 @@ impl TryFrom<String> for Asset {
         let (code, scale) = text
             .split_once('/')
             .ok_or_else(|| InvalidAsset(text.clone()))?;
+        // Digits only, no sign, no leading zero: one spelling per scale.
+        let canonical = !scale.is_empty()
+            && scale.bytes().all(|b| b.is_ascii_digit())
+            && (scale == "0" || !scale.starts_with('0'));
         let scale = scale
             .parse::<u8>()
-            .map_err(|_| InvalidAsset(text.clone()))?;
+            .ok()
+            .filter(|_| canonical)
+            .ok_or_else(|| InvalidAsset(text.clone()))?;
         Self::new(code, scale)
     }
 }
@@ -88,6 +94,16 @@ pub enum AmountError {
     Negative(i64),
     #[error("amount arithmetic overflowed")]
     Overflow,
+}
+
+impl crate::decide::Rejection for AmountError {
+    fn kind(&self) -> crate::decide::RejectionKind {
+        crate::decide::RejectionKind::RuleBroken
+    }
+
+    fn code(&self) -> &'static str {
+        "amount_overflow"
+    }
 }
 
 impl Amount {

@@ -3,7 +3,8 @@
 //! so that the document states exactly what is accepted.
 
 use crate::ids::{GrantId, TenantId};
-use crate::money::Amount;
+use crate::journal::account::AccountCode;
+use crate::money::{Amount, Asset};
 use crate::quota::QuotaAccount;
 use crate::text::Text;
 use crate::time::BoundedTime;
@@ -105,6 +106,35 @@ impl PartialSchema for BoundedTime {
 
 impl ToSchema for BoundedTime {}
 
+/// The pattern of an account code (what [`AccountCode::parse`] accepts).
+pub const ACCOUNT_CODE_PATTERN: &str = r"^[A-Za-z0-9_.:@/-]{1,200}$";
+
+impl PartialSchema for AccountCode {
+    fn schema() -> RefOr<Schema> {
+        text(200, ACCOUNT_CODE_PATTERN)
+            .description(Some(
+                "An account code: 1-200 of A-Z, a-z, 0-9, _, ., :, @, / and -",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for AccountCode {}
+
+/// The pattern of an asset (what [`Asset`] parses): a code of 1-12 of
+/// A-Z, 0-9 and _ starting with a letter, `/`, a scale of 0 to 18.
+pub const ASSET_PATTERN: &str = r"^[A-Z][A-Z0-9_]{0,11}/([0-9]|1[0-8])$";
+
+impl PartialSchema for Asset {
+    fn schema() -> RefOr<Schema> {
+        text(15, ASSET_PATTERN)
+            .description(Some("An asset and its scale: USD/2, JPY/0"))
+            .into()
+    }
+}
+
+impl ToSchema for Asset {}
+
 impl PartialSchema for GrantId {
     fn schema() -> RefOr<Schema> {
         uuid().into()
@@ -120,3 +150,19 @@ impl PartialSchema for TenantId {
 }
 
 impl ToSchema for TenantId {}
+
+impl PartialSchema for crate::ids::EntryId {
+    fn schema() -> RefOr<Schema> {
+        uuid().into()
+    }
+}
+
+impl ToSchema for crate::ids::EntryId {}
+
+impl PartialSchema for crate::ids::HoldId {
+    fn schema() -> RefOr<Schema> {
+        uuid().into()
+    }
+}
+
+impl ToSchema for crate::ids::HoldId {}

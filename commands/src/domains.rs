@@ -42,14 +42,20 @@ pub fn domains() -> Vec<Domain> {
     vec![
         crate::requests::subscription::domain(),
         crate::requests::quota::domain(),
+        crate::requests::journal::domain(),
     ]
 }
 
-/// Every projection: the stream index, each domain's, then the journal.
+/// Every projection: the stream index, each domain's, then the journal
+/// (reading the entries of every registered aggregate).
 pub fn projections() -> Vec<Arc<dyn Projection>> {
     let mut all: Vec<Arc<dyn Projection>> = vec![Arc::new(projections::stream_index::StreamIndex)];
     all.extend(domains().into_iter().flat_map(|domain| domain.projections));
-    all.push(Arc::new(projections::journal::Journal));
+    let readers = domains()
+        .iter()
+        .flat_map(|domain| domain.aggregates.iter().map(|kind| kind.entry_reader))
+        .collect();
+    all.push(Arc::new(projections::journal::Journal::new(readers)));
     all
 }
 

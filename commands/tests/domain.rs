@@ -22,6 +22,8 @@ use support::app::{Client, Options, TestClock, TestServer};
 mod grants;
 #[path = "domain/journal.rs"]
 mod journal;
+#[path = "domain/ledger.rs"]
+mod ledger;
 #[path = "domain/openapi.rs"]
 mod openapi;
 #[path = "domain/quota.rs"]

@@ -4,8 +4,9 @@
 
 use crate::decode::decode;
 use crate::runtime::{ApplyError, Projection};
+use aggregates::decide::{Decide, Rejection};
+use aggregates::journal::JournalEntry;
 use aggregates::journal::Side;
-use aggregates::quota::{Quota, QuotaEvent, QUOTA_AGGREGATE};
 use aggregates::TenantId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -22,7 +23,51 @@ pub const NAME: &str = "journal";
 /// Most entries one page lists.
 pub const PAGE_MAX: i64 = 1_000;
 
-pub struct Journal;
+/// The journal projection, reading the entries of every aggregate type it
+/// is given a reader for (the domain registry gives one per registered
+/// aggregate).
+pub struct Journal {
+    readers: Vec<EntryReader>,
+}
+
+impl Journal {
+    pub fn new(readers: Vec<EntryReader>) -> Self {
+        Self { readers }
+    }
+}
+
+/// Reads the journal entry (and its reference) an event of one aggregate
+/// type records.
+#[derive(Clone, Copy)]
+pub struct EntryReader {
+    pub aggregate_type: &'static str,
+    read: fn(&StoredEvent) -> Result<Option<ReadEntry>, ApplyError>,
+}
+
+/// An entry an event records, and its reference.
+type ReadEntry = (JournalEntry, Option<String>);
+
+impl EntryReader {
+    /// The reader of aggregate `A`'s events.
+    pub fn of<A>() -> Self
+    where
+        A: Decide,
+        A::Error: Rejection,
+    {
+        Self {
+            aggregate_type: A::TYPE,
+            read: |event| {
+                let decoded = decode::<A>(event)?;
+                Ok(A::journal_entry(&decoded).map(|entry| {
+                    (
+                        entry.clone(),
+                        A::journal_reference(&decoded).map(str::to_string),
+                    )
+                }))
+            },
+        }
+    }
+}
 
 struct EntryRow<'a> {
     event: &'a StoredEvent,
@@ -73,7 +118,7 @@ impl Projection for Journal {
         connection: &mut PgConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
-        let (entries, balances) = collect(events)?;
+        let (entries, balances) = collect(&self.readers, events)?;
         if entries.is_empty() {
             return Ok(());
         }
@@ -89,21 +134,20 @@ type BalanceDeltas = BTreeMap<(Uuid, String, String), BalanceDelta>;
 /// The journal entries of a batch's events, and the balance changes they
 /// post.
 fn collect<'a>(
+    readers: &[EntryReader],
     events: &'a [&'a StoredEvent],
 ) -> Result<(Vec<EntryRow<'a>>, BalanceDeltas), ApplyError> {
     let mut entries = Vec::new();
     let mut balances: BalanceDeltas = BTreeMap::new();
-    for event in events
-        .iter()
-        .filter(|event| event.aggregate_type == QUOTA_AGGREGATE)
-    {
-        let decoded = decode::<Quota>(event)?;
-        let Some(entry) = decoded.entry() else {
+    for event in events {
+        let Some(reader) = readers
+            .iter()
+            .find(|reader| reader.aggregate_type == event.aggregate_type)
+        else {
             continue;
         };
-        let reference = match &decoded {
-            QuotaEvent::QuotaConsumed { reference, .. } => reference.clone(),
-            _ => None,
+        let Some((entry, reference)) = (reader.read)(event)? else {
+            continue;
         };
         for posting in entry.postings() {
             let balance = balances

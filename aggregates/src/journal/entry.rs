@@ -164,6 +164,13 @@ impl Decide for EntryRecord {
             EntryEvent::EntryReversed { .. } => None,
         }
     }
+
+    fn journal_reference(event: &EntryEvent) -> Option<&str> {
+        match event {
+            EntryEvent::EntryRecorded(recorded) => recorded.reference.as_deref(),
+            EntryEvent::EntryReversed { .. } => None,
+        }
+    }
 }
 
 #[cfg(test)]

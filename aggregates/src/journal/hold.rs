@@ -158,7 +158,7 @@ impl Rejection for HoldError {
     fn kind(&self) -> RejectionKind {
         match self {
             Self::Unknown => RejectionKind::NotFound,
-            Self::Malformed | Self::NothingToPost => RejectionKind::Invalid,
+            Self::NothingToPost => RejectionKind::Invalid,
             _ => RejectionKind::RuleBroken,
         }
     }
@@ -271,21 +271,27 @@ impl Hold {
 
     fn decide_expire(&self, at: DateTime<Utc>) -> Result<Vec<HoldEvent>, HoldError> {
         let placed = self.placed.as_ref().ok_or(HoldError::Unknown)?;
+        // A resolved hold answers how it resolved, whatever the time.
+        match &self.resolution {
+            Some(Resolution::Posted { amount, .. }) => {
+                return Err(HoldError::AlreadyPosted { amount: *amount })
+            }
+            Some(Resolution::Voided { .. }) => return Err(HoldError::AlreadyVoided),
+            Some(Resolution::Expired { .. }) => {
+                return Err(HoldError::Expired {
+                    expires_at: placed.expires_at.unwrap_or(at),
+                })
+            }
+            None => {}
+        }
         let expires_at = placed.expires_at.ok_or(HoldError::NeverExpires)?;
         if at < expires_at {
             return Err(HoldError::NotYetExpired { expires_at });
         }
-        match &self.resolution {
-            Some(Resolution::Posted { amount, .. }) => {
-                Err(HoldError::AlreadyPosted { amount: *amount })
-            }
-            Some(Resolution::Voided { .. }) => Err(HoldError::AlreadyVoided),
-            Some(Resolution::Expired { .. }) => Err(HoldError::Expired { expires_at }),
-            None => Ok(vec![HoldEvent::HoldExpired {
-                released: placed.transfer.amount,
-                at,
-            }]),
-        }
+        Ok(vec![HoldEvent::HoldExpired {
+            released: placed.transfer.amount,
+            at,
+        }])
     }
 }
 

@@ -23,7 +23,19 @@ use std::fmt;
 pub const POSTINGS_MAX: usize = 1_000;
 
 /// What an account is, for reporting and sign conventions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountType {
     Asset,
@@ -47,11 +59,24 @@ impl AccountType {
 
 /// Rules an account enforces on its balance.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
+#[serde(deny_unknown_fields)]
 pub struct AccountFlags {
     /// No overdraft: total debits (posted, and pending ones too, however
     /// they resolve) never exceed posted credits.
+    #[serde(default)]
     pub debits_must_not_exceed_credits: bool,
     /// The mirror: total credits never exceed posted debits.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -95,7 +120,19 @@ impl Account {
 }
 
 /// Debit or credit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Debit,
@@ -160,6 +197,41 @@ pub enum JournalError {
     InconsistentAccount(String),
     #[error(transparent)]
     Amount(#[from] AmountError),
+}
+
+impl crate::decide::Rejection for JournalError {
+    fn kind(&self) -> crate::decide::RejectionKind {
+        match self {
+            // What the lines say together (their balance, one account
+            // named two ways) is a rule; what one line says is input.
+            Self::Unbalanced { .. } | Self::InconsistentAccount(_) | Self::Amount(_) => {
+                crate::decide::RejectionKind::RuleBroken
+            }
+            _ => crate::decide::RejectionKind::Invalid,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::TooFewPostings => "too_few_postings",
+            Self::TooManyPostings => "too_many_postings",
+            Self::ZeroPosting => "zero_posting",
+            Self::Unbalanced { .. } => "unbalanced_entry",
+            Self::InconsistentAccount(_) => "inconsistent_account",
+            Self::Amount(_) => "amount_overflow",
+        }
+    }
+
+    fn details(&self) -> serde_json::Value {
+        match self {
+            Self::Unbalanced {
+                asset,
+                debits,
+                credits,
+            } => serde_json::json!({"asset": asset, "debits": debits, "credits": credits}),
+            _ => serde_json::Value::Null,
+        }
+    }
 }
 
 /// Two or more postings whose debits equal their credits in every asset.

@@ -271,6 +271,13 @@ impl Decide for Quota {
         event.entry()
     }
 
+    fn journal_reference(event: &QuotaEvent) -> Option<&str> {
+        match event {
+            QuotaEvent::QuotaConsumed { reference, .. } => reference.as_deref(),
+            _ => None,
+        }
+    }
+
     fn decide(&self, command: QuotaCommand) -> Result<Vec<QuotaEvent>, QuotaError> {
         match command {
             QuotaCommand::IssueGrant {

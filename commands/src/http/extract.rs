@@ -177,26 +177,64 @@ fn path_error(kind: ErrorKind) -> ApiError {
 pub struct PositiveAmount(pub aggregates::Amount);
 
 /// A whole number in a JSON body, read from its text (never through a
-/// float, so nothing is rounded): digits, or digits with a fraction of
-/// zeros (`2.0` is the integer 2 to JSON Schema, which the document
-/// follows); no exponent.
+/// float, so nothing is rounded) as JSON Schema reads it: `2`, `2.0`,
+/// `2e0` and `0.2e1` are all the integer 2; `2.5` is not an integer.
 fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     let raw: &serde_json::value::RawValue = serde::Deserialize::deserialize(deserializer)?;
     let text = raw.get();
-    let whole = match text.split_once('.') {
-        Some((whole, zeros)) if !zeros.is_empty() && zeros.bytes().all(|b| b == b'0') => whole,
-        Some(_) => {
-            return Err(serde::de::Error::custom(format!(
-                "invalid value: {text}, expected an integer"
-            )))
-        }
-        None => text,
-    };
-    whole.parse().map_err(|_| {
+    whole_number_of(text).ok_or_else(|| {
         serde::de::Error::custom(format!(
             "invalid value: {text}, expected an integer of 64 bits"
         ))
     })
+}
+
+/// The integer a JSON number's text spells, if it is whole and fits 64
+/// bits.
+fn whole_number_of(text: &str) -> Option<i64> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i64>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty()
+        || !(whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    // The value is the digits times 10^shift.
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        return Some(0);
+    }
+    let shift = exponent.checked_sub(i64::try_from(fraction.len()).ok()?)?;
+    let spelled = if shift >= 0 {
+        // Zeros to append; past 19 digits nothing fits 64 bits.
+        let zeros = usize::try_from(shift).ok()?;
+        if digits.len().checked_add(zeros)? > 19 {
+            return None;
+        }
+        format!("{digits}{}", "0".repeat(zeros))
+    } else {
+        // The digits the point passes must all be zero.
+        let dropped = usize::try_from(shift.unsigned_abs()).ok()?;
+        let kept = digits.len().checked_sub(dropped)?;
+        let (integral, after) = digits.split_at(kept);
+        if kept == 0 || after.bytes().any(|b| b != b'0') {
+            return None;
+        }
+        integral.to_string()
+    };
+    let magnitude: i128 = spelled.parse().ok()?;
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 impl<'de> serde::Deserialize<'de> for PositiveAmount {
@@ -379,4 +417,40 @@ pub fn quota_account(
         })
     })
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_number_of;
+
+    #[test]
+    fn whole_numbers_are_read_as_json_schema_reads_them() {
+        for (text, value) in [
+            ("2", Some(2)),
+            ("-7", Some(-7)),
+            ("2.0", Some(2)),
+            ("2.000", Some(2)),
+            ("2e0", Some(2)),
+            ("2E3", Some(2_000)),
+            ("0.2e1", Some(2)),
+            ("1500e-3", None),
+            ("1500e-2", Some(15)),
+            ("25e-1", None),
+            ("2.5", None),
+            ("0", Some(0)),
+            ("-0.0", Some(0)),
+            ("0e999999", Some(0)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("9223372036854775807.0", Some(i64::MAX)),
+            ("9223372036854775808", None),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9.223372036854775807e18", Some(i64::MAX)),
+            ("1e19", None),
+            ("1e-999999999999999999999", None),
+            ("\"5\"", None),
+            ("null", None),
+        ] {
+            assert_eq!(whole_number_of(text), value, "{text}");
+        }
+    }
 }

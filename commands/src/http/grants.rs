@@ -137,7 +137,7 @@ pub struct GrantView {
     responses(
         (status = 201, description = "Issued", body = Accepted<GrantIssued>),
         (status = 400, description = "Invalid input (names the field)", body = ErrorBody),
-        (status = 422, description = "Expiry in the past, the quota's open total would pass 64 bits (`amount_overflow`), or key reused", body = ErrorBody),
+        (status = 422, description = "`expiry_in_the_past`; `invalid_expiry`: expires_at not after effective_at; `amount_overflow`: the quota's open total would pass 64 bits; or key reused", body = ErrorBody),
     )
 )]
 async fn issue_grant(

@@ -8,7 +8,8 @@ pub mod error;
 pub mod extract;
 pub(crate) mod grants;
 mod health;
-mod journal;
+pub(crate) mod journal;
+pub(crate) mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -202,7 +203,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(tenants::router())
         .merge(projections::router())
         .merge(streams::router())
-        .merge(journal::router())
         .merge(domain_routes())
 }
 

@@ -19,7 +19,6 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "tenants", description = "Tenants and API keys (admin token)"),
         (name = "streams", description = "The tenant's event streams"),
-        (name = "journal", description = "Journal entries, account balances, trial balance"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
@@ -103,8 +102,8 @@ impl Document {
 }
 
 /// Answers every operation of a kind can give, added to each such operation
-/// of the finished document (where its own annotations do not describe
-/// them already), so that no route documents fewer statuses than it
+/// of the finished document (merged into what its own annotations say of
+/// the same status), so that no route documents fewer statuses than it
 /// answers, and a new route gets them the day it is written.
 pub fn add_shared_answers(document: &mut serde_json::Value) {
     let Some(paths) = document["paths"].as_object_mut() else {
@@ -157,6 +156,16 @@ pub fn add_shared_answers(document: &mut serde_json::Value) {
                 .iter()
                 .any(|scheme| scheme.get("api_key").is_some())
         });
+        // A key or the admin token is checked against the database (on a
+        // cache miss), and what such a route does reads or writes it.
+        let stored = operation["security"].as_array().is_some_and(|security| {
+            security.iter().any(|scheme| {
+                scheme.get("api_key").is_some() || scheme.get("admin_token").is_some()
+            })
+        });
+        if stored {
+            answers.push(("503", DATABASE));
+        }
         if command && keyed {
             answers.push(("409", IN_PROGRESS));
             answers.push(("422", KEY_REUSED));
@@ -170,8 +179,15 @@ pub fn add_shared_answers(document: &mut serde_json::Value) {
         }
         let responses = &mut operation["responses"];
         for (status, description) in answers {
-            if responses.get(status).is_none() {
-                responses[status] = error_answer(description);
+            match responses.get_mut(status) {
+                None => responses[status] = error_answer(description),
+                Some(existing) => {
+                    let known = existing["description"].as_str().unwrap_or("");
+                    if !known.contains(description) {
+                        existing["description"] =
+                            serde_json::Value::String(format!("{known}; or {description}"));
+                    }
+                }
             }
         }
     }
@@ -208,7 +224,8 @@ fn error_answer(description: &str) -> serde_json::Value {
 
 const KEY_INVALID: &str = "`missing_idempotency_key` or `invalid_idempotency_key`, or invalid \
     input (the message names the field)";
-const UNAVAILABLE: &str = "`database_unavailable`, or `shutting_down`";
+const UNAVAILABLE: &str = "`shutting_down`: the server is stopping, retry on another";
+const DATABASE: &str = "`database_unavailable`: the database is out of reach, retry shortly";
 const IN_PROGRESS: &str = "`request_in_progress`: a request with this Idempotency-Key is being \
     executed; or `conflict`: concurrent writes won too often, retry";
 const KEY_REUSED: &str =
@@ -219,7 +236,7 @@ const PARAMETER_INVALID: &str = "Invalid input: a parameter out of its bounds, m
     unknown (the message names it); `min_seq_ahead`: `min_seq` is beyond the tenant's last \
     tenant_seq (details.tenant_seq), so no wait could reach it";
 const LAGGING: &str = "`projection_lagging`: the projection did not reach `min_seq` within the \
-    server's read wait; or `database_unavailable`";
+    server's read wait";
 const TOO_LARGE: &str = "`payload_too_large`: the body is over the server's limit";
 const TIMED_OUT: &str = "`request_timeout`: the body did not arrive, or the answer was not ready, \
     within the server's request timeout; the connection is closed";

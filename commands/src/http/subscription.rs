@@ -120,7 +120,7 @@ fn plan(state: &AppState, id: &str) -> Result<Plan, ApiError> {
     responses(
         (status = 201, description = "Subscribed; grants issued", body = Accepted<SubscriptionAnswer>),
         (status = 400, description = "Invalid input or unknown plan (details.plans lists the valid ones)", body = ErrorBody),
-        (status = 422, description = "Already subscribed, or key reused", body = ErrorBody),
+        (status = 422, description = "Already subscribed; `invalid_trial_end`: the trial ends in the past; or key reused", body = ErrorBody),
     )
 )]
 async fn subscribe(

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -37,8 +37,14 @@ pub struct CreateTenant {
     pub name: Text<TENANT_NAME_LENGTH_MAX>,
 }
 
+/// A tenant's name: a text with at least one character that is not
+/// white space (the name is stored trimmed).
 fn tenant_name_schema() -> RefOr<Schema> {
-    Text::<TENANT_NAME_LENGTH_MAX>::schema()
+    aggregates::schema::text(
+        TENANT_NAME_LENGTH_MAX,
+        r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+    )
+    .into()
 }
 
 /// A created tenant and its API key. The key is shown only in the first

@@ -187,6 +187,9 @@ pub struct AggregateKind {
     pub(crate) restore: fn(&Value) -> Option<Box<dyn AnyAggregate>>,
     pub(crate) upcasters: fn() -> Vec<Box<dyn EventUpcaster>>,
     decodes: fn(&str) -> Result<(), serde_json::Error>,
+    /// Reads the journal entries its events record, for the journal
+    /// projection.
+    pub entry_reader: projections::journal::EntryReader,
 }
 
 impl AggregateKind {
@@ -206,6 +209,7 @@ impl AggregateKind {
             },
             upcasters: A::upcasters,
             decodes: |payload| serde_json::from_str::<A::Event>(payload).map(|_| ()),
+            entry_reader: projections::journal::EntryReader::of::<A>(),
         }
     }
 
@@ -367,15 +371,7 @@ impl<'a> Decider<'a> {
     /// other request. Decisions stay pure (no randomness) and a retried
     /// request issues the same ids.
     pub fn derive_id(&self, label: &str) -> Uuid {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"ledger.derived-id.v1");
-        hasher.update(self.tenant_id.as_uuid().as_bytes());
-        hasher.update(&(self.key.as_str().len() as u64).to_be_bytes());
-        hasher.update(self.key.as_str().as_bytes());
-        hasher.update(label.as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
-        uuid::Builder::from_custom_bytes(bytes).into_uuid()
+        derive_id(self.tenant_id, self.key, label)
     }
 
     /// The tenant the request belongs to.
@@ -519,6 +515,21 @@ impl<'a> Decider<'a> {
     pub(crate) fn into_parts(self) -> (Vec<Touched>, Vec<IndexEntry>) {
         (self.touched, self.indexed)
     }
+}
+
+/// The id `label` of the request under `key` of `tenant_id`: what
+/// [`Decider::derive_id`] gives, for an id a request must carry before it is
+/// submitted (an entry or hold it creates is one of its targets).
+pub fn derive_id(tenant_id: TenantId, key: &IdempotencyKey, label: &str) -> Uuid {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"ledger.derived-id.v1");
+    hasher.update(tenant_id.as_uuid().as_bytes());
+    hasher.update(&(key.as_str().len() as u64).to_be_bytes());
+    hasher.update(key.as_str().as_bytes());
+    hasher.update(label.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 /// What every event records of the request that decided it.

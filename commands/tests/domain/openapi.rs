@@ -336,9 +336,9 @@ async fn the_document_declares_what_the_parsers_accept_and_every_status() {
 
 #[tokio::test]
 async fn whole_numbers_are_read_from_their_text_as_json_schema_reads_them() {
-    // Proves: an amount written `2.0` is the integer 2 (as the document's
-    // JSON Schema reads it), and `2.5`, `2e0` and a number past 64 bits are
-    // refused naming the field, with nothing consumed.
+    // Proves: an amount written `2.0` or `1e0` is an integer (as the
+    // document's JSON Schema reads it), and `2.5`, `25e-1` and a number past
+    // 64 bits are refused naming the field, with nothing more consumed.
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
     let granted = acme
@@ -357,9 +357,14 @@ async fn whole_numbers_are_read_from_their_text_as_json_schema_reads_them() {
     assert_eq!(consumed.status, StatusCode::OK, "{}", consumed.body);
     assert_eq!(consumed.body["consumed"], 2);
     assert_eq!(consumed.body["available"], 8);
+    let exponent = acme
+        .post_raw("/v1/quota/runs/consume", "one", r#"{"amount": 1e0}"#)
+        .await;
+    assert_eq!(exponent.status, StatusCode::OK, "{}", exponent.body);
+    assert_eq!(exponent.body["available"], 7);
     for (key, amount) in [
         ("half", "2.5"),
-        ("exponent", "2e0"),
+        ("exponent", "25e-1"),
         ("wide", "9223372036854775808"),
         ("wide-float", "9223372036854775808.0"),
     ] {
@@ -381,10 +386,10 @@ async fn whole_numbers_are_read_from_their_text_as_json_schema_reads_them() {
     let quota = acme
         .read(
             "/v1/quota/runs",
-            consumed.body["tenant_seq"].as_i64().unwrap(),
+            exponent.body["tenant_seq"].as_i64().unwrap(),
         )
         .await;
-    assert_eq!(quota["available"], 8);
+    assert_eq!(quota["available"], 7);
     server.stop().await;
 }
 

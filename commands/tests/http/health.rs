@@ -219,7 +219,7 @@ async fn every_route_that_authenticates_documents_its_statuses_and_the_429_of_th
         (
             "get",
             "/v1/tenants/{tenant_id}/api-keys",
-            vec!["200", "400", "401", "404", "408", "429"],
+            vec!["200", "400", "401", "404", "408", "429", "503"],
         ),
         (
             "post",

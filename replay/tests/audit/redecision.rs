@@ -189,7 +189,8 @@ async fn a_subscription_grant_removed_and_the_rest_renumbered_is_found_at_its_se
 async fn a_history_of_every_request_kind_verifies_clean_and_replays() {
     // Proves: a tenant's history holding every request kind the domains
     // register (quota accounts, seats both ways, revocation, expiry, a
-    // cancellation and a renewal among them), each recorded on its first
+    // cancellation and a renewal among them; journal accounts, entries, a
+    // reversal, holds posted in part, voided and expired), each recorded on its first
     // event, is re-decided by verify with no finding and replays to the
     // head; a kind a new domain adds fails this test until it is covered.
     use aggregates::plan::PlanCatalog;
@@ -320,6 +321,7 @@ async fn a_history_of_every_request_kind_verifies_clean_and_replays() {
     ledger.set_clock(start + chrono::Duration::days(40));
     ledger.run(0, "renew", RenewSubscription {}).await;
     assert_eq!(bought.body["quota"], "credits");
+    journal_requests(&ledger, start + chrono::Duration::days(40)).await;
 
     let report = ledger.verify().await;
     assert_eq!(findings_of(&report, ledger.tenants[0]), Vec::new());
@@ -341,4 +343,105 @@ async fn a_history_of_every_request_kind_verifies_clean_and_replays() {
     assert_eq!(recorded, registered);
     let head = ledger.replay(0, AsOf::Head).await;
     assert_eq!(head["subscription"]["status"], "cancelled");
+}
+
+/// Runs every journal request on tenant 0 from `now` on: two accounts
+/// opened, two entries posted and one of them reversed, and holds posted in
+/// part, voided and expired.
+async fn journal_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
+    use aggregates::journal::account::{AccountCode, AccountSpec};
+    use aggregates::journal::hold::PendingTransfer;
+    use aggregates::journal::{AccountType, Side};
+    use aggregates::{Amount, Asset, EntryId, HoldId};
+    use commands::requests::journal::{
+        EntryLine, OpenAccount, PlaceHold, PostEntry, Resolve, ResolveHold, ReverseEntry,
+    };
+    let code = |text: &str| AccountCode::parse(text).unwrap();
+    let units = |value: i64| Amount::new(value).unwrap();
+    let usd = Asset::new("USD", 2).unwrap();
+    let tenant = ledger.tenants[0];
+    let id = |key: &str, label: &str| {
+        commands::pipeline::derive_id(
+            tenant,
+            &eventstore::IdempotencyKey::parse(key).unwrap(),
+            label,
+        )
+    };
+    let cash = AccountSpec::new(AccountType::Asset);
+    let held = AccountSpec::new(AccountType::Liability).debits_must_not_exceed_credits();
+    for (key, account, spec) in [("open-cash", "cash", cash), ("open-held", "held", held)] {
+        let open = OpenAccount {
+            code: code(account),
+            spec,
+        };
+        ledger.run(0, key, open).await;
+    }
+    let lines = |amount: i64| {
+        vec![
+            EntryLine {
+                account: code("cash"),
+                asset: usd.clone(),
+                side: Side::Debit,
+                amount: units(amount),
+            },
+            EntryLine {
+                account: code("held"),
+                asset: usd.clone(),
+                side: Side::Credit,
+                amount: units(amount),
+            },
+        ]
+    };
+    for (key, amount) in [("deposit", 500), ("fee", 50)] {
+        let entry = PostEntry {
+            entry_id: EntryId::from_uuid(id(key, "entry")),
+            lines: lines(amount),
+            effective_at: None,
+            reference: Some(key.to_string()),
+        };
+        ledger.run(0, key, entry).await;
+    }
+    let reverse = ReverseEntry {
+        entry_id: EntryId::from_uuid(id("fee", "entry")),
+        reversal_id: EntryId::from_uuid(id("unfee", "reversal")),
+        lines: lines(50),
+        reference: None,
+    };
+    ledger.run(0, "unfee", reverse).await;
+    let transfer = PendingTransfer {
+        debit: code("held"),
+        credit: code("cash"),
+        asset: usd.clone(),
+        amount: units(100),
+    };
+    let holds = [
+        (
+            "hold-post",
+            Resolve::Post {
+                amount: Some(units(30)),
+                entry_id: EntryId::from_uuid(id("resolve-hold-post", "entry")),
+            },
+        ),
+        ("hold-void", Resolve::Void),
+        ("hold-expire", Resolve::Expire),
+    ];
+    for (key, _) in &holds {
+        let hold = PlaceHold {
+            hold_id: HoldId::from_uuid(id(key, "hold")),
+            transfer: transfer.clone(),
+            expires_at: Some(now + chrono::Duration::hours(1)),
+        };
+        ledger.run(0, key, hold).await;
+    }
+    for (key, resolve) in holds {
+        if resolve == Resolve::Expire {
+            ledger.set_clock(now + chrono::Duration::hours(2));
+        }
+        let resolution = ResolveHold {
+            hold_id: HoldId::from_uuid(id(key, "hold")),
+            transfer: transfer.clone(),
+            resolve,
+        };
+        ledger.run(0, &format!("resolve-{key}"), resolution).await;
+    }
 }
