@@ -195,22 +195,26 @@ impl Rejection for HoldError {
 }
 
 impl Hold {
+    /// Nothing when the hold has not resolved; else how it resolved, as the
+    /// error every later action answers (whatever the time).
+    fn unresolved(&self, placed: &Placed, at: DateTime<Utc>) -> Result<(), HoldError> {
+        match &self.resolution {
+            Some(Resolution::Posted { amount, .. }) => {
+                Err(HoldError::AlreadyPosted { amount: *amount })
+            }
+            Some(Resolution::Voided { .. }) => Err(HoldError::AlreadyVoided),
+            Some(Resolution::Expired { .. }) => Err(HoldError::Expired {
+                expires_at: placed.expires_at.unwrap_or(at),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The placed hold, if it is still open at `at`: a typed error for each
     /// way it is not.
     fn open_at(&self, at: DateTime<Utc>) -> Result<&Placed, HoldError> {
         let placed = self.placed.as_ref().ok_or(HoldError::Unknown)?;
-        match &self.resolution {
-            Some(Resolution::Posted { amount, .. }) => {
-                return Err(HoldError::AlreadyPosted { amount: *amount })
-            }
-            Some(Resolution::Voided { .. }) => return Err(HoldError::AlreadyVoided),
-            Some(Resolution::Expired { .. }) => {
-                return Err(HoldError::Expired {
-                    expires_at: placed.expires_at.unwrap_or(at),
-                })
-            }
-            None => {}
-        }
+        self.unresolved(placed, at)?;
         match placed.expires_at {
             Some(expires_at) if at >= expires_at => Err(HoldError::Expired { expires_at }),
             _ => Ok(placed),
@@ -271,19 +275,7 @@ impl Hold {
 
     fn decide_expire(&self, at: DateTime<Utc>) -> Result<Vec<HoldEvent>, HoldError> {
         let placed = self.placed.as_ref().ok_or(HoldError::Unknown)?;
-        // A resolved hold answers how it resolved, whatever the time.
-        match &self.resolution {
-            Some(Resolution::Posted { amount, .. }) => {
-                return Err(HoldError::AlreadyPosted { amount: *amount })
-            }
-            Some(Resolution::Voided { .. }) => return Err(HoldError::AlreadyVoided),
-            Some(Resolution::Expired { .. }) => {
-                return Err(HoldError::Expired {
-                    expires_at: placed.expires_at.unwrap_or(at),
-                })
-            }
-            None => {}
-        }
+        self.unresolved(placed, at)?;
         let expires_at = placed.expires_at.ok_or(HoldError::NeverExpires)?;
         if at < expires_at {
             return Err(HoldError::NotYetExpired { expires_at });
