@@ -162,7 +162,7 @@ async fn project_once_and_rebuild_report_what_they_did() {
     // Every projection reads every event (those of other aggregates it skips).
     assert_eq!(
         summary,
-        json!({"applied": {"stream_index": 12, "subscriptions": 12, "quota": 12, "journal": 12}})
+        json!({"applied": {"stream_index": 12, "subscriptions": 12, "quota": 12, "accounts": 12, "journal": 12}})
     );
 
     let output = ledger(&db)
@@ -179,7 +179,13 @@ async fn project_once_and_rebuild_report_what_they_did() {
     assert_eq!(summary["events"], 12);
     assert_eq!(
         summary["projections"],
-        json!(["stream_index", "subscriptions", "quota", "journal"])
+        json!([
+            "stream_index",
+            "subscriptions",
+            "quota",
+            "accounts",
+            "journal"
+        ])
     );
     assert!(summary["events_per_s"].as_f64().unwrap() > 0.0);
     let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM stream_index")
@@ -745,7 +751,7 @@ async fn idle_workers_are_woken_by_another_processs_append_not_by_their_poll() {
     .await
     .unwrap();
     let rounds = *progress.borrow();
-    assert_eq!(checkpoints(&db, tenant_id).await, [1; 4]);
+    assert_eq!(checkpoints(&db, tenant_id).await, [1; 5]);
     let pool = db.store().pool().clone();
     wait_until("the workers to LISTEN ledger_events", || {
         let pool = pool.clone();
@@ -777,7 +783,7 @@ async fn idle_workers_are_woken_by_another_processs_append_not_by_their_poll() {
     )
     .await
     .unwrap();
-    assert_eq!(checkpoints(&db, tenant_id).await, [2; 4]);
+    assert_eq!(checkpoints(&db, tenant_id).await, [2; 5]);
     workers.stop().await;
 }
 

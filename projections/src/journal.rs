@@ -321,13 +321,30 @@ pub async fn entries(
     after_seq: i64,
     limit: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
+    entries_posting_to(connection, tenant_id, None, after_seq, limit).await
+}
+
+/// Entries after `after_seq` (of one account only, when `account` is
+/// given), in order, at most `limit`.
+pub async fn entries_posting_to(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    account: Option<&str>,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    // An account's entries: those with a posting to it (jsonb containment).
+    let posting = account.map(|code| serde_json::json!([{"account": {"code": code}}]));
     let rows: Vec<EntryTuple> = sqlx::query_as(
         "SELECT tenant_seq, aggregate_type, aggregate_id, event_type, reference, recorded_at, postings \
-         FROM journal_entries WHERE tenant_id = $1 AND tenant_seq > $2 ORDER BY tenant_seq LIMIT $3",
+         FROM journal_entries WHERE tenant_id = $1 AND tenant_seq > $2 \
+           AND ($4::jsonb IS NULL OR postings @> $4::jsonb) \
+         ORDER BY tenant_seq LIMIT $3",
     )
     .bind(tenant_id.as_uuid())
     .bind(after_seq)
     .bind(limit.clamp(1, PAGE_MAX))
+    .bind(posting)
     .fetch_all(connection)
     .await?;
     Ok(rows

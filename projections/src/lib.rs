@@ -22,6 +22,7 @@
 //!   their read queries. Which projections run is the domain registry's
 //!   business (`commands::domains`), not this crate's.
 
+pub mod accounts;
 mod bulk;
 pub mod compare;
 pub mod decode;

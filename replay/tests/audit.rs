@@ -384,21 +384,27 @@ fn failing(
     tenant_seq: i64,
     message: &str,
 ) -> Vec<(String, Vec<ReplayFailure>)> {
-    ["stream_index", "subscriptions", "quota", "journal"]
-        .iter()
-        .map(|name| {
-            let failures = if names.contains(name) {
-                vec![ReplayFailure {
-                    tenant_id,
-                    tenant_seq,
-                    message: message.to_string(),
-                }]
-            } else {
-                vec![]
-            };
-            (name.to_string(), failures)
-        })
-        .collect()
+    [
+        "stream_index",
+        "subscriptions",
+        "quota",
+        "accounts",
+        "journal",
+    ]
+    .iter()
+    .map(|name| {
+        let failures = if names.contains(name) {
+            vec![ReplayFailure {
+                tenant_id,
+                tenant_seq,
+                message: message.to_string(),
+            }]
+        } else {
+            vec![]
+        };
+        (name.to_string(), failures)
+    })
+    .collect()
 }
 
 fn no_differences(report: &VerifyReport) {
@@ -454,7 +460,7 @@ async fn a_clean_ledger_verifies_and_every_projection_equals_a_replay() {
         .find(|tenant| tenant.tenant_id == ledger.tenants[0])
         .unwrap();
     assert_eq!((verdict.head_seq, verdict.head_hash), (16, head.hash));
-    assert_eq!(report.projections.len(), 4);
+    assert_eq!(report.projections.len(), 5);
     assert!(report
         .projections
         .iter()
@@ -591,7 +597,13 @@ async fn an_event_deleted_in_the_middle_is_reported_and_verify_goes_on() {
     assert_eq!(
         failures(&report),
         failing(
-            &["stream_index", "subscriptions", "quota", "journal"],
+            &[
+                "stream_index",
+                "subscriptions",
+                "quota",
+                "accounts",
+                "journal"
+            ],
             tenant,
             8,
             "tenant_seq 8 is missing: the next event is tenant_seq 9"
@@ -655,7 +667,13 @@ async fn the_last_event_deleted_is_found_by_the_head_and_the_read_tables() {
     assert_eq!(
         failures(&report),
         failing(
-            &["stream_index", "subscriptions", "quota", "journal"],
+            &[
+                "stream_index",
+                "subscriptions",
+                "quota",
+                "accounts",
+                "journal"
+            ],
             tenant,
             16,
             "tenant_seq 16 is missing: the live tables have applied events up to tenant_seq 16"

@@ -2,11 +2,13 @@
 //! the trial balance per asset.
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiQuery, PageLimit, Seq, Tenant};
+use super::extract::{ApiPath, ApiQuery, PageLimit, Seq, Tenant};
 use super::read::tenant_read;
 use super::AppState;
+use aggregates::journal::account::AccountCode;
 use axum::extract::State;
 use axum::Json;
+use projections::accounts::{self, AccountView};
 use projections::journal::{self, AccountBalance, Entry, TrialBalanceLine};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -17,6 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_entries))
         .routes(routes!(balances))
+        .routes(routes!(get_account))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -133,5 +136,83 @@ async fn balances(
         as_of_seq: as_of.unwrap_or(projection_seq),
         accounts,
         trial_balance,
+    }))
+}
+
+/// One account: its type and flags, what is posted, pending and available
+/// per asset, and its entries, paged.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountPage {
+    #[serde(flatten)]
+    pub account: AccountView,
+    /// The entries posting to the account, in tenant_seq order.
+    pub entries: Vec<Entry>,
+    /// Pass as `after_seq` for the next page of entries; `null` on the last.
+    pub next_after_seq: Option<i64>,
+    /// The tenant_seq both read tables had applied (the lower of the two).
+    pub projection_seq: i64,
+}
+
+/// An account opened through the journal, and its entries, paged: balances
+/// from the `accounts` read tables (posted and pending, per asset), entries
+/// from the journal's.
+#[utoipa::path(
+    get,
+    path = "/v1/journal/accounts/{code}",
+    tag = "journal",
+    params(("code" = inline(AccountCode), Path, description = "The account's code"), EntriesQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The account", body = AccountPage),
+        (status = 404, description = "No account of that code was opened (or the read tables have not applied its opening: pass `min_seq`)", body = ErrorBody),
+    )
+)]
+async fn get_account(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    ApiPath(code): ApiPath<String>,
+    ApiQuery(query): ApiQuery<EntriesQuery>,
+) -> Result<Json<AccountPage>, ApiError> {
+    let code = AccountCode::parse(&code).map_err(|error| ApiError::BadRequest {
+        code: "invalid_path_parameter",
+        message: format!("code: {error}"),
+        details: serde_json::json!({"parameter": "code"}),
+    })?;
+    let limit = PageLimit::or_default(query.limit);
+    let after_seq = query.after_seq.map_or(0, |seq| seq.0);
+    let wanted = code.to_string();
+    let (account, account_seq) = tenant_read(
+        &state,
+        tenant_id,
+        accounts::NAME,
+        query.min_seq,
+        move |connection| {
+            Box::pin(async move { accounts::account(connection, tenant_id, &wanted).await })
+        },
+    )
+    .await?;
+    let account = account.ok_or_else(|| ApiError::NotFound(format!("no account {code}")))?;
+    let wanted = code.to_string();
+    let (entries, entries_seq) = tenant_read(
+        &state,
+        tenant_id,
+        journal::NAME,
+        query.min_seq,
+        move |connection| {
+            Box::pin(async move {
+                journal::entries_posting_to(connection, tenant_id, Some(&wanted), after_seq, limit)
+                    .await
+            })
+        },
+    )
+    .await?;
+    let next_after_seq = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|entry| entry.tenant_seq))
+        .flatten();
+    Ok(Json(AccountPage {
+        account,
+        entries,
+        next_after_seq,
+        projection_seq: account_seq.min(entries_seq),
     }))
 }

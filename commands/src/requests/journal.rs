@@ -554,7 +554,7 @@ pub fn domain() -> crate::domains::Domain {
             RequestKind::of::<PlaceHold>(),
             RequestKind::of::<ResolveHold>(),
         ],
-        projections: Vec::new(),
+        projections: vec![std::sync::Arc::new(projections::accounts::Accounts)],
         process_managers: Vec::new(),
         routes: || crate::http::journal::router().merge(crate::http::ledger::router()),
         tags: vec![(

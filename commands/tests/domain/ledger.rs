@@ -386,3 +386,76 @@ async fn a_no_overdraft_account_holds_across_entries_and_holds_under_concurrency
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn one_account_reads_posted_pending_and_available_with_its_entries() {
+    // Proves: GET /v1/journal/accounts/{code} answers the account's type
+    // and flags, per asset what is posted and pending (a hold's reservation
+    // until it resolves) and what is available, and the entries posting to
+    // it, paged; an account never opened is 404.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    accounts(&acme).await;
+    for (key, amount) in [("one", 500), ("two", 20)] {
+        acme.post("/v1/journal/entries", key, transfer("cash", "held", amount))
+            .await;
+    }
+    let hold = acme
+        .post(
+            "/v1/journal/holds",
+            "hold",
+            json!({"debit": "held", "credit": "cash", "asset": "USD/2", "amount": 120}),
+        )
+        .await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{}", hold.body);
+    server.catch_up().await;
+    let held = acme
+        .read("/v1/journal/accounts/held?limit=1", seq_of(&hold.body))
+        .await;
+    assert_eq!(
+        (&held["type"], &held["debits_must_not_exceed_credits"]),
+        (&json!("liability"), &json!(true))
+    );
+    assert_eq!(
+        held["balances"],
+        json!([{"asset": "USD/2", "debits_posted": "0", "credits_posted": "520",
+                "debits_pending": "120", "credits_pending": "0", "available": "400"}])
+    );
+    assert_eq!(held["entries"].as_array().unwrap().len(), 1);
+    let next = held["next_after_seq"].as_i64().unwrap();
+    let rest = acme
+        .read(
+            &format!("/v1/journal/accounts/held?after_seq={next}"),
+            seq_of(&hold.body),
+        )
+        .await;
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["next_after_seq"], Value::Null);
+
+    let hold_id = hold.body["hold_id"].as_str().unwrap();
+    let posted = acme
+        .post(
+            &format!("/v1/journal/holds/{hold_id}/post"),
+            "post",
+            json!({"amount": 100}),
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::OK, "{}", posted.body);
+    server.catch_up().await;
+    let held = acme
+        .read("/v1/journal/accounts/held", seq_of(&posted.body))
+        .await;
+    assert_eq!(
+        held["balances"],
+        json!([{"asset": "USD/2", "debits_posted": "100", "credits_posted": "520",
+                "debits_pending": "0", "credits_pending": "0", "available": "420"}])
+    );
+    assert_eq!(held["entries"].as_array().unwrap().len(), 3);
+    let cash = acme
+        .read("/v1/journal/accounts/cash", seq_of(&posted.body))
+        .await;
+    assert_eq!(cash["balances"][0]["available"], "420");
+    let never = acme.get("/v1/journal/accounts/nowhere").await;
+    never.assert_error(StatusCode::NOT_FOUND, "not_found");
+    server.stop().await;
+}

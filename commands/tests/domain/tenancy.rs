@@ -72,6 +72,24 @@ async fn every_read_table_shows_a_tenant_only_its_own_rows_and_refuses_it_writes
                 json!({"amount": 3, "account": "user-1"}),
             ),
             ("/v1/quota/seats/allocate", "seat", json!({"amount": 2})),
+            (
+                "/v1/journal/accounts",
+                "open-cash",
+                json!({"code": "cash", "type": "asset"}),
+            ),
+            (
+                "/v1/journal/accounts",
+                "open-sales",
+                json!({"code": "sales", "type": "revenue"}),
+            ),
+            (
+                "/v1/journal/entries",
+                "sale",
+                json!({"lines": [
+                    {"account": "cash", "asset": "USD/2", "side": "debit", "amount": 100 + index},
+                    {"account": "sales", "asset": "USD/2", "side": "credit", "amount": 100 + index},
+                ]}),
+            ),
         ] {
             let answer = client.post(path, key, body).await;
             assert!(answer.status.is_success(), "{path}: {}", answer.body);

@@ -209,7 +209,16 @@ async fn projections_report_their_lag_to_the_admin_and_to_metrics() {
         .iter()
         .map(|projection| projection["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["journal", "quota", "stream_index", "subscriptions"]);
+    assert_eq!(
+        names,
+        [
+            "accounts",
+            "journal",
+            "quota",
+            "stream_index",
+            "subscriptions"
+        ]
+    );
     let stream_index = &named(&before, "stream_index");
     assert_eq!(stream_index["name"], "stream_index");
     assert_eq!(stream_index["state"], "live");

@@ -49,22 +49,27 @@ async fn an_event_a_projection_cannot_apply_is_a_finding_naming_tenant_projectio
         .iter()
         .map(|projection| (projection.projection.clone(), projection.stuck.clone()))
         .collect();
-    let expected: Vec<(String, Vec<ReplayFailure>)> =
-        ["stream_index", "subscriptions", "quota", "journal"]
-            .iter()
-            .map(|name| {
-                let stuck = if *name == "quota" {
-                    vec![ReplayFailure {
-                        tenant_id: ledger.tenants[0],
-                        tenant_seq: 5,
-                        message: OUT_OF_RANGE.into(),
-                    }]
-                } else {
-                    Vec::new()
-                };
-                (name.to_string(), stuck)
-            })
-            .collect();
+    let expected: Vec<(String, Vec<ReplayFailure>)> = [
+        "stream_index",
+        "subscriptions",
+        "quota",
+        "accounts",
+        "journal",
+    ]
+    .iter()
+    .map(|name| {
+        let stuck = if *name == "quota" {
+            vec![ReplayFailure {
+                tenant_id: ledger.tenants[0],
+                tenant_seq: 5,
+                message: OUT_OF_RANGE.into(),
+            }]
+        } else {
+            Vec::new()
+        };
+        (name.to_string(), stuck)
+    })
+    .collect();
     assert_eq!(stuck, expected);
     for projection in &report.projections {
         assert_eq!(projection.failures, Vec::new(), "{}", projection.projection);

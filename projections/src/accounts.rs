@@ -1,0 +1,334 @@
+//! The `accounts` projection: every account opened through the journal,
+//! with its type and flags, and its balances per asset, posted and pending,
+//! folded from the accounts' own events (the events that check their
+//! flags); and the reads of one account.
+
+use crate::decode::decode;
+use crate::runtime::{ApplyError, Projection};
+use aggregates::journal::account::{AccountEvent, LedgerAccount, Movement, ACCOUNT_AGGREGATE};
+use aggregates::TenantId;
+use async_trait::async_trait;
+use eventstore::StoredEvent;
+use serde::Serialize;
+use sqlx::PgConnection;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub const NAME: &str = "accounts";
+
+pub struct Accounts;
+
+const INSERT_ACCOUNTS: &str = "\
+    INSERT INTO ledger_accounts (tenant_id, code, account_type, debits_must_not_exceed_credits, \
+                                 credits_must_not_exceed_debits, opened_tenant_seq) \
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::bigint[])";
+
+const ADD_BALANCES: &str = "\
+    INSERT INTO ledger_account_balances (tenant_id, code, asset, debits_posted, credits_posted, \
+                                         debits_pending, credits_pending, last_tenant_seq) \
+    SELECT b.tenant_id, b.code, b.asset, b.dp::numeric, b.cp::numeric, b.dq::numeric, b.cq::numeric, b.seq \
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[]) \
+         AS b(tenant_id, code, asset, dp, cp, dq, cq, seq) \
+    ON CONFLICT (tenant_id, code, asset) DO UPDATE SET \
+        debits_posted = ledger_account_balances.debits_posted + EXCLUDED.debits_posted, \
+        credits_posted = ledger_account_balances.credits_posted + EXCLUDED.credits_posted, \
+        debits_pending = ledger_account_balances.debits_pending + EXCLUDED.debits_pending, \
+        credits_pending = ledger_account_balances.credits_pending + EXCLUDED.credits_pending, \
+        last_tenant_seq = EXCLUDED.last_tenant_seq";
+
+/// The pending amounts of a hold on an account, for the hold's settlement
+/// (its events name only the hold).
+const SELECT_HOLD: &str = "\
+    SELECT payload #>> '{Reserved,asset}', (payload #>> '{Reserved,movement,debit}')::bigint, \
+           (payload #>> '{Reserved,movement,credit}')::bigint \
+    FROM events WHERE tenant_id = $1 AND aggregate_type = 'account' AND aggregate_id = $2 \
+      AND event_type = 'Reserved' AND payload #>> '{Reserved,hold_id}' = $3";
+
+/// A batch's change of one account's balance in one asset.
+#[derive(Default)]
+struct Change {
+    debits_posted: i128,
+    credits_posted: i128,
+    debits_pending: i128,
+    credits_pending: i128,
+    seq: i64,
+}
+
+impl Change {
+    fn add(&mut self, posted: Movement, pending: (i128, i128), seq: i64) {
+        self.debits_posted += i128::from(posted.debit.value());
+        self.credits_posted += i128::from(posted.credit.value());
+        self.debits_pending += pending.0;
+        self.credits_pending += pending.1;
+        self.seq = seq;
+    }
+}
+
+type Changes = BTreeMap<(Uuid, String, String), Change>;
+
+#[async_trait]
+impl Projection for Accounts {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["ledger_accounts", "ledger_account_balances"]
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ApplyError> {
+        let mut opened: Vec<(Uuid, String, &'static str, bool, bool, i64)> = Vec::new();
+        let mut changes: Changes = BTreeMap::new();
+        // Reservations seen in this batch, for settlements in it.
+        let mut reserved: BTreeMap<(Uuid, String, String), (String, Movement)> = BTreeMap::new();
+        for event in events
+            .iter()
+            .filter(|event| event.aggregate_type == ACCOUNT_AGGREGATE)
+        {
+            let tenant = event.tenant_id.as_uuid();
+            let code = event.aggregate_id.clone();
+            let seq = event.tenant_seq;
+            match decode::<LedgerAccount>(event)? {
+                AccountEvent::AccountOpened { spec } => opened.push((
+                    tenant,
+                    code,
+                    spec.account_type.as_str(),
+                    spec.flags.debits_must_not_exceed_credits,
+                    spec.flags.credits_must_not_exceed_debits,
+                    seq,
+                )),
+                AccountEvent::Posted {
+                    asset, movement, ..
+                } => changes
+                    .entry((tenant, code, asset.to_string()))
+                    .or_default()
+                    .add(movement, (0, 0), seq),
+                AccountEvent::Reserved {
+                    hold_id,
+                    asset,
+                    movement,
+                } => {
+                    let pending = (
+                        i128::from(movement.debit.value()),
+                        i128::from(movement.credit.value()),
+                    );
+                    changes
+                        .entry((tenant, code.clone(), asset.to_string()))
+                        .or_default()
+                        .add(Movement::default(), pending, seq);
+                    reserved.insert(
+                        (tenant, code, hold_id.to_string()),
+                        (asset.to_string(), movement),
+                    );
+                }
+                AccountEvent::HoldSettled {
+                    hold_id, posted, ..
+                } => {
+                    let key = (tenant, code.clone(), hold_id.to_string());
+                    let (asset, held) = match reserved.get(&key) {
+                        Some(found) => found.clone(),
+                        None => stored_reservation(connection, event, &key.2).await?,
+                    };
+                    let pending = (
+                        -i128::from(held.debit.value()),
+                        -i128::from(held.credit.value()),
+                    );
+                    changes
+                        .entry((tenant, code, asset))
+                        .or_default()
+                        .add(posted, pending, seq);
+                }
+            }
+        }
+        write(connection, opened, changes).await
+    }
+}
+
+/// The reservation of hold `hold_id` on the account of `event`, from the
+/// event store (it was applied in an earlier batch).
+async fn stored_reservation(
+    connection: &mut PgConnection,
+    event: &StoredEvent,
+    hold_id: &str,
+) -> Result<(String, Movement), ApplyError> {
+    let row: Option<(Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(SELECT_HOLD)
+        .bind(event.tenant_id.as_uuid())
+        .bind(&event.aggregate_id)
+        .bind(hold_id)
+        .fetch_optional(&mut *connection)
+        .await?;
+    let missing = || ApplyError::Event {
+        tenant_seq: event.tenant_seq,
+        message: format!(
+            "hold {hold_id} settles on {} without a reservation",
+            event.aggregate_id
+        ),
+    };
+    let (Some(asset), Some(debit), Some(credit)) = row.ok_or_else(missing)? else {
+        return Err(missing());
+    };
+    let amount = |value: i64| aggregates::Amount::new(value).map_err(|_| missing());
+    Ok((
+        asset,
+        Movement {
+            debit: amount(debit)?,
+            credit: amount(credit)?,
+        },
+    ))
+}
+
+async fn write(
+    connection: &mut PgConnection,
+    opened: Vec<(Uuid, String, &'static str, bool, bool, i64)>,
+    changes: Changes,
+) -> Result<(), ApplyError> {
+    if !opened.is_empty() {
+        let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (tenant, code, account_type, debits_flag, credits_flag, seq) in opened {
+            columns.0.push(tenant);
+            columns.1.push(code);
+            columns.2.push(account_type);
+            columns.3.push(debits_flag);
+            columns.4.push(credits_flag);
+            columns.5.push(seq);
+        }
+        sqlx::query(INSERT_ACCOUNTS)
+            .bind(&columns.0)
+            .bind(&columns.1)
+            .bind(&columns.2)
+            .bind(&columns.3)
+            .bind(&columns.4)
+            .bind(&columns.5)
+            .execute(&mut *connection)
+            .await?;
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut keys = (vec![], vec![], vec![]);
+    let mut sums: [Vec<String>; 4] = Default::default();
+    let mut seqs = Vec::new();
+    for ((tenant, code, asset), change) in changes {
+        keys.0.push(tenant);
+        keys.1.push(code);
+        keys.2.push(asset);
+        for (column, value) in sums.iter_mut().zip([
+            change.debits_posted,
+            change.credits_posted,
+            change.debits_pending,
+            change.credits_pending,
+        ]) {
+            column.push(value.to_string());
+        }
+        seqs.push(change.seq);
+    }
+    let [debits_posted, credits_posted, debits_pending, credits_pending] = sums;
+    sqlx::query(ADD_BALANCES)
+        .bind(&keys.0)
+        .bind(&keys.1)
+        .bind(&keys.2)
+        .bind(&debits_posted)
+        .bind(&credits_posted)
+        .bind(&debits_pending)
+        .bind(&credits_pending)
+        .bind(&seqs)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// An account as read: its type and flags, and per asset what is posted,
+/// pending and available.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AccountView {
+    pub code: String,
+    #[serde(rename = "type")]
+    pub account_type: String,
+    pub debits_must_not_exceed_credits: bool,
+    pub credits_must_not_exceed_debits: bool,
+    pub balances: Vec<AccountAssetBalance>,
+}
+
+/// One asset of an account. Sums are decimal strings (they may pass 64
+/// bits).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AccountAssetBalance {
+    pub asset: String,
+    pub debits_posted: String,
+    pub credits_posted: String,
+    pub debits_pending: String,
+    pub credits_pending: String,
+    /// What the account can still give on its normal side: for a
+    /// credit-normal account (liability, equity, revenue) posted credits
+    /// less posted and pending debits; for a debit-normal one the mirror.
+    pub available: String,
+}
+
+type BalanceRow = (String, String, String, String, String);
+
+/// Account `code` of the tenant, inside a tenant read transaction; `None`
+/// when it was never opened (or the projection has not applied it).
+pub async fn account(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    code: &str,
+) -> Result<Option<AccountView>, sqlx::Error> {
+    let opened: Option<(String, bool, bool)> = sqlx::query_as(
+        "SELECT account_type, debits_must_not_exceed_credits, credits_must_not_exceed_debits \
+         FROM ledger_accounts WHERE tenant_id = $1 AND code = $2",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(code)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some((account_type, debits_flag, credits_flag)) = opened else {
+        return Ok(None);
+    };
+    let rows: Vec<BalanceRow> = sqlx::query_as(
+        "SELECT asset, debits_posted::text, credits_posted::text, debits_pending::text, \
+                credits_pending::text \
+         FROM ledger_account_balances WHERE tenant_id = $1 AND code = $2 ORDER BY asset",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(code)
+    .fetch_all(&mut *connection)
+    .await?;
+    let debit_normal = matches!(account_type.as_str(), "asset" | "expense");
+    let balances = rows
+        .into_iter()
+        .map(
+            |(asset, debits_posted, credits_posted, debits_pending, credits_pending)| {
+                let number = |text: &str| text.parse::<i128>().unwrap_or(0);
+                let available = if debit_normal {
+                    number(&debits_posted) - number(&credits_posted) - number(&credits_pending)
+                } else {
+                    number(&credits_posted) - number(&debits_posted) - number(&debits_pending)
+                };
+                AccountAssetBalance {
+                    asset,
+                    debits_posted,
+                    credits_posted,
+                    debits_pending,
+                    credits_pending,
+                    available: available.to_string(),
+                }
+            },
+        )
+        .collect();
+    Ok(Some(AccountView {
+        code: code.to_string(),
+        account_type,
+        debits_must_not_exceed_credits: debits_flag,
+        credits_must_not_exceed_debits: credits_flag,
+        balances,
+    }))
+}
