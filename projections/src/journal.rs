@@ -398,6 +398,23 @@ pub struct TrialBalanceLine {
 type BalanceTuple = (String, String, String, String, String);
 
 /// Balances now (`as_of_seq` `None`) or as of a tenant_seq.
+/// The tenant_seq of the tenant's last event recorded at or before `at`
+/// (0 before its first): the point a balance as of `at` is taken at.
+pub async fn seq_at(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    at: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    let (seq,): (Option<i64>,) = sqlx::query_as(
+        "SELECT max(tenant_seq) FROM events WHERE tenant_id = $1 AND recorded_at <= $2",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(at)
+    .fetch_one(connection)
+    .await?;
+    Ok(seq.unwrap_or(0))
+}
+
 pub async fn balances(
     connection: &mut PgConnection,
     tenant_id: TenantId,

@@ -2,18 +2,15 @@
 //! folded from its events (not from read tables).
 
 use crate::as_of::{replay_tenant, AsOf};
-use aggregates::time::BoundedTime;
 use aggregates::TenantId;
 use axum::extract::State;
 use axum::Json;
 use commands::http::error::{ApiError, ErrorBody};
-use commands::http::extract::{ApiQuery, Tenant};
+use commands::http::extract::{ApiQuery, AsOfPoint, Tenant};
 use commands::http::{AppState, REPLAY_TIMEOUT};
 use serde::Deserialize;
 use serde_json::Value;
-use utoipa::openapi::schema::{OneOfBuilder, Schema};
-use utoipa::openapi::RefOr;
-use utoipa::{IntoParams, PartialSchema, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -31,38 +28,6 @@ pub struct ReplayQuery {
     #[param(inline)]
     pub as_of: Option<AsOfPoint>,
 }
-
-/// Where a replay over HTTP stops: a tenant_seq (digits only) or a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AsOfPoint {
-    Seq(i64),
-    Time(BoundedTime),
-}
-
-impl<'de> Deserialize<'de> for AsOfPoint {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) {
-            return text.parse().map(Self::Seq).map_err(|_| {
-                serde::de::Error::custom(format!("{text} is past the largest tenant_seq"))
-            });
-        }
-        text.parse().map(Self::Time).map_err(|error: String| {
-            serde::de::Error::custom(format!("neither a tenant_seq nor a time: {error}"))
-        })
-    }
-}
-
-impl PartialSchema for AsOfPoint {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .item(commands::http::extract::Seq::schema())
-            .item(BoundedTime::schema())
-            .into()
-    }
-}
-
-impl ToSchema for AsOfPoint {}
 
 /// The tenant's subscription, quotas with grants and availability, account
 /// balances and trial balance as of a tenant_seq or a time; the same answer

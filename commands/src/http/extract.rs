@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use eventstore::{IdempotencyKey, InvalidIdempotencyKey};
 use serde::de::DeserializeOwned;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
@@ -317,6 +317,40 @@ impl PartialSchema for Seq {
 }
 
 impl ToSchema for Seq {}
+
+/// A point in a tenant's history in a query (`as_of`): a tenant_seq (digits
+/// only: the state after it) or a time (the state of the events recorded at
+/// or before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOfPoint {
+    Seq(i64),
+    Time(aggregates::time::BoundedTime),
+}
+
+impl<'de> serde::Deserialize<'de> for AsOfPoint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) {
+            return text.parse().map(Self::Seq).map_err(|_| {
+                serde::de::Error::custom(format!("{text} is past the largest tenant_seq"))
+            });
+        }
+        text.parse().map(Self::Time).map_err(|error: String| {
+            serde::de::Error::custom(format!("neither a tenant_seq nor a time: {error}"))
+        })
+    }
+}
+
+impl PartialSchema for AsOfPoint {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(Seq::schema())
+            .item(aggregates::time::BoundedTime::schema())
+            .into()
+    }
+}
+
+impl ToSchema for AsOfPoint {}
 
 /// The largest page any list answers.
 pub const PAGE_MAX: i64 = 1_000;

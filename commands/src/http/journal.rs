@@ -2,7 +2,7 @@
 //! the trial balance per asset.
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiPath, ApiQuery, PageLimit, Seq, Tenant};
+use super::extract::{ApiPath, ApiQuery, AsOfPoint, PageLimit, Seq, Tenant};
 use super::read::tenant_read;
 use super::AppState;
 use aggregates::journal::account::AccountCode;
@@ -49,9 +49,11 @@ pub struct EntriesPage {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct BalancesQuery {
-    /// Balances as of this tenant_seq (waits until the projection has applied it).
+    /// Balances as of a tenant_seq (digits only: after it) or a time (RFC
+    /// 3339: the entries recorded at or before it); waits until the
+    /// projection has applied that point. Default: now.
     #[param(inline)]
-    pub as_of_seq: Option<Seq>,
+    pub as_of: Option<AsOfPoint>,
     /// Wait until the projection has applied this tenant_seq.
     #[param(inline)]
     pub min_seq: Option<Seq>,
@@ -103,8 +105,8 @@ async fn list_entries(
     }))
 }
 
-/// Account balances per asset, now or as of a tenant_seq, and the trial
-/// balance.
+/// Account balances per asset, now or as of a tenant_seq or a time (summed
+/// from the journal's entries up to that point), and the trial balance.
 #[utoipa::path(
     get,
     path = "/v1/journal/balances",
@@ -121,8 +123,19 @@ async fn balances(
     Tenant(tenant_id): Tenant,
     ApiQuery(query): ApiQuery<BalancesQuery>,
 ) -> Result<Json<BalancesView>, ApiError> {
-    let wait_for = query.min_seq.max(query.as_of_seq);
-    let as_of = query.as_of_seq.map(|seq| seq.0);
+    let as_of = match query.as_of {
+        None => None,
+        Some(AsOfPoint::Seq(seq)) => Some(seq),
+        Some(AsOfPoint::Time(time)) => {
+            let at = time.get();
+            let (seq, _) = tenant_read(&state, tenant_id, journal::NAME, None, move |connection| {
+                Box::pin(journal::seq_at(connection, tenant_id, at))
+            })
+            .await?;
+            Some(seq)
+        }
+    };
+    let wait_for = query.min_seq.max(as_of.map(Seq));
     let (accounts, projection_seq) = tenant_read(
         &state,
         tenant_id,

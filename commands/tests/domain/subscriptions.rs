@@ -105,7 +105,7 @@ async fn subscribing_issues_grants_that_a_consume_right_after_can_use() {
     assert_eq!(entries["entries"].as_array().unwrap().len(), 4);
     assert_eq!(entries["entries"][3]["reference"], "run-123");
     // Balances as of the subscription alone: nothing consumed yet.
-    let before = acme.read("/v1/journal/balances?as_of_seq=4", seq).await;
+    let before = acme.read("/v1/journal/balances?as_of=4", seq).await;
     assert_eq!(before["as_of_seq"], 4);
     assert!(before["accounts"]
         .as_array()
