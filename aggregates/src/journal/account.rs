@@ -173,8 +173,12 @@ pub struct LedgerAccount {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountCommand {
-    /// Opens the account; opening it again as the same is nothing.
-    Open { spec: AccountSpec },
+    /// Opens the account `code` (the aggregate's id); opening it again as
+    /// the same is nothing.
+    Open {
+        code: AccountCode,
+        spec: AccountSpec,
+    },
     /// Posts an entry's amounts on this account.
     Post {
         entry_id: EntryId,
@@ -239,6 +243,8 @@ pub enum AccountError {
         opened: AccountSpec,
         asked: AccountSpec,
     },
+    #[error("account code {0} belongs to the quota domain")]
+    ReservedCode(String),
     #[error("nothing to post: every amount is zero")]
     NothingToPost,
     /// `available`: what the account had available before the refused
@@ -275,6 +281,7 @@ impl Rejection for AccountError {
             Self::NotOpened => "account_not_opened",
             Self::OpenedOtherwise { .. } => "account_opened_otherwise",
             Self::NothingToPost => "nothing_to_post",
+            Self::ReservedCode(_) => "account_code_reserved",
             Self::DebitsExceedCredits { .. } => "debits_exceed_credits",
             Self::CreditsExceedDebits { .. } => "credits_exceed_debits",
             Self::HoldExists(_) => "hold_exists",
@@ -335,7 +342,14 @@ impl LedgerAccount {
         Ok(balance)
     }
 
-    fn decide_open(&self, spec: AccountSpec) -> Result<Vec<AccountEvent>, AccountError> {
+    fn decide_open(
+        &self,
+        code: &AccountCode,
+        spec: AccountSpec,
+    ) -> Result<Vec<AccountEvent>, AccountError> {
+        if crate::quota::is_quota_account(code.as_str()) {
+            return Err(AccountError::ReservedCode(code.to_string()));
+        }
         match self.spec {
             None => Ok(vec![AccountEvent::AccountOpened { spec }]),
             Some(opened) if opened == spec => Ok(Vec::new()),
@@ -500,7 +514,7 @@ fn add(a: Amount, b: Amount) -> Amount {
 impl Decide for LedgerAccount {
     fn decide(&self, command: AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
         match command {
-            AccountCommand::Open { spec } => self.decide_open(spec),
+            AccountCommand::Open { code, spec } => self.decide_open(&code, spec),
             AccountCommand::Post {
                 entry_id,
                 asset,

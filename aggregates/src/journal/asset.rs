@@ -93,9 +93,27 @@ impl Aggregate for AssetScale {
     }
 }
 
+/// The scale a domain fixes for a code in every tenant (the quota units,
+/// `SEATS/0`, `RUNS/0`, `CREDITS/0`, which the quota domain posts without
+/// naming their asset aggregate), if any.
+pub fn fixed_scale(code: &str) -> Option<u8> {
+    crate::quota::QuotaType::ALL
+        .into_iter()
+        .map(crate::quota::QuotaType::asset)
+        .find(|asset| asset.code() == code)
+        .map(|asset| asset.scale())
+}
+
 impl Decide for AssetScale {
     fn decide(&self, command: AssetCommand) -> Result<Vec<AssetEvent>, AssetError> {
         let AssetCommand::Use { asset } = command;
+        if let Some(scale) = fixed_scale(asset.code()).filter(|scale| *scale != asset.scale()) {
+            return Err(AssetError::OtherScale {
+                code: asset.code().to_string(),
+                scale,
+                asked: asset.to_string(),
+            });
+        }
         match &self.asset {
             None => Ok(vec![AssetEvent::AssetScaleFixed { asset }]),
             Some(fixed) if *fixed == asset => Ok(Vec::new()),
@@ -129,6 +147,28 @@ mod tests {
             .given(vec![AssetEvent::AssetScaleFixed { asset: usd(2) }])
             .when(AssetCommand::Use { asset: usd(2) })
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn the_quota_units_keep_their_scale_in_every_tenant() {
+        Given::with(())
+            .given_no_previous_events()
+            .when(AssetCommand::Use {
+                asset: Asset::new("CREDITS", 2).unwrap(),
+            })
+            .then_expect_error(AssetError::OtherScale {
+                code: "CREDITS".into(),
+                scale: 0,
+                asked: "CREDITS/2".into(),
+            });
+        Given::with(())
+            .given_no_previous_events()
+            .when(AssetCommand::Use {
+                asset: Asset::new("CREDITS", 0).unwrap(),
+            })
+            .then_expect_events(vec![AssetEvent::AssetScaleFixed {
+                asset: Asset::new("CREDITS", 0).unwrap(),
+            }]);
     }
 
     #[test]

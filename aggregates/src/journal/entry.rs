@@ -89,12 +89,17 @@ pub enum EntryError {
     Unknown,
     #[error("the entry was reversed already, by {by}")]
     AlreadyReversed { by: EntryId },
+    #[error("reference: {0}")]
+    InvalidReference(crate::text::TextError),
+    #[error(transparent)]
+    TimeOutOfRange(#[from] crate::time::TimeOutOfRange),
 }
 
 impl Rejection for EntryError {
     fn kind(&self) -> RejectionKind {
         match self {
             Self::Unknown => RejectionKind::NotFound,
+            Self::InvalidReference(_) | Self::TimeOutOfRange(_) => RejectionKind::Invalid,
             _ => RejectionKind::RuleBroken,
         }
     }
@@ -104,12 +109,15 @@ impl Rejection for EntryError {
             Self::Exists => "entry_exists",
             Self::Unknown => "unknown_entry",
             Self::AlreadyReversed { .. } => "entry_already_reversed",
+            Self::InvalidReference(_) => "invalid_reference",
+            Self::TimeOutOfRange(_) => "time_out_of_range",
         }
     }
 
     fn details(&self) -> serde_json::Value {
         match self {
             Self::AlreadyReversed { by } => serde_json::json!({ "reversed_by": by }),
+            Self::TimeOutOfRange(error) => serde_json::json!({ "field": error.field }),
             _ => serde_json::Value::Null,
         }
     }
@@ -142,10 +150,18 @@ impl Aggregate for EntryRecord {
 impl Decide for EntryRecord {
     fn decide(&self, command: EntryCommand) -> Result<Vec<EntryEvent>, EntryError> {
         match command {
-            EntryCommand::Record(recorded) => match self.recorded {
-                Some(_) => Err(EntryError::Exists),
-                None => Ok(vec![EntryEvent::EntryRecorded(recorded)]),
-            },
+            EntryCommand::Record(recorded) => {
+                if self.recorded.is_some() {
+                    return Err(EntryError::Exists);
+                }
+                // What storage needs, whatever the request came from.
+                if let Some(reference) = &recorded.reference {
+                    crate::text::check_storable(reference, ENTRY_REFERENCE_LENGTH_MAX)
+                        .map_err(EntryError::InvalidReference)?;
+                }
+                crate::time::check("effective_at", recorded.effective_at)?;
+                Ok(vec![EntryEvent::EntryRecorded(recorded)])
+            }
             EntryCommand::Reverse { by } => {
                 if self.recorded.is_none() {
                     return Err(EntryError::Unknown);
@@ -247,6 +263,37 @@ mod tests {
             .given(vec![EntryEvent::EntryRecorded(recorded(sale(), None))])
             .when(EntryCommand::Record(recorded(sale(), None)))
             .then_expect_error(EntryError::Exists);
+    }
+
+    #[test]
+    fn what_storage_cannot_hold_is_refused_whatever_the_request_came_from() {
+        let mut nul = recorded(sale(), None);
+        nul.reference = Some("a\u{0}b".into());
+        Given::with(())
+            .given_no_previous_events()
+            .when(EntryCommand::Record(nul))
+            .then_expect_error(EntryError::InvalidReference(
+                crate::text::TextError::ControlCharacter {
+                    code_point: 0,
+                    index: 1,
+                },
+            ));
+        let mut long = recorded(sale(), None);
+        long.reference = Some("x".repeat(201));
+        Given::with(())
+            .given_no_previous_events()
+            .when(EntryCommand::Record(long))
+            .then_expect_error(EntryError::InvalidReference(
+                crate::text::TextError::TooLong { max_chars: 200 },
+            ));
+        let mut far = recorded(sale(), None);
+        far.effective_at = crate::time::STORABLE_MIN - chrono::Duration::days(1);
+        Given::with(())
+            .given_no_previous_events()
+            .when(EntryCommand::Record(far))
+            .then_expect_error(EntryError::TimeOutOfRange(crate::time::TimeOutOfRange {
+                field: "effective_at",
+            }));
     }
 
     #[test]

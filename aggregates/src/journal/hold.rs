@@ -151,6 +151,8 @@ pub enum HoldError {
     #[error("the hold has no expiry")]
     NeverExpires,
     #[error(transparent)]
+    TimeOutOfRange(#[from] crate::time::TimeOutOfRange),
+    #[error(transparent)]
     Amount(#[from] AmountError),
 }
 
@@ -158,7 +160,7 @@ impl Rejection for HoldError {
     fn kind(&self) -> RejectionKind {
         match self {
             Self::Unknown => RejectionKind::NotFound,
-            Self::NothingToPost => RejectionKind::Invalid,
+            Self::NothingToPost | Self::TimeOutOfRange(_) => RejectionKind::Invalid,
             _ => RejectionKind::RuleBroken,
         }
     }
@@ -176,6 +178,7 @@ impl Rejection for HoldError {
             Self::NothingToPost => "nothing_to_post",
             Self::NotYetExpired { .. } => "hold_not_expired",
             Self::NeverExpires => "hold_never_expires",
+            Self::TimeOutOfRange(_) => "time_out_of_range",
             Self::Amount(_) => "amount_overflow",
         }
     }
@@ -232,6 +235,9 @@ impl Hold {
         }
         if transfer.amount.is_zero() || transfer.debit == transfer.credit {
             return Err(HoldError::Malformed);
+        }
+        if let Some(expires_at) = expires_at {
+            crate::time::check("expires_at", expires_at)?;
         }
         if expires_at.is_some_and(|expires_at| expires_at <= at) {
             return Err(HoldError::ExpiryNotAfterPlacement);

@@ -56,9 +56,10 @@ pub use commands::{Ending, QuotaCommand};
 pub use errors::{holder_name, QuotaError};
 pub use events::{Allocation, QuotaEvent};
 pub use types::{
-    allocated_account, breakage_account, consumed_account, grant_account, issued_account,
-    parse_quota_aggregate_id, quota_aggregate_id, unbacked_account, Available, Grant, GrantSource,
-    GrantStatus, GrantTerms, InvalidQuotaAccount, QuotaAccount, QuotaType, UnknownQuota,
+    allocated_account, breakage_account, consumed_account, grant_account, is_quota_account,
+    issued_account, parse_quota_aggregate_id, quota_aggregate_id, unbacked_account, Available,
+    Grant, GrantSource, GrantStatus, GrantTerms, InvalidQuotaAccount, QuotaAccount, QuotaType,
+    UnknownQuota,
 };
 
 use crate::decide::{handle_by_deciding, Decide};

@@ -224,6 +224,21 @@ impl Grant {
 }
 
 /// The journal account of a grant.
+/// Whether `code` names one of the quota domain's own accounts (a grant's,
+/// a quota's totals, the seats gauge): those are posted by their quota
+/// only, and no journal account may take their code.
+pub fn is_quota_account(code: &str) -> bool {
+    const PREFIXES: [&str; 6] = [
+        "grant:",
+        "quota_issued:",
+        "quota_consumed:",
+        "quota_breakage:",
+        "seats_allocated",
+        "seats_unbacked",
+    ];
+    PREFIXES.iter().any(|prefix| code.starts_with(prefix))
+}
+
 pub fn grant_account(terms: &GrantTerms) -> Account {
     let account = Account::new(format!("grant:{}", terms.grant_id), AccountType::Liability);
     if terms.amount.is_some() {

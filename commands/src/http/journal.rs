@@ -173,7 +173,7 @@ pub struct AccountPage {
     get,
     path = "/v1/journal/accounts/{code}",
     tag = "journal",
-    params(("code" = inline(AccountCode), Path, description = "The account's code"), EntriesQuery),
+    params(("code" = inline(AccountCode), Path, description = "The account's code (a `/` in it is sent as `%2F`)"), EntriesQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The account", body = AccountPage),

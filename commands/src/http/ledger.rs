@@ -54,7 +54,22 @@ pub struct OpenAccountBody {
     pub account_type: AccountType,
     /// Both off when left out.
     #[serde(default)]
-    pub flags: AccountFlags,
+    #[schema(value_type = AccountFlags)]
+    pub flags: FlagsObject,
+}
+
+/// An account's flags as a body gives them: an object only (a struct
+/// would also read from an array).
+#[derive(Debug, Default)]
+pub struct FlagsObject(pub AccountFlags);
+
+impl<'de> Deserialize<'de> for FlagsObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let object = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        serde_json::from_value(serde_json::Value::Object(object))
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Opens an account with a type and flags fixed for its life
@@ -71,7 +86,7 @@ pub struct OpenAccountBody {
     responses(
         (status = 201, description = "Opened", body = Accepted<AccountOpened>),
         (status = 200, description = "Open already, as the same", body = Accepted<AccountOpened>),
-        (status = 422, description = "`account_opened_otherwise`: open already with another type or flags; or key reused", body = ErrorBody),
+        (status = 422, description = "`account_opened_otherwise`: open already with another type or flags; `account_code_reserved`: a code of the quota domain's own accounts; or key reused", body = ErrorBody),
     )
 )]
 async fn open_account(
@@ -84,7 +99,7 @@ async fn open_account(
         code: body.code,
         spec: AccountSpec {
             account_type: body.account_type,
-            flags: body.flags,
+            flags: body.flags.0,
         },
     };
     Ok(outcome_response(
@@ -132,7 +147,7 @@ pub struct EntryBody {
     responses(
         (status = 201, description = "Posted", body = Accepted<EntryAnswer>),
         (status = 404, description = "`account_not_opened`", body = ErrorBody),
-        (status = 422, description = "`unbalanced_entry` (details: asset, debits, credits); `debits_exceed_credits` or `credits_exceed_debits`: an account's flag (details: asset, available); `asset_scale_mismatch`; or key reused", body = ErrorBody),
+        (status = 422, description = "`unbalanced_entry` (details: asset, debits, credits); `debits_exceed_credits` or `credits_exceed_debits`: an account's flag (details: asset, available); `asset_scale_mismatch`; `amount_overflow`: an account's total would pass 64 bits; or key reused", body = ErrorBody),
     )
 )]
 async fn post_entry(
@@ -263,7 +278,7 @@ pub struct HoldBody {
     responses(
         (status = 201, description = "Placed", body = Accepted<HoldAnswer>),
         (status = 404, description = "`account_not_opened`", body = ErrorBody),
-        (status = 422, description = "`invalid_hold`: the same account on both sides; `invalid_hold_expiry`: not after now; an account's flag; `asset_scale_mismatch`; or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_hold`: the same account on both sides; `invalid_hold_expiry`: not after now; an account's flag; `asset_scale_mismatch`; `amount_overflow`; or key reused", body = ErrorBody),
     )
 )]
 async fn place_hold(

@@ -169,7 +169,10 @@ impl Request for OpenAccount {
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let events = decider.execute::<LedgerAccount>(
             self.code.as_str(),
-            AccountCommand::Open { spec: self.spec },
+            AccountCommand::Open {
+                code: self.code.clone(),
+                spec: self.spec,
+            },
         )?;
         let answer = AccountOpened {
             code: self.code.clone(),

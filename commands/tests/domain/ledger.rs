@@ -66,6 +66,16 @@ async fn an_account_opens_once_with_its_type_and_flags() {
     assert_eq!(again.body["events"], json!([]));
     let otherwise = open(&acme, "open-held-plain", "held", "liability", json!({})).await;
     otherwise.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_opened_otherwise");
+    // The quota domain's own accounts are not the journal's to open.
+    let reserved = open(
+        &acme,
+        "open-grant",
+        "quota_consumed:credits",
+        "revenue",
+        json!({}),
+    )
+    .await;
+    reserved.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
     let unopened = acme
         .post(
             "/v1/journal/entries",
@@ -207,6 +217,16 @@ async fn an_asset_code_keeps_one_scale_in_a_tenant() {
     assert_eq!(
         error["details"],
         json!({"code": "USD", "scale": 2, "asked": "USD/3"})
+    );
+    // The quota units keep scale 0 in every tenant.
+    let mut credits = transfer("cash", "held", 5);
+    credits["lines"][0]["asset"] = json!("CREDITS/2");
+    credits["lines"][1]["asset"] = json!("CREDITS/2");
+    let refused = acme.post("/v1/journal/entries", "credits", credits).await;
+    let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "asset_scale_mismatch");
+    assert_eq!(
+        error["details"],
+        json!({"code": "CREDITS", "scale": 0, "asked": "CREDITS/2"})
     );
     let beta = server.tenant("beta").await;
     accounts(&beta).await;

@@ -90,8 +90,9 @@ async fn bodies_over_the_limit_are_refused_with_413() {
 
 #[tokio::test]
 async fn malformed_bodies_answer_400_naming_the_problem() {
-    // Proves: bad JSON, an unknown field, a wrong type and a missing content
-    // type each answer 400 with a message naming the field or problem.
+    // Proves: bad JSON, an unknown field, a wrong type, a body that is not
+    // an object and a missing content type each answer 400 with a message
+    // naming the field or problem.
     let app = spawn_app(None).await;
     let cases = [
         ("{\"amount\": ", "EOF"),
@@ -99,6 +100,9 @@ async fn malformed_bodies_answer_400_naming_the_problem() {
         ("{\"amount\": \"one\"}", "amount"),
         ("{\"amount\": 1.5}", "amount"),
         ("{\"amount\": 99999999999999999999}", "amount"),
+        // A struct would read from an array too: only an object is a body.
+        ("[1]", "the body must be a JSON object"),
+        (" \"one\"", "the body must be a JSON object"),
     ];
     for (index, (body, expected)) in cases.into_iter().enumerate() {
         let response = app

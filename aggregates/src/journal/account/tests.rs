@@ -14,6 +14,10 @@ fn cents(value: i64) -> Amount {
     Amount::new(value).unwrap()
 }
 
+fn code() -> AccountCode {
+    AccountCode::parse("held").unwrap()
+}
+
 fn entry(n: u128) -> EntryId {
     EntryId::from_uuid(uuid::Uuid::from_u128(n))
 }
@@ -81,12 +85,14 @@ fn an_account_opens_once_and_opening_it_again_as_the_same_is_nothing() {
     Given::with(())
         .given_no_previous_events()
         .when(AccountCommand::Open {
+            code: code(),
             spec: no_overdraft(),
         })
         .then_expect_events(vec![opened(no_overdraft())]);
     Given::with(())
         .given(vec![opened(no_overdraft())])
         .when(AccountCommand::Open {
+            code: code(),
             spec: no_overdraft(),
         })
         .then_expect_events(vec![]);
@@ -97,7 +103,10 @@ fn an_account_is_never_reopened_with_another_type_or_flags() {
     let unflagged = AccountSpec::new(AccountType::Liability);
     Given::with(())
         .given(vec![opened(no_overdraft())])
-        .when(AccountCommand::Open { spec: unflagged })
+        .when(AccountCommand::Open {
+            code: code(),
+            spec: unflagged,
+        })
         .then_expect_error(AccountError::OpenedOtherwise {
             opened: no_overdraft(),
             asked: unflagged,
@@ -328,4 +337,21 @@ fn account_codes_are_plain_text_of_bounded_length() {
             .to_string(),
         "invalid account code \"a b\": 1-200 characters of A-Z, a-z, 0-9, _, ., :, @, / and -"
     );
+}
+
+#[test]
+fn the_quota_domains_account_codes_cannot_be_opened() {
+    for reserved in [
+        "grant:0190",
+        "quota_consumed:credits",
+        "seats_allocated@user-1",
+    ] {
+        Given::with(())
+            .given_no_previous_events()
+            .when(AccountCommand::Open {
+                code: AccountCode::parse(reserved).unwrap(),
+                spec: no_overdraft(),
+            })
+            .then_expect_error(AccountError::ReservedCode(reserved.into()));
+    }
 }
