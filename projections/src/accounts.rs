@@ -6,6 +6,7 @@
 use crate::decode::decode;
 use crate::runtime::{ApplyError, Projection};
 use aggregates::journal::account::{AccountEvent, LedgerAccount, Movement, ACCOUNT_AGGREGATE};
+use aggregates::journal::AccountType;
 use aggregates::TenantId;
 use async_trait::async_trait;
 use eventstore::StoredEvent;
@@ -302,17 +303,20 @@ pub async fn account(
     .bind(code)
     .fetch_all(&mut *connection)
     .await?;
-    let debit_normal = matches!(account_type.as_str(), "asset" | "expense");
+    let kind = AccountType::parse(&account_type).ok_or_else(|| {
+        sqlx::Error::Decode(format!("account {code} has an unknown type {account_type:?}").into())
+    })?;
     let balances = rows
         .into_iter()
         .map(
             |(asset, debits_posted, credits_posted, debits_pending, credits_pending)| {
                 let number = |text: &str| text.parse::<i128>().unwrap_or(0);
-                let available = if debit_normal {
-                    number(&debits_posted) - number(&credits_posted) - number(&credits_pending)
-                } else {
-                    number(&credits_posted) - number(&debits_posted) - number(&debits_pending)
-                };
+                let available = kind.available(
+                    number(&debits_posted),
+                    number(&credits_posted),
+                    number(&debits_pending),
+                    number(&credits_pending),
+                );
                 AccountAssetBalance {
                     asset,
                     debits_posted,

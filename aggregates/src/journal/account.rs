@@ -117,20 +117,16 @@ pub struct AccountBalance {
 }
 
 impl AccountBalance {
-    /// What the account can still give on its normal side: for a
-    /// credit-normal account (liability, equity, revenue) posted credits
-    /// less posted and pending debits; for a debit-normal one (asset,
-    /// expense) the mirror. Negative when overdrawn (an unflagged account).
+    /// What the account can still give on its normal side
+    /// ([`AccountType::available`]).
     pub fn available(&self, account_type: AccountType) -> i128 {
         let value = |amount: Amount| i128::from(amount.value());
-        match account_type {
-            AccountType::Asset | AccountType::Expense => {
-                value(self.debits_posted) - value(self.credits_posted) - value(self.credits_pending)
-            }
-            AccountType::Liability | AccountType::Equity | AccountType::Revenue => {
-                value(self.credits_posted) - value(self.debits_posted) - value(self.debits_pending)
-            }
-        }
+        account_type.available(
+            value(self.debits_posted),
+            value(self.credits_posted),
+            value(self.debits_pending),
+            value(self.credits_pending),
+        )
     }
 }
 

@@ -30,6 +30,16 @@ pub struct PendingTransfer {
     pub amount: Amount,
 }
 
+impl PendingTransfer {
+    /// Its two accounts, each with the side the transfer moves on it.
+    pub fn sides(&self) -> [(&AccountCode, super::Side); 2] {
+        [
+            (&self.debit, super::Side::Debit),
+            (&self.credit, super::Side::Credit),
+        ]
+    }
+}
+
 /// A placed hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placed {

@@ -55,6 +55,38 @@ impl AccountType {
             Self::Expense => "expense",
         }
     }
+
+    /// The type `as_str` names.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Asset,
+            Self::Liability,
+            Self::Equity,
+            Self::Revenue,
+            Self::Expense,
+        ]
+        .into_iter()
+        .find(|account_type| account_type.as_str() == text)
+    }
+
+    /// What an account of this type can still give on its normal side:
+    /// for a debit-normal one (asset, expense) posted debits less posted
+    /// and pending credits; for a credit-normal one (liability, equity,
+    /// revenue) the mirror. Negative when overdrawn.
+    pub fn available(
+        self,
+        debits_posted: i128,
+        credits_posted: i128,
+        debits_pending: i128,
+        credits_pending: i128,
+    ) -> i128 {
+        match self {
+            Self::Asset | Self::Expense => debits_posted - credits_posted - credits_pending,
+            Self::Liability | Self::Equity | Self::Revenue => {
+                credits_posted - debits_posted - debits_pending
+            }
+        }
+    }
 }
 
 /// Rules an account enforces on its balance.

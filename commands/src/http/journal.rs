@@ -95,9 +95,7 @@ async fn list_entries(
         move |connection| Box::pin(journal::entries(connection, tenant_id, after_seq, limit)),
     )
     .await?;
-    let next_after_seq = (entries.len() as i64 == limit)
-        .then(|| entries.last().map(|entry| entry.tenant_seq))
-        .flatten();
+    let next_after_seq = next_after_seq(&entries, limit);
     Ok(Json(EntriesPage {
         entries,
         next_after_seq,
@@ -219,13 +217,19 @@ async fn get_account(
         },
     )
     .await?;
-    let next_after_seq = (entries.len() as i64 == limit)
-        .then(|| entries.last().map(|entry| entry.tenant_seq))
-        .flatten();
+    let next_after_seq = next_after_seq(&entries, limit);
     Ok(Json(AccountPage {
         account,
         entries,
         next_after_seq,
         projection_seq: account_seq.min(entries_seq),
     }))
+}
+
+/// Where the next page of `entries` starts (`limit` asked): `null` when
+/// this page was the last.
+fn next_after_seq(entries: &[Entry], limit: i64) -> Option<i64> {
+    (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|entry| entry.tenant_seq))
+        .flatten()
 }

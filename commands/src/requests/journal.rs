@@ -385,10 +385,7 @@ impl Request for PlaceHold {
                 at,
             },
         )?;
-        for (code, side) in [
-            (&self.transfer.debit, Side::Debit),
-            (&self.transfer.credit, Side::Credit),
-        ] {
+        for (code, side) in self.transfer.sides() {
             decider.execute::<LedgerAccount>(
                 code.as_str(),
                 AccountCommand::Reserve {
@@ -516,10 +513,7 @@ impl ResolveHold {
     /// Settles the hold on both its accounts: `posted` becomes posted, the
     /// rest is released.
     fn settle_accounts(&self, decider: &mut Decider<'_>, posted: Amount) -> Result<(), Refusal> {
-        for (code, side) in [
-            (&self.transfer.debit, Side::Debit),
-            (&self.transfer.credit, Side::Credit),
-        ] {
+        for (code, side) in self.transfer.sides() {
             let movement = if posted.is_zero() {
                 Movement::default()
             } else {
