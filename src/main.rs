@@ -192,6 +192,50 @@ struct ProjectArgs {
     /// With --once: print a JSON summary.
     #[arg(long, requires = "once")]
     json: bool,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+}
+
+/// The scheduler's ticker and the clock it tells due time by.
+#[derive(Args)]
+struct SchedulerArgs {
+    /// Milliseconds between scheduler ticks. Each tick submits the work
+    /// that has fallen due (period renewals, grant and hold expiries), each
+    /// request deciding at its due time; while a tick finds a full batch
+    /// due, the next follows at once.
+    #[arg(long, env = "LEDGER_TICK_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    tick_ms: u64,
+    /// Most due requests one tick submits.
+    #[arg(long, env = "LEDGER_TICK_BATCH", default_value_t = 256, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    tick_batch: i64,
+    /// How long a process keeps the due work it took, in milliseconds,
+    /// before another process may submit it again (under the same key, so
+    /// it takes effect once).
+    #[arg(long, env = "LEDGER_TICK_LEASE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    tick_lease_ms: u64,
+    /// Runs the ledger's clock this many seconds ahead of the system's: for
+    /// drills of what falls due later (a renewal next month), never for a
+    /// live ledger.
+    #[arg(long, hide = true, default_value_t = 0)]
+    clock_offset_seconds: i64,
+}
+
+impl SchedulerArgs {
+    fn ticker(&self) -> commands::scheduler::TickerConfig {
+        commands::scheduler::TickerConfig {
+            every: Duration::from_millis(self.tick_ms),
+            batch: self.tick_batch,
+            lease: Duration::from_millis(self.tick_lease_ms),
+        }
+    }
+
+    fn clock(&self) -> commands::Clock {
+        let offset = chrono::Duration::seconds(self.clock_offset_seconds);
+        if offset.is_zero() {
+            return commands::Clock::system();
+        }
+        commands::Clock::from_fn(move || chrono::Utc::now() + offset)
+    }
 }
 
 #[derive(Args)]
@@ -242,7 +286,10 @@ struct ServeArgs {
     /// hobby_v3, team_v4, scale_v1 and enterprise_v1.
     #[arg(long, env = "LEDGER_PLANS")]
     plans: Option<std::path::PathBuf>,
-    /// Do not run projection workers here (run `ledger project` instead).
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+    /// Do not run projection workers, process managers or the scheduler
+    /// here (run `ledger project` instead).
     #[arg(long)]
     no_workers: bool,
     /// Longest a read with ?min_seq= waits for its projection, in
@@ -514,10 +561,12 @@ async fn run_serve(database_url: Option<&str>, args: ServeArgs) -> Result<(), Fa
         bus: commands::BusConfig {
             shards: args.shards,
             pipeline_depth: args.pipeline_depth,
+            clock: args.scheduler.clock(),
             ..commands::BusConfig::default()
         },
         workers: !args.no_workers,
         plans: commands::server::plan_catalog(args.plans.as_deref())?,
+        ticker: Some(args.scheduler.ticker()),
     };
     commands::server::serve(
         store,
@@ -535,12 +584,17 @@ async fn run_project(database_url: Option<&str>, args: ProjectArgs) -> Result<()
     let store = open_store(database_url, 8).await?;
     let catalog = commands::domains::projections();
     if !args.once {
-        let shutdown = commands::server::shutdown_signal();
-        projections::worker::run_until(
-            &store,
-            &catalog,
+        let bus = commands::BusConfig {
+            clock: args.scheduler.clock(),
+            ..commands::BusConfig::default()
+        };
+        commands::server::project(
+            store,
+            catalog,
             commands::domains::process_managers(),
-            shutdown,
+            bus,
+            args.scheduler.ticker(),
+            commands::server::shutdown_signal(),
         )
         .await?;
         return Ok(());

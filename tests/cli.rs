@@ -162,7 +162,7 @@ async fn project_once_and_rebuild_report_what_they_did() {
     // Every projection reads every event (those of other aggregates it skips).
     assert_eq!(
         summary,
-        json!({"applied": {"stream_index": 12, "subscriptions": 12, "quota": 12, "accounts": 12, "journal": 12}})
+        json!({"applied": {"stream_index": 12, "subscriptions": 12, "quota": 12, "accounts": 12, "journal": 12, "scheduled_work": 12}})
     );
 
     let output = ledger(&db)
@@ -175,7 +175,7 @@ async fn project_once_and_rebuild_report_what_they_did() {
         String::from_utf8_lossy(&output.stderr)
     );
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
-    // One pass: every event read once, applied by all four.
+    // One pass: every event read once, applied by all of them.
     assert_eq!(summary["events"], 12);
     assert_eq!(
         summary["projections"],
@@ -184,7 +184,8 @@ async fn project_once_and_rebuild_report_what_they_did() {
             "subscriptions",
             "quota",
             "accounts",
-            "journal"
+            "journal",
+            "scheduled_work"
         ])
     );
     assert!(summary["events_per_s"].as_f64().unwrap() > 0.0);
@@ -751,7 +752,7 @@ async fn idle_workers_are_woken_by_another_processs_append_not_by_their_poll() {
     .await
     .unwrap();
     let rounds = *progress.borrow();
-    assert_eq!(checkpoints(&db, tenant_id).await, [1; 5]);
+    assert_eq!(checkpoints(&db, tenant_id).await, [1; 6]);
     let pool = db.store().pool().clone();
     wait_until("the workers to LISTEN ledger_events", || {
         let pool = pool.clone();
@@ -783,7 +784,7 @@ async fn idle_workers_are_woken_by_another_processs_append_not_by_their_poll() {
     )
     .await
     .unwrap();
-    assert_eq!(checkpoints(&db, tenant_id).await, [2; 5]);
+    assert_eq!(checkpoints(&db, tenant_id).await, [2; 6]);
     workers.stop().await;
 }
 

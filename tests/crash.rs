@@ -62,7 +62,10 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
     // over: every acknowledged command is still there and answers its
     // original body when sent again; every command sent exactly once has
     // exactly one effect whether or not it was acknowledged; the read tables
-    // catch up to the same totals; `ledger verify` finds nothing.
+    // catch up to the same totals; `ledger verify` finds nothing. Each
+    // restart comes a month later in the ledger's time (`--clock-offset-
+    // seconds`): the subscription renewal that fell due while the server
+    // was dead happens after it, by the scheduler, exactly once.
     let db = TestDatabase::new().await;
     let client = support::http_client();
     let mut server = Server::start(db.url(), ADMIN_TOKEN).await;
@@ -76,6 +79,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
     .await
     .unwrap();
     let api_key = tenant["api_key"].as_str().unwrap().to_string();
+    let renewing = subscribed_tenant(&client, &server).await;
     let (status, _, _) = post(
         &client,
         format!("{}/v1/grants", server.base),
@@ -163,7 +167,9 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
             cut.load(Ordering::SeqCst) >= 1,
             "round {round}: the kill cut no command in flight"
         );
-        server = Server::start(db.url(), ADMIN_TOKEN).await;
+        // Restarted a month later in the ledger's time: the subscription's
+        // renewal fell due while the server was dead.
+        server = later_server(db.url(), round + 1).await;
     }
 
     // Every key again: an acknowledged one answers its original body,
@@ -215,6 +221,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
         json!(GRANT_UNITS - sent.len() as i64),
         "{quota}"
     );
+    assert_renewed_once_per_period(&db, &renewing).await;
     drop(server);
 
     let verified = Command::new(env!("CARGO_BIN_EXE_ledger"))
@@ -228,6 +235,97 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
         String::from_utf8_lossy(&verified.stdout),
         String::from_utf8_lossy(&verified.stderr)
     );
+}
+
+/// A month and a bit, in seconds: each restart moves the ledger's clock on
+/// by this much, past one more period end.
+const MONTH_SECONDS: i64 = 32 * 86_400;
+
+/// Renewals due by the end: the periods ending before `KILLS` times
+/// [`MONTH_SECONDS`].
+const RENEWALS: i64 = KILLS as i64;
+
+/// `ledger serve` with its clock `months` times [`MONTH_SECONDS`] ahead and
+/// a fast ticker.
+async fn later_server(database_url: &str, months: usize) -> Server {
+    let offset = (months as i64 * MONTH_SECONDS).to_string();
+    Server::start_with(
+        database_url,
+        ADMIN_TOKEN,
+        &["--tick-ms", "20", "--clock-offset-seconds", &offset],
+    )
+    .await
+}
+
+/// A second tenant, subscribed to `hobby_v3` (monthly): its id.
+async fn subscribed_tenant(client: &reqwest::Client, server: &Server) -> String {
+    let (status, _, tenant) = post(
+        client,
+        format!("{}/v1/tenants", server.base),
+        ADMIN_TOKEN,
+        "tenant-renewing",
+        json!({"name": "renewing"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{tenant}");
+    let (status, _, subscribed) = post(
+        client,
+        format!("{}/v1/subscription", server.base),
+        tenant["api_key"].as_str().unwrap(),
+        "subscribe",
+        json!({"plan": "hobby_v3"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{subscribed}");
+    tenant["tenant_id"].as_str().unwrap().to_string()
+}
+
+/// Waits (bounded) until tenant `tenant_id` has renewed [`RENEWALS`] times,
+/// then asserts that each period was renewed once: consecutive periods,
+/// each renewal under its own scheduler key, no refused submission.
+async fn assert_renewed_once_per_period(db: &TestDatabase, tenant_id: &str) {
+    let renewals = || async {
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT idempotency_key, payload->'PeriodRenewed' FROM events \
+             WHERE tenant_id = $1::uuid AND event_type = 'PeriodRenewed' ORDER BY tenant_seq",
+        )
+        .bind(tenant_id)
+        .fetch_all(db.store().pool())
+        .await
+        .unwrap();
+        rows
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut renewed = renewals().await;
+    while (renewed.len() as i64) < RENEWALS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        renewed = renewals().await;
+    }
+    assert_eq!(renewed.len() as i64, RENEWALS, "{renewed:?}");
+    let subscribed: (Value,) = sqlx::query_as(
+        "SELECT payload->'Subscribed' FROM events \
+         WHERE tenant_id = $1::uuid AND event_type = 'Subscribed'",
+    )
+    .bind(tenant_id)
+    .fetch_one(db.store().pool())
+    .await
+    .unwrap();
+    let mut period_end = subscribed.0["period_end"].clone();
+    for (key, renewal) in &renewed {
+        assert!(key.starts_with("pm:scheduler:"), "{key}");
+        assert_eq!(renewal["period_start"], period_end, "{renewed:?}");
+        period_end = renewal["period_end"].clone();
+    }
+    let refused: (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM scheduler_runs WHERE tenant_id = $1::uuid AND outcome = 'refused'",
+    )
+    .bind(tenant_id)
+    .fetch_one(db.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(refused.0, 0);
 }
 
 /// A TCP proxy in front of PostgreSQL that the test can take down (every

@@ -9,8 +9,9 @@
 //! too, around the domains.
 
 use crate::http::AppState;
-use crate::pipeline::{AggregateKind, AnyAggregate, AnyRequest, Request};
+use crate::pipeline::{AggregateKind, AnyAggregate, AnyRequest, CommandBus, Request};
 use chrono::{DateTime, Utc};
+use projections::scheduled::{ScheduleReader, ScheduledWork};
 use projections::{Projection, Reactor};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -28,7 +29,9 @@ pub struct Domain {
     /// Its read tables.
     pub projections: Vec<Arc<dyn Projection>>,
     /// Process managers: reactions to its events that submit requests.
-    pub process_managers: Vec<Arc<dyn Reactor>>,
+    pub process_managers: Vec<ProcessManager>,
+    /// What its events schedule (renewals, expiries), for the scheduler.
+    pub schedules: Vec<ScheduleReader>,
     /// Its HTTP routes, with their OpenAPI description.
     pub routes: fn() -> OpenApiRouter<AppState>,
     /// OpenAPI tags of its routes (name, description).
@@ -47,7 +50,8 @@ pub fn domains() -> Vec<Domain> {
 }
 
 /// Every projection: the stream index, each domain's, then the journal
-/// (reading the entries of every registered aggregate).
+/// (reading the entries of every registered aggregate) and the scheduled
+/// work (what every domain's events schedule).
 pub fn projections() -> Vec<Arc<dyn Projection>> {
     let mut all: Vec<Arc<dyn Projection>> = vec![Arc::new(projections::stream_index::StreamIndex)];
     all.extend(domains().into_iter().flat_map(|domain| domain.projections));
@@ -56,6 +60,11 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         .flat_map(|domain| domain.aggregates.iter().map(|kind| kind.entry_reader))
         .collect();
     all.push(Arc::new(projections::journal::Journal::new(readers)));
+    let schedules = domains()
+        .into_iter()
+        .flat_map(|domain| domain.schedules)
+        .collect();
+    all.push(Arc::new(ScheduledWork::new(schedules)));
     all
 }
 
@@ -66,8 +75,12 @@ pub fn projection(name: &str) -> Option<Arc<dyn Projection>> {
         .find(|projection| projection.name() == name)
 }
 
-/// Every domain's process managers.
-pub fn process_managers() -> Vec<Arc<dyn Reactor>> {
+/// A process manager, built on the pipeline it submits its requests to.
+pub type ProcessManager = fn(CommandBus) -> Arc<dyn Reactor>;
+
+/// Every domain's process managers (built on a pipeline by `serve` and
+/// `project`).
+pub fn process_managers() -> Vec<ProcessManager> {
     domains()
         .into_iter()
         .flat_map(|domain| domain.process_managers)

@@ -12,7 +12,9 @@
 //! - `http`: one file per resource, each with its own `router()`, and
 //!   `http::connections`, serving them with bounds on every connection.
 //! - `metrics`: Prometheus counters and histograms.
-//! - `server`: serving the API beside the workers; the plan catalog.
+//! - `server`: serving the API beside the workers and the scheduler; the
+//!   plan catalog.
+//! - `scheduler`: the ticker submitting due work.
 //! - `tenants`: `ledger tenant` (create, list and revoke API keys).
 
 pub mod domains;
@@ -20,6 +22,7 @@ pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod requests;
+pub mod scheduler;
 pub mod server;
 pub mod tenants;
 

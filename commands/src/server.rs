@@ -1,6 +1,7 @@
 //! Running the API: the command pipeline, the projection workers, the routes,
 //! graceful shutdown.
 
+use crate::domains::{ProcessManager, Registry};
 use crate::http::auth::listen_for_revocations;
 use crate::http::metrics::{
     refresh_projection_metrics, run_projection_metrics, PROJECTION_METRICS_INTERVAL,
@@ -8,6 +9,7 @@ use crate::http::metrics::{
 use crate::http::{app, connections, AppState, HttpConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{BusConfig, CommandBus};
+use crate::scheduler::{Ticker, TickerConfig};
 use aggregates::plan::PlanCatalog;
 use eventstore::EventStore;
 use projections::{Projection, Reactor, Workers};
@@ -29,6 +31,9 @@ pub struct ServeConfig {
     pub workers: bool,
     /// The plans tenants may subscribe to.
     pub plans: PlanCatalog,
+    /// The scheduler's ticker, run beside the workers; `None` runs none
+    /// here (tests drive it by its single step).
+    pub ticker: Option<TickerConfig>,
 }
 
 /// Why the plan catalog of `serve --plans` cannot be read.
@@ -87,23 +92,50 @@ pub async fn start_workers(
     Workers::start_registered(store, projections.to_vec(), reactors).await
 }
 
+/// The scheduler's ticker on `store`, submitting to `bus` at `bus`'s clock;
+/// runs until `stop` turns true.
+pub fn start_ticker(
+    store: &EventStore,
+    bus: &CommandBus,
+    clock: crate::pipeline::Clock,
+    config: TickerConfig,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let ticker = Ticker::new(
+        store.pool().clone(),
+        bus.clone(),
+        Arc::new(Registry::new()),
+        clock,
+        config,
+    );
+    tokio::spawn(ticker.run(stop))
+}
+
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops taking
 /// connections, finishes in-flight requests (closing what is left at the
-/// shutdown timeout), drains the pipeline and stops the workers. Next to
-/// them run the timer that refreshes the projection gauges of `/metrics`
-/// (once before the first connection is taken) and the listener that evicts
-/// API keys revoked by other processes.
+/// shutdown timeout), stops the ticker, drains the pipeline and stops the
+/// workers. Next to them run the timer that refreshes the projection gauges
+/// of `/metrics` (once before the first connection is taken) and the
+/// listener that evicts API keys revoked by other processes. The workers,
+/// the process managers and the scheduler's ticker run here unless
+/// `config.workers` is off (`ledger project` runs them then).
 pub async fn serve(
     store: EventStore,
     listener: TcpListener,
     config: ServeConfig,
     routes: OpenApiRouter<AppState>,
     projections: Vec<Arc<dyn Projection>>,
-    reactors: Vec<Arc<dyn Reactor>>,
+    process_managers: Vec<ProcessManager>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::default());
+    let clock = config.bus.clock.clone();
     let bus = start_bus(&store, config.bus, metrics);
+    let reactors: Vec<Arc<dyn Reactor>> = process_managers
+        .into_iter()
+        .map(|build| build(bus.clone()))
+        .collect();
+    let reactor_names = reactors.iter().map(|reactor| reactor.name()).collect();
     // Stops the background tasks beside the server once it has stopped.
     let (stop_tasks, tasks_stopped) = watch::channel(false);
     let notifier = tokio::spawn(projections::worker::notify_appends(
@@ -115,6 +147,11 @@ pub async fn serve(
     } else {
         None
     };
+    let (stop_ticker, ticker_stopped) = watch::channel(false);
+    let ticker = config
+        .ticker
+        .filter(|_| config.workers)
+        .map(|ticker| start_ticker(&store, &bus, clock, ticker, ticker_stopped));
     let progress = match &workers {
         Some(workers) => workers.progress(),
         None => watch::channel(0).1,
@@ -134,7 +171,8 @@ pub async fn serve(
         progress,
         projections,
     )
-    .with_plans(config.plans);
+    .with_plans(config.plans)
+    .with_process_managers(reactor_names);
     let revocations = tokio::spawn(listen_for_revocations(
         store,
         state.auth.clone(),
@@ -151,6 +189,10 @@ pub async fn serve(
     // Every request carries the client address (ConnectInfo), which feeds
     // the failed-authentication throttle.
     connections::serve(listener, application, limits, shutdown).await;
+    let _ = stop_ticker.send(true);
+    if let Some(ticker) = ticker {
+        let _ = ticker.await;
+    }
     bus.shutdown().await;
     if let Some(workers) = workers {
         workers.stop().await;
@@ -161,6 +203,35 @@ pub async fn serve(
     let _ = projection_metrics.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `ledger project`: the projection workers, the process managers and the
+/// scheduler's ticker (with a pipeline of their own to submit to), until
+/// `shutdown` resolves.
+pub async fn project(
+    store: EventStore,
+    projections: Vec<Arc<dyn Projection>>,
+    process_managers: Vec<ProcessManager>,
+    bus: BusConfig,
+    ticker: TickerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), projections::ProjectionError> {
+    let clock = bus.clock.clone();
+    let bus = start_bus(&store, bus, Arc::new(Metrics::default()));
+    let reactors = process_managers
+        .into_iter()
+        .map(|build| build(bus.clone()))
+        .collect();
+    let (stop_ticker, ticker_stopped) = watch::channel(false);
+    let ticking = start_ticker(&store, &bus, clock, ticker, ticker_stopped);
+    let stop = async move {
+        shutdown.await;
+        let _ = stop_ticker.send(true);
+        let _ = ticking.await;
+    };
+    let result = projections::worker::run_until(&store, &projections, reactors, stop).await;
+    bus.shutdown().await;
+    result
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

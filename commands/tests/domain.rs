@@ -1,4 +1,5 @@
-//! Subscriptions, grants, quota consumption and the journal, end to end over
+//! Subscriptions, grants, quota consumption, the journal and the scheduler,
+//! end to end over
 //! HTTP against the real server and a real PostgreSQL. The projection
 //! workers are off: each test applies the events with `catch_up` before it
 //! reads.
@@ -28,6 +29,8 @@ mod ledger;
 mod openapi;
 #[path = "domain/quota.rs"]
 mod quota;
+#[path = "domain/scheduler.rs"]
+mod scheduler;
 #[path = "domain/seats.rs"]
 mod seats;
 #[path = "domain/subscriptions.rs"]

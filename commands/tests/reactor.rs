@@ -9,6 +9,7 @@ use commands::{BusConfig, CommandBus, Metrics};
 use eventstore::testing::TestDatabase;
 use eventstore::{IdempotencyKey, StoredEvent};
 use projections::reactor::react_catch_up;
+use projections::worker::react_round;
 use projections::Reactor;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,8 +45,12 @@ impl Reactor for Mirror {
             .to_value()
             .map_err(|error| error.to_string())?;
         let amount = payload["Added"]["amount"].as_i64().ok_or("no amount")?;
-        let key = IdempotencyKey::parse(&format!("mirror:{}", event.event_id))
-            .map_err(|error| error.to_string())?;
+        let key = IdempotencyKey::parse(&projections::reactor::reaction_key(
+            self.name(),
+            event.event_id,
+            0,
+        ))
+        .map_err(|error| error.to_string())?;
         let outcome = self
             .bus
             .execute(
@@ -110,10 +115,32 @@ async fn a_reaction_repeated_after_a_crash_takes_effect_once() {
         replayed: AtomicU64::new(0),
         failed_once: AtomicBool::new(false),
     };
-    let crash = react_catch_up(store.pool(), &mirror).await.unwrap_err();
+    let mirror = Arc::new(mirror);
+    projections::status::register_reactors(store.pool(), &["mirror"])
+        .await
+        .unwrap();
+    let crash = react_round(store.pool(), mirror.clone()).await.unwrap_err();
     assert!(crash.to_string().ends_with("injected crash"), "{crash}");
-    react_catch_up(store.pool(), &mirror).await.unwrap();
+    // Its lag and its last error are in the registry the status routes
+    // (`GET /v1/projections`, `/metrics`) read.
+    let failed = &projections::status::status(store.pool(), &["mirror"])
+        .await
+        .unwrap()[0];
+    assert_eq!(failed.state, projections::status::State::Failed);
+    assert!(
+        failed.error.as_deref().unwrap().ends_with("injected crash"),
+        "{failed:?}"
+    );
+    // Its checkpoint never advanced: behind by the 2 raises and 30
+    // additions, and the 19 mirrored additions it appended before failing.
+    assert_eq!((failed.checkpoint, failed.events_behind), (0, 51));
+    react_round(store.pool(), mirror.clone()).await.unwrap();
     assert_eq!(mirror.replayed.load(Ordering::SeqCst), 19);
+    let recovered = &projections::status::status(store.pool(), &["mirror"])
+        .await
+        .unwrap()[0];
+    assert_eq!(recovered.state, projections::status::State::Live);
+    assert_eq!(recovered.error, None);
 
     let mirror_events = store
         .read_tenant(tenant_id, 0, 10_000)
@@ -124,7 +151,10 @@ async fn a_reaction_repeated_after_a_crash_takes_effect_once() {
         .count();
     assert_eq!(mirror_events, 30);
     // The reactor's own appends are new events; reacting to them does nothing.
-    assert_eq!(react_catch_up(store.pool(), &mirror).await.unwrap(), 0);
+    assert_eq!(
+        react_catch_up(store.pool(), mirror.as_ref()).await.unwrap(),
+        0
+    );
     let checkpoint = projections::read::checkpoint(store.pool(), "mirror", tenant_id)
         .await
         .unwrap();

@@ -68,6 +68,44 @@ impl Change {
 
 type Changes = BTreeMap<(Uuid, String, String), Change>;
 
+/// One event's change of one account's balance in one asset: (tenant,
+/// code, asset, tenant_seq, debits posted, credits posted, change of debits
+/// pending, change of credits pending).
+type MovementRow = (Uuid, String, String, i64, i64, i64, i64, i64);
+
+const INSERT_MOVEMENTS: &str = "\
+    INSERT INTO ledger_account_movements (tenant_id, code, asset, tenant_seq, debits_posted, \
+                                          credits_posted, debits_pending, credits_pending) \
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
+                         $6::bigint[], $7::bigint[], $8::bigint[])";
+
+/// Records `posted` and the change of pending `pending` of one event, in
+/// the batch's sums and as a movement row.
+fn record(
+    changes: &mut Changes,
+    movements: &mut Vec<MovementRow>,
+    key: (Uuid, String, String),
+    posted: Movement,
+    pending: (i64, i64),
+    seq: i64,
+) {
+    movements.push((
+        key.0,
+        key.1.clone(),
+        key.2.clone(),
+        seq,
+        posted.debit.value(),
+        posted.credit.value(),
+        pending.0,
+        pending.1,
+    ));
+    changes.entry(key).or_default().add(
+        posted,
+        (i128::from(pending.0), i128::from(pending.1)),
+        seq,
+    );
+}
+
 #[async_trait]
 impl Projection for Accounts {
     fn name(&self) -> &'static str {
@@ -75,11 +113,15 @@ impl Projection for Accounts {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["ledger_accounts", "ledger_account_balances"]
+        &[
+            "ledger_accounts",
+            "ledger_account_balances",
+            "ledger_account_movements",
+        ]
     }
 
     async fn apply(
@@ -89,6 +131,7 @@ impl Projection for Accounts {
     ) -> Result<(), ApplyError> {
         let mut opened: Vec<(Uuid, String, &'static str, bool, bool, i64)> = Vec::new();
         let mut changes: Changes = BTreeMap::new();
+        let mut movements: Vec<MovementRow> = Vec::new();
         // Reservations seen in this batch, for settlements in it.
         let mut reserved: BTreeMap<(Uuid, String, String), (String, Movement)> = BTreeMap::new();
         for event in events
@@ -109,23 +152,28 @@ impl Projection for Accounts {
                 )),
                 AccountEvent::Posted {
                     asset, movement, ..
-                } => changes
-                    .entry((tenant, code, asset.to_string()))
-                    .or_default()
-                    .add(movement, (0, 0), seq),
+                } => record(
+                    &mut changes,
+                    &mut movements,
+                    (tenant, code, asset.to_string()),
+                    movement,
+                    (0, 0),
+                    seq,
+                ),
                 AccountEvent::Reserved {
                     hold_id,
                     asset,
                     movement,
                 } => {
-                    let pending = (
-                        i128::from(movement.debit.value()),
-                        i128::from(movement.credit.value()),
+                    let pending = (movement.debit.value(), movement.credit.value());
+                    record(
+                        &mut changes,
+                        &mut movements,
+                        (tenant, code.clone(), asset.to_string()),
+                        Movement::default(),
+                        pending,
+                        seq,
                     );
-                    changes
-                        .entry((tenant, code.clone(), asset.to_string()))
-                        .or_default()
-                        .add(Movement::default(), pending, seq);
                     reserved.insert(
                         (tenant, code, hold_id.to_string()),
                         (asset.to_string(), movement),
@@ -139,17 +187,19 @@ impl Projection for Accounts {
                         Some(found) => found.clone(),
                         None => stored_reservation(connection, event, &key.2).await?,
                     };
-                    let pending = (
-                        -i128::from(held.debit.value()),
-                        -i128::from(held.credit.value()),
+                    let pending = (-held.debit.value(), -held.credit.value());
+                    record(
+                        &mut changes,
+                        &mut movements,
+                        (tenant, code, asset),
+                        posted,
+                        pending,
+                        seq,
                     );
-                    changes
-                        .entry((tenant, code, asset))
-                        .or_default()
-                        .add(posted, pending, seq);
                 }
             }
         }
+        write_movements(connection, movements).await?;
         write(connection, opened, changes).await
     }
 }
@@ -185,6 +235,39 @@ async fn stored_reservation(
             credit: amount(credit)?,
         },
     ))
+}
+
+async fn write_movements(
+    connection: &mut PgConnection,
+    movements: Vec<MovementRow>,
+) -> Result<(), ApplyError> {
+    if movements.is_empty() {
+        return Ok(());
+    }
+    let mut columns: (Vec<Uuid>, Vec<String>, Vec<String>, Vec<i64>) = Default::default();
+    let mut amounts: [Vec<i64>; 4] = Default::default();
+    for (tenant, code, asset, seq, dp, cp, dq, cq) in movements {
+        columns.0.push(tenant);
+        columns.1.push(code);
+        columns.2.push(asset);
+        columns.3.push(seq);
+        for (column, value) in amounts.iter_mut().zip([dp, cp, dq, cq]) {
+            column.push(value);
+        }
+    }
+    let [debits_posted, credits_posted, debits_pending, credits_pending] = amounts;
+    sqlx::query(INSERT_MOVEMENTS)
+        .bind(&columns.0)
+        .bind(&columns.1)
+        .bind(&columns.2)
+        .bind(&columns.3)
+        .bind(&debits_posted)
+        .bind(&credits_posted)
+        .bind(&debits_pending)
+        .bind(&credits_pending)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
 }
 
 async fn write(
@@ -335,4 +418,27 @@ pub async fn account(
         credits_must_not_exceed_debits: credits_flag,
         balances,
     }))
+}
+
+/// Pending debits and credits (decimal strings) of every journal account
+/// per (code, asset) as of `as_of_seq` (summed from the movements), inside
+/// a tenant read transaction.
+pub async fn pending(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    as_of_seq: i64,
+) -> Result<BTreeMap<(String, String), (String, String)>, sqlx::Error> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT code, asset, sum(debits_pending)::text, sum(credits_pending)::text \
+         FROM ledger_account_movements WHERE tenant_id = $1 AND tenant_seq <= $2 \
+         GROUP BY code, asset",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(as_of_seq)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(code, asset, debits, credits)| ((code, asset), (debits, credits)))
+        .collect())
 }

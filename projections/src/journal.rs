@@ -383,6 +383,45 @@ pub struct AccountBalance {
     pub credits: String,
     /// Credits minus debits.
     pub balance: String,
+    /// Debits and credits reserved by open holds (journal accounts only;
+    /// `"0"` for the others).
+    pub debits_pending: String,
+    pub credits_pending: String,
+    /// What the account can still give on its normal side: for a
+    /// debit-normal account (asset, expense) debits less credits less
+    /// pending credits; for a credit-normal one the mirror.
+    pub available: String,
+}
+
+impl AccountBalance {
+    /// Sets the pending amounts (decimal strings) and the available
+    /// balance they leave.
+    pub fn with_pending(mut self, debits_pending: &str, credits_pending: &str) -> Self {
+        self.debits_pending = debits_pending.to_string();
+        self.credits_pending = credits_pending.to_string();
+        self.available = available(
+            &self.account_type,
+            [
+                &self.debits,
+                &self.credits,
+                &self.debits_pending,
+                &self.credits_pending,
+            ],
+        );
+        self
+    }
+}
+
+/// The available balance of an account of type `account_type` with
+/// `[debits, credits, debits_pending, credits_pending]`.
+fn available(account_type: &str, sums: [&str; 4]) -> String {
+    let [debits, credits, debits_pending, credits_pending] = sums.map(parse);
+    match aggregates::journal::AccountType::parse(account_type) {
+        Some(account_type) => account_type
+            .available(debits, credits, debits_pending, credits_pending)
+            .to_string(),
+        None => (credits - debits).to_string(),
+    }
 }
 
 /// Per asset, the sum of all debits and of all credits: equal in a sound ledger.
@@ -456,7 +495,11 @@ pub async fn balances(
                 debits,
                 credits,
                 balance: balance.to_string(),
+                debits_pending: String::new(),
+                credits_pending: String::new(),
+                available: String::new(),
             }
+            .with_pending("0", "0")
         })
         .collect())
 }

@@ -18,7 +18,8 @@
 //! - `read`: tenant-scoped read transactions and `min_seq` waits.
 //! - `progress`: progress bars and lines for long jobs.
 //! - `decode`: stored events to domain events, through upcasters.
-//! - `stream_index`, `subscriptions`, `quota`, `journal`: the projections and
+//! - `stream_index`, `subscriptions`, `quota`, `journal`, `accounts`,
+//!   `scheduled`: the projections and
 //!   their read queries. Which projections run is the domain registry's
 //!   business (`commands::domains`), not this crate's.
 
@@ -33,6 +34,7 @@ pub mod reactor;
 pub mod read;
 pub mod rebuild;
 pub mod runtime;
+pub mod scheduled;
 pub mod status;
 pub mod stream_index;
 pub mod subscriptions;

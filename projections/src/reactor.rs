@@ -2,7 +2,7 @@
 //! writing read tables they submit commands.
 //!
 //! A reactor must derive each command's idempotency key from the event that
-//! causes it (for example `"<reactor>:<event_id>"`). Its checkpoint advances
+//! causes it ([`reaction_key`]: `pm:<name>:<event_id>:<n>`). Its checkpoint advances
 //! after its reactions; if it crashes before, it reads the same events again,
 //! submits the same commands under the same keys, and the pipeline answers
 //! them from their records: each reaction takes effect exactly once.
@@ -12,6 +12,15 @@ use aggregates::TenantId;
 use async_trait::async_trait;
 use eventstore::{EventStore, StoredEvent};
 use sqlx::PgPool;
+
+/// The idempotency key of the `n`th request process manager `name` submits
+/// in reaction to event `event_id`: `pm:<name>:<event_id>:<n>`. Derived
+/// from the causing event alone, so reading the event again submits the
+/// same request under the same key and the pipeline answers it from its
+/// record.
+pub fn reaction_key(name: &str, event_id: uuid::Uuid, n: usize) -> String {
+    format!("pm:{name}:{event_id}:{n}")
+}
 
 /// Reacts to events by submitting commands.
 #[async_trait]

@@ -475,6 +475,28 @@ pub async fn run_until(
     Ok(())
 }
 
+/// One round of a reactor's worker: reacts to what lags, and records the
+/// outcome in the registry as the worker does (state `failed` with the
+/// error when the round failed for another reason than an unavailable
+/// database; `live` when it went through). The worker's single step, for
+/// tests and one-off runs.
+pub async fn react_round(pool: &PgPool, reactor: Arc<dyn Reactor>) -> Result<u64, ProjectionError> {
+    let mut work = Work::Reactor(reactor);
+    let (_never, running) = watch::channel(false);
+    match work.catch_up(pool, &running).await {
+        Ok(applied) => {
+            work.record_recovery(pool).await;
+            Ok(applied)
+        }
+        Err(error) => {
+            if !error_is_unavailable(&error) {
+                work.record_failure(pool, &error).await;
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Registers the projections, rebuilds those built by another version, and
 /// catches every one up: `ledger project --once`.
 pub async fn run_once(

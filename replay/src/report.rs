@@ -4,6 +4,7 @@
 //! and the same as readable text.
 
 use crate::state::{registry, TenantState};
+use aggregates::journal::account::{LedgerAccount, ACCOUNT_AGGREGATE};
 use aggregates::journal::Balances;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
@@ -43,19 +44,56 @@ pub fn report(state: &TenantState, tenant_id: TenantId, at: Option<DateTime<Utc>
         };
         report.insert(section.name.to_string(), value);
     }
-    let (accounts, trial_balance) = balances_report(state.balances());
+    let (accounts, trial_balance) = balances_report(state.balances(), &pending(state));
     report.insert("accounts".into(), Value::Array(accounts));
     report.insert("trial_balance".into(), Value::Array(trial_balance));
     Value::Object(report)
 }
 
-fn balances_report(balances: &Balances) -> (Vec<Value>, Vec<Value>) {
+/// What the open holds reserve on each journal account, per (code, asset):
+/// (pending debits, pending credits), from the folded accounts.
+fn pending(state: &TenantState) -> BTreeMap<(String, String), (i128, i128)> {
+    let mut pending = BTreeMap::new();
+    for (key, aggregate) in state.fold().into_iter().flat_map(|fold| fold.states()) {
+        if key.aggregate_type != ACCOUNT_AGGREGATE {
+            continue;
+        }
+        let Some(account) = aggregate.as_any().downcast_ref::<LedgerAccount>() else {
+            continue;
+        };
+        for (asset, balance) in &account.balances {
+            pending.insert(
+                (key.aggregate_id.clone(), asset.to_string()),
+                (
+                    i128::from(balance.debits_pending.value()),
+                    i128::from(balance.credits_pending.value()),
+                ),
+            );
+        }
+    }
+    pending
+}
+
+fn balances_report(
+    balances: &Balances,
+    pending: &BTreeMap<(String, String), (i128, i128)>,
+) -> (Vec<Value>, Vec<Value>) {
     let mut accounts = Vec::new();
     let mut per_asset: BTreeMap<String, (i128, i128)> = BTreeMap::new();
     for (account, account_type, asset, debits, credits) in balances.entries() {
         let totals = per_asset.entry(asset.to_string()).or_insert((0, 0));
         totals.0 += i128::from(debits);
         totals.1 += i128::from(credits);
+        let (debits_pending, credits_pending) = pending
+            .get(&(account.to_string(), asset.to_string()))
+            .copied()
+            .unwrap_or_default();
+        let available = account_type.available(
+            i128::from(debits),
+            i128::from(credits),
+            debits_pending,
+            credits_pending,
+        );
         accounts.push(json!({
             "account": account,
             "type": account_type.as_str(),
@@ -63,6 +101,9 @@ fn balances_report(balances: &Balances) -> (Vec<Value>, Vec<Value>) {
             "debits": debits.to_string(),
             "credits": credits.to_string(),
             "balance": (i128::from(credits) - i128::from(debits)).to_string(),
+            "debits_pending": debits_pending.to_string(),
+            "credits_pending": credits_pending.to_string(),
+            "available": available.to_string(),
         }));
     }
     let trial_balance = per_asset

@@ -390,6 +390,7 @@ fn failing(
         "quota",
         "accounts",
         "journal",
+        "scheduled_work",
     ]
     .iter()
     .map(|name| {
@@ -460,7 +461,7 @@ async fn a_clean_ledger_verifies_and_every_projection_equals_a_replay() {
         .find(|tenant| tenant.tenant_id == ledger.tenants[0])
         .unwrap();
     assert_eq!((verdict.head_seq, verdict.head_hash), (16, head.hash));
-    assert_eq!(report.projections.len(), 5);
+    assert_eq!(report.projections.len(), 6);
     assert!(report
         .projections
         .iter()
@@ -602,7 +603,8 @@ async fn an_event_deleted_in_the_middle_is_reported_and_verify_goes_on() {
                 "subscriptions",
                 "quota",
                 "accounts",
-                "journal"
+                "journal",
+                "scheduled_work"
             ],
             tenant,
             8,
@@ -672,7 +674,8 @@ async fn the_last_event_deleted_is_found_by_the_head_and_the_read_tables() {
                 "subscriptions",
                 "quota",
                 "accounts",
-                "journal"
+                "journal",
+                "scheduled_work"
             ],
             tenant,
             16,
@@ -774,9 +777,10 @@ async fn two_events_swapped_are_found_at_their_seqs() {
         )
     );
     assert_eq!(failures(&report), failing(&[], tenant, 0, ""));
-    // Grants keep the seq they were issued at (their issue order), and the
-    // journal keeps entries by seq: the replay puts each grant's issue, and
-    // its entry, at the other seq.
+    // Grants keep the seq they were issued at (their issue order), the
+    // journal keeps entries by seq, and the scheduled work the seq that
+    // scheduled it: the replay puts each grant's issue, its entry and its
+    // expiry at the other seq.
     let differences: Vec<(String, String, Value, Value, Value)> = report
         .projections
         .iter()
@@ -784,6 +788,7 @@ async fn two_events_swapped_are_found_at_their_seqs() {
             projection.differences.iter().map(|difference| {
                 let column = match difference.table.as_str() {
                     "grants" => "issued_seq",
+                    "scheduled_work" => "scheduled_seq",
                     _ => "aggregate_id",
                 };
                 (
@@ -833,7 +838,23 @@ async fn two_events_swapped_are_found_at_their_seqs() {
             json!("runs"),
         ),
     ];
-    assert_eq!(differences, [grants, journal].concat());
+    // The plan grants' expiries keep the seq of the event that scheduled
+    // them: swapped too.
+    let mut expiries: Vec<(String, String, Value, Value, Value)> = grants
+        .iter()
+        .map(|(_, _, key, live, replay)| {
+            let work = format!("grant:{}:expiry", key["grant_id"].as_str().unwrap());
+            (
+                "scheduled_work".to_string(),
+                "scheduled_work".to_string(),
+                json!({"tenant_id": tenant, "work": work}),
+                live.clone(),
+                replay.clone(),
+            )
+        })
+        .collect();
+    expiries.sort_by_key(|(_, _, key, _, _)| key["work"].as_str().unwrap().to_string());
+    assert_eq!(differences, [grants, journal, expiries].concat());
 }
 
 #[tokio::test]
@@ -977,7 +998,12 @@ async fn a_payload_that_no_longer_decodes_is_reported_and_verify_goes_on() {
     );
     assert_eq!(
         failures(&report),
-        failing(&["quota", "journal"], tenant, 7, undecodable)
+        failing(
+            &["quota", "journal", "scheduled_work"],
+            tenant,
+            7,
+            undecodable
+        )
     );
     no_differences(&report);
     assert!(report
@@ -1335,7 +1361,7 @@ impl Step {
                     .run(tenant, &key, CancelSubscription { at: *at })
                     .await
             }
-            Self::Renew => ledger.run(tenant, &key, RenewSubscription {}).await,
+            Self::Renew => ledger.run(tenant, &key, RenewSubscription::default()).await,
         }
     }
 }

@@ -30,7 +30,14 @@ impl Decision {
         let mut excluded = due.clone();
         excluded.extend_from_slice(closing);
         for grant_id in due {
-            self.close(quota, grant_id, &excluded, Ending::Expired, at)?;
+            // A grant expires at its expiry, whichever later command
+            // finds it due.
+            let expired_at = self
+                .state
+                .grant(grant_id)
+                .and_then(|grant| grant.terms.expires_at)
+                .unwrap_or(at);
+            self.close(quota, grant_id, &excluded, Ending::Expired, expired_at)?;
         }
         Ok(())
     }

@@ -104,7 +104,9 @@ async fn list_entries(
 }
 
 /// Account balances per asset, now or as of a tenant_seq or a time (summed
-/// from the journal's entries up to that point), and the trial balance.
+/// from the journal's entries up to that point): posted debits and credits,
+/// pending ones (reserved by holds open at that point) and what is
+/// available; and the trial balance.
 #[utoipa::path(
     get,
     path = "/v1/journal/balances",
@@ -142,6 +144,25 @@ async fn balances(
         move |connection| Box::pin(journal::balances(connection, tenant_id, as_of)),
     )
     .await?;
+    // Pending amounts from the accounts projection, as of the same point.
+    let pending_as_of = as_of.unwrap_or(projection_seq);
+    let (mut pending, _) = tenant_read(
+        &state,
+        tenant_id,
+        accounts::NAME,
+        Some(Seq(pending_as_of)),
+        move |connection| Box::pin(accounts::pending(connection, tenant_id, pending_as_of)),
+    )
+    .await?;
+    let accounts: Vec<AccountBalance> = accounts
+        .into_iter()
+        .map(
+            |balance| match pending.remove(&(balance.account.clone(), balance.asset.clone())) {
+                Some((debits, credits)) => balance.with_pending(&debits, &credits),
+                None => balance,
+            },
+        )
+        .collect();
     let trial_balance = journal::trial_balance(&accounts);
     Ok(Json(BalancesView {
         as_of_seq: as_of.unwrap_or(projection_seq),

@@ -320,6 +320,7 @@ async fn resolve_hold(
         hold_id,
         transfer,
         resolve,
+        due_at: None,
     };
     Ok(outcome_response(
         state.bus.execute(tenant_id, key, request).await?,

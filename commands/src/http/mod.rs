@@ -16,6 +16,7 @@ pub mod openapi;
 mod projections;
 pub(crate) mod quota;
 pub mod read;
+mod scheduler;
 pub mod schema;
 mod streams;
 pub(crate) mod subscription;
@@ -63,6 +64,9 @@ pub struct AppState {
     pub replay_pool: sqlx::PgPool,
     /// The projections this server reads and reports on.
     pub projections: Arc<[Arc<dyn ::projections::Projection>]>,
+    /// The process managers whose state and lag the status routes show
+    /// beside the projections'.
+    pub process_managers: Arc<[&'static str]>,
     /// The plans tenants may subscribe to.
     pub plans: Arc<aggregates::plan::PlanCatalog>,
 }
@@ -168,6 +172,7 @@ impl AppState {
             config: Arc::new(config),
             progress,
             projections: projections.into(),
+            process_managers: Arc::from([]),
             plans: Arc::new(aggregates::plan::PlanCatalog::builtin()),
         }
     }
@@ -186,11 +191,19 @@ impl AppState {
         self
     }
 
-    /// Names of the projections.
+    /// The same state showing the process managers `names` in the status
+    /// routes.
+    pub fn with_process_managers(mut self, names: Vec<&'static str>) -> Self {
+        self.process_managers = names.into();
+        self
+    }
+
+    /// Names of the projections and the process managers.
     pub fn projection_names(&self) -> Vec<&'static str> {
         self.projections
             .iter()
             .map(|projection| projection.name())
+            .chain(self.process_managers.iter().copied())
             .collect()
     }
 }
@@ -203,6 +216,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(tenants::router())
         .merge(projections::router())
         .merge(streams::router())
+        .merge(scheduler::router())
         .merge(domain_routes())
 }
 

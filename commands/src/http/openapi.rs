@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "tenants", description = "Tenants and API keys (admin token)"),
         (name = "streams", description = "The tenant's event streams"),
+        (name = "scheduler", description = "Work falling due at a time and what the scheduler did with it"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

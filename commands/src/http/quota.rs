@@ -306,6 +306,7 @@ async fn expire_grants(
     let request = ExpireGrants {
         quota: quota_type(&quota)?,
         account: quota_account(body.account.as_deref())?,
+        due_at: None,
     };
     Ok(outcome_response(
         state.bus.execute(tenant_id, key, request).await?,

@@ -259,7 +259,7 @@ async fn renew(
     Ok(outcome_response(
         state
             .bus
-            .execute(tenant_id, key, RenewSubscription {})
+            .execute(tenant_id, key, RenewSubscription::default())
             .await?,
     ))
 }

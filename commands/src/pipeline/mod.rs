@@ -162,18 +162,23 @@ impl CommandBus {
         key: IdempotencyKey,
         request: R,
     ) -> Result<Outcome, PipelineError> {
-        let body = AnyRequest::body(&request)
+        self.execute_any(tenant_id, key, Box::new(request)).await
+    }
+
+    /// [`execute`](Self::execute) for a request known only by its kind (one
+    /// decoded from a recorded body, as the scheduler submits them).
+    pub async fn execute_any(
+        &self,
+        tenant_id: TenantId,
+        key: IdempotencyKey,
+        request: Box<dyn AnyRequest>,
+    ) -> Result<Outcome, PipelineError> {
+        let body = request
+            .body()
             .map_err(|error| PipelineError::Invalid(error.to_string()))?;
-        let fingerprint = Fingerprint::of_canonical(R::KIND, body.as_str());
+        let fingerprint = Fingerprint::of_canonical(request.kind(), body.as_str());
         let (reply, answer) = oneshot::channel();
-        let job = Job::new(
-            tenant_id,
-            key,
-            fingerprint,
-            Box::new(request) as Box<dyn AnyRequest>,
-            body,
-            reply,
-        );
+        let job = Job::new(tenant_id, key, fingerprint, request, body, reply);
         let sender = &self.senders[self.shard_of(tenant_id)];
         sender.send(job).await.map_err(|_| PipelineError::Stopped)?;
         answer.await.map_err(|_| PipelineError::Stopped)?

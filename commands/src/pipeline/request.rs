@@ -148,6 +148,28 @@ pub fn error_body(code: &str, message: &str, details: Value) -> Value {
     json!({"error": {"code": code, "message": message, "details": details}})
 }
 
+/// A scheduled request submitted before its due time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this request is due at {due_at}; it is {at}")]
+pub struct NotDue {
+    pub due_at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
+
+impl Rejection for NotDue {
+    fn kind(&self) -> RejectionKind {
+        RejectionKind::RuleBroken
+    }
+
+    fn code(&self) -> &'static str {
+        "not_due"
+    }
+
+    fn details(&self) -> Value {
+        json!({"due_at": self.due_at, "at": self.at})
+    }
+}
+
 /// An aggregate a request decides against, with what it takes to load it.
 #[derive(Clone)]
 pub struct Target {
@@ -383,6 +405,22 @@ impl<'a> Decider<'a> {
     /// the tenant's last event.
     pub fn at(&self) -> DateTime<Utc> {
         self.at
+    }
+
+    /// The time a scheduled request decides at: its due time `due_at`
+    /// (carried in the request, so a replay decides it the same way), once
+    /// the pipeline's clock has reached it; without one, the request's
+    /// time. Before its due time the request is refused (`not_due`).
+    pub fn at_due(&self, due_at: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, Refusal> {
+        match due_at {
+            None => Ok(self.at),
+            Some(due_at) if due_at <= self.at => Ok(due_at),
+            Some(due_at) => Err(NotDue {
+                due_at,
+                at: self.at,
+            }
+            .into()),
+        }
     }
 
     /// The current state of aggregate `A` `aggregate_id` (a declared target).

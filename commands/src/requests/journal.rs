@@ -421,6 +421,10 @@ pub struct ResolveHold {
     pub hold_id: HoldId,
     pub transfer: PendingTransfer,
     pub resolve: Resolve,
+    /// The scheduler's expiry carries the hold's expiry time: the hold
+    /// expires then, however late the request runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 impl Request for ResolveHold {
@@ -439,7 +443,7 @@ impl Request for ResolveHold {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        let at = decider.at();
+        let at = decider.at_due(self.due_at)?;
         let hold_id = self.hold_id.to_string();
         let placed = decider
             .state::<Hold>(&hold_id)?
@@ -531,6 +535,47 @@ impl ResolveHold {
     }
 }
 
+/// The scheduled work of hold `hold_id`: its expiry.
+pub fn hold_expiry(hold_id: &str) -> String {
+    format!("hold:{hold_id}:expiry")
+}
+
+/// What a hold event schedules: its expiry at its expiry time; its
+/// resolution (posted, voided, expired) settles it.
+fn schedule(
+    event: &eventstore::StoredEvent,
+) -> Result<Vec<projections::scheduled::ScheduleChange>, projections::ApplyError> {
+    use crate::scheduler::{due, settled};
+    let work = hold_expiry(&event.aggregate_id);
+    Ok(match projections::decode::decode::<Hold>(event)? {
+        HoldEvent::HoldPlaced {
+            transfer,
+            expires_at: Some(expires_at),
+            ..
+        } => {
+            let hold_id = event.aggregate_id.parse::<HoldId>().map_err(|error| {
+                projections::ApplyError::Event {
+                    tenant_seq: event.tenant_seq,
+                    message: format!("hold id {}: {error}", event.aggregate_id),
+                }
+            })?;
+            let expire = ResolveHold {
+                hold_id,
+                transfer,
+                resolve: Resolve::Expire,
+                due_at: Some(expires_at),
+            };
+            vec![due(work, expires_at, &expire)?]
+        }
+        HoldEvent::HoldPlaced { .. } => Vec::new(),
+        HoldEvent::HoldPosted { .. }
+        | HoldEvent::HoldVoided { .. }
+        | HoldEvent::HoldExpired { .. } => {
+            vec![settled(work)]
+        }
+    })
+}
+
 /// The journal domain: accounts, entries, holds and asset scales, shared by
 /// every domain that moves money.
 pub fn domain() -> crate::domains::Domain {
@@ -553,6 +598,10 @@ pub fn domain() -> crate::domains::Domain {
         ],
         projections: vec![std::sync::Arc::new(projections::accounts::Accounts)],
         process_managers: Vec::new(),
+        schedules: vec![projections::scheduled::ScheduleReader {
+            aggregate_type: aggregates::journal::hold::HOLD_AGGREGATE,
+            read: schedule,
+        }],
         routes: || crate::http::journal::router().merge(crate::http::ledger::router()),
         tags: vec![(
             "journal",

@@ -344,11 +344,15 @@ impl Request for ChangeSeats {
 }
 
 /// Expires the grants of a quota whose expiry has passed (posting breakage).
+/// The scheduler submits it at a grant's expiry, carrying that time
+/// (`due_at`): it expires what was due then, however late it runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpireGrants {
     pub quota: QuotaType,
     pub account: Option<QuotaAccount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 impl Request for ExpireGrants {
@@ -363,7 +367,7 @@ impl Request for ExpireGrants {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let aggregate_id = quota_aggregate_id(self.quota, self.account.as_ref());
-        let at = decider.at();
+        let at = decider.at_due(self.due_at)?;
         let events = decider.execute::<Quota>(
             &aggregate_id,
             QuotaCommand::ExpireGrants {
@@ -391,6 +395,42 @@ impl Request for ExpireGrants {
     }
 }
 
+/// The scheduled work of grant `grant_id`: its expiry.
+pub fn grant_expiry(grant_id: GrantId) -> String {
+    format!("grant:{grant_id}:expiry")
+}
+
+/// What a quota event schedules: a grant's expiry at its expiry time; its
+/// end (expired or revoked) settles it.
+fn schedule(
+    event: &eventstore::StoredEvent,
+) -> Result<Vec<projections::scheduled::ScheduleChange>, projections::ApplyError> {
+    use crate::scheduler::{due, settled};
+    Ok(match projections::decode::decode::<Quota>(event)? {
+        QuotaEvent::GrantIssued {
+            quota,
+            account,
+            terms,
+            ..
+        } => match terms.expires_at {
+            Some(expires_at) => vec![due(
+                grant_expiry(terms.grant_id),
+                expires_at,
+                &ExpireGrants {
+                    quota,
+                    account,
+                    due_at: Some(expires_at),
+                },
+            )?],
+            None => Vec::new(),
+        },
+        QuotaEvent::GrantRevoked { grant_id, .. } | QuotaEvent::GrantExpired { grant_id, .. } => {
+            vec![settled(grant_expiry(grant_id))]
+        }
+        _ => Vec::new(),
+    })
+}
+
 /// The quota domain: grants, consumption and seats.
 pub fn domain() -> crate::domains::Domain {
     use crate::domains::{Domain, RequestKind, Section};
@@ -407,6 +447,10 @@ pub fn domain() -> crate::domains::Domain {
         ],
         projections: vec![std::sync::Arc::new(projections::quota::QuotaProjection)],
         process_managers: Vec::new(),
+        schedules: vec![projections::scheduled::ScheduleReader {
+            aggregate_type: aggregates::quota::QUOTA_AGGREGATE,
+            read: schedule,
+        }],
         routes: || crate::http::grants::router().merge(crate::http::quota::router()),
         tags: vec![
             ("grants", "Grants of quota and their balances"),

@@ -134,11 +134,12 @@ fn answer(
 }
 
 /// Issues the plan's grant of every quota type it gives, expiring at the
-/// period end; ids derive from the request.
+/// period end, effective at `at`; ids derive from the request.
 fn issue_plan_grants(
     decider: &mut Decider<'_>,
     plan: &Plan,
     period_end: DateTime<Utc>,
+    at: DateTime<Utc>,
 ) -> Result<Vec<PlanGrant>, Refusal> {
     let mut grants = Vec::new();
     for quota in QuotaType::ALL {
@@ -153,10 +154,9 @@ fn issue_plan_grants(
             source: GrantSource::Subscription,
             amount: limit.amount(),
             priority: PRIORITY_DEFAULT,
-            effective_at: decider.at(),
+            effective_at: at,
             expires_at: Some(period_end),
         };
-        let at = decider.at();
         let aggregate_id = quota_aggregate_id(quota, None);
         decider.execute::<Quota>(
             &aggregate_id,
@@ -181,14 +181,15 @@ fn issue_plan_grants(
     Ok(grants)
 }
 
-/// Ends the open subscription grants of every quota type; returns what ended.
+/// Ends the open subscription grants of every quota type at `at`; returns
+/// what ended.
 fn end_subscription_grants(
     decider: &mut Decider<'_>,
     ending: Ending,
+    at: DateTime<Utc>,
 ) -> Result<Vec<EndedGrant>, Refusal> {
     let mut ended = Vec::new();
     for quota in QuotaType::ALL {
-        let at = decider.at();
         let events = decider.execute::<Quota>(
             &quota_aggregate_id(quota, None),
             QuotaCommand::EndSubscriptionGrants { quota, ending, at },
@@ -247,7 +248,7 @@ impl Request for Subscribe {
                 ))
             }
         };
-        let grants = issue_plan_grants(decider, &self.plan, period_end)?;
+        let grants = issue_plan_grants(decider, &self.plan, period_end, at)?;
         Reply::created(SUBSCRIPTION_ID, &answer(decider, Some(grants), None)?)
     }
 }
@@ -285,8 +286,8 @@ impl Request for ChangePlan {
             .ok_or_else(|| {
                 Refusal::Internal("changed plan without an active subscription".into())
             })?;
-        let ended = end_subscription_grants(decider, Ending::Revoked)?;
-        let grants = issue_plan_grants(decider, &self.plan, period_end)?;
+        let ended = end_subscription_grants(decider, Ending::Revoked, at)?;
+        let grants = issue_plan_grants(decider, &self.plan, period_end, at)?;
         Reply::ok(
             SUBSCRIPTION_ID,
             &answer(decider, Some(grants), Some(ended))?,
@@ -316,7 +317,7 @@ impl Request for CancelSubscription {
             SubscriptionCommand::Cancel { when: self.at, at },
         )?;
         let ended = match self.at {
-            CancelAt::Now => end_subscription_grants(decider, Ending::Revoked)?,
+            CancelAt::Now => end_subscription_grants(decider, Ending::Revoked, at)?,
             CancelAt::PeriodEnd => Vec::new(),
         };
         Reply::ok(SUBSCRIPTION_ID, &answer(decider, None, Some(ended))?)
@@ -327,10 +328,15 @@ impl Request for CancelSubscription {
 /// aggregate refuses it before): the ending period's grants expire
 /// (breakage; allocated seats move to the next period's seat grant) and the
 /// plan's grants are issued again; with a cancellation scheduled, the
-/// subscription ends instead.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// subscription ends instead. The scheduler submits it at the period end,
+/// carrying that time (`due_at`): it then decides at the period end however
+/// late it runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RenewSubscription {}
+pub struct RenewSubscription {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+}
 
 impl Request for RenewSubscription {
     const KIND: &'static str = "renew_subscription";
@@ -340,10 +346,10 @@ impl Request for RenewSubscription {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        let at = decider.at();
+        let at = decider.at_due(self.due_at)?;
         let events =
             decider.execute::<Subscription>(SUBSCRIPTION_ID, SubscriptionCommand::Renew { at })?;
-        let ended = end_subscription_grants(decider, Ending::Expired)?;
+        let ended = end_subscription_grants(decider, Ending::Expired, at)?;
         let grants = match events.first() {
             Some(SubscriptionEvent::PeriodRenewed { period_end, .. }) => {
                 let plan = decider
@@ -354,7 +360,7 @@ impl Request for RenewSubscription {
                     .ok_or_else(|| {
                         Refusal::Internal("renewed without an active subscription".into())
                     })?;
-                issue_plan_grants(decider, &plan, *period_end)?
+                issue_plan_grants(decider, &plan, *period_end, at)?
             }
             _ => Vec::new(),
         };
@@ -363,6 +369,32 @@ impl Request for RenewSubscription {
             &answer(decider, Some(grants), Some(ended))?,
         )
     }
+}
+
+/// The scheduled work of the subscription: the renewal at the period end.
+pub const RENEWAL: &str = "subscription:renewal";
+
+/// What a subscription event schedules: each period's renewal at its end
+/// (which ends the subscription instead when a cancellation is scheduled);
+/// a cancellation settles it.
+fn schedule(
+    event: &eventstore::StoredEvent,
+) -> Result<Vec<projections::scheduled::ScheduleChange>, projections::ApplyError> {
+    use crate::scheduler::{due, settled};
+    Ok(match projections::decode::decode::<Subscription>(event)? {
+        SubscriptionEvent::Subscribed { period_end, .. }
+        | SubscriptionEvent::PeriodRenewed { period_end, .. } => vec![due(
+            RENEWAL,
+            period_end,
+            &RenewSubscription {
+                due_at: Some(period_end),
+            },
+        )?],
+        SubscriptionEvent::Cancelled { .. } => vec![settled(RENEWAL)],
+        SubscriptionEvent::PlanChanged { .. } | SubscriptionEvent::CancellationScheduled { .. } => {
+            Vec::new()
+        }
+    })
 }
 
 /// The subscriptions domain: the tenant's plan and the grants it issues.
@@ -382,6 +414,10 @@ pub fn domain() -> crate::domains::Domain {
             projections::subscriptions::Subscriptions,
         )],
         process_managers: Vec::new(),
+        schedules: vec![projections::scheduled::ScheduleReader {
+            aggregate_type: aggregates::subscription::SUBSCRIPTION_AGGREGATE,
+            read: schedule,
+        }],
         routes: crate::http::subscription::router,
         tags: vec![(
             "subscription",

@@ -277,6 +277,50 @@ async fn a_hold_reserves_at_once_and_resolves_once() {
         .post(&path(&big_id, "post"), "post-big", json!({"amount": 300}))
         .await;
     assert_eq!(posted.status, StatusCode::OK, "{}", posted.body);
+    // The balances show what the hold reserved while it was open, and what
+    // it posted after: as of the hold, now, and before it.
+    server.catch_up().await;
+    let held_at = |seq: i64| {
+        let acme = &acme;
+        async move {
+            let balances = acme
+                .read(&format!("/v1/journal/balances?as_of={seq}"), seq)
+                .await;
+            let held = balance_of(&balances, "held");
+            [
+                "debits",
+                "credits",
+                "debits_pending",
+                "credits_pending",
+                "available",
+            ]
+            .map(|field| held[field].as_str().unwrap().to_string())
+        }
+    };
+    let placed_seq = seq_of(&big.body);
+    assert_eq!(held_at(placed_seq).await, ["0", "500", "450", "0", "50"]);
+    let before_hold = placed_seq - big.body["events"].as_array().unwrap().len() as i64;
+    assert_eq!(held_at(before_hold).await, ["0", "500", "0", "0", "500"]);
+    let now = balance_of(
+        &acme
+            .read("/v1/journal/balances", seq_of(&posted.body))
+            .await,
+        "held",
+    );
+    assert_eq!(
+        (&now["debits"], &now["debits_pending"], &now["available"]),
+        (&json!("300"), &json!("0"), &json!("200"))
+    );
+    let cash = balance_of(
+        &acme
+            .read("/v1/journal/balances", seq_of(&posted.body))
+            .await,
+        "cash",
+    );
+    assert_eq!(
+        (&cash["credits_pending"], &cash["available"]),
+        (&json!("0"), &json!("200"))
+    );
     assert_eq!(
         (
             &posted.body["status"],

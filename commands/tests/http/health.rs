@@ -103,6 +103,7 @@ async fn metrics_scrapes_never_query_the_database_and_need_the_token_when_one_is
         bus: BusConfig::default(),
         workers: false,
         plans: aggregates::plan::PlanCatalog::builtin(),
+        ticker: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let store = db.store().clone();

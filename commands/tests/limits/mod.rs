@@ -39,6 +39,7 @@ impl Served {
                 bus: BusConfig::default(),
                 workers: false,
                 plans: aggregates::plan::PlanCatalog::builtin(),
+                ticker: None,
             };
             serve(
                 serving,

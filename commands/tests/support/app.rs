@@ -120,6 +120,7 @@ impl TestServer {
             },
             workers: options.workers,
             plans: aggregates::plan::PlanCatalog::builtin(),
+            ticker: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -194,6 +195,27 @@ impl TestServer {
         projections::runtime::catch_up_all(self.db.store().pool(), &projections, None, 1_000)
             .await
             .unwrap();
+    }
+
+    /// A scheduler ticker on this server's database, telling time by
+    /// `clock` and submitting through a pipeline of its own (as another
+    /// process would); tests call its single step, `tick`.
+    pub fn ticker(&self, clock: Clock) -> commands::scheduler::Ticker {
+        let bus = commands::CommandBus::start(
+            self.db.store().clone(),
+            BusConfig {
+                clock: clock.clone(),
+                ..BusConfig::default()
+            },
+            Arc::new(commands::Metrics::default()),
+        );
+        commands::scheduler::Ticker::new(
+            self.db.store().pool().clone(),
+            bus,
+            Arc::new(commands::domains::Registry::new()),
+            clock,
+            commands::scheduler::TickerConfig::default(),
+        )
     }
 
     /// Stops the server gracefully (drains the pipeline, stops the workers).

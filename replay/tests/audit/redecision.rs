@@ -302,6 +302,7 @@ async fn a_history_of_every_request_kind_verifies_clean_and_replays() {
             ExpireGrants {
                 quota: QuotaType::Credits,
                 account: account.clone(),
+                due_at: None,
             },
         )
         .await;
@@ -319,7 +320,7 @@ async fn a_history_of_every_request_kind_verifies_clean_and_replays() {
         )
         .await;
     ledger.set_clock(start + chrono::Duration::days(40));
-    ledger.run(0, "renew", RenewSubscription {}).await;
+    ledger.run(0, "renew", RenewSubscription::default()).await;
     assert_eq!(bought.body["quota"], "credits");
     journal_requests(&ledger, start + chrono::Duration::days(40)).await;
 
@@ -441,6 +442,7 @@ async fn journal_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
             hold_id: HoldId::from_uuid(id(key, "hold")),
             transfer: transfer.clone(),
             resolve,
+            due_at: None,
         };
         ledger.run(0, &format!("resolve-{key}"), resolution).await;
     }

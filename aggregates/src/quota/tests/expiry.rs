@@ -65,9 +65,10 @@ fn expiring_as_of_a_time_closes_only_the_grants_past_expiry() {
             quota: QuotaType::Credits,
             at: at(6),
         })
+        // Expired at its expiry (5), not at the command's time (6).
         .then_expect_events(vec![QuotaEvent::GrantExpired {
             grant_id: id(1),
-            expired_at: at(6),
+            expired_at: at(5),
             breakage: units(4),
             entry: Some(breakage),
         }]);

@@ -1,0 +1,318 @@
+//! The scheduler's ticker: submits each piece of due work (the
+//! `scheduled_work` projection) once the clock has passed its due time.
+//!
+//! A tick leases a bounded batch of due work (`scheduler_runs`: a row per
+//! idempotency key, taken over by another ticker only once its lease has
+//! run out), submits each request through the pipeline under the key
+//! derived from the event that scheduled it, and records the answer.
+//! Several processes tick side by side: the lease makes a double submission
+//! rare, and the key makes it harmless (the pipeline answers the second from
+//! the first's record). A process killed between lease and answer leaves a
+//! lease that runs out; the next ticker submits again under the same key.
+//!
+//! The request carries its due time and decides at it, so the outcome does
+//! not depend on when the ticker ran, and a replay decides it the same way.
+//! A domain refusal is final: recorded in `scheduler_runs` and never
+//! submitted again. No answer (the database is down) is retried after the
+//! lease.
+
+use crate::domains::Registry;
+use crate::pipeline::{Clock, CommandBus, PipelineError};
+use aggregates::TenantId;
+use chrono::{DateTime, Utc};
+use eventstore::IdempotencyKey;
+use projections::scheduled::ScheduleChange;
+use projections::ApplyError;
+use serde_json::Value;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// How the ticker works.
+#[derive(Debug, Clone, Copy)]
+pub struct TickerConfig {
+    /// Time between ticks when there is nothing more due (`serve
+    /// --tick-ms`).
+    pub every: Duration,
+    /// Most requests one tick submits.
+    pub batch: i64,
+    /// How long a ticker keeps what it leased before another may take it.
+    pub lease: Duration,
+}
+
+impl Default for TickerConfig {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_millis(1_000),
+            batch: 256,
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Due work this tick leased.
+    pub leased: usize,
+    /// Requests accepted (or answered from an earlier acceptance).
+    pub accepted: usize,
+    /// Requests refused by their domain (final).
+    pub refused: usize,
+    /// Requests without an answer, left to a later tick.
+    pub failed: usize,
+}
+
+/// The ticker: the pool it leases on, the pipeline it submits to, the
+/// clock it tells due time by.
+#[derive(Clone)]
+pub struct Ticker {
+    pool: PgPool,
+    bus: CommandBus,
+    registry: Arc<Registry>,
+    clock: Clock,
+    config: TickerConfig,
+}
+
+/// Leases up to `$3` pieces of open work due at `$1` that no ticker holds,
+/// until `$2`; answers what it leased.
+const LEASE: &str = "\
+    WITH due AS ( \
+        SELECT w.tenant_id, w.idempotency_key, w.work, w.request_kind, w.request, w.due_at \
+        FROM scheduled_work w \
+        LEFT JOIN scheduler_runs r \
+          ON r.tenant_id = w.tenant_id AND r.idempotency_key = w.idempotency_key \
+        WHERE w.settled_seq IS NULL AND w.due_at <= $1 \
+          AND (r.tenant_id IS NULL OR (r.outcome IS NULL AND r.leased_until <= $1)) \
+        ORDER BY w.due_at LIMIT $3 \
+    ), leased AS ( \
+        INSERT INTO scheduler_runs (tenant_id, idempotency_key, work, leased_until, attempts) \
+        SELECT tenant_id, idempotency_key, work, $2, 1 FROM due \
+        ON CONFLICT (tenant_id, idempotency_key) DO UPDATE \
+            SET leased_until = EXCLUDED.leased_until, attempts = scheduler_runs.attempts + 1 \
+            WHERE scheduler_runs.outcome IS NULL AND scheduler_runs.leased_until <= $1 \
+        RETURNING tenant_id, idempotency_key \
+    ) \
+    SELECT due.tenant_id, due.idempotency_key, due.request_kind, due.request \
+    FROM due JOIN leased USING (tenant_id, idempotency_key) ORDER BY due.due_at";
+
+const FINISH: &str = "\
+    UPDATE scheduler_runs SET outcome = $3, status = $4, error_code = $5, tenant_seq = $6, \
+        finished_at = $7, last_error = NULL \
+    WHERE tenant_id = $1 AND idempotency_key = $2";
+
+const FAIL: &str = "\
+    UPDATE scheduler_runs SET last_error = $3 WHERE tenant_id = $1 AND idempotency_key = $2";
+
+/// One piece of leased work.
+struct Leased {
+    tenant_id: Uuid,
+    key: String,
+    kind: String,
+    request: Value,
+}
+
+/// How one submission ended.
+enum Answer {
+    Accepted {
+        status: u16,
+        tenant_seq: i64,
+    },
+    Refused {
+        status: u16,
+        code: String,
+        tenant_seq: i64,
+    },
+    Unanswered(String),
+}
+
+impl Ticker {
+    pub fn new(
+        pool: PgPool,
+        bus: CommandBus,
+        registry: Arc<Registry>,
+        clock: Clock,
+        config: TickerConfig,
+    ) -> Self {
+        Self {
+            pool,
+            bus,
+            registry,
+            clock,
+            config,
+        }
+    }
+
+    /// One tick at the clock's time: leases the due work, submits it,
+    /// records the answers.
+    pub async fn tick(&self) -> Result<TickReport, sqlx::Error> {
+        let now = self.clock.now();
+        let lease = chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+        let rows: Vec<(Uuid, String, String, Value)> = sqlx::query_as(LEASE)
+            .bind(now)
+            .bind(now + lease)
+            .bind(self.config.batch.max(1))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut report = TickReport {
+            leased: rows.len(),
+            ..TickReport::default()
+        };
+        let mut submissions = tokio::task::JoinSet::new();
+        for (tenant_id, key, kind, request) in rows {
+            let ticker = self.clone();
+            let leased = Leased {
+                tenant_id,
+                key,
+                kind,
+                request,
+            };
+            submissions.spawn(async move {
+                let answer = ticker.submit(&leased).await;
+                (leased, answer)
+            });
+        }
+        while let Some(joined) = submissions.join_next().await {
+            let Ok((leased, answer)) = joined else {
+                report.failed += 1;
+                continue;
+            };
+            match &answer {
+                Answer::Accepted { .. } => report.accepted += 1,
+                Answer::Refused { .. } => report.refused += 1,
+                Answer::Unanswered(error) => {
+                    tracing::warn!(key = %leased.key, %error, "scheduled request got no answer");
+                    report.failed += 1;
+                }
+            }
+            self.record(&leased, answer, now).await?;
+        }
+        Ok(report)
+    }
+
+    /// Submits one leased request.
+    async fn submit(&self, leased: &Leased) -> Answer {
+        let Some(kind) = self.registry.request(&leased.kind) else {
+            return Answer::Unanswered(format!("no domain knows request kind {}", leased.kind));
+        };
+        let request = match kind.decode(&leased.request) {
+            Ok(request) => request,
+            Err(error) => return Answer::Unanswered(format!("the request does not decode: {error}")),
+        };
+        let key = match IdempotencyKey::parse(&leased.key) {
+            Ok(key) => key,
+            Err(error) => return Answer::Unanswered(error.to_string()),
+        };
+        let tenant_id = TenantId::from_uuid(leased.tenant_id);
+        match self.bus.execute_any(tenant_id, key, request).await {
+            Ok(outcome) if outcome.accepted() => Answer::Accepted {
+                status: outcome.status,
+                tenant_seq: outcome.tenant_seq,
+            },
+            Ok(outcome) => Answer::Refused {
+                status: outcome.status,
+                code: outcome.body["error"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                tenant_seq: outcome.tenant_seq,
+            },
+            Err(PipelineError::UnknownTenant) => Answer::Refused {
+                status: 404,
+                code: "unknown_tenant".into(),
+                tenant_seq: 0,
+            },
+            Err(error) => Answer::Unanswered(error.to_string()),
+        }
+    }
+
+    /// Records how one submission ended.
+    async fn record(
+        &self,
+        leased: &Leased,
+        answer: Answer,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let (outcome, status, code, tenant_seq) = match answer {
+            Answer::Accepted { status, tenant_seq } => ("accepted", status, None, tenant_seq),
+            Answer::Refused {
+                status,
+                code,
+                tenant_seq,
+            } => ("refused", status, Some(code), tenant_seq),
+            Answer::Unanswered(error) => {
+                sqlx::query(FAIL)
+                    .bind(leased.tenant_id)
+                    .bind(&leased.key)
+                    .bind(error)
+                    .execute(&self.pool)
+                    .await?;
+                return Ok(());
+            }
+        };
+        sqlx::query(FINISH)
+            .bind(leased.tenant_id)
+            .bind(&leased.key)
+            .bind(outcome)
+            .bind(i32::from(status))
+            .bind(code)
+            .bind(tenant_seq)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ticks every `every` until `shutdown` turns true; straight again
+    /// while a tick finds a full batch due.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let full = match self.tick().await {
+                Ok(report) => report.leased as i64 >= self.config.batch.max(1),
+                Err(error) => {
+                    tracing::warn!(%error, "scheduler tick failed");
+                    false
+                }
+            };
+            if full {
+                if *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.config.every) => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The change that schedules `request` as `work`, due at `due_at`.
+pub fn due<R: crate::pipeline::Request>(
+    work: impl Into<String>,
+    due_at: DateTime<Utc>,
+    request: &R,
+) -> Result<ScheduleChange, ApplyError> {
+    let request = serde_json::to_value(request).map_err(|error| ApplyError::Event {
+        tenant_seq: 0,
+        message: format!("scheduling {}: {error}", R::KIND),
+    })?;
+    Ok(ScheduleChange::Due {
+        work: work.into(),
+        due_at,
+        kind: R::KIND,
+        request,
+    })
+}
+
+/// The change that settles `work`.
+pub fn settled(work: impl Into<String>) -> ScheduleChange {
+    ScheduleChange::Settled { work: work.into() }
+}

@@ -1,0 +1,466 @@
+//! The scheduler: period renewals, grant expiries and hold expiries happen
+//! by themselves once their time has come, each exactly once, deciding at
+//! their due time. The ticker is driven by its single step with an injected
+//! clock; the projections by `catch_up`.
+
+use super::*;
+use commands::scheduler::TickReport;
+
+/// The tenant's scheduled work (every piece, or the open ones).
+async fn work(client: &Client, open: bool, seq: i64) -> Vec<Value> {
+    let page = client
+        .read(&format!("/v1/scheduler/work?open={open}"), seq)
+        .await;
+    page["work"].as_array().unwrap().clone()
+}
+
+/// How many events of `event_type` the tenant has.
+async fn count_events(server: &TestServer, client: &Client, event_type: &str) -> i64 {
+    let count: (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM events WHERE tenant_id = $1::uuid AND event_type = $2",
+    )
+    .bind(&client.tenant_id)
+    .bind(event_type)
+    .fetch_one(server.db.store().pool())
+    .await
+    .unwrap();
+    count.0
+}
+
+/// Now, in whole seconds (the read tables keep microseconds).
+fn whole_seconds_now() -> DateTime<Utc> {
+    use chrono::DurationRound;
+    Utc::now().duration_trunc(Duration::seconds(1)).unwrap()
+}
+
+fn report(leased: usize, accepted: usize, refused: usize) -> TickReport {
+    TickReport {
+        leased,
+        accepted,
+        refused,
+        failed: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_renews_by_itself_at_its_period_end_exactly_once() {
+    // Proves: the renewal is scheduled at the period end; a tick before it
+    // submits nothing; the first tick after it renews the subscription as of
+    // the period end (not the tick's time): the ending grants expire with
+    // closed_at at the period end and the next period's grants take effect
+    // then; ticking again submits nothing more; the next period's renewal
+    // is scheduled in its place.
+    let clock = a_month_ago();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let ticker = server.ticker(clock.clock());
+    let acme = server.tenant("acme").await;
+    let subscribed = acme
+        .post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
+        .await;
+    assert_eq!(
+        subscribed.status,
+        StatusCode::CREATED,
+        "{}",
+        subscribed.body
+    );
+    let period_end = time_of(&subscribed.body["period_end"]);
+    let runs_grant = grant_of(&subscribed.body, "runs")["grant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.catch_up().await;
+    let scheduled = work(&acme, true, seq_of(&subscribed.body)).await;
+    let renewal = scheduled
+        .iter()
+        .find(|work| work["work"] == "subscription:renewal")
+        .unwrap();
+    assert_eq!(time_of(&renewal["due_at"]), period_end);
+    assert_eq!(renewal["request_kind"], "renew_subscription");
+    assert_eq!(renewal["request"], json!({"due_at": renewal["due_at"]}));
+    assert!(renewal["idempotency_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("pm:scheduler:"));
+    // The renewal and the three grants' expiries, all at the period end.
+    assert_eq!(scheduled.len(), 4, "{scheduled:?}");
+
+    clock.set(period_end - Duration::seconds(1));
+    assert_eq!(ticker.tick().await.unwrap(), report(0, 0, 0));
+    clock.set(period_end + Duration::minutes(7));
+    assert_eq!(ticker.tick().await.unwrap(), report(4, 4, 0));
+    assert_eq!(ticker.tick().await.unwrap(), report(0, 0, 0));
+    server.catch_up().await;
+    assert_eq!(ticker.tick().await.unwrap(), report(0, 0, 0));
+
+    let seq = head_seq(&server, &acme).await;
+    let subscription = acme.read("/v1/subscription", seq).await;
+    assert_eq!(time_of(&subscription["period_start"]), period_end);
+    let next_end = period_end.checked_add_months(Months::new(1)).unwrap();
+    assert_eq!(time_of(&subscription["period_end"]), next_end);
+    assert_eq!(count_events(&server, &acme, "PeriodRenewed").await, 1);
+    let ended = acme.read(&format!("/v1/grants/{runs_grant}"), seq).await;
+    assert_eq!(ended["status"], "expired");
+    assert_eq!(time_of(&ended["closed_at"]), period_end);
+    let runs = acme.read("/v1/quota/runs", seq).await;
+    let current: Vec<&Value> = runs["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|grant| grant["status"] == "active")
+        .collect();
+    assert_eq!(current.len(), 1, "{runs}");
+    assert_eq!(time_of(&current[0]["effective_at"]), period_end);
+    // Only the next period's work is open: its renewal and grant expiries.
+    let open = work(&acme, true, seq).await;
+    assert_eq!(open.len(), 4, "{open:?}");
+    assert!(open.iter().all(|work| time_of(&work["due_at"]) == next_end));
+    assert_trial_balance_is_zero(&acme, seq).await;
+}
+
+#[tokio::test]
+async fn a_cancellation_at_period_end_ends_the_subscription_there_by_itself() {
+    // Proves: with a cancellation scheduled, the renewal due at the period
+    // end cancels the subscription as of the period end; nothing is
+    // scheduled after it; a manual renew afterwards answers 404
+    // not_subscribed.
+    let clock = a_month_ago();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let ticker = server.ticker(clock.clock());
+    let acme = server.tenant("acme").await;
+    let subscribed = acme
+        .post("/v1/subscription", "sub", json!({"plan": "hobby_v3"}))
+        .await;
+    let period_end = time_of(&subscribed.body["period_end"]);
+    let cancel = acme
+        .post(
+            "/v1/subscription/cancel",
+            "cancel",
+            json!({"at": "period_end"}),
+        )
+        .await;
+    assert_eq!(cancel.status, StatusCode::OK, "{}", cancel.body);
+    server.catch_up().await;
+    clock.set(period_end + Duration::hours(3));
+    let ticked = ticker.tick().await.unwrap();
+    // The renewal and the three grants' expiries.
+    assert_eq!((ticked.leased, ticked.refused), (4, 0), "{ticked:?}");
+    server.catch_up().await;
+    let seq = head_seq(&server, &acme).await;
+    let subscription = acme.read("/v1/subscription", seq).await;
+    assert_eq!(subscription["status"], "cancelled");
+    assert_eq!(time_of(&subscription["cancelled_at"]), period_end);
+    assert_eq!(work(&acme, true, seq).await, Vec::<Value>::new());
+    assert_eq!(ticker.tick().await.unwrap(), report(0, 0, 0));
+    let renew = acme
+        .post("/v1/subscription/renew", "renew", json!({}))
+        .await;
+    renew.assert_error(StatusCode::NOT_FOUND, "not_subscribed");
+}
+
+#[tokio::test]
+async fn a_grant_expires_by_itself_closed_at_its_expiry() {
+    // Proves: a grant with an expiry expires once the ticker passes it,
+    // closed at its expiry (not at the tick), its unused balance posted as
+    // breakage; a tick before the expiry does nothing.
+    let clock = TestClock::at(whole_seconds_now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let ticker = server.ticker(clock.clock());
+    let acme = server.tenant("acme").await;
+    let expires_at = clock.now() + Duration::hours(1);
+    let bought = acme
+        .post(
+            "/v1/grants",
+            "buy",
+            json!({"quota": "credits", "amount": 40, "source": "purchase",
+                   "expires_at": expires_at.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+    let grant_id = bought.body["grant_id"].as_str().unwrap().to_string();
+    acme.post("/v1/quota/credits/consume", "use", json!({"amount": 15}))
+        .await;
+    server.catch_up().await;
+    clock.set(expires_at - Duration::milliseconds(1));
+    assert_eq!(ticker.tick().await.unwrap(), report(0, 0, 0));
+    clock.set(expires_at + Duration::days(2));
+    assert_eq!(ticker.tick().await.unwrap(), report(1, 1, 0));
+    server.catch_up().await;
+    let seq = head_seq(&server, &acme).await;
+    let grant = acme.read(&format!("/v1/grants/{grant_id}"), seq).await;
+    assert_eq!(grant["status"], "expired");
+    assert_eq!(time_of(&grant["closed_at"]), expires_at);
+    assert_eq!(grant["breakage"], 25);
+    let all = work(&acme, false, seq).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["work"], format!("grant:{grant_id}:expiry"));
+    assert_eq!(all[0]["outcome"], "accepted");
+    assert_eq!(all[0]["attempts"], 1);
+    assert!(all[0]["settled_seq"].is_i64(), "{}", all[0]);
+    assert_trial_balance_is_zero(&acme, seq).await;
+}
+
+/// Opens `cash` and a no-overdraft `held` holding 500 USD/2 for `acme`.
+async fn funded_accounts(acme: &Client) {
+    for (key, code, account_type, flags) in [
+        ("open-cash", "cash", "asset", json!({})),
+        (
+            "open-held",
+            "held",
+            "liability",
+            json!({"debits_must_not_exceed_credits": true}),
+        ),
+    ] {
+        let opened = acme
+            .post(
+                "/v1/journal/accounts",
+                key,
+                json!({"code": code, "type": account_type, "flags": flags}),
+            )
+            .await;
+        assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    }
+    let deposit = acme
+        .post(
+            "/v1/journal/entries",
+            "deposit",
+            json!({"lines": [
+                {"account": "cash", "asset": "USD/2", "side": "debit", "amount": 500},
+                {"account": "held", "asset": "USD/2", "side": "credit", "amount": 500},
+            ]}),
+        )
+        .await;
+    assert_eq!(deposit.status, StatusCode::CREATED, "{}", deposit.body);
+}
+
+/// Places a hold of `amount` on `held`, expiring at `expires_at`.
+async fn hold(acme: &Client, key: &str, amount: i64, expires_at: DateTime<Utc>) -> String {
+    let placed = acme
+        .post(
+            "/v1/journal/holds",
+            key,
+            json!({"debit": "held", "credit": "cash", "asset": "USD/2",
+                   "amount": amount, "expires_at": expires_at.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.body);
+    placed.body["hold_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_hold_expires_by_itself_and_a_refusal_is_final() {
+    // Proves: a hold past its expiry expires by the ticker, releasing what
+    // it reserved; a hold posted before the scheduled expiry is projected as
+    // settled is refused by its domain when the ticker submits the expiry
+    // (hold_already_posted): a final, recorded outcome, never submitted
+    // again.
+    let clock = TestClock::at(whole_seconds_now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let ticker = server.ticker(clock.clock());
+    let acme = server.tenant("acme").await;
+    funded_accounts(&acme).await;
+    let expires_at = clock.now() + Duration::minutes(30);
+    let expiring = hold(&acme, "hold-1", 300, expires_at).await;
+    let posted = hold(&acme, "hold-2", 100, expires_at).await;
+    server.catch_up().await;
+    let post = acme
+        .post(
+            &format!("/v1/journal/holds/{posted}/post"),
+            "post-2",
+            json!({}),
+        )
+        .await;
+    assert_eq!(post.status, StatusCode::OK, "{}", post.body);
+    clock.set(expires_at + Duration::seconds(5));
+    assert_eq!(ticker.tick().await.unwrap(), report(2, 1, 1));
+    assert_eq!(ticker.tick().await.unwrap(), report(0, 0, 0));
+    let seq = head_seq(&server, &acme).await;
+    server.catch_up().await;
+    let refused = work(&acme, false, seq).await;
+    let refused = refused
+        .iter()
+        .find(|work| work["work"] == format!("hold:{posted}:expiry"))
+        .unwrap();
+    assert_eq!(refused["outcome"], "refused");
+    assert_eq!(refused["error_code"], "hold_already_posted");
+    let held = acme.read("/v1/journal/accounts/held", seq).await;
+    let usd = &held["balances"][0];
+    assert_eq!(
+        (
+            &usd["debits_pending"],
+            &usd["debits_posted"],
+            &usd["available"]
+        ),
+        (&json!("0"), &json!("100"), &json!("400")),
+        "{held}"
+    );
+    assert_eq!(count_events(&server, &acme, "HoldExpired").await, 1);
+    let expired: (String,) = sqlx::query_as(
+        "SELECT payload->'HoldExpired'->>'at' FROM events \
+         WHERE tenant_id = $1::uuid AND aggregate_id = $2 AND event_type = 'HoldExpired'",
+    )
+    .bind(&acme.tenant_id)
+    .bind(&expiring)
+    .fetch_one(server.db.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(expired.0.parse::<DateTime<Utc>>().unwrap(), expires_at);
+}
+
+#[tokio::test]
+async fn tickers_side_by_side_and_after_a_crash_submit_each_due_request_once() {
+    // Proves: two tickers ticking at once over 24 due expiries lease each
+    // once between them; a ticker that leased work and died leaves it to
+    // another once its lease runs out, which submits it under the same
+    // key: a request that took effect before the crash is answered from its
+    // record, not applied twice.
+    let clock = TestClock::at(whole_seconds_now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let (first, second) = (server.ticker(clock.clock()), server.ticker(clock.clock()));
+    let acme = server.tenant("acme").await;
+    let start = clock.now();
+    for n in 0..24 {
+        let bought = acme
+            .post(
+                "/v1/grants",
+                &format!("buy-{n}"),
+                json!({"quota": "credits", "amount": 10, "source": "purchase",
+                       "expires_at": (start + Duration::minutes(n + 1)).to_rfc3339()}),
+            )
+            .await;
+        assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+    }
+    server.catch_up().await;
+    clock.set(start + Duration::hours(1));
+    let (a, b) = tokio::join!(first.tick(), second.tick());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.leased + b.leased, 24, "{a:?} {b:?}");
+    assert_eq!(a.accepted + b.accepted, 24, "{a:?} {b:?}");
+    assert_eq!(count_events(&server, &acme, "GrantExpired").await, 24);
+
+    // A crash: one more grant's expiry is leased by a ticker that submits
+    // it and dies before recording the answer.
+    let last = acme
+        .post(
+            "/v1/grants",
+            "buy-last",
+            json!({"quota": "credits", "amount": 10, "source": "purchase",
+                   "expires_at": (start + Duration::hours(2)).to_rfc3339()}),
+        )
+        .await;
+    server.catch_up().await;
+    let seq = seq_of(&last.body);
+    let due = work(&acme, true, seq).await;
+    assert_eq!(due.len(), 1);
+    clock.set(start + Duration::hours(3));
+    let leased: (i64,) = sqlx::query_as(
+        "INSERT INTO scheduler_runs (tenant_id, idempotency_key, work, leased_until, attempts) \
+         VALUES ($1::uuid, $2, $3, $4, 1) RETURNING attempts::bigint",
+    )
+    .bind(&acme.tenant_id)
+    .bind(due[0]["idempotency_key"].as_str().unwrap())
+    .bind(due[0]["work"].as_str().unwrap())
+    .bind(clock.now() + Duration::seconds(30))
+    .fetch_one(server.db.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(leased.0, 1);
+    let request: commands::requests::quota::ExpireGrants =
+        serde_json::from_value(due[0]["request"].clone()).unwrap();
+    let dead = commands::CommandBus::start(
+        server.db.store().clone(),
+        commands::BusConfig {
+            clock: clock.clock(),
+            ..commands::BusConfig::default()
+        },
+        std::sync::Arc::new(commands::Metrics::default()),
+    );
+    let before_crash = dead
+        .execute(
+            acme.tenant_id.parse().unwrap(),
+            eventstore::IdempotencyKey::parse(due[0]["idempotency_key"].as_str().unwrap()).unwrap(),
+            request,
+        )
+        .await
+        .unwrap();
+    assert_eq!(before_crash.status, 200, "{}", before_crash.body);
+    // The lease holds until it runs out; then the work is taken over.
+    assert_eq!(first.tick().await.unwrap(), report(0, 0, 0));
+    clock.set(start + Duration::hours(3) + Duration::seconds(31));
+    assert_eq!(second.tick().await.unwrap(), report(1, 1, 0));
+    assert_eq!(count_events(&server, &acme, "GrantExpired").await, 25);
+    let seq = head_seq(&server, &acme).await;
+    server.catch_up().await;
+    let taken_over = work(&acme, false, seq).await;
+    let taken_over = taken_over
+        .iter()
+        .find(|work| work["work"] == due[0]["work"])
+        .unwrap();
+    assert_eq!(taken_over["attempts"], 2);
+    assert_eq!(taken_over["outcome"], "accepted");
+}
+
+#[tokio::test]
+async fn a_scheduled_request_before_its_due_time_is_refused_not_due() {
+    // Proves: a request carrying a due time later than the pipeline's
+    // clock is refused (422 not_due) and changes nothing.
+    let clock = TestClock::at(whole_seconds_now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    let bus = commands::CommandBus::start(
+        server.db.store().clone(),
+        commands::BusConfig {
+            clock: clock.clock(),
+            ..commands::BusConfig::default()
+        },
+        std::sync::Arc::new(commands::Metrics::default()),
+    );
+    let due_at = clock.now() + Duration::minutes(1);
+    let early = bus
+        .execute(
+            acme.tenant_id.parse().unwrap(),
+            eventstore::IdempotencyKey::parse("early").unwrap(),
+            commands::requests::subscription::RenewSubscription {
+                due_at: Some(due_at),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(early.status, 422, "{}", early.body);
+    assert_eq!(early.body["error"]["code"], "not_due");
+    assert_eq!(
+        early.body["error"]["details"]["due_at"],
+        json!(due_at),
+        "{}",
+        early.body
+    );
+    let events: (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE tenant_id = $1::uuid")
+        .bind(&acme.tenant_id)
+        .fetch_one(server.db.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(events.0, 0);
+}
