@@ -86,7 +86,7 @@ const LEASE: &str = "\
           ON r.tenant_id = w.tenant_id AND r.idempotency_key = w.idempotency_key \
         WHERE w.settled_seq IS NULL AND w.due_at <= $1 \
           AND (r.tenant_id IS NULL OR (r.outcome IS NULL AND r.leased_until <= $1)) \
-        ORDER BY w.due_at LIMIT $3 \
+        ORDER BY w.due_at, w.tenant_id, w.idempotency_key LIMIT $3 \
     ), leased AS ( \
         INSERT INTO scheduler_runs (tenant_id, idempotency_key, work, leased_until, attempts) \
         SELECT tenant_id, idempotency_key, work, $2, 1 FROM due \
@@ -96,7 +96,8 @@ const LEASE: &str = "\
         RETURNING tenant_id, idempotency_key \
     ) \
     SELECT due.tenant_id, due.idempotency_key, due.request_kind, due.request \
-    FROM due JOIN leased USING (tenant_id, idempotency_key) ORDER BY due.due_at";
+    FROM due JOIN leased USING (tenant_id, idempotency_key) \
+    ORDER BY due.due_at, due.tenant_id, due.idempotency_key";
 
 const FINISH: &str = "\
     UPDATE scheduler_runs SET outcome = $3, status = $4, error_code = $5, tenant_seq = $6, \
@@ -187,7 +188,11 @@ impl Ticker {
                     report.failed += 1;
                 }
             }
-            self.record(&leased, answer, now).await?;
+            // A lost record is harmless (the lease runs out and the request
+            // is answered from its own record next time): go on with the rest.
+            if let Err(error) = self.record(&leased, answer, now).await {
+                tracing::warn!(key = %leased.key, %error, "cannot record a scheduled request's answer");
+            }
         }
         Ok(report)
     }
@@ -199,7 +204,9 @@ impl Ticker {
         };
         let request = match kind.decode(&leased.request) {
             Ok(request) => request,
-            Err(error) => return Answer::Unanswered(format!("the request does not decode: {error}")),
+            Err(error) => {
+                return Answer::Unanswered(format!("the request does not decode: {error}"))
+            }
         };
         let key = match IdempotencyKey::parse(&leased.key) {
             Ok(key) => key,
@@ -222,6 +229,13 @@ impl Ticker {
             Err(PipelineError::UnknownTenant) => Answer::Refused {
                 status: 404,
                 code: "unknown_tenant".into(),
+                tenant_seq: 0,
+            },
+            // Another request took the key first (clients cannot: the edge
+            // refuses `pm:` keys): final, and visible in the work's outcome.
+            Err(PipelineError::KeyReused) => Answer::Refused {
+                status: 409,
+                code: "idempotency_key_reused".into(),
                 tenant_seq: 0,
             },
             Err(error) => Answer::Unanswered(error.to_string()),

@@ -113,8 +113,8 @@ pub fn start_ticker(
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops taking
 /// connections, finishes in-flight requests (closing what is left at the
-/// shutdown timeout), stops the ticker, drains the pipeline and stops the
-/// workers. Next to them run the timer that refreshes the projection gauges
+/// shutdown timeout), stops the ticker and the workers, and drains the
+/// pipeline. Next to them run the timer that refreshes the projection gauges
 /// of `/metrics` (once before the first connection is taken) and the
 /// listener that evicts API keys revoked by other processes. The workers,
 /// the process managers and the scheduler's ticker run here unless
@@ -193,10 +193,12 @@ pub async fn serve(
     if let Some(ticker) = ticker {
         let _ = ticker.await;
     }
-    bus.shutdown().await;
+    // The process managers among the workers submit through the pipeline:
+    // they stop before it.
     if let Some(workers) = workers {
         workers.stop().await;
     }
+    bus.shutdown().await;
     let _ = stop_tasks.send(true);
     let _ = notifier.await;
     let _ = revocations.await;

@@ -97,7 +97,8 @@ const ADD_BALANCES: &str = "\
     ON CONFLICT (tenant_id, account, asset) DO UPDATE SET \
         debits = account_balances.debits + EXCLUDED.debits, \
         credits = account_balances.credits + EXCLUDED.credits, \
-        last_tenant_seq = EXCLUDED.last_tenant_seq";
+        last_tenant_seq = EXCLUDED.last_tenant_seq \
+    WHERE account_balances.account_type = EXCLUDED.account_type";
 
 #[async_trait]
 impl Projection for Journal {
@@ -157,7 +158,17 @@ fn collect<'a>(
                     posting.asset.to_string(),
                 ))
                 .or_default();
-            balance.account_type = posting.account.account_type.as_str();
+            let account_type = posting.account.account_type.as_str();
+            if !balance.account_type.is_empty() && balance.account_type != account_type {
+                return Err(ApplyError::Event {
+                    tenant_seq: event.tenant_seq,
+                    message: format!(
+                        "account {} posted as {account_type}, earlier as {}",
+                        posting.account.code, balance.account_type
+                    ),
+                });
+            }
+            balance.account_type = account_type;
             balance.seq = event.tenant_seq;
             match posting.side {
                 Side::Debit => balance.debits += i128::from(posting.amount.value()),
@@ -243,7 +254,7 @@ async fn add_balances(
     connection: &mut PgConnection,
     balances: &BalanceDeltas,
 ) -> Result<(), ApplyError> {
-    sqlx::query(ADD_BALANCES)
+    let added = sqlx::query(ADD_BALANCES)
         .bind(
             balances
                 .keys()
@@ -288,7 +299,45 @@ async fn add_balances(
         )
         .execute(&mut *connection)
         .await?;
+    // A row not inserted nor updated is an account posted as another type
+    // than its earlier postings: every code keeps one type in a tenant.
+    if added.rows_affected() != balances.len() as u64 {
+        return Err(type_changed(connection, balances).await);
+    }
     Ok(())
+}
+
+/// The error naming the account of `balances` posted as another type than
+/// the balances table has it.
+async fn type_changed(connection: &mut PgConnection, balances: &BalanceDeltas) -> ApplyError {
+    for ((tenant, account, asset), balance) in balances {
+        let stored: Result<Option<(String,)>, sqlx::Error> = sqlx::query_as(
+            "SELECT account_type FROM account_balances \
+             WHERE tenant_id = $1 AND account = $2 AND asset = $3",
+        )
+        .bind(tenant)
+        .bind(account)
+        .bind(asset)
+        .fetch_optional(&mut *connection)
+        .await;
+        match stored {
+            Ok(Some((stored,))) if stored != balance.account_type => {
+                return ApplyError::Event {
+                    tenant_seq: balance.seq,
+                    message: format!(
+                        "account {account} posted as {}, earlier as {stored}",
+                        balance.account_type
+                    ),
+                }
+            }
+            Ok(_) => {}
+            Err(error) => return error.into(),
+        }
+    }
+    ApplyError::Event {
+        tenant_seq: 0,
+        message: "an account balance was neither added nor updated".into(),
+    }
 }
 
 /// A journal entry as read.

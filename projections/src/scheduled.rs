@@ -230,7 +230,7 @@ impl Columns {
 }
 
 /// One piece of scheduled work as read, with what the ticker did with it.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct ScheduledRow {
     pub work: String,
     pub due_at: DateTime<Utc>,
@@ -252,20 +252,6 @@ pub struct ScheduledRow {
     pub last_error: Option<String>,
 }
 
-type ReadRow = (
-    String,
-    DateTime<Utc>,
-    String,
-    String,
-    Value,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<i32>,
-    Option<String>,
-);
-
 /// The tenant's scheduled work ordered by due time (then name), after the
 /// work named `after`, at most `limit` rows; only the open work (neither
 /// settled nor answered) when `open`. Inside a tenant read transaction.
@@ -276,9 +262,10 @@ pub async fn list(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<ScheduledRow>, sqlx::Error> {
-    let rows: Vec<ReadRow> = sqlx::query_as(
+    sqlx::query_as(
         "SELECT w.work, w.due_at, w.idempotency_key, w.request_kind, w.request, w.scheduled_seq, \
-                w.settled_seq, r.outcome, r.error_code, r.attempts, r.last_error \
+                w.settled_seq, r.outcome, r.error_code, coalesce(r.attempts, 0) AS attempts, \
+                r.last_error \
          FROM scheduled_work w \
          LEFT JOIN scheduler_runs r \
            ON r.tenant_id = w.tenant_id AND r.idempotency_key = w.idempotency_key \
@@ -293,37 +280,5 @@ pub async fn list(
     .bind(after)
     .bind(limit)
     .fetch_all(connection)
-    .await?;
-    Ok(rows.into_iter().map(ScheduledRow::from).collect())
-}
-
-impl From<ReadRow> for ScheduledRow {
-    fn from(row: ReadRow) -> Self {
-        let (
-            work,
-            due_at,
-            idempotency_key,
-            request_kind,
-            request,
-            scheduled_seq,
-            settled_seq,
-            outcome,
-            error_code,
-            attempts,
-            last_error,
-        ) = row;
-        Self {
-            work,
-            due_at,
-            idempotency_key,
-            request_kind,
-            request,
-            scheduled_seq,
-            settled_seq,
-            outcome,
-            error_code,
-            attempts: attempts.unwrap_or(0),
-            last_error,
-        }
-    }
+    .await
 }

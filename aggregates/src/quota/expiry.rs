@@ -30,20 +30,15 @@ impl Decision {
         let mut excluded = due.clone();
         excluded.extend_from_slice(closing);
         for grant_id in due {
-            // A grant expires at its expiry, whichever later command
-            // finds it due.
-            let expired_at = self
-                .state
-                .grant(grant_id)
-                .and_then(|grant| grant.terms.expires_at)
-                .unwrap_or(at);
-            self.close(quota, grant_id, &excluded, Ending::Expired, expired_at)?;
+            self.close(quota, grant_id, &excluded, Ending::Expired, at)?;
         }
         Ok(())
     }
 
-    /// Closes one active grant: its allocated seats move first (to grants
-    /// not in `excluded`), then its unused balance is posted as breakage.
+    /// Closes one active grant at `at`: its allocated seats move first (to
+    /// grants not in `excluded`, usable at `at`), then its unused balance is
+    /// posted as breakage. An expired grant is closed as of its expiry
+    /// (never later than `at`), whichever later command finds it due.
     pub(super) fn close(
         &mut self,
         quota: QuotaType,
@@ -65,6 +60,7 @@ impl Decision {
             .grant(grant_id)
             .ok_or(QuotaError::UnknownGrant(grant_id))?;
         let breakage = grant.remaining().unwrap_or(Amount::ZERO);
+        let expires_at = grant.terms.expires_at;
         let entry = if breakage.is_zero() {
             None
         } else {
@@ -84,7 +80,7 @@ impl Decision {
             },
             Ending::Expired => QuotaEvent::GrantExpired {
                 grant_id,
-                expired_at: at,
+                expired_at: expires_at.map_or(at, |expires_at| expires_at.min(at)),
                 breakage,
                 entry,
             },

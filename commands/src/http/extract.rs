@@ -37,9 +37,23 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
         let text = value
             .to_str()
             .map_err(|_| invalid_key(InvalidIdempotencyKey::NotPrintableAscii))?;
+        if text.starts_with(RESERVED_KEY_PREFIX) {
+            return Err(ApiError::BadRequest {
+                code: "invalid_idempotency_key",
+                message: format!(
+                    "invalid Idempotency-Key: keys starting with {RESERVED_KEY_PREFIX} are the process managers' and the scheduler's"
+                ),
+                details: serde_json::Value::Null,
+            });
+        }
         IdempotencyKey::parse(text).map(Self).map_err(invalid_key)
     }
 }
+
+/// Keys of this prefix are derived from events by the process managers
+/// and the scheduler (`pm:<name>:<event_id>:<n>`); a client may not take
+/// one first.
+pub const RESERVED_KEY_PREFIX: &str = "pm:";
 
 fn invalid_key(error: InvalidIdempotencyKey) -> ApiError {
     ApiError::BadRequest {

@@ -132,7 +132,7 @@ pub struct GrantView {
     path = "/v1/grants",
     tag = "grants",
     request_body = GrantBody,
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Issued", body = Accepted<GrantIssued>),
@@ -264,7 +264,7 @@ async fn get_grant(
     tag = "grants",
     params(
         ("grant_id" = uuid::Uuid, Path, description = "The grant"),
-        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
     responses(

@@ -81,7 +81,7 @@ impl<'de> Deserialize<'de> for FlagsObject {
     path = "/v1/journal/accounts",
     tag = "journal",
     request_body = OpenAccountBody,
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Opened", body = Accepted<AccountOpened>),
@@ -142,7 +142,7 @@ pub struct EntryBody {
     path = "/v1/journal/entries",
     tag = "journal",
     request_body = EntryBody,
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Posted", body = Accepted<EntryAnswer>),
@@ -216,7 +216,7 @@ pub struct ReverseBody {
     request_body = ReverseBody,
     params(
         ("entry_id" = uuid::Uuid, Path, description = "The entry to reverse"),
-        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
     responses(
@@ -273,7 +273,7 @@ pub struct HoldBody {
     path = "/v1/journal/holds",
     tag = "journal",
     request_body = HoldBody,
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Placed", body = Accepted<HoldAnswer>),
@@ -347,7 +347,7 @@ pub struct PostHoldBody {
     request_body = PostHoldBody,
     params(
         ("hold_id" = uuid::Uuid, Path, description = "The hold"),
-        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
     responses(
@@ -378,7 +378,7 @@ async fn post_hold(
     tag = "journal",
     params(
         ("hold_id" = uuid::Uuid, Path, description = "The hold"),
-        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
     responses(
@@ -404,7 +404,7 @@ async fn void_hold(
     tag = "journal",
     params(
         ("hold_id" = uuid::Uuid, Path, description = "The hold"),
-        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
     responses(

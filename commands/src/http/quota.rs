@@ -187,7 +187,7 @@ async fn get_quota(
     request_body = ConsumeBody,
     params(
         ("quota" = inline(ConsumableQuotaName), Path, description = "runs or credits (seats are allocated, not consumed)"),
-        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
     responses(
@@ -244,7 +244,7 @@ async fn change_seats(
     path = "/v1/quota/seats/allocate",
     tag = "quota",
     request_body = SeatsBody,
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Allocated", body = Accepted<SeatsChanged>),
@@ -266,7 +266,7 @@ async fn allocate_seats(
     path = "/v1/quota/seats/release",
     tag = "quota",
     request_body = SeatsBody,
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Released", body = Accepted<SeatsChanged>),
@@ -291,7 +291,7 @@ async fn release_seats(
     request_body = ExpireBody,
     params(
         ("quota" = QuotaName, Path, description = "seats, runs or credits"),
-        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
     responses((status = 200, description = "Expired (possibly none)", body = Accepted<GrantsExpired>))

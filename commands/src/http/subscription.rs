@@ -115,7 +115,7 @@ fn plan(state: &AppState, id: &str) -> Result<Plan, ApiError> {
     path = "/v1/subscription",
     tag = "subscription",
     request_body = SubscribeBody,
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Subscribed; grants issued", body = Accepted<SubscriptionAnswer>),
@@ -184,7 +184,7 @@ async fn get_subscription(
     path = "/v1/subscription/change-plan",
     tag = "subscription",
     request_body = ChangePlanBody,
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Plan changed; grants revoked and issued", body = Accepted<SubscriptionAnswer>),
@@ -213,7 +213,7 @@ async fn change_plan(
     path = "/v1/subscription/cancel",
     tag = "subscription",
     request_body = CancelBody,
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Cancelled or scheduled", body = Accepted<SubscriptionAnswer>),
@@ -243,7 +243,7 @@ async fn cancel(
     post,
     path = "/v1/subscription/renew",
     tag = "subscription",
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Renewed (or ended)", body = Accepted<SubscriptionAnswer>),

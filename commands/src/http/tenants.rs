@@ -116,7 +116,7 @@ pub struct ApiKeyList {
     path = "/v1/tenants",
     tag = "tenants",
     request_body = CreateTenant,
-    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space")),
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
     security(("admin_token" = [])),
     responses(
         (status = 201, description = "Created", body = TenantCreated),
@@ -185,7 +185,7 @@ async fn create_tenant(
     tag = "tenants",
     params(
         ("tenant_id" = uuid::Uuid, Path, description = "The tenant"),
-        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("admin_token" = [])),
     responses(
@@ -275,7 +275,7 @@ struct KeyPath {
     params(
         ("tenant_id" = uuid::Uuid, Path, description = "The tenant"),
         ("key_id" = uuid::Uuid, Path, description = "The key, as issued or listed"),
-        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("admin_token" = [])),
     responses(

@@ -4,7 +4,7 @@
 //! clock; the projections by `catch_up`.
 
 use super::*;
-use commands::scheduler::TickReport;
+use commands::scheduler::{TickReport, Ticker};
 
 /// The tenant's scheduled work (every piece, or the open ones).
 async fn work(client: &Client, open: bool, seq: i64) -> Vec<Value> {
@@ -25,6 +25,17 @@ async fn count_events(server: &TestServer, client: &Client, event_type: &str) ->
     .await
     .unwrap();
     count.0
+}
+
+/// A test server on `clock`, and a ticker reading it.
+async fn started(clock: &TestClock) -> (TestServer, Ticker) {
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let ticker = server.ticker(clock.clock());
+    (server, ticker)
 }
 
 /// Now, in whole seconds (the read tables keep microseconds).
@@ -51,12 +62,7 @@ async fn a_subscription_renews_by_itself_at_its_period_end_exactly_once() {
     // then; ticking again submits nothing more; the next period's renewal
     // is scheduled in its place.
     let clock = a_month_ago();
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
-    let ticker = server.ticker(clock.clock());
+    let (server, ticker) = started(&clock).await;
     let acme = server.tenant("acme").await;
     let subscribed = acme
         .post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
@@ -128,12 +134,7 @@ async fn a_cancellation_at_period_end_ends_the_subscription_there_by_itself() {
     // scheduled after it; a manual renew afterwards answers 404
     // not_subscribed.
     let clock = a_month_ago();
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
-    let ticker = server.ticker(clock.clock());
+    let (server, ticker) = started(&clock).await;
     let acme = server.tenant("acme").await;
     let subscribed = acme
         .post("/v1/subscription", "sub", json!({"plan": "hobby_v3"}))
@@ -171,12 +172,7 @@ async fn a_grant_expires_by_itself_closed_at_its_expiry() {
     // closed at its expiry (not at the tick), its unused balance posted as
     // breakage; a tick before the expiry does nothing.
     let clock = TestClock::at(whole_seconds_now());
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
-    let ticker = server.ticker(clock.clock());
+    let (server, ticker) = started(&clock).await;
     let acme = server.tenant("acme").await;
     let expires_at = clock.now() + Duration::hours(1);
     let bought = acme
@@ -266,12 +262,7 @@ async fn a_hold_expires_by_itself_and_a_refusal_is_final() {
     // (hold_already_posted): a final, recorded outcome, never submitted
     // again.
     let clock = TestClock::at(whole_seconds_now());
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
-    let ticker = server.ticker(clock.clock());
+    let (server, ticker) = started(&clock).await;
     let acme = server.tenant("acme").await;
     funded_accounts(&acme).await;
     let expires_at = clock.now() + Duration::minutes(30);
@@ -330,12 +321,8 @@ async fn tickers_side_by_side_and_after_a_crash_submit_each_due_request_once() {
     // key: a request that took effect before the crash is answered from its
     // record, not applied twice.
     let clock = TestClock::at(whole_seconds_now());
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
-    let (first, second) = (server.ticker(clock.clock()), server.ticker(clock.clock()));
+    let (server, first) = started(&clock).await;
+    let second = server.ticker(clock.clock());
     let acme = server.tenant("acme").await;
     let start = clock.now();
     for n in 0..24 {
@@ -386,14 +373,7 @@ async fn tickers_side_by_side_and_after_a_crash_submit_each_due_request_once() {
     assert_eq!(leased.0, 1);
     let request: commands::requests::quota::ExpireGrants =
         serde_json::from_value(due[0]["request"].clone()).unwrap();
-    let dead = commands::CommandBus::start(
-        server.db.store().clone(),
-        commands::BusConfig {
-            clock: clock.clock(),
-            ..commands::BusConfig::default()
-        },
-        std::sync::Arc::new(commands::Metrics::default()),
-    );
+    let dead = server.bus(clock.clock());
     let before_crash = dead
         .execute(
             acme.tenant_id.parse().unwrap(),
@@ -424,20 +404,9 @@ async fn a_scheduled_request_before_its_due_time_is_refused_not_due() {
     // Proves: a request carrying a due time later than the pipeline's
     // clock is refused (422 not_due) and changes nothing.
     let clock = TestClock::at(whole_seconds_now());
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
+    let (server, _) = started(&clock).await;
     let acme = server.tenant("acme").await;
-    let bus = commands::CommandBus::start(
-        server.db.store().clone(),
-        commands::BusConfig {
-            clock: clock.clock(),
-            ..commands::BusConfig::default()
-        },
-        std::sync::Arc::new(commands::Metrics::default()),
-    );
+    let bus = server.bus(clock.clock());
     let due_at = clock.now() + Duration::minutes(1);
     let early = bus
         .execute(

@@ -47,7 +47,9 @@ async fn requests_without_a_valid_api_key_are_refused_with_401() {
 
 #[tokio::test]
 async fn mutating_requests_need_a_valid_idempotency_key() {
-    // Proves: a missing or invalid Idempotency-Key answers 400 with its own code.
+    // Proves: a missing or invalid Idempotency-Key answers 400 with its own
+    // code; so does one of the process managers' keys (`pm:`), which a
+    // client could otherwise take before the scheduler.
     let app = spawn_app(None).await;
     let missing = app
         .add("c")
@@ -57,7 +59,11 @@ async fn mutating_requests_need_a_valid_idempotency_key() {
         .await
         .unwrap();
     error_of(missing, StatusCode::BAD_REQUEST, "missing_idempotency_key").await;
-    for bad in ["", &"k".repeat(256)] {
+    for bad in [
+        "",
+        &"k".repeat(256),
+        "pm:scheduler:0190a1b2-0000-7000-8000-000000000000:0",
+    ] {
         let response = app
             .add("c")
             .bearer_auth(&app.api_key)

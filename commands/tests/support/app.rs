@@ -197,18 +197,24 @@ impl TestServer {
             .unwrap();
     }
 
+    /// A pipeline of its own on this server's database, reading `clock`
+    /// (another process's, as it were).
+    pub fn bus(&self, clock: Clock) -> commands::CommandBus {
+        commands::CommandBus::start(
+            self.db.store().clone(),
+            BusConfig {
+                clock,
+                ..BusConfig::default()
+            },
+            Arc::new(commands::Metrics::default()),
+        )
+    }
+
     /// A scheduler ticker on this server's database, telling time by
     /// `clock` and submitting through a pipeline of its own (as another
     /// process would); tests call its single step, `tick`.
     pub fn ticker(&self, clock: Clock) -> commands::scheduler::Ticker {
-        let bus = commands::CommandBus::start(
-            self.db.store().clone(),
-            BusConfig {
-                clock: clock.clone(),
-                ..BusConfig::default()
-            },
-            Arc::new(commands::Metrics::default()),
-        );
+        let bus = self.bus(clock.clone());
         commands::scheduler::Ticker::new(
             self.db.store().pool().clone(),
             bus,

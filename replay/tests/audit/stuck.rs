@@ -129,3 +129,55 @@ async fn history_the_edge_now_refuses_but_storage_holds_still_verifies_and_repla
     let state = ledger.replay(0, replay::as_of::AsOf::Head).await;
     assert_eq!(state["as_of_seq"], 2, "{state}");
 }
+
+/// Rewrites the first posting of tenant 0's event 7 (a consumption) to post
+/// its account (a grant's, a liability) as an asset, the chain recomputed;
+/// returns the account's code.
+async fn retype_posting(ledger: &Ledger) -> String {
+    let mut account = String::new();
+    ledger
+        .edit_payload(0, 7, Some("QuotaConsumed"), |payload| {
+            let posting = &mut payload["QuotaConsumed"]["entry"]["postings"][0];
+            assert_eq!(posting["account"]["type"], "liability", "{posting}");
+            account = posting["account"]["code"].as_str().unwrap().to_string();
+            posting["account"]["type"] = json!("asset");
+        })
+        .await;
+    ledger.rechain(0).await;
+    account
+}
+
+#[tokio::test]
+async fn an_account_posted_as_another_type_stops_the_journal_at_that_event() {
+    // Proves: every code keeps one account type in a tenant. An event whose
+    // entry posts to an account as another type than its earlier postings
+    // (rewritten behind the triggers) is not applied by the journal, whether
+    // the earlier postings are in the same batch or (one event per batch)
+    // already in the balances table.
+    let catalog = commands::domains::projections();
+    let journal = catalog
+        .iter()
+        .find(|projection| projection.name() == "journal")
+        .unwrap();
+    for batch_events in [1_000, 1] {
+        let ledger = Ledger::new().await;
+        ledger.scenario().await;
+        let account = retype_posting(&ledger).await;
+        let error = projections::runtime::catch_up_all(
+            ledger.store().pool(),
+            &[journal.as_ref()],
+            None,
+            batch_events,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "projection journal, tenant {}: event at tenant_seq 7: account {account} posted as asset, earlier as liability",
+                ledger.tenants[0]
+            ),
+            "batches of {batch_events}"
+        );
+    }
+}
