@@ -448,10 +448,18 @@ impl ToSchema for PageLimit {}
 impl PartialSchema for IdempotencyKeyHeader {
     fn schema() -> RefOr<Schema> {
         // Printable ASCII; HTTP drops a header value's leading and trailing
-        // spaces, so the key neither starts nor ends with one.
+        // spaces, so the key neither starts nor ends with one; and not
+        // starting with `pm:` (spelt out without a lookahead, which not
+        // every client's regex engine has): a first character other than
+        // `p`; or `p` alone or followed by other than `m`; or `pm` alone or
+        // followed by other than `:`.
         aggregates::schema::text(
             eventstore::idempotency::IDEMPOTENCY_KEY_LENGTH_MAX,
-            r"^[\x21-\x7E]([\x20-\x7E]*[\x21-\x7E])?$",
+            concat!(
+                r"^([\x21-\x6F\x71-\x7E]([\x20-\x7E]*[\x21-\x7E])?",
+                r"|p|p([\x21-\x6C\x6E-\x7E]|[\x20-\x6C\x6E-\x7E][\x20-\x7E]*[\x21-\x7E])",
+                r"|pm|pm([\x21-\x39\x3B-\x7E]|[\x20-\x39\x3B-\x7E][\x20-\x7E]*[\x21-\x7E]))$"
+            ),
         )
         .into()
     }
