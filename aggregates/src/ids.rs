@@ -74,3 +74,28 @@ uuid_id!(
     /// A hold: a pending transfer that resolves at most once.
     HoldId
 );
+
+uuid_id!(
+    /// A payment (its intent).
+    PaymentId
+);
+
+uuid_id!(
+    /// One tender of a payment.
+    TenderId
+);
+
+uuid_id!(
+    /// One capture of a tender.
+    CaptureId
+);
+
+uuid_id!(
+    /// One refund of a payment.
+    RefundId
+);
+
+uuid_id!(
+    /// One dispute of a capture.
+    DisputeId
+);

@@ -11,6 +11,8 @@
 //! - `ids`: newtypes for identifiers.
 //! - `money`: assets and amounts in minor units, checked arithmetic.
 //! - `journal`: accounts, postings, entries that cannot be unbalanced, balances.
+//! - `payments`: the payment aggregate (intents, tenders, captures,
+//!   refunds, disputes).
 //! - `plan`: the plan catalog.
 //! - `quota`: the quota aggregate (grants, consumption, seats, expiry).
 //! - `subscription`: the subscription aggregate.
@@ -21,6 +23,7 @@ pub mod decide;
 pub mod ids;
 pub mod journal;
 pub mod money;
+pub mod payments;
 pub mod plan;
 pub mod quota;
 pub mod schema;

@@ -1,0 +1,178 @@
+//! A payment's commands and events. Every time is the command's own.
+
+use super::types::{CaptureMode, DisputeOutcome, RefundPart, TenderMethod, TenderSource};
+use crate::ids::{CaptureId, DisputeId, RefundId, TenderId};
+use crate::money::{Amount, Asset};
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+/// The terms a payment is created with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentTerms {
+    pub amount: Amount,
+    pub asset: Asset,
+    pub capture: CaptureMode,
+    pub customer: Option<String>,
+    pub description: Option<String>,
+    pub authorization_ttl_seconds: i64,
+    pub payee: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaymentCommand {
+    Create {
+        terms: IntentTerms,
+        at: DateTime<Utc>,
+    },
+    /// Adds a tender: authorized (card, bank transfer) or captured at once
+    /// (cash, gift card; and any tender of an automatic-capture payment).
+    Tender {
+        tender_id: TenderId,
+        method: TenderMethod,
+        source: TenderSource,
+        amount: Amount,
+        /// The capture made at once, when the tender is captured as it is
+        /// authorized.
+        capture_id: CaptureId,
+        at: DateTime<Utc>,
+    },
+    Capture {
+        tender_id: TenderId,
+        capture_id: CaptureId,
+        amount: Amount,
+        reference: Option<String>,
+        /// The last capture: the uncaptured rest is released.
+        last: bool,
+        at: DateTime<Utc>,
+    },
+    /// Voids every authorization; refused once anything was captured.
+    Cancel { at: DateTime<Utc> },
+    /// Expires the tender's authorization at its expiry (the scheduler's).
+    ExpireAuthorization {
+        tender_id: TenderId,
+        at: DateTime<Utc>,
+    },
+    /// Refunds `amount` from the tender named, or from the most recently
+    /// captured first.
+    Refund {
+        refund_id: RefundId,
+        amount: Amount,
+        tender_id: Option<TenderId>,
+        reference: Option<String>,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    FailRefund {
+        refund_id: RefundId,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    OpenDispute {
+        dispute_id: DisputeId,
+        capture_id: CaptureId,
+        amount: Amount,
+        fee: Amount,
+        reference: Option<String>,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    SubmitEvidence {
+        dispute_id: DisputeId,
+        at: DateTime<Utc>,
+    },
+    CloseDispute {
+        dispute_id: DisputeId,
+        outcome: DisputeOutcome,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentEvent {
+    PaymentCreated {
+        terms: IntentTerms,
+        at: DateTime<Utc>,
+    },
+    TenderAuthorized {
+        tender_id: TenderId,
+        method: TenderMethod,
+        source: TenderSource,
+        amount: Amount,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    Captured {
+        tender_id: TenderId,
+        capture_id: CaptureId,
+        amount: Amount,
+        reference: Option<String>,
+        /// The uncaptured rest released with it (a last capture's).
+        released: Amount,
+        at: DateTime<Utc>,
+    },
+    /// Every open authorization voided: what each released.
+    PaymentCanceled {
+        released: Vec<(TenderId, Amount)>,
+        at: DateTime<Utc>,
+    },
+    AuthorizationExpired {
+        tender_id: TenderId,
+        released: Amount,
+        at: DateTime<Utc>,
+    },
+    Refunded {
+        refund_id: RefundId,
+        amount: Amount,
+        parts: Vec<RefundPart>,
+        reference: Option<String>,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    RefundFailed {
+        refund_id: RefundId,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    DisputeOpened {
+        dispute_id: DisputeId,
+        tender_id: TenderId,
+        capture_id: CaptureId,
+        amount: Amount,
+        fee: Amount,
+        reference: Option<String>,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    EvidenceSubmitted {
+        dispute_id: DisputeId,
+        at: DateTime<Utc>,
+    },
+    DisputeClosed {
+        dispute_id: DisputeId,
+        outcome: DisputeOutcome,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for PaymentEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::PaymentCreated { .. } => "PaymentCreated",
+            Self::TenderAuthorized { .. } => "TenderAuthorized",
+            Self::Captured { .. } => "Captured",
+            Self::PaymentCanceled { .. } => "PaymentCanceled",
+            Self::AuthorizationExpired { .. } => "AuthorizationExpired",
+            Self::Refunded { .. } => "Refunded",
+            Self::RefundFailed { .. } => "RefundFailed",
+            Self::DisputeOpened { .. } => "DisputeOpened",
+            Self::EvidenceSubmitted { .. } => "EvidenceSubmitted",
+            Self::DisputeClosed { .. } => "DisputeClosed",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}

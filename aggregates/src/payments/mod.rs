@@ -1,0 +1,367 @@
+//! A payment (SPEC 4.5): an intent for an amount, paid by one or more
+//! tenders, each authorized and captured (in part or whole, at most 50
+//! captures), refunded and disputed, canceled before anything is captured,
+//! expired when no authorization was captured in time.
+//!
+//! The aggregate (its id the payment id) decides what may happen and keeps
+//! the amounts; the money moves in the journal (SPEC 4.1): the requests turn
+//! its events into holds and entries on the journal's accounts, whose flags
+//! hold across every domain. Every time is the command's own.
+
+mod decide;
+mod errors;
+mod events;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use errors::PaymentError;
+pub use events::{IntentTerms, PaymentCommand, PaymentEvent};
+pub use types::*;
+
+use crate::decide::{handle_by_deciding, Decide};
+use crate::ids::{CaptureId, DisputeId, RefundId, TenderId};
+use crate::money::{Amount, AmountError};
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+/// Aggregate type of payments; the aggregate id is the payment id.
+pub const PAYMENT_AGGREGATE: &str = "payment";
+
+/// A payment's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// `None` before it is created.
+    pub intent: Option<Intent>,
+    pub tenders: Vec<Tender>,
+    pub refunds: Vec<Refund>,
+    pub disputes: Vec<Dispute>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    /// Captures made so far, for the capture order of tenders.
+    pub captures_made: u64,
+}
+
+impl Payment {
+    /// The sum of `amount` over `items`.
+    fn sum<T>(items: &[T], amount: impl Fn(&T) -> Amount) -> Result<Amount, AmountError> {
+        items
+            .iter()
+            .try_fold(Amount::ZERO, |sum, item| sum.checked_add(amount(item)))
+    }
+
+    /// Captured over every tender.
+    pub fn captured(&self) -> Result<Amount, AmountError> {
+        Self::sum(&self.tenders, |tender| tender.captured)
+    }
+
+    /// Refunded over every tender (pending and settled refunds).
+    pub fn refunded(&self) -> Result<Amount, AmountError> {
+        Self::sum(&self.tenders, |tender| tender.refunded)
+    }
+
+    /// Authorized and not released, over every tender: what the tenders
+    /// cover.
+    pub fn tendered(&self) -> Result<Amount, AmountError> {
+        self.tenders.iter().try_fold(Amount::ZERO, |sum, tender| {
+            sum.checked_add(tender.amount.checked_sub(tender.released)?)
+        })
+    }
+
+    /// Whether every authorization expired with nothing captured.
+    pub fn expired(&self) -> bool {
+        !self.tenders.is_empty()
+            && self.tenders.iter().all(|tender| {
+                tender.state == AuthorizationState::Expired && tender.captured.is_zero()
+            })
+    }
+
+    /// Where the payment stands; `None` before it is created.
+    pub fn status(&self) -> Option<PaymentStatus> {
+        let intent = self.intent.as_ref()?;
+        if self.canceled_at.is_some() {
+            return Some(PaymentStatus::Canceled);
+        }
+        if self.expired() {
+            return Some(PaymentStatus::Expired);
+        }
+        let captured = self.captured().ok()?;
+        if captured.is_zero() {
+            let tendered = self.tendered().ok()?;
+            return Some(if tendered.is_zero() {
+                PaymentStatus::RequiresTender
+            } else if tendered < intent.amount {
+                PaymentStatus::PartiallyAuthorized
+            } else {
+                PaymentStatus::Authorized
+            });
+        }
+        let refunded = self.refunded().ok()?;
+        Some(if refunded == captured {
+            PaymentStatus::Refunded
+        } else if !refunded.is_zero() {
+            PaymentStatus::PartiallyRefunded
+        } else if captured == intent.amount {
+            PaymentStatus::Captured
+        } else {
+            PaymentStatus::PartiallyCaptured
+        })
+    }
+
+    pub fn tender(&self, tender_id: TenderId) -> Option<&Tender> {
+        self.tenders
+            .iter()
+            .find(|tender| tender.tender_id == tender_id)
+    }
+
+    fn tender_mut(&mut self, tender_id: TenderId) -> Option<&mut Tender> {
+        self.tenders
+            .iter_mut()
+            .find(|tender| tender.tender_id == tender_id)
+    }
+
+    /// The capture `capture_id` and its tender.
+    pub fn capture(&self, capture_id: CaptureId) -> Option<(&Tender, &Capture)> {
+        self.tenders.iter().find_map(|tender| {
+            tender
+                .captures
+                .iter()
+                .find(|capture| capture.capture_id == capture_id)
+                .map(|capture| (tender, capture))
+        })
+    }
+
+    fn capture_mut(&mut self, capture_id: CaptureId) -> Option<&mut Capture> {
+        self.tenders
+            .iter_mut()
+            .flat_map(|tender| tender.captures.iter_mut())
+            .find(|capture| capture.capture_id == capture_id)
+    }
+
+    pub fn refund(&self, refund_id: RefundId) -> Option<&Refund> {
+        self.refunds
+            .iter()
+            .find(|refund| refund.refund_id == refund_id)
+    }
+
+    pub fn dispute(&self, dispute_id: DisputeId) -> Option<&Dispute> {
+        self.disputes
+            .iter()
+            .find(|dispute| dispute.dispute_id == dispute_id)
+    }
+}
+
+impl Aggregate for Payment {
+    const TYPE: &'static str = PAYMENT_AGGREGATE;
+    type Command = PaymentCommand;
+    type Event = PaymentEvent;
+    type Error = PaymentError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: PaymentCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), PaymentError> {
+        handle_by_deciding(self, command, sink).await
+    }
+
+    fn apply(&mut self, event: PaymentEvent) {
+        // The amounts were checked when the event was decided; a stored
+        // event that overflows leaves the amount as it was.
+        let add = |to: &mut Amount, amount: Amount| {
+            *to = to.checked_add(amount).unwrap_or(*to);
+        };
+        let sub = |from: &mut Amount, amount: Amount| {
+            *from = from.checked_sub(amount).unwrap_or(*from);
+        };
+        match event {
+            PaymentEvent::PaymentCreated { terms, at } => {
+                self.intent = Some(Intent {
+                    amount: terms.amount,
+                    asset: terms.asset,
+                    capture: terms.capture,
+                    customer: terms.customer,
+                    description: terms.description,
+                    authorization_ttl_seconds: terms.authorization_ttl_seconds,
+                    payee: terms.payee,
+                    created_at: at,
+                })
+            }
+            PaymentEvent::TenderAuthorized {
+                tender_id,
+                method,
+                source,
+                amount,
+                expires_at,
+                at,
+            } => self.tenders.push(Tender {
+                tender_id,
+                method,
+                source,
+                amount,
+                authorized_at: at,
+                expires_at,
+                state: AuthorizationState::Open,
+                captures: Vec::new(),
+                captured: Amount::ZERO,
+                released: Amount::ZERO,
+                refunded: Amount::ZERO,
+                last_captured: 0,
+            }),
+            PaymentEvent::Captured {
+                tender_id,
+                capture_id,
+                amount,
+                reference,
+                released,
+                at,
+            } => {
+                self.captures_made += 1;
+                let order = self.captures_made;
+                if let Some(tender) = self.tender_mut(tender_id) {
+                    tender.captures.push(Capture {
+                        capture_id,
+                        amount,
+                        reference,
+                        at,
+                        disputed: Amount::ZERO,
+                    });
+                    add(&mut tender.captured, amount);
+                    add(&mut tender.released, released);
+                    tender.last_captured = order;
+                    if tender.uncaptured().is_ok_and(|left| left.is_zero()) {
+                        tender.state = AuthorizationState::Closed;
+                    }
+                }
+            }
+            PaymentEvent::PaymentCanceled { released, at } => {
+                for (tender_id, amount) in released {
+                    if let Some(tender) = self.tender_mut(tender_id) {
+                        add(&mut tender.released, amount);
+                        tender.state = AuthorizationState::Voided;
+                    }
+                }
+                self.canceled_at = Some(at);
+            }
+            PaymentEvent::AuthorizationExpired {
+                tender_id,
+                released,
+                ..
+            } => {
+                if let Some(tender) = self.tender_mut(tender_id) {
+                    add(&mut tender.released, released);
+                    tender.state = AuthorizationState::Expired;
+                }
+            }
+            PaymentEvent::Refunded {
+                refund_id,
+                amount,
+                parts,
+                reference,
+                reason,
+                at,
+            } => {
+                for part in &parts {
+                    if let Some(tender) = self.tender_mut(part.tender_id) {
+                        add(&mut tender.refunded, part.amount);
+                    }
+                }
+                self.refunds.push(Refund {
+                    refund_id,
+                    amount,
+                    parts,
+                    reference,
+                    reason,
+                    state: RefundState::Pending,
+                    at,
+                });
+            }
+            PaymentEvent::RefundFailed { refund_id, .. } => {
+                let parts = match self
+                    .refunds
+                    .iter_mut()
+                    .find(|refund| refund.refund_id == refund_id)
+                {
+                    Some(refund) => {
+                        refund.state = RefundState::Failed;
+                        refund.parts.clone()
+                    }
+                    None => Vec::new(),
+                };
+                for part in parts {
+                    if let Some(tender) = self.tender_mut(part.tender_id) {
+                        sub(&mut tender.refunded, part.amount);
+                    }
+                }
+            }
+            PaymentEvent::DisputeOpened {
+                dispute_id,
+                tender_id,
+                capture_id,
+                amount,
+                fee,
+                reference,
+                reason,
+                at,
+            } => {
+                if let Some(capture) = self.capture_mut(capture_id) {
+                    add(&mut capture.disputed, amount);
+                }
+                self.disputes.push(Dispute {
+                    dispute_id,
+                    tender_id,
+                    capture_id,
+                    amount,
+                    fee,
+                    reference,
+                    reason,
+                    state: DisputeState::NeedsResponse,
+                    opened_at: at,
+                });
+            }
+            PaymentEvent::EvidenceSubmitted { dispute_id, .. } => {
+                if let Some(dispute) = self.dispute_mut(dispute_id) {
+                    dispute.state = DisputeState::UnderReview;
+                }
+            }
+            PaymentEvent::DisputeClosed {
+                dispute_id,
+                outcome,
+                ..
+            } => {
+                let Some(dispute) = self.dispute_mut(dispute_id) else {
+                    return;
+                };
+                dispute.state = match outcome {
+                    DisputeOutcome::Won => DisputeState::Won,
+                    DisputeOutcome::Lost => DisputeState::Lost,
+                };
+                let (capture_id, amount) = (dispute.capture_id, dispute.amount);
+                // Won: the frozen amount is reinstated; lost, it stays out.
+                if outcome == DisputeOutcome::Won {
+                    if let Some(capture) = self.capture_mut(capture_id) {
+                        sub(&mut capture.disputed, amount);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Payment {
+    fn dispute_mut(&mut self, dispute_id: DisputeId) -> Option<&mut Dispute> {
+        self.disputes
+            .iter_mut()
+            .find(|dispute| dispute.dispute_id == dispute_id)
+    }
+}
+
+impl Decide for Payment {
+    fn decide(&self, command: PaymentCommand) -> Result<Vec<PaymentEvent>, PaymentError> {
+        decide::decide(self, command)
+    }
+}
