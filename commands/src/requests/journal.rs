@@ -7,19 +7,17 @@
 //! under concurrent requests. Every asset it moves is a target too, so a
 //! tenant's asset codes keep one scale.
 
+use super::books::{self, entry_of, money_targets, use_assets};
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
-use aggregates::journal::account::{
-    AccountCode, AccountCommand, AccountSpec, LedgerAccount, Movement,
-};
-use aggregates::journal::asset::{AssetCommand, AssetScale};
+use aggregates::journal::account::{AccountCode, AccountSpec, LedgerAccount};
+use aggregates::journal::asset::AssetScale;
 use aggregates::journal::entry::{EntryCommand, EntryRecord, Recorded};
 use aggregates::journal::hold::{Hold, HoldCommand, HoldEvent, PendingTransfer};
-use aggregates::journal::{Account, AccountFlags, AccountType, JournalEntry, Posting, Side};
+use aggregates::journal::{AccountFlags, AccountType, JournalEntry, Side};
 use aggregates::money::{Amount, Asset};
 use aggregates::{EntryId, HoldId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
 use utoipa::ToSchema;
 
 /// One line of an entry: an amount of an asset debited or credited to an
@@ -31,97 +29,6 @@ pub struct EntryLine {
     pub asset: Asset,
     pub side: Side,
     pub amount: Amount,
-}
-
-/// The targets of a request moving `assets` on `accounts`.
-fn money_targets<'a>(
-    accounts: impl IntoIterator<Item = &'a AccountCode>,
-    assets: impl IntoIterator<Item = &'a Asset>,
-) -> Vec<Target> {
-    let accounts: BTreeSet<&AccountCode> = accounts.into_iter().collect();
-    let codes: BTreeSet<&str> = assets.into_iter().map(Asset::code).collect();
-    accounts
-        .into_iter()
-        .map(|code| Target::of::<LedgerAccount>(code.as_str()))
-        .chain(codes.into_iter().map(Target::of::<AssetScale>))
-        .collect()
-}
-
-/// Uses every asset of `assets` in the tenant: the first use fixes a code's
-/// scale, another scale is refused.
-fn use_assets<'a>(
-    decider: &mut Decider<'_>,
-    assets: impl IntoIterator<Item = &'a Asset>,
-) -> Result<(), Refusal> {
-    let assets: BTreeSet<&Asset> = assets.into_iter().collect();
-    for asset in assets {
-        decider.execute::<AssetScale>(
-            asset.code(),
-            AssetCommand::Use {
-                asset: asset.clone(),
-            },
-        )?;
-    }
-    Ok(())
-}
-
-/// The account `code` as postings carry it: its type and flags as it was
-/// opened (never as a request says).
-fn opened_account(decider: &Decider<'_>, code: &AccountCode) -> Result<Account, Refusal> {
-    let spec = decider
-        .state::<LedgerAccount>(code.as_str())?
-        .spec
-        .ok_or_else(|| Refusal::from(aggregates::journal::account::AccountError::NotOpened))?;
-    Ok(Account {
-        code: code.to_string(),
-        account_type: spec.account_type,
-        flags: spec.flags,
-    })
-}
-
-/// The entry `lines` make, its accounts as they were opened.
-fn entry_of(decider: &Decider<'_>, lines: &[EntryLine]) -> Result<JournalEntry, Refusal> {
-    let postings = lines
-        .iter()
-        .map(|line| {
-            Ok(Posting {
-                account: opened_account(decider, &line.account)?,
-                asset: line.asset.clone(),
-                side: line.side,
-                amount: line.amount,
-            })
-        })
-        .collect::<Result<Vec<_>, Refusal>>()?;
-    Ok(JournalEntry::new(postings)?)
-}
-
-/// Posts `entry` on each of its accounts (one posting per account and
-/// asset), each checking its flags.
-fn post_to_accounts(
-    decider: &mut Decider<'_>,
-    entry_id: EntryId,
-    entry: &JournalEntry,
-) -> Result<(), Refusal> {
-    let mut movements: BTreeMap<(String, Asset), Movement> = BTreeMap::new();
-    for posting in entry.postings() {
-        let movement = movements
-            .entry((posting.account.code.clone(), posting.asset.clone()))
-            .or_default();
-        let added = Movement::on(posting.side, posting.amount);
-        movement.debit = movement.debit.checked_add(added.debit)?;
-        movement.credit = movement.credit.checked_add(added.credit)?;
-    }
-    for ((code, asset), movement) in movements {
-        decider.execute::<LedgerAccount>(
-            &code,
-            AccountCommand::Post {
-                entry_id,
-                asset,
-                movement,
-            },
-        )?;
-    }
-    Ok(())
 }
 
 /// The lines of `entry`, as a client reads them.
@@ -167,18 +74,11 @@ impl Request for OpenAccount {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        let events = decider.execute::<LedgerAccount>(
-            self.code.as_str(),
-            AccountCommand::Open {
-                code: self.code.clone(),
-                spec: self.spec,
-            },
-        )?;
         let answer = AccountOpened {
             code: self.code.clone(),
             account_type: self.spec.account_type,
             flags: self.spec.flags,
-            opened_now: !events.is_empty(),
+            opened_now: books::open(decider, &self.code, self.spec)?,
         };
         if answer.opened_now {
             Reply::created(self.code.as_str(), &answer)
@@ -222,15 +122,15 @@ impl EntryAnswer {
     }
 }
 
-/// Records `entry` as `entry_id` on its accounts and in the journal.
+/// Records `entry` as `entry_id` on its accounts and in the journal, and
+/// answers it.
 fn record_entry(
     decider: &mut Decider<'_>,
     entry_id: EntryId,
     recorded: Recorded,
 ) -> Result<Reply, Refusal> {
-    post_to_accounts(decider, entry_id, &recorded.entry)?;
     let answer = EntryAnswer::of(entry_id, &recorded);
-    decider.execute::<EntryRecord>(&entry_id.to_string(), EntryCommand::Record(recorded))?;
+    books::record(decider, entry_id, recorded)?;
     Reply::created(entry_id.to_string(), &answer)
 }
 
@@ -375,26 +275,7 @@ impl Request for PlaceHold {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        let at = decider.at();
-        use_assets(decider, [&self.transfer.asset])?;
-        decider.execute::<Hold>(
-            &self.hold_id.to_string(),
-            HoldCommand::Place {
-                transfer: self.transfer.clone(),
-                expires_at: self.expires_at,
-                at,
-            },
-        )?;
-        for (code, side) in self.transfer.sides() {
-            decider.execute::<LedgerAccount>(
-                code.as_str(),
-                AccountCommand::Reserve {
-                    hold_id: self.hold_id,
-                    asset: self.transfer.asset.clone(),
-                    movement: Movement::on(side, self.transfer.amount),
-                },
-            )?;
-        }
+        books::place_hold(decider, self.hold_id, &self.transfer, self.expires_at)?;
         let answer = HoldAnswer::of(self.hold_id, &self.transfer, self.expires_at);
         Reply::created(self.hold_id.to_string(), &answer)
     }
@@ -444,19 +325,6 @@ impl Request for ResolveHold {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at_due(self.due_at)?;
-        let hold_id = self.hold_id.to_string();
-        let placed = decider
-            .state::<Hold>(&hold_id)?
-            .placed
-            .as_ref()
-            .map(|placed| (placed.transfer.clone(), placed.expires_at));
-        if let Some((transfer, _)) = &placed {
-            if *transfer != self.transfer {
-                return Err(Refusal::Internal(format!(
-                    "the request names another transfer than hold {hold_id} reserves"
-                )));
-            }
-        }
         let command = match self.resolve {
             Resolve::Post { amount, entry_id } => HoldCommand::Post {
                 amount,
@@ -466,72 +334,20 @@ impl Request for ResolveHold {
             Resolve::Void => HoldCommand::Void { at },
             Resolve::Expire => HoldCommand::Expire { at },
         };
-        let events = decider.execute::<Hold>(&hold_id, command)?;
-        let (posted, released, entry_id) = match events.first() {
-            Some(HoldEvent::HoldPosted {
-                entry_id,
-                amount,
-                released,
-                ..
-            }) => (*amount, *released, Some(*entry_id)),
-            Some(HoldEvent::HoldVoided { released, .. })
-            | Some(HoldEvent::HoldExpired { released, .. }) => (Amount::ZERO, *released, None),
-            _ => return Err(Refusal::Internal("resolving a hold gave no event".into())),
-        };
-        self.settle_accounts(decider, posted)?;
-        if let Some(entry_id) = entry_id {
-            let entry = JournalEntry::transfer(
-                opened_account(decider, &self.transfer.debit)?,
-                opened_account(decider, &self.transfer.credit)?,
-                &self.transfer.asset,
-                posted,
-            )?;
-            decider.execute::<EntryRecord>(
-                &entry_id.to_string(),
-                EntryCommand::Record(Recorded {
-                    entry,
-                    effective_at: at,
-                    reference: Some(format!("hold:{hold_id}")),
-                    reverses: None,
-                }),
-            )?;
-        }
-        let mut answer = HoldAnswer::of(
-            self.hold_id,
-            &self.transfer,
-            placed.and_then(|(_, expires_at)| expires_at),
-        );
+        let hold_id = self.hold_id.to_string();
+        let reference = Some(format!("hold:{hold_id}"));
+        let resolved =
+            books::resolve_hold(decider, self.hold_id, &self.transfer, command, reference)?;
+        let mut answer = HoldAnswer::of(self.hold_id, &self.transfer, resolved.expires_at);
         answer.status = match self.resolve {
             Resolve::Post { .. } => "posted",
             Resolve::Void => "voided",
             Resolve::Expire => "expired",
         };
-        answer.posted = entry_id.map(|_| posted);
-        answer.entry_id = entry_id;
-        answer.released = Some(released);
+        answer.posted = resolved.entry_id.map(|_| resolved.posted);
+        answer.entry_id = resolved.entry_id;
+        answer.released = Some(resolved.released);
         Reply::ok(hold_id, &answer)
-    }
-}
-
-impl ResolveHold {
-    /// Settles the hold on both its accounts: `posted` becomes posted, the
-    /// rest is released.
-    fn settle_accounts(&self, decider: &mut Decider<'_>, posted: Amount) -> Result<(), Refusal> {
-        for (code, side) in self.transfer.sides() {
-            let movement = if posted.is_zero() {
-                Movement::default()
-            } else {
-                Movement::on(side, posted)
-            };
-            decider.execute::<LedgerAccount>(
-                code.as_str(),
-                AccountCommand::Settle {
-                    hold_id: self.hold_id,
-                    posted: movement,
-                },
-            )?;
-        }
-        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! answers. One file per domain area; each request is a pure decision over
 //! the aggregates it declares (see `pipeline::request`).
 
+pub mod books;
 pub mod journal;
 pub mod quota;
 pub mod subscription;

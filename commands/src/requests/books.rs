@@ -1,0 +1,260 @@
+//! The journal as every domain uses it: the targets a request moving
+//! money declares, accounts opened as a domain fixes them, entries recorded
+//! on their accounts and in the journal, and holds placed and resolved.
+//! The journal's own requests (`journal`) and every money domain decide
+//! through these, so an account's flags are checked the same way whichever
+//! domain posts to it.
+
+use crate::pipeline::{Decider, Refusal, Target};
+use aggregates::journal::account::{
+    AccountCode, AccountCommand, AccountSpec, LedgerAccount, Movement,
+};
+use aggregates::journal::asset::{AssetCommand, AssetScale};
+use aggregates::journal::entry::{EntryCommand, EntryRecord, Recorded};
+use aggregates::journal::hold::{Hold, HoldCommand, HoldEvent, PendingTransfer};
+use aggregates::journal::{Account, JournalEntry, Posting};
+use aggregates::money::{Amount, Asset};
+use aggregates::{EntryId, HoldId};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use super::journal::EntryLine;
+
+/// The targets of a request moving `assets` on `accounts`.
+pub fn money_targets<'a>(
+    accounts: impl IntoIterator<Item = &'a AccountCode>,
+    assets: impl IntoIterator<Item = &'a Asset>,
+) -> Vec<Target> {
+    let accounts: BTreeSet<&AccountCode> = accounts.into_iter().collect();
+    let codes: BTreeSet<&str> = assets.into_iter().map(Asset::code).collect();
+    accounts
+        .into_iter()
+        .map(|code| Target::of::<LedgerAccount>(code.as_str()))
+        .chain(codes.into_iter().map(Target::of::<AssetScale>))
+        .collect()
+}
+
+/// Uses every asset of `assets` in the tenant: the first use fixes a code's
+/// scale, another scale is refused.
+pub fn use_assets<'a>(
+    decider: &mut Decider<'_>,
+    assets: impl IntoIterator<Item = &'a Asset>,
+) -> Result<(), Refusal> {
+    let assets: BTreeSet<&Asset> = assets.into_iter().collect();
+    for asset in assets {
+        decider.execute::<AssetScale>(
+            asset.code(),
+            AssetCommand::Use {
+                asset: asset.clone(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The account `code` as postings carry it: its type and flags as it was
+/// opened (never as a request says).
+pub fn opened_account(decider: &Decider<'_>, code: &AccountCode) -> Result<Account, Refusal> {
+    let spec = decider
+        .state::<LedgerAccount>(code.as_str())?
+        .spec
+        .ok_or_else(|| Refusal::from(aggregates::journal::account::AccountError::NotOpened))?;
+    Ok(Account {
+        code: code.to_string(),
+        account_type: spec.account_type,
+        flags: spec.flags,
+    })
+}
+
+/// The entry `lines` make, its accounts as they were opened.
+pub fn entry_of(decider: &Decider<'_>, lines: &[EntryLine]) -> Result<JournalEntry, Refusal> {
+    let postings = lines
+        .iter()
+        .map(|line| {
+            Ok(Posting {
+                account: opened_account(decider, &line.account)?,
+                asset: line.asset.clone(),
+                side: line.side,
+                amount: line.amount,
+            })
+        })
+        .collect::<Result<Vec<_>, Refusal>>()?;
+    Ok(JournalEntry::new(postings)?)
+}
+
+/// Posts `entry` on each of its accounts (one posting per account and
+/// asset), each checking its flags.
+pub fn post_to_accounts(
+    decider: &mut Decider<'_>,
+    entry_id: EntryId,
+    entry: &JournalEntry,
+) -> Result<(), Refusal> {
+    let mut movements: BTreeMap<(String, Asset), Movement> = BTreeMap::new();
+    for posting in entry.postings() {
+        let movement = movements
+            .entry((posting.account.code.clone(), posting.asset.clone()))
+            .or_default();
+        let added = Movement::on(posting.side, posting.amount);
+        movement.debit = movement.debit.checked_add(added.debit)?;
+        movement.credit = movement.credit.checked_add(added.credit)?;
+    }
+    for ((code, asset), movement) in movements {
+        decider.execute::<LedgerAccount>(
+            &code,
+            AccountCommand::Post {
+                entry_id,
+                asset,
+                movement,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Opens `code` as `spec`, fixed for its life: a domain's accounts open
+/// with the first request that posts to them, the journal's by their own
+/// request. Open already as the same is nothing (answers false); as
+/// anything else, refused (`account_opened_otherwise`).
+pub fn open(
+    decider: &mut Decider<'_>,
+    code: &AccountCode,
+    spec: AccountSpec,
+) -> Result<bool, Refusal> {
+    let events = decider.execute::<LedgerAccount>(
+        code.as_str(),
+        AccountCommand::Open {
+            code: code.clone(),
+            spec,
+        },
+    )?;
+    Ok(!events.is_empty())
+}
+
+/// Records `recorded` as the entry `entry_id`: posted on each of its
+/// accounts (each checking its flags) and kept in the journal.
+pub fn record(
+    decider: &mut Decider<'_>,
+    entry_id: EntryId,
+    recorded: Recorded,
+) -> Result<(), Refusal> {
+    post_to_accounts(decider, entry_id, &recorded.entry)?;
+    decider.execute::<EntryRecord>(&entry_id.to_string(), EntryCommand::Record(recorded))?;
+    Ok(())
+}
+
+/// Places hold `hold_id`: `transfer` reserved on both its accounts (pending,
+/// counted against their flags at once) until it is posted, voided or
+/// expires at `expires_at`.
+pub fn place_hold(
+    decider: &mut Decider<'_>,
+    hold_id: HoldId,
+    transfer: &PendingTransfer,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<(), Refusal> {
+    let at = decider.at();
+    use_assets(decider, [&transfer.asset])?;
+    decider.execute::<Hold>(
+        &hold_id.to_string(),
+        HoldCommand::Place {
+            transfer: transfer.clone(),
+            expires_at,
+            at,
+        },
+    )?;
+    for (code, side) in transfer.sides() {
+        decider.execute::<LedgerAccount>(
+            code.as_str(),
+            AccountCommand::Reserve {
+                hold_id,
+                asset: transfer.asset.clone(),
+                movement: Movement::on(side, transfer.amount),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// How a hold resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldResolved {
+    /// Posted (zero unless posted).
+    pub posted: Amount,
+    /// Released unposted.
+    pub released: Amount,
+    /// The entry posting it, when posted.
+    pub entry_id: Option<EntryId>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Resolves hold `hold_id`, which reserves `transfer` (resolved before the
+/// request was submitted; another transfer than the hold's is a defect),
+/// by `command`: both accounts settle (what is posted becomes posted, the
+/// rest is released) and a posted part is recorded as an entry with
+/// `reference`, at the command's time.
+pub fn resolve_hold(
+    decider: &mut Decider<'_>,
+    hold_id: HoldId,
+    transfer: &PendingTransfer,
+    command: HoldCommand,
+    reference: Option<String>,
+) -> Result<HoldResolved, Refusal> {
+    let id = hold_id.to_string();
+    let expires_at = match &decider.state::<Hold>(&id)?.placed {
+        Some(placed) if placed.transfer != *transfer => {
+            return Err(Refusal::Internal(format!(
+                "the request names another transfer than hold {id} reserves"
+            )))
+        }
+        Some(placed) => placed.expires_at,
+        None => None,
+    };
+    let events = decider.execute::<Hold>(&id, command)?;
+    let (posted, released, entry_id, at) = match events.first() {
+        Some(HoldEvent::HoldPosted {
+            entry_id,
+            amount,
+            released,
+            at,
+        }) => (*amount, *released, Some(*entry_id), *at),
+        Some(HoldEvent::HoldVoided { released, at })
+        | Some(HoldEvent::HoldExpired { released, at }) => (Amount::ZERO, *released, None, *at),
+        _ => return Err(Refusal::Internal("resolving a hold gave no event".into())),
+    };
+    for (code, side) in transfer.sides() {
+        let movement = if posted.is_zero() {
+            Movement::default()
+        } else {
+            Movement::on(side, posted)
+        };
+        decider.execute::<LedgerAccount>(
+            code.as_str(),
+            AccountCommand::Settle {
+                hold_id,
+                posted: movement,
+            },
+        )?;
+    }
+    if let Some(entry_id) = entry_id {
+        let entry = JournalEntry::transfer(
+            opened_account(decider, &transfer.debit)?,
+            opened_account(decider, &transfer.credit)?,
+            &transfer.asset,
+            posted,
+        )?;
+        decider.execute::<EntryRecord>(
+            &entry_id.to_string(),
+            EntryCommand::Record(Recorded {
+                entry,
+                effective_at: at,
+                reference,
+                reverses: None,
+            }),
+        )?;
+    }
+    Ok(HoldResolved {
+        posted,
+        released,
+        entry_id,
+        expires_at,
+    })
+}
