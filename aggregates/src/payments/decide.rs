@@ -2,7 +2,7 @@
 
 use super::types::*;
 use super::{IntentTerms, Payment, PaymentCommand, PaymentError, PaymentEvent};
-use crate::ids::{CaptureId, DisputeId, RefundId, TenderId};
+use crate::ids::{CaptureId, DisputeId, HoldId, RefundId, TenderId};
 use crate::journal::lots::{draw, DrawError, Lot, LotOrder};
 use crate::money::Amount;
 use chrono::{DateTime, Utc};
@@ -21,16 +21,40 @@ pub(super) fn decide(payment: &Payment, command: PaymentCommand) -> Decided {
             source,
             amount,
             capture_id,
+            hold_id,
             at,
-        } => tender(payment, tender_id, method, source, amount, capture_id, at),
+        } => tender(
+            payment,
+            Tendered {
+                tender_id,
+                method,
+                source,
+                amount,
+                capture_id,
+                hold_id,
+            },
+            at,
+        ),
         PaymentCommand::Capture {
             tender_id,
             capture_id,
             amount,
             reference,
             last,
+            next_hold_id,
             at,
-        } => capture(payment, tender_id, capture_id, amount, reference, last, at),
+        } => capture(
+            payment,
+            Capturing {
+                tender_id,
+                capture_id,
+                amount,
+                reference,
+                last,
+                next_hold_id,
+            },
+            at,
+        ),
         PaymentCommand::Cancel { at } => cancel(payment, at),
         PaymentCommand::ExpireAuthorization { tender_id, at } => expire(payment, tender_id, at),
         PaymentCommand::Refund {
@@ -134,15 +158,25 @@ fn source_matches(method: TenderMethod, source: &TenderSource) -> Result<(), Pay
     }
 }
 
-fn tender(
-    payment: &Payment,
+/// A tender as commanded.
+struct Tendered {
     tender_id: TenderId,
     method: TenderMethod,
     source: TenderSource,
     amount: Amount,
     capture_id: CaptureId,
-    at: DateTime<Utc>,
-) -> Decided {
+    hold_id: HoldId,
+}
+
+fn tender(payment: &Payment, tendered: Tendered, at: DateTime<Utc>) -> Decided {
+    let Tendered {
+        tender_id,
+        method,
+        source,
+        amount,
+        capture_id,
+        hold_id,
+    } = tendered;
     let intent = live(payment)?;
     source_matches(method, &source)?;
     if amount.is_zero() {
@@ -165,23 +199,27 @@ fn tender(
         .checked_add_signed(chrono::Duration::seconds(intent.authorization_ttl_seconds))
         .unwrap_or(crate::time::TIME_MAX);
     crate::time::check("expires_at", expires_at)?;
+    // Cash and gift cards settle at once; so does every tender of an
+    // automatic-capture payment. The others are reserved until captured.
+    let at_once = !method.through_processor() || intent.capture == CaptureMode::Automatic;
     let mut events = vec![PaymentEvent::TenderAuthorized {
         tender_id,
         method,
         source,
         amount,
         expires_at,
+        hold_id: (!at_once).then_some(hold_id),
         at,
     }];
-    // Cash and gift cards settle at once; so does every tender of an
-    // automatic-capture payment.
-    if !method.through_processor() || intent.capture == CaptureMode::Automatic {
+    if at_once {
         events.push(PaymentEvent::Captured {
             tender_id,
             capture_id,
             amount,
             reference: None,
             released: Amount::ZERO,
+            settled_hold_id: None,
+            next_hold_id: None,
             at,
         });
     }
@@ -209,15 +247,25 @@ fn capturable(tender: &Tender, at: DateTime<Utc>) -> Result<(), PaymentError> {
     }
 }
 
-fn capture(
-    payment: &Payment,
+/// A capture as commanded.
+struct Capturing {
     tender_id: TenderId,
     capture_id: CaptureId,
     amount: Amount,
     reference: Option<String>,
     last: bool,
-    at: DateTime<Utc>,
-) -> Decided {
+    next_hold_id: HoldId,
+}
+
+fn capture(payment: &Payment, capturing: Capturing, at: DateTime<Utc>) -> Decided {
+    let Capturing {
+        tender_id,
+        capture_id,
+        amount,
+        reference,
+        last,
+        next_hold_id,
+    } = capturing;
     live(payment)?;
     let tender = payment
         .tender(tender_id)
@@ -242,17 +290,18 @@ fn capture(
             asked: amount,
         });
     }
-    let released = if last {
-        uncaptured.checked_sub(amount)?
-    } else {
-        Amount::ZERO
-    };
+    let left = uncaptured.checked_sub(amount)?;
+    let released = if last { left } else { Amount::ZERO };
+    // Captured in full, or the last capture: the authorization closes.
+    let closes = last || left.is_zero();
     Ok(vec![PaymentEvent::Captured {
         tender_id,
         capture_id,
         amount,
         reference,
         released,
+        settled_hold_id: tender.hold_id,
+        next_hold_id: (!closes).then_some(next_hold_id),
         at,
     }])
 }

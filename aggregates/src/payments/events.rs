@@ -1,7 +1,7 @@
 //! A payment's commands and events. Every time is the command's own.
 
 use super::types::{CaptureMode, DisputeOutcome, RefundPart, TenderMethod, TenderSource};
-use crate::ids::{CaptureId, DisputeId, RefundId, TenderId};
+use crate::ids::{CaptureId, DisputeId, HoldId, RefundId, TenderId};
 use crate::money::{Amount, Asset};
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
@@ -35,6 +35,9 @@ pub enum PaymentCommand {
         /// The capture made at once, when the tender is captured as it is
         /// authorized.
         capture_id: CaptureId,
+        /// The reservation (journal hold) of its authorization, when it is
+        /// not captured at once.
+        hold_id: HoldId,
         at: DateTime<Utc>,
     },
     Capture {
@@ -44,6 +47,8 @@ pub enum PaymentCommand {
         reference: Option<String>,
         /// The last capture: the uncaptured rest is released.
         last: bool,
+        /// The reservation of what is left to capture, when something is.
+        next_hold_id: HoldId,
         at: DateTime<Utc>,
     },
     /// Voids every authorization; refused once anything was captured.
@@ -100,6 +105,9 @@ pub enum PaymentEvent {
         source: TenderSource,
         amount: Amount,
         expires_at: DateTime<Utc>,
+        /// The reservation of the authorization; `None` when the tender is
+        /// captured as it is taken.
+        hold_id: Option<HoldId>,
         at: DateTime<Utc>,
     },
     Captured {
@@ -109,6 +117,11 @@ pub enum PaymentEvent {
         reference: Option<String>,
         /// The uncaptured rest released with it (a last capture's).
         released: Amount,
+        /// The reservation it settled (`None`: captured as taken).
+        settled_hold_id: Option<HoldId>,
+        /// The reservation of what is left to capture; `None` when nothing
+        /// is (the authorization closes).
+        next_hold_id: Option<HoldId>,
         at: DateTime<Utc>,
     },
     /// Every open authorization voided: what each released.

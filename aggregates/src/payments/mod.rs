@@ -197,6 +197,7 @@ impl Aggregate for Payment {
                 source,
                 amount,
                 expires_at,
+                hold_id,
                 at,
             } => self.tenders.push(Tender {
                 tender_id,
@@ -206,6 +207,7 @@ impl Aggregate for Payment {
                 authorized_at: at,
                 expires_at,
                 state: AuthorizationState::Open,
+                hold_id,
                 captures: Vec::new(),
                 captured: Amount::ZERO,
                 released: Amount::ZERO,
@@ -218,7 +220,9 @@ impl Aggregate for Payment {
                 amount,
                 reference,
                 released,
+                next_hold_id,
                 at,
+                ..
             } => {
                 self.captures_made += 1;
                 let order = self.captures_made;
@@ -233,6 +237,7 @@ impl Aggregate for Payment {
                     add(&mut tender.captured, amount);
                     add(&mut tender.released, released);
                     tender.last_captured = order;
+                    tender.hold_id = next_hold_id;
                     if tender.uncaptured().is_ok_and(|left| left.is_zero()) {
                         tender.state = AuthorizationState::Closed;
                     }
@@ -243,6 +248,7 @@ impl Aggregate for Payment {
                     if let Some(tender) = self.tender_mut(tender_id) {
                         add(&mut tender.released, amount);
                         tender.state = AuthorizationState::Voided;
+                        tender.hold_id = None;
                     }
                 }
                 self.canceled_at = Some(at);
@@ -255,6 +261,7 @@ impl Aggregate for Payment {
                 if let Some(tender) = self.tender_mut(tender_id) {
                     add(&mut tender.released, released);
                     tender.state = AuthorizationState::Expired;
+                    tender.hold_id = None;
                 }
             }
             PaymentEvent::Refunded {

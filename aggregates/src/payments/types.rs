@@ -1,7 +1,7 @@
 //! What a payment is made of: its intent, its tenders with their
 //! authorizations and captures, its refunds and its disputes.
 
-use crate::ids::{CaptureId, DisputeId, RefundId, TenderId};
+use crate::ids::{CaptureId, DisputeId, HoldId, RefundId, TenderId};
 use crate::money::{Amount, AmountError, Asset};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -113,6 +113,9 @@ pub struct Tender {
     /// When its authorization stops being capturable.
     pub expires_at: DateTime<Utc>,
     pub state: AuthorizationState,
+    /// The journal hold reserving what is left to capture, while the
+    /// authorization is open.
+    pub hold_id: Option<HoldId>,
     pub captures: Vec<Capture>,
     /// Captured, in total.
     pub captured: Amount,

@@ -8,15 +8,19 @@ fn captures_add_up_to_the_authorization_and_a_last_one_releases_the_rest() {
     Given::with(())
         .given(vec![created(), authorized(1, 10_000)])
         .when(capture(1, 1, 4_000, false, 3))
-        .then_expect_events(vec![captured(1, 1, 4_000, 0)]);
+        .then_expect_events(vec![with_holds(captured(1, 1, 4_000, 0), Some(0), Some(1))]);
     Given::with(())
         .given(vec![
             created(),
             authorized(1, 10_000),
-            captured(1, 1, 4_000, 0),
+            with_holds(captured(1, 1, 4_000, 0), Some(0), Some(1)),
         ])
         .when(capture(1, 2, 5_000, true, 3))
-        .then_expect_events(vec![captured(1, 2, 5_000, 1_000)]);
+        .then_expect_events(vec![with_holds(
+            captured(1, 2, 5_000, 1_000),
+            Some(1),
+            None,
+        )]);
     let closed = state(vec![
         created(),
         authorized(1, 10_000),
@@ -25,9 +29,19 @@ fn captures_add_up_to_the_authorization_and_a_last_one_releases_the_rest() {
     ]);
     let tender = closed.tender(tender_id(1)).unwrap();
     assert_eq!(
-        (tender.state, tender.captured, tender.released),
-        (AuthorizationState::Closed, cents(9_000), cents(1_000))
+        (
+            tender.state,
+            tender.captured,
+            tender.released,
+            tender.hold_id
+        ),
+        (AuthorizationState::Closed, cents(9_000), cents(1_000), None)
     );
+    // Captured in full without saying last: closed too, nothing reserved.
+    Given::with(())
+        .given(vec![created(), authorized(1, 10_000)])
+        .when(capture(1, 1, 10_000, false, 3))
+        .then_expect_events(vec![with_holds(captured(1, 1, 10_000, 0), Some(0), None)]);
     // Captured 9000 of a 10000 payment, the rest released.
     assert_eq!(closed.status(), Some(PaymentStatus::PartiallyCaptured));
 }
@@ -85,6 +99,7 @@ fn nothing_is_captured_after_the_authorization_closed_expired_or_was_voided() {
                 source: TenderSource::Cash,
                 amount: cents(100),
                 expires_at: at(7),
+                hold_id: None,
                 at: at(2),
             },
             PaymentEvent::Captured {
@@ -93,6 +108,8 @@ fn nothing_is_captured_after_the_authorization_closed_expired_or_was_voided() {
                 amount: cents(100),
                 reference: None,
                 released: Amount::ZERO,
+                settled_hold_id: None,
+                next_hold_id: None,
                 at: at(2),
             },
         ])

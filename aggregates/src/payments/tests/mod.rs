@@ -36,6 +36,41 @@ fn refund_id(n: u128) -> RefundId {
     RefundId::from_uuid(uuid::Uuid::from_u128(0x200 + n))
 }
 
+/// The reservation of tender `tender` after its `generation`th capture (0:
+/// the authorization's first).
+fn hold(tender: u128, generation: u128) -> crate::ids::HoldId {
+    crate::ids::HoldId::from_uuid(uuid::Uuid::from_u128(0x400 + tender * 1_000 + generation))
+}
+
+/// `event` (a capture) settling reservation `settled` of its tender and
+/// reserving `next` after it (generations, see [`hold`]).
+fn with_holds(event: PaymentEvent, settled: Option<u128>, next: Option<u128>) -> PaymentEvent {
+    match event {
+        PaymentEvent::Captured {
+            tender_id: tender,
+            capture_id,
+            amount,
+            reference,
+            released,
+            at,
+            ..
+        } => {
+            let n = tender.as_uuid().as_u128();
+            PaymentEvent::Captured {
+                tender_id: tender,
+                capture_id,
+                amount,
+                reference,
+                released,
+                settled_hold_id: settled.map(|generation| hold(n, generation)),
+                next_hold_id: next.map(|generation| hold(n, generation)),
+                at,
+            }
+        }
+        other => other,
+    }
+}
+
 fn dispute_id(n: u128) -> DisputeId {
     DisputeId::from_uuid(uuid::Uuid::from_u128(0x300 + n))
 }
@@ -77,6 +112,7 @@ fn authorized(n: u128, amount: i64) -> PaymentEvent {
         source: card(),
         amount: cents(amount),
         expires_at: at(7),
+        hold_id: Some(hold(n, 0)),
         at: at(2),
     }
 }
@@ -89,6 +125,8 @@ fn captured(tender: u128, capture: u128, amount: i64, released: i64) -> PaymentE
         amount: cents(amount),
         reference: Some(format!("cap_{capture}")),
         released: cents(released),
+        settled_hold_id: None,
+        next_hold_id: None,
         at: at(3),
     }
 }
@@ -100,6 +138,7 @@ fn capture(tender: u128, capture: u128, amount: i64, last: bool, hour: u32) -> P
         amount: cents(amount),
         reference: Some(format!("cap_{capture}")),
         last,
+        next_hold_id: hold(tender, capture),
         at: at(hour),
     }
 }

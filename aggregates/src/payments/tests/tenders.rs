@@ -11,6 +11,7 @@ fn tender(n: u128, method: TenderMethod, source: TenderSource, amount: i64) -> P
         source,
         amount: cents(amount),
         capture_id: capture_id(n),
+        hold_id: hold(n, 0),
         at: at(2),
     }
 }
@@ -57,6 +58,7 @@ fn cash_gift_cards_and_automatic_capture_are_captured_as_they_are_taken() {
                 source: source.clone(),
                 amount: cents(2_500),
                 expires_at: at(7),
+                hold_id: None,
                 at: at(2),
             },
             PaymentEvent::Captured {
@@ -65,6 +67,8 @@ fn cash_gift_cards_and_automatic_capture_are_captured_as_they_are_taken() {
                 amount: cents(2_500),
                 reference: None,
                 released: Amount::ZERO,
+                settled_hold_id: None,
+                next_hold_id: None,
                 at: at(2),
             },
         ]
