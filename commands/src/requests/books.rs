@@ -152,7 +152,6 @@ pub fn place_hold(
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<(), Refusal> {
     let at = decider.at();
-    use_assets(decider, [&transfer.asset])?;
     decider.execute::<Hold>(
         &hold_id.to_string(),
         HoldCommand::Place {
@@ -161,6 +160,19 @@ pub fn place_hold(
             at,
         },
     )?;
+    reserve(decider, hold_id, transfer)
+}
+
+/// Reserves `transfer` on both its accounts under `hold_id`: pending, and
+/// counted against their flags at once. The journal's holds reserve so; a
+/// domain whose own aggregate keeps a hold's life (a payment's
+/// authorization) reserves directly.
+pub fn reserve(
+    decider: &mut Decider<'_>,
+    hold_id: HoldId,
+    transfer: &PendingTransfer,
+) -> Result<(), Refusal> {
+    use_assets(decider, [&transfer.asset])?;
     for (code, side) in transfer.sides() {
         decider.execute::<LedgerAccount>(
             code.as_str(),
@@ -171,6 +183,52 @@ pub fn place_hold(
             },
         )?;
     }
+    Ok(())
+}
+
+/// Settles reservation `hold_id` of `transfer` on both its accounts, once:
+/// `posted` of it becomes posted (recorded as the entry `entry`, with its
+/// reference, at `at`), the rest is released.
+pub fn settle(
+    decider: &mut Decider<'_>,
+    hold_id: HoldId,
+    transfer: &PendingTransfer,
+    posted: Amount,
+    entry: Option<(EntryId, Option<String>)>,
+    at: DateTime<Utc>,
+) -> Result<(), Refusal> {
+    for (code, side) in transfer.sides() {
+        let movement = if posted.is_zero() {
+            Movement::default()
+        } else {
+            Movement::on(side, posted)
+        };
+        decider.execute::<LedgerAccount>(
+            code.as_str(),
+            AccountCommand::Settle {
+                hold_id,
+                posted: movement,
+            },
+        )?;
+    }
+    let Some((entry_id, reference)) = entry.filter(|_| !posted.is_zero()) else {
+        return Ok(());
+    };
+    let entry = JournalEntry::transfer(
+        opened_account(decider, &transfer.debit)?,
+        opened_account(decider, &transfer.credit)?,
+        &transfer.asset,
+        posted,
+    )?;
+    decider.execute::<EntryRecord>(
+        &entry_id.to_string(),
+        EntryCommand::Record(Recorded {
+            entry,
+            effective_at: at,
+            reference,
+            reverses: None,
+        }),
+    )?;
     Ok(())
 }
 
@@ -220,37 +278,14 @@ pub fn resolve_hold(
         | Some(HoldEvent::HoldExpired { released, at }) => (Amount::ZERO, *released, None, *at),
         _ => return Err(Refusal::Internal("resolving a hold gave no event".into())),
     };
-    for (code, side) in transfer.sides() {
-        let movement = if posted.is_zero() {
-            Movement::default()
-        } else {
-            Movement::on(side, posted)
-        };
-        decider.execute::<LedgerAccount>(
-            code.as_str(),
-            AccountCommand::Settle {
-                hold_id,
-                posted: movement,
-            },
-        )?;
-    }
-    if let Some(entry_id) = entry_id {
-        let entry = JournalEntry::transfer(
-            opened_account(decider, &transfer.debit)?,
-            opened_account(decider, &transfer.credit)?,
-            &transfer.asset,
-            posted,
-        )?;
-        decider.execute::<EntryRecord>(
-            &entry_id.to_string(),
-            EntryCommand::Record(Recorded {
-                entry,
-                effective_at: at,
-                reference,
-                reverses: None,
-            }),
-        )?;
-    }
+    settle(
+        decider,
+        hold_id,
+        transfer,
+        posted,
+        entry_id.map(|entry_id| (entry_id, reference)),
+        at,
+    )?;
     Ok(HoldResolved {
         posted,
         released,
