@@ -46,6 +46,7 @@ pub fn domains() -> Vec<Domain> {
         crate::requests::subscription::domain(),
         crate::requests::quota::domain(),
         crate::requests::journal::domain(),
+        crate::requests::payments::domain(),
     ]
 }
 

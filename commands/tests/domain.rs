@@ -27,6 +27,8 @@ mod journal;
 mod ledger;
 #[path = "domain/openapi.rs"]
 mod openapi;
+#[path = "domain/payments.rs"]
+mod payments;
 #[path = "domain/quota.rs"]
 mod quota;
 #[path = "domain/scheduler.rs"]

@@ -421,17 +421,20 @@ pub async fn account(
 }
 
 /// Pending debits and credits (decimal strings) of every journal account
-/// per (code, asset) as of `as_of_seq` (summed from the movements), inside
-/// a tenant read transaction.
+/// per (code, asset) as of `as_of_seq` (summed from the movements), with
+/// the account's type, inside a tenant read transaction.
 pub async fn pending(
     connection: &mut PgConnection,
     tenant_id: TenantId,
     as_of_seq: i64,
-) -> Result<BTreeMap<(String, String), (String, String)>, sqlx::Error> {
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT code, asset, sum(debits_pending)::text, sum(credits_pending)::text \
-         FROM ledger_account_movements WHERE tenant_id = $1 AND tenant_seq <= $2 \
-         GROUP BY code, asset",
+) -> Result<BTreeMap<(String, String), (String, String, String)>, sqlx::Error> {
+    let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT m.code, m.asset, a.account_type, sum(m.debits_pending)::text, \
+                sum(m.credits_pending)::text \
+         FROM ledger_account_movements m \
+         JOIN ledger_accounts a ON a.tenant_id = m.tenant_id AND a.code = m.code \
+         WHERE m.tenant_id = $1 AND m.tenant_seq <= $2 \
+         GROUP BY m.code, m.asset, a.account_type",
     )
     .bind(tenant_id.as_uuid())
     .bind(as_of_seq)
@@ -439,6 +442,8 @@ pub async fn pending(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(code, asset, debits, credits)| ((code, asset), (debits, credits)))
+        .map(|(code, asset, account_type, debits, credits)| {
+            ((code, asset), (account_type, debits, credits))
+        })
         .collect())
 }

@@ -443,6 +443,22 @@ pub struct AccountBalance {
 }
 
 impl AccountBalance {
+    /// An account with nothing posted in `asset`.
+    pub fn unposted(account: String, account_type: String, asset: String) -> Self {
+        Self {
+            account,
+            account_type,
+            asset,
+            debits: "0".into(),
+            credits: "0".into(),
+            balance: "0".into(),
+            debits_pending: String::new(),
+            credits_pending: String::new(),
+            available: String::new(),
+        }
+        .with_pending("0", "0")
+    }
+
     /// Sets the pending amounts (decimal strings) and the available
     /// balance they leave.
     pub fn with_pending(mut self, debits_pending: &str, credits_pending: &str) -> Self {

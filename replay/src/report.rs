@@ -5,7 +5,7 @@
 
 use crate::state::{registry, TenantState};
 use aggregates::journal::account::{LedgerAccount, ACCOUNT_AGGREGATE};
-use aggregates::journal::Balances;
+use aggregates::journal::{AccountType, Balances};
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -44,7 +44,7 @@ pub fn report(state: &TenantState, tenant_id: TenantId, at: Option<DateTime<Utc>
         };
         report.insert(section.name.to_string(), value);
     }
-    let (accounts, trial_balance) = balances_report(state.balances(), &pending(state));
+    let (accounts, trial_balance) = balances_report(state.balances(), pending(state));
     report.insert("accounts".into(), Value::Array(accounts));
     report.insert("trial_balance".into(), Value::Array(trial_balance));
     Value::Object(report)
@@ -52,7 +52,7 @@ pub fn report(state: &TenantState, tenant_id: TenantId, at: Option<DateTime<Utc>
 
 /// What the open holds reserve on each journal account, per (code, asset):
 /// (pending debits, pending credits), from the folded accounts.
-fn pending(state: &TenantState) -> BTreeMap<(String, String), (i128, i128)> {
+fn pending(state: &TenantState) -> BTreeMap<(String, String), (AccountType, i128, i128)> {
     let mut pending = BTreeMap::new();
     for (key, aggregate) in state.fold().into_iter().flat_map(|fold| fold.states()) {
         if key.aggregate_type != ACCOUNT_AGGREGATE {
@@ -61,10 +61,14 @@ fn pending(state: &TenantState) -> BTreeMap<(String, String), (i128, i128)> {
         let Some(account) = aggregate.as_any().downcast_ref::<LedgerAccount>() else {
             continue;
         };
+        let Some(spec) = account.spec else {
+            continue;
+        };
         for (asset, balance) in &account.balances {
             pending.insert(
                 (key.aggregate_id.clone(), asset.to_string()),
                 (
+                    spec.account_type,
                     i128::from(balance.debits_pending.value()),
                     i128::from(balance.credits_pending.value()),
                 ),
@@ -76,7 +80,7 @@ fn pending(state: &TenantState) -> BTreeMap<(String, String), (i128, i128)> {
 
 fn balances_report(
     balances: &Balances,
-    pending: &BTreeMap<(String, String), (i128, i128)>,
+    mut pending: BTreeMap<(String, String), (AccountType, i128, i128)>,
 ) -> (Vec<Value>, Vec<Value>) {
     let mut accounts = Vec::new();
     let mut per_asset: BTreeMap<String, (i128, i128)> = BTreeMap::new();
@@ -85,9 +89,8 @@ fn balances_report(
         totals.0 += i128::from(debits);
         totals.1 += i128::from(credits);
         let (debits_pending, credits_pending) = pending
-            .get(&(account.to_string(), asset.to_string()))
-            .copied()
-            .unwrap_or_default();
+            .remove(&(account.to_string(), asset.to_string()))
+            .map_or((0, 0), |(_, debits, credits)| (debits, credits));
         let available = account_type.available(
             i128::from(debits),
             i128::from(credits),
@@ -106,6 +109,25 @@ fn balances_report(
             "available": available.to_string(),
         }));
     }
+    // Journal accounts with reservations (open or resolved) and nothing
+    // posted.
+    for ((account, asset), (account_type, debits_pending, credits_pending)) in pending {
+        accounts.push(json!({
+            "account": account,
+            "type": account_type.as_str(),
+            "asset": asset,
+            "debits": "0",
+            "credits": "0",
+            "balance": "0",
+            "debits_pending": debits_pending.to_string(),
+            "credits_pending": credits_pending.to_string(),
+            "available": account_type.available(0, 0, debits_pending, credits_pending).to_string(),
+        }));
+    }
+    accounts.sort_by(|a, b| {
+        let key = |value: &Value| (value["account"].to_string(), value["asset"].to_string());
+        key(a).cmp(&key(b))
+    });
     let trial_balance = per_asset
         .into_iter()
         .map(|(asset, (debits, credits))| {

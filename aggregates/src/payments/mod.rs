@@ -8,6 +8,7 @@
 //! its events into holds and entries on the journal's accounts, whose flags
 //! hold across every domain. Every time is the command's own.
 
+pub mod accounts;
 mod decide;
 mod errors;
 mod events;

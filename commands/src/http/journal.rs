@@ -154,16 +154,24 @@ async fn balances(
         move |connection| Box::pin(accounts::pending(connection, tenant_id, pending_as_of)),
     )
     .await?;
-    let accounts: Vec<AccountBalance> = accounts
+    let mut accounts: Vec<AccountBalance> = accounts
         .into_iter()
         .map(
             |balance| match pending.remove(&(balance.account.clone(), balance.asset.clone())) {
-                Some((debits, credits)) => balance.with_pending(&debits, &credits),
+                Some((_, debits, credits)) => balance.with_pending(&debits, &credits),
                 None => balance,
             },
         )
         .collect();
+    // The trial balance is of what is posted; then the journal accounts
+    // with reservations (open or resolved) and nothing posted.
     let trial_balance = journal::trial_balance(&accounts);
+    accounts.extend(pending.into_iter().map(
+        |((account, asset), (account_type, debits, credits))| {
+            AccountBalance::unposted(account, account_type, asset).with_pending(&debits, &credits)
+        },
+    ));
+    accounts.sort_by(|a, b| (&a.account, &a.asset).cmp(&(&b.account, &b.asset)));
     Ok(Json(BalancesView {
         as_of_seq: as_of.unwrap_or(projection_seq),
         accounts,

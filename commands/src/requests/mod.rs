@@ -4,5 +4,6 @@
 
 pub mod books;
 pub mod journal;
+pub mod payments;
 pub mod quota;
 pub mod subscription;

@@ -323,6 +323,7 @@ async fn a_history_of_every_request_kind_verifies_clean_and_replays() {
     ledger.run(0, "renew", RenewSubscription::default()).await;
     assert_eq!(bought.body["quota"], "credits");
     journal_requests(&ledger, start + chrono::Duration::days(40)).await;
+    payment_requests(&ledger, start + chrono::Duration::days(40)).await;
 
     let report = ledger.verify().await;
     assert_eq!(findings_of(&report, ledger.tenants[0]), Vec::new());
@@ -446,4 +447,116 @@ async fn journal_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
         };
         ledger.run(0, &format!("resolve-{key}"), resolution).await;
     }
+}
+
+/// Runs every payment request on tenant 0 from two hours after `now` (the
+/// ledger's clock after [`journal_requests`]): a card payment captured in
+/// two parts and refunded, cash taken at once, a payment canceled, and an
+/// authorization expired at its time.
+async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
+    use aggregates::ids::{CaptureId, PaymentId, RefundId, TenderId};
+    use aggregates::journal::account::AccountCode;
+    use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
+    use aggregates::{Amount, Asset};
+    use commands::requests::payments::{
+        AddTender, CancelPayment, CapturePayment, CreatePayment, ExpireAuthorization, RefundPayment,
+    };
+    let usd = Asset::new("USD", 2).unwrap();
+    let cents = |value: i64| Amount::new(value).unwrap();
+    let id = |n: u128| uuid::Uuid::from_u128(n);
+    let payment = |n: u128| PaymentId::from_uuid(id(n));
+    let stripe = |tender: u128| TenderSource::Processor {
+        processor: "stripe".into(),
+        reference: format!("ch_{tender}"),
+    };
+    let tender = |n: u128, tender: u128, method, source, amount: i64| AddTender {
+        payment_id: payment(n),
+        tender_id: TenderId::from_uuid(id(tender)),
+        method,
+        source,
+        amount: cents(amount),
+        asset: usd.clone(),
+    };
+    for n in 1..=4 {
+        let create = CreatePayment {
+            payment_id: payment(n),
+            terms: IntentTerms {
+                amount: cents(10_000),
+                asset: usd.clone(),
+                capture: CaptureMode::Manual,
+                customer: None,
+                description: None,
+                authorization_ttl_seconds: 3_600,
+                payee: None,
+            },
+        };
+        ledger.run(0, &format!("payment-{n}"), create).await;
+    }
+    ledger
+        .run(
+            0,
+            "tender-1",
+            tender(1, 10, TenderMethod::Card, stripe(10), 10_000),
+        )
+        .await;
+    for (n, amount, last) in [(100, 4_000, false), (101, 5_000, true)] {
+        let capture = CapturePayment {
+            payment_id: payment(1),
+            tender_id: TenderId::from_uuid(id(10)),
+            capture_id: CaptureId::from_uuid(id(n)),
+            amount: cents(amount),
+            reference: Some(format!("cap_{n}")),
+            last,
+            processor: "stripe".into(),
+            asset: usd.clone(),
+        };
+        ledger.run(0, &format!("capture-{n}"), capture).await;
+    }
+    let refund = RefundPayment {
+        payment_id: payment(1),
+        refund_id: RefundId::from_uuid(id(200)),
+        amount: cents(1_000),
+        tender_id: None,
+        reference: Some("re_1".into()),
+        reason: None,
+        accounts: vec![AccountCode::parse("receivable:stripe").unwrap()],
+        asset: usd.clone(),
+    };
+    ledger.run(0, "refund-1", refund).await;
+    ledger
+        .run(
+            0,
+            "tender-2",
+            tender(2, 20, TenderMethod::Cash, TenderSource::Cash, 2_500),
+        )
+        .await;
+    ledger
+        .run(
+            0,
+            "tender-3",
+            tender(3, 30, TenderMethod::Card, stripe(30), 3_000),
+        )
+        .await;
+    let cancel = CancelPayment {
+        payment_id: payment(3),
+        processors: vec!["stripe".into()],
+    };
+    ledger.run(0, "cancel-3", cancel).await;
+    ledger
+        .run(
+            0,
+            "tender-4",
+            tender(4, 40, TenderMethod::Card, stripe(40), 2_000),
+        )
+        .await;
+    let expires_at = now + chrono::Duration::hours(3);
+    ledger.set_clock(now + chrono::Duration::hours(4));
+    let expire = ExpireAuthorization {
+        payment_id: payment(4),
+        tender_id: TenderId::from_uuid(id(40)),
+        processor: "stripe".into(),
+        due_at: Some(expires_at),
+    };
+    let expired = ledger.run(0, "expire-4", expire).await;
+    assert_eq!(expired.body["status"], "expired", "{}", expired.body);
 }

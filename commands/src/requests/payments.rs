@@ -1,0 +1,759 @@
+//! Payment requests: creating an intent, tendering, capturing, canceling,
+//! expiring authorizations (the scheduler's) and refunding, each deciding
+//! the payment aggregate and moving the money in the journal through
+//! `books`, on the fixed accounts of `aggregates::payments::accounts`.
+//!
+//! - An authorization reserves Dr `receivable:<processor>` / Cr `revenue`
+//!   under the hold id the payment keeps; each capture settles it (the
+//!   captured part posted as an entry, the capture's id) and reserves what
+//!   is left under a new one; a last capture, a cancel or an expiry
+//!   releases the rest.
+//! - Cash is captured as it is taken: Dr `cash` / Cr `revenue`; so is any
+//!   tender of an automatic-capture payment (Dr its receivable).
+//! - A refund posts Dr `refunds` / Cr each tender's account it draws from.
+//!
+//! Everything a decision reads besides its targets is resolved into the
+//! request before it is submitted (the payment's asset, its tenders'
+//! processors), and checked against the payment again in the decision.
+
+use super::books;
+use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
+use aggregates::ids::{CaptureId, PaymentId, RefundId, TenderId};
+use aggregates::journal::account::AccountCode;
+use aggregates::journal::entry::EntryRecord;
+use aggregates::journal::hold::PendingTransfer;
+use aggregates::journal::Side;
+use aggregates::money::{Amount, Asset};
+use aggregates::payments::accounts::{self, PaymentAccount};
+use aggregates::payments::{
+    IntentTerms, Payment, PaymentCommand, PaymentEvent, PaymentStatus, Tender, TenderMethod,
+    TenderSource,
+};
+use aggregates::{EntryId, HoldId, RejectionKind};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Refused: a name that makes no account code.
+fn invalid(field: &str, value: &str) -> Refusal {
+    Refusal::Rejected {
+        kind: RejectionKind::Invalid,
+        code: format!("invalid_{field}"),
+        message: format!("{field} {value:?} names no account (1-200 of A-Za-z0-9_.:@/-)"),
+        details: json!({ field: value }),
+    }
+}
+
+/// The account a tender's money comes from.
+fn source_account(source: &TenderSource) -> Result<PaymentAccount, Refusal> {
+    match source {
+        TenderSource::Processor { processor, .. } => {
+            accounts::receivable(processor).map_err(|_| invalid("processor", processor))
+        }
+        TenderSource::Cash => Ok(accounts::cash()),
+        TenderSource::GiftCard { code } => {
+            accounts::gift_card(code).map_err(|_| invalid("gift_card", code))
+        }
+    }
+}
+
+/// Opens each of `accounts` as payments fix them (nothing when open
+/// already as the same).
+fn open(decider: &mut Decider<'_>, accounts: &[&PaymentAccount]) -> Result<(), Refusal> {
+    for account in accounts {
+        books::open(decider, &account.code, account.spec)?;
+    }
+    Ok(())
+}
+
+/// The payment `payment_id`, and its asset checked against the one the
+/// request was resolved with.
+fn payment<'a>(
+    decider: &'a Decider<'_>,
+    payment_id: PaymentId,
+    asset: Option<&Asset>,
+) -> Result<&'a Payment, Refusal> {
+    let payment = decider.state::<Payment>(&payment_id.to_string())?;
+    if let (Some(intent), Some(asset)) = (&payment.intent, asset) {
+        if intent.asset != *asset {
+            return Err(Refusal::Internal(format!(
+                "the request names {asset}, payment {payment_id} is in {}",
+                intent.asset
+            )));
+        }
+    }
+    Ok(payment)
+}
+
+/// What the payment answers: its id and status.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentAnswer {
+    pub payment_id: PaymentId,
+    pub status: Option<PaymentStatus>,
+}
+
+fn answer(decider: &Decider<'_>, payment_id: PaymentId) -> Result<PaymentAnswer, Refusal> {
+    Ok(PaymentAnswer {
+        payment_id,
+        status: decider.state::<Payment>(&payment_id.to_string())?.status(),
+    })
+}
+
+/// Creates a payment intent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayment {
+    pub payment_id: PaymentId,
+    pub terms: IntentTerms,
+}
+
+impl Request for CreatePayment {
+    const KIND: &'static str = "create_payment";
+
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::of::<Payment>(self.payment_id.to_string())]
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let at = decider.at();
+        decider.execute::<Payment>(
+            &self.payment_id.to_string(),
+            PaymentCommand::Create {
+                terms: self.terms.clone(),
+                at,
+            },
+        )?;
+        Reply::created(
+            self.payment_id.to_string(),
+            &answer(decider, self.payment_id)?,
+        )
+    }
+}
+
+/// Tenders part or all of a payment: a card or bank transfer through a
+/// processor (authorized, reserved until captured), or cash (captured as
+/// it is taken). `asset` is the payment's, resolved before submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddTender {
+    pub payment_id: PaymentId,
+    pub tender_id: TenderId,
+    pub method: TenderMethod,
+    pub source: TenderSource,
+    pub amount: Amount,
+    pub asset: Asset,
+}
+
+/// The answer to a tender.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenderAnswer {
+    pub payment_id: PaymentId,
+    pub tender_id: TenderId,
+    /// `authorized`, or `captured` when captured as it was taken.
+    pub tender_status: &'static str,
+    pub capture_id: Option<CaptureId>,
+    pub status: Option<PaymentStatus>,
+}
+
+impl AddTender {
+    fn accounts(&self) -> Result<[PaymentAccount; 2], Refusal> {
+        Ok([source_account(&self.source)?, accounts::revenue()])
+    }
+}
+
+impl Request for AddTender {
+    const KIND: &'static str = "add_tender";
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![
+            Target::of::<Payment>(self.payment_id.to_string()),
+            Target::of::<EntryRecord>(self.tender_id.to_string()),
+        ];
+        if let Ok(accounts) = self.accounts() {
+            targets.extend(books::money_targets(
+                accounts.iter().map(|account| &account.code),
+                [&self.asset],
+            ));
+        }
+        targets
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        if self.method == TenderMethod::GiftCard {
+            return Err(Refusal::Rejected {
+                kind: RejectionKind::Invalid,
+                code: "gift_card_tender_unavailable".into(),
+                message: "gift card tenders are not taken yet".into(),
+                details: json!({}),
+            });
+        }
+        let at = decider.at();
+        payment(decider, self.payment_id, Some(&self.asset))?;
+        let [from, revenue] = self.accounts()?;
+        // A tender captured as it is taken: its capture and entry share
+        // its id.
+        let capture_id = CaptureId::from_uuid(self.tender_id.as_uuid());
+        let hold_id = HoldId::from_uuid(decider.derive_id("authorization"));
+        let events = decider.execute::<Payment>(
+            &self.payment_id.to_string(),
+            PaymentCommand::Tender {
+                tender_id: self.tender_id,
+                method: self.method,
+                source: self.source.clone(),
+                amount: self.amount,
+                capture_id,
+                hold_id,
+                at,
+            },
+        )?;
+        open(decider, &[&from, &revenue])?;
+        let transfer = PendingTransfer {
+            debit: from.code.clone(),
+            credit: revenue.code.clone(),
+            asset: self.asset.clone(),
+            amount: self.amount,
+        };
+        let mut captured = None;
+        for event in &events {
+            match event {
+                PaymentEvent::TenderAuthorized {
+                    hold_id: Some(hold_id),
+                    ..
+                } => books::reserve(decider, *hold_id, &transfer)?,
+                PaymentEvent::Captured { capture_id, .. } => {
+                    post(decider, *capture_id, &transfer, None, at)?;
+                    captured = Some(*capture_id);
+                }
+                _ => {}
+            }
+        }
+        let answer = TenderAnswer {
+            payment_id: self.payment_id,
+            tender_id: self.tender_id,
+            tender_status: if captured.is_some() {
+                "captured"
+            } else {
+                "authorized"
+            },
+            capture_id: captured,
+            status: decider
+                .state::<Payment>(&self.payment_id.to_string())?
+                .status(),
+        };
+        decider.index::<Payment>(
+            TENDER_ENTITY,
+            self.tender_id.to_string(),
+            &self.payment_id.to_string(),
+        );
+        Reply::created(self.payment_id.to_string(), &answer)
+    }
+}
+
+/// The entity index's name for tenders (found by their own id).
+pub const TENDER_ENTITY: &str = "tender";
+
+/// Posts `transfer` (its amount) as the entry of capture `capture_id`.
+fn post(
+    decider: &mut Decider<'_>,
+    capture_id: CaptureId,
+    transfer: &PendingTransfer,
+    reference: Option<String>,
+    at: DateTime<Utc>,
+) -> Result<(), Refusal> {
+    let lines = [
+        books::EntryLine {
+            account: transfer.debit.clone(),
+            asset: transfer.asset.clone(),
+            side: Side::Debit,
+            amount: transfer.amount,
+        },
+        books::EntryLine {
+            account: transfer.credit.clone(),
+            asset: transfer.asset.clone(),
+            side: Side::Credit,
+            amount: transfer.amount,
+        },
+    ];
+    let entry = books::entry_of(decider, &lines)?;
+    books::record(
+        decider,
+        EntryId::from_uuid(capture_id.as_uuid()),
+        aggregates::journal::entry::Recorded {
+            entry,
+            effective_at: at,
+            reference,
+            reverses: None,
+        },
+    )
+}
+
+/// The tender `tender_id` of the payment, with the receivable/revenue
+/// transfer its reservation holds (of `amount`).
+fn authorization(
+    payment: &Payment,
+    tender_id: TenderId,
+    amount: Amount,
+) -> Result<Option<(Tender, PendingTransfer)>, Refusal> {
+    let (Some(intent), Some(tender)) = (&payment.intent, payment.tender(tender_id)) else {
+        return Ok(None);
+    };
+    let from = source_account(&tender.source)?;
+    let transfer = PendingTransfer {
+        debit: from.code,
+        credit: accounts::revenue().code,
+        asset: intent.asset.clone(),
+        amount,
+    };
+    Ok(Some((tender.clone(), transfer)))
+}
+
+/// The accounts a tender through `processor` reserves on.
+fn authorization_targets(processor: &str, asset: Option<&Asset>) -> Vec<Target> {
+    let Ok(receivable) = accounts::receivable(processor) else {
+        return Vec::new();
+    };
+    let codes = [receivable.code, accounts::revenue().code];
+    books::money_targets(codes.iter(), asset)
+}
+
+/// Captures part or all of a tender's authorization. `processor` and
+/// `asset` are the tender's and the payment's, resolved before submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapturePayment {
+    pub payment_id: PaymentId,
+    pub tender_id: TenderId,
+    pub capture_id: CaptureId,
+    pub amount: Amount,
+    pub reference: Option<String>,
+    pub last: bool,
+    pub processor: String,
+    pub asset: Asset,
+}
+
+/// The answer to a capture.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureAnswer {
+    pub payment_id: PaymentId,
+    pub tender_id: TenderId,
+    pub capture_id: CaptureId,
+    pub amount: Amount,
+    /// The uncaptured rest released with it.
+    pub released: Amount,
+    pub status: Option<PaymentStatus>,
+}
+
+impl Request for CapturePayment {
+    const KIND: &'static str = "capture_payment";
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![
+            Target::of::<Payment>(self.payment_id.to_string()),
+            Target::of::<EntryRecord>(self.capture_id.to_string()),
+        ];
+        targets.extend(authorization_targets(&self.processor, Some(&self.asset)));
+        targets
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let at = decider.at();
+        let before = payment(decider, self.payment_id, Some(&self.asset))?;
+        let reserved = match before.tender(self.tender_id) {
+            Some(tender) => tender.uncaptured()?,
+            None => Amount::ZERO,
+        };
+        let authorization = authorization(before, self.tender_id, reserved)?;
+        if let Some((tender, _)) = &authorization {
+            let processor = match &tender.source {
+                TenderSource::Processor { processor, .. } => processor.as_str(),
+                _ => "",
+            };
+            if processor != self.processor && tender.method.through_processor() {
+                return Err(Refusal::Internal(format!(
+                    "the request names processor {}, tender {} is {processor}",
+                    self.processor, self.tender_id
+                )));
+            }
+        }
+        let next_hold_id = HoldId::from_uuid(decider.derive_id("authorization"));
+        let events = decider.execute::<Payment>(
+            &self.payment_id.to_string(),
+            PaymentCommand::Capture {
+                tender_id: self.tender_id,
+                capture_id: self.capture_id,
+                amount: self.amount,
+                reference: self.reference.clone(),
+                last: self.last,
+                next_hold_id,
+                at,
+            },
+        )?;
+        let Some((_, transfer)) = authorization else {
+            return Err(Refusal::Internal("a capture of no tender".into()));
+        };
+        let mut released = Amount::ZERO;
+        for event in &events {
+            if let PaymentEvent::Captured {
+                settled_hold_id,
+                next_hold_id,
+                released: rest,
+                ..
+            } = event
+            {
+                released = *rest;
+                if let Some(settled) = settled_hold_id {
+                    let entry = EntryId::from_uuid(self.capture_id.as_uuid());
+                    books::settle(
+                        decider,
+                        *settled,
+                        &transfer,
+                        self.amount,
+                        Some((entry, self.reference.clone())),
+                        at,
+                    )?;
+                }
+                if let Some(next) = next_hold_id {
+                    let left = PendingTransfer {
+                        amount: transfer.amount.checked_sub(self.amount)?,
+                        ..transfer.clone()
+                    };
+                    books::reserve(decider, *next, &left)?;
+                }
+            }
+        }
+        decider.index::<Payment>(
+            CAPTURE_ENTITY,
+            self.capture_id.to_string(),
+            &self.payment_id.to_string(),
+        );
+        let answer = CaptureAnswer {
+            payment_id: self.payment_id,
+            tender_id: self.tender_id,
+            capture_id: self.capture_id,
+            amount: self.amount,
+            released,
+            status: decider
+                .state::<Payment>(&self.payment_id.to_string())?
+                .status(),
+        };
+        Reply::created(self.payment_id.to_string(), &answer)
+    }
+}
+
+/// The entity index's name for captures.
+pub const CAPTURE_ENTITY: &str = "capture";
+
+/// Releases the reservation of each of `released` (tender, amount) of the
+/// payment as it was `before`.
+fn release(
+    decider: &mut Decider<'_>,
+    before: &Payment,
+    released: &[(TenderId, Amount)],
+    at: DateTime<Utc>,
+) -> Result<(), Refusal> {
+    for (tender_id, amount) in released {
+        let Some((tender, transfer)) = authorization(before, *tender_id, *amount)? else {
+            continue;
+        };
+        if let Some(hold_id) = tender.hold_id {
+            books::settle(decider, hold_id, &transfer, Amount::ZERO, None, at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Cancels a payment before anything is captured: every open
+/// authorization is voided. `processors` are its tenders', resolved
+/// before submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelPayment {
+    pub payment_id: PaymentId,
+    pub processors: Vec<String>,
+}
+
+impl Request for CancelPayment {
+    const KIND: &'static str = "cancel_payment";
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![Target::of::<Payment>(self.payment_id.to_string())];
+        for processor in &self.processors {
+            targets.extend(authorization_targets(processor, None));
+        }
+        targets
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let at = decider.at();
+        let before = payment(decider, self.payment_id, None)?.clone();
+        let events = decider
+            .execute::<Payment>(&self.payment_id.to_string(), PaymentCommand::Cancel { at })?;
+        for event in &events {
+            if let PaymentEvent::PaymentCanceled { released, .. } = event {
+                release(decider, &before, released, at)?;
+            }
+        }
+        Reply::ok(
+            self.payment_id.to_string(),
+            &answer(decider, self.payment_id)?,
+        )
+    }
+}
+
+/// Expires a tender's authorization at its expiry (the scheduler submits
+/// it then, carrying that time): what was not captured is released.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpireAuthorization {
+    pub payment_id: PaymentId,
+    pub tender_id: TenderId,
+    pub processor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+impl Request for ExpireAuthorization {
+    const KIND: &'static str = "expire_authorization";
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![Target::of::<Payment>(self.payment_id.to_string())];
+        targets.extend(authorization_targets(&self.processor, None));
+        targets
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let at = decider.at_due(self.due_at)?;
+        let before = payment(decider, self.payment_id, None)?.clone();
+        let events = decider.execute::<Payment>(
+            &self.payment_id.to_string(),
+            PaymentCommand::ExpireAuthorization {
+                tender_id: self.tender_id,
+                at,
+            },
+        )?;
+        for event in &events {
+            if let PaymentEvent::AuthorizationExpired {
+                tender_id,
+                released,
+                ..
+            } = event
+            {
+                release(decider, &before, &[(*tender_id, *released)], at)?;
+            }
+        }
+        Reply::ok(
+            self.payment_id.to_string(),
+            &answer(decider, self.payment_id)?,
+        )
+    }
+}
+
+/// Refunds part or all of what was captured: from the tender named, or
+/// the most recently captured first. `accounts` are the codes of every
+/// tender's source account, resolved before submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundPayment {
+    pub payment_id: PaymentId,
+    pub refund_id: RefundId,
+    pub amount: Amount,
+    pub tender_id: Option<TenderId>,
+    pub reference: Option<String>,
+    pub reason: Option<String>,
+    pub accounts: Vec<AccountCode>,
+    pub asset: Asset,
+}
+
+impl Request for RefundPayment {
+    const KIND: &'static str = "refund_payment";
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![
+            Target::of::<Payment>(self.payment_id.to_string()),
+            Target::of::<EntryRecord>(self.refund_id.to_string()),
+        ];
+        let refunds = accounts::refunds().code;
+        targets.extend(books::money_targets(
+            self.accounts.iter().chain([&refunds]),
+            [&self.asset],
+        ));
+        targets
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let at = decider.at();
+        let before = payment(decider, self.payment_id, Some(&self.asset))?.clone();
+        let events = decider.execute::<Payment>(
+            &self.payment_id.to_string(),
+            PaymentCommand::Refund {
+                refund_id: self.refund_id,
+                amount: self.amount,
+                tender_id: self.tender_id,
+                reference: self.reference.clone(),
+                reason: self.reason.clone(),
+                at,
+            },
+        )?;
+        let refunds = accounts::refunds();
+        open(decider, &[&refunds])?;
+        let mut lines = vec![books::EntryLine {
+            account: refunds.code.clone(),
+            asset: self.asset.clone(),
+            side: Side::Debit,
+            amount: self.amount,
+        }];
+        for event in &events {
+            if let PaymentEvent::Refunded { parts, .. } = event {
+                for part in parts {
+                    let tender = before
+                        .tender(part.tender_id)
+                        .ok_or_else(|| Refusal::Internal("a refund of no tender".into()))?;
+                    let from = source_account(&tender.source)?;
+                    if !self.accounts.contains(&from.code) {
+                        return Err(Refusal::Internal(format!(
+                            "the request does not name account {}",
+                            from.code
+                        )));
+                    }
+                    lines.push(books::EntryLine {
+                        account: from.code,
+                        asset: self.asset.clone(),
+                        side: Side::Credit,
+                        amount: part.amount,
+                    });
+                }
+            }
+        }
+        let entry = books::entry_of(decider, &lines)?;
+        books::record(
+            decider,
+            EntryId::from_uuid(self.refund_id.as_uuid()),
+            aggregates::journal::entry::Recorded {
+                entry,
+                effective_at: at,
+                reference: self.reference.clone(),
+                reverses: None,
+            },
+        )?;
+        decider.index::<Payment>(
+            REFUND_ENTITY,
+            self.refund_id.to_string(),
+            &self.payment_id.to_string(),
+        );
+        Reply::created(
+            self.payment_id.to_string(),
+            &json!({"payment_id": self.payment_id, "refund_id": self.refund_id,
+                    "status": decider.state::<Payment>(&self.payment_id.to_string())?.status()}),
+        )
+    }
+}
+
+/// The entity index's name for refunds.
+pub const REFUND_ENTITY: &str = "refund";
+
+/// The scheduled work of tender `tender_id`: its authorization's expiry.
+pub fn authorization_expiry(tender_id: TenderId) -> String {
+    format!("tender:{tender_id}:expiry")
+}
+
+/// What a payment event schedules: an authorization's expiry at its time;
+/// its close (captured in full or last, canceled, expired) settles it.
+fn schedule(
+    event: &eventstore::StoredEvent,
+) -> Result<Vec<projections::scheduled::ScheduleChange>, projections::ApplyError> {
+    use crate::scheduler::{due, settled};
+    let payment_id = || {
+        event
+            .aggregate_id
+            .parse::<PaymentId>()
+            .map_err(|error| projections::ApplyError::Event {
+                tenant_seq: event.tenant_seq,
+                message: format!("payment id {}: {error}", event.aggregate_id),
+            })
+    };
+    Ok(match projections::decode::decode::<Payment>(event)? {
+        PaymentEvent::TenderAuthorized {
+            tender_id,
+            source: TenderSource::Processor { processor, .. },
+            expires_at,
+            hold_id: Some(_),
+            ..
+        } => vec![due(
+            authorization_expiry(tender_id),
+            expires_at,
+            &ExpireAuthorization {
+                payment_id: payment_id()?,
+                tender_id,
+                processor,
+                due_at: Some(expires_at),
+            },
+        )?],
+        PaymentEvent::Captured {
+            tender_id,
+            settled_hold_id: Some(_),
+            next_hold_id: None,
+            ..
+        }
+        | PaymentEvent::AuthorizationExpired { tender_id, .. } => {
+            vec![settled(authorization_expiry(tender_id))]
+        }
+        PaymentEvent::PaymentCanceled { released, .. } => released
+            .iter()
+            .map(|(tender_id, _)| settled(authorization_expiry(*tender_id)))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// A payment as a replay reports it.
+fn report(payment_id: &str, payment: &Payment) -> serde_json::Value {
+    let Some(intent) = &payment.intent else {
+        return serde_json::Value::Null;
+    };
+    json!({
+        "payment_id": payment_id,
+        "status": payment.status(),
+        "amount": intent.amount,
+        "asset": intent.asset,
+        "captured": payment.captured().ok(),
+        "refunded": payment.refunded().ok(),
+        "tenders": payment.tenders.len(),
+        "disputes": payment.disputes.len(),
+    })
+}
+
+/// The payments domain: intents, tenders, captures, cancels, expiries and
+/// refunds, moving money in the journal.
+pub fn domain() -> crate::domains::Domain {
+    use crate::domains::{Domain, RequestKind, Section};
+    use crate::pipeline::AggregateKind;
+    Domain {
+        name: "payments",
+        aggregates: vec![AggregateKind::of::<Payment>()],
+        requests: vec![
+            RequestKind::of::<CreatePayment>(),
+            RequestKind::of::<AddTender>(),
+            RequestKind::of::<CapturePayment>(),
+            RequestKind::of::<CancelPayment>(),
+            RequestKind::of::<ExpireAuthorization>(),
+            RequestKind::of::<RefundPayment>(),
+        ],
+        projections: Vec::new(),
+        process_managers: Vec::new(),
+        schedules: vec![projections::scheduled::ScheduleReader {
+            aggregate_type: aggregates::payments::PAYMENT_AGGREGATE,
+            read: schedule,
+        }],
+        routes: utoipa_axum::router::OpenApiRouter::new,
+        tags: Vec::new(),
+        sections: vec![Section {
+            name: "payments",
+            aggregate_type: aggregates::payments::PAYMENT_AGGREGATE,
+            one: false,
+            report: |payment_id, state, _| match state.as_any().downcast_ref::<Payment>() {
+                Some(payment) => report(payment_id, payment),
+                None => serde_json::Value::Null,
+            },
+        }],
+    }
+}

@@ -1,0 +1,263 @@
+//! Payments through the pipeline, their money in the journal: an
+//! authorization reserved on the processor's receivable, captures settling
+//! it part by part, a last capture releasing the rest, refunds, cash taken
+//! at once, cancel, and an authorization expired by the scheduler. (The
+//! payment routes come next; these submit the requests directly and read
+//! the journal over HTTP.)
+
+use super::*;
+use aggregates::ids::{CaptureId, PaymentId, RefundId, TenderId};
+use aggregates::money::{Amount, Asset};
+use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
+use commands::requests::payments::{
+    AddTender, CancelPayment, CapturePayment, CreatePayment, RefundPayment,
+};
+use commands::{CommandBus, Outcome, Request};
+
+fn usd() -> Asset {
+    Asset::new("USD", 2).unwrap()
+}
+
+fn cents(value: i64) -> Amount {
+    Amount::new(value).unwrap()
+}
+
+fn id(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+/// Submits `request` for `client`'s tenant under `key`.
+async fn run<R: Request>(bus: &CommandBus, client: &Client, key: &str, request: R) -> Outcome {
+    bus.execute(
+        client.tenant_id.parse().unwrap(),
+        eventstore::IdempotencyKey::parse(key).unwrap(),
+        request,
+    )
+    .await
+    .unwrap()
+}
+
+fn create(n: u128, capture: CaptureMode, ttl_seconds: i64) -> CreatePayment {
+    CreatePayment {
+        payment_id: PaymentId::from_uuid(id(n)),
+        terms: IntentTerms {
+            amount: cents(10_000),
+            asset: usd(),
+            capture,
+            customer: Some("c-1".into()),
+            description: None,
+            authorization_ttl_seconds: ttl_seconds,
+            payee: None,
+        },
+    }
+}
+
+fn card(payment: u128, tender: u128, amount: i64) -> AddTender {
+    AddTender {
+        payment_id: PaymentId::from_uuid(id(payment)),
+        tender_id: TenderId::from_uuid(id(tender)),
+        method: TenderMethod::Card,
+        source: TenderSource::Processor {
+            processor: "stripe".into(),
+            reference: format!("ch_{tender}"),
+        },
+        amount: cents(amount),
+        asset: usd(),
+    }
+}
+
+fn capture(payment: u128, tender: u128, n: u128, amount: i64, last: bool) -> CapturePayment {
+    CapturePayment {
+        payment_id: PaymentId::from_uuid(id(payment)),
+        tender_id: TenderId::from_uuid(id(tender)),
+        capture_id: CaptureId::from_uuid(id(n)),
+        amount: cents(amount),
+        reference: Some(format!("cap_{n}")),
+        last,
+        processor: "stripe".into(),
+        asset: usd(),
+    }
+}
+
+/// `account`'s [debits, credits, debits_pending, credits_pending] as of
+/// `seq`.
+async fn sums(client: &Client, seq: i64, account: &str) -> [String; 4] {
+    let balances = client
+        .read(&format!("/v1/journal/balances?as_of={seq}"), seq)
+        .await;
+    let row = balance_of(&balances, account);
+    ["debits", "credits", "debits_pending", "credits_pending"]
+        .map(|field| row[field].as_str().unwrap().to_string())
+}
+
+fn strings(values: [i64; 4]) -> [String; 4] {
+    values.map(|value| value.to_string())
+}
+
+#[tokio::test]
+async fn a_card_payment_reserves_captures_in_parts_releases_the_rest_and_refunds() {
+    // Proves: tendering 10000 by card reserves it (pending) on
+    // receivable:stripe and revenue; capturing 4000 posts 4000 and keeps
+    // 6000 reserved; a last capture of 5000 posts it and releases 1000;
+    // a refund of 1000 posts Dr refunds / Cr receivable:stripe; the trial
+    // balance is zero after every step.
+    let clock = TestClock::at(Utc::now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let bus = server.bus(clock.clock());
+    let acme = server.tenant("acme").await;
+    let created = run(&bus, &acme, "pay", create(1, CaptureMode::Manual, 3_600)).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["status"], "requires_tender");
+    let tendered = run(&bus, &acme, "tender", card(1, 10, 10_000)).await;
+    assert_eq!(tendered.status, 201, "{}", tendered.body);
+    assert_eq!(
+        (&tendered.body["tender_status"], &tendered.body["status"]),
+        (&json!("authorized"), &json!("authorized"))
+    );
+    server.catch_up().await;
+    let seq = tendered.tenant_seq;
+    assert_eq!(
+        sums(&acme, seq, "receivable:stripe").await,
+        strings([0, 0, 10_000, 0])
+    );
+    assert_eq!(
+        sums(&acme, seq, "revenue").await,
+        strings([0, 0, 0, 10_000])
+    );
+
+    let first = run(&bus, &acme, "cap-1", capture(1, 10, 100, 4_000, false)).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(first.body["status"], "partially_captured");
+    let last = run(&bus, &acme, "cap-2", capture(1, 10, 101, 5_000, true)).await;
+    assert_eq!(last.status, 201, "{}", last.body);
+    assert_eq!(last.body["released"], 1_000);
+    let over = run(&bus, &acme, "cap-3", capture(1, 10, 102, 1, false)).await;
+    assert_eq!(over.status, 422, "{}", over.body);
+    assert_eq!(over.body["error"]["code"], "authorization_closed");
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, first.tenant_seq, "receivable:stripe").await,
+        strings([4_000, 0, 6_000, 0])
+    );
+    assert_eq!(
+        sums(&acme, last.tenant_seq, "receivable:stripe").await,
+        strings([9_000, 0, 0, 0])
+    );
+    assert_eq!(
+        sums(&acme, last.tenant_seq, "revenue").await,
+        strings([0, 9_000, 0, 0])
+    );
+    assert_trial_balance_is_zero(&acme, last.tenant_seq).await;
+
+    let refund = RefundPayment {
+        payment_id: PaymentId::from_uuid(id(1)),
+        refund_id: RefundId::from_uuid(id(200)),
+        amount: cents(1_000),
+        tender_id: None,
+        reference: Some("re_1".into()),
+        reason: None,
+        accounts: vec![
+            aggregates::journal::account::AccountCode::parse("receivable:stripe").unwrap(),
+        ],
+        asset: usd(),
+    };
+    let refunded = run(&bus, &acme, "refund", refund).await;
+    assert_eq!(refunded.status, 201, "{}", refunded.body);
+    assert_eq!(refunded.body["status"], "partially_refunded");
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, refunded.tenant_seq, "receivable:stripe").await,
+        strings([9_000, 1_000, 0, 0])
+    );
+    assert_eq!(
+        sums(&acme, refunded.tenant_seq, "refunds").await,
+        strings([1_000, 0, 0, 0])
+    );
+    assert_trial_balance_is_zero(&acme, refunded.tenant_seq).await;
+}
+
+#[tokio::test]
+async fn cash_is_taken_at_once_a_cancel_releases_and_an_authorization_expires_on_the_tick() {
+    // Proves: a cash tender posts Dr cash / Cr revenue at once; canceling
+    // an authorized payment releases its reservation; an authorization not
+    // captured by its expiry is released by the scheduler's tick, as of
+    // its expiry, and the payment is expired.
+    let clock = TestClock::at(Utc::now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let bus = server.bus(clock.clock());
+    let ticker = server.ticker(clock.clock());
+    let acme = server.tenant("acme").await;
+    run(&bus, &acme, "pay-1", create(1, CaptureMode::Manual, 3_600)).await;
+    let cash = AddTender {
+        method: TenderMethod::Cash,
+        source: TenderSource::Cash,
+        ..card(1, 10, 2_500)
+    };
+    let taken = run(&bus, &acme, "cash", cash).await;
+    assert_eq!(taken.status, 201, "{}", taken.body);
+    assert_eq!(
+        (&taken.body["tender_status"], &taken.body["status"]),
+        (&json!("captured"), &json!("partially_captured"))
+    );
+    let canceled = run(
+        &bus,
+        &acme,
+        "cancel-1",
+        CancelPayment {
+            payment_id: PaymentId::from_uuid(id(1)),
+            processors: Vec::new(),
+        },
+    )
+    .await;
+    assert_eq!(canceled.status, 422, "{}", canceled.body);
+    assert_eq!(canceled.body["error"]["code"], "payment_captured");
+
+    run(&bus, &acme, "pay-2", create(2, CaptureMode::Manual, 3_600)).await;
+    run(&bus, &acme, "tender-2", card(2, 20, 3_000)).await;
+    let canceled = run(
+        &bus,
+        &acme,
+        "cancel-2",
+        CancelPayment {
+            payment_id: PaymentId::from_uuid(id(2)),
+            processors: vec!["stripe".into()],
+        },
+    )
+    .await;
+    assert_eq!(canceled.status, 200, "{}", canceled.body);
+    assert_eq!(canceled.body["status"], "canceled");
+
+    run(&bus, &acme, "pay-3", create(3, CaptureMode::Manual, 3_600)).await;
+    let authorized = run(&bus, &acme, "tender-3", card(3, 30, 7_000)).await;
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, authorized.tenant_seq, "receivable:stripe").await,
+        strings([0, 0, 7_000, 0])
+    );
+    let expires_at = clock.now() + Duration::hours(1);
+    clock.set(expires_at - Duration::seconds(1));
+    let early = ticker.tick().await.unwrap();
+    assert_eq!(early.leased, 0);
+    clock.set(expires_at + Duration::minutes(3));
+    let ticked = ticker.tick().await.unwrap();
+    assert_eq!((ticked.leased, ticked.accepted), (1, 1), "{ticked:?}");
+    let seq = head_seq(&server, &acme).await;
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, seq, "receivable:stripe").await,
+        strings([0, 0, 0, 0])
+    );
+    assert_eq!(sums(&acme, seq, "cash").await, strings([2_500, 0, 0, 0]));
+    assert_eq!(sums(&acme, seq, "revenue").await, strings([0, 2_500, 0, 0]));
+    assert_trial_balance_is_zero(&acme, seq).await;
+    let status = run(&bus, &acme, "late", capture(3, 30, 300, 1, false)).await;
+    assert_eq!(status.body["error"]["code"], "payment_expired");
+}
