@@ -142,6 +142,34 @@ pub fn record(
     Ok(())
 }
 
+/// Reverses entry `entry_id`, once: `reversal_id` records its exact mirror
+/// (effective now, with `reference`) on the same accounts. Returns the
+/// reversing entry's record.
+pub fn reverse(
+    decider: &mut Decider<'_>,
+    entry_id: EntryId,
+    reversal_id: EntryId,
+    reference: Option<String>,
+) -> Result<Recorded, Refusal> {
+    decider.execute::<EntryRecord>(
+        &entry_id.to_string(),
+        EntryCommand::Reverse { by: reversal_id },
+    )?;
+    let original = decider
+        .state::<EntryRecord>(&entry_id.to_string())?
+        .recorded
+        .clone()
+        .ok_or_else(|| Refusal::Internal("a reversed entry has no record".into()))?;
+    let recorded = Recorded {
+        entry: original.entry.mirror()?,
+        effective_at: decider.at(),
+        reference,
+        reverses: Some(entry_id),
+    };
+    record(decider, reversal_id, recorded.clone())?;
+    Ok(recorded)
+}
+
 /// Places hold `hold_id`: `transfer` reserved on both its accounts (pending,
 /// counted against their flags at once) until it is posted, voided or
 /// expires at `expires_at`.

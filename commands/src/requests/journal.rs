@@ -11,7 +11,7 @@ use super::books::{self, entry_of, money_targets, use_assets};
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use aggregates::journal::account::{AccountCode, AccountSpec, LedgerAccount};
 use aggregates::journal::asset::AssetScale;
-use aggregates::journal::entry::{EntryCommand, EntryRecord, Recorded};
+use aggregates::journal::entry::{EntryRecord, Recorded};
 use aggregates::journal::hold::{Hold, HoldCommand, HoldEvent, PendingTransfer};
 use aggregates::journal::{AccountFlags, AccountType, JournalEntry, Side};
 use aggregates::money::{Amount, Asset};
@@ -187,30 +187,20 @@ impl Request for ReverseEntry {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        decider.execute::<EntryRecord>(
-            &self.entry_id.to_string(),
-            EntryCommand::Reverse {
-                by: self.reversal_id,
-            },
+        let recorded = books::reverse(
+            decider,
+            self.entry_id,
+            self.reversal_id,
+            self.reference.clone(),
         )?;
-        let original = decider
-            .state::<EntryRecord>(&self.entry_id.to_string())?
-            .recorded
-            .clone()
-            .ok_or_else(|| Refusal::Internal("a reversed entry has no record".into()))?;
-        if lines_of(&original.entry) != self.lines {
+        if lines_of(&recorded.entry.mirror()?) != self.lines {
             return Err(Refusal::Internal(format!(
                 "the request names other lines than entry {} has",
                 self.entry_id
             )));
         }
-        let recorded = Recorded {
-            entry: original.entry.mirror()?,
-            effective_at: decider.at(),
-            reference: self.reference.clone(),
-            reverses: Some(self.entry_id),
-        };
-        record_entry(decider, self.reversal_id, recorded)
+        let answer = EntryAnswer::of(self.reversal_id, &recorded);
+        Reply::created(self.reversal_id.to_string(), &answer)
     }
 }
 

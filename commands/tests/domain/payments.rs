@@ -10,7 +10,8 @@ use aggregates::ids::{CaptureId, PaymentId, RefundId, TenderId};
 use aggregates::money::{Amount, Asset};
 use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
 use commands::requests::payments::{
-    AddTender, CancelPayment, CapturePayment, CreatePayment, RefundPayment,
+    AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, FailRefund, OpenDispute,
+    RefundPayment, SubmitEvidence,
 };
 use commands::{CommandBus, Outcome, Request};
 
@@ -178,6 +179,99 @@ async fn a_card_payment_reserves_captures_in_parts_releases_the_rest_and_refunds
         strings([1_000, 0, 0, 0])
     );
     assert_trial_balance_is_zero(&acme, refunded.tenant_seq).await;
+    disputed_and_failed(&server, &bus, &acme).await;
+}
+
+/// Payment 1 of the test above (9000 captured as 4000 and 5000, 1000
+/// refunded): the refund fails (its entry reversed, and refundable again),
+/// then a dispute of 2000 with a 1500 fee on the first capture is lost.
+async fn disputed_and_failed(server: &TestServer, bus: &CommandBus, acme: &Client) {
+    let receivable =
+        || vec![aggregates::journal::account::AccountCode::parse("receivable:stripe").unwrap()];
+    let fail = FailRefund {
+        payment_id: PaymentId::from_uuid(id(1)),
+        refund_id: RefundId::from_uuid(id(200)),
+        reversal_id: aggregates::EntryId::from_uuid(id(201)),
+        reason: Some("closed account".into()),
+        accounts: vec![
+            aggregates::journal::account::AccountCode::parse("refunds").unwrap(),
+            receivable()[0].clone(),
+        ],
+        asset: usd(),
+    };
+    let failed = run(bus, acme, "fail", fail.clone()).await;
+    assert_eq!(failed.status, 200, "{}", failed.body);
+    assert_eq!(failed.body["status"], "partially_captured");
+    let again = run(bus, acme, "fail-again", fail).await;
+    assert_eq!(again.body["error"]["code"], "refund_not_pending");
+    let open = OpenDispute {
+        payment_id: PaymentId::from_uuid(id(1)),
+        dispute_id: aggregates::ids::DisputeId::from_uuid(id(300)),
+        capture_id: CaptureId::from_uuid(id(100)),
+        amount: cents(2_000),
+        fee: cents(1_500),
+        reference: Some("dp_1".into()),
+        reason: Some("fraudulent".into()),
+        account: receivable()[0].clone(),
+        asset: usd(),
+    };
+    let opened = run(bus, acme, "dispute", open).await;
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    let evidence = SubmitEvidence {
+        payment_id: PaymentId::from_uuid(id(1)),
+        dispute_id: aggregates::ids::DisputeId::from_uuid(id(300)),
+    };
+    let reviewed = run(bus, acme, "evidence", evidence).await;
+    assert_eq!(reviewed.body["dispute_status"], "under_review");
+    let close = |outcome, entry: u128| CloseDispute {
+        payment_id: PaymentId::from_uuid(id(1)),
+        dispute_id: aggregates::ids::DisputeId::from_uuid(id(300)),
+        outcome,
+        entry_id: aggregates::EntryId::from_uuid(id(entry)),
+        account: receivable()[0].clone(),
+        asset: usd(),
+    };
+    let lost = run(
+        bus,
+        acme,
+        "lost",
+        close(aggregates::payments::DisputeOutcome::Lost, 301),
+    )
+    .await;
+    assert_eq!(lost.status, 200, "{}", lost.body);
+    let twice = run(
+        bus,
+        acme,
+        "won",
+        close(aggregates::payments::DisputeOutcome::Won, 302),
+    )
+    .await;
+    assert_eq!(twice.body["error"]["code"], "dispute_closed");
+    server.catch_up().await;
+    let seq = lost.tenant_seq;
+    // Refund reversed: 1000 debited and credited back to refunds.
+    assert_eq!(
+        sums(acme, seq, "refunds").await,
+        strings([1_000, 1_000, 0, 0])
+    );
+    // 9000 captured; refund 1000 and its reversal; 2000 frozen + 1500 fee.
+    assert_eq!(
+        sums(acme, seq, "receivable:stripe").await,
+        strings([10_000, 4_500, 0, 0])
+    );
+    assert_eq!(
+        sums(acme, seq, "funds_in_dispute").await,
+        strings([2_000, 2_000, 0, 0])
+    );
+    assert_eq!(
+        sums(acme, seq, "dispute_fees").await,
+        strings([1_500, 0, 0, 0])
+    );
+    assert_eq!(
+        sums(acme, seq, "dispute_losses").await,
+        strings([2_000, 0, 0, 0])
+    );
+    assert_trial_balance_is_zero(acme, seq).await;
 }
 
 #[tokio::test]

@@ -451,15 +451,19 @@ async fn journal_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
 
 /// Runs every payment request on tenant 0 from two hours after `now` (the
 /// ledger's clock after [`journal_requests`]): a card payment captured in
-/// two parts and refunded, cash taken at once, a payment canceled, and an
-/// authorization expired at its time.
+/// two parts, refunded, the refund failed, and disputed twice (lost, won);
+/// cash taken at once, a payment canceled, and an authorization expired at
+/// its time.
 async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
-    use aggregates::ids::{CaptureId, PaymentId, RefundId, TenderId};
+    use aggregates::ids::{CaptureId, DisputeId, PaymentId, RefundId, TenderId};
     use aggregates::journal::account::AccountCode;
-    use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
+    use aggregates::payments::{
+        CaptureMode, DisputeOutcome, IntentTerms, TenderMethod, TenderSource,
+    };
     use aggregates::{Amount, Asset};
     use commands::requests::payments::{
-        AddTender, CancelPayment, CapturePayment, CreatePayment, ExpireAuthorization, RefundPayment,
+        AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, ExpireAuthorization,
+        FailRefund, OpenDispute, RefundPayment, SubmitEvidence,
     };
     let usd = Asset::new("USD", 2).unwrap();
     let cents = |value: i64| Amount::new(value).unwrap();
@@ -523,6 +527,50 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
         asset: usd.clone(),
     };
     ledger.run(0, "refund-1", refund).await;
+    let fail = FailRefund {
+        payment_id: payment(1),
+        refund_id: RefundId::from_uuid(id(200)),
+        reversal_id: aggregates::EntryId::from_uuid(id(201)),
+        reason: None,
+        accounts: vec![
+            AccountCode::parse("refunds").unwrap(),
+            AccountCode::parse("receivable:stripe").unwrap(),
+        ],
+        asset: usd.clone(),
+    };
+    ledger.run(0, "fail-1", fail).await;
+    for (n, capture, outcome) in [
+        (300, 100, DisputeOutcome::Lost),
+        (310, 101, DisputeOutcome::Won),
+    ] {
+        let dispute_id = DisputeId::from_uuid(id(n));
+        let open = OpenDispute {
+            payment_id: payment(1),
+            dispute_id,
+            capture_id: CaptureId::from_uuid(id(capture)),
+            amount: cents(1_000),
+            fee: cents(150),
+            reference: None,
+            reason: None,
+            account: AccountCode::parse("receivable:stripe").unwrap(),
+            asset: usd.clone(),
+        };
+        ledger.run(0, &format!("dispute-{n}"), open).await;
+        let evidence = SubmitEvidence {
+            payment_id: payment(1),
+            dispute_id,
+        };
+        ledger.run(0, &format!("evidence-{n}"), evidence).await;
+        let close = CloseDispute {
+            payment_id: payment(1),
+            dispute_id,
+            outcome,
+            entry_id: aggregates::EntryId::from_uuid(id(n + 1)),
+            account: AccountCode::parse("receivable:stripe").unwrap(),
+            asset: usd.clone(),
+        };
+        ledger.run(0, &format!("close-{n}"), close).await;
+    }
     ledger
         .run(
             0,
@@ -559,4 +607,94 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
     };
     let expired = ledger.run(0, "expire-4", expire).await;
     assert_eq!(expired.body["status"], "expired", "{}", expired.body);
+}
+
+#[tokio::test]
+async fn a_capture_rewritten_to_another_amount_is_found_at_its_seq() {
+    // Proves: a payment's capture rewritten from 4000 to 3000 behind the
+    // triggers (the chain recomputed) is found by deciding the recorded
+    // capture again: a finding at the capture's seq, on the payment.
+    use aggregates::ids::{CaptureId, PaymentId, TenderId};
+    use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
+    use aggregates::{Amount, Asset};
+    use commands::requests::payments::{AddTender, CapturePayment, CreatePayment};
+    let ledger = Ledger::new().await;
+    let usd = Asset::new("USD", 2).unwrap();
+    let cents = |value: i64| Amount::new(value).unwrap();
+    let payment_id = PaymentId::from_uuid(uuid::Uuid::from_u128(1));
+    let tender_id = TenderId::from_uuid(uuid::Uuid::from_u128(10));
+    let create = CreatePayment {
+        payment_id,
+        terms: IntentTerms {
+            amount: cents(10_000),
+            asset: usd.clone(),
+            capture: CaptureMode::Manual,
+            customer: None,
+            description: None,
+            authorization_ttl_seconds: 3_600,
+            payee: None,
+        },
+    };
+    ledger.run(0, "pay", create).await;
+    let tender = AddTender {
+        payment_id,
+        tender_id,
+        method: TenderMethod::Card,
+        source: TenderSource::Processor {
+            processor: "stripe".into(),
+            reference: "ch_1".into(),
+        },
+        amount: cents(10_000),
+        asset: usd.clone(),
+    };
+    ledger.run(0, "tender", tender).await;
+    let capture = CapturePayment {
+        payment_id,
+        tender_id,
+        capture_id: CaptureId::from_uuid(uuid::Uuid::from_u128(100)),
+        amount: cents(4_000),
+        reference: Some("cap_1".into()),
+        last: false,
+        processor: "stripe".into(),
+        asset: usd,
+    };
+    let captured = ledger.run(0, "capture", capture).await;
+    let seq = ledger
+        .events(0)
+        .await
+        .iter()
+        .find(|event| event.event_type == "Captured")
+        .unwrap()
+        .tenant_seq;
+    assert!(seq <= captured.tenant_seq);
+    ledger
+        .edit_payload(0, seq, Some("Captured"), |payload| {
+            payload["Captured"]["amount"] = json!(3_000);
+        })
+        .await;
+    ledger.rechain(0).await;
+    let report = ledger.verify().await;
+    let findings = findings_of(&report, ledger.tenants[0]);
+    let Some(Finding::Replay {
+        finding,
+        line: None,
+    }) = findings.first()
+    else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(
+        (
+            finding.tenant_seq,
+            finding.aggregate_type.as_str(),
+            finding.aggregate_id.clone()
+        ),
+        (seq, "payment", payment_id.to_string()),
+        "{findings:?}"
+    );
+    assert_eq!(
+        finding.message, "amount 3000 where the payment decides 4000",
+        "{findings:?}"
+    );
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(!report.ok);
 }

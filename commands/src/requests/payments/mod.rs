@@ -1,5 +1,6 @@
 //! Payment requests: creating an intent, tendering, capturing, canceling,
-//! expiring authorizations (the scheduler's) and refunding, each deciding
+//! expiring authorizations (the scheduler's), refunding (`refunds`) and
+//! disputes (`disputes`), each deciding
 //! the payment aggregate and moving the money in the journal through
 //! `books`, on the fixed accounts of `aggregates::payments::accounts`.
 //!
@@ -16,10 +17,15 @@
 //! request before it is submitted (the payment's asset, its tenders'
 //! processors), and checked against the payment again in the decision.
 
+mod disputes;
+mod refunds;
+
+pub use disputes::{CloseDispute, OpenDispute, SubmitEvidence, DISPUTE_ENTITY};
+pub use refunds::{FailRefund, RefundPayment, REFUND_ENTITY};
+
 use super::books;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
-use aggregates::ids::{CaptureId, PaymentId, RefundId, TenderId};
-use aggregates::journal::account::AccountCode;
+use aggregates::ids::{CaptureId, PaymentId, TenderId};
 use aggregates::journal::entry::EntryRecord;
 use aggregates::journal::hold::PendingTransfer;
 use aggregates::journal::Side;
@@ -35,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Refused: a name that makes no account code.
-fn invalid(field: &str, value: &str) -> Refusal {
+pub(super) fn invalid(field: &str, value: &str) -> Refusal {
     Refusal::Rejected {
         kind: RejectionKind::Invalid,
         code: format!("invalid_{field}"),
@@ -45,7 +51,7 @@ fn invalid(field: &str, value: &str) -> Refusal {
 }
 
 /// The account a tender's money comes from.
-fn source_account(source: &TenderSource) -> Result<PaymentAccount, Refusal> {
+pub(super) fn source_account(source: &TenderSource) -> Result<PaymentAccount, Refusal> {
     match source {
         TenderSource::Processor { processor, .. } => {
             accounts::receivable(processor).map_err(|_| invalid("processor", processor))
@@ -59,7 +65,7 @@ fn source_account(source: &TenderSource) -> Result<PaymentAccount, Refusal> {
 
 /// Opens each of `accounts` as payments fix them (nothing when open
 /// already as the same).
-fn open(decider: &mut Decider<'_>, accounts: &[&PaymentAccount]) -> Result<(), Refusal> {
+pub(super) fn open(decider: &mut Decider<'_>, accounts: &[&PaymentAccount]) -> Result<(), Refusal> {
     for account in accounts {
         books::open(decider, &account.code, account.spec)?;
     }
@@ -68,7 +74,7 @@ fn open(decider: &mut Decider<'_>, accounts: &[&PaymentAccount]) -> Result<(), R
 
 /// The payment `payment_id`, and its asset checked against the one the
 /// request was resolved with.
-fn payment<'a>(
+pub(super) fn payment<'a>(
     decider: &'a Decider<'_>,
     payment_id: PaymentId,
     asset: Option<&Asset>,
@@ -548,109 +554,6 @@ impl Request for ExpireAuthorization {
     }
 }
 
-/// Refunds part or all of what was captured: from the tender named, or
-/// the most recently captured first. `accounts` are the codes of every
-/// tender's source account, resolved before submission.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RefundPayment {
-    pub payment_id: PaymentId,
-    pub refund_id: RefundId,
-    pub amount: Amount,
-    pub tender_id: Option<TenderId>,
-    pub reference: Option<String>,
-    pub reason: Option<String>,
-    pub accounts: Vec<AccountCode>,
-    pub asset: Asset,
-}
-
-impl Request for RefundPayment {
-    const KIND: &'static str = "refund_payment";
-
-    fn targets(&self) -> Vec<Target> {
-        let mut targets = vec![
-            Target::of::<Payment>(self.payment_id.to_string()),
-            Target::of::<EntryRecord>(self.refund_id.to_string()),
-        ];
-        let refunds = accounts::refunds().code;
-        targets.extend(books::money_targets(
-            self.accounts.iter().chain([&refunds]),
-            [&self.asset],
-        ));
-        targets
-    }
-
-    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        let at = decider.at();
-        let before = payment(decider, self.payment_id, Some(&self.asset))?.clone();
-        let events = decider.execute::<Payment>(
-            &self.payment_id.to_string(),
-            PaymentCommand::Refund {
-                refund_id: self.refund_id,
-                amount: self.amount,
-                tender_id: self.tender_id,
-                reference: self.reference.clone(),
-                reason: self.reason.clone(),
-                at,
-            },
-        )?;
-        let refunds = accounts::refunds();
-        open(decider, &[&refunds])?;
-        let mut lines = vec![books::EntryLine {
-            account: refunds.code.clone(),
-            asset: self.asset.clone(),
-            side: Side::Debit,
-            amount: self.amount,
-        }];
-        for event in &events {
-            if let PaymentEvent::Refunded { parts, .. } = event {
-                for part in parts {
-                    let tender = before
-                        .tender(part.tender_id)
-                        .ok_or_else(|| Refusal::Internal("a refund of no tender".into()))?;
-                    let from = source_account(&tender.source)?;
-                    if !self.accounts.contains(&from.code) {
-                        return Err(Refusal::Internal(format!(
-                            "the request does not name account {}",
-                            from.code
-                        )));
-                    }
-                    lines.push(books::EntryLine {
-                        account: from.code,
-                        asset: self.asset.clone(),
-                        side: Side::Credit,
-                        amount: part.amount,
-                    });
-                }
-            }
-        }
-        let entry = books::entry_of(decider, &lines)?;
-        books::record(
-            decider,
-            EntryId::from_uuid(self.refund_id.as_uuid()),
-            aggregates::journal::entry::Recorded {
-                entry,
-                effective_at: at,
-                reference: self.reference.clone(),
-                reverses: None,
-            },
-        )?;
-        decider.index::<Payment>(
-            REFUND_ENTITY,
-            self.refund_id.to_string(),
-            &self.payment_id.to_string(),
-        );
-        Reply::created(
-            self.payment_id.to_string(),
-            &json!({"payment_id": self.payment_id, "refund_id": self.refund_id,
-                    "status": decider.state::<Payment>(&self.payment_id.to_string())?.status()}),
-        )
-    }
-}
-
-/// The entity index's name for refunds.
-pub const REFUND_ENTITY: &str = "refund";
-
 /// The scheduled work of tender `tender_id`: its authorization's expiry.
 pub fn authorization_expiry(tender_id: TenderId) -> String {
     format!("tender:{tender_id}:expiry")
@@ -737,6 +640,10 @@ pub fn domain() -> crate::domains::Domain {
             RequestKind::of::<CancelPayment>(),
             RequestKind::of::<ExpireAuthorization>(),
             RequestKind::of::<RefundPayment>(),
+            RequestKind::of::<FailRefund>(),
+            RequestKind::of::<OpenDispute>(),
+            RequestKind::of::<SubmitEvidence>(),
+            RequestKind::of::<CloseDispute>(),
         ],
         projections: Vec::new(),
         process_managers: Vec::new(),
