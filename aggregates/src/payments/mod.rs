@@ -12,6 +12,7 @@ pub mod accounts;
 mod decide;
 mod errors;
 mod events;
+pub mod gift_card;
 mod types;
 
 #[cfg(test)]

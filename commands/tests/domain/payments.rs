@@ -355,3 +355,96 @@ async fn cash_is_taken_at_once_a_cancel_releases_and_an_authorization_expires_on
     let status = run(&bus, &acme, "late", capture(3, 30, 300, 1, false)).await;
     assert_eq!(status.body["error"]["code"], "payment_expired");
 }
+
+#[tokio::test]
+async fn a_gift_card_sold_and_loaded_is_never_overdrawn_by_32_concurrent_redemptions() {
+    // Proves: a gift card sold for 5000 and loaded with 1000 (Dr cash / Cr
+    // gift_cards:GC-1) pays 12 tenders of 500 out of 32 submitted at once,
+    // the other 20 answering 422 gift_card_insufficient; its account ends at
+    // zero, never below; an unknown card is 404, another currency 422.
+    use commands::requests::payments::{IssueGiftCard, LoadGiftCard};
+    let clock = TestClock::at(Utc::now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let bus = server.bus(clock.clock());
+    let acme = server.tenant("acme").await;
+    let issue = IssueGiftCard {
+        code: "GC-1".into(),
+        asset: usd(),
+        amount: cents(5_000),
+        entry_id: aggregates::EntryId::from_uuid(id(900)),
+    };
+    let issued = run(&bus, &acme, "sell", issue.clone()).await;
+    assert_eq!(issued.status, 201, "{}", issued.body);
+    let again = run(&bus, &acme, "sell-again", issue).await;
+    assert_eq!(again.body["error"]["code"], "gift_card_exists");
+    let load = LoadGiftCard {
+        code: "GC-1".into(),
+        asset: usd(),
+        amount: cents(1_000),
+        entry_id: aggregates::EntryId::from_uuid(id(901)),
+    };
+    let loaded = run(&bus, &acme, "load", load).await;
+    assert_eq!(loaded.status, 200, "{}", loaded.body);
+    assert_eq!(loaded.body["balance"], 6_000);
+
+    let gift = |payment: u128, code: &str| AddTender {
+        method: TenderMethod::GiftCard,
+        source: TenderSource::GiftCard { code: code.into() },
+        ..card(payment, payment + 1_000, 500)
+    };
+    let mut redemptions = Vec::new();
+    for n in 0..32u128 {
+        run(
+            &bus,
+            &acme,
+            &format!("pay-{n}"),
+            create(n, CaptureMode::Manual, 3_600),
+        )
+        .await;
+        let (bus, acme, tender) = (bus.clone(), acme.clone(), gift(n, "GC-1"));
+        redemptions.push(tokio::spawn(async move {
+            run(&bus, &acme, &format!("redeem-{n}"), tender).await
+        }));
+    }
+    let mut paid = 0;
+    let mut last_seq = 0;
+    for redemption in redemptions {
+        let answer = redemption.await.unwrap();
+        last_seq = last_seq.max(answer.tenant_seq);
+        match answer.status {
+            201 => {
+                assert_eq!(answer.body["tender_status"], "captured");
+                paid += 1;
+            }
+            _ => assert_eq!(
+                answer.body["error"]["code"], "gift_card_insufficient",
+                "{}",
+                answer.body
+            ),
+        }
+    }
+    assert_eq!(paid, 12);
+    server.catch_up().await;
+    let seq = head_seq(&server, &acme).await;
+    assert_eq!(
+        sums(&acme, seq, "gift_cards:GC-1").await,
+        strings([6_000, 6_000, 0, 0])
+    );
+    assert_eq!(sums(&acme, seq, "cash").await, strings([6_000, 0, 0, 0]));
+    assert_trial_balance_is_zero(&acme, seq).await;
+    let unknown = run(&bus, &acme, "unknown", gift(0, "GC-404")).await;
+    assert_eq!(
+        (unknown.status, &unknown.body["error"]["code"]),
+        (404, &json!("unknown_gift_card"))
+    );
+    let euros = AddTender {
+        asset: Asset::new("EUR", 2).unwrap(),
+        ..gift(0, "GC-1")
+    };
+    let other = run(&bus, &acme, "euros", euros).await;
+    assert_eq!(other.status, 422, "{}", other.body);
+}

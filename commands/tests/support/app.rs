@@ -34,6 +34,7 @@ pub struct TestServer {
 }
 
 /// A tenant of the test server.
+#[derive(Clone)]
 pub struct Client {
     pub base: String,
     pub client: reqwest::Client,

@@ -463,7 +463,7 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
     use aggregates::{Amount, Asset};
     use commands::requests::payments::{
         AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, ExpireAuthorization,
-        FailRefund, OpenDispute, RefundPayment, SubmitEvidence,
+        FailRefund, IssueGiftCard, LoadGiftCard, OpenDispute, RefundPayment, SubmitEvidence,
     };
     let usd = Asset::new("USD", 2).unwrap();
     let cents = |value: i64| Amount::new(value).unwrap();
@@ -576,6 +576,30 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
             0,
             "tender-2",
             tender(2, 20, TenderMethod::Cash, TenderSource::Cash, 2_500),
+        )
+        .await;
+    let issue = IssueGiftCard {
+        code: "GC-1".into(),
+        asset: usd.clone(),
+        amount: cents(1_000),
+        entry_id: aggregates::EntryId::from_uuid(id(900)),
+    };
+    ledger.run(0, "sell-card", issue).await;
+    let load = LoadGiftCard {
+        code: "GC-1".into(),
+        asset: usd.clone(),
+        amount: cents(500),
+        entry_id: aggregates::EntryId::from_uuid(id(901)),
+    };
+    ledger.run(0, "load-card", load).await;
+    let card = TenderSource::GiftCard {
+        code: "GC-1".into(),
+    };
+    ledger
+        .run(
+            0,
+            "tender-2-card",
+            tender(2, 21, TenderMethod::GiftCard, card, 1_500),
         )
         .await;
     ledger

@@ -18,9 +18,11 @@
 //! processors), and checked against the payment again in the decision.
 
 mod disputes;
+mod gift_cards;
 mod refunds;
 
 pub use disputes::{CloseDispute, OpenDispute, SubmitEvidence, DISPUTE_ENTITY};
+pub use gift_cards::{IssueGiftCard, LoadGiftCard};
 pub use refunds::{FailRefund, RefundPayment, REFUND_ENTITY};
 
 use super::books;
@@ -137,8 +139,8 @@ impl Request for CreatePayment {
 }
 
 /// Tenders part or all of a payment: a card or bank transfer through a
-/// processor (authorized, reserved until captured), or cash (captured as
-/// it is taken). `asset` is the payment's, resolved before submission.
+/// processor (authorized, reserved until captured), or cash or a gift card
+/// (captured as it is taken; a gift card never below zero). `asset` is the payment's, resolved before submission.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddTender {
@@ -181,19 +183,19 @@ impl Request for AddTender {
                 [&self.asset],
             ));
         }
+        if let TenderSource::GiftCard { code } = &self.source {
+            targets.push(Target::of::<aggregates::payments::gift_card::GiftCard>(
+                code.as_str(),
+            ));
+        }
         targets
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        if self.method == TenderMethod::GiftCard {
-            return Err(Refusal::Rejected {
-                kind: RejectionKind::Invalid,
-                code: "gift_card_tender_unavailable".into(),
-                message: "gift card tenders are not taken yet".into(),
-                details: json!({}),
-            });
-        }
         let at = decider.at();
+        if let TenderSource::GiftCard { code } = &self.source {
+            gift_cards::check_redemption(decider, code, &self.asset, self.amount)?;
+        }
         payment(decider, self.payment_id, Some(&self.asset))?;
         let [from, revenue] = self.accounts()?;
         // A tender captured as it is taken: its capture and entry share
@@ -632,7 +634,10 @@ pub fn domain() -> crate::domains::Domain {
     use crate::pipeline::AggregateKind;
     Domain {
         name: "payments",
-        aggregates: vec![AggregateKind::of::<Payment>()],
+        aggregates: vec![
+            AggregateKind::of::<Payment>(),
+            AggregateKind::of::<aggregates::payments::gift_card::GiftCard>(),
+        ],
         requests: vec![
             RequestKind::of::<CreatePayment>(),
             RequestKind::of::<AddTender>(),
@@ -644,6 +649,8 @@ pub fn domain() -> crate::domains::Domain {
             RequestKind::of::<OpenDispute>(),
             RequestKind::of::<SubmitEvidence>(),
             RequestKind::of::<CloseDispute>(),
+            RequestKind::of::<IssueGiftCard>(),
+            RequestKind::of::<LoadGiftCard>(),
         ],
         projections: Vec::new(),
         process_managers: Vec::new(),
