@@ -13,6 +13,7 @@ mod decide;
 mod errors;
 mod events;
 pub mod gift_card;
+pub mod settlement;
 mod types;
 
 #[cfg(test)]
