@@ -193,7 +193,7 @@ fn a_batch_is_imported_once_and_its_lines_must_add_up() {
 
 #[test]
 fn a_break_is_resolved_once() {
-    let lines = vec![line(LineType::Capture, "cap_x", 700, 20)];
+    let lines = [line(LineType::Capture, "cap_x", 700, 20)];
     let given = vec![imported(vec![broken(
         lines[0].clone(),
         0,
