@@ -1,5 +1,6 @@
 //! The payment's decisions, one function per command.
 
+use super::settlement::Item;
 use super::types::*;
 use super::{IntentTerms, Payment, PaymentCommand, PaymentError, PaymentEvent};
 use crate::ids::{CaptureId, DisputeId, HoldId, RefundId, TenderId};
@@ -87,6 +88,13 @@ pub(super) fn decide(payment: &Payment, command: PaymentCommand) -> Decided {
                 return Err(PaymentError::EvidenceAlreadySubmitted);
             }
             Ok(vec![PaymentEvent::EvidenceSubmitted { dispute_id, at }])
+        }
+        PaymentCommand::Settle { item, batch, at } => {
+            payment.intent.as_ref().ok_or(PaymentError::Unknown)?;
+            if let Some(batch) = settled_in(payment, item)? {
+                return Err(PaymentError::AlreadySettled { batch });
+            }
+            Ok(vec![PaymentEvent::ItemSettled { item, batch, at }])
         }
         PaymentCommand::CloseDispute {
             dispute_id,
@@ -482,4 +490,40 @@ fn open(payment: &Payment, dispute_id: DisputeId) -> Result<&Dispute, PaymentErr
         return Err(PaymentError::DisputeClosed);
     }
     Ok(dispute)
+}
+
+/// The batch that settled `item` already, if one did; unknown items and a
+/// reversal of a dispute not won are refused.
+fn settled_in(payment: &Payment, item: Item) -> Result<Option<String>, PaymentError> {
+    Ok(match item {
+        Item::Capture { capture_id } => payment
+            .capture(capture_id)
+            .ok_or(PaymentError::UnknownCapture(capture_id))?
+            .1
+            .settled_in
+            .clone(),
+        Item::Refund { refund_id } => {
+            let refund = payment
+                .refund(refund_id)
+                .ok_or(PaymentError::UnknownRefund(refund_id))?;
+            if refund.state == RefundState::Failed {
+                return Err(PaymentError::RefundNotPending { state: "failed" });
+            }
+            refund.settled_in.clone()
+        }
+        Item::Dispute { dispute_id } => payment
+            .dispute(dispute_id)
+            .ok_or(PaymentError::UnknownDispute(dispute_id))?
+            .settled_in
+            .clone(),
+        Item::DisputeReversal { dispute_id } => {
+            let dispute = payment
+                .dispute(dispute_id)
+                .ok_or(PaymentError::UnknownDispute(dispute_id))?;
+            if dispute.state != DisputeState::Won {
+                return Err(PaymentError::DisputeNotWon);
+            }
+            dispute.reversal_settled_in.clone()
+        }
+    })
 }

@@ -79,6 +79,10 @@ pub enum PaymentError {
     DisputeClosed,
     #[error("evidence was submitted already")]
     EvidenceAlreadySubmitted,
+    #[error("settled already, by batch {batch}")]
+    AlreadySettled { batch: String },
+    #[error("the dispute was not won: nothing was given back to settle")]
+    DisputeNotWon,
     #[error("an amount is positive")]
     NonPositive,
     #[error(transparent)]
@@ -138,6 +142,8 @@ impl Rejection for PaymentError {
             Self::UnknownDispute(_) => "unknown_dispute",
             Self::DisputeClosed => "dispute_closed",
             Self::EvidenceAlreadySubmitted => "evidence_already_submitted",
+            Self::AlreadySettled { .. } => "already_settled",
+            Self::DisputeNotWon => "dispute_not_won",
             Self::TimeOutOfRange(_) => "time_out_of_range",
             Self::Amount(_) => "amount_overflow",
         }
@@ -162,6 +168,7 @@ impl Rejection for PaymentError {
                 json!({"disputable": disputable, "asked": asked})
             }
             Self::RefundNotPending { state } => json!({"state": state}),
+            Self::AlreadySettled { batch } => json!({"batch": batch}),
             Self::TooManyTenders { max }
             | Self::TooManyCaptures { max }
             | Self::TooManyRefunds { max }

@@ -1,5 +1,6 @@
 //! A payment's commands and events. Every time is the command's own.
 
+use super::settlement::Item;
 use super::types::{CaptureMode, DisputeOutcome, RefundPart, TenderMethod, TenderSource};
 use crate::ids::{CaptureId, DisputeId, HoldId, RefundId, TenderId};
 use crate::money::{Amount, Asset};
@@ -91,6 +92,13 @@ pub enum PaymentCommand {
         outcome: DisputeOutcome,
         at: DateTime<Utc>,
     },
+    /// Marks `item` settled by batch `batch` (`<processor>/<batch_id>`),
+    /// once.
+    Settle {
+        item: Item,
+        batch: String,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +174,11 @@ pub enum PaymentEvent {
         outcome: DisputeOutcome,
         at: DateTime<Utc>,
     },
+    ItemSettled {
+        item: Item,
+        batch: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for PaymentEvent {
@@ -181,6 +194,7 @@ impl DomainEvent for PaymentEvent {
             Self::DisputeOpened { .. } => "DisputeOpened",
             Self::EvidenceSubmitted { .. } => "EvidenceSubmitted",
             Self::DisputeClosed { .. } => "DisputeClosed",
+            Self::ItemSettled { .. } => "ItemSettled",
         }
         .to_string()
     }

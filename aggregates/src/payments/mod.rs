@@ -236,6 +236,7 @@ impl Aggregate for Payment {
                         reference,
                         at,
                         disputed: Amount::ZERO,
+                        settled_in: None,
                     });
                     add(&mut tender.captured, amount);
                     add(&mut tender.released, released);
@@ -288,6 +289,7 @@ impl Aggregate for Payment {
                     reason,
                     state: RefundState::Pending,
                     at,
+                    settled_in: None,
                 });
             }
             PaymentEvent::RefundFailed { refund_id, .. } => {
@@ -331,6 +333,8 @@ impl Aggregate for Payment {
                     reason,
                     state: DisputeState::NeedsResponse,
                     opened_at: at,
+                    settled_in: None,
+                    reversal_settled_in: None,
                 });
             }
             PaymentEvent::EvidenceSubmitted { dispute_id, .. } => {
@@ -358,11 +362,44 @@ impl Aggregate for Payment {
                     }
                 }
             }
+            PaymentEvent::ItemSettled { item, batch, .. } => self.settle(item, batch),
         }
     }
 }
 
 impl Payment {
+    /// Records `item` settled by `batch`.
+    fn settle(&mut self, item: settlement::Item, batch: String) {
+        use settlement::Item;
+        match item {
+            Item::Capture { capture_id } => {
+                if let Some(capture) = self.capture_mut(capture_id) {
+                    capture.settled_in = Some(batch);
+                }
+            }
+            Item::Refund { refund_id } => {
+                if let Some(refund) = self
+                    .refunds
+                    .iter_mut()
+                    .find(|refund| refund.refund_id == refund_id)
+                {
+                    refund.state = RefundState::Settled;
+                    refund.settled_in = Some(batch);
+                }
+            }
+            Item::Dispute { dispute_id } => {
+                if let Some(dispute) = self.dispute_mut(dispute_id) {
+                    dispute.settled_in = Some(batch);
+                }
+            }
+            Item::DisputeReversal { dispute_id } => {
+                if let Some(dispute) = self.dispute_mut(dispute_id) {
+                    dispute.reversal_settled_in = Some(batch);
+                }
+            }
+        }
+    }
+
     fn dispute_mut(&mut self, dispute_id: DisputeId) -> Option<&mut Dispute> {
         self.disputes
             .iter_mut()

@@ -61,12 +61,20 @@ pub struct Line {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "item")]
 pub enum Item {
-    Capture { capture_id: CaptureId },
-    Refund { refund_id: RefundId },
+    Capture {
+        capture_id: CaptureId,
+    },
+    Refund {
+        refund_id: RefundId,
+    },
     /// The amount and fee a dispute took from the processor's balance.
-    Dispute { dispute_id: DisputeId },
+    Dispute {
+        dispute_id: DisputeId,
+    },
     /// What a won dispute gave back.
-    DisputeReversal { dispute_id: DisputeId },
+    DisputeReversal {
+        dispute_id: DisputeId,
+    },
 }
 
 /// What the ledger expects of a line, resolved by the request from the

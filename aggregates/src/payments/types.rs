@@ -99,6 +99,9 @@ pub struct Capture {
     pub at: DateTime<Utc>,
     /// What disputes have frozen of it (open or lost).
     pub disputed: Amount,
+    /// The settlement batch that settled it.
+    #[serde(default)]
+    pub settled_in: Option<String>,
 }
 
 /// One tender of a payment.
@@ -177,6 +180,9 @@ pub struct Refund {
     pub reason: Option<String>,
     pub state: RefundState,
     pub at: DateTime<Utc>,
+    /// The settlement batch that settled it.
+    #[serde(default)]
+    pub settled_in: Option<String>,
 }
 
 /// Where a dispute stands.
@@ -217,6 +223,12 @@ pub struct Dispute {
     pub reason: Option<String>,
     pub state: DisputeState,
     pub opened_at: DateTime<Utc>,
+    /// The settlement batches that settled what it took, and what a won
+    /// dispute gave back.
+    #[serde(default)]
+    pub settled_in: Option<String>,
+    #[serde(default)]
+    pub reversal_settled_in: Option<String>,
 }
 
 /// Where a payment stands, as its reads show it.

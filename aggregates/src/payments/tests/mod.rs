@@ -3,6 +3,7 @@
 mod captures;
 mod disputes;
 mod refunds;
+mod settles;
 mod tenders;
 
 use super::*;
