@@ -180,6 +180,21 @@ async fn a_card_payment_reserves_captures_in_parts_releases_the_rest_and_refunds
     );
     assert_trial_balance_is_zero(&acme, refunded.tenant_seq).await;
     disputed_and_failed(&server, &bus, &acme).await;
+
+    // A processor's references are unique: another payment naming charge
+    // ch_10 or capture cap_100 of stripe is refused, and changes nothing.
+    run(&bus, &acme, "pay-5", create(5, CaptureMode::Manual, 3_600)).await;
+    let taken = run(&bus, &acme, "tender-5", card(5, 10, 100)).await;
+    assert_eq!(taken.status, 422, "{}", taken.body);
+    assert_eq!(taken.body["error"]["code"], "reference_taken");
+    assert_eq!(
+        taken.body["error"]["details"]["payment_id"],
+        json!(PaymentId::from_uuid(id(1)))
+    );
+    let tendered = run(&bus, &acme, "tender-5b", card(5, 50, 100)).await;
+    assert_eq!(tendered.status, 201, "{}", tendered.body);
+    let reused = run(&bus, &acme, "cap-5", capture(5, 50, 100, 10, false)).await;
+    assert_eq!(reused.body["error"]["code"], "reference_taken");
 }
 
 /// Payment 1 of the test above (9000 captured as 4000 and 5000, 1000

@@ -4,7 +4,7 @@
 //! reinstates the amount (Dr the tender's account / Cr `funds_in_dispute`),
 //! lost writes it off (Dr `dispute_losses` / Cr `funds_in_dispute`). Once.
 
-use super::{open, payment, source_account};
+use super::{claim, open, payment, processor_of, reference_target, source_account};
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books::{self, EntryLine};
 use aggregates::ids::{CaptureId, DisputeId, PaymentId};
@@ -13,6 +13,8 @@ use aggregates::journal::entry::{EntryRecord, Recorded};
 use aggregates::journal::Side;
 use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts;
+use aggregates::payments::reference::{Owner, ReferenceKind};
+use aggregates::payments::settlement::Item;
 use aggregates::payments::{DisputeOutcome, Payment, PaymentCommand};
 use aggregates::EntryId;
 use chrono::{DateTime, Utc};
@@ -85,11 +87,27 @@ impl Request for OpenDispute {
             accounts::dispute_fees().code,
         ];
         targets.extend(books::money_targets(codes.iter(), [&self.asset]));
+        if let (Some(processor), Some(reference)) = (processor_of(&self.account), &self.reference) {
+            targets.push(reference_target(
+                ReferenceKind::Dispute,
+                processor,
+                reference,
+            ));
+        }
         targets
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
+        if let (Some(processor), Some(reference)) = (processor_of(&self.account), &self.reference) {
+            let owner = Owner {
+                payment_id: self.payment_id,
+                item: Some(Item::Dispute {
+                    dispute_id: self.dispute_id,
+                }),
+            };
+            claim(decider, ReferenceKind::Dispute, processor, reference, owner)?;
+        }
         let before = payment(decider, self.payment_id, Some(&self.asset))?;
         if let Some((tender, _)) = before.capture(self.capture_id) {
             let from = source_account(&tender.source)?;

@@ -28,11 +28,16 @@ pub use refunds::{FailRefund, RefundPayment, REFUND_ENTITY};
 use super::books;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use aggregates::ids::{CaptureId, PaymentId, TenderId};
+use aggregates::journal::account::AccountCode;
 use aggregates::journal::entry::EntryRecord;
 use aggregates::journal::hold::PendingTransfer;
 use aggregates::journal::Side;
 use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts::{self, PaymentAccount};
+use aggregates::payments::reference::{
+    reference_id, Owner, ProcessorReference, ReferenceCommand, ReferenceKind,
+};
+use aggregates::payments::settlement::Item;
 use aggregates::payments::{
     IntentTerms, Payment, PaymentCommand, PaymentEvent, PaymentStatus, Tender, TenderMethod,
     TenderSource,
@@ -91,6 +96,33 @@ pub(super) fn payment<'a>(
         }
     }
     Ok(payment)
+}
+
+/// The target of `reference` of `processor`, of `kind`.
+pub(super) fn reference_target(kind: ReferenceKind, processor: &str, reference: &str) -> Target {
+    Target::of::<ProcessorReference>(reference_id(kind, processor, reference))
+}
+
+/// Claims `reference` of `processor`, of `kind`, for `owner`: refused
+/// (`reference_taken`) when something else holds it.
+pub(super) fn claim(
+    decider: &mut Decider<'_>,
+    kind: ReferenceKind,
+    processor: &str,
+    reference: &str,
+    owner: Owner,
+) -> Result<(), Refusal> {
+    let at = decider.at();
+    decider.execute::<ProcessorReference>(
+        &reference_id(kind, processor, reference),
+        ReferenceCommand::Claim { owner, at },
+    )?;
+    Ok(())
+}
+
+/// The processor whose receivable `code` is, if it is one.
+pub(super) fn processor_of(code: &AccountCode) -> Option<&str> {
+    code.as_str().strip_prefix("receivable:")
 }
 
 /// What the payment answers: its id and status.
@@ -183,10 +215,19 @@ impl Request for AddTender {
                 [&self.asset],
             ));
         }
-        if let TenderSource::GiftCard { code } = &self.source {
-            targets.push(Target::of::<aggregates::payments::gift_card::GiftCard>(
-                code.as_str(),
-            ));
+        match &self.source {
+            TenderSource::GiftCard { code } => targets.push(Target::of::<
+                aggregates::payments::gift_card::GiftCard,
+            >(code.as_str())),
+            TenderSource::Processor {
+                processor,
+                reference,
+            } => targets.push(reference_target(
+                ReferenceKind::Charge,
+                processor,
+                reference,
+            )),
+            TenderSource::Cash => {}
         }
         targets
     }
@@ -214,6 +255,17 @@ impl Request for AddTender {
                 at,
             },
         )?;
+        if let TenderSource::Processor {
+            processor,
+            reference,
+        } = &self.source
+        {
+            let owner = Owner {
+                payment_id: self.payment_id,
+                item: None,
+            };
+            claim(decider, ReferenceKind::Charge, processor, reference, owner)?;
+        }
         open(decider, &[&from, &revenue])?;
         let transfer = PendingTransfer {
             debit: from.code.clone(),
@@ -360,6 +412,13 @@ impl Request for CapturePayment {
             Target::of::<EntryRecord>(self.capture_id.to_string()),
         ];
         targets.extend(authorization_targets(&self.processor, Some(&self.asset)));
+        if let Some(reference) = &self.reference {
+            targets.push(reference_target(
+                ReferenceKind::Capture,
+                &self.processor,
+                reference,
+            ));
+        }
         targets
     }
 
@@ -399,6 +458,21 @@ impl Request for CapturePayment {
         let Some((_, transfer)) = authorization else {
             return Err(Refusal::Internal("a capture of no tender".into()));
         };
+        if let Some(reference) = &self.reference {
+            let owner = Owner {
+                payment_id: self.payment_id,
+                item: Some(Item::Capture {
+                    capture_id: self.capture_id,
+                }),
+            };
+            claim(
+                decider,
+                ReferenceKind::Capture,
+                &self.processor,
+                reference,
+                owner,
+            )?;
+        }
         let mut released = Amount::ZERO;
         for event in &events {
             if let PaymentEvent::Captured {
@@ -637,6 +711,7 @@ pub fn domain() -> crate::domains::Domain {
         aggregates: vec![
             AggregateKind::of::<Payment>(),
             AggregateKind::of::<aggregates::payments::gift_card::GiftCard>(),
+            AggregateKind::of::<ProcessorReference>(),
         ],
         requests: vec![
             RequestKind::of::<CreatePayment>(),

@@ -2,7 +2,7 @@
 //! from (the most recently captured first); a failed refund's entry is
 //! reversed.
 
-use super::{open, payment, source_account};
+use super::{claim, open, payment, processor_of, reference_target, source_account};
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books;
 use aggregates::ids::{PaymentId, RefundId, TenderId};
@@ -11,6 +11,9 @@ use aggregates::journal::entry::{EntryRecord, Recorded};
 use aggregates::journal::Side;
 use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts;
+use aggregates::payments::reference::{Owner, ReferenceKind};
+use aggregates::payments::settlement::Item;
+use aggregates::payments::TenderSource;
 use aggregates::payments::{Payment, PaymentCommand, PaymentEvent};
 use aggregates::EntryId;
 use serde::{Deserialize, Serialize};
@@ -45,6 +48,15 @@ impl Request for RefundPayment {
             self.accounts.iter().chain([&refunds]),
             [&self.asset],
         ));
+        if let Some(reference) = &self.reference {
+            for processor in self.accounts.iter().filter_map(processor_of) {
+                targets.push(reference_target(
+                    ReferenceKind::Refund,
+                    processor,
+                    reference,
+                ));
+            }
+        }
         targets
     }
 
@@ -76,6 +88,17 @@ impl Request for RefundPayment {
                     let tender = before
                         .tender(part.tender_id)
                         .ok_or_else(|| Refusal::Internal("a refund of no tender".into()))?;
+                    if let (TenderSource::Processor { processor, .. }, Some(reference)) =
+                        (&tender.source, &self.reference)
+                    {
+                        let owner = Owner {
+                            payment_id: self.payment_id,
+                            item: Some(Item::Refund {
+                                refund_id: self.refund_id,
+                            }),
+                        };
+                        claim(decider, ReferenceKind::Refund, processor, reference, owner)?;
+                    }
                     let from = source_account(&tender.source)?;
                     if !self.accounts.contains(&from.code) {
                         return Err(Refusal::Internal(format!(
