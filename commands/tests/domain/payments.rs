@@ -1,17 +1,19 @@
 //! Payments through the pipeline, their money in the journal: an
 //! authorization reserved on the processor's receivable, captures settling
 //! it part by part, a last capture releasing the rest, refunds, cash taken
-//! at once, cancel, and an authorization expired by the scheduler. (The
+//! at once, cancel, an authorization expired by the scheduler, gift cards,
+//! disputes, and settlement batches with their breaks. (The
 //! payment routes come next; these submit the requests directly and read
 //! the journal over HTTP.)
 
 use super::*;
 use aggregates::ids::{CaptureId, PaymentId, RefundId, TenderId};
 use aggregates::money::{Amount, Asset};
+use aggregates::payments::settlement::{Line, LineType};
 use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
 use commands::requests::payments::{
-    AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, FailRefund, OpenDispute,
-    RefundPayment, SubmitEvidence,
+    AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, FailRefund,
+    ImportSettlement, OpenDispute, RefundPayment, SubmitEvidence,
 };
 use commands::{CommandBus, Outcome, Request};
 
@@ -462,4 +464,182 @@ async fn a_gift_card_sold_and_loaded_is_never_overdrawn_by_32_concurrent_redempt
     };
     let other = run(&bus, &acme, "euros", euros).await;
     assert_eq!(other.status, 422, "{}", other.body);
+}
+
+fn settlement_line(line_type: LineType, reference: &str, gross: i64, fee: i64) -> Line {
+    Line {
+        line_type,
+        reference: reference.into(),
+        gross,
+        fee,
+        net: gross - fee,
+    }
+}
+
+fn import(
+    batch: &str,
+    lines: Vec<Line>,
+    payments: Vec<Option<u128>>,
+    entry: u128,
+) -> ImportSettlement {
+    ImportSettlement {
+        processor: "stripe".into(),
+        batch_id: batch.into(),
+        asset: usd(),
+        settled_at: Utc::now(),
+        lines,
+        payments: payments
+            .into_iter()
+            .map(|payment| payment.map(|n| PaymentId::from_uuid(id(n))))
+            .collect(),
+        entry_id: aggregates::EntryId::from_uuid(id(entry)),
+    }
+}
+
+#[tokio::test]
+async fn a_settlement_settles_what_matches_and_opens_exactly_its_breaks() {
+    // Proves: a batch of the two captures (with fees) and the refund of a
+    // payment matches all three and moves them from the receivable to the
+    // processor's balance, fees to processing_fees; a second batch with
+    // one capture already settled, one unknown reference and one amount
+    // mismatch gives exactly those three breaks, the differences in
+    // settlement_suspense; a batch is imported once; the trial balance is
+    // zero.
+    let clock = TestClock::at(Utc::now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let bus = server.bus(clock.clock());
+    let acme = server.tenant("acme").await;
+    run(&bus, &acme, "pay", create(1, CaptureMode::Manual, 3_600)).await;
+    run(&bus, &acme, "tender", card(1, 10, 10_000)).await;
+    run(&bus, &acme, "cap-1", capture(1, 10, 100, 4_000, false)).await;
+    run(&bus, &acme, "cap-2", capture(1, 10, 101, 5_000, true)).await;
+    let refund = RefundPayment {
+        payment_id: PaymentId::from_uuid(id(1)),
+        refund_id: RefundId::from_uuid(id(200)),
+        amount: cents(1_000),
+        tender_id: None,
+        reference: Some("re_1".into()),
+        reason: None,
+        accounts: vec![
+            aggregates::journal::account::AccountCode::parse("receivable:stripe").unwrap(),
+        ],
+        asset: usd(),
+    };
+    assert_eq!(run(&bus, &acme, "refund", refund).await.status, 201);
+    run(&bus, &acme, "pay-2", create(2, CaptureMode::Manual, 3_600)).await;
+    run(&bus, &acme, "tender-2", card(2, 20, 2_000)).await;
+    run(&bus, &acme, "cap-3", capture(2, 20, 300, 2_000, true)).await;
+
+    let first = import(
+        "b_1",
+        vec![
+            settlement_line(LineType::Capture, "cap_100", 4_000, 120),
+            settlement_line(LineType::Capture, "cap_101", 5_000, 150),
+            settlement_line(LineType::Refund, "re_1", -1_000, 0),
+        ],
+        vec![Some(1), Some(1), Some(1)],
+        900,
+    );
+    let settled = run(&bus, &acme, "settle-1", first.clone()).await;
+    assert_eq!(settled.status, 201, "{}", settled.body);
+    assert_eq!(
+        (&settled.body["matched"], &settled.body["breaks"]),
+        (&json!(3), &json!([]))
+    );
+    let again = run(&bus, &acme, "settle-1-again", first).await;
+    assert_eq!(again.body["error"]["code"], "settlement_already_imported");
+
+    let second = import(
+        "b_2",
+        vec![
+            settlement_line(LineType::Capture, "cap_100", 4_000, 0),
+            settlement_line(LineType::Capture, "cap_999", 700, 20),
+            settlement_line(LineType::Capture, "cap_300", 2_100, 60),
+        ],
+        vec![Some(1), None, Some(2)],
+        901,
+    );
+    let broken = run(&bus, &acme, "settle-2", second).await;
+    assert_eq!(broken.status, 201, "{}", broken.body);
+    assert_eq!(broken.body["matched"], 0);
+    let breaks: Vec<(Value, Value, Value, Value)> = broken.body["breaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|found| {
+            (
+                found["class"].clone(),
+                found["reference"].clone(),
+                found["expected"].clone(),
+                found["actual"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        breaks,
+        [
+            (
+                json!("duplicate"),
+                json!("cap_100"),
+                json!(4_000),
+                json!(4_000)
+            ),
+            (
+                json!("unknown_reference"),
+                json!("cap_999"),
+                Value::Null,
+                json!(700)
+            ),
+            (
+                json!("amount_mismatch"),
+                json!("cap_300"),
+                json!(2_000),
+                json!(2_100)
+            ),
+        ]
+    );
+    server.catch_up().await;
+    let seq = broken.tenant_seq;
+    // Captured 11000 and refunded 1000; a batch posts one line per
+    // account: b_1 credits 4000 + 5000 - 1000, b_2 the 2000 expected of
+    // cap_300. Nothing is left owed.
+    assert_eq!(
+        sums(&acme, seq, "receivable:stripe").await,
+        strings([11_000, 11_000, 0, 0])
+    );
+    // b_1: 3880 + 4850 - 1000; b_2: 4000 + 680 + 2040.
+    assert_eq!(
+        sums(&acme, seq, "processor_balance:stripe").await,
+        strings([14_450, 0, 0, 0])
+    );
+    assert_eq!(
+        sums(&acme, seq, "processing_fees").await,
+        strings([350, 0, 0, 0])
+    );
+    // The duplicate 4000, the unknown 700, the mismatch's 100.
+    assert_eq!(
+        sums(&acme, seq, "settlement_suspense").await,
+        strings([0, 4_800, 0, 0])
+    );
+    assert_trial_balance_is_zero(&acme, seq).await;
+
+    let mut wrong = settlement_line(LineType::Capture, "cap_1", 100, 1);
+    wrong.net = 50;
+    let refused = run(
+        &bus,
+        &acme,
+        "settle-3",
+        import("b_3", vec![wrong], vec![None], 902),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(
+        refused.body["error"]["code"],
+        "settlement_line_does_not_add_up"
+    );
+    assert_eq!(refused.body["error"]["details"]["line"], 1);
 }

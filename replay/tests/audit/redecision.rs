@@ -457,13 +457,15 @@ async fn journal_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
 async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
     use aggregates::ids::{CaptureId, DisputeId, PaymentId, RefundId, TenderId};
     use aggregates::journal::account::AccountCode;
+    use aggregates::payments::settlement::{Line, LineType};
     use aggregates::payments::{
         CaptureMode, DisputeOutcome, IntentTerms, TenderMethod, TenderSource,
     };
     use aggregates::{Amount, Asset};
     use commands::requests::payments::{
         AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, ExpireAuthorization,
-        FailRefund, IssueGiftCard, LoadGiftCard, OpenDispute, RefundPayment, SubmitEvidence,
+        FailRefund, ImportSettlement, IssueGiftCard, LoadGiftCard, OpenDispute, RefundPayment,
+        SubmitEvidence,
     };
     let usd = Asset::new("USD", 2).unwrap();
     let cents = |value: i64| Amount::new(value).unwrap();
@@ -631,6 +633,27 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
     };
     let expired = ledger.run(0, "expire-4", expire).await;
     assert_eq!(expired.body["status"], "expired", "{}", expired.body);
+    let line = |line_type, reference: &str, gross: i64, fee: i64| Line {
+        line_type,
+        reference: reference.into(),
+        gross,
+        fee,
+        net: gross - fee,
+    };
+    let import = ImportSettlement {
+        processor: "stripe".into(),
+        batch_id: "b_1".into(),
+        asset: usd.clone(),
+        settled_at: now + chrono::Duration::hours(4),
+        lines: vec![
+            line(LineType::Capture, "cap_100", 4_000, 120),
+            line(LineType::Capture, "cap_999", 700, 20),
+        ],
+        payments: vec![Some(payment(1)), None],
+        entry_id: aggregates::EntryId::from_uuid(id(950)),
+    };
+    let settled = ledger.run(0, "settle-1", import).await;
+    assert_eq!(settled.body["matched"], 1, "{}", settled.body);
 }
 
 #[tokio::test]

@@ -20,10 +20,12 @@
 mod disputes;
 mod gift_cards;
 mod refunds;
+mod settlements;
 
 pub use disputes::{CloseDispute, OpenDispute, SubmitEvidence, DISPUTE_ENTITY};
 pub use gift_cards::{IssueGiftCard, LoadGiftCard};
 pub use refunds::{FailRefund, RefundPayment, REFUND_ENTITY};
+pub use settlements::{settlement_id, BreakAnswer, ImportSettlement};
 
 use super::books;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
@@ -712,6 +714,7 @@ pub fn domain() -> crate::domains::Domain {
             AggregateKind::of::<Payment>(),
             AggregateKind::of::<aggregates::payments::gift_card::GiftCard>(),
             AggregateKind::of::<ProcessorReference>(),
+            AggregateKind::of::<aggregates::payments::settlement::Settlement>(),
         ],
         requests: vec![
             RequestKind::of::<CreatePayment>(),
@@ -726,6 +729,7 @@ pub fn domain() -> crate::domains::Domain {
             RequestKind::of::<CloseDispute>(),
             RequestKind::of::<IssueGiftCard>(),
             RequestKind::of::<LoadGiftCard>(),
+            RequestKind::of::<ImportSettlement>(),
         ],
         projections: Vec::new(),
         process_managers: Vec::new(),

@@ -1,0 +1,345 @@
+//! Importing a processor's settlement batch: each line matched by its
+//! reference (the claim of `reference`) to the payment item it settles, or
+//! a break; the items settled in their payments; and one entry for the
+//! batch, so the books balance whatever the file says:
+//!
+//! - a matched line: Dr `processor_balance:<p>` net, Dr `processing_fees`
+//!   fee / Cr `receivable:<p>` gross (signs flip for negative amounts; a
+//!   dispute's fee was booked when it opened, so a dispute line's fee goes
+//!   back to the receivable instead);
+//! - an amount mismatch: the receivable settles what the ledger expected,
+//!   the difference goes to `settlement_suspense`;
+//! - any other break, an adjustment or a fee: the gross goes to
+//!   `settlement_suspense`, the fee and net as above.
+
+use super::payment;
+use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
+use crate::requests::books::{self, EntryLine};
+use aggregates::ids::PaymentId;
+use aggregates::journal::account::AccountCode;
+use aggregates::journal::entry::{EntryRecord, Recorded};
+use aggregates::journal::Side;
+use aggregates::money::{Amount, Asset};
+use aggregates::payments::accounts::{self, PaymentAccount};
+use aggregates::payments::reference::{reference_id, ProcessorReference, ReferenceKind};
+use aggregates::payments::settlement::{
+    BreakClass, Expected, Item, Line, LineType, Outcome, Settlement, SettlementCommand,
+    SettlementEvent,
+};
+use aggregates::payments::{DisputeState, Payment, PaymentCommand, RefundState};
+use aggregates::EntryId;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
+
+/// The reference kind a line of `line_type` names, if it names one.
+fn kind_of(line_type: LineType) -> Option<ReferenceKind> {
+    match line_type {
+        LineType::Capture => Some(ReferenceKind::Capture),
+        LineType::Refund => Some(ReferenceKind::Refund),
+        LineType::Dispute | LineType::DisputeReversal => Some(ReferenceKind::Dispute),
+        LineType::Fee | LineType::Adjustment => None,
+    }
+}
+
+/// The settlement's aggregate id.
+pub fn settlement_id(processor: &str, batch_id: &str) -> String {
+    format!("{processor}/{batch_id}")
+}
+
+/// Imports a settlement batch. `payments[i]` is the payment line `i`'s
+/// reference names (resolved before submission from its claim; `None`
+/// when nothing claims it); `entry_id` the batch's entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSettlement {
+    pub processor: String,
+    pub batch_id: String,
+    pub asset: Asset,
+    pub settled_at: DateTime<Utc>,
+    pub lines: Vec<Line>,
+    pub payments: Vec<Option<PaymentId>>,
+    pub entry_id: EntryId,
+}
+
+/// A break as answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakAnswer {
+    pub break_id: Uuid,
+    pub class: BreakClass,
+    pub reference: String,
+    /// The ledger's gross, when it has one.
+    pub expected: Option<i64>,
+    /// The processor's gross.
+    pub actual: i64,
+}
+
+impl ImportSettlement {
+    fn accounts(&self) -> Result<[PaymentAccount; 4], Refusal> {
+        let invalid = || super::invalid("processor", &self.processor);
+        Ok([
+            accounts::receivable(&self.processor).map_err(|_| invalid())?,
+            accounts::processor_balance(&self.processor).map_err(|_| invalid())?,
+            accounts::processing_fees(),
+            accounts::settlement_suspense(),
+        ])
+    }
+
+    /// What the ledger expects of each line, from its reference's claim
+    /// and the payment holding the item.
+    fn expectations(&self, decider: &Decider<'_>) -> Result<Vec<Option<Expected>>, Refusal> {
+        let mut expected = Vec::with_capacity(self.lines.len());
+        for (index, line) in self.lines.iter().enumerate() {
+            let Some(kind) = kind_of(line.line_type) else {
+                expected.push(None);
+                continue;
+            };
+            let id = reference_id(kind, &self.processor, &line.reference);
+            let Some(owner) = decider.state::<ProcessorReference>(&id)?.owner.clone() else {
+                expected.push(None);
+                continue;
+            };
+            if self.payments.get(index).copied().flatten() != Some(owner.payment_id) {
+                return Err(Refusal::Internal(format!(
+                    "line {}: the request names another payment than reference {id} is claimed by",
+                    index + 1
+                )));
+            }
+            let payment = payment(decider, owner.payment_id, None)?;
+            expected.push(expect(
+                payment,
+                owner.payment_id,
+                owner.item,
+                line.line_type,
+            ));
+        }
+        Ok(expected)
+    }
+}
+
+/// What `payment` expects of a line of `line_type` naming `item`.
+fn expect(
+    payment: &Payment,
+    payment_id: PaymentId,
+    item: Option<Item>,
+    line_type: LineType,
+) -> Option<Expected> {
+    let asset = payment.intent.as_ref()?.asset.clone();
+    let (item, gross, settled) = match (item?, line_type) {
+        (Item::Capture { capture_id }, LineType::Capture) => {
+            let (_, capture) = payment.capture(capture_id)?;
+            (item?, capture.amount.value(), capture.settled_in.is_some())
+        }
+        (Item::Refund { refund_id }, LineType::Refund) => {
+            let refund = payment.refund(refund_id)?;
+            // A failed refund is owed nothing.
+            let gross = match refund.state {
+                RefundState::Failed => 0,
+                _ => -refund.amount.value(),
+            };
+            (item?, gross, refund.settled_in.is_some())
+        }
+        (Item::Dispute { dispute_id }, LineType::Dispute) => {
+            let dispute = payment.dispute(dispute_id)?;
+            (item?, -dispute.amount.value(), dispute.settled_in.is_some())
+        }
+        (Item::Dispute { dispute_id }, LineType::DisputeReversal) => {
+            let dispute = payment.dispute(dispute_id)?;
+            let gross = match dispute.state {
+                DisputeState::Won => dispute.amount.value(),
+                _ => 0,
+            };
+            (
+                Item::DisputeReversal { dispute_id },
+                gross,
+                dispute.reversal_settled_in.is_some(),
+            )
+        }
+        _ => return None,
+    };
+    Some(Expected {
+        payment_id,
+        item,
+        asset,
+        gross,
+        settled,
+    })
+}
+
+/// Per account, the signed debit (negative: credit) a batch's lines make.
+#[derive(Default)]
+struct Movements(BTreeMap<AccountCode, i128>);
+
+impl Movements {
+    fn add(&mut self, account: &AccountCode, debit: i64) {
+        *self.0.entry(account.clone()).or_default() += i128::from(debit);
+    }
+
+    fn lines(self, asset: &Asset) -> Result<Vec<EntryLine>, Refusal> {
+        let mut lines = Vec::new();
+        for (account, debit) in self.0 {
+            if debit == 0 {
+                continue;
+            }
+            let amount = i64::try_from(debit.abs())
+                .map_err(|_| Refusal::Internal("a batch's sums overflow".into()))?;
+            lines.push(EntryLine {
+                account,
+                asset: asset.clone(),
+                side: if debit > 0 { Side::Debit } else { Side::Credit },
+                amount: Amount::new(amount)?,
+            });
+        }
+        Ok(lines)
+    }
+}
+
+/// Whether a line's outcome settles its item in its payment.
+fn settles(outcome: &Outcome, class_ok: bool) -> bool {
+    match outcome {
+        Outcome::Matched { .. } => true,
+        Outcome::Break { class, .. } => class_ok && *class == BreakClass::AmountMismatch,
+        Outcome::Processor => false,
+    }
+}
+
+impl Request for ImportSettlement {
+    const KIND: &'static str = "import_settlement";
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![
+            Target::of::<Settlement>(settlement_id(&self.processor, &self.batch_id)),
+            Target::of::<EntryRecord>(self.entry_id.to_string()),
+        ];
+        let references: BTreeSet<String> = self
+            .lines
+            .iter()
+            .filter_map(|line| {
+                kind_of(line.line_type)
+                    .map(|kind| reference_id(kind, &self.processor, &line.reference))
+            })
+            .collect();
+        targets.extend(references.into_iter().map(Target::of::<ProcessorReference>));
+        let payments: BTreeSet<PaymentId> = self.payments.iter().flatten().copied().collect();
+        targets.extend(
+            payments
+                .into_iter()
+                .map(|payment_id| Target::of::<Payment>(payment_id.to_string())),
+        );
+        if let Ok(accounts) = self.accounts() {
+            targets.extend(books::money_targets(
+                accounts.iter().map(|account| &account.code),
+                [&self.asset],
+            ));
+        }
+        targets
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let at = decider.at();
+        let expected = self.expectations(decider)?;
+        let break_ids = (0..self.lines.len())
+            .map(|index| decider.derive_id(&format!("break:{index}")))
+            .collect();
+        let id = settlement_id(&self.processor, &self.batch_id);
+        let events = decider.execute::<Settlement>(
+            &id,
+            SettlementCommand::Import {
+                processor: self.processor.clone(),
+                batch_id: self.batch_id.clone(),
+                asset: self.asset.clone(),
+                settled_at: self.settled_at,
+                lines: self.lines.clone(),
+                expected: expected.clone(),
+                break_ids,
+                at,
+            },
+        )?;
+        let Some(SettlementEvent::SettlementImported { lines, .. }) = events.first() else {
+            return Err(Refusal::Internal("an import gave no event".into()));
+        };
+        let [receivable, balance, fees, suspense] = self.accounts()?;
+        super::open(decider, &[&receivable, &balance, &fees, &suspense])?;
+        let mut movements = Movements::default();
+        let (mut matched, mut breaks) = (0, Vec::new());
+        for (settled, expected) in lines.iter().zip(&expected) {
+            let line = &settled.line;
+            movements.add(&balance.code, line.net);
+            let dispute = line.line_type == LineType::Dispute;
+            // A dispute's fee was booked against the receivable when it
+            // opened: its line's fee settles that.
+            let fee_account = if dispute {
+                &receivable.code
+            } else {
+                &fees.code
+            };
+            movements.add(fee_account, line.fee);
+            match (&settled.outcome, expected) {
+                (Outcome::Matched { .. }, _) => {
+                    matched += 1;
+                    movements.add(&receivable.code, -line.gross);
+                }
+                (
+                    Outcome::Break {
+                        class: BreakClass::AmountMismatch,
+                        expected: Some(ledger),
+                        ..
+                    },
+                    _,
+                ) => {
+                    movements.add(&receivable.code, -ledger);
+                    movements.add(&suspense.code, ledger - line.gross);
+                }
+                _ => movements.add(&suspense.code, -line.gross),
+            }
+            if let Outcome::Break {
+                break_id,
+                class,
+                expected,
+            } = &settled.outcome
+            {
+                breaks.push(BreakAnswer {
+                    break_id: *break_id,
+                    class: *class,
+                    reference: line.reference.clone(),
+                    expected: *expected,
+                    actual: line.gross,
+                });
+            }
+            if let Some(expected) = expected {
+                // A failed refund, or a dispute not won, is owed nothing:
+                // nothing of it settles.
+                if settles(&settled.outcome, expected.gross != 0) {
+                    decider.execute::<Payment>(
+                        &expected.payment_id.to_string(),
+                        PaymentCommand::Settle {
+                            item: expected.item,
+                            batch: id.clone(),
+                            at,
+                        },
+                    )?;
+                }
+            }
+        }
+        let entry_lines = movements.lines(&self.asset)?;
+        if entry_lines.len() >= 2 {
+            let entry = books::entry_of(decider, &entry_lines)?;
+            books::record(
+                decider,
+                self.entry_id,
+                Recorded {
+                    entry,
+                    effective_at: self.settled_at,
+                    reference: Some(format!("settlement:{id}")),
+                    reverses: None,
+                },
+            )?;
+        }
+        Reply::created(
+            id.clone(),
+            &json!({"settlement_id": id, "matched": matched, "breaks": breaks}),
+        )
+    }
+}
