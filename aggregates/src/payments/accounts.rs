@@ -84,6 +84,14 @@ pub fn settlement_suspense() -> PaymentAccount {
     fixed("settlement_suspense", AccountSpec::new(AccountType::Asset))
 }
 
+/// Settlement differences written off (a break resolved by writing off).
+pub fn settlement_write_offs() -> PaymentAccount {
+    fixed(
+        "settlement_write_offs",
+        AccountSpec::new(AccountType::Expense),
+    )
+}
+
 /// Bank account `name`, where payouts land.
 pub fn bank(name: &str) -> Result<PaymentAccount, InvalidAccountCode> {
     account(format!("bank:{name}"), AccountSpec::new(AccountType::Asset))
@@ -122,6 +130,7 @@ mod tests {
             dispute_fees(),
             dispute_losses(),
             settlement_suspense(),
+            settlement_write_offs(),
             bank("main").unwrap(),
         ];
         let expected = [
@@ -136,6 +145,7 @@ mod tests {
             ("dispute_fees", AccountType::Expense, false, false),
             ("dispute_losses", AccountType::Expense, false, false),
             ("settlement_suspense", AccountType::Asset, false, false),
+            ("settlement_write_offs", AccountType::Expense, false, false),
             ("bank:main", AccountType::Asset, false, false),
         ];
         let got: Vec<_> = all.iter().map(flags).collect();

@@ -9,11 +9,12 @@
 use super::*;
 use aggregates::ids::{CaptureId, PaymentId, RefundId, TenderId};
 use aggregates::money::{Amount, Asset};
+use aggregates::payments::settlement::Resolution;
 use aggregates::payments::settlement::{Line, LineType};
 use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
 use commands::requests::payments::{
     AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, FailRefund,
-    ImportSettlement, OpenDispute, RefundPayment, SubmitEvidence,
+    ImportSettlement, OpenDispute, RefundPayment, ResolveBreak, SubmitEvidence,
 };
 use commands::{CommandBus, Outcome, Request};
 
@@ -624,6 +625,54 @@ async fn a_settlement_settles_what_matches_and_opens_exactly_its_breaks() {
     assert_eq!(
         sums(&acme, seq, "settlement_suspense").await,
         strings([0, 4_800, 0, 0])
+    );
+    assert_trial_balance_is_zero(&acme, seq).await;
+
+    // The unknown reference written off, the mismatch adjusted, once each.
+    let break_id = |index: usize| {
+        broken.body["breaks"][index]["break_id"]
+            .as_str()
+            .unwrap()
+            .parse::<uuid::Uuid>()
+            .unwrap()
+    };
+    let resolve = |index: usize, resolution, entry: u128| ResolveBreak {
+        processor: "stripe".into(),
+        batch_id: "b_2".into(),
+        break_id: break_id(index),
+        resolution,
+        reason: Some("checked with the processor".into()),
+        asset: usd(),
+        entry_id: aggregates::EntryId::from_uuid(id(entry)),
+    };
+    let written = run(
+        &bus,
+        &acme,
+        "write-off",
+        resolve(1, Resolution::WriteOff, 910),
+    )
+    .await;
+    assert_eq!(written.status, 200, "{}", written.body);
+    assert_eq!(written.body["amount"], 700);
+    let adjusted = run(&bus, &acme, "adjust", resolve(2, Resolution::Adjust, 911)).await;
+    assert_eq!(adjusted.body["amount"], 100, "{}", adjusted.body);
+    let twice = run(
+        &bus,
+        &acme,
+        "write-off-2",
+        resolve(1, Resolution::WriteOff, 912),
+    )
+    .await;
+    assert_eq!(twice.body["error"]["code"], "break_already_resolved");
+    server.catch_up().await;
+    let seq = adjusted.tenant_seq;
+    assert_eq!(
+        sums(&acme, seq, "settlement_suspense").await,
+        strings([800, 4_800, 0, 0])
+    );
+    assert_eq!(
+        sums(&acme, seq, "settlement_write_offs").await,
+        strings([0, 700, 0, 0])
     );
     assert_trial_balance_is_zero(&acme, seq).await;
 

@@ -465,7 +465,7 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
     use commands::requests::payments::{
         AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, ExpireAuthorization,
         FailRefund, ImportSettlement, IssueGiftCard, LoadGiftCard, OpenDispute, RefundPayment,
-        SubmitEvidence,
+        ResolveBreak, SubmitEvidence,
     };
     let usd = Asset::new("USD", 2).unwrap();
     let cents = |value: i64| Amount::new(value).unwrap();
@@ -654,6 +654,20 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
     };
     let settled = ledger.run(0, "settle-1", import).await;
     assert_eq!(settled.body["matched"], 1, "{}", settled.body);
+    let resolve = ResolveBreak {
+        processor: "stripe".into(),
+        batch_id: "b_1".into(),
+        break_id: settled.body["breaks"][0]["break_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        resolution: aggregates::payments::settlement::Resolution::WriteOff,
+        reason: None,
+        asset: usd.clone(),
+        entry_id: aggregates::EntryId::from_uuid(id(951)),
+    };
+    ledger.run(0, "resolve-1", resolve).await;
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ mod settlements;
 pub use disputes::{CloseDispute, OpenDispute, SubmitEvidence, DISPUTE_ENTITY};
 pub use gift_cards::{IssueGiftCard, LoadGiftCard};
 pub use refunds::{FailRefund, RefundPayment, REFUND_ENTITY};
-pub use settlements::{settlement_id, BreakAnswer, ImportSettlement};
+pub use settlements::{settlement_id, BreakAnswer, ImportSettlement, ResolveBreak};
 
 use super::books;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
@@ -730,6 +730,7 @@ pub fn domain() -> crate::domains::Domain {
             RequestKind::of::<IssueGiftCard>(),
             RequestKind::of::<LoadGiftCard>(),
             RequestKind::of::<ImportSettlement>(),
+            RequestKind::of::<ResolveBreak>(),
         ],
         projections: Vec::new(),
         process_managers: Vec::new(),

@@ -11,6 +11,9 @@
 //!   the difference goes to `settlement_suspense`;
 //! - any other break, an adjustment or a fee: the gross goes to
 //!   `settlement_suspense`, the fee and net as above.
+//!
+//! A break is resolved once (`ResolveBreak`): what it left in suspense is
+//! written off or adjusted.
 
 use super::payment;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
@@ -23,7 +26,7 @@ use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts::{self, PaymentAccount};
 use aggregates::payments::reference::{reference_id, ProcessorReference, ReferenceKind};
 use aggregates::payments::settlement::{
-    BreakClass, Expected, Item, Line, LineType, Outcome, Settlement, SettlementCommand,
+    BreakClass, Expected, Item, Line, LineType, Outcome, Resolution, Settlement, SettlementCommand,
     SettlementEvent,
 };
 use aggregates::payments::{DisputeState, Payment, PaymentCommand, RefundState};
@@ -340,6 +343,107 @@ impl Request for ImportSettlement {
         Reply::created(
             id.clone(),
             &json!({"settlement_id": id, "matched": matched, "breaks": breaks}),
+        )
+    }
+}
+
+/// What break `line` left in `settlement_suspense`, as a signed debit.
+fn suspended(line: &aggregates::payments::settlement::SettledLine) -> i64 {
+    match line.outcome {
+        Outcome::Break {
+            class: BreakClass::AmountMismatch,
+            expected: Some(ledger),
+            ..
+        } => ledger - line.line.gross,
+        _ => -line.line.gross,
+    }
+}
+
+/// Resolves a break of a batch, once: what it left in
+/// `settlement_suspense` is cleared, written off (to
+/// `settlement_write_offs`) or adjusted (to `revenue`, taking the
+/// processor's figure). `asset` is the batch's, resolved before
+/// submission; `entry_id` the resolving entry's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBreak {
+    pub processor: String,
+    pub batch_id: String,
+    pub break_id: Uuid,
+    pub resolution: Resolution,
+    pub reason: Option<String>,
+    pub asset: Asset,
+    pub entry_id: EntryId,
+}
+
+impl ResolveBreak {
+    fn counter(&self) -> PaymentAccount {
+        match self.resolution {
+            Resolution::WriteOff => accounts::settlement_write_offs(),
+            Resolution::Adjust => accounts::revenue(),
+        }
+    }
+}
+
+impl Request for ResolveBreak {
+    const KIND: &'static str = "resolve_break";
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![
+            Target::of::<Settlement>(settlement_id(&self.processor, &self.batch_id)),
+            Target::of::<EntryRecord>(self.entry_id.to_string()),
+        ];
+        let codes = [accounts::settlement_suspense().code, self.counter().code];
+        targets.extend(books::money_targets(codes.iter(), [&self.asset]));
+        targets
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let at = decider.at();
+        let id = settlement_id(&self.processor, &self.batch_id);
+        decider.execute::<Settlement>(
+            &id,
+            SettlementCommand::ResolveBreak {
+                break_id: self.break_id,
+                resolution: self.resolution,
+                reason: self.reason.clone(),
+                at,
+            },
+        )?;
+        let settlement = decider.state::<Settlement>(&id)?;
+        if settlement.asset.as_ref() != Some(&self.asset) {
+            return Err(Refusal::Internal(format!(
+                "the request names {}, batch {id} is in another asset",
+                self.asset
+            )));
+        }
+        let suspended = settlement
+            .find_break(self.break_id)
+            .map(suspended)
+            .unwrap_or_default();
+        let (suspense, counter) = (accounts::settlement_suspense(), self.counter());
+        super::open(decider, &[&suspense, &counter])?;
+        let mut movements = Movements::default();
+        movements.add(&suspense.code, -suspended);
+        movements.add(&counter.code, suspended);
+        let lines = movements.lines(&self.asset)?;
+        if lines.len() >= 2 {
+            let entry = books::entry_of(decider, &lines)?;
+            books::record(
+                decider,
+                self.entry_id,
+                Recorded {
+                    entry,
+                    effective_at: at,
+                    reference: Some(format!("break:{}", self.break_id)),
+                    reverses: None,
+                },
+            )?;
+        }
+        Reply::ok(
+            id,
+            &json!({"break_id": self.break_id, "resolution": self.resolution,
+                    "amount": suspended.abs()}),
         )
     }
 }
