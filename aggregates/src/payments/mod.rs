@@ -13,6 +13,7 @@ mod decide;
 mod errors;
 mod events;
 pub mod gift_card;
+pub mod payout;
 pub mod reference;
 pub mod settlement;
 mod types;

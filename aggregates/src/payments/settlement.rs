@@ -172,6 +172,12 @@ pub enum SettlementCommand {
         payout_id: Uuid,
         at: DateTime<Utc>,
     },
+    /// The payout that paid the batch out failed: the batch may be paid out
+    /// again.
+    ReleasePayout {
+        payout_id: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +200,10 @@ pub enum SettlementEvent {
         payout_id: Uuid,
         at: DateTime<Utc>,
     },
+    PayoutReleased {
+        payout_id: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for SettlementEvent {
@@ -202,6 +212,7 @@ impl DomainEvent for SettlementEvent {
             Self::SettlementImported { .. } => "SettlementImported",
             Self::BreakResolved { .. } => "BreakResolved",
             Self::PaidOut { .. } => "PaidOut",
+            Self::PayoutReleased { .. } => "PayoutReleased",
         }
         .to_string()
     }
@@ -236,6 +247,8 @@ pub enum SettlementError {
     BreakResolved,
     #[error("the batch was paid out already")]
     AlreadyPaidOut,
+    #[error("the batch is not paid out by that payout")]
+    NotPaidOutBy,
 }
 
 impl Rejection for SettlementError {
@@ -261,6 +274,7 @@ impl Rejection for SettlementError {
             Self::UnknownBreak(_) => "unknown_break",
             Self::BreakResolved => "break_already_resolved",
             Self::AlreadyPaidOut => "settlement_already_paid_out",
+            Self::NotPaidOutBy => "settlement_not_paid_out_by_payout",
         }
     }
 
@@ -349,6 +363,14 @@ fn classify(
 }
 
 impl Settlement {
+    /// What the batch settled, net of fees: the sum of its lines' nets.
+    pub fn net(&self) -> i128 {
+        self.lines
+            .iter()
+            .map(|line| i128::from(line.line.net))
+            .sum()
+    }
+
     /// The break `break_id`: its line.
     pub fn find_break(&self, break_id: Uuid) -> Option<&SettledLine> {
         self.lines.iter().find(
@@ -395,6 +417,7 @@ impl Aggregate for Settlement {
                 ..
             } => self.resolved.push((break_id, resolution)),
             SettlementEvent::PaidOut { payout_id, .. } => self.paid_out = Some(payout_id),
+            SettlementEvent::PayoutReleased { .. } => self.paid_out = None,
         }
     }
 }
@@ -468,6 +491,12 @@ impl Decide for Settlement {
                     return Err(SettlementError::AlreadyPaidOut);
                 }
                 Ok(vec![SettlementEvent::PaidOut { payout_id, at }])
+            }
+            SettlementCommand::ReleasePayout { payout_id, at } => {
+                if self.paid_out != Some(payout_id) {
+                    return Err(SettlementError::NotPaidOutBy);
+                }
+                Ok(vec![SettlementEvent::PayoutReleased { payout_id, at }])
             }
         }
     }

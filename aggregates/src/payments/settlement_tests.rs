@@ -261,3 +261,38 @@ fn a_batch_is_paid_out_once() {
         .when(pay)
         .then_expect_error(SettlementError::Unknown);
 }
+
+#[test]
+fn a_failed_payout_releases_its_batch_and_only_its_own() {
+    let given = vec![
+        imported(vec![matched(
+            line(LineType::Capture, "cap_1", 4_000, 120),
+            1,
+        )]),
+        SettlementEvent::PaidOut {
+            payout_id: id(50),
+            at: at(3),
+        },
+    ];
+    let release = |payout| SettlementCommand::ReleasePayout {
+        payout_id: id(payout),
+        at: at(4),
+    };
+    Given::with(())
+        .given(given.clone())
+        .when(release(50))
+        .then_expect_events(vec![SettlementEvent::PayoutReleased {
+            payout_id: id(50),
+            at: at(4),
+        }]);
+    Given::with(())
+        .given(given)
+        .when(release(51))
+        .then_expect_error(SettlementError::NotPaidOutBy);
+    let mut settlement = Settlement::default();
+    settlement.apply(imported(vec![
+        matched(line(LineType::Capture, "cap_1", 4_000, 120), 1),
+        matched(line(LineType::Refund, "re_1", -1_000, 0), 2),
+    ]));
+    assert_eq!(settlement.net(), 2_880);
+}

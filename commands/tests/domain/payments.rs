@@ -9,12 +9,14 @@
 use super::*;
 use aggregates::ids::{CaptureId, PaymentId, RefundId, TenderId};
 use aggregates::money::{Amount, Asset};
+use aggregates::payments::payout::PayoutTerms;
 use aggregates::payments::settlement::Resolution;
 use aggregates::payments::settlement::{Line, LineType};
 use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
 use commands::requests::payments::{
-    AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, FailRefund,
-    ImportSettlement, OpenDispute, RefundPayment, ResolveBreak, SubmitEvidence,
+    AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, CreatePayout,
+    FailRefund, ImportSettlement, MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
+    ResolveBreak, SubmitEvidence,
 };
 use commands::{CommandBus, Outcome, Request};
 
@@ -676,6 +678,8 @@ async fn a_settlement_settles_what_matches_and_opens_exactly_its_breaks() {
     );
     assert_trial_balance_is_zero(&acme, seq).await;
 
+    paid_out(&server, &bus, &acme).await;
+
     let mut wrong = settlement_line(LineType::Capture, "cap_1", 100, 1);
     wrong.net = 50;
     let refused = run(
@@ -691,4 +695,79 @@ async fn a_settlement_settles_what_matches_and_opens_exactly_its_breaks() {
         "settlement_line_does_not_add_up"
     );
     assert_eq!(refused.body["error"]["details"]["line"], 1);
+}
+
+fn payout(n: u128, amount: i64, batches: &[&str]) -> CreatePayout {
+    CreatePayout {
+        payout_id: id(n),
+        terms: PayoutTerms {
+            processor: "stripe".into(),
+            asset: usd(),
+            amount: cents(amount),
+            bank_account: "main".into(),
+            batches: batches
+                .iter()
+                .map(|batch| format!("stripe/{batch}"))
+                .collect(),
+        },
+        entry_id: aggregates::EntryId::from_uuid(id(n + 1)),
+    }
+}
+
+/// The batches of the test above (b_1 settled 7730 net, b_2 6720): paid
+/// out for exactly their net, each once; a failed payout is reversed and
+/// frees its batch.
+async fn paid_out(server: &TestServer, bus: &CommandBus, acme: &Client) {
+    let wrong = run(bus, acme, "payout-wrong", payout(800, 7_731, &["b_1"])).await;
+    assert_eq!(
+        wrong.body["error"]["code"], "payout_amount_mismatch",
+        "{}",
+        wrong.body
+    );
+    let first = run(bus, acme, "payout-1", payout(800, 7_730, &["b_1"])).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let twice = run(bus, acme, "payout-2", payout(810, 7_730, &["b_1"])).await;
+    assert_eq!(twice.body["error"]["code"], "settlement_already_paid_out");
+    let failed = MarkPayoutFailed {
+        payout_id: id(800),
+        reason: Some("account closed".into()),
+        batches: vec!["stripe/b_1".into()],
+        entry_id: aggregates::EntryId::from_uuid(id(801)),
+        reversal_id: aggregates::EntryId::from_uuid(id(802)),
+        processor: "stripe".into(),
+        bank_account: "main".into(),
+        asset: usd(),
+    };
+    let failed = run(bus, acme, "payout-1-failed", failed).await;
+    assert_eq!(failed.status, 200, "{}", failed.body);
+    let both = run(bus, acme, "payout-3", payout(820, 14_450, &["b_1", "b_2"])).await;
+    assert_eq!(both.status, 201, "{}", both.body);
+    let paid = run(
+        bus,
+        acme,
+        "payout-3-paid",
+        MarkPayoutPaid { payout_id: id(820) },
+    )
+    .await;
+    assert_eq!(paid.body["status"], "paid");
+    let again = run(
+        bus,
+        acme,
+        "payout-3-paid-again",
+        MarkPayoutPaid { payout_id: id(820) },
+    )
+    .await;
+    assert_eq!(again.body["error"]["code"], "payout_not_pending");
+    server.catch_up().await;
+    let seq = paid.tenant_seq;
+    // 7730 out and back, then 14450 out: nothing left at the processor.
+    assert_eq!(
+        sums(acme, seq, "bank:main").await,
+        strings([7_730 + 14_450, 7_730, 0, 0])
+    );
+    assert_eq!(
+        sums(acme, seq, "processor_balance:stripe").await,
+        strings([14_450 + 7_730, 7_730 + 14_450, 0, 0])
+    );
+    assert_trial_balance_is_zero(acme, seq).await;
 }

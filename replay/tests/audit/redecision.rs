@@ -457,15 +457,16 @@ async fn journal_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
 async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
     use aggregates::ids::{CaptureId, DisputeId, PaymentId, RefundId, TenderId};
     use aggregates::journal::account::AccountCode;
+    use aggregates::payments::payout::PayoutTerms;
     use aggregates::payments::settlement::{Line, LineType};
     use aggregates::payments::{
         CaptureMode, DisputeOutcome, IntentTerms, TenderMethod, TenderSource,
     };
     use aggregates::{Amount, Asset};
     use commands::requests::payments::{
-        AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, ExpireAuthorization,
-        FailRefund, ImportSettlement, IssueGiftCard, LoadGiftCard, OpenDispute, RefundPayment,
-        ResolveBreak, SubmitEvidence,
+        AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, CreatePayout,
+        ExpireAuthorization, FailRefund, ImportSettlement, IssueGiftCard, LoadGiftCard,
+        MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment, ResolveBreak, SubmitEvidence,
     };
     let usd = Asset::new("USD", 2).unwrap();
     let cents = |value: i64| Amount::new(value).unwrap();
@@ -668,6 +669,32 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
         entry_id: aggregates::EntryId::from_uuid(id(951)),
     };
     ledger.run(0, "resolve-1", resolve).await;
+    let payout = |n: u128| CreatePayout {
+        payout_id: id(n),
+        terms: PayoutTerms {
+            processor: "stripe".into(),
+            asset: usd.clone(),
+            amount: cents(4_560),
+            bank_account: "main".into(),
+            batches: vec!["stripe/b_1".into()],
+        },
+        entry_id: aggregates::EntryId::from_uuid(id(n + 1)),
+    };
+    ledger.run(0, "payout-1", payout(960)).await;
+    let failed = MarkPayoutFailed {
+        payout_id: id(960),
+        reason: None,
+        batches: vec!["stripe/b_1".into()],
+        entry_id: aggregates::EntryId::from_uuid(id(961)),
+        reversal_id: aggregates::EntryId::from_uuid(id(962)),
+        processor: "stripe".into(),
+        bank_account: "main".into(),
+        asset: usd.clone(),
+    };
+    ledger.run(0, "payout-1-failed", failed).await;
+    ledger.run(0, "payout-2", payout(970)).await;
+    let paid = MarkPayoutPaid { payout_id: id(970) };
+    ledger.run(0, "payout-2-paid", paid).await;
 }
 
 #[tokio::test]

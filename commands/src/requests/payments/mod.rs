@@ -19,11 +19,13 @@
 
 mod disputes;
 mod gift_cards;
+mod payouts;
 mod refunds;
 mod settlements;
 
 pub use disputes::{CloseDispute, OpenDispute, SubmitEvidence, DISPUTE_ENTITY};
 pub use gift_cards::{IssueGiftCard, LoadGiftCard};
+pub use payouts::{CreatePayout, MarkPayoutFailed, MarkPayoutPaid};
 pub use refunds::{FailRefund, RefundPayment, REFUND_ENTITY};
 pub use settlements::{settlement_id, BreakAnswer, ImportSettlement, ResolveBreak};
 
@@ -715,6 +717,7 @@ pub fn domain() -> crate::domains::Domain {
             AggregateKind::of::<aggregates::payments::gift_card::GiftCard>(),
             AggregateKind::of::<ProcessorReference>(),
             AggregateKind::of::<aggregates::payments::settlement::Settlement>(),
+            AggregateKind::of::<aggregates::payments::payout::Payout>(),
         ],
         requests: vec![
             RequestKind::of::<CreatePayment>(),
@@ -731,6 +734,9 @@ pub fn domain() -> crate::domains::Domain {
             RequestKind::of::<LoadGiftCard>(),
             RequestKind::of::<ImportSettlement>(),
             RequestKind::of::<ResolveBreak>(),
+            RequestKind::of::<CreatePayout>(),
+            RequestKind::of::<MarkPayoutPaid>(),
+            RequestKind::of::<MarkPayoutFailed>(),
         ],
         projections: Vec::new(),
         process_managers: Vec::new(),
