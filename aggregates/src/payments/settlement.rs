@@ -86,6 +86,10 @@ pub struct Expected {
     pub asset: Asset,
     /// The gross the processor should report (signed as it does).
     pub gross: i64,
+    /// The fee the ledger booked for it already (a dispute's, when it
+    /// opened); 0 otherwise.
+    #[serde(default)]
+    pub fee: i64,
     /// Settled by an earlier batch already.
     pub settled: bool,
 }

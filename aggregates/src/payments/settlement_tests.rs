@@ -37,6 +37,7 @@ fn capture(n: u128, gross: i64) -> Expected {
         },
         asset: usd(),
         gross,
+        fee: 0,
         settled: false,
     }
 }

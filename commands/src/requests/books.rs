@@ -130,13 +130,21 @@ pub fn open(
     Ok(!events.is_empty())
 }
 
-/// Records `recorded` as the entry `entry_id`: posted on each of its
-/// accounts (each checking its flags) and kept in the journal.
+/// Records `recorded` as the entry `entry_id`: its assets used (a code
+/// keeps one scale in the tenant), posted on each of its accounts (each
+/// checking its flags) and kept in the journal.
 pub fn record(
     decider: &mut Decider<'_>,
     entry_id: EntryId,
     recorded: Recorded,
 ) -> Result<(), Refusal> {
+    let assets: Vec<Asset> = recorded
+        .entry
+        .postings()
+        .iter()
+        .map(|posting| posting.asset.clone())
+        .collect();
+    use_assets(decider, assets.iter())?;
     post_to_accounts(decider, entry_id, &recorded.entry)?;
     decider.execute::<EntryRecord>(&entry_id.to_string(), EntryCommand::Record(recorded))?;
     Ok(())

@@ -771,3 +771,59 @@ async fn paid_out(server: &TestServer, bus: &CommandBus, acme: &Client) {
     );
     assert_trial_balance_is_zero(acme, seq).await;
 }
+
+#[tokio::test]
+async fn automatic_captures_settle_under_their_charge_and_adjustments_are_the_processors() {
+    // Proves: a card tender of an automatic-capture payment, captured as it
+    // is taken, settles under its charge's reference; an adjustment line
+    // (the processor's own) goes to processing_fees, not to suspense; a
+    // payment in another scale of a currency already used is refused.
+    let clock = TestClock::at(Utc::now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let bus = server.bus(clock.clock());
+    let acme = server.tenant("acme").await;
+    run(&bus, &acme, "pay", create(1, CaptureMode::Automatic, 3_600)).await;
+    let taken = run(&bus, &acme, "tender", card(1, 10, 3_000)).await;
+    assert_eq!(taken.body["tender_status"], "captured", "{}", taken.body);
+    let batch = import(
+        "b_1",
+        vec![
+            settlement_line(LineType::Capture, "ch_10", 3_000, 90),
+            settlement_line(LineType::Adjustment, "reserve", -500, 0),
+        ],
+        vec![Some(1), None],
+        900,
+    );
+    let settled = run(&bus, &acme, "settle", batch).await;
+    assert_eq!(settled.status, 201, "{}", settled.body);
+    assert_eq!(
+        (&settled.body["matched"], &settled.body["breaks"]),
+        (&json!(1), &json!([]))
+    );
+    server.catch_up().await;
+    let seq = settled.tenant_seq;
+    assert_eq!(
+        sums(&acme, seq, "receivable:stripe").await,
+        strings([3_000, 3_000, 0, 0])
+    );
+    // 2910 from the capture, 500 held back by the processor.
+    assert_eq!(
+        sums(&acme, seq, "processor_balance:stripe").await,
+        strings([2_410, 0, 0, 0])
+    );
+    assert_eq!(
+        sums(&acme, seq, "processing_fees").await,
+        strings([590, 0, 0, 0])
+    );
+    assert_trial_balance_is_zero(&acme, seq).await;
+
+    let mut thousandths = create(2, CaptureMode::Manual, 3_600);
+    thousandths.terms.asset = Asset::new("USD", 3).unwrap();
+    let refused = run(&bus, &acme, "pay-2", thousandths).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "asset_scale_mismatch");
+}

@@ -222,11 +222,22 @@ impl Request for CloseDispute {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
-        let amount =
-            match payment(decider, self.payment_id, Some(&self.asset))?.dispute(self.dispute_id) {
-                Some(dispute) => dispute.amount,
-                None => Amount::ZERO,
-            };
+        let before = payment(decider, self.payment_id, Some(&self.asset))?;
+        let amount = match before.dispute(self.dispute_id) {
+            Some(dispute) => {
+                let tender = before
+                    .tender(dispute.tender_id)
+                    .ok_or_else(|| Refusal::Internal("a dispute of no tender".into()))?;
+                if source_account(&tender.source)?.code != self.account {
+                    return Err(Refusal::Internal(format!(
+                        "the request names account {}, the disputed tender posts to another",
+                        self.account
+                    )));
+                }
+                dispute.amount
+            }
+            None => Amount::ZERO,
+        };
         decider.execute::<Payment>(
             &self.payment_id.to_string(),
             PaymentCommand::CloseDispute {

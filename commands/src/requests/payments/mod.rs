@@ -155,11 +155,15 @@ impl Request for CreatePayment {
     const KIND: &'static str = "create_payment";
 
     fn targets(&self) -> Vec<Target> {
-        vec![Target::of::<Payment>(self.payment_id.to_string())]
+        let mut targets = vec![Target::of::<Payment>(self.payment_id.to_string())];
+        targets.extend(books::money_targets([], [&self.terms.asset]));
+        targets
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
+        // The payment's currency keeps one scale in the tenant.
+        books::use_assets(decider, [&self.terms.asset])?;
         decider.execute::<Payment>(
             &self.payment_id.to_string(),
             PaymentCommand::Create {
@@ -226,11 +230,20 @@ impl Request for AddTender {
             TenderSource::Processor {
                 processor,
                 reference,
-            } => targets.push(reference_target(
-                ReferenceKind::Charge,
-                processor,
-                reference,
-            )),
+            } => {
+                // A tender captured as it is taken settles under its
+                // charge's reference.
+                targets.push(reference_target(
+                    ReferenceKind::Charge,
+                    processor,
+                    reference,
+                ));
+                targets.push(reference_target(
+                    ReferenceKind::Capture,
+                    processor,
+                    reference,
+                ));
+            }
             TenderSource::Cash => {}
         }
         targets
@@ -287,6 +300,19 @@ impl Request for AddTender {
                 PaymentEvent::Captured { capture_id, .. } => {
                     post(decider, *capture_id, &transfer, None, at)?;
                     captured = Some(*capture_id);
+                    if let TenderSource::Processor {
+                        processor,
+                        reference,
+                    } = &self.source
+                    {
+                        let owner = Owner {
+                            payment_id: self.payment_id,
+                            item: Some(Item::Capture {
+                                capture_id: *capture_id,
+                            }),
+                        };
+                        claim(decider, ReferenceKind::Capture, processor, reference, owner)?;
+                    }
                 }
                 _ => {}
             }

@@ -9,8 +9,10 @@
 //!   back to the receivable instead);
 //! - an amount mismatch: the receivable settles what the ledger expected,
 //!   the difference goes to `settlement_suspense`;
-//! - any other break, an adjustment or a fee: the gross goes to
-//!   `settlement_suspense`, the fee and net as above.
+//! - any other break: the gross goes to `settlement_suspense`, the fee and
+//!   net as above;
+//! - an adjustment or a fee line, the processor's own: its gross and fee to
+//!   `processing_fees`.
 //!
 //! A break is resolved once (`ResolveBreak`): what it left in suspense is
 //! written off or adjusted.
@@ -29,7 +31,7 @@ use aggregates::payments::settlement::{
     BreakClass, Expected, Item, Line, LineType, Outcome, Resolution, Settlement, SettlementCommand,
     SettlementEvent,
 };
-use aggregates::payments::{DisputeState, Payment, PaymentCommand, RefundState};
+use aggregates::payments::{DisputeState, Payment, PaymentCommand, RefundState, TenderSource};
 use aggregates::EntryId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -116,37 +118,58 @@ impl ImportSettlement {
                 owner.payment_id,
                 owner.item,
                 line.line_type,
+                &self.processor,
             ));
         }
         Ok(expected)
     }
 }
 
-/// What `payment` expects of a line of `line_type` naming `item`.
+/// What `payment` expects of a line of `line_type` naming `item`, from
+/// `processor`.
 fn expect(
     payment: &Payment,
     payment_id: PaymentId,
     item: Option<Item>,
     line_type: LineType,
+    processor: &str,
 ) -> Option<Expected> {
     let asset = payment.intent.as_ref()?.asset.clone();
-    let (item, gross, settled) = match (item?, line_type) {
+    let (item, gross, fee, settled) = match (item?, line_type) {
         (Item::Capture { capture_id }, LineType::Capture) => {
             let (_, capture) = payment.capture(capture_id)?;
-            (item?, capture.amount.value(), capture.settled_in.is_some())
+            (
+                item?,
+                capture.amount.value(),
+                0,
+                capture.settled_in.is_some(),
+            )
         }
         (Item::Refund { refund_id }, LineType::Refund) => {
             let refund = payment.refund(refund_id)?;
-            // A failed refund is owed nothing.
-            let gross = match refund.state {
-                RefundState::Failed => 0,
-                _ => -refund.amount.value(),
-            };
-            (item?, gross, refund.settled_in.is_some())
+            // The parts drawn from this processor's tenders; a failed
+            // refund is owed nothing.
+            let mut owed = 0_i64;
+            if refund.state != RefundState::Failed {
+                for part in &refund.parts {
+                    let through = payment.tender(part.tender_id).is_some_and(|tender| {
+                        matches!(&tender.source, TenderSource::Processor { processor: p, .. } if p == processor)
+                    });
+                    if through {
+                        owed = owed.checked_add(part.amount.value())?;
+                    }
+                }
+            }
+            (item?, -owed, 0, refund.settled_in.is_some())
         }
         (Item::Dispute { dispute_id }, LineType::Dispute) => {
             let dispute = payment.dispute(dispute_id)?;
-            (item?, -dispute.amount.value(), dispute.settled_in.is_some())
+            (
+                item?,
+                -dispute.amount.value(),
+                dispute.fee.value(),
+                dispute.settled_in.is_some(),
+            )
         }
         (Item::Dispute { dispute_id }, LineType::DisputeReversal) => {
             let dispute = payment.dispute(dispute_id)?;
@@ -157,6 +180,7 @@ fn expect(
             (
                 Item::DisputeReversal { dispute_id },
                 gross,
+                0,
                 dispute.reversal_settled_in.is_some(),
             )
         }
@@ -167,6 +191,7 @@ fn expect(
         item,
         asset,
         gross,
+        fee,
         settled,
     })
 }
@@ -176,8 +201,8 @@ fn expect(
 struct Movements(BTreeMap<AccountCode, i128>);
 
 impl Movements {
-    fn add(&mut self, account: &AccountCode, debit: i64) {
-        *self.0.entry(account.clone()).or_default() += i128::from(debit);
+    fn add(&mut self, account: &AccountCode, debit: i128) {
+        *self.0.entry(account.clone()).or_default() += debit;
     }
 
     fn lines(self, asset: &Asset) -> Result<Vec<EntryLine>, Refusal> {
@@ -187,7 +212,7 @@ impl Movements {
                 continue;
             }
             let amount = i64::try_from(debit.abs())
-                .map_err(|_| Refusal::Internal("a batch's sums overflow".into()))?;
+                .map_err(|_| Refusal::from(aggregates::money::AmountError::Overflow))?;
             lines.push(EntryLine {
                 account,
                 asset: asset.clone(),
@@ -199,11 +224,13 @@ impl Movements {
     }
 }
 
-/// Whether a line's outcome settles its item in its payment.
-fn settles(outcome: &Outcome, class_ok: bool) -> bool {
-    match outcome {
+/// Whether a line's outcome settles its item in its payment (`owed`: the
+/// ledger expects something of it; a failed refund, or a dispute not won,
+/// is owed nothing and settles nothing).
+fn settles(outcome: &Outcome, owed: bool) -> bool {
+    owed && match outcome {
         Outcome::Matched { .. } => true,
-        Outcome::Break { class, .. } => class_ok && *class == BreakClass::AmountMismatch,
+        Outcome::Break { class, .. } => *class == BreakClass::AmountMismatch,
         Outcome::Processor => false,
     }
 }
@@ -269,33 +296,42 @@ impl Request for ImportSettlement {
         let (mut matched, mut breaks) = (0, Vec::new());
         for (settled, expected) in lines.iter().zip(&expected) {
             let line = &settled.line;
-            movements.add(&balance.code, line.net);
-            let dispute = line.line_type == LineType::Dispute;
-            // A dispute's fee was booked against the receivable when it
-            // opened: its line's fee settles that.
-            let fee_account = if dispute {
-                &receivable.code
-            } else {
-                &fees.code
-            };
-            movements.add(fee_account, line.fee);
-            match (&settled.outcome, expected) {
-                (Outcome::Matched { .. }, _) => {
-                    matched += 1;
-                    movements.add(&receivable.code, -line.gross);
-                }
-                (
-                    Outcome::Break {
+            let (gross, fee) = (i128::from(line.gross), i128::from(line.fee));
+            movements.add(&balance.code, i128::from(line.net));
+            // The fee the ledger booked already (a dispute's) settles the
+            // receivable it was booked against; the rest is the
+            // processor's fee.
+            let settles_item = matches!(
+                settled.outcome,
+                Outcome::Matched { .. }
+                    | Outcome::Break {
                         class: BreakClass::AmountMismatch,
-                        expected: Some(ledger),
                         ..
-                    },
-                    _,
-                ) => {
-                    movements.add(&receivable.code, -ledger);
-                    movements.add(&suspense.code, ledger - line.gross);
+                    }
+            );
+            let booked = match expected {
+                Some(expected) if settles_item => i128::from(expected.fee).min(fee),
+                _ => 0,
+            };
+            movements.add(&receivable.code, booked);
+            movements.add(&fees.code, fee - booked);
+            match &settled.outcome {
+                Outcome::Matched { .. } => {
+                    matched += 1;
+                    movements.add(&receivable.code, -gross);
                 }
-                _ => movements.add(&suspense.code, -line.gross),
+                Outcome::Break {
+                    class: BreakClass::AmountMismatch,
+                    expected: Some(ledger),
+                    ..
+                } => {
+                    let ledger = i128::from(*ledger);
+                    movements.add(&receivable.code, -ledger);
+                    movements.add(&suspense.code, ledger - gross);
+                }
+                // The processor's own (a fee, an adjustment): its cost.
+                Outcome::Processor => movements.add(&fees.code, -gross),
+                Outcome::Break { .. } => movements.add(&suspense.code, -gross),
             }
             if let Outcome::Break {
                 break_id,
@@ -348,14 +384,15 @@ impl Request for ImportSettlement {
 }
 
 /// What break `line` left in `settlement_suspense`, as a signed debit.
-fn suspended(line: &aggregates::payments::settlement::SettledLine) -> i64 {
+fn suspended(line: &aggregates::payments::settlement::SettledLine) -> i128 {
+    let gross = i128::from(line.line.gross);
     match line.outcome {
         Outcome::Break {
             class: BreakClass::AmountMismatch,
             expected: Some(ledger),
             ..
-        } => ledger - line.line.gross,
-        _ => -line.line.gross,
+        } => i128::from(ledger) - gross,
+        _ => -gross,
     }
 }
 
