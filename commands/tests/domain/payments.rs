@@ -32,6 +32,19 @@ fn id(n: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(n)
 }
 
+/// A test server on `clock`, a pipeline of its own submitting to it, and
+/// a tenant.
+async fn ledger(clock: &TestClock) -> (TestServer, CommandBus, Client) {
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let bus = server.bus(clock.clock());
+    let acme = server.tenant("acme").await;
+    (server, bus, acme)
+}
+
 /// Submits `request` for `client`'s tenant under `key`.
 async fn run<R: Request>(bus: &CommandBus, client: &Client, key: &str, request: R) -> Outcome {
     bus.execute(
@@ -108,13 +121,7 @@ async fn a_card_payment_reserves_captures_in_parts_releases_the_rest_and_refunds
     // a refund of 1000 posts Dr refunds / Cr receivable:stripe; the trial
     // balance is zero after every step.
     let clock = TestClock::at(Utc::now());
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
-    let bus = server.bus(clock.clock());
-    let acme = server.tenant("acme").await;
+    let (server, bus, acme) = ledger(&clock).await;
     let created = run(&bus, &acme, "pay", create(1, CaptureMode::Manual, 3_600)).await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.body["status"], "requires_tender");
@@ -301,14 +308,8 @@ async fn cash_is_taken_at_once_a_cancel_releases_and_an_authorization_expires_on
     // captured by its expiry is released by the scheduler's tick, as of
     // its expiry, and the payment is expired.
     let clock = TestClock::at(Utc::now());
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
-    let bus = server.bus(clock.clock());
+    let (server, bus, acme) = ledger(&clock).await;
     let ticker = server.ticker(clock.clock());
-    let acme = server.tenant("acme").await;
     run(&bus, &acme, "pay-1", create(1, CaptureMode::Manual, 3_600)).await;
     let cash = AddTender {
         method: TenderMethod::Cash,
@@ -384,13 +385,7 @@ async fn a_gift_card_sold_and_loaded_is_never_overdrawn_by_32_concurrent_redempt
     // zero, never below; an unknown card is 404, another currency 422.
     use commands::requests::payments::{IssueGiftCard, LoadGiftCard};
     let clock = TestClock::at(Utc::now());
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
-    let bus = server.bus(clock.clock());
-    let acme = server.tenant("acme").await;
+    let (server, bus, acme) = ledger(&clock).await;
     let issue = IssueGiftCard {
         code: "GC-1".into(),
         asset: usd(),
@@ -509,13 +504,7 @@ async fn a_settlement_settles_what_matches_and_opens_exactly_its_breaks() {
     // settlement_suspense; a batch is imported once; the trial balance is
     // zero.
     let clock = TestClock::at(Utc::now());
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
-    let bus = server.bus(clock.clock());
-    let acme = server.tenant("acme").await;
+    let (server, bus, acme) = ledger(&clock).await;
     run(&bus, &acme, "pay", create(1, CaptureMode::Manual, 3_600)).await;
     run(&bus, &acme, "tender", card(1, 10, 10_000)).await;
     run(&bus, &acme, "cap-1", capture(1, 10, 100, 4_000, false)).await;
@@ -779,13 +768,7 @@ async fn automatic_captures_settle_under_their_charge_and_adjustments_are_the_pr
     // (the processor's own) goes to processing_fees, not to suspense; a
     // payment in another scale of a currency already used is refused.
     let clock = TestClock::at(Utc::now());
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
-    let bus = server.bus(clock.clock());
-    let acme = server.tenant("acme").await;
+    let (server, bus, acme) = ledger(&clock).await;
     run(&bus, &acme, "pay", create(1, CaptureMode::Automatic, 3_600)).await;
     let taken = run(&bus, &acme, "tender", card(1, 10, 3_000)).await;
     assert_eq!(taken.body["tender_status"], "captured", "{}", taken.body);
