@@ -19,7 +19,7 @@
 //! - `progress`: progress bars and lines for long jobs.
 //! - `decode`: stored events to domain events, through upcasters.
 //! - `stream_index`, `subscriptions`, `quota`, `journal`, `accounts`,
-//!   `scheduled`: the projections and
+//!   `scheduled`, `payments`: the projections and
 //!   their read queries. Which projections run is the domain registry's
 //!   business (`commands::domains`), not this crate's.
 
@@ -28,6 +28,7 @@ mod bulk;
 pub mod compare;
 pub mod decode;
 pub mod journal;
+pub mod payments;
 pub mod progress;
 pub mod quota;
 pub mod reactor;

@@ -389,6 +389,7 @@ fn failing(
         "subscriptions",
         "quota",
         "accounts",
+        "payments",
         "journal",
         "scheduled_work",
     ]
@@ -461,7 +462,7 @@ async fn a_clean_ledger_verifies_and_every_projection_equals_a_replay() {
         .find(|tenant| tenant.tenant_id == ledger.tenants[0])
         .unwrap();
     assert_eq!((verdict.head_seq, verdict.head_hash), (16, head.hash));
-    assert_eq!(report.projections.len(), 6);
+    assert_eq!(report.projections.len(), 7);
     assert!(report
         .projections
         .iter()
@@ -603,6 +604,7 @@ async fn an_event_deleted_in_the_middle_is_reported_and_verify_goes_on() {
                 "subscriptions",
                 "quota",
                 "accounts",
+                "payments",
                 "journal",
                 "scheduled_work"
             ],
@@ -674,6 +676,7 @@ async fn the_last_event_deleted_is_found_by_the_head_and_the_read_tables() {
                 "subscriptions",
                 "quota",
                 "accounts",
+                "payments",
                 "journal",
                 "scheduled_work"
             ],

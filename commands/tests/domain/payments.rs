@@ -299,6 +299,19 @@ async fn disputed_and_failed(server: &TestServer, bus: &CommandBus, acme: &Clien
         strings([2_000, 0, 0, 0])
     );
     assert_trial_balance_is_zero(acme, seq).await;
+    // The payments read table keeps the payment as its events left it.
+    let tenant = aggregates::TenantId::from_uuid(acme.tenant_id.parse().unwrap());
+    let mut read = projections::read::begin_tenant_read(server.db.store().pool(), tenant)
+        .await
+        .unwrap();
+    let document = projections::payments::get(&mut read, tenant, "payment", &id(1).to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(document.status, "partially_captured");
+    assert_eq!(document.state["tenders"][0]["captured"], 9_000);
+    assert_eq!(document.state["disputes"][0]["state"], "lost");
+    assert_eq!(document.state["refunds"][0]["state"], "failed");
 }
 
 #[tokio::test]

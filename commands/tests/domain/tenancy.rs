@@ -94,6 +94,29 @@ async fn every_read_table_shows_a_tenant_only_its_own_rows_and_refuses_it_writes
             let answer = client.post(path, key, body).await;
             assert!(answer.status.is_success(), "{path}: {}", answer.body);
         }
+        // A payment, through the pipeline (its routes come later).
+        let payment = commands::requests::payments::CreatePayment {
+            payment_id: aggregates::ids::PaymentId::from_uuid(uuid::Uuid::from_u128(7)),
+            terms: aggregates::payments::IntentTerms {
+                amount: aggregates::Amount::new(1_000 + index as i64).unwrap(),
+                asset: aggregates::Asset::new("USD", 2).unwrap(),
+                capture: aggregates::payments::CaptureMode::Manual,
+                customer: None,
+                description: None,
+                authorization_ttl_seconds: 3_600,
+                payee: None,
+            },
+        };
+        let created = server
+            .bus(commands::Clock::system())
+            .execute(
+                client.tenant_id.parse().unwrap(),
+                eventstore::IdempotencyKey::parse("payment").unwrap(),
+                payment,
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
     }
     server.catch_up().await;
     let pool = server.db.store().pool();

@@ -214,6 +214,7 @@ async fn projections_report_their_lag_to_the_admin_and_to_metrics() {
         [
             "accounts",
             "journal",
+            "payments",
             "quota",
             "scheduled_work",
             "stream_index",

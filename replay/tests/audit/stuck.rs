@@ -54,6 +54,7 @@ async fn an_event_a_projection_cannot_apply_is_a_finding_naming_tenant_projectio
         "subscriptions",
         "quota",
         "accounts",
+        "payments",
         "journal",
         "scheduled_work",
     ]

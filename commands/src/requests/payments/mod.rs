@@ -764,7 +764,7 @@ pub fn domain() -> crate::domains::Domain {
             RequestKind::of::<MarkPayoutPaid>(),
             RequestKind::of::<MarkPayoutFailed>(),
         ],
-        projections: Vec::new(),
+        projections: vec![std::sync::Arc::new(projections::payments::Payments)],
         process_managers: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::payments::PAYMENT_AGGREGATE,
