@@ -59,28 +59,35 @@ fn kind_of(aggregate_type: &str) -> Option<&'static str> {
     }
 }
 
-/// Where a document stands.
-fn status_of(kind: &str, state: &Value) -> String {
-    let text = |value: &Value| value.as_str().unwrap_or_default().to_string();
-    match kind {
-        "payment" => serde_json::from_value::<Payment>(state.clone())
-            .ok()
-            .and_then(|payment| payment.status())
-            .and_then(|status| serde_json::to_value(status).ok())
-            .map_or_else(String::new, |status| text(&status)),
-        "settlement" if !state["paid_out"].is_null() => "paid_out".into(),
-        "settlement" => "imported".into(),
-        "payout" => text(&state["status"]),
-        _ => "active".into(),
+/// Where a payment stands (its status as the API spells it).
+fn payment_status(payment: &Payment) -> String {
+    payment
+        .status()
+        .and_then(|status| serde_json::to_value(status).ok())
+        .and_then(|status| status.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn settlement_status(settlement: &Settlement) -> String {
+    match settlement.paid_out {
+        Some(_) => "paid_out".into(),
+        None => "imported".into(),
     }
 }
 
+fn payout_status(payout: &Payout) -> String {
+    payout
+        .status
+        .map_or_else(String::new, |status| status.as_str().to_string())
+}
+
 /// Folds `event` into the document of `key` (loaded, or from the
-/// aggregate's default).
+/// aggregate's default), where it stands `status` says.
 fn fold<A>(
     documents: &mut BTreeMap<Key, Document>,
     key: Key,
     event: &StoredEvent,
+    status: impl Fn(&A) -> String,
 ) -> Result<(), ApplyError>
 where
     A: Decide + Serialize + DeserializeOwned,
@@ -104,7 +111,7 @@ where
     };
     state.apply(decode::<A>(event)?);
     document.state = serde_json::to_value(&state).map_err(|error| failed(error.to_string()))?;
-    document.status = status_of(key.1, &document.state);
+    document.status = status(&state);
     document.last_seq = event.tenant_seq;
     Ok(())
 }
@@ -139,10 +146,12 @@ impl Projection for Payments {
         for (event, kind) in ours {
             let key = (event.tenant_id.as_uuid(), kind, event.aggregate_id.clone());
             match kind {
-                "payment" => fold::<Payment>(&mut documents, key, event)?,
-                "gift_card" => fold::<GiftCard>(&mut documents, key, event)?,
-                "settlement" => fold::<Settlement>(&mut documents, key, event)?,
-                _ => fold::<Payout>(&mut documents, key, event)?,
+                "payment" => fold(&mut documents, key, event, payment_status)?,
+                "gift_card" => fold(&mut documents, key, event, |_: &GiftCard| {
+                    "active".to_string()
+                })?,
+                "settlement" => fold(&mut documents, key, event, settlement_status)?,
+                _ => fold(&mut documents, key, event, payout_status)?,
             }
         }
         write(connection, documents).await
