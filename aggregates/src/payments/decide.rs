@@ -197,19 +197,21 @@ fn tender(payment: &Payment, tendered: Tendered, at: DateTime<Utc>) -> Decided {
         return Err(PaymentError::TooManyTenders { max: TENDERS_MAX });
     }
     let tendered = payment.tendered()?.checked_add(amount)?;
-    if tendered > intent.amount {
+    if tendered > intent.terms.amount {
         return Err(PaymentError::TenderExceedsAmount {
-            amount: intent.amount,
+            amount: intent.terms.amount,
             tendered,
         });
     }
     let expires_at = at
-        .checked_add_signed(chrono::Duration::seconds(intent.authorization_ttl_seconds))
+        .checked_add_signed(chrono::Duration::seconds(
+            intent.terms.authorization_ttl_seconds,
+        ))
         .unwrap_or(crate::time::TIME_MAX);
     crate::time::check("expires_at", expires_at)?;
     // Cash and gift cards settle at once; so does every tender of an
     // automatic-capture payment. The others are reserved until captured.
-    let at_once = !method.through_processor() || intent.capture == CaptureMode::Automatic;
+    let at_once = !method.through_processor() || intent.terms.capture == CaptureMode::Automatic;
     let mut events = vec![PaymentEvent::TenderAuthorized {
         tender_id,
         method,

@@ -97,7 +97,7 @@ impl Payment {
             let tendered = self.tendered().ok()?;
             return Some(if tendered.is_zero() {
                 PaymentStatus::RequiresTender
-            } else if tendered < intent.amount {
+            } else if tendered < intent.terms.amount {
                 PaymentStatus::PartiallyAuthorized
             } else {
                 PaymentStatus::Authorized
@@ -108,7 +108,7 @@ impl Payment {
             PaymentStatus::Refunded
         } else if !refunded.is_zero() {
             PaymentStatus::PartiallyRefunded
-        } else if captured == intent.amount {
+        } else if captured == intent.terms.amount {
             PaymentStatus::Captured
         } else {
             PaymentStatus::PartiallyCaptured
@@ -186,13 +186,7 @@ impl Aggregate for Payment {
         match event {
             PaymentEvent::PaymentCreated { terms, at } => {
                 self.intent = Some(Intent {
-                    amount: terms.amount,
-                    asset: terms.asset,
-                    capture: terms.capture,
-                    customer: terms.customer,
-                    description: terms.description,
-                    authorization_ttl_seconds: terms.authorization_ttl_seconds,
-                    payee: terms.payee,
+                    terms,
                     created_at: at,
                 })
             }

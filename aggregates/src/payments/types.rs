@@ -2,7 +2,7 @@
 //! authorizations and captures, its refunds and its disputes.
 
 use crate::ids::{CaptureId, DisputeId, HoldId, RefundId, TenderId};
-use crate::money::{Amount, AmountError, Asset};
+use crate::money::{Amount, AmountError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -61,18 +61,11 @@ pub enum TenderSource {
     GiftCard { code: String },
 }
 
-/// The payment's terms.
+/// The payment's terms, as created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
-    pub amount: Amount,
-    pub asset: Asset,
-    pub capture: CaptureMode,
-    pub customer: Option<String>,
-    pub description: Option<String>,
-    /// How long an authorization stays capturable.
-    pub authorization_ttl_seconds: i64,
-    /// Who the payment is attributed to (commissions).
-    pub payee: Option<String>,
+    #[serde(flatten)]
+    pub terms: super::IntentTerms,
     pub created_at: DateTime<Utc>,
 }
 

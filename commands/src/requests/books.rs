@@ -12,7 +12,7 @@ use aggregates::journal::account::{
 use aggregates::journal::asset::{AssetCommand, AssetScale};
 use aggregates::journal::entry::{EntryCommand, EntryRecord, Recorded};
 use aggregates::journal::hold::{Hold, HoldCommand, HoldEvent, PendingTransfer};
-use aggregates::journal::{Account, JournalEntry, Posting};
+use aggregates::journal::{Account, JournalEntry, Posting, Side};
 use aggregates::money::{Amount, Asset};
 use aggregates::{EntryId, HoldId};
 use chrono::{DateTime, Utc};
@@ -128,6 +128,43 @@ pub fn open(
         },
     )?;
     Ok(!events.is_empty())
+}
+
+/// The two lines of moving `amount` of `asset` from `credit` to `debit`.
+pub fn transfer_lines(
+    debit: &AccountCode,
+    credit: &AccountCode,
+    asset: &Asset,
+    amount: Amount,
+) -> [EntryLine; 2] {
+    [(debit, Side::Debit), (credit, Side::Credit)].map(|(account, side)| EntryLine {
+        account: account.clone(),
+        asset: asset.clone(),
+        side,
+        amount,
+    })
+}
+
+/// Records the entry `lines` make (their accounts as opened) as
+/// `entry_id`, with `reference`, effective at `effective_at`.
+pub fn post(
+    decider: &mut Decider<'_>,
+    entry_id: EntryId,
+    lines: &[EntryLine],
+    reference: Option<String>,
+    effective_at: DateTime<Utc>,
+) -> Result<(), Refusal> {
+    let entry = entry_of(decider, lines)?;
+    record(
+        decider,
+        entry_id,
+        Recorded {
+            entry,
+            effective_at,
+            reference,
+            reverses: None,
+        },
+    )
 }
 
 /// Records `recorded` as the entry `entry_id`: its assets used (a code

@@ -9,7 +9,7 @@ use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books::{self, EntryLine};
 use aggregates::ids::{CaptureId, DisputeId, PaymentId};
 use aggregates::journal::account::AccountCode;
-use aggregates::journal::entry::{EntryRecord, Recorded};
+use aggregates::journal::entry::EntryRecord;
 use aggregates::journal::Side;
 use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts;
@@ -44,17 +44,7 @@ fn post(
             amount: *amount,
         })
         .collect();
-    let entry = books::entry_of(decider, &lines)?;
-    books::record(
-        decider,
-        entry_id,
-        Recorded {
-            entry,
-            effective_at: at,
-            reference,
-            reverses: None,
-        },
-    )
+    books::post(decider, entry_id, &lines, reference, at)
 }
 
 /// Opens a dispute on a capture. `account` is the disputed tender's

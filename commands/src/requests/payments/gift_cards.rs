@@ -4,10 +4,9 @@
 
 use super::open;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
-use crate::requests::books::{self, EntryLine};
+use crate::requests::books;
 use aggregates::journal::account::LedgerAccount;
-use aggregates::journal::entry::{EntryRecord, Recorded};
-use aggregates::journal::Side;
+use aggregates::journal::entry::EntryRecord;
 use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts::{self, PaymentAccount};
 use aggregates::payments::gift_card::{GiftCard, GiftCardCommand, GiftCardError};
@@ -55,31 +54,14 @@ fn take(
 ) -> Result<(), Refusal> {
     let (cash, card) = (accounts::cash(), card_account(code)?);
     open(decider, &[&cash, &card])?;
-    let lines = [
-        EntryLine {
-            account: cash.code,
-            asset: asset.clone(),
-            side: Side::Debit,
-            amount,
-        },
-        EntryLine {
-            account: card.code,
-            asset: asset.clone(),
-            side: Side::Credit,
-            amount,
-        },
-    ];
-    let entry = books::entry_of(decider, &lines)?;
+    let lines = books::transfer_lines(&cash.code, &card.code, asset, amount);
     let at = decider.at();
-    books::record(
+    books::post(
         decider,
         entry_id,
-        Recorded {
-            entry,
-            effective_at: at,
-            reference: Some(format!("gift_card:{code}")),
-            reverses: None,
-        },
+        &lines,
+        Some(format!("gift_card:{code}")),
+        at,
     )
 }
 

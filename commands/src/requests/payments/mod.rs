@@ -35,7 +35,6 @@ use aggregates::ids::{CaptureId, PaymentId, TenderId};
 use aggregates::journal::account::AccountCode;
 use aggregates::journal::entry::EntryRecord;
 use aggregates::journal::hold::PendingTransfer;
-use aggregates::journal::Side;
 use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts::{self, PaymentAccount};
 use aggregates::payments::reference::{
@@ -92,10 +91,10 @@ pub(super) fn payment<'a>(
 ) -> Result<&'a Payment, Refusal> {
     let payment = decider.state::<Payment>(&payment_id.to_string())?;
     if let (Some(intent), Some(asset)) = (&payment.intent, asset) {
-        if intent.asset != *asset {
+        if intent.terms.asset != *asset {
             return Err(Refusal::Internal(format!(
                 "the request names {asset}, payment {payment_id} is in {}",
-                intent.asset
+                intent.terms.asset
             )));
         }
     }
@@ -350,30 +349,18 @@ fn post(
     reference: Option<String>,
     at: DateTime<Utc>,
 ) -> Result<(), Refusal> {
-    let lines = [
-        books::EntryLine {
-            account: transfer.debit.clone(),
-            asset: transfer.asset.clone(),
-            side: Side::Debit,
-            amount: transfer.amount,
-        },
-        books::EntryLine {
-            account: transfer.credit.clone(),
-            asset: transfer.asset.clone(),
-            side: Side::Credit,
-            amount: transfer.amount,
-        },
-    ];
-    let entry = books::entry_of(decider, &lines)?;
-    books::record(
+    let lines = books::transfer_lines(
+        &transfer.debit,
+        &transfer.credit,
+        &transfer.asset,
+        transfer.amount,
+    );
+    books::post(
         decider,
         EntryId::from_uuid(capture_id.as_uuid()),
-        aggregates::journal::entry::Recorded {
-            entry,
-            effective_at: at,
-            reference,
-            reverses: None,
-        },
+        &lines,
+        reference,
+        at,
     )
 }
 
@@ -391,7 +378,7 @@ fn authorization(
     let transfer = PendingTransfer {
         debit: from.code,
         credit: accounts::revenue().code,
-        asset: intent.asset.clone(),
+        asset: intent.terms.asset.clone(),
         amount,
     };
     Ok(Some((tender.clone(), transfer)))
@@ -722,8 +709,8 @@ fn report(payment_id: &str, payment: &Payment) -> serde_json::Value {
     json!({
         "payment_id": payment_id,
         "status": payment.status(),
-        "amount": intent.amount,
-        "asset": intent.asset,
+        "amount": intent.terms.amount,
+        "asset": intent.terms.asset,
         "captured": payment.captured().ok(),
         "refunded": payment.refunded().ok(),
         "tenders": payment.tenders.len(),

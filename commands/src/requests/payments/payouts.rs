@@ -4,10 +4,9 @@
 //! batches may be paid out again.
 
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
-use crate::requests::books::{self, EntryLine};
+use crate::requests::books;
 use aggregates::journal::account::AccountCode;
-use aggregates::journal::entry::{EntryRecord, Recorded};
-use aggregates::journal::Side;
+use aggregates::journal::entry::EntryRecord;
 use aggregates::money::Asset;
 use aggregates::payments::accounts::{self, PaymentAccount};
 use aggregates::payments::payout::{Payout, PayoutCommand, PayoutTerms};
@@ -128,30 +127,18 @@ impl Request for CreatePayout {
         }
         let [bank, balance] = payout_accounts(&self.terms.processor, &self.terms.bank_account)?;
         super::open(decider, &[&bank, &balance])?;
-        let lines = [
-            EntryLine {
-                account: bank.code,
-                asset: self.terms.asset.clone(),
-                side: Side::Debit,
-                amount: self.terms.amount,
-            },
-            EntryLine {
-                account: balance.code,
-                asset: self.terms.asset.clone(),
-                side: Side::Credit,
-                amount: self.terms.amount,
-            },
-        ];
-        let entry = books::entry_of(decider, &lines)?;
-        books::record(
+        let lines = books::transfer_lines(
+            &bank.code,
+            &balance.code,
+            &self.terms.asset,
+            self.terms.amount,
+        );
+        books::post(
             decider,
             self.entry_id,
-            Recorded {
-                entry,
-                effective_at: at,
-                reference: Some(format!("payout:{}", self.payout_id)),
-                reverses: None,
-            },
+            &lines,
+            Some(format!("payout:{}", self.payout_id)),
+            at,
         )?;
         Reply::created(
             self.payout_id.to_string(),

@@ -7,7 +7,7 @@ use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books;
 use aggregates::ids::{PaymentId, RefundId, TenderId};
 use aggregates::journal::account::AccountCode;
-use aggregates::journal::entry::{EntryRecord, Recorded};
+use aggregates::journal::entry::EntryRecord;
 use aggregates::journal::Side;
 use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts;
@@ -115,16 +115,12 @@ impl Request for RefundPayment {
                 }
             }
         }
-        let entry = books::entry_of(decider, &lines)?;
-        books::record(
+        books::post(
             decider,
             EntryId::from_uuid(self.refund_id.as_uuid()),
-            Recorded {
-                entry,
-                effective_at: at,
-                reference: self.reference.clone(),
-                reverses: None,
-            },
+            &lines,
+            self.reference.clone(),
+            at,
         )?;
         decider.index::<Payment>(
             REFUND_ENTITY,

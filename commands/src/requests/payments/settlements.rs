@@ -22,7 +22,7 @@ use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books::{self, EntryLine};
 use aggregates::ids::PaymentId;
 use aggregates::journal::account::AccountCode;
-use aggregates::journal::entry::{EntryRecord, Recorded};
+use aggregates::journal::entry::EntryRecord;
 use aggregates::journal::Side;
 use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts::{self, PaymentAccount};
@@ -134,7 +134,7 @@ fn expect(
     line_type: LineType,
     processor: &str,
 ) -> Option<Expected> {
-    let asset = payment.intent.as_ref()?.asset.clone();
+    let asset = payment.intent.as_ref()?.terms.asset.clone();
     let (item, gross, fee, settled) = match (item?, line_type) {
         (Item::Capture { capture_id }, LineType::Capture) => {
             let (_, capture) = payment.capture(capture_id)?;
@@ -364,16 +364,12 @@ impl Request for ImportSettlement {
         }
         let entry_lines = movements.lines(&self.asset)?;
         if entry_lines.len() >= 2 {
-            let entry = books::entry_of(decider, &entry_lines)?;
-            books::record(
+            books::post(
                 decider,
                 self.entry_id,
-                Recorded {
-                    entry,
-                    effective_at: self.settled_at,
-                    reference: Some(format!("settlement:{id}")),
-                    reverses: None,
-                },
+                &entry_lines,
+                Some(format!("settlement:{id}")),
+                self.settled_at,
             )?;
         }
         Reply::created(
@@ -465,16 +461,12 @@ impl Request for ResolveBreak {
         movements.add(&counter.code, suspended);
         let lines = movements.lines(&self.asset)?;
         if lines.len() >= 2 {
-            let entry = books::entry_of(decider, &lines)?;
-            books::record(
+            books::post(
                 decider,
                 self.entry_id,
-                Recorded {
-                    entry,
-                    effective_at: at,
-                    reference: Some(format!("break:{}", self.break_id)),
-                    reverses: None,
-                },
+                &lines,
+                Some(format!("break:{}", self.break_id)),
+                at,
             )?;
         }
         Reply::ok(
