@@ -80,6 +80,42 @@ impl From<Asset> for String {
     }
 }
 
+/// The currencies a payment, a settlement or a payout may be in, with
+/// their minor units (ISO 4217): the asset of a currency is `CODE/units`.
+pub const CURRENCIES: &[(&str, u8)] = &[
+    ("AUD", 2),
+    ("BHD", 3),
+    ("BRL", 2),
+    ("CAD", 2),
+    ("CHF", 2),
+    ("CNY", 2),
+    ("DKK", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("HKD", 2),
+    ("INR", 2),
+    ("JPY", 0),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("MXN", 2),
+    ("NOK", 2),
+    ("NZD", 2),
+    ("PLN", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("USD", 2),
+    ("ZAR", 2),
+];
+
+/// The asset of currency `code` (`USD` is `USD/2`, `JPY` is `JPY/0`), if
+/// it is one of [`CURRENCIES`].
+pub fn currency(code: &str) -> Option<Asset> {
+    CURRENCIES
+        .iter()
+        .find(|(known, _)| *known == code)
+        .and_then(|(code, units)| Asset::new(code, *units).ok())
+}
+
 /// A non-negative amount in an asset's minor unit (zero by default).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,

@@ -166,3 +166,53 @@ impl PartialSchema for crate::ids::HoldId {
 }
 
 impl ToSchema for crate::ids::HoldId {}
+
+impl PartialSchema for crate::text::Name {
+    fn schema() -> RefOr<Schema> {
+        text(64, crate::text::NAME_PATTERN)
+            .description(Some(
+                "A name another system gives: 1-64 of A-Za-z0-9_.- starting with a letter or digit",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for crate::text::Name {}
+
+/// The ids a payment hands out, each a UUID.
+macro_rules! uuid_schemas {
+    ($($id:ty),*) => {$(
+        impl PartialSchema for $id {
+            fn schema() -> RefOr<Schema> {
+                uuid().into()
+            }
+        }
+
+        impl ToSchema for $id {}
+    )*};
+}
+
+uuid_schemas!(
+    crate::ids::PaymentId,
+    crate::ids::TenderId,
+    crate::ids::CaptureId,
+    crate::ids::RefundId,
+    crate::ids::DisputeId
+);
+
+/// A currency of [`crate::money::CURRENCIES`].
+pub struct Currency;
+
+impl PartialSchema for Currency {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(crate::money::CURRENCIES.iter().map(|(code, _)| *code)))
+            .description(Some(
+                "An ISO 4217 currency; amounts are in its minor units (USD, EUR: cents; JPY: yen)",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Currency {}

@@ -102,6 +102,60 @@ impl<'de, const MAX: usize> Deserialize<'de> for Text<MAX> {
     }
 }
 
+/// A name another system gives (a processor, its reference for a charge,
+/// a settlement batch, a bank account, a gift card's code): 1 to 64 of
+/// `A-Za-z0-9_.-`, starting with a letter or digit, so that it can stand
+/// inside an account code or an id (`receivable:<processor>`,
+/// `<processor>:<batch_id>`) unambiguously.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Name(String);
+
+/// The pattern of a [`Name`].
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$";
+
+/// Why a text is not a [`Name`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid name {0:?}: 1-64 of A-Za-z0-9_.- starting with a letter or digit")]
+pub struct InvalidName(pub String);
+
+impl Name {
+    pub fn parse(text: impl Into<String>) -> Result<Self, InvalidName> {
+        let text = text.into();
+        let valid = (1..=64).contains(&text.len())
+            && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if valid {
+            Ok(Self(text))
+        } else {
+            Err(InvalidName(text))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +173,23 @@ mod tests {
                 check(text, 10),
                 Err(TextError::ControlCharacter { code_point, index }),
                 "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_short_and_plain() {
+        for good in ["stripe", "ch_1", "GC-1", "b.2026-12-03", &"a".repeat(64)] {
+            assert_eq!(
+                Name::parse(good).map(Name::into_string),
+                Ok(good.to_string())
+            );
+        }
+        for bad in ["", "-x", "_x", "a b", "a:b", "a/b", "é", &"a".repeat(65)] {
+            assert_eq!(
+                Name::parse(bad),
+                Err(InvalidName(bad.to_string())),
+                "{bad:?}"
             );
         }
     }

@@ -29,6 +29,8 @@ mod ledger;
 mod openapi;
 #[path = "domain/payments.rs"]
 mod payments;
+#[path = "domain/payments_http.rs"]
+mod payments_http;
 #[path = "domain/quota.rs"]
 mod quota;
 #[path = "domain/scheduler.rs"]
@@ -61,6 +63,11 @@ async fn assert_trial_balance_is_zero(client: &Client, seq: i64) -> Value {
     let mut sums: BTreeMap<String, i128> = BTreeMap::new();
     for account in balances["accounts"].as_array().unwrap() {
         let number = |field: &str| account[field].as_str().unwrap().parse::<i128>().unwrap();
+        // An account with only pending amounts (a reservation) has no
+        // posted line in the trial balance.
+        if number("debits") == 0 && number("credits") == 0 {
+            continue;
+        }
         *sums
             .entry(account["asset"].as_str().unwrap().to_string())
             .or_default() += number("debits") - number("credits");

@@ -28,6 +28,7 @@ mod bulk;
 pub mod compare;
 pub mod decode;
 pub mod journal;
+pub mod payment_breaks;
 pub mod payments;
 pub mod progress;
 pub mod quota;

@@ -1,6 +1,7 @@
 //! The `payments` projection: each payment, gift card, settlement batch
 //! and payout as its events leave it, kept as a document (the aggregate's
-//! state) with its status, for the payment reads.
+//! state) with its status, for the payment reads; and every break of a
+//! settlement batch, open or resolved (`payment_breaks`).
 
 use crate::decode::decode;
 use crate::runtime::{ApplyError, Projection};
@@ -123,11 +124,11 @@ impl Projection for Payments {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["payment_documents"]
+        &["payment_documents", "payment_breaks"]
     }
 
     async fn apply(
@@ -154,7 +155,8 @@ impl Projection for Payments {
                 _ => fold(&mut documents, key, event, payout_status)?,
             }
         }
-        write(connection, documents).await
+        write(connection, documents).await?;
+        crate::payment_breaks::apply(connection, events).await
     }
 }
 
@@ -242,23 +244,66 @@ pub async fn get(
     kind: &str,
     id: &str,
 ) -> Result<Option<PaymentDocument>, sqlx::Error> {
-    let row: Option<(String, String, String, i64, i64, Value)> = sqlx::query_as(
+    let mut found = get_many(connection, tenant_id, kind, &[id.to_string()]).await?;
+    Ok(found.pop())
+}
+
+type DocumentRow = (String, String, String, i64, i64, Value);
+
+fn document(
+    (kind, id, status, created_seq, last_tenant_seq, state): DocumentRow,
+) -> PaymentDocument {
+    PaymentDocument {
+        kind,
+        id,
+        status,
+        created_seq,
+        last_tenant_seq,
+        state,
+    }
+}
+
+/// The tenant's documents of `kind` (of `status`, when given) after
+/// `after`, by id, at most `limit`, inside a tenant read transaction.
+pub async fn list(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    kind: &str,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<PaymentDocument>, sqlx::Error> {
+    let rows: Vec<DocumentRow> = sqlx::query_as(
         "SELECT kind, id, status, created_seq, last_tenant_seq, state FROM payment_documents \
-         WHERE tenant_id = $1 AND kind = $2 AND id = $3",
+         WHERE tenant_id = $1 AND kind = $2 AND ($3::text IS NULL OR status = $3) \
+           AND ($4::text IS NULL OR id > $4) \
+         ORDER BY id LIMIT $5",
     )
     .bind(tenant_id.as_uuid())
     .bind(kind)
-    .bind(id)
-    .fetch_optional(connection)
+    .bind(status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(connection)
     .await?;
-    Ok(row.map(
-        |(kind, id, status, created_seq, last_tenant_seq, state)| PaymentDocument {
-            kind,
-            id,
-            status,
-            created_seq,
-            last_tenant_seq,
-            state,
-        },
-    ))
+    Ok(rows.into_iter().map(document).collect())
+}
+
+/// The tenant's documents of `kind` among `ids`, by id.
+pub async fn get_many(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    kind: &str,
+    ids: &[String],
+) -> Result<Vec<PaymentDocument>, sqlx::Error> {
+    let rows: Vec<DocumentRow> = sqlx::query_as(
+        "SELECT kind, id, status, created_seq, last_tenant_seq, state FROM payment_documents \
+         WHERE tenant_id = $1 AND kind = $2 AND id = ANY($3) ORDER BY id",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(kind)
+    .bind(ids)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(document).collect())
 }

@@ -333,7 +333,7 @@ fn redecide(
                 "the domain refuses the recorded {kind} request: {code}: {message}"
             ))
         }
-        Err(Refusal::Internal(message)) => {
+        Err(Refusal::Internal(message) | Refusal::Stale(message)) => {
             return Err(format!(
                 "the recorded {kind} request cannot be decided: {message}"
             ))

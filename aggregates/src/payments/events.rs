@@ -9,7 +9,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 /// The terms a payment is created with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IntentTerms {
     pub amount: Amount,
     pub asset: Asset,
@@ -92,7 +92,7 @@ pub enum PaymentCommand {
         outcome: DisputeOutcome,
         at: DateTime<Utc>,
     },
-    /// Marks `item` settled by batch `batch` (`<processor>/<batch_id>`),
+    /// Marks `item` settled by batch `batch` (`<processor>:<batch_id>`),
     /// once.
     Settle {
         item: Item,

@@ -21,6 +21,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use decide::AUTHORIZATION_TTL_SECONDS_MAX;
 pub use errors::PaymentError;
 pub use events::{IntentTerms, PaymentCommand, PaymentEvent};
 pub use types::*;
@@ -75,6 +76,18 @@ impl Payment {
         })
     }
 
+    /// What the payment still expects to capture in all: its amount less
+    /// what its tenders released uncaptured (a final capture's rest).
+    fn expected(&self) -> Option<Amount> {
+        let released = Self::sum(&self.tenders, |tender| tender.released).ok()?;
+        self.intent
+            .as_ref()?
+            .terms
+            .amount
+            .checked_sub(released)
+            .ok()
+    }
+
     /// Whether every authorization expired with nothing captured.
     pub fn expired(&self) -> bool {
         !self.tenders.is_empty()
@@ -108,7 +121,7 @@ impl Payment {
             PaymentStatus::Refunded
         } else if !refunded.is_zero() {
             PaymentStatus::PartiallyRefunded
-        } else if captured == intent.terms.amount {
+        } else if captured >= self.expected()? {
             PaymentStatus::Captured
         } else {
             PaymentStatus::PartiallyCaptured

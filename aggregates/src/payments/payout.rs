@@ -41,7 +41,7 @@ pub struct PayoutTerms {
     pub asset: Asset,
     pub amount: Amount,
     pub bank_account: String,
-    /// The settlement batches (`<processor>/<batch_id>`).
+    /// The settlement batches (`<processor>:<batch_id>`).
     pub batches: Vec<String>,
 }
 
@@ -238,7 +238,7 @@ mod tests {
             asset: Asset::new("USD", 2).unwrap(),
             amount: Amount::new(amount).unwrap(),
             bank_account: "main".into(),
-            batches: vec!["stripe/b_1".into()],
+            batches: vec!["stripe:b_1".into()],
         }
     }
 

@@ -1,5 +1,5 @@
 //! A settlement batch imported from a processor (its id
-//! `<processor>/<batch_id>`, so a batch is imported once per processor):
+//! `<processor>:<batch_id>`, so a batch is imported once per processor):
 //! its lines checked (each `gross - fee = net`), each matched by processor
 //! reference to what the ledger expects (resolved by the request from the
 //! payments it names) or opened as a **break** of its class, each break
@@ -16,7 +16,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Aggregate type of settlement batches; the id is `<processor>/<batch_id>`.
+/// Aggregate type of settlement batches; the id is `<processor>:<batch_id>`.
 pub const SETTLEMENT_AGGREGATE: &str = "settlement";
 
 /// Most lines one batch holds.
@@ -58,7 +58,7 @@ pub struct Line {
 }
 
 /// The item of the ledger a line's reference names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", tag = "item")]
 pub enum Item {
     Capture {

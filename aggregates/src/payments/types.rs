@@ -46,7 +46,7 @@ impl TenderMethod {
 }
 
 /// Where a tender's money comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", tag = "source")]
 pub enum TenderSource {
     /// A card or bank transfer through `processor`, known there as
@@ -62,7 +62,7 @@ pub enum TenderSource {
 }
 
 /// The payment's terms, as created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Intent {
     #[serde(flatten)]
     pub terms: super::IntentTerms,
@@ -84,7 +84,7 @@ pub enum AuthorizationState {
 }
 
 /// One capture of a tender.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Capture {
     pub capture_id: CaptureId,
     pub amount: Amount,
@@ -98,7 +98,7 @@ pub struct Capture {
 }
 
 /// One tender of a payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Tender {
     pub tender_id: TenderId,
     pub method: TenderMethod,
@@ -157,14 +157,14 @@ pub enum RefundState {
 }
 
 /// The part of a refund taken from one tender.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RefundPart {
     pub tender_id: TenderId,
     pub amount: Amount,
 }
 
 /// One refund of a payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Refund {
     pub refund_id: RefundId,
     pub amount: Amount,
@@ -205,7 +205,7 @@ pub enum DisputeOutcome {
 }
 
 /// One dispute of a capture.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Dispute {
     pub dispute_id: DisputeId,
     pub tender_id: TenderId,

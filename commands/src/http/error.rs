@@ -260,6 +260,10 @@ impl ApiError {
             PipelineError::UnknownTenant => Self::Unauthorized("unknown tenant".into()),
             PipelineError::Invalid(message) => Self::bad_request(message),
             PipelineError::Internal(cause) => Self::Internal(cause),
+            PipelineError::Stale(cause) => Self::Conflict {
+                code: "conflict",
+                message: format!("the request raced concurrent changes ({cause}); retry it"),
+            },
         }
     }
 }

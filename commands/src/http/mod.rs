@@ -13,6 +13,7 @@ pub(crate) mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub(crate) mod payments;
 mod projections;
 pub(crate) mod quota;
 pub mod read;

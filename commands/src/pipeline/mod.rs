@@ -17,6 +17,7 @@
 
 mod clock;
 pub mod fold;
+pub mod load;
 pub mod request;
 mod shard;
 
@@ -102,6 +103,10 @@ pub enum PipelineError {
     Invalid(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// What the request was resolved with moved before it was decided
+    /// ([`Refusal::Stale`]); resolving it again may succeed.
+    #[error("the request's resolved facts are stale: {0}")]
+    Stale(String),
     #[error("the command pipeline is shutting down")]
     Stopped,
 }
@@ -165,6 +170,24 @@ impl CommandBus {
         self.execute_any(tenant_id, key, Box::new(request)).await
     }
 
+    /// [`execute`](Self::execute) for a request resolved from what the
+    /// client asked (`asked`: the route's own name for it and the client's
+    /// body), fingerprinted by that: a retry of the same ask under the same
+    /// key gets the first answer even when the facts resolved into the
+    /// request (a payment's tenders) have moved since.
+    pub async fn execute_asked<R: Request>(
+        &self,
+        tenant_id: TenantId,
+        key: IdempotencyKey,
+        asked: &serde_json::Value,
+        request: R,
+    ) -> Result<Outcome, PipelineError> {
+        let fingerprint = Fingerprint::of(R::KIND, asked)
+            .map_err(|error| PipelineError::Invalid(error.to_string()))?;
+        self.submit(tenant_id, key, Some(fingerprint), Box::new(request))
+            .await
+    }
+
     /// [`execute`](Self::execute) for a request known only by its kind (one
     /// decoded from a recorded body, as the scheduler submits them).
     pub async fn execute_any(
@@ -173,10 +196,23 @@ impl CommandBus {
         key: IdempotencyKey,
         request: Box<dyn AnyRequest>,
     ) -> Result<Outcome, PipelineError> {
+        self.submit(tenant_id, key, None, request).await
+    }
+
+    /// Queues `request` on its tenant's shard, fingerprinted by `asked` or
+    /// else by its canonical body, and waits for its answer.
+    async fn submit(
+        &self,
+        tenant_id: TenantId,
+        key: IdempotencyKey,
+        asked: Option<Fingerprint>,
+        request: Box<dyn AnyRequest>,
+    ) -> Result<Outcome, PipelineError> {
         let body = request
             .body()
             .map_err(|error| PipelineError::Invalid(error.to_string()))?;
-        let fingerprint = Fingerprint::of_canonical(request.kind(), body.as_str());
+        let fingerprint =
+            asked.unwrap_or_else(|| Fingerprint::of_canonical(request.kind(), body.as_str()));
         let (reply, answer) = oneshot::channel();
         let job = Job::new(tenant_id, key, fingerprint, request, body, reply);
         let sender = &self.senders[self.shard_of(tenant_id)];

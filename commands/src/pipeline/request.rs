@@ -125,6 +125,10 @@ pub enum Refusal {
     /// A defect (an undeclared aggregate, unserializable event); answered 500
     /// and not recorded, so a retry after a fix can succeed.
     Internal(String),
+    /// A fact resolved into the request before submission (a payment's
+    /// currency, its tenders' accounts) no longer matches the aggregates:
+    /// they moved in between. Not recorded; the submitter resolves again.
+    Stale(String),
 }
 
 impl<E: Rejection> From<E> for Refusal {

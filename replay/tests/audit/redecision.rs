@@ -676,7 +676,7 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
             asset: usd.clone(),
             amount: cents(4_560),
             bank_account: "main".into(),
-            batches: vec!["stripe/b_1".into()],
+            batches: vec!["stripe:b_1".into()],
         },
         entry_id: aggregates::EntryId::from_uuid(id(n + 1)),
     };
@@ -684,7 +684,7 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
     let failed = MarkPayoutFailed {
         payout_id: id(960),
         reason: None,
-        batches: vec!["stripe/b_1".into()],
+        batches: vec!["stripe:b_1".into()],
         entry_id: aggregates::EntryId::from_uuid(id(961)),
         reversal_id: aggregates::EntryId::from_uuid(id(962)),
         processor: "stripe".into(),

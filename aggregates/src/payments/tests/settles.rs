@@ -69,15 +69,15 @@ fn each_item_is_settled_once() {
     for item in items {
         Given::with(())
             .given(history())
-            .when(settle(item, "stripe/b_1"))
-            .then_expect_events(vec![settled(item, "stripe/b_1")]);
+            .when(settle(item, "stripe:b_1"))
+            .then_expect_events(vec![settled(item, "stripe:b_1")]);
         let mut after = history();
-        after.push(settled(item, "stripe/b_1"));
+        after.push(settled(item, "stripe:b_1"));
         Given::with(())
             .given(after)
-            .when(settle(item, "stripe/b_2"))
+            .when(settle(item, "stripe:b_2"))
             .then_expect_error(PaymentError::AlreadySettled {
-                batch: "stripe/b_1".into(),
+                batch: "stripe:b_1".into(),
             });
     }
 }
@@ -88,7 +88,7 @@ fn a_settled_refund_cannot_fail_and_a_failed_one_is_not_settled() {
         refund_id: refund_id(1),
     };
     let mut after = history();
-    after.push(settled(refund, "stripe/b_1"));
+    after.push(settled(refund, "stripe:b_1"));
     assert_eq!(
         state(after.clone()).refund(refund_id(1)).unwrap().state,
         RefundState::Settled
@@ -109,7 +109,7 @@ fn a_settled_refund_cannot_fail_and_a_failed_one_is_not_settled() {
     });
     Given::with(())
         .given(failed)
-        .when(settle(refund, "stripe/b_1"))
+        .when(settle(refund, "stripe:b_1"))
         .then_expect_error(PaymentError::RefundNotPending { state: "failed" });
 }
 
@@ -120,7 +120,7 @@ fn only_a_won_dispute_has_a_reversal_to_settle() {
     };
     Given::with(())
         .given(history())
-        .when(settle(reversal, "stripe/b_1"))
+        .when(settle(reversal, "stripe:b_1"))
         .then_expect_error(PaymentError::DisputeNotWon);
     let mut won = history();
     won.push(PaymentEvent::DisputeClosed {
@@ -130,8 +130,8 @@ fn only_a_won_dispute_has_a_reversal_to_settle() {
     });
     Given::with(())
         .given(won)
-        .when(settle(reversal, "stripe/b_1"))
-        .then_expect_events(vec![settled(reversal, "stripe/b_1")]);
+        .when(settle(reversal, "stripe:b_1"))
+        .then_expect_events(vec![settled(reversal, "stripe:b_1")]);
 }
 
 #[test]
@@ -159,11 +159,11 @@ fn unknown_items_are_not_settled() {
     for (item, error) in cases {
         Given::with(())
             .given(history())
-            .when(settle(item, "stripe/b_1"))
+            .when(settle(item, "stripe:b_1"))
             .then_expect_error(error);
     }
     Given::with(())
         .given_no_previous_events()
-        .when(settle(capture_item(), "stripe/b_1"))
+        .when(settle(capture_item(), "stripe:b_1"))
         .then_expect_error(PaymentError::Unknown);
 }

@@ -73,41 +73,10 @@ impl Shard {
             let mut histories = self.store.load_histories(tenant_id, &keys).await?;
             for (key, target) in targets {
                 let history = histories.remove(&key).unwrap_or_default();
-                let restored = history.snapshot.as_ref().and_then(|snapshot| {
-                    Some((
-                        (target.kind.restore)(&snapshot.payload)?,
-                        snapshot.last_sequence,
-                    ))
-                });
-                let (mut state, mut version, events) = match (restored, &history.snapshot) {
-                    (Some((state, version)), _) => (state, version, history.events),
-                    // A snapshot that no longer deserializes is ignored.
-                    (None, Some(_)) => (
-                        (target.kind.fresh)(),
-                        0,
-                        self.store.load_events(tenant_id, &key, 0).await?,
-                    ),
-                    (None, None) => ((target.kind.fresh)(), 0, history.events),
-                };
-                for event in events {
-                    let sequence = event.sequence as i64;
-                    if sequence != version + 1 {
-                        return Err(StoreError::Corrupt(format!(
-                            "aggregate {}/{} jumps from event {version} to {sequence}",
-                            key.aggregate_type, key.aggregate_id
-                        )));
-                    }
-                    let event = target.kind.upcast(event);
-                    state.apply_serialized(event).map_err(|error| {
-                        StoreError::Corrupt(format!(
-                            "event {sequence} of {}/{} does not deserialize: {error}",
-                            key.aggregate_type, key.aggregate_id
-                        ))
-                    })?;
-                    version = sequence;
-                }
-                self.cached
-                    .insert((tenant_id, key), Loaded { state, version });
+                let loaded =
+                    crate::pipeline::load::fold_history(&self.store, tenant_id, &target, history)
+                        .await?;
+                self.cached.insert((tenant_id, key), loaded);
             }
         }
         Ok(())

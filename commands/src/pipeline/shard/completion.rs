@@ -132,7 +132,7 @@ impl Shard {
     /// Jobs whose decision failed internally: one whose key already has a
     /// record (an earlier submission completed) is answered from it, the
     /// others 500.
-    pub(super) async fn answer_failed(&mut self, failed: Vec<(Job, String)>) {
+    pub(super) async fn answer_failed(&mut self, failed: Vec<(Job, PipelineError)>) {
         let keys: Vec<(TenantId, IdempotencyKey)> = failed
             .iter()
             .map(|(job, _)| (job.tenant_id, job.key.clone()))
@@ -142,13 +142,13 @@ impl Shard {
             .idempotency_records(&keys)
             .await
             .unwrap_or_default();
-        for (job, message) in failed {
+        for (job, error) in failed {
             let record = records
                 .iter()
                 .find(|record| record.tenant_id == job.tenant_id && record.key == job.key);
             let answer = match record {
                 Some(record) => replay(&record.fingerprint, &job.fingerprint, &outcome_of(record)),
-                None => Err(PipelineError::Internal(message)),
+                None => Err(error),
             };
             self.respond(job, answer);
         }

@@ -8,6 +8,7 @@ use crate::pipeline::request::{
     accepted_body, error_body, record_request, Decider, Loaded, Refusal, Reply, StateView, Touched,
 };
 use crate::pipeline::Outcome;
+use crate::pipeline::PipelineError;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use eventstore::{AggregateKey, AppendedEvent, ChainHead, CommandWrite, NewEvent, TenantBatch};
@@ -29,9 +30,9 @@ pub(super) struct BatchDecision {
     pub(super) staged: HashMap<(TenantId, AggregateKey), Loaded>,
     /// Jobs accepted or rejected, in order, each pushed on its batch.
     pub(super) decided: Vec<Decided>,
-    /// Jobs whose decision failed internally (a defect), with why; nothing
+    /// Jobs whose decision failed (a defect, or stale facts), with why; nothing
     /// of theirs is in the batches.
-    pub(super) failed: Vec<(Job, String)>,
+    pub(super) failed: Vec<(Job, PipelineError)>,
 }
 
 /// One job's decision.
@@ -40,7 +41,7 @@ enum JobDecision {
     /// changed (none when rejected).
     Pushed(Decided, Vec<Touched>),
     /// Failed internally, with why.
-    Failed(Job, String),
+    Failed(Job, PipelineError),
 }
 
 /// Decides `jobs` in order against the `cached` states and the expected
@@ -56,7 +57,7 @@ pub(super) fn decide_batch(
     let mut batch_of: HashMap<TenantId, usize> = HashMap::new();
     let mut staged: HashMap<(TenantId, AggregateKey), Loaded> = HashMap::new();
     let mut decided: Vec<Decided> = Vec::with_capacity(jobs.len());
-    let mut failed: Vec<(Job, String)> = Vec::new();
+    let mut failed: Vec<(Job, PipelineError)> = Vec::new();
     for job in jobs {
         let index = *batch_of.entry(job.tenant_id).or_insert_with(|| {
             // A tenant without a head was answered by load_heads.
@@ -141,7 +142,7 @@ fn decide_job(
         Err(error) => {
             tracing::error!(kind = job.request.kind(), %error, "request produced unstorable events");
             let message = error.to_string();
-            JobDecision::Failed(job, message)
+            JobDecision::Failed(job, PipelineError::Internal(message))
         }
     }
 }
@@ -154,7 +155,7 @@ fn recorded(
     job: &Job,
     decision: &Result<Reply, Refusal>,
     touched: &[Touched],
-) -> Result<(u16, Vec<NewEvent>), String> {
+) -> Result<(u16, Vec<NewEvent>), PipelineError> {
     match decision {
         Ok(reply) => {
             let mut events: Vec<_> = touched
@@ -166,7 +167,7 @@ fn recorded(
                 Err(refusal) => {
                     let message = format!("{refusal:?}");
                     tracing::error!(kind = job.request.kind(), %message, "request not recorded");
-                    Err(message)
+                    Err(PipelineError::Internal(message))
                 }
             }
         }
@@ -176,8 +177,9 @@ fn recorded(
         )),
         Err(Refusal::Internal(message)) => {
             tracing::error!(kind = job.request.kind(), %message, "request failed");
-            Err(message.clone())
+            Err(PipelineError::Internal(message.clone()))
         }
+        Err(Refusal::Stale(message)) => Err(PipelineError::Stale(message.clone())),
     }
 }
 
@@ -196,6 +198,6 @@ fn body(
             details,
             ..
         }) => error_body(code, message, details.clone()),
-        Err(Refusal::Internal(_)) => serde_json::Value::Null,
+        Err(Refusal::Internal(_) | Refusal::Stale(_)) => serde_json::Value::Null,
     }
 }

@@ -4,6 +4,7 @@
 //! reinstates the amount (Dr the tender's account / Cr `funds_in_dispute`),
 //! lost writes it off (Dr `dispute_losses` / Cr `funds_in_dispute`). Once.
 
+use super::answers::DisputeAnswer;
 use super::{claim, open, payment, processor_of, reference_target, source_account};
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books::{self, EntryLine};
@@ -15,11 +16,11 @@ use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts;
 use aggregates::payments::reference::{Owner, ReferenceKind};
 use aggregates::payments::settlement::Item;
+use aggregates::payments::DisputeState;
 use aggregates::payments::{DisputeOutcome, Payment, PaymentCommand};
 use aggregates::EntryId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 /// The entity index's name for disputes.
 pub const DISPUTE_ENTITY: &str = "dispute";
@@ -102,7 +103,7 @@ impl Request for OpenDispute {
         if let Some((tender, _)) = before.capture(self.capture_id) {
             let from = source_account(&tender.source)?;
             if from.code != self.account {
-                return Err(Refusal::Internal(format!(
+                return Err(Refusal::Stale(format!(
                     "the request names account {}, the capture's tender posts to {}",
                     self.account, from.code
                 )));
@@ -142,8 +143,11 @@ impl Request for OpenDispute {
         );
         Reply::created(
             self.payment_id.to_string(),
-            &json!({"payment_id": self.payment_id, "dispute_id": self.dispute_id,
-                    "dispute_status": "needs_response"}),
+            &DisputeAnswer {
+                payment_id: self.payment_id,
+                dispute_id: self.dispute_id,
+                dispute_status: DisputeState::NeedsResponse,
+            },
         )
     }
 }
@@ -174,8 +178,11 @@ impl Request for SubmitEvidence {
         )?;
         Reply::ok(
             self.payment_id.to_string(),
-            &json!({"payment_id": self.payment_id, "dispute_id": self.dispute_id,
-                    "dispute_status": "under_review"}),
+            &DisputeAnswer {
+                payment_id: self.payment_id,
+                dispute_id: self.dispute_id,
+                dispute_status: DisputeState::UnderReview,
+            },
         )
     }
 }
@@ -219,7 +226,7 @@ impl Request for CloseDispute {
                     .tender(dispute.tender_id)
                     .ok_or_else(|| Refusal::Internal("a dispute of no tender".into()))?;
                 if source_account(&tender.source)?.code != self.account {
-                    return Err(Refusal::Internal(format!(
+                    return Err(Refusal::Stale(format!(
                         "the request names account {}, the disputed tender posts to another",
                         self.account
                     )));
@@ -258,8 +265,14 @@ impl Request for CloseDispute {
         )?;
         Reply::ok(
             self.payment_id.to_string(),
-            &json!({"payment_id": self.payment_id, "dispute_id": self.dispute_id,
-                    "dispute_status": self.outcome}),
+            &DisputeAnswer {
+                payment_id: self.payment_id,
+                dispute_id: self.dispute_id,
+                dispute_status: match self.outcome {
+                    DisputeOutcome::Won => DisputeState::Won,
+                    DisputeOutcome::Lost => DisputeState::Lost,
+                },
+            },
         )
     }
 }

@@ -2,6 +2,7 @@
 //! `gift_cards:<code>`), redeemed by gift card tenders (Dr
 //! `gift_cards:<code>` / Cr `revenue`, in `AddTender`), never below zero.
 
+use super::answers::GiftCardAnswer;
 use super::open;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books;
@@ -12,7 +13,6 @@ use aggregates::payments::accounts::{self, PaymentAccount};
 use aggregates::payments::gift_card::{GiftCard, GiftCardCommand, GiftCardError};
 use aggregates::EntryId;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 /// The account of gift card `code`.
 pub(super) fn card_account(code: &str) -> Result<PaymentAccount, Refusal> {
@@ -107,7 +107,11 @@ impl Request for IssueGiftCard {
         take(decider, &self.code, self.entry_id, &self.asset, self.amount)?;
         Reply::created(
             self.code.clone(),
-            &json!({"code": self.code, "asset": self.asset, "balance": self.amount}),
+            &GiftCardAnswer {
+                code: self.code.clone(),
+                asset: self.asset.clone(),
+                balance: self.amount.value(),
+            },
         )
     }
 }
@@ -151,7 +155,12 @@ impl Request for LoadGiftCard {
             .map_or(0, |balance| balance.available(card.spec.account_type));
         Reply::ok(
             self.code.clone(),
-            &json!({"code": self.code, "asset": self.asset, "balance": balance}),
+            &GiftCardAnswer {
+                code: self.code.clone(),
+                asset: self.asset.clone(),
+                balance: i64::try_from(balance)
+                    .map_err(|_| Refusal::from(aggregates::money::AmountError::Overflow))?,
+            },
         )
     }
 }

@@ -17,17 +17,24 @@
 //! request before it is submitted (the payment's asset, its tenders'
 //! processors), and checked against the payment again in the decision.
 
+mod answers;
 mod disputes;
 mod gift_cards;
 mod payouts;
 mod refunds;
 mod settlements;
 
+pub use answers::{
+    BreakAnswer, BreakResolvedAnswer, CaptureAnswer, DisputeAnswer, GiftCardAnswer, PaymentAnswer,
+    PayoutAnswer, RefundAnswer, SettlementAnswer, TenderAnswer,
+};
 pub use disputes::{CloseDispute, OpenDispute, SubmitEvidence, DISPUTE_ENTITY};
 pub use gift_cards::{IssueGiftCard, LoadGiftCard};
 pub use payouts::{CreatePayout, MarkPayoutFailed, MarkPayoutPaid};
 pub use refunds::{FailRefund, RefundPayment, REFUND_ENTITY};
-pub use settlements::{settlement_id, BreakAnswer, ImportSettlement, ResolveBreak};
+pub use settlements::{
+    reference_kind, settlement_id, ImportSettlement, ResolveBreak, BREAK_ENTITY,
+};
 
 use super::books;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
@@ -42,8 +49,7 @@ use aggregates::payments::reference::{
 };
 use aggregates::payments::settlement::Item;
 use aggregates::payments::{
-    IntentTerms, Payment, PaymentCommand, PaymentEvent, PaymentStatus, Tender, TenderMethod,
-    TenderSource,
+    IntentTerms, Payment, PaymentCommand, PaymentEvent, Tender, TenderMethod, TenderSource,
 };
 use aggregates::{EntryId, HoldId, RejectionKind};
 use chrono::{DateTime, Utc};
@@ -61,7 +67,7 @@ pub(super) fn invalid(field: &str, value: &str) -> Refusal {
 }
 
 /// The account a tender's money comes from.
-pub(super) fn source_account(source: &TenderSource) -> Result<PaymentAccount, Refusal> {
+pub fn source_account(source: &TenderSource) -> Result<PaymentAccount, Refusal> {
     match source {
         TenderSource::Processor { processor, .. } => {
             accounts::receivable(processor).map_err(|_| invalid("processor", processor))
@@ -92,7 +98,7 @@ pub(super) fn payment<'a>(
     let payment = decider.state::<Payment>(&payment_id.to_string())?;
     if let (Some(intent), Some(asset)) = (&payment.intent, asset) {
         if intent.terms.asset != *asset {
-            return Err(Refusal::Internal(format!(
+            return Err(Refusal::Stale(format!(
                 "the request names {asset}, payment {payment_id} is in {}",
                 intent.terms.asset
             )));
@@ -126,13 +132,6 @@ pub(super) fn claim(
 /// The processor whose receivable `code` is, if it is one.
 pub(super) fn processor_of(code: &AccountCode) -> Option<&str> {
     code.as_str().strip_prefix("receivable:")
-}
-
-/// What the payment answers: its id and status.
-#[derive(Debug, Clone, Serialize)]
-pub struct PaymentAnswer {
-    pub payment_id: PaymentId,
-    pub status: Option<PaymentStatus>,
 }
 
 fn answer(decider: &Decider<'_>, payment_id: PaymentId) -> Result<PaymentAnswer, Refusal> {
@@ -189,17 +188,6 @@ pub struct AddTender {
     pub source: TenderSource,
     pub amount: Amount,
     pub asset: Asset,
-}
-
-/// The answer to a tender.
-#[derive(Debug, Clone, Serialize)]
-pub struct TenderAnswer {
-    pub payment_id: PaymentId,
-    pub tender_id: TenderId,
-    /// `authorized`, or `captured` when captured as it was taken.
-    pub tender_status: &'static str,
-    pub capture_id: Option<CaptureId>,
-    pub status: Option<PaymentStatus>,
 }
 
 impl AddTender {
@@ -319,13 +307,13 @@ impl Request for AddTender {
         let answer = TenderAnswer {
             payment_id: self.payment_id,
             tender_id: self.tender_id,
-            tender_status: if captured.is_some() {
+            status: if captured.is_some() {
                 "captured"
             } else {
                 "authorized"
             },
             capture_id: captured,
-            status: decider
+            payment_status: decider
                 .state::<Payment>(&self.payment_id.to_string())?
                 .status(),
         };
@@ -408,18 +396,6 @@ pub struct CapturePayment {
     pub asset: Asset,
 }
 
-/// The answer to a capture.
-#[derive(Debug, Clone, Serialize)]
-pub struct CaptureAnswer {
-    pub payment_id: PaymentId,
-    pub tender_id: TenderId,
-    pub capture_id: CaptureId,
-    pub amount: Amount,
-    /// The uncaptured rest released with it.
-    pub released: Amount,
-    pub status: Option<PaymentStatus>,
-}
-
 impl Request for CapturePayment {
     const KIND: &'static str = "capture_payment";
 
@@ -453,7 +429,7 @@ impl Request for CapturePayment {
                 _ => "",
             };
             if processor != self.processor && tender.method.through_processor() {
-                return Err(Refusal::Internal(format!(
+                return Err(Refusal::Stale(format!(
                     "the request names processor {}, tender {} is {processor}",
                     self.processor, self.tender_id
                 )));
@@ -757,8 +733,8 @@ pub fn domain() -> crate::domains::Domain {
             aggregate_type: aggregates::payments::PAYMENT_AGGREGATE,
             read: schedule,
         }],
-        routes: utoipa_axum::router::OpenApiRouter::new,
-        tags: Vec::new(),
+        routes: crate::http::payments::router,
+        tags: crate::http::payments::tags(),
         sections: vec![Section {
             name: "payments",
             aggregate_type: aggregates::payments::PAYMENT_AGGREGATE,

@@ -3,6 +3,7 @@
 //! named, each paid out once; a failed payout's entry is reversed and its
 //! batches may be paid out again.
 
+use super::answers::PayoutAnswer;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books;
 use aggregates::journal::account::AccountCode;
@@ -64,7 +65,7 @@ fn mismatch(batch: &str) -> Refusal {
     }
 }
 
-/// Pays out the batches `terms.batches` (`<processor>/<batch_id>`) of
+/// Pays out the batches `terms.batches` (`<processor>:<batch_id>`) of
 /// `terms.processor`: exactly their net, each batch once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,8 +143,13 @@ impl Request for CreatePayout {
         )?;
         Reply::created(
             self.payout_id.to_string(),
-            &json!({"payout_id": self.payout_id, "status": "pending",
-                    "amount": self.terms.amount, "batches": self.terms.batches}),
+            &PayoutAnswer {
+                payout_id: self.payout_id,
+                status: "pending",
+                amount: Some(self.terms.amount),
+                batches: Some(self.terms.batches.clone()),
+                reversal_id: None,
+            },
         )
     }
 }
@@ -167,7 +173,13 @@ impl Request for MarkPayoutPaid {
         decider.execute::<Payout>(&self.payout_id.to_string(), PayoutCommand::MarkPaid { at })?;
         Reply::ok(
             self.payout_id.to_string(),
-            &json!({"payout_id": self.payout_id, "status": "paid"}),
+            &PayoutAnswer {
+                payout_id: self.payout_id,
+                status: "paid",
+                amount: None,
+                batches: None,
+                reversal_id: None,
+            },
         )
     }
 }
@@ -213,7 +225,7 @@ impl Request for MarkPayoutFailed {
             .as_ref()
             .is_some_and(|batches| *batches != self.batches)
         {
-            return Err(Refusal::Internal(format!(
+            return Err(Refusal::Stale(format!(
                 "the request names other batches than payout {} pays out",
                 self.payout_id
             )));
@@ -249,14 +261,19 @@ impl Request for MarkPayoutFailed {
                 .iter()
                 .any(|code| code.as_str() == posting.account.code)
         }) {
-            return Err(Refusal::Internal(
+            return Err(Refusal::Stale(
                 "the payout's entry posts to other accounts than the request names".into(),
             ));
         }
         Reply::ok(
             self.payout_id.to_string(),
-            &json!({"payout_id": self.payout_id, "status": "failed",
-                    "reversal_id": self.reversal_id}),
+            &PayoutAnswer {
+                payout_id: self.payout_id,
+                status: "failed",
+                amount: None,
+                batches: None,
+                reversal_id: Some(self.reversal_id),
+            },
         )
     }
 }

@@ -2,6 +2,7 @@
 //! from (the most recently captured first); a failed refund's entry is
 //! reversed.
 
+use super::answers::RefundAnswer;
 use super::{claim, open, payment, processor_of, reference_target, source_account};
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books;
@@ -13,11 +14,11 @@ use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts;
 use aggregates::payments::reference::{Owner, ReferenceKind};
 use aggregates::payments::settlement::Item;
+use aggregates::payments::RefundState;
 use aggregates::payments::TenderSource;
 use aggregates::payments::{Payment, PaymentCommand, PaymentEvent};
 use aggregates::EntryId;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 /// Refunds part or all of what was captured: from the tender named, or
 /// the most recently captured first. `accounts` are the codes of every
@@ -101,7 +102,7 @@ impl Request for RefundPayment {
                     }
                     let from = source_account(&tender.source)?;
                     if !self.accounts.contains(&from.code) {
-                        return Err(Refusal::Internal(format!(
+                        return Err(Refusal::Stale(format!(
                             "the request does not name account {}",
                             from.code
                         )));
@@ -129,8 +130,15 @@ impl Request for RefundPayment {
         );
         Reply::created(
             self.payment_id.to_string(),
-            &json!({"payment_id": self.payment_id, "refund_id": self.refund_id,
-                    "status": decider.state::<Payment>(&self.payment_id.to_string())?.status()}),
+            &RefundAnswer {
+                payment_id: self.payment_id,
+                refund_id: self.refund_id,
+                refund_status: RefundState::Pending,
+                reversal_id: None,
+                status: decider
+                    .state::<Payment>(&self.payment_id.to_string())?
+                    .status(),
+            },
         )
     }
 }
@@ -188,7 +196,7 @@ impl Request for FailRefund {
                 .iter()
                 .any(|code| code.as_str() == posting.account.code)
             {
-                return Err(Refusal::Internal(format!(
+                return Err(Refusal::Stale(format!(
                     "the request does not name account {}",
                     posting.account.code
                 )));
@@ -196,9 +204,15 @@ impl Request for FailRefund {
         }
         Reply::ok(
             self.payment_id.to_string(),
-            &json!({"payment_id": self.payment_id, "refund_id": self.refund_id,
-                    "refund_status": "failed", "reversal_id": self.reversal_id,
-                    "status": decider.state::<Payment>(&self.payment_id.to_string())?.status()}),
+            &RefundAnswer {
+                payment_id: self.payment_id,
+                refund_id: self.refund_id,
+                refund_status: RefundState::Failed,
+                reversal_id: Some(self.reversal_id),
+                status: decider
+                    .state::<Payment>(&self.payment_id.to_string())?
+                    .status(),
+            },
         )
     }
 }

@@ -17,6 +17,7 @@
 //! A break is resolved once (`ResolveBreak`): what it left in suspense is
 //! written off or adjusted.
 
+use super::answers::{BreakAnswer, BreakResolvedAnswer, SettlementAnswer};
 use super::payment;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books::{self, EntryLine};
@@ -35,12 +36,11 @@ use aggregates::payments::{DisputeState, Payment, PaymentCommand, RefundState, T
 use aggregates::EntryId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// The reference kind a line of `line_type` names, if it names one.
-fn kind_of(line_type: LineType) -> Option<ReferenceKind> {
+pub fn reference_kind(line_type: LineType) -> Option<ReferenceKind> {
     match line_type {
         LineType::Capture => Some(ReferenceKind::Capture),
         LineType::Refund => Some(ReferenceKind::Refund),
@@ -49,9 +49,12 @@ fn kind_of(line_type: LineType) -> Option<ReferenceKind> {
     }
 }
 
+/// The entity index's name for breaks (found by their own id).
+pub const BREAK_ENTITY: &str = "break";
+
 /// The settlement's aggregate id.
 pub fn settlement_id(processor: &str, batch_id: &str) -> String {
-    format!("{processor}/{batch_id}")
+    format!("{processor}:{batch_id}")
 }
 
 /// Imports a settlement batch. `payments[i]` is the payment line `i`'s
@@ -67,18 +70,6 @@ pub struct ImportSettlement {
     pub lines: Vec<Line>,
     pub payments: Vec<Option<PaymentId>>,
     pub entry_id: EntryId,
-}
-
-/// A break as answered.
-#[derive(Debug, Clone, Serialize)]
-pub struct BreakAnswer {
-    pub break_id: Uuid,
-    pub class: BreakClass,
-    pub reference: String,
-    /// The ledger's gross, when it has one.
-    pub expected: Option<i64>,
-    /// The processor's gross.
-    pub actual: i64,
 }
 
 impl ImportSettlement {
@@ -97,7 +88,7 @@ impl ImportSettlement {
     fn expectations(&self, decider: &Decider<'_>) -> Result<Vec<Option<Expected>>, Refusal> {
         let mut expected = Vec::with_capacity(self.lines.len());
         for (index, line) in self.lines.iter().enumerate() {
-            let Some(kind) = kind_of(line.line_type) else {
+            let Some(kind) = reference_kind(line.line_type) else {
                 expected.push(None);
                 continue;
             };
@@ -107,7 +98,7 @@ impl ImportSettlement {
                 continue;
             };
             if self.payments.get(index).copied().flatten() != Some(owner.payment_id) {
-                return Err(Refusal::Internal(format!(
+                return Err(Refusal::Stale(format!(
                     "line {}: the request names another payment than reference {id} is claimed by",
                     index + 1
                 )));
@@ -247,7 +238,7 @@ impl Request for ImportSettlement {
             .lines
             .iter()
             .filter_map(|line| {
-                kind_of(line.line_type)
+                reference_kind(line.line_type)
                     .map(|kind| reference_id(kind, &self.processor, &line.reference))
             })
             .collect();
@@ -339,6 +330,7 @@ impl Request for ImportSettlement {
                 expected,
             } = &settled.outcome
             {
+                decider.index::<Settlement>(BREAK_ENTITY, break_id.to_string(), &id);
                 breaks.push(BreakAnswer {
                     break_id: *break_id,
                     class: *class,
@@ -374,7 +366,11 @@ impl Request for ImportSettlement {
         }
         Reply::created(
             id.clone(),
-            &json!({"settlement_id": id, "matched": matched, "breaks": breaks}),
+            &SettlementAnswer {
+                settlement_id: id.clone(),
+                matched,
+                breaks,
+            },
         )
     }
 }
@@ -445,7 +441,7 @@ impl Request for ResolveBreak {
         )?;
         let settlement = decider.state::<Settlement>(&id)?;
         if settlement.asset.as_ref() != Some(&self.asset) {
-            return Err(Refusal::Internal(format!(
+            return Err(Refusal::Stale(format!(
                 "the request names {}, batch {id} is in another asset",
                 self.asset
             )));
@@ -471,8 +467,12 @@ impl Request for ResolveBreak {
         }
         Reply::ok(
             id,
-            &json!({"break_id": self.break_id, "resolution": self.resolution,
-                    "amount": suspended.abs()}),
+            &BreakResolvedAnswer {
+                break_id: self.break_id,
+                resolution: self.resolution,
+                amount: i64::try_from(suspended.abs())
+                    .map_err(|_| Refusal::from(aggregates::money::AmountError::Overflow))?,
+            },
         )
     }
 }

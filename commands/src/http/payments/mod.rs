@@ -1,0 +1,486 @@
+//! The payments routes: intents, tenders, captures and cancels (here),
+//! refunds and disputes (`refunds`), gift cards, settlement imports, breaks
+//! and payouts (`settlements`), and the reads (`reads`).
+//!
+//! Each route resolves what its request carries besides the client's body
+//! (the payment's currency, its tenders' accounts, the payment a refund or
+//! dispute belongs to) from the event store as it stands, never from a
+//! read table that may lag, and submits it fingerprinted by what the client
+//! asked: a retry under the same key gets the first answer. When the
+//! payment moved between resolving and deciding, the request is resolved
+//! again ([`submit`]).
+
+mod gift_cards;
+mod reads;
+mod refunds;
+mod settlement_file;
+mod settlements;
+mod views;
+
+use super::error::{outcome_response, ApiError, ErrorBody};
+use super::extract::{ApiJson, ApiPath, IdempotencyKeyHeader, PositiveAmount, Tenant};
+use super::schema::Accepted;
+use super::AppState;
+use crate::pipeline::load::current_one;
+use crate::pipeline::{derive_id, PipelineError, Request};
+use crate::requests::payments::{
+    AddTender, CancelPayment, CaptureAnswer, CapturePayment, CreatePayment, PaymentAnswer,
+    TenderAnswer,
+};
+use aggregates::ids::{CaptureId, PaymentId, TenderId};
+use aggregates::money::Asset;
+use aggregates::payments::AUTHORIZATION_TTL_SECONDS_MAX;
+use aggregates::payments::{
+    CaptureMode, IntentTerms, Payment, TenderMethod, TenderSource, PAYMENT_AGGREGATE,
+};
+use aggregates::schema::Currency;
+use aggregates::text::{Name, Text};
+use aggregates::TenantId;
+use axum::extract::State;
+use axum::response::Response;
+use eventstore::IdempotencyKey;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::future::Future;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_payment))
+        .routes(routes!(add_tender))
+        .routes(routes!(capture))
+        .routes(routes!(cancel))
+        .merge(refunds::router())
+        .merge(gift_cards::router())
+        .merge(settlements::router())
+        .merge(reads::router())
+}
+
+/// The OpenAPI tags of the payments routes.
+pub fn tags() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "payments",
+            "Payment intents, tenders, captures, refunds and disputes",
+        ),
+        (
+            "gift cards",
+            "Gift cards: issued, loaded, redeemed as tenders",
+        ),
+        (
+            "settlements",
+            "Processors' settlement batches, their breaks, and payouts to the bank",
+        ),
+    ]
+}
+
+/// A client's free text: 1-200 characters, no control characters.
+pub(crate) type Note = Text<200>;
+
+/// Times a request is resolved again when the payment moved between
+/// resolving and deciding.
+const STALE_RETRIES: u32 = 4;
+
+/// The asset of `currency`, or 400 naming it.
+pub(crate) fn asset_of(currency: &str) -> Result<Asset, ApiError> {
+    aggregates::money::currency(currency).ok_or_else(|| ApiError::BadRequest {
+        code: "invalid_currency",
+        message: format!(
+            "currency {currency:?} is not one of {}",
+            aggregates::money::CURRENCIES
+                .iter()
+                .map(|(code, _)| *code)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        details: json!({ "currency": currency }),
+    })
+}
+
+/// Submits the request `resolve` builds from the store as it stands,
+/// fingerprinted by `asked` (what the client asked: the route's path
+/// parameters and body); when what it was resolved with moved before it
+/// was decided, resolves it again, a few times.
+pub(crate) async fn submit<R, F, Fut>(
+    state: &AppState,
+    tenant_id: TenantId,
+    key: IdempotencyKey,
+    asked: Value,
+    resolve: F,
+) -> Result<Response, ApiError>
+where
+    R: Request,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<R, ApiError>>,
+{
+    let mut retries = 0;
+    loop {
+        let request = resolve().await?;
+        let outcome = state
+            .bus
+            .execute_asked(tenant_id, key.clone(), &asked, request)
+            .await;
+        match outcome {
+            Err(PipelineError::Stale(_)) if retries < STALE_RETRIES => retries += 1,
+            outcome => return Ok(outcome_response(outcome?)),
+        }
+    }
+}
+
+/// The payment `payment_id` of the tenant as the store has it; 404 when
+/// the tenant has none.
+pub(crate) async fn payment(
+    state: &AppState,
+    tenant_id: TenantId,
+    payment_id: PaymentId,
+) -> Result<Payment, ApiError> {
+    let payment: Payment = current_one(&state.store, tenant_id, &payment_id.to_string()).await?;
+    if payment.intent.is_none() {
+        return Err(ApiError::NotFound(format!("no payment {payment_id}")));
+    }
+    Ok(payment)
+}
+
+/// The payment holding `entity` `id` (a refund, a dispute), found through
+/// the store's index; 404 when the tenant has none.
+pub(crate) async fn holder(
+    state: &AppState,
+    tenant_id: TenantId,
+    entity: &str,
+    id: &str,
+) -> Result<(PaymentId, Payment), ApiError> {
+    let not_found = || ApiError::NotFound(format!("no {entity} {id}"));
+    let key = state
+        .store
+        .find_indexed(tenant_id, entity, id)
+        .await?
+        .ok_or_else(not_found)?;
+    if key.aggregate_type != PAYMENT_AGGREGATE {
+        return Err(ApiError::Internal(format!(
+            "{entity} {id} is held by a {} aggregate",
+            key.aggregate_type
+        )));
+    }
+    let payment_id: PaymentId = key
+        .aggregate_id
+        .parse()
+        .map_err(|_| ApiError::Internal(format!("{entity} {id}: payment id {key:?}")))?;
+    Ok((payment_id, payment(state, tenant_id, payment_id).await?))
+}
+
+/// The payment's asset (a created payment has one).
+pub(crate) fn asset(payment: &Payment) -> Result<Asset, ApiError> {
+    payment
+        .intent
+        .as_ref()
+        .map(|intent| intent.terms.asset.clone())
+        .ok_or_else(|| ApiError::Internal("a payment without its intent".into()))
+}
+
+/// The processor a tender goes through, if it goes through one.
+pub(crate) fn processor(source: &TenderSource) -> Option<&str> {
+    match source {
+        TenderSource::Processor { processor, .. } => Some(processor),
+        _ => None,
+    }
+}
+
+/// Who a payment is attributed to.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attribution {
+    /// The payee credited with the sale (for commissions).
+    pub payee: Name,
+}
+
+/// A payment intent.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentBody {
+    /// What the payment is for, in minor units of the currency.
+    pub amount: PositiveAmount,
+    #[schema(value_type = Currency)]
+    pub currency: String,
+    /// `automatic` (default): each tender is captured as it is
+    /// authorized; `manual`: by explicit captures.
+    #[serde(default)]
+    pub capture: CaptureMode,
+    #[serde(default)]
+    #[schema(value_type = Option<Name>)]
+    pub customer: Option<Name>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    pub description: Option<Note>,
+    /// How long an authorization stays capturable: 1 second to 90 days;
+    /// default 7 days.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 7_776_000)]
+    pub authorization_ttl_seconds: Option<i64>,
+    #[serde(default)]
+    pub attribution: Option<Attribution>,
+}
+
+/// Default lifetime of an authorization: 7 days.
+const AUTHORIZATION_TTL_SECONDS_DEFAULT: i64 = 7 * 86_400;
+
+/// Creates a payment intent, to be paid by tenders. Its id is derived
+/// from the Idempotency-Key.
+#[utoipa::path(
+    post,
+    path = "/v1/payments",
+    tag = "payments",
+    request_body = PaymentBody,
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Created, `requires_tender`", body = Accepted<PaymentAnswer>),
+        (status = 400, description = "Invalid input, naming the field (`invalid_currency`)", body = ErrorBody),
+        (status = 422, description = "`asset_scale_mismatch`: the currency is used with another scale in the tenant; or key reused", body = ErrorBody),
+    )
+)]
+async fn create_payment(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiJson(body): ApiJson<PaymentBody>,
+) -> Result<Response, ApiError> {
+    let ttl = body
+        .authorization_ttl_seconds
+        .unwrap_or(AUTHORIZATION_TTL_SECONDS_DEFAULT);
+    if !(1..=AUTHORIZATION_TTL_SECONDS_MAX).contains(&ttl) {
+        return Err(ApiError::bad_request(
+            "authorization_ttl_seconds: 1 second to 90 days (7776000)",
+        ));
+    }
+    let request = CreatePayment {
+        payment_id: PaymentId::from_uuid(derive_id(tenant_id, &key, "payment")),
+        terms: IntentTerms {
+            amount: body.amount.0,
+            asset: asset_of(&body.currency)?,
+            capture: body.capture,
+            customer: body.customer.map(Name::into_string),
+            description: body.description.map(Text::into_string),
+            authorization_ttl_seconds: ttl,
+            payee: body
+                .attribution
+                .map(|attribution| attribution.payee.into_string()),
+        },
+    };
+    Ok(outcome_response(
+        state.bus.execute(tenant_id, key, request).await?,
+    ))
+}
+
+/// A tender: part or all of a payment.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenderBody {
+    pub method: TenderMethod,
+    pub amount: PositiveAmount,
+    /// The processor of a card or bank transfer (`stripe`).
+    #[serde(default)]
+    pub processor: Option<Name>,
+    /// The processor's reference for the charge (`ch_1`), unique per
+    /// processor.
+    #[serde(default)]
+    pub reference: Option<Name>,
+    /// The code of the gift card a `gift_card` tender draws from.
+    #[serde(default)]
+    pub gift_card: Option<Name>,
+}
+
+impl TenderBody {
+    /// Where the tender's money comes from, as its method needs it.
+    fn source(&self) -> Result<TenderSource, ApiError> {
+        let named = (&self.processor, &self.reference, &self.gift_card);
+        match (self.method, named) {
+            (
+                TenderMethod::Card | TenderMethod::BankTransfer,
+                (Some(processor), Some(reference), None),
+            ) => Ok(TenderSource::Processor {
+                processor: processor.to_string(),
+                reference: reference.to_string(),
+            }),
+            (TenderMethod::Cash, (None, None, None)) => Ok(TenderSource::Cash),
+            (TenderMethod::GiftCard, (None, None, Some(code))) => Ok(TenderSource::GiftCard {
+                code: code.to_string(),
+            }),
+            (TenderMethod::Card | TenderMethod::BankTransfer, _) => Err(ApiError::bad_request(
+                "a card or bank_transfer tender takes processor and reference (and no gift_card)",
+            )),
+            (TenderMethod::Cash, _) => Err(ApiError::bad_request(
+                "a cash tender takes no processor, reference or gift_card",
+            )),
+            (TenderMethod::GiftCard, _) => Err(ApiError::bad_request(
+                "a gift_card tender takes gift_card (and no processor or reference)",
+            )),
+        }
+    }
+}
+
+/// Tenders part or all of a payment: a card or bank transfer is
+/// authorized (reserved on `receivable:<processor>` until captured; an
+/// automatic-capture payment captures it at once); cash and gift cards
+/// are captured as they are taken. The tender's id is derived from the
+/// Idempotency-Key.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{payment_id}/tenders",
+    tag = "payments",
+    request_body = TenderBody,
+    params(
+        ("payment_id" = PaymentId, Path, description = "The payment"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Tendered: `authorized`, or `captured`", body = Accepted<TenderAnswer>),
+        (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
+        (status = 404, description = "No such payment, or `unknown_gift_card`", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
+        (status = 422, description = "`tender_exceeds_amount` (details: amount, tendered), `payment_canceled`, `payment_expired`, `too_many_tenders`, `reference_taken` (the processor's reference names another charge), `gift_card_insufficient`, `gift_card_currency_mismatch`; or key reused", body = ErrorBody),
+    )
+)]
+async fn add_tender(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiPath(payment_id): ApiPath<PaymentId>,
+    ApiJson(body): ApiJson<TenderBody>,
+) -> Result<Response, ApiError> {
+    let source = body.source()?;
+    let tender_id = TenderId::from_uuid(derive_id(tenant_id, &key, "tender"));
+    let asked = json!({"payment_id": payment_id, "body": &body});
+    submit(&state, tenant_id, key, asked, || async {
+        let payment = payment(&state, tenant_id, payment_id).await?;
+        Ok(AddTender {
+            payment_id,
+            tender_id,
+            method: body.method,
+            source: source.clone(),
+            amount: body.amount.0,
+            asset: asset(&payment)?,
+        })
+    })
+    .await
+}
+
+/// A capture of a tender's authorization.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureBody {
+    pub tender_id: TenderId,
+    pub amount: PositiveAmount,
+    /// The processor's reference for the capture (`cap_1`), unique per
+    /// processor; settlement lines name it.
+    #[serde(default)]
+    pub reference: Option<Name>,
+    /// The last capture of the tender: what is left of the authorization
+    /// is released. Default false.
+    #[serde(default)]
+    pub r#final: bool,
+}
+
+/// Captures part or all of a tender's authorization: Dr
+/// `receivable:<processor>` / Cr `revenue`, settling the reservation and
+/// keeping the rest reserved (a final capture releases it). At most 50
+/// captures per tender. The capture's id is derived from the
+/// Idempotency-Key.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{payment_id}/captures",
+    tag = "payments",
+    request_body = CaptureBody,
+    params(
+        ("payment_id" = PaymentId, Path, description = "The payment"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Captured", body = Accepted<CaptureAnswer>),
+        (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
+        (status = 404, description = "No such payment, or `unknown_tender`", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
+        (status = 422, description = "`capture_exceeds_authorized` (details: authorized, captured, asked), `authorization_expired`, `authorization_closed`, `authorization_voided`, `tender_not_capturable` (captured as it was taken), `too_many_captures`, `payment_canceled`, `reference_taken`; or key reused", body = ErrorBody),
+    )
+)]
+async fn capture(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiPath(payment_id): ApiPath<PaymentId>,
+    ApiJson(body): ApiJson<CaptureBody>,
+) -> Result<Response, ApiError> {
+    let capture_id = CaptureId::from_uuid(derive_id(tenant_id, &key, "capture"));
+    let asked = json!({"payment_id": payment_id, "body": &body});
+    submit(&state, tenant_id, key, asked, || async {
+        let payment = payment(&state, tenant_id, payment_id).await?;
+        let processor = payment
+            .tender(body.tender_id)
+            .and_then(|tender| processor(&tender.source))
+            .unwrap_or_default()
+            .to_string();
+        Ok(CapturePayment {
+            payment_id,
+            tender_id: body.tender_id,
+            capture_id,
+            amount: body.amount.0,
+            reference: body.reference.as_ref().map(Name::to_string),
+            last: body.r#final,
+            processor,
+            asset: asset(&payment)?,
+        })
+    })
+    .await
+}
+
+/// A cancellation (no fields).
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyBody {}
+
+/// Cancels a payment before anything of it is captured: every open
+/// authorization is voided and its reservation released.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{payment_id}/cancel",
+    tag = "payments",
+    request_body = EmptyBody,
+    params(
+        ("payment_id" = PaymentId, Path, description = "The payment"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Canceled", body = Accepted<PaymentAnswer>),
+        (status = 404, description = "No such payment", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
+        (status = 422, description = "`payment_captured`: something was captured (refund it instead), `payment_canceled`, `payment_expired`; or key reused", body = ErrorBody),
+    )
+)]
+async fn cancel(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiPath(payment_id): ApiPath<PaymentId>,
+    ApiJson(body): ApiJson<EmptyBody>,
+) -> Result<Response, ApiError> {
+    let asked = json!({"payment_id": payment_id, "body": &body});
+    submit(&state, tenant_id, key, asked, || async {
+        let payment = payment(&state, tenant_id, payment_id).await?;
+        let processors: BTreeSet<String> = payment
+            .tenders
+            .iter()
+            .filter_map(|tender| processor(&tender.source))
+            .map(str::to_string)
+            .collect();
+        Ok(CancelPayment {
+            payment_id,
+            processors: processors.into_iter().collect(),
+        })
+    })
+    .await
+}

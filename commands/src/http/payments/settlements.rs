@@ -1,0 +1,405 @@
+//! Settlement batches (imported as JSON or CSV, each line matched by its
+//! reference or opened as a break), breaks resolved once, and payouts of
+//! settled batches to the bank.
+
+use super::{asset_of, submit, EmptyBody, Note};
+use crate::http::error::{outcome_response, ApiError, ErrorBody};
+use crate::http::extract::{
+    ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, PositiveAmount, Tenant,
+};
+use crate::http::schema::Accepted;
+use crate::http::AppState;
+use crate::pipeline::derive_id;
+use crate::pipeline::load::{current, current_one};
+use crate::requests::payments::{
+    reference_kind, settlement_id, BreakResolvedAnswer, CreatePayout, ImportSettlement,
+    MarkPayoutFailed, MarkPayoutPaid, PayoutAnswer, ResolveBreak, SettlementAnswer, BREAK_ENTITY,
+};
+use aggregates::money::Asset;
+use aggregates::payments::payout::{Payout, PayoutTerms};
+use aggregates::payments::reference::{reference_id, ProcessorReference};
+use aggregates::payments::settlement::{Line, Resolution, Settlement};
+use aggregates::schema::Currency;
+use aggregates::text::{Name, Text};
+use aggregates::time::BoundedTime;
+use aggregates::{EntryId, TenantId};
+use axum::extract::{FromRequest, Request, State};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeSet;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::settlement_file::{self as file, LineBody, Totals};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(import))
+        .routes(routes!(resolve_break))
+        .routes(routes!(create_payout))
+        .routes(routes!(payout_paid))
+        .routes(routes!(payout_failed))
+}
+
+/// A settlement batch as JSON.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementBody {
+    pub processor: Name,
+    /// The processor's batch id, unique per processor.
+    pub batch_id: Name,
+    #[schema(value_type = String, format = DateTime)]
+    pub settled_at: BoundedTime,
+    #[schema(value_type = Currency)]
+    pub currency: String,
+    /// 1 to 10,000 lines.
+    #[schema(min_items = 1, max_items = 10000)]
+    pub lines: Vec<LineBody>,
+    /// The file's totals, when it states them: the lines must add up to
+    /// them.
+    #[serde(default)]
+    pub total: Option<Totals>,
+}
+
+/// What a CSV batch says in its query (a JSON batch says it in its body).
+#[derive(Debug, Default, Deserialize, Serialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SettlementQuery {
+    /// The processor (CSV bodies only).
+    #[param(value_type = Option<Name>, inline)]
+    pub processor: Option<Name>,
+    /// The processor's batch id (CSV bodies only).
+    #[param(value_type = Option<Name>, inline)]
+    pub batch_id: Option<Name>,
+    /// When the processor settled the batch, RFC 3339 (CSV bodies only).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub settled_at: Option<BoundedTime>,
+    /// The batch's currency (CSV bodies only).
+    #[param(value_type = Option<Currency>, inline)]
+    pub currency: Option<String>,
+}
+
+/// Imports a processor's settlement batch, as JSON, or as `text/csv` with
+/// the header `type,reference,gross,fee,net` (an optional last row of type
+/// `total` gives the file's totals) and `processor`, `batch_id`,
+/// `settled_at` and `currency` as query parameters. Amounts are signed as
+/// the processor signs them (refunds and disputes negative gross); every
+/// line must satisfy `gross - fee = net`, else the whole file is 400
+/// naming the line. Each line is matched by its reference to the capture,
+/// refund or dispute the ledger has under it, or opened as a break
+/// (`unknown_reference`, `amount_mismatch`, `currency_mismatch`,
+/// `duplicate`); one entry books the batch: the net to
+/// `processor_balance:<processor>`, the fees to `processing_fees`, what
+/// broke to `settlement_suspense`.
+#[utoipa::path(
+    post,
+    path = "/v1/settlements",
+    tag = "settlements",
+    request_body(content(
+        (SettlementBody = "application/json"),
+        (String = "text/csv"),
+    )),
+    params(
+        SettlementQuery,
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Imported: lines matched, and the breaks", body = Accepted<SettlementAnswer>),
+        (status = 400, description = "Invalid input, naming the line or field: a line whose `gross - fee` is not its `net`, lines that do not add up to the total, a malformed CSV", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 422, description = "`settlement_already_imported`: the processor's batch is imported already; `asset_scale_mismatch`; or key reused", body = ErrorBody),
+    )
+)]
+async fn import(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiQuery(query): ApiQuery<SettlementQuery>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let body = if file::is_csv(request.headers()) {
+        let text = file::text(request, &state).await?;
+        file::from_csv(&text, query)?
+    } else {
+        if query.processor.is_some()
+            || query.batch_id.is_some()
+            || query.settled_at.is_some()
+            || query.currency.is_some()
+        {
+            return Err(ApiError::bad_request(
+                "processor, batch_id, settled_at and currency go in the query of a text/csv body only",
+            ));
+        }
+        ApiJson::<SettlementBody>::from_request(request, &state)
+            .await?
+            .0
+    };
+    let asset = asset_of(&body.currency)?;
+    let lines = file::checked(&body.lines, body.total.as_ref())?;
+    let entry_id = EntryId::from_uuid(derive_id(tenant_id, &key, "entry"));
+    let asked = json!({"processor": &body.processor, "batch_id": &body.batch_id,
+                       "settled_at": body.settled_at, "currency": &body.currency,
+                       "lines": &body.lines, "total": &body.total});
+    let processor = body.processor.to_string();
+    submit(&state, tenant_id, key, asked, || async {
+        Ok(ImportSettlement {
+            processor: processor.clone(),
+            batch_id: body.batch_id.to_string(),
+            asset: asset.clone(),
+            settled_at: body.settled_at.get(),
+            payments: claimants(&state, tenant_id, &processor, &lines).await?,
+            lines: lines.clone(),
+            entry_id,
+        })
+    })
+    .await
+}
+
+/// The payment each line's reference is claimed by, as the store has it
+/// (`None`: unclaimed, or a line of the processor's own).
+async fn claimants(
+    state: &AppState,
+    tenant_id: TenantId,
+    processor: &str,
+    lines: &[Line],
+) -> Result<Vec<Option<aggregates::ids::PaymentId>>, ApiError> {
+    let id_of = |line: &Line| {
+        reference_kind(line.line_type).map(|kind| reference_id(kind, processor, &line.reference))
+    };
+    let ids: BTreeSet<String> = lines.iter().filter_map(id_of).collect();
+    let ids: Vec<String> = ids.into_iter().collect();
+    let claims = current::<ProcessorReference>(&state.store, tenant_id, &ids).await?;
+    Ok(lines
+        .iter()
+        .map(|line| {
+            let claim = claims.get(&id_of(line)?)?;
+            claim.owner.as_ref().map(|owner| owner.payment_id)
+        })
+        .collect())
+}
+
+/// How a break is resolved.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    /// `write_off`: the difference to `settlement_write_offs`; `adjust`:
+    /// to `revenue`, taking the processor's figure.
+    pub resolution: Resolution,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    pub reason: Option<Note>,
+}
+
+/// Resolves a break, once: what it left in `settlement_suspense` is
+/// written off or adjusted.
+#[utoipa::path(
+    post,
+    path = "/v1/breaks/{break_id}/resolve",
+    tag = "settlements",
+    request_body = ResolveBody,
+    params(
+        ("break_id" = Uuid, Path, description = "The break"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Resolved", body = Accepted<BreakResolvedAnswer>),
+        (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
+        (status = 404, description = "No such break", body = ErrorBody),
+        (status = 422, description = "`break_already_resolved`; or key reused", body = ErrorBody),
+    )
+)]
+async fn resolve_break(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiPath(break_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ResolveBody>,
+) -> Result<Response, ApiError> {
+    let entry_id = EntryId::from_uuid(derive_id(tenant_id, &key, "entry"));
+    let asked = json!({"break_id": break_id, "body": &body});
+    submit(&state, tenant_id, key, asked, || async {
+        let (processor, batch_id, asset) = batch_of(&state, tenant_id, break_id).await?;
+        Ok(ResolveBreak {
+            processor,
+            batch_id,
+            break_id,
+            resolution: body.resolution,
+            reason: body.reason.as_ref().map(Text::to_string),
+            asset,
+            entry_id,
+        })
+    })
+    .await
+}
+
+/// The batch holding break `break_id`: its processor, batch id and asset.
+async fn batch_of(
+    state: &AppState,
+    tenant_id: TenantId,
+    break_id: Uuid,
+) -> Result<(String, String, Asset), ApiError> {
+    let not_found = || ApiError::NotFound(format!("no break {break_id}"));
+    let key = state
+        .store
+        .find_indexed(tenant_id, BREAK_ENTITY, &break_id.to_string())
+        .await?
+        .ok_or_else(not_found)?;
+    let settlement: Settlement = current_one(&state.store, tenant_id, &key.aggregate_id).await?;
+    match (settlement.processor, settlement.asset) {
+        (Some(processor), Some(asset)) => Ok((processor, settlement.batch_id, asset)),
+        _ => Err(not_found()),
+    }
+}
+
+/// A payout of settled batches to the bank.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutBody {
+    pub processor: Name,
+    #[schema(value_type = Currency)]
+    pub currency: String,
+    /// Exactly the net of the batches it pays out.
+    pub amount: PositiveAmount,
+    /// The bank account it lands in (`bank:<bank_account>`).
+    pub bank_account: Name,
+    /// The batch ids it pays out, each once (1 to 100).
+    #[schema(min_items = 1, max_items = 100)]
+    pub settlements: Vec<Name>,
+}
+
+/// Pays out settled batches of a processor: Dr `bank:<bank_account>` / Cr
+/// `processor_balance:<processor>`, for exactly their net; each batch is
+/// paid out once. Pending until marked paid or failed. The payout's id is
+/// derived from the Idempotency-Key.
+#[utoipa::path(
+    post,
+    path = "/v1/payouts",
+    tag = "settlements",
+    request_body = PayoutBody,
+    params(("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)")),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Created, `pending`", body = Accepted<PayoutAnswer>),
+        (status = 400, description = "Invalid input, naming the field (a batch named twice)", body = ErrorBody),
+        (status = 404, description = "`unknown_settlement`", body = ErrorBody),
+        (status = 422, description = "`payout_amount_mismatch`: not the batches' net; `settlement_already_paid_out`; `payout_batch_mismatch`: a batch of another currency; `credits_exceed_debits`: more than the processor holds; or key reused", body = ErrorBody),
+    )
+)]
+async fn create_payout(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiJson(body): ApiJson<PayoutBody>,
+) -> Result<Response, ApiError> {
+    if body.settlements.is_empty() || body.settlements.len() > 100 {
+        return Err(ApiError::bad_request("settlements: 1 to 100 batch ids"));
+    }
+    let payout_id = derive_id(tenant_id, &key, "payout");
+    let processor = body.processor.to_string();
+    let request = CreatePayout {
+        payout_id,
+        terms: PayoutTerms {
+            asset: asset_of(&body.currency)?,
+            amount: body.amount.0,
+            bank_account: body.bank_account.to_string(),
+            batches: body
+                .settlements
+                .iter()
+                .map(|batch| settlement_id(&processor, batch.as_str()))
+                .collect(),
+            processor,
+        },
+        // A payout's entry has the payout's id: a failure finds it there.
+        entry_id: EntryId::from_uuid(payout_id),
+    };
+    Ok(outcome_response(
+        state.bus.execute(tenant_id, key, request).await?,
+    ))
+}
+
+/// Marks a pending payout paid: it reached the bank.
+#[utoipa::path(
+    post,
+    path = "/v1/payouts/{payout_id}/paid",
+    tag = "settlements",
+    request_body = EmptyBody,
+    params(
+        ("payout_id" = Uuid, Path, description = "The payout"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Paid", body = Accepted<PayoutAnswer>),
+        (status = 404, description = "`unknown_payout`", body = ErrorBody),
+        (status = 422, description = "`payout_not_pending`; or key reused", body = ErrorBody),
+    )
+)]
+async fn payout_paid(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiPath(payout_id): ApiPath<Uuid>,
+    ApiJson(_): ApiJson<EmptyBody>,
+) -> Result<Response, ApiError> {
+    Ok(outcome_response(
+        state
+            .bus
+            .execute(tenant_id, key, MarkPayoutPaid { payout_id })
+            .await?,
+    ))
+}
+
+/// Marks a pending payout failed: its entry is reversed (the money is
+/// back at the processor) and its batches may be paid out again.
+#[utoipa::path(
+    post,
+    path = "/v1/payouts/{payout_id}/failed",
+    tag = "settlements",
+    request_body = super::refunds::FailureBody,
+    params(
+        ("payout_id" = Uuid, Path, description = "The payout"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Failed; its entry reversed", body = Accepted<PayoutAnswer>),
+        (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
+        (status = 404, description = "No such payout", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
+        (status = 422, description = "`payout_not_pending`; or key reused", body = ErrorBody),
+    )
+)]
+async fn payout_failed(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiPath(payout_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<super::refunds::FailureBody>,
+) -> Result<Response, ApiError> {
+    let reversal_id = EntryId::from_uuid(derive_id(tenant_id, &key, "reversal"));
+    let asked = json!({"payout_id": payout_id, "body": &body});
+    submit(&state, tenant_id, key, asked, || async {
+        let payout: Payout = current_one(&state.store, tenant_id, &payout_id.to_string()).await?;
+        let terms = payout
+            .terms
+            .ok_or_else(|| ApiError::NotFound(format!("no payout {payout_id}")))?;
+        Ok(MarkPayoutFailed {
+            payout_id,
+            reason: body.reason.as_ref().map(Text::to_string),
+            batches: terms.batches,
+            entry_id: EntryId::from_uuid(payout_id),
+            reversal_id,
+            processor: terms.processor,
+            bank_account: terms.bank_account,
+            asset: terms.asset,
+        })
+    })
+    .await
+}

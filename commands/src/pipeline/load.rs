@@ -1,0 +1,99 @@
+//! An aggregate's state from its stored history (its snapshot, then the
+//! events after it): what a shard loads before deciding, and what a route
+//! reads to resolve the facts a request carries (a payment's currency, its
+//! tenders' accounts) from the store itself rather than a read table.
+
+use super::request::{Loaded, Target};
+use aggregates::{Decide, Rejection, TenantId};
+use eventstore::{AggregateHistory, AggregateKey, EventStore, StoreError};
+use std::collections::HashMap;
+
+/// Folds `history` of `target` (of `tenant_id`) into its state: the
+/// snapshot when it still deserializes (else every event from the first),
+/// then each event after it, which must follow without a gap.
+pub(crate) async fn fold_history(
+    store: &EventStore,
+    tenant_id: TenantId,
+    target: &Target,
+    history: AggregateHistory,
+) -> Result<Loaded, StoreError> {
+    let key = &target.key;
+    let restored = history.snapshot.as_ref().and_then(|snapshot| {
+        Some((
+            (target.kind.restore)(&snapshot.payload)?,
+            snapshot.last_sequence,
+        ))
+    });
+    let (mut state, mut version, events) = match (restored, &history.snapshot) {
+        (Some((state, version)), _) => (state, version, history.events),
+        // A snapshot that no longer deserializes is ignored.
+        (None, Some(_)) => (
+            (target.kind.fresh)(),
+            0,
+            store.load_events(tenant_id, key, 0).await?,
+        ),
+        (None, None) => ((target.kind.fresh)(), 0, history.events),
+    };
+    for event in events {
+        let sequence = event.sequence as i64;
+        if sequence != version + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "aggregate {}/{} jumps from event {version} to {sequence}",
+                key.aggregate_type, key.aggregate_id
+            )));
+        }
+        let event = target.kind.upcast(event);
+        state.apply_serialized(event).map_err(|error| {
+            StoreError::Corrupt(format!(
+                "event {sequence} of {}/{} does not deserialize: {error}",
+                key.aggregate_type, key.aggregate_id
+            ))
+        })?;
+        version = sequence;
+    }
+    Ok(Loaded { state, version })
+}
+
+/// The current states of the aggregates `A` named `ids` of `tenant_id`, by
+/// id (an aggregate with no events is `A::default()`), read from the store
+/// in two queries.
+pub async fn current<A>(
+    store: &EventStore,
+    tenant_id: TenantId,
+    ids: &[String],
+) -> Result<HashMap<String, A>, StoreError>
+where
+    A: Decide + Clone + 'static,
+    A::Error: Rejection,
+{
+    let targets: Vec<Target> = ids.iter().map(|id| Target::of::<A>(id.clone())).collect();
+    let keys: Vec<AggregateKey> = targets.iter().map(|target| target.key.clone()).collect();
+    let mut histories = store.load_histories(tenant_id, &keys).await?;
+    let mut states = HashMap::with_capacity(ids.len());
+    for target in targets {
+        let history = histories.remove(&target.key).unwrap_or_default();
+        let loaded = fold_history(store, tenant_id, &target, history).await?;
+        let state = loaded
+            .state
+            .as_any()
+            .downcast_ref::<A>()
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("{:?} has another type", target.key)))?;
+        states.insert(target.key.aggregate_id, state);
+    }
+    Ok(states)
+}
+
+/// The current state of the aggregate `A` `id` of `tenant_id`.
+pub async fn current_one<A>(
+    store: &EventStore,
+    tenant_id: TenantId,
+    id: &str,
+) -> Result<A, StoreError>
+where
+    A: Decide + Clone + 'static,
+    A::Error: Rejection,
+{
+    let mut states = current::<A>(store, tenant_id, &[id.to_string()]).await?;
+    Ok(states.remove(id).unwrap_or_default())
+}
