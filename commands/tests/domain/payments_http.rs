@@ -331,3 +331,413 @@ async fn the_reads_show_the_same(
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
 }
+
+/// A payment of `amount` USD (`capture` automatic or manual) tendered by
+/// card through stripe under `reference`; returns its id and the tender.
+async fn card_payment(
+    client: &Client,
+    key: &str,
+    amount: i64,
+    capture: &str,
+    reference: &str,
+) -> (String, Value) {
+    let (created, _) = accepted(
+        client,
+        "/v1/payments",
+        &format!("{key}-pay"),
+        json!({"amount": amount, "currency": "USD", "capture": capture}),
+        201,
+    )
+    .await;
+    let payment = created["payment_id"].as_str().unwrap().to_string();
+    let (tender, _) = accepted(
+        client,
+        &format!("/v1/payments/{payment}/tenders"),
+        &format!("{key}-tender"),
+        json!({"method": "card", "amount": amount, "processor": "stripe", "reference": reference}),
+        201,
+    )
+    .await;
+    (payment, tender)
+}
+
+fn line(kind: &str, reference: &str, gross: i64, fee: i64) -> Value {
+    json!({"type": kind, "reference": reference, "gross": gross, "fee": fee, "net": gross - fee})
+}
+
+#[tokio::test]
+async fn a_settlement_file_gives_exactly_its_breaks_and_each_resolves_once() {
+    // Proves: a batch with one unknown reference, one amount mismatch and
+    // one duplicate gives exactly those three breaks (the fourth line
+    // matches); the breaks list shows them open; a break resolves once; the
+    // same batch again is settlement_already_imported; a CSV batch with a
+    // processor fee imports the same way; a line that does not add up, or
+    // lines that do not add up to the stated total, are 400 naming them and
+    // change nothing.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (_, tender_a) = card_payment(&acme, "a", 5_000, "automatic", "ch_a").await;
+    assert_eq!(tender_a["status"], "captured");
+    card_payment(&acme, "b", 3_000, "automatic", "ch_b").await;
+    let lines = json!([
+        line("capture", "ch_a", 5_000, 150),
+        line("capture", "ch_b", 2_900, 90),
+        line("capture", "ch_zzz", 1_000, 30),
+        line("capture", "ch_a", 5_000, 150),
+    ]);
+    let batch = |batch: &str| {
+        json!({"processor": "stripe", "batch_id": batch, "settled_at": "2026-12-03T00:00:00Z",
+               "currency": "USD", "lines": lines})
+    };
+    let (imported, seq) = accepted(&acme, "/v1/settlements", "b-2", batch("b_2"), 201).await;
+    assert_eq!(imported["matched"], 1);
+    let breaks: Vec<(Value, Value, Value, Value)> = imported["breaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|found| {
+            (
+                found["class"].clone(),
+                found["reference"].clone(),
+                found["expected"].clone(),
+                found["actual"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        breaks,
+        vec![
+            (
+                json!("amount_mismatch"),
+                json!("ch_b"),
+                json!(3_000),
+                json!(2_900)
+            ),
+            (
+                json!("unknown_reference"),
+                json!("ch_zzz"),
+                Value::Null,
+                json!(1_000)
+            ),
+            (
+                json!("duplicate"),
+                json!("ch_a"),
+                json!(5_000),
+                json!(5_000)
+            ),
+        ]
+    );
+    acme.post("/v1/settlements", "b-2-again", batch("b_2"))
+        .await
+        .assert_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "settlement_already_imported",
+        );
+    server.catch_up().await;
+    let open = acme.read("/v1/breaks?status=open", seq).await;
+    assert_eq!(open["breaks"].as_array().unwrap().len(), 3, "{open}");
+    // The mismatch left 100 in suspense (the ledger's 3000 less the
+    // processor's 2900), the unknown and the duplicate their gross: one
+    // entry nets them to a credit of 5900.
+    assert_eq!(
+        sums(&acme, seq, "settlement_suspense").await,
+        [0, 5_900, 0, 0]
+    );
+    let mismatch = imported["breaks"][0]["break_id"].as_str().unwrap();
+    let (resolved, seq) = accepted(
+        &acme,
+        &format!("/v1/breaks/{mismatch}/resolve"),
+        "resolve",
+        json!({"resolution": "write_off", "reason": "the processor's fee"}),
+        200,
+    )
+    .await;
+    assert_eq!(resolved["amount"], 100);
+    acme.post(
+        &format!("/v1/breaks/{mismatch}/resolve"),
+        "resolve-again",
+        json!({"resolution": "adjust"}),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "break_already_resolved");
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, seq, "settlement_suspense").await,
+        [0, 6_000, 0, 0]
+    );
+    assert_eq!(
+        sums(&acme, seq, "settlement_write_offs").await,
+        [100, 0, 0, 0]
+    );
+    let open = acme.read("/v1/breaks?status=open", seq).await;
+    assert_eq!(open["breaks"].as_array().unwrap().len(), 2);
+    let closed = acme.read("/v1/breaks?status=resolved", seq).await;
+    assert_eq!(
+        (
+            &closed["breaks"][0]["resolution"],
+            &closed["breaks"][0]["line"]
+        ),
+        (&json!("write_off"), &json!(2))
+    );
+    assert_trial_balance_is_zero(&acme, seq).await;
+    csv_batches(&server, &acme).await;
+}
+
+async fn post_csv(client: &Client, query: &str, key: &str, body: &str) -> (StatusCode, Value) {
+    let response = support::app::http_client()
+        .post(format!("{}/v1/settlements?{query}", client.base))
+        .bearer_auth(&client.api_key)
+        .header("idempotency-key", key)
+        .header("content-type", "text/csv")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// CSV batches: one that imports (a capture and a processor fee), and
+/// files refused whole, naming the line.
+async fn csv_batches(server: &TestServer, acme: &Client) {
+    card_payment(acme, "c", 2_000, "automatic", "ch_c").await;
+    let query = "processor=stripe&batch_id=b_3&settled_at=2026-12-03T00:00:00Z&currency=USD";
+    let file = "type,reference,gross,fee,net\ncapture,ch_c,2000,60,1940\nfee,monthly,0,25,-25\ntotal,,2000,85,1915\n";
+    let (status, body) = post_csv(acme, query, "b-3", file).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!((&body["matched"], &body["breaks"]), (&json!(1), &json!([])));
+    let seq = body["tenant_seq"].as_i64().unwrap();
+    server.catch_up().await;
+    let batch = acme.read("/v1/settlements/stripe:b_3", seq).await;
+    assert_eq!(
+        (&batch["totals"], &batch["lines"][1]["outcome"]),
+        (
+            &json!({"gross": 2_000, "fee": 85, "net": 1_915}),
+            &json!("processor")
+        )
+    );
+
+    let query = "processor=stripe&batch_id=b_4&settled_at=2026-12-03T00:00:00Z&currency=USD";
+    let (status, body) = post_csv(
+        acme,
+        query,
+        "b-4",
+        "type,reference,gross,fee,net\ncapture,ch_c,2000,60,1940\ncapture,ch_x,100,3,90\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "settlement_line_does_not_add_up");
+    assert_eq!(body["error"]["details"]["line"], 2);
+    let (status, body) = post_csv(
+        acme,
+        query,
+        "b-4b",
+        "type,reference,gross,fee,net\ncapture,ch_c,2000,60,1940\ntotal,,2000,60,1900\n",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!("settlement_total_mismatch"))
+    );
+    let (status, body) = post_csv(acme, query, "b-4c", "type;reference\n").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_settlement_file"))
+    );
+    let (status, body) = post_csv(
+        acme,
+        "processor=stripe",
+        "b-4d",
+        "type,reference,gross,fee,net\ncapture,ch_c,1,0,1\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    server.catch_up().await;
+    acme.get("/v1/settlements/stripe:b_4")
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn cash_and_gift_cards_are_taken_at_once_and_a_card_never_goes_below_zero() {
+    // Proves: a cash tender is captured as it is taken (Dr cash); a gift
+    // card issued with 5000 and loaded with 1000 holds 6000; 32 concurrent
+    // redemptions of 300 take exactly 20 and refuse 12 with
+    // gift_card_insufficient, leaving it at zero; a gift card tender naming
+    // a processor is 400.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (created, _) = accepted(
+        &acme,
+        "/v1/payments",
+        "cash-pay",
+        json!({"amount": 2_000, "currency": "USD"}),
+        201,
+    )
+    .await;
+    let payment = created["payment_id"].as_str().unwrap();
+    let (cash, seq) = accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/tenders"),
+        "cash",
+        json!({"method": "cash", "amount": 2_000}),
+        201,
+    )
+    .await;
+    assert_eq!(
+        (&cash["status"], &cash["payment_status"]),
+        (&json!("captured"), &json!("captured"))
+    );
+    server.catch_up().await;
+    assert_eq!(sums(&acme, seq, "cash").await, [2_000, 0, 0, 0]);
+
+    let (issued, _) = accepted(
+        &acme,
+        "/v1/gift-cards",
+        "sell",
+        json!({"code": "GC-1", "currency": "USD", "amount": 5_000}),
+        201,
+    )
+    .await;
+    assert_eq!(issued["balance"], 5_000);
+    let (loaded, seq) = accepted(
+        &acme,
+        "/v1/gift-cards/GC-1/load",
+        "load",
+        json!({"amount": 1_000}),
+        200,
+    )
+    .await;
+    assert_eq!(loaded["balance"], 6_000);
+    server.catch_up().await;
+    let card = acme.read("/v1/gift-cards/GC-1", seq).await;
+    assert_eq!(
+        (&card["balance"], &card["loaded"]),
+        (&json!("6000"), &json!(6_000))
+    );
+
+    let mut payments = Vec::new();
+    for n in 0..32 {
+        let (created, _) = accepted(
+            &acme,
+            "/v1/payments",
+            &format!("gift-{n}"),
+            json!({"amount": 300, "currency": "USD"}),
+            201,
+        )
+        .await;
+        payments.push(created["payment_id"].as_str().unwrap().to_string());
+    }
+    let mut redemptions = tokio::task::JoinSet::new();
+    for (n, payment) in payments.iter().enumerate() {
+        let (acme, payment) = (acme.clone(), payment.clone());
+        redemptions.spawn(async move {
+            acme.post(
+                &format!("/v1/payments/{payment}/tenders"),
+                &format!("redeem-{n}"),
+                json!({"method": "gift_card", "amount": 300, "gift_card": "GC-1"}),
+            )
+            .await
+        });
+    }
+    let answers = redemptions.join_all().await;
+    let taken = answers
+        .iter()
+        .filter(|answer| answer.status == StatusCode::CREATED)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|answer| answer.body["error"]["code"] == "gift_card_insufficient")
+        .count();
+    assert_eq!((taken, refused), (20, 12));
+    let seq = head_seq(&server, &acme).await;
+    server.catch_up().await;
+    let card = acme.read("/v1/gift-cards/GC-1", seq).await;
+    assert_eq!(card["balance"], "0");
+    assert_trial_balance_is_zero(&acme, seq).await;
+    acme.post(
+        &format!("/v1/payments/{}/tenders", payments[0]),
+        "mixed",
+        json!({"method": "gift_card", "amount": 1, "gift_card": "GC-1", "processor": "stripe"}),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_authorization_expires_on_the_tick_and_a_retry_gets_its_first_answer() {
+    // Proves: an authorization not captured by its expiry is voided by the
+    // scheduler's tick (the payment expired, the reservation released); a
+    // refused refund retried under its key after the payment moved (a new
+    // tender through another processor) answers its first refusal, not
+    // idempotency_key_reused.
+    let clock = TestClock::at(Utc::now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    let (created, _) = accepted(
+        &acme,
+        "/v1/payments",
+        "pay",
+        json!({"amount": 1_000, "currency": "USD", "capture": "manual", "authorization_ttl_seconds": 60}),
+        201,
+    )
+    .await;
+    let payment = created["payment_id"].as_str().unwrap().to_string();
+    accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/tenders"),
+        "tender",
+        json!({"method": "card", "amount": 1_000, "processor": "stripe", "reference": "ch_e"}),
+        201,
+    )
+    .await;
+    server.catch_up().await;
+    clock.set(clock.now() + Duration::seconds(61));
+    let ticker = server.ticker(clock.clock());
+    ticker.tick().await.unwrap();
+    let seq = head_seq(&server, &acme).await;
+    server.catch_up().await;
+    let read = acme.read(&format!("/v1/payments/{payment}"), seq).await;
+    assert_eq!(
+        (&read["status"], &read["tenders"][0]["state"]),
+        (&json!("expired"), &json!("expired"))
+    );
+    assert_eq!(sums(&acme, seq, "receivable:stripe").await, [0, 0, 0, 0]);
+
+    let (created, _) = accepted(
+        &acme,
+        "/v1/payments",
+        "pay-2",
+        json!({"amount": 1_000, "currency": "USD"}),
+        201,
+    )
+    .await;
+    let payment = created["payment_id"].as_str().unwrap().to_string();
+    let refund = json!({"amount": 100});
+    let first = acme
+        .post(
+            &format!("/v1/payments/{payment}/refunds"),
+            "refund",
+            refund.clone(),
+        )
+        .await;
+    first.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_captured");
+    accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/tenders"),
+        "tender-2",
+        json!({"method": "card", "amount": 1_000, "processor": "adyen", "reference": "psp_1"}),
+        201,
+    )
+    .await;
+    let again = acme
+        .post(&format!("/v1/payments/{payment}/refunds"), "refund", refund)
+        .await;
+    assert_eq!(
+        (again.status, again.replayed, &again.body),
+        (first.status, true, &first.body)
+    );
+}

@@ -94,29 +94,38 @@ async fn every_read_table_shows_a_tenant_only_its_own_rows_and_refuses_it_writes
             let answer = client.post(path, key, body).await;
             assert!(answer.status.is_success(), "{path}: {}", answer.body);
         }
-        // A payment, through the pipeline (its routes come later).
-        let payment = commands::requests::payments::CreatePayment {
-            payment_id: aggregates::ids::PaymentId::from_uuid(uuid::Uuid::from_u128(7)),
-            terms: aggregates::payments::IntentTerms {
-                amount: aggregates::Amount::new(1_000 + index as i64).unwrap(),
-                asset: aggregates::Asset::new("USD", 2).unwrap(),
-                capture: aggregates::payments::CaptureMode::Manual,
-                customer: None,
-                description: None,
-                authorization_ttl_seconds: 3_600,
-                payee: None,
-            },
-        };
-        let created = server
-            .bus(commands::Clock::system())
-            .execute(
-                client.tenant_id.parse().unwrap(),
-                eventstore::IdempotencyKey::parse("payment").unwrap(),
-                payment,
+        // A payment captured by card, and a settlement batch with a break.
+        let created = client
+            .post(
+                "/v1/payments",
+                "payment",
+                json!({"amount": 1_000 + index, "currency": "USD"}),
             )
-            .await
-            .unwrap();
+            .await;
         assert_eq!(created.status, 201, "{}", created.body);
+        let payment = created.body["payment_id"].as_str().unwrap();
+        let tendered = client
+            .post(
+                &format!("/v1/payments/{payment}/tenders"),
+                "tender",
+                json!({"method": "card", "amount": 1_000 + index, "processor": "stripe",
+                       "reference": "ch_1"}),
+            )
+            .await;
+        assert_eq!(tendered.status, 201, "{}", tendered.body);
+        let settled = client
+            .post(
+                "/v1/settlements",
+                "batch",
+                json!({"processor": "stripe", "batch_id": "b_1", "currency": "USD",
+                       "settled_at": "2026-12-03T00:00:00Z", "lines": [
+                           {"type": "capture", "reference": "ch_1", "gross": 1_000 + index,
+                            "fee": 0, "net": 1_000 + index},
+                           {"type": "capture", "reference": "ch_unknown", "gross": 5,
+                            "fee": 0, "net": 5}]}),
+            )
+            .await;
+        assert_eq!(settled.status, 201, "{}", settled.body);
     }
     server.catch_up().await;
     let pool = server.db.store().pool();

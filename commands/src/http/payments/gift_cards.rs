@@ -85,7 +85,7 @@ pub struct LoadBody {
     tag = "gift cards",
     request_body = LoadBody,
     params(
-        ("code" = Name, Path, description = "The gift card's code"),
+        ("code" = inline(Name), Path, description = "The gift card's code"),
         ("Idempotency-Key" = inline(crate::http::extract::IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),

@@ -332,7 +332,7 @@ impl TenderBody {
     tag = "payments",
     request_body = TenderBody,
     params(
-        ("payment_id" = PaymentId, Path, description = "The payment"),
+        ("payment_id" = inline(PaymentId), Path, description = "The payment"),
         ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
@@ -395,7 +395,7 @@ pub struct CaptureBody {
     tag = "payments",
     request_body = CaptureBody,
     params(
-        ("payment_id" = PaymentId, Path, description = "The payment"),
+        ("payment_id" = inline(PaymentId), Path, description = "The payment"),
         ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
@@ -450,7 +450,7 @@ pub struct EmptyBody {}
     tag = "payments",
     request_body = EmptyBody,
     params(
-        ("payment_id" = PaymentId, Path, description = "The payment"),
+        ("payment_id" = inline(PaymentId), Path, description = "The payment"),
         ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),

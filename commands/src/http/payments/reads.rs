@@ -178,7 +178,7 @@ async fn document(
     get,
     path = "/v1/payments/{payment_id}",
     tag = "payments",
-    params(("payment_id" = PaymentId, Path, description = "The payment"), ReadQuery),
+    params(("payment_id" = inline(PaymentId), Path, description = "The payment"), ReadQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The payment", body = OnePayment),
@@ -211,7 +211,7 @@ async fn get_payment(
     get,
     path = "/v1/disputes/{dispute_id}",
     tag = "payments",
-    params(("dispute_id" = DisputeId, Path, description = "The dispute"), ReadQuery),
+    params(("dispute_id" = inline(DisputeId), Path, description = "The dispute"), ReadQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The dispute", body = DisputeView),
@@ -278,7 +278,7 @@ pub struct GiftCardView {
     get,
     path = "/v1/gift-cards/{code}",
     tag = "gift cards",
-    params(("code" = Name, Path, description = "The gift card's code"), ReadQuery),
+    params(("code" = inline(Name), Path, description = "The gift card's code"), ReadQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The gift card", body = GiftCardView),

@@ -82,7 +82,7 @@ pub struct RefundBody {
     tag = "payments",
     request_body = RefundBody,
     params(
-        ("payment_id" = PaymentId, Path, description = "The payment"),
+        ("payment_id" = inline(PaymentId), Path, description = "The payment"),
         ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
@@ -136,7 +136,7 @@ pub struct FailureBody {
     tag = "payments",
     request_body = FailureBody,
     params(
-        ("refund_id" = RefundId, Path, description = "The refund"),
+        ("refund_id" = inline(RefundId), Path, description = "The refund"),
         ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
@@ -207,7 +207,7 @@ pub struct DisputeBody {
     tag = "payments",
     request_body = DisputeBody,
     params(
-        ("payment_id" = PaymentId, Path, description = "The payment"),
+        ("payment_id" = inline(PaymentId), Path, description = "The payment"),
         ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
@@ -277,7 +277,7 @@ async fn dispute_holder(
     tag = "payments",
     request_body = EmptyBody,
     params(
-        ("dispute_id" = DisputeId, Path, description = "The dispute"),
+        ("dispute_id" = inline(DisputeId), Path, description = "The dispute"),
         ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
@@ -321,7 +321,7 @@ pub struct CloseDisputeBody {
     tag = "payments",
     request_body = CloseDisputeBody,
     params(
-        ("dispute_id" = DisputeId, Path, description = "The dispute"),
+        ("dispute_id" = inline(DisputeId), Path, description = "The dispute"),
         ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = "1-255 printable ASCII characters, neither first nor last a space, not starting with `pm:` (the process managers' keys)"),
     ),
     security(("api_key" = [])),
