@@ -261,8 +261,7 @@ impl Rejection for SettlementError {
             Self::Unknown | Self::UnknownBreak(_) => RejectionKind::NotFound,
             Self::LineDoesNotAddUp { .. }
             | Self::LineCount { .. }
-            | Self::InvalidReference { .. }
-            | Self::Overflow => RejectionKind::Invalid,
+            | Self::InvalidReference { .. } => RejectionKind::Invalid,
             _ => RejectionKind::RuleBroken,
         }
     }

@@ -230,7 +230,7 @@ pub struct PositiveAmount(pub aggregates::Amount);
 /// A whole number in a JSON body, read from its text (never through a
 /// float, so nothing is rounded) as JSON Schema reads it: `2`, `2.0`,
 /// `2e0` and `0.2e1` are all the integer 2; `2.5` is not an integer.
-fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     let raw: &serde_json::value::RawValue = serde::Deserialize::deserialize(deserializer)?;
     let text = raw.get();
     whole_number_of(text).ok_or_else(|| {
@@ -311,6 +311,54 @@ impl PartialSchema for PositiveAmount {
 }
 
 impl ToSchema for PositiveAmount {}
+
+/// A signed amount in a body (a processor's figure: refunds negative), a
+/// whole number of 64 bits read from its text as [`PositiveAmount`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct SignedAmount(pub i64);
+
+impl<'de> serde::Deserialize<'de> for SignedAmount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        whole_number(deserializer).map(Self)
+    }
+}
+
+impl PartialSchema for SignedAmount {
+    fn schema() -> RefOr<Schema> {
+        aggregates::schema::integer(i64::MIN)
+            .description(Some("A signed integer in minor units"))
+            .into()
+    }
+}
+
+impl ToSchema for SignedAmount {}
+
+/// A request body amount that may be zero: a non-negative integer in minor
+/// units that fits 64 bits, read as [`PositiveAmount`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct NonNegativeAmount(pub aggregates::Amount);
+
+impl<'de> serde::Deserialize<'de> for NonNegativeAmount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = whole_number(deserializer)?;
+        aggregates::Amount::new(value).map(Self).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid value: {value}, expected a non-negative integer"
+            ))
+        })
+    }
+}
+
+impl PartialSchema for NonNegativeAmount {
+    fn schema() -> RefOr<Schema> {
+        aggregates::schema::integer(0)
+            .description(Some("A non-negative integer in minor units"))
+            .into()
+    }
+}
+
+impl ToSchema for NonNegativeAmount {}
 
 /// A grant's priority in a body: 0 (burnt first) to
 /// [`aggregates::quota::PRIORITY_MAX`].

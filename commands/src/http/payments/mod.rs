@@ -18,7 +18,9 @@ mod settlements;
 mod views;
 
 use super::error::{outcome_response, ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiPath, IdempotencyKeyHeader, PositiveAmount, Tenant};
+use super::extract::{
+    whole_number, ApiJson, ApiPath, IdempotencyKeyHeader, PositiveAmount, Tenant,
+};
 use super::schema::Accepted;
 use super::AppState;
 use crate::pipeline::load::current_one;
@@ -217,11 +219,37 @@ pub struct PaymentBody {
     /// How long an authorization stays capturable: 1 second to 90 days;
     /// default 7 days.
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 7_776_000)]
-    pub authorization_ttl_seconds: Option<i64>,
+    pub authorization_ttl_seconds: Option<TtlSeconds>,
     #[serde(default)]
     pub attribution: Option<Attribution>,
 }
+
+/// An authorization's lifetime in a body: whole seconds, 1 to 90 days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TtlSeconds(pub i64);
+
+impl<'de> Deserialize<'de> for TtlSeconds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = whole_number(deserializer)?;
+        if !(1..=AUTHORIZATION_TTL_SECONDS_MAX).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid value: {value}, expected 1 to {AUTHORIZATION_TTL_SECONDS_MAX} seconds"
+            )));
+        }
+        Ok(Self(value))
+    }
+}
+
+impl utoipa::PartialSchema for TtlSeconds {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        aggregates::schema::integer(1)
+            .maximum(Some(AUTHORIZATION_TTL_SECONDS_MAX))
+            .description(Some("Whole seconds, 1 to 90 days"))
+            .into()
+    }
+}
+
+impl ToSchema for TtlSeconds {}
 
 /// Default lifetime of an authorization: 7 days.
 const AUTHORIZATION_TTL_SECONDS_DEFAULT: i64 = 7 * 86_400;
@@ -249,12 +277,7 @@ async fn create_payment(
 ) -> Result<Response, ApiError> {
     let ttl = body
         .authorization_ttl_seconds
-        .unwrap_or(AUTHORIZATION_TTL_SECONDS_DEFAULT);
-    if !(1..=AUTHORIZATION_TTL_SECONDS_MAX).contains(&ttl) {
-        return Err(ApiError::bad_request(
-            "authorization_ttl_seconds: 1 second to 90 days (7776000)",
-        ));
-    }
+        .map_or(AUTHORIZATION_TTL_SECONDS_DEFAULT, |seconds| seconds.0);
     let request = CreatePayment {
         payment_id: PaymentId::from_uuid(derive_id(tenant_id, &key, "payment")),
         terms: IntentTerms {
@@ -274,49 +297,170 @@ async fn create_payment(
     ))
 }
 
-/// A tender: part or all of a payment.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+/// A tender: part or all of a payment, by its method.
+#[derive(Debug, Serialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum TenderBody {
+    /// A card through a processor, known there by `reference` (`ch_1`,
+    /// unique per processor).
+    Card {
+        amount: PositiveAmount,
+        processor: Name,
+        reference: Name,
+    },
+    /// A bank transfer through a processor, as a card.
+    BankTransfer {
+        amount: PositiveAmount,
+        processor: Name,
+        reference: Name,
+    },
+    /// Cash, taken at once.
+    Cash { amount: PositiveAmount },
+    /// Drawn from the gift card of code `gift_card`, at once.
+    GiftCard {
+        amount: PositiveAmount,
+        gift_card: Name,
+    },
+}
+
+impl utoipa::PartialSchema for TenderBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let variant = |method: &str, description: &str, fields: &[&str]| {
+            let mut object = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some(description))
+                .property(
+                    "method",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([method])),
+                )
+                .required("method")
+                .property("amount", PositiveAmount::schema())
+                .required("amount")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            for field in fields {
+                object = object.property(*field, Name::schema()).required(*field);
+            }
+            object
+        };
+        OneOfBuilder::new()
+            .item(variant(
+                "card",
+                "A card through a processor, known there by `reference` (unique per processor)",
+                &["processor", "reference"],
+            ))
+            .item(variant(
+                "bank_transfer",
+                "A bank transfer through a processor, as a card",
+                &["processor", "reference"],
+            ))
+            .item(variant("cash", "Cash, taken at once", &[]))
+            .item(variant(
+                "gift_card",
+                "Drawn from the gift card of code `gift_card`, at once",
+                &["gift_card"],
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for TenderBody {}
+
+/// A tender's fields as a body may give them, before its method says
+/// which it needs (read flat: an amount is read from its text, which a
+/// tagged enum's buffering cannot do).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TenderBody {
-    pub method: TenderMethod,
-    pub amount: PositiveAmount,
-    /// The processor of a card or bank transfer (`stripe`).
+struct TenderFields {
+    method: TenderMethod,
+    amount: PositiveAmount,
     #[serde(default)]
-    pub processor: Option<Name>,
-    /// The processor's reference for the charge (`ch_1`), unique per
-    /// processor.
+    processor: Option<Name>,
     #[serde(default)]
-    pub reference: Option<Name>,
-    /// The code of the gift card a `gift_card` tender draws from.
+    reference: Option<Name>,
     #[serde(default)]
-    pub gift_card: Option<Name>,
+    gift_card: Option<Name>,
+}
+
+impl<'de> Deserialize<'de> for TenderBody {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = TenderFields::deserialize(deserializer)?;
+        let TenderFields {
+            method,
+            amount,
+            processor,
+            reference,
+            gift_card,
+        } = fields;
+        let refused = |needs: &str| {
+            serde::de::Error::custom(format!(
+                "a {} tender takes {needs}",
+                serde_json::to_value(method)
+                    .ok()
+                    .and_then(|method| method.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ))
+        };
+        match (method, processor, reference, gift_card) {
+            (TenderMethod::Card, Some(processor), Some(reference), None) => Ok(Self::Card {
+                amount,
+                processor,
+                reference,
+            }),
+            (TenderMethod::BankTransfer, Some(processor), Some(reference), None) => {
+                Ok(Self::BankTransfer {
+                    amount,
+                    processor,
+                    reference,
+                })
+            }
+            (TenderMethod::Cash, None, None, None) => Ok(Self::Cash { amount }),
+            (TenderMethod::GiftCard, None, None, Some(gift_card)) => {
+                Ok(Self::GiftCard { amount, gift_card })
+            }
+            (TenderMethod::Card | TenderMethod::BankTransfer, ..) => {
+                Err(refused("processor and reference, and no gift_card"))
+            }
+            (TenderMethod::Cash, ..) => Err(refused("no processor, reference or gift_card")),
+            (TenderMethod::GiftCard, ..) => {
+                Err(refused("gift_card, and no processor or reference"))
+            }
+        }
+    }
 }
 
 impl TenderBody {
-    /// Where the tender's money comes from, as its method needs it.
-    fn source(&self) -> Result<TenderSource, ApiError> {
-        let named = (&self.processor, &self.reference, &self.gift_card);
-        match (self.method, named) {
-            (
-                TenderMethod::Card | TenderMethod::BankTransfer,
-                (Some(processor), Some(reference), None),
-            ) => Ok(TenderSource::Processor {
-                processor: processor.to_string(),
-                reference: reference.to_string(),
-            }),
-            (TenderMethod::Cash, (None, None, None)) => Ok(TenderSource::Cash),
-            (TenderMethod::GiftCard, (None, None, Some(code))) => Ok(TenderSource::GiftCard {
-                code: code.to_string(),
-            }),
-            (TenderMethod::Card | TenderMethod::BankTransfer, _) => Err(ApiError::bad_request(
-                "a card or bank_transfer tender takes processor and reference (and no gift_card)",
-            )),
-            (TenderMethod::Cash, _) => Err(ApiError::bad_request(
-                "a cash tender takes no processor, reference or gift_card",
-            )),
-            (TenderMethod::GiftCard, _) => Err(ApiError::bad_request(
-                "a gift_card tender takes gift_card (and no processor or reference)",
-            )),
+    /// The method, where the money comes from, and the amount.
+    fn parts(&self) -> (TenderMethod, TenderSource, PositiveAmount) {
+        let through = |processor: &Name, reference: &Name| TenderSource::Processor {
+            processor: processor.to_string(),
+            reference: reference.to_string(),
+        };
+        match self {
+            Self::Card {
+                amount,
+                processor,
+                reference,
+            } => (TenderMethod::Card, through(processor, reference), *amount),
+            Self::BankTransfer {
+                amount,
+                processor,
+                reference,
+            } => (
+                TenderMethod::BankTransfer,
+                through(processor, reference),
+                *amount,
+            ),
+            Self::Cash { amount } => (TenderMethod::Cash, TenderSource::Cash, *amount),
+            Self::GiftCard { amount, gift_card } => (
+                TenderMethod::GiftCard,
+                TenderSource::GiftCard {
+                    code: gift_card.to_string(),
+                },
+                *amount,
+            ),
         }
     }
 }
@@ -351,7 +495,7 @@ async fn add_tender(
     ApiPath(payment_id): ApiPath<PaymentId>,
     ApiJson(body): ApiJson<TenderBody>,
 ) -> Result<Response, ApiError> {
-    let source = body.source()?;
+    let (method, source, amount) = body.parts();
     let tender_id = TenderId::from_uuid(derive_id(tenant_id, &key, "tender"));
     let asked = json!({"payment_id": payment_id, "body": &body});
     submit(&state, tenant_id, key, asked, || async {
@@ -359,9 +503,9 @@ async fn add_tender(
         Ok(AddTender {
             payment_id,
             tender_id,
-            method: body.method,
+            method,
             source: source.clone(),
-            amount: body.amount.0,
+            amount: amount.0,
             asset: asset(&payment)?,
         })
     })

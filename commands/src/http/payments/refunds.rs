@@ -5,7 +5,9 @@
 
 use super::{asset, holder, payment, submit, EmptyBody, Note};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{ApiJson, ApiPath, IdempotencyKeyHeader, PositiveAmount, Tenant};
+use crate::http::extract::{
+    ApiJson, ApiPath, IdempotencyKeyHeader, NonNegativeAmount, PositiveAmount, Tenant,
+};
 use crate::http::schema::Accepted;
 use crate::http::AppState;
 use crate::pipeline::derive_id;
@@ -187,8 +189,7 @@ pub struct DisputeBody {
     pub amount: PositiveAmount,
     /// The processor's dispute fee, booked as it opens; default 0.
     #[serde(default)]
-    #[schema(value_type = Option<Amount>)]
-    pub fee: Option<Amount>,
+    pub fee: Option<NonNegativeAmount>,
     /// The processor's reference for the dispute (`dp_1`).
     #[serde(default)]
     pub reference: Option<Name>,
@@ -241,7 +242,7 @@ async fn open_dispute(
             dispute_id,
             capture_id: body.capture_id,
             amount: body.amount.0,
-            fee: body.fee.unwrap_or(Amount::ZERO),
+            fee: body.fee.map_or(Amount::ZERO, |fee| fee.0),
             reference: body.reference.as_ref().map(Name::to_string),
             reason: body.reason.as_ref().map(Text::to_string),
             account,

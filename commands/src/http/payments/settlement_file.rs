@@ -4,7 +4,7 @@
 
 use super::settlements::{SettlementBody, SettlementQuery};
 use crate::http::error::ApiError;
-use crate::http::extract::BodyLimit;
+use crate::http::extract::{BodyLimit, SignedAmount};
 use crate::http::AppState;
 use aggregates::payments::settlement::{Line, LineType, LINES_MAX};
 use aggregates::text::Name;
@@ -17,29 +17,54 @@ use utoipa::ToSchema;
 /// One line of a batch, signed as the processor signs it.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LineBody {
+pub struct SettlementLine {
     #[serde(rename = "type")]
     pub line_type: LineType,
     /// The processor's reference of the capture, refund or dispute it
     /// settles (a fee or adjustment line's own).
     pub reference: Name,
-    pub gross: i64,
-    pub fee: i64,
+    pub gross: SignedAmount,
+    pub fee: SignedAmount,
     /// `gross - fee`.
-    pub net: i64,
+    pub net: SignedAmount,
 }
 
 /// A file's stated totals.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Totals {
-    pub gross: i64,
-    pub fee: i64,
-    pub net: i64,
+    pub gross: SignedAmount,
+    pub fee: SignedAmount,
+    pub net: SignedAmount,
 }
 
 /// The CSV header.
 const HEADER: &str = "type,reference,gross,fee,net";
+
+/// What a CSV batch looks like: the header, one line per row, an optional
+/// total row (whether its figures add up is checked on arrival).
+pub const CSV_PATTERN: &str = "^type,reference,gross,fee,net\\r?\\n\
+    ((capture|refund|dispute|dispute_reversal|fee|adjustment),[A-Za-z0-9][A-Za-z0-9_.-]{0,63},\
+    -?[0-9]{1,18},-?[0-9]{1,18},-?[0-9]{1,18}\\r?\\n)+\
+    (total,,-?[0-9]{1,18},-?[0-9]{1,18},-?[0-9]{1,18}\\r?\\n)?$";
+
+/// The schema of a CSV batch.
+pub struct SettlementCsv;
+
+impl utoipa::PartialSchema for SettlementCsv {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(CSV_PATTERN))
+            .description(Some(
+                "A settlement batch as CSV: the header `type,reference,gross,fee,net`, a line \
+                 per row (gross - fee = net), and optionally a last row `total,,gross,fee,net`",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for SettlementCsv {}
 
 /// Whether the body is CSV (`text/csv`).
 pub fn is_csv(headers: &HeaderMap) -> bool {
@@ -81,8 +106,10 @@ fn bad_line(number: usize, message: impl std::fmt::Display) -> ApiError {
 /// (a last line of type `total`, with no reference, states the totals),
 /// with the rest of the batch from the query.
 pub fn from_csv(text: &str, query: SettlementQuery) -> Result<SettlementBody, ApiError> {
-    let missing = |name: &str| {
-        ApiError::bad_request(format!("a text/csv batch needs the query parameter {name}"))
+    let missing = |name: &str| ApiError::BadRequest {
+        code: "settlement_query_missing",
+        message: format!("a text/csv batch needs the query parameter {name}"),
+        details: json!({ "parameter": name }),
     };
     let mut rows = text
         .lines()
@@ -111,18 +138,22 @@ pub fn from_csv(text: &str, query: SettlementQuery) -> Result<SettlementBody, Ap
             amount("net", net)?,
         );
         if kind == "total" && reference.is_empty() {
-            total = Some(Totals { gross, fee, net });
+            total = Some(Totals {
+                gross: SignedAmount(gross),
+                fee: SignedAmount(fee),
+                net: SignedAmount(net),
+            });
             continue;
         }
         let line_type: LineType = serde_json::from_value(json!(kind))
             .map_err(|_| bad_line(number, format!("type {kind:?} is not a line type")))?;
         let reference = Name::parse(reference).map_err(|error| bad_line(number, error))?;
-        lines.push(LineBody {
+        lines.push(SettlementLine {
             line_type,
             reference,
-            gross,
-            fee,
-            net,
+            gross: SignedAmount(gross),
+            fee: SignedAmount(fee),
+            net: SignedAmount(net),
         });
     }
     Ok(SettlementBody {
@@ -138,7 +169,7 @@ pub fn from_csv(text: &str, query: SettlementQuery) -> Result<SettlementBody, Ap
 /// The lines, each checked (`gross - fee = net`) and all adding up to
 /// `total` when it is stated: else 400 naming the first line (numbered
 /// from 1) that does not.
-pub fn checked(lines: &[LineBody], total: Option<&Totals>) -> Result<Vec<Line>, ApiError> {
+pub fn checked(lines: &[SettlementLine], total: Option<&Totals>) -> Result<Vec<Line>, ApiError> {
     if lines.is_empty() || lines.len() > LINES_MAX {
         return Err(ApiError::bad_request(format!(
             "a batch has 1 to {LINES_MAX} lines, not {}",
@@ -148,9 +179,9 @@ pub fn checked(lines: &[LineBody], total: Option<&Totals>) -> Result<Vec<Line>, 
     let mut sums = [0_i128; 3];
     for (index, line) in lines.iter().enumerate() {
         let (gross, fee, net) = (
-            i128::from(line.gross),
-            i128::from(line.fee),
-            i128::from(line.net),
+            i128::from(line.gross.0),
+            i128::from(line.fee.0),
+            i128::from(line.net.0),
         );
         if gross - fee != net {
             return Err(ApiError::BadRequest {
@@ -167,8 +198,15 @@ pub fn checked(lines: &[LineBody], total: Option<&Totals>) -> Result<Vec<Line>, 
             *sum += amount;
         }
     }
+    if sums.iter().any(|sum| i64::try_from(*sum).is_err()) {
+        return Err(ApiError::Unprocessable {
+            code: "amount_overflow",
+            message: "the lines' gross, fee or net add up past 64 bits".into(),
+            details: json!({}),
+        });
+    }
     if let Some(total) = total {
-        let stated = [total.gross, total.fee, total.net].map(i128::from);
+        let stated = [total.gross.0, total.fee.0, total.net.0].map(i128::from);
         if stated != sums {
             return Err(ApiError::BadRequest {
                 code: "settlement_total_mismatch",
@@ -185,9 +223,9 @@ pub fn checked(lines: &[LineBody], total: Option<&Totals>) -> Result<Vec<Line>, 
         .map(|line| Line {
             line_type: line.line_type,
             reference: line.reference.to_string(),
-            gross: line.gross,
-            fee: line.fee,
-            net: line.net,
+            gross: line.gross.0,
+            fee: line.fee.0,
+            net: line.net.0,
         })
         .collect())
 }

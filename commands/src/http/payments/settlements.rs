@@ -33,7 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::settlement_file::{self as file, LineBody, Totals};
+use super::settlement_file::{self as file, SettlementCsv, SettlementLine, Totals};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -51,20 +51,21 @@ pub struct SettlementBody {
     pub processor: Name,
     /// The processor's batch id, unique per processor.
     pub batch_id: Name,
-    #[schema(value_type = String, format = DateTime)]
+    #[schema(value_type = BoundedTime, inline)]
     pub settled_at: BoundedTime,
     #[schema(value_type = Currency)]
     pub currency: String,
     /// 1 to 10,000 lines.
     #[schema(min_items = 1, max_items = 10000)]
-    pub lines: Vec<LineBody>,
+    pub lines: Vec<SettlementLine>,
     /// The file's totals, when it states them: the lines must add up to
     /// them.
     #[serde(default)]
     pub total: Option<Totals>,
 }
 
-/// What a CSV batch says in its query (a JSON batch says it in its body).
+/// What a CSV batch says in its query (a JSON batch says it in its body,
+/// and its query is not read).
 #[derive(Debug, Default, Deserialize, Serialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -76,7 +77,7 @@ pub struct SettlementQuery {
     #[param(value_type = Option<Name>, inline)]
     pub batch_id: Option<Name>,
     /// When the processor settled the batch, RFC 3339 (CSV bodies only).
-    #[param(value_type = Option<String>, format = DateTime)]
+    #[param(value_type = Option<BoundedTime>, inline)]
     pub settled_at: Option<BoundedTime>,
     /// The batch's currency (CSV bodies only).
     #[param(value_type = Option<Currency>, inline)]
@@ -101,7 +102,7 @@ pub struct SettlementQuery {
     tag = "settlements",
     request_body(content(
         (SettlementBody = "application/json"),
-        (String = "text/csv"),
+        (SettlementCsv = "text/csv"),
     )),
     params(
         SettlementQuery,
@@ -110,10 +111,10 @@ pub struct SettlementQuery {
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Imported: lines matched, and the breaks", body = Accepted<SettlementAnswer>),
-        (status = 400, description = "Invalid input, naming the line or field: a line whose `gross - fee` is not its `net`, lines that do not add up to the total, a malformed CSV", body = ErrorBody),
+        (status = 400, description = "Invalid input, naming the line or field: `settlement_line_does_not_add_up` (a line whose `gross - fee` is not its `net`), `settlement_total_mismatch` (lines that do not add up to the stated total), `invalid_settlement_file` (a malformed CSV), `settlement_query_missing` (a CSV batch without its query parameters)", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
-        (status = 422, description = "`settlement_already_imported`: the processor's batch is imported already; `asset_scale_mismatch`; or key reused", body = ErrorBody),
+        (status = 422, description = "`settlement_already_imported`: the processor's batch is imported already; `amount_overflow`: the lines add up past 64 bits; `asset_scale_mismatch`; `credits_exceed_debits`: the batch would take more from the processor's balance than it holds; or key reused", body = ErrorBody),
     )
 )]
 async fn import(
@@ -123,19 +124,12 @@ async fn import(
     ApiQuery(query): ApiQuery<SettlementQuery>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    // A JSON batch says everything in its body; the query is a CSV
+    // batch's only.
     let body = if file::is_csv(request.headers()) {
         let text = file::text(request, &state).await?;
         file::from_csv(&text, query)?
     } else {
-        if query.processor.is_some()
-            || query.batch_id.is_some()
-            || query.settled_at.is_some()
-            || query.currency.is_some()
-        {
-            return Err(ApiError::bad_request(
-                "processor, batch_id, settled_at and currency go in the query of a text/csv body only",
-            ));
-        }
         ApiJson::<SettlementBody>::from_request(request, &state)
             .await?
             .0
