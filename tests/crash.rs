@@ -475,3 +475,251 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
     assert_eq!(consumed, 2);
     drop(server);
 }
+
+/// Payments each client makes in a round before the kill, at least.
+const PAYMENTS_PER_ROUND: usize = 60;
+
+/// What one client sent for one payment: the intent's key, its id once
+/// known, and the tender's key and reference once sent.
+#[derive(Clone, Debug)]
+struct SentPayment {
+    create: String,
+    tender: Option<String>,
+    reference: String,
+}
+
+fn intent() -> Value {
+    json!({"amount": 1_000, "currency": "USD"})
+}
+
+fn card(reference: &str) -> Value {
+    json!({"method": "card", "amount": 1_000, "processor": "stripe", "reference": reference})
+}
+
+/// What the clients of a round share.
+#[derive(Clone)]
+struct Round {
+    client: reqwest::Client,
+    base: String,
+    api_key: String,
+    /// key -> the body of its acknowledged answer.
+    acknowledged: Arc<Mutex<BTreeMap<String, Value>>>,
+    stop: Arc<AtomicBool>,
+    /// Payments tendered and acknowledged in the round.
+    paid: Arc<AtomicUsize>,
+    /// Told once [`PAYMENTS_PER_ROUND`] were.
+    enough: Arc<Notify>,
+    /// Commands whose connection the kill cut before an answer came (the
+    /// server had them when it died).
+    cut: Arc<AtomicUsize>,
+}
+
+/// One client's payments until `stop` (or the server is gone): an intent
+/// then a card tender (captured at once), each answer acknowledged into
+/// `acknowledged`; returns what it sent.
+async fn pay_until_stopped(round: Round, prefix: String) -> Vec<SentPayment> {
+    let Round {
+        client,
+        base,
+        api_key,
+        acknowledged,
+        stop,
+        paid,
+        enough,
+        cut,
+    } = round;
+    let lost = |error: reqwest::Error| {
+        // A connection refused never reached the server.
+        if !error.is_connect() {
+            cut.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let mut sent = Vec::new();
+    for number in 0.. {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let mut payment = SentPayment {
+            create: format!("{prefix}-{number}-intent"),
+            tender: None,
+            reference: format!("ch_{prefix}_{number}"),
+        };
+        let created = post(
+            &client,
+            format!("{base}/v1/payments"),
+            &api_key,
+            &payment.create,
+            intent(),
+        )
+        .await;
+        let payment_id = match created {
+            Ok((201, false, body)) => {
+                acknowledged
+                    .lock()
+                    .unwrap()
+                    .insert(payment.create.clone(), body.clone());
+                body["payment_id"].as_str().unwrap().to_string()
+            }
+            Ok(other) => panic!("{}: unexpected answer {other:?}", payment.create),
+            Err(error) => {
+                lost(error);
+                sent.push(payment);
+                break;
+            }
+        };
+        let key = format!("{prefix}-{number}-tender");
+        payment.tender = Some(key.clone());
+        sent.push(payment.clone());
+        let url = format!("{base}/v1/payments/{payment_id}/tenders");
+        match post(&client, url, &api_key, &key, card(&payment.reference)).await {
+            Ok((201, false, body)) => {
+                acknowledged.lock().unwrap().insert(key, body);
+                if paid.fetch_add(1, Ordering::SeqCst) + 1 == PAYMENTS_PER_ROUND {
+                    enough.notify_one();
+                }
+            }
+            Ok(other) => panic!("{key}: unexpected answer {other:?}"),
+            Err(error) => {
+                lost(error);
+                break;
+            }
+        }
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_under_payments_load_loses_no_acknowledged_payment_and_doubles_none() {
+    // Proves: SIGKILL three times while clients create payments and tender
+    // them by card (captured at once, posting to the journal and claiming
+    // the processor's reference): every acknowledged intent and tender
+    // answers its original body when sent again; every one sent has exactly
+    // one effect (one intent, one capture, one reference claim, one journal
+    // entry); the receivable and revenue hold exactly the captured sum in
+    // the read tables; `ledger verify` finds nothing.
+    let db = TestDatabase::new().await;
+    let client = support::http_client();
+    let mut server = Server::start(db.url(), ADMIN_TOKEN).await;
+    let (_, _, tenant) = post(
+        &client,
+        format!("{}/v1/tenants", server.base),
+        ADMIN_TOKEN,
+        "tenant",
+        json!({"name": "shop"}),
+    )
+    .await
+    .unwrap();
+    let api_key = tenant["api_key"].as_str().unwrap().to_string();
+    let acknowledged: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+    let mut sent: Vec<SentPayment> = Vec::new();
+    for round in 0..KILLS {
+        let shared = Round {
+            client: client.clone(),
+            base: server.base.clone(),
+            api_key: api_key.clone(),
+            acknowledged: acknowledged.clone(),
+            stop: Arc::default(),
+            paid: Arc::default(),
+            enough: Arc::default(),
+            cut: Arc::default(),
+        };
+        let mut clients = Vec::new();
+        for index in 0..CLIENTS {
+            let prefix = format!("r{round}c{index}");
+            clients.push(tokio::spawn(pay_until_stopped(shared.clone(), prefix)));
+        }
+        tokio::time::timeout(Duration::from_secs(120), shared.enough.notified())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: too few payments; log:\n{}", server.log()));
+        server.kill();
+        shared.stop.store(true, Ordering::SeqCst);
+        for client in clients {
+            sent.extend(client.await.unwrap());
+        }
+        assert!(
+            shared.cut.load(Ordering::SeqCst) >= 1,
+            "round {round}: the kill cut no command in flight"
+        );
+        server = Server::start(db.url(), ADMIN_TOKEN).await;
+    }
+
+    // Every key again, in order: acknowledged ones answer their original
+    // body, replayed; the others were committed (replayed) or run now.
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let mut last_seq = 0;
+    for payment in &sent {
+        let url = format!("{}/v1/payments", server.base);
+        let (status, replayed, body) = post(&client, url, &api_key, &payment.create, intent())
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{}: {body}", payment.create);
+        if let Some(original) = acknowledged.get(&payment.create) {
+            assert!(replayed && &body == original, "{}: {body}", payment.create);
+        }
+        let Some(key) = &payment.tender else {
+            continue;
+        };
+        let payment_id = body["payment_id"].as_str().unwrap();
+        let url = format!("{}/v1/payments/{payment_id}/tenders", server.base);
+        let (status, replayed, body) = post(&client, url, &api_key, key, card(&payment.reference))
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{key}: {body}");
+        if let Some(original) = acknowledged.get(key) {
+            assert!(replayed && &body == original, "{key}: {body}");
+        }
+        last_seq = last_seq.max(body["tenant_seq"].as_i64().unwrap());
+    }
+    let tenders = sent
+        .iter()
+        .filter(|payment| payment.tender.is_some())
+        .count() as i64;
+    assert!(tenders >= (KILLS * PAYMENTS_PER_ROUND) as i64);
+    for (event_type, expected) in [
+        ("PaymentCreated", sent.len() as i64),
+        ("Captured", tenders),
+        ("ReferenceClaimed", 2 * tenders),
+        ("EntryRecorded", tenders),
+    ] {
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE event_type = $1")
+            .bind(event_type)
+            .fetch_one(db.store().pool())
+            .await
+            .unwrap();
+        assert_eq!(count, expected, "{event_type}");
+    }
+    let balances: Value = client
+        .get(format!(
+            "{}/v1/journal/balances?min_seq={last_seq}",
+            server.base
+        ))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let captured = (tenders * 1_000).to_string();
+    for (account, side) in [("receivable:stripe", "debits"), ("revenue", "credits")] {
+        let row = balances["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["account"] == account)
+            .unwrap_or_else(|| panic!("no {account} in {balances}"));
+        assert_eq!(row[side], json!(captured), "{account}: {balances}");
+    }
+    drop(server);
+    let verified = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["verify", "--json"])
+        .env("DATABASE_URL", db.url())
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "verify found problems: {}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
