@@ -111,8 +111,11 @@ enum Command {
 #[derive(Args)]
 struct BenchArgs {
     /// The workload; `quota`: consume commands of 1 unit against grants of
-    /// many quota accounts, projection workers running.
-    #[arg(long, default_value = "quota", value_parser = ["quota"])]
+    /// many quota accounts, projection workers running; `payments`: card
+    /// payments, each an intent (set up, not measured), an authorization
+    /// and a final capture (the measured pair), then every capture settled
+    /// in one processor batch per tenant (reported as settled lines/s).
+    #[arg(long, default_value = "quota", value_parser = ["quota", "payments"])]
     workload: String,
     /// Print exactly one JSON line.
     #[arg(long)]
@@ -126,7 +129,7 @@ struct BenchArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = replay::bench::BenchConfig::default().clients)]
     clients: usize,
-    /// Consume commands in all.
+    /// Measured commands in all (the payments workload: two per payment).
     #[arg(long, default_value_t = replay::bench::BenchConfig::default().commands)]
     commands: usize,
     /// Command pipeline shards.
@@ -135,7 +138,8 @@ struct BenchArgs {
     /// Appends each shard keeps in flight at once.
     #[arg(long, default_value_t = replay::bench::BenchConfig::default().pipeline_depth)]
     pipeline_depth: usize,
-    /// Drive a real `ledger serve` over HTTP instead of the pipeline in process.
+    /// Drive a real `ledger serve` over HTTP instead of the pipeline in
+    /// process (the quota workload).
     #[arg(long)]
     http: bool,
 }
@@ -364,6 +368,11 @@ impl BenchArgs {
     /// The workload the flags give.
     fn config(&self) -> replay::bench::BenchConfig {
         replay::bench::BenchConfig {
+            workload: if self.workload == "payments" {
+                replay::bench::Workload::Payments
+            } else {
+                replay::bench::Workload::Quota
+            },
             tenants: self.tenants,
             accounts: self.accounts,
             clients: self.clients,

@@ -1224,3 +1224,47 @@ async fn bench_runs_a_small_workload_and_reports_every_figure() {
     );
     assert!(number("peak_rss_mb") < 1_024.0, "{report}");
 }
+
+#[tokio::test]
+async fn bench_runs_the_payments_workload_and_settles_every_capture() {
+    // Proves: `ledger bench --workload payments` authorizes and captures
+    // 10 payments (20 measured commands), settles all 10 captures in one
+    // batch per tenant, verifies, and reports the settled lines and their
+    // rate beside the common figures.
+    let db = TestDatabase::new().await;
+    let output = ledger(&db)
+        .args([
+            "bench",
+            "--workload",
+            "payments",
+            "--tenants",
+            "2",
+            "--clients",
+            "2",
+            "--commands",
+            "20",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (field, value) in [
+        ("workload", json!("payments")),
+        ("commands", json!(20)),
+        ("settled_lines", json!(10)),
+    ] {
+        assert_eq!(report[field], value, "{field}: {report}");
+    }
+    for field in [
+        "commands_per_s",
+        "settled_lines_per_s",
+        "verify_events_per_s",
+    ] {
+        assert!(report[field].as_f64().unwrap() > 0.0, "{field}: {report}");
+    }
+}

@@ -48,14 +48,21 @@ const SELECT_SNAPSHOTS: &str = "\
     WHERE tenant_id = $1 \
       AND (aggregate_type, aggregate_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))";
 
+// One index range scan per aggregate, whatever plan the prepared statement
+// settles on: as a join, a generic plan may read the tenant's whole
+// history to find the few aggregates asked for (most of them new, with no
+// event at all).
 const SELECT_EVENTS_AFTER: &str = "\
     SELECT e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.event_type, e.event_version, \
            e.payload, e.metadata \
     FROM unnest($2::text[], $3::text[], $4::bigint[]) AS k(aggregate_type, aggregate_id, after_seq) \
-    JOIN events e ON e.tenant_id = $1 \
-                 AND e.aggregate_type = k.aggregate_type \
-                 AND e.aggregate_id = k.aggregate_id \
-                 AND e.aggregate_seq > k.after_seq \
+    CROSS JOIN LATERAL ( \
+        SELECT * FROM events e \
+        WHERE e.tenant_id = $1 \
+          AND e.aggregate_type = k.aggregate_type \
+          AND e.aggregate_id = k.aggregate_id \
+          AND e.aggregate_seq > k.after_seq \
+        ORDER BY e.aggregate_seq) e \
     ORDER BY e.aggregate_type, e.aggregate_id, e.aggregate_seq";
 
 const UPSERT_SNAPSHOT: &str = "\

@@ -1,5 +1,8 @@
 //! `ledger bench`: a named workload against a fresh database of its own.
 //!
+//! Workload `payments` (`payments`): card payments authorized and captured,
+//! then settled in processor batches.
+//!
 //! Workload `quota`: tenants × quota accounts, one credits grant each; then
 //! clients submit consume commands of 1 unit, each with a unique idempotency
 //! key, through the same command pipeline the HTTP API uses (or over HTTP to
@@ -37,9 +40,33 @@ const CATCH_UP_BOUND: Duration = Duration::from_secs(120);
 /// How often catch-up is checked.
 const CATCH_UP_POLL: Duration = Duration::from_millis(2);
 
+mod payments;
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// Consume commands of 1 unit against grants of many quota accounts.
+    Quota,
+    /// Card payments: each an intent (set up, not measured), then an
+    /// authorization and a final capture (the measured command pair); then
+    /// one settlement batch per tenant of every capture.
+    Payments,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Quota => "quota",
+            Self::Payments => "payments",
+        }
+    }
+}
+
 /// The sizes of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchConfig {
+    pub workload: Workload,
     pub tenants: usize,
     pub accounts: usize,
     pub clients: usize,
@@ -55,6 +82,7 @@ pub struct BenchConfig {
 impl Default for BenchConfig {
     fn default() -> Self {
         Self {
+            workload: Workload::Quota,
             tenants: 10,
             accounts: 100,
             clients: 16,
@@ -91,6 +119,13 @@ pub struct BenchReport {
     /// phase, in microseconds.
     pub ledger_cpu_us_per_command: f64,
     pub peak_rss_mb: f64,
+    /// Settlement lines imported (the payments workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled_lines: Option<usize>,
+    /// Settlement lines imported per second, batches of every tenant at
+    /// once (the payments workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled_lines_per_s: Option<f64>,
 }
 
 /// Why a run failed.
@@ -213,8 +248,14 @@ async fn run_on(
             eprintln!("{line}");
         }
     };
+    if config.http && config.workload != Workload::Quota {
+        return Err(BenchError::Setup(
+            "--http drives the quota workload only".into(),
+        ));
+    }
     say(format!(
-        "bench: {} tenants x {} accounts, {} clients, {} commands{}",
+        "bench: {} workload, {} tenants x {} accounts, {} clients, {} commands{}",
+        config.workload.name(),
         config.tenants,
         config.accounts,
         config.clients,
@@ -223,16 +264,27 @@ async fn run_on(
     ));
     let catalog = commands::domains::projections();
     projections::status::register(store.pool(), &catalog).await?;
-    let Measured {
-        latencies,
-        elapsed,
-        catch_up,
-        rss_mb,
-        cpu,
-    } = if config.http {
-        run_http(database, &store, config).await?
-    } else {
-        run_in_process(&store, config).await?
+    let (
+        Measured {
+            latencies,
+            elapsed,
+            catch_up,
+            rss_mb,
+            cpu,
+        },
+        settled,
+    ) = match (config.workload, config.http) {
+        (Workload::Payments, _) => {
+            let (measured, settled) = payments::run_in_process(&store, config).await?;
+            say(format!(
+                "bench: {} settlement lines imported in {:.2} s",
+                settled.lines,
+                settled.elapsed.as_secs_f64()
+            ));
+            (measured, Some(settled))
+        }
+        (Workload::Quota, true) => (run_http(database, &store, config).await?, None),
+        (Workload::Quota, false) => (run_in_process(&store, config).await?, None),
     };
     let (events,): (i64,) =
         sqlx::query_as("SELECT coalesce(sum(last_seq), 0)::bigint FROM chain_heads")
@@ -264,7 +316,7 @@ async fn run_on(
     let mut sorted = latencies;
     sorted.sort_by(f64::total_cmp);
     Ok(BenchReport {
-        workload: "quota",
+        workload: config.workload.name(),
         mode: if config.http { "http" } else { "in_process" },
         tenants: config.tenants,
         accounts: config.accounts,
@@ -287,6 +339,10 @@ async fn run_on(
         } else {
             peak_rss_mb(None)
         },
+        settled_lines: settled.as_ref().map(|settled| settled.lines),
+        settled_lines_per_s: settled
+            .as_ref()
+            .map(|settled| settled.lines as f64 / settled.elapsed.as_secs_f64()),
     })
 }
 
