@@ -1269,18 +1269,22 @@ async fn bench_runs_the_payments_workload_and_settles_every_capture() {
     }
 }
 
-/// POSTs `body` and asserts `status`; answers the body.
-async fn expect(
-    client: &reqwest::Client,
-    server: &Server,
-    api_key: &str,
-    (path, key): (&str, &str),
-    body: Value,
-    status: u16,
-) -> Value {
-    let (got, answer) = post(client, format!("{}{path}", server.base), api_key, key, body).await;
-    assert_eq!(got, status, "{path}: {answer}");
-    answer
+/// A tenant of a running server, posting with its API key.
+struct Shop<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+    api_key: &'a str,
+}
+
+impl Shop<'_> {
+    /// POSTs `body` to `path` under `key` and asserts `status`; answers the
+    /// body.
+    async fn call(&self, path: &str, key: &str, body: Value, status: u16) -> Value {
+        let url = format!("{}{path}", self.base);
+        let (got, answer) = post(self.client, url, self.api_key, key, body).await;
+        assert_eq!(got, status, "{path}: {answer}");
+        answer
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1305,166 +1309,124 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
     .await;
     let api_key = tenant["api_key"].as_str().unwrap();
     let tenant_id = tenant["tenant_id"].as_str().unwrap();
-    let call = |path: &'static str, key: &'static str| (path, key);
-    let pay = |amount: i64, capture: &str| json!({"amount": amount, "currency": "USD", "capture": capture});
-    let card = expect(
-        &client,
-        &server,
+    let shop = Shop {
+        client: &client,
+        base: &server.base,
         api_key,
-        call("/v1/payments", "p1"),
-        pay(10_000, "manual"),
-        201,
-    )
-    .await;
+    };
+    let pay = |amount: i64, capture: &str| json!({"amount": amount, "currency": "USD", "capture": capture});
+    let card = shop
+        .call("/v1/payments", "p1", pay(10_000, "manual"), 201)
+        .await;
     let card = card["payment_id"].as_str().unwrap().to_string();
     let path = |payment: &str, tail: &str| format!("/v1/payments/{payment}{tail}");
-    let tendered = expect(
-        &client,
-        &server,
-        api_key,
-        (&path(&card, "/tenders"), "p1-card"),
-        json!({"method": "card", "amount": 10_000, "processor": "stripe", "reference": "ch_1"}),
-        201,
-    )
-    .await;
+    let tendered = shop
+        .call(
+            &path(&card, "/tenders"),
+            "p1-card",
+            json!({"method": "card", "amount": 10_000, "processor": "stripe", "reference": "ch_1"}),
+            201,
+        )
+        .await;
     let tender = tendered["tender_id"].as_str().unwrap();
-    let captured = expect(
-        &client,
-        &server,
-        api_key,
-        (&path(&card, "/captures"), "p1-cap"),
-        json!({"tender_id": tender, "amount": 6_000, "reference": "cap_1", "final": true}),
-        201,
-    )
-    .await;
+    let captured = shop
+        .call(
+            &path(&card, "/captures"),
+            "p1-cap",
+            json!({"tender_id": tender, "amount": 6_000, "reference": "cap_1", "final": true}),
+            201,
+        )
+        .await;
     let capture = captured["capture_id"].as_str().unwrap();
-    let refund = expect(
-        &client,
-        &server,
-        api_key,
-        (&path(&card, "/refunds"), "p1-refund"),
-        json!({"amount": 500, "reference": "re_1"}),
-        201,
-    )
-    .await;
+    let refund = shop
+        .call(
+            &path(&card, "/refunds"),
+            "p1-refund",
+            json!({"amount": 500, "reference": "re_1"}),
+            201,
+        )
+        .await;
     let refund = refund["refund_id"].as_str().unwrap();
-    expect(
-        &client,
-        &server,
-        api_key,
-        (&format!("/v1/refunds/{refund}/fail"), "p1-refund-fail"),
+    shop.call(
+        &format!("/v1/refunds/{refund}/fail"),
+        "p1-refund-fail",
         json!({"reason": "closed account"}),
         200,
     )
     .await;
-    expect(
-        &client,
-        &server,
-        api_key,
-        (&path(&card, "/refunds"), "p1-refund-2"),
+    shop.call(
+        &path(&card, "/refunds"),
+        "p1-refund-2",
         json!({"amount": 1_000, "reference": "re_2"}),
         201,
     )
     .await;
-    let dispute = expect(
-        &client,
-        &server,
-        api_key,
-        (&path(&card, "/disputes"), "p1-dispute"),
-        json!({"capture_id": capture, "amount": 2_000, "fee": 1_500, "reference": "dp_1"}),
-        201,
-    )
-    .await;
+    let dispute = shop
+        .call(
+            &path(&card, "/disputes"),
+            "p1-dispute",
+            json!({"capture_id": capture, "amount": 2_000, "fee": 1_500, "reference": "dp_1"}),
+            201,
+        )
+        .await;
     let dispute = dispute["dispute_id"].as_str().unwrap();
-    expect(
-        &client,
-        &server,
-        api_key,
-        (&format!("/v1/disputes/{dispute}/evidence"), "p1-evidence"),
+    shop.call(
+        &format!("/v1/disputes/{dispute}/evidence"),
+        "p1-evidence",
         json!({}),
         200,
     )
     .await;
-    expect(
-        &client,
-        &server,
-        api_key,
-        (&format!("/v1/disputes/{dispute}/close"), "p1-won"),
+    shop.call(
+        &format!("/v1/disputes/{dispute}/close"),
+        "p1-won",
         json!({"outcome": "won"}),
         200,
     )
     .await;
 
-    let cash = expect(
-        &client,
-        &server,
-        api_key,
-        call("/v1/payments", "p2"),
-        pay(3_000, "automatic"),
-        201,
-    )
-    .await;
+    let cash = shop
+        .call("/v1/payments", "p2", pay(3_000, "automatic"), 201)
+        .await;
     let cash = cash["payment_id"].as_str().unwrap().to_string();
-    expect(
-        &client,
-        &server,
-        api_key,
-        (&path(&cash, "/tenders"), "p2-cash"),
+    shop.call(
+        &path(&cash, "/tenders"),
+        "p2-cash",
         json!({"method": "cash", "amount": 1_000}),
         201,
     )
     .await;
-    expect(
-        &client,
-        &server,
-        api_key,
-        call("/v1/gift-cards", "gc"),
+    shop.call(
+        "/v1/gift-cards",
+        "gc",
         json!({"code": "GC-1", "currency": "USD", "amount": 1_500}),
         201,
     )
     .await;
-    expect(
-        &client,
-        &server,
-        api_key,
-        call("/v1/gift-cards/GC-1/load", "gc-load"),
+    shop.call(
+        "/v1/gift-cards/GC-1/load",
+        "gc-load",
         json!({"amount": 500}),
         200,
     )
     .await;
-    expect(
-        &client,
-        &server,
-        api_key,
-        (&path(&cash, "/tenders"), "p2-gift"),
+    shop.call(
+        &path(&cash, "/tenders"),
+        "p2-gift",
         json!({"method": "gift_card", "amount": 2_000, "gift_card": "GC-1"}),
         201,
     )
     .await;
-    let voided = expect(
-        &client,
-        &server,
-        api_key,
-        call("/v1/payments", "p3"),
-        pay(700, "manual"),
-        201,
-    )
-    .await;
+    let voided = shop
+        .call("/v1/payments", "p3", pay(700, "manual"), 201)
+        .await;
     let voided = voided["payment_id"].as_str().unwrap().to_string();
-    expect(&client, &server, api_key, (&path(&voided, "/tenders"), "p3-bank"),
+    shop.call(&path(&voided, "/tenders"), "p3-bank",
         json!({"method": "bank_transfer", "amount": 700, "processor": "stripe", "reference": "tr_1"}), 201).await;
-    expect(
-        &client,
-        &server,
-        api_key,
-        (&path(&voided, "/cancel"), "p3-cancel"),
-        json!({}),
-        200,
-    )
-    .await;
+    shop.call(&path(&voided, "/cancel"), "p3-cancel", json!({}), 200)
+        .await;
 
-    expect(&client, &server, api_key, call("/v1/settlements", "b1"),
-        json!({"processor": "stripe", "batch_id": "b_1", "settled_at": "2026-12-03T00:00:00Z", "currency": "USD",
+    shop.call("/v1/settlements", "b1", json!({"processor": "stripe", "batch_id": "b_1", "settled_at": "2026-12-03T00:00:00Z", "currency": "USD",
                "lines": [{"type": "capture", "reference": "cap_1", "gross": 6_000, "fee": 180, "net": 5_820},
                          {"type": "refund", "reference": "re_2", "gross": -1_000, "fee": 0, "net": -1_000}]}), 201).await;
     let response = client
@@ -1479,50 +1441,37 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
     assert_eq!(response.status().as_u16(), 201);
     let imported: Value = response.json().await.unwrap();
     let broken = imported["breaks"][0]["break_id"].as_str().unwrap();
-    expect(
-        &client,
-        &server,
-        api_key,
-        (&format!("/v1/breaks/{broken}/resolve"), "resolve"),
+    shop.call(
+        &format!("/v1/breaks/{broken}/resolve"),
+        "resolve",
         json!({"resolution": "adjust"}),
         200,
     )
     .await;
     let payout = |amount: i64, batches: Value| json!({"processor": "stripe", "currency": "USD", "amount": amount, "bank_account": "main", "settlements": batches});
-    let first = expect(
-        &client,
-        &server,
-        api_key,
-        call("/v1/payouts", "po-1"),
-        payout(4_820, json!(["b_1"])),
-        201,
-    )
-    .await;
+    let first = shop
+        .call("/v1/payouts", "po-1", payout(4_820, json!(["b_1"])), 201)
+        .await;
     let first = first["payout_id"].as_str().unwrap();
-    expect(
-        &client,
-        &server,
-        api_key,
-        (&format!("/v1/payouts/{first}/failed"), "po-1-failed"),
+    shop.call(
+        &format!("/v1/payouts/{first}/failed"),
+        "po-1-failed",
         json!({"reason": "bank closed"}),
         200,
     )
     .await;
-    let second = expect(
-        &client,
-        &server,
-        api_key,
-        call("/v1/payouts", "po-2"),
-        payout(4_897, json!(["b_1", "b_2"])),
-        201,
-    )
-    .await;
+    let second = shop
+        .call(
+            "/v1/payouts",
+            "po-2",
+            payout(4_897, json!(["b_1", "b_2"])),
+            201,
+        )
+        .await;
     let second = second["payout_id"].as_str().unwrap();
-    expect(
-        &client,
-        &server,
-        api_key,
-        (&format!("/v1/payouts/{second}/paid"), "po-2-paid"),
+    shop.call(
+        &format!("/v1/payouts/{second}/paid"),
+        "po-2-paid",
         json!({}),
         200,
     )

@@ -82,6 +82,12 @@ pub fn tags() -> Vec<(&'static str, &'static str)> {
 /// A client's free text: 1-200 characters, no control characters.
 pub(crate) type Note = Text<200>;
 
+/// The schema of an optional [`Note`].
+pub(crate) fn note_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::PartialSchema;
+    aggregates::schema::nullable(Note::schema())
+}
+
 /// Times a request is resolved again when the payment moved between
 /// resolving and deciding.
 const STALE_RETRIES: u32 = 4;
@@ -214,7 +220,7 @@ pub struct PaymentBody {
     #[schema(value_type = Option<Name>)]
     pub customer: Option<Name>,
     #[serde(default)]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    #[schema(schema_with = note_schema)]
     pub description: Option<Note>,
     /// How long an authorization stays capturable: 1 second to 90 days;
     /// default 7 days.

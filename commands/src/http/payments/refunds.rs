@@ -70,7 +70,7 @@ pub struct RefundBody {
     #[serde(default)]
     pub reference: Option<Name>,
     #[serde(default)]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    #[schema(schema_with = super::note_schema)]
     pub reason: Option<Note>,
 }
 
@@ -126,7 +126,7 @@ async fn refund(
 #[serde(deny_unknown_fields)]
 pub struct FailureBody {
     #[serde(default)]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    #[schema(schema_with = super::note_schema)]
     pub reason: Option<Note>,
 }
 
@@ -194,7 +194,7 @@ pub struct DisputeBody {
     #[serde(default)]
     pub reference: Option<Name>,
     #[serde(default)]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    #[schema(schema_with = super::note_schema)]
     pub reason: Option<Note>,
 }
 

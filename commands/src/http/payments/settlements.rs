@@ -186,7 +186,7 @@ pub struct ResolveBody {
     /// to `revenue`, taking the processor's figure.
     pub resolution: Resolution,
     #[serde(default)]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    #[schema(schema_with = super::note_schema)]
     pub reason: Option<Note>,
 }
 
