@@ -52,3 +52,4 @@ COMMENT ON COLUMN payment_documents.id IS 'Its id (a settlement''s is <processor
 SELECT ledger_secure_tenant_table('payment_breaks');
 
 CREATE INDEX payment_breaks_status ON payment_breaks (tenant_id, status, break_id);
+CREATE INDEX payment_breaks_settlement ON payment_breaks (tenant_id, settlement_id, line);

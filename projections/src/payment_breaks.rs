@@ -25,7 +25,8 @@ const INSERT: &str = "\
     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
                 $7::int[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], \
                 $13::timestamptz[], $14::timestamptz[], $15::bigint[]) \
-        AS x(t, b, s, p, bi, a, l, c, lt, r, e, ac, sa, oa, os)";
+        AS x(t, b, s, p, bi, a, l, c, lt, r, e, ac, sa, oa, os) \
+    ON CONFLICT (tenant_id, break_id) DO NOTHING";
 
 const RESOLVE: &str = "\
     UPDATE payment_breaks SET status = 'resolved', resolution = x.resolution, reason = x.reason, \

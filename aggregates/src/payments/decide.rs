@@ -450,6 +450,11 @@ fn open_dispute(
     let (tender, capture) = payment
         .capture(capture_id)
         .ok_or(PaymentError::UnknownCapture(capture_id))?;
+    // A chargeback comes through a processor; cash and gift cards have
+    // none to take the money back.
+    if !tender.method.through_processor() {
+        return Err(PaymentError::DisputeNeedsProcessor);
+    }
     if amount.is_zero() {
         return Err(PaymentError::NonPositive);
     }

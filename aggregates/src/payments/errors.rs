@@ -69,6 +69,8 @@ pub enum PaymentError {
     UnknownCapture(CaptureId),
     #[error("{disputable} of the capture can be disputed: {asked} cannot be")]
     DisputeExceedsCaptured { disputable: Amount, asked: Amount },
+    #[error("only a capture through a processor (card, bank transfer) can be disputed")]
+    DisputeNeedsProcessor,
     #[error("the payment has {max} disputes already")]
     TooManyDisputes { max: usize },
     #[error("the dispute id is taken")]
@@ -137,6 +139,7 @@ impl Rejection for PaymentError {
             Self::RefundNotPending { .. } => "refund_not_pending",
             Self::UnknownCapture(_) => "unknown_capture",
             Self::DisputeExceedsCaptured { .. } => "dispute_exceeds_captured",
+            Self::DisputeNeedsProcessor => "dispute_requires_processor",
             Self::TooManyDisputes { .. } => "too_many_disputes",
             Self::DisputeExists => "dispute_exists",
             Self::UnknownDispute(_) => "unknown_dispute",

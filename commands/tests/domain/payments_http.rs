@@ -526,7 +526,8 @@ async fn csv_batches(server: &TestServer, acme: &Client) {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "settlement_line_does_not_add_up");
-    assert_eq!(body["error"]["details"]["line"], 2);
+    // The file's row: the header is row 1.
+    assert_eq!(body["error"]["details"]["line"], 3);
     let (status, body) = post_csv(
         acme,
         query,
@@ -740,4 +741,71 @@ async fn an_authorization_expires_on_the_tick_and_a_retry_gets_its_first_answer(
         (again.status, again.replayed, &again.body),
         (first.status, true, &first.body)
     );
+}
+
+#[tokio::test]
+async fn a_fee_rebate_and_a_dispute_fee_other_than_booked_settle_the_receivable_exactly() {
+    // Proves: a refund line with a negative fee (the processor's rebate)
+    // credits processing_fees, and a dispute line whose fee (1000) is less
+    // than the fee booked when the dispute opened (1500) gives the booked
+    // fee back to the receivable and the 500 back to dispute_fees: the
+    // processor's receivable ends at exactly zero, and the trial balance
+    // is zero.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (refunded, _) = card_payment(&acme, "r", 5_000, "automatic", "ch_r").await;
+    let refunded = refunded.to_string();
+    accepted(
+        &acme,
+        &format!("/v1/payments/{refunded}/refunds"),
+        "refund",
+        json!({"amount": 1_000, "reference": "re_r"}),
+        201,
+    )
+    .await;
+    let (disputed, tender) = card_payment(&acme, "d", 3_000, "automatic", "ch_d").await;
+    let (dispute, _) = accepted(
+        &acme,
+        &format!("/v1/payments/{disputed}/disputes"),
+        "dispute",
+        json!({"capture_id": tender["capture_id"], "amount": 3_000, "fee": 1_500, "reference": "dp_d"}),
+        201,
+    )
+    .await;
+    let dispute = dispute["dispute_id"].as_str().unwrap();
+    accepted(
+        &acme,
+        &format!("/v1/disputes/{dispute}/close"),
+        "lost",
+        json!({"outcome": "lost"}),
+        200,
+    )
+    .await;
+    let (settled, seq) = accepted(
+        &acme,
+        "/v1/settlements",
+        "batch",
+        json!({"processor": "stripe", "batch_id": "b_9", "settled_at": "2026-12-03T00:00:00Z",
+               "currency": "USD", "lines": [
+                   line("capture", "ch_r", 5_000, 150),
+                   line("refund", "re_r", -1_000, -30),
+                   line("capture", "ch_d", 3_000, 90),
+                   line("dispute", "dp_d", -3_000, 1_000)]}),
+        201,
+    )
+    .await;
+    assert_eq!(
+        (&settled["matched"], &settled["breaks"]),
+        (&json!(4), &json!([]))
+    );
+    server.catch_up().await;
+    let [debits, credits, _, _] = sums(&acme, seq, "receivable:stripe").await;
+    assert_eq!(debits, credits, "the receivable is settled exactly");
+    assert_eq!(sums(&acme, seq, "processing_fees").await, [210, 0, 0, 0]);
+    assert_eq!(sums(&acme, seq, "dispute_fees").await, [1_500, 500, 0, 0]);
+    assert_eq!(
+        sums(&acme, seq, "processor_balance:stripe").await,
+        [4_850 - 970 + 2_910 - 4_000, 0, 0, 0]
+    );
+    assert_trial_balance_is_zero(&acme, seq).await;
 }

@@ -75,6 +75,36 @@ fn a_dispute_opens_on_a_capture_for_at_most_what_is_left_of_it() {
 }
 
 #[test]
+fn only_a_capture_through_a_processor_is_disputed() {
+    let cash = vec![
+        created(),
+        PaymentEvent::TenderAuthorized {
+            tender_id: tender_id(1),
+            method: TenderMethod::Cash,
+            source: TenderSource::Cash,
+            amount: cents(2_500),
+            expires_at: at(7),
+            hold_id: None,
+            at: at(2),
+        },
+        PaymentEvent::Captured {
+            tender_id: tender_id(1),
+            capture_id: capture_id(1),
+            amount: cents(2_500),
+            reference: None,
+            released: Amount::ZERO,
+            settled_hold_id: None,
+            next_hold_id: None,
+            at: at(2),
+        },
+    ];
+    Given::with(())
+        .given(cash)
+        .when(open(1, 1, 1_000))
+        .then_expect_error(PaymentError::DisputeNeedsProcessor);
+}
+
+#[test]
 fn a_dispute_names_a_known_capture_a_positive_amount_and_a_new_id() {
     Given::with(())
         .given(captured_twice())

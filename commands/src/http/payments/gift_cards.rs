@@ -51,6 +51,7 @@ pub struct IssueBody {
     responses(
         (status = 201, description = "Issued", body = Accepted<GiftCardAnswer>),
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 422, description = "`gift_card_exists`; `asset_scale_mismatch`; or key reused", body = ErrorBody),
     )
 )]
@@ -93,6 +94,7 @@ pub struct LoadBody {
         (status = 200, description = "Loaded; the new balance", body = Accepted<GiftCardAnswer>),
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such gift card", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 422, description = "`amount_overflow`; or key reused", body = ErrorBody),
     )
 )]

@@ -272,6 +272,7 @@ const AUTHORIZATION_TTL_SECONDS_DEFAULT: i64 = 7 * 86_400;
     responses(
         (status = 201, description = "Created, `requires_tender`", body = Accepted<PaymentAnswer>),
         (status = 400, description = "Invalid input, naming the field (`invalid_currency`)", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 422, description = "`asset_scale_mismatch`: the currency is used with another scale in the tenant; or key reused", body = ErrorBody),
     )
 )]
@@ -606,6 +607,7 @@ pub struct EmptyBody {}
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Canceled", body = Accepted<PaymentAnswer>),
+        (status = 400, description = "Invalid id or body (no fields)", body = ErrorBody),
         (status = 404, description = "No such payment", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 422, description = "`payment_captured`: something was captured (refund it instead), `payment_canceled`, `payment_expired`; or key reused", body = ErrorBody),

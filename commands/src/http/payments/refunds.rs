@@ -217,7 +217,7 @@ pub struct DisputeBody {
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such payment, or `unknown_capture`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`dispute_exceeds_captured` (details: disputable, asked), `too_many_disputes`, `reference_taken`; or key reused", body = ErrorBody),
+        (status = 422, description = "`dispute_exceeds_captured` (details: disputable, asked), `dispute_requires_processor` (a cash or gift-card capture), `too_many_disputes`, `reference_taken`; or key reused", body = ErrorBody),
     )
 )]
 async fn open_dispute(
@@ -284,7 +284,9 @@ async fn dispute_holder(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Under review", body = Accepted<DisputeAnswer>),
+        (status = 400, description = "Invalid id or body (no fields)", body = ErrorBody),
         (status = 404, description = "No such dispute", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 422, description = "`evidence_already_submitted`, `dispute_closed`; or key reused", body = ErrorBody),
     )
 )]

@@ -104,8 +104,12 @@ fn bad_line(number: usize, message: impl std::fmt::Display) -> ApiError {
 
 /// A CSV batch: the header, then `type,reference,gross,fee,net` per line
 /// (a last line of type `total`, with no reference, states the totals),
-/// with the rest of the batch from the query.
-pub fn from_csv(text: &str, query: SettlementQuery) -> Result<SettlementBody, ApiError> {
+/// with the rest of the batch from the query; and the row of the file each
+/// line stands on (the header is row 1), which errors name.
+pub fn from_csv(
+    text: &str,
+    query: SettlementQuery,
+) -> Result<(SettlementBody, Vec<usize>), ApiError> {
     let missing = |name: &str| ApiError::BadRequest {
         code: "settlement_query_missing",
         message: format!("a text/csv batch needs the query parameter {name}"),
@@ -119,7 +123,7 @@ pub fn from_csv(text: &str, query: SettlementQuery) -> Result<SettlementBody, Ap
         Some((_, header)) if header.trim_start_matches('\u{feff}') == HEADER => {}
         _ => return Err(bad_line(1, format!("the header must be {HEADER}"))),
     }
-    let (mut lines, mut total) = (Vec::new(), None);
+    let (mut lines, mut numbers, mut total) = (Vec::new(), Vec::new(), None);
     for (number, row) in rows.filter(|(_, row)| !row.is_empty()) {
         if total.is_some() {
             return Err(bad_line(number, "nothing may follow the total"));
@@ -155,27 +159,38 @@ pub fn from_csv(text: &str, query: SettlementQuery) -> Result<SettlementBody, Ap
             fee: SignedAmount(fee),
             net: SignedAmount(net),
         });
+        numbers.push(number);
     }
-    Ok(SettlementBody {
+    let body = SettlementBody {
         processor: query.processor.ok_or_else(|| missing("processor"))?,
         batch_id: query.batch_id.ok_or_else(|| missing("batch_id"))?,
         settled_at: query.settled_at.ok_or_else(|| missing("settled_at"))?,
         currency: query.currency.ok_or_else(|| missing("currency"))?,
         lines,
         total,
-    })
+    };
+    Ok((body, numbers))
 }
 
 /// The lines, each checked (`gross - fee = net`) and all adding up to
-/// `total` when it is stated: else 400 naming the first line (numbered
-/// from 1) that does not.
-pub fn checked(lines: &[SettlementLine], total: Option<&Totals>) -> Result<Vec<Line>, ApiError> {
+/// `total` when it is stated: else 400 naming the first line that does
+/// not, by its row in the file (`rows`, a CSV's) or from 1 (a JSON
+/// batch's `lines`).
+pub fn checked(
+    lines: &[SettlementLine],
+    total: Option<&Totals>,
+    rows: Option<&[usize]>,
+) -> Result<Vec<Line>, ApiError> {
     if lines.is_empty() || lines.len() > LINES_MAX {
         return Err(ApiError::bad_request(format!(
             "a batch has 1 to {LINES_MAX} lines, not {}",
             lines.len()
         )));
     }
+    let number = |index: usize| {
+        rows.and_then(|rows| rows.get(index).copied())
+            .unwrap_or(index + 1)
+    };
     let mut sums = [0_i128; 3];
     for (index, line) in lines.iter().enumerate() {
         let (gross, fee, net) = (
@@ -188,10 +203,10 @@ pub fn checked(lines: &[SettlementLine], total: Option<&Totals>) -> Result<Vec<L
                 code: "settlement_line_does_not_add_up",
                 message: format!(
                     "line {}: gross {gross} - fee {fee} is {}, not net {net}",
-                    index + 1,
+                    number(index),
                     gross - fee
                 ),
-                details: json!({"line": index + 1, "reference": line.reference}),
+                details: json!({"line": number(index), "reference": line.reference}),
             });
         }
         for (sum, amount) in sums.iter_mut().zip([gross, fee, net]) {

@@ -126,16 +126,16 @@ async fn import(
 ) -> Result<Response, ApiError> {
     // A JSON batch says everything in its body; the query is a CSV
     // batch's only.
-    let body = if file::is_csv(request.headers()) {
+    let (body, rows) = if file::is_csv(request.headers()) {
         let text = file::text(request, &state).await?;
-        file::from_csv(&text, query)?
+        let (body, rows) = file::from_csv(&text, query)?;
+        (body, Some(rows))
     } else {
-        ApiJson::<SettlementBody>::from_request(request, &state)
-            .await?
-            .0
+        let body = ApiJson::<SettlementBody>::from_request(request, &state).await?;
+        (body.0, None)
     };
     let asset = asset_of(&body.currency)?;
-    let lines = file::checked(&body.lines, body.total.as_ref())?;
+    let lines = file::checked(&body.lines, body.total.as_ref(), rows.as_deref())?;
     let entry_id = EntryId::from_uuid(derive_id(tenant_id, &key, "entry"));
     let asked = json!({"processor": &body.processor, "batch_id": &body.batch_id,
                        "settled_at": body.settled_at, "currency": &body.currency,
@@ -206,6 +206,7 @@ pub struct ResolveBody {
         (status = 200, description = "Resolved", body = Accepted<BreakResolvedAnswer>),
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such break", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 422, description = "`break_already_resolved`; or key reused", body = ErrorBody),
     )
 )]
@@ -283,6 +284,7 @@ pub struct PayoutBody {
         (status = 201, description = "Created, `pending`", body = Accepted<PayoutAnswer>),
         (status = 400, description = "Invalid input, naming the field (a batch named twice)", body = ErrorBody),
         (status = 404, description = "`unknown_settlement`", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 422, description = "`payout_amount_mismatch`: not the batches' net; `settlement_already_paid_out`; `payout_batch_mismatch`: a batch of another currency; `credits_exceed_debits`: more than the processor holds; or key reused", body = ErrorBody),
     )
 )]
@@ -331,7 +333,9 @@ async fn create_payout(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Paid", body = Accepted<PayoutAnswer>),
+        (status = 400, description = "Invalid id or body (no fields)", body = ErrorBody),
         (status = 404, description = "`unknown_payout`", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 422, description = "`payout_not_pending`; or key reused", body = ErrorBody),
     )
 )]

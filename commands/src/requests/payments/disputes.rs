@@ -226,7 +226,7 @@ impl Request for CloseDispute {
                     .tender(dispute.tender_id)
                     .ok_or_else(|| Refusal::Internal("a dispute of no tender".into()))?;
                 if source_account(&tender.source)?.code != self.account {
-                    return Err(Refusal::Stale(format!(
+                    return Err(Refusal::Internal(format!(
                         "the request names account {}, the disputed tender posts to another",
                         self.account
                     )));

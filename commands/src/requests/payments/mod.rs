@@ -561,6 +561,17 @@ impl Request for CancelPayment {
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
         let before = payment(decider, self.payment_id, None)?.clone();
+        // Every processor whose authorization it may void was resolved
+        // (its receivable is a target).
+        for tender in &before.tenders {
+            if let TenderSource::Processor { processor, .. } = &tender.source {
+                if !self.processors.contains(processor) {
+                    return Err(Refusal::Stale(format!(
+                        "the request does not name processor {processor}"
+                    )));
+                }
+            }
+        }
         let events = decider
             .execute::<Payment>(&self.payment_id.to_string(), PaymentCommand::Cancel { at })?;
         for event in &events {

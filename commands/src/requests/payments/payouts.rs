@@ -225,7 +225,7 @@ impl Request for MarkPayoutFailed {
             .as_ref()
             .is_some_and(|batches| *batches != self.batches)
         {
-            return Err(Refusal::Stale(format!(
+            return Err(Refusal::Internal(format!(
                 "the request names other batches than payout {} pays out",
                 self.payout_id
             )));
@@ -261,7 +261,7 @@ impl Request for MarkPayoutFailed {
                 .iter()
                 .any(|code| code.as_str() == posting.account.code)
         }) {
-            return Err(Refusal::Stale(
+            return Err(Refusal::Internal(
                 "the payout's entry posts to other accounts than the request names".into(),
             ));
         }

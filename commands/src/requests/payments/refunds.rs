@@ -64,6 +64,17 @@ impl Request for RefundPayment {
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
         let before = payment(decider, self.payment_id, Some(&self.asset))?.clone();
+        // Every account the refund may draw from was resolved (and is a
+        // target) before anything is claimed or posted.
+        for tender in &before.tenders {
+            let from = source_account(&tender.source)?;
+            if !self.accounts.contains(&from.code) {
+                return Err(Refusal::Stale(format!(
+                    "the request does not name account {}",
+                    from.code
+                )));
+            }
+        }
         let events = decider.execute::<Payment>(
             &self.payment_id.to_string(),
             PaymentCommand::Refund {
@@ -100,15 +111,8 @@ impl Request for RefundPayment {
                         };
                         claim(decider, ReferenceKind::Refund, processor, reference, owner)?;
                     }
-                    let from = source_account(&tender.source)?;
-                    if !self.accounts.contains(&from.code) {
-                        return Err(Refusal::Stale(format!(
-                            "the request does not name account {}",
-                            from.code
-                        )));
-                    }
                     lines.push(books::EntryLine {
-                        account: from.code,
+                        account: source_account(&tender.source)?.code,
                         asset: self.asset.clone(),
                         side: Side::Credit,
                         amount: part.amount,
@@ -196,7 +200,7 @@ impl Request for FailRefund {
                 .iter()
                 .any(|code| code.as_str() == posting.account.code)
             {
-                return Err(Refusal::Stale(format!(
+                return Err(Refusal::Internal(format!(
                     "the request does not name account {}",
                     posting.account.code
                 )));

@@ -4,9 +4,10 @@
 //! batch, so the books balance whatever the file says:
 //!
 //! - a matched line: Dr `processor_balance:<p>` net, Dr `processing_fees`
-//!   fee / Cr `receivable:<p>` gross (signs flip for negative amounts; a
-//!   dispute's fee was booked when it opened, so a dispute line's fee goes
-//!   back to the receivable instead);
+//!   fee / Cr `receivable:<p>` gross (signs flip for negative amounts: a
+//!   rebate is a negative fee); a dispute's fee was booked when it opened,
+//!   so a dispute line gives that fee back to the receivable, and what the
+//!   processor charged beyond it (or less) goes to `dispute_fees`;
 //! - an amount mismatch: the receivable settles what the ledger expected,
 //!   the difference goes to `settlement_suspense`;
 //! - any other break: the gross goes to `settlement_suspense`, the fee and
@@ -250,8 +251,12 @@ impl Request for ImportSettlement {
                 .map(|payment_id| Target::of::<Payment>(payment_id.to_string())),
         );
         if let Ok(accounts) = self.accounts() {
+            let dispute_fees = accounts::dispute_fees().code;
             targets.extend(books::money_targets(
-                accounts.iter().map(|account| &account.code),
+                accounts
+                    .iter()
+                    .map(|account| &account.code)
+                    .chain([&dispute_fees]),
                 [&self.asset],
             ));
         }
@@ -283,15 +288,19 @@ impl Request for ImportSettlement {
         };
         let [receivable, balance, fees, suspense] = self.accounts()?;
         super::open(decider, &[&receivable, &balance, &fees, &suspense])?;
+        // Opened by the dispute whose fee it booked, when one is settled.
+        let dispute_fees = accounts::dispute_fees();
         let mut movements = Movements::default();
         let (mut matched, mut breaks) = (0, Vec::new());
         for (settled, expected) in lines.iter().zip(&expected) {
             let line = &settled.line;
             let (gross, fee) = (i128::from(line.gross), i128::from(line.fee));
             movements.add(&balance.code, i128::from(line.net));
-            // The fee the ledger booked already (a dispute's) settles the
-            // receivable it was booked against; the rest is the
-            // processor's fee.
+            // The fee the ledger booked already (a dispute's, when it
+            // opened) settles the receivable it was booked against, and
+            // what the processor charged beyond it (or less: either sign)
+            // corrects the dispute's fee; any other line's fee is the
+            // processor's (a rebate, negative, included).
             let settles_item = matches!(
                 settled.outcome,
                 Outcome::Matched { .. }
@@ -301,11 +310,16 @@ impl Request for ImportSettlement {
                     }
             );
             let booked = match expected {
-                Some(expected) if settles_item => i128::from(expected.fee).min(fee),
+                Some(expected) if settles_item => i128::from(expected.fee),
                 _ => 0,
             };
             movements.add(&receivable.code, booked);
-            movements.add(&fees.code, fee - booked);
+            let charged = if booked == 0 {
+                &fees.code
+            } else {
+                &dispute_fees.code
+            };
+            movements.add(charged, fee - booked);
             match &settled.outcome {
                 Outcome::Matched { .. } => {
                     matched += 1;
