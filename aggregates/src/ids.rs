@@ -99,3 +99,23 @@ uuid_id!(
     /// One dispute of a capture.
     DisputeId
 );
+
+uuid_id!(
+    /// A commitment (a secured settlement between a payer and a payee).
+    CommitmentId
+);
+
+uuid_id!(
+    /// One deposit into a commitment.
+    DepositId
+);
+
+uuid_id!(
+    /// One release to the payee, or refund to the payer, of a commitment.
+    TransferId
+);
+
+uuid_id!(
+    /// One claim freezing part of a milestone.
+    ClaimId
+);

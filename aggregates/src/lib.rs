@@ -20,6 +20,7 @@
 //!   the ledger holds (checked at the edge and again in each decision).
 
 pub mod decide;
+pub mod escrow;
 pub mod ids;
 pub mod journal;
 pub mod money;

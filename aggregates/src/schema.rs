@@ -197,7 +197,11 @@ uuid_schemas!(
     crate::ids::TenderId,
     crate::ids::CaptureId,
     crate::ids::RefundId,
-    crate::ids::DisputeId
+    crate::ids::DisputeId,
+    crate::ids::CommitmentId,
+    crate::ids::DepositId,
+    crate::ids::TransferId,
+    crate::ids::ClaimId
 );
 
 /// A currency of [`crate::money::CURRENCIES`].

@@ -1,0 +1,507 @@
+//! A commitment's decisions: each command checked against the state, the
+//! events it gives, and the lineage of every transfer drawn from the
+//! deposits in the commitment's order.
+
+use super::{
+    Allocation, Cause, ClaimOutcome, Commitment, CommitmentCommand, CommitmentEvent,
+    CommitmentTerms, Direction, Draw, EscrowError, Resolution, Transfer, ENTRIES_MAX,
+    INSPECTION_SECONDS_MAX, MILESTONES_MAX,
+};
+use crate::decide::Decide;
+use crate::ids::{DepositId, TransferId};
+use crate::money::Amount;
+use chrono::{DateTime, Duration, Utc};
+
+type Decided = Result<Vec<CommitmentEvent>, EscrowError>;
+
+/// Basis points in a whole.
+const BPS: u128 = 10_000;
+
+/// `amount` split `payee_bps` to the payee and the rest to the payer, in
+/// exact minor units summing to `amount`: each side's share rounded down,
+/// the unit left over to the side with the larger remainder (the payee on
+/// a tie).
+pub fn split(amount: Amount, payee_bps: u16) -> Result<(Amount, Amount), EscrowError> {
+    if u128::from(payee_bps) > BPS {
+        return Err(EscrowError::InvalidSplit);
+    }
+    let whole = u128::try_from(amount.value()).map_err(|_| EscrowError::NonPositive)?;
+    let payee_share = whole * u128::from(payee_bps);
+    let payer_share = whole * (BPS - u128::from(payee_bps));
+    let (mut payee, mut payer) = (payee_share / BPS, payer_share / BPS);
+    if payee + payer < whole {
+        if payee_share % BPS >= payer_share % BPS {
+            payee += 1;
+        } else {
+            payer += 1;
+        }
+    }
+    let amount_of = |units: u128| {
+        i64::try_from(units)
+            .map_err(|_| crate::money::AmountError::Overflow)
+            .and_then(Amount::new)
+    };
+    Ok((amount_of(payee)?, amount_of(payer)?))
+}
+
+/// What is left of each deposit, in the order transfers draw them; drawn
+/// down as one decision makes several transfers.
+struct Drawer {
+    left: Vec<(DepositId, Amount)>,
+}
+
+impl Drawer {
+    fn of(commitment: &Commitment, allocation: Allocation) -> Result<Self, EscrowError> {
+        let mut left = Vec::with_capacity(commitment.deposits.len());
+        for deposit in &commitment.deposits {
+            left.push((deposit.deposit_id, deposit.remaining()?));
+        }
+        if allocation == Allocation::Lifo {
+            left.reverse();
+        }
+        Ok(Self { left })
+    }
+
+    /// The lineage of `amount`, drawn in order.
+    fn draw(&mut self, amount: Amount) -> Result<Vec<Draw>, EscrowError> {
+        let mut wanted = amount;
+        let mut lineage = Vec::new();
+        for (deposit_id, left) in &mut self.left {
+            if wanted.is_zero() {
+                break;
+            }
+            let taken = (*left).min(wanted);
+            if taken.is_zero() {
+                continue;
+            }
+            *left = left.checked_sub(taken)?;
+            wanted = wanted.checked_sub(taken)?;
+            lineage.push(Draw {
+                deposit_id: *deposit_id,
+                amount: taken,
+            });
+        }
+        if !wanted.is_zero() {
+            return Err(EscrowError::InsufficientUnfrozen {
+                unfrozen: amount.checked_sub(wanted)?,
+                asked: amount,
+            });
+        }
+        Ok(lineage)
+    }
+}
+
+fn check_terms(terms: &CommitmentTerms) -> Result<(), EscrowError> {
+    let invalid = |why: &str| Err(EscrowError::InvalidTerms(why.to_string()));
+    if terms.milestones.is_empty() || terms.milestones.len() > MILESTONES_MAX {
+        return invalid("a commitment has 1 to 50 milestones");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for milestone in &terms.milestones {
+        if !seen.insert(milestone.milestone_id.as_str()) {
+            return invalid("milestone ids are unique");
+        }
+        if milestone.amount.is_zero() {
+            return invalid("a milestone is for a positive amount");
+        }
+        if !(0..=INSPECTION_SECONDS_MAX).contains(&milestone.inspection_seconds) {
+            return invalid("an inspection window is 0 seconds to 90 days");
+        }
+    }
+    terms.total()?;
+    Ok(())
+}
+
+/// A transfer of `amount` in `direction`, drawn by `drawer`.
+fn transfer(
+    drawer: &mut Drawer,
+    (transfer_id, direction): (TransferId, Direction),
+    milestone_id: Option<&str>,
+    amount: Amount,
+    cause: Cause,
+    at: DateTime<Utc>,
+) -> Result<CommitmentEvent, EscrowError> {
+    Ok(CommitmentEvent::Transferred(Transfer {
+        transfer_id,
+        direction,
+        milestone_id: milestone_id.map(str::to_string),
+        amount,
+        lineage: drawer.draw(amount)?,
+        cause,
+        at,
+    }))
+}
+
+impl Commitment {
+    /// The terms of a live commitment: created, neither canceled nor
+    /// expired.
+    fn live(&self) -> Result<&CommitmentTerms, EscrowError> {
+        let terms = self.terms.as_ref().ok_or(EscrowError::Unknown)?;
+        if self.canceled_at.is_some() {
+            return Err(EscrowError::Canceled);
+        }
+        if self.expired_at.is_some() {
+            return Err(EscrowError::Expired);
+        }
+        Ok(terms)
+    }
+
+    fn drawer(&self) -> Result<Drawer, EscrowError> {
+        let allocation = self
+            .terms
+            .as_ref()
+            .map_or(Allocation::Fifo, |terms| terms.allocation);
+        Drawer::of(self, allocation)
+    }
+
+    fn transfer_taken(&self, transfer_id: TransferId) -> Result<(), EscrowError> {
+        if self.transfers.len() >= ENTRIES_MAX {
+            return Err(EscrowError::TooMany { max: ENTRIES_MAX });
+        }
+        if self
+            .transfers
+            .iter()
+            .any(|transfer| transfer.transfer_id == transfer_id)
+        {
+            return Err(EscrowError::IdTaken);
+        }
+        Ok(())
+    }
+
+    /// The milestone `milestone_id` with something still open on it.
+    fn open_milestone(&self, milestone_id: &str) -> Result<Amount, EscrowError> {
+        let milestone = self
+            .milestone(milestone_id)
+            .ok_or_else(|| EscrowError::UnknownMilestone(milestone_id.to_string()))?;
+        let open = milestone.open()?;
+        if open.is_zero() {
+            return Err(EscrowError::MilestoneSettled(milestone_id.to_string()));
+        }
+        Ok(open)
+    }
+
+    /// Checks that `asked` of a milestone with `open` left can move now.
+    fn movable(&self, open: Amount, asked: Amount) -> Result<(), EscrowError> {
+        if asked.is_zero() {
+            return Err(EscrowError::NonPositive);
+        }
+        if asked > open {
+            return Err(EscrowError::ExceedsMilestone { open, asked });
+        }
+        let unfrozen = self.unfrozen()?;
+        if asked > unfrozen {
+            return Err(EscrowError::InsufficientUnfrozen { unfrozen, asked });
+        }
+        Ok(())
+    }
+
+    fn deposit(
+        &self,
+        deposit_id: DepositId,
+        amount: Amount,
+        reference: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Decided {
+        let terms = self.live()?;
+        if amount.is_zero() {
+            return Err(EscrowError::NonPositive);
+        }
+        if self.deposits.len() >= ENTRIES_MAX {
+            return Err(EscrowError::TooMany { max: ENTRIES_MAX });
+        }
+        if self
+            .deposits
+            .iter()
+            .any(|deposit| deposit.deposit_id == deposit_id)
+        {
+            return Err(EscrowError::IdTaken);
+        }
+        let (total, funded) = (terms.total()?, self.funded()?.checked_add(amount)?);
+        if funded > total {
+            return Err(EscrowError::Overfunded { total, funded });
+        }
+        Ok(vec![CommitmentEvent::Deposited {
+            deposit_id,
+            amount,
+            reference,
+            at,
+        }])
+    }
+
+    fn submit(&self, milestone_id: String, at: DateTime<Utc>) -> Decided {
+        self.live()?;
+        self.open_milestone(&milestone_id)?;
+        let milestone = self
+            .milestone(&milestone_id)
+            .ok_or_else(|| EscrowError::UnknownMilestone(milestone_id.clone()))?;
+        if let Some(window) = milestone.window.as_ref().filter(|window| !window.closed) {
+            return Err(EscrowError::InspectionWindowOpen {
+                ends_at: window.ends_at,
+            });
+        }
+        let ends_at = at
+            .checked_add_signed(Duration::seconds(milestone.terms.inspection_seconds))
+            .ok_or(EscrowError::InvalidTerms(
+                "the window ends past the calendar".into(),
+            ))?;
+        Ok(vec![CommitmentEvent::MilestoneSubmitted {
+            milestone_id,
+            ends_at,
+            at,
+        }])
+    }
+
+    fn release(
+        &self,
+        transfer_id: TransferId,
+        milestone_id: String,
+        amount: Option<Amount>,
+        accepted: bool,
+        at: DateTime<Utc>,
+    ) -> Decided {
+        self.live()?;
+        self.transfer_taken(transfer_id)?;
+        let open = self.open_milestone(&milestone_id)?;
+        // Accepting all that is open takes what is there of it.
+        let asked = match amount {
+            Some(amount) => amount,
+            None => open.min(self.unfrozen()?),
+        };
+        self.movable(open, asked)?;
+        let mut events = Vec::new();
+        let answered = self
+            .milestone(&milestone_id)
+            .is_some_and(|milestone| milestone.in_inspection());
+        if accepted && answered {
+            events.push(CommitmentEvent::InspectionClosed {
+                milestone_id: milestone_id.clone(),
+                at,
+            });
+        }
+        let cause = if accepted {
+            Cause::Accepted
+        } else {
+            Cause::Released
+        };
+        events.push(transfer(
+            &mut self.drawer()?,
+            (transfer_id, Direction::Release),
+            Some(&milestone_id),
+            asked,
+            cause,
+            at,
+        )?);
+        Ok(events)
+    }
+}
+
+impl Commitment {
+    fn open_claim(&self, command: CommitmentCommand) -> Decided {
+        let CommitmentCommand::Claim {
+            claim_id,
+            milestone_id,
+            amount,
+            reason,
+            rejection,
+            hold_id,
+            at,
+        } = command
+        else {
+            return Ok(Vec::new());
+        };
+        self.live()?;
+        if self.claims.len() >= ENTRIES_MAX {
+            return Err(EscrowError::TooMany { max: ENTRIES_MAX });
+        }
+        if self.claim(claim_id).is_some() {
+            return Err(EscrowError::IdTaken);
+        }
+        let open = self.open_milestone(&milestone_id)?;
+        self.movable(open, amount)?;
+        let mut events = Vec::new();
+        let answered = self
+            .milestone(&milestone_id)
+            .is_some_and(|milestone| milestone.in_inspection());
+        if rejection && answered {
+            events.push(CommitmentEvent::InspectionClosed {
+                milestone_id: milestone_id.clone(),
+                at,
+            });
+        }
+        events.push(CommitmentEvent::ClaimOpened {
+            claim_id,
+            milestone_id,
+            amount,
+            reason,
+            rejection,
+            hold_id,
+            at,
+        });
+        Ok(events)
+    }
+
+    fn resolve_claim(&self, command: CommitmentCommand) -> Decided {
+        let CommitmentCommand::ResolveClaim {
+            claim_id,
+            outcome,
+            release_id,
+            refund_id,
+            at,
+        } = command
+        else {
+            return Ok(Vec::new());
+        };
+        // A claim resolves whatever became of the commitment since: the
+        // frozen funds are the claim's.
+        self.terms.as_ref().ok_or(EscrowError::Unknown)?;
+        let claim = self
+            .claim(claim_id)
+            .ok_or(EscrowError::UnknownClaim(claim_id))?;
+        if claim.resolution.is_some() {
+            return Err(EscrowError::ClaimResolved);
+        }
+        self.transfer_taken(release_id)?;
+        self.transfer_taken(refund_id)?;
+        if release_id == refund_id {
+            return Err(EscrowError::IdTaken);
+        }
+        let (to_payee, to_payer) = match outcome {
+            ClaimOutcome::Release => (claim.amount, Amount::ZERO),
+            ClaimOutcome::Refund => (Amount::ZERO, claim.amount),
+            ClaimOutcome::Split { payee_bps } => split(claim.amount, payee_bps)?,
+        };
+        let mut events = vec![CommitmentEvent::ClaimResolved {
+            claim_id,
+            resolution: Resolution {
+                outcome,
+                to_payee,
+                to_payer,
+                at,
+            },
+        }];
+        let mut drawer = self.drawer()?;
+        let cause = Cause::Claim { claim_id };
+        for (amount, side) in [
+            (to_payee, (release_id, Direction::Release)),
+            (to_payer, (refund_id, Direction::Refund)),
+        ] {
+            if !amount.is_zero() {
+                let milestone = Some(claim.milestone_id.as_str());
+                events.push(transfer(&mut drawer, side, milestone, amount, cause, at)?);
+            }
+        }
+        Ok(events)
+    }
+
+    fn time_out(
+        &self,
+        milestone_id: String,
+        transfer_id: TransferId,
+        at: DateTime<Utc>,
+    ) -> Decided {
+        self.live()?;
+        self.transfer_taken(transfer_id)?;
+        let milestone = self
+            .milestone(&milestone_id)
+            .ok_or_else(|| EscrowError::UnknownMilestone(milestone_id.clone()))?;
+        let window = milestone
+            .window
+            .as_ref()
+            .filter(|window| !window.closed)
+            .ok_or(EscrowError::NoInspectionWindow)?;
+        if at < window.ends_at {
+            return Err(EscrowError::InspectionWindowOpen {
+                ends_at: window.ends_at,
+            });
+        }
+        let direction = milestone.terms.on_timeout;
+        // What is open of the milestone and held for it moves; nothing,
+        // when nothing is.
+        let amount = milestone.open()?.min(self.unfrozen()?);
+        let mut events = vec![CommitmentEvent::InspectionClosed {
+            milestone_id: milestone_id.clone(),
+            at,
+        }];
+        if !amount.is_zero() {
+            events.push(transfer(
+                &mut self.drawer()?,
+                (transfer_id, direction),
+                Some(&milestone_id),
+                amount,
+                Cause::TimedOut,
+                at,
+            )?);
+        }
+        Ok(events)
+    }
+
+    /// Ends the commitment (`ended`), refunding every unfrozen held amount.
+    fn end(&self, transfer_id: TransferId, cause: Cause, at: DateTime<Utc>) -> Decided {
+        let terms = self.live()?;
+        if cause == Cause::Expired {
+            match terms.expires_at {
+                Some(expires_at) if at >= expires_at => {}
+                Some(expires_at) => return Err(EscrowError::NotExpired { expires_at }),
+                None => return Err(EscrowError::InvalidTerms("it never expires".into())),
+            }
+        }
+        self.transfer_taken(transfer_id)?;
+        let mut events = vec![match cause {
+            Cause::Expired => CommitmentEvent::CommitmentExpired { at },
+            _ => CommitmentEvent::CommitmentCanceled { at },
+        }];
+        let amount = self.unfrozen()?;
+        if !amount.is_zero() {
+            events.push(transfer(
+                &mut self.drawer()?,
+                (transfer_id, Direction::Refund),
+                None,
+                amount,
+                cause,
+                at,
+            )?);
+        }
+        Ok(events)
+    }
+}
+
+impl Decide for Commitment {
+    fn decide(&self, command: CommitmentCommand) -> Decided {
+        match command {
+            CommitmentCommand::Create { terms, at } => {
+                if self.terms.is_some() {
+                    return Err(EscrowError::Exists);
+                }
+                check_terms(&terms)?;
+                Ok(vec![CommitmentEvent::CommitmentCreated { terms, at }])
+            }
+            CommitmentCommand::Deposit {
+                deposit_id,
+                amount,
+                reference,
+                at,
+            } => self.deposit(deposit_id, amount, reference, at),
+            CommitmentCommand::Submit { milestone_id, at } => self.submit(milestone_id, at),
+            CommitmentCommand::Release {
+                transfer_id,
+                milestone_id,
+                amount,
+                accepted,
+                at,
+            } => self.release(transfer_id, milestone_id, amount, accepted, at),
+            command @ CommitmentCommand::Claim { .. } => self.open_claim(command),
+            command @ CommitmentCommand::ResolveClaim { .. } => self.resolve_claim(command),
+            CommitmentCommand::TimeOut {
+                milestone_id,
+                transfer_id,
+                at,
+            } => self.time_out(milestone_id, transfer_id, at),
+            CommitmentCommand::Cancel { transfer_id, at } => {
+                self.end(transfer_id, Cause::Canceled, at)
+            }
+            CommitmentCommand::Expire { transfer_id, at } => {
+                self.end(transfer_id, Cause::Expired, at)
+            }
+        }
+    }
+}

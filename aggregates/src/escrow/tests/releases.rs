@@ -1,0 +1,224 @@
+//! Milestones: submitted (an inspection window), accepted or released in
+//! part or whole with FIFO or LIFO lineage, timed out by the scheduler.
+
+use super::*;
+
+fn release(n: u128, milestone: &str, amount: Option<i64>, accepted: bool) -> CommitmentCommand {
+    CommitmentCommand::Release {
+        transfer_id: transfer_id(n),
+        milestone_id: milestone.into(),
+        amount: amount.map(cents),
+        accepted,
+        at: at(5),
+    }
+}
+
+fn submitted(milestone: &str, ends_hour: u32) -> CommitmentEvent {
+    CommitmentEvent::MilestoneSubmitted {
+        milestone_id: milestone.into(),
+        ends_at: at(ends_hour),
+        at: at(3),
+    }
+}
+
+#[test]
+fn a_release_draws_from_the_deposits_oldest_first_or_newest_first() {
+    // FIFO: 25000 of m1 takes deposit 1 (20000) and 5000 of deposit 2.
+    Given::with(())
+        .given(funded())
+        .when(release(1, "m1", Some(25_000), false))
+        .then_expect_events(vec![transferred(
+            1,
+            Direction::Release,
+            Some("m1"),
+            25_000,
+            vec![draw(1, 20_000), draw(2, 5_000)],
+            Cause::Released,
+            5,
+        )]);
+    // LIFO: the same takes deposit 3 (15000) and 10000 of deposit 2.
+    let mut lifo = funded();
+    lifo[0] = created(Allocation::Lifo);
+    Given::with(())
+        .given(lifo)
+        .when(release(1, "m1", Some(25_000), false))
+        .then_expect_events(vec![transferred(
+            1,
+            Direction::Release,
+            Some("m1"),
+            25_000,
+            vec![draw(3, 15_000), draw(2, 10_000)],
+            Cause::Released,
+            5,
+        )]);
+}
+
+#[test]
+fn a_release_needs_only_enough_unfrozen_funds_and_never_passes_the_milestone() {
+    let partly = vec![created(Allocation::Fifo), deposited(1, 10_000)];
+    Given::with(())
+        .given(partly.clone())
+        .when(release(1, "m1", Some(10_000), false))
+        .then_expect_events(vec![transferred(
+            1,
+            Direction::Release,
+            Some("m1"),
+            10_000,
+            vec![draw(1, 10_000)],
+            Cause::Released,
+            5,
+        )]);
+    Given::with(())
+        .given(partly)
+        .when(release(1, "m1", Some(10_001), false))
+        .then_expect_error(EscrowError::InsufficientUnfrozen {
+            unfrozen: cents(10_000),
+            asked: cents(10_001),
+        });
+    Given::with(())
+        .given(funded())
+        .when(release(1, "m2", Some(20_001), false))
+        .then_expect_error(EscrowError::ExceedsMilestone {
+            open: cents(20_000),
+            asked: cents(20_001),
+        });
+    let mut done = funded();
+    done.push(transferred(
+        1,
+        Direction::Release,
+        Some("m2"),
+        20_000,
+        vec![draw(1, 20_000)],
+        Cause::Released,
+        5,
+    ));
+    Given::with(())
+        .given(done.clone())
+        .when(release(2, "m2", Some(1), false))
+        .then_expect_error(EscrowError::MilestoneSettled("m2".into()));
+    Given::with(())
+        .given(done)
+        .when(release(1, "m1", Some(1), false))
+        .then_expect_error(EscrowError::IdTaken);
+    Given::with(())
+        .given(funded())
+        .when(release(1, "m9", Some(1), false))
+        .then_expect_error(EscrowError::UnknownMilestone("m9".into()));
+    Given::with(())
+        .given(funded())
+        .when(release(1, "m1", Some(0), false))
+        .then_expect_error(EscrowError::NonPositive);
+}
+
+#[test]
+fn submitting_opens_a_window_that_an_acceptance_answers() {
+    Given::with(())
+        .given(funded())
+        .when(CommitmentCommand::Submit {
+            milestone_id: "m1".into(),
+            at: at(3),
+        })
+        .then_expect_events(vec![CommitmentEvent::MilestoneSubmitted {
+            milestone_id: "m1".into(),
+            ends_at: at(3) + chrono::Duration::days(3),
+            at: at(3),
+        }]);
+    let mut events = funded();
+    events.push(submitted("m1", 6));
+    Given::with(())
+        .given(events.clone())
+        .when(CommitmentCommand::Submit {
+            milestone_id: "m1".into(),
+            at: at(4),
+        })
+        .then_expect_error(EscrowError::InspectionWindowOpen { ends_at: at(6) });
+    // Accepting all of it: the window closes, 30000 goes to the payee.
+    Given::with(())
+        .given(events)
+        .when(release(1, "m1", None, true))
+        .then_expect_events(vec![
+            CommitmentEvent::InspectionClosed {
+                milestone_id: "m1".into(),
+                at: at(5),
+            },
+            transferred(
+                1,
+                Direction::Release,
+                Some("m1"),
+                30_000,
+                vec![draw(1, 20_000), draw(2, 10_000)],
+                Cause::Accepted,
+                5,
+            ),
+        ]);
+}
+
+#[test]
+fn a_window_that_ends_unanswered_applies_its_milestones_outcome_then() {
+    let mut events = funded();
+    events.push(submitted("m2", 6));
+    let time_out = |hour| CommitmentCommand::TimeOut {
+        milestone_id: "m2".into(),
+        transfer_id: transfer_id(1),
+        at: at(hour),
+    };
+    Given::with(())
+        .given(events.clone())
+        .when(time_out(5))
+        .then_expect_error(EscrowError::InspectionWindowOpen { ends_at: at(6) });
+    // m2 refunds on timeout.
+    Given::with(())
+        .given(events.clone())
+        .when(time_out(6))
+        .then_expect_events(vec![
+            CommitmentEvent::InspectionClosed {
+                milestone_id: "m2".into(),
+                at: at(6),
+            },
+            transferred(
+                1,
+                Direction::Refund,
+                Some("m2"),
+                20_000,
+                vec![draw(1, 20_000)],
+                Cause::TimedOut,
+                6,
+            ),
+        ]);
+    events.push(CommitmentEvent::InspectionClosed {
+        milestone_id: "m2".into(),
+        at: at(5),
+    });
+    Given::with(())
+        .given(events)
+        .when(time_out(7))
+        .then_expect_error(EscrowError::NoInspectionWindow);
+    // m1 releases on timeout what is held of it.
+    let partly = vec![
+        created(Allocation::Fifo),
+        deposited(1, 12_000),
+        submitted("m1", 6),
+    ];
+    Given::with(())
+        .given(partly)
+        .when(CommitmentCommand::TimeOut {
+            milestone_id: "m1".into(),
+            transfer_id: transfer_id(1),
+            at: at(6),
+        })
+        .then_expect_events(vec![
+            CommitmentEvent::InspectionClosed {
+                milestone_id: "m1".into(),
+                at: at(6),
+            },
+            transferred(
+                1,
+                Direction::Release,
+                Some("m1"),
+                12_000,
+                vec![draw(1, 12_000)],
+                Cause::TimedOut,
+                6,
+            ),
+        ]);
+}
