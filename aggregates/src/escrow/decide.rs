@@ -154,6 +154,21 @@ impl Commitment {
         Drawer::of(self, allocation)
     }
 
+    /// The closing of `milestone_id`'s inspection window, when one is open
+    /// (an acceptance or a rejection answers it).
+    fn answer(&self, milestone_id: &str, at: DateTime<Utc>) -> Option<CommitmentEvent> {
+        let window = self
+            .milestone(milestone_id)?
+            .window
+            .as_ref()
+            .filter(|window| !window.closed)?;
+        Some(CommitmentEvent::InspectionClosed {
+            milestone_id: milestone_id.to_string(),
+            window: window.number,
+            at,
+        })
+    }
+
     fn transfer_taken(&self, transfer_id: TransferId) -> Result<(), EscrowError> {
         if self.transfers.len() >= ENTRIES_MAX {
             return Err(EscrowError::TooMany { max: ENTRIES_MAX });
@@ -244,8 +259,13 @@ impl Commitment {
             .ok_or(EscrowError::InvalidTerms(
                 "the window ends past the calendar".into(),
             ))?;
+        let window = milestone
+            .window
+            .as_ref()
+            .map_or(1, |window| window.number.saturating_add(1));
         Ok(vec![CommitmentEvent::MilestoneSubmitted {
             milestone_id,
+            window,
             ends_at,
             at,
         }])
@@ -269,14 +289,8 @@ impl Commitment {
         };
         self.movable(open, asked)?;
         let mut events = Vec::new();
-        let answered = self
-            .milestone(&milestone_id)
-            .is_some_and(|milestone| milestone.in_inspection());
-        if accepted && answered {
-            events.push(CommitmentEvent::InspectionClosed {
-                milestone_id: milestone_id.clone(),
-                at,
-            });
+        if accepted {
+            events.extend(self.answer(&milestone_id, at));
         }
         let cause = if accepted {
             Cause::Accepted
@@ -319,14 +333,8 @@ impl Commitment {
         let open = self.open_milestone(&milestone_id)?;
         self.movable(open, amount)?;
         let mut events = Vec::new();
-        let answered = self
-            .milestone(&milestone_id)
-            .is_some_and(|milestone| milestone.in_inspection());
-        if rejection && answered {
-            events.push(CommitmentEvent::InspectionClosed {
-                milestone_id: milestone_id.clone(),
-                at,
-            });
+        if rejection {
+            events.extend(self.answer(&milestone_id, at));
         }
         events.push(CommitmentEvent::ClaimOpened {
             claim_id,
@@ -420,6 +428,7 @@ impl Commitment {
         let amount = milestone.open()?.min(self.unfrozen()?);
         let mut events = vec![CommitmentEvent::InspectionClosed {
             milestone_id: milestone_id.clone(),
+            window: window.number,
             at,
         }];
         if !amount.is_zero() {

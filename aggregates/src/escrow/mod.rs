@@ -124,12 +124,15 @@ pub enum CommitmentEvent {
     },
     MilestoneSubmitted {
         milestone_id: String,
+        window: u32,
         ends_at: DateTime<Utc>,
         at: DateTime<Utc>,
     },
-    /// The milestone's inspection window closed: answered, or timed out.
+    /// The milestone's inspection window `window` closed: answered, or
+    /// timed out.
     InspectionClosed {
         milestone_id: String,
+        window: u32,
         at: DateTime<Utc>,
     },
     /// Money left the held funds: to the payee or back to the payer.
@@ -308,11 +311,13 @@ impl Aggregate for Commitment {
             }),
             CommitmentEvent::MilestoneSubmitted {
                 milestone_id,
+                window,
                 ends_at,
                 at,
             } => {
                 if let Some(milestone) = self.milestone_mut(&milestone_id) {
                     milestone.window = Some(Window {
+                        number: window,
                         submitted_at: at,
                         ends_at,
                         closed: false,

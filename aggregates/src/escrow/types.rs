@@ -100,6 +100,9 @@ impl Deposit {
 /// An inspection window of a submitted milestone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Window {
+    /// Its place among the milestone's windows, from 1 (a milestone
+    /// released in part may be submitted again).
+    pub number: u32,
     pub submitted_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     /// Answered (accepted, rejected) or timed out.

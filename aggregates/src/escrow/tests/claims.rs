@@ -66,6 +66,7 @@ fn a_rejection_freezes_part_of_the_milestone_and_answers_its_window() {
     let mut events = funded();
     events.push(CommitmentEvent::MilestoneSubmitted {
         milestone_id: "m1".into(),
+        window: 1,
         ends_at: at(9),
         at: at(3),
     });
@@ -75,6 +76,7 @@ fn a_rejection_freezes_part_of_the_milestone_and_answers_its_window() {
         .then_expect_events(vec![
             CommitmentEvent::InspectionClosed {
                 milestone_id: "m1".into(),
+                window: 1,
                 at: at(4),
             },
             opened(1, "m1", 5_001, true),

@@ -16,6 +16,7 @@ fn release(n: u128, milestone: &str, amount: Option<i64>, accepted: bool) -> Com
 fn submitted(milestone: &str, ends_hour: u32) -> CommitmentEvent {
     CommitmentEvent::MilestoneSubmitted {
         milestone_id: milestone.into(),
+        window: 1,
         ends_at: at(ends_hour),
         at: at(3),
     }
@@ -120,6 +121,7 @@ fn submitting_opens_a_window_that_an_acceptance_answers() {
         })
         .then_expect_events(vec![CommitmentEvent::MilestoneSubmitted {
             milestone_id: "m1".into(),
+            window: 1,
             ends_at: at(3) + chrono::Duration::days(3),
             at: at(3),
         }]);
@@ -139,6 +141,7 @@ fn submitting_opens_a_window_that_an_acceptance_answers() {
         .then_expect_events(vec![
             CommitmentEvent::InspectionClosed {
                 milestone_id: "m1".into(),
+                window: 1,
                 at: at(5),
             },
             transferred(
@@ -173,6 +176,7 @@ fn a_window_that_ends_unanswered_applies_its_milestones_outcome_then() {
         .then_expect_events(vec![
             CommitmentEvent::InspectionClosed {
                 milestone_id: "m2".into(),
+                window: 1,
                 at: at(6),
             },
             transferred(
@@ -187,6 +191,7 @@ fn a_window_that_ends_unanswered_applies_its_milestones_outcome_then() {
         ]);
     events.push(CommitmentEvent::InspectionClosed {
         milestone_id: "m2".into(),
+        window: 1,
         at: at(5),
     });
     Given::with(())
@@ -209,6 +214,7 @@ fn a_window_that_ends_unanswered_applies_its_milestones_outcome_then() {
         .then_expect_events(vec![
             CommitmentEvent::InspectionClosed {
                 milestone_id: "m1".into(),
+                window: 1,
                 at: at(6),
             },
             transferred(
@@ -221,4 +227,36 @@ fn a_window_that_ends_unanswered_applies_its_milestones_outcome_then() {
                 6,
             ),
         ]);
+}
+
+#[test]
+fn a_milestone_released_in_part_is_submitted_again_in_a_window_of_its_own() {
+    let mut events = funded();
+    events.push(submitted("m1", 6));
+    events.push(CommitmentEvent::InspectionClosed {
+        milestone_id: "m1".into(),
+        window: 1,
+        at: at(4),
+    });
+    events.push(transferred(
+        1,
+        Direction::Release,
+        Some("m1"),
+        10_000,
+        vec![draw(1, 10_000)],
+        Cause::Accepted,
+        4,
+    ));
+    Given::with(())
+        .given(events)
+        .when(CommitmentCommand::Submit {
+            milestone_id: "m1".into(),
+            at: at(7),
+        })
+        .then_expect_events(vec![CommitmentEvent::MilestoneSubmitted {
+            milestone_id: "m1".into(),
+            window: 2,
+            ends_at: at(7) + chrono::Duration::days(3),
+            at: at(7),
+        }]);
 }
