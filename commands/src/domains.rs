@@ -47,6 +47,7 @@ pub fn domains() -> Vec<Domain> {
         crate::requests::quota::domain(),
         crate::requests::journal::domain(),
         crate::requests::payments::domain(),
+        crate::requests::escrow::domain(),
     ]
 }
 

@@ -29,6 +29,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+#[path = "audit/escrow.rs"]
+mod escrow;
 #[path = "audit/redecision.rs"]
 mod redecision;
 #[path = "audit/stuck.rs"]

@@ -244,7 +244,7 @@ impl Commitment {
     }
 
     fn submit(&self, milestone_id: String, at: DateTime<Utc>) -> Decided {
-        self.live()?;
+        let terms = self.live()?;
         self.open_milestone(&milestone_id)?;
         let milestone = self
             .milestone(&milestone_id)
@@ -267,6 +267,9 @@ impl Commitment {
             milestone_id,
             window,
             ends_at,
+            payer: terms.payer.clone(),
+            payee: terms.payee.clone(),
+            asset: terms.asset.clone(),
             at,
         }])
     }

@@ -7,6 +7,7 @@
 //! accepts or rejects it, or its `on_timeout` outcome applies when the
 //! window ends (the scheduler submits it then).
 
+pub mod accounts;
 mod decide;
 mod errors;
 mod types;
@@ -122,10 +123,16 @@ pub enum CommitmentEvent {
         reference: Option<String>,
         at: DateTime<Utc>,
     },
+    /// The milestone's window `window` opened, until `ends_at`; with the
+    /// commitment's parties, so that the timeout it schedules can name the
+    /// accounts it moves money on.
     MilestoneSubmitted {
         milestone_id: String,
         window: u32,
         ends_at: DateTime<Utc>,
+        payer: String,
+        payee: String,
+        asset: crate::money::Asset,
         at: DateTime<Utc>,
     },
     /// The milestone's inspection window `window` closed: answered, or
@@ -314,6 +321,7 @@ impl Aggregate for Commitment {
                 window,
                 ends_at,
                 at,
+                ..
             } => {
                 if let Some(milestone) = self.milestone_mut(&milestone_id) {
                     milestone.window = Some(Window {

@@ -324,6 +324,7 @@ async fn a_history_of_every_request_kind_verifies_clean_and_replays() {
     assert_eq!(bought.body["quota"], "credits");
     journal_requests(&ledger, start + chrono::Duration::days(40)).await;
     payment_requests(&ledger, start + chrono::Duration::days(40)).await;
+    super::escrow::escrow_requests(&ledger, start + chrono::Duration::days(41)).await;
 
     let report = ledger.verify().await;
     assert_eq!(findings_of(&report, ledger.tenants[0]), Vec::new());

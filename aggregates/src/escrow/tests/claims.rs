@@ -68,6 +68,9 @@ fn a_rejection_freezes_part_of_the_milestone_and_answers_its_window() {
         milestone_id: "m1".into(),
         window: 1,
         ends_at: at(9),
+        payer: "buyer-1".into(),
+        payee: "seller-9".into(),
+        asset: Asset::new("USD", 2).unwrap(),
         at: at(3),
     });
     Given::with(())

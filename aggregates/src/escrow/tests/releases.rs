@@ -18,6 +18,9 @@ fn submitted(milestone: &str, ends_hour: u32) -> CommitmentEvent {
         milestone_id: milestone.into(),
         window: 1,
         ends_at: at(ends_hour),
+        payer: "buyer-1".into(),
+        payee: "seller-9".into(),
+        asset: Asset::new("USD", 2).unwrap(),
         at: at(3),
     }
 }
@@ -123,6 +126,9 @@ fn submitting_opens_a_window_that_an_acceptance_answers() {
             milestone_id: "m1".into(),
             window: 1,
             ends_at: at(3) + chrono::Duration::days(3),
+            payer: "buyer-1".into(),
+            payee: "seller-9".into(),
+            asset: Asset::new("USD", 2).unwrap(),
             at: at(3),
         }]);
     let mut events = funded();
@@ -257,6 +263,9 @@ fn a_milestone_released_in_part_is_submitted_again_in_a_window_of_its_own() {
             milestone_id: "m1".into(),
             window: 2,
             ends_at: at(7) + chrono::Duration::days(3),
+            payer: "buyer-1".into(),
+            payee: "seller-9".into(),
+            asset: Asset::new("USD", 2).unwrap(),
             at: at(7),
         }]);
 }

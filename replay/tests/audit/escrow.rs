@@ -1,0 +1,185 @@
+//! Escrow requests for the history of every request kind: a commitment
+//! funded in parts, a milestone submitted, accepted in part and timed out,
+//! claims split and refunded, a cancel, and a second commitment expired.
+
+use super::Ledger;
+use aggregates::escrow::{Allocation, ClaimOutcome, CommitmentTerms, Direction, MilestoneTerms};
+use aggregates::ids::{ClaimId, CommitmentId, DepositId, TransferId};
+use aggregates::{Amount, Asset};
+use chrono::{DateTime, Duration, Utc};
+use commands::requests::escrow::{
+    CancelCommitment, ClaimMilestone, CreateCommitment, DepositFunds, ExpireCommitment, Parties,
+    ReleaseMilestone, ResolveClaim, SubmitMilestone, TimeOutMilestone,
+};
+
+fn terms(expires_at: Option<DateTime<Utc>>) -> CommitmentTerms {
+    let milestone = |id: &str, amount: i64, on_timeout| MilestoneTerms {
+        milestone_id: id.into(),
+        amount: Amount::new(amount).unwrap(),
+        due_at: None,
+        inspection_seconds: 3_600,
+        on_timeout,
+    };
+    CommitmentTerms {
+        payer: "buyer-1".into(),
+        payee: "seller-9".into(),
+        asset: Asset::new("USD", 2).unwrap(),
+        allocation: Allocation::Lifo,
+        milestones: vec![
+            milestone("m1", 30_000, Direction::Release),
+            milestone("m2", 20_000, Direction::Refund),
+        ],
+        expires_at,
+    }
+}
+
+/// Every escrow request kind, in tenant 0 at `now` (and after).
+pub(super) async fn escrow_requests(ledger: &Ledger, now: DateTime<Utc>) {
+    let id = |n: u128| uuid::Uuid::from_u128(0xE5C0_0000 + n);
+    let cents = |value: i64| Amount::new(value).unwrap();
+    let commitment = CommitmentId::from_uuid(id(1));
+    let parties = Parties::of(&terms(None));
+    ledger
+        .run(
+            0,
+            "escrow-create",
+            CreateCommitment {
+                commitment_id: commitment,
+                terms: terms(None),
+            },
+        )
+        .await;
+    for (n, amount) in [(1, 20_000), (2, 15_000), (3, 15_000)] {
+        ledger
+            .run(
+                0,
+                &format!("escrow-deposit-{n}"),
+                DepositFunds {
+                    commitment_id: commitment,
+                    deposit_id: DepositId::from_uuid(id(10 + n)),
+                    amount: cents(amount),
+                    reference: Some(format!("wire-{n}")),
+                    parties: parties.clone(),
+                },
+            )
+            .await;
+    }
+    let submit = |milestone: &str| SubmitMilestone {
+        commitment_id: commitment,
+        milestone_id: milestone.into(),
+        parties: parties.clone(),
+    };
+    ledger.run(0, "escrow-submit-m1", submit("m1")).await;
+    ledger
+        .run(
+            0,
+            "escrow-accept",
+            ReleaseMilestone {
+                commitment_id: commitment,
+                milestone_id: "m1".into(),
+                transfer_id: TransferId::from_uuid(id(20)),
+                amount: Some(cents(10_000)),
+                accepted: true,
+                parties: parties.clone(),
+            },
+        )
+        .await;
+    let claim = |n: u128, amount: i64, rejection| ClaimMilestone {
+        commitment_id: commitment,
+        claim_id: ClaimId::from_uuid(id(30 + n)),
+        milestone_id: "m1".into(),
+        amount: cents(amount),
+        reason: Some("damaged".into()),
+        rejection,
+        parties: parties.clone(),
+    };
+    ledger
+        .run(0, "escrow-claim-1", claim(1, 5_001, false))
+        .await;
+    let resolve = |n: u128, outcome| ResolveClaim {
+        commitment_id: commitment,
+        claim_id: ClaimId::from_uuid(id(30 + n)),
+        outcome,
+        release_id: TransferId::from_uuid(id(40 + n)),
+        refund_id: TransferId::from_uuid(id(50 + n)),
+        parties: parties.clone(),
+    };
+    ledger
+        .run(
+            0,
+            "escrow-split",
+            resolve(1, ClaimOutcome::Split { payee_bps: 6_000 }),
+        )
+        .await;
+    ledger.run(0, "escrow-submit-m2", submit("m2")).await;
+    ledger.set_clock(now + Duration::hours(2));
+    ledger
+        .run(
+            0,
+            "escrow-timeout",
+            TimeOutMilestone {
+                commitment_id: commitment,
+                milestone_id: "m2".into(),
+                transfer_id: TransferId::from_uuid(id(60)),
+                parties: parties.clone(),
+                due_at: Some(now + Duration::hours(1)),
+            },
+        )
+        .await;
+    ledger
+        .run(0, "escrow-claim-2", claim(2, 1_000, false))
+        .await;
+    ledger
+        .run(
+            0,
+            "escrow-cancel",
+            CancelCommitment {
+                commitment_id: commitment,
+                transfer_id: TransferId::from_uuid(id(70)),
+                parties: parties.clone(),
+            },
+        )
+        .await;
+    ledger
+        .run(0, "escrow-refund-claim", resolve(2, ClaimOutcome::Refund))
+        .await;
+
+    let expiring = CommitmentId::from_uuid(id(2));
+    let expires_at = now + Duration::hours(3);
+    ledger
+        .run(
+            0,
+            "escrow-create-2",
+            CreateCommitment {
+                commitment_id: expiring,
+                terms: terms(Some(expires_at)),
+            },
+        )
+        .await;
+    ledger
+        .run(
+            0,
+            "escrow-deposit-2-1",
+            DepositFunds {
+                commitment_id: expiring,
+                deposit_id: DepositId::from_uuid(id(80)),
+                amount: cents(7_000),
+                reference: None,
+                parties: parties.clone(),
+            },
+        )
+        .await;
+    ledger.set_clock(expires_at + Duration::minutes(1));
+    ledger
+        .run(
+            0,
+            "escrow-expire",
+            ExpireCommitment {
+                commitment_id: expiring,
+                transfer_id: TransferId::from_uuid(id(90)),
+                parties,
+                due_at: Some(expires_at),
+            },
+        )
+        .await;
+}
