@@ -27,6 +27,8 @@ pub mod accounts;
 mod bulk;
 pub mod compare;
 pub mod decode;
+pub mod documents;
+pub mod escrow;
 pub mod journal;
 pub mod payment_breaks;
 pub mod payments;

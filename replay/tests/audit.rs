@@ -392,6 +392,7 @@ fn failing(
         "quota",
         "accounts",
         "payments",
+        "escrow",
         "journal",
         "scheduled_work",
     ]
@@ -464,7 +465,7 @@ async fn a_clean_ledger_verifies_and_every_projection_equals_a_replay() {
         .find(|tenant| tenant.tenant_id == ledger.tenants[0])
         .unwrap();
     assert_eq!((verdict.head_seq, verdict.head_hash), (16, head.hash));
-    assert_eq!(report.projections.len(), 7);
+    assert_eq!(report.projections.len(), 8);
     assert!(report
         .projections
         .iter()
@@ -607,6 +608,7 @@ async fn an_event_deleted_in_the_middle_is_reported_and_verify_goes_on() {
                 "quota",
                 "accounts",
                 "payments",
+                "escrow",
                 "journal",
                 "scheduled_work"
             ],
@@ -679,6 +681,7 @@ async fn the_last_event_deleted_is_found_by_the_head_and_the_read_tables() {
                 "quota",
                 "accounts",
                 "payments",
+                "escrow",
                 "journal",
                 "scheduled_work"
             ],

@@ -126,6 +126,34 @@ async fn every_read_table_shows_a_tenant_only_its_own_rows_and_refuses_it_writes
             )
             .await;
         assert_eq!(settled.status, 201, "{}", settled.body);
+        // A commitment, through the pipeline (its routes come later).
+        let commitment = commands::requests::escrow::CreateCommitment {
+            commitment_id: aggregates::ids::CommitmentId::from_uuid(uuid::Uuid::from_u128(9)),
+            terms: aggregates::escrow::CommitmentTerms {
+                payer: "buyer-1".into(),
+                payee: "seller-9".into(),
+                asset: aggregates::Asset::new("USD", 2).unwrap(),
+                allocation: aggregates::escrow::Allocation::Fifo,
+                milestones: vec![aggregates::escrow::MilestoneTerms {
+                    milestone_id: "m1".into(),
+                    amount: aggregates::Amount::new(1_000 + index as i64).unwrap(),
+                    due_at: None,
+                    inspection_seconds: 3_600,
+                    on_timeout: aggregates::escrow::Direction::Release,
+                }],
+                expires_at: None,
+            },
+        };
+        let created = server
+            .bus(commands::Clock::system())
+            .execute(
+                client.tenant_id.parse().unwrap(),
+                eventstore::IdempotencyKey::parse("commitment").unwrap(),
+                commitment,
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
     }
     server.catch_up().await;
     let pool = server.db.store().pool();

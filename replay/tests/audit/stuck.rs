@@ -55,6 +55,7 @@ async fn an_event_a_projection_cannot_apply_is_a_finding_naming_tenant_projectio
         "quota",
         "accounts",
         "payments",
+        "escrow",
         "journal",
         "scheduled_work",
     ]

@@ -557,7 +557,7 @@ pub fn domain() -> crate::domains::Domain {
             RequestKind::of::<CancelCommitment>(),
             RequestKind::of::<ExpireCommitment>(),
         ],
-        projections: Vec::new(),
+        projections: vec![std::sync::Arc::new(projections::escrow::Escrow)],
         process_managers: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::escrow::COMMITMENT_AGGREGATE,

@@ -1,0 +1,229 @@
+//! Read tables of documents: each aggregate of a domain as its events
+//! leave it (its state as `jsonb`) with its status, in a table of rows
+//! `(tenant_id, kind, id, status, created_seq, last_tenant_seq, state)`.
+//! A projection folds each batch's events into the documents they continue
+//! (loaded in one statement, written in one).
+
+use crate::decode::decode;
+use crate::runtime::ApplyError;
+use aggregates::{Decide, Rejection, TenantId};
+use eventstore::StoredEvent;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// One document as the batch leaves it.
+pub(crate) struct Document {
+    status: String,
+    created_seq: i64,
+    last_seq: i64,
+    state: Value,
+}
+
+/// (tenant, kind, id).
+pub(crate) type Key = (Uuid, &'static str, String);
+
+/// The documents of one batch, by key.
+pub(crate) type Documents = BTreeMap<Key, Document>;
+
+/// Folds `event` into the document of `key` (loaded, or from the
+/// aggregate's default), where it stands `status` says.
+pub(crate) fn fold<A>(
+    documents: &mut Documents,
+    key: Key,
+    event: &StoredEvent,
+    status: impl Fn(&A) -> String,
+) -> Result<(), ApplyError>
+where
+    A: Decide + Serialize + DeserializeOwned,
+    A::Error: Rejection,
+{
+    let failed = |message: String| ApplyError::Event {
+        tenant_seq: event.tenant_seq,
+        message,
+    };
+    let document = documents.entry(key.clone()).or_insert_with(|| Document {
+        status: String::new(),
+        created_seq: event.tenant_seq,
+        last_seq: event.tenant_seq,
+        state: Value::Null,
+    });
+    let mut state: A = if document.state.is_null() {
+        A::default()
+    } else {
+        serde_json::from_value(document.state.clone())
+            .map_err(|error| failed(format!("stored {} {}: {error}", key.1, key.2)))?
+    };
+    state.apply(decode::<A>(event)?);
+    document.state = serde_json::to_value(&state).map_err(|error| failed(error.to_string()))?;
+    document.status = status(&state);
+    document.last_seq = event.tenant_seq;
+    Ok(())
+}
+
+/// The stored documents of `table` the events of `ours` (each with its
+/// kind, one of `kinds`) continue.
+pub(crate) async fn load(
+    connection: &mut PgConnection,
+    table: &str,
+    kinds: &[&'static str],
+    ours: &[(&StoredEvent, &'static str)],
+) -> Result<Documents, ApplyError> {
+    let mut keys: (Vec<Uuid>, Vec<&str>, Vec<&str>) = Default::default();
+    for (event, kind) in ours {
+        keys.0.push(event.tenant_id.as_uuid());
+        keys.1.push(kind);
+        keys.2.push(event.aggregate_id.as_str());
+    }
+    let rows: Vec<(Uuid, String, String, i64, Value)> = sqlx::query_as(&format!(
+        "SELECT d.tenant_id, d.kind, d.id, d.created_seq, d.state FROM {table} d \
+         JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, kind, id) \
+           ON d.tenant_id = k.tenant_id AND d.kind = k.kind AND d.id = k.id"
+    ))
+    .bind(&keys.0)
+    .bind(&keys.1)
+    .bind(&keys.2)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut documents = BTreeMap::new();
+    for (tenant, kind, id, created_seq, state) in rows {
+        let Some(kind) = kinds.iter().copied().find(|known| *known == kind) else {
+            continue;
+        };
+        documents.insert(
+            (tenant, kind, id),
+            Document {
+                status: String::new(),
+                created_seq,
+                last_seq: created_seq,
+                state,
+            },
+        );
+    }
+    Ok(documents)
+}
+
+/// Writes `documents` to `table`.
+pub(crate) async fn write(
+    connection: &mut PgConnection,
+    table: &str,
+    documents: Documents,
+) -> Result<(), ApplyError> {
+    let mut keys: (Vec<Uuid>, Vec<&str>, Vec<String>) = Default::default();
+    let mut statuses = Vec::new();
+    let mut seqs: (Vec<i64>, Vec<i64>) = Default::default();
+    let mut states = Vec::new();
+    for ((tenant, kind, id), document) in documents {
+        keys.0.push(tenant);
+        keys.1.push(kind);
+        keys.2.push(id);
+        statuses.push(document.status);
+        seqs.0.push(document.created_seq);
+        seqs.1.push(document.last_seq);
+        states.push(document.state);
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {table} (tenant_id, kind, id, status, created_seq, last_tenant_seq, state) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+                              $6::bigint[], $7::jsonb[]) \
+         ON CONFLICT (tenant_id, kind, id) DO UPDATE SET status = EXCLUDED.status, \
+             last_tenant_seq = EXCLUDED.last_tenant_seq, state = EXCLUDED.state"
+    ))
+    .bind(&keys.0)
+    .bind(&keys.1)
+    .bind(&keys.2)
+    .bind(&statuses)
+    .bind(&seqs.0)
+    .bind(&seqs.1)
+    .bind(&states)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// A document as read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocumentRow {
+    pub kind: String,
+    pub id: String,
+    pub status: String,
+    pub created_seq: i64,
+    pub last_tenant_seq: i64,
+    pub state: Value,
+}
+
+/// The document of `kind` `id`, inside a tenant read transaction; `None`
+/// when the tenant has none (or the projection has not applied it).
+pub async fn get(
+    connection: &mut PgConnection,
+    table: &str,
+    tenant_id: TenantId,
+    kind: &str,
+    id: &str,
+) -> Result<Option<DocumentRow>, sqlx::Error> {
+    let mut found = get_many(connection, table, tenant_id, kind, &[id.to_string()]).await?;
+    Ok(found.pop())
+}
+
+type RawRow = (String, String, String, i64, i64, Value);
+
+fn document((kind, id, status, created_seq, last_tenant_seq, state): RawRow) -> DocumentRow {
+    DocumentRow {
+        kind,
+        id,
+        status,
+        created_seq,
+        last_tenant_seq,
+        state,
+    }
+}
+
+/// The tenant's documents of `kind` (of `status`, when given) after
+/// `after`, by id, at most `limit`, inside a tenant read transaction.
+pub async fn list(
+    connection: &mut PgConnection,
+    table: &str,
+    tenant_id: TenantId,
+    kind: &str,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DocumentRow>, sqlx::Error> {
+    let rows: Vec<RawRow> = sqlx::query_as(&format!(
+        "SELECT kind, id, status, created_seq, last_tenant_seq, state FROM {table} \
+         WHERE tenant_id = $1 AND kind = $2 AND ($3::text IS NULL OR status = $3) \
+           AND ($4::text IS NULL OR id > $4) \
+         ORDER BY id LIMIT $5"
+    ))
+    .bind(tenant_id.as_uuid())
+    .bind(kind)
+    .bind(status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(document).collect())
+}
+
+/// The tenant's documents of `kind` among `ids`, by id.
+pub async fn get_many(
+    connection: &mut PgConnection,
+    table: &str,
+    tenant_id: TenantId,
+    kind: &str,
+    ids: &[String],
+) -> Result<Vec<DocumentRow>, sqlx::Error> {
+    let rows: Vec<RawRow> = sqlx::query_as(&format!(
+        "SELECT kind, id, status, created_seq, last_tenant_seq, state FROM {table} \
+         WHERE tenant_id = $1 AND kind = $2 AND id = ANY($3) ORDER BY id"
+    ))
+    .bind(tenant_id.as_uuid())
+    .bind(kind)
+    .bind(ids)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(document).collect())
+}
