@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod connections;
 pub mod error;
+pub(crate) mod escrow;
 pub mod extract;
 pub(crate) mod grants;
 mod health;

@@ -8,7 +8,7 @@ use super::*;
 
 /// `account`'s [debits, credits, debits_pending, credits_pending] as of
 /// `seq`, as numbers.
-async fn sums(client: &Client, seq: i64, account: &str) -> [i64; 4] {
+pub(super) async fn sums(client: &Client, seq: i64, account: &str) -> [i64; 4] {
     let balances = client
         .read(&format!("/v1/journal/balances?as_of={seq}"), seq)
         .await;
@@ -53,7 +53,7 @@ async fn assert_books(server: &TestServer, client: &Client, seq: i64, expected: 
 }
 
 /// Posts and asserts the status, returning the body and tenant_seq.
-async fn accepted(
+pub(super) async fn accepted(
     client: &Client,
     path: &str,
     key: &str,

@@ -15,7 +15,7 @@ mod reads;
 mod refunds;
 mod settlement_file;
 mod settlements;
-mod views;
+pub(crate) mod views;
 
 use super::error::{outcome_response, ApiError, ErrorBody};
 use super::extract::{

@@ -340,6 +340,21 @@ async fn get_gift_card(
     }))
 }
 
+/// A settlement batch's id in a path: `<processor>:<batch_id>`.
+pub struct SettlementIdParam;
+
+impl utoipa::PartialSchema for SettlementIdParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        aggregates::schema::text(
+            129,
+            r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        )
+        .into()
+    }
+}
+
+impl ToSchema for SettlementIdParam {}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OneSettlement {
     #[serde(flatten)]
@@ -369,11 +384,11 @@ async fn with_breaks(
     get,
     path = "/v1/settlements/{settlement_id}",
     tag = "settlements",
-    params(("settlement_id" = String, Path, description = "The batch, `<processor>:<batch_id>`"), ReadQuery),
+    params(("settlement_id" = inline(SettlementIdParam), Path, description = "The batch, `<processor>:<batch_id>`"), ReadQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The batch", body = OneSettlement),
-        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 400, description = "Invalid id or query", body = ErrorBody),
         (status = 404, description = "No such batch", body = ErrorBody),
     )
 )]
@@ -383,6 +398,20 @@ async fn get_settlement(
     ApiPath(settlement_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ReadQuery>,
 ) -> Result<Json<OneSettlement>, ApiError> {
+    let named = settlement_id
+        .split_once(':')
+        .is_some_and(|(processor, batch)| {
+            Name::parse(processor).is_ok() && Name::parse(batch).is_ok()
+        });
+    if !named {
+        return Err(ApiError::BadRequest {
+            code: "invalid_path_parameter",
+            message: format!(
+                "settlement_id: {settlement_id:?} is not <processor>:<batch_id> (each 1-64 of A-Za-z0-9_.-)"
+            ),
+            details: serde_json::json!({"parameter": "settlement_id"}),
+        });
+    }
     let wanted = vec![settlement_id.clone()];
     let (mut found, projection_seq) = read(&state, tenant_id, query.min_seq, move |connection| {
         Box::pin(async move { with_breaks(connection, tenant_id, "settlement", wanted).await })

@@ -563,8 +563,8 @@ pub fn domain() -> crate::domains::Domain {
             aggregate_type: aggregates::escrow::COMMITMENT_AGGREGATE,
             read: schedule,
         }],
-        routes: utoipa_axum::router::OpenApiRouter::new,
-        tags: Vec::new(),
+        routes: crate::http::escrow::router,
+        tags: crate::http::escrow::tags(),
         sections: vec![Section {
             name: "commitments",
             aggregate_type: aggregates::escrow::COMMITMENT_AGGREGATE,

@@ -1,0 +1,324 @@
+//! Escrow over HTTP, end to end: a commitment funded by three deposits,
+//! partial releases with FIFO lineage (and LIFO), a rejected milestone
+//! split 60/40 with an odd amount, inspection windows timing out on the
+//! scheduler's tick (release and refund), a cancel; every account to the
+//! unit and the trial balance zero after each step; concurrent releases
+//! that never pass their milestone; another tenant's ids.
+
+use super::payments_http::{accepted, sums};
+use super::*;
+
+fn commitment_body(allocation: &str, expires_at: Option<String>) -> Value {
+    json!({"payer": "buyer-1", "payee": "seller-9", "currency": "USD", "allocation": allocation,
+           "milestones": [
+               {"milestone_id": "m1", "amount": 30_000, "inspection_seconds": 3_600, "on_timeout": "release"},
+               {"milestone_id": "m2", "amount": 20_000, "inspection_seconds": 3_600, "on_timeout": "refund"}],
+           "expires_at": expires_at})
+}
+
+/// A commitment of `allocation` funded by 20000, 15000 and 15000: its id.
+async fn funded(client: &Client, key: &str, allocation: &str) -> String {
+    let (created, _) = accepted(
+        client,
+        "/v1/commitments",
+        key,
+        commitment_body(allocation, None),
+        201,
+    )
+    .await;
+    assert_eq!(created["status"], "awaiting_funding");
+    let id = created["commitment_id"].as_str().unwrap().to_string();
+    for (n, amount) in [(1, 20_000), (2, 15_000), (3, 15_000)] {
+        let (deposited, _) = accepted(
+            client,
+            &format!("/v1/commitments/{id}/deposits"),
+            &format!("{key}-deposit-{n}"),
+            json!({"amount": amount, "reference": format!("wire-{n}")}),
+            201,
+        )
+        .await;
+        let status = if n == 3 { "funded" } else { "awaiting_funding" };
+        assert_eq!(deposited["status"], status, "{deposited}");
+    }
+    id
+}
+
+/// The deposit ids of commitment `id`, in order, as of `seq`.
+async fn deposits(server: &TestServer, client: &Client, id: &str, seq: i64) -> Vec<Value> {
+    server.catch_up().await;
+    let read = client.read(&format!("/v1/commitments/{id}"), seq).await;
+    read["deposits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|deposit| deposit["deposit_id"].clone())
+        .collect()
+}
+
+/// The four accounts of commitment `id` as of `seq`: cash, held, the
+/// payee's payable, the payer's refunds.
+async fn books(server: &TestServer, client: &Client, id: &str, seq: i64) -> [[i64; 4]; 4] {
+    server.catch_up().await;
+    assert_trial_balance_is_zero(client, seq).await;
+    [
+        sums(client, seq, "escrow_cash").await,
+        sums(client, seq, &format!("escrow_held:{id}")).await,
+        sums(client, seq, "payee_payable:seller-9").await,
+        sums(client, seq, "payer_refunds:buyer-1").await,
+    ]
+}
+
+#[tokio::test]
+async fn a_commitment_releases_with_lineage_splits_a_claim_and_times_out_on_the_tick() {
+    let clock = TestClock::at(Utc::now());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    let id = funded(&acme, "c1", "fifo").await;
+    let path = |tail: &str| format!("/v1/commitments/{id}{tail}");
+    let (released, seq) = accepted(
+        &acme,
+        &path("/milestones/m1/release"),
+        "c1-release",
+        json!({"amount": 25_000}),
+        201,
+    )
+    .await;
+    let ids = deposits(&server, &acme, &id, seq).await;
+    assert_eq!(
+        released["transfers"][0]["lineage"],
+        json!([{"deposit_id": ids[0], "amount": 20_000}, {"deposit_id": ids[1], "amount": 5_000}])
+    );
+    assert_eq!(
+        books(&server, &acme, &id, seq).await,
+        [
+            [50_000, 0, 0, 0],
+            [25_000, 50_000, 0, 0],
+            [0, 25_000, 0, 0],
+            [0; 4]
+        ]
+    );
+
+    let (rejected, seq) = accepted(
+        &acme,
+        &path("/milestones/m2/reject"),
+        "c1-reject",
+        json!({"amount": 5_001, "reason": "damaged"}),
+        201,
+    )
+    .await;
+    let claim = rejected["claim_id"].as_str().unwrap().to_string();
+    assert_eq!(rejected["frozen"], 5_001);
+    assert_eq!(
+        books(&server, &acme, &id, seq).await,
+        [
+            [50_000, 0, 0, 0],
+            [25_000, 50_000, 5_001, 0],
+            [0, 25_000, 0, 5_001],
+            [0; 4]
+        ]
+    );
+    // Frozen funds move neither way: 25000 held unfrozen is 19999.
+    acme.post(
+        &path("/milestones/m2/release"),
+        "c1-too-much",
+        json!({"amount": 20_000}),
+    )
+    .await
+    .assert_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "release_exceeds_milestone",
+    );
+    let (split, seq) = accepted(
+        &acme,
+        &format!("/v1/claims/{claim}/resolve"),
+        "c1-split",
+        json!({"outcome": "split", "payee_bps": 6_000}),
+        200,
+    )
+    .await;
+    let sides: Vec<(Value, Value)> = split["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|transfer| (transfer["direction"].clone(), transfer["amount"].clone()))
+        .collect();
+    assert_eq!(
+        sides,
+        vec![
+            (json!("release"), json!(3_001)),
+            (json!("refund"), json!(2_000))
+        ]
+    );
+    assert_eq!(
+        books(&server, &acme, &id, seq).await,
+        [
+            [50_000, 0, 0, 0],
+            [30_001, 50_000, 0, 0],
+            [0, 28_001, 0, 0],
+            [0, 2_000, 0, 0]
+        ]
+    );
+    acme.post(
+        &format!("/v1/claims/{claim}/resolve"),
+        "c1-again",
+        json!({"outcome": "refund"}),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "claim_already_resolved");
+
+    // m1's window times out to a release, m2's to a refund, on the tick.
+    for milestone in ["m1", "m2"] {
+        accepted(
+            &acme,
+            &path(&format!("/milestones/{milestone}/submit")),
+            &format!("c1-submit-{milestone}"),
+            json!({}),
+            200,
+        )
+        .await;
+    }
+    acme.post(&path("/milestones/m1/submit"), "c1-submit-again", json!({}))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "inspection_window_open");
+    server.catch_up().await;
+    clock.set(clock.now() + Duration::seconds(3_601));
+    server.ticker(clock.clock()).tick().await.unwrap();
+    let seq = head_seq(&server, &acme).await;
+    assert_eq!(
+        books(&server, &acme, &id, seq).await,
+        [
+            [50_000, 0, 0, 0],
+            [50_000, 50_000, 0, 0],
+            [0, 33_001, 0, 0],
+            [0, 16_999, 0, 0]
+        ]
+    );
+    let read = acme.read(&path(""), seq).await;
+    assert_eq!(
+        (
+            &read["status"],
+            &read["held"],
+            &read["released"],
+            &read["refunded"]
+        ),
+        (
+            &json!("completed"),
+            &json!(0),
+            &json!(33_001),
+            &json!(16_999)
+        )
+    );
+    assert_eq!(read["milestones"][1]["remaining"], 0);
+    let claim_read = acme.read(&format!("/v1/claims/{claim}"), seq).await;
+    assert_eq!(claim_read["transfers"].as_array().unwrap().len(), 2);
+
+    let other = server.tenant("other").await;
+    for path in [
+        format!("/v1/commitments/{id}"),
+        format!("/v1/claims/{claim}"),
+    ] {
+        other
+            .get(&path)
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    other
+        .post(
+            &format!("/v1/commitments/{id}/deposits"),
+            "steal",
+            json!({"amount": 1}),
+        )
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn lifo_draws_newest_first_a_cancel_refunds_and_concurrent_releases_stop_at_the_milestone() {
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let lifo = funded(&acme, "c2", "lifo").await;
+    let (released, seq) = accepted(
+        &acme,
+        &format!("/v1/commitments/{lifo}/milestones/m1/release"),
+        "c2-release",
+        json!({"amount": 25_000}),
+        201,
+    )
+    .await;
+    let ids = deposits(&server, &acme, &lifo, seq).await;
+    assert_eq!(
+        released["transfers"][0]["lineage"],
+        json!([{"deposit_id": ids[2], "amount": 15_000}, {"deposit_id": ids[1], "amount": 10_000}])
+    );
+    let (canceled, seq) = accepted(
+        &acme,
+        &format!("/v1/commitments/{lifo}/cancel"),
+        "c2-cancel",
+        json!({}),
+        200,
+    )
+    .await;
+    assert_eq!(
+        (&canceled["status"], &canceled["transfers"][0]["amount"]),
+        (&json!("canceled"), &json!(25_000))
+    );
+    assert_eq!(
+        books(&server, &acme, &lifo, seq).await,
+        [
+            [50_000, 0, 0, 0],
+            [50_000, 50_000, 0, 0],
+            [0, 25_000, 0, 0],
+            [0, 25_000, 0, 0]
+        ]
+    );
+    acme.post(
+        &format!("/v1/commitments/{lifo}/deposits"),
+        "c2-late",
+        json!({"amount": 1}),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "commitment_canceled");
+
+    let raced = funded(&acme, "c3", "fifo").await;
+    let mut releases = tokio::task::JoinSet::new();
+    for n in 0..32 {
+        let (acme, raced) = (acme.clone(), raced.clone());
+        releases.spawn(async move {
+            acme.post(
+                &format!("/v1/commitments/{raced}/milestones/m2/release"),
+                &format!("race-{n}"),
+                json!({"amount": 1_000}),
+            )
+            .await
+        });
+    }
+    let answers = releases.join_all().await;
+    let taken = answers
+        .iter()
+        .filter(|answer| answer.status == StatusCode::CREATED)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|answer| {
+            answer.body["error"]["code"] == "release_exceeds_milestone"
+                || answer.body["error"]["code"] == "milestone_already_released"
+        })
+        .count();
+    assert_eq!((taken, refused), (20, 12));
+    let seq = head_seq(&server, &acme).await;
+    server.catch_up().await;
+    let read = acme.read(&format!("/v1/commitments/{raced}"), seq).await;
+    assert_eq!(
+        (
+            &read["milestones"][1]["released"],
+            &read["milestones"][1]["remaining"]
+        ),
+        (&json!(20_000), &json!(0))
+    );
+    server.catch_up().await;
+    assert_trial_balance_is_zero(&acme, seq).await;
+}
