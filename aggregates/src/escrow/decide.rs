@@ -285,10 +285,20 @@ impl Commitment {
         self.live()?;
         self.transfer_taken(transfer_id)?;
         let open = self.open_milestone(&milestone_id)?;
-        // Accepting all that is open takes what is there of it.
+        // Accepting all that is open takes what is held of it (and is
+        // refused when nothing is).
         let asked = match amount {
             Some(amount) => amount,
-            None => open.min(self.unfrozen()?),
+            None => {
+                let unfrozen = self.unfrozen()?;
+                if unfrozen.is_zero() {
+                    return Err(EscrowError::InsufficientUnfrozen {
+                        unfrozen,
+                        asked: open,
+                    });
+                }
+                open.min(unfrozen)
+            }
         };
         self.movable(open, asked)?;
         let mut events = Vec::new();

@@ -21,6 +21,7 @@ pub const INSPECTION_SECONDS_MAX: i64 = 90 * 86_400;
 /// The order deposits are drawn in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = AllocationOrder)]
 pub enum Allocation {
     /// Oldest first.
     #[default]
@@ -185,6 +186,7 @@ pub enum ClaimOutcome {
 
 /// What a claim resolved into.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ClaimResolution)]
 pub struct Resolution {
     #[serde(flatten)]
     pub outcome: ClaimOutcome,

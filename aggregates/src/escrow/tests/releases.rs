@@ -269,3 +269,14 @@ fn a_milestone_released_in_part_is_submitted_again_in_a_window_of_its_own() {
             at: at(7),
         }]);
 }
+
+#[test]
+fn accepting_all_of_a_milestone_with_nothing_held_is_insufficient_unfrozen_funds() {
+    Given::with(())
+        .given(vec![created(Allocation::Fifo)])
+        .when(release(1, "m1", None, true))
+        .then_expect_error(EscrowError::InsufficientUnfrozen {
+            unfrozen: Amount::ZERO,
+            asked: cents(30_000),
+        });
+}

@@ -332,7 +332,7 @@ async fn release_milestone(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds` (details: unfrozen, asked); `invalid_amount` (nothing held for it); `commitment_canceled`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds` (details: unfrozen, asked; nothing held for it); `commitment_canceled`; or key reused", body = ErrorBody),
     )
 )]
 async fn accept(
@@ -541,7 +541,7 @@ impl ToSchema for Bps {}
 /// A claim's resolution.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ResolveBody {
+pub struct ResolveClaimBody {
     pub outcome: OutcomeName,
     /// A split's share to the payee (the rest to the payer): exact minor
     /// units, the unit left over to the side with the larger remainder.
@@ -556,7 +556,7 @@ pub struct ResolveBody {
     post,
     path = "/v1/claims/{claim_id}/resolve",
     tag = "escrow",
-    request_body = ResolveBody,
+    request_body = ResolveClaimBody,
     params(
         ("claim_id" = inline(ClaimId), Path, description = "The claim"),
         ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = KEY),
@@ -575,7 +575,7 @@ async fn resolve(
     Tenant(tenant_id): Tenant,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     ApiPath(claim_id): ApiPath<ClaimId>,
-    ApiJson(body): ApiJson<ResolveBody>,
+    ApiJson(body): ApiJson<ResolveClaimBody>,
 ) -> Result<Response, ApiError> {
     let outcome = match (body.outcome, body.payee_bps) {
         (OutcomeName::Release, _) => ClaimOutcome::Release,
