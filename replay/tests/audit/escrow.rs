@@ -183,3 +183,83 @@ pub(super) async fn escrow_requests(ledger: &Ledger, now: DateTime<Utc>) {
         )
         .await;
 }
+
+#[tokio::test]
+async fn a_release_whose_lineage_was_rewritten_is_found_at_its_seq() {
+    // Proves: a release's lineage rewritten behind the triggers (20000 +
+    // 5000 from the first two deposits made 19000 + 6000: the same total,
+    // the chain recomputed) is found by deciding the recorded release
+    // again: one finding at the release's seq, on the commitment, naming
+    // the lineage.
+    use super::findings_of;
+    use replay::verify::Finding;
+    let ledger = Ledger::new().await;
+    let id = |n: u128| uuid::Uuid::from_u128(0xE5C1_0000 + n);
+    let commitment = CommitmentId::from_uuid(id(1));
+    let parties = Parties::of(&terms(None));
+    ledger
+        .run(
+            0,
+            "create",
+            CreateCommitment {
+                commitment_id: commitment,
+                terms: terms(None),
+            },
+        )
+        .await;
+    for (n, amount) in [(1, 20_000), (2, 15_000)] {
+        let deposit = DepositFunds {
+            commitment_id: commitment,
+            deposit_id: DepositId::from_uuid(id(10 + n)),
+            amount: Amount::new(amount).unwrap(),
+            reference: None,
+            parties: parties.clone(),
+        };
+        ledger.run(0, &format!("deposit-{n}"), deposit).await;
+    }
+    let release = ReleaseMilestone {
+        commitment_id: commitment,
+        milestone_id: "m1".into(),
+        transfer_id: TransferId::from_uuid(id(20)),
+        amount: Some(Amount::new(25_000).unwrap()),
+        accepted: false,
+        parties,
+    };
+    ledger.run(0, "release", release).await;
+    let seq = ledger
+        .events(0)
+        .await
+        .iter()
+        .find(|event| event.event_type == "Transferred")
+        .unwrap()
+        .tenant_seq;
+    ledger
+        .edit_payload(0, seq, Some("Transferred"), |payload| {
+            let lineage = &mut payload["Transferred"]["lineage"];
+            assert_eq!(lineage.as_array().unwrap().len(), 2, "{lineage}");
+            lineage[0]["amount"] = serde_json::json!(19_000);
+            lineage[1]["amount"] = serde_json::json!(6_000);
+        })
+        .await;
+    ledger.rechain(0).await;
+    let report = ledger.verify().await;
+    let findings = findings_of(&report, ledger.tenants[0]);
+    let Some(Finding::Replay {
+        finding,
+        line: None,
+    }) = findings.first()
+    else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(
+        (
+            finding.tenant_seq,
+            finding.aggregate_type.as_str(),
+            finding.aggregate_id.clone()
+        ),
+        (seq, "commitment", commitment.to_string()),
+        "{findings:?}"
+    );
+    assert!(finding.message.contains("lineage"), "{findings:?}");
+    assert!(!report.ok);
+}
