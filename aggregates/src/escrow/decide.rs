@@ -133,17 +133,34 @@ fn transfer(
 }
 
 impl Commitment {
-    /// The terms of a live commitment: created, neither canceled nor
-    /// expired.
-    fn live(&self) -> Result<&CommitmentTerms, EscrowError> {
+    /// The terms of a live commitment at `at`: created, neither canceled
+    /// nor expired (nor past its expiry, which the scheduler is about to
+    /// apply).
+    fn live(&self, at: DateTime<Utc>) -> Result<&CommitmentTerms, EscrowError> {
         let terms = self.terms.as_ref().ok_or(EscrowError::Unknown)?;
         if self.canceled_at.is_some() {
             return Err(EscrowError::Canceled);
         }
-        if self.expired_at.is_some() {
+        let past = terms.expires_at.is_some_and(|expires_at| at >= expires_at);
+        if self.expired_at.is_some() || past {
             return Err(EscrowError::Expired);
         }
         Ok(terms)
+    }
+
+    /// Checks that the payer may still answer `milestone_id`'s window at
+    /// `at`: once an open window has ended, its timeout decides.
+    fn answerable(&self, milestone_id: &str, at: DateTime<Utc>) -> Result<(), EscrowError> {
+        let window = self
+            .milestone(milestone_id)
+            .and_then(|milestone| milestone.window.as_ref())
+            .filter(|window| !window.closed);
+        match window {
+            Some(window) if at >= window.ends_at => Err(EscrowError::InspectionWindowEnded {
+                ends_at: window.ends_at,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn drawer(&self) -> Result<Drawer, EscrowError> {
@@ -169,10 +186,17 @@ impl Commitment {
         })
     }
 
-    fn transfer_taken(&self, transfer_id: TransferId) -> Result<(), EscrowError> {
+    /// Checks a release by hand may add a transfer: at most
+    /// [`ENTRIES_MAX`] of them (resolutions, timeouts and endings are never
+    /// refused for the count, so no money is locked by it).
+    fn room_for_release(&self) -> Result<(), EscrowError> {
         if self.transfers.len() >= ENTRIES_MAX {
             return Err(EscrowError::TooMany { max: ENTRIES_MAX });
         }
+        Ok(())
+    }
+
+    fn transfer_taken(&self, transfer_id: TransferId) -> Result<(), EscrowError> {
         if self
             .transfers
             .iter()
@@ -217,7 +241,7 @@ impl Commitment {
         reference: Option<String>,
         at: DateTime<Utc>,
     ) -> Decided {
-        let terms = self.live()?;
+        let terms = self.live(at)?;
         if amount.is_zero() {
             return Err(EscrowError::NonPositive);
         }
@@ -244,7 +268,7 @@ impl Commitment {
     }
 
     fn submit(&self, milestone_id: String, at: DateTime<Utc>) -> Decided {
-        let terms = self.live()?;
+        let terms = self.live(at)?;
         self.open_milestone(&milestone_id)?;
         let milestone = self
             .milestone(&milestone_id)
@@ -282,8 +306,12 @@ impl Commitment {
         accepted: bool,
         at: DateTime<Utc>,
     ) -> Decided {
-        self.live()?;
+        self.live(at)?;
+        self.room_for_release()?;
         self.transfer_taken(transfer_id)?;
+        if accepted {
+            self.answerable(&milestone_id, at)?;
+        }
         let open = self.open_milestone(&milestone_id)?;
         // Accepting all that is open takes what is held of it (and is
         // refused when nothing is).
@@ -336,7 +364,10 @@ impl Commitment {
         else {
             return Ok(Vec::new());
         };
-        self.live()?;
+        self.live(at)?;
+        if rejection {
+            self.answerable(&milestone_id, at)?;
+        }
         if self.claims.len() >= ENTRIES_MAX {
             return Err(EscrowError::TooMany { max: ENTRIES_MAX });
         }
@@ -420,7 +451,15 @@ impl Commitment {
         transfer_id: TransferId,
         at: DateTime<Utc>,
     ) -> Decided {
-        self.live()?;
+        // A window ending before the commitment's expiry times out as of
+        // its end, whenever the scheduler comes round.
+        self.terms.as_ref().ok_or(EscrowError::Unknown)?;
+        if self.canceled_at.is_some() {
+            return Err(EscrowError::Canceled);
+        }
+        if self.expired_at.is_some() {
+            return Err(EscrowError::Expired);
+        }
         self.transfer_taken(transfer_id)?;
         let milestone = self
             .milestone(&milestone_id)
@@ -459,19 +498,34 @@ impl Commitment {
 
     /// Ends the commitment (`ended`), refunding every unfrozen held amount.
     fn end(&self, transfer_id: TransferId, cause: Cause, at: DateTime<Utc>) -> Decided {
-        let terms = self.live()?;
+        let terms = self.terms.as_ref().ok_or(EscrowError::Unknown)?;
+        if self.canceled_at.is_some() {
+            return Err(EscrowError::Canceled);
+        }
+        if self.expired_at.is_some() {
+            return Err(EscrowError::Expired);
+        }
         if cause == Cause::Expired {
             match terms.expires_at {
                 Some(expires_at) if at >= expires_at => {}
                 Some(expires_at) => return Err(EscrowError::NotExpired { expires_at }),
                 None => return Err(EscrowError::InvalidTerms("it never expires".into())),
             }
+            if self.status() == Some(super::CommitmentStatus::Completed) {
+                return Err(EscrowError::Completed);
+            }
+        } else {
+            self.live(at)?;
         }
         self.transfer_taken(transfer_id)?;
         let mut events = vec![match cause {
             Cause::Expired => CommitmentEvent::CommitmentExpired { at },
             _ => CommitmentEvent::CommitmentCanceled { at },
         }];
+        // Its open windows close with it: nothing is left to time out.
+        for milestone in &self.milestones {
+            events.extend(self.answer(&milestone.terms.milestone_id, at));
+        }
         let amount = self.unfrozen()?;
         if !amount.is_zero() {
             events.push(transfer(

@@ -37,6 +37,10 @@ pub enum EscrowError {
     InspectionWindowOpen { ends_at: DateTime<Utc> },
     #[error("the milestone has no open inspection window")]
     NoInspectionWindow,
+    #[error("the milestone's inspection window ended at {ends_at}: its timeout decides")]
+    InspectionWindowEnded { ends_at: DateTime<Utc> },
+    #[error("the commitment is completed: nothing is left to expire")]
+    Completed,
     #[error("no claim {0}")]
     UnknownClaim(ClaimId),
     #[error("the claim is resolved already")]
@@ -80,6 +84,8 @@ impl Rejection for EscrowError {
             Self::InsufficientUnfrozen { .. } => "insufficient_unfrozen_funds",
             Self::InspectionWindowOpen { .. } => "inspection_window_open",
             Self::NoInspectionWindow => "no_inspection_window",
+            Self::InspectionWindowEnded { .. } => "inspection_window_ended",
+            Self::Completed => "commitment_completed",
             Self::UnknownClaim(_) => "unknown_claim",
             Self::ClaimResolved => "claim_already_resolved",
             Self::InvalidSplit => "invalid_split",
@@ -96,7 +102,9 @@ impl Rejection for EscrowError {
             Self::InsufficientUnfrozen { unfrozen, asked } => {
                 json!({"unfrozen": unfrozen, "asked": asked})
             }
-            Self::InspectionWindowOpen { ends_at } => json!({"ends_at": ends_at}),
+            Self::InspectionWindowOpen { ends_at } | Self::InspectionWindowEnded { ends_at } => {
+                json!({"ends_at": ends_at})
+            }
             Self::NotExpired { expires_at } => json!({"expires_at": expires_at}),
             Self::TooMany { max } => json!({"max": max}),
             Self::UnknownMilestone(milestone) => json!({"milestone_id": milestone}),

@@ -184,18 +184,37 @@ async fn a_commitment_releases_with_lineage_splits_a_claim_and_times_out_on_the_
     acme.post(&path("/milestones/m1/submit"), "c1-submit-again", json!({}))
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "inspection_window_open");
+    // Another commitment's m1, in the same tenant, times out on its own.
+    let second = funded(&acme, "c9", "fifo").await;
+    accepted(
+        &acme,
+        &format!("/v1/commitments/{second}/milestones/m1/submit"),
+        "c9-submit-m1",
+        json!({}),
+        200,
+    )
+    .await;
     server.catch_up().await;
     clock.set(clock.now() + Duration::seconds(3_601));
     server.ticker(clock.clock()).tick().await.unwrap();
     let seq = head_seq(&server, &acme).await;
+    // escrow_cash and the payee's payable count the other commitment too.
     assert_eq!(
         books(&server, &acme, &id, seq).await,
         [
-            [50_000, 0, 0, 0],
+            [100_000, 0, 0, 0],
             [50_000, 50_000, 0, 0],
-            [0, 33_001, 0, 0],
+            [0, 63_001, 0, 0],
             [0, 16_999, 0, 0]
         ]
+    );
+    let other_read = acme.read(&format!("/v1/commitments/{second}"), seq).await;
+    assert_eq!(
+        (
+            &other_read["released"],
+            &other_read["milestones"][0]["remaining"]
+        ),
+        (&json!(30_000), &json!(0))
     );
     let read = acme.read(&path(""), seq).await;
     assert_eq!(

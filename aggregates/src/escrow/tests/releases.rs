@@ -280,3 +280,91 @@ fn accepting_all_of_a_milestone_with_nothing_held_is_insufficient_unfrozen_funds
             asked: cents(30_000),
         });
 }
+
+#[test]
+fn once_a_window_has_ended_the_payer_cannot_answer_it_and_its_timeout_decides() {
+    let mut events = funded();
+    events.push(submitted("m1", 4));
+    Given::with(())
+        .given(events.clone())
+        .when(release(1, "m1", None, true))
+        .then_expect_error(EscrowError::InspectionWindowEnded { ends_at: at(4) });
+    Given::with(())
+        .given(events)
+        .when(CommitmentCommand::Claim {
+            claim_id: claim_id(1),
+            milestone_id: "m1".into(),
+            amount: cents(1),
+            reason: None,
+            rejection: true,
+            hold_id: hold_id(1),
+            at: at(5),
+        })
+        .then_expect_error(EscrowError::InspectionWindowEnded { ends_at: at(4) });
+}
+
+#[test]
+fn past_its_expiry_nothing_moves_but_the_expiry_and_a_completed_one_does_not_expire() {
+    let late = CommitmentCommand::Deposit {
+        deposit_id: deposit_id(9),
+        amount: cents(1),
+        reference: None,
+        at: at(21),
+    };
+    Given::with(())
+        .given(vec![created(Allocation::Fifo)])
+        .when(late)
+        .then_expect_error(EscrowError::Expired);
+    let mut done = funded();
+    for (n, milestone, amount) in [(1, "m1", 30_000), (2, "m2", 20_000)] {
+        done.push(transferred(
+            n,
+            Direction::Release,
+            Some(milestone),
+            amount,
+            Vec::new(),
+            Cause::Released,
+            5,
+        ));
+    }
+    assert_eq!(
+        state(done.clone()).status(),
+        Some(CommitmentStatus::Completed)
+    );
+    Given::with(())
+        .given(done)
+        .when(CommitmentCommand::Expire {
+            transfer_id: transfer_id(9),
+            at: at(20),
+        })
+        .then_expect_error(EscrowError::Completed);
+}
+
+#[test]
+fn a_cancel_closes_the_open_windows_with_it() {
+    let mut events = funded();
+    events.push(submitted("m2", 6));
+    Given::with(())
+        .given(events)
+        .when(CommitmentCommand::Cancel {
+            transfer_id: transfer_id(1),
+            at: at(4),
+        })
+        .then_expect_events(vec![
+            CommitmentEvent::CommitmentCanceled { at: at(4) },
+            CommitmentEvent::InspectionClosed {
+                milestone_id: "m2".into(),
+                window: 1,
+                at: at(4),
+            },
+            transferred(
+                1,
+                Direction::Refund,
+                None,
+                50_000,
+                vec![draw(1, 20_000), draw(2, 15_000), draw(3, 15_000)],
+                Cause::Canceled,
+                4,
+            ),
+        ]);
+}

@@ -332,7 +332,7 @@ async fn release_milestone(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds` (details: unfrozen, asked; nothing held for it); `commitment_canceled`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds` (details: unfrozen, asked; nothing held for it); `inspection_window_ended` (its timeout decides); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn accept(
@@ -365,7 +365,7 @@ async fn accept(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone` (details: open, asked); `insufficient_unfrozen_funds` (details: unfrozen, asked); `commitment_canceled`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone` (details: open, asked); `insufficient_unfrozen_funds` (details: unfrozen, asked); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn release(
@@ -440,7 +440,7 @@ async fn open_claim(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `commitment_canceled`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (a rejection after the window); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn reject(
@@ -479,7 +479,7 @@ async fn reject(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `commitment_canceled`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (a rejection after the window); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn claim(
@@ -567,7 +567,7 @@ pub struct ResolveClaimBody {
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such claim", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`claim_already_resolved`; `split_needs_payee_bps`; or key reused", body = ErrorBody),
+        (status = 422, description = "`claim_already_resolved`; `split_needs_payee_bps`; `id_taken`; or key reused", body = ErrorBody),
     )
 )]
 async fn resolve(

@@ -344,7 +344,11 @@ async fn get_claim(
         .iter()
         .find(|claim| claim.claim_id == claim_id)
         .cloned()
-        .ok_or_else(|| ApiError::NotFound(format!("no claim {claim_id}")))?;
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no claim {claim_id} (or the read table has not applied it: pass min_seq)"
+            ))
+        })?;
     let transfers = view
         .releases
         .iter()

@@ -447,12 +447,14 @@ impl Request for ReleaseMilestone {
 }
 
 /// The scheduled work of a milestone's inspection window `window`.
-pub fn window_timeout(milestone_id: &str, window: u32) -> String {
-    format!("milestone:{milestone_id}:window:{window}")
+pub fn window_timeout(commitment_id: CommitmentId, milestone_id: &str, window: u32) -> String {
+    format!("commitment:{commitment_id}:milestone:{milestone_id}:window:{window}")
 }
 
 /// The scheduled work of a commitment's expiry.
-pub const EXPIRY_WORK: &str = "commitment:expiry";
+pub fn expiry(commitment_id: CommitmentId) -> String {
+    format!("commitment:{commitment_id}:expiry")
+}
 
 /// What a commitment event schedules: an inspection window's timeout at
 /// its end (settled when it closes), the commitment's expiry (settled when
@@ -481,7 +483,7 @@ fn schedule(
             asset,
             ..
         } => vec![due(
-            window_timeout(&milestone_id, window),
+            window_timeout(commitment_id()?, &milestone_id, window),
             ends_at,
             &TimeOutMilestone {
                 commitment_id: commitment_id()?,
@@ -499,10 +501,14 @@ fn schedule(
             milestone_id,
             window,
             ..
-        } => vec![settled(window_timeout(&milestone_id, window))],
+        } => vec![settled(window_timeout(
+            commitment_id()?,
+            &milestone_id,
+            window,
+        ))],
         CommitmentEvent::CommitmentCreated { terms, .. } => match terms.expires_at {
             Some(expires_at) => vec![due(
-                EXPIRY_WORK.to_string(),
+                expiry(commitment_id()?),
                 expires_at,
                 &ExpireCommitment {
                     commitment_id: commitment_id()?,
@@ -514,7 +520,7 @@ fn schedule(
             None => Vec::new(),
         },
         CommitmentEvent::CommitmentCanceled { .. } | CommitmentEvent::CommitmentExpired { .. } => {
-            vec![settled(EXPIRY_WORK.to_string())]
+            vec![settled(expiry(commitment_id()?))]
         }
         _ => Vec::new(),
     })
