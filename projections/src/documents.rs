@@ -15,6 +15,14 @@ use sqlx::PgConnection;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
+/// A status as the API spells it (its serde name), or empty for none.
+pub fn status_text<T: Serialize>(status: Option<T>) -> String {
+    status
+        .and_then(|status| serde_json::to_value(status).ok())
+        .and_then(|status| status.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// One document as the batch leaves it.
 pub(crate) struct Document {
     status: String,

@@ -23,11 +23,7 @@ pub struct Escrow;
 
 /// Where a commitment stands (its status as the API spells it).
 fn status(commitment: &Commitment) -> String {
-    commitment
-        .status()
-        .and_then(|status| serde_json::to_value(status).ok())
-        .and_then(|status| status.as_str().map(str::to_string))
-        .unwrap_or_default()
+    documents::status_text(commitment.status())
 }
 
 #[async_trait]

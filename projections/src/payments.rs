@@ -36,11 +36,7 @@ fn kind_of(aggregate_type: &str) -> Option<&'static str> {
 
 /// Where a payment stands (its status as the API spells it).
 fn payment_status(payment: &Payment) -> String {
-    payment
-        .status()
-        .and_then(|status| serde_json::to_value(status).ok())
-        .and_then(|status| status.as_str().map(str::to_string))
-        .unwrap_or_default()
+    documents::status_text(payment.status())
 }
 
 fn settlement_status(settlement: &Settlement) -> String {

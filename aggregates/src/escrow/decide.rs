@@ -447,7 +447,7 @@ impl Commitment {
 
     fn time_out(
         &self,
-        milestone_id: String,
+        (milestone_id, number): (String, u32),
         transfer_id: TransferId,
         at: DateTime<Utc>,
     ) -> Decided {
@@ -467,7 +467,7 @@ impl Commitment {
         let window = milestone
             .window
             .as_ref()
-            .filter(|window| !window.closed)
+            .filter(|window| !window.closed && window.number == number)
             .ok_or(EscrowError::NoInspectionWindow)?;
         if at < window.ends_at {
             return Err(EscrowError::InspectionWindowOpen {
@@ -569,9 +569,10 @@ impl Decide for Commitment {
             command @ CommitmentCommand::ResolveClaim { .. } => self.resolve_claim(command),
             CommitmentCommand::TimeOut {
                 milestone_id,
+                window,
                 transfer_id,
                 at,
-            } => self.time_out(milestone_id, transfer_id, at),
+            } => self.time_out((milestone_id, window), transfer_id, at),
             CommitmentCommand::Cancel { transfer_id, at } => {
                 self.end(transfer_id, Cause::Canceled, at)
             }

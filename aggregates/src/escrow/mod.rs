@@ -92,10 +92,11 @@ pub enum CommitmentCommand {
         refund_id: TransferId,
         at: DateTime<Utc>,
     },
-    /// Applies the milestone's `on_timeout` outcome once its window has
-    /// ended unanswered.
+    /// Applies the milestone's `on_timeout` outcome once its window
+    /// `window` has ended unanswered.
     TimeOut {
         milestone_id: String,
+        window: u32,
         transfer_id: TransferId,
         at: DateTime<Utc>,
     },

@@ -120,6 +120,7 @@ pub(super) async fn escrow_requests(ledger: &Ledger, now: DateTime<Utc>) {
             TimeOutMilestone {
                 commitment_id: commitment,
                 milestone_id: "m2".into(),
+                window: 1,
                 transfer_id: TransferId::from_uuid(id(60)),
                 parties: parties.clone(),
                 due_at: Some(now + Duration::hours(1)),

@@ -284,6 +284,7 @@ impl Sequence {
             },
             5 => CommitmentCommand::TimeOut {
                 milestone_id: milestone,
+                window: 1,
                 transfer_id: transfer_id(n),
                 at: at(5),
             },

@@ -168,6 +168,7 @@ fn a_window_that_ends_unanswered_applies_its_milestones_outcome_then() {
     events.push(submitted("m2", 6));
     let time_out = |hour| CommitmentCommand::TimeOut {
         milestone_id: "m2".into(),
+        window: 1,
         transfer_id: transfer_id(1),
         at: at(hour),
     };
@@ -214,6 +215,7 @@ fn a_window_that_ends_unanswered_applies_its_milestones_outcome_then() {
         .given(partly)
         .when(CommitmentCommand::TimeOut {
             milestone_id: "m1".into(),
+            window: 1,
             transfer_id: transfer_id(1),
             at: at(6),
         })
@@ -367,4 +369,19 @@ fn a_cancel_closes_the_open_windows_with_it() {
                 4,
             ),
         ]);
+}
+
+#[test]
+fn a_timeout_times_out_its_own_window_only() {
+    let mut events = funded();
+    events.push(submitted("m2", 6));
+    Given::with(())
+        .given(events)
+        .when(CommitmentCommand::TimeOut {
+            milestone_id: "m2".into(),
+            window: 2,
+            transfer_id: transfer_id(1),
+            at: at(7),
+        })
+        .then_expect_error(EscrowError::NoInspectionWindow);
 }

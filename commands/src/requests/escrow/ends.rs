@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub struct TimeOutMilestone {
     pub commitment_id: CommitmentId,
     pub milestone_id: String,
+    /// The window it times out (a later one is not this request's).
+    pub window: u32,
     pub transfer_id: TransferId,
     pub parties: Parties,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +34,7 @@ impl Request for TimeOutMilestone {
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let command = CommitmentCommand::TimeOut {
             milestone_id: self.milestone_id.clone(),
+            window: self.window,
             transfer_id: self.transfer_id,
             at: decider.at_due(self.due_at)?,
         };

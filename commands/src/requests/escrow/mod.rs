@@ -488,6 +488,7 @@ fn schedule(
             &TimeOutMilestone {
                 commitment_id: commitment_id()?,
                 milestone_id,
+                window,
                 transfer_id: TransferId::from_uuid(event.event_id),
                 parties: Parties {
                     payer,
