@@ -8,6 +8,25 @@
 //! tenant's asset codes keep one scale.
 
 use super::books::{self, entry_of, money_targets, use_assets};
+
+/// Refused: `code` is a commitment's held funds, which only its escrow
+/// requests move (the commitment keeps what is held and frozen on it).
+fn domain_owned<'a>(codes: impl IntoIterator<Item = &'a AccountCode>) -> Result<(), Refusal> {
+    match codes
+        .into_iter()
+        .find(|code| code.as_str().starts_with("escrow_held:"))
+    {
+        Some(code) => Err(Refusal::Rejected {
+            kind: aggregates::RejectionKind::RuleBroken,
+            code: "account_code_reserved".into(),
+            message: format!(
+                "{code} is a commitment's held funds: only its escrow requests move money on it"
+            ),
+            details: serde_json::json!({ "code": code }),
+        }),
+        None => Ok(()),
+    }
+}
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use aggregates::journal::account::{AccountCode, AccountSpec, LedgerAccount};
 use aggregates::journal::asset::AssetScale;
@@ -74,6 +93,7 @@ impl Request for OpenAccount {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        domain_owned([&self.code])?;
         let answer = AccountOpened {
             code: self.code.clone(),
             account_type: self.spec.account_type,
@@ -147,6 +167,7 @@ impl Request for PostEntry {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        domain_owned(self.lines.iter().map(|line| &line.account))?;
         use_assets(decider, self.lines.iter().map(|line| &line.asset))?;
         let entry = entry_of(decider, &self.lines)?;
         let recorded = Recorded {
@@ -187,6 +208,7 @@ impl Request for ReverseEntry {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        domain_owned(self.lines.iter().map(|line| &line.account))?;
         let recorded = books::reverse(
             decider,
             self.entry_id,
@@ -265,6 +287,7 @@ impl Request for PlaceHold {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        domain_owned([&self.transfer.debit, &self.transfer.credit])?;
         books::place_hold(decider, self.hold_id, &self.transfer, self.expires_at)?;
         let answer = HoldAnswer::of(self.hold_id, &self.transfer, self.expires_at);
         Reply::created(self.hold_id.to_string(), &answer)

@@ -162,6 +162,16 @@ async fn a_commitment_releases_with_lineage_splits_a_claim_and_times_out_on_the_
             [0, 2_000, 0, 0]
         ]
     );
+    // The journal's own routes do not move a commitment's held funds.
+    acme.post(
+        "/v1/journal/entries",
+        "c1-by-hand",
+        json!({"lines": [
+            {"account": format!("escrow_held:{id}"), "asset": "USD/2", "side": "debit", "amount": 1},
+            {"account": "escrow_cash", "asset": "USD/2", "side": "credit", "amount": 1}]}),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
     acme.post(
         &format!("/v1/claims/{claim}/resolve"),
         "c1-again",
