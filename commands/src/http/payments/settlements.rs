@@ -253,6 +253,17 @@ async fn batch_of(
     }
 }
 
+/// 1 to 100 batch ids, each once.
+fn batch_ids_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::PartialSchema;
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(Name::schema())
+        .min_items(Some(1))
+        .max_items(Some(100))
+        .unique_items(true)
+        .into()
+}
+
 /// A payout of settled batches to the bank.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -265,7 +276,7 @@ pub struct PayoutBody {
     /// The bank account it lands in (`bank:<bank_account>`).
     pub bank_account: Name,
     /// The batch ids it pays out, each once (1 to 100).
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(schema_with = batch_ids_schema)]
     pub settlements: Vec<Name>,
 }
 
@@ -296,6 +307,10 @@ async fn create_payout(
 ) -> Result<Response, ApiError> {
     if body.settlements.is_empty() || body.settlements.len() > 100 {
         return Err(ApiError::bad_request("settlements: 1 to 100 batch ids"));
+    }
+    let distinct: std::collections::BTreeSet<&Name> = body.settlements.iter().collect();
+    if distinct.len() != body.settlements.len() {
+        return Err(ApiError::bad_request("settlements: each batch id once"));
     }
     let payout_id = derive_id(tenant_id, &key, "payout");
     let processor = body.processor.to_string();

@@ -93,7 +93,12 @@ impl Request for CreatePayout {
         let at = decider.at();
         let distinct: BTreeSet<&String> = self.terms.batches.iter().collect();
         if distinct.len() != self.terms.batches.len() {
-            return Err(super::invalid("batches", "a batch named twice"));
+            return Err(Refusal::Rejected {
+                kind: aggregates::RejectionKind::Invalid,
+                code: "invalid_batches".into(),
+                message: "a payout names each batch once".into(),
+                details: serde_json::json!({"batches": self.terms.batches}),
+            });
         }
         let mut net = 0_i128;
         for batch in &self.terms.batches {
