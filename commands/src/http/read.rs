@@ -102,3 +102,45 @@ async fn refuse_ahead(state: &AppState, tenant_id: TenantId, min_seq: i64) -> Re
         details: json!({"min_seq": min_seq, "tenant_seq": tenant_seq}),
     })
 }
+
+/// A read's query when it takes nothing but `min_seq`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadQuery {
+    /// Wait until the read tables have applied this tenant_seq.
+    #[param(inline)]
+    pub min_seq: Option<Seq>,
+}
+
+/// Where the next page after `items` starts (`limit` asked): the key of
+/// its last item, or `None` when this page was the last.
+pub fn next_after<T, K>(items: &[T], limit: i64, key: impl Fn(&T) -> K) -> Option<K> {
+    (items.len() as i64 == limit)
+        .then(|| items.last().map(key))
+        .flatten()
+}
+
+/// The id of the `aggregate_type` aggregate holding entity `entity` `id`
+/// (a refund's payment, a claim's commitment), from the store's index,
+/// which is current whatever the read tables have applied; 404 when the
+/// tenant has none.
+pub async fn indexed_holder(
+    state: &AppState,
+    tenant_id: TenantId,
+    (entity, id): (&str, &str),
+    aggregate_type: &str,
+) -> Result<String, ApiError> {
+    let key = state
+        .store
+        .find_indexed(tenant_id, entity, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no {entity} {id}")))?;
+    if key.aggregate_type != aggregate_type {
+        return Err(ApiError::Internal(format!(
+            "{entity} {id} is held by a {} aggregate, not a {aggregate_type}",
+            key.aggregate_type
+        )));
+    }
+    Ok(key.aggregate_id)
+}

@@ -1,8 +1,8 @@
 //! `/v1/subscription`: subscribe, read, change plan, cancel, renew.
 
 use super::error::{outcome_response, ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiQuery, IdempotencyKeyHeader, Seq, Tenant};
-use super::read::tenant_read;
+use super::extract::{ApiJson, ApiQuery, IdempotencyKeyHeader, Tenant};
+use super::read::{tenant_read, ReadQuery};
 use super::schema::Accepted;
 use super::AppState;
 use crate::requests::subscription::SubscriptionAnswer;
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
-use utoipa::{IntoParams, PartialSchema, ToSchema};
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -61,15 +61,6 @@ pub struct CancelBody {
     /// `now` (grants revoked) or `period_end` (grants run out with the period).
     #[schema(inline)]
     pub at: CancelAt,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ReadQuery {
-    /// Wait until the projection has applied this tenant_seq.
-    #[param(inline)]
-    pub min_seq: Option<Seq>,
 }
 
 /// The subscription as read.

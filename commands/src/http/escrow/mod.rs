@@ -610,15 +610,17 @@ pub(crate) async fn claim_holder(
     tenant_id: TenantId,
     claim_id: ClaimId,
 ) -> Result<CommitmentId, ApiError> {
-    let key = state
-        .store
-        .find_indexed(tenant_id, CLAIM_ENTITY, &claim_id.to_string())
-        .await?
-        .filter(|key| key.aggregate_type == COMMITMENT_AGGREGATE)
-        .ok_or_else(|| ApiError::NotFound(format!("no claim {claim_id}")))?;
-    key.aggregate_id
+    let claim = claim_id.to_string();
+    let holder = super::read::indexed_holder(
+        state,
+        tenant_id,
+        (CLAIM_ENTITY, &claim),
+        COMMITMENT_AGGREGATE,
+    )
+    .await?;
+    holder
         .parse()
-        .map_err(|_| ApiError::Internal(format!("claim {claim_id}: commitment {key:?}")))
+        .map_err(|_| ApiError::Internal(format!("claim {claim_id}: commitment {holder:?}")))
 }
 
 /// Cancels a commitment: every unreleased, unfrozen balance back to the

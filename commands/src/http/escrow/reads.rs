@@ -7,7 +7,7 @@ use super::claim_holder;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiPath, ApiQuery, PageLimit, Seq, Tenant};
 use crate::http::payments::views::state;
-use crate::http::read::tenant_read;
+use crate::http::read::{next_after, tenant_read, ReadQuery};
 use crate::http::AppState;
 use aggregates::escrow::{
     Allocation, Claim, Commitment, CommitmentStatus, Deposit, Direction, Milestone, Transfer,
@@ -153,16 +153,6 @@ impl CommitmentView {
     }
 }
 
-/// Waits for `min_seq` only.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ReadQuery {
-    /// Wait until the read table has applied this tenant_seq.
-    #[param(inline)]
-    pub min_seq: Option<Seq>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -234,13 +224,7 @@ async fn list_commitments(
         .iter()
         .map(CommitmentView::of)
         .collect::<Result<Vec<_>, _>>()?;
-    let next_after = (commitments.len() as i64 == limit)
-        .then(|| {
-            commitments
-                .last()
-                .map(|commitment| commitment.commitment_id)
-        })
-        .flatten();
+    let next_after = next_after(&commitments, limit, |commitment| commitment.commitment_id);
     Ok(Json(CommitmentsPage {
         commitments,
         next_after,

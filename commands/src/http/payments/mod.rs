@@ -160,22 +160,11 @@ pub(crate) async fn holder(
     entity: &str,
     id: &str,
 ) -> Result<(PaymentId, Payment), ApiError> {
-    let not_found = || ApiError::NotFound(format!("no {entity} {id}"));
-    let key = state
-        .store
-        .find_indexed(tenant_id, entity, id)
-        .await?
-        .ok_or_else(not_found)?;
-    if key.aggregate_type != PAYMENT_AGGREGATE {
-        return Err(ApiError::Internal(format!(
-            "{entity} {id} is held by a {} aggregate",
-            key.aggregate_type
-        )));
-    }
-    let payment_id: PaymentId = key
-        .aggregate_id
+    let holder =
+        super::read::indexed_holder(state, tenant_id, (entity, id), PAYMENT_AGGREGATE).await?;
+    let payment_id: PaymentId = holder
         .parse()
-        .map_err(|_| ApiError::Internal(format!("{entity} {id}: payment id {key:?}")))?;
+        .map_err(|_| ApiError::Internal(format!("{entity} {id}: payment id {holder:?}")))?;
     Ok((payment_id, payment(state, tenant_id, payment_id).await?))
 }
 

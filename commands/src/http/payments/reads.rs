@@ -5,13 +5,13 @@
 use super::views::{state as state_of, DisputeView, PaymentView, PayoutView, SettlementView};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiPath, ApiQuery, PageLimit, Seq, Tenant};
-use crate::http::read::tenant_read;
+use crate::http::read::{indexed_holder, next_after, tenant_read, ReadQuery};
 use crate::http::AppState;
 use crate::requests::payments::DISPUTE_ENTITY;
 use aggregates::ids::{DisputeId, PaymentId};
 use aggregates::payments::gift_card::GiftCard;
 use aggregates::payments::payout::Payout;
-use aggregates::payments::{accounts, Payment, PaymentStatus};
+use aggregates::payments::{accounts, Payment, PaymentStatus, PAYMENT_AGGREGATE};
 use aggregates::text::Name;
 use aggregates::TenantId;
 use axum::extract::State;
@@ -36,16 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_settlement))
         .routes(routes!(list_breaks))
         .routes(routes!(get_payout))
-}
-
-/// Waits for `min_seq` only.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ReadQuery {
-    /// Wait until the read tables have applied this tenant_seq.
-    #[param(inline)]
-    pub min_seq: Option<Seq>,
 }
 
 /// Reads with the payments projection's tables, once they have applied
@@ -133,9 +123,7 @@ async fn list_payments(
         .iter()
         .map(PaymentView::of)
         .collect::<Result<Vec<_>, _>>()?;
-    let next_after = (payments.len() as i64 == limit)
-        .then(|| payments.last().map(|payment| payment.payment_id))
-        .flatten();
+    let next_after = next_after(&payments, limit, |payment| payment.payment_id);
     Ok(Json(PaymentsPage {
         payments,
         next_after,
@@ -226,19 +214,16 @@ async fn get_dispute(
     ApiQuery(query): ApiQuery<ReadQuery>,
 ) -> Result<Json<DisputeView>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no dispute {dispute_id}"));
-    let holder = state
-        .store
-        .find_indexed(tenant_id, DISPUTE_ENTITY, &dispute_id.to_string())
-        .await?
-        .ok_or_else(not_found)?;
-    let (found, projection_seq) = document(
+    let dispute = dispute_id.to_string();
+    let holder = indexed_holder(
         &state,
         tenant_id,
-        "payment",
-        holder.aggregate_id,
-        query.min_seq,
+        (DISPUTE_ENTITY, &dispute),
+        PAYMENT_AGGREGATE,
     )
     .await?;
+    let (found, projection_seq) =
+        document(&state, tenant_id, "payment", holder, query.min_seq).await?;
     let payment: Payment = state_of(&found)?;
     let dispute = payment.dispute(dispute_id).cloned().ok_or_else(not_found)?;
     Ok(Json(DisputeView {
@@ -489,9 +474,7 @@ async fn list_breaks(
         )
     })
     .await?;
-    let next_after = (breaks.len() as i64 == limit)
-        .then(|| breaks.last().map(|found| found.break_id))
-        .flatten();
+    let next_after = next_after(&breaks, limit, |found| found.break_id);
     Ok(Json(BreaksPage {
         breaks,
         next_after,

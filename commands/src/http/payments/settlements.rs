@@ -7,6 +7,7 @@ use crate::http::error::{outcome_response, ApiError, ErrorBody};
 use crate::http::extract::{
     ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, PositiveAmount, Tenant,
 };
+use crate::http::read::indexed_holder;
 use crate::http::schema::Accepted;
 use crate::http::AppState;
 use crate::pipeline::derive_id;
@@ -18,7 +19,7 @@ use crate::requests::payments::{
 use aggregates::money::Asset;
 use aggregates::payments::payout::{Payout, PayoutTerms};
 use aggregates::payments::reference::{reference_id, ProcessorReference};
-use aggregates::payments::settlement::{Line, Resolution, Settlement};
+use aggregates::payments::settlement::{Line, Resolution, Settlement, SETTLEMENT_AGGREGATE};
 use aggregates::schema::Currency;
 use aggregates::text::{Name, Text};
 use aggregates::time::BoundedTime;
@@ -241,12 +242,9 @@ async fn batch_of(
     break_id: Uuid,
 ) -> Result<(String, String, Asset), ApiError> {
     let not_found = || ApiError::NotFound(format!("no break {break_id}"));
-    let key = state
-        .store
-        .find_indexed(tenant_id, BREAK_ENTITY, &break_id.to_string())
-        .await?
-        .ok_or_else(not_found)?;
-    let settlement: Settlement = current_one(&state.store, tenant_id, &key.aggregate_id).await?;
+    let batch = (BREAK_ENTITY, break_id.to_string());
+    let id = indexed_holder(state, tenant_id, (batch.0, &batch.1), SETTLEMENT_AGGREGATE).await?;
+    let settlement: Settlement = current_one(&state.store, tenant_id, &id).await?;
     match (settlement.processor, settlement.asset) {
         (Some(processor), Some(asset)) => Ok((processor, settlement.batch_id, asset)),
         _ => Err(not_found()),

@@ -135,9 +135,6 @@ fn book(
 ) -> Result<(), Refusal> {
     let accounts = parties.accounts(commitment_id)?;
     let [cash, held, payable, refunds] = &accounts;
-    let now = decider
-        .state::<Commitment>(&commitment_id.to_string())?
-        .clone();
     for event in events {
         match event {
             CommitmentEvent::Deposited {
@@ -167,8 +164,10 @@ fn book(
                 claim_id,
                 resolution,
             } => {
-                let claim = now
+                let (hold_id, amount) = decider
+                    .state::<Commitment>(&commitment_id.to_string())?
                     .claim(*claim_id)
+                    .map(|claim| (claim.hold_id, claim.amount))
                     .ok_or_else(|| Refusal::Internal("a resolution of no claim".into()))?;
                 let release = events.iter().find_map(|event| match event {
                     CommitmentEvent::Transferred(transfer)
@@ -178,12 +177,12 @@ fn book(
                     }
                     _ => None,
                 });
-                let hold = claim_hold(&accounts, &parties.asset, claim.amount);
+                let hold = claim_hold(&accounts, &parties.asset, amount);
                 let reference = Some(format!("claim:{claim_id}"));
                 let posted = release.map(|entry| (entry, reference));
                 books::settle(
                     decider,
-                    claim.hold_id,
+                    hold_id,
                     &hold,
                     resolution.to_payee,
                     posted,
