@@ -107,6 +107,11 @@ fn check_terms(terms: &CommitmentTerms) -> Result<(), EscrowError> {
         if !(0..=INSPECTION_SECONDS_MAX).contains(&milestone.inspection_seconds) {
             return invalid("an inspection window is 0 seconds to 90 days");
         }
+        if let (Some(due_at), Some(expires_at)) = (milestone.due_at, terms.expires_at) {
+            if due_at > expires_at {
+                return invalid("a milestone is due on or before the commitment expires");
+            }
+        }
     }
     terms.total()?;
     Ok(())

@@ -44,6 +44,11 @@ pub enum Direction {
 pub struct MilestoneTerms {
     pub milestone_id: String,
     pub amount: Amount,
+    /// When the payee is due to submit the milestone's work, on or before
+    /// the commitment's `expires_at`. It is the agreed date, shown to both
+    /// sides and compared with each window's `submitted_at`; it moves no
+    /// money by itself: a late submission is still inspected, and
+    /// `expires_at` is what ends the commitment.
     pub due_at: Option<DateTime<Utc>>,
     /// How long the payer has to answer once the milestone is submitted.
     pub inspection_seconds: i64,

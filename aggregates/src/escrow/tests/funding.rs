@@ -27,11 +27,15 @@ fn a_commitment_is_created_once_with_milestones_that_make_its_total() {
     zero.milestones[0].amount = Amount::ZERO;
     let mut long = terms(Allocation::Fifo);
     long.milestones[0].inspection_seconds = INSPECTION_SECONDS_MAX + 1;
+    let mut late = terms(Allocation::Fifo);
+    late.expires_at = Some(at(20));
+    late.milestones[0].due_at = Some(at(21));
     for (terms, why) in [
         (twice, "milestone ids are unique"),
         (empty, "a commitment has 1 to 50 milestones"),
         (zero, "a milestone is for a positive amount"),
         (long, "an inspection window is 0 seconds to 90 days"),
+        (late, "a milestone is due on or before the commitment expires"),
     ] {
         Given::with(())
             .given_no_previous_events()

@@ -107,6 +107,9 @@ impl ToSchema for InspectionSeconds {}
 pub struct MilestoneBody {
     pub milestone_id: Name,
     pub amount: PositiveAmount,
+    /// When the payee is due to submit, on or before the commitment's
+    /// `expires_at` (422 `invalid_terms` otherwise). The agreed date, shown
+    /// beside each window's `submitted_at`; it moves no money by itself.
     #[serde(default)]
     #[schema(value_type = Option<BoundedTime>)]
     pub due_at: Option<BoundedTime>,
