@@ -35,7 +35,10 @@ fn a_commitment_is_created_once_with_milestones_that_make_its_total() {
         (empty, "a commitment has 1 to 50 milestones"),
         (zero, "a milestone is for a positive amount"),
         (long, "an inspection window is 0 seconds to 90 days"),
-        (late, "a milestone is due on or before the commitment expires"),
+        (
+            late,
+            "a milestone is due on or before the commitment expires",
+        ),
     ] {
         Given::with(())
             .given_no_previous_events()
