@@ -119,3 +119,13 @@ uuid_id!(
     /// One claim freezing part of a milestone.
     ClaimId
 );
+
+uuid_id!(
+    /// One line of a payee's compensation ledger.
+    LineId
+);
+
+uuid_id!(
+    /// One pay run.
+    PayRunId
+);

@@ -19,6 +19,7 @@
 //! - `text`, `time`: client text and times, bounded to what every store of
 //!   the ledger holds (checked at the edge and again in each decision).
 
+pub mod compensation;
 pub mod decide;
 pub mod escrow;
 pub mod ids;

@@ -201,7 +201,9 @@ uuid_schemas!(
     crate::ids::CommitmentId,
     crate::ids::DepositId,
     crate::ids::TransferId,
-    crate::ids::ClaimId
+    crate::ids::ClaimId,
+    crate::ids::LineId,
+    crate::ids::PayRunId
 );
 
 /// A currency of [`crate::money::CURRENCIES`].

@@ -1,0 +1,118 @@
+//! Why a compensation command is refused.
+
+use crate::decide::{Rejection, RejectionKind};
+use crate::ids::{LineId, PayRunId};
+use crate::money::AmountError;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompensationError {
+    #[error("it exists already")]
+    Exists,
+    #[error("no such plan")]
+    UnknownPlan,
+    #[error("no such role")]
+    UnknownRole,
+    #[error("no such payee")]
+    UnknownPayee,
+    #[error("no such pay run")]
+    UnknownPayRun,
+    #[error("invalid rules: {0}")]
+    InvalidRules(String),
+    #[error("a version is effective from {last} or later, not {asked}")]
+    VersionBeforeLast {
+        last: DateTime<Utc>,
+        asked: DateTime<Utc>,
+    },
+    #[error("no plan is assigned to the payee at {at}")]
+    NoAssignment { at: DateTime<Utc> },
+    #[error("plan {plan_id} has no version in effect at {at}")]
+    NoVersion { plan_id: String, at: DateTime<Utc> },
+    #[error("the plan in effect has no {rule} rule")]
+    NoRule { rule: String },
+    #[error("the plan is in {plan}, the payee is paid in {payee}")]
+    CurrencyMismatch { plan: String, payee: String },
+    #[error("the line {0} is taken")]
+    LineTaken(LineId),
+    #[error("no line {0}")]
+    UnknownLine(LineId),
+    #[error("the line is not held")]
+    NotHeld,
+    #[error("an adjustment is a non-zero amount")]
+    ZeroAdjustment,
+    #[error("work is 1 to 100000 minutes or units")]
+    InvalidQuantity,
+    #[error("a pay period starts before it ends")]
+    InvalidPeriod,
+    #[error("the pay run is paid")]
+    PayRunPaid,
+    #[error("the pay run is approved already")]
+    PayRunApproved,
+    #[error("the pay run is not approved")]
+    PayRunNotApproved,
+    #[error("the payee has no claim in pay run {0}")]
+    NotInRun(PayRunId),
+    #[error("{origin} accrued already")]
+    AccruedAlready { origin: String },
+    #[error(transparent)]
+    Amount(#[from] AmountError),
+}
+
+impl Rejection for CompensationError {
+    fn kind(&self) -> RejectionKind {
+        match self {
+            Self::UnknownPlan
+            | Self::UnknownRole
+            | Self::UnknownPayee
+            | Self::UnknownPayRun
+            | Self::UnknownLine(_) => RejectionKind::NotFound,
+            Self::InvalidRules(_)
+            | Self::ZeroAdjustment
+            | Self::InvalidQuantity
+            | Self::InvalidPeriod => RejectionKind::Invalid,
+            _ => RejectionKind::RuleBroken,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Exists => "already_exists",
+            Self::UnknownPlan => "unknown_plan",
+            Self::UnknownRole => "unknown_role",
+            Self::UnknownPayee => "unknown_payee",
+            Self::UnknownPayRun => "unknown_pay_run",
+            Self::InvalidRules(_) => "invalid_rules",
+            Self::VersionBeforeLast { .. } => "version_before_last",
+            Self::NoAssignment { .. } => "no_plan_assigned",
+            Self::NoVersion { .. } => "no_plan_version",
+            Self::NoRule { .. } => "no_matching_rule",
+            Self::CurrencyMismatch { .. } => "currency_mismatch",
+            Self::LineTaken(_) => "line_taken",
+            Self::UnknownLine(_) => "unknown_line",
+            Self::NotHeld => "line_not_held",
+            Self::ZeroAdjustment => "invalid_amount",
+            Self::InvalidQuantity => "invalid_quantity",
+            Self::InvalidPeriod => "invalid_period",
+            Self::PayRunPaid => "pay_run_paid",
+            Self::PayRunApproved => "pay_run_approved",
+            Self::PayRunNotApproved => "pay_run_not_approved",
+            Self::NotInRun(_) => "not_in_pay_run",
+            Self::AccruedAlready { .. } => "accrued_already",
+            Self::Amount(_) => "amount_overflow",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            Self::VersionBeforeLast { last, asked } => json!({"last": last, "asked": asked}),
+            Self::NoAssignment { at } => json!({"at": at}),
+            Self::NoVersion { plan_id, at } => json!({"plan_id": plan_id, "at": at}),
+            Self::NoRule { rule } => json!({"rule": rule}),
+            Self::CurrencyMismatch { plan, payee } => json!({"plan": plan, "payee": payee}),
+            Self::LineTaken(line) | Self::UnknownLine(line) => json!({"line_id": line}),
+            Self::AccruedAlready { origin } => json!({"source": origin}),
+            _ => Value::Null,
+        }
+    }
+}

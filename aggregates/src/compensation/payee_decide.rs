@@ -1,0 +1,446 @@
+//! How a payee decides: work valued by the plan version in effect,
+//! commissions and their clawbacks (refused ones recorded as lines),
+//! adjustments, holding periods, and pay runs claiming, releasing and
+//! paying the payable lines.
+
+use super::ledger::{cap_period, Line, LineKind, LineStatus, Work, QUANTITY_MAX};
+use super::payee::{Payee, PayeeEvent};
+use super::rules::{basis_points_of, div_half_even, hourly_amount, PlanInEffect};
+use super::CompensationError;
+use crate::decide::Decide;
+use crate::ids::{LineId, PayRunId};
+use crate::money::{Amount, AmountError, Asset};
+use chrono::{DateTime, Duration, Utc};
+
+type Decided = Result<Vec<PayeeEvent>, CompensationError>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PayeeCommand {
+    Create {
+        name: String,
+        asset: Asset,
+        role_id: Option<String>,
+        at: DateTime<Utc>,
+    },
+    Assign {
+        plan_id: String,
+        from: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Values `work` by `plan`, the version in effect at `worked_at` of the
+    /// plan assigned then (`None`: that plan has no version then).
+    RecordWork {
+        line_id: LineId,
+        work: Work,
+        worked_at: DateTime<Utc>,
+        reference: Option<String>,
+        plan: Option<PlanInEffect>,
+        at: DateTime<Utc>,
+    },
+    /// A commission on capture `source` of `basis` in `asset`, captured at
+    /// `captured_at`, by `plan` (the version in effect then, if any).
+    AccrueCommission {
+        line_id: LineId,
+        payment_id: String,
+        source: String,
+        basis: Amount,
+        asset: Asset,
+        plan: Option<PlanInEffect>,
+        captured_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Claws back the share of the payment's commission that `amount`
+    /// (refunded or lost) is of what was captured.
+    ClawBack {
+        line_id: LineId,
+        payment_id: String,
+        source: String,
+        amount: Amount,
+        at: DateTime<Utc>,
+    },
+    Adjust {
+        line_id: LineId,
+        amount: i64,
+        reason: Option<String>,
+        corrects: Option<LineId>,
+        at: DateTime<Utc>,
+    },
+    /// A held line's holding period is over (the scheduler's).
+    MakePayable {
+        line_id: LineId,
+        at: DateTime<Utc>,
+    },
+    /// Pay run `run_id` claims every payable line accrued by `cutoff`.
+    Claim {
+        run_id: PayRunId,
+        cutoff: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    Release {
+        run_id: PayRunId,
+        at: DateTime<Utc>,
+    },
+    Pay {
+        run_id: PayRunId,
+        at: DateTime<Utc>,
+    },
+}
+
+fn add(left: i64, right: i64) -> Result<i64, AmountError> {
+    left.checked_add(right).ok_or(AmountError::Overflow)
+}
+
+impl Payee {
+    fn existing(&self) -> Result<&super::payee::Profile, CompensationError> {
+        self.profile.as_ref().ok_or(CompensationError::UnknownPayee)
+    }
+
+    fn fresh_line(&self, line_id: LineId) -> Result<(), CompensationError> {
+        self.existing()?;
+        match self.line(line_id) {
+            Some(_) => Err(CompensationError::LineTaken(line_id)),
+            None => Ok(()),
+        }
+    }
+
+    fn sourced(&self, source: &str) -> Result<(), CompensationError> {
+        if self
+            .lines
+            .iter()
+            .any(|line| line.source.as_deref() == Some(source))
+        {
+            return Err(CompensationError::AccruedAlready {
+                origin: source.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The plan version a line of `worked_at` is valued by.
+    fn plan_at<'a>(
+        &self,
+        plan: Option<&'a PlanInEffect>,
+        worked_at: DateTime<Utc>,
+    ) -> Result<&'a PlanInEffect, CompensationError> {
+        let assignment = self
+            .assignment_at(worked_at)
+            .ok_or(CompensationError::NoAssignment { at: worked_at })?;
+        plan.ok_or_else(|| CompensationError::NoVersion {
+            plan_id: assignment.plan_id.clone(),
+            at: worked_at,
+        })
+    }
+
+    fn record_work(
+        &self,
+        line_id: LineId,
+        work: Work,
+        worked_at: DateTime<Utc>,
+        reference: Option<String>,
+        plan: Option<PlanInEffect>,
+        at: DateTime<Utc>,
+    ) -> Decided {
+        self.fresh_line(line_id)?;
+        let profile = self.existing()?;
+        let plan = self.plan_at(plan.as_ref(), worked_at)?;
+        if plan.asset != profile.asset {
+            return Err(CompensationError::CurrencyMismatch {
+                plan: plan.asset.code().to_string(),
+                payee: profile.asset.code().to_string(),
+            });
+        }
+        let (kind, amount) = match &work {
+            Work::Time { minutes } | Work::Units { count: minutes, .. }
+                if *minutes == 0 || *minutes > QUANTITY_MAX =>
+            {
+                return Err(CompensationError::InvalidQuantity)
+            }
+            Work::Time { minutes } => {
+                let rate = plan.hourly().ok_or(CompensationError::NoRule {
+                    rule: "hourly".into(),
+                })?;
+                (LineKind::Time, hourly_amount(rate, *minutes)?)
+            }
+            Work::Units { unit, count } => {
+                let each = plan.per_unit(unit).ok_or(CompensationError::NoRule {
+                    rule: format!("per_unit {unit}"),
+                })?;
+                let amount = each
+                    .value()
+                    .checked_mul(i64::from(*count))
+                    .ok_or(AmountError::Overflow)?;
+                (LineKind::Units, Amount::new(amount)?)
+            }
+        };
+        let mut line = Line::new(line_id, kind, amount.value(), worked_at, at).valued_by(plan);
+        line.source = reference;
+        line.work = Some(work);
+        line.payable_at = Some(worked_at);
+        Ok(vec![PayeeEvent::LineAccrued(line)])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn accrue_commission(
+        &self,
+        line_id: LineId,
+        payment_id: String,
+        source: String,
+        basis: Amount,
+        asset: Asset,
+        plan: Option<PlanInEffect>,
+        captured_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Decided {
+        self.fresh_line(line_id)?;
+        self.sourced(&source)?;
+        let profile = self.existing()?;
+        let mut line = Line::new(line_id, LineKind::Commission, 0, captured_at, at);
+        line.source = Some(source);
+        line.payment_id = Some(payment_id);
+        line.basis = Some(basis);
+        let refused = |mut line: Line, error: CompensationError| {
+            line.status = LineStatus::Refused;
+            line.reason = Some(format!(
+                "{}: {error}",
+                crate::decide::Rejection::code(&error)
+            ));
+            Ok(vec![PayeeEvent::LineAccrued(line)])
+        };
+        if asset != profile.asset {
+            let error = CompensationError::CurrencyMismatch {
+                plan: asset.code().to_string(),
+                payee: profile.asset.code().to_string(),
+            };
+            return refused(line, error);
+        }
+        let plan = match self.plan_at(plan.as_ref(), captured_at) {
+            Ok(plan) => plan,
+            Err(error) => return refused(line, error),
+        };
+        line = line.valued_by(plan);
+        let Some((basis_points, cap, holding_days)) = plan.commission() else {
+            let error = CompensationError::NoRule {
+                rule: "commission".into(),
+            };
+            return refused(line, error);
+        };
+        let earned = basis_points_of(basis, basis_points)?.value();
+        let payable = match cap {
+            Some(cap) => {
+                let used = self
+                    .cap_used
+                    .get(&cap_period(captured_at))
+                    .copied()
+                    .unwrap_or(0);
+                earned.min(cap.value().saturating_sub(used).max(0))
+            }
+            None => earned,
+        };
+        line.amount = payable;
+        line.capped = Amount::new(earned - payable)?;
+        let payable_at = captured_at
+            .checked_add_signed(Duration::days(i64::from(holding_days)))
+            .ok_or(AmountError::Overflow)?;
+        line.payable_at = Some(payable_at);
+        if holding_days > 0 {
+            line.status = LineStatus::Held;
+        }
+        Ok(vec![PayeeEvent::LineAccrued(line)])
+    }
+
+    fn claw_back(
+        &self,
+        line_id: LineId,
+        payment_id: String,
+        source: String,
+        amount: Amount,
+        at: DateTime<Utc>,
+    ) -> Decided {
+        self.fresh_line(line_id)?;
+        self.sourced(&source)?;
+        let of_payment = |kind: LineKind| {
+            let payment_id = payment_id.as_str();
+            move |line: &Line| {
+                line.kind == kind
+                    && line.status != LineStatus::Refused
+                    && line.payment_id.as_deref() == Some(payment_id)
+            }
+        };
+        let accrued = self.sum(of_payment(LineKind::Commission))?;
+        let clawed = self.sum(of_payment(LineKind::Clawback))?;
+        let basis = self
+            .lines
+            .iter()
+            .filter(|line| of_payment(LineKind::Commission)(line))
+            .try_fold(0i64, |sum, line| {
+                add(sum, line.basis.map_or(0, Amount::value))
+            })?;
+        let mut line = Line::new(line_id, LineKind::Clawback, 0, at, at);
+        line.source = Some(source);
+        line.payment_id = Some(payment_id.clone());
+        line.basis = Some(amount);
+        line.payable_at = Some(at);
+        let left = add(accrued, clawed)?;
+        if basis == 0 || left <= 0 {
+            line.status = LineStatus::Refused;
+            line.reason = Some("no_commission: nothing of the payment is left to claw back".into());
+            return Ok(vec![PayeeEvent::LineAccrued(line)]);
+        }
+        let share = div_half_even(
+            i128::from(accrued) * i128::from(amount.value()),
+            i128::from(basis),
+        )?;
+        line.amount = -share.min(left);
+        Ok(vec![PayeeEvent::LineAccrued(line)])
+    }
+
+    fn adjust(
+        &self,
+        line_id: LineId,
+        amount: i64,
+        reason: Option<String>,
+        corrects: Option<LineId>,
+        at: DateTime<Utc>,
+    ) -> Decided {
+        self.fresh_line(line_id)?;
+        if amount == 0 {
+            return Err(CompensationError::ZeroAdjustment);
+        }
+        if let Some(corrected) = corrects {
+            self.line(corrected)
+                .ok_or(CompensationError::UnknownLine(corrected))?;
+        }
+        let mut line = Line::new(line_id, LineKind::Adjustment, amount, at, at);
+        line.reason = reason;
+        line.corrects = corrects;
+        line.payable_at = Some(at);
+        Ok(vec![PayeeEvent::LineAccrued(line)])
+    }
+
+    fn claim(&self, run_id: PayRunId, cutoff: DateTime<Utc>, at: DateTime<Utc>) -> Decided {
+        self.existing()?;
+        if self.runs.contains_key(&run_id) {
+            return Err(CompensationError::Exists);
+        }
+        let lines: Vec<&Line> = self
+            .lines
+            .iter()
+            .filter(|line| line.status == LineStatus::Accrued && line.accrued_at <= cutoff)
+            .collect();
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let gross = lines
+            .iter()
+            .try_fold(0i64, |sum, line| add(sum, line.amount))?;
+        Ok(vec![PayeeEvent::LinesClaimed {
+            run_id,
+            lines: lines.iter().map(|line| line.line_id).collect(),
+            gross,
+            carried_in: self.carried,
+            at,
+        }])
+    }
+
+    fn unpaid_share(&self, run_id: PayRunId) -> Result<&super::payee::RunShare, CompensationError> {
+        let share = self
+            .runs
+            .get(&run_id)
+            .ok_or(CompensationError::NotInRun(run_id))?;
+        if share.paid.is_some() {
+            return Err(CompensationError::PayRunPaid);
+        }
+        Ok(share)
+    }
+
+    fn pay(&self, run_id: PayRunId, at: DateTime<Utc>) -> Decided {
+        let net = self.unpaid_share(run_id)?.net()?;
+        Ok(vec![PayeeEvent::RunPaid {
+            run_id,
+            paid: Amount::new(net.max(0))?,
+            carried_out: net.min(0),
+            at,
+        }])
+    }
+}
+
+impl Decide for Payee {
+    fn decide(&self, command: PayeeCommand) -> Decided {
+        match command {
+            PayeeCommand::Create {
+                name,
+                asset,
+                role_id,
+                at,
+            } => match self.profile {
+                Some(_) => Err(CompensationError::Exists),
+                None => Ok(vec![PayeeEvent::PayeeCreated {
+                    name,
+                    asset,
+                    role_id,
+                    at,
+                }]),
+            },
+            PayeeCommand::Assign { plan_id, from, at } => {
+                self.existing()?;
+                Ok(vec![PayeeEvent::PlanAssigned { plan_id, from, at }])
+            }
+            PayeeCommand::RecordWork {
+                line_id,
+                work,
+                worked_at,
+                reference,
+                plan,
+                at,
+            } => self.record_work(line_id, work, worked_at, reference, plan, at),
+            PayeeCommand::AccrueCommission {
+                line_id,
+                payment_id,
+                source,
+                basis,
+                asset,
+                plan,
+                captured_at,
+                at,
+            } => self.accrue_commission(
+                line_id,
+                payment_id,
+                source,
+                basis,
+                asset,
+                plan,
+                captured_at,
+                at,
+            ),
+            PayeeCommand::ClawBack {
+                line_id,
+                payment_id,
+                source,
+                amount,
+                at,
+            } => self.claw_back(line_id, payment_id, source, amount, at),
+            PayeeCommand::Adjust {
+                line_id,
+                amount,
+                reason,
+                corrects,
+                at,
+            } => self.adjust(line_id, amount, reason, corrects, at),
+            PayeeCommand::MakePayable { line_id, at } => {
+                let line = self
+                    .line(line_id)
+                    .ok_or(CompensationError::UnknownLine(line_id))?;
+                if line.status != LineStatus::Held {
+                    return Err(CompensationError::NotHeld);
+                }
+                Ok(vec![PayeeEvent::LinePayable { line_id, at }])
+            }
+            PayeeCommand::Claim { run_id, cutoff, at } => self.claim(run_id, cutoff, at),
+            PayeeCommand::Release { run_id, at } => {
+                self.unpaid_share(run_id)?;
+                Ok(vec![PayeeEvent::LinesReleased { run_id, at }])
+            }
+            PayeeCommand::Pay { run_id, at } => self.pay(run_id, at),
+        }
+    }
+}

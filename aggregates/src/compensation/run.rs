@@ -1,0 +1,215 @@
+//! A pay run: a period and a cutoff, the share of each payee whose
+//! payable lines it claimed, then approved, then paid (or reopened before
+//! that, to claim again).
+
+use super::CompensationError;
+use crate::decide::{handle_by_deciding, Decide};
+use crate::ids::LineId;
+use crate::money::{Amount, Asset};
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Aggregate type of pay runs; the id is the pay run id.
+pub const PAY_RUN_AGGREGATE: &str = "pay_run";
+
+/// A pay run's period and cutoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunTerms {
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    /// Lines accrued up to it are claimed.
+    pub cutoff: DateTime<Utc>,
+}
+
+/// One payee's part of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunPayee {
+    pub payee_id: String,
+    pub asset: Asset,
+    pub lines: Vec<LineId>,
+    pub gross: i64,
+    pub carried_in: i64,
+    pub net: i64,
+    /// Once paid: what was paid (the net when positive) and carried out.
+    pub paid: Option<Amount>,
+    pub carried_out: Option<i64>,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Draft,
+    Approved,
+    Paid,
+}
+
+/// A pay run's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayRun {
+    pub terms: Option<RunTerms>,
+    pub status: Option<RunStatus>,
+    pub payees: Vec<RunPayee>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub paid_at: Option<DateTime<Utc>>,
+    /// Times it was reopened.
+    pub reopened: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PayRunCommand {
+    Create {
+        terms: RunTerms,
+        at: DateTime<Utc>,
+    },
+    /// Records a payee's share, as their claim gave it.
+    Include {
+        payee: RunPayee,
+    },
+    Approve {
+        at: DateTime<Utc>,
+    },
+    /// Back to draft, every share released (to be claimed again).
+    Reopen {
+        at: DateTime<Utc>,
+    },
+    /// Paid, each payee's share as the payee paid it.
+    Pay {
+        paid: Vec<(String, Amount, i64)>,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PayRunEvent {
+    RunCreated {
+        terms: RunTerms,
+        at: DateTime<Utc>,
+    },
+    PayeeIncluded(RunPayee),
+    RunApproved {
+        at: DateTime<Utc>,
+    },
+    RunReopened {
+        at: DateTime<Utc>,
+    },
+    RunPaid {
+        paid: Vec<(String, Amount, i64)>,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for PayRunEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::RunCreated { .. } => "RunCreated",
+            Self::PayeeIncluded(_) => "PayeeIncluded",
+            Self::RunApproved { .. } => "RunApproved",
+            Self::RunReopened { .. } => "RunReopened",
+            Self::RunPaid { .. } => "RunPaid",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+impl Aggregate for PayRun {
+    const TYPE: &'static str = PAY_RUN_AGGREGATE;
+    type Command = PayRunCommand;
+    type Event = PayRunEvent;
+    type Error = CompensationError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: PayRunCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), CompensationError> {
+        handle_by_deciding(self, command, sink).await
+    }
+
+    fn apply(&mut self, event: PayRunEvent) {
+        match event {
+            PayRunEvent::RunCreated { terms, at } => {
+                self.terms = Some(terms);
+                self.status = Some(RunStatus::Draft);
+                self.created_at = Some(at);
+            }
+            PayRunEvent::PayeeIncluded(payee) => self.payees.push(payee),
+            PayRunEvent::RunApproved { at } => {
+                self.status = Some(RunStatus::Approved);
+                self.approved_at = Some(at);
+            }
+            PayRunEvent::RunReopened { .. } => {
+                self.status = Some(RunStatus::Draft);
+                self.approved_at = None;
+                self.payees.clear();
+                self.reopened = self.reopened.saturating_add(1);
+            }
+            PayRunEvent::RunPaid { paid, at } => {
+                for (payee_id, amount, carried_out) in paid {
+                    if let Some(payee) = self
+                        .payees
+                        .iter_mut()
+                        .find(|payee| payee.payee_id == payee_id)
+                    {
+                        payee.paid = Some(amount);
+                        payee.carried_out = Some(carried_out);
+                    }
+                }
+                self.status = Some(RunStatus::Paid);
+                self.paid_at = Some(at);
+            }
+        }
+    }
+}
+
+impl PayRun {
+    fn unpaid(&self) -> Result<RunStatus, CompensationError> {
+        match self.status {
+            None => Err(CompensationError::UnknownPayRun),
+            Some(RunStatus::Paid) => Err(CompensationError::PayRunPaid),
+            Some(status) => Ok(status),
+        }
+    }
+}
+
+impl Decide for PayRun {
+    fn decide(&self, command: PayRunCommand) -> Result<Vec<PayRunEvent>, CompensationError> {
+        match command {
+            PayRunCommand::Create { terms, at } => {
+                if self.status.is_some() {
+                    return Err(CompensationError::Exists);
+                }
+                if terms.period_start >= terms.period_end {
+                    return Err(CompensationError::InvalidPeriod);
+                }
+                Ok(vec![PayRunEvent::RunCreated { terms, at }])
+            }
+            PayRunCommand::Include { payee } => match self.unpaid()? {
+                RunStatus::Draft => Ok(vec![PayRunEvent::PayeeIncluded(payee)]),
+                _ => Err(CompensationError::PayRunApproved),
+            },
+            PayRunCommand::Approve { at } => match self.unpaid()? {
+                RunStatus::Draft => Ok(vec![PayRunEvent::RunApproved { at }]),
+                _ => Err(CompensationError::PayRunApproved),
+            },
+            PayRunCommand::Reopen { at } => {
+                self.unpaid()?;
+                Ok(vec![PayRunEvent::RunReopened { at }])
+            }
+            PayRunCommand::Pay { paid, at } => match self.unpaid()? {
+                RunStatus::Approved => Ok(vec![PayRunEvent::RunPaid { paid, at }]),
+                _ => Err(CompensationError::PayRunNotApproved),
+            },
+        }
+    }
+}

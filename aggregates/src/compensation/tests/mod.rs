@@ -1,0 +1,570 @@
+//! Given/when/then for compensation: plans and their versions, roles,
+//! payees and assignments, work valued by the version in effect,
+//! commissions (held, capped, refused when they cannot accrue) and their
+//! clawbacks, adjustments, and pay runs (`runs`), with a property over
+//! random sequences.
+
+mod runs;
+
+use super::*;
+use crate::ids::{LineId, PayRunId};
+use crate::money::{Amount, Asset};
+use chrono::{DateTime, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+
+type GivenPayee = TestFramework<Payee>;
+type GivenPlan = TestFramework<Plan>;
+
+fn day(day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, day, 9, 0, 0).unwrap()
+}
+
+fn usd() -> Asset {
+    crate::money::currency("USD").unwrap()
+}
+
+fn cents(value: i64) -> Amount {
+    Amount::new(value).unwrap()
+}
+
+fn line_id(n: u128) -> LineId {
+    LineId::from_uuid(uuid::Uuid::from_u128(0x200 + n))
+}
+
+fn run_id(n: u128) -> PayRunId {
+    PayRunId::from_uuid(uuid::Uuid::from_u128(0x300 + n))
+}
+
+fn rules(rate: i64, basis_points: u32) -> Vec<Rule> {
+    vec![
+        Rule::Hourly {
+            rate_per_hour: cents(rate),
+        },
+        Rule::PerUnit {
+            unit: "delivery".into(),
+            amount_per_unit: cents(350),
+        },
+        Rule::Commission {
+            basis_points,
+            cap_per_period: Some(cents(500_000)),
+            holding_days: 14,
+        },
+    ]
+}
+
+fn version(number: u32, from: u32, rate: i64) -> PlanVersion {
+    PlanVersion {
+        version: number,
+        effective_from: day(from),
+        rules: rules(rate, 1_000),
+        added_at: day(1),
+    }
+}
+
+fn in_effect(number: u32, from: u32, rate: i64) -> PlanInEffect {
+    PlanInEffect {
+        plan_id: "sales".into(),
+        asset: usd(),
+        version: version(number, from, rate),
+    }
+}
+
+fn created() -> PayeeEvent {
+    PayeeEvent::PayeeCreated {
+        name: "Alice".into(),
+        asset: usd(),
+        role_id: Some("rep".into()),
+        at: day(1),
+    }
+}
+
+fn assigned() -> PayeeEvent {
+    PayeeEvent::PlanAssigned {
+        plan_id: "sales".into(),
+        from: day(1),
+        at: day(1),
+    }
+}
+
+fn state(events: Vec<PayeeEvent>) -> Payee {
+    let mut payee = Payee::default();
+    for event in events {
+        cqrs_es::Aggregate::apply(&mut payee, event);
+    }
+    payee
+}
+
+fn decide(payee: &Payee, command: PayeeCommand) -> Vec<PayeeEvent> {
+    crate::decide::Decide::decide(payee, command).unwrap()
+}
+
+fn work(n: u128, work: Work, worked_at: u32, plan: Option<PlanInEffect>) -> PayeeCommand {
+    PayeeCommand::RecordWork {
+        line_id: line_id(n),
+        work,
+        worked_at: day(worked_at),
+        reference: Some(format!("shift-{n}")),
+        plan,
+        at: day(worked_at),
+    }
+}
+
+fn commission(n: u128, basis: i64, captured: u32, plan: Option<PlanInEffect>) -> PayeeCommand {
+    PayeeCommand::AccrueCommission {
+        line_id: line_id(n),
+        payment_id: "pay-1".into(),
+        source: format!("capture:{n}"),
+        basis: cents(basis),
+        asset: usd(),
+        plan,
+        captured_at: day(captured),
+        at: day(captured),
+    }
+}
+
+fn accrued(events: &[PayeeEvent]) -> &Line {
+    match events {
+        [PayeeEvent::LineAccrued(line)] => line,
+        other => panic!("one line expected: {other:?}"),
+    }
+}
+
+#[test]
+fn a_plan_is_created_once_and_versions_follow_from_its_last_date() {
+    let added = |number, from| PlanEvent::VersionAdded(version(number, from, 2_500));
+    let add = |asset: Option<Asset>, from| PlanCommand::AddVersion {
+        asset,
+        effective_from: day(from),
+        rules: rules(2_500, 1_000),
+        at: day(1),
+    };
+    GivenPlan::with(())
+        .given_no_previous_events()
+        .when(add(Some(usd()), 1))
+        .then_expect_events(vec![
+            PlanEvent::PlanCreated {
+                asset: usd(),
+                at: day(1),
+            },
+            added(1, 1),
+        ]);
+    let created = PlanEvent::PlanCreated {
+        asset: usd(),
+        at: day(1),
+    };
+    GivenPlan::with(())
+        .given(vec![created.clone(), added(1, 1)])
+        .when(add(None, 10))
+        .then_expect_events(vec![added(2, 10)]);
+    GivenPlan::with(())
+        .given(vec![created.clone(), added(1, 10)])
+        .when(add(None, 9))
+        .then_expect_error(CompensationError::VersionBeforeLast {
+            last: day(10),
+            asked: day(9),
+        });
+    GivenPlan::with(())
+        .given(vec![created.clone(), added(1, 1)])
+        .when(add(Some(usd()), 2))
+        .then_expect_error(CompensationError::Exists);
+    GivenPlan::with(())
+        .given_no_previous_events()
+        .when(add(None, 2))
+        .then_expect_error(CompensationError::UnknownPlan);
+    let mut plan = Plan::default();
+    for event in [created, added(1, 1), added(2, 10), added(3, 10)] {
+        cqrs_es::Aggregate::apply(&mut plan, event);
+    }
+    assert_eq!(plan.in_effect("sales", day(9)).unwrap().version.version, 1);
+    assert_eq!(plan.in_effect("sales", day(10)).unwrap().version.version, 3);
+    assert!(plan
+        .in_effect(
+            "sales",
+            Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
+        )
+        .is_none());
+}
+
+#[test]
+fn rules_are_checked() {
+    let invalid = |rules: Vec<Rule>, why: &str| {
+        GivenPlan::with(())
+            .given_no_previous_events()
+            .when(PlanCommand::AddVersion {
+                asset: Some(usd()),
+                effective_from: day(1),
+                rules,
+                at: day(1),
+            })
+            .then_expect_error(CompensationError::InvalidRules(why.into()));
+    };
+    invalid(Vec::new(), "a plan version has 1 to 20 rules");
+    let hourly = |rate| Rule::Hourly {
+        rate_per_hour: cents(rate),
+    };
+    invalid(vec![hourly(0)], "an hourly rate is positive");
+    invalid(
+        vec![hourly(1), hourly(2)],
+        "at most one hourly and one commission rule",
+    );
+    let unit = |unit: &str, amount| Rule::PerUnit {
+        unit: unit.into(),
+        amount_per_unit: cents(amount),
+    };
+    invalid(
+        vec![unit("delivery", 1), unit("delivery", 2)],
+        "one per_unit rule per unit",
+    );
+    invalid(
+        vec![unit("two words", 1)],
+        "a per_unit rule names its unit and a positive amount",
+    );
+    let commission = |basis_points, cap: Option<i64>, holding_days| Rule::Commission {
+        basis_points,
+        cap_per_period: cap.map(cents),
+        holding_days,
+    };
+    invalid(
+        vec![commission(10_001, None, 0)],
+        "a commission is 0 to 10000 basis points held 0 to 365 days",
+    );
+    invalid(
+        vec![commission(100, None, 366)],
+        "a commission is 0 to 10000 basis points held 0 to 365 days",
+    );
+    invalid(
+        vec![commission(100, Some(0), 0)],
+        "a commission cap is positive",
+    );
+}
+
+#[test]
+fn a_role_and_a_payee_are_created_once_and_assigned_from_a_date() {
+    TestFramework::<Role>::with(())
+        .given(vec![RoleEvent::RoleCreated {
+            name: "Sales rep".into(),
+            plan_id: Some("sales".into()),
+            at: day(1),
+        }])
+        .when(RoleCommand::Create {
+            name: "x".into(),
+            plan_id: None,
+            at: day(1),
+        })
+        .then_expect_error(CompensationError::Exists);
+    GivenPayee::with(())
+        .given(vec![created()])
+        .when(PayeeCommand::Create {
+            name: "Alice".into(),
+            asset: usd(),
+            role_id: None,
+            at: day(1),
+        })
+        .then_expect_error(CompensationError::Exists);
+    GivenPayee::with(())
+        .given_no_previous_events()
+        .when(PayeeCommand::Assign {
+            plan_id: "sales".into(),
+            from: day(1),
+            at: day(1),
+        })
+        .then_expect_error(CompensationError::UnknownPayee);
+    let later = PayeeEvent::PlanAssigned {
+        plan_id: "field".into(),
+        from: day(15),
+        at: day(2),
+    };
+    let payee = state(vec![created(), assigned(), later]);
+    assert_eq!(payee.assignment_at(day(14)).unwrap().plan_id, "sales");
+    assert_eq!(payee.assignment_at(day(15)).unwrap().plan_id, "field");
+    assert!(payee
+        .assignment_at(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap())
+        .is_none());
+}
+
+#[test]
+fn work_is_valued_once_by_the_version_in_effect_rounded_half_to_even() {
+    let payee = state(vec![created(), assigned()]);
+    // 2501 an hour for 90 minutes: 3751.5, half to even 3752; for 30
+    // minutes: 1250.5, half to even 1250.
+    let line = decide(
+        &payee,
+        work(
+            1,
+            Work::Time { minutes: 90 },
+            2,
+            Some(in_effect(1, 1, 2_501)),
+        ),
+    );
+    let line = accrued(&line);
+    assert_eq!(
+        (line.kind, line.amount, line.status, line.plan_version),
+        (LineKind::Time, 3_752, LineStatus::Accrued, Some(1))
+    );
+    let half = decide(
+        &payee,
+        work(
+            2,
+            Work::Time { minutes: 30 },
+            2,
+            Some(in_effect(1, 1, 2_501)),
+        ),
+    );
+    assert_eq!(accrued(&half).amount, 1_250);
+    let units = Work::Units {
+        unit: "delivery".into(),
+        count: 3,
+    };
+    let line = decide(&payee, work(3, units, 12, Some(in_effect(2, 10, 3_000))));
+    assert_eq!(
+        (accrued(&line).amount, accrued(&line).plan_version),
+        (1_050, Some(2))
+    );
+}
+
+#[test]
+fn work_without_a_plan_rule_or_currency_in_effect_is_refused_naming_it() {
+    let reject = |events: Vec<PayeeEvent>, command, error| {
+        GivenPayee::with(())
+            .given(events)
+            .when(command)
+            .then_expect_error(error)
+    };
+    let time = Work::Time { minutes: 60 };
+    reject(
+        vec![created()],
+        work(1, time.clone(), 2, None),
+        CompensationError::NoAssignment { at: day(2) },
+    );
+    reject(
+        vec![created(), assigned()],
+        work(1, time.clone(), 2, None),
+        CompensationError::NoVersion {
+            plan_id: "sales".into(),
+            at: day(2),
+        },
+    );
+    let mut no_hourly = in_effect(1, 1, 2_500);
+    no_hourly.version.rules.remove(0);
+    reject(
+        vec![created(), assigned()],
+        work(1, time.clone(), 2, Some(no_hourly)),
+        CompensationError::NoRule {
+            rule: "hourly".into(),
+        },
+    );
+    let gardening = Work::Units {
+        unit: "garden".into(),
+        count: 1,
+    };
+    reject(
+        vec![created(), assigned()],
+        work(1, gardening, 2, Some(in_effect(1, 1, 2_500))),
+        CompensationError::NoRule {
+            rule: "per_unit garden".into(),
+        },
+    );
+    let mut euros = in_effect(1, 1, 2_500);
+    euros.asset = crate::money::currency("EUR").unwrap();
+    reject(
+        vec![created(), assigned()],
+        work(1, time.clone(), 2, Some(euros)),
+        CompensationError::CurrencyMismatch {
+            plan: "EUR".into(),
+            payee: "USD".into(),
+        },
+    );
+    reject(
+        vec![created(), assigned()],
+        work(
+            1,
+            Work::Time { minutes: 0 },
+            2,
+            Some(in_effect(1, 1, 2_500)),
+        ),
+        CompensationError::InvalidQuantity,
+    );
+    let first = decide(
+        &state(vec![created(), assigned()]),
+        work(1, time.clone(), 2, Some(in_effect(1, 1, 2_500))),
+    );
+    let mut events = vec![created(), assigned()];
+    events.extend(first);
+    reject(
+        events,
+        work(1, time, 3, Some(in_effect(1, 1, 2_500))),
+        CompensationError::LineTaken(line_id(1)),
+    );
+}
+
+#[test]
+fn a_commission_is_held_capped_per_month_and_accrues_once() {
+    let payee = state(vec![created(), assigned()]);
+    // 10% of 12345: 1234.5, half to even 1234; held 14 days.
+    let events = decide(
+        &payee,
+        commission(1, 12_345, 2, Some(in_effect(1, 1, 2_500))),
+    );
+    let line = accrued(&events);
+    assert_eq!(
+        (line.amount, line.status, line.payable_at, line.capped),
+        (1_234, LineStatus::Held, Some(day(16)), Amount::ZERO)
+    );
+    let mut history = vec![created(), assigned()];
+    history.extend(events);
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(commission(1, 5, 3, Some(in_effect(1, 1, 2_500))))
+        .then_expect_error(CompensationError::LineTaken(line_id(1)));
+    let mut again = commission(2, 5, 3, Some(in_effect(1, 1, 2_500)));
+    if let PayeeCommand::AccrueCommission { source, .. } = &mut again {
+        *source = "capture:1".into();
+    }
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(again)
+        .then_expect_error(CompensationError::AccruedAlready {
+            origin: "capture:1".into(),
+        });
+    // The cap is 5000.00 a month: 4,990,000 earns 499,000 (1,234 used),
+    // of which 498,766 is payable and 234 capped.
+    let payee = state(history.clone());
+    let big = decide(
+        &payee,
+        commission(3, 4_990_000, 20, Some(in_effect(1, 1, 2_500))),
+    );
+    assert_eq!(
+        (accrued(&big).amount, accrued(&big).capped),
+        (498_766, cents(234))
+    );
+    history.extend(big);
+    let full = decide(
+        &state(history.clone()),
+        commission(4, 100, 21, Some(in_effect(1, 1, 2_500))),
+    );
+    assert_eq!(
+        (accrued(&full).amount, accrued(&full).capped),
+        (0, cents(10))
+    );
+    // A new month has a new cap.
+    let january = PayeeCommand::AccrueCommission {
+        line_id: line_id(5),
+        payment_id: "pay-2".into(),
+        source: "capture:5".into(),
+        basis: cents(100),
+        asset: usd(),
+        plan: Some(in_effect(1, 1, 2_500)),
+        captured_at: Utc.with_ymd_and_hms(2027, 1, 2, 0, 0, 0).unwrap(),
+        at: Utc.with_ymd_and_hms(2027, 1, 2, 0, 0, 0).unwrap(),
+    };
+    assert_eq!(accrued(&decide(&state(history), january)).amount, 10);
+}
+
+#[test]
+fn a_commission_that_cannot_accrue_is_a_refused_line_saying_why() {
+    let refused = |events: Vec<PayeeEvent>, command| {
+        let events = decide(&state(events), command);
+        let line = accrued(&events);
+        assert_eq!((line.status, line.amount), (LineStatus::Refused, 0));
+        line.reason.clone().unwrap()
+    };
+    let mut euros = commission(1, 1_000, 2, Some(in_effect(1, 1, 2_500)));
+    if let PayeeCommand::AccrueCommission { asset, .. } = &mut euros {
+        *asset = crate::money::currency("EUR").unwrap();
+    }
+    assert_eq!(
+        refused(vec![created(), assigned()], euros),
+        "currency_mismatch: the plan is in EUR, the payee is paid in USD"
+    );
+    assert!(refused(vec![created()], commission(1, 1_000, 2, None)).starts_with("no_plan_assigned"));
+    let mut no_commission = in_effect(1, 1, 2_500);
+    no_commission.version.rules.truncate(1);
+    assert_eq!(
+        refused(
+            vec![created(), assigned()],
+            commission(1, 1_000, 2, Some(no_commission))
+        ),
+        "no_matching_rule: the plan in effect has no commission rule"
+    );
+}
+
+#[test]
+fn a_refund_claws_back_the_same_share_never_more_than_was_accrued() {
+    let payee = state(vec![created(), assigned()]);
+    let mut history = vec![created(), assigned()];
+    history.extend(decide(
+        &payee,
+        commission(1, 10_000, 2, Some(in_effect(1, 1, 2_500))),
+    ));
+    let claw = |n: u128, amount: i64| PayeeCommand::ClawBack {
+        line_id: line_id(n),
+        payment_id: "pay-1".into(),
+        source: format!("refund:{n}"),
+        amount: cents(amount),
+        at: day(5),
+    };
+    // 1000 accrued on 10000: a refund of 3333 claws back 333.3 -> 333.
+    let first = decide(&state(history.clone()), claw(2, 3_333));
+    assert_eq!(
+        (accrued(&first).amount, accrued(&first).kind),
+        (-333, LineKind::Clawback)
+    );
+    history.extend(first);
+    let rest = decide(&state(history.clone()), claw(3, 10_000));
+    assert_eq!(accrued(&rest).amount, -667);
+    history.extend(rest);
+    let nothing = decide(&state(history.clone()), claw(4, 1));
+    assert_eq!(accrued(&nothing).status, LineStatus::Refused);
+    GivenPayee::with(())
+        .given(history)
+        .when(claw(2, 1))
+        .then_expect_error(CompensationError::LineTaken(line_id(2)));
+}
+
+#[test]
+fn adjustments_correct_existing_lines_and_held_lines_become_payable_once() {
+    let mut history = vec![created(), assigned()];
+    history.extend(decide(
+        &state(history.clone()),
+        commission(1, 10_000, 2, Some(in_effect(1, 1, 2_500))),
+    ));
+    let adjust = |amount, corrects| PayeeCommand::Adjust {
+        line_id: line_id(9),
+        amount,
+        reason: Some("overpaid".into()),
+        corrects,
+        at: day(3),
+    };
+    let events = decide(&state(history.clone()), adjust(-2_000, Some(line_id(1))));
+    assert_eq!(
+        (accrued(&events).amount, accrued(&events).corrects),
+        (-2_000, Some(line_id(1)))
+    );
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(adjust(0, None))
+        .then_expect_error(CompensationError::ZeroAdjustment);
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(adjust(5, Some(line_id(7))))
+        .then_expect_error(CompensationError::UnknownLine(line_id(7)));
+    let payable = PayeeCommand::MakePayable {
+        line_id: line_id(1),
+        at: day(16),
+    };
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(payable.clone())
+        .then_expect_events(vec![PayeeEvent::LinePayable {
+            line_id: line_id(1),
+            at: day(16),
+        }]);
+    history.push(PayeeEvent::LinePayable {
+        line_id: line_id(1),
+        at: day(16),
+    });
+    GivenPayee::with(())
+        .given(history)
+        .when(payable)
+        .then_expect_error(CompensationError::NotHeld);
+}
