@@ -162,7 +162,7 @@ async fn project_once_and_rebuild_report_what_they_did() {
     // Every projection reads every event (those of other aggregates it skips).
     assert_eq!(
         summary,
-        json!({"applied": {"stream_index": 12, "subscriptions": 12, "quota": 12, "accounts": 12, "payments": 12, "escrow": 12, "journal": 12, "scheduled_work": 12}})
+        json!({"applied": {"stream_index": 12, "subscriptions": 12, "quota": 12, "accounts": 12, "payments": 12, "escrow": 12, "compensation": 12, "journal": 12, "scheduled_work": 12}})
     );
 
     let output = ledger(&db)
@@ -186,6 +186,7 @@ async fn project_once_and_rebuild_report_what_they_did() {
             "accounts",
             "payments",
             "escrow",
+            "compensation",
             "journal",
             "scheduled_work"
         ])
@@ -754,7 +755,7 @@ async fn idle_workers_are_woken_by_another_processs_append_not_by_their_poll() {
     .await
     .unwrap();
     let rounds = *progress.borrow();
-    assert_eq!(checkpoints(&db, tenant_id).await, [1; 8]);
+    assert_eq!(checkpoints(&db, tenant_id).await, [1; 9]);
     let pool = db.store().pool().clone();
     wait_until("the workers to LISTEN ledger_events", || {
         let pool = pool.clone();
@@ -786,7 +787,7 @@ async fn idle_workers_are_woken_by_another_processs_append_not_by_their_poll() {
     )
     .await
     .unwrap();
-    assert_eq!(checkpoints(&db, tenant_id).await, [2; 8]);
+    assert_eq!(checkpoints(&db, tenant_id).await, [2; 9]);
     workers.stop().await;
 }
 

@@ -488,8 +488,54 @@ struct SentPayment {
     reference: String,
 }
 
+/// A sale of 1000 attributed to payee `alice` (10% commission).
 fn intent() -> Value {
-    json!({"amount": 1_000, "currency": "USD"})
+    json!({"amount": 1_000, "currency": "USD", "attribution": {"payee": "alice"}})
+}
+
+/// Plan `sales` (10% commission, payable at once) and payee `alice` on
+/// it, for the commission process manager to accrue on every capture.
+async fn commission_payee(client: &reqwest::Client, base: &str, api_key: &str) {
+    for (path, key, body) in [
+        (
+            "/v1/compensation/plans",
+            "plan",
+            json!({"plan_id": "sales", "currency": "USD", "effective_from": "2020-01-01T00:00:00Z",
+                   "rules": [{"kind": "commission", "basis_points": 1_000}]}),
+        ),
+        (
+            "/v1/payees",
+            "payee",
+            json!({"payee_id": "alice", "name": "Alice", "currency": "USD"}),
+        ),
+        (
+            "/v1/payees/alice/assignment",
+            "assign",
+            json!({"plan_id": "sales", "from": "2020-01-01T00:00:00Z"}),
+        ),
+    ] {
+        let (status, _, body) = post(client, format!("{base}{path}"), api_key, key, body)
+            .await
+            .unwrap();
+        assert!(status == 200 || status == 201, "{path}: {body}");
+    }
+}
+
+/// Waits (bounded) until the commission process manager has accrued
+/// `expected` lines.
+async fn wait_for_commissions(db: &TestDatabase, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (accrued,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'LineAccrued'")
+                .fetch_one(db.store().pool())
+                .await
+                .unwrap();
+        if accrued >= expected || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn card(reference: &str) -> Value {
@@ -590,13 +636,15 @@ async fn pay_until_stopped(round: Round, prefix: String) -> Vec<SentPayment> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_under_payments_load_loses_no_acknowledged_payment_and_doubles_none() {
-    // Proves: SIGKILL three times while clients create payments and tender
-    // them by card (captured at once, posting to the journal and claiming
-    // the processor's reference): every acknowledged intent and tender
-    // answers its original body when sent again; every one sent has exactly
-    // one effect (one intent, one capture, one reference claim, one journal
-    // entry); the receivable and revenue hold exactly the captured sum in
-    // the read tables; `ledger verify` finds nothing.
+    // Proves: SIGKILL three times while clients create payments attributed
+    // to a payee and tender them by card (captured at once, posting to the
+    // journal and claiming the processor's reference) and the commission
+    // process manager accrues on each capture: every acknowledged intent
+    // and tender answers its original body when sent again; every one sent
+    // has exactly one effect (one intent, one capture, one reference claim,
+    // one journal entry, one commission line under its reaction key); the
+    // receivable, revenue and commission expense hold exactly the captured
+    // sums in the read tables; `ledger verify` finds nothing.
     let db = TestDatabase::new().await;
     let client = support::http_client();
     let mut server = Server::start(db.url(), ADMIN_TOKEN).await;
@@ -610,6 +658,7 @@ async fn a_server_killed_under_payments_load_loses_no_acknowledged_payment_and_d
     .await
     .unwrap();
     let api_key = tenant["api_key"].as_str().unwrap().to_string();
+    commission_payee(&client, &server.base, &api_key).await;
     let acknowledged: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
     let mut sent: Vec<SentPayment> = Vec::new();
     for round in 0..KILLS {
@@ -675,11 +724,26 @@ async fn a_server_killed_under_payments_load_loses_no_acknowledged_payment_and_d
         .filter(|payment| payment.tender.is_some())
         .count() as i64;
     assert!(tenders >= (KILLS * PAYMENTS_PER_ROUND) as i64);
+    wait_for_commissions(&db, tenders).await;
+    let (reactions, keys): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT idempotency_key) FROM events \
+         WHERE event_type = 'LineAccrued' AND idempotency_key LIKE 'pm:commissions:%'",
+    )
+    .fetch_one(db.store().pool())
+    .await
+    .unwrap();
+    assert_eq!((reactions, keys), (tenders, tenders));
+    let (head,): (i64,) = sqlx::query_as("SELECT max(tenant_seq) FROM events")
+        .fetch_one(db.store().pool())
+        .await
+        .unwrap();
+    last_seq = last_seq.max(head);
     for (event_type, expected) in [
         ("PaymentCreated", sent.len() as i64),
         ("Captured", tenders),
         ("ReferenceClaimed", 2 * tenders),
-        ("EntryRecorded", tenders),
+        ("LineAccrued", tenders),
+        ("EntryRecorded", 2 * tenders),
     ] {
         let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE event_type = $1")
             .bind(event_type)
@@ -701,14 +765,19 @@ async fn a_server_killed_under_payments_load_loses_no_acknowledged_payment_and_d
         .await
         .unwrap();
     let captured = (tenders * 1_000).to_string();
-    for (account, side) in [("receivable:stripe", "debits"), ("revenue", "credits")] {
+    let commissions = (tenders * 100).to_string();
+    for (account, side, sum) in [
+        ("receivable:stripe", "debits", &captured),
+        ("revenue", "credits", &captured),
+        ("compensation_expense", "debits", &commissions),
+    ] {
         let row = balances["accounts"]
             .as_array()
             .unwrap()
             .iter()
             .find(|row| row["account"] == account)
             .unwrap_or_else(|| panic!("no {account} in {balances}"));
-        assert_eq!(row[side], json!(captured), "{account}: {balances}");
+        assert_eq!(row[side], json!(sum), "{account}: {balances}");
     }
     drop(server);
     let verified = Command::new(env!("CARGO_BIN_EXE_ledger"))

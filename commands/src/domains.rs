@@ -48,6 +48,7 @@ pub fn domains() -> Vec<Domain> {
         crate::requests::journal::domain(),
         crate::requests::payments::domain(),
         crate::requests::escrow::domain(),
+        crate::requests::compensation::domain(),
     ]
 }
 
@@ -77,8 +78,9 @@ pub fn projection(name: &str) -> Option<Arc<dyn Projection>> {
         .find(|projection| projection.name() == name)
 }
 
-/// A process manager, built on the pipeline it submits its requests to.
-pub type ProcessManager = fn(CommandBus) -> Arc<dyn Reactor>;
+/// A process manager, built on the pipeline it submits its requests to
+/// and the store it resolves them from.
+pub type ProcessManager = fn(CommandBus, eventstore::EventStore) -> Arc<dyn Reactor>;
 
 /// Every domain's process managers (built on a pipeline by `serve` and
 /// `project`).

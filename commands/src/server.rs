@@ -133,7 +133,7 @@ pub async fn serve(
     let bus = start_bus(&store, config.bus, metrics);
     let reactors: Vec<Arc<dyn Reactor>> = process_managers
         .into_iter()
-        .map(|build| build(bus.clone()))
+        .map(|build| build(bus.clone(), store.clone()))
         .collect();
     let reactor_names = reactors.iter().map(|reactor| reactor.name()).collect();
     // Stops the background tasks beside the server once it has stopped.
@@ -222,7 +222,7 @@ pub async fn project(
     let bus = start_bus(&store, bus, Arc::new(Metrics::default()));
     let reactors = process_managers
         .into_iter()
-        .map(|build| build(bus.clone()))
+        .map(|build| build(bus.clone(), store.clone()))
         .collect();
     let (stop_ticker, ticker_stopped) = watch::channel(false);
     let ticking = start_ticker(&store, &bus, clock, ticker, ticker_stopped);

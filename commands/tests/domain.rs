@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use support::app::{Client, Options, TestClock, TestServer};
 
+#[path = "domain/compensation_http.rs"]
+mod compensation_http;
 #[path = "domain/escrow_http.rs"]
 mod escrow_http;
 #[path = "domain/grants.rs"]

@@ -26,6 +26,7 @@
 pub mod accounts;
 mod bulk;
 pub mod compare;
+pub mod compensation;
 pub mod decode;
 pub mod documents;
 pub mod escrow;

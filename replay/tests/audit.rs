@@ -29,6 +29,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+#[path = "audit/compensation.rs"]
+mod compensation;
 #[path = "audit/escrow.rs"]
 mod escrow;
 #[path = "audit/redecision.rs"]
@@ -393,6 +395,7 @@ fn failing(
         "accounts",
         "payments",
         "escrow",
+        "compensation",
         "journal",
         "scheduled_work",
     ]
@@ -465,7 +468,7 @@ async fn a_clean_ledger_verifies_and_every_projection_equals_a_replay() {
         .find(|tenant| tenant.tenant_id == ledger.tenants[0])
         .unwrap();
     assert_eq!((verdict.head_seq, verdict.head_hash), (16, head.hash));
-    assert_eq!(report.projections.len(), 8);
+    assert_eq!(report.projections.len(), 9);
     assert!(report
         .projections
         .iter()
@@ -609,6 +612,7 @@ async fn an_event_deleted_in_the_middle_is_reported_and_verify_goes_on() {
                 "accounts",
                 "payments",
                 "escrow",
+                "compensation",
                 "journal",
                 "scheduled_work"
             ],
@@ -682,6 +686,7 @@ async fn the_last_event_deleted_is_found_by_the_head_and_the_read_tables() {
                 "accounts",
                 "payments",
                 "escrow",
+                "compensation",
                 "journal",
                 "scheduled_work"
             ],

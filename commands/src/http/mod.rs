@@ -3,6 +3,7 @@
 //! `connections`, which serves it with bounds on every connection.
 
 pub mod auth;
+pub(crate) mod compensation;
 pub mod connections;
 pub mod error;
 pub(crate) mod escrow;

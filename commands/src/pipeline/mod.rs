@@ -188,6 +188,22 @@ impl CommandBus {
             .await
     }
 
+    /// [`execute_asked`](Self::execute_asked) for a request known only by
+    /// its kind (a process manager's, resolved from the event it reacts
+    /// to: `asked` names that event).
+    pub async fn execute_any_asked(
+        &self,
+        tenant_id: TenantId,
+        key: IdempotencyKey,
+        asked: &serde_json::Value,
+        request: Box<dyn AnyRequest>,
+    ) -> Result<Outcome, PipelineError> {
+        let fingerprint = Fingerprint::of(request.kind(), asked)
+            .map_err(|error| PipelineError::Invalid(error.to_string()))?;
+        self.submit(tenant_id, key, Some(fingerprint), request)
+            .await
+    }
+
     /// [`execute`](Self::execute) for a request known only by its kind (one
     /// decoded from a recorded body, as the scheduler submits them).
     pub async fn execute_any(

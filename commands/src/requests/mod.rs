@@ -3,6 +3,7 @@
 //! the aggregates it declares (see `pipeline::request`).
 
 pub mod books;
+pub mod compensation;
 pub mod escrow;
 pub mod journal;
 pub mod payments;

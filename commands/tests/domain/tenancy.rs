@@ -126,7 +126,15 @@ async fn every_read_table_shows_a_tenant_only_its_own_rows_and_refuses_it_writes
             )
             .await;
         assert_eq!(settled.status, 201, "{}", settled.body);
-        // A commitment, through the pipeline (its routes come later).
+        let payee = client
+            .post(
+                "/v1/payees",
+                "payee",
+                json!({"payee_id": "alice", "name": "Alice", "currency": "USD"}),
+            )
+            .await;
+        assert_eq!(payee.status, 201, "{}", payee.body);
+        // A commitment, through the pipeline.
         let commitment = commands::requests::escrow::CreateCommitment {
             commitment_id: aggregates::ids::CommitmentId::from_uuid(uuid::Uuid::from_u128(9)),
             terms: aggregates::escrow::CommitmentTerms {

@@ -213,6 +213,7 @@ async fn projections_report_their_lag_to_the_admin_and_to_metrics() {
         names,
         [
             "accounts",
+            "compensation",
             "escrow",
             "journal",
             "payments",

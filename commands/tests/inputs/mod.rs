@@ -96,7 +96,10 @@ fn hints(name: &str) -> Option<&'static [&'static str]> {
         "batch_id" | "settlements" => &["b_1", "b_2"],
         "bank_account" => &["main"],
         "code" | "gift_card" => &["GC-1", "GC-2"],
-        "customer" | "payee" => &["c-1", "alice"],
+        "customer" | "payee" | "payee_id" => &["c-1", "alice"],
+        "plan_id" => &["sales"],
+        "role_id" => &["rep"],
+        "unit" => &["delivery"],
         _ => return None,
     })
 }
@@ -616,6 +619,8 @@ async fn generated_inputs_are_refused_with_a_4xx_or_applied_by_every_projection(
                 "refund_id",
                 "dispute_id",
                 "payout_id",
+                "pay_run_id",
+                "line_id",
             ] {
                 if let Some(id) = answer[field].as_str() {
                     grants.push(id.to_string());

@@ -225,6 +225,40 @@ impl TestServer {
         )
     }
 
+    /// Runs every domain's process manager over everything appended so
+    /// far, submitting through a pipeline of its own reading `clock` (the
+    /// single step that stands in for their workers).
+    pub async fn react(&self, clock: Clock) {
+        let bus = self.bus(clock);
+        let store = self.db.store().clone();
+        let reactors: Vec<_> = commands::domains::process_managers()
+            .into_iter()
+            .map(|build| build(bus.clone(), store.clone()))
+            .collect();
+        let names: Vec<&str> = reactors.iter().map(|reactor| reactor.name()).collect();
+        projections::status::register_reactors(store.pool(), &names)
+            .await
+            .unwrap();
+        for reactor in &reactors {
+            projections::reactor::react_catch_up(store.pool(), reactor.as_ref())
+                .await
+                .unwrap();
+        }
+        bus.shutdown().await;
+    }
+
+    /// The last tenant_seq of `client`'s tenant (what a process manager or
+    /// the scheduler appended included).
+    pub async fn tenant_seq(&self, client: &Client) -> i64 {
+        let tenant_id: aggregates::TenantId = client.tenant_id.parse().unwrap();
+        self.db
+            .store()
+            .chain_head(tenant_id)
+            .await
+            .unwrap()
+            .map_or(0, |head| head.seq)
+    }
+
     /// Stops the server gracefully (drains the pipeline, stops the workers).
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -325,6 +325,7 @@ async fn a_history_of_every_request_kind_verifies_clean_and_replays() {
     journal_requests(&ledger, start + chrono::Duration::days(40)).await;
     payment_requests(&ledger, start + chrono::Duration::days(40)).await;
     super::escrow::escrow_requests(&ledger, start + chrono::Duration::days(41)).await;
+    super::compensation::compensation_requests(&ledger, start + chrono::Duration::days(42)).await;
 
     let report = ledger.verify().await;
     assert_eq!(findings_of(&report, ledger.tenants[0]), Vec::new());

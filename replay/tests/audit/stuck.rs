@@ -56,6 +56,7 @@ async fn an_event_a_projection_cannot_apply_is_a_finding_naming_tenant_projectio
         "accounts",
         "payments",
         "escrow",
+        "compensation",
         "journal",
         "scheduled_work",
     ]

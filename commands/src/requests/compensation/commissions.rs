@@ -1,0 +1,206 @@
+//! The commission process manager: a capture of a payment attributed to a
+//! payee (`payee` on the payment) accrues the payee's commission; a refund
+//! or a lost dispute of such a payment claws back the same share.
+//!
+//! Each reaction is submitted under a key derived from the causing event
+//! (`pm:commissions:<event_id>:0`) and fingerprinted by that event alone,
+//! so a crash between reaction and checkpoint re-submits it and the
+//! pipeline answers from its record: each commission accrues once. What
+//! the request carries besides (the payee's currency, the plan assigned
+//! at the capture) is resolved from the store and resolved again when it
+//! moved before the decision. A domain refusal (no such payee) is final
+//! and recorded under the key; a commission in another currency, or with
+//! no plan or rule in effect, is a refused line in the payee's ledger.
+
+use super::{AccrueCommission, ClawBack};
+use crate::pipeline::load::current_one;
+use crate::pipeline::{derive_id, CommandBus, PipelineError};
+use aggregates::compensation::Payee;
+use aggregates::ids::LineId;
+use aggregates::money::Amount;
+use aggregates::payments::{DisputeOutcome, Payment, PaymentEvent, PAYMENT_AGGREGATE};
+use aggregates::TenantId;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventstore::{EventStore, IdempotencyKey, StoredEvent};
+use projections::reactor::reaction_key;
+use projections::Reactor;
+use serde_json::json;
+use std::sync::Arc;
+
+/// The process manager's name (its checkpoint, its keys).
+pub const NAME: &str = "commissions";
+
+/// How many times a reaction is resolved again when what it was resolved
+/// with moved before its decision.
+const STALE_RETRIES: u32 = 4;
+
+/// Accrues commissions from payments, and claws them back.
+pub struct Commissions {
+    bus: CommandBus,
+    store: EventStore,
+}
+
+/// Builds the process manager on `bus`, reading from `store`.
+pub fn process_manager(bus: CommandBus, store: EventStore) -> Arc<dyn Reactor> {
+    Arc::new(Commissions { bus, store })
+}
+
+/// What a payment event asks of its payee's ledger.
+enum Reaction {
+    Accrue {
+        source: String,
+        basis: Amount,
+        captured_at: DateTime<Utc>,
+    },
+    ClawBack {
+        source: String,
+        amount: Amount,
+    },
+}
+
+fn reaction(payment: &Payment, event: PaymentEvent) -> Option<Reaction> {
+    match event {
+        PaymentEvent::Captured {
+            capture_id,
+            amount,
+            at,
+            ..
+        } => Some(Reaction::Accrue {
+            source: format!("capture:{capture_id}"),
+            basis: amount,
+            captured_at: at,
+        }),
+        PaymentEvent::Refunded {
+            refund_id, amount, ..
+        } => Some(Reaction::ClawBack {
+            source: format!("refund:{refund_id}"),
+            amount,
+        }),
+        PaymentEvent::DisputeClosed {
+            dispute_id,
+            outcome: DisputeOutcome::Lost,
+            ..
+        } => payment
+            .disputes
+            .iter()
+            .find(|dispute| dispute.dispute_id == dispute_id)
+            .map(|dispute| Reaction::ClawBack {
+                source: format!("dispute:{dispute_id}"),
+                amount: dispute.amount,
+            }),
+        _ => None,
+    }
+}
+
+impl Commissions {
+    /// The request `reaction` makes for payment `payment_id`'s payee,
+    /// resolved from the store as it stands.
+    async fn resolve(
+        &self,
+        tenant_id: TenantId,
+        key: &IdempotencyKey,
+        payment_id: &str,
+        reaction: &Reaction,
+    ) -> Result<Option<Box<dyn crate::pipeline::AnyRequest>>, String> {
+        let payment: Payment = current_one(&self.store, tenant_id, payment_id)
+            .await
+            .map_err(|error| error.to_string())?;
+        let Some(intent) = payment.intent.as_ref() else {
+            return Ok(None);
+        };
+        let Some(payee_id) = intent.terms.payee.clone() else {
+            return Ok(None);
+        };
+        let payee: Payee = current_one(&self.store, tenant_id, &payee_id)
+            .await
+            .map_err(|error| error.to_string())?;
+        // An unknown payee is refused by the decision (recorded); its
+        // currency is then the payment's.
+        let asset = payee
+            .profile
+            .as_ref()
+            .map_or(intent.terms.asset.clone(), |profile| profile.asset.clone());
+        let line_id = LineId::from_uuid(derive_id(tenant_id, key, "line"));
+        let payment_id = payment_id.to_string();
+        Ok(Some(match reaction {
+            Reaction::Accrue {
+                source,
+                basis,
+                captured_at,
+            } => Box::new(AccrueCommission {
+                plan_id: payee
+                    .assignment_at(*captured_at)
+                    .map(|assignment| assignment.plan_id.clone()),
+                payee_id,
+                line_id,
+                payment_id,
+                source: source.clone(),
+                basis: *basis,
+                currency: intent.terms.asset.clone(),
+                captured_at: *captured_at,
+                asset,
+            }),
+            Reaction::ClawBack { source, amount } => Box::new(ClawBack {
+                payee_id,
+                line_id,
+                payment_id,
+                source: source.clone(),
+                amount: *amount,
+                asset,
+            }),
+        }))
+    }
+}
+
+#[async_trait]
+impl Reactor for Commissions {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn react(&self, tenant_id: TenantId, event: &StoredEvent) -> Result<(), String> {
+        if event.aggregate_type != PAYMENT_AGGREGATE {
+            return Ok(());
+        }
+        let decoded = projections::decode::decode::<Payment>(event).map_err(|e| e.to_string())?;
+        if !matches!(
+            decoded,
+            PaymentEvent::Captured { .. }
+                | PaymentEvent::Refunded { .. }
+                | PaymentEvent::DisputeClosed { .. }
+        ) {
+            return Ok(());
+        }
+        let payment: Payment = current_one(&self.store, tenant_id, &event.aggregate_id)
+            .await
+            .map_err(|error| error.to_string())?;
+        let Some(reaction) = reaction(&payment, decoded) else {
+            return Ok(());
+        };
+        let key = IdempotencyKey::parse(&reaction_key(NAME, event.event_id, 0))
+            .map_err(|error| error.to_string())?;
+        let asked = json!({ "event_id": event.event_id });
+        for _ in 0..=STALE_RETRIES {
+            let Some(request) = self
+                .resolve(tenant_id, &key, &event.aggregate_id, &reaction)
+                .await?
+            else {
+                return Ok(());
+            };
+            match self
+                .bus
+                .execute_any_asked(tenant_id, key.clone(), &asked, request)
+                .await
+            {
+                Ok(_) | Err(PipelineError::KeyReused) => return Ok(()),
+                Err(PipelineError::Stale(_)) => continue,
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Err(format!(
+            "the reaction to event {} stayed stale",
+            event.event_id
+        ))
+    }
+}

@@ -1,0 +1,240 @@
+//! The lines of a payee's ledger: work valued by the plan version in
+//! effect when it was done, adjustments, commissions and clawbacks (the
+//! process manager's), and a held line becoming payable (the
+//! scheduler's). Each accrues once and posts its entry.
+
+use super::{accrue, line_targets, payee};
+use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
+use aggregates::compensation::{PayeeCommand, Plan, PlanInEffect, Work};
+use aggregates::ids::LineId;
+use aggregates::money::{Amount, Asset};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The version in effect at `at` of the plan assigned to `payee_id` then,
+/// checked against `resolved` (the plan the request was resolved with).
+fn plan_at(
+    decider: &Decider<'_>,
+    payee_id: &str,
+    resolved: Option<&String>,
+    at: DateTime<Utc>,
+) -> Result<Option<PlanInEffect>, Refusal> {
+    let assigned = payee(decider, payee_id)?
+        .assignment_at(at)
+        .map(|assignment| &assignment.plan_id);
+    if assigned != resolved {
+        return Err(Refusal::Stale(format!(
+            "payee {payee_id}'s plan at {at} is not the one resolved"
+        )));
+    }
+    match resolved {
+        Some(plan_id) => Ok(decider.state::<Plan>(plan_id)?.in_effect(plan_id, at)),
+        None => Ok(None),
+    }
+}
+
+fn plan_target(plan_id: Option<&String>) -> Option<Target> {
+    plan_id.cloned().map(Target::of::<Plan>)
+}
+
+/// Records work: a line valued by the plan assigned at `worked_at`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordWork {
+    pub payee_id: String,
+    pub line_id: LineId,
+    pub work: Work,
+    pub worked_at: DateTime<Utc>,
+    pub reference: Option<String>,
+    /// Resolved: the payee's currency and the plan assigned at
+    /// `worked_at`.
+    pub asset: Asset,
+    pub plan_id: Option<String>,
+}
+
+impl Request for RecordWork {
+    const KIND: &'static str = "record_work";
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = line_targets(&self.payee_id, &self.asset, self.line_id);
+        targets.extend(plan_target(self.plan_id.as_ref()));
+        targets
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let plan = plan_at(
+            decider,
+            &self.payee_id,
+            self.plan_id.as_ref(),
+            self.worked_at,
+        )?;
+        let command = PayeeCommand::RecordWork {
+            line_id: self.line_id,
+            work: self.work.clone(),
+            worked_at: self.worked_at,
+            reference: self.reference.clone(),
+            plan,
+            at: decider.at(),
+        };
+        accrue(decider, &self.payee_id, &self.asset, command)
+    }
+}
+
+/// An adjustment line (a correction, paid in a later run).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustLine {
+    pub payee_id: String,
+    pub line_id: LineId,
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub corrects: Option<LineId>,
+    pub asset: Asset,
+}
+
+impl Request for AdjustLine {
+    const KIND: &'static str = "adjust_line";
+
+    fn targets(&self) -> Vec<Target> {
+        line_targets(&self.payee_id, &self.asset, self.line_id)
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let command = PayeeCommand::Adjust {
+            line_id: self.line_id,
+            amount: self.amount,
+            reason: self.reason.clone(),
+            corrects: self.corrects,
+            at: decider.at(),
+        };
+        accrue(decider, &self.payee_id, &self.asset, command)
+    }
+}
+
+/// A commission on an attributed capture (the process manager's): a line
+/// held for the rule's holding days, capped per month, or a refused line
+/// saying why it could not accrue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccrueCommission {
+    pub payee_id: String,
+    pub line_id: LineId,
+    pub payment_id: String,
+    /// `capture:<capture_id>`.
+    pub source: String,
+    pub basis: Amount,
+    /// The capture's currency.
+    pub currency: Asset,
+    pub captured_at: DateTime<Utc>,
+    /// Resolved: the payee's currency and the plan assigned at
+    /// `captured_at`.
+    pub asset: Asset,
+    pub plan_id: Option<String>,
+}
+
+impl Request for AccrueCommission {
+    const KIND: &'static str = "accrue_commission";
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = line_targets(&self.payee_id, &self.asset, self.line_id);
+        targets.extend(plan_target(self.plan_id.as_ref()));
+        targets
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let plan = plan_at(
+            decider,
+            &self.payee_id,
+            self.plan_id.as_ref(),
+            self.captured_at,
+        )?;
+        let command = PayeeCommand::AccrueCommission {
+            line_id: self.line_id,
+            payment_id: self.payment_id.clone(),
+            source: self.source.clone(),
+            basis: self.basis,
+            asset: self.currency.clone(),
+            plan,
+            captured_at: self.captured_at,
+            at: decider.at(),
+        };
+        accrue(decider, &self.payee_id, &self.asset, command)
+    }
+}
+
+/// Claws back the share of a payment's commission that a refund or a lost
+/// dispute (`source`) of `amount` is (the process manager's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClawBack {
+    pub payee_id: String,
+    pub line_id: LineId,
+    pub payment_id: String,
+    /// `refund:<refund_id>` or `dispute:<dispute_id>`.
+    pub source: String,
+    pub amount: Amount,
+    pub asset: Asset,
+}
+
+impl Request for ClawBack {
+    const KIND: &'static str = "claw_back_commission";
+
+    fn targets(&self) -> Vec<Target> {
+        line_targets(&self.payee_id, &self.asset, self.line_id)
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let command = PayeeCommand::ClawBack {
+            line_id: self.line_id,
+            payment_id: self.payment_id.clone(),
+            source: self.source.clone(),
+            amount: self.amount,
+            at: decider.at(),
+        };
+        accrue(decider, &self.payee_id, &self.asset, command)
+    }
+}
+
+/// A held line's holding period is over: payable from its due time (the
+/// scheduler's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MakeLinePayable {
+    pub payee_id: String,
+    pub line_id: LineId,
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+impl Request for MakeLinePayable {
+    const KIND: &'static str = "make_line_payable";
+
+    fn targets(&self) -> Vec<Target> {
+        vec![Target::of::<aggregates::compensation::Payee>(
+            self.payee_id.clone(),
+        )]
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let at = decider.at_due(self.due_at)?;
+        decider.execute::<aggregates::compensation::Payee>(
+            &self.payee_id,
+            PayeeCommand::MakePayable {
+                line_id: self.line_id,
+                at,
+            },
+        )?;
+        let line = payee(decider, &self.payee_id)?
+            .line(self.line_id)
+            .cloned()
+            .ok_or(aggregates::compensation::CompensationError::UnknownLine(
+                self.line_id,
+            ))?;
+        Reply::ok(
+            self.payee_id.clone(),
+            &super::LineAnswer {
+                payee_id: self.payee_id.clone(),
+                line,
+            },
+        )
+    }
+}

@@ -1,0 +1,205 @@
+//! Compensation requests for the history of every request kind: a plan
+//! and a second version, a role, a payee assigned, work, an adjustment, a
+//! commission held then payable, a clawback, and a pay run created,
+//! approved, reopened and paid; and a tampered line amount found.
+
+use super::Ledger;
+use aggregates::compensation::{Rule, RunTerms, Work};
+use aggregates::ids::{LineId, PayRunId};
+use aggregates::{Amount, Asset};
+use chrono::{DateTime, Duration, Utc};
+use commands::requests::compensation::{
+    AccrueCommission, AddPlanVersion, AdjustLine, ApprovePayRun, AssignPlan, ClawBack,
+    CreatePayRun, CreatePayee, CreateRole, MakeLinePayable, PayPayRun, RecordWork, ReopenPayRun,
+};
+
+fn usd() -> Asset {
+    Asset::new("USD", 2).unwrap()
+}
+
+fn rules(rate: i64) -> Vec<Rule> {
+    vec![
+        Rule::Hourly {
+            rate_per_hour: Amount::new(rate).unwrap(),
+        },
+        Rule::Commission {
+            basis_points: 1_000,
+            cap_per_period: None,
+            holding_days: 14,
+        },
+    ]
+}
+
+/// Plan `sales` from `now`, role `rep`, payee `alice` assigned from
+/// `now`, and 90 minutes of work (line `line(1)`).
+async fn payee_with_work(ledger: &Ledger, now: DateTime<Utc>, line: impl Fn(u128) -> LineId) {
+    let plan = AddPlanVersion {
+        plan_id: "sales".into(),
+        asset: Some(usd()),
+        effective_from: now,
+        rules: rules(2_500),
+    };
+    ledger.run(0, "comp-plan", plan).await;
+    let role = CreateRole {
+        role_id: "rep".into(),
+        name: "Sales rep".into(),
+        plan_id: Some("sales".into()),
+    };
+    ledger.run(0, "comp-role", role).await;
+    let payee = CreatePayee {
+        payee_id: "alice".into(),
+        name: "Alice".into(),
+        asset: usd(),
+        role_id: Some("rep".into()),
+    };
+    ledger.run(0, "comp-payee", payee).await;
+    let assign = AssignPlan {
+        payee_id: "alice".into(),
+        plan_id: "sales".into(),
+        from: now,
+    };
+    ledger.run(0, "comp-assign", assign).await;
+    let work = RecordWork {
+        payee_id: "alice".into(),
+        line_id: line(1),
+        work: Work::Time { minutes: 90 },
+        worked_at: now + Duration::hours(1),
+        reference: Some("shift-1".into()),
+        asset: usd(),
+        plan_id: Some("sales".into()),
+    };
+    ledger.run(0, "comp-work", work).await;
+}
+
+/// Every compensation request kind, in tenant 0 at `now` (and after).
+pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
+    let id = |n: u128| uuid::Uuid::from_u128(0xC0_0000 + n);
+    let line = |n: u128| LineId::from_uuid(id(n));
+    ledger.set_clock(now);
+    payee_with_work(ledger, now, line).await;
+    let version = AddPlanVersion {
+        plan_id: "sales".into(),
+        asset: None,
+        effective_from: now + Duration::days(1),
+        rules: rules(3_000),
+    };
+    ledger.run(0, "comp-version", version).await;
+    let adjust = AdjustLine {
+        payee_id: "alice".into(),
+        line_id: line(2),
+        amount: -500,
+        reason: Some("late".into()),
+        corrects: Some(line(1)),
+        asset: usd(),
+    };
+    ledger.run(0, "comp-adjust", adjust).await;
+    let commission = AccrueCommission {
+        payee_id: "alice".into(),
+        line_id: line(3),
+        payment_id: id(100).to_string(),
+        source: format!("capture:{}", id(101)),
+        basis: Amount::new(10_000).unwrap(),
+        currency: usd(),
+        captured_at: now + Duration::hours(2),
+        asset: usd(),
+        plan_id: Some("sales".into()),
+    };
+    ledger.run(0, "comp-commission", commission).await;
+    let claw_back = ClawBack {
+        payee_id: "alice".into(),
+        line_id: line(4),
+        payment_id: id(100).to_string(),
+        source: format!("refund:{}", id(102)),
+        amount: Amount::new(2_500).unwrap(),
+        asset: usd(),
+    };
+    ledger.run(0, "comp-claw-back", claw_back).await;
+    let payable_at = now + Duration::hours(2) + Duration::days(14);
+    ledger.set_clock(payable_at + Duration::minutes(1));
+    let payable = MakeLinePayable {
+        payee_id: "alice".into(),
+        line_id: line(3),
+        due_at: Some(payable_at),
+    };
+    ledger.run(0, "comp-payable", payable).await;
+    let run = PayRunId::from_uuid(id(200));
+    let create = CreatePayRun {
+        pay_run_id: run,
+        terms: RunTerms {
+            period_start: now,
+            period_end: payable_at,
+            cutoff: payable_at,
+        },
+        payees: vec!["alice".into()],
+    };
+    let created = ledger.run(0, "comp-run", create).await;
+    assert_eq!(created.body["payees"][0]["net"], 4_000, "{}", created.body);
+    ledger
+        .run(0, "comp-approve", ApprovePayRun { pay_run_id: run })
+        .await;
+    let reopen = ReopenPayRun {
+        pay_run_id: run,
+        payees: vec!["alice".into()],
+    };
+    ledger.run(0, "comp-reopen", reopen).await;
+    ledger
+        .run(0, "comp-approve-2", ApprovePayRun { pay_run_id: run })
+        .await;
+    let pay = PayPayRun {
+        pay_run_id: run,
+        payees: vec![("alice".into(), usd())],
+    };
+    let paid = ledger.run(0, "comp-pay", pay).await;
+    assert_eq!(paid.body["payees"][0]["paid"], 4_000, "{}", paid.body);
+}
+
+#[tokio::test]
+async fn a_work_line_rewritten_to_another_amount_is_found_at_its_seq() {
+    // Proves: a work line's amount rewritten behind the triggers (3750 to
+    // 3700, its entry left alone, the chain recomputed) is found by
+    // deciding the recorded work again: one finding at the line's seq, on
+    // the payee, naming the amount.
+    use super::findings_of;
+    use replay::verify::Finding;
+    let ledger = Ledger::new().await;
+    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
+    ledger.set_clock(now + Duration::hours(2));
+    payee_with_work(&ledger, now, |n| {
+        LineId::from_uuid(uuid::Uuid::from_u128(0xC1_0000 + n))
+    })
+    .await;
+    let seq = ledger
+        .events(0)
+        .await
+        .iter()
+        .find(|event| event.event_type == "LineAccrued")
+        .unwrap()
+        .tenant_seq;
+    ledger
+        .edit_payload(0, seq, Some("LineAccrued"), |payload| {
+            assert_eq!(payload["LineAccrued"]["amount"], 3_750, "{payload}");
+            payload["LineAccrued"]["amount"] = serde_json::json!(3_700);
+        })
+        .await;
+    ledger.rechain(0).await;
+    let report = ledger.verify().await;
+    let findings = findings_of(&report, ledger.tenants[0]);
+    let Some(Finding::Replay {
+        finding,
+        line: None,
+    }) = findings.first()
+    else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(
+        (
+            finding.tenant_seq,
+            finding.aggregate_type.as_str(),
+            finding.aggregate_id.as_str()
+        ),
+        (seq, "payee", "alice"),
+        "{findings:?}"
+    );
+    assert!(finding.message.contains("amount"), "{findings:?}");
+    assert!(!report.ok);
+}
