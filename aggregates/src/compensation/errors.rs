@@ -67,10 +67,9 @@ impl Rejection for CompensationError {
             | Self::UnknownPayee
             | Self::UnknownPayRun
             | Self::UnknownLine(_) => RejectionKind::NotFound,
-            Self::InvalidRules(_)
-            | Self::ZeroAdjustment
-            | Self::InvalidQuantity
-            | Self::InvalidPeriod => RejectionKind::Invalid,
+            // What no schema can say (one hourly rule, a period's order,
+            // an amount that is not zero) breaks a rule: 422.
+            Self::InvalidQuantity => RejectionKind::Invalid,
             _ => RejectionKind::RuleBroken,
         }
     }

@@ -9,6 +9,7 @@
 
 mod reads;
 mod runs;
+mod shapes;
 
 use super::error::{outcome_response, ApiError, ErrorBody};
 use super::extract::{
@@ -240,7 +241,7 @@ pub struct PlanBody {
     pub effective_from: BoundedTime,
     /// 1 to 20: at most one hourly and one commission rule, one per_unit
     /// rule per unit.
-    #[schema(min_items = 1, max_items = 20)]
+    #[schema(value_type = Vec<shapes::RuleShape>, min_items = 1, max_items = 20)]
     pub rules: Vec<RuleBody>,
 }
 
@@ -254,9 +255,9 @@ pub struct PlanBody {
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Created, `version` 1", body = Accepted<PlanAnswer>),
-        (status = 400, description = "Invalid input, naming the field; `invalid_rules`", body = ErrorBody),
+        (status = 400, description = "Invalid input, naming the field; `invalid_rules` (a field of another kind of rule, or one missing)", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`already_exists`; `asset_scale_mismatch`; or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_rules` (more than one hourly or commission rule, two per_unit rules of one unit); `already_exists`; `asset_scale_mismatch`; or key reused", body = ErrorBody),
     )
 )]
 async fn create_plan(
@@ -283,7 +284,7 @@ pub struct VersionBody {
     /// On or after the last version's.
     #[schema(value_type = BoundedTime)]
     pub effective_from: BoundedTime,
-    #[schema(min_items = 1, max_items = 20)]
+    #[schema(value_type = Vec<shapes::RuleShape>, min_items = 1, max_items = 20)]
     pub rules: Vec<RuleBody>,
 }
 
@@ -301,10 +302,10 @@ pub struct VersionBody {
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Added, `version` n+1", body = Accepted<PlanAnswer>),
-        (status = 400, description = "Invalid input, naming the field; `invalid_rules`", body = ErrorBody),
+        (status = 400, description = "Invalid input, naming the field; `invalid_rules` (a field of another kind of rule, or one missing)", body = ErrorBody),
         (status = 404, description = "`unknown_plan`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`version_before_last` (details: last, asked); or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_rules` (more than one hourly or commission rule, two per_unit rules of one unit); `version_before_last` (details: last, asked); or key reused", body = ErrorBody),
     )
 )]
 async fn add_version(
@@ -330,7 +331,6 @@ async fn add_version(
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     pub role_id: Name,
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub name: Text<200>,
     /// The default plan of its payees' assignments.
     #[serde(default)]
@@ -375,7 +375,6 @@ async fn create_role(
 #[serde(deny_unknown_fields)]
 pub struct PayeeBody {
     pub payee_id: Name,
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub name: Text<200>,
     #[schema(value_type = Currency)]
     pub currency: String,
@@ -552,7 +551,7 @@ impl WorkBody {
     post,
     path = "/v1/payees/{payee_id}/work",
     tag = "compensation",
-    request_body = WorkBody,
+    request_body = shapes::WorkShape,
     params(
         ("payee_id" = inline(Name), Path, description = "The payee"),
         ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = KEY),
@@ -632,10 +631,10 @@ pub struct AdjustmentBody {
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Accrued: `line_id`", body = Accepted<LineAnswer>),
-        (status = 400, description = "Invalid input, naming the field; `invalid_amount` (zero)", body = ErrorBody),
+        (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such payee; `unknown_line` (corrects)", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`amount_overflow`; or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_amount` (zero); `amount_overflow`; or key reused", body = ErrorBody),
     )
 )]
 async fn adjust(

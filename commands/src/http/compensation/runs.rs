@@ -79,9 +79,9 @@ pub struct PayRunBody {
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Created, `draft`", body = Accepted<PayRunAnswer>),
-        (status = 400, description = "Invalid input, naming the field; `invalid_period`", body = ErrorBody),
+        (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "Key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_period` (the period ends before it starts); or key reused", body = ErrorBody),
     )
 )]
 async fn create(
