@@ -58,6 +58,14 @@ pub enum PayeeCommand {
         amount: Amount,
         at: DateTime<Utc>,
     },
+    /// Gives back clawback `clawback_source` (its refund failed): a line
+    /// of the opposite amount, `source`.
+    ReverseClawBack {
+        line_id: LineId,
+        clawback_source: String,
+        source: String,
+        at: DateTime<Utc>,
+    },
     Adjust {
         line_id: LineId,
         amount: i64,
@@ -294,6 +302,41 @@ impl Payee {
         Ok(vec![PayeeEvent::LineAccrued(line)])
     }
 
+    fn reverse_claw_back(
+        &self,
+        line_id: LineId,
+        clawback_source: &str,
+        source: String,
+        at: DateTime<Utc>,
+    ) -> Decided {
+        self.fresh_line(line_id)?;
+        self.sourced(&source)?;
+        let clawback = self.lines.iter().find(|line| {
+            line.kind == LineKind::Clawback
+                && line.status != LineStatus::Refused
+                && line.source.as_deref() == Some(clawback_source)
+        });
+        let mut line = Line::new(line_id, LineKind::Clawback, 0, at, at);
+        line.source = Some(source);
+        line.payable_at = Some(at);
+        match clawback {
+            Some(clawback) => {
+                line.amount = clawback.amount.checked_neg().ok_or(AmountError::Overflow)?;
+                line.corrects = Some(clawback.line_id);
+                line.payment_id = clawback.payment_id.clone();
+                line.basis = clawback.basis;
+                line.reason = Some(format!("{clawback_source} failed"));
+            }
+            None => {
+                line.status = LineStatus::Refused;
+                line.reason = Some(format!(
+                    "no_clawback: nothing was clawed back for {clawback_source}"
+                ));
+            }
+        }
+        Ok(vec![PayeeEvent::LineAccrued(line)])
+    }
+
     fn adjust(
         &self,
         line_id: LineId,
@@ -419,6 +462,12 @@ impl Decide for Payee {
                 amount,
                 at,
             } => self.claw_back(line_id, payment_id, source, amount, at),
+            PayeeCommand::ReverseClawBack {
+                line_id,
+                clawback_source,
+                source,
+                at,
+            } => self.reverse_claw_back(line_id, &clawback_source, source, at),
             PayeeCommand::Adjust {
                 line_id,
                 amount,

@@ -4,8 +4,10 @@
 //! process manager, held 14 days, payable after the scheduler's tick), a
 //! refund clawing it back, pay runs approved and paid, a negative net
 //! carried to the next run, an adjustment after payment; every account to
-//! the unit and the trial balance zero; two concurrent runs never claiming
-//! one line twice; another tenant's ids.
+//! the unit and the trial balance zero; a commission in another currency
+//! refused on the ledger, a failed refund giving its clawback back, a lost
+//! dispute clawing back; two concurrent runs never claiming one line
+//! twice; another tenant's ids.
 
 use super::payments_http::{accepted, sums};
 use super::*;
@@ -404,8 +406,7 @@ async fn work_commissions_clawbacks_and_pay_runs_move_every_account_to_the_unit(
 }
 
 #[tokio::test]
-async fn a_commission_in_another_currency_is_a_refused_line_and_concurrent_runs_claim_each_line_once(
-) {
+async fn refused_commissions_clawbacks_given_back_and_concurrent_runs_claiming_each_line_once() {
     let clock = TestClock::at(day(2, 12));
     let server = TestServer::start_with(Options {
         clock: Some(clock.clock()),
@@ -446,6 +447,89 @@ async fn a_commission_in_another_currency_is_a_refused_line_and_concurrent_runs_
             json!("currency_mismatch: the plan is in EUR, the payee is paid in USD")
         )
     );
+    // A card sale of 20000: a refund of 5000 claws back 500, and gives it
+    // back when it fails; a lost dispute of 10000 claws back 1000.
+    let (sale, _) = accepted(
+        &acme,
+        "/v1/payments",
+        "card-sale",
+        json!({"amount": 20_000, "currency": "USD", "capture": "automatic", "attribution": {"payee": "alice"}}),
+        201,
+    )
+    .await;
+    let sale = sale["payment_id"].as_str().unwrap().to_string();
+    let (tendered, _) = accepted(
+        &acme,
+        &format!("/v1/payments/{sale}/tenders"),
+        "card-sale-card",
+        json!({"method": "card", "amount": 20_000, "processor": "stripe", "reference": "ch_a"}),
+        201,
+    )
+    .await;
+    let capture_id = tendered["capture_id"].as_str().unwrap().to_string();
+    let (refund, _) = accepted(
+        &acme,
+        &format!("/v1/payments/{sale}/refunds"),
+        "card-sale-refund",
+        json!({"amount": 5_000, "reference": "re_a"}),
+        201,
+    )
+    .await;
+    server.react(clock.clock()).await;
+    let refund_id = refund["refund_id"].as_str().unwrap();
+    accepted(
+        &acme,
+        &format!("/v1/refunds/{refund_id}/fail"),
+        "card-sale-refund-fail",
+        json!({"reason": "card closed"}),
+        200,
+    )
+    .await;
+    let (dispute, _) = accepted(
+        &acme,
+        &format!("/v1/payments/{sale}/disputes"),
+        "card-sale-dispute",
+        json!({"capture_id": capture_id, "amount": 10_000, "fee": 0, "reference": "dp_a"}),
+        201,
+    )
+    .await;
+    let dispute_id = dispute["dispute_id"].as_str().unwrap().to_string();
+    for (path, key, body) in [
+        ("evidence", "card-sale-evidence", json!({})),
+        ("close", "card-sale-lost", json!({"outcome": "lost"})),
+    ] {
+        accepted(
+            &acme,
+            &format!("/v1/disputes/{dispute_id}/{path}"),
+            key,
+            body,
+            200,
+        )
+        .await;
+    }
+    server.react(clock.clock()).await;
+    let seq = server.tenant_seq(&acme).await;
+    server.catch_up().await;
+    let lines = acme.read("/v1/payees/alice/ledger", seq).await["lines"].clone();
+    let sources: Vec<(String, i64)> = lines.as_array().unwrap()[1..]
+        .iter()
+        .map(|line| {
+            let source = line["source"].as_str().unwrap();
+            (
+                source.split(':').next().unwrap().to_string(),
+                line["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("capture".to_string(), 2_000),
+            ("refund".to_string(), -500),
+            ("refund_failed".to_string(), 500),
+            ("dispute".to_string(), -1_000)
+        ]
+    );
     for n in 0..20 {
         let body = json!({"kind": "time", "minutes": 60, "worked_at": day(2, 1)});
         work(&acme, &format!("w{n}"), body).await;
@@ -463,5 +547,7 @@ async fn a_commission_in_another_currency_is_a_refused_line_and_concurrent_runs_
     }
     let distinct: std::collections::BTreeSet<String> =
         claimed.iter().map(|line| line.to_string()).collect();
-    assert_eq!((claimed.len(), distinct.len()), (20, 20));
+    // The 20 hours and the three payable clawback lines (the commission is
+    // held), each claimed by one run.
+    assert_eq!((claimed.len(), distinct.len()), (23, 23));
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use commands::requests::compensation::{
     AccrueCommission, AddPlanVersion, AdjustLine, ApprovePayRun, AssignPlan, ClawBack,
     CreatePayRun, CreatePayee, CreateRole, MakeLinePayable, PayPayRun, RecordWork, ReopenPayRun,
+    ReverseClawBack,
 };
 
 fn usd() -> Asset {
@@ -114,6 +115,23 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
         asset: usd(),
     };
     ledger.run(0, "comp-claw-back", claw_back).await;
+    let reverse = ReverseClawBack {
+        payee_id: "alice".into(),
+        line_id: line(5),
+        clawback_source: format!("refund:{}", id(102)),
+        source: format!("refund_failed:{}", id(102)),
+        asset: usd(),
+    };
+    ledger.run(0, "comp-reverse", reverse).await;
+    let claw_back = ClawBack {
+        payee_id: "alice".into(),
+        line_id: line(6),
+        payment_id: id(100).to_string(),
+        source: format!("dispute:{}", id(103)),
+        amount: Amount::new(2_500).unwrap(),
+        asset: usd(),
+    };
+    ledger.run(0, "comp-claw-back-2", claw_back).await;
     let payable_at = now + Duration::hours(2) + Duration::days(14);
     ledger.set_clock(payable_at + Duration::minutes(1));
     let payable = MakeLinePayable {

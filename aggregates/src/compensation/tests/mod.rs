@@ -515,6 +515,31 @@ fn a_refund_claws_back_the_same_share_never_more_than_was_accrued() {
     history.extend(rest);
     let nothing = decide(&state(history.clone()), claw(4, 1));
     assert_eq!(accrued(&nothing).status, LineStatus::Refused);
+    // The first refund failed: its clawback is given back, once.
+    let reverse = |n: u128, refund: u128| PayeeCommand::ReverseClawBack {
+        line_id: line_id(n),
+        clawback_source: format!("refund:{refund}"),
+        source: format!("refund_failed:{refund}"),
+        at: day(6),
+    };
+    let given_back = decide(&state(history.clone()), reverse(5, 2));
+    assert_eq!(
+        (accrued(&given_back).amount, accrued(&given_back).corrects),
+        (333, Some(line_id(2)))
+    );
+    let mut reversed = history.clone();
+    reversed.extend(given_back);
+    GivenPayee::with(())
+        .given(reversed)
+        .when(reverse(6, 2))
+        .then_expect_error(CompensationError::AccruedAlready {
+            origin: "refund_failed:2".into(),
+        });
+    let unknown = decide(&state(history.clone()), reverse(7, 9));
+    assert_eq!(
+        (accrued(&unknown).status, accrued(&unknown).amount),
+        (LineStatus::Refused, 0)
+    );
     GivenPayee::with(())
         .given(history)
         .when(claw(2, 1))

@@ -1,6 +1,7 @@
 //! The commission process manager: a capture of a payment attributed to a
 //! payee (`payee` on the payment) accrues the payee's commission; a refund
-//! or a lost dispute of such a payment claws back the same share.
+//! or a lost dispute of such a payment claws back the same share, and a
+//! refund that fails gives its clawback back.
 //!
 //! Each reaction is submitted under a key derived from the causing event
 //! (`pm:commissions:<event_id>:0`) and fingerprinted by that event alone,
@@ -12,7 +13,7 @@
 //! and recorded under the key; a commission in another currency, or with
 //! no plan or rule in effect, is a refused line in the payee's ledger.
 
-use super::{AccrueCommission, ClawBack};
+use super::{AccrueCommission, ClawBack, ReverseClawBack};
 use crate::pipeline::load::current_one;
 use crate::pipeline::{derive_id, CommandBus, PipelineError};
 use aggregates::compensation::Payee;
@@ -57,6 +58,10 @@ enum Reaction {
         source: String,
         amount: Amount,
     },
+    Reverse {
+        clawback_source: String,
+        source: String,
+    },
 }
 
 fn reaction(payment: &Payment, event: PaymentEvent) -> Option<Reaction> {
@@ -76,6 +81,10 @@ fn reaction(payment: &Payment, event: PaymentEvent) -> Option<Reaction> {
         } => Some(Reaction::ClawBack {
             source: format!("refund:{refund_id}"),
             amount,
+        }),
+        PaymentEvent::RefundFailed { refund_id, .. } => Some(Reaction::Reverse {
+            clawback_source: format!("refund:{refund_id}"),
+            source: format!("refund_failed:{refund_id}"),
         }),
         PaymentEvent::DisputeClosed {
             dispute_id,
@@ -149,6 +158,16 @@ impl Commissions {
                 amount: *amount,
                 asset,
             }),
+            Reaction::Reverse {
+                clawback_source,
+                source,
+            } => Box::new(ReverseClawBack {
+                payee_id,
+                line_id,
+                clawback_source: clawback_source.clone(),
+                source: source.clone(),
+                asset,
+            }),
         }))
     }
 }
@@ -168,6 +187,7 @@ impl Reactor for Commissions {
             decoded,
             PaymentEvent::Captured { .. }
                 | PaymentEvent::Refunded { .. }
+                | PaymentEvent::RefundFailed { .. }
                 | PaymentEvent::DisputeClosed { .. }
         ) {
             return Ok(());

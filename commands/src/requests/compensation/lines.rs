@@ -195,6 +195,37 @@ impl Request for ClawBack {
     }
 }
 
+/// Gives back a clawback whose refund failed (the process manager's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReverseClawBack {
+    pub payee_id: String,
+    pub line_id: LineId,
+    /// `refund:<refund_id>`: the clawback given back.
+    pub clawback_source: String,
+    /// `refund_failed:<refund_id>`.
+    pub source: String,
+    pub asset: Asset,
+}
+
+impl Request for ReverseClawBack {
+    const KIND: &'static str = "reverse_claw_back";
+
+    fn targets(&self) -> Vec<Target> {
+        line_targets(&self.payee_id, &self.asset, self.line_id)
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let command = PayeeCommand::ReverseClawBack {
+            line_id: self.line_id,
+            clawback_source: self.clawback_source.clone(),
+            source: self.source.clone(),
+            at: decider.at(),
+        };
+        accrue(decider, &self.payee_id, &self.asset, command)
+    }
+}
+
 /// A held line's holding period is over: payable from its due time (the
 /// scheduler's).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,7 +13,9 @@ pub mod commissions;
 mod lines;
 mod runs;
 
-pub use lines::{AccrueCommission, AdjustLine, ClawBack, MakeLinePayable, RecordWork};
+pub use lines::{
+    AccrueCommission, AdjustLine, ClawBack, MakeLinePayable, RecordWork, ReverseClawBack,
+};
 pub use runs::{ApprovePayRun, CreatePayRun, PayPayRun, PayRunAnswer, ReopenPayRun};
 
 use super::books;
@@ -443,6 +445,7 @@ pub fn domain() -> crate::domains::Domain {
             RequestKind::of::<AdjustLine>(),
             RequestKind::of::<AccrueCommission>(),
             RequestKind::of::<ClawBack>(),
+            RequestKind::of::<ReverseClawBack>(),
             RequestKind::of::<MakeLinePayable>(),
             RequestKind::of::<CreatePayRun>(),
             RequestKind::of::<ApprovePayRun>(),
