@@ -33,6 +33,8 @@ pub enum CompensationError {
     NoRule { rule: String },
     #[error("the plan is in {plan}, the payee is paid in {payee}")]
     CurrencyMismatch { plan: String, payee: String },
+    #[error("the sale is in {sale}, the payee is paid in {payee}")]
+    SaleCurrency { sale: String, payee: String },
     #[error("the line {0} is taken")]
     LineTaken(LineId),
     #[error("no line {0}")]
@@ -86,7 +88,7 @@ impl Rejection for CompensationError {
             Self::NoAssignment { .. } => "no_plan_assigned",
             Self::NoVersion { .. } => "no_plan_version",
             Self::NoRule { .. } => "no_matching_rule",
-            Self::CurrencyMismatch { .. } => "currency_mismatch",
+            Self::CurrencyMismatch { .. } | Self::SaleCurrency { .. } => "currency_mismatch",
             Self::LineTaken(_) => "line_taken",
             Self::UnknownLine(_) => "unknown_line",
             Self::NotHeld => "line_not_held",
@@ -109,6 +111,7 @@ impl Rejection for CompensationError {
             Self::NoVersion { plan_id, at } => json!({"plan_id": plan_id, "at": at}),
             Self::NoRule { rule } => json!({"rule": rule}),
             Self::CurrencyMismatch { plan, payee } => json!({"plan": plan, "payee": payee}),
+            Self::SaleCurrency { sale, payee } => json!({"sale": sale, "payee": payee}),
             Self::LineTaken(line) | Self::UnknownLine(line) => json!({"line_id": line}),
             Self::AccruedAlready { origin } => json!({"source": origin}),
             _ => Value::Null,

@@ -76,6 +76,10 @@ pub struct Line {
     /// on (the capture, or the amount refunded or lost).
     pub payment_id: Option<String>,
     pub basis: Option<Amount>,
+    /// A clawback's captures: the sources (`capture:<id>`) of the
+    /// commission lines it takes its share of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clawed_from: Vec<String>,
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -105,6 +109,7 @@ impl Line {
             work: None,
             payment_id: None,
             basis: None,
+            clawed_from: Vec::new(),
             recorded_at,
         }
     }

@@ -162,6 +162,28 @@ impl Payee {
         self.sum(|line| line.status == LineStatus::Accrued)
     }
 
+    /// The cap period `line` counts in: a commission's own month; a
+    /// clawback's (and its reversal's) the month of the first commission it
+    /// claws from, so what is clawed back frees room under the cap.
+    fn cap_period_of(&self, line: &Line) -> Option<String> {
+        use super::ledger::{cap_period, LineKind};
+        if line.status == LineStatus::Refused {
+            return None;
+        }
+        match line.kind {
+            LineKind::Commission => Some(cap_period(line.accrued_at)),
+            LineKind::Clawback => self
+                .lines
+                .iter()
+                .find(|commission| {
+                    commission.kind == LineKind::Commission
+                        && commission.source.as_ref() == line.clawed_from.first()
+                })
+                .map(|commission| cap_period(commission.accrued_at)),
+            _ => None,
+        }
+    }
+
     fn set_status(&mut self, lines: &[LineId], status: LineStatus, run: Option<PayRunId>) {
         for line_id in lines {
             if let Some(line) = self.line_mut(*line_id) {
@@ -212,10 +234,7 @@ impl Aggregate for Payee {
                 assigned_at: at,
             }),
             PayeeEvent::LineAccrued(line) => {
-                if line.kind == super::ledger::LineKind::Commission
-                    && line.status != LineStatus::Refused
-                {
-                    let period = super::ledger::cap_period(line.accrued_at);
+                if let Some(period) = self.cap_period_of(&line) {
                     add(self.cap_used.entry(period).or_default(), line.amount);
                 }
                 self.lines.push(line);

@@ -49,12 +49,14 @@ pub enum PayeeCommand {
         captured_at: DateTime<Utc>,
         at: DateTime<Utc>,
     },
-    /// Claws back the share of the payment's commission that `amount`
-    /// (refunded or lost) is of what was captured.
+    /// Claws back the share of the commission on `captures` (their
+    /// sources, `capture:<id>`) that `amount` (refunded or lost of them)
+    /// is of what they captured.
     ClawBack {
         line_id: LineId,
         payment_id: String,
         source: String,
+        captures: Vec<String>,
         amount: Amount,
         at: DateTime<Utc>,
     },
@@ -215,8 +217,8 @@ impl Payee {
             Ok(vec![PayeeEvent::LineAccrued(line)])
         };
         if asset != profile.asset {
-            let error = CompensationError::CurrencyMismatch {
-                plan: asset.code().to_string(),
+            let error = CompensationError::SaleCurrency {
+                sale: asset.code().to_string(),
                 payee: profile.asset.code().to_string(),
             };
             return refused(line, error);
@@ -256,49 +258,92 @@ impl Payee {
         Ok(vec![PayeeEvent::LineAccrued(line)])
     }
 
+    /// The commission lines of `captures` (refused ones included: their
+    /// captures count in the basis with nothing accrued).
+    fn commissions_of<'a>(&'a self, captures: &'a [String]) -> impl Iterator<Item = &'a Line> {
+        self.lines.iter().filter(move |line| {
+            line.kind == LineKind::Commission
+                && line
+                    .source
+                    .as_ref()
+                    .is_some_and(|source| captures.contains(source))
+        })
+    }
+
+    /// What was refused, taken and clawed back of `captures` so far: the
+    /// net amount refunded or lost (reversals given back) and the net
+    /// clawed (<= 0).
+    fn clawed_of(&self, captures: &[String]) -> Result<(i64, i64), AmountError> {
+        let mut taken = 0i64;
+        let mut clawed = 0i64;
+        for line in self.lines.iter().filter(|line| {
+            line.kind == LineKind::Clawback
+                && line.status != LineStatus::Refused
+                && line.clawed_from.as_slice() == captures
+        }) {
+            let basis = line.basis.map_or(0, Amount::value);
+            let signed = if line.amount < 0 { basis } else { -basis };
+            taken = add(taken, signed)?;
+            clawed = add(clawed, line.amount)?;
+        }
+        Ok((taken, clawed))
+    }
+
+    /// When what `captures` earned becomes payable, if any of it is still
+    /// held: a clawback of it is held as long.
+    fn held_until(&self, captures: &[String]) -> Option<DateTime<Utc>> {
+        self.commissions_of(captures)
+            .filter(|line| line.status == LineStatus::Held)
+            .filter_map(|line| line.payable_at)
+            .max()
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn claw_back(
         &self,
         line_id: LineId,
         payment_id: String,
         source: String,
+        mut captures: Vec<String>,
         amount: Amount,
         at: DateTime<Utc>,
     ) -> Decided {
         self.fresh_line(line_id)?;
         self.sourced(&source)?;
-        let of_payment = |kind: LineKind| {
-            let payment_id = payment_id.as_str();
-            move |line: &Line| {
-                line.kind == kind
-                    && line.status != LineStatus::Refused
-                    && line.payment_id.as_deref() == Some(payment_id)
-            }
-        };
-        let accrued = self.sum(of_payment(LineKind::Commission))?;
-        let clawed = self.sum(of_payment(LineKind::Clawback))?;
-        let basis = self
-            .lines
-            .iter()
-            .filter(|line| of_payment(LineKind::Commission)(line))
-            .try_fold(0i64, |sum, line| {
-                add(sum, line.basis.map_or(0, Amount::value))
-            })?;
+        captures.sort();
+        captures.dedup();
+        let (mut basis, mut accrued) = (0i64, 0i64);
+        for line in self.commissions_of(&captures) {
+            basis = add(basis, line.basis.map_or(0, Amount::value))?;
+            accrued = add(accrued, line.amount)?;
+        }
+        let (taken, clawed) = self.clawed_of(&captures)?;
         let mut line = Line::new(line_id, LineKind::Clawback, 0, at, at);
         line.source = Some(source);
-        line.payment_id = Some(payment_id.clone());
+        line.payment_id = Some(payment_id);
         line.basis = Some(amount);
         line.payable_at = Some(at);
-        let left = add(accrued, clawed)?;
-        if basis == 0 || left <= 0 {
+        // The share of everything taken so far, rounded once, less what was
+        // clawed back already: partial refunds add up to the whole.
+        let share = if basis > 0 && accrued > 0 {
+            let taken = add(taken, amount.value())?.min(basis);
+            div_half_even(i128::from(accrued) * i128::from(taken), i128::from(basis))?
+        } else {
+            0
+        };
+        let due = add(share, clawed)?;
+        if due <= 0 {
             line.status = LineStatus::Refused;
-            line.reason = Some("no_commission: nothing of the payment is left to claw back".into());
+            line.reason = Some("no_commission: nothing of the capture is left to claw back".into());
+            line.clawed_from = captures;
             return Ok(vec![PayeeEvent::LineAccrued(line)]);
         }
-        let share = div_half_even(
-            i128::from(accrued) * i128::from(amount.value()),
-            i128::from(basis),
-        )?;
-        line.amount = -share.min(left);
+        line.amount = -due;
+        if let Some(payable_at) = self.held_until(&captures) {
+            line.status = LineStatus::Held;
+            line.payable_at = Some(payable_at);
+        }
+        line.clawed_from = captures;
         Ok(vec![PayeeEvent::LineAccrued(line)])
     }
 
@@ -325,7 +370,12 @@ impl Payee {
                 line.corrects = Some(clawback.line_id);
                 line.payment_id = clawback.payment_id.clone();
                 line.basis = clawback.basis;
+                line.clawed_from = clawback.clawed_from.clone();
                 line.reason = Some(format!("{clawback_source} failed"));
+                if clawback.status == LineStatus::Held {
+                    line.status = LineStatus::Held;
+                    line.payable_at = clawback.payable_at;
+                }
             }
             None => {
                 line.status = LineStatus::Refused;
@@ -459,9 +509,10 @@ impl Decide for Payee {
                 line_id,
                 payment_id,
                 source,
+                captures,
                 amount,
                 at,
-            } => self.claw_back(line_id, payment_id, source, amount, at),
+            } => self.claw_back(line_id, payment_id, source, captures, amount, at),
             PayeeCommand::ReverseClawBack {
                 line_id,
                 clawback_source,

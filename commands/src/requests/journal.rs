@@ -9,23 +9,37 @@
 
 use super::books::{self, entry_of, money_targets, use_assets};
 
-/// Refused: `code` is a commitment's held funds, which only its escrow
-/// requests move (the commitment keeps what is held and frozen on it).
+/// The account codes a domain owns, each with what it is: only that
+/// domain's requests move money on them (its aggregates keep what the
+/// account must agree with: a commitment's held and frozen funds, a
+/// payee's ledger).
+const DOMAIN_OWNED: [(&str, &str); 2] = [
+    (
+        "escrow_held:",
+        "a commitment's held funds: only its escrow requests",
+    ),
+    (
+        "compensation_payable:",
+        "a payee's compensation payable: only their ledger's lines and pay runs",
+    ),
+];
+
+/// Refused: `code` is one a domain owns ([`DOMAIN_OWNED`]).
 fn domain_owned<'a>(codes: impl IntoIterator<Item = &'a AccountCode>) -> Result<(), Refusal> {
-    match codes
-        .into_iter()
-        .find(|code| code.as_str().starts_with("escrow_held:"))
-    {
-        Some(code) => Err(Refusal::Rejected {
-            kind: aggregates::RejectionKind::RuleBroken,
-            code: "account_code_reserved".into(),
-            message: format!(
-                "{code} is a commitment's held funds: only its escrow requests move money on it"
-            ),
-            details: serde_json::json!({ "code": code }),
-        }),
-        None => Ok(()),
+    for code in codes {
+        if let Some((_, owner)) = DOMAIN_OWNED
+            .iter()
+            .find(|(prefix, _)| code.as_str().starts_with(prefix))
+        {
+            return Err(Refusal::Rejected {
+                kind: aggregates::RejectionKind::RuleBroken,
+                code: "account_code_reserved".into(),
+                message: format!("{code} is {owner} move money on it"),
+                details: serde_json::json!({ "code": code }),
+            });
+        }
     }
+    Ok(())
 }
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use aggregates::journal::account::{AccountCode, AccountSpec, LedgerAccount};

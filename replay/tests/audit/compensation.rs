@@ -111,6 +111,7 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
         line_id: line(4),
         payment_id: id(100).to_string(),
         source: format!("refund:{}", id(102)),
+        captures: vec![format!("capture:{}", id(101))],
         amount: Amount::new(2_500).unwrap(),
         asset: usd(),
     };
@@ -128,18 +129,22 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
         line_id: line(6),
         payment_id: id(100).to_string(),
         source: format!("dispute:{}", id(103)),
+        captures: vec![format!("capture:{}", id(101))],
         amount: Amount::new(2_500).unwrap(),
         asset: usd(),
     };
     ledger.run(0, "comp-claw-back-2", claw_back).await;
     let payable_at = now + Duration::hours(2) + Duration::days(14);
     ledger.set_clock(payable_at + Duration::minutes(1));
-    let payable = MakeLinePayable {
-        payee_id: "alice".into(),
-        line_id: line(3),
-        due_at: Some(payable_at),
-    };
-    ledger.run(0, "comp-payable", payable).await;
+    // The commission and its clawbacks (held as long) become payable.
+    for n in [3, 4, 5, 6] {
+        let payable = MakeLinePayable {
+            payee_id: "alice".into(),
+            line_id: line(n),
+            due_at: Some(payable_at),
+        };
+        ledger.run(0, &format!("comp-payable-{n}"), payable).await;
+    }
     let run = PayRunId::from_uuid(id(200));
     let create = CreatePayRun {
         pay_run_id: run,

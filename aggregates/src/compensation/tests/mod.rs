@@ -474,7 +474,7 @@ fn a_commission_that_cannot_accrue_is_a_refused_line_saying_why() {
     }
     assert_eq!(
         refused(vec![created(), assigned()], euros),
-        "currency_mismatch: the plan is in EUR, the payee is paid in USD"
+        "currency_mismatch: the sale is in EUR, the payee is paid in USD"
     );
     assert!(refused(vec![created()], commission(1, 1_000, 2, None)).starts_with("no_plan_assigned"));
     let mut no_commission = in_effect(1, 1, 2_500);
@@ -500,14 +500,21 @@ fn a_refund_claws_back_the_same_share_never_more_than_was_accrued() {
         line_id: line_id(n),
         payment_id: "pay-1".into(),
         source: format!("refund:{n}"),
+        captures: vec!["capture:1".into()],
         amount: cents(amount),
         at: day(5),
     };
-    // 1000 accrued on 10000: a refund of 3333 claws back 333.3 -> 333.
+    // 1000 accrued on 10000: a refund of 3333 claws back 333.3 -> 333,
+    // held as long as the commission is.
     let first = decide(&state(history.clone()), claw(2, 3_333));
     assert_eq!(
-        (accrued(&first).amount, accrued(&first).kind),
-        (-333, LineKind::Clawback)
+        (
+            accrued(&first).amount,
+            accrued(&first).kind,
+            accrued(&first).status,
+            accrued(&first).payable_at
+        ),
+        (-333, LineKind::Clawback, LineStatus::Held, Some(day(16)))
     );
     history.extend(first);
     let rest = decide(&state(history.clone()), claw(3, 10_000));
@@ -535,6 +542,26 @@ fn a_refund_claws_back_the_same_share_never_more_than_was_accrued() {
         .then_expect_error(CompensationError::AccruedAlready {
             origin: "refund_failed:2".into(),
         });
+    // Partial refunds add up: the share of all refunded so far, rounded
+    // once, less what was clawed (5 on 50, refunded 25 and 25: 2 then 3).
+    let mut small = vec![created(), assigned()];
+    small.extend(decide(
+        &state(small.clone()),
+        commission(8, 50, 2, Some(in_effect(1, 1, 2_500))),
+    ));
+    for (n, expected) in [(9, -2), (10, -3)] {
+        let command = PayeeCommand::ClawBack {
+            line_id: line_id(n),
+            payment_id: "pay-1".into(),
+            source: format!("refund:{n}"),
+            captures: vec!["capture:8".into()],
+            amount: cents(25),
+            at: day(5),
+        };
+        let events = decide(&state(small.clone()), command);
+        assert_eq!(accrued(&events).amount, expected);
+        small.extend(events);
+    }
     let unknown = decide(&state(history.clone()), reverse(7, 9));
     assert_eq!(
         (accrued(&unknown).status, accrued(&unknown).amount),

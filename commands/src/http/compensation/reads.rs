@@ -145,6 +145,14 @@ pub struct PayeeView {
     pub projection_seq: i64,
 }
 
+fn checked_sum(
+    mut amounts: impl Iterator<Item = aggregates::money::Amount>,
+) -> Result<i64, ApiError> {
+    amounts
+        .try_fold(0i64, |sum, amount| sum.checked_add(amount.value()))
+        .ok_or_else(|| ApiError::Internal("a payee's sums overflow".into()))
+}
+
 fn totals(payee: &Payee) -> Result<PayeeTotals, ApiError> {
     let internal = |error| ApiError::Internal(format!("a payee's sums: {error}"));
     let of = |status: LineStatus| payee.sum(|line| line.status == status).map_err(internal);
@@ -156,14 +164,9 @@ fn totals(payee: &Payee) -> Result<PayeeTotals, ApiError> {
         payable: of(LineStatus::Accrued)?,
         in_run: of(LineStatus::InRun)?,
         paid_lines: of(LineStatus::Paid)?,
-        paid: payee
-            .runs
-            .values()
-            .filter_map(|share| share.paid)
-            .map(|paid| paid.value())
-            .sum(),
+        paid: checked_sum(payee.runs.values().filter_map(|share| share.paid))?,
         carried: payee.carried,
-        capped: payee.lines.iter().map(|line| line.capped.value()).sum(),
+        capped: checked_sum(payee.lines.iter().map(|line| line.capped))?,
     })
 }
 

@@ -81,7 +81,7 @@ pub struct PayRunBody {
         (status = 201, description = "Created, `draft`", body = Accepted<PayRunAnswer>),
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`invalid_period` (the period ends before it starts); or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_period` (the period ends before it starts); `amount_overflow`; or key reused", body = ErrorBody),
     )
 )]
 async fn create(
@@ -144,8 +144,8 @@ async fn approve(
 }
 
 /// Reopens a pay run before it is paid: back to `draft`, its lines
-/// released and every payable line by its cutoff claimed again
-/// (corrections made since included).
+/// released and every payable line by its cutoff claimed again (one made
+/// payable since, accrued by the cutoff, included).
 #[utoipa::path(
     post,
     path = "/v1/pay-runs/{pay_run_id}/reopen",
@@ -206,7 +206,7 @@ async fn reopen(
         (status = 400, description = "Invalid id or body", body = ErrorBody),
         (status = 404, description = "No such pay run", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`pay_run_not_approved`; `pay_run_paid`; or key reused", body = ErrorBody),
+        (status = 422, description = "`pay_run_not_approved`; `pay_run_paid`; `account_opened_otherwise` or `credits_exceed_debits` (the journal opened `bank:payroll` otherwise first); or key reused", body = ErrorBody),
     )
 )]
 async fn pay(

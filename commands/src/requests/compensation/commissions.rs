@@ -56,6 +56,7 @@ enum Reaction {
     },
     ClawBack {
         source: String,
+        captures: Vec<String>,
         amount: Amount,
     },
     Reverse {
@@ -77,9 +78,20 @@ fn reaction(payment: &Payment, event: PaymentEvent) -> Option<Reaction> {
             captured_at: at,
         }),
         PaymentEvent::Refunded {
-            refund_id, amount, ..
+            refund_id,
+            amount,
+            parts,
+            ..
         } => Some(Reaction::ClawBack {
             source: format!("refund:{refund_id}"),
+            // Every capture of the tenders refunded.
+            captures: payment
+                .tenders
+                .iter()
+                .filter(|tender| parts.iter().any(|part| part.tender_id == tender.tender_id))
+                .flat_map(|tender| &tender.captures)
+                .map(|capture| format!("capture:{}", capture.capture_id))
+                .collect(),
             amount,
         }),
         PaymentEvent::RefundFailed { refund_id, .. } => Some(Reaction::Reverse {
@@ -96,6 +108,7 @@ fn reaction(payment: &Payment, event: PaymentEvent) -> Option<Reaction> {
             .find(|dispute| dispute.dispute_id == dispute_id)
             .map(|dispute| Reaction::ClawBack {
                 source: format!("dispute:{dispute_id}"),
+                captures: vec![format!("capture:{}", dispute.capture_id)],
                 amount: dispute.amount,
             }),
         _ => None,
@@ -150,11 +163,16 @@ impl Commissions {
                 captured_at: *captured_at,
                 asset,
             }),
-            Reaction::ClawBack { source, amount } => Box::new(ClawBack {
+            Reaction::ClawBack {
+                source,
+                captures,
+                amount,
+            } => Box::new(ClawBack {
                 payee_id,
                 line_id,
                 payment_id,
                 source: source.clone(),
+                captures: captures.clone(),
                 amount: *amount,
                 asset,
             }),

@@ -162,8 +162,8 @@ impl Request for AccrueCommission {
     }
 }
 
-/// Claws back the share of a payment's commission that a refund or a lost
-/// dispute (`source`) of `amount` is (the process manager's).
+/// Claws back the share of the commission on the captures a refund or a
+/// lost dispute (`source`) of `amount` took from (the process manager's).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClawBack {
@@ -172,6 +172,9 @@ pub struct ClawBack {
     pub payment_id: String,
     /// `refund:<refund_id>` or `dispute:<dispute_id>`.
     pub source: String,
+    /// The captures refunded or disputed (`capture:<capture_id>`): the
+    /// commission lines whose share is clawed back.
+    pub captures: Vec<String>,
     pub amount: Amount,
     pub asset: Asset,
 }
@@ -188,6 +191,7 @@ impl Request for ClawBack {
             line_id: self.line_id,
             payment_id: self.payment_id.clone(),
             source: self.source.clone(),
+            captures: self.captures.clone(),
             amount: self.amount,
             at: decider.at(),
         };

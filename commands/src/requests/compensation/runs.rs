@@ -192,8 +192,8 @@ impl Request for ApprovePayRun {
 }
 
 /// Reopens an unpaid run: back to draft, its lines released and every
-/// payable line by its cutoff claimed again (corrections made since
-/// included).
+/// payable line by its cutoff claimed again (one made payable since,
+/// accrued by the cutoff, included).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReopenPayRun {
