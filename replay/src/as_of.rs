@@ -137,6 +137,19 @@ impl Replayer {
         self.checker.events()
     }
 
+    /// Keeps every journal entry folded, with its time (for reports).
+    pub fn keep_entries(mut self) -> Self {
+        self.state.keep_entries();
+        self
+    }
+
+    /// The folded state itself, once the request the point falls in is
+    /// decided (a finding there refuses it).
+    pub fn into_state(mut self) -> Result<TenantState, Finding> {
+        refuse(self.state.settle())?;
+        Ok(self.state)
+    }
+
     /// The state as of the point, once the request it falls in is decided
     /// (a finding there refuses the replay).
     pub fn report(&mut self, tenant_id: TenantId) -> Result<Value, Finding> {

@@ -36,6 +36,19 @@ pub struct ReplayOptions {
     pub json: bool,
 }
 
+/// `ledger report`.
+pub struct ReportOptions {
+    pub name: crate::reports::ReportName,
+    /// The tenant (from the database), unless `file` is given.
+    pub tenant: Option<TenantId>,
+    /// An export file (offline).
+    pub file: Option<PathBuf>,
+    pub point: crate::reports::Point,
+    pub format: crate::reports::render::Format,
+    /// Where to write it (standard output when `None`).
+    pub out: Option<PathBuf>,
+}
+
 /// `ledger export`.
 pub struct ExportOptions {
     pub tenant: TenantId,
@@ -142,4 +155,74 @@ pub async fn run_bench(
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(())
+}
+
+/// How long `ledger report` waits for the read tables to reach the
+/// report's seq.
+const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Computes the report from the database or the file, writes it, and
+/// exits 0 when it ties out, 1 when it does not.
+pub async fn run_report(
+    database_url: Option<&str>,
+    options: ReportOptions,
+) -> Result<ExitCode, Failure> {
+    let point = options.point.check()?;
+    let report = match (&options.file, options.tenant) {
+        (Some(path), _) => crate::reports::offline::report(path, options.name, point)?,
+        (None, Some(tenant)) => {
+            let store = open_store_to_read(database_url, 2).await?;
+            report_from_store(&store, tenant, options.name, point).await?
+        }
+        (None, None) => return Err("give --tenant or --file".into()),
+    };
+    let text = options.format.render(&report);
+    match &options.out {
+        Some(path) => {
+            std::fs::write(path, &text)?;
+            eprintln!("wrote {} to {}", report.name.as_str(), path.display());
+        }
+        None => print!("{text}"),
+    }
+    if report.ties_out() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("the report does not tie out: see its tie-out");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The report from the read tables, once they have reached its seq
+/// (waiting up to [`REPORT_WAIT`]).
+async fn report_from_store(
+    store: &EventStore,
+    tenant: TenantId,
+    name: crate::reports::ReportName,
+    point: crate::reports::Point,
+) -> Result<crate::reports::Report, Failure> {
+    let pool = store.pool();
+    let mut reading = projections::read::begin_tenant_read(pool, tenant).await?;
+    let seq = crate::reports::online::seq_of(&mut reading, tenant, point).await?;
+    reading.commit().await?;
+    let deadline = std::time::Instant::now() + REPORT_WAIT;
+    for projection in crate::reports::online::PROJECTIONS {
+        loop {
+            let reached = projections::read::checkpoint(pool, projection, tenant).await?;
+            if reached >= seq {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the {projection} read table is at tenant_seq {reached}, not {seq}: \
+                     run `ledger project` (or `serve`) and try again"
+                )
+                .into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let mut reading = projections::read::begin_tenant_read(pool, tenant).await?;
+    let report = crate::reports::online::report(&mut reading, tenant, name, point, seq).await?;
+    reading.commit().await?;
+    Ok(report)
 }

@@ -419,6 +419,57 @@ pub fn replay_file(path: &Path, as_of: AsOf) -> Result<Value, VerifyError> {
         .map_err(VerifyError::Refused)
 }
 
+/// The last seq at or before `seq` in the export file at `path` that ends
+/// a request (its next event is another request's, or there is none).
+pub fn request_end(path: &Path, seq: i64) -> Result<i64, VerifyError> {
+    let mut file = ExportFile::open(path)?;
+    let mut end = 0;
+    let mut last: Option<(i64, String)> = None;
+    while let Some((_, event)) = file.next_event()? {
+        let event = event.map_err(VerifyError::Refused)?;
+        if let Some((last_seq, key)) = &last {
+            if *key != event.idempotency_key && *last_seq <= seq {
+                end = *last_seq;
+            }
+        }
+        if event.tenant_seq > seq {
+            return Ok(end);
+        }
+        last = Some((event.tenant_seq, event.idempotency_key));
+    }
+    Ok(last.map_or(
+        end,
+        |(last_seq, _)| if last_seq <= seq { last_seq } else { end },
+    ))
+}
+
+/// The tenant's state as of `as_of` folded from an export file, offline,
+/// checked as [`replay_file`] checks it, with every journal entry kept
+/// (what a report computes from), and the file's header.
+pub fn fold_file(
+    path: &Path,
+    as_of: AsOf,
+) -> Result<(Header, crate::state::TenantState), VerifyError> {
+    let mut file = ExportFile::open(path)?;
+    let mut replayer = Replayer::new(as_of).keep_entries();
+    let mut lines = 0u64;
+    while let Some((line, event)) = file.next_event()? {
+        lines += 1;
+        let event = event.map_err(VerifyError::Refused)?;
+        replayer
+            .feed(&event, Some(line))
+            .map_err(VerifyError::Refused)?;
+    }
+    replayer
+        .finish(file.header.head_seq, &file.header.head_hash)
+        .map_err(VerifyError::Refused)?;
+    if let Some(finding) = file.count_finding(lines) {
+        return Err(VerifyError::Refused(finding));
+    }
+    let state = replayer.into_state().map_err(VerifyError::Refused)?;
+    Ok((file.header, state))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(replay))
+    OpenApiRouter::new()
+        .routes(routes!(replay))
+        .merge(crate::reports::http::router())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -29,6 +29,7 @@ pub mod differences;
 pub mod export;
 pub mod http;
 pub mod report;
+pub mod reports;
 pub mod source;
 pub mod state;
 pub mod verify;

@@ -80,6 +80,9 @@ pub struct TenantState {
     last_recorded_at: Option<DateTime<Utc>>,
     /// The events of the request read last, not yet settled.
     request: Option<Pending>,
+    /// Every journal entry posted, with the time its request was recorded
+    /// (kept for reports only).
+    entries: Option<Vec<(DateTime<Utc>, JournalEntry)>>,
 }
 
 /// The stored events of one request.
@@ -122,7 +125,19 @@ impl TenantState {
             last_hash: None,
             last_recorded_at: None,
             request: None,
+            entries: None,
         }
+    }
+
+    /// Keeps every journal entry posted from now on, with its time (what a
+    /// report of a period needs).
+    pub fn keep_entries(&mut self) {
+        self.entries.get_or_insert_with(Vec::new);
+    }
+
+    /// The journal entries kept ([`TenantState::keep_entries`]), in order.
+    pub fn entries(&self) -> &[(DateTime<Utc>, JournalEntry)] {
+        self.entries.as_deref().unwrap_or_default()
     }
 
     /// Reads the next event (from `line` of a file, if any). Returns the
@@ -235,12 +250,16 @@ impl TenantState {
                 fold_stored(fold, &mut request.members)
             }
         };
+        let recorded_at = request.members[0].event.recorded_at;
         for entry in &entries {
             if let Err(error) = self.balances.post(entry) {
                 request.members[0]
                     .problems
                     .push(format!("the tenant's journal refuses an entry: {error}"));
             }
+        }
+        if let Some(kept) = self.entries.as_mut() {
+            kept.extend(entries.into_iter().map(|entry| (recorded_at, entry)));
         }
         request
             .members
@@ -274,7 +293,7 @@ impl TenantState {
     }
 
     /// The aggregates folded.
-    pub(crate) fn fold(&self) -> Option<&TenantFold> {
+    pub fn fold(&self) -> Option<&TenantFold> {
         self.fold.as_ref()
     }
 

@@ -1,0 +1,225 @@
+//! `GET /v1/reports/{name}`: a finance report of the calling tenant (the
+//! tenant comes from the API key alone), from the read tables once they
+//! have reached the report's seq, in JSON, CSV, HTML (downloads) or a
+//! readable table.
+
+use super::render::Format;
+use super::{online, Point, Report, ReportError, ReportName};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use commands::http::error::{ApiError, ErrorBody};
+use commands::http::extract::{ApiPath, ApiQuery, Seq, Tenant};
+use commands::http::read::tenant_read;
+use commands::http::AppState;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(report))
+}
+
+/// A report's name.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportParam {
+    TrialBalance,
+}
+
+impl From<ReportParam> for ReportName {
+    fn from(name: ReportParam) -> Self {
+        match name {
+            ReportParam::TrialBalance => Self::TrialBalance,
+        }
+    }
+}
+
+/// A report's format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatParam {
+    #[default]
+    Json,
+    Csv,
+    Html,
+    Table,
+}
+
+impl From<FormatParam> for Format {
+    fn from(format: FormatParam) -> Self {
+        match format {
+            FormatParam::Json => Self::Json,
+            FormatParam::Csv => Self::Csv,
+            FormatParam::Html => Self::Html,
+            FormatParam::Table => Self::Table,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// As of this tenant_seq (not with `as_of`, `from` or `to`).
+    #[param(inline)]
+    pub as_of_seq: Option<Seq>,
+    /// As of this time (RFC 3339): what was recorded by then (not with
+    /// `from` or `to`).
+    #[param(value_type = Option<aggregates::time::BoundedTime>)]
+    pub as_of: Option<aggregates::time::BoundedTime>,
+    /// The period's start (with `to`): opening balances are what was
+    /// recorded before it.
+    #[param(value_type = Option<aggregates::time::BoundedTime>)]
+    pub from: Option<aggregates::time::BoundedTime>,
+    /// The period's end (with `from`).
+    #[param(value_type = Option<aggregates::time::BoundedTime>)]
+    pub to: Option<aggregates::time::BoundedTime>,
+    /// `json` (default; amounts in minor units), `csv`, `html` (one
+    /// self-contained page) or `table`.
+    #[param(inline)]
+    pub format: Option<FormatParam>,
+}
+
+fn bad(code: &'static str, message: String) -> ApiError {
+    ApiError::BadRequest {
+        code,
+        message,
+        details: json!({}),
+    }
+}
+
+impl ReportQuery {
+    fn point(&self) -> Result<Point, ApiError> {
+        let point = match (self.as_of_seq, self.as_of, self.from, self.to) {
+            (Some(seq), None, None, None) => Point::Seq(seq.0),
+            (None, Some(at), None, None) => Point::Time(at.get()),
+            (None, None, Some(from), Some(to)) => Point::Period {
+                from: from.get(),
+                to: to.get(),
+            },
+            (None, None, None, None) => Point::Head,
+            _ => {
+                return Err(bad(
+                    "invalid_report_point",
+                    "give one of as_of_seq, as_of, or from and to together".into(),
+                ))
+            }
+        };
+        point
+            .check()
+            .map_err(|error| bad("invalid_report_point", error.to_string()))
+    }
+}
+
+fn refused(error: ReportError) -> ApiError {
+    match error {
+        ReportError::Ahead { asked, head } => ApiError::BadRequest {
+            code: "as_of_seq_ahead",
+            message: error.to_string(),
+            details: json!({"as_of_seq": asked, "tenant_seq": head}),
+        },
+        ReportError::Invalid(message) => bad("invalid_report_point", message),
+        ReportError::Database(error) => ApiError::from(error),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// A finance report of the calling tenant: its header (tenant, the
+/// tenant_seq it is as of, the chain hash there, the period), its tie-out
+/// (each figure beside an independent one, and whether they agree), and
+/// its tables. `trial-balance`: per account and asset, opening balance,
+/// period debits and credits, closing balance; totals per asset. The
+/// period is of recorded time, so a report of a closed period is the same
+/// on any later day. CSV and HTML come as downloads.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/{name}",
+    tag = "journal",
+    params(("name" = inline(ReportParam), Path, description = "The report"), ReportQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The report; `Ledger-Tie-Out` says `agrees` or `differs`", content(
+            (Object = "application/json"),
+            (String = "text/csv"),
+            (String = "text/html"),
+            (String = "text/plain"),
+        )),
+        (status = 400, description = "`invalid_report_point` (as_of_seq, as_of, from and to mixed, or a period ending before it starts); `as_of_seq_ahead` (details: tenant_seq); invalid query or name", body = ErrorBody),
+        (status = 503, description = "`projection_lagging`: the read tables did not reach the report's seq in time; or `database_unavailable`", body = ErrorBody),
+    )
+)]
+async fn report(
+    State(app): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    ApiPath(name): ApiPath<ReportParam>,
+    ApiQuery(query): ApiQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let point = query.point()?;
+    let format: Format = query.format.unwrap_or_default().into();
+    let mut reading = projections::read::begin_tenant_read(app.store.pool(), tenant_id).await?;
+    let seq = online::seq_of(&mut reading, tenant_id, point)
+        .await
+        .map_err(refused)?;
+    reading.commit().await?;
+    // The accounts' read table first, then the journal's, each waited for.
+    let (_, _) = tenant_read(
+        &app,
+        tenant_id,
+        projections::accounts::NAME,
+        Some(Seq(seq)),
+        |_| Box::pin(async { Ok(()) }),
+    )
+    .await?;
+    let name: ReportName = name.into();
+    let (computed, _) = tenant_read(
+        &app,
+        tenant_id,
+        projections::journal::NAME,
+        Some(Seq(seq)),
+        move |connection| {
+            Box::pin(
+                async move { Ok(online::report(connection, tenant_id, name, point, seq).await) },
+            )
+        },
+    )
+    .await?;
+    let report = computed.map_err(refused)?;
+    Ok(respond(&report, format))
+}
+
+fn respond(report: &Report, format: Format) -> Response {
+    let body = format.render(report);
+    let tie_out = if report.ties_out() {
+        "agrees"
+    } else {
+        "differs"
+    };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                header::HeaderName::from_static("ledger-tie-out"),
+                tie_out.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response();
+    if matches!(format, Format::Csv | Format::Html) {
+        let file = format!(
+            "attachment; filename=\"{}-{}.{}\"",
+            report.name.as_str(),
+            report.scope.as_of_seq,
+            format.extension()
+        );
+        if let Ok(value) = header::HeaderValue::from_str(&file) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_DISPOSITION, value);
+        }
+    }
+    response
+}

@@ -1,0 +1,271 @@
+//! Finance reports: what a report is (its header, its tie-out, its
+//! sections of rows), the reports there are, and how each is computed from
+//! one set of inputs whichever path read them: the read tables (`online`)
+//! or an export file folded with the domains' own code (`offline`). So the
+//! two paths give byte-identical JSON for one tenant and seq, and their
+//! agreement is a tie-out of its own.
+//!
+//! Every report names the tenant_seq it is as of and the chain hash at that
+//! seq, its period (by the time events were recorded: a period once closed
+//! never changes), and a tie-out: each figure it shows beside an
+//! independent one (the journal's postings beside the accounts' own
+//! balances, a domain's figures beside the journal), and whether they
+//! agree.
+
+pub mod http;
+pub mod offline;
+pub mod online;
+pub mod render;
+pub mod trial_balance;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+/// The reports there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportName {
+    TrialBalance,
+}
+
+impl ReportName {
+    pub const ALL: [Self; 1] = [Self::TrialBalance];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|report| report.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TrialBalance => "trial-balance",
+        }
+    }
+}
+
+/// What a report covers: whose, as of which seq (and its chain hash), and
+/// which period of recorded time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Scope {
+    pub tenant_id: String,
+    pub as_of_seq: i64,
+    /// The chain hash at `as_of_seq` (hex), `None` before the first event.
+    pub chain_hash: Option<String>,
+    /// Events recorded from `from` (opening balances are what came before).
+    pub from: Option<DateTime<Utc>>,
+    /// Events recorded up to `to` (`as_of_seq` is the last of them).
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Where a report is taken and over what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    /// Everything recorded.
+    Head,
+    /// Everything up to this tenant_seq.
+    Seq(i64),
+    /// Everything recorded by this time.
+    Time(DateTime<Utc>),
+    /// What was recorded from `from` to `to` (opening balances are what
+    /// came before `from`).
+    Period {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+}
+
+impl Point {
+    /// The start of the period, if the point has one.
+    pub fn from(self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Period { from, .. } => Some(from),
+            _ => None,
+        }
+    }
+
+    /// The end of the period, if the point is a time.
+    pub fn to(self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Time(to) | Self::Period { to, .. } => Some(to),
+            _ => None,
+        }
+    }
+
+    /// Refuses a period that ends before it starts, or a negative seq.
+    pub fn check(self) -> Result<Self, ReportError> {
+        match self {
+            Self::Period { from, to } if from > to => Err(ReportError::Invalid(format!(
+                "the period starts at {from}, after its end {to}"
+            ))),
+            Self::Seq(seq) if seq < 0 => {
+                Err(ReportError::Invalid(format!("as_of_seq {seq} is negative")))
+            }
+            point => Ok(point),
+        }
+    }
+}
+
+/// How a figure is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    /// Minor units of the asset named by the row's `asset` column.
+    Amount,
+    /// A count or a seq.
+    Number,
+    Flag,
+}
+
+/// One table of a report: named columns and rows of values (JSON: text,
+/// integers, booleans, null).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Section {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub columns: Vec<(&'static str, Kind)>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Section {
+    /// The rows as JSON objects.
+    fn to_json(&self) -> Value {
+        Value::Array(
+            self.rows
+                .iter()
+                .map(|row| {
+                    let object: Map<String, Value> = self
+                        .columns
+                        .iter()
+                        .map(|(name, _)| name.to_string())
+                        .zip(row.iter().cloned())
+                        .collect();
+                    Value::Object(object)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// One comparison of a figure the report shows with an independent one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What is compared (`asset_nets_to_zero`, `account_balance`).
+    pub check: &'static str,
+    /// What it is about (an account, an asset).
+    pub subject: String,
+    pub asset: String,
+    /// The report's figure.
+    pub report: i128,
+    /// The independent figure.
+    pub ledger: i128,
+    pub agrees: bool,
+}
+
+impl Check {
+    pub fn new(
+        check: &'static str,
+        subject: String,
+        asset: String,
+        report: i128,
+        ledger: i128,
+    ) -> Self {
+        Self {
+            check,
+            subject,
+            asset,
+            report,
+            ledger,
+            agrees: report == ledger,
+        }
+    }
+}
+
+/// A report, as computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub name: ReportName,
+    pub scope: Scope,
+    pub checks: Vec<Check>,
+    pub sections: Vec<Section>,
+    /// Charts of the HTML page: a title and bars (label, value, asset).
+    pub charts: Vec<Chart>,
+}
+
+/// A bar chart of the HTML page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chart {
+    pub title: String,
+    pub asset: String,
+    pub bars: Vec<(String, i128)>,
+}
+
+impl Report {
+    /// Whether every check agrees.
+    pub fn ties_out(&self) -> bool {
+        self.checks.iter().all(|check| check.agrees)
+    }
+
+    /// The report as JSON: its header, its tie-out, each section by name.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("report".into(), json!(self.name.as_str()));
+        object.insert("tenant_id".into(), json!(self.scope.tenant_id));
+        object.insert("as_of_seq".into(), json!(self.scope.as_of_seq));
+        object.insert("chain_hash".into(), json!(self.scope.chain_hash));
+        object.insert(
+            "period".into(),
+            json!({"from": self.scope.from, "to": self.scope.to}),
+        );
+        let checks: Vec<Value> = self
+            .checks
+            .iter()
+            .map(|check| {
+                json!({
+                    "check": check.check,
+                    "subject": check.subject,
+                    "asset": check.asset,
+                    "report": number(check.report),
+                    "ledger": number(check.ledger),
+                    "agrees": check.agrees,
+                })
+            })
+            .collect();
+        object.insert(
+            "tie_out".into(),
+            json!({"agrees": self.ties_out(), "checks": checks}),
+        );
+        for section in &self.sections {
+            object.insert(section.name.into(), section.to_json());
+        }
+        Value::Object(object)
+    }
+
+    /// The JSON as canonical text (keys sorted, no spaces): byte-identical
+    /// for one tenant and seq whichever path computed it.
+    pub fn to_json_text(&self) -> String {
+        eventstore::canonical::to_canonical_string(&self.to_json())
+            .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+    }
+}
+
+/// An amount as JSON: an integer (a sum past 64 bits is text).
+pub fn number(value: i128) -> Value {
+    match i64::try_from(value) {
+        Ok(value) => json!(value),
+        Err(_) => json!(value.to_string()),
+    }
+}
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("no report {0:?}: one of trial-balance")]
+    UnknownReport(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("tenant_seq {asked} is beyond the tenant's last, {head}")]
+    Ahead { asked: i64, head: i64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    File(#[from] crate::verify::VerifyError),
+}

@@ -1,0 +1,158 @@
+//! Reports from the read tables, in one tenant read transaction (row-level
+//! security): the journal's entries and the accounts' own movements, each
+//! summed as of the report's seq in the database, so a report reads what
+//! its period needs, never the events.
+
+use super::{trial_balance, Point, Report, ReportError, ReportName, Scope};
+use aggregates::TenantId;
+use sqlx::PgConnection;
+
+/// The projections a report reads, which must have reached its seq.
+pub const PROJECTIONS: [&str; 2] = [projections::journal::NAME, projections::accounts::NAME];
+
+/// The tenant's last seq.
+pub async fn head(connection: &mut PgConnection, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
+    let (head,): (Option<i64>,) =
+        sqlx::query_as("SELECT max(tenant_seq) FROM events WHERE tenant_id = $1")
+            .bind(tenant_id.as_uuid())
+            .fetch_one(connection)
+            .await?;
+    Ok(head.unwrap_or(0))
+}
+
+/// The seq `point` is taken at (refused beyond the tenant's last).
+pub async fn seq_of(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    point: Point,
+) -> Result<i64, ReportError> {
+    let head = head(connection, tenant_id).await?;
+    match point {
+        Point::Head => Ok(head),
+        Point::Seq(asked) if asked > head => Err(ReportError::Ahead { asked, head }),
+        Point::Seq(seq) => Ok(request_end(connection, tenant_id, seq).await?),
+        Point::Time(to) | Point::Period { to, .. } => {
+            let seq = projections::journal::seq_at(connection, tenant_id, to).await?;
+            Ok(request_end(connection, tenant_id, seq).await?)
+        }
+    }
+}
+
+/// The last seq at or before `seq` that ends a request (its next event is
+/// another request's, or there is none): a report is taken between
+/// requests, never inside one (whose entries and account movements are
+/// one decision).
+async fn request_end(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    seq: i64,
+) -> Result<i64, sqlx::Error> {
+    let (end,): (Option<i64>,) = sqlx::query_as(
+        "SELECT (SELECT e.tenant_seq FROM events e \
+                 LEFT JOIN events n ON n.tenant_id = e.tenant_id AND n.tenant_seq = e.tenant_seq + 1 \
+                 WHERE e.tenant_id = $1 AND e.tenant_seq <= $2 \
+                   AND (n.tenant_seq IS NULL OR n.idempotency_key <> e.idempotency_key) \
+                 ORDER BY e.tenant_seq DESC LIMIT 1)",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(seq)
+    .fetch_one(connection)
+    .await?;
+    Ok(end.unwrap_or(0))
+}
+
+/// The scope of a report at `seq` for `point`: the chain hash at it read
+/// from the events.
+async fn scope(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    point: Point,
+    seq: i64,
+) -> Result<Scope, ReportError> {
+    let hash: Option<(Vec<u8>,)> =
+        sqlx::query_as("SELECT hash FROM events WHERE tenant_id = $1 AND tenant_seq = $2")
+            .bind(tenant_id.as_uuid())
+            .bind(seq)
+            .fetch_optional(connection)
+            .await?;
+    Ok(Scope {
+        tenant_id: tenant_id.to_string(),
+        as_of_seq: seq,
+        chain_hash: hash.map(|(bytes,)| bytes.iter().map(|byte| format!("{byte:02x}")).collect()),
+        from: point.from(),
+        to: point.to(),
+    })
+}
+
+type Totals = (String, String, String, String, String, String, String);
+
+/// The trial balance's inputs: the journal's postings summed per account
+/// and asset, before the period and in it, and the accounts' own posted
+/// balances, as of `scope`'s seq.
+async fn trial_balance_input(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    scope: &Scope,
+) -> Result<trial_balance::Input, ReportError> {
+    let rows: Vec<Totals> = sqlx::query_as(
+        "SELECT p.posting->'account'->>'code', min(p.posting->'account'->>'type'), p.posting->>'asset', \
+           coalesce(sum((p.posting->>'amount')::numeric) FILTER (WHERE p.posting->>'side' = 'debit' AND e.recorded_at < $3), 0)::text, \
+           coalesce(sum((p.posting->>'amount')::numeric) FILTER (WHERE p.posting->>'side' = 'credit' AND e.recorded_at < $3), 0)::text, \
+           coalesce(sum((p.posting->>'amount')::numeric) FILTER (WHERE p.posting->>'side' = 'debit' AND ($3 IS NULL OR e.recorded_at >= $3)), 0)::text, \
+           coalesce(sum((p.posting->>'amount')::numeric) FILTER (WHERE p.posting->>'side' = 'credit' AND ($3 IS NULL OR e.recorded_at >= $3)), 0)::text \
+         FROM journal_entries e CROSS JOIN LATERAL jsonb_array_elements(e.postings) AS p(posting) \
+         WHERE e.tenant_id = $1 AND e.tenant_seq <= $2 \
+         GROUP BY 1, 3 ORDER BY 1, 3",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(scope.as_of_seq)
+    .bind(scope.from)
+    .fetch_all(&mut *connection)
+    .await?;
+    let sum = |text: &str| -> Result<i128, ReportError> {
+        text.parse()
+            .map_err(|_| ReportError::Invalid(format!("a sum past 128 bits: {text}")))
+    };
+    let mut input = trial_balance::Input::default();
+    for (account, account_type, asset, opening_debits, opening_credits, debits, credits) in rows {
+        input.totals.push(trial_balance::AccountTotals {
+            account,
+            account_type,
+            asset,
+            opening: (sum(&opening_debits)?, sum(&opening_credits)?),
+            period: (sum(&debits)?, sum(&credits)?),
+        });
+    }
+    let ledger: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT code, asset, (sum(debits_posted) - sum(credits_posted))::text \
+         FROM ledger_account_movements WHERE tenant_id = $1 AND tenant_seq <= $2 \
+         GROUP BY 1, 2",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(scope.as_of_seq)
+    .fetch_all(connection)
+    .await?;
+    for (account, asset, balance) in ledger {
+        input.ledger.insert((account, asset), sum(&balance)?);
+    }
+    Ok(input)
+}
+
+/// Report `name` of `tenant_id` at `seq` (from [`seq_of`]) for `point`,
+/// on `connection` (a tenant read transaction whose projections have
+/// reached `seq`).
+pub async fn report(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    name: ReportName,
+    point: Point,
+    seq: i64,
+) -> Result<Report, ReportError> {
+    let scope = scope(connection, tenant_id, point, seq).await?;
+    match name {
+        ReportName::TrialBalance => {
+            let input = trial_balance_input(connection, tenant_id, &scope).await?;
+            Ok(trial_balance::compute(scope, input))
+        }
+    }
+}
