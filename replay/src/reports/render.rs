@@ -69,7 +69,7 @@ pub fn major_units(value: i128, asset: &str) -> String {
     let whole = (magnitude / unit).to_string();
     let mut grouped = String::new();
     for (index, digit) in whole.chars().enumerate() {
-        if index > 0 && (whole.len() - index) % 3 == 0 {
+        if index > 0 && (whole.len() - index).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(digit);
