@@ -61,9 +61,9 @@ impl Rejection for EscrowError {
             Self::Unknown | Self::UnknownMilestone(_) | Self::UnknownClaim(_) => {
                 RejectionKind::NotFound
             }
-            Self::InvalidTerms(_) | Self::NonPositive | Self::InvalidSplit => {
-                RejectionKind::Invalid
-            }
+            // Terms no schema states (unique milestone ids, due dates
+            // before the expiry) break a rule: 422.
+            Self::NonPositive | Self::InvalidSplit => RejectionKind::Invalid,
             _ => RejectionKind::RuleBroken,
         }
     }

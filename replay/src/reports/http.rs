@@ -83,8 +83,9 @@ pub struct ReportQuery {
     pub format: Option<FormatParam>,
 }
 
+/// 422: the parameters' combination, which no schema states.
 fn bad(code: &'static str, message: String) -> ApiError {
-    ApiError::BadRequest {
+    ApiError::Unprocessable {
         code,
         message,
         details: json!({}),
@@ -116,7 +117,7 @@ impl ReportQuery {
 
 fn refused(error: ReportError) -> ApiError {
     match error {
-        ReportError::Ahead { asked, head } => ApiError::BadRequest {
+        ReportError::Ahead { asked, head } => ApiError::Unprocessable {
             code: "as_of_seq_ahead",
             message: error.to_string(),
             details: json!({"as_of_seq": asked, "tenant_seq": head}),
@@ -147,7 +148,8 @@ fn refused(error: ReportError) -> ApiError {
             (String = "text/html"),
             (String = "text/plain"),
         )),
-        (status = 400, description = "`invalid_report_point` (as_of_seq, as_of, from and to mixed, or a period ending before it starts); `as_of_seq_ahead` (details: tenant_seq); invalid query or name", body = ErrorBody),
+        (status = 400, description = "An invalid query parameter or name", body = ErrorBody),
+        (status = 422, description = "`invalid_report_point`: as_of_seq, as_of, from and to mixed, or a period ending before it starts; `as_of_seq_ahead`: beyond the tenant's last seq (details: as_of_seq, tenant_seq)", body = ErrorBody),
         (status = 503, description = "`projection_lagging`: the read tables did not reach the report's seq in time; or `database_unavailable`", body = ErrorBody),
     )
 )]
