@@ -1297,7 +1297,9 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
     // issued and loaded, settlement batches as JSON and as CSV with a
     // break resolved, payouts paid and failed) passes `verify` (every
     // recorded request decided again, every read table equal to a fresh
-    // replay) and `replay` shows its payments.
+    // replay) and `replay` shows its payments; its trial balance ties out
+    // from the database and from its export (exit 0), and not once a
+    // balance is edited behind the ledger's back (exit 1).
     let db = TestDatabase::new().await;
     let server = Server::start(db.url(), "cli-admin").await;
     let client = support::http_client();
@@ -1501,4 +1503,43 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
         .as_array()
         .unwrap_or_else(|| panic!("{replayed}"));
     assert_eq!(payments.len(), 3, "{replayed}");
+
+    // The trial balance ties out (exit 0), from the database and from the
+    // export alike; a balance edited behind the ledger's back fails it
+    // (exit 1, the header saying so).
+    let output = ledger(&db).args(["project", "--once"]).output().unwrap();
+    assert!(output.status.success());
+    let report = |source: &[&str]| {
+        let mut command = ledger(&db);
+        command.args(["report", "trial-balance", "--format", "json"]);
+        command.args(source);
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stdout.is_empty(), "{stderr}");
+        (output.status.code(), stdout)
+    };
+    let (code, online) = report(&["--tenant", tenant_id]);
+    assert_eq!(code, Some(0), "{online}");
+    let file = std::env::temp_dir().join(format!("cli-report-{tenant_id}.jsonl"));
+    let file = file.to_str().unwrap();
+    let output = ledger(&db)
+        .args(["export", "--tenant", tenant_id, "--out", file])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(report(&["--file", file]), (Some(0), online.clone()));
+    std::fs::remove_file(file).unwrap();
+    sqlx::query(
+        "UPDATE ledger_account_movements SET credits_posted = credits_posted + 1 \
+         WHERE code = 'revenue' AND tenant_seq = \
+           (SELECT min(tenant_seq) FROM ledger_account_movements WHERE code = 'revenue')",
+    )
+    .execute(db.store().pool())
+    .await
+    .unwrap();
+    let (code, tampered) = report(&["--tenant", tenant_id]);
+    assert_eq!(code, Some(1), "{tampered}");
+    let tampered: Value = serde_json::from_str(&tampered).unwrap();
+    assert_eq!(tampered["tie_out"]["agrees"], false);
 }

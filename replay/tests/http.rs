@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 #[path = "http/flood.rs"]
 mod flood;
+#[path = "http/reports.rs"]
+mod reports;
 
 /// The API with the replay route on port 0, its pipeline stamping `clock`;
 /// answers its base URL.

@@ -1,0 +1,307 @@
+//! `GET /v1/reports/trial-balance` over HTTP and from an export file: the
+//! figures to the unit in JSON, the same in CSV and the table (parsed
+//! back), a well-formed HTML page with every total; as of a seq the same
+//! before and after more commands; offline byte-identical to online; a
+//! read table edited behind the ledger's back failing the tie-out; and no
+//! figure of another tenant.
+
+use super::serve;
+use chrono::{Duration, TimeZone, Utc};
+use commands::Clock;
+use eventstore::testing::TestDatabase;
+use replay::reports::{offline, Point, ReportName};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+/// Applies every event to every projection (the workers' single step).
+async fn catch_up(db: &TestDatabase) {
+    let catalog = commands::domains::projections();
+    projections::status::register(db.store().pool(), &catalog)
+        .await
+        .unwrap();
+    let all: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
+    projections::runtime::catch_up_all(db.store().pool(), &all, None, 1_000)
+        .await
+        .unwrap();
+}
+
+/// Whether `html` is well-formed: every tag closed in order (void and
+/// self-closed tags aside), no stray `<`.
+fn well_formed(html: &str) -> bool {
+    let mut open: Vec<String> = Vec::new();
+    let mut rest = html.trim_start_matches("<!DOCTYPE html>");
+    while let Some(at) = rest.find('<') {
+        let Some(end) = rest[at..].find('>') else {
+            return false;
+        };
+        let tag = &rest[at + 1..at + end];
+        rest = &rest[at + end + 1..];
+        if tag.ends_with('/') {
+            continue;
+        }
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if name.is_empty() {
+            return false;
+        }
+        if tag.starts_with('/') {
+            if open.pop().as_deref() != Some(name.as_str()) {
+                return false;
+            }
+        } else {
+            open.push(name);
+        }
+    }
+    open.is_empty()
+}
+
+/// The rows of section `name` of a CSV report, as field maps.
+fn csv_rows(csv: &str, name: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    csv.split("\n\n")
+        .filter_map(|block| {
+            let mut lines = block.lines();
+            let header: Vec<&str> = lines.next()?.split(',').collect();
+            Some(
+                lines
+                    .filter(|line| line.starts_with(&format!("{name},")))
+                    .map(|line| {
+                        header
+                            .iter()
+                            .map(|column| column.to_string())
+                            .zip(line.split(',').map(str::to_string))
+                            .collect()
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect()
+}
+
+/// Minor units from the table's `1,234.56 USD`.
+fn minor_units(text: &str) -> i64 {
+    let number = text
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .replace([',', '.'], "");
+    number.parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_trial_balance_ties_out_in_every_format_online_and_offline() {
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let beta = store.create_tenant("beta").await.unwrap();
+    let start = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+    let now = Arc::new(Mutex::new(start));
+    let clock = {
+        let now = now.clone();
+        Clock::from_fn(move || *now.lock().unwrap())
+    };
+    let base = serve(&store, clock).await;
+    let client = reqwest::Client::new();
+    let post = |key: String, path: &'static str, body: Value| {
+        let request = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&acme.api_key)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            answer
+        }
+    };
+    for (code, kind) in [("cash", "asset"), ("sales", "revenue"), ("fees", "expense")] {
+        post(
+            format!("open-{code}"),
+            "/v1/journal/accounts",
+            json!({"code": code, "type": kind}),
+        )
+        .await;
+    }
+    let entry = |debit: &str, credit: &str, amount: i64| {
+        json!({"lines": [
+            {"account": debit, "asset": "USD/2", "side": "debit", "amount": amount},
+            {"account": credit, "asset": "USD/2", "side": "credit", "amount": amount}]})
+    };
+    post(
+        "sale-1".into(),
+        "/v1/journal/entries",
+        entry("cash", "sales", 123_456),
+    )
+    .await;
+    *now.lock().unwrap() = start + Duration::days(2);
+    post(
+        "sale-2".into(),
+        "/v1/journal/entries",
+        entry("cash", "sales", 1_000),
+    )
+    .await;
+    let fee = post(
+        "fee".into(),
+        "/v1/journal/entries",
+        entry("fees", "cash", 250),
+    )
+    .await;
+    let seq = fee["tenant_seq"].as_i64().unwrap();
+    catch_up(&db).await;
+    let get = |query: String| {
+        let request = client
+            .get(format!("{base}/v1/reports/trial-balance{query}"))
+            .bearer_auth(&acme.api_key);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{query}");
+            let tie_out = response.headers()["ledger-tie-out"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (tie_out, response.text().await.unwrap())
+        }
+    };
+
+    // JSON, to the unit: a period from Dec 2 opens with the first sale.
+    let period = format!(
+        "?from={}&to={}",
+        (start + Duration::days(1)).to_rfc3339().replace('+', "%2B"),
+        (start + Duration::days(3)).to_rfc3339().replace('+', "%2B")
+    );
+    let (tie_out, text) = get(period).await;
+    assert_eq!(tie_out, "agrees");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["as_of_seq"], seq);
+    let head = store.chain_head(acme.tenant_id).await.unwrap().unwrap();
+    assert_eq!(report["chain_hash"], head.hash.to_hex());
+    assert_eq!(
+        report["accounts"],
+        json!([
+            {"account": "cash", "asset": "USD/2", "type": "asset", "opening": 123_456, "debits": 1_000, "credits": 250, "closing": 124_206},
+            {"account": "fees", "asset": "USD/2", "type": "expense", "opening": 0, "debits": 250, "credits": 0, "closing": 250},
+            {"account": "sales", "asset": "USD/2", "type": "revenue", "opening": -123_456, "debits": 0, "credits": 1_000, "closing": -124_456}
+        ])
+    );
+    assert_eq!(
+        report["totals"],
+        json!([{"asset": "USD/2", "opening": 0, "debits": 1_250, "credits": 1_250, "closing": 0}])
+    );
+    assert_eq!(report["tie_out"]["agrees"], true);
+    assert_eq!(report["tie_out"]["checks"].as_array().unwrap().len(), 4);
+
+    // CSV and the table carry the same figures.
+    let (_, csv) = get("?format=csv".into()).await;
+    let (_, table) = get("?format=table".into()).await;
+    let (_, json_text) = get("".into()).await;
+    let json: Value = serde_json::from_str(&json_text).unwrap();
+    for row in json["accounts"].as_array().unwrap() {
+        let account = row["account"].as_str().unwrap();
+        let csv_row = csv_rows(&csv, "accounts")
+            .into_iter()
+            .find(|fields| fields["account"] == account)
+            .unwrap();
+        let table_line = table
+            .lines()
+            .find(|line| line.starts_with(&format!("{account} ")))
+            .unwrap();
+        let columns: Vec<&str> = table_line
+            .split("  ")
+            .filter(|part| !part.trim().is_empty())
+            .collect();
+        for (at, field) in ["opening", "debits", "credits", "closing"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(
+                csv_row[*field],
+                row[*field].to_string(),
+                "{account} {field}"
+            );
+            assert_eq!(
+                minor_units(columns[3 + at].trim()),
+                row[*field].as_i64().unwrap(),
+                "{account} {field}: {table_line}"
+            );
+        }
+    }
+    assert!(table.contains("1,242.06 USD"), "{table}");
+    // The HTML page: well-formed, self-contained, with every total.
+    let (_, html) = get("?format=html".into()).await;
+    assert!(well_formed(&html), "{html}");
+    for external in ["<script", "<link", "src=", "href="] {
+        assert!(!html.contains(external), "{external}: {html}");
+    }
+    assert!(
+        html.contains("<svg") && html.contains("1,247.06 USD"),
+        "{html}"
+    );
+
+    // Offline, from the export alone: byte-identical.
+    let file = std::env::temp_dir().join(format!("report-{}.jsonl", acme.tenant_id));
+    replay::export::export(&store, acme.tenant_id, &file, false)
+        .await
+        .unwrap();
+    let offline = offline::report(&file, ReportName::TrialBalance, Point::Head).unwrap();
+    assert_eq!(offline.to_json_text(), json_text);
+    let at_two = offline::report(&file, ReportName::TrialBalance, Point::Seq(seq - 4)).unwrap();
+
+    // As of a seq, the same after more commands.
+    let (_, before) = get(format!("?as_of_seq={}", seq - 4)).await;
+    assert_eq!(at_two.to_json_text(), before);
+    post(
+        "sale-3".into(),
+        "/v1/journal/entries",
+        entry("cash", "sales", 7),
+    )
+    .await;
+    catch_up(&db).await;
+    let (_, after) = get(format!("?as_of_seq={}", seq - 4)).await;
+    assert_eq!(before, after);
+    std::fs::remove_file(&file).unwrap();
+
+    // Another tenant's report holds nothing of acme's.
+    let other: Value = client
+        .get(format!("{base}/v1/reports/trial-balance"))
+        .bearer_auth(&beta.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (other["accounts"].clone(), other["as_of_seq"].clone()),
+        (json!([]), json!(0))
+    );
+
+    // A balance edited behind the ledger's back: the tie-out says so.
+    sqlx::query(
+        "UPDATE ledger_account_movements SET debits_posted = debits_posted + 1 \
+         WHERE tenant_id = $1 AND code = 'cash' AND tenant_seq = \
+           (SELECT min(tenant_seq) FROM ledger_account_movements WHERE tenant_id = $1 AND code = 'cash')",
+    )
+    .bind(acme.tenant_id.as_uuid())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let (tie_out, text) = get("".into()).await;
+    assert_eq!(tie_out, "differs");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["tie_out"]["agrees"], false);
+    let failing: Vec<&Value> = report["tie_out"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|check| check["agrees"] == false)
+        .collect();
+    assert_eq!(
+        failing,
+        [
+            &json!({"check": "account_balance", "subject": "cash", "asset": "USD/2",
+                 "report": 124_213, "ledger": 124_214, "agrees": false})
+        ]
+    );
+}
