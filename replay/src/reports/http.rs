@@ -27,12 +27,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "kebab-case")]
 pub enum ReportParam {
     TrialBalance,
+    Escrow,
 }
 
 impl From<ReportParam> for ReportName {
     fn from(name: ReportParam) -> Self {
         match name {
             ReportParam::TrialBalance => Self::TrialBalance,
+            ReportParam::Escrow => Self::Escrow,
         }
     }
 }
@@ -132,7 +134,9 @@ fn refused(error: ReportError) -> ApiError {
 /// tenant_seq it is as of, the chain hash there, the period), its tie-out
 /// (each figure beside an independent one, and whether they agree), and
 /// its tables. `trial-balance`: per account and asset, opening balance,
-/// period debits and credits, closing balance; totals per asset. The
+/// period debits and credits, closing balance; totals per asset.
+/// `escrow`: per commitment total, funded, released, refunded, frozen and
+/// held, each release and refund with its lineage; totals per currency. The
 /// period is of recorded time, so a report of a closed period is the same
 /// on any later day. CSV and HTML come as downloads.
 #[utoipa::path(

@@ -12,6 +12,7 @@
 //! balances, a domain's figures beside the journal), and whether they
 //! agree.
 
+pub mod escrow;
 pub mod http;
 pub mod offline;
 pub mod online;
@@ -26,10 +27,11 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportName {
     TrialBalance,
+    Escrow,
 }
 
 impl ReportName {
-    pub const ALL: [Self; 1] = [Self::TrialBalance];
+    pub const ALL: [Self; 2] = [Self::TrialBalance, Self::Escrow];
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|report| report.as_str() == name)
@@ -38,6 +40,7 @@ impl ReportName {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TrialBalance => "trial-balance",
+            Self::Escrow => "escrow",
         }
     }
 }
@@ -258,7 +261,7 @@ pub fn number(value: i128) -> Value {
 /// Why a report could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("no report {0:?}: one of trial-balance")]
+    #[error("no report {0:?}: one of trial-balance, escrow")]
     UnknownReport(String),
     #[error("{0}")]
     Invalid(String),

@@ -35,12 +35,34 @@ pub fn report(path: &Path, name: ReportName, point: Point) -> Result<Report, Rep
         from: point.from(),
         to: point.to(),
     };
+    let journal = trial_balance_input(&state, &scope);
     match name {
-        ReportName::TrialBalance => {
-            let input = trial_balance_input(&state, &scope);
-            Ok(trial_balance::compute(scope, input))
+        ReportName::TrialBalance => Ok(trial_balance::compute(scope, journal)),
+        ReportName::Escrow => {
+            let commitments = states_of::<aggregates::escrow::Commitment>(&state);
+            Ok(super::escrow::compute(scope, &journal, &commitments))
         }
     }
+}
+
+/// The folded states of the aggregates `A`, by id.
+fn states_of<A>(state: &TenantState) -> std::collections::BTreeMap<String, A>
+where
+    A: aggregates::Decide + 'static,
+    A::Error: aggregates::Rejection,
+{
+    let mut states = std::collections::BTreeMap::new();
+    if let Some(fold) = state.fold() {
+        for (key, aggregate) in fold.states() {
+            if key.aggregate_type != A::TYPE {
+                continue;
+            }
+            if let Some(found) = aggregate.as_any().downcast_ref::<A>() {
+                states.insert(key.aggregate_id.clone(), found.clone());
+            }
+        }
+    }
+    states
 }
 
 fn text<T: serde::Serialize>(value: &T) -> String {
@@ -85,6 +107,7 @@ fn trial_balance_input(state: &TenantState, scope: &Scope) -> trial_balance::Inp
     let mut input = trial_balance::Input {
         totals: totals.into_values().collect(),
         ledger: BTreeMap::new(),
+        pending: BTreeMap::new(),
     };
     if let Some(fold) = state.fold() {
         for (key, aggregate) in fold.states() {
@@ -97,9 +120,15 @@ fn trial_balance_input(state: &TenantState, scope: &Scope) -> trial_balance::Inp
             for (asset, balance) in &account.balances {
                 let posted = i128::from(balance.debits_posted.value())
                     - i128::from(balance.credits_posted.value());
-                input
-                    .ledger
-                    .insert((key.aggregate_id.clone(), text(asset)), posted);
+                let at = (key.aggregate_id.clone(), text(asset));
+                input.ledger.insert(at.clone(), posted);
+                let pending = (
+                    i128::from(balance.debits_pending.value()),
+                    i128::from(balance.credits_pending.value()),
+                );
+                if pending != (0, 0) {
+                    input.pending.insert(at, pending);
+                }
             }
         }
     }

@@ -123,8 +123,9 @@ async fn trial_balance_input(
             period: (sum(&debits)?, sum(&credits)?),
         });
     }
-    let ledger: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT code, asset, (sum(debits_posted) - sum(credits_posted))::text \
+    let ledger: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT code, asset, (sum(debits_posted) - sum(credits_posted))::text, \
+                sum(debits_pending)::text, sum(credits_pending)::text \
          FROM ledger_account_movements WHERE tenant_id = $1 AND tenant_seq <= $2 \
          GROUP BY 1, 2",
     )
@@ -132,8 +133,13 @@ async fn trial_balance_input(
     .bind(scope.as_of_seq)
     .fetch_all(connection)
     .await?;
-    for (account, asset, balance) in ledger {
-        input.ledger.insert((account, asset), sum(&balance)?);
+    for (account, asset, balance, debits_pending, credits_pending) in ledger {
+        let key = (account, asset);
+        input.ledger.insert(key.clone(), sum(&balance)?);
+        let pending = (sum(&debits_pending)?, sum(&credits_pending)?);
+        if pending != (0, 0) {
+            input.pending.insert(key, pending);
+        }
     }
     Ok(input)
 }
@@ -149,10 +155,74 @@ pub async fn report(
     seq: i64,
 ) -> Result<Report, ReportError> {
     let scope = scope(connection, tenant_id, point, seq).await?;
+    let journal = trial_balance_input(connection, tenant_id, &scope).await?;
     match name {
-        ReportName::TrialBalance => {
-            let input = trial_balance_input(connection, tenant_id, &scope).await?;
-            Ok(trial_balance::compute(scope, input))
+        ReportName::TrialBalance => Ok(trial_balance::compute(scope, journal)),
+        ReportName::Escrow => {
+            let commitments = states_as_of::<aggregates::escrow::Commitment>(
+                connection,
+                tenant_id,
+                (projections::escrow::TABLE, projections::escrow::KIND),
+                seq,
+            )
+            .await?;
+            Ok(super::escrow::compute(scope, &journal, &commitments))
         }
     }
+}
+
+/// The states of the aggregates `A` of `tenant_id` as of `seq`, by id,
+/// from the documents of `kind` in `table`: a document whose last event is
+/// at or before `seq` as it is stored, one changed since folded again from
+/// its own events up to `seq` (only those are read from the events).
+pub async fn states_as_of<A>(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    (table, kind): (&str, &str),
+    seq: i64,
+) -> Result<std::collections::BTreeMap<String, A>, ReportError>
+where
+    A: aggregates::Decide + serde::de::DeserializeOwned,
+    A::Error: aggregates::Rejection,
+{
+    let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(&format!(
+        "SELECT id, last_tenant_seq, state FROM {table} \
+         WHERE tenant_id = $1 AND kind = $2 AND created_seq <= $3"
+    ))
+    .bind(tenant_id.as_uuid())
+    .bind(kind)
+    .bind(seq)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut states = std::collections::BTreeMap::new();
+    let mut changed = Vec::new();
+    for (id, last_seq, state) in rows {
+        if last_seq <= seq {
+            let state: A = serde_json::from_value(state)
+                .map_err(|error| ReportError::Invalid(format!("stored {kind} {id}: {error}")))?;
+            states.insert(id, state);
+        } else {
+            changed.push(id);
+        }
+    }
+    if changed.is_empty() {
+        return Ok(states);
+    }
+    let events: Vec<(String, String)> = sqlx::query_as(
+        "SELECT aggregate_id, payload::text FROM events \
+         WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = ANY($3) AND tenant_seq <= $4 \
+         ORDER BY tenant_seq",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(A::TYPE)
+    .bind(&changed)
+    .bind(seq)
+    .fetch_all(connection)
+    .await?;
+    for (id, payload) in events {
+        let event: A::Event = serde_json::from_str(&payload)
+            .map_err(|error| ReportError::Invalid(format!("an event of {kind} {id}: {error}")))?;
+        states.entry(id).or_insert_with(A::default).apply(event);
+    }
+    Ok(states)
 }

@@ -28,6 +28,52 @@ pub struct Input {
     /// The accounts' own balances (debits less credits) as of the seq,
     /// by (account, asset), for the accounts the journal opened.
     pub ledger: BTreeMap<(String, String), i128>,
+    /// What open holds reserve on those accounts as of the seq: (debits,
+    /// credits) pending, by (account, asset).
+    pub pending: BTreeMap<(String, String), (i128, i128)>,
+}
+
+impl Input {
+    /// Per asset, the sums over the accounts whose code starts with
+    /// `prefix` (or is `prefix`, when it has no colon): (debits, credits)
+    /// posted as of the seq.
+    pub fn posted(&self, prefix: &str) -> BTreeMap<String, (i128, i128)> {
+        let mut sums: BTreeMap<String, (i128, i128)> = BTreeMap::new();
+        for totals in self
+            .totals
+            .iter()
+            .filter(|totals| matches(&totals.account, prefix))
+        {
+            let sum = sums.entry(totals.asset.clone()).or_default();
+            sum.0 += totals.opening.0 + totals.period.0;
+            sum.1 += totals.opening.1 + totals.period.1;
+        }
+        sums
+    }
+
+    /// Per asset, what open holds reserve on the accounts of `prefix`:
+    /// (debits, credits) pending.
+    pub fn reserved(&self, prefix: &str) -> BTreeMap<String, (i128, i128)> {
+        let mut sums: BTreeMap<String, (i128, i128)> = BTreeMap::new();
+        for ((account, asset), pending) in &self.pending {
+            if matches(account, prefix) {
+                let sum = sums.entry(asset.clone()).or_default();
+                sum.0 += pending.0;
+                sum.1 += pending.1;
+            }
+        }
+        sums
+    }
+}
+
+/// Whether `account` is `prefix` (a fixed code) or one of its family
+/// (`escrow_held:` covers `escrow_held:<commitment>`).
+fn matches(account: &str, prefix: &str) -> bool {
+    if prefix.ends_with(':') {
+        account.starts_with(prefix)
+    } else {
+        account == prefix
+    }
 }
 
 /// The trial balance of `input` for `scope`.

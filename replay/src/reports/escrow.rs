@@ -1,0 +1,212 @@
+//! `escrow`: per commitment its total, funded, released, refunded, frozen
+//! and held, each release and refund with its lineage, and totals per
+//! currency; tied out per currency against the journal: held against the
+//! commitments' `escrow_held:` accounts, frozen against what their holds
+//! reserve, funded against `escrow_cash`, released against the payees'
+//! `payee_payable:` and refunded against the payers' `payer_refunds:`.
+
+use super::trial_balance::Input as Journal;
+use super::{number, Chart, Check, Kind, Report, ReportName, Scope, Section};
+use aggregates::escrow::{Commitment, Direction};
+use chrono::SecondsFormat;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// A status, a direction or a cause as the API spells it.
+fn spelled<T: serde::Serialize>(value: &T) -> Value {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(object)) => object.values().next().cloned().unwrap_or(Value::Null),
+        Ok(other) => other,
+        Err(_) => Value::Null,
+    }
+}
+
+/// The escrow report of `commitments` (by id, as of the scope's seq) and
+/// the journal's figures.
+pub fn compute(
+    scope: Scope,
+    journal: &Journal,
+    commitments: &BTreeMap<String, Commitment>,
+) -> Report {
+    let (mut rows, mut transfers, mut lineage) = (Vec::new(), Vec::new(), Vec::new());
+    let mut per_asset: BTreeMap<String, [i128; 6]> = BTreeMap::new();
+    for (id, commitment) in commitments {
+        let Some(terms) = &commitment.terms else {
+            continue;
+        };
+        let asset = String::from(terms.asset.clone());
+        let figures = [
+            terms.total().map(|amount| amount.value()),
+            commitment.funded().map(|amount| amount.value()),
+            commitment
+                .transferred(Direction::Release)
+                .map(|a| a.value()),
+            commitment.transferred(Direction::Refund).map(|a| a.value()),
+            commitment.frozen().map(|amount| amount.value()),
+            commitment.held().map(|amount| amount.value()),
+        ]
+        .map(|figure| i128::from(figure.unwrap_or_default()));
+        let sums = per_asset.entry(asset.clone()).or_insert([0; 6]);
+        for (sum, figure) in sums.iter_mut().zip(figures) {
+            *sum += figure;
+        }
+        let mut row = vec![json!(id), json!(asset), spelled(&commitment.status())];
+        row.extend(figures.iter().map(|figure| number(*figure)));
+        rows.push(row);
+        for transfer in &commitment.transfers {
+            transfers.push(vec![
+                json!(id),
+                json!(transfer.transfer_id.to_string()),
+                spelled(&transfer.direction),
+                json!(transfer.milestone_id),
+                spelled(&transfer.cause),
+                json!(asset),
+                json!(transfer.amount.value()),
+                json!(transfer.at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            ]);
+            for draw in &transfer.lineage {
+                lineage.push(vec![
+                    json!(transfer.transfer_id.to_string()),
+                    json!(draw.deposit_id.to_string()),
+                    json!(asset),
+                    json!(draw.amount.value()),
+                ]);
+            }
+        }
+    }
+    let checks = tie_out(journal, &per_asset);
+    let totals = per_asset
+        .iter()
+        .map(|(asset, sums)| {
+            let mut row = vec![json!(asset)];
+            row.extend(sums.iter().map(|sum| number(*sum)));
+            row
+        })
+        .collect();
+    let charts = per_asset
+        .iter()
+        .map(|(asset, sums)| Chart {
+            title: format!("Escrow, {asset}"),
+            asset: asset.clone(),
+            bars: ["funded", "released", "refunded", "frozen", "held"]
+                .iter()
+                .zip(&sums[1..])
+                .map(|(label, sum)| (label.to_string(), *sum))
+                .collect(),
+        })
+        .collect();
+    let figures = || {
+        ["total", "funded", "released", "refunded", "frozen", "held"]
+            .map(|name| (name, Kind::Amount))
+            .to_vec()
+    };
+    let mut commitment_columns = vec![
+        ("commitment_id", Kind::Text),
+        ("asset", Kind::Text),
+        ("status", Kind::Text),
+    ];
+    commitment_columns.extend(figures());
+    let mut total_columns = vec![("asset", Kind::Text)];
+    total_columns.extend(figures());
+    Report {
+        name: ReportName::Escrow,
+        scope,
+        checks,
+        sections: vec![
+            Section {
+                name: "commitments",
+                title: "Commitments",
+                columns: commitment_columns,
+                rows,
+            },
+            Section {
+                name: "transfers",
+                title: "Releases and refunds",
+                columns: vec![
+                    ("commitment_id", Kind::Text),
+                    ("transfer_id", Kind::Text),
+                    ("direction", Kind::Text),
+                    ("milestone_id", Kind::Text),
+                    ("cause", Kind::Text),
+                    ("asset", Kind::Text),
+                    ("amount", Kind::Amount),
+                    ("at", Kind::Text),
+                ],
+                rows: transfers,
+            },
+            Section {
+                name: "lineage",
+                title: "Lineage",
+                columns: vec![
+                    ("transfer_id", Kind::Text),
+                    ("deposit_id", Kind::Text),
+                    ("asset", Kind::Text),
+                    ("amount", Kind::Amount),
+                ],
+                rows: lineage,
+            },
+            Section {
+                name: "totals",
+                title: "Totals per currency",
+                columns: total_columns,
+                rows: totals,
+            },
+        ],
+        charts,
+    }
+}
+
+/// Per currency: the commitments' figures beside the journal's.
+fn tie_out(journal: &Journal, per_asset: &BTreeMap<String, [i128; 6]>) -> Vec<Check> {
+    let held = journal.posted("escrow_held:");
+    let frozen = journal.reserved("escrow_held:");
+    let cash = journal.posted("escrow_cash");
+    let payable = journal.posted("payee_payable:");
+    let refunds = journal.posted("payer_refunds:");
+    let mut assets: Vec<&String> = per_asset.keys().collect();
+    assets.extend(held.keys());
+    assets.sort();
+    assets.dedup();
+    let mut checks = Vec::new();
+    for asset in assets {
+        let sums = per_asset.get(asset).copied().unwrap_or([0; 6]);
+        let of = |map: &BTreeMap<String, (i128, i128)>| map.get(asset).copied().unwrap_or((0, 0));
+        let (held_debits, held_credits) = of(&held);
+        for (check, subject, report, ledger) in [
+            ("funded", "escrow_cash debits", sums[1], of(&cash).0),
+            (
+                "released",
+                "payee_payable: credits",
+                sums[2],
+                of(&payable).1,
+            ),
+            (
+                "refunded",
+                "payer_refunds: credits",
+                sums[3],
+                of(&refunds).1,
+            ),
+            (
+                "frozen",
+                "escrow_held: pending debits",
+                sums[4],
+                of(&frozen).0,
+            ),
+            (
+                "held",
+                "escrow_held: balance",
+                sums[5],
+                held_credits - held_debits,
+            ),
+        ] {
+            checks.push(Check::new(
+                check,
+                subject.to_string(),
+                asset.clone(),
+                report,
+                ledger,
+            ));
+        }
+    }
+    checks
+}
