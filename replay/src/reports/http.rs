@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "kebab-case")]
 pub enum ReportParam {
     TrialBalance,
+    Payroll,
     Escrow,
 }
 
@@ -34,6 +35,7 @@ impl From<ReportParam> for ReportName {
     fn from(name: ReportParam) -> Self {
         match name {
             ReportParam::TrialBalance => Self::TrialBalance,
+            ReportParam::Payroll => Self::Payroll,
             ReportParam::Escrow => Self::Escrow,
         }
     }
@@ -135,7 +137,9 @@ fn refused(error: ReportError) -> ApiError {
 /// (each figure beside an independent one, and whether they agree), and
 /// its tables. `trial-balance`: per account and asset, opening balance,
 /// period debits and credits, closing balance; totals per asset.
-/// `escrow`: per commitment total, funded, released, refunded, frozen and
+/// `payroll`: per pay run and payee what it claimed by kind, carried in,
+/// net, paid and carried out; per payee accrued, held, payable, in a run,
+/// paid, carried. `escrow`: per commitment total, funded, released, refunded, frozen and
 /// held, each release and refund with its lineage; totals per currency. The
 /// period is of recorded time, so a report of a closed period is the same
 /// on any later day. CSV and HTML come as downloads.

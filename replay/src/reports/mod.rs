@@ -16,6 +16,7 @@ pub mod escrow;
 pub mod http;
 pub mod offline;
 pub mod online;
+pub mod payroll;
 pub mod render;
 pub mod trial_balance;
 
@@ -27,11 +28,12 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportName {
     TrialBalance,
+    Payroll,
     Escrow,
 }
 
 impl ReportName {
-    pub const ALL: [Self; 2] = [Self::TrialBalance, Self::Escrow];
+    pub const ALL: [Self; 3] = [Self::TrialBalance, Self::Payroll, Self::Escrow];
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|report| report.as_str() == name)
@@ -40,6 +42,7 @@ impl ReportName {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TrialBalance => "trial-balance",
+            Self::Payroll => "payroll",
             Self::Escrow => "escrow",
         }
     }
@@ -261,7 +264,7 @@ pub fn number(value: i128) -> Value {
 /// Why a report could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("no report {0:?}: one of trial-balance, escrow")]
+    #[error("no report {0:?}: one of trial-balance, payroll, escrow")]
     UnknownReport(String),
     #[error("{0}")]
     Invalid(String),

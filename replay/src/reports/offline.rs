@@ -42,6 +42,11 @@ pub fn report(path: &Path, name: ReportName, point: Point) -> Result<Report, Rep
             let commitments = states_of::<aggregates::escrow::Commitment>(&state);
             Ok(super::escrow::compute(scope, &journal, &commitments))
         }
+        ReportName::Payroll => {
+            let runs = states_of::<aggregates::compensation::PayRun>(&state);
+            let payees = states_of::<aggregates::compensation::Payee>(&state);
+            Ok(super::payroll::compute(scope, &journal, &runs, &payees))
+        }
     }
 }
 

@@ -168,6 +168,24 @@ pub async fn report(
             .await?;
             Ok(super::escrow::compute(scope, &journal, &commitments))
         }
+        ReportName::Payroll => {
+            let documents = |kind| (projections::compensation::TABLE, kind);
+            let runs = states_as_of(
+                connection,
+                tenant_id,
+                documents(projections::compensation::PAY_RUN),
+                seq,
+            )
+            .await?;
+            let payees = states_as_of(
+                connection,
+                tenant_id,
+                documents(projections::compensation::PAYEE),
+                seq,
+            )
+            .await?;
+            Ok(super::payroll::compute(scope, &journal, &runs, &payees))
+        }
     }
 }
 

@@ -407,3 +407,127 @@ async fn the_escrow_report_shows_each_commitment_with_lineage_and_ties_out() {
     assert_eq!(offline_then.to_json_text(), before);
     std::fs::remove_file(&file).unwrap();
 }
+
+#[tokio::test]
+async fn the_payroll_report_shows_each_run_and_payee_and_ties_out() {
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let base = serve(&store, Clock::system()).await;
+    let client = reqwest::Client::new();
+    let post = |key: &str, path: String, body: Value| {
+        let request = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&acme.api_key)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            answer
+        }
+    };
+    let since = "2026-01-01T00:00:00Z";
+    post(
+        "plan",
+        "/v1/compensation/plans".into(),
+        json!({"plan_id": "ops", "currency": "USD", "effective_from": since, "rules": [
+            {"kind": "hourly", "rate_per_hour": 2_000},
+            {"kind": "per_unit", "unit": "delivery", "amount_per_unit": 300}]}),
+    )
+    .await;
+    post(
+        "payee",
+        "/v1/payees".into(),
+        json!({"payee_id": "bob", "name": "Bob", "currency": "USD"}),
+    )
+    .await;
+    post(
+        "assign",
+        "/v1/payees/bob/assignment".into(),
+        json!({"plan_id": "ops", "from": since}),
+    )
+    .await;
+    let worked = "2026-02-01T09:00:00Z";
+    post(
+        "shift",
+        "/v1/payees/bob/work".into(),
+        json!({"kind": "time", "minutes": 120, "worked_at": worked}),
+    )
+    .await;
+    post(
+        "drops",
+        "/v1/payees/bob/work".into(),
+        json!({"kind": "units", "unit": "delivery", "count": 5, "worked_at": worked}),
+    )
+    .await;
+    post(
+        "fix",
+        "/v1/payees/bob/adjustments".into(),
+        json!({"amount": -700, "reason": "late"}),
+    )
+    .await;
+    let run = post(
+        "run",
+        "/v1/pay-runs".into(),
+        json!({"period_start": since, "period_end": "2026-12-31T00:00:00Z", "cutoff": "2099-01-01T00:00:00Z"}),
+    )
+    .await;
+    let run_id = run["pay_run_id"].as_str().unwrap().to_string();
+    post(
+        "approve",
+        format!("/v1/pay-runs/{run_id}/approve"),
+        json!({}),
+    )
+    .await;
+    let paid = post("pay", format!("/v1/pay-runs/{run_id}/pay"), json!({})).await;
+    let seq = paid["tenant_seq"].as_i64().unwrap();
+    post(
+        "more",
+        "/v1/payees/bob/work".into(),
+        json!({"kind": "time", "minutes": 30, "worked_at": worked}),
+    )
+    .await;
+    catch_up(&db).await;
+    let text = client
+        .get(format!("{base}/v1/reports/payroll"))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        report["runs"],
+        json!([{"pay_run_id": run_id, "status": "paid", "payee_id": "bob", "asset": "USD/2",
+                "time": 4_000, "units": 1_500, "commission": 0, "clawbacks": 0, "adjustments": -700,
+                "carried_in": 0, "net": 4_800, "paid": 4_800, "carried_out": 0}])
+    );
+    assert_eq!(
+        report["payees"],
+        json!([{"payee_id": "bob", "asset": "USD/2", "accrued": 5_800, "held": 0, "payable": 1_000,
+                "in_run": 0, "paid": 4_800, "carried": 0, "capped": 0}])
+    );
+    assert_eq!(report["tie_out"]["agrees"], true, "{report}");
+    let file = std::env::temp_dir().join(format!("payroll-report-{}.jsonl", acme.tenant_id));
+    replay::export::export(&store, acme.tenant_id, &file, false)
+        .await
+        .unwrap();
+    let offline_head = offline::report(&file, ReportName::Payroll, Point::Head).unwrap();
+    assert_eq!(offline_head.to_json_text(), text);
+    let then = client
+        .get(format!("{base}/v1/reports/payroll?as_of_seq={seq}"))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let offline_then = offline::report(&file, ReportName::Payroll, Point::Seq(seq)).unwrap();
+    assert_eq!(offline_then.to_json_text(), then);
+    let then: Value = serde_json::from_str(&then).unwrap();
+    assert_eq!(then["payees"][0]["payable"], 0);
+    std::fs::remove_file(&file).unwrap();
+}
