@@ -96,7 +96,7 @@ enum Command {
     /// rewritten. A file is checked whole (chain, header's head and count).
     /// Reads only: never creates or migrates the database.
     Replay(ReplayArgs),
-    /// A finance report (trial-balance, payroll, escrow) of a tenant, from the read tables,
+    /// A finance report (trial-balance, payments, payroll, escrow) of a tenant, from the read tables,
     /// or from an export file alone (--file, no database): as of a
     /// tenant_seq, a time, or over a period of recorded time, in a table,
     /// JSON, CSV or one self-contained HTML page.
@@ -193,8 +193,8 @@ struct ReplayArgs {
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["tenant", "file"])))]
 struct ReportArgs {
-    /// The report: trial-balance, payroll, escrow.
-    #[arg(value_parser = ["trial-balance", "payroll", "escrow"])]
+    /// The report: trial-balance, payments, payroll, escrow.
+    #[arg(value_parser = ["trial-balance", "payments", "payroll", "escrow"])]
     name: String,
     /// The tenant (from the database).
     #[arg(long)]

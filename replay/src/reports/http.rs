@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "kebab-case")]
 pub enum ReportParam {
     TrialBalance,
+    Payments,
     Payroll,
     Escrow,
 }
@@ -35,6 +36,7 @@ impl From<ReportParam> for ReportName {
     fn from(name: ReportParam) -> Self {
         match name {
             ReportParam::TrialBalance => Self::TrialBalance,
+            ReportParam::Payments => Self::Payments,
             ReportParam::Payroll => Self::Payroll,
             ReportParam::Escrow => Self::Escrow,
         }
@@ -137,6 +139,9 @@ fn refused(error: ReportError) -> ApiError {
 /// (each figure beside an independent one, and whether they agree), and
 /// its tables. `trial-balance`: per account and asset, opening balance,
 /// period debits and credits, closing balance; totals per asset.
+/// `payments`: per currency the waterfall (authorized to paid out), the
+/// unsettled items with their age, the breaks with their age bucket (an
+/// item unsettled past 3 days is one, `missing_in_settlement`).
 /// `payroll`: per pay run and payee what it claimed by kind, carried in,
 /// net, paid and carried out; per payee accrued, held, payable, in a run,
 /// paid, carried. `escrow`: per commitment total, funded, released, refunded, frozen and

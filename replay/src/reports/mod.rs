@@ -16,6 +16,7 @@ pub mod escrow;
 pub mod http;
 pub mod offline;
 pub mod online;
+pub mod payments;
 pub mod payroll;
 pub mod render;
 pub mod trial_balance;
@@ -28,12 +29,18 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportName {
     TrialBalance,
+    Payments,
     Payroll,
     Escrow,
 }
 
 impl ReportName {
-    pub const ALL: [Self; 3] = [Self::TrialBalance, Self::Payroll, Self::Escrow];
+    pub const ALL: [Self; 4] = [
+        Self::TrialBalance,
+        Self::Payments,
+        Self::Payroll,
+        Self::Escrow,
+    ];
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|report| report.as_str() == name)
@@ -42,6 +49,7 @@ impl ReportName {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TrialBalance => "trial-balance",
+            Self::Payments => "payments",
             Self::Payroll => "payroll",
             Self::Escrow => "escrow",
         }
@@ -60,6 +68,9 @@ pub struct Scope {
     pub from: Option<DateTime<Utc>>,
     /// Events recorded up to `to` (`as_of_seq` is the last of them).
     pub to: Option<DateTime<Utc>>,
+    /// When the event at `as_of_seq` was recorded: what ages are counted
+    /// to.
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// Where a report is taken and over what.
@@ -217,6 +228,7 @@ impl Report {
         object.insert("tenant_id".into(), json!(self.scope.tenant_id));
         object.insert("as_of_seq".into(), json!(self.scope.as_of_seq));
         object.insert("chain_hash".into(), json!(self.scope.chain_hash));
+        object.insert("as_of_time".into(), json!(self.scope.at));
         object.insert(
             "period".into(),
             json!({"from": self.scope.from, "to": self.scope.to}),
@@ -264,7 +276,7 @@ pub fn number(value: i128) -> Value {
 /// Why a report could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("no report {0:?}: one of trial-balance, payroll, escrow")]
+    #[error("no report {0:?}: one of trial-balance, payments, payroll, escrow")]
     UnknownReport(String),
     #[error("{0}")]
     Invalid(String),

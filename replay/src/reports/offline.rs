@@ -34,6 +34,7 @@ pub fn report(path: &Path, name: ReportName, point: Point) -> Result<Report, Rep
         chain_hash: state.last_hash().map(|hash| hash.to_hex()),
         from: point.from(),
         to: point.to(),
+        at: state.last_recorded_at(),
     };
     let journal = trial_balance_input(&state, &scope);
     match name {
@@ -41,6 +42,19 @@ pub fn report(path: &Path, name: ReportName, point: Point) -> Result<Report, Rep
         ReportName::Escrow => {
             let commitments = states_of::<aggregates::escrow::Commitment>(&state);
             Ok(super::escrow::compute(scope, &journal, &commitments))
+        }
+        ReportName::Payments => {
+            use aggregates::payments::{payout::Payout, settlement::Settlement, Payment};
+            let payments = states_of::<Payment>(&state);
+            let settlements = states_of::<Settlement>(&state);
+            let payouts = states_of::<Payout>(&state);
+            let input = super::payments::Input {
+                payments: &payments,
+                settlements: &settlements,
+                payouts: &payouts,
+                window_days: super::payments::SETTLEMENT_WINDOW_DAYS,
+            };
+            Ok(super::payments::compute(scope, &journal, input))
         }
         ReportName::Payroll => {
             let runs = states_of::<aggregates::compensation::PayRun>(&state);

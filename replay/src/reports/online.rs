@@ -69,18 +69,22 @@ async fn scope(
     point: Point,
     seq: i64,
 ) -> Result<Scope, ReportError> {
-    let hash: Option<(Vec<u8>,)> =
-        sqlx::query_as("SELECT hash FROM events WHERE tenant_id = $1 AND tenant_seq = $2")
-            .bind(tenant_id.as_uuid())
-            .bind(seq)
-            .fetch_optional(connection)
-            .await?;
+    type Head = (Vec<u8>, chrono::DateTime<chrono::Utc>);
+    let head: Option<Head> = sqlx::query_as(
+        "SELECT hash, recorded_at FROM events WHERE tenant_id = $1 AND tenant_seq = $2",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(seq)
+    .fetch_optional(connection)
+    .await?;
+    let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     Ok(Scope {
         tenant_id: tenant_id.to_string(),
         as_of_seq: seq,
-        chain_hash: hash.map(|(bytes,)| bytes.iter().map(|byte| format!("{byte:02x}")).collect()),
+        chain_hash: head.as_ref().map(|(bytes, _)| hex(bytes)),
         from: point.from(),
         to: point.to(),
+        at: head.map(|(_, at)| at),
     })
 }
 
@@ -167,6 +171,20 @@ pub async fn report(
             )
             .await?;
             Ok(super::escrow::compute(scope, &journal, &commitments))
+        }
+        ReportName::Payments => {
+            let documents = |kind| (projections::payments::TABLE, kind);
+            let payments = states_as_of(connection, tenant_id, documents("payment"), seq).await?;
+            let settlements =
+                states_as_of(connection, tenant_id, documents("settlement"), seq).await?;
+            let payouts = states_as_of(connection, tenant_id, documents("payout"), seq).await?;
+            let input = super::payments::Input {
+                payments: &payments,
+                settlements: &settlements,
+                payouts: &payouts,
+                window_days: super::payments::SETTLEMENT_WINDOW_DAYS,
+            };
+            Ok(super::payments::compute(scope, &journal, input))
         }
         ReportName::Payroll => {
             let documents = |kind| (projections::compensation::TABLE, kind);

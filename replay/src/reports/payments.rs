@@ -1,0 +1,393 @@
+//! `payments`: per currency the waterfall (authorized; released by
+//! partial-capture reversals, voids and expiries; captured; refunded and
+//! failed refunds; disputed open, won and lost with their fees; settled
+//! gross, fees and net; paid out and in transit), the unsettled items
+//! (processor captures and refunds in no settlement batch, each with its
+//! age in days as of the report), and the breaks (class, reference,
+//! expected and actual, age bucket, status, resolution), an unsettled item
+//! past the settlement window being a break of class
+//! `missing_in_settlement`. Tied out per currency against the journal.
+
+use super::trial_balance::Input as Journal;
+use super::{number, Chart, Check, Kind, Report, ReportName, Scope, Section};
+use aggregates::payments::payout::{Payout, PayoutStatus};
+use aggregates::payments::settlement::{Outcome, Settlement};
+use aggregates::payments::{AuthorizationState, DisputeState, Payment, RefundState, TenderSource};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// Days after which an item in no batch is a break (`--settlement-window-days`).
+pub const SETTLEMENT_WINDOW_DAYS: i64 = 3;
+
+/// The waterfall's stages, in order.
+const STAGES: [&str; 16] = [
+    "authorized",
+    "partial_capture_reversals",
+    "voided",
+    "expired",
+    "captured",
+    "refunded",
+    "failed_refunds",
+    "disputed_open",
+    "disputes_won",
+    "disputes_lost",
+    "dispute_fees",
+    "settled_gross",
+    "processing_fees",
+    "settled_net",
+    "paid_out",
+    "in_transit",
+];
+
+fn at(stage: &str) -> usize {
+    STAGES.iter().position(|name| *name == stage).unwrap_or(0)
+}
+
+/// The age bucket of `days`.
+fn bucket(days: i64) -> &'static str {
+    match days {
+        ..=1 => "0-1",
+        2..=3 => "2-3",
+        4..=7 => "4-7",
+        8..=30 => "8-30",
+        _ => ">30",
+    }
+}
+
+fn time(at: DateTime<Utc>) -> Value {
+    json!(at.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+fn spelled<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// What the payments report is computed from (each by id, as of the
+/// report's seq).
+pub struct Input<'a> {
+    pub payments: &'a BTreeMap<String, Payment>,
+    pub settlements: &'a BTreeMap<String, Settlement>,
+    pub payouts: &'a BTreeMap<String, Payout>,
+    pub window_days: i64,
+}
+
+type Waterfall = BTreeMap<String, [i128; 16]>;
+
+/// The payments report.
+pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
+    let now = scope.at.unwrap_or(DateTime::UNIX_EPOCH);
+    let mut waterfall: Waterfall = BTreeMap::new();
+    let (mut unsettled, mut breaks) = (Vec::new(), Vec::new());
+    for (payment_id, payment) in input.payments {
+        let Some(intent) = &payment.intent else {
+            continue;
+        };
+        let asset = String::from(intent.terms.asset.clone());
+        let stages = waterfall.entry(asset.clone()).or_insert([0; 16]);
+        let mut add = |stage: &str, amount: i64| stages[at(stage)] += i128::from(amount);
+        let mut processor_tenders = Vec::new();
+        for tender in &payment.tenders {
+            add("authorized", tender.amount.value());
+            add("captured", tender.captured.value());
+            let released = match tender.state {
+                AuthorizationState::Voided => "voided",
+                AuthorizationState::Expired => "expired",
+                _ => "partial_capture_reversals",
+            };
+            add(released, tender.released.value());
+            if let TenderSource::Processor { .. } = tender.source {
+                processor_tenders.push(tender.tender_id);
+                for capture in tender.captures.iter().filter(|c| c.settled_in.is_none()) {
+                    let reference = capture.reference.clone();
+                    unsettled.push((
+                        asset.clone(),
+                        "capture",
+                        payment_id.clone(),
+                        reference,
+                        capture.amount.value(),
+                        capture.at,
+                    ));
+                }
+            }
+        }
+        for refund in &payment.refunds {
+            let stage = match refund.state {
+                RefundState::Failed => "failed_refunds",
+                _ => "refunded",
+            };
+            add(stage, refund.amount.value());
+            let by_processor = refund
+                .parts
+                .iter()
+                .any(|part| processor_tenders.contains(&part.tender_id));
+            if by_processor && refund.state == RefundState::Pending && refund.settled_in.is_none() {
+                unsettled.push((
+                    asset.clone(),
+                    "refund",
+                    payment_id.clone(),
+                    refund.reference.clone(),
+                    refund.amount.value(),
+                    refund.at,
+                ));
+            }
+        }
+        for dispute in &payment.disputes {
+            let stage = match dispute.state {
+                DisputeState::Won => "disputes_won",
+                DisputeState::Lost => "disputes_lost",
+                _ => "disputed_open",
+            };
+            add(stage, dispute.amount.value());
+            add("dispute_fees", dispute.fee.value());
+        }
+    }
+    for (settlement_id, settlement) in input.settlements {
+        let Some(asset) = settlement.asset.clone().map(String::from) else {
+            continue;
+        };
+        let stages = waterfall.entry(asset.clone()).or_insert([0; 16]);
+        let settled_at = settlement.settled_at.unwrap_or(DateTime::UNIX_EPOCH);
+        for (index, settled) in settlement.lines.iter().enumerate() {
+            stages[at("settled_gross")] += i128::from(settled.line.gross);
+            stages[at("processing_fees")] += i128::from(settled.line.fee);
+            stages[at("settled_net")] += i128::from(settled.line.net);
+            if let Outcome::Break {
+                break_id,
+                class,
+                expected,
+            } = &settled.outcome
+            {
+                let resolution = settlement
+                    .resolved
+                    .iter()
+                    .find(|(id, _)| id == break_id)
+                    .map(|(_, resolution)| spelled(resolution));
+                let days = (now - settled_at).num_days();
+                breaks.push(vec![
+                    json!(asset),
+                    spelled(class),
+                    json!(settled.line.reference),
+                    json!(format!("{settlement_id}#{}", index + 1)),
+                    expected.map_or(Value::Null, |expected| json!(expected)),
+                    json!(settled.line.gross),
+                    json!(days),
+                    json!(bucket(days)),
+                    json!(if resolution.is_some() {
+                        "resolved"
+                    } else {
+                        "open"
+                    }),
+                    resolution.unwrap_or(Value::Null),
+                ]);
+            }
+        }
+    }
+    for payout in input.payouts.values() {
+        let (Some(terms), Some(status)) = (&payout.terms, payout.status) else {
+            continue;
+        };
+        let stages = waterfall
+            .entry(String::from(terms.asset.clone()))
+            .or_insert([0; 16]);
+        let stage = match status {
+            PayoutStatus::Paid => "paid_out",
+            PayoutStatus::Pending => "in_transit",
+            PayoutStatus::Failed => continue,
+        };
+        stages[at(stage)] += i128::from(terms.amount.value());
+    }
+    unsettled.sort_by(|a, b| (&a.0, a.5, &a.2).cmp(&(&b.0, b.5, &b.2)));
+    let mut unsettled_rows = Vec::new();
+    for (asset, kind, payment_id, reference, amount, since) in &unsettled {
+        let days = (now - *since).num_days();
+        unsettled_rows.push(vec![
+            json!(asset),
+            json!(kind),
+            json!(payment_id),
+            json!(reference),
+            json!(amount),
+            time(*since),
+            json!(days),
+        ]);
+        if days > input.window_days {
+            breaks.push(vec![
+                json!(asset),
+                json!("missing_in_settlement"),
+                json!(reference),
+                json!(format!("{kind}:{payment_id}")),
+                json!(amount),
+                Value::Null,
+                json!(days),
+                json!(bucket(days)),
+                json!("open"),
+                Value::Null,
+            ]);
+        }
+    }
+    finish(scope, journal, waterfall, unsettled_rows, breaks)
+}
+
+/// The sections, charts and tie-out of the computed figures.
+fn finish(
+    scope: Scope,
+    journal: &Journal,
+    waterfall: Waterfall,
+    unsettled: Vec<Vec<Value>>,
+    breaks: Vec<Vec<Value>>,
+) -> Report {
+    let checks = tie_out(journal, &waterfall);
+    let mut charts: Vec<Chart> = waterfall
+        .iter()
+        .map(|(asset, stages)| Chart {
+            title: format!("Waterfall, {asset}"),
+            asset: asset.clone(),
+            bars: STAGES
+                .iter()
+                .zip(stages)
+                .map(|(stage, sum)| (stage.to_string(), *sum))
+                .collect(),
+        })
+        .collect();
+    let mut aging: BTreeMap<(String, &str), i128> = BTreeMap::new();
+    for row in &breaks {
+        let asset = row[0].as_str().unwrap_or_default().to_string();
+        let bucket = match row[7].as_str() {
+            Some("0-1") => "0-1",
+            Some("2-3") => "2-3",
+            Some("4-7") => "4-7",
+            Some("8-30") => "8-30",
+            _ => ">30",
+        };
+        *aging.entry((asset, bucket)).or_default() += 1;
+    }
+    for asset in waterfall.keys() {
+        charts.push(Chart {
+            title: format!("Breaks by age in days (count), {asset}"),
+            asset: String::new(),
+            bars: ["0-1", "2-3", "4-7", "8-30", ">30"]
+                .iter()
+                .map(|bucket| {
+                    let count = aging.get(&(asset.clone(), *bucket)).copied().unwrap_or(0);
+                    (bucket.to_string(), count)
+                })
+                .collect(),
+        });
+    }
+    let rows = waterfall
+        .iter()
+        .map(|(asset, stages)| {
+            let mut row = vec![json!(asset)];
+            row.extend(stages.iter().map(|sum| number(*sum)));
+            row
+        })
+        .collect();
+    let mut columns = vec![("asset", Kind::Text)];
+    columns.extend(STAGES.map(|stage| (stage, Kind::Amount)));
+    Report {
+        name: ReportName::Payments,
+        scope,
+        checks,
+        sections: vec![
+            Section {
+                name: "waterfall",
+                title: "Waterfall",
+                columns,
+                rows,
+            },
+            Section {
+                name: "unsettled",
+                title: "Unsettled items",
+                columns: vec![
+                    ("asset", Kind::Text),
+                    ("kind", Kind::Text),
+                    ("payment_id", Kind::Text),
+                    ("reference", Kind::Text),
+                    ("amount", Kind::Amount),
+                    ("at", Kind::Text),
+                    ("age_days", Kind::Number),
+                ],
+                rows: unsettled,
+            },
+            Section {
+                name: "breaks",
+                title: "Breaks",
+                columns: vec![
+                    ("asset", Kind::Text),
+                    ("class", Kind::Text),
+                    ("reference", Kind::Text),
+                    ("item", Kind::Text),
+                    ("expected", Kind::Amount),
+                    ("actual", Kind::Amount),
+                    ("age_days", Kind::Number),
+                    ("age_bucket", Kind::Text),
+                    ("status", Kind::Text),
+                    ("resolution", Kind::Text),
+                ],
+                rows: breaks,
+            },
+        ],
+        charts,
+    }
+}
+
+/// Per currency: the payments' figures beside the journal's.
+fn tie_out(journal: &Journal, waterfall: &Waterfall) -> Vec<Check> {
+    let balance = |prefix: &str, asset: &str, debit_normal: bool| {
+        let (debits, credits) = journal.posted(prefix).get(asset).copied().unwrap_or((0, 0));
+        if debit_normal {
+            debits - credits
+        } else {
+            credits - debits
+        }
+    };
+    let mut checks = Vec::new();
+    for (asset, stages) in waterfall {
+        let stage = |name: &str| stages[at(name)];
+        let processor_balance = stage("settled_net") - stage("paid_out") - stage("in_transit");
+        for (check, subject, report, ledger) in [
+            (
+                "captured",
+                "revenue credits",
+                stage("captured"),
+                journal
+                    .posted("revenue")
+                    .get(asset)
+                    .map_or(0, |sums| sums.1),
+            ),
+            (
+                "refunded",
+                "refunds balance",
+                stage("refunded"),
+                balance("refunds", asset, true),
+            ),
+            (
+                "disputes_lost",
+                "dispute_losses balance",
+                stage("disputes_lost"),
+                balance("dispute_losses", asset, true),
+            ),
+            (
+                "processing_fees",
+                "processing_fees balance",
+                stage("processing_fees"),
+                balance("processing_fees", asset, true),
+            ),
+            (
+                "settled_not_paid_out",
+                "processor_balance: balance",
+                processor_balance,
+                balance("processor_balance:", asset, true),
+            ),
+        ] {
+            checks.push(Check::new(
+                check,
+                subject.to_string(),
+                asset.clone(),
+                report,
+                ledger,
+            ));
+        }
+    }
+    checks
+}
