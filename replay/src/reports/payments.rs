@@ -96,10 +96,15 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
                 _ => "partial_capture_reversals",
             };
             add(released, tender.released.value());
-            if let TenderSource::Processor { .. } = tender.source {
+            if let TenderSource::Processor {
+                reference: charge, ..
+            } = &tender.source
+            {
                 processor_tenders.push(tender.tender_id);
                 for capture in tender.captures.iter().filter(|c| c.settled_in.is_none()) {
-                    let reference = capture.reference.clone();
+                    // A capture taken with its authorization goes by the
+                    // charge's reference.
+                    let reference = capture.reference.clone().or_else(|| Some(charge.clone()));
                     unsettled.push((
                         asset.clone(),
                         "capture",
@@ -197,7 +202,7 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
         };
         stages[at(stage)] += i128::from(terms.amount.value());
     }
-    unsettled.sort_by(|a, b| (&a.0, a.5, &a.2).cmp(&(&b.0, b.5, &b.2)));
+    unsettled.sort_by(|a, b| (&a.0, a.5, a.1, &a.2).cmp(&(&b.0, b.5, b.1, &b.2)));
     let mut unsettled_rows = Vec::new();
     for (asset, kind, payment_id, reference, amount, since) in &unsettled {
         let days = (now - *since).num_days();

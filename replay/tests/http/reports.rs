@@ -531,3 +531,171 @@ async fn the_payroll_report_shows_each_run_and_payee_and_ties_out() {
     assert_eq!(then["payees"][0]["payable"], 0);
     std::fs::remove_file(&file).unwrap();
 }
+
+#[tokio::test]
+async fn the_payments_report_shows_the_waterfall_unsettled_items_and_aged_breaks() {
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let start = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+    let now = Arc::new(Mutex::new(start));
+    let clock = {
+        let now = now.clone();
+        Clock::from_fn(move || *now.lock().unwrap())
+    };
+    let base = serve(&store, clock).await;
+    let client = reqwest::Client::new();
+    let post = |key: &str, path: String, body: Value| {
+        let request = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&acme.api_key)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            answer
+        }
+    };
+    // Two card sales captured on Dec 1; a refund of 1000 on the first.
+    let mut payments = Vec::new();
+    for (n, amount) in [(1, 10_000), (2, 4_000)] {
+        let created = post(
+            &format!("p{n}"),
+            "/v1/payments".into(),
+            json!({"amount": amount, "currency": "USD", "capture": "automatic"}),
+        )
+        .await;
+        let id = created["payment_id"].as_str().unwrap().to_string();
+        post(
+            &format!("p{n}-card"),
+            format!("/v1/payments/{id}/tenders"),
+            json!({"method": "card", "amount": amount, "processor": "stripe", "reference": format!("ch_{n}")}),
+        )
+        .await;
+        payments.push(id);
+    }
+    post(
+        "p1-refund",
+        format!("/v1/payments/{}/refunds", payments[0]),
+        json!({"amount": 1_000, "reference": "re_1"}),
+    )
+    .await;
+    // Dec 2: the processor settles the first sale (fee 290) and a line it
+    // cannot match.
+    *now.lock().unwrap() = start + Duration::days(1);
+    post(
+        "batch",
+        "/v1/settlements".into(),
+        json!({"processor": "stripe", "batch_id": "b_1", "currency": "USD",
+               "settled_at": (start + Duration::days(1)).to_rfc3339(), "lines": [
+                   {"type": "capture", "reference": "ch_1", "gross": 10_000, "fee": 290, "net": 9_710},
+                   {"type": "capture", "reference": "ch_x", "gross": 500, "fee": 0, "net": 500}]}),
+    )
+    .await;
+    // Dec 6: the second sale and the refund are still in no batch.
+    *now.lock().unwrap() = start + Duration::days(5);
+    let last = post(
+        "p3",
+        "/v1/payments".into(),
+        json!({"amount": 1, "currency": "USD"}),
+    )
+    .await;
+    let seq = last["tenant_seq"].as_i64().unwrap();
+    catch_up(&db).await;
+    let text = client
+        .get(format!("{base}/v1/reports/payments"))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["as_of_seq"], seq);
+    assert_eq!(
+        report["waterfall"],
+        json!([{"asset": "USD/2", "authorized": 14_000, "partial_capture_reversals": 0, "voided": 0,
+                "expired": 0, "captured": 14_000, "refunded": 1_000, "failed_refunds": 0,
+                "disputed_open": 0, "disputes_won": 0, "disputes_lost": 0, "dispute_fees": 0,
+                "settled_gross": 10_500, "processing_fees": 290, "settled_net": 10_210,
+                "paid_out": 0, "in_transit": 0}])
+    );
+    let unsettled: Vec<(Value, Value, Value)> = report["unsettled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["kind"].clone(),
+                item["amount"].clone(),
+                item["age_days"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        unsettled,
+        [
+            (json!("capture"), json!(4_000), json!(5)),
+            (json!("refund"), json!(1_000), json!(5))
+        ]
+    );
+    let breaks: Vec<(Value, Value, Value, Value)> = report["breaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["class"].clone(),
+                item["reference"].clone(),
+                item["age_bucket"].clone(),
+                item["status"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        breaks,
+        [
+            (
+                json!("unknown_reference"),
+                json!("ch_x"),
+                json!("4-7"),
+                json!("open")
+            ),
+            (
+                json!("missing_in_settlement"),
+                json!("ch_2"),
+                json!("4-7"),
+                json!("open")
+            ),
+            (
+                json!("missing_in_settlement"),
+                json!("re_1"),
+                json!("4-7"),
+                json!("open")
+            )
+        ]
+    );
+    assert_eq!(report["tie_out"]["agrees"], true, "{report}");
+    let file = std::env::temp_dir().join(format!("payments-report-{}.jsonl", acme.tenant_id));
+    replay::export::export(&store, acme.tenant_id, &file, false)
+        .await
+        .unwrap();
+    let offline_head = offline::report(&file, ReportName::Payments, Point::Head).unwrap();
+    assert_eq!(offline_head.to_json_text(), text);
+    std::fs::remove_file(&file).unwrap();
+    let html = client
+        .get(format!("{base}/v1/reports/payments?format=html"))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(well_formed(&html), "{html}");
+    assert!(
+        html.contains("Waterfall, USD/2") && html.contains("Breaks by age"),
+        "{html}"
+    );
+}
