@@ -215,6 +215,10 @@ struct ReportArgs {
     /// The period's end (RFC 3339). With --from.
     #[arg(long, requires = "from")]
     to: Option<aggregates::time::BoundedTime>,
+    /// Days after which a capture or refund in no settlement batch is a
+    /// break of class missing_in_settlement (payments), 0 to 365.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i64).range(0..=365))]
+    settlement_window_days: i64,
     /// table (readable, amounts in major units), json (minor units,
     /// exact), csv or html.
     #[arg(long, default_value = "table", value_parser = ["table", "json", "csv", "html"])]
@@ -242,6 +246,9 @@ impl ReportArgs {
             tenant: self.tenant.map(aggregates::TenantId::from_uuid),
             file: self.file,
             point,
+            options: replay::reports::Options {
+                settlement_window_days: self.settlement_window_days,
+            },
             format: replay::reports::render::Format::parse(&self.format)
                 .unwrap_or(replay::reports::render::Format::Table),
             out: self.out,

@@ -44,6 +44,7 @@ pub struct ReportOptions {
     /// An export file (offline).
     pub file: Option<PathBuf>,
     pub point: crate::reports::Point,
+    pub options: crate::reports::Options,
     pub format: crate::reports::render::Format,
     /// Where to write it (standard output when `None`).
     pub out: Option<PathBuf>,
@@ -169,10 +170,12 @@ pub async fn run_report(
 ) -> Result<ExitCode, Failure> {
     let point = options.point.check()?;
     let report = match (&options.file, options.tenant) {
-        (Some(path), _) => crate::reports::offline::report(path, options.name, point)?,
+        (Some(path), _) => {
+            crate::reports::offline::report(path, options.name, (point, options.options))?
+        }
         (None, Some(tenant)) => {
             let store = open_store_to_read(database_url, 2).await?;
-            report_from_store(&store, tenant, options.name, point).await?
+            report_from_store(&store, tenant, options.name, (point, options.options)).await?
         }
         (None, None) => return Err("give --tenant or --file".into()),
     };
@@ -198,7 +201,7 @@ async fn report_from_store(
     store: &EventStore,
     tenant: TenantId,
     name: crate::reports::ReportName,
-    point: crate::reports::Point,
+    (point, options): (crate::reports::Point, crate::reports::Options),
 ) -> Result<crate::reports::Report, Failure> {
     let pool = store.pool();
     let mut reading = projections::read::begin_tenant_read(pool, tenant).await?;
@@ -222,7 +225,8 @@ async fn report_from_store(
         }
     }
     let mut reading = projections::read::begin_tenant_read(pool, tenant).await?;
-    let report = crate::reports::online::report(&mut reading, tenant, name, point, seq).await?;
+    let report =
+        crate::reports::online::report(&mut reading, tenant, name, (point, options), seq).await?;
     reading.commit().await?;
     Ok(report)
 }

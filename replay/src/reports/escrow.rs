@@ -153,6 +153,7 @@ pub fn compute(
             },
         ],
         charts,
+        parameters: Vec::new(),
     }
 }
 

@@ -87,7 +87,38 @@ pub struct ReportQuery {
     /// self-contained page) or `table`.
     #[param(inline)]
     pub format: Option<FormatParam>,
+    /// Days after which a capture or refund in no settlement batch is a
+    /// break of class `missing_in_settlement` (payments); default 3.
+    #[param(inline)]
+    pub settlement_window_days: Option<WindowDays>,
 }
+
+/// A settlement window: 0 to 365 days.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowDays(pub i64);
+
+impl<'de> Deserialize<'de> for WindowDays {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = commands::http::extract::whole_number(deserializer)?;
+        if !(0..=super::SETTLEMENT_WINDOW_DAYS_MAX).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid value: {value}, expected 0 to {} days",
+                super::SETTLEMENT_WINDOW_DAYS_MAX
+            )));
+        }
+        Ok(Self(value))
+    }
+}
+
+impl utoipa::PartialSchema for WindowDays {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        aggregates::schema::integer(0)
+            .maximum(Some(super::SETTLEMENT_WINDOW_DAYS_MAX))
+            .into()
+    }
+}
+
+impl ToSchema for WindowDays {}
 
 /// 422: the parameters' combination, which no schema states.
 fn bad(code: &'static str, message: String) -> ApiError {
@@ -189,15 +220,20 @@ async fn report(
     )
     .await?;
     let name: ReportName = name.into();
+    let options = super::Options {
+        settlement_window_days: query
+            .settlement_window_days
+            .map_or(super::payments::SETTLEMENT_WINDOW_DAYS, |days| days.0),
+    };
     let (computed, _) = tenant_read(
         &app,
         tenant_id,
         projections::journal::NAME,
         Some(Seq(seq)),
         move |connection| {
-            Box::pin(
-                async move { Ok(online::report(connection, tenant_id, name, point, seq).await) },
-            )
+            Box::pin(async move {
+                Ok(online::report(connection, tenant_id, name, (point, options), seq).await)
+            })
         },
     )
     .await?;

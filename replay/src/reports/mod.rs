@@ -205,7 +205,29 @@ pub struct Report {
     pub sections: Vec<Section>,
     /// Charts of the HTML page: a title and bars (label, value, asset).
     pub charts: Vec<Chart>,
+    /// What the report was asked with besides its point (the payments'
+    /// `settlement_window_days`), shown in its header.
+    pub parameters: Vec<(&'static str, Value)>,
 }
+
+/// What a report is asked with besides its point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Days after which a capture or refund in no settlement batch is a
+    /// break (`missing_in_settlement`); 0 to 365.
+    pub settlement_window_days: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            settlement_window_days: payments::SETTLEMENT_WINDOW_DAYS,
+        }
+    }
+}
+
+/// Most days a settlement window is.
+pub const SETTLEMENT_WINDOW_DAYS_MAX: i64 = 365;
 
 /// A bar chart of the HTML page.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +273,9 @@ impl Report {
             "tie_out".into(),
             json!({"agrees": self.ties_out(), "checks": checks}),
         );
+        for (name, value) in &self.parameters {
+            object.insert(name.to_string(), value.clone());
+        }
         for section in &self.sections {
             object.insert(section.name.into(), section.to_json());
         }

@@ -11,8 +11,13 @@ use aggregates::journal::account::{LedgerAccount, ACCOUNT_AGGREGATE};
 use aggregates::journal::Side;
 use std::path::Path;
 
-/// Report `name` of the tenant exported to `path`, at `point`.
-pub fn report(path: &Path, name: ReportName, point: Point) -> Result<Report, ReportError> {
+/// Report `name` of the tenant exported to `path`, at `point`, with
+/// `options`.
+pub fn report(
+    path: &Path,
+    name: ReportName,
+    (point, options): (Point, super::Options),
+) -> Result<Report, ReportError> {
     let as_of = match point {
         Point::Head => AsOf::Head,
         // Between requests, as the online report is taken.
@@ -52,7 +57,7 @@ pub fn report(path: &Path, name: ReportName, point: Point) -> Result<Report, Rep
                 payments: &payments,
                 settlements: &settlements,
                 payouts: &payouts,
-                window_days: super::payments::SETTLEMENT_WINDOW_DAYS,
+                window_days: options.settlement_window_days,
             };
             Ok(super::payments::compute(scope, &journal, input))
         }

@@ -148,14 +148,15 @@ async fn trial_balance_input(
     Ok(input)
 }
 
-/// Report `name` of `tenant_id` at `seq` (from [`seq_of`]) for `point`,
+/// Report `name` of `tenant_id` at `seq` (from [`seq_of`]) for `point`
+/// and `options`,
 /// on `connection` (a tenant read transaction whose projections have
 /// reached `seq`).
 pub async fn report(
     connection: &mut PgConnection,
     tenant_id: TenantId,
     name: ReportName,
-    point: Point,
+    (point, options): (Point, super::Options),
     seq: i64,
 ) -> Result<Report, ReportError> {
     let scope = scope(connection, tenant_id, point, seq).await?;
@@ -182,7 +183,7 @@ pub async fn report(
                 payments: &payments,
                 settlements: &settlements,
                 payouts: &payouts,
-                window_days: super::payments::SETTLEMENT_WINDOW_DAYS,
+                window_days: options.settlement_window_days,
             };
             Ok(super::payments::compute(scope, &journal, input))
         }

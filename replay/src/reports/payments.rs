@@ -230,7 +230,9 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
             ]);
         }
     }
-    finish(scope, journal, waterfall, unsettled_rows, breaks)
+    let mut report = finish(scope, journal, waterfall, unsettled_rows, breaks);
+    report.parameters = vec![("settlement_window_days", json!(input.window_days))];
+    report
 }
 
 /// The sections, charts and tie-out of the computed figures.
@@ -333,6 +335,7 @@ fn finish(
             },
         ],
         charts,
+        parameters: Vec::new(),
     }
 }
 

@@ -172,6 +172,7 @@ pub fn compute(
             },
         ],
         charts,
+        parameters: Vec::new(),
     }
 }
 

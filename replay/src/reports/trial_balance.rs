@@ -183,5 +183,6 @@ pub fn compute(scope: Scope, mut input: Input) -> Report {
             },
         ],
         charts,
+        parameters: Vec::new(),
     }
 }

@@ -9,7 +9,7 @@ use super::serve;
 use chrono::{Duration, TimeZone, Utc};
 use commands::Clock;
 use eventstore::testing::TestDatabase;
-use replay::reports::{offline, Point, ReportName};
+use replay::reports::{offline, Options, Point, ReportName};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
@@ -89,6 +89,72 @@ fn minor_units(text: &str) -> i64 {
         .unwrap()
         .replace([',', '.'], "");
     number.parse().unwrap()
+}
+
+/// Report `name` of the tenant of `key` in CSV and as a table, checked
+/// against its JSON (`json`).
+async fn assert_formats_agree(base: &str, key: &str, name: &str, json: &Value) {
+    let client = reqwest::Client::new();
+    let mut texts = Vec::new();
+    for format in ["csv", "table"] {
+        let text = client
+            .get(format!("{base}/v1/reports/{name}?format={format}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        texts.push(text);
+    }
+    assert_same_figures(json, &texts[0], &texts[1]);
+}
+
+/// Asserts that the CSV and the table of a report carry the JSON's rows:
+/// section by section (the tie-out first), row by row, every CSV field the
+/// JSON's value, every table line showing each value (amounts in major
+/// units of the row's asset).
+fn assert_same_figures(json: &Value, csv: &str, table: &str) {
+    use replay::reports::render::major_units;
+    let text = |value: &Value| match value {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let csv_blocks: Vec<&str> = csv.trim_end().split("\n\n").collect();
+    let table_blocks: Vec<&str> = table.trim_end().split("\n\n").collect();
+    assert_eq!(csv_blocks.len(), table_blocks.len(), "{csv}\n{table}");
+    for (csv_block, table_block) in csv_blocks.iter().zip(&table_blocks).skip(1) {
+        let mut csv_lines = csv_block.lines();
+        let columns: Vec<&str> = csv_lines.next().unwrap().split(',').skip(1).collect();
+        let csv_rows: Vec<Vec<&str>> = csv_lines.map(|line| line.split(',').collect()).collect();
+        let table_rows: Vec<&str> = table_block.lines().skip(2).collect();
+        assert_eq!(
+            csv_rows.len(),
+            table_rows.len(),
+            "{csv_block}\n{table_block}"
+        );
+        for (index, (fields, line)) in csv_rows.iter().zip(&table_rows).enumerate() {
+            let rows = match fields[0] {
+                "tie_out" => &json["tie_out"]["checks"],
+                section => &json[section],
+            };
+            let row = &rows[index];
+            let asset = row["asset"].as_str().unwrap_or("");
+            for (column, field) in columns.iter().zip(&fields[1..]) {
+                let value = &row[*column];
+                assert_eq!(*field, text(value), "{column} of {row}");
+                let shown = match value {
+                    Value::Number(number) if !asset.is_empty() && *column != "age_days" => {
+                        major_units(i128::from(number.as_i64().unwrap()), asset)
+                    }
+                    other => text(other),
+                };
+                assert!(line.contains(&shown), "{column} {shown:?} not in {line:?}");
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -228,6 +294,7 @@ async fn the_trial_balance_ties_out_in_every_format_online_and_offline() {
         }
     }
     assert!(table.contains("1,242.06 USD"), "{table}");
+    assert_same_figures(&json, &csv, &table);
     // The HTML page: well-formed, self-contained, with every total.
     let (_, html) = get("?format=html".into()).await;
     assert!(well_formed(&html), "{html}");
@@ -244,9 +311,19 @@ async fn the_trial_balance_ties_out_in_every_format_online_and_offline() {
     replay::export::export(&store, acme.tenant_id, &file, false)
         .await
         .unwrap();
-    let offline = offline::report(&file, ReportName::TrialBalance, Point::Head).unwrap();
+    let offline = offline::report(
+        &file,
+        ReportName::TrialBalance,
+        (Point::Head, Options::default()),
+    )
+    .unwrap();
     assert_eq!(offline.to_json_text(), json_text);
-    let at_two = offline::report(&file, ReportName::TrialBalance, Point::Seq(seq - 4)).unwrap();
+    let at_two = offline::report(
+        &file,
+        ReportName::TrialBalance,
+        (Point::Seq(seq - 4), Options::default()),
+    )
+    .unwrap();
 
     // As of a seq, the same after more commands.
     let (_, before) = get(format!("?as_of_seq={}", seq - 4)).await;
@@ -375,6 +452,7 @@ async fn the_escrow_report_shows_each_commitment_with_lineage_and_ties_out() {
         .collect();
     assert_eq!(deposits, [json!(20_000), json!(5_000)]);
     assert_eq!(report["transfers"][0]["amount"], 25_000);
+    assert_formats_agree(&base, &acme.api_key, "escrow", &report).await;
     assert_eq!(report["tie_out"]["agrees"], true, "{report}");
     let checks: Vec<(Value, Value)> = report["tie_out"]["checks"]
         .as_array()
@@ -401,9 +479,15 @@ async fn the_escrow_report_shows_each_commitment_with_lineage_and_ties_out() {
     replay::export::export(&store, acme.tenant_id, &file, false)
         .await
         .unwrap();
-    let offline_head = offline::report(&file, ReportName::Escrow, Point::Head).unwrap();
+    let offline_head =
+        offline::report(&file, ReportName::Escrow, (Point::Head, Options::default())).unwrap();
     assert_eq!(offline_head.to_json_text(), text);
-    let offline_then = offline::report(&file, ReportName::Escrow, Point::Seq(seq)).unwrap();
+    let offline_then = offline::report(
+        &file,
+        ReportName::Escrow,
+        (Point::Seq(seq), Options::default()),
+    )
+    .unwrap();
     assert_eq!(offline_then.to_json_text(), before);
     std::fs::remove_file(&file).unwrap();
 }
@@ -510,11 +594,17 @@ async fn the_payroll_report_shows_each_run_and_payee_and_ties_out() {
                 "in_run": 0, "paid": 4_800, "carried": 0, "capped": 0}])
     );
     assert_eq!(report["tie_out"]["agrees"], true, "{report}");
+    assert_formats_agree(&base, &acme.api_key, "payroll", &report).await;
     let file = std::env::temp_dir().join(format!("payroll-report-{}.jsonl", acme.tenant_id));
     replay::export::export(&store, acme.tenant_id, &file, false)
         .await
         .unwrap();
-    let offline_head = offline::report(&file, ReportName::Payroll, Point::Head).unwrap();
+    let offline_head = offline::report(
+        &file,
+        ReportName::Payroll,
+        (Point::Head, Options::default()),
+    )
+    .unwrap();
     assert_eq!(offline_head.to_json_text(), text);
     let then = client
         .get(format!("{base}/v1/reports/payroll?as_of_seq={seq}"))
@@ -525,7 +615,12 @@ async fn the_payroll_report_shows_each_run_and_payee_and_ties_out() {
         .text()
         .await
         .unwrap();
-    let offline_then = offline::report(&file, ReportName::Payroll, Point::Seq(seq)).unwrap();
+    let offline_then = offline::report(
+        &file,
+        ReportName::Payroll,
+        (Point::Seq(seq), Options::default()),
+    )
+    .unwrap();
     assert_eq!(offline_then.to_json_text(), then);
     let then: Value = serde_json::from_str(&then).unwrap();
     assert_eq!(then["payees"][0]["payable"], 0);
@@ -677,11 +772,17 @@ async fn the_payments_report_shows_the_waterfall_unsettled_items_and_aged_breaks
         ]
     );
     assert_eq!(report["tie_out"]["agrees"], true, "{report}");
+    assert_formats_agree(&base, &acme.api_key, "payments", &report).await;
     let file = std::env::temp_dir().join(format!("payments-report-{}.jsonl", acme.tenant_id));
     replay::export::export(&store, acme.tenant_id, &file, false)
         .await
         .unwrap();
-    let offline_head = offline::report(&file, ReportName::Payments, Point::Head).unwrap();
+    let offline_head = offline::report(
+        &file,
+        ReportName::Payments,
+        (Point::Head, Options::default()),
+    )
+    .unwrap();
     assert_eq!(offline_head.to_json_text(), text);
     std::fs::remove_file(&file).unwrap();
     let html = client
