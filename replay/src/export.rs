@@ -452,14 +452,17 @@ pub fn fold_file(
 ) -> Result<(Header, crate::state::TenantState), VerifyError> {
     let mut file = ExportFile::open(path)?;
     let mut replayer = Replayer::new(as_of).keep_entries();
+    let mut progress = Progress::new("report", file.header.events, false);
     let mut lines = 0u64;
     while let Some((line, event)) = file.next_event()? {
         lines += 1;
+        progress.advance(1);
         let event = event.map_err(VerifyError::Refused)?;
         replayer
             .feed(&event, Some(line))
             .map_err(VerifyError::Refused)?;
     }
+    progress.finish();
     replayer
         .finish(file.header.head_seq, &file.header.head_hash)
         .map_err(VerifyError::Refused)?;
