@@ -208,7 +208,7 @@ async fn report_from_store(
     let seq = crate::reports::online::seq_of(&mut reading, tenant, point).await?;
     reading.commit().await?;
     let deadline = std::time::Instant::now() + REPORT_WAIT;
-    for projection in crate::reports::online::PROJECTIONS {
+    for projection in name.projections() {
         loop {
             let reached = projections::read::checkpoint(pool, projection, tenant).await?;
             if reached >= seq {

@@ -35,6 +35,19 @@ pub enum ReportName {
 }
 
 impl ReportName {
+    /// The read tables the report reads, which must have reached its seq:
+    /// the journal's, the accounts', and its domain's.
+    pub fn projections(self) -> Vec<&'static str> {
+        let mut names = vec![projections::journal::NAME, projections::accounts::NAME];
+        names.extend(match self {
+            Self::TrialBalance => None,
+            Self::Payments => Some(projections::payments::NAME),
+            Self::Payroll => Some(projections::compensation::NAME),
+            Self::Escrow => Some(projections::escrow::NAME),
+        });
+        names
+    }
+
     pub const ALL: [Self; 4] = [
         Self::TrialBalance,
         Self::Payments,
@@ -305,6 +318,9 @@ pub enum ReportError {
     UnknownReport(String),
     #[error("{0}")]
     Invalid(String),
+    /// What is stored does not read back (a defect, not the asker's).
+    #[error("{0}")]
+    Corrupt(String),
     #[error("tenant_seq {asked} is beyond the tenant's last, {head}")]
     Ahead { asked: i64, head: i64 },
     #[error(transparent)]

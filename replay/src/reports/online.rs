@@ -7,9 +7,6 @@ use super::{trial_balance, Point, Report, ReportError, ReportName, Scope};
 use aggregates::TenantId;
 use sqlx::PgConnection;
 
-/// The projections a report reads, which must have reached its seq.
-pub const PROJECTIONS: [&str; 2] = [projections::journal::NAME, projections::accounts::NAME];
-
 /// The tenant's last seq.
 pub async fn head(connection: &mut PgConnection, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
     let (head,): (Option<i64>,) =
@@ -115,7 +112,7 @@ async fn trial_balance_input(
     .await?;
     let sum = |text: &str| -> Result<i128, ReportError> {
         text.parse()
-            .map_err(|_| ReportError::Invalid(format!("a sum past 128 bits: {text}")))
+            .map_err(|_| ReportError::Corrupt(format!("a sum past 128 bits: {text}")))
     };
     let mut input = trial_balance::Input::default();
     for (account, account_type, asset, opening_debits, opening_credits, debits, credits) in rows {
@@ -236,7 +233,7 @@ where
     for (id, last_seq, state) in rows {
         if last_seq <= seq {
             let state: A = serde_json::from_value(state)
-                .map_err(|error| ReportError::Invalid(format!("stored {kind} {id}: {error}")))?;
+                .map_err(|error| ReportError::Corrupt(format!("stored {kind} {id}: {error}")))?;
             states.insert(id, state);
         } else {
             changed.push(id);
@@ -258,7 +255,7 @@ where
     .await?;
     for (id, payload) in events {
         let event: A::Event = serde_json::from_str(&payload)
-            .map_err(|error| ReportError::Invalid(format!("an event of {kind} {id}: {error}")))?;
+            .map_err(|error| ReportError::Corrupt(format!("an event of {kind} {id}: {error}")))?;
         states.entry(id).or_insert_with(A::default).apply(event);
     }
     Ok(states)

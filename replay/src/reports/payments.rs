@@ -11,7 +11,7 @@
 use super::trial_balance::Input as Journal;
 use super::{number, Chart, Check, Kind, Report, ReportName, Scope, Section};
 use aggregates::payments::payout::{Payout, PayoutStatus};
-use aggregates::payments::settlement::{Outcome, Settlement};
+use aggregates::payments::settlement::{BreakClass, Item, Outcome, Resolution, Settlement};
 use aggregates::payments::{AuthorizationState, DisputeState, Payment, RefundState, TenderSource};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -74,11 +74,28 @@ pub struct Input<'a> {
 
 type Waterfall = BTreeMap<String, [i128; 16]>;
 
+/// Per currency, what the settlements moved that the waterfall does not
+/// show as such: the fees the journal books (processing and dispute fees
+/// together) and what resolving breaks by adjustment booked to revenue.
+#[derive(Default)]
+struct Booked {
+    fees: BTreeMap<String, i128>,
+    adjusted_revenue: BTreeMap<String, i128>,
+}
+
 /// The payments report.
 pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
     let now = scope.at.unwrap_or(DateTime::UNIX_EPOCH);
     let mut waterfall: Waterfall = BTreeMap::new();
+    let mut booked = Booked::default();
     let (mut unsettled, mut breaks) = (Vec::new(), Vec::new());
+    // The fee each dispute booked when it opened, by id.
+    let dispute_fees: BTreeMap<String, i64> = input
+        .payments
+        .values()
+        .flat_map(|payment| &payment.disputes)
+        .map(|dispute| (dispute.dispute_id.to_string(), dispute.fee.value()))
+        .collect();
     for (payment_id, payment) in input.payments {
         let Some(intent) = &payment.intent else {
             continue;
@@ -145,6 +162,7 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
             };
             add(stage, dispute.amount.value());
             add("dispute_fees", dispute.fee.value());
+            *booked.fees.entry(asset.clone()).or_default() += i128::from(dispute.fee.value());
         }
     }
     for (settlement_id, settlement) in input.settlements {
@@ -154,21 +172,30 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
         let stages = waterfall.entry(asset.clone()).or_insert([0; 16]);
         let settled_at = settlement.settled_at.unwrap_or(DateTime::UNIX_EPOCH);
         for (index, settled) in settlement.lines.iter().enumerate() {
-            stages[at("settled_gross")] += i128::from(settled.line.gross);
+            let gross = i128::from(settled.line.gross);
+            stages[at("settled_gross")] += gross;
             stages[at("processing_fees")] += i128::from(settled.line.fee);
             stages[at("settled_net")] += i128::from(settled.line.net);
+            *booked.fees.entry(asset.clone()).or_default() += settled_fee(settled, &dispute_fees);
             if let Outcome::Break {
                 break_id,
                 class,
                 expected,
             } = &settled.outcome
             {
-                let resolution = settlement
-                    .resolved
-                    .iter()
-                    .find(|(id, _)| id == break_id)
-                    .map(|(_, resolution)| spelled(resolution));
-                let days = (now - settled_at).num_days();
+                let resolved = settlement.resolved.iter().find(|(id, _)| id == break_id);
+                if let Some((_, Resolution::Adjust)) = resolved {
+                    // What the break suspended, booked to revenue.
+                    let suspended = match (class, expected) {
+                        (BreakClass::AmountMismatch, Some(expected)) => {
+                            gross - i128::from(*expected)
+                        }
+                        _ => gross,
+                    };
+                    *booked.adjusted_revenue.entry(asset.clone()).or_default() += suspended;
+                }
+                let resolution = resolved.map(|(_, resolution)| spelled(resolution));
+                let days = (now - settled_at).num_days().max(0);
                 breaks.push(vec![
                     json!(asset),
                     spelled(class),
@@ -205,7 +232,7 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
     unsettled.sort_by(|a, b| (&a.0, a.5, a.1, &a.2).cmp(&(&b.0, b.5, b.1, &b.2)));
     let mut unsettled_rows = Vec::new();
     for (asset, kind, payment_id, reference, amount, since) in &unsettled {
-        let days = (now - *since).num_days();
+        let days = (now - *since).num_days().max(0);
         unsettled_rows.push(vec![
             json!(asset),
             json!(kind),
@@ -230,7 +257,7 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
             ]);
         }
     }
-    let mut report = finish(scope, journal, waterfall, unsettled_rows, breaks);
+    let mut report = finish(scope, (journal, &booked), waterfall, unsettled_rows, breaks);
     report.parameters = vec![("settlement_window_days", json!(input.window_days))];
     report
 }
@@ -238,12 +265,12 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
 /// The sections, charts and tie-out of the computed figures.
 fn finish(
     scope: Scope,
-    journal: &Journal,
+    (journal, booked): (&Journal, &Booked),
     waterfall: Waterfall,
     unsettled: Vec<Vec<Value>>,
     breaks: Vec<Vec<Value>>,
 ) -> Report {
-    let checks = tie_out(journal, &waterfall);
+    let checks = tie_out(journal, booked, &waterfall);
     let mut charts: Vec<Chart> = waterfall
         .iter()
         .map(|(asset, stages)| Chart {
@@ -339,8 +366,29 @@ fn finish(
     }
 }
 
+/// The fee the journal books for a settled line (processing or dispute
+/// fees): its fee less what its dispute booked when it opened, and the
+/// processor's own lines (fees, adjustments) at their gross.
+fn settled_fee(
+    settled: &aggregates::payments::settlement::SettledLine,
+    dispute_fees: &BTreeMap<String, i64>,
+) -> i128 {
+    let fee = i128::from(settled.line.fee);
+    match &settled.outcome {
+        Outcome::Matched {
+            item: Item::Dispute { dispute_id },
+            ..
+        } => {
+            let booked = dispute_fees.get(&dispute_id.to_string()).copied();
+            fee - i128::from(booked.unwrap_or(0))
+        }
+        Outcome::Processor => fee - i128::from(settled.line.gross),
+        _ => fee,
+    }
+}
+
 /// Per currency: the payments' figures beside the journal's.
-fn tie_out(journal: &Journal, waterfall: &Waterfall) -> Vec<Check> {
+fn tie_out(journal: &Journal, booked: &Booked, waterfall: &Waterfall) -> Vec<Check> {
     let balance = |prefix: &str, asset: &str, debit_normal: bool| {
         let (debits, credits) = journal.posted(prefix).get(asset).copied().unwrap_or((0, 0));
         if debit_normal {
@@ -352,16 +400,16 @@ fn tie_out(journal: &Journal, waterfall: &Waterfall) -> Vec<Check> {
     let mut checks = Vec::new();
     for (asset, stages) in waterfall {
         let stage = |name: &str| stages[at(name)];
+        let of = |map: &BTreeMap<String, i128>| map.get(asset).copied().unwrap_or(0);
         let processor_balance = stage("settled_net") - stage("paid_out") - stage("in_transit");
+        let fees = balance("processing_fees", asset, true) + balance("dispute_fees", asset, true);
+        let revenue = balance("revenue", asset, false) - of(&booked.adjusted_revenue);
         for (check, subject, report, ledger) in [
             (
                 "captured",
-                "revenue credits",
+                "revenue balance less breaks adjusted to it",
                 stage("captured"),
-                journal
-                    .posted("revenue")
-                    .get(asset)
-                    .map_or(0, |sums| sums.1),
+                revenue,
             ),
             (
                 "refunded",
@@ -376,10 +424,10 @@ fn tie_out(journal: &Journal, waterfall: &Waterfall) -> Vec<Check> {
                 balance("dispute_losses", asset, true),
             ),
             (
-                "processing_fees",
-                "processing_fees balance",
-                stage("processing_fees"),
-                balance("processing_fees", asset, true),
+                "fees",
+                "processing_fees and dispute_fees balances",
+                of(&booked.fees),
+                fees,
             ),
             (
                 "settled_not_paid_out",

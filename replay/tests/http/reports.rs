@@ -799,4 +799,41 @@ async fn the_payments_report_shows_the_waterfall_unsettled_items_and_aged_breaks
         html.contains("Waterfall, USD/2") && html.contains("Breaks by age"),
         "{html}"
     );
+
+    // The unknown line resolved by adjustment (booked to revenue): still
+    // tied out, the break resolved.
+    let open: Value = client
+        .get(format!("{base}/v1/breaks?status=open"))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let break_id = open["breaks"][0]["break_id"].as_str().unwrap().to_string();
+    post(
+        "adjust",
+        format!("/v1/breaks/{break_id}/resolve"),
+        json!({"resolution": "adjust", "reason": "a late capture"}),
+    )
+    .await;
+    catch_up(&db).await;
+    let report: Value = client
+        .get(format!("{base}/v1/reports/payments"))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["tie_out"]["agrees"], true, "{report}");
+    assert_eq!(
+        (
+            report["breaks"][0]["status"].clone(),
+            report["breaks"][0]["resolution"].clone()
+        ),
+        (json!("resolved"), json!("adjust"))
+    );
 }

@@ -294,7 +294,7 @@ pub struct PayoutBody {
         (status = 400, description = "Invalid input, naming the field (a batch named twice)", body = ErrorBody),
         (status = 404, description = "`unknown_settlement`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`payout_amount_mismatch`: not the batches' net; `settlement_already_paid_out`; `payout_batch_mismatch`: a batch of another currency; `credits_exceed_debits`: more than the processor holds; or key reused", body = ErrorBody),
+        (status = 422, description = "`payout_amount_mismatch`: not the batches' net; `settlement_already_paid_out`; `payout_batch_mismatch`: a batch of another currency; `credits_exceed_debits`: more than the processor holds; `bank_account_reserved`: `payroll` (what pay runs pay from); or key reused", body = ErrorBody),
     )
 )]
 async fn create_payout(

@@ -18,8 +18,18 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-/// The bank and processor balance accounts of a payout.
+/// The bank and processor balance accounts of a payout. `bank:payroll` is
+/// compensation's (what pay runs pay from): a payout names another.
 fn payout_accounts(processor: &str, bank: &str) -> Result<[PaymentAccount; 2], Refusal> {
+    if bank == "payroll" {
+        return Err(Refusal::Rejected {
+            kind: RejectionKind::RuleBroken,
+            code: "bank_account_reserved".into(),
+            message: "bank:payroll is what pay runs pay from: pay out to another bank account"
+                .into(),
+            details: json!({ "bank_account": bank }),
+        });
+    }
     Ok([
         accounts::bank(bank).map_err(|_| super::invalid("bank_account", bank))?,
         accounts::processor_balance(processor)
