@@ -1509,9 +1509,9 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
     // (exit 1, the header saying so).
     let output = ledger(&db).args(["project", "--once"]).output().unwrap();
     assert!(output.status.success());
-    let report = |source: &[&str]| {
+    let report_named = |name: &str, source: &[&str]| {
         let mut command = ledger(&db);
-        command.args(["report", "trial-balance", "--format", "json"]);
+        command.args(["report", name, "--format", "json"]);
         command.args(source);
         let output = command.output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).to_string();
@@ -1519,8 +1519,7 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
         assert!(!stdout.is_empty(), "{stderr}");
         (output.status.code(), stdout)
     };
-    let (code, online) = report(&["--tenant", tenant_id]);
-    assert_eq!(code, Some(0), "{online}");
+    let report = |source: &[&str]| report_named("trial-balance", source);
     let file = std::env::temp_dir().join(format!("cli-report-{tenant_id}.jsonl"));
     let file = file.to_str().unwrap();
     let output = ledger(&db)
@@ -1528,7 +1527,16 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    assert_eq!(report(&["--file", file]), (Some(0), online.clone()));
+    // Every report of every payments path ties out, the same offline.
+    for name in ["trial-balance", "payments", "payroll", "escrow"] {
+        let (code, online) = report_named(name, &["--tenant", tenant_id]);
+        assert_eq!(code, Some(0), "{name}: {online}");
+        assert_eq!(
+            report_named(name, &["--file", file]),
+            (Some(0), online),
+            "{name}"
+        );
+    }
     std::fs::remove_file(file).unwrap();
     sqlx::query(
         "UPDATE ledger_account_movements SET credits_posted = credits_posted + 1 \

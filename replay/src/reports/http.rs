@@ -99,7 +99,7 @@ pub struct WindowDays(pub i64);
 
 impl<'de> Deserialize<'de> for WindowDays {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = commands::http::extract::whole_number(deserializer)?;
+        let value = i64::deserialize(deserializer)?;
         if !(0..=super::SETTLEMENT_WINDOW_DAYS_MAX).contains(&value) {
             return Err(serde::de::Error::custom(format!(
                 "invalid value: {value}, expected 0 to {} days",
