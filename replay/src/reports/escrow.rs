@@ -6,7 +6,7 @@
 //! `payee_payable:` and refunded against the payers' `payer_refunds:`.
 
 use super::trial_balance::Input as Journal;
-use super::{number, Chart, Check, Kind, Report, ReportName, Scope, Section};
+use super::{number, Check, Kind, Report, ReportName, Scope, Section};
 use aggregates::escrow::{Commitment, Direction};
 use chrono::SecondsFormat;
 use serde_json::{json, Value};
@@ -75,26 +75,12 @@ pub fn compute(
         }
     }
     let checks = tie_out(journal, &per_asset);
-    let totals = per_asset
-        .iter()
-        .map(|(asset, sums)| {
-            let mut row = vec![json!(asset)];
-            row.extend(sums.iter().map(|sum| number(*sum)));
-            row
-        })
-        .collect();
-    let charts = per_asset
-        .iter()
-        .map(|(asset, sums)| Chart {
-            title: format!("Escrow, {asset}"),
-            asset: asset.clone(),
-            bars: ["funded", "released", "refunded", "frozen", "held"]
-                .iter()
-                .zip(&sums[1..])
-                .map(|(label, sum)| (label.to_string(), *sum))
-                .collect(),
-        })
-        .collect();
+    let totals = super::per_asset_rows(&per_asset);
+    let charts = super::per_asset_charts(
+        "Escrow",
+        &per_asset,
+        &["total", "funded", "released", "refunded", "frozen", "held"],
+    );
     let figures = || {
         ["total", "funded", "released", "refunded", "frozen", "held"]
             .map(|name| (name, Kind::Amount))

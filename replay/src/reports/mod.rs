@@ -24,6 +24,7 @@ pub mod trial_balance;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 /// The reports there are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,6 +302,39 @@ impl Report {
         eventstore::canonical::to_canonical_string(&self.to_json())
             .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
     }
+}
+
+/// One row per asset: the asset, then its sums.
+pub fn per_asset_rows<const N: usize>(per_asset: &BTreeMap<String, [i128; N]>) -> Vec<Vec<Value>> {
+    per_asset
+        .iter()
+        .map(|(asset, sums)| {
+            let mut row = vec![json!(asset)];
+            row.extend(sums.iter().map(|sum| number(*sum)));
+            row
+        })
+        .collect()
+}
+
+/// One chart per asset titled `title` and the asset, a bar per label
+/// (`labels[i]` for `sums[i]`).
+pub fn per_asset_charts<const N: usize>(
+    title: &str,
+    per_asset: &BTreeMap<String, [i128; N]>,
+    labels: &[&str],
+) -> Vec<Chart> {
+    per_asset
+        .iter()
+        .map(|(asset, sums)| Chart {
+            title: format!("{title}, {asset}"),
+            asset: asset.clone(),
+            bars: labels
+                .iter()
+                .zip(sums)
+                .map(|(label, sum)| (label.to_string(), *sum))
+                .collect(),
+        })
+        .collect()
 }
 
 /// An amount as JSON: an integer (a sum past 64 bits is text).

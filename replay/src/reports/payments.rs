@@ -9,7 +9,7 @@
 //! `missing_in_settlement`. Tied out per currency against the journal.
 
 use super::trial_balance::Input as Journal;
-use super::{number, Chart, Check, Kind, Report, ReportName, Scope, Section};
+use super::{Chart, Check, Kind, Report, ReportName, Scope, Section};
 use aggregates::payments::payout::{Payout, PayoutStatus};
 use aggregates::payments::settlement::{BreakClass, Item, Outcome, Resolution, Settlement};
 use aggregates::payments::{AuthorizationState, DisputeState, Payment, RefundState, TenderSource};
@@ -271,18 +271,7 @@ fn finish(
     breaks: Vec<Vec<Value>>,
 ) -> Report {
     let checks = tie_out(journal, booked, &waterfall);
-    let mut charts: Vec<Chart> = waterfall
-        .iter()
-        .map(|(asset, stages)| Chart {
-            title: format!("Waterfall, {asset}"),
-            asset: asset.clone(),
-            bars: STAGES
-                .iter()
-                .zip(stages)
-                .map(|(stage, sum)| (stage.to_string(), *sum))
-                .collect(),
-        })
-        .collect();
+    let mut charts = super::per_asset_charts("Waterfall", &waterfall, &STAGES);
     let mut aging: BTreeMap<(String, &str), i128> = BTreeMap::new();
     for row in &breaks {
         let asset = row[0].as_str().unwrap_or_default().to_string();
@@ -308,14 +297,7 @@ fn finish(
                 .collect(),
         });
     }
-    let rows = waterfall
-        .iter()
-        .map(|(asset, stages)| {
-            let mut row = vec![json!(asset)];
-            row.extend(stages.iter().map(|sum| number(*sum)));
-            row
-        })
-        .collect();
+    let rows = super::per_asset_rows(&waterfall);
     let mut columns = vec![("asset", Kind::Text)];
     columns.extend(STAGES.map(|stage| (stage, Kind::Amount)));
     Report {

@@ -7,7 +7,7 @@
 //! `compensation_payable:`, what was paid against `bank:payroll`.
 
 use super::trial_balance::Input as Journal;
-use super::{number, Chart, Check, Kind, Report, ReportName, Scope, Section};
+use super::{number, Check, Kind, Report, ReportName, Scope, Section};
 use aggregates::compensation::{LineKind, LineStatus, PayRun, Payee};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -109,26 +109,8 @@ pub fn compute(
     let figure_names = [
         "accrued", "held", "payable", "in_run", "paid", "carried", "capped",
     ];
-    let totals = per_asset
-        .iter()
-        .map(|(asset, sums)| {
-            let mut row = vec![json!(asset)];
-            row.extend(sums.iter().map(|sum| number(*sum)));
-            row
-        })
-        .collect();
-    let charts = per_asset
-        .iter()
-        .map(|(asset, sums)| Chart {
-            title: format!("Payroll, {asset}"),
-            asset: asset.clone(),
-            bars: figure_names
-                .iter()
-                .zip(sums)
-                .map(|(name, sum)| (name.to_string(), *sum))
-                .collect(),
-        })
-        .collect();
+    let totals = super::per_asset_rows(&per_asset);
+    let charts = super::per_asset_charts("Payroll", &per_asset, &figure_names);
     let mut run_columns = vec![
         ("pay_run_id", Kind::Text),
         ("status", Kind::Text),

@@ -6,7 +6,7 @@
 //! for every account the journal opened, and each asset against zero.
 
 use super::{Chart, Check, Kind, Report, ReportName, Scope, Section};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 /// What one account posted in one asset: before the period and in it,
@@ -129,14 +129,7 @@ pub fn compute(scope: Scope, mut input: Input) -> Report {
             0,
         ));
     }
-    let totals: Vec<Vec<Value>> = per_asset
-        .iter()
-        .map(|(asset, sums)| {
-            let mut row = vec![json!(asset)];
-            row.extend(sums.iter().map(|sum| super::number(*sum)));
-            row
-        })
-        .collect();
+    let totals = super::per_asset_rows(&per_asset);
     let charts = per_asset
         .keys()
         .map(|asset| Chart {
