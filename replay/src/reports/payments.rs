@@ -83,36 +83,50 @@ struct Booked {
     adjusted_revenue: BTreeMap<String, i128>,
 }
 
-/// The payments report.
-pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
-    let now = scope.at.unwrap_or(DateTime::UNIX_EPOCH);
-    let mut waterfall: Waterfall = BTreeMap::new();
-    let mut booked = Booked::default();
-    let (mut unsettled, mut breaks) = (Vec::new(), Vec::new());
-    // The fee each dispute booked when it opened, by id.
-    let dispute_fees: BTreeMap<String, i64> = input
-        .payments
-        .values()
-        .flat_map(|payment| &payment.disputes)
-        .map(|dispute| (dispute.dispute_id.to_string(), dispute.fee.value()))
-        .collect();
-    for (payment_id, payment) in input.payments {
+/// An item in no settlement batch: asset, kind, payment, reference,
+/// amount, since when.
+type Unsettled = (
+    String,
+    &'static str,
+    String,
+    Option<String>,
+    i64,
+    DateTime<Utc>,
+);
+
+/// What the report gathers from the payments, settlements and payouts.
+#[derive(Default)]
+struct Figures {
+    waterfall: Waterfall,
+    booked: Booked,
+    unsettled: Vec<Unsettled>,
+    breaks: Vec<Vec<Value>>,
+    /// The fee each dispute booked when it opened, by id.
+    dispute_fees: BTreeMap<String, i64>,
+}
+
+impl Figures {
+    fn stages(&mut self, asset: &str) -> &mut [i128; 16] {
+        self.waterfall.entry(asset.to_string()).or_insert([0; 16])
+    }
+
+    /// A payment's tenders, refunds and disputes.
+    fn add_payment(&mut self, payment_id: &str, payment: &Payment) {
         let Some(intent) = &payment.intent else {
-            continue;
+            return;
         };
         let asset = String::from(intent.terms.asset.clone());
-        let stages = waterfall.entry(asset.clone()).or_insert([0; 16]);
-        let mut add = |stage: &str, amount: i64| stages[at(stage)] += i128::from(amount);
         let mut processor_tenders = Vec::new();
         for tender in &payment.tenders {
-            add("authorized", tender.amount.value());
-            add("captured", tender.captured.value());
             let released = match tender.state {
                 AuthorizationState::Voided => "voided",
                 AuthorizationState::Expired => "expired",
                 _ => "partial_capture_reversals",
             };
-            add(released, tender.released.value());
+            let stages = self.stages(&asset);
+            stages[at("authorized")] += i128::from(tender.amount.value());
+            stages[at("captured")] += i128::from(tender.captured.value());
+            stages[at(released)] += i128::from(tender.released.value());
             if let TenderSource::Processor {
                 reference: charge, ..
             } = &tender.source
@@ -122,11 +136,12 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
                     // A capture taken with its authorization goes by the
                     // charge's reference.
                     let reference = capture.reference.clone().or_else(|| Some(charge.clone()));
-                    unsettled.push((
+                    let item = ("capture", payment_id.to_string(), reference);
+                    self.unsettled.push((
                         asset.clone(),
-                        "capture",
-                        payment_id.clone(),
-                        reference,
+                        item.0,
+                        item.1,
+                        item.2,
                         capture.amount.value(),
                         capture.at,
                     ));
@@ -138,17 +153,18 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
                 RefundState::Failed => "failed_refunds",
                 _ => "refunded",
             };
-            add(stage, refund.amount.value());
+            self.stages(&asset)[at(stage)] += i128::from(refund.amount.value());
             let by_processor = refund
                 .parts
                 .iter()
                 .any(|part| processor_tenders.contains(&part.tender_id));
             if by_processor && refund.state == RefundState::Pending && refund.settled_in.is_none() {
-                unsettled.push((
+                let item = ("refund", payment_id.to_string(), refund.reference.clone());
+                self.unsettled.push((
                     asset.clone(),
-                    "refund",
-                    payment_id.clone(),
-                    refund.reference.clone(),
+                    item.0,
+                    item.1,
+                    item.2,
                     refund.amount.value(),
                     refund.at,
                 ));
@@ -160,104 +176,142 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
                 DisputeState::Lost => "disputes_lost",
                 _ => "disputed_open",
             };
-            add(stage, dispute.amount.value());
-            add("dispute_fees", dispute.fee.value());
-            *booked.fees.entry(asset.clone()).or_default() += i128::from(dispute.fee.value());
+            let stages = self.stages(&asset);
+            stages[at(stage)] += i128::from(dispute.amount.value());
+            stages[at("dispute_fees")] += i128::from(dispute.fee.value());
+            *self.booked.fees.entry(asset.clone()).or_default() += i128::from(dispute.fee.value());
+            self.dispute_fees
+                .insert(dispute.dispute_id.to_string(), dispute.fee.value());
         }
     }
-    for (settlement_id, settlement) in input.settlements {
+
+    /// A settlement batch's lines and breaks, aged as of `now`.
+    fn add_settlement(&mut self, settlement_id: &str, settlement: &Settlement, now: DateTime<Utc>) {
         let Some(asset) = settlement.asset.clone().map(String::from) else {
-            continue;
+            return;
         };
-        let stages = waterfall.entry(asset.clone()).or_insert([0; 16]);
         let settled_at = settlement.settled_at.unwrap_or(DateTime::UNIX_EPOCH);
         for (index, settled) in settlement.lines.iter().enumerate() {
             let gross = i128::from(settled.line.gross);
+            let fee = settled_fee(settled, &self.dispute_fees);
+            let stages = self.stages(&asset);
             stages[at("settled_gross")] += gross;
             stages[at("processing_fees")] += i128::from(settled.line.fee);
             stages[at("settled_net")] += i128::from(settled.line.net);
-            *booked.fees.entry(asset.clone()).or_default() += settled_fee(settled, &dispute_fees);
-            if let Outcome::Break {
+            *self.booked.fees.entry(asset.clone()).or_default() += fee;
+            let Outcome::Break {
                 break_id,
                 class,
                 expected,
             } = &settled.outcome
-            {
-                let resolved = settlement.resolved.iter().find(|(id, _)| id == break_id);
-                if let Some((_, Resolution::Adjust)) = resolved {
-                    // What the break suspended, booked to revenue.
-                    let suspended = match (class, expected) {
-                        (BreakClass::AmountMismatch, Some(expected)) => {
-                            gross - i128::from(*expected)
-                        }
-                        _ => gross,
-                    };
-                    *booked.adjusted_revenue.entry(asset.clone()).or_default() += suspended;
-                }
-                let resolution = resolved.map(|(_, resolution)| spelled(resolution));
-                let days = (now - settled_at).num_days().max(0);
-                breaks.push(vec![
-                    json!(asset),
-                    spelled(class),
-                    json!(settled.line.reference),
-                    json!(format!("{settlement_id}#{}", index + 1)),
-                    expected.map_or(Value::Null, |expected| json!(expected)),
-                    json!(settled.line.gross),
-                    json!(days),
-                    json!(bucket(days)),
-                    json!(if resolution.is_some() {
-                        "resolved"
-                    } else {
-                        "open"
-                    }),
-                    resolution.unwrap_or(Value::Null),
-                ]);
+            else {
+                continue;
+            };
+            let resolved = settlement.resolved.iter().find(|(id, _)| id == break_id);
+            if let Some((_, Resolution::Adjust)) = resolved {
+                // What the break suspended, booked to revenue.
+                let suspended = match (class, expected) {
+                    (BreakClass::AmountMismatch, Some(expected)) => gross - i128::from(*expected),
+                    _ => gross,
+                };
+                *self
+                    .booked
+                    .adjusted_revenue
+                    .entry(asset.clone())
+                    .or_default() += suspended;
             }
-        }
-    }
-    for payout in input.payouts.values() {
-        let (Some(terms), Some(status)) = (&payout.terms, payout.status) else {
-            continue;
-        };
-        let stages = waterfall
-            .entry(String::from(terms.asset.clone()))
-            .or_insert([0; 16]);
-        let stage = match status {
-            PayoutStatus::Paid => "paid_out",
-            PayoutStatus::Pending => "in_transit",
-            PayoutStatus::Failed => continue,
-        };
-        stages[at(stage)] += i128::from(terms.amount.value());
-    }
-    unsettled.sort_by(|a, b| (&a.0, a.5, a.1, &a.2).cmp(&(&b.0, b.5, b.1, &b.2)));
-    let mut unsettled_rows = Vec::new();
-    for (asset, kind, payment_id, reference, amount, since) in &unsettled {
-        let days = (now - *since).num_days().max(0);
-        unsettled_rows.push(vec![
-            json!(asset),
-            json!(kind),
-            json!(payment_id),
-            json!(reference),
-            json!(amount),
-            time(*since),
-            json!(days),
-        ]);
-        if days > input.window_days {
-            breaks.push(vec![
+            let resolution = resolved.map(|(_, resolution)| spelled(resolution));
+            let days = (now - settled_at).num_days().max(0);
+            self.breaks.push(vec![
                 json!(asset),
-                json!("missing_in_settlement"),
-                json!(reference),
-                json!(format!("{kind}:{payment_id}")),
-                json!(amount),
-                Value::Null,
+                spelled(class),
+                json!(settled.line.reference),
+                json!(format!("{settlement_id}#{}", index + 1)),
+                expected.map_or(Value::Null, |expected| json!(expected)),
+                json!(settled.line.gross),
                 json!(days),
                 json!(bucket(days)),
-                json!("open"),
-                Value::Null,
+                json!(if resolution.is_some() {
+                    "resolved"
+                } else {
+                    "open"
+                }),
+                resolution.unwrap_or(Value::Null),
             ]);
         }
     }
-    let mut report = finish(scope, (journal, &booked), waterfall, unsettled_rows, breaks);
+
+    /// A payout: paid out, or in transit while pending.
+    fn add_payout(&mut self, payout: &Payout) {
+        let (Some(terms), Some(status)) = (&payout.terms, payout.status) else {
+            return;
+        };
+        let stage = match status {
+            PayoutStatus::Paid => "paid_out",
+            PayoutStatus::Pending => "in_transit",
+            PayoutStatus::Failed => return,
+        };
+        self.stages(&String::from(terms.asset.clone()))[at(stage)] +=
+            i128::from(terms.amount.value());
+    }
+
+    /// The unsettled items as rows, aged as of `now`; those older than
+    /// `window_days` added to the breaks as `missing_in_settlement`.
+    fn age_unsettled(&mut self, now: DateTime<Utc>, window_days: i64) -> Vec<Vec<Value>> {
+        self.unsettled
+            .sort_by(|a, b| (&a.0, a.5, a.1, &a.2).cmp(&(&b.0, b.5, b.1, &b.2)));
+        let mut rows = Vec::new();
+        for (asset, kind, payment_id, reference, amount, since) in &self.unsettled {
+            let days = (now - *since).num_days().max(0);
+            rows.push(vec![
+                json!(asset),
+                json!(kind),
+                json!(payment_id),
+                json!(reference),
+                json!(amount),
+                time(*since),
+                json!(days),
+            ]);
+            if days > window_days {
+                self.breaks.push(vec![
+                    json!(asset),
+                    json!("missing_in_settlement"),
+                    json!(reference),
+                    json!(format!("{kind}:{payment_id}")),
+                    json!(amount),
+                    Value::Null,
+                    json!(days),
+                    json!(bucket(days)),
+                    json!("open"),
+                    Value::Null,
+                ]);
+            }
+        }
+        rows
+    }
+}
+
+/// The payments report.
+pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
+    let now = scope.at.unwrap_or(DateTime::UNIX_EPOCH);
+    let mut figures = Figures::default();
+    for (payment_id, payment) in input.payments {
+        figures.add_payment(payment_id, payment);
+    }
+    for (settlement_id, settlement) in input.settlements {
+        figures.add_settlement(settlement_id, settlement, now);
+    }
+    for payout in input.payouts.values() {
+        figures.add_payout(payout);
+    }
+    let unsettled = figures.age_unsettled(now, input.window_days);
+    let Figures {
+        waterfall,
+        booked,
+        breaks,
+        ..
+    } = figures;
+    let mut report = finish(scope, (journal, &booked), waterfall, unsettled, breaks);
     report.parameters = vec![("settlement_window_days", json!(input.window_days))];
     report
 }
