@@ -374,6 +374,12 @@ struct ServeArgs {
     /// here (run `ledger project` instead).
     #[arg(long)]
     no_workers: bool,
+    /// A streaming replica (hot standby) of the database: every read of a
+    /// read table goes there, and ?min_seq= waits on its checkpoints
+    /// (read-your-writes across the replication lag); commands,
+    /// idempotency and the scheduler stay on the primary.
+    #[arg(long, env = "LEDGER_READ_DATABASE_URL")]
+    read_database_url: Option<String>,
     /// Longest a read with ?min_seq= waits for its projection, in
     /// milliseconds, before answering 503.
     #[arg(long, default_value_t = 5_000)]
@@ -657,6 +663,7 @@ async fn run_serve(database_url: Option<&str>, args: ServeArgs) -> Result<(), Fa
         workers: !args.no_workers,
         plans: commands::server::plan_catalog(args.plans.as_deref())?,
         ticker: Some(args.scheduler.ticker()),
+        read_database_url: args.read_database_url,
     };
     commands::server::serve(
         store,

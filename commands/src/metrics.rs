@@ -47,6 +47,9 @@ pub struct Metrics {
     projection_events_behind: Family<ProjectionLabels, Gauge>,
     projection_seconds_behind: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
     projection_state: Family<ProjectionStateLabels, Gauge>,
+    /// How far the replica reads go to is behind the primary (0 on the
+    /// primary itself).
+    replica_replay_lag: Gauge<f64, AtomicU64>,
     /// Bumped after every refresh of the projection gauges.
     projections_refreshed: watch::Sender<u64>,
 }
@@ -111,6 +114,12 @@ impl Default for Metrics {
             "1 for the projection's current state (live, rebuilding, failed)",
             projection_state.clone(),
         );
+        let replica_replay_lag = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "replica_replay_lag_seconds",
+            "How far the replica the reads go to is behind the primary (0 when reads go to the primary)",
+            replica_replay_lag.clone(),
+        );
         Self {
             registry,
             commands,
@@ -122,6 +131,7 @@ impl Default for Metrics {
             projection_events_behind,
             projection_seconds_behind,
             projection_state,
+            replica_replay_lag,
             projections_refreshed: watch::channel(0).0,
         }
     }
@@ -166,6 +176,11 @@ impl Metrics {
     }
 
     /// Records the projections' status (by the timer that refreshes them).
+    /// Sets the replica's replay lag (`None`: reads go to the primary).
+    pub fn set_replica_lag(&self, lag_seconds: Option<f64>) {
+        self.replica_replay_lag.set(lag_seconds.unwrap_or(0.0));
+    }
+
     pub fn set_projections(&self, statuses: &[ProjectionStatus]) {
         for status in statuses {
             let labels = ProjectionLabels {

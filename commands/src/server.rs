@@ -34,6 +34,18 @@ pub struct ServeConfig {
     /// The scheduler's ticker, run beside the workers; `None` runs none
     /// here (tests drive it by its single step).
     pub ticker: Option<TickerConfig>,
+    /// A streaming replica every read of a read table goes to
+    /// (`--read-database-url`); `None` reads the primary.
+    pub read_database_url: Option<String>,
+}
+
+/// A pool on the replica at `url`, connecting as reads need it.
+fn replica_pool(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy_with(options))
 }
 
 /// Why the plan catalog of `serve --plans` cannot be read.
@@ -173,6 +185,10 @@ pub async fn serve(
     )
     .with_plans(config.plans)
     .with_process_managers(reactor_names);
+    let state = match &config.read_database_url {
+        Some(url) => state.with_read_pool(replica_pool(url)?),
+        None => state,
+    };
     let revocations = tokio::spawn(listen_for_revocations(
         store,
         state.auth.clone(),

@@ -32,6 +32,8 @@ mod api_keys;
 mod health;
 #[path = "http/read_side.rs"]
 mod read_side;
+#[path = "http/replica.rs"]
+mod replica;
 #[path = "http/requests.rs"]
 mod requests;
 #[path = "http/tenants.rs"]

@@ -248,3 +248,17 @@ async fn watch_checkpoints(
         }
     }
 }
+
+/// How far the server behind `pool` is in replaying its primary's WAL, in
+/// seconds: `None` on a primary, 0 on a standby that has replayed all it
+/// received.
+pub async fn replica_lag(pool: &PgPool) -> Result<Option<f64>, sqlx::Error> {
+    let (lag,): (Option<f64>,) = sqlx::query_as(
+        "SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL \
+                     WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+                     ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(lag)
+}

@@ -53,6 +53,10 @@ pub async fn refresh_projection_metrics(state: &AppState) {
         // worth serving without the database.
         Err(error) => tracing::warn!(%error, "projection status unavailable for /metrics"),
     }
+    match projections::read::replica_lag(&state.read_pool).await {
+        Ok(lag) => state.metrics.set_replica_lag(lag),
+        Err(error) => tracing::warn!(%error, "replica lag unavailable for /metrics"),
+    }
 }
 
 /// Recomputes the projection gauges every `interval` until `shutdown`.

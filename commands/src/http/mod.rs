@@ -65,6 +65,10 @@ pub struct AppState {
     /// by default, each statement bounded by [`REPLAY_TIMEOUT`]),
     /// so replays never take the connections commands and reads need.
     pub replay_pool: sqlx::PgPool,
+    /// Where reads of the read tables go: a streaming replica (`serve
+    /// --read-database-url`), or the primary's pool. Commands, idempotency
+    /// and the scheduler stay on the primary.
+    pub read_pool: sqlx::PgPool,
     /// The projections this server reads and reports on.
     pub projections: Arc<[Arc<dyn ::projections::Projection>]>,
     /// The process managers whose state and lag the status routes show
@@ -168,6 +172,7 @@ impl AppState {
                 config.replays_max,
             ),
             replay_pool,
+            read_pool: store.pool().clone(),
             store,
             metrics: bus.metrics().clone(),
             bus,
@@ -178,6 +183,16 @@ impl AppState {
             process_managers: Arc::from([]),
             plans: Arc::new(aggregates::plan::PlanCatalog::builtin()),
         }
+    }
+
+    /// The same state reading the read tables from `pool` (a streaming
+    /// replica): `min_seq` waits on the replica's own checkpoints, so a
+    /// read answers only once the replica has replayed the write.
+    pub fn with_read_pool(mut self, pool: sqlx::PgPool) -> Self {
+        self.checkpoints =
+            ::projections::read::CheckpointWatch::new(pool.clone(), self.progress.clone());
+        self.read_pool = pool;
+        self
     }
 
     /// The same state with another plan catalog.

@@ -19,6 +19,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct ProjectionsList {
     #[schema(value_type = Vec<Object>)]
     pub projections: Vec<ProjectionStatus>,
+    /// How far the replica the reads go to (`serve --read-database-url`)
+    /// is behind in replaying the primary, in seconds; `null` when reads go
+    /// to the primary.
+    pub replica_replay_lag_seconds: Option<f64>,
 }
 
 /// Every projection: version, state (live, rebuilding, failed with its
@@ -44,5 +48,11 @@ async fn list_projections(
             projections::ProjectionError::Store(store) => ApiError::from(store),
             other => ApiError::Internal(other.to_string()),
         })?;
-    Ok(Json(ProjectionsList { projections }))
+    let replica_replay_lag_seconds = projections::read::replica_lag(&state.read_pool)
+        .await
+        .map_err(|error| ApiError::from(eventstore::StoreError::from(error)))?;
+    Ok(Json(ProjectionsList {
+        projections,
+        replica_replay_lag_seconds,
+    }))
 }

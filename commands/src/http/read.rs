@@ -33,7 +33,7 @@ where
         + Send
         + 'static,
 {
-    let pool = state.store.pool().clone();
+    let pool = state.read_pool.clone();
     let checkpoints = state.checkpoints.clone();
     let bound = state.config.read_wait;
     let current = projections::read::checkpoint(&pool, projection, tenant_id).await?;

@@ -40,6 +40,7 @@ impl Served {
                 workers: false,
                 plans: aggregates::plan::PlanCatalog::builtin(),
                 ticker: None,
+                read_database_url: None,
             };
             serve(
                 serving,

@@ -122,6 +122,7 @@ impl TestServer {
             workers: options.workers,
             plans: aggregates::plan::PlanCatalog::builtin(),
             ticker: None,
+            read_database_url: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {

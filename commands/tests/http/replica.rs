@@ -1,0 +1,261 @@
+//! Reads on a real streaming replica: a private primary and a hot standby
+//! (`pg_basebackup -R` from the installed PostgreSQL binaries, in a
+//! temporary directory, unix sockets only), a server whose commands go to
+//! the primary and whose reads go to the standby; every read with
+//! `min_seq` returns the write its command acknowledged.
+
+use super::*;
+use commands::server::{serve, ServeConfig};
+use std::path::{Path as FsPath, PathBuf};
+use std::process::Command;
+
+/// A primary and its hot standby, stopped and removed on drop.
+struct Replicated {
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+const PRIMARY_PORT: u16 = 5611;
+const STANDBY_PORT: u16 = 5612;
+
+impl Replicated {
+    /// Runs `tool` of the PostgreSQL binaries as the cluster's owner (the
+    /// `postgres` account when the tests run as root, which PostgreSQL
+    /// refuses).
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut command = if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&program);
+            command
+        } else {
+            Command::new(&program)
+        };
+        let output = command.args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn start() -> Self {
+        let initdb = eventstore::database::postgres_bin_dir()
+            .expect("the PostgreSQL binaries (initdb, pg_ctl)")
+            .join("initdb");
+        let bin = std::fs::canonicalize(initdb)
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let dir = std::env::temp_dir().join(format!("ledger-replica-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let cluster = Self { dir, bin };
+        let primary = cluster.path("primary");
+        cluster.run(
+            "initdb",
+            &["-D", &primary, "-A", "trust", "-U", "ledger", "--no-sync"],
+        );
+        let settings = |port: u16| {
+            format!(
+                "listen_addresses = ''\nunix_socket_directories = '{}'\nport = {port}\n\
+                 wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\nfsync = off\n",
+                cluster.dir.display()
+            )
+        };
+        append(
+            &cluster.dir.join("primary/postgresql.conf"),
+            &settings(PRIMARY_PORT),
+        );
+        cluster.pg_ctl("primary", "start");
+        let socket = cluster.dir.display().to_string();
+        let port = PRIMARY_PORT.to_string();
+        let standby = cluster.path("standby");
+        cluster.run(
+            "pg_basebackup",
+            &[
+                "-h", &socket, "-p", &port, "-U", "ledger", "-D", &standby, "-R", "-X", "stream",
+            ],
+        );
+        append(
+            &cluster.dir.join("standby/postgresql.conf"),
+            &settings(STANDBY_PORT),
+        );
+        cluster.pg_ctl("standby", "start");
+        cluster
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn pg_ctl(&self, name: &str, action: &str) {
+        let data = self.path(name);
+        let log = self.path(&format!("{name}.log"));
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-w", "-m", "fast", action],
+        );
+    }
+
+    /// The URL of database `database` on the server at `port`.
+    fn url(&self, port: u16, database: &str) -> String {
+        format!(
+            "postgres://ledger@localhost/{database}?host={}&port={port}",
+            self.dir.display()
+        )
+    }
+}
+
+impl Drop for Replicated {
+    fn drop(&mut self) {
+        for name in ["standby", "primary"] {
+            let data = self.path(name);
+            let program = self.bin.join("pg_ctl");
+            let mut command = if is_root() {
+                let mut command = Command::new("runuser");
+                command.args(["-u", "postgres", "--"]).arg(&program);
+                command
+            } else {
+                Command::new(&program)
+            };
+            let _ = command
+                .args(["-D", &data, "-m", "immediate", "stop"])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+fn append(file: &FsPath, text: &str) {
+    use std::io::Write;
+    let mut opened = std::fs::OpenOptions::new().append(true).open(file).unwrap();
+    opened.write_all(text.as_bytes()).unwrap();
+}
+
+#[tokio::test]
+async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
+    let cluster = Replicated::start();
+    let admin = sqlx::PgPool::connect(&cluster.url(PRIMARY_PORT, "postgres"))
+        .await
+        .unwrap();
+    sqlx::query("CREATE DATABASE ledger")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&cluster.url(PRIMARY_PORT, "ledger"))
+        .await
+        .unwrap();
+    let store = eventstore::EventStore::new(pool);
+    store.migrate().await.unwrap();
+    let tenant = store.create_tenant("acme").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut http = HttpConfig::new(Some("replica-admin"), 1 << 20);
+    http.read_wait = Duration::from_secs(10);
+    let config = ServeConfig {
+        http,
+        bus: BusConfig::default(),
+        workers: true,
+        plans: aggregates::plan::PlanCatalog::builtin(),
+        ticker: None,
+        read_database_url: Some(cluster.url(STANDBY_PORT, "ledger")),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = store.clone();
+    let server = tokio::spawn(async move {
+        serve(
+            served,
+            listener,
+            config,
+            routes(),
+            commands::domains::projections(),
+            commands::domains::process_managers(),
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .map_err(|error| error.to_string())
+    });
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String| {
+        client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&tenant.api_key)
+    };
+    let granted: Value = call(reqwest::Method::POST, "/v1/grants".into())
+        .header("idempotency-key", "grant")
+        .json(&json!({"quota": "credits", "amount": 1_000, "source": "purchase"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(granted["amount"], 1_000, "{granted}");
+    let started = Instant::now();
+    for n in 1..=30 {
+        let consumed: Value = call(reqwest::Method::POST, "/v1/quota/credits/consume".into())
+            .header("idempotency-key", format!("use-{n}"))
+            .json(&json!({"amount": 1}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let seq = consumed["tenant_seq"].as_i64().unwrap();
+        let read: Value = call(
+            reqwest::Method::GET,
+            format!("/v1/quota/credits?min_seq={seq}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(read["consumed"], n, "read {n} on the standby: {read}");
+    }
+    let per_write = started.elapsed() / 30;
+    // The standby is the one read: it is in recovery, and says how far
+    // behind it is.
+    let standby = sqlx::PgPool::connect(&cluster.url(STANDBY_PORT, "ledger"))
+        .await
+        .unwrap();
+    let (in_recovery,): (bool,) = sqlx::query_as("SELECT pg_is_in_recovery()")
+        .fetch_one(&standby)
+        .await
+        .unwrap();
+    assert!(in_recovery);
+    let status: Value = client
+        .get(format!("{base}/v1/projections"))
+        .bearer_auth("replica-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(status["replica_replay_lag_seconds"].is_number(), "{status}");
+    eprintln!("a write and its read on the standby: {per_write:?} each");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
