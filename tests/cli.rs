@@ -1551,3 +1551,147 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
     let tampered: Value = serde_json::from_str(&tampered).unwrap();
     assert_eq!(tampered["tie_out"]["agrees"], false);
 }
+
+/// Counts events of `event_type` (and their distinct idempotency keys).
+async fn events_of(db: &TestDatabase, event_type: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(DISTINCT idempotency_key) FROM events WHERE event_type = $1",
+    )
+    .bind(event_type)
+    .fetch_one(db.store().pool())
+    .await
+    .unwrap()
+}
+
+/// Starts the three processes of one ledger: `serve` with workers, `serve
+/// --no-workers`, and `project`, each ticking every 20 ms with its clock
+/// `offset` seconds ahead.
+async fn three_processes(db: &TestDatabase, offset: i64) -> (Server, Server, std::process::Child) {
+    let offset = offset.to_string();
+    let clock = ["--tick-ms", "20", "--clock-offset-seconds", &offset];
+    let with_workers = Server::start_with(db.url(), "three-admin", &clock).await;
+    let mut api_only: Vec<&str> = clock.to_vec();
+    api_only.push("--no-workers");
+    let without = Server::start_with(db.url(), "three-admin", &api_only).await;
+    let project = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg("project")
+        .args(clock)
+        .env("DATABASE_URL", db.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (with_workers, without, project)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_on_one_database_react_and_tick_exactly_once() {
+    // Proves: two `serve` processes (one without workers) and a `project`
+    // process on one database, taking attributed sales through both APIs:
+    // every capture accrues its commission once (the process managers of
+    // `serve` and `project` share the events by lease, and the reaction key
+    // makes a repeat harmless); restarted with their clocks past the
+    // holding period, their tickers flip every held commission once.
+    let db = TestDatabase::new().await;
+    let (first, second, mut project) = three_processes(&db, 0).await;
+    let client = support::http_client();
+    let (_, tenant) = post(
+        &client,
+        format!("{}/v1/tenants", first.base),
+        "three-admin",
+        "tenant",
+        json!({"name": "shop"}),
+    )
+    .await;
+    let key = tenant["api_key"].as_str().unwrap().to_string();
+    for (path, idempotency, body) in [
+        (
+            "/v1/compensation/plans",
+            "plan",
+            json!({"plan_id": "sales", "currency": "USD", "effective_from": "2020-01-01T00:00:00Z",
+                   "rules": [{"kind": "commission", "basis_points": 1_000, "holding_days": 14}]}),
+        ),
+        (
+            "/v1/payees",
+            "payee",
+            json!({"payee_id": "alice", "name": "Alice", "currency": "USD"}),
+        ),
+        (
+            "/v1/payees/alice/assignment",
+            "assign",
+            json!({"plan_id": "sales", "from": "2020-01-01T00:00:00Z"}),
+        ),
+    ] {
+        let (status, answer) = post(
+            &client,
+            format!("{}{path}", first.base),
+            &key,
+            idempotency,
+            body,
+        )
+        .await;
+        assert!(status == 200 || status == 201, "{path}: {answer}");
+    }
+    const SALES: i64 = 24;
+    let mut sales = Vec::new();
+    for n in 0..SALES {
+        let base = if n % 2 == 0 {
+            first.base.clone()
+        } else {
+            second.base.clone()
+        };
+        let (client, key) = (client.clone(), key.clone());
+        sales.push(tokio::spawn(async move {
+            let (status, payment) = post(
+                &client,
+                format!("{base}/v1/payments"),
+                &key,
+                &format!("sale-{n}"),
+                json!({"amount": 1_000, "currency": "USD", "capture": "automatic",
+                       "attribution": {"payee": "alice"}}),
+            )
+            .await;
+            assert_eq!(status, 201, "{payment}");
+            let id = payment["payment_id"].as_str().unwrap();
+            let (status, tender) = post(
+                &client,
+                format!("{base}/v1/payments/{id}/tenders"),
+                &key,
+                &format!("sale-{n}-cash"),
+                json!({"method": "cash", "amount": 1_000}),
+            )
+            .await;
+            assert_eq!(status, 201, "{tender}");
+        }));
+    }
+    for sale in sales {
+        sale.await.unwrap();
+    }
+    wait_until("every commission accrued", || async {
+        events_of(&db, "LineAccrued").await.0 >= SALES
+    })
+    .await;
+    assert_eq!(events_of(&db, "Captured").await, (SALES, SALES));
+    assert_eq!(events_of(&db, "LineAccrued").await, (SALES, SALES));
+
+    // A month on: every held commission becomes payable, once.
+    drop((first, second));
+    let _ = project.kill();
+    let _ = project.wait();
+    let (first, second, mut project) = three_processes(&db, 30 * 86_400).await;
+    wait_until("every held commission flipped", || async {
+        events_of(&db, "LinePayable").await.0 >= SALES
+    })
+    .await;
+    assert_eq!(events_of(&db, "LinePayable").await, (SALES, SALES));
+    assert_eq!(events_of(&db, "LineAccrued").await, (SALES, SALES));
+    drop((first, second));
+    let _ = project.kill();
+    let _ = project.wait();
+    let output = ledger(&db).args(["verify"]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
