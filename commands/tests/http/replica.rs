@@ -165,6 +165,33 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
     let store = eventstore::EventStore::new(pool);
     store.migrate().await.unwrap();
     let tenant = store.create_tenant("acme").await.unwrap();
+    // The standby serves once it has replayed the schema (the database
+    // created, migrated) and the tenant: what a replica needs before any
+    // read is sent to it.
+    let (lsn,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let standby_admin = sqlx::PgPool::connect(&cluster.url(STANDBY_PORT, "postgres"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (replayed,): (bool,) =
+            sqlx::query_as("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn")
+                .bind(&lsn)
+                .fetch_one(&standby_admin)
+                .await
+                .unwrap();
+        if replayed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not replay {lsn}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut http = HttpConfig::new(Some("replica-admin"), 1 << 20);
