@@ -182,9 +182,7 @@ impl CommandBus {
         asked: &serde_json::Value,
         request: R,
     ) -> Result<Outcome, PipelineError> {
-        let fingerprint = Fingerprint::of(R::KIND, asked)
-            .map_err(|error| PipelineError::Invalid(error.to_string()))?;
-        self.submit(tenant_id, key, Some(fingerprint), Box::new(request))
+        self.execute_any_asked(tenant_id, key, asked, Box::new(request))
             .await
     }
 

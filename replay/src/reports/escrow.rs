@@ -6,20 +6,11 @@
 //! `payee_payable:` and refunded against the payers' `payer_refunds:`.
 
 use super::trial_balance::Input as Journal;
-use super::{number, Check, Kind, Report, ReportName, Scope, Section};
+use super::{number, spelled, Check, Kind, Report, ReportName, Scope, Section};
 use aggregates::escrow::{Commitment, Direction};
 use chrono::SecondsFormat;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
-
-/// A status, a direction or a cause as the API spells it.
-fn spelled<T: serde::Serialize>(value: &T) -> Value {
-    match serde_json::to_value(value) {
-        Ok(Value::Object(object)) => object.values().next().cloned().unwrap_or(Value::Null),
-        Ok(other) => other,
-        Err(_) => Value::Null,
-    }
-}
 
 /// The escrow report of `commitments` (by id, as of the scope's seq) and
 /// the journal's figures.
@@ -150,16 +141,11 @@ fn tie_out(journal: &Journal, per_asset: &BTreeMap<String, [i128; 6]>) -> Vec<Ch
     let cash = journal.posted("escrow_cash");
     let payable = journal.posted("payee_payable:");
     let refunds = journal.posted("payer_refunds:");
-    let mut assets: Vec<&String> = per_asset.keys().collect();
-    assets.extend(held.keys());
-    assets.sort();
-    assets.dedup();
-    let mut checks = Vec::new();
-    for asset in assets {
+    super::checks_per_asset(per_asset.keys().chain(held.keys()), |asset| {
         let sums = per_asset.get(asset).copied().unwrap_or([0; 6]);
-        let of = |map: &BTreeMap<String, (i128, i128)>| map.get(asset).copied().unwrap_or((0, 0));
+        let of = |posted| super::posted_of(posted, asset);
         let (held_debits, held_credits) = of(&held);
-        for (check, subject, report, ledger) in [
+        [
             ("funded", "escrow_cash debits", sums[1], of(&cash).0),
             (
                 "released",
@@ -185,15 +171,6 @@ fn tie_out(journal: &Journal, per_asset: &BTreeMap<String, [i128; 6]>) -> Vec<Ch
                 sums[5],
                 held_credits - held_debits,
             ),
-        ] {
-            checks.push(Check::new(
-                check,
-                subject.to_string(),
-                asset.clone(),
-                report,
-                ledger,
-            ));
-        }
-    }
-    checks
+        ]
+    })
 }

@@ -22,49 +22,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(report))
 }
 
-/// A report's name.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReportParam {
-    TrialBalance,
-    Payments,
-    Payroll,
-    Escrow,
-}
-
-impl From<ReportParam> for ReportName {
-    fn from(name: ReportParam) -> Self {
-        match name {
-            ReportParam::TrialBalance => Self::TrialBalance,
-            ReportParam::Payments => Self::Payments,
-            ReportParam::Payroll => Self::Payroll,
-            ReportParam::Escrow => Self::Escrow,
-        }
-    }
-}
-
-/// A report's format.
-#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FormatParam {
-    #[default]
-    Json,
-    Csv,
-    Html,
-    Table,
-}
-
-impl From<FormatParam> for Format {
-    fn from(format: FormatParam) -> Self {
-        match format {
-            FormatParam::Json => Self::Json,
-            FormatParam::Csv => Self::Csv,
-            FormatParam::Html => Self::Html,
-            FormatParam::Table => Self::Table,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -86,7 +43,7 @@ pub struct ReportQuery {
     /// `json` (default; amounts in minor units), `csv`, `html` (one
     /// self-contained page) or `table`.
     #[param(inline)]
-    pub format: Option<FormatParam>,
+    pub format: Option<Format>,
     /// Days after which a capture or refund in no settlement batch is a
     /// break of class `missing_in_settlement` (payments); default 3.
     #[param(inline)]
@@ -184,7 +141,7 @@ fn refused(error: ReportError) -> ApiError {
     get,
     path = "/v1/reports/{name}",
     tag = "journal",
-    params(("name" = inline(ReportParam), Path, description = "The report"), ReportQuery),
+    params(("name" = inline(ReportName), Path, description = "The report"), ReportQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The report; `Ledger-Tie-Out` says `agrees` or `differs`", content(
@@ -201,17 +158,16 @@ fn refused(error: ReportError) -> ApiError {
 async fn report(
     State(app): State<AppState>,
     Tenant(tenant_id): Tenant,
-    ApiPath(name): ApiPath<ReportParam>,
+    ApiPath(name): ApiPath<ReportName>,
     ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let point = query.point()?;
-    let format: Format = query.format.unwrap_or_default().into();
+    let format = query.format.unwrap_or(Format::Json);
     let mut reading = projections::read::begin_tenant_read(app.store.pool(), tenant_id).await?;
     let seq = online::seq_of(&mut reading, tenant_id, point)
         .await
         .map_err(refused)?;
     reading.commit().await?;
-    let name: ReportName = name.into();
     // One report of a tenant at a time (they sum the tenant's journal), as
     // replays are bounded.
     let _reporting = app.replays.try_acquire(tenant_id)?;

@@ -27,7 +27,8 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 /// The reports there are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum ReportName {
     TrialBalance,
     Payments,
@@ -304,6 +305,32 @@ impl Report {
     }
 }
 
+/// The checks of each asset of `assets` (once each, in order): the
+/// comparisons `rows` gives for it, (check, subject, the report's figure,
+/// the journal's).
+pub fn checks_per_asset<'a, const N: usize>(
+    assets: impl IntoIterator<Item = &'a String>,
+    rows: impl Fn(&str) -> [(&'static str, &'static str, i128, i128); N],
+) -> Vec<Check> {
+    let assets: std::collections::BTreeSet<&String> = assets.into_iter().collect();
+    assets
+        .into_iter()
+        .flat_map(|asset| {
+            rows(asset).map(|(check, subject, report, ledger)| {
+                Check::new(check, subject.to_string(), asset.clone(), report, ledger)
+            })
+        })
+        .collect()
+}
+
+/// A journal figure per asset: (debits, credits).
+pub type Posted = BTreeMap<String, (i128, i128)>;
+
+/// `posted`'s figure of `asset`, (0, 0) when it has none.
+pub fn posted_of(posted: &Posted, asset: &str) -> (i128, i128) {
+    posted.get(asset).copied().unwrap_or((0, 0))
+}
+
 /// One row per asset: the asset, then its sums.
 pub fn per_asset_rows<const N: usize>(per_asset: &BTreeMap<String, [i128; N]>) -> Vec<Vec<Value>> {
     per_asset
@@ -335,6 +362,16 @@ pub fn per_asset_charts<const N: usize>(
                 .collect(),
         })
         .collect()
+}
+
+/// A status, a direction, a class or a cause as the API spells it: the
+/// serde name of a plain variant, the tag of an internally tagged one.
+pub fn spelled<T: serde::Serialize>(value: &T) -> Value {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(object)) => object.values().next().cloned().unwrap_or(Value::Null),
+        Ok(other) => other,
+        Err(_) => Value::Null,
+    }
 }
 
 /// An amount as JSON: an integer (a sum past 64 bits is text).

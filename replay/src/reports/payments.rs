@@ -9,7 +9,7 @@
 //! `missing_in_settlement`. Tied out per currency against the journal.
 
 use super::trial_balance::Input as Journal;
-use super::{Chart, Check, Kind, Report, ReportName, Scope, Section};
+use super::{spelled, Chart, Check, Kind, Report, ReportName, Scope, Section};
 use aggregates::payments::payout::{Payout, PayoutStatus};
 use aggregates::payments::settlement::{BreakClass, Item, Outcome, Resolution, Settlement};
 use aggregates::payments::{AuthorizationState, DisputeState, Payment, RefundState, TenderSource};
@@ -57,10 +57,6 @@ fn bucket(days: i64) -> &'static str {
 
 fn time(at: DateTime<Utc>) -> Value {
     json!(at.to_rfc3339_opts(SecondsFormat::Micros, true))
-}
-
-fn spelled<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 /// What the payments report is computed from (each by id, as of the
@@ -425,61 +421,52 @@ fn settled_fee(
 
 /// Per currency: the payments' figures beside the journal's.
 fn tie_out(journal: &Journal, booked: &Booked, waterfall: &Waterfall) -> Vec<Check> {
-    let balance = |prefix: &str, asset: &str, debit_normal: bool| {
-        let (debits, credits) = journal.posted(prefix).get(asset).copied().unwrap_or((0, 0));
-        if debit_normal {
+    let accounts = [
+        "revenue",
+        "refunds",
+        "dispute_losses",
+        "processing_fees",
+        "dispute_fees",
+        "processor_balance:",
+    ]
+    .map(|prefix| journal.posted(prefix));
+    super::checks_per_asset(waterfall.keys(), |asset| {
+        let stage = |name: &str| waterfall.get(asset).map_or(0, |stages| stages[at(name)]);
+        let of_booked = |map: &BTreeMap<String, i128>| map.get(asset).copied().unwrap_or(0);
+        // Debits less credits of the accounts at `index` of `accounts`.
+        let balance = |index: usize| {
+            let (debits, credits) = super::posted_of(&accounts[index], asset);
             debits - credits
-        } else {
-            credits - debits
-        }
-    };
-    let mut checks = Vec::new();
-    for (asset, stages) in waterfall {
-        let stage = |name: &str| stages[at(name)];
-        let of = |map: &BTreeMap<String, i128>| map.get(asset).copied().unwrap_or(0);
+        };
         let processor_balance = stage("settled_net") - stage("paid_out") - stage("in_transit");
-        let fees = balance("processing_fees", asset, true) + balance("dispute_fees", asset, true);
-        let revenue = balance("revenue", asset, false) - of(&booked.adjusted_revenue);
-        for (check, subject, report, ledger) in [
+        // Revenue is credit-normal: its credits less debits.
+        let revenue = -balance(0) - of_booked(&booked.adjusted_revenue);
+        [
             (
                 "captured",
                 "revenue balance less breaks adjusted to it",
                 stage("captured"),
                 revenue,
             ),
-            (
-                "refunded",
-                "refunds balance",
-                stage("refunded"),
-                balance("refunds", asset, true),
-            ),
+            ("refunded", "refunds balance", stage("refunded"), balance(1)),
             (
                 "disputes_lost",
                 "dispute_losses balance",
                 stage("disputes_lost"),
-                balance("dispute_losses", asset, true),
+                balance(2),
             ),
             (
                 "fees",
                 "processing_fees and dispute_fees balances",
-                of(&booked.fees),
-                fees,
+                of_booked(&booked.fees),
+                balance(3) + balance(4),
             ),
             (
                 "settled_not_paid_out",
                 "processor_balance: balance",
                 processor_balance,
-                balance("processor_balance:", asset, true),
+                balance(5),
             ),
-        ] {
-            checks.push(Check::new(
-                check,
-                subject.to_string(),
-                asset.clone(),
-                report,
-                ledger,
-            ));
-        }
-    }
-    checks
+        ]
+    })
 }

@@ -7,7 +7,7 @@
 //! `compensation_payable:`, what was paid against `bank:payroll`.
 
 use super::trial_balance::Input as Journal;
-use super::{number, Check, Kind, Report, ReportName, Scope, Section};
+use super::{number, spelled, Check, Kind, Report, ReportName, Scope, Section};
 use aggregates::compensation::{LineKind, LineStatus, PayRun, Payee};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -19,10 +19,6 @@ const KINDS: [(LineKind, &str); 5] = [
     (LineKind::Clawback, "clawbacks"),
     (LineKind::Adjustment, "adjustments"),
 ];
-
-fn status<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
-}
 
 /// The payroll report of `runs` and `payees` (by id, as of the scope's
 /// seq) and the journal's figures.
@@ -48,7 +44,7 @@ pub fn compute(
             }
             let mut row = vec![
                 json!(run_id),
-                status(&run.status),
+                spelled(&run.status),
                 json!(share.payee_id),
                 json!(asset),
             ];
@@ -163,17 +159,12 @@ fn tie_out(journal: &Journal, per_asset: &BTreeMap<String, [i128; 7]>) -> Vec<Ch
     let expense = journal.posted("compensation_expense");
     let payable = journal.posted("compensation_payable:");
     let bank = journal.posted("bank:payroll");
-    let mut assets: Vec<&String> = per_asset.keys().collect();
-    assets.extend(payable.keys());
-    assets.sort();
-    assets.dedup();
-    let mut checks = Vec::new();
-    for asset in assets {
+    super::checks_per_asset(per_asset.keys().chain(payable.keys()), |asset| {
         let sums = per_asset.get(asset).copied().unwrap_or([0; 7]);
-        let of = |map: &BTreeMap<String, (i128, i128)>| map.get(asset).copied().unwrap_or((0, 0));
+        let of = |posted| super::posted_of(posted, asset);
         let ((expense_debits, expense_credits), (payable_debits, payable_credits)) =
             (of(&expense), of(&payable));
-        for (check, subject, report, ledger) in [
+        [
             (
                 "accrued",
                 "compensation_expense balance",
@@ -187,15 +178,6 @@ fn tie_out(journal: &Journal, per_asset: &BTreeMap<String, [i128; 7]>) -> Vec<Ch
                 payable_credits - payable_debits,
             ),
             ("paid", "bank:payroll credits", sums[4], of(&bank).1),
-        ] {
-            checks.push(Check::new(
-                check,
-                subject.to_string(),
-                asset.clone(),
-                report,
-                ledger,
-            ));
-        }
-    }
-    checks
+        ]
+    })
 }

@@ -9,7 +9,8 @@ use serde_json::Value;
 use std::fmt::Write;
 
 /// A report format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     Table,
     Json,

@@ -216,7 +216,6 @@ async fn pay(
     ApiPath(pay_run_id): ApiPath<PayRunId>,
     ApiJson(_): ApiJson<EmptyBody>,
 ) -> Result<Response, ApiError> {
-    existing_run(&state, tenant_id, pay_run_id).await?;
     submit(
         &state,
         tenant_id,

@@ -122,12 +122,11 @@ impl Commissions {
         &self,
         tenant_id: TenantId,
         key: &IdempotencyKey,
-        payment_id: &str,
+        (payment_id, payment): (&str, &Payment),
         reaction: &Reaction,
     ) -> Result<Option<Box<dyn crate::pipeline::AnyRequest>>, String> {
-        let payment: Payment = current_one(&self.store, tenant_id, payment_id)
-            .await
-            .map_err(|error| error.to_string())?;
+        // A payment's payee and currency never change: only the payee is
+        // read again when the request was resolved stale.
         let Some(intent) = payment.intent.as_ref() else {
             return Ok(None);
         };
@@ -221,7 +220,7 @@ impl Reactor for Commissions {
         let asked = json!({ "event_id": event.event_id });
         for _ in 0..=STALE_RETRIES {
             let Some(request) = self
-                .resolve(tenant_id, &key, &event.aggregate_id, &reaction)
+                .resolve(tenant_id, &key, (&event.aggregate_id, &payment), &reaction)
                 .await?
             else {
                 return Ok(());
