@@ -126,8 +126,16 @@ struct BenchArgs {
     /// many quota accounts, projection workers running; `payments`: card
     /// payments, each an intent (set up, not measured), an authorization
     /// and a final capture (the measured pair), then every capture settled
-    /// in one processor batch per tenant (reported as settled lines/s).
-    #[arg(long, default_value = "quota", value_parser = ["quota", "payments"])]
+    /// in one processor batch per tenant (reported as settled lines/s);
+    /// `mixed`: every domain at once over HTTP against a `ledger serve`
+    /// child (clients running flows by turn: a quota consume; a payment
+    /// attributed to a sales rep, tendered by card and captured, the
+    /// commission accrued by the process manager; an escrow commitment
+    /// deposited, part released and a milestone submitted, released by the
+    /// scheduler when its 1 s window ends; an hour of work; and every 10
+    /// payments of a client a settlement batch), checking that every
+    /// flow's events, commissions and scheduled releases happened once.
+    #[arg(long, default_value = "quota", value_parser = ["quota", "payments", "mixed"])]
     workload: String,
     /// Print exactly one JSON line.
     #[arg(long)]
@@ -141,7 +149,8 @@ struct BenchArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = replay::bench::BenchConfig::default().clients)]
     clients: usize,
-    /// Measured commands in all (the payments workload: two per payment).
+    /// Measured commands in all (the payments workload: two per payment;
+    /// the mixed workload finishes the flows under way when it is reached).
     #[arg(long, default_value_t = replay::bench::BenchConfig::default().commands)]
     commands: usize,
     /// Command pipeline shards.
@@ -151,7 +160,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = replay::bench::BenchConfig::default().pipeline_depth)]
     pipeline_depth: usize,
     /// Drive a real `ledger serve` over HTTP instead of the pipeline in
-    /// process (the quota workload).
+    /// process (the quota workload; the mixed one always is).
     #[arg(long)]
     http: bool,
 }
@@ -452,10 +461,10 @@ impl BenchArgs {
     /// The workload the flags give.
     fn config(&self) -> replay::bench::BenchConfig {
         replay::bench::BenchConfig {
-            workload: if self.workload == "payments" {
-                replay::bench::Workload::Payments
-            } else {
-                replay::bench::Workload::Quota
+            workload: match self.workload.as_str() {
+                "payments" => replay::bench::Workload::Payments,
+                "mixed" => replay::bench::Workload::Mixed,
+                _ => replay::bench::Workload::Quota,
             },
             tenants: self.tenants,
             accounts: self.accounts,

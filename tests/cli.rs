@@ -1271,6 +1271,51 @@ async fn bench_runs_the_payments_workload_and_settles_every_capture() {
     }
 }
 
+#[tokio::test]
+async fn bench_runs_the_mixed_workload_over_http_with_every_domain() {
+    // Proves: `ledger bench --workload mixed` drives a `ledger serve` child
+    // over HTTP with flows of every domain (one client: 60 flows before its
+    // first settlement batch of 10 payments), checks that each flow's
+    // events, each commission and each scheduled release happened once (it
+    // fails otherwise), verifies, and reports the flows by kind.
+    let db = TestDatabase::new().await;
+    let output = ledger(&db)
+        .args([
+            "bench",
+            "--workload",
+            "mixed",
+            "--tenants",
+            "1",
+            "--accounts",
+            "3",
+            "--clients",
+            "1",
+            "--commands",
+            "105",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    // By turn: quota, payment, quota, escrow, quota, work (10 commands per
+    // 6 flows); the 57th flow, in a quota's turn, settles the 10 payments
+    // before it (94 commands by then); then escrow (98), quota, work,
+    // quota, payment (103), quota and escrow, which ends at 108, the first
+    // flow to end at 105 or more.
+    assert_eq!(report["mode"], json!("http"), "{report}");
+    assert_eq!(
+        report["flows"],
+        json!({"quota": 31, "payment": 11, "escrow": 11, "work": 10, "settlement": 1}),
+        "{report}"
+    );
+    assert_eq!(report["commands"], json!(108), "{report}");
+}
+
 /// A tenant of a running server, posting with its API key.
 struct Shop<'a> {
     client: &'a reqwest::Client,

@@ -1,5 +1,7 @@
 //! `ledger bench`: a named workload against a fresh database of its own.
 //!
+//! Workload `mixed` (`mixed`): every domain at once over HTTP.
+//!
 //! Workload `payments` (`payments`): card payments authorized and captured,
 //! then settled in processor batches.
 //!
@@ -40,6 +42,7 @@ const CATCH_UP_BOUND: Duration = Duration::from_secs(120);
 /// How often catch-up is checked.
 const CATCH_UP_POLL: Duration = Duration::from_millis(2);
 
+pub mod mixed;
 mod payments;
 
 /// What a run does.
@@ -52,6 +55,10 @@ pub enum Workload {
     /// authorization and a final capture (the measured command pair); then
     /// one settlement batch per tenant of every capture.
     Payments,
+    /// Every domain at once over HTTP: quota consumption, payments with
+    /// settlements and commissions, escrow deposits and releases (timed
+    /// out ones by the scheduler), hours of work.
+    Mixed,
 }
 
 impl Workload {
@@ -59,6 +66,7 @@ impl Workload {
         match self {
             Self::Quota => "quota",
             Self::Payments => "payments",
+            Self::Mixed => "mixed",
         }
     }
 }
@@ -126,6 +134,9 @@ pub struct BenchReport {
     /// once (the payments workload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settled_lines_per_s: Option<f64>,
+    /// Flows run, by kind (the mixed workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flows: Option<std::collections::BTreeMap<mixed::Kind, usize>>,
 }
 
 /// Why a run failed.
@@ -248,11 +259,14 @@ async fn run_on(
             eprintln!("{line}");
         }
     };
-    if config.http && config.workload != Workload::Quota {
+    if config.http && config.workload == Workload::Payments {
         return Err(BenchError::Setup(
-            "--http drives the quota workload only".into(),
+            "the payments workload runs in process only".into(),
         ));
     }
+    // The mixed workload runs over HTTP only: its process managers and
+    // scheduler are `serve`'s.
+    let http = config.http || config.workload == Workload::Mixed;
     say(format!(
         "bench: {} workload, {} tenants x {} accounts, {} clients, {} commands{}",
         config.workload.name(),
@@ -260,7 +274,7 @@ async fn run_on(
         config.accounts,
         config.clients,
         config.commands,
-        if config.http { ", over HTTP" } else { "" }
+        if http { ", over HTTP" } else { "" }
     ));
     let catalog = commands::domains::projections();
     projections::status::register(store.pool(), &catalog).await?;
@@ -273,7 +287,8 @@ async fn run_on(
             cpu,
         },
         settled,
-    ) = match (config.workload, config.http) {
+        mix,
+    ) = match (config.workload, http) {
         (Workload::Payments, _) => {
             let (measured, settled) = payments::run_in_process(&store, config).await?;
             say(format!(
@@ -281,20 +296,27 @@ async fn run_on(
                 settled.lines,
                 settled.elapsed.as_secs_f64()
             ));
-            (measured, Some(settled))
+            (measured, Some(settled), None)
         }
-        (Workload::Quota, true) => (run_http(database, &store, config).await?, None),
-        (Workload::Quota, false) => (run_in_process(&store, config).await?, None),
+        (Workload::Mixed, _) => {
+            let (measured, mix) = mixed::bench::run_http(database, &store, config).await?;
+            say(format!("bench: flows run: {:?}", mix.flows));
+            (measured, None, Some(mix))
+        }
+        (Workload::Quota, true) => (run_http(database, &store, config).await?, None, None),
+        (Workload::Quota, false) => (run_in_process(&store, config).await?, None, None),
     };
+    // The mixed workload finishes the flows under way at the limit.
+    let commands = mix.as_ref().map_or(config.commands, |mix| mix.commands);
     let (events,): (i64,) =
         sqlx::query_as("SELECT coalesce(sum(last_seq), 0)::bigint FROM chain_heads")
             .fetch_one(store.pool())
             .await?;
-    let per_command = |seconds: f64| seconds * 1e6 / config.commands.max(1) as f64;
+    let per_command = |seconds: f64| seconds * 1e6 / commands.max(1) as f64;
     say(format!(
         "bench: {} commands in {:.2} s; catching up took {:.0} ms; processor time per command: \
          {:.0} µs on the machine ({:.0}% busy), {:.0} µs in the ledger",
-        config.commands,
+        commands,
         elapsed.as_secs_f64(),
         catch_up.as_secs_f64() * 1000.0,
         per_command(cpu.machine),
@@ -317,15 +339,15 @@ async fn run_on(
     sorted.sort_by(f64::total_cmp);
     Ok(BenchReport {
         workload: config.workload.name(),
-        mode: if config.http { "http" } else { "in_process" },
+        mode: if http { "http" } else { "in_process" },
         tenants: config.tenants,
         accounts: config.accounts,
         clients: config.clients,
-        commands: config.commands,
+        commands,
         shards: config.shards,
         pipeline_depth: config.pipeline_depth,
         events,
-        commands_per_s: config.commands as f64 / elapsed.as_secs_f64(),
+        commands_per_s: commands as f64 / elapsed.as_secs_f64(),
         latency_ms_p50: percentile(&sorted, 0.50),
         latency_ms_p99: percentile(&sorted, 0.99),
         catch_up_ms: catch_up.as_secs_f64() * 1000.0,
@@ -334,7 +356,7 @@ async fn run_on(
         cpu_us_per_command: per_command(cpu.machine),
         ledger_cpu_us_per_command: per_command(cpu.ledger),
         // In process, everything after the commands ran here too.
-        peak_rss_mb: if config.http {
+        peak_rss_mb: if http {
             rss_mb
         } else {
             peak_rss_mb(None)
@@ -343,6 +365,7 @@ async fn run_on(
         settled_lines_per_s: settled
             .as_ref()
             .map(|settled| settled.lines as f64 / settled.elapsed.as_secs_f64()),
+        flows: mix.map(|mix| mix.flows),
     })
 }
 

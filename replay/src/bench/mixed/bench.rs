@@ -1,0 +1,152 @@
+//! `ledger bench --workload mixed`: the mixed flows over HTTP against a
+//! `ledger serve` child, every tenant set up first (not measured); then
+//! the clients run flows until the commands are done. The run checks its
+//! own effects: every flow's events once, and every commission and
+//! scheduled release once the process managers and the scheduler caught
+//! up.
+
+use super::{expected, set_up_tenant, Kind, Load, Target};
+use crate::bench::{
+    cpu_now, peak_rss_mb, start_server, wait_for_catch_up, BenchConfig, BenchError, Measured,
+    ADMIN_TOKEN,
+};
+use eventstore::{Database, EventStore};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest the process managers and the scheduler may take to react to
+/// every flow after the last command.
+const REACTIONS_BOUND: Duration = Duration::from_secs(120);
+
+/// What the mixed run did beyond [`Measured`].
+pub struct Mix {
+    /// Commands acknowledged.
+    pub commands: usize,
+    /// Flows run, by kind.
+    pub flows: BTreeMap<Kind, usize>,
+}
+
+/// Runs the mixed workload over HTTP on `database`.
+pub(crate) async fn run_http(
+    database: &Database,
+    store: &EventStore,
+    config: &BenchConfig,
+) -> Result<(Measured, Mix), BenchError> {
+    let server = start_server(database, config.shards, config.pipeline_depth)?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.clients)
+        .build()
+        .map_err(|error| BenchError::Setup(error.to_string()))?;
+    let mut setting_up = Vec::with_capacity(config.tenants);
+    for index in 0..config.tenants {
+        let (client, base, accounts) = (client.clone(), server.base.clone(), config.accounts);
+        setting_up.push(tokio::spawn(async move {
+            set_up_tenant(&client, &base, ADMIN_TOKEN, index, accounts).await
+        }));
+    }
+    let mut keys = Vec::with_capacity(config.tenants);
+    for task in setting_up {
+        keys.push(
+            task.await
+                .map_err(|error| BenchError::Setup(error.to_string()))?
+                .map_err(|error| BenchError::Setup(error.to_string()))?,
+        );
+    }
+    let load = Arc::new(Load::new(config.commands));
+    let cpu_started = cpu_now(Some(server.child.id()));
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(config.clients);
+    for index in 0..config.clients {
+        let target = Target {
+            client: client.clone(),
+            base: server.base.clone(),
+            api_key: keys[index % keys.len()].clone(),
+        };
+        let (load, accounts) = (load.clone(), config.accounts);
+        clients.push(tokio::spawn(async move {
+            let record = super::Record::default();
+            let run =
+                super::run_client(target, format!("c{index}"), accounts, &load, &record)
+                    .await;
+            (run, record.latencies_ms())
+        }));
+    }
+    let mut flows = Vec::new();
+    let mut latencies = Vec::new();
+    for task in clients {
+        let (run, measured) = task
+            .await
+            .map_err(|error| BenchError::Command(error.to_string()))?;
+        if let Some(error) = run.ended {
+            return Err(BenchError::Command(error.to_string()));
+        }
+        flows.extend(run.flows);
+        latencies.extend(measured);
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_now(Some(server.child.id())).since(cpu_started);
+    let catch_up = wait_for_catch_up(store, Instant::now()).await?;
+    check_effects(store, &flows).await?;
+    let rss_mb = peak_rss_mb(Some(server.child.id()));
+    drop(server);
+    let mut by_kind = BTreeMap::new();
+    for flow in &flows {
+        *by_kind.entry(flow.kind).or_insert(0) += 1;
+    }
+    Ok((
+        Measured {
+            latencies,
+            elapsed,
+            catch_up,
+            rss_mb,
+            cpu,
+        },
+        Mix {
+            commands: load.commands.load(Ordering::SeqCst),
+            flows: by_kind,
+        },
+    ))
+}
+
+/// Events of each type in the store.
+async fn event_counts(store: &EventStore) -> Result<BTreeMap<String, i64>, BenchError> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_type, count(*) FROM events GROUP BY event_type")
+            .fetch_all(store.pool())
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Fails the run unless every flow made its events once, the commissions
+/// and timed-out releases included (waited for, bounded), the holds of
+/// the commissions aside (they fall due 30 days on).
+async fn check_effects(store: &EventStore, flows: &[super::Flow]) -> Result<(), BenchError> {
+    let mut wanted = expected(flows).events;
+    wanted.remove("LinePayable");
+    let started = Instant::now();
+    loop {
+        let counts = event_counts(store).await?;
+        let differing: Vec<String> = wanted
+            .iter()
+            .filter(|(event_type, count)| counts.get(**event_type).copied().unwrap_or(0) != **count)
+            .map(|(event_type, count)| {
+                format!(
+                    "{event_type}: {} of {count}",
+                    counts.get(*event_type).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        if differing.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > REACTIONS_BOUND {
+            return Err(BenchError::Setup(format!(
+                "the flows' effects differ after {REACTIONS_BOUND:?}: {}",
+                differing.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
