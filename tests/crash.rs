@@ -5,6 +5,7 @@
 mod support;
 
 use eventstore::testing::TestDatabase;
+use replay::bench::mixed;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -385,401 +386,150 @@ impl Drop for DatabaseProxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_by_itself() {
-    // Proves: with the database unreachable (every connection cut, new ones
-    // refused) a command and /healthz answer 503 `database_unavailable` and
-    // nothing is written; once it is back, the same server (never
-    // restarted) answers again, and the refused command, sent again with its
-    // key, takes effect exactly once.
-    let db = TestDatabase::new().await;
-    let options = db.options();
-    let proxy =
-        DatabaseProxy::start(format!("{}:{}", options.get_host(), options.get_port())).await;
-    let url = format!(
-        "postgres://{}@127.0.0.1:{}/{}",
-        options.get_username(),
-        proxy.port,
-        options.get_database().unwrap()
-    );
-    let server = Server::start(&url, ADMIN_TOKEN).await;
-    let client = support::http_client();
-    let (_, _, tenant) = post(
-        &client,
-        format!("{}/v1/tenants", server.base),
-        ADMIN_TOKEN,
-        "tenant",
-        json!({"name": "acme"}),
-    )
-    .await
-    .unwrap();
-    let api_key = tenant["api_key"].as_str().unwrap().to_string();
-    let consume_url = format!("{}/v1/quota/credits/consume", server.base);
-    let (status, _, _) = post(
-        &client,
-        format!("{}/v1/grants", server.base),
-        &api_key,
-        "grant",
-        json!({"quota": "credits", "amount": 100, "source": "purchase"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 201);
-    let (status, _, _) = post(&client, consume_url.clone(), &api_key, "before", consume())
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
+/// Mixed commands acknowledged in a round before the fault, at least.
+const MIXED_PER_ROUND: usize = 150;
 
-    proxy.down();
-    let (status, _, body) = post(&client, consume_url.clone(), &api_key, "during", consume())
-        .await
-        .unwrap();
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
-    let health = client
-        .get(format!("{}/healthz", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 503);
+/// Payments of a client settled in each batch: a client's share of a
+/// round holds a few.
+const SETTLE_EVERY: usize = 2;
 
-    proxy.up();
-    // A client retries a 503; connections broken by the outage fail once
-    // each and are replaced.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (status, replayed, body) = loop {
-        let (status, replayed, body) =
-            post(&client, consume_url.clone(), &api_key, "during", consume())
-                .await
-                .unwrap();
-        if status != 503 {
-            break (status, replayed, body);
-        }
+/// Quota accounts of the mixed workload's tenant.
+const ACCOUNTS: usize = 4;
+
+/// The mixed workload's clients: `CLIENTS` of them on `base`, filing their
+/// answers in `record`, until `load` stops.
+fn mixed_clients(
+    target: &mixed::Target,
+    round: &str,
+    load: &Arc<mixed::Load>,
+    record: &Arc<mixed::Record>,
+) -> Vec<tokio::task::JoinHandle<mixed::ClientRun>> {
+    (0..CLIENTS)
+        .map(|index| {
+            let (target, load, record) = (target.clone(), load.clone(), record.clone());
+            let prefix = format!("{round}c{index}");
+            tokio::spawn(async move {
+                mixed::run_client(target, prefix, ACCOUNTS, &load, &record).await
+            })
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `load` has `commands` acknowledged.
+async fn wait_for_commands(load: &mixed::Load, commands: usize, server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while load.commands.load(Ordering::SeqCst) < commands {
         assert!(
             Instant::now() < deadline,
-            "the command still answered 503 30 s after the database came back: {body}"
+            "{} of {commands} commands acknowledged within 120 s; the server's log:\n{}",
+            load.commands.load(Ordering::SeqCst),
+            server.log()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Events of each type in the store.
+async fn event_counts(db: &TestDatabase) -> BTreeMap<String, i64> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_type, count(*) FROM events GROUP BY event_type")
+            .fetch_all(db.store().pool())
+            .await
+            .unwrap();
+    rows.into_iter().collect()
+}
+
+/// Asserts that the complete `flows` made exactly their events (waited
+/// for, bounded: the process manager and the scheduler react after the
+/// answer), each process-manager reaction and each scheduled request under
+/// one key of its own, the journal's totals in the read tables, and that
+/// `ledger verify` finds nothing. `holds_due`: the ledger's clock is past
+/// every commission's holding period.
+async fn assert_mixed_effects(
+    db: &TestDatabase,
+    server: &Server,
+    api_key: &str,
+    flows: &[mixed::Flow],
+    holds_due: bool,
+) {
+    let mut expected = mixed::expected(flows);
+    if !holds_due {
+        expected.events.remove("LinePayable");
+        expected.scheduled -= expected.commissions;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut counts = event_counts(db).await;
+    let differs = |counts: &BTreeMap<String, i64>| {
+        expected
+            .events
+            .iter()
+            .any(|(event_type, count)| counts.get(*event_type).unwrap_or(&0) != count)
     };
-    assert_eq!((status, replayed), (200, false), "{body}");
-    let (status, replayed, again) = post(&client, consume_url, &api_key, "during", consume())
+    while differs(&counts) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        counts = event_counts(db).await;
+    }
+    for (event_type, count) in &expected.events {
+        assert_eq!(
+            counts.get(*event_type),
+            Some(count),
+            "{event_type}: {counts:?}"
+        );
+    }
+    for (pattern, event_types, wanted) in [
+        ("pm:commissions:%", "{LineAccrued}", expected.commissions),
+        (
+            "pm:scheduler:%",
+            "{LinePayable,InspectionClosed}",
+            expected.scheduled,
+        ),
+    ] {
+        let (events, keys): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT idempotency_key) FROM events \
+             WHERE idempotency_key LIKE $1 AND event_type = ANY($2::text[])",
+        )
+        .bind(pattern)
+        .bind(event_types)
+        .fetch_one(db.store().pool())
         .await
         .unwrap();
-    assert_eq!((status, replayed), (200, true));
-    assert_eq!(again, body);
-    let (consumed,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'QuotaConsumed'")
+        assert_eq!((events, keys), (wanted, wanted), "{pattern} {event_types}");
+    }
+    let (refused,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM scheduler_runs WHERE outcome = 'refused'")
             .fetch_one(db.store().pool())
             .await
             .unwrap();
-    assert_eq!(consumed, 2);
-    drop(server);
-}
-
-/// Payments each client makes in a round before the kill, at least.
-const PAYMENTS_PER_ROUND: usize = 60;
-
-/// What one client sent for one payment: the intent's key, its id once
-/// known, and the tender's key and reference once sent.
-#[derive(Clone, Debug)]
-struct SentPayment {
-    create: String,
-    tender: Option<String>,
-    reference: String,
-}
-
-/// A sale of 1000 attributed to payee `alice` (10% commission).
-fn intent() -> Value {
-    json!({"amount": 1_000, "currency": "USD", "attribution": {"payee": "alice"}})
-}
-
-/// Plan `sales` (10% commission, payable at once) and payee `alice` on
-/// it, for the commission process manager to accrue on every capture.
-async fn commission_payee(client: &reqwest::Client, base: &str, api_key: &str) {
-    for (path, key, body) in [
-        (
-            "/v1/compensation/plans",
-            "plan",
-            json!({"plan_id": "sales", "currency": "USD", "effective_from": "2020-01-01T00:00:00Z",
-                   "rules": [{"kind": "commission", "basis_points": 1_000}]}),
-        ),
-        (
-            "/v1/payees",
-            "payee",
-            json!({"payee_id": "alice", "name": "Alice", "currency": "USD"}),
-        ),
-        (
-            "/v1/payees/alice/assignment",
-            "assign",
-            json!({"plan_id": "sales", "from": "2020-01-01T00:00:00Z"}),
-        ),
-    ] {
-        let (status, _, body) = post(client, format!("{base}{path}"), api_key, key, body)
-            .await
-            .unwrap();
-        assert!(status == 200 || status == 201, "{path}: {body}");
-    }
-}
-
-/// Waits (bounded) until the commission process manager has accrued
-/// `expected` lines.
-async fn wait_for_commissions(db: &TestDatabase, expected: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (accrued,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'LineAccrued'")
-                .fetch_one(db.store().pool())
-                .await
-                .unwrap();
-        if accrued >= expected || Instant::now() > deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn card(reference: &str) -> Value {
-    json!({"method": "card", "amount": 1_000, "processor": "stripe", "reference": reference})
-}
-
-/// What the clients of a round share.
-#[derive(Clone)]
-struct Round {
-    client: reqwest::Client,
-    base: String,
-    api_key: String,
-    /// key -> the body of its acknowledged answer.
-    acknowledged: Arc<Mutex<BTreeMap<String, Value>>>,
-    stop: Arc<AtomicBool>,
-    /// Payments tendered and acknowledged in the round.
-    paid: Arc<AtomicUsize>,
-    /// Told once [`PAYMENTS_PER_ROUND`] were.
-    enough: Arc<Notify>,
-    /// Commands whose connection the kill cut before an answer came (the
-    /// server had them when it died).
-    cut: Arc<AtomicUsize>,
-}
-
-/// One client's payments until `stop` (or the server is gone): an intent
-/// then a card tender (captured at once), each answer acknowledged into
-/// `acknowledged`; returns what it sent.
-async fn pay_until_stopped(round: Round, prefix: String) -> Vec<SentPayment> {
-    let Round {
-        client,
-        base,
-        api_key,
-        acknowledged,
-        stop,
-        paid,
-        enough,
-        cut,
-    } = round;
-    let lost = |error: reqwest::Error| {
-        // A connection refused never reached the server.
-        if !error.is_connect() {
-            cut.fetch_add(1, Ordering::SeqCst);
-        }
-    };
-    let mut sent = Vec::new();
-    for number in 0.. {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let mut payment = SentPayment {
-            create: format!("{prefix}-{number}-intent"),
-            tender: None,
-            reference: format!("ch_{prefix}_{number}"),
-        };
-        let created = post(
-            &client,
-            format!("{base}/v1/payments"),
-            &api_key,
-            &payment.create,
-            intent(),
-        )
-        .await;
-        let payment_id = match created {
-            Ok((201, false, body)) => {
-                acknowledged
-                    .lock()
-                    .unwrap()
-                    .insert(payment.create.clone(), body.clone());
-                body["payment_id"].as_str().unwrap().to_string()
-            }
-            Ok(other) => panic!("{}: unexpected answer {other:?}", payment.create),
-            Err(error) => {
-                lost(error);
-                sent.push(payment);
-                break;
-            }
-        };
-        let key = format!("{prefix}-{number}-tender");
-        payment.tender = Some(key.clone());
-        sent.push(payment.clone());
-        let url = format!("{base}/v1/payments/{payment_id}/tenders");
-        match post(&client, url, &api_key, &key, card(&payment.reference)).await {
-            Ok((201, false, body)) => {
-                acknowledged.lock().unwrap().insert(key, body);
-                if paid.fetch_add(1, Ordering::SeqCst) + 1 == PAYMENTS_PER_ROUND {
-                    enough.notify_one();
-                }
-            }
-            Ok(other) => panic!("{key}: unexpected answer {other:?}"),
-            Err(error) => {
-                lost(error);
-                break;
-            }
-        }
-    }
-    sent
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_killed_under_payments_load_loses_no_acknowledged_payment_and_doubles_none() {
-    // Proves: SIGKILL three times while clients create payments attributed
-    // to a payee and tender them by card (captured at once, posting to the
-    // journal and claiming the processor's reference) and the commission
-    // process manager accrues on each capture: every acknowledged intent
-    // and tender answers its original body when sent again; every one sent
-    // has exactly one effect (one intent, one capture, one reference claim,
-    // one journal entry, one commission line under its reaction key); the
-    // receivable, revenue and commission expense hold exactly the captured
-    // sums in the read tables; `ledger verify` finds nothing.
-    let db = TestDatabase::new().await;
-    let client = support::http_client();
-    let mut server = Server::start(db.url(), ADMIN_TOKEN).await;
-    let (_, _, tenant) = post(
-        &client,
-        format!("{}/v1/tenants", server.base),
-        ADMIN_TOKEN,
-        "tenant",
-        json!({"name": "shop"}),
-    )
-    .await
-    .unwrap();
-    let api_key = tenant["api_key"].as_str().unwrap().to_string();
-    commission_payee(&client, &server.base, &api_key).await;
-    let acknowledged: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
-    let mut sent: Vec<SentPayment> = Vec::new();
-    for round in 0..KILLS {
-        let shared = Round {
-            client: client.clone(),
-            base: server.base.clone(),
-            api_key: api_key.clone(),
-            acknowledged: acknowledged.clone(),
-            stop: Arc::default(),
-            paid: Arc::default(),
-            enough: Arc::default(),
-            cut: Arc::default(),
-        };
-        let mut clients = Vec::new();
-        for index in 0..CLIENTS {
-            let prefix = format!("r{round}c{index}");
-            clients.push(tokio::spawn(pay_until_stopped(shared.clone(), prefix)));
-        }
-        tokio::time::timeout(Duration::from_secs(120), shared.enough.notified())
-            .await
-            .unwrap_or_else(|_| panic!("round {round}: too few payments; log:\n{}", server.log()));
-        server.kill();
-        shared.stop.store(true, Ordering::SeqCst);
-        for client in clients {
-            sent.extend(client.await.unwrap());
-        }
-        assert!(
-            shared.cut.load(Ordering::SeqCst) >= 1,
-            "round {round}: the kill cut no command in flight"
-        );
-        server = Server::start(db.url(), ADMIN_TOKEN).await;
-    }
-
-    // Every key again, in order: acknowledged ones answer their original
-    // body, replayed; the others were committed (replayed) or run now.
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    let mut last_seq = 0;
-    for payment in &sent {
-        let url = format!("{}/v1/payments", server.base);
-        let (status, replayed, body) = post(&client, url, &api_key, &payment.create, intent())
-            .await
-            .unwrap();
-        assert_eq!(status, 201, "{}: {body}", payment.create);
-        if let Some(original) = acknowledged.get(&payment.create) {
-            assert!(replayed && &body == original, "{}: {body}", payment.create);
-        }
-        let Some(key) = &payment.tender else {
-            continue;
-        };
-        let payment_id = body["payment_id"].as_str().unwrap();
-        let url = format!("{}/v1/payments/{payment_id}/tenders", server.base);
-        let (status, replayed, body) = post(&client, url, &api_key, key, card(&payment.reference))
-            .await
-            .unwrap();
-        assert_eq!(status, 201, "{key}: {body}");
-        if let Some(original) = acknowledged.get(key) {
-            assert!(replayed && &body == original, "{key}: {body}");
-        }
-        last_seq = last_seq.max(body["tenant_seq"].as_i64().unwrap());
-    }
-    let tenders = sent
-        .iter()
-        .filter(|payment| payment.tender.is_some())
-        .count() as i64;
-    assert!(tenders >= (KILLS * PAYMENTS_PER_ROUND) as i64);
-    wait_for_commissions(&db, tenders).await;
-    let (reactions, keys): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT idempotency_key) FROM events \
-         WHERE event_type = 'LineAccrued' AND idempotency_key LIKE 'pm:commissions:%'",
-    )
-    .fetch_one(db.store().pool())
-    .await
-    .unwrap();
-    assert_eq!((reactions, keys), (tenders, tenders));
+    assert_eq!(refused, 0);
     let (head,): (i64,) = sqlx::query_as("SELECT max(tenant_seq) FROM events")
         .fetch_one(db.store().pool())
         .await
         .unwrap();
-    last_seq = last_seq.max(head);
-    for (event_type, expected) in [
-        ("PaymentCreated", sent.len() as i64),
-        ("Captured", tenders),
-        ("ReferenceClaimed", 2 * tenders),
-        ("LineAccrued", tenders),
-        ("EntryRecorded", 2 * tenders),
-    ] {
-        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE event_type = $1")
-            .bind(event_type)
-            .fetch_one(db.store().pool())
-            .await
-            .unwrap();
-        assert_eq!(count, expected, "{event_type}");
-    }
-    let balances: Value = client
+    let balances: Value = support::http_client()
         .get(format!(
-            "{}/v1/journal/balances?min_seq={last_seq}",
+            "{}/v1/journal/balances?min_seq={head}",
             server.base
         ))
-        .bearer_auth(&api_key)
+        .bearer_auth(api_key)
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let captured = (tenders * 1_000).to_string();
-    let commissions = (tenders * 100).to_string();
-    for (account, side, sum) in [
-        ("receivable:stripe", "debits", &captured),
-        ("revenue", "credits", &captured),
-        ("compensation_expense", "debits", &commissions),
-    ] {
+    for (account, side, total) in &expected.totals {
         let row = balances["accounts"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|row| row["account"] == account)
+            .find(|row| row["account"] == *account)
             .unwrap_or_else(|| panic!("no {account} in {balances}"));
-        assert_eq!(row[side], json!(sum), "{account}: {balances}");
+        assert_eq!(
+            row[*side],
+            json!(total.to_string()),
+            "{account}: {balances}"
+        );
     }
-    drop(server);
     let verified = Command::new(env!("CARGO_BIN_EXE_ledger"))
         .args(["verify", "--json"])
         .env("DATABASE_URL", db.url())
@@ -791,4 +541,182 @@ async fn a_server_killed_under_payments_load_loses_no_acknowledged_payment_and_d
         String::from_utf8_lossy(&verified.stdout),
         String::from_utf8_lossy(&verified.stderr)
     );
+}
+
+/// Runs every flow again from its first step against `target`: each
+/// acknowledged step answers its first answer, replayed; the others were
+/// committed (replayed) or run now, once.
+async fn complete(flows: &[mixed::Flow], target: &mixed::Target, record: &mixed::Record) {
+    for flow in flows {
+        flow.run(target, record)
+            .await
+            .unwrap_or_else(|error| panic!("completing {flow:?}: {error}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_under_mixed_load_loses_nothing_and_reacts_once() {
+    // Proves: SIGKILL three times while clients run the mixed workload of
+    // `ledger bench` (quota consumption; payments captured by card,
+    // attributed to reps, settled in batches, the commission process
+    // manager accruing on each capture; escrow commitments deposited,
+    // partly released and a milestone submitted for the scheduler to
+    // release; hours of work): at every kill some command was cut in
+    // flight; each restart comes a month later in the ledger's time. Every
+    // flow is then run again from its first step: each acknowledged answer
+    // comes back replayed and unchanged (no acknowledged command lost or
+    // run twice), and the flows made exactly their events: one commission
+    // per capture under its reaction key, one scheduled release per
+    // milestone and one scheduled payable per commission under the
+    // scheduler's keys, none refused; the journal's totals in the read
+    // tables are exact; `ledger verify` (every read table equal to a fresh
+    // replay, every request decided again) finds nothing.
+    let db = TestDatabase::new().await;
+    let client = support::http_client();
+    let mut server = later_server(db.url(), 0).await;
+    let api_key = mixed::set_up_tenant(&client, &server.base, ADMIN_TOKEN, 0, ACCOUNTS)
+        .await
+        .unwrap();
+    let target = |server: &Server| mixed::Target {
+        client: client.clone(),
+        base: server.base.clone(),
+        api_key: api_key.clone(),
+    };
+    let record = Arc::new(mixed::Record::default());
+    let mut flows = Vec::new();
+    for round in 0..KILLS {
+        let load = Arc::new(mixed::Load::new(usize::MAX, SETTLE_EVERY));
+        let clients = mixed_clients(&target(&server), &format!("r{round}"), &load, &record);
+        wait_for_commands(&load, MIXED_PER_ROUND, &server).await;
+        server.kill();
+        load.stop.store(true, Ordering::SeqCst);
+        let mut cut = 0;
+        for client in clients {
+            let run = client.await.unwrap();
+            match run.ended {
+                Some(mixed::StepError::Lost { reached, .. }) => cut += usize::from(reached),
+                Some(other) => panic!("round {round}: {other}"),
+                None => {}
+            }
+            flows.extend(run.flows);
+        }
+        assert!(cut >= 1, "round {round}: the kill cut no command in flight");
+        server = later_server(db.url(), round + 1).await;
+    }
+    let acknowledged = record.answers().len();
+    complete(&flows, &target(&server), &record).await;
+    assert!(acknowledged >= KILLS * MIXED_PER_ROUND);
+    assert!(
+        flows
+            .iter()
+            .any(|flow| flow.kind == mixed::Kind::Settlement),
+        "no settlement batch in {flows:?}"
+    );
+    // A month on again: the commissions of the last flows fall due too.
+    drop(server);
+    let server = later_server(db.url(), KILLS + 1).await;
+    assert_mixed_effects(&db, &server, &api_key, &flows, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_by_itself() {
+    // Proves: under the mixed workload, with the database unreachable
+    // (every connection cut, new ones refused) for longer than the
+    // escrow milestones' inspection windows, a command and /healthz answer
+    // 503 `database_unavailable` and nothing is written; the clients retry
+    // their 503s; once it is back, the same server (never restarted)
+    // answers again by itself and the clients go on; the refused probe,
+    // sent again with its key, takes effect exactly once; and every flow,
+    // the scheduled releases whose windows ended during the outage
+    // included, made exactly its events, once, with `ledger verify` clean.
+    let db = TestDatabase::new().await;
+    let options = db.options();
+    let proxy =
+        DatabaseProxy::start(format!("{}:{}", options.get_host(), options.get_port())).await;
+    let url = format!(
+        "postgres://{}@127.0.0.1:{}/{}",
+        options.get_username(),
+        proxy.port,
+        options.get_database().unwrap()
+    );
+    let server = Server::start_with(&url, ADMIN_TOKEN, &["--tick-ms", "20"]).await;
+    let client = support::http_client();
+    let api_key = mixed::set_up_tenant(&client, &server.base, ADMIN_TOKEN, 0, ACCOUNTS)
+        .await
+        .unwrap();
+    let target = mixed::Target {
+        client: client.clone(),
+        base: server.base.clone(),
+        api_key: api_key.clone(),
+    };
+    let record = Arc::new(mixed::Record::default());
+    let load = Arc::new(mixed::Load::new(usize::MAX, SETTLE_EVERY));
+    let clients = mixed_clients(&target, "", &load, &record);
+    wait_for_commands(&load, MIXED_PER_ROUND, &server).await;
+
+    proxy.down();
+    let probe = json!({"amount": 1, "account": "acct-0"});
+    let consume_url = format!("{}/v1/quota/credits/consume", server.base);
+    let (status, _, body) = post(
+        &client,
+        consume_url.clone(),
+        &api_key,
+        "during",
+        probe.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    let health = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let during = load.commands.load(Ordering::SeqCst);
+    // Longer than the 1 s inspection windows: releases fall due while the
+    // database is gone.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    proxy.up();
+    let back = Instant::now();
+    wait_for_commands(&load, during + MIXED_PER_ROUND, &server).await;
+    eprintln!("recovered in {:?}", back.elapsed());
+    load.stop.store(true, Ordering::SeqCst);
+    assert!(load.unavailable.load(Ordering::SeqCst) >= 1, "no client saw a 503");
+    let mut flows = Vec::new();
+    for client in clients {
+        let run = client.await.unwrap();
+        if let Some(error) = run.ended {
+            panic!("a client stopped: {error}");
+        }
+        flows.extend(run.flows);
+    }
+    // The probe, sent again: its first run was refused and wrote nothing.
+    let (status, replayed, body) = post(
+        &client,
+        consume_url.clone(),
+        &api_key,
+        "during",
+        probe.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, replayed), (200, false), "{body}");
+    let (status, replayed, again) = post(&client, consume_url, &api_key, "during", probe)
+        .await
+        .unwrap();
+    assert_eq!((status, replayed, &again), (200, true, &body));
+    complete(&flows, &target, &record).await;
+    // The probe is one more consumption than the flows make.
+    let mut with_probe = flows.clone();
+    with_probe.push(mixed::Flow {
+        kind: mixed::Kind::Quota,
+        tag: "during".into(),
+        account: 0,
+        rep: 0,
+        settles: Vec::new(),
+    });
+    assert_mixed_effects(&db, &server, &api_key, &with_probe, false).await;
+    drop(server);
 }

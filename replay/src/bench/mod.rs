@@ -356,11 +356,7 @@ async fn run_on(
         cpu_us_per_command: per_command(cpu.machine),
         ledger_cpu_us_per_command: per_command(cpu.ledger),
         // In process, everything after the commands ran here too.
-        peak_rss_mb: if http {
-            rss_mb
-        } else {
-            peak_rss_mb(None)
-        },
+        peak_rss_mb: if http { rss_mb } else { peak_rss_mb(None) },
         settled_lines: settled.as_ref().map(|settled| settled.lines),
         settled_lines_per_s: settled
             .as_ref()

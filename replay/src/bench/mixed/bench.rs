@@ -5,7 +5,7 @@
 //! scheduled release once the process managers and the scheduler caught
 //! up.
 
-use super::{expected, set_up_tenant, Kind, Load, Target};
+use super::{expected, set_up_tenant, Kind, Load, Target, SETTLE_EVERY};
 use crate::bench::{
     cpu_now, peak_rss_mb, start_server, wait_for_catch_up, BenchConfig, BenchError, Measured,
     ADMIN_TOKEN,
@@ -54,7 +54,7 @@ pub(crate) async fn run_http(
                 .map_err(|error| BenchError::Setup(error.to_string()))?,
         );
     }
-    let load = Arc::new(Load::new(config.commands));
+    let load = Arc::new(Load::new(config.commands, SETTLE_EVERY));
     let cpu_started = cpu_now(Some(server.child.id()));
     let started = Instant::now();
     let mut clients = Vec::with_capacity(config.clients);
@@ -68,8 +68,7 @@ pub(crate) async fn run_http(
         clients.push(tokio::spawn(async move {
             let record = super::Record::default();
             let run =
-                super::run_client(target, format!("c{index}"), accounts, &load, &record)
-                    .await;
+                super::run_client(target, format!("c{index}"), accounts, &load, &record).await;
             (run, record.latencies_ms())
         }));
     }

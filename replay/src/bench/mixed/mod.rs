@@ -13,8 +13,9 @@
 //!   release of the 400, and the 600's submission: the scheduler releases
 //!   it when its window ends;
 //! - `work`: an hour of a rep's time at 25.00;
-//! - `settlement`: every [`SETTLE_EVERY`] payments of a client, one
-//!   processor batch settling their captures (fee 30 each).
+//! - `settlement`: every [`Load::settle_every`] payments of a client
+//!   ([`SETTLE_EVERY`] in the bench), one processor batch settling their
+//!   captures (fee 30 each).
 //!
 //! Flows run every step from the first: a step whose key was answered
 //! before answers its first answer again (the replay is checked against
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 pub(super) mod bench;
 
-/// Payments of a client settled in each batch.
+/// Payments of a client settled in each batch, in the bench.
 pub const SETTLE_EVERY: usize = 10;
 
 /// Sales reps of each tenant (payees on plan `sales`).
@@ -180,7 +181,12 @@ impl Record {
 }
 
 /// Sends one command and reads its answer.
-pub async fn post(target: &Target, path: &str, key: &str, body: &Value) -> Result<Answer, StepError> {
+pub async fn post(
+    target: &Target,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> Result<Answer, StepError> {
     let lost = |error: reqwest::Error| StepError::Lost {
         key: key.to_string(),
         reached: !error.is_connect(),
@@ -265,7 +271,15 @@ impl Flow {
         match self.kind {
             Kind::Quota => {
                 let body = json!({"amount": 1, "account": format!("acct-{}", self.account)});
-                step(target, record, "/v1/quota/credits/consume", tag.clone(), body, 200).await?;
+                step(
+                    target,
+                    record,
+                    "/v1/quota/credits/consume",
+                    tag.clone(),
+                    body,
+                    200,
+                )
+                .await?;
             }
             Kind::Payment => {
                 let key = format!("{tag}-intent");
@@ -333,7 +347,15 @@ impl Flow {
             ),
         ];
         for (path, suffix, body, status) in steps {
-            step(target, record, &path, format!("{tag}-{suffix}"), body, status).await?;
+            step(
+                target,
+                record,
+                &path,
+                format!("{tag}-{suffix}"),
+                body,
+                status,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -366,18 +388,50 @@ pub async fn set_up_tenant(
     for account in 0..accounts {
         let body = json!({"quota": "credits", "amount": GRANT_UNITS, "source": "purchase",
                           "account": format!("acct-{account}")});
-        step(&target, &record, "/v1/grants", format!("grant-{account}"), body, 201).await?;
+        step(
+            &target,
+            &record,
+            "/v1/grants",
+            format!("grant-{account}"),
+            body,
+            201,
+        )
+        .await?;
     }
     let plan = json!({"plan_id": "sales", "currency": "USD", "effective_from": "2020-01-01T00:00:00Z",
         "rules": [{"kind": "hourly", "rate_per_hour": HOURLY},
                   {"kind": "commission", "basis_points": 1_000, "holding_days": HOLDING_DAYS}]});
-    step(&target, &record, "/v1/compensation/plans", "plan".into(), plan, 201).await?;
+    step(
+        &target,
+        &record,
+        "/v1/compensation/plans",
+        "plan".into(),
+        plan,
+        201,
+    )
+    .await?;
     for rep in 0..REPS {
         let body = json!({"payee_id": format!("rep-{rep}"), "name": format!("Rep {rep}"), "currency": "USD"});
-        step(&target, &record, "/v1/payees", format!("rep-{rep}"), body, 201).await?;
+        step(
+            &target,
+            &record,
+            "/v1/payees",
+            format!("rep-{rep}"),
+            body,
+            201,
+        )
+        .await?;
         let body = json!({"plan_id": "sales", "from": "2020-01-01T00:00:00Z"});
         let path = format!("/v1/payees/rep-{rep}/assignment");
-        step(&target, &record, &path, format!("rep-{rep}-assign"), body, 200).await?;
+        step(
+            &target,
+            &record,
+            &path,
+            format!("rep-{rep}-assign"),
+            body,
+            200,
+        )
+        .await?;
     }
     Ok(target.api_key)
 }
@@ -391,14 +445,20 @@ pub struct Load {
     pub commands: AtomicUsize,
     /// No flow starts once this many commands were acknowledged.
     pub limit: usize,
+    /// Payments of a client settled in each batch (at least 1).
+    pub settle_every: usize,
+    /// 503 answers the clients had (and ran their flow again after).
+    pub unavailable: AtomicUsize,
 }
 
 impl Load {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, settle_every: usize) -> Self {
         Self {
             stop: AtomicBool::new(false),
             commands: AtomicUsize::new(0),
             limit,
+            settle_every: settle_every.max(1),
+            unavailable: AtomicUsize::new(0),
         }
     }
 
@@ -416,11 +476,17 @@ pub struct ClientRun {
 }
 
 /// The `number`th flow of client `prefix` after `paid` unsettled payments:
-/// a settlement once [`SETTLE_EVERY`] are, else by turn: quota, payment,
+/// a settlement once `settle_every` are, else by turn: quota, payment,
 /// quota, escrow, quota, work.
-fn next_flow(prefix: &str, number: usize, accounts: usize, paid: &mut Vec<String>) -> Flow {
+fn next_flow(
+    prefix: &str,
+    number: usize,
+    accounts: usize,
+    settle_every: usize,
+    paid: &mut Vec<String>,
+) -> Flow {
     let tag = format!("{prefix}-{number}");
-    let kind = if paid.len() == SETTLE_EVERY {
+    let kind = if paid.len() == settle_every {
         Kind::Settlement
     } else {
         match number % 6 {
@@ -458,13 +524,14 @@ pub async fn run_client(
     let mut paid = Vec::new();
     let mut number = 0;
     while load.going() {
-        let flow = next_flow(&prefix, number, accounts, &mut paid);
+        let flow = next_flow(&prefix, number, accounts, load.settle_every, &mut paid);
         number += 1;
         run.flows.push(flow.clone());
         loop {
             match flow.run(&target, record).await {
                 Ok(()) => break,
                 Err(StepError::Unavailable { .. }) if !load.stop.load(Ordering::SeqCst) => {
+                    load.unavailable.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(UNAVAILABLE_PAUSE).await;
                 }
                 Err(error) => {
