@@ -683,7 +683,10 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
     wait_for_commands(&load, during + MIXED_PER_ROUND, &server).await;
     eprintln!("recovered in {:?}", back.elapsed());
     load.stop.store(true, Ordering::SeqCst);
-    assert!(load.unavailable.load(Ordering::SeqCst) >= 1, "no client saw a 503");
+    assert!(
+        load.unavailable.load(Ordering::SeqCst) >= 1,
+        "no client saw a 503"
+    );
     let mut flows = Vec::new();
     for client in clients {
         let run = client.await.unwrap();

@@ -35,6 +35,8 @@ mod compensation;
 mod escrow;
 #[path = "audit/redecision.rs"]
 mod redecision;
+#[path = "audit/simulation.rs"]
+mod simulation;
 #[path = "audit/stuck.rs"]
 mod stuck;
 

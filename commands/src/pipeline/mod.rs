@@ -238,6 +238,22 @@ impl CommandBus {
         shard_of(tenant_id, self.senders.len())
     }
 
+    /// Stops the shards where they are, as a killed process stops: each at
+    /// its next await (between deciding and appending, inside an append,
+    /// before answering). What a committed append wrote stays; nothing in
+    /// flight is answered (its submitter gets [`PipelineError::Stopped`]).
+    /// The simulation's crash; a server shuts down with
+    /// [`shutdown`](Self::shutdown).
+    pub fn abort(&self) {
+        let handles = match self.handles.lock() {
+            Ok(handles) => handles,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for handle in handles.iter() {
+            handle.abort();
+        }
+    }
+
     /// Stops taking requests, answers those already queued, and waits for
     /// the shards to finish.
     pub async fn shutdown(&self) {
