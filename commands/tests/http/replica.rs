@@ -149,9 +149,17 @@ fn append(file: &FsPath, text: &str) {
     opened.write_all(text.as_bytes()).unwrap();
 }
 
-#[tokio::test]
-async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
-    let cluster = Replicated::start();
+/// A server on `cluster`: commands on the primary's database `ledger`
+/// (created, migrated, with tenant `acme`), reads on the standby once it
+/// has replayed them.
+struct Served {
+    base: String,
+    api_key: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+async fn serve_replicated(cluster: &Replicated) -> Served {
     let admin = sqlx::PgPool::connect(&cluster.url(PRIMARY_PORT, "postgres"))
         .await
         .unwrap();
@@ -221,11 +229,28 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
         .await
         .map_err(|error| error.to_string())
     });
+    Served {
+        base,
+        api_key: tenant.api_key,
+        stop,
+        server,
+    }
+}
+
+#[tokio::test]
+async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
+    let cluster = Replicated::start();
+    let Served {
+        base,
+        api_key,
+        stop,
+        server,
+    } = serve_replicated(&cluster).await;
     let client = reqwest::Client::new();
     let call = |method: reqwest::Method, path: String| {
         client
             .request(method, format!("{base}{path}"))
-            .bearer_auth(&tenant.api_key)
+            .bearer_auth(&api_key)
     };
     let granted: Value = call(reqwest::Method::POST, "/v1/grants".into())
         .header("idempotency-key", "grant")
@@ -283,6 +308,141 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
         .unwrap();
     assert!(status["replica_replay_lag_seconds"].is_number(), "{status}");
     eprintln!("a write and its read on the standby: {per_write:?} each");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// How long the measurement's load runs.
+const LOAD: Duration = Duration::from_secs(10);
+
+/// The value at `fraction` of `sorted`.
+fn at(sorted: &[f64], fraction: f64) -> f64 {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * fraction).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: run it by name with --ignored --nocapture"]
+async fn measure_replica_lag_and_read_throughput() {
+    // Measures, on a private primary and hot standby of this machine (fsync
+    // off on both, as in the test above): 8 writers consuming quota on the
+    // primary, each write read back on the standby at once with its
+    // `min_seq` (the time until that read answers is read-your-writes lag
+    // as a client sees it), and 8 readers reading the standby as fast as it
+    // answers; the standby's replay lag sampled every 100 ms. Prints one
+    // JSON line.
+    let cluster = Replicated::start();
+    let Served {
+        base,
+        api_key,
+        stop,
+        server,
+    } = serve_replicated(&cluster).await;
+    let client = reqwest::Client::new();
+    let granted = client
+        .post(format!("{base}/v1/grants"))
+        .bearer_auth(&api_key)
+        .header("idempotency-key", "grant")
+        .json(&json!({"quota": "credits", "amount": 1_000_000_000, "source": "purchase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 201);
+    let head = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let deadline = Instant::now() + LOAD;
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let (client, base, api_key, head) =
+            (client.clone(), base.clone(), api_key.clone(), head.clone());
+        writers.push(tokio::spawn(async move {
+            let mut waits = Vec::new();
+            let mut n = 0;
+            while Instant::now() < deadline {
+                n += 1;
+                let consumed: Value = client
+                    .post(format!("{base}/v1/quota/credits/consume"))
+                    .bearer_auth(&api_key)
+                    .header("idempotency-key", format!("w{writer}-{n}"))
+                    .json(&json!({"amount": 1}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let seq = consumed["tenant_seq"].as_i64().unwrap();
+                head.fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
+                let acknowledged = Instant::now();
+                let read = client
+                    .get(format!("{base}/v1/quota/credits?min_seq={seq}"))
+                    .bearer_auth(&api_key)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(read.status(), 200);
+                waits.push(acknowledged.elapsed().as_secs_f64() * 1000.0);
+            }
+            waits
+        }));
+    }
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let (client, base, api_key, head) =
+            (client.clone(), base.clone(), api_key.clone(), head.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0_u64;
+            while Instant::now() < deadline {
+                let seq = head.load(std::sync::atomic::Ordering::SeqCst);
+                let read = client
+                    .get(format!("{base}/v1/quota/credits?min_seq={seq}"))
+                    .bearer_auth(&api_key)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(read.status(), 200);
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    let mut lags = Vec::new();
+    while Instant::now() < deadline {
+        let status: Value = client
+            .get(format!("{base}/v1/projections"))
+            .bearer_auth("replica-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        lags.push(status["replica_replay_lag_seconds"].as_f64().unwrap() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut waits = Vec::new();
+    for writer in writers {
+        waits.extend(writer.await.unwrap());
+    }
+    let mut reads = 0;
+    for reader in readers {
+        reads += reader.await.unwrap();
+    }
+    waits.sort_by(f64::total_cmp);
+    lags.sort_by(f64::total_cmp);
+    let seconds = LOAD.as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "writes_per_s": waits.len() as f64 / seconds,
+            "reads_per_s": (reads as f64 + waits.len() as f64) / seconds,
+            "read_your_write_ms_p50": at(&waits, 0.5),
+            "read_your_write_ms_p99": at(&waits, 0.99),
+            "replay_lag_ms_p50": at(&lags, 0.5),
+            "replay_lag_ms_max": at(&lags, 1.0),
+        })
+    );
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
