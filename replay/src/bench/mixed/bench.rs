@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// every flow after the last command.
 const REACTIONS_BOUND: Duration = Duration::from_secs(120);
 
+/// How often the effects are counted while waiting for the reactions (a
+/// count scans the events).
+const REACTIONS_POLL: Duration = Duration::from_millis(250);
+
 /// What the mixed run did beyond [`Measured`].
 pub struct Mix {
     /// Commands acknowledged.
@@ -146,6 +150,6 @@ async fn check_effects(store: &EventStore, flows: &[super::Flow]) -> Result<(), 
                 differing.join(", ")
             )));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(REACTIONS_POLL).await;
     }
 }
