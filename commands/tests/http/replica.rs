@@ -416,7 +416,10 @@ async fn measure_replica_lag_and_read_throughput() {
             .json()
             .await
             .unwrap();
-        lags.push(status["replica_replay_lag_seconds"].as_f64().unwrap() * 1000.0);
+        // Null until the standby has replayed a transaction.
+        if let Some(lag) = status["replica_replay_lag_seconds"].as_f64() {
+            lags.push(lag * 1000.0);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut waits = Vec::new();

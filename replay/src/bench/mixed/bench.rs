@@ -124,10 +124,40 @@ async fn event_counts(store: &EventStore) -> Result<BTreeMap<String, i64>, Bench
 
 /// Fails the run unless every flow made its events once, the commissions
 /// and timed-out releases included (waited for, bounded), the holds of
-/// the commissions aside (they fall due 30 days on).
+/// the commissions aside (they fall due 30 days on); and each commission
+/// and each timed-out release came under a key of its own.
 async fn check_effects(store: &EventStore, flows: &[super::Flow]) -> Result<(), BenchError> {
-    let mut wanted = expected(flows).events;
+    let expected = expected(flows);
+    let mut wanted = expected.events.clone();
     wanted.remove("LinePayable");
+    wait_for_counts(store, &wanted).await?;
+    let escrows = wanted.get("CommitmentCreated").copied().unwrap_or(0);
+    for (pattern, event_type, count) in [
+        ("pm:commissions:%", "LineAccrued", expected.commissions),
+        ("pm:scheduler:%", "InspectionClosed", escrows),
+    ] {
+        let (events, keys): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT idempotency_key) FROM events \
+             WHERE idempotency_key LIKE $1 AND event_type = $2",
+        )
+        .bind(pattern)
+        .bind(event_type)
+        .fetch_one(store.pool())
+        .await?;
+        if (events, keys) != (count, count) {
+            return Err(BenchError::Setup(format!(
+                "{event_type} under {pattern}: {events} events, {keys} keys, of {count}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until the store holds `wanted` events of each type.
+async fn wait_for_counts(
+    store: &EventStore,
+    wanted: &BTreeMap<&'static str, i64>,
+) -> Result<(), BenchError> {
     let started = Instant::now();
     loop {
         let counts = event_counts(store).await?;

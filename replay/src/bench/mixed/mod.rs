@@ -88,6 +88,8 @@ pub enum StepError {
         key: String,
         reached: bool,
         error: String,
+        /// When the request was sent.
+        sent: Instant,
     },
     /// 503: the database is out of reach; nothing was written.
     #[error("{key}: 503 {body}")]
@@ -187,10 +189,12 @@ pub async fn post(
     key: &str,
     body: &Value,
 ) -> Result<Answer, StepError> {
+    let sent = Instant::now();
     let lost = |error: reqwest::Error| StepError::Lost {
         key: key.to_string(),
         reached: !error.is_connect(),
         error: error.to_string(),
+        sent,
     };
     let response = target
         .client
@@ -499,8 +503,10 @@ fn next_flow(
     Flow {
         kind,
         tag,
-        account: number % accounts.max(1),
-        rep: number % REPS,
+        // Quota flows fall on even numbers, payments and work once in six:
+        // these spread them over every account and every rep.
+        account: (number / 2) % accounts.max(1),
+        rep: (number / 6) % REPS,
         settles: if kind == Kind::Settlement {
             std::mem::take(paid)
         } else {
@@ -580,6 +586,8 @@ pub fn expected(flows: &[Flow]) -> Expected {
         ("QuotaConsumed", quota),
         ("PaymentCreated", payments),
         ("Captured", payments),
+        ("TenderAuthorized", payments),
+        ("ItemSettled", settled),
         ("LineAccrued", payments + works),
         ("LinePayable", payments),
         ("CommitmentCreated", escrows),
