@@ -237,6 +237,19 @@ async fn serve_replicated(cluster: &Replicated) -> Served {
     }
 }
 
+/// `GET /v1/projections` as the admin.
+async fn projection_status(client: &reqwest::Client, base: &str) -> Value {
+    client
+        .get(format!("{base}/v1/projections"))
+        .bearer_auth("replica-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
     let cluster = Replicated::start();
@@ -297,15 +310,7 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
         .await
         .unwrap();
     assert!(in_recovery);
-    let status: Value = client
-        .get(format!("{base}/v1/projections"))
-        .bearer_auth("replica-admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = projection_status(&client, &base).await;
     assert!(status["replica_replay_lag_seconds"].is_number(), "{status}");
     eprintln!("a write and its read on the standby: {per_write:?} each");
     let _ = stop.send(());
@@ -407,15 +412,7 @@ async fn measure_replica_lag_and_read_throughput() {
     }
     let mut lags = Vec::new();
     while Instant::now() < deadline {
-        let status: Value = client
-            .get(format!("{base}/v1/projections"))
-            .bearer_auth("replica-admin")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = projection_status(&client, &base).await;
         // Null until the standby has replayed a transaction.
         if let Some(lag) = status["replica_replay_lag_seconds"].as_f64() {
             lags.push(lag * 1000.0);

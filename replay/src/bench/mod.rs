@@ -642,6 +642,20 @@ fn start_server(database: &Database, shards: usize, depth: usize) -> Result<Serv
     })
 }
 
+/// A `ledger serve` child on `database` with the run's pipeline, and an
+/// HTTP client keeping a connection per client of the run.
+fn serve_for(
+    database: &Database,
+    config: &BenchConfig,
+) -> Result<(Server, reqwest::Client), BenchError> {
+    let server = start_server(database, config.shards, config.pipeline_depth)?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.clients)
+        .build()
+        .map_err(|error| BenchError::Setup(error.to_string()))?;
+    Ok((server, client))
+}
+
 async fn post(
     client: &reqwest::Client,
     url: String,
@@ -671,11 +685,7 @@ async fn run_http(
     store: &EventStore,
     config: &BenchConfig,
 ) -> Result<Measured, BenchError> {
-    let server = start_server(database, config.shards, config.pipeline_depth)?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(config.clients)
-        .build()
-        .map_err(|error| BenchError::Setup(error.to_string()))?;
+    let (server, client) = serve_for(database, config)?;
     let mut keys = Vec::with_capacity(config.tenants);
     for index in 0..config.tenants {
         let response = client

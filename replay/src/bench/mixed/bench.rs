@@ -7,7 +7,7 @@
 
 use super::{expected, set_up_tenant, Kind, Load, Target, SETTLE_EVERY};
 use crate::bench::{
-    cpu_now, peak_rss_mb, start_server, wait_for_catch_up, BenchConfig, BenchError, Measured,
+    cpu_now, peak_rss_mb, serve_for, wait_for_catch_up, BenchConfig, BenchError, Measured,
     ADMIN_TOKEN,
 };
 use eventstore::{Database, EventStore};
@@ -38,11 +38,7 @@ pub(crate) async fn run_http(
     store: &EventStore,
     config: &BenchConfig,
 ) -> Result<(Measured, Mix), BenchError> {
-    let server = start_server(database, config.shards, config.pipeline_depth)?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(config.clients)
-        .build()
-        .map_err(|error| BenchError::Setup(error.to_string()))?;
+    let (server, client) = serve_for(database, config)?;
     let mut setting_up = Vec::with_capacity(config.tenants);
     for index in 0..config.tenants {
         let (client, base, accounts) = (client.clone(), server.base.clone(), config.accounts);
