@@ -3,8 +3,10 @@
 mod support;
 
 use eventstore::testing::TestDatabase;
+use replay::bench::mixed;
 use serde_json::{json, Value};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::Server;
 
@@ -1597,17 +1599,6 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
     assert_eq!(tampered["tie_out"]["agrees"], false);
 }
 
-/// Counts events of `event_type` (and their distinct idempotency keys).
-async fn events_of(db: &TestDatabase, event_type: &str) -> (i64, i64) {
-    sqlx::query_as(
-        "SELECT count(*), count(DISTINCT idempotency_key) FROM events WHERE event_type = $1",
-    )
-    .bind(event_type)
-    .fetch_one(db.store().pool())
-    .await
-    .unwrap()
-}
-
 /// Starts the three processes of one ledger: `serve` with workers, `serve
 /// --no-workers`, and `project`, each ticking every 20 ms with its clock
 /// `offset` seconds ahead.
@@ -1632,111 +1623,62 @@ async fn three_processes(db: &TestDatabase, offset: i64) -> (Server, Server, std
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_on_one_database_react_and_tick_exactly_once() {
     // Proves: two `serve` processes (one without workers) and a `project`
-    // process on one database, taking attributed sales through both APIs:
-    // every capture accrues its commission once (the process managers of
-    // `serve` and `project` share the events by lease, and the reaction key
-    // makes a repeat harmless); restarted with their clocks past the
-    // holding period, their tickers flip every held commission once.
+    // process on one database, under the mixed workload of `ledger bench`
+    // through both APIs (quota, payments captured and settled, escrow with
+    // milestones released by the scheduler, work, commissions accrued by
+    // the process managers): every flow makes exactly its events, each
+    // commission reaction and each scheduled request once under a key of
+    // its own (the process managers and tickers of `serve` and `project`
+    // share the work by lease, and the keys make a repeat harmless);
+    // restarted with their clocks past the holding period, their tickers
+    // make every held commission payable once; the journal's totals are
+    // exact and `ledger verify` is clean.
     let db = TestDatabase::new().await;
     let (first, second, mut project) = three_processes(&db, 0).await;
     let client = support::http_client();
-    let (_, tenant) = post(
-        &client,
-        format!("{}/v1/tenants", first.base),
-        "three-admin",
-        "tenant",
-        json!({"name": "shop"}),
-    )
-    .await;
-    let key = tenant["api_key"].as_str().unwrap().to_string();
-    for (path, idempotency, body) in [
-        (
-            "/v1/compensation/plans",
-            "plan",
-            json!({"plan_id": "sales", "currency": "USD", "effective_from": "2020-01-01T00:00:00Z",
-                   "rules": [{"kind": "commission", "basis_points": 1_000, "holding_days": 14}]}),
-        ),
-        (
-            "/v1/payees",
-            "payee",
-            json!({"payee_id": "alice", "name": "Alice", "currency": "USD"}),
-        ),
-        (
-            "/v1/payees/alice/assignment",
-            "assign",
-            json!({"plan_id": "sales", "from": "2020-01-01T00:00:00Z"}),
-        ),
-    ] {
-        let (status, answer) = post(
-            &client,
-            format!("{}{path}", first.base),
-            &key,
-            idempotency,
-            body,
-        )
-        .await;
-        assert!(status == 200 || status == 201, "{path}: {answer}");
-    }
-    const SALES: i64 = 24;
-    let mut sales = Vec::new();
-    for n in 0..SALES {
-        let base = if n % 2 == 0 {
-            first.base.clone()
-        } else {
-            second.base.clone()
+    let api_key = mixed::set_up_tenant(&client, &first.base, "three-admin", 0, 3)
+        .await
+        .unwrap();
+    let load = Arc::new(mixed::Load::new(240, 2));
+    let record = Arc::new(mixed::Record::default());
+    let mut clients = Vec::new();
+    for index in 0..6 {
+        let target = mixed::Target {
+            client: client.clone(),
+            base: if index % 2 == 0 {
+                first.base.clone()
+            } else {
+                second.base.clone()
+            },
+            api_key: api_key.clone(),
         };
-        let (client, key) = (client.clone(), key.clone());
-        sales.push(tokio::spawn(async move {
-            let (status, payment) = post(
-                &client,
-                format!("{base}/v1/payments"),
-                &key,
-                &format!("sale-{n}"),
-                json!({"amount": 1_000, "currency": "USD", "capture": "automatic",
-                       "attribution": {"payee": "alice"}}),
-            )
-            .await;
-            assert_eq!(status, 201, "{payment}");
-            let id = payment["payment_id"].as_str().unwrap();
-            let (status, tender) = post(
-                &client,
-                format!("{base}/v1/payments/{id}/tenders"),
-                &key,
-                &format!("sale-{n}-cash"),
-                json!({"method": "cash", "amount": 1_000}),
-            )
-            .await;
-            assert_eq!(status, 201, "{tender}");
+        let (load, record) = (load.clone(), record.clone());
+        clients.push(tokio::spawn(async move {
+            mixed::run_client(target, format!("c{index}"), 3, &load, &record).await
         }));
     }
-    for sale in sales {
-        sale.await.unwrap();
+    let mut flows = Vec::new();
+    for client in clients {
+        let run = client.await.unwrap();
+        assert!(run.ended.is_none(), "{:?}", run.ended);
+        flows.extend(run.flows);
     }
-    wait_until("every commission accrued", || async {
-        events_of(&db, "LineAccrued").await.0 >= SALES
-    })
-    .await;
-    assert_eq!(events_of(&db, "Captured").await, (SALES, SALES));
-    assert_eq!(events_of(&db, "LineAccrued").await, (SALES, SALES));
+    assert!(flows
+        .iter()
+        .any(|flow| flow.kind == mixed::Kind::Settlement));
+    eprintln!(
+        "409 conflicts retried: {}",
+        load.conflicts.load(std::sync::atomic::Ordering::SeqCst)
+    );
 
     // A month on: every held commission becomes payable, once.
     drop((first, second));
     let _ = project.kill();
     let _ = project.wait();
-    let (first, second, mut project) = three_processes(&db, 30 * 86_400).await;
-    wait_until("every held commission flipped", || async {
-        events_of(&db, "LinePayable").await.0 >= SALES
-    })
-    .await;
-    assert_eq!(events_of(&db, "LinePayable").await, (SALES, SALES));
-    assert_eq!(events_of(&db, "LineAccrued").await, (SALES, SALES));
+    let (first, second, mut project) =
+        three_processes(&db, (mixed::HOLDING_DAYS + 1) * 86_400).await;
+    support::assert_mixed_effects(&db, &first, &api_key, &flows, true).await;
     drop((first, second));
     let _ = project.kill();
     let _ = project.wait();
-    let output = ledger(&db).args(["verify"]).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
 }

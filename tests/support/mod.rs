@@ -1,6 +1,10 @@
-//! Shared by the end-to-end tests: a `ledger serve` child process.
+//! Shared by the end-to-end tests: a `ledger serve` child process, and what
+//! the mixed workload's flows must have made.
 
-use std::collections::{HashSet, VecDeque};
+use eventstore::testing::TestDatabase;
+use replay::bench::mixed;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -159,4 +163,120 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Events of each type in the store.
+#[allow(dead_code)]
+async fn event_counts(db: &TestDatabase) -> BTreeMap<String, i64> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_type, count(*) FROM events GROUP BY event_type")
+            .fetch_all(db.store().pool())
+            .await
+            .unwrap();
+    rows.into_iter().collect()
+}
+
+/// Asserts that the complete `flows` made exactly their events (waited
+/// for, bounded: the process manager and the scheduler react after the
+/// answer), each process-manager reaction and each scheduled request under
+/// one key of its own, the journal's totals in the read tables, and that
+/// `ledger verify` finds nothing. `holds_due`: the ledger's clock is past
+/// every commission's holding period.
+#[allow(dead_code)]
+pub async fn assert_mixed_effects(
+    db: &TestDatabase,
+    server: &Server,
+    api_key: &str,
+    flows: &[mixed::Flow],
+    holds_due: bool,
+) {
+    let mut expected = mixed::expected(flows);
+    if !holds_due {
+        expected.events.remove("LinePayable");
+        expected.scheduled -= expected.commissions;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut counts = event_counts(db).await;
+    let differs = |counts: &BTreeMap<String, i64>| {
+        expected
+            .events
+            .iter()
+            .any(|(event_type, count)| counts.get(*event_type).unwrap_or(&0) != count)
+    };
+    while differs(&counts) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        counts = event_counts(db).await;
+    }
+    for (event_type, count) in &expected.events {
+        assert_eq!(
+            counts.get(*event_type),
+            Some(count),
+            "{event_type}: {counts:?}"
+        );
+    }
+    for (pattern, event_types, wanted) in [
+        ("pm:commissions:%", "{LineAccrued}", expected.commissions),
+        (
+            "pm:scheduler:%",
+            "{LinePayable,InspectionClosed}",
+            expected.scheduled,
+        ),
+    ] {
+        let (events, keys): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT idempotency_key) FROM events \
+             WHERE idempotency_key LIKE $1 AND event_type = ANY($2::text[])",
+        )
+        .bind(pattern)
+        .bind(event_types)
+        .fetch_one(db.store().pool())
+        .await
+        .unwrap();
+        assert_eq!((events, keys), (wanted, wanted), "{pattern} {event_types}");
+    }
+    let (refused,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM scheduler_runs WHERE outcome = 'refused'")
+            .fetch_one(db.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(refused, 0);
+    let (head,): (i64,) = sqlx::query_as("SELECT max(tenant_seq) FROM events")
+        .fetch_one(db.store().pool())
+        .await
+        .unwrap();
+    let balances: Value = http_client()
+        .get(format!(
+            "{}/v1/journal/balances?min_seq={head}",
+            server.base
+        ))
+        .bearer_auth(api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (account, side, total) in &expected.totals {
+        let row = balances["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["account"] == *account)
+            .unwrap_or_else(|| panic!("no {account} in {balances}"));
+        assert_eq!(
+            row[*side],
+            json!(total.to_string()),
+            "{account}: {balances}"
+        );
+    }
+    let verified = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["verify", "--json"])
+        .env("DATABASE_URL", db.url())
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "verify found problems: {}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
 }

@@ -94,6 +94,10 @@ pub enum StepError {
     /// 503: the database is out of reach; nothing was written.
     #[error("{key}: 503 {body}")]
     Unavailable { key: String, body: Value },
+    /// 409: the request kept meeting concurrent writes of the tenant
+    /// (another process appending); nothing was written.
+    #[error("{key}: 409 {body}")]
+    Conflict { key: String, body: Value },
     /// An answer the flow does not expect.
     #[error("{key}: unexpected {status} {body}")]
     Unexpected {
@@ -231,6 +235,12 @@ async fn step(
     let answer = post(target, path, &key, &body).await?;
     if answer.status == 503 {
         return Err(StepError::Unavailable {
+            key,
+            body: answer.body,
+        });
+    }
+    if answer.status == 409 && answer.body["error"]["code"] == "conflict" {
+        return Err(StepError::Conflict {
             key,
             body: answer.body,
         });
@@ -453,6 +463,9 @@ pub struct Load {
     pub settle_every: usize,
     /// 503 answers the clients had (and ran their flow again after).
     pub unavailable: AtomicUsize,
+    /// 409 `conflict` answers the clients had (and ran their flow again
+    /// after).
+    pub conflicts: AtomicUsize,
 }
 
 impl Load {
@@ -463,6 +476,7 @@ impl Load {
             limit,
             settle_every: settle_every.max(1),
             unavailable: AtomicUsize::new(0),
+            conflicts: AtomicUsize::new(0),
         }
     }
 
@@ -516,9 +530,9 @@ fn next_flow(
 }
 
 /// Runs flows of client `prefix` until `load` says stop, filing every
-/// answer in `record`: a 503 runs the flow again after a pause (a client
-/// retrying) unless the load is stopping; any other failure ends the
-/// client.
+/// answer in `record`: a 503 or a 409 `conflict` (nothing written either
+/// way) runs the flow again after a pause, as a client retries, unless the
+/// load is stopping; any other failure ends the client.
 pub async fn run_client(
     target: Target,
     prefix: String,
@@ -538,6 +552,10 @@ pub async fn run_client(
                 Ok(()) => break,
                 Err(StepError::Unavailable { .. }) if !load.stop.load(Ordering::SeqCst) => {
                     load.unavailable.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+                }
+                Err(StepError::Conflict { .. }) if !load.stop.load(Ordering::SeqCst) => {
+                    load.conflicts.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(UNAVAILABLE_PAUSE).await;
                 }
                 Err(error) => {
