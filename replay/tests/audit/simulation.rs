@@ -5,8 +5,9 @@
 //! alone and concurrent, keys repeated with the same request and with
 //! another, scheduler ticks and reactions at an injected clock, and
 //! crashes at random points (the pipeline killed at its next await:
-//! between deciding and appending, inside an append, before answering; or
-//! every database connection dropped). Then every unknown outcome is
+//! between deciding and appending, inside an append, before answering,
+//! its connections closing with it; or every database connection
+//! dropped). Then every unknown outcome is
 //! resolved by sending it again, and the run is checked against a pure
 //! in-memory model built from the same aggregates (`TenantFold`, deciding
 //! each request over its own states, in the order the ledger recorded
@@ -463,22 +464,26 @@ impl World {
             }
             if kill {
                 self.bus.abort();
-            } else {
-                let mut own = sqlx::PgConnection::connect_with(&self.db.options())
-                    .await
-                    .unwrap();
-                sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
-                )
-                .execute(&mut own)
+            }
+            // A dead process's connections close with it: whatever its
+            // aborted appends left open rolls back (or had committed).
+            let mut own = sqlx::PgConnection::connect_with(&self.db.options())
                 .await
                 .unwrap();
-                self.store = Self::open(&self.db).await;
-            }
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .execute(&mut own)
+            .await
+            .unwrap();
+            self.store = Self::open(&self.db).await;
         }
         for ((tenant, key, op), task) in ops.into_iter().zip(tasks) {
-            let answer = task.await.unwrap_or(Err(PipelineError::Stopped));
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(60), task)
+                .await
+                .unwrap_or_else(|_| panic!("{key}: no answer within 60 s"))
+                .unwrap_or(Err(PipelineError::Stopped));
             self.file(tenant, &key, &op, answer);
         }
         if matches!(crash, Some((true, _))) {
