@@ -80,16 +80,34 @@ pub(crate) async fn load(
     kinds: &[&'static str],
     ours: &[(&StoredEvent, &'static str)],
 ) -> Result<Documents, ApplyError> {
+    // Each document once, however many of the batch's events it has.
+    let wanted: std::collections::BTreeSet<(Uuid, &str, &str)> = ours
+        .iter()
+        .map(|(event, kind)| {
+            (
+                event.tenant_id.as_uuid(),
+                *kind,
+                event.aggregate_id.as_str(),
+            )
+        })
+        .collect();
     let mut keys: (Vec<Uuid>, Vec<&str>, Vec<&str>) = Default::default();
-    for (event, kind) in ours {
-        keys.0.push(event.tenant_id.as_uuid());
+    for (tenant, kind, id) in wanted {
+        keys.0.push(tenant);
         keys.1.push(kind);
-        keys.2.push(event.aggregate_id.as_str());
+        keys.2.push(id);
     }
+    // One primary-key lookup per document, whatever plan the prepared
+    // statement settles on: as a join (or a lateral one flattened into a
+    // join, which the LIMIT prevents) a plan may read every document of
+    // the table.
     let rows: Vec<(Uuid, String, String, i64, Value)> = sqlx::query_as(&format!(
-        "SELECT d.tenant_id, d.kind, d.id, d.created_seq, d.state FROM {table} d \
-         JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, kind, id) \
-           ON d.tenant_id = k.tenant_id AND d.kind = k.kind AND d.id = k.id"
+        "SELECT d.tenant_id, d.kind, d.id, d.created_seq, d.state \
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, kind, id) \
+         CROSS JOIN LATERAL ( \
+             SELECT * FROM {table} d \
+             WHERE d.tenant_id = k.tenant_id AND d.kind = k.kind AND d.id = k.id \
+             LIMIT 1) d"
     ))
     .bind(&keys.0)
     .bind(&keys.1)

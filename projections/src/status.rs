@@ -62,6 +62,10 @@ const VERSION: &str = "SELECT version FROM projections WHERE projection = $1";
 const SET_STATE: &str = "\
     UPDATE projections SET state = $2, error = $3, updated_at = now() WHERE projection = $1";
 
+// The first event each checkpoint waits for is one primary-key lookup per
+// (projection, tenant): as a plain join, or a lateral one it may flatten
+// (the LIMIT keeps it from that), the planner hashes the whole events
+// table, every call (the /metrics refresher's, every 5 s).
 const STATUS: &str = "\
     SELECT p.projection, p.version, p.state, p.error, \
            coalesce(sum(coalesce(c.last_seq, 0)), 0)::bigint AS checkpoint, \
@@ -70,7 +74,10 @@ const STATUS: &str = "\
     FROM projections p \
     CROSS JOIN chain_heads h \
     LEFT JOIN projection_checkpoints c ON c.tenant_id = h.tenant_id AND c.projection = p.projection \
-    LEFT JOIN events e ON e.tenant_id = h.tenant_id AND e.tenant_seq = coalesce(c.last_seq, 0) + 1 \
+    LEFT JOIN LATERAL ( \
+        SELECT e.recorded_at FROM events e \
+        WHERE e.tenant_id = h.tenant_id AND e.tenant_seq = coalesce(c.last_seq, 0) + 1 \
+        LIMIT 1) e ON true \
     WHERE p.projection = ANY($1) \
     GROUP BY p.projection, p.version, p.state, p.error \
     ORDER BY p.projection";
