@@ -231,7 +231,16 @@ impl CommandBus {
         let job = Job::new(tenant_id, key, fingerprint, request, body, reply);
         let sender = &self.senders[self.shard_of(tenant_id)];
         sender.send(job).await.map_err(|_| PipelineError::Stopped)?;
-        answer.await.map_err(|_| PipelineError::Stopped)?
+        // A shard that stops without reading its queue (aborted, or a
+        // panic) drops the jobs it holds, and their answers with them; a job
+        // that entered the queue as its reader went away would wait for
+        // good, the queue kept alive by this very handle. The queue's
+        // closing ends the wait.
+        tokio::select! {
+            biased;
+            answer = answer => answer.map_err(|_| PipelineError::Stopped)?,
+            () = sender.closed() => Err(PipelineError::Stopped),
+        }
     }
 
     fn shard_of(&self, tenant_id: TenantId) -> usize {
