@@ -8,7 +8,6 @@ use eventstore::testing::TestDatabase;
 use replay::bench::mixed;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -224,18 +223,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
     );
     assert_renewed_once_per_period(&db, &renewing).await;
     drop(server);
-
-    let verified = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(["verify", "--json"])
-        .env("DATABASE_URL", db.url())
-        .output()
-        .unwrap();
-    assert!(
-        verified.status.success(),
-        "verify found problems: {}{}",
-        String::from_utf8_lossy(&verified.stdout),
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    support::assert_verifies(&db);
 }
 
 /// A month and a bit, in seconds: each restart moves the ledger's clock on

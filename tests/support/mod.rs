@@ -165,17 +165,6 @@ impl Drop for Server {
     }
 }
 
-/// Events of each type in the store.
-#[allow(dead_code)]
-async fn event_counts(db: &TestDatabase) -> BTreeMap<String, i64> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT event_type, count(*) FROM events GROUP BY event_type")
-            .fetch_all(db.store().pool())
-            .await
-            .unwrap();
-    rows.into_iter().collect()
-}
-
 /// Asserts that the complete `flows` made exactly their events (waited
 /// for, bounded: the process manager and the scheduler react after the
 /// answer), each process-manager reaction and each scheduled request under
@@ -196,7 +185,7 @@ pub async fn assert_mixed_effects(
         expected.scheduled -= expected.commissions;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut counts = event_counts(db).await;
+    let mut counts = mixed::event_counts(db.store()).await.unwrap();
     let differs = |counts: &BTreeMap<String, i64>| {
         expected
             .events
@@ -205,7 +194,7 @@ pub async fn assert_mixed_effects(
     };
     while differs(&counts) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        counts = event_counts(db).await;
+        counts = mixed::event_counts(db.store()).await.unwrap();
     }
     for (event_type, count) in &expected.events {
         assert_eq!(
@@ -268,6 +257,12 @@ pub async fn assert_mixed_effects(
             "{account}: {balances}"
         );
     }
+    assert_verifies(db);
+}
+
+/// Asserts that `ledger verify` finds nothing in `db`.
+#[allow(dead_code)]
+pub fn assert_verifies(db: &TestDatabase) {
     let verified = Command::new(env!("CARGO_BIN_EXE_ledger"))
         .args(["verify", "--json"])
         .env("DATABASE_URL", db.url())

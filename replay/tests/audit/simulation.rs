@@ -521,24 +521,44 @@ impl World {
                 break;
             }
         }
+        let (ticker, reactors) = self.workers();
+        let _ = ticker.tick().await;
+        let _ = register(&pool, &reactors).await;
+        for reactor in &reactors {
+            let _ = projections::reactor::react_catch_up(&pool, reactor.as_ref()).await;
+        }
+    }
+
+    /// The scheduler's ticker and the process managers on the current
+    /// pipeline and store, as a process's workers run them.
+    fn workers(
+        &self,
+    ) -> (
+        commands::scheduler::Ticker,
+        Vec<Arc<dyn projections::reactor::Reactor>>,
+    ) {
         let ticker = commands::scheduler::Ticker::new(
-            pool.clone(),
+            self.store.pool().clone(),
             self.bus.clone(),
             Arc::new(commands::domains::Registry::new()),
             Self::clock_of(&self.clock),
             commands::scheduler::TickerConfig::default(),
         );
-        let _ = ticker.tick().await;
-        let reactors: Vec<_> = commands::domains::process_managers()
+        let reactors = commands::domains::process_managers()
             .into_iter()
             .map(|build| build(self.bus.clone(), self.store.clone()))
             .collect();
-        let names: Vec<&str> = reactors.iter().map(|reactor| reactor.name()).collect();
-        let _ = projections::status::register_reactors(&pool, &names).await;
-        for reactor in &reactors {
-            let _ = projections::reactor::react_catch_up(&pool, reactor.as_ref()).await;
-        }
+        (ticker, reactors)
     }
+}
+
+/// Registers `reactors`, so that their checkpoints exist.
+async fn register(
+    pool: &sqlx::PgPool,
+    reactors: &[Arc<dyn projections::reactor::Reactor>],
+) -> Result<(), projections::ProjectionError> {
+    let names: Vec<&str> = reactors.iter().map(|reactor| reactor.name()).collect();
+    projections::status::register_reactors(pool, &names).await
 }
 
 /// Runs seed `seed`'s script, resolves every unknown outcome, and checks
@@ -638,21 +658,8 @@ async fn settle(world: &World) {
                 .unwrap();
         head
     };
-    let reactors: Vec<_> = commands::domains::process_managers()
-        .into_iter()
-        .map(|build| build(world.bus.clone(), world.store.clone()))
-        .collect();
-    let names: Vec<&str> = reactors.iter().map(|reactor| reactor.name()).collect();
-    projections::status::register_reactors(&pool, &names)
-        .await
-        .unwrap();
-    let ticker = commands::scheduler::Ticker::new(
-        pool.clone(),
-        world.bus.clone(),
-        Arc::new(commands::domains::Registry::new()),
-        World::clock_of(&world.clock),
-        commands::scheduler::TickerConfig::default(),
-    );
+    let (ticker, reactors) = world.workers();
+    register(&pool, &reactors).await.unwrap();
     for round in 0.. {
         assert!(round < 20, "the workers never settled");
         let before = head().await;

@@ -13,6 +13,40 @@ use replay::reports::{offline, Options, Point, ReportName};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
+/// A tenant's POSTs to the API, each answering its body.
+struct Poster {
+    client: reqwest::Client,
+    base: String,
+    api_key: String,
+}
+
+impl Poster {
+    fn new(client: &reqwest::Client, base: &str, api_key: &str) -> Self {
+        Self {
+            client: client.clone(),
+            base: base.to_string(),
+            api_key: api_key.to_string(),
+        }
+    }
+
+    /// POSTs `body` to `path` under `key`; the request is built at once,
+    /// so the answer's future borrows nothing.
+    fn post(
+        &self,
+        key: &str,
+        path: String,
+        body: Value,
+    ) -> impl std::future::Future<Output = Value> + 'static {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.api_key)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move { request.send().await.unwrap().json().await.unwrap() }
+    }
+}
+
 /// Applies every event to every projection (the workers' single step).
 async fn catch_up(db: &TestDatabase) {
     let catalog = commands::domains::projections();
@@ -171,17 +205,8 @@ async fn the_trial_balance_ties_out_in_every_format_online_and_offline() {
     };
     let base = serve(&store, clock).await;
     let client = reqwest::Client::new();
-    let post = |key: String, path: &'static str, body: Value| {
-        let request = client
-            .post(format!("{base}{path}"))
-            .bearer_auth(&acme.api_key)
-            .header("idempotency-key", key)
-            .json(&body);
-        async move {
-            let answer: Value = request.send().await.unwrap().json().await.unwrap();
-            answer
-        }
-    };
+    let shop = Poster::new(&client, &base, &acme.api_key);
+    let post = |key: String, path: &'static str, body: Value| shop.post(&key, path.into(), body);
     for (code, kind) in [("cash", "asset"), ("sales", "revenue"), ("fees", "expense")] {
         post(
             format!("open-{code}"),
@@ -390,17 +415,8 @@ async fn the_escrow_report_shows_each_commitment_with_lineage_and_ties_out() {
     let acme = store.create_tenant("acme").await.unwrap();
     let base = serve(&store, Clock::system()).await;
     let client = reqwest::Client::new();
-    let post = |key: &str, path: String, body: Value| {
-        let request = client
-            .post(format!("{base}{path}"))
-            .bearer_auth(&acme.api_key)
-            .header("idempotency-key", key)
-            .json(&body);
-        async move {
-            let answer: Value = request.send().await.unwrap().json().await.unwrap();
-            answer
-        }
-    };
+    let shop = Poster::new(&client, &base, &acme.api_key);
+    let post = |key: &str, path: String, body: Value| shop.post(key, path, body);
     let created = post(
         "deal",
         "/v1/commitments".into(),
@@ -499,17 +515,8 @@ async fn the_payroll_report_shows_each_run_and_payee_and_ties_out() {
     let acme = store.create_tenant("acme").await.unwrap();
     let base = serve(&store, Clock::system()).await;
     let client = reqwest::Client::new();
-    let post = |key: &str, path: String, body: Value| {
-        let request = client
-            .post(format!("{base}{path}"))
-            .bearer_auth(&acme.api_key)
-            .header("idempotency-key", key)
-            .json(&body);
-        async move {
-            let answer: Value = request.send().await.unwrap().json().await.unwrap();
-            answer
-        }
-    };
+    let shop = Poster::new(&client, &base, &acme.api_key);
+    let post = |key: &str, path: String, body: Value| shop.post(key, path, body);
     let since = "2026-01-01T00:00:00Z";
     post(
         "plan",
@@ -640,17 +647,8 @@ async fn the_payments_report_shows_the_waterfall_unsettled_items_and_aged_breaks
     };
     let base = serve(&store, clock).await;
     let client = reqwest::Client::new();
-    let post = |key: &str, path: String, body: Value| {
-        let request = client
-            .post(format!("{base}{path}"))
-            .bearer_auth(&acme.api_key)
-            .header("idempotency-key", key)
-            .json(&body);
-        async move {
-            let answer: Value = request.send().await.unwrap().json().await.unwrap();
-            answer
-        }
-    };
+    let shop = Poster::new(&client, &base, &acme.api_key);
+    let post = |key: &str, path: String, body: Value| shop.post(key, path, body);
     // Two card sales captured on Dec 1; a refund of 1000 on the first.
     let mut payments = Vec::new();
     for (n, amount) in [(1, 10_000), (2, 4_000)] {

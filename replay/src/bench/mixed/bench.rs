@@ -109,15 +109,6 @@ pub(crate) async fn run_http(
     ))
 }
 
-/// Events of each type in the store.
-async fn event_counts(store: &EventStore) -> Result<BTreeMap<String, i64>, BenchError> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT event_type, count(*) FROM events GROUP BY event_type")
-            .fetch_all(store.pool())
-            .await?;
-    Ok(rows.into_iter().collect())
-}
-
 /// Fails the run unless every flow made its events once, the commissions
 /// and timed-out releases included (waited for, bounded), the holds of
 /// the commissions aside (they fall due 30 days on); and each commission
@@ -156,7 +147,7 @@ async fn wait_for_counts(
 ) -> Result<(), BenchError> {
     let started = Instant::now();
     loop {
-        let counts = event_counts(store).await?;
+        let counts = super::event_counts(store).await?;
         let differing: Vec<String> = wanted
             .iter()
             .filter(|(event_type, count)| counts.get(**event_type).copied().unwrap_or(0) != **count)

@@ -573,6 +573,17 @@ pub async fn run_client(
     run
 }
 
+/// Events of each type in `store`, to compare with [`expected`].
+pub async fn event_counts(
+    store: &eventstore::EventStore,
+) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_type, count(*) FROM events GROUP BY event_type")
+            .fetch_all(store.pool())
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// What complete flows make: events by type, and journal totals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
