@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
+use std::any::Any;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -28,7 +29,40 @@ pub(crate) struct Document {
     status: String,
     created_seq: i64,
     last_seq: i64,
+    /// The stored state, until the batch's first event of the document.
     state: Value,
+    /// The state being folded: decoded once per batch and encoded once
+    /// when the batch is written, however many events it folds.
+    folded: Option<Box<dyn FoldedState>>,
+}
+
+/// An aggregate's state kept typed while a batch folds into it.
+trait FoldedState: Send {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn to_json(&self) -> Result<Value, serde_json::Error>;
+}
+
+impl<T: Serialize + Send + 'static> FoldedState for T {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn to_json(&self) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+}
+
+impl Document {
+    /// The state to store: the folded one, encoded, or the stored one.
+    fn into_state(self, key: &Key) -> Result<Value, ApplyError> {
+        match self.folded {
+            Some(folded) => folded.to_json().map_err(|error| ApplyError::Event {
+                tenant_seq: self.last_seq,
+                message: format!("{} {}: {error}", key.1, key.2),
+            }),
+            None => Ok(self.state),
+        }
+    }
 }
 
 /// (tenant, kind, id).
@@ -46,7 +80,7 @@ pub(crate) fn fold<A>(
     status: impl Fn(&A) -> String,
 ) -> Result<(), ApplyError>
 where
-    A: Decide + Serialize + DeserializeOwned,
+    A: Decide + Serialize + DeserializeOwned + Send + 'static,
     A::Error: Rejection,
 {
     let failed = |message: String| ApplyError::Event {
@@ -58,16 +92,23 @@ where
         created_seq: event.tenant_seq,
         last_seq: event.tenant_seq,
         state: Value::Null,
+        folded: None,
     });
-    let mut state: A = if document.state.is_null() {
-        A::default()
-    } else {
-        serde_json::from_value(document.state.clone())
-            .map_err(|error| failed(format!("stored {} {}: {error}", key.1, key.2)))?
-    };
+    if document.folded.is_none() {
+        let state: A = match document.state.take() {
+            Value::Null => A::default(),
+            stored => serde_json::from_value(stored)
+                .map_err(|error| failed(format!("stored {} {}: {error}", key.1, key.2)))?,
+        };
+        document.folded = Some(Box::new(state));
+    }
+    let state = document
+        .folded
+        .as_mut()
+        .and_then(|folded| folded.as_any_mut().downcast_mut::<A>())
+        .ok_or_else(|| failed(format!("{} {} folded as two aggregates", key.1, key.2)))?;
     state.apply(decode::<A>(event)?);
-    document.state = serde_json::to_value(&state).map_err(|error| failed(error.to_string()))?;
-    document.status = status(&state);
+    document.status = status(state);
     document.last_seq = event.tenant_seq;
     Ok(())
 }
@@ -126,6 +167,7 @@ pub(crate) async fn load(
                 created_seq,
                 last_seq: created_seq,
                 state,
+                folded: None,
             },
         );
     }
@@ -142,14 +184,15 @@ pub(crate) async fn write(
     let mut statuses = Vec::new();
     let mut seqs: (Vec<i64>, Vec<i64>) = Default::default();
     let mut states = Vec::new();
-    for ((tenant, kind, id), document) in documents {
+    for (key, mut document) in documents {
+        statuses.push(std::mem::take(&mut document.status));
+        seqs.0.push(document.created_seq);
+        seqs.1.push(document.last_seq);
+        states.push(document.into_state(&key)?);
+        let (tenant, kind, id) = key;
         keys.0.push(tenant);
         keys.1.push(kind);
         keys.2.push(id);
-        statuses.push(document.status);
-        seqs.0.push(document.created_seq);
-        seqs.1.push(document.last_seq);
-        states.push(document.state);
     }
     sqlx::query(&format!(
         "INSERT INTO {table} (tenant_id, kind, id, status, created_seq, last_tenant_seq, state) \
