@@ -241,8 +241,9 @@ async fn top_up(
         leases.retain(|lease| {
             !is_held_back(held_back, projections[lease.projection], lease.tenant_id)
         });
-        let events =
-            apply_leases(connection, projections, &leases, until, BATCH_EVENTS_MAX).await?;
+        let events = apply_leases(connection, projections, &leases, until, BATCH_EVENTS_MAX)
+            .await?
+            .events;
         if events == 0 {
             return Ok(applied);
         }

@@ -301,17 +301,27 @@ async fn lease_of(
         .collect())
 }
 
+/// What one batch applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Batch {
+    /// Events read and applied.
+    pub(crate) events: u64,
+    /// Whether the batch stopped at one of its limits (a tenant's events,
+    /// or the leases): more may be waiting.
+    pub(crate) full: bool,
+}
+
 /// Inside `connection`'s transaction: reads the events past every lease's
 /// checkpoint (per tenant at most `per_tenant_max`, and not past `until`
 /// when given), lets each projection apply those past its own checkpoint,
-/// and advances the leased checkpoints. Returns the events read.
+/// and advances the leased checkpoints.
 pub(crate) async fn apply_leases(
     connection: &mut PgConnection,
     projections: &[&dyn Projection],
     leases: &[Lease],
     until: Option<&HashMap<TenantId, i64>>,
     per_tenant_max: i64,
-) -> Result<u64, ProjectionError> {
+) -> Result<Batch, ProjectionError> {
     // Per tenant, read from the lowest checkpoint among its leases.
     let mut from: HashMap<TenantId, i64> = HashMap::new();
     for lease in leases {
@@ -333,7 +343,7 @@ pub(crate) async fn apply_leases(
         })
         .collect();
     if ranges.is_empty() {
-        return Ok(0);
+        return Ok(Batch::default());
     }
     let events = EventStore::read_tenants_on(connection, &ranges, per_tenant_max).await?;
     // Each tenant's run must start right after its lowest checkpoint and be
@@ -396,7 +406,10 @@ pub(crate) async fn apply_leases(
         }
     }
     advance(connection, &advances).await?;
-    Ok(events.len() as u64)
+    Ok(Batch {
+        events: events.len() as u64,
+        full: runs.values().any(|run| run.1 >= per_tenant_max),
+    })
 }
 
 /// Whether an apply error comes from the events rather than from the
@@ -488,7 +501,9 @@ pub async fn step_with(
     schema: Option<&str>,
     limits: Limits,
 ) -> Result<u64, ProjectionError> {
-    step_holding_back(pool, projections, schema, limits, &[]).await
+    Ok(step_holding_back(pool, projections, schema, limits, &[])
+        .await?
+        .events)
 }
 
 /// [`step_with`], leaving the `held_back` partitions alone.
@@ -498,13 +513,16 @@ async fn step_holding_back(
     schema: Option<&str>,
     limits: Limits,
     held_back: HeldPartitions<'_>,
-) -> Result<u64, ProjectionError> {
+) -> Result<Batch, ProjectionError> {
+    // After a failed batch, what the tenants applied one by one counts as a
+    // full batch: the next one goes on at once.
+    let isolated = |events| Batch { events, full: true };
     let tenants = match step_of(pool, projections, schema, limits, None, held_back).await {
-        Ok(Stepped::Applied(events)) => return Ok(events),
+        Ok(Stepped::Applied(batch)) => return Ok(batch),
         Ok(Stepped::Failed { tenants, .. }) if tenants.len() == 1 => {
             return match isolate(pool, projections, schema, limits, tenants[0]).await? {
                 (_, Some(error)) => Err(error),
-                (applied, None) => Ok(applied),
+                (applied, None) => Ok(isolated(applied)),
             };
         }
         Ok(Stepped::Failed { tenants, .. }) => tenants,
@@ -514,7 +532,7 @@ async fn step_holding_back(
     let mut first_error = None;
     for tenant in tenants {
         match step_of(pool, projections, schema, limits, Some(tenant), held_back).await? {
-            Stepped::Applied(events) => applied += events,
+            Stepped::Applied(batch) => applied += batch.events,
             Stepped::Failed { .. } => {
                 let (events, error) = isolate(pool, projections, schema, limits, tenant).await?;
                 applied += events;
@@ -526,7 +544,7 @@ async fn step_holding_back(
     }
     match first_error {
         Some(error) => Err(error),
-        None => Ok(applied),
+        None => Ok(isolated(applied)),
     }
 }
 
@@ -549,8 +567,8 @@ async fn isolate(
     let mut applied = 0;
     for _ in 0..limits.batch_events_max {
         match step_of(pool, projections, schema, one, Some(tenant), &[]).await? {
-            Stepped::Applied(0) => break,
-            Stepped::Applied(events) => applied += events,
+            Stepped::Applied(Batch { events: 0, .. }) => break,
+            Stepped::Applied(batch) => applied += batch.events,
             Stepped::Failed { error, .. } => return Ok((applied, Some(error))),
         }
     }
@@ -559,7 +577,7 @@ async fn isolate(
 
 /// What one transaction of [`step_with`] did.
 enum Stepped {
-    Applied(u64),
+    Applied(Batch),
     /// A projection could not apply the batch of these tenants: rolled back.
     Failed {
         tenants: Vec<TenantId>,
@@ -591,8 +609,9 @@ async fn step_of(
         // Release the shared projection locks now (a rebuild's swap waits
         // for them), not when the connection is next used.
         transaction.rollback().await?;
-        return Ok(Stepped::Applied(0));
+        return Ok(Stepped::Applied(Batch::default()));
     }
+    let leases_full = leases.len() as i64 >= limits.leases_max;
     match apply_leases(
         &mut transaction,
         projections,
@@ -602,9 +621,12 @@ async fn step_of(
     )
     .await
     {
-        Ok(events) => {
+        Ok(batch) => {
             transaction.commit().await?;
-            Ok(Stepped::Applied(events))
+            Ok(Stepped::Applied(Batch {
+                full: batch.full || leases_full,
+                ..batch
+            }))
         }
         Err(error @ ProjectionError::Apply { .. }) => {
             // Roll back now, not when the connection is next used: the
@@ -638,8 +660,9 @@ async fn ensure_all_checkpoints(
     Ok(())
 }
 
-/// Applies batches until nothing lags (or everything lagging is leased by
-/// another worker): the single step tests and `ledger project --once` drive.
+/// Applies batches until one reads up to the heads, stopping short of its
+/// limits (so nothing lags but what was appended meanwhile, or what another
+/// worker holds): the single step tests and `ledger project --once` drive.
 /// Returns the events read.
 pub async fn catch_up_all(
     pool: &PgPool,
@@ -682,11 +705,16 @@ pub async fn catch_up_holding_back(
     ensure_all_checkpoints(pool, projections, schema).await?;
     let mut applied = 0;
     while !stop() {
-        let events = step_holding_back(pool, projections, schema, limits, held_back).await?;
-        if events == 0 {
+        let batch = step_holding_back(pool, projections, schema, limits, held_back).await?;
+        applied += batch.events;
+        // A batch that stopped short of its limits read up to the heads as
+        // they were: what came since is only what was appended meanwhile.
+        // Returning lets a worker wait for more to gather (larger batches,
+        // each with one set of checkpoint writes and one commit) instead of
+        // applying every few events the moment they land.
+        if !batch.full {
             break;
         }
-        applied += events;
     }
     Ok(applied)
 }

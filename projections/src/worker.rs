@@ -305,7 +305,8 @@ impl ProjectionWork {
 }
 
 impl Work {
-    /// Applies what lags, batch by batch, until caught up or `shutdown`.
+    /// Applies what lags, batch by batch, until a batch reaches the heads or
+    /// `shutdown`; the run loop then lets further appends gather.
     async fn catch_up(
         &mut self,
         pool: &PgPool,
