@@ -163,3 +163,70 @@ async fn a_reaction_repeated_after_a_crash_takes_effect_once() {
         store.chain_head(tenant_id).await.unwrap().unwrap().seq
     );
 }
+
+/// Waits, at each tenant's first event, for another tenant's first event to
+/// be reacted to at the same time.
+struct Rendezvous {
+    barrier: tokio::sync::Barrier,
+}
+
+#[async_trait]
+impl Reactor for Rendezvous {
+    fn name(&self) -> &'static str {
+        "rendezvous"
+    }
+
+    async fn react(&self, _tenant_id: TenantId, event: &StoredEvent) -> Result<(), String> {
+        if event.tenant_seq == 1 {
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.barrier.wait())
+                .await
+                .map_err(|_| "no other tenant was reacted to meanwhile".to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_reactor_works_on_several_tenants_at_once() {
+    // Proves: lagging tenants are reacted to concurrently, each in its own
+    // order. Each tenant's first reaction waits for the other's; one tenant
+    // at a time would never get past the first.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let bus = CommandBus::start(
+        store.clone(),
+        BusConfig::default(),
+        Arc::new(Metrics::default()),
+    );
+    let mut tenants = Vec::new();
+    for name in ["acme", "globex"] {
+        let tenant_id = store.create_tenant(name).await.unwrap().tenant_id;
+        for index in 0..3 {
+            let key = IdempotencyKey::parse(&format!("raise-{index}")).unwrap();
+            bus.execute(
+                tenant_id,
+                key,
+                RaiseLimit {
+                    counter: "source".into(),
+                    to: 10 + index,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        tenants.push(tenant_id);
+    }
+    projections::status::register_reactors(store.pool(), &["rendezvous"])
+        .await
+        .unwrap();
+    let reactor = Rendezvous {
+        barrier: tokio::sync::Barrier::new(2),
+    };
+    assert_eq!(react_catch_up(store.pool(), &reactor).await.unwrap(), 6);
+    for tenant_id in tenants {
+        let checkpoint = projections::read::checkpoint(store.pool(), "rendezvous", tenant_id)
+            .await
+            .unwrap();
+        assert_eq!(checkpoint, 3);
+    }
+}

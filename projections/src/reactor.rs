@@ -11,6 +11,7 @@ use crate::runtime::{lock_key, ProjectionError, Step, BATCH_EVENTS_MAX, LOCK_NAM
 use aggregates::TenantId;
 use async_trait::async_trait;
 use eventstore::{EventStore, StoredEvent};
+use futures_util::stream::{self, StreamExt};
 use sqlx::PgPool;
 
 /// The idempotency key of the `n`th request process manager `name` submits
@@ -96,34 +97,63 @@ pub async fn react_step(
     })
 }
 
+/// Most tenants a reactor works on at once. Tenants are independent (each
+/// has its own checkpoint and its reactions in its own order), and a
+/// reaction mostly waits on the command it submits, so one tenant at a time
+/// leaves a reactor far behind the appends under load. Each tenant at work
+/// holds its checkpoint's transaction (a connection) while its reactions
+/// read with another, so at most half the pool's connections are taken.
+pub const REACTING_TENANTS_MAX: usize = 4;
+
 /// Reacts until no tenant lags (or the lagging ones are busy elsewhere).
 pub async fn react_catch_up(pool: &PgPool, reactor: &dyn Reactor) -> Result<u64, ProjectionError> {
     react_catch_up_with(pool, reactor, || false).await
 }
 
 /// [`react_catch_up`], stopping early (between batches) once `stop`
-/// answers true.
+/// answers true. Lagging tenants are reacted to concurrently, up to
+/// [`REACTING_TENANTS_MAX`] at once; each tenant's events in order.
 pub async fn react_catch_up_with(
     pool: &PgPool,
     reactor: &dyn Reactor,
     stop: impl Fn() -> bool,
 ) -> Result<u64, ProjectionError> {
+    let at_once = usize::try_from(pool.options().get_max_connections() / 2)
+        .unwrap_or(1)
+        .clamp(1, REACTING_TENANTS_MAX);
+    let stop = &stop;
     let mut applied = 0;
     loop {
+        let lagging = crate::runtime::lagging_tenants(pool, reactor.name()).await?;
+        let mut tenants = stream::iter(lagging)
+            .map(|tenant_id| react_tenant(pool, reactor, tenant_id, stop))
+            .buffer_unordered(at_once);
         let mut progressed = false;
-        for tenant_id in crate::runtime::lagging_tenants(pool, reactor.name()).await? {
-            while !stop() {
-                match react_step(pool, reactor, tenant_id).await? {
-                    Step::Applied { events, .. } => {
-                        applied += events as u64;
-                        progressed = true;
-                    }
-                    Step::UpToDate | Step::Busy => break,
-                }
-            }
+        while let Some(events) = tenants.next().await {
+            let events = events?;
+            applied += events;
+            progressed |= events > 0;
         }
         if !progressed || stop() {
             return Ok(applied);
         }
     }
+}
+
+/// Reacts to one tenant's events, batch by batch, until it is up to date,
+/// another worker holds it, or `stop`.
+async fn react_tenant(
+    pool: &PgPool,
+    reactor: &dyn Reactor,
+    tenant_id: TenantId,
+    stop: &impl Fn() -> bool,
+) -> Result<u64, ProjectionError> {
+    let mut applied = 0;
+    while !stop() {
+        match react_step(pool, reactor, tenant_id).await? {
+            Step::Applied { events, .. } => applied += events as u64,
+            Step::UpToDate | Step::Busy => break,
+        }
+    }
+    Ok(applied)
 }
