@@ -230,3 +230,74 @@ async fn a_reactor_works_on_several_tenants_at_once() {
         assert_eq!(checkpoint, 3);
     }
 }
+
+/// Refuses the first event of tenant `failing`; at the first event of any
+/// other tenant, waits until that refusal has happened.
+struct Refusing {
+    failing: TenantId,
+    refused: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Reactor for Refusing {
+    fn name(&self) -> &'static str {
+        "refusing"
+    }
+
+    async fn react(&self, tenant_id: TenantId, event: &StoredEvent) -> Result<(), String> {
+        if event.tenant_seq != 1 {
+            return Ok(());
+        }
+        if tenant_id == self.failing {
+            self.refused.notify_one();
+            return Err("refused".into());
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.refused.notified())
+            .await
+            .map_err(|_| "the other tenant was not refused meanwhile".to_string())
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_a_reactor_refuses_does_not_hold_back_the_others_at_work() {
+    // Proves: when one tenant's reaction fails, a tenant reacted to at the
+    // same time finishes its batch and its checkpoint advances; the error
+    // is still returned, and the failing tenant's checkpoint stays put.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let bus = CommandBus::start(
+        store.clone(),
+        BusConfig::default(),
+        Arc::new(Metrics::default()),
+    );
+    let mut tenants = Vec::new();
+    for name in ["acme", "globex"] {
+        let tenant_id = store.create_tenant(name).await.unwrap().tenant_id;
+        for index in 0..2 {
+            let key = IdempotencyKey::parse(&format!("raise-{index}")).unwrap();
+            bus.execute(
+                tenant_id,
+                key,
+                RaiseLimit {
+                    counter: "source".into(),
+                    to: 10 + index,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        tenants.push(tenant_id);
+    }
+    projections::status::register_reactors(store.pool(), &["refusing"])
+        .await
+        .unwrap();
+    let reactor = Refusing {
+        failing: tenants[0],
+        refused: tokio::sync::Notify::new(),
+    };
+    let error = react_catch_up(store.pool(), &reactor).await.unwrap_err();
+    assert!(error.to_string().ends_with("refused"), "{error}");
+    let checkpoint = |tenant_id| projections::read::checkpoint(store.pool(), "refusing", tenant_id);
+    assert_eq!(checkpoint(tenants[0]).await.unwrap(), 0);
+    assert_eq!(checkpoint(tenants[1]).await.unwrap(), 2);
+}

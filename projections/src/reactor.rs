@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use eventstore::{EventStore, StoredEvent};
 use futures_util::stream::{self, StreamExt};
 use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The idempotency key of the `n`th request process manager `name` submits
 /// in reaction to event `event_id`: `pm:<name>:<event_id>:<n>`. Derived
@@ -102,7 +103,9 @@ pub async fn react_step(
 /// reaction mostly waits on the command it submits, so one tenant at a time
 /// leaves a reactor far behind the appends under load. Each tenant at work
 /// holds its checkpoint's transaction (a connection) while its reactions
-/// read with another, so at most half the pool's connections are taken.
+/// read with another, so a reactor works on at most a quarter as many
+/// tenants as its pool has connections: half the pool at most, the rest
+/// left to the listener, the projection workers and the reads.
 pub const REACTING_TENANTS_MAX: usize = 4;
 
 /// Reacts until no tenant lags (or the lagging ones are busy elsewhere).
@@ -112,27 +115,42 @@ pub async fn react_catch_up(pool: &PgPool, reactor: &dyn Reactor) -> Result<u64,
 
 /// [`react_catch_up`], stopping early (between batches) once `stop`
 /// answers true. Lagging tenants are reacted to concurrently, up to
-/// [`REACTING_TENANTS_MAX`] at once; each tenant's events in order.
+/// [`REACTING_TENANTS_MAX`] at once; each tenant's events in order. When a
+/// tenant fails, the tenants at work meanwhile finish their batch (a failing
+/// tenant does not hold its neighbours back), no other starts, and the
+/// first error is returned.
 pub async fn react_catch_up_with(
     pool: &PgPool,
     reactor: &dyn Reactor,
     stop: impl Fn() -> bool,
 ) -> Result<u64, ProjectionError> {
-    let at_once = usize::try_from(pool.options().get_max_connections() / 2)
+    let at_once = usize::try_from(pool.options().get_max_connections() / 4)
         .unwrap_or(1)
         .clamp(1, REACTING_TENANTS_MAX);
-    let stop = &stop;
+    let failed = AtomicBool::new(false);
+    let halt = || stop() || failed.load(Ordering::Relaxed);
     let mut applied = 0;
     loop {
         let lagging = crate::runtime::lagging_tenants(pool, reactor.name()).await?;
         let mut tenants = stream::iter(lagging)
-            .map(|tenant_id| react_tenant(pool, reactor, tenant_id, stop))
+            .map(|tenant_id| react_tenant(pool, reactor, tenant_id, &halt))
             .buffer_unordered(at_once);
         let mut progressed = false;
-        while let Some(events) = tenants.next().await {
-            let events = events?;
-            applied += events;
-            progressed |= events > 0;
+        let mut first_error = None;
+        while let Some(reacted) = tenants.next().await {
+            match reacted {
+                Ok(events) => {
+                    applied += events;
+                    progressed |= events > 0;
+                }
+                Err(error) => {
+                    failed.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
         }
         if !progressed || stop() {
             return Ok(applied);

@@ -408,7 +408,9 @@ pub(crate) async fn apply_leases(
     advance(connection, &advances).await?;
     Ok(Batch {
         events: events.len() as u64,
-        full: runs.values().any(|run| run.1 >= per_tenant_max),
+        full: runs
+            .values()
+            .any(|run| run.1 >= per_tenant_max.min(eventstore::read::READ_PAGE_MAX)),
     })
 }
 
@@ -514,9 +516,12 @@ async fn step_holding_back(
     limits: Limits,
     held_back: HeldPartitions<'_>,
 ) -> Result<Batch, ProjectionError> {
-    // After a failed batch, what the tenants applied one by one counts as a
-    // full batch: the next one goes on at once.
-    let isolated = |events| Batch { events, full: true };
+    // After a failed batch, the tenants applied one by one count as a full
+    // batch when they applied anything: the next one goes on at once.
+    let isolated = |events| Batch {
+        events,
+        full: events > 0,
+    };
     let tenants = match step_of(pool, projections, schema, limits, None, held_back).await {
         Ok(Stepped::Applied(batch)) => return Ok(batch),
         Ok(Stepped::Failed { tenants, .. }) if tenants.len() == 1 => {
