@@ -193,29 +193,7 @@ async fn a_reactor_works_on_several_tenants_at_once() {
     // at a time would never get past the first.
     let db = TestDatabase::new().await;
     let store = db.store();
-    let bus = CommandBus::start(
-        store.clone(),
-        BusConfig::default(),
-        Arc::new(Metrics::default()),
-    );
-    let mut tenants = Vec::new();
-    for name in ["acme", "globex"] {
-        let tenant_id = store.create_tenant(name).await.unwrap().tenant_id;
-        for index in 0..3 {
-            let key = IdempotencyKey::parse(&format!("raise-{index}")).unwrap();
-            bus.execute(
-                tenant_id,
-                key,
-                RaiseLimit {
-                    counter: "source".into(),
-                    to: 10 + index,
-                },
-            )
-            .await
-            .unwrap();
-        }
-        tenants.push(tenant_id);
-    }
+    let tenants = two_tenants_with_events(store, 3).await;
     projections::status::register_reactors(store.pool(), &["rendezvous"])
         .await
         .unwrap();
@@ -265,6 +243,23 @@ async fn a_tenant_a_reactor_refuses_does_not_hold_back_the_others_at_work() {
     // is still returned, and the failing tenant's checkpoint stays put.
     let db = TestDatabase::new().await;
     let store = db.store();
+    let tenants = two_tenants_with_events(store, 2).await;
+    projections::status::register_reactors(store.pool(), &["refusing"])
+        .await
+        .unwrap();
+    let reactor = Refusing {
+        failing: tenants[0],
+        refused: tokio::sync::Notify::new(),
+    };
+    let error = react_catch_up(store.pool(), &reactor).await.unwrap_err();
+    assert!(error.to_string().ends_with("refused"), "{error}");
+    let checkpoint = |tenant_id| projections::read::checkpoint(store.pool(), "refusing", tenant_id);
+    assert_eq!(checkpoint(tenants[0]).await.unwrap(), 0);
+    assert_eq!(checkpoint(tenants[1]).await.unwrap(), 2);
+}
+
+/// Two tenants, each with `count` events (raises of one counter).
+async fn two_tenants_with_events(store: &eventstore::EventStore, count: i64) -> Vec<TenantId> {
     let bus = CommandBus::start(
         store.clone(),
         BusConfig::default(),
@@ -273,7 +268,7 @@ async fn a_tenant_a_reactor_refuses_does_not_hold_back_the_others_at_work() {
     let mut tenants = Vec::new();
     for name in ["acme", "globex"] {
         let tenant_id = store.create_tenant(name).await.unwrap().tenant_id;
-        for index in 0..2 {
+        for index in 0..count {
             let key = IdempotencyKey::parse(&format!("raise-{index}")).unwrap();
             bus.execute(
                 tenant_id,
@@ -288,16 +283,5 @@ async fn a_tenant_a_reactor_refuses_does_not_hold_back_the_others_at_work() {
         }
         tenants.push(tenant_id);
     }
-    projections::status::register_reactors(store.pool(), &["refusing"])
-        .await
-        .unwrap();
-    let reactor = Refusing {
-        failing: tenants[0],
-        refused: tokio::sync::Notify::new(),
-    };
-    let error = react_catch_up(store.pool(), &reactor).await.unwrap_err();
-    assert!(error.to_string().ends_with("refused"), "{error}");
-    let checkpoint = |tenant_id| projections::read::checkpoint(store.pool(), "refusing", tenant_id);
-    assert_eq!(checkpoint(tenants[0]).await.unwrap(), 0);
-    assert_eq!(checkpoint(tenants[1]).await.unwrap(), 2);
+    tenants
 }
