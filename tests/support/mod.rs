@@ -204,23 +204,25 @@ pub async fn assert_mixed_effects(
         );
     }
     for (pattern, event_types, wanted) in [
-        ("pm:commissions:%", "{LineAccrued}", expected.commissions),
+        (
+            "pm:commissions:%",
+            &["LineAccrued"][..],
+            expected.commissions,
+        ),
         (
             "pm:scheduler:%",
-            "{LinePayable,InspectionClosed}",
+            &["LinePayable", "InspectionClosed"],
             expected.scheduled,
         ),
     ] {
-        let (events, keys): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(DISTINCT idempotency_key) FROM events \
-             WHERE idempotency_key LIKE $1 AND event_type = ANY($2::text[])",
-        )
-        .bind(pattern)
-        .bind(event_types)
-        .fetch_one(db.store().pool())
-        .await
-        .unwrap();
-        assert_eq!((events, keys), (wanted, wanted), "{pattern} {event_types}");
+        let (events, keys) = mixed::reactions_under(db.store(), pattern, event_types)
+            .await
+            .unwrap();
+        assert_eq!(
+            (events, keys),
+            (wanted, wanted),
+            "{pattern} {event_types:?}"
+        );
     }
     let (refused,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM scheduler_runs WHERE outcome = 'refused'")

@@ -123,14 +123,7 @@ async fn check_effects(store: &EventStore, flows: &[super::Flow]) -> Result<(), 
         ("pm:commissions:%", "LineAccrued", expected.commissions),
         ("pm:scheduler:%", "InspectionClosed", escrows),
     ] {
-        let (events, keys): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(DISTINCT idempotency_key) FROM events \
-             WHERE idempotency_key LIKE $1 AND event_type = $2",
-        )
-        .bind(pattern)
-        .bind(event_type)
-        .fetch_one(store.pool())
-        .await?;
+        let (events, keys) = super::reactions_under(store, pattern, &[event_type]).await?;
         if (events, keys) != (count, count) {
             return Err(BenchError::Setup(format!(
                 "{event_type} under {pattern}: {events} events, {keys} keys, of {count}"

@@ -584,6 +584,24 @@ pub async fn event_counts(
     Ok(rows.into_iter().collect())
 }
 
+/// Events of `event_types` appended under keys like `pattern` (`LIKE`), and
+/// the distinct keys they came under: reactions taken once each have as
+/// many keys as events.
+pub async fn reactions_under(
+    store: &eventstore::EventStore,
+    pattern: &str,
+    event_types: &[&str],
+) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), count(DISTINCT idempotency_key) FROM events \
+         WHERE idempotency_key LIKE $1 AND event_type = ANY($2::text[])",
+    )
+    .bind(pattern)
+    .bind(event_types)
+    .fetch_one(store.pool())
+    .await
+}
+
 /// What complete flows make: events by type, and journal totals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
