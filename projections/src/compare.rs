@@ -24,8 +24,18 @@ use eventstore::{EventStore, StoredEvent, TenantRange};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::mpsc;
 use uuid::Uuid;
+
+/// Pages of events another reader of the same history hands over (each page
+/// one tenant's, in seq order, and a tenant's pages in seq order), so that a
+/// comparison need not read them again: see [`compare_all_with_replay_fed`].
+pub type EventFeed = mpsc::Receiver<Arc<Vec<StoredEvent>>>;
+
+/// Events a comparison gathers from its feed before applying them.
+const FED_BATCH_EVENTS: usize = 10_000;
 
 /// Most differing rows a comparison lists per table (the first by key);
 /// [`Comparison::differing_rows`] counts them all.
@@ -100,10 +110,25 @@ pub async fn compare_all_with_replay(
     tenants: Option<&[TenantId]>,
     quiet: bool,
 ) -> Result<Vec<Comparison>, ProjectionError> {
+    compare_all_with_replay_fed(pool, projections, tenants, quiet, None).await
+}
+
+/// [`compare_all_with_replay`], replaying first the events `feed` hands
+/// over (until its sender is dropped) instead of reading them; whatever the
+/// feed leaves out (a tenant it skips or stops short of the checkpoint, a
+/// hole in its seqs) is then read from the store as usual, where a missing
+/// event is found and named.
+pub async fn compare_all_with_replay_fed(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    tenants: Option<&[TenantId]>,
+    quiet: bool,
+    feed: Option<EventFeed>,
+) -> Result<Vec<Comparison>, ProjectionError> {
     // A session of its own, closed afterwards: the scratch tables are its
     // temporary tables, and its search path is changed for the replay.
     let mut connection = pool.acquire().await?.detach();
-    let result = compare_on(&mut connection, projections, tenants, quiet).await;
+    let result = compare_on(&mut connection, projections, tenants, quiet, feed).await;
     let _ = connection.close().await;
     result
 }
@@ -113,11 +138,15 @@ async fn compare_on(
     projections: &[&dyn Projection],
     tenants: Option<&[TenantId]>,
     quiet: bool,
+    feed: Option<EventFeed>,
 ) -> Result<Vec<Comparison>, ProjectionError> {
     create_scratch_tables(&mut *connection, projections).await?;
     // The bulk, without holding up live workers.
     let bounds = all_live_checkpoints(&mut *connection, projections, tenants).await?;
     let mut scratch = Scratch::new(projections, &bounds, quiet);
+    if let Some(feed) = feed {
+        scratch.replay_fed(&mut *connection, feed, &bounds).await?;
+    }
     scratch.replay_up_to(&mut *connection, &bounds).await?;
     // The rest, with live batches paused so the live tables match their
     // checkpoints.
@@ -151,6 +180,14 @@ async fn create_scratch_tables(
     sqlx::query("SELECT set_config('search_path', 'pg_temp, public', false)")
         .execute(&mut *connection)
         .await?;
+    // The scratch tables stay in the session's own buffers (set before its
+    // first temporary table), and each table's comparison joins in memory.
+    // Both are ceilings, taken only as far as the tables need them.
+    sqlx::query("SELECT set_config('temp_buffers', $1, false), set_config('work_mem', $2, false)")
+        .bind(SCRATCH_BUFFERS)
+        .bind(COMPARE_WORK_MEM)
+        .execute(&mut *connection)
+        .await?;
     for table in projections
         .iter()
         .flat_map(|projection| projection.tables())
@@ -164,6 +201,12 @@ async fn create_scratch_tables(
     }
     Ok(())
 }
+
+/// Most memory the session keeps its scratch tables in before spilling.
+const SCRATCH_BUFFERS: &str = "256MB";
+
+/// Memory a table's comparison may join in before spilling.
+const COMPARE_WORK_MEM: &str = "64MB";
 
 /// Each projection's live checkpoints, in order.
 async fn all_live_checkpoints(
@@ -306,6 +349,9 @@ struct Replay<'a> {
     projection: &'a dyn Projection,
     applied: HashMap<TenantId, i64>,
     failures: BTreeMap<TenantId, ReplayFailure>,
+    /// Tenants whose fed events stopped being contiguous: the rest of them
+    /// is read from the store.
+    unfed: HashSet<TenantId>,
 }
 
 /// One tenant's events of a batch.
@@ -339,6 +385,7 @@ impl<'a> Scratch<'a> {
                     projection: *projection,
                     applied: HashMap::new(),
                     failures: BTreeMap::new(),
+                    unfed: HashSet::new(),
                 })
                 .collect(),
             progress: Progress::new(&format!("compare {}", names.join(", ")), total, quiet),
@@ -423,6 +470,35 @@ impl<'a> Scratch<'a> {
         Ok(())
     }
 
+    /// Replays the pages `feed` hands over, gathered into batches of about
+    /// [`FED_BATCH_EVENTS`], each projection up to its bound for a tenant.
+    async fn replay_fed(
+        &mut self,
+        connection: &mut PgConnection,
+        mut feed: EventFeed,
+        bounds: &[BTreeMap<TenantId, i64>],
+    ) -> Result<(), ProjectionError> {
+        while let Some(page) = feed.recv().await {
+            let mut pages = vec![page];
+            let mut gathered = pages[0].len();
+            while gathered < FED_BATCH_EVENTS {
+                match feed.try_recv() {
+                    Ok(page) => {
+                        gathered += page.len();
+                        pages.push(page);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.progress.advance(gathered as u64);
+            for (index, replay) in self.replays.iter_mut().enumerate() {
+                let runs = replay.fed_runs(&pages, &bounds[index]);
+                replay.apply_runs(&mut *connection, &runs).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Per tenant, what some projection still has to replay: from the
     /// lowest point a projection (not failed there) reached to the highest
     /// bound.
@@ -451,6 +527,49 @@ impl Replay<'_> {
             tenant_seq,
             message,
         });
+    }
+
+    /// Each tenant's run of fed `pages` this replay applies next: the events
+    /// right after the last it applied, up to its `bounds`, as long as their
+    /// seqs run on without a gap (a tenant with a gap is left to the store).
+    fn fed_runs<'e>(
+        &mut self,
+        pages: &'e [Arc<Vec<StoredEvent>>],
+        bounds: &BTreeMap<TenantId, i64>,
+    ) -> Vec<Run<'e>> {
+        let mut runs: Vec<Run<'e>> = Vec::new();
+        let mut run_of: HashMap<TenantId, usize> = HashMap::new();
+        for event in pages.iter().flat_map(|page| page.iter()) {
+            let tenant_id = event.tenant_id;
+            let Some(until_seq) = bounds.get(&tenant_id).copied() else {
+                continue;
+            };
+            if event.tenant_seq > until_seq
+                || self.failures.contains_key(&tenant_id)
+                || self.unfed.contains(&tenant_id)
+            {
+                continue;
+            }
+            let index = *run_of.entry(tenant_id).or_insert_with(|| {
+                runs.push(Run {
+                    tenant_id,
+                    events: Vec::new(),
+                });
+                runs.len() - 1
+            });
+            let run = &mut runs[index];
+            let last = run.events.last().map_or_else(
+                || self.applied.get(&tenant_id).copied().unwrap_or(0),
+                |event| event.tenant_seq,
+            );
+            if event.tenant_seq == last + 1 {
+                run.events.push(event);
+            } else if event.tenant_seq > last + 1 {
+                self.unfed.insert(tenant_id);
+            }
+        }
+        runs.retain(|run| !run.events.is_empty());
+        runs
     }
 
     /// Applies `runs` together; when the projection refuses, finds the tenant
@@ -662,4 +781,72 @@ async fn compare_table(
         .collect();
     differences.sort_by_cached_key(|difference| difference.key.to_string());
     Ok((differences, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventstore::{ChainHash, JsonText};
+
+    fn event(tenant_id: TenantId, tenant_seq: i64) -> StoredEvent {
+        StoredEvent {
+            tenant_id,
+            tenant_seq,
+            global_position: tenant_seq,
+            transaction_id: 1,
+            aggregate_type: "quota".into(),
+            aggregate_id: "q".into(),
+            aggregate_seq: tenant_seq,
+            event_id: Uuid::nil(),
+            event_type: "Consumed".into(),
+            event_version: "1".into(),
+            payload: JsonText::canonical(&serde_json::json!({})).unwrap(),
+            metadata: JsonText::canonical(&serde_json::json!({})).unwrap(),
+            idempotency_key: format!("k{tenant_seq}"),
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+            prev_hash: ChainHash::from_slice(&[0; 32]).unwrap(),
+            hash: ChainHash::from_slice(&[0; 32]).unwrap(),
+        }
+    }
+
+    fn seqs(runs: &[Run<'_>]) -> Vec<(TenantId, Vec<i64>)> {
+        runs.iter()
+            .map(|run| {
+                let seqs = run.events.iter().map(|event| event.tenant_seq).collect();
+                (run.tenant_id, seqs)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fed_runs_take_each_tenants_next_events_up_to_its_bound_and_stop_at_a_gap() {
+        let (a, b, c) = (
+            TenantId::from_uuid(Uuid::from_u128(1)),
+            TenantId::from_uuid(Uuid::from_u128(2)),
+            TenantId::from_uuid(Uuid::from_u128(3)),
+        );
+        let pages = vec![
+            Arc::new(vec![event(a, 2), event(a, 3)]),
+            Arc::new(vec![event(b, 1), event(b, 2), event(b, 4), event(b, 5)]),
+            Arc::new(vec![event(a, 4), event(a, 5), event(a, 6)]),
+            Arc::new(vec![event(c, 1)]),
+        ];
+        let mut replay = Replay {
+            projection: &crate::stream_index::StreamIndex,
+            applied: HashMap::from([(a, 1)]),
+            failures: BTreeMap::new(),
+            unfed: HashSet::new(),
+        };
+        // `a` up to its bound 5, `b` up to its gap at 3, `c` has no bound.
+        let bounds = BTreeMap::from([(a, 5), (b, 9)]);
+        let runs = replay.fed_runs(&pages, &bounds);
+        assert_eq!(seqs(&runs), vec![(a, vec![2, 3, 4, 5]), (b, vec![1, 2])]);
+        assert_eq!(replay.unfed, HashSet::from([b]));
+
+        // A tenant already left to the store, or failed, is fed no more.
+        replay.applied.insert(a, 5);
+        replay.fail(a, 6, "refused".into());
+        let pages = vec![Arc::new(vec![event(a, 6), event(b, 3)])];
+        assert!(replay.fed_runs(&pages, &bounds).is_empty());
+    }
 }

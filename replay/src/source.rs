@@ -5,7 +5,7 @@
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use eventstore::chain::EventFields;
-use eventstore::{ChainHash, StoreError};
+use eventstore::{ChainHash, EventStore, StoreError, StoredEvent, TenantRange};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -49,6 +49,27 @@ impl AuditEvent {
             metadata: &self.metadata,
             idempotency_key: &self.idempotency_key,
             recorded_at_micros: self.recorded_at.timestamp_micros(),
+        }
+    }
+}
+
+impl From<&StoredEvent> for AuditEvent {
+    fn from(event: &StoredEvent) -> Self {
+        Self {
+            tenant_id: event.tenant_id,
+            tenant_seq: event.tenant_seq,
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            aggregate_seq: event.aggregate_seq,
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            event_version: event.event_version.clone(),
+            payload: event.payload.as_str().to_string(),
+            metadata: event.metadata.as_str().to_string(),
+            idempotency_key: event.idempotency_key.clone(),
+            recorded_at: event.recorded_at,
+            prev_hash: event.prev_hash,
+            hash: event.hash,
         }
     }
 }
@@ -101,4 +122,19 @@ pub async fn page(
         .fetch_all(connection)
         .await?;
     rows.iter().map(|row| from_row(tenant_id, row)).collect()
+}
+
+/// A page of a tenant's events after `after_seq` as the store reads them
+/// (every column, for a projection to apply too), in seq order.
+pub async fn stored_page(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    after_seq: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let range = TenantRange {
+        tenant_id,
+        after_seq,
+        until_seq: i64::MAX,
+    };
+    EventStore::read_tenants_on(connection, &[range], PAGE_EVENTS).await
 }

@@ -1,30 +1,42 @@
 //! `ledger verify`: everything an auditor can check without trusting the
 //! server.
 //!
-//! Per tenant, in one consistent snapshot, streaming (one page in memory at a
-//! time): the hash chain recomputed from the stored columns, `tenant_seq`
+//! Per tenant, in one consistent snapshot, streaming (a few pages in memory
+//! at a time): the hash chain recomputed from the stored columns, `tenant_seq`
 //! gapless from 1, the chain head row equal to the last event, and the
 //! domain replaying its own history (every aggregate's sequence gapless,
 //! every event decodable and exactly what the aggregate decides, from the
 //! state before it, for the command it records: see `state`; the journal
-//! balanced and within account flags). Then every projection is rebuilt into
-//! scratch tables and compared row by row with the live read tables. Every
+//! balanced and within account flags). Meanwhile every projection is
+//! rebuilt into scratch tables from the same pages (the events are read
+//! once), and then compared row by row with the live read tables. Every
 //! finding names the tenant and seq, or the table and key; a tenant whose
 //! history a projection cannot replay is named with the seq it stopped at,
 //! and everything else is still checked.
 
-use crate::source::{page, AuditEvent, PAGE_EVENTS};
+use crate::source::{stored_page, AuditEvent, PAGE_EVENTS};
 use crate::state::{ReplayFinding, TenantState};
 use aggregates::TenantId;
 use eventstore::chain::ChainChecker;
-use eventstore::{check_text_event, ChainFinding, ChainHash, EventStore, StoreError, GENESIS};
-use projections::compare::{compare_all_with_replay, Difference, ReplayFailure};
+use eventstore::{
+    check_text_event, ChainFinding, ChainHash, EventStore, StoreError, StoredEvent, GENESIS,
+};
+use projections::compare::{compare_all_with_replay_fed, Difference, ReplayFailure};
 use projections::progress::Progress;
 use projections::{Projection, ProjectionError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Pages read ahead of the projection comparison, which replays the pages
+/// the chain walk reads.
+const FEED_PAGES: usize = 4;
+
+/// Where the chain walk hands its pages to the projection comparison;
+/// `None` once the comparison stopped taking them.
+type Feed = Option<mpsc::Sender<Arc<Vec<StoredEvent>>>>;
 
 /// One thing found wrong in a tenant's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -370,11 +382,13 @@ impl TenantAudit {
 }
 
 /// Verifies a tenant inside one repeatable-read snapshot (so the head and the
-/// events agree even while others append).
+/// events agree even while others append), handing each page to `feed`
+/// before checking it.
 async fn verify_tenant(
     store: &EventStore,
     tenant_id: TenantId,
     progress: &mut Progress,
+    feed: &mut Feed,
 ) -> Result<TenantVerdict, VerifyError> {
     let mut transaction = store.pool().begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -402,11 +416,16 @@ async fn verify_tenant(
     };
     let mut after_seq = 0;
     loop {
-        let events = page(&mut transaction, tenant_id, after_seq, i64::MAX).await?;
+        let events = Arc::new(stored_page(&mut transaction, tenant_id, after_seq).await?);
         let Some(last) = events.last() else { break };
         after_seq = last.tenant_seq;
-        for event in &events {
-            audit.check(event, None);
+        if let Some(sender) = feed.as_ref() {
+            if sender.send(Arc::clone(&events)).await.is_err() {
+                *feed = None;
+            }
+        }
+        for event in events.iter() {
+            audit.check(&AuditEvent::from(event), None);
         }
         progress.advance(events.len() as u64);
         if (events.len() as i64) < PAGE_EVENTS {
@@ -463,20 +482,30 @@ pub async fn verify_database(
     let total: i64 = heads.iter().map(|head| head.seq).sum();
     // The projections are replayed and compared on a task (and a database
     // session) of their own while the tenants' chains and histories are
-    // checked here: the two share no state and overlap on both sides.
+    // checked here: the two overlap on both sides, and the comparison
+    // replays the pages this walk reads instead of reading them again.
     let filter: Option<Vec<TenantId>> = tenant.map(|tenant_id| vec![tenant_id]);
+    let (sender, receiver) = mpsc::channel(FEED_PAGES);
+    let mut feed: Feed = Some(sender);
     let comparing = {
         let pool = store.pool().clone();
         let projections = projections.to_vec();
         tokio::spawn(async move {
             let projections: Vec<&dyn Projection> = projections.iter().map(AsRef::as_ref).collect();
-            compare_all_with_replay(&pool, &projections, filter.as_deref(), quiet).await
+            compare_all_with_replay_fed(
+                &pool,
+                &projections,
+                filter.as_deref(),
+                quiet,
+                Some(receiver),
+            )
+            .await
         })
     };
     let mut progress = Progress::new("verify", u64::try_from(total).unwrap_or(0), quiet);
     let mut verdicts = Vec::with_capacity(tenants.len());
     for tenant_id in tenants {
-        match verify_tenant(store, tenant_id, &mut progress).await {
+        match verify_tenant(store, tenant_id, &mut progress, &mut feed).await {
             Ok(verdict) => verdicts.push(verdict),
             Err(error) => {
                 comparing.abort();
@@ -485,6 +514,8 @@ pub async fn verify_database(
         }
     }
     progress.finish();
+    // The comparison replays the rest from the store.
+    drop(feed);
     let comparisons = comparing
         .await
         .map_err(|error| VerifyError::Interrupted(error.to_string()))??;
