@@ -289,6 +289,9 @@ pub enum VerifyError {
     /// The comparison's task ended without an answer (a defect).
     #[error("the projection comparison stopped: {0}")]
     Interrupted(String),
+    /// The reading of the tenants ended without an answer (a defect).
+    #[error("the reading of the events stopped: {0}")]
+    ReadInterrupted(String),
 }
 
 impl From<sqlx::Error> for VerifyError {
@@ -381,59 +384,150 @@ impl TenantAudit {
     }
 }
 
-/// Verifies a tenant inside one repeatable-read snapshot (so the head and the
-/// events agree even while others append), handing each page to `feed`
-/// before checking it.
-async fn verify_tenant(
-    store: &EventStore,
-    tenant_id: TenantId,
-    progress: &mut Progress,
-    feed: &mut Feed,
-) -> Result<TenantVerdict, VerifyError> {
-    let mut transaction = store.pool().begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *transaction)
-        .await?;
-    let head: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT last_seq, last_hash FROM chain_heads WHERE tenant_id = $1")
-            .bind(tenant_id.as_uuid())
-            .fetch_optional(&mut *transaction)
+/// What the reading of the tenants hands their walk: a tenant's chain head
+/// row (`None` when it has none), then that tenant's pages in seq order.
+enum Read {
+    Head(TenantId, Option<(i64, Vec<u8>)>),
+    Page(Arc<Vec<StoredEvent>>),
+}
+
+/// Pages the reading of the tenants runs ahead of their walk.
+const READ_AHEAD_PAGES: usize = 2;
+
+/// Reads every tenant, each inside one repeatable-read snapshot (so the
+/// head and the events agree even while others append), handing each page
+/// to `feed` and then to `walk`, while the walk checks the pages before.
+/// Stops early, without error, when the walk stopped taking them.
+async fn read_tenants(
+    store: EventStore,
+    tenants: Vec<TenantId>,
+    walk: mpsc::Sender<Read>,
+    mut feed: Feed,
+) -> Result<(), VerifyError> {
+    for tenant_id in tenants {
+        let mut transaction = store.pool().begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *transaction)
             .await?;
-    let mut audit = TenantAudit::default();
-    let (head_seq, head_hash) = match head {
-        Some((seq, hash)) => {
-            let hash = ChainHash::from_slice(&hash).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "chain head hash of tenant {tenant_id} is not 32 bytes"
-                ))
-            })?;
-            (seq, hash)
+        let head: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT last_seq, last_hash FROM chain_heads WHERE tenant_id = $1")
+                .bind(tenant_id.as_uuid())
+                .fetch_optional(&mut *transaction)
+                .await?;
+        if walk.send(Read::Head(tenant_id, head)).await.is_err() {
+            return Ok(());
         }
-        None => {
-            audit.findings.push(Finding::MissingHead);
-            (0, GENESIS)
-        }
-    };
-    let mut after_seq = 0;
-    loop {
-        let events = Arc::new(stored_page(&mut transaction, tenant_id, after_seq).await?);
-        let Some(last) = events.last() else { break };
-        after_seq = last.tenant_seq;
-        if let Some(sender) = feed.as_ref() {
-            if sender.send(Arc::clone(&events)).await.is_err() {
-                *feed = None;
+        let mut after_seq = 0;
+        loop {
+            let events = Arc::new(stored_page(&mut transaction, tenant_id, after_seq).await?);
+            let Some(last) = events.last() else { break };
+            after_seq = last.tenant_seq;
+            let full = events.len() as i64 >= PAGE_EVENTS;
+            if let Some(sender) = feed.as_ref() {
+                if sender.send(Arc::clone(&events)).await.is_err() {
+                    feed = None;
+                }
+            }
+            if walk.send(Read::Page(events)).await.is_err() {
+                return Ok(());
+            }
+            if !full {
+                break;
             }
         }
-        for event in events.iter() {
-            audit.check(&AuditEvent::from(event), None);
-        }
-        progress.advance(events.len() as u64);
-        if (events.len() as i64) < PAGE_EVENTS {
-            break;
+        transaction.commit().await?;
+    }
+    Ok(())
+}
+
+/// One tenant's walk under way.
+struct Walking {
+    tenant_id: TenantId,
+    audit: TenantAudit,
+    head_seq: i64,
+    head_hash: ChainHash,
+}
+
+impl Walking {
+    fn start(tenant_id: TenantId, head: Option<(i64, Vec<u8>)>) -> Result<Self, VerifyError> {
+        let mut audit = TenantAudit::default();
+        let (head_seq, head_hash) = match head {
+            Some((seq, hash)) => {
+                let hash = ChainHash::from_slice(&hash).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "chain head hash of tenant {tenant_id} is not 32 bytes"
+                    ))
+                })?;
+                (seq, hash)
+            }
+            None => {
+                audit.findings.push(Finding::MissingHead);
+                (0, GENESIS)
+            }
+        };
+        Ok(Self {
+            tenant_id,
+            audit,
+            head_seq,
+            head_hash,
+        })
+    }
+
+    fn finish(self) -> TenantVerdict {
+        self.audit
+            .finish(self.tenant_id, self.head_seq, self.head_hash)
+            .0
+    }
+}
+
+/// Checks every tenant's chain and history as [`read_tenants`] reads them
+/// (on a task of its own, a page or two ahead); their verdicts in order.
+async fn walk_tenants(
+    store: &EventStore,
+    tenants: Vec<TenantId>,
+    feed: Feed,
+    progress: &mut Progress,
+) -> Result<Vec<TenantVerdict>, VerifyError> {
+    let mut verdicts = Vec::with_capacity(tenants.len());
+    let (sender, mut pages) = mpsc::channel(READ_AHEAD_PAGES);
+    let mut reading = ReadTask(tokio::spawn(read_tenants(
+        store.clone(),
+        tenants,
+        sender,
+        feed,
+    )));
+    let mut walking: Option<Walking> = None;
+    while let Some(read) = pages.recv().await {
+        match read {
+            Read::Head(tenant_id, head) => {
+                verdicts.extend(walking.take().map(Walking::finish));
+                walking = Some(Walking::start(tenant_id, head)?);
+            }
+            Read::Page(events) => {
+                if let Some(walking) = walking.as_mut() {
+                    for event in events.iter() {
+                        walking.audit.check(&AuditEvent::from(event), None);
+                    }
+                }
+                progress.advance(events.len() as u64);
+            }
         }
     }
-    transaction.commit().await?;
-    Ok(audit.finish(tenant_id, head_seq, head_hash).0)
+    // The reading ended: with every tenant read, or with an error.
+    (&mut reading.0)
+        .await
+        .map_err(|error| VerifyError::ReadInterrupted(error.to_string()))??;
+    verdicts.extend(walking.take().map(Walking::finish));
+    Ok(verdicts)
+}
+
+/// The reading of the tenants, stopped when the walk ends unfinished.
+struct ReadTask(tokio::task::JoinHandle<Result<(), VerifyError>>);
+
+impl Drop for ReadTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Every tenant the database knows of: those with a tenant row, a chain
@@ -486,7 +580,7 @@ pub async fn verify_database(
     // replays the pages this walk reads instead of reading them again.
     let filter: Option<Vec<TenantId>> = tenant.map(|tenant_id| vec![tenant_id]);
     let (sender, receiver) = mpsc::channel(FEED_PAGES);
-    let mut feed: Feed = Some(sender);
+    let feed: Feed = Some(sender);
     let comparing = {
         let pool = store.pool().clone();
         let projections = projections.to_vec();
@@ -503,19 +597,16 @@ pub async fn verify_database(
         })
     };
     let mut progress = Progress::new("verify", u64::try_from(total).unwrap_or(0), quiet);
-    let mut verdicts = Vec::with_capacity(tenants.len());
-    for tenant_id in tenants {
-        match verify_tenant(store, tenant_id, &mut progress, &mut feed).await {
-            Ok(verdict) => verdicts.push(verdict),
-            Err(error) => {
-                comparing.abort();
-                return Err(error);
-            }
+    // The comparison replays what the feed leaves out from the store once
+    // the reading of the tenants ends (and drops the feed).
+    let verdicts = match walk_tenants(store, tenants, feed, &mut progress).await {
+        Ok(verdicts) => verdicts,
+        Err(error) => {
+            comparing.abort();
+            return Err(error);
         }
-    }
+    };
     progress.finish();
-    // The comparison replays the rest from the store.
-    drop(feed);
     let comparisons = comparing
         .await
         .map_err(|error| VerifyError::Interrupted(error.to_string()))??;
