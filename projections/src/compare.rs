@@ -34,15 +34,18 @@ use uuid::Uuid;
 /// comparison need not read them again: see [`compare_all_with_replay_fed`].
 pub type EventFeed = mpsc::Receiver<Arc<Vec<StoredEvent>>>;
 
-/// Events a comparison gathers from its feed before applying them.
+/// Events a comparison gathers from its feed before applying them, as far
+/// as the pages already handed over go (a batch may hold up to one page
+/// more, and one tenant's run a whole page).
 const FED_BATCH_EVENTS: usize = 10_000;
 
 /// Most differing rows a comparison lists per table (the first by key);
 /// [`Comparison::differing_rows`] counts them all.
 pub const DIFFERENCES_MAX: i64 = 100;
 
-/// Tenants replayed together in one batch (each up to
-/// [`BATCH_EVENTS_MAX`] events, so a batch holds at most 10,000 events).
+/// Tenants replayed together in one batch read from the store (each up to
+/// [`BATCH_EVENTS_MAX`] events, so such a batch holds at most 10,000
+/// events).
 const TENANTS_PER_BATCH: usize = 10;
 
 /// A row that differs between a live table and a fresh replay.
@@ -110,24 +113,27 @@ pub async fn compare_all_with_replay(
     tenants: Option<&[TenantId]>,
     quiet: bool,
 ) -> Result<Vec<Comparison>, ProjectionError> {
-    compare_all_with_replay_fed(pool, projections, tenants, quiet, None).await
+    // A session of its own, closed afterwards: the scratch tables are its
+    // temporary tables, and its search path is changed for the replay.
+    let connection = pool.acquire().await?.detach();
+    compare_all_with_replay_fed(connection, projections, tenants, quiet, None).await
 }
 
-/// [`compare_all_with_replay`], replaying first the events `feed` hands
-/// over (until its sender is dropped) instead of reading them; whatever the
-/// feed leaves out (a tenant it skips or stops short of the checkpoint, a
-/// hole in its seqs) is then read from the store as usual, where a missing
-/// event is found and named.
+/// [`compare_all_with_replay`] on `connection`, a session of its own
+/// (detached from any pool: it is changed for the replay, and closed at the
+/// end), replaying first the events `feed` hands over (until its sender is
+/// dropped) instead of reading them; whatever the feed leaves out (a tenant
+/// it skips or stops short of the checkpoint, a hole in its seqs) is then
+/// read from the store as usual, where a missing event is found and named.
+/// Whoever feeds it may hold a pooled connection while it waits for the
+/// comparison to take a page: the comparison needs none from the pool.
 pub async fn compare_all_with_replay_fed(
-    pool: &PgPool,
+    mut connection: PgConnection,
     projections: &[&dyn Projection],
     tenants: Option<&[TenantId]>,
     quiet: bool,
     feed: Option<EventFeed>,
 ) -> Result<Vec<Comparison>, ProjectionError> {
-    // A session of its own, closed afterwards: the scratch tables are its
-    // temporary tables, and its search path is changed for the replay.
-    let mut connection = pool.acquire().await?.detach();
     let result = compare_on(&mut connection, projections, tenants, quiet, feed).await;
     let _ = connection.close().await;
     result
@@ -470,8 +476,9 @@ impl<'a> Scratch<'a> {
         Ok(())
     }
 
-    /// Replays the pages `feed` hands over, gathered into batches of about
-    /// [`FED_BATCH_EVENTS`], each projection up to its bound for a tenant.
+    /// Replays the pages `feed` hands over, gathered into batches of up to
+    /// about [`FED_BATCH_EVENTS`] (what has arrived), each projection up to
+    /// its bound for a tenant.
     async fn replay_fed(
         &mut self,
         connection: &mut PgConnection,
@@ -490,7 +497,7 @@ impl<'a> Scratch<'a> {
                     Err(_) => break,
                 }
             }
-            self.progress.advance(gathered as u64);
+            self.progress.advance(within(&pages, bounds));
             for (index, replay) in self.replays.iter_mut().enumerate() {
                 let runs = replay.fed_runs(&pages, &bounds[index]);
                 replay.apply_runs(&mut *connection, &runs).await?;
@@ -665,6 +672,25 @@ impl Replay<'_> {
             }),
         }
     }
+}
+
+/// Events of `pages` some projection replays: at or below the highest of
+/// their tenant's bounds.
+fn within(pages: &[Arc<Vec<StoredEvent>>], bounds: &[BTreeMap<TenantId, i64>]) -> u64 {
+    let mut highest: HashMap<TenantId, i64> = HashMap::new();
+    for (tenant_id, until_seq) in bounds.iter().flatten() {
+        let bound = highest.entry(*tenant_id).or_insert(*until_seq);
+        *bound = (*bound).max(*until_seq);
+    }
+    pages
+        .iter()
+        .flat_map(|page| page.iter())
+        .filter(|event| {
+            highest
+                .get(&event.tenant_id)
+                .is_some_and(|until_seq| event.tenant_seq <= *until_seq)
+        })
+        .count() as u64
 }
 
 /// The first event missing from a tenant's run, if any: a hole, or an end

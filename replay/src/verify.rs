@@ -8,8 +8,9 @@
 //! every event decodable and exactly what the aggregate decides, from the
 //! state before it, for the command it records: see `state`; the journal
 //! balanced and within account flags). Meanwhile every projection is
-//! rebuilt into scratch tables from the same pages (the events are read
-//! once), and then compared row by row with the live read tables. Every
+//! rebuilt into scratch tables from the same pages (the events up to the
+//! projections' checkpoints are read once), and then compared row by row
+//! with the live read tables. Every
 //! finding names the tenant and seq, or the table and key; a tenant whose
 //! history a projection cannot replay is named with the seq it stopped at,
 //! and everything else is still checked.
@@ -34,8 +35,8 @@ use tokio::sync::mpsc;
 /// the chain walk reads.
 const FEED_PAGES: usize = 4;
 
-/// Where the chain walk hands its pages to the projection comparison;
-/// `None` once the comparison stopped taking them.
+/// Where the reading of the tenants hands its pages to the projection
+/// comparison; `None` once the comparison stopped taking them.
 type Feed = Option<mpsc::Sender<Arc<Vec<StoredEvent>>>>;
 
 /// One thing found wrong in a tenant's history.
@@ -481,7 +482,8 @@ impl Walking {
 }
 
 /// Checks every tenant's chain and history as [`read_tenants`] reads them
-/// (on a task of its own, a page or two ahead); their verdicts in order.
+/// (on a task of its own, up to [`READ_AHEAD_PAGES`] pages ahead); their
+/// verdicts in order.
 async fn walk_tenants(
     store: &EventStore,
     tenants: Vec<TenantId>,
@@ -581,13 +583,15 @@ pub async fn verify_database(
     let filter: Option<Vec<TenantId>> = tenant.map(|tenant_id| vec![tenant_id]);
     let (sender, receiver) = mpsc::channel(FEED_PAGES);
     let feed: Feed = Some(sender);
+    // The comparison's session is taken before the reading starts: the
+    // reading holds a pooled connection while it waits for the comparison.
+    let session = store.pool().acquire().await?.detach();
     let comparing = {
-        let pool = store.pool().clone();
         let projections = projections.to_vec();
         tokio::spawn(async move {
             let projections: Vec<&dyn Projection> = projections.iter().map(AsRef::as_ref).collect();
             compare_all_with_replay_fed(
-                &pool,
+                session,
                 &projections,
                 filter.as_deref(),
                 quiet,
