@@ -8,11 +8,14 @@ pub const ASSET_SCALE_MAX: u8 = 18;
 
 /// A unit of account with a fixed scale: `USD/2` (cents), `JPY/0`,
 /// `CREDITS/0`. Amounts of an asset are integers of its minor unit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Asset {
     code: String,
     scale: u8,
+    /// `CODE/SCALE`, its one spelling: written once, read by every posting,
+    /// balance and event that names the asset.
+    text: String,
 }
 
 /// Why a text is not an asset.
@@ -33,10 +36,24 @@ impl Asset {
         if !valid_code || scale > ASSET_SCALE_MAX {
             return Err(InvalidAsset(format!("{code}/{scale}")));
         }
+        // Written by hand: assets are made for every posting read back.
+        let mut text = String::with_capacity(code.len() + 3);
+        text.push_str(code);
+        text.push('/');
+        if scale >= 10 {
+            text.push(char::from(b'0' + scale / 10));
+        }
+        text.push(char::from(b'0' + scale % 10));
         Ok(Self {
             code: code.to_string(),
             scale,
+            text,
         })
+    }
+
+    /// `CODE/SCALE`.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
     pub fn code(&self) -> &str {
@@ -50,7 +67,13 @@ impl Asset {
 
 impl fmt::Display for Asset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.code, self.scale)
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for Asset {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
     }
 }
 
@@ -76,7 +99,7 @@ impl TryFrom<String> for Asset {
 
 impl From<Asset> for String {
     fn from(asset: Asset) -> Self {
-        asset.to_string()
+        asset.text
     }
 }
 
@@ -208,6 +231,14 @@ mod tests {
         let usd = Asset::try_from("USD/2".to_string()).unwrap();
         assert_eq!((usd.code(), usd.scale()), ("USD", 2));
         assert_eq!(usd.to_string(), "USD/2");
+        assert_eq!(serde_json::to_string(&usd).unwrap(), "\"USD/2\"");
+        // Every scale is spelled one way, read back to the same asset.
+        for scale in 0..=ASSET_SCALE_MAX {
+            let asset = Asset::new("X_1", scale).unwrap();
+            assert_eq!(asset.as_str(), format!("X_1/{scale}"));
+            assert_eq!(String::from(asset.clone()), format!("X_1/{scale}"));
+            assert_eq!(Asset::try_from(asset.to_string()), Ok(asset));
+        }
         for bad in [
             "usd/2",
             "USD",

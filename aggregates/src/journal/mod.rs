@@ -401,10 +401,10 @@ impl Balances {
     pub fn post(&mut self, entry: &JournalEntry) -> Result<(), BalanceError> {
         // Check every touched (account, asset) first, then apply: nothing
         // changes when a flag would break.
-        let mut after: Vec<(&Account, String, (i64, i64))> =
+        let mut after: Vec<(&Account, &str, (i64, i64))> =
             Vec::with_capacity(entry.postings().len());
         for posting in entry.postings() {
-            let asset = posting.asset.to_string();
+            let asset = posting.asset.as_str();
             let position = after.iter().position(|(account, seen, _)| {
                 account.code == posting.account.code && *seen == asset
             });
@@ -412,7 +412,7 @@ impl Balances {
                 Some(position) => &mut after[position].2,
                 None => {
                     let current = self.of(&posting.account.code, &posting.asset);
-                    after.push((&posting.account, asset.clone(), current));
+                    after.push((&posting.account, asset, current));
                     let last = after.len() - 1;
                     &mut after[last].2
                 }
@@ -439,19 +439,31 @@ impl Balances {
             {
                 return Err(BalanceError::Overdraft {
                     account: account.code.clone(),
-                    asset: asset.clone(),
+                    asset: asset.to_string(),
                 });
             }
         }
         for (account, asset, totals) in after {
-            self.accounts
-                .entry(account.code.clone())
-                .or_insert_with(|| AccountTotals {
-                    account_type: account.account_type,
-                    assets: BTreeMap::new(),
-                })
-                .assets
-                .insert(asset, totals);
+            // Keys are cloned only for an account or asset new to the books.
+            let assets = match self.accounts.get_mut(&account.code) {
+                Some(known) => &mut known.assets,
+                None => {
+                    &mut self
+                        .accounts
+                        .entry(account.code.clone())
+                        .or_insert_with(|| AccountTotals {
+                            account_type: account.account_type,
+                            assets: BTreeMap::new(),
+                        })
+                        .assets
+                }
+            };
+            match assets.get_mut(asset) {
+                Some(known) => *known = totals,
+                None => {
+                    assets.insert(asset.to_string(), totals);
+                }
+            }
         }
         Ok(())
     }
@@ -460,7 +472,7 @@ impl Balances {
     pub fn of(&self, account: &str, asset: &Asset) -> (i64, i64) {
         self.accounts
             .get(account)
-            .and_then(|totals| totals.assets.get(&asset.to_string()))
+            .and_then(|totals| totals.assets.get(asset.as_str()))
             .copied()
             .unwrap_or((0, 0))
     }
