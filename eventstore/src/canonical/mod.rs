@@ -89,23 +89,33 @@ pub fn write_canonical(value: &Value, out: &mut String) -> Result<(), CanonicalE
 }
 
 fn write_string(text: &str, out: &mut String) -> Result<(), CanonicalError> {
+    out.reserve(text.len() + 2);
     out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\0' => return Err(CanonicalError::Nul),
-            control if (control as u32) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", control as u32));
-            }
-            other => out.push(other),
+    // Runs of characters that need no escape are copied whole; every byte
+    // that needs one is ASCII, so the cuts fall on character boundaries.
+    let mut start = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0 => return Err(CanonicalError::Nul),
+            control if control < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..index]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{byte:04x}"));
+        } else {
+            out.push_str(escape);
         }
+        start = index + 1;
     }
+    out.push_str(&text[start..]);
     out.push('"');
     Ok(())
 }
@@ -130,6 +140,12 @@ mod tests {
         assert_eq!(
             to_canonical_string(&value).unwrap(),
             "\"q\\\"b\\\\n\\nt\\té/\\u0001\""
+        );
+        // Escapes between multibyte characters, at both ends and in a row.
+        let value = json!("\"é\u{1f}ü\\\n");
+        assert_eq!(
+            to_canonical_string(&value).unwrap(),
+            "\"\\\"é\\u001fü\\\\\\n\""
         );
     }
 

@@ -342,6 +342,11 @@ impl<'a> Object<'a> {
         key: Cow<'static, str>,
         value: &T,
     ) -> Result<(), Error> {
+        // Written with its separator, so that an object whose members come
+        // in jsonb's order is already in place when it closes.
+        if !self.members.is_empty() {
+            self.out.push_str(", ");
+        }
         let start = self.out.len();
         write_string(&key, self.out)?;
         self.out.push_str(": ");
@@ -360,6 +365,22 @@ impl<'a> Object<'a> {
         if self.raw {
             return Ok(());
         }
+        let in_order = self
+            .members
+            .windows(2)
+            .all(|pair| jsonb_key_order(&pair[0].key, &pair[1].key) == std::cmp::Ordering::Less);
+        if !in_order {
+            self.reorder();
+        }
+        self.out.push('}');
+        if self.variant {
+            self.out.push('}');
+        }
+        Ok(())
+    }
+
+    /// Rewrites the members in jsonb's order, the last of equal keys only.
+    fn reorder(&mut self) {
         // Stable: among equal keys the last written stays last.
         self.members.sort_by(|a, b| jsonb_key_order(&a.key, &b.key));
         let written = self.out.split_off(self.start);
@@ -379,11 +400,6 @@ impl<'a> Object<'a> {
             self.out
                 .push_str(&written[member.start - self.start..member.end - self.start]);
         }
-        self.out.push('}');
-        if self.variant {
-            self.out.push('}');
-        }
-        Ok(())
     }
 }
 
