@@ -6,8 +6,7 @@ use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use eventstore::chain::EventFields;
 use eventstore::{ChainHash, EventStore, StoreError, StoredEvent, TenantRange};
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Events read per page while streaming a tenant.
@@ -53,20 +52,20 @@ impl AuditEvent {
     }
 }
 
-impl From<&StoredEvent> for AuditEvent {
-    fn from(event: &StoredEvent) -> Self {
+impl From<StoredEvent> for AuditEvent {
+    fn from(event: StoredEvent) -> Self {
         Self {
             tenant_id: event.tenant_id,
             tenant_seq: event.tenant_seq,
-            aggregate_type: event.aggregate_type.clone(),
-            aggregate_id: event.aggregate_id.clone(),
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
             aggregate_seq: event.aggregate_seq,
             event_id: event.event_id,
-            event_type: event.event_type.clone(),
-            event_version: event.event_version.clone(),
-            payload: event.payload.as_str().to_string(),
-            metadata: event.metadata.as_str().to_string(),
-            idempotency_key: event.idempotency_key.clone(),
+            event_type: event.event_type,
+            event_version: event.event_version,
+            payload: event.payload.into_string(),
+            metadata: event.metadata.into_string(),
+            idempotency_key: event.idempotency_key,
             recorded_at: event.recorded_at,
             prev_hash: event.prev_hash,
             hash: event.hash,
@@ -74,67 +73,31 @@ impl From<&StoredEvent> for AuditEvent {
     }
 }
 
-const SELECT_PAGE: &str = "\
-    SELECT tenant_seq, aggregate_type, aggregate_id, aggregate_seq, event_id, event_type, event_version, \
-           payload::text AS payload, metadata::text AS metadata, idempotency_key, recorded_at, prev_hash, hash \
-    FROM events \
-    WHERE tenant_id = $1 AND tenant_seq > $2 AND tenant_seq <= $3 \
-    ORDER BY tenant_seq LIMIT $4";
-
-fn from_row(tenant_id: TenantId, row: &PgRow) -> Result<AuditEvent, StoreError> {
-    let tenant_seq: i64 = row.try_get("tenant_seq")?;
-    let hash = |name: &str| -> Result<ChainHash, StoreError> {
-        let bytes: Vec<u8> = row.try_get(name)?;
-        ChainHash::from_slice(&bytes).ok_or_else(|| {
-            StoreError::Corrupt(format!("{name} at tenant_seq {tenant_seq} is not 32 bytes"))
-        })
-    };
-    Ok(AuditEvent {
+/// A page of a tenant's events after `after_seq`, up to `until_seq`, as
+/// the store reads them (every column, for a projection to apply too), in
+/// seq order.
+pub async fn stored_page(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    after_seq: i64,
+    until_seq: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let range = TenantRange {
         tenant_id,
-        tenant_seq,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        aggregate_seq: row.try_get("aggregate_seq")?,
-        event_id: row.try_get("event_id")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: row.try_get("payload")?,
-        metadata: row.try_get("metadata")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        recorded_at: row.try_get("recorded_at")?,
-        prev_hash: hash("prev_hash")?,
-        hash: hash("hash")?,
-    })
+        after_seq,
+        until_seq,
+    };
+    EventStore::read_tenants_on(connection, &[range], PAGE_EVENTS).await
 }
 
-/// A page of a tenant's events after `after_seq`, up to `until_seq`, in seq order.
+/// A page of a tenant's events after `after_seq`, up to `until_seq`, in seq
+/// order.
 pub async fn page(
     connection: &mut PgConnection,
     tenant_id: TenantId,
     after_seq: i64,
     until_seq: i64,
 ) -> Result<Vec<AuditEvent>, StoreError> {
-    let rows = sqlx::query(SELECT_PAGE)
-        .bind(tenant_id.as_uuid())
-        .bind(after_seq)
-        .bind(until_seq)
-        .bind(PAGE_EVENTS)
-        .fetch_all(connection)
-        .await?;
-    rows.iter().map(|row| from_row(tenant_id, row)).collect()
-}
-
-/// A page of a tenant's events after `after_seq` as the store reads them
-/// (every column, for a projection to apply too), in seq order.
-pub async fn stored_page(
-    connection: &mut PgConnection,
-    tenant_id: TenantId,
-    after_seq: i64,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let range = TenantRange {
-        tenant_id,
-        after_seq,
-        until_seq: i64::MAX,
-    };
-    EventStore::read_tenants_on(connection, &[range], PAGE_EVENTS).await
+    let events = stored_page(connection, tenant_id, after_seq, until_seq).await?;
+    Ok(events.into_iter().map(AuditEvent::from).collect())
 }

@@ -420,7 +420,8 @@ async fn read_tenants(
         }
         let mut after_seq = 0;
         loop {
-            let events = Arc::new(stored_page(&mut transaction, tenant_id, after_seq).await?);
+            let events =
+                Arc::new(stored_page(&mut transaction, tenant_id, after_seq, i64::MAX).await?);
             let Some(last) = events.last() else { break };
             after_seq = last.tenant_seq;
             let full = events.len() as i64 >= PAGE_EVENTS;
@@ -508,7 +509,7 @@ async fn walk_tenants(
             Read::Page(events) => {
                 if let Some(walking) = walking.as_mut() {
                     for event in events.iter() {
-                        walking.audit.check(&AuditEvent::from(event), None);
+                        walking.audit.check(&AuditEvent::from(event.clone()), None);
                     }
                 }
                 progress.advance(events.len() as u64);
