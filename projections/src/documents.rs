@@ -261,9 +261,16 @@ pub async fn list(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<DocumentRow>, sqlx::Error> {
+    // A plain comparison of the status, when there is one, so that the
+    // status index (partial, see migration 0018) may serve it.
+    let of_status = if status.is_some() {
+        "status = $3"
+    } else {
+        "$3::text IS NULL"
+    };
     let rows: Vec<RawRow> = sqlx::query_as(&format!(
         "SELECT kind, id, status, created_seq, last_tenant_seq, state FROM {table} \
-         WHERE tenant_id = $1 AND kind = $2 AND ($3::text IS NULL OR status = $3) \
+         WHERE tenant_id = $1 AND kind = $2 AND {of_status} \
            AND ($4::text IS NULL OR id > $4) \
          ORDER BY id LIMIT $5"
     ))

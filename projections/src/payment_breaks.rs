@@ -245,8 +245,15 @@ pub async fn list(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<BreakView>, sqlx::Error> {
+    // A plain comparison of the status, when there is one, so that the
+    // status index (partial, see migration 0018) may serve it.
+    let of_status = if status.is_some() {
+        "status = $2"
+    } else {
+        "$2::text IS NULL"
+    };
     let rows = sqlx::query(&format!(
-        "{SELECT} AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR break_id > $3) \
+        "{SELECT} AND {of_status} AND ($3::uuid IS NULL OR break_id > $3) \
          ORDER BY break_id LIMIT $4"
     ))
     .bind(tenant_id.as_uuid())

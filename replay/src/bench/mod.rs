@@ -466,9 +466,11 @@ async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Meas
         },
         Arc::new(Metrics::default()),
     );
-    let tenants = set_up_in_process(store, &bus, config).await?;
     let workers = Workers::start(store, commands::domains::projections(), Vec::new());
-    let tenants = Arc::new(tenants);
+    let tenants = Arc::new(set_up_in_process(store, &bus, config).await?);
+    // The set-up's events are projected before the clock starts: only the
+    // measured commands' work is measured.
+    wait_for_catch_up(store, Instant::now()).await?;
     let cpu_started = cpu_now(None);
     let started = Instant::now();
     let mut clients = Vec::with_capacity(config.clients);
@@ -718,6 +720,7 @@ async fn run_http(
         }
     }
     let keys = Arc::new(keys);
+    wait_for_catch_up(store, Instant::now()).await?;
     let cpu_started = cpu_now(Some(server.child.id()));
     let started = Instant::now();
     let mut clients = Vec::with_capacity(config.clients);

@@ -55,6 +55,7 @@ pub(crate) async fn run_http(
         );
     }
     let load = Arc::new(Load::new(config.commands, SETTLE_EVERY));
+    wait_for_catch_up(store, Instant::now()).await?;
     let cpu_started = cpu_now(Some(server.child.id()));
     let started = Instant::now();
     let mut clients = Vec::with_capacity(config.clients);
