@@ -12,19 +12,37 @@
 -- indexes hold the same rows, but only a query that compares the status
 -- (a strict comparison implies `status IS NOT NULL`) may use them; a lookup
 -- by key can only take the primary key.
+--
+-- The old indexes are found by their columns, not their names: a rebuild
+-- moves in a shadow table whose indexes PostgreSQL named itself.
 
-DROP INDEX payment_documents_status;
+DO $$
+DECLARE
+    old regclass;
+BEGIN
+    FOR old IN
+        SELECT i.indexrelid::regclass
+        FROM pg_index i
+        WHERE i.indrelid IN ('payment_documents'::regclass, 'commitment_documents'::regclass,
+                             'compensation_documents'::regclass, 'payment_breaks'::regclass)
+          AND NOT i.indisprimary
+          AND i.indpred IS NULL
+          AND ARRAY(SELECT a.attname::text
+                    FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position)
+                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                    ORDER BY k.position)
+              IN (ARRAY['tenant_id', 'kind', 'status', 'id'], ARRAY['tenant_id', 'status', 'break_id'])
+    LOOP
+        EXECUTE format('DROP INDEX %s', old);
+    END LOOP;
+END
+$$;
+
 CREATE INDEX payment_documents_status ON payment_documents (tenant_id, kind, status, id)
     WHERE status IS NOT NULL;
-
-DROP INDEX commitment_documents_status;
 CREATE INDEX commitment_documents_status ON commitment_documents (tenant_id, kind, status, id)
     WHERE status IS NOT NULL;
-
-DROP INDEX compensation_documents_status;
 CREATE INDEX compensation_documents_status ON compensation_documents (tenant_id, kind, status, id)
     WHERE status IS NOT NULL;
-
-DROP INDEX payment_breaks_status;
 CREATE INDEX payment_breaks_status ON payment_breaks (tenant_id, status, break_id)
     WHERE status IS NOT NULL;

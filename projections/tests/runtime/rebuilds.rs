@@ -334,3 +334,92 @@ async fn a_projection_whose_version_changed_is_found_stale_and_rebuilt() {
     assert_eq!(statuses[0].state, projections::status::State::Live);
     assert_eq!(statuses[0].error, None);
 }
+
+/// The indexes of `table`: (name, partial).
+async fn indexes(store: &EventStore, table: &str) -> Vec<(String, bool)> {
+    sqlx::query_as(
+        "SELECT indexrelid::regclass::text, indpred IS NOT NULL FROM pg_index \
+         WHERE indrelid = $1::regclass ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_partial_status_indexes_replace_the_old_ones_under_the_names_a_rebuild_gave_them() {
+    // Proves: migration 0018 finds the full status indexes by their
+    // columns, so on a ledger whose payments tables a rebuild swapped in
+    // (their indexes then named by PostgreSQL, not by the migrations) it
+    // still replaces them, leaving one partial index under its own name.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    // The indexes as migrations 0013 to 0017 made them.
+    sqlx::raw_sql(
+        "DROP INDEX payment_documents_status, payment_breaks_status, \
+             commitment_documents_status, compensation_documents_status; \
+         CREATE INDEX payment_documents_status ON payment_documents (tenant_id, kind, status, id); \
+         CREATE INDEX payment_breaks_status ON payment_breaks (tenant_id, status, break_id); \
+         CREATE INDEX commitment_documents_status ON commitment_documents (tenant_id, kind, status, id); \
+         CREATE INDEX compensation_documents_status ON compensation_documents (tenant_id, kind, status, id);",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    projections::status::register(
+        store.pool(),
+        &[Arc::new(projections::payments::Payments) as Arc<dyn Projection>],
+    )
+    .await
+    .unwrap();
+    rebuild(store.pool(), &projections::payments::Payments, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        indexes(&store, "payment_documents").await,
+        vec![
+            ("payment_documents_pkey".to_string(), false),
+            (
+                "payment_documents_tenant_id_kind_status_id_idx".to_string(),
+                false
+            ),
+        ]
+    );
+
+    let migration = eventstore::MIGRATOR
+        .iter()
+        .find(|migration| migration.version == 18)
+        .unwrap();
+    sqlx::raw_sql(migration.sql.as_ref())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        indexes(&store, "payment_documents").await,
+        vec![
+            ("payment_documents_pkey".to_string(), false),
+            ("payment_documents_status".to_string(), true),
+        ]
+    );
+    assert_eq!(
+        indexes(&store, "payment_breaks").await,
+        vec![
+            ("payment_breaks_pkey".to_string(), false),
+            ("payment_breaks_status".to_string(), true),
+            (
+                "payment_breaks_tenant_id_settlement_id_line_idx".to_string(),
+                false
+            ),
+        ]
+    );
+    for table in ["commitment_documents", "compensation_documents"] {
+        assert_eq!(
+            indexes(&store, table).await,
+            vec![
+                (format!("{table}_pkey"), false),
+                (format!("{table}_status"), true),
+            ]
+        );
+    }
+}
