@@ -47,7 +47,9 @@ pub use idempotency::{
     EventSummary, Fingerprint, IdempotencyKey, IdempotencyRecord, InvalidIdempotencyKey,
 };
 pub use load::{AggregateHistory, AggregateKey, Snapshot};
-pub use read::{check_text_event, ChainReport, GlobalCursor, JsonText, StoredEvent, TenantRange};
+pub use read::{
+    check_text_event, ChainReport, Decoded, GlobalCursor, JsonText, StoredEvent, TenantRange,
+};
 pub use repository::TenantRepository;
 pub use schema::SchemaError;
 pub use tenants::{

@@ -152,6 +152,65 @@ impl<'de> Deserialize<'de> for JsonText {
     }
 }
 
+/// A stored event's payload decoded into its domain event, kept with the
+/// event by the first reader that decodes it: every projection of a batch
+/// (and verify's comparison) reads the same event, and decoding it is most
+/// of what applying it costs. Not part of the event's value: events compare
+/// equal and print whatever it holds.
+#[derive(Clone, Default)]
+pub struct Decoded(std::sync::OnceLock<DecodedValue>);
+
+/// The decoded event, and where the payload text it was decoded from lay
+/// (so that a payload replaced after decoding is decoded again).
+#[derive(Clone)]
+struct DecodedValue {
+    text: (usize, usize),
+    value: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl Decoded {
+    /// The event `payload` decodes into, as type `T`: the one kept, or
+    /// `decode`'s, then kept. `None` when a `T` cannot be kept (the event
+    /// was decoded as another type before, or its payload replaced since):
+    /// the caller decodes it itself.
+    pub fn get_or_decode<T, E>(
+        &self,
+        payload: &JsonText,
+        decode: impl FnOnce(&JsonText) -> Result<T, E>,
+    ) -> Result<Option<&T>, E>
+    where
+        T: std::any::Any + Send + Sync,
+    {
+        let text = (payload.0.as_ptr() as usize, payload.0.len());
+        if self.0.get().is_none() {
+            let value = decode(payload)?;
+            // A reader on another thread may have kept it first: the same
+            // payload, the same event.
+            let _ = self.0.set(DecodedValue {
+                text,
+                value: std::sync::Arc::new(value),
+            });
+        }
+        Ok(self
+            .0
+            .get()
+            .filter(|kept| kept.text == text)
+            .and_then(|kept| kept.value.downcast_ref::<T>()))
+    }
+}
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decoded")
+    }
+}
+
+impl PartialEq for Decoded {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// Every column of a stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
@@ -173,6 +232,9 @@ pub struct StoredEvent {
     pub recorded_at: DateTime<Utc>,
     pub prev_hash: ChainHash,
     pub hash: ChainHash,
+    /// The payload decoded, once a reader has decoded it.
+    #[serde(skip)]
+    pub decoded: Decoded,
 }
 
 impl StoredEvent {
@@ -288,6 +350,7 @@ pub(crate) fn stored_event_from_row(row: &PgRow) -> Result<StoredEvent, StoreErr
         recorded_at: row.try_get(13)?,
         prev_hash: hash_column(14, "prev_hash")?,
         hash: hash_column(15, "hash")?,
+        decoded: Decoded::default(),
     })
 }
 

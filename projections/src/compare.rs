@@ -832,6 +832,7 @@ mod tests {
             recorded_at: chrono::DateTime::UNIX_EPOCH,
             prev_hash: ChainHash::from_slice(&[0; 32]).unwrap(),
             hash: ChainHash::from_slice(&[0; 32]).unwrap(),
+            decoded: Default::default(),
         }
     }
 

@@ -1,12 +1,44 @@
 //! Decoding stored events into domain events, through the aggregate's
 //! upcasters (old versions are upcast on read, never rewritten).
+//!
+//! An event is decoded once: the domain event is kept with the stored event
+//! ([`eventstore::Decoded`]), and every projection reading the same event
+//! (the journal, the domain's own tables, the schedule) borrows it.
 
 use crate::runtime::ApplyError;
 use aggregates::{Decide, Rejection};
-use eventstore::StoredEvent;
+use eventstore::{JsonText, StoredEvent};
+use std::borrow::Cow;
 
-/// The domain event stored in `event`.
+/// The domain event stored in `event`, borrowed from the decoding kept with
+/// it (decoded now if no reader has yet).
+pub fn decoded<A>(event: &StoredEvent) -> Result<Cow<'_, A::Event>, ApplyError>
+where
+    A: Decide,
+    A::Error: Rejection,
+    A::Event: 'static,
+{
+    let kept = event
+        .decoded
+        .get_or_decode(&event.payload, |payload| decode_text::<A>(event, payload))?;
+    Ok(match kept {
+        Some(kept) => Cow::Borrowed(kept),
+        None => Cow::Owned(decode_text::<A>(event, &event.payload)?),
+    })
+}
+
+/// The domain event stored in `event`, owned.
 pub fn decode<A>(event: &StoredEvent) -> Result<A::Event, ApplyError>
+where
+    A: Decide,
+    A::Error: Rejection,
+    A::Event: 'static,
+{
+    decoded::<A>(event).map(Cow::into_owned)
+}
+
+/// Decodes `payload`, the payload of `event`.
+fn decode_text<A>(event: &StoredEvent, payload: &JsonText) -> Result<A::Event, ApplyError>
 where
     A: Decide,
     A::Error: Rejection,
@@ -20,7 +52,7 @@ where
         .iter()
         .all(|upcaster| !upcaster.can_upcast(&event.event_type, &event.event_version))
     {
-        return event.payload.parse::<A::Event>().map_err(failed);
+        return payload.parse::<A::Event>().map_err(failed);
     }
     let serialized = event.to_serialized().map_err(failed)?;
     let upcast = upcasters.iter().fold(serialized, |serialized, upcaster| {

@@ -2,7 +2,7 @@
 //! balances; and the journal read queries (entries, balances as of any
 //! tenant_seq, trial balance).
 
-use crate::decode::decode;
+use crate::decode::decoded;
 use crate::runtime::{ApplyError, Projection};
 use aggregates::decide::{Decide, Rejection};
 use aggregates::journal::JournalEntry;
@@ -53,11 +53,12 @@ impl EntryReader {
     where
         A: Decide,
         A::Error: Rejection,
+        A::Event: 'static,
     {
         Self {
             aggregate_type: A::TYPE,
             read: |event| {
-                let decoded = decode::<A>(event)?;
+                let decoded = decoded::<A>(event)?;
                 Ok(A::journal_entry(&decoded).map(|entry| {
                     (
                         entry.clone(),

@@ -1,7 +1,7 @@
 //! The `quota` projection: every grant with its balance, and running totals
 //! per quota and holder; and the quota read queries.
 
-use crate::decode::decode;
+use crate::decode::decoded;
 use crate::runtime::{ApplyError, Projection};
 use aggregates::quota::{
     parse_quota_aggregate_id, Allocation, GrantTerms, Quota, QuotaAccount, QuotaEvent, QuotaType,
@@ -145,7 +145,7 @@ impl Changes {
         Ok(())
     }
 
-    fn fold(&mut self, event: &StoredEvent, decoded: QuotaEvent) -> Result<(), ApplyError> {
+    fn fold(&mut self, event: &StoredEvent, decoded: &QuotaEvent) -> Result<(), ApplyError> {
         let (quota, account) = quota_of(event)?;
         let tenant = event.tenant_id.as_uuid();
         let seq = event.tenant_seq;
@@ -161,7 +161,7 @@ impl Changes {
                     None => totals.unlimited_grants += 1,
                 }
                 self.new_grants
-                    .push(NewGrant::issued(event, quota, account, terms));
+                    .push(NewGrant::issued(event, quota, account, terms.clone()));
             }
             QuotaEvent::QuotaConsumed {
                 amount,
@@ -169,7 +169,7 @@ impl Changes {
                 ..
             } => {
                 totals.consumed += i128::from(amount.value());
-                self.draw(tenant, &allocations, Draw::Hold, seq)?;
+                self.draw(tenant, allocations, Draw::Hold, seq)?;
             }
             QuotaEvent::SeatsAllocated {
                 amount,
@@ -177,7 +177,7 @@ impl Changes {
                 ..
             } => {
                 totals.allocated += i128::from(amount.value());
-                self.draw(tenant, &allocations, Draw::Hold, seq)?;
+                self.draw(tenant, allocations, Draw::Hold, seq)?;
             }
             QuotaEvent::SeatsReleased {
                 amount,
@@ -187,7 +187,7 @@ impl Changes {
                 // Includes seats released from the unbacked ones, which no
                 // grant row holds.
                 totals.allocated -= i128::from(amount.value());
-                self.draw(tenant, &allocations, Draw::Release, seq)?;
+                self.draw(tenant, allocations, Draw::Release, seq)?;
             }
             QuotaEvent::SeatsMoved {
                 from,
@@ -198,9 +198,9 @@ impl Changes {
                 // Still allocated: only which grant holds them changes (the
                 // part no grant takes is unbacked, held by no row).
                 if let Some(grant_id) = from {
-                    self.use_units(tenant, grant_id, -amount.value(), seq)?;
+                    self.use_units(tenant, *grant_id, -amount.value(), seq)?;
                 }
-                self.draw(tenant, &allocations, Draw::Hold, seq)?;
+                self.draw(tenant, allocations, Draw::Hold, seq)?;
             }
             QuotaEvent::GrantRevoked {
                 grant_id,
@@ -213,7 +213,7 @@ impl Changes {
                     (tenant, grant_id.as_uuid()),
                     Closing {
                         status: "revoked",
-                        closed_at: revoked_at,
+                        closed_at: *revoked_at,
                         breakage: breakage.value(),
                         seq,
                     },
@@ -230,7 +230,7 @@ impl Changes {
                     (tenant, grant_id.as_uuid()),
                     Closing {
                         status: "expired",
-                        closed_at: expired_at,
+                        closed_at: *expired_at,
                         breakage: breakage.value(),
                         seq,
                     },
@@ -502,7 +502,7 @@ impl Projection for QuotaProjection {
             .iter()
             .filter(|event| event.aggregate_type == QUOTA_AGGREGATE)
         {
-            changes.fold(event, decode::<Quota>(event)?)?;
+            changes.fold(event, &*decoded::<Quota>(event)?)?;
         }
         changes.write(connection).await
     }

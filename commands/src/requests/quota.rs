@@ -406,7 +406,7 @@ fn schedule(
     event: &eventstore::StoredEvent,
 ) -> Result<Vec<projections::scheduled::ScheduleChange>, projections::ApplyError> {
     use crate::scheduler::{due, settled};
-    Ok(match projections::decode::decode::<Quota>(event)? {
+    Ok(match &*projections::decode::decoded::<Quota>(event)? {
         QuotaEvent::GrantIssued {
             quota,
             account,
@@ -417,15 +417,15 @@ fn schedule(
                 grant_expiry(terms.grant_id),
                 expires_at,
                 &ExpireGrants {
-                    quota,
-                    account,
+                    quota: *quota,
+                    account: account.clone(),
                     due_at: Some(expires_at),
                 },
             )?],
             None => Vec::new(),
         },
         QuotaEvent::GrantRevoked { grant_id, .. } | QuotaEvent::GrantExpired { grant_id, .. } => {
-            vec![settled(grant_expiry(grant_id))]
+            vec![settled(grant_expiry(*grant_id))]
         }
         _ => Vec::new(),
     })
