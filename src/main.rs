@@ -116,7 +116,8 @@ enum Command {
     /// the resolved server and dropped afterwards; user data is never
     /// touched) and print its figures: commands/s, latency p50/p99, catch-up
     /// time, rebuild and verify events/s, peak RSS, and processor time per
-    /// command (whole machine and ledger process).
+    /// command (whole machine and ledger process). The set-up's events are
+    /// projected before the clock starts: only the measured commands count.
     Bench(BenchArgs),
 }
 
