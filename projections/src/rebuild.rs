@@ -459,13 +459,17 @@ async fn swap(
         .iter()
         .flat_map(|projection| projection.tables().iter())
     {
-        let table = quote_identifier(table);
-        sqlx::query(&format!("DROP TABLE public.{table}"))
+        let live_indexes = indexes(&mut transaction, "public", table).await?;
+        let quoted_table = quote_identifier(table);
+        sqlx::query(&format!("DROP TABLE public.{quoted_table}"))
             .execute(&mut *transaction)
             .await?;
-        sqlx::query(&format!("ALTER TABLE {quoted}.{table} SET SCHEMA public"))
-            .execute(&mut *transaction)
-            .await?;
+        sqlx::query(&format!(
+            "ALTER TABLE {quoted}.{quoted_table} SET SCHEMA public"
+        ))
+        .execute(&mut *transaction)
+        .await?;
+        keep_index_names(&mut transaction, table, live_indexes).await?;
     }
     sqlx::query("DELETE FROM public.projection_checkpoints WHERE projection = ANY($1)")
         .bind(&names)
@@ -489,6 +493,53 @@ async fn swap(
     }
     transaction.commit().await?;
     Ok(last)
+}
+
+/// The indexes of `schema.table`: (definition without its name and table,
+/// name).
+async fn indexes(
+    connection: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT regexp_replace(pg_get_indexdef(i.indexrelid), \
+                               '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', 'CREATE \\1INDEX ON '), \
+                c.relname::text \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE i.indrelid = format('%I.%I', $1::text, $2::text)::regclass \
+         ORDER BY c.relname",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(&mut *connection)
+    .await
+}
+
+/// Gives the indexes of `table`, just moved in from the shadow, the names
+/// the live table's had (`live`): PostgreSQL named the shadow's own (`LIKE
+/// ... INCLUDING ALL` keeps no index name), and migrations name indexes.
+async fn keep_index_names(
+    connection: &mut PgConnection,
+    table: &str,
+    mut live: Vec<(String, String)>,
+) -> Result<(), sqlx::Error> {
+    for (definition, name) in indexes(connection, "public", table).await? {
+        let Some(position) = live.iter().position(|(kept, _)| *kept == definition) else {
+            continue;
+        };
+        let (_, live_name) = live.remove(position);
+        if live_name != name {
+            sqlx::query(&format!(
+                "ALTER INDEX public.{} RENAME TO {}",
+                quote_identifier(&name),
+                quote_identifier(&live_name)
+            ))
+            .execute(&mut *connection)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 fn is_held_back(held_back: &[HeldBack], projection: &dyn Projection, tenant_id: TenantId) -> bool {
