@@ -156,19 +156,39 @@ impl<'de> Deserialize<'de> for JsonText {
 /// event by the first reader that decodes it: every projection of a batch
 /// (and verify's comparison) reads the same event, and decoding it is most
 /// of what applying it costs. Not part of the event's value: events compare
-/// equal and print whatever it holds.
-#[derive(Clone, Default)]
+/// equal and print whatever it holds, and a clone starts without it.
+///
+/// It is checked against where the payload text lies, so a payload
+/// replaced after decoding is decoded again. Stored events are read, never
+/// changed: code that changes one's type, version or payload text in place
+/// must reset this too.
+#[derive(Default)]
 pub struct Decoded(std::sync::OnceLock<DecodedValue>);
 
 /// The decoded event, and where the payload text it was decoded from lay
 /// (so that a payload replaced after decoding is decoded again).
-#[derive(Clone)]
 struct DecodedValue {
     text: (usize, usize),
     value: std::sync::Arc<dyn std::any::Any + Send + Sync>,
 }
 
+impl Clone for Decoded {
+    /// A clone's payload lies elsewhere: it decodes its own.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
 impl Decoded {
+    /// The event kept for `payload`, as type `T`, if one is.
+    pub fn get<T: std::any::Any>(&self, payload: &JsonText) -> Option<&T> {
+        let text = (payload.0.as_ptr() as usize, payload.0.len());
+        self.0
+            .get()
+            .filter(|kept| kept.text == text)
+            .and_then(|kept| kept.value.downcast_ref::<T>())
+    }
+
     /// The event `payload` decodes into, as type `T`: the one kept, or
     /// `decode`'s, then kept. `None` when a `T` cannot be kept (the event
     /// was decoded as another type before, or its payload replaced since):
@@ -181,21 +201,16 @@ impl Decoded {
     where
         T: std::any::Any + Send + Sync,
     {
-        let text = (payload.0.as_ptr() as usize, payload.0.len());
         if self.0.get().is_none() {
             let value = decode(payload)?;
             // A reader on another thread may have kept it first: the same
             // payload, the same event.
             let _ = self.0.set(DecodedValue {
-                text,
+                text: (payload.0.as_ptr() as usize, payload.0.len()),
                 value: std::sync::Arc::new(value),
             });
         }
-        Ok(self
-            .0
-            .get()
-            .filter(|kept| kept.text == text)
-            .and_then(|kept| kept.value.downcast_ref::<T>()))
+        Ok(self.get(payload))
     }
 }
 

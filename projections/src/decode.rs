@@ -27,14 +27,19 @@ where
     })
 }
 
-/// The domain event stored in `event`, owned.
+/// The domain event stored in `event`, owned: a copy of the decoding kept
+/// with it, or decoded now (and not kept: a reader that takes the event
+/// for itself is most often its only reader).
 pub fn decode<A>(event: &StoredEvent) -> Result<A::Event, ApplyError>
 where
     A: Decide,
     A::Error: Rejection,
     A::Event: 'static,
 {
-    decoded::<A>(event).map(Cow::into_owned)
+    match event.decoded.get::<A::Event>(&event.payload) {
+        Some(kept) => Ok(kept.clone()),
+        None => decode_text::<A>(event, &event.payload),
+    }
 }
 
 /// Decodes `payload`, the payload of `event`.
