@@ -3,7 +3,7 @@
 //! folded from the accounts' own events (the events that check their
 //! flags); and the reads of one account.
 
-use crate::decode::decode;
+use crate::decode::decoded;
 use crate::runtime::{ApplyError, Projection};
 use aggregates::journal::account::{AccountEvent, LedgerAccount, Movement, ACCOUNT_AGGREGATE};
 use aggregates::journal::AccountType;
@@ -38,13 +38,20 @@ const ADD_BALANCES: &str = "\
         credits_pending = ledger_account_balances.credits_pending + EXCLUDED.credits_pending, \
         last_tenant_seq = EXCLUDED.last_tenant_seq";
 
-/// The pending amounts of a hold on an account, for the hold's settlement
-/// (its events name only the hold).
-const SELECT_HOLD: &str = "\
-    SELECT payload #>> '{Reserved,asset}', (payload #>> '{Reserved,movement,debit}')::bigint, \
-           (payload #>> '{Reserved,movement,credit}')::bigint \
-    FROM events WHERE tenant_id = $1 AND aggregate_type = 'account' AND aggregate_id = $2 \
-      AND event_type = 'Reserved' AND payload #>> '{Reserved,hold_id}' = $3";
+/// The reservations of holds on accounts, by (tenant, account, hold), for
+/// the holds' settlements (their events name only the hold): one lookup per
+/// hold, all of a batch's in one statement.
+const SELECT_HOLDS: &str = "\
+    SELECT w.tenant_id, w.code, w.hold_id, r.asset, r.debit, r.credit \
+    FROM unnest($1::uuid[], $2::text[], $3::text[]) AS w(tenant_id, code, hold_id) \
+    CROSS JOIN LATERAL ( \
+        SELECT payload #>> '{Reserved,asset}' AS asset, \
+               (payload #>> '{Reserved,movement,debit}')::bigint AS debit, \
+               (payload #>> '{Reserved,movement,credit}')::bigint AS credit \
+        FROM events WHERE tenant_id = w.tenant_id AND aggregate_type = 'account' \
+          AND aggregate_id = w.code AND event_type = 'Reserved' \
+          AND payload #>> '{Reserved,hold_id}' = w.hold_id \
+        LIMIT 1) r";
 
 /// A batch's change of one account's balance in one asset.
 #[derive(Default)]
@@ -129,19 +136,22 @@ impl Projection for Accounts {
         connection: &mut PgConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ApplyError> {
+        let ours: Vec<&StoredEvent> = events
+            .iter()
+            .copied()
+            .filter(|event| event.aggregate_type == ACCOUNT_AGGREGATE)
+            .collect();
+        // The reservation of every hold: those of earlier batches read now,
+        // those of this batch added as they come.
+        let mut reserved = stored_reservations(connection, &ours).await?;
         let mut opened: Vec<(Uuid, String, &'static str, bool, bool, i64)> = Vec::new();
         let mut changes: Changes = BTreeMap::new();
         let mut movements: Vec<MovementRow> = Vec::new();
-        // Reservations seen in this batch, for settlements in it.
-        let mut reserved: BTreeMap<(Uuid, String, String), (String, Movement)> = BTreeMap::new();
-        for event in events
-            .iter()
-            .filter(|event| event.aggregate_type == ACCOUNT_AGGREGATE)
-        {
+        for event in ours {
             let tenant = event.tenant_id.as_uuid();
             let code = event.aggregate_id.clone();
             let seq = event.tenant_seq;
-            match decode::<LedgerAccount>(event)? {
+            match &*decoded::<LedgerAccount>(event)? {
                 AccountEvent::AccountOpened { spec } => opened.push((
                     tenant,
                     code,
@@ -156,7 +166,7 @@ impl Projection for Accounts {
                     &mut changes,
                     &mut movements,
                     (tenant, code, asset.to_string()),
-                    movement,
+                    *movement,
                     (0, 0),
                     seq,
                 ),
@@ -176,23 +186,27 @@ impl Projection for Accounts {
                     );
                     reserved.insert(
                         (tenant, code, hold_id.to_string()),
-                        (asset.to_string(), movement),
+                        Some((asset.to_string(), *movement)),
                     );
                 }
                 AccountEvent::HoldSettled {
                     hold_id, posted, ..
                 } => {
                     let key = (tenant, code.clone(), hold_id.to_string());
-                    let (asset, held) = match reserved.get(&key) {
-                        Some(found) => found.clone(),
-                        None => stored_reservation(connection, event, &key.2).await?,
+                    let Some(Some((asset, held))) = reserved.get(&key).cloned() else {
+                        return Err(ApplyError::Event {
+                            tenant_seq: seq,
+                            message: format!(
+                                "hold {hold_id} settles on {code} without a reservation"
+                            ),
+                        });
                     };
                     let pending = (-held.debit.value(), -held.credit.value());
                     record(
                         &mut changes,
                         &mut movements,
                         (tenant, code, asset),
-                        posted,
+                        *posted,
                         pending,
                         seq,
                     );
@@ -204,37 +218,60 @@ impl Projection for Accounts {
     }
 }
 
-/// The reservation of hold `hold_id` on the account of `event`, from the
-/// event store (it was applied in an earlier batch).
-async fn stored_reservation(
+/// A hold's reservation: its asset and amounts, `None` when the store has
+/// none readable.
+type Reservation = Option<(String, Movement)>;
+
+/// The reservations, from the event store, of the holds `events` settle
+/// and do not reserve before settling (reserved in an earlier batch).
+async fn stored_reservations(
     connection: &mut PgConnection,
-    event: &StoredEvent,
-    hold_id: &str,
-) -> Result<(String, Movement), ApplyError> {
-    let row: Option<(Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(SELECT_HOLD)
-        .bind(event.tenant_id.as_uuid())
-        .bind(&event.aggregate_id)
-        .bind(hold_id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    let missing = || ApplyError::Event {
-        tenant_seq: event.tenant_seq,
-        message: format!(
-            "hold {hold_id} settles on {} without a reservation",
-            event.aggregate_id
-        ),
-    };
-    let (Some(asset), Some(debit), Some(credit)) = row.ok_or_else(missing)? else {
-        return Err(missing());
-    };
-    let amount = |value: i64| aggregates::Amount::new(value).map_err(|_| missing());
-    Ok((
-        asset,
-        Movement {
-            debit: amount(debit)?,
-            credit: amount(credit)?,
-        },
-    ))
+    events: &[&StoredEvent],
+) -> Result<BTreeMap<(Uuid, String, String), Reservation>, ApplyError> {
+    let mut in_batch = std::collections::BTreeSet::new();
+    let mut wanted: (Vec<Uuid>, Vec<&str>, Vec<String>) = Default::default();
+    for event in events {
+        let key = |hold_id: &aggregates::HoldId| {
+            (
+                event.tenant_id.as_uuid(),
+                event.aggregate_id.as_str(),
+                hold_id.to_string(),
+            )
+        };
+        match &*decoded::<LedgerAccount>(event)? {
+            AccountEvent::Reserved { hold_id, .. } => {
+                in_batch.insert(key(hold_id));
+            }
+            AccountEvent::HoldSettled { hold_id, .. } if !in_batch.contains(&key(hold_id)) => {
+                let (tenant, code, hold) = key(hold_id);
+                wanted.0.push(tenant);
+                wanted.1.push(code);
+                wanted.2.push(hold);
+            }
+            _ => {}
+        }
+    }
+    if wanted.0.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let rows: Vec<(Uuid, String, String, Option<String>, Option<i64>, Option<i64>)> =
+        sqlx::query_as(SELECT_HOLDS)
+            .bind(&wanted.0)
+            .bind(&wanted.1)
+            .bind(&wanted.2)
+            .fetch_all(&mut *connection)
+            .await?;
+    let amount = |value: Option<i64>| value.and_then(|value| aggregates::Amount::new(value).ok());
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, code, hold, asset, debit, credit)| {
+            let reservation = match (asset, amount(debit), amount(credit)) {
+                (Some(asset), Some(debit), Some(credit)) => Some((asset, Movement { debit, credit })),
+                _ => None,
+            };
+            ((tenant, code, hold), reservation)
+        })
+        .collect())
 }
 
 async fn write_movements(
