@@ -222,6 +222,16 @@ impl Projection for Accounts {
 /// none readable.
 type Reservation = Option<(String, Movement)>;
 
+/// A row of [`SELECT_HOLDS`]: tenant, account, hold, asset, debit, credit.
+type HoldRow = (
+    Uuid,
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
 /// The reservations, from the event store, of the holds `events` settle
 /// and do not reserve before settling (reserved in an earlier batch).
 async fn stored_reservations(
@@ -254,19 +264,20 @@ async fn stored_reservations(
     if wanted.0.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let rows: Vec<(Uuid, String, String, Option<String>, Option<i64>, Option<i64>)> =
-        sqlx::query_as(SELECT_HOLDS)
-            .bind(&wanted.0)
-            .bind(&wanted.1)
-            .bind(&wanted.2)
-            .fetch_all(&mut *connection)
-            .await?;
+    let rows: Vec<HoldRow> = sqlx::query_as(SELECT_HOLDS)
+        .bind(&wanted.0)
+        .bind(&wanted.1)
+        .bind(&wanted.2)
+        .fetch_all(&mut *connection)
+        .await?;
     let amount = |value: Option<i64>| value.and_then(|value| aggregates::Amount::new(value).ok());
     Ok(rows
         .into_iter()
         .map(|(tenant, code, hold, asset, debit, credit)| {
             let reservation = match (asset, amount(debit), amount(credit)) {
-                (Some(asset), Some(debit), Some(credit)) => Some((asset, Movement { debit, credit })),
+                (Some(asset), Some(debit), Some(credit)) => {
+                    Some((asset, Movement { debit, credit }))
+                }
                 _ => None,
             };
             ((tenant, code, hold), reservation)
