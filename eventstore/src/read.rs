@@ -180,33 +180,37 @@ impl Clone for Decoded {
 }
 
 impl Decoded {
+    /// Where `payload`'s text lies.
+    fn text_of(payload: &JsonText) -> (usize, usize) {
+        (payload.0.as_ptr() as usize, payload.0.len())
+    }
+
     /// The event kept for `payload`, as type `T`, if one is.
     pub fn get<T: std::any::Any>(&self, payload: &JsonText) -> Option<&T> {
-        let text = (payload.0.as_ptr() as usize, payload.0.len());
         self.0
             .get()
-            .filter(|kept| kept.text == text)
+            .filter(|kept| kept.text == Self::text_of(payload))
             .and_then(|kept| kept.value.downcast_ref::<T>())
     }
 
     /// The event `payload` decodes into, as type `T`: the one kept, or
-    /// `decode`'s, then kept. `None` when a `T` cannot be kept (the event
+    /// `decode`'s (of `payload`), then kept. `None` when a `T` cannot be kept (the event
     /// was decoded as another type before, or its payload replaced since):
     /// the caller decodes it itself.
     pub fn get_or_decode<T, E>(
         &self,
         payload: &JsonText,
-        decode: impl FnOnce(&JsonText) -> Result<T, E>,
+        decode: impl FnOnce() -> Result<T, E>,
     ) -> Result<Option<&T>, E>
     where
         T: std::any::Any + Send + Sync,
     {
         if self.0.get().is_none() {
-            let value = decode(payload)?;
+            let value = decode()?;
             // A reader on another thread may have kept it first: the same
             // payload, the same event.
             let _ = self.0.set(DecodedValue {
-                text: (payload.0.as_ptr() as usize, payload.0.len()),
+                text: Self::text_of(payload),
                 value: std::sync::Arc::new(value),
             });
         }

@@ -186,14 +186,14 @@ impl Projection for Accounts {
                     );
                     reserved.insert(
                         (tenant, code, hold_id.to_string()),
-                        Some((asset.to_string(), *movement)),
+                        (asset.to_string(), *movement),
                     );
                 }
                 AccountEvent::HoldSettled {
                     hold_id, posted, ..
                 } => {
                     let key = (tenant, code.clone(), hold_id.to_string());
-                    let Some(Some((asset, held))) = reserved.get(&key).cloned() else {
+                    let Some((asset, held)) = reserved.get(&key).cloned() else {
                         return Err(ApplyError::Event {
                             tenant_seq: seq,
                             message: format!(
@@ -218,9 +218,8 @@ impl Projection for Accounts {
     }
 }
 
-/// A hold's reservation: its asset and amounts, `None` when the store has
-/// none readable.
-type Reservation = Option<(String, Movement)>;
+/// A hold's reservation: its asset and amounts.
+type Reservation = (String, Movement);
 
 /// A row of [`SELECT_HOLDS`]: tenant, account, hold, asset, debit, credit.
 type HoldRow = (
@@ -270,17 +269,17 @@ async fn stored_reservations(
         .bind(&wanted.2)
         .fetch_all(&mut *connection)
         .await?;
+    // A reservation the store holds no readable amounts of is left out: its
+    // settlement then fails as one without a reservation.
     let amount = |value: Option<i64>| value.and_then(|value| aggregates::Amount::new(value).ok());
     Ok(rows
         .into_iter()
-        .map(|(tenant, code, hold, asset, debit, credit)| {
-            let reservation = match (asset, amount(debit), amount(credit)) {
-                (Some(asset), Some(debit), Some(credit)) => {
-                    Some((asset, Movement { debit, credit }))
-                }
-                _ => None,
+        .filter_map(|(tenant, code, hold, asset, debit, credit)| {
+            let movement = Movement {
+                debit: amount(debit)?,
+                credit: amount(credit)?,
             };
-            ((tenant, code, hold), reservation)
+            Some(((tenant, code, hold), (asset?, movement)))
         })
         .collect())
 }

@@ -7,7 +7,7 @@
 
 use crate::runtime::ApplyError;
 use aggregates::{Decide, Rejection};
-use eventstore::{JsonText, StoredEvent};
+use eventstore::StoredEvent;
 use std::borrow::Cow;
 
 /// The domain event stored in `event`, borrowed from the decoding kept with
@@ -20,10 +20,10 @@ where
 {
     let kept = event
         .decoded
-        .get_or_decode(&event.payload, |payload| decode_text::<A>(event, payload))?;
+        .get_or_decode(&event.payload, || decode_text::<A>(event))?;
     Ok(match kept {
         Some(kept) => Cow::Borrowed(kept),
-        None => Cow::Owned(decode_text::<A>(event, &event.payload)?),
+        None => Cow::Owned(decode_text::<A>(event)?),
     })
 }
 
@@ -38,12 +38,12 @@ where
 {
     match event.decoded.get::<A::Event>(&event.payload) {
         Some(kept) => Ok(kept.clone()),
-        None => decode_text::<A>(event, &event.payload),
+        None => decode_text::<A>(event),
     }
 }
 
-/// Decodes `payload`, the payload of `event`.
-fn decode_text<A>(event: &StoredEvent, payload: &JsonText) -> Result<A::Event, ApplyError>
+/// Decodes the payload of `event`.
+fn decode_text<A>(event: &StoredEvent) -> Result<A::Event, ApplyError>
 where
     A: Decide,
     A::Error: Rejection,
@@ -57,7 +57,7 @@ where
         .iter()
         .all(|upcaster| !upcaster.can_upcast(&event.event_type, &event.event_version))
     {
-        return payload.parse::<A::Event>().map_err(failed);
+        return event.payload.parse::<A::Event>().map_err(failed);
     }
     let serialized = event.to_serialized().map_err(failed)?;
     let upcast = upcasters.iter().fold(serialized, |serialized, upcaster| {

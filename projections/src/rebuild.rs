@@ -459,7 +459,7 @@ async fn swap(
         .iter()
         .flat_map(|projection| projection.tables().iter())
     {
-        let live_indexes = indexes(&mut transaction, "public", table).await?;
+        let live_indexes = indexes(&mut transaction, table).await?;
         let quoted_table = quote_identifier(table);
         sqlx::query(&format!("DROP TABLE public.{quoted_table}"))
             .execute(&mut *transaction)
@@ -495,11 +495,10 @@ async fn swap(
     Ok(last)
 }
 
-/// The indexes of `schema.table`: (definition without its name and table,
-/// name).
+/// The indexes of live table `table`: (definition without its name and
+/// table, name).
 async fn indexes(
     connection: &mut PgConnection,
-    schema: &str,
     table: &str,
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
     sqlx::query_as(
@@ -507,10 +506,9 @@ async fn indexes(
                                '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', 'CREATE \\1INDEX ON '), \
                 c.relname::text \
          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-         WHERE i.indrelid = format('%I.%I', $1::text, $2::text)::regclass \
+         WHERE i.indrelid = format('public.%I', $1::text)::regclass \
          ORDER BY c.relname",
     )
-    .bind(schema)
     .bind(table)
     .fetch_all(&mut *connection)
     .await
@@ -524,7 +522,7 @@ async fn keep_index_names(
     table: &str,
     mut live: Vec<(String, String)>,
 ) -> Result<(), sqlx::Error> {
-    for (definition, name) in indexes(connection, "public", table).await? {
+    for (definition, name) in indexes(connection, table).await? {
         let Some(position) = live.iter().position(|(kept, _)| *kept == definition) else {
             continue;
         };
