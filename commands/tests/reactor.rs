@@ -8,11 +8,12 @@ use async_trait::async_trait;
 use commands::{BusConfig, CommandBus, Metrics};
 use eventstore::testing::TestDatabase;
 use eventstore::{IdempotencyKey, StoredEvent};
-use projections::reactor::react_catch_up;
+use projections::reactor::{react_catch_up, react_step_scanning};
+use projections::runtime::Step;
 use projections::worker::react_round;
 use projections::Reactor;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use support::{AddToCounter, RaiseLimit};
 
 /// Mirrors every addition to counter `source` onto counter `mirror`, under a
@@ -284,4 +285,123 @@ async fn two_tenants_with_events(store: &eventstore::EventStore, count: i64) -> 
         tenants.push(tenant_id);
     }
     tenants
+}
+
+/// Reacts to the events of `types` only, keeping the seqs it was given.
+struct Picky {
+    name: &'static str,
+    types: &'static [&'static str],
+    seen: Mutex<Vec<i64>>,
+}
+
+impl Picky {
+    fn new(name: &'static str, types: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            types,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn seen(&self) -> Vec<i64> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Reactor for Picky {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(self.types)
+    }
+
+    async fn react(&self, _tenant_id: TenantId, event: &StoredEvent) -> Result<(), String> {
+        self.seen.lock().unwrap().push(event.tenant_seq);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_reactor_reads_only_the_aggregate_types_it_names() {
+    // Proves: a reactor naming its aggregate types is given their events
+    // only, in order, and its checkpoint still passes over the others to
+    // the head.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenants = two_tenants_with_events(store, 5).await;
+    projections::status::register_reactors(store.pool(), &["counters", "payments_only"])
+        .await
+        .unwrap();
+    let counters = Picky::new("counters", &["counter"]);
+    let payments_only = Picky::new("payments_only", &["payment"]);
+    assert_eq!(react_catch_up(store.pool(), &counters).await.unwrap(), 10);
+    assert_eq!(
+        react_catch_up(store.pool(), &payments_only).await.unwrap(),
+        10
+    );
+    let mut seen = counters.seen();
+    seen.sort_unstable();
+    assert_eq!(seen, vec![1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+    assert_eq!(payments_only.seen(), Vec::<i64>::new());
+    for tenant_id in tenants {
+        for name in ["counters", "payments_only"] {
+            let checkpoint = projections::read::checkpoint(store.pool(), name, tenant_id)
+                .await
+                .unwrap();
+            assert_eq!(checkpoint, 5, "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reactor_passes_over_other_events_in_bounded_steps() {
+    // Proves: passing over events of other types, one step covers at most
+    // the window it is given, and the checkpoint records the time of the
+    // event it stops at (read from the event inside the history, from the
+    // head row at its end).
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = two_tenants_with_events(store, 5).await[0];
+    projections::status::register_reactors(store.pool(), &["payments_only"])
+        .await
+        .unwrap();
+    // Finding the lagging tenants gives them their checkpoint rows.
+    let lagging = projections::runtime::lagging_tenants(store.pool(), "payments_only")
+        .await
+        .unwrap();
+    assert!(lagging.contains(&tenant_id));
+    let reactor = Picky::new("payments_only", &["payment"]);
+    let events = store.read_tenant(tenant_id, 0, 10).await.unwrap();
+    let checkpoint = || async {
+        sqlx::query_as::<_, (i64, chrono::DateTime<chrono::Utc>)>(
+            "SELECT last_seq, last_recorded_at FROM projection_checkpoints \
+             WHERE tenant_id = $1 AND projection = 'payments_only'",
+        )
+        .bind(tenant_id.as_uuid())
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    for (events_covered, last_seq) in [(2, 2), (2, 4), (1, 5)] {
+        let step = react_step_scanning(store.pool(), &reactor, tenant_id, 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            step,
+            Step::Applied {
+                events: events_covered,
+                last_seq
+            }
+        );
+        let recorded_at = events[usize::try_from(last_seq).unwrap() - 1].recorded_at;
+        assert_eq!(checkpoint().await, (last_seq, recorded_at));
+    }
+    let step = react_step_scanning(store.pool(), &reactor, tenant_id, 2)
+        .await
+        .unwrap();
+    assert_eq!(step, Step::UpToDate);
+    assert_eq!(reactor.seen(), Vec::<i64>::new());
 }

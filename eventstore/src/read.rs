@@ -420,6 +420,34 @@ impl EventStore {
         rows.iter().map(stored_event_from_row).collect()
     }
 
+    /// On a connection the caller holds: the events of `aggregate_types`
+    /// among one tenant's events `after_seq < tenant_seq <= until_seq`, in
+    /// seq order, at most `limit` (capped at [`READ_PAGE_MAX`]). The others
+    /// are passed over in the primary key without their payloads being
+    /// turned into text, which is most of what reading an event costs.
+    pub async fn read_tenant_types_on(
+        connection: &mut sqlx::PgConnection,
+        range: TenantRange,
+        aggregate_types: &[&str],
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let query = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE tenant_id = $1 AND tenant_seq > $2 AND tenant_seq <= $3 \
+               AND aggregate_type = ANY($4) \
+             ORDER BY tenant_seq LIMIT $5"
+        );
+        let rows = sqlx::query(&query)
+            .bind(range.tenant_id.as_uuid())
+            .bind(range.after_seq)
+            .bind(range.until_seq)
+            .bind(aggregate_types)
+            .bind(limit.clamp(1, READ_PAGE_MAX))
+            .fetch_all(connection)
+            .await?;
+        rows.iter().map(stored_event_from_row).collect()
+    }
+
     /// Like [`EventStore::read_tenant`], but only events of one aggregate type.
     pub async fn read_tenant_of_type(
         &self,

@@ -10,9 +10,10 @@
 use crate::runtime::{lock_key, ProjectionError, Step, BATCH_EVENTS_MAX, LOCK_NAMESPACE};
 use aggregates::TenantId;
 use async_trait::async_trait;
-use eventstore::{EventStore, StoredEvent};
+use chrono::{DateTime, Utc};
+use eventstore::{EventStore, StoredEvent, TenantRange};
 use futures_util::stream::{self, StreamExt};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The idempotency key of the `n`th request process manager `name` submits
@@ -30,10 +31,22 @@ pub trait Reactor: Send + Sync + 'static {
     /// Unique name (shares the checkpoint table with projections).
     fn name(&self) -> &'static str;
 
+    /// The aggregate types whose events it reacts to, or `None` (the
+    /// default) for every event. The events of other types are not read:
+    /// its checkpoint passes over them.
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
     /// Reacts to one event. Commands it submits must carry idempotency keys
     /// derived from the event alone.
     async fn react(&self, tenant_id: TenantId, event: &StoredEvent) -> Result<(), String>;
 }
+
+/// Most events one batch of a reactor that reads some aggregate types only
+/// passes over, so that a long history of other events is covered in
+/// bounded steps.
+pub const SCAN_EVENTS_MAX: i64 = 16 * BATCH_EVENTS_MAX;
 
 /// One batch of reactions for one tenant: take the lease, react to each
 /// event in order, advance the checkpoint, commit.
@@ -41,6 +54,17 @@ pub async fn react_step(
     pool: &PgPool,
     reactor: &dyn Reactor,
     tenant_id: TenantId,
+) -> Result<Step, ProjectionError> {
+    react_step_scanning(pool, reactor, tenant_id, SCAN_EVENTS_MAX).await
+}
+
+/// [`react_step`], a reactor that reads some aggregate types only passing
+/// over at most `scan_events_max` events (a test makes it small).
+pub async fn react_step_scanning(
+    pool: &PgPool,
+    reactor: &dyn Reactor,
+    tenant_id: TenantId,
+    scan_events_max: i64,
 ) -> Result<Step, ProjectionError> {
     let mut transaction = pool.begin().await?;
     let lease: Option<(i64,)> = sqlx::query_as(
@@ -57,18 +81,18 @@ pub async fn react_step(
     let Some((checkpoint_seq,)) = lease else {
         return Ok(Step::Busy);
     };
-    let events = EventStore::read_tenant_on(
+    let Some(batch) = read_batch(
         &mut transaction,
+        reactor,
         tenant_id,
         checkpoint_seq,
-        BATCH_EVENTS_MAX,
+        scan_events_max,
     )
-    .await?;
-    let Some(last) = events.last() else {
+    .await?
+    else {
         return Ok(Step::UpToDate);
     };
-    let (last_seq, last_recorded_at) = (last.tenant_seq, last.recorded_at);
-    for event in &events {
+    for event in &batch.events {
         reactor
             .react(tenant_id, event)
             .await
@@ -87,15 +111,99 @@ pub async fn react_step(
     )
     .bind(tenant_id.as_uuid())
     .bind(reactor.name())
-    .bind(last_seq)
-    .bind(last_recorded_at)
+    .bind(batch.last_seq)
+    .bind(batch.last_recorded_at)
     .execute(&mut *transaction)
     .await?;
     transaction.commit().await?;
     Ok(Step::Applied {
-        events: events.len(),
-        last_seq,
+        events: usize::try_from(batch.last_seq - checkpoint_seq).unwrap_or(0),
+        last_seq: batch.last_seq,
     })
+}
+
+/// The events of one batch and the event the checkpoint moves to.
+struct ReactorBatch {
+    events: Vec<StoredEvent>,
+    last_seq: i64,
+    last_recorded_at: DateTime<Utc>,
+}
+
+/// The events after `checkpoint_seq` the reactor reads, and how far they
+/// cover the tenant's history: to the last of them when the batch is full,
+/// else to the end of the range read (every event of another type in it
+/// passed over). `None` when nothing follows the checkpoint.
+async fn read_batch(
+    connection: &mut PgConnection,
+    reactor: &dyn Reactor,
+    tenant_id: TenantId,
+    checkpoint_seq: i64,
+    scan_events_max: i64,
+) -> Result<Option<ReactorBatch>, ProjectionError> {
+    let Some(types) = reactor.aggregate_types() else {
+        let events =
+            EventStore::read_tenant_on(connection, tenant_id, checkpoint_seq, BATCH_EVENTS_MAX)
+                .await?;
+        let Some((last_seq, last_recorded_at)) = events
+            .last()
+            .map(|last| (last.tenant_seq, last.recorded_at))
+        else {
+            return Ok(None);
+        };
+        return Ok(Some(ReactorBatch {
+            events,
+            last_seq,
+            last_recorded_at,
+        }));
+    };
+    // Every event up to the head row read here is committed: an append
+    // moves the head in the transaction that inserts its events.
+    let head: Option<(i64, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT last_seq, last_recorded_at FROM chain_heads WHERE tenant_id = $1")
+            .bind(tenant_id.as_uuid())
+            .fetch_optional(&mut *connection)
+            .await?;
+    let Some((head_seq, head_recorded_at)) = head.filter(|(seq, _)| *seq > checkpoint_seq) else {
+        return Ok(None);
+    };
+    let range = TenantRange {
+        tenant_id,
+        after_seq: checkpoint_seq,
+        until_seq: head_seq.min(checkpoint_seq.saturating_add(scan_events_max.max(1))),
+    };
+    let events =
+        EventStore::read_tenant_types_on(connection, range, types, BATCH_EVENTS_MAX).await?;
+    let (last_seq, last_recorded_at) = match events.last() {
+        Some(last) if events.len() as i64 >= BATCH_EVENTS_MAX => {
+            (last.tenant_seq, Some(last.recorded_at))
+        }
+        _ if range.until_seq == head_seq => (head_seq, head_recorded_at),
+        _ => (range.until_seq, None),
+    };
+    let last_recorded_at = match last_recorded_at {
+        Some(at) => at,
+        None => recorded_at(connection, tenant_id, last_seq).await?,
+    };
+    Ok(Some(ReactorBatch {
+        events,
+        last_seq,
+        last_recorded_at,
+    }))
+}
+
+/// When the event at `tenant_seq` was recorded.
+async fn recorded_at(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    tenant_seq: i64,
+) -> Result<DateTime<Utc>, ProjectionError> {
+    let (at,): (DateTime<Utc>,) =
+        sqlx::query_as("SELECT recorded_at FROM events WHERE tenant_id = $1 AND tenant_seq = $2")
+            .bind(tenant_id.as_uuid())
+            .bind(tenant_seq)
+            .fetch_one(connection)
+            .await?;
+    Ok(at)
 }
 
 /// Most tenants a reactor works on at once. Tenants are independent (each

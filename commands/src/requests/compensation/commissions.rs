@@ -195,6 +195,10 @@ impl Reactor for Commissions {
         NAME
     }
 
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[PAYMENT_AGGREGATE])
+    }
+
     async fn react(&self, tenant_id: TenantId, event: &StoredEvent) -> Result<(), String> {
         if event.aggregate_type != PAYMENT_AGGREGATE {
             return Ok(());
