@@ -42,16 +42,53 @@ pub struct AggregateHistory {
     pub events: Vec<SerializedEvent>,
 }
 
-const SELECT_SNAPSHOTS: &str = "\
-    SELECT aggregate_type, aggregate_id, last_sequence, snapshot_version, payload \
-    FROM snapshots \
-    WHERE tenant_id = $1 \
-      AND (aggregate_type, aggregate_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))";
+// Snapshots and the events after them in one statement (one snapshot of
+// the database, one round trip): a snapshot row has no event type, and its
+// seq (the last event it folds) puts it before its aggregate's events. Each part is one index probe or range scan
+// per aggregate, whatever plan the prepared statement settles on (the
+// subqueries with LIMIT or ORDER BY are never flattened into a join, which
+// a generic plan might make read the tenant's whole history to find the few
+// aggregates asked for, most of them new, with no event at all).
+const SELECT_HISTORIES: &str = "\
+    WITH k AS ( \
+        SELECT k.aggregate_type, k.aggregate_id, s.last_sequence, s.snapshot_version, s.payload \
+        FROM unnest($2::text[], $3::text[]) AS k(aggregate_type, aggregate_id) \
+        LEFT JOIN LATERAL ( \
+            SELECT s.last_sequence, s.snapshot_version, s.payload FROM snapshots s \
+            WHERE s.tenant_id = $1 \
+              AND s.aggregate_type = k.aggregate_type \
+              AND s.aggregate_id = k.aggregate_id \
+            LIMIT 1) s ON true \
+    ) \
+    SELECT k.aggregate_type, k.aggregate_id, k.last_sequence AS seq, NULL::text AS event_type, \
+           NULL::text AS event_version, k.payload, NULL::jsonb AS metadata, k.snapshot_version \
+    FROM k WHERE k.last_sequence IS NOT NULL \
+    UNION ALL \
+    SELECT e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.event_type, e.event_version, \
+           e.payload, e.metadata, NULL \
+    FROM k CROSS JOIN LATERAL ( \
+        SELECT * FROM events e \
+        WHERE e.tenant_id = $1 \
+          AND e.aggregate_type = k.aggregate_type \
+          AND e.aggregate_id = k.aggregate_id \
+          AND e.aggregate_seq > coalesce(k.last_sequence, 0) \
+        ORDER BY e.aggregate_seq) e \
+    ORDER BY 1, 2, 3";
 
-// One index range scan per aggregate, whatever plan the prepared statement
-// settles on: as a join, a generic plan may read the tenant's whole
-// history to find the few aggregates asked for (most of them new, with no
-// event at all).
+/// A row of [`SELECT_HISTORIES`]: a snapshot (no event type, its version
+/// last) or an event.
+type HistoryRow = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Value,
+    Option<Value>,
+    Option<i64>,
+);
+
+// One index range scan per aggregate (see SELECT_HISTORIES).
 const SELECT_EVENTS_AFTER: &str = "\
     SELECT e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.event_type, e.event_version, \
            e.payload, e.metadata \
@@ -123,7 +160,7 @@ impl EventStore {
     }
 
     /// Snapshots and following events of several aggregates of one tenant, in
-    /// two queries. Aggregates with no events and no snapshot are absent.
+    /// one query. Aggregates with no events and no snapshot are absent.
     pub async fn load_histories(
         &self,
         tenant_id: TenantId,
@@ -131,52 +168,43 @@ impl EventStore {
     ) -> Result<HashMap<AggregateKey, AggregateHistory>, StoreError> {
         let types: Vec<&str> = keys.iter().map(|key| key.aggregate_type.as_str()).collect();
         let ids: Vec<&str> = keys.iter().map(|key| key.aggregate_id.as_str()).collect();
-        let snapshots: Vec<(String, String, i64, i64, Value)> = sqlx::query_as(SELECT_SNAPSHOTS)
+        let rows: Vec<HistoryRow> = sqlx::query_as(SELECT_HISTORIES)
             .bind(tenant_id.as_uuid())
             .bind(&types)
             .bind(&ids)
             .fetch_all(&self.pool)
             .await?;
         let mut histories: HashMap<AggregateKey, AggregateHistory> = HashMap::new();
-        for (aggregate_type, aggregate_id, last_sequence, snapshot_version, payload) in snapshots {
-            histories.insert(
-                AggregateKey::new(aggregate_type, aggregate_id),
-                AggregateHistory {
-                    snapshot: Some(Snapshot {
-                        last_sequence,
-                        snapshot_version,
-                        payload,
-                    }),
-                    events: Vec::new(),
-                },
-            );
-        }
-        let after: Vec<i64> = keys
-            .iter()
-            .map(|key| {
-                histories
-                    .get(key)
-                    .and_then(|history| history.snapshot.as_ref())
-                    .map_or(0, |snapshot| snapshot.last_sequence)
-            })
-            .collect();
-        let rows: Vec<EventRow> = sqlx::query_as(SELECT_EVENTS_AFTER)
-            .bind(tenant_id.as_uuid())
-            .bind(&types)
-            .bind(&ids)
-            .bind(&after)
-            .fetch_all(&self.pool)
-            .await?;
-        for row in rows {
-            let event = serialized_from_row(row);
-            histories
-                .entry(AggregateKey::new(
-                    &event.aggregate_type,
-                    &event.aggregate_id,
-                ))
-                .or_default()
-                .events
-                .push(event);
+        for (
+            aggregate_type,
+            aggregate_id,
+            seq,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+            snapshot_version,
+        ) in rows
+        {
+            let key = AggregateKey::new(aggregate_type, aggregate_id);
+            let Some(event_type) = event_type else {
+                histories.entry(key).or_default().snapshot = Some(Snapshot {
+                    last_sequence: seq,
+                    snapshot_version: snapshot_version.unwrap_or(1),
+                    payload,
+                });
+                continue;
+            };
+            let event = serialized_from_row((
+                key.aggregate_type.clone(),
+                key.aggregate_id.clone(),
+                seq,
+                event_type,
+                event_version.unwrap_or_default(),
+                payload,
+                metadata.unwrap_or(Value::Null),
+            ));
+            histories.entry(key).or_default().events.push(event);
         }
         Ok(histories)
     }

@@ -6,8 +6,8 @@ use chrono::Utc;
 use eventstore::chain::ChainFinding;
 use eventstore::testing::TestDatabase;
 use eventstore::{
-    AggregateKey, AppendError, CommandWrite, EventStore, Fingerprint, GlobalCursor, IdempotencyKey,
-    JsonText, NewEvent, StoredEvent, TenantBatch,
+    AggregateHistory, AggregateKey, AppendError, CommandWrite, EventStore, Fingerprint,
+    GlobalCursor, IdempotencyKey, JsonText, NewEvent, StoredEvent, TenantBatch,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -479,17 +479,21 @@ fn a_float_has_no_canonical_form_and_cannot_become_event_data() {
 #[tokio::test]
 async fn a_snapshot_is_loaded_with_only_the_events_after_it() {
     // Proves: loads start from the newest snapshot; an older one never
-    // replaces it.
+    // replaces it. Several aggregates load in one call, each with its own
+    // events in sequence order (whatever their types), and one with no
+    // event is absent.
     let db = TestDatabase::new().await;
     let store = db.store();
     let tenant_id = tenant(store).await;
-    for seq in 1..=4 {
+    for seq in 1..=6 {
+        let mut other = event("c-2", seq, json!({"amount": seq}));
+        other.event_type = ["Zeroed", "Added", "Checked"][seq as usize % 3].to_string();
         store
             .append_command(
                 tenant_id,
                 write(
                     &format!("k{seq}"),
-                    vec![event("c-1", seq, json!({"amount": seq}))],
+                    vec![event("c-1", seq, json!({"amount": seq})), other],
                 ),
                 accepted(),
             )
@@ -505,22 +509,27 @@ async fn a_snapshot_is_loaded_with_only_the_events_after_it() {
         .save_snapshot(tenant_id, &key, 2, &json!({"total": 3}))
         .await
         .unwrap();
+    let other = AggregateKey::new("counter", "c-2");
+    let absent = AggregateKey::new("counter", "c-3");
     let mut histories = store
-        .load_histories(tenant_id, std::slice::from_ref(&key))
+        .load_histories(tenant_id, &[absent.clone(), other.clone(), key.clone()])
         .await
         .unwrap();
     let history = histories.remove(&key).unwrap();
-    let snapshot = history.snapshot.unwrap();
+    let snapshot = history.snapshot.clone().unwrap();
     assert_eq!(snapshot.last_sequence, 3);
+    assert_eq!(snapshot.snapshot_version, 1);
     assert_eq!(snapshot.payload, json!({"total": 6}));
-    assert_eq!(
-        history
-            .events
-            .iter()
-            .map(|event| event.sequence)
-            .collect::<Vec<_>>(),
-        [4]
-    );
+    let sequences = |history: &AggregateHistory| -> Vec<usize> {
+        history.events.iter().map(|event| event.sequence).collect()
+    };
+    assert_eq!(sequences(&history), [4, 5, 6]);
+    let history = histories.remove(&other).unwrap();
+    assert_eq!(history.snapshot, None);
+    assert_eq!(sequences(&history), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(history.events[0].event_type, "Added");
+    assert_eq!(history.events[2].payload, json!({"amount": 3}));
+    assert!(histories.is_empty(), "{histories:?}");
 }
 
 #[tokio::test]
