@@ -135,7 +135,9 @@ async fn a_reaction_repeated_after_a_crash_takes_effect_once() {
     // Its checkpoint never advanced: behind by the 2 raises and 30
     // additions, and the 19 mirrored additions it appended before failing.
     assert_eq!((failed.checkpoint, failed.events_behind), (0, 51));
-    react_round(store.pool(), mirror.clone()).await.unwrap();
+    // The round covers the 51 events it read, and no more: the 11 additions
+    // it appended meanwhile wait for the next round, as appends do.
+    assert_eq!(react_round(store.pool(), mirror.clone()).await.unwrap(), 51);
     assert_eq!(mirror.replayed.load(Ordering::SeqCst), 19);
     let recovered = &projections::status::status(store.pool(), &["mirror"])
         .await
@@ -151,7 +153,13 @@ async fn a_reaction_repeated_after_a_crash_takes_effect_once() {
         .filter(|event| event.aggregate_id == "mirror" && event.event_type == "CounterAdded")
         .count();
     assert_eq!(mirror_events, 30);
-    // The reactor's own appends are new events; reacting to them does nothing.
+    // The reactor's own appends are new events; reacting to them does
+    // nothing, and then nothing lags.
+    assert_eq!(
+        react_catch_up(store.pool(), mirror.as_ref()).await.unwrap(),
+        11
+    );
+    assert_eq!(mirror.reactions.load(Ordering::SeqCst), 50);
     assert_eq!(
         react_catch_up(store.pool(), mirror.as_ref()).await.unwrap(),
         0

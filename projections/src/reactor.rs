@@ -66,6 +66,25 @@ pub async fn react_step_scanning(
     tenant_id: TenantId,
     scan_events_max: i64,
 ) -> Result<Step, ProjectionError> {
+    Ok(react_batch(pool, reactor, tenant_id, scan_events_max)
+        .await?
+        .step)
+}
+
+/// What one batch of reactions did, and whether more followed the head it
+/// read (the batch was full, or its window ended before the head).
+struct Reacted {
+    step: Step,
+    more: bool,
+}
+
+async fn react_batch(
+    pool: &PgPool,
+    reactor: &dyn Reactor,
+    tenant_id: TenantId,
+    scan_events_max: i64,
+) -> Result<Reacted, ProjectionError> {
+    let done = |step| Reacted { step, more: false };
     let mut transaction = pool.begin().await?;
     let lease: Option<(i64,)> = sqlx::query_as(
         "SELECT last_seq FROM projection_checkpoints \
@@ -79,7 +98,7 @@ pub async fn react_step_scanning(
     .fetch_optional(&mut *transaction)
     .await?;
     let Some((checkpoint_seq,)) = lease else {
-        return Ok(Step::Busy);
+        return Ok(done(Step::Busy));
     };
     let Some(batch) = read_batch(
         &mut transaction,
@@ -90,7 +109,7 @@ pub async fn react_step_scanning(
     )
     .await?
     else {
-        return Ok(Step::UpToDate);
+        return Ok(done(Step::UpToDate));
     };
     for event in &batch.events {
         reactor
@@ -116,9 +135,12 @@ pub async fn react_step_scanning(
     .execute(&mut *transaction)
     .await?;
     transaction.commit().await?;
-    Ok(Step::Applied {
-        events: usize::try_from(batch.last_seq - checkpoint_seq).unwrap_or(0),
-        last_seq: batch.last_seq,
+    Ok(Reacted {
+        step: Step::Applied {
+            events: usize::try_from(batch.last_seq - checkpoint_seq).unwrap_or(0),
+            last_seq: batch.last_seq,
+        },
+        more: batch.more,
     })
 }
 
@@ -127,6 +149,8 @@ struct ReactorBatch {
     events: Vec<StoredEvent>,
     last_seq: i64,
     last_recorded_at: DateTime<Utc>,
+    /// Events followed the batch when it was read.
+    more: bool,
 }
 
 /// The events after `checkpoint_seq` the reactor reads, and how far they
@@ -151,6 +175,7 @@ async fn read_batch(
             return Ok(None);
         };
         return Ok(Some(ReactorBatch {
+            more: events.len() as i64 >= BATCH_EVENTS_MAX,
             events,
             last_seq,
             last_recorded_at,
@@ -188,6 +213,7 @@ async fn read_batch(
         events,
         last_seq,
         last_recorded_at,
+        more: last_seq < head_seq,
     }))
 }
 
@@ -216,17 +242,30 @@ async fn recorded_at(
 /// left to the listener, the projection workers and the reads.
 pub const REACTING_TENANTS_MAX: usize = 4;
 
-/// Reacts until no tenant lags (or the lagging ones are busy elsewhere).
+/// Reacts until no tenant lags (or the lagging ones are busy elsewhere),
+/// round after round: the events its own reactions append are reacted to
+/// as well. The single step tests drive.
 pub async fn react_catch_up(pool: &PgPool, reactor: &dyn Reactor) -> Result<u64, ProjectionError> {
-    react_catch_up_with(pool, reactor, || false).await
+    let mut applied = 0;
+    loop {
+        match react_catch_up_with(pool, reactor, || false).await? {
+            0 => return Ok(applied),
+            events => applied += events,
+        }
+    }
 }
 
-/// [`react_catch_up`], stopping early (between batches) once `stop`
-/// answers true. Lagging tenants are reacted to concurrently, up to
+/// One round of a reactor's worker: every lagging tenant up to the head
+/// read by its last batch (batch after batch while they are full), stopping
+/// early (between batches) once `stop` answers true. What is appended
+/// meanwhile waits for the next round, as it does for the projections: a
+/// round never chases the appends of a busy ledger batch by small batch.
+/// Lagging tenants are reacted to concurrently, up to
 /// [`REACTING_TENANTS_MAX`] at once; each tenant's events in order. When a
 /// tenant fails, the tenants at work meanwhile finish their batch (a failing
 /// tenant does not hold its neighbours back), no other starts, and the
-/// first error is returned.
+/// first error is returned. Returns the events covered (reacted to or
+/// passed over).
 pub async fn react_catch_up_with(
     pool: &PgPool,
     reactor: &dyn Reactor,
@@ -237,37 +276,29 @@ pub async fn react_catch_up_with(
         .clamp(1, REACTING_TENANTS_MAX);
     let failed = AtomicBool::new(false);
     let halt = || stop() || failed.load(Ordering::Relaxed);
+    let lagging = crate::runtime::lagging_tenants(pool, reactor.name()).await?;
+    let mut tenants = stream::iter(lagging)
+        .map(|tenant_id| react_tenant(pool, reactor, tenant_id, &halt))
+        .buffer_unordered(at_once);
     let mut applied = 0;
-    loop {
-        let lagging = crate::runtime::lagging_tenants(pool, reactor.name()).await?;
-        let mut tenants = stream::iter(lagging)
-            .map(|tenant_id| react_tenant(pool, reactor, tenant_id, &halt))
-            .buffer_unordered(at_once);
-        let mut progressed = false;
-        let mut first_error = None;
-        while let Some(reacted) = tenants.next().await {
-            match reacted {
-                Ok(events) => {
-                    applied += events;
-                    progressed |= events > 0;
-                }
-                Err(error) => {
-                    failed.store(true, Ordering::Relaxed);
-                    first_error.get_or_insert(error);
-                }
+    let mut first_error = None;
+    while let Some(reacted) = tenants.next().await {
+        match reacted {
+            Ok(events) => applied += events,
+            Err(error) => {
+                failed.store(true, Ordering::Relaxed);
+                first_error.get_or_insert(error);
             }
         }
-        if let Some(error) = first_error {
-            return Err(error);
-        }
-        if !progressed || stop() {
-            return Ok(applied);
-        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(applied),
     }
 }
 
-/// Reacts to one tenant's events, batch by batch, until it is up to date,
-/// another worker holds it, or `stop`.
+/// Reacts to one tenant's events, batch by batch, until a batch reaches
+/// the head it read, another worker holds the tenant, or `stop`.
 async fn react_tenant(
     pool: &PgPool,
     reactor: &dyn Reactor,
@@ -276,9 +307,13 @@ async fn react_tenant(
 ) -> Result<u64, ProjectionError> {
     let mut applied = 0;
     while !stop() {
-        match react_step(pool, reactor, tenant_id).await? {
+        let reacted = react_batch(pool, reactor, tenant_id, SCAN_EVENTS_MAX).await?;
+        match reacted.step {
             Step::Applied { events, .. } => applied += events as u64,
             Step::UpToDate | Step::Busy => break,
+        }
+        if !reacted.more {
+            break;
         }
     }
     Ok(applied)
