@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use commands::{BusConfig, CommandBus, Metrics};
 use eventstore::testing::TestDatabase;
 use eventstore::{IdempotencyKey, StoredEvent};
-use projections::reactor::{react_catch_up, react_step_scanning};
+use projections::reactor::{react_catch_up, react_step_within, ReactLimits};
 use projections::runtime::Step;
 use projections::worker::react_round;
 use projections::Reactor;
@@ -393,8 +393,12 @@ async fn a_reactor_passes_over_other_events_in_bounded_steps() {
         .await
         .unwrap()
     };
+    let window = ReactLimits {
+        batch_events: 1_000,
+        scan_events: 2,
+    };
     for (events_covered, last_seq) in [(2, 2), (2, 4), (1, 5)] {
-        let step = react_step_scanning(store.pool(), &reactor, tenant_id, 2)
+        let step = react_step_within(store.pool(), &reactor, tenant_id, window)
             .await
             .unwrap();
         assert_eq!(
@@ -407,9 +411,102 @@ async fn a_reactor_passes_over_other_events_in_bounded_steps() {
         let recorded_at = events[usize::try_from(last_seq).unwrap() - 1].recorded_at;
         assert_eq!(checkpoint().await, (last_seq, recorded_at));
     }
-    let step = react_step_scanning(store.pool(), &reactor, tenant_id, 2)
+    let step = react_step_within(store.pool(), &reactor, tenant_id, window)
         .await
         .unwrap();
     assert_eq!(step, Step::UpToDate);
     assert_eq!(reactor.seen(), Vec::<i64>::new());
+}
+
+/// Appends one event of each aggregate type in `types`, in order, each as a
+/// command of its own (written straight to the store).
+async fn events_of_types(store: &eventstore::EventStore, tenant_id: TenantId, types: &[&str]) {
+    use eventstore::{CommandWrite, Fingerprint, JsonText, NewEvent};
+    for (index, aggregate_type) in types.iter().enumerate() {
+        let at = store
+            .chain_head(tenant_id)
+            .await
+            .unwrap()
+            .and_then(|head| head.recorded_at)
+            .unwrap_or_else(chrono::Utc::now);
+        let body = serde_json::json!({ "n": index });
+        let write = CommandWrite {
+            key: IdempotencyKey::parse(&format!("typed-{index}")).unwrap(),
+            fingerprint: Fingerprint::of("test", &body).unwrap(),
+            status: 201,
+            events: vec![NewEvent {
+                aggregate_type: aggregate_type.to_string(),
+                aggregate_id: format!("a-{index}"),
+                aggregate_seq: 1,
+                event_type: "Happened".to_string(),
+                event_version: "1".to_string(),
+                payload: JsonText::from_value(&body).unwrap(),
+                metadata: JsonText::from_value(&serde_json::json!({})).unwrap(),
+            }],
+            indexed: Vec::new(),
+            at: eventstore::chain::to_stored_precision(at + chrono::Duration::milliseconds(1)),
+        };
+        store
+            .append_command(tenant_id, write, |_, seq| serde_json::json!({ "seq": seq }))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_full_batch_stops_at_its_last_event_and_the_next_goes_on_from_there() {
+    // Proves: among events of other types, a batch that fills up moves the
+    // checkpoint to its last event only (the rest of its window is read
+    // again by the next batch), and one that does not fill up covers its
+    // whole window; every watched event is reacted to once, in order.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
+    events_of_types(
+        store,
+        tenant_id,
+        &[
+            "other", "watched", "other", "other", "watched", "watched", "other",
+        ],
+    )
+    .await;
+    projections::status::register_reactors(store.pool(), &["watcher"])
+        .await
+        .unwrap();
+    for (limits, steps) in [
+        (
+            ReactLimits {
+                batch_events: 2,
+                scan_events: 3,
+            },
+            vec![(3, 3), (3, 6), (1, 7)],
+        ),
+        (
+            ReactLimits {
+                batch_events: 1,
+                scan_events: 6,
+            },
+            vec![(2, 2), (3, 5), (1, 6), (1, 7)],
+        ),
+    ] {
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = 'watcher'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        projections::runtime::lagging_tenants(store.pool(), "watcher")
+            .await
+            .unwrap();
+        let reactor = Picky::new("watcher", &["watched"]);
+        for (events, last_seq) in steps {
+            let step = react_step_within(store.pool(), &reactor, tenant_id, limits)
+                .await
+                .unwrap();
+            assert_eq!(step, Step::Applied { events, last_seq }, "{limits:?}");
+        }
+        let step = react_step_within(store.pool(), &reactor, tenant_id, limits)
+            .await
+            .unwrap();
+        assert_eq!(step, Step::UpToDate);
+        assert_eq!(reactor.seen(), vec![2, 5, 6], "{limits:?}");
+    }
 }

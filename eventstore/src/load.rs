@@ -44,11 +44,12 @@ pub struct AggregateHistory {
 
 // Snapshots and the events after them in one statement (one snapshot of
 // the database, one round trip): a snapshot row has no event type, and its
-// seq (the last event it folds) puts it before its aggregate's events. Each part is one index probe or range scan
-// per aggregate, whatever plan the prepared statement settles on (the
-// subqueries with LIMIT or ORDER BY are never flattened into a join, which
-// a generic plan might make read the tenant's whole history to find the few
-// aggregates asked for, most of them new, with no event at all).
+// seq (the last event it folds) puts it before its aggregate's events.
+// Each part is one index probe or range scan per aggregate, whatever plan
+// the prepared statement settles on (the subqueries with LIMIT or ORDER BY
+// are never flattened into a join, which a generic plan might make read the
+// tenant's whole history to find the few aggregates asked for, most of them
+// new, with no event at all).
 const SELECT_HISTORIES: &str = "\
     WITH k AS ( \
         SELECT k.aggregate_type, k.aggregate_id, s.last_sequence, s.snapshot_version, s.payload \
@@ -187,24 +188,33 @@ impl EventStore {
         ) in rows
         {
             let key = AggregateKey::new(aggregate_type, aggregate_id);
-            let Some(event_type) = event_type else {
-                histories.entry(key).or_default().snapshot = Some(Snapshot {
-                    last_sequence: seq,
-                    snapshot_version: snapshot_version.unwrap_or(1),
-                    payload,
-                });
-                continue;
-            };
-            let event = serialized_from_row((
-                key.aggregate_type.clone(),
-                key.aggregate_id.clone(),
-                seq,
-                event_type,
-                event_version.unwrap_or_default(),
-                payload,
-                metadata.unwrap_or(Value::Null),
-            ));
-            histories.entry(key).or_default().events.push(event);
+            let history = histories.entry(key.clone()).or_default();
+            match (event_type, event_version, metadata, snapshot_version) {
+                (None, None, None, Some(snapshot_version)) => {
+                    history.snapshot = Some(Snapshot {
+                        last_sequence: seq,
+                        snapshot_version,
+                        payload,
+                    });
+                }
+                (Some(event_type), Some(event_version), Some(metadata), None) => {
+                    history.events.push(serialized_from_row((
+                        key.aggregate_type,
+                        key.aggregate_id,
+                        seq,
+                        event_type,
+                        event_version,
+                        payload,
+                        metadata,
+                    )));
+                }
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "{}/{} at {seq}: a history row that is neither a snapshot nor an event",
+                        key.aggregate_type, key.aggregate_id
+                    )))
+                }
+            }
         }
         Ok(histories)
     }

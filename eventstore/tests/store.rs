@@ -510,6 +510,17 @@ async fn a_snapshot_is_loaded_with_only_the_events_after_it() {
         .await
         .unwrap();
     let other = AggregateKey::new("counter", "c-2");
+    for last_sequence in [1, 2] {
+        store
+            .save_snapshot(
+                tenant_id,
+                &other,
+                last_sequence,
+                &json!({"at": last_sequence}),
+            )
+            .await
+            .unwrap();
+    }
     let absent = AggregateKey::new("counter", "c-3");
     let mut histories = store
         .load_histories(tenant_id, &[absent.clone(), other.clone(), key.clone()])
@@ -525,10 +536,20 @@ async fn a_snapshot_is_loaded_with_only_the_events_after_it() {
     };
     assert_eq!(sequences(&history), [4, 5, 6]);
     let history = histories.remove(&other).unwrap();
-    assert_eq!(history.snapshot, None);
-    assert_eq!(sequences(&history), [1, 2, 3, 4, 5, 6]);
-    assert_eq!(history.events[0].event_type, "Added");
-    assert_eq!(history.events[2].payload, json!({"amount": 3}));
+    let snapshot = history.snapshot.clone().unwrap();
+    assert_eq!((snapshot.last_sequence, snapshot.snapshot_version), (2, 2));
+    assert_eq!(snapshot.payload, json!({"at": 2}));
+    // Types out of alphabetical order: the events come in sequence order.
+    assert_eq!(sequences(&history), [3, 4, 5, 6]);
+    let types: Vec<&str> = history
+        .events
+        .iter()
+        .map(|event| event.event_type.as_str())
+        .collect();
+    assert_eq!(types, ["Zeroed", "Added", "Checked", "Zeroed"]);
+    assert_eq!(history.events[3].payload, json!({"amount": 6}));
+    assert_eq!(history.events[3].metadata, json!({"command": "Add"}));
+    assert_eq!(history.events[3].event_version, "1");
     assert!(histories.is_empty(), "{histories:?}");
 }
 

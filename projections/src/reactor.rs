@@ -48,6 +48,25 @@ pub trait Reactor: Send + Sync + 'static {
 /// bounded steps.
 pub const SCAN_EVENTS_MAX: i64 = 16 * BATCH_EVENTS_MAX;
 
+/// How much one batch of a reactor takes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactLimits {
+    /// Most events reacted to.
+    pub batch_events: i64,
+    /// Most events passed over, by a reactor that reads some aggregate
+    /// types only.
+    pub scan_events: i64,
+}
+
+impl Default for ReactLimits {
+    fn default() -> Self {
+        Self {
+            batch_events: BATCH_EVENTS_MAX,
+            scan_events: SCAN_EVENTS_MAX,
+        }
+    }
+}
+
 /// One batch of reactions for one tenant: take the lease, react to each
 /// event in order, advance the checkpoint, commit.
 pub async fn react_step(
@@ -55,20 +74,17 @@ pub async fn react_step(
     reactor: &dyn Reactor,
     tenant_id: TenantId,
 ) -> Result<Step, ProjectionError> {
-    react_step_scanning(pool, reactor, tenant_id, SCAN_EVENTS_MAX).await
+    react_step_within(pool, reactor, tenant_id, ReactLimits::default()).await
 }
 
-/// [`react_step`], a reactor that reads some aggregate types only passing
-/// over at most `scan_events_max` events (a test makes it small).
-pub async fn react_step_scanning(
+/// [`react_step`] within `limits` (a test makes them small).
+pub async fn react_step_within(
     pool: &PgPool,
     reactor: &dyn Reactor,
     tenant_id: TenantId,
-    scan_events_max: i64,
+    limits: ReactLimits,
 ) -> Result<Step, ProjectionError> {
-    Ok(react_batch(pool, reactor, tenant_id, scan_events_max)
-        .await?
-        .step)
+    Ok(react_batch(pool, reactor, tenant_id, limits).await?.step)
 }
 
 /// What one batch of reactions did, and whether more followed the head it
@@ -82,7 +98,7 @@ async fn react_batch(
     pool: &PgPool,
     reactor: &dyn Reactor,
     tenant_id: TenantId,
-    scan_events_max: i64,
+    limits: ReactLimits,
 ) -> Result<Reacted, ProjectionError> {
     let done = |step| Reacted { step, more: false };
     let mut transaction = pool.begin().await?;
@@ -100,14 +116,8 @@ async fn react_batch(
     let Some((checkpoint_seq,)) = lease else {
         return Ok(done(Step::Busy));
     };
-    let Some(batch) = read_batch(
-        &mut transaction,
-        reactor,
-        tenant_id,
-        checkpoint_seq,
-        scan_events_max,
-    )
-    .await?
+    let Some(batch) =
+        read_batch(&mut transaction, reactor, tenant_id, checkpoint_seq, limits).await?
     else {
         return Ok(done(Step::UpToDate));
     };
@@ -162,12 +172,12 @@ async fn read_batch(
     reactor: &dyn Reactor,
     tenant_id: TenantId,
     checkpoint_seq: i64,
-    scan_events_max: i64,
+    limits: ReactLimits,
 ) -> Result<Option<ReactorBatch>, ProjectionError> {
+    let batch_events = limits.batch_events.max(1);
     let Some(types) = reactor.aggregate_types() else {
         let events =
-            EventStore::read_tenant_on(connection, tenant_id, checkpoint_seq, BATCH_EVENTS_MAX)
-                .await?;
+            EventStore::read_tenant_on(connection, tenant_id, checkpoint_seq, batch_events).await?;
         let Some((last_seq, last_recorded_at)) = events
             .last()
             .map(|last| (last.tenant_seq, last.recorded_at))
@@ -175,7 +185,7 @@ async fn read_batch(
             return Ok(None);
         };
         return Ok(Some(ReactorBatch {
-            more: events.len() as i64 >= BATCH_EVENTS_MAX,
+            more: events.len() as i64 >= batch_events,
             events,
             last_seq,
             last_recorded_at,
@@ -194,12 +204,11 @@ async fn read_batch(
     let range = TenantRange {
         tenant_id,
         after_seq: checkpoint_seq,
-        until_seq: head_seq.min(checkpoint_seq.saturating_add(scan_events_max.max(1))),
+        until_seq: head_seq.min(checkpoint_seq.saturating_add(limits.scan_events.max(1))),
     };
-    let events =
-        EventStore::read_tenant_types_on(connection, range, types, BATCH_EVENTS_MAX).await?;
+    let events = EventStore::read_tenant_types_on(connection, range, types, batch_events).await?;
     let (last_seq, last_recorded_at) = match events.last() {
-        Some(last) if events.len() as i64 >= BATCH_EVENTS_MAX => {
+        Some(last) if events.len() as i64 >= batch_events => {
             (last.tenant_seq, Some(last.recorded_at))
         }
         _ if range.until_seq == head_seq => (head_seq, head_recorded_at),
@@ -217,18 +226,22 @@ async fn read_batch(
     }))
 }
 
-/// When the event at `tenant_seq` was recorded.
+/// When the event at `tenant_seq` was recorded (or the last before it:
+/// the history has no gap, but a tampered one must not wedge the reactor;
+/// `verify` reports it).
 async fn recorded_at(
     connection: &mut PgConnection,
     tenant_id: TenantId,
     tenant_seq: i64,
 ) -> Result<DateTime<Utc>, ProjectionError> {
-    let (at,): (DateTime<Utc>,) =
-        sqlx::query_as("SELECT recorded_at FROM events WHERE tenant_id = $1 AND tenant_seq = $2")
-            .bind(tenant_id.as_uuid())
-            .bind(tenant_seq)
-            .fetch_one(connection)
-            .await?;
+    let (at,): (DateTime<Utc>,) = sqlx::query_as(
+        "SELECT recorded_at FROM events WHERE tenant_id = $1 AND tenant_seq <= $2 \
+             ORDER BY tenant_seq DESC LIMIT 1",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(tenant_seq)
+    .fetch_one(connection)
+    .await?;
     Ok(at)
 }
 
@@ -243,8 +256,9 @@ async fn recorded_at(
 pub const REACTING_TENANTS_MAX: usize = 4;
 
 /// Reacts until no tenant lags (or the lagging ones are busy elsewhere),
-/// round after round: the events its own reactions append are reacted to
-/// as well. The single step tests drive.
+/// round after round, so that the events its own reactions append are
+/// reacted to as well: what tests and one-off runs call to catch a reactor
+/// up.
 pub async fn react_catch_up(pool: &PgPool, reactor: &dyn Reactor) -> Result<u64, ProjectionError> {
     let mut applied = 0;
     loop {
@@ -307,7 +321,7 @@ async fn react_tenant(
 ) -> Result<u64, ProjectionError> {
     let mut applied = 0;
     while !stop() {
-        let reacted = react_batch(pool, reactor, tenant_id, SCAN_EVENTS_MAX).await?;
+        let reacted = react_batch(pool, reactor, tenant_id, ReactLimits::default()).await?;
         match reacted.step {
             Step::Applied { events, .. } => applied += events as u64,
             Step::UpToDate | Step::Busy => break,

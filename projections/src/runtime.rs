@@ -83,7 +83,9 @@ impl From<sqlx::Error> for ProjectionError {
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Applied `events`, up to `last_seq` (of the last tenant).
+    /// Applied `events`, up to `last_seq` (of the last tenant). A reactor
+    /// counts the events it covered: reacted to, or passed over as of
+    /// aggregate types it does not read.
     Applied { events: usize, last_seq: i64 },
     /// Nothing new for this tenant.
     UpToDate,

@@ -56,7 +56,7 @@ pub(crate) async fn fold_history(
 
 /// The current states of the aggregates `A` named `ids` of `tenant_id`, by
 /// id (an aggregate with no events is `A::default()`), read from the store
-/// in two queries.
+/// in one query.
 pub async fn current<A>(
     store: &EventStore,
     tenant_id: TenantId,
