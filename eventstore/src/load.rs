@@ -119,6 +119,12 @@ const SELECT_AGGREGATE_PAGE: &str = "\
     WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND aggregate_seq > $4 \
     ORDER BY aggregate_seq LIMIT $5";
 
+const SELECT_AGGREGATE_OF_TYPES: &str = "\
+    SELECT aggregate_type, aggregate_id, aggregate_seq, event_type, event_version, payload, metadata \
+    FROM events \
+    WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND event_type = ANY($4) \
+    ORDER BY aggregate_seq";
+
 type EventRow = (String, String, i64, String, String, Value, Value);
 
 fn serialized_from_row(row: EventRow) -> SerializedEvent {
@@ -231,6 +237,25 @@ impl EventStore {
             .bind([key.aggregate_type.as_str()])
             .bind([key.aggregate_id.as_str()])
             .bind([after_seq])
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(serialized_from_row).collect())
+    }
+
+    /// The events of one aggregate whose stored type is one of
+    /// `event_types`, in order. The others are passed over in the index
+    /// without their payloads being read out.
+    pub async fn load_events_of_types(
+        &self,
+        tenant_id: TenantId,
+        key: &AggregateKey,
+        event_types: &[&str],
+    ) -> Result<Vec<SerializedEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(SELECT_AGGREGATE_OF_TYPES)
+            .bind(tenant_id.as_uuid())
+            .bind(&key.aggregate_type)
+            .bind(&key.aggregate_id)
+            .bind(event_types)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(serialized_from_row).collect())

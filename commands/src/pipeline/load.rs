@@ -84,6 +84,45 @@ where
     Ok(states)
 }
 
+/// The aggregate `A` `id` of `tenant_id` folded from its events whose
+/// stored type is one of `event_types` only, in order (upcast as a load
+/// would): for a reader that needs only what those events set, such as a
+/// payee's profile and plans without the lines that grow with its history.
+/// No snapshot is read (it would carry the rest).
+pub async fn current_from_types<A>(
+    store: &EventStore,
+    tenant_id: TenantId,
+    id: &str,
+    event_types: &[&str],
+) -> Result<A, StoreError>
+where
+    A: Decide + Clone + 'static,
+    A::Error: Rejection,
+{
+    let target = Target::of::<A>(id.to_string());
+    let key = &target.key;
+    let mut state = (target.kind.fresh)();
+    for event in store
+        .load_events_of_types(tenant_id, key, event_types)
+        .await?
+    {
+        let sequence = event.sequence;
+        state
+            .apply_serialized(target.kind.upcast(event))
+            .map_err(|error| {
+                StoreError::Corrupt(format!(
+                    "event {sequence} of {}/{} does not deserialize: {error}",
+                    key.aggregate_type, key.aggregate_id
+                ))
+            })?;
+    }
+    state
+        .as_any()
+        .downcast_ref::<A>()
+        .cloned()
+        .ok_or_else(|| StoreError::Corrupt(format!("{key:?} has another type")))
+}
+
 /// The current state of the aggregate `A` `id` of `tenant_id`.
 pub async fn current_one<A>(
     store: &EventStore,

@@ -14,7 +14,7 @@
 //! no plan or rule in effect, is a refused line in the payee's ledger.
 
 use super::{AccrueCommission, ClawBack, ReverseClawBack};
-use crate::pipeline::load::current_one;
+use crate::pipeline::load::{current_from_types, current_one};
 use crate::pipeline::{derive_id, CommandBus, PipelineError};
 use aggregates::compensation::Payee;
 use aggregates::ids::LineId;
@@ -41,6 +41,11 @@ pub struct Commissions {
     bus: CommandBus,
     store: EventStore,
 }
+
+/// The payee events a reaction reads: what sets its profile (the currency)
+/// and its plan assignments, which is all of the payee a reaction resolves.
+/// Its lines, which grow with its history, are left in the store.
+const PAYEE_TERMS: &[&str] = &["PayeeCreated", "PlanAssigned"];
 
 /// Builds the process manager on `bus`, reading from `store`.
 pub fn process_manager(bus: CommandBus, store: EventStore) -> Arc<dyn Reactor> {
@@ -133,7 +138,7 @@ impl Commissions {
         let Some(payee_id) = intent.terms.payee.clone() else {
             return Ok(None);
         };
-        let payee: Payee = current_one(&self.store, tenant_id, &payee_id)
+        let payee: Payee = current_from_types(&self.store, tenant_id, &payee_id, PAYEE_TERMS)
             .await
             .map_err(|error| error.to_string())?;
         // An unknown payee is refused by the decision (recorded); its
@@ -243,5 +248,69 @@ impl Reactor for Commissions {
             "the reaction to event {} stayed stale",
             event.event_id
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PAYEE_TERMS;
+    use aggregates::compensation::{Payee, PayeeEvent};
+    use aggregates::ids::{LineId, PayRunId};
+    use aggregates::money::Asset;
+    use chrono::{TimeZone, Utc};
+    use cqrs_es::{Aggregate, DomainEvent};
+
+    #[test]
+    fn the_payee_terms_are_all_a_reaction_reads_of_a_payee() {
+        // Proves: folding only the events named in PAYEE_TERMS gives the
+        // profile and plan assignments the whole history gives, and every
+        // name there is one a payee event is stored under.
+        let at = |day| Utc.with_ymd_and_hms(2026, 1, day, 0, 0, 0).unwrap();
+        let run_id = PayRunId::from_uuid(uuid::Uuid::from_u128(1));
+        let history = vec![
+            PayeeEvent::PayeeCreated {
+                name: "Ada".into(),
+                asset: Asset::new("USD", 2).unwrap(),
+                role_id: Some("rep".into()),
+                at: at(1),
+            },
+            PayeeEvent::PlanAssigned {
+                plan_id: "basic".into(),
+                from: at(1),
+                at: at(1),
+            },
+            PayeeEvent::LinePayable {
+                line_id: LineId::from_uuid(uuid::Uuid::from_u128(2)),
+                at: at(2),
+            },
+            PayeeEvent::LinesClaimed {
+                run_id,
+                lines: Vec::new(),
+                gross: 0,
+                carried_in: 0,
+                at: at(3),
+            },
+            PayeeEvent::LinesReleased { run_id, at: at(4) },
+            PayeeEvent::PlanAssigned {
+                plan_id: "premium".into(),
+                from: at(5),
+                at: at(5),
+            },
+        ];
+        let mut whole = Payee::default();
+        let mut terms = Payee::default();
+        for event in history {
+            if PAYEE_TERMS.contains(&event.event_type().as_str()) {
+                terms.apply(event.clone());
+            }
+            whole.apply(event);
+        }
+        assert_eq!(terms.profile, whole.profile);
+        assert_eq!(terms.assignments, whole.assignments);
+        assert_eq!(terms.assignments.len(), 2);
+        assert_eq!(
+            terms.assignment_at(at(6)).map(|a| a.plan_id.as_str()),
+            Some("premium")
+        );
     }
 }
