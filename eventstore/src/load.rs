@@ -243,8 +243,8 @@ impl EventStore {
     }
 
     /// The events of one aggregate whose stored type is one of
-    /// `event_types`, in order. The others are passed over in the index
-    /// without their payloads being read out.
+    /// `event_types`, in order. The others are read in the index range and
+    /// dropped by the filter, their payloads neither sent nor decoded.
     pub async fn load_events_of_types(
         &self,
         tenant_id: TenantId,

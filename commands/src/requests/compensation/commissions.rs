@@ -44,7 +44,9 @@ pub struct Commissions {
 
 /// The payee events a reaction reads: what sets its profile (the currency)
 /// and its plan assignments, which is all of the payee a reaction resolves.
-/// Its lines, which grow with its history, are left in the store.
+/// Its lines, which grow with its history, are left in the store. Stored
+/// type names: an upcaster that renamed one would need the old name here
+/// too (payees have none).
 const PAYEE_TERMS: &[&str] = &["PayeeCreated", "PlanAssigned"];
 
 /// Builds the process manager on `bus`, reading from `store`.
@@ -254,6 +256,19 @@ impl Reactor for Commissions {
 #[cfg(test)]
 mod tests {
     use super::PAYEE_TERMS;
+
+    /// Whether a payee event sets what a reaction reads of the payee. A new
+    /// kind of payee event does not compile here until it is classified.
+    fn sets_terms(event: &PayeeEvent) -> bool {
+        match event {
+            PayeeEvent::PayeeCreated { .. } | PayeeEvent::PlanAssigned { .. } => true,
+            PayeeEvent::LineAccrued(_)
+            | PayeeEvent::LinePayable { .. }
+            | PayeeEvent::LinesClaimed { .. }
+            | PayeeEvent::LinesReleased { .. }
+            | PayeeEvent::RunPaid { .. } => false,
+        }
+    }
     use aggregates::compensation::{Payee, PayeeEvent};
     use aggregates::ids::{LineId, PayRunId};
     use aggregates::money::Asset;
@@ -297,6 +312,17 @@ mod tests {
                 at: at(5),
             },
         ];
+        let mut named = Vec::new();
+        for event in &history {
+            let in_terms = PAYEE_TERMS.contains(&event.event_type().as_str());
+            assert_eq!(in_terms, sets_terms(event), "{event:?}");
+            if in_terms {
+                named.push(event.event_type());
+            }
+        }
+        for name in PAYEE_TERMS {
+            assert!(named.iter().any(|stored| stored == name), "{name}");
+        }
         let mut whole = Payee::default();
         let mut terms = Payee::default();
         for event in history {
