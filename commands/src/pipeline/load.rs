@@ -3,8 +3,9 @@
 //! reads to resolve the facts a request carries (a payment's currency, its
 //! tenders' accounts) from the store itself rather than a read table.
 
-use super::request::{Loaded, Target};
+use super::request::{AnyAggregate, Loaded, Target};
 use aggregates::{Decide, Rejection, TenantId};
+use cqrs_es::persist::SerializedEvent;
 use eventstore::{AggregateHistory, AggregateKey, EventStore, StoreError};
 use std::collections::HashMap;
 
@@ -42,16 +43,40 @@ pub(crate) async fn fold_history(
                 key.aggregate_type, key.aggregate_id
             )));
         }
-        let event = target.kind.upcast(event);
-        state.apply_serialized(event).map_err(|error| {
-            StoreError::Corrupt(format!(
-                "event {sequence} of {}/{} does not deserialize: {error}",
-                key.aggregate_type, key.aggregate_id
-            ))
-        })?;
+        apply_stored(state.as_mut(), target, event)?;
         version = sequence;
     }
     Ok(Loaded { state, version })
+}
+
+/// Applies one stored event of `target` to `state`, upcast first.
+fn apply_stored(
+    state: &mut dyn AnyAggregate,
+    target: &Target,
+    event: SerializedEvent,
+) -> Result<(), StoreError> {
+    let sequence = event.sequence;
+    state
+        .apply_serialized(target.kind.upcast(event))
+        .map(|_| ())
+        .map_err(|error| {
+            StoreError::Corrupt(format!(
+                "event {sequence} of {}/{} does not deserialize: {error}",
+                target.key.aggregate_type, target.key.aggregate_id
+            ))
+        })
+}
+
+/// `state` as the aggregate `A` it was loaded as.
+fn downcast<A: Clone + 'static>(
+    state: &dyn AnyAggregate,
+    key: &AggregateKey,
+) -> Result<A, StoreError> {
+    state
+        .as_any()
+        .downcast_ref::<A>()
+        .cloned()
+        .ok_or_else(|| StoreError::Corrupt(format!("{key:?} has another type")))
 }
 
 /// The current states of the aggregates `A` named `ids` of `tenant_id`, by
@@ -73,12 +98,7 @@ where
     for target in targets {
         let history = histories.remove(&target.key).unwrap_or_default();
         let loaded = fold_history(store, tenant_id, &target, history).await?;
-        let state = loaded
-            .state
-            .as_any()
-            .downcast_ref::<A>()
-            .cloned()
-            .ok_or_else(|| StoreError::Corrupt(format!("{:?} has another type", target.key)))?;
+        let state = downcast::<A>(loaded.state.as_ref(), &target.key)?;
         states.insert(target.key.aggregate_id, state);
     }
     Ok(states)
@@ -100,27 +120,14 @@ where
     A::Error: Rejection,
 {
     let target = Target::of::<A>(id.to_string());
-    let key = &target.key;
     let mut state = (target.kind.fresh)();
     for event in store
-        .load_events_of_types(tenant_id, key, event_types)
+        .load_events_of_types(tenant_id, &target.key, event_types)
         .await?
     {
-        let sequence = event.sequence;
-        state
-            .apply_serialized(target.kind.upcast(event))
-            .map_err(|error| {
-                StoreError::Corrupt(format!(
-                    "event {sequence} of {}/{} does not deserialize: {error}",
-                    key.aggregate_type, key.aggregate_id
-                ))
-            })?;
+        apply_stored(state.as_mut(), &target, event)?;
     }
-    state
-        .as_any()
-        .downcast_ref::<A>()
-        .cloned()
-        .ok_or_else(|| StoreError::Corrupt(format!("{key:?} has another type")))
+    downcast::<A>(state.as_ref(), &target.key)
 }
 
 /// The current state of the aggregate `A` `id` of `tenant_id`.

@@ -256,6 +256,11 @@ impl Reactor for Commissions {
 #[cfg(test)]
 mod tests {
     use super::PAYEE_TERMS;
+    use aggregates::compensation::{Payee, PayeeEvent};
+    use aggregates::ids::{LineId, PayRunId};
+    use aggregates::money::Asset;
+    use chrono::{TimeZone, Utc};
+    use cqrs_es::{Aggregate, DomainEvent};
 
     /// Whether a payee event sets what a reaction reads of the payee. A new
     /// kind of payee event does not compile here until it is classified.
@@ -269,11 +274,6 @@ mod tests {
             | PayeeEvent::RunPaid { .. } => false,
         }
     }
-    use aggregates::compensation::{Payee, PayeeEvent};
-    use aggregates::ids::{LineId, PayRunId};
-    use aggregates::money::Asset;
-    use chrono::{TimeZone, Utc};
-    use cqrs_es::{Aggregate, DomainEvent};
 
     #[test]
     fn the_payee_terms_are_all_a_reaction_reads_of_a_payee() {
