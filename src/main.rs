@@ -573,7 +573,7 @@ async fn main() -> ExitCode {
 /// when first touched, again after every part of it is handed back: a
 /// profile of `ledger verify` found a fifth of the process's time zeroing
 /// pages. With 4 KiB pages only what is touched is zeroed; `ledger bench`
-/// measured rebuilds at 41-42k events/s against 35-37k with them. A kernel
+/// measured rebuilds at 38-43k events/s against 35-36k with them. A kernel
 /// without the call keeps its default: nothing depends on it.
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
