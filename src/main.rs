@@ -9,7 +9,10 @@ use std::time::Duration;
 
 /// The allocator: the ledger allocates and frees many small buffers per
 /// event (decoding, canonical JSON, rows), where mimalloc's per-thread free
-/// lists cost less than the system allocator.
+/// lists cost less than the system allocator. Built without transparent
+/// huge pages (`no_thp`): mimalloc would otherwise ask the kernel for them,
+/// and each 2 MiB page is zeroed whole when first touched, and again when a
+/// range the allocator handed back is touched anew.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -556,7 +559,6 @@ enum TenantCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    disable_transparent_huge_pages();
     init_logging();
     let cli = Cli::parse();
     match run(cli).await {
@@ -565,22 +567,6 @@ async fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::from(2)
         }
-    }
-}
-
-/// Transparent huge pages off for this process. Where the kernel offers
-/// them, the allocator's memory came in 2 MiB pages, each zeroed whole
-/// when first touched, again after every part of it is handed back: a
-/// profile of `ledger verify` found a fifth of the process's time zeroing
-/// pages. With 4 KiB pages only what is touched is zeroed; `ledger bench`
-/// measured rebuilds at 38-43k events/s against 35-36k with them. A kernel
-/// without the call keeps its default: nothing depends on it.
-fn disable_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes only
-    // this process's page policy; its result is deliberately ignored.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 

@@ -422,9 +422,9 @@ impl EventStore {
             .collect::<Result<Vec<_>, _>>()?;
         // Put in order here, not by the statement: PostgreSQL sorted the
         // rows with their payloads already turned into text, a page of
-        // 10,000 spilling to disk past `work_mem`, which took a third of
-        // the read. Each range comes back as one run in seq order, which
-        // this sort only merges.
+        // 10,000 spilling to disk past `work_mem`, which took a third to
+        // two thirds of the read. Each range comes back as one run in seq
+        // order, which this sort only merges.
         events.sort_by_key(|event| (event.tenant_id, event.tenant_seq));
         Ok(events)
     }
