@@ -29,8 +29,10 @@ pub(crate) struct Document {
     status: String,
     created_seq: i64,
     last_seq: i64,
-    /// The stored state, until the batch's first event of the document.
-    state: Value,
+    /// The stored state as `jsonb` text, until the batch's first event of
+    /// the document (decoded straight into the aggregate, never through a
+    /// JSON tree).
+    state: Option<String>,
     /// The state being folded: decoded once per batch and encoded once
     /// when the batch is written, however many events it folds.
     folded: Option<Box<dyn FoldedState>>,
@@ -39,7 +41,7 @@ pub(crate) struct Document {
 /// An aggregate's state kept typed while a batch folds into it.
 trait FoldedState: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
-    fn to_json(&self) -> Result<Value, serde_json::Error>;
+    fn to_json(&self) -> Result<String, serde_json::Error>;
 }
 
 impl<T: Serialize + Send + 'static> FoldedState for T {
@@ -47,20 +49,25 @@ impl<T: Serialize + Send + 'static> FoldedState for T {
         self
     }
 
-    fn to_json(&self) -> Result<Value, serde_json::Error> {
-        serde_json::to_value(self)
+    fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
     }
 }
 
 impl Document {
-    /// The state to store: the folded one, encoded, or the stored one.
-    fn into_state(self, key: &Key) -> Result<Value, ApplyError> {
-        match self.folded {
-            Some(folded) => folded.to_json().map_err(|error| ApplyError::Event {
+    /// The state to store, as JSON text: the folded one, encoded, or the
+    /// stored one.
+    fn into_state(self, key: &Key) -> Result<String, ApplyError> {
+        match (self.folded, self.state) {
+            (Some(folded), _) => folded.to_json().map_err(|error| ApplyError::Event {
                 tenant_seq: self.last_seq,
                 message: format!("{} {}: {error}", key.1, key.2),
             }),
-            None => Ok(self.state),
+            (None, Some(stored)) => Ok(stored),
+            (None, None) => Err(ApplyError::Event {
+                tenant_seq: self.last_seq,
+                message: format!("{} {}: no state to write", key.1, key.2),
+            }),
         }
     }
 }
@@ -91,13 +98,13 @@ where
         status: String::new(),
         created_seq: event.tenant_seq,
         last_seq: event.tenant_seq,
-        state: Value::Null,
+        state: None,
         folded: None,
     });
     if document.folded.is_none() {
         let state: A = match document.state.take() {
-            Value::Null => A::default(),
-            stored => serde_json::from_value(stored)
+            None => A::default(),
+            Some(stored) => serde_json::from_str(&stored)
                 .map_err(|error| failed(format!("stored {} {}: {error}", key.1, key.2)))?,
         };
         document.folded = Some(Box::new(state));
@@ -142,8 +149,8 @@ pub(crate) async fn load(
     // statement settles on: as a join (or a lateral one flattened into a
     // join, which the LIMIT prevents) a plan may read every document of
     // the table.
-    let rows: Vec<(Uuid, String, String, i64, Value)> = sqlx::query_as(&format!(
-        "SELECT d.tenant_id, d.kind, d.id, d.created_seq, d.state \
+    let rows: Vec<(Uuid, String, String, i64, String)> = sqlx::query_as(&format!(
+        "SELECT d.tenant_id, d.kind, d.id, d.created_seq, d.state::text \
          FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, kind, id) \
          CROSS JOIN LATERAL ( \
              SELECT * FROM {table} d \
@@ -166,7 +173,7 @@ pub(crate) async fn load(
                 status: String::new(),
                 created_seq,
                 last_seq: created_seq,
-                state,
+                state: Some(state),
                 folded: None,
             },
         );
@@ -196,8 +203,9 @@ pub(crate) async fn write(
     }
     sqlx::query(&format!(
         "INSERT INTO {table} (tenant_id, kind, id, status, created_seq, last_tenant_seq, state) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
-                              $6::bigint[], $7::jsonb[]) \
+         SELECT t, k, i, s, c, l, d::jsonb \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], \
+                     $7::text[]) AS u(t, k, i, s, c, l, d) \
          ON CONFLICT (tenant_id, kind, id) DO UPDATE SET status = EXCLUDED.status, \
              last_tenant_seq = EXCLUDED.last_tenant_seq, state = EXCLUDED.state"
     ))
