@@ -124,9 +124,11 @@ enum Command {
     /// Run a benchmark workload on a fresh database of its own (created on
     /// the resolved server and dropped afterwards; user data is never
     /// touched) and print its figures: commands/s, latency p50/p99, catch-up
-    /// time, rebuild and verify events/s, peak RSS, and processor time per
-    /// command (whole machine and ledger process). The set-up's events are
-    /// projected before the clock starts: only the measured commands count.
+    /// time, rebuild and verify events/s, peak RSS, processor time per
+    /// command (whole machine and ledger process) and, in process, the
+    /// append statements (how many, commands and milliseconds each). The
+    /// set-up's events are projected before the clock starts: only the
+    /// measured commands count.
     Bench(BenchArgs),
 }
 

@@ -1167,6 +1167,9 @@ async fn bench_runs_a_small_workload_and_reports_every_figure() {
         fields,
         [
             "accounts",
+            "append_commands_mean",
+            "append_ms_mean",
+            "appends",
             "catch_up_ms",
             "clients",
             "commands",
@@ -1227,6 +1230,15 @@ async fn bench_runs_a_small_workload_and_reports_every_figure() {
         "{report}"
     );
     assert!(number("peak_rss_mb") < 1_024.0, "{report}");
+    // Every measured command went through exactly one append statement.
+    let appends = report["appends"].as_u64().unwrap();
+    assert!((1..=50).contains(&appends), "{report}");
+    assert_eq!(
+        (number("append_commands_mean") * appends as f64).round(),
+        50.0,
+        "{report}"
+    );
+    assert!(number("append_ms_mean") > 0.0, "{report}");
 }
 
 #[tokio::test]
@@ -1264,6 +1276,14 @@ async fn bench_runs_the_payments_workload_and_settles_every_capture() {
     ] {
         assert_eq!(report[field], value, "{field}: {report}");
     }
+    // The 20 measured commands, in the append statements of their phase
+    // only (not the intents set up before it, nor the settlement after).
+    let appends = report["appends"].as_u64().unwrap() as f64;
+    assert_eq!(
+        (report["append_commands_mean"].as_f64().unwrap() * appends).round(),
+        20.0,
+        "{report}"
+    );
     for field in [
         "commands_per_s",
         "settled_lines_per_s",
@@ -1310,6 +1330,8 @@ async fn bench_runs_the_mixed_workload_over_http_with_every_domain() {
     // quota, payment (103), quota and escrow, which ends at 108, the first
     // flow to end at 105 or more.
     assert_eq!(report["mode"], json!("http"), "{report}");
+    // The pipeline ran in the server: no append figures here.
+    assert_eq!(report.get("appends"), None, "{report}");
     assert_eq!(
         report["flows"],
         json!({"quota": 31, "payment": 11, "escrow": 11, "work": 10, "settlement": 1}),

@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -35,6 +35,26 @@ pub struct ProjectionStateLabels {
     pub state: String,
 }
 
+/// Append statements of the pipeline, summed: how many, the commands they
+/// carried and their time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AppendTotals {
+    pub appends: u64,
+    pub commands: u64,
+    pub seconds: f64,
+}
+
+impl AppendTotals {
+    /// What was recorded since `before`.
+    pub fn since(self, before: AppendTotals) -> AppendTotals {
+        AppendTotals {
+            appends: self.appends.saturating_sub(before.appends),
+            commands: self.commands.saturating_sub(before.commands),
+            seconds: self.seconds - before.seconds,
+        }
+    }
+}
+
 /// Every metric the process exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +62,9 @@ pub struct Metrics {
     command_seconds: Family<KindLabels, Histogram>,
     batch_commands: Histogram,
     batch_seconds: Histogram,
+    /// Appends, their commands and their nanoseconds, summed (the
+    /// histograms do not give their sums back).
+    append_totals: [AtomicU64; 3],
     conflicts: Counter,
     projection_checkpoint: Family<ProjectionLabels, Gauge>,
     projection_events_behind: Family<ProjectionLabels, Gauge>,
@@ -126,6 +149,7 @@ impl Default for Metrics {
             command_seconds,
             batch_commands,
             batch_seconds,
+            append_totals: Default::default(),
             conflicts,
             projection_checkpoint,
             projection_events_behind,
@@ -157,6 +181,19 @@ impl Metrics {
     pub fn batch_appended(&self, commands: usize, elapsed: Duration) {
         self.batch_commands.observe(commands as f64);
         self.batch_seconds.observe(elapsed.as_secs_f64());
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        for (total, added) in self.append_totals.iter().zip([1, commands as u64, nanos]) {
+            total.fetch_add(added, Ordering::Relaxed);
+        }
+    }
+
+    /// The append statements recorded so far.
+    pub fn append_totals(&self) -> AppendTotals {
+        AppendTotals {
+            appends: self.append_totals[0].load(Ordering::Relaxed),
+            commands: self.append_totals[1].load(Ordering::Relaxed),
+            seconds: self.append_totals[2].load(Ordering::Relaxed) as f64 / 1e9,
+        }
     }
 
     /// Counts a conflict that led to a retry.

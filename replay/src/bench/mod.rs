@@ -17,6 +17,7 @@
 use crate::verify::verify_database;
 use aggregates::quota::{GrantSource, QuotaAccount, QuotaType};
 use aggregates::{Amount, TenantId};
+use commands::metrics::AppendTotals;
 use commands::requests::quota::{ConsumeQuota, IssueGrant};
 use commands::server::start_bus;
 use commands::{BusConfig, CommandBus, Metrics};
@@ -127,6 +128,17 @@ pub struct BenchReport {
     /// phase, in microseconds.
     pub ledger_cpu_us_per_command: f64,
     pub peak_rss_mb: f64,
+    /// Append statements during the command phase (in process only: over
+    /// HTTP the pipeline runs in the server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appends: Option<u64>,
+    /// Commands per append statement, on average (in process only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub append_commands_mean: Option<f64>,
+    /// Time of an append statement from start to commit, on average, in
+    /// milliseconds (in process only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub append_ms_mean: Option<f64>,
     /// Settlement lines imported (the payments workload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settled_lines: Option<usize>,
@@ -285,6 +297,7 @@ async fn run_on(
             catch_up,
             rss_mb,
             cpu,
+            appends,
         },
         settled,
         mix,
@@ -357,6 +370,13 @@ async fn run_on(
         ledger_cpu_us_per_command: per_command(cpu.ledger),
         // In process, everything after the commands ran here too.
         peak_rss_mb: if http { rss_mb } else { peak_rss_mb(None) },
+        appends: appends.map(|totals| totals.appends),
+        append_commands_mean: appends
+            .filter(|totals| totals.appends > 0)
+            .map(|totals| totals.commands as f64 / totals.appends as f64),
+        append_ms_mean: appends
+            .filter(|totals| totals.appends > 0)
+            .map(|totals| totals.seconds * 1000.0 / totals.appends as f64),
         settled_lines: settled.as_ref().map(|settled| settled.lines),
         settled_lines_per_s: settled
             .as_ref()
@@ -392,6 +412,9 @@ struct Measured {
     catch_up: Duration,
     rss_mb: f64,
     cpu: CpuUse,
+    /// The pipeline's append statements during the command phase, when it
+    /// ran in this process.
+    appends: Option<AppendTotals>,
 }
 
 /// Processor time spent during the command phase, in seconds.
@@ -457,6 +480,7 @@ impl CpuUse {
 }
 
 async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Measured, BenchError> {
+    let metrics = Arc::new(Metrics::default());
     let bus = start_bus(
         store,
         BusConfig {
@@ -464,13 +488,14 @@ async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Meas
             pipeline_depth: config.pipeline_depth,
             ..BusConfig::default()
         },
-        Arc::new(Metrics::default()),
+        metrics.clone(),
     );
     let workers = Workers::start(store, commands::domains::projections(), Vec::new());
     let tenants = Arc::new(set_up_in_process(store, &bus, config).await?);
     // The set-up's events are projected before the clock starts: only the
     // measured commands' work is measured.
     wait_for_catch_up(store, Instant::now()).await?;
+    let appends_started = metrics.append_totals();
     let cpu_started = cpu_now(None);
     let started = Instant::now();
     let mut clients = Vec::with_capacity(config.clients);
@@ -492,6 +517,7 @@ async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Meas
     }
     let elapsed = started.elapsed();
     let cpu = cpu_now(None).since(cpu_started);
+    let appends = metrics.append_totals().since(appends_started);
     let catch_up = wait_for_catch_up(store, Instant::now()).await?;
     bus.shutdown().await;
     workers.stop().await;
@@ -501,6 +527,7 @@ async fn run_in_process(store: &EventStore, config: &BenchConfig) -> Result<Meas
         catch_up,
         rss_mb: peak_rss_mb(None),
         cpu,
+        appends: Some(appends),
     })
 }
 
@@ -768,5 +795,6 @@ async fn run_http(
         catch_up,
         rss_mb: rss,
         cpu,
+        appends: None,
     })
 }

@@ -221,6 +221,7 @@ pub(super) async fn run_in_process(
     store: &EventStore,
     config: &BenchConfig,
 ) -> Result<(Measured, Settled), BenchError> {
+    let metrics = Arc::new(Metrics::default());
     let bus = start_bus(
         store,
         BusConfig {
@@ -228,7 +229,7 @@ pub(super) async fn run_in_process(
             pipeline_depth: config.pipeline_depth,
             ..BusConfig::default()
         },
-        Arc::new(Metrics::default()),
+        metrics.clone(),
     );
     let mut tenants = Vec::with_capacity(config.tenants);
     for index in 0..config.tenants {
@@ -250,6 +251,7 @@ pub(super) async fn run_in_process(
     // The intents' events are projected before the clock starts: only the
     // measured pairs' work is measured.
     wait_for_catch_up(store, Instant::now()).await?;
+    let appends_started = metrics.append_totals();
     let cpu_started: CpuUse = cpu_now(None);
     let started = Instant::now();
     let (pair_bus, pair_tenants) = (bus.clone(), tenants.clone());
@@ -259,6 +261,7 @@ pub(super) async fn run_in_process(
     .await?;
     let elapsed = started.elapsed();
     let cpu = cpu_now(None).since(cpu_started);
+    let appends = metrics.append_totals().since(appends_started);
     let catch_up = wait_for_catch_up(store, Instant::now()).await?;
     let settling = Instant::now();
     let lines = settle(&bus, &tenants, payments).await?;
@@ -276,6 +279,7 @@ pub(super) async fn run_in_process(
             catch_up,
             rss_mb: super::peak_rss_mb(None),
             cpu,
+            appends: Some(appends),
         },
         settled,
     ))

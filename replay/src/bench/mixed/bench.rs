@@ -102,6 +102,7 @@ pub(crate) async fn run_http(
             catch_up,
             rss_mb,
             cpu,
+            appends: None,
         },
         Mix {
             commands: load.commands.load(Ordering::SeqCst),
