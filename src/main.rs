@@ -126,7 +126,8 @@ enum Command {
     /// touched) and print its figures: commands/s, latency p50/p99, catch-up
     /// time, rebuild and verify events/s, peak RSS, processor time per
     /// command (whole machine and ledger process) and, in process, the
-    /// append statements (how many, commands and milliseconds each). The
+    /// append statements (how many; commands and milliseconds of one, on
+    /// average). The
     /// set-up's events are projected before the clock starts: only the
     /// measured commands count.
     Bench(BenchArgs),

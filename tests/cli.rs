@@ -1131,7 +1131,8 @@ async fn bench_runs_a_small_workload_and_reports_every_figure() {
     // 50 --json` runs the quota workload on a database of its own and prints
     // one JSON line of exactly the documented fields: the parameters as
     // given, 54 events (4 grants, 50 consumptions), positive rates and
-    // latencies (p50 at most p99), catch-up, processor time and peak RSS.
+    // latencies (p50 at most p99), catch-up, processor time, peak RSS, and
+    // the command phase's appends carrying exactly its 50 commands.
     let db = TestDatabase::new().await;
     let output = ledger(&db)
         .args([
@@ -1230,7 +1231,8 @@ async fn bench_runs_a_small_workload_and_reports_every_figure() {
         "{report}"
     );
     assert!(number("peak_rss_mb") < 1_024.0, "{report}");
-    // Every measured command went through exactly one append statement.
+    // Nothing else writes and nothing conflicts here, so every measured
+    // command went through exactly one append attempt.
     let appends = report["appends"].as_u64().unwrap();
     assert!((1..=50).contains(&appends), "{report}");
     assert_eq!(
@@ -1246,7 +1248,8 @@ async fn bench_runs_the_payments_workload_and_settles_every_capture() {
     // Proves: `ledger bench --workload payments` authorizes and captures
     // 10 payments (20 measured commands), settles all 10 captures in one
     // batch per tenant, verifies, and reports the settled lines and their
-    // rate beside the common figures.
+    // rate beside the common figures, with appends carrying exactly the 20
+    // measured commands.
     let db = TestDatabase::new().await;
     let output = ledger(&db)
         .args([
@@ -1299,7 +1302,8 @@ async fn bench_runs_the_mixed_workload_over_http_with_every_domain() {
     // over HTTP with flows of every domain (one client: 60 flows before its
     // first settlement batch of 10 payments), checks that each flow's
     // events, each commission and each scheduled release happened once (it
-    // fails otherwise), verifies, and reports the flows by kind.
+    // fails otherwise), verifies, and reports the flows by kind (and no
+    // append figures: the pipeline ran in the server).
     let db = TestDatabase::new().await;
     let output = ledger(&db)
         .args([
@@ -1331,7 +1335,9 @@ async fn bench_runs_the_mixed_workload_over_http_with_every_domain() {
     // flow to end at 105 or more.
     assert_eq!(report["mode"], json!("http"), "{report}");
     // The pipeline ran in the server: no append figures here.
-    assert_eq!(report.get("appends"), None, "{report}");
+    for field in ["appends", "append_commands_mean", "append_ms_mean"] {
+        assert_eq!(report.get(field), None, "{field}: {report}");
+    }
     assert_eq!(
         report["flows"],
         json!({"quota": 31, "payment": 11, "escrow": 11, "work": 10, "settlement": 1}),

@@ -35,13 +35,16 @@ pub struct ProjectionStateLabels {
     pub state: String,
 }
 
-/// Append statements of the pipeline, summed: how many, the commands they
-/// carried and their time.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// The pipeline's append attempts, summed: how many, the commands they
+/// carried (a command retried after a failed attempt counts again) and
+/// their time, each from the call to the store until the statement
+/// returned (building its arrays and waiting for a pooled connection
+/// included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppendTotals {
     pub appends: u64,
     pub commands: u64,
-    pub seconds: f64,
+    pub nanos: u64,
 }
 
 impl AppendTotals {
@@ -50,9 +53,27 @@ impl AppendTotals {
         AppendTotals {
             appends: self.appends.saturating_sub(before.appends),
             commands: self.commands.saturating_sub(before.commands),
-            seconds: self.seconds - before.seconds,
+            nanos: self.nanos.saturating_sub(before.nanos),
         }
     }
+
+    /// Commands per append, on average; `None` without appends.
+    pub fn commands_mean(self) -> Option<f64> {
+        (self.appends > 0).then(|| self.commands as f64 / self.appends as f64)
+    }
+
+    /// Milliseconds per append, on average; `None` without appends.
+    pub fn ms_mean(self) -> Option<f64> {
+        (self.appends > 0).then(|| self.nanos as f64 / 1e6 / self.appends as f64)
+    }
+}
+
+/// [`AppendTotals`] as they grow.
+#[derive(Default)]
+struct AppendCounters {
+    appends: AtomicU64,
+    commands: AtomicU64,
+    nanos: AtomicU64,
 }
 
 /// Every metric the process exports, registered once.
@@ -62,9 +83,8 @@ pub struct Metrics {
     command_seconds: Family<KindLabels, Histogram>,
     batch_commands: Histogram,
     batch_seconds: Histogram,
-    /// Appends, their commands and their nanoseconds, summed (the
-    /// histograms do not give their sums back).
-    append_totals: [AtomicU64; 3],
+    /// The appends' sums (the histograms do not give theirs back).
+    append_counters: AppendCounters,
     conflicts: Counter,
     projection_checkpoint: Family<ProjectionLabels, Gauge>,
     projection_events_behind: Family<ProjectionLabels, Gauge>,
@@ -149,7 +169,7 @@ impl Default for Metrics {
             command_seconds,
             batch_commands,
             batch_seconds,
-            append_totals: Default::default(),
+            append_counters: AppendCounters::default(),
             conflicts,
             projection_checkpoint,
             projection_events_behind,
@@ -182,17 +202,23 @@ impl Metrics {
         self.batch_commands.observe(commands as f64);
         self.batch_seconds.observe(elapsed.as_secs_f64());
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        for (total, added) in self.append_totals.iter().zip([1, commands as u64, nanos]) {
-            total.fetch_add(added, Ordering::Relaxed);
-        }
+        let counters = &self.append_counters;
+        counters.appends.fetch_add(1, Ordering::Relaxed);
+        counters
+            .commands
+            .fetch_add(commands as u64, Ordering::Relaxed);
+        counters.nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    /// The append statements recorded so far.
+    /// The append attempts recorded so far. Each sum is read on its own:
+    /// an append finishing meanwhile may be in one and not yet in another,
+    /// so read them where the pipeline is quiet.
     pub fn append_totals(&self) -> AppendTotals {
+        let counters = &self.append_counters;
         AppendTotals {
-            appends: self.append_totals[0].load(Ordering::Relaxed),
-            commands: self.append_totals[1].load(Ordering::Relaxed),
-            seconds: self.append_totals[2].load(Ordering::Relaxed) as f64 / 1e9,
+            appends: counters.appends.load(Ordering::Relaxed),
+            commands: counters.commands.load(Ordering::Relaxed),
+            nanos: counters.nanos.load(Ordering::Relaxed),
         }
     }
 

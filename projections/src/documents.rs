@@ -29,13 +29,18 @@ pub(crate) struct Document {
     status: String,
     created_seq: i64,
     last_seq: i64,
-    /// The stored state as `jsonb` text, until the batch's first event of
-    /// the document (decoded straight into the aggregate, never through a
-    /// JSON tree).
-    state: Option<String>,
-    /// The state being folded: decoded once per batch and encoded once
-    /// when the batch is written, however many events it folds.
-    folded: Option<Box<dyn FoldedState>>,
+    state: State,
+}
+
+/// A document's state while a batch folds into it.
+enum State {
+    /// As stored (`jsonb` text), until the batch's first event of the
+    /// document: then decoded straight into the aggregate, never through a
+    /// `serde_json::Value`.
+    Stored(String),
+    /// Being folded: decoded once per batch and encoded once when the
+    /// batch is written, however many events it folds.
+    Folded(Box<dyn FoldedState>),
 }
 
 /// An aggregate's state kept typed while a batch folds into it.
@@ -58,16 +63,12 @@ impl Document {
     /// The state to store, as JSON text: the folded one, encoded, or the
     /// stored one.
     fn into_state(self, key: &Key) -> Result<String, ApplyError> {
-        match (self.folded, self.state) {
-            (Some(folded), _) => folded.to_json().map_err(|error| ApplyError::Event {
+        match self.state {
+            State::Folded(folded) => folded.to_json().map_err(|error| ApplyError::Event {
                 tenant_seq: self.last_seq,
                 message: format!("{} {}: {error}", key.1, key.2),
             }),
-            (None, Some(stored)) => Ok(stored),
-            (None, None) => Err(ApplyError::Event {
-                tenant_seq: self.last_seq,
-                message: format!("{} {}: no state to write", key.1, key.2),
-            }),
+            State::Stored(stored) => Ok(stored),
         }
     }
 }
@@ -98,22 +99,18 @@ where
         status: String::new(),
         created_seq: event.tenant_seq,
         last_seq: event.tenant_seq,
-        state: None,
-        folded: None,
+        state: State::Folded(Box::new(A::default())),
     });
-    if document.folded.is_none() {
-        let state: A = match document.state.take() {
-            None => A::default(),
-            Some(stored) => serde_json::from_str(&stored)
-                .map_err(|error| failed(format!("stored {} {}: {error}", key.1, key.2)))?,
-        };
-        document.folded = Some(Box::new(state));
+    if let State::Stored(stored) = &document.state {
+        let decoded: A = serde_json::from_str(stored)
+            .map_err(|error| failed(format!("stored {} {}: {error}", key.1, key.2)))?;
+        document.state = State::Folded(Box::new(decoded));
     }
-    let state = document
-        .folded
-        .as_mut()
-        .and_then(|folded| folded.as_any_mut().downcast_mut::<A>())
-        .ok_or_else(|| failed(format!("{} {} folded as two aggregates", key.1, key.2)))?;
+    let state = match &mut document.state {
+        State::Folded(folded) => folded.as_any_mut().downcast_mut::<A>(),
+        State::Stored(_) => None,
+    }
+    .ok_or_else(|| failed(format!("{} {} folded as two aggregates", key.1, key.2)))?;
     state.apply(decode::<A>(event)?);
     document.status = status(state);
     document.last_seq = event.tenant_seq;
@@ -173,8 +170,7 @@ pub(crate) async fn load(
                 status: String::new(),
                 created_seq,
                 last_seq: created_seq,
-                state: Some(state),
-                folded: None,
+                state: State::Stored(state),
             },
         );
     }
@@ -203,9 +199,10 @@ pub(crate) async fn write(
     }
     sqlx::query(&format!(
         "INSERT INTO {table} (tenant_id, kind, id, status, created_seq, last_tenant_seq, state) \
-         SELECT t, k, i, s, c, l, d::jsonb \
+         SELECT tenant_id, kind, id, status, created_seq, last_tenant_seq, state::jsonb \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], \
-                     $7::text[]) AS u(t, k, i, s, c, l, d) \
+                     $7::text[]) \
+             AS document(tenant_id, kind, id, status, created_seq, last_tenant_seq, state) \
          ON CONFLICT (tenant_id, kind, id) DO UPDATE SET status = EXCLUDED.status, \
              last_tenant_seq = EXCLUDED.last_tenant_seq, state = EXCLUDED.state"
     ))

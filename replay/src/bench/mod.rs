@@ -128,15 +128,17 @@ pub struct BenchReport {
     /// phase, in microseconds.
     pub ledger_cpu_us_per_command: f64,
     pub peak_rss_mb: f64,
-    /// Append statements during the command phase (in process only: over
-    /// HTTP the pipeline runs in the server).
+    /// The pipeline's append attempts during the command phase (in process
+    /// only: over HTTP the pipeline runs in the server).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub appends: Option<u64>,
-    /// Commands per append statement, on average (in process only).
+    /// Commands per append attempt, on average (in process only; a command
+    /// retried after a failed attempt counts again).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub append_commands_mean: Option<f64>,
-    /// Time of an append statement from start to commit, on average, in
-    /// milliseconds (in process only).
+    /// Time of an append attempt, on average, in milliseconds: from the
+    /// call to the store until the statement returned, building its arrays
+    /// and waiting for a pooled connection included (in process only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub append_ms_mean: Option<f64>,
     /// Settlement lines imported (the payments workload).
@@ -371,12 +373,8 @@ async fn run_on(
         // In process, everything after the commands ran here too.
         peak_rss_mb: if http { rss_mb } else { peak_rss_mb(None) },
         appends: appends.map(|totals| totals.appends),
-        append_commands_mean: appends
-            .filter(|totals| totals.appends > 0)
-            .map(|totals| totals.commands as f64 / totals.appends as f64),
-        append_ms_mean: appends
-            .filter(|totals| totals.appends > 0)
-            .map(|totals| totals.seconds * 1000.0 / totals.appends as f64),
+        append_commands_mean: appends.and_then(AppendTotals::commands_mean),
+        append_ms_mean: appends.and_then(AppendTotals::ms_mean),
         settled_lines: settled.as_ref().map(|settled| settled.lines),
         settled_lines_per_s: settled
             .as_ref()
