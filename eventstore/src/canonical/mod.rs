@@ -88,9 +88,31 @@ pub fn write_canonical(value: &Value, out: &mut String) -> Result<(), CanonicalE
     Ok(())
 }
 
+/// Whether `byte` is escaped inside a JSON string (or refused: NUL).
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
 fn write_string(text: &str, out: &mut String) -> Result<(), CanonicalError> {
     out.reserve(text.len() + 2);
     out.push('"');
+    // Most strings (keys, codes, ids) need no escape: their bytes are
+    // checked in one pass and copied whole. Only a string with an escape
+    // is walked again.
+    if text
+        .bytes()
+        .fold(false, |found, byte| found | needs_escape(byte))
+    {
+        write_escaped(text, out)?;
+    } else {
+        out.push_str(text);
+    }
+    out.push('"');
+    Ok(())
+}
+
+/// The inside of a JSON string that needs escapes.
+fn write_escaped(text: &str, out: &mut String) -> Result<(), CanonicalError> {
     // Runs of characters that need no escape are copied whole; every byte
     // that needs one is ASCII, so the cuts fall on character boundaries.
     let mut start = 0;
@@ -116,7 +138,6 @@ fn write_string(text: &str, out: &mut String) -> Result<(), CanonicalError> {
         start = index + 1;
     }
     out.push_str(&text[start..]);
-    out.push('"');
     Ok(())
 }
 
@@ -146,6 +167,26 @@ mod tests {
         assert_eq!(
             to_canonical_string(&value).unwrap(),
             "\"\\\"é\\u001fü\\\\\\n\""
+        );
+    }
+
+    #[test]
+    fn plain_strings_are_copied_whole_and_an_escape_anywhere_is_found() {
+        // DEL and multibyte characters need no escape in jsonb either.
+        assert_eq!(
+            to_canonical_string(&json!("acct-7 é\u{7f}€")).unwrap(),
+            "\"acct-7 é\u{7f}€\""
+        );
+        // One escape past the first 32 bytes, and one as the last byte.
+        let long = format!("{}\"{}", "k".repeat(40), "v".repeat(3));
+        assert_eq!(
+            to_canonical_string(&json!(long)).unwrap(),
+            format!("\"{}\\\"{}\"", "k".repeat(40), "v".repeat(3))
+        );
+        assert_eq!(to_canonical_string(&json!("end\n")).unwrap(), "\"end\\n\"");
+        assert_eq!(
+            to_canonical_string(&json!("nul\u{0}")),
+            Err(CanonicalError::Nul)
         );
     }
 
