@@ -177,7 +177,7 @@ mod tests {
             to_canonical_string(&json!("acct-7 é\u{7f}€")).unwrap(),
             "\"acct-7 é\u{7f}€\""
         );
-        // One escape past the first 32 bytes, and one as the last byte.
+        // One escape past the first 32 bytes; then one as the last byte.
         let long = format!("{}\"{}", "k".repeat(40), "v".repeat(3));
         assert_eq!(
             to_canonical_string(&json!(long)).unwrap(),
