@@ -117,6 +117,9 @@ fn write_escaped(text: &str, out: &mut String) -> Result<(), CanonicalError> {
     // that needs one is ASCII, so the cuts fall on character boundaries.
     let mut start = 0;
     for (index, byte) in text.bytes().enumerate() {
+        if !needs_escape(byte) {
+            continue;
+        }
         let escape = match byte {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -126,8 +129,8 @@ fn write_escaped(text: &str, out: &mut String) -> Result<(), CanonicalError> {
             b'\r' => "\\r",
             b'\t' => "\\t",
             0 => return Err(CanonicalError::Nul),
-            control if control < 0x20 => "",
-            _ => continue,
+            // Any other control character: `\u00XX`, below.
+            _ => "",
         };
         out.push_str(&text[start..index]);
         if escape.is_empty() {
