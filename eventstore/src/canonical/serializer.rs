@@ -3,6 +3,10 @@
 //! they come and each object is put in jsonb's key order when it closes.
 //! The result is byte for byte what [`super::to_canonical_string`] gives for
 //! the same value (the tests hold the two together).
+//!
+//! One serialization allocates its output and one stack of members that
+//! every open object shares (each object's members on top of its parent's),
+//! so that objects, however many, allocate nothing of their own.
 
 use super::{write_string, CanonicalError};
 use serde::ser::{self, Serialize};
@@ -10,11 +14,17 @@ use std::borrow::Cow;
 
 /// The canonical text of `value`.
 pub fn to_canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<String, CanonicalError> {
-    let mut out = String::with_capacity(256);
+    let mut output = Output {
+        text: String::with_capacity(512),
+        members: Vec::with_capacity(16),
+        scratch: String::new(),
+    };
     value
-        .serialize(Writer { out: &mut out })
+        .serialize(Writer {
+            output: &mut output,
+        })
         .map_err(|error| error.0)?;
-    Ok(out)
+    Ok(output.text)
 }
 
 /// A serialization error: a value without a canonical form.
@@ -44,20 +54,26 @@ impl From<CanonicalError> for Error {
 /// The name serde_json gives the struct a `RawValue` serializes as.
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
-struct Writer<'a> {
-    out: &'a mut String,
+/// What one serialization writes into.
+struct Output {
+    text: String,
+    /// The members of every object still open, each object's on top of
+    /// those of the object it is inside.
+    members: Vec<Member>,
+    /// A copy of an object's members while they are put in order.
+    scratch: String,
 }
 
-fn integer(out: &mut String, value: impl std::fmt::Display) -> Result<(), Error> {
-    use std::fmt::Write;
-    write!(out, "{value}").map_err(<Error as ser::Error>::custom)
+struct Writer<'a> {
+    output: &'a mut Output,
 }
 
 /// `serialize_<int>` methods for the integer types: written in decimal.
 macro_rules! integers_into_output {
     ($($method:ident: $int:ty),*) => {
         $(fn $method(self, value: $int) -> Result<(), Error> {
-            integer(self.out, value)
+            self.output.text.push_str(itoa::Buffer::new().format(value));
+            Ok(())
         })*
     };
 }
@@ -84,7 +100,9 @@ impl<'a> ser::Serializer for Writer<'a> {
     type SerializeStructVariant = Object<'a>;
 
     fn serialize_bool(self, value: bool) -> Result<(), Error> {
-        self.out.push_str(if value { "true" } else { "false" });
+        self.output
+            .text
+            .push_str(if value { "true" } else { "false" });
         Ok(())
     }
     integers_into_output!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64, serialize_u128: u128);
@@ -96,11 +114,11 @@ impl<'a> ser::Serializer for Writer<'a> {
     }
     fn serialize_char(self, value: char) -> Result<(), Error> {
         let mut buffer = [0u8; 4];
-        write_string(value.encode_utf8(&mut buffer), self.out)?;
+        write_string(value.encode_utf8(&mut buffer), &mut self.output.text)?;
         Ok(())
     }
     fn serialize_str(self, value: &str) -> Result<(), Error> {
-        write_string(value, self.out)?;
+        write_string(value, &mut self.output.text)?;
         Ok(())
     }
     fn serialize_bytes(self, value: &[u8]) -> Result<(), Error> {
@@ -112,14 +130,14 @@ impl<'a> ser::Serializer for Writer<'a> {
         sequence.end()
     }
     fn serialize_none(self) -> Result<(), Error> {
-        self.out.push_str("null");
+        self.output.text.push_str("null");
         Ok(())
     }
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
         value.serialize(self)
     }
     fn serialize_unit(self) -> Result<(), Error> {
-        self.out.push_str("null");
+        self.output.text.push_str("null");
         Ok(())
     }
     fn serialize_unit_struct(self, _name: &'static str) -> Result<(), Error> {
@@ -148,19 +166,19 @@ impl<'a> ser::Serializer for Writer<'a> {
         value: &T,
     ) -> Result<(), Error> {
         // {"variant": value}: a one-member object, already in order.
-        self.out.push('{');
-        write_string(variant, self.out)?;
-        self.out.push_str(": ");
+        self.output.text.push('{');
+        write_string(variant, &mut self.output.text)?;
+        self.output.text.push_str(": ");
         value.serialize(Writer {
-            out: &mut *self.out,
+            output: &mut *self.output,
         })?;
-        self.out.push('}');
+        self.output.text.push('}');
         Ok(())
     }
     fn serialize_seq(self, _len: Option<usize>) -> Result<Sequence<'a>, Error> {
-        self.out.push('[');
+        self.output.text.push('[');
         Ok(Sequence {
-            out: self.out,
+            output: self.output,
             first: true,
             variant: false,
         })
@@ -183,23 +201,23 @@ impl<'a> ser::Serializer for Writer<'a> {
         _len: usize,
     ) -> Result<Sequence<'a>, Error> {
         // {"variant": [...]}: a one-member object, already in order.
-        self.out.push('{');
-        write_string(variant, self.out)?;
-        self.out.push_str(": [");
+        self.output.text.push('{');
+        write_string(variant, &mut self.output.text)?;
+        self.output.text.push_str(": [");
         Ok(Sequence {
-            out: self.out,
+            output: self.output,
             first: true,
             variant: true,
         })
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Object<'a>, Error> {
-        Ok(Object::open(self.out, false))
+        Ok(Object::open(self.output, false))
     }
     fn serialize_struct(self, name: &'static str, _len: usize) -> Result<Object<'a>, Error> {
         if name == RAW_VALUE_TOKEN {
-            return Ok(Object::raw(self.out));
+            return Ok(Object::raw(self.output));
         }
-        Ok(Object::open(self.out, false))
+        Ok(Object::open(self.output, false))
     }
     fn serialize_struct_variant(
         self,
@@ -209,15 +227,15 @@ impl<'a> ser::Serializer for Writer<'a> {
         _len: usize,
     ) -> Result<Object<'a>, Error> {
         // {"variant": {...}}: the outer object has one member.
-        self.out.push('{');
-        write_string(variant, self.out)?;
-        self.out.push_str(": ");
-        Ok(Object::open(self.out, true))
+        self.output.text.push('{');
+        write_string(variant, &mut self.output.text)?;
+        self.output.text.push_str(": ");
+        Ok(Object::open(self.output, true))
     }
 }
 
 struct Sequence<'a> {
-    out: &'a mut String,
+    output: &'a mut Output,
     first: bool,
     /// Inside `{"variant": [...]}`: one more brace to close.
     variant: bool,
@@ -226,18 +244,18 @@ struct Sequence<'a> {
 impl Sequence<'_> {
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
         if !self.first {
-            self.out.push_str(", ");
+            self.output.text.push_str(", ");
         }
         self.first = false;
         value.serialize(Writer {
-            out: &mut *self.out,
+            output: &mut *self.output,
         })
     }
 
     fn close(self) -> Result<(), Error> {
-        self.out.push(']');
+        self.output.text.push(']');
         if self.variant {
-            self.out.push('}');
+            self.output.text.push('}');
         }
         Ok(())
     }
@@ -299,10 +317,11 @@ struct Member {
 /// come and are put in jsonb's order (shorter keys first, then bytewise;
 /// the last of equal keys wins, as in jsonb) when the object closes.
 struct Object<'a> {
-    out: &'a mut String,
+    output: &'a mut Output,
     /// Where the first member starts (just past `{`).
     start: usize,
-    members: Vec<Member>,
+    /// Where this object's members start on the output's stack of members.
+    base: usize,
     /// The key of the entry whose value comes next (`serialize_key`).
     pending_key: Option<Cow<'static, str>>,
     /// Inside `{"variant": {...}}`: one more brace to close.
@@ -312,28 +331,25 @@ struct Object<'a> {
 }
 
 impl<'a> Object<'a> {
-    fn open(out: &'a mut String, variant: bool) -> Self {
-        out.push('{');
-        let start = out.len();
-        Self {
-            out,
-            start,
-            members: Vec::new(),
-            pending_key: None,
-            variant,
-            raw: false,
-        }
+    fn open(output: &'a mut Output, variant: bool) -> Self {
+        output.text.push('{');
+        Self::at_end_of(output, variant, false)
     }
 
-    fn raw(out: &'a mut String) -> Self {
-        let start = out.len();
+    fn raw(output: &'a mut Output) -> Self {
+        Self::at_end_of(output, false, true)
+    }
+
+    fn at_end_of(output: &'a mut Output, variant: bool, raw: bool) -> Self {
+        let start = output.text.len();
+        let base = output.members.len();
         Self {
-            out,
+            output,
             start,
-            members: Vec::new(),
+            base,
             pending_key: None,
-            variant: false,
-            raw: true,
+            variant,
+            raw,
         }
     }
 
@@ -344,62 +360,70 @@ impl<'a> Object<'a> {
     ) -> Result<(), Error> {
         // Written with its separator, so that an object whose members come
         // in jsonb's order is already in place when it closes.
-        if !self.members.is_empty() {
-            self.out.push_str(", ");
+        if self.output.members.len() > self.base {
+            self.output.text.push_str(", ");
         }
-        let start = self.out.len();
-        write_string(&key, self.out)?;
-        self.out.push_str(": ");
+        let start = self.output.text.len();
+        write_string(&key, &mut self.output.text)?;
+        self.output.text.push_str(": ");
+        // An object inside the value takes its members off the stack again
+        // when it closes.
         value.serialize(Writer {
-            out: &mut *self.out,
+            output: &mut *self.output,
         })?;
-        self.members.push(Member {
-            key,
-            start,
-            end: self.out.len(),
-        });
+        let end = self.output.text.len();
+        self.output.members.push(Member { key, start, end });
         Ok(())
     }
 
-    fn close(mut self) -> Result<(), Error> {
+    fn close(self) -> Result<(), Error> {
         if self.raw {
             return Ok(());
         }
-        let in_order = self
-            .members
+        let output = self.output;
+        let in_order = output.members[self.base..]
             .windows(2)
             .all(|pair| jsonb_key_order(&pair[0].key, &pair[1].key) == std::cmp::Ordering::Less);
         if !in_order {
-            self.reorder();
+            reorder(output, self.start, self.base);
         }
-        self.out.push('}');
+        output.members.truncate(self.base);
+        output.text.push('}');
         if self.variant {
-            self.out.push('}');
+            output.text.push('}');
         }
         Ok(())
     }
+}
 
-    /// Rewrites the members in jsonb's order, the last of equal keys only.
-    fn reorder(&mut self) {
-        // Stable: among equal keys the last written stays last.
-        self.members.sort_by(|a, b| jsonb_key_order(&a.key, &b.key));
-        let written = self.out.split_off(self.start);
-        let mut first = true;
-        for (index, member) in self.members.iter().enumerate() {
-            let superseded = self
-                .members
-                .get(index + 1)
-                .is_some_and(|next| next.key == member.key);
-            if superseded {
-                continue;
-            }
-            if !first {
-                self.out.push_str(", ");
-            }
-            first = false;
-            self.out
-                .push_str(&written[member.start - self.start..member.end - self.start]);
+/// Rewrites the members of the object whose text starts at `start` and
+/// whose members start at `base` in jsonb's order, the last of equal keys
+/// only.
+fn reorder(output: &mut Output, start: usize, base: usize) {
+    let Output {
+        text,
+        members,
+        scratch,
+    } = output;
+    let members = &mut members[base..];
+    // Stable: among equal keys the last written stays last.
+    members.sort_by(|a, b| jsonb_key_order(&a.key, &b.key));
+    scratch.clear();
+    scratch.push_str(&text[start..]);
+    text.truncate(start);
+    let mut first = true;
+    for (index, member) in members.iter().enumerate() {
+        let superseded = members
+            .get(index + 1)
+            .is_some_and(|next| next.key == member.key);
+        if superseded {
+            continue;
         }
+        if !first {
+            text.push_str(", ");
+        }
+        first = false;
+        text.push_str(&scratch[member.start - start..member.end - start]);
     }
 }
 
@@ -442,7 +466,7 @@ impl ser::SerializeStruct for Object<'_> {
             let text = value.serialize(KeyWriter)?;
             let parsed: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|error| CanonicalError::Unparsable(error.to_string()))?;
-            super::write_canonical(&parsed, self.out)?;
+            super::write_canonical(&parsed, &mut self.output.text)?;
             return Ok(());
         }
         self.member(Cow::Borrowed(key), value)
@@ -685,6 +709,35 @@ mod tests {
             extra: BTreeMap::from([("text".into(), 2)]),
         };
         assert_eq!(to_canonical_json(&twice).unwrap(), r#"{"text": 2}"#);
+    }
+
+    #[test]
+    fn objects_inside_objects_are_each_put_in_order() {
+        #[derive(Serialize)]
+        struct Inner {
+            zz: i64,
+            b: Vec<Inner>,
+        }
+        #[derive(Serialize)]
+        struct Outer {
+            later: Inner,
+            a: i64,
+            mid: Inner,
+        }
+        let leaf = |zz| Inner { zz, b: Vec::new() };
+        let outer = Outer {
+            later: Inner {
+                zz: 1,
+                b: vec![leaf(2), leaf(3)],
+            },
+            a: -4,
+            mid: leaf(i64::MAX),
+        };
+        assert_eq!(
+            to_canonical_json(&outer).unwrap(),
+            r#"{"a": -4, "mid": {"b": [], "zz": 9223372036854775807}, "later": {"b": [{"b": [], "zz": 2}, {"b": [], "zz": 3}], "zz": 1}}"#
+        );
+        agrees(&outer);
     }
 
     #[test]
