@@ -546,24 +546,22 @@ impl Replay<'_> {
     ) -> Vec<Run<'e>> {
         let mut runs: Vec<Run<'e>> = Vec::new();
         let mut run_of: HashMap<TenantId, usize> = HashMap::new();
+        // The tenant of the event before, and its run and bound (`None`
+        // when it is not fed): a page holds one tenant's events, so the
+        // maps are looked up once per page, not once per event.
+        let mut current: Option<(TenantId, Option<(usize, i64)>)> = None;
         for event in pages.iter().flat_map(|page| page.iter()) {
             let tenant_id = event.tenant_id;
-            let Some(until_seq) = bounds.get(&tenant_id).copied() else {
+            if current.is_none_or(|(tenant, _)| tenant != tenant_id) {
+                let fed = self.fed_run(tenant_id, bounds, &mut runs, &mut run_of);
+                current = Some((tenant_id, fed));
+            }
+            let Some((_, Some((index, until_seq)))) = current else {
                 continue;
             };
-            if event.tenant_seq > until_seq
-                || self.failures.contains_key(&tenant_id)
-                || self.unfed.contains(&tenant_id)
-            {
+            if event.tenant_seq > until_seq {
                 continue;
             }
-            let index = *run_of.entry(tenant_id).or_insert_with(|| {
-                runs.push(Run {
-                    tenant_id,
-                    events: Vec::new(),
-                });
-                runs.len() - 1
-            });
             let run = &mut runs[index];
             let last = run.events.last().map_or_else(
                 || self.applied.get(&tenant_id).copied().unwrap_or(0),
@@ -573,10 +571,35 @@ impl Replay<'_> {
                 run.events.push(event);
             } else if event.tenant_seq > last + 1 {
                 self.unfed.insert(tenant_id);
+                current = Some((tenant_id, None));
             }
         }
         runs.retain(|run| !run.events.is_empty());
         runs
+    }
+
+    /// The index in `runs` of `tenant_id`'s run (opened when it has none)
+    /// and its bound; `None` when the tenant has no bound, failed, or is
+    /// left to the store.
+    fn fed_run(
+        &self,
+        tenant_id: TenantId,
+        bounds: &BTreeMap<TenantId, i64>,
+        runs: &mut Vec<Run<'_>>,
+        run_of: &mut HashMap<TenantId, usize>,
+    ) -> Option<(usize, i64)> {
+        let until_seq = bounds.get(&tenant_id).copied()?;
+        if self.failures.contains_key(&tenant_id) || self.unfed.contains(&tenant_id) {
+            return None;
+        }
+        let index = *run_of.entry(tenant_id).or_insert_with(|| {
+            runs.push(Run {
+                tenant_id,
+                events: Vec::new(),
+            });
+            runs.len() - 1
+        });
+        Some((index, until_seq))
     }
 
     /// Applies `runs` together; when the projection refuses, finds the tenant
@@ -875,5 +898,32 @@ mod tests {
         replay.fail(a, 6, "refused".into());
         let pages = vec![Arc::new(vec![event(a, 6), event(b, 3)])];
         assert!(replay.fed_runs(&pages, &bounds).is_empty());
+    }
+
+    #[test]
+    fn fed_runs_follow_tenants_that_take_turns_within_a_page() {
+        let (a, b) = (
+            TenantId::from_uuid(Uuid::from_u128(1)),
+            TenantId::from_uuid(Uuid::from_u128(2)),
+        );
+        let pages = vec![Arc::new(vec![
+            event(a, 1),
+            event(b, 1),
+            event(a, 2),
+            event(b, 3),
+            event(a, 3),
+            event(b, 4),
+        ])];
+        let mut replay = Replay {
+            projection: &crate::stream_index::StreamIndex,
+            applied: HashMap::new(),
+            failures: BTreeMap::new(),
+            unfed: HashSet::new(),
+        };
+        let bounds = BTreeMap::from([(a, 2), (b, 9)]);
+        let runs = replay.fed_runs(&pages, &bounds);
+        // `a` stops at its bound, `b` at its gap, and stays unfed after it.
+        assert_eq!(seqs(&runs), vec![(a, vec![1, 2]), (b, vec![1])]);
+        assert_eq!(replay.unfed, HashSet::from([b]));
     }
 }

@@ -126,7 +126,7 @@ impl From<QuotaAccount> for String {
 pub fn quota_aggregate_id(quota: QuotaType, account: Option<&QuotaAccount>) -> String {
     match account {
         None => quota.as_str().to_string(),
-        Some(account) => format!("{}@{}", quota.as_str(), account.as_str()),
+        Some(account) => [quota.as_str(), "@", account.as_str()].concat(),
     }
 }
 
@@ -248,15 +248,24 @@ pub fn grant_account(terms: &GrantTerms) -> Account {
     }
 }
 
-/// `@<account>` for a quota account's quota, empty for the tenant's own.
-fn holder_suffix(holder: Option<&QuotaAccount>) -> String {
-    holder.map_or_else(String::new, |account| format!("@{}", account.as_str()))
+/// `<prefix>`, then `@<account>` for a quota account's quota (nothing for
+/// the tenant's own), in one allocation.
+fn held_code(prefix: &[&str], holder: Option<&QuotaAccount>) -> String {
+    let suffix: &[&str] = match holder {
+        Some(account) => &["@", account.as_str()],
+        None => &[],
+    };
+    let mut code = String::with_capacity(prefix.iter().chain(suffix).map(|part| part.len()).sum());
+    for part in prefix.iter().chain(suffix) {
+        code.push_str(part);
+    }
+    code
 }
 
 /// Debited by every finite grant issued.
 pub fn issued_account(quota: QuotaType, holder: Option<&QuotaAccount>) -> Account {
     Account::new(
-        format!("quota_issued:{quota}{}", holder_suffix(holder)),
+        held_code(&["quota_issued:", quota.as_str()], holder),
         AccountType::Equity,
     )
 }
@@ -264,7 +273,7 @@ pub fn issued_account(quota: QuotaType, holder: Option<&QuotaAccount>) -> Accoun
 /// Credited by every consumption.
 pub fn consumed_account(quota: QuotaType, holder: Option<&QuotaAccount>) -> Account {
     Account::new(
-        format!("quota_consumed:{quota}{}", holder_suffix(holder)),
+        held_code(&["quota_consumed:", quota.as_str()], holder),
         AccountType::Revenue,
     )
 }
@@ -272,7 +281,7 @@ pub fn consumed_account(quota: QuotaType, holder: Option<&QuotaAccount>) -> Acco
 /// Credited with the unused balance of every grant that closes.
 pub fn breakage_account(quota: QuotaType, holder: Option<&QuotaAccount>) -> Account {
     Account::new(
-        format!("quota_breakage:{quota}{}", holder_suffix(holder)),
+        held_code(&["quota_breakage:", quota.as_str()], holder),
         AccountType::Revenue,
     )
 }
@@ -280,7 +289,7 @@ pub fn breakage_account(quota: QuotaType, holder: Option<&QuotaAccount>) -> Acco
 /// Credited with every seat allocated, debited with every seat released.
 pub fn allocated_account(holder: Option<&QuotaAccount>) -> Account {
     Account::new(
-        format!("seats_allocated{}", holder_suffix(holder)),
+        held_code(&["seats_allocated"], holder),
         AccountType::Liability,
     )
 }
@@ -288,10 +297,7 @@ pub fn allocated_account(holder: Option<&QuotaAccount>) -> Account {
 /// Debited with seats allocated beyond every open grant's room
 /// (over-allocation), credited when a grant takes them or they are released.
 pub fn unbacked_account(holder: Option<&QuotaAccount>) -> Account {
-    Account::new(
-        format!("seats_unbacked{}", holder_suffix(holder)),
-        AccountType::Asset,
-    )
+    Account::new(held_code(&["seats_unbacked"], holder), AccountType::Asset)
 }
 
 /// How much can be drawn now.

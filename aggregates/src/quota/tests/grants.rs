@@ -285,6 +285,41 @@ fn quota_aggregate_ids_round_trip() {
 }
 
 #[test]
+fn journal_account_codes_name_the_quota_and_its_holder() {
+    let holder = QuotaAccount::parse("user-42").unwrap();
+    let codes = |holder: Option<&QuotaAccount>| {
+        [
+            issued_account(QuotaType::Credits, holder),
+            consumed_account(QuotaType::Runs, holder),
+            breakage_account(QuotaType::Seats, holder),
+            allocated_account(holder),
+            unbacked_account(holder),
+        ]
+        .map(|account| account.code)
+    };
+    assert_eq!(
+        codes(None),
+        [
+            "quota_issued:credits",
+            "quota_consumed:runs",
+            "quota_breakage:seats",
+            "seats_allocated",
+            "seats_unbacked",
+        ]
+    );
+    assert_eq!(
+        codes(Some(&holder)),
+        [
+            "quota_issued:credits@user-42",
+            "quota_consumed:runs@user-42",
+            "quota_breakage:seats@user-42",
+            "seats_allocated@user-42",
+            "seats_unbacked@user-42",
+        ]
+    );
+}
+
+#[test]
 fn a_quota_holding_the_most_open_grants_refuses_another() {
     let events: Vec<QuotaEvent> = (0..OPEN_GRANTS_MAX as u128)
         .map(|n| {
