@@ -96,6 +96,7 @@ pub fn process_managers() -> Vec<ProcessManager> {
 pub struct RequestKind {
     pub kind: &'static str,
     decode: fn(&Value) -> Result<Box<dyn AnyRequest>, serde_json::Error>,
+    decode_text: fn(&str) -> Result<Box<dyn AnyRequest>, serde_json::Error>,
 }
 
 impl RequestKind {
@@ -106,12 +107,23 @@ impl RequestKind {
             decode: |body| {
                 R::deserialize(body).map(|request| Box::new(request) as Box<dyn AnyRequest>)
             },
+            decode_text: |body| {
+                serde_json::from_str::<R>(body)
+                    .map(|request| Box::new(request) as Box<dyn AnyRequest>)
+            },
         }
     }
 
     /// The request recorded as `body`.
     pub fn decode(&self, body: &Value) -> Result<Box<dyn AnyRequest>, serde_json::Error> {
         (self.decode)(body)
+    }
+
+    /// The request recorded as the JSON text `body`, read without a `Value`
+    /// in between (the same request [`RequestKind::decode`] gives of the
+    /// parsed text).
+    pub fn decode_text(&self, body: &str) -> Result<Box<dyn AnyRequest>, serde_json::Error> {
+        (self.decode_text)(body)
     }
 }
 

@@ -34,10 +34,11 @@ use aggregates::journal::{Balances, JournalEntry};
 use chrono::{DateTime, Utc};
 use commands::domains::Registry;
 use commands::pipeline::fold::TenantFold;
-use commands::pipeline::{Refusal, METADATA_COMMAND, METADATA_REQUEST};
+use commands::pipeline::{AnyRequest, Refusal, METADATA_COMMAND, METADATA_REQUEST};
 use cqrs_es::persist::SerializedEvent;
 use eventstore::{ChainHash, IdempotencyKey, JsonText};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -325,23 +326,10 @@ fn redecide(
     members: &[Member],
 ) -> Result<(commands::pipeline::fold::Redecision, Vec<(usize, String)>), String> {
     let first = &members[0].event;
-    let (kind, body) = recorded_request(&first.metadata)?;
-    let registered = registry()
-        .request(&kind)
-        .ok_or_else(|| format!("request kind {kind:?} is registered by no domain"))?;
-    let request = registered
-        .decode(&body)
-        .map_err(|error| format!("the recorded {kind} request does not read back: {error}"))?;
-    let recorded = JsonText::from_value(&body).map_err(|error| error.to_string())?;
-    match request.body() {
-        Ok(canonical) if canonical == recorded => {}
-        Ok(canonical) => {
-            return Err(format!(
-                "the recorded {kind} request {recorded} reads back as {canonical}"
-            ))
-        }
-        Err(error) => return Err(format!("the recorded {kind} request: {error}")),
-    }
+    let (kind, request, recorded) = match read_back_canonical(&first.metadata) {
+        Some(read) => read,
+        None => read_back(&first.metadata)?,
+    };
     let key = IdempotencyKey::parse(&first.idempotency_key)
         .map_err(|error| format!("idempotency key: {error}"))?;
     let redecision = fold.decide(request.as_ref(), &recorded, &key, first.recorded_at);
@@ -373,6 +361,54 @@ fn redecide(
         problems.push((last, missing(decided, &kind)));
     }
     Ok((redecision, problems))
+}
+
+/// The request a first event records, read back: its kind, the request,
+/// and its canonical body, which the request must give again.
+fn read_back(metadata: &str) -> Result<(String, Box<dyn AnyRequest>, JsonText), String> {
+    let (kind, body) = recorded_request(metadata)?;
+    let registered = registry()
+        .request(&kind)
+        .ok_or_else(|| format!("request kind {kind:?} is registered by no domain"))?;
+    let request = registered
+        .decode(&body)
+        .map_err(|error| format!("the recorded {kind} request does not read back: {error}"))?;
+    let recorded = JsonText::from_value(&body).map_err(|error| error.to_string())?;
+    match request.body() {
+        Ok(canonical) if canonical == recorded => Ok((kind, request, recorded)),
+        Ok(canonical) => Err(format!(
+            "the recorded {kind} request {recorded} reads back as {canonical}"
+        )),
+        Err(error) => Err(format!("the recorded {kind} request: {error}")),
+    }
+}
+
+/// The metadata members a first event's request is read back from, as
+/// they are written: the body's text is borrowed, not parsed into a tree.
+#[derive(Deserialize)]
+struct RecordedText<'a> {
+    #[serde(borrow, rename = "command")]
+    kind: &'a str,
+    #[serde(borrow, rename = "request")]
+    body: &'a RawValue,
+}
+
+/// [`read_back`] without a `Value` tree, for the usual case: metadata
+/// whose request reads back to exactly the text recorded. A request whose
+/// canonical body is the recorded text reads back the same from the
+/// parsed text, and that text is its own canonical form, so the answer is
+/// [`read_back`]'s. Anything else (metadata that does not read this way, a
+/// kind no domain registers, a body that does not decode or is written
+/// otherwise) is `None`, for [`read_back`] to name the problem.
+fn read_back_canonical(metadata: &str) -> Option<(String, Box<dyn AnyRequest>, JsonText)> {
+    let recorded: RecordedText<'_> = serde_json::from_str(metadata).ok()?;
+    let request = registry()
+        .request(recorded.kind)?
+        .decode_text(recorded.body.get())
+        .ok()?;
+    let canonical = request.body().ok()?;
+    (canonical.as_str() == recorded.body.get())
+        .then(|| (recorded.kind.to_string(), request, canonical))
 }
 
 /// The request a first event records: its kind and body.
@@ -422,4 +458,69 @@ fn fold_stored(fold: &mut TenantFold, members: &mut [Member]) -> Vec<JournalEntr
         }
     }
     entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `metadata` is read back without a tree; when it is, the
+    /// answer must be the one read back through the tree.
+    fn read_without_tree(metadata: &str) -> bool {
+        let Some((kind, request, recorded)) = read_back_canonical(metadata) else {
+            return false;
+        };
+        let (slow_kind, slow_request, slow_recorded) = read_back(metadata).unwrap();
+        assert_eq!(kind, slow_kind);
+        assert_eq!(recorded, slow_recorded);
+        assert_eq!(request.body().unwrap(), slow_request.body().unwrap());
+        true
+    }
+
+    #[test]
+    fn a_request_recorded_canonically_reads_back_without_a_tree_and_any_other_as_before() {
+        let canonical = r#"{"command": "consume_quota", "request": {"quota": "credits", "amount": 1, "account": "acct-97", "reference": null}}"#;
+        assert!(read_without_tree(canonical));
+
+        // The same request written otherwise reads back through the tree,
+        // to the same canonical body.
+        let spaced = r#"{"request":{"account":"acct-97","amount":1,"quota":"credits","reference":null},"command":"consume\u005fquota"}"#;
+        assert!(!read_without_tree(spaced));
+        let (kind, _, recorded) = read_back(spaced).unwrap();
+        assert_eq!(kind, "consume_quota");
+        assert_eq!(
+            recorded.as_str(),
+            r#"{"quota": "credits", "amount": 1, "account": "acct-97", "reference": null}"#
+        );
+
+        // Every problem is still named as before.
+        let refusals = [
+            (
+                r#"{"command": "consume_quota", "request": {"quota": "credits", "amount": 1, "account": "acct-97"}}"#,
+                r#"the recorded consume_quota request {"quota": "credits", "amount": 1, "account": "acct-97"} reads back as {"quota": "credits", "amount": 1, "account": "acct-97", "reference": null}"#,
+            ),
+            (
+                r#"{"command": "mint_money", "request": {}}"#,
+                r#"request kind "mint_money" is registered by no domain"#,
+            ),
+            (
+                r#"{"command": "consume_quota"}"#,
+                "no recorded request: the first event of a request must carry it",
+            ),
+            (
+                r#"{"command": 7, "request": {}}"#,
+                "the recorded request names no kind",
+            ),
+        ];
+        for (metadata, message) in refusals {
+            assert!(!read_without_tree(metadata), "{metadata}");
+            assert_eq!(read_back(metadata).err().as_deref(), Some(message));
+        }
+        let undecodable = r#"{"command": "consume_quota", "request": {"quota": "credits", "extra": 2, "amount": 1, "account": "acct-97", "reference": null}}"#;
+        assert!(!read_without_tree(undecodable));
+        assert_eq!(
+            read_back(undecodable).err().as_deref(),
+            Some("the recorded consume_quota request does not read back: unknown field `extra`, expected one of `quota`, `account`, `amount`, `reference`")
+        );
+    }
 }
