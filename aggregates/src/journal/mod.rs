@@ -267,13 +267,16 @@ impl crate::decide::Rejection for JournalError {
 }
 
 /// Two or more postings whose debits equal their credits in every asset.
+/// Written as it is (`{"postings": [...]}`), read through `EntryParts`
+/// so that an entry that does not balance is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "EntryParts", into = "EntryParts")]
+#[serde(try_from = "EntryParts")]
 pub struct JournalEntry {
     postings: Vec<Posting>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A journal entry as written, before it is checked.
+#[derive(Deserialize)]
 struct EntryParts {
     postings: Vec<Posting>,
 }
@@ -283,14 +286,6 @@ impl TryFrom<EntryParts> for JournalEntry {
 
     fn try_from(parts: EntryParts) -> Result<Self, JournalError> {
         Self::new(parts.postings)
-    }
-}
-
-impl From<JournalEntry> for EntryParts {
-    fn from(entry: JournalEntry) -> Self {
-        Self {
-            postings: entry.postings,
-        }
     }
 }
 
