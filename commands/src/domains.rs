@@ -120,8 +120,9 @@ impl RequestKind {
     }
 
     /// The request recorded as the JSON text `body`, read without a `Value`
-    /// in between (the same request [`RequestKind::decode`] gives of the
-    /// parsed text).
+    /// in between. For the requests registered today (strings, integers of
+    /// at most 64 bits, shallow objects) it is the request
+    /// [`RequestKind::decode`] gives of the parsed text.
     pub fn decode_text(&self, body: &str) -> Result<Box<dyn AnyRequest>, serde_json::Error> {
         (self.decode_text)(body)
     }

@@ -229,9 +229,10 @@ mod tests {
             ChainHash(*hasher.finalize().as_bytes())
         }
         let prev = fields("{}").hash(&GENESIS);
-        // Payloads that fit the buffer, fill it to the byte, cross it, and
-        // are larger than it on their own.
-        for size in [0, 1, 900, 1023, 1024, 1025, 3000] {
+        // The payload starts 159 bytes into the buffer: payloads that fit
+        // it, fill it to the byte (865), cross it, and are larger than it
+        // on their own.
+        for size in [0, 1, 864, 865, 866, 900, 1023, 1024, 1025, 3000] {
             let payload = "x".repeat(size);
             let fields = fields(&payload);
             assert_eq!(fields.hash(&prev), reference(&fields, &prev), "{size}");

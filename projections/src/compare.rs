@@ -547,8 +547,9 @@ impl Replay<'_> {
         let mut runs: Vec<Run<'e>> = Vec::new();
         let mut run_of: HashMap<TenantId, usize> = HashMap::new();
         // The tenant of the event before, and its run and bound (`None`
-        // when it is not fed): a page holds one tenant's events, so the
-        // maps are looked up once per page, not once per event.
+        // when it is not fed). A fed page holds one tenant's events, so the
+        // maps are looked up once per page, not once per event; a page that
+        // mixed tenants would still be taken apart right.
         let mut current: Option<(TenantId, Option<(usize, i64)>)> = None;
         for event in pages.iter().flat_map(|page| page.iter()) {
             let tenant_id = event.tenant_id;
@@ -911,6 +912,7 @@ mod tests {
             event(b, 1),
             event(a, 2),
             event(b, 3),
+            event(b, 2),
             event(a, 3),
             event(b, 4),
         ])];
@@ -922,7 +924,8 @@ mod tests {
         };
         let bounds = BTreeMap::from([(a, 2), (b, 9)]);
         let runs = replay.fed_runs(&pages, &bounds);
-        // `a` stops at its bound, `b` at its gap, and stays unfed after it.
+        // `a` stops at its bound, `b` at its gap, and stays unfed after it
+        // (its 2, right after the gap, is not taken).
         assert_eq!(seqs(&runs), vec![(a, vec![1, 2]), (b, vec![1])]);
         assert_eq!(replay.unfed, HashSet::from([b]));
     }

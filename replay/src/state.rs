@@ -386,6 +386,7 @@ fn read_back(metadata: &str) -> Result<(String, Box<dyn AnyRequest>, JsonText), 
 /// The metadata members a first event's request is read back from, as
 /// they are written: the body's text is borrowed, not parsed into a tree.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RecordedText<'a> {
     #[serde(borrow, rename = "command")]
     kind: &'a str,
@@ -394,22 +395,30 @@ struct RecordedText<'a> {
 }
 
 /// [`read_back`] without a `Value` tree, for the usual case: metadata
-/// whose request reads back to exactly the text recorded. A request whose
-/// canonical body is the recorded text reads back the same from the
-/// parsed text, and that text is its own canonical form, so the answer is
-/// [`read_back`]'s. Anything else (metadata that does not read this way, a
-/// kind no domain registers, a body that does not decode or is written
-/// otherwise) is `None`, for [`read_back`] to name the problem.
+/// that is exactly the canonical object `{"command": kind, "request":
+/// body}` the pipeline writes, whose body a registered request decodes
+/// from and writes back to the same text. Such a body is its own canonical
+/// form and reads back the same from its parsed tree, so the answer is
+/// [`read_back`]'s. Anything else (metadata written otherwise or with
+/// other members, a kind no domain registers, a body that does not decode
+/// or is written otherwise) is `None`, for [`read_back`] to name the
+/// problem.
 fn read_back_canonical(metadata: &str) -> Option<(String, Box<dyn AnyRequest>, JsonText)> {
     let recorded: RecordedText<'_> = serde_json::from_str(metadata).ok()?;
-    let request = registry()
-        .request(recorded.kind)?
-        .decode_text(recorded.body.get())
-        .ok()?;
+    let (kind, body) = (recorded.kind, recorded.body.get());
+    // A borrowed kind has no escapes, so this is the canonical text.
+    let written = metadata.len() == CANONICAL_METADATA_BYTES + kind.len() + body.len()
+        && ["{\"command\": \"", kind, "\", \"request\": ", body, "}"].concat() == metadata;
+    if !written {
+        return None;
+    }
+    let request = registry().request(kind)?.decode_text(body).ok()?;
     let canonical = request.body().ok()?;
-    (canonical.as_str() == recorded.body.get())
-        .then(|| (recorded.kind.to_string(), request, canonical))
+    (canonical.as_str() == body).then(|| (kind.to_string(), request, canonical))
 }
+
+/// The bytes of canonical metadata besides its kind and body.
+const CANONICAL_METADATA_BYTES: usize = r#"{"command": "", "request": }"#.len();
 
 /// The request a first event records: its kind and body.
 fn recorded_request(metadata: &str) -> Result<(String, Value), String> {
@@ -512,7 +521,28 @@ mod tests {
                 "the recorded request names no kind",
             ),
         ];
+        // Read back as before, though serde would read these into the
+        // metadata's two members: an array, and a member more (nested
+        // deeper than the tree allows).
+        let deep = format!(
+            r#"{{"x": {}{}, "command": "consume_quota", "request": {{"quota": "credits", "amount": 1, "account": "acct-97", "reference": null}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let mut refusals: Vec<(String, &str)> = refusals
+            .into_iter()
+            .map(|(metadata, message)| (metadata.to_string(), message))
+            .collect();
+        refusals.push((
+            r#"["consume_quota", {"quota": "credits", "amount": 1, "account": "acct-97", "reference": null}]"#.to_string(),
+            "no recorded request: the first event of a request must carry it",
+        ));
+        refusals.push((
+            deep,
+            "the metadata does not parse: recursion limit exceeded at line 1 column 133",
+        ));
         for (metadata, message) in refusals {
+            let metadata = metadata.as_str();
             assert!(!read_without_tree(metadata), "{metadata}");
             assert_eq!(read_back(metadata).err().as_deref(), Some(message));
         }

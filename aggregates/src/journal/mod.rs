@@ -572,6 +572,17 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_written_as_its_postings_and_reads_back_the_same() {
+        let entry = JournalEntry::transfer(issued(), grant(), &credits(), amount(3)).unwrap();
+        let text = serde_json::to_string(&entry).unwrap();
+        assert_eq!(
+            text,
+            r#"{"postings":[{"account":{"code":"quota_issued:credits","type":"equity"},"asset":"CREDITS/0","side":"debit","amount":3},{"account":{"code":"grant:g1","type":"liability","flags":{"debits_must_not_exceed_credits":true}},"asset":"CREDITS/0","side":"credit","amount":3}]}"#
+        );
+        assert_eq!(serde_json::from_str::<JournalEntry>(&text).unwrap(), entry);
+    }
+
+    #[test]
     fn postings_breaking_no_overdraft_are_refused_and_change_nothing() {
         let mut balances = Balances::default();
         balances

@@ -6,7 +6,9 @@
 //!
 //! One serialization allocates its output and one stack of members that
 //! every open object shares (each object's members on top of its parent's),
-//! so that objects, however many, allocate nothing of their own.
+//! so that a struct, however nested, allocates nothing of its own. (A map
+//! key is still written into a `String` of its own, and a `RawValue` is
+//! parsed into a tree.)
 
 use super::{write_string, CanonicalError};
 use serde::ser::{self, Serialize};
