@@ -1,21 +1,25 @@
 //! Assets and amounts: integers in minor units, checked arithmetic, no floats.
 
 use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 /// Most decimal places an asset may have.
 pub const ASSET_SCALE_MAX: u8 = 18;
 
 /// A unit of account with a fixed scale: `USD/2` (cents), `JPY/0`,
 /// `CREDITS/0`. Amounts of an asset are integers of its minor unit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Asset {
-    code: String,
+    /// `CODE/SCALE`, its one spelling: written once and shared by every
+    /// posting, balance and event that names the asset (a clone copies no
+    /// text).
+    text: Arc<str>,
+    /// The length of the code, before the `/`.
+    code_len: u8,
     scale: u8,
-    /// `CODE/SCALE`, its one spelling: written once, read by every posting,
-    /// balance and event that names the asset.
-    text: String,
 }
 
 /// Why a text is not an asset.
@@ -45,9 +49,10 @@ impl Asset {
         }
         text.push(char::from(b'0' + scale % 10));
         Ok(Self {
-            code: code.to_string(),
+            text: Arc::from(text),
+            // At most 12, checked above.
+            code_len: code.len() as u8,
             scale,
-            text,
         })
     }
 
@@ -57,11 +62,35 @@ impl Asset {
     }
 
     pub fn code(&self) -> &str {
-        &self.code
+        &self.text[..usize::from(self.code_len)]
     }
 
     pub fn scale(&self) -> u8 {
         self.scale
+    }
+}
+
+/// By code, then by scale (`USD/2` before `USD/10`).
+impl Ord for Asset {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.code()
+            .cmp(other.code())
+            .then(self.scale.cmp(&other.scale))
+    }
+}
+
+impl PartialOrd for Asset {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for Asset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Asset")
+            .field("code", &self.code())
+            .field("scale", &self.scale)
+            .finish()
     }
 }
 
@@ -99,7 +128,7 @@ impl TryFrom<String> for Asset {
 
 impl From<Asset> for String {
     fn from(asset: Asset) -> Self {
-        asset.text
+        asset.text.to_string()
     }
 }
 
@@ -254,6 +283,26 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn assets_order_by_code_then_scale_and_clones_share_their_text() {
+        let asset = |text: &str| Asset::try_from(text.to_string()).unwrap();
+        let mut assets = [
+            asset("USD/10"),
+            asset("AB_/2"),
+            asset("USD/2"),
+            asset("AB1/0"),
+            asset("AB/18"),
+        ];
+        assets.sort();
+        let texts: Vec<&str> = assets.iter().map(Asset::as_str).collect();
+        assert_eq!(texts, ["AB/18", "AB1/0", "AB_/2", "USD/2", "USD/10"]);
+        let usd = asset("USD/10");
+        assert_eq!(format!("{usd:?}"), r#"Asset { code: "USD", scale: 10 }"#);
+        let clone = usd.clone();
+        assert!(std::ptr::eq(usd.as_str(), clone.as_str()));
+        assert_eq!(clone, usd);
     }
 
     #[test]
