@@ -8,6 +8,9 @@ use std::sync::Arc;
 /// Most decimal places an asset may have.
 pub const ASSET_SCALE_MAX: u8 = 18;
 
+/// The longest spelling of an asset: a code of 12, `/`, a scale of 2 digits.
+const ASSET_TEXT_BYTES_MAX: usize = 15;
+
 /// A unit of account with a fixed scale: `USD/2` (cents), `JPY/0`,
 /// `CREDITS/0`. Amounts of an asset are integers of its minor unit.
 #[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
@@ -37,17 +40,25 @@ impl Asset {
             && code
                 .chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        let invalid = || InvalidAsset(format!("{code}/{scale}"));
         if !valid_code || scale > ASSET_SCALE_MAX {
-            return Err(InvalidAsset(format!("{code}/{scale}")));
+            return Err(invalid());
         }
-        // Written by hand: assets are made for every posting read back.
-        let mut text = String::with_capacity(code.len() + 3);
-        text.push_str(code);
-        text.push('/');
+        // Written by hand on the stack, then allocated once: assets are
+        // made for every posting read back.
+        let mut text = [0u8; ASSET_TEXT_BYTES_MAX];
+        let mut len = code.len();
+        text[..len].copy_from_slice(code.as_bytes());
+        text[len] = b'/';
+        len += 1;
         if scale >= 10 {
-            text.push(char::from(b'0' + scale / 10));
+            text[len] = b'0' + scale / 10;
+            len += 1;
         }
-        text.push(char::from(b'0' + scale % 10));
+        text[len] = b'0' + scale % 10;
+        len += 1;
+        // ASCII throughout: the code's characters were checked above.
+        let text = std::str::from_utf8(&text[..len]).map_err(|_| invalid())?;
         Ok(Self {
             text: Arc::from(text),
             // At most 12, checked above.
@@ -90,6 +101,7 @@ impl fmt::Debug for Asset {
         f.debug_struct("Asset")
             .field("code", &self.code())
             .field("scale", &self.scale)
+            .field("text", &self.as_str())
             .finish()
     }
 }
@@ -298,8 +310,14 @@ mod tests {
         assets.sort();
         let texts: Vec<&str> = assets.iter().map(Asset::as_str).collect();
         assert_eq!(texts, ["AB/18", "AB1/0", "AB_/2", "USD/2", "USD/10"]);
+        let longest = Asset::new("ABCDEFGHIJKL", ASSET_SCALE_MAX).unwrap();
+        assert_eq!(longest.as_str(), "ABCDEFGHIJKL/18");
+        assert_eq!(longest.code(), "ABCDEFGHIJKL");
         let usd = asset("USD/10");
-        assert_eq!(format!("{usd:?}"), r#"Asset { code: "USD", scale: 10 }"#);
+        assert_eq!(
+            format!("{usd:?}"),
+            r#"Asset { code: "USD", scale: 10, text: "USD/10" }"#
+        );
         let clone = usd.clone();
         assert!(std::ptr::eq(usd.as_str(), clone.as_str()));
         assert_eq!(clone, usd);
