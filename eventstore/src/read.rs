@@ -90,12 +90,18 @@ impl JsonText {
     pub fn object(members: &[(&str, &JsonText)]) -> Result<Self, CanonicalError> {
         let mut members: Vec<(&str, &JsonText)> = members.to_vec();
         members.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
-        let mut out = String::from("{");
+        // Each member is `"key": value` and a `, ` before all but the first.
+        let bytes: usize = members
+            .iter()
+            .map(|(key, value)| key.len() + value.as_str().len() + 6)
+            .sum();
+        let mut out = String::with_capacity(bytes + 2);
+        out.push('{');
         for (position, (key, value)) in members.iter().enumerate() {
             if position > 0 {
                 out.push_str(", ");
             }
-            crate::canonical::write_canonical(&Value::String((*key).to_string()), &mut out)?;
+            crate::canonical::write_string(key, &mut out)?;
             out.push_str(": ");
             out.push_str(value.as_str());
         }
@@ -602,4 +608,32 @@ pub fn check_text_event(
         }
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_of_canonical_members_is_the_canonical_object() {
+        let body = JsonText::canonical(&serde_json::json!({"bb": 1, "a": [true]})).unwrap();
+        let kind = JsonText::canonical("consume_quota").unwrap();
+        let quoted = JsonText::canonical("x").unwrap();
+        let object = JsonText::object(&[
+            ("request", &body),
+            ("say \"hi\"", &quoted),
+            ("command", &kind),
+        ])
+        .unwrap();
+        assert_eq!(
+            object.as_str(),
+            r#"{"command": "consume_quota", "request": {"a": [true], "bb": 1}, "say \"hi\"": "x"}"#
+        );
+        let through_value = JsonText::from_value(&object.to_value().unwrap()).unwrap();
+        assert_eq!(object, through_value);
+        assert_eq!(
+            JsonText::object(&[("a\0", &kind)]),
+            Err(CanonicalError::Nul)
+        );
+    }
 }

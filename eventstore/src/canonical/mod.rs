@@ -93,7 +93,7 @@ fn needs_escape(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
-fn write_string(text: &str, out: &mut String) -> Result<(), CanonicalError> {
+pub(crate) fn write_string(text: &str, out: &mut String) -> Result<(), CanonicalError> {
     out.reserve(text.len() + 2);
     out.push('"');
     // Most strings (keys, codes, ids) need no escape: their bytes are
