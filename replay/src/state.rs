@@ -34,7 +34,9 @@ use aggregates::journal::{Balances, JournalEntry};
 use chrono::{DateTime, Utc};
 use commands::domains::Registry;
 use commands::pipeline::fold::TenantFold;
-use commands::pipeline::{AnyRequest, Refusal, METADATA_COMMAND, METADATA_REQUEST};
+use commands::pipeline::{
+    request_metadata, AnyRequest, Refusal, METADATA_COMMAND, METADATA_REQUEST,
+};
 use cqrs_es::persist::SerializedEvent;
 use eventstore::{ChainHash, IdempotencyKey, JsonText};
 use serde::{Deserialize, Serialize};
@@ -395,30 +397,24 @@ struct RecordedText<'a> {
 }
 
 /// [`read_back`] without a `Value` tree, for the usual case: metadata
-/// that is exactly the canonical object `{"command": kind, "request":
-/// body}` the pipeline writes, whose body a registered request decodes
-/// from and writes back to the same text. Such a body is its own canonical
-/// form and reads back the same from its parsed tree, so the answer is
+/// that is exactly what the pipeline writes for the request it records
+/// ([`request_metadata`]), whose body a registered request decodes from
+/// and writes back to the same text. Such a body is its own canonical form
+/// and reads back the same from its parsed tree, so the answer is
 /// [`read_back`]'s. Anything else (metadata written otherwise or with
 /// other members, a kind no domain registers, a body that does not decode
 /// or is written otherwise) is `None`, for [`read_back`] to name the
 /// problem.
 fn read_back_canonical(metadata: &str) -> Option<(String, Box<dyn AnyRequest>, JsonText)> {
     let recorded: RecordedText<'_> = serde_json::from_str(metadata).ok()?;
-    let (kind, body) = (recorded.kind, recorded.body.get());
-    // A borrowed kind has no escapes, so this is the canonical text.
-    let written = metadata.len() == CANONICAL_METADATA_BYTES + kind.len() + body.len()
-        && ["{\"command\": \"", kind, "\", \"request\": ", body, "}"].concat() == metadata;
-    if !written {
-        return None;
-    }
-    let request = registry().request(kind)?.decode_text(body).ok()?;
+    let request = registry()
+        .request(recorded.kind)?
+        .decode_text(recorded.body.get())
+        .ok()?;
     let canonical = request.body().ok()?;
-    (canonical.as_str() == body).then(|| (kind.to_string(), request, canonical))
+    let written = request_metadata(recorded.kind, &canonical).ok()?;
+    (written.as_str() == metadata).then(|| (recorded.kind.to_string(), request, canonical))
 }
-
-/// The bytes of canonical metadata besides its kind and body.
-const CANONICAL_METADATA_BYTES: usize = r#"{"command": "", "request": }"#.len();
 
 /// The request a first event records: its kind and body.
 fn recorded_request(metadata: &str) -> Result<(String, Value), String> {

@@ -23,8 +23,9 @@ mod shard;
 
 pub use clock::Clock;
 pub use request::{
-    derive_id, error_body, record_request, AggregateKind, AnyAggregate, AnyRequest, Decider,
-    Loaded, Refusal, Reply, Request, Target, Touched, METADATA_COMMAND, METADATA_REQUEST,
+    derive_id, error_body, record_request, request_metadata, AggregateKind, AnyAggregate,
+    AnyRequest, Decider, Loaded, Refusal, Reply, Request, Target, Touched, METADATA_COMMAND,
+    METADATA_REQUEST,
 };
 
 use crate::metrics::Metrics;

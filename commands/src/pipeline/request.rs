@@ -588,11 +588,19 @@ pub fn record_request(events: &mut [NewEvent], kind: &str, body: &JsonText) -> R
     let Some(first) = events.first_mut() else {
         return Ok(());
     };
-    let metadata = JsonText::canonical(kind)
-        .and_then(|kind| JsonText::object(&[(METADATA_COMMAND, &kind), (METADATA_REQUEST, body)]));
-    first.metadata =
-        metadata.map_err(|error| Refusal::Internal(format!("recording the request: {error}")))?;
+    first.metadata = request_metadata(kind, body)
+        .map_err(|error| Refusal::Internal(format!("recording the request: {error}")))?;
     Ok(())
+}
+
+/// The metadata that records a request of `kind` with canonical `body`:
+/// `{"command": kind, "request": body}`, canonical.
+pub fn request_metadata(
+    kind: &str,
+    body: &JsonText,
+) -> Result<JsonText, eventstore::canonical::CanonicalError> {
+    let kind = JsonText::canonical(kind)?;
+    JsonText::object(&[(METADATA_COMMAND, &kind), (METADATA_REQUEST, body)])
 }
 
 /// The metadata field naming a request's kind (on every event).
