@@ -360,6 +360,8 @@ pub struct Decider<'a> {
     /// Whether `Touched::before` is kept (a replay that may fold part of a
     /// request).
     keep_before: bool,
+    /// Every event's metadata (`{"command": kind}`), encoded on first use.
+    metadata: Option<JsonText>,
 }
 
 impl<'a> Decider<'a> {
@@ -380,6 +382,7 @@ impl<'a> Decider<'a> {
             indexed: Vec::new(),
             for_replay: false,
             keep_before: false,
+            metadata: None,
         }
     }
 
@@ -502,6 +505,15 @@ impl<'a> Decider<'a> {
                 self.touched.len() - 1
             }
         };
+        let metadata = match &self.metadata {
+            Some(metadata) => metadata.clone(),
+            None => {
+                let metadata = JsonText::canonical(&EventMetadata { command: self.kind })
+                    .map_err(|error| Refusal::Internal(format!("metadata of {key:?}: {error}")))?;
+                self.metadata = Some(metadata.clone());
+                metadata
+            }
+        };
         let touched = &mut self.touched[position];
         let state = touched
             .state
@@ -520,8 +532,7 @@ impl<'a> Decider<'a> {
                 event_type: event.event_type(),
                 event_version: event.event_version(),
                 payload,
-                metadata: JsonText::canonical(&EventMetadata { command: self.kind })
-                    .map_err(|error| Refusal::Internal(format!("metadata of {key:?}: {error}")))?,
+                metadata: metadata.clone(),
             });
             if self.for_replay {
                 touched.entries.extend(A::journal_entry(event).cloned());
