@@ -168,6 +168,9 @@ struct PreparedRecord {
     fingerprint: Fingerprint,
     status: i16,
     outcome: String,
+    /// Whether the outcome's list of events is left out (rebuilt from
+    /// the events when it is replayed).
+    events_omitted: bool,
     first_seq: Option<i64>,
     tenant_seq: i64,
     recorded_at: DateTime<Utc>,
@@ -232,12 +235,13 @@ impl TenantBatch {
             .map_err(|_| StoreError::Invalid(format!("status {} out of range", command.status)))?;
         let appended: Vec<AppendedEvent> = prepared.iter().map(PreparedEvent::appended).collect();
         let outcome_value = outcome(&appended, head.seq);
-        let outcome = serde_json::to_string(&outcome_value)?;
+        let (outcome, events_omitted) = crate::idempotency::record_text(&outcome_value, &appended)?;
         self.records.push(PreparedRecord {
             key: command.key,
             fingerprint: command.fingerprint,
             status,
             outcome,
+            events_omitted,
             first_seq: prepared.first().map(|event| event.tenant_seq),
             tenant_seq: head.seq,
             recorded_at: command.at,
@@ -432,13 +436,13 @@ WITH expected AS (
     RETURNING 1
 ), inserted_records AS (
     INSERT INTO idempotency_records (tenant_id, idempotency_key, fingerprint, status, outcome,
-                                     first_seq, tenant_seq, recorded_at)
+                                     events_omitted, first_seq, tenant_seq, recorded_at)
     SELECT r.tenant_id, r.idempotency_key, r.fingerprint, r.status, r.outcome::jsonb,
-           r.first_seq, r.tenant_seq, r.recorded_at
+           r.events_omitted, r.first_seq, r.tenant_seq, r.recorded_at
     FROM unnest($21::uuid[], $22::text[], $23::bytea[], $24::smallint[], $25::text[],
-                $26::bigint[], $27::bigint[], $28::timestamptz[])
+                $35::boolean[], $26::bigint[], $27::bigint[], $28::timestamptz[])
         AS r(tenant_id, idempotency_key, fingerprint, status, outcome,
-             first_seq, tenant_seq, recorded_at)
+             events_omitted, first_seq, tenant_seq, recorded_at)
     WHERE r.tenant_id IN (SELECT tenant_id FROM advanced)
     RETURNING 1
 ), inserted_index AS (
@@ -502,6 +506,7 @@ async fn run_append<'e, E: sqlx::PgExecutor<'e>>(
         .bind(&columns.index_aggregate_type)
         .bind(&columns.index_aggregate_id)
         .bind(&columns.index_seq)
+        .bind(&columns.record_events_omitted)
         .fetch_all(executor)
         .await
 }
@@ -564,6 +569,7 @@ struct Columns<'a> {
     record_fingerprint: Vec<&'a [u8]>,
     record_status: Vec<i16>,
     record_outcome: Vec<&'a str>,
+    record_events_omitted: Vec<bool>,
     record_first_seq: Vec<Option<i64>>,
     record_tenant_seq: Vec<i64>,
     record_recorded_at: Vec<DateTime<Utc>>,
@@ -608,6 +614,7 @@ impl<'a> Columns<'a> {
                 columns.record_fingerprint.push(&record.fingerprint.0);
                 columns.record_status.push(record.status);
                 columns.record_outcome.push(&record.outcome);
+                columns.record_events_omitted.push(record.events_omitted);
                 columns.record_first_seq.push(record.first_seq);
                 columns.record_tenant_seq.push(record.tenant_seq);
                 columns.record_recorded_at.push(record.recorded_at);

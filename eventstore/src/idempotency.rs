@@ -6,8 +6,9 @@ use crate::error::StoreError;
 use crate::EventStore;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
+use serde::ser::SerializeMap;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::fmt;
 
 /// Longest idempotency key accepted, in bytes.
@@ -117,6 +118,74 @@ pub struct EventSummary {
     pub hash: ChainHash,
 }
 
+/// The member of an accepted answer listing the events it appended.
+pub const ANSWER_EVENTS: &str = "events";
+
+/// The text `outcome` is recorded as, and whether its [`ANSWER_EVENTS`]
+/// member was left out of it: an answer listing exactly the command's
+/// events (`appended`, which the chain keeps as first_seq..tenant_seq)
+/// keeps them once, in the chain, and gets them back from there when it is
+/// replayed. Any other outcome is recorded whole.
+pub(crate) fn record_text(
+    outcome: &Value,
+    appended: &[crate::AppendedEvent],
+) -> Result<(String, bool), serde_json::Error> {
+    if let Value::Object(map) = outcome {
+        if let Some(Value::Array(listed)) = map.get(ANSWER_EVENTS) {
+            if lists(listed, appended) {
+                let without = Without {
+                    map,
+                    left_out: ANSWER_EVENTS,
+                };
+                return Ok((serde_json::to_string(&without)?, true));
+            }
+        }
+    }
+    Ok((serde_json::to_string(outcome)?, false))
+}
+
+/// Whether `listed` is `appended` as an answer lists them, in order.
+fn lists(listed: &[Value], appended: &[crate::AppendedEvent]) -> bool {
+    listed.len() == appended.len()
+        && listed
+            .iter()
+            .zip(appended)
+            .all(|(listed, event)| names(listed, event))
+}
+
+/// Whether `listed` is `event` exactly as [`EventSummary`] serializes it:
+/// its five members and nothing else.
+fn names(listed: &Value, event: &crate::AppendedEvent) -> bool {
+    let Value::Object(members) = listed else {
+        return false;
+    };
+    let text = |name: &str| members.get(name).and_then(Value::as_str);
+    members.len() == 5
+        && text("type") == Some(event.event_type.as_str())
+        && text("aggregate_type") == Some(event.aggregate_type.as_str())
+        && text("aggregate_id") == Some(event.aggregate_id.as_str())
+        && members.get("tenant_seq").and_then(Value::as_i64) == Some(event.tenant_seq)
+        && text("hash") == Some(event.hash.to_hex().as_str())
+}
+
+/// An object without one of its members.
+struct Without<'a> {
+    map: &'a Map<String, Value>,
+    left_out: &'a str,
+}
+
+impl Serialize for Without<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut object = serializer.serialize_map(None)?;
+        for (name, value) in self.map {
+            if name != self.left_out {
+                object.serialize_entry(name, value)?;
+            }
+        }
+        object.end()
+    }
+}
+
 type RecordRow = (
     uuid::Uuid,
     String,
@@ -128,10 +197,23 @@ type RecordRow = (
     DateTime<Utc>,
 );
 
+// A record whose events were left out gets them back as the answer listed
+// them (`EventSummary`, in tenant_seq order): one range of the chain's
+// primary key per record.
 const SELECT_RECORDS: &str = "\
-    SELECT tenant_id, idempotency_key, fingerprint, status, outcome, first_seq, tenant_seq, recorded_at \
-    FROM idempotency_records \
-    WHERE (tenant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))";
+    SELECT r.tenant_id, r.idempotency_key, r.fingerprint, r.status, \
+           CASE WHEN r.events_omitted THEN r.outcome || jsonb_build_object('events', coalesce(( \
+               SELECT jsonb_agg(jsonb_build_object( \
+                          'type', e.event_type, 'aggregate_type', e.aggregate_type, \
+                          'aggregate_id', e.aggregate_id, 'tenant_seq', e.tenant_seq, \
+                          'hash', encode(e.hash, 'hex')) ORDER BY e.tenant_seq) \
+               FROM events e \
+               WHERE e.tenant_id = r.tenant_id AND e.tenant_seq BETWEEN r.first_seq AND r.tenant_seq), \
+               '[]'::jsonb)) \
+           ELSE r.outcome END, \
+           r.first_seq, r.tenant_seq, r.recorded_at \
+    FROM idempotency_records r \
+    WHERE (r.tenant_id, r.idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))";
 
 const SELECT_EVENT_SUMMARIES: &str = "\
     SELECT event_type, aggregate_type, aggregate_id, tenant_seq, hash \
@@ -254,6 +336,51 @@ mod tests {
                 .as_str(),
             "order 42 / retry ~1"
         );
+    }
+
+    fn appended(tenant_seq: i64) -> crate::AppendedEvent {
+        crate::AppendedEvent {
+            event_id: uuid::Uuid::nil(),
+            aggregate_type: "payment".into(),
+            aggregate_id: "p-1".into(),
+            aggregate_seq: tenant_seq,
+            event_type: "Captured".into(),
+            tenant_seq,
+            hash: ChainHash([0xab; 32]),
+        }
+    }
+
+    #[test]
+    fn only_a_list_of_exactly_the_commands_events_is_left_out_of_the_record() {
+        let events = [appended(4), appended(5)];
+        let listed: Vec<Value> = events
+            .iter()
+            .map(|event| serde_json::to_value(event.summary()).unwrap())
+            .collect();
+        let answer = serde_json::json!({"events": listed, "status": "captured"});
+        assert_eq!(
+            record_text(&answer, &events).unwrap(),
+            (r#"{"status":"captured"}"#.to_string(), true)
+        );
+        // Anything else is recorded whole: fewer events, another spelling of
+        // the hash, a member more, a list that is not the events'.
+        let mut variants = Vec::new();
+        variants.push(serde_json::json!({"events": [listed[0].clone()]}));
+        let mut upper = listed.clone();
+        upper[1]["hash"] = Value::String("AB".repeat(32));
+        variants.push(serde_json::json!({"events": upper}));
+        let mut more = listed.clone();
+        more[0]["extra"] = Value::Null;
+        variants.push(serde_json::json!({"events": more}));
+        variants.push(serde_json::json!({"events": 2}));
+        variants.push(serde_json::json!([listed]));
+        for variant in variants {
+            assert_eq!(
+                record_text(&variant, &events).unwrap(),
+                (variant.to_string(), false),
+                "{variant}"
+            );
+        }
     }
 
     #[test]

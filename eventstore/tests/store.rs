@@ -241,6 +241,95 @@ async fn a_repeated_key_is_answered_from_its_record_and_a_reused_key_is_refused(
 }
 
 #[tokio::test]
+async fn an_answer_listing_its_events_is_recorded_without_them_and_replayed_with_them() {
+    // Proves: an accepted answer whose `events` member is exactly the
+    // command's events is stored without that list (flagged) and replayed
+    // from the record equal to the first answer, hashes included; an
+    // answer listing anything else is stored whole.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = tenant(store).await;
+    let listing = |events: &[eventstore::AppendedEvent], tenant_seq: i64| {
+        let listed: Vec<Value> = events
+            .iter()
+            .map(|event| serde_json::to_value(event.summary()).unwrap())
+            .collect();
+        json!({"aggregate_id": "c-1", "events": listed, "tenant_seq": tenant_seq})
+    };
+    store
+        .append_command(
+            tenant_id,
+            write("first", vec![event("c-0", 1, json!({"n": 0}))]),
+            accepted(),
+        )
+        .await
+        .unwrap();
+    let two = vec![
+        event("c-1", 1, json!({"n": 1})),
+        event("c-1", 2, json!({"n": 2})),
+    ];
+    let appended = store
+        .append_command(tenant_id, write("listed", two.clone()), listing)
+        .await
+        .unwrap();
+    let first_answer = listing(&appended, 3);
+    let only_one =
+        |events: &[eventstore::AppendedEvent], tenant_seq: i64| listing(&events[..1], tenant_seq);
+    store
+        .append_command(
+            tenant_id,
+            write(
+                "partial",
+                vec![
+                    event("c-2", 1, json!({"n": 3})),
+                    event("c-2", 2, json!({"n": 4})),
+                ],
+            ),
+            only_one,
+        )
+        .await
+        .unwrap();
+    let stored: Vec<(String, bool, String)> = sqlx::query_as(
+        "SELECT idempotency_key, events_omitted, outcome::text FROM idempotency_records \
+         WHERE tenant_id = $1 ORDER BY tenant_seq",
+    )
+    .bind(tenant_id.as_uuid())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        stored[0],
+        (
+            "first".into(),
+            false,
+            r#"{"events": 1, "tenant_seq": 1}"#.into()
+        )
+    );
+    assert_eq!(
+        stored[1],
+        (
+            "listed".into(),
+            true,
+            r#"{"tenant_seq": 3, "aggregate_id": "c-1"}"#.into()
+        )
+    );
+    assert_eq!((stored[2].0.as_str(), stored[2].1), ("partial", false));
+    let partial: Value = serde_json::from_str(&stored[2].2).unwrap();
+    assert_eq!(partial["events"].as_array().unwrap().len(), 1);
+    let replayed = store
+        .idempotency_record(tenant_id, &IdempotencyKey::parse("listed").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(replayed.outcome, first_answer);
+    assert_eq!(
+        replayed.outcome["events"][1]["hash"],
+        json!(appended[1].hash.to_hex())
+    );
+    assert_eq!((replayed.first_seq, replayed.tenant_seq), (Some(2), 3));
+}
+
+#[tokio::test]
 async fn events_cannot_be_updated_deleted_or_truncated() {
     // Proves: the append-only triggers refuse every change, even one that
     // matches no row.
