@@ -338,21 +338,24 @@ mod tests {
         );
     }
 
-    fn appended(tenant_seq: i64) -> crate::AppendedEvent {
+    fn appended(tenant_seq: i64, event_type: &str, hash: u8) -> crate::AppendedEvent {
         crate::AppendedEvent {
             event_id: uuid::Uuid::nil(),
             aggregate_type: "payment".into(),
             aggregate_id: "p-1".into(),
             aggregate_seq: tenant_seq,
-            event_type: "Captured".into(),
+            event_type: event_type.into(),
             tenant_seq,
-            hash: ChainHash([0xab; 32]),
+            hash: ChainHash([hash; 32]),
         }
     }
 
     #[test]
     fn only_a_list_of_exactly_the_commands_events_is_left_out_of_the_record() {
-        let events = [appended(4), appended(5)];
+        let events = [
+            appended(4, "Captured", 0xab),
+            appended(5, "ReferenceClaimed", 0x1c),
+        ];
         let listed: Vec<Value> = events
             .iter()
             .map(|event| serde_json::to_value(event.summary()).unwrap())
@@ -363,7 +366,8 @@ mod tests {
             (r#"{"status":"captured"}"#.to_string(), true)
         );
         // Anything else is recorded whole: fewer events, another spelling of
-        // the hash, a member more, a list that is not the events'.
+        // the hash, a member more, a list that is not the events', the
+        // events out of order.
         let mut variants = Vec::new();
         variants.push(serde_json::json!({"events": [listed[0].clone()]}));
         let mut upper = listed.clone();
@@ -373,6 +377,7 @@ mod tests {
         more[0]["extra"] = Value::Null;
         variants.push(serde_json::json!({"events": more}));
         variants.push(serde_json::json!({"events": 2}));
+        variants.push(serde_json::json!({"events": [listed[1].clone(), listed[0].clone()]}));
         variants.push(serde_json::json!([listed]));
         for variant in variants {
             assert_eq!(

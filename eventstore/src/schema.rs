@@ -52,7 +52,12 @@ impl From<sqlx::Error> for SchemaError {
 impl EventStore {
     /// Checks, reading only, that every migration of this binary has been
     /// applied, completely and from the same SQL. A database migrated by a
-    /// newer binary is accepted: migrations only ever add.
+    /// newer binary is accepted: migrations only ever add, and what this
+    /// binary reads (the chain, the projections) means the same. (A repeated
+    /// key's answer is another matter: a server older than migration 0019
+    /// would answer one recorded after it without its events; `serve`
+    /// applies the migrations, which an older one refuses once they are
+    /// newer than it.)
     pub async fn check_schema(&self) -> Result<(), SchemaError> {
         let (database, table): (String, Option<String>) = sqlx::query_as(
             "SELECT current_database()::text, to_regclass('_sqlx_migrations')::text",

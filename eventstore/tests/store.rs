@@ -240,28 +240,48 @@ async fn a_repeated_key_is_answered_from_its_record_and_a_reused_key_is_refused(
     assert_eq!(summaries[0].event_type, "Added");
 }
 
+/// An accepted answer as the pipeline gives it: its reply and the list of
+/// its events.
+fn listing(events: &[eventstore::AppendedEvent], tenant_seq: i64) -> Value {
+    let listed: Vec<Value> = events
+        .iter()
+        .map(|event| serde_json::to_value(event.summary()).unwrap())
+        .collect();
+    json!({"aggregate_id": "c-1", "events": listed, "tenant_seq": tenant_seq})
+}
+
+/// The answer recorded for `key`, as the store replays it.
+async fn replayed(store: &EventStore, tenant_id: TenantId, key: &str) -> Value {
+    store
+        .idempotency_record(tenant_id, &IdempotencyKey::parse(key).unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .outcome
+}
+
 #[tokio::test]
 async fn an_answer_listing_its_events_is_recorded_without_them_and_replayed_with_them() {
     // Proves: an accepted answer whose `events` member is exactly the
     // command's events is stored without that list (flagged) and replayed
-    // from the record equal to the first answer, hashes included; an
-    // answer listing anything else is stored whole.
+    // equal to the first answer, hashes included, from its own tenant's
+    // events only (another tenant's chain has the same seqs); so is one
+    // with no event. An answer listing anything else is stored whole and
+    // replayed as it is.
     let db = TestDatabase::new().await;
     let store = db.store();
     let tenant_id = tenant(store).await;
-    let listing = |events: &[eventstore::AppendedEvent], tenant_seq: i64| {
-        let listed: Vec<Value> = events
-            .iter()
-            .map(|event| serde_json::to_value(event.summary()).unwrap())
-            .collect();
-        json!({"aggregate_id": "c-1", "events": listed, "tenant_seq": tenant_seq})
-    };
+    let other = store.create_tenant("other").await.unwrap().tenant_id;
+    for seq in 1..=5 {
+        let write = write(
+            &format!("o{seq}"),
+            vec![event("c-1", seq, json!({"n": seq}))],
+        );
+        store.append_command(other, write, listing).await.unwrap();
+    }
+    let first = vec![event("c-0", 1, json!({"n": 0}))];
     store
-        .append_command(
-            tenant_id,
-            write("first", vec![event("c-0", 1, json!({"n": 0}))]),
-            accepted(),
-        )
+        .append_command(tenant_id, write("first", first), accepted())
         .await
         .unwrap();
     let two = vec![
@@ -275,58 +295,71 @@ async fn an_answer_listing_its_events_is_recorded_without_them_and_replayed_with
     let first_answer = listing(&appended, 3);
     let only_one =
         |events: &[eventstore::AppendedEvent], tenant_seq: i64| listing(&events[..1], tenant_seq);
+    let partial = vec![
+        event("c-2", 1, json!({"n": 3})),
+        event("c-2", 2, json!({"n": 4})),
+    ];
+    let partial = store
+        .append_command(tenant_id, write("partial", partial), only_one)
+        .await
+        .unwrap();
     store
-        .append_command(
-            tenant_id,
-            write(
-                "partial",
-                vec![
-                    event("c-2", 1, json!({"n": 3})),
-                    event("c-2", 2, json!({"n": 4})),
-                ],
-            ),
-            only_one,
-        )
+        .append_command(tenant_id, write("none", Vec::new()), listing)
         .await
         .unwrap();
     let stored: Vec<(String, bool, String)> = sqlx::query_as(
         "SELECT idempotency_key, events_omitted, outcome::text FROM idempotency_records \
-         WHERE tenant_id = $1 ORDER BY tenant_seq",
+         WHERE tenant_id = $1 ORDER BY tenant_seq, first_seq IS NULL",
     )
     .bind(tenant_id.as_uuid())
     .fetch_all(store.pool())
     .await
     .unwrap();
+    let row = |key: &str, omitted: bool, text: &str| (key.to_string(), omitted, text.to_string());
     assert_eq!(
         stored[0],
-        (
-            "first".into(),
-            false,
-            r#"{"events": 1, "tenant_seq": 1}"#.into()
-        )
+        row("first", false, r#"{"events": 1, "tenant_seq": 1}"#)
     );
     assert_eq!(
         stored[1],
-        (
-            "listed".into(),
+        row(
+            "listed",
             true,
-            r#"{"tenant_seq": 3, "aggregate_id": "c-1"}"#.into()
+            r#"{"tenant_seq": 3, "aggregate_id": "c-1"}"#
         )
     );
     assert_eq!((stored[2].0.as_str(), stored[2].1), ("partial", false));
-    let partial: Value = serde_json::from_str(&stored[2].2).unwrap();
-    assert_eq!(partial["events"].as_array().unwrap().len(), 1);
-    let replayed = store
-        .idempotency_record(tenant_id, &IdempotencyKey::parse("listed").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(replayed.outcome, first_answer);
     assert_eq!(
-        replayed.outcome["events"][1]["hash"],
+        stored[3],
+        row("none", true, r#"{"tenant_seq": 5, "aggregate_id": "c-1"}"#)
+    );
+    assert_eq!(replayed(store, tenant_id, "listed").await, first_answer);
+    assert_eq!(
+        first_answer["events"][1]["hash"],
         json!(appended[1].hash.to_hex())
     );
-    assert_eq!((replayed.first_seq, replayed.tenant_seq), (Some(2), 3));
+    assert_eq!(
+        replayed(store, tenant_id, "partial").await,
+        only_one(&partial, 5)
+    );
+    assert_eq!(replayed(store, tenant_id, "none").await, listing(&[], 5));
+    // The same key again: refused as a replay, with the answer whole.
+    let mut again = write("listed", two);
+    again.events = vec![
+        event("c-9", 1, json!({"n": 1})),
+        event("c-9", 2, json!({"n": 2})),
+    ];
+    match store
+        .append_command(tenant_id, again, listing)
+        .await
+        .unwrap_err()
+    {
+        AppendError::KeyReplayed(record) => {
+            assert_eq!(record.outcome, first_answer);
+            assert_eq!((record.first_seq, record.tenant_seq), (Some(2), 3));
+        }
+        other => panic!("expected a replay, got {other:?}"),
+    }
 }
 
 #[tokio::test]
