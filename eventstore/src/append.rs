@@ -22,6 +22,7 @@ use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -457,6 +458,17 @@ SELECT tenant_id FROM advanced";
 
 type HeadRow = (Uuid, i64, Vec<u8>, Option<DateTime<Utc>>);
 
+/// Events a store appends before it checks that the events table has
+/// statistics: past the sizes where a plan made without them goes wrong.
+pub const EVENTS_BEFORE_ANALYZE: u64 = 1_000;
+
+/// What a store (and its clones) counts toward [`EVENTS_BEFORE_ANALYZE`].
+#[derive(Debug, Default)]
+pub(crate) struct EventStatistics {
+    appended: AtomicU64,
+    checked: AtomicBool,
+}
+
 const SELECT_HEADS: &str = "\
     SELECT tenant_id, last_seq, last_hash, last_recorded_at FROM chain_heads \
     WHERE tenant_id = ANY($1)";
@@ -680,11 +692,55 @@ impl EventStore {
                 let report = report(&batches, rows);
                 if report.moved.len() < batches.len() {
                     self.signal_appended();
+                    self.note_appended(columns.event_tenant.len());
                 }
                 Ok(report)
             }
             Err(error) => Err(self.explain_append_failure(&batches, &columns, error).await),
         }
+    }
+
+    /// Counts events appended through this store; the first time the count
+    /// reaches [`EVENTS_BEFORE_ANALYZE`], gives the events statistics if
+    /// they have none yet ([`EventStore::analyze_events_once`]), in the
+    /// background.
+    fn note_appended(&self, events: usize) {
+        let events = events as u64;
+        let total = self
+            .statistics
+            .appended
+            .fetch_add(events, Ordering::Relaxed)
+            + events;
+        if total >= EVENTS_BEFORE_ANALYZE && !self.statistics.checked.swap(true, Ordering::Relaxed)
+        {
+            let store = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = store.analyze_events_once().await {
+                    tracing::warn!(%error, "the events were not analyzed");
+                }
+            });
+        }
+    }
+
+    /// Analyzes the events table if it never was (nor vacuumed), and says
+    /// whether it did. Without statistics, a prepared load's generic plan
+    /// (a connection takes one after five executions) can be made while the
+    /// table holds a hundred or two rows, where the primary key
+    /// `(tenant_id, tenant_seq)` costs the same as the aggregate's index,
+    /// and then read every event of a tenant to find one aggregate's for as
+    /// long as the connection lives. Statistics re-plan every cached plan
+    /// on the table and tell the two apart. Autovacuum gives them too,
+    /// later, and never where it is off. A role that may not analyze the
+    /// table is told so by PostgreSQL (a warning) and nothing changes.
+    pub async fn analyze_events_once(&self) -> Result<bool, StoreError> {
+        let (never,): (bool,) =
+            sqlx::query_as("SELECT reltuples < 0 FROM pg_class WHERE oid = 'events'::regclass")
+                .fetch_one(&self.pool)
+                .await?;
+        if never {
+            sqlx::query("ANALYZE events").execute(&self.pool).await?;
+        }
+        Ok(never)
     }
 
     /// Like [`EventStore::append`], inside a transaction the caller owns and

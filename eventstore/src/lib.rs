@@ -71,6 +71,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 pub struct EventStore {
     pool: PgPool,
     appended: Arc<watch::Sender<u64>>,
+    statistics: Arc<append::EventStatistics>,
 }
 
 impl EventStore {
@@ -79,6 +80,7 @@ impl EventStore {
         Self {
             pool,
             appended: Arc::new(watch::channel(0).0),
+            statistics: Arc::default(),
         }
     }
 
@@ -90,6 +92,7 @@ impl EventStore {
         Self {
             pool,
             appended: self.appended.clone(),
+            statistics: self.statistics.clone(),
         }
     }
 

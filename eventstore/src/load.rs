@@ -43,42 +43,44 @@ pub struct AggregateHistory {
 }
 
 // Snapshots and the events after them in one statement (one snapshot of
-// the database, one round trip): a snapshot row has no event type, and its
-// seq (the last event it folds) puts it before its aggregate's events.
-// Each part is one index probe or range scan per aggregate, whatever plan
-// the prepared statement settles on (the subqueries with LIMIT or ORDER BY
-// are never flattened into a join, which a generic plan might make read the
-// tenant's whole history to find the few aggregates asked for, most of them
-// new, with no event at all).
+// the database, one round trip), for aggregates of any tenants: a snapshot
+// row has no event type, and its seq (the last event it folds) puts it
+// before its aggregate's events. Each part is one index probe or range
+// scan per aggregate, whatever plan the prepared statement settles on (the
+// subqueries with LIMIT or ORDER BY are never flattened into a join, which
+// a generic plan might make read a tenant's whole history to find the few
+// aggregates asked for, most of them new, with no event at all), once the
+// events have statistics (see `EventStore::analyze_events_once`).
 const SELECT_HISTORIES: &str = "\
     WITH k AS ( \
-        SELECT k.aggregate_type, k.aggregate_id, s.last_sequence, s.snapshot_version, s.payload \
-        FROM unnest($2::text[], $3::text[]) AS k(aggregate_type, aggregate_id) \
+        SELECT k.tenant_id, k.aggregate_type, k.aggregate_id, s.last_sequence, s.snapshot_version, s.payload \
+        FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, aggregate_type, aggregate_id) \
         LEFT JOIN LATERAL ( \
             SELECT s.last_sequence, s.snapshot_version, s.payload FROM snapshots s \
-            WHERE s.tenant_id = $1 \
+            WHERE s.tenant_id = k.tenant_id \
               AND s.aggregate_type = k.aggregate_type \
               AND s.aggregate_id = k.aggregate_id \
             LIMIT 1) s ON true \
     ) \
-    SELECT k.aggregate_type, k.aggregate_id, k.last_sequence AS seq, NULL::text AS event_type, \
+    SELECT k.tenant_id, k.aggregate_type, k.aggregate_id, k.last_sequence AS seq, NULL::text AS event_type, \
            NULL::text AS event_version, k.payload, NULL::jsonb AS metadata, k.snapshot_version \
     FROM k WHERE k.last_sequence IS NOT NULL \
     UNION ALL \
-    SELECT e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.event_type, e.event_version, \
+    SELECT k.tenant_id, e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.event_type, e.event_version, \
            e.payload, e.metadata, NULL \
     FROM k CROSS JOIN LATERAL ( \
         SELECT * FROM events e \
-        WHERE e.tenant_id = $1 \
+        WHERE e.tenant_id = k.tenant_id \
           AND e.aggregate_type = k.aggregate_type \
           AND e.aggregate_id = k.aggregate_id \
           AND e.aggregate_seq > coalesce(k.last_sequence, 0) \
         ORDER BY e.aggregate_seq) e \
-    ORDER BY 1, 2, 3";
+    ORDER BY 1, 2, 3, 4";
 
 /// A row of [`SELECT_HISTORIES`]: a snapshot (no event type, its version
 /// last) or an event.
 type HistoryRow = (
+    uuid::Uuid,
     String,
     String,
     i64,
@@ -173,16 +175,41 @@ impl EventStore {
         tenant_id: TenantId,
         keys: &[AggregateKey],
     ) -> Result<HashMap<AggregateKey, AggregateHistory>, StoreError> {
-        let types: Vec<&str> = keys.iter().map(|key| key.aggregate_type.as_str()).collect();
-        let ids: Vec<&str> = keys.iter().map(|key| key.aggregate_id.as_str()).collect();
+        let keys: Vec<(TenantId, &AggregateKey)> =
+            keys.iter().map(|key| (tenant_id, key)).collect();
+        Ok(self
+            .load_tenant_histories(&keys)
+            .await?
+            .into_iter()
+            .map(|((_, key), history)| (key, history))
+            .collect())
+    }
+
+    /// Snapshots and following events of aggregates of any tenants, in one
+    /// query (a batch of requests of several tenants loads in one round
+    /// trip). Aggregates with no events and no snapshot are absent.
+    pub async fn load_tenant_histories(
+        &self,
+        keys: &[(TenantId, &AggregateKey)],
+    ) -> Result<HashMap<(TenantId, AggregateKey), AggregateHistory>, StoreError> {
+        let tenants: Vec<uuid::Uuid> = keys.iter().map(|(tenant, _)| tenant.as_uuid()).collect();
+        let types: Vec<&str> = keys
+            .iter()
+            .map(|(_, key)| key.aggregate_type.as_str())
+            .collect();
+        let ids: Vec<&str> = keys
+            .iter()
+            .map(|(_, key)| key.aggregate_id.as_str())
+            .collect();
         let rows: Vec<HistoryRow> = sqlx::query_as(SELECT_HISTORIES)
-            .bind(tenant_id.as_uuid())
+            .bind(&tenants)
             .bind(&types)
             .bind(&ids)
             .fetch_all(&self.pool)
             .await?;
-        let mut histories: HashMap<AggregateKey, AggregateHistory> = HashMap::new();
+        let mut histories: HashMap<(TenantId, AggregateKey), AggregateHistory> = HashMap::new();
         for (
+            tenant,
             aggregate_type,
             aggregate_id,
             seq,
@@ -194,7 +221,9 @@ impl EventStore {
         ) in rows
         {
             let key = AggregateKey::new(aggregate_type, aggregate_id);
-            let history = histories.entry(key.clone()).or_default();
+            let history = histories
+                .entry((TenantId::from_uuid(tenant), key.clone()))
+                .or_default();
             match (event_type, event_version, metadata, snapshot_version) {
                 (None, None, None, Some(snapshot_version)) => {
                     history.snapshot = Some(Snapshot {

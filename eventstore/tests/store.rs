@@ -738,6 +738,78 @@ async fn a_snapshot_is_loaded_with_only_the_events_after_it() {
 }
 
 #[tokio::test]
+async fn aggregates_of_several_tenants_load_in_one_call_each_from_its_own_tenant() {
+    // Proves: one load of several tenants' aggregates keeps them apart: the
+    // same aggregate id in two tenants comes back as two histories, each
+    // with its own snapshot and events only; one with no event is absent.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let first = tenant(store).await;
+    let second = store.create_tenant("other").await.unwrap().tenant_id;
+    for (tenant_id, amounts) in [(first, vec![1, 2, 3]), (second, vec![10])] {
+        for (seq, amount) in (1..).zip(amounts) {
+            let events = vec![event("c-1", seq, json!({"amount": amount}))];
+            store
+                .append_command(tenant_id, write(&format!("k{seq}"), events), accepted())
+                .await
+                .unwrap();
+        }
+    }
+    let key = AggregateKey::new("counter", "c-1");
+    store
+        .save_snapshot(first, &key, 2, &json!({"total": 3}))
+        .await
+        .unwrap();
+    let absent = AggregateKey::new("counter", "c-2");
+    let mut histories = store
+        .load_tenant_histories(&[(second, &key), (first, &absent), (first, &key)])
+        .await
+        .unwrap();
+    let amounts = |history: &AggregateHistory| -> Vec<(usize, Value)> {
+        history
+            .events
+            .iter()
+            .map(|event| (event.sequence, event.payload.clone()))
+            .collect()
+    };
+    let history = histories.remove(&(first, key.clone())).unwrap();
+    assert_eq!(amounts(&history), [(3, json!({"amount": 3}))]);
+    assert_eq!(history.snapshot.unwrap().payload, json!({"total": 3}));
+    let history = histories.remove(&(second, key.clone())).unwrap();
+    assert_eq!(history.snapshot, None);
+    assert_eq!(amounts(&history), [(1, json!({"amount": 10}))]);
+    assert!(histories.is_empty(), "{histories:?}");
+}
+
+#[tokio::test]
+async fn the_events_are_analyzed_once_when_they_have_no_statistics() {
+    // Proves: a table never analyzed is analyzed (the planner then knows
+    // its rows), and one that has statistics is left alone.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = tenant(store).await;
+    for seq in 1..=3 {
+        let events = vec![event("c-1", seq, json!({"amount": seq}))];
+        store
+            .append_command(tenant_id, write(&format!("k{seq}"), events), accepted())
+            .await
+            .unwrap();
+    }
+    let reltuples = || async {
+        let (reltuples,): (f32,) =
+            sqlx::query_as("SELECT reltuples FROM pg_class WHERE oid = 'events'::regclass")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        reltuples
+    };
+    assert_eq!(reltuples().await, -1.0);
+    assert!(store.analyze_events_once().await.unwrap());
+    assert_eq!(reltuples().await, 3.0);
+    assert!(!store.analyze_events_once().await.unwrap());
+}
+
+#[tokio::test]
 async fn a_tenant_is_authenticated_by_its_key_and_by_nothing_else() {
     // Proves: only the digest of the issued key authenticates, and only for
     // its own tenant.

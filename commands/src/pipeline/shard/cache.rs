@@ -52,32 +52,31 @@ impl Shard {
         Some(known)
     }
 
-    /// Loads every target not in the cache: snapshot, then events after it.
+    /// Loads every target not in the cache: snapshot, then events after it,
+    /// for every tenant of the batch in one statement.
     pub(super) async fn load_aggregates(&mut self, jobs: &[Job]) -> Result<(), StoreError> {
-        let mut missing: HashMap<TenantId, HashMap<AggregateKey, Target>> = HashMap::new();
+        let mut missing: HashMap<(TenantId, AggregateKey), Target> = HashMap::new();
         for job in jobs {
             for target in job.request.targets() {
-                if !self
-                    .cached
-                    .contains_key(&(job.tenant_id, target.key.clone()))
-                {
-                    missing
-                        .entry(job.tenant_id)
-                        .or_default()
-                        .insert(target.key.clone(), target);
+                let key = (job.tenant_id, target.key.clone());
+                if !self.cached.contains_key(&key) {
+                    missing.entry(key).or_insert(target);
                 }
             }
         }
-        for (tenant_id, targets) in missing {
-            let keys: Vec<AggregateKey> = targets.keys().cloned().collect();
-            let mut histories = self.store.load_histories(tenant_id, &keys).await?;
-            for (key, target) in targets {
-                let history = histories.remove(&key).unwrap_or_default();
-                let loaded =
-                    crate::pipeline::load::fold_history(&self.store, tenant_id, &target, history)
-                        .await?;
-                self.cached.insert((tenant_id, key), loaded);
-            }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(TenantId, &AggregateKey)> = missing
+            .keys()
+            .map(|(tenant_id, key)| (*tenant_id, key))
+            .collect();
+        let mut histories = self.store.load_tenant_histories(&keys).await?;
+        for (key, target) in missing {
+            let history = histories.remove(&key).unwrap_or_default();
+            let loaded =
+                crate::pipeline::load::fold_history(&self.store, key.0, &target, history).await?;
+            self.cached.insert(key, loaded);
         }
         Ok(())
     }
