@@ -21,6 +21,7 @@ use crate::EventStore;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::{Connection, PgConnection};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -467,7 +468,17 @@ pub const EVENTS_BEFORE_ANALYZE: u64 = 1_000;
 pub(crate) struct EventStatistics {
     appended: AtomicU64,
     checked: AtomicBool,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+// Whether the events table has no column statistics (never analyzed; a
+// VACUUM or CREATE INDEX sets its row count, not these).
+const STATISTICS_MISSING: &str = "\
+    SELECT NOT EXISTS ( \
+        SELECT 1 FROM pg_stats s \
+        JOIN pg_class c ON c.oid = 'events'::regclass \
+        JOIN pg_namespace n ON n.oid = c.relnamespace \
+        WHERE s.schemaname = n.nspname AND s.tablename = 'events')";
 
 const SELECT_HEADS: &str = "\
     SELECT tenant_id, last_seq, last_hash, last_recorded_at FROM chain_heads \
@@ -703,7 +714,8 @@ impl EventStore {
     /// Counts events appended through this store; the first time the count
     /// reaches [`EVENTS_BEFORE_ANALYZE`], gives the events statistics if
     /// they have none yet ([`EventStore::analyze_events_once`]), in the
-    /// background.
+    /// background ([`EventStore::analysis_done`] waits for it). A failed
+    /// attempt is tried again at the next append.
     fn note_appended(&self, events: usize) {
         let events = events as u64;
         let total = self
@@ -711,36 +723,59 @@ impl EventStore {
             .appended
             .fetch_add(events, Ordering::Relaxed)
             + events;
-        if total >= EVENTS_BEFORE_ANALYZE && !self.statistics.checked.swap(true, Ordering::Relaxed)
-        {
-            let store = self.clone();
-            tokio::spawn(async move {
-                if let Err(error) = store.analyze_events_once().await {
-                    tracing::warn!(%error, "the events were not analyzed");
-                }
-            });
+        if total < EVENTS_BEFORE_ANALYZE || self.statistics.checked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        let task = tokio::spawn(async move {
+            if let Err(error) = store.analyze_events_once().await {
+                store.statistics.checked.store(false, Ordering::Release);
+                tracing::warn!(%error, "the events were not analyzed");
+            }
+        });
+        if let Ok(mut slot) = self.statistics.task.lock() {
+            *slot = Some(task);
         }
     }
 
-    /// Analyzes the events table if it never was (nor vacuumed), and says
-    /// whether it did. Without statistics, a prepared load's generic plan
-    /// (a connection takes one after five executions) can be made while the
-    /// table holds a hundred or two rows, where the primary key
-    /// `(tenant_id, tenant_seq)` costs the same as the aggregate's index,
-    /// and then read every event of a tenant to find one aggregate's for as
-    /// long as the connection lives. Statistics re-plan every cached plan
-    /// on the table and tell the two apart. Autovacuum gives them too,
-    /// later, and never where it is off. A role that may not analyze the
-    /// table is told so by PostgreSQL (a warning) and nothing changes.
-    pub async fn analyze_events_once(&self) -> Result<bool, StoreError> {
-        let (never,): (bool,) =
-            sqlx::query_as("SELECT reltuples < 0 FROM pg_class WHERE oid = 'events'::regclass")
-                .fetch_one(&self.pool)
-                .await?;
-        if never {
-            sqlx::query("ANALYZE events").execute(&self.pool).await?;
+    /// Waits for the analysis [`EventStore::append`] started, if any.
+    pub async fn analysis_done(&self) {
+        let task = self
+            .statistics
+            .task
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(task) = task {
+            let _ = task.await;
         }
-        Ok(never)
+    }
+
+    /// Analyzes the events table if it has no column statistics, on a
+    /// connection of its own (not one of the pool's, which may be the
+    /// pipeline's few); says whether it asked for it. Every connection
+    /// plans its prepared statements generically from their first run
+    /// (`plan_cache_mode`). Without statistics, a connection that first
+    /// loads aggregates while `events` holds a hundred or two rows gets a
+    /// plan taking the primary key `(tenant_id, tenant_seq)`, which costs
+    /// the same as the aggregate's index at that size, and reads every
+    /// event of a tenant to find one aggregate's, for as long as it lives.
+    /// Statistics make every cached plan on the table again and tell the
+    /// two apart. Autovacuum gives them too, later, and never where it is
+    /// off. A role that may not analyze the table gets PostgreSQL's warning
+    /// and nothing changes.
+    pub async fn analyze_events_once(&self) -> Result<bool, StoreError> {
+        let mut connection = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let (missing,): (bool,) = sqlx::query_as(STATISTICS_MISSING)
+            .fetch_one(&mut connection)
+            .await?;
+        if missing {
+            sqlx::query("ANALYZE events")
+                .execute(&mut connection)
+                .await?;
+        }
+        connection.close().await?;
+        Ok(missing)
     }
 
     /// Like [`EventStore::append`], inside a transaction the caller owns and

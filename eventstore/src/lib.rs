@@ -37,7 +37,7 @@ pub mod testing;
 
 pub use append::{
     AppendError, AppendReport, AppendedEvent, ChainHead, CommandWrite, IndexEntry, NewEvent,
-    Pushed, TenantBatch,
+    Pushed, TenantBatch, EVENTS_BEFORE_ANALYZE,
 };
 pub use chain::{ChainChecker, ChainFinding};
 pub use chain::{ChainHash, GENESIS};

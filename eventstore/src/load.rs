@@ -245,7 +245,7 @@ impl EventStore {
                 }
                 _ => {
                     return Err(StoreError::Corrupt(format!(
-                        "{}/{} at {seq}: a history row that is neither a snapshot nor an event",
+                        "{}/{} of tenant {tenant} at {seq}: a history row that is neither a snapshot nor an event",
                         key.aggregate_type, key.aggregate_id
                     )))
                 }

@@ -781,10 +781,21 @@ async fn aggregates_of_several_tenants_load_in_one_call_each_from_its_own_tenant
     assert!(histories.is_empty(), "{histories:?}");
 }
 
+/// Whether the events table has column statistics.
+async fn has_statistics(store: &EventStore) -> bool {
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM pg_stats WHERE tablename = 'events'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    count > 0
+}
+
 #[tokio::test]
 async fn the_events_are_analyzed_once_when_they_have_no_statistics() {
-    // Proves: a table never analyzed is analyzed (the planner then knows
-    // its rows), and one that has statistics is left alone.
+    // Proves: a table without column statistics is analyzed (the planner
+    // then knows its rows), even after a VACUUM gave it a row count, and
+    // one that has them is left alone.
     let db = TestDatabase::new().await;
     let store = db.store();
     let tenant_id = tenant(store).await;
@@ -795,18 +806,46 @@ async fn the_events_are_analyzed_once_when_they_have_no_statistics() {
             .await
             .unwrap();
     }
-    let reltuples = || async {
-        let (reltuples,): (f32,) =
-            sqlx::query_as("SELECT reltuples FROM pg_class WHERE oid = 'events'::regclass")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-        reltuples
-    };
-    assert_eq!(reltuples().await, -1.0);
+    sqlx::query("VACUUM events")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(!has_statistics(store).await);
     assert!(store.analyze_events_once().await.unwrap());
-    assert_eq!(reltuples().await, 3.0);
+    assert!(has_statistics(store).await);
+    let (reltuples,): (f32,) =
+        sqlx::query_as("SELECT reltuples FROM pg_class WHERE oid = 'events'::regclass")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(reltuples, 3.0);
     assert!(!store.analyze_events_once().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_store_analyzes_the_events_once_it_has_appended_a_thousand() {
+    // Proves: appends start the analysis at EVENTS_BEFORE_ANALYZE events,
+    // not before.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = tenant(store).await;
+    let below = eventstore::EVENTS_BEFORE_ANALYZE as i64 - 1;
+    let events = (1..=below)
+        .map(|seq| event("c-1", seq, json!({"amount": seq})))
+        .collect();
+    store
+        .append_command(tenant_id, write("below", events), accepted())
+        .await
+        .unwrap();
+    store.analysis_done().await;
+    assert!(!has_statistics(store).await);
+    let last = vec![event("c-1", below + 1, json!({"amount": 0}))];
+    store
+        .append_command(tenant_id, write("last", last), accepted())
+        .await
+        .unwrap();
+    store.analysis_done().await;
+    assert!(has_statistics(store).await);
 }
 
 #[tokio::test]
