@@ -198,8 +198,8 @@ type RecordRow = (
 );
 
 // A record whose events were left out gets them back as the answer listed
-// them (`EventSummary`, in tenant_seq order): one range of the chain's
-// primary key per record.
+// them (under `ANSWER_EVENTS`, each an `EventSummary`, in tenant_seq
+// order): one range of the chain's primary key per record.
 const SELECT_RECORDS: &str = "\
     SELECT r.tenant_id, r.idempotency_key, r.fingerprint, r.status, \
            CASE WHEN r.events_omitted THEN r.outcome || jsonb_build_object('events', coalesce(( \

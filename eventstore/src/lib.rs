@@ -45,6 +45,7 @@ pub use database::{resolve, resolve_existing, Database, DatabaseSource, ResolveE
 pub use error::StoreError;
 pub use idempotency::{
     EventSummary, Fingerprint, IdempotencyKey, IdempotencyRecord, InvalidIdempotencyKey,
+    ANSWER_EVENTS,
 };
 pub use load::{AggregateHistory, AggregateKey, Snapshot};
 pub use read::{

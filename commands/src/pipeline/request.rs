@@ -644,7 +644,7 @@ pub(crate) fn accepted_body(
         Value::String(reply.aggregate_id.clone()),
     );
     body.insert(
-        "events".into(),
+        eventstore::ANSWER_EVENTS.into(),
         Value::Array(
             events
                 .iter()

@@ -723,7 +723,7 @@ async fn resolve_unknown(world: &mut World) {
 
 /// A stored request's record: key, status, outcome, the seqs of its events
 /// and when it was decided.
-type Record = (String, i16, Value, Option<i64>, i64, DateTime<Utc>);
+type Record = (String, i16, Option<i64>, i64, DateTime<Utc>);
 
 /// A stored event: type, aggregate, seq in it, payload, metadata.
 type Stored = (String, String, String, i64, Value, Value);
@@ -754,7 +754,7 @@ async fn check_against_model(world: &World) -> Checked {
     let pool = world.store.pool();
     for (index, tenant_id) in world.tenants.iter().enumerate() {
         let records: Vec<Record> = sqlx::query_as(
-            "SELECT idempotency_key, status, outcome, first_seq, tenant_seq, recorded_at \
+            "SELECT idempotency_key, status, first_seq, tenant_seq, recorded_at \
              FROM idempotency_records WHERE tenant_id = $1 \
              ORDER BY tenant_seq, first_seq IS NULL, first_seq",
         )
@@ -795,7 +795,7 @@ async fn check_against_model(world: &World) -> Checked {
             .collect();
         let mut fold = TenantFold::new(*tenant_id, false);
         let mut balances: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
-        for (key, status, _, first_seq, last_seq, decided_at) in records {
+        for (key, status, first_seq, last_seq, decided_at) in records {
             let outcome = answers.remove(&key).unwrap();
             let slot = (index, key.clone());
             if let Some(answer) = world.answered.get(&slot) {
