@@ -91,7 +91,7 @@ pub struct Metrics {
     projection_seconds_behind: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
     projection_state: Family<ProjectionStateLabels, Gauge>,
     /// How far the replica reads go to is behind the primary (0 on the
-    /// primary itself).
+    /// primary itself, NaN when the replica cannot be asked).
     replica_replay_lag: Gauge<f64, AtomicU64>,
     /// Bumped after every refresh of the projection gauges.
     projections_refreshed: watch::Sender<u64>,
@@ -160,7 +160,7 @@ impl Default for Metrics {
         let replica_replay_lag = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "replica_replay_lag_seconds",
-            "How far the replica the reads go to is behind the primary (0 when reads go to the primary)",
+            "How far the replica the reads go to is behind the primary (0 when reads go to the primary, NaN when the replica cannot be asked)",
             replica_replay_lag.clone(),
         );
         Self {
@@ -239,7 +239,8 @@ impl Metrics {
     }
 
     /// Records the projections' status (by the timer that refreshes them).
-    /// Sets the replica's replay lag (`None`: reads go to the primary).
+    /// Sets the replica's replay lag (`None`: reads go to the primary; NaN:
+    /// the replica cannot be asked).
     pub fn set_replica_lag(&self, lag_seconds: Option<f64>) {
         self.replica_replay_lag.set(lag_seconds.unwrap_or(0.0));
     }

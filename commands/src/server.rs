@@ -39,13 +39,60 @@ pub struct ServeConfig {
     pub read_database_url: Option<String>,
 }
 
-/// A pool on the replica at `url`, connecting as reads need it.
-fn replica_pool(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {
+/// A pool on the replica at `url`, connecting as reads need it. Each
+/// statement is bounded by `timeout`: a read the standby holds up (behind
+/// a lock its replay of the primary takes) answers 503 and frees its
+/// connection instead of waiting out the request.
+fn replica_pool(url: &str, timeout: std::time::Duration) -> Result<sqlx::PgPool, sqlx::Error> {
     let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let options = options.options([(
+        "statement_timeout",
+        format!("{}ms", timeout.as_millis().max(1)),
+    )]);
     Ok(sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(std::time::Duration::from_secs(5))
         .connect_lazy_with(options))
+}
+
+/// Warns when the replica at `pool` is not a standby, or when its login
+/// cannot read what the reads need: the checkpoints (`ledger_service`, or
+/// a superuser or a role that bypasses row-level security) and the read
+/// tables (`ledger_reader`). A replica out of reach is only noted: reads
+/// answer 503 until it comes up.
+async fn check_replica(pool: &sqlx::PgPool) {
+    let checked: Result<(bool, bool, bool), sqlx::Error> = sqlx::query_as(
+        "SELECT pg_is_in_recovery(), \
+                pg_has_role(current_user, 'ledger_reader', 'MEMBER'), \
+                pg_has_role(current_user, 'ledger_service', 'MEMBER') \
+                  OR (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)",
+    )
+    .fetch_one(pool)
+    .await;
+    match checked {
+        Ok((standby, reader, checkpoints)) => {
+            if !standby {
+                tracing::warn!("--read-database-url is not a standby (not in recovery)");
+            }
+            if !reader || !checkpoints {
+                tracing::warn!(
+                    reader,
+                    checkpoints,
+                    "the --read-database-url login needs ledger_reader, and ledger_service (or superuser): connect as the primary's login"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "the read replica cannot be asked yet"),
+    }
+}
+
+/// A replica's statements stop a second before the request would be cut
+/// (at least a second), so that a held-up read answers 503, not 408.
+fn replica_statement_timeout(limits: connections::ConnectionLimits) -> std::time::Duration {
+    limits
+        .request_timeout
+        .saturating_sub(std::time::Duration::from_secs(1))
+        .max(std::time::Duration::from_secs(1))
 }
 
 /// Why the plan catalog of `serve --plans` cannot be read.
@@ -186,7 +233,11 @@ pub async fn serve(
     .with_plans(config.plans)
     .with_process_managers(reactor_names);
     let state = match &config.read_database_url {
-        Some(url) => state.with_read_pool(replica_pool(url)?),
+        Some(url) => {
+            let pool = replica_pool(url, replica_statement_timeout(limits))?;
+            check_replica(&pool).await;
+            state.with_read_pool(pool)
+        }
         None => state,
     };
     let revocations = tokio::spawn(listen_for_revocations(

@@ -94,6 +94,9 @@ struct AppOptions {
     no_client_address: bool,
     /// The projections it lists and reads; the ledger's when `None`.
     catalog: Option<Vec<Arc<dyn projections::Projection>>>,
+    /// Where its reads go, as a replica's (`serve --read-database-url`);
+    /// the primary's pool when `None`.
+    read_pool: Option<sqlx::PgPool>,
 }
 
 /// A monotonic clock the test moves by hand.
@@ -176,6 +179,9 @@ async fn spawn_app_on(db: Arc<TestDatabase>, api_key: String, options: AppOption
     );
     if let Some(clock) = options.auth_clock {
         state = state.with_auth_clock(clock);
+    }
+    if let Some(pool) = options.read_pool {
+        state = state.with_read_pool(pool);
     }
     let test_routes = OpenApiRouter::new().route(
         "/v1/test/counters/{counter}/add",

@@ -249,16 +249,25 @@ async fn watch_checkpoints(
     }
 }
 
-/// How far the server behind `pool` is in replaying its primary's WAL, in
-/// seconds: `None` on a primary, 0 on a standby that has replayed all it
-/// received.
-pub async fn replica_lag(pool: &PgPool) -> Result<Option<f64>, sqlx::Error> {
+/// How far `replica` is behind `primary` in replaying its WAL, in seconds:
+/// `None` when `replica` is not a standby (reads go to a primary); 0 when
+/// it has replayed everything the primary had written when asked; else
+/// the time since the last transaction it replayed was committed (since it
+/// started, when it has replayed none), which keeps growing while the
+/// standby is cut off from the primary, whatever it received before.
+pub async fn replica_lag(primary: &PgPool, replica: &PgPool) -> Result<Option<f64>, sqlx::Error> {
+    let (written,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(primary)
+        .await?;
     let (lag,): (Option<f64>,) = sqlx::query_as(
         "SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL \
-                     WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
-                     ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8",
+                     WHEN pg_last_wal_replay_lsn() >= $1::pg_lsn THEN 0 \
+                     ELSE greatest(extract(epoch FROM now() - \
+                              coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time())), 0) \
+                END::float8",
     )
-    .fetch_one(pool)
+    .bind(written)
+    .fetch_one(replica)
     .await?;
     Ok(lag)
 }

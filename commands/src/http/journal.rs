@@ -3,7 +3,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery, AsOfPoint, PageLimit, Seq, Tenant};
-use super::read::tenant_read;
+use super::read::{seq_at, tenant_read};
 use super::AppState;
 use aggregates::journal::account::AccountCode;
 use axum::extract::State;
@@ -126,14 +126,7 @@ async fn balances(
     let as_of = match query.as_of {
         None => None,
         Some(AsOfPoint::Seq(seq)) => Some(seq),
-        Some(AsOfPoint::Time(time)) => {
-            let at = time.get();
-            let (seq, _) = tenant_read(&state, tenant_id, journal::NAME, None, move |connection| {
-                Box::pin(journal::seq_at(connection, tenant_id, at))
-            })
-            .await?;
-            Some(seq)
-        }
+        Some(AsOfPoint::Time(time)) => Some(seq_at(&state, tenant_id, time.get()).await?),
     };
     let wait_for = query.min_seq.max(as_of.map(Seq));
     let (accounts, projection_seq) = tenant_read(

@@ -53,9 +53,13 @@ pub async fn refresh_projection_metrics(state: &AppState) {
         // worth serving without the database.
         Err(error) => tracing::warn!(%error, "projection status unavailable for /metrics"),
     }
-    match projections::read::replica_lag(&state.read_pool).await {
+    match projections::read::replica_lag(state.store.pool(), &state.read_pool).await {
         Ok(lag) => state.metrics.set_replica_lag(lag),
-        Err(error) => tracing::warn!(%error, "replica lag unavailable for /metrics"),
+        Err(error) => {
+            // Not the last value: a replica out of reach is not current.
+            state.metrics.set_replica_lag(Some(f64::NAN));
+            tracing::warn!(%error, "replica lag unavailable for /metrics");
+        }
     }
 }
 

@@ -69,6 +69,8 @@ pub struct AppState {
     /// --read-database-url`), or the primary's pool. Commands, idempotency
     /// and the scheduler stay on the primary.
     pub read_pool: sqlx::PgPool,
+    /// Whether `read_pool` is a replica's (`with_read_pool`).
+    pub reads_replica: bool,
     /// The projections this server reads and reports on.
     pub projections: Arc<[Arc<dyn ::projections::Projection>]>,
     /// The process managers whose state and lag the status routes show
@@ -173,6 +175,7 @@ impl AppState {
             ),
             replay_pool,
             read_pool: store.pool().clone(),
+            reads_replica: false,
             store,
             metrics: bus.metrics().clone(),
             bus,
@@ -192,6 +195,7 @@ impl AppState {
         self.checkpoints =
             ::projections::read::CheckpointWatch::new(pool.clone(), self.progress.clone());
         self.read_pool = pool;
+        self.reads_replica = true;
         self
     }
 

@@ -21,8 +21,12 @@ pub struct ProjectionsList {
     pub projections: Vec<ProjectionStatus>,
     /// How far the replica the reads go to (`serve --read-database-url`)
     /// is behind in replaying the primary, in seconds; `null` when reads go
-    /// to the primary.
+    /// to the primary, or when the replica cannot be asked
+    /// (`replica_error`).
     pub replica_replay_lag_seconds: Option<f64>,
+    /// Why the replica's lag could not be read (it is down or refuses the
+    /// server's login); `null` when it was, or when reads go to the primary.
+    pub replica_error: Option<String>,
 }
 
 /// Every projection: version, state (live, rebuilding, failed with its
@@ -48,11 +52,16 @@ async fn list_projections(
             projections::ProjectionError::Store(store) => ApiError::from(store),
             other => ApiError::Internal(other.to_string()),
         })?;
-    let replica_replay_lag_seconds = projections::read::replica_lag(&state.read_pool)
-        .await
-        .map_err(|error| ApiError::from(eventstore::StoreError::from(error)))?;
+    // The projections' own state is the primary's: a replica that cannot
+    // be asked is named, not a failure of the whole list.
+    let (replica_replay_lag_seconds, replica_error) =
+        match projections::read::replica_lag(state.store.pool(), &state.read_pool).await {
+            Ok(lag) => (lag, None),
+            Err(error) => (None, Some(error.to_string())),
+        };
     Ok(Json(ProjectionsList {
         projections,
         replica_replay_lag_seconds,
+        replica_error,
     }))
 }

@@ -36,7 +36,9 @@ where
     let pool = state.read_pool.clone();
     let checkpoints = state.checkpoints.clone();
     let bound = state.config.read_wait;
-    let current = projections::read::checkpoint(&pool, projection, tenant_id).await?;
+    let current = projections::read::checkpoint(&pool, projection, tenant_id)
+        .await
+        .map_err(|error| read_error(state, error))?;
     let min_seq = min_seq.map(|seq| seq.0);
     // Only a read that has to wait takes one of the tenant's waiting places,
     // and only while it waits.
@@ -68,7 +70,8 @@ where
     });
     let result = task
         .await
-        .map_err(|error| ApiError::Internal(format!("read task failed: {error}")))??;
+        .map_err(|error| ApiError::Internal(format!("read task failed: {error}")))?
+        .map_err(|error| read_error(state, error))?;
     result.map_err(|lagging| ApiError::Unavailable {
         code: "projection_lagging",
         message: format!(
@@ -81,6 +84,42 @@ where
             "min_seq": lagging.requested,
         }),
     })
+}
+
+/// A read's error as answered. A hot standby cancels a read that stands in
+/// the way of its replay of the primary (SQLSTATE 40001 or 40P01), and the
+/// replica's statement timeout cancels one held up behind that replay
+/// (57014): retried shortly, either reads again, so both answer 503.
+fn read_error(state: &AppState, error: sqlx::Error) -> ApiError {
+    let cancelled = state.reads_replica
+        && matches!(
+            &error,
+            sqlx::Error::Database(database)
+                if database.code().is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01" | "57014"))
+        );
+    if cancelled {
+        tracing::warn!(%error, "the read replica cancelled a read");
+        return ApiError::Unavailable {
+            code: "database_unavailable",
+            message: format!("the read replica cancelled the read ({error}); retry shortly"),
+            details: serde_json::Value::Null,
+        };
+    }
+    error.into()
+}
+
+/// The tenant's last seq recorded at or before `at`, from the events on
+/// the primary: a replica's events may not hold an acknowledged write yet,
+/// and the read that follows waits for the seq found here.
+pub async fn seq_at(
+    state: &AppState,
+    tenant_id: TenantId,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<i64, ApiError> {
+    let mut reading = projections::read::begin_tenant_read(state.store.pool(), tenant_id).await?;
+    let seq = projections::journal::seq_at(&mut reading, tenant_id, at).await?;
+    reading.commit().await?;
+    Ok(seq)
 }
 
 /// 400 `min_seq_ahead` when `min_seq` is beyond the tenant's last seq (no

@@ -16,6 +16,9 @@ struct Replicated {
 }
 
 const PRIMARY_PORT: u16 = 5611;
+
+/// The admin token of these tests' servers.
+const REPLICA_ADMIN: &str = super::ADMIN_TOKEN;
 const STANDBY_PORT: u16 = 5612;
 
 impl Replicated {
@@ -202,8 +205,10 @@ async fn serve_replicated(cluster: &Replicated) -> Served {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut http = HttpConfig::new(Some("replica-admin"), 1 << 20);
-    http.read_wait = Duration::from_secs(10);
+    let mut http = HttpConfig::new(Some(REPLICA_ADMIN), 1 << 20);
+    // Long enough for a write to replicate on a busy machine, short enough
+    // for the reads the paused replay holds back to run out of it.
+    http.read_wait = Duration::from_secs(5);
     let config = ServeConfig {
         http,
         bus: BusConfig::default(),
@@ -237,11 +242,11 @@ async fn serve_replicated(cluster: &Replicated) -> Served {
     }
 }
 
-/// `GET /v1/projections` as the admin.
+/// `GET /v1/projections` as the admin (of these tests' servers).
 async fn projection_status(client: &reqwest::Client, base: &str) -> Value {
     client
         .get(format!("{base}/v1/projections"))
-        .bearer_auth("replica-admin")
+        .bearer_auth(REPLICA_ADMIN)
         .send()
         .await
         .unwrap()
@@ -312,9 +317,201 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
     assert!(in_recovery);
     let status = projection_status(&client, &base).await;
     assert!(status["replica_replay_lag_seconds"].is_number(), "{status}");
+    assert_eq!(status["replica_error"], Value::Null, "{status}");
     eprintln!("a write and its read on the standby: {per_write:?} each");
+    with_replay_paused(&standby, &call, &client, &base).await;
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+/// With the standby's replay paused, a write the primary acknowledged is
+/// not on the standby: a read without `min_seq` answers the standby's
+/// older state (so reads do go there), the lag shows, and reads with
+/// `min_seq` (one as of a time) wait until the replay resumes and then
+/// answer the write.
+async fn with_replay_paused<F>(
+    standby: &sqlx::PgPool,
+    call: &F,
+    client: &reqwest::Client,
+    base: &str,
+) where
+    F: Fn(reqwest::Method, String) -> reqwest::RequestBuilder,
+{
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(standby)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (state,): (String,) = sqlx::query_as("SELECT pg_get_wal_replay_pause_state()")
+            .fetch_one(standby)
+            .await
+            .unwrap();
+        if state == "paused" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replay did not pause: {state}");
+        tokio::task::yield_now().await;
+    }
+    let consumed: Value = call(reqwest::Method::POST, "/v1/quota/credits/consume".into())
+        .header("idempotency-key", "while-paused")
+        .json(&json!({"amount": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seq = consumed["tenant_seq"].as_i64().unwrap();
+    let stale: Value = call(reqwest::Method::GET, "/v1/quota/credits".into())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stale["consumed"], 30, "the standby's own state: {stale}");
+    let status = projection_status(client, base).await;
+    let lag = status["replica_replay_lag_seconds"].as_f64().unwrap();
+    assert!(lag > 0.0, "{status}");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ledger_replica_replay_lag_seconds"),
+        "{metrics}"
+    );
+    // Reads that need the write wait for the standby's checkpoints, not the
+    // primary's, and a time is taken as the primary's seq: with the replay
+    // paused both run out of their wait.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let balances = |min_seq: Option<i64>| {
+        let mut query = vec![("as_of", later.clone())];
+        query.extend(min_seq.map(|seq| ("min_seq", seq.to_string())));
+        call(reqwest::Method::GET, "/v1/journal/balances".into()).query(&query)
+    };
+    let quota = || {
+        call(
+            reqwest::Method::GET,
+            format!("/v1/quota/credits?min_seq={seq}"),
+        )
+    };
+    let (by_time, by_seq) = tokio::join!(balances(None).send(), quota().send());
+    for (name, response) in [("balances as of a time", by_time), ("quota", by_seq)] {
+        let response = response.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "projection_lagging",
+            "{name}: {body}"
+        );
+        assert_eq!(body["error"]["details"]["min_seq"], seq, "{name}: {body}");
+        assert!(
+            body["error"]["details"]["projection_seq"].as_i64().unwrap() < seq,
+            "{name}: {body}"
+        );
+    }
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(standby)
+        .await
+        .unwrap();
+    let quota: Value = quota().send().await.unwrap().json().await.unwrap();
+    assert_eq!(quota["consumed"], 31, "{quota}");
+    let balances: Value = balances(Some(seq))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balances["as_of_seq"], seq, "{balances}");
+}
+
+/// A read the replica holds up behind a lock (as a standby's replay of the
+/// primary's changes takes one) is cancelled by the replica's statement
+/// timeout and answers 503 at once; and the projections list names a
+/// replica it cannot ask instead of failing.
+#[tokio::test]
+async fn a_read_the_replica_cancels_answers_503_and_a_replica_out_of_reach_is_named() {
+    let db = Arc::new(TestDatabase::new().await);
+    let api_key = db.store().create_tenant("acme").await.unwrap().api_key;
+    let options = db.store().pool().connect_options().as_ref().clone();
+    let replica = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy_with(options.options([("statement_timeout", "300ms")]));
+    let app = spawn_app_on(
+        db.clone(),
+        api_key,
+        AppOptions {
+            admin_token: Some(ADMIN_TOKEN),
+            read_pool: Some(replica),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let get = || {
+        app.client
+            .get(format!("{}/v1/quota/credits", app.base))
+            .bearer_auth(&app.api_key)
+            .send()
+    };
+    let mut replay = db.store().pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE quota_totals IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *replay)
+        .await
+        .unwrap();
+    let held = get().await.unwrap();
+    assert_eq!(held.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = held.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the read replica cancelled the read"),
+        "{body}"
+    );
+    replay.rollback().await.unwrap();
+    assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+    // The same database is no standby: no lag, no error.
+    let status = projection_status(&app.client, &app.base).await;
+    assert_eq!(
+        status["replica_replay_lag_seconds"],
+        Value::Null,
+        "{status}"
+    );
+    assert_eq!(status["replica_error"], Value::Null, "{status}");
+
+    let gone = spawn_app_on(
+        db.clone(),
+        String::new(),
+        AppOptions {
+            admin_token: Some(ADMIN_TOKEN),
+            read_pool: Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .acquire_timeout(Duration::from_secs(2))
+                    .connect_lazy("postgres://ledger@127.0.0.1:1/none")
+                    .unwrap(),
+            ),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let status = projection_status(&gone.client, &gone.base).await;
+    assert_eq!(
+        status["replica_replay_lag_seconds"],
+        Value::Null,
+        "{status}"
+    );
+    assert!(status["replica_error"].is_string(), "{status}");
+    assert!(
+        status["projections"].as_array().unwrap().len() > 1,
+        "{status}"
+    );
 }
 
 /// How long the measurement's load runs.
