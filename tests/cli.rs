@@ -1630,21 +1630,16 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
 /// Starts the three processes of one ledger: `serve` with workers, `serve
 /// --no-workers`, and `project`, each ticking every 20 ms with its clock
 /// `offset` seconds ahead.
-async fn three_processes(db: &TestDatabase, offset: i64) -> (Server, Server, std::process::Child) {
+async fn three_processes(db: &TestDatabase, offset: i64) -> (Server, Server, support::Process) {
     let offset = offset.to_string();
     let clock = ["--tick-ms", "20", "--clock-offset-seconds", &offset];
     let with_workers = Server::start_with(db.url(), "three-admin", &clock).await;
     let mut api_only: Vec<&str> = clock.to_vec();
     api_only.push("--no-workers");
     let without = Server::start_with(db.url(), "three-admin", &api_only).await;
-    let project = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .arg("project")
-        .args(clock)
-        .env("DATABASE_URL", db.url())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut project_args = vec!["project"];
+    project_args.extend(clock);
+    let project = support::Process::start(db.url(), &project_args);
     (with_workers, without, project)
 }
 
@@ -1700,13 +1695,10 @@ async fn three_processes_on_one_database_react_and_tick_exactly_once() {
     );
 
     // A month on: every held commission becomes payable, once.
-    drop((first, second));
-    let _ = project.kill();
-    let _ = project.wait();
-    let (first, second, mut project) =
+    project.assert_running();
+    drop((first, second, project));
+    let (first, _second, mut project) =
         three_processes(&db, (mixed::HOLDING_DAYS + 1) * 86_400).await;
     support::assert_mixed_effects(&db, &first, &api_key, &flows, true).await;
-    drop((first, second));
-    let _ = project.kill();
-    let _ = project.wait();
+    project.assert_running();
 }

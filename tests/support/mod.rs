@@ -113,8 +113,16 @@ impl Server {
             .spawn()
             .unwrap();
         let log = Log::capture(&mut child);
+        // Killed on drop from here: a start that fails the test leaves no
+        // server running.
+        let mut server = Self {
+            child,
+            base: String::new(),
+            log,
+        };
         let client = reqwest::Client::new();
         let started = Instant::now();
+        let (child, log) = (&mut server.child, &server.log);
         let base = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
@@ -140,7 +148,8 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        Self { child, base, log }
+        server.base = base;
+        server
     }
 
     /// The last lines the child logged.
@@ -155,6 +164,44 @@ impl Server {
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+}
+
+/// A `ledger` process other than `serve` (`project`), killed on drop, its
+/// log kept.
+#[allow(dead_code)]
+pub struct Process {
+    child: Child,
+    log: Log,
+}
+
+#[allow(dead_code)]
+impl Process {
+    /// Starts `ledger` with `args` on `database_url`.
+    pub fn start(database_url: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(args)
+            .env("DATABASE_URL", database_url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Log::capture(&mut child);
+        Self { child, log }
+    }
+
+    /// Asserts that it still runs.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("ledger exited ({status}); its log:\n{}", self.log.tail());
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -260,6 +307,16 @@ pub async fn assert_mixed_effects(
         );
     }
     assert_verifies(db);
+    // Still exactly so after the verify, while the workers and tickers ran
+    // on: nothing came late, twice.
+    let after = mixed::event_counts(db.store()).await.unwrap();
+    for (event_type, count) in &expected.events {
+        assert_eq!(
+            after.get(*event_type),
+            Some(count),
+            "{event_type}: {after:?}"
+        );
+    }
 }
 
 /// Asserts that `ledger verify` finds nothing in `db`.
