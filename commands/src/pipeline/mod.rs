@@ -16,12 +16,14 @@
 //! refused; two requests with one key in flight execute once.
 
 mod clock;
+mod crash;
 pub mod fold;
 pub mod load;
 pub mod request;
 mod shard;
 
 pub use clock::Clock;
+pub use crash::{CrashHook, CrashPoint};
 pub use request::{
     derive_id, error_body, record_request, request_metadata, AggregateKind, AnyAggregate,
     AnyRequest, Decider, Loaded, Refusal, Reply, Request, Target, Touched, METADATA_COMMAND,
@@ -53,6 +55,8 @@ pub struct BusConfig {
     /// The time stamped on commands (never earlier than the tenant's last
     /// event); the system clock unless a test sets another.
     pub clock: Clock,
+    /// Where a fault test stops the shards dead; none in a server.
+    pub crash: CrashHook,
 }
 
 impl Default for BusConfig {
@@ -63,6 +67,7 @@ impl Default for BusConfig {
             queue_length: 4_096,
             batch_commands_max: 256,
             clock: Clock::system(),
+            crash: CrashHook::default(),
         }
     }
 }
@@ -144,6 +149,7 @@ impl CommandBus {
                 config.batch_commands_max.max(1),
                 config.pipeline_depth.max(1),
                 config.clock.clone(),
+                config.crash.clone(),
             );
             handles.push(tokio::spawn(shard.run(receiver, shutdown_receiver.clone())));
             senders.push(sender);

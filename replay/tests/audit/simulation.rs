@@ -4,11 +4,11 @@
 //! escrow (with scheduled timeouts) and compensation, valid and invalid,
 //! alone and concurrent, keys repeated with the same request and with
 //! another, scheduler ticks and reactions at an injected clock, and
-//! crashes at random points (the pipeline killed at its next await:
-//! between deciding and appending, inside an append, before answering,
-//! its connections closing with it; or every database connection
-//! dropped). Then every unknown outcome is
-//! resolved by sending it again, and the run is checked against a pure
+//! crashes at random points (the pipeline killed at its next await after
+//! some scheduler yields, its connections closing with it; stopped dead
+//! where a batch is decided but not appended, or committed but not
+//! answered; or every database connection dropped). Then every unknown
+//! outcome is resolved by sending it again, and the run is checked against a pure
 //! in-memory model built from the same aggregates (`TenantFold`, deciding
 //! each request over its own states, in the order the ledger recorded
 //! them): every acknowledged answer is the recorded one; every accepted
@@ -35,6 +35,7 @@ use aggregates::{Amount, Asset, TenantId};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use commands::pipeline::fold::TenantFold;
 use commands::pipeline::request::AnyRequest;
+use commands::pipeline::{CrashHook, CrashPoint};
 use commands::pipeline::{METADATA_COMMAND, METADATA_REQUEST};
 use commands::requests::compensation::{AddPlanVersion, AssignPlan, CreatePayee, RecordWork};
 use commands::requests::escrow::{
@@ -331,6 +332,31 @@ fn setup_ops(start: DateTime<Utc>) -> Vec<Op> {
 /// A submission's fate as the client saw it.
 type Answer = Result<Outcome, PipelineError>;
 
+/// How a step's crash comes.
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    /// The pipeline killed after this many scheduler yields, wherever its
+    /// tasks are by then.
+    Kill(u64),
+    /// Every database connection dropped after this many yields.
+    Drop(u64),
+    /// The pipeline killed where the first of the step's batches reaches
+    /// this point (no crash when none does).
+    At(CrashPoint),
+}
+
+impl Crash {
+    fn draw(rng: &mut Rng) -> Self {
+        let yields = rng.below(40);
+        match rng.below(4) {
+            0 => Self::Kill(yields),
+            1 => Self::Drop(yields),
+            2 => Self::At(CrashPoint::Decided),
+            _ => Self::At(CrashPoint::Appended),
+        }
+    }
+}
+
 /// The ledger under simulation: a pipeline that can be killed and
 /// restarted, its clock, and what the script sent and was answered.
 struct World {
@@ -350,6 +376,12 @@ struct World {
     unknown: usize,
     /// Submissions given up 10 s after a kill.
     abandoned: usize,
+    /// Keys whose first definite answer was a replay: a submission the
+    /// client got no answer to had been recorded.
+    recorded_unanswered: usize,
+    /// The point the pipeline crashes at next (cleared when it does).
+    armed: Arc<Mutex<Option<CrashPoint>>>,
+    crashed: Arc<tokio::sync::Notify>,
 }
 
 impl World {
@@ -365,7 +397,9 @@ impl World {
         projections::status::register(db.store().pool(), &catalog)
             .await
             .unwrap();
-        let bus = Self::start_bus(&db, &clock);
+        let armed = Arc::new(Mutex::new(None));
+        let crashed = Arc::new(tokio::sync::Notify::new());
+        let bus = Self::start_bus(&db, &clock, &armed, &crashed);
         let store = Self::open(&db).await;
         Self {
             db,
@@ -377,6 +411,9 @@ impl World {
             answered: BTreeMap::new(),
             unknown: 0,
             abandoned: 0,
+            recorded_unanswered: 0,
+            armed,
+            crashed,
         }
     }
 
@@ -394,13 +431,29 @@ impl World {
         Clock::from_fn(move || *reading.lock().unwrap())
     }
 
-    fn start_bus(db: &TestDatabase, clock: &Arc<Mutex<DateTime<Utc>>>) -> CommandBus {
+    fn start_bus(
+        db: &TestDatabase,
+        clock: &Arc<Mutex<DateTime<Utc>>>,
+        armed: &Arc<Mutex<Option<CrashPoint>>>,
+        crashed: &Arc<tokio::sync::Notify>,
+    ) -> CommandBus {
+        let (armed, crashed) = (armed.clone(), crashed.clone());
+        let crash = CrashHook::from_fn(move |point| {
+            let mut armed = armed.lock().unwrap();
+            let crashes = *armed == Some(point);
+            if crashes {
+                *armed = None;
+                crashed.notify_one();
+            }
+            crashes
+        });
         commands::server::start_bus(
             db.store(),
             BusConfig {
                 shards: 2,
                 pipeline_depth: 2,
                 clock: Self::clock_of(clock),
+                crash,
                 ..BusConfig::default()
             },
             Arc::new(Metrics::default()),
@@ -421,6 +474,9 @@ impl World {
                     assert_eq!(outcome.status, first.status, "{key}");
                     assert_eq!(outcome.body, first.body, "{key}");
                 } else {
+                    if outcome.replayed {
+                        self.recorded_unanswered += 1;
+                    }
                     // The request the key now names: a first one whose
                     // outcome was unknown was not recorded if another runs.
                     self.answered.insert(slot.clone(), outcome);
@@ -451,9 +507,9 @@ impl World {
         }
     }
 
-    /// Sends `ops` at once (each with its key) and waits for every answer;
-    /// with `crash`, crashes after `crash.1` scheduler yields.
-    async fn send(&mut self, ops: Vec<(usize, String, Op)>, crash: Option<(bool, u64)>) {
+    /// Sends `ops` at once (each with its key) and waits for every answer,
+    /// crashing as `crash` says.
+    async fn send(&mut self, ops: Vec<(usize, String, Op)>, crash: Option<Crash>) {
         // Opened before the requests go out, so that the drop lands among
         // them rather than a connection's set-up later.
         let mut own = match crash {
@@ -464,6 +520,9 @@ impl World {
             ),
             None => None,
         };
+        if let Some(Crash::At(point)) = crash {
+            *self.armed.lock().unwrap() = Some(point);
+        }
         let mut tasks = Vec::new();
         for (tenant, key, op) in &ops {
             let (bus, tenant_id) = (self.bus.clone(), self.tenants[*tenant]);
@@ -472,13 +531,20 @@ impl World {
                 bus.execute_any(tenant_id, key, request).await
             }));
         }
-        if let Some((kill, yields)) = crash {
-            for _ in 0..yields {
-                tokio::task::yield_now().await;
+        let killed = match crash {
+            None => false,
+            Some(Crash::Kill(yields) | Crash::Drop(yields)) => {
+                for _ in 0..yields {
+                    tokio::task::yield_now().await;
+                }
+                matches!(crash, Some(Crash::Kill(_)))
             }
-            if kill {
-                self.bus.abort();
-            }
+            Some(Crash::At(_)) => self.crashed_at_point(&tasks).await,
+        };
+        if killed {
+            self.bus.abort();
+        }
+        if killed || matches!(crash, Some(Crash::Drop(_))) {
             // A dead process's connections close with it: whatever its
             // aborted appends left open rolls back (or had committed).
             let own = own.as_mut().expect("opened for the crash");
@@ -491,7 +557,6 @@ impl World {
             .unwrap();
             self.store = Self::open(&self.db).await;
         }
-        let killed = matches!(crash, Some((true, _)));
         for ((tenant, key, op), mut task) in ops.into_iter().zip(tasks) {
             let wait = std::time::Duration::from_secs(if killed { 10 } else { 60 });
             let answer = match tokio::time::timeout(wait, &mut task).await {
@@ -509,9 +574,33 @@ impl World {
             };
             self.file(tenant, &key, &op, answer);
         }
-        if matches!(crash, Some((true, _))) {
+        if killed {
             // Restarted: a new pipeline, nothing cached.
-            self.bus = Self::start_bus(&self.db, &self.clock);
+            self.bus = Self::start_bus(&self.db, &self.clock, &self.armed, &self.crashed);
+        }
+    }
+
+    /// Waits until a shard stopped at the armed point (true), or every
+    /// request was answered without any reaching it (false, disarmed).
+    async fn crashed_at_point(&self, tasks: &[tokio::task::JoinHandle<Answer>]) -> bool {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if self.armed.lock().unwrap().is_none() {
+                return true;
+            }
+            if tasks.iter().all(tokio::task::JoinHandle::is_finished) {
+                let mut armed = self.armed.lock().unwrap();
+                // Reached between the two looks, or not at all.
+                return armed.take().is_none();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "neither answered nor crashed within 60 s"
+            );
+            // Woken by the crash, or looks again at the answers shortly.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(5), self.crashed.notified())
+                    .await;
         }
     }
 
@@ -591,11 +680,12 @@ async fn simulate(seed: u64) {
         }
     }
     for step in 0..STEPS {
-        // Every script kills the pipeline once and drops the connections
-        // once, at least.
+        // Every script kills the pipeline once, kills it at a commit before
+        // its answers once, and drops the connections once, at least.
         let forced = match step {
-            _ if step == STEPS / 3 => Some(true),
-            _ if step == 2 * STEPS / 3 => Some(false),
+            _ if step == STEPS / 3 => Some(Crash::Kill(rng.below(40))),
+            _ if step == STEPS / 2 => Some(Crash::At(CrashPoint::Appended)),
+            _ if step == 2 * STEPS / 3 => Some(Crash::Drop(rng.below(40))),
             _ => None,
         };
         let roll = rng.below(100);
@@ -634,8 +724,8 @@ async fn simulate(seed: u64) {
             2 + rng.below(5) as usize
         };
         let crash = match forced {
-            Some(kill) => Some((kill, rng.below(40))),
-            None => (roll >= 90).then(|| (rng.chance(50), rng.below(40))),
+            Some(crash) => Some(crash),
+            None => (roll >= 90).then(|| Crash::draw(&mut rng)),
         };
         let ops: Vec<(usize, String, Op)> = (0..size)
             .map(|_| {
@@ -644,7 +734,7 @@ async fn simulate(seed: u64) {
                 (tenant, key("op"), op)
             })
             .collect();
-        eprintln!("{step}: {size} at once, crash (kill, yields) {crash:?}");
+        eprintln!("{step}: {size} at once, crash {crash:?}");
         for (tenant, key, op) in &ops {
             issued.push((*tenant, key.clone()));
             scripted.insert((*tenant, key.clone()), op.clone());
@@ -656,8 +746,17 @@ async fn simulate(seed: u64) {
     *world.clock.lock().unwrap() += Duration::days(10);
     settle(&world).await;
     let checked = check_against_model(&world).await;
-    eprintln!("seed {seed}: {checked:?}");
+    eprintln!(
+        "seed {seed}: {checked:?}, {} recorded but unanswered",
+        world.recorded_unanswered
+    );
     assert!(checked.accepted > 0 && checked.refused > 0 && checked.unknown > 0);
+    // The crash at the first commit of its step left at least one
+    // recorded request unanswered, found recorded when sent again.
+    assert!(
+        world.recorded_unanswered > 0,
+        "no unanswered request was found recorded"
+    );
     assert_eq!(checked.abandoned, 0, "requests left waiting after a kill");
     let catalog = commands::domains::projections();
     let verified = verify_database(&world.store, None, &catalog, true)

@@ -5,7 +5,7 @@
 use super::decide::Decided;
 use super::queue::{replay, Job};
 use super::{store_failure, Appended, InFlight, PipelineError, Shard};
-use crate::pipeline::Outcome;
+use crate::pipeline::{CrashPoint, Outcome};
 use aggregates::TenantId;
 use eventstore::{AppendError, AppendReport, IdempotencyKey, IdempotencyRecord};
 use std::collections::HashSet;
@@ -33,7 +33,12 @@ impl Shard {
         self.metrics
             .batch_appended(batch.decided.len(), appended.elapsed);
         match appended.result {
-            Ok(report) => self.appended(batch, report),
+            Ok(report) => {
+                if self.crash.crashes_at(CrashPoint::Appended) {
+                    crate::pipeline::crash::stop_dead().await;
+                }
+                self.appended(batch, report)
+            }
             Err(error) => self.not_appended(batch, error).await,
         }
     }

@@ -16,7 +16,7 @@ mod queue;
 pub(crate) use queue::Job;
 
 use super::request::Loaded;
-use super::{Clock, Outcome, PipelineError};
+use super::{Clock, CrashHook, CrashPoint, Outcome, PipelineError};
 use crate::metrics::Metrics;
 use aggregates::TenantId;
 use decide::{decide_batch, BatchDecision, Decided};
@@ -73,6 +73,7 @@ pub(crate) struct Shard {
     batch_commands_max: usize,
     pipeline_depth: usize,
     clock: Clock,
+    crash: CrashHook,
     /// Heads as this shard expects them, including batches still in flight.
     heads: HashMap<TenantId, ChainHead>,
     /// Aggregates as this shard expects them, including batches in flight.
@@ -96,6 +97,7 @@ impl Shard {
         batch_commands_max: usize,
         pipeline_depth: usize,
         clock: Clock,
+        crash: CrashHook,
     ) -> Self {
         Self {
             store,
@@ -103,6 +105,7 @@ impl Shard {
             batch_commands_max,
             pipeline_depth: pipeline_depth.max(1),
             clock,
+            crash,
             heads: HashMap::new(),
             cached: HashMap::new(),
             recent: RecentOutcomes::default(),
@@ -221,6 +224,9 @@ impl Shard {
         }
         if decided.is_empty() {
             return;
+        }
+        if self.crash.crashes_at(CrashPoint::Decided) {
+            crate::pipeline::crash::stop_dead().await;
         }
         self.start_append(batches, staged, decided);
     }
