@@ -59,15 +59,19 @@ fn replica_pool(url: &str, timeout: std::time::Duration) -> Result<sqlx::PgPool,
 /// cannot read what the reads need: the checkpoints (`ledger_service`, or
 /// a superuser or a role that bypasses row-level security) and the read
 /// tables (`ledger_reader`). A replica out of reach is only noted: reads
-/// answer 503 until it comes up.
-async fn check_replica(pool: &sqlx::PgPool) {
+/// answer 503 until it comes up. Runs beside the start, which it never
+/// holds up.
+async fn check_replica(pool: sqlx::PgPool) {
+    // A role the replica has not replayed yet is one the login lacks.
     let checked: Result<(bool, bool, bool), sqlx::Error> = sqlx::query_as(
         "SELECT pg_is_in_recovery(), \
-                pg_has_role(current_user, 'ledger_reader', 'MEMBER'), \
-                pg_has_role(current_user, 'ledger_service', 'MEMBER') \
+                coalesce((SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles \
+                          WHERE rolname = 'ledger_reader'), false), \
+                coalesce((SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles \
+                          WHERE rolname = 'ledger_service'), false) \
                   OR (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)",
     )
-    .fetch_one(pool)
+    .fetch_one(&pool)
     .await;
     match checked {
         Ok((standby, reader, checkpoints)) => {
@@ -189,7 +193,16 @@ pub async fn serve(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::default());
     let clock = config.bus.clock.clone();
-    let bus = start_bus(&store, config.bus, metrics);
+    // A server never stops its shards dead: only a fault test's own
+    // pipeline has a crash hook.
+    let bus = start_bus(
+        &store,
+        BusConfig {
+            crash: crate::pipeline::CrashHook::default(),
+            ..config.bus
+        },
+        metrics,
+    );
     let reactors: Vec<Arc<dyn Reactor>> = process_managers
         .into_iter()
         .map(|build| build(bus.clone(), store.clone()))
@@ -235,7 +248,7 @@ pub async fn serve(
     let state = match &config.read_database_url {
         Some(url) => {
             let pool = replica_pool(url, replica_statement_timeout(limits))?;
-            check_replica(&pool).await;
+            tokio::spawn(check_replica(pool.clone()));
             state.with_read_pool(pool)
         }
         None => state,

@@ -250,24 +250,44 @@ async fn watch_checkpoints(
 }
 
 /// How far `replica` is behind `primary` in replaying its WAL, in seconds:
-/// `None` when `replica` is not a standby (reads go to a primary); 0 when
-/// it has replayed everything the primary had written when asked; else
-/// the time since the last transaction it replayed was committed (since it
-/// started, when it has replayed none), which keeps growing while the
-/// standby is cut off from the primary, whatever it received before.
+/// `None` when `replica` is not a standby. Measured: the time the replica
+/// takes to replay everything the primary had flushed when asked (0 when
+/// it already has), watched for up to [`LAG_PROBE`]; past that, the time
+/// since the last commit it replayed (since it started, when it has
+/// replayed none), which keeps growing while the standby is cut off.
 pub async fn replica_lag(primary: &PgPool, replica: &PgPool) -> Result<Option<f64>, sqlx::Error> {
-    let (written,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
+    let (flushed,): (String,) = sqlx::query_as("SELECT pg_current_wal_flush_lsn()::text")
         .fetch_one(primary)
         .await?;
-    let (lag,): (Option<f64>,) = sqlx::query_as(
-        "SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL \
-                     WHEN pg_last_wal_replay_lsn() >= $1::pg_lsn THEN 0 \
-                     ELSE greatest(extract(epoch FROM now() - \
-                              coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time())), 0) \
-                END::float8",
-    )
-    .bind(written)
-    .fetch_one(replica)
-    .await?;
-    Ok(lag)
+    let started = std::time::Instant::now();
+    let mut looked = false;
+    loop {
+        let (standby, replayed, since_commit): (bool, bool, f64) = sqlx::query_as(
+            "SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false), \
+                    extract(epoch FROM now() - \
+                        coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))::float8",
+        )
+        .bind(&flushed)
+        .fetch_one(replica)
+        .await?;
+        let waited = started.elapsed();
+        if !standby {
+            return Ok(None);
+        }
+        if replayed {
+            // Caught up at the first look: no lag at all.
+            return Ok(Some(if looked { waited.as_secs_f64() } else { 0.0 }));
+        }
+        looked = true;
+        if waited >= LAG_PROBE {
+            return Ok(Some(since_commit.max(waited.as_secs_f64())));
+        }
+        tokio::time::sleep(LAG_POLL).await;
+    }
 }
+
+/// Longest [`replica_lag`] watches a replica catch up.
+pub const LAG_PROBE: Duration = Duration::from_secs(1);
+
+/// How often [`replica_lag`] looks again.
+const LAG_POLL: Duration = Duration::from_millis(10);

@@ -53,7 +53,7 @@ pub async fn refresh_projection_metrics(state: &AppState) {
         // worth serving without the database.
         Err(error) => tracing::warn!(%error, "projection status unavailable for /metrics"),
     }
-    match projections::read::replica_lag(state.store.pool(), &state.read_pool).await {
+    match state.replica_lag().await {
         Ok(lag) => state.metrics.set_replica_lag(lag),
         Err(error) => {
             // Not the last value: a replica out of reach is not current.

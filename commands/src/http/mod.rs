@@ -199,6 +199,16 @@ impl AppState {
         self
     }
 
+    /// How far the replica reads go to is behind the primary, in seconds
+    /// (`projections::read::replica_lag`); `None` when reads go to the
+    /// primary.
+    pub async fn replica_lag(&self) -> Result<Option<f64>, sqlx::Error> {
+        if !self.reads_replica {
+            return Ok(None);
+        }
+        ::projections::read::replica_lag(self.store.pool(), &self.read_pool).await
+    }
+
     /// The same state with another plan catalog.
     pub fn with_plans(mut self, plans: aggregates::plan::PlanCatalog) -> Self {
         self.plans = Arc::new(plans);

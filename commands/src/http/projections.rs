@@ -54,11 +54,10 @@ async fn list_projections(
         })?;
     // The projections' own state is the primary's: a replica that cannot
     // be asked is named, not a failure of the whole list.
-    let (replica_replay_lag_seconds, replica_error) =
-        match projections::read::replica_lag(state.store.pool(), &state.read_pool).await {
-            Ok(lag) => (lag, None),
-            Err(error) => (None, Some(error.to_string())),
-        };
+    let (replica_replay_lag_seconds, replica_error) = match state.replica_lag().await {
+        Ok(lag) => (lag, None),
+        Err(error) => (None, Some(error.to_string())),
+    };
     Ok(Json(ProjectionsList {
         projections,
         replica_replay_lag_seconds,

@@ -91,21 +91,21 @@ where
 /// replica's statement timeout cancels one held up behind that replay
 /// (57014): retried shortly, either reads again, so both answer 503.
 fn read_error(state: &AppState, error: sqlx::Error) -> ApiError {
-    let cancelled = state.reads_replica
-        && matches!(
-            &error,
-            sqlx::Error::Database(database)
-                if database.code().is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01" | "57014"))
-        );
-    if cancelled {
-        tracing::warn!(%error, "the read replica cancelled a read");
-        return ApiError::Unavailable {
-            code: "database_unavailable",
-            message: format!("the read replica cancelled the read ({error}); retry shortly"),
-            details: serde_json::Value::Null,
-        };
+    let code = match &error {
+        sqlx::Error::Database(database) if state.reads_replica => database.code(),
+        _ => None,
+    };
+    let message = match code.as_deref() {
+        Some("40001" | "40P01") => "the read replica cancelled the read, which stood in the way of its replay; retry shortly",
+        Some("57014") => "the read ran past the read replica's statement timeout (held up behind its replay, or slow there); retry shortly",
+        _ => return error.into(),
+    };
+    tracing::warn!(%error, "the read replica cancelled a read");
+    ApiError::Unavailable {
+        code: "database_unavailable",
+        message: message.into(),
+        details: serde_json::Value::Null,
     }
-    error.into()
 }
 
 /// The tenant's last seq recorded at or before `at`, from the events on

@@ -508,8 +508,8 @@ impl World {
     }
 
     /// Sends `ops` at once (each with its key) and waits for every answer,
-    /// crashing as `crash` says.
-    async fn send(&mut self, ops: Vec<(usize, String, Op)>, crash: Option<Crash>) {
+    /// crashing as `crash` says; whether the pipeline was killed.
+    async fn send(&mut self, ops: Vec<(usize, String, Op)>, crash: Option<Crash>) -> bool {
         // Opened before the requests go out, so that the drop lands among
         // them rather than a connection's set-up later.
         let mut own = match crash {
@@ -578,6 +578,7 @@ impl World {
             // Restarted: a new pipeline, nothing cached.
             self.bus = Self::start_bus(&self.db, &self.clock, &self.armed, &self.crashed);
         }
+        killed
     }
 
     /// Waits until a shard stopped at the armed point (true), or every
@@ -679,9 +680,14 @@ async fn simulate(seed: u64) {
             world.send(vec![(tenant, key("setup"), op)], None).await;
         }
     }
+    // Whether the script still owes its crash at a commit.
+    let mut commit_crash_due = false;
     for step in 0..STEPS {
         // Every script kills the pipeline once, kills it at a commit before
-        // its answers once, and drops the connections once, at least.
+        // its answers once (from the middle on, at the first step whose
+        // batches commit: those of a step right after a drop may all fail),
+        // and drops the connections once, at least.
+        commit_crash_due |= step == STEPS / 2;
         let forced = match step {
             _ if step == STEPS / 3 => Some(Crash::Kill(rng.below(40))),
             _ if step == STEPS / 2 => Some(Crash::At(CrashPoint::Appended)),
@@ -727,6 +733,12 @@ async fn simulate(seed: u64) {
             Some(crash) => Some(crash),
             None => (roll >= 90).then(|| Crash::draw(&mut rng)),
         };
+        // The crash at a commit still owed replaces a lesser one (drawn all
+        // the same, so that the draws stay the script's).
+        let crash = match crash {
+            None | Some(Crash::At(_)) if commit_crash_due => Some(Crash::At(CrashPoint::Appended)),
+            crash => crash,
+        };
         let ops: Vec<(usize, String, Op)> = (0..size)
             .map(|_| {
                 let tenant = rng.below(TENANTS as u64) as usize;
@@ -739,8 +751,12 @@ async fn simulate(seed: u64) {
             issued.push((*tenant, key.clone()));
             scripted.insert((*tenant, key.clone()), op.clone());
         }
-        world.send(ops, crash).await;
+        let crashed = world.send(ops, crash).await;
+        if matches!(crash, Some(Crash::At(CrashPoint::Appended))) && crashed {
+            commit_crash_due = false;
+        }
     }
+    assert!(!commit_crash_due, "no step's batches reached a commit");
     resolve_unknown(&mut world).await;
     // Everything due falls due: timeouts, expiries, held commissions.
     *world.clock.lock().unwrap() += Duration::days(10);
@@ -751,8 +767,8 @@ async fn simulate(seed: u64) {
         world.recorded_unanswered
     );
     assert!(checked.accepted > 0 && checked.refused > 0 && checked.unknown > 0);
-    // The crash at the first commit of its step left at least one
-    // recorded request unanswered, found recorded when sent again.
+    // Crashes (the one at a commit among them) left requests recorded but
+    // unanswered, found recorded when sent again.
     assert!(
         world.recorded_unanswered > 0,
         "no unanswered request was found recorded"

@@ -34,7 +34,10 @@ impl Shard {
             .batch_appended(batch.decided.len(), appended.elapsed);
         match appended.result {
             Ok(report) => {
-                if self.crash.crashes_at(CrashPoint::Appended) {
+                // Committed for some tenant (another writer moved none or
+                // only some of them).
+                let committed = report.moved.len() < batch.tenants.len();
+                if committed && self.crash.crashes_at(CrashPoint::Appended) {
                     crate::pipeline::crash::stop_dead().await;
                 }
                 self.appended(batch, report)
