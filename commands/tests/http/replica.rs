@@ -282,16 +282,7 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
     assert_eq!(granted["amount"], 1_000, "{granted}");
     let started = Instant::now();
     for n in 1..=30 {
-        let consumed: Value = call(reqwest::Method::POST, "/v1/quota/credits/consume".into())
-            .header("idempotency-key", format!("use-{n}"))
-            .json(&json!({"amount": 1}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let seq = consumed["tenant_seq"].as_i64().unwrap();
+        let seq = consume_one(&call, &format!("use-{n}")).await;
         let read: Value = call(
             reqwest::Method::GET,
             format!("/v1/quota/credits?min_seq={seq}"),
@@ -324,6 +315,23 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
     server.await.unwrap().unwrap();
 }
 
+/// Consumes one credit under `key` through the primary: its tenant_seq.
+async fn consume_one<F>(call: &F, key: &str) -> i64
+where
+    F: Fn(reqwest::Method, String) -> reqwest::RequestBuilder,
+{
+    let consumed: Value = call(reqwest::Method::POST, "/v1/quota/credits/consume".into())
+        .header("idempotency-key", key)
+        .json(&json!({"amount": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    consumed["tenant_seq"].as_i64().unwrap()
+}
+
 /// With the standby's replay paused, a write the primary acknowledged is
 /// not on the standby: a read without `min_seq` answers the standby's
 /// older state (so reads do go there), the lag shows, and reads with
@@ -354,16 +362,7 @@ async fn with_replay_paused<F>(
         assert!(Instant::now() < deadline, "replay did not pause: {state}");
         tokio::task::yield_now().await;
     }
-    let consumed: Value = call(reqwest::Method::POST, "/v1/quota/credits/consume".into())
-        .header("idempotency-key", "while-paused")
-        .json(&json!({"amount": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let seq = consumed["tenant_seq"].as_i64().unwrap();
+    let seq = consume_one(call, "while-paused").await;
     // On the primary the write is in the read table: an older answer can
     // only come from the standby.
     let primary = sqlx::PgPool::connect(&cluster.url(PRIMARY_PORT, "ledger"))
