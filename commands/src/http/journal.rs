@@ -3,7 +3,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery, AsOfPoint, PageLimit, Seq, Tenant};
-use super::read::{seq_at, tenant_read};
+use super::read::{as_of_seq, tenant_read};
 use super::AppState;
 use aggregates::journal::account::AccountCode;
 use axum::extract::State;
@@ -50,7 +50,8 @@ pub struct EntriesPage {
 #[into_params(parameter_in = Query)]
 pub struct BalancesQuery {
     /// Balances as of a tenant_seq (digits only: after it) or a time (RFC
-    /// 3339: the entries recorded at or before it); waits until the
+    /// 3339: the entries recorded at or before it), taken back to the end
+    /// of the request it falls in (`as_of_seq` says where); waits until the
     /// projection has applied that point. Default: now.
     #[param(inline)]
     pub as_of: Option<AsOfPoint>,
@@ -125,8 +126,7 @@ async fn balances(
 ) -> Result<Json<BalancesView>, ApiError> {
     let as_of = match query.as_of {
         None => None,
-        Some(AsOfPoint::Seq(seq)) => Some(seq),
-        Some(AsOfPoint::Time(time)) => Some(seq_at(&state, tenant_id, time.get()).await?),
+        Some(point) => Some(as_of_seq(&state, tenant_id, point).await?),
     };
     let wait_for = query.min_seq.max(as_of.map(Seq));
     let (accounts, projection_seq) = tenant_read(

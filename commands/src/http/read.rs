@@ -2,7 +2,7 @@
 //! transactions that a disconnecting client cannot cancel half way.
 
 use super::error::ApiError;
-use super::extract::Seq;
+use super::extract::{AsOfPoint, Seq};
 use super::AppState;
 use aggregates::TenantId;
 use futures_core::future::BoxFuture;
@@ -108,16 +108,26 @@ fn read_error(state: &AppState, error: sqlx::Error) -> ApiError {
     }
 }
 
-/// The tenant's last seq recorded at or before `at`, from the events on
-/// the primary: a replica's events may not hold an acknowledged write yet,
-/// and the read that follows waits for the seq found here.
-pub async fn seq_at(
+/// The seq a balance `as_of` is taken at: the seq given, or the tenant's
+/// last recorded at or before the time given, taken back to the end of the
+/// request it falls in (a request's holds, account movements and entries
+/// are one decision, never shown in part). Read from the events on the
+/// primary: a replica's may not hold an acknowledged write yet, and the
+/// read that follows waits for the seq found here. A seq past the tenant's
+/// last is left as it is, for the wait to refuse.
+pub async fn as_of_seq(
     state: &AppState,
     tenant_id: TenantId,
-    at: chrono::DateTime<chrono::Utc>,
+    as_of: AsOfPoint,
 ) -> Result<i64, ApiError> {
     let mut reading = projections::read::begin_tenant_read(state.store.pool(), tenant_id).await?;
-    let seq = projections::journal::seq_at(&mut reading, tenant_id, at).await?;
+    let seq = match as_of {
+        AsOfPoint::Seq(seq) => seq,
+        AsOfPoint::Time(time) => {
+            projections::journal::seq_at(&mut reading, tenant_id, time.get()).await?
+        }
+    };
+    let seq = projections::journal::request_end(&mut reading, tenant_id, seq).await?;
     reading.commit().await?;
     Ok(seq)
 }

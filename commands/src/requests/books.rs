@@ -261,7 +261,7 @@ pub fn reserve(
 
 /// Settles reservation `hold_id` of `transfer` on both its accounts, once:
 /// `posted` of it becomes posted (recorded as the entry `entry`, with its
-/// reference, at `at`), the rest is released.
+/// reference, at `at`: refused without one), the rest is released.
 pub fn settle(
     decider: &mut Decider<'_>,
     hold_id: HoldId,
@@ -284,8 +284,15 @@ pub fn settle(
             },
         )?;
     }
-    let Some((entry_id, reference)) = entry.filter(|_| !posted.is_zero()) else {
+    if posted.is_zero() {
         return Ok(());
+    }
+    // What is posted is recorded: an amount posted without its entry would
+    // leave the accounts and the journal disagreeing.
+    let Some((entry_id, reference)) = entry else {
+        return Err(Refusal::Internal(format!(
+            "hold {hold_id} settled {posted} posted without an entry to record it"
+        )));
     };
     let entry = JournalEntry::transfer(
         opened_account(decider, &transfer.debit)?,

@@ -301,6 +301,17 @@ async fn a_hold_reserves_at_once_and_resolves_once() {
     assert_eq!(held_at(placed_seq).await, ["0", "500", "450", "0", "50"]);
     let before_hold = placed_seq - big.body["events"].as_array().unwrap().len() as i64;
     assert_eq!(held_at(before_hold).await, ["0", "500", "0", "0", "500"]);
+    // A seq inside the post's request (its accounts settled, its entry not
+    // yet recorded) is taken back to the end of the request before it: the
+    // hold shows whole, pending, never neither pending nor posted.
+    let post_events = posted.body["events"].as_array().unwrap().len() as i64;
+    assert_eq!(post_events, 4, "{}", posted.body);
+    let inside = seq_of(&posted.body) - post_events + 3;
+    let balances = acme
+        .read(&format!("/v1/journal/balances?as_of={inside}"), inside)
+        .await;
+    assert_eq!(balances["as_of_seq"], placed_seq, "{balances}");
+    assert_eq!(held_at(inside).await, ["0", "500", "450", "0", "50"]);
     let now = balance_of(
         &acme
             .read("/v1/journal/balances", seq_of(&posted.body))

@@ -5,6 +5,7 @@
 
 use super::{trial_balance, Point, Report, ReportError, ReportName, Scope};
 use aggregates::TenantId;
+use projections::journal::request_end;
 use sqlx::PgConnection;
 
 /// The tenant's last seq.
@@ -27,35 +28,13 @@ pub async fn seq_of(
     match point {
         Point::Head => Ok(head),
         Point::Seq(asked) if asked > head => Err(ReportError::Ahead { asked, head }),
+        // Between requests, never inside one.
         Point::Seq(seq) => Ok(request_end(connection, tenant_id, seq).await?),
         Point::Time(to) | Point::Period { to, .. } => {
             let seq = projections::journal::seq_at(connection, tenant_id, to).await?;
             Ok(request_end(connection, tenant_id, seq).await?)
         }
     }
-}
-
-/// The last seq at or before `seq` that ends a request (its next event is
-/// another request's, or there is none): a report is taken between
-/// requests, never inside one (whose entries and account movements are
-/// one decision).
-async fn request_end(
-    connection: &mut PgConnection,
-    tenant_id: TenantId,
-    seq: i64,
-) -> Result<i64, sqlx::Error> {
-    let (end,): (Option<i64>,) = sqlx::query_as(
-        "SELECT (SELECT e.tenant_seq FROM events e \
-                 LEFT JOIN events n ON n.tenant_id = e.tenant_id AND n.tenant_seq = e.tenant_seq + 1 \
-                 WHERE e.tenant_id = $1 AND e.tenant_seq <= $2 \
-                   AND (n.tenant_seq IS NULL OR n.idempotency_key <> e.idempotency_key) \
-                 ORDER BY e.tenant_seq DESC LIMIT 1)",
-    )
-    .bind(tenant_id.as_uuid())
-    .bind(seq)
-    .fetch_one(connection)
-    .await?;
-    Ok(end.unwrap_or(0))
 }
 
 /// The scope of a report at `seq` for `point`: the chain hash at it read
