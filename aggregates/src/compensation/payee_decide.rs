@@ -242,7 +242,9 @@ impl Payee {
                     .get(&cap_period(captured_at))
                     .copied()
                     .unwrap_or(0);
-                earned.min(cap.value().saturating_sub(used).max(0))
+                // A month clawed back below nothing leaves no more room
+                // than the cap itself.
+                earned.min(cap.value().saturating_sub(used.max(0)).max(0))
             }
             None => earned,
         };
@@ -289,6 +291,47 @@ impl Payee {
         Ok((taken, clawed))
     }
 
+    /// What is left to claw back of `captures` and of every capture a
+    /// clawback shares with them (followed from clawback to clawback): what
+    /// their commissions accrued, less every clawback of any of them (a
+    /// reversal gives its clawback back).
+    fn left_to_claw(&self, captures: &[String]) -> Result<i64, AmountError> {
+        let clawbacks: Vec<&Line> = self
+            .lines
+            .iter()
+            .filter(|line| line.kind == LineKind::Clawback && line.status != LineStatus::Refused)
+            .collect();
+        let mut linked: std::collections::BTreeSet<&str> =
+            captures.iter().map(String::as_str).collect();
+        loop {
+            let before = linked.len();
+            for line in &clawbacks {
+                if line.clawed_from.iter().any(|c| linked.contains(c.as_str())) {
+                    linked.extend(line.clawed_from.iter().map(String::as_str));
+                }
+            }
+            if linked.len() == before {
+                break;
+            }
+        }
+        let mut left = 0i64;
+        for line in self.lines.iter().filter(|line| {
+            line.kind == LineKind::Commission
+                && line
+                    .source
+                    .as_deref()
+                    .is_some_and(|source| linked.contains(source))
+        }) {
+            left = add(left, line.amount)?;
+        }
+        for line in clawbacks {
+            if line.clawed_from.iter().any(|c| linked.contains(c.as_str())) {
+                left = add(left, line.amount)?;
+            }
+        }
+        Ok(left)
+    }
+
     /// When what `captures` earned becomes payable, if any of it is still
     /// held: a clawback of it is held as long.
     fn held_until(&self, captures: &[String]) -> Option<DateTime<Utc>> {
@@ -331,7 +374,10 @@ impl Payee {
         } else {
             0
         };
-        let due = add(share, clawed)?;
+        // Never more than is left of what was accrued on every capture a
+        // clawback of these captures shares (a refund names all of a
+        // tender's captures, a dispute one: each sees the other here).
+        let due = add(share, clawed)?.min(self.left_to_claw(&captures)?);
         if due <= 0 {
             line.status = LineStatus::Refused;
             line.reason = Some("no_commission: nothing of the capture is left to claw back".into());

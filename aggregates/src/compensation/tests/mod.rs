@@ -620,3 +620,101 @@ fn adjustments_correct_existing_lines_and_held_lines_become_payable_once() {
         .when(payable)
         .then_expect_error(CompensationError::NotHeld);
 }
+
+/// A commission of `basis` on capture `source`, captured at `at`.
+fn commission_at(n: u128, source: &str, basis: i64, at: DateTime<Utc>) -> PayeeCommand {
+    PayeeCommand::AccrueCommission {
+        line_id: line_id(n),
+        payment_id: "pay-1".into(),
+        source: source.into(),
+        basis: cents(basis),
+        asset: usd(),
+        plan: Some(in_effect(1, 1, 2_500)),
+        captured_at: at,
+        at,
+    }
+}
+
+/// A clawback of `amount` refunded or lost on `captures`.
+fn claw_back(n: u128, source: &str, captures: &[&str], amount: i64) -> PayeeCommand {
+    PayeeCommand::ClawBack {
+        line_id: line_id(n),
+        payment_id: "pay-1".into(),
+        source: source.into(),
+        captures: captures.iter().map(|capture| capture.to_string()).collect(),
+        amount: cents(amount),
+        at: day(20),
+    }
+}
+
+/// `history` with what `command` decides on it appended; the line decided.
+fn accrue(history: &mut Vec<PayeeEvent>, command: PayeeCommand) -> Line {
+    let events = decide(&state(history.clone()), command);
+    let line = accrued(&events).clone();
+    history.extend(events);
+    line
+}
+
+#[test]
+fn a_refund_and_a_dispute_of_one_capture_never_claw_back_more_than_it_accrued() {
+    // Two captures of one tender in one month: the first earns the whole
+    // cap (500,000), the second nothing (capped).
+    let mut history = vec![created(), assigned()];
+    let first = accrue(
+        &mut history,
+        commission_at(1, "capture:1", 5_000_000, day(2)),
+    );
+    let second = accrue(
+        &mut history,
+        commission_at(2, "capture:2", 5_000_000, day(3)),
+    );
+    assert_eq!((first.amount, second.amount), (500_000, 0));
+    // A refund of half the tender names both captures: half of what they
+    // accrued together.
+    let refund = accrue(
+        &mut history,
+        claw_back(3, "refund:3", &["capture:1", "capture:2"], 5_000_000),
+    );
+    assert_eq!(refund.amount, -250_000);
+    // The first capture is then lost in a dispute whole: its own share
+    // would be all it accrued, but half of that is clawed back already.
+    let dispute = accrue(
+        &mut history,
+        claw_back(4, "dispute:4", &["capture:1"], 5_000_000),
+    );
+    assert_eq!(dispute.amount, -250_000);
+    // Nothing is left: another loss claws back nothing.
+    let nothing = accrue(&mut history, claw_back(5, "dispute:5", &["capture:2"], 1));
+    assert_eq!((nothing.status, nothing.amount), (LineStatus::Refused, 0));
+}
+
+#[test]
+fn a_month_clawed_back_below_nothing_leaves_no_more_room_than_its_cap() {
+    let month = |month, day| Utc.with_ymd_and_hms(2027, month, day, 9, 0, 0).unwrap();
+    // One tender captured on 31 January and on 1 February, 100,000 each;
+    // the February capture's name sorts first.
+    let mut history = vec![created(), assigned()];
+    accrue(
+        &mut history,
+        commission_at(1, "capture:b", 1_000_000, month(1, 31)),
+    );
+    accrue(
+        &mut history,
+        commission_at(2, "capture:a", 1_000_000, month(2, 1)),
+    );
+    // Refunded whole: both commissions clawed back (-200,000).
+    let refund = accrue(
+        &mut history,
+        claw_back(3, "refund:3", &["capture:a", "capture:b"], 2_000_000),
+    );
+    assert_eq!(refund.amount, -200_000);
+    // February earns 600,000: the cap (500,000) is payable, never more.
+    let february = accrue(
+        &mut history,
+        commission_at(4, "capture:c", 6_000_000, month(2, 10)),
+    );
+    assert_eq!(
+        (february.amount, february.capped),
+        (500_000, cents(100_000))
+    );
+}
