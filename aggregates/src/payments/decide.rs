@@ -390,7 +390,7 @@ fn refund(
         })
         .collect::<Result<Vec<_>, PaymentError>>()?;
     // The most recently captured tender first.
-    let parts = match draw(&lots, amount, LotOrder::Lifo) {
+    let parts: Vec<RefundPart> = match draw(&lots, amount, LotOrder::Lifo) {
         Ok(draws) => draws
             .into_iter()
             .map(|draw| RefundPart {
@@ -406,6 +406,21 @@ fn refund(
         }
         Err(DrawError::Amount(error)) => return Err(error.into()),
     };
+    // One refund, one processor: each processor settles its refunds whole
+    // (its batch's line settles the refund), so a refund crossing two
+    // would leave one side's receivable open for good.
+    let processors: std::collections::BTreeSet<&str> = parts
+        .iter()
+        .filter_map(|part| match &payment.tender(part.tender_id)?.source {
+            TenderSource::Processor { processor, .. } => Some(processor.as_str()),
+            _ => None,
+        })
+        .collect();
+    if processors.len() > 1 {
+        return Err(PaymentError::RefundAcrossProcessors {
+            processors: processors.into_iter().map(str::to_string).collect(),
+        });
+    }
     Ok(vec![PaymentEvent::Refunded {
         refund_id,
         amount,

@@ -57,6 +57,8 @@ pub enum PaymentError {
     AlreadyCaptured,
     #[error("{refundable} is refundable: {asked} cannot be refunded")]
     RefundExceedsCaptured { refundable: Amount, asked: Amount },
+    #[error("the refund would draw from tenders of several processors ({}): refund each processor's tenders on their own, naming the tender", processors.join(", "))]
+    RefundAcrossProcessors { processors: Vec<String> },
     #[error("the payment has {max} refunds already")]
     TooManyRefunds { max: usize },
     #[error("the refund id is taken")]
@@ -133,6 +135,7 @@ impl Rejection for PaymentError {
             Self::CaptureExists => "capture_exists",
             Self::AlreadyCaptured => "payment_captured",
             Self::RefundExceedsCaptured { .. } => "refund_exceeds_captured",
+            Self::RefundAcrossProcessors { .. } => "refund_across_processors",
             Self::TooManyRefunds { .. } => "too_many_refunds",
             Self::RefundExists => "refund_exists",
             Self::UnknownRefund(_) => "unknown_refund",
@@ -171,6 +174,7 @@ impl Rejection for PaymentError {
                 json!({"disputable": disputable, "asked": asked})
             }
             Self::RefundNotPending { state } => json!({"state": state}),
+            Self::RefundAcrossProcessors { processors } => json!({"processors": processors}),
             Self::AlreadySettled { batch } => json!({"batch": batch}),
             Self::TooManyTenders { max }
             | Self::TooManyCaptures { max }

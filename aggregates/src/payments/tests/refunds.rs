@@ -71,6 +71,33 @@ fn a_refund_on_a_named_tender_draws_from_it_alone() {
 }
 
 #[test]
+fn a_refund_never_draws_from_two_processors_tenders() {
+    // Tender 2 went through another processor than tender 1.
+    let mut events = two_captured();
+    if let PaymentEvent::TenderAuthorized { source, .. } = &mut events[2] {
+        *source = TenderSource::Processor {
+            processor: "adyen".into(),
+            reference: "psp_2".into(),
+        };
+    }
+    Given::with(())
+        .given(events.clone())
+        .when(refund(1, 5_000, None))
+        .then_expect_error(PaymentError::RefundAcrossProcessors {
+            processors: vec!["adyen".into(), "stripe".into()],
+        });
+    // Within one processor's tenders, or naming the tender, it draws.
+    Given::with(())
+        .given(events.clone())
+        .when(refund(1, 4_000, None))
+        .then_expect_events(vec![refunded(1, &[(2, 4_000)])]);
+    Given::with(())
+        .given(events)
+        .when(refund(1, 5_000, Some(1)))
+        .then_expect_events(vec![refunded(1, &[(1, 5_000)])]);
+}
+
+#[test]
 fn refunds_never_pass_what_was_captured_less_refunded_less_disputed() {
     let mut events = two_captured();
     events.push(refunded(1, &[(2, 1_000)]));

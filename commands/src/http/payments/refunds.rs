@@ -93,7 +93,7 @@ pub struct RefundBody {
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such payment, or `unknown_tender`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`refund_exceeds_captured` (details: refundable, asked), `too_many_refunds`, `reference_taken`; or key reused", body = ErrorBody),
+        (status = 422, description = "`refund_exceeds_captured` (details: refundable, asked), `refund_across_processors` (it would draw from tenders of several processors: refund each one's on its own, naming the tender; details: processors), `too_many_refunds`, `reference_taken`; or key reused", body = ErrorBody),
     )
 )]
 async fn refund(
