@@ -41,6 +41,8 @@ pub enum CompensationError {
     UnknownLine(LineId),
     #[error("the line is not held")]
     NotHeld,
+    #[error("the line is held until {payable_at}")]
+    StillHeld { payable_at: DateTime<Utc> },
     #[error("an adjustment is a non-zero amount")]
     ZeroAdjustment,
     #[error("work is 1 to 100000 minutes or units")]
@@ -92,6 +94,7 @@ impl Rejection for CompensationError {
             Self::LineTaken(_) => "line_taken",
             Self::UnknownLine(_) => "unknown_line",
             Self::NotHeld => "line_not_held",
+            Self::StillHeld { .. } => "line_still_held",
             Self::ZeroAdjustment => "invalid_amount",
             Self::InvalidQuantity => "invalid_quantity",
             Self::InvalidPeriod => "invalid_period",
@@ -108,6 +111,7 @@ impl Rejection for CompensationError {
         match self {
             Self::VersionBeforeLast { last, asked } => json!({"last": last, "asked": asked}),
             Self::NoAssignment { at } => json!({"at": at}),
+            Self::StillHeld { payable_at } => json!({"payable_at": payable_at}),
             Self::NoVersion { plan_id, at } => json!({"plan_id": plan_id, "at": at}),
             Self::NoRule { rule } => json!({"rule": rule}),
             Self::CurrencyMismatch { plan, payee } => json!({"plan": plan, "payee": payee}),

@@ -579,6 +579,10 @@ impl Decide for Payee {
                 if line.status != LineStatus::Held {
                     return Err(CompensationError::NotHeld);
                 }
+                // Never before its holding period is over, whoever asks.
+                if let Some(payable_at) = line.payable_at.filter(|payable_at| at < *payable_at) {
+                    return Err(CompensationError::StillHeld { payable_at });
+                }
                 Ok(vec![PayeeEvent::LinePayable { line_id, at }])
             }
             PayeeCommand::Claim { run_id, cutoff, at } => self.claim(run_id, cutoff, at),

@@ -600,6 +600,16 @@ fn adjustments_correct_existing_lines_and_held_lines_become_payable_once() {
         .given(history.clone())
         .when(adjust(5, Some(line_id(7))))
         .then_expect_error(CompensationError::UnknownLine(line_id(7)));
+    // Not before its holding period is over (payable from day 16).
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(PayeeCommand::MakePayable {
+            line_id: line_id(1),
+            at: day(15),
+        })
+        .then_expect_error(CompensationError::StillHeld {
+            payable_at: day(16),
+        });
     let payable = PayeeCommand::MakePayable {
         line_id: line_id(1),
         at: day(16),
