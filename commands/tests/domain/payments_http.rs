@@ -809,3 +809,46 @@ async fn a_fee_rebate_and_a_dispute_fee_other_than_booked_settle_the_receivable_
     );
     assert_trial_balance_is_zero(&acme, seq).await;
 }
+
+#[tokio::test]
+async fn a_first_capture_without_a_reference_settles_by_its_charge() {
+    // Proves: a manual capture sent without a reference is known by the
+    // charge's (the processor's capture line names it), so the batch
+    // matches it; a second capture of the tender without a reference has
+    // none and its line would break; a capture's own reference still wins.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (payment, tender) = card_payment(&acme, "m", 5_000, "manual", "ch_m").await;
+    let tender_id = tender["tender_id"].as_str().unwrap();
+    let path = format!("/v1/payments/{payment}/captures");
+    let capture = |key: &'static str, body: Value| {
+        let (acme, path) = (&acme, path.clone());
+        async move { accepted(acme, &path, key, body, 201).await }
+    };
+    // The processor references a capture's answer claims.
+    let claimed = |answer: &Value| -> Vec<String> {
+        answer["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["aggregate_type"] == "processor_reference")
+            .map(|event| event["aggregate_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (first, _) = capture("c1", json!({"tender_id": tender_id, "amount": 3_000})).await;
+    assert_eq!(claimed(&first), ["capture/stripe/ch_m"], "{first}");
+    let (second, _) = capture("c2", json!({"tender_id": tender_id, "amount": 1_000})).await;
+    assert!(claimed(&second).is_empty(), "{second}");
+    let (own, _) = capture(
+        "c3",
+        json!({"tender_id": tender_id, "amount": 1_000, "reference": "cap_own", "final": true}),
+    )
+    .await;
+    assert_eq!(claimed(&own), ["capture/stripe/cap_own"], "{own}");
+    let batch = json!({"processor": "stripe", "batch_id": "b_m", "settled_at": "2026-12-03T00:00:00Z",
+                       "currency": "USD",
+                       "lines": [line("capture", "ch_m", 3_000, 90), line("capture", "cap_own", 1_000, 30)]});
+    let (imported, _) = accepted(&acme, "/v1/settlements", "b-m", batch, 201).await;
+    assert_eq!(imported["matched"], 2, "{imported}");
+    assert_eq!(imported["breaks"], json!([]), "{imported}");
+}

@@ -515,7 +515,9 @@ pub struct CaptureBody {
     pub tender_id: TenderId,
     pub amount: PositiveAmount,
     /// The processor's reference for the capture (`cap_1`), unique per
-    /// processor; settlement lines name it.
+    /// processor; settlement lines name it. Default: for a tender through
+    /// a processor captured for the first time, its charge's reference
+    /// (the processor knows a single capture by it); else none.
     #[serde(default)]
     pub reference: Option<Name>,
     /// The last capture of the tender: what is left of the authorization
@@ -558,17 +560,25 @@ async fn capture(
     let asked = json!({"payment_id": payment_id, "body": &body});
     submit(&state, tenant_id, key, asked, || async {
         let payment = payment(&state, tenant_id, payment_id).await?;
-        let processor = payment
-            .tender(body.tender_id)
+        let tender = payment.tender(body.tender_id);
+        let processor = tender
             .and_then(|tender| processor(&tender.source))
             .unwrap_or_default()
             .to_string();
+        // Without a reference of its own, a first capture is known by the
+        // charge's: else its settlement line could never be matched.
+        let charge = tender
+            .filter(|tender| tender.captures.is_empty())
+            .and_then(|tender| match &tender.source {
+                TenderSource::Processor { reference, .. } => Some(reference.clone()),
+                _ => None,
+            });
         Ok(CapturePayment {
             payment_id,
             tender_id: body.tender_id,
             capture_id,
             amount: body.amount.0,
-            reference: body.reference.as_ref().map(Name::to_string),
+            reference: body.reference.as_ref().map(Name::to_string).or(charge),
             last: body.r#final,
             processor,
             asset: asset(&payment)?,
