@@ -479,6 +479,16 @@ impl Commitment {
                 ends_at: window.ends_at,
             });
         }
+        // A window ending at or after the commitment's expiry never times
+        // out: the expiry came first, and its refund decides (whichever of
+        // the two the scheduler submits first).
+        let terms = self.terms.as_ref().ok_or(EscrowError::Unknown)?;
+        if terms
+            .expires_at
+            .is_some_and(|expires_at| window.ends_at >= expires_at)
+        {
+            return Err(EscrowError::Expired);
+        }
         let direction = milestone.terms.on_timeout;
         // What is open of the milestone and held for it moves; nothing,
         // when nothing is.
@@ -521,6 +531,11 @@ impl Commitment {
             }
         } else {
             self.live(at)?;
+            // A window that has ended is its timeout's to decide: the payer
+            // cancels once it has run, never over what it owes the payee.
+            for milestone in &self.milestones {
+                self.answerable(&milestone.terms.milestone_id, at)?;
+            }
         }
         self.transfer_taken(transfer_id)?;
         let mut events = vec![match cause {

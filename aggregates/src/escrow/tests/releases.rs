@@ -372,6 +372,37 @@ fn a_cancel_closes_the_open_windows_with_it() {
 }
 
 #[test]
+fn a_cancel_waits_for_the_timeout_of_a_window_that_has_ended() {
+    let mut events = funded();
+    events.push(submitted("m2", 6));
+    Given::with(())
+        .given(events)
+        .when(CommitmentCommand::Cancel {
+            transfer_id: transfer_id(1),
+            at: at(7),
+        })
+        .then_expect_error(EscrowError::InspectionWindowEnded { ends_at: at(6) });
+}
+
+#[test]
+fn a_window_ending_at_or_after_the_expiry_never_times_out() {
+    // The commitment expires at 20: its expiry's refund decides.
+    for ends in [20, 22] {
+        let mut events = funded();
+        events.push(submitted("m1", ends));
+        Given::with(())
+            .given(events)
+            .when(CommitmentCommand::TimeOut {
+                milestone_id: "m1".into(),
+                window: 1,
+                transfer_id: transfer_id(1),
+                at: at(23),
+            })
+            .then_expect_error(EscrowError::Expired);
+    }
+}
+
+#[test]
 fn a_timeout_times_out_its_own_window_only() {
     let mut events = funded();
     events.push(submitted("m2", 6));
