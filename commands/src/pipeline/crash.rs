@@ -29,9 +29,12 @@ impl CrashHook {
         Self(Some(Arc::new(crashes)))
     }
 
-    /// Whether the shard stops at `point`.
-    pub(crate) fn crashes_at(&self, point: CrashPoint) -> bool {
-        self.0.as_ref().is_some_and(|crashes| crashes(point))
+    /// Stops the calling shard at `point` for good when the hook says so:
+    /// it waits here until aborted. Returns at once otherwise.
+    pub(crate) async fn stop_if_crashing(&self, point: CrashPoint) {
+        if self.0.as_ref().is_some_and(|crashes| crashes(point)) {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -43,9 +46,4 @@ impl fmt::Debug for CrashHook {
             "CrashHook(none)"
         })
     }
-}
-
-/// Stops the calling shard for good: it waits here until aborted.
-pub(crate) async fn stop_dead() {
-    std::future::pending::<()>().await;
 }

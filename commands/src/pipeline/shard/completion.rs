@@ -36,9 +36,8 @@ impl Shard {
             Ok(report) => {
                 // Committed for some tenant (another writer moved none or
                 // only some of them).
-                let committed = report.moved.len() < batch.tenants.len();
-                if committed && self.crash.crashes_at(CrashPoint::Appended) {
-                    crate::pipeline::crash::stop_dead().await;
+                if report.moved.len() < batch.tenants.len() {
+                    self.crash.stop_if_crashing(CrashPoint::Appended).await;
                 }
                 self.appended(batch, report)
             }

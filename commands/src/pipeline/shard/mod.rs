@@ -225,9 +225,7 @@ impl Shard {
         if decided.is_empty() {
             return;
         }
-        if self.crash.crashes_at(CrashPoint::Decided) {
-            crate::pipeline::crash::stop_dead().await;
-        }
+        self.crash.stop_if_crashing(CrashPoint::Decided).await;
         self.start_append(batches, staged, decided);
     }
 
