@@ -411,10 +411,7 @@ fn refund(
     // would leave one side's receivable open for good.
     let processors: std::collections::BTreeSet<&str> = parts
         .iter()
-        .filter_map(|part| match &payment.tender(part.tender_id)?.source {
-            TenderSource::Processor { processor, .. } => Some(processor.as_str()),
-            _ => None,
-        })
+        .filter_map(|part| payment.tender(part.tender_id)?.source.processor())
         .collect();
     if processors.len() > 1 {
         return Err(PaymentError::RefundAcrossProcessors {

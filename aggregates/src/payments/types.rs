@@ -61,6 +61,17 @@ pub enum TenderSource {
     GiftCard { code: String },
 }
 
+impl TenderSource {
+    /// The processor a card or bank transfer goes through; none for cash
+    /// and gift cards.
+    pub fn processor(&self) -> Option<&str> {
+        match self {
+            Self::Processor { processor, .. } => Some(processor),
+            _ => None,
+        }
+    }
+}
+
 /// The payment's terms, as created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Intent {

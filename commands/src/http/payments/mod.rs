@@ -177,14 +177,6 @@ pub(crate) fn asset(payment: &Payment) -> Result<Asset, ApiError> {
         .ok_or_else(|| ApiError::Internal("a payment without its intent".into()))
 }
 
-/// The processor a tender goes through, if it goes through one.
-pub(crate) fn processor(source: &TenderSource) -> Option<&str> {
-    match source {
-        TenderSource::Processor { processor, .. } => Some(processor),
-        _ => None,
-    }
-}
-
 /// Who a payment is attributed to.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -562,7 +554,7 @@ async fn capture(
         let payment = payment(&state, tenant_id, payment_id).await?;
         let tender = payment.tender(body.tender_id);
         let processor = tender
-            .and_then(|tender| processor(&tender.source))
+            .and_then(|tender| tender.source.processor())
             .unwrap_or_default()
             .to_string();
         // Without a reference of its own, a first capture is known by the
@@ -625,7 +617,7 @@ async fn cancel(
         let processors: BTreeSet<String> = payment
             .tenders
             .iter()
-            .filter_map(|tender| processor(&tender.source))
+            .filter_map(|tender| tender.source.processor())
             .map(str::to_string)
             .collect();
         Ok(CancelPayment {

@@ -424,10 +424,7 @@ impl Request for CapturePayment {
         };
         let authorization = authorization(before, self.tender_id, reserved)?;
         if let Some((tender, _)) = &authorization {
-            let processor = match &tender.source {
-                TenderSource::Processor { processor, .. } => processor.as_str(),
-                _ => "",
-            };
+            let processor = tender.source.processor().unwrap_or_default();
             if processor != self.processor && tender.method.through_processor() {
                 return Err(Refusal::Stale(format!(
                     "the request names processor {}, tender {} is {processor}",

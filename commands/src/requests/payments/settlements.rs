@@ -33,7 +33,7 @@ use aggregates::payments::settlement::{
     BreakClass, Expected, Item, Line, LineType, Outcome, Resolution, Settlement, SettlementCommand,
     SettlementEvent,
 };
-use aggregates::payments::{DisputeState, Payment, PaymentCommand, RefundState, TenderSource};
+use aggregates::payments::{DisputeState, Payment, PaymentCommand, RefundState};
 use aggregates::EntryId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -144,9 +144,9 @@ fn expect(
             let mut owed = 0_i64;
             if refund.state != RefundState::Failed {
                 for part in &refund.parts {
-                    let through = payment.tender(part.tender_id).is_some_and(|tender| {
-                        matches!(&tender.source, TenderSource::Processor { processor: p, .. } if p == processor)
-                    });
+                    let through = payment
+                        .tender(part.tender_id)
+                        .is_some_and(|tender| tender.source.processor() == Some(processor));
                     if through {
                         owed = owed.checked_add(part.amount.value())?;
                     }
