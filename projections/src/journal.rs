@@ -522,21 +522,18 @@ pub async fn seq_at(
 /// The last seq at or before `seq` that ends a request (its next event is
 /// another request's, or there is none): a point in the history taken
 /// between requests, never inside one, whose entries, holds and account
-/// movements are one decision. A `seq` past the tenant's last event is
-/// returned as it is.
+/// movements are one decision.
 pub async fn request_end(
     connection: &mut PgConnection,
     tenant_id: TenantId,
     seq: i64,
 ) -> Result<i64, sqlx::Error> {
     let (end,): (Option<i64>,) = sqlx::query_as(
-        "SELECT CASE WHEN $2 > (SELECT coalesce(max(tenant_seq), 0) FROM events WHERE tenant_id = $1) \
-                     THEN $2 \
-                     ELSE (SELECT e.tenant_seq FROM events e \
-                           LEFT JOIN events n ON n.tenant_id = e.tenant_id AND n.tenant_seq = e.tenant_seq + 1 \
-                           WHERE e.tenant_id = $1 AND e.tenant_seq <= $2 \
-                             AND (n.tenant_seq IS NULL OR n.idempotency_key <> e.idempotency_key) \
-                           ORDER BY e.tenant_seq DESC LIMIT 1) END",
+        "SELECT (SELECT e.tenant_seq FROM events e \
+                 LEFT JOIN events n ON n.tenant_id = e.tenant_id AND n.tenant_seq = e.tenant_seq + 1 \
+                 WHERE e.tenant_id = $1 AND e.tenant_seq <= $2 \
+                   AND (n.tenant_seq IS NULL OR n.idempotency_key <> e.idempotency_key) \
+                 ORDER BY e.tenant_seq DESC LIMIT 1)",
     )
     .bind(tenant_id.as_uuid())
     .bind(seq)

@@ -127,7 +127,16 @@ pub async fn as_of_seq(
             projections::journal::seq_at(&mut reading, tenant_id, time.get()).await?
         }
     };
-    let seq = projections::journal::request_end(&mut reading, tenant_id, seq).await?;
+    let head = state
+        .store
+        .chain_head(tenant_id)
+        .await?
+        .map_or(0, |head| head.seq);
+    let seq = if seq > head {
+        seq
+    } else {
+        projections::journal::request_end(&mut reading, tenant_id, seq).await?
+    };
     reading.commit().await?;
     Ok(seq)
 }
