@@ -242,17 +242,19 @@ async fn serve_replicated(cluster: &Replicated) -> Served {
     }
 }
 
+/// The JSON body `request` is answered with.
+async fn answer(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// `GET /v1/projections` as the admin (of these tests' servers).
 async fn projection_status(client: &reqwest::Client, base: &str) -> Value {
-    client
-        .get(format!("{base}/v1/projections"))
-        .bearer_auth(REPLICA_ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    answer(
+        client
+            .get(format!("{base}/v1/projections"))
+            .bearer_auth(REPLICA_ADMIN),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -270,29 +272,21 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
             .request(method, format!("{base}{path}"))
             .bearer_auth(&api_key)
     };
-    let granted: Value = call(reqwest::Method::POST, "/v1/grants".into())
-        .header("idempotency-key", "grant")
-        .json(&json!({"quota": "credits", "amount": 1_000, "source": "purchase"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let granted: Value = answer(
+        call(reqwest::Method::POST, "/v1/grants".into())
+            .header("idempotency-key", "grant")
+            .json(&json!({"quota": "credits", "amount": 1_000, "source": "purchase"})),
+    )
+    .await;
     assert_eq!(granted["amount"], 1_000, "{granted}");
     let started = Instant::now();
     for n in 1..=30 {
         let seq = consume_one(&call, &format!("use-{n}")).await;
-        let read: Value = call(
+        let read: Value = answer(call(
             reqwest::Method::GET,
             format!("/v1/quota/credits?min_seq={seq}"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ))
+        .await;
         assert_eq!(read["consumed"], n, "read {n} on the standby: {read}");
     }
     let per_write = started.elapsed() / 30;
@@ -320,15 +314,12 @@ async fn consume_one<F>(call: &F, key: &str) -> i64
 where
     F: Fn(reqwest::Method, String) -> reqwest::RequestBuilder,
 {
-    let consumed: Value = call(reqwest::Method::POST, "/v1/quota/credits/consume".into())
-        .header("idempotency-key", key)
-        .json(&json!({"amount": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let consumed: Value = answer(
+        call(reqwest::Method::POST, "/v1/quota/credits/consume".into())
+            .header("idempotency-key", key)
+            .json(&json!({"amount": 1})),
+    )
+    .await;
     consumed["tenant_seq"].as_i64().unwrap()
 }
 
@@ -382,13 +373,7 @@ async fn with_replay_paused<F>(
         assert!(Instant::now() < deadline, "the primary did not apply {seq}");
         tokio::task::yield_now().await;
     }
-    let stale: Value = call(reqwest::Method::GET, "/v1/quota/credits".into())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stale: Value = answer(call(reqwest::Method::GET, "/v1/quota/credits".into())).await;
     assert_eq!(stale["consumed"], 30, "the standby's own state: {stale}");
     let status = projection_status(client, base).await;
     let lag = status["replica_replay_lag_seconds"].as_f64().unwrap();
@@ -427,15 +412,9 @@ async fn with_replay_paused<F>(
         .execute(standby)
         .await
         .unwrap();
-    let quota: Value = quota().send().await.unwrap().json().await.unwrap();
+    let quota = answer(quota()).await;
     assert_eq!(quota["consumed"], 31, "{quota}");
-    let balances: Value = balances(Some(seq))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let balances: Value = answer(balances(Some(seq))).await;
     assert_eq!(balances["as_of_seq"], seq, "{balances}");
 }
 
@@ -568,17 +547,14 @@ async fn measure_replica_lag_and_read_throughput() {
             let mut n = 0;
             while Instant::now() < deadline {
                 n += 1;
-                let consumed: Value = client
-                    .post(format!("{base}/v1/quota/credits/consume"))
-                    .bearer_auth(&api_key)
-                    .header("idempotency-key", format!("w{writer}-{n}"))
-                    .json(&json!({"amount": 1}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let consumed: Value = answer(
+                    client
+                        .post(format!("{base}/v1/quota/credits/consume"))
+                        .bearer_auth(&api_key)
+                        .header("idempotency-key", format!("w{writer}-{n}"))
+                        .json(&json!({"amount": 1})),
+                )
+                .await;
                 let seq = consumed["tenant_seq"].as_i64().unwrap();
                 let acknowledged = Instant::now();
                 let read = client

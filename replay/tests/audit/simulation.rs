@@ -667,8 +667,7 @@ async fn simulate(seed: u64) {
     let start = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
     let mut world = World::new(start).await;
     let mut known: Vec<Known> = (0..TENANTS).map(|_| Known::default()).collect();
-    // Every key the script sent after the setup, in order, and its request.
-    let mut issued: Vec<(usize, String)> = Vec::new();
+    // Every key the script sent after the setup, and its request.
     let mut scripted: BTreeMap<(usize, String), Op> = BTreeMap::new();
     let mut counter = 0;
     let mut key = |prefix: &str| {
@@ -702,14 +701,15 @@ async fn simulate(seed: u64) {
             world.tick().await;
             continue;
         }
-        if roll < 20 && forced.is_none() && !issued.is_empty() {
+        if roll < 20 && forced.is_none() && !scripted.is_empty() {
             // A key again: with its own request, or (once its outcome is
             // known, so that the key names one request) another one.
             // The draws never depend on the answers (which a crash's
             // timing decides), so that a seed replays its script: the key
             // comes from every key the script sent, and the other request
             // is drawn whether or not it is sent.
-            let (tenant, again) = rng.pick(&issued).unwrap().clone();
+            let keys: Vec<&(usize, String)> = scripted.keys().collect();
+            let (tenant, again) = (*rng.pick(&keys).unwrap()).clone();
             let own = rng.chance(70);
             let other = next_op(&mut rng, &mut known[tenant], tenant, world.now());
             let slot = (tenant, again.clone());
@@ -748,7 +748,6 @@ async fn simulate(seed: u64) {
             .collect();
         eprintln!("{step}: {size} at once, crash {crash:?}");
         for (tenant, key, op) in &ops {
-            issued.push((*tenant, key.clone()));
             scripted.insert((*tenant, key.clone()), op.clone());
         }
         let crashed = world.send(ops, crash).await;
