@@ -103,13 +103,13 @@ async fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     assert_eq!(created.status(), 201);
 
     let terminated = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
+        .args(["-TERM", &server.process.child.id().to_string()])
         .status()
         .unwrap();
     assert!(terminated.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.process.child.try_wait().unwrap() {
             break status;
         }
         assert!(

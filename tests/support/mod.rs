@@ -27,10 +27,9 @@ pub fn http_client() -> reqwest::Client {
 
 /// A `ledger serve` child process on a port of its own, killed when dropped.
 pub struct Server {
-    pub child: Child,
+    pub process: Process,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
-    log: Log,
 }
 
 /// The last lines a child wrote to stderr, whatever `LEDGER_LOG` lets
@@ -103,26 +102,17 @@ impl Server {
 
     /// [`Server::start`] with more `serve` arguments.
     pub async fn start_with(database_url: &str, admin_token: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("DATABASE_URL", database_url)
-            .env("LEDGER_ADMIN_TOKEN", admin_token)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Log::capture(&mut child);
+        let mut serve = vec!["serve", "--listen", "127.0.0.1:0"];
+        serve.extend(args);
         // Killed on drop from here: a start that fails the test leaves no
         // server running.
         let mut server = Self {
-            child,
+            process: Process::spawn(database_url, &serve, &[("LEDGER_ADMIN_TOKEN", admin_token)]),
             base: String::new(),
-            log,
         };
         let client = reqwest::Client::new();
         let started = Instant::now();
-        let (child, log) = (&mut server.child, &server.log);
+        let (child, log) = (&mut server.process.child, &server.process.log);
         let base = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
@@ -156,32 +146,37 @@ impl Server {
     // Each test binary compiles this module; not every one reads the log.
     #[allow(dead_code)]
     pub fn log(&self) -> String {
-        self.log.tail()
+        self.process.log.tail()
     }
 
     /// SIGKILL: no shutdown, no flush, whatever was in flight is cut off.
     #[allow(dead_code)]
     pub fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.process.child.kill().unwrap();
+        self.process.child.wait().unwrap();
     }
 }
 
-/// A `ledger` process other than `serve` (`project`), killed on drop, its
-/// log kept.
-#[allow(dead_code)]
+/// A `ledger` child process (`serve` inside a [`Server`], or `project`),
+/// killed on drop, its log kept.
 pub struct Process {
-    child: Child,
+    pub child: Child,
     log: Log,
 }
 
-#[allow(dead_code)]
 impl Process {
     /// Starts `ledger` with `args` on `database_url`.
+    #[allow(dead_code)]
     pub fn start(database_url: &str, args: &[&str]) -> Self {
+        Self::spawn(database_url, args, &[])
+    }
+
+    /// Starts `ledger` with `args` on `database_url`, and `envs` set.
+    fn spawn(database_url: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
             .args(args)
             .env("DATABASE_URL", database_url)
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -191,6 +186,7 @@ impl Process {
     }
 
     /// Asserts that it still runs.
+    #[allow(dead_code)]
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
             panic!("ledger exited ({status}); its log:\n{}", self.log.tail());
@@ -199,13 +195,6 @@ impl Process {
 }
 
 impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
