@@ -482,27 +482,49 @@ impl Commitment {
         // A window ending at or after the commitment's expiry never times
         // out: the expiry came first, and its refund decides (whichever of
         // the two the scheduler submits first).
-        let terms = self.terms.as_ref().ok_or(EscrowError::Unknown)?;
-        if terms
-            .expires_at
-            .is_some_and(|expires_at| window.ends_at >= expires_at)
-        {
+        if !self.times_out(window) {
             return Err(EscrowError::Expired);
         }
-        let direction = milestone.terms.on_timeout;
-        // What is open of the milestone and held for it moves; nothing,
-        // when nothing is.
-        let amount = milestone.open()?.min(self.unfrozen()?);
+        let mut unfrozen = self.unfrozen()?;
+        let timeout = (milestone, transfer_id);
+        self.timed_out(timeout, &mut self.drawer()?, &mut unfrozen, at)
+    }
+
+    /// Whether `window` times out: it ends before the commitment's expiry.
+    fn times_out(&self, window: &super::Window) -> bool {
+        let expires_at = self.terms.as_ref().and_then(|terms| terms.expires_at);
+        expires_at.is_none_or(|expires_at| window.ends_at < expires_at)
+    }
+
+    /// The timeout of `milestone`'s open window by `transfer_id`, at `at`:
+    /// the window closes, and what is open of the milestone and held for
+    /// it (of `unfrozen`, which it lowers) moves by its `on_timeout`;
+    /// nothing moves when nothing is.
+    fn timed_out(
+        &self,
+        (milestone, transfer_id): (&super::Milestone, TransferId),
+        drawer: &mut Drawer,
+        unfrozen: &mut Amount,
+        at: DateTime<Utc>,
+    ) -> Decided {
+        let milestone_id = &milestone.terms.milestone_id;
+        let window = milestone
+            .window
+            .as_ref()
+            .ok_or(EscrowError::NoInspectionWindow)?;
+        let amount = milestone.open()?.min(*unfrozen);
+        *unfrozen = unfrozen.checked_sub(amount)?;
         let mut events = vec![CommitmentEvent::InspectionClosed {
             milestone_id: milestone_id.clone(),
             window: window.number,
             at,
         }];
         if !amount.is_zero() {
+            let direction = milestone.terms.on_timeout;
             events.push(transfer(
-                &mut self.drawer()?,
+                drawer,
                 (transfer_id, direction),
-                Some(&milestone_id),
+                Some(milestone_id),
                 amount,
                 Cause::TimedOut,
                 at,
@@ -511,8 +533,45 @@ impl Commitment {
         Ok(events)
     }
 
-    /// Ends the commitment (`ended`), refunding every unfrozen held amount.
-    fn end(&self, transfer_id: TransferId, cause: Cause, at: DateTime<Utc>) -> Decided {
+    /// The timeouts an expiry at `at` applies first, in milestone order:
+    /// of every window that ended before the expiry and has not timed out,
+    /// by its milestone's transfer in `timeouts` (an expiry recorded
+    /// without them refunds such a window, as it always did).
+    fn overdue_timeouts(
+        &self,
+        timeouts: &[(String, TransferId)],
+        drawer: &mut Drawer,
+        unfrozen: &mut Amount,
+    ) -> Decided {
+        let mut events = Vec::new();
+        for milestone in &self.milestones {
+            let Some(window) = milestone.window.as_ref().filter(|window| !window.closed) else {
+                continue;
+            };
+            let Some((_, transfer_id)) = timeouts
+                .iter()
+                .find(|(milestone_id, _)| *milestone_id == milestone.terms.milestone_id)
+            else {
+                continue;
+            };
+            if self.times_out(window) {
+                self.transfer_taken(*transfer_id)?;
+                let timeout = (milestone, *transfer_id);
+                events.extend(self.timed_out(timeout, drawer, unfrozen, window.ends_at)?);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Ends the commitment (`ended`), refunding every unfrozen held amount
+    /// (an expiry after timing out the windows that ended before it, by
+    /// `timeouts`).
+    fn end(
+        &self,
+        (transfer_id, timeouts): (TransferId, &[(String, TransferId)]),
+        cause: Cause,
+        at: DateTime<Utc>,
+    ) -> Decided {
         let terms = self.terms.as_ref().ok_or(EscrowError::Unknown)?;
         if self.canceled_at.is_some() {
             return Err(EscrowError::Canceled);
@@ -538,18 +597,34 @@ impl Commitment {
             }
         }
         self.transfer_taken(transfer_id)?;
-        let mut events = vec![match cause {
+        let mut drawer = self.drawer()?;
+        let mut unfrozen = self.unfrozen()?;
+        // What was owed at the end of a window before the expiry is owed
+        // still: its timeout goes first (a cancel has none left to wait).
+        let mut events = self.overdue_timeouts(timeouts, &mut drawer, &mut unfrozen)?;
+        let closed: Vec<String> = events
+            .iter()
+            .filter_map(|event| match event {
+                CommitmentEvent::InspectionClosed { milestone_id, .. } => {
+                    Some(milestone_id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        events.push(match cause {
             Cause::Expired => CommitmentEvent::CommitmentExpired { at },
             _ => CommitmentEvent::CommitmentCanceled { at },
-        }];
-        // Its open windows close with it: nothing is left to time out.
+        });
+        // Its other open windows close with it: nothing is left to time out.
         for milestone in &self.milestones {
-            events.extend(self.answer(&milestone.terms.milestone_id, at));
+            if !closed.contains(&milestone.terms.milestone_id) {
+                events.extend(self.answer(&milestone.terms.milestone_id, at));
+            }
         }
-        let amount = self.unfrozen()?;
+        let amount = unfrozen;
         if !amount.is_zero() {
             events.push(transfer(
-                &mut self.drawer()?,
+                &mut drawer,
                 (transfer_id, Direction::Refund),
                 None,
                 amount,
@@ -594,11 +669,13 @@ impl Decide for Commitment {
                 at,
             } => self.time_out((milestone_id, window), transfer_id, at),
             CommitmentCommand::Cancel { transfer_id, at } => {
-                self.end(transfer_id, Cause::Canceled, at)
+                self.end((transfer_id, &[]), Cause::Canceled, at)
             }
-            CommitmentCommand::Expire { transfer_id, at } => {
-                self.end(transfer_id, Cause::Expired, at)
-            }
+            CommitmentCommand::Expire {
+                transfer_id,
+                timeouts,
+                at,
+            } => self.end((transfer_id, &timeouts), Cause::Expired, at),
         }
     }
 }

@@ -105,9 +105,13 @@ pub enum CommitmentCommand {
         transfer_id: TransferId,
         at: DateTime<Utc>,
     },
-    /// At its expiry: refunds every unfrozen held amount and ends it.
+    /// At its expiry: times out every window that ended before it and
+    /// has not timed out yet (each milestone's by its transfer in
+    /// `timeouts`: a milestone has one window open at a time), then
+    /// refunds every unfrozen held amount and ends it.
     Expire {
         transfer_id: TransferId,
+        timeouts: Vec<(String, TransferId)>,
         at: DateTime<Utc>,
     },
 }

@@ -351,3 +351,109 @@ async fn lifo_draws_newest_first_a_cancel_refunds_and_concurrent_releases_stop_a
     server.catch_up().await;
     assert_trial_balance_is_zero(&acme, seq).await;
 }
+
+#[tokio::test]
+async fn an_expiry_submitted_before_an_ended_windows_timeout_times_it_out_first() {
+    // Proves: m1's window (released on timeout) ends an hour before the
+    // commitment expires; when the expiry is submitted before the window's
+    // timeout (a second ticker, or a schedule not yet caught up), it
+    // releases m1 to the payee as of the window's end and refunds only the
+    // rest; the timeout is then refused and nothing moves twice.
+    use chrono::DurationRound;
+    let clock = TestClock::at(Utc::now().duration_trunc(Duration::seconds(1)).unwrap());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    let expires_at = clock.now() + Duration::hours(2);
+    let body = commitment_body("fifo", Some(expires_at.to_rfc3339()));
+    let (created, _) = accepted(&acme, "/v1/commitments", "c5", body, 201).await;
+    let id = created["commitment_id"].as_str().unwrap().to_string();
+    accepted(
+        &acme,
+        &format!("/v1/commitments/{id}/deposits"),
+        "c5-deposit",
+        json!({"amount": 50_000}),
+        201,
+    )
+    .await;
+    accepted(
+        &acme,
+        &format!("/v1/commitments/{id}/milestones/m1/submit"),
+        "c5-submit",
+        json!({}),
+        200,
+    )
+    .await;
+    server.catch_up().await;
+    clock.set(expires_at + Duration::seconds(1));
+    let bus = server.bus(clock.clock());
+    let expired = submit_scheduled(&server, &bus, &acme, &format!("commitment:{id}:expiry")).await;
+    assert_eq!(expired.status, 200, "{}", expired.body);
+    server.catch_up().await;
+    // The expiry closed the window: neither piece of work is open.
+    let ticked = server.ticker(clock.clock()).tick().await.unwrap();
+    assert_eq!((ticked.leased, ticked.accepted), (0, 0));
+    // A ticker that had leased the timeout before submits it now: refused.
+    let timeout = format!("commitment:{id}:milestone:m1:window:1");
+    let late = submit_scheduled(&server, &bus, &acme, &timeout).await;
+    assert_eq!(late.status, 422, "{}", late.body);
+    assert_eq!(late.body["error"]["code"], "commitment_expired");
+    bus.shutdown().await;
+    server.catch_up().await;
+    let seq = head_seq(&server, &acme).await;
+    assert_eq!(
+        books(&server, &acme, &id, seq).await,
+        [
+            [50_000, 0, 0, 0],
+            [50_000, 50_000, 0, 0],
+            [0, 30_000, 0, 0],
+            [0, 20_000, 0, 0]
+        ]
+    );
+    let read = acme.read(&format!("/v1/commitments/{id}"), seq).await;
+    assert_eq!(
+        (&read["status"], &read["released"], &read["refunded"]),
+        (&json!("expired"), &json!(30_000), &json!(20_000)),
+        "{read}"
+    );
+    let window_end = (expires_at - Duration::hours(1)).to_rfc3339();
+    let timed_out = &read["releases"][0];
+    assert_eq!(
+        (&timed_out["cause"], &timed_out["amount"]),
+        (&json!("timed_out"), &json!(30_000)),
+        "{read}"
+    );
+    let at: DateTime<Utc> = timed_out["at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(at.to_rfc3339(), window_end);
+}
+
+/// Submits the request scheduled as `work` of `client`'s tenant through
+/// `bus`, under its scheduled key (as a ticker does).
+async fn submit_scheduled(
+    server: &TestServer,
+    bus: &commands::CommandBus,
+    client: &Client,
+    work: &str,
+) -> commands::pipeline::Outcome {
+    let (key, kind, request): (String, String, Value) = sqlx::query_as(
+        "SELECT idempotency_key, request_kind, request FROM scheduled_work \
+         WHERE tenant_id = $1::uuid AND work = $2",
+    )
+    .bind(&client.tenant_id)
+    .bind(work)
+    .fetch_one(server.db.store().pool())
+    .await
+    .unwrap();
+    let registry = commands::domains::Registry::new();
+    let request = registry.request(&kind).unwrap().decode(&request).unwrap();
+    bus.execute_any(
+        client.tenant_id.parse().unwrap(),
+        eventstore::IdempotencyKey::parse(&key).unwrap(),
+        request,
+    )
+    .await
+    .unwrap()
+}

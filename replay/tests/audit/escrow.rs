@@ -178,6 +178,7 @@ pub(super) async fn escrow_requests(ledger: &Ledger, now: DateTime<Utc>) {
             ExpireCommitment {
                 commitment_id: expiring,
                 transfer_id: TransferId::from_uuid(id(90)),
+                timeouts: Vec::new(),
                 parties,
                 due_at: Some(expires_at),
             },

@@ -144,6 +144,7 @@ fn it_expires_at_its_expiry_refunding_what_is_unfrozen_and_not_before() {
         .given(funded())
         .when(CommitmentCommand::Expire {
             transfer_id: transfer_id(1),
+            timeouts: Vec::new(),
             at: at(19),
         })
         .then_expect_error(EscrowError::NotExpired { expires_at: at(20) });
@@ -151,6 +152,7 @@ fn it_expires_at_its_expiry_refunding_what_is_unfrozen_and_not_before() {
         .given(funded())
         .when(CommitmentCommand::Expire {
             transfer_id: transfer_id(1),
+            timeouts: Vec::new(),
             at: at(20),
         })
         .then_expect_events(vec![

@@ -337,6 +337,7 @@ fn past_its_expiry_nothing_moves_but_the_expiry_and_a_completed_one_does_not_exp
         .given(done)
         .when(CommitmentCommand::Expire {
             transfer_id: transfer_id(9),
+            timeouts: Vec::new(),
             at: at(20),
         })
         .then_expect_error(EscrowError::Completed);
@@ -415,4 +416,133 @@ fn a_timeout_times_out_its_own_window_only() {
             at: at(7),
         })
         .then_expect_error(EscrowError::NoInspectionWindow);
+}
+
+#[test]
+fn an_expiry_times_out_first_the_windows_that_ended_before_it() {
+    // m1 (released on timeout) ended at 6 and m2 (refunded on timeout) at
+    // 8, neither timed out yet; the expiry at 20 applies both first (as of
+    // their ends), then refunds the rest. A window ending at the expiry
+    // closes with it, as before.
+    let mut events = funded();
+    events.push(submitted("m1", 6));
+    let expire = |timeouts: Vec<(String, TransferId)>| CommitmentCommand::Expire {
+        transfer_id: transfer_id(9),
+        timeouts,
+        at: at(20),
+    };
+    let timeouts = vec![
+        ("m1".to_string(), transfer_id(1)),
+        ("m2".to_string(), transfer_id(2)),
+    ];
+    Given::with(())
+        .given(events.clone())
+        .when(expire(timeouts.clone()))
+        .then_expect_events(vec![
+            CommitmentEvent::InspectionClosed {
+                milestone_id: "m1".into(),
+                window: 1,
+                at: at(6),
+            },
+            transferred(
+                1,
+                Direction::Release,
+                Some("m1"),
+                30_000,
+                vec![draw(1, 20_000), draw(2, 10_000)],
+                Cause::TimedOut,
+                6,
+            ),
+            CommitmentEvent::CommitmentExpired { at: at(20) },
+            transferred(
+                9,
+                Direction::Refund,
+                None,
+                20_000,
+                vec![draw(2, 5_000), draw(3, 15_000)],
+                Cause::Expired,
+                20,
+            ),
+        ]);
+    // m2's window ends at the expiry: it never times out.
+    let mut both = events.clone();
+    both.push(CommitmentEvent::MilestoneSubmitted {
+        milestone_id: "m2".into(),
+        window: 1,
+        ends_at: at(20),
+        payer: "buyer-1".into(),
+        payee: "seller-9".into(),
+        asset: Asset::new("USD", 2).unwrap(),
+        at: at(19),
+    });
+    let expired = Given::with(()).given(both).when(expire(timeouts.clone()));
+    expired.then_expect_events(vec![
+        CommitmentEvent::InspectionClosed {
+            milestone_id: "m1".into(),
+            window: 1,
+            at: at(6),
+        },
+        transferred(
+            1,
+            Direction::Release,
+            Some("m1"),
+            30_000,
+            vec![draw(1, 20_000), draw(2, 10_000)],
+            Cause::TimedOut,
+            6,
+        ),
+        CommitmentEvent::CommitmentExpired { at: at(20) },
+        CommitmentEvent::InspectionClosed {
+            milestone_id: "m2".into(),
+            window: 1,
+            at: at(20),
+        },
+        transferred(
+            9,
+            Direction::Refund,
+            None,
+            20_000,
+            vec![draw(2, 5_000), draw(3, 15_000)],
+            Cause::Expired,
+            20,
+        ),
+    ]);
+    // A timeout's transfer id already taken refuses the expiry whole.
+    let mut taken = events.clone();
+    taken.push(transferred(
+        2,
+        Direction::Release,
+        Some("m2"),
+        1_000,
+        vec![draw(1, 1_000)],
+        Cause::Released,
+        5,
+    ));
+    let clash = vec![("m1".to_string(), transfer_id(2))];
+    Given::with(())
+        .given(taken)
+        .when(expire(clash))
+        .then_expect_error(EscrowError::IdTaken);
+    // An expiry recorded without timeouts refunds the ended window, as it
+    // always did (a recorded history decides the same again).
+    Given::with(())
+        .given(events)
+        .when(expire(Vec::new()))
+        .then_expect_events(vec![
+            CommitmentEvent::CommitmentExpired { at: at(20) },
+            CommitmentEvent::InspectionClosed {
+                milestone_id: "m1".into(),
+                window: 1,
+                at: at(20),
+            },
+            transferred(
+                9,
+                Direction::Refund,
+                None,
+                50_000,
+                vec![draw(1, 20_000), draw(2, 15_000), draw(3, 15_000)],
+                Cause::Expired,
+                20,
+            ),
+        ]);
 }

@@ -76,22 +76,81 @@ impl Request for CancelCommitment {
 pub struct ExpireCommitment {
     pub commitment_id: CommitmentId,
     pub transfer_id: TransferId,
+    /// The transfer by which each milestone's window, ended before the
+    /// expiry and not yet timed out, times out first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeouts: Vec<MilestoneTimeout>,
     pub parties: Parties,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_at: Option<DateTime<Utc>>,
+}
+
+/// The transfer an expiry times a milestone's overdue window out by.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MilestoneTimeout {
+    pub milestone_id: String,
+    pub transfer_id: TransferId,
+}
+
+impl ExpireCommitment {
+    /// The expiry of commitment `commitment_id` (between `parties`, with
+    /// `milestones`) by `transfer_id`, due at `due_at`: each milestone's
+    /// timeout transfer is derived from `transfer_id` and the milestone.
+    pub fn new(
+        (commitment_id, transfer_id): (CommitmentId, TransferId),
+        parties: Parties,
+        milestones: &[aggregates::escrow::MilestoneTerms],
+        due_at: DateTime<Utc>,
+    ) -> Self {
+        let timeouts = milestones
+            .iter()
+            .map(|milestone| MilestoneTimeout {
+                milestone_id: milestone.milestone_id.clone(),
+                transfer_id: timeout_transfer(transfer_id, &milestone.milestone_id),
+            })
+            .collect();
+        Self {
+            commitment_id,
+            transfer_id,
+            timeouts,
+            parties,
+            due_at: Some(due_at),
+        }
+    }
+}
+
+/// The transfer by which the expiry `expiry` times out `milestone_id`.
+fn timeout_transfer(expiry: TransferId, milestone_id: &str) -> TransferId {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"ledger.escrow.expiry-timeout.v1");
+    hasher.update(expiry.as_uuid().as_bytes());
+    hasher.update(milestone_id.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    TransferId::from_uuid(uuid::Builder::from_custom_bytes(bytes).into_uuid())
 }
 
 impl Request for ExpireCommitment {
     const KIND: &'static str = "expire_commitment";
 
     fn targets(&self) -> Vec<Target> {
-        self.parties
-            .targets(self.commitment_id, &[entry(self.transfer_id)])
+        let entries: Vec<_> = std::iter::once(self.transfer_id)
+            .chain(self.timeouts.iter().map(|timeout| timeout.transfer_id))
+            .map(entry)
+            .collect();
+        self.parties.targets(self.commitment_id, &entries)
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let timeouts = self
+            .timeouts
+            .iter()
+            .map(|timeout| (timeout.milestone_id.clone(), timeout.transfer_id))
+            .collect();
         let command = CommitmentCommand::Expire {
             transfer_id: self.transfer_id,
+            timeouts,
             at: decider.at_due(self.due_at)?,
         };
         run(decider, self.commitment_id, &self.parties, command, false)

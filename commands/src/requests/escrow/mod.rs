@@ -17,7 +17,7 @@ mod claims;
 mod ends;
 
 pub use claims::{ClaimMilestone, ResolveClaim, CLAIM_ENTITY};
-pub use ends::{CancelCommitment, ExpireCommitment, TimeOutMilestone};
+pub use ends::{CancelCommitment, ExpireCommitment, MilestoneTimeout, TimeOutMilestone};
 
 use super::books;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
@@ -510,12 +510,12 @@ fn schedule(
             Some(expires_at) => vec![due(
                 expiry(commitment_id()?),
                 expires_at,
-                &ExpireCommitment {
-                    commitment_id: commitment_id()?,
-                    transfer_id: TransferId::from_uuid(event.event_id),
-                    parties: Parties::of(&terms),
-                    due_at: Some(expires_at),
-                },
+                &ExpireCommitment::new(
+                    (commitment_id()?, TransferId::from_uuid(event.event_id)),
+                    Parties::of(&terms),
+                    &terms.milestones,
+                    expires_at,
+                ),
             )?],
             None => Vec::new(),
         },
