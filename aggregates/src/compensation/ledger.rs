@@ -58,8 +58,13 @@ pub struct Line {
     /// In the payee's minor units; negative for clawbacks and negative
     /// adjustments.
     pub amount: i64,
-    /// A commission's excess over the period's cap: recorded, not payable.
+    /// A commission's excess over the period's cap (a reversal's, over
+    /// the room the cap left): recorded, not payable.
     pub capped: Amount,
+    /// The cap per period a commission was valued under: what a reversal
+    /// of a clawback of it gives back stays under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<Amount>,
     pub accrued_at: DateTime<Utc>,
     /// When a held line becomes payable.
     pub payable_at: Option<DateTime<Utc>>,
@@ -98,6 +103,7 @@ impl Line {
             source: None,
             amount,
             capped: Amount::ZERO,
+            cap: None,
             accrued_at,
             payable_at: None,
             status: LineStatus::Accrued,

@@ -83,7 +83,7 @@ pub enum PayeeEvent {
         from: DateTime<Utc>,
         at: DateTime<Utc>,
     },
-    LineAccrued(Line),
+    LineAccrued(Box<Line>),
     LinePayable {
         line_id: LineId,
         at: DateTime<Utc>,
@@ -237,7 +237,7 @@ impl Aggregate for Payee {
                 if let Some(period) = self.cap_period_of(&line) {
                     add(self.cap_used.entry(period).or_default(), line.amount);
                 }
-                self.lines.push(line);
+                self.lines.push(*line);
             }
             PayeeEvent::LinePayable { line_id, .. } => {
                 if let Some(line) = self.line_mut(line_id) {

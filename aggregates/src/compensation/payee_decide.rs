@@ -186,7 +186,7 @@ impl Payee {
         line.source = reference;
         line.work = Some(work);
         line.payable_at = Some(worked_at);
-        Ok(vec![PayeeEvent::LineAccrued(line)])
+        Ok(vec![PayeeEvent::LineAccrued(Box::new(line))])
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -214,7 +214,7 @@ impl Payee {
                 "{}: {error}",
                 crate::decide::Rejection::code(&error)
             ));
-            Ok(vec![PayeeEvent::LineAccrued(line)])
+            Ok(vec![PayeeEvent::LineAccrued(Box::new(line))])
         };
         if asset != profile.asset {
             let error = CompensationError::SaleCurrency {
@@ -250,6 +250,7 @@ impl Payee {
         };
         line.amount = payable;
         line.capped = Amount::new(earned - payable)?;
+        line.cap = cap;
         let payable_at = captured_at
             .checked_add_signed(Duration::days(i64::from(holding_days)))
             .ok_or(AmountError::Overflow)?;
@@ -257,7 +258,7 @@ impl Payee {
         if holding_days > 0 {
             line.status = LineStatus::Held;
         }
-        Ok(vec![PayeeEvent::LineAccrued(line)])
+        Ok(vec![PayeeEvent::LineAccrued(Box::new(line))])
     }
 
     /// The commission lines of `captures` (refused ones included: their
@@ -382,7 +383,7 @@ impl Payee {
             line.status = LineStatus::Refused;
             line.reason = Some("no_commission: nothing of the capture is left to claw back".into());
             line.clawed_from = captures;
-            return Ok(vec![PayeeEvent::LineAccrued(line)]);
+            return Ok(vec![PayeeEvent::LineAccrued(Box::new(line))]);
         }
         line.amount = -due;
         if let Some(payable_at) = self.held_until(&captures) {
@@ -390,7 +391,7 @@ impl Payee {
             line.payable_at = Some(payable_at);
         }
         line.clawed_from = captures;
-        Ok(vec![PayeeEvent::LineAccrued(line)])
+        Ok(vec![PayeeEvent::LineAccrued(Box::new(line))])
     }
 
     fn reverse_claw_back(
@@ -412,7 +413,9 @@ impl Payee {
         line.payable_at = Some(at);
         match clawback {
             Some(clawback) => {
-                line.amount = clawback.amount.checked_neg().ok_or(AmountError::Overflow)?;
+                let given_back = clawback.amount.checked_neg().ok_or(AmountError::Overflow)?;
+                line.amount = self.under_cap(clawback, given_back)?;
+                line.capped = Amount::new(given_back - line.amount)?;
                 line.corrects = Some(clawback.line_id);
                 line.payment_id = clawback.payment_id.clone();
                 line.basis = clawback.basis;
@@ -430,7 +433,30 @@ impl Payee {
                 ));
             }
         }
-        Ok(vec![PayeeEvent::LineAccrued(line)])
+        Ok(vec![PayeeEvent::LineAccrued(Box::new(line))])
+    }
+
+    /// What of `given_back` (a reversal of `clawback`) the cap leaves room
+    /// for in the clawback's period: the cap of the commission whose month
+    /// it counts in, less what that month has accrued since (never more
+    /// room than the cap). All of it without a cap.
+    fn under_cap(&self, clawback: &Line, given_back: i64) -> Result<i64, AmountError> {
+        let commission = self.lines.iter().find(|commission| {
+            commission.kind == LineKind::Commission
+                && commission.source.as_ref() == clawback.clawed_from.first()
+        });
+        let Some((cap, accrued_at)) =
+            commission.and_then(|line| Some((line.cap?, line.accrued_at)))
+        else {
+            return Ok(given_back);
+        };
+        let used = self
+            .cap_used
+            .get(&cap_period(accrued_at))
+            .copied()
+            .unwrap_or(0);
+        let room = cap.value().saturating_sub(used.max(0)).max(0);
+        Ok(given_back.min(room))
     }
 
     fn adjust(
@@ -453,7 +479,7 @@ impl Payee {
         line.reason = reason;
         line.corrects = corrects;
         line.payable_at = Some(at);
-        Ok(vec![PayeeEvent::LineAccrued(line)])
+        Ok(vec![PayeeEvent::LineAccrued(Box::new(line))])
     }
 
     fn claim(&self, run_id: PayRunId, cutoff: DateTime<Utc>, at: DateTime<Utc>) -> Decided {

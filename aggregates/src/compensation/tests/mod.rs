@@ -728,3 +728,65 @@ fn a_month_clawed_back_below_nothing_leaves_no_more_room_than_its_cap() {
         (500_000, cents(100_000))
     );
 }
+
+#[test]
+fn a_clawback_given_back_never_takes_its_month_past_the_cap() {
+    // December: the first capture earns the whole cap (500,000); a
+    // refund of 40% of it claws back 200,000, which frees room a second
+    // capture then earns 150,000 of. The refund fails: giving its
+    // clawback back whole would pay 650,000 for December. What the month
+    // has room for (50,000) is given back, the rest recorded as capped.
+    let reverse = |n: u128, refund: &str| PayeeCommand::ReverseClawBack {
+        line_id: line_id(n),
+        clawback_source: format!("refund:{refund}"),
+        source: format!("refund_failed:{refund}"),
+        at: day(25),
+    };
+    let mut history = vec![created(), assigned()];
+    let first = accrue(
+        &mut history,
+        commission_at(1, "capture:1", 5_000_000, day(2)),
+    );
+    assert_eq!((first.amount, first.cap), (500_000, Some(cents(500_000))));
+    let refund = accrue(
+        &mut history,
+        claw_back(2, "refund:2", &["capture:1"], 2_000_000),
+    );
+    assert_eq!(refund.amount, -200_000);
+    let mut before_second = history.clone();
+    let second = accrue(
+        &mut history,
+        commission_at(3, "capture:3", 1_500_000, day(10)),
+    );
+    assert_eq!(second.amount, 150_000);
+    let given_back = accrue(&mut history, reverse(4, "2"));
+    assert_eq!(
+        (given_back.amount, given_back.capped, given_back.corrects),
+        (50_000, cents(150_000), Some(line_id(2)))
+    );
+    assert_eq!(state(history).cap_used["2026-12"], 500_000);
+    // Without the second capture, all of it is given back.
+    let whole = accrue(&mut before_second, reverse(4, "2"));
+    assert_eq!((whole.amount, whole.capped), (200_000, Amount::ZERO));
+    // A commission valued without a cap gives back whole, as before.
+    let mut uncapped = vec![created(), assigned()];
+    let mut plan = in_effect(1, 1, 2_500);
+    plan.version.rules = vec![Rule::Commission {
+        basis_points: 1_000,
+        cap_per_period: None,
+        holding_days: 0,
+    }];
+    let mut command = commission_at(1, "capture:1", 5_000_000, day(2));
+    if let PayeeCommand::AccrueCommission {
+        plan: in_effect, ..
+    } = &mut command
+    {
+        *in_effect = Some(plan);
+    }
+    assert_eq!(accrue(&mut uncapped, command).cap, None);
+    accrue(
+        &mut uncapped,
+        claw_back(2, "refund:2", &["capture:1"], 2_000_000),
+    );
+    assert_eq!(accrue(&mut uncapped, reverse(4, "2")).amount, 200_000);
+}

@@ -7,7 +7,7 @@ use super::*;
 fn adjusted(n: u128, amount: i64, at: u32) -> PayeeEvent {
     let mut line = Line::new(line_id(n), LineKind::Adjustment, amount, day(at), day(at));
     line.payable_at = Some(day(at));
-    PayeeEvent::LineAccrued(line)
+    PayeeEvent::LineAccrued(Box::new(line))
 }
 
 fn claim(run: u128, cutoff: u32) -> PayeeCommand {
@@ -28,7 +28,7 @@ fn a_run_claims_payable_lines_up_to_its_cutoff_once() {
     ];
     let mut held = Line::new(line_id(3), LineKind::Commission, 100, day(2), day(2));
     held.status = LineStatus::Held;
-    history.push(PayeeEvent::LineAccrued(held));
+    history.push(PayeeEvent::LineAccrued(Box::new(held)));
     let claimed = decide(&state(history.clone()), claim(1, 5));
     assert_eq!(
         claimed,

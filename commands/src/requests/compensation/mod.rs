@@ -134,7 +134,7 @@ fn accrue(
         payee_id.to_string(),
         &LineAnswer {
             payee_id: payee_id.to_string(),
-            line,
+            line: *line,
         },
     )
 }
