@@ -101,6 +101,8 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
         // Commands started before the kill whose connection was cut before
         // an answer came: the server had them when it died.
         let cut = Arc::new(AtomicUsize::new(0));
+        // Commands sent and not answered yet.
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let enough = Arc::new(Notify::new());
         let mut clients = Vec::new();
         for index in 0..CLIENTS {
@@ -113,6 +115,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
                 cut.clone(),
                 enough.clone(),
             );
+            let in_flight = in_flight.clone();
             clients.push(tokio::spawn(async move {
                 let mut keys = Vec::new();
                 for number in 0.. {
@@ -122,8 +125,11 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
                     let key = format!("consume-{round}-{index}-{number}");
                     keys.push(key.clone());
                     let url = format!("{base}/v1/quota/credits/consume");
+                    in_flight.fetch_add(1, Ordering::SeqCst);
                     let before_kill = !killed.load(Ordering::SeqCst);
-                    match post(&client, url, &api_key, &key, consume()).await {
+                    let answer = post(&client, url, &api_key, &key, consume()).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    match answer {
                         Ok((200, false, body)) => {
                             acknowledged.lock().unwrap().insert(key, body);
                             if in_round.fetch_add(1, Ordering::SeqCst) + 1 == ACKNOWLEDGED_PER_ROUND
@@ -157,6 +163,15 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
                     server.log()
                 )
             });
+        // On a busy machine every client may be between two commands just
+        // then: the kill waits for one to be on its way.
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while in_flight.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("a command in flight within 60 s");
         killed.store(true, Ordering::SeqCst);
         server.kill();
         stop.store(true, Ordering::SeqCst);
