@@ -292,6 +292,13 @@ fn capture(payment: &Payment, capturing: Capturing, at: DateTime<Utc>) -> Decide
             max: CAPTURES_PER_TENDER_MAX,
         });
     }
+    // A processor knows a tender's single capture by its charge's
+    // reference; each further one by a reference of its own, which its
+    // settlement line names: without it, the capture could never settle.
+    let processor = tender.source.processor().is_some();
+    if processor && reference.is_none() && !tender.captures.is_empty() {
+        return Err(PaymentError::CaptureReferenceRequired);
+    }
     let uncaptured = tender.uncaptured()?;
     if amount > uncaptured {
         return Err(PaymentError::CaptureExceedsAuthorized {

@@ -51,6 +51,8 @@ pub enum PaymentError {
     NotCapturable,
     #[error("a tender takes at most {max} captures")]
     TooManyCaptures { max: usize },
+    #[error("the tender was captured before: a further capture names the processor's reference for it (its settlement line names that)")]
+    CaptureReferenceRequired,
     #[error("the capture id is taken")]
     CaptureExists,
     #[error("something was captured already: refund it instead")]
@@ -132,6 +134,7 @@ impl Rejection for PaymentError {
             Self::AuthorizationNotExpired { .. } => "authorization_not_expired",
             Self::NotCapturable => "tender_not_capturable",
             Self::TooManyCaptures { .. } => "too_many_captures",
+            Self::CaptureReferenceRequired => "capture_reference_required",
             Self::CaptureExists => "capture_exists",
             Self::AlreadyCaptured => "payment_captured",
             Self::RefundExceedsCaptured { .. } => "refund_exceeds_captured",

@@ -814,8 +814,10 @@ async fn a_fee_rebate_and_a_dispute_fee_other_than_booked_settle_the_receivable_
 async fn a_first_capture_without_a_reference_settles_by_its_charge() {
     // Proves: a manual capture sent without a reference is known by the
     // charge's (the processor's capture line names it), so the batch
-    // matches it; a second capture of the tender without a reference has
-    // none and its line would break; a capture's own reference still wins.
+    // matches it; a second capture of the tender without a reference is
+    // refused (422 capture_reference_required: its line could never
+    // match), as is one naming another payment's charge (422
+    // reference_taken); a capture's own reference still wins.
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
     let (payment, tender) = card_payment(&acme, "m", 5_000, "manual", "ch_m").await;
@@ -837,8 +839,27 @@ async fn a_first_capture_without_a_reference_settles_by_its_charge() {
     };
     let (first, _) = capture("c1", json!({"tender_id": tender_id, "amount": 3_000})).await;
     assert_eq!(claimed(&first), ["capture/stripe/ch_m"], "{first}");
-    let (second, _) = capture("c2", json!({"tender_id": tender_id, "amount": 1_000})).await;
-    assert!(claimed(&second).is_empty(), "{second}");
+    acme.post(
+        &path,
+        "c2",
+        json!({"tender_id": tender_id, "amount": 1_000}),
+    )
+    .await
+    .assert_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "capture_reference_required",
+    );
+    let (other, _) = card_payment(&acme, "other", 2_000, "manual", "ch_other").await;
+    let details = acme
+        .post(
+            &path,
+            "c2-other",
+            json!({"tender_id": tender_id, "amount": 1_000, "reference": "ch_other"}),
+        )
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "reference_taken")["details"]
+        .clone();
+    assert_eq!(details["payment_id"], json!(other), "{details}");
     let (own, _) = capture(
         "c3",
         json!({"tender_id": tender_id, "amount": 1_000, "reference": "cap_own", "final": true}),

@@ -141,3 +141,36 @@ fn a_capture_is_positive_unique_on_a_known_tender_and_one_of_at_most_fifty() {
             max: CAPTURES_PER_TENDER_MAX,
         });
 }
+
+#[test]
+fn a_further_capture_of_a_processors_tender_names_its_reference() {
+    // The first capture may go without one (the processor knows it by the
+    // charge's); a further one without one could never settle.
+    let without = |capture_n| {
+        let mut command = capture(1, capture_n, 1_000, false, 3);
+        if let PaymentCommand::Capture { reference, .. } = &mut command {
+            *reference = None;
+        }
+        command
+    };
+    let mut first = with_holds(captured(1, 1, 1_000, 0), Some(0), Some(1));
+    if let PaymentEvent::Captured { reference, .. } = &mut first {
+        *reference = None;
+    }
+    Given::with(())
+        .given(vec![created(), authorized(1, 10_000)])
+        .when(without(1))
+        .then_expect_events(vec![first.clone()]);
+    Given::with(())
+        .given(vec![created(), authorized(1, 10_000), first])
+        .when(without(2))
+        .then_expect_error(PaymentError::CaptureReferenceRequired);
+    Given::with(())
+        .given(vec![
+            created(),
+            authorized(1, 10_000),
+            with_holds(captured(1, 1, 1_000, 0), Some(0), Some(1)),
+        ])
+        .when(capture(1, 2, 1_000, false, 3))
+        .then_expect_events(vec![with_holds(captured(1, 2, 1_000, 0), Some(1), Some(2))]);
+}

@@ -45,7 +45,7 @@ use aggregates::journal::hold::PendingTransfer;
 use aggregates::money::{Amount, Asset};
 use aggregates::payments::accounts::{self, PaymentAccount};
 use aggregates::payments::reference::{
-    reference_id, Owner, ProcessorReference, ReferenceCommand, ReferenceKind,
+    reference_id, Owner, ProcessorReference, ReferenceCommand, ReferenceError, ReferenceKind,
 };
 use aggregates::payments::settlement::Item;
 use aggregates::payments::{
@@ -110,6 +110,29 @@ pub(super) fn payment<'a>(
 /// The target of `reference` of `processor`, of `kind`.
 pub(super) fn reference_target(kind: ReferenceKind, processor: &str, reference: &str) -> Target {
     Target::of::<ProcessorReference>(reference_id(kind, processor, reference))
+}
+
+/// Checks that `reference` of `processor` names no other payment's
+/// charge: a capture may go by its own charge's reference (the processor
+/// knows a single capture by it), never by another's (`reference_taken`).
+fn not_another_charge(
+    decider: &Decider<'_>,
+    processor: &str,
+    reference: &str,
+    payment_id: PaymentId,
+) -> Result<(), Refusal> {
+    let charge = decider.state::<ProcessorReference>(&reference_id(
+        ReferenceKind::Charge,
+        processor,
+        reference,
+    ))?;
+    match &charge.owner {
+        Some(owner) if owner.payment_id != payment_id => Err(ReferenceError::Taken {
+            owner: owner.clone(),
+        }
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// Claims `reference` of `processor`, of `kind`, for `owner`: refused
@@ -406,11 +429,9 @@ impl Request for CapturePayment {
         ];
         targets.extend(authorization_targets(&self.processor, Some(&self.asset)));
         if let Some(reference) = &self.reference {
-            targets.push(reference_target(
-                ReferenceKind::Capture,
-                &self.processor,
-                reference,
-            ));
+            for kind in [ReferenceKind::Capture, ReferenceKind::Charge] {
+                targets.push(reference_target(kind, &self.processor, reference));
+            }
         }
         targets
     }
@@ -449,6 +470,7 @@ impl Request for CapturePayment {
             return Err(Refusal::Internal("a capture of no tender".into()));
         };
         if let Some(reference) = &self.reference {
+            not_another_charge(decider, &self.processor, reference, self.payment_id)?;
             let owner = Owner {
                 payment_id: self.payment_id,
                 item: Some(Item::Capture {
