@@ -51,7 +51,7 @@ const SELECT_HOLDS: &str = "\
         FROM events WHERE tenant_id = w.tenant_id AND aggregate_type = 'account' \
           AND aggregate_id = w.code AND event_type = 'Reserved' \
           AND payload #>> '{Reserved,hold_id}' = w.hold_id \
-        LIMIT 1) r";
+        ORDER BY tenant_seq LIMIT 1) r";
 
 /// A batch's change of one account's balance in one asset.
 #[derive(Default)]
