@@ -347,7 +347,7 @@ pub(crate) async fn apply_leases(
     if ranges.is_empty() {
         return Ok(Batch::default());
     }
-    let events = EventStore::read_tenants_on(connection, &ranges, per_tenant_max).await?;
+    let (events, cut) = read_whole_requests(connection, &ranges, per_tenant_max).await?;
     // Each tenant's run must start right after its lowest checkpoint and be
     // gapless: the store guarantees it, a hole here is a defect.
     let mut runs: HashMap<TenantId, (i64, i64, chrono::DateTime<chrono::Utc>)> = HashMap::new();
@@ -410,10 +410,60 @@ pub(crate) async fn apply_leases(
     advance(connection, &advances).await?;
     Ok(Batch {
         events: events.len() as u64,
-        full: runs
-            .values()
-            .any(|run| run.1 >= per_tenant_max.min(eventstore::read::READ_PAGE_MAX)),
+        full: cut
+            || runs
+                .values()
+                .any(|run| run.1 >= per_tenant_max.min(eventstore::read::READ_PAGE_MAX)),
     })
+}
+
+/// The events of `ranges`, per tenant at most `per_tenant_max`, ending at
+/// the end of a request: a tenant's run that would end inside a request
+/// (the event after it has the same idempotency key) ends before that
+/// request instead, so that a checkpoint never shows half a decision (a
+/// hold posted and its entry not yet recorded). A request longer than a
+/// batch is still cut. Also whether some run was cut short.
+async fn read_whole_requests(
+    connection: &mut PgConnection,
+    ranges: &[TenantRange],
+    per_tenant_max: i64,
+) -> Result<(Vec<StoredEvent>, bool), ProjectionError> {
+    let per_tenant_max = per_tenant_max.clamp(1, eventstore::read::READ_PAGE_MAX);
+    if per_tenant_max == eventstore::read::READ_PAGE_MAX {
+        let events = EventStore::read_tenants_on(connection, ranges, per_tenant_max).await?;
+        return Ok((events, false));
+    }
+    // One event more per tenant: the one after the run, if any.
+    let mut events = EventStore::read_tenants_on(connection, ranges, per_tenant_max + 1).await?;
+    let max = usize::try_from(per_tenant_max).unwrap_or(usize::MAX);
+    let mut keep = Vec::new();
+    let mut cut = false;
+    for run in events.chunk_by(|left, right| left.tenant_id == right.tenant_id) {
+        if run.len() <= max {
+            keep.push(run.len());
+            continue;
+        }
+        cut = true;
+        let next = &run[max].idempotency_key;
+        let whole = run[..max]
+            .iter()
+            .rposition(|event| event.idempotency_key != *next)
+            .map_or(max, |last| last + 1);
+        keep.push(whole);
+    }
+    let mut runs = keep.into_iter();
+    let mut left = 0;
+    let mut previous = None;
+    events.retain(|event| {
+        if previous != Some(event.tenant_id) {
+            previous = Some(event.tenant_id);
+            left = runs.next().unwrap_or(0);
+        }
+        let kept = left > 0;
+        left = left.saturating_sub(1);
+        kept
+    });
+    Ok((events, cut))
 }
 
 /// Whether an apply error comes from the events rather than from the

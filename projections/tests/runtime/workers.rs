@@ -383,3 +383,85 @@ async fn a_batch_applies_at_most_1000_events_of_each_tenant_it_leases() {
     );
     assert_eq!(count(&store, "event_log").await, 2_800);
 }
+
+/// Appends one command per size in `sizes`, each of that many events (one
+/// per fresh aggregate), in one statement.
+async fn append_requests(store: &EventStore, tenant_id: TenantId, first: u64, sizes: &[u64]) {
+    let head = store.chain_head(tenant_id).await.unwrap().unwrap();
+    let mut batch = TenantBatch::new(head);
+    for (index, size) in sizes.iter().enumerate() {
+        let command = first + index as u64;
+        let at = batch.head().stamp(Utc::now());
+        let events = (0..*size)
+            .map(|n| NewEvent {
+                aggregate_type: "counter".into(),
+                aggregate_id: format!("r{command}-{n}"),
+                aggregate_seq: 1,
+                event_type: "Added".into(),
+                event_version: "1".into(),
+                payload: eventstore::JsonText::from_value(&json!({"n": n})).unwrap(),
+                metadata: eventstore::JsonText::from_value(&json!({})).unwrap(),
+            })
+            .collect();
+        let write = CommandWrite {
+            key: IdempotencyKey::parse(&format!("request-{command}")).unwrap(),
+            fingerprint: Fingerprint::of("test", &json!(command)).unwrap(),
+            status: 200,
+            events,
+            indexed: Vec::new(),
+            at,
+        };
+        batch.push(write, |_, _| json!({})).unwrap();
+    }
+    let report = store.append(std::slice::from_ref(&batch)).await.unwrap();
+    assert!(report.moved.is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_ends_at_the_end_of_a_request() {
+    // Proves: a batch of at most 25 events never ends inside a request
+    // (three events each: 24 of them, then the rest), so a checkpoint
+    // never shows half a decision; a request longer than a batch is still
+    // cut at the batch's size.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    EventLog::create_table(&store).await;
+    let tenant_id = tenant(&store).await;
+    append_requests(&store, tenant_id, 0, &[3; 10]).await;
+    let log = EventLog::new();
+    let limits = Limits {
+        batch_events_max: 25,
+        leases_max: 16,
+    };
+    projections::runtime::lagging_tenants(store.pool(), "event_log")
+        .await
+        .unwrap();
+    let checkpoint = || async {
+        let (seq,): (i64,) = sqlx::query_as(
+            "SELECT last_seq FROM projection_checkpoints WHERE projection = 'event_log'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        seq
+    };
+    let mut steps = Vec::new();
+    for _ in 0..3 {
+        let applied = step_with(store.pool(), &[&log], None, limits)
+            .await
+            .unwrap();
+        steps.push((applied, checkpoint().await));
+    }
+    assert_eq!(steps, [(24, 24), (6, 30), (0, 30)]);
+    // One request of 40 events, then one of 2.
+    append_requests(&store, tenant_id, 10, &[40, 2]).await;
+    let mut steps = Vec::new();
+    for _ in 0..3 {
+        let applied = step_with(store.pool(), &[&log], None, limits)
+            .await
+            .unwrap();
+        steps.push((applied, checkpoint().await));
+    }
+    assert_eq!(steps, [(25, 55), (17, 72), (0, 72)]);
+    assert_eq!(count(&store, "event_log").await, 72);
+}
