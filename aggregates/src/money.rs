@@ -263,9 +263,122 @@ impl fmt::Display for Amount {
     }
 }
 
+/// A running total of amounts (what an account has had posted, or has
+/// pending, in one asset): never negative, and as wide as `i128`, so that
+/// no history of postings of `i64` amounts overflows it (an `ETH/18`
+/// account passes `i64::MAX` wei after about 9.22 ETH).
+///
+/// In JSON it is a number while it fits an `i64` (so what was written
+/// before it was widened reads the same), else a string of digits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Total(i128);
+
+impl Total {
+    pub const ZERO: Self = Self(0);
+
+    pub const fn value(self) -> i128 {
+        self.0
+    }
+
+    fn checked(value: Option<i128>) -> Result<Self, AmountError> {
+        match value {
+            Some(value) if value >= 0 => Ok(Self(value)),
+            Some(value) => Err(AmountError::Negative(
+                i64::try_from(value).unwrap_or(i64::MIN),
+            )),
+            None => Err(AmountError::Overflow),
+        }
+    }
+
+    pub fn checked_add(self, amount: Amount) -> Result<Self, AmountError> {
+        Self::checked(self.0.checked_add(i128::from(amount.value())))
+    }
+
+    /// `self - amount`; negative results are an error, not a wrap.
+    pub fn checked_sub(self, amount: Amount) -> Result<Self, AmountError> {
+        Self::checked(self.0.checked_sub(i128::from(amount.value())))
+    }
+
+    /// `self + other`.
+    pub fn plus(self, other: Self) -> Result<Self, AmountError> {
+        Self::checked(self.0.checked_add(other.0))
+    }
+}
+
+impl From<Amount> for Total {
+    fn from(amount: Amount) -> Self {
+        Self(i128::from(amount.value()))
+    }
+}
+
+impl fmt::Display for Total {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Total {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(self.0) {
+            Ok(value) => serializer.serialize_i64(value),
+            Err(_) => serializer.serialize_str(&self.0.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Total {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Total;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a non-negative integer, or its digits as a string")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Total, E> {
+                Total::checked(Some(i128::from(value))).map_err(E::custom)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Total, E> {
+                Ok(Total(i128::from(value)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Total, E> {
+                let digits = value.parse::<i128>().map_err(E::custom)?;
+                Total::checked(Some(digits)).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_total_passes_i64_and_reads_back_from_a_number_or_its_digits() {
+        let near = Total::from(Amount::new(i64::MAX).unwrap());
+        let past = near.checked_add(Amount::new(1).unwrap()).unwrap();
+        assert_eq!(past.value(), i128::from(i64::MAX) + 1);
+        assert_eq!(serde_json::to_string(&near).unwrap(), i64::MAX.to_string());
+        assert_eq!(
+            serde_json::to_string(&past).unwrap(),
+            "\"9223372036854775808\""
+        );
+        for text in ["9223372036854775807", "\"9223372036854775808\"", "0"] {
+            let total: Total = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&total).unwrap(), text);
+        }
+        assert!(serde_json::from_str::<Total>("-1").is_err());
+        assert!(serde_json::from_str::<Total>("\"-1\"").is_err());
+        assert_eq!(
+            Total::ZERO.checked_sub(Amount::new(1).unwrap()),
+            Err(AmountError::Negative(-1))
+        );
+        assert_eq!(past.plus(past).unwrap().value(), 2 * past.value());
+    }
 
     #[test]
     fn assets_parse_from_code_and_scale_and_refuse_anything_else() {

@@ -69,8 +69,8 @@ fn pending(state: &TenantState) -> BTreeMap<(String, String), (AccountType, i128
                 (key.aggregate_id.clone(), asset.to_string()),
                 (
                     spec.account_type,
-                    i128::from(balance.debits_pending.value()),
-                    i128::from(balance.credits_pending.value()),
+                    balance.debits_pending.value(),
+                    balance.credits_pending.value(),
                 ),
             );
         }

@@ -14,7 +14,7 @@
 use super::{AccountFlags, AccountType, Side};
 use crate::decide::{handle_by_deciding, Decide, Rejection, RejectionKind};
 use crate::ids::{EntryId, HoldId};
-use crate::money::{Amount, AmountError, Asset};
+use crate::money::{Amount, AmountError, Asset, Total};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -110,17 +110,17 @@ impl AccountSpec {
 /// holds and become posted or are released when the hold resolves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountBalance {
-    pub debits_posted: Amount,
-    pub credits_posted: Amount,
-    pub debits_pending: Amount,
-    pub credits_pending: Amount,
+    pub debits_posted: Total,
+    pub credits_posted: Total,
+    pub debits_pending: Total,
+    pub credits_pending: Total,
 }
 
 impl AccountBalance {
     /// What the account can still give on its normal side
     /// ([`AccountType::available`]).
     pub fn available(&self, account_type: AccountType) -> i128 {
-        let value = |amount: Amount| i128::from(amount.value());
+        let value = Total::value;
         account_type.available(
             value(self.debits_posted),
             value(self.credits_posted),
@@ -319,10 +319,8 @@ impl LedgerAccount {
         // What was available before the change, for the refusal.
         let available = balance.available(spec.account_type);
         change(&mut balance)?;
-        let debits = balance.debits_posted.checked_add(balance.debits_pending)?;
-        let credits = balance
-            .credits_posted
-            .checked_add(balance.credits_pending)?;
+        let debits = balance.debits_posted.plus(balance.debits_pending)?;
+        let credits = balance.credits_posted.plus(balance.credits_pending)?;
         if spec.flags.debits_must_not_exceed_credits && debits > balance.credits_posted {
             return Err(AccountError::DebitsExceedCredits {
                 asset: asset.to_string(),
@@ -503,7 +501,7 @@ impl Aggregate for LedgerAccount {
     }
 }
 
-fn add(a: Amount, b: Amount) -> Amount {
+fn add(a: Total, b: Amount) -> Total {
     a.checked_add(b).unwrap_or(a)
 }
 

@@ -534,3 +534,42 @@ async fn one_account_reads_posted_pending_and_available_with_its_entries() {
     never.assert_error(StatusCode::NOT_FOUND, "not_found");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_account_takes_more_than_i64_max_in_all() {
+    // Proves: an ETH/18 account passes i64::MAX wei in all (about 9.22
+    // ETH): three entries of 4 ETH each are accepted, a fourth moves 4 ETH
+    // back out of the no-overdraft account, and the account reads every
+    // wei.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    accounts(&acme).await;
+    let eth = |from: &str, to: &str| {
+        json!({"lines": [
+            {"account": from, "asset": "ETH/18", "side": "debit", "amount": 4_000_000_000_000_000_000_i64},
+            {"account": to, "asset": "ETH/18", "side": "credit", "amount": 4_000_000_000_000_000_000_i64},
+        ]})
+    };
+    for key in ["eth-1", "eth-2", "eth-3"] {
+        let posted = acme
+            .post("/v1/journal/entries", key, eth("cash", "held"))
+            .await;
+        assert_eq!(posted.status, StatusCode::CREATED, "{}", posted.body);
+    }
+    let back = acme
+        .post("/v1/journal/entries", "eth-back", eth("held", "cash"))
+        .await;
+    assert_eq!(back.status, StatusCode::CREATED, "{}", back.body);
+    server.catch_up().await;
+    let held = acme
+        .read("/v1/journal/accounts/held", seq_of(&back.body))
+        .await;
+    assert_eq!(
+        held["balances"],
+        json!([{"asset": "ETH/18", "debits_posted": "4000000000000000000",
+                "credits_posted": "12000000000000000000",
+                "debits_pending": "0", "credits_pending": "0",
+                "available": "8000000000000000000"}])
+    );
+    assert_trial_balance_is_zero(&acme, seq_of(&back.body)).await;
+}

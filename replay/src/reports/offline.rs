@@ -142,13 +142,12 @@ fn trial_balance_input(state: &TenantState, scope: &Scope) -> trial_balance::Inp
                 continue;
             };
             for (asset, balance) in &account.balances {
-                let posted = i128::from(balance.debits_posted.value())
-                    - i128::from(balance.credits_posted.value());
+                let posted = balance.debits_posted.value() - balance.credits_posted.value();
                 let at = (key.aggregate_id.clone(), text(asset));
                 input.ledger.insert(at.clone(), posted);
                 let pending = (
-                    i128::from(balance.debits_pending.value()),
-                    i128::from(balance.credits_pending.value()),
+                    balance.debits_pending.value(),
+                    balance.credits_pending.value(),
                 );
                 if pending != (0, 0) {
                     input.pending.insert(at, pending);

@@ -257,10 +257,10 @@ fn a_settled_hold_frees_what_it_released() {
     assert_eq!(
         account.balance(&usd()),
         AccountBalance {
-            debits_posted: cents(25),
-            credits_posted: cents(100),
-            debits_pending: Amount::ZERO,
-            credits_pending: Amount::ZERO,
+            debits_posted: cents(25).into(),
+            credits_posted: cents(100).into(),
+            debits_pending: Total::ZERO,
+            credits_pending: Total::ZERO,
         }
     );
     assert_eq!(
@@ -354,4 +354,39 @@ fn the_quota_domains_account_codes_cannot_be_opened() {
             })
             .then_expect_error(AccountError::ReservedCode(reserved.into()));
     }
+}
+
+#[test]
+fn an_account_takes_postings_past_i64_max_in_all() {
+    // An ETH/18 account: 9.22 ETH in wei is i64::MAX; three postings of 4
+    // ETH each pass it in all, and the balance keeps every wei.
+    let eth = Asset::new("ETH", 18).unwrap();
+    let four = Amount::new(4_000_000_000_000_000_000).unwrap();
+    let mut account = LedgerAccount::default();
+    account.apply(opened(no_overdraft()));
+    for n in 1..=3 {
+        let events = account
+            .decide(AccountCommand::Post {
+                entry_id: entry(n),
+                asset: eth.clone(),
+                movement: Movement::on(Side::Credit, four),
+            })
+            .unwrap();
+        for event in events {
+            account.apply(event);
+        }
+    }
+    let balance = account.balance(&eth);
+    assert_eq!(balance.credits_posted.value(), 12_000_000_000_000_000_000);
+    assert_eq!(
+        balance.available(AccountType::Liability),
+        12_000_000_000_000_000_000
+    );
+    // Its state reads back from JSON as it was.
+    let text = serde_json::to_string(&account).unwrap();
+    assert!(text.contains("\"12000000000000000000\""), "{text}");
+    assert_eq!(
+        serde_json::from_str::<LedgerAccount>(&text).unwrap(),
+        account
+    );
 }
