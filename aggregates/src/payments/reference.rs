@@ -7,7 +7,7 @@
 
 use super::settlement::Item;
 use crate::decide::{handle_by_deciding, Decide, Rejection, RejectionKind};
-use crate::ids::PaymentId;
+use crate::ids::{PaymentId, TenderId};
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -50,6 +50,30 @@ pub struct Owner {
     pub payment_id: PaymentId,
     /// The item it names (`None`: a charge, the tender itself).
     pub item: Option<Item>,
+    /// A charge's tender: a second tender of the payment cannot claim the
+    /// same charge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tender_id: Option<TenderId>,
+}
+
+impl Owner {
+    /// `item` of payment `payment_id`.
+    pub fn of(payment_id: PaymentId, item: Item) -> Self {
+        Self {
+            payment_id,
+            item: Some(item),
+            tender_id: None,
+        }
+    }
+
+    /// The charge of tender `tender_id` of payment `payment_id`.
+    pub fn charge(payment_id: PaymentId, tender_id: TenderId) -> Self {
+        Self {
+            payment_id,
+            item: None,
+            tender_id: Some(tender_id),
+        }
+    }
 }
 
 /// A reference's state.
@@ -147,12 +171,12 @@ mod tests {
     type Given = TestFramework<ProcessorReference>;
 
     fn owner(payment: u128, capture: u128) -> Owner {
-        Owner {
-            payment_id: PaymentId::from_uuid(uuid::Uuid::from_u128(payment)),
-            item: Some(Item::Capture {
+        Owner::of(
+            PaymentId::from_uuid(uuid::Uuid::from_u128(payment)),
+            Item::Capture {
                 capture_id: CaptureId::from_uuid(uuid::Uuid::from_u128(capture)),
-            }),
-        }
+            },
+        )
     }
 
     fn claim(payment: u128, capture: u128) -> ReferenceCommand {

@@ -817,7 +817,8 @@ async fn a_first_capture_without_a_reference_settles_by_its_charge() {
     // matches it; a second capture of the tender without a reference is
     // refused (422 capture_reference_required: its line could never
     // match), as is one naming another payment's charge (422
-    // reference_taken); a capture's own reference still wins.
+    // reference_taken); a capture's own reference still wins; a second
+    // tender of a payment cannot claim its first tender's charge.
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
     let (payment, tender) = card_payment(&acme, "m", 5_000, "manual", "ch_m").await;
@@ -872,4 +873,26 @@ async fn a_first_capture_without_a_reference_settles_by_its_charge() {
     let (imported, _) = accepted(&acme, "/v1/settlements", "b-m", batch, 201).await;
     assert_eq!(imported["matched"], 2, "{imported}");
     assert_eq!(imported["breaks"], json!([]), "{imported}");
+    // Two tenders of one payment never share a charge reference, nor take
+    // another payment's.
+    card_payment(&acme, "split", 2_000, "manual", "ch_split").await;
+    let (created, _) = accepted(
+        &acme,
+        "/v1/payments",
+        "two-pay",
+        json!({"amount": 2_000, "currency": "USD", "capture": "manual"}),
+        201,
+    )
+    .await;
+    let tenders = format!(
+        "/v1/payments/{}/tenders",
+        created["payment_id"].as_str().unwrap()
+    );
+    let tender = |reference: &str| json!({"method": "card", "amount": 1_000, "processor": "stripe", "reference": reference});
+    accepted(&acme, &tenders, "two-1", tender("ch_two"), 201).await;
+    for (key, reference) in [("two-2", "ch_two"), ("two-3", "ch_split")] {
+        acme.post(&tenders, key, tender(reference))
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "reference_taken");
+    }
 }

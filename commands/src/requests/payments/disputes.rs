@@ -91,12 +91,12 @@ impl Request for OpenDispute {
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
         if let (Some(processor), Some(reference)) = (processor_of(&self.account), &self.reference) {
-            let owner = Owner {
-                payment_id: self.payment_id,
-                item: Some(Item::Dispute {
+            let owner = Owner::of(
+                self.payment_id,
+                Item::Dispute {
                     dispute_id: self.dispute_id,
-                }),
-            };
+                },
+            );
             claim(decider, ReferenceKind::Dispute, processor, reference, owner)?;
         }
         let before = payment(decider, self.payment_id, Some(&self.asset))?;

@@ -112,14 +112,14 @@ pub(super) fn reference_target(kind: ReferenceKind, processor: &str, reference: 
     Target::of::<ProcessorReference>(reference_id(kind, processor, reference))
 }
 
-/// Checks that `reference` of `processor` names no other payment's
-/// charge: a capture may go by its own charge's reference (the processor
-/// knows a single capture by it), never by another's (`reference_taken`).
+/// Checks that `reference` of `processor` names no other tender's charge:
+/// a capture may go by its own charge's reference (the processor knows a
+/// single capture by it), never by another's (`reference_taken`).
 fn not_another_charge(
     decider: &Decider<'_>,
-    processor: &str,
-    reference: &str,
+    (processor, reference): (&str, &str),
     payment_id: PaymentId,
+    tender_id: TenderId,
 ) -> Result<(), Refusal> {
     let charge = decider.state::<ProcessorReference>(&reference_id(
         ReferenceKind::Charge,
@@ -127,10 +127,15 @@ fn not_another_charge(
         reference,
     ))?;
     match &charge.owner {
-        Some(owner) if owner.payment_id != payment_id => Err(ReferenceError::Taken {
-            owner: owner.clone(),
+        Some(owner)
+            if owner.payment_id != payment_id
+                || owner.tender_id.is_some_and(|charged| charged != tender_id) =>
+        {
+            Err(ReferenceError::Taken {
+                owner: owner.clone(),
+            }
+            .into())
         }
-        .into()),
         _ => Ok(()),
     }
 }
@@ -287,10 +292,7 @@ impl Request for AddTender {
             reference,
         } = &self.source
         {
-            let owner = Owner {
-                payment_id: self.payment_id,
-                item: None,
-            };
+            let owner = Owner::charge(self.payment_id, self.tender_id);
             claim(decider, ReferenceKind::Charge, processor, reference, owner)?;
         }
         open(decider, &[&from, &revenue])?;
@@ -315,12 +317,12 @@ impl Request for AddTender {
                         reference,
                     } = &self.source
                     {
-                        let owner = Owner {
-                            payment_id: self.payment_id,
-                            item: Some(Item::Capture {
+                        let owner = Owner::of(
+                            self.payment_id,
+                            Item::Capture {
                                 capture_id: *capture_id,
-                            }),
-                        };
+                            },
+                        );
                         claim(decider, ReferenceKind::Capture, processor, reference, owner)?;
                     }
                 }
@@ -470,13 +472,14 @@ impl Request for CapturePayment {
             return Err(Refusal::Internal("a capture of no tender".into()));
         };
         if let Some(reference) = &self.reference {
-            not_another_charge(decider, &self.processor, reference, self.payment_id)?;
-            let owner = Owner {
-                payment_id: self.payment_id,
-                item: Some(Item::Capture {
+            let named = (self.processor.as_str(), reference.as_str());
+            not_another_charge(decider, named, self.payment_id, self.tender_id)?;
+            let owner = Owner::of(
+                self.payment_id,
+                Item::Capture {
                     capture_id: self.capture_id,
-                }),
-            };
+                },
+            );
             claim(
                 decider,
                 ReferenceKind::Capture,

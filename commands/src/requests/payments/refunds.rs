@@ -103,12 +103,12 @@ impl Request for RefundPayment {
                     if let (TenderSource::Processor { processor, .. }, Some(reference)) =
                         (&tender.source, &self.reference)
                     {
-                        let owner = Owner {
-                            payment_id: self.payment_id,
-                            item: Some(Item::Refund {
+                        let owner = Owner::of(
+                            self.payment_id,
+                            Item::Refund {
                                 refund_id: self.refund_id,
-                            }),
-                        };
+                            },
+                        );
                         claim(decider, ReferenceKind::Refund, processor, reference, owner)?;
                     }
                     lines.push(books::EntryLine {
