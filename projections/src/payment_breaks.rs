@@ -123,6 +123,7 @@ pub(crate) async fn apply(
                 resolution,
                 reason,
                 at,
+                ..
             } => {
                 resolved.tenants.push(event.tenant_id.as_uuid());
                 resolved.breaks.push(break_id);

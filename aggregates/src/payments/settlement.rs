@@ -135,6 +135,10 @@ pub enum Resolution {
     WriteOff,
     /// The difference is booked where it belongs (an adjustment).
     Adjust,
+    /// The line settles the item its reference names after all: the item
+    /// came to be (or came to owe the line's amount) after the batch was
+    /// imported, and now expects exactly the line.
+    Match,
 }
 
 /// A settlement batch's state.
@@ -147,6 +151,9 @@ pub struct Settlement {
     pub lines: Vec<SettledLine>,
     /// Resolved breaks: (break id, resolution).
     pub resolved: Vec<(Uuid, Resolution)>,
+    /// The items breaks resolved by matching settled: (break id, item).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matched: Vec<(Uuid, Item)>,
     /// The payout that paid the batch out.
     pub paid_out: Option<Uuid>,
 }
@@ -166,9 +173,11 @@ pub enum SettlementCommand {
         break_ids: Vec<Uuid>,
         at: DateTime<Utc>,
     },
+    /// Resolves a break; `matched` is the item a match settles.
     ResolveBreak {
         break_id: Uuid,
         resolution: Resolution,
+        matched: Option<Item>,
         reason: Option<String>,
         at: DateTime<Utc>,
     },
@@ -197,6 +206,9 @@ pub enum SettlementEvent {
     BreakResolved {
         break_id: Uuid,
         resolution: Resolution,
+        /// The item a match settled.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        matched: Option<Item>,
         reason: Option<String>,
         at: DateTime<Utc>,
     },
@@ -249,6 +261,8 @@ pub enum SettlementError {
     UnknownBreak(Uuid),
     #[error("the break was resolved already")]
     BreakResolved,
+    #[error("the line does not settle what its reference names: it expects {}, the line is {actual}", expected.map_or("nothing".to_string(), |expected| expected.to_string()))]
+    BreakNotMatched { expected: Option<i64>, actual: i64 },
     #[error("the batch was paid out already")]
     AlreadyPaidOut,
     #[error("the batch is not paid out by that payout")]
@@ -276,6 +290,7 @@ impl Rejection for SettlementError {
             Self::Overflow => "amount_overflow",
             Self::UnknownBreak(_) => "unknown_break",
             Self::BreakResolved => "break_already_resolved",
+            Self::BreakNotMatched { .. } => "break_not_matched",
             Self::AlreadyPaidOut => "settlement_already_paid_out",
             Self::NotPaidOutBy => "settlement_not_paid_out_by_payout",
         }
@@ -285,6 +300,9 @@ impl Rejection for SettlementError {
         match self {
             Self::LineDoesNotAddUp { line, .. } | Self::InvalidReference { line } => {
                 json!({"line": line})
+            }
+            Self::BreakNotMatched { expected, actual } => {
+                json!({"expected": expected, "actual": actual})
             }
             _ => serde_json::Value::Null,
         }
@@ -417,8 +435,12 @@ impl Aggregate for Settlement {
             SettlementEvent::BreakResolved {
                 break_id,
                 resolution,
+                matched,
                 ..
-            } => self.resolved.push((break_id, resolution)),
+            } => {
+                self.resolved.push((break_id, resolution));
+                self.matched.extend(matched.map(|item| (break_id, item)));
+            }
             SettlementEvent::PaidOut { payout_id, .. } => self.paid_out = Some(payout_id),
             SettlementEvent::PayoutReleased { .. } => self.paid_out = None,
         }
@@ -468,6 +490,7 @@ impl Decide for Settlement {
             SettlementCommand::ResolveBreak {
                 break_id,
                 resolution,
+                matched,
                 reason,
                 at,
             } => {
@@ -482,6 +505,7 @@ impl Decide for Settlement {
                 Ok(vec![SettlementEvent::BreakResolved {
                     break_id,
                     resolution,
+                    matched,
                     reason,
                     at,
                 }])

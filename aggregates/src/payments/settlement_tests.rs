@@ -204,12 +204,14 @@ fn a_break_is_resolved_once() {
     let resolve = |break_id| SettlementCommand::ResolveBreak {
         break_id,
         resolution: Resolution::WriteOff,
+        matched: None,
         reason: Some("not ours".into()),
         at: at(2),
     };
     let resolved = SettlementEvent::BreakResolved {
         break_id: id(1_000),
         resolution: Resolution::WriteOff,
+        matched: None,
         reason: Some("not ours".into()),
         at: at(2),
     };

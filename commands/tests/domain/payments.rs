@@ -649,6 +649,7 @@ async fn a_settlement_settles_what_matches_and_opens_exactly_its_breaks() {
         reason: Some("checked with the processor".into()),
         asset: usd(),
         entry_id: aggregates::EntryId::from_uuid(id(entry)),
+        claim: None,
     };
     let written = run(
         &bus,

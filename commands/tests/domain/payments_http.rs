@@ -896,3 +896,106 @@ async fn a_first_capture_without_a_reference_settles_by_its_charge() {
             .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "reference_taken");
     }
 }
+
+#[tokio::test]
+async fn a_break_resolves_by_matching_once_its_item_expects_the_line() {
+    // Proves: a dispute line imported before the dispute was opened, and a
+    // reversal line imported before the dispute was won, are breaks; a
+    // match is refused while the item does not expect the line (422
+    // break_not_matched, naming both amounts), and settles the item once
+    // it does: what the break suspended goes to the receivable (the
+    // dispute's booked fee given back to it, the processor's fee moved
+    // from processing_fees to dispute_fees as a matched line's is), so the
+    // receivable and the suspense end at exactly zero, and nothing is
+    // booked to revenue twice.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (payment, tender) = card_payment(&acme, "w", 10_000, "automatic", "ch_w").await;
+    let batch = |batch: &str, lines: Value| {
+        json!({"processor": "stripe", "batch_id": batch, "settled_at": "2026-12-03T00:00:00Z",
+               "currency": "USD", "lines": lines})
+    };
+    let lines = json!([
+        line("capture", "ch_w", 10_000, 290),
+        line("dispute", "dp_w", -3_000, 1_000)
+    ]);
+    let (early, _) = accepted(&acme, "/v1/settlements", "b-w1", batch("b_w1", lines), 201).await;
+    assert_eq!(early["breaks"][0]["class"], "unknown_reference", "{early}");
+    let resolve = |break_id: &Value| format!("/v1/breaks/{}/resolve", break_id.as_str().unwrap());
+    let matching = json!({"resolution": "match", "reason": "the dispute came later"});
+    let dispute_break = resolve(&early["breaks"][0]["break_id"]);
+    let refused = acme.post(&dispute_break, "m-1", matching.clone()).await;
+    let details = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "break_not_matched")
+        ["details"]
+        .clone();
+    assert_eq!(details, json!({"expected": null, "actual": -3_000}));
+    let (dispute, _) = accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/disputes"),
+        "dispute",
+        json!({"capture_id": tender["capture_id"], "amount": 3_000, "fee": 1_500, "reference": "dp_w"}),
+        201,
+    )
+    .await;
+    let dispute = dispute["dispute_id"].as_str().unwrap().to_string();
+    let (matched, _) = accepted(&acme, &dispute_break, "m-2", matching.clone(), 200).await;
+    assert_eq!(
+        (&matched["resolution"], &matched["amount"]),
+        (&json!("match"), &json!(3_000))
+    );
+    acme.post(&dispute_break, "m-3", matching.clone())
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "break_already_resolved");
+
+    let lines = json!([line("dispute_reversal", "dp_w", 3_000, 0)]);
+    let (late, _) = accepted(&acme, "/v1/settlements", "b-w2", batch("b_w2", lines), 201).await;
+    assert_eq!(
+        (&late["breaks"][0]["class"], &late["breaks"][0]["expected"]),
+        (&json!("amount_mismatch"), &json!(0))
+    );
+    let reversal_break = resolve(&late["breaks"][0]["break_id"]);
+    let refused = acme.post(&reversal_break, "r-1", matching.clone()).await;
+    let details = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "break_not_matched")
+        ["details"]
+        .clone();
+    assert_eq!(details, json!({"expected": 0, "actual": 3_000}));
+    accepted(
+        &acme,
+        &format!("/v1/disputes/{dispute}/close"),
+        "won",
+        json!({"outcome": "won"}),
+        200,
+    )
+    .await;
+    let (_, seq) = accepted(&acme, &reversal_break, "r-2", matching, 200).await;
+
+    server.catch_up().await;
+    for account in ["receivable:stripe", "settlement_suspense"] {
+        let [debits, credits, _, _] = sums(&acme, seq, account).await;
+        assert_eq!(debits, credits, "{account} is settled exactly");
+    }
+    assert_eq!(
+        sums(&acme, seq, "processing_fees").await,
+        [1_290, 1_000, 0, 0]
+    );
+    assert_eq!(sums(&acme, seq, "dispute_fees").await, [1_500, 500, 0, 0]);
+    assert_eq!(sums(&acme, seq, "revenue").await, [0, 10_000, 0, 0]);
+    let read = acme.read(&format!("/v1/payments/{payment}"), seq).await;
+    assert_eq!(
+        (
+            &read["disputes"][0]["settled_in"],
+            &read["disputes"][0]["reversal_settled_in"]
+        ),
+        (&json!("stripe:b_w1"), &json!("stripe:b_w2")),
+        "{read}"
+    );
+    let resolved = acme.read("/v1/breaks?status=resolved", seq).await;
+    let resolutions: Vec<&Value> = resolved["breaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|found| &found["resolution"])
+        .collect();
+    assert_eq!(resolutions, [&json!("match"), &json!("match")]);
+    assert_trial_balance_is_zero(&acme, seq).await;
+}

@@ -11,7 +11,9 @@
 use super::trial_balance::Input as Journal;
 use super::{spelled, Chart, Check, Kind, Report, ReportName, Scope, Section};
 use aggregates::payments::payout::{Payout, PayoutStatus};
-use aggregates::payments::settlement::{BreakClass, Item, Outcome, Resolution, Settlement};
+use aggregates::payments::settlement::{
+    BreakClass, Item, LineType, Outcome, Resolution, SettledLine, Settlement,
+};
 use aggregates::payments::{AuthorizationState, DisputeState, Payment, RefundState, TenderSource};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -97,8 +99,10 @@ struct Figures {
     booked: Booked,
     unsettled: Vec<Unsettled>,
     breaks: Vec<Vec<Value>>,
-    /// The fee each dispute booked when it opened, by id.
+    /// The fee each dispute booked when it opened, by id, and by its
+    /// processor and reference.
     dispute_fees: BTreeMap<String, i64>,
+    dispute_fees_by_reference: BTreeMap<(String, String), i64>,
 }
 
 impl Figures {
@@ -178,6 +182,15 @@ impl Figures {
             *self.booked.fees.entry(asset.clone()).or_default() += i128::from(dispute.fee.value());
             self.dispute_fees
                 .insert(dispute.dispute_id.to_string(), dispute.fee.value());
+            let processor = payment
+                .tender(dispute.tender_id)
+                .and_then(|tender| tender.source.processor());
+            if let (Some(processor), Some(reference)) = (processor, &dispute.reference) {
+                self.dispute_fees_by_reference.insert(
+                    (processor.to_string(), reference.clone()),
+                    dispute.fee.value(),
+                );
+            }
         }
     }
 
@@ -189,7 +202,7 @@ impl Figures {
         let settled_at = settlement.settled_at.unwrap_or(DateTime::UNIX_EPOCH);
         for (index, settled) in settlement.lines.iter().enumerate() {
             let gross = i128::from(settled.line.gross);
-            let fee = settled_fee(settled, &self.dispute_fees);
+            let fee = self.settled_fee(settlement, settled);
             let stages = self.stages(&asset);
             stages[at("settled_gross")] += gross;
             stages[at("processing_fees")] += i128::from(settled.line.fee);
@@ -249,6 +262,43 @@ impl Figures {
         };
         self.stages(&String::from(terms.asset.clone()))[at(stage)] +=
             i128::from(terms.amount.value());
+    }
+
+    /// What of line `settled` of `settlement` the journal books as fees:
+    /// the processor's own line, its gross and fee; a line settling a
+    /// dispute (matched, a break later matched to it, or an amount
+    /// mismatch, which settles it all the same), the fee beyond what the
+    /// dispute booked when it opened; any other, its fee.
+    fn settled_fee(&self, settlement: &Settlement, settled: &SettledLine) -> i128 {
+        let fee = i128::from(settled.line.fee);
+        let booked = |fee_of: Option<i64>| fee - i128::from(fee_of.unwrap_or(0));
+        let by_id = |dispute_id: &aggregates::ids::DisputeId| {
+            booked(self.dispute_fees.get(&dispute_id.to_string()).copied())
+        };
+        match &settled.outcome {
+            Outcome::Processor => fee - i128::from(settled.line.gross),
+            Outcome::Matched {
+                item: Item::Dispute { dispute_id },
+                ..
+            } => by_id(dispute_id),
+            Outcome::Break {
+                break_id, class, ..
+            } => {
+                let matched = settlement.matched.iter().find(|(id, _)| id == break_id);
+                match (matched, class) {
+                    (Some((_, Item::Dispute { dispute_id })), _) => by_id(dispute_id),
+                    (None, BreakClass::AmountMismatch)
+                        if settled.line.line_type == LineType::Dispute =>
+                    {
+                        let processor = settlement.processor.clone().unwrap_or_default();
+                        let key = (processor, settled.line.reference.clone());
+                        booked(self.dispute_fees_by_reference.get(&key).copied())
+                    }
+                    _ => fee,
+                }
+            }
+            _ => fee,
+        }
     }
 
     /// The unsettled items as rows, aged as of `now`; those older than
@@ -395,27 +445,6 @@ fn finish(
         ],
         charts,
         parameters: Vec::new(),
-    }
-}
-
-/// The fee the journal books for a settled line (processing or dispute
-/// fees): its fee less what its dispute booked when it opened, and the
-/// processor's own lines (fees, adjustments) at their gross.
-fn settled_fee(
-    settled: &aggregates::payments::settlement::SettledLine,
-    dispute_fees: &BTreeMap<String, i64>,
-) -> i128 {
-    let fee = i128::from(settled.line.fee);
-    match &settled.outcome {
-        Outcome::Matched {
-            item: Item::Dispute { dispute_id },
-            ..
-        } => {
-            let booked = dispute_fees.get(&dispute_id.to_string()).copied();
-            fee - i128::from(booked.unwrap_or(0))
-        }
-        Outcome::Processor => fee - i128::from(settled.line.gross),
-        _ => fee,
     }
 }
 

@@ -669,6 +669,7 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
         reason: None,
         asset: usd.clone(),
         entry_id: aggregates::EntryId::from_uuid(id(951)),
+        claim: None,
     };
     ledger.run(0, "resolve-1", resolve).await;
     let payout = |n: u128| CreatePayout {

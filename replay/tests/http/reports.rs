@@ -835,3 +835,104 @@ async fn the_payments_report_shows_the_waterfall_unsettled_items_and_aged_breaks
         (json!("resolved"), json!("adjust"))
     );
 }
+
+#[tokio::test]
+async fn the_payments_report_ties_out_dispute_lines_matched_late_or_off_by_an_amount() {
+    // Proves: the fees the report counts agree with the journal for a
+    // dispute line whose amount disagrees with the dispute (it settles the
+    // dispute all the same, its booked fee given back to the receivable),
+    // and for one imported before its dispute opened and matched once it
+    // had (the fee moved to dispute_fees as a matched line's is); the
+    // report online and offline agree.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let base = serve(&store, Clock::system()).await;
+    let client = reqwest::Client::new();
+    let shop = Poster::new(&client, &base, &acme.api_key);
+    let post = |key: &str, path: String, body: Value| shop.post(key, path, body);
+    let mut captures = Vec::new();
+    for n in 1..=2 {
+        let created = post(
+            &format!("p{n}"),
+            "/v1/payments".into(),
+            json!({"amount": 10_000, "currency": "USD", "capture": "automatic"}),
+        )
+        .await;
+        let id = created["payment_id"].as_str().unwrap().to_string();
+        let tender = post(
+            &format!("p{n}-card"),
+            format!("/v1/payments/{id}/tenders"),
+            json!({"method": "card", "amount": 10_000, "processor": "stripe", "reference": format!("ch_{n}")}),
+        )
+        .await;
+        captures.push((id, tender["capture_id"].clone()));
+    }
+    let dispute = |n: usize, amount: i64| {
+        let (payment, capture) = &captures[n - 1];
+        post(
+            &format!("dispute-{n}"),
+            format!("/v1/payments/{payment}/disputes"),
+            json!({"capture_id": capture, "amount": amount, "fee": 1_500, "reference": format!("dp_{n}")}),
+        )
+    };
+    let opened = dispute(2, 3_000).await;
+    assert!(opened["dispute_id"].is_string(), "{opened}");
+    let line = |kind: &str, reference: &str, gross: i64, fee: i64| json!({"type": kind, "reference": reference, "gross": gross, "fee": fee, "net": gross - fee});
+    let batch = post(
+        "batch",
+        "/v1/settlements".into(),
+        json!({"processor": "stripe", "batch_id": "b_1", "currency": "USD",
+               "settled_at": "2026-12-03T00:00:00Z", "lines": [
+                   line("capture", "ch_1", 10_000, 290),
+                   line("capture", "ch_2", 10_000, 290),
+                   line("dispute", "dp_1", -2_000, 1_000),
+                   line("dispute", "dp_2", -2_500, 1_200)]}),
+    )
+    .await;
+    let classes: Vec<&Value> = batch["breaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|found| &found["class"])
+        .collect();
+    assert_eq!(
+        classes,
+        [&json!("unknown_reference"), &json!("amount_mismatch")],
+        "{batch}"
+    );
+    let opened = dispute(1, 2_000).await;
+    assert!(opened["dispute_id"].is_string(), "{opened}");
+    let late = batch["breaks"][0]["break_id"].as_str().unwrap();
+    let matched = post(
+        "match",
+        format!("/v1/breaks/{late}/resolve"),
+        json!({"resolution": "match"}),
+    )
+    .await;
+    assert_eq!(matched["resolution"], "match", "{matched}");
+    catch_up(&db).await;
+    let text = client
+        .get(format!("{base}/v1/reports/payments"))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["tie_out"]["agrees"], true, "{report}");
+    let file = std::env::temp_dir().join(format!("disputes-report-{}.jsonl", acme.tenant_id));
+    replay::export::export(&store, acme.tenant_id, &file, false)
+        .await
+        .unwrap();
+    let offline_head = offline::report(
+        &file,
+        ReportName::Payments,
+        (Point::Head, Options::default()),
+    )
+    .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(offline_head.to_json_text(), text);
+}

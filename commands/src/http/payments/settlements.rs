@@ -16,7 +16,6 @@ use crate::requests::payments::{
     reference_kind, settlement_id, BreakResolvedAnswer, CreatePayout, ImportSettlement,
     MarkPayoutFailed, MarkPayoutPaid, PayoutAnswer, ResolveBreak, SettlementAnswer, BREAK_ENTITY,
 };
-use aggregates::money::Asset;
 use aggregates::payments::payout::{Payout, PayoutTerms};
 use aggregates::payments::reference::{reference_id, ProcessorReference};
 use aggregates::payments::settlement::{Line, Resolution, Settlement, SETTLEMENT_AGGREGATE};
@@ -184,7 +183,10 @@ async fn claimants(
 #[serde(deny_unknown_fields)]
 pub struct ResolveBody {
     /// `write_off`: the difference to `settlement_write_offs`; `adjust`:
-    /// to `revenue`, taking the processor's figure.
+    /// to `revenue`, taking the processor's figure; `match`: the line
+    /// settles the item its reference names after all (the item came to be
+    /// after the batch was imported, or came to owe the line's amount, as
+    /// a dispute won), to the receivable.
     pub resolution: Resolution,
     #[serde(default)]
     #[schema(schema_with = super::note_schema)]
@@ -208,7 +210,7 @@ pub struct ResolveBody {
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such break", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`break_already_resolved`; or key reused", body = ErrorBody),
+        (status = 422, description = "`break_already_resolved`; `break_not_matched` (a match whose line's reference names nothing, or an item expecting another amount, or settled already; details: expected, actual); or key reused", body = ErrorBody),
     )
 )]
 async fn resolve_break(
@@ -221,34 +223,65 @@ async fn resolve_break(
     let entry_id = EntryId::from_uuid(derive_id(tenant_id, &key, "entry"));
     let asked = json!({"break_id": break_id, "body": &body});
     submit(&state, tenant_id, key, asked, || async {
-        let (processor, batch_id, asset) = batch_of(&state, tenant_id, break_id).await?;
+        let settlement = batch_of(&state, tenant_id, break_id).await?;
+        let (Some(processor), Some(asset)) =
+            (settlement.processor.clone(), settlement.asset.clone())
+        else {
+            return Err(ApiError::NotFound(format!("no break {break_id}")));
+        };
+        let claim = match body.resolution {
+            Resolution::Match => claim_of(&state, tenant_id, &settlement, break_id).await?,
+            _ => None,
+        };
         Ok(ResolveBreak {
             processor,
-            batch_id,
+            batch_id: settlement.batch_id,
             break_id,
             resolution: body.resolution,
             reason: body.reason.as_ref().map(Text::to_string),
             asset,
             entry_id,
+            claim,
         })
     })
     .await
 }
 
-/// The batch holding break `break_id`: its processor, batch id and asset.
+/// The batch holding break `break_id`.
 async fn batch_of(
     state: &AppState,
     tenant_id: TenantId,
     break_id: Uuid,
-) -> Result<(String, String, Asset), ApiError> {
-    let not_found = || ApiError::NotFound(format!("no break {break_id}"));
+) -> Result<Settlement, ApiError> {
     let batch = (BREAK_ENTITY, break_id.to_string());
     let id = indexed_holder(state, tenant_id, (batch.0, &batch.1), SETTLEMENT_AGGREGATE).await?;
-    let settlement: Settlement = current_one(&state.store, tenant_id, &id).await?;
-    match (settlement.processor, settlement.asset) {
-        (Some(processor), Some(asset)) => Ok((processor, settlement.batch_id, asset)),
-        _ => Err(not_found()),
-    }
+    Ok(current_one(&state.store, tenant_id, &id).await?)
+}
+
+/// The claim of the reference break `break_id`'s line names, and the
+/// payment holding it (`None` while unclaimed), as the store has it.
+async fn claim_of(
+    state: &AppState,
+    tenant_id: TenantId,
+    settlement: &Settlement,
+    break_id: Uuid,
+) -> Result<Option<(String, Option<aggregates::ids::PaymentId>)>, ApiError> {
+    let (Some(processor), Some(settled)) = (&settlement.processor, settlement.find_break(break_id))
+    else {
+        return Ok(None);
+    };
+    let Some(kind) = reference_kind(settled.line.line_type) else {
+        return Ok(None);
+    };
+    let claim = reference_id(kind, processor, &settled.line.reference);
+    let claims =
+        current::<ProcessorReference>(&state.store, tenant_id, std::slice::from_ref(&claim))
+            .await?;
+    let payment_id = claims
+        .get(&claim)
+        .and_then(|reference| reference.owner.as_ref())
+        .map(|owner| owner.payment_id);
+    Ok(Some((claim, payment_id)))
 }
 
 /// 1 to 100 batch ids, each once.

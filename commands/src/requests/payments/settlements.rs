@@ -404,9 +404,11 @@ fn suspended(line: &aggregates::payments::settlement::SettledLine) -> i128 {
 
 /// Resolves a break of a batch, once: what it left in
 /// `settlement_suspense` is cleared, written off (to
-/// `settlement_write_offs`) or adjusted (to `revenue`, taking the
-/// processor's figure). `asset` is the batch's, resolved before
-/// submission; `entry_id` the resolving entry's.
+/// `settlement_write_offs`), adjusted (to `revenue`, taking the
+/// processor's figure) or matched (to the receivable, settling the item
+/// the line's reference names, which now expects exactly the line).
+/// `asset` is the batch's, resolved before submission; `entry_id` the
+/// resolving entry's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveBreak {
@@ -417,13 +419,20 @@ pub struct ResolveBreak {
     pub reason: Option<String>,
     pub asset: Asset,
     pub entry_id: EntryId,
+    /// A match's line: its reference's claim (`<kind>/<processor>/<ref>`)
+    /// and the payment claiming it, resolved before submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<(String, Option<PaymentId>)>,
 }
 
 impl ResolveBreak {
-    fn counter(&self) -> PaymentAccount {
+    /// Where a write-off or an adjustment books what the break suspended
+    /// (a match books it to the receivable: [`matching_accounts`]).
+    fn counter(&self) -> Option<PaymentAccount> {
         match self.resolution {
-            Resolution::WriteOff => accounts::settlement_write_offs(),
-            Resolution::Adjust => accounts::revenue(),
+            Resolution::WriteOff => Some(accounts::settlement_write_offs()),
+            Resolution::Adjust => Some(accounts::revenue()),
+            Resolution::Match => None,
         }
     }
 }
@@ -436,12 +445,24 @@ impl Request for ResolveBreak {
             Target::of::<Settlement>(settlement_id(&self.processor, &self.batch_id)),
             Target::of::<EntryRecord>(self.entry_id.to_string()),
         ];
-        let codes = [accounts::settlement_suspense().code, self.counter().code];
+        let mut codes = vec![accounts::settlement_suspense().code];
+        if self.resolution == Resolution::Match {
+            codes.extend(matching_accounts(&self.processor).map(|account| account.code));
+            if let Some((claim, payment_id)) = &self.claim {
+                targets.push(Target::of::<ProcessorReference>(claim.as_str()));
+                targets.extend(payment_id.map(|id| Target::of::<Payment>(id.to_string())));
+            }
+        }
+        codes.extend(self.counter().map(|account| account.code));
+        let codes: BTreeSet<AccountCode> = codes.into_iter().collect();
         targets.extend(books::money_targets(codes.iter(), [&self.asset]));
         targets
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        if self.resolution == Resolution::Match {
+            return self.decide_match(decider);
+        }
         let at = decider.at();
         let id = settlement_id(&self.processor, &self.batch_id);
         decider.execute::<Settlement>(
@@ -449,6 +470,7 @@ impl Request for ResolveBreak {
             SettlementCommand::ResolveBreak {
                 break_id: self.break_id,
                 resolution: self.resolution,
+                matched: None,
                 reason: self.reason.clone(),
                 at,
             },
@@ -464,7 +486,10 @@ impl Request for ResolveBreak {
             .find_break(self.break_id)
             .map(suspended)
             .unwrap_or_default();
-        let (suspense, counter) = (accounts::settlement_suspense(), self.counter());
+        let counter = self
+            .counter()
+            .ok_or_else(|| Refusal::Internal("a match has no counter account".into()))?;
+        let suspense = accounts::settlement_suspense();
         super::open(decider, &[&suspense, &counter])?;
         let mut movements = Movements::default();
         movements.add(&suspense.code, -suspended);
@@ -484,6 +509,156 @@ impl Request for ResolveBreak {
             &BreakResolvedAnswer {
                 break_id: self.break_id,
                 resolution: self.resolution,
+                amount: i64::try_from(suspended.abs())
+                    .map_err(|_| Refusal::from(aggregates::money::AmountError::Overflow))?,
+            },
+        )
+    }
+}
+
+/// The accounts a match moves: the receivable, the processing and dispute
+/// fees (a dispute line's fee, booked to processing fees by the import, is
+/// corrected as a matched line's is).
+fn matching_accounts(processor: &str) -> impl Iterator<Item = PaymentAccount> {
+    let receivable = accounts::receivable(processor).ok();
+    receivable.into_iter().chain([
+        accounts::processing_fees(),
+        accounts::dispute_fees(),
+        accounts::settlement_suspense(),
+    ])
+}
+
+impl ResolveBreak {
+    /// What the line of this break expects now of the item its reference
+    /// names, if it is exactly the line: refused (`break_not_matched`)
+    /// otherwise.
+    fn expected_now(&self, decider: &Decider<'_>, line: &Line) -> Result<Expected, Refusal> {
+        let not_matched = |expected: Option<i64>| {
+            Refusal::from(
+                aggregates::payments::settlement::SettlementError::BreakNotMatched {
+                    expected,
+                    actual: line.gross,
+                },
+            )
+        };
+        let Some(kind) = reference_kind(line.line_type) else {
+            return Err(not_matched(None));
+        };
+        let claim = reference_id(kind, &self.processor, &line.reference);
+        let Some((asked, payment_id)) = &self.claim else {
+            return Err(Refusal::Stale("a match names no claim".into()));
+        };
+        if *asked != claim {
+            return Err(Refusal::Stale(format!(
+                "the request names claim {asked}, the line's is {claim}"
+            )));
+        }
+        let owner = decider.state::<ProcessorReference>(&claim)?.owner.clone();
+        if owner.as_ref().map(|owner| owner.payment_id) != *payment_id {
+            return Err(Refusal::Stale(format!(
+                "claim {claim} is held by another payment than the request names"
+            )));
+        }
+        let Some(owner) = owner else {
+            return Err(not_matched(None));
+        };
+        let payment = payment(decider, owner.payment_id, None)?;
+        let expected = expect(
+            payment,
+            owner.payment_id,
+            owner.item,
+            line.line_type,
+            &self.processor,
+        );
+        match expected {
+            Some(expected)
+                if expected.asset == self.asset
+                    && !expected.settled
+                    && expected.gross != 0
+                    && expected.gross == line.gross =>
+            {
+                Ok(expected)
+            }
+            Some(expected) if !expected.settled && expected.asset == self.asset => {
+                Err(not_matched(Some(expected.gross)))
+            }
+            _ => Err(not_matched(None)),
+        }
+    }
+
+    /// A match: the line settles its item after all. What the break
+    /// suspended goes to the receivable (with a dispute's booked fee given
+    /// back to it, as an import gives it), the item is settled in this
+    /// batch.
+    fn decide_match(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        let at = decider.at();
+        let id = settlement_id(&self.processor, &self.batch_id);
+        let settlement = decider.state::<Settlement>(&id)?;
+        if settlement.asset.as_ref() != Some(&self.asset) {
+            return Err(Refusal::Stale(format!(
+                "the request names {}, batch {id} is in another asset",
+                self.asset
+            )));
+        }
+        let settled = settlement.find_break(self.break_id).cloned().ok_or(
+            aggregates::payments::settlement::SettlementError::UnknownBreak(self.break_id),
+        )?;
+        if settlement
+            .resolved
+            .iter()
+            .any(|(id, _)| *id == self.break_id)
+        {
+            return Err(aggregates::payments::settlement::SettlementError::BreakResolved.into());
+        }
+        let expected = self.expected_now(decider, &settled.line)?;
+        decider.execute::<Settlement>(
+            &id,
+            SettlementCommand::ResolveBreak {
+                break_id: self.break_id,
+                resolution: Resolution::Match,
+                matched: Some(expected.item),
+                reason: self.reason.clone(),
+                at,
+            },
+        )?;
+        decider.execute::<Payment>(
+            &expected.payment_id.to_string(),
+            PaymentCommand::Settle {
+                item: expected.item,
+                batch: id.clone(),
+                at,
+            },
+        )?;
+        let accounts: Vec<PaymentAccount> = matching_accounts(&self.processor).collect();
+        let [receivable, fees, dispute_fees, suspense] = accounts.as_slice() else {
+            return Err(super::invalid("processor", &self.processor));
+        };
+        super::open(decider, &[receivable, fees, dispute_fees, suspense])?;
+        let suspended = suspended(&settled);
+        let booked = i128::from(expected.fee);
+        let mut movements = Movements::default();
+        movements.add(&suspense.code, -suspended);
+        movements.add(&receivable.code, suspended + booked);
+        if booked != 0 {
+            let fee = i128::from(settled.line.fee);
+            movements.add(&fees.code, -fee);
+            movements.add(&dispute_fees.code, fee - booked);
+        }
+        let lines = movements.lines(&self.asset)?;
+        if lines.len() >= 2 {
+            books::post(
+                decider,
+                self.entry_id,
+                &lines,
+                Some(format!("break:{}", self.break_id)),
+                at,
+            )?;
+        }
+        Reply::ok(
+            id,
+            &BreakResolvedAnswer {
+                break_id: self.break_id,
+                resolution: Resolution::Match,
                 amount: i64::try_from(suspended.abs())
                     .map_err(|_| Refusal::from(aggregates::money::AmountError::Overflow))?,
             },
