@@ -15,6 +15,7 @@
 //!   refunds, disputes).
 //! - `plan`: the plan catalog.
 //! - `quota`: the quota aggregate (grants, consumption, seats, expiry).
+//! - `rules`: the version of the rules a request is decided under.
 //! - `subscription`: the subscription aggregate.
 //! - `text`, `time`: client text and times, bounded to what every store of
 //!   the ledger holds (checked at the edge and again in each decision).
@@ -28,6 +29,7 @@ pub mod money;
 pub mod payments;
 pub mod plan;
 pub mod quota;
+pub mod rules;
 pub mod schema;
 pub mod subscription;
 pub mod text;

@@ -162,10 +162,11 @@ async fn an_accepted_command_answers_with_its_events_and_the_seq_reached() {
         stored[0].payload.to_value().unwrap(),
         json!({"Added": {"amount": 3}})
     );
-    // The first event of a request records it: its kind and canonical body.
+    // The first event of a request records it: its kind, canonical body and
+    // the rules it was decided under.
     assert_eq!(
         stored[0].metadata.to_value().unwrap(),
-        json!({"command": "add_to_counter", "request": {"amount": 3, "counter": "c"}})
+        json!({"command": "add_to_counter", "request": {"amount": 3, "counter": "c"}, "rules": 2})
     );
     assert_eq!(stored[0].idempotency_key, "k1");
     bus.shutdown().await;

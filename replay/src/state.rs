@@ -31,11 +31,12 @@
 use crate::differences::{compare, missing, unexpected};
 use crate::source::AuditEvent;
 use aggregates::journal::{Balances, JournalEntry};
+use aggregates::rules::Rules;
 use chrono::{DateTime, Utc};
 use commands::domains::Registry;
 use commands::pipeline::fold::TenantFold;
 use commands::pipeline::{
-    request_metadata, AnyRequest, Refusal, METADATA_COMMAND, METADATA_REQUEST,
+    request_metadata, AnyRequest, Refusal, METADATA_COMMAND, METADATA_REQUEST, METADATA_RULES,
 };
 use cqrs_es::persist::SerializedEvent;
 use eventstore::{ChainHash, IdempotencyKey, JsonText};
@@ -328,13 +329,18 @@ fn redecide(
     members: &[Member],
 ) -> Result<(commands::pipeline::fold::Redecision, Vec<(usize, String)>), String> {
     let first = &members[0].event;
-    let (kind, request, recorded) = match read_back_canonical(&first.metadata) {
+    let Recorded {
+        kind,
+        request,
+        body,
+        rules,
+    } = match read_back_canonical(&first.metadata) {
         Some(read) => read,
         None => read_back(&first.metadata)?,
     };
     let key = IdempotencyKey::parse(&first.idempotency_key)
         .map_err(|error| format!("idempotency key: {error}"))?;
-    let redecision = fold.decide(request.as_ref(), &recorded, &key, first.recorded_at);
+    let redecision = fold.decide((request.as_ref(), &body), &key, first.recorded_at, rules);
     match &redecision.decision {
         Ok(_) => {}
         Err(Refusal::Rejected { code, message, .. }) => {
@@ -365,10 +371,34 @@ fn redecide(
     Ok((redecision, problems))
 }
 
-/// The request a first event records, read back: its kind, the request,
-/// and its canonical body, which the request must give again.
-fn read_back(metadata: &str) -> Result<(String, Box<dyn AnyRequest>, JsonText), String> {
-    let (kind, body) = recorded_request(metadata)?;
+/// A request a first event records, read back.
+struct Recorded {
+    kind: String,
+    request: Box<dyn AnyRequest>,
+    /// Its canonical body, which the request must give again.
+    body: JsonText,
+    /// The rules it was decided under.
+    rules: Rules,
+}
+
+/// The rules of version `version` (the first when the metadata names
+/// none), if this build knows them.
+fn rules_of(version: Option<u32>) -> Result<Rules, String> {
+    match version {
+        None => Ok(Rules::FIRST),
+        Some(version) => Rules::new(version).ok_or_else(|| {
+            format!(
+                "the request was decided under rules {version}, which this build does not know \
+                 (it knows 1 to {})",
+                Rules::CURRENT.version()
+            )
+        }),
+    }
+}
+
+/// The request a first event records, read back.
+fn read_back(metadata: &str) -> Result<Recorded, String> {
+    let (kind, body, rules) = recorded_request(metadata)?;
     let registered = registry()
         .request(&kind)
         .ok_or_else(|| format!("request kind {kind:?} is registered by no domain"))?;
@@ -377,7 +407,12 @@ fn read_back(metadata: &str) -> Result<(String, Box<dyn AnyRequest>, JsonText), 
         .map_err(|error| format!("the recorded {kind} request does not read back: {error}"))?;
     let recorded = JsonText::from_value(&body).map_err(|error| error.to_string())?;
     match request.body() {
-        Ok(canonical) if canonical == recorded => Ok((kind, request, recorded)),
+        Ok(canonical) if canonical == recorded => Ok(Recorded {
+            kind,
+            request,
+            body: recorded,
+            rules,
+        }),
         Ok(canonical) => Err(format!(
             "the recorded {kind} request {recorded} reads back as {canonical}"
         )),
@@ -394,6 +429,8 @@ struct RecordedText<'a> {
     kind: &'a str,
     #[serde(borrow, rename = "request")]
     body: &'a RawValue,
+    #[serde(default, rename = "rules")]
+    rules: Option<u32>,
 }
 
 /// [`read_back`] without a `Value` tree, for the usual case: metadata
@@ -405,19 +442,25 @@ struct RecordedText<'a> {
 /// other members, a kind no domain registers, a body that does not decode
 /// or is written otherwise) is `None`, for [`read_back`] to name the
 /// problem.
-fn read_back_canonical(metadata: &str) -> Option<(String, Box<dyn AnyRequest>, JsonText)> {
+fn read_back_canonical(metadata: &str) -> Option<Recorded> {
     let recorded: RecordedText<'_> = serde_json::from_str(metadata).ok()?;
+    let rules = rules_of(recorded.rules).ok()?;
     let request = registry()
         .request(recorded.kind)?
         .decode_text(recorded.body.get())
         .ok()?;
     let canonical = request.body().ok()?;
-    let written = request_metadata(recorded.kind, &canonical).ok()?;
-    (written.as_str() == metadata).then(|| (recorded.kind.to_string(), request, canonical))
+    let written = request_metadata(recorded.kind, &canonical, rules).ok()?;
+    (written.as_str() == metadata).then(|| Recorded {
+        kind: recorded.kind.to_string(),
+        request,
+        body: canonical,
+        rules,
+    })
 }
 
-/// The request a first event records: its kind and body.
-fn recorded_request(metadata: &str) -> Result<(String, Value), String> {
+/// The request a first event records: its kind, body and rules.
+fn recorded_request(metadata: &str) -> Result<(String, Value, Rules), String> {
     let metadata: Value = serde_json::from_str(metadata)
         .map_err(|error| format!("the metadata does not parse: {error}"))?;
     let Some(body) = metadata.get(METADATA_REQUEST) else {
@@ -427,7 +470,16 @@ fn recorded_request(metadata: &str) -> Result<(String, Value), String> {
         .get(METADATA_COMMAND)
         .and_then(Value::as_str)
         .ok_or("the recorded request names no kind")?;
-    Ok((kind.to_string(), body.clone()))
+    let rules = match metadata.get(METADATA_RULES) {
+        None => None,
+        Some(version) => Some(
+            version
+                .as_u64()
+                .and_then(|version| u32::try_from(version).ok())
+                .ok_or("the recorded rules are no version number")?,
+        ),
+    };
+    Ok((kind.to_string(), body.clone(), rules_of(rules)?))
 }
 
 /// Folds the stored events of a request no decision accounts for, as they
@@ -472,14 +524,38 @@ mod tests {
     /// Whether `metadata` is read back without a tree; when it is, the
     /// answer must be the one read back through the tree.
     fn read_without_tree(metadata: &str) -> bool {
-        let Some((kind, request, recorded)) = read_back_canonical(metadata) else {
+        let Some(fast) = read_back_canonical(metadata) else {
             return false;
         };
-        let (slow_kind, slow_request, slow_recorded) = read_back(metadata).unwrap();
-        assert_eq!(kind, slow_kind);
-        assert_eq!(recorded, slow_recorded);
-        assert_eq!(request.body().unwrap(), slow_request.body().unwrap());
+        let slow = read_back(metadata).unwrap();
+        assert_eq!(fast.kind, slow.kind);
+        assert_eq!(fast.body, slow.body);
+        assert_eq!(fast.rules, slow.rules);
+        assert_eq!(fast.request.body().unwrap(), slow.request.body().unwrap());
         true
+    }
+
+    #[test]
+    fn a_request_reads_back_with_the_rules_it_was_decided_under() {
+        let body = r#"{"quota": "credits", "amount": 1, "account": "acct-97", "reference": null}"#;
+        let first = format!(r#"{{"command": "consume_quota", "request": {body}}}"#);
+        let second = format!(r#"{{"rules": 2, "command": "consume_quota", "request": {body}}}"#);
+        for (metadata, rules) in [(&first, Rules::FIRST), (&second, Rules::CAPTURE_REFERENCES)] {
+            assert!(read_without_tree(metadata), "{metadata}");
+            assert_eq!(read_back(metadata).unwrap().rules, rules);
+        }
+        let unknown = format!(r#"{{"rules": 9, "command": "consume_quota", "request": {body}}}"#);
+        assert!(!read_without_tree(&unknown));
+        assert_eq!(
+            read_back(&unknown).err().as_deref(),
+            Some("the request was decided under rules 9, which this build does not know (it knows 1 to 2)")
+        );
+        let no_number =
+            format!(r#"{{"rules": "2", "command": "consume_quota", "request": {body}}}"#);
+        assert_eq!(
+            read_back(&no_number).err().as_deref(),
+            Some("the recorded rules are no version number")
+        );
     }
 
     #[test]
@@ -491,10 +567,10 @@ mod tests {
         // to the same canonical body.
         let spaced = r#"{"request":{"account":"acct-97","amount":1,"quota":"credits","reference":null},"command":"consume\u005fquota"}"#;
         assert!(!read_without_tree(spaced));
-        let (kind, _, recorded) = read_back(spaced).unwrap();
+        let Recorded { kind, body, .. } = read_back(spaced).unwrap();
         assert_eq!(kind, "consume_quota");
         assert_eq!(
-            recorded.as_str(),
+            body.as_str(),
             r#"{"quota": "credits", "amount": 1, "account": "acct-97", "reference": null}"#
         );
 

@@ -50,6 +50,11 @@ struct Ledger {
 
 impl Ledger {
     async fn new() -> Self {
+        Self::under(aggregates::rules::Rules::CURRENT).await
+    }
+
+    /// A ledger whose pipeline decides under `rules`.
+    async fn under(rules: aggregates::rules::Rules) -> Self {
         let db = TestDatabase::new().await;
         let now: Arc<Mutex<Option<DateTime<Utc>>>> = Arc::default();
         let reading = now.clone();
@@ -61,6 +66,7 @@ impl Ledger {
             db.store().clone(),
             BusConfig {
                 clock,
+                rules,
                 ..BusConfig::default()
             },
             Arc::new(Metrics::default()),

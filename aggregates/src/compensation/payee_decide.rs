@@ -10,6 +10,7 @@ use super::CompensationError;
 use crate::decide::Decide;
 use crate::ids::{LineId, PayRunId};
 use crate::money::{Amount, AmountError, Asset};
+use crate::rules::Rules;
 use chrono::{DateTime, Duration, Utc};
 
 type Decided = Result<Vec<PayeeEvent>, CompensationError>;
@@ -47,6 +48,9 @@ pub enum PayeeCommand {
         asset: Asset,
         plan: Option<PlanInEffect>,
         captured_at: DateTime<Utc>,
+        /// The rules it is decided under (the line records its cap since
+        /// version 2).
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// Claws back the share of the commission on `captures` (their
@@ -199,7 +203,7 @@ impl Payee {
         asset: Asset,
         plan: Option<PlanInEffect>,
         captured_at: DateTime<Utc>,
-        at: DateTime<Utc>,
+        (at, rules): (DateTime<Utc>, Rules),
     ) -> Decided {
         self.fresh_line(line_id)?;
         self.sourced(&source)?;
@@ -250,7 +254,7 @@ impl Payee {
         };
         line.amount = payable;
         line.capped = Amount::new(earned - payable)?;
-        line.cap = cap;
+        line.cap = cap.filter(|_| rules.since(Rules::CAPTURE_REFERENCES));
         let payable_at = captured_at
             .checked_add_signed(Duration::days(i64::from(holding_days)))
             .ok_or(AmountError::Overflow)?;
@@ -566,6 +570,7 @@ impl Decide for Payee {
                 asset,
                 plan,
                 captured_at,
+                rules,
                 at,
             } => self.accrue_commission(
                 line_id,
@@ -575,7 +580,7 @@ impl Decide for Payee {
                 asset,
                 plan,
                 captured_at,
-                at,
+                (at, rules),
             ),
             PayeeCommand::ClawBack {
                 line_id,

@@ -6,6 +6,7 @@ use super::{IntentTerms, Payment, PaymentCommand, PaymentError, PaymentEvent};
 use crate::ids::{CaptureId, DisputeId, HoldId, RefundId, TenderId};
 use crate::journal::lots::{draw, DrawError, Lot, LotOrder};
 use crate::money::Amount;
+use crate::rules::Rules;
 use chrono::{DateTime, Utc};
 
 /// Longest an authorization may stay capturable: 90 days.
@@ -43,6 +44,7 @@ pub(super) fn decide(payment: &Payment, command: PaymentCommand) -> Decided {
             reference,
             last,
             next_hold_id,
+            rules,
             at,
         } => capture(
             payment,
@@ -53,6 +55,7 @@ pub(super) fn decide(payment: &Payment, command: PaymentCommand) -> Decided {
                 reference,
                 last,
                 next_hold_id,
+                rules,
             },
             at,
         ),
@@ -265,6 +268,7 @@ struct Capturing {
     reference: Option<String>,
     last: bool,
     next_hold_id: HoldId,
+    rules: Rules,
 }
 
 fn capture(payment: &Payment, capturing: Capturing, at: DateTime<Utc>) -> Decided {
@@ -275,6 +279,7 @@ fn capture(payment: &Payment, capturing: Capturing, at: DateTime<Utc>) -> Decide
         reference,
         last,
         next_hold_id,
+        rules,
     } = capturing;
     live(payment)?;
     let tender = payment
@@ -296,7 +301,8 @@ fn capture(payment: &Payment, capturing: Capturing, at: DateTime<Utc>) -> Decide
     // reference; each further one by a reference of its own, which its
     // settlement line names: without it, the capture could never settle.
     let processor = tender.source.processor().is_some();
-    if processor && reference.is_none() && !tender.captures.is_empty() {
+    let required = rules.since(Rules::CAPTURE_REFERENCES);
+    if required && processor && reference.is_none() && !tender.captures.is_empty() {
         return Err(PaymentError::CaptureReferenceRequired);
     }
     let uncaptured = tender.uncaptured()?;

@@ -4,6 +4,7 @@ use super::settlement::Item;
 use super::types::{CaptureMode, DisputeOutcome, RefundPart, TenderMethod, TenderSource};
 use crate::ids::{CaptureId, DisputeId, HoldId, RefundId, TenderId};
 use crate::money::{Amount, Asset};
+use crate::rules::Rules;
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,9 @@ pub enum PaymentCommand {
         last: bool,
         /// The reservation of what is left to capture, when something is.
         next_hold_id: HoldId,
+        /// The rules it is decided under (a further capture of a
+        /// processor's tender names its reference since version 2).
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// Voids every authorization; refused once anything was captured.

@@ -66,12 +66,13 @@ impl Owner {
         }
     }
 
-    /// The charge of tender `tender_id` of payment `payment_id`.
-    pub fn charge(payment_id: PaymentId, tender_id: TenderId) -> Self {
+    /// The charge of tender `tender_id` of payment `payment_id` (a claim
+    /// recorded under the first rules names no tender).
+    pub fn charge(payment_id: PaymentId, tender_id: Option<TenderId>) -> Self {
         Self {
             payment_id,
             item: None,
-            tender_id: Some(tender_id),
+            tender_id,
         }
     }
 }

@@ -10,6 +10,7 @@ use super::request::{
 };
 use super::AggregateKind;
 use aggregates::journal::JournalEntry;
+use aggregates::rules::Rules;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
@@ -56,15 +57,15 @@ impl TenantFold {
     }
 
     /// Decides `request` (whose canonical body is `body`) as the pipeline
-    /// did: under `key`, at `at`, against the states folded so far (an
-    /// aggregate never seen is new), recording the request on its first
-    /// event. Changes nothing: [`TenantFold::commit`] folds what it decided.
+    /// did: under `key`, at `at`, under `rules`, against the states folded
+    /// so far (an aggregate never seen is new), recording the request on
+    /// its first event. Changes nothing: [`TenantFold::commit`] folds what it decided.
     pub fn decide(
         &mut self,
-        request: &dyn AnyRequest,
-        body: &JsonText,
+        (request, body): (&dyn AnyRequest, &JsonText),
         key: &IdempotencyKey,
         at: DateTime<Utc>,
+        rules: Rules,
     ) -> Redecision {
         for target in request.targets() {
             self.states
@@ -78,8 +79,9 @@ impl TenantFold {
             staged: &self.staged,
             cached: &self.states,
         };
-        let mut decider =
-            Decider::new(self.tenant_id, key, at, request.kind(), view).for_replay(self.partial);
+        let mut decider = Decider::new(self.tenant_id, key, at, request.kind(), view)
+            .for_replay(self.partial)
+            .under(rules);
         let mut decision = request.decide(&mut decider);
         let mut touched = decider.into_touched();
         if decision.is_ok() {
@@ -87,7 +89,8 @@ impl TenantFold {
                 .iter_mut()
                 .find(|touched| !touched.events.is_empty())
             {
-                if let Err(refusal) = record_request(&mut first.events, request.kind(), body) {
+                if let Err(refusal) = record_request(&mut first.events, request.kind(), body, rules)
+                {
                     decision = Err(refusal);
                 }
             }

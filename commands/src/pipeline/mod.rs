@@ -27,7 +27,7 @@ pub use crash::{CrashHook, CrashPoint};
 pub use request::{
     derive_id, error_body, record_request, request_metadata, AggregateKind, AnyAggregate,
     AnyRequest, Decider, Loaded, Refusal, Reply, Request, Target, Touched, METADATA_COMMAND,
-    METADATA_REQUEST,
+    METADATA_REQUEST, METADATA_RULES,
 };
 
 use crate::metrics::Metrics;
@@ -57,6 +57,10 @@ pub struct BusConfig {
     pub clock: Clock,
     /// Where a fault test stops the shards dead; none in a server.
     pub crash: CrashHook,
+    /// The rules requests are decided under (the current ones; older ones
+    /// while older processes still decide, or for a test of recorded
+    /// history).
+    pub rules: aggregates::rules::Rules,
 }
 
 impl Default for BusConfig {
@@ -68,6 +72,7 @@ impl Default for BusConfig {
             batch_commands_max: 256,
             clock: Clock::system(),
             crash: CrashHook::default(),
+            rules: aggregates::rules::Rules::CURRENT,
         }
     }
 }
@@ -150,6 +155,7 @@ impl CommandBus {
                 config.pipeline_depth.max(1),
                 config.clock.clone(),
                 config.crash.clone(),
+                config.rules,
             );
             handles.push(tokio::spawn(shard.run(receiver, shutdown_receiver.clone())));
             senders.push(sender);

@@ -8,6 +8,7 @@
 //! request rejected half way leaves nothing behind.
 
 use aggregates::journal::JournalEntry;
+use aggregates::rules::Rules;
 use aggregates::{Decide, Rejection, RejectionKind, TenantId};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
@@ -362,6 +363,8 @@ pub struct Decider<'a> {
     keep_before: bool,
     /// Every event's metadata (`{"command": kind}`), encoded on first use.
     metadata: Option<JsonText>,
+    /// The rules the request is decided under.
+    rules: Rules,
 }
 
 impl<'a> Decider<'a> {
@@ -383,7 +386,22 @@ impl<'a> Decider<'a> {
             for_replay: false,
             keep_before: false,
             metadata: None,
+            rules: Rules::CURRENT,
         }
+    }
+
+    /// The same decider deciding under `rules` (a recorded request is
+    /// decided again under the rules it was decided under).
+    pub(crate) fn under(mut self, rules: Rules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The rules the request is decided under: where a decision changed
+    /// between versions, the request keeps the older behaviour for older
+    /// rules.
+    pub fn rules(&self) -> Rules {
+        self.rules
     }
 
     /// The same decider keeping what a replay folds with: the journal
@@ -593,25 +611,39 @@ struct EventMetadata {
 }
 
 /// Records the request in the chain: the first of its events carries, in
-/// its metadata, its kind and canonical body (`{"command": kind, "request":
-/// body}`, the text its fingerprint is taken of), so the hash covers it.
-pub fn record_request(events: &mut [NewEvent], kind: &str, body: &JsonText) -> Result<(), Refusal> {
+/// its metadata, its kind, canonical body and the rules it was decided
+/// under (`{"command": kind, "request": body, "rules": 2}`, the body the
+/// text its fingerprint is taken of), so the hash covers it.
+pub fn record_request(
+    events: &mut [NewEvent],
+    kind: &str,
+    body: &JsonText,
+    rules: Rules,
+) -> Result<(), Refusal> {
     let Some(first) = events.first_mut() else {
         return Ok(());
     };
-    first.metadata = request_metadata(kind, body)
+    first.metadata = request_metadata(kind, body, rules)
         .map_err(|error| Refusal::Internal(format!("recording the request: {error}")))?;
     Ok(())
 }
 
-/// The metadata that records a request of `kind` with canonical `body`:
-/// `{"command": kind, "request": body}`, canonical.
+/// The metadata that records a request of `kind` with canonical `body`,
+/// decided under `rules`: `{"command": kind, "request": body, "rules": n}`,
+/// canonical; without `rules` for the first rules (as every request was
+/// recorded before rules were versioned).
 pub fn request_metadata(
     kind: &str,
     body: &JsonText,
+    rules: Rules,
 ) -> Result<JsonText, eventstore::canonical::CanonicalError> {
     let kind = JsonText::canonical(kind)?;
-    JsonText::object(&[(METADATA_COMMAND, &kind), (METADATA_REQUEST, body)])
+    let version = JsonText::canonical(&rules.version())?;
+    let mut members = vec![(METADATA_COMMAND, &kind), (METADATA_REQUEST, body)];
+    if rules != Rules::FIRST {
+        members.push((METADATA_RULES, &version));
+    }
+    JsonText::object(&members)
 }
 
 /// The metadata field naming a request's kind (on every event).
@@ -619,6 +651,10 @@ pub const METADATA_COMMAND: &str = "command";
 
 /// The metadata field holding a request's canonical body (on its first event).
 pub const METADATA_REQUEST: &str = "request";
+
+/// The metadata field holding the rules a request was decided under (on
+/// its first event; none for the first rules).
+pub const METADATA_RULES: &str = "rules";
 
 fn undeclared(key: &AggregateKey) -> Refusal {
     Refusal::Internal(format!(

@@ -998,7 +998,12 @@ async fn check_against_model(world: &World) -> Checked {
                 at
             };
             let key_parsed = IdempotencyKey::parse(&key).unwrap();
-            let decided = fold.decide(request.as_ref(), &body, &key_parsed, at);
+            let decided = fold.decide(
+                (request.as_ref(), &body),
+                &key_parsed,
+                at,
+                aggregates::rules::Rules::CURRENT,
+            );
             let accepted = match &decided.decision {
                 Ok(reply) => {
                     assert!(

@@ -118,6 +118,7 @@ fn commission(n: u128, basis: i64, captured: u32, plan: Option<PlanInEffect>) ->
         asset: usd(),
         plan,
         captured_at: day(captured),
+        rules: crate::rules::Rules::CURRENT,
         at: day(captured),
     }
 }
@@ -455,6 +456,7 @@ fn a_commission_is_held_capped_per_month_and_accrues_once() {
         asset: usd(),
         plan: Some(in_effect(1, 1, 2_500)),
         captured_at: Utc.with_ymd_and_hms(2027, 1, 2, 0, 0, 0).unwrap(),
+        rules: crate::rules::Rules::CURRENT,
         at: Utc.with_ymd_and_hms(2027, 1, 2, 0, 0, 0).unwrap(),
     };
     assert_eq!(accrued(&decide(&state(history), january)).amount, 10);
@@ -641,6 +643,7 @@ fn commission_at(n: u128, source: &str, basis: i64, at: DateTime<Utc>) -> PayeeC
         asset: usd(),
         plan: Some(in_effect(1, 1, 2_500)),
         captured_at: at,
+        rules: crate::rules::Rules::CURRENT,
         at,
     }
 }
@@ -767,6 +770,24 @@ fn a_clawback_given_back_never_takes_its_month_past_the_cap() {
     assert_eq!(state(history).cap_used["2026-12"], 500_000);
     // Without the second capture, all of it is given back.
     let whole = accrue(&mut before_second, reverse(4, "2"));
+    assert_eq!((whole.amount, whole.capped), (200_000, Amount::ZERO));
+    // A commission accrued under the first rules records no cap: its
+    // clawback given back is given back whole, as it was then.
+    let mut first_rules = vec![created(), assigned()];
+    let mut command = commission_at(1, "capture:1", 5_000_000, day(2));
+    if let PayeeCommand::AccrueCommission { rules, .. } = &mut command {
+        *rules = crate::rules::Rules::FIRST;
+    }
+    assert_eq!(accrue(&mut first_rules, command).cap, None);
+    accrue(
+        &mut first_rules,
+        claw_back(2, "refund:2", &["capture:1"], 2_000_000),
+    );
+    accrue(
+        &mut first_rules,
+        commission_at(3, "capture:3", 1_500_000, day(10)),
+    );
+    let whole = accrue(&mut first_rules, reverse(4, "2"));
     assert_eq!((whole.amount, whole.capped), (200_000, Amount::ZERO));
     // A commission valued without a cap gives back whole, as before.
     let mut uncapped = vec![created(), assigned()];

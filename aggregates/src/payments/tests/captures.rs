@@ -162,9 +162,23 @@ fn a_further_capture_of_a_processors_tender_names_its_reference() {
         .when(without(1))
         .then_expect_events(vec![first.clone()]);
     Given::with(())
-        .given(vec![created(), authorized(1, 10_000), first])
+        .given(vec![created(), authorized(1, 10_000), first.clone()])
         .when(without(2))
         .then_expect_error(PaymentError::CaptureReferenceRequired);
+    // Recorded under the first rules, such a capture was taken: it is
+    // decided again the same.
+    let mut old = without(2);
+    if let PaymentCommand::Capture { rules, .. } = &mut old {
+        *rules = crate::rules::Rules::FIRST;
+    }
+    let mut second = with_holds(captured(1, 2, 1_000, 0), Some(1), Some(2));
+    if let PaymentEvent::Captured { reference, .. } = &mut second {
+        *reference = None;
+    }
+    Given::with(())
+        .given(vec![created(), authorized(1, 10_000), first])
+        .when(old)
+        .then_expect_events(vec![second]);
     Given::with(())
         .given(vec![
             created(),

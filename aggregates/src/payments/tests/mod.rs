@@ -140,6 +140,7 @@ fn capture(tender: u128, capture: u128, amount: i64, last: bool, hour: u32) -> P
         reference: Some(format!("cap_{capture}")),
         last,
         next_hold_id: hold(tender, capture),
+        rules: crate::rules::Rules::CURRENT,
         at: at(hour),
     }
 }

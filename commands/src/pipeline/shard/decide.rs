@@ -9,6 +9,7 @@ use crate::pipeline::request::{
 };
 use crate::pipeline::Outcome;
 use crate::pipeline::PipelineError;
+use aggregates::rules::Rules;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use eventstore::{AggregateKey, AppendedEvent, ChainHead, CommandWrite, NewEvent, TenantBatch};
@@ -51,7 +52,7 @@ pub(super) fn decide_batch(
     jobs: Vec<Job>,
     heads: &HashMap<TenantId, ChainHead>,
     cached: &HashMap<(TenantId, AggregateKey), Loaded>,
-    now: DateTime<Utc>,
+    (now, rules): (DateTime<Utc>, Rules),
 ) -> BatchDecision {
     let mut batches: Vec<TenantBatch> = Vec::new();
     let mut batch_of: HashMap<TenantId, usize> = HashMap::new();
@@ -72,7 +73,7 @@ pub(super) fn decide_batch(
             staged: &staged,
             cached,
         };
-        match decide_job(job, &mut batches[index], view, now) {
+        match decide_job(job, &mut batches[index], view, (now, rules)) {
             JobDecision::Pushed(done, touched) => {
                 for touched in touched {
                     staged.insert(
@@ -101,13 +102,14 @@ fn decide_job(
     job: Job,
     batch: &mut TenantBatch,
     view: StateView<'_>,
-    now: DateTime<Utc>,
+    (now, rules): (DateTime<Utc>, Rules),
 ) -> JobDecision {
     let at = batch.head().stamp(now);
-    let mut decider = Decider::new(job.tenant_id, &job.key, at, job.request.kind(), view);
+    let mut decider =
+        Decider::new(job.tenant_id, &job.key, at, job.request.kind(), view).under(rules);
     let decision = job.request.decide(&mut decider);
     let (touched, indexed) = decider.into_parts();
-    let (status, events) = match recorded(&job, &decision, &touched) {
+    let (status, events) = match recorded(&job, &decision, &touched, rules) {
         Ok(recorded) => recorded,
         Err(message) => return JobDecision::Failed(job, message),
     };
@@ -155,6 +157,7 @@ fn recorded(
     job: &Job,
     decision: &Result<Reply, Refusal>,
     touched: &[Touched],
+    rules: Rules,
 ) -> Result<(u16, Vec<NewEvent>), PipelineError> {
     match decision {
         Ok(reply) => {
@@ -162,7 +165,7 @@ fn recorded(
                 .iter()
                 .flat_map(|touched| touched.events.iter().cloned())
                 .collect();
-            match record_request(&mut events, job.request.kind(), &job.body) {
+            match record_request(&mut events, job.request.kind(), &job.body, rules) {
                 Ok(()) => Ok((reply.status, events)),
                 Err(refusal) => {
                     let message = format!("{refusal:?}");

@@ -74,6 +74,7 @@ pub(crate) struct Shard {
     pipeline_depth: usize,
     clock: Clock,
     crash: CrashHook,
+    rules: aggregates::rules::Rules,
     /// Heads as this shard expects them, including batches still in flight.
     heads: HashMap<TenantId, ChainHead>,
     /// Aggregates as this shard expects them, including batches in flight.
@@ -98,6 +99,7 @@ impl Shard {
         pipeline_depth: usize,
         clock: Clock,
         crash: CrashHook,
+        rules: aggregates::rules::Rules,
     ) -> Self {
         Self {
             store,
@@ -106,6 +108,7 @@ impl Shard {
             pipeline_depth: pipeline_depth.max(1),
             clock,
             crash,
+            rules,
             heads: HashMap::new(),
             cached: HashMap::new(),
             recent: RecentOutcomes::default(),
@@ -218,7 +221,12 @@ impl Shard {
             staged,
             decided,
             failed,
-        } = decide_batch(jobs, &self.heads, &self.cached, self.clock.now());
+        } = decide_batch(
+            jobs,
+            &self.heads,
+            &self.cached,
+            (self.clock.now(), self.rules),
+        );
         if !failed.is_empty() {
             self.answer_failed(failed).await;
         }

@@ -156,6 +156,7 @@ impl Request for AccrueCommission {
             asset: self.currency.clone(),
             plan,
             captured_at: self.captured_at,
+            rules: decider.rules(),
             at: decider.at(),
         };
         accrue(decider, &self.payee_id, &self.asset, command)

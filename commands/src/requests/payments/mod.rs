@@ -51,6 +51,7 @@ use aggregates::payments::settlement::Item;
 use aggregates::payments::{
     IntentTerms, Payment, PaymentCommand, PaymentEvent, Tender, TenderMethod, TenderSource,
 };
+use aggregates::rules::Rules;
 use aggregates::{EntryId, HoldId, RejectionKind};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -292,7 +293,9 @@ impl Request for AddTender {
             reference,
         } = &self.source
         {
-            let owner = Owner::charge(self.payment_id, self.tender_id);
+            // Under the first rules a charge's claim named its payment only.
+            let tender = decider.rules().since(Rules::CAPTURE_REFERENCES);
+            let owner = Owner::charge(self.payment_id, tender.then_some(self.tender_id));
             claim(decider, ReferenceKind::Charge, processor, reference, owner)?;
         }
         open(decider, &[&from, &revenue])?;
@@ -465,6 +468,7 @@ impl Request for CapturePayment {
                 reference: self.reference.clone(),
                 last: self.last,
                 next_hold_id,
+                rules: decider.rules(),
                 at,
             },
         )?;
@@ -472,8 +476,10 @@ impl Request for CapturePayment {
             return Err(Refusal::Internal("a capture of no tender".into()));
         };
         if let Some(reference) = &self.reference {
-            let named = (self.processor.as_str(), reference.as_str());
-            not_another_charge(decider, named, self.payment_id, self.tender_id)?;
+            if decider.rules().since(Rules::CAPTURE_REFERENCES) {
+                let named = (self.processor.as_str(), reference.as_str());
+                not_another_charge(decider, named, self.payment_id, self.tender_id)?;
+            }
             let owner = Owner::of(
                 self.payment_id,
                 Item::Capture {

@@ -1,0 +1,66 @@
+//! The version of the domain rules a request is decided under.
+//!
+//! A rule that changes what a request decides would make `verify` and
+//! `replay`, which decide every recorded request again, find the requests
+//! recorded before the change. So each request records the rules it was
+//! decided under (its first event's metadata, `rules`; none for the first
+//! version), and is decided again under the same: a command whose decision
+//! changed between versions carries the [`Rules`] it is decided under, and
+//! keeps the older behaviour for older rules.
+
+/// A version of the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rules(u32);
+
+impl Rules {
+    /// Every request recorded before rules were versioned.
+    pub const FIRST: Self = Self(1);
+    /// Version 2:
+    /// - a processor tender's capture after its first names the processor's
+    ///   reference (`capture_reference_required`), and a capture never goes
+    ///   by another tender's charge reference (`reference_taken`);
+    /// - a charge's reference claim names its tender, so two tenders of one
+    ///   payment cannot share it;
+    /// - a commission line records the cap it was valued under, which bounds
+    ///   what a failed refund gives back of a clawback of it.
+    pub const CAPTURE_REFERENCES: Self = Self(2);
+    /// What new requests are decided under.
+    pub const CURRENT: Self = Self::CAPTURE_REFERENCES;
+
+    /// Version `version`, if this build knows it.
+    pub fn new(version: u32) -> Option<Self> {
+        (Self::FIRST.0..=Self::CURRENT.0)
+            .contains(&version)
+            .then_some(Self(version))
+    }
+
+    pub fn version(self) -> u32 {
+        self.0
+    }
+
+    /// Whether these rules include what `version` brought.
+    pub fn since(self, version: Self) -> bool {
+        self >= version
+    }
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self::CURRENT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_versions_exist_and_later_rules_include_earlier_ones() {
+        assert_eq!(Rules::new(0), None);
+        assert_eq!(Rules::new(1), Some(Rules::FIRST));
+        assert_eq!(Rules::new(2), Some(Rules::CAPTURE_REFERENCES));
+        assert_eq!(Rules::new(Rules::CURRENT.version() + 1), None);
+        assert!(Rules::CURRENT.since(Rules::CAPTURE_REFERENCES));
+        assert!(!Rules::FIRST.since(Rules::CAPTURE_REFERENCES));
+    }
+}
