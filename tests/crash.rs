@@ -125,8 +125,10 @@ async fn a_server_killed_under_load_loses_no_acknowledged_command_and_doubles_no
                     let key = format!("consume-{round}-{index}-{number}");
                     keys.push(key.clone());
                     let url = format!("{base}/v1/quota/credits/consume");
-                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    // Read before the command counts as on its way: the
+                    // kill waits for one, so this one was sent before it.
                     let before_kill = !killed.load(Ordering::SeqCst);
+                    in_flight.fetch_add(1, Ordering::SeqCst);
                     let answer = post(&client, url, &api_key, &key, consume()).await;
                     in_flight.fetch_sub(1, Ordering::SeqCst);
                     match answer {

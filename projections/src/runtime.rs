@@ -428,12 +428,9 @@ async fn read_whole_requests(
     ranges: &[TenantRange],
     per_tenant_max: i64,
 ) -> Result<(Vec<StoredEvent>, bool), ProjectionError> {
-    let per_tenant_max = per_tenant_max.clamp(1, eventstore::read::READ_PAGE_MAX);
-    if per_tenant_max == eventstore::read::READ_PAGE_MAX {
-        let events = EventStore::read_tenants_on(connection, ranges, per_tenant_max).await?;
-        return Ok((events, false));
-    }
-    // One event more per tenant: the one after the run, if any.
+    // One event more per tenant: the one after the run, if any (within
+    // what one read may return).
+    let per_tenant_max = per_tenant_max.clamp(1, eventstore::read::READ_PAGE_MAX - 1);
     let mut events = EventStore::read_tenants_on(connection, ranges, per_tenant_max + 1).await?;
     let max = usize::try_from(per_tenant_max).unwrap_or(usize::MAX);
     let mut keep = Vec::new();

@@ -533,9 +533,10 @@ impl Commitment {
         Ok(events)
     }
 
-    /// The timeouts an expiry at `at` applies first, in milestone order:
-    /// of every window that ended before the expiry and has not timed out,
-    /// by its milestone's transfer in `timeouts` (an expiry recorded
+    /// The timeouts an expiry applies first, in the order their windows
+    /// ended (then in milestone order), as the scheduler would have run
+    /// them: of every window that ended before the expiry and has not timed
+    /// out, by its milestone's transfer in `timeouts` (an expiry recorded
     /// without them refunds such a window, as it always did).
     fn overdue_timeouts(
         &self,
@@ -543,22 +544,24 @@ impl Commitment {
         drawer: &mut Drawer,
         unfrozen: &mut Amount,
     ) -> Decided {
-        let mut events = Vec::new();
+        let mut overdue = Vec::new();
         for milestone in &self.milestones {
             let Some(window) = milestone.window.as_ref().filter(|window| !window.closed) else {
                 continue;
             };
-            let Some((_, transfer_id)) = timeouts
+            let transfer = timeouts
                 .iter()
-                .find(|(milestone_id, _)| *milestone_id == milestone.terms.milestone_id)
-            else {
-                continue;
-            };
-            if self.times_out(window) {
-                self.transfer_taken(*transfer_id)?;
-                let timeout = (milestone, *transfer_id);
-                events.extend(self.timed_out(timeout, drawer, unfrozen, window.ends_at)?);
+                .find(|(milestone_id, _)| *milestone_id == milestone.terms.milestone_id);
+            if let Some((_, transfer_id)) = transfer.filter(|_| self.times_out(window)) {
+                overdue.push((window.ends_at, milestone, *transfer_id));
             }
+        }
+        // Stable: windows ending together time out in milestone order.
+        overdue.sort_by_key(|(ends_at, _, _)| *ends_at);
+        let mut events = Vec::new();
+        for (ends_at, milestone, transfer_id) in overdue {
+            self.transfer_taken(transfer_id)?;
+            events.extend(self.timed_out((milestone, transfer_id), drawer, unfrozen, ends_at)?);
         }
         Ok(events)
     }

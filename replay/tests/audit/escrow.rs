@@ -145,8 +145,10 @@ pub(super) async fn escrow_requests(ledger: &Ledger, now: DateTime<Utc>) {
         .run(0, "escrow-refund-claim", resolve(2, ClaimOutcome::Refund))
         .await;
 
+    // A second commitment: its m1's window ends an hour before the expiry,
+    // which times it out first.
     let expiring = CommitmentId::from_uuid(id(2));
-    let expires_at = now + Duration::hours(3);
+    let expires_at = now + Duration::hours(4);
     ledger
         .run(
             0,
@@ -170,20 +172,35 @@ pub(super) async fn escrow_requests(ledger: &Ledger, now: DateTime<Utc>) {
             },
         )
         .await;
+    let submit = SubmitMilestone {
+        commitment_id: expiring,
+        milestone_id: "m1".into(),
+        parties: parties.clone(),
+    };
+    ledger.run(0, "escrow-submit-2-m1", submit).await;
     ledger.set_clock(expires_at + Duration::minutes(1));
-    ledger
-        .run(
-            0,
-            "escrow-expire",
-            ExpireCommitment {
-                commitment_id: expiring,
-                transfer_id: TransferId::from_uuid(id(90)),
-                timeouts: Vec::new(),
-                parties,
-                due_at: Some(expires_at),
-            },
-        )
-        .await;
+    let expire = ExpireCommitment::new(
+        (expiring, TransferId::from_uuid(id(90))),
+        parties,
+        &terms(Some(expires_at)).milestones,
+        expires_at,
+    );
+    let expired = ledger.run(0, "escrow-expire", expire).await;
+    let transfer = &expired.body["transfers"][0];
+    assert_eq!(
+        (
+            &expired.body["status"],
+            &transfer["direction"],
+            &transfer["amount"]
+        ),
+        (
+            &serde_json::json!("expired"),
+            &serde_json::json!("release"),
+            &serde_json::json!(7_000)
+        ),
+        "{}",
+        expired.body
+    );
 }
 
 #[tokio::test]

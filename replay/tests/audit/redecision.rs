@@ -698,6 +698,48 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
     ledger.run(0, "payout-2", payout(970)).await;
     let paid = MarkPayoutPaid { payout_id: id(970) };
     ledger.run(0, "payout-2-paid", paid).await;
+    // A dispute line before its dispute: a break, matched once it opened.
+    let import = ImportSettlement {
+        processor: "stripe".into(),
+        batch_id: "b_2".into(),
+        asset: usd.clone(),
+        settled_at: now + chrono::Duration::hours(4),
+        lines: vec![
+            line(LineType::Capture, "cap_101", 5_000, 150),
+            line(LineType::Dispute, "dp_late", -500, 150),
+        ],
+        payments: vec![Some(payment(1)), None],
+        entry_id: aggregates::EntryId::from_uuid(id(980)),
+    };
+    let late = ledger.run(0, "settle-2", import).await;
+    assert_eq!(late.body["breaks"][0]["class"], "unknown_reference");
+    let open = OpenDispute {
+        payment_id: payment(1),
+        dispute_id: DisputeId::from_uuid(id(320)),
+        capture_id: CaptureId::from_uuid(id(101)),
+        amount: cents(500),
+        fee: cents(150),
+        reference: Some("dp_late".into()),
+        reason: None,
+        account: AccountCode::parse("receivable:stripe").unwrap(),
+        asset: usd.clone(),
+    };
+    ledger.run(0, "dispute-late", open).await;
+    let matched = ResolveBreak {
+        processor: "stripe".into(),
+        batch_id: "b_2".into(),
+        break_id: late.body["breaks"][0]["break_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        resolution: aggregates::payments::settlement::Resolution::Match,
+        reason: None,
+        asset: usd.clone(),
+        entry_id: aggregates::EntryId::from_uuid(id(981)),
+        claim: Some(("dispute/stripe/dp_late".into(), Some(payment(1)))),
+    };
+    ledger.run(0, "match-2", matched).await;
 }
 
 #[tokio::test]
@@ -788,4 +830,136 @@ async fn a_capture_rewritten_to_another_amount_is_found_at_its_seq() {
     );
     assert_eq!(findings.len(), 1, "{findings:?}");
     assert!(!report.ok);
+}
+
+#[tokio::test]
+async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
+    // Proves: requests recorded under the first rules (a processor tender's
+    // second capture without a reference, and one going by another
+    // payment's charge reference, both taken then) verify clean, each
+    // decided again under the rules its first event records (none: the
+    // first); the current rules refuse the same captures, and record
+    // `"rules": 2`; the rules are covered by the chain, and a request's
+    // rules rewritten to the current ones (the chain recomputed) is found
+    // at its seq.
+    use aggregates::ids::{CaptureId, PaymentId, TenderId};
+    use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
+    use aggregates::rules::Rules;
+    use aggregates::{Amount, Asset};
+    use commands::requests::payments::{AddTender, CapturePayment, CreatePayment};
+    let usd = Asset::new("USD", 2).unwrap();
+    let cents = |value: i64| Amount::new(value).unwrap();
+    let payment = |n: u128| PaymentId::from_uuid(uuid::Uuid::from_u128(n));
+    let tender = |n: u128| TenderId::from_uuid(uuid::Uuid::from_u128(10 + n));
+    let capture = |n: u128, amount: i64, reference: Option<&str>| CapturePayment {
+        payment_id: payment(1),
+        tender_id: tender(1),
+        capture_id: CaptureId::from_uuid(uuid::Uuid::from_u128(100 + n)),
+        amount: cents(amount),
+        reference: reference.map(str::to_string),
+        last: false,
+        processor: "stripe".into(),
+        asset: usd.clone(),
+    };
+    async fn set_up(ledger: &Ledger, usd: &Asset) {
+        let cents = |value: i64| Amount::new(value).unwrap();
+        for n in [1, 2] {
+            let payment_id = PaymentId::from_uuid(uuid::Uuid::from_u128(n));
+            let create = CreatePayment {
+                payment_id,
+                terms: IntentTerms {
+                    amount: cents(10_000),
+                    asset: usd.clone(),
+                    capture: CaptureMode::Manual,
+                    customer: None,
+                    description: None,
+                    authorization_ttl_seconds: 3_600,
+                    payee: None,
+                },
+            };
+            ledger.run(0, &format!("pay-{n}"), create).await;
+            let card = AddTender {
+                payment_id,
+                tender_id: TenderId::from_uuid(uuid::Uuid::from_u128(10 + n)),
+                method: TenderMethod::Card,
+                source: TenderSource::Processor {
+                    processor: "stripe".into(),
+                    reference: format!("ch_{n}"),
+                },
+                amount: cents(10_000),
+                asset: usd.clone(),
+            };
+            ledger.run(0, &format!("tender-{n}"), card).await;
+        }
+    }
+    let old = Ledger::under(Rules::FIRST).await;
+    set_up(&old, &usd).await;
+    old.run(0, "capture-1", capture(1, 4_000, None)).await;
+    old.run(0, "capture-2", capture(2, 1_000, None)).await;
+    old.run(0, "capture-3", capture(3, 1_000, Some("ch_2")))
+        .await;
+    let report = old.verify().await;
+    assert_eq!(findings_of(&report, old.tenants[0]), vec![]);
+    assert!(report.ok);
+    let events = old.events(0).await;
+    assert!(events
+        .iter()
+        .all(|event| !event.metadata.contains("\"rules\"")));
+
+    let current = Ledger::new().await;
+    set_up(&current, &usd).await;
+    current.run(0, "capture-1", capture(1, 4_000, None)).await;
+    for (key, request, code) in [
+        (
+            "capture-2",
+            capture(2, 1_000, None),
+            "capture_reference_required",
+        ),
+        (
+            "capture-3",
+            capture(3, 1_000, Some("ch_2")),
+            "reference_taken",
+        ),
+    ] {
+        let refused = current
+            .bus
+            .execute(
+                current.tenants[0],
+                eventstore::IdempotencyKey::parse(key).unwrap(),
+                request,
+            )
+            .await
+            .unwrap();
+        assert_eq!(refused.body["error"]["code"], code, "{}", refused.body);
+    }
+    let first = current.events(0).await;
+    assert!(
+        first[0].metadata.starts_with("{\"rules\": 2, "),
+        "{}",
+        first[0].metadata
+    );
+
+    // The second capture's first event made to claim the current rules.
+    let seq = events
+        .iter()
+        .filter(|event| event.event_type == "Captured")
+        .nth(1)
+        .unwrap()
+        .tenant_seq;
+    let tenant = old.tenants[0];
+    old.tamper(&[format!(
+        "UPDATE events SET metadata = jsonb_set(metadata, '{{rules}}', '2') \
+         WHERE tenant_id = '{tenant}' AND tenant_seq = {seq}"
+    )])
+    .await;
+    old.rechain(0).await;
+    let findings = findings_of(&old.verify().await, tenant);
+    let Some(Finding::Replay { finding, .. }) = findings.first() else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(finding.tenant_seq, seq, "{findings:?}");
+    assert!(
+        finding.message.contains("capture_reference_required"),
+        "{findings:?}"
+    );
 }

@@ -546,3 +546,63 @@ fn an_expiry_times_out_first_the_windows_that_ended_before_it() {
             ),
         ]);
 }
+
+#[test]
+fn an_expiry_times_out_the_ended_windows_in_the_order_they_ended() {
+    // 25000 held. m2 (refunded on timeout) ended at 5, m1 (released on
+    // timeout) at 8: run on time, m2's timeout refunds 20000, then m1's
+    // releases the 5000 left. The expiry applies them in that order, not
+    // in milestone order (which would release 25000 to the payee).
+    let mut events = vec![created(Allocation::Fifo), deposited(1, 25_000)];
+    events.push(submitted("m1", 8));
+    events.push(CommitmentEvent::MilestoneSubmitted {
+        milestone_id: "m2".into(),
+        window: 1,
+        ends_at: at(5),
+        payer: "buyer-1".into(),
+        payee: "seller-9".into(),
+        asset: Asset::new("USD", 2).unwrap(),
+        at: at(4),
+    });
+    Given::with(())
+        .given(events)
+        .when(CommitmentCommand::Expire {
+            transfer_id: transfer_id(9),
+            timeouts: vec![
+                ("m1".to_string(), transfer_id(1)),
+                ("m2".to_string(), transfer_id(2)),
+            ],
+            at: at(20),
+        })
+        .then_expect_events(vec![
+            CommitmentEvent::InspectionClosed {
+                milestone_id: "m2".into(),
+                window: 1,
+                at: at(5),
+            },
+            transferred(
+                2,
+                Direction::Refund,
+                Some("m2"),
+                20_000,
+                vec![draw(1, 20_000)],
+                Cause::TimedOut,
+                5,
+            ),
+            CommitmentEvent::InspectionClosed {
+                milestone_id: "m1".into(),
+                window: 1,
+                at: at(8),
+            },
+            transferred(
+                1,
+                Direction::Release,
+                Some("m1"),
+                5_000,
+                vec![draw(1, 5_000)],
+                Cause::TimedOut,
+                8,
+            ),
+            CommitmentEvent::CommitmentExpired { at: at(20) },
+        ]);
+}

@@ -538,7 +538,7 @@ pub struct CaptureBody {
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such payment, or `unknown_tender`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`capture_exceeds_authorized` (details: authorized, captured, asked), `authorization_expired`, `authorization_closed`, `authorization_voided`, `tender_not_capturable` (captured as it was taken), `too_many_captures`, `capture_reference_required` (a further capture of a processor's tender names its reference), `payment_canceled`, `reference_taken` (the reference names another capture, or another payment's charge); or key reused", body = ErrorBody),
+        (status = 422, description = "`capture_exceeds_authorized` (details: authorized, captured, asked), `authorization_expired`, `authorization_closed`, `authorization_voided`, `tender_not_capturable` (captured as it was taken), `too_many_captures`, `capture_reference_required` (a further capture of a processor's tender names its reference), `payment_canceled`, `reference_taken` (the reference names another capture, or another tender's charge); or key reused", body = ErrorBody),
     )
 )]
 async fn capture(
