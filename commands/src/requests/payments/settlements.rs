@@ -494,6 +494,19 @@ impl Request for ResolveBreak {
         let mut movements = Movements::default();
         movements.add(&suspense.code, -suspended);
         movements.add(&counter.code, suspended);
+        self.book(decider, (movements, suspended), (id, at))
+    }
+}
+
+impl ResolveBreak {
+    /// Posts the resolution's `movements` (of a break that suspended
+    /// `suspended`) as its entry and answers it.
+    fn book(
+        &self,
+        decider: &mut Decider<'_>,
+        (movements, suspended): (Movements, i128),
+        (id, at): (String, DateTime<Utc>),
+    ) -> Result<Reply, Refusal> {
         let lines = movements.lines(&self.asset)?;
         if lines.len() >= 2 {
             books::post(
@@ -644,24 +657,6 @@ impl ResolveBreak {
             movements.add(&fees.code, -fee);
             movements.add(&dispute_fees.code, fee - booked);
         }
-        let lines = movements.lines(&self.asset)?;
-        if lines.len() >= 2 {
-            books::post(
-                decider,
-                self.entry_id,
-                &lines,
-                Some(format!("break:{}", self.break_id)),
-                at,
-            )?;
-        }
-        Reply::ok(
-            id,
-            &BreakResolvedAnswer {
-                break_id: self.break_id,
-                resolution: Resolution::Match,
-                amount: i64::try_from(suspended.abs())
-                    .map_err(|_| Refusal::from(aggregates::money::AmountError::Overflow))?,
-            },
-        )
+        self.book(decider, (movements, suspended), (id, at))
     }
 }
