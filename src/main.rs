@@ -322,9 +322,20 @@ struct SchedulerArgs {
     /// live ledger.
     #[arg(long, hide = true, default_value_t = 0)]
     clock_offset_seconds: i64,
+    /// The version of the domain rules this process decides requests
+    /// under (each request records its version; `verify` decides it again
+    /// under the same). Default: the newest this build knows. During a
+    /// rolling upgrade, start the new build with the old version until no
+    /// process runs the old build, so every process decides alike.
+    #[arg(long, env = "LEDGER_RULES", default_value_t = aggregates::rules::Rules::CURRENT.version(), value_parser = clap::value_parser!(u32).range(1..=i64::from(aggregates::rules::Rules::CURRENT.version())))]
+    rules: u32,
 }
 
 impl SchedulerArgs {
+    fn rules(&self) -> aggregates::rules::Rules {
+        aggregates::rules::Rules::new(self.rules).unwrap_or_default()
+    }
+
     fn ticker(&self) -> commands::scheduler::TickerConfig {
         commands::scheduler::TickerConfig {
             every: Duration::from_millis(self.tick_ms),
@@ -680,6 +691,7 @@ async fn run_serve(database_url: Option<&str>, args: ServeArgs) -> Result<(), Fa
             shards: args.shards,
             pipeline_depth: args.pipeline_depth,
             clock: args.scheduler.clock(),
+            rules: args.scheduler.rules(),
             ..commands::BusConfig::default()
         },
         workers: !args.no_workers,
@@ -705,6 +717,7 @@ async fn run_project(database_url: Option<&str>, args: ProjectArgs) -> Result<()
     if !args.once {
         let bus = commands::BusConfig {
             clock: args.scheduler.clock(),
+            rules: args.scheduler.rules(),
             ..commands::BusConfig::default()
         };
         commands::server::project(

@@ -213,6 +213,18 @@ async fn project_once_and_rebuild_report_what_they_did() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("unknown projection nope (known: stream_index"));
+    // Rules this build does not know are refused before anything starts.
+    let output = ledger(&db)
+        .args(["project", "--rules", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("invalid value '3' for '--rules <RULES>': 3 is not in 1..=2"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test]

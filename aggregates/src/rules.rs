@@ -13,7 +13,9 @@
 pub struct Rules(u32);
 
 impl Rules {
-    /// Every request recorded before rules were versioned.
+    /// Every request recorded before rules were versioned (the releases
+    /// before version 2; development builds between the two are not
+    /// releases, and what they recorded may not verify).
     pub const FIRST: Self = Self(1);
     /// Version 2:
     /// - a processor tender's capture after its first names the processor's
@@ -22,7 +24,9 @@ impl Rules {
     /// - a charge's reference claim names its tender, so two tenders of one
     ///   payment cannot share it;
     /// - a commission line records the cap it was valued under, which bounds
-    ///   what a failed refund gives back of a clawback of it.
+    ///   what a failed refund gives back of a clawback of it;
+    /// - a commitment's expiry first times out, in the order they ended,
+    ///   the windows that ended before it.
     pub const CAPTURE_REFERENCES: Self = Self(2);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::CAPTURE_REFERENCES;

@@ -70,6 +70,9 @@ pub enum PayeeCommand {
         line_id: LineId,
         clawback_source: String,
         source: String,
+        /// The rules it is decided under (the cap bounds what is given back
+        /// since version 2).
+        rules: Rules,
         at: DateTime<Utc>,
     },
     Adjust {
@@ -403,7 +406,7 @@ impl Payee {
         line_id: LineId,
         clawback_source: &str,
         source: String,
-        at: DateTime<Utc>,
+        (at, rules): (DateTime<Utc>, Rules),
     ) -> Decided {
         self.fresh_line(line_id)?;
         self.sourced(&source)?;
@@ -418,7 +421,11 @@ impl Payee {
         match clawback {
             Some(clawback) => {
                 let given_back = clawback.amount.checked_neg().ok_or(AmountError::Overflow)?;
-                line.amount = self.under_cap(clawback, given_back)?;
+                line.amount = if rules.since(Rules::CAPTURE_REFERENCES) {
+                    self.under_cap(clawback, given_back)?
+                } else {
+                    given_back
+                };
                 line.capped = Amount::new(given_back - line.amount)?;
                 line.corrects = Some(clawback.line_id);
                 line.payment_id = clawback.payment_id.clone();
@@ -594,8 +601,9 @@ impl Decide for Payee {
                 line_id,
                 clawback_source,
                 source,
+                rules,
                 at,
-            } => self.reverse_claw_back(line_id, &clawback_source, source, at),
+            } => self.reverse_claw_back(line_id, &clawback_source, source, (at, rules)),
             PayeeCommand::Adjust {
                 line_id,
                 amount,

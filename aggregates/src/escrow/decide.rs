@@ -10,6 +10,7 @@ use super::{
 use crate::decide::Decide;
 use crate::ids::{DepositId, TransferId};
 use crate::money::Amount;
+use crate::rules::Rules;
 use chrono::{DateTime, Duration, Utc};
 
 type Decided = Result<Vec<CommitmentEvent>, EscrowError>;
@@ -642,12 +643,16 @@ impl Commitment {
 impl Decide for Commitment {
     fn decide(&self, command: CommitmentCommand) -> Decided {
         match command {
-            CommitmentCommand::Create { terms, at } => {
+            CommitmentCommand::Create { terms, rules, at } => {
                 if self.terms.is_some() {
                     return Err(EscrowError::Exists);
                 }
                 check_terms(&terms)?;
-                Ok(vec![CommitmentEvent::CommitmentCreated { terms, at }])
+                Ok(vec![CommitmentEvent::CommitmentCreated {
+                    terms,
+                    expiry_times_out: rules.since(Rules::CAPTURE_REFERENCES),
+                    at,
+                }])
             }
             CommitmentCommand::Deposit {
                 deposit_id,

@@ -22,6 +22,7 @@ pub use types::*;
 use crate::decide::handle_by_deciding;
 use crate::ids::{ClaimId, DepositId, HoldId, TransferId};
 use crate::money::{Amount, AmountError};
+use crate::rules::Rules;
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -46,8 +47,11 @@ pub struct Commitment {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommitmentCommand {
+    /// Creates the commitment under `rules` (since version 2 its expiry
+    /// times out the windows that ended before it first).
     Create {
         terms: CommitmentTerms,
+        rules: Rules,
         at: DateTime<Utc>,
     },
     Deposit {
@@ -120,6 +124,11 @@ pub enum CommitmentCommand {
 pub enum CommitmentEvent {
     CommitmentCreated {
         terms: CommitmentTerms,
+        /// Its expiry first times out every window that ended before it
+        /// (created under rules 2 or later; the scheduler's expiry names
+        /// the transfers to).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        expiry_times_out: bool,
         at: DateTime<Utc>,
     },
     Deposited {
@@ -294,7 +303,7 @@ impl Aggregate for Commitment {
         let sub =
             |from: &mut Amount, amount: Amount| *from = from.checked_sub(amount).unwrap_or(*from);
         match event {
-            CommitmentEvent::CommitmentCreated { terms, at } => {
+            CommitmentEvent::CommitmentCreated { terms, at, .. } => {
                 self.milestones = terms
                     .milestones
                     .iter()

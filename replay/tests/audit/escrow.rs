@@ -12,7 +12,7 @@ use commands::requests::escrow::{
     ReleaseMilestone, ResolveClaim, SubmitMilestone, TimeOutMilestone,
 };
 
-fn terms(expires_at: Option<DateTime<Utc>>) -> CommitmentTerms {
+pub(super) fn terms(expires_at: Option<DateTime<Utc>>) -> CommitmentTerms {
     let milestone = |id: &str, amount: i64, on_timeout| MilestoneTerms {
         milestone_id: id.into(),
         amount: Amount::new(amount).unwrap(),

@@ -841,7 +841,8 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
     // first); the current rules refuse the same captures, and record
     // `"rules": 2`; the rules are covered by the chain, and a request's
     // rules rewritten to the current ones (the chain recomputed) is found
-    // at its seq.
+    // at its seq. A commitment created under the first rules has its expiry
+    // scheduled as then, without timing out ended windows first.
     use aggregates::ids::{CaptureId, PaymentId, TenderId};
     use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
     use aggregates::rules::Rules;
@@ -891,6 +892,22 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
             };
             ledger.run(0, &format!("tender-{n}"), card).await;
         }
+        let commitment = commands::requests::escrow::CreateCommitment {
+            commitment_id: aggregates::ids::CommitmentId::from_uuid(uuid::Uuid::from_u128(50)),
+            terms: super::escrow::terms(Some(chrono::Utc::now() + chrono::Duration::days(30))),
+        };
+        ledger.run(0, "commitment", commitment).await;
+    }
+    // The timeouts the scheduled expiry of the commitment names.
+    async fn expiry_timeouts(ledger: &Ledger) -> Value {
+        ledger.catch_up().await;
+        let (request,): (Value,) = sqlx::query_as(
+            "SELECT request FROM scheduled_work WHERE work LIKE 'commitment:%:expiry'",
+        )
+        .fetch_one(ledger.store().pool())
+        .await
+        .unwrap();
+        request["timeouts"].clone()
     }
     let old = Ledger::under(Rules::FIRST).await;
     set_up(&old, &usd).await;
@@ -901,6 +918,8 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
     let report = old.verify().await;
     assert_eq!(findings_of(&report, old.tenants[0]), vec![]);
     assert!(report.ok);
+    // A commitment created under the first rules expires as it did then.
+    assert_eq!(expiry_timeouts(&old).await, Value::Null);
     let events = old.events(0).await;
     assert!(events
         .iter()
@@ -932,6 +951,8 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
             .unwrap();
         assert_eq!(refused.body["error"]["code"], code, "{}", refused.body);
     }
+    let timeouts = expiry_timeouts(&current).await;
+    assert_eq!(timeouts.as_array().map(Vec::len), Some(2), "{timeouts}");
     let first = current.events(0).await;
     assert!(
         first[0].metadata.starts_with("{\"rules\": 2, "),

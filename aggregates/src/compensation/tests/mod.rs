@@ -529,6 +529,7 @@ fn a_refund_claws_back_the_same_share_never_more_than_was_accrued() {
         line_id: line_id(n),
         clawback_source: format!("refund:{refund}"),
         source: format!("refund_failed:{refund}"),
+        rules: crate::rules::Rules::CURRENT,
         at: day(6),
     };
     let given_back = decide(&state(history.clone()), reverse(5, 2));
@@ -743,6 +744,7 @@ fn a_clawback_given_back_never_takes_its_month_past_the_cap() {
         line_id: line_id(n),
         clawback_source: format!("refund:{refund}"),
         source: format!("refund_failed:{refund}"),
+        rules: crate::rules::Rules::CURRENT,
         at: day(25),
     };
     let mut history = vec![created(), assigned()];
@@ -762,6 +764,16 @@ fn a_clawback_given_back_never_takes_its_month_past_the_cap() {
         commission_at(3, "capture:3", 1_500_000, day(10)),
     );
     assert_eq!(second.amount, 150_000);
+    // Given back under the first rules (by an older process), whole.
+    let mut old = reverse(4, "2");
+    if let PayeeCommand::ReverseClawBack { rules, .. } = &mut old {
+        *rules = crate::rules::Rules::FIRST;
+    }
+    let events = decide(&state(history.clone()), old);
+    assert_eq!(
+        (accrued(&events).amount, accrued(&events).capped),
+        (200_000, Amount::ZERO)
+    );
     let given_back = accrue(&mut history, reverse(4, "2"));
     assert_eq!(
         (given_back.amount, given_back.capped, given_back.corrects),

@@ -9,13 +9,28 @@ fn a_commitment_is_created_once_with_milestones_that_make_its_total() {
         .given_no_previous_events()
         .when(CommitmentCommand::Create {
             terms: terms(Allocation::Fifo),
+            rules: Rules::CURRENT,
             at: at(1),
         })
         .then_expect_events(vec![created(Allocation::Fifo)]);
+    // Under the first rules its expiry refunded what an ended window owed.
+    Given::with(())
+        .given_no_previous_events()
+        .when(CommitmentCommand::Create {
+            terms: terms(Allocation::Fifo),
+            rules: Rules::FIRST,
+            at: at(1),
+        })
+        .then_expect_events(vec![CommitmentEvent::CommitmentCreated {
+            terms: terms(Allocation::Fifo),
+            expiry_times_out: false,
+            at: at(1),
+        }]);
     Given::with(())
         .given(vec![created(Allocation::Fifo)])
         .when(CommitmentCommand::Create {
             terms: terms(Allocation::Fifo),
+            rules: Rules::CURRENT,
             at: at(1),
         })
         .then_expect_error(EscrowError::Exists);
@@ -42,7 +57,11 @@ fn a_commitment_is_created_once_with_milestones_that_make_its_total() {
     ] {
         Given::with(())
             .given_no_previous_events()
-            .when(CommitmentCommand::Create { terms, at: at(1) })
+            .when(CommitmentCommand::Create {
+                terms,
+                rules: Rules::CURRENT,
+                at: at(1),
+            })
             .then_expect_error(EscrowError::InvalidTerms(why.into()));
     }
     assert_eq!(

@@ -7,6 +7,7 @@ mod releases;
 
 use super::*;
 use crate::money::Asset;
+use crate::rules::Rules;
 use chrono::TimeZone;
 use cqrs_es::test::TestFramework;
 
@@ -67,6 +68,7 @@ fn terms(allocation: Allocation) -> CommitmentTerms {
 fn created(allocation: Allocation) -> CommitmentEvent {
     CommitmentEvent::CommitmentCreated {
         terms: terms(allocation),
+        expiry_times_out: true,
         at: at(1),
     }
 }

@@ -225,6 +225,7 @@ impl Request for ReverseClawBack {
             line_id: self.line_id,
             clawback_source: self.clawback_source.clone(),
             source: self.source.clone(),
+            rules: decider.rules(),
             at: decider.at(),
         };
         accrue(decider, &self.payee_id, &self.asset, command)

@@ -343,6 +343,7 @@ impl Request for CreateCommitment {
             &self.commitment_id.to_string(),
             CommitmentCommand::Create {
                 terms: self.terms.clone(),
+                rules: decider.rules(),
                 at,
             },
         )?;
@@ -506,14 +507,24 @@ fn schedule(
             &milestone_id,
             window,
         ))],
-        CommitmentEvent::CommitmentCreated { terms, .. } => match terms.expires_at {
+        CommitmentEvent::CommitmentCreated {
+            terms,
+            expiry_times_out,
+            ..
+        } => match terms.expires_at {
             Some(expires_at) => vec![due(
                 expiry(commitment_id()?),
                 expires_at,
                 &ExpireCommitment::new(
                     (commitment_id()?, TransferId::from_uuid(event.event_id)),
                     Parties::of(&terms),
-                    &terms.milestones,
+                    // A commitment created under the first rules expires
+                    // as it always did.
+                    if expiry_times_out {
+                        &terms.milestones
+                    } else {
+                        &[]
+                    },
                     expires_at,
                 ),
             )?],
