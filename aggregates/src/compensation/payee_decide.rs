@@ -540,8 +540,39 @@ impl Payee {
     }
 }
 
+impl Payee {
+    /// Checks that the payee's sums stay within `i64` with `line` added:
+    /// the sizes of every line's amount, and the capped amounts, each add
+    /// up to at most `i64::MAX`, so no sum of any of them (accrued,
+    /// payable, in a run, paid) can overflow; else `amount_overflow`.
+    fn room_for(&self, line: &Line) -> Result<(), AmountError> {
+        let within = |values: &mut dyn Iterator<Item = i64>| {
+            let total: i128 = values.map(|value| i128::from(value).abs()).sum();
+            if total > i128::from(i64::MAX) {
+                return Err(AmountError::Overflow);
+            }
+            Ok(())
+        };
+        let lines = || self.lines.iter().chain(std::iter::once(line));
+        within(&mut lines().map(|line| line.amount))?;
+        within(&mut lines().map(|line| line.capped.value()))
+    }
+}
+
 impl Decide for Payee {
     fn decide(&self, command: PayeeCommand) -> Decided {
+        let events = self.decide_command(command)?;
+        for event in &events {
+            if let PayeeEvent::LineAccrued(line) = event {
+                self.room_for(line)?;
+            }
+        }
+        Ok(events)
+    }
+}
+
+impl Payee {
+    fn decide_command(&self, command: PayeeCommand) -> Decided {
         match command {
             PayeeCommand::Create {
                 name,

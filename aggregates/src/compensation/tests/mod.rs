@@ -8,7 +8,7 @@ mod runs;
 
 use super::*;
 use crate::ids::{LineId, PayRunId};
-use crate::money::{Amount, Asset};
+use crate::money::{Amount, AmountError, Asset};
 use chrono::{DateTime, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 
@@ -603,6 +603,16 @@ fn adjustments_correct_existing_lines_and_held_lines_become_payable_once() {
         .given(history.clone())
         .when(adjust(5, Some(line_id(7))))
         .then_expect_error(CompensationError::UnknownLine(line_id(7)));
+    // No line takes the sizes of the payee's lines past i64::MAX, so no sum
+    // of them (accrued, payable, paid) overflows: in either direction.
+    for huge in [i64::MAX - 999, -(i64::MAX - 999)] {
+        GivenPayee::with(())
+            .given(history.clone())
+            .when(adjust(huge, None))
+            .then_expect_error(CompensationError::Amount(AmountError::Overflow));
+    }
+    let fits = decide(&state(history.clone()), adjust(i64::MAX - 1_000, None));
+    assert_eq!(accrued(&fits).amount, i64::MAX - 1_000);
     // Not before its holding period is over (payable from day 16).
     GivenPayee::with(())
         .given(history.clone())
