@@ -216,6 +216,24 @@ impl Movements {
     }
 }
 
+/// Settles `expected`'s item in its payment, in batch `batch`.
+fn settle_item(
+    decider: &mut Decider<'_>,
+    expected: &Expected,
+    batch: &str,
+    at: DateTime<Utc>,
+) -> Result<(), Refusal> {
+    decider.execute::<Payment>(
+        &expected.payment_id.to_string(),
+        PaymentCommand::Settle {
+            item: expected.item,
+            batch: batch.to_string(),
+            at,
+        },
+    )?;
+    Ok(())
+}
+
 /// Whether a line's outcome settles its item in its payment (`owed`: the
 /// ledger expects something of it; a failed refund, or a dispute not won,
 /// is owed nothing and settles nothing).
@@ -357,14 +375,7 @@ impl Request for ImportSettlement {
                 // A failed refund, or a dispute not won, is owed nothing:
                 // nothing of it settles.
                 if settles(&settled.outcome, expected.gross != 0) {
-                    decider.execute::<Payment>(
-                        &expected.payment_id.to_string(),
-                        PaymentCommand::Settle {
-                            item: expected.item,
-                            batch: id.clone(),
-                            at,
-                        },
-                    )?;
+                    settle_item(decider, expected, &id, at)?;
                 }
             }
         }
@@ -634,14 +645,7 @@ impl ResolveBreak {
                 at,
             },
         )?;
-        decider.execute::<Payment>(
-            &expected.payment_id.to_string(),
-            PaymentCommand::Settle {
-                item: expected.item,
-                batch: id.clone(),
-                at,
-            },
-        )?;
+        settle_item(decider, &expected, &id, at)?;
         let accounts: Vec<PaymentAccount> = matching_accounts(&self.processor).collect();
         let [receivable, fees, dispute_fees, suspense] = accounts.as_slice() else {
             return Err(super::invalid("processor", &self.processor));
