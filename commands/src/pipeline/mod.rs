@@ -25,9 +25,9 @@ mod shard;
 pub use clock::Clock;
 pub use crash::{CrashHook, CrashPoint};
 pub use request::{
-    derive_id, error_body, record_request, request_metadata, AggregateKind, AnyAggregate,
-    AnyRequest, Decider, Loaded, Refusal, Reply, Request, Target, Touched, METADATA_COMMAND,
-    METADATA_REQUEST, METADATA_RULES,
+    derive_id, error_body, hashed_id, record_request, request_metadata, AggregateKind,
+    AnyAggregate, AnyRequest, Decider, Loaded, Refusal, Reply, Request, Target, Touched,
+    METADATA_COMMAND, METADATA_REQUEST, METADATA_RULES,
 };
 
 use crate::metrics::Metrics;

@@ -592,12 +592,23 @@ impl<'a> Decider<'a> {
 /// [`Decider::derive_id`] gives, for an id a request must carry before it is
 /// submitted (an entry or hold it creates is one of its targets).
 pub fn derive_id(tenant_id: TenantId, key: &IdempotencyKey, label: &str) -> Uuid {
+    hashed_id(&[
+        b"ledger.derived-id.v1",
+        tenant_id.as_uuid().as_bytes(),
+        &(key.as_str().len() as u64).to_be_bytes(),
+        key.as_str().as_bytes(),
+        label.as_bytes(),
+    ])
+}
+
+/// The id the BLAKE3 hash of `parts`, in order, gives (its first 16
+/// bytes): the same parts, the same id. The first part names what the id
+/// is of (`ledger.derived-id.v1`), so ids of different things never meet.
+pub fn hashed_id(parts: &[&[u8]]) -> Uuid {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(b"ledger.derived-id.v1");
-    hasher.update(tenant_id.as_uuid().as_bytes());
-    hasher.update(&(key.as_str().len() as u64).to_be_bytes());
-    hasher.update(key.as_str().as_bytes());
-    hasher.update(label.as_bytes());
+    for part in parts {
+        hasher.update(part);
+    }
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()

@@ -63,13 +63,11 @@ fn answer(decider: &Decider<'_>, run_id: PayRunId, created: bool) -> Result<Repl
 
 /// The entry paying payee `payee_id` in run `run_id`.
 pub fn pay_entry(run_id: PayRunId, payee_id: &str) -> EntryId {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"ledger.pay-run-entry.v1");
-    hasher.update(run_id.as_uuid().as_bytes());
-    hasher.update(payee_id.as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
-    EntryId::from_uuid(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    EntryId::from_uuid(crate::pipeline::hashed_id(&[
+        b"ledger.pay-run-entry.v1",
+        run_id.as_uuid().as_bytes(),
+        payee_id.as_bytes(),
+    ]))
 }
 
 /// The targets of a run going through `payees`: the run, the directory,

@@ -122,13 +122,11 @@ impl ExpireCommitment {
 
 /// The transfer by which the expiry `expiry` times out `milestone_id`.
 fn timeout_transfer(expiry: TransferId, milestone_id: &str) -> TransferId {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"ledger.escrow.expiry-timeout.v1");
-    hasher.update(expiry.as_uuid().as_bytes());
-    hasher.update(milestone_id.as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
-    TransferId::from_uuid(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    TransferId::from_uuid(crate::pipeline::hashed_id(&[
+        b"ledger.escrow.expiry-timeout.v1",
+        expiry.as_uuid().as_bytes(),
+        milestone_id.as_bytes(),
+    ]))
 }
 
 impl Request for ExpireCommitment {
