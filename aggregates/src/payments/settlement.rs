@@ -398,6 +398,21 @@ impl Settlement {
             |line| matches!(line.outcome, Outcome::Break { break_id: id, .. } if id == break_id),
         )
     }
+
+    /// The line of break `break_id` while it is open: refused when the
+    /// batch or the break is unknown, or the break was resolved.
+    pub fn open_break(&self, break_id: Uuid) -> Result<&SettledLine, SettlementError> {
+        if self.processor.is_none() {
+            return Err(SettlementError::Unknown);
+        }
+        let line = self
+            .find_break(break_id)
+            .ok_or(SettlementError::UnknownBreak(break_id))?;
+        if self.resolved.iter().any(|(id, _)| *id == break_id) {
+            return Err(SettlementError::BreakResolved);
+        }
+        Ok(line)
+    }
 }
 
 impl Aggregate for Settlement {
@@ -494,14 +509,7 @@ impl Decide for Settlement {
                 reason,
                 at,
             } => {
-                if self.processor.is_none() {
-                    return Err(SettlementError::Unknown);
-                }
-                self.find_break(break_id)
-                    .ok_or(SettlementError::UnknownBreak(break_id))?;
-                if self.resolved.iter().any(|(id, _)| *id == break_id) {
-                    return Err(SettlementError::BreakResolved);
-                }
+                self.open_break(break_id)?;
                 Ok(vec![SettlementEvent::BreakResolved {
                     break_id,
                     resolution,

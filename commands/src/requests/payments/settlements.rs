@@ -456,17 +456,18 @@ impl Request for ResolveBreak {
             Target::of::<Settlement>(settlement_id(&self.processor, &self.batch_id)),
             Target::of::<EntryRecord>(self.entry_id.to_string()),
         ];
-        let mut codes = vec![accounts::settlement_suspense().code];
-        if self.resolution == Resolution::Match {
-            codes.extend(matching_accounts(&self.processor).map(|account| account.code));
-            if let Some((claim, payment_id)) = &self.claim {
-                targets.push(Target::of::<ProcessorReference>(claim.as_str()));
-                targets.extend(payment_id.map(|id| Target::of::<Payment>(id.to_string())));
+        let moved: Vec<PaymentAccount> = match self.counter() {
+            Some(counter) => vec![accounts::settlement_suspense(), counter],
+            None => {
+                if let Some((claim, payment_id)) = &self.claim {
+                    targets.push(Target::of::<ProcessorReference>(claim.as_str()));
+                    targets.extend(payment_id.map(|id| Target::of::<Payment>(id.to_string())));
+                }
+                matching_accounts(&self.processor).map_or(Vec::new(), Vec::from)
             }
-        }
-        codes.extend(self.counter().map(|account| account.code));
-        let codes: BTreeSet<AccountCode> = codes.into_iter().collect();
-        targets.extend(books::money_targets(codes.iter(), [&self.asset]));
+        };
+        let codes = moved.iter().map(|account| &account.code);
+        targets.extend(books::money_targets(codes, [&self.asset]));
         targets
     }
 
@@ -486,14 +487,8 @@ impl Request for ResolveBreak {
                 at,
             },
         )?;
-        let settlement = decider.state::<Settlement>(&id)?;
-        if settlement.asset.as_ref() != Some(&self.asset) {
-            return Err(Refusal::Stale(format!(
-                "the request names {}, batch {id} is in another asset",
-                self.asset
-            )));
-        }
-        let suspended = settlement
+        let suspended = self
+            .batch(decider, &id)?
             .find_break(self.break_id)
             .map(suspended)
             .unwrap_or_default();
@@ -510,6 +505,19 @@ impl Request for ResolveBreak {
 }
 
 impl ResolveBreak {
+    /// Batch `id`, in the asset the request was resolved with (it never
+    /// changes: another is stale).
+    fn batch<'a>(&self, decider: &'a Decider<'_>, id: &str) -> Result<&'a Settlement, Refusal> {
+        let settlement = decider.state::<Settlement>(id)?;
+        if settlement.asset.as_ref() != Some(&self.asset) {
+            return Err(Refusal::Stale(format!(
+                "the request names {}, batch {id} is in another asset",
+                self.asset
+            )));
+        }
+        Ok(settlement)
+    }
+
     /// Posts the resolution's `movements` (of a break that suspended
     /// `suspended`) as its entry and answers it.
     fn book(
@@ -542,10 +550,10 @@ impl ResolveBreak {
 
 /// The accounts a match moves: the receivable, the processing and dispute
 /// fees (a dispute line's fee, booked to processing fees by the import, is
-/// corrected as a matched line's is).
-fn matching_accounts(processor: &str) -> impl Iterator<Item = PaymentAccount> {
-    let receivable = accounts::receivable(processor).ok();
-    receivable.into_iter().chain([
+/// corrected as a matched line's is), the suspense.
+fn matching_accounts(processor: &str) -> Result<[PaymentAccount; 4], Refusal> {
+    Ok([
+        accounts::receivable(processor).map_err(|_| super::invalid("processor", processor))?,
         accounts::processing_fees(),
         accounts::dispute_fees(),
         accounts::settlement_suspense(),
@@ -617,23 +625,7 @@ impl ResolveBreak {
     fn decide_match(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
         let id = settlement_id(&self.processor, &self.batch_id);
-        let settlement = decider.state::<Settlement>(&id)?;
-        if settlement.asset.as_ref() != Some(&self.asset) {
-            return Err(Refusal::Stale(format!(
-                "the request names {}, batch {id} is in another asset",
-                self.asset
-            )));
-        }
-        let settled = settlement.find_break(self.break_id).cloned().ok_or(
-            aggregates::payments::settlement::SettlementError::UnknownBreak(self.break_id),
-        )?;
-        if settlement
-            .resolved
-            .iter()
-            .any(|(id, _)| *id == self.break_id)
-        {
-            return Err(aggregates::payments::settlement::SettlementError::BreakResolved.into());
-        }
+        let settled = self.batch(decider, &id)?.open_break(self.break_id)?.clone();
         let expected = self.expected_now(decider, &settled.line)?;
         decider.execute::<Settlement>(
             &id,
@@ -646,10 +638,7 @@ impl ResolveBreak {
             },
         )?;
         settle_item(decider, &expected, &id, at)?;
-        let accounts: Vec<PaymentAccount> = matching_accounts(&self.processor).collect();
-        let [receivable, fees, dispute_fees, suspense] = accounts.as_slice() else {
-            return Err(super::invalid("processor", &self.processor));
-        };
+        let [receivable, fees, dispute_fees, suspense] = &matching_accounts(&self.processor)?;
         super::open(decider, &[receivable, fees, dispute_fees, suspense])?;
         let suspended = suspended(&settled);
         let booked = i128::from(expected.fee);
