@@ -173,15 +173,31 @@ impl Payee {
         match line.kind {
             LineKind::Commission => Some(cap_period(line.accrued_at)),
             LineKind::Clawback => self
-                .lines
-                .iter()
-                .find(|commission| {
-                    commission.kind == LineKind::Commission
-                        && commission.source.as_ref() == line.clawed_from.first()
-                })
+                .counted_in(line)
                 .map(|commission| cap_period(commission.accrued_at)),
             _ => None,
         }
+    }
+
+    /// The commission clawback `line` (or its reversal) counts in under the
+    /// cap: the first it claws from.
+    pub(super) fn counted_in(&self, line: &Line) -> Option<&Line> {
+        self.lines.iter().find(|commission| {
+            commission.kind == super::ledger::LineKind::Commission
+                && commission.source.as_ref() == line.clawed_from.first()
+        })
+    }
+
+    /// What the cap `cap` leaves of the month of `at`: the cap less what
+    /// the month has accrued, never below nothing and, for a month clawed
+    /// back below nothing, never more than the cap itself.
+    pub(super) fn cap_room(&self, cap: Amount, at: DateTime<Utc>) -> i64 {
+        let used = self
+            .cap_used
+            .get(&super::ledger::cap_period(at))
+            .copied()
+            .unwrap_or(0);
+        cap.value().saturating_sub(used.max(0)).max(0)
     }
 
     fn set_status(&mut self, lines: &[LineId], status: LineStatus, run: Option<PayRunId>) {

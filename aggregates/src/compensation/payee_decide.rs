@@ -3,7 +3,7 @@
 //! adjustments, holding periods, and pay runs claiming, releasing and
 //! paying the payable lines.
 
-use super::ledger::{cap_period, Line, LineKind, LineStatus, Work, QUANTITY_MAX};
+use super::ledger::{Line, LineKind, LineStatus, Work, QUANTITY_MAX};
 use super::payee::{Payee, PayeeEvent};
 use super::rules::{basis_points_of, div_half_even, hourly_amount, PlanInEffect};
 use super::CompensationError;
@@ -243,16 +243,7 @@ impl Payee {
         };
         let earned = basis_points_of(basis, basis_points)?.value();
         let payable = match cap {
-            Some(cap) => {
-                let used = self
-                    .cap_used
-                    .get(&cap_period(captured_at))
-                    .copied()
-                    .unwrap_or(0);
-                // A month clawed back below nothing leaves no more room
-                // than the cap itself.
-                earned.min(cap.value().saturating_sub(used.max(0)).max(0))
-            }
+            Some(cap) => earned.min(self.cap_room(cap, captured_at)),
             None => earned,
         };
         line.amount = payable;
@@ -422,7 +413,7 @@ impl Payee {
             Some(clawback) => {
                 let given_back = clawback.amount.checked_neg().ok_or(AmountError::Overflow)?;
                 line.amount = if rules.since(Rules::CAPTURE_REFERENCES) {
-                    self.under_cap(clawback, given_back)?
+                    self.under_cap(clawback, given_back)
                 } else {
                     given_back
                 };
@@ -451,23 +442,12 @@ impl Payee {
     /// for in the clawback's period: the cap of the commission whose month
     /// it counts in, less what that month has accrued since (never more
     /// room than the cap). All of it without a cap.
-    fn under_cap(&self, clawback: &Line, given_back: i64) -> Result<i64, AmountError> {
-        let commission = self.lines.iter().find(|commission| {
-            commission.kind == LineKind::Commission
-                && commission.source.as_ref() == clawback.clawed_from.first()
-        });
-        let Some((cap, accrued_at)) =
-            commission.and_then(|line| Some((line.cap?, line.accrued_at)))
-        else {
-            return Ok(given_back);
-        };
-        let used = self
-            .cap_used
-            .get(&cap_period(accrued_at))
-            .copied()
-            .unwrap_or(0);
-        let room = cap.value().saturating_sub(used.max(0)).max(0);
-        Ok(given_back.min(room))
+    fn under_cap(&self, clawback: &Line, given_back: i64) -> i64 {
+        let commission = self.counted_in(clawback);
+        match commission.and_then(|line| Some((line.cap?, line.accrued_at))) {
+            Some((cap, accrued_at)) => given_back.min(self.cap_room(cap, accrued_at)),
+            None => given_back,
+        }
     }
 
     fn adjust(
@@ -540,6 +520,18 @@ impl Payee {
     }
 }
 
+impl Decide for Payee {
+    fn decide(&self, command: PayeeCommand) -> Decided {
+        let events = self.decide_command(command)?;
+        for event in &events {
+            if let PayeeEvent::LineAccrued(line) = event {
+                self.room_for(line)?;
+            }
+        }
+        Ok(events)
+    }
+}
+
 impl Payee {
     /// Checks that the payee's sums stay within `i64` with `line` added:
     /// the sizes of every line's amount, and the capped amounts, each add
@@ -557,21 +549,7 @@ impl Payee {
         within(&mut lines().map(|line| line.amount))?;
         within(&mut lines().map(|line| line.capped.value()))
     }
-}
 
-impl Decide for Payee {
-    fn decide(&self, command: PayeeCommand) -> Decided {
-        let events = self.decide_command(command)?;
-        for event in &events {
-            if let PayeeEvent::LineAccrued(line) = event {
-                self.room_for(line)?;
-            }
-        }
-        Ok(events)
-    }
-}
-
-impl Payee {
     fn decide_command(&self, command: PayeeCommand) -> Decided {
         match command {
             PayeeCommand::Create {
