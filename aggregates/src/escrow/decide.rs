@@ -538,13 +538,14 @@ impl Commitment {
     /// ended (then in milestone order), as the scheduler would have run
     /// them: of every window that ended before the expiry and has not timed
     /// out, by its milestone's transfer in `timeouts` (an expiry recorded
-    /// without them refunds such a window, as it always did).
-    fn overdue_timeouts(
-        &self,
+    /// without them refunds such a window, as it always did). Also the
+    /// milestones whose windows they closed.
+    fn overdue_timeouts<'a>(
+        &'a self,
         timeouts: &[(String, TransferId)],
         drawer: &mut Drawer,
         unfrozen: &mut Amount,
-    ) -> Decided {
+    ) -> Result<(Vec<CommitmentEvent>, Vec<&'a str>), EscrowError> {
         let mut overdue = Vec::new();
         for milestone in &self.milestones {
             let Some(window) = milestone.window.as_ref().filter(|window| !window.closed) else {
@@ -559,12 +560,13 @@ impl Commitment {
         }
         // Stable: windows ending together time out in milestone order.
         overdue.sort_by_key(|(ends_at, _, _)| *ends_at);
-        let mut events = Vec::new();
+        let (mut events, mut closed) = (Vec::new(), Vec::new());
         for (ends_at, milestone, transfer_id) in overdue {
             self.transfer_taken(transfer_id)?;
             events.extend(self.timed_out((milestone, transfer_id), drawer, unfrozen, ends_at)?);
+            closed.push(milestone.terms.milestone_id.as_str());
         }
-        Ok(events)
+        Ok((events, closed))
     }
 
     /// Ends the commitment (`ended`), refunding every unfrozen held amount
@@ -605,33 +607,23 @@ impl Commitment {
         let mut unfrozen = self.unfrozen()?;
         // What was owed at the end of a window before the expiry is owed
         // still: its timeout goes first (a cancel has none left to wait).
-        let mut events = self.overdue_timeouts(timeouts, &mut drawer, &mut unfrozen)?;
-        let closed: Vec<String> = events
-            .iter()
-            .filter_map(|event| match event {
-                CommitmentEvent::InspectionClosed { milestone_id, .. } => {
-                    Some(milestone_id.clone())
-                }
-                _ => None,
-            })
-            .collect();
+        let (mut events, closed) = self.overdue_timeouts(timeouts, &mut drawer, &mut unfrozen)?;
         events.push(match cause {
             Cause::Expired => CommitmentEvent::CommitmentExpired { at },
             _ => CommitmentEvent::CommitmentCanceled { at },
         });
         // Its other open windows close with it: nothing is left to time out.
         for milestone in &self.milestones {
-            if !closed.contains(&milestone.terms.milestone_id) {
+            if !closed.contains(&milestone.terms.milestone_id.as_str()) {
                 events.extend(self.answer(&milestone.terms.milestone_id, at));
             }
         }
-        let amount = unfrozen;
-        if !amount.is_zero() {
+        if !unfrozen.is_zero() {
             events.push(transfer(
                 &mut drawer,
                 (transfer_id, Direction::Refund),
                 None,
-                amount,
+                unfrozen,
                 cause,
                 at,
             )?);
