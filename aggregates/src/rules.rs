@@ -27,9 +27,9 @@ impl Rules {
     ///   what a failed refund gives back of a clawback of it;
     /// - a commitment's expiry first times out, in the order they ended,
     ///   the windows that ended before it.
-    pub const CAPTURE_REFERENCES: Self = Self(2);
+    pub const SECOND: Self = Self(2);
     /// What new requests are decided under.
-    pub const CURRENT: Self = Self::CAPTURE_REFERENCES;
+    pub const CURRENT: Self = Self::SECOND;
 
     /// Version `version`, if this build knows it.
     pub fn new(version: u32) -> Option<Self> {
@@ -62,9 +62,9 @@ mod tests {
     fn only_known_versions_exist_and_later_rules_include_earlier_ones() {
         assert_eq!(Rules::new(0), None);
         assert_eq!(Rules::new(1), Some(Rules::FIRST));
-        assert_eq!(Rules::new(2), Some(Rules::CAPTURE_REFERENCES));
+        assert_eq!(Rules::new(2), Some(Rules::SECOND));
         assert_eq!(Rules::new(Rules::CURRENT.version() + 1), None);
-        assert!(Rules::CURRENT.since(Rules::CAPTURE_REFERENCES));
-        assert!(!Rules::FIRST.since(Rules::CAPTURE_REFERENCES));
+        assert!(Rules::CURRENT.since(Rules::SECOND));
+        assert!(!Rules::FIRST.since(Rules::SECOND));
     }
 }

@@ -540,7 +540,7 @@ mod tests {
         let body = r#"{"quota": "credits", "amount": 1, "account": "acct-97", "reference": null}"#;
         let first = format!(r#"{{"command": "consume_quota", "request": {body}}}"#);
         let second = format!(r#"{{"rules": 2, "command": "consume_quota", "request": {body}}}"#);
-        for (metadata, rules) in [(&first, Rules::FIRST), (&second, Rules::CAPTURE_REFERENCES)] {
+        for (metadata, rules) in [(&first, Rules::FIRST), (&second, Rules::SECOND)] {
             assert!(read_without_tree(metadata), "{metadata}");
             assert_eq!(read_back(metadata).unwrap().rules, rules);
         }

@@ -248,7 +248,7 @@ impl Payee {
         };
         line.amount = payable;
         line.capped = Amount::new(earned - payable)?;
-        line.cap = cap.filter(|_| rules.since(Rules::CAPTURE_REFERENCES));
+        line.cap = cap.filter(|_| rules.since(Rules::SECOND));
         let payable_at = captured_at
             .checked_add_signed(Duration::days(i64::from(holding_days)))
             .ok_or(AmountError::Overflow)?;
@@ -412,7 +412,7 @@ impl Payee {
         match clawback {
             Some(clawback) => {
                 let given_back = clawback.amount.checked_neg().ok_or(AmountError::Overflow)?;
-                line.amount = if rules.since(Rules::CAPTURE_REFERENCES) {
+                line.amount = if rules.since(Rules::SECOND) {
                     self.under_cap(clawback, given_back)
                 } else {
                     given_back

@@ -642,7 +642,7 @@ impl Decide for Commitment {
                 check_terms(&terms)?;
                 Ok(vec![CommitmentEvent::CommitmentCreated {
                     terms,
-                    expiry_times_out: rules.since(Rules::CAPTURE_REFERENCES),
+                    expiry_times_out: rules.since(Rules::SECOND),
                     at,
                 }])
             }

@@ -301,7 +301,7 @@ fn capture(payment: &Payment, capturing: Capturing, at: DateTime<Utc>) -> Decide
     // reference; each further one by a reference of its own, which its
     // settlement line names: without it, the capture could never settle.
     let processor = tender.source.processor().is_some();
-    let required = rules.since(Rules::CAPTURE_REFERENCES);
+    let required = rules.since(Rules::SECOND);
     if required && processor && reference.is_none() && !tender.captures.is_empty() {
         return Err(PaymentError::CaptureReferenceRequired);
     }

@@ -294,7 +294,7 @@ impl Request for AddTender {
         } = &self.source
         {
             // Under the first rules a charge's claim named its payment only.
-            let tender = decider.rules().since(Rules::CAPTURE_REFERENCES);
+            let tender = decider.rules().since(Rules::SECOND);
             let owner = Owner::charge(self.payment_id, tender.then_some(self.tender_id));
             claim(decider, ReferenceKind::Charge, processor, reference, owner)?;
         }
@@ -476,7 +476,7 @@ impl Request for CapturePayment {
             return Err(Refusal::Internal("a capture of no tender".into()));
         };
         if let Some(reference) = &self.reference {
-            if decider.rules().since(Rules::CAPTURE_REFERENCES) {
+            if decider.rules().since(Rules::SECOND) {
                 let named = (self.processor.as_str(), reference.as_str());
                 not_another_charge(decider, named, self.payment_id, self.tender_id)?;
             }
