@@ -238,7 +238,8 @@ struct ReportArgs {
     #[arg(long, requires = "from")]
     to: Option<aggregates::time::BoundedTime>,
     /// Days after which a capture or refund in no settlement batch is a
-    /// break of class missing_in_settlement (payments), 0 to 365.
+    /// break of class missing_in_settlement (payments), 0 to 365; ages are
+    /// counted to --to or --as-of, else to the last event's time.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i64).range(0..=365))]
     settlement_window_days: i64,
     /// table (readable, amounts in major units), json (minor units,

@@ -87,7 +87,7 @@ pub fn compute(
     total_columns.extend(figures());
     Report {
         name: ReportName::Escrow,
-        scope,
+        scope: scope.cumulative(),
         checks,
         sections: vec![
             Section {

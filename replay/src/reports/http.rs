@@ -130,7 +130,10 @@ fn refused(error: ReportError) -> ApiError {
 /// period debits and credits, closing balance; totals per asset.
 /// `payments`: per currency the waterfall (authorized to paid out), the
 /// unsettled items with their age, the breaks with their age bucket (an
-/// item unsettled past 3 days is one, `missing_in_settlement`).
+/// item unsettled past 3 days is one, `missing_in_settlement`); ages are
+/// counted to `to` or `as_of` when given, else to the last event's time
+/// (`aged_as_of`). The domain reports' figures are cumulative to the
+/// period's end.
 /// `payroll`: per pay run and payee what it claimed by kind, carried in,
 /// net, paid and carried out; per payee accrued, held, payable, in a run,
 /// paid, carried. `escrow`: per commitment total, funded, released, refunded, frozen and

@@ -88,6 +88,16 @@ pub struct Scope {
     pub at: Option<DateTime<Utc>>,
 }
 
+impl Scope {
+    /// The scope of a domain report (payments, payroll, escrow): its
+    /// figures are cumulative to the end of the period, so it covers
+    /// everything from the first event whatever `from` was asked (only the
+    /// trial balance splits its figures at `from`), and says so.
+    pub fn cumulative(self) -> Self {
+        Self { from: None, ..self }
+    }
+}
+
 /// Where a report is taken and over what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {

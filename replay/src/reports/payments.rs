@@ -15,7 +15,7 @@ use aggregates::payments::settlement::{
     BreakClass, Item, LineType, Outcome, Resolution, SettledLine, Settlement,
 };
 use aggregates::payments::{AuthorizationState, DisputeState, Payment, RefundState, TenderSource};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -154,20 +154,19 @@ impl Figures {
                 _ => "refunded",
             };
             self.stages(&asset)[at(stage)] += i128::from(refund.amount.value());
-            let by_processor = refund
+            // What the processor is to settle of it: the parts drawn from
+            // its tenders (a refund never crosses processors), not those
+            // paid back in cash or to a gift card.
+            let owed = refund
                 .parts
                 .iter()
-                .any(|part| processor_tenders.contains(&part.tender_id));
-            if by_processor && refund.state == RefundState::Pending && refund.settled_in.is_none() {
+                .filter(|part| processor_tenders.contains(&part.tender_id))
+                .try_fold(0_i64, |owed, part| owed.checked_add(part.amount.value()))
+                .unwrap_or(refund.amount.value());
+            if owed > 0 && refund.state == RefundState::Pending && refund.settled_in.is_none() {
                 let item = ("refund", payment_id.to_string(), refund.reference.clone());
-                self.unsettled.push((
-                    asset.clone(),
-                    item.0,
-                    item.1,
-                    item.2,
-                    refund.amount.value(),
-                    refund.at,
-                ));
+                self.unsettled
+                    .push((asset.clone(), item.0, item.1, item.2, owed, refund.at));
             }
         }
         for dispute in &payment.disputes {
@@ -301,14 +300,18 @@ impl Figures {
         }
     }
 
-    /// The unsettled items as rows, aged as of `now`; those older than
-    /// `window_days` added to the breaks as `missing_in_settlement`.
+    /// The unsettled items as rows, aged as of `now`; those in no batch
+    /// for longer than `window_days` (to the microsecond, not in whole
+    /// days) added to the breaks as `missing_in_settlement`.
     fn age_unsettled(&mut self, now: DateTime<Utc>, window_days: i64) -> Vec<Vec<Value>> {
         self.unsettled
             .sort_by(|a, b| (&a.0, a.5, a.1, &a.2).cmp(&(&b.0, b.5, b.1, &b.2)));
+        // A window longer than any time span flags nothing.
+        let window = Duration::try_days(window_days);
         let mut rows = Vec::new();
         for (asset, kind, payment_id, reference, amount, since) in &self.unsettled {
             let days = (now - *since).num_days().max(0);
+            let past_window = window.is_some_and(|window| now - *since > window);
             rows.push(vec![
                 json!(asset),
                 json!(kind),
@@ -318,7 +321,7 @@ impl Figures {
                 time(*since),
                 json!(days),
             ]);
-            if days > window_days {
+            if past_window {
                 self.breaks.push(vec![
                     json!(asset),
                     json!("missing_in_settlement"),
@@ -337,9 +340,13 @@ impl Figures {
     }
 }
 
-/// The payments report.
+/// The payments report. Ages are counted to the end of the period or the
+/// time the report is asked as of (`--to`, `--as-of`), else to the time of
+/// its last event: either way the same on any later day.
 pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
-    let now = scope.at.unwrap_or(DateTime::UNIX_EPOCH);
+    let scope = scope.cumulative();
+    let aged_as_of = scope.to.or(scope.at);
+    let now = aged_as_of.unwrap_or(DateTime::UNIX_EPOCH);
     let mut figures = Figures::default();
     for (payment_id, payment) in input.payments {
         figures.add_payment(payment_id, payment);
@@ -358,7 +365,10 @@ pub fn compute(scope: Scope, journal: &Journal, input: Input<'_>) -> Report {
         ..
     } = figures;
     let mut report = finish(scope, (journal, &booked), waterfall, unsettled, breaks);
-    report.parameters = vec![("settlement_window_days", json!(input.window_days))];
+    report.parameters = vec![
+        ("settlement_window_days", json!(input.window_days)),
+        ("aged_as_of", json!(aged_as_of)),
+    ];
     report
 }
 
@@ -372,8 +382,9 @@ fn finish(
 ) -> Report {
     let checks = tie_out(journal, booked, &waterfall);
     let mut charts = super::per_asset_charts("Waterfall", &waterfall, &STAGES);
+    // The aging chart counts the breaks still open.
     let mut aging: BTreeMap<(String, &str), i128> = BTreeMap::new();
-    for row in &breaks {
+    for row in breaks.iter().filter(|row| row[8] == json!("open")) {
         let asset = row[0].as_str().unwrap_or_default().to_string();
         let bucket = match row[7].as_str() {
             Some("0-1") => "0-1",
@@ -386,7 +397,7 @@ fn finish(
     }
     for asset in waterfall.keys() {
         charts.push(Chart {
-            title: format!("Breaks by age in days (count), {asset}"),
+            title: format!("Open breaks by age in days (count), {asset}"),
             asset: String::new(),
             bars: ["0-1", "2-3", "4-7", "8-30", ">30"]
                 .iter()

@@ -127,7 +127,7 @@ pub fn compute(
     total_columns.extend(figures());
     Report {
         name: ReportName::Payroll,
-        scope,
+        scope: scope.cumulative(),
         checks,
         sections: vec![
             Section {

@@ -245,12 +245,31 @@ fn table(report: &Report) -> String {
     out
 }
 
+/// A CSV field: quoted when it holds a separator, a quote or a line
+/// break; a text a spreadsheet would run as a formula (one starting with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return, such as a reference
+/// from a processor's file) is prefixed with `'`, unless it is a number.
 fn csv_field(text: &str) -> String {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_number(text);
+    let text = if formula {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_string()
+        text
     }
+}
+
+/// Whether `text` is a decimal number (an amount, signed).
+fn is_number(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let mut parts = digits.splitn(2, '.');
+    let whole = parts.next().unwrap_or_default();
+    let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    all_digits(whole) && parts.next().is_none_or(all_digits)
 }
 
 /// The CSV: a `header` section of fields and values, then each section.
@@ -369,7 +388,21 @@ fn html(report: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::major_units;
+    use super::{csv_field, major_units};
+
+    #[test]
+    fn a_csv_text_a_spreadsheet_would_run_is_prefixed_and_numbers_are_not() {
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+1+cmd"), "'+1+cmd");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("-12500"), "-12500");
+        assert_eq!(csv_field("-0.05"), "-0.05");
+        assert_eq!(csv_field("-"), "'-");
+        assert_eq!(csv_field("ch_1"), "ch_1");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
 
     #[test]
     fn amounts_show_in_major_units_with_the_asset_scale() {

@@ -794,7 +794,7 @@ async fn the_payments_report_shows_the_waterfall_unsettled_items_and_aged_breaks
         .unwrap();
     assert!(well_formed(&html), "{html}");
     assert!(
-        html.contains("Waterfall, USD/2") && html.contains("Breaks by age"),
+        html.contains("Waterfall, USD/2") && html.contains("Open breaks by age"),
         "{html}"
     );
 
@@ -935,4 +935,137 @@ async fn the_payments_report_ties_out_dispute_lines_matched_late_or_off_by_an_am
     .unwrap();
     std::fs::remove_file(&file).unwrap();
     assert_eq!(offline_head.to_json_text(), text);
+}
+
+#[tokio::test]
+async fn the_payments_report_ages_to_its_end_and_owes_the_processor_only_its_part() {
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let start = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+    let now = Arc::new(Mutex::new(start));
+    let clock = {
+        let now = now.clone();
+        Clock::from_fn(move || *now.lock().unwrap())
+    };
+    let base = serve(&store, clock).await;
+    let client = reqwest::Client::new();
+    let shop = Poster::new(&client, &base, &acme.api_key);
+    let post = |key: &str, path: String, body: Value| shop.post(key, path, body);
+    let at = |minutes: i64| start + Duration::minutes(minutes);
+    // 5,000 taken as 2,000 cash and then 3,000 by card; 4,000 refunded,
+    // drawn from the card first (3,000) and then the cash (1,000).
+    let created = post(
+        "a",
+        "/v1/payments".into(),
+        json!({"amount": 5_000, "currency": "USD", "capture": "automatic"}),
+    )
+    .await;
+    let id = created["payment_id"].as_str().unwrap().to_string();
+    post(
+        "a-cash",
+        format!("/v1/payments/{id}/tenders"),
+        json!({"method": "cash", "amount": 2_000}),
+    )
+    .await;
+    *now.lock().unwrap() = at(1);
+    post(
+        "a-card",
+        format!("/v1/payments/{id}/tenders"),
+        json!({"method": "card", "amount": 3_000, "processor": "stripe", "reference": "ch_a"}),
+    )
+    .await;
+    *now.lock().unwrap() = at(2);
+    let refund = post(
+        "a-refund",
+        format!("/v1/payments/{id}/refunds"),
+        json!({"amount": 4_000, "reference": "re_a"}),
+    )
+    .await;
+    assert_eq!(refund["refund_status"], "pending", "{refund}");
+    // Three days and three minutes after the sale: both items are past a
+    // window of three days, though three whole days old.
+    *now.lock().unwrap() = at(3 * 24 * 60 + 3);
+    post(
+        "last",
+        "/v1/payments".into(),
+        json!({"amount": 1, "currency": "USD"}),
+    )
+    .await;
+    catch_up(&db).await;
+    let get = |query: &'static str| {
+        let request = client
+            .get(format!("{base}/v1/reports/payments{query}"))
+            .bearer_auth(&acme.api_key);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let items = |report: &Value, name: &str| -> Vec<Value> {
+        report[name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                ["reference", "amount", "age_days", "age_bucket", "class"]
+                    .map(|field| item[field].clone())
+                    .into()
+            })
+            .collect()
+    };
+    let head: Value = serde_json::from_str(&get("").await).unwrap();
+    assert_eq!(head["aged_as_of"], head["as_of_time"]);
+    assert_eq!(head["aged_as_of"], "2026-12-04T09:03:00Z");
+    assert_eq!(
+        items(&head, "unsettled"),
+        [
+            json!(["ch_a", 3_000, 3, null, null]),
+            json!(["re_a", 3_000, 3, null, null])
+        ]
+    );
+    assert_eq!(
+        items(&head, "breaks"),
+        [
+            json!(["ch_a", null, 3, "2-3", "missing_in_settlement"]),
+            json!(["re_a", null, 3, "2-3", "missing_in_settlement"])
+        ]
+    );
+    assert_eq!(head["tie_out"]["agrees"], true, "{head}");
+
+    // Asked as of a later time: the same events, aged to that time.
+    let text = get("?as_of=2026-12-20T00:00:00Z").await;
+    let later: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(later["as_of_seq"], head["as_of_seq"]);
+    assert_eq!(later["aged_as_of"], "2026-12-20T00:00:00Z");
+    assert_eq!(
+        items(&later, "breaks"),
+        [
+            json!(["ch_a", null, 18, "8-30", "missing_in_settlement"]),
+            json!(["re_a", null, 18, "8-30", "missing_in_settlement"])
+        ]
+    );
+    assert_eq!(later["tie_out"]["agrees"], true, "{later}");
+    let file = std::env::temp_dir().join(format!("payments-aged-{}.jsonl", acme.tenant_id));
+    replay::export::export(&store, acme.tenant_id, &file, false)
+        .await
+        .unwrap();
+    let to = Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).unwrap();
+    let offline = offline::report(
+        &file,
+        ReportName::Payments,
+        (Point::Time(to), Options::default()),
+    )
+    .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(offline.to_json_text(), text);
+
+    // A period: the figures are cumulative to its end, and the report says
+    // it covers everything from the first event.
+    let period: Value =
+        serde_json::from_str(&get("?from=2026-12-02T00:00:00Z&to=2026-12-20T00:00:00Z").await)
+            .unwrap();
+    assert_eq!(
+        period["period"],
+        json!({"from": null, "to": "2026-12-20T00:00:00Z"})
+    );
+    assert_eq!(period["waterfall"], later["waterfall"]);
+    assert_eq!(period["waterfall"][0]["refunded"], 4_000);
 }
