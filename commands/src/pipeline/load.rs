@@ -130,6 +130,31 @@ where
     downcast::<A>(state.as_ref(), &target.key)
 }
 
+/// The aggregate `A` `id` of `tenant_id` as its event `sequence` left it,
+/// folded from its first event (upcast as a load would), whatever was
+/// appended to it since: what a reaction to that event decides over, so
+/// that it decides the same however late it runs.
+pub async fn as_of_sequence<A>(
+    store: &EventStore,
+    tenant_id: TenantId,
+    id: &str,
+    sequence: i64,
+) -> Result<A, StoreError>
+where
+    A: Decide + Clone + 'static,
+    A::Error: Rejection,
+{
+    let target = Target::of::<A>(id.to_string());
+    let mut state = (target.kind.fresh)();
+    for event in store.load_events(tenant_id, &target.key, 0).await? {
+        if i64::try_from(event.sequence).unwrap_or(i64::MAX) > sequence {
+            break;
+        }
+        apply_stored(state.as_mut(), &target, event)?;
+    }
+    downcast::<A>(state.as_ref(), &target.key)
+}
+
 /// The current state of the aggregate `A` `id` of `tenant_id`.
 pub async fn current_one<A>(
     store: &EventStore,

@@ -562,3 +562,66 @@ async fn refused_commissions_clawbacks_given_back_and_concurrent_runs_claiming_e
     // clawbacks are held).
     assert_eq!((claimed.len(), distinct.len()), (20, 20));
 }
+
+#[tokio::test]
+async fn a_clawback_takes_the_captures_made_before_its_refund_however_late_it_reacts() {
+    // A card sale of 1000 captured 400, refunded 400, then captured 600:
+    // the refund's clawback is of the first capture's commission alone,
+    // though the commissions process manager reacts only after the second
+    // capture.
+    let clock = TestClock::at(day(2, 12));
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    alice(&acme).await;
+    let (payment, _) = accepted(
+        &acme,
+        "/v1/payments",
+        "sale",
+        json!({"amount": 1_000, "currency": "USD", "capture": "manual", "attribution": {"payee": "alice"}}),
+        201,
+    )
+    .await;
+    let payment = payment["payment_id"].as_str().unwrap().to_string();
+    let (tender, _) = accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/tenders"),
+        "sale-card",
+        json!({"method": "card", "amount": 1_000, "processor": "stripe", "reference": "ch_1"}),
+        201,
+    )
+    .await;
+    let tender = tender["tender_id"].as_str().unwrap().to_string();
+    let capture = |key: &'static str, amount: i64, reference: &'static str| {
+        let body = json!({"tender_id": tender, "amount": amount, "reference": reference, "final": amount == 600});
+        let path = format!("/v1/payments/{payment}/captures");
+        let acme = &acme;
+        async move { accepted(acme, &path, key, body, 201).await.0 }
+    };
+    let first = capture("cap-1", 400, "cap_1").await;
+    accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/refunds"),
+        "refund-1",
+        json!({"amount": 400, "reference": "re_1"}),
+        201,
+    )
+    .await;
+    capture("cap-2", 600, "cap_2").await;
+    server.react(clock.clock()).await;
+    let seq = server.tenant_seq(&acme).await;
+    server.catch_up().await;
+    let read = acme.read("/v1/payees/alice/ledger", seq).await;
+    let clawbacks: Vec<(Value, Value)> = read["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|line| line["kind"] == "clawback")
+        .map(|line| (line["amount"].clone(), line["clawed_from"].clone()))
+        .collect();
+    let first = format!("capture:{}", first["capture_id"].as_str().unwrap());
+    assert_eq!(clawbacks, [(json!(-40), json!([first]))]);
+}

@@ -14,7 +14,7 @@
 //! no plan or rule in effect, is a refused line in the payee's ledger.
 
 use super::{AccrueCommission, ClawBack, ReverseClawBack};
-use crate::pipeline::load::{current_from_types, current_one};
+use crate::pipeline::load::{as_of_sequence, current_from_types};
 use crate::pipeline::{derive_id, CommandBus, PipelineError};
 use aggregates::compensation::Payee;
 use aggregates::ids::LineId;
@@ -220,9 +220,16 @@ impl Reactor for Commissions {
         ) {
             return Ok(());
         }
-        let payment: Payment = current_one(&self.store, tenant_id, &event.aggregate_id)
-            .await
-            .map_err(|error| error.to_string())?;
+        // The payment as the event left it: a refund claws back from the
+        // captures made before it, however late this reaction runs.
+        let payment: Payment = as_of_sequence(
+            &self.store,
+            tenant_id,
+            &event.aggregate_id,
+            event.aggregate_seq,
+        )
+        .await
+        .map_err(|error| error.to_string())?;
         let Some(reaction) = reaction(&payment, decoded) else {
             return Ok(());
         };
