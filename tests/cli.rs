@@ -215,13 +215,13 @@ async fn project_once_and_rebuild_report_what_they_did() {
         .contains("unknown projection nope (known: stream_index"));
     // Rules this build does not know are refused before anything starts.
     let output = ledger(&db)
-        .args(["project", "--rules", "3"])
+        .args(["project", "--rules", "4"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&output.stderr)
-            .contains("invalid value '3' for '--rules <RULES>': 3 is not in 1..=2"),
+            .contains("invalid value '4' for '--rules <RULES>': 4 is not in 1..=3"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );

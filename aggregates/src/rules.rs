@@ -28,8 +28,18 @@ impl Rules {
     /// - a commitment's expiry first times out, in the order they ended,
     ///   the windows that ended before it.
     pub const SECOND: Self = Self(2);
+    /// Version 3:
+    /// - a commitment whose inspection window has ended refuses deposits,
+    ///   releases and claims until the window's timeout is recorded, so
+    ///   the timeout decides over what stood at the window's end, however
+    ///   late the scheduler runs (`inspection_window_ended`);
+    /// - a refund drawn from a processor's tender, and a dispute of a
+    ///   processor's capture, name the processor's reference, without
+    ///   which its settlement line could never match it
+    ///   (`refund_reference_required`, `dispute_reference_required`).
+    pub const THIRD: Self = Self(3);
     /// What new requests are decided under.
-    pub const CURRENT: Self = Self::SECOND;
+    pub const CURRENT: Self = Self::THIRD;
 
     /// Version `version`, if this build knows it.
     pub fn new(version: u32) -> Option<Self> {
@@ -63,8 +73,11 @@ mod tests {
         assert_eq!(Rules::new(0), None);
         assert_eq!(Rules::new(1), Some(Rules::FIRST));
         assert_eq!(Rules::new(2), Some(Rules::SECOND));
+        assert_eq!(Rules::new(3), Some(Rules::THIRD));
         assert_eq!(Rules::new(Rules::CURRENT.version() + 1), None);
         assert!(Rules::CURRENT.since(Rules::SECOND));
+        assert!(Rules::CURRENT.since(Rules::THIRD));
         assert!(!Rules::FIRST.since(Rules::SECOND));
+        assert!(!Rules::SECOND.since(Rules::THIRD));
     }
 }

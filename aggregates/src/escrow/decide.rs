@@ -240,14 +240,37 @@ impl Commitment {
         Ok(())
     }
 
+    /// Checks, under rules since version 3, that no inspection window has
+    /// ended without its timeout: until the timeout is recorded, nothing
+    /// may change what it decides over (the held, unfrozen funds and what
+    /// is open of each milestone), so it decides the same however late the
+    /// scheduler runs.
+    fn no_window_overdue(&self, rules: Rules, at: DateTime<Utc>) -> Result<(), EscrowError> {
+        if rules.since(Rules::THIRD) {
+            self.no_window_ended(at)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refused (`inspection_window_ended`) when a window has ended by `at`
+    /// and its timeout is not recorded yet.
+    fn no_window_ended(&self, at: DateTime<Utc>) -> Result<(), EscrowError> {
+        for milestone in &self.milestones {
+            self.answerable(&milestone.terms.milestone_id, at)?;
+        }
+        Ok(())
+    }
+
     fn deposit(
         &self,
         deposit_id: DepositId,
         amount: Amount,
         reference: Option<String>,
-        at: DateTime<Utc>,
+        (rules, at): (Rules, DateTime<Utc>),
     ) -> Decided {
         let terms = self.live(at)?;
+        self.no_window_overdue(rules, at)?;
         if amount.is_zero() {
             return Err(EscrowError::NonPositive);
         }
@@ -310,9 +333,10 @@ impl Commitment {
         milestone_id: String,
         amount: Option<Amount>,
         accepted: bool,
-        at: DateTime<Utc>,
+        (rules, at): (Rules, DateTime<Utc>),
     ) -> Decided {
         self.live(at)?;
+        self.no_window_overdue(rules, at)?;
         self.room_for_release()?;
         self.transfer_taken(transfer_id)?;
         if accepted {
@@ -365,12 +389,14 @@ impl Commitment {
             reason,
             rejection,
             hold_id,
+            rules,
             at,
         } = command
         else {
             return Ok(Vec::new());
         };
         self.live(at)?;
+        self.no_window_overdue(rules, at)?;
         if rejection {
             self.answerable(&milestone_id, at)?;
         }
@@ -598,9 +624,7 @@ impl Commitment {
             self.live(at)?;
             // A window that has ended is its timeout's to decide: the payer
             // cancels once it has run, never over what it owes the payee.
-            for milestone in &self.milestones {
-                self.answerable(&milestone.terms.milestone_id, at)?;
-            }
+            self.no_window_ended(at)?;
         }
         self.transfer_taken(transfer_id)?;
         let mut drawer = self.drawer()?;
@@ -650,16 +674,18 @@ impl Decide for Commitment {
                 deposit_id,
                 amount,
                 reference,
+                rules,
                 at,
-            } => self.deposit(deposit_id, amount, reference, at),
+            } => self.deposit(deposit_id, amount, reference, (rules, at)),
             CommitmentCommand::Submit { milestone_id, at } => self.submit(milestone_id, at),
             CommitmentCommand::Release {
                 transfer_id,
                 milestone_id,
                 amount,
                 accepted,
+                rules,
                 at,
-            } => self.release(transfer_id, milestone_id, amount, accepted, at),
+            } => self.release(transfer_id, milestone_id, amount, accepted, (rules, at)),
             command @ CommitmentCommand::Claim { .. } => self.open_claim(command),
             command @ CommitmentCommand::ResolveClaim { .. } => self.resolve_claim(command),
             CommitmentCommand::TimeOut {

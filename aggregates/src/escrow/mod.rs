@@ -54,10 +54,13 @@ pub enum CommitmentCommand {
         rules: Rules,
         at: DateTime<Utc>,
     },
+    /// Deposits `amount` (under `rules`: since version 3 refused while a
+    /// window has ended untimed-out).
     Deposit {
         deposit_id: DepositId,
         amount: Amount,
         reference: Option<String>,
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// Opens the milestone's inspection window.
@@ -67,17 +70,20 @@ pub enum CommitmentCommand {
     },
     /// Releases `amount` of the milestone (all that is open when `None`)
     /// to the payee; `accepted` when the payer accepts it (which answers
-    /// its inspection window).
+    /// its inspection window). Under `rules` since version 3, refused
+    /// while any window has ended untimed-out.
     Release {
         transfer_id: TransferId,
         milestone_id: String,
         amount: Option<Amount>,
         accepted: bool,
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// Freezes `amount` of the milestone until the claim resolves;
     /// `rejection` when the payer rejects the milestone (which answers its
-    /// inspection window).
+    /// inspection window). Under `rules` since version 3, refused while
+    /// any window has ended untimed-out.
     Claim {
         claim_id: ClaimId,
         milestone_id: String,
@@ -85,6 +91,7 @@ pub enum CommitmentCommand {
         reason: Option<String>,
         rejection: bool,
         hold_id: HoldId,
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// Resolves a claim, once: its payee side is released (`release_id`),

@@ -67,8 +67,14 @@ pub(super) fn decide(payment: &Payment, command: PaymentCommand) -> Decided {
             tender_id,
             reference,
             reason,
+            rules,
             at,
-        } => refund(payment, refund_id, amount, tender_id, reference, reason, at),
+        } => refund(
+            payment,
+            (refund_id, amount, tender_id),
+            (reference, reason),
+            (rules, at),
+        ),
         PaymentCommand::FailRefund {
             refund_id,
             reason,
@@ -81,9 +87,13 @@ pub(super) fn decide(payment: &Payment, command: PaymentCommand) -> Decided {
             fee,
             reference,
             reason,
+            rules,
             at,
         } => open_dispute(
-            payment, dispute_id, capture_id, amount, fee, reference, reason, at,
+            payment,
+            (dispute_id, capture_id, amount, fee),
+            (reference, reason),
+            (rules, at),
         ),
         PaymentCommand::SubmitEvidence { dispute_id, at } => {
             let dispute = open(payment, dispute_id)?;
@@ -369,12 +379,9 @@ fn expire(payment: &Payment, tender_id: TenderId, at: DateTime<Utc>) -> Decided 
 
 fn refund(
     payment: &Payment,
-    refund_id: RefundId,
-    amount: Amount,
-    tender_id: Option<TenderId>,
-    reference: Option<String>,
-    reason: Option<String>,
-    at: DateTime<Utc>,
+    (refund_id, amount, tender_id): (RefundId, Amount, Option<TenderId>),
+    (reference, reason): (Option<String>, Option<String>),
+    (rules, at): (Rules, DateTime<Utc>),
 ) -> Decided {
     payment.intent.as_ref().ok_or(PaymentError::Unknown)?;
     if amount.is_zero() {
@@ -431,6 +438,12 @@ fn refund(
             processors: processors.into_iter().map(str::to_string).collect(),
         });
     }
+    // The processor's batch settles the refund by its reference: without
+    // one, its line could never match it and the receivable would stay
+    // open.
+    if rules.since(Rules::THIRD) && !processors.is_empty() && reference.is_none() {
+        return Err(PaymentError::RefundReferenceRequired);
+    }
     Ok(vec![PaymentEvent::Refunded {
         refund_id,
         amount,
@@ -461,16 +474,11 @@ fn fail_refund(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn open_dispute(
     payment: &Payment,
-    dispute_id: DisputeId,
-    capture_id: CaptureId,
-    amount: Amount,
-    fee: Amount,
-    reference: Option<String>,
-    reason: Option<String>,
-    at: DateTime<Utc>,
+    (dispute_id, capture_id, amount, fee): (DisputeId, CaptureId, Amount, Amount),
+    (reference, reason): (Option<String>, Option<String>),
+    (rules, at): (Rules, DateTime<Utc>),
 ) -> Decided {
     let (tender, capture) = payment
         .capture(capture_id)
@@ -479,6 +487,11 @@ fn open_dispute(
     // none to take the money back.
     if !tender.method.through_processor() {
         return Err(PaymentError::DisputeNeedsProcessor);
+    }
+    // Its settlement line (the processor taking the amount and its fee
+    // back) is matched by the reference.
+    if rules.since(Rules::THIRD) && reference.is_none() {
+        return Err(PaymentError::DisputeReferenceRequired);
     }
     if amount.is_zero() {
         return Err(PaymentError::NonPositive);

@@ -57,6 +57,10 @@ pub enum PaymentError {
     CaptureExists,
     #[error("something was captured already: refund it instead")]
     AlreadyCaptured,
+    #[error("the refund draws from a processor's tender: it names the processor's reference for it (its settlement line names that)")]
+    RefundReferenceRequired,
+    #[error("a dispute comes through a processor: it names the processor's reference for it (its settlement line names that)")]
+    DisputeReferenceRequired,
     #[error("{refundable} is refundable: {asked} cannot be refunded")]
     RefundExceedsCaptured { refundable: Amount, asked: Amount },
     #[error("the refund would draw from tenders of several processors ({}): refund each processor's tenders on their own, naming the tender", processors.join(", "))]
@@ -139,6 +143,8 @@ impl Rejection for PaymentError {
             Self::AlreadyCaptured => "payment_captured",
             Self::RefundExceedsCaptured { .. } => "refund_exceeds_captured",
             Self::RefundAcrossProcessors { .. } => "refund_across_processors",
+            Self::RefundReferenceRequired => "refund_reference_required",
+            Self::DisputeReferenceRequired => "dispute_reference_required",
             Self::TooManyRefunds { .. } => "too_many_refunds",
             Self::RefundExists => "refund_exists",
             Self::UnknownRefund(_) => "unknown_refund",

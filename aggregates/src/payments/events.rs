@@ -64,13 +64,15 @@ pub enum PaymentCommand {
         at: DateTime<Utc>,
     },
     /// Refunds `amount` from the tender named, or from the most recently
-    /// captured first.
+    /// captured first (under `rules`: since version 3, one drawn from a
+    /// processor's tender names its reference).
     Refund {
         refund_id: RefundId,
         amount: Amount,
         tender_id: Option<TenderId>,
         reference: Option<String>,
         reason: Option<String>,
+        rules: Rules,
         at: DateTime<Utc>,
     },
     FailRefund {
@@ -78,6 +80,8 @@ pub enum PaymentCommand {
         reason: Option<String>,
         at: DateTime<Utc>,
     },
+    /// Opens a dispute of a capture (under `rules`: since version 3, naming
+    /// the processor's reference for it).
     OpenDispute {
         dispute_id: DisputeId,
         capture_id: CaptureId,
@@ -85,6 +89,7 @@ pub enum PaymentCommand {
         fee: Amount,
         reference: Option<String>,
         reason: Option<String>,
+        rules: Rules,
         at: DateTime<Utc>,
     },
     SubmitEvidence {

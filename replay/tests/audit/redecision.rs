@@ -555,7 +555,7 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
             capture_id: CaptureId::from_uuid(id(capture)),
             amount: cents(1_000),
             fee: cents(150),
-            reference: None,
+            reference: Some(format!("dp_{n}")),
             reason: None,
             account: AccountCode::parse("receivable:stripe").unwrap(),
             asset: usd.clone(),
@@ -839,7 +839,7 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
     // payment's charge reference, both taken then) verify clean, each
     // decided again under the rules its first event records (none: the
     // first); the current rules refuse the same captures, and record
-    // `"rules": 2`; the rules are covered by the chain, and a request's
+    // `"rules": 3`; the rules are covered by the chain, and a request's
     // rules rewritten to the current ones (the chain recomputed) is found
     // at its seq. A commitment created under the first rules has its expiry
     // scheduled as then, without timing out ended windows first.
@@ -955,7 +955,7 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
     assert_eq!(timeouts.as_array().map(Vec::len), Some(2), "{timeouts}");
     let first = current.events(0).await;
     assert!(
-        first[0].metadata.starts_with("{\"rules\": 2, "),
+        first[0].metadata.starts_with("{\"rules\": 3, "),
         "{}",
         first[0].metadata
     );
@@ -983,4 +983,172 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
         finding.message.contains("capture_reference_required"),
         "{findings:?}"
     );
+}
+
+#[tokio::test]
+async fn a_history_recorded_under_the_second_rules_is_decided_again_under_them() {
+    // Proves: under the second rules, a refund of a processor's tender and
+    // a dispute without the processor's reference, and a deposit into a
+    // commitment whose inspection window has ended untimed-out, were taken;
+    // such a history verifies clean. The third rules refuse the same three.
+    use aggregates::ids::TenderId;
+    use aggregates::ids::{CaptureId, CommitmentId, DepositId, DisputeId, PaymentId, RefundId};
+    use aggregates::journal::account::AccountCode;
+    use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
+    use aggregates::rules::Rules;
+    use aggregates::{Amount, Asset};
+    use chrono::{DateTime, Duration, Utc};
+    use commands::pipeline::AnyRequest;
+    use commands::requests::escrow::{CreateCommitment, DepositFunds, Parties, SubmitMilestone};
+    use commands::requests::payments::{
+        AddTender, CapturePayment, CreatePayment, OpenDispute, RefundPayment,
+    };
+    fn id(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(0x3000 + n)
+    }
+    fn cents(value: i64) -> Amount {
+        Amount::new(value).unwrap()
+    }
+    fn usd() -> Asset {
+        Asset::new("USD", 2).unwrap()
+    }
+    fn parties() -> Parties {
+        Parties::of(&super::escrow::terms(None))
+    }
+    let payment = PaymentId::from_uuid(id(1));
+    let commitment = CommitmentId::from_uuid(id(2));
+    // A card payment of 10000 captured 4000, and a commitment with 20000
+    // deposited and m1 submitted, its window ending an hour later; then
+    // two hours pass.
+    async fn set_up(ledger: &Ledger, start: DateTime<Utc>) {
+        let payment = PaymentId::from_uuid(id(1));
+        let commitment = CommitmentId::from_uuid(id(2));
+        ledger.set_clock(start);
+        let create = CreatePayment {
+            payment_id: payment,
+            terms: IntentTerms {
+                amount: cents(10_000),
+                asset: usd(),
+                capture: CaptureMode::Manual,
+                customer: None,
+                description: None,
+                authorization_ttl_seconds: 3_600,
+                payee: None,
+            },
+        };
+        ledger.run(0, "pay", create).await;
+        let card = AddTender {
+            payment_id: payment,
+            tender_id: TenderId::from_uuid(id(3)),
+            method: TenderMethod::Card,
+            source: TenderSource::Processor {
+                processor: "stripe".into(),
+                reference: "ch_1".into(),
+            },
+            amount: cents(10_000),
+            asset: usd(),
+        };
+        ledger.run(0, "tender", card).await;
+        let capture = CapturePayment {
+            payment_id: payment,
+            tender_id: TenderId::from_uuid(id(3)),
+            capture_id: CaptureId::from_uuid(id(4)),
+            amount: cents(4_000),
+            reference: None,
+            last: false,
+            processor: "stripe".into(),
+            asset: usd(),
+        };
+        ledger.run(0, "capture", capture).await;
+        let create = CreateCommitment {
+            commitment_id: commitment,
+            terms: super::escrow::terms(None),
+        };
+        ledger.run(0, "commitment", create).await;
+        let deposit = DepositFunds {
+            commitment_id: commitment,
+            deposit_id: DepositId::from_uuid(id(5)),
+            amount: cents(20_000),
+            reference: None,
+            parties: parties(),
+        };
+        ledger.run(0, "deposit-1", deposit).await;
+        let submit = SubmitMilestone {
+            commitment_id: commitment,
+            milestone_id: "m1".into(),
+            parties: parties(),
+        };
+        ledger.run(0, "submit", submit).await;
+        ledger.set_clock(start + Duration::hours(2));
+    }
+    let stripe = AccountCode::parse("receivable:stripe").unwrap();
+    let requests = || -> Vec<(&'static str, Box<dyn AnyRequest>, &'static str)> {
+        vec![
+            (
+                "refund",
+                Box::new(RefundPayment {
+                    payment_id: payment,
+                    refund_id: RefundId::from_uuid(id(6)),
+                    amount: cents(1_000),
+                    tender_id: None,
+                    reference: None,
+                    reason: None,
+                    accounts: vec![stripe.clone()],
+                    asset: usd(),
+                }),
+                "refund_reference_required",
+            ),
+            (
+                "dispute",
+                Box::new(OpenDispute {
+                    payment_id: payment,
+                    dispute_id: DisputeId::from_uuid(id(7)),
+                    capture_id: CaptureId::from_uuid(id(4)),
+                    amount: cents(1_000),
+                    fee: cents(150),
+                    reference: None,
+                    reason: None,
+                    account: stripe.clone(),
+                    asset: usd(),
+                }),
+                "dispute_reference_required",
+            ),
+            (
+                "deposit-2",
+                Box::new(DepositFunds {
+                    commitment_id: commitment,
+                    deposit_id: DepositId::from_uuid(id(8)),
+                    amount: cents(5_000),
+                    reference: None,
+                    parties: parties(),
+                }),
+                "inspection_window_ended",
+            ),
+        ]
+    };
+    let start = Utc::now();
+    let old = Ledger::under(Rules::SECOND).await;
+    set_up(&old, start).await;
+    for (key, request, _) in requests() {
+        let key = eventstore::IdempotencyKey::parse(key).unwrap();
+        let outcome = old.bus.execute_any(old.tenants[0], key, request).await;
+        let outcome = outcome.unwrap();
+        assert!(outcome.accepted(), "{}", outcome.body);
+    }
+    let report = old.verify().await;
+    assert_eq!(findings_of(&report, old.tenants[0]), vec![]);
+    assert!(report.ok);
+
+    let current = Ledger::new().await;
+    set_up(&current, start).await;
+    for (key, request, code) in requests() {
+        let key = eventstore::IdempotencyKey::parse(key).unwrap();
+        let refused = current
+            .bus
+            .execute_any(current.tenants[0], key, request)
+            .await;
+        let refused = refused.unwrap();
+        assert_eq!(refused.body["error"]["code"], code, "{}", refused.body);
+    }
+    assert!(current.verify().await.ok);
 }

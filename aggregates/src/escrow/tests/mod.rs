@@ -87,6 +87,7 @@ fn deposit(n: u128, amount: i64) -> CommitmentCommand {
         deposit_id: deposit_id(n),
         amount: cents(amount),
         reference: Some(format!("wire-{n}")),
+        rules: Rules::CURRENT,
         at: at(2),
     }
 }

@@ -9,6 +9,7 @@ fn release(n: u128, milestone: &str, amount: Option<i64>, accepted: bool) -> Com
         milestone_id: milestone.into(),
         amount: amount.map(cents),
         accepted,
+        rules: Rules::CURRENT,
         at: at(5),
     }
 }
@@ -300,6 +301,7 @@ fn once_a_window_has_ended_the_payer_cannot_answer_it_and_its_timeout_decides() 
             reason: None,
             rejection: true,
             hold_id: hold_id(1),
+            rules: Rules::CURRENT,
             at: at(5),
         })
         .then_expect_error(EscrowError::InspectionWindowEnded { ends_at: at(4) });
@@ -311,6 +313,7 @@ fn past_its_expiry_nothing_moves_but_the_expiry_and_a_completed_one_does_not_exp
         deposit_id: deposit_id(9),
         amount: cents(1),
         reference: None,
+        rules: Rules::CURRENT,
         at: at(21),
     };
     Given::with(())
@@ -605,4 +608,80 @@ fn an_expiry_times_out_the_ended_windows_in_the_order_they_ended() {
             ),
             CommitmentEvent::CommitmentExpired { at: at(20) },
         ]);
+}
+
+#[test]
+fn under_the_third_rules_nothing_moves_while_a_window_has_ended_untimed_out() {
+    use crate::decide::Decide;
+    // 35,000 of 50,000 funded; m1's window ended at 04:00, and at 05:00
+    // its timeout is not recorded yet.
+    let mut events = funded();
+    events.truncate(3);
+    events.push(submitted("m1", 4));
+    let ended = EscrowError::InspectionWindowEnded { ends_at: at(4) };
+    let moves = |rules: Rules| {
+        [
+            CommitmentCommand::Deposit {
+                deposit_id: deposit_id(9),
+                amount: cents(1),
+                reference: None,
+                rules,
+                at: at(5),
+            },
+            CommitmentCommand::Release {
+                transfer_id: transfer_id(9),
+                milestone_id: "m2".into(),
+                amount: Some(cents(100)),
+                accepted: false,
+                rules,
+                at: at(5),
+            },
+            CommitmentCommand::Claim {
+                claim_id: claim_id(9),
+                milestone_id: "m1".into(),
+                amount: cents(30_000),
+                reason: None,
+                rejection: false,
+                hold_id: hold_id(9),
+                rules,
+                at: at(5),
+            },
+        ]
+    };
+    for command in moves(Rules::THIRD) {
+        Given::with(())
+            .given(events.clone())
+            .when(command)
+            .then_expect_error(ended.clone());
+    }
+    // Under the second rules each was accepted (what such a history
+    // recorded), the claim freezing what the timeout would have released.
+    let accepted: Vec<&str> = moves(Rules::SECOND)
+        .into_iter()
+        .map(|command| {
+            let decided = state(events.clone()).decide(command).unwrap();
+            match &decided[..] {
+                [CommitmentEvent::Deposited { .. }] => "deposited",
+                [CommitmentEvent::Transferred(_)] => "released",
+                [CommitmentEvent::ClaimOpened { .. }] => "claimed",
+                _ => "other",
+            }
+        })
+        .collect();
+    assert_eq!(accepted, ["deposited", "released", "claimed"]);
+    // Once the timeout is recorded, the commitment moves again.
+    let mut timed_out = events;
+    timed_out.extend(
+        state(timed_out.clone())
+            .decide(CommitmentCommand::TimeOut {
+                milestone_id: "m1".into(),
+                window: 1,
+                transfer_id: transfer_id(8),
+                at: at(5),
+            })
+            .unwrap(),
+    );
+    for command in moves(Rules::THIRD).into_iter().take(2) {
+        assert!(state(timed_out.clone()).decide(command).is_ok());
+    }
 }

@@ -11,6 +11,7 @@ fn open(n: u128, capture: u128, amount: i64) -> PaymentCommand {
         fee: cents(1_500),
         reference: Some(format!("dp_{n}")),
         reason: Some("fraudulent".into()),
+        rules: Rules::CURRENT,
         at: at(5),
     }
 }
@@ -199,4 +200,30 @@ fn a_won_dispute_reinstates_its_amount_and_a_lost_one_keeps_it_out() {
             .state,
         DisputeState::Lost
     );
+}
+
+#[test]
+fn under_the_third_rules_a_dispute_names_the_processors_reference() {
+    let unnamed = |rules: Rules| PaymentCommand::OpenDispute {
+        dispute_id: dispute_id(1),
+        capture_id: capture_id(1),
+        amount: cents(2_000),
+        fee: cents(1_500),
+        reference: None,
+        reason: Some("fraudulent".into()),
+        rules,
+        at: at(5),
+    };
+    Given::with(())
+        .given(captured_twice())
+        .when(unnamed(Rules::THIRD))
+        .then_expect_error(PaymentError::DisputeReferenceRequired);
+    let mut without = opened(1, 1, 1, 2_000);
+    if let PaymentEvent::DisputeOpened { reference, .. } = &mut without {
+        *reference = None;
+    }
+    Given::with(())
+        .given(captured_twice())
+        .when(unnamed(Rules::SECOND))
+        .then_expect_events(vec![without]);
 }

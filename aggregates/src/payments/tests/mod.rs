@@ -8,6 +8,7 @@ mod tenders;
 
 use super::*;
 use crate::money::Asset;
+use crate::rules::Rules;
 use chrono::TimeZone;
 use cqrs_es::test::TestFramework;
 
@@ -140,7 +141,7 @@ fn capture(tender: u128, capture: u128, amount: i64, last: bool, hour: u32) -> P
         reference: Some(format!("cap_{capture}")),
         last,
         next_hold_id: hold(tender, capture),
-        rules: crate::rules::Rules::CURRENT,
+        rules: Rules::CURRENT,
         at: at(hour),
     }
 }
@@ -210,6 +211,7 @@ fn nothing_happens_to_a_payment_never_created() {
             tender_id: None,
             reference: None,
             reason: None,
+            rules: Rules::CURRENT,
             at: at(3),
         },
     ];

@@ -11,6 +11,7 @@ fn refund(n: u128, amount: i64, tender: Option<u128>) -> PaymentCommand {
         tender_id: tender.map(tender_id),
         reference: Some(format!("re_{n}")),
         reason: None,
+        rules: Rules::CURRENT,
         at: at(4),
     }
 }
@@ -182,4 +183,76 @@ fn a_pending_refund_fails_once_and_gives_its_amount_back() {
         .given(two_captured())
         .when(fail(5))
         .then_expect_error(PaymentError::UnknownRefund(refund_id(1)));
+}
+
+#[test]
+fn under_the_third_rules_a_refund_of_a_processors_tender_names_its_reference() {
+    let unnamed = |rules: Rules| PaymentCommand::Refund {
+        refund_id: refund_id(1),
+        amount: cents(5_000),
+        tender_id: None,
+        reference: None,
+        reason: None,
+        rules,
+        at: at(4),
+    };
+    Given::with(())
+        .given(two_captured())
+        .when(unnamed(Rules::THIRD))
+        .then_expect_error(PaymentError::RefundReferenceRequired);
+    // What the second rules accepted, a history of them still holds.
+    let mut without = refunded(1, &[(2, 4_000), (1, 1_000)]);
+    if let PaymentEvent::Refunded { reference, .. } = &mut without {
+        *reference = None;
+    }
+    Given::with(())
+        .given(two_captured())
+        .when(unnamed(Rules::SECOND))
+        .then_expect_events(vec![without]);
+    // Named, it is refunded.
+    Given::with(())
+        .given(two_captured())
+        .when(refund(1, 5_000, None))
+        .then_expect_events(vec![refunded(1, &[(2, 4_000), (1, 1_000)])]);
+}
+
+#[test]
+fn a_refund_of_cash_alone_names_no_reference() {
+    use crate::decide::Decide;
+    let mut payment = state(vec![created()]);
+    let tendered = payment
+        .decide(PaymentCommand::Tender {
+            tender_id: tender_id(1),
+            method: TenderMethod::Cash,
+            source: TenderSource::Cash,
+            amount: cents(6_000),
+            capture_id: capture_id(1),
+            hold_id: hold(1, 0),
+            at: at(2),
+        })
+        .unwrap();
+    for event in tendered {
+        payment.apply(event);
+    }
+    let decided = payment
+        .decide(PaymentCommand::Refund {
+            refund_id: refund_id(1),
+            amount: cents(1_000),
+            tender_id: None,
+            reference: None,
+            reason: None,
+            rules: Rules::THIRD,
+            at: at(4),
+        })
+        .unwrap();
+    assert!(
+        matches!(
+            &decided[..],
+            [PaymentEvent::Refunded {
+                reference: None,
+                ..
+            }]
+        ),
+        "{decided:?}"
+    );
 }

@@ -66,7 +66,8 @@ pub struct RefundBody {
     #[serde(default)]
     pub tender_id: Option<TenderId>,
     /// The processor's reference for the refund (`re_1`), unique per
-    /// processor; settlement lines name it.
+    /// processor; settlement lines name it. Required when the refund draws
+    /// from a processor's tender (`refund_reference_required`).
     #[serde(default)]
     pub reference: Option<Name>,
     #[serde(default)]
@@ -93,7 +94,7 @@ pub struct RefundBody {
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such payment, or `unknown_tender`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`refund_exceeds_captured` (details: refundable, asked), `refund_across_processors` (it would draw from tenders of several processors: refund each one's on its own, naming the tender; details: processors), `too_many_refunds`, `reference_taken`; or key reused", body = ErrorBody),
+        (status = 422, description = "`refund_exceeds_captured` (details: refundable, asked), `refund_across_processors` (it would draw from tenders of several processors: refund each one's on its own, naming the tender; details: processors), `refund_reference_required` (it draws from a processor's tender: name the processor's reference, which its settlement line names), `too_many_refunds`, `reference_taken`; or key reused", body = ErrorBody),
     )
 )]
 async fn refund(
@@ -190,7 +191,8 @@ pub struct DisputeBody {
     /// The processor's dispute fee, booked as it opens; default 0.
     #[serde(default)]
     pub fee: Option<NonNegativeAmount>,
-    /// The processor's reference for the dispute (`dp_1`).
+    /// The processor's reference for the dispute (`dp_1`), which its
+    /// settlement line names; required (`dispute_reference_required`).
     #[serde(default)]
     pub reference: Option<Name>,
     #[serde(default)]
@@ -217,7 +219,7 @@ pub struct DisputeBody {
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such payment, or `unknown_capture`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`dispute_exceeds_captured` (details: disputable, asked), `dispute_requires_processor` (a cash or gift-card capture), `too_many_disputes`, `reference_taken`; or key reused", body = ErrorBody),
+        (status = 422, description = "`dispute_exceeds_captured` (details: disputable, asked), `dispute_requires_processor` (a cash or gift-card capture), `dispute_reference_required` (name the processor's reference for the dispute, which its settlement line names), `too_many_disputes`, `reference_taken`; or key reused", body = ErrorBody),
     )
 )]
 async fn open_dispute(

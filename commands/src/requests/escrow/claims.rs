@@ -41,6 +41,7 @@ impl Request for ClaimMilestone {
             reason: self.reason.clone(),
             rejection: self.rejection,
             hold_id: HoldId::from_uuid(self.claim_id.as_uuid()),
+            rules: decider.rules(),
             at: decider.at(),
         };
         let reply = run(decider, self.commitment_id, &self.parties, command, true)?;

@@ -376,6 +376,7 @@ impl Request for DepositFunds {
             deposit_id: self.deposit_id,
             amount: self.amount,
             reference: self.reference.clone(),
+            rules: decider.rules(),
             at: decider.at(),
         };
         run(decider, self.commitment_id, &self.parties, command, true)
@@ -434,6 +435,7 @@ impl Request for ReleaseMilestone {
             milestone_id: self.milestone_id.clone(),
             amount: self.amount,
             accepted: self.accepted,
+            rules: decider.rules(),
             at: decider.at(),
         };
         run(

@@ -118,6 +118,7 @@ impl Request for OpenDispute {
                 fee: self.fee,
                 reference: self.reference.clone(),
                 reason: self.reason.clone(),
+                rules: decider.rules(),
                 at,
             },
         )?;

@@ -83,6 +83,7 @@ impl Request for RefundPayment {
                 tender_id: self.tender_id,
                 reference: self.reference.clone(),
                 reason: self.reason.clone(),
+                rules: decider.rules(),
                 at,
             },
         )?;
