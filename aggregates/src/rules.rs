@@ -36,7 +36,12 @@ impl Rules {
     /// - a refund drawn from a processor's tender, and a dispute of a
     ///   processor's capture, name the processor's reference, without
     ///   which its settlement line could never match it
-    ///   (`refund_reference_required`, `dispute_reference_required`).
+    ///   (`refund_reference_required`, `dispute_reference_required`);
+    /// - the journal's own routes refuse the accounts payments own (a
+    ///   processor's receivable and balance, gift cards, the funds in
+    ///   dispute, the settlement suspense: `account_code_reserved`), so no
+    ///   entry of theirs, nor a reversal of a payment's entry, moves money
+    ///   on them.
     pub const THIRD: Self = Self(3);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::THIRD;

@@ -86,7 +86,7 @@ impl<'de> Deserialize<'de> for FlagsObject {
     responses(
         (status = 201, description = "Opened", body = Accepted<AccountOpened>),
         (status = 200, description = "Open already, as the same", body = Accepted<AccountOpened>),
-        (status = 422, description = "`account_opened_otherwise`: open already with another type or flags; `account_code_reserved`: a code of the quota domain's own accounts, a commitment's held funds (`escrow_held:`), or a payee's payable (`compensation_payable:`); or key reused", body = ErrorBody),
+        (status = 422, description = "`account_opened_otherwise`: open already with another type or flags; `account_code_reserved`: a code of the quota domain's own accounts, a commitment's held funds (`escrow_held:`), a payee's payable (`compensation_payable:`), or one payments own (`receivable:`, `processor_balance:`, `gift_cards:`, `funds_in_dispute`, `settlement_suspense`); or key reused", body = ErrorBody),
     )
 )]
 async fn open_account(
@@ -147,7 +147,7 @@ pub struct EntryBody {
     responses(
         (status = 201, description = "Posted", body = Accepted<EntryAnswer>),
         (status = 404, description = "`account_not_opened`", body = ErrorBody),
-        (status = 422, description = "`unbalanced_entry` (details: asset, debits, credits); `debits_exceed_credits` or `credits_exceed_debits`: an account's flag (details: asset, available); `asset_scale_mismatch`; `amount_overflow`: an account's total would pass 64 bits; `account_code_reserved`: a commitment's held funds or a payee's payable; or key reused", body = ErrorBody),
+        (status = 422, description = "`unbalanced_entry` (details: asset, debits, credits); `debits_exceed_credits` or `credits_exceed_debits`: an account's flag (details: asset, available); `asset_scale_mismatch`; `amount_overflow`: an account's total would pass 64 bits; `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
     )
 )]
 async fn post_entry(
@@ -222,7 +222,7 @@ pub struct ReverseBody {
     responses(
         (status = 201, description = "Reversed", body = Accepted<EntryAnswer>),
         (status = 404, description = "No such entry", body = ErrorBody),
-        (status = 422, description = "`entry_already_reversed` (details.reversed_by); an account's flag; `account_code_reserved`: an entry on a commitment's held funds or a payee's payable; or key reused", body = ErrorBody),
+        (status = 422, description = "`entry_already_reversed` (details.reversed_by); an account's flag; `account_code_reserved`: an entry on a commitment's held funds, a payee's payable or an account payments own (a payment's entry is reversed by its own domain: a failed refund, a failed payout); or key reused", body = ErrorBody),
     )
 )]
 async fn reverse_entry(
@@ -278,7 +278,7 @@ pub struct HoldBody {
     responses(
         (status = 201, description = "Placed", body = Accepted<HoldAnswer>),
         (status = 404, description = "`account_not_opened`", body = ErrorBody),
-        (status = 422, description = "`invalid_hold`: the same account on both sides; `invalid_hold_expiry`: not after now; an account's flag; `asset_scale_mismatch`; `amount_overflow`; `account_code_reserved`: a commitment's held funds or a payee's payable; or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_hold`: the same account on both sides; `invalid_hold_expiry`: not after now; an account's flag; `asset_scale_mismatch`; `amount_overflow`; `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
     )
 )]
 async fn place_hold(

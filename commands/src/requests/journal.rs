@@ -24,11 +24,48 @@ const DOMAIN_OWNED: [(&str, &str); 2] = [
     ),
 ];
 
-/// Refused: `code` is one a domain owns ([`DOMAIN_OWNED`]).
-fn domain_owned<'a>(codes: impl IntoIterator<Item = &'a AccountCode>) -> Result<(), Refusal> {
+/// Since version 3 of the rules, the accounts payments own too: each must
+/// agree with what a payment, a settlement or a gift card keeps, so an
+/// entry of the journal's own on it (or reversing one of payments'
+/// entries on it) would leave the two apart for good.
+const PAYMENTS_OWNED: [(&str, &str); 5] = [
+    (
+        "receivable:",
+        "what a processor owes for captures not yet settled: only payments requests",
+    ),
+    (
+        "processor_balance:",
+        "what a processor holds for the tenant: only its settlements and payouts",
+    ),
+    (
+        "gift_cards:",
+        "a gift card's balance: only its issue, loads and tenders",
+    ),
+    (
+        "funds_in_dispute",
+        "captured amounts frozen by open disputes: only the disputes",
+    ),
+    (
+        "settlement_suspense",
+        "settlement lines awaiting a resolution: only the settlements and their breaks",
+    ),
+];
+
+/// Refused: `code` is one a domain owns ([`DOMAIN_OWNED`]; under `rules`
+/// since version 3, [`PAYMENTS_OWNED`] too).
+fn domain_owned<'a>(
+    rules: Rules,
+    codes: impl IntoIterator<Item = &'a AccountCode>,
+) -> Result<(), Refusal> {
+    let payments: &[(&str, &str)] = if rules.since(Rules::THIRD) {
+        &PAYMENTS_OWNED
+    } else {
+        &[]
+    };
     for code in codes {
         if let Some((_, owner)) = DOMAIN_OWNED
             .iter()
+            .chain(payments)
             .find(|(prefix, _)| code.as_str().starts_with(prefix))
         {
             return Err(Refusal::Rejected {
@@ -48,6 +85,7 @@ use aggregates::journal::entry::{EntryRecord, Recorded};
 use aggregates::journal::hold::{Hold, HoldCommand, HoldEvent, PendingTransfer};
 use aggregates::journal::{AccountFlags, AccountType, JournalEntry, Side};
 use aggregates::money::{Amount, Asset};
+use aggregates::rules::Rules;
 use aggregates::{EntryId, HoldId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -107,7 +145,7 @@ impl Request for OpenAccount {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        domain_owned([&self.code])?;
+        domain_owned(decider.rules(), [&self.code])?;
         let answer = AccountOpened {
             code: self.code.clone(),
             account_type: self.spec.account_type,
@@ -181,7 +219,7 @@ impl Request for PostEntry {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        domain_owned(self.lines.iter().map(|line| &line.account))?;
+        domain_owned(decider.rules(), self.lines.iter().map(|line| &line.account))?;
         use_assets(decider, self.lines.iter().map(|line| &line.asset))?;
         let entry = entry_of(decider, &self.lines)?;
         let recorded = Recorded {
@@ -222,7 +260,7 @@ impl Request for ReverseEntry {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        domain_owned(self.lines.iter().map(|line| &line.account))?;
+        domain_owned(decider.rules(), self.lines.iter().map(|line| &line.account))?;
         let recorded = books::reverse(
             decider,
             self.entry_id,
@@ -301,7 +339,8 @@ impl Request for PlaceHold {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
-        domain_owned([&self.transfer.debit, &self.transfer.credit])?;
+        let accounts = [&self.transfer.debit, &self.transfer.credit];
+        domain_owned(decider.rules(), accounts)?;
         books::place_hold(decider, self.hold_id, &self.transfer, self.expires_at)?;
         let answer = HoldAnswer::of(self.hold_id, &self.transfer, self.expires_at);
         Reply::created(self.hold_id.to_string(), &answer)

@@ -999,3 +999,54 @@ async fn a_break_resolves_by_matching_once_its_item_expects_the_line() {
     assert_eq!(resolutions, [&json!("match"), &json!("match")]);
     assert_trial_balance_is_zero(&acme, seq).await;
 }
+
+#[tokio::test]
+async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
+    // Proves: an account payments own (a processor's receivable and
+    // balance, a gift card, the funds in dispute, the settlement suspense)
+    // is not the journal's to open or post to, and a payment's entry on
+    // one is not the journal's to reverse (422 account_code_reserved); the
+    // payment's own refund still goes through.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (payment, tender) = card_payment(&acme, "sale", 10_000, "automatic", "ch_1").await;
+    // Captured as it was taken: its entry shares the tender's id.
+    let entry = tender["tender_id"].as_str().unwrap();
+    acme.post(
+        &format!("/v1/journal/entries/{entry}/reverse"),
+        "reverse-capture",
+        json!({}),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
+    let lines = json!({"lines": [
+        {"account": "revenue", "asset": "USD/2", "side": "debit", "amount": 100},
+        {"account": "receivable:stripe", "asset": "USD/2", "side": "credit", "amount": 100},
+    ]});
+    acme.post("/v1/journal/entries", "post-receivable", lines)
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
+    for code in [
+        "processor_balance:stripe",
+        "gift_cards:GC-9",
+        "funds_in_dispute",
+        "settlement_suspense",
+    ] {
+        acme.post(
+            "/v1/journal/accounts",
+            &format!("open-{code}"),
+            json!({"code": code, "type": "asset", "flags": {}}),
+        )
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
+    }
+    accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/refunds"),
+        "refund",
+        json!({"amount": 1_000, "reference": "re_1"}),
+        201,
+    )
+    .await;
+    server.stop().await;
+}

@@ -988,18 +988,21 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
 #[tokio::test]
 async fn a_history_recorded_under_the_second_rules_is_decided_again_under_them() {
     // Proves: under the second rules, a refund of a processor's tender and
-    // a dispute without the processor's reference, and a deposit into a
-    // commitment whose inspection window has ended untimed-out, were taken;
-    // such a history verifies clean. The third rules refuse the same three.
+    // a dispute without the processor's reference, a deposit into a
+    // commitment whose inspection window has ended untimed-out, and an
+    // entry of the journal's own on a processor's receivable, were taken;
+    // such a history verifies clean. The third rules refuse the same four.
     use aggregates::ids::TenderId;
     use aggregates::ids::{CaptureId, CommitmentId, DepositId, DisputeId, PaymentId, RefundId};
     use aggregates::journal::account::AccountCode;
+    use aggregates::journal::Side;
     use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
     use aggregates::rules::Rules;
     use aggregates::{Amount, Asset};
     use chrono::{DateTime, Duration, Utc};
     use commands::pipeline::AnyRequest;
     use commands::requests::escrow::{CreateCommitment, DepositFunds, Parties, SubmitMilestone};
+    use commands::requests::journal::{EntryLine, PostEntry};
     use commands::requests::payments::{
         AddTender, CapturePayment, CreatePayment, OpenDispute, RefundPayment,
     };
@@ -1123,6 +1126,29 @@ async fn a_history_recorded_under_the_second_rules_is_decided_again_under_them()
                     parties: parties(),
                 }),
                 "inspection_window_ended",
+            ),
+            (
+                "journal",
+                Box::new(PostEntry {
+                    entry_id: aggregates::EntryId::from_uuid(id(9)),
+                    lines: vec![
+                        EntryLine {
+                            account: AccountCode::parse("revenue").unwrap(),
+                            asset: usd(),
+                            side: Side::Debit,
+                            amount: cents(100),
+                        },
+                        EntryLine {
+                            account: stripe.clone(),
+                            asset: usd(),
+                            side: Side::Credit,
+                            amount: cents(100),
+                        },
+                    ],
+                    effective_at: None,
+                    reference: None,
+                }),
+                "account_code_reserved",
             ),
         ]
     };
