@@ -41,7 +41,10 @@ impl Rules {
     ///   processor's receivable and balance, gift cards, the funds in
     ///   dispute, the settlement suspense: `account_code_reserved`), so no
     ///   entry of theirs, nor a reversal of a payment's entry, moves money
-    ///   on them.
+    ///   on them;
+    /// - a settlement break whose line the item it names now expects
+    ///   exactly is resolved by match only (`break_matchable`): a write-off
+    ///   or an adjustment would leave the item unsettled.
     pub const THIRD: Self = Self(3);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::THIRD;

@@ -263,6 +263,8 @@ pub enum SettlementError {
     BreakResolved,
     #[error("the line does not settle what its reference names: it expects {}, the line is {actual}", expected.map_or("nothing".to_string(), |expected| expected.to_string()))]
     BreakNotMatched { expected: Option<i64>, actual: i64 },
+    #[error("the item the line names expects exactly the line now ({expected}): resolve the break by match, which settles it")]
+    BreakMatchable { expected: i64 },
     #[error("the batch was paid out already")]
     AlreadyPaidOut,
     #[error("the batch is not paid out by that payout")]
@@ -291,6 +293,7 @@ impl Rejection for SettlementError {
             Self::UnknownBreak(_) => "unknown_break",
             Self::BreakResolved => "break_already_resolved",
             Self::BreakNotMatched { .. } => "break_not_matched",
+            Self::BreakMatchable { .. } => "break_matchable",
             Self::AlreadyPaidOut => "settlement_already_paid_out",
             Self::NotPaidOutBy => "settlement_not_paid_out_by_payout",
         }
@@ -304,6 +307,7 @@ impl Rejection for SettlementError {
             Self::BreakNotMatched { expected, actual } => {
                 json!({"expected": expected, "actual": actual})
             }
+            Self::BreakMatchable { expected } => json!({"expected": expected}),
             _ => serde_json::Value::Null,
         }
     }

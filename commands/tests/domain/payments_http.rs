@@ -903,7 +903,8 @@ async fn a_break_resolves_by_matching_once_its_item_expects_the_line() {
     // reversal line imported before the dispute was won, are breaks; a
     // match is refused while the item does not expect the line (422
     // break_not_matched, naming both amounts), and settles the item once
-    // it does: what the break suspended goes to the receivable (the
+    // it does (a write-off or adjustment then refused: break_matchable):
+    // what the break suspended goes to the receivable (the
     // dispute's booked fee given back to it, the processor's fee moved
     // from processing_fees to dispute_fees as a matched line's is), so the
     // receivable and the suspense end at exactly zero, and nothing is
@@ -938,6 +939,19 @@ async fn a_break_resolves_by_matching_once_its_item_expects_the_line() {
     )
     .await;
     let dispute = dispute["dispute_id"].as_str().unwrap().to_string();
+    // Now the dispute expects the line: writing it off or adjusting it
+    // would leave the dispute unsettled, so only a match resolves it.
+    for resolution in ["write_off", "adjust"] {
+        let refused = acme
+            .post(
+                &dispute_break,
+                &format!("{resolution}-1"),
+                json!({"resolution": resolution, "reason": "cleanup"}),
+            )
+            .await;
+        let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "break_matchable");
+        assert_eq!(error["details"], json!({"expected": -3_000}));
+    }
     let (matched, _) = accepted(&acme, &dispute_break, "m-2", matching.clone(), 200).await;
     assert_eq!(
         (&matched["resolution"], &matched["amount"]),

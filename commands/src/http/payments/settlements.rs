@@ -210,7 +210,7 @@ pub struct ResolveBody {
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such break", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`break_already_resolved`; `break_not_matched` (a match whose line's reference names nothing, or an item expecting another amount, or settled already; details: expected, actual); or key reused", body = ErrorBody),
+        (status = 422, description = "`break_already_resolved`; `break_not_matched` (a match whose line's reference names nothing, or an item expecting another amount, or settled already; details: expected, actual); `break_matchable` (a write-off or adjustment of a break whose line the item it names now expects exactly: match it instead; details: expected); or key reused", body = ErrorBody),
     )
 )]
 async fn resolve_break(
@@ -229,10 +229,9 @@ async fn resolve_break(
         else {
             return Err(ApiError::NotFound(format!("no break {break_id}")));
         };
-        let claim = match body.resolution {
-            Resolution::Match => claim_of(&state, tenant_id, &settlement, break_id).await?,
-            _ => None,
-        };
+        // The claim of the line's reference: what a match settles, and what
+        // a write-off or an adjustment is checked not to leave unsettled.
+        let claim = claim_of(&state, tenant_id, &settlement, break_id).await?;
         Ok(ResolveBreak {
             processor,
             batch_id: settlement.batch_id,

@@ -31,9 +31,10 @@ use aggregates::payments::accounts::{self, PaymentAccount};
 use aggregates::payments::reference::{reference_id, ProcessorReference, ReferenceKind};
 use aggregates::payments::settlement::{
     BreakClass, Expected, Item, Line, LineType, Outcome, Resolution, Settlement, SettlementCommand,
-    SettlementEvent,
+    SettlementError, SettlementEvent,
 };
 use aggregates::payments::{DisputeState, Payment, PaymentCommand, RefundState};
+use aggregates::rules::Rules;
 use aggregates::EntryId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -456,15 +457,15 @@ impl Request for ResolveBreak {
             Target::of::<Settlement>(settlement_id(&self.processor, &self.batch_id)),
             Target::of::<EntryRecord>(self.entry_id.to_string()),
         ];
+        // The item the line's reference names: what a match settles, and
+        // what a write-off or an adjustment checks does not expect the line.
+        if let Some((claim, payment_id)) = &self.claim {
+            targets.push(Target::of::<ProcessorReference>(claim.as_str()));
+            targets.extend(payment_id.map(|id| Target::of::<Payment>(id.to_string())));
+        }
         let moved: Vec<PaymentAccount> = match self.counter() {
             Some(counter) => vec![accounts::settlement_suspense(), counter],
-            None => {
-                if let Some((claim, payment_id)) = &self.claim {
-                    targets.push(Target::of::<ProcessorReference>(claim.as_str()));
-                    targets.extend(payment_id.map(|id| Target::of::<Payment>(id.to_string())));
-                }
-                matching_accounts(&self.processor).map_or(Vec::new(), Vec::from)
-            }
+            None => matching_accounts(&self.processor).map_or(Vec::new(), Vec::from),
         };
         let codes = moved.iter().map(|account| &account.code);
         targets.extend(books::money_targets(codes, [&self.asset]));
@@ -477,6 +478,9 @@ impl Request for ResolveBreak {
         }
         let at = decider.at();
         let id = settlement_id(&self.processor, &self.batch_id);
+        if decider.rules().since(Rules::THIRD) {
+            self.not_matchable(decider, &id)?;
+        }
         decider.execute::<Settlement>(
             &id,
             SettlementCommand::ResolveBreak {
@@ -622,6 +626,32 @@ impl ResolveBreak {
     /// suspended goes to the receivable (with a dispute's booked fee given
     /// back to it, as an import gives it), the item is settled in this
     /// batch.
+    /// Refused (`break_matchable`) when the item the break's line names
+    /// expects exactly the line now: writing it off or adjusting it would
+    /// leave the item unsettled and its receivable open for good, where a
+    /// match settles both. Checked against the claim the request names
+    /// (the route always resolves it; a request naming none is not).
+    fn not_matchable(&self, decider: &Decider<'_>, id: &str) -> Result<(), Refusal> {
+        if self.claim.is_none() {
+            return Ok(());
+        }
+        let Ok(settled) = self.batch(decider, id)?.open_break(self.break_id) else {
+            // The resolution itself says why (unknown, resolved already).
+            return Ok(());
+        };
+        if reference_kind(settled.line.line_type).is_none() {
+            return Ok(());
+        }
+        match self.expected_now(decider, &settled.line) {
+            Ok(expected) => Err(SettlementError::BreakMatchable {
+                expected: expected.gross,
+            }
+            .into()),
+            Err(Refusal::Stale(message)) => Err(Refusal::Stale(message)),
+            Err(_) => Ok(()),
+        }
+    }
+
     fn decide_match(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
         let id = settlement_id(&self.processor, &self.batch_id);
