@@ -313,15 +313,13 @@ impl Rejection for SettlementError {
     }
 }
 
-/// Checks every line adds up (`gross - fee = net`) and has a reference
-/// (the first that does not is named), and that the batch's gross, fees
-/// and net each add up within 64 bits (summed in 128, so that the order of
-/// the lines never matters: `[i64::MAX, 1, -1]` adds up).
+/// Checks every line adds up (`gross - fee = net`, no overflow) and has a
+/// reference; the first that does not is named.
 pub fn check_lines(lines: &[Line]) -> Result<(), SettlementError> {
     if lines.is_empty() || lines.len() > LINES_MAX {
         return Err(SettlementError::LineCount { max: LINES_MAX });
     }
-    let mut totals = [0_i128; 3];
+    let mut totals = (0_i64, 0_i64, 0_i64);
     for (index, line) in lines.iter().enumerate() {
         let number = index + 1;
         if line.reference.is_empty() || line.reference.chars().count() > 200 {
@@ -335,13 +333,20 @@ pub fn check_lines(lines: &[Line]) -> Result<(), SettlementError> {
                 net: line.net,
             });
         }
-        for (total, amount) in totals.iter_mut().zip([line.gross, line.fee, line.net]) {
-            // At most LINES_MAX lines of 64 bits: never past 128.
-            *total += i128::from(amount);
-        }
-    }
-    if totals.iter().any(|total| i64::try_from(*total).is_err()) {
-        return Err(SettlementError::Overflow);
+        totals = (
+            totals
+                .0
+                .checked_add(line.gross)
+                .ok_or(SettlementError::Overflow)?,
+            totals
+                .1
+                .checked_add(line.fee)
+                .ok_or(SettlementError::Overflow)?,
+            totals
+                .2
+                .checked_add(line.net)
+                .ok_or(SettlementError::Overflow)?,
+        );
     }
     Ok(())
 }
