@@ -40,8 +40,9 @@ impl Rules {
     /// - the journal's own routes refuse the accounts payments own (a
     ///   processor's receivable and balance, gift cards, the funds in
     ///   dispute, the settlement suspense: `account_code_reserved`), so no
-    ///   entry of theirs, nor a reversal of a payment's entry, moves money
-    ///   on them;
+    ///   entry of theirs, nor a reversal of a payment's entry, nor the
+    ///   posting of a hold placed there under older rules, moves money on
+    ///   them;
     /// - a settlement break whose line the item it names now expects
     ///   exactly is resolved by match only (`break_matchable`): a write-off
     ///   or an adjustment would leave the item unsettled.

@@ -353,7 +353,7 @@ pub struct PostHoldBody {
     responses(
         (status = 200, description = "Posted", body = Accepted<HoldAnswer>),
         (status = 404, description = "No such hold", body = ErrorBody),
-        (status = 422, description = "`hold_already_posted`, `hold_already_voided`, `hold_expired` (details.expires_at), `post_exceeds_hold`; or key reused", body = ErrorBody),
+        (status = 422, description = "`hold_already_posted`, `hold_already_voided`, `hold_expired` (details.expires_at), `post_exceeds_hold`; `account_code_reserved`: a hold placed under older rules on an account payments own (void it instead); or key reused", body = ErrorBody),
     )
 )]
 async fn post_hold(

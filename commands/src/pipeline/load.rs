@@ -145,14 +145,30 @@ where
     A::Error: Rejection,
 {
     let target = Target::of::<A>(id.to_string());
+    let key = &target.key;
     let mut state = (target.kind.fresh)();
-    for event in store.load_events(tenant_id, &target.key, 0).await? {
-        if i64::try_from(event.sequence).unwrap_or(i64::MAX) > sequence {
+    let mut version = 0;
+    for event in store.load_events(tenant_id, key, 0).await? {
+        let next = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+        if next > sequence {
             break;
         }
+        if next != version + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "aggregate {}/{} jumps from event {version} to {next}",
+                key.aggregate_type, key.aggregate_id
+            )));
+        }
         apply_stored(state.as_mut(), &target, event)?;
+        version = next;
     }
-    downcast::<A>(state.as_ref(), &target.key)
+    if version != sequence {
+        return Err(StoreError::Corrupt(format!(
+            "aggregate {}/{} has no event {sequence} (its last is {version})",
+            key.aggregate_type, key.aggregate_id
+        )));
+    }
+    downcast::<A>(state.as_ref(), key)
 }
 
 /// The current state of the aggregate `A` `id` of `tenant_id`.

@@ -391,6 +391,12 @@ impl Request for ResolveHold {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at_due(self.due_at)?;
+        // A hold placed on an account the journal has since come to refuse
+        // (under older rules) is voided or expires, never posted.
+        if matches!(self.resolve, Resolve::Post { .. }) && decider.rules().since(Rules::THIRD) {
+            let accounts = [&self.transfer.debit, &self.transfer.credit];
+            domain_owned(decider.rules(), accounts)?;
+        }
         let command = match self.resolve {
             Resolve::Post { amount, entry_id } => HoldCommand::Post {
                 amount,

@@ -1054,6 +1054,47 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
     }
+    let hold =
+        json!({"debit": "receivable:stripe", "credit": "revenue", "asset": "USD/2", "amount": 100});
+    acme.post("/v1/journal/holds", "hold", hold)
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
+    // A hold the second rules let the journal place there is voided, never
+    // posted, under the third.
+    let older = commands::CommandBus::start(
+        server.db.store().clone(),
+        commands::BusConfig {
+            rules: aggregates::rules::Rules::SECOND,
+            ..commands::BusConfig::default()
+        },
+        std::sync::Arc::new(commands::Metrics::default()),
+    );
+    let hold_id = aggregates::HoldId::from_uuid(uuid::Uuid::from_u128(77));
+    let placed = older
+        .execute(
+            acme.tenant_id.parse().unwrap(),
+            eventstore::IdempotencyKey::parse("old-hold").unwrap(),
+            commands::requests::journal::PlaceHold {
+                hold_id,
+                transfer: aggregates::journal::hold::PendingTransfer {
+                    debit: aggregates::journal::account::AccountCode::parse("receivable:stripe")
+                        .unwrap(),
+                    credit: aggregates::journal::account::AccountCode::parse("revenue").unwrap(),
+                    asset: aggregates::Asset::new("USD", 2).unwrap(),
+                    amount: aggregates::Amount::new(100).unwrap(),
+                },
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(placed.accepted(), "{}", placed.body);
+    let path = |action: &str| format!("/v1/journal/holds/{hold_id}/{action}");
+    acme.post(&path("post"), "post-old-hold", json!({"amount": 100}))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
+    let voided = acme.post(&path("void"), "void-old-hold", json!({})).await;
+    assert_eq!(voided.status, StatusCode::OK, "{}", voided.body);
     accepted(
         &acme,
         &format!("/v1/payments/{payment}/refunds"),

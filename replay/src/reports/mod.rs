@@ -84,7 +84,7 @@ pub struct Scope {
     /// Events recorded up to `to` (`as_of_seq` is the last of them).
     pub to: Option<DateTime<Utc>>,
     /// When the event at `as_of_seq` was recorded: what ages are counted
-    /// to.
+    /// to when the report names no `to`.
     pub at: Option<DateTime<Utc>>,
 }
 

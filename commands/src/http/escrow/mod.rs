@@ -220,7 +220,7 @@ pub struct DepositBody {
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such commitment", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`overfunded` (details: total, funded); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`overfunded` (details: total, funded); `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn deposit(
@@ -335,7 +335,7 @@ async fn release_milestone(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds` (details: unfrozen, asked; nothing held for it); `inspection_window_ended` (its timeout decides); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds` (details: unfrozen, asked; nothing held for it); `inspection_window_ended` (details: ends_at; this or another window of the commitment has ended: its timeout decides); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn accept(
@@ -368,7 +368,7 @@ async fn accept(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone` (details: open, asked); `insufficient_unfrozen_funds` (details: unfrozen, asked); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone` (details: open, asked); `insufficient_unfrozen_funds` (details: unfrozen, asked); `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn release(
@@ -443,7 +443,7 @@ async fn open_claim(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (a rejection after the window); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn reject(
@@ -482,7 +482,7 @@ async fn reject(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (a rejection after the window); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn claim(
