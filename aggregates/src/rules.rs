@@ -37,6 +37,9 @@ impl Rules {
     ///   processor's capture, name the processor's reference, without
     ///   which its settlement line could never match it
     ///   (`refund_reference_required`, `dispute_reference_required`);
+    /// - a charge claimed under the first rules (naming its payment only)
+    ///   is its tender's: another tender of the payment cannot capture by
+    ///   it (`reference_taken`);
     /// - the journal's own routes refuse the accounts payments own (a
     ///   processor's receivable and balance, gift cards, the funds in
     ///   dispute, the settlement suspense: `account_code_reserved`), so no

@@ -13,6 +13,7 @@ use aggregates::payments::payout::PayoutTerms;
 use aggregates::payments::settlement::Resolution;
 use aggregates::payments::settlement::{Line, LineType};
 use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
+use aggregates::rules::Rules;
 use commands::requests::payments::{
     AddTender, CancelPayment, CapturePayment, CloseDispute, CreatePayment, CreatePayout,
     FailRefund, ImportSettlement, MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
@@ -824,4 +825,51 @@ async fn automatic_captures_settle_under_their_charge_and_adjustments_are_the_pr
     let refused = run(&bus, &acme, "pay-2", thousandths).await;
     assert_eq!(refused.status, 422, "{}", refused.body);
     assert_eq!(refused.body["error"]["code"], "asset_scale_mismatch");
+}
+
+#[tokio::test]
+async fn a_charge_claimed_under_the_first_rules_is_still_its_own_tenders() {
+    // Proves: a charge reference claimed under the first rules names its
+    // payment only; under the third, another tender of the same payment
+    // still cannot capture by it (422 reference_taken), which the second
+    // rules let it.
+    let clock = TestClock::at(Utc::now());
+    let (server, current, acme) = ledger(&clock).await;
+    let under = |rules| {
+        CommandBus::start(
+            server.db.store().clone(),
+            commands::BusConfig {
+                clock: clock.clock(),
+                rules,
+                ..commands::BusConfig::default()
+            },
+            std::sync::Arc::new(commands::Metrics::default()),
+        )
+    };
+    let (first, second) = (under(Rules::FIRST), under(Rules::SECOND));
+    // Two card tenders of 5000, ch_2 and ch_3, claimed under the first rules.
+    run(&first, &acme, "pay", create(1, CaptureMode::Manual, 3_600)).await;
+    for tender in [2, 3] {
+        let added = run(
+            &first,
+            &acme,
+            &format!("t-{tender}"),
+            card(1, tender, 5_000),
+        )
+        .await;
+        assert_eq!(added.status, 201, "{}", added.body);
+    }
+    let by_charge = |n: u128, tender: u128, charge: &str| CapturePayment {
+        reference: Some(charge.to_string()),
+        ..capture(1, tender, n, 1_000, false)
+    };
+    let refused = run(&current, &acme, "c-10", by_charge(10, 3, "ch_2")).await;
+    assert_eq!(
+        refused.body["error"]["code"], "reference_taken",
+        "{}",
+        refused.body
+    );
+    let taken = run(&second, &acme, "c-11", by_charge(11, 3, "ch_2")).await;
+    assert_eq!(taken.status, 201, "{}", taken.body);
+    server.stop().await;
 }

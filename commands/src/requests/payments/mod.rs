@@ -127,10 +127,26 @@ fn not_another_charge(
         processor,
         reference,
     ))?;
+    // A charge claimed under the first rules names its payment only: since
+    // the third, its tender is the payment's that was charged by it.
+    let charged = |owner: &Owner| -> Result<Option<TenderId>, Refusal> {
+        if owner.tender_id.is_some() || !decider.rules().since(Rules::THIRD) {
+            return Ok(owner.tender_id);
+        }
+        let payment = decider.state::<Payment>(&payment_id.to_string())?;
+        Ok(payment
+            .tenders
+            .iter()
+            .find(|tender| {
+                matches!(&tender.source, TenderSource::Processor { processor: p, reference: r }
+                    if p == processor && r == reference)
+            })
+            .map(|tender| tender.tender_id))
+    };
     match &charge.owner {
         Some(owner)
             if owner.payment_id != payment_id
-                || owner.tender_id.is_some_and(|charged| charged != tender_id) =>
+                || charged(owner)?.is_some_and(|charged| charged != tender_id) =>
         {
             Err(ReferenceError::Taken {
                 owner: owner.clone(),
