@@ -218,10 +218,20 @@ async fn a_reactor_works_on_several_tenants_at_once() {
     }
 }
 
-/// Refuses the first event of tenant `failing`; at the first event of any
-/// other tenant, waits until that refusal has happened.
+/// Waits for `notify`, up to 10 s, failing with `what`.
+async fn wait(notify: &tokio::sync::Notify, what: &str) -> Result<(), String> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), notify.notified())
+        .await
+        .map_err(|_| what.to_string())
+}
+
+/// Refuses the first event of tenant `failing` once another tenant is at
+/// work on its own first event; that one waits until the refusal has
+/// happened. So the failure always comes while the other is at work,
+/// however the two are scheduled.
 struct Refusing {
     failing: TenantId,
+    at_work: tokio::sync::Notify,
     refused: tokio::sync::Notify,
 }
 
@@ -236,12 +246,12 @@ impl Reactor for Refusing {
             return Ok(());
         }
         if tenant_id == self.failing {
+            wait(&self.at_work, "no other tenant was at work meanwhile").await?;
             self.refused.notify_one();
             return Err("refused".into());
         }
-        tokio::time::timeout(std::time::Duration::from_secs(10), self.refused.notified())
-            .await
-            .map_err(|_| "the other tenant was not refused meanwhile".to_string())
+        self.at_work.notify_one();
+        wait(&self.refused, "the other tenant was not refused meanwhile").await
     }
 }
 
@@ -258,6 +268,7 @@ async fn a_tenant_a_reactor_refuses_does_not_hold_back_the_others_at_work() {
         .unwrap();
     let reactor = Refusing {
         failing: tenants[0],
+        at_work: tokio::sync::Notify::new(),
         refused: tokio::sync::Notify::new(),
     };
     let error = react_catch_up(store.pool(), &reactor).await.unwrap_err();
