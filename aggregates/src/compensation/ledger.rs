@@ -85,7 +85,20 @@ pub struct Line {
     /// commission lines it takes its share of.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clawed_from: Vec<String>,
+    /// A clawback's (or its reversal's) part in each month's cap, by the
+    /// months of the commissions it claws from (since rules version 3):
+    /// what it frees of each month's cap, or takes back of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_shares: Vec<CapShare>,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// A line's part of one month's cap (`YYYY-MM`): negative for what a
+/// clawback frees, positive for what its reversal takes back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CapShare {
+    pub period: String,
+    pub amount: i64,
 }
 
 impl Line {
@@ -116,6 +129,7 @@ impl Line {
             payment_id: None,
             basis: None,
             clawed_from: Vec::new(),
+            cap_shares: Vec::new(),
             recorded_at,
         }
     }

@@ -192,11 +192,12 @@ impl Payee {
     /// the month has accrued, never below nothing and, for a month clawed
     /// back below nothing, never more than the cap itself.
     pub(super) fn cap_room(&self, cap: Amount, at: DateTime<Utc>) -> i64 {
-        let used = self
-            .cap_used
-            .get(&super::ledger::cap_period(at))
-            .copied()
-            .unwrap_or(0);
+        self.cap_room_in(cap, &super::ledger::cap_period(at))
+    }
+
+    /// What the cap `cap` leaves of month `period` (`YYYY-MM`).
+    pub(super) fn cap_room_in(&self, cap: Amount, period: &str) -> i64 {
+        let used = self.cap_used.get(period).copied().unwrap_or(0);
         cap.value().saturating_sub(used.max(0)).max(0)
     }
 
@@ -250,8 +251,15 @@ impl Aggregate for Payee {
                 assigned_at: at,
             }),
             PayeeEvent::LineAccrued(line) => {
-                if let Some(period) = self.cap_period_of(&line) {
-                    add(self.cap_used.entry(period).or_default(), line.amount);
+                if line.cap_shares.is_empty() {
+                    if let Some(period) = self.cap_period_of(&line) {
+                        add(self.cap_used.entry(period).or_default(), line.amount);
+                    }
+                } else if line.status != LineStatus::Refused {
+                    for share in &line.cap_shares {
+                        let used = self.cap_used.entry(share.period.clone()).or_default();
+                        add(used, share.amount);
+                    }
                 }
                 self.lines.push(*line);
             }

@@ -3,7 +3,7 @@
 //! adjustments, holding periods, and pay runs claiming, releasing and
 //! paying the payable lines.
 
-use super::ledger::{Line, LineKind, LineStatus, Work, QUANTITY_MAX};
+use super::ledger::{cap_period, CapShare, Line, LineKind, LineStatus, Work, QUANTITY_MAX};
 use super::payee::{Payee, PayeeEvent};
 use super::rules::{basis_points_of, div_half_even, hourly_amount, PlanInEffect};
 use super::CompensationError;
@@ -12,6 +12,7 @@ use crate::ids::{LineId, PayRunId};
 use crate::money::{Amount, AmountError, Asset};
 use crate::rules::Rules;
 use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeMap;
 
 type Decided = Result<Vec<PayeeEvent>, CompensationError>;
 
@@ -62,6 +63,9 @@ pub enum PayeeCommand {
         source: String,
         captures: Vec<String>,
         amount: Amount,
+        /// Since version 3, the clawback records its part of each month's
+        /// cap by the commissions it claws from.
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// Gives back clawback `clawback_source` (its refund failed): a line
@@ -340,15 +344,13 @@ impl Payee {
             .max()
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn claw_back(
         &self,
         line_id: LineId,
-        payment_id: String,
-        source: String,
+        (payment_id, source): (String, String),
         mut captures: Vec<String>,
         amount: Amount,
-        at: DateTime<Utc>,
+        (at, rules): (DateTime<Utc>, Rules),
     ) -> Decided {
         self.fresh_line(line_id)?;
         self.sourced(&source)?;
@@ -388,8 +390,56 @@ impl Payee {
             line.status = LineStatus::Held;
             line.payable_at = Some(payable_at);
         }
+        if rules.since(Rules::THIRD) {
+            line.cap_shares = self.cap_shares_of(&captures, due)?;
+        }
         line.clawed_from = captures;
         Ok(vec![PayeeEvent::LineAccrued(Box::new(line))])
+    }
+
+    /// What a clawback of `due` frees of each month's cap: split over the
+    /// months of the commissions of `captures` in proportion to what each
+    /// accrued (each commission's part of `due` is that proportion), in
+    /// exact minor units (the largest remainders take the odd units, the
+    /// earlier month first on a tie).
+    fn cap_shares_of(&self, captures: &[String], due: i64) -> Result<Vec<CapShare>, AmountError> {
+        let mut accrued: BTreeMap<String, i64> = BTreeMap::new();
+        for line in self.commissions_of(captures) {
+            let month = accrued.entry(cap_period(line.accrued_at)).or_default();
+            *month = add(*month, line.amount.max(0))?;
+        }
+        let total: i128 = accrued.values().map(|amount| i128::from(*amount)).sum();
+        if total <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut shares: Vec<(String, i128, i128)> = accrued
+            .into_iter()
+            .map(|(period, amount)| {
+                let exact = i128::from(due) * i128::from(amount);
+                (period, exact / total, exact % total)
+            })
+            .collect();
+        let mut left = i128::from(due) - shares.iter().map(|share| share.1).sum::<i128>();
+        let mut order: Vec<usize> = (0..shares.len()).collect();
+        order.sort_by(|a, b| shares[*b].2.cmp(&shares[*a].2).then(a.cmp(b)));
+        for index in order {
+            if left == 0 {
+                break;
+            }
+            shares[index].1 += 1;
+            left -= 1;
+        }
+        shares
+            .into_iter()
+            .filter(|share| share.1 != 0)
+            .map(|(period, amount, _)| {
+                let amount = i64::try_from(amount).map_err(|_| AmountError::Overflow)?;
+                Ok(CapShare {
+                    period,
+                    amount: -amount,
+                })
+            })
+            .collect()
     }
 
     fn reverse_claw_back(
@@ -412,7 +462,10 @@ impl Payee {
         match clawback {
             Some(clawback) => {
                 let given_back = clawback.amount.checked_neg().ok_or(AmountError::Overflow)?;
-                line.amount = if rules.since(Rules::SECOND) {
+                line.amount = if rules.since(Rules::THIRD) && !clawback.cap_shares.is_empty() {
+                    line.cap_shares = self.shares_given_back(clawback);
+                    line.cap_shares.iter().map(|share| share.amount).sum()
+                } else if rules.since(Rules::SECOND) {
                     self.under_cap(clawback, given_back)
                 } else {
                     given_back
@@ -448,6 +501,29 @@ impl Payee {
             Some((cap, accrued_at)) => given_back.min(self.cap_room(cap, accrued_at)),
             None => given_back,
         }
+    }
+
+    /// What of each month's share of `clawback` its reversal gives back:
+    /// in each month, what the cap of its commissions there leaves room
+    /// for (all of it without a cap).
+    fn shares_given_back(&self, clawback: &Line) -> Vec<CapShare> {
+        clawback
+            .cap_shares
+            .iter()
+            .filter_map(|share| {
+                let given = share.amount.saturating_neg();
+                let cap = self
+                    .commissions_of(&clawback.clawed_from)
+                    .filter(|line| cap_period(line.accrued_at) == share.period)
+                    .find_map(|line| line.cap);
+                let amount =
+                    cap.map_or(given, |cap| given.min(self.cap_room_in(cap, &share.period)));
+                (amount != 0).then(|| CapShare {
+                    period: share.period.clone(),
+                    amount,
+                })
+            })
+            .collect()
     }
 
     fn adjust(
@@ -604,8 +680,9 @@ impl Payee {
                 source,
                 captures,
                 amount,
+                rules,
                 at,
-            } => self.claw_back(line_id, payment_id, source, captures, amount, at),
+            } => self.claw_back(line_id, (payment_id, source), captures, amount, (at, rules)),
             PayeeCommand::ReverseClawBack {
                 line_id,
                 clawback_source,

@@ -504,6 +504,7 @@ fn a_refund_claws_back_the_same_share_never_more_than_was_accrued() {
         source: format!("refund:{n}"),
         captures: vec!["capture:1".into()],
         amount: cents(amount),
+        rules: crate::rules::Rules::CURRENT,
         at: day(5),
     };
     // 1000 accrued on 10000: a refund of 3333 claws back 333.3 -> 333,
@@ -559,6 +560,7 @@ fn a_refund_claws_back_the_same_share_never_more_than_was_accrued() {
             source: format!("refund:{n}"),
             captures: vec!["capture:8".into()],
             amount: cents(25),
+            rules: crate::rules::Rules::CURRENT,
             at: day(5),
         };
         let events = decide(&state(small.clone()), command);
@@ -667,6 +669,7 @@ fn claw_back(n: u128, source: &str, captures: &[&str], amount: i64) -> PayeeComm
         source: source.into(),
         captures: captures.iter().map(|capture| capture.to_string()).collect(),
         amount: cents(amount),
+        rules: crate::rules::Rules::CURRENT,
         at: day(20),
     }
 }
@@ -832,4 +835,121 @@ fn a_clawback_given_back_never_takes_its_month_past_the_cap() {
         claw_back(2, "refund:2", &["capture:1"], 2_000_000),
     );
     assert_eq!(accrue(&mut uncapped, reverse(4, "2")).amount, 200_000);
+}
+
+#[test]
+fn under_the_third_rules_a_clawback_frees_each_month_what_it_takes_of_it() {
+    use super::ledger::CapShare;
+    use crate::rules::Rules;
+    let month = |month, day| Utc.with_ymd_and_hms(2027, month, day, 9, 0, 0).unwrap();
+    let share = |period: &str, amount| CapShare {
+        period: period.into(),
+        amount,
+    };
+    // Each month's cap (500,000) is used up: 31 January and 1 February
+    // earn 500,000 each, whichever capture's name sorts first.
+    for (january, february) in [("capture:b", "capture:a"), ("capture:a", "capture:b")] {
+        let mut history = vec![created(), assigned()];
+        accrue(
+            &mut history,
+            commission_at(1, january, 5_000_000, month(1, 31)),
+        );
+        accrue(
+            &mut history,
+            commission_at(2, february, 5_000_000, month(2, 1)),
+        );
+        // A refund of 40% of the tender claws back 400,000: 200,000 of
+        // each month's commission, so each month has 200,000 of room again.
+        let captures = [january, february];
+        let refund = accrue(&mut history, claw_back(3, "refund:3", &captures, 4_000_000));
+        assert_eq!(refund.amount, -400_000);
+        assert_eq!(
+            refund.cap_shares,
+            [share("2027-01", -200_000), share("2027-02", -200_000)]
+        );
+        let payee = state(history.clone());
+        assert_eq!(
+            (payee.cap_used["2027-01"], payee.cap_used["2027-02"]),
+            (300_000, 300_000)
+        );
+        // February earns 300,000 more: 200,000 of it is under the cap.
+        let later = accrue(
+            &mut history,
+            commission_at(4, "capture:c", 3_000_000, month(2, 10)),
+        );
+        assert_eq!((later.amount, later.capped), (200_000, cents(100_000)));
+        // The refund fails: January's room is given back whole, February
+        // has none left.
+        let reverse = PayeeCommand::ReverseClawBack {
+            line_id: line_id(5),
+            clawback_source: "refund:3".into(),
+            source: "refund_failed:3".into(),
+            rules: Rules::CURRENT,
+            at: month(2, 20),
+        };
+        let given_back = accrue(&mut history, reverse);
+        assert_eq!(
+            (given_back.amount, given_back.capped),
+            (200_000, cents(200_000))
+        );
+        assert_eq!(given_back.cap_shares, [share("2027-01", 200_000)]);
+        let payee = state(history);
+        assert_eq!(
+            (payee.cap_used["2027-01"], payee.cap_used["2027-02"]),
+            (500_000, 500_000)
+        );
+    }
+    // Under the second rules the whole clawback frees the month of the
+    // capture whose name sorts first.
+    let mut history = vec![created(), assigned()];
+    accrue(
+        &mut history,
+        commission_at(1, "capture:b", 5_000_000, month(1, 31)),
+    );
+    accrue(
+        &mut history,
+        commission_at(2, "capture:a", 5_000_000, month(2, 1)),
+    );
+    let mut command = claw_back(3, "refund:3", &["capture:a", "capture:b"], 4_000_000);
+    if let PayeeCommand::ClawBack { rules, .. } = &mut command {
+        *rules = Rules::SECOND;
+    }
+    let refund = accrue(&mut history, command);
+    assert_eq!(refund.cap_shares, []);
+    let payee = state(history);
+    assert_eq!(
+        (payee.cap_used["2027-01"], payee.cap_used["2027-02"]),
+        (500_000, 100_000)
+    );
+}
+
+#[test]
+fn a_clawback_splits_its_months_in_exact_units() {
+    use super::ledger::CapShare;
+    let month = |month, day| Utc.with_ymd_and_hms(2027, month, day, 9, 0, 0).unwrap();
+    // 250 and 500 accrued in two months: a clawback of 301 frees 100.33
+    // and 200.67, so 100 and 201 (the larger remainder takes the unit).
+    let mut history = vec![created(), assigned()];
+    accrue(
+        &mut history,
+        commission_at(1, "capture:1", 2_500, month(1, 31)),
+    );
+    accrue(
+        &mut history,
+        commission_at(2, "capture:2", 5_000, month(2, 1)),
+    );
+    let refund = accrue(
+        &mut history,
+        claw_back(3, "refund:3", &["capture:1", "capture:2"], 3_010),
+    );
+    assert_eq!(refund.amount, -301);
+    let shares: Vec<(String, i64)> = refund
+        .cap_shares
+        .iter()
+        .map(|CapShare { period, amount }| (period.clone(), *amount))
+        .collect();
+    assert_eq!(
+        shares,
+        [("2027-01".to_string(), -100), ("2027-02".to_string(), -201)]
+    );
 }

@@ -194,6 +194,7 @@ impl Request for ClawBack {
             source: self.source.clone(),
             captures: self.captures.clone(),
             amount: self.amount,
+            rules: decider.rules(),
             at: decider.at(),
         };
         accrue(decider, &self.payee_id, &self.asset, command)
