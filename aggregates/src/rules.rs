@@ -49,10 +49,10 @@ impl Rules {
     /// - a settlement break whose line the item it names now expects
     ///   exactly is resolved by match only (`break_matchable`): a write-off
     ///   or an adjustment would leave the item unsettled;
-    /// - a clawback frees each month's cap in proportion to what it claws
-    ///   back of the commissions accrued in it (`cap_shares`), and its
-    ///   reversal gives back, month by month, what each cap leaves room
-    ///   for.
+    /// - a clawback frees each month's cap in proportion to what is left
+    ///   (not clawed back yet) of the commissions it claws from accrued in
+    ///   that month (`cap_shares`), and its reversal gives back, month by
+    ///   month, what each cap leaves room for.
     pub const THIRD: Self = Self(3);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::THIRD;

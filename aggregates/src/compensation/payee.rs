@@ -162,7 +162,8 @@ impl Payee {
         self.sum(|line| line.status == LineStatus::Accrued)
     }
 
-    /// The cap period `line` counts in: a commission's own month; a
+    /// The cap period `line` counts in, when it records no `cap_shares`
+    /// (every line before rules 3): a commission's own month; a
     /// clawback's (and its reversal's) the month of the first commission it
     /// claws from, so what is clawed back frees room under the cap.
     fn cap_period_of(&self, line: &Line) -> Option<String> {
@@ -179,8 +180,8 @@ impl Payee {
         }
     }
 
-    /// The commission clawback `line` (or its reversal) counts in under the
-    /// cap: the first it claws from.
+    /// The commission a clawback `line` without `cap_shares` (or its
+    /// reversal) counts in under the cap: the first it claws from.
     pub(super) fn counted_in(&self, line: &Line) -> Option<&Line> {
         self.lines.iter().find(|commission| {
             commission.kind == super::ledger::LineKind::Commission

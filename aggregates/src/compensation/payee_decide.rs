@@ -398,24 +398,53 @@ impl Payee {
     }
 
     /// What a clawback of `due` frees of each month's cap: split over the
-    /// months of the commissions of `captures` in proportion to what each
-    /// accrued (each commission's part of `due` is that proportion), in
-    /// exact minor units (the largest remainders take the odd units, the
-    /// earlier month first on a tie).
+    /// months of the commissions of `captures` in proportion to what is
+    /// left of each month's commissions (what they accrued, less what
+    /// earlier clawbacks sharing a capture with these freed there, and
+    /// plus what their reversals gave back; by what they accrued when
+    /// nothing is left by that count), in exact minor units (the largest
+    /// remainders take the odd units, the earlier month first on a tie).
     fn cap_shares_of(&self, captures: &[String], due: i64) -> Result<Vec<CapShare>, AmountError> {
         let mut accrued: BTreeMap<String, i64> = BTreeMap::new();
         for line in self.commissions_of(captures) {
             let month = accrued.entry(cap_period(line.accrued_at)).or_default();
             *month = add(*month, line.amount.max(0))?;
         }
-        let total: i128 = accrued.values().map(|amount| i128::from(*amount)).sum();
+        let mut left: BTreeMap<String, i128> = accrued
+            .iter()
+            .map(|(period, amount)| (period.clone(), i128::from(*amount)))
+            .collect();
+        let earlier = self.lines.iter().filter(|line| {
+            line.kind == LineKind::Clawback
+                && line.status != LineStatus::Refused
+                && line
+                    .clawed_from
+                    .iter()
+                    .any(|capture| captures.contains(capture))
+        });
+        for share in earlier.flat_map(|line| &line.cap_shares) {
+            if let Some(month) = left.get_mut(&share.period) {
+                *month += i128::from(share.amount);
+            }
+        }
+        let mut weights: Vec<(String, i128)> = left
+            .into_iter()
+            .map(|(period, amount)| (period, amount.max(0)))
+            .collect();
+        if weights.iter().all(|(_, weight)| *weight == 0) {
+            weights = accrued
+                .into_iter()
+                .map(|(period, amount)| (period, i128::from(amount)))
+                .collect();
+        }
+        let total: i128 = weights.iter().map(|(_, weight)| *weight).sum();
         if total <= 0 {
             return Ok(Vec::new());
         }
-        let mut shares: Vec<(String, i128, i128)> = accrued
+        let mut shares: Vec<(String, i128, i128)> = weights
             .into_iter()
-            .map(|(period, amount)| {
-                let exact = i128::from(due) * i128::from(amount);
+            .map(|(period, weight)| {
+                let exact = i128::from(due) * weight;
                 (period, exact / total, exact % total)
             })
             .collect();
@@ -462,7 +491,10 @@ impl Payee {
         match clawback {
             Some(clawback) => {
                 let given_back = clawback.amount.checked_neg().ok_or(AmountError::Overflow)?;
-                line.amount = if rules.since(Rules::THIRD) && !clawback.cap_shares.is_empty() {
+                // A clawback that recorded its months (under rules 3 or
+                // later) is given back by them, whatever the reversal's
+                // rules: no older history has such a clawback.
+                line.amount = if !clawback.cap_shares.is_empty() {
                     line.cap_shares = self.shares_given_back(clawback);
                     line.cap_shares.iter().map(|share| share.amount).sum()
                 } else if rules.since(Rules::SECOND) {
@@ -505,7 +537,8 @@ impl Payee {
 
     /// What of each month's share of `clawback` its reversal gives back:
     /// in each month, what the cap of its commissions there leaves room
-    /// for (all of it without a cap).
+    /// for (the smallest, when they were valued under different caps; all
+    /// of it without a cap).
     fn shares_given_back(&self, clawback: &Line) -> Vec<CapShare> {
         clawback
             .cap_shares
@@ -515,7 +548,8 @@ impl Payee {
                 let cap = self
                     .commissions_of(&clawback.clawed_from)
                     .filter(|line| cap_period(line.accrued_at) == share.period)
-                    .find_map(|line| line.cap);
+                    .filter_map(|line| line.cap)
+                    .min();
                 let amount =
                     cap.map_or(given, |cap| given.min(self.cap_room_in(cap, &share.period)));
                 (amount != 0).then(|| CapShare {

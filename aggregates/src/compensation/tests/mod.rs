@@ -760,42 +760,53 @@ fn a_clawback_given_back_never_takes_its_month_past_the_cap() {
         rules: crate::rules::Rules::CURRENT,
         at: day(25),
     };
-    let mut history = vec![created(), assigned()];
-    let first = accrue(
-        &mut history,
-        commission_at(1, "capture:1", 5_000_000, day(2)),
-    );
-    assert_eq!((first.amount, first.cap), (500_000, Some(cents(500_000))));
-    let refund = accrue(
-        &mut history,
-        claw_back(2, "refund:2", &["capture:1"], 2_000_000),
-    );
-    assert_eq!(refund.amount, -200_000);
-    let mut before_second = history.clone();
-    let second = accrue(
-        &mut history,
-        commission_at(3, "capture:3", 1_500_000, day(10)),
-    );
-    assert_eq!(second.amount, 150_000);
-    // Given back under the first rules (by an older process), whole.
-    let mut old = reverse(4, "2");
-    if let PayeeCommand::ReverseClawBack { rules, .. } = &mut old {
-        *rules = crate::rules::Rules::FIRST;
+    // The clawback recorded under the second rules (one month, no
+    // `cap_shares`) or the third (its month's share), alike.
+    for rules in [crate::rules::Rules::SECOND, crate::rules::Rules::CURRENT] {
+        let mut history = vec![created(), assigned()];
+        let first = accrue(
+            &mut history,
+            commission_at(1, "capture:1", 5_000_000, day(2)),
+        );
+        assert_eq!((first.amount, first.cap), (500_000, Some(cents(500_000))));
+        let mut command = claw_back(2, "refund:2", &["capture:1"], 2_000_000);
+        if let PayeeCommand::ClawBack { rules: decided, .. } = &mut command {
+            *decided = rules;
+        }
+        let refund = accrue(&mut history, command);
+        assert_eq!(refund.amount, -200_000);
+        assert_eq!(
+            refund.cap_shares.len(),
+            usize::from(rules.since(crate::rules::Rules::THIRD))
+        );
+        let mut before_second = history.clone();
+        let second = accrue(
+            &mut history,
+            commission_at(3, "capture:3", 1_500_000, day(10)),
+        );
+        assert_eq!(second.amount, 150_000);
+        if refund.cap_shares.is_empty() {
+            // Given back under the first rules (by an older process), whole.
+            let mut old = reverse(4, "2");
+            if let PayeeCommand::ReverseClawBack { rules, .. } = &mut old {
+                *rules = crate::rules::Rules::FIRST;
+            }
+            let events = decide(&state(history.clone()), old);
+            assert_eq!(
+                (accrued(&events).amount, accrued(&events).capped),
+                (200_000, Amount::ZERO)
+            );
+        }
+        let given_back = accrue(&mut history, reverse(4, "2"));
+        assert_eq!(
+            (given_back.amount, given_back.capped, given_back.corrects),
+            (50_000, cents(150_000), Some(line_id(2)))
+        );
+        assert_eq!(state(history).cap_used["2026-12"], 500_000);
+        // Without the second capture, all of it is given back.
+        let whole = accrue(&mut before_second, reverse(4, "2"));
+        assert_eq!((whole.amount, whole.capped), (200_000, Amount::ZERO));
     }
-    let events = decide(&state(history.clone()), old);
-    assert_eq!(
-        (accrued(&events).amount, accrued(&events).capped),
-        (200_000, Amount::ZERO)
-    );
-    let given_back = accrue(&mut history, reverse(4, "2"));
-    assert_eq!(
-        (given_back.amount, given_back.capped, given_back.corrects),
-        (50_000, cents(150_000), Some(line_id(2)))
-    );
-    assert_eq!(state(history).cap_used["2026-12"], 500_000);
-    // Without the second capture, all of it is given back.
-    let whole = accrue(&mut before_second, reverse(4, "2"));
-    assert_eq!((whole.amount, whole.capped), (200_000, Amount::ZERO));
     // A commission accrued under the first rules records no cap: its
     // clawback given back is given back whole, as it was then.
     let mut first_rules = vec![created(), assigned()];
@@ -951,5 +962,43 @@ fn a_clawback_splits_its_months_in_exact_units() {
     assert_eq!(
         shares,
         [("2027-01".to_string(), -100), ("2027-02".to_string(), -201)]
+    );
+}
+
+#[test]
+fn a_clawback_frees_the_months_whose_commissions_are_left() {
+    use super::ledger::CapShare;
+    let month = |month, day| Utc.with_ymd_and_hms(2027, month, day, 9, 0, 0).unwrap();
+    // 500,000 accrued on 31 January (capture a) and on 1 February
+    // (capture b). A dispute of a, lost, claws back all of January's; the
+    // refund of the rest of the tender then claws back February's alone.
+    let mut history = vec![created(), assigned()];
+    accrue(
+        &mut history,
+        commission_at(1, "capture:a", 5_000_000, month(1, 31)),
+    );
+    accrue(
+        &mut history,
+        commission_at(2, "capture:b", 5_000_000, month(2, 1)),
+    );
+    let dispute = accrue(
+        &mut history,
+        claw_back(3, "dispute:3", &["capture:a"], 5_000_000),
+    );
+    assert_eq!(dispute.amount, -500_000);
+    let captures = ["capture:a", "capture:b"];
+    let refund = accrue(&mut history, claw_back(4, "refund:4", &captures, 5_000_000));
+    assert_eq!(refund.amount, -500_000);
+    assert_eq!(
+        refund.cap_shares,
+        [CapShare {
+            period: "2027-02".into(),
+            amount: -500_000
+        }]
+    );
+    let payee = state(history);
+    assert_eq!(
+        (payee.cap_used["2027-01"], payee.cap_used["2027-02"]),
+        (0, 0)
     );
 }

@@ -128,26 +128,27 @@ fn not_another_charge(
         reference,
     ))?;
     // A charge claimed under the first rules names its payment only: since
-    // the third, its tender is the payment's that was charged by it.
-    let charged = |owner: &Owner| -> Result<Option<TenderId>, Refusal> {
-        if owner.tender_id.is_some() || !decider.rules().since(Rules::THIRD) {
-            return Ok(owner.tender_id);
+    // the third, it is its own tenders' (those of the payment charged by
+    // it), never another tender's.
+    let another_tenders = |owner: &Owner| -> Result<bool, Refusal> {
+        if let Some(charged) = owner.tender_id {
+            return Ok(charged != tender_id);
+        }
+        if !decider.rules().since(Rules::THIRD) {
+            return Ok(false);
         }
         let payment = decider.state::<Payment>(&payment_id.to_string())?;
-        Ok(payment
-            .tenders
-            .iter()
-            .find(|tender| {
-                matches!(&tender.source, TenderSource::Processor { processor: p, reference: r }
-                    if p == processor && r == reference)
-            })
-            .map(|tender| tender.tender_id))
+        let charged_by = |tender: &&aggregates::payments::Tender| {
+            matches!(&tender.source, TenderSource::Processor { processor: p, reference: r }
+                if p == processor && r == reference)
+        };
+        let own = payment
+            .tender(tender_id)
+            .is_some_and(|tender| charged_by(&tender));
+        Ok(!own && payment.tenders.iter().any(|tender| charged_by(&tender)))
     };
     match &charge.owner {
-        Some(owner)
-            if owner.payment_id != payment_id
-                || charged(owner)?.is_some_and(|charged| charged != tender_id) =>
-        {
+        Some(owner) if owner.payment_id != payment_id || another_tenders(owner)? => {
             Err(ReferenceError::Taken {
                 owner: owner.clone(),
             }

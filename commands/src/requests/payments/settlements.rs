@@ -431,8 +431,10 @@ pub struct ResolveBreak {
     pub reason: Option<String>,
     pub asset: Asset,
     pub entry_id: EntryId,
-    /// A match's line: its reference's claim (`<kind>/<processor>/<ref>`)
-    /// and the payment claiming it, resolved before submission.
+    /// The line's reference's claim (`<kind>/<processor>/<ref>`) and the
+    /// payment claiming it, resolved before submission: what a match
+    /// settles, and (since rules 3) what a write-off or an adjustment is
+    /// checked not to leave unsettled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<(String, Option<PaymentId>)>,
 }
@@ -622,10 +624,6 @@ impl ResolveBreak {
         }
     }
 
-    /// A match: the line settles its item after all. What the break
-    /// suspended goes to the receivable (with a dispute's booked fee given
-    /// back to it, as an import gives it), the item is settled in this
-    /// batch.
     /// Refused (`break_matchable`) when the item the break's line names
     /// expects exactly the line now: writing it off or adjusting it would
     /// leave the item unsettled and its receivable open for good, where a
@@ -647,11 +645,16 @@ impl ResolveBreak {
                 expected: expected.gross,
             }
             .into()),
-            Err(Refusal::Stale(message)) => Err(Refusal::Stale(message)),
-            Err(_) => Ok(()),
+            // Not matchable: the resolution goes on.
+            Err(Refusal::Rejected { code, .. }) if code == "break_not_matched" => Ok(()),
+            Err(refusal) => Err(refusal),
         }
     }
 
+    /// A match: the line settles its item after all. What the break
+    /// suspended goes to the receivable (with a dispute's booked fee given
+    /// back to it, as an import gives it), the item is settled in this
+    /// batch.
     fn decide_match(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
         let id = settlement_id(&self.processor, &self.batch_id);
