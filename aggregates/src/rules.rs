@@ -52,7 +52,9 @@ impl Rules {
     /// - a clawback frees each month's cap in proportion to what is left
     ///   (not clawed back yet) of the commissions it claws from accrued in
     ///   that month (`cap_shares`), and its reversal gives back, month by
-    ///   month, what each cap leaves room for.
+    ///   month, what each cap leaves room for;
+    /// - work dated after it is recorded is refused (`work_in_future`): it
+    ///   accrues payable at once, so a pay run could pay it first.
     pub const THIRD: Self = Self(3);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::THIRD;

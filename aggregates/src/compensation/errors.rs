@@ -47,6 +47,8 @@ pub enum CompensationError {
     ZeroAdjustment,
     #[error("work is 1 to 100000 minutes or units")]
     InvalidQuantity,
+    #[error("work is recorded once it is done: it is dated {worked_at}, after now")]
+    WorkInFuture { worked_at: DateTime<Utc> },
     #[error("a pay period starts before it ends")]
     InvalidPeriod,
     #[error("the pay run is paid")]
@@ -97,6 +99,7 @@ impl Rejection for CompensationError {
             Self::StillHeld { .. } => "line_still_held",
             Self::ZeroAdjustment => "invalid_amount",
             Self::InvalidQuantity => "invalid_quantity",
+            Self::WorkInFuture { .. } => "work_in_future",
             Self::InvalidPeriod => "invalid_period",
             Self::PayRunPaid => "pay_run_paid",
             Self::PayRunApproved => "pay_run_approved",
@@ -112,6 +115,7 @@ impl Rejection for CompensationError {
             Self::VersionBeforeLast { last, asked } => json!({"last": last, "asked": asked}),
             Self::NoAssignment { at } => json!({"at": at}),
             Self::StillHeld { payable_at } => json!({"payable_at": payable_at}),
+            Self::WorkInFuture { worked_at } => json!({"worked_at": worked_at}),
             Self::NoVersion { plan_id, at } => json!({"plan_id": plan_id, "at": at}),
             Self::NoRule { rule } => json!({"rule": rule}),
             Self::CurrencyMismatch { plan, payee } => json!({"plan": plan, "payee": payee}),

@@ -37,6 +37,8 @@ pub enum PayeeCommand {
         worked_at: DateTime<Utc>,
         reference: Option<String>,
         plan: Option<PlanInEffect>,
+        /// Since version 3, work dated after it is recorded is refused.
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// A commission on capture `source` of `basis` in `asset`, captured at
@@ -155,14 +157,17 @@ impl Payee {
     fn record_work(
         &self,
         line_id: LineId,
-        work: Work,
-        worked_at: DateTime<Utc>,
-        reference: Option<String>,
+        (work, worked_at, reference): (Work, DateTime<Utc>, Option<String>),
         plan: Option<PlanInEffect>,
-        at: DateTime<Utc>,
+        (at, rules): (DateTime<Utc>, Rules),
     ) -> Decided {
         self.fresh_line(line_id)?;
         let profile = self.existing()?;
+        // Work accrues payable as it is recorded: recorded before it is
+        // done, a pay run could pay it first.
+        if rules.since(Rules::THIRD) && worked_at > at {
+            return Err(CompensationError::WorkInFuture { worked_at });
+        }
         let plan = self.plan_at(plan.as_ref(), worked_at)?;
         if plan.asset != profile.asset {
             return Err(CompensationError::CurrencyMismatch {
@@ -686,8 +691,9 @@ impl Payee {
                 worked_at,
                 reference,
                 plan,
+                rules,
                 at,
-            } => self.record_work(line_id, work, worked_at, reference, plan, at),
+            } => self.record_work(line_id, (work, worked_at, reference), plan, (at, rules)),
             PayeeCommand::AccrueCommission {
                 line_id,
                 payment_id,

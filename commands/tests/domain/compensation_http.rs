@@ -154,7 +154,7 @@ async fn work_commissions_clawbacks_and_pay_runs_move_every_account_to_the_unit(
     // Version 1: 2500 an hour, 350 a delivery.
     let time = |minutes, at| json!({"kind": "time", "minutes": minutes, "worked_at": at});
     assert_eq!(work(&acme, "w1", time(90, day(2, 9))).await, 3_750);
-    let units = json!({"kind": "units", "unit": "delivery", "count": 3, "worked_at": day(3, 9)});
+    let units = json!({"kind": "units", "unit": "delivery", "count": 3, "worked_at": day(2, 10)});
     assert_eq!(work(&acme, "w2", units).await, 1_050);
     // Version 2 from Dec 10: work after it by v2, work before it still by
     // v1 even when recorded later.

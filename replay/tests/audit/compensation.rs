@@ -64,7 +64,7 @@ async fn payee_with_work(ledger: &Ledger, now: DateTime<Utc>, line: impl Fn(u128
         payee_id: "alice".into(),
         line_id: line(1),
         work: Work::Time { minutes: 90 },
-        worked_at: now + Duration::hours(1),
+        worked_at: now,
         reference: Some("shift-1".into()),
         asset: usd(),
         plan_id: Some("sales".into()),

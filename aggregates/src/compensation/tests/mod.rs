@@ -105,6 +105,7 @@ fn work(n: u128, work: Work, worked_at: u32, plan: Option<PlanInEffect>) -> Paye
         worked_at: day(worked_at),
         reference: Some(format!("shift-{n}")),
         plan,
+        rules: crate::rules::Rules::CURRENT,
         at: day(worked_at),
     }
 }
@@ -1000,5 +1001,32 @@ fn a_clawback_frees_the_months_whose_commissions_are_left() {
     assert_eq!(
         (payee.cap_used["2027-01"], payee.cap_used["2027-02"]),
         (0, 0)
+    );
+}
+
+#[test]
+fn under_the_third_rules_work_is_recorded_once_it_is_done() {
+    use crate::rules::Rules;
+    let at = |rules, worked_at: u32, recorded: u32| PayeeCommand::RecordWork {
+        line_id: line_id(1),
+        work: Work::Time { minutes: 60 },
+        worked_at: day(worked_at),
+        reference: Some("shift-1".into()),
+        plan: Some(in_effect(1, 1, 2_500)),
+        rules,
+        at: day(recorded),
+    };
+    GivenPayee::with(())
+        .given(vec![created(), assigned()])
+        .when(at(Rules::THIRD, 6, 5))
+        .then_expect_error(CompensationError::WorkInFuture { worked_at: day(6) });
+    // Done by the time it is recorded, it accrues.
+    let events = decide(&state(vec![created(), assigned()]), at(Rules::THIRD, 5, 5));
+    assert_eq!(accrued(&events).amount, 2_500);
+    // The second rules took it, payable at once.
+    let events = decide(&state(vec![created(), assigned()]), at(Rules::SECOND, 6, 5));
+    assert_eq!(
+        (accrued(&events).amount, accrued(&events).payable_at),
+        (2_500, Some(day(6)))
     );
 }

@@ -223,6 +223,7 @@ fn paid_plus_carried_plus_unpaid_is_every_line_and_no_line_is_paid_twice() {
                     worked_at: at,
                     reference: None,
                     plan: Some(in_effect(1, 1, 2_501)),
+                    rules: crate::rules::Rules::CURRENT,
                     at,
                 },
                 (2, _) => PayeeCommand::Adjust {

@@ -74,6 +74,7 @@ impl Request for RecordWork {
             worked_at: self.worked_at,
             reference: self.reference.clone(),
             plan,
+            rules: decider.rules(),
             at: decider.at(),
         };
         accrue(decider, &self.payee_id, &self.asset, command)
