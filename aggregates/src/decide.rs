@@ -65,6 +65,23 @@ where
     }
 }
 
+/// A stored event decoded as its aggregate reads it: upcast first by each
+/// of `upcasters` that takes it, in order (an aggregate's
+/// [`Decide::upcasters`]).
+pub fn upcast_and_decode<E: serde::de::DeserializeOwned>(
+    upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
+    event: cqrs_es::persist::SerializedEvent,
+) -> Result<E, serde_json::Error> {
+    let upcast = upcasters.iter().fold(event, |event, upcaster| {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            upcaster.upcast(event)
+        } else {
+            event
+        }
+    });
+    serde_json::from_value(upcast.payload)
+}
+
 /// Implements cqrs-es `Aggregate::handle` on top of [`Decide::decide`].
 pub async fn handle_by_deciding<A>(
     aggregate: &mut A,
@@ -79,4 +96,46 @@ where
         sink.write(event, aggregate).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upcast_and_decode;
+    use crate::journal::asset::AssetEvent;
+    use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster, SerializedEvent};
+    use serde_json::json;
+
+    #[test]
+    fn a_stored_event_is_upcast_by_the_upcasters_that_take_it_then_decoded() {
+        // Version 0.1 named the asset `code`; the upcaster renames it.
+        let rename: Box<dyn EventUpcaster> = Box::new(SemanticVersionEventUpcaster::new(
+            "AssetScaleFixed",
+            "1",
+            Box::new(|mut payload| {
+                let fixed = &mut payload["AssetScaleFixed"];
+                fixed["asset"] = fixed["code"].take();
+                payload
+            }),
+        ));
+        let stored = |version: &str, payload| SerializedEvent {
+            aggregate_id: "USD".into(),
+            sequence: 1,
+            aggregate_type: "asset".into(),
+            event_type: "AssetScaleFixed".into(),
+            event_version: version.into(),
+            payload,
+            metadata: json!({}),
+        };
+        let old = stored("0.1", json!({"AssetScaleFixed": {"code": "USD/2"}}));
+        let current = stored("1", json!({"AssetScaleFixed": {"asset": "USD/2"}}));
+        let upcasters = [rename];
+        let expected: AssetEvent =
+            serde_json::from_value(json!({"AssetScaleFixed": {"asset": "USD/2"}})).unwrap();
+        for event in [old, current] {
+            let decoded: AssetEvent = upcast_and_decode(&upcasters, event).unwrap();
+            assert_eq!(decoded, expected);
+        }
+        let without = stored("0.1", json!({"AssetScaleFixed": {"code": "USD/2"}}));
+        assert!(upcast_and_decode::<AssetEvent>(&[], without).is_err());
+    }
 }

@@ -60,12 +60,5 @@ where
         return event.payload.parse::<A::Event>().map_err(failed);
     }
     let serialized = event.to_serialized().map_err(failed)?;
-    let upcast = upcasters.iter().fold(serialized, |serialized, upcaster| {
-        if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
-            upcaster.upcast(serialized)
-        } else {
-            serialized
-        }
-    });
-    serde_json::from_value(upcast.payload).map_err(failed)
+    aggregates::decide::upcast_and_decode(&upcasters, serialized).map_err(failed)
 }

@@ -221,8 +221,8 @@ where
     if changed.is_empty() {
         return Ok(states);
     }
-    let events: Vec<(String, String)> = sqlx::query_as(
-        "SELECT aggregate_id, payload::text FROM events \
+    let events: Vec<(String, i64, String, String, String)> = sqlx::query_as(
+        "SELECT aggregate_id, aggregate_seq, event_type, event_version, payload::text FROM events \
          WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = ANY($3) AND tenant_seq <= $4 \
          ORDER BY tenant_seq",
     )
@@ -232,9 +232,29 @@ where
     .bind(seq)
     .fetch_all(connection)
     .await?;
-    for (id, payload) in events {
-        let event: A::Event = serde_json::from_str(&payload)
-            .map_err(|error| ReportError::Corrupt(format!("an event of {kind} {id}: {error}")))?;
+    // Decoded as the aggregate reads them: through its upcasters.
+    let upcasters = A::upcasters();
+    for (id, sequence, event_type, event_version, payload) in events {
+        let corrupt = |error: serde_json::Error| {
+            ReportError::Corrupt(format!("an event of {kind} {id}: {error}"))
+        };
+        let event: A::Event = if upcasters
+            .iter()
+            .all(|upcaster| !upcaster.can_upcast(&event_type, &event_version))
+        {
+            serde_json::from_str(&payload).map_err(corrupt)?
+        } else {
+            let serialized = cqrs_es::persist::SerializedEvent {
+                aggregate_id: id.clone(),
+                sequence: usize::try_from(sequence).unwrap_or(usize::MAX),
+                aggregate_type: A::TYPE.to_string(),
+                event_type,
+                event_version,
+                payload: serde_json::from_str(&payload).map_err(corrupt)?,
+                metadata: serde_json::Value::Null,
+            };
+            aggregates::decide::upcast_and_decode(&upcasters, serialized).map_err(corrupt)?
+        };
         states.entry(id).or_insert_with(A::default).apply(event);
     }
     Ok(states)
