@@ -221,8 +221,14 @@ where
     if changed.is_empty() {
         return Ok(states);
     }
-    let events: Vec<(String, i64, String, String, String)> = sqlx::query_as(
-        "SELECT aggregate_id, aggregate_seq, event_type, event_version, payload::text FROM events \
+    // Decoded as the aggregate reads them: through its upcasters (which
+    // see the metadata too; read only when there are any).
+    let upcasters = A::upcasters();
+    type Row = (String, i64, String, String, String, String);
+    let events: Vec<Row> = sqlx::query_as(
+        "SELECT aggregate_id, aggregate_seq, event_type, event_version, payload::text, \
+                CASE WHEN $5 THEN metadata::text ELSE '{}' END \
+         FROM events \
          WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = ANY($3) AND tenant_seq <= $4 \
          ORDER BY tenant_seq",
     )
@@ -230,11 +236,10 @@ where
     .bind(A::TYPE)
     .bind(&changed)
     .bind(seq)
+    .bind(!upcasters.is_empty())
     .fetch_all(connection)
     .await?;
-    // Decoded as the aggregate reads them: through its upcasters.
-    let upcasters = A::upcasters();
-    for (id, sequence, event_type, event_version, payload) in events {
+    for (id, sequence, event_type, event_version, payload, metadata) in events {
         let corrupt = |error: serde_json::Error| {
             ReportError::Corrupt(format!("an event of {kind} {id}: {error}"))
         };
@@ -251,7 +256,7 @@ where
                 event_type,
                 event_version,
                 payload: serde_json::from_str(&payload).map_err(corrupt)?,
-                metadata: serde_json::Value::Null,
+                metadata: serde_json::from_str(&metadata).map_err(corrupt)?,
             };
             aggregates::decide::upcast_and_decode(&upcasters, serialized).map_err(corrupt)?
         };
