@@ -164,8 +164,9 @@ impl Payee {
         self.fresh_line(line_id)?;
         let profile = self.existing()?;
         // Work accrues payable as it is recorded: recorded before it is
-        // done, a pay run could pay it first.
-        if rules.since(Rules::THIRD) && worked_at > at {
+        // done, a pay run could pay it first. Compared in microseconds,
+        // what the ledger keeps of a time.
+        if rules.since(Rules::THIRD) && worked_at.timestamp_micros() > at.timestamp_micros() {
             return Err(CompensationError::WorkInFuture { worked_at });
         }
         let plan = self.plan_at(plan.as_ref(), worked_at)?;

@@ -33,7 +33,11 @@ fn rules(rate: i64) -> Vec<Rule> {
 
 /// Plan `sales` from `now`, role `rep`, payee `alice` assigned from
 /// `now`, and 90 minutes of work (line `line(1)`).
-async fn payee_with_work(ledger: &Ledger, now: DateTime<Utc>, line: impl Fn(u128) -> LineId) {
+pub(super) async fn payee_with_work(
+    ledger: &Ledger,
+    now: DateTime<Utc>,
+    line: impl Fn(u128) -> LineId,
+) {
     let plan = AddPlanVersion {
         plan_id: "sales".into(),
         asset: Some(usd()),

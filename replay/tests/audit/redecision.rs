@@ -990,8 +990,9 @@ async fn a_history_recorded_under_the_second_rules_is_decided_again_under_them()
     // Proves: under the second rules, a refund of a processor's tender and
     // a dispute without the processor's reference, a deposit into a
     // commitment whose inspection window has ended untimed-out, and an
-    // entry of the journal's own on a processor's receivable, were taken;
-    // such a history verifies clean. The third rules refuse the same four.
+    // entry of the journal's own on a processor's receivable, and work
+    // dated after it was recorded, were taken; such a history verifies
+    // clean. The third rules refuse the same five.
     use aggregates::ids::TenderId;
     use aggregates::ids::{CaptureId, CommitmentId, DepositId, DisputeId, PaymentId, RefundId};
     use aggregates::journal::account::AccountCode;
@@ -1001,6 +1002,7 @@ async fn a_history_recorded_under_the_second_rules_is_decided_again_under_them()
     use aggregates::{Amount, Asset};
     use chrono::{DateTime, Duration, Utc};
     use commands::pipeline::AnyRequest;
+    use commands::requests::compensation::RecordWork;
     use commands::requests::escrow::{CreateCommitment, DepositFunds, Parties, SubmitMilestone};
     use commands::requests::journal::{EntryLine, PostEntry};
     use commands::requests::payments::{
@@ -1082,8 +1084,11 @@ async fn a_history_recorded_under_the_second_rules_is_decided_again_under_them()
             parties: parties(),
         };
         ledger.run(0, "submit", submit).await;
+        let line = |n: u128| aggregates::ids::LineId::from_uuid(id(0x100 + n));
+        super::compensation::payee_with_work(ledger, start, line).await;
         ledger.set_clock(start + Duration::hours(2));
     }
+    let start = Utc::now();
     let stripe = AccountCode::parse("receivable:stripe").unwrap();
     let requests = || -> Vec<(&'static str, Box<dyn AnyRequest>, &'static str)> {
         vec![
@@ -1150,9 +1155,21 @@ async fn a_history_recorded_under_the_second_rules_is_decided_again_under_them()
                 }),
                 "account_code_reserved",
             ),
+            (
+                "work",
+                Box::new(RecordWork {
+                    payee_id: "alice".into(),
+                    line_id: aggregates::ids::LineId::from_uuid(id(0x200)),
+                    work: aggregates::compensation::Work::Time { minutes: 30 },
+                    worked_at: start + Duration::hours(3),
+                    reference: None,
+                    asset: usd(),
+                    plan_id: Some("sales".into()),
+                }),
+                "work_in_future",
+            ),
         ]
     };
-    let start = Utc::now();
     let old = Ledger::under(Rules::SECOND).await;
     set_up(&old, start).await;
     for (key, request, _) in requests() {

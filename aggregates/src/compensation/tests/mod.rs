@@ -1020,8 +1020,15 @@ fn under_the_third_rules_work_is_recorded_once_it_is_done() {
         .given(vec![created(), assigned()])
         .when(at(Rules::THIRD, 6, 5))
         .then_expect_error(CompensationError::WorkInFuture { worked_at: day(6) });
-    // Done by the time it is recorded, it accrues.
+    // Done by the time it is recorded, it accrues: to the microsecond, what
+    // the ledger keeps of a time (a submitter's nanoseconds past it too).
     let events = decide(&state(vec![created(), assigned()]), at(Rules::THIRD, 5, 5));
+    assert_eq!(accrued(&events).amount, 2_500);
+    let mut same_microsecond = at(Rules::THIRD, 5, 5);
+    if let PayeeCommand::RecordWork { worked_at, .. } = &mut same_microsecond {
+        *worked_at += chrono::Duration::nanoseconds(999);
+    }
+    let events = decide(&state(vec![created(), assigned()]), same_microsecond);
     assert_eq!(accrued(&events).amount, 2_500);
     // The second rules took it, payable at once.
     let events = decide(&state(vec![created(), assigned()]), at(Rules::SECOND, 6, 5));
