@@ -35,18 +35,31 @@ pub(crate) async fn fold_history(
         ),
         (None, None) => ((target.kind.fresh)(), 0, history.events),
     };
+    version = apply_in_order(state.as_mut(), target, version, events)?;
+    Ok(Loaded { state, version })
+}
+
+/// Applies `events` of `target` to `state`, which stands at event
+/// `version`: each must follow the one before without a gap. Returns the
+/// event the state then stands at.
+fn apply_in_order(
+    state: &mut dyn AnyAggregate,
+    target: &Target,
+    mut version: i64,
+    events: impl IntoIterator<Item = SerializedEvent>,
+) -> Result<i64, StoreError> {
     for event in events {
-        let sequence = event.sequence as i64;
+        let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
         if sequence != version + 1 {
             return Err(StoreError::Corrupt(format!(
                 "aggregate {}/{} jumps from event {version} to {sequence}",
-                key.aggregate_type, key.aggregate_id
+                target.key.aggregate_type, target.key.aggregate_id
             )));
         }
-        apply_stored(state.as_mut(), target, event)?;
+        apply_stored(state, target, event)?;
         version = sequence;
     }
-    Ok(Loaded { state, version })
+    Ok(version)
 }
 
 /// Applies one stored event of `target` to `state`, upcast first.
@@ -147,21 +160,11 @@ where
     let target = Target::of::<A>(id.to_string());
     let key = &target.key;
     let mut state = (target.kind.fresh)();
-    let mut version = 0;
-    for event in store.load_events(tenant_id, key, 0).await? {
-        let next = i64::try_from(event.sequence).unwrap_or(i64::MAX);
-        if next > sequence {
-            break;
-        }
-        if next != version + 1 {
-            return Err(StoreError::Corrupt(format!(
-                "aggregate {}/{} jumps from event {version} to {next}",
-                key.aggregate_type, key.aggregate_id
-            )));
-        }
-        apply_stored(state.as_mut(), &target, event)?;
-        version = next;
-    }
+    let events = store.load_events(tenant_id, key, 0).await?;
+    let up_to = events
+        .into_iter()
+        .take_while(|event| i64::try_from(event.sequence).is_ok_and(|next| next <= sequence));
+    let version = apply_in_order(state.as_mut(), &target, 0, up_to)?;
     if version != sequence {
         return Err(StoreError::Corrupt(format!(
             "aggregate {}/{} has no event {sequence} (its last is {version})",
