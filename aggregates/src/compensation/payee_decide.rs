@@ -9,6 +9,7 @@ use super::rules::{basis_points_of, div_half_even, hourly_amount, PlanInEffect};
 use super::CompensationError;
 use crate::decide::Decide;
 use crate::ids::{LineId, PayRunId};
+use crate::journal::split::split_by_weights;
 use crate::money::{Amount, AmountError, Asset};
 use crate::rules::Rules;
 use chrono::{DateTime, Duration, Utc};
@@ -408,17 +409,17 @@ impl Payee {
     /// left of each month's commissions (what they accrued, less what
     /// earlier clawbacks sharing a capture with these freed there, and
     /// plus what their reversals gave back; by what they accrued when
-    /// nothing is left by that count), in exact minor units (the largest
-    /// remainders take the odd units, the earlier month first on a tie).
+    /// nothing is left by that count), in exact minor units by the
+    /// journal's largest-remainder split.
     fn cap_shares_of(&self, captures: &[String], due: i64) -> Result<Vec<CapShare>, AmountError> {
         let mut accrued: BTreeMap<String, i64> = BTreeMap::new();
         for line in self.commissions_of(captures) {
             let month = accrued.entry(cap_period(line.accrued_at)).or_default();
             *month = add(*month, line.amount.max(0))?;
         }
-        let mut left: BTreeMap<String, i128> = accrued
+        let mut left: BTreeMap<&str, i128> = accrued
             .iter()
-            .map(|(period, amount)| (period.clone(), i128::from(*amount)))
+            .map(|(period, amount)| (period.as_str(), i128::from(*amount)))
             .collect();
         let earlier = self.lines.iter().filter(|line| {
             line.kind == LineKind::Clawback
@@ -429,52 +430,34 @@ impl Payee {
                     .any(|capture| captures.contains(capture))
         });
         for share in earlier.flat_map(|line| &line.cap_shares) {
-            if let Some(month) = left.get_mut(&share.period) {
+            if let Some(month) = left.get_mut(share.period.as_str()) {
                 *month += i128::from(share.amount);
             }
         }
-        let mut weights: Vec<(String, i128)> = left
-            .into_iter()
-            .map(|(period, amount)| (period, amount.max(0)))
+        // Each month's weight is at most what it accrued: it fits 64 bits.
+        let mut weights: Vec<u64> = left
+            .values()
+            .map(|amount| u64::try_from((*amount).max(0)).unwrap_or(u64::MAX))
             .collect();
-        if weights.iter().all(|(_, weight)| *weight == 0) {
+        if weights.iter().all(|weight| *weight == 0) {
             weights = accrued
-                .into_iter()
-                .map(|(period, amount)| (period, i128::from(amount)))
+                .values()
+                .map(|amount| u64::try_from(*amount).unwrap_or(0))
                 .collect();
         }
-        let total: i128 = weights.iter().map(|(_, weight)| *weight).sum();
-        if total <= 0 {
+        let Ok(parts) = split_by_weights(Amount::new(due)?, &weights) else {
+            // No commission with anything accrued: no month to free.
             return Ok(Vec::new());
-        }
-        let mut shares: Vec<(String, i128, i128)> = weights
-            .into_iter()
-            .map(|(period, weight)| {
-                let exact = i128::from(due) * weight;
-                (period, exact / total, exact % total)
+        };
+        Ok(accrued
+            .into_keys()
+            .zip(parts)
+            .filter(|(_, part)| !part.is_zero())
+            .map(|(period, part)| CapShare {
+                period,
+                amount: -part.value(),
             })
-            .collect();
-        let mut left = i128::from(due) - shares.iter().map(|share| share.1).sum::<i128>();
-        let mut order: Vec<usize> = (0..shares.len()).collect();
-        order.sort_by(|a, b| shares[*b].2.cmp(&shares[*a].2).then(a.cmp(b)));
-        for index in order {
-            if left == 0 {
-                break;
-            }
-            shares[index].1 += 1;
-            left -= 1;
-        }
-        shares
-            .into_iter()
-            .filter(|share| share.1 != 0)
-            .map(|(period, amount, _)| {
-                let amount = i64::try_from(amount).map_err(|_| AmountError::Overflow)?;
-                Ok(CapShare {
-                    period,
-                    amount: -amount,
-                })
-            })
-            .collect()
+            .collect())
     }
 
     fn reverse_claw_back(
