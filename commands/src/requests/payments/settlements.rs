@@ -567,20 +567,22 @@ fn matching_accounts(processor: &str) -> Result<[PaymentAccount; 4], Refusal> {
 }
 
 impl ResolveBreak {
-    /// What the line of this break expects now of the item its reference
-    /// names, if it is exactly the line: refused (`break_not_matched`)
-    /// otherwise.
-    fn expected_now(&self, decider: &Decider<'_>, line: &Line) -> Result<Expected, Refusal> {
+    /// What the item the line of this break names expects now, if it is
+    /// exactly the line; else why not (`break_not_matched`). Refused only
+    /// when the request is stale.
+    fn expected_now(
+        &self,
+        decider: &Decider<'_>,
+        line: &Line,
+    ) -> Result<Result<Expected, SettlementError>, Refusal> {
         let not_matched = |expected: Option<i64>| {
-            Refusal::from(
-                aggregates::payments::settlement::SettlementError::BreakNotMatched {
-                    expected,
-                    actual: line.gross,
-                },
-            )
+            Ok(Err(SettlementError::BreakNotMatched {
+                expected,
+                actual: line.gross,
+            }))
         };
         let Some(kind) = reference_kind(line.line_type) else {
-            return Err(not_matched(None));
+            return not_matched(None);
         };
         let claim = reference_id(kind, &self.processor, &line.reference);
         let Some((asked, payment_id)) = &self.claim else {
@@ -598,7 +600,7 @@ impl ResolveBreak {
             )));
         }
         let Some(owner) = owner else {
-            return Err(not_matched(None));
+            return not_matched(None);
         };
         let payment = payment(decider, owner.payment_id, None)?;
         let expected = expect(
@@ -615,12 +617,12 @@ impl ResolveBreak {
                     && expected.gross != 0
                     && expected.gross == line.gross =>
             {
-                Ok(expected)
+                Ok(Ok(expected))
             }
             Some(expected) if !expected.settled && expected.asset == self.asset => {
-                Err(not_matched(Some(expected.gross)))
+                not_matched(Some(expected.gross))
             }
-            _ => Err(not_matched(None)),
+            _ => not_matched(None),
         }
     }
 
@@ -637,17 +639,13 @@ impl ResolveBreak {
             // The resolution itself says why (unknown, resolved already).
             return Ok(());
         };
-        if reference_kind(settled.line.line_type).is_none() {
-            return Ok(());
-        }
-        match self.expected_now(decider, &settled.line) {
+        match self.expected_now(decider, &settled.line)? {
             Ok(expected) => Err(SettlementError::BreakMatchable {
                 expected: expected.gross,
             }
             .into()),
             // Not matchable: the resolution goes on.
-            Err(Refusal::Rejected { code, .. }) if code == "break_not_matched" => Ok(()),
-            Err(refusal) => Err(refusal),
+            Err(_) => Ok(()),
         }
     }
 
@@ -659,7 +657,7 @@ impl ResolveBreak {
         let at = decider.at();
         let id = settlement_id(&self.processor, &self.batch_id);
         let settled = self.batch(decider, &id)?.open_break(self.break_id)?.clone();
-        let expected = self.expected_now(decider, &settled.line)?;
+        let expected = self.expected_now(decider, &settled.line)??;
         decider.execute::<Settlement>(
             &id,
             SettlementCommand::ResolveBreak {
