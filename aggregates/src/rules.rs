@@ -56,8 +56,17 @@ impl Rules {
     /// - work dated after it is recorded is refused (`work_in_future`): it
     ///   accrues payable at once, so a pay run could pay it first.
     pub const THIRD: Self = Self(3);
+    /// Version 4:
+    /// - a settlement batch that takes more from a processor's balance
+    ///   than the balance holds (its refunds and disputes outweigh its
+    ///   captures after a payout) is accepted: the shortfall is owed to the
+    ///   processor (`processor_payable:<p>`), and a later batch first pays
+    ///   down what is owed before adding to the balance. Before, such a
+    ///   file was refused (`credits_exceed_debits`), although it agreed
+    ///   with itself; the journal's own routes refuse the payable too.
+    pub const FOURTH: Self = Self(4);
     /// What new requests are decided under.
-    pub const CURRENT: Self = Self::THIRD;
+    pub const CURRENT: Self = Self::FOURTH;
 
     /// Version `version`, if this build knows it.
     pub fn new(version: u32) -> Option<Self> {
@@ -92,10 +101,13 @@ mod tests {
         assert_eq!(Rules::new(1), Some(Rules::FIRST));
         assert_eq!(Rules::new(2), Some(Rules::SECOND));
         assert_eq!(Rules::new(3), Some(Rules::THIRD));
+        assert_eq!(Rules::new(4), Some(Rules::FOURTH));
         assert_eq!(Rules::new(Rules::CURRENT.version() + 1), None);
         assert!(Rules::CURRENT.since(Rules::SECOND));
         assert!(Rules::CURRENT.since(Rules::THIRD));
         assert!(!Rules::FIRST.since(Rules::SECOND));
         assert!(!Rules::SECOND.since(Rules::THIRD));
+        assert!(Rules::CURRENT.since(Rules::FOURTH));
+        assert!(!Rules::THIRD.since(Rules::FOURTH));
     }
 }

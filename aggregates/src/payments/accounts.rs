@@ -59,6 +59,16 @@ pub fn processor_balance(processor: &str) -> Result<PaymentAccount, InvalidAccou
     )
 }
 
+/// What the tenant owes processor `processor`: a batch's shortfall beyond
+/// the processor's balance (since rules 4), paid down by later batches.
+/// Never below zero: nothing is prepaid.
+pub fn processor_payable(processor: &str) -> Result<PaymentAccount, InvalidAccountCode> {
+    account(
+        format!("processor_payable:{processor}"),
+        AccountSpec::new(AccountType::Liability).debits_must_not_exceed_credits(),
+    )
+}
+
 /// Processors' fees.
 pub fn processing_fees() -> PaymentAccount {
     fixed("processing_fees", AccountSpec::new(AccountType::Expense))
@@ -125,6 +135,7 @@ mod tests {
             cash(),
             gift_card("GC-1").unwrap(),
             processor_balance("stripe").unwrap(),
+            processor_payable("stripe").unwrap(),
             processing_fees(),
             funds_in_dispute(),
             dispute_fees(),
@@ -140,6 +151,12 @@ mod tests {
             ("cash", AccountType::Asset, false, false),
             ("gift_cards:GC-1", AccountType::Liability, true, false),
             ("processor_balance:stripe", AccountType::Asset, false, true),
+            (
+                "processor_payable:stripe",
+                AccountType::Liability,
+                true,
+                false,
+            ),
             ("processing_fees", AccountType::Expense, false, false),
             ("funds_in_dispute", AccountType::Asset, false, false),
             ("dispute_fees", AccountType::Expense, false, false),

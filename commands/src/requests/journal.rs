@@ -51,8 +51,16 @@ const PAYMENTS_OWNED: [(&str, &str); 5] = [
     ),
 ];
 
+/// Since version 4 of the rules, what the tenant owes a processor: only
+/// its settlements move it, so it agrees with the batches.
+const PAYABLE_OWNED: [(&str, &str); 1] = [(
+    "processor_payable:",
+    "what the tenant owes a processor: only its settlements",
+)];
+
 /// Refused: `code` is one a domain owns ([`DOMAIN_OWNED`]; under `rules`
-/// since version 3, [`PAYMENTS_OWNED`] too).
+/// since version 3, [`PAYMENTS_OWNED`] too, since version 4
+/// [`PAYABLE_OWNED`]).
 fn domain_owned<'a>(
     rules: Rules,
     codes: impl IntoIterator<Item = &'a AccountCode>,
@@ -62,10 +70,16 @@ fn domain_owned<'a>(
     } else {
         &[]
     };
+    let payable: &[(&str, &str)] = if rules.since(Rules::FOURTH) {
+        &PAYABLE_OWNED
+    } else {
+        &[]
+    };
     for code in codes {
         if let Some((_, owner)) = DOMAIN_OWNED
             .iter()
             .chain(payments)
+            .chain(payable)
             .find(|(prefix, _)| code.as_str().starts_with(prefix))
         {
             return Err(Refusal::Rejected {

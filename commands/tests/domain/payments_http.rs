@@ -1105,3 +1105,144 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
     .await;
     server.stop().await;
 }
+
+/// Pays out `batches` of stripe for `amount`, answering the status and body.
+async fn pay_out(client: &Client, key: &str, amount: i64, batches: &[&str]) -> (StatusCode, Value) {
+    let answer = client
+        .post(
+            "/v1/payouts",
+            key,
+            json!({"processor": "stripe", "currency": "USD", "amount": amount,
+                   "bank_account": "main", "settlements": batches}),
+        )
+        .await;
+    (answer.status, answer.body)
+}
+
+#[tokio::test]
+async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_the_next() {
+    // Proves: after a payout emptied the processor's balance, a batch of a
+    // refund (negative net) is accepted and its shortfall owed to the
+    // processor (processor_payable:stripe), to the unit; the next batch
+    // pays that down before adding to the balance; a payout of that batch
+    // alone is refused (credits_exceed_debits), with the batch that left
+    // the shortfall it is exactly what the balance holds; the trial
+    // balance stays zero. The same import under the third rules is refused
+    // as before (credits_exceed_debits), and the journal cannot open the
+    // payable.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (payment, _) = card_payment(&acme, "a", 1_000, "automatic", "ch_a").await;
+    let batch = |batch: &str, lines: Value| {
+        json!({"processor": "stripe", "batch_id": batch, "settled_at": "2026-12-03T00:00:00Z",
+               "currency": "USD", "lines": lines})
+    };
+    let settle = |key: &'static str, body: Value| {
+        let acme = &acme;
+        async move { accepted(acme, "/v1/settlements", key, body, 201).await }
+    };
+    settle(
+        "b-1",
+        batch("b_1", json!([line("capture", "ch_a", 1_000, 30)])),
+    )
+    .await;
+    let (status, body) = pay_out(&acme, "payout-1", 970, &["b_1"]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/refunds"),
+        "refund",
+        json!({"amount": 400, "reference": "re_1"}),
+        201,
+    )
+    .await;
+    let refund_batch = batch("b_2", json!([line("refund", "re_1", -400, 0)]));
+    // Under the third rules the processor's balance refuses the batch.
+    let older = commands::CommandBus::start(
+        server.db.store().clone(),
+        commands::BusConfig {
+            rules: aggregates::rules::Rules::THIRD,
+            ..commands::BusConfig::default()
+        },
+        std::sync::Arc::new(commands::Metrics::default()),
+    );
+    let refused = older
+        .execute(
+            acme.tenant_id.parse().unwrap(),
+            eventstore::IdempotencyKey::parse("b-2-old").unwrap(),
+            commands::requests::payments::ImportSettlement {
+                processor: "stripe".into(),
+                batch_id: "b_2".into(),
+                asset: aggregates::Asset::new("USD", 2).unwrap(),
+                settled_at: "2026-12-03T00:00:00Z".parse().unwrap(),
+                lines: serde_json::from_value(refund_batch["lines"].clone()).unwrap(),
+                payments: vec![Some(payment.parse().unwrap())],
+                entry_id: aggregates::EntryId::from_uuid(uuid::Uuid::from_u128(78)),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.body["error"]["code"], "credits_exceed_debits",
+        "{}",
+        refused.body
+    );
+    let (imported, seq) = settle("b-2", refund_batch).await;
+    assert_eq!(imported["matched"], 1);
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, seq, "processor_balance:stripe").await,
+        [970, 970, 0, 0]
+    );
+    assert_eq!(
+        sums(&acme, seq, "processor_payable:stripe").await,
+        [0, 400, 0, 0]
+    );
+    assert_eq!(
+        sums(&acme, seq, "receivable:stripe").await,
+        [1_400, 1_400, 0, 0]
+    );
+    assert_trial_balance_is_zero(&acme, seq).await;
+    card_payment(&acme, "b", 500, "automatic", "ch_b").await;
+    let (_, seq) = settle(
+        "b-3",
+        batch("b_3", json!([line("capture", "ch_b", 500, 15)])),
+    )
+    .await;
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, seq, "processor_payable:stripe").await,
+        [400, 400, 0, 0]
+    );
+    assert_eq!(
+        sums(&acme, seq, "processor_balance:stripe").await,
+        [1_055, 970, 0, 0]
+    );
+    let (status, body) = pay_out(&acme, "payout-3", 485, &["b_3"]).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("credits_exceed_debits")
+        ),
+        "{body}"
+    );
+    let (status, body) = pay_out(&acme, "payout-2-3", 85, &["b_2", "b_3"]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let seq = body["tenant_seq"].as_i64().unwrap();
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, seq, "processor_balance:stripe").await,
+        [1_055, 1_055, 0, 0]
+    );
+    assert_eq!(sums(&acme, seq, "bank:main").await, [1_055, 0, 0, 0]);
+    assert_trial_balance_is_zero(&acme, seq).await;
+    acme.post(
+        "/v1/journal/accounts",
+        "open-payable",
+        json!({"code": "processor_payable:adyen", "type": "liability", "flags": {}}),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
+    server.stop().await;
+}

@@ -468,6 +468,7 @@ fn tie_out(journal: &Journal, booked: &Booked, waterfall: &Waterfall) -> Vec<Che
         "processing_fees",
         "dispute_fees",
         "processor_balance:",
+        "processor_payable:",
     ]
     .map(|prefix| journal.posted(prefix));
     super::checks_per_asset(waterfall.keys(), |asset| {
@@ -501,11 +502,14 @@ fn tie_out(journal: &Journal, booked: &Booked, waterfall: &Waterfall) -> Vec<Che
                 of_booked(&booked.fees),
                 balance(3) + balance(4),
             ),
+            // What a processor holds less what is owed to it (a
+            // shortfall of a batch, since rules 4): the payable is
+            // credit-normal, so its debits less credits subtract it.
             (
                 "settled_not_paid_out",
-                "processor_balance: balance",
+                "processor_balance: balance less processor_payable:",
                 processor_balance,
-                balance(5),
+                balance(5) + balance(6),
             ),
         ]
     })

@@ -839,7 +839,7 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
     // payment's charge reference, both taken then) verify clean, each
     // decided again under the rules its first event records (none: the
     // first); the current rules refuse the same captures, and record
-    // `"rules": 3`; the rules are covered by the chain, and a request's
+    // the current version; the rules are covered by the chain, and a request's
     // rules rewritten to the current ones (the chain recomputed) is found
     // at its seq. A commitment created under the first rules has its expiry
     // scheduled as then, without timing out ended windows first.
@@ -955,7 +955,7 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
     assert_eq!(timeouts.as_array().map(Vec::len), Some(2), "{timeouts}");
     let first = current.events(0).await;
     assert!(
-        first[0].metadata.starts_with("{\"rules\": 3, "),
+        first[0].metadata.starts_with("{\"rules\": 4, "),
         "{}",
         first[0].metadata
     );

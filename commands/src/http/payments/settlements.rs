@@ -95,7 +95,10 @@ pub struct SettlementQuery {
 /// (`unknown_reference`, `amount_mismatch`, `currency_mismatch`,
 /// `duplicate`); one entry books the batch: the net to
 /// `processor_balance:<processor>`, the fees to `processing_fees`, what
-/// broke to `settlement_suspense`.
+/// broke to `settlement_suspense`. A batch taking more from the balance
+/// than it holds (refunds and disputes after a payout) owes the shortfall
+/// to the processor (`processor_payable:<processor>`), and later batches
+/// pay that down first.
 #[utoipa::path(
     post,
     path = "/v1/settlements",
@@ -114,7 +117,7 @@ pub struct SettlementQuery {
         (status = 400, description = "Invalid input, naming the line or field: `settlement_line_does_not_add_up` (a line whose `gross - fee` is not its `net`), `settlement_total_mismatch` (lines that do not add up to the stated total), `invalid_settlement_file` (a malformed CSV), `settlement_query_missing` (a CSV batch without its query parameters)", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
-        (status = 422, description = "`settlement_already_imported`: the processor's batch is imported already; `amount_overflow`: the lines add up past 64 bits; `asset_scale_mismatch`; `credits_exceed_debits`: the batch would take more from the processor's balance than it holds; or key reused", body = ErrorBody),
+        (status = 422, description = "`settlement_already_imported`: the processor's batch is imported already; `amount_overflow`: the lines add up past 64 bits; `asset_scale_mismatch`; `account_opened_otherwise`: an account the batch books to (`processor_payable:<processor>`) was opened through the journal, under rules before version 4, with another type or flags; or key reused", body = ErrorBody),
     )
 )]
 async fn import(
@@ -326,7 +329,7 @@ pub struct PayoutBody {
         (status = 400, description = "Invalid input, naming the field (a batch named twice)", body = ErrorBody),
         (status = 404, description = "`unknown_settlement`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`payout_amount_mismatch`: not the batches' net; `settlement_already_paid_out`; `payout_batch_mismatch`: a batch of another currency; `credits_exceed_debits`: more than the processor holds; `bank_account_reserved`: `payroll` (what pay runs pay from); or key reused", body = ErrorBody),
+        (status = 422, description = "`payout_amount_mismatch`: not the batches' net; `settlement_already_paid_out`; `payout_batch_mismatch`: a batch of another currency; `credits_exceed_debits`: more than the processor holds (a batch whose net first paid down what an earlier batch left owed is paid out together with that batch); `bank_account_reserved`: `payroll` (what pay runs pay from); or key reused", body = ErrorBody),
     )
 )]
 async fn create_payout(

@@ -13,7 +13,13 @@
 //! - any other break: the gross goes to `settlement_suspense`, the fee and
 //!   net as above;
 //! - an adjustment or a fee line, the processor's own: its gross and fee to
-//!   `processing_fees`.
+//!   `processing_fees`;
+//! - since rules 4, what the batch's nets take from `processor_balance:<p>`
+//!   beyond what it holds (refunds and disputes outweighing captures after
+//!   a payout) is owed to the processor, Cr `processor_payable:<p>`; and a
+//!   batch's nets first pay that down (Dr `processor_payable:<p>`) before
+//!   adding to the balance. So a payout must name the batch that left a
+//!   shortfall with the batches that paid it down.
 //!
 //! A break is resolved once (`ResolveBreak`): what it left in suspense is
 //! written off or adjusted.
@@ -23,7 +29,7 @@ use super::payment;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books::{self, EntryLine};
 use aggregates::ids::PaymentId;
-use aggregates::journal::account::AccountCode;
+use aggregates::journal::account::{AccountBalance, AccountCode, LedgerAccount};
 use aggregates::journal::entry::EntryRecord;
 use aggregates::journal::Side;
 use aggregates::money::{Amount, Asset};
@@ -198,6 +204,47 @@ impl Movements {
         *self.0.entry(account.clone()).or_default() += debit;
     }
 
+    /// Since rules 4: what the batch takes from the processor's `balance`
+    /// beyond what it holds is owed to the processor instead (`payable`),
+    /// and what the batch adds first pays down what is owed. Answers
+    /// whether the payable moves.
+    fn net_against_payable(
+        &mut self,
+        decider: &Decider<'_>,
+        balance: &PaymentAccount,
+        payable: &PaymentAccount,
+        asset: &Asset,
+    ) -> Result<bool, Refusal> {
+        let net = self.0.get(&balance.code).copied().unwrap_or(0);
+        let held = |code: &AccountCode| -> Result<AccountBalance, Refusal> {
+            Ok(decider
+                .state::<LedgerAccount>(code.as_str())?
+                .balance(asset))
+        };
+        // The payable's signed debit: a credit (what the balance cannot
+        // give, as its flag counts it), or a debit (what is owed, as far
+        // as the batch adds).
+        let moved = if net < 0 {
+            let held = held(&balance.code)?;
+            let room = held.debits_posted.value()
+                - held.credits_posted.value()
+                - held.credits_pending.value();
+            -(-net - room.max(0)).max(0)
+        } else {
+            let owed = held(&payable.code)?;
+            let owed = owed.credits_posted.value()
+                - owed.debits_posted.value()
+                - owed.debits_pending.value();
+            net.min(owed.max(0))
+        };
+        if moved == 0 {
+            return Ok(false);
+        }
+        self.add(&balance.code, -moved);
+        self.add(&payable.code, moved);
+        Ok(true)
+    }
+
     fn lines(self, asset: &Asset) -> Result<Vec<EntryLine>, Refusal> {
         let mut lines = Vec::new();
         for (account, debit) in self.0 {
@@ -269,13 +316,16 @@ impl Request for ImportSettlement {
                 .into_iter()
                 .map(|payment_id| Target::of::<Payment>(payment_id.to_string())),
         );
-        if let Ok(accounts) = self.accounts() {
+        if let (Ok(accounts), Ok(payable)) = (
+            self.accounts(),
+            accounts::processor_payable(&self.processor),
+        ) {
             let dispute_fees = accounts::dispute_fees().code;
             targets.extend(books::money_targets(
                 accounts
                     .iter()
                     .map(|account| &account.code)
-                    .chain([&dispute_fees]),
+                    .chain([&dispute_fees, &payable.code]),
                 [&self.asset],
             ));
         }
@@ -378,6 +428,13 @@ impl Request for ImportSettlement {
                 if settles(&settled.outcome, expected.gross != 0) {
                     settle_item(decider, expected, &id, at)?;
                 }
+            }
+        }
+        if decider.rules().since(Rules::FOURTH) {
+            let payable = accounts::processor_payable(&self.processor)
+                .map_err(|_| super::invalid("processor", &self.processor))?;
+            if movements.net_against_payable(decider, &balance, &payable, &self.asset)? {
+                super::open(decider, &[&payable])?;
             }
         }
         let entry_lines = movements.lines(&self.asset)?;
