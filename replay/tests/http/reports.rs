@@ -912,9 +912,20 @@ async fn the_payments_report_ties_out_dispute_lines_matched_late_or_off_by_an_am
     .await;
     assert_eq!(matched["resolution"], "match", "{matched}");
     catch_up(&db).await;
+    payments_report_tied_out(&client, &base, &store, &acme).await;
+}
+
+/// The payments report of `tenant` at its head, online, after asserting it
+/// ties out and that the offline report of an export says the same.
+async fn payments_report_tied_out(
+    client: &reqwest::Client,
+    base: &str,
+    store: &eventstore::EventStore,
+    tenant: &eventstore::NewTenant,
+) -> Value {
     let text = client
         .get(format!("{base}/v1/reports/payments"))
-        .bearer_auth(&acme.api_key)
+        .bearer_auth(&tenant.api_key)
         .send()
         .await
         .unwrap()
@@ -923,8 +934,8 @@ async fn the_payments_report_ties_out_dispute_lines_matched_late_or_off_by_an_am
         .unwrap();
     let report: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(report["tie_out"]["agrees"], true, "{report}");
-    let file = std::env::temp_dir().join(format!("disputes-report-{}.jsonl", acme.tenant_id));
-    replay::export::export(&store, acme.tenant_id, &file, false)
+    let file = std::env::temp_dir().join(format!("payments-head-{}.jsonl", tenant.tenant_id));
+    replay::export::export(store, tenant.tenant_id, &file, false)
         .await
         .unwrap();
     let offline_head = offline::report(
@@ -935,6 +946,7 @@ async fn the_payments_report_ties_out_dispute_lines_matched_late_or_off_by_an_am
     .unwrap();
     std::fs::remove_file(&file).unwrap();
     assert_eq!(offline_head.to_json_text(), text);
+    report
 }
 
 #[tokio::test]
@@ -1130,17 +1142,7 @@ async fn the_payments_report_ties_out_a_batch_shortfall_owed_to_the_processor() 
     .await;
     assert_eq!(short["matched"], 1, "{short}");
     catch_up(&db).await;
-    let text = client
-        .get(format!("{base}/v1/reports/payments"))
-        .bearer_auth(&acme.api_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let report: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(report["tie_out"]["agrees"], true, "{report}");
+    let report = payments_report_tied_out(&client, &base, &store, &acme).await;
     let settled = report["tie_out"]["checks"]
         .as_array()
         .unwrap()
@@ -1160,16 +1162,4 @@ async fn the_payments_report_ties_out_a_batch_shortfall_owed_to_the_processor() 
             .await
             .unwrap();
     assert!(verified.ok, "{:?}", verified.lines());
-    let file = std::env::temp_dir().join(format!("shortfall-report-{}.jsonl", acme.tenant_id));
-    replay::export::export(&store, acme.tenant_id, &file, false)
-        .await
-        .unwrap();
-    let offline_head = offline::report(
-        &file,
-        ReportName::Payments,
-        (Point::Head, Options::default()),
-    )
-    .unwrap();
-    std::fs::remove_file(&file).unwrap();
-    assert_eq!(offline_head.to_json_text(), text);
 }
