@@ -86,24 +86,19 @@ fn balances_report(
     let mut per_asset: BTreeMap<String, (i128, i128)> = BTreeMap::new();
     for (account, account_type, asset, debits, credits) in balances.entries() {
         let totals = per_asset.entry(asset.to_string()).or_insert((0, 0));
-        totals.0 += i128::from(debits);
-        totals.1 += i128::from(credits);
+        totals.0 = totals.0.saturating_add(debits);
+        totals.1 = totals.1.saturating_add(credits);
         let (debits_pending, credits_pending) = pending
             .remove(&(account.to_string(), asset.to_string()))
             .map_or((0, 0), |(_, debits, credits)| (debits, credits));
-        let available = account_type.available(
-            i128::from(debits),
-            i128::from(credits),
-            debits_pending,
-            credits_pending,
-        );
+        let available = account_type.available(debits, credits, debits_pending, credits_pending);
         accounts.push(json!({
             "account": account,
             "type": account_type.as_str(),
             "asset": asset,
             "debits": debits.to_string(),
             "credits": credits.to_string(),
-            "balance": (i128::from(credits) - i128::from(debits)).to_string(),
+            "balance": credits.saturating_sub(debits).to_string(),
             "debits_pending": debits_pending.to_string(),
             "credits_pending": credits_pending.to_string(),
             "available": available.to_string(),

@@ -123,7 +123,7 @@ impl TenantState {
         Self {
             partial,
             fold: None,
-            balances: Balances::default(),
+            balances: Balances::wide(),
             versions: HashMap::new(),
             last_seq: 0,
             last_hash: None,

@@ -368,17 +368,22 @@ impl fmt::Display for JournalEntry {
     }
 }
 
-/// Running balances of accounts, enforcing their flags.
+/// Running balances of accounts, enforcing their flags. A total stays
+/// within 64 bits (what the quota domain decides by), unless the balances
+/// are [`Balances::wide`]: a tenant's whole journal, whose accounts total
+/// in 128 bits as the ledger's accounts do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balances {
     /// account code -> its type and, per asset, (debits, credits).
     accounts: BTreeMap<String, AccountTotals>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    wide: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct AccountTotals {
     account_type: AccountType,
-    assets: BTreeMap<String, (i64, i64)>,
+    assets: BTreeMap<String, (i128, i128)>,
 }
 
 /// A posting that would break an account's flag.
@@ -391,12 +396,32 @@ pub enum BalanceError {
 }
 
 impl Balances {
+    /// Balances whose totals may pass 64 bits (up to 128): a tenant's whole
+    /// journal, as the ledger's accounts total.
+    pub fn wide() -> Self {
+        Self {
+            accounts: BTreeMap::new(),
+            wide: true,
+        }
+    }
+
     /// Applies an entry, refusing (and changing nothing) if an account flag
-    /// would be broken.
+    /// would be broken, or a total would pass 64 bits (128 when wide).
     pub fn post(&mut self, entry: &JournalEntry) -> Result<(), BalanceError> {
+        let most = if self.wide {
+            i128::MAX
+        } else {
+            i128::from(i64::MAX)
+        };
+        let add = |total: i128, amount: Amount| {
+            total
+                .checked_add(i128::from(amount.value()))
+                .filter(|sum| *sum <= most)
+                .ok_or(AmountError::Overflow)
+        };
         // Check every touched (account, asset) first, then apply: nothing
         // changes when a flag would break.
-        let mut after: Vec<(&Account, &str, (i64, i64))> =
+        let mut after: Vec<(&Account, &str, (i128, i128))> =
             Vec::with_capacity(entry.postings().len());
         for posting in entry.postings() {
             let asset = posting.asset.as_str();
@@ -413,18 +438,8 @@ impl Balances {
                 }
             };
             match posting.side {
-                Side::Debit => {
-                    totals.0 = totals
-                        .0
-                        .checked_add(posting.amount.value())
-                        .ok_or(AmountError::Overflow)?
-                }
-                Side::Credit => {
-                    totals.1 = totals
-                        .1
-                        .checked_add(posting.amount.value())
-                        .ok_or(AmountError::Overflow)?
-                }
+                Side::Debit => totals.0 = add(totals.0, posting.amount)?,
+                Side::Credit => totals.1 = add(totals.1, posting.amount)?,
             }
         }
         for (account, asset, (debits, credits)) in &after {
@@ -464,7 +479,7 @@ impl Balances {
     }
 
     /// (debits, credits) of an account in an asset.
-    pub fn of(&self, account: &str, asset: &Asset) -> (i64, i64) {
+    pub fn of(&self, account: &str, asset: &Asset) -> (i128, i128) {
         self.accounts
             .get(account)
             .and_then(|totals| totals.assets.get(asset.as_str()))
@@ -473,7 +488,7 @@ impl Balances {
     }
 
     /// Every (account, type, asset, debits, credits), by account then asset.
-    pub fn entries(&self) -> impl Iterator<Item = (&str, AccountType, &str, i64, i64)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&str, AccountType, &str, i128, i128)> {
         self.accounts.iter().flat_map(|(code, totals)| {
             totals.assets.iter().map(move |(asset, (debits, credits))| {
                 (
@@ -491,7 +506,8 @@ impl Balances {
     pub fn trial_balance(&self) -> BTreeMap<String, i128> {
         let mut sums: BTreeMap<String, i128> = BTreeMap::new();
         for (_, _, asset, debits, credits) in self.entries() {
-            *sums.entry(asset.to_string()).or_insert(0) += i128::from(debits) - i128::from(credits);
+            let sum = sums.entry(asset.to_string()).or_insert(0);
+            *sum = sum.saturating_add(debits).saturating_sub(credits);
         }
         sums
     }
@@ -580,6 +596,35 @@ mod tests {
             r#"{"postings":[{"account":{"code":"quota_issued:credits","type":"equity"},"asset":"CREDITS/0","side":"debit","amount":3},{"account":{"code":"grant:g1","type":"liability","flags":{"debits_must_not_exceed_credits":true}},"asset":"CREDITS/0","side":"credit","amount":3}]}"#
         );
         assert_eq!(serde_json::from_str::<JournalEntry>(&text).unwrap(), entry);
+    }
+
+    #[test]
+    fn a_tenants_wide_balances_pass_64_bits_where_narrow_ones_refuse() {
+        // Three entries of 4e18 wei: the third takes the totals past
+        // i64::MAX. A tenant's whole journal (wide) keeps them, as the
+        // ledger's 128-bit accounts do; narrow balances (the quota
+        // domain's) refuse the third and keep the two before.
+        let eth = Asset::new("ETH", 18).unwrap();
+        let cash = Account::new("cash", AccountType::Asset);
+        let held = Account::new("held", AccountType::Liability).without_overdraft();
+        let entry =
+            JournalEntry::transfer(cash, held, &eth, amount(4_000_000_000_000_000_000)).unwrap();
+        let mut wide = Balances::wide();
+        let mut narrow = Balances::default();
+        for _ in 0..2 {
+            wide.post(&entry).unwrap();
+            narrow.post(&entry).unwrap();
+        }
+        wide.post(&entry).unwrap();
+        assert_eq!(
+            narrow.post(&entry),
+            Err(BalanceError::Amount(AmountError::Overflow))
+        );
+        assert_eq!(wide.of("held", &eth), (0, 12_000_000_000_000_000_000));
+        assert_eq!(narrow.of("held", &eth), (0, 8_000_000_000_000_000_000));
+        assert_eq!(wide.trial_balance().get("ETH/18"), Some(&0));
+        // Narrow balances serialize as before (no `wide` member).
+        assert!(!serde_json::to_string(&narrow).unwrap().contains("wide"));
     }
 
     #[test]

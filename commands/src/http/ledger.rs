@@ -147,7 +147,7 @@ pub struct EntryBody {
     responses(
         (status = 201, description = "Posted", body = Accepted<EntryAnswer>),
         (status = 404, description = "`account_not_opened`", body = ErrorBody),
-        (status = 422, description = "`unbalanced_entry` (details: asset, debits, credits); `debits_exceed_credits` or `credits_exceed_debits`: an account's flag (details: asset, available); `asset_scale_mismatch`; `amount_overflow`: an account's total would pass 64 bits; `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
+        (status = 422, description = "`unbalanced_entry` (details: asset, debits, credits); `debits_exceed_credits` or `credits_exceed_debits`: an account's flag (details: asset, available); `asset_scale_mismatch`; `amount_overflow`: the entry's lines in one asset add up past 64 bits (an account's totals are kept in 128); `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
     )
 )]
 async fn post_entry(

@@ -405,12 +405,6 @@ impl Request for ResolveHold {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at_due(self.due_at)?;
-        // A hold placed on an account the journal has since come to refuse
-        // (under older rules) is voided or expires, never posted.
-        if matches!(self.resolve, Resolve::Post { .. }) && decider.rules().since(Rules::THIRD) {
-            let accounts = [&self.transfer.debit, &self.transfer.credit];
-            domain_owned(decider.rules(), accounts)?;
-        }
         let command = match self.resolve {
             Resolve::Post { amount, entry_id } => HoldCommand::Post {
                 amount,
@@ -424,6 +418,14 @@ impl Request for ResolveHold {
         let reference = Some(format!("hold:{hold_id}"));
         let resolved =
             books::resolve_hold(decider, self.hold_id, &self.transfer, command, reference)?;
+        // A hold placed on an account the journal has since come to refuse
+        // (under older rules) is voided or expires, never posted. Checked
+        // once the hold took the post, so a hold resolved already answers
+        // how (`hold_already_voided`, ...); the refusal drops it all.
+        if matches!(self.resolve, Resolve::Post { .. }) && decider.rules().since(Rules::THIRD) {
+            let accounts = [&self.transfer.debit, &self.transfer.credit];
+            domain_owned(decider.rules(), accounts)?;
+        }
         let mut answer = HoldAnswer::of(self.hold_id, &self.transfer, resolved.expires_at);
         answer.status = match self.resolve {
             Resolve::Post { .. } => "posted",

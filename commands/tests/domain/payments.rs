@@ -742,6 +742,7 @@ async fn paid_out(server: &TestServer, bus: &CommandBus, acme: &Client) {
         processor: "stripe".into(),
         bank_account: "main".into(),
         asset: usd(),
+        netting_id: None,
     };
     let failed = run(bus, acme, "payout-1-failed", failed).await;
     assert_eq!(failed.status, 200, "{}", failed.body);

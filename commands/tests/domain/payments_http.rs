@@ -1095,6 +1095,10 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
     let voided = acme.post(&path("void"), "void-old-hold", json!({})).await;
     assert_eq!(voided.status, StatusCode::OK, "{}", voided.body);
+    // Resolved already: a late post says how, as on any account.
+    acme.post(&path("post"), "post-voided-hold", json!({"amount": 100}))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "hold_already_voided");
     accepted(
         &acme,
         &format!("/v1/payments/{payment}/refunds"),
@@ -1126,8 +1130,10 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     // processor (processor_payable:stripe), to the unit; the next batch
     // pays that down before adding to the balance; a payout of that batch
     // alone is refused (credits_exceed_debits), with the batch that left
-    // the shortfall it is exactly what the balance holds; the trial
-    // balance stays zero. The same import under the third rules is refused
+    // the shortfall it is exactly what the balance holds; a payout that
+    // fails after another shortfall pays that down at once from the money
+    // back; the trial balance stays zero. The same import under the third
+    // rules is refused
     // as before (credits_exceed_debits), and the journal cannot open the
     // payable.
     let server = TestServer::start().await;
@@ -1146,8 +1152,8 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
         batch("b_1", json!([line("capture", "ch_a", 1_000, 30)])),
     )
     .await;
-    let (status, body) = pay_out(&acme, "payout-1", 970, &["b_1"]).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, first_payout) = pay_out(&acme, "payout-1", 970, &["b_1"]).await;
+    assert_eq!(status, StatusCode::CREATED, "{first_payout}");
     accepted(
         &acme,
         &format!("/v1/payments/{payment}/refunds"),
@@ -1237,6 +1243,52 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     );
     assert_eq!(sums(&acme, seq, "bank:main").await, [1_055, 0, 0, 0]);
     assert_trial_balance_is_zero(&acme, seq).await;
+    // Another shortfall, then the first payout fails: the money back at
+    // the processor pays down what is owed at once.
+    let (payment_b, _) = card_payment(&acme, "c", 300, "automatic", "ch_c").await;
+    accepted(
+        &acme,
+        &format!("/v1/payments/{payment_b}/refunds"),
+        "refund-c",
+        json!({"amount": 300, "reference": "re_c"}),
+        201,
+    )
+    .await;
+    settle(
+        "b-4",
+        batch("b_4", json!([line("refund", "re_c", -300, 0)])),
+    )
+    .await;
+    let payout_1 = first_payout["payout_id"].as_str().unwrap();
+    let (_, seq) = accepted(
+        &acme,
+        &format!("/v1/payouts/{payout_1}/failed"),
+        "payout-1-failed",
+        json!({"reason": "account closed"}),
+        200,
+    )
+    .await;
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, seq, "processor_payable:stripe").await,
+        [700, 700, 0, 0]
+    );
+    assert_eq!(
+        sums(&acme, seq, "processor_balance:stripe").await,
+        [2_025, 1_355, 0, 0]
+    );
+    assert_trial_balance_is_zero(&acme, seq).await;
+    let (status, body) = pay_out(&acme, "payout-1-again", 970, &["b_1"]).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("credits_exceed_debits")
+        ),
+        "{body}"
+    );
+    let (status, body) = pay_out(&acme, "payout-1-4", 670, &["b_1", "b_4"]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     acme.post(
         "/v1/journal/accounts",
         "open-payable",

@@ -350,8 +350,9 @@ async fn a_history_of_every_request_kind_verifies_clean_and_replays() {
 }
 
 /// Runs every journal request on tenant 0 from `now` on: two accounts
-/// opened, two entries posted and one of them reversed, and holds posted in
-/// part, voided and expired.
+/// opened, two entries posted and one of them reversed, holds posted in
+/// part, voided and expired, and three ETH entries taking the accounts'
+/// totals past 64 bits (which verify, like the ledger, totals in 128).
 async fn journal_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
     use aggregates::journal::account::{AccountCode, AccountSpec};
     use aggregates::journal::hold::PendingTransfer;
@@ -448,6 +449,24 @@ async fn journal_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
             due_at: None,
         };
         ledger.run(0, &format!("resolve-{key}"), resolution).await;
+    }
+    // Accounts whose totals pass 64 bits: three entries of 4 ETH in wei.
+    let eth = Asset::new("ETH", 18).unwrap();
+    for key in ["eth-1", "eth-2", "eth-3"] {
+        let entry = PostEntry {
+            entry_id: EntryId::from_uuid(id(key, "entry")),
+            lines: [(code("cash"), Side::Debit), (code("held"), Side::Credit)]
+                .map(|(account, side)| EntryLine {
+                    account,
+                    asset: eth.clone(),
+                    side,
+                    amount: units(4_000_000_000_000_000_000),
+                })
+                .to_vec(),
+            effective_at: None,
+            reference: None,
+        };
+        ledger.run(0, key, entry).await;
     }
 }
 
@@ -693,6 +712,7 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
         processor: "stripe".into(),
         bank_account: "main".into(),
         asset: usd.clone(),
+        netting_id: Some(aggregates::EntryId::from_uuid(id(963))),
     };
     ledger.run(0, "payout-1-failed", failed).await;
     ledger.run(0, "payout-2", payout(970)).await;

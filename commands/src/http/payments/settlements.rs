@@ -329,7 +329,7 @@ pub struct PayoutBody {
         (status = 400, description = "Invalid input, naming the field (a batch named twice)", body = ErrorBody),
         (status = 404, description = "`unknown_settlement`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`payout_amount_mismatch`: not the batches' net; `settlement_already_paid_out`; `payout_batch_mismatch`: a batch of another currency; `credits_exceed_debits`: more than the processor holds (a batch whose net first paid down what an earlier batch left owed is paid out together with that batch); `bank_account_reserved`: `payroll` (what pay runs pay from); or key reused", body = ErrorBody),
+        (status = 422, description = "`payout_amount_mismatch`: not the batches' net; `settlement_already_paid_out`; `payout_batch_mismatch`: a batch of another currency; `credits_exceed_debits`: more than the processor's balance holds (a batch whose net paid down a shortfall an earlier batch left owed is paid out together with that batch); `bank_account_reserved`: `payroll` (what pay runs pay from); or key reused", body = ErrorBody),
     )
 )]
 async fn create_payout(
@@ -403,7 +403,9 @@ async fn payout_paid(
 }
 
 /// Marks a pending payout failed: its entry is reversed (the money is
-/// back at the processor) and its batches may be paid out again.
+/// back at the processor) and its batches may be paid out again. What the
+/// tenant owes the processor (`processor_payable:<processor>`, a batch's
+/// shortfall) is paid down at once from the money back, as far as it goes.
 #[utoipa::path(
     post,
     path = "/v1/payouts/{payout_id}/failed",
@@ -430,6 +432,7 @@ async fn payout_failed(
     ApiJson(body): ApiJson<super::refunds::FailureBody>,
 ) -> Result<Response, ApiError> {
     let reversal_id = EntryId::from_uuid(derive_id(tenant_id, &key, "reversal"));
+    let netting_id = EntryId::from_uuid(derive_id(tenant_id, &key, "netting"));
     let asked = json!({"payout_id": payout_id, "body": &body});
     submit(&state, tenant_id, key, asked, || async {
         let payout: Payout = current_one(&state.store, tenant_id, &payout_id.to_string()).await?;
@@ -445,6 +448,7 @@ async fn payout_failed(
             processor: terms.processor,
             bank_account: terms.bank_account,
             asset: terms.asset,
+            netting_id: Some(netting_id),
         })
     })
     .await

@@ -4,15 +4,19 @@
 //! batches may be paid out again.
 
 use super::answers::PayoutAnswer;
+use super::settlements;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books;
 use aggregates::journal::account::AccountCode;
 use aggregates::journal::entry::EntryRecord;
 use aggregates::money::Asset;
+use aggregates::money::{Amount, AmountError};
 use aggregates::payments::accounts::{self, PaymentAccount};
 use aggregates::payments::payout::{Payout, PayoutCommand, PayoutTerms};
 use aggregates::payments::settlement::{Settlement, SettlementCommand, SettlementError};
+use aggregates::rules::Rules;
 use aggregates::{EntryId, RejectionKind};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -201,7 +205,10 @@ impl Request for MarkPayoutPaid {
 
 /// A payout that failed: its entry (`entry_id`) is reversed by
 /// `reversal_id` and its batches may be paid out again. What it names is
-/// the payout's, resolved before submission.
+/// the payout's, resolved before submission. Since rules 4, what the
+/// money back at the processor covers of what the tenant owes it (a
+/// batch's shortfall) is paid down at once by `netting_id`, so the
+/// processor never holds money of the tenant's while the tenant owes it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MarkPayoutFailed {
@@ -213,20 +220,60 @@ pub struct MarkPayoutFailed {
     pub processor: String,
     pub bank_account: String,
     pub asset: Asset,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netting_id: Option<EntryId>,
+}
+
+impl MarkPayoutFailed {
+    /// Since rules 4: pays down, Dr `processor_payable:<p>` / Cr
+    /// `processor_balance:<p>`, as much of what is owed as the balance
+    /// now holds (the entry `netting_id`).
+    fn net_owed(&self, decider: &mut Decider<'_>, at: DateTime<Utc>) -> Result<(), Refusal> {
+        let Some(netting_id) = self.netting_id else {
+            return Ok(());
+        };
+        let payable = accounts::processor_payable(&self.processor)
+            .map_err(|_| super::invalid("processor", &self.processor))?;
+        let balance = accounts::processor_balance(&self.processor)
+            .map_err(|_| super::invalid("processor", &self.processor))?;
+        let owed = settlements::owed(decider, &payable, &self.asset)?;
+        let amount = owed.min(settlements::room(decider, &balance, &self.asset)?);
+        if amount == 0 {
+            return Ok(());
+        }
+        let amount =
+            Amount::new(i64::try_from(amount).map_err(|_| Refusal::from(AmountError::Overflow))?)?;
+        let lines = books::transfer_lines(&payable.code, &balance.code, &self.asset, amount);
+        books::post(
+            decider,
+            netting_id,
+            &lines,
+            Some(format!("payout:{}", self.payout_id)),
+            at,
+        )
+    }
 }
 
 impl Request for MarkPayoutFailed {
     const KIND: &'static str = "mark_payout_failed";
 
     fn targets(&self) -> Vec<Target> {
-        targets(
+        let mut targets = targets(
             self.payout_id,
             &self.batches,
             &[self.entry_id, self.reversal_id],
             &self.processor,
             &self.bank_account,
             &self.asset,
-        )
+        );
+        if let (Some(netting_id), Ok(payable)) = (
+            self.netting_id,
+            accounts::processor_payable(&self.processor),
+        ) {
+            targets.push(Target::of::<EntryRecord>(netting_id.to_string()));
+            targets.extend(books::money_targets([&payable.code], [&self.asset]));
+        }
+        targets
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
@@ -279,6 +326,9 @@ impl Request for MarkPayoutFailed {
             return Err(Refusal::Internal(
                 "the payout's entry posts to other accounts than the request names".into(),
             ));
+        }
+        if decider.rules().since(Rules::FOURTH) {
+            self.net_owed(decider, at)?;
         }
         Reply::ok(
             self.payout_id.to_string(),

@@ -18,8 +18,9 @@
 //!   beyond what it holds (refunds and disputes outweighing captures after
 //!   a payout) is owed to the processor, Cr `processor_payable:<p>`; and a
 //!   batch's nets first pay that down (Dr `processor_payable:<p>`) before
-//!   adding to the balance. So a payout must name the batch that left a
-//!   shortfall with the batches that paid it down.
+//!   adding to the balance (a failed payout's money back pays it down
+//!   too: see `payouts`). A payout the balance cannot cover is refused by
+//!   its flag.
 //!
 //! A break is resolved once (`ResolveBreak`): what it left in suspense is
 //! written off or adjusted.
@@ -216,26 +217,13 @@ impl Movements {
         asset: &Asset,
     ) -> Result<bool, Refusal> {
         let net = self.0.get(&balance.code).copied().unwrap_or(0);
-        let held = |code: &AccountCode| -> Result<AccountBalance, Refusal> {
-            Ok(decider
-                .state::<LedgerAccount>(code.as_str())?
-                .balance(asset))
-        };
         // The payable's signed debit: a credit (what the balance cannot
         // give, as its flag counts it), or a debit (what is owed, as far
         // as the batch adds).
         let moved = if net < 0 {
-            let held = held(&balance.code)?;
-            let room = held.debits_posted.value()
-                - held.credits_posted.value()
-                - held.credits_pending.value();
-            -(-net - room.max(0)).max(0)
+            -(-net - room(decider, balance, asset)?).max(0)
         } else {
-            let owed = held(&payable.code)?;
-            let owed = owed.credits_posted.value()
-                - owed.debits_posted.value()
-                - owed.debits_pending.value();
-            net.min(owed.max(0))
+            net.min(owed(decider, payable, asset)?)
         };
         if moved == 0 {
             return Ok(false);
@@ -262,6 +250,44 @@ impl Movements {
         }
         Ok(lines)
     }
+}
+
+/// What `balance` (a processor's balance) can still give, as its flag
+/// counts it: posted debits less posted and pending credits (never below
+/// zero).
+pub(super) fn room(
+    decider: &Decider<'_>,
+    balance: &PaymentAccount,
+    asset: &Asset,
+) -> Result<i128, Refusal> {
+    let held = decider
+        .state::<LedgerAccount>(balance.code.as_str())?
+        .balance(asset);
+    Ok(
+        (held.debits_posted.value() - held.credits_posted.value() - held.credits_pending.value())
+            .max(0),
+    )
+}
+
+/// What `payable` says the tenant owes the processor, as its flag counts
+/// it: posted credits less posted and pending debits (never below zero).
+/// Nothing when the account was opened otherwise than payments open it
+/// (through the journal, under rules before version 4): what it holds is
+/// not the settlements'.
+pub(super) fn owed(
+    decider: &Decider<'_>,
+    payable: &PaymentAccount,
+    asset: &Asset,
+) -> Result<i128, Refusal> {
+    let account = decider.state::<LedgerAccount>(payable.code.as_str())?;
+    if account.spec != Some(payable.spec) {
+        return Ok(0);
+    }
+    let held: AccountBalance = account.balance(asset);
+    Ok(
+        (held.credits_posted.value() - held.debits_posted.value() - held.debits_pending.value())
+            .max(0),
+    )
 }
 
 /// Settles `expected`'s item in its payment, in batch `batch`.
@@ -316,16 +342,15 @@ impl Request for ImportSettlement {
                 .into_iter()
                 .map(|payment_id| Target::of::<Payment>(payment_id.to_string())),
         );
-        if let (Ok(accounts), Ok(payable)) = (
-            self.accounts(),
-            accounts::processor_payable(&self.processor),
-        ) {
+        if let Ok(accounts) = self.accounts() {
             let dispute_fees = accounts::dispute_fees().code;
+            let payable = accounts::processor_payable(&self.processor).ok();
             targets.extend(books::money_targets(
                 accounts
                     .iter()
                     .map(|account| &account.code)
-                    .chain([&dispute_fees, &payable.code]),
+                    .chain([&dispute_fees])
+                    .chain(payable.as_ref().map(|payable| &payable.code)),
                 [&self.asset],
             ));
         }
