@@ -1132,10 +1132,10 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     // alone is refused (credits_exceed_debits), with the batch that left
     // the shortfall it is exactly what the balance holds; a payout that
     // fails after another shortfall pays that down at once from the money
-    // back; the trial balance stays zero. The same import under the third
-    // rules is refused
-    // as before (credits_exceed_debits), and the journal cannot open the
-    // payable.
+    // back; in part, a shortfall takes what the balance holds first and a
+    // batch pays down what it can; the trial balance stays zero. The same
+    // import under the third rules is refused as before
+    // (credits_exceed_debits), and the journal cannot open the payable.
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
     let (payment, _) = card_payment(&acme, "a", 1_000, "automatic", "ch_a").await;
@@ -1289,6 +1289,48 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     );
     let (status, body) = pay_out(&acme, "payout-1-4", 670, &["b_1", "b_4"]).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+    // In part: a shortfall beyond what the balance holds (300 of 400),
+    // then a batch paying down part of what is owed (50 of 100).
+    let (payment_d, _) = card_payment(&acme, "d", 700, "automatic", "ch_d").await;
+    settle(
+        "b-5",
+        batch("b_5", json!([line("capture", "ch_d", 700, 400)])),
+    )
+    .await;
+    accepted(
+        &acme,
+        &format!("/v1/payments/{payment_d}/refunds"),
+        "refund-d",
+        json!({"amount": 400, "reference": "re_d"}),
+        201,
+    )
+    .await;
+    let (_, seq) = settle(
+        "b-6",
+        batch("b_6", json!([line("refund", "re_d", -400, 0)])),
+    )
+    .await;
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, seq, "processor_balance:stripe").await,
+        [2_325, 2_325, 0, 0]
+    );
+    assert_eq!(
+        sums(&acme, seq, "processor_payable:stripe").await,
+        [700, 800, 0, 0]
+    );
+    card_payment(&acme, "e", 50, "automatic", "ch_e").await;
+    let (_, seq) = settle("b-7", batch("b_7", json!([line("capture", "ch_e", 50, 0)]))).await;
+    server.catch_up().await;
+    assert_eq!(
+        sums(&acme, seq, "processor_payable:stripe").await,
+        [750, 800, 0, 0]
+    );
+    assert_eq!(
+        sums(&acme, seq, "processor_balance:stripe").await,
+        [2_325, 2_325, 0, 0]
+    );
+    assert_trial_balance_is_zero(&acme, seq).await;
     acme.post(
         "/v1/journal/accounts",
         "open-payable",
