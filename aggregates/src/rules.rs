@@ -63,7 +63,12 @@ impl Rules {
     ///   processor (`processor_payable:<p>`), and a later batch first pays
     ///   down what is owed before adding to the balance. Before, such a
     ///   file was refused (`credits_exceed_debits`), although it agreed
-    ///   with itself; the journal's own routes refuse the payable too.
+    ///   with itself; the journal's own routes refuse the payable too;
+    /// - a failed payout pays down what is owed to the processor from the
+    ///   money it brings back, at once;
+    /// - an account another domain posts to (`revenue`, `bank:<name>`,
+    ///   `escrow_cash`, ...) opens through the journal only with the type
+    ///   and flags that domain opens it with (`account_spec_reserved`).
     pub const FOURTH: Self = Self(4);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::FOURTH;

@@ -86,7 +86,7 @@ impl<'de> Deserialize<'de> for FlagsObject {
     responses(
         (status = 201, description = "Opened", body = Accepted<AccountOpened>),
         (status = 200, description = "Open already, as the same", body = Accepted<AccountOpened>),
-        (status = 422, description = "`account_opened_otherwise`: open already with another type or flags; `account_code_reserved`: a code of the quota domain's own accounts, a commitment's held funds (`escrow_held:`), a payee's payable (`compensation_payable:`), or one payments own (`receivable:`, `processor_balance:`, `processor_payable:`, `gift_cards:`, `funds_in_dispute`, `settlement_suspense`); or key reused", body = ErrorBody),
+        (status = 422, description = "`account_opened_otherwise`: open already with another type or flags; `account_spec_reserved`: an account the ledger's domains post to (`revenue`, `refunds`, `cash`, `processing_fees`, `dispute_fees`, `dispute_losses`, `settlement_write_offs`, `bank:<name>`, `escrow_cash`, `payee_payable:<payee>`, `payer_refunds:<payer>`, `compensation_expense`) asked with another type or flags than the domain opens it with (details: code, type, flags); `account_code_reserved`: a code of the quota domain's own accounts, a commitment's held funds (`escrow_held:`), a payee's payable (`compensation_payable:`), or one payments own (`receivable:`, `processor_balance:`, `processor_payable:`, `gift_cards:`, `funds_in_dispute`, `settlement_suspense`); or key reused", body = ErrorBody),
     )
 )]
 async fn open_account(

@@ -151,6 +151,85 @@ pub struct AccountOpened {
     pub opened_now: bool,
 }
 
+/// How the ledger's domains open `code`, when one of them posts to it
+/// (payments' `revenue`, `cash`, `bank:<name>`, ..., escrow's
+/// `escrow_cash` and the parties' payables, compensation's expense).
+fn domain_spec(code: &AccountCode) -> Option<AccountSpec> {
+    use aggregates::compensation::accounts as compensation;
+    use aggregates::escrow::accounts as escrow;
+    use aggregates::payments::accounts::{self as payments, PaymentAccount};
+    let fixed = [
+        payments::revenue(),
+        payments::refunds(),
+        payments::cash(),
+        payments::processing_fees(),
+        payments::dispute_fees(),
+        payments::dispute_losses(),
+        payments::settlement_write_offs(),
+        escrow::escrow_cash(),
+        compensation::expense(),
+    ];
+    if let Some(account) = fixed.iter().find(|account| account.code == *code) {
+        return Some(account.spec);
+    }
+    type Named =
+        fn(&str) -> Result<PaymentAccount, aggregates::journal::account::InvalidAccountCode>;
+    let named: [(&str, Named); 3] = [
+        ("bank:", payments::bank),
+        ("payee_payable:", escrow::payee_payable),
+        ("payer_refunds:", escrow::payer_refunds),
+    ];
+    named.iter().find_map(|(prefix, account)| {
+        let name = code.as_str().strip_prefix(prefix)?;
+        account(name).ok().map(|account| account.spec)
+    })
+}
+
+/// Since version 4 of the rules: an account a domain posts to opens only
+/// as that domain opens it (its flags are fixed for life, so another type
+/// or flag would refuse every request of the domain after).
+fn domain_spec_kept(rules: Rules, code: &AccountCode, spec: AccountSpec) -> Result<(), Refusal> {
+    match domain_spec(code) {
+        Some(domain) if rules.since(Rules::FOURTH) && domain != spec => Err(Refusal::Rejected {
+            kind: aggregates::RejectionKind::RuleBroken,
+            code: "account_spec_reserved".into(),
+            message: format!(
+                "{code} is an account the ledger's domains post to, opened as {} with {}: open it so, or choose another code",
+                domain.account_type.as_str(),
+                flag_names(domain.flags)
+            ),
+            details: serde_json::json!({
+                "code": code,
+                "type": domain.account_type,
+                "flags": domain.flags,
+            }),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The flags set, by name (`no flags` when none is).
+fn flag_names(flags: AccountFlags) -> String {
+    let names: Vec<&str> = [
+        (
+            flags.debits_must_not_exceed_credits,
+            "debits_must_not_exceed_credits",
+        ),
+        (
+            flags.credits_must_not_exceed_debits,
+            "credits_must_not_exceed_debits",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    if names.is_empty() {
+        "no flags".to_string()
+    } else {
+        names.join(" and ")
+    }
+}
+
 impl Request for OpenAccount {
     const KIND: &'static str = "open_account";
 
@@ -160,6 +239,7 @@ impl Request for OpenAccount {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         domain_owned(decider.rules(), [&self.code])?;
+        domain_spec_kept(decider.rules(), &self.code, self.spec)?;
         let answer = AccountOpened {
             code: self.code.clone(),
             account_type: self.spec.account_type,

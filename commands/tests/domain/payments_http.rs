@@ -1019,8 +1019,10 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
     // Proves: an account payments own (a processor's receivable and
     // balance, a gift card, the funds in dispute, the settlement suspense)
     // is not the journal's to open or post to, and a payment's entry on
-    // one is not the journal's to reverse (422 account_code_reserved); the
-    // payment's own refund still goes through.
+    // one is not the journal's to reverse (422 account_code_reserved); an
+    // account payments post to (revenue, a bank account) opens through the
+    // journal only as payments open it (422 account_spec_reserved, since
+    // the fourth rules); the payment's own refund still goes through.
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
     let (payment, tender) = card_payment(&acme, "sale", 10_000, "automatic", "ch_1").await;
@@ -1069,6 +1071,46 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
         },
         std::sync::Arc::new(commands::Metrics::default()),
     );
+    // An account payments post to opens only as payments open it; the
+    // second rules opened it otherwise.
+    let open_as = |code: &str, kind: &str| json!({"code": code, "type": kind, "flags": {}});
+    let refused = acme
+        .post(
+            "/v1/journal/accounts",
+            "open-revenue-asset",
+            open_as("revenue", "asset"),
+        )
+        .await;
+    refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_spec_reserved");
+    assert_eq!(
+        refused.body["error"]["details"],
+        json!({"code": "revenue", "type": "revenue",
+               "flags": {"debits_must_not_exceed_credits": false}}),
+        "{}",
+        refused.body
+    );
+    acme.post(
+        "/v1/journal/accounts",
+        "open-bank-liability",
+        open_as("bank:ops", "liability"),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_spec_reserved");
+    for (key, code, kind) in [
+        ("open-bank", "bank:ops", "asset"),
+        ("open-fees", "processing_fees", "expense"),
+    ] {
+        let opened = acme
+            .post("/v1/journal/accounts", key, open_as(code, kind))
+            .await;
+        assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    }
+    let older_open = commands::requests::journal::OpenAccount {
+        code: aggregates::journal::account::AccountCode::parse("dispute_losses").unwrap(),
+        spec: aggregates::journal::account::AccountSpec::new(
+            aggregates::journal::AccountType::Asset,
+        ),
+    };
     let hold_id = aggregates::HoldId::from_uuid(uuid::Uuid::from_u128(77));
     let placed = older
         .execute(
@@ -1089,6 +1131,15 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
         .await
         .unwrap();
     assert!(placed.accepted(), "{}", placed.body);
+    let opened = older
+        .execute(
+            acme.tenant_id.parse().unwrap(),
+            eventstore::IdempotencyKey::parse("old-open").unwrap(),
+            older_open,
+        )
+        .await
+        .unwrap();
+    assert!(opened.accepted(), "{}", opened.body);
     let path = |action: &str| format!("/v1/journal/holds/{hold_id}/{action}");
     acme.post(&path("post"), "post-old-hold", json!({"amount": 100}))
         .await
