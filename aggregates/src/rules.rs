@@ -68,7 +68,10 @@ impl Rules {
     ///   money it brings back, at once;
     /// - an account another domain posts to (`revenue`, `bank:<name>`,
     ///   `escrow_cash`, ...) opens through the journal only with the type
-    ///   and flags that domain opens it with (`account_spec_reserved`).
+    ///   and flags that domain opens it with (`account_spec_reserved`);
+    /// - a subscription's period ends on the day of the month its periods
+    ///   are counted from (or the month's last day), so a short month does
+    ///   not move the billing date for good.
     pub const FOURTH: Self = Self(4);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::FOURTH;

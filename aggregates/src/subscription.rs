@@ -5,7 +5,8 @@
 
 use crate::decide::{handle_by_deciding, Decide, Rejection, RejectionKind};
 use crate::plan::Plan;
-use chrono::{DateTime, Months, Utc};
+use crate::rules::Rules;
+use chrono::{DateTime, Datelike, Months, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,7 @@ pub enum SubscriptionCommand {
     /// instead when a cancellation at period end is scheduled.
     Renew {
         at: DateTime<Utc>,
+        rules: Rules,
     },
 }
 
@@ -160,6 +162,12 @@ pub struct Active {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub cancel_at_period_end: bool,
+    /// Where the periods are counted from: the start of the first, or of
+    /// one that began late. Since rules 4 each period ends on this day of
+    /// the month (or the month's last day), so a short month does not move
+    /// the billing date for good. (Required: a snapshot taken before it
+    /// was kept does not deserialize, so the state is folded again.)
+    pub billing_anchor: DateTime<Utc>,
 }
 
 /// The tenant's subscription: none, active, or ended.
@@ -173,6 +181,29 @@ pub struct Subscription {
 fn period_end(plan: &Plan, start: DateTime<Utc>) -> Result<DateTime<Utc>, SubscriptionError> {
     start
         .checked_add_months(Months::new(plan.period_months))
+        .filter(|end| crate::time::storable(*end))
+        .ok_or(SubscriptionError::PeriodOutOfRange)
+}
+
+/// The end of a period of `plan` starting at `start`, on `anchor`'s day
+/// of the month, or the month's last day when it has fewer: 31 Jan, 28
+/// Feb, 31 Mar, 30 Apr.
+fn anchored_period_end(
+    plan: &Plan,
+    start: DateTime<Utc>,
+    anchor: DateTime<Utc>,
+) -> Result<DateTime<Utc>, SubscriptionError> {
+    let end = period_end(plan, start)?;
+    let (year, month) = (end.year(), end.month());
+    let next_month = if month == 12 {
+        chrono::NaiveDate::from_ymd_opt(year + 1, 1, 1)
+    } else {
+        chrono::NaiveDate::from_ymd_opt(year, month + 1, 1)
+    };
+    let days_in_month = next_month
+        .and_then(|first| first.pred_opt())
+        .map_or(end.day(), |last| last.day());
+    end.with_day(anchor.day().min(days_in_month).max(end.day()))
         .filter(|end| crate::time::storable(*end))
         .ok_or(SubscriptionError::PeriodOutOfRange)
 }
@@ -213,6 +244,7 @@ impl Aggregate for Subscription {
                     period_start,
                     period_end,
                     cancel_at_period_end: false,
+                    billing_anchor: period_start,
                 });
             }
             SubscriptionEvent::PlanChanged { plan, .. } => {
@@ -234,9 +266,20 @@ impl Aggregate for Subscription {
                 period_end,
             } => {
                 if let Some(active) = &mut self.active {
+                    // A period that did not start where the last ended (a
+                    // renewal more than a whole period late) counts anew.
+                    if period_start != active.period_end {
+                        active.billing_anchor = period_start;
+                    }
                     active.period_start = period_start;
                     active.period_end = period_end;
-                    active.trial_ends_at = None;
+                    // A trial runs on past a renewal until its own end.
+                    if active
+                        .trial_ends_at
+                        .is_some_and(|trial_end| trial_end <= period_start)
+                    {
+                        active.trial_ends_at = None;
+                    }
                 }
             }
         }
@@ -300,7 +343,7 @@ impl Decide for Subscription {
                     }]),
                 }
             }
-            SubscriptionCommand::Renew { at } => {
+            SubscriptionCommand::Renew { at, rules } => {
                 let active = self.active()?;
                 if at < active.period_end {
                     return Err(SubscriptionError::PeriodNotEnded {
@@ -315,9 +358,15 @@ impl Decide for Subscription {
                 }
                 // Periods follow each other without gaps, so a renewal a
                 // little late does not move the billing date; one more than a
-                // whole period late starts the period now.
+                // whole period late starts the period now. Since rules 4 a
+                // period ends on the anchor's day of the month (before, a
+                // short month moved it for good: 31 Jan, 28 Feb, 28 Mar).
                 let mut start = active.period_end;
-                let mut end = period_end(&active.plan, start)?;
+                let mut end = if rules.since(Rules::FOURTH) {
+                    anchored_period_end(&active.plan, start, active.billing_anchor)?
+                } else {
+                    period_end(&active.plan, start)?
+                };
                 if end <= at {
                     start = at;
                     end = period_end(&active.plan, at)?;
@@ -511,7 +560,10 @@ mod tests {
     fn renewing_before_the_period_ends_is_rejected_with_the_period_end() {
         Given::with(())
             .given(vec![subscribed("team_v4", 1)])
-            .when(SubscriptionCommand::Renew { at: at(20) })
+            .when(SubscriptionCommand::Renew {
+                at: at(20),
+                rules: Rules::CURRENT,
+            })
             .then_expect_error(SubscriptionError::PeriodNotEnded {
                 period_end: february(1),
             });
@@ -531,7 +583,10 @@ mod tests {
         for renewed_at in [february(1), february(3)] {
             Given::with(())
                 .given(vec![subscribed("team_v4", 1)])
-                .when(SubscriptionCommand::Renew { at: renewed_at })
+                .when(SubscriptionCommand::Renew {
+                    at: renewed_at,
+                    rules: Rules::CURRENT,
+                })
                 .then_expect_events(vec![SubscriptionEvent::PeriodRenewed {
                     period_start: february(1),
                     period_end: Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap(),
@@ -540,11 +595,82 @@ mod tests {
     }
 
     #[test]
+    fn since_the_fourth_rules_a_short_month_does_not_move_the_billing_date() {
+        // Subscribed on 31 Jan: the first period ends on 28 Feb. Renewed
+        // there, the next ends on 31 Mar (the anchor's day), then 30 Apr;
+        // under the third rules it ended on 28 Mar for good.
+        let day = |month: u32, day: u32| Utc.with_ymd_and_hms(2026, month, day, 12, 0, 0).unwrap();
+        let first = subscribed("team_v4", 31);
+        assert_eq!(
+            first,
+            SubscriptionEvent::Subscribed {
+                plan: plan("team_v4"),
+                trial_ends_at: None,
+                period_start: day(1, 31),
+                period_end: day(2, 28),
+            }
+        );
+        let renewed = |start, end| SubscriptionEvent::PeriodRenewed {
+            period_start: start,
+            period_end: end,
+        };
+        for (rules, end) in [(Rules::FOURTH, day(3, 31)), (Rules::THIRD, day(3, 28))] {
+            Given::with(())
+                .given(vec![first.clone()])
+                .when(SubscriptionCommand::Renew {
+                    at: day(2, 28),
+                    rules,
+                })
+                .then_expect_events(vec![renewed(day(2, 28), end)]);
+        }
+        Given::with(())
+            .given(vec![first.clone(), renewed(day(2, 28), day(3, 31))])
+            .when(SubscriptionCommand::Renew {
+                at: day(4, 1),
+                rules: Rules::FOURTH,
+            })
+            .then_expect_events(vec![renewed(day(3, 31), day(4, 30))]);
+        // A renewal more than a whole period late counts from its own day.
+        Given::with(())
+            .given(vec![first, renewed(day(5, 2), day(6, 2))])
+            .when(SubscriptionCommand::Renew {
+                at: day(6, 2),
+                rules: Rules::FOURTH,
+            })
+            .then_expect_events(vec![renewed(day(6, 2), day(7, 2))]);
+    }
+
+    #[test]
+    fn a_trial_runs_on_past_a_renewal_until_its_own_end() {
+        let trial_end = Utc.with_ymd_and_hms(2026, 2, 15, 12, 0, 0).unwrap();
+        let mut subscription = Subscription::default();
+        subscription.apply(SubscriptionEvent::Subscribed {
+            plan: plan("team_v4"),
+            trial_ends_at: Some(trial_end),
+            period_start: at(1),
+            period_end: february(1),
+        });
+        let renewed = |start: DateTime<Utc>| SubscriptionEvent::PeriodRenewed {
+            period_start: start,
+            period_end: start.checked_add_months(Months::new(1)).unwrap(),
+        };
+        subscription.apply(renewed(february(1)));
+        let trial =
+            |subscription: &Subscription| subscription.active.as_ref().unwrap().trial_ends_at;
+        assert_eq!(trial(&subscription), Some(trial_end));
+        subscription.apply(renewed(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()));
+        assert_eq!(trial(&subscription), None);
+    }
+
+    #[test]
     fn renewing_more_than_a_whole_period_late_starts_the_period_now() {
         let late = Utc.with_ymd_and_hms(2026, 3, 5, 12, 0, 0).unwrap();
         Given::with(())
             .given(vec![subscribed("team_v4", 1)])
-            .when(SubscriptionCommand::Renew { at: late })
+            .when(SubscriptionCommand::Renew {
+                at: late,
+                rules: Rules::CURRENT,
+            })
             .then_expect_events(vec![SubscriptionEvent::PeriodRenewed {
                 period_start: late,
                 period_end: Utc.with_ymd_and_hms(2026, 4, 5, 12, 0, 0).unwrap(),
@@ -561,13 +687,19 @@ mod tests {
         ];
         Given::with(())
             .given(scheduled.clone())
-            .when(SubscriptionCommand::Renew { at: at(30) })
+            .when(SubscriptionCommand::Renew {
+                at: at(30),
+                rules: Rules::CURRENT,
+            })
             .then_expect_error(SubscriptionError::PeriodNotEnded {
                 period_end: february(1),
             });
         Given::with(())
             .given(scheduled)
-            .when(SubscriptionCommand::Renew { at: february(2) })
+            .when(SubscriptionCommand::Renew {
+                at: february(2),
+                rules: Rules::CURRENT,
+            })
             .then_expect_events(vec![SubscriptionEvent::Cancelled {
                 cancelled_at: february(1),
             }]);
@@ -577,7 +709,10 @@ mod tests {
     fn renewing_without_a_subscription_is_rejected() {
         Given::with(())
             .given_no_previous_events()
-            .when(SubscriptionCommand::Renew { at: at(30) })
+            .when(SubscriptionCommand::Renew {
+                at: at(30),
+                rules: Rules::CURRENT,
+            })
             .then_expect_error(SubscriptionError::NotSubscribed);
     }
 

@@ -278,6 +278,78 @@ async fn a_tenant_a_reactor_refuses_does_not_hold_back_the_others_at_work() {
     assert_eq!(checkpoint(tenants[1]).await.unwrap(), 2);
 }
 
+/// Refuses the first event of one tenant, at once.
+struct RefusingOne {
+    failing: TenantId,
+}
+
+#[async_trait]
+impl Reactor for RefusingOne {
+    fn name(&self) -> &'static str {
+        "refusing"
+    }
+
+    async fn react(&self, tenant_id: TenantId, event: &StoredEvent) -> Result<(), String> {
+        if tenant_id == self.failing && event.tenant_seq == 1 {
+            return Err("refused".into());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_a_reactor_refuses_does_not_hold_back_the_tenants_after_it() {
+    // Proves: when the first tenant in the reactor's order fails, every
+    // other tenant of the round is still reacted to (more tenants than the
+    // reactor works on at once, so most start after the failure); the
+    // error is returned and the failing tenant's checkpoint stays put.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let bus = CommandBus::start(
+        store.clone(),
+        BusConfig::default(),
+        Arc::new(Metrics::default()),
+    );
+    let mut tenants = Vec::new();
+    for index in 0..10 {
+        let tenant_id = store
+            .create_tenant(&format!("tenant-{index}"))
+            .await
+            .unwrap()
+            .tenant_id;
+        let raise = RaiseLimit {
+            counter: "source".into(),
+            to: 10,
+        };
+        bus.execute(tenant_id, IdempotencyKey::parse("raise").unwrap(), raise)
+            .await
+            .unwrap();
+        tenants.push(tenant_id);
+    }
+    tenants.sort();
+    projections::status::register_reactors(store.pool(), &["refusing"])
+        .await
+        .unwrap();
+    let reactor = RefusingOne {
+        failing: tenants[0],
+    };
+    let error = projections::reactor::react_catch_up_with(store.pool(), &reactor, || false)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().ends_with("refused"), "{error}");
+    let mut checkpoints = Vec::new();
+    for tenant_id in &tenants {
+        checkpoints.push(
+            projections::read::checkpoint(store.pool(), "refusing", *tenant_id)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut expected = vec![1; tenants.len()];
+    expected[0] = 0;
+    assert_eq!(checkpoints, expected);
+}
+
 /// Two tenants, each with `count` events (raises of one counter).
 async fn two_tenants_with_events(store: &eventstore::EventStore, count: i64) -> Vec<TenantId> {
     let bus = CommandBus::start(

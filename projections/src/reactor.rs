@@ -276,10 +276,10 @@ pub async fn react_catch_up(pool: &PgPool, reactor: &dyn Reactor) -> Result<u64,
 /// round never chases the appends of a busy ledger batch by small batch.
 /// Lagging tenants are reacted to concurrently, up to
 /// [`REACTING_TENANTS_MAX`] at once; each tenant's events in order. When a
-/// tenant fails, the tenants at work meanwhile finish their batch (a failing
-/// tenant does not hold its neighbours back), no other starts, and the
-/// first error is returned. Returns the events covered (reacted to or
-/// passed over).
+/// tenant fails, the others are still reacted to (a failing tenant holds
+/// back none of its neighbours, before or after it), and the first error is
+/// returned once the round ends; only the database going away stops the
+/// round early. Returns the events covered (reacted to or passed over).
 pub async fn react_catch_up_with(
     pool: &PgPool,
     reactor: &dyn Reactor,
@@ -288,8 +288,8 @@ pub async fn react_catch_up_with(
     let at_once = usize::try_from(pool.options().get_max_connections() / 4)
         .unwrap_or(1)
         .clamp(1, REACTING_TENANTS_MAX);
-    let failed = AtomicBool::new(false);
-    let halt = || stop() || failed.load(Ordering::Relaxed);
+    let unavailable = AtomicBool::new(false);
+    let halt = || stop() || unavailable.load(Ordering::Relaxed);
     let lagging = crate::runtime::lagging_tenants(pool, reactor.name()).await?;
     let mut tenants = stream::iter(lagging)
         .map(|tenant_id| react_tenant(pool, reactor, tenant_id, &halt))
@@ -300,7 +300,9 @@ pub async fn react_catch_up_with(
         match reacted {
             Ok(events) => applied += events,
             Err(error) => {
-                failed.store(true, Ordering::Relaxed);
+                if crate::worker::error_is_unavailable(&error) {
+                    unavailable.store(true, Ordering::Relaxed);
+                }
                 first_error.get_or_insert(error);
             }
         }

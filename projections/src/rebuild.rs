@@ -325,6 +325,12 @@ pub async fn rebuild_many(
     if result.is_ok() {
         result = rebuild_into(pool, projections, &schema, quiet).await;
     }
+    // A failed rebuild's shadow schema goes while the lock is still held:
+    // once it is released, another rebuild may set up a schema of the same
+    // name, which a later drop would take with it.
+    if result.is_err() {
+        let _ = drop_schema(pool, &schema).await;
+    }
     unlock_rebuilds(&mut guard, projections).await;
     match result {
         Ok((events, held_back)) => {
@@ -343,7 +349,6 @@ pub async fn rebuild_many(
             })
         }
         Err(error) => {
-            let _ = drop_schema(pool, &schema).await;
             let message = format!("rebuild failed: {error}");
             for projection in projections {
                 let _ = set_state(pool, projection.name(), State::Live, Some(&message)).await;

@@ -156,7 +156,13 @@ fn fold(
                 } => {
                     row.period_start = period_start;
                     row.period_end = period_end;
-                    row.trial_ends_at = None;
+                    // A trial runs on past a renewal until its own end.
+                    if row
+                        .trial_ends_at
+                        .is_some_and(|trial_end| trial_end <= period_start)
+                    {
+                        row.trial_ends_at = None;
+                    }
                 }
                 SubscriptionEvent::Subscribed { .. } => {}
             }
@@ -174,7 +180,8 @@ impl Projection for Subscriptions {
     }
 
     fn version(&self) -> i32 {
-        1
+        // 2: a trial is kept past a renewal until its own end.
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {

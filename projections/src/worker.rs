@@ -396,7 +396,12 @@ async fn run(
                     failed = true;
                     work.record_failure(&pool, &error).await;
                 }
-                RETRY_PAUSE
+                // The whole pause, whatever is appended meanwhile: a batch
+                // that fails is not retried at every append.
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY_PAUSE) => continue,
+                    _ = shutdown.changed() => return,
+                }
             }
         };
         tokio::select! {
@@ -517,7 +522,7 @@ pub async fn run_once(
     Ok(OnceReport { applied })
 }
 
-fn error_is_unavailable(error: &ProjectionError) -> bool {
+pub(crate) fn error_is_unavailable(error: &ProjectionError) -> bool {
     matches!(error, ProjectionError::Store(store) if store.is_unavailable())
 }
 

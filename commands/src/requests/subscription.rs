@@ -347,8 +347,9 @@ impl Request for RenewSubscription {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at_due(self.due_at)?;
-        let events =
-            decider.execute::<Subscription>(SUBSCRIPTION_ID, SubscriptionCommand::Renew { at })?;
+        let rules = decider.rules();
+        let events = decider
+            .execute::<Subscription>(SUBSCRIPTION_ID, SubscriptionCommand::Renew { at, rules })?;
         let ended = end_subscription_grants(decider, Ending::Expired, at)?;
         let grants = match events.first() {
             Some(SubscriptionEvent::PeriodRenewed { period_end, .. }) => {
