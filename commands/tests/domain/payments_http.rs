@@ -1161,6 +1161,21 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
     server.stop().await;
 }
 
+/// `processor_balance:stripe`'s and `processor_payable:stripe`'s
+/// [debits, credits] as of `seq`, nothing pending on either.
+async fn balance_and_payable(client: &Client, seq: i64) -> [[i64; 2]; 2] {
+    let mut found = [[0; 2]; 2];
+    for (place, account) in ["processor_balance:stripe", "processor_payable:stripe"]
+        .into_iter()
+        .enumerate()
+    {
+        let [debits, credits, debits_pending, credits_pending] = sums(client, seq, account).await;
+        assert_eq!((debits_pending, credits_pending), (0, 0), "{account}");
+        found[place] = [debits, credits];
+    }
+    found
+}
+
 /// Pays out `batches` of stripe for `amount`, answering the status and body.
 async fn pay_out(client: &Client, key: &str, amount: i64, batches: &[&str]) -> (StatusCode, Value) {
     let answer = client
@@ -1248,12 +1263,8 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     assert_eq!(imported["matched"], 1);
     server.catch_up().await;
     assert_eq!(
-        sums(&acme, seq, "processor_balance:stripe").await,
-        [970, 970, 0, 0]
-    );
-    assert_eq!(
-        sums(&acme, seq, "processor_payable:stripe").await,
-        [0, 400, 0, 0]
+        balance_and_payable(&acme, seq).await,
+        [[970, 970], [0, 400]]
     );
     assert_eq!(
         sums(&acme, seq, "receivable:stripe").await,
@@ -1268,12 +1279,8 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     .await;
     server.catch_up().await;
     assert_eq!(
-        sums(&acme, seq, "processor_payable:stripe").await,
-        [400, 400, 0, 0]
-    );
-    assert_eq!(
-        sums(&acme, seq, "processor_balance:stripe").await,
-        [1_055, 970, 0, 0]
+        balance_and_payable(&acme, seq).await,
+        [[1_055, 970], [400, 400]]
     );
     let (status, body) = pay_out(&acme, "payout-3", 485, &["b_3"]).await;
     assert_eq!(
@@ -1289,8 +1296,8 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     let seq = body["tenant_seq"].as_i64().unwrap();
     server.catch_up().await;
     assert_eq!(
-        sums(&acme, seq, "processor_balance:stripe").await,
-        [1_055, 1_055, 0, 0]
+        balance_and_payable(&acme, seq).await,
+        [[1_055, 1_055], [400, 400]]
     );
     assert_eq!(sums(&acme, seq, "bank:main").await, [1_055, 0, 0, 0]);
     assert_trial_balance_is_zero(&acme, seq).await;
@@ -1321,12 +1328,8 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     .await;
     server.catch_up().await;
     assert_eq!(
-        sums(&acme, seq, "processor_payable:stripe").await,
-        [700, 700, 0, 0]
-    );
-    assert_eq!(
-        sums(&acme, seq, "processor_balance:stripe").await,
-        [2_025, 1_355, 0, 0]
+        balance_and_payable(&acme, seq).await,
+        [[2_025, 1_355], [700, 700]]
     );
     assert_trial_balance_is_zero(&acme, seq).await;
     let (status, body) = pay_out(&acme, "payout-1-again", 970, &["b_1"]).await;
@@ -1363,23 +1366,15 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     .await;
     server.catch_up().await;
     assert_eq!(
-        sums(&acme, seq, "processor_balance:stripe").await,
-        [2_325, 2_325, 0, 0]
-    );
-    assert_eq!(
-        sums(&acme, seq, "processor_payable:stripe").await,
-        [700, 800, 0, 0]
+        balance_and_payable(&acme, seq).await,
+        [[2_325, 2_325], [700, 800]]
     );
     card_payment(&acme, "e", 50, "automatic", "ch_e").await;
     let (_, seq) = settle("b-7", batch("b_7", json!([line("capture", "ch_e", 50, 0)]))).await;
     server.catch_up().await;
     assert_eq!(
-        sums(&acme, seq, "processor_payable:stripe").await,
-        [750, 800, 0, 0]
-    );
-    assert_eq!(
-        sums(&acme, seq, "processor_balance:stripe").await,
-        [2_325, 2_325, 0, 0]
+        balance_and_payable(&acme, seq).await,
+        [[2_325, 2_325], [750, 800]]
     );
     assert_trial_balance_is_zero(&acme, seq).await;
     acme.post(
