@@ -452,7 +452,9 @@ async fn renewing_is_refused_until_the_period_ends_and_then_starts_the_next_peri
     // Proves: renew before the period end answers 422 period_not_ended with
     // the period end and appends nothing; at the period end it expires the
     // period's grants and issues the plan's again, the next period starting
-    // where the last ended.
+    // where the last ended and ending two months after the first started
+    // (on its day of the month, or the month's last); a trial ending after
+    // the renewal is still shown.
     let clock = a_month_ago();
     let server = TestServer::start_with(Options {
         clock: Some(clock.clock()),
@@ -460,9 +462,15 @@ async fn renewing_is_refused_until_the_period_ends_and_then_starts_the_next_peri
     })
     .await;
     let acme = server.tenant("acme").await;
+    let trial_end = eventstore::chain::to_stored_precision(clock.now() + Duration::days(45));
     let subscribed = acme
-        .post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
+        .post(
+            "/v1/subscription",
+            "sub",
+            json!({"plan": "team_v4", "trial_ends_at": trial_end}),
+        )
         .await;
+    let period_start = time_of(&subscribed.body["period_start"]);
     let period_end = time_of(&subscribed.body["period_end"]);
     acme.post("/v1/quota/credits/consume", "use", json!({"amount": 5_000}))
         .await;
@@ -483,7 +491,7 @@ async fn renewing_is_refused_until_the_period_ends_and_then_starts_the_next_peri
     assert_eq!(time_of(&renewed.body["period_start"]), period_end);
     assert_eq!(
         time_of(&renewed.body["period_end"]),
-        period_end.checked_add_months(Months::new(1)).unwrap()
+        period_start.checked_add_months(Months::new(2)).unwrap()
     );
     let credits_ended = renewed.body["grants_ended"]
         .as_array()
@@ -500,6 +508,9 @@ async fn renewing_is_refused_until_the_period_ends_and_then_starts_the_next_peri
     assert_eq!(credits["available"], 20_000);
     assert_eq!(credits["breakage"], 15_000);
     assert_eq!(credits["consumed"], 5_000);
+    let subscription = acme.read("/v1/subscription", seq).await;
+    assert_eq!(time_of(&subscription["trial_ends_at"]), trial_end);
+    assert_eq!(subscription["trialing"], true);
     assert_trial_balance_is_zero(&acme, seq).await;
     server.stop().await;
 }

@@ -691,18 +691,32 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
         claim: None,
     };
     ledger.run(0, "resolve-1", resolve).await;
-    let payout = |n: u128| CreatePayout {
+    let payout = |n: u128, amount: i64, batches: &[&str]| CreatePayout {
         payout_id: id(n),
         terms: PayoutTerms {
             processor: "stripe".into(),
             asset: usd.clone(),
-            amount: cents(4_560),
+            amount: cents(amount),
             bank_account: "main".into(),
-            batches: vec!["stripe:b_1".into()],
+            batches: batches.iter().map(|batch| batch.to_string()).collect(),
         },
         entry_id: aggregates::EntryId::from_uuid(id(n + 1)),
     };
-    ledger.run(0, "payout-1", payout(960)).await;
+    ledger
+        .run(0, "payout-1", payout(960, 4_560, &["stripe:b_1"]))
+        .await;
+    // The processor's own adjustment takes 300 from a balance paid out:
+    // owed to it, and paid down when the payout fails.
+    let short = ImportSettlement {
+        processor: "stripe".into(),
+        batch_id: "b_short".into(),
+        asset: usd.clone(),
+        settled_at: now + chrono::Duration::hours(4),
+        lines: vec![line(LineType::Adjustment, "adj_1", -300, 0)],
+        payments: vec![None],
+        entry_id: aggregates::EntryId::from_uuid(id(955)),
+    };
+    ledger.run(0, "settle-short", short).await;
     let failed = MarkPayoutFailed {
         payout_id: id(960),
         reason: None,
@@ -714,8 +728,24 @@ async fn payment_requests(ledger: &Ledger, now: chrono::DateTime<chrono::Utc>) {
         asset: usd.clone(),
         netting_id: Some(aggregates::EntryId::from_uuid(id(963))),
     };
-    ledger.run(0, "payout-1-failed", failed).await;
-    ledger.run(0, "payout-2", payout(970)).await;
+    let failed = ledger.run(0, "payout-1-failed", failed).await;
+    let netting = id(963).to_string();
+    assert!(
+        failed.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|event| event["aggregate_type"] == "entry" && event["aggregate_id"] == netting),
+        "{}",
+        failed.body
+    );
+    ledger
+        .run(
+            0,
+            "payout-2",
+            payout(970, 4_260, &["stripe:b_1", "stripe:b_short"]),
+        )
+        .await;
     let paid = MarkPayoutPaid { payout_id: id(970) };
     ledger.run(0, "payout-2-paid", paid).await;
     // A dispute line before its dispute: a break, matched once it opened.

@@ -403,9 +403,13 @@ async fn payout_paid(
 }
 
 /// Marks a pending payout failed: its entry is reversed (the money is
-/// back at the processor) and its batches may be paid out again. What the
-/// tenant owes the processor (`processor_payable:<processor>`, a batch's
-/// shortfall) is paid down at once from the money back, as far as it goes.
+/// back at the processor) and its batches may be paid out again. Since
+/// version 4 of the rules, what the tenant owes the processor
+/// (`processor_payable:<processor>`, a batch's shortfall) is paid down at
+/// once from the money back, as far as it goes (an entry of its own, id
+/// derived from the key); the batches are then paid out together with the
+/// batch that left the shortfall, as the balance no longer covers them
+/// alone (`credits_exceed_debits`).
 #[utoipa::path(
     post,
     path = "/v1/payouts/{payout_id}/failed",

@@ -271,9 +271,10 @@ pub(super) fn room(
 
 /// What `payable` says the tenant owes the processor, as its flag counts
 /// it: posted credits less posted and pending debits (never below zero).
-/// Nothing when the account was opened otherwise than payments open it
-/// (through the journal, under rules before version 4): what it holds is
-/// not the settlements'.
+/// Nothing when the account was opened with another type or flags than
+/// payments open it with (through the journal, under rules before version
+/// 4). The test is by type and flags only: a payable the journal opened
+/// exactly so before version 4, and posted to, counts as owed.
 pub(super) fn owed(
     decider: &Decider<'_>,
     payable: &PaymentAccount,
