@@ -229,12 +229,10 @@ impl Applier<'_> {
                 .get(&event.tenant_id)
                 .map(|advance| advance.last_seq)
                 .unwrap_or_else(|| self.checkpoint(event.tenant_id));
+            // A hole (an event removed behind the ledger's back) refuses
+            // its tenant at the missing seq, which is held back there.
             if event.tenant_seq != expected + 1 {
-                return Err(eventstore::StoreError::Corrupt(format!(
-                    "tenant {}: event {} follows {}",
-                    event.tenant_id, event.tenant_seq, expected
-                ))
-                .into());
+                return Ok(Err(crate::runtime::missing(expected + 1, event.tenant_seq)));
             }
             advances.insert(
                 event.tenant_id,

@@ -303,6 +303,14 @@ async fn lease_of(
         .collect())
 }
 
+/// Refused: `expected` is missing from a tenant's events, `found` follows.
+pub(crate) fn missing(expected: i64, found: i64) -> ApplyError {
+    ApplyError::Event {
+        tenant_seq: expected,
+        message: format!("tenant_seq {expected} is missing: the next event is tenant_seq {found}"),
+    }
+}
+
 /// What one batch applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Batch {
@@ -349,7 +357,10 @@ pub(crate) async fn apply_leases(
     }
     let (events, cut) = read_whole_requests(connection, &ranges, per_tenant_max).await?;
     // Each tenant's run must start right after its lowest checkpoint and be
-    // gapless: the store guarantees it, a hole here is a defect.
+    // gapless: the store guarantees it, so a hole is an event removed
+    // behind the ledger's back. That tenant's batch is refused at the
+    // missing seq (held back there, as for an event a projection refuses);
+    // the other tenants go on.
     let mut runs: HashMap<TenantId, (i64, i64, chrono::DateTime<chrono::Utc>)> = HashMap::new();
     for event in &events {
         let run = runs.entry(event.tenant_id).or_insert((
@@ -358,11 +369,16 @@ pub(crate) async fn apply_leases(
             event.recorded_at,
         ));
         if event.tenant_seq != run.0 + 1 {
-            return Err(StoreError::Corrupt(format!(
-                "tenant {}: event {} follows {}",
-                event.tenant_id, event.tenant_seq, run.0
-            ))
-            .into());
+            let projection = leases
+                .iter()
+                .find(|lease| lease.tenant_id == event.tenant_id)
+                .and_then(|lease| projections.get(lease.projection))
+                .map_or("", |projection| projection.name());
+            return Err(ProjectionError::Apply {
+                projection: projection.to_string(),
+                tenant_id: event.tenant_id,
+                error: missing(run.0 + 1, event.tenant_seq),
+            });
         }
         run.0 = event.tenant_seq;
         run.1 += 1;

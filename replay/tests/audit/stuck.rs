@@ -184,3 +184,72 @@ async fn an_account_posted_as_another_type_stops_the_journal_at_that_event() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_event_removed_behind_the_triggers_holds_back_its_tenant_only() {
+    // Proves: with tenant 0's event 8 deleted behind the append-only
+    // trigger (chain recomputed), the live projections apply tenant 0 up to
+    // seq 7 and answer an error naming the tenant and the missing seq,
+    // while tenant 1 is caught up to its head; a rebuild holds tenant 0
+    // back at seq 8 for every projection instead of failing, and the
+    // other tenant's rows are rebuilt.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    let tenant = ledger.tenants[0];
+    ledger
+        .tamper(&[format!(
+            "DELETE FROM events WHERE tenant_id = '{tenant}' AND tenant_seq = 8"
+        )])
+        .await;
+    ledger.rechain(0).await;
+    let pool = ledger.store().pool();
+    let catalog = commands::domains::projections();
+    let all: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
+    let error = projections::runtime::catch_up_all(pool, &all, None, 1_000)
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().ends_with(&format!(
+            "tenant {tenant}: event at tenant_seq 8: tenant_seq 8 is missing: the next event is tenant_seq 9"
+        )),
+        "{error}"
+    );
+    let (head,): (i64,) = sqlx::query_as("SELECT last_seq FROM chain_heads WHERE tenant_id = $1")
+        .bind(ledger.tenants[1].as_uuid())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(head > 8, "{head}");
+    for projection in &catalog {
+        let checkpoint =
+            |tenant_id| projections::read::checkpoint(pool, projection.name(), tenant_id);
+        assert_eq!(
+            checkpoint(ledger.tenants[1]).await.unwrap(),
+            head,
+            "{}",
+            projection.name()
+        );
+        assert_eq!(
+            checkpoint(tenant).await.unwrap(),
+            7,
+            "{}",
+            projection.name()
+        );
+    }
+    let report = projections::rebuild::rebuild_many(pool, &all, true)
+        .await
+        .unwrap();
+    let mut held: Vec<(String, i64)> = report
+        .held_back
+        .iter()
+        .map(|held| (held.projection.clone(), held.tenant_seq))
+        .collect();
+    held.sort();
+    let mut expected: Vec<(String, i64)> = catalog
+        .iter()
+        .map(|projection| (projection.name().to_string(), 8))
+        .collect();
+    expected.sort();
+    assert_eq!(held, expected);
+    assert!(report.held_back.iter().all(|held| held.tenant_id == tenant));
+}
