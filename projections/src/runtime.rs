@@ -369,9 +369,12 @@ pub(crate) async fn apply_leases(
             event.recorded_at,
         ));
         if event.tenant_seq != run.0 + 1 {
+            // The projection the read started for: the one furthest
+            // behind, which the hole holds back.
             let projection = leases
                 .iter()
-                .find(|lease| lease.tenant_id == event.tenant_id)
+                .filter(|lease| lease.tenant_id == event.tenant_id)
+                .min_by_key(|lease| lease.checkpoint)
                 .and_then(|lease| projections.get(lease.projection))
                 .map_or("", |projection| projection.name());
             return Err(ProjectionError::Apply {

@@ -319,9 +319,10 @@ impl Work {
         }
     }
 
-    /// Records a failure: on the projection named by an apply error, on the
-    /// reactor, or on every projection of the group when the batch failed
-    /// for another reason (a hole in the log, a refused checkpoint).
+    /// Records a failure: on the projection named by an apply error (an
+    /// event refused, a hole in a tenant's seqs), on the reactor, or on
+    /// every projection of the group when the batch failed for another
+    /// reason (a refused checkpoint).
     async fn record_failure(&self, pool: &PgPool, error: &ProjectionError) {
         let names: Vec<String> = match (self, error) {
             (_, ProjectionError::Apply { projection, .. }) => vec![projection.clone()],
