@@ -71,7 +71,9 @@ impl Rules {
     ///   and flags that domain opens it with (`account_spec_reserved`);
     /// - a subscription's period ends on the day of the month its periods
     ///   are counted from (or the month's last day), so a short month does
-    ///   not move the billing date for good.
+    ///   not move the billing date for good;
+    /// - a cancellation at the period end is refused once the period has
+    ///   ended and awaits its renewal (`period_ended`).
     pub const FOURTH: Self = Self(4);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::FOURTH;

@@ -40,6 +40,7 @@ pub enum SubscriptionCommand {
     Cancel {
         when: CancelAt,
         at: DateTime<Utc>,
+        rules: Rules,
     },
     /// Starts the next period once the current one has ended (at its end,
     /// or now when more than a whole period late); ends the subscription
@@ -331,12 +332,23 @@ impl Decide for Subscription {
                     plan,
                 }])
             }
-            SubscriptionCommand::Cancel { when, at } => {
+            SubscriptionCommand::Cancel { when, at, rules } => {
                 let active = self.active()?;
                 match when {
                     CancelAt::Now => Ok(vec![SubscriptionEvent::Cancelled { cancelled_at: at }]),
                     CancelAt::PeriodEnd if active.cancel_at_period_end => {
                         Err(SubscriptionError::AlreadyScheduled)
+                    }
+                    // Since rules 4: the period has ended and awaits its
+                    // renewal, so cancelling at its end would reach back
+                    // (whether the next period is kept would depend on how
+                    // late the renewal runs); cancel now instead.
+                    CancelAt::PeriodEnd
+                        if rules.since(Rules::FOURTH) && at >= active.period_end =>
+                    {
+                        Err(SubscriptionError::PeriodEnded {
+                            period_end: active.period_end,
+                        })
                     }
                     CancelAt::PeriodEnd => Ok(vec![SubscriptionEvent::CancellationScheduled {
                         effective_at: active.period_end,
@@ -508,12 +520,44 @@ mod tests {
     }
 
     #[test]
+    fn since_the_fourth_rules_cancelling_at_an_ended_periods_end_is_refused() {
+        // The period ended on 1 Feb and awaits its renewal: cancelling at
+        // its end would reach back. The third rules scheduled it (and the
+        // renewal then ended the subscription as of 1 Feb); cancelling now
+        // still works.
+        let cancel = |when, rules| SubscriptionCommand::Cancel {
+            when,
+            at: february(2),
+            rules,
+        };
+        Given::with(())
+            .given(vec![subscribed("team_v4", 1)])
+            .when(cancel(CancelAt::PeriodEnd, Rules::FOURTH))
+            .then_expect_error(SubscriptionError::PeriodEnded {
+                period_end: february(1),
+            });
+        Given::with(())
+            .given(vec![subscribed("team_v4", 1)])
+            .when(cancel(CancelAt::PeriodEnd, Rules::THIRD))
+            .then_expect_events(vec![SubscriptionEvent::CancellationScheduled {
+                effective_at: february(1),
+            }]);
+        Given::with(())
+            .given(vec![subscribed("team_v4", 1)])
+            .when(cancel(CancelAt::Now, Rules::FOURTH))
+            .then_expect_events(vec![SubscriptionEvent::Cancelled {
+                cancelled_at: february(2),
+            }]);
+    }
+
+    #[test]
     fn cancelling_now_ends_it_and_at_period_end_schedules_it_once() {
         Given::with(())
             .given(vec![subscribed("team_v4", 1)])
             .when(SubscriptionCommand::Cancel {
                 when: CancelAt::Now,
                 at: at(4),
+                rules: Rules::CURRENT,
             })
             .then_expect_events(vec![SubscriptionEvent::Cancelled {
                 cancelled_at: at(4),
@@ -524,6 +568,7 @@ mod tests {
             .when(SubscriptionCommand::Cancel {
                 when: CancelAt::PeriodEnd,
                 at: at(4),
+                rules: Rules::CURRENT,
             })
             .then_expect_events(vec![SubscriptionEvent::CancellationScheduled {
                 effective_at: end,
@@ -536,6 +581,7 @@ mod tests {
             .when(SubscriptionCommand::Cancel {
                 when: CancelAt::PeriodEnd,
                 at: at(5),
+                rules: Rules::CURRENT,
             })
             .then_expect_error(SubscriptionError::AlreadyScheduled);
         Given::with(())
@@ -548,6 +594,7 @@ mod tests {
             .when(SubscriptionCommand::Cancel {
                 when: CancelAt::Now,
                 at: at(5),
+                rules: Rules::CURRENT,
             })
             .then_expect_error(SubscriptionError::NotSubscribed);
     }

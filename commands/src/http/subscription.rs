@@ -209,7 +209,7 @@ async fn change_plan(
     responses(
         (status = 200, description = "Cancelled or scheduled", body = Accepted<SubscriptionAnswer>),
         (status = 404, description = "No active subscription", body = ErrorBody),
-        (status = 422, description = "Already scheduled, or key reused", body = ErrorBody),
+        (status = 422, description = "Already scheduled; `period_ended` (details.period_end): cancelling at the period end once the period has ended and awaits its renewal (cancel now instead); or key reused", body = ErrorBody),
     )
 )]
 async fn cancel(

@@ -314,7 +314,11 @@ impl Request for CancelSubscription {
         let at = decider.at();
         decider.execute::<Subscription>(
             SUBSCRIPTION_ID,
-            SubscriptionCommand::Cancel { when: self.at, at },
+            SubscriptionCommand::Cancel {
+                when: self.at,
+                at,
+                rules: decider.rules(),
+            },
         )?;
         let ended = match self.at {
             CancelAt::Now => end_subscription_grants(decider, Ending::Revoked, at)?,
