@@ -195,15 +195,7 @@ fn anchored_period_end(
     anchor: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, SubscriptionError> {
     let end = period_end(plan, start)?;
-    let (year, month) = (end.year(), end.month());
-    let next_month = if month == 12 {
-        chrono::NaiveDate::from_ymd_opt(year + 1, 1, 1)
-    } else {
-        chrono::NaiveDate::from_ymd_opt(year, month + 1, 1)
-    };
-    let days_in_month = next_month
-        .and_then(|first| first.pred_opt())
-        .map_or(end.day(), |last| last.day());
+    let days_in_month = u32::from(end.num_days_in_month());
     end.with_day(anchor.day().min(days_in_month).max(end.day()))
         .filter(|end| crate::time::storable(*end))
         .ok_or(SubscriptionError::PeriodOutOfRange)

@@ -9,78 +9,66 @@
 
 use super::books::{self, entry_of, money_targets, use_assets};
 
-/// The account codes a domain owns, each with what it is: only that
-/// domain's requests move money on them (its aggregates keep what the
-/// account must agree with: a commitment's held and frozen funds, a
-/// payee's ledger).
-const DOMAIN_OWNED: [(&str, &str); 2] = [
+/// The account codes a domain owns, each with what it is and the rules
+/// since which the journal refuses it: only that domain's requests move
+/// money on them. A commitment's held funds and a payee's ledger from the
+/// first; since version 3 the accounts payments own (each must agree with
+/// what a payment, a settlement or a gift card keeps, so an entry of the
+/// journal's own on it, or reversing one of payments' entries on it,
+/// would leave the two apart for good); since version 4 what the tenant
+/// owes a processor.
+const DOMAIN_OWNED: [(Rules, &str, &str); 8] = [
     (
+        Rules::FIRST,
         "escrow_held:",
         "a commitment's held funds: only its escrow requests",
     ),
     (
+        Rules::FIRST,
         "compensation_payable:",
         "a payee's compensation payable: only their ledger's lines and pay runs",
     ),
-];
-
-/// Since version 3 of the rules, the accounts payments own too: each must
-/// agree with what a payment, a settlement or a gift card keeps, so an
-/// entry of the journal's own on it (or reversing one of payments'
-/// entries on it) would leave the two apart for good.
-const PAYMENTS_OWNED: [(&str, &str); 5] = [
     (
+        Rules::THIRD,
         "receivable:",
         "what a processor owes for captures not yet settled: only payments requests",
     ),
     (
+        Rules::THIRD,
         "processor_balance:",
         "what a processor holds for the tenant: only its settlements and payouts",
     ),
     (
+        Rules::THIRD,
         "gift_cards:",
         "a gift card's balance: only its issue, loads and tenders",
     ),
     (
+        Rules::THIRD,
         "funds_in_dispute",
         "captured amounts frozen by open disputes: only the disputes",
     ),
     (
+        Rules::THIRD,
         "settlement_suspense",
         "settlement lines awaiting a resolution: only the settlements and their breaks",
     ),
+    (
+        Rules::FOURTH,
+        "processor_payable:",
+        "what the tenant owes a processor: only its settlements",
+    ),
 ];
 
-/// Since version 4 of the rules, what the tenant owes a processor: only
-/// its settlements move it, so it agrees with the batches.
-const PAYABLE_OWNED: [(&str, &str); 1] = [(
-    "processor_payable:",
-    "what the tenant owes a processor: only its settlements",
-)];
-
-/// Refused: `code` is one a domain owns ([`DOMAIN_OWNED`]; under `rules`
-/// since version 3, [`PAYMENTS_OWNED`] too, since version 4
-/// [`PAYABLE_OWNED`]).
+/// Refused: `code` is one a domain owns under `rules` ([`DOMAIN_OWNED`]).
 fn domain_owned<'a>(
     rules: Rules,
     codes: impl IntoIterator<Item = &'a AccountCode>,
 ) -> Result<(), Refusal> {
-    let payments: &[(&str, &str)] = if rules.since(Rules::THIRD) {
-        &PAYMENTS_OWNED
-    } else {
-        &[]
-    };
-    let payable: &[(&str, &str)] = if rules.since(Rules::FOURTH) {
-        &PAYABLE_OWNED
-    } else {
-        &[]
-    };
     for code in codes {
-        if let Some((_, owner)) = DOMAIN_OWNED
+        if let Some((_, _, owner)) = DOMAIN_OWNED
             .iter()
-            .chain(payments)
-            .chain(payable)
-            .find(|(prefix, _)| code.as_str().starts_with(prefix))
+            .find(|(since, prefix, _)| rules.since(*since) && code.as_str().starts_with(prefix))
         {
             return Err(Refusal::Rejected {
                 kind: aggregates::RejectionKind::RuleBroken,

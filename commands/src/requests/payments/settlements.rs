@@ -30,7 +30,7 @@ use super::payment;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use crate::requests::books::{self, EntryLine};
 use aggregates::ids::PaymentId;
-use aggregates::journal::account::{AccountBalance, AccountCode, LedgerAccount};
+use aggregates::journal::account::{AccountCode, LedgerAccount};
 use aggregates::journal::entry::EntryRecord;
 use aggregates::journal::Side;
 use aggregates::money::{Amount, Asset};
@@ -252,9 +252,9 @@ impl Movements {
     }
 }
 
-/// What `balance` (a processor's balance) can still give, as its flag
-/// counts it: posted debits less posted and pending credits (never below
-/// zero).
+/// What `balance` (a processor's balance, an asset) can still give, as
+/// its flag counts it: its available, posted debits less posted and
+/// pending credits (never below zero).
 pub(super) fn room(
     decider: &Decider<'_>,
     balance: &PaymentAccount,
@@ -263,14 +263,12 @@ pub(super) fn room(
     let held = decider
         .state::<LedgerAccount>(balance.code.as_str())?
         .balance(asset);
-    Ok(
-        (held.debits_posted.value() - held.credits_posted.value() - held.credits_pending.value())
-            .max(0),
-    )
+    Ok(held.available(balance.spec.account_type).max(0))
 }
 
 /// What `payable` says the tenant owes the processor, as its flag counts
-/// it: posted credits less posted and pending debits (never below zero).
+/// it: its available (a liability), posted credits less posted and
+/// pending debits (never below zero).
 /// Nothing when the account was opened with another type or flags than
 /// payments open it with (through the journal, under rules before version
 /// 4). The test is by type and flags only: a payable the journal opened
@@ -284,11 +282,10 @@ pub(super) fn owed(
     if account.spec != Some(payable.spec) {
         return Ok(0);
     }
-    let held: AccountBalance = account.balance(asset);
-    Ok(
-        (held.credits_posted.value() - held.debits_posted.value() - held.debits_pending.value())
-            .max(0),
-    )
+    Ok(account
+        .balance(asset)
+        .available(payable.spec.account_type)
+        .max(0))
 }
 
 /// Settles `expected`'s item in its payment, in batch `batch`.
