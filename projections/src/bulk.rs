@@ -319,13 +319,7 @@ impl Applier<'_> {
     ) -> Result<Option<(i64, String)>, ProjectionError> {
         for event in run {
             if let Err(refusal) = self.apply(&[*event]).await? {
-                return Ok(Some(match refusal {
-                    ApplyError::Event {
-                        tenant_seq,
-                        message,
-                    } => (tenant_seq, message),
-                    ApplyError::Database(error) => (event.tenant_seq, error.to_string()),
-                }));
+                return Ok(refusal.refused_at(Some(event)));
             }
         }
         Ok(None)

@@ -644,22 +644,17 @@ impl Replay<'_> {
         events: &[&StoredEvent],
         refusal: ApplyError,
     ) -> Result<(i64, String), ProjectionError> {
-        if let ApplyError::Event {
-            tenant_seq,
-            message,
-        } = refusal
-        {
-            return Ok((tenant_seq, message));
+        if let Some(refused) = refusal.refused_at(None) {
+            return Ok(refused);
         }
         // A write the database refused: apply one event at a time (the
         // tenant is left out of the comparison, so what is applied here
         // does not matter) until it is refused again.
         for event in events {
             if let Err(refusal) = self.try_apply(connection, &[*event]).await? {
-                let message = match refusal {
-                    ApplyError::Event { message, .. } => message,
-                    ApplyError::Database(error) => error.to_string(),
-                };
+                let (_, message) = refusal
+                    .refused_at(Some(event))
+                    .unwrap_or((event.tenant_seq, String::new()));
                 return Ok((event.tenant_seq, message));
             }
         }

@@ -699,33 +699,14 @@ pub async fn quota_views(
             .cloned()
             .map(grant_from)
             .collect();
-        let usable = grants.iter().filter(|grant| {
-            grant.effective_at <= now && grant.expires_at.is_none_or(|expires| expires > now)
-        });
-        let mut unlimited = false;
-        let mut available: i64 = 0;
-        for grant in usable {
-            match grant.balance {
-                None => unlimited = true,
-                Some(balance) => available = available.saturating_add(balance),
-            }
-        }
         let totals = totals.iter().find(|row| row.0 == quota.as_str());
         let allocated = totals.map_or(0, |row| number(&row.4));
-        if quota == QuotaType::Seats {
-            // Seats allocated beyond every open grant's room (after a plan
-            // change to fewer seats) use up room first, as in the aggregate.
-            let on_grants = grants
-                .iter()
-                .fold(0i64, |total, grant| total.saturating_add(grant.used));
-            let unbacked = allocated.saturating_sub(on_grants).max(0);
-            available = available.saturating_sub(unbacked).max(0);
-        }
+        let available = available_at(quota, &grants, allocated, now);
         views.push(QuotaView {
             quota: quota.as_str().to_string(),
             account: account.map(|account| account.as_str().to_string()),
-            available: (!unlimited).then_some(available),
-            unlimited,
+            available,
+            unlimited: available.is_none(),
             consumed: totals.map_or(0, |row| number(&row.3)),
             allocated,
             granted: totals.map_or(0, |row| number(&row.2)),
@@ -734,4 +715,112 @@ pub async fn quota_views(
         });
     }
     Ok(views)
+}
+
+/// Units of `quota` usable at `now` over its active `grants` (`None` when
+/// one in effect is unlimited), as the quota aggregate decides them at
+/// `now`: a grant past its expiry counts for nothing even before the
+/// scheduler expires it. For seats, `allocated` seats that no grant in
+/// effect holds (over-allocated after a plan change, or still on a grant
+/// past its expiry, which the next decision moves off it) use up room
+/// first.
+fn available_at(
+    quota: QuotaType,
+    grants: &[GrantRow],
+    allocated: i64,
+    now: DateTime<Utc>,
+) -> Option<i64> {
+    let usable: Vec<&GrantRow> = grants
+        .iter()
+        .filter(|grant| {
+            grant.effective_at <= now && grant.expires_at.is_none_or(|expires| expires > now)
+        })
+        .collect();
+    let mut available: i64 = 0;
+    for grant in &usable {
+        available = available.saturating_add(grant.balance?);
+    }
+    if quota == QuotaType::Seats {
+        let held = usable
+            .iter()
+            .fold(0i64, |total, grant| total.saturating_add(grant.used));
+        let unbacked = allocated.saturating_sub(held).max(0);
+        available = available.saturating_sub(unbacked).max(0);
+    }
+    Some(available)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, day, 0, 0, 0).unwrap()
+    }
+
+    /// An active grant of `amount` (`None`: unlimited) with `used` drawn,
+    /// in effect from day 1, expiring on `expires` when given.
+    fn grant(quota: QuotaType, amount: Option<i64>, used: i64, expires: Option<u32>) -> GrantRow {
+        GrantRow {
+            grant_id: Uuid::nil(),
+            quota: quota.as_str().to_string(),
+            account: None,
+            source: "purchase".to_string(),
+            amount,
+            used,
+            balance: amount.map(|amount| amount - used),
+            priority: 0,
+            effective_at: at(1),
+            expires_at: expires.map(at),
+            issued_at: at(1),
+            status: "active".to_string(),
+            closed_at: None,
+            breakage: 0,
+        }
+    }
+
+    #[test]
+    fn seats_on_a_grant_past_its_expiry_need_room_on_the_grants_in_effect() {
+        // 8 seats on a grant that expired on day 10, not yet expired by the
+        // scheduler; another grant has room for 5. The aggregate moves the
+        // 8 first (5 onto the other grant, 3 unbacked) and has none left.
+        let seats = QuotaType::Seats;
+        let grants = [
+            grant(seats, Some(10), 8, Some(10)),
+            grant(seats, Some(5), 0, None),
+        ];
+        assert_eq!(available_at(seats, &grants, 8, at(9)), Some(7));
+        assert_eq!(available_at(seats, &grants, 8, at(10)), Some(0));
+        let roomier = [
+            grant(seats, Some(10), 8, Some(10)),
+            grant(seats, Some(12), 1, None),
+        ];
+        assert_eq!(available_at(seats, &roomier, 9, at(11)), Some(3));
+        // Seats over-allocated after a plan change use up room first.
+        let downgraded = [grant(seats, Some(5), 5, None)];
+        assert_eq!(available_at(seats, &downgraded, 7, at(11)), Some(0));
+        let upgraded = [grant(seats, Some(10), 5, None)];
+        assert_eq!(available_at(seats, &upgraded, 7, at(11)), Some(3));
+    }
+
+    #[test]
+    fn consumables_count_only_the_grants_in_effect() {
+        let runs = QuotaType::Runs;
+        let grants = [
+            grant(runs, Some(100), 30, Some(10)),
+            grant(runs, Some(50), 0, None),
+        ];
+        assert_eq!(available_at(runs, &grants, 0, at(9)), Some(120));
+        assert_eq!(available_at(runs, &grants, 0, at(10)), Some(50));
+        let mut later = grant(runs, Some(40), 0, None);
+        later.effective_at = at(20);
+        assert_eq!(available_at(runs, &[later], 0, at(19)), Some(0));
+        let unlimited = [
+            grant(runs, None, 7, Some(10)),
+            grant(runs, Some(50), 0, None),
+        ];
+        assert_eq!(available_at(runs, &unlimited, 0, at(9)), None);
+        assert_eq!(available_at(runs, &unlimited, 0, at(10)), Some(50));
+    }
 }

@@ -55,6 +55,29 @@ pub enum ApplyError {
     Database(#[from] sqlx::Error),
     #[error("event at tenant_seq {tenant_seq}: {message}")]
     Event { tenant_seq: i64, message: String },
+    /// A hole in the tenant's seqs (an event removed behind the ledger's
+    /// back): every projection behind it stops there.
+    #[error("event at tenant_seq {tenant_seq}: tenant_seq {tenant_seq} is missing: the next event is tenant_seq {found}")]
+    Missing { tenant_seq: i64, found: i64 },
+}
+
+impl ApplyError {
+    /// The seq of the event refused (or missing) and why, when the events
+    /// rather than the database are at fault or `event` is the only one
+    /// applied; `None` for a database failure of several events.
+    pub(crate) fn refused_at(&self, event: Option<&StoredEvent>) -> Option<(i64, String)> {
+        match self {
+            Self::Event {
+                tenant_seq,
+                message,
+            } => Some((*tenant_seq, message.clone())),
+            Self::Missing { tenant_seq, found } => Some((
+                *tenant_seq,
+                format!("tenant_seq {tenant_seq} is missing: the next event is tenant_seq {found}"),
+            )),
+            Self::Database(error) => event.map(|event| (event.tenant_seq, error.to_string())),
+        }
+    }
 }
 
 /// Errors of the runtime.
@@ -305,9 +328,9 @@ async fn lease_of(
 
 /// Refused: `expected` is missing from a tenant's events, `found` follows.
 pub(crate) fn missing(expected: i64, found: i64) -> ApplyError {
-    ApplyError::Event {
+    ApplyError::Missing {
         tenant_seq: expected,
-        message: format!("tenant_seq {expected} is missing: the next event is tenant_seq {found}"),
+        found,
     }
 }
 
@@ -487,7 +510,7 @@ async fn read_whole_requests(
 /// refused the data written for it.
 pub(crate) fn is_refusal(error: &ApplyError) -> bool {
     match error {
-        ApplyError::Event { .. } => true,
+        ApplyError::Event { .. } | ApplyError::Missing { .. } => true,
         ApplyError::Database(error) => refused_by_database(error),
     }
 }
@@ -593,7 +616,7 @@ async fn step_holding_back(
     let tenants = match step_of(pool, projections, schema, limits, None, held_back).await {
         Ok(Stepped::Applied(batch)) => return Ok(batch),
         Ok(Stepped::Failed { tenants, .. }) if tenants.len() == 1 => {
-            return match isolate(pool, projections, schema, limits, tenants[0]).await? {
+            return match isolate(pool, projections, schema, limits, tenants[0], held_back).await? {
                 (_, Some(error)) => Err(error),
                 (applied, None) => Ok(isolated(applied)),
             };
@@ -607,7 +630,8 @@ async fn step_holding_back(
         match step_of(pool, projections, schema, limits, Some(tenant), held_back).await? {
             Stepped::Applied(batch) => applied += batch.events,
             Stepped::Failed { .. } => {
-                let (events, error) = isolate(pool, projections, schema, limits, tenant).await?;
+                let (events, error) =
+                    isolate(pool, projections, schema, limits, tenant, held_back).await?;
                 applied += events;
                 if let Some(error) = error {
                     first_error.get_or_insert(error);
@@ -624,14 +648,17 @@ async fn step_holding_back(
 /// After one tenant's batch failed: applies that tenant's events one at a
 /// time, each in a transaction of its own, up to the one that fails, so the
 /// tenant is held back at the event itself (named in the error) rather than
-/// at the start of the batch. Returns the events applied and the error
-/// (none when every event applied on its own).
+/// at the start of the batch. The `held_back` partitions stay left alone:
+/// an event refused there before must not hide the one refused now.
+/// Returns the events applied and the error (none when every event applied
+/// on its own).
 async fn isolate(
     pool: &PgPool,
     projections: &[&dyn Projection],
     schema: Option<&str>,
     limits: Limits,
     tenant: TenantId,
+    held_back: HeldPartitions<'_>,
 ) -> Result<(u64, Option<ProjectionError>), ProjectionError> {
     let one = Limits {
         batch_events_max: 1,
@@ -639,7 +666,7 @@ async fn isolate(
     };
     let mut applied = 0;
     for _ in 0..limits.batch_events_max {
-        match step_of(pool, projections, schema, one, Some(tenant), &[]).await? {
+        match step_of(pool, projections, schema, one, Some(tenant), held_back).await? {
             Stepped::Applied(Batch { events: 0, .. }) => break,
             Stepped::Applied(batch) => applied += batch.events,
             Stepped::Failed { error, .. } => return Ok((applied, Some(error))),

@@ -6,7 +6,9 @@
 //! from a poll interval as the fallback.
 
 use crate::reactor::{react_catch_up_with, Reactor};
-use crate::runtime::{catch_up_holding_back, catch_up_with, Limits, Projection, ProjectionError};
+use crate::runtime::{
+    catch_up_holding_back, catch_up_with, ApplyError, Limits, Projection, ProjectionError,
+};
 use crate::status::{set_state, State};
 use aggregates::TenantId;
 use eventstore::EventStore;
@@ -142,7 +144,8 @@ impl Workers {
     }
 
     /// Bumped each time a worker of this process has caught up after
-    /// applying events: after the last batch of a round, before it idles.
+    /// applying events (after the last batch of a round, before it idles),
+    /// and after a failed round, which may have applied other tenants'.
     pub fn progress(&self) -> watch::Receiver<u64> {
         self.progress.subscribe()
     }
@@ -206,18 +209,44 @@ impl ProjectionWork {
             .map(|projection| projection.name())
     }
 
-    /// Leaves the partition an apply error names alone until its retry.
-    fn hold(&mut self, error: &ProjectionError) {
-        if let ProjectionError::Apply {
+    /// Leaves the partition an apply error names alone until its retry. A
+    /// hole in a tenant's seqs stops every projection behind it, so each of
+    /// those is held back with it, in the same round, and marked failed
+    /// (before the one the error names, which the caller marks).
+    async fn hold(&mut self, pool: &PgPool, error: &ProjectionError) {
+        let ProjectionError::Apply {
             projection,
             tenant_id,
-            ..
+            error: apply_error,
         } = error
-        {
-            if let Some(name) = self.static_name(projection) {
-                self.held
-                    .insert((*tenant_id, name), Instant::now() + self.retry_held);
+        else {
+            return;
+        };
+        let retry_at = Instant::now() + self.retry_held;
+        if let ApplyError::Missing { tenant_seq, found } = apply_error {
+            let names: Vec<&'static str> = self.projections.iter().map(|p| p.name()).collect();
+            let Ok(past) = past_seq(pool, *tenant_id, &names, *tenant_seq).await else {
+                return;
+            };
+            for name in names {
+                if past.iter().any(|past| past == name) || name == projection {
+                    continue;
+                }
+                self.held.insert((*tenant_id, name), retry_at);
+                let behind = ProjectionError::Apply {
+                    projection: name.to_string(),
+                    tenant_id: *tenant_id,
+                    error: ApplyError::Missing {
+                        tenant_seq: *tenant_seq,
+                        found: *found,
+                    },
+                };
+                let message = behind.to_string();
+                let _ = set_state(pool, name, State::Failed, Some(&message)).await;
             }
+        }
+        if let Some(name) = self.static_name(projection) {
+            self.held.insert((*tenant_id, name), retry_at);
         }
     }
 
@@ -269,7 +298,7 @@ impl ProjectionWork {
                             self.failing.insert(name);
                         }
                     }
-                    self.hold(&error);
+                    self.hold(pool, &error).await;
                     return Err(error);
                 }
             }
@@ -294,7 +323,7 @@ impl ProjectionWork {
                     }
                 }
                 Err(error) => {
-                    self.hold(&error);
+                    self.hold(pool, &error).await;
                     let message = error.to_string();
                     let _ = set_state(pool, projection.name(), State::Failed, Some(&message)).await;
                 }
@@ -302,6 +331,25 @@ impl ProjectionWork {
         }
         Ok(applied)
     }
+}
+
+/// Those of `names` whose checkpoint for `tenant_id` is at or past
+/// `tenant_seq`.
+async fn past_seq(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    names: &[&str],
+    tenant_seq: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT projection FROM projection_checkpoints \
+         WHERE tenant_id = $1 AND projection = ANY($2) AND last_seq >= $3",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(names)
+    .bind(tenant_seq)
+    .fetch_all(pool)
+    .await
 }
 
 impl Work {
@@ -393,6 +441,10 @@ async fn run(
             }
             Err(error) => {
                 tracing::error!(worker = work.name(), %error, "batch failed");
+                // A round that failed for one tenant may have applied
+                // others: their waiting reads look again now rather than
+                // at their next poll.
+                progress.send_modify(|count| *count = count.wrapping_add(1));
                 if !error_is_unavailable(&error) {
                     failed = true;
                     work.record_failure(&pool, &error).await;

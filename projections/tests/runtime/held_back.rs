@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use eventstore::testing::TestDatabase;
 use eventstore::{EventStore, StoredEvent};
 use projections::rebuild::{rebuild, HeldBack};
-use projections::runtime::{catch_up, BATCH_EVENTS_MAX};
+use projections::runtime::{catch_up, catch_up_holding_back, Limits, BATCH_EVENTS_MAX};
 use projections::{ApplyError, Projection};
 use sqlx::PgConnection;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -403,4 +403,94 @@ async fn workers_leave_a_held_back_tenant_alone_between_retries() {
         )
     );
     workers.stop().await;
+}
+
+/// A projection that writes nothing and refuses one tenant's event.
+struct Refusing {
+    name: &'static str,
+    tenant_id: TenantId,
+    tenant_seq: i64,
+}
+
+#[async_trait]
+impl Projection for Refusing {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn version(&self) -> i32 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+    async fn apply(&self, _: &mut PgConnection, events: &[&StoredEvent]) -> Result<(), ApplyError> {
+        if events
+            .iter()
+            .any(|event| event.tenant_id == self.tenant_id && event.tenant_seq == self.tenant_seq)
+        {
+            return Err(ApplyError::Event {
+                tenant_seq: self.tenant_seq,
+                message: format!("{} refuses", self.name),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_applied_event_by_event_leaves_its_held_partitions_alone() {
+    // Proves: with (tenant, first) held back at event 5, which `first`
+    // refuses, a batch that fails because `second` refuses the same
+    // tenant's event 12 is located event by event up to that event
+    // (`second` applied to 11, the error naming it), instead of stopping
+    // again at the held partition's event 5 and leaving `second` at 4.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let tenants = [tenant(&store).await, tenant(&store).await];
+    for tenant_id in tenants {
+        append(&store, tenant_id, 0, 10, 5, 10).await;
+    }
+    let first = Refusing {
+        name: "first",
+        tenant_id: tenants[0],
+        tenant_seq: 5,
+    };
+    let second = Refusing {
+        name: "second",
+        tenant_id: tenants[0],
+        tenant_seq: 12,
+    };
+    let both: [&dyn Projection; 2] = [&first, &second];
+    let catch_up = |held_back| {
+        catch_up_holding_back(
+            store.pool(),
+            &both,
+            None,
+            Limits::default(),
+            || false,
+            held_back,
+        )
+    };
+    let error = catch_up(&[]).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "projection first, tenant {}: event at tenant_seq 5: first refuses",
+            tenants[0]
+        )
+    );
+    append(&store, tenants[0], 10, 10, 5, 10).await;
+    let error = catch_up(&[(tenants[0], "first")]).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "projection second, tenant {}: event at tenant_seq 12: second refuses",
+            tenants[0]
+        )
+    );
+    let checkpoint = |name, tenant_id| projections::read::checkpoint(store.pool(), name, tenant_id);
+    assert_eq!(checkpoint("first", tenants[0]).await.unwrap(), 4);
+    assert_eq!(checkpoint("second", tenants[0]).await.unwrap(), 11);
+    assert_eq!(checkpoint("first", tenants[1]).await.unwrap(), 10);
+    assert_eq!(checkpoint("second", tenants[1]).await.unwrap(), 10);
 }

@@ -255,3 +255,80 @@ async fn an_event_removed_behind_the_triggers_holds_back_its_tenant_only() {
     assert_eq!(held, expected);
     assert!(report.held_back.iter().all(|held| held.tenant_id == tenant));
 }
+
+/// Each projection's state and error, by name.
+async fn states(pool: &sqlx::PgPool) -> Vec<(String, String, Option<String>)> {
+    sqlx::query_as("SELECT projection, state, error FROM projections ORDER BY projection")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_workers_hold_back_every_projection_behind_a_hole_in_one_round() {
+    // Proves: with tenant 0's event 8 deleted behind the append-only
+    // trigger, the first round of the live workers that meets the hole
+    // holds tenant 0 back in every projection at once, each marked failed
+    // naming itself and the missing seq (before the one the error names),
+    // instead of one projection per failing round; the other tenant is
+    // applied to its head in every projection.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    let tenant = ledger.tenants[0];
+    ledger
+        .tamper(&[format!(
+            "DELETE FROM events WHERE tenant_id = '{tenant}' AND tenant_seq = 8"
+        )])
+        .await;
+    ledger.rechain(0).await;
+    let pool = ledger.store().pool();
+    let catalog = commands::domains::projections();
+    projections::status::register(pool, &catalog).await.unwrap();
+    let names: Vec<&str> = catalog.iter().map(|projection| projection.name()).collect();
+    let workers = projections::Workers::start_polling(
+        ledger.store(),
+        catalog.clone(),
+        Vec::new(),
+        std::time::Duration::from_secs(600),
+    );
+    // The one the error names is marked last: once it is failed, the round
+    // has held back and marked every other.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !states(pool)
+        .await
+        .iter()
+        .any(|(name, state, _)| name == "accounts" && state == "failed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            states(pool).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut expected: Vec<(String, String, Option<String>)> = names
+        .iter()
+        .map(|name| {
+            (
+                name.to_string(),
+                "failed".to_string(),
+                Some(format!(
+                    "projection {name}, tenant {tenant}: event at tenant_seq 8: tenant_seq 8 is missing: the next event is tenant_seq 9"
+                )),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(states(pool).await, expected);
+    let (head,): (i64,) = sqlx::query_as("SELECT last_seq FROM chain_heads WHERE tenant_id = $1")
+        .bind(ledger.tenants[1].as_uuid())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    for name in &names {
+        let checkpoint = |tenant_id| projections::read::checkpoint(pool, name, tenant_id);
+        assert_eq!(checkpoint(ledger.tenants[1]).await.unwrap(), head, "{name}");
+        assert_eq!(checkpoint(tenant).await.unwrap(), 7, "{name}");
+    }
+    workers.stop().await;
+}
