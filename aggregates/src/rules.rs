@@ -75,8 +75,14 @@ impl Rules {
     /// - a cancellation at the period end is refused once the period has
     ///   ended and awaits its renewal (`period_ended`).
     pub const FOURTH: Self = Self(4);
+    /// Version 5:
+    /// - a plan change issues the new plan's runs and credits less what the
+    ///   period has consumed on its subscription grants (whichever plan
+    ///   issued them): the allowance is the period's, so changing plans
+    ///   and back no longer issues a plan's full amounts again.
+    pub const FIFTH: Self = Self(5);
     /// What new requests are decided under.
-    pub const CURRENT: Self = Self::FOURTH;
+    pub const CURRENT: Self = Self::FIFTH;
 
     /// Version `version`, if this build knows it.
     pub fn new(version: u32) -> Option<Self> {
@@ -112,12 +118,15 @@ mod tests {
         assert_eq!(Rules::new(2), Some(Rules::SECOND));
         assert_eq!(Rules::new(3), Some(Rules::THIRD));
         assert_eq!(Rules::new(4), Some(Rules::FOURTH));
+        assert_eq!(Rules::new(5), Some(Rules::FIFTH));
         assert_eq!(Rules::new(Rules::CURRENT.version() + 1), None);
         assert!(Rules::CURRENT.since(Rules::SECOND));
         assert!(Rules::CURRENT.since(Rules::THIRD));
         assert!(!Rules::FIRST.since(Rules::SECOND));
         assert!(!Rules::SECOND.since(Rules::THIRD));
         assert!(Rules::CURRENT.since(Rules::FOURTH));
+        assert!(Rules::CURRENT.since(Rules::FIFTH));
+        assert!(!Rules::FOURTH.since(Rules::FIFTH));
         assert!(!Rules::THIRD.since(Rules::FOURTH));
     }
 }

@@ -120,8 +120,8 @@ impl Ledger {
     /// credits grants (credits: S, 1,000); 5 the purchase P (300, priority
     /// 80); 6 S:400; 7 S:500; 8 S:100 + P:150; 9 PlanChanged; then, quota by
     /// quota, hobby_v3's grant revoked and team_v4's issued: 10, 11 seats;
-    /// 12, 13 runs; 14 S revoked (no breakage), 15 S2 issued (20,000); 16
-    /// S2:1,000.
+    /// 12, 13 runs; 14 S revoked (no breakage), 15 S2 issued (19,000:
+    /// team_v4's 20,000 less the 1,000 the period consumed); 16 S2:1,000.
     async fn scenario(&self) -> Vec<Outcome> {
         let plans = PlanCatalog::builtin();
         let mut outcomes = Vec::new();
@@ -556,13 +556,22 @@ async fn an_event_deleted_in_the_middle_is_reported_and_verify_goes_on() {
     // Proves: with the read tables caught up, a missing event is a hole at
     // its seq; the next event no longer chains; the domain notes the
     // aggregate sequence skipped and the breakage the lost consumption
-    // leaves; every projection names the tenant and seq it cannot replay
-    // and the other tenant is still compared (verify reports, never aborts).
+    // leaves, and the plan change's credits grant that the lost
+    // consumption would have sized (100 fewer consumed in the period, so
+    // 19,100 of team_v4's 20,000 where 19,000 was issued); every projection
+    // names the tenant and seq it cannot replay and the other tenant is
+    // still compared (verify reports, never aborts).
     let ledger = Ledger::new().await;
     let outcomes = ledger.scenario().await;
     ledger.catch_up().await;
     let tenant = ledger.tenants[0];
     let s = credits_grant(&outcomes[0]);
+    let s2 = credits_grant(&outcomes[5]);
+    let issued: Value = serde_json::from_str(&ledger.event(0, 15).await.payload).unwrap();
+    let stored_terms = issued["GrantIssued"]["terms"].clone();
+    assert_eq!(stored_terms["amount"], 19_000);
+    let mut decided_terms = stored_terms.clone();
+    decided_terms["amount"] = json!(19_100);
     let hash_7 = hash_at(&ledger, 0, 7).await;
     let hash_8 = hash_at(&ledger, 0, 8).await;
     ledger
@@ -606,6 +615,15 @@ async fn an_event_deleted_in_the_middle_is_reported_and_verify_goes_on() {
                 &format!(
                     "aggregate_seq 6 where 5 was next; breakage 0 where the quota decides 100; \
                      entry none where the quota decides [debit grant:{s} 100 CREDITS/0, credit quota_breakage:credits 100 CREDITS/0]"
+                )
+            ),
+            domain(
+                15,
+                "credits",
+                &format!(
+                    "entry [debit quota_issued:credits 19000 CREDITS/0, credit grant:{s2} 19000 CREDITS/0] \
+                     where the quota decides [debit quota_issued:credits 19100 CREDITS/0, credit grant:{s2} 19100 CREDITS/0]; \
+                     terms {stored_terms} where the quota decides {decided_terms}"
                 )
             ),
         ]

@@ -66,6 +66,7 @@ use crate::decide::{handle_by_deciding, Decide};
 use crate::ids::GrantId;
 use crate::journal::{Balances, JournalEntry};
 use crate::money::Amount;
+use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -139,6 +140,27 @@ impl Quota {
         self.grants
             .iter()
             .find(|grant| grant.terms.grant_id == grant_id)
+    }
+
+    /// Units consumed on the subscription grants that expire at
+    /// `period_end`: those of one subscription period, whichever plan issued
+    /// them and whether or not a plan change revoked them since. What the
+    /// period has used of its allowance; zero for seats, a gauge whose
+    /// allocations move from grant to grant. Past 2^63-1, 2^63-1.
+    pub fn consumed_in_period(&self, period_end: DateTime<Utc>) -> Amount {
+        if self.quota == Some(QuotaType::Seats) {
+            return Amount::ZERO;
+        }
+        let consumed: i128 = self
+            .grants
+            .iter()
+            .filter(|grant| {
+                grant.terms.source == GrantSource::Subscription
+                    && grant.terms.expires_at == Some(period_end)
+            })
+            .map(|grant| i128::from(grant.used.value()))
+            .sum();
+        Amount::new(i64::try_from(consumed).unwrap_or(i64::MAX)).unwrap_or(Amount::ZERO)
     }
 
     fn check_quota(&self, requested: QuotaType) -> Result<(), QuotaError> {

@@ -169,7 +169,10 @@ async fn get_subscription(
 }
 
 /// Moves to another plan: the old plan's subscription grants are revoked
-/// (unused balance to breakage) and the new plan's issued, atomically.
+/// (unused balance to breakage) and the new plan's issued, atomically, for
+/// the rest of the period: its seats whole, its runs and credits less what
+/// the period has consumed on its subscription grants (a quota used up
+/// gets no grant).
 #[utoipa::path(
     post,
     path = "/v1/subscription/change-plan",

@@ -9,6 +9,7 @@ use aggregates::quota::{
     quota_aggregate_id, Ending, GrantSource, GrantTerms, Quota, QuotaCommand, QuotaEvent,
     QuotaType, PRIORITY_DEFAULT,
 };
+use aggregates::rules::Rules;
 use aggregates::subscription::{
     CancelAt, Subscription, SubscriptionCommand, SubscriptionEvent, SUBSCRIPTION_ID,
 };
@@ -133,18 +134,35 @@ fn answer(
     })
 }
 
-/// Issues the plan's grant of every quota type it gives, expiring at the
-/// period end, effective at `at`; ids derive from the request.
+/// How much of a plan's allowance a request issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allowance {
+    /// All of it: a new period.
+    Whole,
+    /// What the period has not consumed yet: a plan change within it.
+    LeftInPeriod,
+}
+
+/// Issues the plan's grant of every quota type it gives (of its
+/// `allowance`), expiring at the period end, effective at `at`; ids derive
+/// from the request. A quota with nothing to issue gets no grant.
 fn issue_plan_grants(
     decider: &mut Decider<'_>,
     plan: &Plan,
+    allowance: Allowance,
     period_end: DateTime<Utc>,
     at: DateTime<Utc>,
 ) -> Result<Vec<PlanGrant>, Refusal> {
     let mut grants = Vec::new();
     for quota in QuotaType::ALL {
-        let limit = plan.limit(quota);
-        if limit.amount().is_some_and(|amount| amount.is_zero()) {
+        let mut amount = plan.limit(quota).amount();
+        if let (Some(limit), Allowance::LeftInPeriod) = (amount, allowance) {
+            let consumed = decider
+                .state::<Quota>(&quota_aggregate_id(quota, None))?
+                .consumed_in_period(period_end);
+            amount = Some(limit.checked_sub(consumed).unwrap_or(Amount::ZERO));
+        }
+        if amount.is_some_and(|amount| amount.is_zero()) {
             continue;
         }
         let grant_id =
@@ -152,7 +170,7 @@ fn issue_plan_grants(
         let terms = GrantTerms {
             grant_id,
             source: GrantSource::Subscription,
-            amount: limit.amount(),
+            amount,
             priority: PRIORITY_DEFAULT,
             effective_at: at,
             expires_at: Some(period_end),
@@ -175,7 +193,7 @@ fn issue_plan_grants(
         grants.push(PlanGrant {
             grant_id,
             quota,
-            amount: limit.amount(),
+            amount,
         });
     }
     Ok(grants)
@@ -248,14 +266,16 @@ impl Request for Subscribe {
                 ))
             }
         };
-        let grants = issue_plan_grants(decider, &self.plan, period_end, at)?;
+        let grants = issue_plan_grants(decider, &self.plan, Allowance::Whole, period_end, at)?;
         Reply::created(SUBSCRIPTION_ID, &answer(decider, Some(grants), None)?)
     }
 }
 
 /// Moves the tenant to another plan: the old plan's grants are revoked
 /// (unused balance to breakage) and the new plan's issued for the rest of the
-/// period.
+/// period: its seats whole, its runs and credits less what the period has
+/// consumed on its subscription grants (since the fifth rules; whole
+/// before), so a period's allowance is spent once whatever the plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePlan {
@@ -287,7 +307,12 @@ impl Request for ChangePlan {
                 Refusal::Internal("changed plan without an active subscription".into())
             })?;
         let ended = end_subscription_grants(decider, Ending::Revoked, at)?;
-        let grants = issue_plan_grants(decider, &self.plan, period_end, at)?;
+        let allowance = if decider.rules().since(Rules::FIFTH) {
+            Allowance::LeftInPeriod
+        } else {
+            Allowance::Whole
+        };
+        let grants = issue_plan_grants(decider, &self.plan, allowance, period_end, at)?;
         Reply::ok(
             SUBSCRIPTION_ID,
             &answer(decider, Some(grants), Some(ended))?,
@@ -365,7 +390,7 @@ impl Request for RenewSubscription {
                     .ok_or_else(|| {
                         Refusal::Internal("renewed without an active subscription".into())
                     })?;
-                issue_plan_grants(decider, &plan, *period_end, at)?
+                issue_plan_grants(decider, &plan, Allowance::Whole, *period_end, at)?
             }
             _ => Vec::new(),
         };

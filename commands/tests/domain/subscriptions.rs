@@ -118,8 +118,9 @@ async fn subscribing_issues_grants_that_a_consume_right_after_can_use() {
 #[tokio::test]
 async fn changing_plan_revokes_and_reissues_exactly_once() {
     // Proves: a plan change revokes the old plan's subscription grants
-    // (unused balance to breakage) and issues the new plan's, once, even when
-    // the request is sent again; purchases are untouched.
+    // (unused balance to breakage) and issues the new plan's (its credits
+    // less the 100 the period consumed), once, even when the request is
+    // sent again; purchases are untouched.
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
     acme.post("/v1/subscription", "sub", json!({"plan": "hobby_v3"}))
@@ -158,6 +159,8 @@ async fn changing_plan_revokes_and_reissues_exactly_once() {
     assert_eq!(credits_ended["ended"], "revoked");
     assert_eq!(credits_ended["breakage"], 900);
     assert_eq!(changed.body["grants_issued"].as_array().unwrap().len(), 3);
+    assert_eq!(grant_of(&changed.body, "credits")["amount"], 99_900);
+    assert_eq!(grant_of(&changed.body, "runs")["amount"], 1_000_000);
     let seq = changed.body["tenant_seq"].as_i64().unwrap();
 
     server.catch_up().await;
@@ -172,7 +175,7 @@ async fn changing_plan_revokes_and_reissues_exactly_once() {
     assert_eq!(count("subscription", "active"), 3);
     assert_eq!(count("purchase", "active"), 1);
     let credits = acme.read("/v1/quota/credits", seq).await;
-    assert_eq!(credits["available"], 100_050);
+    assert_eq!(credits["available"], 99_950);
     assert_eq!(credits["breakage"], 900);
     let balances = assert_trial_balance_is_zero(&acme, seq).await;
     assert_eq!(
@@ -191,6 +194,85 @@ async fn changing_plan_revokes_and_reissues_exactly_once() {
         error["details"]["plans"],
         json!(["enterprise_v1", "hobby_v3", "scale_v1", "team_v4"])
     );
+    server.stop().await;
+}
+
+/// Changes the tenant's plan to `plan`; asserts 200.
+async fn change_plan(client: &Client, key: &str, plan: &str) -> Value {
+    let changed = client
+        .post("/v1/subscription/change-plan", key, json!({ "plan": plan }))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    changed.body
+}
+
+#[tokio::test]
+async fn a_periods_allowance_is_spent_once_across_plan_changes() {
+    // Proves: a plan change issues the new plan's credits less what the
+    // period has consumed on its subscription grants, whichever plan
+    // issued them (seats and runs whole): team_v4 with 300 consumed,
+    // changed to hobby_v3, issues 700 of its 1,000; with those used too,
+    // back to team_v4 issues 19,000 of 20,000; to hobby_v3 again, no
+    // credits grant at all, and a consume answers 429 with 0 available.
+    // Under the fourth rules the same change issued the whole 20,000.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    acme.post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
+        .await;
+    let consume = |key: &'static str, amount: i64| {
+        acme.post(
+            "/v1/quota/credits/consume",
+            key,
+            json!({ "amount": amount }),
+        )
+    };
+    let used = consume("use-300", 300).await;
+    assert_eq!(used.status, StatusCode::OK, "{}", used.body);
+    let down = change_plan(&acme, "down", "hobby_v3").await;
+    assert_eq!(grant_of(&down, "credits")["amount"], 700);
+    assert_eq!(grant_of(&down, "runs")["amount"], 10_000);
+    assert_eq!(grant_of(&down, "seats")["amount"], 1);
+    let rest = consume("use-700", 700).await;
+    assert_eq!(rest.status, StatusCode::OK, "{}", rest.body);
+    assert_eq!(rest.body["available"], 0);
+    let up = change_plan(&acme, "up", "team_v4").await;
+    assert_eq!(grant_of(&up, "credits")["amount"], 19_000);
+    let again = change_plan(&acme, "down-again", "hobby_v3").await;
+    let issued: Vec<&str> = again["grants_issued"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|grant| grant["quota"].as_str().unwrap())
+        .collect();
+    assert_eq!(issued, ["seats", "runs"]);
+    let none = consume("use-1", 1).await;
+    let error = none.assert_error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+    assert_eq!(error["details"]["available"], 0);
+    // The same change decided under the fourth rules.
+    let older = commands::CommandBus::start(
+        server.db.store().clone(),
+        commands::BusConfig {
+            rules: aggregates::rules::Rules::FOURTH,
+            ..commands::BusConfig::default()
+        },
+        std::sync::Arc::new(commands::Metrics::default()),
+    );
+    let whole = older
+        .execute(
+            acme.tenant_id.parse().unwrap(),
+            eventstore::IdempotencyKey::parse("up-old").unwrap(),
+            commands::requests::subscription::ChangePlan {
+                plan: aggregates::plan::PlanCatalog::builtin()
+                    .get("team_v4")
+                    .unwrap()
+                    .clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(grant_of(&whole.body, "credits")["amount"], 20_000);
+    server.catch_up().await;
+    assert_trial_balance_is_zero(&acme, seq_of(&whole.body)).await;
     server.stop().await;
 }
 

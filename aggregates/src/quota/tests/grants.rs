@@ -393,3 +393,50 @@ fn a_grant_for_another_holder_of_the_quota_is_rejected() {
         ("the tenant".to_string(), "user-42".to_string())
     );
 }
+
+#[test]
+fn a_periods_consumption_counts_its_subscription_grants_revoked_or_not() {
+    // Two plans' credits grants of the period ending at hour 20 (the first
+    // revoked by a plan change), one of the period before, a purchase.
+    let ending = |n, source, hour| GrantTerms {
+        expires_at: Some(at(hour)),
+        ..terms(n, source, Some(100))
+    };
+    let first_plan = ending(1, GrantSource::Subscription, 20);
+    let second_plan = ending(2, GrantSource::Subscription, 20);
+    let period_before = ending(3, GrantSource::Subscription, 10);
+    let purchase = ending(4, GrantSource::Purchase, 20);
+    let mut quota = Quota::default();
+    for event in [
+        issued(QuotaType::Credits, period_before.clone()),
+        consumed(QuotaType::Credits, &[(&period_before, 50)], None),
+        issued(QuotaType::Credits, first_plan.clone()),
+        issued(QuotaType::Credits, purchase.clone()),
+        consumed(QuotaType::Credits, &[(&first_plan, 30)], None),
+        revoked(QuotaType::Credits, &first_plan, 70, 12),
+        issued(QuotaType::Credits, second_plan.clone()),
+        consumed(
+            QuotaType::Credits,
+            &[(&second_plan, 5), (&purchase, 7)],
+            None,
+        ),
+    ] {
+        quota.apply(event);
+    }
+    assert_eq!(quota.consumed_in_period(at(20)), units(35));
+    assert_eq!(quota.consumed_in_period(at(10)), units(50));
+    assert_eq!(quota.consumed_in_period(at(21)), Amount::ZERO);
+}
+
+#[test]
+fn seats_have_no_period_consumption() {
+    let seats = GrantTerms {
+        expires_at: Some(at(20)),
+        ..terms(1, GrantSource::Subscription, Some(10))
+    };
+    let mut quota = Quota::default();
+    quota.apply(issued(QuotaType::Seats, seats.clone()));
+    quota.apply(seats_allocated(&[(&seats, 4)]));
+    assert_eq!(quota.grant(id(1)).unwrap().used, units(4));
+    assert_eq!(quota.consumed_in_period(at(20)), Amount::ZERO);
+}
