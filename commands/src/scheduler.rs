@@ -13,8 +13,9 @@
 //! The request carries its due time and decides at it, so the outcome does
 //! not depend on when the ticker ran, and a replay decides it the same way.
 //! A domain refusal is final: recorded in `scheduler_runs` and never
-//! submitted again. No answer (the database is down) is retried after the
-//! lease.
+//! submitted again. No answer (the database is down), or `not_due` (the
+//! clock stepped back between the lease and the pipeline's stamp, which
+//! the pipeline does not record), is retried after the lease.
 
 use crate::domains::Registry;
 use crate::pipeline::{Clock, CommandBus, PipelineError};

@@ -348,6 +348,11 @@ fn redecide(
                 "the domain refuses the recorded {kind} request: {code}: {message}"
             ))
         }
+        Err(Refusal::NotDue(not_due)) => {
+            return Err(format!(
+                "the domain refuses the recorded {kind} request: not_due: {not_due}"
+            ))
+        }
         Err(Refusal::Internal(message) | Refusal::Stale(message)) => {
             return Err(format!(
                 "the recorded {kind} request cannot be decided: {message}"

@@ -264,6 +264,13 @@ impl ApiError {
                 code: "conflict",
                 message: format!("the request raced concurrent changes ({cause}); retry it"),
             },
+            // Only the scheduler submits requests with a due time; answered
+            // as the rejection it is, though not recorded.
+            PipelineError::NotDue(not_due) => Self::Unprocessable {
+                code: "not_due",
+                message: not_due.to_string(),
+                details: aggregates::decide::Rejection::details(&not_due),
+            },
         }
     }
 }

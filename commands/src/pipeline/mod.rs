@@ -118,6 +118,10 @@ pub enum PipelineError {
     /// ([`Refusal::Stale`]); resolving it again may succeed.
     #[error("the request's resolved facts are stale: {0}")]
     Stale(String),
+    /// A scheduled request submitted before its due time
+    /// ([`Refusal::NotDue`]); submitting it again once due succeeds.
+    #[error(transparent)]
+    NotDue(request::NotDue),
     #[error("the command pipeline is shutting down")]
     Stopped,
 }

@@ -130,6 +130,10 @@ pub enum Refusal {
     /// currency, its tenders' accounts) no longer matches the aggregates:
     /// they moved in between. Not recorded; the submitter resolves again.
     Stale(String),
+    /// A scheduled request submitted before its due time (the clock
+    /// stepped back between the scheduler's lease and the pipeline's
+    /// stamp). Not recorded, so the same key is decided once it is due.
+    NotDue(NotDue),
 }
 
 impl<E: Rejection> From<E> for Refusal {
@@ -435,16 +439,16 @@ impl<'a> Decider<'a> {
     /// The time a scheduled request decides at: its due time `due_at`
     /// (carried in the request, so a replay decides it the same way), once
     /// the pipeline's clock has reached it; without one, the request's
-    /// time. Before its due time the request is refused (`not_due`).
+    /// time. Before its due time the request is refused (`not_due`),
+    /// unrecorded.
     pub fn at_due(&self, due_at: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, Refusal> {
         match due_at {
             None => Ok(self.at),
             Some(due_at) if due_at <= self.at => Ok(due_at),
-            Some(due_at) => Err(NotDue {
+            Some(due_at) => Err(Refusal::NotDue(NotDue {
                 due_at,
                 at: self.at,
-            }
-            .into()),
+            })),
         }
     }
 

@@ -400,36 +400,76 @@ async fn tickers_side_by_side_and_after_a_crash_submit_each_due_request_once() {
 }
 
 #[tokio::test]
-async fn a_scheduled_request_before_its_due_time_is_refused_not_due() {
-    // Proves: a request carrying a due time later than the pipeline's
-    // clock is refused (422 not_due) and changes nothing.
+async fn a_scheduled_request_before_its_due_time_is_refused_unrecorded_and_decided_once_due() {
+    // Proves: a request carrying a due time later than the pipeline's clock
+    // is refused not_due (with the due time) and not recorded. A ticker
+    // whose pipeline's clock stepped back behind the one it leased by
+    // counts the renewal failed and leaves the work open; once the lease
+    // has run out and the clock has passed the due time, the same key
+    // renews the subscription, once.
     let clock = TestClock::at(whole_seconds_now());
     let (server, _) = started(&clock).await;
     let acme = server.tenant("acme").await;
+    let subscribed = acme
+        .post("/v1/subscription", "sub", json!({"plan": "team_v4"}))
+        .await;
+    let period_end = time_of(&subscribed.body["period_end"]);
+    let renew = || commands::requests::subscription::RenewSubscription {
+        due_at: Some(period_end),
+    };
     let bus = server.bus(clock.clock());
-    let due_at = clock.now() + Duration::minutes(1);
-    let early = bus
-        .execute(
-            acme.tenant_id.parse().unwrap(),
-            eventstore::IdempotencyKey::parse("early").unwrap(),
-            commands::requests::subscription::RenewSubscription {
-                due_at: Some(due_at),
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(early.status, 422, "{}", early.body);
-    assert_eq!(early.body["error"]["code"], "not_due");
-    assert_eq!(
-        early.body["error"]["details"]["due_at"],
-        json!(due_at),
-        "{}",
-        early.body
+    let tenant_id = acme.tenant_id.parse().unwrap();
+    let key = || eventstore::IdempotencyKey::parse("early").unwrap();
+    let early = bus.execute(tenant_id, key(), renew()).await;
+    let Err(commands::pipeline::PipelineError::NotDue(not_due)) = early else {
+        panic!("{early:?}");
+    };
+    assert_eq!(not_due.due_at, period_end);
+    assert!(not_due.at < period_end, "{not_due:?}");
+    // Not recorded: the same key is decided again once due.
+    clock.set(period_end);
+    let due = bus.execute(tenant_id, key(), renew()).await.unwrap();
+    assert_eq!(due.status, 200, "{}", due.body);
+    assert!(!due.replayed);
+    assert_eq!(count_events(&server, &acme, "PeriodRenewed").await, 1);
+
+    // The next renewal, leased by a ticker whose pipeline's clock is an
+    // hour behind the clock it leases by.
+    server.catch_up().await;
+    let next_end = time_of(&due.body["period_end"]);
+    let ahead = TestClock::at(next_end);
+    clock.set(next_end - Duration::hours(1));
+    let stepped_back = commands::scheduler::Ticker::new(
+        server.db.store().pool().clone(),
+        server.bus(clock.clock()),
+        std::sync::Arc::new(commands::domains::Registry::new()),
+        ahead.clock(),
+        commands::scheduler::TickerConfig::default(),
     );
-    let events: (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE tenant_id = $1::uuid")
-        .bind(&acme.tenant_id)
-        .fetch_one(server.db.store().pool())
-        .await
-        .unwrap();
-    assert_eq!(events.0, 0);
+    // Due then: the renewal and the period's three grants' expiries.
+    let failed = stepped_back.tick().await.unwrap();
+    assert_eq!(
+        failed,
+        TickReport {
+            leased: 4,
+            accepted: 0,
+            refused: 0,
+            failed: 4,
+        }
+    );
+    assert_eq!(count_events(&server, &acme, "PeriodRenewed").await, 1);
+    // Past the lease, with the pipeline's clock past the due time.
+    clock.set(next_end);
+    ahead.set(next_end + Duration::hours(1));
+    let retried = stepped_back.tick().await.unwrap();
+    assert_eq!((retried.leased, retried.failed), (4, 0), "{retried:?}");
+    assert_eq!(count_events(&server, &acme, "PeriodRenewed").await, 2);
+    // Each submitted twice under its key, accepted the second time.
+    let runs: Vec<(i32, Option<String>)> =
+        sqlx::query_as("SELECT attempts, outcome FROM scheduler_runs WHERE tenant_id = $1::uuid")
+            .bind(&acme.tenant_id)
+            .fetch_all(server.db.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(runs, vec![(2, Some("accepted".to_string())); 4]);
 }

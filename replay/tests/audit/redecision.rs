@@ -1247,3 +1247,55 @@ async fn a_history_recorded_under_the_second_rules_is_decided_again_under_them()
     }
     assert!(current.verify().await.ok);
 }
+
+#[tokio::test]
+async fn a_scheduled_request_rewritten_to_fall_due_after_it_was_recorded_is_found() {
+    // Proves: a grant expiry whose recorded due time is rewritten (chain
+    // recomputed) to an hour after the time it was recorded at is found at
+    // its seq: the domain refuses it not_due, naming both times. (The
+    // pipeline refuses such a request without recording it; verify reports
+    // the recorded one.)
+    use chrono::{DurationRound, Utc};
+    let ledger = Ledger::new().await;
+    let start = Utc::now()
+        .duration_trunc(chrono::Duration::seconds(1))
+        .unwrap();
+    ledger.set_clock(start);
+    let expires_at = start + chrono::Duration::hours(1);
+    let grant = commands::requests::quota::IssueGrant {
+        expires_at: Some(expires_at),
+        ..super::purchase(100, 50)
+    };
+    ledger.run(0, "buy", grant).await;
+    ledger.set_clock(start + chrono::Duration::hours(2));
+    let expire = commands::requests::quota::ExpireGrants {
+        quota: aggregates::quota::QuotaType::Credits,
+        account: None,
+        due_at: Some(expires_at),
+    };
+    let expired = ledger.run(0, "expire", expire).await;
+    let seq = expired.tenant_seq;
+    let recorded_at = ledger.event(0, seq).await.recorded_at;
+    let late = start + chrono::Duration::hours(3);
+    let tenant = ledger.tenants[0];
+    ledger
+        .tamper(&[format!(
+            "UPDATE events SET metadata = jsonb_set(metadata, '{{request,due_at}}', '\"{}\"') \
+             WHERE tenant_id = '{tenant}' AND tenant_seq = {seq}",
+            late.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )])
+        .await;
+    ledger.rechain(0).await;
+    let findings = findings_of(&ledger.verify().await, tenant);
+    assert_eq!(
+        findings,
+        vec![domain(
+            seq,
+            "credits",
+            &format!(
+                "the domain refuses the recorded expire_grants request: not_due: \
+                 this request is due at {late}; it is {recorded_at}"
+            )
+        )]
+    );
+}

@@ -183,6 +183,7 @@ fn recorded(
             Err(PipelineError::Internal(message.clone()))
         }
         Err(Refusal::Stale(message)) => Err(PipelineError::Stale(message.clone())),
+        Err(Refusal::NotDue(not_due)) => Err(PipelineError::NotDue(not_due.clone())),
     }
 }
 
@@ -201,6 +202,8 @@ fn body(
             details,
             ..
         }) => error_body(code, message, details.clone()),
-        Err(Refusal::Internal(_) | Refusal::Stale(_)) => serde_json::Value::Null,
+        Err(Refusal::Internal(_) | Refusal::Stale(_) | Refusal::NotDue(_)) => {
+            serde_json::Value::Null
+        }
     }
 }
