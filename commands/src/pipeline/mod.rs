@@ -142,6 +142,7 @@ pub struct CommandBus {
     shutdown: Arc<watch::Sender<bool>>,
     handles: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     metrics: Arc<Metrics>,
+    rules: aggregates::rules::Rules,
 }
 
 impl CommandBus {
@@ -169,7 +170,15 @@ impl CommandBus {
             shutdown: Arc::new(shutdown),
             handles: Arc::new(std::sync::Mutex::new(handles)),
             metrics,
+            rules: config.rules,
         }
+    }
+
+    /// The rules the pipeline decides under: what an edge building a
+    /// request may put in it (a field older rules do not know is left out,
+    /// so that an older build reads the request back).
+    pub fn rules(&self) -> aggregates::rules::Rules {
+        self.rules
     }
 
     /// The metrics the pipeline records into.

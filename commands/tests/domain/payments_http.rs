@@ -1386,3 +1386,59 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_payout_under_older_rules_records_no_netting_entry() {
+    // Proves: a server deciding under the third rules leaves out of a
+    // failed payout's recorded request the netting entry the fourth rules
+    // brought (so a build of the third rules reads the request back);
+    // under the current rules the request names it.
+    use aggregates::rules::Rules;
+    for (rules, named) in [(Rules::THIRD, false), (Rules::CURRENT, true)] {
+        let server = TestServer::start_with(Options {
+            rules: Some(rules),
+            ..Options::default()
+        })
+        .await;
+        let acme = server.tenant("acme").await;
+        card_payment(&acme, "a", 1_000, "automatic", "ch_a").await;
+        accepted(
+            &acme,
+            "/v1/settlements",
+            "b-1",
+            json!({"processor": "stripe", "batch_id": "b_1", "settled_at": "2026-12-03T00:00:00Z",
+                   "currency": "USD", "lines": [line("capture", "ch_a", 1_000, 30)]}),
+            201,
+        )
+        .await;
+        let (status, payout) = pay_out(&acme, "payout", 970, &["b_1"]).await;
+        assert_eq!(status, StatusCode::CREATED, "{payout}");
+        let payout = payout["payout_id"].as_str().unwrap();
+        accepted(
+            &acme,
+            &format!("/v1/payouts/{payout}/failed"),
+            "payout-failed",
+            json!({"reason": "account closed"}),
+            200,
+        )
+        .await;
+        let (metadata,): (Value,) = sqlx::query_as(
+            "SELECT metadata FROM events \
+             WHERE tenant_id = $1::uuid AND metadata ->> 'command' = 'mark_payout_failed' \
+               AND metadata ? 'request'",
+        )
+        .bind(&acme.tenant_id)
+        .fetch_one(server.db.store().pool())
+        .await
+        .unwrap();
+        let request = &metadata["request"];
+        assert_eq!(
+            request.get("netting_id").is_some(),
+            named,
+            "rules {}: {request}",
+            rules.version()
+        );
+        assert_eq!(request["payout_id"], json!(payout), "{metadata}");
+        server.stop().await;
+    }
+}

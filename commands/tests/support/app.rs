@@ -65,6 +65,8 @@ pub struct Options {
     /// Longest a `min_seq` read waits; 10 s with workers and none without
     /// when `None`.
     pub read_wait: Option<Duration>,
+    /// The rules the pipeline decides under; the current ones when `None`.
+    pub rules: Option<aggregates::rules::Rules>,
 }
 
 /// A clock the test moves by hand.
@@ -117,6 +119,7 @@ impl TestServer {
             http,
             bus: BusConfig {
                 clock: options.clock.unwrap_or_default(),
+                rules: options.rules.unwrap_or(aggregates::rules::Rules::CURRENT),
                 ..BusConfig::default()
             },
             workers: options.workers,

@@ -452,7 +452,13 @@ async fn payout_failed(
             processor: terms.processor,
             bank_account: terms.bank_account,
             asset: terms.asset,
-            netting_id: Some(netting_id),
+            // A field the fourth rules brought: left out under older
+            // ones, so that an older build reads the request back.
+            netting_id: state
+                .bus
+                .rules()
+                .since(aggregates::rules::Rules::FOURTH)
+                .then_some(netting_id),
         })
     })
     .await
