@@ -225,11 +225,18 @@ impl ProjectionWork {
         let retry_at = Instant::now() + self.retry_held;
         if let ApplyError::Missing { tenant_seq, found } = apply_error {
             let names: Vec<&'static str> = self.projections.iter().map(|p| p.name()).collect();
-            let Ok(past) = past_seq(pool, *tenant_id, &names, *tenant_seq).await else {
-                return;
-            };
+            // Unread (the database failing): only the one named is held;
+            // each other is held by the round in which it meets the hole.
+            let past = past_seq(pool, *tenant_id, &names, *tenant_seq)
+                .await
+                .unwrap_or_else(|_| names.iter().map(|name| name.to_string()).collect());
             for name in names {
-                if past.iter().any(|past| past == name) || name == projection {
+                // One held already (at an event it refused, before the
+                // hole) keeps its own retry and error.
+                if past.iter().any(|past| past == name)
+                    || name == projection
+                    || self.held.contains_key(&(*tenant_id, name))
+                {
                     continue;
                 }
                 self.held.insert((*tenant_id, name), retry_at);

@@ -1,6 +1,6 @@
 //! The burn-down order of usable grants and draws along it.
 
-use super::{Allocation, Available, Grant, GrantSource, Quota, QuotaError, QuotaType};
+use super::{Allocation, Available, Grant, GrantSource, GrantStatus, Quota, QuotaError, QuotaType};
 use crate::ids::GrantId;
 use crate::journal::lots::{self, DrawError, Lot, LotOrder};
 use crate::journal::Account;
@@ -40,7 +40,10 @@ impl Quota {
         usable.into_iter().map(|(_, grant)| grant).collect()
     }
 
-    /// What can be drawn at `at`. Unbacked seats use up room first.
+    /// What can be drawn at `at`. Unbacked seats use up room first, and so
+    /// do seats still on a grant past its expiry that the scheduler has not
+    /// expired yet: the next decision moves them off it before anything
+    /// else (what answers and reads show agrees with what it decides).
     pub fn available(&self, at: DateTime<Utc>) -> Result<Available, QuotaError> {
         let mut total = Amount::ZERO;
         for grant in self.usable(at) {
@@ -49,9 +52,19 @@ impl Quota {
                 Some(remaining) => total = total.checked_add(remaining)?,
             }
         }
-        Ok(Available::Units(
-            total.checked_sub(self.unbacked).unwrap_or(Amount::ZERO),
-        ))
+        let mut unbacked = i128::from(self.unbacked.value());
+        if self.quota == Some(QuotaType::Seats) {
+            unbacked += self
+                .grants
+                .iter()
+                .filter(|grant| grant.status == GrantStatus::Active && !grant.usable_at(at))
+                .map(|grant| i128::from(grant.used.value()))
+                .sum::<i128>();
+        }
+        let left = (i128::from(total.value()) - unbacked).max(0);
+        Ok(Available::Units(Amount::new(
+            i64::try_from(left).unwrap_or(i64::MAX),
+        )?))
     }
 
     /// Draws `amount` from the usable grants in burn-down order (the

@@ -142,12 +142,17 @@ impl Quota {
             .find(|grant| grant.terms.grant_id == grant_id)
     }
 
-    /// Units consumed on the subscription grants that expire at
-    /// `period_end`: those of one subscription period, whichever plan issued
-    /// them and whether or not a plan change revoked them since. What the
-    /// period has used of its allowance; zero for seats, a gauge whose
-    /// allocations move from grant to grant. Past 2^63-1, 2^63-1.
-    pub fn consumed_in_period(&self, period_end: DateTime<Utc>) -> Amount {
+    /// Units consumed on the subscription grants of the period from
+    /// `period_start` to `period_end` (in effect from its start or later,
+    /// expiring at its end): whichever plan issued them and whether or not
+    /// a plan change revoked them since. What the period has used of its
+    /// allowance; zero for seats, a gauge whose allocations move from grant
+    /// to grant. Past 2^63-1, 2^63-1.
+    pub fn consumed_in_period(
+        &self,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+    ) -> Amount {
         if self.quota == Some(QuotaType::Seats) {
             return Amount::ZERO;
         }
@@ -156,6 +161,7 @@ impl Quota {
             .iter()
             .filter(|grant| {
                 grant.terms.source == GrantSource::Subscription
+                    && grant.terms.effective_at >= period_start
                     && grant.terms.expires_at == Some(period_end)
             })
             .map(|grant| i128::from(grant.used.value()))

@@ -248,7 +248,7 @@ async fn change_seats(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Allocated", body = Accepted<SeatsChanged>),
-        (status = 429, description = "Not enough seats (0 while seats are over-allocated after a downgrade); details.available", body = ErrorBody),
+        (status = 429, description = "Not enough seats (0 while seats are over-allocated after a downgrade, or while seats on a grant past its expiry have no room on the grants in effect); details.available", body = ErrorBody),
     )
 )]
 async fn allocate_seats(

@@ -172,7 +172,7 @@ async fn get_subscription(
 /// (unused balance to breakage) and the new plan's issued, atomically, for
 /// the rest of the period: its seats whole, its runs and credits less what
 /// the period has consumed on its subscription grants (a quota used up
-/// gets no grant).
+/// gets no grant; since rules 5, whole amounts before).
 #[utoipa::path(
     post,
     path = "/v1/subscription/change-plan",

@@ -139,8 +139,9 @@ fn answer(
 enum Allowance {
     /// All of it: a new period.
     Whole,
-    /// What the period has not consumed yet: a plan change within it.
-    LeftInPeriod,
+    /// What the period (from `period_start`) has not consumed yet: a
+    /// plan change within it.
+    LeftInPeriod { period_start: DateTime<Utc> },
 }
 
 /// Issues the plan's grant of every quota type it gives (of its
@@ -156,10 +157,10 @@ fn issue_plan_grants(
     let mut grants = Vec::new();
     for quota in QuotaType::ALL {
         let mut amount = plan.limit(quota).amount();
-        if let (Some(limit), Allowance::LeftInPeriod) = (amount, allowance) {
+        if let (Some(limit), Allowance::LeftInPeriod { period_start }) = (amount, allowance) {
             let consumed = decider
                 .state::<Quota>(&quota_aggregate_id(quota, None))?
-                .consumed_in_period(period_end);
+                .consumed_in_period(period_start, period_end);
             amount = Some(limit.checked_sub(consumed).unwrap_or(Amount::ZERO));
         }
         if amount.is_some_and(|amount| amount.is_zero()) {
@@ -298,17 +299,17 @@ impl Request for ChangePlan {
                 at,
             },
         )?;
-        let period_end = decider
+        let (period_start, period_end) = decider
             .state::<Subscription>(SUBSCRIPTION_ID)?
             .active
             .as_ref()
-            .map(|active| active.period_end)
+            .map(|active| (active.period_start, active.period_end))
             .ok_or_else(|| {
                 Refusal::Internal("changed plan without an active subscription".into())
             })?;
         let ended = end_subscription_grants(decider, Ending::Revoked, at)?;
         let allowance = if decider.rules().since(Rules::FIFTH) {
-            Allowance::LeftInPeriod
+            Allowance::LeftInPeriod { period_start }
         } else {
             Allowance::Whole
         };

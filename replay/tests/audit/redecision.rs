@@ -1299,3 +1299,27 @@ async fn a_scheduled_request_rewritten_to_fall_due_after_it_was_recorded_is_foun
         )]
     );
 }
+
+#[tokio::test]
+async fn a_plan_change_under_the_fourth_rules_issues_whole_amounts_and_verifies() {
+    // Proves: the scenario's plan change (after 1,000 credits consumed in
+    // the period) decided under the fourth rules issues team_v4's whole
+    // 20,000 credits, and verify decides it again so; under the current
+    // rules the same history issues 19,000, and each verifies clean.
+    use aggregates::rules::Rules;
+    for (rules, credits) in [(Rules::FOURTH, 20_000), (Rules::CURRENT, 19_000)] {
+        let ledger = Ledger::under(rules).await;
+        ledger.scenario().await;
+        let issued = payload(&ledger, 15).await;
+        assert_eq!(
+            issued["GrantIssued"]["terms"]["amount"],
+            json!(credits),
+            "rules {}",
+            rules.version()
+        );
+        ledger.catch_up().await;
+        let report = ledger.verify().await;
+        assert_eq!(findings_of(&report, ledger.tenants[0]), vec![]);
+        assert!(report.ok, "rules {}", rules.version());
+    }
+}

@@ -396,20 +396,27 @@ fn a_grant_for_another_holder_of_the_quota_is_rejected() {
 
 #[test]
 fn a_periods_consumption_counts_its_subscription_grants_revoked_or_not() {
-    // Two plans' credits grants of the period ending at hour 20 (the first
-    // revoked by a plan change), one of the period before, a purchase.
-    let ending = |n, source, hour| GrantTerms {
-        expires_at: Some(at(hour)),
+    // Two plans' credits grants of the period from hour 10 to hour 20 (the
+    // first revoked by a plan change), one of the period before, one of a
+    // subscription cancelled before this one began that ended at the same
+    // time, a purchase.
+    let ending = |n, source, hours: (u32, u32)| GrantTerms {
+        effective_at: at(hours.0),
+        expires_at: Some(at(hours.1)),
         ..terms(n, source, Some(100))
     };
-    let first_plan = ending(1, GrantSource::Subscription, 20);
-    let second_plan = ending(2, GrantSource::Subscription, 20);
-    let period_before = ending(3, GrantSource::Subscription, 10);
-    let purchase = ending(4, GrantSource::Purchase, 20);
+    let first_plan = ending(1, GrantSource::Subscription, (10, 20));
+    let second_plan = ending(2, GrantSource::Subscription, (12, 20));
+    let period_before = ending(3, GrantSource::Subscription, (0, 10));
+    let purchase = ending(4, GrantSource::Purchase, (10, 20));
+    let cancelled = ending(5, GrantSource::Subscription, (5, 20));
     let mut quota = Quota::default();
     for event in [
         issued(QuotaType::Credits, period_before.clone()),
         consumed(QuotaType::Credits, &[(&period_before, 50)], None),
+        issued(QuotaType::Credits, cancelled.clone()),
+        consumed(QuotaType::Credits, &[(&cancelled, 40)], None),
+        revoked(QuotaType::Credits, &cancelled, 60, 8),
         issued(QuotaType::Credits, first_plan.clone()),
         issued(QuotaType::Credits, purchase.clone()),
         consumed(QuotaType::Credits, &[(&first_plan, 30)], None),
@@ -423,9 +430,10 @@ fn a_periods_consumption_counts_its_subscription_grants_revoked_or_not() {
     ] {
         quota.apply(event);
     }
-    assert_eq!(quota.consumed_in_period(at(20)), units(35));
-    assert_eq!(quota.consumed_in_period(at(10)), units(50));
-    assert_eq!(quota.consumed_in_period(at(21)), Amount::ZERO);
+    assert_eq!(quota.consumed_in_period(at(10), at(20)), units(35));
+    assert_eq!(quota.consumed_in_period(at(5), at(20)), units(75));
+    assert_eq!(quota.consumed_in_period(at(0), at(10)), units(50));
+    assert_eq!(quota.consumed_in_period(at(10), at(21)), Amount::ZERO);
 }
 
 #[test]
@@ -438,5 +446,5 @@ fn seats_have_no_period_consumption() {
     quota.apply(issued(QuotaType::Seats, seats.clone()));
     quota.apply(seats_allocated(&[(&seats, 4)]));
     assert_eq!(quota.grant(id(1)).unwrap().used, units(4));
-    assert_eq!(quota.consumed_in_period(at(20)), Amount::ZERO);
+    assert_eq!(quota.consumed_in_period(at(0), at(20)), Amount::ZERO);
 }

@@ -284,3 +284,38 @@ fn a_seat_grant_coming_into_effect_takes_unbacked_seats_before_any_allocation() 
             seats_allocated(&[(&later, 3)]),
         ]);
 }
+
+#[test]
+fn seats_on_a_grant_past_its_expiry_need_room_before_the_scheduler_expires_it() {
+    // 8 seats on a grant expiring at hour 5, another grant with room for
+    // 5. Past hour 5, before any expiry is recorded, nothing is available:
+    // the next decision moves the 8 off first (5 onto the other grant, 3
+    // unbacked), and an allocation is refused with 0 available.
+    let expiring = GrantTerms {
+        expires_at: Some(at(5)),
+        ..terms(1, GrantSource::Purchase, Some(10))
+    };
+    let other = terms(2, GrantSource::Purchase, Some(5));
+    let history = vec![
+        issued(QuotaType::Seats, expiring.clone()),
+        issued(QuotaType::Seats, other),
+        seats_allocated(&[(&expiring, 8)]),
+    ];
+    let mut quota = Quota::default();
+    for event in history.clone() {
+        quota.apply(event);
+    }
+    assert_eq!(quota.available(at(4)), Ok(Available::Units(units(7))));
+    assert_eq!(quota.available(at(5)), Ok(Available::Units(Amount::ZERO)));
+    Given::with(())
+        .given(history)
+        .when(QuotaCommand::AllocateSeats {
+            amount: units(1),
+            at: at(6),
+        })
+        .then_expect_error(QuotaError::QuotaExceeded {
+            quota: QuotaType::Seats,
+            requested: 1,
+            available: 0,
+        });
+}
