@@ -202,6 +202,19 @@ impl TestServer {
             .unwrap();
     }
 
+    /// A pipeline of its own on this server's database deciding under
+    /// `rules` (another process's during a rolling upgrade, as it were).
+    pub fn bus_under(&self, rules: aggregates::rules::Rules) -> commands::CommandBus {
+        commands::CommandBus::start(
+            self.db.store().clone(),
+            BusConfig {
+                rules,
+                ..BusConfig::default()
+            },
+            Arc::new(commands::Metrics::default()),
+        )
+    }
+
     /// A pipeline of its own on this server's database, reading `clock`
     /// (another process's, as it were).
     pub fn bus(&self, clock: Clock) -> commands::CommandBus {

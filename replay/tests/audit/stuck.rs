@@ -185,14 +185,9 @@ async fn an_account_posted_as_another_type_stops_the_journal_at_that_event() {
     }
 }
 
-#[tokio::test]
-async fn an_event_removed_behind_the_triggers_holds_back_its_tenant_only() {
-    // Proves: with tenant 0's event 8 deleted behind the append-only
-    // trigger (chain recomputed), the live projections apply tenant 0 up to
-    // seq 7 and answer an error naming the tenant and the missing seq,
-    // while tenant 1 is caught up to its head; a rebuild holds tenant 0
-    // back at seq 8 for every projection instead of failing, and the
-    // other tenant's rows are rebuilt.
+/// The scenario with tenant 0's event 8 deleted behind the append-only
+/// trigger, the chain recomputed.
+async fn with_a_hole() -> Ledger {
     let ledger = Ledger::new().await;
     ledger.scenario().await;
     let tenant = ledger.tenants[0];
@@ -202,6 +197,19 @@ async fn an_event_removed_behind_the_triggers_holds_back_its_tenant_only() {
         )])
         .await;
     ledger.rechain(0).await;
+    ledger
+}
+
+#[tokio::test]
+async fn an_event_removed_behind_the_triggers_holds_back_its_tenant_only() {
+    // Proves: with tenant 0's event 8 deleted behind the append-only
+    // trigger (chain recomputed), the live projections apply tenant 0 up to
+    // seq 7 and answer an error naming the tenant and the missing seq,
+    // while tenant 1 is caught up to its head; a rebuild holds tenant 0
+    // back at seq 8 for every projection instead of failing, and the
+    // other tenant's rows are rebuilt.
+    let ledger = with_a_hole().await;
+    let tenant = ledger.tenants[0];
     let pool = ledger.store().pool();
     let catalog = commands::domains::projections();
     let all: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
@@ -272,15 +280,8 @@ async fn the_workers_hold_back_every_projection_behind_a_hole_in_one_round() {
     // naming itself and the missing seq (before the one the error names),
     // instead of one projection per failing round; the other tenant is
     // applied to its head in every projection.
-    let ledger = Ledger::new().await;
-    ledger.scenario().await;
+    let ledger = with_a_hole().await;
     let tenant = ledger.tenants[0];
-    ledger
-        .tamper(&[format!(
-            "DELETE FROM events WHERE tenant_id = '{tenant}' AND tenant_seq = 8"
-        )])
-        .await;
-    ledger.rechain(0).await;
     let pool = ledger.store().pool();
     let catalog = commands::domains::projections();
     projections::status::register(pool, &catalog).await.unwrap();
