@@ -79,7 +79,14 @@ impl Rules {
     /// - a plan change issues the new plan's runs and credits less what the
     ///   period has consumed on its subscription grants (whichever plan
     ///   issued them): the allowance is the period's, so changing plans
-    ///   and back no longer issues a plan's full amounts again.
+    ///   and back no longer issues a plan's full amounts again;
+    /// - an escrow window's timeout waits (unrecorded, submitted again)
+    ///   while another window that ended before it awaits its own, so
+    ///   windows time out in the order they ended, whatever order the
+    ///   scheduler's submissions arrive in;
+    /// - a commitment's cancel is refused while an inspection window is
+    ///   open (`inspection_window_open`) and once it is completed
+    ///   (`commitment_completed`).
     pub const FIFTH: Self = Self(5);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::FIFTH;

@@ -517,6 +517,59 @@ impl Commitment {
         self.timed_out(timeout, &mut self.drawer()?, &mut unfrozen, at)
     }
 
+    /// Since rules 5, a cancel is refused once the commitment is completed
+    /// (`commitment_completed`: nothing is left to cancel) and while an
+    /// inspection window is open (`inspection_window_open`): the payee's
+    /// submission is the payer's to answer, or its timeout's to decide.
+    fn cancelable(&self) -> Result<(), EscrowError> {
+        if self.status() == Some(super::CommitmentStatus::Completed) {
+            return Err(EscrowError::Completed);
+        }
+        let open = self
+            .milestones
+            .iter()
+            .filter_map(|milestone| milestone.window.as_ref())
+            .filter(|window| !window.closed)
+            .map(|window| window.ends_at)
+            .min();
+        match open {
+            Some(ends_at) => Err(EscrowError::InspectionWindowOpen { ends_at }),
+            None => Ok(()),
+        }
+    }
+
+    /// Another milestone's window that ended before window `number` of
+    /// `milestone_id` (or with it, in milestone order) and has not timed
+    /// out yet, when that window is open: its timeout goes first, as the
+    /// scheduler would have run them on time (an expiry orders them so
+    /// too). Its milestone and end.
+    pub fn earlier_window_awaiting(
+        &self,
+        milestone_id: &str,
+        number: u32,
+    ) -> Option<(String, DateTime<Utc>)> {
+        let place = self
+            .milestones
+            .iter()
+            .position(|milestone| milestone.terms.milestone_id == milestone_id)?;
+        let ends_at = self.milestones[place]
+            .window
+            .as_ref()
+            .filter(|window| !window.closed && window.number == number)?
+            .ends_at;
+        self.milestones
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != place)
+            .filter_map(|(other, milestone)| {
+                let window = milestone.window.as_ref().filter(|window| !window.closed)?;
+                let earlier = (window.ends_at, other) < (ends_at, place);
+                (earlier && self.times_out(window))
+                    .then(|| (milestone.terms.milestone_id.clone(), window.ends_at))
+            })
+            .min_by_key(|(_, ends_at)| *ends_at)
+    }
+
     /// Whether `window` times out: it ends before the commitment's expiry.
     fn times_out(&self, window: &super::Window) -> bool {
         let expires_at = self.terms.as_ref().and_then(|terms| terms.expires_at);
@@ -694,7 +747,14 @@ impl Decide for Commitment {
                 transfer_id,
                 at,
             } => self.time_out((milestone_id, window), transfer_id, at),
-            CommitmentCommand::Cancel { transfer_id, at } => {
+            CommitmentCommand::Cancel {
+                transfer_id,
+                rules,
+                at,
+            } => {
+                if rules.since(Rules::FIFTH) {
+                    self.cancelable()?;
+                }
                 self.end((transfer_id, &[]), Cause::Canceled, at)
             }
             CommitmentCommand::Expire {

@@ -111,9 +111,13 @@ pub enum CommitmentCommand {
         transfer_id: TransferId,
         at: DateTime<Utc>,
     },
-    /// Refunds every unfrozen held amount and ends the commitment.
+    /// Refunds every unfrozen held amount and ends the commitment. Under
+    /// `rules` since version 5, refused while an inspection window is open
+    /// (the payee's submission awaits its answer or its timeout) and once
+    /// the commitment is completed.
     Cancel {
         transfer_id: TransferId,
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// At its expiry: times out every window that ended before it and

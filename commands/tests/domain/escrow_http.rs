@@ -438,6 +438,16 @@ async fn submit_scheduled(
     client: &Client,
     work: &str,
 ) -> commands::pipeline::Outcome {
+    try_scheduled(server, bus, client, work).await.unwrap()
+}
+
+/// [`submit_scheduled`], answering the pipeline's error too.
+async fn try_scheduled(
+    server: &TestServer,
+    bus: &commands::CommandBus,
+    client: &Client,
+    work: &str,
+) -> Result<commands::pipeline::Outcome, commands::pipeline::PipelineError> {
     let (key, kind, request): (String, String, Value) = sqlx::query_as(
         "SELECT idempotency_key, request_kind, request FROM scheduled_work \
          WHERE tenant_id = $1::uuid AND work = $2",
@@ -455,5 +465,89 @@ async fn submit_scheduled(
         request,
     )
     .await
-    .unwrap()
+}
+
+/// A commitment of m1 (30000, released on timeout) and m2 (20000,
+/// refunded), funded with 30000 only; m1 submitted now, m2 half an hour
+/// later, each for an hour's inspection: its id.
+async fn two_windows(client: &Client, clock: &TestClock, key: &str) -> String {
+    let started = clock.now();
+    let body = commitment_body("fifo", None);
+    let (created, _) = accepted(client, "/v1/commitments", key, body, 201).await;
+    let id = created["commitment_id"].as_str().unwrap().to_string();
+    let path = |tail: &str| format!("/v1/commitments/{id}/{tail}");
+    let deposit = json!({"amount": 30_000});
+    accepted(client, &path("deposits"), &format!("{key}-d"), deposit, 201).await;
+    let m1 = path("milestones/m1/submit");
+    accepted(client, &m1, &format!("{key}-m1"), json!({}), 200).await;
+    clock.set(started + Duration::minutes(30));
+    let m2 = path("milestones/m2/submit");
+    accepted(client, &m2, &format!("{key}-m2"), json!({}), 200).await;
+    clock.set(started);
+    id
+}
+
+#[tokio::test]
+async fn windows_time_out_in_the_order_they_ended_whatever_order_they_are_submitted_in() {
+    // Proves: with m1's window (release on timeout) ending before m2's
+    // (refund on timeout) and only m1's amount held, m2's timeout
+    // submitted first (two tickers, or one retried) is answered stale and
+    // not recorded; m1's then releases the 30000 to the payee, and m2's,
+    // submitted again, refunds nothing. Under the fourth rules m2's went
+    // first: 20000 back to the payer and only 10000 to the payee.
+    use chrono::DurationRound;
+    let clock = TestClock::at(Utc::now().duration_trunc(Duration::seconds(1)).unwrap());
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    let beta = server.tenant("beta").await;
+    let current = two_windows(&acme, &clock, "c6").await;
+    let older = two_windows(&beta, &clock, "c7").await;
+    server.catch_up().await;
+    clock.set(clock.now() + Duration::hours(3));
+    let timeout =
+        |id: &str, milestone: &str| format!("commitment:{id}:milestone:{milestone}:window:1");
+    let bus = server.bus(clock.clock());
+    let early = try_scheduled(&server, &bus, &acme, &timeout(&current, "m2")).await;
+    let Err(commands::pipeline::PipelineError::Stale(why)) = early else {
+        panic!("{early:?}");
+    };
+    assert!(
+        why.starts_with("the window of milestone m1 ended first"),
+        "{why}"
+    );
+    for milestone in ["m1", "m2"] {
+        let done = submit_scheduled(&server, &bus, &acme, &timeout(&current, milestone)).await;
+        assert_eq!((done.status, done.replayed), (200, false), "{}", done.body);
+    }
+    let fourth = server.bus_under(aggregates::rules::Rules::FOURTH, clock.clock());
+    for milestone in ["m2", "m1"] {
+        let done = submit_scheduled(&server, &fourth, &beta, &timeout(&older, milestone)).await;
+        assert_eq!(done.status, 200, "{}", done.body);
+    }
+    bus.shutdown().await;
+    fourth.shutdown().await;
+    let seq = head_seq(&server, &acme).await;
+    assert_eq!(
+        books(&server, &acme, &current, seq).await,
+        [
+            [30_000, 0, 0, 0],
+            [30_000, 30_000, 0, 0],
+            [0, 30_000, 0, 0],
+            [0, 0, 0, 0]
+        ]
+    );
+    let seq = head_seq(&server, &beta).await;
+    assert_eq!(
+        books(&server, &beta, &older, seq).await,
+        [
+            [30_000, 0, 0, 0],
+            [30_000, 30_000, 0, 0],
+            [0, 10_000, 0, 0],
+            [0, 20_000, 0, 0]
+        ]
+    );
 }

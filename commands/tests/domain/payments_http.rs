@@ -1230,7 +1230,7 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     .await;
     let refund_batch = batch("b_2", json!([line("refund", "re_1", -400, 0)]));
     // Under the third rules the processor's balance refuses the batch.
-    let older = server.bus_under(aggregates::rules::Rules::THIRD);
+    let older = server.bus_under(aggregates::rules::Rules::THIRD, commands::Clock::default());
     let refused = older
         .execute(
             acme.tenant_id.parse().unwrap(),

@@ -249,7 +249,7 @@ async fn a_periods_allowance_is_spent_once_across_plan_changes() {
     let error = none.assert_error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
     assert_eq!(error["details"]["available"], 0);
     // The same change decided under the fourth rules.
-    let older = server.bus_under(aggregates::rules::Rules::FOURTH);
+    let older = server.bus_under(aggregates::rules::Rules::FOURTH, commands::Clock::default());
     let whole = older
         .execute(
             acme.tenant_id.parse().unwrap(),

@@ -203,12 +203,14 @@ impl TestServer {
     }
 
     /// A pipeline of its own on this server's database deciding under
-    /// `rules` (another process's during a rolling upgrade, as it were).
-    pub fn bus_under(&self, rules: aggregates::rules::Rules) -> commands::CommandBus {
+    /// `rules` (another process's during a rolling upgrade, as it were),
+    /// reading `clock`.
+    pub fn bus_under(&self, rules: aggregates::rules::Rules, clock: Clock) -> commands::CommandBus {
         commands::CommandBus::start(
             self.db.store().clone(),
             BusConfig {
                 rules,
+                clock,
                 ..BusConfig::default()
             },
             Arc::new(commands::Metrics::default()),

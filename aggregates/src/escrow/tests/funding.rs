@@ -122,6 +122,7 @@ fn a_cancel_refunds_every_unfrozen_held_amount_with_lineage_and_ends_it() {
         .given(events.clone())
         .when(CommitmentCommand::Cancel {
             transfer_id: transfer_id(1),
+            rules: Rules::FOURTH,
             at: at(4),
         })
         .then_expect_events(vec![
@@ -147,6 +148,7 @@ fn a_cancel_refunds_every_unfrozen_held_amount_with_lineage_and_ends_it() {
         },
         CommitmentCommand::Cancel {
             transfer_id: transfer_id(2),
+            rules: Rules::FOURTH,
             at: at(5),
         },
     ] {

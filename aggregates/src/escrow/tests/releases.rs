@@ -354,6 +354,7 @@ fn a_cancel_closes_the_open_windows_with_it() {
         .given(events)
         .when(CommitmentCommand::Cancel {
             transfer_id: transfer_id(1),
+            rules: Rules::FOURTH,
             at: at(4),
         })
         .then_expect_events(vec![
@@ -383,6 +384,7 @@ fn a_cancel_waits_for_the_timeout_of_a_window_that_has_ended() {
         .given(events)
         .when(CommitmentCommand::Cancel {
             transfer_id: transfer_id(1),
+            rules: Rules::FOURTH,
             at: at(7),
         })
         .then_expect_error(EscrowError::InspectionWindowEnded { ends_at: at(6) });
@@ -684,4 +686,100 @@ fn under_the_third_rules_nothing_moves_while_a_window_has_ended_untimed_out() {
     for command in moves(Rules::THIRD).into_iter().take(2) {
         assert!(state(timed_out.clone()).decide(command).is_ok());
     }
+}
+
+#[test]
+fn since_the_fifth_rules_a_cancel_waits_for_an_open_window_and_none_ends_a_completed_commitment() {
+    let cancel = |hour| CommitmentCommand::Cancel {
+        transfer_id: transfer_id(1),
+        rules: Rules::FIFTH,
+        at: at(hour),
+    };
+    // m2 submitted, its window open until 6: the payer answers it, or its
+    // timeout decides; a cancel does not refund it from under the payee.
+    let mut open = funded();
+    open.push(submitted("m2", 6));
+    Given::with(())
+        .given(open)
+        .when(cancel(4))
+        .then_expect_error(EscrowError::InspectionWindowOpen { ends_at: at(6) });
+    // With no window open, a cancel refunds as before.
+    Given::with(())
+        .given(funded())
+        .when(cancel(4))
+        .then_expect_events(vec![
+            CommitmentEvent::CommitmentCanceled { at: at(4) },
+            transferred(
+                1,
+                Direction::Refund,
+                None,
+                50_000,
+                vec![draw(1, 20_000), draw(2, 15_000), draw(3, 15_000)],
+                Cause::Canceled,
+                4,
+            ),
+        ]);
+    // Everything released: nothing is left to cancel.
+    let mut done = funded();
+    for (n, milestone, amount, lineage) in [
+        (2, "m1", 30_000, vec![draw(1, 20_000), draw(2, 10_000)]),
+        (3, "m2", 20_000, vec![draw(2, 5_000), draw(3, 15_000)]),
+    ] {
+        done.push(transferred(
+            n,
+            Direction::Release,
+            Some(milestone),
+            amount,
+            lineage,
+            Cause::Released,
+            5,
+        ));
+    }
+    Given::with(())
+        .given(done.clone())
+        .when(cancel(6))
+        .then_expect_error(EscrowError::Completed);
+    // Under the fourth rules the same cancel was accepted, moving nothing.
+    Given::with(())
+        .given(done)
+        .when(CommitmentCommand::Cancel {
+            transfer_id: transfer_id(1),
+            rules: Rules::FOURTH,
+            at: at(6),
+        })
+        .then_expect_events(vec![CommitmentEvent::CommitmentCanceled { at: at(6) }]);
+}
+
+#[test]
+fn a_window_that_ended_first_times_out_first() {
+    // m1's window ends at 6, m2's at 7 (both before the expiry at 20).
+    let mut events = funded();
+    events.push(submitted("m1", 6));
+    events.push(submitted("m2", 7));
+    let both = state(events.clone());
+    assert_eq!(
+        both.earlier_window_awaiting("m2", 1),
+        Some(("m1".to_string(), at(6)))
+    );
+    assert_eq!(both.earlier_window_awaiting("m1", 1), None);
+    // Another window number, or an unknown milestone: not this request's.
+    assert_eq!(both.earlier_window_awaiting("m2", 2), None);
+    assert_eq!(both.earlier_window_awaiting("m9", 1), None);
+    // Ending together: milestone order.
+    let mut together = funded();
+    together.push(submitted("m1", 6));
+    together.push(submitted("m2", 6));
+    let together = state(together);
+    assert_eq!(
+        together.earlier_window_awaiting("m2", 1),
+        Some(("m1".to_string(), at(6)))
+    );
+    assert_eq!(together.earlier_window_awaiting("m1", 1), None);
+    // Once m1's window is closed (timed out or answered), m2's goes.
+    events.push(CommitmentEvent::InspectionClosed {
+        milestone_id: "m1".into(),
+        window: 1,
+        at: at(6),
+    });
+    assert_eq!(state(events).earlier_window_awaiting("m2", 1), None);
 }

@@ -644,7 +644,7 @@ pub(crate) async fn claim_holder(
         (status = 400, description = "Invalid id or body", body = ErrorBody),
         (status = 404, description = "No such commitment", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`inspection_window_ended` (details: ends_at; a window has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; or key reused", body = ErrorBody),
+        (status = 422, description = "`inspection_window_ended` (details: ends_at; a window has ended and its timeout has not run yet: it decides first); `inspection_window_open` (details: ends_at; a submission awaits its answer or its timeout; since rules 5); `commitment_completed` (since rules 5); `commitment_canceled`; `commitment_expired`; or key reused", body = ErrorBody),
     )
 )]
 async fn cancel(

@@ -4,8 +4,9 @@
 
 use super::{entry, run, Parties};
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
-use aggregates::escrow::CommitmentCommand;
+use aggregates::escrow::{Commitment, CommitmentCommand};
 use aggregates::ids::{CommitmentId, TransferId};
+use aggregates::rules::Rules;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,20 @@ impl Request for TimeOutMilestone {
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        // Since rules 5, windows time out in the order they ended, however
+        // the scheduler's submissions arrive: a later one waits, unrecorded
+        // (the ticker submits it again after its lease), for an earlier
+        // one's timeout, which would otherwise find the money moved.
+        if decider.rules().since(Rules::FIFTH) {
+            let commitment = decider.state::<Commitment>(&self.commitment_id.to_string())?;
+            if let Some((milestone, ends_at)) =
+                commitment.earlier_window_awaiting(&self.milestone_id, self.window)
+            {
+                return Err(Refusal::Stale(format!(
+                    "the window of milestone {milestone} ended first ({ends_at}): its timeout goes first"
+                )));
+            }
+        }
         let command = CommitmentCommand::TimeOut {
             milestone_id: self.milestone_id.clone(),
             window: self.window,
@@ -63,6 +78,7 @@ impl Request for CancelCommitment {
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let command = CommitmentCommand::Cancel {
             transfer_id: self.transfer_id,
+            rules: decider.rules(),
             at: decider.at(),
         };
         run(decider, self.commitment_id, &self.parties, command, false)
