@@ -86,7 +86,9 @@ impl Rules {
     ///   scheduler's submissions arrive in;
     /// - a commitment's cancel is refused while an inspection window is
     ///   open (`inspection_window_open`) and once it is completed
-    ///   (`commitment_completed`).
+    ///   (`commitment_completed`);
+    /// - a payee's work reference accrues once (`accrued_already`), as a
+    ///   commission's source does.
     pub const FIFTH: Self = Self(5);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::FIFTH;

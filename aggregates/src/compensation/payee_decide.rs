@@ -164,6 +164,12 @@ impl Payee {
     ) -> Decided {
         self.fresh_line(line_id)?;
         let profile = self.existing()?;
+        // Since rules 5 a work reference accrues once for the payee (the
+        // same shift sent under two idempotency keys is a double booking),
+        // as a commission's source does.
+        if let (Some(reference), true) = (&reference, rules.since(Rules::FIFTH)) {
+            self.sourced(reference)?;
+        }
         // Work accrues payable as it is recorded: recorded before it is
         // done, a pay run could pay it first. Compared in microseconds,
         // what the ledger keeps of a time.

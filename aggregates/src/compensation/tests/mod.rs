@@ -1037,3 +1037,30 @@ fn under_the_third_rules_work_is_recorded_once_it_is_done() {
         (2_500, Some(day(6)))
     );
 }
+
+#[test]
+fn since_the_fifth_rules_a_work_reference_accrues_once() {
+    use crate::rules::Rules;
+    let shift = |n, rules| PayeeCommand::RecordWork {
+        line_id: line_id(n),
+        work: Work::Time { minutes: 60 },
+        worked_at: day(5),
+        reference: Some("shift-1".into()),
+        plan: Some(in_effect(1, 1, 2_500)),
+        rules,
+        at: day(5),
+    };
+    let first = decide(&state(vec![created(), assigned()]), shift(1, Rules::FIFTH));
+    assert_eq!(accrued(&first).amount, 2_500);
+    let mut history = vec![created(), assigned()];
+    history.extend(first);
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(shift(2, Rules::FIFTH))
+        .then_expect_error(CompensationError::AccruedAlready {
+            origin: "shift-1".into(),
+        });
+    // The fourth rules booked it twice.
+    let again = decide(&state(history), shift(2, Rules::FOURTH));
+    assert_eq!(accrued(&again).amount, 2_500);
+}

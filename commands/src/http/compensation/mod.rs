@@ -562,7 +562,7 @@ impl WorkBody {
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such payee", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`no_plan_assigned` (details: at); `no_plan_version` (details: plan_id, at); `no_matching_rule` (details: rule); `work_in_future` (worked_at after now: work is recorded once it is done; details: worked_at); `currency_mismatch`; `amount_overflow`; `account_opened_otherwise` (the journal opened the account otherwise first); or key reused", body = ErrorBody),
+        (status = 422, description = "`no_plan_assigned` (details: at); `no_plan_version` (details: plan_id, at); `no_matching_rule` (details: rule); `work_in_future` (worked_at after now: work is recorded once it is done; details: worked_at); `accrued_already` (the reference was accrued for the payee already; details: source; since rules 5); `currency_mismatch`; `amount_overflow`; `account_opened_otherwise` (the journal opened the account otherwise first); or key reused", body = ErrorBody),
     )
 )]
 async fn record_work(
