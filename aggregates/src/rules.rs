@@ -88,7 +88,10 @@ impl Rules {
     ///   open (`inspection_window_open`) and once it is completed
     ///   (`commitment_completed`);
     /// - a payee's work reference accrues once (`accrued_already`), as a
-    ///   commission's source does.
+    ///   commission's source does;
+    /// - a refund whose clawback rounds to nothing (a refused line) still
+    ///   counts in what the captures have refunded, and its failure takes
+    ///   it off again, so small refunds add up to the whole.
     pub const FIFTH: Self = Self(5);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::FIFTH;

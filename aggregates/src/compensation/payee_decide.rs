@@ -288,20 +288,28 @@ impl Payee {
         })
     }
 
-    /// What was refused, taken and clawed back of `captures` so far: the
-    /// net amount refunded or lost (reversals given back) and the net
-    /// clawed (<= 0).
-    fn clawed_of(&self, captures: &[String]) -> Result<(i64, i64), AmountError> {
+    /// What was refunded or lost of `captures` so far and what was clawed
+    /// back for it: the net amount taken (reversals given back) and the
+    /// net clawed (<= 0). Since rules 5 a refund whose share rounded to
+    /// nothing (a refused clawback) counts in what was taken too, and its
+    /// failure (a refused reversal) takes it off again: ten refunds of 5
+    /// on a capture of 50 add up to the whole. Before, each was forgotten.
+    fn clawed_of(&self, captures: &[String], rules: Rules) -> Result<(i64, i64), AmountError> {
+        let counted = |line: &&Line| {
+            line.kind == LineKind::Clawback
+                && (line.status != LineStatus::Refused || rules.since(Rules::FIFTH))
+                && line.clawed_from.as_slice() == captures
+        };
         let mut taken = 0i64;
         let mut clawed = 0i64;
-        for line in self.lines.iter().filter(|line| {
-            line.kind == LineKind::Clawback
-                && line.status != LineStatus::Refused
-                && line.clawed_from.as_slice() == captures
-        }) {
+        for line in self.lines.iter().filter(counted) {
             let basis = line.basis.map_or(0, Amount::value);
-            let signed = if line.amount < 0 { basis } else { -basis };
-            taken = add(taken, signed)?;
+            let reversal = if rules.since(Rules::FIFTH) {
+                line.corrects.is_some()
+            } else {
+                line.amount >= 0
+            };
+            taken = add(taken, if reversal { -basis } else { basis })?;
             clawed = add(clawed, line.amount)?;
         }
         Ok((taken, clawed))
@@ -374,7 +382,7 @@ impl Payee {
             basis = add(basis, line.basis.map_or(0, Amount::value))?;
             accrued = add(accrued, line.amount)?;
         }
-        let (taken, clawed) = self.clawed_of(&captures)?;
+        let (taken, clawed) = self.clawed_of(&captures, rules)?;
         let mut line = Line::new(line_id, LineKind::Clawback, 0, at, at);
         line.source = Some(source);
         line.payment_id = Some(payment_id);
@@ -475,15 +483,33 @@ impl Payee {
     ) -> Decided {
         self.fresh_line(line_id)?;
         self.sourced(&source)?;
+        // Since rules 5 a refused clawback (a share that rounded to
+        // nothing) is reversed too, giving back nothing: what it took off
+        // the captures' refunded total is taken off again.
         let clawback = self.lines.iter().find(|line| {
+            let eligible = if rules.since(Rules::FIFTH) {
+                line.corrects.is_none()
+            } else {
+                line.status != LineStatus::Refused
+            };
             line.kind == LineKind::Clawback
-                && line.status != LineStatus::Refused
+                && eligible
                 && line.source.as_deref() == Some(clawback_source)
         });
         let mut line = Line::new(line_id, LineKind::Clawback, 0, at, at);
         line.source = Some(source);
         line.payable_at = Some(at);
         match clawback {
+            Some(clawback) if clawback.status == LineStatus::Refused => {
+                line.status = LineStatus::Refused;
+                line.corrects = Some(clawback.line_id);
+                line.payment_id = clawback.payment_id.clone();
+                line.basis = clawback.basis;
+                line.clawed_from = clawback.clawed_from.clone();
+                line.reason = Some(format!(
+                    "no_clawback: {clawback_source} failed, and nothing was clawed back for it"
+                ));
+            }
             Some(clawback) => {
                 let given_back = clawback.amount.checked_neg().ok_or(AmountError::Overflow)?;
                 // A clawback that recorded its months (under rules 3 or

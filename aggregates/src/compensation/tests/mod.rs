@@ -1064,3 +1064,57 @@ fn since_the_fifth_rules_a_work_reference_accrues_once() {
     let again = decide(&state(history), shift(2, Rules::FOURTH));
     assert_eq!(accrued(&again).amount, 2_500);
 }
+
+#[test]
+fn since_the_fifth_rules_refunds_whose_share_rounds_to_nothing_still_add_up() {
+    use crate::rules::Rules;
+    // 5 accrued on a capture of 50; ten refunds of 5, each share 0.5.
+    let refund = |n: u128, rules| PayeeCommand::ClawBack {
+        line_id: line_id(n),
+        payment_id: "pay-1".into(),
+        source: format!("refund:{n}"),
+        captures: vec!["capture:8".into()],
+        amount: cents(5),
+        rules,
+        at: day(5),
+    };
+    let start = || {
+        let mut history = vec![created(), assigned()];
+        history.extend(decide(
+            &state(history.clone()),
+            commission(8, 50, 2, Some(in_effect(1, 1, 2_500))),
+        ));
+        history
+    };
+    let clawed = |rules| {
+        let mut history = start();
+        (10..20)
+            .map(|n| accrue(&mut history, refund(n, rules)).amount)
+            .collect::<Vec<i64>>()
+    };
+    // The share of all refunded so far, rounded half to even once, less
+    // what was clawed: 0, 1, 2, 2, 2, 3, 4, 4, 4, 5 in all.
+    assert_eq!(clawed(Rules::FIFTH), [0, -1, -1, 0, 0, -1, -1, 0, 0, -1]);
+    // The fourth rules forgot each refund that clawed nothing.
+    assert_eq!(clawed(Rules::FOURTH), [0; 10]);
+    // A refund that clawed nothing and then failed is taken off again.
+    let mut history = start();
+    let first = accrue(&mut history, refund(10, Rules::FIFTH));
+    assert_eq!((first.status, first.amount), (LineStatus::Refused, 0));
+    let failed = accrue(
+        &mut history,
+        PayeeCommand::ReverseClawBack {
+            line_id: line_id(11),
+            clawback_source: "refund:10".into(),
+            source: "refund_failed:10".into(),
+            rules: Rules::FIFTH,
+            at: day(6),
+        },
+    );
+    assert_eq!(
+        (failed.status, failed.amount, failed.corrects, failed.basis),
+        (LineStatus::Refused, 0, Some(line_id(10)), Some(cents(5)))
+    );
+    let second = accrue(&mut history, refund(12, Rules::FIFTH));
+    assert_eq!((second.status, second.amount), (LineStatus::Refused, 0));
+}
