@@ -13,9 +13,11 @@
 //! The request carries its due time and decides at it, so the outcome does
 //! not depend on when the ticker ran, and a replay decides it the same way.
 //! A domain refusal is final: recorded in `scheduler_runs` and never
-//! submitted again. No answer (the database is down), or `not_due` (the
-//! clock stepped back between the lease and the pipeline's stamp, which
-//! the pipeline does not record), is retried after the lease.
+//! submitted again. No answer (the database is down) is retried after the
+//! lease, and so is a request that cannot be decided yet, which the
+//! pipeline does not record: `not_due` (the clock stepped back between
+//! the lease and the pipeline's stamp), or stale (an escrow window's
+//! timeout while a window that ended before it awaits its own).
 
 use crate::domains::Registry;
 use crate::pipeline::{Clock, CommandBus, PipelineError};
@@ -64,6 +66,11 @@ pub struct TickReport {
     pub refused: usize,
     /// Requests without an answer, left to a later tick.
     pub failed: usize,
+    /// Requests that cannot be decided yet, unrecorded and left to a later
+    /// tick: stamped before their due time (`not_due`), or waiting for
+    /// another piece of work to be decided first (an escrow window that
+    /// ended earlier, since rules 5).
+    pub waiting: usize,
 }
 
 /// The ticker: the pool it leases on, the pipeline it submits to, the
@@ -128,6 +135,8 @@ enum Answer {
         tenant_seq: i64,
     },
     Unanswered(String),
+    /// Not decidable yet: submitted again after the lease.
+    Waiting(String),
 }
 
 impl Ticker {
@@ -188,6 +197,10 @@ impl Ticker {
                     tracing::warn!(key = %leased.key, %error, "scheduled request got no answer");
                     report.failed += 1;
                 }
+                Answer::Waiting(why) => {
+                    tracing::debug!(key = %leased.key, %why, "scheduled request waits");
+                    report.waiting += 1;
+                }
             }
             // A lost record is harmless (the lease runs out and the request
             // is answered from its own record next time): go on with the rest.
@@ -239,6 +252,9 @@ impl Ticker {
                 code: "idempotency_key_reused".into(),
                 tenant_seq: 0,
             },
+            Err(error @ (PipelineError::NotDue(_) | PipelineError::Stale(_))) => {
+                Answer::Waiting(error.to_string())
+            }
             Err(error) => Answer::Unanswered(error.to_string()),
         }
     }
@@ -257,7 +273,7 @@ impl Ticker {
                 code,
                 tenant_seq,
             } => ("refused", status, Some(code), tenant_seq),
-            Answer::Unanswered(error) => {
+            Answer::Unanswered(error) | Answer::Waiting(error) => {
                 sqlx::query(FAIL)
                     .bind(leased.tenant_id)
                     .bind(&leased.key)

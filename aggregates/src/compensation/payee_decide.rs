@@ -297,7 +297,8 @@ impl Payee {
     fn clawed_of(&self, captures: &[String], rules: Rules) -> Result<(i64, i64), AmountError> {
         let counted = |line: &&Line| {
             line.kind == LineKind::Clawback
-                && (line.status != LineStatus::Refused || rules.since(Rules::FIFTH))
+                && (line.status != LineStatus::Refused
+                    || (rules.since(Rules::FIFTH) && !self.failed_unlinked(line)))
                 && line.clawed_from.as_slice() == captures
         };
         let mut taken = 0i64;
@@ -313,6 +314,24 @@ impl Payee {
             clawed = add(clawed, line.amount)?;
         }
         Ok((taken, clawed))
+    }
+
+    /// Whether refused clawback `line` failed under rules before version 5,
+    /// whose reversal, finding no clawback, was recorded refused without
+    /// naming it (only its reason says which): what it took off the
+    /// refunded total was never counted, nor is its failure.
+    fn failed_unlinked(&self, line: &Line) -> bool {
+        let Some(source) = line.source.as_deref() else {
+            return false;
+        };
+        let reason = format!("no_clawback: nothing was clawed back for {source}");
+        line.corrects.is_none()
+            && self.lines.iter().any(|other| {
+                other.kind == LineKind::Clawback
+                    && other.status == LineStatus::Refused
+                    && other.corrects.is_none()
+                    && other.reason.as_deref() == Some(reason.as_str())
+            })
     }
 
     /// What is left to claw back of `captures` and of every capture a

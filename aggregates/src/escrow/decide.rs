@@ -753,6 +753,10 @@ impl Decide for Commitment {
                 at,
             } => {
                 if rules.since(Rules::FIFTH) {
+                    // Ended, expired or past its timeout's window first,
+                    // as before; then what the fifth rules refuse.
+                    self.live(at)?;
+                    self.no_window_ended(at)?;
                     self.cancelable()?;
                 }
                 self.end((transfer_id, &[]), Cause::Canceled, at)

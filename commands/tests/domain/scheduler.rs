@@ -50,6 +50,7 @@ fn report(leased: usize, accepted: usize, refused: usize) -> TickReport {
         accepted,
         refused,
         failed: 0,
+        waiting: 0,
     }
 }
 
@@ -404,7 +405,7 @@ async fn a_scheduled_request_before_its_due_time_is_refused_unrecorded_and_decid
     // Proves: a request carrying a due time later than the pipeline's clock
     // is refused not_due (with the due time) and not recorded. A ticker
     // whose pipeline's clock stepped back behind the one it leased by
-    // counts the renewal failed and leaves the work open; once the lease
+    // counts the renewal waiting and leaves the work open; once the lease
     // has run out and the clock has passed the due time, the same key
     // renews the subscription, once.
     let clock = TestClock::at(whole_seconds_now());
@@ -454,7 +455,8 @@ async fn a_scheduled_request_before_its_due_time_is_refused_unrecorded_and_decid
             leased: 4,
             accepted: 0,
             refused: 0,
-            failed: 4,
+            failed: 0,
+            waiting: 4,
         }
     );
     assert_eq!(count_events(&server, &acme, "PeriodRenewed").await, 1);
@@ -462,7 +464,11 @@ async fn a_scheduled_request_before_its_due_time_is_refused_unrecorded_and_decid
     clock.set(next_end);
     ahead.set(next_end + Duration::hours(1));
     let retried = stepped_back.tick().await.unwrap();
-    assert_eq!((retried.leased, retried.failed), (4, 0), "{retried:?}");
+    assert_eq!(
+        (retried.leased, retried.failed, retried.waiting),
+        (4, 0, 0),
+        "{retried:?}"
+    );
     assert_eq!(count_events(&server, &acme, "PeriodRenewed").await, 2);
     // Each submitted twice under its key, accepted the second time.
     let runs: Vec<(i32, Option<String>)> =

@@ -1117,4 +1117,26 @@ fn since_the_fifth_rules_refunds_whose_share_rounds_to_nothing_still_add_up() {
     );
     let second = accrue(&mut history, refund(12, Rules::FIFTH));
     assert_eq!((second.status, second.amount), (LineStatus::Refused, 0));
+    // One refused and failed under the fourth rules (its reversal, finding
+    // no clawback, names none) is not counted by a later one either.
+    let mut mixed = start();
+    accrue(&mut mixed, refund(10, Rules::FOURTH));
+    let unlinked = accrue(
+        &mut mixed,
+        PayeeCommand::ReverseClawBack {
+            line_id: line_id(11),
+            clawback_source: "refund:10".into(),
+            source: "refund_failed:10".into(),
+            rules: Rules::FOURTH,
+            at: day(6),
+        },
+    );
+    assert_eq!(
+        (unlinked.status, unlinked.corrects),
+        (LineStatus::Refused, None)
+    );
+    let later = accrue(&mut mixed, refund(12, Rules::FIFTH));
+    assert_eq!((later.status, later.amount), (LineStatus::Refused, 0));
+    let next = accrue(&mut mixed, refund(13, Rules::FIFTH));
+    assert_eq!(next.amount, -1);
 }

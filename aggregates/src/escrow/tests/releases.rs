@@ -700,9 +700,14 @@ fn since_the_fifth_rules_a_cancel_waits_for_an_open_window_and_none_ends_a_compl
     let mut open = funded();
     open.push(submitted("m2", 6));
     Given::with(())
-        .given(open)
+        .given(open.clone())
         .when(cancel(4))
         .then_expect_error(EscrowError::InspectionWindowOpen { ends_at: at(6) });
+    // Once it has ended, its timeout decides first, as before.
+    Given::with(())
+        .given(open)
+        .when(cancel(7))
+        .then_expect_error(EscrowError::InspectionWindowEnded { ends_at: at(6) });
     // With no window open, a cancel refunds as before.
     Given::with(())
         .given(funded())
