@@ -352,13 +352,8 @@ async fn lifo_draws_newest_first_a_cancel_refunds_and_concurrent_releases_stop_a
     assert_trial_balance_is_zero(&acme, seq).await;
 }
 
-#[tokio::test]
-async fn an_expiry_submitted_before_an_ended_windows_timeout_times_it_out_first() {
-    // Proves: m1's window (released on timeout) ends an hour before the
-    // commitment expires; when the expiry is submitted before the window's
-    // timeout (a second ticker, or a schedule not yet caught up), it
-    // releases m1 to the payee as of the window's end and refunds only the
-    // rest; the timeout is then refused and nothing moves twice.
+/// A test server on a clock the test moves, starting now in whole seconds.
+async fn clocked() -> (TestClock, TestServer) {
     use chrono::DurationRound;
     let clock = TestClock::at(Utc::now().duration_trunc(Duration::seconds(1)).unwrap());
     let server = TestServer::start_with(Options {
@@ -366,6 +361,17 @@ async fn an_expiry_submitted_before_an_ended_windows_timeout_times_it_out_first(
         ..Options::default()
     })
     .await;
+    (clock, server)
+}
+
+#[tokio::test]
+async fn an_expiry_submitted_before_an_ended_windows_timeout_times_it_out_first() {
+    // Proves: m1's window (released on timeout) ends an hour before the
+    // commitment expires; when the expiry is submitted before the window's
+    // timeout (a second ticker, or a schedule not yet caught up), it
+    // releases m1 to the payee as of the window's end and refunds only the
+    // rest; the timeout is then refused and nothing moves twice.
+    let (clock, server) = clocked().await;
     let acme = server.tenant("acme").await;
     let expires_at = clock.now() + Duration::hours(2);
     let body = commitment_body("fifo", Some(expires_at.to_rfc3339()));
@@ -495,13 +501,7 @@ async fn windows_time_out_in_the_order_they_ended_whatever_order_they_are_submit
     // not recorded; m1's then releases the 30000 to the payee, and m2's,
     // submitted again, refunds nothing. Under the fourth rules m2's went
     // first: 20000 back to the payer and only 10000 to the payee.
-    use chrono::DurationRound;
-    let clock = TestClock::at(Utc::now().duration_trunc(Duration::seconds(1)).unwrap());
-    let server = TestServer::start_with(Options {
-        clock: Some(clock.clock()),
-        ..Options::default()
-    })
-    .await;
+    let (clock, server) = clocked().await;
     let acme = server.tenant("acme").await;
     let beta = server.tenant("beta").await;
     let current = two_windows(&acme, &clock, "c6").await;
