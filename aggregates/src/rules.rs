@@ -85,8 +85,9 @@ impl Rules {
     ///   windows time out in the order they ended, whatever order the
     ///   scheduler's submissions arrive in;
     /// - a commitment's cancel is refused while an inspection window is
-    ///   open (`inspection_window_open`) and once it is completed
-    ///   (`commitment_completed`);
+    ///   open over unfrozen funds (`inspection_window_open`) and once it is
+    ///   completed (`commitment_completed`); a commitment whose expiry is
+    ///   not after its creation is refused (`invalid_terms`);
     /// - a payee's work reference accrues once (`accrued_already`), as a
     ///   commission's source does;
     /// - a refund whose clawback rounds to nothing (a refused line) still

@@ -518,12 +518,19 @@ impl Commitment {
     }
 
     /// Since rules 5, a cancel is refused once the commitment is completed
-    /// (`commitment_completed`: nothing is left to cancel) and while an
-    /// inspection window is open (`inspection_window_open`): the payee's
-    /// submission is the payer's to answer, or its timeout's to decide.
+    /// (`commitment_completed`: nothing is left to cancel) and, while it
+    /// holds unfrozen funds, while an inspection window is open
+    /// (`inspection_window_open`): the payee's submission is the payer's
+    /// to answer, or its timeout's to decide.
     fn cancelable(&self) -> Result<(), EscrowError> {
         if self.status() == Some(super::CommitmentStatus::Completed) {
             return Err(EscrowError::Completed);
+        }
+        // With nothing unfrozen held, a window protects nothing (the payer
+        // could accept nothing of it), and a payee submitting again after
+        // each timeout would keep the commitment from ever ending.
+        if self.unfrozen()?.is_zero() {
+            return Ok(());
         }
         let open = self
             .milestones
@@ -717,6 +724,14 @@ impl Decide for Commitment {
                     return Err(EscrowError::Exists);
                 }
                 check_terms(&terms)?;
+                // Since rules 5 a commitment expires after it is created:
+                // one past its expiry refuses every deposit.
+                let past = terms.expires_at.is_some_and(|expires_at| expires_at <= at);
+                if rules.since(Rules::FIFTH) && past {
+                    return Err(EscrowError::InvalidTerms(
+                        "a commitment expires after it is created".into(),
+                    ));
+                }
                 Ok(vec![CommitmentEvent::CommitmentCreated {
                     terms,
                     expiry_times_out: rules.since(Rules::SECOND),

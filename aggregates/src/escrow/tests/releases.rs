@@ -788,3 +788,59 @@ fn a_window_that_ended_first_times_out_first() {
     });
     assert_eq!(state(events).earlier_window_awaiting("m2", 1), None);
 }
+
+#[test]
+fn since_the_fifth_rules_a_commitment_expires_after_it_is_created() {
+    let create = |rules, hour| CommitmentCommand::Create {
+        terms: terms(Allocation::Fifo),
+        rules,
+        at: at(hour),
+    };
+    // It expires at 20: created at 20 or later it could take no deposit.
+    for hour in [20, 21] {
+        Given::with(())
+            .given_no_previous_events()
+            .when(create(Rules::FIFTH, hour))
+            .then_expect_error(EscrowError::InvalidTerms(
+                "a commitment expires after it is created".into(),
+            ));
+    }
+    Given::with(())
+        .given_no_previous_events()
+        .when(create(Rules::FIFTH, 19))
+        .then_expect_events(vec![CommitmentEvent::CommitmentCreated {
+            terms: terms(Allocation::Fifo),
+            expiry_times_out: true,
+            at: at(19),
+        }]);
+    Given::with(())
+        .given_no_previous_events()
+        .when(create(Rules::FOURTH, 21))
+        .then_expect_events(vec![CommitmentEvent::CommitmentCreated {
+            terms: terms(Allocation::Fifo),
+            expiry_times_out: true,
+            at: at(21),
+        }]);
+}
+
+#[test]
+fn since_the_fifth_rules_a_window_over_nothing_held_does_not_keep_a_commitment_from_cancelling() {
+    // Nothing deposited, m1 submitted (its window open until 6): the payer
+    // could accept nothing of it, so the cancel ends the commitment and
+    // closes the window, moving nothing.
+    Given::with(())
+        .given(vec![created(Allocation::Fifo), submitted("m1", 6)])
+        .when(CommitmentCommand::Cancel {
+            transfer_id: transfer_id(1),
+            rules: Rules::FIFTH,
+            at: at(4),
+        })
+        .then_expect_events(vec![
+            CommitmentEvent::CommitmentCanceled { at: at(4) },
+            CommitmentEvent::InspectionClosed {
+                milestone_id: "m1".into(),
+                window: 1,
+                at: at(4),
+            },
+        ]);
+}

@@ -257,7 +257,7 @@ pub struct PlanBody {
         (status = 201, description = "Created, `version` 1", body = Accepted<PlanAnswer>),
         (status = 400, description = "Invalid input, naming the field; `invalid_rules` (a field of another kind of rule, or one missing)", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`invalid_rules` (more than one hourly or commission rule, two per_unit rules of one unit); `already_exists`; `asset_scale_mismatch`; or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_rules` (no rule or more than 20, more than one hourly or commission rule, two per_unit rules of one unit); `already_exists`; `asset_scale_mismatch`; or key reused", body = ErrorBody),
     )
 )]
 async fn create_plan(
@@ -305,7 +305,7 @@ pub struct VersionBody {
         (status = 400, description = "Invalid input, naming the field; `invalid_rules` (a field of another kind of rule, or one missing)", body = ErrorBody),
         (status = 404, description = "`unknown_plan`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`invalid_rules` (more than one hourly or commission rule, two per_unit rules of one unit); `version_before_last` (details: last, asked); or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_rules` (no rule or more than 20, more than one hourly or commission rule, two per_unit rules of one unit); `version_before_last` (details: last, asked); or key reused", body = ErrorBody),
     )
 )]
 async fn add_version(

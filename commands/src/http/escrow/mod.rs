@@ -153,9 +153,9 @@ const KEY: &str = "1-255 printable ASCII characters, neither first nor last a sp
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Created, `awaiting_funding`", body = Accepted<EscrowAnswer>),
-        (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
+        (status = 400, description = "Invalid input, naming the field (an inspection window past 90 days among them)", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`invalid_terms` (milestone ids repeated, a milestone due after the commitment expires, an inspection window past 90 days); `asset_scale_mismatch`; `amount_overflow`; or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_terms` (no milestone or more than 50, milestone ids repeated, a milestone due after the commitment expires, and since rules 5 an `expires_at` not after now); `asset_scale_mismatch`; `amount_overflow`; or key reused", body = ErrorBody),
     )
 )]
 async fn create(
