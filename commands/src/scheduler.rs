@@ -14,10 +14,12 @@
 //! not depend on when the ticker ran, and a replay decides it the same way.
 //! A domain refusal is final: recorded in `scheduler_runs` and never
 //! submitted again. No answer (the database is down) is retried after the
-//! lease, and so is a request that cannot be decided yet, which the
-//! pipeline does not record: `not_due` (the clock stepped back between
-//! the lease and the pipeline's stamp), or stale (an escrow window's
-//! timeout while a window that ended before it awaits its own).
+//! lease. A request that cannot be decided yet, which the pipeline does
+//! not record, gives its lease back and is submitted again by the next
+//! tick: `not_due` (the clock stepped back between the lease and the
+//! pipeline's stamp), or stale (an escrow window's timeout while a window
+//! that ended before it awaits its own, usually decided in the same
+//! tick).
 
 use crate::domains::Registry;
 use crate::pipeline::{Clock, CommandBus, PipelineError};
@@ -114,6 +116,13 @@ const FINISH: &str = "\
 
 const FAIL: &str = "\
     UPDATE scheduler_runs SET last_error = $3 WHERE tenant_id = $1 AND idempotency_key = $2";
+
+/// A request that cannot be decided yet gives its lease back at once: the
+/// next tick submits it again (after what it waits for, leased with it,
+/// has been decided), not only once the lease would have run out.
+const WAIT: &str = "\
+    UPDATE scheduler_runs SET last_error = $3, leased_until = $4 \
+    WHERE tenant_id = $1 AND idempotency_key = $2";
 
 /// One piece of leased work.
 struct Leased {
@@ -273,11 +282,21 @@ impl Ticker {
                 code,
                 tenant_seq,
             } => ("refused", status, Some(code), tenant_seq),
-            Answer::Unanswered(error) | Answer::Waiting(error) => {
+            Answer::Unanswered(error) => {
                 sqlx::query(FAIL)
                     .bind(leased.tenant_id)
                     .bind(&leased.key)
                     .bind(error)
+                    .execute(&self.pool)
+                    .await?;
+                return Ok(());
+            }
+            Answer::Waiting(why) => {
+                sqlx::query(WAIT)
+                    .bind(leased.tenant_id)
+                    .bind(&leased.key)
+                    .bind(why)
+                    .bind(now)
                     .execute(&self.pool)
                     .await?;
                 return Ok(());

@@ -405,9 +405,9 @@ async fn a_scheduled_request_before_its_due_time_is_refused_unrecorded_and_decid
     // Proves: a request carrying a due time later than the pipeline's clock
     // is refused not_due (with the due time) and not recorded. A ticker
     // whose pipeline's clock stepped back behind the one it leased by
-    // counts the renewal waiting and leaves the work open; once the lease
-    // has run out and the clock has passed the due time, the same key
-    // renews the subscription, once.
+    // counts the renewal waiting and leaves the work open, its lease given
+    // back; once the clock has passed the due time, the next tick renews
+    // the subscription under the same key, once.
     let clock = TestClock::at(whole_seconds_now());
     let (server, _) = started(&clock).await;
     let acme = server.tenant("acme").await;
@@ -460,9 +460,9 @@ async fn a_scheduled_request_before_its_due_time_is_refused_unrecorded_and_decid
         }
     );
     assert_eq!(count_events(&server, &acme, "PeriodRenewed").await, 1);
-    // Past the lease, with the pipeline's clock past the due time.
+    // The leases were given back: the next tick, at the same time, takes
+    // them again, the pipeline's clock now at the due time.
     clock.set(next_end);
-    ahead.set(next_end + Duration::hours(1));
     let retried = stepped_back.tick().await.unwrap();
     assert_eq!(
         (retried.leased, retried.failed, retried.waiting),

@@ -35,7 +35,7 @@ impl Request for TimeOutMilestone {
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         // Since rules 5, windows time out in the order they ended, however
         // the scheduler's submissions arrive: a later one waits, unrecorded
-        // (the ticker submits it again after its lease), for an earlier
+        // (the next tick submits it again), for an earlier
         // one's timeout, which would otherwise find the money moved.
         if decider.rules().since(Rules::FIFTH) {
             let commitment = decider.state::<Commitment>(&self.commitment_id.to_string())?;
