@@ -316,11 +316,17 @@ impl Ticker {
     }
 
     /// Ticks every `every` until `shutdown` turns true; straight again
-    /// while a tick finds a full batch due.
+    /// while a tick finds a full batch due and decides some of it.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
             let full = match self.tick().await {
-                Ok(report) => report.leased as i64 >= self.config.batch.max(1),
+                // Straight on only when the full batch decided something:
+                // a batch of work that all waits (given back at once)
+                // waits out the pause, never spinning.
+                Ok(report) => {
+                    report.leased as i64 >= self.config.batch.max(1)
+                        && report.waiting < report.leased
+                }
                 Err(error) => {
                     tracing::warn!(%error, "scheduler tick failed");
                     false
