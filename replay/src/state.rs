@@ -350,7 +350,8 @@ fn redecide(
         }
         Err(Refusal::NotDue(not_due)) => {
             return Err(format!(
-                "the domain refuses the recorded {kind} request: not_due: {not_due}"
+                "the domain refuses the recorded {kind} request: {}: {not_due}",
+                aggregates::decide::Rejection::code(not_due)
             ))
         }
         Err(Refusal::Internal(message) | Refusal::Stale(message)) => {

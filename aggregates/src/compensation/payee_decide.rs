@@ -324,7 +324,7 @@ impl Payee {
         let Some(source) = line.source.as_deref() else {
             return false;
         };
-        let reason = format!("no_clawback: nothing was clawed back for {source}");
+        let reason = nothing_clawed_back(source);
         line.corrects.is_none()
             && self.lines.iter().any(|other| {
                 other.kind == LineKind::Clawback
@@ -555,9 +555,7 @@ impl Payee {
             }
             None => {
                 line.status = LineStatus::Refused;
-                line.reason = Some(format!(
-                    "no_clawback: nothing was clawed back for {clawback_source}"
-                ));
+                line.reason = Some(nothing_clawed_back(clawback_source));
             }
         }
         Ok(vec![PayeeEvent::LineAccrued(Box::new(line))])
@@ -793,4 +791,11 @@ impl Payee {
             PayeeCommand::Pay { run_id, at } => self.pay(run_id, at),
         }
     }
+}
+
+/// The reason of a reversal that finds no clawback of `clawback_source`:
+/// under rules before version 5 the only record of which clawback it
+/// failed (see `failed_unlinked`), so one text serves both.
+fn nothing_clawed_back(clawback_source: &str) -> String {
+    format!("no_clawback: nothing was clawed back for {clawback_source}")
 }

@@ -266,11 +266,14 @@ impl ApiError {
             },
             // Only the scheduler submits requests with a due time; answered
             // as the rejection it is, though not recorded.
-            PipelineError::NotDue(not_due) => Self::Unprocessable {
-                code: "not_due",
-                message: not_due.to_string(),
-                details: aggregates::decide::Rejection::details(&not_due),
-            },
+            PipelineError::NotDue(not_due) => {
+                use aggregates::decide::Rejection;
+                Self::Unprocessable {
+                    code: not_due.code(),
+                    message: not_due.to_string(),
+                    details: not_due.details(),
+                }
+            }
         }
     }
 }
