@@ -94,8 +94,19 @@ impl Rules {
     ///   counts in what the captures have refunded, and its failure takes
     ///   it off again, so small refunds add up to the whole.
     pub const FIFTH: Self = Self(5);
+    /// Version 6:
+    /// - an adjustment that corrects a line is bounded by it: the line and
+    ///   its corrections together keep the line's sign (a commission is
+    ///   corrected down to nothing at most, a clawback up to nothing), else
+    ///   `correction_exceeds_line`;
+    /// - a clawback sees the corrections: what it claws back is the share of
+    ///   the commissions as corrected, never more than is left of them as
+    ///   corrected, and a failed refund gives back its clawback as
+    ///   corrected. Before, a commission corrected to nothing was clawed
+    ///   back again when its sale was refunded (the payee docked twice).
+    pub const SIXTH: Self = Self(6);
     /// What new requests are decided under.
-    pub const CURRENT: Self = Self::FIFTH;
+    pub const CURRENT: Self = Self::SIXTH;
 
     /// Version `version`, if this build knows it.
     pub fn new(version: u32) -> Option<Self> {
@@ -132,6 +143,7 @@ mod tests {
         assert_eq!(Rules::new(3), Some(Rules::THIRD));
         assert_eq!(Rules::new(4), Some(Rules::FOURTH));
         assert_eq!(Rules::new(5), Some(Rules::FIFTH));
+        assert_eq!(Rules::new(6), Some(Rules::SIXTH));
         assert_eq!(Rules::new(Rules::CURRENT.version() + 1), None);
         assert!(Rules::CURRENT.since(Rules::SECOND));
         assert!(Rules::CURRENT.since(Rules::THIRD));
@@ -140,6 +152,8 @@ mod tests {
         assert!(Rules::CURRENT.since(Rules::FOURTH));
         assert!(Rules::CURRENT.since(Rules::FIFTH));
         assert!(!Rules::FOURTH.since(Rules::FIFTH));
+        assert!(Rules::CURRENT.since(Rules::SIXTH));
+        assert!(!Rules::FIFTH.since(Rules::SIXTH));
         assert!(!Rules::THIRD.since(Rules::FOURTH));
     }
 }

@@ -549,12 +549,14 @@ mod tests {
         let third = format!(r#"{{"rules": 3, "command": "consume_quota", "request": {body}}}"#);
         let fourth = format!(r#"{{"rules": 4, "command": "consume_quota", "request": {body}}}"#);
         let fifth = format!(r#"{{"rules": 5, "command": "consume_quota", "request": {body}}}"#);
+        let sixth = format!(r#"{{"rules": 6, "command": "consume_quota", "request": {body}}}"#);
         for (metadata, rules) in [
             (&first, Rules::FIRST),
             (&second, Rules::SECOND),
             (&third, Rules::THIRD),
             (&fourth, Rules::FOURTH),
             (&fifth, Rules::FIFTH),
+            (&sixth, Rules::SIXTH),
         ] {
             assert!(read_without_tree(metadata), "{metadata}");
             assert_eq!(read_back(metadata).unwrap().rules, rules);
@@ -563,7 +565,7 @@ mod tests {
         assert!(!read_without_tree(&unknown));
         assert_eq!(
             read_back(&unknown).err().as_deref(),
-            Some("the request was decided under rules 9, which this build does not know (it knows 1 to 5)")
+            Some("the request was decided under rules 9, which this build does not know (it knows 1 to 6)")
         );
         let no_number =
             format!(r#"{{"rules": "2", "command": "consume_quota", "request": {body}}}"#);

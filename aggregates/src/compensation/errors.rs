@@ -61,6 +61,10 @@ pub enum CompensationError {
     NotInRun(PayRunId),
     #[error("{origin} accrued already")]
     AccruedAlready { origin: String },
+    #[error(
+        "line {line_id} stands at {corrected} as corrected; a correction takes it to nothing at most, not past it"
+    )]
+    CorrectionExceedsLine { line_id: LineId, corrected: i64 },
     #[error(transparent)]
     Amount(#[from] AmountError),
 }
@@ -106,6 +110,7 @@ impl Rejection for CompensationError {
             Self::PayRunNotApproved => "pay_run_not_approved",
             Self::NotInRun(_) => "not_in_pay_run",
             Self::AccruedAlready { .. } => "accrued_already",
+            Self::CorrectionExceedsLine { .. } => "correction_exceeds_line",
             Self::Amount(_) => "amount_overflow",
         }
     }
@@ -122,6 +127,9 @@ impl Rejection for CompensationError {
             Self::SaleCurrency { sale, payee } => json!({"sale": sale, "payee": payee}),
             Self::LineTaken(line) | Self::UnknownLine(line) => json!({"line_id": line}),
             Self::AccruedAlready { origin } => json!({"source": origin}),
+            Self::CorrectionExceedsLine { line_id, corrected } => {
+                json!({"line_id": line_id, "corrected": corrected})
+            }
             _ => Value::Null,
         }
     }

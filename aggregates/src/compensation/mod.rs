@@ -6,6 +6,7 @@
 //! paid, carrying a negative net forward.
 
 pub mod accounts;
+mod corrections;
 mod errors;
 pub mod ledger;
 mod payee;

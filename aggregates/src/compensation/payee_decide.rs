@@ -87,6 +87,8 @@ pub enum PayeeCommand {
         amount: i64,
         reason: Option<String>,
         corrects: Option<LineId>,
+        /// Since version 6 a correction is bounded by the line it corrects.
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// A held line's holding period is over (the scheduler's).
@@ -311,7 +313,7 @@ impl Payee {
                 line.amount >= 0
             };
             taken = add(taken, if reversal { -basis } else { basis })?;
-            clawed = add(clawed, line.amount)?;
+            clawed = add(clawed, self.counted(line, rules)?)?;
         }
         Ok((taken, clawed))
     }
@@ -337,8 +339,9 @@ impl Payee {
     /// What is left to claw back of `captures` and of every capture a
     /// clawback shares with them (followed from clawback to clawback): what
     /// their commissions accrued, less every clawback of any of them (a
-    /// reversal gives its clawback back).
-    fn left_to_claw(&self, captures: &[String]) -> Result<i64, AmountError> {
+    /// reversal gives its clawback back); each line as corrected since
+    /// rules 6.
+    fn left_to_claw(&self, captures: &[String], rules: Rules) -> Result<i64, AmountError> {
         let clawbacks: Vec<&Line> = self
             .lines
             .iter()
@@ -365,11 +368,11 @@ impl Payee {
                     .as_deref()
                     .is_some_and(|source| linked.contains(source))
         }) {
-            left = add(left, line.amount)?;
+            left = add(left, self.counted(line, rules)?)?;
         }
         for line in clawbacks {
             if line.clawed_from.iter().any(|c| linked.contains(c.as_str())) {
-                left = add(left, line.amount)?;
+                left = add(left, self.counted(line, rules)?)?;
             }
         }
         Ok(left)
@@ -399,7 +402,7 @@ impl Payee {
         let (mut basis, mut accrued) = (0i64, 0i64);
         for line in self.commissions_of(&captures) {
             basis = add(basis, line.basis.map_or(0, Amount::value))?;
-            accrued = add(accrued, line.amount)?;
+            accrued = add(accrued, self.counted(line, rules)?)?;
         }
         let (taken, clawed) = self.clawed_of(&captures, rules)?;
         let mut line = Line::new(line_id, LineKind::Clawback, 0, at, at);
@@ -418,7 +421,7 @@ impl Payee {
         // Never more than is left of what was accrued on every capture a
         // clawback of these captures shares (a refund names all of a
         // tender's captures, a dispute one: each sees the other here).
-        let due = add(share, clawed)?.min(self.left_to_claw(&captures)?);
+        let due = add(share, clawed)?.min(self.left_to_claw(&captures, rules)?);
         if due <= 0 {
             line.status = LineStatus::Refused;
             line.reason = Some("no_commission: nothing of the capture is left to claw back".into());
@@ -529,13 +532,28 @@ impl Payee {
                     "no_clawback: {clawback_source} failed, and nothing was clawed back for it"
                 ));
             }
+            Some(clawback) if self.counted(clawback, rules)? >= 0 => {
+                // Since rules 6: a clawback corrected to nothing gives
+                // nothing back.
+                line.status = LineStatus::Refused;
+                line.corrects = Some(clawback.line_id);
+                line.payment_id = clawback.payment_id.clone();
+                line.basis = clawback.basis;
+                line.clawed_from = clawback.clawed_from.clone();
+                line.reason = Some(format!(
+                    "no_clawback: {clawback_source} failed, and its clawback was corrected to nothing"
+                ));
+            }
             Some(clawback) => {
-                let given_back = clawback.amount.checked_neg().ok_or(AmountError::Overflow)?;
+                let given_back = self
+                    .counted(clawback, rules)?
+                    .checked_neg()
+                    .ok_or(AmountError::Overflow)?;
                 // A clawback that recorded its months (under rules 3 or
                 // later) is given back by them, whatever the reversal's
                 // rules: no older history has such a clawback.
                 line.amount = if !clawback.cap_shares.is_empty() {
-                    line.cap_shares = self.shares_given_back(clawback);
+                    line.cap_shares = self.shares_given_back(clawback, given_back)?;
                     line.cap_shares.iter().map(|share| share.amount).sum()
                 } else if rules.since(Rules::SECOND) {
                     self.under_cap(clawback, given_back)
@@ -576,13 +594,32 @@ impl Payee {
     /// What of each month's share of `clawback` its reversal gives back:
     /// in each month, what the cap of its commissions there leaves room
     /// for (the smallest, when they were valued under different caps; all
-    /// of it without a cap).
-    fn shares_given_back(&self, clawback: &Line) -> Vec<CapShare> {
-        clawback
+    /// of it without a cap). Of a clawback corrected down to `given_back`
+    /// (rules 6), that much split over its months as they were shared.
+    fn shares_given_back(
+        &self,
+        clawback: &Line,
+        given_back: i64,
+    ) -> Result<Vec<CapShare>, AmountError> {
+        let whole: Vec<i64> = clawback
             .cap_shares
             .iter()
-            .filter_map(|share| {
-                let given = share.amount.saturating_neg();
+            .map(|share| share.amount.saturating_neg())
+            .collect();
+        let sum = whole
+            .iter()
+            .fold(0i64, |sum, amount| sum.saturating_add(*amount));
+        let weights: Vec<u64> = whole.iter().map(|amount| amount.unsigned_abs()).collect();
+        let given: Vec<i64> = match split_by_weights(Amount::new(given_back)?, &weights) {
+            Ok(parts) if given_back < sum => parts.iter().map(|part| part.value()).collect(),
+            // All of it, or shares of nothing to weigh by.
+            _ => whole,
+        };
+        Ok(clawback
+            .cap_shares
+            .iter()
+            .zip(given)
+            .filter_map(|(share, given)| {
                 let cap = self
                     .commissions_of(&clawback.clawed_from)
                     .filter(|line| cap_period(line.accrued_at) == share.period)
@@ -595,24 +632,26 @@ impl Payee {
                     amount,
                 })
             })
-            .collect()
+            .collect())
     }
 
     fn adjust(
         &self,
         line_id: LineId,
-        amount: i64,
-        reason: Option<String>,
-        corrects: Option<LineId>,
-        at: DateTime<Utc>,
+        (amount, reason, corrects): (i64, Option<String>, Option<LineId>),
+        (at, rules): (DateTime<Utc>, Rules),
     ) -> Decided {
         self.fresh_line(line_id)?;
         if amount == 0 {
             return Err(CompensationError::ZeroAdjustment);
         }
         if let Some(corrected) = corrects {
-            self.line(corrected)
+            let line = self
+                .line(corrected)
                 .ok_or(CompensationError::UnknownLine(corrected))?;
+            if rules.since(Rules::SIXTH) {
+                self.within_its_line(line, amount)?;
+            }
         }
         let mut line = Line::new(line_id, LineKind::Adjustment, amount, at, at);
         line.reason = reason;
@@ -768,8 +807,9 @@ impl Payee {
                 amount,
                 reason,
                 corrects,
+                rules,
                 at,
-            } => self.adjust(line_id, amount, reason, corrects, at),
+            } => self.adjust(line_id, (amount, reason, corrects), (at, rules)),
             PayeeCommand::MakePayable { line_id, at } => {
                 let line = self
                     .line(line_id)

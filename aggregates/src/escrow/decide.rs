@@ -219,6 +219,12 @@ impl Commitment {
             .milestone(milestone_id)
             .ok_or_else(|| EscrowError::UnknownMilestone(milestone_id.to_string()))?;
         let open = milestone.open()?;
+        if open.is_zero() && !milestone.frozen.is_zero() {
+            return Err(EscrowError::MilestoneFrozen {
+                milestone_id: milestone_id.to_string(),
+                frozen: milestone.frozen,
+            });
+        }
         if open.is_zero() {
             return Err(EscrowError::MilestoneSettled(milestone_id.to_string()));
         }
@@ -296,7 +302,7 @@ impl Commitment {
         }])
     }
 
-    fn submit(&self, milestone_id: String, at: DateTime<Utc>) -> Decided {
+    fn submit(&self, milestone_id: String, (rules, at): (Rules, DateTime<Utc>)) -> Decided {
         let terms = self.live(at)?;
         self.open_milestone(&milestone_id)?;
         let milestone = self
@@ -312,6 +318,15 @@ impl Commitment {
             .ok_or(EscrowError::InvalidTerms(
                 "the window ends past the calendar".into(),
             ))?;
+        // Since rules 6: a window the expiry would end first (its timeout
+        // never comes; the expiry refunds the milestone) is refused.
+        let expires_at = terms.expires_at.filter(|_| rules.since(Rules::SIXTH));
+        if let Some(expires_at) = expires_at.filter(|expires_at| ends_at >= *expires_at) {
+            return Err(EscrowError::WindowPastExpiry {
+                ends_at,
+                expires_at,
+            });
+        }
         let window = milestone
             .window
             .as_ref()
@@ -745,7 +760,11 @@ impl Decide for Commitment {
                 rules,
                 at,
             } => self.deposit(deposit_id, amount, reference, (rules, at)),
-            CommitmentCommand::Submit { milestone_id, at } => self.submit(milestone_id, at),
+            CommitmentCommand::Submit {
+                milestone_id,
+                rules,
+                at,
+            } => self.submit(milestone_id, (rules, at)),
             CommitmentCommand::Release {
                 transfer_id,
                 milestone_id,

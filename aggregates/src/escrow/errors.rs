@@ -29,6 +29,18 @@ pub enum EscrowError {
     UnknownMilestone(String),
     #[error("milestone {0} is released or refunded in full")]
     MilestoneSettled(String),
+    #[error("what is left of milestone {milestone_id} ({frozen}) is frozen by an open claim")]
+    MilestoneFrozen {
+        milestone_id: String,
+        frozen: Amount,
+    },
+    #[error(
+        "the inspection window would end at {ends_at}, not before the commitment expires at {expires_at}"
+    )]
+    WindowPastExpiry {
+        ends_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
     #[error("{open} of the milestone is open: {asked} cannot be")]
     ExceedsMilestone { open: Amount, asked: Amount },
     #[error("{unfrozen} is held and not frozen: {asked} cannot be")]
@@ -80,6 +92,8 @@ impl Rejection for EscrowError {
             Self::Overfunded { .. } => "overfunded",
             Self::UnknownMilestone(_) => "unknown_milestone",
             Self::MilestoneSettled(_) => "milestone_already_released",
+            Self::MilestoneFrozen { .. } => "milestone_frozen",
+            Self::WindowPastExpiry { .. } => "inspection_window_past_expiry",
             Self::ExceedsMilestone { .. } => "release_exceeds_milestone",
             Self::InsufficientUnfrozen { .. } => "insufficient_unfrozen_funds",
             Self::InspectionWindowOpen { .. } => "inspection_window_open",
@@ -109,6 +123,14 @@ impl Rejection for EscrowError {
             Self::TooMany { max } => json!({"max": max}),
             Self::UnknownMilestone(milestone) => json!({"milestone_id": milestone}),
             Self::MilestoneSettled(milestone) => json!({"milestone_id": milestone}),
+            Self::MilestoneFrozen {
+                milestone_id,
+                frozen,
+            } => json!({"milestone_id": milestone_id, "frozen": frozen}),
+            Self::WindowPastExpiry {
+                ends_at,
+                expires_at,
+            } => json!({"ends_at": ends_at, "expires_at": expires_at}),
             _ => Value::Null,
         }
     }

@@ -66,6 +66,9 @@ pub enum CommitmentCommand {
     /// Opens the milestone's inspection window.
     Submit {
         milestone_id: String,
+        /// Since version 6, refused when the window would end at or after
+        /// the commitment's expiry.
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// Releases `amount` of the milestone (all that is open when `None`)

@@ -270,14 +270,35 @@ async fn work_commissions_clawbacks_and_pay_runs_move_every_account_to_the_unit(
     server.catch_up().await;
     let ticked = server.ticker(clock.clock()).tick().await.unwrap();
     assert_eq!((ticked.accepted, ticked.refused), (2, 0));
-    // A correction after payment: the paid line never changes; an
-    // adjustment takes 12000 back, so the next run's net is negative.
+    // A correction after payment: the paid line never changes. Naming the
+    // line of 3750 it corrects, it takes back 3750 at most (rules 6),
+    // changing nothing; an adjustment naming no line takes 12000 back, so
+    // the next run's net is negative.
     let first_line = acme.read("/v1/payees/alice/ledger", seq).await["lines"][0]["line_id"].clone();
+    let past = acme
+        .post(
+            "/v1/payees/alice/adjustments",
+            "adjust-0",
+            json!({"amount": -3_751, "reason": "overpaid", "corrects": first_line}),
+        )
+        .await;
+    assert_eq!(
+        (
+            past.status.as_u16(),
+            &past.body["error"]["code"],
+            &past.body["error"]["details"]
+        ),
+        (
+            422,
+            &json!("correction_exceeds_line"),
+            &json!({"line_id": first_line, "corrected": 3_750})
+        )
+    );
     let (_, seq) = accepted(
         &acme,
         "/v1/payees/alice/adjustments",
         "adjust-1",
-        json!({"amount": -12_000, "reason": "overpaid", "corrects": first_line}),
+        json!({"amount": -12_000, "reason": "overpaid"}),
         201,
     )
     .await;

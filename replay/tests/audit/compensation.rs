@@ -230,3 +230,117 @@ async fn a_work_line_rewritten_to_another_amount_is_found_at_its_seq() {
     assert!(finding.message.contains("amount"), "{findings:?}");
     assert!(!report.ok);
 }
+
+#[tokio::test]
+async fn a_commission_corrected_to_nothing_is_clawed_back_again_only_under_the_fifth_rules() {
+    // Proves: a commission of 1,000 corrected by -1,000, its capture then
+    // lost in a dispute: under the fifth rules the clawback takes 1,000
+    // more (the payee docked twice), under the current rules it is a
+    // refused line of nothing; verify decides each history again so, and
+    // both are clean. The current history with the dispute's recorded
+    // rules rewritten to 5 (the chain recomputed) is a finding at its seq.
+    use aggregates::rules::Rules;
+    use serde_json::{json, Value};
+    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
+    let id = |n: u128| uuid::Uuid::from_u128(0xC2_0000 + n);
+    let line = |n: u128| LineId::from_uuid(id(n));
+    let mut current = None;
+    for (rules, amount, status) in [
+        (Rules::FIFTH, -1_000, "held"),
+        (Rules::CURRENT, 0, "refused"),
+    ] {
+        let ledger = Ledger::under(rules).await;
+        ledger.set_clock(now + Duration::hours(3));
+        payee_with_work(&ledger, now, line).await;
+        let capture = format!("capture:{}", id(101));
+        let commission = AccrueCommission {
+            payee_id: "alice".into(),
+            line_id: line(3),
+            payment_id: id(100).to_string(),
+            source: capture.clone(),
+            basis: Amount::new(10_000).unwrap(),
+            currency: usd(),
+            captured_at: now + Duration::hours(2),
+            asset: usd(),
+            plan_id: Some("sales".into()),
+        };
+        ledger.run(0, "comp-commission", commission).await;
+        let correct = AdjustLine {
+            payee_id: "alice".into(),
+            line_id: line(4),
+            amount: -1_000,
+            reason: Some("sale booked in error".into()),
+            corrects: Some(line(3)),
+            asset: usd(),
+        };
+        ledger.run(0, "comp-correct", correct).await;
+        let lost = ClawBack {
+            payee_id: "alice".into(),
+            line_id: line(5),
+            payment_id: id(100).to_string(),
+            source: format!("dispute:{}", id(102)),
+            captures: vec![capture],
+            amount: Amount::new(10_000).unwrap(),
+            asset: usd(),
+        };
+        ledger.run(0, "comp-lost", lost).await;
+        let line_event = ledger
+            .events(0)
+            .await
+            .into_iter()
+            .rfind(|event| event.aggregate_type == "payee")
+            .unwrap();
+        let seq = line_event.tenant_seq;
+        let event: Value = serde_json::from_str(&line_event.payload).unwrap();
+        assert_eq!(
+            (
+                &event["LineAccrued"]["amount"],
+                &event["LineAccrued"]["status"]
+            ),
+            (&json!(amount), &json!(status)),
+            "rules {}",
+            rules.version()
+        );
+        ledger.catch_up().await;
+        let report = ledger.verify().await;
+        assert!(report.ok, "rules {}: {:?}", rules.version(), report.lines());
+        current = Some((ledger, seq));
+    }
+    let (ledger, seq) = current.unwrap();
+    let tenant = ledger.tenants[0];
+    ledger
+        .tamper(&[format!(
+            "UPDATE events SET metadata = jsonb_set(metadata, '{{rules}}', '5') \
+             WHERE tenant_id = '{tenant}' AND tenant_seq = {seq}"
+        )])
+        .await;
+    ledger.rechain(0).await;
+    let entry = line(5);
+    let message = format!(
+        "amount 0 where the payee decides -1000; cap_shares none where the payee decides \
+         [{{\"amount\":-1000,\"period\":\"2026-12\"}}]; payable_at 2026-12-01T03:00:00Z where \
+         the payee decides 2026-12-15T02:00:00Z; reason no_commission: nothing of the capture is \
+         left to claw back where the payee decides none; status refused where the payee decides \
+         held; the claw_back_commission request also decides Posted of \
+         account/compensation_expense (asset USD/2, entry_id {entry}, movement \
+         {{\"credit\":1000,\"debit\":0}}), which the history lacks; the claw_back_commission \
+         request also decides Posted of account/compensation_payable:alice (asset USD/2, \
+         entry_id {entry}, movement {{\"credit\":0,\"debit\":1000}}), which the history lacks; \
+         the claw_back_commission request also decides EntryRecorded of entry/{entry} \
+         (effective_at 2026-12-01T03:00:00Z, entry [debit compensation_payable:alice 1000 USD/2, \
+         credit compensation_expense 1000 USD/2], reference payee:alice:line:{entry}, reverses \
+         none), which the history lacks"
+    );
+    assert_eq!(
+        super::findings_of(&ledger.verify().await, tenant),
+        vec![replay::verify::Finding::Replay {
+            finding: replay::state::ReplayFinding {
+                tenant_seq: seq,
+                aggregate_type: "payee".into(),
+                aggregate_id: "alice".into(),
+                message,
+            },
+            line: None,
+        }]
+    );
+}

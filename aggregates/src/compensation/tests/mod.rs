@@ -591,12 +591,13 @@ fn adjustments_correct_existing_lines_and_held_lines_become_payable_once() {
         amount,
         reason: Some("overpaid".into()),
         corrects,
+        rules: crate::rules::Rules::CURRENT,
         at: day(3),
     };
-    let events = decide(&state(history.clone()), adjust(-2_000, Some(line_id(1))));
+    let events = decide(&state(history.clone()), adjust(-800, Some(line_id(1))));
     assert_eq!(
         (accrued(&events).amount, accrued(&events).corrects),
-        (-2_000, Some(line_id(1)))
+        (-800, Some(line_id(1)))
     );
     GivenPayee::with(())
         .given(history.clone())
@@ -1139,4 +1140,155 @@ fn since_the_fifth_rules_refunds_whose_share_rounds_to_nothing_still_add_up() {
     assert_eq!((later.status, later.amount), (LineStatus::Refused, 0));
     let next = accrue(&mut mixed, refund(13, Rules::FIFTH));
     assert_eq!(next.amount, -1);
+}
+
+/// An adjustment of `amount` correcting line `corrects`, under `rules`.
+fn correct(n: u128, corrects: u128, amount: i64, rules: crate::rules::Rules) -> PayeeCommand {
+    PayeeCommand::Adjust {
+        line_id: line_id(n),
+        amount,
+        reason: Some("corrected".into()),
+        corrects: Some(line_id(corrects)),
+        rules,
+        at: day(4),
+    }
+}
+
+#[test]
+fn since_the_sixth_rules_a_correction_stops_at_nothing() {
+    use crate::rules::Rules;
+    // A commission of 1,000 (10% of 10,000).
+    let mut history = vec![created(), assigned()];
+    let commission = accrue(&mut history, commission_at(1, "capture:1", 10_000, day(2)));
+    assert_eq!(commission.amount, 1_000);
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(correct(2, 1, -1_001, Rules::SIXTH))
+        .then_expect_error(CompensationError::CorrectionExceedsLine {
+            line_id: line_id(1),
+            corrected: 1_000,
+        });
+    // Under the fifth rules any amount.
+    assert_eq!(
+        decide(&state(history.clone()), correct(2, 1, -5_000, Rules::FIFTH)).len(),
+        1
+    );
+    // Down by 600, up by 200, then down by what is left: 600.
+    accrue(&mut history, correct(2, 1, -600, Rules::SIXTH));
+    accrue(&mut history, correct(3, 1, 200, Rules::SIXTH));
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(correct(4, 1, -601, Rules::SIXTH))
+        .then_expect_error(CompensationError::CorrectionExceedsLine {
+            line_id: line_id(1),
+            corrected: 600,
+        });
+    // A correction of a correction counts toward the line it corrects.
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(correct(4, 3, -601, Rules::SIXTH))
+        .then_expect_error(CompensationError::CorrectionExceedsLine {
+            line_id: line_id(1),
+            corrected: 600,
+        });
+    let last = accrue(&mut history, correct(4, 3, -600, Rules::SIXTH));
+    assert_eq!((last.amount, last.corrects), (-600, Some(line_id(3))));
+    // A clawback is corrected up to nothing at most.
+    let mut clawed = vec![created(), assigned()];
+    accrue(&mut clawed, commission_at(1, "capture:1", 10_000, day(2)));
+    let refund = accrue(
+        &mut clawed,
+        claw_back(2, "refund:2", &["capture:1"], 10_000),
+    );
+    assert_eq!(refund.amount, -1_000);
+    GivenPayee::with(())
+        .given(clawed)
+        .when(correct(3, 2, 1_001, Rules::SIXTH))
+        .then_expect_error(CompensationError::CorrectionExceedsLine {
+            line_id: line_id(2),
+            corrected: -1_000,
+        });
+}
+
+#[test]
+fn since_the_sixth_rules_clawbacks_see_the_corrections() {
+    use crate::rules::Rules;
+    let claw = |n: u128, source: &str, amount, rules| PayeeCommand::ClawBack {
+        line_id: line_id(n),
+        payment_id: "pay-1".into(),
+        source: source.into(),
+        captures: vec!["capture:1".into()],
+        amount: cents(amount),
+        rules,
+        at: day(20),
+    };
+    // A commission of 1,000 corrected to nothing, then its sale lost
+    // whole in a dispute: nothing is left to claw back. Before, -1,000
+    // more: the payee docked twice.
+    let mut zeroed = vec![created(), assigned()];
+    accrue(&mut zeroed, commission_at(1, "capture:1", 10_000, day(2)));
+    accrue(&mut zeroed, correct(2, 1, -1_000, Rules::SIXTH));
+    let lost = |rules| {
+        let line = accrue(&mut zeroed.clone(), claw(3, "dispute:3", 10_000, rules));
+        (line.status, line.amount)
+    };
+    assert_eq!(lost(Rules::SIXTH), (LineStatus::Refused, 0));
+    assert_eq!(lost(Rules::FIFTH), (LineStatus::Held, -1_000));
+    // Corrected to 600: half refunded claws back half of 600, the rest
+    // the other 300, and a third refund nothing.
+    let mut lowered = vec![created(), assigned()];
+    accrue(&mut lowered, commission_at(1, "capture:1", 10_000, day(2)));
+    accrue(&mut lowered, correct(2, 1, -400, Rules::SIXTH));
+    let under_fifth = accrue(
+        &mut lowered.clone(),
+        claw(3, "refund:3", 5_000, Rules::FIFTH),
+    );
+    assert_eq!(under_fifth.amount, -500);
+    let half = accrue(&mut lowered, claw(3, "refund:3", 5_000, Rules::SIXTH));
+    let rest = accrue(&mut lowered, claw(4, "refund:4", 5_000, Rules::SIXTH));
+    let more = accrue(&mut lowered, claw(5, "refund:5", 1, Rules::SIXTH));
+    assert_eq!(
+        (half.amount, rest.amount, more.status),
+        (-300, -300, LineStatus::Refused)
+    );
+    // A clawback of 1,000 corrected by +400: its refund failing gives
+    // back 600 (1,000 before), split over its months as it was shared.
+    let mut corrected = vec![created(), assigned()];
+    accrue(
+        &mut corrected,
+        commission_at(1, "capture:1", 10_000, day(2)),
+    );
+    let clawback = accrue(&mut corrected, claw(2, "refund:2", 10_000, Rules::SIXTH));
+    assert_eq!(clawback.amount, -1_000);
+    accrue(&mut corrected, correct(3, 2, 400, Rules::SIXTH));
+    let failed = |rules| PayeeCommand::ReverseClawBack {
+        line_id: line_id(4),
+        clawback_source: "refund:2".into(),
+        source: "refund_failed:2".into(),
+        rules,
+        at: day(21),
+    };
+    let given = accrue(&mut corrected.clone(), failed(Rules::SIXTH));
+    assert_eq!(
+        (given.amount, given.corrects, given.cap_shares.clone()),
+        (
+            600,
+            Some(line_id(2)),
+            vec![super::ledger::CapShare {
+                period: "2026-12".into(),
+                amount: 600
+            }]
+        )
+    );
+    assert_eq!(
+        accrue(&mut corrected.clone(), failed(Rules::FIFTH)).amount,
+        1_000
+    );
+    // Corrected to nothing: it gives back nothing, a refused line naming it.
+    accrue(&mut corrected, correct(5, 2, 600, Rules::SIXTH));
+    let nothing = accrue(&mut corrected, failed(Rules::SIXTH));
+    assert_eq!(
+        (nothing.status, nothing.amount, nothing.corrects),
+        (LineStatus::Refused, 0, Some(line_id(2)))
+    );
 }

@@ -231,6 +231,7 @@ fn paid_plus_carried_plus_unpaid_is_every_line_and_no_line_is_paid_twice() {
                     amount: sequence.below(20_000) as i64 - 12_000,
                     reason: None,
                     corrects: None,
+                    rules: crate::rules::Rules::CURRENT,
                     at,
                 },
                 (3, None) => PayeeCommand::Claim {

@@ -112,6 +112,24 @@ fn a_rejection_freezes_part_of_the_milestone_and_answers_its_window() {
             open: cents(24_999),
             asked: cents(25_000),
         });
+    // m2 frozen whole by a claim: nothing of it moves, and the answer
+    // says it is frozen, not settled.
+    let mut whole = funded();
+    whole.push(opened(2, "m2", 20_000, false));
+    Given::with(())
+        .given(whole)
+        .when(CommitmentCommand::Release {
+            transfer_id: transfer_id(1),
+            milestone_id: "m2".into(),
+            amount: Some(cents(1)),
+            accepted: false,
+            rules: Rules::CURRENT,
+            at: at(5),
+        })
+        .then_expect_error(EscrowError::MilestoneFrozen {
+            milestone_id: "m2".into(),
+            frozen: cents(20_000),
+        });
     let partly = vec![created(Allocation::Fifo), deposited(1, 1_000)];
     Given::with(())
         .given(partly)
@@ -301,6 +319,7 @@ impl Sequence {
             },
             _ => CommitmentCommand::Submit {
                 milestone_id: milestone,
+                rules,
                 at: at(1),
             },
         }

@@ -144,6 +144,7 @@ fn a_cancel_refunds_every_unfrozen_held_amount_with_lineage_and_ends_it() {
         deposit(9, 1),
         CommitmentCommand::Submit {
             milestone_id: "m1".into(),
+            rules: crate::rules::Rules::CURRENT,
             at: at(5),
         },
         CommitmentCommand::Cancel {

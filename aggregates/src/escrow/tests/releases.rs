@@ -119,8 +119,11 @@ fn a_release_needs_only_enough_unfrozen_funds_and_never_passes_the_milestone() {
 fn submitting_opens_a_window_that_an_acceptance_answers() {
     Given::with(())
         .given(funded())
+        // m1's three days end past the expiry (day 1, 20:00): the
+        // sixth rules refuse that (see below), the fifth accept it.
         .when(CommitmentCommand::Submit {
             milestone_id: "m1".into(),
+            rules: Rules::FIFTH,
             at: at(3),
         })
         .then_expect_events(vec![CommitmentEvent::MilestoneSubmitted {
@@ -138,6 +141,7 @@ fn submitting_opens_a_window_that_an_acceptance_answers() {
         .given(events.clone())
         .when(CommitmentCommand::Submit {
             milestone_id: "m1".into(),
+            rules: crate::rules::Rules::CURRENT,
             at: at(4),
         })
         .then_expect_error(EscrowError::InspectionWindowOpen { ends_at: at(6) });
@@ -258,8 +262,11 @@ fn a_milestone_released_in_part_is_submitted_again_in_a_window_of_its_own() {
     ));
     Given::with(())
         .given(events)
+        // m1's three days end past the expiry (day 1, 20:00): the
+        // sixth rules refuse that (see below), the fifth accept it.
         .when(CommitmentCommand::Submit {
             milestone_id: "m1".into(),
+            rules: Rules::FIFTH,
             at: at(7),
         })
         .then_expect_events(vec![CommitmentEvent::MilestoneSubmitted {
@@ -843,4 +850,53 @@ fn since_the_fifth_rules_a_window_over_nothing_held_does_not_keep_a_commitment_f
                 at: at(4),
             },
         ]);
+}
+
+#[test]
+fn since_the_sixth_rules_a_window_the_expiry_would_end_first_is_refused() {
+    let submit = |milestone: &str, hour, rules| CommitmentCommand::Submit {
+        milestone_id: milestone.into(),
+        rules,
+        at: at(hour),
+    };
+    // m1's three days from 03:00 end after the expiry at 20:00.
+    Given::with(())
+        .given(funded())
+        .when(submit("m1", 3, Rules::SIXTH))
+        .then_expect_error(EscrowError::WindowPastExpiry {
+            ends_at: at(3) + chrono::Duration::days(3),
+            expires_at: at(20),
+        });
+    // m2's hour from 19:00 ends at the expiry itself: its timeout would
+    // never come either.
+    Given::with(())
+        .given(funded())
+        .when(submit("m2", 19, Rules::SIXTH))
+        .then_expect_error(EscrowError::WindowPastExpiry {
+            ends_at: at(20),
+            expires_at: at(20),
+        });
+    // From 18:00 it ends at 19:00, before the expiry.
+    Given::with(())
+        .given(funded())
+        .when(submit("m2", 18, Rules::SIXTH))
+        .then_expect_events(vec![submitted_at("m2", 18, 19)]);
+    // The fifth rules accept a window past the expiry.
+    Given::with(())
+        .given(funded())
+        .when(submit("m2", 19, Rules::FIFTH))
+        .then_expect_events(vec![submitted_at("m2", 19, 20)]);
+}
+
+/// `milestone` submitted at `hour`, its window (the first) ending at `ends`.
+fn submitted_at(milestone: &str, hour: u32, ends: u32) -> CommitmentEvent {
+    CommitmentEvent::MilestoneSubmitted {
+        milestone_id: milestone.into(),
+        window: 1,
+        ends_at: at(ends),
+        payer: "buyer-1".into(),
+        payee: "seller-9".into(),
+        asset: Asset::new("USD", 2).unwrap(),
+        at: at(hour),
+    }
 }

@@ -260,7 +260,7 @@ async fn deposit(
         (status = 400, description = "Invalid id or body", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`inspection_window_open` (details: ends_at); `milestone_already_released`; `commitment_canceled`; `commitment_expired`; or key reused", body = ErrorBody),
+        (status = 422, description = "`inspection_window_open` (details: ends_at); `inspection_window_past_expiry` (details: ends_at, expires_at; the window would end at or after the commitment's expiry, which would refund the milestone before its timeout; since rules 6); `milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen); `commitment_canceled`; `commitment_expired`; or key reused", body = ErrorBody),
     )
 )]
 async fn submit(
@@ -335,7 +335,7 @@ async fn release_milestone(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds` (details: unfrozen, asked; nothing held for it); `inspection_window_ended` (details: ends_at; this or another window of the commitment has ended: its timeout decides); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen; what is left of it is frozen by an open claim); `release_exceeds_milestone`; `insufficient_unfrozen_funds` (details: unfrozen, asked; nothing held for it); `inspection_window_ended` (details: ends_at; this or another window of the commitment has ended: its timeout decides); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn accept(
@@ -368,7 +368,7 @@ async fn accept(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone` (details: open, asked); `insufficient_unfrozen_funds` (details: unfrozen, asked); `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen; what is left of it is frozen by an open claim); `release_exceeds_milestone` (details: open, asked); `insufficient_unfrozen_funds` (details: unfrozen, asked); `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn release(
@@ -443,7 +443,7 @@ async fn open_claim(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen; what is left of it is frozen by an open claim); `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn reject(
@@ -482,7 +482,7 @@ async fn reject(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen; what is left of it is frozen by an open claim); `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn claim(

@@ -106,6 +106,7 @@ impl Request for AdjustLine {
             amount: self.amount,
             reason: self.reason.clone(),
             corrects: self.corrects,
+            rules: decider.rules(),
             at: decider.at(),
         };
         accrue(decider, &self.payee_id, &self.asset, command)

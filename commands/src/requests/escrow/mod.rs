@@ -402,6 +402,7 @@ impl Request for SubmitMilestone {
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let command = CommitmentCommand::Submit {
             milestone_id: self.milestone_id.clone(),
+            rules: decider.rules(),
             at: decider.at(),
         };
         run(decider, self.commitment_id, &self.parties, command, false)
