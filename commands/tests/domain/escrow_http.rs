@@ -295,6 +295,17 @@ async fn lifo_draws_newest_first_a_cancel_refunds_and_concurrent_releases_stop_a
         (&canceled["status"], &canceled["transfers"][0]["amount"]),
         (&json!("canceled"), &json!(25_000))
     );
+    // The refund names no milestone: nothing of either remains.
+    server.catch_up().await;
+    let read = acme.read(&format!("/v1/commitments/{lifo}"), seq).await;
+    assert_eq!(
+        (
+            &read["milestones"][0]["remaining"],
+            &read["milestones"][1]["remaining"],
+            &read["milestones"][0]["released"]
+        ),
+        (&json!(0), &json!(0), &json!(25_000))
+    );
     assert_eq!(
         books(&server, &acme, &lifo, seq).await,
         [

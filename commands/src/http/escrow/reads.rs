@@ -36,7 +36,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct MilestoneView {
     #[serde(flatten)]
     pub milestone: Milestone,
-    /// Neither released, refunded nor frozen.
+    /// Neither released, refunded nor frozen; nothing once the commitment
+    /// is canceled or expired (its refund of what was left names no
+    /// milestone).
     pub remaining: Amount,
 }
 
@@ -128,8 +130,13 @@ impl CommitmentView {
                 .milestones
                 .iter()
                 .map(|milestone| {
+                    let ended = commitment.canceled_at.is_some() || commitment.expired_at.is_some();
                     Ok(MilestoneView {
-                        remaining: milestone.open().map_err(internal)?,
+                        remaining: if ended {
+                            Amount::ZERO
+                        } else {
+                            milestone.open().map_err(internal)?
+                        },
                         milestone: milestone.clone(),
                     })
                 })
