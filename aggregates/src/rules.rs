@@ -95,15 +95,19 @@ impl Rules {
     ///   it off again, so small refunds add up to the whole.
     pub const FIFTH: Self = Self(5);
     /// Version 6:
-    /// - an adjustment that corrects a line is bounded by it: the line and
-    ///   its corrections together keep the line's sign (a commission is
-    ///   corrected down to nothing at most, a clawback up to nothing), else
-    ///   `correction_exceeds_line`;
+    /// - an adjustment that corrects a line is bounded by what is left of
+    ///   it: the line with its corrections keeps its sign, and a commission
+    ///   is corrected down no further than what is left to claw back of it
+    ///   (`correction_exceeds_line`); a clawback, its reversal and a refused
+    ///   line are not corrected by adjustments (`line_not_correctable`); a
+    ///   commission's correction counts in the cap of its month
+    ///   (`cap_shares`);
     /// - a clawback sees the corrections: what it claws back is the share of
     ///   the commissions as corrected, never more than is left of them as
     ///   corrected, and a failed refund gives back its clawback as
     ///   corrected. Before, a commission corrected to nothing was clawed
-    ///   back again when its sale was refunded (the payee docked twice).
+    ///   back again when its sale was refunded (the payee docked twice),
+    ///   and a commission clawed back whole could be corrected down again.
     pub const SIXTH: Self = Self(6);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::SIXTH;

@@ -62,9 +62,13 @@ pub enum CompensationError {
     #[error("{origin} accrued already")]
     AccruedAlready { origin: String },
     #[error(
-        "line {line_id} stands at {corrected} as corrected; a correction takes it to nothing at most, not past it"
+        "line {line_id} has {left} left (as corrected, less what was clawed back of it); a correction takes it to nothing at most, not past it"
     )]
-    CorrectionExceedsLine { line_id: LineId, corrected: i64 },
+    CorrectionExceedsLine { line_id: LineId, left: i64 },
+    #[error(
+        "line {line_id} is not corrected by an adjustment: a clawback is corrected by its reversal or by correcting its commission, and a refused line has nothing to correct"
+    )]
+    NotCorrectable { line_id: LineId },
     #[error(transparent)]
     Amount(#[from] AmountError),
 }
@@ -111,6 +115,7 @@ impl Rejection for CompensationError {
             Self::NotInRun(_) => "not_in_pay_run",
             Self::AccruedAlready { .. } => "accrued_already",
             Self::CorrectionExceedsLine { .. } => "correction_exceeds_line",
+            Self::NotCorrectable { .. } => "line_not_correctable",
             Self::Amount(_) => "amount_overflow",
         }
     }
@@ -127,9 +132,10 @@ impl Rejection for CompensationError {
             Self::SaleCurrency { sale, payee } => json!({"sale": sale, "payee": payee}),
             Self::LineTaken(line) | Self::UnknownLine(line) => json!({"line_id": line}),
             Self::AccruedAlready { origin } => json!({"source": origin}),
-            Self::CorrectionExceedsLine { line_id, corrected } => {
-                json!({"line_id": line_id, "corrected": corrected})
+            Self::CorrectionExceedsLine { line_id, left } => {
+                json!({"line_id": line_id, "left": left})
             }
+            Self::NotCorrectable { line_id } => json!({"line_id": line_id}),
             _ => Value::Null,
         }
     }

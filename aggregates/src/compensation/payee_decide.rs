@@ -3,6 +3,7 @@
 //! adjustments, holding periods, and pay runs claiming, releasing and
 //! paying the payable lines.
 
+use super::corrections::Corrections;
 use super::ledger::{cap_period, CapShare, Line, LineKind, LineStatus, Work, QUANTITY_MAX};
 use super::payee::{Payee, PayeeEvent};
 use super::rules::{basis_points_of, div_half_even, hourly_amount, PlanInEffect};
@@ -296,7 +297,11 @@ impl Payee {
     /// nothing (a refused clawback) counts in what was taken too, and its
     /// failure (a refused reversal) takes it off again: ten refunds of 5
     /// on a capture of 50 add up to the whole. Before, each was forgotten.
-    fn clawed_of(&self, captures: &[String], rules: Rules) -> Result<(i64, i64), AmountError> {
+    fn clawed_of(
+        &self,
+        captures: &[String],
+        (rules, corrections): (Rules, &Corrections),
+    ) -> Result<(i64, i64), AmountError> {
         let counted = |line: &&Line| {
             line.kind == LineKind::Clawback
                 && (line.status != LineStatus::Refused
@@ -313,7 +318,7 @@ impl Payee {
                 line.amount >= 0
             };
             taken = add(taken, if reversal { -basis } else { basis })?;
-            clawed = add(clawed, self.counted(line, rules)?)?;
+            clawed = add(clawed, corrections.of(line)?)?;
         }
         Ok((taken, clawed))
     }
@@ -341,7 +346,11 @@ impl Payee {
     /// their commissions accrued, less every clawback of any of them (a
     /// reversal gives its clawback back); each line as corrected since
     /// rules 6.
-    fn left_to_claw(&self, captures: &[String], rules: Rules) -> Result<i64, AmountError> {
+    pub(super) fn left_to_claw(
+        &self,
+        captures: &[String],
+        corrections: &Corrections,
+    ) -> Result<i64, AmountError> {
         let clawbacks: Vec<&Line> = self
             .lines
             .iter()
@@ -368,11 +377,11 @@ impl Payee {
                     .as_deref()
                     .is_some_and(|source| linked.contains(source))
         }) {
-            left = add(left, self.counted(line, rules)?)?;
+            left = add(left, corrections.of(line)?)?;
         }
         for line in clawbacks {
             if line.clawed_from.iter().any(|c| linked.contains(c.as_str())) {
-                left = add(left, self.counted(line, rules)?)?;
+                left = add(left, corrections.of(line)?)?;
             }
         }
         Ok(left)
@@ -399,12 +408,13 @@ impl Payee {
         self.sourced(&source)?;
         captures.sort();
         captures.dedup();
+        let corrections = self.corrections(rules)?;
         let (mut basis, mut accrued) = (0i64, 0i64);
         for line in self.commissions_of(&captures) {
             basis = add(basis, line.basis.map_or(0, Amount::value))?;
-            accrued = add(accrued, self.counted(line, rules)?)?;
+            accrued = add(accrued, corrections.of(line)?)?;
         }
-        let (taken, clawed) = self.clawed_of(&captures, rules)?;
+        let (taken, clawed) = self.clawed_of(&captures, (rules, &corrections))?;
         let mut line = Line::new(line_id, LineKind::Clawback, 0, at, at);
         line.source = Some(source);
         line.payment_id = Some(payment_id);
@@ -421,7 +431,7 @@ impl Payee {
         // Never more than is left of what was accrued on every capture a
         // clawback of these captures shares (a refund names all of a
         // tender's captures, a dispute one: each sees the other here).
-        let due = add(share, clawed)?.min(self.left_to_claw(&captures, rules)?);
+        let due = add(share, clawed)?.min(self.left_to_claw(&captures, &corrections)?);
         if due <= 0 {
             line.status = LineStatus::Refused;
             line.reason = Some("no_commission: nothing of the capture is left to claw back".into());
@@ -434,7 +444,7 @@ impl Payee {
             line.payable_at = Some(payable_at);
         }
         if rules.since(Rules::THIRD) {
-            line.cap_shares = self.cap_shares_of(&captures, due)?;
+            line.cap_shares = self.cap_shares_of(&captures, due, &corrections)?;
         }
         line.clawed_from = captures;
         Ok(vec![PayeeEvent::LineAccrued(Box::new(line))])
@@ -447,11 +457,16 @@ impl Payee {
     /// plus what their reversals gave back; by what they accrued when
     /// nothing is left by that count), in exact minor units by the
     /// journal's largest-remainder split.
-    fn cap_shares_of(&self, captures: &[String], due: i64) -> Result<Vec<CapShare>, AmountError> {
+    fn cap_shares_of(
+        &self,
+        captures: &[String],
+        due: i64,
+        corrections: &Corrections,
+    ) -> Result<Vec<CapShare>, AmountError> {
         let mut accrued: BTreeMap<String, i64> = BTreeMap::new();
         for line in self.commissions_of(captures) {
             let month = accrued.entry(cap_period(line.accrued_at)).or_default();
-            *month = add(*month, line.amount.max(0))?;
+            *month = add(*month, corrections.of(line)?.max(0))?;
         }
         let mut left: BTreeMap<&str, i128> = accrued
             .iter()
@@ -518,6 +533,7 @@ impl Payee {
                 && eligible
                 && line.source.as_deref() == Some(clawback_source)
         });
+        let corrections = self.corrections(rules)?;
         let mut line = Line::new(line_id, LineKind::Clawback, 0, at, at);
         line.source = Some(source);
         line.payable_at = Some(at);
@@ -532,7 +548,7 @@ impl Payee {
                     "no_clawback: {clawback_source} failed, and nothing was clawed back for it"
                 ));
             }
-            Some(clawback) if self.counted(clawback, rules)? >= 0 => {
+            Some(clawback) if corrections.of(clawback)? >= 0 => {
                 // Since rules 6: a clawback corrected to nothing gives
                 // nothing back.
                 line.status = LineStatus::Refused;
@@ -545,8 +561,8 @@ impl Payee {
                 ));
             }
             Some(clawback) => {
-                let given_back = self
-                    .counted(clawback, rules)?
+                let given_back = corrections
+                    .of(clawback)?
                     .checked_neg()
                     .ok_or(AmountError::Overflow)?;
                 // A clawback that recorded its months (under rules 3 or
@@ -611,7 +627,7 @@ impl Payee {
             .fold(0i64, |sum, amount| sum.saturating_add(*amount));
         let weights: Vec<u64> = whole.iter().map(|amount| amount.unsigned_abs()).collect();
         let given: Vec<i64> = match split_by_weights(Amount::new(given_back)?, &weights) {
-            Ok(parts) if given_back < sum => parts.iter().map(|part| part.value()).collect(),
+            Ok(parts) if given_back != sum => parts.iter().map(|part| part.value()).collect(),
             // All of it, or shares of nothing to weigh by.
             _ => whole,
         };
@@ -645,15 +661,17 @@ impl Payee {
         if amount == 0 {
             return Err(CompensationError::ZeroAdjustment);
         }
+        let mut cap_shares = Vec::new();
         if let Some(corrected) = corrects {
             let line = self
                 .line(corrected)
                 .ok_or(CompensationError::UnknownLine(corrected))?;
             if rules.since(Rules::SIXTH) {
-                self.within_its_line(line, amount)?;
+                cap_shares = self.corrected_by(line, amount)?;
             }
         }
         let mut line = Line::new(line_id, LineKind::Adjustment, amount, at, at);
+        line.cap_shares = cap_shares;
         line.reason = reason;
         line.corrects = corrects;
         line.payable_at = Some(at);

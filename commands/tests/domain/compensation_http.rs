@@ -291,7 +291,7 @@ async fn work_commissions_clawbacks_and_pay_runs_move_every_account_to_the_unit(
         (
             422,
             &json!("correction_exceeds_line"),
-            &json!({"line_id": first_line, "corrected": 3_750})
+            &json!({"line_id": first_line, "left": 3_750})
         )
     );
     let (_, seq) = accepted(

@@ -1157,6 +1157,10 @@ fn correct(n: u128, corrects: u128, amount: i64, rules: crate::rules::Rules) -> 
 #[test]
 fn since_the_sixth_rules_a_correction_stops_at_nothing() {
     use crate::rules::Rules;
+    let exceeds = |line: u128, left| CompensationError::CorrectionExceedsLine {
+        line_id: line_id(line),
+        left,
+    };
     // A commission of 1,000 (10% of 10,000).
     let mut history = vec![created(), assigned()];
     let commission = accrue(&mut history, commission_at(1, "capture:1", 10_000, day(2)));
@@ -1164,10 +1168,7 @@ fn since_the_sixth_rules_a_correction_stops_at_nothing() {
     GivenPayee::with(())
         .given(history.clone())
         .when(correct(2, 1, -1_001, Rules::SIXTH))
-        .then_expect_error(CompensationError::CorrectionExceedsLine {
-            line_id: line_id(1),
-            corrected: 1_000,
-        });
+        .then_expect_error(exceeds(1, 1_000));
     // Under the fifth rules any amount.
     assert_eq!(
         decide(&state(history.clone()), correct(2, 1, -5_000, Rules::FIFTH)).len(),
@@ -1179,21 +1180,16 @@ fn since_the_sixth_rules_a_correction_stops_at_nothing() {
     GivenPayee::with(())
         .given(history.clone())
         .when(correct(4, 1, -601, Rules::SIXTH))
-        .then_expect_error(CompensationError::CorrectionExceedsLine {
-            line_id: line_id(1),
-            corrected: 600,
-        });
+        .then_expect_error(exceeds(1, 600));
     // A correction of a correction counts toward the line it corrects.
     GivenPayee::with(())
         .given(history.clone())
         .when(correct(4, 3, -601, Rules::SIXTH))
-        .then_expect_error(CompensationError::CorrectionExceedsLine {
-            line_id: line_id(1),
-            corrected: 600,
-        });
+        .then_expect_error(exceeds(1, 600));
     let last = accrue(&mut history, correct(4, 3, -600, Rules::SIXTH));
     assert_eq!((last.amount, last.corrects), (-600, Some(line_id(3))));
-    // A clawback is corrected up to nothing at most.
+    // A commission clawed back whole is corrected down no further (the
+    // payee would be docked twice), until the refund fails.
     let mut clawed = vec![created(), assigned()];
     accrue(&mut clawed, commission_at(1, "capture:1", 10_000, day(2)));
     let refund = accrue(
@@ -1202,12 +1198,120 @@ fn since_the_sixth_rules_a_correction_stops_at_nothing() {
     );
     assert_eq!(refund.amount, -1_000);
     GivenPayee::with(())
-        .given(clawed)
-        .when(correct(3, 2, 1_001, Rules::SIXTH))
-        .then_expect_error(CompensationError::CorrectionExceedsLine {
-            line_id: line_id(2),
-            corrected: -1_000,
+        .given(clawed.clone())
+        .when(correct(3, 1, -1, Rules::SIXTH))
+        .then_expect_error(exceeds(1, 0));
+    let failed = accrue(
+        &mut clawed,
+        PayeeCommand::ReverseClawBack {
+            line_id: line_id(3),
+            clawback_source: "refund:2".into(),
+            source: "refund_failed:2".into(),
+            rules: Rules::SIXTH,
+            at: day(21),
+        },
+    );
+    assert_eq!(failed.amount, 1_000);
+    // A clawback and its reversal are not corrected by an adjustment
+    // (their refund's failure, or a correction of the commission, is);
+    // nor is a refused line, which has nothing to correct.
+    for line in [2, 3] {
+        GivenPayee::with(())
+            .given(clawed.clone())
+            .when(correct(4, line, 1, Rules::SIXTH))
+            .then_expect_error(CompensationError::NotCorrectable {
+                line_id: line_id(line),
+            });
+    }
+    let refused = accrue(&mut clawed, claw_back(4, "dispute:4", &["capture:9"], 1));
+    assert_eq!(refused.status, LineStatus::Refused);
+    GivenPayee::with(())
+        .given(clawed.clone())
+        .when(correct(5, 4, 1, Rules::SIXTH))
+        .then_expect_error(CompensationError::NotCorrectable {
+            line_id: line_id(4),
         });
+    let corrected = accrue(&mut clawed, correct(5, 1, -1_000, Rules::SIXTH));
+    assert_eq!(
+        corrected.cap_shares,
+        vec![super::ledger::CapShare {
+            period: "2026-12".into(),
+            amount: -1_000
+        }]
+    );
+    // Under the fifth rules a clawback was corrected like any line.
+    assert_eq!(
+        decide(&state(clawed), correct(6, 2, 5_000, Rules::FIFTH)).len(),
+        1
+    );
+}
+
+#[test]
+fn since_the_sixth_rules_a_commissions_corrections_count_in_its_months_cap() {
+    use crate::rules::Rules;
+    // The cap is 500,000 a month: a commission of 500,000 uses all of it.
+    let mut history = vec![created(), assigned()];
+    let first = accrue(
+        &mut history,
+        commission_at(1, "capture:1", 5_000_000, day(2)),
+    );
+    assert_eq!(first.amount, 500_000);
+    // Corrected down by 200,000: a later commission that month has room
+    // for 200,000 again. Under the fifth rules it had none.
+    let mut fifth = history.clone();
+    accrue(&mut fifth, correct(2, 1, -200_000, Rules::FIFTH));
+    accrue(&mut history, correct(2, 1, -200_000, Rules::SIXTH));
+    let second = |history: &mut Vec<PayeeEvent>| {
+        let line = accrue(history, commission_at(3, "capture:3", 5_000_000, day(3)));
+        (line.amount, line.capped.value())
+    };
+    assert_eq!(second(&mut fifth), (0, 500_000));
+    assert_eq!(second(&mut history), (200_000, 300_000));
+    // Corrected up past the cap, it takes the month's room: a full refund
+    // of the first capture then frees what it claws back (700,000), no
+    // more room than the cap leaves.
+    let mut upward = vec![created(), assigned()];
+    accrue(
+        &mut upward,
+        commission_at(1, "capture:1", 5_000_000, day(2)),
+    );
+    accrue(&mut upward, correct(2, 1, 500_000, Rules::SIXTH));
+    let refund = accrue(
+        &mut upward,
+        claw_back(3, "refund:3", &["capture:1"], 5_000_000),
+    );
+    assert_eq!(refund.amount, -1_000_000);
+    let payee = state(upward.clone());
+    assert_eq!(payee.cap_used.get("2026-12"), Some(&0));
+    let next = accrue(
+        &mut upward,
+        commission_at(4, "capture:4", 5_000_000, day(4)),
+    );
+    assert_eq!(next.amount, 500_000);
+    let after = accrue(
+        &mut upward,
+        commission_at(5, "capture:5", 5_000_000, day(5)),
+    );
+    assert_eq!(after.amount, 0);
+}
+
+#[test]
+fn a_correction_chain_that_loops_in_a_stored_history_ends() {
+    use crate::rules::Rules;
+    // No decision makes an adjustment correct itself; a rewritten history
+    // may. Deciding on it still ends.
+    let mut history = vec![created(), assigned()];
+    accrue(&mut history, commission_at(1, "capture:1", 10_000, day(2)));
+    let mut looped = Line::new(line_id(2), LineKind::Adjustment, -10, day(3), day(3));
+    looped.corrects = Some(line_id(2));
+    history.push(PayeeEvent::LineAccrued(Box::new(looped)));
+    let clawback = accrue(
+        &mut history,
+        claw_back(3, "refund:3", &["capture:1"], 10_000),
+    );
+    assert_eq!(clawback.amount, -1_000);
+    let next = accrue(&mut history, correct(4, 2, 1, Rules::SIXTH));
+    assert_eq!((next.amount, next.corrects), (1, Some(line_id(2))));
 }
 
 #[test]
@@ -1251,8 +1355,10 @@ fn since_the_sixth_rules_clawbacks_see_the_corrections() {
         (half.amount, rest.amount, more.status),
         (-300, -300, LineStatus::Refused)
     );
-    // A clawback of 1,000 corrected by +400: its refund failing gives
-    // back 600 (1,000 before), split over its months as it was shared.
+    // A clawback of 1,000 corrected by +400 (under the fifth rules, which
+    // let an adjustment correct a clawback): its refund failing under the
+    // sixth gives back 600 (1,000 under the fifth), split over its months
+    // as it was shared.
     let mut corrected = vec![created(), assigned()];
     accrue(
         &mut corrected,
@@ -1260,7 +1366,7 @@ fn since_the_sixth_rules_clawbacks_see_the_corrections() {
     );
     let clawback = accrue(&mut corrected, claw(2, "refund:2", 10_000, Rules::SIXTH));
     assert_eq!(clawback.amount, -1_000);
-    accrue(&mut corrected, correct(3, 2, 400, Rules::SIXTH));
+    accrue(&mut corrected, correct(3, 2, 400, Rules::FIFTH));
     let failed = |rules| PayeeCommand::ReverseClawBack {
         line_id: line_id(4),
         clawback_source: "refund:2".into(),
@@ -1284,8 +1390,17 @@ fn since_the_sixth_rules_clawbacks_see_the_corrections() {
         accrue(&mut corrected.clone(), failed(Rules::FIFTH)).amount,
         1_000
     );
+    // Corrected further down, by -500: it gives back 1,500.
+    let mut deeper = corrected.clone();
+    deeper.pop();
+    accrue(&mut deeper, correct(5, 2, -500, Rules::FIFTH));
+    let whole = accrue(&mut deeper, failed(Rules::SIXTH));
+    assert_eq!(
+        (whole.amount, whole.capped.value(), whole.cap_shares.len()),
+        (1_500, 0, 1)
+    );
     // Corrected to nothing: it gives back nothing, a refused line naming it.
-    accrue(&mut corrected, correct(5, 2, 600, Rules::SIXTH));
+    accrue(&mut corrected, correct(5, 2, 600, Rules::FIFTH));
     let nothing = accrue(&mut corrected, failed(Rules::SIXTH));
     assert_eq!(
         (nothing.status, nothing.amount, nothing.corrects),

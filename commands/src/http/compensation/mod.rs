@@ -612,8 +612,9 @@ pub struct AdjustmentBody {
     #[schema(schema_with = note_schema)]
     pub reason: Option<Note>,
     /// The line it corrects (a paid line never changes: it is corrected
-    /// by a line paid in a later run). The line with its corrections stays
-    /// on its side of nothing, and clawbacks count it so (since rules 6).
+    /// by a line paid in a later run). Since rules 6 what is left of the
+    /// line stays on its side of nothing, a clawback or a refused line is
+    /// not corrected this way, and clawbacks count the line as corrected.
     #[serde(default)]
     pub corrects: Option<LineId>,
 }
@@ -635,7 +636,7 @@ pub struct AdjustmentBody {
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such payee; `unknown_line` (corrects)", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`invalid_amount` (zero); `correction_exceeds_line` (details: line_id, corrected; the correction would take the line it corrects, with its corrections so far, past nothing; since rules 6); `amount_overflow`; `account_opened_otherwise`; or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_amount` (zero); `correction_exceeds_line` (details: line_id, left; the correction would take what is left of the line it corrects, as corrected and less what was clawed back of it, past nothing; since rules 6); `line_not_correctable` (details: line_id; a clawback, its reversal or a refused line; since rules 6); `amount_overflow`; `account_opened_otherwise`; or key reused", body = ErrorBody),
     )
 )]
 async fn adjust(
