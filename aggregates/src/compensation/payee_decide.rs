@@ -537,28 +537,26 @@ impl Payee {
         let mut line = Line::new(line_id, LineKind::Clawback, 0, at, at);
         line.source = Some(source);
         line.payable_at = Some(at);
-        match clawback {
+        // What gives nothing back: a refused clawback, and since rules 6
+        // one corrected to nothing.
+        let nothing = match clawback {
             Some(clawback) if clawback.status == LineStatus::Refused => {
-                line.status = LineStatus::Refused;
-                line.corrects = Some(clawback.line_id);
-                line.payment_id = clawback.payment_id.clone();
-                line.basis = clawback.basis;
-                line.clawed_from = clawback.clawed_from.clone();
-                line.reason = Some(format!(
-                    "no_clawback: {clawback_source} failed, and nothing was clawed back for it"
-                ));
+                Some("nothing was clawed back for it")
             }
             Some(clawback) if corrections.of(clawback)? >= 0 => {
-                // Since rules 6: a clawback corrected to nothing gives
-                // nothing back.
+                Some("its clawback was corrected to nothing")
+            }
+            _ => None,
+        };
+        match clawback {
+            Some(clawback) if nothing.is_some() => {
                 line.status = LineStatus::Refused;
                 line.corrects = Some(clawback.line_id);
                 line.payment_id = clawback.payment_id.clone();
                 line.basis = clawback.basis;
                 line.clawed_from = clawback.clawed_from.clone();
-                line.reason = Some(format!(
-                    "no_clawback: {clawback_source} failed, and its clawback was corrected to nothing"
-                ));
+                line.reason =
+                    nothing.map(|why| format!("no_clawback: {clawback_source} failed, and {why}"));
             }
             Some(clawback) => {
                 let given_back = corrections

@@ -76,6 +76,40 @@ pub(super) async fn payee_with_work(
     ledger.run(0, "comp-work", work).await;
 }
 
+/// Alice's commission (line `line`) on capture `id(101)` of payment
+/// `id(100)`: 10,000 captured two hours after `now`.
+fn commission(
+    id: impl Fn(u128) -> uuid::Uuid,
+    line: LineId,
+    now: DateTime<Utc>,
+) -> AccrueCommission {
+    AccrueCommission {
+        payee_id: "alice".into(),
+        line_id: line,
+        payment_id: id(100).to_string(),
+        source: format!("capture:{}", id(101)),
+        basis: Amount::new(10_000).unwrap(),
+        currency: usd(),
+        captured_at: now + Duration::hours(2),
+        asset: usd(),
+        plan_id: Some("sales".into()),
+    }
+}
+
+/// A clawback (line `line`) of `amount` refunded or lost of that capture,
+/// for `source`.
+fn clawed(id: impl Fn(u128) -> uuid::Uuid, line: LineId, source: String, amount: i64) -> ClawBack {
+    ClawBack {
+        payee_id: "alice".into(),
+        line_id: line,
+        payment_id: id(100).to_string(),
+        source,
+        captures: vec![format!("capture:{}", id(101))],
+        amount: Amount::new(amount).unwrap(),
+        asset: usd(),
+    }
+}
+
 /// Every compensation request kind, in tenant 0 at `now` (and after).
 pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
     let id = |n: u128| uuid::Uuid::from_u128(0xC0_0000 + n);
@@ -98,27 +132,10 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
         asset: usd(),
     };
     ledger.run(0, "comp-adjust", adjust).await;
-    let commission = AccrueCommission {
-        payee_id: "alice".into(),
-        line_id: line(3),
-        payment_id: id(100).to_string(),
-        source: format!("capture:{}", id(101)),
-        basis: Amount::new(10_000).unwrap(),
-        currency: usd(),
-        captured_at: now + Duration::hours(2),
-        asset: usd(),
-        plan_id: Some("sales".into()),
-    };
-    ledger.run(0, "comp-commission", commission).await;
-    let claw_back = ClawBack {
-        payee_id: "alice".into(),
-        line_id: line(4),
-        payment_id: id(100).to_string(),
-        source: format!("refund:{}", id(102)),
-        captures: vec![format!("capture:{}", id(101))],
-        amount: Amount::new(2_500).unwrap(),
-        asset: usd(),
-    };
+    ledger
+        .run(0, "comp-commission", commission(id, line(3), now))
+        .await;
+    let claw_back = clawed(id, line(4), format!("refund:{}", id(102)), 2_500);
     ledger.run(0, "comp-claw-back", claw_back).await;
     let reverse = ReverseClawBack {
         payee_id: "alice".into(),
@@ -128,15 +145,7 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
         asset: usd(),
     };
     ledger.run(0, "comp-reverse", reverse).await;
-    let claw_back = ClawBack {
-        payee_id: "alice".into(),
-        line_id: line(6),
-        payment_id: id(100).to_string(),
-        source: format!("dispute:{}", id(103)),
-        captures: vec![format!("capture:{}", id(101))],
-        amount: Amount::new(2_500).unwrap(),
-        asset: usd(),
-    };
+    let claw_back = clawed(id, line(6), format!("dispute:{}", id(103)), 2_500);
     ledger.run(0, "comp-claw-back-2", claw_back).await;
     let payable_at = now + Duration::hours(2) + Duration::days(14);
     ledger.set_clock(payable_at + Duration::minutes(1));
@@ -252,19 +261,9 @@ async fn a_commission_corrected_to_nothing_is_clawed_back_again_only_under_the_f
         let ledger = Ledger::under(rules).await;
         ledger.set_clock(now + Duration::hours(3));
         payee_with_work(&ledger, now, line).await;
-        let capture = format!("capture:{}", id(101));
-        let commission = AccrueCommission {
-            payee_id: "alice".into(),
-            line_id: line(3),
-            payment_id: id(100).to_string(),
-            source: capture.clone(),
-            basis: Amount::new(10_000).unwrap(),
-            currency: usd(),
-            captured_at: now + Duration::hours(2),
-            asset: usd(),
-            plan_id: Some("sales".into()),
-        };
-        ledger.run(0, "comp-commission", commission).await;
+        ledger
+            .run(0, "comp-commission", commission(id, line(3), now))
+            .await;
         let correct = AdjustLine {
             payee_id: "alice".into(),
             line_id: line(4),
@@ -274,15 +273,7 @@ async fn a_commission_corrected_to_nothing_is_clawed_back_again_only_under_the_f
             asset: usd(),
         };
         ledger.run(0, "comp-correct", correct).await;
-        let lost = ClawBack {
-            payee_id: "alice".into(),
-            line_id: line(5),
-            payment_id: id(100).to_string(),
-            source: format!("dispute:{}", id(102)),
-            captures: vec![capture],
-            amount: Amount::new(10_000).unwrap(),
-            asset: usd(),
-        };
+        let lost = clawed(id, line(5), format!("dispute:{}", id(102)), 10_000);
         ledger.run(0, "comp-lost", lost).await;
         let line_event = ledger
             .events(0)
