@@ -97,11 +97,14 @@ impl Rules {
     /// Version 6:
     /// - an adjustment that corrects a line is bounded by what is left of
     ///   it: the line with its corrections keeps its sign, and a commission
-    ///   is corrected down no further than what is left to claw back of it
+    ///   is corrected down no further than what is left of it after its
+    ///   part of the clawbacks of its capture, nor than its capture and the
+    ///   captures a refund links to it have left to claw back
     ///   (`correction_exceeds_line`); a clawback, its reversal and a refused
     ///   line are not corrected by adjustments (`line_not_correctable`); a
     ///   commission's correction counts in the cap of its month
-    ///   (`cap_shares`);
+    ///   (`cap_shares`), and a clawback frees no more of a month's cap than
+    ///   its commissions used there;
     /// - a clawback sees the corrections: what it claws back is the share of
     ///   the commissions as corrected, never more than is left of them as
     ///   corrected, and a failed refund gives back its clawback as

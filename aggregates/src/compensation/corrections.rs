@@ -14,15 +14,30 @@ use std::collections::HashMap;
 /// What each line counts for in one decision: its amount, and since rules
 /// 6 the corrections of it (summed once per decision).
 pub(super) struct Corrections {
+    /// Whether the decision counts corrections (rules 6 or later).
+    pub(super) counted: bool,
     /// By root line: the sum of the adjustments that correct it, directly
     /// or by correcting one of its corrections.
     sums: HashMap<LineId, i64>,
+    /// The same, of the corrections that count in a cap (those recorded
+    /// with `cap_shares`, under rules 6 or later).
+    in_cap: HashMap<LineId, i64>,
 }
 
 impl Corrections {
     /// What `line` counts for: its amount and its corrections.
     pub(super) fn of(&self, line: &Line) -> Result<i64, AmountError> {
-        let corrections = self.sums.get(&line.line_id).copied().unwrap_or(0);
+        Self::with(line, &self.sums)
+    }
+
+    /// What `line` counts for in its month's cap: its amount and the
+    /// corrections that counted there.
+    pub(super) fn in_cap(&self, line: &Line) -> Result<i64, AmountError> {
+        Self::with(line, &self.in_cap)
+    }
+
+    fn with(line: &Line, sums: &HashMap<LineId, i64>) -> Result<i64, AmountError> {
+        let corrections = sums.get(&line.line_id).copied().unwrap_or(0);
         line.amount
             .checked_add(corrections)
             .ok_or(AmountError::Overflow)
@@ -33,20 +48,32 @@ impl Payee {
     /// The corrections a decision under `rules` counts: none before version
     /// 6 (each line counts for its own amount).
     pub(super) fn corrections(&self, rules: Rules) -> Result<Corrections, AmountError> {
-        let mut sums: HashMap<LineId, i64> = HashMap::new();
-        if !rules.since(Rules::SIXTH) {
-            return Ok(Corrections { sums });
+        let mut corrections = Corrections {
+            counted: rules.since(Rules::SIXTH),
+            sums: HashMap::new(),
+            in_cap: HashMap::new(),
+        };
+        if !corrections.counted {
+            return Ok(corrections);
         }
         let index: HashMap<LineId, &Line> =
             self.lines.iter().map(|line| (line.line_id, line)).collect();
+        let add = |sums: &mut HashMap<LineId, i64>, root, amount: i64| {
+            let sum: &mut i64 = sums.entry(root).or_default();
+            *sum = sum.checked_add(amount).ok_or(AmountError::Overflow)?;
+            Ok::<(), AmountError>(())
+        };
         for line in &self.lines {
             if line.kind != LineKind::Adjustment || line.corrects.is_none() {
                 continue;
             }
-            let sum = sums.entry(root_of(&index, line.line_id)).or_default();
-            *sum = sum.checked_add(line.amount).ok_or(AmountError::Overflow)?;
+            let root = root_of(&index, line.line_id);
+            add(&mut corrections.sums, root, line.amount)?;
+            if !line.cap_shares.is_empty() {
+                add(&mut corrections.in_cap, root, line.amount)?;
+            }
         }
-        Ok(Corrections { sums })
+        Ok(corrections)
     }
 
     /// Checks a correction of `amount` to `line` under rules 6, and gives
@@ -81,7 +108,10 @@ impl Payee {
         let mut left = corrections.of(root)?;
         if root.kind == LineKind::Commission {
             if let Some(source) = &root.source {
-                left = left.min(self.left_to_claw(std::slice::from_ref(source), &corrections)?);
+                let linked = self.left_to_claw(std::slice::from_ref(source), &corrections)?;
+                left = left
+                    .min(linked)
+                    .min(self.own_left(root, source, &corrections)?);
             }
         }
         let after = left.checked_add(amount).ok_or(AmountError::Overflow)?;
@@ -103,6 +133,49 @@ impl Payee {
             }],
             _ => Vec::new(),
         })
+    }
+}
+
+impl Payee {
+    /// What is left of `commission` (on capture `source`) as corrected,
+    /// less its part of every clawback (and reversal) of its capture: a
+    /// clawback of several captures is split over their commissions as
+    /// corrected, rounded so the part counts fully (a part of a clawback
+    /// rounds down, of a reversal down too).
+    fn own_left(
+        &self,
+        commission: &Line,
+        source: &str,
+        corrections: &Corrections,
+    ) -> Result<i64, AmountError> {
+        let weight_of = |line: &Line| -> Result<i128, AmountError> {
+            Ok(i128::from(corrections.of(line)?.max(0)))
+        };
+        let own = weight_of(commission)?;
+        let mut left = i128::from(corrections.of(commission)?);
+        for clawback in self.lines.iter().filter(|line| {
+            line.kind == LineKind::Clawback
+                && line.status != LineStatus::Refused
+                && line.clawed_from.iter().any(|capture| capture == source)
+        }) {
+            let mut total = 0i128;
+            for line in self.lines.iter().filter(|line| {
+                line.kind == LineKind::Commission
+                    && line
+                        .source
+                        .as_ref()
+                        .is_some_and(|capture| clawback.clawed_from.contains(capture))
+            }) {
+                total += weight_of(line)?;
+            }
+            let clawed = i128::from(corrections.of(clawback)?);
+            left += if total > 0 {
+                (clawed * own).div_euclid(total)
+            } else {
+                clawed
+            };
+        }
+        i64::try_from(left).map_err(|_| AmountError::Overflow)
     }
 }
 

@@ -87,14 +87,17 @@ pub struct Line {
     pub clawed_from: Vec<String>,
     /// A clawback's (or its reversal's) part in each month's cap, by the
     /// months of the commissions it claws from (since rules version 3):
-    /// what it frees of each month's cap, or takes back of it.
+    /// what it frees of each month's cap, or takes back of it; and a
+    /// correction's of a commission, in the commission's month (since
+    /// version 6).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_shares: Vec<CapShare>,
     pub recorded_at: DateTime<Utc>,
 }
 
 /// A line's part of one month's cap (`YYYY-MM`): negative for what a
-/// clawback frees, positive for what its reversal takes back.
+/// clawback (or a correction down) frees, positive for what a reversal (or
+/// a correction up) takes back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CapShare {
     pub period: String,

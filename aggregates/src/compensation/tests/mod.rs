@@ -1407,3 +1407,81 @@ fn since_the_sixth_rules_clawbacks_see_the_corrections() {
         (LineStatus::Refused, 0, Some(line_id(2)))
     );
 }
+
+#[test]
+fn since_the_sixth_rules_a_commission_is_corrected_within_its_own_part_of_shared_clawbacks() {
+    use crate::rules::Rules;
+    // A and B earn 1,000 each on two captures of one tender. A's capture
+    // is lost whole (-1,000), then a refund of the tender claws -200,
+    // split 100 / 100: A is over-clawed by 100, B has 900 left.
+    let mut history = vec![created(), assigned()];
+    accrue(&mut history, commission_at(1, "capture:1", 10_000, day(2)));
+    accrue(&mut history, commission_at(2, "capture:2", 10_000, day(2)));
+    let lost = accrue(
+        &mut history,
+        claw_back(3, "dispute:3", &["capture:1"], 10_000),
+    );
+    let refund = accrue(
+        &mut history,
+        claw_back(4, "refund:4", &["capture:1", "capture:2"], 2_000),
+    );
+    assert_eq!((lost.amount, refund.amount), (-1_000, -200));
+    // Both captures together have 800 left to claw back; A itself none,
+    // and B no more than the two together.
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(correct(5, 1, -1, Rules::SIXTH))
+        .then_expect_error(CompensationError::CorrectionExceedsLine {
+            line_id: line_id(1),
+            left: -100,
+        });
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(correct(5, 2, -801, Rules::SIXTH))
+        .then_expect_error(CompensationError::CorrectionExceedsLine {
+            line_id: line_id(2),
+            left: 800,
+        });
+    assert_eq!(
+        accrue(&mut history, correct(5, 2, -800, Rules::SIXTH)).amount,
+        -800
+    );
+}
+
+#[test]
+fn since_the_sixth_rules_a_clawback_frees_no_more_of_the_cap_than_was_used() {
+    use crate::rules::Rules;
+    // 100,000 and 400,000 fill the month's cap of 500,000; the first is
+    // corrected up by 50,000 under the fifth rules, which did not count a
+    // correction in the cap.
+    let mut history = vec![created(), assigned()];
+    accrue(
+        &mut history,
+        commission_at(1, "capture:1", 1_000_000, day(2)),
+    );
+    accrue(
+        &mut history,
+        commission_at(2, "capture:2", 4_000_000, day(2)),
+    );
+    accrue(&mut history, correct(3, 1, 50_000, Rules::FIFTH));
+    // Its refund claws back 150,000 but frees the 100,000 it used.
+    let refund = accrue(
+        &mut history,
+        claw_back(4, "refund:4", &["capture:1"], 1_000_000),
+    );
+    assert_eq!(
+        (refund.amount, refund.cap_shares.clone()),
+        (
+            -150_000,
+            vec![super::ledger::CapShare {
+                period: "2026-12".into(),
+                amount: -100_000
+            }]
+        )
+    );
+    let next = accrue(
+        &mut history,
+        commission_at(5, "capture:5", 5_000_000, day(3)),
+    );
+    assert_eq!((next.amount, next.capped.value()), (100_000, 400_000));
+}
