@@ -159,13 +159,7 @@ impl Payee {
                 && line.clawed_from.iter().any(|capture| capture == source)
         }) {
             let mut total = 0i128;
-            for line in self.lines.iter().filter(|line| {
-                line.kind == LineKind::Commission
-                    && line
-                        .source
-                        .as_ref()
-                        .is_some_and(|capture| clawback.clawed_from.contains(capture))
-            }) {
+            for line in self.commissions_of(&clawback.clawed_from) {
                 total += weight_of(line)?;
             }
             let clawed = i128::from(corrections.of(clawback)?);

@@ -281,7 +281,10 @@ impl Payee {
 
     /// The commission lines of `captures` (refused ones included: their
     /// captures count in the basis with nothing accrued).
-    fn commissions_of<'a>(&'a self, captures: &'a [String]) -> impl Iterator<Item = &'a Line> {
+    pub(super) fn commissions_of<'a>(
+        &'a self,
+        captures: &'a [String],
+    ) -> impl Iterator<Item = &'a Line> {
         self.lines.iter().filter(move |line| {
             line.kind == LineKind::Commission
                 && line
