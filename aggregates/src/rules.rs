@@ -95,16 +95,16 @@ impl Rules {
     ///   it off again, so small refunds add up to the whole.
     pub const FIFTH: Self = Self(5);
     /// Version 6:
-    /// - an adjustment that corrects a line is bounded by what is left of
-    ///   it: the line with its corrections keeps its sign, and a commission
-    ///   is corrected down no further than what is left of it after its
-    ///   part of the clawbacks of its capture, nor than its capture and the
-    ///   captures a refund links to it have left to claw back
-    ///   (`correction_exceeds_line`); a clawback, its reversal and a refused
-    ///   line are not corrected by adjustments (`line_not_correctable`); a
-    ///   commission's correction counts in the cap of its month
-    ///   (`cap_shares`), and a clawback frees no more of a month's cap than
-    ///   its commissions used there;
+    /// - an adjustment that corrects a line toward nothing is bounded by
+    ///   what is left of it: the line with its corrections keeps its sign,
+    ///   and a commission is corrected down no further than what is left of
+    ///   it after every clawback of its capture (each counted whole), nor
+    ///   than its capture and the captures a refund links to it have left
+    ///   to claw back (`correction_exceeds_line`); a clawback, its reversal
+    ///   and a refused line are not corrected by adjustments
+    ///   (`line_not_correctable`); a commission's correction counts in the
+    ///   cap of its month (`cap_shares`; down, no more than the commission
+    ///   counts for there);
     /// - a clawback sees the corrections: what it claws back is the share of
     ///   the commissions as corrected, never more than is left of them as
     ///   corrected, and a failed refund gives back its clawback as

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 /// 6 the corrections of it (summed once per decision).
 pub(super) struct Corrections {
     /// Whether the decision counts corrections (rules 6 or later).
-    pub(super) counted: bool,
+    counted: bool,
     /// By root line: the sum of the adjustments that correct it, directly
     /// or by correcting one of its corrections.
     sums: HashMap<LineId, i64>,
@@ -114,11 +114,13 @@ impl Payee {
                     .min(self.own_left(root, source, &corrections)?);
             }
         }
+        // Only a correction toward nothing is bounded: one away from it
+        // (a commission corrected up) is not, however little is left.
         let after = left.checked_add(amount).ok_or(AmountError::Overflow)?;
         let past = if root.amount >= 0 {
-            after < 0
+            amount < 0 && after < 0
         } else {
-            after > 0
+            amount > 0 && after > 0
         };
         if past {
             return Err(CompensationError::CorrectionExceedsLine {
@@ -126,50 +128,45 @@ impl Payee {
                 left,
             });
         }
-        Ok(match root.kind {
-            LineKind::Commission => vec![CapShare {
+        if root.kind != LineKind::Commission {
+            return Ok(Vec::new());
+        }
+        // Down, it frees no more of the cap than the commission counts for
+        // there (a correction older rules made counted in no cap).
+        let share = amount.max(corrections.in_cap(root)?.max(0).saturating_neg());
+        Ok((share != 0)
+            .then(|| CapShare {
                 period: cap_period(root.accrued_at),
-                amount,
-            }],
-            _ => Vec::new(),
-        })
+                amount: share,
+            })
+            .into_iter()
+            .collect())
     }
 }
 
 impl Payee {
     /// What is left of `commission` (on capture `source`) as corrected,
-    /// less its part of every clawback (and reversal) of its capture: a
-    /// clawback of several captures is split over their commissions as
-    /// corrected, rounded so the part counts fully (a part of a clawback
-    /// rounds down, of a reversal down too).
+    /// less every clawback (and reversal) of its capture, as corrected: a
+    /// clawback of several captures counts whole against each of their
+    /// commissions, so no order of corrections and clawbacks docks the
+    /// commission twice.
     fn own_left(
         &self,
         commission: &Line,
         source: &str,
         corrections: &Corrections,
     ) -> Result<i64, AmountError> {
-        let weight_of = |line: &Line| -> Result<i128, AmountError> {
-            Ok(i128::from(corrections.of(line)?.max(0)))
-        };
-        let own = weight_of(commission)?;
-        let mut left = i128::from(corrections.of(commission)?);
+        let mut left = corrections.of(commission)?;
         for clawback in self.lines.iter().filter(|line| {
             line.kind == LineKind::Clawback
                 && line.status != LineStatus::Refused
                 && line.clawed_from.iter().any(|capture| capture == source)
         }) {
-            let mut total = 0i128;
-            for line in self.commissions_of(&clawback.clawed_from) {
-                total += weight_of(line)?;
-            }
-            let clawed = i128::from(corrections.of(clawback)?);
-            left += if total > 0 {
-                (clawed * own).div_euclid(total)
-            } else {
-                clawed
-            };
+            left = left
+                .checked_add(corrections.of(clawback)?)
+                .ok_or(AmountError::Overflow)?;
         }
-        i64::try_from(left).map_err(|_| AmountError::Overflow)
+        Ok(left)
     }
 }
 

@@ -493,18 +493,6 @@ impl Payee {
             .values()
             .map(|amount| u64::try_from((*amount).max(0)).unwrap_or(u64::MAX))
             .collect();
-        // Since rules 6 a clawback frees no more than its months have left
-        // of what their commissions used: a correction that never counted
-        // in the cap (older rules) is not freed either.
-        let room: i128 = weights.iter().map(|weight| i128::from(*weight)).sum();
-        let due = if corrections.counted {
-            i64::try_from(room.min(i128::from(due))).unwrap_or(due)
-        } else {
-            due
-        };
-        if due <= 0 {
-            return Ok(Vec::new());
-        }
         if weights.iter().all(|weight| *weight == 0) {
             weights = accrued
                 .values()

@@ -1409,11 +1409,10 @@ fn since_the_sixth_rules_clawbacks_see_the_corrections() {
 }
 
 #[test]
-fn since_the_sixth_rules_a_commission_is_corrected_within_its_own_part_of_shared_clawbacks() {
+fn since_the_sixth_rules_a_commission_is_corrected_down_within_what_its_clawbacks_left() {
     use crate::rules::Rules;
     // A and B earn 1,000 each on two captures of one tender. A's capture
-    // is lost whole (-1,000), then a refund of the tender claws -200,
-    // split 100 / 100: A is over-clawed by 100, B has 900 left.
+    // is lost whole (-1,000), then a refund of the tender claws -200.
     let mut history = vec![created(), assigned()];
     accrue(&mut history, commission_at(1, "capture:1", 10_000, day(2)));
     accrue(&mut history, commission_at(2, "capture:2", 10_000, day(2)));
@@ -1426,14 +1425,14 @@ fn since_the_sixth_rules_a_commission_is_corrected_within_its_own_part_of_shared
         claw_back(4, "refund:4", &["capture:1", "capture:2"], 2_000),
     );
     assert_eq!((lost.amount, refund.amount), (-1_000, -200));
-    // Both captures together have 800 left to claw back; A itself none,
-    // and B no more than the two together.
+    // A clawback of several captures counts whole against each: A has
+    // -200 left, B 800, and both together 800.
     GivenPayee::with(())
         .given(history.clone())
         .when(correct(5, 1, -1, Rules::SIXTH))
         .then_expect_error(CompensationError::CorrectionExceedsLine {
             line_id: line_id(1),
-            left: -100,
+            left: -200,
         });
     GivenPayee::with(())
         .given(history.clone())
@@ -1442,17 +1441,40 @@ fn since_the_sixth_rules_a_commission_is_corrected_within_its_own_part_of_shared
             line_id: line_id(2),
             left: 800,
         });
+    // Up is not bounded, however little is left.
+    assert_eq!(
+        accrue(&mut history.clone(), correct(5, 1, 50, Rules::SIXTH)).amount,
+        50
+    );
     assert_eq!(
         accrue(&mut history, correct(5, 2, -800, Rules::SIXTH)).amount,
         -800
     );
+    // Corrected first, the refund claws back its share of the two as
+    // corrected (120 of 1,200), which counts whole against B: 80 left.
+    let mut first = vec![created(), assigned()];
+    accrue(&mut first, commission_at(1, "capture:1", 10_000, day(2)));
+    accrue(&mut first, commission_at(2, "capture:2", 10_000, day(2)));
+    accrue(&mut first, correct(5, 2, -800, Rules::SIXTH));
+    let refund = accrue(
+        &mut first,
+        claw_back(4, "refund:4", &["capture:1", "capture:2"], 2_000),
+    );
+    assert_eq!(refund.amount, -120);
+    GivenPayee::with(())
+        .given(first)
+        .when(correct(6, 2, -81, Rules::SIXTH))
+        .then_expect_error(CompensationError::CorrectionExceedsLine {
+            line_id: line_id(2),
+            left: 80,
+        });
 }
 
 #[test]
-fn since_the_sixth_rules_a_clawback_frees_no_more_of_the_cap_than_was_used() {
+fn since_the_sixth_rules_a_correction_down_frees_no_more_cap_than_its_commission_counts_for() {
     use crate::rules::Rules;
     // 100,000 and 400,000 fill the month's cap of 500,000; the first is
-    // corrected up by 50,000 under the fifth rules, which did not count a
+    // corrected up by 50,000 under the fifth rules, which counted no
     // correction in the cap.
     let mut history = vec![created(), assigned()];
     accrue(
@@ -1464,20 +1486,15 @@ fn since_the_sixth_rules_a_clawback_frees_no_more_of_the_cap_than_was_used() {
         commission_at(2, "capture:2", 4_000_000, day(2)),
     );
     accrue(&mut history, correct(3, 1, 50_000, Rules::FIFTH));
-    // Its refund claws back 150,000 but frees the 100,000 it used.
-    let refund = accrue(
-        &mut history,
-        claw_back(4, "refund:4", &["capture:1"], 1_000_000),
-    );
+    // Corrected down to nothing under the sixth: it frees the 100,000 it
+    // counted for.
+    let down = accrue(&mut history, correct(4, 1, -150_000, Rules::SIXTH));
     assert_eq!(
-        (refund.amount, refund.cap_shares.clone()),
-        (
-            -150_000,
-            vec![super::ledger::CapShare {
-                period: "2026-12".into(),
-                amount: -100_000
-            }]
-        )
+        down.cap_shares,
+        vec![super::ledger::CapShare {
+            period: "2026-12".into(),
+            amount: -100_000
+        }]
     );
     let next = accrue(
         &mut history,
