@@ -79,13 +79,15 @@ impl Payee {
     /// Checks a correction of `amount` to `line` under rules 6, and gives
     /// the cap shares it records. A clawback (or its reversal) is corrected
     /// by its reversal or by correcting its commission, and a refused line
-    /// has nothing to correct: `line_not_correctable`. Otherwise what is
-    /// left of the line it comes down to (its root: the line a chain of
-    /// corrections corrects) stays on the line's side of nothing: the
-    /// line as corrected, and for a commission also what is left of it to
-    /// claw back (a commission clawed back whole is corrected down no
-    /// further), else `correction_exceeds_line`. A commission's correction
-    /// counts in the cap of the commission's month, as the commission did.
+    /// has nothing to correct: `line_not_correctable`. Otherwise a
+    /// correction toward nothing stops at what is left of the line it comes
+    /// down to (its root: the line a chain of corrections corrects): the
+    /// line as corrected, and for a commission also what every clawback of
+    /// its capture leaves of it ([`Payee::own_left`]) and what its linked
+    /// captures have left to claw back, else `correction_exceeds_line`. A
+    /// commission's correction counts in the cap of the commission's month,
+    /// as the commission did (down, no more than the commission counts for
+    /// there).
     pub(super) fn corrected_by(
         &self,
         line: &Line,
@@ -142,9 +144,7 @@ impl Payee {
             .into_iter()
             .collect())
     }
-}
 
-impl Payee {
     /// What is left of `commission` (on capture `source`) as corrected,
     /// less every clawback (and reversal) of its capture, as corrected: a
     /// clawback of several captures counts whole against each of their
