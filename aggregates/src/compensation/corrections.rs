@@ -19,8 +19,8 @@ pub(super) struct Corrections {
     /// By root line: the sum of the adjustments that correct it, directly
     /// or by correcting one of its corrections.
     sums: HashMap<LineId, i64>,
-    /// The same, of the corrections that count in a cap (those recorded
-    /// with `cap_shares`, under rules 6 or later).
+    /// By root line: what the corrections of it counted in a cap (their
+    /// `cap_shares`, recorded under rules 6 or later).
     in_cap: HashMap<LineId, i64>,
 }
 
@@ -30,10 +30,15 @@ impl Corrections {
         Self::with(line, &self.sums)
     }
 
-    /// What `line` counts for in its month's cap: its amount and the
-    /// corrections that counted there.
+    /// What `line` counts for in its month's cap: its amount and what the
+    /// corrections of it counted there.
     pub(super) fn in_cap(&self, line: &Line) -> Result<i64, AmountError> {
         Self::with(line, &self.in_cap)
+    }
+
+    /// Whether the decision counts corrections (rules 6 or later).
+    pub(super) fn counted(&self) -> bool {
+        self.counted
     }
 
     fn with(line: &Line, sums: &HashMap<LineId, i64>) -> Result<i64, AmountError> {
@@ -69,8 +74,8 @@ impl Payee {
             }
             let root = root_of(&index, line.line_id);
             add(&mut corrections.sums, root, line.amount)?;
-            if !line.cap_shares.is_empty() {
-                add(&mut corrections.in_cap, root, line.amount)?;
+            for share in &line.cap_shares {
+                add(&mut corrections.in_cap, root, share.amount)?;
             }
         }
         Ok(corrections)
@@ -133,9 +138,19 @@ impl Payee {
         if root.kind != LineKind::Commission {
             return Ok(Vec::new());
         }
-        // Down, it frees no more of the cap than the commission counts for
-        // there (a correction older rules made counted in no cap).
-        let share = amount.max(corrections.in_cap(root)?.max(0).saturating_neg());
+        // Down, it first takes off what was paid but never counted in the
+        // cap (a correction older rules made up), and frees no more than
+        // the commission counts for there.
+        let in_cap = corrections.in_cap(root)?;
+        let share = if amount < 0 {
+            let outside = corrections.of(root)?.saturating_sub(in_cap).max(0);
+            amount
+                .saturating_add(outside)
+                .min(0)
+                .max(in_cap.max(0).saturating_neg())
+        } else {
+            amount
+        };
         Ok((share != 0)
             .then(|| CapShare {
                 period: cap_period(root.accrued_at),

@@ -546,7 +546,7 @@ impl Payee {
             Some(clawback) if clawback.status == LineStatus::Refused => {
                 Some("nothing was clawed back for it")
             }
-            Some(clawback) if corrections.of(clawback)? >= 0 => {
+            Some(clawback) if corrections.counted() && corrections.of(clawback)? >= 0 => {
                 Some("its clawback was corrected to nothing")
             }
             _ => None,

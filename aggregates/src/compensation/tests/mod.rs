@@ -1502,3 +1502,34 @@ fn since_the_sixth_rules_a_correction_down_frees_no_more_cap_than_its_commission
     );
     assert_eq!((next.amount, next.capped.value()), (100_000, 400_000));
 }
+
+#[test]
+fn since_the_sixth_rules_a_correction_down_first_takes_off_what_never_counted_in_the_cap() {
+    use crate::rules::Rules;
+    // 500,000 fills the month's cap; the fifth rules correct it up by
+    // 100,000, paid but counted in no cap.
+    let mut history = vec![created(), assigned()];
+    accrue(
+        &mut history,
+        commission_at(1, "capture:1", 5_000_000, day(2)),
+    );
+    accrue(&mut history, correct(2, 1, 100_000, Rules::FIFTH));
+    // Down by 100,000 under the sixth: that comes off the part outside
+    // the cap, which frees nothing.
+    let down = accrue(&mut history, correct(3, 1, -100_000, Rules::SIXTH));
+    assert_eq!(down.cap_shares, vec![]);
+    let next = accrue(
+        &mut history,
+        commission_at(4, "capture:4", 1_000_000, day(3)),
+    );
+    assert_eq!((next.amount, next.capped.value()), (0, 100_000));
+    // Down by 200,000 more: now it frees 200,000.
+    let more = accrue(&mut history, correct(5, 1, -200_000, Rules::SIXTH));
+    assert_eq!(
+        more.cap_shares,
+        vec![super::ledger::CapShare {
+            period: "2026-12".into(),
+            amount: -200_000
+        }]
+    );
+}
