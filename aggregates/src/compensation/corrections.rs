@@ -53,16 +53,28 @@ impl Payee {
     /// The corrections a decision under `rules` counts: none before version
     /// 6 (each line counts for its own amount).
     pub(super) fn corrections(&self, rules: Rules) -> Result<Corrections, AmountError> {
+        if !rules.since(Rules::SIXTH) {
+            return Ok(Corrections {
+                counted: false,
+                sums: HashMap::new(),
+                in_cap: HashMap::new(),
+            });
+        }
+        self.corrections_over(&self.index())
+    }
+
+    /// The payee's lines by id.
+    fn index(&self) -> HashMap<LineId, &Line> {
+        self.lines.iter().map(|line| (line.line_id, line)).collect()
+    }
+
+    /// Every correction summed by its root line, found through `index`.
+    fn corrections_over(&self, index: &HashMap<LineId, &Line>) -> Result<Corrections, AmountError> {
         let mut corrections = Corrections {
-            counted: rules.since(Rules::SIXTH),
+            counted: true,
             sums: HashMap::new(),
             in_cap: HashMap::new(),
         };
-        if !corrections.counted {
-            return Ok(corrections);
-        }
-        let index: HashMap<LineId, &Line> =
-            self.lines.iter().map(|line| (line.line_id, line)).collect();
         let add = |sums: &mut HashMap<LineId, i64>, root, amount: i64| {
             let sum: &mut i64 = sums.entry(root).or_default();
             *sum = sum.checked_add(amount).ok_or(AmountError::Overflow)?;
@@ -72,7 +84,7 @@ impl Payee {
             if line.kind != LineKind::Adjustment || line.corrects.is_none() {
                 continue;
             }
-            let root = root_of(&index, line.line_id);
+            let root = root_of(index, line.line_id);
             add(&mut corrections.sums, root, line.amount)?;
             for share in &line.cap_shares {
                 add(&mut corrections.in_cap, root, share.amount)?;
@@ -98,8 +110,7 @@ impl Payee {
         line: &Line,
         amount: i64,
     ) -> Result<Vec<CapShare>, CompensationError> {
-        let index: HashMap<LineId, &Line> =
-            self.lines.iter().map(|line| (line.line_id, line)).collect();
+        let index = self.index();
         let root = index
             .get(&root_of(&index, line.line_id))
             .copied()
@@ -111,7 +122,7 @@ impl Payee {
                 });
             }
         }
-        let corrections = self.corrections(Rules::SIXTH)?;
+        let corrections = self.corrections_over(&index)?;
         let mut left = corrections.of(root)?;
         if root.kind == LineKind::Commission {
             if let Some(source) = &root.source {
@@ -172,11 +183,10 @@ impl Payee {
         corrections: &Corrections,
     ) -> Result<i64, AmountError> {
         let mut left = corrections.of(commission)?;
-        for clawback in self.lines.iter().filter(|line| {
-            line.kind == LineKind::Clawback
-                && line.status != LineStatus::Refused
-                && line.clawed_from.iter().any(|capture| capture == source)
-        }) {
+        for clawback in self
+            .standing_clawbacks()
+            .filter(|line| line.clawed_from.iter().any(|capture| capture == source))
+        {
             left = left
                 .checked_add(corrections.of(clawback)?)
                 .ok_or(AmountError::Overflow)?;

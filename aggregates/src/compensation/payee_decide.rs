@@ -294,6 +294,13 @@ impl Payee {
         })
     }
 
+    /// The clawbacks and reversals that moved money (not refused).
+    pub(super) fn standing_clawbacks(&self) -> impl Iterator<Item = &Line> {
+        self.lines
+            .iter()
+            .filter(|line| line.kind == LineKind::Clawback && line.status != LineStatus::Refused)
+    }
+
     /// What was refunded or lost of `captures` so far and what was clawed
     /// back for it: the net amount taken (reversals given back) and the
     /// net clawed (<= 0). Since rules 5 a refund whose share rounded to
@@ -354,11 +361,7 @@ impl Payee {
         captures: &[String],
         corrections: &Corrections,
     ) -> Result<i64, AmountError> {
-        let clawbacks: Vec<&Line> = self
-            .lines
-            .iter()
-            .filter(|line| line.kind == LineKind::Clawback && line.status != LineStatus::Refused)
-            .collect();
+        let clawbacks: Vec<&Line> = self.standing_clawbacks().collect();
         let mut linked: std::collections::BTreeSet<&str> =
             captures.iter().map(String::as_str).collect();
         loop {
@@ -475,13 +478,10 @@ impl Payee {
             .iter()
             .map(|(period, amount)| (period.as_str(), i128::from(*amount)))
             .collect();
-        let earlier = self.lines.iter().filter(|line| {
-            line.kind == LineKind::Clawback
-                && line.status != LineStatus::Refused
-                && line
-                    .clawed_from
-                    .iter()
-                    .any(|capture| captures.contains(capture))
+        let earlier = self.standing_clawbacks().filter(|line| {
+            line.clawed_from
+                .iter()
+                .any(|capture| captures.contains(capture))
         });
         for share in earlier.flat_map(|line| &line.cap_shares) {
             if let Some(month) = left.get_mut(share.period.as_str()) {

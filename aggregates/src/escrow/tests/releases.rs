@@ -14,16 +14,9 @@ fn release(n: u128, milestone: &str, amount: Option<i64>, accepted: bool) -> Com
     }
 }
 
+/// `milestone` submitted at 03:00, its window ending at `ends_hour`.
 fn submitted(milestone: &str, ends_hour: u32) -> CommitmentEvent {
-    CommitmentEvent::MilestoneSubmitted {
-        milestone_id: milestone.into(),
-        window: 1,
-        ends_at: at(ends_hour),
-        payer: "buyer-1".into(),
-        payee: "seller-9".into(),
-        asset: Asset::new("USD", 2).unwrap(),
-        at: at(3),
-    }
+    submitted_at(milestone, 3, ends_hour)
 }
 
 #[test]
