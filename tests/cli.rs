@@ -1538,7 +1538,7 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
     shop.call(
         &format!("/v1/breaks/{broken}/resolve"),
         "resolve",
-        json!({"resolution": "adjust"}),
+        json!({"resolution": "adjust", "reason": "a monthly fee"}),
         200,
     )
     .await;

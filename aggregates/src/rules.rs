@@ -112,8 +112,25 @@ impl Rules {
     ///   back again when its sale was refunded (the payee docked twice),
     ///   and a commission clawed back whole could be corrected down again.
     pub const SIXTH: Self = Self(6);
+    /// Version 7:
+    /// - an entry records the kind of the request that recorded it
+    ///   (`recorded_by`), and the journal reverses only its own entries:
+    ///   one a domain recorded (a cash tender's capture, a cash refund,
+    ///   whose accounts no domain owns alone) is reversed by its domain
+    ///   (`entry_recorded_by_domain`). Before, reversing a cash capture
+    ///   through the journal left the payment captured and the books
+    ///   without the sale;
+    /// - the journal refuses a currency code at another scale than its
+    ///   ISO 4217 minor unit (`asset_scale_mismatch`): the first use fixes
+    ///   a code's scale in the tenant, so `USD/3` posted by hand refused
+    ///   every payment, commitment and payee in USD afterwards;
+    /// - a settlement break on a dispute's reversal is not written off or
+    ///   adjusted while its dispute is open (`break_awaits_dispute`): the
+    ///   dispute may still be won, when the line matches; written off
+    ///   first, the won dispute left its receivable open for good.
+    pub const SEVENTH: Self = Self(7);
     /// What new requests are decided under.
-    pub const CURRENT: Self = Self::SIXTH;
+    pub const CURRENT: Self = Self::SEVENTH;
 
     /// Version `version`, if this build knows it.
     pub fn new(version: u32) -> Option<Self> {
@@ -151,6 +168,7 @@ mod tests {
         assert_eq!(Rules::new(4), Some(Rules::FOURTH));
         assert_eq!(Rules::new(5), Some(Rules::FIFTH));
         assert_eq!(Rules::new(6), Some(Rules::SIXTH));
+        assert_eq!(Rules::new(7), Some(Rules::SEVENTH));
         assert_eq!(Rules::new(Rules::CURRENT.version() + 1), None);
         assert!(Rules::CURRENT.since(Rules::SECOND));
         assert!(Rules::CURRENT.since(Rules::THIRD));
@@ -161,6 +179,8 @@ mod tests {
         assert!(!Rules::FOURTH.since(Rules::FIFTH));
         assert!(Rules::CURRENT.since(Rules::SIXTH));
         assert!(!Rules::FIFTH.since(Rules::SIXTH));
+        assert!(Rules::CURRENT.since(Rules::SEVENTH));
+        assert!(!Rules::SIXTH.since(Rules::SEVENTH));
         assert!(!Rules::THIRD.since(Rules::FOURTH));
     }
 }

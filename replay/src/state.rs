@@ -550,6 +550,7 @@ mod tests {
         let fourth = format!(r#"{{"rules": 4, "command": "consume_quota", "request": {body}}}"#);
         let fifth = format!(r#"{{"rules": 5, "command": "consume_quota", "request": {body}}}"#);
         let sixth = format!(r#"{{"rules": 6, "command": "consume_quota", "request": {body}}}"#);
+        let seventh = format!(r#"{{"rules": 7, "command": "consume_quota", "request": {body}}}"#);
         for (metadata, rules) in [
             (&first, Rules::FIRST),
             (&second, Rules::SECOND),
@@ -557,6 +558,7 @@ mod tests {
             (&fourth, Rules::FOURTH),
             (&fifth, Rules::FIFTH),
             (&sixth, Rules::SIXTH),
+            (&seventh, Rules::SEVENTH),
         ] {
             assert!(read_without_tree(metadata), "{metadata}");
             assert_eq!(read_back(metadata).unwrap().rules, rules);
@@ -565,7 +567,7 @@ mod tests {
         assert!(!read_without_tree(&unknown));
         assert_eq!(
             read_back(&unknown).err().as_deref(),
-            Some("the request was decided under rules 9, which this build does not know (it knows 1 to 6)")
+            Some("the request was decided under rules 9, which this build does not know (it knows 1 to 7)")
         );
         let no_number =
             format!(r#"{{"rules": "2", "command": "consume_quota", "request": {body}}}"#);

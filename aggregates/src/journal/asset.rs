@@ -50,6 +50,28 @@ pub enum AssetError {
         scale: u8,
         asked: String,
     },
+    #[error("{code} is a currency of scale {scale} (ISO 4217 minor unit), as every domain posts it; {asked} is refused")]
+    CurrencyScale {
+        code: String,
+        scale: u8,
+        asked: String,
+    },
+}
+
+/// Refused (`asset_scale_mismatch`) when `asset` is a currency of
+/// [`crate::money::CURRENCIES`] at another scale than its minor unit. The
+/// first use of a code fixes its scale in the tenant, and payments,
+/// escrow and compensation post every currency at its minor unit: a
+/// journal entry fixing `USD/3` would refuse all of them in USD after it.
+pub fn currency_scale(asset: &Asset) -> Result<(), AssetError> {
+    match crate::money::currency(asset.code()) {
+        Some(currency) if currency.scale() != asset.scale() => Err(AssetError::CurrencyScale {
+            code: currency.code().to_string(),
+            scale: currency.scale(),
+            asked: asset.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl Rejection for AssetError {
@@ -63,7 +85,8 @@ impl Rejection for AssetError {
 
     fn details(&self) -> serde_json::Value {
         match self {
-            Self::OtherScale { code, scale, asked } => {
+            Self::OtherScale { code, scale, asked }
+            | Self::CurrencyScale { code, scale, asked } => {
                 serde_json::json!({"code": code, "scale": scale, "asked": asked})
             }
         }
@@ -169,6 +192,37 @@ mod tests {
             .then_expect_events(vec![AssetEvent::AssetScaleFixed {
                 asset: Asset::new("CREDITS", 0).unwrap(),
             }]);
+    }
+
+    #[test]
+    fn a_currency_is_taken_at_its_minor_unit_only() {
+        assert_eq!(currency_scale(&usd(2)), Ok(()));
+        assert_eq!(currency_scale(&Asset::new("JPY", 0).unwrap()), Ok(()));
+        assert_eq!(currency_scale(&Asset::new("POINTS", 3).unwrap()), Ok(()));
+        let error = currency_scale(&usd(3)).unwrap_err();
+        assert_eq!(
+            error,
+            AssetError::CurrencyScale {
+                code: "USD".into(),
+                scale: 2,
+                asked: "USD/3".into(),
+            }
+        );
+        assert_eq!(error.code(), "asset_scale_mismatch");
+        assert_eq!(
+            error.details(),
+            serde_json::json!({"code": "USD", "scale": 2, "asked": "USD/3"})
+        );
+        assert_eq!(
+            error.to_string(),
+            "USD is a currency of scale 2 (ISO 4217 minor unit), as every domain posts it; USD/3 is refused"
+        );
+        assert_eq!(
+            currency_scale(&Asset::new("JPY", 2).unwrap())
+                .unwrap_err()
+                .code(),
+            "asset_scale_mismatch"
+        );
     }
 
     #[test]

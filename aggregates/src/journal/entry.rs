@@ -42,6 +42,10 @@ pub struct Recorded {
     pub reference: Option<String>,
     /// The entry this one reverses.
     pub reverses: Option<EntryId>,
+    /// The kind of the request that recorded it (since rules 7; none
+    /// before): the journal reverses only its own entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_by: Option<String>,
 }
 
 /// An entry's state.
@@ -231,6 +235,7 @@ mod tests {
             effective_at: Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
             reference: Some("invoice-7".into()),
             reverses,
+            recorded_by: None,
         }
     }
 

@@ -265,6 +265,8 @@ pub enum SettlementError {
     BreakNotMatched { expected: Option<i64>, actual: i64 },
     #[error("the item the line names expects exactly the line now ({expected}): resolve the break by match, which settles it")]
     BreakMatchable { expected: i64 },
+    #[error("the line reverses dispute {dispute_id}, which is still open: once it is won the line matches; resolve the break after the dispute closes")]
+    BreakAwaitsDispute { dispute_id: DisputeId },
     #[error("the batch was paid out already")]
     AlreadyPaidOut,
     #[error("the batch is not paid out by that payout")]
@@ -294,6 +296,7 @@ impl Rejection for SettlementError {
             Self::BreakResolved => "break_already_resolved",
             Self::BreakNotMatched { .. } => "break_not_matched",
             Self::BreakMatchable { .. } => "break_matchable",
+            Self::BreakAwaitsDispute { .. } => "break_awaits_dispute",
             Self::AlreadyPaidOut => "settlement_already_paid_out",
             Self::NotPaidOutBy => "settlement_not_paid_out_by_payout",
         }
@@ -308,6 +311,7 @@ impl Rejection for SettlementError {
                 json!({"expected": expected, "actual": actual})
             }
             Self::BreakMatchable { expected } => json!({"expected": expected}),
+            Self::BreakAwaitsDispute { dispute_id } => json!({"dispute_id": dispute_id}),
             _ => serde_json::Value::Null,
         }
     }

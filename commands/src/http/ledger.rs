@@ -6,10 +6,10 @@ use super::error::{outcome_response, ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, IdempotencyKeyHeader, PositiveAmount, Tenant};
 use super::schema::Accepted;
 use super::AppState;
-use crate::pipeline::derive_id;
+use crate::pipeline::{derive_id, Refusal};
 use crate::requests::journal::{
-    AccountOpened, EntryAnswer, EntryLine, HoldAnswer, OpenAccount, PlaceHold, PostEntry, Resolve,
-    ResolveHold, ReverseEntry,
+    reversible, AccountOpened, EntryAnswer, EntryLine, HoldAnswer, OpenAccount, PlaceHold,
+    PostEntry, Resolve, ResolveHold, ReverseEntry, ENTRY_RECORDED_BY_DOMAIN,
 };
 use aggregates::journal::account::{AccountCode, AccountSpec};
 use aggregates::journal::entry::{EntryEvent, ENTRY_AGGREGATE, ENTRY_REFERENCE_LENGTH_MAX};
@@ -147,7 +147,7 @@ pub struct EntryBody {
     responses(
         (status = 201, description = "Posted", body = Accepted<EntryAnswer>),
         (status = 404, description = "`account_not_opened`", body = ErrorBody),
-        (status = 422, description = "`unbalanced_entry` (details: asset, debits, credits); `debits_exceed_credits` or `credits_exceed_debits`: an account's flag (details: asset, available); `asset_scale_mismatch`; `amount_overflow`: the entry's lines in one asset add up past 64 bits (an account's totals are kept in 128); `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
+        (status = 422, description = "`unbalanced_entry` (details: asset, debits, credits); `debits_exceed_credits` or `credits_exceed_debits`: an account's flag (details: asset, available); `asset_scale_mismatch`: another scale than the code has in the tenant, or a currency at another than its ISO 4217 minor unit (details: code, scale, asked); `amount_overflow`: the entry's lines in one asset add up past 64 bits (an account's totals are kept in 128); `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
     )
 )]
 async fn post_entry(
@@ -183,16 +183,23 @@ async fn first_event<E: DeserializeOwned>(
     tenant_id: TenantId,
     aggregate_type: &str,
     aggregate_id: &str,
-) -> Result<Option<E>, ApiError> {
+) -> Result<Option<(E, Option<String>)>, ApiError> {
     let key = AggregateKey::new(aggregate_type, aggregate_id);
     let events = state.store.load_events_page(tenant_id, &key, 0, 1).await?;
     events
         .into_iter()
         .next()
         .map(|event| {
-            serde_json::from_value(event.payload).map_err(|error| {
-                ApiError::Internal(format!("{aggregate_type} {aggregate_id}: {error}"))
-            })
+            let kind = event
+                .metadata
+                .get("command")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string);
+            serde_json::from_value(event.payload)
+                .map(|payload| (payload, kind))
+                .map_err(|error| {
+                    ApiError::Internal(format!("{aggregate_type} {aggregate_id}: {error}"))
+                })
         })
         .transpose()
 }
@@ -222,7 +229,7 @@ pub struct ReverseBody {
     responses(
         (status = 201, description = "Reversed", body = Accepted<EntryAnswer>),
         (status = 404, description = "No such entry", body = ErrorBody),
-        (status = 422, description = "`entry_already_reversed` (details.reversed_by); an account's flag; `account_code_reserved`: an entry on a commitment's held funds, a payee's payable or an account payments own (a payment's entry is reversed by its own domain: a failed refund, a failed payout); or key reused", body = ErrorBody),
+        (status = 422, description = "`entry_already_reversed` (details.reversed_by); an account's flag; `account_code_reserved`: an entry on a commitment's held funds, a payee's payable or an account payments own (a payment's entry is reversed by its own domain: a failed refund, a failed payout); `entry_recorded_by_domain`: an entry a domain's request recorded (a cash tender's capture, a cash refund, any other domain's entry; details: entry_id, recorded_by, the request's kind), reversed by its own domain only; or key reused", body = ErrorBody),
     )
 )]
 async fn reverse_entry(
@@ -235,7 +242,21 @@ async fn reverse_entry(
     let entry_id = EntryId::from_uuid(entry_id);
     let recorded =
         match first_event(&state, tenant_id, ENTRY_AGGREGATE, &entry_id.to_string()).await? {
-            Some(EntryEvent::EntryRecorded(recorded)) => recorded,
+            Some((EntryEvent::EntryRecorded(recorded), kind)) => {
+                // Whenever it was recorded: entries before rules 7 do not
+                // name their request, their first event's metadata does.
+                if let Err(Refusal::Rejected {
+                    message, details, ..
+                }) = reversible(entry_id, kind.as_deref())
+                {
+                    return Err(ApiError::Unprocessable {
+                        code: ENTRY_RECORDED_BY_DOMAIN,
+                        message,
+                        details,
+                    });
+                }
+                recorded
+            }
             _ => return Err(ApiError::NotFound(format!("no entry {entry_id}"))),
         };
     let request = ReverseEntry {
@@ -278,7 +299,7 @@ pub struct HoldBody {
     responses(
         (status = 201, description = "Placed", body = Accepted<HoldAnswer>),
         (status = 404, description = "`account_not_opened`", body = ErrorBody),
-        (status = 422, description = "`invalid_hold`: the same account on both sides; `invalid_hold_expiry`: not after now; an account's flag; `asset_scale_mismatch`; `amount_overflow`; `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_hold`: the same account on both sides; `invalid_hold_expiry`: not after now; an account's flag; `asset_scale_mismatch`: another scale than the code has in the tenant, or a currency at another than its ISO 4217 minor unit (details: code, scale, asked); `amount_overflow`; `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
     )
 )]
 async fn place_hold(
@@ -313,7 +334,7 @@ async fn resolve_hold(
     let hold_id = HoldId::from_uuid(hold_id);
     let transfer =
         match first_event(&state, tenant_id, HOLD_AGGREGATE, &hold_id.to_string()).await? {
-            Some(HoldEvent::HoldPlaced { transfer, .. }) => transfer,
+            Some((HoldEvent::HoldPlaced { transfer, .. }, _)) => transfer,
             _ => return Err(ApiError::NotFound(format!("no hold {hold_id}"))),
         };
     let request = ResolveHold {

@@ -401,6 +401,11 @@ impl<'a> Decider<'a> {
         self
     }
 
+    /// The kind of the request being decided.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
     /// The rules the request is decided under: where a decision changed
     /// between versions, the request keeps the older behaviour for older
     /// rules.
@@ -627,7 +632,7 @@ struct EventMetadata {
 
 /// Records the request in the chain: the first of its events carries, in
 /// its metadata, its kind, canonical body and the rules it was decided
-/// under (`{"command": kind, "request": body, "rules": 6}`, the body the
+/// under (`{"command": kind, "request": body, "rules": 7}`, the body the
 /// text its fingerprint is taken of), so the hash covers it.
 pub fn record_request(
     events: &mut [NewEvent],

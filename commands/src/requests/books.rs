@@ -14,6 +14,7 @@ use aggregates::journal::entry::{EntryCommand, EntryRecord, Recorded};
 use aggregates::journal::hold::{Hold, HoldCommand, HoldEvent, PendingTransfer};
 use aggregates::journal::{Account, JournalEntry, Posting, Side};
 use aggregates::money::{Amount, Asset};
+use aggregates::rules::Rules;
 use aggregates::{EntryId, HoldId};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -163,6 +164,7 @@ pub fn post(
             effective_at,
             reference,
             reverses: None,
+            recorded_by: None,
         },
     )
 }
@@ -183,7 +185,27 @@ pub fn record(
         .collect();
     use_assets(decider, assets.iter())?;
     post_to_accounts(decider, entry_id, &recorded.entry)?;
-    decider.execute::<EntryRecord>(&entry_id.to_string(), EntryCommand::Record(recorded))?;
+    keep_entry(decider, entry_id, recorded)
+}
+
+/// Keeps `recorded` in the journal as `entry_id`, naming (since rules 7)
+/// the kind of the request recording it.
+fn keep_entry(
+    decider: &mut Decider<'_>,
+    entry_id: EntryId,
+    recorded: Recorded,
+) -> Result<(), Refusal> {
+    let recorded_by = decider
+        .rules()
+        .since(Rules::SEVENTH)
+        .then(|| decider.kind().to_string());
+    decider.execute::<EntryRecord>(
+        &entry_id.to_string(),
+        EntryCommand::Record(Recorded {
+            recorded_by,
+            ..recorded
+        }),
+    )?;
     Ok(())
 }
 
@@ -210,6 +232,7 @@ pub fn reverse(
         effective_at: decider.at(),
         reference,
         reverses: Some(entry_id),
+        recorded_by: None,
     };
     record(decider, reversal_id, recorded.clone())?;
     Ok(recorded)
@@ -300,16 +323,17 @@ pub fn settle(
         &transfer.asset,
         posted,
     )?;
-    decider.execute::<EntryRecord>(
-        &entry_id.to_string(),
-        EntryCommand::Record(Recorded {
+    keep_entry(
+        decider,
+        entry_id,
+        Recorded {
             entry,
             effective_at: at,
             reference,
             reverses: None,
-        }),
-    )?;
-    Ok(())
+            recorded_by: None,
+        },
+    )
 }
 
 /// How a hold resolved.

@@ -302,6 +302,7 @@ impl Request for PostEntry {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         domain_owned(decider.rules(), self.lines.iter().map(|line| &line.account))?;
+        currencies_at_scale(decider.rules(), self.lines.iter().map(|line| &line.asset))?;
         use_assets(decider, self.lines.iter().map(|line| &line.asset))?;
         let entry = entry_of(decider, &self.lines)?;
         let recorded = Recorded {
@@ -309,6 +310,7 @@ impl Request for PostEntry {
             effective_at: self.effective_at.unwrap_or(decider.at()),
             reference: self.reference.clone(),
             reverses: None,
+            recorded_by: None,
         };
         record_entry(decider, self.entry_id, recorded)
     }
@@ -343,6 +345,14 @@ impl Request for ReverseEntry {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         domain_owned(decider.rules(), self.lines.iter().map(|line| &line.account))?;
+        if decider.rules().since(Rules::SEVENTH) {
+            let entry = decider.state::<EntryRecord>(&self.entry_id.to_string())?;
+            let recorded_by = entry
+                .recorded
+                .as_ref()
+                .and_then(|r| r.recorded_by.as_deref());
+            reversible(self.entry_id, recorded_by)?;
+        }
         let recorded = books::reverse(
             decider,
             self.entry_id,
@@ -359,6 +369,49 @@ impl Request for ReverseEntry {
         Reply::created(self.reversal_id.to_string(), &answer)
     }
 }
+
+/// Refused (`asset_scale_mismatch`, since rules 7): a currency at another
+/// scale than its minor unit, which the domains post it at
+/// ([`aggregates::journal::asset::currency_scale`]).
+fn currencies_at_scale<'a>(
+    rules: Rules,
+    assets: impl IntoIterator<Item = &'a Asset>,
+) -> Result<(), Refusal> {
+    if rules.since(Rules::SEVENTH) {
+        for asset in assets {
+            aggregates::journal::asset::currency_scale(asset)?;
+        }
+    }
+    Ok(())
+}
+
+/// The kinds of the journal's own requests that record entries. Only
+/// their entries does the journal reverse: a domain's entry is reversed by
+/// that domain (a failed refund, a failed payout), which keeps its own
+/// state beside it.
+pub const OWN_ENTRY_KINDS: [&str; 3] = [PostEntry::KIND, ReverseEntry::KIND, ResolveHold::KIND];
+
+/// Refused (`entry_recorded_by_domain`) when entry `entry_id` was recorded
+/// by `recorded_by`, a request of another domain than the journal's.
+/// Checked by the decision since rules 7 (entries name their request
+/// since), and by the route for entries of any age (from the request kind
+/// their first event records).
+pub fn reversible(entry_id: EntryId, recorded_by: Option<&str>) -> Result<(), Refusal> {
+    match recorded_by {
+        Some(kind) if !OWN_ENTRY_KINDS.contains(&kind) => Err(Refusal::Rejected {
+            kind: aggregates::RejectionKind::RuleBroken,
+            code: ENTRY_RECORDED_BY_DOMAIN.into(),
+            message: format!(
+                "entry {entry_id} was recorded by {kind}, not by the journal: its own domain reverses it"
+            ),
+            details: serde_json::json!({ "entry_id": entry_id, "recorded_by": kind }),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The code of [`reversible`]'s refusal.
+pub const ENTRY_RECORDED_BY_DOMAIN: &str = "entry_recorded_by_domain";
 
 /// Places a hold: `transfer` reserved on both its accounts (pending, and
 /// counted against their flags at once) until it is posted, voided or
@@ -423,6 +476,7 @@ impl Request for PlaceHold {
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let accounts = [&self.transfer.debit, &self.transfer.credit];
         domain_owned(decider.rules(), accounts)?;
+        currencies_at_scale(decider.rules(), [&self.transfer.asset])?;
         books::place_hold(decider, self.hold_id, &self.transfer, self.expires_at)?;
         let answer = HoldAnswer::of(self.hold_id, &self.transfer, self.expires_at);
         Reply::created(self.hold_id.to_string(), &answer)

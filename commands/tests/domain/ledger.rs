@@ -198,31 +198,33 @@ async fn entries_post_balanced_within_flags_and_reverse_once() {
 
 #[tokio::test]
 async fn an_asset_code_keeps_one_scale_in_a_tenant() {
-    // Proves: USD/2 then USD/3 in one tenant: the second is refused with
-    // asset_scale_mismatch naming both; another tenant may use USD/3.
+    // Proves: PTS/2 then PTS/3 in one tenant: the second is refused with
+    // asset_scale_mismatch naming both; another tenant may use PTS/3. A
+    // currency is taken at its ISO 4217 minor unit only (since rules 7), in
+    // entries and holds, even as its first use in a tenant: USD/3 would
+    // fix a scale every payment, commitment and payee in USD is refused
+    // at. Under rules 6 the journal took it.
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
     accounts(&acme).await;
-    let two = acme
-        .post("/v1/journal/entries", "two", transfer("cash", "held", 5))
-        .await;
+    let at = |asset: &str| {
+        let mut entry = transfer("cash", "held", 5);
+        entry["lines"][0]["asset"] = json!(asset);
+        entry["lines"][1]["asset"] = json!(asset);
+        entry
+    };
+    let two = acme.post("/v1/journal/entries", "two", at("PTS/2")).await;
     assert_eq!(two.status, StatusCode::CREATED, "{}", two.body);
-    let mut three = transfer("cash", "held", 5);
-    three["lines"][0]["asset"] = json!("USD/3");
-    three["lines"][1]["asset"] = json!("USD/3");
-    let refused = acme
-        .post("/v1/journal/entries", "three", three.clone())
-        .await;
+    let refused = acme.post("/v1/journal/entries", "three", at("PTS/3")).await;
     let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "asset_scale_mismatch");
     assert_eq!(
         error["details"],
-        json!({"code": "USD", "scale": 2, "asked": "USD/3"})
+        json!({"code": "PTS", "scale": 2, "asked": "PTS/3"})
     );
     // The quota units keep scale 0 in every tenant.
-    let mut credits = transfer("cash", "held", 5);
-    credits["lines"][0]["asset"] = json!("CREDITS/2");
-    credits["lines"][1]["asset"] = json!("CREDITS/2");
-    let refused = acme.post("/v1/journal/entries", "credits", credits).await;
+    let refused = acme
+        .post("/v1/journal/entries", "credits", at("CREDITS/2"))
+        .await;
     let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "asset_scale_mismatch");
     assert_eq!(
         error["details"],
@@ -230,8 +232,47 @@ async fn an_asset_code_keeps_one_scale_in_a_tenant() {
     );
     let beta = server.tenant("beta").await;
     accounts(&beta).await;
-    let elsewhere = beta.post("/v1/journal/entries", "three", three).await;
+    let elsewhere = beta.post("/v1/journal/entries", "three", at("PTS/3")).await;
     assert_eq!(elsewhere.status, StatusCode::CREATED, "{}", elsewhere.body);
+    // Currencies, first use or not.
+    for (key, asset, scale) in [("usd-3", "USD/3", 2), ("jpy-2", "JPY/2", 0)] {
+        let refused = beta.post("/v1/journal/entries", key, at(asset)).await;
+        let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "asset_scale_mismatch");
+        let code = &asset[..3];
+        assert_eq!(
+            error["details"],
+            json!({"code": code, "scale": scale, "asked": asset})
+        );
+        assert_eq!(
+            error["message"],
+            format!("{code} is a currency of scale {scale} (ISO 4217 minor unit), as every domain posts it; {asset} is refused")
+        );
+    }
+    let hold = json!({"debit": "held", "credit": "cash", "asset": "USD/3", "amount": 1});
+    beta.post("/v1/journal/holds", "hold-usd-3", hold)
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "asset_scale_mismatch");
+    let usd = beta.post("/v1/journal/entries", "usd-2", at("USD/2")).await;
+    assert_eq!(usd.status, StatusCode::CREATED, "{}", usd.body);
+    // Rules 6 took a currency at any scale.
+    let gamma = server.tenant("gamma").await;
+    accounts(&gamma).await;
+    let older = server.bus_under(aggregates::rules::Rules::SIXTH, commands::Clock::default());
+    let lines = serde_json::from_value(at("USD/3")["lines"].clone()).unwrap();
+    let taken = older
+        .execute(
+            gamma.tenant_id.parse().unwrap(),
+            eventstore::IdempotencyKey::parse("usd-3-old").unwrap(),
+            commands::requests::journal::PostEntry {
+                entry_id: aggregates::EntryId::from_uuid(uuid::Uuid::from_u128(93)),
+                lines,
+                effective_at: None,
+                reference: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(taken.accepted(), "{}", taken.body);
     server.stop().await;
 }
 

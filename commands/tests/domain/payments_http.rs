@@ -456,7 +456,7 @@ async fn a_settlement_file_gives_exactly_its_breaks_and_each_resolves_once() {
     acme.post(
         &format!("/v1/breaks/{mismatch}/resolve"),
         "resolve-again",
-        json!({"resolution": "adjust"}),
+        json!({"resolution": "adjust", "reason": "again"}),
     )
     .await
     .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "break_already_resolved");
@@ -973,6 +973,32 @@ async fn a_break_resolves_by_matching_once_its_item_expects_the_line() {
         ["details"]
         .clone();
     assert_eq!(details, json!({"expected": 0, "actual": 3_000}));
+    // While the dispute is open it may still be won, when the line
+    // matches: not written off or adjusted before it closes.
+    for resolution in ["write_off", "adjust"] {
+        let refused = acme
+            .post(
+                &reversal_break,
+                &format!("r-{resolution}"),
+                json!({"resolution": resolution, "reason": "cleanup"}),
+            )
+            .await;
+        let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "break_awaits_dispute");
+        assert_eq!(error["details"], json!({"dispute_id": dispute}));
+        // And never without a reason.
+        let unexplained = acme
+            .post(
+                &reversal_break,
+                &format!("r-{resolution}-bare"),
+                json!({"resolution": resolution}),
+            )
+            .await;
+        let error = unexplained.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(
+            error["details"],
+            json!({"field": "reason", "resolution": resolution})
+        );
+    }
     accepted(
         &acme,
         &format!("/v1/disputes/{dispute}/close"),
@@ -1018,8 +1044,9 @@ async fn a_break_resolves_by_matching_once_its_item_expects_the_line() {
 async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
     // Proves: an account payments own (a processor's receivable and
     // balance, a gift card, the funds in dispute, the settlement suspense)
-    // is not the journal's to open or post to, and a payment's entry on
-    // one is not the journal's to reverse (422 account_code_reserved); an
+    // is not the journal's to open or post to (422 account_code_reserved),
+    // and a payment's entry is not the journal's to reverse (422
+    // entry_recorded_by_domain, from the route whatever its rules); an
     // account payments post to (revenue, a bank account) opens through the
     // journal only as payments open it (422 account_spec_reserved, since
     // the fourth rules); the payment's own refund still goes through.
@@ -1034,7 +1061,7 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
         json!({}),
     )
     .await
-    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "entry_recorded_by_domain");
     let lines = json!({"lines": [
         {"account": "revenue", "asset": "USD/2", "side": "debit", "amount": 100},
         {"account": "receivable:stripe", "asset": "USD/2", "side": "credit", "amount": 100},
@@ -1158,6 +1185,118 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
         201,
     )
     .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_cash_payments_entries_are_reversed_by_payments_only() {
+    // Proves: a cash tender's capture (Dr cash / Cr revenue) and a cash
+    // refund touch no account payments own alone, yet the journal does not
+    // reverse them (422 entry_recorded_by_domain, naming the request kind
+    // that recorded them); the refund's own failure reverses its entry.
+    // Under rules 7 the decision refuses it too (its entry names the
+    // request); under rules 6 the same request was taken.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (created, _) = accepted(
+        &acme,
+        "/v1/payments",
+        "pay",
+        json!({"amount": 2_000, "currency": "USD"}),
+        201,
+    )
+    .await;
+    let payment = created["payment_id"].as_str().unwrap();
+    let (cash, _) = accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/tenders"),
+        "cash",
+        json!({"method": "cash", "amount": 2_000}),
+        201,
+    )
+    .await;
+    let capture = cash["capture_id"].as_str().unwrap();
+    let reverse = |entry: &str, key: &str| {
+        let path = format!("/v1/journal/entries/{entry}/reverse");
+        let key = key.to_string();
+        let acme = &acme;
+        async move { acme.post(&path, &key, json!({})).await }
+    };
+    let refused = reverse(capture, "reverse-capture").await;
+    let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "entry_recorded_by_domain");
+    assert_eq!(
+        error["details"],
+        json!({"entry_id": capture, "recorded_by": "add_tender"})
+    );
+    let (refund, _) = accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/refunds"),
+        "refund",
+        json!({"amount": 500}),
+        201,
+    )
+    .await;
+    let refund = refund["refund_id"].as_str().unwrap();
+    let refused = reverse(refund, "reverse-refund").await;
+    let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "entry_recorded_by_domain");
+    assert_eq!(
+        error["details"],
+        json!({"entry_id": refund, "recorded_by": "refund_payment"})
+    );
+    let (_, seq) = accepted(
+        &acme,
+        &format!("/v1/refunds/{refund}/fail"),
+        "fail",
+        json!({}),
+        200,
+    )
+    .await;
+    server.catch_up().await;
+    assert_eq!(sums(&acme, seq, "cash").await, [2_500, 500, 0, 0]);
+    assert_eq!(sums(&acme, seq, "revenue").await, [0, 2_000, 0, 0]);
+
+    // The decision itself, past the route.
+    let usd = aggregates::Asset::new("USD", 2).unwrap();
+    let code = |code: &str| aggregates::journal::account::AccountCode::parse(code).unwrap();
+    let request = |n: u128| commands::requests::journal::ReverseEntry {
+        entry_id: capture.parse().unwrap(),
+        reversal_id: aggregates::EntryId::from_uuid(uuid::Uuid::from_u128(n)),
+        lines: commands::requests::books::transfer_lines(
+            &code("cash"),
+            &code("revenue"),
+            &usd,
+            aggregates::Amount::new(2_000).unwrap(),
+        )
+        .to_vec(),
+        reference: None,
+    };
+    let tenant_id = acme.tenant_id.parse().unwrap();
+    let key = |key: &str| eventstore::IdempotencyKey::parse(key).unwrap();
+    let rules = aggregates::rules::Rules::CURRENT;
+    let current = server.bus_under(rules, commands::Clock::default());
+    let refused = current
+        .execute(tenant_id, key("direct-7"), request(91))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &refused.body["error"]["code"],
+            &refused.body["error"]["details"]
+        ),
+        (
+            &json!("entry_recorded_by_domain"),
+            &json!({"entry_id": capture, "recorded_by": "add_tender"})
+        ),
+        "{}",
+        refused.body
+    );
+    let sixth = aggregates::rules::Rules::SIXTH;
+    let older = server.bus_under(sixth, commands::Clock::default());
+    let taken = older
+        .execute(tenant_id, key("direct-6"), request(92))
+        .await
+        .unwrap();
+    assert!(taken.accepted(), "{}", taken.body);
     server.stop().await;
 }
 

@@ -1323,3 +1323,155 @@ async fn a_plan_change_under_the_fourth_rules_issues_whole_amounts_and_verifies(
         assert!(report.ok, "rules {}", rules.version());
     }
 }
+
+#[tokio::test]
+async fn a_history_recorded_under_the_sixth_rules_is_decided_again_under_them() {
+    // Proves: a build of the sixth rules (a rolling upgrade) reversed a
+    // cash tender's capture that the current rules recorded (naming
+    // add_tender), and took USD/3 as a tenant's first use of USD; such a
+    // history verifies clean. Each request's recorded rules rewritten to 7
+    // (the chain recomputed) is a finding at its seq: the seventh rules
+    // refuse both.
+    use aggregates::ids::{PaymentId, TenderId};
+    use aggregates::journal::account::{AccountCode, AccountSpec};
+    use aggregates::journal::{AccountType, Side};
+    use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
+    use aggregates::rules::Rules;
+    use aggregates::{Amount, Asset, EntryId};
+    use commands::requests::journal::{EntryLine, OpenAccount, PostEntry, ReverseEntry};
+    use commands::requests::payments::{AddTender, CreatePayment};
+    let usd = Asset::new("USD", 2).unwrap();
+    let cents = |value: i64| Amount::new(value).unwrap();
+    let code = |text: &str| AccountCode::parse(text).unwrap();
+    let id = |n: u128| uuid::Uuid::from_u128(0x7_0000 + n);
+    let ledger = Ledger::new().await;
+    let sixth = commands::CommandBus::start(
+        ledger.store().clone(),
+        commands::BusConfig {
+            rules: Rules::SIXTH,
+            ..commands::BusConfig::default()
+        },
+        std::sync::Arc::new(commands::Metrics::default()),
+    );
+    let older =
+        |tenant: usize, key: &'static str, request: Box<dyn commands::pipeline::AnyRequest>| {
+            let sixth = &sixth;
+            let tenant_id = ledger.tenants[tenant];
+            async move {
+                let outcome = sixth
+                    .execute_any(
+                        tenant_id,
+                        eventstore::IdempotencyKey::parse(key).unwrap(),
+                        request,
+                    )
+                    .await
+                    .unwrap();
+                assert!(outcome.accepted(), "{key}: {}", outcome.body);
+            }
+        };
+    let payment_id = PaymentId::from_uuid(id(1));
+    let create = CreatePayment {
+        payment_id,
+        terms: IntentTerms {
+            amount: cents(2_000),
+            asset: usd.clone(),
+            capture: CaptureMode::Automatic,
+            customer: None,
+            description: None,
+            authorization_ttl_seconds: 3_600,
+            payee: None,
+        },
+    };
+    ledger.run(0, "pay", create).await;
+    let cash = AddTender {
+        payment_id,
+        tender_id: TenderId::from_uuid(id(2)),
+        method: TenderMethod::Cash,
+        source: TenderSource::Cash,
+        amount: cents(2_000),
+        asset: usd.clone(),
+    };
+    let tendered = ledger.run(0, "cash", cash).await;
+    let capture: EntryId = tendered.body["capture_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reverse = ReverseEntry {
+        entry_id: capture,
+        reversal_id: EntryId::from_uuid(id(3)),
+        lines: commands::requests::books::transfer_lines(
+            &code("cash"),
+            &code("revenue"),
+            &usd,
+            cents(2_000),
+        )
+        .to_vec(),
+        reference: None,
+    };
+    older(0, "reverse-capture", Box::new(reverse)).await;
+    for (key, account) in [("open-a", "a"), ("open-b", "b")] {
+        let open = OpenAccount {
+            code: code(account),
+            spec: AccountSpec::new(AccountType::Asset),
+        };
+        ledger.run(1, key, open).await;
+    }
+    let thousandths = Asset::new("USD", 3).unwrap();
+    let line = |account: &str, side| EntryLine {
+        account: code(account),
+        asset: thousandths.clone(),
+        side,
+        amount: cents(5),
+    };
+    let post = PostEntry {
+        entry_id: EntryId::from_uuid(id(4)),
+        lines: vec![line("a", Side::Debit), line("b", Side::Credit)],
+        effective_at: None,
+        reference: None,
+    };
+    older(1, "usd-3", Box::new(post)).await;
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+
+    let mut tampered = Vec::new();
+    for (tenant, command, code) in [
+        (0, "reverse_entry", "entry_recorded_by_domain"),
+        (1, "post_entry", "asset_scale_mismatch"),
+    ] {
+        let seq = ledger
+            .events(tenant)
+            .await
+            .into_iter()
+            .find(|event| {
+                event
+                    .metadata
+                    .contains(&format!("\"command\": \"{command}\", \"request\""))
+            })
+            .unwrap()
+            .tenant_seq;
+        let tenant_id = ledger.tenants[tenant];
+        ledger
+            .tamper(&[format!(
+                "UPDATE events SET metadata = jsonb_set(metadata, '{{rules}}', '7') \
+                 WHERE tenant_id = '{tenant_id}' AND tenant_seq = {seq}"
+            )])
+            .await;
+        ledger.rechain(tenant).await;
+        tampered.push((tenant_id, seq, code));
+    }
+    let report = ledger.verify().await;
+    for (tenant_id, seq, code) in tampered {
+        let findings = &report
+            .tenants
+            .iter()
+            .find(|tenant| tenant.tenant_id == tenant_id)
+            .unwrap()
+            .findings;
+        let [Finding::Replay { finding, .. }] = findings.as_slice() else {
+            panic!("{code}: {findings:?}");
+        };
+        assert_eq!(finding.tenant_seq, seq, "{findings:?}");
+        assert!(finding.message.contains(code), "{findings:?}");
+    }
+}

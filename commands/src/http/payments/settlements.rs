@@ -191,6 +191,8 @@ pub struct ResolveBody {
     /// after the batch was imported, or came to owe the line's amount, as
     /// a dispute won), to the receivable.
     pub resolution: Resolution,
+    /// Why: required for `write_off` and `adjust` (400 without it),
+    /// optional for `match`.
     #[serde(default)]
     #[schema(schema_with = super::note_schema)]
     pub reason: Option<Note>,
@@ -210,10 +212,10 @@ pub struct ResolveBody {
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Resolved", body = Accepted<BreakResolvedAnswer>),
-        (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
+        (status = 400, description = "Invalid input, naming the field; `invalid_request` for a `write_off` or `adjust` without a `reason` (details: field, resolution)", body = ErrorBody),
         (status = 404, description = "No such break", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`break_already_resolved`; `break_not_matched` (a match whose line's reference names nothing, or an item expecting another amount, or settled already; details: expected, actual); `break_matchable` (a write-off or adjustment of a break whose line the item it names now expects exactly: match it instead; details: expected); or key reused", body = ErrorBody),
+        (status = 422, description = "`break_already_resolved`; `break_not_matched` (a match whose line's reference names nothing, or an item expecting another amount, or settled already; details: expected, actual); `break_matchable` (a write-off or adjustment of a break whose line the item it names now expects exactly: match it instead; details: expected); `break_awaits_dispute` (a write-off or adjustment of a dispute reversal's break while its dispute is open: once won, the line matches; details: dispute_id); or key reused", body = ErrorBody),
     )
 )]
 async fn resolve_break(
@@ -223,6 +225,13 @@ async fn resolve_break(
     ApiPath(break_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Response, ApiError> {
+    if body.resolution != Resolution::Match && body.reason.is_none() {
+        return Err(ApiError::BadRequest {
+            code: "invalid_request",
+            message: "reason: a write-off or an adjustment names its reason".into(),
+            details: json!({"field": "reason", "resolution": body.resolution}),
+        });
+    }
     let entry_id = EntryId::from_uuid(derive_id(tenant_id, &key, "entry"));
     let asked = json!({"break_id": break_id, "body": &body});
     submit(&state, tenant_id, key, asked, || async {

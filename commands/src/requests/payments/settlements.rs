@@ -724,8 +724,37 @@ impl ResolveBreak {
                 expected: expected.gross,
             }
             .into()),
+            Err(_) if decider.rules().since(Rules::SEVENTH) => {
+                self.no_open_dispute(decider, &settled.line)
+            }
             // Not matchable: the resolution goes on.
             Err(_) => Ok(()),
+        }
+    }
+
+    /// Refused (`break_awaits_dispute`, since rules 7) when the break's
+    /// line reverses a dispute still open: won, the dispute expects the
+    /// line and a match settles it; written off first, the won dispute's
+    /// receivable would stay open for good.
+    fn no_open_dispute(&self, decider: &Decider<'_>, line: &Line) -> Result<(), Refusal> {
+        if line.line_type != LineType::DisputeReversal {
+            return Ok(());
+        }
+        let Some((claim, _)) = &self.claim else {
+            return Ok(());
+        };
+        let Some(owner) = decider.state::<ProcessorReference>(claim)?.owner.clone() else {
+            return Ok(());
+        };
+        let Some(Item::Dispute { dispute_id }) = owner.item else {
+            return Ok(());
+        };
+        let payment = payment(decider, owner.payment_id, None)?;
+        match payment.dispute(dispute_id) {
+            Some(dispute) if dispute.state.is_open() => {
+                Err(SettlementError::BreakAwaitsDispute { dispute_id }.into())
+            }
+            _ => Ok(()),
         }
     }
 
