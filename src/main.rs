@@ -227,14 +227,16 @@ struct ReportArgs {
     /// As of this tenant_seq.
     #[arg(long, conflicts_with_all = ["as_of", "from", "to"])]
     as_of_seq: Option<i64>,
-    /// As of this time (RFC 3339): what was recorded by then.
+    /// As of this time (RFC 3339): what was recorded by then. At least 5 s
+    /// past (from the database; any time with --file).
     #[arg(long, conflicts_with_all = ["from", "to"])]
     as_of: Option<aggregates::time::BoundedTime>,
-    /// The period's start (RFC 3339): opening balances are what was
-    /// recorded before it. With --to.
+    /// The period's start (RFC 3339), included: opening balances are what
+    /// was recorded before it. With --to.
     #[arg(long, requires = "to")]
     from: Option<aggregates::time::BoundedTime>,
-    /// The period's end (RFC 3339). With --from.
+    /// The period's end (RFC 3339), not included: the next period starts
+    /// there. At least 5 s past (from the database). With --from.
     #[arg(long, requires = "from")]
     to: Option<aggregates::time::BoundedTime>,
     /// Days after which a capture or refund in no settlement batch is a

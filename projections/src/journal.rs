@@ -509,13 +509,33 @@ pub async fn seq_at(
     tenant_id: TenantId,
     at: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
-    let (seq,): (Option<i64>,) = sqlx::query_as(
-        "SELECT max(tenant_seq) FROM events WHERE tenant_id = $1 AND recorded_at <= $2",
-    )
-    .bind(tenant_id.as_uuid())
-    .bind(at)
-    .fetch_one(connection)
-    .await?;
+    last_seq(connection, tenant_id, at, "<=").await
+}
+
+/// The tenant_seq of the tenant's last event recorded before `at` (0
+/// before its first): where a period ending at `at` ends.
+pub async fn seq_before(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    at: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    last_seq(connection, tenant_id, at, "<").await
+}
+
+async fn last_seq(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    at: DateTime<Utc>,
+    compared: &'static str,
+) -> Result<i64, sqlx::Error> {
+    let query = format!(
+        "SELECT max(tenant_seq) FROM events WHERE tenant_id = $1 AND recorded_at {compared} $2"
+    );
+    let (seq,): (Option<i64>,) = sqlx::query_as(&query)
+        .bind(tenant_id.as_uuid())
+        .bind(at)
+        .fetch_one(connection)
+        .await?;
     Ok(seq.unwrap_or(0))
 }
 
@@ -546,19 +566,42 @@ pub async fn balances(
     connection: &mut PgConnection,
     tenant_id: TenantId,
     as_of_seq: Option<i64>,
-) -> Result<Vec<AccountBalance>, sqlx::Error> {
-    let rows: Vec<BalanceTuple> = match as_of_seq {
+) -> Result<(Vec<AccountBalance>, i64), sqlx::Error> {
+    let (rows, seq): (Vec<BalanceTuple>, i64) = match as_of_seq {
         None => {
-            sqlx::query_as(
-                "SELECT account, account_type, asset, debits::text, credits::text FROM account_balances \
-                 WHERE tenant_id = $1 ORDER BY account, asset",
+            // The live balances with the checkpoint they are at, read in
+            // one statement (one snapshot: a batch commits both at once),
+            // so the seq names exactly what the figures include.
+            type Row = (
+                i64,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            );
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT r.last_seq, b.account, b.account_type, b.asset, b.debits::text, b.credits::text \
+                 FROM (SELECT coalesce(max(last_seq), 0) AS last_seq FROM projection_checkpoints \
+                       WHERE tenant_id = $1 AND projection = $2) r \
+                 LEFT JOIN account_balances b ON b.tenant_id = $1 \
+                 ORDER BY b.account, b.asset",
             )
             .bind(tenant_id.as_uuid())
+            .bind(NAME)
             .fetch_all(connection)
-            .await?
+            .await?;
+            let seq = rows.first().map_or(0, |row| row.0);
+            let balances = rows
+                .into_iter()
+                .filter_map(|(_, account, account_type, asset, debits, credits)| {
+                    Some((account?, account_type?, asset?, debits?, credits?))
+                })
+                .collect();
+            (balances, seq)
         }
         Some(seq) => {
-            sqlx::query_as(
+            let rows = sqlx::query_as(
                 "SELECT p.posting->'account'->>'code', min(p.posting->'account'->>'type'), p.posting->>'asset', \
                         coalesce(sum((p.posting->>'amount')::numeric) FILTER (WHERE p.posting->>'side' = 'debit'), 0)::text, \
                         coalesce(sum((p.posting->>'amount')::numeric) FILTER (WHERE p.posting->>'side' = 'credit'), 0)::text \
@@ -569,10 +612,11 @@ pub async fn balances(
             .bind(tenant_id.as_uuid())
             .bind(seq)
             .fetch_all(connection)
-            .await?
+            .await?;
+            (rows, seq)
         }
     };
-    Ok(rows
+    let balances = rows
         .into_iter()
         .map(|(account, account_type, asset, debits, credits)| {
             let balance = parse(&credits) - parse(&debits);
@@ -589,7 +633,8 @@ pub async fn balances(
             }
             .with_pending("0", "0")
         })
-        .collect())
+        .collect();
+    Ok((balances, seq))
 }
 
 fn parse(text: &str) -> i128 {

@@ -31,6 +31,9 @@ pub enum AsOf {
     /// Events recorded at or before this time (recorded_at never decreases
     /// along tenant_seq), with quotas' availability as of this time.
     Time(DateTime<Utc>),
+    /// Events recorded before this time: a period's end, which the next
+    /// period starts at.
+    Before(DateTime<Utc>),
 }
 
 impl AsOf {
@@ -40,12 +43,13 @@ impl AsOf {
             Self::Head => true,
             Self::Seq(seq) => event.tenant_seq <= seq,
             Self::Time(time) => event.recorded_at <= time,
+            Self::Before(time) => event.recorded_at < time,
         }
     }
 
     fn at(self) -> Option<DateTime<Utc>> {
         match self {
-            Self::Time(time) => Some(time),
+            Self::Time(time) | Self::Before(time) => Some(time),
             _ => None,
         }
     }

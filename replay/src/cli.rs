@@ -204,6 +204,7 @@ async fn report_from_store(
     (point, options): (crate::reports::Point, crate::reports::Options),
 ) -> Result<crate::reports::Report, Failure> {
     let pool = store.pool();
+    let point = point.closed(chrono::Utc::now())?;
     let mut reading = projections::read::begin_tenant_read(pool, tenant).await?;
     let seq = crate::reports::online::seq_of(&mut reading, tenant, point).await?;
     reading.commit().await?;

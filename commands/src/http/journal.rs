@@ -129,7 +129,9 @@ async fn balances(
         Some(point) => Some(as_of_seq(&state, tenant_id, point).await?),
     };
     let wait_for = query.min_seq.max(as_of.map(Seq));
-    let (accounts, projection_seq) = tenant_read(
+    // The figures with the seq they are at (the live balances' checkpoint,
+    // read with them, may be past the one the wait read).
+    let ((accounts, read_at), _) = tenant_read(
         &state,
         tenant_id,
         journal::NAME,
@@ -138,7 +140,7 @@ async fn balances(
     )
     .await?;
     // Pending amounts from the accounts projection, as of the same point.
-    let pending_as_of = as_of.unwrap_or(projection_seq);
+    let pending_as_of = read_at;
     let (mut pending, _) = tenant_read(
         &state,
         tenant_id,
@@ -166,7 +168,7 @@ async fn balances(
     ));
     accounts.sort_by(|a, b| (&a.account, &a.asset).cmp(&(&b.account, &b.asset)));
     Ok(Json(BalancesView {
-        as_of_seq: as_of.unwrap_or(projection_seq),
+        as_of_seq: read_at,
         accounts,
         trial_balance,
     }))

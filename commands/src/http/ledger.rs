@@ -16,6 +16,7 @@ use aggregates::journal::entry::{EntryEvent, ENTRY_AGGREGATE, ENTRY_REFERENCE_LE
 use aggregates::journal::hold::{HoldEvent, PendingTransfer, HOLD_AGGREGATE};
 use aggregates::journal::{AccountFlags, AccountType, Side};
 use aggregates::money::Asset;
+use aggregates::rules::Rules;
 use aggregates::text::Text;
 use aggregates::time::BoundedTime;
 use aggregates::{EntryId, HoldId, TenantId};
@@ -147,7 +148,7 @@ pub struct EntryBody {
     responses(
         (status = 201, description = "Posted", body = Accepted<EntryAnswer>),
         (status = 404, description = "`account_not_opened`", body = ErrorBody),
-        (status = 422, description = "`unbalanced_entry` (details: asset, debits, credits); `debits_exceed_credits` or `credits_exceed_debits`: an account's flag (details: asset, available); `asset_scale_mismatch`: another scale than the code has in the tenant, or a currency at another than its ISO 4217 minor unit (details: code, scale, asked); `amount_overflow`: the entry's lines in one asset add up past 64 bits (an account's totals are kept in 128); `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
+        (status = 422, description = "`unbalanced_entry` (details: asset, debits, credits); `debits_exceed_credits` or `credits_exceed_debits`: an account's flag (details: asset, available); `asset_scale_mismatch`: another scale than the code has in the tenant, or (since rules 7) a currency at another than its ISO 4217 minor unit (details: code, scale, asked); `amount_overflow`: the entry's lines in one asset add up past 64 bits (an account's totals are kept in 128); `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
     )
 )]
 async fn post_entry(
@@ -229,7 +230,7 @@ pub struct ReverseBody {
     responses(
         (status = 201, description = "Reversed", body = Accepted<EntryAnswer>),
         (status = 404, description = "No such entry", body = ErrorBody),
-        (status = 422, description = "`entry_already_reversed` (details.reversed_by); an account's flag; `account_code_reserved`: an entry on a commitment's held funds, a payee's payable or an account payments own (a payment's entry is reversed by its own domain: a failed refund, a failed payout); `entry_recorded_by_domain`: an entry a domain's request recorded (a cash tender's capture, a cash refund, any other domain's entry; details: entry_id, recorded_by, the request's kind), reversed by its own domain only; or key reused", body = ErrorBody),
+        (status = 422, description = "`entry_already_reversed` (details.reversed_by); an account's flag; `entry_recorded_by_domain` (since rules 7): an entry a domain's request recorded (a cash tender's capture, a cash refund, any other domain's entry; details: entry_id, recorded_by, the request's kind), reversed by its own domain only (a failed refund, a failed payout); `account_code_reserved`: an entry of the journal's own on a commitment's held funds, a payee's payable or an account payments own (posted from a hold older rules let the journal place there); or key reused", body = ErrorBody),
     )
 )]
 async fn reverse_entry(
@@ -240,11 +241,13 @@ async fn reverse_entry(
     ApiJson(body): ApiJson<ReverseBody>,
 ) -> Result<Response, ApiError> {
     let entry_id = EntryId::from_uuid(entry_id);
-    let recorded =
-        match first_event(&state, tenant_id, ENTRY_AGGREGATE, &entry_id.to_string()).await? {
-            Some((EntryEvent::EntryRecorded(recorded), kind)) => {
-                // Whenever it was recorded: entries before rules 7 do not
-                // name their request, their first event's metadata does.
+    let recorded = match first_event(&state, tenant_id, ENTRY_AGGREGATE, &entry_id.to_string())
+        .await?
+    {
+        Some((EntryEvent::EntryRecorded(recorded), kind)) => {
+            // Whenever it was recorded: entries before rules 7 do not
+            // name their request, their first event's metadata does.
+            if state.bus.rules().since(Rules::SEVENTH) && state.unanswered(tenant_id, &key).await? {
                 if let Err(Refusal::Rejected {
                     message, details, ..
                 }) = reversible(entry_id, kind.as_deref())
@@ -255,10 +258,11 @@ async fn reverse_entry(
                         details,
                     });
                 }
-                recorded
             }
-            _ => return Err(ApiError::NotFound(format!("no entry {entry_id}"))),
-        };
+            recorded
+        }
+        _ => return Err(ApiError::NotFound(format!("no entry {entry_id}"))),
+    };
     let request = ReverseEntry {
         entry_id,
         reversal_id: EntryId::from_uuid(derive_id(tenant_id, &key, "reversal")),
@@ -299,7 +303,7 @@ pub struct HoldBody {
     responses(
         (status = 201, description = "Placed", body = Accepted<HoldAnswer>),
         (status = 404, description = "`account_not_opened`", body = ErrorBody),
-        (status = 422, description = "`invalid_hold`: the same account on both sides; `invalid_hold_expiry`: not after now; an account's flag; `asset_scale_mismatch`: another scale than the code has in the tenant, or a currency at another than its ISO 4217 minor unit (details: code, scale, asked); `amount_overflow`; `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_hold`: the same account on both sides; `invalid_hold_expiry`: not after now; an account's flag; `asset_scale_mismatch`: another scale than the code has in the tenant, or (since rules 7) a currency at another than its ISO 4217 minor unit (details: code, scale, asked); `amount_overflow`; `account_code_reserved`: a commitment's held funds, a payee's payable or an account payments own; or key reused", body = ErrorBody),
     )
 )]
 async fn place_hold(

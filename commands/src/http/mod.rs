@@ -80,6 +80,24 @@ pub struct AppState {
     pub plans: Arc<aggregates::plan::PlanCatalog>,
 }
 
+impl AppState {
+    /// Whether `key` has no recorded answer in the tenant yet. A check a
+    /// route makes before its request reaches the pipeline, added after a
+    /// key was first answered (a newer build, newer rules), is made only
+    /// then: the key's retry gets its recorded answer, as every retry does.
+    pub async fn unanswered(
+        &self,
+        tenant_id: aggregates::TenantId,
+        key: &eventstore::IdempotencyKey,
+    ) -> Result<bool, error::ApiError> {
+        Ok(self
+            .store
+            .idempotency_record(tenant_id, key)
+            .await?
+            .is_none())
+    }
+}
+
 /// HTTP settings.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {

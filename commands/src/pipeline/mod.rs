@@ -143,6 +143,7 @@ pub struct CommandBus {
     handles: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     metrics: Arc<Metrics>,
     rules: aggregates::rules::Rules,
+    clock: Clock,
 }
 
 impl CommandBus {
@@ -171,7 +172,13 @@ impl CommandBus {
             handles: Arc::new(std::sync::Mutex::new(handles)),
             metrics,
             rules: config.rules,
+            clock: config.clock,
         }
+    }
+
+    /// The time the pipeline stamps requests with now.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 
     /// The rules the pipeline decides under: what an edge building a

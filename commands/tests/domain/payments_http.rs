@@ -1189,6 +1189,81 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
 }
 
 #[tokio::test]
+async fn a_dispute_reversals_break_waits_for_its_dispute_since_the_seventh_rules() {
+    // Proves: a reversal line imported while its dispute is open is a
+    // break (expected 0); the current rules refuse writing it off
+    // (break_awaits_dispute) whether over HTTP or straight to the
+    // pipeline; the sixth rules took the same write-off.
+    use aggregates::payments::reference::{reference_id, ReferenceKind};
+    use aggregates::payments::settlement::Resolution;
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (payment, tender) = card_payment(&acme, "w", 10_000, "automatic", "ch_w").await;
+    let batch = |batch: &str, lines: Value| {
+        json!({"processor": "stripe", "batch_id": batch, "settled_at": "2026-12-03T00:00:00Z",
+               "currency": "USD", "lines": lines})
+    };
+    let lines = json!([line("capture", "ch_w", 10_000, 290)]);
+    accepted(&acme, "/v1/settlements", "b-1", batch("b_1", lines), 201).await;
+    let (dispute, _) = accepted(
+        &acme,
+        &format!("/v1/payments/{payment}/disputes"),
+        "dispute",
+        json!({"capture_id": tender["capture_id"], "amount": 3_000, "fee": 1_500, "reference": "dp_w"}),
+        201,
+    )
+    .await;
+    let dispute = dispute["dispute_id"].as_str().unwrap();
+    let lines = json!([line("dispute_reversal", "dp_w", 3_000, 0)]);
+    let (early, _) = accepted(&acme, "/v1/settlements", "b-2", batch("b_2", lines), 201).await;
+    let break_id = early["breaks"][0]["break_id"].as_str().unwrap();
+    let tenant_id = acme.tenant_id.parse().unwrap();
+    let write_off = |key: &str| {
+        let key = eventstore::IdempotencyKey::parse(key).unwrap();
+        let request = commands::requests::payments::ResolveBreak {
+            processor: "stripe".into(),
+            batch_id: "b_2".into(),
+            break_id: break_id.parse().unwrap(),
+            resolution: Resolution::WriteOff,
+            reason: Some("cleanup".into()),
+            asset: aggregates::Asset::new("USD", 2).unwrap(),
+            entry_id: aggregates::EntryId::from_uuid(commands::pipeline::derive_id(
+                tenant_id, &key, "entry",
+            )),
+            claim: Some((
+                reference_id(ReferenceKind::Dispute, "stripe", "dp_w"),
+                Some(payment.parse().unwrap()),
+            )),
+        };
+        (key, request)
+    };
+    let current = server.bus_under(
+        aggregates::rules::Rules::CURRENT,
+        commands::Clock::default(),
+    );
+    let (key, request) = write_off("w-7");
+    let refused = current.execute(tenant_id, key, request).await.unwrap();
+    assert_eq!(
+        (
+            &refused.body["error"]["code"],
+            &refused.body["error"]["details"]
+        ),
+        (
+            &json!("break_awaits_dispute"),
+            &json!({"dispute_id": dispute})
+        ),
+        "{}",
+        refused.body
+    );
+    let sixth = server.bus_under(aggregates::rules::Rules::SIXTH, commands::Clock::default());
+    let (key, request) = write_off("w-6");
+    let taken = sixth.execute(tenant_id, key, request).await.unwrap();
+    assert!(taken.accepted(), "{}", taken.body);
+    assert_eq!(taken.body["amount"], 3_000, "{}", taken.body);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_cash_payments_entries_are_reversed_by_payments_only() {
     // Proves: a cash tender's capture (Dr cash / Cr revenue) and a cash
     // refund touch no account payments own alone, yet the journal does not
@@ -1258,9 +1333,14 @@ async fn a_cash_payments_entries_are_reversed_by_payments_only() {
     // The decision itself, past the route.
     let usd = aggregates::Asset::new("USD", 2).unwrap();
     let code = |code: &str| aggregates::journal::account::AccountCode::parse(code).unwrap();
-    let request = |n: u128| commands::requests::journal::ReverseEntry {
+    let tenant_id = acme.tenant_id.parse().unwrap();
+    let key = |key: &str| eventstore::IdempotencyKey::parse(key).unwrap();
+    // As the route builds it for `key`.
+    let request = |key: &eventstore::IdempotencyKey| commands::requests::journal::ReverseEntry {
         entry_id: capture.parse().unwrap(),
-        reversal_id: aggregates::EntryId::from_uuid(uuid::Uuid::from_u128(n)),
+        reversal_id: aggregates::EntryId::from_uuid(commands::pipeline::derive_id(
+            tenant_id, key, "reversal",
+        )),
         lines: commands::requests::books::transfer_lines(
             &code("cash"),
             &code("revenue"),
@@ -1270,12 +1350,10 @@ async fn a_cash_payments_entries_are_reversed_by_payments_only() {
         .to_vec(),
         reference: None,
     };
-    let tenant_id = acme.tenant_id.parse().unwrap();
-    let key = |key: &str| eventstore::IdempotencyKey::parse(key).unwrap();
     let rules = aggregates::rules::Rules::CURRENT;
     let current = server.bus_under(rules, commands::Clock::default());
     let refused = current
-        .execute(tenant_id, key("direct-7"), request(91))
+        .execute(tenant_id, key("direct-7"), request(&key("direct-7")))
         .await
         .unwrap();
     assert_eq!(
@@ -1293,10 +1371,16 @@ async fn a_cash_payments_entries_are_reversed_by_payments_only() {
     let sixth = aggregates::rules::Rules::SIXTH;
     let older = server.bus_under(sixth, commands::Clock::default());
     let taken = older
-        .execute(tenant_id, key("direct-6"), request(92))
+        .execute(tenant_id, key("direct-6"), request(&key("direct-6")))
         .await
         .unwrap();
     assert!(taken.accepted(), "{}", taken.body);
+    // Its key retried over HTTP gets that answer, not the route's refusal.
+    let retried = reverse(capture, "direct-6").await;
+    assert_eq!(
+        (retried.status, retried.replayed, &retried.body),
+        (StatusCode::CREATED, true, &*taken.body),
+    );
     server.stop().await;
 }
 

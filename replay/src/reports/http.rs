@@ -30,14 +30,15 @@ pub struct ReportQuery {
     #[param(inline)]
     pub as_of_seq: Option<Seq>,
     /// As of this time (RFC 3339): what was recorded by then (not with
-    /// `from` or `to`).
+    /// `from` or `to`). At least 5 s past (422 `report_point_open`).
     #[param(value_type = Option<aggregates::time::BoundedTime>)]
     pub as_of: Option<aggregates::time::BoundedTime>,
-    /// The period's start (with `to`): opening balances are what was
-    /// recorded before it.
+    /// The period's start (with `to`), included: opening balances are what
+    /// was recorded before it.
     #[param(value_type = Option<aggregates::time::BoundedTime>)]
     pub from: Option<aggregates::time::BoundedTime>,
-    /// The period's end (with `from`).
+    /// The period's end (with `from`), not included: the next period
+    /// starts there. At least 5 s past (422 `report_point_open`).
     #[param(value_type = Option<aggregates::time::BoundedTime>)]
     pub to: Option<aggregates::time::BoundedTime>,
     /// `json` (default; amounts in minor units), `csv`, `html` (one
@@ -117,6 +118,11 @@ fn refused(error: ReportError) -> ApiError {
             details: json!({"as_of_seq": asked, "tenant_seq": head}),
         },
         ReportError::Invalid(message) => bad("invalid_report_point", message),
+        ReportError::Open { to, closes_at } => ApiError::Unprocessable {
+            code: "report_point_open",
+            message: error.to_string(),
+            details: json!({"to": to, "closes_at": closes_at}),
+        },
         ReportError::Database(error) => ApiError::from(error),
         // A stored row or event that does not read back: a defect, logged.
         other => ApiError::Internal(other.to_string()),
@@ -154,7 +160,7 @@ fn refused(error: ReportError) -> ApiError {
             (String = "text/plain"),
         )),
         (status = 400, description = "An invalid query parameter or name", body = ErrorBody),
-        (status = 422, description = "`invalid_report_point`: as_of_seq, as_of, from and to mixed, or a period ending before it starts; `as_of_seq_ahead`: beyond the tenant's last seq (details: as_of_seq, tenant_seq)", body = ErrorBody),
+        (status = 422, description = "`invalid_report_point`: as_of_seq, as_of, from and to mixed, or a period ending before it starts; `as_of_seq_ahead`: beyond the tenant's last seq (details: as_of_seq, tenant_seq); `report_point_open`: an `as_of` or a period's `to` less than 5 s past (or in the future), which later requests could still be recorded at or before (details: to, closes_at)", body = ErrorBody),
         (status = 503, description = "`projection_lagging`: a read table the report reads did not reach its seq in time; or `database_unavailable`", body = ErrorBody),
     )
 )]
@@ -164,7 +170,7 @@ async fn report(
     ApiPath(name): ApiPath<ReportName>,
     ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let point = query.point()?;
+    let point = query.point()?.closed(app.bus.now()).map_err(refused)?;
     let format = query.format.unwrap_or(Format::Json);
     let mut reading = projections::read::begin_tenant_read(app.store.pool(), tenant_id).await?;
     let seq = online::seq_of(&mut reading, tenant_id, point)

@@ -98,6 +98,11 @@ impl Scope {
     }
 }
 
+/// How long after a time a report may be taken as of it: well past the
+/// longest a request's append commits after its stamp (retries of a
+/// moved head take well under a second).
+pub const CLOSED_AFTER: chrono::Duration = chrono::Duration::seconds(5);
+
 /// Where a report is taken and over what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
@@ -129,6 +134,21 @@ impl Point {
         match self {
             Self::Time(to) | Self::Period { to, .. } => Some(to),
             _ => None,
+        }
+    }
+
+    /// Refuses a time point not yet closed at `now`: a period ending, or
+    /// an `as_of`, later than [`CLOSED_AFTER`] before `now`. A request is
+    /// stamped when it is decided and may commit a moment later, so only a
+    /// time that far past has every event recorded at or before it
+    /// committed, and the report is the same on any later day.
+    pub fn closed(self, now: DateTime<Utc>) -> Result<Self, ReportError> {
+        match self.to() {
+            Some(to) if to > now - CLOSED_AFTER => Err(ReportError::Open {
+                to,
+                closes_at: to + CLOSED_AFTER,
+            }),
+            _ => Ok(self),
         }
     }
 
@@ -404,6 +424,11 @@ pub enum ReportError {
     Corrupt(String),
     #[error("tenant_seq {asked} is beyond the tenant's last, {head}")]
     Ahead { asked: i64, head: i64 },
+    #[error("{to} is not closed yet: a report is taken as of a time once it is {} s past (from {closes_at}), so that it is the same on any later day; take it as of a seq, or of the head", CLOSED_AFTER.num_seconds())]
+    Open {
+        to: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+    },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]

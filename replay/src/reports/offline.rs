@@ -22,7 +22,9 @@ pub fn report(
         Point::Head => AsOf::Head,
         // Between requests, as the online report is taken.
         Point::Seq(seq) => AsOf::Seq(crate::export::request_end(path, seq)?),
-        Point::Time(to) | Point::Period { to, .. } => AsOf::Time(to),
+        Point::Time(to) => AsOf::Time(to),
+        // A period is from `from` up to, not including, `to`.
+        Point::Period { to, .. } => AsOf::Before(to),
     };
     let (header, state) = crate::export::fold_file(path, as_of)?;
     if let Point::Seq(asked) = point {

@@ -30,8 +30,14 @@ pub async fn seq_of(
         Point::Seq(asked) if asked > head => Err(ReportError::Ahead { asked, head }),
         // Between requests, never inside one.
         Point::Seq(seq) => Ok(request_end(connection, tenant_id, seq).await?),
-        Point::Time(to) | Point::Period { to, .. } => {
+        Point::Time(to) => {
             let seq = projections::journal::seq_at(connection, tenant_id, to).await?;
+            Ok(request_end(connection, tenant_id, seq).await?)
+        }
+        // A period is from `from` up to, not including, `to`: the next
+        // period starts there.
+        Point::Period { to, .. } => {
+            let seq = projections::journal::seq_before(connection, tenant_id, to).await?;
             Ok(request_end(connection, tenant_id, seq).await?)
         }
     }

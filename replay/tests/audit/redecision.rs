@@ -1433,6 +1433,19 @@ async fn a_history_recorded_under_the_sixth_rules_is_decided_again_under_them() 
     older(1, "usd-3", Box::new(post)).await;
     let report = ledger.verify().await;
     assert!(report.ok, "{:?}", report.lines());
+    // The capture's entry names its request; the sixth rules' reversal
+    // names none, as that build wrote it.
+    let recorded_by: Vec<Value> = ledger
+        .events(0)
+        .await
+        .iter()
+        .filter(|event| event.event_type == "EntryRecorded")
+        .map(|event| {
+            let payload: Value = serde_json::from_str(&event.payload).unwrap();
+            payload["EntryRecorded"]["recorded_by"].clone()
+        })
+        .collect();
+    assert_eq!(recorded_by, [json!("add_tender"), Value::Null]);
 
     let mut tampered = Vec::new();
     for (tenant, command, code) in [

@@ -262,6 +262,33 @@ async fn the_trial_balance_ties_out_in_every_format_online_and_offline() {
         (start + Duration::days(1)).to_rfc3339().replace('+', "%2B"),
         (start + Duration::days(3)).to_rfc3339().replace('+', "%2B")
     );
+    // Not before the period has closed: a request stamped before its end
+    // could still commit.
+    let open = client
+        .get(format!("{base}/v1/reports/trial-balance{period}"))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 422);
+    let error: Value = open.json().await.unwrap();
+    assert_eq!(
+        (&error["error"]["code"], &error["error"]["details"]),
+        (
+            &json!("report_point_open"),
+            &json!({"to": "2026-12-04T09:00:00Z", "closes_at": "2026-12-04T09:00:05Z"})
+        ),
+        "{error}"
+    );
+    *now.lock().unwrap() = start + Duration::days(3) + Duration::seconds(4);
+    let still = client
+        .get(format!("{base}/v1/reports/trial-balance{period}"))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), 422);
+    *now.lock().unwrap() = start + Duration::days(3) + Duration::seconds(5);
     let (tie_out, text) = get(period).await;
     assert_eq!(tie_out, "agrees");
     let report: Value = serde_json::from_str(&text).unwrap();
@@ -282,6 +309,36 @@ async fn the_trial_balance_ties_out_in_every_format_online_and_offline() {
     );
     assert_eq!(report["tie_out"]["agrees"], true);
     assert_eq!(report["tie_out"]["checks"].as_array().unwrap().len(), 4);
+
+    // A period ends before its `to`: back-to-back periods meeting at the
+    // second sale's instant count it once, in the second, whose opening is
+    // the first's closing.
+    let at_text = |days: i64| {
+        (start + Duration::days(days))
+            .to_rfc3339()
+            .replace('+', "%2B")
+    };
+    let cash = |text: &str| -> Value {
+        let report: Value = serde_json::from_str(text).unwrap();
+        report["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["account"] == "cash")
+            .map(|row| {
+                json!([
+                    row["opening"],
+                    row["debits"],
+                    row["credits"],
+                    row["closing"]
+                ])
+            })
+            .unwrap()
+    };
+    let (_, first) = get(format!("?from={}&to={}", at_text(1), at_text(2))).await;
+    let (_, second) = get(format!("?from={}&to={}", at_text(2), at_text(3))).await;
+    assert_eq!(cash(&first), json!([123_456, 0, 0, 123_456]));
+    assert_eq!(cash(&second), json!([123_456, 1_000, 250, 124_206]));
 
     // CSV and the table carry the same figures.
     let (_, csv) = get("?format=csv".into()).await;
@@ -1042,7 +1099,9 @@ async fn the_payments_report_ages_to_its_end_and_owes_the_processor_only_its_par
     );
     assert_eq!(head["tie_out"]["agrees"], true, "{head}");
 
-    // Asked as of a later time: the same events, aged to that time.
+    // Asked as of a later time, once it has passed: the same events, aged
+    // to that time.
+    *now.lock().unwrap() = Utc.with_ymd_and_hms(2026, 12, 21, 0, 0, 0).unwrap();
     let text = get("?as_of=2026-12-20T00:00:00Z").await;
     let later: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(later["as_of_seq"], head["as_of_seq"]);

@@ -215,7 +215,7 @@ pub struct ResolveBody {
         (status = 400, description = "Invalid input, naming the field; `invalid_request` for a `write_off` or `adjust` without a `reason` (details: field, resolution)", body = ErrorBody),
         (status = 404, description = "No such break", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`break_already_resolved`; `break_not_matched` (a match whose line's reference names nothing, or an item expecting another amount, or settled already; details: expected, actual); `break_matchable` (a write-off or adjustment of a break whose line the item it names now expects exactly: match it instead; details: expected); `break_awaits_dispute` (a write-off or adjustment of a dispute reversal's break while its dispute is open: once won, the line matches; details: dispute_id); or key reused", body = ErrorBody),
+        (status = 422, description = "`break_already_resolved`; `break_not_matched` (a match whose line's reference names nothing, or an item expecting another amount, or settled already; details: expected, actual); `break_matchable` (a write-off or adjustment of a break whose line the item it names now expects exactly: match it instead; details: expected); `break_awaits_dispute` (since rules 7: a write-off or adjustment of a dispute reversal's break while its dispute is open: once won, the line matches; details: dispute_id); or key reused", body = ErrorBody),
     )
 )]
 async fn resolve_break(
@@ -225,7 +225,10 @@ async fn resolve_break(
     ApiPath(break_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Response, ApiError> {
-    if body.resolution != Resolution::Match && body.reason.is_none() {
+    if body.resolution != Resolution::Match
+        && body.reason.is_none()
+        && state.unanswered(tenant_id, &key).await?
+    {
         return Err(ApiError::BadRequest {
             code: "invalid_request",
             message: "reason: a write-off or an adjustment names its reason".into(),
