@@ -361,6 +361,29 @@ async fn card_payment(
     (payment, tender)
 }
 
+/// A payment of `amount` USD tendered in cash (captured as it is taken):
+/// its id, the tender's answer and its tenant_seq.
+async fn cash_payment(client: &Client, key: &str, amount: i64) -> (String, Value, i64) {
+    let (created, _) = accepted(
+        client,
+        "/v1/payments",
+        &format!("{key}-pay"),
+        json!({"amount": amount, "currency": "USD"}),
+        201,
+    )
+    .await;
+    let payment = created["payment_id"].as_str().unwrap().to_string();
+    let (tender, seq) = accepted(
+        client,
+        &format!("/v1/payments/{payment}/tenders"),
+        &format!("{key}-tender"),
+        json!({"method": "cash", "amount": amount}),
+        201,
+    )
+    .await;
+    (payment, tender, seq)
+}
+
 fn line(kind: &str, reference: &str, gross: i64, fee: i64) -> Value {
     json!({"type": kind, "reference": reference, "gross": gross, "fee": fee, "net": gross - fee})
 }
@@ -567,23 +590,7 @@ async fn cash_and_gift_cards_are_taken_at_once_and_a_card_never_goes_below_zero(
     // a processor is 400.
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
-    let (created, _) = accepted(
-        &acme,
-        "/v1/payments",
-        "cash-pay",
-        json!({"amount": 2_000, "currency": "USD"}),
-        201,
-    )
-    .await;
-    let payment = created["payment_id"].as_str().unwrap();
-    let (cash, seq) = accepted(
-        &acme,
-        &format!("/v1/payments/{payment}/tenders"),
-        "cash",
-        json!({"method": "cash", "amount": 2_000}),
-        201,
-    )
-    .await;
+    let (_, cash, seq) = cash_payment(&acme, "cash", 2_000).await;
     assert_eq!(
         (&cash["status"], &cash["payment_status"]),
         (&json!("captured"), &json!("captured"))
@@ -1273,23 +1280,7 @@ async fn a_cash_payments_entries_are_reversed_by_payments_only() {
     // request); under rules 6 the same request was taken.
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
-    let (created, _) = accepted(
-        &acme,
-        "/v1/payments",
-        "pay",
-        json!({"amount": 2_000, "currency": "USD"}),
-        201,
-    )
-    .await;
-    let payment = created["payment_id"].as_str().unwrap();
-    let (cash, _) = accepted(
-        &acme,
-        &format!("/v1/payments/{payment}/tenders"),
-        "cash",
-        json!({"method": "cash", "amount": 2_000}),
-        201,
-    )
-    .await;
+    let (payment, cash, _) = cash_payment(&acme, "cash", 2_000).await;
     let capture = cash["capture_id"].as_str().unwrap();
     let reverse = |entry: &str, key: &str| {
         let path = format!("/v1/journal/entries/{entry}/reverse");
