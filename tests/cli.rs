@@ -1628,6 +1628,26 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
         );
     }
     std::fs::remove_file(file).unwrap();
+    // A time not yet closed (a request stamped before it could still be
+    // committing) is refused: exit 2, saying so.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let open = ledger(&db)
+        .args([
+            "report",
+            "trial-balance",
+            "--tenant",
+            tenant_id,
+            "--as-of",
+            &now,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(open.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&open.stderr);
+    assert!(
+        stderr.contains(&format!("{now} is not closed yet")),
+        "{stderr}"
+    );
     sqlx::query(
         "UPDATE ledger_account_movements SET credits_posted = credits_posted + 1 \
          WHERE code = 'revenue' AND tenant_seq = \

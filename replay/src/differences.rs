@@ -112,8 +112,19 @@ fn same_json(a: &str, b: &str) -> bool {
     }
 }
 
-/// Each field of the payload that differs, stored value first.
+/// Each field of the payload that differs, stored value first; first the
+/// variant itself (`{"Type": …}`), which two events of the same fields can
+/// differ in alone (a payout's `PaidOut` and `PayoutReleased`).
 fn field_differences(aggregate: &str, stored: &str, decided: &str) -> Vec<String> {
+    let (stored_variant, decided_variant) = (variant(stored), variant(decided));
+    if stored_variant != decided_variant {
+        let named = |name: Option<String>| name.unwrap_or_else(|| "none".to_string());
+        return vec![format!(
+            "payload variant {} where the {aggregate} decides {}",
+            named(stored_variant),
+            named(decided_variant)
+        )];
+    }
     let stored_fields = fields(stored);
     let decided_fields = fields(decided);
     if stored_fields.is_empty() && decided_fields.is_empty() {
@@ -142,6 +153,17 @@ fn field_differences(aggregate: &str, stored: &str, decided: &str) -> Vec<String
             )
         })
         .collect()
+}
+
+/// The variant an event's payload names (`{"Type": …}`), if it is of that
+/// shape.
+fn variant(payload: &str) -> Option<String> {
+    match serde_json::from_str(payload) {
+        Ok(Value::Object(variant)) if variant.len() == 1 => {
+            variant.into_iter().next().map(|(name, _)| name)
+        }
+        _ => None,
+    }
 }
 
 /// An event's fields by name (an event serializes as `{"Type": {fields}}`);

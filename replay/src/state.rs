@@ -255,6 +255,21 @@ impl TenantState {
             }
         };
         let recorded_at = request.members[0].event.recorded_at;
+        // A request's events are appended at one time: a member recorded
+        // at another would put part of the request on the other side of a
+        // point in time (a period's end, an as_of).
+        for member in request.members.iter_mut().skip(1) {
+            if member.event.recorded_at != recorded_at {
+                member.problems.push(format!(
+                    "recorded_at {} where its request's first event records {}",
+                    member
+                        .event
+                        .recorded_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    recorded_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                ));
+            }
+        }
         for entry in &entries {
             if let Err(error) = self.balances.post(entry) {
                 request.members[0]

@@ -81,8 +81,11 @@ pub struct Scope {
     pub chain_hash: Option<String>,
     /// Events recorded from `from` (opening balances are what came before).
     pub from: Option<DateTime<Utc>>,
-    /// Events recorded up to `to` (`as_of_seq` is the last of them).
+    /// Events recorded up to `to` (`as_of_seq` is the last of them):
+    /// including those recorded at `to` for an `as_of`, not for a period,
+    /// whose end the next period starts at (`to_included`).
     pub to: Option<DateTime<Utc>>,
+    pub to_included: bool,
     /// When the event at `as_of_seq` was recorded: what ages are counted
     /// to when the report names no `to`.
     pub at: Option<DateTime<Utc>>,
@@ -103,6 +106,10 @@ impl Scope {
 /// moved head take well under a second).
 pub const CLOSED_AFTER: chrono::Duration = chrono::Duration::seconds(5);
 
+fn rfc3339(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 /// Where a report is taken and over what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
@@ -112,8 +119,9 @@ pub enum Point {
     Seq(i64),
     /// Everything recorded by this time.
     Time(DateTime<Utc>),
-    /// What was recorded from `from` to `to` (opening balances are what
-    /// came before `from`).
+    /// What was recorded from `from` up to, not including, `to` (opening
+    /// balances are what came before `from`; the next period starts at
+    /// `to`).
     Period {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -127,6 +135,12 @@ impl Point {
             Self::Period { from, .. } => Some(from),
             _ => None,
         }
+    }
+
+    /// Whether what was recorded at [`to`](Self::to) is in: for an
+    /// `as_of`, not for a period.
+    pub fn to_included(self) -> bool {
+        matches!(self, Self::Time(_))
     }
 
     /// The end of the period, if the point is a time.
@@ -298,7 +312,8 @@ impl Report {
         object.insert("as_of_time".into(), json!(self.scope.at));
         object.insert(
             "period".into(),
-            json!({"from": self.scope.from, "to": self.scope.to}),
+            json!({"from": self.scope.from, "to": self.scope.to,
+                   "to_included": self.scope.to.map(|_| self.scope.to_included)}),
         );
         let checks: Vec<Value> = self
             .checks
@@ -424,7 +439,7 @@ pub enum ReportError {
     Corrupt(String),
     #[error("tenant_seq {asked} is beyond the tenant's last, {head}")]
     Ahead { asked: i64, head: i64 },
-    #[error("{to} is not closed yet: a report is taken as of a time once it is {} s past (from {closes_at}), so that it is the same on any later day; take it as of a seq, or of the head", CLOSED_AFTER.num_seconds())]
+    #[error("{} is not closed yet: a report is taken as of a time once it is {} s past (from {}), so that it is the same on any later day; take it as of a seq, or of the head", rfc3339(.to), CLOSED_AFTER.num_seconds(), rfc3339(.closes_at))]
     Open {
         to: DateTime<Utc>,
         closes_at: DateTime<Utc>,

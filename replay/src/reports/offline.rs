@@ -41,6 +41,7 @@ pub fn report(
         chain_hash: state.last_hash().map(|hash| hash.to_hex()),
         from: point.from(),
         to: point.to(),
+        to_included: point.to_included(),
         at: state.last_recorded_at(),
     };
     let journal = trial_balance_input(&state, &scope);

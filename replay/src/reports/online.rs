@@ -66,6 +66,7 @@ async fn scope(
         chain_hash: head.as_ref().map(|(bytes, _)| hex(bytes)),
         from: point.from(),
         to: point.to(),
+        to_included: point.to_included(),
         at: head.map(|(_, at)| at),
     })
 }

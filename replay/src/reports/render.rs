@@ -128,9 +128,14 @@ fn header_lines(report: &Report) -> Vec<(&'static str, String)> {
         scope
             .from
             .map_or("the first event".to_string(), |from| from.to_rfc3339()),
-        scope
-            .to
-            .map_or(format!("seq {}", scope.as_of_seq), |to| to.to_rfc3339())
+        scope.to.map_or(format!("seq {}", scope.as_of_seq), |to| {
+            let end = if scope.to_included {
+                "included"
+            } else {
+                "not included"
+            };
+            format!("{} ({end})", to.to_rfc3339())
+        })
     );
     let failing = report.checks.iter().filter(|check| !check.agrees).count();
     let tie_out = if failing == 0 {

@@ -1488,3 +1488,72 @@ async fn a_history_recorded_under_the_sixth_rules_is_decided_again_under_them() 
         assert!(finding.message.contains(code), "{findings:?}");
     }
 }
+
+#[tokio::test]
+async fn an_event_rewritten_to_another_variant_or_time_within_its_request_is_found() {
+    // Proves: a hold's HoldVoided payload rewritten to HoldExpired with the
+    // same fields (its event_type column left as it was), and a later
+    // event of the same request moved a second later (the chain
+    // recomputed), are each a finding at its seq: the payload's variant is
+    // compared with the decision's, and a request's events are recorded
+    // at one time.
+    let ledger = Ledger::new().await;
+    let now = chrono::Utc::now() - chrono::Duration::days(1);
+    ledger.set_clock(now);
+    journal_requests(&ledger, now).await;
+    let events = ledger.events(0).await;
+    let at = events
+        .iter()
+        .position(|event| event.event_type == "HoldVoided")
+        .unwrap();
+    // The request's last event: moved later, it still precedes the next
+    // request's.
+    let members = events[at + 1..]
+        .iter()
+        .take_while(|event| !event.metadata.contains("\"request\""))
+        .count();
+    assert!(members >= 1);
+    let (voided, next) = (&events[at], &events[at + members]);
+    assert_eq!(next.recorded_at, voided.recorded_at);
+    ledger
+        .edit_payload(0, voided.tenant_seq, None, |payload| {
+            *payload = json!({"HoldExpired": payload["HoldVoided"].clone()});
+        })
+        .await;
+    let tenant = ledger.tenants[0];
+    ledger
+        .tamper(&[format!(
+            "UPDATE events SET recorded_at = recorded_at + interval '1 second' \
+             WHERE tenant_id = '{tenant}' AND tenant_seq = {}",
+            next.tenant_seq
+        )])
+        .await;
+    ledger.rechain(0).await;
+    let findings = findings_of(&ledger.verify().await, tenant);
+    let located: Vec<(i64, String)> = findings
+        .iter()
+        .map(|finding| match finding {
+            Finding::Replay { finding, .. } => (finding.tenant_seq, finding.message.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let time =
+        |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    assert_eq!(
+        located,
+        [
+            (
+                voided.tenant_seq,
+                "payload variant HoldExpired where the hold decides HoldVoided".to_string()
+            ),
+            (
+                next.tenant_seq,
+                format!(
+                    "recorded_at {} where its request's first event records {}",
+                    time(next.recorded_at + chrono::Duration::seconds(1)),
+                    time(voided.recorded_at)
+                )
+            ),
+        ]
+    );
+}

@@ -397,6 +397,19 @@ async fn the_trial_balance_ties_out_in_every_format_online_and_offline() {
     )
     .unwrap();
     assert_eq!(offline.to_json_text(), json_text);
+    for (days, online) in [(1, &first), (2, &second)] {
+        let period = Point::Period {
+            from: start + Duration::days(days),
+            to: start + Duration::days(days + 1),
+        };
+        let offline = offline::report(
+            &file,
+            ReportName::TrialBalance,
+            (period, Options::default()),
+        )
+        .unwrap();
+        assert_eq!(&offline.to_json_text(), online);
+    }
     let at_two = offline::report(
         &file,
         ReportName::TrialBalance,
@@ -1132,7 +1145,11 @@ async fn the_payments_report_ages_to_its_end_and_owes_the_processor_only_its_par
             .unwrap();
     assert_eq!(
         period["period"],
-        json!({"from": null, "to": "2026-12-20T00:00:00Z"})
+        json!({"from": null, "to": "2026-12-20T00:00:00Z", "to_included": false})
+    );
+    assert_eq!(
+        later["period"],
+        json!({"from": null, "to": "2026-12-20T00:00:00Z", "to_included": true})
     );
     assert_eq!(period["waterfall"], later["waterfall"]);
     assert_eq!(period["waterfall"][0]["refunded"], 4_000);

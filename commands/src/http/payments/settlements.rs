@@ -191,8 +191,8 @@ pub struct ResolveBody {
     /// after the batch was imported, or came to owe the line's amount, as
     /// a dispute won), to the receivable.
     pub resolution: Resolution,
-    /// Why: required for `write_off` and `adjust` (400 without it),
-    /// optional for `match`.
+    /// Why: required for `write_off` and `adjust` (since rules 7; 400
+    /// without it), optional for `match`.
     #[serde(default)]
     #[schema(schema_with = super::note_schema)]
     pub reason: Option<Note>,
@@ -212,7 +212,7 @@ pub struct ResolveBody {
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Resolved", body = Accepted<BreakResolvedAnswer>),
-        (status = 400, description = "Invalid input, naming the field; `invalid_request` for a `write_off` or `adjust` without a `reason` (details: field, resolution)", body = ErrorBody),
+        (status = 400, description = "Invalid input, naming the field; `invalid_request` for a `write_off` or `adjust` without a `reason` (since rules 7; details: field, resolution)", body = ErrorBody),
         (status = 404, description = "No such break", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
         (status = 422, description = "`break_already_resolved`; `break_not_matched` (a match whose line's reference names nothing, or an item expecting another amount, or settled already; details: expected, actual); `break_matchable` (a write-off or adjustment of a break whose line the item it names now expects exactly: match it instead; details: expected); `break_awaits_dispute` (since rules 7: a write-off or adjustment of a dispute reversal's break while its dispute is open: once won, the line matches; details: dispute_id); or key reused", body = ErrorBody),
@@ -227,6 +227,7 @@ async fn resolve_break(
 ) -> Result<Response, ApiError> {
     if body.resolution != Resolution::Match
         && body.reason.is_none()
+        && state.bus.rules().since(aggregates::rules::Rules::SEVENTH)
         && state.unanswered(tenant_id, &key).await?
     {
         return Err(ApiError::BadRequest {
