@@ -1630,7 +1630,8 @@ async fn every_payments_route_builds_a_ledger_that_verifies_and_replays() {
     std::fs::remove_file(file).unwrap();
     // A time not yet closed (a request stamped before it could still be
     // committing) is refused: exit 2, saying so.
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = (chrono::Utc::now() + chrono::Duration::minutes(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let open = ledger(&db)
         .args([
             "report",

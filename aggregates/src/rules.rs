@@ -127,7 +127,9 @@ impl Rules {
     /// - a settlement break on a dispute's reversal is not written off or
     ///   adjusted while its dispute is open (`break_awaits_dispute`): the
     ///   dispute may still be won, when the line matches; written off
-    ///   first, the won dispute left its receivable open for good.
+    ///   first, the won dispute left its receivable open for good;
+    /// - (the route, not the decision) a write-off or adjustment of a
+    ///   break names its reason (400 without one).
     pub const SEVENTH: Self = Self(7);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::SEVENTH;

@@ -108,6 +108,40 @@ pub(crate) struct Member {
     pub(crate) beyond: bool,
 }
 
+/// A request's events are appended at one time: a member recorded at
+/// another would put part of the request on the other side of a point in
+/// time (a period's end, an as_of). The time most of its events share is
+/// the request's (its first event's on a tie); each event recorded at
+/// another is a finding at its own seq, so one retimed event is one
+/// finding, the first included.
+fn one_time(members: &mut [Member]) {
+    let mut counts: Vec<(DateTime<Utc>, usize)> = Vec::new();
+    for member in members.iter() {
+        match counts
+            .iter_mut()
+            .find(|(at, _)| *at == member.event.recorded_at)
+        {
+            Some((_, count)) => *count += 1,
+            None => counts.push((member.event.recorded_at, 1)),
+        }
+    }
+    // The first of the most shared: `max_by_key` keeps the last of equals,
+    // so look from the end.
+    let Some(&(shared, _)) = counts.iter().rev().max_by_key(|(_, count)| *count) else {
+        return;
+    };
+    let time = |at: DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    for member in members.iter_mut() {
+        if member.event.recorded_at != shared {
+            member.problems.push(format!(
+                "recorded_at {} where its request's other events record {}",
+                time(member.event.recorded_at),
+                time(shared)
+            ));
+        }
+    }
+}
+
 impl TenantState {
     /// A state that folds whole requests (verification).
     pub fn for_verification() -> Self {
@@ -255,21 +289,7 @@ impl TenantState {
             }
         };
         let recorded_at = request.members[0].event.recorded_at;
-        // A request's events are appended at one time: a member recorded
-        // at another would put part of the request on the other side of a
-        // point in time (a period's end, an as_of).
-        for member in request.members.iter_mut().skip(1) {
-            if member.event.recorded_at != recorded_at {
-                member.problems.push(format!(
-                    "recorded_at {} where its request's first event records {}",
-                    member
-                        .event
-                        .recorded_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-                    recorded_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-                ));
-            }
-        }
+        one_time(&mut request.members);
         for entry in &entries {
             if let Err(error) = self.balances.post(entry) {
                 request.members[0]

@@ -1199,11 +1199,16 @@ async fn the_journals_own_routes_never_move_money_on_payments_accounts() {
 async fn a_dispute_reversals_break_waits_for_its_dispute_since_the_seventh_rules() {
     // Proves: a reversal line imported while its dispute is open is a
     // break (expected 0); the current rules refuse writing it off
-    // (break_awaits_dispute) whether over HTTP or straight to the
-    // pipeline; the sixth rules took the same write-off.
+    // (break_awaits_dispute); a server of the sixth rules takes the same
+    // write-off, without a reason too (the reason is required since the
+    // seventh).
     use aggregates::payments::reference::{reference_id, ReferenceKind};
     use aggregates::payments::settlement::Resolution;
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(Options {
+        rules: Some(aggregates::rules::Rules::SIXTH),
+        ..Options::default()
+    })
+    .await;
     let acme = server.tenant("acme").await;
     let (payment, tender) = card_payment(&acme, "w", 10_000, "automatic", "ch_w").await;
     let batch = |batch: &str, lines: Value| {
@@ -1262,11 +1267,15 @@ async fn a_dispute_reversals_break_waits_for_its_dispute_since_the_seventh_rules
         "{}",
         refused.body
     );
-    let sixth = server.bus_under(aggregates::rules::Rules::SIXTH, commands::Clock::default());
-    let (key, request) = write_off("w-6");
-    let taken = sixth.execute(tenant_id, key, request).await.unwrap();
-    assert!(taken.accepted(), "{}", taken.body);
-    assert_eq!(taken.body["amount"], 3_000, "{}", taken.body);
+    let (taken, _) = accepted(
+        &acme,
+        &format!("/v1/breaks/{break_id}/resolve"),
+        "w-6",
+        json!({"resolution": "write_off"}),
+        200,
+    )
+    .await;
+    assert_eq!(taken["amount"], 3_000, "{taken}");
     server.stop().await;
 }
 

@@ -1549,7 +1549,7 @@ async fn an_event_rewritten_to_another_variant_or_time_within_its_request_is_fou
             (
                 next.tenant_seq,
                 format!(
-                    "recorded_at {} where its request's first event records {}",
+                    "recorded_at {} where its request's other events record {}",
                     time(next.recorded_at + chrono::Duration::seconds(1)),
                     time(voided.recorded_at)
                 )
