@@ -182,7 +182,7 @@ async fn claimants(
 }
 
 /// How a break is resolved.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveBody {
     /// `write_off`: the difference to `settlement_write_offs`; `adjust`:
@@ -194,9 +194,51 @@ pub struct ResolveBody {
     /// Why: required for `write_off` and `adjust` (since rules 7; 400
     /// without it), optional for `match`.
     #[serde(default)]
-    #[schema(schema_with = super::note_schema)]
     pub reason: Option<Note>,
 }
+
+/// The body as the schema states it: one form per resolution, a
+/// write-off or an adjustment naming its reason.
+impl utoipa::PartialSchema for ResolveBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let form = |resolutions: &[&str], description: &str, reason_required: bool| {
+            let object = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some(description))
+                .property(
+                    "resolution",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(resolutions.iter().copied())),
+                )
+                .required("resolution")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            if reason_required {
+                object.property("reason", Note::schema()).required("reason")
+            } else {
+                object.property("reason", super::note_schema())
+            }
+        };
+        OneOfBuilder::new()
+            .item(form(
+                &["write_off", "adjust"],
+                "`write_off`: the difference to `settlement_write_offs`; `adjust`: to `revenue`, \
+                 taking the processor's figure. Either names its `reason`",
+                true,
+            ))
+            .item(form(
+                &["match"],
+                "The line settles the item its reference names after all (the item came to be \
+                 after the batch was imported, or came to owe the line's amount, as a dispute \
+                 won), to the receivable",
+                false,
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ResolveBody {}
 
 /// Resolves a break, once: what it left in `settlement_suspense` is
 /// written off or adjusted.
