@@ -1297,12 +1297,17 @@ async fn a_cash_payments_entries_are_reversed_by_payments_only() {
         let acme = &acme;
         async move { acme.post(&path, &key, json!({})).await }
     };
-    let refused = reverse(capture, "reverse-capture").await;
-    let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "entry_recorded_by_domain");
-    assert_eq!(
-        error["details"],
-        json!({"entry_id": capture, "recorded_by": "add_tender"})
-    );
+    // Refused over HTTP, naming the request kind that recorded it.
+    let refused_as = |entry: String, key: &'static str, kind: &'static str| async move {
+        let refused = reverse(&entry, key).await;
+        let error =
+            refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "entry_recorded_by_domain");
+        assert_eq!(
+            error["details"],
+            json!({"entry_id": entry, "recorded_by": kind})
+        );
+    };
+    refused_as(capture.to_string(), "reverse-capture", "add_tender").await;
     let (refund, _) = accepted(
         &acme,
         &format!("/v1/payments/{payment}/refunds"),
@@ -1312,12 +1317,7 @@ async fn a_cash_payments_entries_are_reversed_by_payments_only() {
     )
     .await;
     let refund = refund["refund_id"].as_str().unwrap();
-    let refused = reverse(refund, "reverse-refund").await;
-    let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "entry_recorded_by_domain");
-    assert_eq!(
-        error["details"],
-        json!({"entry_id": refund, "recorded_by": "refund_payment"})
-    );
+    refused_as(refund.to_string(), "reverse-refund", "refund_payment").await;
     let (_, seq) = accepted(
         &acme,
         &format!("/v1/refunds/{refund}/fail"),
