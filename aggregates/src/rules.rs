@@ -128,6 +128,12 @@ impl Rules {
     ///   adjusted while its dispute is open (`break_awaits_dispute`): the
     ///   dispute may still be won, when the line matches; written off
     ///   first, the won dispute left its receivable open for good;
+    /// - a commission (the process manager's request) accrues only as its
+    ///   capture has it: the payment it names attributed to the payee, in
+    ///   its currency, holding the capture with that amount at that time
+    ///   (`commission_source_mismatch`); before, its basis was taken as
+    ///   the request gave it, so a defect or a rewritten history could
+    ///   accrue on a capture that never was;
     /// - (the route, not the decision) a write-off or adjustment of a
     ///   break names its reason (400 without one).
     pub const SEVENTH: Self = Self(7);

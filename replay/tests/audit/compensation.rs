@@ -76,12 +76,62 @@ pub(super) async fn payee_with_work(
     ledger.run(0, "comp-work", work).await;
 }
 
+/// Payment `id(100)`, attributed to alice: a card tender of 10,000
+/// captured as `id(101)` at `at` (the clock set there, so the capture is
+/// stamped then).
+async fn attributed_capture(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, at: DateTime<Utc>) {
+    use aggregates::ids::{CaptureId, PaymentId, TenderId};
+    use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
+    use commands::requests::payments::{AddTender, CapturePayment, CreatePayment};
+    ledger.set_clock(at);
+    let payment_id = PaymentId::from_uuid(id(100));
+    let tender_id = TenderId::from_uuid(id(110));
+    let amount = Amount::new(10_000).unwrap();
+    let create = CreatePayment {
+        payment_id,
+        terms: IntentTerms {
+            amount,
+            asset: usd(),
+            capture: CaptureMode::Manual,
+            customer: None,
+            description: None,
+            authorization_ttl_seconds: 3_600,
+            payee: Some("alice".into()),
+        },
+    };
+    ledger.run(0, "comp-sale", create).await;
+    let tender = AddTender {
+        payment_id,
+        tender_id,
+        method: TenderMethod::Card,
+        source: TenderSource::Processor {
+            processor: "stripe".into(),
+            reference: "ch_comp".into(),
+        },
+        amount,
+        asset: usd(),
+    };
+    ledger.run(0, "comp-tender", tender).await;
+    let capture = CapturePayment {
+        payment_id,
+        tender_id,
+        capture_id: CaptureId::from_uuid(id(101)),
+        amount,
+        reference: Some("cap_comp".into()),
+        last: true,
+        processor: "stripe".into(),
+        asset: usd(),
+    };
+    let captured = ledger.run(0, "comp-capture", capture).await;
+    assert!(captured.accepted(), "{}", captured.body);
+}
+
 /// Alice's commission (line `line`) on capture `id(101)` of payment
-/// `id(100)`: 10,000 captured two hours after `now`.
+/// `id(100)` ([`attributed_capture`]): 10,000 captured at `captured_at`.
 fn commission(
     id: impl Fn(u128) -> uuid::Uuid,
     line: LineId,
-    now: DateTime<Utc>,
+    captured_at: DateTime<Utc>,
 ) -> AccrueCommission {
     AccrueCommission {
         payee_id: "alice".into(),
@@ -90,7 +140,7 @@ fn commission(
         source: format!("capture:{}", id(101)),
         basis: Amount::new(10_000).unwrap(),
         currency: usd(),
-        captured_at: now + Duration::hours(2),
+        captured_at,
         asset: usd(),
         plan_id: Some("sales".into()),
     }
@@ -132,6 +182,7 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
         asset: usd(),
     };
     ledger.run(0, "comp-adjust", adjust).await;
+    attributed_capture(ledger, id, now).await;
     ledger
         .run(0, "comp-commission", commission(id, line(3), now))
         .await;
@@ -147,7 +198,7 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
     ledger.run(0, "comp-reverse", reverse).await;
     let claw_back = clawed(id, line(6), format!("dispute:{}", id(103)), 2_500);
     ledger.run(0, "comp-claw-back-2", claw_back).await;
-    let payable_at = now + Duration::hours(2) + Duration::days(14);
+    let payable_at = now + Duration::days(14);
     ledger.set_clock(payable_at + Duration::minutes(1));
     // The commission and its clawbacks (held as long) become payable.
     for n in [3, 4, 5, 6] {
@@ -261,8 +312,10 @@ async fn a_commission_corrected_to_nothing_is_clawed_back_again_only_under_the_f
         let ledger = Ledger::under(rules).await;
         ledger.set_clock(now + Duration::hours(3));
         payee_with_work(&ledger, now, line).await;
+        let captured_at = now + Duration::hours(3);
+        attributed_capture(&ledger, id, captured_at).await;
         ledger
-            .run(0, "comp-commission", commission(id, line(3), now))
+            .run(0, "comp-commission", commission(id, line(3), captured_at))
             .await;
         let correct = AdjustLine {
             payee_id: "alice".into(),
@@ -310,7 +363,7 @@ async fn a_commission_corrected_to_nothing_is_clawed_back_again_only_under_the_f
     let message = format!(
         "amount 0 where the payee decides -1000; cap_shares none where the payee decides \
          [{{\"amount\":-1000,\"period\":\"2026-12\"}}]; payable_at 2026-12-01T03:00:00Z where \
-         the payee decides 2026-12-15T02:00:00Z; reason no_commission: nothing of the capture is \
+         the payee decides 2026-12-15T03:00:00Z; reason no_commission: nothing of the capture is \
          left to claw back where the payee decides none; status refused where the payee decides \
          held; the claw_back_commission request also decides Posted of \
          account/compensation_expense (asset USD/2, entry_id {entry}, movement \
@@ -333,5 +386,134 @@ async fn a_commission_corrected_to_nothing_is_clawed_back_again_only_under_the_f
             },
             line: None,
         }]
+    );
+}
+
+#[tokio::test]
+async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rules() {
+    // Proves: under the current rules a commission whose basis, capture
+    // time, capture or payment is not its capture's is refused
+    // (commission_source_mismatch, naming the payment, payee and source),
+    // and the one made from the capture is taken; a build of the sixth
+    // rules took a basis of 20,000 on the same capture, and that history
+    // verifies clean until its rules are rewritten to 7 (the chain
+    // recomputed): then it is a finding at its seq.
+    use aggregates::rules::Rules;
+    use serde_json::json;
+    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
+    let id = |n: u128| uuid::Uuid::from_u128(0xC7_0000 + n);
+    let line = |n: u128| LineId::from_uuid(id(n));
+    let ledger = Ledger::new().await;
+    ledger.set_clock(now);
+    payee_with_work(&ledger, now, line).await;
+    let captured_at = now + Duration::hours(1);
+    attributed_capture(&ledger, id, captured_at).await;
+    let tenant = ledger.tenants[0];
+    let right = commission(id, line(3), captured_at);
+    let wrong: [(&str, AccrueCommission); 4] = [
+        (
+            "basis",
+            AccrueCommission {
+                basis: Amount::new(20_000).unwrap(),
+                ..right.clone()
+            },
+        ),
+        (
+            "time",
+            AccrueCommission {
+                captured_at: captured_at + Duration::seconds(1),
+                ..right.clone()
+            },
+        ),
+        (
+            "capture",
+            AccrueCommission {
+                source: format!("capture:{}", id(999)),
+                ..right.clone()
+            },
+        ),
+        (
+            "payment",
+            AccrueCommission {
+                payment_id: id(998).to_string(),
+                ..right.clone()
+            },
+        ),
+    ];
+    for (key, request) in wrong {
+        let details = json!({
+            "payment_id": request.payment_id,
+            "payee_id": "alice",
+            "source": request.source,
+        });
+        let refused = ledger
+            .bus
+            .execute(
+                tenant,
+                eventstore::IdempotencyKey::parse(key).unwrap(),
+                request,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                &refused.body["error"]["code"],
+                &refused.body["error"]["details"]
+            ),
+            (&json!("commission_source_mismatch"), &details),
+            "{key}: {}",
+            refused.body
+        );
+    }
+    let sixth = commands::CommandBus::start(
+        ledger.store().clone(),
+        commands::BusConfig {
+            rules: Rules::SIXTH,
+            clock: commands::Clock::from_fn(move || captured_at),
+            ..commands::BusConfig::default()
+        },
+        std::sync::Arc::new(commands::Metrics::default()),
+    );
+    let inflated = AccrueCommission {
+        basis: Amount::new(20_000).unwrap(),
+        ..right
+    };
+    let taken = sixth
+        .execute(
+            tenant,
+            eventstore::IdempotencyKey::parse("inflated").unwrap(),
+            inflated,
+        )
+        .await
+        .unwrap();
+    assert!(taken.accepted(), "{}", taken.body);
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+    let seq = ledger
+        .events(0)
+        .await
+        .into_iter()
+        .find(|event| {
+            event
+                .metadata
+                .contains("\"command\": \"accrue_commission\", \"request\"")
+        })
+        .unwrap()
+        .tenant_seq;
+    ledger
+        .tamper(&[format!(
+            "UPDATE events SET metadata = jsonb_set(metadata, '{{rules}}', '7') \
+             WHERE tenant_id = '{tenant}' AND tenant_seq = {seq}"
+        )])
+        .await;
+    ledger.rechain(0).await;
+    let findings = super::findings_of(&ledger.verify().await, tenant);
+    let [replay::verify::Finding::Replay { finding, .. }] = findings.as_slice() else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(finding.tenant_seq, seq, "{findings:?}");
+    assert!(
+        finding.message.contains("commission_source_mismatch"),
+        "{findings:?}"
     );
 }

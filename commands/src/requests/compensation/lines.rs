@@ -8,8 +8,12 @@ use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use aggregates::compensation::{PayeeCommand, Plan, PlanInEffect, Work};
 use aggregates::ids::LineId;
 use aggregates::money::{Amount, Asset};
+use aggregates::payments::Payment;
+use aggregates::rules::Rules;
+use aggregates::RejectionKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 /// The version in effect at `at` of the plan assigned to `payee_id` then,
 /// checked against `resolved` (the plan the request was resolved with).
@@ -134,16 +138,61 @@ pub struct AccrueCommission {
     pub plan_id: Option<String>,
 }
 
+impl AccrueCommission {
+    /// Refused (`commission_source_mismatch`, since rules 7) unless the
+    /// payment it names is attributed to the payee, in its currency, and
+    /// holds the capture `source` names with `basis` as its amount, captured
+    /// at `captured_at`: what the process manager read from the capture,
+    /// read again from the payment, so a request not made from a capture
+    /// (a defect, a rewritten history) is not taken as one.
+    fn made_from_capture(&self, decider: &Decider<'_>) -> Result<(), Refusal> {
+        let payment = decider.state::<Payment>(&self.payment_id)?;
+        let attributed = payment.intent.as_ref().is_some_and(|intent| {
+            intent.terms.payee.as_deref() == Some(self.payee_id.as_str())
+                && intent.terms.asset == self.currency
+        });
+        let capture = self
+            .source
+            .strip_prefix("capture:")
+            .and_then(|id| id.parse().ok())
+            .and_then(|capture_id| payment.capture(capture_id));
+        match capture {
+            Some((_, capture))
+                if attributed && capture.amount == self.basis && capture.at == self.captured_at =>
+            {
+                Ok(())
+            }
+            _ => Err(Refusal::Rejected {
+                kind: RejectionKind::RuleBroken,
+                code: "commission_source_mismatch".into(),
+                message: format!(
+                    "payment {} attributed to {} has no {} of {} captured at {}",
+                    self.payment_id, self.payee_id, self.source, self.basis, self.captured_at
+                ),
+                details: json!({
+                    "payment_id": self.payment_id,
+                    "payee_id": self.payee_id,
+                    "source": self.source,
+                }),
+            }),
+        }
+    }
+}
+
 impl Request for AccrueCommission {
     const KIND: &'static str = "accrue_commission";
 
     fn targets(&self) -> Vec<Target> {
         let mut targets = line_targets(&self.payee_id, &self.asset, self.line_id);
         targets.extend(plan_target(self.plan_id.as_ref()));
+        targets.push(Target::of::<Payment>(self.payment_id.clone()));
         targets
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        if decider.rules().since(Rules::SEVENTH) {
+            self.made_from_capture(decider)?;
+        }
         let plan = plan_at(
             decider,
             &self.payee_id,
