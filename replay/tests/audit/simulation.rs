@@ -849,6 +849,15 @@ async fn settle(world: &World) {
         (captures, 0),
         "one commission reaction per capture"
     );
+    // Each made from its capture as the payment holds it (rules 7).
+    let (mismatched,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM idempotency_records WHERE idempotency_key LIKE 'pm:commissions:%' \
+         AND outcome->'error'->>'code' = 'commission_source_mismatch'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(mismatched, 0, "a commission refused as not its capture's");
 }
 
 /// Sends every key without a definite answer again until it has one.
