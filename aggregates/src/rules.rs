@@ -130,7 +130,8 @@ impl Rules {
     ///   first, the won dispute left its receivable open for good;
     /// - a commission (the process manager's request) accrues only as its
     ///   capture has it: the payment it names attributed to the payee, in
-    ///   its currency, holding the capture with that amount at that time
+    ///   the payment's currency as the request names it, holding the
+    ///   capture with that amount at that time
     ///   (`commission_source_mismatch`); before, its basis was taken as
     ///   the request gave it, so a defect or a rewritten history could
     ///   accrue on a capture that never was;

@@ -392,7 +392,8 @@ async fn a_commission_corrected_to_nothing_is_clawed_back_again_only_under_the_f
 #[tokio::test]
 async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rules() {
     // Proves: under the current rules a commission whose basis, capture
-    // time, capture or payment is not its capture's is refused
+    // time, capture, payment, payee or currency is not its capture's is
+    // refused
     // (commission_source_mismatch, naming the payment, payee and source),
     // and the one made from the capture is taken; a build of the sixth
     // rules took a basis of 20,000 on the same capture, and that history
@@ -410,7 +411,7 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
     attributed_capture(&ledger, id, captured_at).await;
     let tenant = ledger.tenants[0];
     let right = commission(id, line(3), captured_at);
-    let wrong: [(&str, AccrueCommission); 4] = [
+    let wrong: [(&str, AccrueCommission); 6] = [
         (
             "basis",
             AccrueCommission {
@@ -439,11 +440,25 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
                 ..right.clone()
             },
         ),
+        (
+            "payee",
+            AccrueCommission {
+                payee_id: "bob".into(),
+                ..right.clone()
+            },
+        ),
+        (
+            "currency",
+            AccrueCommission {
+                currency: Asset::new("EUR", 2).unwrap(),
+                ..right.clone()
+            },
+        ),
     ];
     for (key, request) in wrong {
         let details = json!({
             "payment_id": request.payment_id,
-            "payee_id": "alice",
+            "payee_id": request.payee_id,
             "source": request.source,
         });
         let refused = ledger

@@ -248,7 +248,19 @@ impl Reactor for Commissions {
                 .execute_any_asked(tenant_id, key.clone(), &asked, request)
                 .await
             {
-                Ok(_) | Err(PipelineError::KeyReused) => return Ok(()),
+                Ok(outcome) => {
+                    // Made from the event's own capture, the request can be
+                    // refused so only by a defect: recorded, and said.
+                    if outcome.body["error"]["code"] == "commission_source_mismatch" {
+                        tracing::error!(
+                            event_id = %event.event_id,
+                            body = %outcome.body,
+                            "a commission made from a capture was refused as not the capture's"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(PipelineError::KeyReused) => return Ok(()),
                 Err(PipelineError::Stale(_)) => continue,
                 Err(error) => return Err(error.to_string()),
             }

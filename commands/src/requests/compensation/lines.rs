@@ -140,7 +140,8 @@ pub struct AccrueCommission {
 
 impl AccrueCommission {
     /// Refused (`commission_source_mismatch`, since rules 7) unless the
-    /// payment it names is attributed to the payee, in its currency, and
+    /// payment it names is attributed to the payee, in the request's
+    /// `currency` (the payment's, not the payee's `asset`), and
     /// holds the capture `source` names with `basis` as its amount, captured
     /// at `captured_at`: what the process manager read from the capture,
     /// read again from the payment, so a request not made from a capture
