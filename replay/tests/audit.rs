@@ -180,6 +180,19 @@ impl Ledger {
             .unwrap()
     }
 
+    /// Rewrites the rules recorded by the request whose first event is at
+    /// `seq` to `version`, and recomputes the tenant's chain: a forger's
+    /// consistent rewrite.
+    async fn rewrite_rules(&self, tenant: usize, seq: i64, version: u32) {
+        let tenant_id = self.tenants[tenant];
+        self.tamper(&[format!(
+            "UPDATE events SET metadata = jsonb_set(metadata, '{{rules}}', '{version}') \
+             WHERE tenant_id = '{tenant_id}' AND tenant_seq = {seq}"
+        )])
+        .await;
+        self.rechain(tenant).await;
+    }
+
     /// Runs `statements` as a superuser with the append-only trigger off.
     async fn tamper(&self, statements: &[String]) {
         let mut connection = self.store().pool().acquire().await.unwrap();

@@ -946,19 +946,32 @@ async fn a_break_resolves_by_matching_once_its_item_expects_the_line() {
     )
     .await;
     let dispute = dispute["dispute_id"].as_str().unwrap().to_string();
+    // A write-off and an adjustment of `path` each refused with `code`
+    // and `details`.
+    let neither = |path: String, code: &'static str, details: Value| {
+        let acme = &acme;
+        async move {
+            for resolution in ["write_off", "adjust"] {
+                let refused = acme
+                    .post(
+                        &path,
+                        &format!("{resolution}-{code}"),
+                        json!({"resolution": resolution, "reason": "cleanup"}),
+                    )
+                    .await;
+                let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, code);
+                assert_eq!(error["details"], details);
+            }
+        }
+    };
     // Now the dispute expects the line: writing it off or adjusting it
     // would leave the dispute unsettled, so only a match resolves it.
-    for resolution in ["write_off", "adjust"] {
-        let refused = acme
-            .post(
-                &dispute_break,
-                &format!("{resolution}-1"),
-                json!({"resolution": resolution, "reason": "cleanup"}),
-            )
-            .await;
-        let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "break_matchable");
-        assert_eq!(error["details"], json!({"expected": -3_000}));
-    }
+    neither(
+        dispute_break.clone(),
+        "break_matchable",
+        json!({"expected": -3_000}),
+    )
+    .await;
     let (matched, _) = accepted(&acme, &dispute_break, "m-2", matching.clone(), 200).await;
     assert_eq!(
         (&matched["resolution"], &matched["amount"]),
@@ -982,16 +995,9 @@ async fn a_break_resolves_by_matching_once_its_item_expects_the_line() {
     assert_eq!(details, json!({"expected": 0, "actual": 3_000}));
     // While the dispute is open it may still be won, when the line
     // matches: not written off or adjusted before it closes.
+    let awaits = json!({"dispute_id": dispute});
+    neither(reversal_break.clone(), "break_awaits_dispute", awaits).await;
     for resolution in ["write_off", "adjust"] {
-        let refused = acme
-            .post(
-                &reversal_break,
-                &format!("r-{resolution}"),
-                json!({"resolution": resolution, "reason": "cleanup"}),
-            )
-            .await;
-        let error = refused.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "break_awaits_dispute");
-        assert_eq!(error["details"], json!({"dispute_id": dispute}));
         // And never without a reason.
         let unexplained = acme
             .post(

@@ -352,13 +352,7 @@ async fn a_commission_corrected_to_nothing_is_clawed_back_again_only_under_the_f
     }
     let (ledger, seq) = current.unwrap();
     let tenant = ledger.tenants[0];
-    ledger
-        .tamper(&[format!(
-            "UPDATE events SET metadata = jsonb_set(metadata, '{{rules}}', '5') \
-             WHERE tenant_id = '{tenant}' AND tenant_seq = {seq}"
-        )])
-        .await;
-    ledger.rechain(0).await;
+    ledger.rewrite_rules(0, seq, 5).await;
     let entry = line(5);
     let message = format!(
         "amount 0 where the payee decides -1000; cap_shares none where the payee decides \
@@ -515,13 +509,7 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
         })
         .unwrap()
         .tenant_seq;
-    ledger
-        .tamper(&[format!(
-            "UPDATE events SET metadata = jsonb_set(metadata, '{{rules}}', '7') \
-             WHERE tenant_id = '{tenant}' AND tenant_seq = {seq}"
-        )])
-        .await;
-    ledger.rechain(0).await;
+    ledger.rewrite_rules(0, seq, 7).await;
     let findings = super::findings_of(&ledger.verify().await, tenant);
     let [replay::verify::Finding::Replay { finding, .. }] = findings.as_slice() else {
         panic!("{findings:?}");

@@ -1020,12 +1020,7 @@ async fn a_history_recorded_under_older_rules_is_decided_again_under_them() {
         .unwrap()
         .tenant_seq;
     let tenant = old.tenants[0];
-    old.tamper(&[format!(
-        "UPDATE events SET metadata = jsonb_set(metadata, '{{rules}}', '2') \
-         WHERE tenant_id = '{tenant}' AND tenant_seq = {seq}"
-    )])
-    .await;
-    old.rechain(0).await;
+    old.rewrite_rules(0, seq, 2).await;
     let findings = findings_of(&old.verify().await, tenant);
     let Some(Finding::Replay { finding, .. }) = findings.first() else {
         panic!("{findings:?}");
@@ -1464,13 +1459,7 @@ async fn a_history_recorded_under_the_sixth_rules_is_decided_again_under_them() 
             .unwrap()
             .tenant_seq;
         let tenant_id = ledger.tenants[tenant];
-        ledger
-            .tamper(&[format!(
-                "UPDATE events SET metadata = jsonb_set(metadata, '{{rules}}', '7') \
-                 WHERE tenant_id = '{tenant_id}' AND tenant_seq = {seq}"
-            )])
-            .await;
-        ledger.rechain(tenant).await;
+        ledger.rewrite_rules(tenant, seq, 7).await;
         tampered.push((tenant_id, seq, code));
     }
     let report = ledger.verify().await;
