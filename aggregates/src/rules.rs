@@ -132,9 +132,13 @@ impl Rules {
     ///   capture has it: the payment it names attributed to the payee, in
     ///   the payment's currency as the request names it, holding the
     ///   capture with that amount at that time
-    ///   (`commission_source_mismatch`); before, its basis was taken as
-    ///   the request gave it, so a defect or a rewritten history could
-    ///   accrue on a capture that never was;
+    ///   (`commission_source_mismatch`), and a clawback only as its refund
+    ///   or lost dispute has it (the same amount, taking from that
+    ///   dispute's capture or from the refund's tenders' captures, every
+    ///   one made before the refund); before, the process manager's
+    ///   requests were taken as they said, so a defect or a rewritten
+    ///   history could accrue on a capture that never was, or claw back
+    ///   more than was refunded;
     /// - (the route, not the decision) a write-off or adjustment of a
     ///   break names its reason (400 without one).
     pub const SEVENTH: Self = Self(7);

@@ -126,6 +126,44 @@ async fn attributed_capture(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, at
     assert!(captured.accepted(), "{}", captured.body);
 }
 
+/// Dispute `id(n)` of `amount` on capture `id(101)` of payment `id(100)`,
+/// opened, answered and lost.
+async fn lost_dispute(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128, amount: i64) {
+    use aggregates::ids::{CaptureId, DisputeId, PaymentId};
+    use aggregates::journal::account::AccountCode;
+    use aggregates::payments::DisputeOutcome;
+    use commands::requests::payments::{CloseDispute, OpenDispute, SubmitEvidence};
+    let payment_id = PaymentId::from_uuid(id(100));
+    let dispute_id = DisputeId::from_uuid(id(n));
+    let receivable = || AccountCode::parse("receivable:stripe").unwrap();
+    let open = OpenDispute {
+        payment_id,
+        dispute_id,
+        capture_id: CaptureId::from_uuid(id(101)),
+        amount: Amount::new(amount).unwrap(),
+        fee: Amount::new(150).unwrap(),
+        reference: Some(format!("dp_comp_{n}")),
+        reason: None,
+        account: receivable(),
+        asset: usd(),
+    };
+    ledger.run(0, &format!("comp-dispute-{n}"), open).await;
+    let evidence = SubmitEvidence {
+        payment_id,
+        dispute_id,
+    };
+    ledger.run(0, &format!("comp-evidence-{n}"), evidence).await;
+    let close = CloseDispute {
+        payment_id,
+        dispute_id,
+        outcome: DisputeOutcome::Lost,
+        entry_id: aggregates::EntryId::from_uuid(id(n + 1_000)),
+        account: receivable(),
+        asset: usd(),
+    };
+    ledger.run(0, &format!("comp-lost-{n}"), close).await;
+}
+
 /// Alice's commission (line `line`) on capture `id(101)` of payment
 /// `id(100)` ([`attributed_capture`]): 10,000 captured at `captured_at`.
 fn commission(
@@ -186,8 +224,34 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
     ledger
         .run(0, "comp-commission", commission(id, line(3), now))
         .await;
+    let refunds = |codes: &[&str]| {
+        codes
+            .iter()
+            .map(|code| aggregates::journal::account::AccountCode::parse(code).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let refund = commands::requests::payments::RefundPayment {
+        payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
+        refund_id: aggregates::ids::RefundId::from_uuid(id(102)),
+        amount: Amount::new(2_500).unwrap(),
+        tender_id: None,
+        reference: Some("re_comp".into()),
+        reason: None,
+        accounts: refunds(&["receivable:stripe"]),
+        asset: usd(),
+    };
+    ledger.run(0, "comp-refund", refund).await;
     let claw_back = clawed(id, line(4), format!("refund:{}", id(102)), 2_500);
     ledger.run(0, "comp-claw-back", claw_back).await;
+    let fail = commands::requests::payments::FailRefund {
+        payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
+        refund_id: aggregates::ids::RefundId::from_uuid(id(102)),
+        reversal_id: aggregates::EntryId::from_uuid(id(120)),
+        reason: None,
+        accounts: refunds(&["refunds", "receivable:stripe"]),
+        asset: usd(),
+    };
+    ledger.run(0, "comp-refund-failed", fail).await;
     let reverse = ReverseClawBack {
         payee_id: "alice".into(),
         line_id: line(5),
@@ -196,6 +260,7 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
         asset: usd(),
     };
     ledger.run(0, "comp-reverse", reverse).await;
+    lost_dispute(ledger, &id, 103, 2_500).await;
     let claw_back = clawed(id, line(6), format!("dispute:{}", id(103)), 2_500);
     ledger.run(0, "comp-claw-back-2", claw_back).await;
     let payable_at = now + Duration::days(14);
@@ -326,6 +391,7 @@ async fn a_commission_corrected_to_nothing_is_clawed_back_again_only_under_the_f
             asset: usd(),
         };
         ledger.run(0, "comp-correct", correct).await;
+        lost_dispute(&ledger, &id, 102, 10_000).await;
         let lost = clawed(id, line(5), format!("dispute:{}", id(102)), 10_000);
         ledger.run(0, "comp-lost", lost).await;
         let line_event = ledger
@@ -392,7 +458,9 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
     // and the one made from the capture is taken; a build of the sixth
     // rules took a basis of 20,000 on the same capture, and that history
     // verifies clean until its rules are rewritten to 7 (the chain
-    // recomputed): then it is a finding at its seq.
+    // recomputed): then it is a finding at its seq. A clawback whose
+    // amount, captures or payee is not its refund's, or that names a
+    // dispute still open, is refused so too.
     use aggregates::rules::Rules;
     use serde_json::json;
     let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
@@ -474,6 +542,83 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
             refused.body
         );
     }
+    // A clawback takes from what a refund or a lost dispute names.
+    let refund = commands::requests::payments::RefundPayment {
+        payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
+        refund_id: aggregates::ids::RefundId::from_uuid(id(102)),
+        amount: Amount::new(2_500).unwrap(),
+        tender_id: None,
+        reference: Some("re_comp".into()),
+        reason: None,
+        accounts: vec![
+            aggregates::journal::account::AccountCode::parse("receivable:stripe").unwrap(),
+        ],
+        asset: usd(),
+    };
+    ledger.run(0, "refund", refund).await;
+    let open = commands::requests::payments::OpenDispute {
+        payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
+        dispute_id: aggregates::ids::DisputeId::from_uuid(id(103)),
+        capture_id: aggregates::ids::CaptureId::from_uuid(id(101)),
+        amount: Amount::new(1_000).unwrap(),
+        fee: Amount::new(150).unwrap(),
+        reference: Some("dp_open".into()),
+        reason: None,
+        account: aggregates::journal::account::AccountCode::parse("receivable:stripe").unwrap(),
+        asset: usd(),
+    };
+    ledger.run(0, "dispute", open).await;
+    let refunded = clawed(id, line(4), format!("refund:{}", id(102)), 2_500);
+    let clawbacks: [(&str, ClawBack); 4] = [
+        (
+            "refund-amount",
+            clawed(id, line(4), format!("refund:{}", id(102)), 2_000),
+        ),
+        (
+            "refund-captures",
+            ClawBack {
+                captures: vec![format!("capture:{}", id(999))],
+                ..refunded.clone()
+            },
+        ),
+        (
+            "open-dispute",
+            clawed(id, line(4), format!("dispute:{}", id(103)), 1_000),
+        ),
+        (
+            "clawback-payee",
+            ClawBack {
+                payee_id: "bob".into(),
+                ..refunded.clone()
+            },
+        ),
+    ];
+    for (key, request) in clawbacks {
+        let details = json!({
+            "payment_id": request.payment_id,
+            "payee_id": request.payee_id,
+            "source": request.source,
+        });
+        let refused = ledger
+            .bus
+            .execute(
+                tenant,
+                eventstore::IdempotencyKey::parse(key).unwrap(),
+                request,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                &refused.body["error"]["code"],
+                &refused.body["error"]["details"]
+            ),
+            (&json!("commission_source_mismatch"), &details),
+            "{key}: {}",
+            refused.body
+        );
+    }
+    ledger.run(0, "claw-back", refunded).await;
     let sixth = commands::CommandBus::start(
         ledger.store().clone(),
         commands::BusConfig {

@@ -8,7 +8,7 @@ use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use aggregates::compensation::{PayeeCommand, Plan, PlanInEffect, Work};
 use aggregates::ids::LineId;
 use aggregates::money::{Amount, Asset};
-use aggregates::payments::Payment;
+use aggregates::payments::{DisputeState, Payment};
 use aggregates::rules::Rules;
 use aggregates::RejectionKind;
 use chrono::{DateTime, Utc};
@@ -232,14 +232,96 @@ pub struct ClawBack {
     pub asset: Asset,
 }
 
+impl ClawBack {
+    /// Refused (`commission_source_mismatch`, since rules 7) unless the
+    /// payment it names is attributed to the payee and holds what `source`
+    /// names with `amount`: a lost dispute of the one capture `captures`
+    /// names, or a refund whose tenders hold every capture `captures`
+    /// names and every one made before the refund (later captures of a
+    /// tender it drew from may be named or not: the refund's own time
+    /// bounds them).
+    fn made_from_source(&self, decider: &Decider<'_>) -> Result<(), Refusal> {
+        let payment = decider.state::<Payment>(&self.payment_id)?;
+        let attributed = payment
+            .intent
+            .as_ref()
+            .is_some_and(|intent| intent.terms.payee.as_deref() == Some(self.payee_id.as_str()));
+        let named = |capture_id: aggregates::ids::CaptureId| {
+            self.captures.contains(&format!("capture:{capture_id}"))
+        };
+        let agrees = if let Some(id) = self.source.strip_prefix("refund:") {
+            id.parse()
+                .ok()
+                .and_then(|id| payment.refund(id))
+                .is_some_and(|refund| {
+                    let tenders: Vec<_> = payment
+                        .tenders
+                        .iter()
+                        .filter(|tender| {
+                            refund
+                                .parts
+                                .iter()
+                                .any(|part| part.tender_id == tender.tender_id)
+                        })
+                        .collect();
+                    let of_tenders = |capture: &str| {
+                        tenders
+                            .iter()
+                            .flat_map(|tender| &tender.captures)
+                            .any(|made| capture == format!("capture:{}", made.capture_id))
+                    };
+                    refund.amount == self.amount
+                        && self.captures.iter().all(|capture| of_tenders(capture))
+                        && tenders
+                            .iter()
+                            .flat_map(|tender| &tender.captures)
+                            .filter(|made| made.at < refund.at)
+                            .all(|made| named(made.capture_id))
+                })
+        } else if let Some(id) = self.source.strip_prefix("dispute:") {
+            id.parse()
+                .ok()
+                .and_then(|id| payment.dispute(id))
+                .is_some_and(|dispute| {
+                    dispute.state == DisputeState::Lost
+                        && dispute.amount == self.amount
+                        && self.captures == [format!("capture:{}", dispute.capture_id)]
+                })
+        } else {
+            false
+        };
+        if attributed && agrees {
+            return Ok(());
+        }
+        Err(Refusal::Rejected {
+            kind: RejectionKind::RuleBroken,
+            code: "commission_source_mismatch".into(),
+            message: format!(
+                "payment {} attributed to {} has no {} of {} taking from {:?}",
+                self.payment_id, self.payee_id, self.source, self.amount, self.captures
+            ),
+            details: json!({
+                "payment_id": self.payment_id,
+                "payee_id": self.payee_id,
+                "source": self.source,
+            }),
+        })
+    }
+}
+
 impl Request for ClawBack {
     const KIND: &'static str = "claw_back_commission";
 
     fn targets(&self) -> Vec<Target> {
-        line_targets(&self.payee_id, &self.asset, self.line_id)
+        let mut targets = line_targets(&self.payee_id, &self.asset, self.line_id);
+        targets.push(Target::of::<Payment>(self.payment_id.clone()));
+        targets
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        if decider.rules().since(Rules::SEVENTH) {
+            self.made_from_source(decider)?;
+        }
         let command = PayeeCommand::ClawBack {
             line_id: self.line_id,
             payment_id: self.payment_id.clone(),
