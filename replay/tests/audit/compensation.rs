@@ -460,7 +460,8 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
     // verifies clean until its rules are rewritten to 7 (the chain
     // recomputed): then it is a finding at its seq. A clawback whose
     // amount, captures or payee is not its refund's, or that names a
-    // dispute still open, is refused so too.
+    // dispute still open, or a refund whose failure was given back, is
+    // refused so too.
     use aggregates::rules::Rules;
     use serde_json::json;
     let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
@@ -542,7 +543,9 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
             refused.body
         );
     }
-    // A clawback takes from what a refund or a lost dispute names.
+    // A clawback takes from what a refund or a lost dispute names (the
+    // refund a minute after the capture, so the capture is before it).
+    ledger.set_clock(captured_at + Duration::minutes(1));
     let refund = commands::requests::payments::RefundPayment {
         payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
         refund_id: aggregates::ids::RefundId::from_uuid(id(102)),
@@ -569,7 +572,7 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
     };
     ledger.run(0, "dispute", open).await;
     let refunded = clawed(id, line(4), format!("refund:{}", id(102)), 2_500);
-    let clawbacks: [(&str, ClawBack); 4] = [
+    let clawbacks: [(&str, ClawBack); 5] = [
         (
             "refund-amount",
             clawed(id, line(4), format!("refund:{}", id(102)), 2_000),
@@ -589,6 +592,13 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
             "clawback-payee",
             ClawBack {
                 payee_id: "bob".into(),
+                ..refunded.clone()
+            },
+        ),
+        (
+            "refund-no-captures",
+            ClawBack {
+                captures: Vec::new(),
                 ..refunded.clone()
             },
         ),
@@ -619,6 +629,58 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
         );
     }
     ledger.run(0, "claw-back", refunded).await;
+    // A refund that failed, its failure given back before any clawback:
+    // a clawback of it then would take what the refund never paid.
+    let payment_id = aggregates::ids::PaymentId::from_uuid(id(100));
+    let failing = aggregates::ids::RefundId::from_uuid(id(104));
+    let receivable =
+        || aggregates::journal::account::AccountCode::parse("receivable:stripe").unwrap();
+    let refund = commands::requests::payments::RefundPayment {
+        payment_id,
+        refund_id: failing,
+        amount: Amount::new(500).unwrap(),
+        tender_id: None,
+        reference: Some("re_failing".into()),
+        reason: None,
+        accounts: vec![receivable()],
+        asset: usd(),
+    };
+    ledger.run(0, "refund-2", refund).await;
+    let fail = commands::requests::payments::FailRefund {
+        payment_id,
+        refund_id: failing,
+        reversal_id: aggregates::EntryId::from_uuid(id(121)),
+        reason: None,
+        accounts: vec![
+            aggregates::journal::account::AccountCode::parse("refunds").unwrap(),
+            receivable(),
+        ],
+        asset: usd(),
+    };
+    ledger.run(0, "refund-2-failed", fail).await;
+    let reverse = ReverseClawBack {
+        payee_id: "alice".into(),
+        line_id: line(6),
+        clawback_source: format!("refund:{}", id(104)),
+        source: format!("refund_failed:{}", id(104)),
+        asset: usd(),
+    };
+    ledger.run(0, "reverse-2", reverse).await;
+    let late = clawed(id, line(7), format!("refund:{}", id(104)), 500);
+    let refused = ledger
+        .bus
+        .execute(
+            tenant,
+            eventstore::IdempotencyKey::parse("late").unwrap(),
+            late,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.body["error"]["code"], "commission_source_mismatch",
+        "{}",
+        refused.body
+    );
     let sixth = commands::CommandBus::start(
         ledger.store().clone(),
         commands::BusConfig {

@@ -249,13 +249,13 @@ impl Reactor for Commissions {
                 .await
             {
                 Ok(outcome) => {
-                    // Made from the event's own capture, the request can be
-                    // refused so only by a defect: recorded, and said.
+                    // Made from the payment event itself, the request can
+                    // be refused so only by a defect: recorded, and said.
                     if outcome.body["error"]["code"] == "commission_source_mismatch" {
                         tracing::error!(
                             event_id = %event.event_id,
                             body = %outcome.body,
-                            "a commission made from a capture was refused as not the capture's"
+                            "a request made from its payment event was refused as not the event's"
                         );
                     }
                     return Ok(());

@@ -8,7 +8,7 @@ use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
 use aggregates::compensation::{PayeeCommand, Plan, PlanInEffect, Work};
 use aggregates::ids::LineId;
 use aggregates::money::{Amount, Asset};
-use aggregates::payments::{DisputeState, Payment};
+use aggregates::payments::{DisputeState, Payment, RefundState};
 use aggregates::rules::Rules;
 use aggregates::RejectionKind;
 use chrono::{DateTime, Utc};
@@ -239,7 +239,8 @@ impl ClawBack {
     /// names, or a refund whose tenders hold every capture `captures`
     /// names and every one made before the refund (later captures of a
     /// tender it drew from may be named or not: the refund's own time
-    /// bounds them).
+    /// bounds them), and not a refund that failed and whose failure the
+    /// payee's ledger has already given back.
     fn made_from_source(&self, decider: &Decider<'_>) -> Result<(), Refusal> {
         let payment = decider.state::<Payment>(&self.payment_id)?;
         let attributed = payment
@@ -249,7 +250,21 @@ impl ClawBack {
         let named = |capture_id: aggregates::ids::CaptureId| {
             self.captures.contains(&format!("capture:{capture_id}"))
         };
+        // A failed refund's clawback, once its failure has given it back,
+        // would take again what the refund never paid.
+        let given_back = |id: &str| {
+            let failed = format!("refund_failed:{id}");
+            decider
+                .state::<aggregates::compensation::Payee>(&self.payee_id)
+                .is_ok_and(|payee| {
+                    payee
+                        .lines
+                        .iter()
+                        .any(|line| line.source.as_deref() == Some(failed.as_str()))
+                })
+        };
         let agrees = if let Some(id) = self.source.strip_prefix("refund:") {
+            let given_back = given_back(id);
             id.parse()
                 .ok()
                 .and_then(|id| payment.refund(id))
@@ -271,6 +286,7 @@ impl ClawBack {
                             .any(|made| capture == format!("capture:{}", made.capture_id))
                     };
                     refund.amount == self.amount
+                        && !(refund.state == RefundState::Failed && given_back)
                         && self.captures.iter().all(|capture| of_tenders(capture))
                         && tenders
                             .iter()
