@@ -115,6 +115,16 @@ pub(crate) struct Member {
 /// another is a finding at its own seq, so one retimed event is one
 /// finding, the first included.
 fn one_time(members: &mut [Member]) {
+    let Some(first) = members.first().map(|member| member.event.recorded_at) else {
+        return;
+    };
+    // What every request of an untouched history is: nothing to count.
+    if members
+        .iter()
+        .all(|member| member.event.recorded_at == first)
+    {
+        return;
+    }
     let mut counts: Vec<(DateTime<Utc>, usize)> = Vec::new();
     for member in members.iter() {
         match counts
