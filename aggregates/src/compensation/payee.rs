@@ -143,6 +143,14 @@ impl Payee {
         self.lines.iter().find(|line| line.line_id == line_id)
     }
 
+    /// Whether a line accrued from `source` (a capture, a refund, a work
+    /// reference): each accrues once.
+    pub fn has_line_from(&self, source: &str) -> bool {
+        self.lines
+            .iter()
+            .any(|line| line.source.as_deref() == Some(source))
+    }
+
     fn line_mut(&mut self, line_id: LineId) -> Option<&mut Line> {
         self.lines.iter_mut().find(|line| line.line_id == line_id)
     }

@@ -131,11 +131,7 @@ impl Payee {
     }
 
     fn sourced(&self, source: &str) -> Result<(), CompensationError> {
-        if self
-            .lines
-            .iter()
-            .any(|line| line.source.as_deref() == Some(source))
-        {
+        if self.has_line_from(source) {
             return Err(CompensationError::AccruedAlready {
                 origin: source.to_string(),
             });

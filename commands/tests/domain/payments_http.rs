@@ -384,6 +384,13 @@ async fn cash_payment(client: &Client, key: &str, amount: i64) -> (String, Value
     (payment, tender, seq)
 }
 
+/// Stripe's settlement batch `batch_id` of `lines` in USD, settled on
+/// 2026-12-03.
+fn batch(batch_id: &str, lines: Value) -> Value {
+    json!({"processor": "stripe", "batch_id": batch_id, "settled_at": "2026-12-03T00:00:00Z",
+           "currency": "USD", "lines": lines})
+}
+
 fn line(kind: &str, reference: &str, gross: i64, fee: i64) -> Value {
     json!({"type": kind, "reference": reference, "gross": gross, "fee": fee, "net": gross - fee})
 }
@@ -408,11 +415,14 @@ async fn a_settlement_file_gives_exactly_its_breaks_and_each_resolves_once() {
         line("capture", "ch_zzz", 1_000, 30),
         line("capture", "ch_a", 5_000, 150),
     ]);
-    let batch = |batch: &str| {
-        json!({"processor": "stripe", "batch_id": batch, "settled_at": "2026-12-03T00:00:00Z",
-               "currency": "USD", "lines": lines})
-    };
-    let (imported, seq) = accepted(&acme, "/v1/settlements", "b-2", batch("b_2"), 201).await;
+    let (imported, seq) = accepted(
+        &acme,
+        "/v1/settlements",
+        "b-2",
+        batch("b_2", lines.clone()),
+        201,
+    )
+    .await;
     assert_eq!(imported["matched"], 1);
     let breaks: Vec<(Value, Value, Value, Value)> = imported["breaks"]
         .as_array()
@@ -450,7 +460,7 @@ async fn a_settlement_file_gives_exactly_its_breaks_and_each_resolves_once() {
             ),
         ]
     );
-    acme.post("/v1/settlements", "b-2-again", batch("b_2"))
+    acme.post("/v1/settlements", "b-2-again", batch("b_2", lines))
         .await
         .assert_error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -919,10 +929,6 @@ async fn a_break_resolves_by_matching_once_its_item_expects_the_line() {
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
     let (payment, tender) = card_payment(&acme, "w", 10_000, "automatic", "ch_w").await;
-    let batch = |batch: &str, lines: Value| {
-        json!({"processor": "stripe", "batch_id": batch, "settled_at": "2026-12-03T00:00:00Z",
-               "currency": "USD", "lines": lines})
-    };
     let lines = json!([
         line("capture", "ch_w", 10_000, 290),
         line("dispute", "dp_w", -3_000, 1_000)
@@ -1217,10 +1223,6 @@ async fn a_dispute_reversals_break_waits_for_its_dispute_since_the_seventh_rules
     .await;
     let acme = server.tenant("acme").await;
     let (payment, tender) = card_payment(&acme, "w", 10_000, "automatic", "ch_w").await;
-    let batch = |batch: &str, lines: Value| {
-        json!({"processor": "stripe", "batch_id": batch, "settled_at": "2026-12-03T00:00:00Z",
-               "currency": "USD", "lines": lines})
-    };
     let lines = json!([line("capture", "ch_w", 10_000, 290)]);
     accepted(&acme, "/v1/settlements", "b-1", batch("b_1", lines), 201).await;
     let (dispute, _) = accepted(
@@ -1434,10 +1436,6 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
     let (payment, _) = card_payment(&acme, "a", 1_000, "automatic", "ch_a").await;
-    let batch = |batch: &str, lines: Value| {
-        json!({"processor": "stripe", "batch_id": batch, "settled_at": "2026-12-03T00:00:00Z",
-               "currency": "USD", "lines": lines})
-    };
     let settle = |key: &'static str, body: Value| {
         let acme = &acme;
         async move { accepted(acme, "/v1/settlements", key, body, 201).await }

@@ -126,19 +126,17 @@ async fn attributed_capture(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, at
     assert!(captured.accepted(), "{}", captured.body);
 }
 
+fn receivable() -> aggregates::journal::account::AccountCode {
+    aggregates::journal::account::AccountCode::parse("receivable:stripe").unwrap()
+}
+
 /// Dispute `id(n)` of `amount` on capture `id(101)` of payment `id(100)`,
-/// opened, answered and lost.
-async fn lost_dispute(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128, amount: i64) {
+/// opened (under the key `comp-dispute-<n>`).
+async fn open_dispute(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128, amount: i64) {
     use aggregates::ids::{CaptureId, DisputeId, PaymentId};
-    use aggregates::journal::account::AccountCode;
-    use aggregates::payments::DisputeOutcome;
-    use commands::requests::payments::{CloseDispute, OpenDispute, SubmitEvidence};
-    let payment_id = PaymentId::from_uuid(id(100));
-    let dispute_id = DisputeId::from_uuid(id(n));
-    let receivable = || AccountCode::parse("receivable:stripe").unwrap();
-    let open = OpenDispute {
-        payment_id,
-        dispute_id,
+    let open = commands::requests::payments::OpenDispute {
+        payment_id: PaymentId::from_uuid(id(100)),
+        dispute_id: DisputeId::from_uuid(id(n)),
         capture_id: CaptureId::from_uuid(id(101)),
         amount: Amount::new(amount).unwrap(),
         fee: Amount::new(150).unwrap(),
@@ -148,6 +146,16 @@ async fn lost_dispute(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128,
         asset: usd(),
     };
     ledger.run(0, &format!("comp-dispute-{n}"), open).await;
+}
+
+/// [`open_dispute`], answered and lost.
+async fn lost_dispute(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128, amount: i64) {
+    use aggregates::ids::{DisputeId, PaymentId};
+    use aggregates::payments::DisputeOutcome;
+    use commands::requests::payments::{CloseDispute, SubmitEvidence};
+    open_dispute(ledger, &id, n, amount).await;
+    let payment_id = PaymentId::from_uuid(id(100));
+    let dispute_id = DisputeId::from_uuid(id(n));
     let evidence = SubmitEvidence {
         payment_id,
         dispute_id,
@@ -162,6 +170,69 @@ async fn lost_dispute(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128,
         asset: usd(),
     };
     ledger.run(0, &format!("comp-lost-{n}"), close).await;
+}
+
+/// Refund `id(n)` of `amount` from payment `id(100)` (under the key
+/// `comp-refund-<n>`).
+async fn refund(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128, amount: i64) {
+    let refund = commands::requests::payments::RefundPayment {
+        payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
+        refund_id: aggregates::ids::RefundId::from_uuid(id(n)),
+        amount: Amount::new(amount).unwrap(),
+        tender_id: None,
+        reference: Some(format!("re_comp_{n}")),
+        reason: None,
+        accounts: vec![receivable()],
+        asset: usd(),
+    };
+    ledger.run(0, &format!("comp-refund-{n}"), refund).await;
+}
+
+/// Refund `id(n)` failed, its entry reversed by `id(n + 1_000)`.
+async fn failed_refund(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128) {
+    let refunds = aggregates::journal::account::AccountCode::parse("refunds").unwrap();
+    let fail = commands::requests::payments::FailRefund {
+        payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
+        refund_id: aggregates::ids::RefundId::from_uuid(id(n)),
+        reversal_id: aggregates::EntryId::from_uuid(id(n + 1_000)),
+        reason: None,
+        accounts: vec![refunds, receivable()],
+        asset: usd(),
+    };
+    ledger
+        .run(0, &format!("comp-refund-failed-{n}"), fail)
+        .await;
+}
+
+/// Runs `request` under `key`: refused `commission_source_mismatch`,
+/// naming `payment_id`, `payee_id` and `source`.
+async fn refused_as_not_its_source<R: commands::pipeline::Request>(
+    ledger: &Ledger,
+    key: &str,
+    request: R,
+    [payment_id, payee_id, source]: [String; 3],
+) {
+    let refused = ledger
+        .bus
+        .execute(
+            ledger.tenants[0],
+            eventstore::IdempotencyKey::parse(key).unwrap(),
+            request,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &refused.body["error"]["code"],
+            &refused.body["error"]["details"]
+        ),
+        (
+            &serde_json::json!("commission_source_mismatch"),
+            &serde_json::json!({"payment_id": payment_id, "payee_id": payee_id, "source": source})
+        ),
+        "{key}: {}",
+        refused.body
+    );
 }
 
 /// Alice's commission (line `line`) on capture `id(101)` of payment
@@ -224,34 +295,10 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
     ledger
         .run(0, "comp-commission", commission(id, line(3), now))
         .await;
-    let refunds = |codes: &[&str]| {
-        codes
-            .iter()
-            .map(|code| aggregates::journal::account::AccountCode::parse(code).unwrap())
-            .collect::<Vec<_>>()
-    };
-    let refund = commands::requests::payments::RefundPayment {
-        payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
-        refund_id: aggregates::ids::RefundId::from_uuid(id(102)),
-        amount: Amount::new(2_500).unwrap(),
-        tender_id: None,
-        reference: Some("re_comp".into()),
-        reason: None,
-        accounts: refunds(&["receivable:stripe"]),
-        asset: usd(),
-    };
-    ledger.run(0, "comp-refund", refund).await;
+    refund(ledger, &id, 102, 2_500).await;
     let claw_back = clawed(id, line(4), format!("refund:{}", id(102)), 2_500);
     ledger.run(0, "comp-claw-back", claw_back).await;
-    let fail = commands::requests::payments::FailRefund {
-        payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
-        refund_id: aggregates::ids::RefundId::from_uuid(id(102)),
-        reversal_id: aggregates::EntryId::from_uuid(id(120)),
-        reason: None,
-        accounts: refunds(&["refunds", "receivable:stripe"]),
-        asset: usd(),
-    };
-    ledger.run(0, "comp-refund-failed", fail).await;
+    failed_refund(ledger, &id, 102).await;
     let reverse = ReverseClawBack {
         payee_id: "alice".into(),
         line_id: line(5),
@@ -463,7 +510,6 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
     // dispute still open, or a refund whose failure was given back, is
     // refused so too.
     use aggregates::rules::Rules;
-    use serde_json::json;
     let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
     let id = |n: u128| uuid::Uuid::from_u128(0xC7_0000 + n);
     let line = |n: u128| LineId::from_uuid(id(n));
@@ -519,58 +565,14 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
         ),
     ];
     for (key, request) in wrong {
-        let details = json!({
-            "payment_id": request.payment_id,
-            "payee_id": request.payee_id,
-            "source": request.source,
-        });
-        let refused = ledger
-            .bus
-            .execute(
-                tenant,
-                eventstore::IdempotencyKey::parse(key).unwrap(),
-                request,
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            (
-                &refused.body["error"]["code"],
-                &refused.body["error"]["details"]
-            ),
-            (&json!("commission_source_mismatch"), &details),
-            "{key}: {}",
-            refused.body
-        );
+        let named = [&request.payment_id, &request.payee_id, &request.source].map(String::clone);
+        refused_as_not_its_source(&ledger, key, request, named).await;
     }
     // A clawback takes from what a refund or a lost dispute names (the
     // refund a minute after the capture, so the capture is before it).
     ledger.set_clock(captured_at + Duration::minutes(1));
-    let refund = commands::requests::payments::RefundPayment {
-        payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
-        refund_id: aggregates::ids::RefundId::from_uuid(id(102)),
-        amount: Amount::new(2_500).unwrap(),
-        tender_id: None,
-        reference: Some("re_comp".into()),
-        reason: None,
-        accounts: vec![
-            aggregates::journal::account::AccountCode::parse("receivable:stripe").unwrap(),
-        ],
-        asset: usd(),
-    };
-    ledger.run(0, "refund", refund).await;
-    let open = commands::requests::payments::OpenDispute {
-        payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
-        dispute_id: aggregates::ids::DisputeId::from_uuid(id(103)),
-        capture_id: aggregates::ids::CaptureId::from_uuid(id(101)),
-        amount: Amount::new(1_000).unwrap(),
-        fee: Amount::new(150).unwrap(),
-        reference: Some("dp_open".into()),
-        reason: None,
-        account: aggregates::journal::account::AccountCode::parse("receivable:stripe").unwrap(),
-        asset: usd(),
-    };
-    ledger.run(0, "dispute", open).await;
+    refund(&ledger, &id, 102, 2_500).await;
+    open_dispute(&ledger, &id, 103, 1_000).await;
     let refunded = clawed(id, line(4), format!("refund:{}", id(102)), 2_500);
     let clawbacks: [(&str, ClawBack); 5] = [
         (
@@ -604,60 +606,14 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
         ),
     ];
     for (key, request) in clawbacks {
-        let details = json!({
-            "payment_id": request.payment_id,
-            "payee_id": request.payee_id,
-            "source": request.source,
-        });
-        let refused = ledger
-            .bus
-            .execute(
-                tenant,
-                eventstore::IdempotencyKey::parse(key).unwrap(),
-                request,
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            (
-                &refused.body["error"]["code"],
-                &refused.body["error"]["details"]
-            ),
-            (&json!("commission_source_mismatch"), &details),
-            "{key}: {}",
-            refused.body
-        );
+        let named = [&request.payment_id, &request.payee_id, &request.source].map(String::clone);
+        refused_as_not_its_source(&ledger, key, request, named).await;
     }
     ledger.run(0, "claw-back", refunded).await;
     // A refund that failed, its failure given back before any clawback:
     // a clawback of it then would take what the refund never paid.
-    let payment_id = aggregates::ids::PaymentId::from_uuid(id(100));
-    let failing = aggregates::ids::RefundId::from_uuid(id(104));
-    let receivable =
-        || aggregates::journal::account::AccountCode::parse("receivable:stripe").unwrap();
-    let refund = commands::requests::payments::RefundPayment {
-        payment_id,
-        refund_id: failing,
-        amount: Amount::new(500).unwrap(),
-        tender_id: None,
-        reference: Some("re_failing".into()),
-        reason: None,
-        accounts: vec![receivable()],
-        asset: usd(),
-    };
-    ledger.run(0, "refund-2", refund).await;
-    let fail = commands::requests::payments::FailRefund {
-        payment_id,
-        refund_id: failing,
-        reversal_id: aggregates::EntryId::from_uuid(id(121)),
-        reason: None,
-        accounts: vec![
-            aggregates::journal::account::AccountCode::parse("refunds").unwrap(),
-            receivable(),
-        ],
-        asset: usd(),
-    };
-    ledger.run(0, "refund-2-failed", fail).await;
+    refund(&ledger, &id, 104, 500).await;
+    failed_refund(&ledger, &id, 104).await;
     let reverse = ReverseClawBack {
         payee_id: "alice".into(),
         line_id: line(6),
@@ -667,20 +623,8 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
     };
     ledger.run(0, "reverse-2", reverse).await;
     let late = clawed(id, line(7), format!("refund:{}", id(104)), 500);
-    let refused = ledger
-        .bus
-        .execute(
-            tenant,
-            eventstore::IdempotencyKey::parse("late").unwrap(),
-            late,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        refused.body["error"]["code"], "commission_source_mismatch",
-        "{}",
-        refused.body
-    );
+    let named = [&late.payment_id, &late.payee_id, &late.source].map(String::clone);
+    refused_as_not_its_source(&ledger, "late", late, named).await;
     let sixth = commands::CommandBus::start(
         ledger.store().clone(),
         commands::BusConfig {

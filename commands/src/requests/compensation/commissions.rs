@@ -17,7 +17,7 @@ use super::{AccrueCommission, ClawBack, ReverseClawBack};
 use crate::pipeline::load::{as_of_sequence, current_from_types};
 use crate::pipeline::{derive_id, CommandBus, PipelineError};
 use aggregates::compensation::Payee;
-use aggregates::ids::LineId;
+use aggregates::ids::{CaptureId, LineId};
 use aggregates::money::Amount;
 use aggregates::payments::{DisputeOutcome, Payment, PaymentEvent, PAYMENT_AGGREGATE};
 use aggregates::TenantId;
@@ -72,6 +72,12 @@ enum Reaction {
     },
 }
 
+/// How a commission's line names the capture it accrues from
+/// (`capture:<capture_id>`), and a clawback the captures it takes from.
+pub fn capture_source(capture_id: CaptureId) -> String {
+    format!("capture:{capture_id}")
+}
+
 fn reaction(payment: &Payment, event: PaymentEvent) -> Option<Reaction> {
     match event {
         PaymentEvent::Captured {
@@ -80,7 +86,7 @@ fn reaction(payment: &Payment, event: PaymentEvent) -> Option<Reaction> {
             at,
             ..
         } => Some(Reaction::Accrue {
-            source: format!("capture:{capture_id}"),
+            source: capture_source(capture_id),
             basis: amount,
             captured_at: at,
         }),
@@ -97,7 +103,7 @@ fn reaction(payment: &Payment, event: PaymentEvent) -> Option<Reaction> {
                 .iter()
                 .filter(|tender| parts.iter().any(|part| part.tender_id == tender.tender_id))
                 .flat_map(|tender| &tender.captures)
-                .map(|capture| format!("capture:{}", capture.capture_id))
+                .map(|capture| capture_source(capture.capture_id))
                 .collect(),
             amount,
         }),
@@ -115,7 +121,7 @@ fn reaction(payment: &Payment, event: PaymentEvent) -> Option<Reaction> {
             .find(|dispute| dispute.dispute_id == dispute_id)
             .map(|dispute| Reaction::ClawBack {
                 source: format!("dispute:{dispute_id}"),
-                captures: vec![format!("capture:{}", dispute.capture_id)],
+                captures: vec![capture_source(dispute.capture_id)],
                 amount: dispute.amount,
             }),
         _ => None,

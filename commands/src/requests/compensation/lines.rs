@@ -3,12 +3,13 @@
 //! process manager's), and a held line becoming payable (the
 //! scheduler's). Each accrues once and posts its entry.
 
+use super::commissions::capture_source;
 use super::{accrue, line_targets, payee};
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
-use aggregates::compensation::{PayeeCommand, Plan, PlanInEffect, Work};
+use aggregates::compensation::{Payee, PayeeCommand, Plan, PlanInEffect, Work};
 use aggregates::ids::LineId;
 use aggregates::money::{Amount, Asset};
-use aggregates::payments::{DisputeState, Payment, RefundState};
+use aggregates::payments::{Capture, DisputeState, IntentTerms, Payment, RefundState};
 use aggregates::rules::Rules;
 use aggregates::RejectionKind;
 use chrono::{DateTime, Utc};
@@ -138,6 +139,31 @@ pub struct AccrueCommission {
     pub plan_id: Option<String>,
 }
 
+/// Refused (`commission_source_mismatch`): a process manager's request
+/// naming in payment `payment_id`, for payee `payee_id`, a `source` the
+/// payment does not hold so (`held`, what the request says it held).
+fn source_mismatch(payment_id: &str, payee_id: &str, source: &str, held: String) -> Refusal {
+    Refusal::Rejected {
+        kind: RejectionKind::RuleBroken,
+        code: "commission_source_mismatch".into(),
+        message: format!("payment {payment_id} attributed to {payee_id} has no {source} {held}"),
+        details: json!({
+            "payment_id": payment_id,
+            "payee_id": payee_id,
+            "source": source,
+        }),
+    }
+}
+
+/// The terms of `payment` when it is attributed to `payee_id`.
+fn attributed<'a>(payment: &'a Payment, payee_id: &str) -> Option<&'a IntentTerms> {
+    payment
+        .intent
+        .as_ref()
+        .map(|intent| &intent.terms)
+        .filter(|terms| terms.payee.as_deref() == Some(payee_id))
+}
+
 impl AccrueCommission {
     /// Refused (`commission_source_mismatch`, since rules 7) unless the
     /// payment it names is attributed to the payee, in the request's
@@ -148,10 +174,8 @@ impl AccrueCommission {
     /// (a defect, a rewritten history) is not taken as one.
     fn made_from_capture(&self, decider: &Decider<'_>) -> Result<(), Refusal> {
         let payment = decider.state::<Payment>(&self.payment_id)?;
-        let attributed = payment.intent.as_ref().is_some_and(|intent| {
-            intent.terms.payee.as_deref() == Some(self.payee_id.as_str())
-                && intent.terms.asset == self.currency
-        });
+        let in_currency =
+            attributed(payment, &self.payee_id).is_some_and(|terms| terms.asset == self.currency);
         let capture = self
             .source
             .strip_prefix("capture:")
@@ -159,23 +183,18 @@ impl AccrueCommission {
             .and_then(|capture_id| payment.capture(capture_id));
         match capture {
             Some((_, capture))
-                if attributed && capture.amount == self.basis && capture.at == self.captured_at =>
+                if in_currency
+                    && capture.amount == self.basis
+                    && capture.at == self.captured_at =>
             {
                 Ok(())
             }
-            _ => Err(Refusal::Rejected {
-                kind: RejectionKind::RuleBroken,
-                code: "commission_source_mismatch".into(),
-                message: format!(
-                    "payment {} attributed to {} has no {} of {} captured at {}",
-                    self.payment_id, self.payee_id, self.source, self.basis, self.captured_at
-                ),
-                details: json!({
-                    "payment_id": self.payment_id,
-                    "payee_id": self.payee_id,
-                    "source": self.source,
-                }),
-            }),
+            _ => Err(source_mismatch(
+                &self.payment_id,
+                &self.payee_id,
+                &self.source,
+                format!("of {} captured at {}", self.basis, self.captured_at),
+            )),
         }
     }
 }
@@ -243,85 +262,65 @@ impl ClawBack {
     /// payee's ledger has already given back.
     fn made_from_source(&self, decider: &Decider<'_>) -> Result<(), Refusal> {
         let payment = decider.state::<Payment>(&self.payment_id)?;
-        let attributed = payment
-            .intent
-            .as_ref()
-            .is_some_and(|intent| intent.terms.payee.as_deref() == Some(self.payee_id.as_str()));
-        let named = |capture_id: aggregates::ids::CaptureId| {
-            self.captures.contains(&format!("capture:{capture_id}"))
-        };
-        // A failed refund's clawback, once its failure has given it back,
-        // would take again what the refund never paid.
-        let given_back = |id: &str| {
-            let failed = format!("refund_failed:{id}");
-            decider
-                .state::<aggregates::compensation::Payee>(&self.payee_id)
-                .is_ok_and(|payee| {
-                    payee
-                        .lines
-                        .iter()
-                        .any(|line| line.source.as_deref() == Some(failed.as_str()))
-                })
-        };
-        let agrees = if let Some(id) = self.source.strip_prefix("refund:") {
-            let given_back = given_back(id);
-            id.parse()
-                .ok()
-                .and_then(|id| payment.refund(id))
-                .is_some_and(|refund| {
-                    let tenders: Vec<_> = payment
-                        .tenders
-                        .iter()
-                        .filter(|tender| {
-                            refund
-                                .parts
-                                .iter()
-                                .any(|part| part.tender_id == tender.tender_id)
-                        })
-                        .collect();
-                    let of_tenders = |capture: &str| {
-                        tenders
-                            .iter()
-                            .flat_map(|tender| &tender.captures)
-                            .any(|made| capture == format!("capture:{}", made.capture_id))
-                    };
-                    refund.amount == self.amount
-                        && !(refund.state == RefundState::Failed && given_back)
-                        && self.captures.iter().all(|capture| of_tenders(capture))
-                        && tenders
-                            .iter()
-                            .flat_map(|tender| &tender.captures)
-                            .filter(|made| made.at < refund.at)
-                            .all(|made| named(made.capture_id))
-                })
-        } else if let Some(id) = self.source.strip_prefix("dispute:") {
-            id.parse()
-                .ok()
-                .and_then(|id| payment.dispute(id))
-                .is_some_and(|dispute| {
-                    dispute.state == DisputeState::Lost
-                        && dispute.amount == self.amount
-                        && self.captures == [format!("capture:{}", dispute.capture_id)]
-                })
-        } else {
-            false
-        };
-        if attributed && agrees {
+        let agrees = attributed(payment, &self.payee_id).is_some()
+            && if let Some(id) = self.source.strip_prefix("refund:") {
+                self.takes_from_refund(decider, payment, id)
+            } else if let Some(id) = self.source.strip_prefix("dispute:") {
+                id.parse()
+                    .ok()
+                    .and_then(|id| payment.dispute(id))
+                    .is_some_and(|dispute| {
+                        dispute.state == DisputeState::Lost
+                            && dispute.amount == self.amount
+                            && self.captures == [capture_source(dispute.capture_id)]
+                    })
+            } else {
+                false
+            };
+        if agrees {
             return Ok(());
         }
-        Err(Refusal::Rejected {
-            kind: RejectionKind::RuleBroken,
-            code: "commission_source_mismatch".into(),
-            message: format!(
-                "payment {} attributed to {} has no {} of {} taking from {:?}",
-                self.payment_id, self.payee_id, self.source, self.amount, self.captures
-            ),
-            details: json!({
-                "payment_id": self.payment_id,
-                "payee_id": self.payee_id,
-                "source": self.source,
-            }),
-        })
+        Err(source_mismatch(
+            &self.payment_id,
+            &self.payee_id,
+            &self.source,
+            format!("of {} taking from {:?}", self.amount, self.captures),
+        ))
+    }
+
+    /// Whether refund `id` of `payment` is what the clawback names: its
+    /// amount, captures of its tenders (every one made before it), and
+    /// not a failure the payee's ledger has given back already (a
+    /// clawback then would take again what the refund never paid).
+    fn takes_from_refund(&self, decider: &Decider<'_>, payment: &Payment, id: &str) -> bool {
+        let Some(refund) = id.parse().ok().and_then(|id| payment.refund(id)) else {
+            return false;
+        };
+        let made: Vec<&Capture> = payment
+            .tenders
+            .iter()
+            .filter(|tender| {
+                refund
+                    .parts
+                    .iter()
+                    .any(|part| part.tender_id == tender.tender_id)
+            })
+            .flat_map(|tender| &tender.captures)
+            .collect();
+        let given_back = refund.state == RefundState::Failed
+            && decider
+                .state::<Payee>(&self.payee_id)
+                .is_ok_and(|payee| payee.has_line_from(&format!("refund_failed:{id}")));
+        refund.amount == self.amount
+            && !given_back
+            && self.captures.iter().all(|named| {
+                made.iter()
+                    .any(|capture| *named == capture_source(capture.capture_id))
+            })
+            && made
+                .iter()
+                .filter(|capture| capture.at < refund.at)
+                .all(|capture| self.captures.contains(&capture_source(capture.capture_id)))
     }
 }
 
