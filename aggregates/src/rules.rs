@@ -142,8 +142,16 @@ impl Rules {
     /// - (the route, not the decision) a write-off or adjustment of a
     ///   break names its reason (400 without one).
     pub const SEVENTH: Self = Self(7);
+    /// Version 8:
+    /// - a clawback's reversal (the process manager's request) names its
+    ///   payment and is taken only as that payment has it: attributed to
+    ///   the payee, holding the refund both its sources name, failed
+    ///   (`commission_source_mismatch`); before, it was taken as it said,
+    ///   so a defect or a rewritten history could give back a clawback
+    ///   whose refund stands.
+    pub const EIGHTH: Self = Self(8);
     /// What new requests are decided under.
-    pub const CURRENT: Self = Self::SEVENTH;
+    pub const CURRENT: Self = Self::EIGHTH;
 
     /// Version `version`, if this build knows it.
     pub fn new(version: u32) -> Option<Self> {
@@ -182,6 +190,7 @@ mod tests {
         assert_eq!(Rules::new(5), Some(Rules::FIFTH));
         assert_eq!(Rules::new(6), Some(Rules::SIXTH));
         assert_eq!(Rules::new(7), Some(Rules::SEVENTH));
+        assert_eq!(Rules::new(8), Some(Rules::EIGHTH));
         assert_eq!(Rules::new(Rules::CURRENT.version() + 1), None);
         assert!(Rules::CURRENT.since(Rules::SECOND));
         assert!(Rules::CURRENT.since(Rules::THIRD));
@@ -194,6 +203,8 @@ mod tests {
         assert!(!Rules::FIFTH.since(Rules::SIXTH));
         assert!(Rules::CURRENT.since(Rules::SEVENTH));
         assert!(!Rules::SIXTH.since(Rules::SEVENTH));
+        assert!(Rules::CURRENT.since(Rules::EIGHTH));
+        assert!(!Rules::SEVENTH.since(Rules::EIGHTH));
         assert!(!Rules::THIRD.since(Rules::FOURTH));
     }
 }

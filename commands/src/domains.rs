@@ -140,11 +140,12 @@ pub struct Section {
     pub report: fn(&str, &dyn AnyAggregate, Option<DateTime<Utc>>) -> Value,
 }
 
-/// The domains indexed for a replay: aggregate types and request kinds by
-/// name.
+/// The domains indexed for a replay: aggregate types, request kinds and
+/// schedule readers by name.
 pub struct Registry {
     aggregates: HashMap<&'static str, AggregateKind>,
     requests: HashMap<&'static str, RequestKind>,
+    schedules: HashMap<&'static str, ScheduleReader>,
     sections: Vec<Section>,
 }
 
@@ -158,6 +159,7 @@ impl Registry {
     pub fn of(domains: Vec<Domain>) -> Self {
         let mut aggregates = HashMap::new();
         let mut requests = HashMap::new();
+        let mut schedules = HashMap::new();
         let mut sections = Vec::new();
         for domain in domains {
             for kind in domain.aggregates {
@@ -176,11 +178,20 @@ impl Registry {
                     kind.kind
                 );
             }
+            for reader in domain.schedules {
+                let twice = schedules.insert(reader.aggregate_type, reader);
+                assert!(
+                    twice.is_none(),
+                    "schedule of {} registered twice",
+                    reader.aggregate_type
+                );
+            }
             sections.extend(domain.sections);
         }
         Self {
             aggregates,
             requests,
+            schedules,
             sections,
         }
     }
@@ -193,6 +204,11 @@ impl Registry {
     /// The request kind named `kind`, when a domain registers it.
     pub fn request(&self, kind: &str) -> Option<&RequestKind> {
         self.requests.get(kind)
+    }
+
+    /// What events of `aggregate_type` schedule, when a domain says.
+    pub fn schedule(&self, aggregate_type: &str) -> Option<&ScheduleReader> {
+        self.schedules.get(aggregate_type)
     }
 
     /// The report's sections, in domain order.

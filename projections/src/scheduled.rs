@@ -52,7 +52,24 @@ pub enum ScheduleChange {
 #[derive(Clone, Copy)]
 pub struct ScheduleReader {
     pub aggregate_type: &'static str,
+    /// The stored types of the events that schedule or settle work: the
+    /// others are not decoded for the schedule (an upcaster that renamed
+    /// one would need the old name here too).
+    pub events: &'static [&'static str],
     pub read: fn(&StoredEvent) -> Result<Vec<ScheduleChange>, ApplyError>,
+}
+
+impl ScheduleReader {
+    /// What `event` schedules: nothing when its aggregate type or event
+    /// type is not this reader's.
+    pub fn changes(&self, event: &StoredEvent) -> Result<Vec<ScheduleChange>, ApplyError> {
+        if event.aggregate_type != self.aggregate_type
+            || !self.events.contains(&event.event_type.as_str())
+        {
+            return Ok(Vec::new());
+        }
+        (self.read)(event)
+    }
 }
 
 /// The projection, reading the events of every reader's aggregate type.
@@ -124,7 +141,7 @@ impl Projection for ScheduledWork {
             let Some(reader) = self.readers.get(event.aggregate_type.as_str()) else {
                 continue;
             };
-            for (n, change) in (reader.read)(event)?.into_iter().enumerate() {
+            for (n, change) in reader.changes(event)?.into_iter().enumerate() {
                 fold(&mut rows, event, n, change);
             }
         }

@@ -13,6 +13,7 @@
 //! - `state`: the tenant state folded request by request, each recorded
 //!   request decided again by its domain and its events compared.
 //! - `differences`: how a stored event differs from the decided one.
+//! - `owed`: the work a tenant's events scheduled and nothing did.
 //! - `report`: a replay's report, section by section as domains declare.
 //! - `verify`: checks and the report.
 //! - `as_of`: replays as of a seq or a time, chain-checked.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod differences;
 pub mod export;
 pub mod http;
+pub mod owed;
 pub mod report;
 pub mod reports;
 pub mod source;

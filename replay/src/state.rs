@@ -29,6 +29,7 @@
 //! request's events (at most [`REQUEST_EVENTS_MAX`]), never with its history.
 
 use crate::differences::{compare, missing, unexpected};
+use crate::owed::Schedule;
 use crate::source::AuditEvent;
 use aggregates::journal::{Balances, JournalEntry};
 use aggregates::rules::Rules;
@@ -87,6 +88,11 @@ pub struct TenantState {
     /// Every journal entry posted, with the time its request was recorded
     /// (kept for reports only).
     entries: Option<Vec<(DateTime<Utc>, JournalEntry)>>,
+    /// The work the events scheduled and nothing did yet (verification
+    /// only).
+    schedule: Option<Schedule>,
+    /// The rules the last request decided again was decided under.
+    rules: Rules,
 }
 
 /// The stored events of one request.
@@ -174,6 +180,8 @@ impl TenantState {
             last_recorded_at: None,
             request: None,
             entries: None,
+            schedule: (!partial).then(Schedule::default),
+            rules: Rules::CURRENT,
         }
     }
 
@@ -211,6 +219,9 @@ impl TenantState {
             ));
         }
         *version = event.aggregate_seq.max(*version);
+        if let Some(schedule) = self.schedule.as_mut() {
+            schedule.read(event, line);
+        }
         self.join(event, line, problems, false);
         findings
     }
@@ -280,8 +291,12 @@ impl TenantState {
         let (Some(mut request), Some(fold)) = (self.request.take(), self.fold.as_mut()) else {
             return Vec::new();
         };
+        if let Some(schedule) = self.schedule.as_mut() {
+            schedule.done(&request.idempotency_key);
+        }
         let entries = match redecide(fold, &request.members) {
-            Ok((redecision, findings)) => {
+            Ok((redecision, findings, rules)) => {
+                self.rules = rules;
                 for (position, problem) in findings {
                     request.members[position].problems.push(problem);
                 }
@@ -324,6 +339,16 @@ impl TenantState {
                 (finding, member.line)
             })
             .collect()
+    }
+
+    /// The work due more than [`OWED_AFTER`](crate::owed::OWED_AFTER)
+    /// before the last event that nothing did and the domain would take
+    /// (verification only; after the last request is settled).
+    pub fn owed(&mut self) -> Vec<LocatedFinding> {
+        match (&self.schedule, self.fold.as_mut(), self.last_recorded_at) {
+            (Some(schedule), Some(fold), Some(now)) => schedule.owed(fold, now, self.rules),
+            _ => Vec::new(),
+        }
     }
 
     /// seq of the last event folded.
@@ -369,10 +394,19 @@ fn records_a_request(metadata: &str) -> bool {
 /// Decides the request `members` record and compares: the decision and the
 /// problems found, each with the position of the member it is about; or,
 /// when no decision can be made, why (about the first member).
+/// Also returns the rules it was decided under.
+#[allow(clippy::type_complexity)]
 fn redecide(
     fold: &mut TenantFold,
     members: &[Member],
-) -> Result<(commands::pipeline::fold::Redecision, Vec<(usize, String)>), String> {
+) -> Result<
+    (
+        commands::pipeline::fold::Redecision,
+        Vec<(usize, String)>,
+        Rules,
+    ),
+    String,
+> {
     let first = &members[0].event;
     let Recorded {
         kind,
@@ -419,7 +453,7 @@ fn redecide(
     for decided in decided.iter().skip(members.len()) {
         problems.push((last, missing(decided, &kind)));
     }
-    Ok((redecision, problems))
+    Ok((redecision, problems, rules))
 }
 
 /// A request a first event records, read back.
@@ -596,6 +630,7 @@ mod tests {
         let fifth = format!(r#"{{"rules": 5, "command": "consume_quota", "request": {body}}}"#);
         let sixth = format!(r#"{{"rules": 6, "command": "consume_quota", "request": {body}}}"#);
         let seventh = format!(r#"{{"rules": 7, "command": "consume_quota", "request": {body}}}"#);
+        let eighth = format!(r#"{{"rules": 8, "command": "consume_quota", "request": {body}}}"#);
         for (metadata, rules) in [
             (&first, Rules::FIRST),
             (&second, Rules::SECOND),
@@ -604,6 +639,7 @@ mod tests {
             (&fifth, Rules::FIFTH),
             (&sixth, Rules::SIXTH),
             (&seventh, Rules::SEVENTH),
+            (&eighth, Rules::EIGHTH),
         ] {
             assert!(read_without_tree(metadata), "{metadata}");
             assert_eq!(read_back(metadata).unwrap().rules, rules);
@@ -612,7 +648,7 @@ mod tests {
         assert!(!read_without_tree(&unknown));
         assert_eq!(
             read_back(&unknown).err().as_deref(),
-            Some("the request was decided under rules 9, which this build does not know (it knows 1 to 7)")
+            Some("the request was decided under rules 9, which this build does not know (it knows 1 to 8)")
         );
         let no_number =
             format!(r#"{{"rules": "2", "command": "consume_quota", "request": {body}}}"#);

@@ -357,6 +357,9 @@ impl TenantAudit {
         for (finding, line) in self.state.settle() {
             self.findings.push(Finding::Replay { finding, line });
         }
+        for (finding, line) in self.state.owed() {
+            self.findings.push(Finding::Replay { finding, line });
+        }
         for finding in self.checker.finish(head_seq, &head_hash) {
             self.findings.push(Finding::Chain {
                 tenant_seq: finding.tenant_seq(),

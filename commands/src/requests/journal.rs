@@ -626,6 +626,7 @@ pub fn domain() -> crate::domains::Domain {
         process_managers: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::journal::hold::HOLD_AGGREGATE,
+            events: &["HoldPlaced", "HoldPosted", "HoldVoided", "HoldExpired"],
             read: schedule,
         }],
         routes: || crate::http::journal::router().merge(crate::http::ledger::router()),

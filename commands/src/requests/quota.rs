@@ -449,6 +449,7 @@ pub fn domain() -> crate::domains::Domain {
         process_managers: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::quota::QUOTA_AGGREGATE,
+            events: &["GrantIssued", "GrantRevoked", "GrantExpired"],
             read: schedule,
         }],
         routes: || crate::http::grants::router().merge(crate::http::quota::router()),

@@ -447,6 +447,7 @@ pub fn domain() -> crate::domains::Domain {
         process_managers: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::subscription::SUBSCRIPTION_AGGREGATE,
+            events: &["Subscribed", "PeriodRenewed", "Cancelled"],
             read: schedule,
         }],
         routes: crate::http::subscription::router,

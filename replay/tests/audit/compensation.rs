@@ -305,6 +305,7 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
         clawback_source: format!("refund:{}", id(102)),
         source: format!("refund_failed:{}", id(102)),
         asset: usd(),
+        payment_id: Some(id(100).to_string()),
     };
     ledger.run(0, "comp-reverse", reverse).await;
     lost_dispute(ledger, &id, 103, 2_500).await;
@@ -518,7 +519,6 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
     payee_with_work(&ledger, now, line).await;
     let captured_at = now + Duration::hours(1);
     attributed_capture(&ledger, id, captured_at).await;
-    let tenant = ledger.tenants[0];
     let right = commission(id, line(3), captured_at);
     let wrong: [(&str, AccrueCommission); 6] = [
         (
@@ -620,48 +620,64 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
         clawback_source: format!("refund:{}", id(104)),
         source: format!("refund_failed:{}", id(104)),
         asset: usd(),
+        payment_id: Some(id(100).to_string()),
     };
     ledger.run(0, "reverse-2", reverse).await;
     let late = clawed(id, line(7), format!("refund:{}", id(104)), 500);
     let named = [&late.payment_id, &late.payee_id, &late.source].map(String::clone);
     refused_as_not_its_source(&ledger, "late", late, named).await;
-    let sixth = commands::CommandBus::start(
-        ledger.store().clone(),
-        commands::BusConfig {
-            rules: Rules::SIXTH,
-            clock: commands::Clock::from_fn(move || captured_at),
-            ..commands::BusConfig::default()
-        },
-        std::sync::Arc::new(commands::Metrics::default()),
-    );
     let inflated = AccrueCommission {
         basis: Amount::new(20_000).unwrap(),
         ..right
     };
-    let taken = sixth
+    taken_under(&ledger, Rules::SIXTH, captured_at, "inflated", inflated).await;
+    found_only_under(&ledger, "inflated", 7).await;
+}
+
+/// Runs `request` under `key` in tenant 0 on a bus deciding under `rules`
+/// at `at`: taken.
+async fn taken_under<R: commands::pipeline::Request>(
+    ledger: &Ledger,
+    rules: aggregates::rules::Rules,
+    at: DateTime<Utc>,
+    key: &str,
+    request: R,
+) {
+    let bus = commands::CommandBus::start(
+        ledger.store().clone(),
+        commands::BusConfig {
+            rules,
+            clock: commands::Clock::from_fn(move || at),
+            ..commands::BusConfig::default()
+        },
+        std::sync::Arc::new(commands::Metrics::default()),
+    );
+    let taken = bus
         .execute(
-            tenant,
-            eventstore::IdempotencyKey::parse("inflated").unwrap(),
-            inflated,
+            ledger.tenants[0],
+            eventstore::IdempotencyKey::parse(key).unwrap(),
+            request,
         )
         .await
         .unwrap();
     assert!(taken.accepted(), "{}", taken.body);
+}
+
+/// The ledger verifies clean; once tenant 0's request under `key` is
+/// rewritten to rules `rules` (the chain recomputed), it is the one
+/// finding, at its seq, refused `commission_source_mismatch`.
+async fn found_only_under(ledger: &Ledger, key: &str, rules: u32) {
     let report = ledger.verify().await;
     assert!(report.ok, "{:?}", report.lines());
     let seq = ledger
         .events(0)
         .await
         .into_iter()
-        .find(|event| {
-            event
-                .metadata
-                .contains("\"command\": \"accrue_commission\", \"request\"")
-        })
+        .find(|event| event.idempotency_key == key)
         .unwrap()
         .tenant_seq;
-    ledger.rewrite_rules(0, seq, 7).await;
-    let findings = super::findings_of(&ledger.verify().await, tenant);
+    ledger.rewrite_rules(0, seq, rules).await;
+    let findings = super::findings_of(&ledger.verify().await, ledger.tenants[0]);
     let [replay::verify::Finding::Replay { finding, .. }] = findings.as_slice() else {
         panic!("{findings:?}");
     };
@@ -670,4 +686,86 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
         finding.message.contains("commission_source_mismatch"),
         "{findings:?}"
     );
+}
+
+#[tokio::test]
+async fn a_clawback_given_back_without_its_failed_refund_is_refused_since_the_eighth_rules() {
+    // Proves: under the current rules a clawback's reversal that names no
+    // payment, another payee, a refund that stands, or two different
+    // refunds in its sources is refused (commission_source_mismatch,
+    // naming the payment, payee and source), and the one made from the
+    // failed refund is taken; a build of the seventh rules gave back a
+    // clawback whose refund stands, and that history verifies clean until
+    // its rules are rewritten to 8: then it is a finding at its seq.
+    use aggregates::rules::Rules;
+    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
+    let id = |n: u128| uuid::Uuid::from_u128(0xC8_0000 + n);
+    let line = |n: u128| LineId::from_uuid(id(n));
+    let ledger = Ledger::new().await;
+    ledger.set_clock(now);
+    payee_with_work(&ledger, now, line).await;
+    attributed_capture(&ledger, id, now).await;
+    ledger
+        .run(0, "commission", commission(id, line(3), now))
+        .await;
+    ledger.set_clock(now + Duration::minutes(1));
+    for (n, refund_id) in [(4, 102), (5, 104)] {
+        refund(&ledger, &id, refund_id, 2_500).await;
+        let claw_back = clawed(id, line(n), format!("refund:{}", id(refund_id)), 2_500);
+        ledger.run(0, &format!("claw-back-{n}"), claw_back).await;
+    }
+    let right = ReverseClawBack {
+        payee_id: "alice".into(),
+        line_id: line(6),
+        clawback_source: format!("refund:{}", id(102)),
+        source: format!("refund_failed:{}", id(102)),
+        asset: usd(),
+        payment_id: Some(id(100).to_string()),
+    };
+    let standing = right.clone();
+    let named = |request: &ReverseClawBack| {
+        let payment_id = request.payment_id.clone().unwrap_or_default();
+        [payment_id, request.payee_id.clone(), request.source.clone()]
+    };
+    refused_as_not_its_source(&ledger, "standing", standing.clone(), named(&standing)).await;
+    failed_refund(&ledger, &id, 102).await;
+    let wrong: [(&str, ReverseClawBack); 3] = [
+        (
+            "no-payment",
+            ReverseClawBack {
+                payment_id: None,
+                ..right.clone()
+            },
+        ),
+        (
+            "payee",
+            ReverseClawBack {
+                payee_id: "bob".into(),
+                ..right.clone()
+            },
+        ),
+        (
+            "two-refunds",
+            ReverseClawBack {
+                clawback_source: format!("refund:{}", id(104)),
+                ..right.clone()
+            },
+        ),
+    ];
+    for (key, request) in wrong {
+        let details = named(&request);
+        refused_as_not_its_source(&ledger, key, request, details).await;
+    }
+    let taken = ledger.run(0, "reverse", right).await;
+    assert!(taken.accepted(), "{}", taken.body);
+    // Refund id(104) stands: a seventh-rules build gave its clawback back.
+    let forged = ReverseClawBack {
+        line_id: line(7),
+        clawback_source: format!("refund:{}", id(104)),
+        source: format!("refund_failed:{}", id(104)),
+        payment_id: None,
+        ..standing
+    };
+    taken_under(&ledger, Rules::SEVENTH, now, "forged", forged).await;
+    found_only_under(&ledger, "forged", 8).await;
 }

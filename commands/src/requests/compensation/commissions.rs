@@ -197,6 +197,7 @@ impl Commissions {
                 clawback_source: clawback_source.clone(),
                 source: source.clone(),
                 asset,
+                payment_id: Some(payment_id),
             }),
         }))
     }

@@ -361,16 +361,58 @@ pub struct ReverseClawBack {
     /// `refund_failed:<refund_id>`.
     pub source: String,
     pub asset: Asset,
+    /// The payment whose refund failed (named since rules 8; the requests
+    /// recorded before name none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+}
+
+impl ReverseClawBack {
+    /// Refused (`commission_source_mismatch`, since rules 8) unless it
+    /// names its payment, attributed to the payee, and that payment holds
+    /// the refund both sources name, failed: a reversal not made from a
+    /// failed refund (a defect, a rewritten history) would give back what
+    /// a refund that stands took.
+    fn made_from_failure(&self, decider: &Decider<'_>) -> Result<(), Refusal> {
+        let payment_id = self.payment_id.as_deref().unwrap_or_default();
+        let refund_id = self
+            .source
+            .strip_prefix("refund_failed:")
+            .filter(|id| self.clawback_source.strip_prefix("refund:") == Some(id))
+            .and_then(|id| id.parse().ok());
+        let failed = self.payment_id.is_some()
+            && decider
+                .state::<Payment>(payment_id)
+                .ok()
+                .filter(|payment| attributed(payment, &self.payee_id).is_some())
+                .zip(refund_id)
+                .and_then(|(payment, refund_id)| payment.refund(refund_id))
+                .is_some_and(|refund| refund.state == RefundState::Failed);
+        if failed {
+            return Ok(());
+        }
+        Err(source_mismatch(
+            payment_id,
+            &self.payee_id,
+            &self.source,
+            format!("giving back {}", self.clawback_source),
+        ))
+    }
 }
 
 impl Request for ReverseClawBack {
     const KIND: &'static str = "reverse_claw_back";
 
     fn targets(&self) -> Vec<Target> {
-        line_targets(&self.payee_id, &self.asset, self.line_id)
+        let mut targets = line_targets(&self.payee_id, &self.asset, self.line_id);
+        targets.extend(self.payment_id.clone().map(Target::of::<Payment>));
+        targets
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        if decider.rules().since(Rules::EIGHTH) {
+            self.made_from_failure(decider)?;
+        }
         let command = PayeeCommand::ReverseClawBack {
             line_id: self.line_id,
             clawback_source: self.clawback_source.clone(),

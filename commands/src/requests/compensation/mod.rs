@@ -456,6 +456,7 @@ pub fn domain() -> crate::domains::Domain {
         process_managers: vec![commissions::process_manager],
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::compensation::PAYEE_AGGREGATE,
+            events: &["LineAccrued", "LinePayable"],
             read: schedule,
         }],
         routes: crate::http::compensation::router,

@@ -581,6 +581,13 @@ pub fn domain() -> crate::domains::Domain {
         process_managers: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::escrow::COMMITMENT_AGGREGATE,
+            events: &[
+                "MilestoneSubmitted",
+                "InspectionClosed",
+                "CommitmentCreated",
+                "CommitmentCanceled",
+                "CommitmentExpired",
+            ],
             read: schedule,
         }],
         routes: crate::http::escrow::router,

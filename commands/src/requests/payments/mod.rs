@@ -787,6 +787,12 @@ pub fn domain() -> crate::domains::Domain {
         process_managers: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::payments::PAYMENT_AGGREGATE,
+            events: &[
+                "TenderAuthorized",
+                "Captured",
+                "AuthorizationExpired",
+                "PaymentCanceled",
+            ],
             read: schedule,
         }],
         routes: crate::http::payments::router,

@@ -1,0 +1,171 @@
+//! Work a history owes itself: what its events scheduled, fell due an
+//! hour before its last event, and nothing did.
+
+use super::{findings_of, Ledger};
+use aggregates::ids::{CommitmentId, DepositId, TransferId};
+use aggregates::Amount;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use commands::requests::escrow::{
+    CreateCommitment, DepositFunds, Parties, ReleaseMilestone, SubmitMilestone,
+};
+use replay::state::ReplayFinding;
+use replay::verify::Finding;
+
+fn id(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x0E_0000 + n)
+}
+
+/// Commitment `id(n)` of [`super::escrow::terms`] expiring at
+/// `expires_at`, `amount` deposited.
+async fn commitment(ledger: &Ledger, n: u128, expires_at: DateTime<Utc>, amount: i64) {
+    let terms = super::escrow::terms(Some(expires_at));
+    let create = CreateCommitment {
+        commitment_id: CommitmentId::from_uuid(id(n)),
+        terms,
+    };
+    ledger.run(0, &format!("create-{n}"), create).await;
+    let deposit = DepositFunds {
+        commitment_id: CommitmentId::from_uuid(id(n)),
+        deposit_id: DepositId::from_uuid(id(n + 100)),
+        amount: Amount::new(amount).unwrap(),
+        reference: None,
+        parties: Parties::of(&super::escrow::terms(None)),
+    };
+    ledger.run(0, &format!("deposit-{n}"), deposit).await;
+}
+
+/// Both milestones of commitment `id(n)` submitted and released whole: it
+/// is completed.
+async fn complete(ledger: &Ledger, n: u128) {
+    let parties = Parties::of(&super::escrow::terms(None));
+    for (m, milestone) in [(1, "m1"), (2, "m2")] {
+        let submit = SubmitMilestone {
+            commitment_id: CommitmentId::from_uuid(id(n)),
+            milestone_id: milestone.into(),
+            parties: parties.clone(),
+        };
+        ledger.run(0, &format!("submit-{n}-{m}"), submit).await;
+        let release = ReleaseMilestone {
+            commitment_id: CommitmentId::from_uuid(id(n)),
+            milestone_id: milestone.into(),
+            transfer_id: TransferId::from_uuid(id(n + 200 + m)),
+            amount: None,
+            accepted: true,
+            parties: parties.clone(),
+        };
+        ledger.run(0, &format!("release-{n}-{m}"), release).await;
+    }
+}
+
+/// The scheduler's ticker on the ledger's pipeline, at the ledger's clock.
+fn ticker(ledger: &Ledger) -> commands::scheduler::Ticker {
+    let now = ledger.now.clone();
+    commands::scheduler::Ticker::new(
+        ledger.store().pool().clone(),
+        ledger.bus.clone(),
+        std::sync::Arc::new(commands::domains::Registry::new()),
+        commands::Clock::from_fn(move || now.lock().unwrap().unwrap_or_else(Utc::now)),
+        commands::scheduler::TickerConfig::default(),
+    )
+}
+
+#[tokio::test]
+async fn work_the_scheduler_never_did_is_owed_an_hour_after_it_fell_due() {
+    // Proves: a commitment's expiry that nothing submitted is not a finding
+    // while the history's last event is less than an hour past its due
+    // time, and is one (at the seq of the event that scheduled it, naming
+    // the work, its request and key) from that hour on, in the database and
+    // in an export (with its line); a run of it closed by hand in
+    // `scheduler_runs` leaves it owed; a completed commitment's expiry,
+    // which the domain refuses (a final answer), is never owed; once the
+    // ticker submits the expiry, the history verifies clean.
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let due = t0 + Duration::hours(2);
+    let ledger = Ledger::new().await;
+    ledger.set_clock(t0);
+    commitment(&ledger, 1, due, 50_000).await;
+    complete(&ledger, 1).await;
+    commitment(&ledger, 2, due, 7_000).await;
+    let scheduled = ledger
+        .events(0)
+        .await
+        .into_iter()
+        .find(|event| event.idempotency_key == "create-2")
+        .unwrap();
+    let key = format!("pm:scheduler:{}:0", scheduled.event_id);
+    let later = |n: u128, at: DateTime<Utc>| {
+        ledger.set_clock(at);
+        commitment(&ledger, n, at + Duration::days(30), 1_000)
+    };
+    later(3, due + Duration::hours(1) - Duration::seconds(1)).await;
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+    later(4, due + Duration::hours(1)).await;
+    let owed = ReplayFinding {
+        tenant_seq: scheduled.tenant_seq,
+        aggregate_type: "commitment".into(),
+        aggregate_id: id(2).to_string(),
+        message: format!(
+            "work commitment:{}:expiry fell due at 2026-12-01T02:00:00Z and is owed: its \
+             expire_commitment request (key {key}) is not recorded, and the domain takes it at \
+             2026-12-01T03:00:00Z",
+            id(2)
+        ),
+    };
+    let found = |report: &replay::verify::VerifyReport| findings_of(report, ledger.tenants[0]);
+    let expected = [Finding::Replay {
+        finding: owed.clone(),
+        line: None,
+    }];
+    assert_eq!(found(&ledger.verify().await), expected);
+    let dir = std::env::temp_dir().join(format!("ledger-owed-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("acme.jsonl");
+    replay::export::export(ledger.store(), ledger.tenants[0], &file, true)
+        .await
+        .unwrap();
+    let offline = replay::export::verify_file(&file).unwrap();
+    let line = u64::try_from(scheduled.tenant_seq).unwrap() + 1;
+    assert_eq!(
+        offline.tenants[0].findings,
+        [Finding::Replay {
+            finding: owed,
+            line: Some(line),
+        }]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Closed by hand: the ticker passes it by, and it stays owed.
+    ledger.catch_up().await;
+    let close = format!(
+        "INSERT INTO scheduler_runs (tenant_id, idempotency_key, work, leased_until, attempts, \
+         outcome) VALUES ('{}', '{key}', 'commitment:{}:expiry', now(), 1, 'accepted')",
+        ledger.tenants[0],
+        id(2)
+    );
+    ledger.tamper(&[close]).await;
+    let ticker = ticker(&ledger);
+    ticker.tick().await.unwrap();
+    assert_eq!(found(&ledger.verify().await), expected);
+    // The completed commitment's expiry was submitted and refused.
+    let (code,): (Option<String>,) = sqlx::query_as(
+        "SELECT r.error_code FROM scheduler_runs r JOIN scheduled_work w \
+         ON w.tenant_id = r.tenant_id AND w.idempotency_key = r.idempotency_key \
+         WHERE w.work = $1",
+    )
+    .bind(format!("commitment:{}:expiry", id(1)))
+    .fetch_one(ledger.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(code.as_deref(), Some("commitment_completed"));
+
+    // Opened again: the ticker expires it, and nothing is owed.
+    ledger
+        .tamper(&[format!(
+            "DELETE FROM scheduler_runs WHERE idempotency_key = '{key}'"
+        )])
+        .await;
+    ticker.tick().await.unwrap();
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+}
