@@ -96,6 +96,27 @@ impl AppState {
             .await?
             .is_none())
     }
+
+    /// The answer recorded under `key` when its record was made for one of
+    /// `accepts` (the same request asked again), replayed; `None` when the
+    /// key has no record, or one of another request. For a route that
+    /// cannot build its request any more (what it resolves the body with
+    /// moved: a plan left the catalog) and would refuse a retry its first
+    /// attempt was answered.
+    pub async fn answered(
+        &self,
+        tenant_id: aggregates::TenantId,
+        key: &eventstore::IdempotencyKey,
+        accepts: &[eventstore::Fingerprint],
+    ) -> Result<Option<crate::pipeline::Outcome>, error::ApiError> {
+        let record = self.store.idempotency_record(tenant_id, key).await?;
+        Ok(record
+            .filter(|record| accepts.contains(&record.fingerprint))
+            .map(|record| crate::pipeline::Outcome {
+                replayed: true,
+                ..crate::pipeline::Outcome::recorded(&record)
+            }))
+    }
 }
 
 /// HTTP settings.

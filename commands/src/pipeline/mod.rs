@@ -93,6 +93,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The answer `record` keeps, as first given.
+    pub fn recorded(record: &eventstore::IdempotencyRecord) -> Self {
+        Self {
+            status: record.status,
+            body: Arc::new(record.outcome.clone()),
+            tenant_seq: record.tenant_seq,
+            replayed: false,
+        }
+    }
+
     /// Whether the request was accepted.
     pub fn accepted(&self) -> bool {
         (200..300).contains(&self.status)

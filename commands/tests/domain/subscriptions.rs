@@ -589,3 +589,90 @@ async fn renewing_is_refused_until_the_period_ends_and_then_starts_the_next_peri
     assert_trial_balance_is_zero(&acme, seq).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_gets_its_first_answer_though_the_catalog_changed_since() {
+    // Proves: a subscribe and a plan change, retried under their keys
+    // after a restart with a catalog that no longer has their plans (and
+    // another plan's terms changed), get their first answers (replayed)
+    // where they got 400 unknown_plan; the same key with another plan is
+    // 422 idempotency_key_reused, with an unknown one 400 unknown_plan. A
+    // plan change an older build answered (its fingerprint that of the
+    // resolved request) is answered on retry while the plan resolves as it
+    // did.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let subscribed = acme
+        .post("/v1/subscription", "sub-1", json!({"plan": "hobby_v3"}))
+        .await;
+    assert_eq!(
+        subscribed.status,
+        StatusCode::CREATED,
+        "{}",
+        subscribed.body
+    );
+    let older = server.bus(commands::Clock::default());
+    let team = aggregates::plan::PlanCatalog::builtin()
+        .get("team_v4")
+        .unwrap()
+        .clone();
+    let old = older
+        .execute(
+            acme.tenant_id.parse().unwrap(),
+            eventstore::IdempotencyKey::parse("old-build").unwrap(),
+            commands::requests::subscription::ChangePlan { plan: team },
+        )
+        .await
+        .unwrap();
+    assert!(old.accepted(), "{}", old.body);
+    let retried = acme
+        .post(
+            "/v1/subscription/change-plan",
+            "old-build",
+            json!({"plan": "team_v4"}),
+        )
+        .await;
+    assert_eq!(
+        (retried.status, retried.replayed, &retried.body),
+        (StatusCode::OK, true, old.body.as_ref())
+    );
+    let scaled = change_plan(&acme, "up-1", "scale_v1").await;
+    let catalog = r#"{"plans": [{"id": "team_v4", "seats": 50, "runs": null, "credits": 1}]}"#;
+    let server = server
+        .restart_with(Options {
+            plans: Some(aggregates::plan::PlanCatalog::from_json(catalog).unwrap()),
+            ..Options::default()
+        })
+        .await;
+    let acme = Client {
+        base: server.base.clone(),
+        ..acme
+    };
+    let again = acme
+        .post("/v1/subscription", "sub-1", json!({"plan": "hobby_v3"}))
+        .await;
+    assert_eq!(
+        (again.status, again.replayed, &again.body),
+        (StatusCode::CREATED, true, &subscribed.body)
+    );
+    let again = acme
+        .post(
+            "/v1/subscription/change-plan",
+            "up-1",
+            json!({"plan": "scale_v1"}),
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.replayed, &again.body),
+        (StatusCode::OK, true, &scaled)
+    );
+    let other = acme
+        .post("/v1/subscription", "sub-1", json!({"plan": "team_v4"}))
+        .await;
+    other.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+    let unknown = acme
+        .post("/v1/subscription", "sub-1", json!({"plan": "gone_v1"}))
+        .await;
+    unknown.assert_error(StatusCode::BAD_REQUEST, "unknown_plan");
+    server.stop().await;
+}

@@ -67,6 +67,8 @@ pub struct Options {
     pub read_wait: Option<Duration>,
     /// The rules the pipeline decides under; the current ones when `None`.
     pub rules: Option<aggregates::rules::Rules>,
+    /// The plan catalog served; the built-in one when `None`.
+    pub plans: Option<aggregates::plan::PlanCatalog>,
 }
 
 /// A clock the test moves by hand.
@@ -99,7 +101,22 @@ impl TestServer {
     }
 
     pub async fn start_with(options: Options) -> Self {
-        let db = TestDatabase::new().await;
+        Self::serve_on(TestDatabase::new().await, options).await
+    }
+
+    /// Stops this server and serves its database again under `options`
+    /// (another build or configuration taking over), at another address.
+    pub async fn restart_with(mut self, options: Options) -> Self {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+        Self::serve_on(self.db, options).await
+    }
+
+    async fn serve_on(db: TestDatabase, options: Options) -> Self {
         let store = db.store().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -123,7 +140,9 @@ impl TestServer {
                 ..BusConfig::default()
             },
             workers: options.workers,
-            plans: aggregates::plan::PlanCatalog::builtin(),
+            plans: options
+                .plans
+                .unwrap_or_else(aggregates::plan::PlanCatalog::builtin),
             ticker: None,
             read_database_url: None,
         };

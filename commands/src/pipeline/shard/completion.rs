@@ -7,18 +7,8 @@ use super::queue::{replay, Job};
 use super::{store_failure, Appended, InFlight, PipelineError, Shard};
 use crate::pipeline::{CrashPoint, Outcome};
 use aggregates::TenantId;
-use eventstore::{AppendError, AppendReport, IdempotencyKey, IdempotencyRecord};
+use eventstore::{AppendError, AppendReport, IdempotencyKey};
 use std::collections::HashSet;
-use std::sync::Arc;
-
-fn outcome_of(record: &IdempotencyRecord) -> Outcome {
-    Outcome {
-        status: record.status,
-        body: Arc::new(record.outcome.clone()),
-        tenant_seq: record.tenant_seq,
-        replayed: false,
-    }
-}
 
 impl Shard {
     /// Answers the commands of a finished append, or puts them back.
@@ -154,7 +144,11 @@ impl Shard {
                 .iter()
                 .find(|record| record.tenant_id == job.tenant_id && record.key == job.key);
             let answer = match record {
-                Some(record) => replay(&record.fingerprint, &job.fingerprint, &outcome_of(record)),
+                Some(record) => replay(
+                    &record.fingerprint,
+                    &job.fingerprint,
+                    &Outcome::recorded(record),
+                ),
                 None => Err(error),
             };
             self.respond(job, answer);
@@ -185,7 +179,7 @@ impl Shard {
                 .find(|record| record.tenant_id == job.tenant_id && record.key == job.key);
             match record {
                 Some(record) => {
-                    let outcome = outcome_of(record);
+                    let outcome = Outcome::recorded(record);
                     self.recent.remember(
                         job.tenant_id,
                         job.key.clone(),
