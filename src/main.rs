@@ -84,10 +84,11 @@ enum Command {
     /// command (seat moves included): events the quota decides and the
     /// history lacks, and events it does not decide, are findings too.
     ///
-    /// Work the events scheduled (an expiry, a timeout, a renewal) that fell
-    /// due an hour or more before a tenant's last event, that nothing did
-    /// and that the domain would take, is owed: a finding at the seq of the
-    /// event that scheduled it.
+    /// Work the events scheduled (an expiry, a timeout, a renewal) or a
+    /// process manager's reaction (a commission) that fell due an hour or
+    /// more before a tenant's last event, that nothing did and that the
+    /// domain would take, is owed: a finding at the seq of the event that
+    /// asked for it.
     ///
     /// Every finding names the tenant and tenant_seq (or the line of the
     /// file), or the projection, table and key; a projection partition held

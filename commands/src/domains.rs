@@ -32,6 +32,9 @@ pub struct Domain {
     pub process_managers: Vec<ProcessManager>,
     /// What its events schedule (renewals, expiries), for the scheduler.
     pub schedules: Vec<ScheduleReader>,
+    /// What its process managers ask of its events, read from folded
+    /// states (verify's check that no reaction is owed).
+    pub reactions: Vec<ReactionReader>,
     /// Its HTTP routes, with their OpenAPI description.
     pub routes: fn() -> OpenApiRouter<AppState>,
     /// OpenAPI tags of its routes (name, description).
@@ -76,6 +79,24 @@ pub fn projection(name: &str) -> Option<Arc<dyn Projection>> {
     projections()
         .into_iter()
         .find(|projection| projection.name() == name)
+}
+
+/// What a process manager asks of the events of one aggregate type, read
+/// from the states a replay folded: the request it submits for `event`
+/// (under the key it returns) as it would resolve it from the store with
+/// the events up to `event`'s request folded. `None` when it asks nothing.
+#[derive(Clone, Copy)]
+pub struct ReactionReader {
+    /// The process manager's name (`commissions`).
+    pub name: &'static str,
+    pub aggregate_type: &'static str,
+    /// The stored types of the events it reacts to.
+    pub events: &'static [&'static str],
+    #[allow(clippy::type_complexity)]
+    pub read: fn(
+        &crate::pipeline::fold::TenantFold,
+        &eventstore::StoredEvent,
+    ) -> Option<(eventstore::IdempotencyKey, Box<dyn AnyRequest>)>,
 }
 
 /// A process manager, built on the pipeline it submits its requests to
@@ -146,6 +167,7 @@ pub struct Registry {
     aggregates: HashMap<&'static str, AggregateKind>,
     requests: HashMap<&'static str, RequestKind>,
     schedules: HashMap<&'static str, ScheduleReader>,
+    reactions: HashMap<&'static str, Vec<ReactionReader>>,
     sections: Vec<Section>,
 }
 
@@ -160,6 +182,7 @@ impl Registry {
         let mut aggregates = HashMap::new();
         let mut requests = HashMap::new();
         let mut schedules = HashMap::new();
+        let mut reactions: HashMap<&'static str, Vec<ReactionReader>> = HashMap::new();
         let mut sections = Vec::new();
         for domain in domains {
             for kind in domain.aggregates {
@@ -186,12 +209,19 @@ impl Registry {
                     reader.aggregate_type
                 );
             }
+            for reader in domain.reactions {
+                reactions
+                    .entry(reader.aggregate_type)
+                    .or_default()
+                    .push(reader);
+            }
             sections.extend(domain.sections);
         }
         Self {
             aggregates,
             requests,
             schedules,
+            reactions,
             sections,
         }
     }
@@ -209,6 +239,13 @@ impl Registry {
     /// What events of `aggregate_type` schedule, when a domain says.
     pub fn schedule(&self, aggregate_type: &str) -> Option<&ScheduleReader> {
         self.schedules.get(aggregate_type)
+    }
+
+    /// What process managers ask of events of `aggregate_type`.
+    pub fn reactions(&self, aggregate_type: &str) -> &[ReactionReader] {
+        self.reactions
+            .get(aggregate_type)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The report's sections, in domain order.

@@ -1,49 +1,65 @@
-//! Work a tenant's history owes itself: what its events scheduled (a hold's
-//! expiry, a renewal, a held line becoming payable), read through each
-//! domain's schedule reader as the `scheduled_work` projection reads it.
+//! What a tenant's history owes itself: the work its events scheduled (a
+//! hold's expiry, a renewal, a held line becoming payable), read through
+//! each domain's schedule reader as the `scheduled_work` projection reads
+//! it, and the requests its process managers make of its events (a
+//! capture's commission, a refund's clawback), read through their reaction
+//! readers from the states folded.
 //!
-//! The ticker submits each piece of work once it is due, under the key
-//! derived from the event that scheduled it, and a refusal is final. So at
-//! the end of a tenant's history, work that is still open (neither settled
-//! by a later event nor done under its key), due more than [`OWED_AFTER`]
-//! before the history's last event, and that the domain would take now, is
-//! owed: the scheduler skipped it (its run closed by hand, a refusal taken
-//! as final by a defect), and the ledger's balances still hold what it
-//! would have moved. Each such piece is a finding at the seq of the event
-//! that scheduled it. Work the domain refuses now is not: a refusal is the
-//! scheduler's final answer too.
+//! The ticker submits each piece of work once it is due, and a process
+//! manager each reaction once its event is appended, under a key derived
+//! from the event; a refusal is final (recorded beside the chain, not in
+//! it). So at the end of a tenant's history, work still open (neither
+//! settled by a later event nor done under its key) or a reaction not
+//! made under its key, due more than [`OWED_AFTER`] before the history's
+//! last event, that the domain would take now, is owed: the scheduler or
+//! the process manager skipped it (its run closed by hand, a checkpoint
+//! moved past it, a refusal taken as final by a defect), and the ledger
+//! still holds what it would have moved. Each is a finding at the seq of
+//! the event that asked for it. What the domain refuses now is not: a
+//! refusal is the final answer there too.
 
 use crate::source::AuditEvent;
 use crate::state::{registry, LocatedFinding, ReplayFinding};
 use aggregates::rules::Rules;
 use chrono::{DateTime, Duration, Utc};
 use commands::pipeline::fold::TenantFold;
+use commands::pipeline::AnyRequest;
 use eventstore::{IdempotencyKey, JsonText, StoredEvent};
 use projections::reactor::reaction_key;
 use projections::scheduled::{ScheduleChange, SCHEDULER};
 use serde_json::Value;
 use std::collections::HashMap;
 
-/// How long before a history's last event work must have fallen due to be
-/// owed: the ticker runs every second and leases for 30 s, so this leaves
-/// an outage of most of an hour to catch up from.
+/// How long before a history's last event work must have fallen due (or a
+/// reaction's event been recorded) to be owed: the ticker runs every second
+/// and leases for 30 s, and the process managers follow the events as the
+/// projections do, so this leaves an outage of most of an hour to catch up
+/// from.
 pub const OWED_AFTER: Duration = Duration::hours(1);
 
-/// The open work of one tenant, by its name.
+/// What a tenant's events asked for and nothing did yet.
 #[derive(Default)]
-pub struct Schedule {
-    open: HashMap<String, Due>,
+pub struct Owed {
+    /// Open scheduled work by its name.
+    work: HashMap<String, Due>,
     /// The work each open key submits.
     keys: HashMap<String, String>,
+    /// Reactions not made yet, by their key.
+    reactions: HashMap<String, Due>,
 }
 
-/// One piece of open work.
+/// One request owed from `due_at` on.
 struct Due {
     due_at: DateTime<Utc>,
-    key: String,
-    kind: &'static str,
-    request: Value,
-    /// The event that scheduled it (and the line of the file it was read
+    /// When the event that asked for it was recorded: work scheduled
+    /// already overdue (a commission accrued late, payable at once) is
+    /// counted from then.
+    asked_at: DateTime<Utc>,
+    key: IdempotencyKey,
+    request: Box<dyn AnyRequest>,
+    /// What it is, for the finding (`work hold:…:expiry`).
+    what: String,
+    /// The event that asked for it (and the line of the file it was read
     /// from).
     tenant_seq: i64,
     line: Option<u64>,
@@ -51,21 +67,51 @@ struct Due {
     aggregate_id: String,
 }
 
-impl Schedule {
+impl Due {
+    fn of(event: &AuditEvent, line: Option<u64>, due_at: DateTime<Utc>) -> DueOf<'_> {
+        DueOf {
+            event,
+            line,
+            due_at,
+        }
+    }
+}
+
+/// A [`Due`] asked for by `event`, before its request is known.
+struct DueOf<'a> {
+    event: &'a AuditEvent,
+    line: Option<u64>,
+    due_at: DateTime<Utc>,
+}
+
+impl DueOf<'_> {
+    fn request(self, key: IdempotencyKey, request: Box<dyn AnyRequest>, what: String) -> Due {
+        Due {
+            due_at: self.due_at,
+            asked_at: self.event.recorded_at,
+            key,
+            request,
+            what,
+            tenant_seq: self.event.tenant_seq,
+            line: self.line,
+            aggregate_type: self.event.aggregate_type.clone(),
+            aggregate_id: self.event.aggregate_id.clone(),
+        }
+    }
+}
+
+impl Owed {
     /// Reads what `event` schedules or settles. An event its domain's
     /// reader cannot read schedules nothing (its decision is a finding of
     /// its own).
-    pub fn read(&mut self, event: &AuditEvent, line: Option<u64>) {
+    pub fn schedule(&mut self, event: &AuditEvent, line: Option<u64>) {
         let Some(reader) = registry().schedule(&event.aggregate_type) else {
             return;
         };
         if !reader.events.contains(&event.event_type.as_str()) {
             return;
         }
-        let Some(stored) = stored(event) else {
-            return;
-        };
-        let Ok(changes) = reader.changes(&stored) else {
+        let Some(changes) = stored(event).and_then(|stored| reader.changes(&stored).ok()) else {
             return;
         };
         for (n, change) in changes.into_iter().enumerate() {
@@ -77,65 +123,90 @@ impl Schedule {
                     request,
                 } => {
                     let key = reaction_key(SCHEDULER, event.event_id, n);
-                    self.keys.insert(key.clone(), work.clone());
-                    let due = Due {
-                        due_at,
-                        key,
-                        kind,
-                        request,
-                        tenant_seq: event.tenant_seq,
-                        line,
-                        aggregate_type: event.aggregate_type.clone(),
-                        aggregate_id: event.aggregate_id.clone(),
+                    let decoded = registry()
+                        .request(kind)
+                        .and_then(|kind| kind.decode(&request).ok());
+                    let (Some(request), Ok(parsed)) = (decoded, IdempotencyKey::parse(&key)) else {
+                        continue;
                     };
-                    if let Some(replaced) = self.open.insert(work, due) {
-                        self.keys.remove(&replaced.key);
+                    let what = format!("work {work}");
+                    let due = Due::of(event, line, due_at).request(parsed, request, what);
+                    self.keys.insert(key, work.clone());
+                    if let Some(replaced) = self.work.insert(work, due) {
+                        self.keys.remove(replaced.key.as_str());
                     }
                 }
                 ScheduleChange::Settled { work } => {
-                    if let Some(settled) = self.open.remove(&work) {
-                        self.keys.remove(&settled.key);
+                    if let Some(settled) = self.work.remove(&work) {
+                        self.keys.remove(settled.key.as_str());
                     }
                 }
             }
         }
     }
 
-    /// A request was recorded under `key`: the work it submits is done.
-    pub fn done(&mut self, key: &str) {
-        if let Some(work) = self.keys.remove(key) {
-            self.open.remove(&work);
+    /// Reads what process managers ask of `event`, from `fold` with its
+    /// request folded.
+    pub fn react(&mut self, fold: &TenantFold, event: &AuditEvent, line: Option<u64>) {
+        let readers = registry().reactions(&event.aggregate_type);
+        let reading: Vec<_> = readers
+            .iter()
+            .filter(|reader| reader.events.contains(&event.event_type.as_str()))
+            .collect();
+        if reading.is_empty() {
+            return;
+        }
+        let Some(stored) = stored(event) else {
+            return;
+        };
+        for reader in reading {
+            if let Some((key, request)) = (reader.read)(fold, &stored) {
+                let what = format!("the {} process manager's reaction", reader.name);
+                let due = Due::of(event, line, event.recorded_at).request(key, request, what);
+                self.reactions.insert(due.key.as_str().to_string(), due);
+            }
         }
     }
 
-    /// The open work due more than [`OWED_AFTER`] before `now` that `fold`
-    /// (the tenant's state at `now`) would take under `rules`, in the order
-    /// it was scheduled.
+    /// A request was recorded under `key`: the work or reaction it makes is
+    /// done.
+    pub fn done(&mut self, key: &str) {
+        if let Some(work) = self.keys.remove(key) {
+            self.work.remove(&work);
+        }
+        self.reactions.remove(key);
+    }
+
+    /// What is due (and was asked for) more than [`OWED_AFTER`] before
+    /// `now` and that `fold` (the tenant's state at `now`) would take under
+    /// `rules`, in the order it was asked for.
     pub fn owed(
         &self,
         fold: &mut TenantFold,
         now: DateTime<Utc>,
         rules: Rules,
     ) -> Vec<LocatedFinding> {
-        let mut due: Vec<(&String, &Due)> = self
-            .open
-            .iter()
-            .filter(|(_, due)| due.due_at + OWED_AFTER <= now)
+        let mut due: Vec<&Due> = self
+            .work
+            .values()
+            .chain(self.reactions.values())
+            .filter(|due| now.signed_duration_since(due.due_at.max(due.asked_at)) >= OWED_AFTER)
             .collect();
-        due.sort_by_key(|(work, due)| (due.tenant_seq, *work));
+        due.sort_by(|a, b| (a.tenant_seq, &a.what).cmp(&(b.tenant_seq, &b.what)));
         due.into_iter()
-            .filter(|(_, due)| taken(fold, due, now, rules))
-            .map(|(work, due)| {
+            .filter(|due| taken(fold, due, now, rules))
+            .map(|due| {
                 let finding = ReplayFinding {
                     tenant_seq: due.tenant_seq,
                     aggregate_type: due.aggregate_type.clone(),
                     aggregate_id: due.aggregate_id.clone(),
                     message: format!(
-                        "work {work} fell due at {} and is owed: its {} request (key {}) is \
-                         not recorded, and the domain takes it at {}",
+                        "{} fell due at {} and is owed: its {} request (key {}) is not \
+                         recorded, and the domain takes it at {}",
+                        due.what,
                         time(due.due_at),
-                        due.kind,
-                        due.key,
+                        due.request.kind(),
+                        due.key.as_str(),
                         time(now)
                     ),
                 };
@@ -152,21 +223,14 @@ fn time(at: DateTime<Utc>) -> String {
 /// Whether the domain takes `due`'s request against `fold` at `now` and
 /// it moves something (gives events; the decision is not folded).
 fn taken(fold: &mut TenantFold, due: &Due, now: DateTime<Utc>, rules: Rules) -> bool {
-    let (Some(kind), Ok(key), Ok(body)) = (
-        registry().request(due.kind),
-        IdempotencyKey::parse(&due.key),
-        JsonText::from_value(&due.request),
-    ) else {
+    let Ok(body) = due.request.body() else {
         return false;
     };
-    let Ok(request) = kind.decode(&due.request) else {
-        return false;
-    };
-    let redecision = fold.decide((request.as_ref(), &body), &key, now, rules);
+    let redecision = fold.decide((due.request.as_ref(), &body), &due.key, now, rules);
     redecision.decision.is_ok() && redecision.events().next().is_some()
 }
 
-/// `event` as the store reads it, for a schedule reader.
+/// `event` as the store reads it, for a domain's reader.
 fn stored(event: &AuditEvent) -> Option<StoredEvent> {
     Some(StoredEvent {
         tenant_id: event.tenant_id,

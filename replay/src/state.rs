@@ -29,7 +29,7 @@
 //! request's events (at most [`REQUEST_EVENTS_MAX`]), never with its history.
 
 use crate::differences::{compare, missing, unexpected};
-use crate::owed::Schedule;
+use crate::owed::Owed;
 use crate::source::AuditEvent;
 use aggregates::journal::{Balances, JournalEntry};
 use aggregates::rules::Rules;
@@ -88,9 +88,9 @@ pub struct TenantState {
     /// Every journal entry posted, with the time its request was recorded
     /// (kept for reports only).
     entries: Option<Vec<(DateTime<Utc>, JournalEntry)>>,
-    /// The work the events scheduled and nothing did yet (verification
-    /// only).
-    schedule: Option<Schedule>,
+    /// What the events asked for (scheduled work, process managers'
+    /// reactions) and nothing did yet (verification only).
+    owed: Option<Owed>,
     /// The rules the last request decided again was decided under.
     rules: Rules,
 }
@@ -180,7 +180,7 @@ impl TenantState {
             last_recorded_at: None,
             request: None,
             entries: None,
-            schedule: (!partial).then(Schedule::default),
+            owed: (!partial).then(Owed::default),
             rules: Rules::CURRENT,
         }
     }
@@ -219,8 +219,8 @@ impl TenantState {
             ));
         }
         *version = event.aggregate_seq.max(*version);
-        if let Some(schedule) = self.schedule.as_mut() {
-            schedule.read(event, line);
+        if let Some(owed) = self.owed.as_mut() {
+            owed.schedule(event, line);
         }
         self.join(event, line, problems, false);
         findings
@@ -291,8 +291,8 @@ impl TenantState {
         let (Some(mut request), Some(fold)) = (self.request.take(), self.fold.as_mut()) else {
             return Vec::new();
         };
-        if let Some(schedule) = self.schedule.as_mut() {
-            schedule.done(&request.idempotency_key);
+        if let Some(owed) = self.owed.as_mut() {
+            owed.done(&request.idempotency_key);
         }
         let entries = match redecide(fold, &request.members) {
             Ok((redecision, findings, rules)) => {
@@ -313,6 +313,11 @@ impl TenantState {
                 fold_stored(fold, &mut request.members)
             }
         };
+        if let Some(owed) = self.owed.as_mut() {
+            for member in &request.members {
+                owed.react(fold, &member.event, member.line);
+            }
+        }
         let recorded_at = request.members[0].event.recorded_at;
         one_time(&mut request.members);
         for entry in &entries {
@@ -345,8 +350,8 @@ impl TenantState {
     /// before the last event that nothing did and the domain would take
     /// (verification only; after the last request is settled).
     pub fn owed(&mut self) -> Vec<LocatedFinding> {
-        match (&self.schedule, self.fold.as_mut(), self.last_recorded_at) {
-            (Some(schedule), Some(fold), Some(now)) => schedule.owed(fold, now, self.rules),
+        match (&self.owed, self.fold.as_mut(), self.last_recorded_at) {
+            (Some(owed), Some(fold), Some(now)) => owed.owed(fold, now, self.rules),
             _ => Vec::new(),
         }
     }

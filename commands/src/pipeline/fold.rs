@@ -169,6 +169,22 @@ impl TenantFold {
             .map_or(0, |loaded| loaded.version)
     }
 
+    /// The tenant it folds.
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant_id
+    }
+
+    /// The state of aggregate `A` `aggregate_id` as folded; `None` before
+    /// its first event.
+    pub fn state<A: 'static>(&self, aggregate_type: &str, aggregate_id: &str) -> Option<&A> {
+        self.states
+            .get(&(
+                self.tenant_id,
+                AggregateKey::new(aggregate_type, aggregate_id),
+            ))
+            .and_then(|loaded| loaded.state.as_any().downcast_ref::<A>())
+    }
+
     /// Every aggregate folded, with its state.
     pub fn states(&self) -> impl Iterator<Item = (&AggregateKey, &dyn AnyAggregate)> {
         self.states

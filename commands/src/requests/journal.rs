@@ -624,6 +624,7 @@ pub fn domain() -> crate::domains::Domain {
         ],
         projections: vec![std::sync::Arc::new(projections::accounts::Accounts)],
         process_managers: Vec::new(),
+        reactions: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::journal::hold::HOLD_AGGREGATE,
             events: &["HoldPlaced", "HoldPosted", "HoldVoided", "HoldExpired"],

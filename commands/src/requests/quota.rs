@@ -447,6 +447,7 @@ pub fn domain() -> crate::domains::Domain {
         ],
         projections: vec![std::sync::Arc::new(projections::quota::QuotaProjection)],
         process_managers: Vec::new(),
+        reactions: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::quota::QUOTA_AGGREGATE,
             events: &["GrantIssued", "GrantRevoked", "GrantExpired"],

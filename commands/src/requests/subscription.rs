@@ -445,6 +445,7 @@ pub fn domain() -> crate::domains::Domain {
             projections::subscriptions::Subscriptions,
         )],
         process_managers: Vec::new(),
+        reactions: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::subscription::SUBSCRIPTION_AGGREGATE,
             events: &["Subscribed", "PeriodRenewed", "Cancelled"],

@@ -79,7 +79,11 @@ pub(super) async fn payee_with_work(
 /// Payment `id(100)`, attributed to alice: a card tender of 10,000
 /// captured as `id(101)` at `at` (the clock set there, so the capture is
 /// stamped then).
-async fn attributed_capture(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, at: DateTime<Utc>) {
+pub(super) async fn attributed_capture(
+    ledger: &Ledger,
+    id: impl Fn(u128) -> uuid::Uuid,
+    at: DateTime<Utc>,
+) {
     use aggregates::ids::{CaptureId, PaymentId, TenderId};
     use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
     use commands::requests::payments::{AddTender, CapturePayment, CreatePayment};
@@ -691,12 +695,13 @@ async fn found_only_under(ledger: &Ledger, key: &str, rules: u32) {
 #[tokio::test]
 async fn a_clawback_given_back_without_its_failed_refund_is_refused_since_the_eighth_rules() {
     // Proves: under the current rules a clawback's reversal that names no
-    // payment, another payee, a refund that stands, or two different
-    // refunds in its sources is refused (commission_source_mismatch,
-    // naming the payment, payee and source), and the one made from the
-    // failed refund is taken; a build of the seventh rules gave back a
-    // clawback whose refund stands, and that history verifies clean until
-    // its rules are rewritten to 8: then it is a finding at its seq.
+    // payment (details.payment_id null), another payee, a refund that
+    // stands, or two different refunds in its sources is refused
+    // (commission_source_mismatch, naming the payment, payee and source),
+    // and the one made from the failed refund is taken; a build of the
+    // seventh rules gave back a clawback whose refund stands (naming its
+    // payment), and that history verifies clean until its rules are
+    // rewritten to 8: then it is a finding at its seq.
     use aggregates::rules::Rules;
     let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
     let id = |n: u128| uuid::Uuid::from_u128(0xC8_0000 + n);
@@ -724,19 +729,37 @@ async fn a_clawback_given_back_without_its_failed_refund_is_refused_since_the_ei
     };
     let standing = right.clone();
     let named = |request: &ReverseClawBack| {
-        let payment_id = request.payment_id.clone().unwrap_or_default();
+        let payment_id = request.payment_id.clone().unwrap();
         [payment_id, request.payee_id.clone(), request.source.clone()]
     };
     refused_as_not_its_source(&ledger, "standing", standing.clone(), named(&standing)).await;
     failed_refund(&ledger, &id, 102).await;
-    let wrong: [(&str, ReverseClawBack); 3] = [
+    let unnamed = ReverseClawBack {
+        payment_id: None,
+        ..right.clone()
+    };
+    let refused = ledger
+        .bus
+        .execute(
+            ledger.tenants[0],
+            eventstore::IdempotencyKey::parse("no-payment").unwrap(),
+            unnamed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
         (
-            "no-payment",
-            ReverseClawBack {
-                payment_id: None,
-                ..right.clone()
-            },
+            &refused.body["error"]["code"],
+            &refused.body["error"]["details"]
         ),
+        (
+            &serde_json::json!("commission_source_mismatch"),
+            &serde_json::json!({"payment_id": null, "payee_id": "alice", "source": right.source})
+        ),
+        "{}",
+        refused.body
+    );
+    let wrong: [(&str, ReverseClawBack); 2] = [
         (
             "payee",
             ReverseClawBack {
@@ -763,7 +786,6 @@ async fn a_clawback_given_back_without_its_failed_refund_is_refused_since_the_ei
         line_id: line(7),
         clawback_source: format!("refund:{}", id(104)),
         source: format!("refund_failed:{}", id(104)),
-        payment_id: None,
         ..standing
     };
     taken_under(&ledger, Rules::SEVENTH, now, "forged", forged).await;

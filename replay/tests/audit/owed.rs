@@ -169,3 +169,143 @@ async fn work_the_scheduler_never_did_is_owed_an_hour_after_it_fell_due() {
     let report = ledger.verify().await;
     assert!(report.ok, "{:?}", report.lines());
 }
+
+/// Runs every process manager over what it has not reacted to yet.
+async fn react(ledger: &Ledger) {
+    let pool = ledger.store().pool();
+    let reactors: Vec<_> = commands::domains::process_managers()
+        .into_iter()
+        .map(|build| build(ledger.bus.clone(), ledger.store().clone()))
+        .collect();
+    let names: Vec<&str> = reactors.iter().map(|reactor| reactor.name()).collect();
+    projections::status::register_reactors(pool, &names)
+        .await
+        .unwrap();
+    for reactor in &reactors {
+        projections::reactor::react_catch_up(pool, reactor.as_ref())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_commission_the_process_manager_never_accrued_is_owed_an_hour_after_its_capture() {
+    // Proves: a capture attributed to a payee whose commission the
+    // process manager never submitted (its checkpoint moved past it, as it
+    // were) is not a finding while the history's last event is less than
+    // an hour after the capture, and is one from that hour on (at the
+    // capture's seq, naming the process manager, the accrue_commission
+    // request and its key); once the process manager catches up, nothing
+    // is owed.
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let capture_id = |n: u128| uuid::Uuid::from_u128(0x0E_1000 + n);
+    let line = |n: u128| aggregates::ids::LineId::from_uuid(capture_id(n));
+    let ledger = Ledger::new().await;
+    ledger.set_clock(t0);
+    super::compensation::payee_with_work(&ledger, t0, line).await;
+    super::compensation::attributed_capture(&ledger, capture_id, t0).await;
+    let captured = ledger
+        .events(0)
+        .await
+        .into_iter()
+        .find(|event| event.event_type == "Captured")
+        .unwrap();
+    let later = |n: u128, at: DateTime<Utc>| {
+        ledger.set_clock(at);
+        commitment(&ledger, n, at + Duration::days(30), 1_000)
+    };
+    later(1, t0 + Duration::hours(1) - Duration::seconds(1)).await;
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+    later(2, t0 + Duration::hours(1)).await;
+    let owed = ReplayFinding {
+        tenant_seq: captured.tenant_seq,
+        aggregate_type: "payment".into(),
+        aggregate_id: capture_id(100).to_string(),
+        message: format!(
+            "the commissions process manager's reaction fell due at 2026-12-01T00:00:00Z and is \
+             owed: its accrue_commission request (key pm:commissions:{}:0) is not recorded, and \
+             the domain takes it at 2026-12-01T01:00:00Z",
+            captured.event_id
+        ),
+    };
+    assert_eq!(
+        findings_of(&ledger.verify().await, ledger.tenants[0]),
+        [Finding::Replay {
+            finding: owed,
+            line: None,
+        }]
+    );
+    ledger.catch_up().await;
+    react(&ledger).await;
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+}
+
+#[tokio::test]
+async fn a_renewal_the_ticker_did_schedules_the_next_under_a_key_of_its_own() {
+    // Proves: the renewal the ticker submitted at the first period's end
+    // settles the first period's work (nothing of it is owed however late
+    // the history runs), and the next period's renewal, scheduled by the
+    // renewal's own event under its own key, is owed from an hour after
+    // the second period's end, with the second period's grant expiries;
+    // the ticker catching up leaves nothing owed.
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let first_end = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+    let second_end = Utc.with_ymd_and_hms(2027, 2, 1, 0, 0, 0).unwrap();
+    let ledger = Ledger::new().await;
+    ledger.set_clock(t0);
+    let subscribe = commands::requests::subscription::Subscribe {
+        plan: aggregates::plan::PlanCatalog::builtin()
+            .get("hobby_v3")
+            .unwrap()
+            .clone(),
+        trial_ends_at: None,
+    };
+    ledger.run(0, "subscribe", subscribe).await;
+    ledger.set_clock(first_end + Duration::minutes(1));
+    ledger.catch_up().await;
+    let ticker = ticker(&ledger);
+    ticker.tick().await.unwrap();
+    ledger.set_clock(second_end + Duration::hours(1));
+    commitment(&ledger, 1, second_end + Duration::days(30), 1_000).await;
+    let events = ledger.events(0).await;
+    let renewed = events
+        .iter()
+        .find(|event| event.event_type == "PeriodRenewed")
+        .unwrap();
+    let findings = findings_of(&ledger.verify().await, ledger.tenants[0]);
+    let owed: Vec<(i64, String)> = findings
+        .iter()
+        .map(|finding| match finding {
+            Finding::Replay { finding, .. } => (finding.tenant_seq, finding.message.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // The second period's grants are issued right after its renewal event,
+    // in the renewal's own request.
+    let issued: Vec<&replay::source::AuditEvent> = events
+        .iter()
+        .filter(|event| {
+            event.idempotency_key == renewed.idempotency_key && event.event_type == "GrantIssued"
+        })
+        .collect();
+    assert_eq!(owed.len(), 1 + issued.len(), "{owed:?}");
+    assert_eq!(owed[0].0, renewed.tenant_seq, "{owed:?}");
+    assert!(
+        owed[0].1.starts_with(&format!(
+            "work subscription:renewal fell due at 2027-02-01T00:00:00Z and is owed: its \
+             renew_subscription request (key pm:scheduler:{}:0)",
+            renewed.event_id
+        )),
+        "{owed:?}"
+    );
+    for (grant, (seq, message)) in issued.iter().zip(&owed[1..]) {
+        assert_eq!(*seq, grant.tenant_seq, "{owed:?}");
+        assert!(message.contains("expire_grants"), "{owed:?}");
+    }
+    ledger.catch_up().await;
+    ticker.tick().await.unwrap();
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+}

@@ -14,12 +14,14 @@
 //! no plan or rule in effect, is a refused line in the payee's ledger.
 
 use super::{AccrueCommission, ClawBack, ReverseClawBack};
+use crate::pipeline::fold::TenantFold;
 use crate::pipeline::load::{as_of_sequence, current_from_types};
-use crate::pipeline::{derive_id, CommandBus, PipelineError};
-use aggregates::compensation::Payee;
+use crate::pipeline::{derive_id, AnyRequest, CommandBus, PipelineError};
+use aggregates::compensation::{Payee, PAYEE_AGGREGATE};
 use aggregates::ids::{CaptureId, LineId};
 use aggregates::money::Amount;
 use aggregates::payments::{DisputeOutcome, Payment, PaymentEvent, PAYMENT_AGGREGATE};
+use aggregates::rules::Rules;
 use aggregates::TenantId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -128,6 +130,109 @@ fn reaction(payment: &Payment, event: PaymentEvent) -> Option<Reaction> {
     }
 }
 
+/// The request `reaction` to an event of payment `payment_id` (`payment`
+/// as that event left it) asks of the payment's payee (`payee`: its
+/// profile and plan assignments), under `key`; `None` when the payment is
+/// attributed to no payee. An unknown payee is refused by the decision
+/// (recorded); its currency is then the payment's. A field the `rules`
+/// do not know is left out, so that an older build reads the request back
+/// during a rolling upgrade.
+fn request_of(
+    (tenant_id, key, rules): (TenantId, &IdempotencyKey, Rules),
+    (payment_id, payment): (&str, &Payment),
+    payee: &Payee,
+    reaction: &Reaction,
+) -> Option<Box<dyn AnyRequest>> {
+    let intent = payment.intent.as_ref()?;
+    let payee_id = intent.terms.payee.clone()?;
+    let asset = payee
+        .profile
+        .as_ref()
+        .map_or(intent.terms.asset.clone(), |profile| profile.asset.clone());
+    let line_id = LineId::from_uuid(derive_id(tenant_id, key, "line"));
+    let payment_id = payment_id.to_string();
+    Some(match reaction {
+        Reaction::Accrue {
+            source,
+            basis,
+            captured_at,
+        } => Box::new(AccrueCommission {
+            plan_id: payee
+                .assignment_at(*captured_at)
+                .map(|assignment| assignment.plan_id.clone()),
+            payee_id,
+            line_id,
+            payment_id,
+            source: source.clone(),
+            basis: *basis,
+            currency: intent.terms.asset.clone(),
+            captured_at: *captured_at,
+            asset,
+        }),
+        Reaction::ClawBack {
+            source,
+            captures,
+            amount,
+        } => Box::new(ClawBack {
+            payee_id,
+            line_id,
+            payment_id,
+            source: source.clone(),
+            captures: captures.clone(),
+            amount: *amount,
+            asset,
+        }),
+        Reaction::Reverse {
+            clawback_source,
+            source,
+        } => Box::new(ReverseClawBack {
+            payee_id,
+            line_id,
+            clawback_source: clawback_source.clone(),
+            source: source.clone(),
+            asset,
+            payment_id: rules.since(Rules::EIGHTH).then_some(payment_id),
+        }),
+    })
+}
+
+/// The stored types of the payment events the process manager reacts to
+/// (it decodes no other).
+const REACTS_TO: &[&str] = &["Captured", "Refunded", "RefundFailed", "DisputeClosed"];
+
+/// What the process manager asks of a payment's events, read from folded
+/// states: verify's check that no commission or clawback is owed.
+pub const REACTIONS: crate::domains::ReactionReader = crate::domains::ReactionReader {
+    name: NAME,
+    aggregate_type: PAYMENT_AGGREGATE,
+    events: REACTS_TO,
+    read: read_reaction,
+};
+
+/// The request the process manager submits for `event`, read from `fold`
+/// with `event`'s request folded (its payment as that request left it).
+fn read_reaction(
+    fold: &TenantFold,
+    event: &StoredEvent,
+) -> Option<(IdempotencyKey, Box<dyn AnyRequest>)> {
+    let decoded = projections::decode::decode::<Payment>(event).ok()?;
+    let payment = fold.state::<Payment>(PAYMENT_AGGREGATE, &event.aggregate_id)?;
+    let reaction = reaction(payment, decoded)?;
+    let payee_id = payment.intent.as_ref()?.terms.payee.as_deref()?;
+    let unknown = Payee::default();
+    let payee = fold
+        .state::<Payee>(PAYEE_AGGREGATE, payee_id)
+        .unwrap_or(&unknown);
+    let key = IdempotencyKey::parse(&reaction_key(NAME, event.event_id, 0)).ok()?;
+    let request = request_of(
+        (fold.tenant_id(), &key, Rules::CURRENT),
+        (&event.aggregate_id, payment),
+        payee,
+        &reaction,
+    )?;
+    Some((key, request))
+}
+
 impl Commissions {
     /// The request `reaction` makes for payment `payment_id`'s payee,
     /// resolved from the store as it stands.
@@ -137,69 +242,25 @@ impl Commissions {
         key: &IdempotencyKey,
         (payment_id, payment): (&str, &Payment),
         reaction: &Reaction,
-    ) -> Result<Option<Box<dyn crate::pipeline::AnyRequest>>, String> {
+    ) -> Result<Option<Box<dyn AnyRequest>>, String> {
         // A payment's payee and currency never change: only the payee is
         // read again when the request was resolved stale.
-        let Some(intent) = payment.intent.as_ref() else {
+        let Some(payee_id) = payment
+            .intent
+            .as_ref()
+            .and_then(|intent| intent.terms.payee.as_deref())
+        else {
             return Ok(None);
         };
-        let Some(payee_id) = intent.terms.payee.clone() else {
-            return Ok(None);
-        };
-        let payee: Payee = current_from_types(&self.store, tenant_id, &payee_id, PAYEE_TERMS)
+        let payee: Payee = current_from_types(&self.store, tenant_id, payee_id, PAYEE_TERMS)
             .await
             .map_err(|error| error.to_string())?;
-        // An unknown payee is refused by the decision (recorded); its
-        // currency is then the payment's.
-        let asset = payee
-            .profile
-            .as_ref()
-            .map_or(intent.terms.asset.clone(), |profile| profile.asset.clone());
-        let line_id = LineId::from_uuid(derive_id(tenant_id, key, "line"));
-        let payment_id = payment_id.to_string();
-        Ok(Some(match reaction {
-            Reaction::Accrue {
-                source,
-                basis,
-                captured_at,
-            } => Box::new(AccrueCommission {
-                plan_id: payee
-                    .assignment_at(*captured_at)
-                    .map(|assignment| assignment.plan_id.clone()),
-                payee_id,
-                line_id,
-                payment_id,
-                source: source.clone(),
-                basis: *basis,
-                currency: intent.terms.asset.clone(),
-                captured_at: *captured_at,
-                asset,
-            }),
-            Reaction::ClawBack {
-                source,
-                captures,
-                amount,
-            } => Box::new(ClawBack {
-                payee_id,
-                line_id,
-                payment_id,
-                source: source.clone(),
-                captures: captures.clone(),
-                amount: *amount,
-                asset,
-            }),
-            Reaction::Reverse {
-                clawback_source,
-                source,
-            } => Box::new(ReverseClawBack {
-                payee_id,
-                line_id,
-                clawback_source: clawback_source.clone(),
-                source: source.clone(),
-                asset,
-                payment_id: Some(payment_id),
-            }),
-        }))
+        Ok(request_of(
+            (tenant_id, key, self.bus.rules()),
+            (payment_id, payment),
+            &payee,
+            reaction,
+        ))
     }
 }
 
@@ -217,16 +278,10 @@ impl Reactor for Commissions {
         if event.aggregate_type != PAYMENT_AGGREGATE {
             return Ok(());
         }
-        let decoded = projections::decode::decode::<Payment>(event).map_err(|e| e.to_string())?;
-        if !matches!(
-            decoded,
-            PaymentEvent::Captured { .. }
-                | PaymentEvent::Refunded { .. }
-                | PaymentEvent::RefundFailed { .. }
-                | PaymentEvent::DisputeClosed { .. }
-        ) {
+        if !REACTS_TO.contains(&event.event_type.as_str()) {
             return Ok(());
         }
+        let decoded = projections::decode::decode::<Payment>(event).map_err(|e| e.to_string())?;
         // The payment as the event left it: a refund claws back from the
         // captures made before it, however late this reaction runs.
         let payment: Payment = as_of_sequence(

@@ -374,19 +374,30 @@ impl ReverseClawBack {
     /// failed refund (a defect, a rewritten history) would give back what
     /// a refund that stands took.
     fn made_from_failure(&self, decider: &Decider<'_>) -> Result<(), Refusal> {
-        let payment_id = self.payment_id.as_deref().unwrap_or_default();
+        let Some(payment_id) = self.payment_id.as_deref() else {
+            return Err(Refusal::Rejected {
+                kind: RejectionKind::RuleBroken,
+                code: "commission_source_mismatch".into(),
+                message: format!(
+                    "the reversal of {}'s {} names no payment",
+                    self.payee_id, self.clawback_source
+                ),
+                details: json!({
+                    "payment_id": null,
+                    "payee_id": self.payee_id,
+                    "source": self.source,
+                }),
+            });
+        };
+        let payment = decider.state::<Payment>(payment_id)?;
         let refund_id = self
             .source
             .strip_prefix("refund_failed:")
             .filter(|id| self.clawback_source.strip_prefix("refund:") == Some(id))
             .and_then(|id| id.parse().ok());
-        let failed = self.payment_id.is_some()
-            && decider
-                .state::<Payment>(payment_id)
-                .ok()
-                .filter(|payment| attributed(payment, &self.payee_id).is_some())
-                .zip(refund_id)
-                .and_then(|(payment, refund_id)| payment.refund(refund_id))
+        let failed = attributed(payment, &self.payee_id).is_some()
+            && refund_id
+                .and_then(|refund_id| payment.refund(refund_id))
                 .is_some_and(|refund| refund.state == RefundState::Failed);
         if failed {
             return Ok(());

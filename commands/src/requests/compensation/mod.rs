@@ -454,6 +454,7 @@ pub fn domain() -> crate::domains::Domain {
         ],
         projections: vec![std::sync::Arc::new(projections::compensation::Compensation)],
         process_managers: vec![commissions::process_manager],
+        reactions: vec![commissions::REACTIONS],
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::compensation::PAYEE_AGGREGATE,
             events: &["LineAccrued", "LinePayable"],

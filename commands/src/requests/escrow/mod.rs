@@ -579,6 +579,7 @@ pub fn domain() -> crate::domains::Domain {
         ],
         projections: vec![std::sync::Arc::new(projections::escrow::Escrow)],
         process_managers: Vec::new(),
+        reactions: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::escrow::COMMITMENT_AGGREGATE,
             events: &[

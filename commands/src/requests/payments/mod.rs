@@ -785,6 +785,7 @@ pub fn domain() -> crate::domains::Domain {
         ],
         projections: vec![std::sync::Arc::new(projections::payments::Payments)],
         process_managers: Vec::new(),
+        reactions: Vec::new(),
         schedules: vec![projections::scheduled::ScheduleReader {
             aggregate_type: aggregates::payments::PAYMENT_AGGREGATE,
             events: &[
