@@ -82,9 +82,10 @@ pub fn projection(name: &str) -> Option<Arc<dyn Projection>> {
 }
 
 /// What a process manager asks of the events of one aggregate type, read
-/// from the states a replay folded: the request it submits for `event`
-/// (under the key it returns) as it would resolve it from the store with
-/// the events up to `event`'s request folded. `None` when it asks nothing.
+/// from the states a replay folded (verify's check that no reaction is
+/// owed): for `event`, with its request folded, the reaction it would make
+/// (`None` when it makes none, or when what it would make cannot be told
+/// from the history: a refusal it may have had is not in the chain).
 #[derive(Clone, Copy)]
 pub struct ReactionReader {
     /// The process manager's name (`commissions`).
@@ -92,11 +93,24 @@ pub struct ReactionReader {
     pub aggregate_type: &'static str,
     /// The stored types of the events it reacts to.
     pub events: &'static [&'static str],
-    #[allow(clippy::type_complexity)]
     pub read: fn(
         &crate::pipeline::fold::TenantFold,
         &eventstore::StoredEvent,
-    ) -> Option<(eventstore::IdempotencyKey, Box<dyn AnyRequest>)>,
+    ) -> Option<Box<dyn PendingReaction>>,
+}
+
+/// A reaction read from an event, not made yet.
+pub trait PendingReaction: Send + Sync {
+    /// The key the process manager submits it under.
+    fn key(&self) -> &eventstore::IdempotencyKey;
+    /// The request it would submit against `fold` (the tenant as it stands
+    /// now) under `rules`, resolving what it resolves when it reacts (a
+    /// payee's plan and currency); `None` when it would submit none.
+    fn request(
+        &self,
+        fold: &crate::pipeline::fold::TenantFold,
+        rules: aggregates::rules::Rules,
+    ) -> Option<Box<dyn AnyRequest>>;
 }
 
 /// A process manager, built on the pipeline it submits its requests to

@@ -22,6 +22,7 @@ use crate::source::AuditEvent;
 use crate::state::{registry, LocatedFinding, ReplayFinding};
 use aggregates::rules::Rules;
 use chrono::{DateTime, Duration, Utc};
+use commands::domains::PendingReaction;
 use commands::pipeline::fold::TenantFold;
 use commands::pipeline::AnyRequest;
 use eventstore::{IdempotencyKey, JsonText, StoredEvent};
@@ -48,6 +49,14 @@ pub struct Owed {
     reactions: HashMap<String, Due>,
 }
 
+/// What is asked: a request (scheduled work carries its own), or a
+/// reaction whose request is resolved when it is decided (as the process
+/// manager resolves it when it reacts).
+enum Ask {
+    Work(Box<dyn AnyRequest>),
+    Reaction(Box<dyn PendingReaction>),
+}
+
 /// One request owed from `due_at` on.
 struct Due {
     due_at: DateTime<Utc>,
@@ -56,7 +65,7 @@ struct Due {
     /// counted from then.
     asked_at: DateTime<Utc>,
     key: IdempotencyKey,
-    request: Box<dyn AnyRequest>,
+    ask: Ask,
     /// What it is, for the finding (`work hold:…:expiry`).
     what: String,
     /// The event that asked for it (and the line of the file it was read
@@ -85,12 +94,12 @@ struct DueOf<'a> {
 }
 
 impl DueOf<'_> {
-    fn request(self, key: IdempotencyKey, request: Box<dyn AnyRequest>, what: String) -> Due {
+    fn asking(self, key: IdempotencyKey, ask: Ask, what: String) -> Due {
         Due {
             due_at: self.due_at,
             asked_at: self.event.recorded_at,
             key,
-            request,
+            ask,
             what,
             tenant_seq: self.event.tenant_seq,
             line: self.line,
@@ -122,6 +131,9 @@ impl Owed {
                     kind,
                     request,
                 } => {
+                    // What was scheduled under the name before is replaced,
+                    // whether or not this reads.
+                    self.settle(&work);
                     let key = reaction_key(SCHEDULER, event.event_id, n);
                     let decoded = registry()
                         .request(kind)
@@ -130,18 +142,19 @@ impl Owed {
                         continue;
                     };
                     let what = format!("work {work}");
-                    let due = Due::of(event, line, due_at).request(parsed, request, what);
+                    let due = Due::of(event, line, due_at).asking(parsed, Ask::Work(request), what);
                     self.keys.insert(key, work.clone());
-                    if let Some(replaced) = self.work.insert(work, due) {
-                        self.keys.remove(replaced.key.as_str());
-                    }
+                    self.work.insert(work, due);
                 }
-                ScheduleChange::Settled { work } => {
-                    if let Some(settled) = self.work.remove(&work) {
-                        self.keys.remove(settled.key.as_str());
-                    }
-                }
+                ScheduleChange::Settled { work } => self.settle(&work),
             }
+        }
+    }
+
+    /// Work `work` is done or moot.
+    fn settle(&mut self, work: &str) {
+        if let Some(settled) = self.work.remove(work) {
+            self.keys.remove(settled.key.as_str());
         }
     }
 
@@ -160,16 +173,22 @@ impl Owed {
             return;
         };
         for reader in reading {
-            if let Some((key, request)) = (reader.read)(fold, &stored) {
+            if let Some(pending) = (reader.read)(fold, &stored) {
                 let what = format!("the {} process manager's reaction", reader.name);
-                let due = Due::of(event, line, event.recorded_at).request(key, request, what);
+                let key = pending.key().clone();
+                let due = Due::of(event, line, event.recorded_at).asking(
+                    key,
+                    Ask::Reaction(pending),
+                    what,
+                );
                 self.reactions.insert(due.key.as_str().to_string(), due);
             }
         }
     }
 
     /// A request was recorded under `key`: the work or reaction it makes is
-    /// done.
+    /// done (and not decided again at the end; were it, the domain would
+    /// refuse it as done: its work settled, its line taken).
     pub fn done(&mut self, key: &str) {
         if let Some(work) = self.keys.remove(key) {
             self.work.remove(&work);
@@ -194,8 +213,8 @@ impl Owed {
             .collect();
         due.sort_by(|a, b| (a.tenant_seq, &a.what).cmp(&(b.tenant_seq, &b.what)));
         due.into_iter()
-            .filter(|due| taken(fold, due, now, rules))
-            .map(|due| {
+            .filter_map(|due| Some((due, taken(fold, due, now, rules)?)))
+            .map(|(due, kind)| {
                 let finding = ReplayFinding {
                     tenant_seq: due.tenant_seq,
                     aggregate_type: due.aggregate_type.clone(),
@@ -205,7 +224,7 @@ impl Owed {
                          recorded, and the domain takes it at {}",
                         due.what,
                         time(due.due_at),
-                        due.request.kind(),
+                        kind,
                         due.key.as_str(),
                         time(now)
                     ),
@@ -220,14 +239,26 @@ fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-/// Whether the domain takes `due`'s request against `fold` at `now` and
-/// it moves something (gives events; the decision is not folded).
-fn taken(fold: &mut TenantFold, due: &Due, now: DateTime<Utc>, rules: Rules) -> bool {
-    let Ok(body) = due.request.body() else {
-        return false;
+/// The kind of `due`'s request when the domain takes it against `fold` at
+/// `now` and it moves something (gives events; the decision is not
+/// folded).
+fn taken(
+    fold: &mut TenantFold,
+    due: &Due,
+    now: DateTime<Utc>,
+    rules: Rules,
+) -> Option<&'static str> {
+    let resolved;
+    let request: &dyn AnyRequest = match &due.ask {
+        Ask::Work(request) => request.as_ref(),
+        Ask::Reaction(pending) => {
+            resolved = pending.request(fold, rules)?;
+            resolved.as_ref()
+        }
     };
-    let redecision = fold.decide((due.request.as_ref(), &body), &due.key, now, rules);
-    redecision.decision.is_ok() && redecision.events().next().is_some()
+    let body = request.body().ok()?;
+    let redecision = fold.decide((request, &body), &due.key, now, rules);
+    (redecision.decision.is_ok() && redecision.events().next().is_some()).then(|| request.kind())
 }
 
 /// `event` as the store reads it, for a domain's reader.

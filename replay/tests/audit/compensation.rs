@@ -178,7 +178,7 @@ async fn lost_dispute(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128,
 
 /// Refund `id(n)` of `amount` from payment `id(100)` (under the key
 /// `comp-refund-<n>`).
-async fn refund(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128, amount: i64) {
+pub(super) async fn refund(ledger: &Ledger, id: impl Fn(u128) -> uuid::Uuid, n: u128, amount: i64) {
     let refund = commands::requests::payments::RefundPayment {
         payment_id: aggregates::ids::PaymentId::from_uuid(id(100)),
         refund_id: aggregates::ids::RefundId::from_uuid(id(n)),

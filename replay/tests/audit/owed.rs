@@ -196,7 +196,8 @@ async fn a_commission_the_process_manager_never_accrued_is_owed_an_hour_after_it
     // an hour after the capture, and is one from that hour on (at the
     // capture's seq, naming the process manager, the accrue_commission
     // request and its key); once the process manager catches up, nothing
-    // is owed.
+    // is owed. A refund's clawback likewise, from an hour after the
+    // refund.
     let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
     let capture_id = |n: u128| uuid::Uuid::from_u128(0x0E_1000 + n);
     let line = |n: u128| aggregates::ids::LineId::from_uuid(capture_id(n));
@@ -238,6 +239,56 @@ async fn a_commission_the_process_manager_never_accrued_is_owed_an_hour_after_it
     );
     ledger.catch_up().await;
     react(&ledger).await;
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+    let refunded_at = t0 + Duration::hours(2);
+    ledger.set_clock(refunded_at);
+    super::compensation::refund(&ledger, capture_id, 102, 2_500).await;
+    let refunded = ledger
+        .events(0)
+        .await
+        .into_iter()
+        .find(|event| event.event_type == "Refunded")
+        .unwrap();
+    later(3, refunded_at + Duration::hours(1)).await;
+    let findings = findings_of(&ledger.verify().await, ledger.tenants[0]);
+    let [Finding::Replay { finding, .. }] = findings.as_slice() else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(finding.tenant_seq, refunded.tenant_seq, "{findings:?}");
+    assert!(
+        finding.message.contains(&format!(
+            "its claw_back_commission request (key pm:commissions:{}:0)",
+            refunded.event_id
+        )),
+        "{findings:?}"
+    );
+    ledger.catch_up().await;
+    react(&ledger).await;
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+}
+
+#[tokio::test]
+async fn a_sale_for_a_payee_created_after_it_is_not_owed_a_commission() {
+    // Proves: a capture attributed to a payee created only afterwards is
+    // not owed its commission however late the history runs: the process
+    // manager may have reacted at once and been refused (unknown_payee,
+    // final and recorded beside the chain), and the history cannot tell.
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let capture_id = |n: u128| uuid::Uuid::from_u128(0x0E_2000 + n);
+    let ledger = Ledger::new().await;
+    ledger.set_clock(t0);
+    super::compensation::attributed_capture(&ledger, capture_id, t0).await;
+    let payee = commands::requests::compensation::CreatePayee {
+        payee_id: "alice".into(),
+        name: "Alice".into(),
+        asset: aggregates::Asset::new("USD", 2).unwrap(),
+        role_id: None,
+    };
+    ledger.run(0, "payee", payee).await;
+    ledger.set_clock(t0 + Duration::hours(2));
+    commitment(&ledger, 1, t0 + Duration::days(30), 1_000).await;
     let report = ledger.verify().await;
     assert!(report.ok, "{:?}", report.lines());
 }

@@ -209,28 +209,57 @@ pub const REACTIONS: crate::domains::ReactionReader = crate::domains::ReactionRe
     read: read_reaction,
 };
 
-/// The request the process manager submits for `event`, read from `fold`
-/// with `event`'s request folded (its payment as that request left it).
+/// The reaction the process manager makes to `event`, read from `fold`
+/// with `event`'s request folded: the payment as that request left it (as
+/// the process manager reads it, as of the event). `None` when the payment
+/// names a payee not created by then: the process manager may have reacted
+/// at once and been refused (`unknown_payee`, final and not in the chain),
+/// or after the payee was created; the history cannot tell.
 fn read_reaction(
     fold: &TenantFold,
     event: &StoredEvent,
-) -> Option<(IdempotencyKey, Box<dyn AnyRequest>)> {
-    let decoded = projections::decode::decode::<Payment>(event).ok()?;
+) -> Option<Box<dyn crate::domains::PendingReaction>> {
     let payment = fold.state::<Payment>(PAYMENT_AGGREGATE, &event.aggregate_id)?;
-    let reaction = reaction(payment, decoded)?;
     let payee_id = payment.intent.as_ref()?.terms.payee.as_deref()?;
-    let unknown = Payee::default();
-    let payee = fold
-        .state::<Payee>(PAYEE_AGGREGATE, payee_id)
-        .unwrap_or(&unknown);
-    let key = IdempotencyKey::parse(&reaction_key(NAME, event.event_id, 0)).ok()?;
-    let request = request_of(
-        (fold.tenant_id(), &key, Rules::CURRENT),
-        (&event.aggregate_id, payment),
-        payee,
-        &reaction,
-    )?;
-    Some((key, request))
+    fold.state::<Payee>(PAYEE_AGGREGATE, payee_id)?
+        .profile
+        .as_ref()?;
+    let decoded = projections::decode::decode::<Payment>(event).ok()?;
+    let reaction = reaction(payment, decoded)?;
+    Some(Box::new(Pending {
+        key: IdempotencyKey::parse(&reaction_key(NAME, event.event_id, 0)).ok()?,
+        payment_id: event.aggregate_id.clone(),
+        payment: payment.clone(),
+        reaction,
+    }))
+}
+
+/// A reaction not made yet: the payment as of its event, and what the
+/// event asks.
+struct Pending {
+    key: IdempotencyKey,
+    payment_id: String,
+    payment: Payment,
+    reaction: Reaction,
+}
+
+impl crate::domains::PendingReaction for Pending {
+    fn key(&self) -> &IdempotencyKey {
+        &self.key
+    }
+
+    /// Resolved as the process manager resolves it when it reacts: the
+    /// payee as it stands.
+    fn request(&self, fold: &TenantFold, rules: Rules) -> Option<Box<dyn AnyRequest>> {
+        let payee_id = self.payment.intent.as_ref()?.terms.payee.as_deref()?;
+        let payee = fold.state::<Payee>(PAYEE_AGGREGATE, payee_id)?;
+        request_of(
+            (fold.tenant_id(), &self.key, rules),
+            (&self.payment_id, &self.payment),
+            payee,
+            &self.reaction,
+        )
+    }
 }
 
 impl Commissions {
