@@ -208,6 +208,8 @@ impl crate::decide::Rejection for AmountError {
 
 impl Amount {
     pub const ZERO: Self = Self(0);
+    /// The largest amount.
+    pub const MAX: Self = Self(i64::MAX);
 
     /// `value` if it is not negative.
     pub const fn new(value: i64) -> Result<Self, AmountError> {

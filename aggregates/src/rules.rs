@@ -110,7 +110,10 @@ impl Rules {
     ///   corrected, and a failed refund gives back its clawback as
     ///   corrected. Before, a commission corrected to nothing was clawed
     ///   back again when its sale was refunded (the payee docked twice),
-    ///   and a commission clawed back whole could be corrected down again.
+    ///   and a commission clawed back whole could be corrected down again;
+    /// - an escrow submission whose inspection window would end at or after
+    ///   the commitment's expiry is refused (`inspection_window_past_expiry`):
+    ///   its timeout could never come, and the expiry would refund it.
     pub const SIXTH: Self = Self(6);
     /// Version 7:
     /// - an entry records the kind of the request that recorded it
@@ -148,7 +151,18 @@ impl Rules {
     ///   the payee, holding the refund both its sources name, failed
     ///   (`commission_source_mismatch`); before, it was taken as it said,
     ///   so a defect or a rewritten history could give back a clawback
-    ///   whose refund stands.
+    ///   whose refund stands;
+    /// - an escrow milestone's inspection window closes when nothing of the
+    ///   milestone is left open (released or frozen), whatever moved it: a
+    ///   partial acceptance or rejection leaves the rest to the window (to
+    ///   answer, or to its timeout), where before any answer closed it, so
+    ///   accepting 1 of 30,000 let a cancel refund the rest from under the
+    ///   payee; and a release by hand that empties the milestone closes
+    ///   it, where before the window stayed open over nothing and held a
+    ///   cancel back until its timeout (such windows recorded before hold
+    ///   none back); an acceptance or rejection needs an open window
+    ///   (`no_inspection_window`): before, one with none recorded an answer
+    ///   to a submission that never was.
     pub const EIGHTH: Self = Self(8);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::EIGHTH;

@@ -177,6 +177,46 @@ impl Commitment {
         Drawer::of(self, allocation)
     }
 
+    /// Checks that an acceptance or rejection of `milestone_id` has a
+    /// window to answer (since rules 8, `no_inspection_window`): before,
+    /// one with none recorded an answer to a submission that never was.
+    fn has_window(&self, milestone_id: &str, rules: Rules) -> Result<(), EscrowError> {
+        let open = self
+            .milestone(milestone_id)
+            .is_some_and(super::Milestone::in_inspection);
+        if rules.since(Rules::EIGHTH) && !open {
+            return Err(EscrowError::NoInspectionWindow);
+        }
+        Ok(())
+    }
+
+    /// The closing of `milestone_id`'s window, if one is open, by an answer
+    /// (`answered`: an acceptance or rejection) moving or freezing `asked`
+    /// of the `open` left. Since rules 8 the window closes when nothing of
+    /// the milestone is left open after it, answer or not: a partial answer
+    /// leaves the rest to the window (answered, or decided by its timeout),
+    /// so a cancel cannot refund it from under the payee, and a release by
+    /// hand that empties the milestone leaves no window over nothing to
+    /// hold a cancel back. Before, an answer of any amount closed it, and
+    /// nothing else did.
+    fn closing(
+        &self,
+        milestone_id: &str,
+        (answered, open, asked): (bool, Amount, Amount),
+        (rules, at): (Rules, DateTime<Utc>),
+    ) -> Option<CommitmentEvent> {
+        let closes = if rules.since(Rules::EIGHTH) {
+            open == asked
+        } else {
+            answered
+        };
+        if closes {
+            self.answer(milestone_id, at)
+        } else {
+            None
+        }
+    }
+
     /// The closing of `milestone_id`'s inspection window, when one is open
     /// (an acceptance or a rejection answers it).
     fn answer(&self, milestone_id: &str, at: DateTime<Utc>) -> Option<CommitmentEvent> {
@@ -290,8 +330,10 @@ impl Commitment {
         {
             return Err(EscrowError::IdTaken);
         }
-        let (total, funded) = (terms.total()?, self.funded()?.checked_add(amount)?);
-        if funded > total {
+        let (total, funded) = (terms.total()?, self.funded()?);
+        // Past the total whatever it adds to: never an overflow.
+        if amount > total.checked_sub(funded)? {
+            let funded = funded.checked_add(amount).unwrap_or(Amount::MAX);
             return Err(EscrowError::Overfunded { total, funded });
         }
         Ok(vec![CommitmentEvent::Deposited {
@@ -309,6 +351,12 @@ impl Commitment {
             .milestone(&milestone_id)
             .ok_or_else(|| EscrowError::UnknownMilestone(milestone_id.clone()))?;
         if let Some(window) = milestone.window.as_ref().filter(|window| !window.closed) {
+            // Ended: its timeout decides before anything else.
+            if at >= window.ends_at {
+                return Err(EscrowError::InspectionWindowEnded {
+                    ends_at: window.ends_at,
+                });
+            }
             return Err(EscrowError::InspectionWindowOpen {
                 ends_at: window.ends_at,
             });
@@ -356,6 +404,7 @@ impl Commitment {
         self.transfer_taken(transfer_id)?;
         if accepted {
             self.answerable(&milestone_id, at)?;
+            self.has_window(&milestone_id, rules)?;
         }
         let open = self.open_milestone(&milestone_id)?;
         // Accepting all that is open takes what is held of it (and is
@@ -375,9 +424,7 @@ impl Commitment {
         };
         self.movable(open, asked)?;
         let mut events = Vec::new();
-        if accepted {
-            events.extend(self.answer(&milestone_id, at));
-        }
+        events.extend(self.closing(&milestone_id, (accepted, open, asked), (rules, at)));
         let cause = if accepted {
             Cause::Accepted
         } else {
@@ -414,6 +461,7 @@ impl Commitment {
         self.no_window_overdue(rules, at)?;
         if rejection {
             self.answerable(&milestone_id, at)?;
+            self.has_window(&milestone_id, rules)?;
         }
         if self.claims.len() >= ENTRIES_MAX {
             return Err(EscrowError::TooMany { max: ENTRIES_MAX });
@@ -424,9 +472,7 @@ impl Commitment {
         let open = self.open_milestone(&milestone_id)?;
         self.movable(open, amount)?;
         let mut events = Vec::new();
-        if rejection {
-            events.extend(self.answer(&milestone_id, at));
-        }
+        events.extend(self.closing(&milestone_id, (rejection, open, amount), (rules, at)));
         events.push(CommitmentEvent::ClaimOpened {
             claim_id,
             milestone_id,
@@ -537,7 +583,9 @@ impl Commitment {
     /// holds unfrozen funds, while an inspection window is open
     /// (`inspection_window_open`): the payee's submission is the payer's
     /// to answer, or its timeout's to decide.
-    fn cancelable(&self) -> Result<(), EscrowError> {
+    /// Since rules 8 a window over a milestone with nothing left open
+    /// (recorded under older rules) holds no cancel back.
+    fn cancelable(&self, rules: Rules) -> Result<(), EscrowError> {
         if self.status() == Some(super::CommitmentStatus::Completed) {
             return Err(EscrowError::Completed);
         }
@@ -547,9 +595,13 @@ impl Commitment {
         if self.unfrozen()?.is_zero() {
             return Ok(());
         }
+        let over_something = |milestone: &&super::Milestone| {
+            !rules.since(Rules::EIGHTH) || milestone.open().map_or(true, |open| !open.is_zero())
+        };
         let open = self
             .milestones
             .iter()
+            .filter(over_something)
             .filter_map(|milestone| milestone.window.as_ref())
             .filter(|window| !window.closed)
             .map(|window| window.ends_at)
@@ -791,7 +843,7 @@ impl Decide for Commitment {
                     // as before; then what the fifth rules refuse.
                     self.live(at)?;
                     self.no_window_ended(at)?;
-                    self.cancelable()?;
+                    self.cancelable(rules)?;
                 }
                 self.end((transfer_id, &[]), Cause::Canceled, at)
             }

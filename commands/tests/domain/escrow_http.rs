@@ -102,6 +102,23 @@ async fn a_commitment_releases_with_lineage_splits_a_claim_and_times_out_on_the_
         ]
     );
 
+    // The payer rejects part of m2 once it is submitted: the rest stays
+    // under its window.
+    acme.post(
+        &path("/milestones/m2/reject"),
+        "c1-reject-early",
+        json!({"amount": 5_001, "reason": "damaged"}),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "no_inspection_window");
+    accepted(
+        &acme,
+        &path("/milestones/m2/submit"),
+        "c1-submit-m2",
+        json!({}),
+        200,
+    )
+    .await;
     let (rejected, seq) = accepted(
         &acme,
         &path("/milestones/m2/reject"),
@@ -180,17 +197,16 @@ async fn a_commitment_releases_with_lineage_splits_a_claim_and_times_out_on_the_
     .await
     .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "claim_already_resolved");
 
-    // m1's window times out to a release, m2's to a refund, on the tick.
-    for milestone in ["m1", "m2"] {
-        accepted(
-            &acme,
-            &path(&format!("/milestones/{milestone}/submit")),
-            &format!("c1-submit-{milestone}"),
-            json!({}),
-            200,
-        )
-        .await;
-    }
+    // m1's window times out to a release, m2's (open over the rest of the
+    // partial rejection) to a refund, on the tick.
+    accepted(
+        &acme,
+        &path("/milestones/m1/submit"),
+        "c1-submit-m1",
+        json!({}),
+        200,
+    )
+    .await;
     acme.post(&path("/milestones/m1/submit"), "c1-submit-again", json!({}))
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "inspection_window_open");
@@ -206,7 +222,12 @@ async fn a_commitment_releases_with_lineage_splits_a_claim_and_times_out_on_the_
     .await;
     server.catch_up().await;
     clock.set(clock.now() + Duration::seconds(3_601));
-    server.ticker(clock.clock()).tick().await.unwrap();
+    // Both windows ended together: m1's times out first (milestone order),
+    // so m2's, leased first (scheduled first), waits for the next tick.
+    let ticker = server.ticker(clock.clock());
+    ticker.tick().await.unwrap();
+    server.catch_up().await;
+    ticker.tick().await.unwrap();
     let seq = head_seq(&server, &acme).await;
     // escrow_cash and the payee's payable count the other commitment too.
     assert_eq!(

@@ -134,30 +134,28 @@ pub fn compute(
     }
 }
 
-/// Per currency: the commitments' figures beside the journal's.
+/// Per currency: the commitments' figures beside the journal's, on the
+/// `escrow_held:` accounts only. Only a commitment posts to its held
+/// account (the journal's own routes refuse the code): a deposit is its
+/// one credit, a release or refund (a claim's included) its debits. The
+/// accounts on the other side (`escrow_cash`, `payee_payable:`,
+/// `payer_refunds:`) take entries of the journal's own too (paying a payee
+/// out, and that payment's reversal), which would tie a correct escrow out
+/// wrong, or hide a missing posting.
 fn tie_out(journal: &Journal, per_asset: &BTreeMap<String, [i128; 6]>) -> Vec<Check> {
     let held = journal.posted("escrow_held:");
     let frozen = journal.reserved("escrow_held:");
-    let cash = journal.posted("escrow_cash");
-    let payable = journal.posted("payee_payable:");
-    let refunds = journal.posted("payer_refunds:");
     super::checks_per_asset(per_asset.keys().chain(held.keys()), |asset| {
         let sums = per_asset.get(asset).copied().unwrap_or([0; 6]);
         let of = |posted| super::posted_of(posted, asset);
         let (held_debits, held_credits) = of(&held);
         [
-            ("funded", "escrow_cash debits", sums[1], of(&cash).0),
+            ("funded", "escrow_held: credits", sums[1], held_credits),
             (
-                "released",
-                "payee_payable: credits",
-                sums[2],
-                of(&payable).1,
-            ),
-            (
-                "refunded",
-                "payer_refunds: credits",
-                sums[3],
-                of(&refunds).1,
+                "released_and_refunded",
+                "escrow_held: debits",
+                sums[2] + sums[3],
+                held_debits,
             ),
             (
                 "frozen",

@@ -1,6 +1,7 @@
 //! Escrow requests for the history of every request kind: a commitment
-//! funded in parts, a milestone submitted, accepted in part and timed out,
-//! claims split and refunded, a cancel, and a second commitment expired.
+//! funded in parts, a milestone submitted, accepted in part and its rest
+//! timed out, claims split and refunded, a cancel, and a second commitment
+//! expired.
 
 use super::Ledger;
 use aggregates::escrow::{Allocation, ClaimOutcome, CommitmentTerms, Direction, MilestoneTerms};
@@ -84,17 +85,17 @@ pub(super) async fn escrow_requests(ledger: &Ledger, now: DateTime<Utc>) {
             },
         )
         .await;
-    let claim = |n: u128, amount: i64, rejection| ClaimMilestone {
+    let claim = |n: u128, milestone: &str, amount: i64, rejection| ClaimMilestone {
         commitment_id: commitment,
         claim_id: ClaimId::from_uuid(id(30 + n)),
-        milestone_id: "m1".into(),
+        milestone_id: milestone.into(),
         amount: cents(amount),
         reason: Some("damaged".into()),
         rejection,
         parties: parties.clone(),
     };
     ledger
-        .run(0, "escrow-claim-1", claim(1, 5_001, false))
+        .run(0, "escrow-claim-1", claim(1, "m1", 5_001, false))
         .await;
     let resolve = |n: u128, outcome| ResolveClaim {
         commitment_id: commitment,
@@ -111,7 +112,8 @@ pub(super) async fn escrow_requests(ledger: &Ledger, now: DateTime<Utc>) {
             resolve(1, ClaimOutcome::Split { payee_bps: 6_000 }),
         )
         .await;
-    ledger.run(0, "escrow-submit-m2", submit("m2")).await;
+    // m1's window, open over the rest of the partial acceptance, times
+    // out to a release of it.
     ledger.set_clock(now + Duration::hours(2));
     ledger
         .run(
@@ -119,7 +121,7 @@ pub(super) async fn escrow_requests(ledger: &Ledger, now: DateTime<Utc>) {
             "escrow-timeout",
             TimeOutMilestone {
                 commitment_id: commitment,
-                milestone_id: "m2".into(),
+                milestone_id: "m1".into(),
                 window: 1,
                 transfer_id: TransferId::from_uuid(id(60)),
                 parties: parties.clone(),
@@ -128,7 +130,7 @@ pub(super) async fn escrow_requests(ledger: &Ledger, now: DateTime<Utc>) {
         )
         .await;
     ledger
-        .run(0, "escrow-claim-2", claim(2, 1_000, false))
+        .run(0, "escrow-claim-2", claim(2, "m2", 1_000, false))
         .await;
     ledger
         .run(

@@ -1,6 +1,7 @@
 //! Given/when/then for every transition of a commitment and every
 //! rejection, and a property over random sequences.
 
+mod answers;
 mod claims;
 mod funding;
 mod releases;

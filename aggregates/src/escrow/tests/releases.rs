@@ -276,7 +276,7 @@ fn a_milestone_released_in_part_is_submitted_again_in_a_window_of_its_own() {
 #[test]
 fn accepting_all_of_a_milestone_with_nothing_held_is_insufficient_unfrozen_funds() {
     Given::with(())
-        .given(vec![created(Allocation::Fifo)])
+        .given(vec![created(Allocation::Fifo), submitted("m1", 9)])
         .when(release(1, "m1", None, true))
         .then_expect_error(EscrowError::InsufficientUnfrozen {
             unfrozen: Amount::ZERO,
@@ -882,7 +882,7 @@ fn since_the_sixth_rules_a_window_the_expiry_would_end_first_is_refused() {
 }
 
 /// `milestone` submitted at `hour`, its window (the first) ending at `ends`.
-fn submitted_at(milestone: &str, hour: u32, ends: u32) -> CommitmentEvent {
+pub(super) fn submitted_at(milestone: &str, hour: u32, ends: u32) -> CommitmentEvent {
     CommitmentEvent::MilestoneSubmitted {
         milestone_id: milestone.into(),
         window: 1,

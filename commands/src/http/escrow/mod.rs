@@ -260,7 +260,7 @@ async fn deposit(
         (status = 400, description = "Invalid id or body", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`inspection_window_open` (details: ends_at); `inspection_window_past_expiry` (details: ends_at, expires_at; the window would end at or after the commitment's expiry, which would refund the milestone before its timeout; since rules 6); `milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen); `commitment_canceled`; `commitment_expired`; or key reused", body = ErrorBody),
+        (status = 422, description = "`inspection_window_open` (details: ends_at); `inspection_window_ended` (details: ends_at; the milestone's window has ended and its timeout has not run yet: it decides first); `inspection_window_past_expiry` (details: ends_at, expires_at; the window would end at or after the commitment's expiry, which would refund the milestone before its timeout; since rules 6); `milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen); `commitment_canceled`; `commitment_expired`; or key reused", body = ErrorBody),
     )
 )]
 async fn submit(
@@ -318,7 +318,9 @@ async fn release_milestone(
 }
 
 /// Accepts a milestone (answering its inspection window): releases it, or
-/// `amount` of it, to the payee with its lineage.
+/// `amount` of it, to the payee with its lineage. Since rules 8 the window
+/// closes once nothing of the milestone is left open: the rest of a partial
+/// acceptance stays under the window (to answer, or to its timeout).
 #[utoipa::path(
     post,
     path = "/v1/commitments/{commitment_id}/milestones/{milestone_id}/accept",
@@ -335,7 +337,7 @@ async fn release_milestone(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen; what is left of it is frozen by an open claim); `release_exceeds_milestone`; `insufficient_unfrozen_funds` (details: unfrozen, asked; nothing held for it); `inspection_window_ended` (details: ends_at; this or another window of the commitment has ended: its timeout decides); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`no_inspection_window` (the milestone awaits no answer: nothing submitted, or its window closed; since rules 8); `milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen; what is left of it is frozen by an open claim); `release_exceeds_milestone`; `insufficient_unfrozen_funds` (details: unfrozen, asked; nothing held for it); `inspection_window_ended` (details: ends_at; this or another window of the commitment has ended: its timeout decides); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn accept(
@@ -427,6 +429,8 @@ async fn open_claim(
 /// Rejects a milestone (answering its inspection window): `amount` of it
 /// is frozen by a claim (a hold on the commitment's held funds) until the
 /// claim resolves. The claim's id is derived from the Idempotency-Key.
+/// Since rules 8 the window closes once nothing of the milestone is left
+/// open: the rest of a partial rejection stays under the window.
 #[utoipa::path(
     post,
     path = "/v1/commitments/{commitment_id}/milestones/{milestone_id}/reject",
@@ -443,7 +447,7 @@ async fn open_claim(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such commitment, or `unknown_milestone`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen; what is left of it is frozen by an open claim); `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
+        (status = 422, description = "`no_inspection_window` (the milestone awaits no answer: nothing submitted, or its window closed; since rules 8); `milestone_already_released`; `milestone_frozen` (details: milestone_id, frozen; what is left of it is frozen by an open claim); `release_exceeds_milestone`; `insufficient_unfrozen_funds`; `inspection_window_ended` (details: ends_at; a window of the commitment has ended and its timeout has not run yet: it decides first); `commitment_canceled`; `commitment_expired`; `too_many`; or key reused", body = ErrorBody),
     )
 )]
 async fn reject(
