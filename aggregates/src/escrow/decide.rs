@@ -181,32 +181,36 @@ impl Commitment {
     /// window to answer (since rules 8, `no_inspection_window`): before,
     /// one with none recorded an answer to a submission that never was.
     fn has_window(&self, milestone_id: &str, rules: Rules) -> Result<(), EscrowError> {
-        let open = self
+        let milestone = self
             .milestone(milestone_id)
-            .is_some_and(super::Milestone::in_inspection);
-        if rules.since(Rules::EIGHTH) && !open {
+            .ok_or_else(|| EscrowError::UnknownMilestone(milestone_id.to_string()))?;
+        if rules.since(Rules::EIGHTH) && !milestone.in_inspection() {
             return Err(EscrowError::NoInspectionWindow);
         }
         Ok(())
     }
 
     /// The closing of `milestone_id`'s window, if one is open, by an answer
-    /// (`answered`: an acceptance or rejection) moving or freezing `asked`
-    /// of the `open` left. Since rules 8 the window closes when nothing of
-    /// the milestone is left open after it, answer or not: a partial answer
-    /// leaves the rest to the window (answered, or decided by its timeout),
-    /// so a cancel cannot refund it from under the payee, and a release by
-    /// hand that empties the milestone leaves no window over nothing to
-    /// hold a cancel back. Before, an answer of any amount closed it, and
-    /// nothing else did.
+    /// (`answered`: an acceptance or rejection; `whole`: an acceptance of
+    /// all of it) moving or freezing `asked` of the `open` left. Since
+    /// rules 8 the window closes when nothing of the milestone is left open
+    /// after it, answer or not, or when the payer accepts it whole (what is
+    /// not funded yet of it then waits for another submission, as before:
+    /// its timeout would refund the deposits made meanwhile): a partial
+    /// answer leaves the rest to the window (answered, or decided by its
+    /// timeout), so a cancel cannot refund it from under the payee, and a
+    /// release by hand that empties the milestone leaves no window over
+    /// nothing to hold a cancel back. Before, an answer of any amount
+    /// closed it, and nothing else did.
     fn closing(
         &self,
         milestone_id: &str,
-        (answered, open, asked): (bool, Amount, Amount),
+        (answered, whole): (bool, bool),
+        (open, asked): (Amount, Amount),
         (rules, at): (Rules, DateTime<Utc>),
     ) -> Option<CommitmentEvent> {
         let closes = if rules.since(Rules::EIGHTH) {
-            open == asked
+            open == asked || whole
         } else {
             answered
         };
@@ -218,7 +222,8 @@ impl Commitment {
     }
 
     /// The closing of `milestone_id`'s inspection window, when one is open
-    /// (an acceptance or a rejection answers it).
+    /// (an answer, a timeout, an end, and since rules 8 whatever leaves
+    /// nothing of the milestone open closes it).
     fn answer(&self, milestone_id: &str, at: DateTime<Utc>) -> Option<CommitmentEvent> {
         let window = self
             .milestone(milestone_id)?
@@ -424,7 +429,8 @@ impl Commitment {
         };
         self.movable(open, asked)?;
         let mut events = Vec::new();
-        events.extend(self.closing(&milestone_id, (accepted, open, asked), (rules, at)));
+        let whole = accepted && amount.is_none();
+        events.extend(self.closing(&milestone_id, (accepted, whole), (open, asked), (rules, at)));
         let cause = if accepted {
             Cause::Accepted
         } else {
@@ -472,7 +478,12 @@ impl Commitment {
         let open = self.open_milestone(&milestone_id)?;
         self.movable(open, amount)?;
         let mut events = Vec::new();
-        events.extend(self.closing(&milestone_id, (rejection, open, amount), (rules, at)));
+        events.extend(self.closing(
+            &milestone_id,
+            (rejection, false),
+            (open, amount),
+            (rules, at),
+        ));
         events.push(CommitmentEvent::ClaimOpened {
             claim_id,
             milestone_id,

@@ -73,8 +73,10 @@ pub enum CommitmentCommand {
     },
     /// Releases `amount` of the milestone (all that is open when `None`)
     /// to the payee; `accepted` when the payer accepts it (which answers
-    /// its inspection window). Under `rules` since version 3, refused
-    /// while any window has ended untimed-out.
+    /// its inspection window: closes it before rules 8; since, closes it
+    /// when accepted whole or nothing is left open, and needs one open).
+    /// Under `rules` since version 3, refused while any window has ended
+    /// untimed-out.
     Release {
         transfer_id: TransferId,
         milestone_id: String,
@@ -85,8 +87,9 @@ pub enum CommitmentCommand {
     },
     /// Freezes `amount` of the milestone until the claim resolves;
     /// `rejection` when the payer rejects the milestone (which answers its
-    /// inspection window). Under `rules` since version 3, refused while
-    /// any window has ended untimed-out.
+    /// inspection window: closes it before rules 8; since, closes it when
+    /// nothing is left open, and needs one open). Under `rules` since
+    /// version 3, refused while any window has ended untimed-out.
     Claim {
         claim_id: ClaimId,
         milestone_id: String,
@@ -163,8 +166,9 @@ pub enum CommitmentEvent {
         asset: crate::money::Asset,
         at: DateTime<Utc>,
     },
-    /// The milestone's inspection window `window` closed: answered, or
-    /// timed out.
+    /// The milestone's inspection window `window` closed: answered, timed
+    /// out, ended with the commitment, or (since rules 8) nothing of the
+    /// milestone left open.
     InspectionClosed {
         milestone_id: String,
         window: u32,

@@ -111,7 +111,9 @@ pub struct Window {
     pub number: u32,
     pub submitted_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
-    /// Answered (accepted, rejected) or timed out.
+    /// Answered (accepted, rejected; since rules 8, whole, or nothing of
+    /// the milestone left open by whatever moved it), timed out, or ended
+    /// with the commitment.
     pub closed: bool,
 }
 

@@ -1,9 +1,11 @@
 //! `escrow`: per commitment its total, funded, released, refunded, frozen
 //! and held, each release and refund with its lineage, and totals per
-//! currency; tied out per currency against the journal: held against the
-//! commitments' `escrow_held:` accounts, frozen against what their holds
-//! reserve, funded against `escrow_cash`, released against the payees'
-//! `payee_payable:` and refunded against the payers' `payer_refunds:`.
+//! currency; tied out per currency against the commitments' `escrow_held:`
+//! accounts, which only commitments post to: funded against their credits,
+//! released and refunded together against their debits, frozen against
+//! what their holds reserve, held against their balances. (Which way a
+//! transfer went is not tied out: the accounts on the other side take the
+//! journal's own entries too.)
 
 use super::trial_balance::Input as Journal;
 use super::{number, spelled, Check, Kind, Report, ReportName, Scope, Section};

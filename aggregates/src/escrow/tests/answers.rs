@@ -235,3 +235,55 @@ fn a_submission_over_a_window_that_ended_awaits_its_timeout() {
         })
         .then_expect_error(EscrowError::InspectionWindowEnded { ends_at: at(4) });
 }
+
+#[test]
+fn accepting_a_milestone_whole_closes_its_window_though_it_is_not_all_funded() {
+    // m1 submitted with 100 held: accepting it whole releases the 100 and
+    // closes the window (the rest waits for another submission), so its
+    // timeout cannot refund deposits made after the acceptance.
+    let events = vec![
+        created(Allocation::Fifo),
+        deposited(1, 100),
+        submitted_at("m1", 3, 9),
+    ];
+    Given::with(())
+        .given(events)
+        .when(CommitmentCommand::Release {
+            transfer_id: transfer_id(1),
+            milestone_id: "m1".into(),
+            amount: None,
+            accepted: true,
+            rules: Rules::CURRENT,
+            at: at(5),
+        })
+        .then_expect_events(vec![closed(5), accepted(100, vec![draw(1, 100)])]);
+}
+
+#[test]
+fn an_answer_to_an_unknown_milestone_is_unknown_milestone() {
+    for command in [
+        CommitmentCommand::Release {
+            transfer_id: transfer_id(1),
+            milestone_id: "m9".into(),
+            amount: None,
+            accepted: true,
+            rules: Rules::CURRENT,
+            at: at(5),
+        },
+        CommitmentCommand::Claim {
+            claim_id: claim_id(1),
+            milestone_id: "m9".into(),
+            amount: cents(1),
+            reason: None,
+            rejection: true,
+            hold_id: hold_id(1),
+            rules: Rules::CURRENT,
+            at: at(5),
+        },
+    ] {
+        Given::with(())
+            .given(funded())
+            .when(command)
+            .then_expect_error(EscrowError::UnknownMilestone("m9".into()));
+    }
+}
