@@ -1662,3 +1662,51 @@ async fn a_failed_payout_under_older_rules_records_no_netting_entry() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_payout_naming_a_batch_twice_is_400_unless_its_key_was_answered_before() {
+    // Proves: a payout naming a batch twice is 400 at the route; under a
+    // key answered by a build before that check (the request's own
+    // refusal, invalid_batches, recorded) the same body gets that answer
+    // replayed instead: a check added to a route does not stand in front
+    // of a recorded answer.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (status, body) = pay_out(&acme, "twice", 100, &["b_1", "b_1"]).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_request")),
+        "{body}"
+    );
+    let tenant_id: aggregates::TenantId = acme.tenant_id.parse().unwrap();
+    let key = eventstore::IdempotencyKey::parse("older").unwrap();
+    let payout_id = commands::pipeline::derive_id(tenant_id, &key, "payout");
+    let batch = commands::requests::payments::settlement_id("stripe", "b_1");
+    let request = commands::requests::payments::CreatePayout {
+        payout_id,
+        terms: aggregates::payments::payout::PayoutTerms {
+            asset: aggregates::Asset::new("USD", 2).unwrap(),
+            amount: aggregates::Amount::new(100).unwrap(),
+            bank_account: "main".into(),
+            batches: vec![batch.clone(), batch],
+            processor: "stripe".into(),
+        },
+        entry_id: aggregates::EntryId::from_uuid(payout_id),
+    };
+    let older = server.bus(commands::Clock::default());
+    let recorded = older.execute(tenant_id, key, request).await.unwrap();
+    assert_eq!(recorded.body["error"]["code"], "invalid_batches");
+    let retried = acme
+        .post(
+            "/v1/payouts",
+            "older",
+            json!({"processor": "stripe", "currency": "USD", "amount": 100,
+                   "bank_account": "main", "settlements": ["b_1", "b_1"]}),
+        )
+        .await;
+    assert_eq!(
+        (retried.status.as_u16(), retried.replayed, &retried.body),
+        (recorded.status, true, recorded.body.as_ref())
+    );
+    server.stop().await;
+}

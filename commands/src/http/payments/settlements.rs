@@ -396,8 +396,10 @@ async fn create_payout(
     if body.settlements.is_empty() || body.settlements.len() > 100 {
         return Err(ApiError::bad_request("settlements: 1 to 100 batch ids"));
     }
+    // A check added after keys were answered without it: a retry of such a
+    // key gets its recorded answer (the domain's refusal).
     let distinct: std::collections::BTreeSet<&Name> = body.settlements.iter().collect();
-    if distinct.len() != body.settlements.len() {
+    if distinct.len() != body.settlements.len() && state.unanswered(tenant_id, &key).await? {
         return Err(ApiError::bad_request("settlements: each batch id once"));
     }
     let payout_id = derive_id(tenant_id, &key, "payout");
