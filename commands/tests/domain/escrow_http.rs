@@ -149,6 +149,15 @@ async fn a_commitment_releases_with_lineage_splits_a_claim_and_times_out_on_the_
         StatusCode::UNPROCESSABLE_ENTITY,
         "release_exceeds_milestone",
     );
+    // A share is a split's only: named with a release it is refused, not
+    // dropped (a retry naming another share would replay it).
+    acme.post(
+        &format!("/v1/claims/{claim}/resolve"),
+        "c1-release-with-share",
+        json!({"outcome": "release", "payee_bps": 6_000}),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "payee_bps_without_split");
     let (split, seq) = accepted(
         &acme,
         &format!("/v1/claims/{claim}/resolve"),

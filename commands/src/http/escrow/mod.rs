@@ -509,7 +509,7 @@ async fn claim(
 }
 
 /// How a claim resolves.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeName {
     Release,
@@ -574,7 +574,7 @@ pub struct ResolveClaimBody {
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 404, description = "No such claim", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`claim_already_resolved`; `split_needs_payee_bps`; `id_taken`; or key reused", body = ErrorBody),
+        (status = 422, description = "`claim_already_resolved`; `split_needs_payee_bps`; `payee_bps_without_split` (a release or refund names no share); `id_taken`; or key reused", body = ErrorBody),
     )
 )]
 async fn resolve(
@@ -584,6 +584,19 @@ async fn resolve(
     ApiPath(claim_id): ApiPath<ClaimId>,
     ApiJson(body): ApiJson<ResolveClaimBody>,
 ) -> Result<Response, ApiError> {
+    // A share named with a release or refund would be dropped from the
+    // request, and a retry naming another would replay this one. Keys
+    // answered before this check get their answers.
+    if body.outcome != OutcomeName::Split
+        && body.payee_bps.is_some()
+        && state.unanswered(tenant_id, &key).await?
+    {
+        return Err(ApiError::Unprocessable {
+            code: "payee_bps_without_split",
+            message: "only a split names payee_bps".into(),
+            details: serde_json::Value::Null,
+        });
+    }
     let outcome = match (body.outcome, body.payee_bps) {
         (OutcomeName::Release, _) => ClaimOutcome::Release,
         (OutcomeName::Refund, _) => ClaimOutcome::Refund,
