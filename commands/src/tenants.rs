@@ -63,10 +63,14 @@ pub async fn revoke_key(
     key_id: KeyId,
     json: bool,
 ) -> Result<String, Box<dyn Error>> {
-    let revoked = store
-        .revoke_api_key(tenant_id, key_id)
-        .await?
-        .ok_or_else(|| format!("tenant {tenant_id} has no API key {key_id}"))?;
+    let revoked = match store.revoke_api_key(tenant_id, key_id, None).await? {
+        eventstore::Revocation::Revoked(revoked) | eventstore::Revocation::Replayed(revoked) => {
+            revoked
+        }
+        eventstore::Revocation::KeyReused | eventstore::Revocation::Unknown => {
+            return Err(format!("tenant {tenant_id} has no API key {key_id}").into())
+        }
+    };
     if json {
         let answer = serde_json::json!({
             "tenant_id": tenant_id.to_string(),

@@ -54,8 +54,8 @@ pub use read::{
 pub use repository::TenantRepository;
 pub use schema::SchemaError;
 pub use tenants::{
-    ApiKeyInfo, KeyId, KeyIssue, NewTenant, RevokedKey, Tenant, TenantCreation, TenantError,
-    UsedKey,
+    ApiKeyInfo, KeyId, KeyIssue, NewTenant, Revocation, RevokedKey, Tenant, TenantCreation,
+    TenantError, UsedKey,
 };
 
 use sqlx::migrate::Migrator;

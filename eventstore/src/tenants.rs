@@ -94,6 +94,19 @@ pub struct ApiKeyInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// What revoking an API key under an Idempotency-Key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// Revoked under this key (now, or it was revoked before).
+    Revoked(RevokedKey),
+    /// This key revoked it already: the same answer.
+    Replayed(RevokedKey),
+    /// This key revoked another API key.
+    KeyReused,
+    /// No such API key of the tenant (or no such tenant).
+    Unknown,
+}
+
 /// A revoked key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RevokedKey {
@@ -170,12 +183,24 @@ SELECT key_id FROM valid";
 /// announces it to every server process; the notification is delivered on
 /// commit.
 const REVOKE_KEY: &str = "\
-WITH revoked AS (
+WITH recorded AS (
+    INSERT INTO api_key_revocations (tenant_id, idempotency_key, key_id)
+    SELECT tenant_id, $3, key_id FROM api_keys
+    WHERE tenant_id = $1 AND key_id = $2 AND $3::text IS NOT NULL
+    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+    RETURNING key_id
+), revoked AS (
     UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
     WHERE tenant_id = $1 AND key_id = $2
+      AND ($3::text IS NULL OR key_id IN (SELECT key_id FROM recorded))
     RETURNING key_id, revoked_at
 )
-SELECT key_id, revoked_at, pg_notify($3, key_id::text) FROM revoked";
+SELECT key_id, revoked_at, pg_notify($4, key_id::text) FROM revoked";
+
+const SELECT_REVOCATION: &str = "\
+    SELECT r.key_id, k.revoked_at FROM api_key_revocations r \
+    JOIN api_keys k ON k.tenant_id = r.tenant_id AND k.key_id = r.key_id \
+    WHERE r.tenant_id = $1 AND r.idempotency_key = $2";
 
 const SELECT_KEYS: &str = "\
     SELECT key_id, key_hint, created_at, last_used_at, revoked_at FROM api_keys \
@@ -364,24 +389,46 @@ impl EventStore {
         }))
     }
 
-    /// Revokes a tenant's key, and announces it on [`API_KEYS_CHANNEL`] so
-    /// that servers drop it from their caches. Revoking a revoked key answers
-    /// the first revocation. `None` when the tenant has no such key.
+    /// Revokes a tenant's key under the Idempotency-Key `key` (none from
+    /// the command line), and announces it on [`API_KEYS_CHANNEL`] so that
+    /// servers drop it from their caches. Revoking a revoked key answers the
+    /// first revocation's time; `key` is recorded with the key it revoked,
+    /// so a retry is a replay and the same `key` naming another API key is
+    /// refused.
     pub async fn revoke_api_key(
         &self,
         tenant_id: TenantId,
         key_id: KeyId,
-    ) -> Result<Option<RevokedKey>, StoreError> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Revocation, StoreError> {
         let revoked: Option<(Uuid, DateTime<Utc>, ())> = sqlx::query_as(REVOKE_KEY)
             .bind(tenant_id.as_uuid())
             .bind(key_id.as_uuid())
+            .bind(key.map(IdempotencyKey::as_str))
             .bind(API_KEYS_CHANNEL)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(revoked.map(|(key_id, revoked_at, ())| RevokedKey {
-            key_id: KeyId::from_uuid(key_id),
-            revoked_at,
-        }))
+        if let Some((key_id, revoked_at, ())) = revoked {
+            return Ok(Revocation::Revoked(RevokedKey {
+                key_id: KeyId::from_uuid(key_id),
+                revoked_at,
+            }));
+        }
+        let Some(key) = key else {
+            return Ok(Revocation::Unknown);
+        };
+        let recorded: Option<(Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(SELECT_REVOCATION)
+            .bind(tenant_id.as_uuid())
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match recorded {
+            Some((recorded, Some(revoked_at))) if recorded == key_id.as_uuid() => {
+                Revocation::Replayed(RevokedKey { key_id, revoked_at })
+            }
+            Some(_) => Revocation::KeyReused,
+            None => Revocation::Unknown,
+        })
     }
 
     /// A tenant's keys, newest first (at most [`API_KEYS_LISTED_MAX`]), or

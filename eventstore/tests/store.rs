@@ -7,7 +7,7 @@ use eventstore::chain::ChainFinding;
 use eventstore::testing::TestDatabase;
 use eventstore::{
     AggregateHistory, AggregateKey, AppendError, CommandWrite, EventStore, Fingerprint,
-    GlobalCursor, IdempotencyKey, JsonText, NewEvent, StoredEvent, TenantBatch,
+    GlobalCursor, IdempotencyKey, JsonText, NewEvent, Revocation, StoredEvent, TenantBatch,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -962,27 +962,30 @@ async fn a_revoked_key_stops_authenticating_at_once_and_is_announced_by_its_id()
         .await
         .unwrap();
     listener.listen(API_KEYS_CHANNEL).await.unwrap();
+    let key = IdempotencyKey::parse("revoke-1").unwrap();
     assert_eq!(
         store
-            .revoke_api_key(other.tenant_id, acme.key_id)
+            .revoke_api_key(other.tenant_id, acme.key_id, Some(&key))
             .await
             .unwrap(),
-        None,
+        Revocation::Unknown,
         "another tenant's key"
     );
     assert_eq!(
         store
-            .revoke_api_key(acme.tenant_id, KeyId::generate())
+            .revoke_api_key(acme.tenant_id, KeyId::generate(), Some(&key))
             .await
             .unwrap(),
-        None,
+        Revocation::Unknown,
         "an unknown key"
     );
-    let revoked = store
-        .revoke_api_key(acme.tenant_id, acme.key_id)
+    let Revocation::Revoked(revoked) = store
+        .revoke_api_key(acme.tenant_id, acme.key_id, Some(&key))
         .await
         .unwrap()
-        .unwrap();
+    else {
+        panic!("not revoked");
+    };
     assert_eq!(revoked.key_id, acme.key_id);
     let notification = tokio::time::timeout(Duration::from_secs(10), listener.recv())
         .await
@@ -991,11 +994,27 @@ async fn a_revoked_key_stops_authenticating_at_once_and_is_announced_by_its_id()
     assert_eq!(notification.payload(), acme.key_id.to_string());
     assert_eq!(
         store
-            .revoke_api_key(acme.tenant_id, acme.key_id)
+            .revoke_api_key(acme.tenant_id, acme.key_id, None)
             .await
             .unwrap(),
-        Some(revoked),
+        Revocation::Revoked(revoked),
         "revoking again answers the first revocation"
+    );
+    assert_eq!(
+        store
+            .revoke_api_key(acme.tenant_id, acme.key_id, Some(&key))
+            .await
+            .unwrap(),
+        Revocation::Replayed(revoked),
+        "the same key again is a replay"
+    );
+    assert_eq!(
+        store
+            .revoke_api_key(acme.tenant_id, second_id, Some(&key))
+            .await
+            .unwrap(),
+        Revocation::KeyReused,
+        "the same key naming another API key (which stays valid, below)"
     );
     assert_eq!(store.use_api_key(&acme.api_key, hour).await.unwrap(), None);
     assert_eq!(store.authenticate(&acme.api_key).await.unwrap(), None);

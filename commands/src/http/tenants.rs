@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use eventstore::tenants::TENANT_NAME_LENGTH_MAX;
-use eventstore::{ApiKeyInfo, Fingerprint, KeyId, KeyIssue, TenantCreation, TenantError};
+use eventstore::{
+    ApiKeyInfo, Fingerprint, KeyId, KeyIssue, Revocation, TenantCreation, TenantError,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::schema::Schema;
@@ -265,9 +267,10 @@ struct KeyPath {
 /// Revokes an API key: from this answer on, this server answers 401 to it;
 /// other servers on the database within moments (they are notified), and
 /// at the latest once their key cache lifetime (5 s) has passed. Like every
-/// mutation it needs an Idempotency-Key; revoking is idempotent by nature
-/// (revoking again answers the same, with the first revocation's time), so
-/// no record of the key is kept.
+/// mutation it needs an Idempotency-Key, recorded with the key it revoked:
+/// a retry answers the same (`Idempotent-Replayed: true`), the same
+/// Idempotency-Key naming another API key is 422. Revoking a revoked key
+/// under another Idempotency-Key answers the first revocation's time.
 #[utoipa::path(
     post,
     path = "/v1/tenants/{tenant_id}/api-keys/{key_id}/revoke",
@@ -283,27 +286,44 @@ struct KeyPath {
         (status = 400, description = "Malformed tenant or key id, missing or invalid Idempotency-Key", body = ErrorBody),
         (status = 401, description = "Not the admin token", body = ErrorBody),
         (status = 404, description = "Unknown tenant, or no such key of this tenant", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the Idempotency-Key revoked another API key", body = ErrorBody),
     )
 )]
 async fn revoke_api_key(
     State(state): State<AppState>,
     _: Admin,
     ApiPath(path): ApiPath<KeyPath>,
-    IdempotencyKeyHeader(_): IdempotencyKeyHeader,
-) -> Result<Json<ApiKeyRevoked>, ApiError> {
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+) -> Result<Response, ApiError> {
     let tenant_id = TenantId::from_uuid(path.tenant_id);
     let key_id = KeyId::from_uuid(path.key_id);
-    let revoked = state
+    let (revoked, replayed) = match state
         .store
-        .revoke_api_key(tenant_id, key_id)
+        .revoke_api_key(tenant_id, key_id, Some(&key))
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("tenant {tenant_id} has no API key {key_id}")))?;
+    {
+        Revocation::Revoked(revoked) => (revoked, false),
+        Revocation::Replayed(revoked) => (revoked, true),
+        Revocation::KeyReused => return Err(crate::pipeline::PipelineError::KeyReused.into()),
+        Revocation::Unknown => {
+            return Err(ApiError::NotFound(format!(
+                "tenant {tenant_id} has no API key {key_id}"
+            )))
+        }
+    };
     // This process stops accepting the key now; the others when the
     // revocation's notification reaches them.
     state.auth.evict(key_id);
-    Ok(Json(ApiKeyRevoked {
+    let body = ApiKeyRevoked {
         tenant_id: tenant_id.as_uuid(),
         key_id: revoked.key_id.as_uuid(),
         revoked_at: revoked.revoked_at,
-    }))
+    };
+    let mut response = Json(body).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }

@@ -179,6 +179,30 @@ async fn api_keys_are_listed_and_revoked_by_id_and_a_revoked_key_answers_401_at_
     let again = app.revoke(&tenant, &first_id, Some("revoke-2")).await;
     assert_eq!(again.status(), StatusCode::OK);
     assert_eq!(again.json::<Value>().await.unwrap(), revoked);
+    // The first key again is a replay; naming the second key it is refused,
+    // and the second key stays valid.
+    let replayed = app.revoke(&tenant, &first_id, Some("revoke-1")).await;
+    assert_eq!(
+        (
+            replayed.status(),
+            replayed.headers().get("idempotent-replayed").cloned()
+        ),
+        (
+            StatusCode::OK,
+            Some(reqwest::header::HeaderValue::from_static("true"))
+        )
+    );
+    assert_eq!(replayed.json::<Value>().await.unwrap(), revoked);
+    let reused = app.revoke(&tenant, &second_id, Some("revoke-1")).await;
+    assert_eq!(
+        error_of(
+            reused,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused"
+        )
+        .await["error"]["code"],
+        "idempotency_key_reused"
+    );
 
     // The cache's clock has not moved: only the eviction explains the 401.
     let refused = app
@@ -241,7 +265,11 @@ async fn a_key_revoked_elsewhere_is_refused_once_announced_or_once_the_cache_lif
     let store = listening.db.store();
     let tenant = eventstore::tenants::claimed_tenant(&key).unwrap();
     let key_id = store.api_keys(tenant).await.unwrap().unwrap()[0].key_id;
-    store.revoke_api_key(tenant, key_id).await.unwrap().unwrap();
+    let revoked = store.revoke_api_key(tenant, key_id, None).await.unwrap();
+    assert!(
+        matches!(revoked, eventstore::Revocation::Revoked(_)),
+        "{revoked:?}"
+    );
     tokio::time::timeout(Duration::from_secs(10), evictions.changed())
         .await
         .expect("the revocation was not announced to the listening server within 10 s")

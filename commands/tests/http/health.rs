@@ -226,7 +226,7 @@ async fn every_route_that_authenticates_documents_its_statuses_and_the_429_of_th
         (
             "post",
             "/v1/tenants/{tenant_id}/api-keys/{key_id}/revoke",
-            vec!["200", "400", "401", "404", "408", "429", "503"],
+            vec!["200", "400", "401", "404", "408", "422", "429", "503"],
         ),
         ("get", "/metrics", vec!["200", "401", "408", "429"]),
         ("get", "/healthz", vec!["200", "408", "503"]),
