@@ -198,7 +198,9 @@ WITH recorded AS (
 SELECT key_id, revoked_at, pg_notify($4, key_id::text) FROM revoked";
 
 const SELECT_REVOCATION: &str = "\
-    SELECT r.key_id, k.revoked_at FROM api_key_revocations r \
+    SELECT r.key_id, k.revoked_at, \
+           EXISTS (SELECT 1 FROM api_keys a WHERE a.tenant_id = $1 AND a.key_id = $3) \
+    FROM api_key_revocations r \
     JOIN api_keys k ON k.tenant_id = r.tenant_id AND k.key_id = r.key_id \
     WHERE r.tenant_id = $1 AND r.idempotency_key = $2";
 
@@ -417,17 +419,21 @@ impl EventStore {
         let Some(key) = key else {
             return Ok(Revocation::Unknown);
         };
-        let recorded: Option<(Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(SELECT_REVOCATION)
-            .bind(tenant_id.as_uuid())
-            .bind(key.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let recorded: Option<(Uuid, Option<DateTime<Utc>>, bool)> =
+            sqlx::query_as(SELECT_REVOCATION)
+                .bind(tenant_id.as_uuid())
+                .bind(key.as_str())
+                .bind(key_id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(match recorded {
-            Some((recorded, Some(revoked_at))) if recorded == key_id.as_uuid() => {
+            Some((recorded, Some(revoked_at), _)) if recorded == key_id.as_uuid() => {
                 Revocation::Replayed(RevokedKey { key_id, revoked_at })
             }
-            Some(_) => Revocation::KeyReused,
-            None => Revocation::Unknown,
+            // An API key the tenant does not have is unknown, whatever the
+            // Idempotency-Key did before.
+            Some((_, _, true)) => Revocation::KeyReused,
+            Some(_) | None => Revocation::Unknown,
         })
     }
 

@@ -1016,6 +1016,14 @@ async fn a_revoked_key_stops_authenticating_at_once_and_is_announced_by_its_id()
         Revocation::KeyReused,
         "the same key naming another API key (which stays valid, below)"
     );
+    assert_eq!(
+        store
+            .revoke_api_key(acme.tenant_id, KeyId::generate(), Some(&key))
+            .await
+            .unwrap(),
+        Revocation::Unknown,
+        "the same key naming an API key the tenant does not have"
+    );
     assert_eq!(store.use_api_key(&acme.api_key, hour).await.unwrap(), None);
     assert_eq!(store.authenticate(&acme.api_key).await.unwrap(), None);
     assert_eq!(

@@ -330,3 +330,51 @@ pub fn app(routes: OpenApiRouter<AppState>, state: AppState) -> Router {
         .layer(Extension(BodyLimit(body_limit_bytes)))
         .with_state(state)
 }
+
+/// Submits `resolved` (the request a route resolved the body to, or why
+/// it resolves to none), fingerprinted by `asked` (the route's name for
+/// what the client asked), so a retry gets the first answer though what it
+/// was resolved with changed between the two (a plan that left the
+/// catalog is not looked up again for a key answered for the same body).
+/// A key answered by an older build, which fingerprinted the resolved
+/// request instead, is answered when the request resolves as it did then.
+pub(crate) async fn submit_resolved<R: crate::pipeline::Request>(
+    state: &AppState,
+    tenant_id: aggregates::TenantId,
+    key: eventstore::IdempotencyKey,
+    asked: &serde_json::Value,
+    resolved: Result<R, error::ApiError>,
+) -> Result<axum::response::Response, error::ApiError> {
+    use crate::pipeline::{AnyRequest, PipelineError};
+    use eventstore::Fingerprint;
+    let fingerprint = |fingerprint: Result<Fingerprint, eventstore::StoreError>| {
+        fingerprint.map_err(|error| error::ApiError::Internal(error.to_string()))
+    };
+    let of_asked = fingerprint(Fingerprint::of(R::KIND, asked))?;
+    let request = match resolved {
+        Ok(request) => request,
+        Err(error) => {
+            return match state.answered(tenant_id, &key, &[of_asked]).await? {
+                Some(outcome) => Ok(error::outcome_response(outcome)),
+                None => Err(error),
+            }
+        }
+    };
+    let body = request
+        .body()
+        .map_err(|error| error::ApiError::Internal(error.to_string()))?;
+    let of_request = Fingerprint::of_canonical(R::KIND, body.as_str());
+    match state
+        .bus
+        .execute_asked(tenant_id, key.clone(), asked, request)
+        .await
+    {
+        Err(PipelineError::KeyReused) => {
+            match state.answered(tenant_id, &key, &[of_request]).await? {
+                Some(outcome) => Ok(error::outcome_response(outcome)),
+                None => Err(PipelineError::KeyReused.into()),
+            }
+        }
+        outcome => Ok(error::outcome_response(outcome?)),
+    }
+}

@@ -126,55 +126,7 @@ async fn subscribe(
         plan,
         trial_ends_at,
     });
-    submit_resolved(&state, tenant_id, key, &asked, request).await
-}
-
-/// Submits `resolved` (the request the body resolves to in the catalog,
-/// or why it resolves to none), fingerprinted by `asked` (the body), so a
-/// retry gets the first answer though the catalog changed between the two:
-/// a plan that left it is not looked up again for a key already answered
-/// for the same body. A key answered by an older build, which fingerprinted
-/// the resolved request instead, is answered when the request resolves as
-/// it did then.
-async fn submit_resolved<R: crate::pipeline::Request>(
-    state: &AppState,
-    tenant_id: aggregates::TenantId,
-    key: eventstore::IdempotencyKey,
-    asked: &serde_json::Value,
-    resolved: Result<R, ApiError>,
-) -> Result<Response, ApiError> {
-    use crate::pipeline::{AnyRequest, PipelineError};
-    use eventstore::Fingerprint;
-    let fingerprint = |fingerprint: Result<Fingerprint, eventstore::StoreError>| {
-        fingerprint.map_err(|error| ApiError::Internal(error.to_string()))
-    };
-    let of_asked = fingerprint(Fingerprint::of(R::KIND, asked))?;
-    let request = match resolved {
-        Ok(request) => request,
-        Err(error) => {
-            return match state.answered(tenant_id, &key, &[of_asked]).await? {
-                Some(outcome) => Ok(outcome_response(outcome)),
-                None => Err(error),
-            }
-        }
-    };
-    let body = request
-        .body()
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
-    let of_request = Fingerprint::of_canonical(R::KIND, body.as_str());
-    match state
-        .bus
-        .execute_asked(tenant_id, key.clone(), asked, request)
-        .await
-    {
-        Err(PipelineError::KeyReused) => {
-            match state.answered(tenant_id, &key, &[of_request]).await? {
-                Some(outcome) => Ok(outcome_response(outcome)),
-                None => Err(PipelineError::KeyReused.into()),
-            }
-        }
-        outcome => Ok(outcome_response(outcome?)),
-    }
+    super::submit_resolved(&state, tenant_id, key, &asked, request).await
 }
 
 /// The tenant's subscription.
@@ -243,7 +195,7 @@ async fn change_plan(
 ) -> Result<Response, ApiError> {
     let asked = json!({"plan": body.plan.as_str()});
     let request = plan(&state, body.plan.as_str()).map(|plan| ChangePlan { plan });
-    submit_resolved(&state, tenant_id, key, &asked, request).await
+    super::submit_resolved(&state, tenant_id, key, &asked, request).await
 }
 
 /// Cancels now or at the end of the period.

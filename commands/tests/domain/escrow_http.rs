@@ -198,13 +198,36 @@ async fn a_commitment_releases_with_lineage_splits_a_claim_and_times_out_on_the_
     )
     .await
     .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_code_reserved");
+    let again = acme
+        .post(
+            &format!("/v1/claims/{claim}/resolve"),
+            "c1-again",
+            json!({"outcome": "refund"}),
+        )
+        .await;
+    again.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "claim_already_resolved");
+    // The key is the body's: the same body again is a replay; with a share
+    // the route would drop, it is another request.
+    let replayed = acme
+        .post(
+            &format!("/v1/claims/{claim}/resolve"),
+            "c1-again",
+            json!({"outcome": "refund"}),
+        )
+        .await;
+    assert_eq!(
+        (replayed.replayed, &replayed.body),
+        (true, &again.body),
+        "{}",
+        replayed.body
+    );
     acme.post(
         &format!("/v1/claims/{claim}/resolve"),
         "c1-again",
-        json!({"outcome": "refund"}),
+        json!({"outcome": "refund", "payee_bps": 6_000}),
     )
     .await
-    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "claim_already_resolved");
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
 
     // m1's window times out to a release, m2's (open over the rest of the
     // partial rejection) to a refund, on the tick.

@@ -584,9 +584,10 @@ async fn resolve(
     ApiPath(claim_id): ApiPath<ClaimId>,
     ApiJson(body): ApiJson<ResolveClaimBody>,
 ) -> Result<Response, ApiError> {
-    // A share named with a release or refund would be dropped from the
-    // request, and a retry naming another would replay this one. Keys
-    // answered before this check get their answers.
+    // A share named with a release or refund is refused (it would be
+    // dropped from the request). Keys answered before this check get their
+    // answers; a key answered for another body is refused as reused (the
+    // request is fingerprinted by the body asked).
     if body.outcome != OutcomeName::Split
         && body.payee_bps.is_some()
         && state.unanswered(tenant_id, &key).await?
@@ -609,18 +610,20 @@ async fn resolve(
             })
         }
     };
-    let commitment_id = claim_holder(&state, tenant_id, claim_id).await?;
-    let request = ResolveClaim {
-        commitment_id,
-        claim_id,
-        outcome,
-        release_id: TransferId::from_uuid(derive_id(tenant_id, &key, "release")),
-        refund_id: TransferId::from_uuid(derive_id(tenant_id, &key, "refund")),
-        parties: parties(&state, tenant_id, commitment_id).await?,
-    };
-    Ok(outcome_response(
-        state.bus.execute(tenant_id, key, request).await?,
-    ))
+    let asked = serde_json::json!({"claim_id": claim_id, "body": &body});
+    let resolved = async {
+        let commitment_id = claim_holder(&state, tenant_id, claim_id).await?;
+        Ok(ResolveClaim {
+            commitment_id,
+            claim_id,
+            outcome,
+            release_id: TransferId::from_uuid(derive_id(tenant_id, &key, "release")),
+            refund_id: TransferId::from_uuid(derive_id(tenant_id, &key, "refund")),
+            parties: parties(&state, tenant_id, commitment_id).await?,
+        })
+    }
+    .await;
+    crate::http::submit_resolved(&state, tenant_id, key, &asked, resolved).await
 }
 
 /// The commitment holding claim `claim_id`, from the store's index; 404
