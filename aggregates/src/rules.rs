@@ -162,7 +162,11 @@ impl Rules {
     ///   cancel back until its timeout (such windows recorded before hold
     ///   none back); an acceptance or rejection needs an open window
     ///   (`no_inspection_window`): before, one with none recorded an answer
-    ///   to a submission that never was.
+    ///   to a submission that never was;
+    /// - a payment attributed to a payee is refused until the payee is
+    ///   created (`unknown_payee`): the commission process manager,
+    ///   reacting to its capture, was refused for good or not depending on
+    ///   how far it lagged behind the payee's creation.
     pub const EIGHTH: Self = Self(8);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::EIGHTH;

@@ -72,9 +72,28 @@ async fn the_life_of_a_card_payment_moves_every_account_to_the_unit() {
     // released), refund 1000, a dispute of 2000 with a 1500 fee lost, the
     // processor's batch settling both captures, the refund and the dispute
     // with fees, and a payout of its net: every account exact and the
-    // trial balance zero after each step; the reads show the same.
+    // trial balance zero after each step; the reads show the same. A sale
+    // is attributed to a payee once the payee is created (unknown_payee
+    // before).
     let server = TestServer::start().await;
     let acme = server.tenant("acme").await;
+    let early = acme
+        .post(
+            "/v1/payments",
+            "pay-early",
+            json!({"amount": 10_000, "currency": "USD", "attribution": {"payee": "alice"}}),
+        )
+        .await;
+    let error = early.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_payee");
+    assert_eq!(error["details"], json!({"payee_id": "alice"}));
+    let payee = acme
+        .post(
+            "/v1/payees",
+            "alice",
+            json!({"payee_id": "alice", "name": "Alice", "currency": "USD"}),
+        )
+        .await;
+    assert_eq!(payee.status, StatusCode::CREATED, "{}", payee.body);
     let (created, _) = accepted(
         &acme,
         "/v1/payments",

@@ -271,13 +271,14 @@ async fn a_commission_the_process_manager_never_accrued_is_owed_an_hour_after_it
 
 #[tokio::test]
 async fn a_sale_for_a_payee_created_after_it_is_not_owed_a_commission() {
-    // Proves: a capture attributed to a payee created only afterwards is
-    // not owed its commission however late the history runs: the process
-    // manager may have reacted at once and been refused (unknown_payee,
-    // final and recorded beside the chain), and the history cannot tell.
+    // Proves: a capture attributed to a payee created only afterwards
+    // (which the seventh rules allowed) is not owed its commission however
+    // late the history runs: the process manager may have reacted at once
+    // and been refused (unknown_payee, final and recorded beside the
+    // chain), and the history cannot tell.
     let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
     let capture_id = |n: u128| uuid::Uuid::from_u128(0x0E_2000 + n);
-    let ledger = Ledger::new().await;
+    let ledger = Ledger::under(aggregates::rules::Rules::SEVENTH).await;
     ledger.set_clock(t0);
     super::compensation::attributed_capture(&ledger, capture_id, t0).await;
     let payee = commands::requests::compensation::CreatePayee {

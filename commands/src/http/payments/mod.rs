@@ -254,7 +254,7 @@ const AUTHORIZATION_TTL_SECONDS_DEFAULT: i64 = 7 * 86_400;
         (status = 201, description = "Created, `requires_tender`", body = Accepted<PaymentAnswer>),
         (status = 400, description = "Invalid input, naming the field (`invalid_currency`)", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`asset_scale_mismatch`: the currency is used with another scale in the tenant; or key reused", body = ErrorBody),
+        (status = 422, description = "`asset_scale_mismatch`: the currency is used with another scale in the tenant; `unknown_payee` (details.payee_id; since rules 8): the payee it is attributed to is not created yet; or key reused", body = ErrorBody),
     )
 )]
 async fn create_payment(

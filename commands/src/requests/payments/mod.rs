@@ -195,17 +195,48 @@ pub struct CreatePayment {
     pub terms: IntentTerms,
 }
 
+impl CreatePayment {
+    /// Refused (`unknown_payee`, since rules 8) when the payee the payment
+    /// is attributed to is not created yet: its commission's process
+    /// manager, reacting to the capture, would be refused for good or not
+    /// depending on how far it lags behind the payee's creation.
+    fn payee_exists(&self, decider: &Decider<'_>) -> Result<(), Refusal> {
+        let Some(payee_id) = self.terms.payee.as_deref() else {
+            return Ok(());
+        };
+        let payee = decider.state::<aggregates::compensation::Payee>(payee_id)?;
+        if payee.profile.is_some() {
+            return Ok(());
+        }
+        Err(Refusal::Rejected {
+            kind: aggregates::RejectionKind::RuleBroken,
+            code: "unknown_payee".into(),
+            message: format!("no payee {payee_id}: create it before attributing a sale to it"),
+            details: serde_json::json!({ "payee_id": payee_id }),
+        })
+    }
+}
+
 impl Request for CreatePayment {
     const KIND: &'static str = "create_payment";
 
     fn targets(&self) -> Vec<Target> {
         let mut targets = vec![Target::of::<Payment>(self.payment_id.to_string())];
         targets.extend(books::money_targets([], [&self.terms.asset]));
+        targets.extend(
+            self.terms
+                .payee
+                .clone()
+                .map(Target::of::<aggregates::compensation::Payee>),
+        );
         targets
     }
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
+        if decider.rules().since(aggregates::rules::Rules::EIGHTH) {
+            self.payee_exists(decider)?;
+        }
         // The payment's currency keeps one scale in the tenant.
         books::use_assets(decider, [&self.terms.asset])?;
         decider.execute::<Payment>(
