@@ -32,6 +32,9 @@ pub fn report(state: &TenantState, tenant_id: TenantId, at: Option<DateTime<Utc>
                 let id = key.aggregate_id.as_str();
                 (id, (section.report)(id, aggregate, at))
             })
+            // An aggregate a decision only read, never created (a payee a
+            // payment names, looked up before it existed), reports nothing.
+            .filter(|(_, value)| !value.is_null())
             .collect();
         aggregates.sort_by_key(|(id, _)| *id);
         let value = if section.one {

@@ -275,12 +275,16 @@ async fn a_sale_for_a_payee_created_after_it_is_not_owed_a_commission() {
     // (which the seventh rules allowed) is not owed its commission however
     // late the history runs: the process manager may have reacted at once
     // and been refused (unknown_payee, final and recorded beside the
-    // chain), and the history cannot tell.
+    // chain), and the history cannot tell. A replay before the payee was
+    // created lists no payee (the payment's decision read one that was not
+    // there).
     let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
     let capture_id = |n: u128| uuid::Uuid::from_u128(0x0E_2000 + n);
     let ledger = Ledger::under(aggregates::rules::Rules::SEVENTH).await;
     ledger.set_clock(t0);
     super::compensation::attributed_capture(&ledger, capture_id, t0).await;
+    let before = ledger.replay(0, replay::as_of::AsOf::Head).await;
+    assert_eq!(before["payees"], serde_json::json!([]), "{before}");
     let payee = commands::requests::compensation::CreatePayee {
         payee_id: "alice".into(),
         name: "Alice".into(),

@@ -181,7 +181,8 @@ pub(crate) fn asset(payment: &Payment) -> Result<Asset, ApiError> {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Attribution {
-    /// The payee credited with the sale (for commissions).
+    /// The payee credited with the sale (for commissions), created before
+    /// the payment (since rules 8).
     pub payee: Name,
 }
 
