@@ -310,8 +310,16 @@ impl ApiError {
 /// replayed for a repeated key.
 pub fn outcome_response(outcome: Outcome) -> Response {
     let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, Json(outcome.body.as_ref())).into_response();
-    if outcome.replayed {
+    replayed_if(
+        (status, Json(outcome.body.as_ref())).into_response(),
+        outcome.replayed,
+    )
+}
+
+/// `response`, marked `Idempotent-Replayed: true` when it is the stored
+/// answer of an earlier request under the same key.
+pub fn replayed_if(mut response: Response, replayed: bool) -> Response {
+    if replayed {
         response
             .headers_mut()
             .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));

@@ -1,13 +1,13 @@
 //! `/v1/tenants`: creating tenants, issuing, listing and revoking API keys
 //! (admin token only).
 
-use super::error::{ApiError, ErrorBody, REPLAYED_HEADER};
+use super::error::{replayed_if, ApiError, ErrorBody};
 use super::extract::{Admin, ApiJson, ApiPath, IdempotencyKeyHeader};
 use super::AppState;
 use aggregates::text::Text;
 use aggregates::TenantId;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -170,13 +170,10 @@ async fn create_tenant(
             return Err(crate::pipeline::PipelineError::KeyReused.into());
         }
     };
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    if replayed {
-        response
-            .headers_mut()
-            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(replayed_if(
+        (StatusCode::CREATED, Json(body)).into_response(),
+        replayed,
+    ))
 }
 
 /// Issues another API key for a tenant (key rotation, or a lost first key),
@@ -216,13 +213,10 @@ async fn issue_api_key(
         api_key,
         key_id: key_id.as_uuid(),
     };
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    if replayed {
-        response
-            .headers_mut()
-            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(replayed_if(
+        (StatusCode::CREATED, Json(body)).into_response(),
+        replayed,
+    ))
 }
 
 /// A tenant's API keys, newest first (at most 1,000): id, hint, when
@@ -319,11 +313,5 @@ async fn revoke_api_key(
         key_id: revoked.key_id.as_uuid(),
         revoked_at: revoked.revoked_at,
     };
-    let mut response = Json(body).into_response();
-    if replayed {
-        response
-            .headers_mut()
-            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(replayed_if(Json(body).into_response(), replayed))
 }
