@@ -99,6 +99,14 @@ pub struct ReactionReader {
     ) -> Option<Box<dyn PendingReaction>>,
 }
 
+impl ReactionReader {
+    /// Whether events stored as `event_type` (of its aggregate type) are
+    /// read at all.
+    pub fn reads(&self, event_type: &str) -> bool {
+        self.events.contains(&event_type)
+    }
+}
+
 /// A reaction read from an event, not made yet.
 pub trait PendingReaction: Send + Sync {
     /// The key the process manager submits it under.

@@ -60,12 +60,16 @@ pub struct ScheduleReader {
 }
 
 impl ScheduleReader {
+    /// Whether events stored as `event_type` (of its aggregate type) are
+    /// read at all.
+    pub fn reads(&self, event_type: &str) -> bool {
+        self.events.contains(&event_type)
+    }
+
     /// What `event` schedules: nothing when its aggregate type or event
     /// type is not this reader's.
     pub fn changes(&self, event: &StoredEvent) -> Result<Vec<ScheduleChange>, ApplyError> {
-        if event.aggregate_type != self.aggregate_type
-            || !self.events.contains(&event.event_type.as_str())
-        {
+        if event.aggregate_type != self.aggregate_type || !self.reads(&event.event_type) {
             return Ok(Vec::new());
         }
         (self.read)(event)

@@ -25,10 +25,9 @@ use chrono::{DateTime, Duration, Utc};
 use commands::domains::PendingReaction;
 use commands::pipeline::fold::TenantFold;
 use commands::pipeline::AnyRequest;
-use eventstore::{IdempotencyKey, JsonText, StoredEvent};
+use eventstore::IdempotencyKey;
 use projections::reactor::reaction_key;
 use projections::scheduled::{ScheduleChange, SCHEDULER};
-use serde_json::Value;
 use std::collections::HashMap;
 
 /// How long before a history's last event work must have fallen due (or a
@@ -77,34 +76,23 @@ struct Due {
 }
 
 impl Due {
-    fn of(event: &AuditEvent, line: Option<u64>, due_at: DateTime<Utc>) -> DueOf<'_> {
-        DueOf {
-            event,
-            line,
+    /// `ask`, under `key`, of `event` (read from `line`), due at `due_at`.
+    fn new(
+        (event, line): (&AuditEvent, Option<u64>),
+        due_at: DateTime<Utc>,
+        (key, ask): (IdempotencyKey, Ask),
+        what: String,
+    ) -> Self {
+        Self {
             due_at,
-        }
-    }
-}
-
-/// A [`Due`] asked for by `event`, before its request is known.
-struct DueOf<'a> {
-    event: &'a AuditEvent,
-    line: Option<u64>,
-    due_at: DateTime<Utc>,
-}
-
-impl DueOf<'_> {
-    fn asking(self, key: IdempotencyKey, ask: Ask, what: String) -> Due {
-        Due {
-            due_at: self.due_at,
-            asked_at: self.event.recorded_at,
+            asked_at: event.recorded_at,
             key,
             ask,
             what,
-            tenant_seq: self.event.tenant_seq,
-            line: self.line,
-            aggregate_type: self.event.aggregate_type.clone(),
-            aggregate_id: self.event.aggregate_id.clone(),
+            tenant_seq: event.tenant_seq,
+            line,
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
         }
     }
 }
@@ -117,10 +105,13 @@ impl Owed {
         let Some(reader) = registry().schedule(&event.aggregate_type) else {
             return;
         };
-        if !reader.events.contains(&event.event_type.as_str()) {
+        if !reader.reads(&event.event_type) {
             return;
         }
-        let Some(changes) = stored(event).and_then(|stored| reader.changes(&stored).ok()) else {
+        let Some(changes) = event
+            .to_stored()
+            .and_then(|stored| reader.changes(&stored).ok())
+        else {
             return;
         };
         for (n, change) in changes.into_iter().enumerate() {
@@ -142,7 +133,7 @@ impl Owed {
                         continue;
                     };
                     let what = format!("work {work}");
-                    let due = Due::of(event, line, due_at).asking(parsed, Ask::Work(request), what);
+                    let due = Due::new((event, line), due_at, (parsed, Ask::Work(request)), what);
                     self.keys.insert(key, work.clone());
                     self.work.insert(work, due);
                 }
@@ -164,23 +155,20 @@ impl Owed {
         let readers = registry().reactions(&event.aggregate_type);
         let reading: Vec<_> = readers
             .iter()
-            .filter(|reader| reader.events.contains(&event.event_type.as_str()))
+            .filter(|reader| reader.reads(&event.event_type))
             .collect();
         if reading.is_empty() {
             return;
         }
-        let Some(stored) = stored(event) else {
+        let Some(stored) = event.to_stored() else {
             return;
         };
         for reader in reading {
             if let Some(pending) = (reader.read)(fold, &stored) {
                 let what = format!("the {} process manager's reaction", reader.name);
                 let key = pending.key().clone();
-                let due = Due::of(event, line, event.recorded_at).asking(
-                    key,
-                    Ask::Reaction(pending),
-                    what,
-                );
+                let ask = (key, Ask::Reaction(pending));
+                let due = Due::new((event, line), event.recorded_at, ask, what);
                 self.reactions.insert(due.key.as_str().to_string(), due);
             }
         }
@@ -259,27 +247,4 @@ fn taken(
     let body = request.body().ok()?;
     let redecision = fold.decide((request, &body), &due.key, now, rules);
     (redecision.decision.is_ok() && redecision.events().next().is_some()).then(|| request.kind())
-}
-
-/// `event` as the store reads it, for a domain's reader.
-fn stored(event: &AuditEvent) -> Option<StoredEvent> {
-    Some(StoredEvent {
-        tenant_id: event.tenant_id,
-        tenant_seq: event.tenant_seq,
-        global_position: 0,
-        transaction_id: 0,
-        aggregate_type: event.aggregate_type.clone(),
-        aggregate_id: event.aggregate_id.clone(),
-        aggregate_seq: event.aggregate_seq,
-        event_id: event.event_id,
-        event_type: event.event_type.clone(),
-        event_version: event.event_version.clone(),
-        payload: serde_json::from_str(&event.payload).ok()?,
-        metadata: JsonText::from_value(&Value::Null).ok()?,
-        idempotency_key: event.idempotency_key.clone(),
-        recorded_at: event.recorded_at,
-        prev_hash: event.prev_hash,
-        hash: event.hash,
-        decoded: Default::default(),
-    })
 }

@@ -5,7 +5,7 @@
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use eventstore::chain::EventFields;
-use eventstore::{ChainHash, EventStore, StoreError, StoredEvent, TenantRange};
+use eventstore::{ChainHash, EventStore, JsonText, StoreError, StoredEvent, TenantRange};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -49,6 +49,35 @@ impl AuditEvent {
             idempotency_key: &self.idempotency_key,
             recorded_at_micros: self.recorded_at.timestamp_micros(),
         }
+    }
+}
+
+impl AuditEvent {
+    /// The event as the store reads it, for a domain's schedule or
+    /// reaction reader; `None` when its payload is not JSON. Its place in
+    /// the global order is not known here (0), and its metadata, which no
+    /// reader reads, is left out (`null`: parsing it would cost as much as
+    /// the payload).
+    pub fn to_stored(&self) -> Option<StoredEvent> {
+        Some(StoredEvent {
+            tenant_id: self.tenant_id,
+            tenant_seq: self.tenant_seq,
+            global_position: 0,
+            transaction_id: 0,
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            aggregate_seq: self.aggregate_seq,
+            event_id: self.event_id,
+            event_type: self.event_type.clone(),
+            event_version: self.event_version.clone(),
+            payload: serde_json::from_str(&self.payload).ok()?,
+            metadata: JsonText::from_value(&serde_json::Value::Null).ok()?,
+            idempotency_key: self.idempotency_key.clone(),
+            recorded_at: self.recorded_at,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+            decoded: Default::default(),
+        })
     }
 }
 

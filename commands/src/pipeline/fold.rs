@@ -176,12 +176,13 @@ impl TenantFold {
 
     /// The state of aggregate `A` `aggregate_id` as folded; `None` before
     /// its first event.
-    pub fn state<A: 'static>(&self, aggregate_type: &str, aggregate_id: &str) -> Option<&A> {
+    pub fn state<A>(&self, aggregate_id: &str) -> Option<&A>
+    where
+        A: aggregates::Decide + 'static,
+        A::Error: aggregates::Rejection,
+    {
         self.states
-            .get(&(
-                self.tenant_id,
-                AggregateKey::new(aggregate_type, aggregate_id),
-            ))
+            .get(&(self.tenant_id, AggregateKey::new(A::TYPE, aggregate_id)))
             .and_then(|loaded| loaded.state.as_any().downcast_ref::<A>())
     }
 

@@ -17,7 +17,7 @@ use super::{AccrueCommission, ClawBack, ReverseClawBack};
 use crate::pipeline::fold::TenantFold;
 use crate::pipeline::load::{as_of_sequence, current_from_types};
 use crate::pipeline::{derive_id, AnyRequest, CommandBus, PipelineError};
-use aggregates::compensation::{Payee, PAYEE_AGGREGATE};
+use aggregates::compensation::Payee;
 use aggregates::ids::{CaptureId, LineId};
 use aggregates::money::Amount;
 use aggregates::payments::{DisputeOutcome, Payment, PaymentEvent, PAYMENT_AGGREGATE};
@@ -219,11 +219,9 @@ fn read_reaction(
     fold: &TenantFold,
     event: &StoredEvent,
 ) -> Option<Box<dyn crate::domains::PendingReaction>> {
-    let payment = fold.state::<Payment>(PAYMENT_AGGREGATE, &event.aggregate_id)?;
+    let payment = fold.state::<Payment>(&event.aggregate_id)?;
     let payee_id = payment.intent.as_ref()?.terms.payee.as_deref()?;
-    fold.state::<Payee>(PAYEE_AGGREGATE, payee_id)?
-        .profile
-        .as_ref()?;
+    fold.state::<Payee>(payee_id)?.profile.as_ref()?;
     let decoded = projections::decode::decode::<Payment>(event).ok()?;
     let reaction = reaction(payment, decoded)?;
     Some(Box::new(Pending {
@@ -252,7 +250,7 @@ impl crate::domains::PendingReaction for Pending {
     /// payee as it stands.
     fn request(&self, fold: &TenantFold, rules: Rules) -> Option<Box<dyn AnyRequest>> {
         let payee_id = self.payment.intent.as_ref()?.terms.payee.as_deref()?;
-        let payee = fold.state::<Payee>(PAYEE_AGGREGATE, payee_id)?;
+        let payee = fold.state::<Payee>(payee_id)?;
         request_of(
             (fold.tenant_id(), &self.key, rules),
             (&self.payment_id, &self.payment),
