@@ -353,12 +353,24 @@ impl SchedulerArgs {
         }
     }
 
-    fn clock(&self) -> commands::Clock {
-        let offset = chrono::Duration::seconds(self.clock_offset_seconds);
-        if offset.is_zero() {
-            return commands::Clock::system();
+    /// The database server's clock, measured against this host's.
+    async fn database_time(
+        &self,
+        store: &eventstore::EventStore,
+    ) -> Result<commands::DatabaseTime, sqlx::Error> {
+        commands::DatabaseTime::measure(store.pool(), commands::Clock::system()).await
+    }
+
+    /// The clock the process stamps and tells due time by: the database
+    /// server's (this host's moved by `time`'s offset, measured again while
+    /// the process runs), run ahead by `--clock-offset-seconds` for drills.
+    fn clock(&self, time: &commands::DatabaseTime) -> commands::Clock {
+        let drill = chrono::Duration::seconds(self.clock_offset_seconds);
+        let clock = time.clock();
+        if drill.is_zero() {
+            return clock;
         }
-        commands::Clock::from_fn(move || chrono::Utc::now() + offset)
+        commands::Clock::from_fn(move || clock.now() + drill)
     }
 }
 
@@ -694,12 +706,13 @@ async fn run_serve(database_url: Option<&str>, args: ServeArgs) -> Result<(), Fa
     http.replays_max = args.replays_max;
     http.failed_auth_limit = args.failed_auth_limit;
     http.connections = args.connection_limits();
+    let database_time = args.scheduler.database_time(&store).await?;
     let config = commands::server::ServeConfig {
         http,
         bus: commands::BusConfig {
             shards: args.shards,
             pipeline_depth: args.pipeline_depth,
-            clock: args.scheduler.clock(),
+            clock: args.scheduler.clock(&database_time),
             rules: args.scheduler.rules(),
             ..commands::BusConfig::default()
         },
@@ -707,6 +720,7 @@ async fn run_serve(database_url: Option<&str>, args: ServeArgs) -> Result<(), Fa
         plans: commands::server::plan_catalog(args.plans.as_deref())?,
         ticker: Some(args.scheduler.ticker()),
         read_database_url: args.read_database_url,
+        database_time: Some(database_time),
     };
     commands::server::serve(
         store,
@@ -724,8 +738,9 @@ async fn run_project(database_url: Option<&str>, args: ProjectArgs) -> Result<()
     let store = open_store(database_url, 8).await?;
     let catalog = commands::domains::projections();
     if !args.once {
+        let database_time = args.scheduler.database_time(&store).await?;
         let bus = commands::BusConfig {
-            clock: args.scheduler.clock(),
+            clock: args.scheduler.clock(&database_time),
             rules: args.scheduler.rules(),
             ..commands::BusConfig::default()
         };
@@ -735,6 +750,7 @@ async fn run_project(database_url: Option<&str>, args: ProjectArgs) -> Result<()
             commands::domains::process_managers(),
             bus,
             args.scheduler.ticker(),
+            Some(database_time),
             commands::server::shutdown_signal(),
         )
         .await?;

@@ -28,5 +28,6 @@ pub mod tenants;
 
 pub use metrics::Metrics;
 pub use pipeline::{
-    BusConfig, Clock, CommandBus, Decider, Outcome, PipelineError, Refusal, Reply, Request, Target,
+    BusConfig, Clock, CommandBus, DatabaseTime, Decider, Outcome, PipelineError, Refusal, Reply,
+    Request, Target,
 };

@@ -93,6 +93,9 @@ pub struct Metrics {
     /// How far the replica reads go to is behind the primary (0 on the
     /// primary itself, NaN when the replica cannot be asked).
     replica_replay_lag: Gauge<f64, AtomicU64>,
+    /// How far the database server's clock is ahead of this host's, which
+    /// the pipeline and the ticker follow.
+    clock_offset: Gauge<f64, AtomicU64>,
     /// Bumped after every refresh of the projection gauges.
     projections_refreshed: watch::Sender<u64>,
 }
@@ -163,6 +166,12 @@ impl Default for Metrics {
             "How far the replica the reads go to is behind the primary (0 when reads go to the primary, NaN when the replica cannot be asked)",
             replica_replay_lag.clone(),
         );
+        let clock_offset = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "clock_offset_seconds",
+            "How far the database server's clock is ahead of this host's (negative: behind), as last measured; the ledger stamps commands and tells due time by the database's clock",
+            clock_offset.clone(),
+        );
         Self {
             registry,
             commands,
@@ -176,6 +185,7 @@ impl Default for Metrics {
             projection_seconds_behind,
             projection_state,
             replica_replay_lag,
+            clock_offset,
             projections_refreshed: watch::channel(0).0,
         }
     }
@@ -243,6 +253,12 @@ impl Metrics {
     /// the replica cannot be asked).
     pub fn set_replica_lag(&self, lag_seconds: Option<f64>) {
         self.replica_replay_lag.set(lag_seconds.unwrap_or(0.0));
+    }
+
+    /// Sets how far the database server's clock is ahead of this host's.
+    pub fn set_clock_offset(&self, offset: chrono::TimeDelta) {
+        let seconds = offset.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+        self.clock_offset.set(seconds);
     }
 
     pub fn set_projections(&self, statuses: &[ProjectionStatus]) {

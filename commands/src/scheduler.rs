@@ -22,7 +22,7 @@
 //! tick).
 
 use crate::domains::Registry;
-use crate::pipeline::{Clock, CommandBus, PipelineError};
+use crate::pipeline::{Clock, CommandBus, Outcome, PipelineError};
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use eventstore::IdempotencyKey;
@@ -119,10 +119,12 @@ const FAIL: &str = "\
 
 /// A request that cannot be decided yet gives its lease back at once: the
 /// next tick submits it again (after what it waits for, leased with it,
-/// has been decided), not only once the lease would have run out.
+/// has been decided), not only once the lease would have run out. Only
+/// its own lease (until `$5`): one that ran out and was taken by another
+/// ticker stays that ticker's.
 const WAIT: &str = "\
     UPDATE scheduler_runs SET last_error = $3, leased_until = $4 \
-    WHERE tenant_id = $1 AND idempotency_key = $2";
+    WHERE tenant_id = $1 AND idempotency_key = $2 AND leased_until = $5";
 
 /// One piece of leased work.
 struct Leased {
@@ -148,6 +150,26 @@ enum Answer {
     Waiting(String),
 }
 
+impl Answer {
+    /// How `outcome` ends the work: accepted, or refused with its code.
+    fn of(outcome: &Outcome) -> Self {
+        if outcome.accepted() {
+            return Self::Accepted {
+                status: outcome.status,
+                tenant_seq: outcome.tenant_seq,
+            };
+        }
+        Self::Refused {
+            status: outcome.status,
+            code: outcome.body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            tenant_seq: outcome.tenant_seq,
+        }
+    }
+}
+
 impl Ticker {
     pub fn new(
         pool: PgPool,
@@ -170,9 +192,10 @@ impl Ticker {
     pub async fn tick(&self) -> Result<TickReport, sqlx::Error> {
         let now = self.clock.now();
         let lease = chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+        let until = now + lease;
         let rows: Vec<(Uuid, String, String, Value)> = sqlx::query_as(LEASE)
             .bind(now)
-            .bind(now + lease)
+            .bind(until)
             .bind(self.config.batch.max(1))
             .fetch_all(&self.pool)
             .await?;
@@ -213,7 +236,7 @@ impl Ticker {
             }
             // A lost record is harmless (the lease runs out and the request
             // is answered from its own record next time): go on with the rest.
-            if let Err(error) = self.record(&leased, answer, now).await {
+            if let Err(error) = self.record(&leased, answer, now, until).await {
                 tracing::warn!(key = %leased.key, %error, "cannot record a scheduled request's answer");
             }
         }
@@ -236,34 +259,35 @@ impl Ticker {
             Err(error) => return Answer::Unanswered(error.to_string()),
         };
         let tenant_id = TenantId::from_uuid(leased.tenant_id);
-        match self.bus.execute_any(tenant_id, key, request).await {
-            Ok(outcome) if outcome.accepted() => Answer::Accepted {
-                status: outcome.status,
-                tenant_seq: outcome.tenant_seq,
-            },
-            Ok(outcome) => Answer::Refused {
-                status: outcome.status,
-                code: outcome.body["error"]["code"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                tenant_seq: outcome.tenant_seq,
-            },
+        match self.bus.execute_any(tenant_id, key.clone(), request).await {
+            Ok(outcome) => Answer::of(&outcome),
             Err(PipelineError::UnknownTenant) => Answer::Refused {
                 status: 404,
                 code: "unknown_tenant".into(),
                 tenant_seq: 0,
             },
-            // Another request took the key first (clients cannot: the edge
-            // refuses `pm:` keys): final, and visible in the work's outcome.
-            Err(PipelineError::KeyReused) => Answer::Refused {
-                status: 409,
-                code: "idempotency_key_reused".into(),
-                tenant_seq: 0,
-            },
+            // Clients cannot take a `pm:` key (the edge refuses them): the
+            // key answered this work's request as an earlier build wrote it
+            // (the schedule's request changed since). What the key's record
+            // says is what became of the work.
+            Err(PipelineError::KeyReused) => self.recorded(tenant_id, &key).await,
             Err(error @ (PipelineError::NotDue(_) | PipelineError::Stale(_))) => {
                 Answer::Waiting(error.to_string())
             }
+            Err(error) => Answer::Unanswered(error.to_string()),
+        }
+    }
+
+    /// What the record of `key` answered, for a request the key refused as
+    /// another.
+    async fn recorded(&self, tenant_id: TenantId, key: &IdempotencyKey) -> Answer {
+        let store = eventstore::EventStore::new(self.pool.clone());
+        match store.idempotency_record(tenant_id, key).await {
+            Ok(Some(record)) => {
+                tracing::warn!(key = %key.as_str(), "the key answered the work's request as recorded earlier");
+                Answer::of(&Outcome::recorded(&record))
+            }
+            Ok(None) => Answer::Unanswered("the key was reused, yet it has no record".into()),
             Err(error) => Answer::Unanswered(error.to_string()),
         }
     }
@@ -274,6 +298,7 @@ impl Ticker {
         leased: &Leased,
         answer: Answer,
         now: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         let (outcome, status, code, tenant_seq) = match answer {
             Answer::Accepted { status, tenant_seq } => ("accepted", status, None, tenant_seq),
@@ -297,6 +322,7 @@ impl Ticker {
                     .bind(&leased.key)
                     .bind(why)
                     .bind(now)
+                    .bind(until)
                     .execute(&self.pool)
                     .await?;
                 return Ok(());

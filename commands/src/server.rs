@@ -8,7 +8,7 @@ use crate::http::metrics::{
 };
 use crate::http::{app, connections, AppState, HttpConfig};
 use crate::metrics::Metrics;
-use crate::pipeline::{BusConfig, CommandBus};
+use crate::pipeline::{BusConfig, CommandBus, DatabaseTime, DATABASE_TIME_EVERY};
 use crate::scheduler::{Ticker, TickerConfig};
 use aggregates::plan::PlanCatalog;
 use eventstore::EventStore;
@@ -37,6 +37,11 @@ pub struct ServeConfig {
     /// A streaming replica every read of a read table goes to
     /// (`--read-database-url`); `None` reads the primary.
     pub read_database_url: Option<String>,
+    /// The database's clock, which `bus.clock` follows (made by its
+    /// [`DatabaseTime::clock`]): measured again every minute while the
+    /// server runs, its offset shown in `/metrics`. `None` (tests) keeps
+    /// `bus.clock` as it is.
+    pub database_time: Option<DatabaseTime>,
 }
 
 /// A pool on the replica at `url`, connecting as reads need it. Each
@@ -193,6 +198,12 @@ pub async fn serve(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::default());
     let clock = config.bus.clock.clone();
+    let (stop_tasks, tasks_stopped) = watch::channel(false);
+    let following = config.database_time.map(|time| {
+        let metrics = metrics.clone();
+        let measured = move |offset| metrics.set_clock_offset(offset);
+        follow_database_time(&store, time, measured, tasks_stopped.clone())
+    });
     // A server never stops its shards dead: only a fault test's own
     // pipeline has a crash hook.
     let bus = start_bus(
@@ -208,8 +219,6 @@ pub async fn serve(
         .map(|build| build(bus.clone(), store.clone()))
         .collect();
     let reactor_names = reactors.iter().map(|reactor| reactor.name()).collect();
-    // Stops the background tasks beside the server once it has stopped.
-    let (stop_tasks, tasks_stopped) = watch::channel(false);
     let notifier = tokio::spawn(projections::worker::notify_appends(
         store.clone(),
         tasks_stopped.clone(),
@@ -283,22 +292,42 @@ pub async fn serve(
     let _ = notifier.await;
     let _ = revocations.await;
     let _ = projection_metrics.await;
+    if let Some(following) = following {
+        let _ = following.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
+/// Measures `time` again every minute (the database's clock that the
+/// pipeline and the ticker follow) until `stop` turns true.
+fn follow_database_time(
+    store: &EventStore,
+    time: DatabaseTime,
+    measured: impl Fn(chrono::TimeDelta) + Send + 'static,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let pool = store.pool().clone();
+    tokio::spawn(time.follow(pool, DATABASE_TIME_EVERY, measured, stop))
+}
+
 /// `ledger project`: the projection workers, the process managers and the
 /// scheduler's ticker (with a pipeline of their own to submit to), until
-/// `shutdown` resolves.
+/// `shutdown` resolves. With `database_time`, `bus.clock` follows it (see
+/// [`ServeConfig::database_time`]).
 pub async fn project(
     store: EventStore,
     projections: Vec<Arc<dyn Projection>>,
     process_managers: Vec<ProcessManager>,
     bus: BusConfig,
     ticker: TickerConfig,
+    database_time: Option<DatabaseTime>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), projections::ProjectionError> {
     let clock = bus.clock.clone();
+    let (stop_following, following_stopped) = watch::channel(false);
+    let following =
+        database_time.map(|time| follow_database_time(&store, time, |_| {}, following_stopped));
     let bus = start_bus(&store, bus, Arc::new(Metrics::default()));
     let reactors = process_managers
         .into_iter()
@@ -313,6 +342,10 @@ pub async fn project(
     };
     let result = projections::worker::run_until(&store, &projections, reactors, stop).await;
     bus.shutdown().await;
+    let _ = stop_following.send(true);
+    if let Some(following) = following {
+        let _ = following.await;
+    }
     result
 }
 

@@ -479,3 +479,215 @@ async fn a_scheduled_request_before_its_due_time_is_refused_unrecorded_and_decid
             .unwrap();
     assert_eq!(runs, vec![(2, Some("accepted".to_string())); 4]);
 }
+
+#[tokio::test]
+async fn the_ledger_tells_time_by_the_database_server_s_clock_not_its_host_s() {
+    // Proves: a server on a host whose clock runs ten minutes ahead of the
+    // database server's tells time by the database's: a command is stamped
+    // at the database's time, a hold due five minutes later is not leased
+    // by a ticker on that clock (one on the host's own clock expires it
+    // at once), /metrics shows the offset, and a measurement after the
+    // host's clock moved follows it.
+    let host = TestClock::at(Utc::now() + Duration::minutes(10));
+    let server = TestServer::start_with(Options {
+        clock: Some(host.clock()),
+        database_time: true,
+        ..Options::default()
+    })
+    .await;
+    let time = server.database_time.clone().unwrap();
+    let near = |offset: Duration, minutes: i64| (offset + Duration::minutes(minutes)).abs();
+    assert!(
+        near(time.offset(), 10) < Duration::seconds(5),
+        "{}",
+        time.offset()
+    );
+    let pool = server.db.store().pool().clone();
+    let database_now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let acme = server.tenant("acme").await;
+    funded_accounts(&acme).await;
+    hold(&acme, "hold-1", 300, database_now + Duration::minutes(5)).await;
+    let stamped: DateTime<Utc> =
+        sqlx::query_scalar("SELECT max(recorded_at) FROM events WHERE tenant_id = $1::uuid")
+            .bind(&acme.tenant_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        (stamped - database_now).abs() < Duration::seconds(5),
+        "stamped {stamped}, the database's clock read {database_now}"
+    );
+    server.catch_up().await;
+    assert_eq!(
+        server.ticker(time.clock()).tick().await.unwrap(),
+        report(0, 0, 0)
+    );
+
+    let metrics = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shown: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ledger_clock_offset_seconds "))
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .parse()
+        .unwrap();
+    assert!((shown + 600.0).abs() < 5.0, "{shown}");
+
+    host.set(host.now() + Duration::minutes(10));
+    let moved = time.remeasure(&pool).await.unwrap();
+    assert!(near(moved, 20) < Duration::seconds(5), "{moved}");
+    assert!(near(time.offset(), 20) < Duration::seconds(5));
+    assert_eq!(
+        server.ticker(host.clock()).tick().await.unwrap(),
+        report(1, 1, 0)
+    );
+}
+
+/// Buys 10 credits expiring at `expires_at` for `acme`.
+async fn buy_expiring(acme: &Client, key: &str, expires_at: DateTime<Utc>) -> Value {
+    let bought = acme
+        .post(
+            "/v1/grants",
+            key,
+            json!({"quota": "credits", "amount": 10, "source": "purchase",
+                   "expires_at": expires_at.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+    bought.body
+}
+
+#[tokio::test]
+async fn work_whose_key_answered_an_older_form_of_its_request_ends_as_the_key_s_record_says() {
+    // Proves: when the key of due work already answered the work's request
+    // as an earlier build wrote it (here without its due time), the ticker
+    // records what the key's record says (accepted, the grant expired
+    // once), not a refusal for a reused key.
+    let clock = TestClock::at(whole_seconds_now());
+    let (server, ticker) = started(&clock).await;
+    let acme = server.tenant("acme").await;
+    let expires_at = clock.now() + Duration::minutes(5);
+    let bought = buy_expiring(&acme, "buy", expires_at).await;
+    server.catch_up().await;
+    let due = work(&acme, true, seq_of(&bought)).await;
+    assert_eq!(due.len(), 1, "{due:?}");
+    let mut older: commands::requests::quota::ExpireGrants =
+        serde_json::from_value(due[0]["request"].clone()).unwrap();
+    assert_eq!(older.due_at, Some(expires_at));
+    older.due_at = None;
+    clock.set(expires_at + Duration::seconds(1));
+    let key = due[0]["idempotency_key"].as_str().unwrap();
+    let answered = server
+        .bus(clock.clock())
+        .execute(
+            acme.tenant_id.parse().unwrap(),
+            eventstore::IdempotencyKey::parse(key).unwrap(),
+            older,
+        )
+        .await
+        .unwrap();
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(ticker.tick().await.unwrap(), report(1, 1, 0));
+    assert_eq!(count_events(&server, &acme, "GrantExpired").await, 1);
+    let run: (Option<String>, Option<i32>, Option<String>, i64) = sqlx::query_as(
+        "SELECT outcome, status, error_code, tenant_seq FROM scheduler_runs \
+         WHERE tenant_id = $1::uuid AND idempotency_key = $2",
+    )
+    .bind(&acme.tenant_id)
+    .bind(key)
+    .fetch_one(server.db.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        run,
+        (
+            Some("accepted".to_string()),
+            Some(200),
+            None,
+            answered.tenant_seq
+        )
+    );
+}
+
+#[tokio::test]
+async fn waiting_work_gives_back_only_its_own_lease() {
+    // Proves: a ticker whose request cannot be decided yet (its pipeline's
+    // clock behind the one it leased by) gives its lease back only if it
+    // still holds it: when another ticker took the work over meanwhile
+    // (simulated by the pipeline's first reading of its clock), that
+    // ticker's lease stands and a third ticker leases nothing.
+    let clock = TestClock::at(whole_seconds_now());
+    let (server, _) = started(&clock).await;
+    let acme = server.tenant("acme").await;
+    let expires_at = clock.now() + Duration::minutes(5);
+    buy_expiring(&acme, "buy", expires_at).await;
+    server.catch_up().await;
+    let leases = TestClock::at(expires_at + Duration::seconds(1));
+    let taken_over_until = expires_at + Duration::hours(1);
+    let url = server.db.url().to_string();
+    let tenant = acme.tenant_id.clone();
+    let taken = std::sync::Arc::new(std::sync::Once::new());
+    let behind = expires_at - Duration::hours(1);
+    let pipeline_clock = commands::Clock::from_fn(move || {
+        taken.call_once(|| {
+            let (url, tenant) = (url.clone(), tenant.clone());
+            std::thread::spawn(move || take_over(&url, &tenant, taken_over_until))
+                .join()
+                .unwrap();
+        });
+        behind
+    });
+    let waiting = commands::scheduler::Ticker::new(
+        server.db.store().pool().clone(),
+        server.bus(pipeline_clock),
+        std::sync::Arc::new(commands::domains::Registry::new()),
+        leases.clock(),
+        commands::scheduler::TickerConfig::default(),
+    );
+    let ticked = waiting.tick().await.unwrap();
+    assert_eq!((ticked.leased, ticked.waiting), (1, 1), "{ticked:?}");
+    let until: DateTime<Utc> =
+        sqlx::query_scalar("SELECT leased_until FROM scheduler_runs WHERE tenant_id = $1::uuid")
+            .bind(&acme.tenant_id)
+            .fetch_one(server.db.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(until, taken_over_until);
+    assert_eq!(
+        server.ticker(leases.clock()).tick().await.unwrap(),
+        report(0, 0, 0)
+    );
+    assert_eq!(count_events(&server, &acme, "GrantExpired").await, 0);
+}
+
+/// Another ticker taking over the tenant's leases until `until`, on a
+/// connection and runtime of its own (the caller's thread is blocked).
+fn take_over(url: &str, tenant: &str, until: DateTime<Utc>) {
+    use sqlx::Connection;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(
+            "UPDATE scheduler_runs SET leased_until = $2, attempts = attempts + 1 \
+             WHERE tenant_id = $1::uuid",
+        )
+        .bind(tenant)
+        .bind(until)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    });
+}

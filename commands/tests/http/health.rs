@@ -105,6 +105,7 @@ async fn metrics_scrapes_never_query_the_database_and_need_the_token_when_one_is
         plans: aggregates::plan::PlanCatalog::builtin(),
         ticker: None,
         read_database_url: None,
+        database_time: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let store = db.store().clone();

@@ -216,6 +216,7 @@ async fn serve_replicated(cluster: &Replicated) -> Served {
         plans: aggregates::plan::PlanCatalog::builtin(),
         ticker: None,
         read_database_url: Some(cluster.url(STANDBY_PORT, "ledger")),
+        database_time: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = store.clone();

@@ -41,6 +41,7 @@ impl Served {
                 plans: aggregates::plan::PlanCatalog::builtin(),
                 ticker: None,
                 read_database_url: None,
+                database_time: None,
             };
             serve(
                 serving,

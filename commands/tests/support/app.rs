@@ -29,6 +29,9 @@ pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
     pub db: TestDatabase,
+    /// The database's clock the pipeline follows, with
+    /// [`Options::database_time`].
+    pub database_time: Option<commands::DatabaseTime>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -69,6 +72,9 @@ pub struct Options {
     pub rules: Option<aggregates::rules::Rules>,
     /// The plan catalog served; the built-in one when `None`.
     pub plans: Option<aggregates::plan::PlanCatalog>,
+    /// Follow the database server's clock, measured against `clock` (as
+    /// `ledger serve` does against the system clock).
+    pub database_time: bool,
 }
 
 /// A clock the test moves by hand.
@@ -132,10 +138,19 @@ impl TestServer {
         if let Some(connections) = options.connections {
             http.connections = connections;
         }
+        let clock = options.clock.unwrap_or_default();
+        let database_time = match options.database_time {
+            true => Some(
+                commands::DatabaseTime::measure(store.pool(), clock.clone())
+                    .await
+                    .unwrap(),
+            ),
+            false => None,
+        };
         let config = ServeConfig {
             http,
             bus: BusConfig {
-                clock: options.clock.unwrap_or_default(),
+                clock: database_time.as_ref().map_or(clock, |time| time.clock()),
                 rules: options.rules.unwrap_or(aggregates::rules::Rules::CURRENT),
                 ..BusConfig::default()
             },
@@ -145,6 +160,7 @@ impl TestServer {
                 .unwrap_or_else(aggregates::plan::PlanCatalog::builtin),
             ticker: None,
             read_database_url: None,
+            database_time: database_time.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -166,6 +182,7 @@ impl TestServer {
             base,
             client: http_client(),
             db,
+            database_time,
             stop: Some(stop),
             server: Some(server),
         }
