@@ -357,7 +357,7 @@ impl SchedulerArgs {
     async fn database_time(
         &self,
         store: &eventstore::EventStore,
-    ) -> Result<commands::DatabaseTime, sqlx::Error> {
+    ) -> Result<commands::DatabaseTime, commands::pipeline::DatabaseTimeError> {
         commands::DatabaseTime::measure(store.pool(), commands::Clock::system()).await
     }
 

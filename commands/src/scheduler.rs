@@ -109,10 +109,16 @@ const LEASE: &str = "\
     FROM due JOIN leased USING (tenant_id, idempotency_key) \
     ORDER BY due.due_at, due.tenant_id, due.idempotency_key";
 
+/// Records the final answer; `$8` is a note on it (or `NULL`).
 const FINISH: &str = "\
     UPDATE scheduler_runs SET outcome = $3, status = $4, error_code = $5, tenant_seq = $6, \
-        finished_at = $7, last_error = NULL \
+        finished_at = $7, last_error = $8 \
     WHERE tenant_id = $1 AND idempotency_key = $2";
+
+/// The note on work ended by its key's record of another form of its
+/// request.
+pub const ANSWERED_AS_RECORDED: &str =
+    "answered by its key's record of another form of the request (an earlier build's)";
 
 const FAIL: &str = "\
     UPDATE scheduler_runs SET last_error = $3 WHERE tenant_id = $1 AND idempotency_key = $2";
@@ -148,6 +154,9 @@ enum Answer {
     Unanswered(String),
     /// Not decidable yet: submitted again after the lease.
     Waiting(String),
+    /// The answer the key's record holds, for a request the key refused as
+    /// another (an older form of it): final, noted.
+    Recorded(Box<Answer>),
 }
 
 impl Answer {
@@ -222,7 +231,11 @@ impl Ticker {
                 report.failed += 1;
                 continue;
             };
-            match &answer {
+            let decided = match &answer {
+                Answer::Recorded(recorded) => recorded,
+                answer => answer,
+            };
+            match decided {
                 Answer::Accepted { .. } => report.accepted += 1,
                 Answer::Refused { .. } => report.refused += 1,
                 Answer::Unanswered(error) => {
@@ -233,6 +246,7 @@ impl Ticker {
                     tracing::debug!(key = %leased.key, %why, "scheduled request waits");
                     report.waiting += 1;
                 }
+                Answer::Recorded(_) => {}
             }
             // A lost record is harmless (the lease runs out and the request
             // is answered from its own record next time): go on with the rest.
@@ -284,8 +298,8 @@ impl Ticker {
         let store = eventstore::EventStore::new(self.pool.clone());
         match store.idempotency_record(tenant_id, key).await {
             Ok(Some(record)) => {
-                tracing::warn!(key = %key.as_str(), "the key answered the work's request as recorded earlier");
-                Answer::of(&Outcome::recorded(&record))
+                tracing::warn!(key = %key.as_str(), ANSWERED_AS_RECORDED);
+                Answer::Recorded(Box::new(Answer::of(&Outcome::recorded(&record))))
             }
             Ok(None) => Answer::Unanswered("the key was reused, yet it has no record".into()),
             Err(error) => Answer::Unanswered(error.to_string()),
@@ -300,6 +314,10 @@ impl Ticker {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
+        let (answer, note) = match answer {
+            Answer::Recorded(recorded) => (*recorded, Some(ANSWERED_AS_RECORDED)),
+            answer => (answer, None),
+        };
         let (outcome, status, code, tenant_seq) = match answer {
             Answer::Accepted { status, tenant_seq } => ("accepted", status, None, tenant_seq),
             Answer::Refused {
@@ -327,6 +345,8 @@ impl Ticker {
                     .await?;
                 return Ok(());
             }
+            // Never nested.
+            Answer::Recorded(_) => return Ok(()),
         };
         sqlx::query(FINISH)
             .bind(leased.tenant_id)
@@ -336,6 +356,7 @@ impl Ticker {
             .bind(code)
             .bind(tenant_seq)
             .bind(now)
+            .bind(note)
             .execute(&self.pool)
             .await?;
         Ok(())

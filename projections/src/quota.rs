@@ -658,12 +658,13 @@ pub struct QuotaView {
 type TotalsTuple = (String, String, String, String, String, String);
 
 /// Every quota type of one holder (or one type), with available units as of
-/// now and the active grants.
+/// `now` (the ledger's clock) and the active grants.
 pub async fn quota_views(
     connection: &mut PgConnection,
     tenant_id: TenantId,
     quota: Option<QuotaType>,
     account: Option<&QuotaAccount>,
+    now: DateTime<Utc>,
 ) -> Result<Vec<QuotaView>, sqlx::Error> {
     let account_text = account.map_or("", QuotaAccount::as_str);
     let totals: Vec<TotalsTuple> = sqlx::query_as(
@@ -685,7 +686,6 @@ pub async fn quota_views(
     .bind(quota.map(QuotaType::as_str))
     .fetch_all(&mut *connection)
     .await?;
-    let now = Utc::now();
     let number = |text: &str| text.parse::<i64>().unwrap_or(i64::MAX);
     let mut views = Vec::new();
     let types: Vec<QuotaType> = match quota {

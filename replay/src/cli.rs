@@ -204,7 +204,11 @@ async fn report_from_store(
     (point, options): (crate::reports::Point, crate::reports::Options),
 ) -> Result<crate::reports::Report, Failure> {
     let pool = store.pool();
-    let point = point.closed(chrono::Utc::now())?;
+    // Closed by the database server's clock, as the ledger's processes
+    // stamp by it.
+    let now: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
+    let point = point.closed(now)?;
     let mut reading = projections::read::begin_tenant_read(pool, tenant).await?;
     let seq = crate::reports::online::seq_of(&mut reading, tenant, point).await?;
     reading.commit().await?;

@@ -106,6 +106,7 @@ async fn read_quotas(
     account: Option<QuotaAccount>,
     min_seq: Option<Seq>,
 ) -> Result<(Vec<QuotaView>, i64), ApiError> {
+    let now = state.bus.now();
     tenant_read(
         state,
         tenant_id,
@@ -113,7 +114,7 @@ async fn read_quotas(
         min_seq,
         move |connection| {
             Box::pin(async move {
-                quota_read::quota_views(connection, tenant_id, quota, account.as_ref()).await
+                quota_read::quota_views(connection, tenant_id, quota, account.as_ref(), now).await
             })
         },
     )

@@ -15,7 +15,6 @@ use aggregates::time::BoundedTime;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
-use chrono::Utc;
 use projections::subscriptions::{self, SubscriptionRow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -160,7 +159,7 @@ async fn get_subscription(
     let trialing = subscription.status == "active"
         && subscription
             .trial_ends_at
-            .is_some_and(|trial_end| trial_end > Utc::now());
+            .is_some_and(|trial_end| trial_end > state.bus.now());
     Ok(Json(SubscriptionView {
         subscription,
         trialing,

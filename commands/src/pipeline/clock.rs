@@ -6,9 +6,9 @@
 //! reading through `ChainHead::stamp`, which keeps them monotonic.
 //!
 //! Every process of a live ledger tells time by the database server's clock
-//! ([`DatabaseTime`]): `serve` and `project` measure how far the host's
-//! clock is from PostgreSQL's before they start and again every minute, and
-//! stamp and lease by the system clock moved by that much. A host whose
+//! ([`DatabaseTime`]): `serve` and `project` read PostgreSQL's clock before
+//! they start and again every minute, and stamp and lease by that reading
+//! moved on by their own monotonic clock. A host whose
 //! clock runs minutes ahead would otherwise time escrow windows out and
 //! expire holds early, and, since a tenant's stamps never go back, stamp
 //! every later command of its tenants that far ahead on every server.
@@ -16,9 +16,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// A source of the current time, cheap to clone.
@@ -61,75 +60,111 @@ pub const DATABASE_TIME_EVERY: Duration = Duration::from_secs(60);
 /// (it follows the database's clock whatever the distance).
 const OFFSET_WARNING: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
-/// Round trips one measurement takes; the fastest one is kept (its midpoint
-/// is the nearest to the database's reading).
+/// Round trips one measurement takes on one connection, after one to warm
+/// it; the fastest is kept (its midpoint is the nearest to the database's
+/// reading).
 const SAMPLES: usize = 3;
 
-/// A host's clock (`base`) and how far the database server's clock is ahead
-/// of it (behind when negative), as last measured; cheap to clone, shared
-/// by every clock [`DatabaseTime::clock`] made.
-#[derive(Clone, Debug, Default)]
+/// A measurement whose fastest round trip took longer is not taken (the
+/// database or the network was busy; the last one stands): half of it is
+/// how far off the reading may be.
+const ROUND_TRIP_MAX: Duration = Duration::from_millis(100);
+
+/// The database server's clock as last measured: its reading, the moment
+/// of this process's monotonic clock it was taken at, and how far it was
+/// from the host's clock then.
+#[derive(Clone, Copy, Debug)]
+struct Anchor {
+    database: DateTime<Utc>,
+    at: Instant,
+    offset: chrono::TimeDelta,
+}
+
+/// The database server's clock, as this process follows it: the last
+/// reading moved on by the process's monotonic clock (so the host's clock
+/// being stepped changes nothing), read again every minute. Cheap to clone;
+/// every clock [`DatabaseTime::clock`] made shares it. `host` is only what
+/// the offset is reported against.
+#[derive(Clone, Debug)]
 pub struct DatabaseTime {
-    base: Clock,
-    /// Microseconds.
-    offset: Arc<AtomicI64>,
+    host: Clock,
+    anchor: Arc<Mutex<Anchor>>,
+}
+
+/// Why the database's clock could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseTimeError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("the fastest round trip to the database took {0:?}")]
+    Slow(Duration),
 }
 
 impl DatabaseTime {
-    /// Measures the database's clock against `base` once.
-    pub async fn measure(pool: &PgPool, base: Clock) -> Result<Self, sqlx::Error> {
-        let time = Self {
-            base,
-            offset: Arc::default(),
+    /// Reads the database's clock, against `host` (the system clock in a
+    /// server; a test's own).
+    /// A reading too slow to tell the time by is tried again, up to
+    /// `READINGS` in all.
+    pub async fn measure(pool: &PgPool, host: Clock) -> Result<Self, DatabaseTimeError> {
+        const READINGS: usize = 5;
+        let mut reading = 1;
+        let anchor = loop {
+            match read_anchor(pool, &host).await {
+                Err(DatabaseTimeError::Slow(_)) if reading < READINGS => reading += 1,
+                read => break read?,
+            }
         };
-        time.remeasure(pool).await?;
-        Ok(time)
+        log_offset(anchor.offset);
+        Ok(Self {
+            host,
+            anchor: Arc::new(Mutex::new(anchor)),
+        })
     }
 
-    /// The offset last measured.
+    fn anchor(&self) -> Anchor {
+        *self
+            .anchor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How far the database's clock was ahead of the host's (behind when
+    /// negative) when last read.
     pub fn offset(&self) -> chrono::TimeDelta {
-        chrono::TimeDelta::microseconds(self.offset.load(Ordering::Relaxed))
+        self.anchor().offset
     }
 
-    /// The base clock moved by the offset, as it is measured again.
+    /// The database's time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        let anchor = self.anchor();
+        let elapsed = chrono::TimeDelta::from_std(anchor.at.elapsed()).unwrap_or_default();
+        anchor
+            .database
+            .checked_add_signed(elapsed)
+            .unwrap_or(anchor.database)
+    }
+
+    /// A clock reading [`DatabaseTime::now`].
     pub fn clock(&self) -> Clock {
         let time = self.clone();
-        Clock::from_fn(move || time.base.now() + time.offset())
+        Clock::from_fn(move || time.now())
     }
 
-    /// Measures again: `SAMPLES` round trips reading `clock_timestamp()`,
-    /// the one with the shortest round trip taken, its reading set against
-    /// the midpoint of the base clock's readings around it. Returns the
-    /// offset.
-    pub async fn remeasure(&self, pool: &PgPool) -> Result<chrono::TimeDelta, sqlx::Error> {
-        let mut best: Option<(chrono::TimeDelta, chrono::TimeDelta)> = None;
-        for _ in 0..SAMPLES {
-            let before = self.base.now();
-            let database: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-                .fetch_one(pool)
-                .await?;
-            let after = self.base.now();
-            let round_trip = after - before;
-            let offset = database - (before + round_trip / 2);
-            if best.is_none_or(|(fastest, _)| round_trip < fastest) {
-                best = Some((round_trip, offset));
-            }
-        }
-        let offset = best.map(|(_, offset)| offset).unwrap_or_default();
-        let micros = offset.num_microseconds().unwrap_or(i64::MAX);
-        self.offset.store(micros, Ordering::Relaxed);
-        if offset.abs() > OFFSET_WARNING {
-            tracing::warn!(
-                offset_ms = offset.num_milliseconds(),
-                "this host's clock is off the database server's: the ledger tells time by the database's"
-            );
-        }
-        Ok(offset)
+    /// Reads the database's clock again. Returns the offset.
+    pub async fn remeasure(&self, pool: &PgPool) -> Result<chrono::TimeDelta, DatabaseTimeError> {
+        let anchor = read_anchor(pool, &self.host).await?;
+        *self
+            .anchor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = anchor;
+        log_offset(anchor.offset);
+        Ok(anchor.offset)
     }
 
-    /// Measures again every `every` until `stop` turns true, passing each
-    /// offset to `measured` (the last one first); a failed measurement (the
-    /// database down) keeps the last offset.
+    /// Reads the database's clock again every `every` until `stop` turns
+    /// true (a reading under way is dropped), passing each offset to
+    /// `measured` (the last one first); a failed reading (the database
+    /// down, or too slow to tell the time by) keeps the last.
     pub async fn follow(
         self,
         pool: PgPool,
@@ -139,16 +174,63 @@ impl DatabaseTime {
     ) {
         measured(self.offset());
         loop {
+            let reading = async {
+                tokio::time::sleep(every).await;
+                self.remeasure(&pool).await
+            };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                read = reading => match read {
+                    Ok(offset) => measured(offset),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the database's clock; keeping the last reading")
+                    }
+                },
                 _ = stop.wait_for(|stopped| *stopped) => return,
             }
-            match self.remeasure(&pool).await {
-                Ok(offset) => measured(offset),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the database's clock; keeping the last offset")
-                }
-            }
         }
+    }
+}
+
+/// One reading of the database's clock: on one connection (no wait for a
+/// pooled connection inside a round trip), warmed by one query first,
+/// `SAMPLES` round trips reading `clock_timestamp()`, the fastest kept and
+/// set against the midpoint of its round trip.
+async fn read_anchor(pool: &PgPool, host: &Clock) -> Result<Anchor, DatabaseTimeError> {
+    const NOW: &str = "SELECT clock_timestamp()";
+    let mut connection = pool.acquire().await?;
+    sqlx::query_scalar::<_, DateTime<Utc>>(NOW)
+        .fetch_one(&mut *connection)
+        .await?;
+    let mut best: Option<(Duration, Anchor)> = None;
+    for _ in 0..SAMPLES {
+        let before = Instant::now();
+        let host_before = host.now();
+        let database: DateTime<Utc> = sqlx::query_scalar(NOW).fetch_one(&mut *connection).await?;
+        let round_trip = before.elapsed();
+        let half = round_trip / 2;
+        let at = before + half;
+        let host_at = host_before + chrono::TimeDelta::from_std(half).unwrap_or_default();
+        let anchor = Anchor {
+            database,
+            at,
+            offset: database - host_at,
+        };
+        if best.is_none_or(|(fastest, _)| round_trip < fastest) {
+            best = Some((round_trip, anchor));
+        }
+    }
+    match best {
+        Some((round_trip, anchor)) if round_trip <= ROUND_TRIP_MAX => Ok(anchor),
+        Some((round_trip, _)) => Err(DatabaseTimeError::Slow(round_trip)),
+        None => Err(DatabaseTimeError::Slow(Duration::MAX)),
+    }
+}
+
+fn log_offset(offset: chrono::TimeDelta) {
+    if offset.abs() > OFFSET_WARNING {
+        tracing::warn!(
+            offset_ms = offset.num_milliseconds(),
+            "this host's clock is off the database server's: the ledger tells time by the database's"
+        );
     }
 }

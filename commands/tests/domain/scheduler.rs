@@ -486,8 +486,8 @@ async fn the_ledger_tells_time_by_the_database_server_s_clock_not_its_host_s() {
     // database server's tells time by the database's: a command is stamped
     // at the database's time, a hold due five minutes later is not leased
     // by a ticker on that clock (one on the host's own clock expires it
-    // at once), /metrics shows the offset, and a measurement after the
-    // host's clock moved follows it.
+    // at once), /metrics shows the offset, and after the host's clock moved
+    // the ledger still reads the database's time.
     let host = TestClock::at(Utc::now() + Duration::minutes(10));
     let server = TestServer::start_with(Options {
         clock: Some(host.clock()),
@@ -547,6 +547,11 @@ async fn the_ledger_tells_time_by_the_database_server_s_clock_not_its_host_s() {
     let moved = time.remeasure(&pool).await.unwrap();
     assert!(near(moved, 20) < Duration::seconds(5), "{moved}");
     assert!(near(time.offset(), 20) < Duration::seconds(5));
+    let database_now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!((time.now() - database_now).abs() < Duration::seconds(5));
     assert_eq!(
         server.ticker(host.clock()).tick().await.unwrap(),
         report(1, 1, 0)
@@ -572,7 +577,7 @@ async fn work_whose_key_answered_an_older_form_of_its_request_ends_as_the_key_s_
     // Proves: when the key of due work already answered the work's request
     // as an earlier build wrote it (here without its due time), the ticker
     // records what the key's record says (accepted, the grant expired
-    // once), not a refusal for a reused key.
+    // once), noted as such, not a refusal for a reused key.
     let clock = TestClock::at(whole_seconds_now());
     let (server, ticker) = started(&clock).await;
     let acme = server.tenant("acme").await;
@@ -599,8 +604,24 @@ async fn work_whose_key_answered_an_older_form_of_its_request_ends_as_the_key_s_
     assert_eq!(answered.status, 200, "{}", answered.body);
     assert_eq!(ticker.tick().await.unwrap(), report(1, 1, 0));
     assert_eq!(count_events(&server, &acme, "GrantExpired").await, 1);
-    let run: (Option<String>, Option<i32>, Option<String>, i64) = sqlx::query_as(
-        "SELECT outcome, status, error_code, tenant_seq FROM scheduler_runs \
+    let seq = head_seq(&server, &acme).await;
+    server.catch_up().await;
+    let ended = work(&acme, false, seq).await;
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(
+        (
+            &ended[0]["outcome"],
+            &ended[0]["error_code"],
+            &ended[0]["last_error"]
+        ),
+        (
+            &json!("accepted"),
+            &Value::Null,
+            &json!(commands::scheduler::ANSWERED_AS_RECORDED)
+        )
+    );
+    let run: (Option<i32>, i64) = sqlx::query_as(
+        "SELECT status, tenant_seq FROM scheduler_runs \
          WHERE tenant_id = $1::uuid AND idempotency_key = $2",
     )
     .bind(&acme.tenant_id)
@@ -608,15 +629,7 @@ async fn work_whose_key_answered_an_older_form_of_its_request_ends_as_the_key_s_
     .fetch_one(server.db.store().pool())
     .await
     .unwrap();
-    assert_eq!(
-        run,
-        (
-            Some("accepted".to_string()),
-            Some(200),
-            None,
-            answered.tenant_seq
-        )
-    );
+    assert_eq!(run, (Some(200), answered.tenant_seq));
 }
 
 #[tokio::test]
@@ -690,4 +703,18 @@ fn take_over(url: &str, tenant: &str, until: DateTime<Utc>) {
         .await
         .unwrap();
     });
+}
+
+#[tokio::test]
+async fn a_quota_s_available_units_are_told_by_the_ledger_s_clock() {
+    // Proves: a grant whose expiry is past by the host's clock but not by
+    // the ledger's (here a month behind) still counts as available, as the
+    // pipeline would let it be consumed.
+    let clock = a_month_ago();
+    let (server, _) = started(&clock).await;
+    let acme = server.tenant("acme").await;
+    let bought = buy_expiring(&acme, "buy", clock.now() + Duration::days(7)).await;
+    server.catch_up().await;
+    let credits = acme.read("/v1/quota/credits", seq_of(&bought)).await;
+    assert_eq!(credits["available"], 10, "{credits}");
 }
