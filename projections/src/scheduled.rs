@@ -127,8 +127,14 @@ impl Projection for ScheduledWork {
         NAME
     }
 
+    /// Bumped whenever a schedule reader's output for an event already
+    /// stored changes (a request's fields, a work's name or due time):
+    /// `serve` and `project` then rebuild the table on start, so that open
+    /// work carries the request this build submits, not an older build's.
+    /// 2: an escrow commitment's expiry names the windows it times out
+    /// first (`timeouts`).
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {

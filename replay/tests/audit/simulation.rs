@@ -188,7 +188,8 @@ fn next_op(rng: &mut Rng, known: &mut Known, tenant: usize, now: DateTime<Utc>) 
                     customer: None,
                     description: None,
                     authorization_ttl_seconds: 86_400,
-                    payee: Some(format!("rep-{}", rng.below(3))),
+                    // rep-3 is no payee: refused (rules 8).
+                    payee: Some(format!("rep-{}", rng.below(4))),
                 },
             })
         }
@@ -662,7 +663,7 @@ async fn register(
 
 /// Runs seed `seed`'s script, resolves every unknown outcome, and checks
 /// the ledger against the model.
-async fn simulate(seed: u64) {
+async fn simulate(seed: u64) -> (i64, i64) {
     let mut rng = Rng(seed);
     let start = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
     let mut world = World::new(start).await;
@@ -759,7 +760,7 @@ async fn simulate(seed: u64) {
     resolve_unknown(&mut world).await;
     // Everything due falls due: timeouts, expiries, held commissions.
     *world.clock.lock().unwrap() += Duration::days(10);
-    settle(&world).await;
+    let settled = settle(&world).await;
     let checked = check_against_model(&world).await;
     eprintln!(
         "seed {seed}: {checked:?}, {} recorded but unanswered",
@@ -778,12 +779,15 @@ async fn simulate(seed: u64) {
         .await
         .unwrap();
     assert!(verified.ok, "verify: {:?}", verified.lines());
+    settled
 }
 
 /// The workers' last rounds, none of them allowed to fail: ticks and
 /// reactions until they append nothing more, the read tables caught up;
 /// then nothing due is left open and every capture had its reaction.
-async fn settle(world: &World) {
+/// Returns how many captures there were and how many commissions the
+/// reactions accrued.
+async fn settle(world: &World) -> (i64, i64) {
     let pool = world.store.pool().clone();
     let catalog = commands::domains::projections();
     let all: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
@@ -858,6 +862,14 @@ async fn settle(world: &World) {
     .await
     .unwrap();
     assert_eq!(mismatched, 0, "a commission refused as not its capture's");
+    let (commissions,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM idempotency_records WHERE idempotency_key LIKE 'pm:commissions:%' \
+         AND status BETWEEN 200 AND 299",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    (captures, commissions)
 }
 
 /// Sends every key without a definite answer again until it has one.
@@ -1131,9 +1143,18 @@ async fn a_randomized_simulation_across_the_domains_matches_the_model() {
     // ledger decided every request as the in-memory model does (events,
     // answers, refusals), the journal balances equal the model's, and
     // `verify` is clean. See the module's header to run more seeds or one.
+    let (mut captures, mut commissions) = (0, 0);
     for seed in seeds() {
         // Printed first: a failure's output ends with its seed's script.
         eprintln!("simulation seed {seed} (LEDGER_SIMULATION_SEED={seed} replays it)");
-        simulate(seed).await;
+        let (captured, accrued) = simulate(seed).await;
+        eprintln!("seed {seed}: {captured} captures, {accrued} commissions accrued");
+        (captures, commissions) = (captures + captured, commissions + accrued);
     }
+    // The payments and their commissions happened at all (a script that
+    // never captured would check them vacuously).
+    assert!(
+        captures > 0 && commissions > 0,
+        "{captures} captures, {commissions} commissions"
+    );
 }
