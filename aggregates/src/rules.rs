@@ -168,8 +168,16 @@ impl Rules {
     ///   reacting to its capture, was refused for good or not depending on
     ///   how far it lagged behind the payee's creation.
     pub const EIGHTH: Self = Self(8);
+    /// Version 9:
+    /// - the decision that completes an escrow commitment (a release, a
+    ///   claim's resolution or a timeout leaving nothing to move) records
+    ///   `CommitmentCompleted`, which settles the commitment's expiry:
+    ///   before, the expiry stayed scheduled, was refused
+    ///   `commitment_completed` when it came, and stayed open in
+    ///   `scheduled_work` for good, every scheduler tick walking past it.
+    pub const NINTH: Self = Self(9);
     /// What new requests are decided under.
-    pub const CURRENT: Self = Self::EIGHTH;
+    pub const CURRENT: Self = Self::NINTH;
 
     /// Version `version`, if this build knows it.
     pub fn new(version: u32) -> Option<Self> {
@@ -209,6 +217,7 @@ mod tests {
         assert_eq!(Rules::new(6), Some(Rules::SIXTH));
         assert_eq!(Rules::new(7), Some(Rules::SEVENTH));
         assert_eq!(Rules::new(8), Some(Rules::EIGHTH));
+        assert_eq!(Rules::new(9), Some(Rules::NINTH));
         assert_eq!(Rules::new(Rules::CURRENT.version() + 1), None);
         assert!(Rules::CURRENT.since(Rules::SECOND));
         assert!(Rules::CURRENT.since(Rules::THIRD));
@@ -223,6 +232,8 @@ mod tests {
         assert!(!Rules::SIXTH.since(Rules::SEVENTH));
         assert!(Rules::CURRENT.since(Rules::EIGHTH));
         assert!(!Rules::SEVENTH.since(Rules::EIGHTH));
+        assert!(Rules::CURRENT.since(Rules::NINTH));
+        assert!(!Rules::EIGHTH.since(Rules::NINTH));
         assert!(!Rules::THIRD.since(Rules::FOURTH));
     }
 }

@@ -636,6 +636,7 @@ mod tests {
         let sixth = format!(r#"{{"rules": 6, "command": "consume_quota", "request": {body}}}"#);
         let seventh = format!(r#"{{"rules": 7, "command": "consume_quota", "request": {body}}}"#);
         let eighth = format!(r#"{{"rules": 8, "command": "consume_quota", "request": {body}}}"#);
+        let ninth = format!(r#"{{"rules": 9, "command": "consume_quota", "request": {body}}}"#);
         for (metadata, rules) in [
             (&first, Rules::FIRST),
             (&second, Rules::SECOND),
@@ -645,15 +646,16 @@ mod tests {
             (&sixth, Rules::SIXTH),
             (&seventh, Rules::SEVENTH),
             (&eighth, Rules::EIGHTH),
+            (&ninth, Rules::NINTH),
         ] {
             assert!(read_without_tree(metadata), "{metadata}");
             assert_eq!(read_back(metadata).unwrap().rules, rules);
         }
-        let unknown = format!(r#"{{"rules": 9, "command": "consume_quota", "request": {body}}}"#);
+        let unknown = format!(r#"{{"rules": 10, "command": "consume_quota", "request": {body}}}"#);
         assert!(!read_without_tree(&unknown));
         assert_eq!(
             read_back(&unknown).err().as_deref(),
-            Some("the request was decided under rules 9, which this build does not know (it knows 1 to 8)")
+            Some("the request was decided under rules 10, which this build does not know (it knows 1 to 9)")
         );
         let no_number =
             format!(r#"{{"rules": "2", "command": "consume_quota", "request": {body}}}"#);

@@ -12,6 +12,7 @@ use crate::ids::{DepositId, TransferId};
 use crate::money::Amount;
 use crate::rules::Rules;
 use chrono::{DateTime, Duration, Utc};
+use cqrs_es::Aggregate;
 
 type Decided = Result<Vec<CommitmentEvent>, EscrowError>;
 
@@ -503,6 +504,7 @@ impl Commitment {
             release_id,
             refund_id,
             at,
+            ..
         } = command
         else {
             return Ok(Vec::new());
@@ -794,8 +796,27 @@ impl Commitment {
     }
 }
 
-impl Decide for Commitment {
-    fn decide(&self, command: CommitmentCommand) -> Decided {
+impl Commitment {
+    /// Since rules 9, the event recording that `events` complete the
+    /// commitment (after a release, a claim's resolution or a timeout): it
+    /// was not completed before them and is after.
+    fn completed_by(
+        &self,
+        events: &[CommitmentEvent],
+        (rules, at): (Rules, DateTime<Utc>),
+    ) -> Option<CommitmentEvent> {
+        if !rules.since(Rules::NINTH) || self.status() == Some(super::CommitmentStatus::Completed) {
+            return None;
+        }
+        let mut after = self.clone();
+        for event in events {
+            after.apply(event.clone());
+        }
+        (after.status() == Some(super::CommitmentStatus::Completed))
+            .then_some(CommitmentEvent::CommitmentCompleted { at })
+    }
+
+    fn decide_command(&self, command: CommitmentCommand) -> Decided {
         match command {
             CommitmentCommand::Create { terms, rules, at } => {
                 if self.terms.is_some() {
@@ -843,6 +864,7 @@ impl Decide for Commitment {
                 window,
                 transfer_id,
                 at,
+                ..
             } => self.time_out((milestone_id, window), transfer_id, at),
             CommitmentCommand::Cancel {
                 transfer_id,
@@ -864,5 +886,21 @@ impl Decide for Commitment {
                 at,
             } => self.end((transfer_id, &timeouts), Cause::Expired, at),
         }
+    }
+}
+
+impl Decide for Commitment {
+    fn decide(&self, command: CommitmentCommand) -> Decided {
+        let completing = match &command {
+            CommitmentCommand::Release { rules, at, .. }
+            | CommitmentCommand::ResolveClaim { rules, at, .. }
+            | CommitmentCommand::TimeOut { rules, at, .. } => Some((*rules, *at)),
+            _ => None,
+        };
+        let mut events = self.decide_command(command)?;
+        if let Some(completed) = completing.and_then(|when| self.completed_by(&events, when)) {
+            events.push(completed);
+        }
+        Ok(events)
     }
 }

@@ -107,6 +107,7 @@ pub enum CommitmentCommand {
         outcome: ClaimOutcome,
         release_id: TransferId,
         refund_id: TransferId,
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// Applies the milestone's `on_timeout` outcome once its window
@@ -115,6 +116,7 @@ pub enum CommitmentCommand {
         milestone_id: String,
         window: u32,
         transfer_id: TransferId,
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// Refunds every unfrozen held amount and ends the commitment. Under
@@ -195,6 +197,13 @@ pub enum CommitmentEvent {
     CommitmentExpired {
         at: DateTime<Utc>,
     },
+    /// Nothing of the commitment is left to move: every milestone released
+    /// or refunded whole, nothing frozen. Recorded, since rules 9, by the
+    /// decision that completed it (a release, a claim's resolution, a
+    /// timeout), after its transfers; it settles the commitment's expiry.
+    CommitmentCompleted {
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for CommitmentEvent {
@@ -209,6 +218,7 @@ impl DomainEvent for CommitmentEvent {
             Self::ClaimResolved { .. } => "ClaimResolved",
             Self::CommitmentCanceled { .. } => "CommitmentCanceled",
             Self::CommitmentExpired { .. } => "CommitmentExpired",
+            Self::CommitmentCompleted { .. } => "CommitmentCompleted",
         }
         .to_string()
     }
@@ -433,6 +443,8 @@ impl Aggregate for Commitment {
             }
             CommitmentEvent::CommitmentCanceled { at } => self.canceled_at = Some(at),
             CommitmentEvent::CommitmentExpired { at } => self.expired_at = Some(at),
+            // Its status says as much already: the milestones moved.
+            CommitmentEvent::CommitmentCompleted { .. } => {}
         }
     }
 }

@@ -615,3 +615,100 @@ async fn windows_time_out_in_the_order_they_ended_whatever_order_they_are_submit
         ]
     );
 }
+
+/// Creates a commitment expiring at `expires_at`, funds it whole and
+/// releases both milestones by hand: the commitment's id and the last
+/// release's answer.
+async fn released_whole(client: &Client, key: &str, expires_at: DateTime<Utc>) -> (String, Value) {
+    let body = commitment_body("fifo", Some(expires_at.to_rfc3339()));
+    let (created, _) = accepted(client, "/v1/commitments", key, body, 201).await;
+    let id = created["commitment_id"].as_str().unwrap().to_string();
+    accepted(
+        client,
+        &format!("/v1/commitments/{id}/deposits"),
+        &format!("{key}-deposit"),
+        json!({"amount": 50_000}),
+        201,
+    )
+    .await;
+    let mut last = Value::Null;
+    for (milestone, amount) in [("m1", 30_000), ("m2", 20_000)] {
+        (last, _) = accepted(
+            client,
+            &format!("/v1/commitments/{id}/milestones/{milestone}/release"),
+            &format!("{key}-release-{milestone}"),
+            json!({"amount": amount}),
+            201,
+        )
+        .await;
+    }
+    (id, last)
+}
+
+#[tokio::test]
+async fn a_completed_commitment_settles_its_expiry_since_the_ninth_rules() {
+    // Proves: the release that completes a commitment records
+    // CommitmentCompleted after its transfer, which settles the
+    // commitment's expiry: past it, the ticker leases nothing and the work
+    // shows settled. Under the eighth rules the expiry stays open, is
+    // refused commitment_completed when it comes, and stays unsettled.
+    for (rules, completes) in [
+        (aggregates::rules::Rules::NINTH, true),
+        (aggregates::rules::Rules::EIGHTH, false),
+    ] {
+        use chrono::DurationRound;
+        let clock = TestClock::at(Utc::now().duration_trunc(Duration::seconds(1)).unwrap());
+        let server = TestServer::start_with(Options {
+            clock: Some(clock.clock()),
+            rules: Some(rules),
+            ..Options::default()
+        })
+        .await;
+        let acme = server.tenant("acme").await;
+        let expires_at = clock.now() + Duration::hours(2);
+        let (id, last) = released_whole(&acme, "c7", expires_at).await;
+        let types: Vec<&str> = last["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["aggregate_type"] == "commitment")
+            .map(|event| event["type"].as_str().unwrap())
+            .collect();
+        let expected = if completes {
+            vec!["Transferred", "CommitmentCompleted"]
+        } else {
+            vec!["Transferred"]
+        };
+        assert_eq!(types, expected, "rules {rules:?}: {last}");
+        server.catch_up().await;
+        clock.set(expires_at + Duration::seconds(1));
+        let ticked = server.ticker(clock.clock()).tick().await.unwrap();
+        let seq = head_seq(&server, &acme).await;
+        server.catch_up().await;
+        let work: Vec<Value> = acme.read("/v1/scheduler/work", seq).await["work"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let expiry = work
+            .iter()
+            .find(|work| work["work"] == format!("commitment:{id}:expiry"))
+            .unwrap();
+        if completes {
+            assert_eq!((ticked.leased, ticked.refused), (0, 0), "{ticked:?}");
+            let completed = last["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|event| event["type"] == "CommitmentCompleted")
+                .unwrap();
+            assert_eq!(expiry["settled_seq"], completed["tenant_seq"], "{expiry}");
+            assert_eq!(expiry["outcome"], Value::Null);
+        } else {
+            assert_eq!((ticked.leased, ticked.refused), (1, 1), "{ticked:?}");
+            assert_eq!(expiry["settled_seq"], Value::Null, "{expiry}");
+            assert_eq!(expiry["error_code"], "commitment_completed");
+        }
+        let read = acme.read(&format!("/v1/commitments/{id}"), seq).await;
+        assert_eq!(read["status"], "completed");
+    }
+}

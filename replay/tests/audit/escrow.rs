@@ -284,3 +284,100 @@ async fn a_release_whose_lineage_was_rewritten_is_found_at_its_seq() {
     assert!(finding.message.contains("lineage"), "{findings:?}");
     assert!(!report.ok);
 }
+
+/// A commitment released whole in tenant 0 (m1, then m2, whose release
+/// completes it): the seq of its `CommitmentCompleted` and of the request's
+/// first event.
+async fn completed_by_release(ledger: &Ledger) -> (i64, i64) {
+    let id = |n: u128| uuid::Uuid::from_u128(0xE5C2_0000 + n);
+    let commitment = CommitmentId::from_uuid(id(1));
+    let parties = Parties::of(&terms(None));
+    let create = CreateCommitment {
+        commitment_id: commitment,
+        terms: terms(None),
+    };
+    ledger.run(0, "create", create).await;
+    let deposit = DepositFunds {
+        commitment_id: commitment,
+        deposit_id: DepositId::from_uuid(id(10)),
+        amount: Amount::new(50_000).unwrap(),
+        reference: None,
+        parties: parties.clone(),
+    };
+    ledger.run(0, "deposit", deposit).await;
+    for (n, milestone, amount) in [(1, "m1", 30_000), (2, "m2", 20_000)] {
+        let release = ReleaseMilestone {
+            commitment_id: commitment,
+            milestone_id: milestone.into(),
+            transfer_id: TransferId::from_uuid(id(20 + n)),
+            amount: Some(Amount::new(amount).unwrap()),
+            accepted: false,
+            parties: parties.clone(),
+        };
+        ledger
+            .run(0, &format!("release-{milestone}"), release)
+            .await;
+    }
+    let events = ledger.events(0).await;
+    let completed = events
+        .iter()
+        .find(|event| event.event_type == "CommitmentCompleted")
+        .expect("the last release completes the commitment")
+        .tenant_seq;
+    let first = events
+        .iter()
+        .rev()
+        .find(|event| event.event_type == "Transferred")
+        .unwrap()
+        .tenant_seq;
+    (completed, first)
+}
+
+#[tokio::test]
+async fn a_completion_recorded_under_rules_that_do_not_record_it_or_forged_as_an_expiry_is_found() {
+    // Proves: the release that completes a commitment records
+    // CommitmentCompleted (rules 9) and verifies clean; the same history
+    // with the request's rules rewritten to 8 (the chain recomputed) is
+    // found from the completion's seq on (rules 8 decide no such event);
+    // and
+    // the completion rewritten into an expiry (which would settle the
+    // expiry too, and read as expired) is a finding at its seq.
+    use super::findings_of;
+    use replay::verify::Finding;
+    let found_at = |report: &replay::verify::VerifyReport, ledger: &Ledger| -> Vec<i64> {
+        findings_of(report, ledger.tenants[0])
+            .iter()
+            .map(|finding| match finding {
+                Finding::Replay { finding, .. } => finding.tenant_seq,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let ledger = Ledger::new().await;
+    let (completed, first) = completed_by_release(&ledger).await;
+    assert!(ledger.verify().await.ok);
+    ledger.rewrite_rules(0, first, 8).await;
+    let report = ledger.verify().await;
+    // From the completion on, the request's stored events are one ahead
+    // of the decided ones: each is a finding, the first at the completion.
+    let last = ledger.events(0).await.last().unwrap().tenant_seq;
+    let found = found_at(&report, &ledger);
+    assert_eq!(found, (completed..=last).collect::<Vec<_>>());
+    let first_finding = &findings_of(&report, ledger.tenants[0])[0];
+    assert!(
+        first_finding.to_string().contains("CommitmentCompleted"),
+        "{first_finding}"
+    );
+
+    let forged = Ledger::new().await;
+    let (completed, _) = completed_by_release(&forged).await;
+    forged
+        .edit_payload(0, completed, Some("CommitmentExpired"), |payload| {
+            let at = payload["CommitmentCompleted"].take();
+            *payload = serde_json::json!({ "CommitmentExpired": at });
+        })
+        .await;
+    forged.rechain(0).await;
+    let report = forged.verify().await;
+    assert_eq!(found_at(&report, &forged), vec![completed]);
+}

@@ -77,11 +77,13 @@ async fn work_the_scheduler_never_did_is_owed_an_hour_after_it_fell_due() {
     // the work, its request and key) from that hour on, in the database and
     // in an export (with its line); a run of it closed by hand in
     // `scheduler_runs` leaves it owed; a completed commitment's expiry,
-    // which the domain refuses (a final answer), is never owed; once the
-    // ticker submits the expiry, the history verifies clean.
+    // which the domain refuses (a final answer), is never owed (decided
+    // under rules 8: since rules 9 the completion settles the expiry, so
+    // it is never submitted); once the ticker submits the expiry, the
+    // history verifies clean.
     let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
     let due = t0 + Duration::hours(2);
-    let ledger = Ledger::new().await;
+    let ledger = Ledger::under(aggregates::rules::Rules::EIGHTH).await;
     ledger.set_clock(t0);
     commitment(&ledger, 1, due, 50_000).await;
     complete(&ledger, 1).await;

@@ -91,6 +91,7 @@ fn a_partial_acceptance_leaves_the_rest_to_the_window_which_a_cancel_cannot_refu
             milestone_id: "m1".into(),
             window: 1,
             transfer_id: transfer_id(3),
+            rules: Rules::CURRENT,
             at: at(9),
         })
         .then_expect_events(vec![

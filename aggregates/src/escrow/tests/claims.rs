@@ -37,6 +37,7 @@ fn resolve(n: u128, outcome: ClaimOutcome) -> CommitmentCommand {
         outcome,
         release_id: transfer_id(10 + n),
         refund_id: transfer_id(20 + n),
+        rules: Rules::CURRENT,
         at: at(6),
     }
 }
@@ -302,12 +303,14 @@ impl Sequence {
                 },
                 release_id: transfer_id(n),
                 refund_id: transfer_id(n + 100_000),
+                rules: Rules::CURRENT,
                 at: at(5),
             },
             5 => CommitmentCommand::TimeOut {
                 milestone_id: milestone,
                 window: 1,
                 transfer_id: transfer_id(n),
+                rules: Rules::CURRENT,
                 at: at(5),
             },
             _ => CommitmentCommand::Submit {

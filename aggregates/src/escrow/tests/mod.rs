@@ -3,6 +3,7 @@
 
 mod answers;
 mod claims;
+mod completion;
 mod funding;
 mod releases;
 

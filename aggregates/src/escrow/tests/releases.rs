@@ -168,6 +168,7 @@ fn a_window_that_ends_unanswered_applies_its_milestones_outcome_then() {
         milestone_id: "m2".into(),
         window: 1,
         transfer_id: transfer_id(1),
+        rules: Rules::CURRENT,
         at: at(hour),
     };
     Given::with(())
@@ -215,6 +216,7 @@ fn a_window_that_ends_unanswered_applies_its_milestones_outcome_then() {
             milestone_id: "m1".into(),
             window: 1,
             transfer_id: transfer_id(1),
+            rules: Rules::CURRENT,
             at: at(6),
         })
         .then_expect_events(vec![
@@ -402,6 +404,7 @@ fn a_window_ending_at_or_after_the_expiry_never_times_out() {
                 milestone_id: "m1".into(),
                 window: 1,
                 transfer_id: transfer_id(1),
+                rules: Rules::CURRENT,
                 at: at(23),
             })
             .then_expect_error(EscrowError::Expired);
@@ -418,6 +421,7 @@ fn a_timeout_times_out_its_own_window_only() {
             milestone_id: "m2".into(),
             window: 2,
             transfer_id: transfer_id(1),
+            rules: Rules::CURRENT,
             at: at(7),
         })
         .then_expect_error(EscrowError::NoInspectionWindow);
@@ -679,6 +683,7 @@ fn under_the_third_rules_nothing_moves_while_a_window_has_ended_untimed_out() {
                 milestone_id: "m1".into(),
                 window: 1,
                 transfer_id: transfer_id(8),
+                rules: Rules::CURRENT,
                 at: at(5),
             })
             .unwrap(),

@@ -83,6 +83,7 @@ impl Request for ResolveClaim {
             outcome: self.outcome,
             release_id: self.release_id,
             refund_id: self.refund_id,
+            rules: decider.rules(),
             at: decider.at(),
         };
         run(decider, self.commitment_id, &self.parties, command, false)

@@ -51,6 +51,7 @@ impl Request for TimeOutMilestone {
             milestone_id: self.milestone_id.clone(),
             window: self.window,
             transfer_id: self.transfer_id,
+            rules: decider.rules(),
             at: decider.at_due(self.due_at)?,
         };
         run(decider, self.commitment_id, &self.parties, command, false)

@@ -461,7 +461,7 @@ pub fn expiry(commitment_id: CommitmentId) -> String {
 
 /// What a commitment event schedules: an inspection window's timeout at
 /// its end (settled when it closes), the commitment's expiry (settled when
-/// it ends).
+/// it ends or, since rules 9, completes).
 fn schedule(
     event: &eventstore::StoredEvent,
 ) -> Result<Vec<projections::scheduled::ScheduleChange>, projections::ApplyError> {
@@ -533,7 +533,9 @@ fn schedule(
             )?],
             None => Vec::new(),
         },
-        CommitmentEvent::CommitmentCanceled { .. } | CommitmentEvent::CommitmentExpired { .. } => {
+        CommitmentEvent::CommitmentCanceled { .. }
+        | CommitmentEvent::CommitmentExpired { .. }
+        | CommitmentEvent::CommitmentCompleted { .. } => {
             vec![settled(expiry(commitment_id()?))]
         }
         _ => Vec::new(),
@@ -588,6 +590,7 @@ pub fn domain() -> crate::domains::Domain {
                 "CommitmentCreated",
                 "CommitmentCanceled",
                 "CommitmentExpired",
+                "CommitmentCompleted",
             ],
             read: schedule,
         }],
