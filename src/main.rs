@@ -357,13 +357,14 @@ impl SchedulerArgs {
     async fn database_time(
         &self,
         store: &eventstore::EventStore,
-    ) -> Result<commands::DatabaseTime, commands::pipeline::DatabaseTimeError> {
+    ) -> Result<commands::DatabaseTime, sqlx::Error> {
         commands::DatabaseTime::measure(store.pool(), commands::Clock::system()).await
     }
 
     /// The clock the process stamps and tells due time by: the database
-    /// server's (this host's moved by `time`'s offset, measured again while
-    /// the process runs), run ahead by `--clock-offset-seconds` for drills.
+    /// server's (`time`'s last reading moved on by the process's monotonic
+    /// clock, read again every minute while the process runs), run ahead by
+    /// `--clock-offset-seconds` for drills.
     fn clock(&self, time: &commands::DatabaseTime) -> commands::Clock {
         let drill = chrono::Duration::seconds(self.clock_offset_seconds);
         let clock = time.clock();

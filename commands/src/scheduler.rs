@@ -87,7 +87,10 @@ pub struct Ticker {
 }
 
 /// Leases up to `$3` pieces of open work due at `$1` that no ticker holds,
-/// until `$2`; answers what it leased.
+/// until `$2`; answers what it leased. Nothing while `scheduled_work` was
+/// built by another version than `$4` (this build's): a table a newer
+/// build is rebuilding holds requests as an older build wrote them, and
+/// one a newer build rebuilt, requests this build may not know.
 const LEASE: &str = "\
     WITH due AS ( \
         SELECT w.tenant_id, w.idempotency_key, w.work, w.request_kind, w.request, w.due_at \
@@ -96,6 +99,8 @@ const LEASE: &str = "\
           ON r.tenant_id = w.tenant_id AND r.idempotency_key = w.idempotency_key \
         WHERE w.settled_seq IS NULL AND w.due_at <= $1 \
           AND (r.tenant_id IS NULL OR (r.outcome IS NULL AND r.leased_until <= $1)) \
+          AND NOT EXISTS (SELECT 1 FROM projections p \
+                          WHERE p.projection = 'scheduled_work' AND p.version <> $4) \
         ORDER BY w.due_at, w.tenant_id, w.idempotency_key LIMIT $3 \
     ), leased AS ( \
         INSERT INTO scheduler_runs (tenant_id, idempotency_key, work, leased_until, attempts) \
@@ -206,6 +211,7 @@ impl Ticker {
             .bind(now)
             .bind(until)
             .bind(self.config.batch.max(1))
+            .bind(projections::scheduled::VERSION)
             .fetch_all(&self.pool)
             .await?;
         let mut report = TickReport {

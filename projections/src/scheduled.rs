@@ -30,6 +30,10 @@ use uuid::Uuid;
 
 pub const NAME: &str = "scheduled_work";
 
+/// The version of the table's contents (see [`ScheduledWork::version`]):
+/// a ticker leases only from a table built by this version.
+pub const VERSION: i32 = 2;
+
 /// The name under which the scheduler's reactions are keyed.
 pub const SCHEDULER: &str = "scheduler";
 
@@ -134,7 +138,7 @@ impl Projection for ScheduledWork {
     /// 2: an escrow commitment's expiry names the windows it times out
     /// first (`timeouts`).
     fn version(&self) -> i32 {
-        2
+        VERSION
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -275,7 +279,8 @@ pub struct ScheduledRow {
     pub error_code: Option<String>,
     /// Times a ticker took it.
     pub attempts: i32,
-    /// Why the last attempt got no answer.
+    /// Why the last attempt got no answer; or, on work answered by its
+    /// key's record of another form of its request, that note.
     pub last_error: Option<String>,
 }
 

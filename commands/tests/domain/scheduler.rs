@@ -544,6 +544,12 @@ async fn the_ledger_tells_time_by_the_database_server_s_clock_not_its_host_s() {
     assert!((shown + 600.0).abs() < 5.0, "{shown}");
 
     host.set(host.now() + Duration::minutes(10));
+    // The host's clock moved; the ledger's time did not.
+    let database_now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!((time.now() - database_now).abs() < Duration::seconds(5));
     let moved = time.remeasure(&pool).await.unwrap();
     assert!(near(moved, 20) < Duration::seconds(5), "{moved}");
     assert!(near(time.offset(), 20) < Duration::seconds(5));
@@ -717,4 +723,53 @@ async fn a_quota_s_available_units_are_told_by_the_ledger_s_clock() {
     server.catch_up().await;
     let credits = acme.read("/v1/quota/credits", seq_of(&bought)).await;
     assert_eq!(credits["available"], 10, "{credits}");
+}
+
+#[tokio::test]
+async fn a_ticker_leases_nothing_from_a_schedule_built_by_another_version() {
+    // Proves: while `scheduled_work` was built by another version of the
+    // projection than the ticker's (an older table a newer build is
+    // rebuilding, or a newer one an older ticker would read), the ticker
+    // leases nothing; once the table is of its version, it takes the work,
+    // deciding it at its due time.
+    let clock = TestClock::at(whole_seconds_now());
+    let (server, ticker) = started(&clock).await;
+    let acme = server.tenant("acme").await;
+    let expires_at = clock.now() + Duration::minutes(5);
+    buy_expiring(&acme, "buy", expires_at).await;
+    server.catch_up().await;
+    clock.set(expires_at + Duration::hours(1));
+    let pool = server.db.store().pool().clone();
+    let set_version = |version: i32| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO projections (projection, version, state, updated_at) \
+                 VALUES ('scheduled_work', $1, 'rebuilding', now()) \
+                 ON CONFLICT (projection) DO UPDATE SET version = $1, state = 'rebuilding'",
+            )
+            .bind(version)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    for other in [
+        projections::scheduled::VERSION - 1,
+        projections::scheduled::VERSION + 1,
+    ] {
+        set_version(other).await;
+        assert_eq!(ticker.tick().await.unwrap(), report(0, 0, 0), "{other}");
+    }
+    set_version(projections::scheduled::VERSION).await;
+    assert_eq!(ticker.tick().await.unwrap(), report(1, 1, 0));
+    let expired: String = sqlx::query_scalar(
+        "SELECT payload->'GrantExpired'->>'expired_at' FROM events \
+         WHERE tenant_id = $1::uuid AND event_type = 'GrantExpired'",
+    )
+    .bind(&acme.tenant_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(expired.parse::<DateTime<Utc>>().unwrap(), expires_at);
 }

@@ -642,6 +642,7 @@ pub fn expected(flows: &[Flow]) -> Expected {
         ("MilestoneSubmitted", escrows),
         ("InspectionClosed", escrows),
         ("Transferred", 2 * escrows),
+        ("CommitmentCompleted", escrows),
         ("SettlementImported", settlements),
     ]);
     let totals = vec![
