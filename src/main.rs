@@ -326,7 +326,8 @@ struct SchedulerArgs {
     /// it takes effect once).
     #[arg(long, env = "LEDGER_TICK_LEASE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     tick_lease_ms: u64,
-    /// Runs the ledger's clock this many seconds ahead of the system's: for
+    /// Runs the ledger's clock this many seconds ahead of the database
+    /// server's (which it otherwise follows): for
     /// drills of what falls due later (a renewal next month), never for a
     /// live ledger.
     #[arg(long, hide = true, default_value_t = 0)]

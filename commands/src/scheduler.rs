@@ -84,6 +84,9 @@ pub struct Ticker {
     registry: Arc<Registry>,
     clock: Clock,
     config: TickerConfig,
+    /// Whether the last tick found `scheduled_work` of another version
+    /// (logged when it starts and when it ends).
+    held_back: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Leases up to `$3` pieces of open work due at `$1` that no ticker holds,
@@ -198,12 +201,41 @@ impl Ticker {
             registry,
             clock,
             config,
+            held_back: Arc::default(),
         }
+    }
+
+    /// Whether `scheduled_work` was built by another version than this
+    /// build's (a rebuild on start under way, or failed; or a newer build's
+    /// table): the ticker then leases nothing (`LEASE` checks it again), and
+    /// says so once when it starts waiting and once when it stops.
+    async fn schedule_of_another_version(&self) -> Result<bool, sqlx::Error> {
+        use std::sync::atomic::Ordering;
+        let version: Option<i32> =
+            sqlx::query_scalar("SELECT version FROM projections WHERE projection = $1")
+                .bind(projections::scheduled::NAME)
+                .fetch_optional(&self.pool)
+                .await?;
+        let other = version.filter(|version| *version != projections::scheduled::VERSION);
+        let was = self.held_back.swap(other.is_some(), Ordering::Relaxed);
+        match other {
+            Some(version) if !was => tracing::warn!(
+                table_version = version,
+                version = projections::scheduled::VERSION,
+                "scheduled_work was built by another version of its projection: the ticker waits for its rebuild"
+            ),
+            None if was => tracing::info!("scheduled_work is of this build's version: the ticker goes on"),
+            _ => {}
+        }
+        Ok(other.is_some())
     }
 
     /// One tick at the clock's time: leases the due work, submits it,
     /// records the answers.
     pub async fn tick(&self) -> Result<TickReport, sqlx::Error> {
+        if self.schedule_of_another_version().await? {
+            return Ok(TickReport::default());
+        }
         let now = self.clock.now();
         let lease = chrono::Duration::from_std(self.config.lease).unwrap_or_default();
         let until = now + lease;

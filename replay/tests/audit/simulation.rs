@@ -863,8 +863,10 @@ async fn settle(world: &World) -> (i64, i64) {
     .unwrap();
     assert_eq!(mismatched, 0, "a commission refused as not its capture's");
     let (commissions,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM idempotency_records WHERE idempotency_key LIKE 'pm:commissions:%' \
-         AND status BETWEEN 200 AND 299",
+        "SELECT count(*) FROM idempotency_records r JOIN events e \
+           ON e.tenant_id = r.tenant_id AND e.event_type = 'Captured' \
+          AND e.event_id::text = split_part(r.idempotency_key, ':', 3) \
+         WHERE r.idempotency_key LIKE 'pm:commissions:%' AND r.status BETWEEN 200 AND 299",
     )
     .fetch_one(&pool)
     .await
@@ -1144,7 +1146,9 @@ async fn a_randomized_simulation_across_the_domains_matches_the_model() {
     // answers, refusals), the journal balances equal the model's, and
     // `verify` is clean. See the module's header to run more seeds or one.
     let (mut captures, mut commissions) = (0, 0);
-    for seed in seeds() {
+    let seeds = seeds();
+    let several = seeds.len() > 1;
+    for seed in seeds {
         // Printed first: a failure's output ends with its seed's script.
         eprintln!("simulation seed {seed} (LEDGER_SIMULATION_SEED={seed} replays it)");
         let (captured, accrued) = simulate(seed).await;
@@ -1152,9 +1156,10 @@ async fn a_randomized_simulation_across_the_domains_matches_the_model() {
         (captures, commissions) = (captures + captured, commissions + accrued);
     }
     // The payments and their commissions happened at all (a script that
-    // never captured would check them vacuously).
+    // never captured would check them vacuously); one seed replayed alone
+    // may capture nothing.
     assert!(
-        captures > 0 && commissions > 0,
+        !several || (captures > 0 && commissions > 0),
         "{captures} captures, {commissions} commissions"
     );
 }
