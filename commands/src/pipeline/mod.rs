@@ -53,7 +53,8 @@ pub struct BusConfig {
     /// Most requests decided and appended together.
     pub batch_commands_max: usize,
     /// The time stamped on commands (never earlier than the tenant's last
-    /// event); the system clock unless a test sets another.
+    /// event): the system clock by default; `serve` and `project` set the
+    /// database server's ([`DatabaseTime::clock`]), tests their own.
     pub clock: Clock,
     /// Where a fault test stops the shards dead; none in a server.
     pub crash: CrashHook,
