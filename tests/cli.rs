@@ -81,9 +81,14 @@ async fn migrate_is_idempotent_and_tenant_create_prints_exactly_the_json_asked_f
 #[tokio::test]
 async fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     // Proves: `ledger serve` listens, serves the API with the admin token from
-    // the environment, and exits 0 on SIGTERM.
+    // the environment, tells time by the database server's clock (it says
+    // so at start, at the default log level), and exits 0 on SIGTERM.
     let db = TestDatabase::new().await;
     let mut server = Server::start(db.url(), "admin-secret").await;
+    if std::env::var_os("LEDGER_LOG").is_none() {
+        let log = server.process.log.tail();
+        assert!(log.contains(commands::pipeline::FOLLOWING), "{log}");
+    }
     let address = server.base.trim_start_matches("http://").to_string();
     let client = support::http_client();
     let health = client

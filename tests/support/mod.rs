@@ -161,7 +161,7 @@ impl Server {
 /// killed on drop, its log kept.
 pub struct Process {
     pub child: Child,
-    log: Log,
+    pub log: Log,
 }
 
 impl Process {

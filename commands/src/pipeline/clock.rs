@@ -53,6 +53,9 @@ impl fmt::Debug for Clock {
     }
 }
 
+/// What a process logs once it has read the database's clock first.
+pub const FOLLOWING: &str = "the ledger tells time by the database server's clock";
+
 /// How often a following process measures the database's clock again.
 pub const DATABASE_TIME_EVERY: Duration = Duration::from_secs(60);
 
@@ -127,6 +130,11 @@ impl DatabaseTime {
             );
         }
         log_offset(anchor.offset);
+        tracing::info!(
+            offset_ms = anchor.offset.num_milliseconds(),
+            round_trip_us = round_trip.as_micros() as u64,
+            "{FOLLOWING}"
+        );
         Ok(Self {
             host,
             anchor: Arc::new(Mutex::new(anchor)),

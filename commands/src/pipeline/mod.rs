@@ -22,7 +22,7 @@ pub mod load;
 pub mod request;
 mod shard;
 
-pub use clock::{Clock, DatabaseTime, DatabaseTimeError, DATABASE_TIME_EVERY};
+pub use clock::{Clock, DatabaseTime, DatabaseTimeError, DATABASE_TIME_EVERY, FOLLOWING};
 pub use crash::{CrashHook, CrashPoint};
 pub use request::{
     derive_id, error_body, hashed_id, record_request, request_metadata, AggregateKind,
