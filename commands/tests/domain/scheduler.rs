@@ -591,18 +591,49 @@ async fn buy_expiring(acme: &Client, key: &str, expires_at: DateTime<Utc>) -> Va
     bought.body
 }
 
-#[tokio::test]
-async fn work_whose_key_answered_an_older_form_of_its_request_ends_as_the_key_s_record_says() {
-    // Proves: when the key of due work already answered the work's request
-    // as an earlier build wrote it (here without its due time), the ticker
-    // records what the key's record says (accepted, the grant expired
-    // once), noted as such, not a refusal for a reused key.
+/// A test server on a clock at now (whole seconds) with its ticker, and a
+/// tenant with 10 credits expiring five minutes later, projected: with the
+/// expiry's time and the purchase's answer.
+struct ExpiringGrant {
+    clock: TestClock,
+    server: TestServer,
+    ticker: Ticker,
+    acme: Client,
+    expires_at: DateTime<Utc>,
+    bought: Value,
+}
+
+async fn expiring_grant() -> ExpiringGrant {
     let clock = TestClock::at(whole_seconds_now());
     let (server, ticker) = started(&clock).await;
     let acme = server.tenant("acme").await;
     let expires_at = clock.now() + Duration::minutes(5);
     let bought = buy_expiring(&acme, "buy", expires_at).await;
     server.catch_up().await;
+    ExpiringGrant {
+        clock,
+        server,
+        ticker,
+        acme,
+        expires_at,
+        bought,
+    }
+}
+
+#[tokio::test]
+async fn work_whose_key_answered_an_older_form_of_its_request_ends_as_the_key_s_record_says() {
+    // Proves: when the key of due work already answered the work's request
+    // as an earlier build wrote it (here without its due time), the ticker
+    // records what the key's record says (accepted, the grant expired
+    // once), noted as such, not a refusal for a reused key.
+    let ExpiringGrant {
+        clock,
+        server,
+        ticker,
+        acme,
+        expires_at,
+        bought,
+    } = expiring_grant().await;
     let due = work(&acme, true, seq_of(&bought)).await;
     assert_eq!(due.len(), 1, "{due:?}");
     let mut older: commands::requests::quota::ExpireGrants =
@@ -658,12 +689,12 @@ async fn waiting_work_gives_back_only_its_own_lease() {
     // still holds it: when another ticker took the work over meanwhile
     // (simulated by the pipeline's first reading of its clock), that
     // ticker's lease stands and a third ticker leases nothing.
-    let clock = TestClock::at(whole_seconds_now());
-    let (server, _) = started(&clock).await;
-    let acme = server.tenant("acme").await;
-    let expires_at = clock.now() + Duration::minutes(5);
-    buy_expiring(&acme, "buy", expires_at).await;
-    server.catch_up().await;
+    let ExpiringGrant {
+        server,
+        acme,
+        expires_at,
+        ..
+    } = expiring_grant().await;
     let leases = TestClock::at(expires_at + Duration::seconds(1));
     let taken_over_until = expires_at + Duration::hours(1);
     let url = server.db.url().to_string();
@@ -766,12 +797,14 @@ async fn a_ticker_leases_nothing_from_a_schedule_built_by_another_version() {
     // rebuilding, or a newer one an older ticker would read), the ticker
     // leases nothing; once the table is of its version, it takes the work,
     // deciding it at its due time.
-    let clock = TestClock::at(whole_seconds_now());
-    let (server, ticker) = started(&clock).await;
-    let acme = server.tenant("acme").await;
-    let expires_at = clock.now() + Duration::minutes(5);
-    buy_expiring(&acme, "buy", expires_at).await;
-    server.catch_up().await;
+    let ExpiringGrant {
+        clock,
+        server,
+        ticker,
+        acme,
+        expires_at,
+        ..
+    } = expiring_grant().await;
     clock.set(expires_at + Duration::hours(1));
     let pool = server.db.store().pool().clone();
     let set_version = |version: i32| {
