@@ -148,32 +148,34 @@ struct Leased {
     request: Value,
 }
 
-/// How one submission ended.
+/// How one submission ended. A final answer may carry a note for the
+/// work's record ([`ANSWERED_AS_RECORDED`]).
 enum Answer {
     Accepted {
         status: u16,
         tenant_seq: i64,
+        note: Option<&'static str>,
     },
     Refused {
         status: u16,
         code: String,
         tenant_seq: i64,
+        note: Option<&'static str>,
     },
     Unanswered(String),
     /// Not decidable yet: submitted again after the lease.
     Waiting(String),
-    /// The answer the key's record holds, for a request the key refused as
-    /// another (an older form of it): final, noted.
-    Recorded(Box<Answer>),
 }
 
 impl Answer {
-    /// How `outcome` ends the work: accepted, or refused with its code.
-    fn of(outcome: &Outcome) -> Self {
+    /// How `outcome` ends the work: accepted, or refused with its code;
+    /// with `note`.
+    fn of(outcome: &Outcome, note: Option<&'static str>) -> Self {
         if outcome.accepted() {
             return Self::Accepted {
                 status: outcome.status,
                 tenant_seq: outcome.tenant_seq,
+                note,
             };
         }
         Self::Refused {
@@ -183,6 +185,7 @@ impl Answer {
                 .unwrap_or_default()
                 .to_string(),
             tenant_seq: outcome.tenant_seq,
+            note,
         }
     }
 }
@@ -269,11 +272,7 @@ impl Ticker {
                 report.failed += 1;
                 continue;
             };
-            let decided = match &answer {
-                Answer::Recorded(recorded) => recorded,
-                answer => answer,
-            };
-            match decided {
+            match &answer {
                 Answer::Accepted { .. } => report.accepted += 1,
                 Answer::Refused { .. } => report.refused += 1,
                 Answer::Unanswered(error) => {
@@ -284,7 +283,6 @@ impl Ticker {
                     tracing::debug!(key = %leased.key, %why, "scheduled request waits");
                     report.waiting += 1;
                 }
-                Answer::Recorded(_) => {}
             }
             // A lost record is harmless (the lease runs out and the request
             // is answered from its own record next time): go on with the rest.
@@ -312,11 +310,12 @@ impl Ticker {
         };
         let tenant_id = TenantId::from_uuid(leased.tenant_id);
         match self.bus.execute_any(tenant_id, key.clone(), request).await {
-            Ok(outcome) => Answer::of(&outcome),
+            Ok(outcome) => Answer::of(&outcome, None),
             Err(PipelineError::UnknownTenant) => Answer::Refused {
                 status: 404,
                 code: "unknown_tenant".into(),
                 tenant_seq: 0,
+                note: None,
             },
             // Clients cannot take a `pm:` key (the edge refuses them): the
             // key answered this work's request as an earlier build wrote it
@@ -337,7 +336,7 @@ impl Ticker {
         match store.idempotency_record(tenant_id, key).await {
             Ok(Some(record)) => {
                 tracing::warn!(key = %key.as_str(), ANSWERED_AS_RECORDED);
-                Answer::Recorded(Box::new(Answer::of(&Outcome::recorded(&record))))
+                Answer::of(&Outcome::recorded(&record), Some(ANSWERED_AS_RECORDED))
             }
             Ok(None) => Answer::Unanswered("the key was reused, yet it has no record".into()),
             Err(error) => Answer::Unanswered(error.to_string()),
@@ -352,17 +351,18 @@ impl Ticker {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        let (answer, note) = match answer {
-            Answer::Recorded(recorded) => (*recorded, Some(ANSWERED_AS_RECORDED)),
-            answer => (answer, None),
-        };
-        let (outcome, status, code, tenant_seq) = match answer {
-            Answer::Accepted { status, tenant_seq } => ("accepted", status, None, tenant_seq),
+        let (outcome, status, code, tenant_seq, note) = match answer {
+            Answer::Accepted {
+                status,
+                tenant_seq,
+                note,
+            } => ("accepted", status, None, tenant_seq, note),
             Answer::Refused {
                 status,
                 code,
                 tenant_seq,
-            } => ("refused", status, Some(code), tenant_seq),
+                note,
+            } => ("refused", status, Some(code), tenant_seq, note),
             Answer::Unanswered(error) => {
                 sqlx::query(FAIL)
                     .bind(leased.tenant_id)
@@ -383,8 +383,6 @@ impl Ticker {
                     .await?;
                 return Ok(());
             }
-            // Never nested.
-            Answer::Recorded(_) => return Ok(()),
         };
         sqlx::query(FINISH)
             .bind(leased.tenant_id)

@@ -768,25 +768,18 @@ async fn reads_that_depend_on_the_time_tell_it_by_the_ledger_s_clock() {
     let week = clock.now() + Duration::days(7);
     let bought = buy_expiring(&acme, "buy", week).await;
     let other = server.tenant("other").await;
-    let subscribed = other
-        .post(
-            "/v1/subscription",
-            "sub",
-            json!({"plan": "team_v4", "trial_ends_at": week.to_rfc3339()}),
-        )
-        .await;
-    assert_eq!(
-        subscribed.status,
-        StatusCode::CREATED,
-        "{}",
-        subscribed.body
-    );
+    let (_, subscribed) = super::payments_http::accepted(
+        &other,
+        "/v1/subscription",
+        "sub",
+        json!({"plan": "team_v4", "trial_ends_at": week.to_rfc3339()}),
+        201,
+    )
+    .await;
     server.catch_up().await;
     let credits = acme.read("/v1/quota/credits", seq_of(&bought)).await;
     assert_eq!(credits["available"], 10, "{credits}");
-    let subscription = other
-        .read("/v1/subscription", seq_of(&subscribed.body))
-        .await;
+    let subscription = other.read("/v1/subscription", subscribed).await;
     assert_eq!(subscription["trialing"], true, "{subscription}");
 }
 
