@@ -11,8 +11,11 @@
 //! tenant is still replayed and compared. Only operational errors (the
 //! database going away) end a comparison early. The last events are applied
 //! with the projection's live batches paused, so that the live tables agree
-//! with their checkpoints while the rows are compared.
+//! with their checkpoints while the rows are compared. A table of one row
+//! per event is compared as the replay goes instead, in memory
+//! ([`crate::event_rows`]).
 
+use crate::event_rows::{ranges_of, EventRow, RowCheck};
 use crate::progress::Progress;
 use crate::runtime::{
     covering_ranges, is_refusal, lock_key, ApplyError, Projection, ProjectionError,
@@ -160,8 +163,10 @@ async fn compare_on(
     pause_live_batches(&mut transaction, projections).await?;
     let bounds = all_live_checkpoints(&mut transaction, projections, tenants).await?;
     scratch.replay_up_to(&mut transaction, &bounds).await?;
-    let mut comparisons = compare_replays(&mut transaction, &scratch, tenants).await?;
+    let mut comparisons = compare_replays(&mut transaction, &mut scratch, tenants).await?;
     transaction.commit().await?;
+    // What is replayed past the checkpoints is not compared.
+    scratch.compare_rows = false;
     probe_past_checkpoints(
         &mut *connection,
         &mut scratch,
@@ -254,19 +259,32 @@ async fn pause_live_batches(
 /// order.
 async fn compare_replays(
     connection: &mut PgConnection,
-    scratch: &Scratch<'_>,
+    scratch: &mut Scratch<'_>,
     tenants: Option<&[TenantId]>,
 ) -> Result<Vec<Comparison>, sqlx::Error> {
     let only: Option<Vec<Uuid>> =
         tenants.map(|tenants| tenants.iter().map(TenantId::as_uuid).collect());
     let mut comparisons = Vec::with_capacity(scratch.replays.len());
-    for replay in &scratch.replays {
+    for replay in &mut scratch.replays {
         let failed: Vec<Uuid> = replay.failures.keys().map(TenantId::as_uuid).collect();
         let mut differences = Vec::new();
         let mut differing_rows = BTreeMap::new();
         for table in replay.projection.tables() {
-            let (listed, total) =
-                compare_table(&mut *connection, table, only.as_deref(), &failed).await?;
+            let (listed, total) = match replay.projection.event_rows() {
+                Some(event_rows) if event_rows.table() == *table => {
+                    let rows = std::mem::take(&mut replay.rows);
+                    let replayed = (&replay.failures, &replay.applied);
+                    crate::event_rows::finish(
+                        &mut *connection,
+                        event_rows,
+                        rows,
+                        replayed,
+                        only.as_deref(),
+                    )
+                    .await?
+                }
+                _ => compare_table(&mut *connection, table, only.as_deref(), &failed, None).await?,
+            };
             if total > 0 {
                 differing_rows.insert(table.to_string(), total);
             }
@@ -347,6 +365,9 @@ async fn live_checkpoints(
 struct Scratch<'a> {
     replays: Vec<Replay<'a>>,
     progress: Progress,
+    /// Whether the event rows replayed are set beside the live ones (up
+    /// to the checkpoints; not past them).
+    compare_rows: bool,
 }
 
 /// One projection's scratch replay: how far each tenant got, and the
@@ -358,6 +379,8 @@ struct Replay<'a> {
     /// Tenants whose fed events stopped being contiguous: the rest of them
     /// is read from the store.
     unfed: HashSet<TenantId>,
+    /// The comparison of its event-rows table under way, if it has one.
+    rows: RowCheck,
 }
 
 /// One tenant's events of a batch.
@@ -392,9 +415,11 @@ impl<'a> Scratch<'a> {
                     applied: HashMap::new(),
                     failures: BTreeMap::new(),
                     unfed: HashSet::new(),
+                    rows: RowCheck::default(),
                 })
                 .collect(),
             progress: Progress::new(&format!("compare {}", names.join(", ")), total, quiet),
+            compare_rows: true,
         }
     }
 
@@ -414,6 +439,7 @@ impl<'a> Scratch<'a> {
             let events =
                 EventStore::read_tenants_on(&mut *connection, &ranges, BATCH_EVENTS_MAX).await?;
             self.progress.advance(events.len() as u64);
+            let compare_rows = self.compare_rows;
             for (index, replay) in self.replays.iter_mut().enumerate() {
                 let mut runs = Vec::with_capacity(ranges.len());
                 for range in &ranges {
@@ -460,7 +486,9 @@ impl<'a> Scratch<'a> {
                         events: run,
                     });
                 }
-                replay.apply_runs(&mut *connection, &runs).await?;
+                replay
+                    .apply_runs(&mut *connection, &runs, compare_rows)
+                    .await?;
             }
             // Tenants with events left go round again.
             let remaining = self.ranges(bounds);
@@ -498,9 +526,12 @@ impl<'a> Scratch<'a> {
                 }
             }
             self.progress.advance(within(&pages, bounds));
+            let compare_rows = self.compare_rows;
             for (index, replay) in self.replays.iter_mut().enumerate() {
                 let runs = replay.fed_runs(&pages, &bounds[index]);
-                replay.apply_runs(&mut *connection, &runs).await?;
+                replay
+                    .apply_runs(&mut *connection, &runs, compare_rows)
+                    .await?;
             }
         }
         Ok(())
@@ -604,22 +635,36 @@ impl Replay<'_> {
     }
 
     /// Applies `runs` together; when the projection refuses, finds the tenant
-    /// (and the event) it refuses, records it, and applies the others.
+    /// (and the event) it refuses, records it, and applies the others. The
+    /// event rows they give are set beside the live ones when
+    /// `compare_rows`.
     async fn apply_runs(
         &mut self,
         connection: &mut PgConnection,
         runs: &[Run<'_>],
+        compare_rows: bool,
     ) -> Result<(), ProjectionError> {
         let events: Vec<&StoredEvent> = runs.iter().flat_map(|run| run.events.clone()).collect();
         if events.is_empty() {
             return Ok(());
         }
         match self.try_apply(connection, &events).await? {
-            Ok(()) => {
+            Ok(rows) => {
                 for run in runs {
                     if let Some(last) = run.events.last() {
                         self.applied.insert(run.tenant_id, last.tenant_seq);
                     }
+                }
+                match self.projection.event_rows() {
+                    Some(event_rows) if compare_rows => {
+                        let ranges = ranges_of(
+                            runs.iter()
+                                .map(|run| (run.tenant_id, run.events.as_slice())),
+                        );
+                        let live = event_rows.live(&mut *connection, &ranges).await?;
+                        self.rows.compare(rows, live);
+                    }
+                    _ => {}
                 }
                 Ok(())
             }
@@ -630,7 +675,8 @@ impl Replay<'_> {
             }
             Err(_) => {
                 for run in runs {
-                    Box::pin(self.apply_runs(connection, std::slice::from_ref(run))).await?;
+                    Box::pin(self.apply_runs(connection, std::slice::from_ref(run), compare_rows))
+                        .await?;
                 }
                 Ok(())
             }
@@ -664,19 +710,28 @@ impl Replay<'_> {
         ))
     }
 
-    /// Applies `events` in a transaction (or savepoint) of their own. The
-    /// outer `Err` is operational; the inner one is the projection (or the
-    /// database, on its behalf) refusing the events, rolled back.
+    /// Applies `events` in a transaction (or savepoint) of their own, all
+    /// but the projection's event rows, which it returns. The outer `Err`
+    /// is operational; the inner one is the projection (or the database, on
+    /// its behalf) refusing the events, rolled back.
     async fn try_apply(
         &self,
         connection: &mut PgConnection,
         events: &[&StoredEvent],
-    ) -> Result<Result<(), ApplyError>, ProjectionError> {
+    ) -> Result<Result<Vec<EventRow>, ApplyError>, ProjectionError> {
         let mut transaction = connection.begin().await?;
-        match self.projection.apply(&mut transaction, events).await {
-            Ok(()) => {
+        let applied = match self.projection.event_rows() {
+            Some(event_rows) => event_rows.apply_rest(&mut transaction, events).await,
+            None => self
+                .projection
+                .apply(&mut transaction, events)
+                .await
+                .map(|()| Vec::new()),
+        };
+        match applied {
+            Ok(rows) => {
                 transaction.commit().await?;
-                Ok(Ok(()))
+                Ok(Ok(rows))
             }
             Err(error) if is_refusal(&error) => {
                 transaction.rollback().await?;
@@ -758,19 +813,26 @@ async fn key_columns(
 }
 
 /// Rows of `table` that differ between the live table and the scratch one,
-/// for `tenants` (all when `None`) except `excluded`: the two joined on the
-/// primary key (both sides stream in key order), keeping rows that are
+/// for `tenants` (all when `None`) except `excluded`, and only the rows
+/// keyed `(tenant_id, tenant_seq)` in `rows` when given: the two joined on
+/// the primary key (both sides stream in key order), keeping rows that are
 /// missing on one side or differ in any column: the first
 /// [`DIFFERENCES_MAX`] by key, and how many differ in all.
-async fn compare_table(
+pub(crate) async fn compare_table(
     connection: &mut PgConnection,
     table: &str,
     tenants: Option<&[Uuid]>,
     excluded: &[Uuid],
+    rows: Option<&[(Uuid, i64)]>,
 ) -> Result<(Vec<Difference>, u64), sqlx::Error> {
     let keys = key_columns(connection, table).await?;
     let quoted_table = quote_identifier(table);
-    let only = "($2::uuid[] IS NULL OR tenant_id = ANY($2)) AND NOT (tenant_id = ANY($3))";
+    let only = if rows.is_some() {
+        "($2::uuid[] IS NULL OR tenant_id = ANY($2)) AND NOT (tenant_id = ANY($3)) \
+         AND (tenant_id, tenant_seq) IN (SELECT * FROM unnest($4::uuid[], $5::bigint[]))"
+    } else {
+        "($2::uuid[] IS NULL OR tenant_id = ANY($2)) AND NOT (tenant_id = ANY($3))"
+    };
     let join = keys
         .iter()
         .map(|key| {
@@ -787,7 +849,7 @@ async fn compare_table(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let rows: Vec<(Option<Value>, Option<Value>, i64)> = sqlx::query_as(&format!(
+    let statement = format!(
         "SELECT CASE WHEN l IS NULL THEN NULL ELSE to_jsonb(l) END, \
                 CASE WHEN r IS NULL THEN NULL ELSE to_jsonb(r) END, \
                 count(*) OVER () \
@@ -796,12 +858,17 @@ async fn compare_table(
          WHERE l IS DISTINCT FROM r \
          ORDER BY {order} \
          LIMIT $1"
-    ))
-    .bind(DIFFERENCES_MAX)
-    .bind(tenants)
-    .bind(excluded)
-    .fetch_all(connection)
-    .await?;
+    );
+    let mut query = sqlx::query_as::<_, (Option<Value>, Option<Value>, i64)>(&statement)
+        .bind(DIFFERENCES_MAX)
+        .bind(tenants)
+        .bind(excluded);
+    if let Some(rows) = rows {
+        query = query
+            .bind(rows.iter().map(|(tenant, _)| *tenant).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, seq)| *seq).collect::<Vec<_>>());
+    }
+    let rows = query.fetch_all(connection).await?;
     let key_of = |row: &Value| -> Value {
         Value::Object(
             keys.iter()
@@ -812,7 +879,8 @@ async fn compare_table(
     let total = rows
         .first()
         .map_or(0, |(_, _, total)| u64::try_from(*total).unwrap_or(0));
-    let mut differences: Vec<Difference> = rows
+    // In key order, as the statement sorts them.
+    let differences: Vec<Difference> = rows
         .into_iter()
         .filter_map(|(live, replay, _)| {
             let key = key_of(live.as_ref().or(replay.as_ref())?);
@@ -824,104 +892,8 @@ async fn compare_table(
             })
         })
         .collect();
-    differences.sort_by_cached_key(|difference| difference.key.to_string());
     Ok((differences, total))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use eventstore::{ChainHash, JsonText};
-
-    fn event(tenant_id: TenantId, tenant_seq: i64) -> StoredEvent {
-        StoredEvent {
-            tenant_id,
-            tenant_seq,
-            global_position: tenant_seq,
-            transaction_id: 1,
-            aggregate_type: "quota".into(),
-            aggregate_id: "q".into(),
-            aggregate_seq: tenant_seq,
-            event_id: Uuid::nil(),
-            event_type: "Consumed".into(),
-            event_version: "1".into(),
-            payload: JsonText::canonical(&serde_json::json!({})).unwrap(),
-            metadata: JsonText::canonical(&serde_json::json!({})).unwrap(),
-            idempotency_key: format!("k{tenant_seq}"),
-            recorded_at: chrono::DateTime::UNIX_EPOCH,
-            prev_hash: ChainHash::from_slice(&[0; 32]).unwrap(),
-            hash: ChainHash::from_slice(&[0; 32]).unwrap(),
-            decoded: Default::default(),
-        }
-    }
-
-    fn seqs(runs: &[Run<'_>]) -> Vec<(TenantId, Vec<i64>)> {
-        runs.iter()
-            .map(|run| {
-                let seqs = run.events.iter().map(|event| event.tenant_seq).collect();
-                (run.tenant_id, seqs)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn fed_runs_take_each_tenants_next_events_up_to_its_bound_and_stop_at_a_gap() {
-        let (a, b, c) = (
-            TenantId::from_uuid(Uuid::from_u128(1)),
-            TenantId::from_uuid(Uuid::from_u128(2)),
-            TenantId::from_uuid(Uuid::from_u128(3)),
-        );
-        let pages = vec![
-            Arc::new(vec![event(a, 2), event(a, 3)]),
-            Arc::new(vec![event(b, 1), event(b, 2), event(b, 4), event(b, 5)]),
-            Arc::new(vec![event(a, 4), event(a, 5), event(a, 6)]),
-            Arc::new(vec![event(c, 1)]),
-        ];
-        let mut replay = Replay {
-            projection: &crate::stream_index::StreamIndex,
-            applied: HashMap::from([(a, 1)]),
-            failures: BTreeMap::new(),
-            unfed: HashSet::new(),
-        };
-        // `a` up to its bound 5, `b` up to its gap at 3, `c` has no bound.
-        let bounds = BTreeMap::from([(a, 5), (b, 9)]);
-        let runs = replay.fed_runs(&pages, &bounds);
-        assert_eq!(seqs(&runs), vec![(a, vec![2, 3, 4, 5]), (b, vec![1, 2])]);
-        assert_eq!(replay.unfed, HashSet::from([b]));
-
-        // A tenant already left to the store, or failed, is fed no more.
-        replay.applied.insert(a, 5);
-        replay.fail(a, 6, "refused".into());
-        let pages = vec![Arc::new(vec![event(a, 6), event(b, 3)])];
-        assert!(replay.fed_runs(&pages, &bounds).is_empty());
-    }
-
-    #[test]
-    fn fed_runs_follow_tenants_that_take_turns_within_a_page() {
-        let (a, b) = (
-            TenantId::from_uuid(Uuid::from_u128(1)),
-            TenantId::from_uuid(Uuid::from_u128(2)),
-        );
-        let pages = vec![Arc::new(vec![
-            event(a, 1),
-            event(b, 1),
-            event(a, 2),
-            event(b, 3),
-            event(b, 2),
-            event(a, 3),
-            event(b, 4),
-        ])];
-        let mut replay = Replay {
-            projection: &crate::stream_index::StreamIndex,
-            applied: HashMap::new(),
-            failures: BTreeMap::new(),
-            unfed: HashSet::new(),
-        };
-        let bounds = BTreeMap::from([(a, 2), (b, 9)]);
-        let runs = replay.fed_runs(&pages, &bounds);
-        // `a` stops at its bound, `b` at its gap, and stays unfed after it
-        // (its 2, right after the gap, is not taken).
-        assert_eq!(seqs(&runs), vec![(a, vec![1, 2]), (b, vec![1])]);
-        assert_eq!(replay.unfed, HashSet::from([b]));
-    }
-}
+mod tests;

@@ -3,6 +3,7 @@
 //! tenant_seq, trial balance).
 
 use crate::decode::decoded;
+use crate::event_rows::{Column, EventRow, EventRows};
 use crate::runtime::{ApplyError, Projection};
 use aggregates::decide::{Decide, Rejection};
 use aggregates::journal::JournalEntry;
@@ -10,7 +11,7 @@ use aggregates::journal::Side;
 use aggregates::TenantId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventstore::StoredEvent;
+use eventstore::{StoredEvent, TenantRange};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -73,7 +74,40 @@ impl EntryReader {
 struct EntryRow<'a> {
     event: &'a StoredEvent,
     reference: Option<String>,
-    postings: String,
+    entry: JournalEntry,
+}
+
+impl EntryRow<'_> {
+    /// The row as [`EventRows`] compares it.
+    fn event_row(&self) -> Result<EventRow, ApplyError> {
+        let event = self.event;
+        Ok(EventRow {
+            tenant_id: event.tenant_id.as_uuid(),
+            tenant_seq: event.tenant_seq,
+            columns: vec![
+                Column::Plain(Value::from(event.aggregate_type.as_str())),
+                Column::Plain(Value::from(event.aggregate_id.as_str())),
+                Column::Plain(Value::from(event.event_type.as_str())),
+                Column::Plain(self.reference.as_deref().map_or(Value::Null, Value::from)),
+                Column::Plain(Value::from(event.recorded_at.timestamp_micros())),
+                Column::Json(
+                    eventstore::canonical::to_canonical_json(self.entry.postings()).map_err(
+                        |error| ApplyError::Event {
+                            tenant_seq: event.tenant_seq,
+                            message: error.to_string(),
+                        },
+                    )?,
+                ),
+            ],
+        })
+    }
+}
+
+fn unserializable(event: &StoredEvent, error: &serde_json::Error) -> ApplyError {
+    ApplyError::Event {
+        tenant_seq: event.tenant_seq,
+        message: error.to_string(),
+    }
 }
 
 #[derive(Default)]
@@ -124,9 +158,122 @@ impl Projection for Journal {
         if entries.is_empty() {
             return Ok(());
         }
-        insert_entries(connection, &entries).await?;
+        EntryColumns::of_entries(&entries)?
+            .insert(&mut *connection)
+            .await?;
         add_balances(connection, &balances).await?;
         Ok(())
+    }
+
+    fn event_rows(&self) -> Option<&dyn EventRows> {
+        Some(self)
+    }
+}
+
+/// The live entries of some ranges, read back for a comparison.
+const LIVE_ENTRIES: &str = "\
+    SELECT j.tenant_id, j.tenant_seq, j.aggregate_type, j.aggregate_id, j.event_type, j.reference, j.recorded_at, j.postings::text \
+    FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS r(tenant_id, after_seq, until_seq) \
+    CROSS JOIN LATERAL ( \
+        SELECT * FROM public.journal_entries e \
+        WHERE e.tenant_id = r.tenant_id AND e.tenant_seq > r.after_seq AND e.tenant_seq <= r.until_seq \
+    ) j \
+    ORDER BY j.tenant_id, j.tenant_seq";
+
+type LiveEntry = (
+    Uuid,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    DateTime<Utc>,
+    String,
+);
+
+/// An entry is its event's alone, written once: a comparison sets the
+/// entries a replay gives beside the live ones in memory.
+#[async_trait]
+impl EventRows for Journal {
+    fn table(&self) -> &'static str {
+        "journal_entries"
+    }
+
+    fn columns(&self) -> &'static [&'static str] {
+        &[
+            "tenant_id",
+            "tenant_seq",
+            "aggregate_type",
+            "aggregate_id",
+            "event_type",
+            "reference",
+            "recorded_at",
+            "postings",
+        ]
+    }
+
+    async fn apply_rest(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<Vec<EventRow>, ApplyError> {
+        let (entries, balances) = collect(&self.readers, events)?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        add_balances(connection, &balances).await?;
+        entries.iter().map(EntryRow::event_row).collect()
+    }
+
+    async fn live(
+        &self,
+        connection: &mut PgConnection,
+        ranges: &[TenantRange],
+    ) -> Result<Vec<EventRow>, sqlx::Error> {
+        let rows: Vec<LiveEntry> = sqlx::query_as(LIVE_ENTRIES)
+            .bind(
+                ranges
+                    .iter()
+                    .map(|range| range.tenant_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                ranges
+                    .iter()
+                    .map(|range| range.after_seq)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                ranges
+                    .iter()
+                    .map(|range| range.until_seq)
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(connection)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| EventRow {
+                tenant_id: row.0,
+                tenant_seq: row.1,
+                columns: vec![
+                    Column::Plain(Value::from(row.2)),
+                    Column::Plain(Value::from(row.3)),
+                    Column::Plain(Value::from(row.4)),
+                    Column::Plain(row.5.map_or(Value::Null, Value::from)),
+                    Column::Plain(Value::from(row.6.timestamp_micros())),
+                    Column::Json(row.7),
+                ],
+            })
+            .collect())
+    }
+
+    async fn write(
+        &self,
+        connection: &mut PgConnection,
+        rows: &[EventRow],
+    ) -> Result<(), sqlx::Error> {
+        EntryColumns::of_event_rows(rows).insert(connection).await
     }
 }
 
@@ -179,74 +326,94 @@ fn collect<'a>(
         entries.push(EntryRow {
             event,
             reference,
-            postings: serde_json::to_string(entry.postings()).map_err(|error| {
-                ApplyError::Event {
-                    tenant_seq: event.tenant_seq,
-                    message: error.to_string(),
-                }
-            })?,
+            entry,
         });
     }
     Ok((entries, balances))
 }
 
-/// Writes a batch's entries: one statement for every tenant of the batch.
-async fn insert_entries(
-    connection: &mut PgConnection,
-    entries: &[EntryRow<'_>],
-) -> Result<(), ApplyError> {
-    sqlx::query(INSERT_ENTRIES)
-        .bind(
-            entries
-                .iter()
-                .map(|entry| entry.event.tenant_id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|entry| entry.event.tenant_seq)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|entry| entry.event.aggregate_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|entry| entry.event.aggregate_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|entry| entry.event.event_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|entry| entry.reference.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|entry| entry.event.recorded_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|entry| entry.postings.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *connection)
-        .await?;
-    Ok(())
+/// A batch's entries, column by column.
+#[derive(Default)]
+struct EntryColumns<'a> {
+    tenants: Vec<Uuid>,
+    seqs: Vec<i64>,
+    aggregate_types: Vec<&'a str>,
+    aggregate_ids: Vec<&'a str>,
+    event_types: Vec<&'a str>,
+    references: Vec<Option<&'a str>>,
+    recorded_at: Vec<DateTime<Utc>>,
+    postings: Vec<String>,
+}
+
+impl<'a> EntryColumns<'a> {
+    fn of_entries(entries: &'a [EntryRow<'a>]) -> Result<Self, ApplyError> {
+        let mut columns = Self::default();
+        for row in entries {
+            let event = row.event;
+            columns.tenants.push(event.tenant_id.as_uuid());
+            columns.seqs.push(event.tenant_seq);
+            columns.aggregate_types.push(&event.aggregate_type);
+            columns.aggregate_ids.push(&event.aggregate_id);
+            columns.event_types.push(&event.event_type);
+            columns.references.push(row.reference.as_deref());
+            columns.recorded_at.push(event.recorded_at);
+            columns.postings.push(
+                serde_json::to_string(row.entry.postings())
+                    .map_err(|error| unserializable(event, &error))?,
+            );
+        }
+        Ok(columns)
+    }
+
+    /// The columns of rows [`EntryRow::event_row`] gave.
+    fn of_event_rows(rows: &'a [EventRow]) -> Self {
+        let mut columns = Self::default();
+        let plain = |row: &'a EventRow, index: usize| match &row.columns[index] {
+            Column::Plain(value) => value,
+            Column::Json(_) => &Value::Null,
+        };
+        for row in rows {
+            columns.tenants.push(row.tenant_id);
+            columns.seqs.push(row.tenant_seq);
+            columns
+                .aggregate_types
+                .push(plain(row, 0).as_str().unwrap_or_default());
+            columns
+                .aggregate_ids
+                .push(plain(row, 1).as_str().unwrap_or_default());
+            columns
+                .event_types
+                .push(plain(row, 2).as_str().unwrap_or_default());
+            columns.references.push(plain(row, 3).as_str());
+            columns.recorded_at.push(
+                plain(row, 4)
+                    .as_i64()
+                    .and_then(DateTime::from_timestamp_micros)
+                    .unwrap_or_default(),
+            );
+            columns.postings.push(match &row.columns[5] {
+                Column::Json(text) => text.clone(),
+                Column::Plain(value) => value.to_string(),
+            });
+        }
+        columns
+    }
+
+    /// Writes them: one statement for every tenant of the batch.
+    async fn insert(self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(INSERT_ENTRIES)
+            .bind(self.tenants)
+            .bind(self.seqs)
+            .bind(self.aggregate_types)
+            .bind(self.aggregate_ids)
+            .bind(self.event_types)
+            .bind(self.references)
+            .bind(self.recorded_at)
+            .bind(self.postings)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Adds a batch's balance changes: one statement for every tenant of the

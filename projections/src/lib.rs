@@ -13,7 +13,8 @@
 //! - `worker`: long-running workers, wake-ups, shutdown.
 //! - `reactor`: the [`Reactor`] trait and its steps.
 //! - `rebuild`: shadow rebuilds and swaps.
-//! - `compare`: live read tables against a fresh replay, tenant by tenant.
+//! - `compare`: live read tables against a fresh replay, tenant by tenant;
+//!   `event_rows`: those of one row per event, in memory.
 //! - `status`: registry, versions, states and lag.
 //! - `read`: tenant-scoped read transactions and `min_seq` waits.
 //! - `progress`: progress bars and lines for long jobs.
@@ -30,6 +31,7 @@ pub mod compensation;
 pub mod decode;
 pub mod documents;
 pub mod escrow;
+pub mod event_rows;
 pub mod journal;
 pub mod payment_breaks;
 pub mod payments;

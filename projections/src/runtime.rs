@@ -11,6 +11,7 @@
 //! (set-based, across tenants), and the checkpoints advance in the same
 //! transaction: a crash at any instant loses or doubles nothing.
 
+use crate::event_rows::EventRows;
 use aggregates::TenantId;
 use async_trait::async_trait;
 use eventstore::{EventStore, StoreError, StoredEvent, TenantRange};
@@ -46,6 +47,13 @@ pub trait Projection: Send + Sync + 'static {
         connection: &mut PgConnection,
         events: &[&StoredEvent],
     ) -> Result<(), ApplyError>;
+
+    /// The one of its tables whose rows each come from one event alone, if
+    /// any: a comparison sets it beside the replay in memory instead of in
+    /// a scratch table.
+    fn event_rows(&self) -> Option<&dyn EventRows> {
+        None
+    }
 }
 
 /// Why a batch could not be applied.

@@ -957,6 +957,151 @@ async fn an_edited_read_table_row_is_named_by_table_and_key() {
 }
 
 #[tokio::test]
+async fn journal_entries_edited_removed_or_forged_are_each_a_difference() {
+    // Proves: the journal's entries, set beside the replay in memory rather
+    // than in a scratch table, still find an entry edited, one removed, and
+    // one forged before seq 1, past the tenant's last event or of a tenant
+    // with no events at all; each listed by key with both rows as any
+    // table's difference is, and all counted.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    ledger.catch_up().await;
+    let tenant = ledger.tenants[0];
+    let pool = ledger.store().pool();
+    let seqs: Vec<(i64,)> = sqlx::query_as(
+        "SELECT tenant_seq FROM journal_entries WHERE tenant_id = $1 ORDER BY tenant_seq",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let (edited, removed) = (seqs[0].0, seqs[1].0);
+    let stranger = uuid::Uuid::from_u128(u128::MAX);
+    let copy = |tenant_id: String, seq: i64| {
+        format!(
+            "INSERT INTO journal_entries \
+             SELECT {tenant_id}, {seq}, aggregate_type, aggregate_id, event_type, reference, recorded_at, postings \
+             FROM journal_entries WHERE tenant_id = '{tenant}' AND tenant_seq = {edited}"
+        )
+    };
+    for statement in [
+        format!(
+            "UPDATE journal_entries SET postings = jsonb_set(postings, '{{0,amount}}', '7') \
+             WHERE tenant_id = '{tenant}' AND tenant_seq = {edited}"
+        ),
+        format!(
+            "DELETE FROM journal_entries WHERE tenant_id = '{tenant}' AND tenant_seq = {removed}"
+        ),
+        copy(format!("'{tenant}'::uuid"), 0),
+        copy(format!("'{tenant}'::uuid"), 1_000),
+        copy(format!("'{stranger}'::uuid"), 1),
+    ] {
+        sqlx::query(&statement).execute(pool).await.unwrap();
+    }
+    let report = ledger.verify().await;
+    assert!(!report.ok);
+    let journal = report
+        .projections
+        .iter()
+        .find(|projection| projection.projection == "journal")
+        .unwrap();
+    let found: Vec<(Value, bool, bool)> = journal
+        .differences
+        .iter()
+        .map(|difference| {
+            assert_eq!(difference.table, "journal_entries");
+            (
+                difference.key.clone(),
+                difference.live.is_some(),
+                difference.replay.is_some(),
+            )
+        })
+        .collect();
+    let key = |tenant_id: String, seq: i64| json!({"tenant_id": tenant_id, "tenant_seq": seq});
+    assert_eq!(
+        found,
+        vec![
+            (key(tenant.to_string(), 0), true, false),
+            (key(tenant.to_string(), edited), true, true),
+            (key(tenant.to_string(), removed), false, true),
+            (key(tenant.to_string(), 1_000), true, false),
+            (key(stranger.to_string(), 1), true, false),
+        ]
+    );
+    let edit = &journal.differences[1];
+    assert_eq!(
+        edit.live.as_ref().unwrap()["postings"][0]["amount"],
+        json!(7)
+    );
+    assert_ne!(
+        edit.replay.as_ref().unwrap()["postings"][0]["amount"],
+        json!(7)
+    );
+    // The rest of the two rows is the same, as the database renders it.
+    let without_postings = |row: &Value| {
+        let mut row = row.clone();
+        row.as_object_mut().unwrap().remove("postings");
+        row
+    };
+    assert_eq!(
+        without_postings(edit.live.as_ref().unwrap()),
+        without_postings(edit.replay.as_ref().unwrap())
+    );
+    assert_eq!(
+        journal.differing_rows,
+        std::collections::BTreeMap::from([("journal_entries".to_string(), 5)])
+    );
+    assert!(report
+        .projections
+        .iter()
+        .filter(|projection| projection.projection != "journal")
+        .all(|projection| projection.differences.is_empty()));
+}
+
+#[tokio::test]
+async fn a_table_compared_in_memory_has_exactly_the_columns_it_compares() {
+    // Proves: every table a projection compares with its replay in memory
+    // (one row per event) is keyed by (tenant_id, tenant_seq) and has no
+    // column the comparison leaves out: a column added later fails here
+    // until the comparison reads it.
+    let db = TestDatabase::new().await;
+    let mut compared = 0;
+    for projection in commands::domains::projections() {
+        let Some(rows) = projection.event_rows() else {
+            continue;
+        };
+        assert!(projection.tables().contains(&rows.table()));
+        let columns: Vec<(String,)> = sqlx::query_as(
+            "SELECT attname::text FROM pg_attribute \
+             WHERE attrelid = ('public.' || $1)::regclass AND attnum > 0 AND NOT attisdropped \
+             ORDER BY attnum",
+        )
+        .bind(rows.table())
+        .fetch_all(db.store().pool())
+        .await
+        .unwrap();
+        let columns: Vec<String> = columns.into_iter().map(|(name,)| name).collect();
+        assert_eq!(columns, rows.columns(), "{}", rows.table());
+        let key: Vec<(String,)> = sqlx::query_as(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = ('public.' || $1)::regclass AND i.indisprimary \
+             ORDER BY array_position(i.indkey, a.attnum)",
+        )
+        .bind(rows.table())
+        .fetch_all(db.store().pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            key,
+            vec![("tenant_id".to_string(),), ("tenant_seq".to_string(),)]
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 1);
+}
+
+#[tokio::test]
 async fn more_differing_rows_than_are_listed_are_all_counted_and_the_cut_is_said() {
     // Proves: when a table has more differing rows than a report lists, the
     // report counts them all and says that only the first are listed.
