@@ -87,17 +87,17 @@ impl Replayer {
     /// Checks the next event's place in the chain and, when it is not past
     /// the point, folds it (past it, reads it to decide the request the
     /// point falls in); the first finding refuses the replay.
-    pub fn feed(&mut self, event: &AuditEvent, line: Option<u64>) -> Result<(), Finding> {
+    pub fn feed(&mut self, event: AuditEvent, line: Option<u64>) -> Result<(), Finding> {
         // What comes before `event` first, so that its findings come first.
-        refuse(self.state.settle_before(event))?;
-        if let Some(finding) = check_chain(&mut self.checker, event).into_iter().next() {
+        refuse(self.state.settle_before(&event))?;
+        if let Some(finding) = check_chain(&mut self.checker, &event).into_iter().next() {
             return Err(Finding::Chain {
                 tenant_seq: finding.tenant_seq(),
                 finding,
                 line,
             });
         }
-        if self.is_past(event) {
+        if self.is_past(&event) {
             self.state.look_ahead(event, line);
             return Ok(());
         }
@@ -189,16 +189,17 @@ pub async fn replay_tenant(
         let events = page(connection, tenant_id, after_seq, i64::MAX).await?;
         let Some(last) = events.last() else { break };
         after_seq = last.tenant_seq;
-        for event in &events {
-            if !replayer.wants(event) {
+        let full = (events.len() as i64) >= PAGE_EVENTS;
+        for event in events {
+            if !replayer.wants(&event) {
                 replayer
-                    .check_follows(event, None)
+                    .check_follows(&event, None)
                     .map_err(VerifyError::Refused)?;
                 break 'pages;
             }
             replayer.feed(event, None).map_err(VerifyError::Refused)?;
         }
-        if (events.len() as i64) < PAGE_EVENTS {
+        if !full {
             break;
         }
     }

@@ -380,7 +380,7 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport, VerifyError> {
     while let Some((line, event)) = file.next_event()? {
         lines += 1;
         match event {
-            Ok(event) => audit.check(&event, Some(line)),
+            Ok(event) => audit.check(event, Some(line)),
             Err(finding) => audit.record(finding),
         }
     }
@@ -404,7 +404,7 @@ pub fn replay_file(path: &Path, as_of: AsOf) -> Result<Value, VerifyError> {
         lines += 1;
         let event = event.map_err(VerifyError::Refused)?;
         replayer
-            .feed(&event, Some(line))
+            .feed(event, Some(line))
             .map_err(VerifyError::Refused)?;
     }
     let header = &file.header;
@@ -459,7 +459,7 @@ pub fn fold_file(
         progress.advance(1);
         let event = event.map_err(VerifyError::Refused)?;
         replayer
-            .feed(&event, Some(line))
+            .feed(event, Some(line))
             .map_err(VerifyError::Refused)?;
     }
     progress.finish();

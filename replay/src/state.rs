@@ -199,15 +199,13 @@ impl TenantState {
     /// Reads the next event (from `line` of a file, if any). Returns the
     /// findings of what was settled: those of the request it ends (the event
     /// itself then waits as the first of the next request).
-    pub fn apply(&mut self, event: &AuditEvent, line: Option<u64>) -> Vec<LocatedFinding> {
-        let findings = self.settle_before(event);
+    pub fn apply(&mut self, event: AuditEvent, line: Option<u64>) -> Vec<LocatedFinding> {
+        let findings = self.settle_before(&event);
         self.last_seq = event.tenant_seq;
         self.last_hash = Some(event.hash);
         self.last_recorded_at = Some(event.recorded_at);
-        let version = self
-            .versions
-            .entry((event.aggregate_type.clone(), event.aggregate_id.clone()))
-            .or_insert(0);
+        let stream = (event.aggregate_type.clone(), event.aggregate_id.clone());
+        let version = self.versions.entry(stream).or_insert(0);
         // A sequence out of step is a finding; the event is still decided
         // and folded (an event deleted before it leaves it intact).
         let mut problems = Vec::new();
@@ -220,7 +218,7 @@ impl TenantState {
         }
         *version = event.aggregate_seq.max(*version);
         if let Some(owed) = self.owed.as_mut() {
-            owed.schedule(event, line);
+            owed.schedule(&event, line);
         }
         self.join(event, line, problems, false);
         findings
@@ -252,8 +250,8 @@ impl TenantState {
     /// to the request not yet settled, that request is decided with it (the
     /// event is neither folded nor reported). Returns whether it did; once
     /// one did not, none after it does.
-    pub fn look_ahead(&mut self, event: &AuditEvent, line: Option<u64>) -> bool {
-        if self.continues_group(event) {
+    pub fn look_ahead(&mut self, event: AuditEvent, line: Option<u64>) -> bool {
+        if self.continues_group(&event) {
             self.join(event, line, Vec::new(), true);
             return true;
         }
@@ -263,11 +261,11 @@ impl TenantState {
         false
     }
 
-    fn join(&mut self, event: &AuditEvent, line: Option<u64>, problems: Vec<String>, beyond: bool) {
+    fn join(&mut self, event: AuditEvent, line: Option<u64>, problems: Vec<String>, beyond: bool) {
         if self.fold.is_none() {
             self.fold = Some(TenantFold::new(event.tenant_id, self.partial));
         }
-        let continues = self.continues_group(event);
+        let continues = self.continues_group(&event);
         let request = self.request.get_or_insert_with(|| Pending {
             idempotency_key: event.idempotency_key.clone(),
             members: Vec::new(),
@@ -278,7 +276,7 @@ impl TenantState {
             "a request is settled before another opens"
         );
         request.members.push(Member {
-            event: event.clone(),
+            event,
             line,
             problems,
             beyond,

@@ -327,11 +327,11 @@ impl Default for TenantAudit {
 
 impl TenantAudit {
     /// Checks the next event (`line` when read from a file).
-    pub fn check(&mut self, event: &AuditEvent, line: Option<u64>) {
-        for (finding, line) in self.state.settle_before(event) {
+    pub fn check(&mut self, event: AuditEvent, line: Option<u64>) {
+        for (finding, line) in self.state.settle_before(&event) {
             self.findings.push(Finding::Replay { finding, line });
         }
-        for finding in check_chain(&mut self.checker, event) {
+        for finding in check_chain(&mut self.checker, &event) {
             self.findings.push(Finding::Chain {
                 tenant_seq: finding.tenant_seq(),
                 finding,
@@ -514,7 +514,7 @@ async fn walk_tenants(
             Read::Page(events) => {
                 if let Some(walking) = walking.as_mut() {
                     for event in events.iter() {
-                        walking.audit.check(&AuditEvent::from(event.clone()), None);
+                        walking.audit.check(AuditEvent::from(event.clone()), None);
                     }
                 }
                 progress.advance(events.len() as u64);
