@@ -342,6 +342,37 @@ impl GlobalCursor {
     };
 }
 
+/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A `timestamptz` column that may hold what no [`DateTime`] can (an
+/// `infinity`, a year past 262143, written behind the ledger's back): such
+/// a time reads as the latest (or earliest) time there is, instead of
+/// failing the read, so that whoever reads it (verify) finds the row wrong
+/// and goes on.
+pub fn timestamp_at(row: &PgRow, index: usize) -> Result<DateTime<Utc>, sqlx::Error> {
+    use sqlx::postgres::PgValueFormat;
+    use sqlx::ValueRef;
+    let value = row.try_get_raw(index)?;
+    if value.is_null() || value.format() != PgValueFormat::Binary {
+        return row.try_get(index);
+    }
+    let bytes: [u8; 8] = value
+        .as_bytes()
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| sqlx::Error::Decode("a timestamptz is 8 bytes".into()))?;
+    let since_2000 = i64::from_be_bytes(bytes);
+    Ok(since_2000
+        .checked_add(POSTGRES_EPOCH_MICROS)
+        .and_then(DateTime::from_timestamp_micros)
+        .unwrap_or(if since_2000 < 0 {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        }))
+}
+
 pub(crate) const EVENT_COLUMNS: &str = "\
     tenant_id, tenant_seq, global_position, transaction_id::text::bigint AS transaction_id, \
     aggregate_type, aggregate_id, aggregate_seq, event_id, event_type, event_version, \
@@ -371,7 +402,7 @@ pub(crate) fn stored_event_from_row(row: &PgRow) -> Result<StoredEvent, StoreErr
         payload: JsonText(row.try_get(10)?),
         metadata: JsonText(row.try_get(11)?),
         idempotency_key: row.try_get(12)?,
-        recorded_at: row.try_get(13)?,
+        recorded_at: timestamp_at(row, 13)?,
         prev_hash: hash_column(14, "prev_hash")?,
         hash: hash_column(15, "hash")?,
         decoded: Decoded::default(),

@@ -15,7 +15,7 @@
 //! per event is compared as the replay goes instead, in memory
 //! ([`crate::event_rows`]).
 
-use crate::event_rows::{ranges_of, EventRow, RowCheck};
+use crate::event_rows::{identity, ranges_of, EventRow, RowCheck, Scope};
 use crate::progress::Progress;
 use crate::runtime::{
     covering_ranges, is_refusal, lock_key, ApplyError, Projection, ProjectionError,
@@ -261,7 +261,7 @@ async fn compare_replays(
     connection: &mut PgConnection,
     scratch: &mut Scratch<'_>,
     tenants: Option<&[TenantId]>,
-) -> Result<Vec<Comparison>, sqlx::Error> {
+) -> Result<Vec<Comparison>, ProjectionError> {
     let only: Option<Vec<Uuid>> =
         tenants.map(|tenants| tenants.iter().map(TenantId::as_uuid).collect());
     let mut comparisons = Vec::with_capacity(scratch.replays.len());
@@ -648,7 +648,7 @@ impl Replay<'_> {
         if events.is_empty() {
             return Ok(());
         }
-        match self.try_apply(connection, &events).await? {
+        match self.try_apply(connection, &events, compare_rows).await? {
             Ok(rows) => {
                 for run in runs {
                     if let Some(last) = run.events.last() {
@@ -661,15 +661,24 @@ impl Replay<'_> {
                             runs.iter()
                                 .map(|run| (run.tenant_id, run.events.as_slice())),
                         );
+                        let now = identity(&mut *connection, event_rows.table()).await?;
+                        if !self.rows.same_table(now) {
+                            return Err(ProjectionError::Changed(event_rows.table().into()));
+                        }
                         let live = event_rows.live(&mut *connection, &ranges).await?;
-                        self.rows.compare(rows, live);
+                        let unequal = self.rows.compare(rows, live);
+                        if !unequal.is_empty() {
+                            event_rows.write(&mut *connection, &unequal).await?;
+                        }
                     }
                     _ => {}
                 }
                 Ok(())
             }
             Err(refusal) if runs.len() == 1 => {
-                let (tenant_seq, message) = self.locate(connection, &events, refusal).await?;
+                let (tenant_seq, message) = self
+                    .locate(connection, &events, refusal, compare_rows)
+                    .await?;
                 self.fail(runs[0].tenant_id, tenant_seq, message);
                 Ok(())
             }
@@ -689,6 +698,7 @@ impl Replay<'_> {
         connection: &mut PgConnection,
         events: &[&StoredEvent],
         refusal: ApplyError,
+        rows_apart: bool,
     ) -> Result<(i64, String), ProjectionError> {
         if let Some(refused) = refusal.refused_at(None) {
             return Ok(refused);
@@ -697,7 +707,7 @@ impl Replay<'_> {
         // tenant is left out of the comparison, so what is applied here
         // does not matter) until it is refused again.
         for event in events {
-            if let Err(refusal) = self.try_apply(connection, &[*event]).await? {
+            if let Err(refusal) = self.try_apply(connection, &[*event], rows_apart).await? {
                 let (_, message) = refusal
                     .refused_at(Some(event))
                     .unwrap_or((event.tenant_seq, String::new()));
@@ -710,19 +720,20 @@ impl Replay<'_> {
         ))
     }
 
-    /// Applies `events` in a transaction (or savepoint) of their own, all
-    /// but the projection's event rows, which it returns. The outer `Err`
-    /// is operational; the inner one is the projection (or the database, on
-    /// its behalf) refusing the events, rolled back.
+    /// Applies `events` in a transaction (or savepoint) of their own: with
+    /// `rows_apart`, all but the projection's event rows, which it returns.
+    /// The outer `Err` is operational; the inner one is the projection (or
+    /// the database, on its behalf) refusing the events, rolled back.
     async fn try_apply(
         &self,
         connection: &mut PgConnection,
         events: &[&StoredEvent],
+        rows_apart: bool,
     ) -> Result<Result<Vec<EventRow>, ApplyError>, ProjectionError> {
         let mut transaction = connection.begin().await?;
         let applied = match self.projection.event_rows() {
-            Some(event_rows) => event_rows.apply_rest(&mut transaction, events).await,
-            None => self
+            Some(event_rows) if rows_apart => event_rows.apply_rest(&mut transaction, events).await,
+            _ => self
                 .projection
                 .apply(&mut transaction, events)
                 .await
@@ -813,26 +824,25 @@ async fn key_columns(
 }
 
 /// Rows of `table` that differ between the live table and the scratch one,
-/// for `tenants` (all when `None`) except `excluded`, and only the rows
-/// keyed `(tenant_id, tenant_seq)` in `rows` when given: the two joined on
-/// the primary key (both sides stream in key order), keeping rows that are
-/// missing on one side or differ in any column: the first
-/// [`DIFFERENCES_MAX`] by key, and how many differ in all.
+/// for `tenants` (all when `None`) except `excluded`, and only the rows in
+/// `scope` when given (an event-rows table): the two joined on the primary
+/// key (both sides stream in key order), keeping rows that are missing on
+/// one side or differ in any column: the first [`DIFFERENCES_MAX`] by key,
+/// and how many differ in all.
 pub(crate) async fn compare_table(
     connection: &mut PgConnection,
     table: &str,
     tenants: Option<&[Uuid]>,
     excluded: &[Uuid],
-    rows: Option<&[(Uuid, i64)]>,
+    scope: Option<&Scope<'_>>,
 ) -> Result<(Vec<Difference>, u64), sqlx::Error> {
     let keys = key_columns(connection, table).await?;
     let quoted_table = quote_identifier(table);
-    let only = if rows.is_some() {
-        "($2::uuid[] IS NULL OR tenant_id = ANY($2)) AND NOT (tenant_id = ANY($3)) \
-         AND (tenant_id, tenant_seq) IN (SELECT * FROM unnest($4::uuid[], $5::bigint[]))"
-    } else {
-        "($2::uuid[] IS NULL OR tenant_id = ANY($2)) AND NOT (tenant_id = ANY($3))"
-    };
+    let mut only =
+        "($2::uuid[] IS NULL OR x.tenant_id = ANY($2)) AND NOT (x.tenant_id = ANY($3))".to_string();
+    if scope.is_some() {
+        only = format!("{only} AND {}", Scope::CONDITION);
+    }
     let join = keys
         .iter()
         .map(|key| {
@@ -853,8 +863,8 @@ pub(crate) async fn compare_table(
         "SELECT CASE WHEN l IS NULL THEN NULL ELSE to_jsonb(l) END, \
                 CASE WHEN r IS NULL THEN NULL ELSE to_jsonb(r) END, \
                 count(*) OVER () \
-         FROM (SELECT * FROM public.{quoted_table} WHERE {only}) l \
-         FULL JOIN (SELECT * FROM pg_temp.{quoted_table} WHERE {only}) r ON {join} \
+         FROM (SELECT * FROM public.{quoted_table} AS x WHERE {only}) l \
+         FULL JOIN (SELECT * FROM pg_temp.{quoted_table} AS x WHERE {only}) r ON {join} \
          WHERE l IS DISTINCT FROM r \
          ORDER BY {order} \
          LIMIT $1"
@@ -863,10 +873,8 @@ pub(crate) async fn compare_table(
         .bind(DIFFERENCES_MAX)
         .bind(tenants)
         .bind(excluded);
-    if let Some(rows) = rows {
-        query = query
-            .bind(rows.iter().map(|(tenant, _)| *tenant).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(_, seq)| *seq).collect::<Vec<_>>());
+    if let Some(scope) = scope {
+        query = scope.bind(query);
     }
     let rows = query.fetch_all(connection).await?;
     let key_of = |row: &Value| -> Value {

@@ -1,5 +1,5 @@
 //! Read tables whose rows each come from one event alone: compared with a
-//! replay in memory, without a scratch table.
+//! replay in memory, without replaying them into a scratch table.
 //!
 //! A comparison replays every projection into scratch tables and joins each
 //! with its live table. For a table of one row per event (the journal's
@@ -8,13 +8,20 @@
 //! row per event and a join over the whole table, the most of what a
 //! comparison writes. Such a table is compared instead as the replay goes:
 //! the rows the replayed events give beside the live rows of the same
-//! seqs, read back by key; the live rows outside every replayed range are
-//! looked for at the end. Only the rows found to differ are written to the
-//! scratch table, and the usual comparison lists them, so a difference is
-//! reported exactly as any other table's.
+//! seqs, read back by key. A row equal here (the same text, number, time in
+//! microseconds, and the same JSON text) is equal in the database; every
+//! other key is a candidate, its replayed row written to the scratch table.
+//! At the end, the database compares the candidates and every live row
+//! outside the replayed ranges as it compares any table, so what is found,
+//! counted and listed is what a full scratch table would give.
+//!
+//! The live rows are read while the live workers run: rows at or below a
+//! checkpoint are final, so that is safe. A live table rebuilt and swapped
+//! in (or rewritten) meanwhile is found at the end, and the comparison
+//! fails rather than compare a table it has not read.
 
-use crate::compare::{compare_table, Difference, ReplayFailure, DIFFERENCES_MAX};
-use crate::runtime::ApplyError;
+use crate::compare::{compare_table, Difference, ReplayFailure};
+use crate::runtime::{ApplyError, ProjectionError};
 use aggregates::TenantId;
 use async_trait::async_trait;
 use eventstore::database::quote_identifier;
@@ -25,7 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 /// One row of such a table: its key, and every other column in the
-/// table's order. A row found equal here is equal in the database.
+/// table's order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub tenant_id: Uuid,
@@ -44,21 +51,13 @@ pub enum Column {
 }
 
 impl PartialEq for Column {
-    /// Two texts of JSON are equal when they are the same text, or else
-    /// when they hold the same JSON (which makes them equal as `jsonb`).
+    /// Equal only when certainly equal in the database: two texts of JSON
+    /// the same text (JSON that differs only in its text, `1.0` and `1`,
+    /// is left to the database to decide).
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Plain(one), Self::Plain(other)) => one == other,
-            (Self::Json(one), Self::Json(other)) => {
-                one == other
-                    || matches!(
-                        (
-                            serde_json::from_str::<Value>(one),
-                            serde_json::from_str::<Value>(other),
-                        ),
-                        (Ok(one), Ok(other)) if one == other
-                    )
-            }
+            (Self::Json(one), Self::Json(other)) => one == other,
             _ => false,
         }
     }
@@ -106,177 +105,140 @@ pub trait EventRows: Send + Sync {
     ) -> Result<(), sqlx::Error>;
 }
 
-/// What the comparison of one tenant found so far.
-#[derive(Debug, Default)]
-struct TenantRows {
-    /// Rows that differ, listed or not.
-    differing: u64,
-    /// The first [`DIFFERENCES_MAX`] by key: the replay's row, `None` where
-    /// only the live table has one.
-    listed: BTreeMap<i64, Option<EventRow>>,
-}
-
-/// The comparison of an event-rows table under way, tenant by tenant.
+/// The comparison of an event-rows table under way: the keys whose rows
+/// may differ, and the live table it reads.
 #[derive(Debug, Default)]
 pub(crate) struct RowCheck {
-    tenants: BTreeMap<TenantId, TenantRows>,
-    /// Rows only the live table has, outside every replayed range.
-    only_live: u64,
-}
-
-/// What the comparison found, failed tenants left out.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct RowFindings {
-    /// Rows that differ, listed or not.
-    pub differing: u64,
-    /// The keys of the first [`DIFFERENCES_MAX`], and the replay's row
-    /// where it has one.
-    pub listed: Vec<((Uuid, i64), Option<EventRow>)>,
+    /// Keys where one side lacks the row or the two may differ (the
+    /// replay's row, if it has one, written to the scratch table): the
+    /// database decides at the end, as it does for any table.
+    candidates: Vec<(Uuid, i64)>,
+    /// The live table's identity (oid and file) when its rows were first
+    /// read.
+    table: Option<(u32, u32)>,
 }
 
 impl RowCheck {
     /// Sets the replay's rows of some ranges beside the live rows of the
-    /// same ranges (both in any order, each key once): records every key
-    /// where one side lacks the row or the two differ.
-    pub fn compare(&mut self, mut replayed: Vec<EventRow>, mut live: Vec<EventRow>) {
+    /// same ranges (both in any order, each key once): the replay's rows
+    /// whose key has no equal live row, to be written to the scratch table,
+    /// and every such key (and a live row's the replay lacks) kept as a
+    /// candidate.
+    pub fn compare(
+        &mut self,
+        mut replayed: Vec<EventRow>,
+        mut live: Vec<EventRow>,
+    ) -> Vec<EventRow> {
         // Both mostly come in key order already.
         replayed.sort_by_key(EventRow::key);
         live.sort_by_key(EventRow::key);
         let mut live = live.into_iter().peekable();
+        let mut unequal = Vec::new();
         for row in replayed {
             while let Some(extra) = live.next_if(|found| found.key() < row.key()) {
-                self.differ(extra.key(), None);
+                self.candidates.push(extra.key());
             }
             match live.next_if(|found| found.key() == row.key()) {
                 Some(found) if found == row => {}
-                _ => self.differ(row.key(), Some(row)),
+                _ => {
+                    self.candidates.push(row.key());
+                    unequal.push(row);
+                }
             }
         }
-        for extra in live {
-            self.differ(extra.key(), None);
-        }
+        self.candidates.extend(live.map(|extra| extra.key()));
+        unequal
     }
 
-    /// Records the rows only the live table has, outside every replayed
-    /// range of the tenants compared: `total` of them, the first by key
-    /// `keys`.
-    pub fn only_live(&mut self, keys: impl IntoIterator<Item = (Uuid, i64)>, total: u64) {
-        for (tenant_id, tenant_seq) in keys {
-            self.list(TenantId::from_uuid(tenant_id), tenant_seq, None);
-        }
-        self.only_live += total;
-    }
-
-    fn differ(&mut self, (tenant_id, tenant_seq): (Uuid, i64), replayed: Option<EventRow>) {
-        let tenant_id = TenantId::from_uuid(tenant_id);
-        self.tenants.entry(tenant_id).or_default().differing += 1;
-        self.list(tenant_id, tenant_seq, replayed);
-    }
-
-    fn list(&mut self, tenant_id: TenantId, tenant_seq: i64, replayed: Option<EventRow>) {
-        let tenant = self.tenants.entry(tenant_id).or_default();
-        tenant.listed.insert(tenant_seq, replayed);
-        if tenant.listed.len() > DIFFERENCES_MAX as usize {
-            tenant.listed.pop_last();
-        }
-    }
-
-    /// What was found, leaving out the tenants whose replay failed (their
-    /// rows are not compared; nor are they looked for outside the ranges).
-    pub fn findings(self, failed: &BTreeMap<TenantId, ReplayFailure>) -> RowFindings {
-        let mut findings = RowFindings {
-            differing: self.only_live,
-            listed: Vec::new(),
-        };
-        for (tenant_id, tenant) in self.tenants {
-            if failed.contains_key(&tenant_id) {
-                continue;
-            }
-            findings.differing += tenant.differing;
-            findings.listed.extend(
-                tenant
-                    .listed
-                    .into_iter()
-                    .map(|(seq, row)| ((tenant_id.as_uuid(), seq), row)),
-            );
-        }
-        // Tenants come in key order, each's rows by seq.
-        findings.listed.truncate(DIFFERENCES_MAX as usize);
-        findings
+    /// Notes the live table's identity as read now; `false` when it is not
+    /// the one read before (rebuilt and swapped in, or rewritten, since).
+    pub fn same_table(&mut self, identity: (u32, u32)) -> bool {
+        *self.table.get_or_insert(identity) == identity
     }
 }
 
-/// The live rows outside every replayed range: of the tenants compared
-/// (`only`, all when `None`; those whose replay failed left out), those
-/// before seq 1 or past how far the replay `applied`, and every row of a
-/// tenant it did not replay at all. The first [`DIFFERENCES_MAX`] keys,
-/// and how many in all.
-async fn only_live(
+/// The live table's identity: its oid and its file (a rebuild's swap
+/// brings another table, a rewrite another file).
+pub(crate) async fn identity(
     connection: &mut PgConnection,
     table: &str,
-    only: Option<&[Uuid]>,
-    failed: &[Uuid],
-    applied: &HashMap<TenantId, i64>,
-) -> Result<(Vec<(Uuid, i64)>, u64), sqlx::Error> {
-    let table = quote_identifier(table);
-    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT j.tenant_id, j.tenant_seq, count(*) OVER () \
-         FROM public.{table} j \
-         LEFT JOIN unnest($3::uuid[], $4::bigint[]) AS c(tenant_id, until_seq) \
-             ON c.tenant_id = j.tenant_id \
-         WHERE ($1::uuid[] IS NULL OR j.tenant_id = ANY($1)) AND NOT (j.tenant_id = ANY($2)) \
-           AND (c.until_seq IS NULL OR j.tenant_seq < 1 OR j.tenant_seq > c.until_seq) \
-         ORDER BY j.tenant_id, j.tenant_seq \
-         LIMIT $5"
-    ))
-    .bind(only)
-    .bind(failed)
-    .bind(applied.keys().map(TenantId::as_uuid).collect::<Vec<_>>())
-    .bind(applied.values().copied().collect::<Vec<_>>())
-    .bind(DIFFERENCES_MAX)
-    .fetch_all(connection)
-    .await?;
-    let total = rows
-        .first()
-        .map_or(0, |(_, _, total)| u64::try_from(*total).unwrap_or(0));
-    Ok((
-        rows.into_iter()
-            .map(|(tenant, seq, _)| (tenant, seq))
-            .collect(),
-        total,
-    ))
+) -> Result<(u32, u32), sqlx::Error> {
+    let (oid, file): (sqlx::postgres::types::Oid, sqlx::postgres::types::Oid) =
+        sqlx::query_as("SELECT oid, relfilenode FROM pg_class WHERE oid = to_regclass($1)")
+            .bind(format!("public.{}", quote_identifier(table)))
+            .fetch_one(connection)
+            .await?;
+    Ok((oid.0, file.0))
 }
 
-/// Ends the comparison of an event-rows table: looks for the live rows
-/// outside every replayed range, then writes the replay's rows of the
-/// first differing keys to the scratch table and lists those keys as any
-/// table's differences are (both rows as JSON); counts every differing row.
-/// `replayed` is the replay's failures and how far it applied each tenant.
+/// The keys an event-rows table is compared at in the end: the
+/// candidates, and every live row outside the replayed ranges (before seq
+/// 1, past how far the replay applied its tenant, or of a tenant it did not
+/// replay).
+pub(crate) struct Scope<'a> {
+    pub candidates: &'a [(Uuid, i64)],
+    pub applied: &'a HashMap<TenantId, i64>,
+}
+
+impl Scope<'_> {
+    /// The condition on a row `x` of either table, from parameter `$4` on.
+    pub const CONDITION: &'static str = "\
+        ((x.tenant_id, x.tenant_seq) IN (SELECT * FROM unnest($4::uuid[], $5::bigint[])) \
+         OR NOT EXISTS (SELECT 1 FROM unnest($6::uuid[], $7::bigint[]) AS c(tenant_id, until_seq) \
+                        WHERE c.tenant_id = x.tenant_id AND x.tenant_seq BETWEEN 1 AND c.until_seq))";
+
+    pub fn bind<'q, O>(
+        &self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(
+                self.candidates
+                    .iter()
+                    .map(|(tenant, _)| *tenant)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                self.candidates
+                    .iter()
+                    .map(|(_, seq)| *seq)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                self.applied
+                    .keys()
+                    .map(TenantId::as_uuid)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(self.applied.values().copied().collect::<Vec<_>>())
+    }
+}
+
+/// Ends the comparison of an event-rows table, in the transaction that
+/// pauses the live batches: the database compares the candidates and the
+/// live rows outside every replayed range as it compares any table (the
+/// first [`DIFFERENCES_MAX`](crate::compare::DIFFERENCES_MAX) by key, and
+/// how many in all). A live table rebuilt or rewritten while the replay
+/// compared it is an error: the rows compared before are not the ones live
+/// now.
 pub(crate) async fn finish(
     connection: &mut PgConnection,
     event_rows: &dyn EventRows,
     mut rows: RowCheck,
     replayed: (&BTreeMap<TenantId, ReplayFailure>, &HashMap<TenantId, i64>),
     only: Option<&[Uuid]>,
-) -> Result<(Vec<Difference>, u64), sqlx::Error> {
+) -> Result<(Vec<Difference>, u64), ProjectionError> {
     let (failures, applied) = replayed;
-    let failed: Vec<Uuid> = failures.keys().map(TenantId::as_uuid).collect();
     let table = event_rows.table();
-    let (keys, total) = only_live(&mut *connection, table, only, &failed, applied).await?;
-    rows.only_live(keys, total);
-    let findings = rows.findings(failures);
-    if findings.listed.is_empty() {
-        return Ok((Vec::new(), findings.differing));
+    if !rows.same_table(identity(&mut *connection, table).await?) {
+        return Err(ProjectionError::Changed(table.to_string()));
     }
-    let replayed: Vec<EventRow> = findings
-        .listed
-        .iter()
-        .filter_map(|(_, row)| row.clone())
-        .collect();
-    event_rows.write(&mut *connection, &replayed).await?;
-    let keys: Vec<(Uuid, i64)> = findings.listed.iter().map(|(key, _)| *key).collect();
-    let (listed, _) = compare_table(connection, table, only, &failed, Some(&keys)).await?;
-    Ok((listed, findings.differing))
+    let failed: Vec<Uuid> = failures.keys().map(TenantId::as_uuid).collect();
+    let scope = Scope {
+        candidates: &rows.candidates,
+        applied,
+    };
+    Ok(compare_table(connection, table, only, &failed, Some(&scope)).await?)
 }
 
 /// The replayed ranges of `runs`: each from before its first event to its
@@ -314,72 +276,45 @@ mod tests {
     }
 
     #[test]
-    fn rows_equal_on_both_sides_are_no_finding_and_every_other_is() {
+    fn every_key_without_an_equal_live_row_is_a_candidate_with_its_replayed_row() {
         let mut check = RowCheck::default();
-        check.compare(
+        let unequal = check.compare(
             vec![
                 row(1, 1, json!("a")),
                 row(1, 2, json!("b")),
                 row(1, 3, json!("c")),
             ],
-            // In another order; seq 2 differs, 3 is missing, 4 is extra.
+            // In another order; seq 2 differs, 3 is missing, 4 and 0 are extra.
             vec![
                 row(1, 4, json!("d")),
                 row(1, 2, json!("B")),
                 row(1, 1, json!("a")),
+                row(1, 0, json!("z")),
             ],
         );
-        let findings = check.findings(&BTreeMap::new());
-        assert_eq!(findings.differing, 3);
-        assert_eq!(
-            findings.listed,
-            vec![
-                ((Uuid::from_u128(1), 2), Some(row(1, 2, json!("b")))),
-                ((Uuid::from_u128(1), 3), Some(row(1, 3, json!("c")))),
-                ((Uuid::from_u128(1), 4), None),
-            ]
-        );
+        assert_eq!(unequal, vec![row(1, 2, json!("b")), row(1, 3, json!("c"))]);
+        let key = |seq| (Uuid::from_u128(1), seq);
+        assert_eq!(check.candidates, vec![key(0), key(2), key(3), key(4)]);
     }
 
     #[test]
-    fn json_columns_are_equal_as_json_whatever_their_text() {
-        assert_eq!(json(r#"{"a": 1, "bb": [2]}"#), json(r#"{"bb":[2],"a":1}"#));
-        assert_ne!(json(r#"{"a": 1}"#), json(r#"{"a": 2}"#));
-        assert_ne!(json(r#"{"a": 1}"#), json(r#"{"a": 1, "b": null}"#));
-        // What the projection writes is an integer; a live 1.0 is not it.
+    fn json_columns_are_equal_here_only_as_the_same_text() {
+        assert_eq!(
+            json(r#"{"a": 1, "bb": [2]}"#),
+            json(r#"{"a": 1, "bb": [2]}"#)
+        );
+        // Equal JSON in other text is the database's to decide.
+        assert_ne!(json(r#"{"a": 1}"#), json(r#"{"a":1}"#));
         assert_ne!(json("[1]"), json("[1.0]"));
         assert_ne!(json("[1]"), Column::Plain(json!("[1]")));
-        assert_ne!(json("not json"), json("not  json"));
     }
 
     #[test]
-    fn the_first_rows_by_key_are_listed_all_are_counted_and_failed_tenants_left_out() {
+    fn a_table_is_the_same_only_while_its_oid_and_file_are() {
         let mut check = RowCheck::default();
-        let many = DIFFERENCES_MAX + 5;
-        // Tenant 2 differs everywhere, found last to first; tenant 1 has
-        // one live row only; tenant 3 fails.
-        check.compare(
-            (1..=many)
-                .rev()
-                .map(|seq| row(2, seq, json!(seq)))
-                .collect(),
-            Vec::new(),
-        );
-        check.only_live([(Uuid::from_u128(1), 7)], 1);
-        check.compare(vec![row(3, 1, json!(1))], Vec::new());
-        let failed = BTreeMap::from([(
-            TenantId::from_uuid(Uuid::from_u128(3)),
-            ReplayFailure {
-                tenant_id: TenantId::from_uuid(Uuid::from_u128(3)),
-                tenant_seq: 2,
-                message: "refused".into(),
-            },
-        )]);
-        let findings = check.findings(&failed);
-        assert_eq!(findings.differing, many as u64 + 1);
-        let keys: Vec<(Uuid, i64)> = findings.listed.iter().map(|(key, _)| *key).collect();
-        let mut expected = vec![(Uuid::from_u128(1), 7)];
-        expected.extend((1..DIFFERENCES_MAX).map(|seq| (Uuid::from_u128(2), seq)));
-        assert_eq!(keys, expected);
+        assert!(check.same_table((10, 20)));
+        assert!(check.same_table((10, 20)));
+        assert!(!check.same_table((10, 21)));
+        assert!(!check.same_table((11, 20)));
     }
 }

@@ -11,10 +11,10 @@ use aggregates::journal::Side;
 use aggregates::TenantId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventstore::{StoredEvent, TenantRange};
+use eventstore::{timestamp_at, StoredEvent, TenantRange};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -180,17 +180,6 @@ const LIVE_ENTRIES: &str = "\
     ) j \
     ORDER BY j.tenant_id, j.tenant_seq";
 
-type LiveEntry = (
-    Uuid,
-    i64,
-    String,
-    String,
-    String,
-    Option<String>,
-    DateTime<Utc>,
-    String,
-);
-
 /// An entry is its event's alone, written once: a comparison sets the
 /// entries a replay gives beside the live ones in memory.
 #[async_trait]
@@ -230,7 +219,7 @@ impl EventRows for Journal {
         connection: &mut PgConnection,
         ranges: &[TenantRange],
     ) -> Result<Vec<EventRow>, sqlx::Error> {
-        let rows: Vec<LiveEntry> = sqlx::query_as(LIVE_ENTRIES)
+        let rows = sqlx::query(LIVE_ENTRIES)
             .bind(
                 ranges
                     .iter()
@@ -251,21 +240,26 @@ impl EventRows for Journal {
             )
             .fetch_all(connection)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| EventRow {
-                tenant_id: row.0,
-                tenant_seq: row.1,
-                columns: vec![
-                    Column::Plain(Value::from(row.2)),
-                    Column::Plain(Value::from(row.3)),
-                    Column::Plain(Value::from(row.4)),
-                    Column::Plain(row.5.map_or(Value::Null, Value::from)),
-                    Column::Plain(Value::from(row.6.timestamp_micros())),
-                    Column::Json(row.7),
-                ],
+        rows.iter()
+            .map(|row| {
+                let text = |index| row.try_get::<String, _>(index).map(Value::from);
+                let reference: Option<String> = row.try_get(5)?;
+                Ok(EventRow {
+                    tenant_id: row.try_get(0)?,
+                    tenant_seq: row.try_get(1)?,
+                    columns: vec![
+                        Column::Plain(text(2)?),
+                        Column::Plain(text(3)?),
+                        Column::Plain(text(4)?),
+                        Column::Plain(reference.map_or(Value::Null, Value::from)),
+                        // A time no DateTime holds reads as the last there
+                        // is: it differs, and the database lists it.
+                        Column::Plain(Value::from(timestamp_at(row, 6)?.timestamp_micros())),
+                        Column::Json(row.try_get(7)?),
+                    ],
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn write(

@@ -103,6 +103,10 @@ pub enum ProjectionError {
     RebuildRunning(String),
     #[error("unknown projection {name} (known: {})", known.join(", "))]
     Unknown { name: String, known: Vec<String> },
+    /// A live table a comparison read part by part was rebuilt and swapped
+    /// in, or rewritten, before it ended.
+    #[error("the read table {0} was rebuilt or rewritten while it was compared: compare again")]
+    Changed(String),
 }
 
 impl From<sqlx::Error> for ProjectionError {

@@ -1059,6 +1059,105 @@ async fn journal_entries_edited_removed_or_forged_are_each_a_difference() {
 }
 
 #[tokio::test]
+async fn journal_entries_differ_only_as_the_database_says_and_a_time_past_every_clock_is_listed() {
+    // Proves: an entry whose postings are the same JSON in another text (an
+    // amount of 400.0 for 400) is no difference, as the database compares
+    // it; an entry whose time no clock of the ledger's holds (infinity) is
+    // one, listed, and verify still runs to the end.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    ledger.catch_up().await;
+    let tenant = ledger.tenants[0];
+    let pool = ledger.store().pool();
+    for statement in [
+        format!(
+            "UPDATE journal_entries SET postings = jsonb_set(postings, '{{0,amount}}', \
+                 ((postings->0->>'amount') || '.0')::jsonb) \
+             WHERE tenant_id = '{tenant}' AND tenant_seq = 6"
+        ),
+        format!(
+            "UPDATE journal_entries SET recorded_at = 'infinity' \
+             WHERE tenant_id = '{tenant}' AND tenant_seq = 7"
+        ),
+    ] {
+        sqlx::query(&statement).execute(pool).await.unwrap();
+    }
+    let (amount,): (String,) = sqlx::query_as(&format!(
+        "SELECT (postings->0->'amount')::text FROM journal_entries \
+         WHERE tenant_id = '{tenant}' AND tenant_seq = 6"
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(amount, "400.0");
+    let report = ledger.verify().await;
+    let journal = report
+        .projections
+        .iter()
+        .find(|projection| projection.projection == "journal")
+        .unwrap();
+    assert_eq!(journal.differences.len(), 1, "{:?}", journal.differences);
+    let difference = &journal.differences[0];
+    assert_eq!(
+        difference.key,
+        json!({"tenant_id": tenant, "tenant_seq": 7})
+    );
+    assert_eq!(
+        difference.live.as_ref().unwrap()["recorded_at"],
+        json!("infinity")
+    );
+    assert_eq!(
+        journal.differing_rows,
+        std::collections::BTreeMap::from([("journal_entries".to_string(), 1)])
+    );
+    assert!(!report.ok);
+}
+
+#[tokio::test]
+async fn an_event_stamped_past_every_clock_is_found_and_verify_goes_on() {
+    // Proves: an event whose recorded_at was set behind the triggers to a
+    // time no clock of the ledger's holds (infinity) breaks the chain at
+    // that event and verify reports it (the other tenant clean), instead of
+    // stopping at its read.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    ledger.catch_up().await;
+    let tenant = ledger.tenants[0];
+    ledger
+        .tamper(&[format!(
+            "UPDATE events SET recorded_at = 'infinity' WHERE tenant_id = '{tenant}' AND tenant_seq = 7"
+        )])
+        .await;
+    let report = ledger.verify().await;
+    assert!(!report.ok);
+    let findings = findings_of(&report, tenant);
+    assert!(
+        matches!(
+            &findings[0],
+            Finding::Chain {
+                tenant_seq: 7,
+                finding: ChainFinding::HashMismatch { tenant_seq: 7, .. },
+                line: None
+            }
+        ),
+        "{findings:?}"
+    );
+    // Decided again at the end of time, the consumption finds the grants
+    // it drew on expired; the next event is earlier than that.
+    assert_eq!(
+        findings[1..],
+        [
+            domain(
+                7,
+                "credits",
+                "the domain refuses the recorded consume_quota request: quota_exceeded: not enough credits: requested 500, available 300"
+            ),
+            chain(8, ChainFinding::TimeWentBackwards { tenant_seq: 8 }),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_table_compared_in_memory_has_exactly_the_columns_it_compares() {
     // Proves: every table a projection compares with its replay in memory
     // (one row per event) is keyed by (tenant_id, tenant_seq) and has no
