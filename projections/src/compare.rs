@@ -655,23 +655,8 @@ impl Replay<'_> {
                         self.applied.insert(run.tenant_id, last.tenant_seq);
                     }
                 }
-                match self.projection.event_rows() {
-                    Some(event_rows) if compare_rows => {
-                        let ranges = ranges_of(
-                            runs.iter()
-                                .map(|run| (run.tenant_id, run.events.as_slice())),
-                        );
-                        let now = identity(&mut *connection, event_rows.table()).await?;
-                        if !self.rows.same_table(now) {
-                            return Err(ProjectionError::Changed(event_rows.table().into()));
-                        }
-                        let live = event_rows.live(&mut *connection, &ranges).await?;
-                        let unequal = self.rows.compare(rows, live);
-                        if !unequal.is_empty() {
-                            event_rows.write(&mut *connection, &unequal).await?;
-                        }
-                    }
-                    _ => {}
+                if compare_rows {
+                    self.set_beside_live(connection, runs, rows).await?;
                 }
                 Ok(())
             }
@@ -690,6 +675,36 @@ impl Replay<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Sets the event rows `runs` gave (`rows`) beside the live rows of the
+    /// same seqs, when the projection has such a table.
+    async fn set_beside_live(
+        &mut self,
+        connection: &mut PgConnection,
+        runs: &[Run<'_>],
+        rows: Vec<EventRow>,
+    ) -> Result<(), ProjectionError> {
+        let Some(event_rows) = self.projection.event_rows() else {
+            return Ok(());
+        };
+        let table = event_rows.table();
+        if !self
+            .rows
+            .same_table(identity(&mut *connection, table).await?)
+        {
+            return Err(ProjectionError::Changed(table.into()));
+        }
+        let ranges = ranges_of(
+            runs.iter()
+                .map(|run| (run.tenant_id, run.events.as_slice())),
+        );
+        let live = event_rows.live(&mut *connection, &ranges).await?;
+        let unequal = self.rows.compare(rows, live);
+        if !unequal.is_empty() {
+            event_rows.write(&mut *connection, &unequal).await?;
+        }
+        Ok(())
     }
 
     /// The event of one tenant's run the projection refuses, and why.
