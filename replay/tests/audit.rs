@@ -499,21 +499,19 @@ async fn a_clean_ledger_verifies_and_every_projection_equals_a_replay() {
     assert_eq!(lasting_relations(ledger.store()).await, before);
 }
 
-#[tokio::test]
-async fn an_edited_payload_is_found_at_its_tenant_and_seq() {
-    // Proves: with the read tables caught up, a consumption's amount edited
-    // behind the triggers breaks the chain at that event, re-deciding its
-    // recorded request names the amount (edited, then decided) at that seq
-    // alone, and the read tables built from the original differ from a
-    // replay of the edited history.
+/// The scenario with tenant 0's event at seq 7 (its consumption of 500)
+/// changed behind the triggers by `set` (an UPDATE's SET list), read tables
+/// caught up before: the ledger, its report, and tenant 0's findings (the
+/// other tenant clean), the first of which is asserted to be the hash that
+/// no longer matches there.
+async fn event_7_set(set: &str) -> (Ledger, VerifyReport, Vec<Finding>) {
     let ledger = Ledger::new().await;
     ledger.scenario().await;
     ledger.catch_up().await;
     let tenant = ledger.tenants[0];
     ledger
         .tamper(&[format!(
-            "UPDATE events SET payload = jsonb_set(payload, '{{QuotaConsumed,amount}}', '1') \
-             WHERE tenant_id = '{tenant}' AND tenant_seq = 7"
+            "UPDATE events SET {set} WHERE tenant_id = '{tenant}' AND tenant_seq = 7"
         )])
         .await;
     let report = ledger.verify().await;
@@ -530,6 +528,19 @@ async fn an_edited_payload_is_found_at_its_tenant_and_seq() {
         ),
         "{findings:?}"
     );
+    (ledger, report, findings)
+}
+
+#[tokio::test]
+async fn an_edited_payload_is_found_at_its_tenant_and_seq() {
+    // Proves: with the read tables caught up, a consumption's amount edited
+    // behind the triggers breaks the chain at that event, re-deciding its
+    // recorded request names the amount (edited, then decided) at that seq
+    // alone, and the read tables built from the original differ from a
+    // replay of the edited history.
+    let (ledger, report, findings) =
+        event_7_set("payload = jsonb_set(payload, '{QuotaConsumed,amount}', '1')").await;
+    let tenant = ledger.tenants[0];
     // The recorded request consumed 500: the domain decides 500 where the
     // event says 1, and goes on from its decision (the rest agrees).
     assert_eq!(
@@ -1119,29 +1130,7 @@ async fn an_event_stamped_past_every_clock_is_found_and_verify_goes_on() {
     // time no clock of the ledger's holds (infinity) breaks the chain at
     // that event and verify reports it (the other tenant clean), instead of
     // stopping at its read.
-    let ledger = Ledger::new().await;
-    ledger.scenario().await;
-    ledger.catch_up().await;
-    let tenant = ledger.tenants[0];
-    ledger
-        .tamper(&[format!(
-            "UPDATE events SET recorded_at = 'infinity' WHERE tenant_id = '{tenant}' AND tenant_seq = 7"
-        )])
-        .await;
-    let report = ledger.verify().await;
-    assert!(!report.ok);
-    let findings = findings_of(&report, tenant);
-    assert!(
-        matches!(
-            &findings[0],
-            Finding::Chain {
-                tenant_seq: 7,
-                finding: ChainFinding::HashMismatch { tenant_seq: 7, .. },
-                line: None
-            }
-        ),
-        "{findings:?}"
-    );
+    let (_, _, findings) = event_7_set("recorded_at = 'infinity'").await;
     // Decided again at the end of time, the consumption finds the grants
     // it drew on expired; the next event is earlier than that.
     assert_eq!(
