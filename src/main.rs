@@ -97,8 +97,9 @@ enum Command {
     /// and reports them all. It only reads: it never creates or
     /// migrates the database, and refuses a schema older than this binary.
     /// Projections are replayed into temporary tables of its own session
-    /// (the journal's entries, one per event, are compared as the replay
-    /// goes, in memory).
+    /// (the journal's entries, one per event, are set beside the replay in
+    /// memory as it goes, and only those not certainly equal written to
+    /// one).
     Verify(VerifyArgs),
     /// A tenant's state (subscription, grants and quotas, account balances,
     /// trial balance) as of a tenant_seq or a time, folded from its events.

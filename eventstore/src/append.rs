@@ -21,7 +21,7 @@ use crate::EventStore;
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Row};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -457,8 +457,6 @@ WITH expected AS (
 )
 SELECT tenant_id FROM advanced";
 
-type HeadRow = (Uuid, i64, Vec<u8>, Option<DateTime<Utc>>);
-
 /// Events a store appends before it checks that the events table has
 /// statistics: past the sizes where a plan made without them goes wrong.
 pub const EVENTS_BEFORE_ANALYZE: u64 = 1_000;
@@ -663,12 +661,15 @@ impl EventStore {
     /// The current heads of `tenants` (tenants without a head are absent).
     pub async fn chain_heads(&self, tenants: &[TenantId]) -> Result<Vec<ChainHead>, StoreError> {
         let ids: Vec<Uuid> = tenants.iter().map(TenantId::as_uuid).collect();
-        let rows: Vec<HeadRow> = sqlx::query_as(SELECT_HEADS)
+        let rows = sqlx::query(SELECT_HEADS)
             .bind(&ids)
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter()
-            .map(|(tenant, seq, hash, recorded_at)| {
+        rows.iter()
+            .map(|row| {
+                let (tenant, seq, hash): (Uuid, i64, Vec<u8>) =
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                let recorded_at = crate::read::optional_timestamp_at(row, 3)?;
                 let hash = ChainHash::from_slice(&hash).ok_or_else(|| {
                     StoreError::Corrupt(format!(
                         "chain head hash of tenant {tenant} is not 32 bytes"

@@ -49,8 +49,8 @@ pub use idempotency::{
 };
 pub use load::{AggregateHistory, AggregateKey, Snapshot};
 pub use read::{
-    check_text_event, timestamp_at, ChainReport, Decoded, GlobalCursor, JsonText, StoredEvent,
-    TenantRange,
+    check_text_event, optional_timestamp_at, timestamp_at, ChainReport, Decoded, GlobalCursor,
+    JsonText, StoredEvent, TenantRange,
 };
 pub use repository::TenantRepository;
 pub use schema::SchemaError;

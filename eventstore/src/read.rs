@@ -345,16 +345,19 @@ impl GlobalCursor {
 /// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
 const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// A `timestamptz` column that may hold what no [`DateTime`] can (an
-/// `infinity`, a year past 262143, written behind the ledger's back): such
-/// a time reads as the latest (or earliest) time there is, instead of
-/// failing the read, so that whoever reads it (verify) finds the row wrong
-/// and goes on.
+/// A `timestamptz` column that may hold what no [`DateTime`] can (written
+/// behind the ledger's back: `infinity`, or a time after the year 262142):
+/// such a time reads as the latest time a `DateTime` holds (`-infinity` as
+/// the earliest) instead of panicking in the decoder, so that every reader
+/// goes on: a live worker or a command load with that time, `verify` to
+/// find the row wrong. (Rows come in binary; a text one is decoded as
+/// usual, and a time out of range fails its read.)
 pub fn timestamp_at(row: &PgRow, index: usize) -> Result<DateTime<Utc>, sqlx::Error> {
     use sqlx::postgres::PgValueFormat;
-    use sqlx::ValueRef;
+    use sqlx::{Type, ValueRef};
     let value = row.try_get_raw(index)?;
-    if value.is_null() || value.format() != PgValueFormat::Binary {
+    let timestamptz = <DateTime<Utc> as Type<sqlx::Postgres>>::compatible(&value.type_info());
+    if value.is_null() || value.format() != PgValueFormat::Binary || !timestamptz {
         return row.try_get(index);
     }
     let bytes: [u8; 8] = value
@@ -371,6 +374,18 @@ pub fn timestamp_at(row: &PgRow, index: usize) -> Result<DateTime<Utc>, sqlx::Er
         } else {
             DateTime::<Utc>::MAX_UTC
         }))
+}
+
+/// [`timestamp_at`] of a column that may be null.
+pub fn optional_timestamp_at(
+    row: &PgRow,
+    index: usize,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    use sqlx::ValueRef;
+    if row.try_get_raw(index)?.is_null() {
+        return Ok(None);
+    }
+    timestamp_at(row, index).map(Some)
 }
 
 pub(crate) const EVENT_COLUMNS: &str = "\

@@ -12,8 +12,8 @@
 //! database going away) end a comparison early. The last events are applied
 //! with the projection's live batches paused, so that the live tables agree
 //! with their checkpoints while the rows are compared. A table of one row
-//! per event is compared as the replay goes instead, in memory
-//! ([`crate::event_rows`]).
+//! per event is filtered in memory as the replay goes instead, the database
+//! comparing only what is not certainly equal ([`crate::event_rows`]).
 
 use crate::event_rows::{identity, ranges_of, EventRow, RowCheck, Scope};
 use crate::progress::Progress;

@@ -1,24 +1,27 @@
-//! Read tables whose rows each come from one event alone: compared with a
-//! replay in memory, without replaying them into a scratch table.
+//! Read tables whose rows each come from one event alone: filtered in
+//! memory as the replay goes, without replaying them into a scratch table.
 //!
 //! A comparison replays every projection into scratch tables and joins each
 //! with its live table. For a table of one row per event (the journal's
 //! entries: a row per event that records an entry, keyed by the event's
 //! tenant and seq, written once and never changed), that costs a scratch
 //! row per event and a join over the whole table, the most of what a
-//! comparison writes. Such a table is compared instead as the replay goes:
+//! comparison writes. Such a table is filtered instead as the replay goes:
 //! the rows the replayed events give beside the live rows of the same
 //! seqs, read back by key. A row equal here (the same text, number, time in
-//! microseconds, and the same JSON text) is equal in the database; every
-//! other key is a candidate, its replayed row written to the scratch table.
-//! At the end, the database compares the candidates and every live row
-//! outside the replayed ranges as it compares any table, so what is found,
-//! counted and listed is what a full scratch table would give.
+//! microseconds within what a `DateTime` holds, and the same JSON text) is
+//! equal in the database; every other key is a candidate, its replayed row
+//! written to the scratch table. At the end, the database compares the
+//! candidates and every live row outside the replayed ranges as it compares
+//! any table, so what is found, counted and listed is what a whole scratch
+//! table of the rows as they were read would give.
 //!
 //! The live rows are read while the live workers run: rows at or below a
-//! checkpoint are final, so that is safe. A live table rebuilt and swapped
-//! in (or rewritten) meanwhile is found at the end, and the comparison
-//! fails rather than compare a table it has not read.
+//! checkpoint are final, so that is safe. A row changed behind the
+//! ledger's back after it was read is not seen by this comparison (the
+//! next one sees it). A live table rebuilt and swapped in (or rewritten)
+//! meanwhile is found at the end, and the comparison fails rather than
+//! compare a table it has not read.
 
 use crate::compare::{compare_table, Difference, ReplayFailure};
 use crate::runtime::{ApplyError, ProjectionError};
@@ -48,6 +51,10 @@ pub enum Column {
     /// A `jsonb` value as its text: the canonical text (`jsonb`'s own) on
     /// the replay's side, the database's on the live side.
     Json(String),
+    /// A value this side cannot tell exactly (a time at either end of what
+    /// a `DateTime` holds, where `infinity` reads too): equal to nothing
+    /// here, so the database decides.
+    Undecided,
 }
 
 impl PartialEq for Column {
@@ -60,6 +67,7 @@ impl PartialEq for Column {
             (Self::Json(one), Self::Json(other)) => one == other,
             _ => false,
         }
+        // `Undecided` equals nothing, itself included.
     }
 }
 
@@ -181,11 +189,13 @@ pub(crate) struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    /// The condition on a row `x` of either table, from parameter `$4` on.
+    /// The condition on a row `x` of either table, from parameter `$4` on:
+    /// a candidate's key, or a seq outside its tenant's replayed range (how
+    /// far it applied looked up by tenant, not searched for: every live row
+    /// is tested).
     pub const CONDITION: &'static str = "\
         ((x.tenant_id, x.tenant_seq) IN (SELECT * FROM unnest($4::uuid[], $5::bigint[])) \
-         OR NOT EXISTS (SELECT 1 FROM unnest($6::uuid[], $7::bigint[]) AS c(tenant_id, until_seq) \
-                        WHERE c.tenant_id = x.tenant_id AND x.tenant_seq BETWEEN 1 AND c.until_seq))";
+         OR x.tenant_seq NOT BETWEEN 1 AND coalesce(($6::jsonb ->> x.tenant_id::text)::bigint, 0))";
 
     pub fn bind<'q, O>(
         &self,
@@ -204,13 +214,12 @@ impl Scope<'_> {
                     .map(|(_, seq)| *seq)
                     .collect::<Vec<_>>(),
             )
-            .bind(
+            .bind(Value::Object(
                 self.applied
-                    .keys()
-                    .map(TenantId::as_uuid)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(self.applied.values().copied().collect::<Vec<_>>())
+                    .iter()
+                    .map(|(tenant_id, until_seq)| (tenant_id.to_string(), Value::from(*until_seq)))
+                    .collect(),
+            ))
     }
 }
 
@@ -307,6 +316,7 @@ mod tests {
         assert_ne!(json(r#"{"a": 1}"#), json(r#"{"a":1}"#));
         assert_ne!(json("[1]"), json("[1.0]"));
         assert_ne!(json("[1]"), Column::Plain(json!("[1]")));
+        assert_ne!(Column::Undecided, Column::Undecided);
     }
 
     #[test]

@@ -103,6 +103,17 @@ impl EntryRow<'_> {
     }
 }
 
+/// A live time as its microseconds; at either end of what a `DateTime`
+/// holds (where a time none holds, `infinity`, reads too), undecided: the
+/// database decides.
+fn micros_within_range(at: DateTime<Utc>) -> Column {
+    if at == DateTime::<Utc>::MAX_UTC || at == DateTime::<Utc>::MIN_UTC {
+        Column::Undecided
+    } else {
+        Column::Plain(Value::from(at.timestamp_micros()))
+    }
+}
+
 fn unserializable(event: &StoredEvent, error: &serde_json::Error) -> ApplyError {
     ApplyError::Event {
         tenant_seq: event.tenant_seq,
@@ -252,9 +263,7 @@ impl EventRows for Journal {
                         Column::Plain(text(3)?),
                         Column::Plain(text(4)?),
                         Column::Plain(reference.map_or(Value::Null, Value::from)),
-                        // A time no DateTime holds reads as the last there
-                        // is: it differs, and the database lists it.
-                        Column::Plain(Value::from(timestamp_at(row, 6)?.timestamp_micros())),
+                        micros_within_range(timestamp_at(row, 6)?),
                         Column::Json(row.try_get(7)?),
                     ],
                 })
@@ -362,9 +371,10 @@ impl<'a> EntryColumns<'a> {
     /// The columns of rows [`EntryRow::event_row`] gave.
     fn of_event_rows(rows: &'a [EventRow]) -> Self {
         let mut columns = Self::default();
+        // A replay's row: every column but the postings plain.
         let plain = |row: &'a EventRow, index: usize| match &row.columns[index] {
             Column::Plain(value) => value,
-            Column::Json(_) => &Value::Null,
+            Column::Json(_) | Column::Undecided => &Value::Null,
         };
         for row in rows {
             columns.tenants.push(row.tenant_id);
@@ -388,6 +398,7 @@ impl<'a> EntryColumns<'a> {
             columns.postings.push(match &row.columns[5] {
                 Column::Json(text) => text.clone(),
                 Column::Plain(value) => value.to_string(),
+                Column::Undecided => String::new(),
             });
         }
         columns

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventstore::{EventStore, StoredEvent, TenantRange};
 use futures_util::stream::{self, StreamExt};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The idempotency key of the `n`th request process manager `name` submits
@@ -193,11 +193,15 @@ async fn read_batch(
     };
     // Every event up to the head row read here is committed: an append
     // moves the head in the transaction that inserts its events.
-    let head: Option<(i64, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT last_seq, last_recorded_at FROM chain_heads WHERE tenant_id = $1")
+    let row =
+        sqlx::query("SELECT last_seq, last_recorded_at FROM chain_heads WHERE tenant_id = $1")
             .bind(tenant_id.as_uuid())
             .fetch_optional(&mut *connection)
             .await?;
+    let head: Option<(i64, Option<DateTime<Utc>>)> = match row {
+        Some(row) => Some((row.try_get(0)?, eventstore::optional_timestamp_at(&row, 1)?)),
+        None => None,
+    };
     let Some((head_seq, head_recorded_at)) = head.filter(|(seq, _)| *seq > checkpoint_seq) else {
         return Ok(None);
     };
@@ -234,7 +238,7 @@ async fn recorded_at(
     tenant_id: TenantId,
     tenant_seq: i64,
 ) -> Result<DateTime<Utc>, ProjectionError> {
-    let (at,): (DateTime<Utc>,) = sqlx::query_as(
+    let row = sqlx::query(
         "SELECT recorded_at FROM events WHERE tenant_id = $1 AND tenant_seq <= $2 \
              ORDER BY tenant_seq DESC LIMIT 1",
     )
@@ -242,7 +246,7 @@ async fn recorded_at(
     .bind(tenant_seq)
     .fetch_one(connection)
     .await?;
-    Ok(at)
+    Ok(eventstore::timestamp_at(&row, 0)?)
 }
 
 /// Most tenants a reactor works on at once. Tenants are independent (each

@@ -11,8 +11,9 @@
 //! rebuilt into scratch tables from the same pages (the events up to the
 //! projections' checkpoints are read once), and then compared row by row
 //! with the live read tables (a table of one row per event, the journal's
-//! entries, is compared as the replay goes, in memory: see
-//! `projections::event_rows`). Every
+//! entries, is filtered in memory as the replay goes, the database
+//! comparing what is not certainly equal: see `projections::event_rows`).
+//! Every
 //! finding names the tenant and seq, or the table and key; a tenant whose
 //! history a projection cannot replay is named with the seq it stopped at,
 //! and everything else is still checked.

@@ -1129,8 +1129,10 @@ async fn an_event_stamped_past_every_clock_is_found_and_verify_goes_on() {
     // Proves: an event whose recorded_at was set behind the triggers to a
     // time no clock of the ledger's holds (infinity) breaks the chain at
     // that event and verify reports it (the other tenant clean), instead of
-    // stopping at its read.
-    let (_, _, findings) = event_7_set("recorded_at = 'infinity'").await;
+    // stopping at its read. Its journal entry set to the same time is still
+    // a difference (the database's infinity is not the latest time the
+    // replay can hold), and a chain head at that time stops nothing.
+    let (ledger, _, findings) = event_7_set("recorded_at = 'infinity'").await;
     // Decided again at the end of time, the consumption finds the grants
     // it drew on expired; the next event is earlier than that.
     assert_eq!(
@@ -1143,6 +1145,34 @@ async fn an_event_stamped_past_every_clock_is_found_and_verify_goes_on() {
             ),
             chain(8, ChainFinding::TimeWentBackwards { tenant_seq: 8 }),
         ]
+    );
+    let tenant = ledger.tenants[0];
+    for statement in [
+        format!(
+            "UPDATE journal_entries SET recorded_at = 'infinity' \
+             WHERE tenant_id = '{tenant}' AND tenant_seq = 7"
+        ),
+        format!(
+            "UPDATE chain_heads SET last_recorded_at = 'infinity' WHERE tenant_id = '{tenant}'"
+        ),
+    ] {
+        sqlx::query(&statement)
+            .execute(ledger.store().pool())
+            .await
+            .unwrap();
+    }
+    let report = ledger.verify().await;
+    assert_eq!(findings_of(&report, tenant), findings);
+    let journal = report
+        .projections
+        .iter()
+        .find(|projection| projection.projection == "journal")
+        .unwrap();
+    let keys: Vec<&Value> = journal.differences.iter().map(|d| &d.key).collect();
+    assert_eq!(keys, [&json!({"tenant_id": tenant, "tenant_seq": 7})]);
+    assert_eq!(
+        journal.differences[0].live.as_ref().unwrap()["recorded_at"],
+        json!("infinity")
     );
 }
 

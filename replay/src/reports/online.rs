@@ -6,7 +6,7 @@
 use super::{trial_balance, Point, Report, ReportError, ReportName, Scope};
 use aggregates::TenantId;
 use projections::journal::request_end;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 
 /// The tenant's last seq.
 pub async fn head(connection: &mut PgConnection, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
@@ -51,14 +51,17 @@ async fn scope(
     point: Point,
     seq: i64,
 ) -> Result<Scope, ReportError> {
-    type Head = (Vec<u8>, chrono::DateTime<chrono::Utc>);
-    let head: Option<Head> = sqlx::query_as(
+    let row = sqlx::query(
         "SELECT hash, recorded_at FROM events WHERE tenant_id = $1 AND tenant_seq = $2",
     )
     .bind(tenant_id.as_uuid())
     .bind(seq)
     .fetch_optional(connection)
     .await?;
+    let head: Option<(Vec<u8>, chrono::DateTime<chrono::Utc>)> = match row {
+        Some(row) => Some((row.try_get(0)?, eventstore::timestamp_at(&row, 1)?)),
+        None => None,
+    };
     let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     Ok(Scope {
         tenant_id: tenant_id.to_string(),
