@@ -688,12 +688,11 @@ impl Replay<'_> {
         let Some(event_rows) = self.projection.event_rows() else {
             return Ok(());
         };
-        let table = event_rows.table();
-        if !self
-            .rows
-            .same_table(identity(&mut *connection, table).await?)
-        {
-            return Err(ProjectionError::Changed(table.into()));
+        if !self.rows.knows_table() {
+            // Read once, checked again at the end (`finish`): a table
+            // swapped in meanwhile is another table for good.
+            let first = identity(&mut *connection, event_rows.table()).await?;
+            self.rows.note_table(first);
         }
         let ranges = ranges_of(
             runs.iter()

@@ -158,6 +158,16 @@ impl RowCheck {
         unequal
     }
 
+    /// Whether the live table's identity was noted.
+    pub fn knows_table(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// Notes the live table's identity, as its rows are first read.
+    pub fn note_table(&mut self, identity: (u32, u32)) {
+        self.table.get_or_insert(identity);
+    }
+
     /// Notes the live table's identity as read now; `false` when it is not
     /// the one read before (rebuilt and swapped in, or rewritten, since).
     pub fn same_table(&mut self, identity: (u32, u32)) -> bool {
@@ -326,5 +336,12 @@ mod tests {
         assert!(check.same_table((10, 20)));
         assert!(!check.same_table((10, 21)));
         assert!(!check.same_table((11, 20)));
+        let mut noted = RowCheck::default();
+        assert!(!noted.knows_table());
+        noted.note_table((10, 20));
+        noted.note_table((10, 21));
+        assert!(noted.knows_table());
+        assert!(noted.same_table((10, 20)));
+        assert!(!noted.same_table((10, 21)));
     }
 }

@@ -91,12 +91,8 @@ impl EntryRow<'_> {
                 Column::Plain(self.reference.as_deref().map_or(Value::Null, Value::from)),
                 Column::Plain(Value::from(event.recorded_at.timestamp_micros())),
                 Column::Json(
-                    eventstore::canonical::to_canonical_json(self.entry.postings()).map_err(
-                        |error| ApplyError::Event {
-                            tenant_seq: event.tenant_seq,
-                            message: error.to_string(),
-                        },
-                    )?,
+                    eventstore::canonical::to_canonical_json(self.entry.postings())
+                        .map_err(|error| unserializable(event, &error))?,
                 ),
             ],
         })
@@ -114,7 +110,8 @@ fn micros_within_range(at: DateTime<Utc>) -> Column {
     }
 }
 
-fn unserializable(event: &StoredEvent, error: &serde_json::Error) -> ApplyError {
+/// `event`'s postings that have no JSON text.
+fn unserializable(event: &StoredEvent, error: &dyn std::fmt::Display) -> ApplyError {
     ApplyError::Event {
         tenant_seq: event.tenant_seq,
         message: error.to_string(),

@@ -141,11 +141,16 @@ impl DatabaseTime {
         })
     }
 
-    fn anchor(&self) -> Anchor {
-        *self
-            .anchor
+    /// The last reading (a panic elsewhere while it was held leaves it
+    /// whole: it is only ever replaced at once).
+    fn anchor_held(&self) -> std::sync::MutexGuard<'_, Anchor> {
+        self.anchor
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn anchor(&self) -> Anchor {
+        *self.anchor_held()
     }
 
     /// How far the database's clock was ahead of the host's (behind when
@@ -180,10 +185,7 @@ impl DatabaseTime {
         if round_trip > ROUND_TRIP_MAX {
             return Err(DatabaseTimeError::Slow(round_trip));
         }
-        *self
-            .anchor
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = anchor;
+        *self.anchor_held() = anchor;
         log_offset(anchor.offset);
         Ok(anchor.offset)
     }
