@@ -4,7 +4,8 @@
 use crate::domains::{ProcessManager, Registry};
 use crate::http::auth::listen_for_revocations;
 use crate::http::metrics::{
-    refresh_projection_metrics, run_projection_metrics, PROJECTION_METRICS_INTERVAL,
+    refresh_projection_statuses, refresh_replica_lag, run_projection_metrics,
+    PROJECTION_METRICS_INTERVAL,
 };
 use crate::http::{app, connections, AppState, HttpConfig};
 use crate::metrics::Metrics;
@@ -267,7 +268,17 @@ pub async fn serve(
         state.auth.clone(),
         tasks_stopped.clone(),
     ));
-    refresh_projection_metrics(&state).await;
+    // The gauges hold values from the first request on; the replica's lag,
+    // which may take up to a connection's timeout to tell, is not current
+    // (NaN) until it is told, beside the start.
+    refresh_projection_statuses(&state).await;
+    if state.reads_replica {
+        state.metrics.set_replica_lag(Some(f64::NAN));
+        let state = state.clone();
+        tokio::spawn(async move { refresh_replica_lag(&state).await });
+    } else {
+        refresh_replica_lag(&state).await;
+    }
     let projection_metrics = tokio::spawn(run_projection_metrics(
         state.clone(),
         PROJECTION_METRICS_INTERVAL,

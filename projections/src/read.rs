@@ -249,16 +249,42 @@ async fn watch_checkpoints(
     }
 }
 
+/// Why a replica's lag cannot be told.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaLagError {
+    #[error("the primary cannot be asked for its WAL position: {0}")]
+    Primary(#[source] sqlx::Error),
+    #[error("the read replica cannot be asked: {0}")]
+    Replica(#[source] sqlx::Error),
+    /// A server of its own that replays nothing: a promoted standby, or a
+    /// copy. Its reads no longer follow the primary.
+    #[error(
+        "the read replica is not a standby (not in recovery): its reads do not follow the primary"
+    )]
+    NotStandby,
+}
+
+// A server's identity: its cluster's system identifier (a standby shares
+// its primary's) and when it started.
+const SERVER: &str = "SELECT (SELECT system_identifier FROM pg_control_system())::text, \
+                             pg_postmaster_start_time()::text";
+
 /// How far `replica` is behind `primary` in replaying its WAL, in seconds:
-/// `None` when `replica` is not a standby. Measured: the time the replica
-/// takes to replay everything the primary had flushed when asked (0 when
-/// it already has), watched for up to [`LAG_PROBE`]; past that, the time
-/// since the last commit it replayed (since it started, when it has
-/// replayed none), which keeps growing while the standby is cut off.
-pub async fn replica_lag(primary: &PgPool, replica: &PgPool) -> Result<Option<f64>, sqlx::Error> {
+/// `None` when `replica` is the primary's own server (reads go to the
+/// primary). Measured: the time the replica takes to replay everything the
+/// primary had flushed when asked (0 when it already has), watched for up
+/// to [`LAG_PROBE`]; past that, the time since the last commit it replayed
+/// (since it started, when it has replayed none), which keeps growing while
+/// the standby is cut off. A replica that is another server but no standby
+/// is [`ReplicaLagError::NotStandby`], not "caught up".
+pub async fn replica_lag(
+    primary: &PgPool,
+    replica: &PgPool,
+) -> Result<Option<f64>, ReplicaLagError> {
     let (flushed,): (String,) = sqlx::query_as("SELECT pg_current_wal_flush_lsn()::text")
         .fetch_one(primary)
-        .await?;
+        .await
+        .map_err(ReplicaLagError::Primary)?;
     let started = std::time::Instant::now();
     let mut looked = false;
     loop {
@@ -269,10 +295,11 @@ pub async fn replica_lag(primary: &PgPool, replica: &PgPool) -> Result<Option<f6
         )
         .bind(&flushed)
         .fetch_one(replica)
-        .await?;
+        .await
+        .map_err(ReplicaLagError::Replica)?;
         let waited = started.elapsed();
         if !standby {
-            return Ok(None);
+            return not_standby(primary, replica).await;
         }
         if replayed {
             // Caught up at the first look: no lag at all.
@@ -283,6 +310,24 @@ pub async fn replica_lag(primary: &PgPool, replica: &PgPool) -> Result<Option<f6
             return Ok(Some(since_commit.max(waited.as_secs_f64())));
         }
         tokio::time::sleep(LAG_POLL).await;
+    }
+}
+
+/// A replica not in recovery: the primary's own server (no lag), or
+/// another one.
+async fn not_standby(primary: &PgPool, replica: &PgPool) -> Result<Option<f64>, ReplicaLagError> {
+    let of_primary: (String, String) = sqlx::query_as(SERVER)
+        .fetch_one(primary)
+        .await
+        .map_err(ReplicaLagError::Primary)?;
+    let of_replica: (String, String) = sqlx::query_as(SERVER)
+        .fetch_one(replica)
+        .await
+        .map_err(ReplicaLagError::Replica)?;
+    if of_primary == of_replica {
+        Ok(None)
+    } else {
+        Err(ReplicaLagError::NotStandby)
     }
 }
 

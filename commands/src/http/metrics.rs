@@ -46,6 +46,12 @@ async fn metrics(State(state): State<AppState>, _: MetricsReader) -> impl IntoRe
 
 /// Recomputes the projection gauges once (the timer's single step).
 pub async fn refresh_projection_metrics(state: &AppState) {
+    refresh_projection_statuses(state).await;
+    refresh_replica_lag(state).await;
+}
+
+/// Recomputes the projections' gauges, from the primary.
+pub async fn refresh_projection_statuses(state: &AppState) {
     let names = state.projection_names();
     match projections::status::status(state.store.pool(), &names).await {
         Ok(statuses) => state.metrics.set_projections(&statuses),
@@ -53,6 +59,11 @@ pub async fn refresh_projection_metrics(state: &AppState) {
         // worth serving without the database.
         Err(error) => tracing::warn!(%error, "projection status unavailable for /metrics"),
     }
+}
+
+/// Recomputes the replica's replay lag gauge: up to a second watching it
+/// catch up, up to a connection's timeout when it is out of reach.
+pub async fn refresh_replica_lag(state: &AppState) {
     match state.replica_lag().await {
         Ok(lag) => state.metrics.set_replica_lag(lag),
         Err(error) => {

@@ -306,6 +306,20 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
     assert_eq!(status["replica_error"], Value::Null, "{status}");
     eprintln!("a write and its read on the standby: {per_write:?} each");
     with_replay_paused(&cluster, &standby, &call, &client, &base).await;
+    // Promoted (a failover), it replays nothing more: named, not "caught
+    // up".
+    cluster.pg_ctl("standby", "promote");
+    let status = projection_status(&client, &base).await;
+    assert_eq!(
+        status["replica_replay_lag_seconds"],
+        Value::Null,
+        "{status}"
+    );
+    assert_eq!(
+        status["replica_error"],
+        "the read replica is not a standby (not in recovery): its reads do not follow the primary",
+        "{status}"
+    );
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
