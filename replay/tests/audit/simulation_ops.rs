@@ -1,0 +1,301 @@
+//! The simulation's commands beyond its first domains: the journal's own
+//! accounts, entries, reversals and holds (expiring by the scheduler);
+//! subscriptions (renewed by the scheduler); a payment's refunds, disputes
+//! and settlement batches (refunds and lost disputes clawed back by the
+//! commissions process manager); and an escrow commitment's cancel. Each
+//! mostly valid, some refused by a rule, aimed at what the script created
+//! whether or not the ledger accepted it.
+
+use super::{amount, id, usd, Known, Op, Rng};
+use aggregates::ids::{CaptureId, DisputeId, RefundId, TransferId};
+use aggregates::journal::account::{AccountCode, AccountSpec};
+use aggregates::journal::hold::PendingTransfer;
+use aggregates::journal::{AccountType, Side};
+use aggregates::payments::settlement::{Line, LineType};
+use aggregates::payments::DisputeOutcome;
+use aggregates::plan::PlanCatalog;
+use aggregates::subscription::CancelAt;
+use aggregates::{EntryId, HoldId};
+use chrono::{DateTime, Duration, Utc};
+use commands::requests::escrow::CancelCommitment;
+use commands::requests::journal::{
+    EntryLine, OpenAccount, PlaceHold, PostEntry, Resolve, ResolveHold, ReverseEntry,
+};
+use commands::requests::payments::{CloseDispute, ImportSettlement, OpenDispute, RefundPayment};
+use commands::requests::subscription::{CancelSubscription, ChangePlan, Subscribe};
+
+/// The journal's own accounts of the script: (code, type, no overdraft).
+const ACCOUNTS: [(&str, AccountType, bool); 3] = [
+    ("sim:cash", AccountType::Asset, false),
+    ("sim:wallet", AccountType::Liability, true),
+    ("sim:sales", AccountType::Revenue, false),
+];
+
+fn code(text: &str) -> AccountCode {
+    AccountCode::parse(text).unwrap()
+}
+
+/// The processor's receivable, where every card tender of the script is.
+fn receivable() -> AccountCode {
+    code("receivable:stripe")
+}
+
+/// Two of the script's journal accounts, by draw: now and then the same
+/// one twice (refused).
+fn two_accounts(rng: &mut Rng) -> (AccountCode, AccountCode) {
+    let count = ACCOUNTS.len() as u64;
+    let first = rng.below(count);
+    let second = if rng.chance(5) {
+        first
+    } else {
+        (first + 1 + rng.below(count - 1)) % count
+    };
+    (
+        code(ACCOUNTS[first as usize].0),
+        code(ACCOUNTS[second as usize].0),
+    )
+}
+
+/// The requests that open the script's journal accounts (the setup's).
+pub(super) fn open_accounts() -> Vec<Op> {
+    ACCOUNTS
+        .iter()
+        .map(|(text, account_type, no_overdraft)| open_account(text, *account_type, *no_overdraft))
+        .collect()
+}
+
+fn open_account(text: &str, account_type: AccountType, no_overdraft: bool) -> Op {
+    let mut spec = AccountSpec::new(account_type);
+    spec.flags.debits_must_not_exceed_credits = no_overdraft;
+    Op::OpenAccount(OpenAccount {
+        code: code(text),
+        spec,
+    })
+}
+
+/// An entry, a reversal, or a hold placed or resolved; or an account opened
+/// (one of three, with its fixed type and flags: opened again, refused).
+pub(super) fn journal_op(rng: &mut Rng, known: &mut Known, now: DateTime<Utc>) -> Op {
+    match rng.below(6) {
+        // Opened by the setup: refused.
+        0 => {
+            let (text, account_type, no_overdraft) =
+                ACCOUNTS[rng.below(ACCOUNTS.len() as u64) as usize];
+            open_account(text, account_type, no_overdraft)
+        }
+        1 | 2 => {
+            // The same account on both sides, or an overdraft of the
+            // wallet: refused.
+            let (debit, credit) = two_accounts(rng);
+            let value = amount(1 + rng.below(500));
+            let lines = vec![
+                EntryLine {
+                    account: debit,
+                    asset: usd(),
+                    side: Side::Debit,
+                    amount: value,
+                },
+                EntryLine {
+                    account: credit,
+                    asset: usd(),
+                    side: Side::Credit,
+                    amount: value,
+                },
+            ];
+            // An entry's id again, with its lines (as a client repeating
+            // itself under another key): refused, unless the first was.
+            if let Some((entry_id, lines)) = rng.pick(&known.entries).cloned() {
+                if rng.chance(5) {
+                    return Op::Post(PostEntry {
+                        entry_id,
+                        lines,
+                        effective_at: None,
+                        reference: None,
+                    });
+                }
+            }
+            let entry_id = EntryId::from_uuid(id(rng));
+            known.entries.push((entry_id, lines.clone()));
+            Op::Post(PostEntry {
+                entry_id,
+                lines,
+                effective_at: None,
+                reference: None,
+            })
+        }
+        3 => match rng.pick(&known.entries).cloned() {
+            // Its mirror, as the route resolves it from the entry (which
+            // has these lines, or is none).
+            Some((entry_id, lines)) => Op::Reverse(ReverseEntry {
+                entry_id,
+                reversal_id: EntryId::from_uuid(id(rng)),
+                lines,
+                reference: None,
+            }),
+            None => place_hold(rng, known, now),
+        },
+        4 => place_hold(rng, known, now),
+        _ => match rng.pick(&known.holds).cloned() {
+            Some((hold_id, transfer)) => {
+                let resolve = if rng.chance(60) {
+                    Resolve::Post {
+                        amount: rng
+                            .chance(40)
+                            .then(|| amount(1 + rng.below(transfer.amount.value() as u64))),
+                        entry_id: EntryId::from_uuid(id(rng)),
+                    }
+                } else {
+                    Resolve::Void
+                };
+                Op::Resolve(ResolveHold {
+                    hold_id,
+                    transfer,
+                    resolve,
+                    due_at: None,
+                })
+            }
+            None => place_hold(rng, known, now),
+        },
+    }
+}
+
+/// A hold between two of the script's accounts, half of them expiring
+/// within two days (the scheduler's).
+fn place_hold(rng: &mut Rng, known: &mut Known, now: DateTime<Utc>) -> Op {
+    let hold_id = HoldId::from_uuid(id(rng));
+    let (debit, credit) = two_accounts(rng);
+    let transfer = PendingTransfer {
+        debit,
+        credit,
+        asset: usd(),
+        amount: amount(1 + rng.below(300)),
+    };
+    known.holds.push((hold_id, transfer.clone()));
+    Op::Hold(PlaceHold {
+        hold_id,
+        transfer,
+        expires_at: rng
+            .chance(50)
+            .then(|| now + Duration::minutes(10 + rng.below(48 * 60) as i64)),
+    })
+}
+
+/// A subscription to one of two plans, changed, or cancelled now or at its
+/// period's end (renewals are the scheduler's).
+pub(super) fn subscription_op(rng: &mut Rng) -> Op {
+    let catalog = PlanCatalog::builtin();
+    let plan = catalog
+        .get(if rng.chance(50) {
+            "team_v4"
+        } else {
+            "hobby_v3"
+        })
+        .unwrap()
+        .clone();
+    match rng.below(4) {
+        0 | 1 => Op::Subscribe(Subscribe {
+            plan,
+            trial_ends_at: None,
+        }),
+        2 => Op::ChangePlan(ChangePlan { plan }),
+        _ => Op::Cancel(CancelSubscription {
+            at: if rng.chance(50) {
+                CancelAt::Now
+            } else {
+                CancelAt::PeriodEnd
+            },
+        }),
+    }
+}
+
+/// A refund of a captured tender (some past what was captured), a dispute
+/// opened or closed, or a settlement batch of captures (some lines off by
+/// a cent: breaks).
+pub(super) fn after_capture_op(rng: &mut Rng, known: &mut Known, now: DateTime<Utc>) -> Op {
+    let Some(&(payment_id, tender_id, _, value)) = rng.pick(&known.captures) else {
+        return subscription_op(rng);
+    };
+    let capture_id = CaptureId::from_uuid(tender_id.as_uuid());
+    match rng.below(5) {
+        0 | 1 => Op::Refund(RefundPayment {
+            payment_id,
+            refund_id: RefundId::from_uuid(id(rng)),
+            amount: amount(1 + rng.below(value + 1)),
+            tender_id: None,
+            reference: Some(format!("re_{}", rng.next())),
+            reason: None,
+            accounts: vec![receivable()],
+            asset: usd(),
+        }),
+        2 => {
+            let dispute_id = DisputeId::from_uuid(id(rng));
+            known.disputes.push((payment_id, dispute_id));
+            Op::Dispute(OpenDispute {
+                payment_id,
+                dispute_id,
+                capture_id,
+                amount: amount(1 + rng.below(value)),
+                fee: amount(1_500),
+                reference: Some(format!("dp_{}", rng.next())),
+                reason: None,
+                account: receivable(),
+                asset: usd(),
+            })
+        }
+        3 => match rng.pick(&known.disputes).copied() {
+            Some((payment_id, dispute_id)) => Op::CloseDispute(CloseDispute {
+                payment_id,
+                dispute_id,
+                outcome: if rng.chance(50) {
+                    DisputeOutcome::Won
+                } else {
+                    DisputeOutcome::Lost
+                },
+                entry_id: EntryId::from_uuid(id(rng)),
+                account: receivable(),
+                asset: usd(),
+            }),
+            None => subscription_op(rng),
+        },
+        _ => settlement(rng, known, now),
+    }
+}
+
+/// A batch of up to three of the captures, each line naming its charge's
+/// reference (a tender captured as it is taken settles under it).
+fn settlement(rng: &mut Rng, known: &mut Known, now: DateTime<Utc>) -> Op {
+    let mut lines = Vec::new();
+    let mut payments = Vec::new();
+    for _ in 0..1 + rng.below(3) {
+        let &(payment_id, _, ref reference, value) = rng.pick(&known.captures).unwrap();
+        let gross = value as i64 + i64::from(rng.chance(10));
+        lines.push(Line {
+            line_type: LineType::Capture,
+            reference: reference.clone(),
+            gross,
+            fee: 30,
+            net: gross - 30,
+        });
+        payments.push(Some(payment_id));
+    }
+    known.batches += 1;
+    Op::Settle(ImportSettlement {
+        processor: "stripe".into(),
+        batch_id: format!("b_{}", known.batches),
+        asset: usd(),
+        settled_at: now,
+        lines,
+        payments,
+        entry_id: EntryId::from_uuid(id(rng)),
+    })
+}
+
+/// An escrow commitment cancelled: what is held back to the payer.
+pub(super) fn cancel_commitment(rng: &mut Rng, known: &Known, tenant: usize) -> Option<Op> {
+    let &commitment_id = rng.pick(&known.commitments)?;
+    Some(Op::CancelCommitment(CancelCommitment {
+        commitment_id,
+        transfer_id: TransferId::from_uuid(id(rng)),
+        parties: super::parties(tenant),
+    }))
+}
