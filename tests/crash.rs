@@ -548,7 +548,9 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
     // answers again by itself and the clients go on; the refused probe,
     // sent again with its key, takes effect exactly once; and every flow,
     // the scheduled releases whose windows ended during the outage
-    // included, made exactly its events, once, with `ledger verify` clean.
+    // included, made exactly its events, once, with `ledger verify` clean;
+    // and the work that fell due during the outage (some always does) was
+    // all done once the database was back.
     let db = TestDatabase::new().await;
     let options = db.options();
     let proxy =
@@ -574,6 +576,14 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
     let clients = mixed_clients(&target, "", &load, &record);
     wait_for_commands(&load, MIXED_PER_ROUND, &server).await;
 
+    let database_now = || async {
+        let (now,): (chrono::DateTime<chrono::Utc>,) = sqlx::query_as("SELECT now()")
+            .fetch_one(db.store().pool())
+            .await
+            .unwrap();
+        now
+    };
+    let went_down = database_now().await;
     proxy.down();
     let probe = json!({"amount": 1, "account": "acct-0"});
     let consume_url = format!("{}/v1/quota/credits/consume", server.base);
@@ -598,6 +608,7 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
     // Longer than the 1 s inspection windows: releases fall due while the
     // database is gone.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let came_up = database_now().await;
     proxy.up();
     let back = Instant::now();
     wait_for_commands(&load, during + MIXED_PER_ROUND, &server).await;
@@ -641,5 +652,21 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
         settles: Vec::new(),
     });
     assert_mixed_effects(&db, &server, &api_key, &with_probe, false).await;
+    // The scheduler caught up: work that fell due while the database was
+    // gone was done after it came back (none of it before, none left).
+    let (fell_due, done_after): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE e.recorded_at >= $2) \
+         FROM scheduled_work w \
+         LEFT JOIN events e ON e.tenant_id = w.tenant_id AND e.tenant_seq = w.settled_seq \
+         WHERE w.due_at >= $1 AND w.due_at < $2",
+    )
+    .bind(went_down)
+    .bind(came_up)
+    .fetch_one(db.store().pool())
+    .await
+    .unwrap();
+    eprintln!("{fell_due} scheduled requests fell due during the outage");
+    assert!(fell_due > 0, "nothing fell due during the outage");
+    assert_eq!(done_after, fell_due, "work due during the outage");
     drop(server);
 }
