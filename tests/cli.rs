@@ -127,6 +127,90 @@ async fn serve_answers_http_and_stops_cleanly_on_sigterm() {
 }
 
 #[tokio::test]
+async fn serve_reads_on_the_replica_ledger_read_database_url_names() {
+    // Proves: `LEDGER_READ_DATABASE_URL` reaches `serve`: its reads go to
+    // the database it names (here another database of the same server,
+    // migrated, without the primary's tenants: a read there finds none of
+    // what the primary holds), which, being no standby, the projections'
+    // status names; without it, the status names no replica.
+    let (primary, other) = (TestDatabase::new().await, TestDatabase::new().await);
+    let server = Server::start_with_env(
+        primary.url(),
+        "admin-secret",
+        &[],
+        &[("LEDGER_READ_DATABASE_URL", other.url())],
+    )
+    .await;
+    let client = support::http_client();
+    let status = |base: String| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(format!("{base}/v1/projections"))
+                .bearer_auth("admin-secret")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let replicated = status(server.base.clone()).await;
+    assert_eq!(
+        replicated["replica_error"],
+        "the read replica is not a standby (not in recovery): its reads do not follow the primary",
+        "{replicated}"
+    );
+    let tenant = primary.store().create_tenant("acme").await.unwrap();
+    let api_key = tenant.api_key.clone();
+    let granted = client
+        .post(format!("{}/v1/grants", server.base))
+        .bearer_auth(&api_key)
+        .header("idempotency-key", "grant")
+        .json(&json!({"quota": "credits", "amount": 1_000, "source": "purchase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 201);
+    // Projected on the primary (its workers run beside the server)...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let projected: Option<(i64,)> = sqlx::query_as(
+            "SELECT granted::bigint FROM quota_totals WHERE tenant_id = $1 AND quota = 'credits'",
+        )
+        .bind(tenant.tenant_id.as_uuid())
+        .fetch_optional(primary.store().pool())
+        .await
+        .unwrap();
+        if projected == Some((1_000,)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the grant was never projected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... but read where the replica URL points.
+    let read: Value = client
+        .get(format!("{}/v1/quota/credits", server.base))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["granted"], 0, "{read}");
+    drop(server);
+    let alone = Server::start(primary.url(), "admin-secret").await;
+    let unreplicated = status(alone.base.clone()).await;
+    assert_eq!(unreplicated["replica_error"], Value::Null, "{unreplicated}");
+    assert_eq!(
+        unreplicated["replica_replay_lag_seconds"],
+        Value::Null,
+        "{unreplicated}"
+    );
+}
+
+#[tokio::test]
 async fn project_once_and_rebuild_report_what_they_did() {
     // Proves: `project --once --json` applies every event and says how many;
     // `rebuild --all --json` replays them all into swapped-in tables;

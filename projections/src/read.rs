@@ -256,27 +256,27 @@ pub enum ReplicaLagError {
     Primary(#[source] sqlx::Error),
     #[error("the read replica cannot be asked: {0}")]
     Replica(#[source] sqlx::Error),
-    /// A server of its own that replays nothing: a promoted standby, or a
-    /// copy. Its reads no longer follow the primary.
+    /// A database of its own that replays nothing: a promoted standby, a
+    /// copy, another database. Its reads do not follow the primary.
     #[error(
         "the read replica is not a standby (not in recovery): its reads do not follow the primary"
     )]
     NotStandby,
 }
 
-// A server's identity: its cluster's system identifier (a standby shares
-// its primary's) and when it started.
-const SERVER: &str = "SELECT (SELECT system_identifier FROM pg_control_system())::text, \
-                             pg_postmaster_start_time()::text";
+// A database's identity: its cluster's system identifier (a standby
+// shares its primary's), when its server started, and its name.
+const DATABASE: &str = "SELECT (SELECT system_identifier FROM pg_control_system())::text, \
+                               pg_postmaster_start_time()::text, current_database()::text";
 
 /// How far `replica` is behind `primary` in replaying its WAL, in seconds:
-/// `None` when `replica` is the primary's own server (reads go to the
+/// `None` when `replica` is the primary's own database (reads go to the
 /// primary). Measured: the time the replica takes to replay everything the
 /// primary had flushed when asked (0 when it already has), watched for up
 /// to [`LAG_PROBE`]; past that, the time since the last commit it replayed
 /// (since it started, when it has replayed none), which keeps growing while
-/// the standby is cut off. A replica that is another server but no standby
-/// is [`ReplicaLagError::NotStandby`], not "caught up".
+/// the standby is cut off. A replica that is another database but no
+/// standby is [`ReplicaLagError::NotStandby`], not "caught up".
 pub async fn replica_lag(
     primary: &PgPool,
     replica: &PgPool,
@@ -313,14 +313,14 @@ pub async fn replica_lag(
     }
 }
 
-/// A replica not in recovery: the primary's own server (no lag), or
-/// another one.
+/// A replica not in recovery: the primary's own database (no lag), or
+/// another one (another server, or another database of the primary's).
 async fn not_standby(primary: &PgPool, replica: &PgPool) -> Result<Option<f64>, ReplicaLagError> {
-    let of_primary: (String, String) = sqlx::query_as(SERVER)
+    let of_primary: (String, String, String) = sqlx::query_as(DATABASE)
         .fetch_one(primary)
         .await
         .map_err(ReplicaLagError::Primary)?;
-    let of_replica: (String, String) = sqlx::query_as(SERVER)
+    let of_replica: (String, String, String) = sqlx::query_as(DATABASE)
         .fetch_one(replica)
         .await
         .map_err(ReplicaLagError::Replica)?;

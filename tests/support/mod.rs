@@ -102,12 +102,24 @@ impl Server {
 
     /// [`Server::start`] with more `serve` arguments.
     pub async fn start_with(database_url: &str, admin_token: &str, args: &[&str]) -> Self {
+        Self::start_with_env(database_url, admin_token, args, &[]).await
+    }
+
+    /// [`Server::start_with`] with more environment variables set.
+    pub async fn start_with_env(
+        database_url: &str,
+        admin_token: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let mut serve = vec!["serve", "--listen", "127.0.0.1:0"];
         serve.extend(args);
+        let mut all = vec![("LEDGER_ADMIN_TOKEN", admin_token)];
+        all.extend(envs.iter().copied());
         // Killed on drop from here: a start that fails the test leaves no
         // server running.
         let mut server = Self {
-            process: Process::spawn(database_url, &serve, &[("LEDGER_ADMIN_TOKEN", admin_token)]),
+            process: Process::spawn(database_url, &serve, &all),
             base: String::new(),
         };
         let client = reqwest::Client::new();

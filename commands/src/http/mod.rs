@@ -241,7 +241,7 @@ impl AppState {
     /// How far the replica reads go to is behind the primary, in seconds
     /// (`projections::read::replica_lag`); `None` when reads go to the
     /// primary (no replica, or a replica URL naming the primary's own
-    /// server).
+    /// database).
     pub async fn replica_lag(&self) -> Result<Option<f64>, ::projections::read::ReplicaLagError> {
         if !self.reads_replica {
             return Ok(None);
