@@ -641,19 +641,25 @@ impl World {
         }
     }
 
+    /// A connection of the test's own, to cut the others from, when
+    /// `wanted`.
+    async fn own_connection(&self, wanted: bool) -> Option<sqlx::PgConnection> {
+        if !wanted {
+            return None;
+        }
+        Some(
+            sqlx::PgConnection::connect_with(&self.db.options())
+                .await
+                .unwrap(),
+        )
+    }
+
     /// Sends `ops` at once (each with its key) and waits for every answer,
     /// crashing as `crash` says; whether the pipeline was killed.
     async fn send(&mut self, ops: Vec<(usize, String, Op)>, crash: Option<Crash>) -> bool {
         // Opened before the requests go out, so that the drop lands among
         // them rather than a connection's set-up later.
-        let mut own = match crash {
-            Some(_) => Some(
-                sqlx::PgConnection::connect_with(&self.db.options())
-                    .await
-                    .unwrap(),
-            ),
-            None => None,
-        };
+        let mut own = self.own_connection(crash.is_some()).await;
         if let Some(Crash::At(point)) = crash {
             *self.armed.lock().unwrap() = Some(point);
         }
@@ -760,14 +766,7 @@ impl World {
     /// on, a batch of a projection half applied): as a worker process
     /// dies, the pipeline it submits to living on. The next tick goes on.
     async fn tick(&mut self, cut: Option<u64>) {
-        let mut own = match cut {
-            Some(_) => Some(
-                sqlx::PgConnection::connect_with(&self.db.options())
-                    .await
-                    .unwrap(),
-            ),
-            None => None,
-        };
+        let mut own = self.own_connection(cut.is_some()).await;
         let pool = self.store.pool().clone();
         let catalog = commands::domains::projections();
         let all: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
@@ -1130,8 +1129,11 @@ struct Checked {
     reactions: usize,
     /// Keys whose first submission had no definite answer.
     unknown: usize,
-    /// Workers' requests recorded without events (refused or moot).
+    /// Workers' requests recorded without events (refused or moot); the
+    /// scheduler's among them decided by the model too.
     quiet_reactions: usize,
+    /// The scheduler's quiet requests the model decided.
+    quiet_decided: usize,
     /// Requests by kind: (accepted, refused).
     kinds: BTreeMap<&'static str, (usize, usize)>,
     /// Submissions given up 10 s after a kill.
@@ -1244,11 +1246,19 @@ async fn check_against_model(world: &World) -> Checked {
                     // A process manager's or the scheduler's: as recorded.
                     Some(first) => recorded(&first.5),
                     None => {
-                        // A worker's request that appended nothing: its
-                        // body is not recorded, so only counted.
+                        // A worker's request that appended nothing (refused
+                        // or moot): the scheduler's, as it is scheduled;
+                        // a process manager's body is not recorded (and
+                        // none is refused, `settle` checks), so counted.
                         assert!(key.starts_with("pm:"), "{key}: a record nobody sent");
                         checked.quiet_reactions += 1;
-                        continue;
+                        match scheduled(pool, *tenant_id, &key).await {
+                            Some(request) => {
+                                checked.quiet_decided += 1;
+                                request
+                            }
+                            None => continue,
+                        }
                     }
                 },
             };
@@ -1362,6 +1372,31 @@ async fn check_against_model(world: &World) -> Checked {
         assert_eq!(tables, balances, "tenant {index}: journal balances");
     }
     checked
+}
+
+/// The request the scheduler submits under `key`, as its work is
+/// scheduled (`None` when no work of the tenant has the key now).
+async fn scheduled(
+    pool: &sqlx::PgPool,
+    tenant_id: TenantId,
+    key: &str,
+) -> Option<Box<dyn AnyRequest>> {
+    let (kind, request): (String, Value) = sqlx::query_as(
+        "SELECT request_kind, request FROM scheduled_work \
+         WHERE tenant_id = $1 AND idempotency_key = $2",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+    .unwrap()?;
+    Some(
+        replay::state::registry()
+            .request(&kind)
+            .unwrap()
+            .decode(&request)
+            .unwrap(),
+    )
 }
 
 /// The request an event's metadata records.
