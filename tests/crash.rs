@@ -583,8 +583,10 @@ async fn while_the_database_is_gone_requests_answer_503_and_the_ledger_recovers_
             .unwrap();
         now
     };
-    let went_down = database_now().await;
     proxy.down();
+    // Taken once cut off (its own connection goes around the proxy): work
+    // due from here on cannot have been done before the return.
+    let went_down = database_now().await;
     let probe = json!({"amount": 1, "account": "acct-0"});
     let consume_url = format!("{}/v1/quota/credits/consume", server.base);
     let (status, _, body) = post(

@@ -266,8 +266,11 @@ pub enum ReplicaLagError {
 
 // A database's identity: its cluster's system identifier (a standby
 // shares its primary's), when its server started, and its name.
+// (The start as microseconds since the epoch: its text would follow each
+// session's time zone.)
 const DATABASE: &str = "SELECT (SELECT system_identifier FROM pg_control_system())::text, \
-                               pg_postmaster_start_time()::text, current_database()::text";
+                               (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text, \
+                               current_database()::text";
 
 /// How far `replica` is behind `primary` in replaying its WAL, in seconds:
 /// `None` when `replica` is the primary's own database (reads go to the

@@ -864,10 +864,10 @@ async fn simulate(seed: u64) -> (i64, i64) {
     let (mut commit_crash_due, mut decided_crash_due) = (false, false);
     for step in 0..STEPS {
         // Every script kills the pipeline once, kills it where a batch is
-        // decided once and at a commit before its answers once (from the
-        // sixth and the middle on, at the first step whose batches get
-        // there: those of a step right after a drop may all fail), and
-        // drops the connections once, at least.
+        // decided once and at a commit before its answers once (from a
+        // sixth of the way in and from the middle on, at the first step
+        // whose batches get there: those of a step right after a drop may
+        // all fail), and drops the connections once, at least.
         commit_crash_due |= step == STEPS / 2;
         decided_crash_due |= step == STEPS / 6;
         let forced = match step {

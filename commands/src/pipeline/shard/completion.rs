@@ -126,19 +126,27 @@ impl Shard {
         }
     }
 
-    /// Jobs whose decision failed internally: one whose key already has a
-    /// record (an earlier submission completed) is answered from it, the
-    /// others 500.
+    /// Jobs whose decision failed (internally, or on stale facts): one
+    /// whose key already has a record (an earlier submission completed) is
+    /// answered from it, the others with their failure. When the records
+    /// cannot be read, every job is answered that the database is out of
+    /// reach: a key it may hold is never answered as unrecorded (a client
+    /// told `Stale` resolves the request again under a new key).
     pub(super) async fn answer_failed(&mut self, failed: Vec<(Job, PipelineError)>) {
         let keys: Vec<(TenantId, IdempotencyKey)> = failed
             .iter()
             .map(|(job, _)| (job.tenant_id, job.key.clone()))
             .collect();
-        let records = self
-            .store
-            .idempotency_records(&keys)
-            .await
-            .unwrap_or_default();
+        let records = match self.store.idempotency_records(&keys).await {
+            Ok(records) => records,
+            Err(error) => {
+                let failure = store_failure(error);
+                for (job, _) in failed {
+                    self.respond(job, Err(failure.clone()));
+                }
+                return;
+            }
+        };
         for (job, error) in failed {
             let record = records
                 .iter()
