@@ -1,11 +1,12 @@
 //! A randomized simulation across the domains, in the spirit of
 //! TigerBeetle's VOPR, on a real PostgreSQL: a seeded generator of
-//! commands over every domain (quota; subscriptions, renewed by the
-//! scheduler; the journal's accounts, entries, reversals and holds,
-//! expiring by the scheduler; payments with their tenders, refunds,
-//! disputes and settlement batches, and the commission process manager
-//! reacting to captures, refunds and lost disputes; escrow with scheduled
-//! timeouts and cancels; and compensation), valid and invalid,
+//! commands over every domain (quota, seats included; subscriptions,
+//! renewed by the scheduler; the journal's accounts, entries, reversals
+//! and holds, expiring by the scheduler; payments with their card and gift
+//! card tenders, refunds, disputes, settlement batches, gift cards and
+//! payouts, and the commission process manager reacting to captures,
+//! refunds and lost disputes; escrow with scheduled timeouts, claims and
+//! cancels; and compensation), valid and invalid,
 //! alone and concurrent, keys repeated with the same request and with
 //! another (and one request sent twice at once), scheduler ticks (the
 //! workers' connections now and then cut mid-tick) and reactions at an injected clock, and
@@ -37,10 +38,11 @@
 use aggregates::compensation::{Rule, Work};
 use aggregates::escrow::{Allocation, CommitmentTerms, Direction, MilestoneTerms};
 use aggregates::ids::{
-    CommitmentId, DepositId, DisputeId, LineId, PaymentId, TenderId, TransferId,
+    ClaimId, CommitmentId, DepositId, DisputeId, LineId, PaymentId, TenderId, TransferId,
 };
 use aggregates::journal::hold::PendingTransfer;
 use aggregates::journal::Side;
+use aggregates::payments::payout::PayoutTerms;
 use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
 use aggregates::quota::{GrantSource, QuotaAccount, QuotaType};
 use aggregates::{Amount, Asset, EntryId, HoldId, TenantId};
@@ -52,15 +54,17 @@ use commands::pipeline::{METADATA_COMMAND, METADATA_REQUEST};
 use commands::requests::compensation::{AddPlanVersion, AssignPlan, CreatePayee, RecordWork};
 use commands::requests::escrow::CancelCommitment;
 use commands::requests::escrow::{
-    CreateCommitment, DepositFunds, Parties, ReleaseMilestone, SubmitMilestone,
+    ClaimMilestone, CreateCommitment, DepositFunds, Parties, ReleaseMilestone, ResolveClaim,
+    SubmitMilestone,
 };
 use commands::requests::journal::{
     EntryLine, OpenAccount, PlaceHold, PostEntry, ResolveHold, ReverseEntry,
 };
 use commands::requests::payments::{
-    AddTender, CloseDispute, CreatePayment, ImportSettlement, OpenDispute, RefundPayment,
+    AddTender, CloseDispute, CreatePayment, CreatePayout, ImportSettlement, IssueGiftCard,
+    LoadGiftCard, MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
 };
-use commands::requests::quota::{ConsumeQuota, IssueGrant};
+use commands::requests::quota::{ChangeSeats, ConsumeQuota, IssueGrant};
 use commands::requests::subscription::{CancelSubscription, ChangePlan, Subscribe};
 use commands::{BusConfig, Clock, CommandBus, Metrics, Outcome, PipelineError, Refusal};
 use eventstore::testing::TestDatabase;
@@ -140,6 +144,14 @@ enum Op {
     Dispute(OpenDispute),
     CloseDispute(CloseDispute),
     Settle(ImportSettlement),
+    Seats(ChangeSeats),
+    Claim(ClaimMilestone),
+    ResolveClaim(ResolveClaim),
+    IssueGiftCard(IssueGiftCard),
+    LoadGiftCard(LoadGiftCard),
+    Payout(CreatePayout),
+    PayoutPaid(MarkPayoutPaid),
+    PayoutFailed(MarkPayoutFailed),
 }
 
 impl Op {
@@ -170,6 +182,14 @@ impl Op {
             Self::Dispute(request) => Box::new(request),
             Self::CloseDispute(request) => Box::new(request),
             Self::Settle(request) => Box::new(request),
+            Self::Seats(request) => Box::new(request),
+            Self::Claim(request) => Box::new(request),
+            Self::ResolveClaim(request) => Box::new(request),
+            Self::IssueGiftCard(request) => Box::new(request),
+            Self::LoadGiftCard(request) => Box::new(request),
+            Self::Payout(request) => Box::new(request),
+            Self::PayoutPaid(request) => Box::new(request),
+            Self::PayoutFailed(request) => Box::new(request),
         }
     }
 }
@@ -209,8 +229,16 @@ struct Known {
     /// The journal's entries posted, with their lines.
     entries: Vec<(EntryId, Vec<EntryLine>)>,
     holds: Vec<(HoldId, PendingTransfer)>,
-    /// Settlement batches sent (their ids are numbered).
+    /// Settlement batches sent (their ids are numbered from 1), and each
+    /// one's net.
     batches: u64,
+    batch_nets: Vec<u64>,
+    /// Escrow claims made: commitment, claim.
+    claims: Vec<(CommitmentId, ClaimId)>,
+    /// Gift card codes sold.
+    gift_cards: Vec<String>,
+    /// Payouts created: id, terms, entry.
+    payouts: Vec<(Uuid, PayoutTerms, EntryId)>,
 }
 
 /// The script's next command for tenant `tenant` at `now`: mostly valid,
@@ -218,7 +246,7 @@ struct Known {
 /// held, tenders past the amount, references taken, unknown payees).
 fn next_op(rng: &mut Rng, known: &mut Known, tenant: usize, now: DateTime<Utc>) -> Op {
     let account = QuotaAccount::parse(&format!("acct-{}", rng.below(2))).unwrap();
-    match rng.below(20) {
+    match rng.below(24) {
         0 => Op::Grant(IssueGrant {
             quota: QuotaType::Credits,
             account: Some(account),
@@ -289,6 +317,10 @@ fn next_op(rng: &mut Rng, known: &mut Known, tenant: usize, now: DateTime<Utc>) 
             ops::cancel_commitment(rng, known, tenant).unwrap_or_else(|| tender(rng, known))
         }
         17 | 18 => tender(rng, known),
+        20 => ops::seats_op(rng),
+        21 => ops::claim_op(rng, known, tenant).unwrap_or_else(|| tender(rng, known)),
+        22 => ops::gift_card_op(rng, known),
+        23 => ops::payout_op(rng, known),
         _ => Op::Work(RecordWork {
             // rep-3 is no payee: refused.
             payee_id: format!("rep-{}", rng.below(4)),

@@ -1,27 +1,34 @@
 //! The simulation's commands beyond its first domains: the journal's own
 //! accounts, entries, reversals and holds (expiring by the scheduler);
-//! subscriptions (renewed by the scheduler); a payment's refunds, disputes
-//! and settlement batches (refunds and lost disputes clawed back by the
-//! commissions process manager); and an escrow commitment's cancel. Each
+//! subscriptions (renewed by the scheduler) and seats; a payment's
+//! refunds, disputes and settlement batches (refunds and lost disputes
+//! clawed back by the commissions process manager), gift cards and
+//! payouts; and an escrow commitment's claims and cancel. Each
 //! mostly valid, some refused by a rule, aimed at what the script created
 //! whether or not the ledger accepted it.
 
 use super::{amount, id, usd, Known, Op, Rng};
-use aggregates::ids::{CaptureId, DisputeId, RefundId, TransferId};
+use aggregates::escrow::ClaimOutcome;
+use aggregates::ids::{CaptureId, ClaimId, DisputeId, PaymentId, RefundId, TenderId, TransferId};
 use aggregates::journal::account::{AccountCode, AccountSpec};
 use aggregates::journal::hold::PendingTransfer;
 use aggregates::journal::{AccountType, Side};
+use aggregates::payments::payout::PayoutTerms;
 use aggregates::payments::settlement::{Line, LineType};
-use aggregates::payments::DisputeOutcome;
+use aggregates::payments::{DisputeOutcome, TenderMethod, TenderSource};
 use aggregates::plan::PlanCatalog;
 use aggregates::subscription::CancelAt;
 use aggregates::{EntryId, HoldId};
 use chrono::{DateTime, Duration, Utc};
-use commands::requests::escrow::CancelCommitment;
+use commands::requests::escrow::{CancelCommitment, ClaimMilestone, ResolveClaim};
 use commands::requests::journal::{
     EntryLine, OpenAccount, PlaceHold, PostEntry, Resolve, ResolveHold, ReverseEntry,
 };
-use commands::requests::payments::{CloseDispute, ImportSettlement, OpenDispute, RefundPayment};
+use commands::requests::payments::{
+    AddTender, CloseDispute, CreatePayout, ImportSettlement, IssueGiftCard, LoadGiftCard,
+    MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
+};
+use commands::requests::quota::ChangeSeats;
 use commands::requests::subscription::{CancelSubscription, ChangePlan, Subscribe};
 
 /// The journal's own accounts of the script: (code, type, no overdraft).
@@ -279,6 +286,9 @@ fn settlement(rng: &mut Rng, known: &mut Known, now: DateTime<Utc>) -> Op {
         payments.push(Some(payment_id));
     }
     known.batches += 1;
+    known
+        .batch_nets
+        .push(lines.iter().map(|line| line.net as u64).sum());
     Op::Settle(ImportSettlement {
         processor: "stripe".into(),
         batch_id: format!("b_{}", known.batches),
@@ -298,4 +308,141 @@ pub(super) fn cancel_commitment(rng: &mut Rng, known: &Known, tenant: usize) -> 
         transfer_id: TransferId::from_uuid(id(rng)),
         parties: super::parties(tenant),
     }))
+}
+
+/// Seats allocated or released on the tenant's seats (a subscription's):
+/// past what is granted, or released past what is allocated, refused.
+pub(super) fn seats_op(rng: &mut Rng) -> Op {
+    Op::Seats(ChangeSeats {
+        account: None,
+        amount: amount(1 + rng.below(3)),
+        release: rng.chance(40),
+    })
+}
+
+/// A claim on a milestone (some the payer's rejection), or a claim
+/// resolved: released, refunded or split.
+pub(super) fn claim_op(rng: &mut Rng, known: &mut Known, tenant: usize) -> Option<Op> {
+    let &commitment_id = rng.pick(&known.commitments)?;
+    let parties = super::parties(tenant);
+    if let Some(&(commitment_id, claim_id)) = rng.pick(&known.claims) {
+        if rng.chance(50) {
+            let outcome = match rng.below(3) {
+                0 => ClaimOutcome::Release,
+                1 => ClaimOutcome::Refund,
+                _ => ClaimOutcome::Split {
+                    payee_bps: 1 + rng.below(9_999) as u16,
+                },
+            };
+            return Some(Op::ResolveClaim(ResolveClaim {
+                commitment_id,
+                claim_id,
+                outcome,
+                release_id: TransferId::from_uuid(id(rng)),
+                refund_id: TransferId::from_uuid(id(rng)),
+                parties,
+            }));
+        }
+    }
+    let claim_id = ClaimId::from_uuid(id(rng));
+    known.claims.push((commitment_id, claim_id));
+    Some(Op::Claim(ClaimMilestone {
+        commitment_id,
+        claim_id,
+        milestone_id: if rng.chance(50) { "a" } else { "b" }.into(),
+        amount: amount(1 + rng.below(300)),
+        reason: None,
+        rejection: rng.chance(30),
+        parties,
+    }))
+}
+
+/// A gift card sold or loaded (some unknown), or a payment tendered from
+/// one (some past its balance).
+pub(super) fn gift_card_op(rng: &mut Rng, known: &mut Known) -> Op {
+    let code = match rng.pick(&known.gift_cards) {
+        Some(code) if rng.chance(80) => code.clone(),
+        _ => format!("gc-{}", rng.below(1_000_000)),
+    };
+    match rng.below(3) {
+        0 => {
+            known.gift_cards.push(code.clone());
+            Op::IssueGiftCard(IssueGiftCard {
+                code,
+                asset: usd(),
+                amount: amount(100 + rng.below(3_000)),
+                entry_id: EntryId::from_uuid(id(rng)),
+            })
+        }
+        1 => Op::LoadGiftCard(LoadGiftCard {
+            code,
+            asset: usd(),
+            amount: amount(1 + rng.below(1_000)),
+            entry_id: EntryId::from_uuid(id(rng)),
+        }),
+        _ => {
+            let Some(&(payment_id, value, _)) = rng.pick(&known.payments) else {
+                return seats_op(rng);
+            };
+            gift_card_tender(rng, payment_id, value, code)
+        }
+    }
+}
+
+fn gift_card_tender(rng: &mut Rng, payment_id: PaymentId, value: u64, code: String) -> Op {
+    Op::Tender(AddTender {
+        payment_id,
+        tender_id: TenderId::from_uuid(id(rng)),
+        method: TenderMethod::GiftCard,
+        source: TenderSource::GiftCard { code },
+        amount: amount(1 + rng.below(value)),
+        asset: usd(),
+    })
+}
+
+/// A payout of settled batches to the bank (some past what they hold), or
+/// one marked paid or failed (its terms as created: what the route
+/// resolves from it).
+pub(super) fn payout_op(rng: &mut Rng, known: &mut Known) -> Op {
+    if let Some((payout_id, terms, entry_id)) = rng.pick(&known.payouts).cloned() {
+        if rng.chance(60) {
+            return if rng.chance(70) {
+                Op::PayoutPaid(MarkPayoutPaid { payout_id })
+            } else {
+                Op::PayoutFailed(MarkPayoutFailed {
+                    payout_id,
+                    reason: None,
+                    batches: terms.batches,
+                    entry_id,
+                    reversal_id: EntryId::from_uuid(id(rng)),
+                    processor: terms.processor,
+                    bank_account: terms.bank_account,
+                    asset: terms.asset,
+                    netting_id: Some(EntryId::from_uuid(id(rng))),
+                })
+            };
+        }
+    }
+    if known.batches == 0 {
+        return seats_op(rng);
+    }
+    // A batch's net (some a cent more: refused).
+    let batch = rng.below(known.batches);
+    let net = known.batch_nets[batch as usize] + u64::from(rng.chance(15));
+    let payout_id = id(rng);
+    let terms = PayoutTerms {
+        processor: "stripe".into(),
+        asset: usd(),
+        amount: amount(net),
+        bank_account: "bank-1".into(),
+        batches: vec![format!("stripe:b_{}", batch + 1)],
+    };
+    // The payout's entry shares its id, as the route makes it.
+    let entry_id = EntryId::from_uuid(payout_id);
+    known.payouts.push((payout_id, terms.clone(), entry_id));
+    Op::Payout(CreatePayout {
+        payout_id,
+        terms,
+        entry_id,
+    })
 }
