@@ -654,3 +654,78 @@ async fn commands_are_stamped_by_the_configured_clock_and_never_go_back_in_time(
     assert_eq!(stamps, [first, first, later]);
     bus.shutdown().await;
 }
+
+/// Adds to a counter the client saw at `seen` (a fact resolved before the
+/// request, as a route resolves one): refused stale when it moved.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct AddIfAt {
+    counter: String,
+    seen: i64,
+}
+
+impl commands::Request for AddIfAt {
+    const KIND: &'static str = "add_if_at";
+
+    fn targets(&self) -> Vec<commands::Target> {
+        vec![commands::Target::of::<support::Counter>(&self.counter)]
+    }
+
+    fn decide(
+        &self,
+        decider: &mut commands::Decider<'_>,
+    ) -> Result<commands::Reply, commands::Refusal> {
+        let total = decider.state::<support::Counter>(&self.counter)?.total;
+        if total != self.seen {
+            return Err(commands::Refusal::Stale(format!(
+                "counter {} is at {total}, not {}",
+                self.counter, self.seen
+            )));
+        }
+        add(&self.counter, 1).decide(decider)
+    }
+}
+
+#[tokio::test]
+async fn a_stale_refusal_is_answered_only_once_the_key_is_known_unrecorded() {
+    // Proves: a request refused as resolved from facts that moved is
+    // answered stale (not recorded: resolve it again) when the pipeline
+    // read that its key has no record; when the records cannot be read, it
+    // answers that it cannot tell instead, so that a client never resolves
+    // again, under a new key, a request its key may hold.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
+    bus(store)
+        .execute(tenant_id, key("add"), add("c", 5))
+        .await
+        .unwrap();
+    let stale = AddIfAt {
+        counter: "c".into(),
+        seen: 4,
+    };
+    let pipeline = bus(store);
+    let answer = pipeline
+        .execute(tenant_id, key("seen-4"), stale.clone())
+        .await;
+    assert!(
+        matches!(&answer, Err(PipelineError::Stale(why)) if why == "counter c is at 5, not 4"),
+        "{answer:?}"
+    );
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    sqlx::query(&rename("idempotency_records", "idempotency_records_away"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let unread = pipeline
+        .execute(tenant_id, key("seen-4-again"), stale)
+        .await;
+    sqlx::query(&rename("idempotency_records_away", "idempotency_records"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&unread, Err(PipelineError::Internal(why)) if why.contains("idempotency_records")),
+        "{unread:?}"
+    );
+    assert_eq!(events_of(store, tenant_id).await, 1);
+}
