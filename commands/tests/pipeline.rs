@@ -729,3 +729,65 @@ async fn a_stale_refusal_is_answered_only_once_the_key_is_known_unrecorded() {
     );
     assert_eq!(events_of(store, tenant_id).await, 1);
 }
+
+/// Adds to a counter and indexes an entity whose id derives from the
+/// request's key (as a settlement indexes its breaks).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct AddIndexed {
+    counter: String,
+    amount: i64,
+}
+
+impl commands::Request for AddIndexed {
+    const KIND: &'static str = "add_indexed";
+
+    fn targets(&self) -> Vec<commands::Target> {
+        vec![commands::Target::of::<support::Counter>(&self.counter)]
+    }
+
+    fn decide(
+        &self,
+        decider: &mut commands::Decider<'_>,
+    ) -> Result<commands::Reply, commands::Refusal> {
+        let entity = decider.derive_id("entity").to_string();
+        decider.index::<support::Counter>("entity", entity, &self.counter);
+        add(&self.counter, self.amount).decide(decider)
+    }
+}
+
+#[tokio::test]
+async fn a_key_reused_for_a_request_deriving_its_entities_from_it_is_refused_as_reused() {
+    // Proves: a key used again, with another body, by a pipeline that does
+    // not remember it (a restart, another process) for a request that
+    // indexes an entity whose id derives from the key is answered as a
+    // reused key (the entity's index row is already there under the key,
+    // which the append meets first), not as an internal error; and the
+    // same body again is its replay.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
+    let first = AddIndexed {
+        counter: "a".into(),
+        amount: 1,
+    };
+    let done = bus(store)
+        .execute(tenant_id, key("k"), first.clone())
+        .await
+        .unwrap();
+    assert_eq!((done.status, done.replayed), (200, false));
+    let other = AddIndexed {
+        counter: "b".into(),
+        amount: 2,
+    };
+    let reused = bus(store).execute(tenant_id, key("k"), other).await;
+    assert!(
+        matches!(reused, Err(PipelineError::KeyReused)),
+        "{reused:?}"
+    );
+    let again = bus(store)
+        .execute(tenant_id, key("k"), first)
+        .await
+        .unwrap();
+    assert_eq!((again.replayed, &again.body), (true, &done.body));
+    assert_eq!(events_of(store, tenant_id).await, 1);
+}

@@ -833,7 +833,10 @@ impl EventStore {
                     Err(lookup) => StoreError::from(lookup).into(),
                 }
             }
-            "idempotency_records_pkey" => {
+            // A key recorded already, or an entity its request derives
+            // from the key (a settlement's breaks) indexed already under
+            // it: either way the key is taken, which its record tells.
+            "idempotency_records_pkey" | "entity_index_pkey" => {
                 let keys: Vec<(TenantId, IdempotencyKey)> = batches
                     .iter()
                     .flat_map(|batch| {
