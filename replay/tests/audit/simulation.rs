@@ -227,9 +227,7 @@ struct Known {
     /// The journal's entries posted, with their lines.
     entries: Vec<(EntryId, Vec<EntryLine>)>,
     holds: Vec<(HoldId, PendingTransfer)>,
-    /// Settlement batches sent (their ids are numbered from 1), and each
-    /// one's net.
-    batches: u64,
+    /// The net of each settlement batch sent (the nth is `b_<n>`).
     batch_nets: Vec<u64>,
     /// Escrow claims made: commitment, claim.
     claims: Vec<(CommitmentId, ClaimId)>,
@@ -718,14 +716,7 @@ impl World {
         if cut {
             // A dead process's connections close with it: whatever its
             // aborted appends left open rolls back (or had committed).
-            let own = own.as_mut().expect("opened for the crash");
-            sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            )
-            .execute(&mut *own)
-            .await
-            .unwrap();
+            cut_connections(own.as_mut().expect("opened for the crash"), None).await;
             self.store = Self::open(&self.db).await;
         }
         let mut answers = Vec::new();
@@ -822,14 +813,7 @@ impl World {
                 for _ in 0..yields {
                     tokio::task::yield_now().await;
                 }
-                sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND application_name = $1",
-                )
-                .bind(WORKERS)
-                .execute(&mut *own)
-                .await
-                .unwrap();
+                cut_connections(own, Some(WORKERS)).await;
             }
         };
         tokio::join!(work, cutter);
@@ -859,6 +843,20 @@ impl World {
             .collect();
         (ticker, reactors)
     }
+}
+
+/// Ends every other connection to the database (of application `only`,
+/// when given) from `own`, as a dead process's close.
+async fn cut_connections(own: &mut sqlx::PgConnection, only: Option<&str>) {
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND ($1::text IS NULL OR application_name = $1)",
+    )
+    .bind(only)
+    .execute(own)
+    .await
+    .unwrap();
 }
 
 /// Registers `reactors`, so that their checkpoints exist.

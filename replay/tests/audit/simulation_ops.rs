@@ -285,13 +285,12 @@ fn settlement(rng: &mut Rng, known: &mut Known, now: DateTime<Utc>) -> Op {
         });
         payments.push(Some(payment_id));
     }
-    known.batches += 1;
     known
         .batch_nets
         .push(lines.iter().map(|line| line.net as u64).sum());
     Op::Settle(ImportSettlement {
         processor: "stripe".into(),
-        batch_id: format!("b_{}", known.batches),
+        batch_id: format!("b_{}", known.batch_nets.len()),
         asset: usd(),
         settled_at: now,
         lines,
@@ -423,11 +422,11 @@ pub(super) fn payout_op(rng: &mut Rng, known: &mut Known) -> Op {
             };
         }
     }
-    if known.batches == 0 {
+    if known.batch_nets.is_empty() {
         return seats_op(rng);
     }
     // A batch's net (some a cent more: refused).
-    let batch = rng.below(known.batches);
+    let batch = rng.below(known.batch_nets.len() as u64);
     let net = known.batch_nets[batch as usize] + u64::from(rng.chance(15));
     let payout_id = id(rng);
     let terms = PayoutTerms {
