@@ -17,7 +17,7 @@ async fn health_metrics_openapi_and_fallbacks_answer() {
     assert_eq!(health.status(), StatusCode::OK);
     assert_eq!(
         health.json::<Value>().await.unwrap(),
-        json!({"status": "ok"})
+        json!({"status": "ok", "reads": "primary", "replica_error": null})
     );
 
     app.add("c")
@@ -230,7 +230,7 @@ async fn every_route_that_authenticates_documents_its_statuses_and_the_429_of_th
             vec!["200", "400", "401", "404", "408", "422", "429", "503"],
         ),
         ("get", "/metrics", vec!["200", "401", "408", "429"]),
-        ("get", "/healthz", vec!["200", "408", "503"]),
+        ("get", "/healthz", vec!["200", "400", "408", "503"]),
     ] {
         assert_eq!(statuses(method, path), expected, "{method} {path}");
     }

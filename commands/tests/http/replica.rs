@@ -478,6 +478,20 @@ async fn a_read_the_replica_cancels_answers_503_and_a_replica_out_of_reach_is_na
     );
     replay.rollback().await.unwrap();
     assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+    // A replica that answers is healthy for reads too.
+    assert_eq!(
+        health(&app.client, &app.base, "?reads=true").await,
+        (
+            StatusCode::OK,
+            json!({"status": "ok", "reads": "replica", "replica_error": null})
+        )
+    );
+    let (status, body) = health(&app.client, &app.base, "?reads=maybe").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_request")),
+        "{body}"
+    );
     // The same database is no standby: no lag, no error.
     let status = projection_status(&app.client, &app.base).await;
     assert_eq!(
@@ -513,6 +527,34 @@ async fn a_read_the_replica_cancels_answers_503_and_a_replica_out_of_reach_is_na
         status["projections"].as_array().unwrap().len() > 1,
         "{status}"
     );
+    // The server still takes commands: healthy, naming the replica out of
+    // reach; a load balancer routing reads asks with reads=true.
+    let (status, body) = health(&gone.client, &gone.base, "").await;
+    assert_eq!(
+        (status, &body["reads"], body["replica_error"].is_string()),
+        (StatusCode::OK, &json!("replica"), true),
+        "{body}"
+    );
+    let (status, body) = health(&gone.client, &gone.base, "?reads=true").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the read replica is unavailable: "),
+        "{body}"
+    );
+}
+
+/// `/healthz` with `query`: its status and body.
+async fn health(client: &reqwest::Client, base: &str, query: &str) -> (StatusCode, Value) {
+    let response = client
+        .get(format!("{base}/healthz{query}"))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
 }
 
 /// How long the measurement's load runs.
