@@ -1,12 +1,13 @@
 //! A randomized simulation across the domains, in the spirit of
 //! TigerBeetle's VOPR, on a real PostgreSQL: a seeded generator of
-//! commands over every domain (quota, seats included; subscriptions,
-//! renewed by the scheduler; the journal's accounts, entries, reversals
-//! and holds, expiring by the scheduler; payments with their card and gift
-//! card tenders, refunds, disputes, settlement batches, gift cards and
-//! payouts, and the commission process manager reacting to captures,
-//! refunds and lost disputes; escrow with scheduled timeouts, claims and
-//! cancels; and compensation), valid and invalid,
+//! commands over every domain (quota: grants issued and revoked,
+//! consumption, seats; subscriptions, renewed by the scheduler; the
+//! journal's accounts, entries, reversals and holds, expiring by the
+//! scheduler; payments with their card and gift card tenders, refunds (of
+//! either), disputes, settlement batches, gift cards and payouts, and the
+//! commission process manager reacting to captures, refunds and lost
+//! disputes; escrow with scheduled timeouts, claims and cancels; and
+//! compensation's work, adjustments and pay runs), valid and invalid,
 //! alone and concurrent, keys repeated with the same request and with
 //! another (and one request sent twice at once), scheduler ticks (the
 //! workers' connections now and then cut mid-tick) and reactions at an injected clock, and
@@ -35,20 +36,24 @@
 //! is the machine's, and so are the answers a crash cuts off: a key sent
 //! again carries the request it names by then.
 
-use aggregates::compensation::{Rule, Work};
+use aggregates::compensation::{PayRun, Rule, Work};
 use aggregates::escrow::{Allocation, CommitmentTerms, Direction, MilestoneTerms};
 use aggregates::ids::{
-    ClaimId, CommitmentId, DepositId, DisputeId, LineId, PaymentId, TenderId, TransferId,
+    ClaimId, CommitmentId, DepositId, DisputeId, LineId, PayRunId, PaymentId, TenderId, TransferId,
 };
+use aggregates::journal::account::AccountCode;
 use aggregates::journal::hold::PendingTransfer;
 use aggregates::payments::payout::PayoutTerms;
 use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
 use aggregates::quota::{GrantSource, QuotaAccount, QuotaType};
-use aggregates::{Amount, Asset, EntryId, HoldId, TenantId};
+use aggregates::{Amount, Asset, EntryId, GrantId, HoldId, TenantId};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use commands::pipeline::request::AnyRequest;
 use commands::pipeline::{CrashHook, CrashPoint};
-use commands::requests::compensation::{AddPlanVersion, AssignPlan, CreatePayee, RecordWork};
+use commands::requests::compensation::{
+    AddPlanVersion, AdjustLine, ApprovePayRun, AssignPlan, CreatePayRun, CreatePayee, PayPayRun,
+    RecordWork, ReopenPayRun,
+};
 use commands::requests::escrow::CancelCommitment;
 use commands::requests::escrow::{
     ClaimMilestone, CreateCommitment, DepositFunds, Parties, ReleaseMilestone, ResolveClaim,
@@ -61,7 +66,7 @@ use commands::requests::payments::{
     AddTender, CloseDispute, CreatePayment, CreatePayout, ImportSettlement, IssueGiftCard,
     LoadGiftCard, MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
 };
-use commands::requests::quota::{ChangeSeats, ConsumeQuota, IssueGrant};
+use commands::requests::quota::{ChangeSeats, ConsumeQuota, IssueGrant, RevokeGrant};
 use commands::requests::subscription::{CancelSubscription, ChangePlan, Subscribe};
 use commands::{BusConfig, Clock, CommandBus, Metrics, Outcome, PipelineError};
 use eventstore::testing::TestDatabase;
@@ -150,6 +155,12 @@ enum Op {
     Payout(CreatePayout),
     PayoutPaid(MarkPayoutPaid),
     PayoutFailed(MarkPayoutFailed),
+    Revoke(RevokeGrant),
+    Adjust(AdjustLine),
+    CreateRun(CreatePayRun),
+    ApproveRun(ApprovePayRun),
+    ReopenRun(ReopenPayRun),
+    PayRun(PayPayRun),
 }
 
 impl Op {
@@ -188,6 +199,12 @@ impl Op {
             Self::Payout(request) => Box::new(request),
             Self::PayoutPaid(request) => Box::new(request),
             Self::PayoutFailed(request) => Box::new(request),
+            Self::Revoke(request) => Box::new(request),
+            Self::Adjust(request) => Box::new(request),
+            Self::CreateRun(request) => Box::new(request),
+            Self::ApproveRun(request) => Box::new(request),
+            Self::ReopenRun(request) => Box::new(request),
+            Self::PayRun(request) => Box::new(request),
         }
     }
 }
@@ -216,6 +233,9 @@ fn parties(tenant: usize) -> Parties {
 /// ledger accepted it), to aim later commands at.
 #[derive(Default)]
 struct Known {
+    /// The tenant's id, from which the ids a request derives from its key
+    /// are known before it is sent.
+    tenant_id: Option<TenantId>,
     /// Payments created: id, amount, whether its payee exists.
     payments: Vec<(PaymentId, u64, bool)>,
     commitments: Vec<CommitmentId>,
@@ -235,25 +255,49 @@ struct Known {
     gift_cards: Vec<String>,
     /// Payouts created: id, terms, entry.
     payouts: Vec<(Uuid, PayoutTerms, EntryId)>,
+    /// Every tender's payment and source account (card or gift card).
+    tendered: Vec<(PaymentId, AccountCode)>,
+    /// Gift card tenders: payment, amount.
+    gift_tenders: Vec<(PaymentId, u64)>,
+    /// Grants issued: id (derived from the key) and quota account.
+    grants: Vec<(GrantId, QuotaAccount)>,
+    /// Work and adjustment lines recorded: payee, line.
+    lines: Vec<(String, LineId)>,
+    pay_runs: Vec<PayRunId>,
 }
 
-/// The script's next command for tenant `tenant` at `now`: mostly valid,
-/// some refused by a rule (overdrafts, overfunding, releases past what is
-/// held, tenders past the amount, references taken, unknown payees).
-fn next_op(rng: &mut Rng, known: &mut Known, tenant: usize, now: DateTime<Utc>) -> Op {
+impl Known {
+    fn new(tenant_id: TenantId) -> Self {
+        Self {
+            tenant_id: Some(tenant_id),
+            ..Self::default()
+        }
+    }
+
+    /// The id a request sent under `key` derives with `label`.
+    fn derived(&self, key: &str, label: &str) -> Uuid {
+        let key = IdempotencyKey::parse(key).unwrap();
+        commands::pipeline::request::derive_id(self.tenant_id.unwrap(), &key, label)
+    }
+}
+
+/// The script's next command for tenant `tenant` at `now`, to be sent
+/// under `key`: mostly valid, some refused by a rule (overdrafts,
+/// overfunding, releases past what is held, tenders past the amount,
+/// references taken, unknown payees).
+fn next_op(
+    rng: &mut Rng,
+    known: &mut Known,
+    (tenant, key): (usize, &str),
+    now: DateTime<Utc>,
+) -> Op {
     let account = QuotaAccount::parse(&format!("acct-{}", rng.below(2))).unwrap();
-    match rng.below(24) {
-        0 => Op::Grant(IssueGrant {
-            quota: QuotaType::Credits,
-            account: Some(account),
-            source: GrantSource::Purchase,
-            amount: Some(amount(1 + rng.below(50))),
-            priority: 50,
-            effective_at: None,
-            expires_at: rng
-                .chance(50)
-                .then(|| now + Duration::hours(1 + rng.below(72) as i64)),
-        }),
+    match rng.below(26) {
+        0 => {
+            let grant_id = GrantId::from_uuid(known.derived(key, "grant"));
+            known.grants.push((grant_id, account.clone()));
+            grant(rng, account, now)
+        }
         1 | 2 => Op::Consume(ConsumeQuota {
             quota: QuotaType::Credits,
             account: Some(account),
@@ -317,19 +361,41 @@ fn next_op(rng: &mut Rng, known: &mut Known, tenant: usize, now: DateTime<Utc>) 
         21 => ops::claim_op(rng, known, tenant).unwrap_or_else(|| tender(rng, known)),
         22 => ops::gift_card_op(rng, known),
         23 => ops::payout_op(rng, known),
-        _ => Op::Work(RecordWork {
+        24 => ops::compensation_op(rng, known, now, key),
+        25 => ops::revoke_op(rng, known),
+        _ => {
             // rep-3 is no payee: refused.
-            payee_id: format!("rep-{}", rng.below(4)),
-            line_id: LineId::from_uuid(id(rng)),
-            work: Work::Time {
-                minutes: 1 + rng.below(240) as u32,
-            },
-            worked_at: now - Duration::hours(1),
-            reference: None,
-            asset: usd(),
-            plan_id: Some("sales".into()),
-        }),
+            let payee_id = format!("rep-{}", rng.below(4));
+            let line_id = LineId::from_uuid(id(rng));
+            known.lines.push((payee_id.clone(), line_id));
+            Op::Work(RecordWork {
+                payee_id,
+                line_id,
+                work: Work::Time {
+                    minutes: 1 + rng.below(240) as u32,
+                },
+                worked_at: now - Duration::hours(1),
+                reference: None,
+                asset: usd(),
+                plan_id: Some("sales".into()),
+            })
+        }
     }
+}
+
+/// A purchased grant on `account`, half of them expiring.
+fn grant(rng: &mut Rng, account: QuotaAccount, now: DateTime<Utc>) -> Op {
+    Op::Grant(IssueGrant {
+        quota: QuotaType::Credits,
+        account: Some(account),
+        source: GrantSource::Purchase,
+        amount: Some(amount(1 + rng.below(50))),
+        priority: 50,
+        effective_at: None,
+        expires_at: rng
+            .chance(50)
+            .then(|| now + Duration::hours(1 + rng.below(72) as i64)),
+    })
 }
 
 fn tender(rng: &mut Rng, known: &mut Known) -> Op {
@@ -366,6 +432,7 @@ fn tender(rng: &mut Rng, known: &mut Known) -> Op {
     };
     known.references.push(reference.clone());
     let tender_id = TenderId::from_uuid(id(rng));
+    known.tendered.push((payment_id, ops::receivable()));
     let whole = rng.chance(85);
     if whole && fresh {
         known
@@ -669,6 +736,28 @@ impl World {
         }
     }
 
+    /// Resolves what a route reads before it submits a request under a key
+    /// not sent before: a pay run's payees, as the run has them now (left
+    /// as drawn when it cannot be read: then refused as stale).
+    async fn resolve(&self, tenant: usize, op: &mut Op) {
+        let Op::PayRun(request) = op else {
+            return;
+        };
+        let run = commands::pipeline::load::current_one::<PayRun>(
+            &self.store,
+            self.tenants[tenant],
+            &request.pay_run_id.to_string(),
+        )
+        .await;
+        if let Some(run) = run.ok().filter(|run| run.status.is_some()) {
+            request.payees = run
+                .payees
+                .iter()
+                .map(|payee| (payee.payee_id.clone(), payee.asset.clone()))
+                .collect();
+        }
+    }
+
     /// A connection of the test's own, to cut the others from, when
     /// `wanted`.
     async fn own_connection(&self, wanted: bool) -> Option<sqlx::PgConnection> {
@@ -684,7 +773,12 @@ impl World {
 
     /// Sends `ops` at once (each with its key) and waits for every answer,
     /// crashing as `crash` says; whether the pipeline was killed.
-    async fn send(&mut self, ops: Vec<(usize, String, Op)>, crash: Option<Crash>) -> bool {
+    async fn send(&mut self, mut ops: Vec<(usize, String, Op)>, crash: Option<Crash>) -> bool {
+        for (tenant, key, op) in &mut ops {
+            if !self.sent.contains_key(&(*tenant, key.clone())) {
+                self.resolve(*tenant, op).await;
+            }
+        }
         // Opened before the requests go out, so that the drop lands among
         // them rather than a connection's set-up later.
         let mut own = self.own_connection(crash.is_some()).await;
@@ -874,7 +968,7 @@ async fn simulate(seed: u64) -> (i64, i64) {
     let mut rng = Rng(seed);
     let start = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
     let mut world = World::new(start).await;
-    let mut known: Vec<Known> = (0..TENANTS).map(|_| Known::default()).collect();
+    let mut known: Vec<Known> = world.tenants.iter().map(|&id| Known::new(id)).collect();
     // Every key the script sent after the setup, and its request.
     let mut scripted: BTreeMap<(usize, String), Op> = BTreeMap::new();
     let mut counter = 0;
@@ -927,7 +1021,7 @@ async fn simulate(seed: u64) -> (i64, i64) {
             let keys: Vec<&(usize, String)> = scripted.keys().collect();
             let (tenant, again) = (*rng.pick(&keys).unwrap()).clone();
             let own = rng.chance(70);
-            let other = next_op(&mut rng, &mut known[tenant], tenant, world.now());
+            let other = next_op(&mut rng, &mut known[tenant], (tenant, &again), world.now());
             let slot = (tenant, again.clone());
             let op = if own || !world.answered.contains_key(&slot) {
                 // The request the key names now (or, when its only send
@@ -959,8 +1053,14 @@ async fn simulate(seed: u64) -> (i64, i64) {
         let mut ops: Vec<(usize, String, Op)> = (0..size)
             .map(|_| {
                 let tenant = rng.below(TENANTS as u64) as usize;
-                let op = next_op(&mut rng, &mut known[tenant], tenant, world.now());
-                (tenant, key("op"), op)
+                let sent_as = key("op");
+                let op = next_op(
+                    &mut rng,
+                    &mut known[tenant],
+                    (tenant, &sent_as),
+                    world.now(),
+                );
+                (tenant, sent_as, op)
             })
             .collect();
         // Now and then one request twice at once, under its key.

@@ -2,14 +2,18 @@
 //! accounts, entries, reversals and holds (expiring by the scheduler);
 //! subscriptions (renewed by the scheduler) and seats; a payment's
 //! refunds, disputes and settlement batches (refunds and lost disputes
-//! clawed back by the commissions process manager), gift cards and
-//! payouts; and an escrow commitment's claims and cancel. Each
+//! clawed back by the commissions process manager), gift cards (their
+//! tenders refunded) and payouts; an escrow commitment's claims and
+//! cancel; grants revoked; and compensation's adjustment lines and pay
+//! runs (created, approved, reopened, paid). Each
 //! mostly valid, some refused by a rule, aimed at what the script created
 //! whether or not the ledger accepted it.
 
 use super::{amount, id, usd, Known, Op, Rng};
+use aggregates::compensation::RunTerms;
 use aggregates::escrow::ClaimOutcome;
 use aggregates::ids::{CaptureId, ClaimId, DisputeId, PaymentId, RefundId, TenderId, TransferId};
+use aggregates::ids::{LineId, PayRunId};
 use aggregates::journal::account::{AccountCode, AccountSpec};
 use aggregates::journal::hold::PendingTransfer;
 use aggregates::journal::{AccountType, Side};
@@ -17,9 +21,13 @@ use aggregates::payments::payout::PayoutTerms;
 use aggregates::payments::settlement::{Line, LineType};
 use aggregates::payments::{DisputeOutcome, TenderMethod, TenderSource};
 use aggregates::plan::PlanCatalog;
+use aggregates::quota::QuotaType;
 use aggregates::subscription::CancelAt;
 use aggregates::{EntryId, HoldId};
 use chrono::{DateTime, Duration, Utc};
+use commands::requests::compensation::{
+    AdjustLine, ApprovePayRun, CreatePayRun, PayPayRun, ReopenPayRun,
+};
 use commands::requests::escrow::{CancelCommitment, ClaimMilestone, ResolveClaim};
 use commands::requests::journal::{
     EntryLine, OpenAccount, PlaceHold, PostEntry, Resolve, ResolveHold, ReverseEntry,
@@ -29,7 +37,9 @@ use commands::requests::payments::{
     MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
 };
 use commands::requests::quota::ChangeSeats;
+use commands::requests::quota::RevokeGrant;
 use commands::requests::subscription::{CancelSubscription, ChangePlan, Subscribe};
+use std::collections::BTreeSet;
 
 /// The journal's own accounts of the script: (code, type, no overdraft).
 const ACCOUNTS: [(&str, AccountType, bool); 3] = [
@@ -43,7 +53,7 @@ fn code(text: &str) -> AccountCode {
 }
 
 /// The processor's receivable, where every card tender of the script is.
-fn receivable() -> AccountCode {
+pub(super) fn receivable() -> AccountCode {
     code("receivable:stripe")
 }
 
@@ -224,16 +234,24 @@ pub(super) fn after_capture_op(rng: &mut Rng, known: &mut Known, now: DateTime<U
     };
     let capture_id = CaptureId::from_uuid(tender_id.as_uuid());
     match rng.below(5) {
-        0 | 1 => Op::Refund(RefundPayment {
-            payment_id,
-            refund_id: RefundId::from_uuid(id(rng)),
-            amount: amount(1 + rng.below(value + 1)),
-            tender_id: None,
-            reference: Some(format!("re_{}", rng.next())),
-            reason: None,
-            accounts: vec![receivable()],
-            asset: usd(),
-        }),
+        0 | 1 => {
+            // Some of a payment tendered by gift card (with or without a
+            // card's capture besides).
+            let (payment_id, value) = match rng.pick(&known.gift_tenders) {
+                Some(&gift) if rng.chance(30) => gift,
+                _ => (payment_id, value),
+            };
+            Op::Refund(RefundPayment {
+                payment_id,
+                refund_id: RefundId::from_uuid(id(rng)),
+                amount: amount(1 + rng.below(value + 1)),
+                tender_id: None,
+                reference: Some(format!("re_{}", rng.next())),
+                reason: None,
+                accounts: tender_accounts(known, payment_id),
+                asset: usd(),
+            })
+        }
         2 => {
             let dispute_id = DisputeId::from_uuid(id(rng));
             known.disputes.push((payment_id, dispute_id));
@@ -266,6 +284,19 @@ pub(super) fn after_capture_op(rng: &mut Rng, known: &mut Known, now: DateTime<U
         },
         _ => settlement(rng, known, now),
     }
+}
+
+/// The accounts of every tender sent for `payment_id`, as the route
+/// resolves them from the payment's tenders (a refused tender's too: the
+/// request names more, which changes nothing).
+fn tender_accounts(known: &Known, payment_id: PaymentId) -> Vec<AccountCode> {
+    let codes: BTreeSet<AccountCode> = known
+        .tendered
+        .iter()
+        .filter(|(tendered, _)| *tendered == payment_id)
+        .map(|(_, code)| code.clone())
+        .collect();
+    codes.into_iter().collect()
 }
 
 /// A batch of up to three of the captures, each line naming its charge's
@@ -383,18 +414,31 @@ pub(super) fn gift_card_op(rng: &mut Rng, known: &mut Known) -> Op {
             let Some(&(payment_id, value, _)) = rng.pick(&known.payments) else {
                 return seats_op(rng);
             };
-            gift_card_tender(rng, payment_id, value, code)
+            gift_card_tender(rng, known, (payment_id, value), code)
         }
     }
 }
 
-fn gift_card_tender(rng: &mut Rng, payment_id: PaymentId, value: u64, code: String) -> Op {
+fn gift_card_tender(
+    rng: &mut Rng,
+    known: &mut Known,
+    (payment_id, value): (PaymentId, u64),
+    code: String,
+) -> Op {
+    let tendered = 1 + rng.below(value);
+    known.tendered.push((
+        payment_id,
+        aggregates::payments::accounts::gift_card(&code)
+            .unwrap()
+            .code,
+    ));
+    known.gift_tenders.push((payment_id, tendered));
     Op::Tender(AddTender {
         payment_id,
         tender_id: TenderId::from_uuid(id(rng)),
         method: TenderMethod::GiftCard,
         source: TenderSource::GiftCard { code },
-        amount: amount(1 + rng.below(value)),
+        amount: amount(tendered),
         asset: usd(),
     })
 }
@@ -444,4 +488,86 @@ pub(super) fn payout_op(rng: &mut Rng, known: &mut Known) -> Op {
         terms,
         entry_id,
     })
+}
+
+/// A grant revoked: its unused balance is breakage (one revoked already,
+/// or never issued, refused).
+pub(super) fn revoke_op(rng: &mut Rng, known: &Known) -> Op {
+    match rng.pick(&known.grants) {
+        Some((grant_id, account)) => Op::Revoke(RevokeGrant {
+            grant_id: *grant_id,
+            quota: QuotaType::Credits,
+            account: Some(account.clone()),
+        }),
+        None => seats_op(rng),
+    }
+}
+
+/// The payees of the script's directory, as the routes resolve them.
+fn directory() -> Vec<String> {
+    (0..3).map(|rep| format!("rep-{rep}")).collect()
+}
+
+/// An adjustment line (some correcting a line, some taking back, some of
+/// no payee: refused), or a pay run created (its id derived from `key`),
+/// approved, reopened or paid (some out of turn: refused).
+pub(super) fn compensation_op(
+    rng: &mut Rng,
+    known: &mut Known,
+    now: DateTime<Utc>,
+    key: &str,
+) -> Op {
+    // Mostly the latest run: a draft to approve, an approved one to pay.
+    let run = match known.pay_runs.last() {
+        Some(&last) if rng.chance(60) => Some(last),
+        _ => rng.pick(&known.pay_runs).copied(),
+    };
+    match (rng.below(8), run) {
+        (0 | 1, _) => {
+            let payee_id = format!("rep-{}", rng.below(4));
+            let line_id = LineId::from_uuid(id(rng));
+            let corrects = rng
+                .pick(&known.lines)
+                .filter(|(payee, _)| *payee == payee_id)
+                .map(|(_, line)| *line);
+            known.lines.push((payee_id.clone(), line_id));
+            Op::Adjust(AdjustLine {
+                payee_id,
+                line_id,
+                amount: rng.below(3_000) as i64 - 1_000,
+                reason: Some("correction".into()),
+                corrects,
+                asset: usd(),
+            })
+        }
+        (2 | 3, Some(pay_run_id)) => Op::ApproveRun(ApprovePayRun { pay_run_id }),
+        (4, Some(pay_run_id)) => Op::ReopenRun(ReopenPayRun {
+            pay_run_id,
+            payees: directory(),
+        }),
+        (5 | 6, Some(pay_run_id)) => Op::PayRun(PayPayRun {
+            pay_run_id,
+            // Resolved when sent: the run's payees, as the route reads them.
+            payees: Vec::new(),
+        }),
+        _ => {
+            let pay_run_id = PayRunId::from_uuid(known.derived(key, "pay_run"));
+            known.pay_runs.push(pay_run_id);
+            let days = rng.below(10) as i64;
+            Op::CreateRun(CreatePayRun {
+                pay_run_id,
+                terms: RunTerms {
+                    period_start: now - Duration::days(30),
+                    // Now and then an empty period: refused.
+                    period_end: if rng.chance(5) {
+                        now - Duration::days(30)
+                    } else {
+                        now
+                    },
+                    cutoff: now - Duration::days(days),
+                },
+                payees: directory(),
+            })
+        }
+    }
 }
