@@ -88,6 +88,8 @@ pub struct TenantState {
     /// Every journal entry posted, with the time its request was recorded
     /// (kept for reports only).
     entries: Option<Vec<(DateTime<Utc>, JournalEntry)>>,
+    /// Those of them the journal's own requests recorded (kept with them).
+    journal_own: Vec<JournalEntry>,
     /// What the events asked for (scheduled work, process managers'
     /// reactions) and nothing did yet (verification only).
     owed: Option<Owed>,
@@ -120,6 +122,27 @@ pub(crate) struct Member {
 /// the request's (its first event's on a tie); each event recorded at
 /// another is a finding at its own seq, so one retimed event is one
 /// finding, the first included.
+/// The entries of `members` (those folded) that the journal's own requests
+/// recorded.
+fn journal_own(members: &[Member]) -> impl Iterator<Item = JournalEntry> + '_ {
+    use aggregates::journal::entry::EntryEvent;
+    use commands::requests::journal::OWN_ENTRY_KINDS;
+    members
+        .iter()
+        .filter(|member| !member.beyond && member.event.event_type == "EntryRecorded")
+        .filter_map(|member| match serde_json::from_str(&member.event.payload) {
+            Ok(EntryEvent::EntryRecorded(recorded))
+                if recorded
+                    .recorded_by
+                    .as_deref()
+                    .is_some_and(|kind| OWN_ENTRY_KINDS.contains(&kind)) =>
+            {
+                Some(recorded.entry)
+            }
+            _ => None,
+        })
+}
+
 fn one_time(members: &mut [Member]) {
     let Some(first) = members.first().map(|member| member.event.recorded_at) else {
         return;
@@ -180,6 +203,7 @@ impl TenantState {
             last_recorded_at: None,
             request: None,
             entries: None,
+            journal_own: Vec::new(),
             owed: (!partial).then(Owed::default),
             rules: Rules::CURRENT,
         }
@@ -194,6 +218,13 @@ impl TenantState {
     /// The journal entries kept ([`TenantState::keep_entries`]), in order.
     pub fn entries(&self) -> &[(DateTime<Utc>, JournalEntry)] {
         self.entries.as_deref().unwrap_or_default()
+    }
+
+    /// The kept journal entries the journal's own requests recorded
+    /// (`post_entry`, `reverse_entry`, `resolve_hold`: their entries name
+    /// them, since rules 7), in order.
+    pub fn journal_own(&self) -> &[JournalEntry] {
+        &self.journal_own
     }
 
     /// Reads the next event (from `line` of a file, if any). Returns the
@@ -327,6 +358,7 @@ impl TenantState {
         }
         if let Some(kept) = self.entries.as_mut() {
             kept.extend(entries.into_iter().map(|entry| (recorded_at, entry)));
+            self.journal_own.extend(journal_own(&request.members));
         }
         request
             .members

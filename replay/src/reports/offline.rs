@@ -131,10 +131,24 @@ fn trial_balance_input(state: &TenantState, scope: &Scope) -> trial_balance::Inp
             }
         }
     }
+    let mut journal_own: BTreeMap<(String, String), (i128, i128)> = BTreeMap::new();
+    for entry in state.journal_own() {
+        for posting in entry.postings() {
+            let sums = journal_own
+                .entry((posting.account.code.clone(), text(&posting.asset)))
+                .or_default();
+            let amount = i128::from(posting.amount.value());
+            match posting.side {
+                Side::Debit => sums.0 += amount,
+                Side::Credit => sums.1 += amount,
+            }
+        }
+    }
     let mut input = trial_balance::Input {
         totals: totals.into_values().collect(),
         ledger: BTreeMap::new(),
         pending: BTreeMap::new(),
+        journal_own,
     };
     if let Some(fold) = state.fold() {
         for (key, aggregate) in fold.states() {

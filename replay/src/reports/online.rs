@@ -99,10 +99,6 @@ async fn trial_balance_input(
     .bind(scope.from)
     .fetch_all(&mut *connection)
     .await?;
-    let sum = |text: &str| -> Result<i128, ReportError> {
-        text.parse()
-            .map_err(|_| ReportError::Corrupt(format!("a sum past 128 bits: {text}")))
-    };
     let mut input = trial_balance::Input::default();
     for (account, account_type, asset, opening_debits, opening_credits, debits, credits) in rows {
         input.totals.push(trial_balance::AccountTotals {
@@ -113,6 +109,7 @@ async fn trial_balance_input(
             period: (sum(&debits)?, sum(&credits)?),
         });
     }
+    input.journal_own = journal_own(connection, tenant_id, scope.as_of_seq).await?;
     let ledger: Vec<(String, String, String, String, String)> = sqlx::query_as(
         "SELECT code, asset, (sum(debits_posted) - sum(credits_posted))::text, \
                 sum(debits_pending)::text, sum(credits_pending)::text \
@@ -132,6 +129,43 @@ async fn trial_balance_input(
         }
     }
     Ok(input)
+}
+
+/// What the journal's own requests posted as of `seq`, per account and
+/// asset (`trial_balance::Input::journal_own`): the entries they recorded
+/// name them (since rules 7), in their events.
+async fn journal_own(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+    seq: i64,
+) -> Result<std::collections::BTreeMap<(String, String), (i128, i128)>, ReportError> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT p.posting->'account'->>'code', p.posting->>'asset', \
+           coalesce(sum((p.posting->>'amount')::numeric) FILTER (WHERE p.posting->>'side' = 'debit'), 0)::text, \
+           coalesce(sum((p.posting->>'amount')::numeric) FILTER (WHERE p.posting->>'side' = 'credit'), 0)::text \
+         FROM journal_entries e \
+         JOIN events v ON v.tenant_id = e.tenant_id AND v.tenant_seq = e.tenant_seq \
+         CROSS JOIN LATERAL jsonb_array_elements(e.postings) AS p(posting) \
+         WHERE e.tenant_id = $1 AND e.tenant_seq <= $2 AND e.event_type = 'EntryRecorded' \
+           AND v.payload->'EntryRecorded'->>'recorded_by' = ANY($3) \
+         GROUP BY 1, 2",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(seq)
+    .bind(&commands::requests::journal::OWN_ENTRY_KINDS[..])
+    .fetch_all(connection)
+    .await?;
+    let mut own = std::collections::BTreeMap::new();
+    for (account, asset, debits, credits) in rows {
+        own.insert((account, asset), (sum(&debits)?, sum(&credits)?));
+    }
+    Ok(own)
+}
+
+/// A sum the database gave as text.
+fn sum(text: &str) -> Result<i128, ReportError> {
+    text.parse()
+        .map_err(|_| ReportError::Corrupt(format!("a sum past 128 bits: {text}")))
 }
 
 /// Report `name` of `tenant_id` at `seq` (from [`seq_of`]) for `point`

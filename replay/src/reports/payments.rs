@@ -470,7 +470,10 @@ fn tie_out(journal: &Journal, booked: &Booked, waterfall: &Waterfall) -> Vec<Che
         "processor_balance:",
         "processor_payable:",
     ]
-    .map(|prefix| journal.posted(prefix));
+    // What the payments' own requests posted: an entry of the journal's
+    // own (an invoice paid outside payments, credited to revenue) is no
+    // payment's.
+    .map(|prefix| journal.posted_by_domains(prefix));
     super::checks_per_asset(waterfall.keys(), |asset| {
         let stage = |name: &str| waterfall.get(asset).map_or(0, |stages| stages[at(name)]);
         let of_booked = |map: &BTreeMap<String, i128>| map.get(asset).copied().unwrap_or(0);

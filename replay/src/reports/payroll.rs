@@ -156,9 +156,12 @@ pub fn compute(
 
 /// Per currency: the ledgers' figures beside the journal's.
 fn tie_out(journal: &Journal, per_asset: &BTreeMap<String, [i128; 7]>) -> Vec<Check> {
-    let expense = journal.posted("compensation_expense");
-    let payable = journal.posted("compensation_payable:");
-    let bank = journal.posted("bank:payroll");
+    // What compensation's own requests posted: an entry of the journal's
+    // own (a bonus accrued by hand, a transfer out of the payroll bank) is
+    // no pay run's.
+    let expense = journal.posted_by_domains("compensation_expense");
+    let payable = journal.posted_by_domains("compensation_payable:");
+    let bank = journal.posted_by_domains("bank:payroll");
     super::checks_per_asset(per_asset.keys().chain(payable.keys()), |asset| {
         let sums = per_asset.get(asset).copied().unwrap_or([0; 7]);
         let of = |posted| super::posted_of(posted, asset);

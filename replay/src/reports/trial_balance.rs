@@ -31,6 +31,14 @@ pub struct Input {
     /// What open holds reserve on those accounts as of the seq: (debits,
     /// credits) pending, by (account, asset).
     pub pending: BTreeMap<(String, String), (i128, i128)>,
+    /// What the journal's own requests (`post_entry`, `reverse_entry`,
+    /// `resolve_hold`) posted as of the seq, by (account, asset): (debits,
+    /// credits). Part of the trial balance as every entry is; a domain's
+    /// report leaves it out where it ties out on an account the journal
+    /// may post to as well (`revenue`, `compensation_expense`, ...).
+    /// Entries recorded before rules 7 name no request: counted as a
+    /// domain's.
+    pub journal_own: BTreeMap<(String, String), (i128, i128)>,
 }
 
 impl Input {
@@ -47,6 +55,20 @@ impl Input {
             let sum = sums.entry(totals.asset.clone()).or_default();
             sum.0 += totals.opening.0 + totals.period.0;
             sum.1 += totals.opening.1 + totals.period.1;
+        }
+        sums
+    }
+
+    /// [`Input::posted`] less what the journal's own requests posted
+    /// ([`Input::journal_own`]): what the ledger's domains posted.
+    pub fn posted_by_domains(&self, prefix: &str) -> BTreeMap<String, (i128, i128)> {
+        let mut sums = self.posted(prefix);
+        for ((account, asset), own) in &self.journal_own {
+            if matches(account, prefix) {
+                let sum = sums.entry(asset.clone()).or_default();
+                sum.0 -= own.0;
+                sum.1 -= own.1;
+            }
         }
         sums
     }

@@ -662,6 +662,16 @@ async fn the_payroll_report_shows_each_run_and_payee_and_ties_out() {
         json!({"kind": "time", "minutes": 30, "worked_at": worked}),
     )
     .await;
+    // A bonus accrued by hand and money moved out of the payroll bank: the
+    // journal's own entries, no pay run's.
+    journal_own_entries(
+        &shop,
+        [
+            ("compensation_expense", "expense", -500),
+            ("bank:payroll", "asset", 300),
+        ],
+    )
+    .await;
     catch_up(&db).await;
     let text = client
         .get(format!("{base}/v1/reports/payroll"))
@@ -685,6 +695,14 @@ async fn the_payroll_report_shows_each_run_and_payee_and_ties_out() {
                 "in_run": 0, "paid": 4_800, "carried": 0, "capped": 0}])
     );
     assert_eq!(report["tie_out"]["agrees"], true, "{report}");
+    assert_eq!(
+        tie_out_figures(&report, "accrued"),
+        (json!(5_800), json!(5_800))
+    );
+    assert_eq!(
+        tie_out_figures(&report, "paid"),
+        (json!(4_800), json!(4_800))
+    );
     assert_formats_agree(&base, &acme.api_key, "payroll", &report).await;
     let file = std::env::temp_dir().join(format!("payroll-report-{}.jsonl", acme.tenant_id));
     replay::export::export(&store, acme.tenant_id, &file, false)
@@ -769,8 +787,19 @@ async fn the_payments_report_shows_the_waterfall_unsettled_items_and_aged_breaks
                    {"type": "capture", "reference": "ch_x", "gross": 500, "fee": 0, "net": 500}]}),
     )
     .await;
-    // Dec 6: the second sale and the refund are still in no batch.
+    // Dec 6: the second sale and the refund are still in no batch. The
+    // books take an invoice paid outside payments (credited to revenue)
+    // and a fee charged by hand: the journal's own entries, which the
+    // payments' tie-out leaves out.
     *now.lock().unwrap() = start + Duration::days(5);
+    journal_own_entries(
+        &shop,
+        [
+            ("revenue", "revenue", 1_234),
+            ("processing_fees", "expense", -50),
+        ],
+    )
+    .await;
     let last = post(
         "p3",
         "/v1/payments".into(),
@@ -854,6 +883,11 @@ async fn the_payments_report_shows_the_waterfall_unsettled_items_and_aged_breaks
         ]
     );
     assert_eq!(report["tie_out"]["agrees"], true, "{report}");
+    assert_eq!(
+        tie_out_figures(&report, "captured"),
+        (json!(14_000), json!(14_000))
+    );
+    assert_eq!(tie_out_figures(&report, "fees"), (json!(290), json!(290)));
     assert_formats_agree(&base, &acme.api_key, "payments", &report).await;
     let file = std::env::temp_dir().join(format!("payments-report-{}.jsonl", acme.tenant_id));
     replay::export::export(&store, acme.tenant_id, &file, false)
@@ -997,6 +1031,52 @@ async fn the_payments_report_ties_out_dispute_lines_matched_late_or_off_by_an_am
     assert_eq!(matched["resolution"], "match", "{matched}");
     catch_up(&db).await;
     payments_report_tied_out(&client, &base, &store, &acme).await;
+}
+
+/// The journal's own entries on a domain's accounts: for each (code, type,
+/// amount), the account opened as that domain opens it, and `amount`
+/// credited to it (debited, when negative) against `manual_books`.
+async fn journal_own_entries<const N: usize>(shop: &Poster, entries: [(&str, &str, i64); N]) {
+    let path = |rest: &str| format!("/v1/journal/{rest}");
+    shop.post(
+        "open-manual-books",
+        path("accounts"),
+        json!({"code": "manual_books", "type": "equity"}),
+    )
+    .await;
+    for (code, account_type, amount) in entries {
+        shop.post(
+            &format!("open-{code}"),
+            path("accounts"),
+            json!({"code": code, "type": account_type}),
+        )
+        .await;
+        let (credit, debit) = if amount > 0 {
+            (code, "manual_books")
+        } else {
+            ("manual_books", code)
+        };
+        let line = |account: &str, side: &str| json!({"account": account, "asset": "USD/2", "side": side, "amount": amount.abs()});
+        let posted = shop
+            .post(
+                &format!("manual-{code}"),
+                path("entries"),
+                json!({"lines": [line(debit, "debit"), line(credit, "credit")]}),
+            )
+            .await;
+        assert!(posted["tenant_seq"].is_i64(), "{posted}");
+    }
+}
+
+/// A tie-out check's two figures: (the report's, the ledger's).
+fn tie_out_figures(report: &Value, check: &str) -> (Value, Value) {
+    let found = report["tie_out"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|found| found["check"] == check)
+        .unwrap_or_else(|| panic!("no check {check}: {report}"));
+    (found["report"].clone(), found["ledger"].clone())
 }
 
 /// The payments report of `tenant` at its head, online, after asserting it
