@@ -2,7 +2,9 @@
 //! read-your-writes): payments, disputes, gift cards, settlement batches,
 //! breaks and payouts. Another tenant's id is 404.
 
-use super::views::{state as state_of, DisputeView, PaymentView, PayoutView, SettlementView};
+use super::views::{
+    state as state_of, BatchSummary, DisputeView, PaymentView, PayoutView, SettlementView,
+};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiPath, ApiQuery, PageLimit, Seq, Tenant};
 use crate::http::read::{indexed_holder, next_after, tenant_read, ReadQuery};
@@ -482,8 +484,8 @@ async fn list_breaks(
     }))
 }
 
-/// A payout: what it pays, where it stands, and every batch it pays out
-/// with every line of them.
+/// A payout: what it pays, where it stands, and every batch it pays out,
+/// in sum (each batch's lines and breaks are its own read).
 #[utoipa::path(
     get,
     path = "/v1/payouts/{payout_id}",
@@ -515,21 +517,21 @@ async fn get_payout(
                         .ok()
                         .and_then(|payout| payout.terms)
                         .map(|terms| terms.batches);
-                let batches = with_breaks(
-                    connection,
-                    tenant_id,
-                    "settlement",
-                    terms.unwrap_or_default(),
-                )
-                .await?;
+                // One batch in memory at a time: up to 100 batches of up
+                // to 10,000 lines each.
+                let mut batches = Vec::new();
+                for batch in terms.unwrap_or_default() {
+                    if let Some(found) =
+                        documents::get(connection, tenant_id, "settlement", &batch).await?
+                    {
+                        batches.push(BatchSummary::of(&found));
+                    }
+                }
                 Ok((Some(payout), batches))
             })
         })
         .await?;
     let payout = payout.ok_or_else(|| ApiError::NotFound(format!("no payout {payout_id}")))?;
-    let batches = batches
-        .into_iter()
-        .map(|(found, breaks)| SettlementView::of(&found, breaks))
-        .collect::<Result<Vec<_>, _>>()?;
+    let batches = batches.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(Json(PayoutView::of(&payout, batches, projection_seq)?))
 }

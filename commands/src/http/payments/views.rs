@@ -254,7 +254,56 @@ impl SettlementView {
     }
 }
 
-/// A payout, with every batch it pays out and every line of them.
+/// A batch a payout pays out, in sum: its lines and breaks are the
+/// batch's own read (`GET /v1/settlements/{settlement_id}`), so that a
+/// payout of many large batches reads as little as a small one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchSummary {
+    /// `<processor>:<batch_id>`.
+    pub settlement_id: String,
+    pub batch_id: String,
+    pub settled_at: Option<DateTime<Utc>>,
+    /// `imported`, or `paid_out`.
+    pub status: String,
+    /// How many lines it has, how many matched an item of the ledger, and
+    /// how many opened a break.
+    pub lines: usize,
+    pub matched: usize,
+    pub breaks: usize,
+    pub totals: LineTotals,
+}
+
+impl BatchSummary {
+    pub fn of(document: &PaymentDocument) -> Result<Self, ApiError> {
+        let settlement: Settlement = state(document)?;
+        let overflow = || ApiError::Internal(format!("settlement {} totals", document.id));
+        let mut totals = LineTotals::default();
+        let (mut matched, mut breaks) = (0, 0);
+        for settled in &settlement.lines {
+            let line = &settled.line;
+            totals.gross = totals.gross.checked_add(line.gross).ok_or_else(overflow)?;
+            totals.fee = totals.fee.checked_add(line.fee).ok_or_else(overflow)?;
+            totals.net = totals.net.checked_add(line.net).ok_or_else(overflow)?;
+            match settled.outcome {
+                Outcome::Matched { .. } => matched += 1,
+                Outcome::Break { .. } => breaks += 1,
+                Outcome::Processor => {}
+            }
+        }
+        Ok(Self {
+            settlement_id: document.id.clone(),
+            batch_id: settlement.batch_id,
+            settled_at: settlement.settled_at,
+            status: document.status.clone(),
+            lines: settlement.lines.len(),
+            matched,
+            breaks,
+            totals,
+        })
+    }
+}
+
+/// A payout, with every batch it pays out in sum.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PayoutView {
     pub payout_id: Uuid,
@@ -268,7 +317,7 @@ pub struct PayoutView {
     pub created_at: Option<DateTime<Utc>>,
     /// Why it failed.
     pub reason: Option<String>,
-    pub batches: Vec<SettlementView>,
+    pub batches: Vec<BatchSummary>,
     pub created_seq: i64,
     pub last_tenant_seq: i64,
     pub projection_seq: i64,
@@ -277,7 +326,7 @@ pub struct PayoutView {
 impl PayoutView {
     pub fn of(
         document: &PaymentDocument,
-        batches: Vec<SettlementView>,
+        batches: Vec<BatchSummary>,
         projection_seq: i64,
     ) -> Result<Self, ApiError> {
         let payout: Payout = state(document)?;
