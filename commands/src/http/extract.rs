@@ -80,17 +80,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .extensions()
             .get::<BodyLimit>()
             .map_or(0, |limit| limit.0);
-        if axum::body::HttpBody::size_hint(request.body()).exact() == Some(0) {
-            let empty = serde_json::Value::Object(serde_json::Map::new());
-            return serde_path_to_error::deserialize(empty)
-                .map(Self)
-                .map_err(|error| ApiError::bad_request(error.to_string()));
-        }
-        if !json_content_type(request.headers()) {
-            return Err(ApiError::bad_request(
-                "the body must be JSON with Content-Type: application/json",
-            ));
-        }
+        let json = json_content_type(request.headers());
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -100,6 +90,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                     ApiError::bad_request(rejection.body_text())
                 }
             })?;
+        // No body at all, however framed (no length, a length of 0, an
+        // empty chunked one).
+        if bytes.is_empty() {
+            let empty = serde_json::Value::Object(serde_json::Map::new());
+            return serde_path_to_error::deserialize(empty)
+                .map(Self)
+                .map_err(|error| ApiError::bad_request(error.to_string()));
+        }
+        if !json {
+            return Err(ApiError::bad_request(
+                "the body must be JSON with Content-Type: application/json",
+            ));
+        }
         // Every body is an object: a struct would also read from an array.
         if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::bad_request("the body must be a JSON object"));

@@ -765,6 +765,23 @@ async fn a_route_whose_body_has_no_required_field_takes_an_empty_body() {
         .await
         .unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::OK);
+    // The same with an empty chunked body (no length known before it ends).
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "POST /v1/quota/credits/expire HTTP/1.1\r\nHost: ledger\r\n\
+         Authorization: Bearer {}\r\nIdempotency-Key: expire-2\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+        client.api_key
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let response = server
         .client
         .post(format!("{}/v1/quota/credits/consume", server.base))
