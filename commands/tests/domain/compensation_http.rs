@@ -168,6 +168,22 @@ async fn work_commissions_clawbacks_and_pay_runs_move_every_account_to_the_unit(
     )
     .await;
     assert_eq!(version["version"], 2);
+    // A field of another kind of rule is a malformed body, named.
+    let refused = acme
+        .post(
+            "/v1/compensation/plans/sales/versions",
+            "v3",
+            json!({"effective_from": day(12, 0), "rules": [{"kind": "hourly", "rate_per_hour": 1, "unit": "x"}]}),
+        )
+        .await;
+    let error = refused.assert_error(StatusCode::BAD_REQUEST, "invalid_rules");
+    assert_eq!(
+        (&error["message"], &error["details"]),
+        (
+            &json!("rules[0]: unit is no field of a rule of kind \"hourly\""),
+            &json!({"rule": 0})
+        )
+    );
     assert_eq!(work(&acme, "w3", time(30, day(11, 9))).await, 1_500);
     assert_eq!(work(&acme, "w4", time(60, day(5, 9))).await, 2_500);
     acme.post(

@@ -200,9 +200,10 @@ fn rules(bodies: Vec<RuleBody>) -> Result<Vec<Rule>, ApiError> {
                 .iter()
                 .find(|(field, set)| *set && !allowed.contains(field))
             {
+                let kind = serde_json::to_value(body.kind).unwrap_or_default();
                 return Err(invalid_rule(
                     n,
-                    format!("a {:?} rule has no {field}", body.kind),
+                    format!("{field} is no field of a rule of kind {kind}"),
                 ));
             }
             let missing = |field: &str| invalid_rule(n, format!("{field} is required"));
