@@ -182,7 +182,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
             Err(PathRejection::FailedToDeserializePathParams(error)) => {
-                Err(path_error(error.into_kind()))
+                let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+                    .await
+                    .ok();
+                Err(path_error(error.into_kind(), raw))
             }
             // The route has no such parameters: a defect, not bad input.
             Err(other) => Err(ApiError::Internal(other.body_text())),
@@ -190,7 +193,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     }
 }
 
-fn path_error(kind: ErrorKind) -> ApiError {
+fn path_error(kind: ErrorKind, raw: Option<axum::extract::RawPathParams>) -> ApiError {
     let (message, details) = match &kind {
         ErrorKind::ParseErrorAtKey {
             key,
@@ -212,10 +215,32 @@ fn path_error(kind: ErrorKind) -> ApiError {
             format!("{key}: not valid UTF-8"),
             serde_json::json!({"parameter": key}),
         ),
-        other => (
-            format!("invalid path parameter: {other}"),
-            serde_json::Value::Null,
-        ),
+        // A value's own refusal (a name, a report's name) says the value
+        // but not its parameter: the route's only one, or the one whose
+        // value it quotes.
+        other => {
+            let text = other.to_string();
+            let params: Vec<(&str, &str)> = raw.iter().flat_map(|raw| raw.iter()).collect();
+            let quoted: Vec<(&str, &str)> = params
+                .iter()
+                .filter(|(_, value)| text.contains(&format!("{value:?}")))
+                .copied()
+                .collect();
+            let named = match (params.as_slice(), quoted.as_slice()) {
+                ([only], _) | (_, [only]) => Some(*only),
+                _ => None,
+            };
+            match named {
+                Some((key, value)) => (
+                    format!("{key}: invalid value {value:?}: {text}"),
+                    serde_json::json!({"parameter": key, "value": value}),
+                ),
+                None => (
+                    format!("invalid path parameter: {text}"),
+                    serde_json::Value::Null,
+                ),
+            }
+        }
     };
     ApiError::BadRequest {
         code: "invalid_path_parameter",

@@ -225,6 +225,29 @@ async fn a_malformed_grant_id_in_the_path_answers_400_in_the_error_envelope() {
         assert_eq!(error["details"]["parameter"], "grant_id");
         assert_eq!(error["details"]["value"], "not-a-uuid");
     }
+    // A name a route takes alone, or beside another parameter, is named
+    // with its value too.
+    for (path, parameter) in [
+        ("/v1/gift-cards/-x", "code"),
+        ("/v1/payees/-x/ledger", "payee_id"),
+        (
+            "/v1/commitments/00000000-0000-0000-0000-000000000001/milestones/-x/submit",
+            "milestone_id",
+        ),
+    ] {
+        let answer = if path.ends_with("submit") {
+            acme.post(path, "s", json!({})).await
+        } else {
+            acme.get(path).await
+        };
+        let error = answer.assert_error(StatusCode::BAD_REQUEST, "invalid_path_parameter");
+        assert_eq!(
+            error["details"],
+            json!({"parameter": parameter, "value": "-x"}),
+            "{path}: {}",
+            answer.body
+        );
+    }
     assert_eq!(head_seq(&server, &acme).await, seq);
     server.catch_up().await;
     assert_trial_balance_is_zero(&acme, seq).await;
