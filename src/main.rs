@@ -213,7 +213,8 @@ struct ReplayArgs {
     #[arg(long, conflicts_with = "as_of")]
     as_of_seq: Option<i64>,
     /// State at this time (RFC 3339, e.g. 2026-11-21T12:00:00Z; from
-    /// 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z).
+    /// 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z). At least 5 s
+    /// past (from the database; any time with --file).
     #[arg(long)]
     as_of: Option<aggregates::time::BoundedTime>,
     /// Print JSON instead of a readable summary.

@@ -1028,7 +1028,7 @@ fn clocked_bus(
 ) {
     use chrono::TimeZone;
     let now = std::sync::Arc::new(std::sync::Mutex::new(
-        chrono::Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+        chrono::Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
     ));
     let reading = now.clone();
     let bus = commands::CommandBus::start(
@@ -1043,7 +1043,7 @@ fn clocked_bus(
 }
 
 /// Subscribes `tenant` to `plan`, then consumes each of `credits`, an hour
-/// apart from 00:00 on 2030-01-01 (so the subscription is seqs 1 to 4 at
+/// apart from 00:00 on 2025-01-01 (so the subscription is seqs 1 to 4 at
 /// 00:00, the first consumption seq 5 at 01:00, ...).
 async fn subscribe_and_consume(
     bus: &commands::CommandBus,
@@ -1160,7 +1160,8 @@ async fn replay_as_of_a_time_folds_the_events_recorded_by_then() {
     // Proves: `replay --tenant T --as-of TIME --json` folds exactly the
     // events recorded at or before TIME (the one at TIME in, nothing before
     // the first), equals `--as-of-seq` of the seq reached but for the time
-    // reported, and a time that does not parse is refused (exit 2).
+    // reported, and a time that does not parse, or is not 5 s past yet, is
+    // refused (exit 2).
     let db = TestDatabase::new().await;
     let store = db.store();
     let (bus, now) = clocked_bus(&db);
@@ -1191,9 +1192,9 @@ async fn replay_as_of_a_time_folds_the_events_recorded_by_then() {
             .clone()
     };
 
-    let at_one = replay(&["--as-of", "2030-01-01T01:00:00Z"]);
+    let at_one = replay(&["--as-of", "2025-01-01T01:00:00Z"]);
     assert_eq!(at_one["as_of_seq"], 5);
-    assert_eq!(at_one["as_of"], "2030-01-01T01:00:00Z");
+    assert_eq!(at_one["as_of"], "2025-01-01T01:00:00Z");
     assert_eq!(
         (
             credits(&at_one)["consumed"].clone(),
@@ -1201,17 +1202,17 @@ async fn replay_as_of_a_time_folds_the_events_recorded_by_then() {
         ),
         (json!("10"), json!(990))
     );
-    let just_before = replay(&["--as-of", "2030-01-01T00:59:59.999999Z"]);
+    let just_before = replay(&["--as-of", "2025-01-01T00:59:59.999999Z"]);
     assert_eq!(just_before["as_of_seq"], 4);
     assert_eq!(credits(&just_before)["consumed"], "0");
-    let before = replay(&["--as-of", "2029-12-31T23:59:59Z"]);
+    let before = replay(&["--as-of", "2024-12-31T23:59:59Z"]);
     assert_eq!(before["as_of_seq"], 0);
     assert_eq!(before["quotas"], json!([]));
 
-    let mut by_time = replay(&["--as-of", "2030-01-01T01:30:00Z"]);
+    let mut by_time = replay(&["--as-of", "2025-01-01T01:30:00Z"]);
     let mut by_seq = replay(&["--as-of-seq", "5"]);
-    assert_eq!(by_time["as_of"], "2030-01-01T01:30:00Z");
-    assert_eq!(by_seq["as_of"], "2030-01-01T01:00:00Z");
+    assert_eq!(by_time["as_of"], "2025-01-01T01:30:00Z");
+    assert_eq!(by_seq["as_of"], "2025-01-01T01:00:00Z");
     by_time["as_of"] = Value::Null;
     by_seq["as_of"] = Value::Null;
     assert_eq!(by_time, by_seq);
@@ -1225,6 +1226,19 @@ async fn replay_as_of_a_time_folds_the_events_recorded_by_then() {
         String::from_utf8_lossy(&output.stderr).contains("--as-of"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    // A time not yet 5 s past (by the database's clock) could still gain
+    // events: refused.
+    let output = ledger(&db)
+        .args(["replay", "--tenant", &tenant_text])
+        .args(["--as-of", "2999-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("2999-01-01T00:00:00Z is not closed yet"),
+        "{stderr}"
     );
     bus.shutdown().await;
 }

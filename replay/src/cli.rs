@@ -105,6 +105,17 @@ pub async fn run_replay(database_url: Option<&str>, options: ReplayOptions) -> R
         (Some(path), _) => crate::export::replay_file(path, options.as_of)?,
         (None, Some(tenant)) => {
             let store = open_store_to_read(database_url, 2).await?;
+            if let AsOf::Time(at) = options.as_of {
+                // Closed by the database server's clock, as reports are.
+                let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+                    .fetch_one(store.pool())
+                    .await?;
+                if let Err(commands::http::error::ApiError::Unprocessable { message, .. }) =
+                    commands::http::read::closed_as_of(at, now)
+                {
+                    return Err(message.into());
+                }
+            }
             crate::as_of::replay_stored(&store, tenant, options.as_of).await?
         }
         (None, None) => return Err("give --tenant or --file".into()),

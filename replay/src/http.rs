@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::Json;
 use commands::http::error::{ApiError, ErrorBody};
 use commands::http::extract::{ApiQuery, AsOfPoint, Tenant};
+use commands::http::read::closed_as_of;
 use commands::http::{AppState, REPLAY_TIMEOUT};
 use serde::Deserialize;
 use serde_json::Value;
@@ -43,7 +44,7 @@ pub struct ReplayQuery {
     responses(
         (status = 200, description = "The state as of the point asked", body = Object),
         (status = 400, description = "`as_of` neither a tenant_seq nor a time in range", body = ErrorBody),
-        (status = 422, description = "`history_does_not_verify`: an event up to the point (or the one right after it) fails the chain or the domain; `details.finding` names it", body = ErrorBody),
+        (status = 422, description = "`history_does_not_verify`: an event up to the point (or the one right after it) fails the chain or the domain; `details.finding` names it; `as_of_open`: a time less than 5 s past (or in the future), which later requests could still be recorded at or before (details: as_of, closes_at)", body = ErrorBody),
         (status = 503, description = "`replay_timeout`: the replay did not finish within 25 s; or `database_unavailable`", body = ErrorBody),
     )
 )]
@@ -54,7 +55,7 @@ async fn replay(
 ) -> Result<Json<Value>, ApiError> {
     let as_of = match query.as_of {
         Some(AsOfPoint::Seq(seq)) => AsOf::Seq(seq),
-        Some(AsOfPoint::Time(time)) => AsOf::Time(time.get()),
+        Some(AsOfPoint::Time(time)) => AsOf::Time(closed_as_of(time.get(), state.bus.now())?),
         None => AsOf::Head,
     };
     let replaying = state.replays.try_acquire(tenant_id)?;

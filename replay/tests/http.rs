@@ -228,6 +228,8 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_time() {
             .clone()
     };
 
+    // Read 5 s after the last request: every time up to it is closed.
+    *now.lock().unwrap() = at(5) + Duration::seconds(5);
     let before = replay_at(start - Duration::seconds(1)).await;
     assert_eq!(before["as_of_seq"], 0);
     assert_eq!(before["quotas"], json!([]));
@@ -270,6 +272,25 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_time() {
     assert_eq!(state["as_of_seq"], 6);
     assert_eq!(quota(&state, "runs")["consumed"], "0");
 
+    // A time less than 5 s past could still gain events: refused.
+    let open = client
+        .get(format!(
+            "{base}/v1/replay?as_of=2030-01-01T05:00:00.000001Z"
+        ))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 422);
+    let body: Value = open.json().await.unwrap();
+    assert_eq!(
+        (&body["error"]["code"], &body["error"]["details"]),
+        (
+            &json!("as_of_open"),
+            &json!({"as_of": "2030-01-01T05:00:00.000001Z", "closes_at": "2030-01-01T05:00:05.000001Z"})
+        ),
+        "{body}"
+    );
     let refused = client
         .get(format!("{base}/v1/replay?as_of=yesterday"))
         .bearer_auth(&acme.api_key)
@@ -345,6 +366,8 @@ async fn balances_as_of_a_time_equal_a_replay_to_that_time_at_many_points() {
     projections::runtime::catch_up_all(store.pool(), &running, None, 1_000)
         .await
         .unwrap();
+    // Read once every time asked is closed.
+    *now.lock().unwrap() = start + Duration::hours(17);
 
     let get = |path: String| {
         let request = client
@@ -377,4 +400,20 @@ async fn balances_as_of_a_time_equal_a_replay_to_that_time_at_many_points() {
             "as of {time}"
         );
     }
+    // A time less than 5 s past could still gain events: refused.
+    let open = client
+        .get(format!(
+            "{base}/v1/journal/balances?as_of=2030-01-01T16:59:56Z"
+        ))
+        .bearer_auth(&acme.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 422);
+    let body: Value = open.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "as_of_open", "{body}");
+    assert_eq!(
+        body["error"]["details"]["closes_at"], "2030-01-01T17:00:01Z",
+        "{body}"
+    );
 }

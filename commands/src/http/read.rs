@@ -108,6 +108,38 @@ fn read_error(state: &AppState, error: sqlx::Error) -> ApiError {
     }
 }
 
+/// How long past a time must be before a read or a report as of it is
+/// final: a request is stamped when it is decided and may commit a moment
+/// later, so only a time that far past has every event recorded at or
+/// before it committed, and an answer as of it is the same on any later
+/// day.
+pub const CLOSED_AFTER: chrono::Duration = chrono::Duration::seconds(5);
+
+/// `at`, once it is closed at `now` ([`CLOSED_AFTER`] past); else 422
+/// `as_of_open`, saying when it closes.
+pub fn closed_as_of(
+    at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    if at <= now - CLOSED_AFTER {
+        return Ok(at);
+    }
+    let closes_at = at + CLOSED_AFTER;
+    let text = |time: chrono::DateTime<chrono::Utc>| {
+        time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    };
+    Err(ApiError::Unprocessable {
+        code: "as_of_open",
+        message: format!(
+            "{} is not closed yet: an answer as of a time is given once it is {} s past (from {}), so that it is the same on any later day; read now (no as_of), or as of a tenant_seq",
+            text(at),
+            CLOSED_AFTER.num_seconds(),
+            text(closes_at)
+        ),
+        details: json!({"as_of": text(at), "closes_at": text(closes_at)}),
+    })
+}
+
 /// The seq a balance `as_of` is taken at: the seq given, or the tenant's
 /// last recorded at or before the time given, taken back to the end of the
 /// request it falls in (a request's holds, account movements and entries
@@ -124,7 +156,8 @@ pub async fn as_of_seq(
     let seq = match as_of {
         AsOfPoint::Seq(seq) => seq,
         AsOfPoint::Time(time) => {
-            projections::journal::seq_at(&mut reading, tenant_id, time.get()).await?
+            let at = closed_as_of(time.get(), state.bus.now())?;
+            projections::journal::seq_at(&mut reading, tenant_id, at).await?
         }
     };
     let head = state

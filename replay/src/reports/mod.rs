@@ -104,7 +104,7 @@ impl Scope {
 /// How long after a time a report may be taken as of it: well past the
 /// longest a request's append commits after its stamp (retries of a
 /// moved head take well under a second).
-pub const CLOSED_AFTER: chrono::Duration = chrono::Duration::seconds(5);
+pub use commands::http::read::CLOSED_AFTER;
 
 fn rfc3339(time: &DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
