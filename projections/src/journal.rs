@@ -600,7 +600,9 @@ pub struct AccountBalance {
     /// Sums as decimal strings (they may exceed 64 bits).
     pub debits: String,
     pub credits: String,
-    /// Credits minus debits.
+    /// Credits minus debits, whatever the account's type (an asset holding
+    /// 8410 reads -8410; the trial balance and reports show debits minus
+    /// credits; `available` follows the account's normal side).
     pub balance: String,
     /// Debits and credits reserved by open holds (journal accounts only;
     /// `"0"` for the others).
