@@ -158,6 +158,8 @@ fn append(file: &FsPath, text: &str) {
 struct Served {
     base: String,
     api_key: String,
+    /// How far the server's clock runs ahead of the machine's.
+    ahead: Arc<Mutex<chrono::Duration>>,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<Result<(), String>>,
 }
@@ -209,9 +211,14 @@ async fn serve_replicated(cluster: &Replicated) -> Served {
     // Long enough for a write to replicate on a busy machine, short enough
     // for the reads the paused replay holds back to run out of it.
     http.read_wait = Duration::from_secs(5);
+    let ahead = Arc::new(Mutex::new(chrono::Duration::zero()));
+    let reading = ahead.clone();
     let config = ServeConfig {
         http,
-        bus: BusConfig::default(),
+        bus: BusConfig {
+            clock: commands::Clock::from_fn(move || chrono::Utc::now() + *reading.lock().unwrap()),
+            ..BusConfig::default()
+        },
         workers: true,
         plans: aggregates::plan::PlanCatalog::builtin(),
         ticker: None,
@@ -238,6 +245,7 @@ async fn serve_replicated(cluster: &Replicated) -> Served {
     Served {
         base,
         api_key: tenant.api_key,
+        ahead,
         stop,
         server,
     }
@@ -264,6 +272,7 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
     let Served {
         base,
         api_key,
+        ahead,
         stop,
         server,
     } = serve_replicated(&cluster).await;
@@ -305,7 +314,7 @@ async fn reads_with_min_seq_on_a_hot_standby_see_every_acknowledged_write() {
     assert!(status["replica_replay_lag_seconds"].is_number(), "{status}");
     assert_eq!(status["replica_error"], Value::Null, "{status}");
     eprintln!("a write and its read on the standby: {per_write:?} each");
-    with_replay_paused(&cluster, &standby, &call, &client, &base).await;
+    with_replay_paused(&cluster, &standby, &call, (&client, &base), &ahead).await;
     // Promoted (a failover), it replays nothing more: named, not "caught
     // up".
     cluster.pg_ctl("standby", "promote");
@@ -347,8 +356,8 @@ async fn with_replay_paused<F>(
     cluster: &Replicated,
     standby: &sqlx::PgPool,
     call: &F,
-    client: &reqwest::Client,
-    base: &str,
+    (client, base): (&reqwest::Client, &str),
+    ahead: &Mutex<chrono::Duration>,
 ) where
     F: Fn(reqwest::Method, String) -> reqwest::RequestBuilder,
 {
@@ -396,6 +405,8 @@ async fn with_replay_paused<F>(
     // Reads that need the write wait for the standby's checkpoints, not the
     // primary's, and a time is taken as the primary's seq: with the replay
     // paused both run out of their wait.
+    // A time after the write, closed by the server's clock (two hours on).
+    *ahead.lock().unwrap() = chrono::Duration::hours(2);
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let balances = |min_seq: Option<i64>| {
         let mut query = vec![("as_of", later.clone())];
@@ -584,6 +595,7 @@ async fn measure_replica_lag_and_read_throughput() {
         api_key,
         stop,
         server,
+        ..
     } = serve_replicated(&cluster).await;
     let client = reqwest::Client::new();
     let granted = client
