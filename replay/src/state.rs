@@ -116,33 +116,36 @@ pub(crate) struct Member {
     pub(crate) beyond: bool,
 }
 
-/// A request's events are appended at one time: a member recorded at
-/// another would put part of the request on the other side of a point in
-/// time (a period's end, an as_of). The time most of its events share is
-/// the request's (its first event's on a tie); each event recorded at
-/// another is a finding at its own seq, so one retimed event is one
-/// finding, the first included.
 /// The entries of `members` (those folded) that the journal's own requests
-/// recorded.
+/// recorded: the request every event names in its metadata (`command`) is
+/// one of `OWN_ENTRY_KINDS`, whatever the rules it was decided under.
 fn journal_own(members: &[Member]) -> impl Iterator<Item = JournalEntry> + '_ {
     use aggregates::journal::entry::EntryEvent;
     use commands::requests::journal::OWN_ENTRY_KINDS;
     members
         .iter()
         .filter(|member| !member.beyond && member.event.event_type == "EntryRecorded")
+        .filter(|member| {
+            serde_json::from_str::<Value>(&member.event.metadata)
+                .ok()
+                .and_then(|metadata| {
+                    let kind = metadata.get(METADATA_COMMAND)?.as_str()?.to_string();
+                    Some(OWN_ENTRY_KINDS.contains(&kind.as_str()))
+                })
+                .unwrap_or(false)
+        })
         .filter_map(|member| match serde_json::from_str(&member.event.payload) {
-            Ok(EntryEvent::EntryRecorded(recorded))
-                if recorded
-                    .recorded_by
-                    .as_deref()
-                    .is_some_and(|kind| OWN_ENTRY_KINDS.contains(&kind)) =>
-            {
-                Some(recorded.entry)
-            }
+            Ok(EntryEvent::EntryRecorded(recorded)) => Some(recorded.entry),
             _ => None,
         })
 }
 
+/// A request's events are appended at one time: a member recorded at
+/// another would put part of the request on the other side of a point in
+/// time (a period's end, an as_of). The time most of its events share is
+/// the request's (its first event's on a tie); each event recorded at
+/// another is a finding at its own seq, so one retimed event is one
+/// finding, the first included.
 fn one_time(members: &mut [Member]) {
     let Some(first) = members.first().map(|member| member.event.recorded_at) else {
         return;
@@ -221,8 +224,8 @@ impl TenantState {
     }
 
     /// The kept journal entries the journal's own requests recorded
-    /// (`post_entry`, `reverse_entry`, `resolve_hold`: their entries name
-    /// them, since rules 7), in order.
+    /// (`post_entry`, `reverse_entry`, `resolve_hold`, as their events'
+    /// metadata names them), in order.
     pub fn journal_own(&self) -> &[JournalEntry] {
         &self.journal_own
     }

@@ -100,6 +100,15 @@ fn text<T: serde::Serialize>(value: &T) -> String {
     }
 }
 
+/// Adds `posting` to `sums`: (debits, credits).
+fn add(sums: &mut (i128, i128), posting: &aggregates::journal::Posting) {
+    let amount = i128::from(posting.amount.value());
+    match posting.side {
+        Side::Debit => sums.0 += amount,
+        Side::Credit => sums.1 += amount,
+    }
+}
+
 /// The trial balance's inputs from the folded state: its journal entries
 /// summed per account and asset before the period and in it, and its
 /// accounts' own posted balances.
@@ -119,29 +128,21 @@ fn trial_balance_input(state: &TenantState, scope: &Scope) -> trial_balance::Inp
                     opening: (0, 0),
                     period: (0, 0),
                 });
-            let sums = if opening {
-                &mut row.opening
-            } else {
-                &mut row.period
-            };
-            let amount = i128::from(posting.amount.value());
-            match posting.side {
-                Side::Debit => sums.0 += amount,
-                Side::Credit => sums.1 += amount,
-            }
+            add(
+                if opening {
+                    &mut row.opening
+                } else {
+                    &mut row.period
+                },
+                posting,
+            );
         }
     }
     let mut journal_own: BTreeMap<(String, String), (i128, i128)> = BTreeMap::new();
     for entry in state.journal_own() {
         for posting in entry.postings() {
-            let sums = journal_own
-                .entry((posting.account.code.clone(), text(&posting.asset)))
-                .or_default();
-            let amount = i128::from(posting.amount.value());
-            match posting.side {
-                Side::Debit => sums.0 += amount,
-                Side::Credit => sums.1 += amount,
-            }
+            let key = (posting.account.code.clone(), text(&posting.asset));
+            add(journal_own.entry(key).or_default(), posting);
         }
     }
     let mut input = trial_balance::Input {

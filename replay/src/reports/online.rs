@@ -109,7 +109,6 @@ async fn trial_balance_input(
             period: (sum(&debits)?, sum(&credits)?),
         });
     }
-    input.journal_own = journal_own(connection, tenant_id, scope.as_of_seq).await?;
     let ledger: Vec<(String, String, String, String, String)> = sqlx::query_as(
         "SELECT code, asset, (sum(debits_posted) - sum(credits_posted))::text, \
                 sum(debits_pending)::text, sum(credits_pending)::text \
@@ -132,8 +131,10 @@ async fn trial_balance_input(
 }
 
 /// What the journal's own requests posted as of `seq`, per account and
-/// asset (`trial_balance::Input::journal_own`): the entries they recorded
-/// name them (since rules 7), in their events.
+/// asset (`trial_balance::Input::journal_own`): their entries' events name
+/// them in their metadata (`command`), whatever the rules they were
+/// decided under. Only the entries' events are read, and only for the
+/// reports that tie out on accounts the journal may post to.
 async fn journal_own(
     connection: &mut PgConnection,
     tenant_id: TenantId,
@@ -147,7 +148,7 @@ async fn journal_own(
          JOIN events v ON v.tenant_id = e.tenant_id AND v.tenant_seq = e.tenant_seq \
          CROSS JOIN LATERAL jsonb_array_elements(e.postings) AS p(posting) \
          WHERE e.tenant_id = $1 AND e.tenant_seq <= $2 AND e.event_type = 'EntryRecorded' \
-           AND v.payload->'EntryRecorded'->>'recorded_by' = ANY($3) \
+           AND v.metadata->>'command' = ANY($3) \
          GROUP BY 1, 2",
     )
     .bind(tenant_id.as_uuid())
@@ -180,7 +181,7 @@ pub async fn report(
     seq: i64,
 ) -> Result<Report, ReportError> {
     let scope = scope(connection, tenant_id, point, seq).await?;
-    let journal = trial_balance_input(connection, tenant_id, &scope).await?;
+    let mut journal = trial_balance_input(connection, tenant_id, &scope).await?;
     match name {
         ReportName::TrialBalance => Ok(trial_balance::compute(scope, journal)),
         ReportName::Escrow => {
@@ -194,6 +195,7 @@ pub async fn report(
             Ok(super::escrow::compute(scope, &journal, &commitments))
         }
         ReportName::Payments => {
+            journal.journal_own = journal_own(connection, tenant_id, seq).await?;
             let documents = |kind| (projections::payments::TABLE, kind);
             let payments = states_as_of(connection, tenant_id, documents("payment"), seq).await?;
             let settlements =
@@ -208,6 +210,7 @@ pub async fn report(
             Ok(super::payments::compute(scope, &journal, input))
         }
         ReportName::Payroll => {
+            journal.journal_own = journal_own(connection, tenant_id, seq).await?;
             let documents = |kind| (projections::compensation::TABLE, kind);
             let runs = states_as_of(
                 connection,

@@ -800,6 +800,38 @@ async fn the_payments_report_shows_the_waterfall_unsettled_items_and_aged_breaks
         ],
     )
     .await;
+    // The journal's entry on revenue reversed by the journal, and its hold
+    // on revenue posted: the journal's own too.
+    let posted = post(
+        "manual-revenue-2",
+        "/v1/journal/entries".into(),
+        json!({"lines": [
+            {"account": "manual_books", "asset": "USD/2", "side": "debit", "amount": 500},
+            {"account": "revenue", "asset": "USD/2", "side": "credit", "amount": 500}]}),
+    )
+    .await;
+    let entry_id = posted["entry_id"].as_str().unwrap().to_string();
+    let reversed = post(
+        "manual-revenue-2-reversed",
+        format!("/v1/journal/entries/{entry_id}/reverse"),
+        json!({}),
+    )
+    .await;
+    assert!(reversed["tenant_seq"].is_i64(), "{reversed}");
+    let hold = post(
+        "manual-hold",
+        "/v1/journal/holds".into(),
+        json!({"debit": "manual_books", "credit": "revenue", "asset": "USD/2", "amount": 77}),
+    )
+    .await;
+    let hold_id = hold["hold_id"].as_str().unwrap().to_string();
+    let held = post(
+        "manual-hold-posted",
+        format!("/v1/journal/holds/{hold_id}/post"),
+        json!({}),
+    )
+    .await;
+    assert!(held["tenant_seq"].is_i64(), "{held}");
     let last = post(
         "p3",
         "/v1/payments".into(),
