@@ -13,8 +13,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// How long the read replica has to answer before it counts as out of
-/// reach: a probe answers well before a load balancer gives up on it.
+/// How long the read replica has to answer (a connection of the probe's
+/// own, made and asked) before it counts as out of reach: a probe answers
+/// well before a load balancer gives up on it.
 const REPLICA_PROBE: Duration = Duration::from_secs(1);
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -25,37 +26,38 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct Health {
     /// `ok`.
     pub status: &'static str,
-    /// Where reads of the read tables go: `primary`, or `replica`
-    /// (`serve --read-database-url`).
+    /// Where reads of the read tables go: `primary`, or `replica` (the
+    /// database `serve --read-database-url` names).
     #[schema(example = "primary")]
     pub reads: &'static str,
-    /// Why the read replica could not be reached (within a second); `null`
-    /// when it answers or when reads go to the primary. Reads of the read
-    /// tables answer 503 meanwhile; commands are unaffected.
-    pub replica_error: Option<String>,
+    /// Whether the read replica answered (within a second): asked with
+    /// `reads=true` only, `null` otherwise and when reads go to the
+    /// primary.
+    pub replica_answered: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct HealthQuery {
-    /// `true`: answer 503 also when the read replica cannot be reached,
-    /// for a load balancer routing reads (default `false`: 503 only when
-    /// the primary cannot be, as a server that cannot read still takes
-    /// commands).
+    /// `true`: ask the read replica too (on a connection of its own), and
+    /// answer 503 when it does not answer within a second, for a load
+    /// balancer routing reads. Default `false`: the primary only (a server
+    /// that cannot read still takes commands). Other parameters are
+    /// ignored.
     #[serde(default)]
     pub reads: bool,
 }
 
 /// Answers 200 when the database answers, 503 otherwise; with
-/// `reads=true`, 503 also when the read replica does not.
+/// `reads=true`, 503 also when the read replica does not (within a
+/// second).
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "operations",
     params(HealthQuery),
     responses(
-        (status = 200, description = "Healthy; `replica_error` names a read replica out of reach", body = Health),
+        (status = 200, description = "Healthy", body = Health),
         (status = 400, description = "A query parameter that is not one (`reads` not `true` or `false`)", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: the database, or with `reads=true` the read replica, is unavailable", body = ErrorBody),
     )
@@ -65,35 +67,41 @@ async fn healthz(
     ApiQuery(query): ApiQuery<HealthQuery>,
 ) -> Result<Json<Health>, ApiError> {
     state.store.ping().await?;
-    let replica_error = if state.reads_replica {
-        replica_error(&state).await
+    let replica_answered = if state.reads_replica && query.reads {
+        if let Some(error) = replica_error(&state).await {
+            return Err(ApiError::Unavailable {
+                code: "database_unavailable",
+                message: format!("the read replica is unavailable: {error}"),
+                details: Value::Null,
+            });
+        }
+        Some(true)
     } else {
         None
     };
-    match replica_error {
-        Some(error) if query.reads => Err(ApiError::Unavailable {
-            code: "database_unavailable",
-            message: format!("the read replica is unavailable: {error}"),
-            details: Value::Null,
-        }),
-        replica_error => Ok(Json(Health {
-            status: "ok",
-            reads: if state.reads_replica {
-                "replica"
-            } else {
-                "primary"
-            },
-            replica_error,
-        })),
-    }
+    Ok(Json(Health {
+        status: "ok",
+        reads: if state.reads_replica {
+            "replica"
+        } else {
+            "primary"
+        },
+        replica_answered,
+    }))
 }
 
 /// Why the read replica does not answer, if it does not within
-/// [`REPLICA_PROBE`].
+/// [`REPLICA_PROBE`]: asked on a connection of the probe's own, so that it
+/// never waits behind the reads for one of the pool's.
 async fn replica_error(state: &AppState) -> Option<String> {
-    let probe = sqlx::query("SELECT 1").execute(&state.read_pool);
+    let options = state.read_pool.connect_options();
+    let probe = async move {
+        let mut connection = sqlx::ConnectOptions::connect(options.as_ref()).await?;
+        sqlx::query("SELECT 1").execute(&mut connection).await?;
+        sqlx::Connection::close(connection).await
+    };
     match tokio::time::timeout(REPLICA_PROBE, probe).await {
-        Ok(Ok(_)) => None,
+        Ok(Ok(())) => None,
         Ok(Err(error)) => Some(error.to_string()),
         Err(_) => Some(format!("no answer within {} ms", REPLICA_PROBE.as_millis())),
     }

@@ -17,7 +17,7 @@ async fn health_metrics_openapi_and_fallbacks_answer() {
     assert_eq!(health.status(), StatusCode::OK);
     assert_eq!(
         health.json::<Value>().await.unwrap(),
-        json!({"status": "ok", "reads": "primary", "replica_error": null})
+        json!({"status": "ok", "reads": "primary", "replica_answered": null})
     );
 
     app.add("c")
