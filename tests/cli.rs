@@ -1237,7 +1237,7 @@ async fn replay_as_of_a_time_folds_the_events_recorded_by_then() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("2999-01-01T00:00:00Z is not closed yet"),
+        stderr.contains("--as-of 2999-01-01T00:00:00Z is not closed yet"),
         "{stderr}"
     );
     bus.shutdown().await;

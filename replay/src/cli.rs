@@ -110,10 +110,16 @@ pub async fn run_replay(database_url: Option<&str>, options: ReplayOptions) -> R
                 let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
                     .fetch_one(store.pool())
                     .await?;
-                if let Err(commands::http::error::ApiError::Unprocessable { message, .. }) =
-                    commands::http::read::closed_as_of(at, now)
-                {
-                    return Err(message.into());
+                if let Some(closes_at) = commands::http::read::closes_at(at, now) {
+                    let text = |time: chrono::DateTime<chrono::Utc>| {
+                        time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                    };
+                    return Err(format!(
+                        "--as-of {} is not closed yet: a replay as of a time is taken once it is 5 s past (from {}), so that it is the same on any later day; replay the head (no --as-of) or --as-of-seq",
+                        text(at),
+                        text(closes_at)
+                    )
+                    .into());
                 }
             }
             crate::as_of::replay_stored(&store, tenant, options.as_of).await?

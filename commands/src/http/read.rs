@@ -115,16 +115,23 @@ fn read_error(state: &AppState, error: sqlx::Error) -> ApiError {
 /// day.
 pub const CLOSED_AFTER: chrono::Duration = chrono::Duration::seconds(5);
 
-/// `at`, once it is closed at `now` ([`CLOSED_AFTER`] past); else 422
+/// When `at` closes, if it is not closed yet at `now` ([`CLOSED_AFTER`]).
+pub fn closes_at(
+    at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    (at > now - CLOSED_AFTER).then(|| at + CLOSED_AFTER)
+}
+
+/// `at`, once it is closed at `now` ([`closes_at`]); else 422
 /// `as_of_open`, saying when it closes.
 pub fn closed_as_of(
     at: chrono::DateTime<chrono::Utc>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
-    if at <= now - CLOSED_AFTER {
+    let Some(closes_at) = closes_at(at, now) else {
         return Ok(at);
-    }
-    let closes_at = at + CLOSED_AFTER;
+    };
     let text = |time: chrono::DateTime<chrono::Utc>| {
         time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
     };
@@ -152,12 +159,15 @@ pub async fn as_of_seq(
     tenant_id: TenantId,
     as_of: AsOfPoint,
 ) -> Result<i64, ApiError> {
+    // A time not yet closed is refused before anything is read.
+    if let AsOfPoint::Time(time) = as_of {
+        closed_as_of(time.get(), state.bus.now())?;
+    }
     let mut reading = projections::read::begin_tenant_read(state.store.pool(), tenant_id).await?;
     let seq = match as_of {
         AsOfPoint::Seq(seq) => seq,
         AsOfPoint::Time(time) => {
-            let at = closed_as_of(time.get(), state.bus.now())?;
-            projections::journal::seq_at(&mut reading, tenant_id, at).await?
+            projections::journal::seq_at(&mut reading, tenant_id, time.get()).await?
         }
     };
     let head = state

@@ -157,12 +157,12 @@ impl Point {
     /// time that far past has every event recorded at or before it
     /// committed, and the report is the same on any later day.
     pub fn closed(self, now: DateTime<Utc>) -> Result<Self, ReportError> {
-        match self.to() {
-            Some(to) if to > now - CLOSED_AFTER => Err(ReportError::Open {
-                to,
-                closes_at: to + CLOSED_AFTER,
-            }),
-            _ => Ok(self),
+        let open = self
+            .to()
+            .and_then(|to| Some((to, commands::http::read::closes_at(to, now)?)));
+        match open {
+            Some((to, closes_at)) => Err(ReportError::Open { to, closes_at }),
+            None => Ok(self),
         }
     }
 
