@@ -218,8 +218,7 @@ fn path_error(kind: ErrorKind, raw: Option<axum::extract::RawPathParams>) -> Api
         // A value's own refusal (a name, a report's name) says the value
         // but not its parameter: the route's only one, or the one whose
         // value it quotes.
-        other => {
-            let text = other.to_string();
+        ErrorKind::Message(text) => {
             let params: Vec<(&str, &str)> = raw.iter().flat_map(|raw| raw.iter()).collect();
             let quoted: Vec<(&str, &str)> = params
                 .iter()
@@ -241,6 +240,10 @@ fn path_error(kind: ErrorKind, raw: Option<axum::extract::RawPathParams>) -> Api
                 ),
             }
         }
+        other => (
+            format!("invalid path parameter: {other}"),
+            serde_json::Value::Null,
+        ),
     };
     ApiError::BadRequest {
         code: "invalid_path_parameter",

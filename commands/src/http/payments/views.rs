@@ -161,6 +161,21 @@ pub struct LineTotals {
     pub net: i64,
 }
 
+impl LineTotals {
+    /// The sums of `settlement`'s lines (batch `id`'s).
+    fn of(settlement: &Settlement, id: &str) -> Result<Self, ApiError> {
+        let overflow = || ApiError::Internal(format!("settlement {id} totals"));
+        let mut totals = Self::default();
+        for settled in &settlement.lines {
+            let line = &settled.line;
+            totals.gross = totals.gross.checked_add(line.gross).ok_or_else(overflow)?;
+            totals.fee = totals.fee.checked_add(line.fee).ok_or_else(overflow)?;
+            totals.net = totals.net.checked_add(line.net).ok_or_else(overflow)?;
+        }
+        Ok(totals)
+    }
+}
+
 /// A settlement batch: its lines, what each matched, and its breaks.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SettlementView {
@@ -186,14 +201,10 @@ pub struct SettlementView {
 impl SettlementView {
     pub fn of(document: &PaymentDocument, breaks: Vec<BreakView>) -> Result<Self, ApiError> {
         let settlement: Settlement = state(document)?;
-        let overflow = || ApiError::Internal(format!("settlement {} totals", document.id));
-        let mut totals = LineTotals::default();
+        let totals = LineTotals::of(&settlement, &document.id)?;
         let mut lines = Vec::with_capacity(settlement.lines.len());
         for (index, settled) in settlement.lines.iter().enumerate() {
             let line = &settled.line;
-            totals.gross = totals.gross.checked_add(line.gross).ok_or_else(overflow)?;
-            totals.fee = totals.fee.checked_add(line.fee).ok_or_else(overflow)?;
-            totals.net = totals.net.checked_add(line.net).ok_or_else(overflow)?;
             let mut view = LineView {
                 line: index + 1,
                 line_type: line.line_type,
@@ -266,7 +277,8 @@ pub struct BatchSummary {
     /// `imported`, or `paid_out`.
     pub status: String,
     /// How many lines it has, how many matched an item of the ledger, and
-    /// how many opened a break.
+    /// how many opened a break (resolved since or not: the batch's read
+    /// and `GET /v1/breaks` tell).
     pub lines: usize,
     pub matched: usize,
     pub breaks: usize,
@@ -276,14 +288,9 @@ pub struct BatchSummary {
 impl BatchSummary {
     pub fn of(document: &PaymentDocument) -> Result<Self, ApiError> {
         let settlement: Settlement = state(document)?;
-        let overflow = || ApiError::Internal(format!("settlement {} totals", document.id));
-        let mut totals = LineTotals::default();
+        let totals = LineTotals::of(&settlement, &document.id)?;
         let (mut matched, mut breaks) = (0, 0);
         for settled in &settlement.lines {
-            let line = &settled.line;
-            totals.gross = totals.gross.checked_add(line.gross).ok_or_else(overflow)?;
-            totals.fee = totals.fee.checked_add(line.fee).ok_or_else(overflow)?;
-            totals.net = totals.net.checked_add(line.net).ok_or_else(overflow)?;
             match settled.outcome {
                 Outcome::Matched { .. } => matched += 1,
                 Outcome::Break { .. } => breaks += 1,
