@@ -38,15 +38,10 @@
 
 use aggregates::compensation::{PayRun, Rule, Work};
 use aggregates::escrow::{Allocation, CommitmentTerms, Direction, MilestoneTerms};
-use aggregates::ids::{
-    ClaimId, CommitmentId, DepositId, DisputeId, LineId, PayRunId, PaymentId, TenderId, TransferId,
-};
-use aggregates::journal::account::AccountCode;
-use aggregates::journal::hold::PendingTransfer;
-use aggregates::payments::payout::PayoutTerms;
+use aggregates::ids::{CommitmentId, DepositId, LineId, PaymentId, TenderId, TransferId};
 use aggregates::payments::{CaptureMode, IntentTerms, TenderMethod, TenderSource};
 use aggregates::quota::{GrantSource, QuotaAccount, QuotaType};
-use aggregates::{Amount, Asset, EntryId, GrantId, HoldId, TenantId};
+use aggregates::{Amount, Asset, GrantId, TenantId};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use commands::pipeline::request::AnyRequest;
 use commands::pipeline::{CrashHook, CrashPoint};
@@ -59,9 +54,7 @@ use commands::requests::escrow::{
     ClaimMilestone, CreateCommitment, DepositFunds, Parties, ReleaseMilestone, ResolveClaim,
     SubmitMilestone,
 };
-use commands::requests::journal::{
-    EntryLine, OpenAccount, PlaceHold, PostEntry, ResolveHold, ReverseEntry,
-};
+use commands::requests::journal::{OpenAccount, PlaceHold, PostEntry, ResolveHold, ReverseEntry};
 use commands::requests::payments::{
     AddTender, CloseDispute, CreatePayment, CreatePayout, ImportSettlement, IssueGiftCard,
     LoadGiftCard, MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
@@ -81,6 +74,7 @@ use uuid::Uuid;
 mod model;
 #[path = "simulation_ops.rs"]
 mod ops;
+use ops::Known;
 
 /// Steps of one seed's script.
 const STEPS: usize = 70;
@@ -226,58 +220,6 @@ fn parties(tenant: usize) -> Parties {
         payer: format!("buyer-{tenant}"),
         payee: "seller".into(),
         asset: usd(),
-    }
-}
-
-/// What the script knows of a tenant: what it created (whether or not the
-/// ledger accepted it), to aim later commands at.
-#[derive(Default)]
-struct Known {
-    /// The tenant's id, from which the ids a request derives from its key
-    /// are known before it is sent.
-    tenant_id: Option<TenantId>,
-    /// Payments created: id, amount, whether its payee exists.
-    payments: Vec<(PaymentId, u64, bool)>,
-    commitments: Vec<CommitmentId>,
-    references: Vec<String>,
-    /// Tenders of a payment's whole amount (captured as they are taken):
-    /// payment, tender, charge reference, amount.
-    captures: Vec<(PaymentId, TenderId, String, u64)>,
-    disputes: Vec<(PaymentId, DisputeId)>,
-    /// The journal's entries posted, with their lines.
-    entries: Vec<(EntryId, Vec<EntryLine>)>,
-    holds: Vec<(HoldId, PendingTransfer)>,
-    /// The net of each settlement batch sent (the nth is `b_<n>`).
-    batch_nets: Vec<u64>,
-    /// Escrow claims made: commitment, claim.
-    claims: Vec<(CommitmentId, ClaimId)>,
-    /// Gift card codes sold.
-    gift_cards: Vec<String>,
-    /// Payouts created: id, terms, entry.
-    payouts: Vec<(Uuid, PayoutTerms, EntryId)>,
-    /// Every tender's payment and source account (card or gift card).
-    tendered: Vec<(PaymentId, AccountCode)>,
-    /// Gift card tenders: payment, amount.
-    gift_tenders: Vec<(PaymentId, u64)>,
-    /// Grants issued: id (derived from the key) and quota account.
-    grants: Vec<(GrantId, QuotaAccount)>,
-    /// Work and adjustment lines recorded: payee, line.
-    lines: Vec<(String, LineId)>,
-    pay_runs: Vec<PayRunId>,
-}
-
-impl Known {
-    fn new(tenant_id: TenantId) -> Self {
-        Self {
-            tenant_id: Some(tenant_id),
-            ..Self::default()
-        }
-    }
-
-    /// The id a request sent under `key` derives with `label`.
-    fn derived(&self, key: &str, label: &str) -> Uuid {
-        let key = IdempotencyKey::parse(key).unwrap();
-        commands::pipeline::request::derive_id(self.tenant_id.unwrap(), &key, label)
     }
 }
 

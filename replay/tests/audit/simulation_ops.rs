@@ -9,9 +9,10 @@
 //! mostly valid, some refused by a rule, aimed at what the script created
 //! whether or not the ledger accepted it.
 
-use super::{amount, id, usd, Known, Op, Rng};
+use super::{amount, id, usd, Op, Rng};
 use aggregates::compensation::RunTerms;
 use aggregates::escrow::ClaimOutcome;
+use aggregates::ids::CommitmentId;
 use aggregates::ids::{CaptureId, ClaimId, DisputeId, PaymentId, RefundId, TenderId, TransferId};
 use aggregates::ids::{LineId, PayRunId};
 use aggregates::journal::account::{AccountCode, AccountSpec};
@@ -21,9 +22,11 @@ use aggregates::payments::payout::PayoutTerms;
 use aggregates::payments::settlement::{Line, LineType};
 use aggregates::payments::{DisputeOutcome, TenderMethod, TenderSource};
 use aggregates::plan::PlanCatalog;
+use aggregates::quota::QuotaAccount;
 use aggregates::quota::QuotaType;
 use aggregates::subscription::CancelAt;
 use aggregates::{EntryId, HoldId};
+use aggregates::{GrantId, TenantId};
 use chrono::{DateTime, Duration, Utc};
 use commands::requests::compensation::{
     AdjustLine, ApprovePayRun, CreatePayRun, PayPayRun, ReopenPayRun,
@@ -39,7 +42,9 @@ use commands::requests::payments::{
 use commands::requests::quota::ChangeSeats;
 use commands::requests::quota::RevokeGrant;
 use commands::requests::subscription::{CancelSubscription, ChangePlan, Subscribe};
+use eventstore::IdempotencyKey;
 use std::collections::BTreeSet;
+use uuid::Uuid;
 
 /// The journal's own accounts of the script: (code, type, no overdraft).
 const ACCOUNTS: [(&str, AccountType, bool); 3] = [
@@ -47,6 +52,58 @@ const ACCOUNTS: [(&str, AccountType, bool); 3] = [
     ("sim:wallet", AccountType::Liability, true),
     ("sim:sales", AccountType::Revenue, false),
 ];
+
+/// What the script knows of a tenant: what it created (whether or not the
+/// ledger accepted it), to aim later commands at.
+#[derive(Default)]
+pub(super) struct Known {
+    /// The tenant's id, from which the ids a request derives from its key
+    /// are known before it is sent.
+    pub(super) tenant_id: Option<TenantId>,
+    /// Payments created: id, amount, whether its payee exists.
+    pub(super) payments: Vec<(PaymentId, u64, bool)>,
+    pub(super) commitments: Vec<CommitmentId>,
+    pub(super) references: Vec<String>,
+    /// Tenders of a payment's whole amount (captured as they are taken):
+    /// payment, tender, charge reference, amount.
+    pub(super) captures: Vec<(PaymentId, TenderId, String, u64)>,
+    pub(super) disputes: Vec<(PaymentId, DisputeId)>,
+    /// The journal's entries posted, with their lines.
+    pub(super) entries: Vec<(EntryId, Vec<EntryLine>)>,
+    pub(super) holds: Vec<(HoldId, PendingTransfer)>,
+    /// The net of each settlement batch sent (the nth is `b_<n>`).
+    pub(super) batch_nets: Vec<u64>,
+    /// Escrow claims made: commitment, claim.
+    pub(super) claims: Vec<(CommitmentId, ClaimId)>,
+    /// Gift card codes sold.
+    pub(super) gift_cards: Vec<String>,
+    /// Payouts created: id, terms, entry.
+    pub(super) payouts: Vec<(Uuid, PayoutTerms, EntryId)>,
+    /// Every tender's payment and source account (card or gift card).
+    pub(super) tendered: Vec<(PaymentId, AccountCode)>,
+    /// Gift card tenders: payment, amount.
+    pub(super) gift_tenders: Vec<(PaymentId, u64)>,
+    /// Grants issued: id (derived from the key) and quota account.
+    pub(super) grants: Vec<(GrantId, QuotaAccount)>,
+    /// Work and adjustment lines recorded: payee, line.
+    pub(super) lines: Vec<(String, LineId)>,
+    pub(super) pay_runs: Vec<PayRunId>,
+}
+
+impl Known {
+    pub(super) fn new(tenant_id: TenantId) -> Self {
+        Self {
+            tenant_id: Some(tenant_id),
+            ..Self::default()
+        }
+    }
+
+    /// The id a request sent under `key` derives with `label`.
+    pub(super) fn derived(&self, key: &str, label: &str) -> Uuid {
+        let key = IdempotencyKey::parse(key).unwrap();
+        commands::pipeline::request::derive_id(self.tenant_id.unwrap(), &key, label)
+    }
+}
 
 fn code(text: &str) -> AccountCode {
     AccountCode::parse(text).unwrap()
