@@ -56,8 +56,8 @@ use commands::requests::escrow::{
 };
 use commands::requests::journal::{OpenAccount, PlaceHold, PostEntry, ResolveHold, ReverseEntry};
 use commands::requests::payments::{
-    AddTender, CloseDispute, CreatePayment, CreatePayout, ImportSettlement, IssueGiftCard,
-    LoadGiftCard, MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
+    AddTender, CloseDispute, CreatePayment, CreatePayout, FailRefund, ImportSettlement,
+    IssueGiftCard, LoadGiftCard, MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
 };
 use commands::requests::quota::{ChangeSeats, ConsumeQuota, IssueGrant, RevokeGrant};
 use commands::requests::subscription::{CancelSubscription, ChangePlan, Subscribe};
@@ -138,6 +138,7 @@ enum Op {
     ChangePlan(ChangePlan),
     Cancel(CancelSubscription),
     Refund(RefundPayment),
+    FailRefund(FailRefund),
     Dispute(OpenDispute),
     CloseDispute(CloseDispute),
     Settle(ImportSettlement),
@@ -182,6 +183,7 @@ impl Op {
             Self::ChangePlan(request) => Box::new(request),
             Self::Cancel(request) => Box::new(request),
             Self::Refund(request) => Box::new(request),
+            Self::FailRefund(request) => Box::new(request),
             Self::Dispute(request) => Box::new(request),
             Self::CloseDispute(request) => Box::new(request),
             Self::Settle(request) => Box::new(request),
@@ -405,13 +407,16 @@ fn escrow_op(rng: &mut Rng, known: &mut Known, tenant: usize) -> Op {
     };
     let milestone_id = if rng.chance(50) { "a" } else { "b" }.to_string();
     match rng.below(3) {
-        0 => Op::Deposit(DepositFunds {
-            commitment_id,
-            deposit_id: DepositId::from_uuid(id(rng)),
-            amount: amount(50 + rng.below(700)),
-            reference: None,
-            parties: parties(tenant),
-        }),
+        0 => {
+            known.deposited.push(commitment_id);
+            Op::Deposit(DepositFunds {
+                commitment_id,
+                deposit_id: DepositId::from_uuid(id(rng)),
+                amount: amount(50 + rng.below(700)),
+                reference: None,
+                parties: parties(tenant),
+            })
+        }
         1 => Op::Release(ReleaseMilestone {
             commitment_id,
             milestone_id,

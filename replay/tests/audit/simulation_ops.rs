@@ -36,8 +36,8 @@ use commands::requests::journal::{
     EntryLine, OpenAccount, PlaceHold, PostEntry, Resolve, ResolveHold, ReverseEntry,
 };
 use commands::requests::payments::{
-    AddTender, CloseDispute, CreatePayout, ImportSettlement, IssueGiftCard, LoadGiftCard,
-    MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
+    AddTender, CloseDispute, CreatePayout, FailRefund, ImportSettlement, IssueGiftCard,
+    LoadGiftCard, MarkPayoutFailed, MarkPayoutPaid, OpenDispute, RefundPayment,
 };
 use commands::requests::quota::ChangeSeats;
 use commands::requests::quota::RevokeGrant;
@@ -63,6 +63,8 @@ pub(super) struct Known {
     /// Payments created: id, amount, whether its payee exists.
     pub(super) payments: Vec<(PaymentId, u64, bool)>,
     pub(super) commitments: Vec<CommitmentId>,
+    /// Commitments a deposit was sent to.
+    pub(super) deposited: Vec<CommitmentId>,
     pub(super) references: Vec<String>,
     /// Tenders of a payment's whole amount (captured as they are taken):
     /// payment, tender, charge reference, amount.
@@ -85,6 +87,8 @@ pub(super) struct Known {
     pub(super) gift_tenders: Vec<(PaymentId, u64)>,
     /// Grants issued: id (derived from the key) and quota account.
     pub(super) grants: Vec<(GrantId, QuotaAccount)>,
+    /// Refunds asked for: payment, refund.
+    pub(super) refunds: Vec<(PaymentId, RefundId)>,
     /// Work and adjustment lines recorded: payee, line.
     pub(super) lines: Vec<(String, LineId)>,
     pub(super) pay_runs: Vec<PayRunId>,
@@ -290,7 +294,7 @@ pub(super) fn after_capture_op(rng: &mut Rng, known: &mut Known, now: DateTime<U
         return subscription_op(rng);
     };
     let capture_id = CaptureId::from_uuid(tender_id.as_uuid());
-    match rng.below(5) {
+    match rng.below(6) {
         0 | 1 => {
             // Some of a payment tendered by gift card (with or without a
             // card's capture besides).
@@ -298,9 +302,11 @@ pub(super) fn after_capture_op(rng: &mut Rng, known: &mut Known, now: DateTime<U
                 Some(&gift) if rng.chance(30) => gift,
                 _ => (payment_id, value),
             };
+            let refund_id = RefundId::from_uuid(id(rng));
+            known.refunds.push((payment_id, refund_id));
             Op::Refund(RefundPayment {
                 payment_id,
-                refund_id: RefundId::from_uuid(id(rng)),
+                refund_id,
                 amount: amount(1 + rng.below(value + 1)),
                 tender_id: None,
                 reference: Some(format!("re_{}", rng.next())),
@@ -339,6 +345,23 @@ pub(super) fn after_capture_op(rng: &mut Rng, known: &mut Known, now: DateTime<U
             }),
             None => subscription_op(rng),
         },
+        // A refund failed (its processor could not pay it out): its entry
+        // reversed, and the commission it clawed back given back by the
+        // process manager (some not pending any more: refused).
+        5 if !known.refunds.is_empty() => {
+            let &(payment_id, refund_id) = rng.pick(&known.refunds).unwrap();
+            let mut accounts = tender_accounts(known, payment_id);
+            accounts.push(aggregates::payments::accounts::refunds().code);
+            accounts.sort();
+            Op::FailRefund(FailRefund {
+                payment_id,
+                refund_id,
+                reversal_id: EntryId::from_uuid(id(rng)),
+                reason: Some("returned by the bank".into()),
+                accounts,
+                asset: usd(),
+            })
+        }
         _ => settlement(rng, known, now),
     }
 }
@@ -410,7 +433,11 @@ pub(super) fn seats_op(rng: &mut Rng) -> Op {
 /// A claim on a milestone (some the payer's rejection), or a claim
 /// resolved: released, refunded or split.
 pub(super) fn claim_op(rng: &mut Rng, known: &mut Known, tenant: usize) -> Option<Op> {
-    let &commitment_id = rng.pick(&known.commitments)?;
+    // Mostly one deposited to: a claim freezes held funds.
+    let &commitment_id = match rng.pick(&known.deposited) {
+        Some(deposited) if rng.chance(80) => deposited,
+        _ => rng.pick(&known.commitments)?,
+    };
     let parties = super::parties(tenant);
     if let Some(&(commitment_id, claim_id)) = rng.pick(&known.claims) {
         if rng.chance(50) {
