@@ -128,3 +128,53 @@ pub async fn list(
 ) -> Result<Vec<PaymentDocument>, sqlx::Error> {
     documents::list(connection, TABLE, tenant_id, kind, status, after, limit).await
 }
+
+/// A settlement batch in sum, its lines added up by the database (a
+/// payout reads its batches so: up to 100 of up to 10,000 lines each,
+/// never brought out whole).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BatchSums {
+    /// `<processor>:<batch_id>`.
+    pub id: String,
+    pub status: String,
+    pub batch_id: String,
+    pub settled_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub lines: i64,
+    /// Lines that matched an item of the ledger, and lines that opened a
+    /// break.
+    pub matched: i64,
+    pub breaks: i64,
+    /// The sums of the lines' gross, fee and net, as decimal text (they
+    /// may pass 64 bits).
+    pub gross: String,
+    pub fee: String,
+    pub net: String,
+}
+
+/// The settlement batches `ids` of `tenant_id` in sum, in the order of
+/// `ids` (a batch not found is left out).
+pub async fn batch_sums(
+    connection: &mut PgConnection,
+    tenant_id: aggregates::TenantId,
+    ids: &[String],
+) -> Result<Vec<BatchSums>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.id, d.status, d.state->>'batch_id' AS batch_id, \
+                (d.state->>'settled_at')::timestamptz AS settled_at, \
+                s.lines, s.matched, s.breaks, s.gross, s.fee, s.net \
+         FROM payment_documents d CROSS JOIN LATERAL ( \
+             SELECT count(*) AS lines, \
+                    count(*) FILTER (WHERE l->'outcome'->>'outcome' = 'matched') AS matched, \
+                    count(*) FILTER (WHERE l->'outcome'->>'outcome' = 'break') AS breaks, \
+                    coalesce(sum((l->'line'->>'gross')::numeric), 0)::text AS gross, \
+                    coalesce(sum((l->'line'->>'fee')::numeric), 0)::text AS fee, \
+                    coalesce(sum((l->'line'->>'net')::numeric), 0)::text AS net \
+             FROM jsonb_array_elements(d.state->'lines') AS l) s \
+         WHERE d.tenant_id = $1 AND d.kind = 'settlement' AND d.id = ANY($2) \
+         ORDER BY array_position($2, d.id)",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(ids)
+    .fetch_all(connection)
+    .await
+}

@@ -517,21 +517,19 @@ async fn get_payout(
                         .ok()
                         .and_then(|payout| payout.terms)
                         .map(|terms| terms.batches);
-                // One batch in memory at a time: up to 100 batches of up
-                // to 10,000 lines each.
-                let mut batches = Vec::new();
-                for batch in terms.unwrap_or_default() {
-                    if let Some(found) =
-                        documents::get(connection, tenant_id, "settlement", &batch).await?
-                    {
-                        batches.push(BatchSummary::of(&found));
-                    }
-                }
+                // Summed by the database: up to 100 batches of up to
+                // 10,000 lines each.
+                let batches =
+                    documents::batch_sums(connection, tenant_id, &terms.unwrap_or_default())
+                        .await?;
                 Ok((Some(payout), batches))
             })
         })
         .await?;
     let payout = payout.ok_or_else(|| ApiError::NotFound(format!("no payout {payout_id}")))?;
-    let batches = batches.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let batches = batches
+        .into_iter()
+        .map(BatchSummary::of)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(PayoutView::of(&payout, batches, projection_seq)?))
 }

@@ -9,7 +9,7 @@ use aggregates::payments::settlement::{BreakClass, Item, LineType, Outcome, Sett
 use aggregates::payments::{Dispute, Intent, Payment, PaymentStatus, Refund, Tender};
 use chrono::{DateTime, Utc};
 use projections::payment_breaks::BreakView;
-use projections::payments::PaymentDocument;
+use projections::payments::{BatchSums, PaymentDocument};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -286,26 +286,25 @@ pub struct BatchSummary {
 }
 
 impl BatchSummary {
-    pub fn of(document: &PaymentDocument) -> Result<Self, ApiError> {
-        let settlement: Settlement = state(document)?;
-        let totals = LineTotals::of(&settlement, &document.id)?;
-        let (mut matched, mut breaks) = (0, 0);
-        for settled in &settlement.lines {
-            match settled.outcome {
-                Outcome::Matched { .. } => matched += 1,
-                Outcome::Break { .. } => breaks += 1,
-                Outcome::Processor => {}
-            }
-        }
+    pub fn of(sums: BatchSums) -> Result<Self, ApiError> {
+        let total = |text: &str| {
+            text.parse::<i64>()
+                .map_err(|_| ApiError::Internal(format!("settlement {} totals", sums.id)))
+        };
+        let count = |count: i64| usize::try_from(count).unwrap_or_default();
         Ok(Self {
-            settlement_id: document.id.clone(),
-            batch_id: settlement.batch_id,
-            settled_at: settlement.settled_at,
-            status: document.status.clone(),
-            lines: settlement.lines.len(),
-            matched,
-            breaks,
-            totals,
+            totals: LineTotals {
+                gross: total(&sums.gross)?,
+                fee: total(&sums.fee)?,
+                net: total(&sums.net)?,
+            },
+            lines: count(sums.lines),
+            matched: count(sums.matched),
+            breaks: count(sums.breaks),
+            settlement_id: sums.id,
+            batch_id: sums.batch_id,
+            settled_at: sums.settled_at,
+            status: sums.status,
         })
     }
 }
