@@ -460,10 +460,12 @@ async fn swap(
     sqlx::query("SELECT set_config('search_path', 'public', true)")
         .execute(&mut *transaction)
         .await?;
-    for table in projections
+    let tables: Vec<&str> = projections
         .iter()
-        .flat_map(|projection| projection.tables().iter())
-    {
+        .flat_map(|projection| projection.tables().iter().copied())
+        .collect();
+    lock_live_tables(&mut transaction, &tables).await?;
+    for table in tables {
         let live_indexes = indexes(&mut transaction, table).await?;
         let quoted_table = quote_identifier(table);
         sqlx::query(&format!("DROP TABLE public.{quoted_table}"))
@@ -498,6 +500,67 @@ async fn swap(
     }
     transaction.commit().await?;
     Ok(last)
+}
+
+/// How long the swap waits for its live tables before giving way to the
+/// readers (and trying again): well under PostgreSQL's deadlock check.
+const SWAP_LOCK_WAIT: &str = "100ms";
+
+/// Tries of [`lock_live_tables`] before the rebuild gives up (about a
+/// minute under readers that never let go).
+const SWAP_LOCK_TRIES: u32 = 400;
+
+/// Locks every live table of the swap at once, before any is dropped. A
+/// reader holding one of them while it asks for another (a join reads
+/// two) would deadlock with tables dropped one by one, and PostgreSQL
+/// would fail one of the two. A try that waits past [`SWAP_LOCK_WAIT`]
+/// lets go of what it took, so the reader goes on, and tries again.
+async fn lock_live_tables(
+    transaction: &mut PgConnection,
+    tables: &[&str],
+) -> Result<(), ProjectionError> {
+    let listed: Vec<String> = tables
+        .iter()
+        .map(|table| format!("public.{}", quote_identifier(table)))
+        .collect();
+    let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", listed.join(", "));
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{SWAP_LOCK_WAIT}'"))
+        .execute(&mut *transaction)
+        .await?;
+    for tried in 1..=SWAP_LOCK_TRIES {
+        sqlx::query("SAVEPOINT swap_locks")
+            .execute(&mut *transaction)
+            .await?;
+        match sqlx::query(&lock).execute(&mut *transaction).await {
+            Ok(_) => break,
+            Err(error) if lock_not_available(&error) && tried < SWAP_LOCK_TRIES => {
+                sqlx::query("ROLLBACK TO SAVEPOINT swap_locks")
+                    .execute(&mut *transaction)
+                    .await?;
+                // Readers that queued behind this try go first.
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    20 + u64::from(tried % 7) * 5,
+                ))
+                .await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    sqlx::query("RELEASE SAVEPOINT swap_locks")
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query("SET LOCAL lock_timeout = 0")
+        .execute(&mut *transaction)
+        .await?;
+    Ok(())
+}
+
+/// Whether `error` is a lock not granted within `lock_timeout` (55P03).
+fn lock_not_available(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .is_some_and(|code| code == "55P03")
 }
 
 /// The indexes of live table `table`: (definition without its name and

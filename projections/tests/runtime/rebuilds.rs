@@ -426,3 +426,56 @@ async fn a_rebuild_keeps_the_index_names_and_0018_replaces_old_status_indexes_wh
         );
     }
 }
+
+#[tokio::test]
+async fn a_reader_holding_one_table_while_it_asks_for_another_meets_no_deadlock_with_the_swap() {
+    // Proves: the swap locks every table of a projection at once before it
+    // drops any, giving way to a reader that holds one of them while it
+    // asks for another (as a join of the two does), so neither fails.
+    // Before, the swap dropped the tables one by one: it held the first
+    // while it waited for the reader's, the reader waited for the first,
+    // and PostgreSQL failed one of them (a 500 for a balance read).
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let accounts = projections::accounts::Accounts;
+    projections::status::register(
+        store.pool(),
+        &[Arc::new(projections::accounts::Accounts) as Arc<dyn Projection>],
+    )
+    .await
+    .unwrap();
+    let mut reader = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM ledger_account_movements")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let pool = store.pool().clone();
+    let rebuilding = tokio::spawn(async move { rebuild(&pool, &accounts, true).await });
+    // The swap waits for the table the reader holds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE NOT l.granted AND c.relname = 'ledger_account_movements'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the swap never waited for the reader's table"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let (accounts_read,): (i64,) = sqlx::query_as("SELECT count(*) FROM ledger_accounts")
+        .fetch_one(&mut *reader)
+        .await
+        .unwrap();
+    assert_eq!(accounts_read, 0);
+    reader.commit().await.unwrap();
+    let report = rebuilding.await.unwrap().unwrap();
+    assert_eq!(report.events, 0, "{report:?}");
+}
