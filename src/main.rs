@@ -620,7 +620,14 @@ fn init_logging() {
             tracing_subscriber::filter::Targets::new()
                 .with_default(tracing::Level::INFO)
                 .with_target("sqlx", tracing::Level::WARN)
-        });
+        })
+        // Never, whatever LEDGER_LOG asks: the database driver's warnings
+        // about a URL's options print their values (an `sslpassword`, a
+        // malformed pgpass line), and no password may reach a log.
+        .with_target(
+            "sqlx_postgres::options",
+            tracing::level_filters::LevelFilter::OFF,
+        );
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()

@@ -1841,3 +1841,30 @@ async fn three_processes_on_one_database_react_and_tick_exactly_once() {
     support::assert_mixed_effects(&db, &first, &api_key, &flows, true).await;
     project.assert_running();
 }
+
+#[tokio::test]
+async fn a_password_in_a_database_url_option_reaches_no_log() {
+    // Proves: a password among a URL's options (`sslpassword`, which the
+    // driver does not know and warns about, value included) appears
+    // nowhere in what the ledger prints, even with every log asked for.
+    let db = TestDatabase::new().await;
+    for log in [None, Some("debug")] {
+        let mut command = ledger(&db);
+        command.env(
+            "DATABASE_URL",
+            "postgres://ledger:S3CRETpw@127.0.0.1:1/none?sslpassword=S3CRETpw&connect_timeout=1",
+        );
+        if let Some(log) = log {
+            command.env("LEDGER_LOG", log);
+        }
+        let output = command.args(["verify"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{log:?}");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!printed.contains("S3CRETpw"), "{log:?}: {printed}");
+        assert!(printed.contains("127.0.0.1:1"), "{log:?}: {printed}");
+    }
+}
