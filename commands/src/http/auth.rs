@@ -454,8 +454,12 @@ fn check_token(
     let client = client_address(parts);
     let refuse = |failure: AuthFailure| state.auth.refuse(client, failure);
     let token = bearer(parts).map_err(refuse)?;
-    // The right token passes whatever its address did (an operator behind a
-    // shared address is never locked out by another client's failures).
+    // A throttled address is refused whatever token it sends: were the
+    // right one to pass, a guesser would tell it by the answer and guess
+    // on at full speed (a token is an operator's choice, maybe a weak
+    // one). The operator behind the address waits out the window, or
+    // uses the command line, which needs no token.
+    state.auth.check_throttle(client)?;
     match expected {
         None => Err(refuse(closed)),
         Some(expected) if blake3::hash(token.as_bytes()) == *expected => Ok(()),
