@@ -176,10 +176,10 @@ struct BenchArgs {
     #[arg(long, default_value_t = replay::bench::BenchConfig::default().commands)]
     commands: usize,
     /// Command pipeline shards.
-    #[arg(long, default_value_t = replay::bench::BenchConfig::default().shards)]
+    #[arg(long, default_value_t = replay::bench::BenchConfig::default().shards, value_parser = sized(1, 64))]
     shards: usize,
     /// Appends each shard keeps in flight at once.
-    #[arg(long, default_value_t = replay::bench::BenchConfig::default().pipeline_depth)]
+    #[arg(long, default_value_t = replay::bench::BenchConfig::default().pipeline_depth, value_parser = sized(1, 64))]
     pipeline_depth: usize,
     /// Drive a real `ledger serve` over HTTP instead of the pipeline in
     /// process (the quota workload; the mixed one always is).
@@ -410,18 +410,19 @@ struct ServeArgs {
     /// is open without it.
     #[arg(long, env = "LEDGER_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "LEDGER_BODY_LIMIT_BYTES", default_value_t = commands::http::BODY_LIMIT_BYTES_DEFAULT)]
+    /// Largest accepted request body, in bytes (1 KiB to 64 MiB).
+    #[arg(long, env = "LEDGER_BODY_LIMIT_BYTES", default_value_t = commands::http::BODY_LIMIT_BYTES_DEFAULT, value_parser = sized(1024, 64 << 20))]
     body_limit_bytes: usize,
-    /// Command pipeline shards (each decides its tenants' commands in order).
-    #[arg(long, default_value_t = commands::BusConfig::default().shards)]
+    /// Command pipeline shards (each decides its tenants' commands in
+    /// order; 1 to 64).
+    #[arg(long, default_value_t = commands::BusConfig::default().shards, value_parser = sized(1, 64))]
     shards: usize,
-    /// Appends each shard keeps in flight at once.
-    #[arg(long, default_value_t = commands::BusConfig::default().pipeline_depth)]
+    /// Appends each shard keeps in flight at once (1 to 64).
+    #[arg(long, default_value_t = commands::BusConfig::default().pipeline_depth, value_parser = sized(1, 64))]
     pipeline_depth: usize,
     /// Database connections in the pool (reads and workers; the pipeline has
-    /// one more per shard).
-    #[arg(long, default_value_t = 16)]
+    /// one more per shard; 1 to 1,000).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     db_connections: u32,
     /// Plan catalog, JSON: {"plans": [{"id": "team_v4", "seats": 10, "runs":
     /// 100000, "credits": 20000}]} (null is unlimited). Default: the built-in
@@ -442,19 +443,19 @@ struct ServeArgs {
     read_database_url: Option<String>,
     /// Longest a read with ?min_seq= waits for its projection, in
     /// milliseconds, before answering 503.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 5_000, value_parser = timeout_ms())]
     read_wait_ms: u64,
     /// Reads with ?min_seq= one tenant may have in flight at once; beyond,
-    /// 429 too_many_requests with Retry-After.
-    #[arg(long, env = "LEDGER_TENANT_WAITERS_MAX", default_value_t = commands::http::limits::WAITERS_PER_TENANT_MAX_DEFAULT)]
+    /// 429 too_many_requests with Retry-After (1 to 10,000).
+    #[arg(long, env = "LEDGER_TENANT_WAITERS_MAX", default_value_t = commands::http::limits::WAITERS_PER_TENANT_MAX_DEFAULT, value_parser = sized(1, 10_000))]
     tenant_waiters_max: usize,
     /// Replays (GET /v1/replay) one tenant may have in flight at once;
-    /// beyond, 429 too_many_requests with Retry-After.
-    #[arg(long, env = "LEDGER_TENANT_REPLAYS_MAX", default_value_t = commands::http::limits::REPLAYS_PER_TENANT_MAX_DEFAULT)]
+    /// beyond, 429 too_many_requests with Retry-After (1 to 64).
+    #[arg(long, env = "LEDGER_TENANT_REPLAYS_MAX", default_value_t = commands::http::limits::REPLAYS_PER_TENANT_MAX_DEFAULT, value_parser = sized(1, 64))]
     tenant_replays_max: usize,
     /// Replays in flight at once over all tenants, each on a connection of
-    /// the replays' own pool (of this size); beyond, 429.
-    #[arg(long, env = "LEDGER_REPLAYS_MAX", default_value_t = commands::http::limits::REPLAYS_MAX_DEFAULT)]
+    /// the replays' own pool (of this size); beyond, 429 (1 to 64).
+    #[arg(long, env = "LEDGER_REPLAYS_MAX", default_value_t = commands::http::limits::REPLAYS_MAX_DEFAULT, value_parser = sized(1, 64))]
     replays_max: usize,
     /// Failed authentications one client address may make within a minute;
     /// beyond, 429 too_many_requests until the minute is over.
@@ -488,6 +489,11 @@ struct ServeArgs {
 /// A timeout flag: 1 ms to [`connections::TIMEOUT_MS_LIMIT`].
 fn timeout_ms() -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(1..=connections::TIMEOUT_MS_LIMIT)
+}
+
+/// A size flag: `min` to `max`.
+fn sized(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min..=max)
 }
 
 /// `--connections-max`: 1 to [`connections::CONNECTIONS_MAX_LIMIT`].

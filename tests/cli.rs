@@ -214,7 +214,9 @@ async fn serve_reads_on_the_replica_ledger_read_database_url_names() {
 async fn project_once_and_rebuild_report_what_they_did() {
     // Proves: `project --once --json` applies every event and says how many;
     // `rebuild --all --json` replays them all into swapped-in tables;
-    // `--stale` finds nothing to do; an unknown name is refused with the list.
+    // `--stale` finds nothing to do; an unknown name is refused with the list;
+    // rules this build does not know, and server sizes out of their range,
+    // are refused before anything starts.
     let db = TestDatabase::new().await;
     let store = db.store();
     let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
@@ -317,6 +319,25 @@ async fn project_once_and_rebuild_report_what_they_did() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // So are sizes that would starve the server or exhaust the machine.
+    for (flag, value, range) in [
+        ("--shards", "0", "1..=64"),
+        ("--pipeline-depth", "1000000000", "1..=64"),
+        ("--db-connections", "0", "1..=1000"),
+        ("--body-limit-bytes", "0", "1024..=67108864"),
+        ("--tenant-waiters-max", "0", "1..=10000"),
+        ("--replays-max", "100000", "1..=64"),
+        ("--read-wait-ms", "0", "1..="),
+    ] {
+        let output = ledger(&db).args(["serve", flag, value]).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flag}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{flag}"))
+                && stderr.contains(&format!("{value} is not in {range}")),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test]
