@@ -48,8 +48,11 @@ type Feed = Option<mpsc::Sender<Arc<Vec<StoredEvent>>>>;
 pub enum Finding {
     /// The hash chain, the seqs or the head.
     Chain {
+        /// Written once, with the finding's own fields (most of which
+        /// carry it already).
+        #[serde(skip_serializing)]
         tenant_seq: i64,
-        #[serde(flatten)]
+        #[serde(flatten, serialize_with = "chain_finding_with_seq")]
         finding: ChainFinding,
         /// Line of the export file, when verifying one.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +69,26 @@ pub enum Finding {
     File { line: u64, message: String },
     /// The tenant has events but no chain head row.
     MissingHead,
+}
+
+/// `finding`'s fields and its `tenant_seq`, each key once (a field of the
+/// same name written twice is a JSON object a strict reader refuses).
+fn chain_finding_with_seq<S: serde::Serializer>(
+    finding: &ChainFinding,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut fields = match serde_json::to_value(finding).map_err(serde::ser::Error::custom)? {
+        serde_json::Value::Object(fields) => fields,
+        other => {
+            return Err(serde::ser::Error::custom(format!(
+                "a chain finding as {other}"
+            )))
+        }
+    };
+    fields
+        .entry("tenant_seq")
+        .or_insert_with(|| finding.tenant_seq().into());
+    fields.serialize(serializer)
 }
 
 impl std::fmt::Display for Finding {
@@ -641,4 +664,52 @@ pub async fn verify_database(
 
 pub(crate) fn report_for_file(verdict: TenantVerdict, started: Instant) -> VerifyReport {
     VerifyReport::finish(vec![verdict], Vec::new(), started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_finding_writes_its_tenant_seq_once() {
+        // Proves: `verify --json` writes each chain finding's tenant_seq
+        // once, whether the finding carries it (a hash mismatch) or not (a
+        // gap, whose seq is the one expected).
+        let at = |finding: ChainFinding| {
+            let text = serde_json::to_string(&Finding::Chain {
+                tenant_seq: finding.tenant_seq(),
+                finding,
+                line: Some(3),
+            })
+            .unwrap();
+            (text.matches("\"tenant_seq\"").count(), text)
+        };
+        let (count, text) = at(ChainFinding::HashMismatch {
+            tenant_seq: 60,
+            stored: GENESIS,
+            computed: ChainHash([1; 32]),
+        });
+        assert_eq!(count, 1, "{text}");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (
+                &value["check"],
+                &value["finding"],
+                &value["tenant_seq"],
+                &value["line"]
+            ),
+            (
+                &serde_json::json!("chain"),
+                &serde_json::json!("hash_mismatch"),
+                &serde_json::json!(60),
+                &serde_json::json!(3)
+            )
+        );
+        let (count, text) = at(ChainFinding::Gap {
+            expected_seq: 7,
+            found_seq: 9,
+        });
+        assert_eq!(count, 1, "{text}");
+        assert!(text.contains("\"tenant_seq\":7"), "{text}");
+    }
 }
