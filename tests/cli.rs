@@ -1889,3 +1889,64 @@ async fn a_password_in_a_database_url_option_reaches_no_log() {
         assert!(printed.contains("127.0.0.1:1"), "{log:?}: {printed}");
     }
 }
+
+#[tokio::test]
+async fn replay_and_report_refuse_an_unknown_tenant_a_seq_not_reached_and_a_chain_short_of_its_head(
+) {
+    // Proves: from the database, `replay` and `report` refuse a tenant the
+    // database does not have (exit 2, as `verify --tenant` does) instead of
+    // answering an empty state; `replay` refuses a seq the tenant has not
+    // reached or below 0 (its answer would change), and a history whose
+    // last event was deleted behind the triggers (the chain head row names
+    // it), as a replay of the export file does.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (bus, now) = clocked_bus(&db);
+    let tenant = store.create_tenant("acme").await.unwrap().tenant_id;
+    // Seqs 1-4 subscribe, 5 and 6 consume.
+    subscribe_and_consume(&bus, &now, tenant, "hobby_v3", &[10, 20]).await;
+    bus.shutdown().await;
+    let tenant_text = tenant.to_string();
+    let refused = |args: &[&str], expected: &str| {
+        let output = ledger(&db).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    };
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let unknown_text = format!("unknown tenant {unknown}");
+    refused(&["replay", "--tenant", unknown], &unknown_text);
+    refused(
+        &["report", "trial-balance", "--tenant", unknown],
+        &unknown_text,
+    );
+    refused(
+        &["replay", "--tenant", &tenant_text, "--as-of-seq", "7"],
+        "tenant_seq 7 is not in the tenant's history (0 to its last, 6)",
+    );
+    refused(
+        &["replay", "--tenant", &tenant_text, "--as-of-seq=-1"],
+        "tenant_seq -1 is not in the tenant's history (0 to its last, 6)",
+    );
+    let output = ledger(&db)
+        .args(["replay", "--tenant", &tenant_text, "--as-of-seq", "6"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+
+    let mut connection = store.pool().acquire().await.unwrap();
+    for statement in [
+        "SET session_replication_role = replica",
+        "DELETE FROM events WHERE tenant_seq = 6",
+        "SET session_replication_role = DEFAULT",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+    }
+    refused(
+        &["replay", "--tenant", &tenant_text],
+        "chain head says tenant_seq 6",
+    );
+}

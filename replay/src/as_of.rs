@@ -17,7 +17,7 @@ use crate::state::{LocatedFinding, TenantState};
 use crate::verify::{check_chain, Finding, VerifyError};
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
-use eventstore::{ChainChecker, ChainFinding, ChainHash, EventStore};
+use eventstore::{ChainChecker, ChainFinding, ChainHash, EventStore, StoreError};
 use serde_json::Value;
 use sqlx::PgConnection;
 
@@ -177,12 +177,27 @@ fn refuse(findings: Vec<LocatedFinding>) -> Result<(), Finding> {
 /// The tenant's state as of `as_of`, from the store, on `connection` (which
 /// should be inside one snapshot, so that the answer is one point in time):
 /// the chain of every event up to the point is recomputed and checked, and
-/// the first event past it must follow with no hole.
+/// the first event past it must follow with no hole. A seq past the last
+/// event (or below 0) is refused: the answer would change as the tenant
+/// goes on.
 pub async fn replay_tenant(
     connection: &mut PgConnection,
     tenant_id: TenantId,
     as_of: AsOf,
 ) -> Result<Value, VerifyError> {
+    let (head_seq,): (i64,) =
+        sqlx::query_as("SELECT coalesce(max(tenant_seq), 0) FROM events WHERE tenant_id = $1")
+            .bind(tenant_id.as_uuid())
+            .fetch_one(&mut *connection)
+            .await?;
+    if let AsOf::Seq(asked) = as_of {
+        if !(0..=head_seq).contains(&asked) {
+            return Err(VerifyError::SeqOutOfRange {
+                asked,
+                head: head_seq,
+            });
+        }
+    }
     let mut replayer = Replayer::new(as_of);
     let mut after_seq = 0;
     'pages: loop {
@@ -206,6 +221,57 @@ pub async fn replay_tenant(
     replayer.report(tenant_id).map_err(VerifyError::Refused)
 }
 
+/// Whether the tenant's last event, in the snapshot `connection` reads, is
+/// the one its chain head row names (an event deleted at the end of the
+/// chain leaves the events whole but short of the head). Needs the chain
+/// heads, which the API's reader role does not read.
+async fn check_head(connection: &mut PgConnection, tenant_id: TenantId) -> Result<(), VerifyError> {
+    let head: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT last_seq, last_hash FROM chain_heads WHERE tenant_id = $1")
+            .bind(tenant_id.as_uuid())
+            .fetch_optional(&mut *connection)
+            .await?;
+    let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT tenant_seq, hash FROM events WHERE tenant_id = $1 ORDER BY tenant_seq DESC LIMIT 1",
+    )
+    .bind(tenant_id.as_uuid())
+    .fetch_optional(&mut *connection)
+    .await?;
+    let hash = |bytes: &[u8]| {
+        ChainHash::from_slice(bytes).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "a chain hash of tenant {tenant_id} is not 32 bytes"
+            ))
+        })
+    };
+    let finding = match (head, last) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => Finding::MissingHead,
+        (Some((head_seq, head_hash)), last) => {
+            let (last_seq, last_hash) = match last {
+                Some((seq, bytes)) => (seq, hash(&bytes)?),
+                None => (0, eventstore::GENESIS),
+            };
+            let head_hash = hash(&head_hash)?;
+            if (head_seq, head_hash) == (last_seq, last_hash) {
+                return Ok(());
+            }
+            let finding = ChainFinding::HeadMismatch {
+                head_seq,
+                head_hash,
+                last_seq,
+                last_hash,
+            };
+            Finding::Chain {
+                tenant_seq: finding.tenant_seq(),
+                finding,
+                line: None,
+            }
+        }
+    };
+    Err(VerifyError::Refused(finding))
+}
+
 /// [`replay_tenant`] in a read-only, repeatable-read transaction of its own
 /// (what `ledger replay --tenant` runs).
 pub async fn replay_stored(
@@ -218,6 +284,7 @@ pub async fn replay_stored(
         .execute(&mut *transaction)
         .await?;
     let report = replay_tenant(&mut transaction, tenant_id, as_of).await?;
+    check_head(&mut transaction, tenant_id).await?;
     transaction.commit().await?;
     Ok(report)
 }

@@ -99,12 +99,28 @@ pub async fn run_verify(
     })
 }
 
+/// Refuses a tenant the database does not have (as `verify --tenant` and
+/// `export` do), rather than answering its empty state.
+async fn known_tenant(store: &EventStore, tenant: TenantId) -> Result<(), Failure> {
+    let (known,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1)")
+            .bind(tenant.as_uuid())
+            .fetch_one(store.pool())
+            .await?;
+    if known {
+        Ok(())
+    } else {
+        Err(crate::verify::VerifyError::UnknownTenant(tenant).into())
+    }
+}
+
 /// Replays the file or the tenant's events and prints its state.
 pub async fn run_replay(database_url: Option<&str>, options: ReplayOptions) -> Result<(), Failure> {
     let report = match (&options.file, options.tenant) {
         (Some(path), _) => crate::export::replay_file(path, options.as_of)?,
         (None, Some(tenant)) => {
             let store = open_store_to_read(database_url, 2).await?;
+            known_tenant(&store, tenant).await?;
             if let AsOf::Time(at) = options.as_of {
                 // Closed by the database server's clock, as reports are.
                 let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
@@ -192,6 +208,7 @@ pub async fn run_report(
         }
         (None, Some(tenant)) => {
             let store = open_store_to_read(database_url, 2).await?;
+            known_tenant(&store, tenant).await?;
             report_from_store(&store, tenant, options.name, (point, options.options)).await?
         }
         (None, None) => return Err("give --tenant or --file".into()),

@@ -44,7 +44,7 @@ pub struct ReplayQuery {
     responses(
         (status = 200, description = "The state as of the point asked", body = Object),
         (status = 400, description = "`as_of` neither a tenant_seq nor a time in range", body = ErrorBody),
-        (status = 422, description = "`history_does_not_verify`: an event up to the point (or the one right after it) fails the chain or the domain; `details.finding` names it; `as_of_open`: a time less than 5 s past (or in the future), which later requests could still be recorded at or before (details: as_of, closes_at)", body = ErrorBody),
+        (status = 422, description = "`history_does_not_verify`: an event up to the point (or the one right after it) fails the chain or the domain; `details.finding` names it; `as_of_open`: a time less than 5 s past (or in the future), which later requests could still be recorded at or before (details: as_of, closes_at); `as_of_seq_ahead`: a tenant_seq beyond the tenant's last (details: as_of_seq, tenant_seq)", body = ErrorBody),
         (status = 503, description = "`replay_timeout`: the replay did not finish within 25 s; or `database_unavailable`", body = ErrorBody),
     )
 )]
@@ -80,6 +80,13 @@ async fn replay(
         })?
         .map_err(|error| match error {
             crate::verify::VerifyError::Store(store) => ApiError::from(store),
+            crate::verify::VerifyError::SeqOutOfRange { asked, head } => ApiError::Unprocessable {
+                code: "as_of_seq_ahead",
+                message: format!(
+                    "tenant_seq {asked} is beyond the tenant's last, {head}: a replay as of it would change as the tenant goes on"
+                ),
+                details: serde_json::json!({"as_of_seq": asked, "tenant_seq": head}),
+            },
             crate::verify::VerifyError::Refused(finding) => ApiError::Unprocessable {
                 code: "history_does_not_verify",
                 message: format!("the history does not verify: {finding}"),

@@ -306,6 +306,9 @@ pub enum VerifyError {
     Projection(#[from] ProjectionError),
     #[error("unknown tenant {0}")]
     UnknownTenant(TenantId),
+    /// A replay as of a seq the tenant has not reached (or below 0).
+    #[error("tenant_seq {asked} is not in the tenant's history (0 to its last, {head})")]
+    SeqOutOfRange { asked: i64, head: i64 },
     #[error("cannot read {path}: {error}")]
     File { path: String, error: std::io::Error },
     #[error("{0}")]

@@ -117,6 +117,18 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
         let body: Value = refused.json().await.unwrap();
         assert_eq!(body["error"]["code"], "invalid_request", "{query}: {body}");
     }
+    // A seq the tenant has not reached would answer otherwise later.
+    let ahead = get(&acme.api_key, "?as_of=7").await.unwrap();
+    assert_eq!(ahead.status(), 422);
+    let body: Value = ahead.json().await.unwrap();
+    assert_eq!(
+        (&body["error"]["code"], &body["error"]["details"]),
+        (
+            &json!("as_of_seq_ahead"),
+            &json!({"as_of_seq": 7, "tenant_seq": 6})
+        ),
+        "{body}"
+    );
 
     // An event edited behind the triggers: the replay refuses it, naming it.
     let mut connection = store.pool().acquire().await.unwrap();
