@@ -479,3 +479,58 @@ async fn a_reader_holding_one_table_while_it_asks_for_another_meets_no_deadlock_
     let report = rebuilding.await.unwrap().unwrap();
     assert_eq!(report.events, 0, "{report:?}");
 }
+
+#[tokio::test]
+async fn a_rebuild_that_stopped_without_finishing_is_shown_live_again_at_the_next_status_read() {
+    // Proves: a projection left `rebuilding` by a rebuild whose process was
+    // killed reads as live again, with a note, at the next status read
+    // (every 5 s on a running server), not only when a server starts;
+    // while a rebuild holds its lock, it stays `rebuilding`.
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    projections::status::register(
+        store.pool(),
+        &[Arc::new(StreamIndex) as Arc<dyn Projection>],
+    )
+    .await
+    .unwrap();
+    let mark_rebuilding = || {
+        sqlx::query("UPDATE projections SET state = 'rebuilding' WHERE projection = $1")
+            .bind(StreamIndex.name())
+            .execute(store.pool())
+    };
+    let read = || async {
+        let statuses = projections::status::status(store.pool(), &[StreamIndex.name()])
+            .await
+            .unwrap();
+        (statuses[0].state.as_str(), statuses[0].error.clone())
+    };
+    // A rebuild running: its lock held on a session of its own.
+    let (namespace, key) = projections::status::rebuild_lock(StreamIndex.name());
+    let mut rebuild = store.pool().acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1, $2)")
+        .bind(namespace)
+        .bind(key)
+        .execute(&mut *rebuild)
+        .await
+        .unwrap();
+    let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+        .fetch_one(&mut *rebuild)
+        .await
+        .unwrap();
+    mark_rebuilding().await.unwrap();
+    assert_eq!(read().await, ("rebuilding", None));
+    // Its process killed: the session ends (waited for), the lock goes
+    // with it.
+    let (ended,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1, 10000)")
+        .bind(pid)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(ended);
+    drop(rebuild.detach());
+    assert_eq!(
+        read().await,
+        ("live", Some("a rebuild was interrupted".to_string()))
+    );
+}
