@@ -715,7 +715,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 async fn run_serve(database_url: Option<&str>, args: ServeArgs) -> Result<(), Failure> {
     let store = open_store(database_url, args.db_connections).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     let mut http =
         commands::http::HttpConfig::new(args.admin_token.as_deref(), args.body_limit_bytes)
             .with_metrics_token(args.metrics_token.as_deref());

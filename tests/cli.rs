@@ -300,6 +300,20 @@ async fn project_once_and_rebuild_report_what_they_did() {
         serde_json::from_slice::<Value>(&output.stdout).unwrap()["events"],
         0
     );
+    // A name given twice is rebuilt once.
+    let output = ledger(&db)
+        .args(["rebuild", "stream_index", "stream_index", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()["projections"],
+        json!(["stream_index"])
+    );
     let output = ledger(&db).args(["rebuild", "nope"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr)
@@ -1933,6 +1947,30 @@ async fn replay_and_report_refuse_an_unknown_tenant_a_seq_not_reached_and_a_chai
         .output()
         .unwrap();
     assert!(output.status.success());
+    // A file that cannot be written is named as such.
+    let projected = ledger(&db).args(["project", "--once"]).output().unwrap();
+    assert!(projected.status.success());
+    refused(
+        &[
+            "export",
+            "--tenant",
+            &tenant_text,
+            "--out",
+            "/nonexistent/dir/x.jsonl",
+        ],
+        "cannot write /nonexistent/dir/x.jsonl",
+    );
+    refused(
+        &[
+            "report",
+            "trial-balance",
+            "--tenant",
+            &tenant_text,
+            "--out",
+            "/nonexistent/x.html",
+        ],
+        "cannot write /nonexistent/x.html",
+    );
 
     let mut connection = store.pool().acquire().await.unwrap();
     for statement in [

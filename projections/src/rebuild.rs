@@ -113,6 +113,13 @@ pub async fn rebuild_selected(
             register(pool, &catalog).await?;
             let mut selected = Vec::new();
             for name in names {
+                // A name given twice is one projection to rebuild.
+                if selected
+                    .iter()
+                    .any(|projection: &Arc<dyn Projection>| projection.name() == name)
+                {
+                    continue;
+                }
                 let found = catalog
                     .iter()
                     .find(|projection| projection.name() == name)

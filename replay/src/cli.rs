@@ -216,7 +216,8 @@ pub async fn run_report(
     let text = options.format.render(&report);
     match &options.out {
         Some(path) => {
-            std::fs::write(path, &text)?;
+            std::fs::write(path, &text)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
             eprintln!("wrote {} to {}", report.name.as_str(), path.display());
         }
         None => print!("{text}"),

@@ -108,6 +108,14 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> VerifyError + '_ {
     }
 }
 
+/// What an export's writing of `path` failed with.
+fn write_error(path: &Path) -> impl Fn(std::io::Error) -> VerifyError + '_ {
+    move |error| VerifyError::Write {
+        path: path.display().to_string(),
+        error,
+    }
+}
+
 /// Writes `tenant_id`'s events, as of one consistent snapshot, to `out`.
 pub async fn export(
     store: &EventStore,
@@ -134,7 +142,7 @@ pub async fn export(
         .bind(tenant_id.as_uuid())
         .fetch_one(&mut *transaction)
         .await?;
-    let file = std::fs::File::create(out).map_err(io_error(out))?;
+    let file = std::fs::File::create(out).map_err(write_error(out))?;
     let mut writer = BufWriter::new(file);
     let header = Header {
         format: FORMAT.to_string(),
@@ -148,7 +156,7 @@ pub async fn export(
     let write_line =
         |writer: &mut BufWriter<std::fs::File>,
          value: &dyn erased::Line|
-         -> Result<(), VerifyError> { value.write_to(writer).map_err(io_error(out)) };
+         -> Result<(), VerifyError> { value.write_to(writer).map_err(write_error(out)) };
     write_line(&mut writer, &header)?;
     let mut progress = Progress::new("export", header.events, quiet);
     let mut after_seq = 0;
@@ -182,7 +190,7 @@ pub async fn export(
         }
     }
     transaction.commit().await?;
-    writer.flush().map_err(io_error(out))?;
+    writer.flush().map_err(write_error(out))?;
     progress.finish();
     Ok(ExportReport {
         tenant_id,

@@ -311,6 +311,8 @@ pub enum VerifyError {
     SeqOutOfRange { asked: i64, head: i64 },
     #[error("cannot read {path}: {error}")]
     File { path: String, error: std::io::Error },
+    #[error("cannot write {path}: {error}")]
+    Write { path: String, error: std::io::Error },
     #[error("{0}")]
     Format(String),
     /// A replay met an event it cannot vouch for.
