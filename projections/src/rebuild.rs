@@ -267,17 +267,30 @@ pub async fn rebuild(
     rebuild_many(pool, &[projection], quiet).await
 }
 
+/// Tries of a rebuild lock, 100 ms apart, before another rebuild is taken
+/// to hold it.
+const REBUILD_LOCK_TRIES: u32 = 10;
+
 /// Takes the rebuild lock of every projection on `connection`, or none.
 async fn lock_rebuilds(
     connection: &mut PgConnection,
     projections: &[&dyn Projection],
 ) -> Result<(), ProjectionError> {
     for (index, projection) in projections.iter().enumerate() {
-        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
-            .bind(REBUILD_LOCK_NAMESPACE)
-            .bind(lock_key(projection.name()))
-            .fetch_one(&mut *connection)
-            .await?;
+        // A status read clearing an interrupted rebuild holds the lock for
+        // the length of one statement: tried for up to a second.
+        let mut locked = false;
+        for _ in 0..REBUILD_LOCK_TRIES {
+            (locked,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(REBUILD_LOCK_NAMESPACE)
+                .bind(lock_key(projection.name()))
+                .fetch_one(&mut *connection)
+                .await?;
+            if locked {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         if !locked {
             unlock_rebuilds(connection, &projections[..index]).await;
             return Err(ProjectionError::RebuildRunning(
@@ -454,10 +467,14 @@ async fn swap(
         .map(|projection| projection.name())
         .collect();
     let mut transaction = pool.begin().await?;
-    for name in &names {
+    // In key order, as every other taker of these locks takes them (a
+    // comparison of verify), so two never wait on each other.
+    let mut keys: Vec<i32> = names.iter().map(|name| lock_key(name)).collect();
+    keys.sort_unstable();
+    for key in keys {
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
             .bind(LOCK_NAMESPACE)
-            .bind(lock_key(name))
+            .bind(key)
             .execute(&mut *transaction)
             .await?;
     }
@@ -513,15 +530,17 @@ async fn swap(
 /// readers (and trying again): well under PostgreSQL's deadlock check.
 const SWAP_LOCK_WAIT: &str = "100ms";
 
-/// Tries of [`lock_live_tables`] before the rebuild gives up (about a
-/// minute under readers that never let go).
-const SWAP_LOCK_TRIES: u32 = 400;
+/// How often a swap still giving way to readers says so in the log.
+const SWAP_LOCK_WARN_EVERY: u32 = 100;
 
 /// Locks every live table of the swap at once, before any is dropped. A
 /// reader holding one of them while it asks for another (a join reads
 /// two) would deadlock with tables dropped one by one, and PostgreSQL
 /// would fail one of the two. A try that waits past [`SWAP_LOCK_WAIT`]
-/// lets go of what it took, so the reader goes on, and tries again.
+/// (or meets a deadlock) lets go of what it took, so the reader goes on,
+/// and tries again, for as long as it takes: the swap waited before, too,
+/// and giving up would throw the replay away. One savepoint for every try
+/// (rolled back to, never nested).
 async fn lock_live_tables(
     transaction: &mut PgConnection,
     tables: &[&str],
@@ -534,16 +553,21 @@ async fn lock_live_tables(
     sqlx::query(&format!("SET LOCAL lock_timeout = '{SWAP_LOCK_WAIT}'"))
         .execute(&mut *transaction)
         .await?;
-    for tried in 1..=SWAP_LOCK_TRIES {
-        sqlx::query("SAVEPOINT swap_locks")
-            .execute(&mut *transaction)
-            .await?;
+    sqlx::query("SAVEPOINT swap_locks")
+        .execute(&mut *transaction)
+        .await?;
+    let mut tried: u32 = 0;
+    loop {
         match sqlx::query(&lock).execute(&mut *transaction).await {
             Ok(_) => break,
-            Err(error) if lock_not_available(&error) && tried < SWAP_LOCK_TRIES => {
+            Err(error) if gives_way(&error) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT swap_locks")
                     .execute(&mut *transaction)
                     .await?;
+                tried += 1;
+                if tried % SWAP_LOCK_WARN_EVERY == 0 {
+                    tracing::warn!(tried, tables = ?tables, "the rebuild's swap still waits for readers of the live tables");
+                }
                 // Readers that queued behind this try go first.
                 tokio::time::sleep(std::time::Duration::from_millis(
                     20 + u64::from(tried % 7) * 5,
@@ -556,18 +580,21 @@ async fn lock_live_tables(
     sqlx::query("RELEASE SAVEPOINT swap_locks")
         .execute(&mut *transaction)
         .await?;
-    sqlx::query("SET LOCAL lock_timeout = 0")
+    sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
         .execute(&mut *transaction)
         .await?;
     Ok(())
 }
 
-/// Whether `error` is a lock not granted within `lock_timeout` (55P03).
-fn lock_not_available(error: &sqlx::Error) -> bool {
+/// Whether a try of the swap's locks should let go and try again: a lock
+/// not granted within `lock_timeout` (55P03), or a deadlock PostgreSQL
+/// broke by failing it (40P01, when `deadlock_timeout` is set below the
+/// swap's wait).
+fn gives_way(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|error| error.code())
-        .is_some_and(|code| code == "55P03")
+        .is_some_and(|code| code == "55P03" || code == "40P01")
 }
 
 /// The indexes of live table `table`: (definition without its name and

@@ -456,7 +456,8 @@ async fn a_reader_holding_one_table_while_it_asks_for_another_meets_no_deadlock_
     loop {
         let (waiting,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-             WHERE NOT l.granted AND c.relname = 'ledger_account_movements'",
+             WHERE NOT l.granted AND c.relname = 'ledger_account_movements' \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .fetch_one(store.pool())
         .await
