@@ -128,13 +128,24 @@ struct FailureWindow {
     failures: u32,
 }
 
+/// What a failed authentication was for. API keys, and the admin and
+/// metrics tokens, are throttled apart: a tenant's client failing with its
+/// keys never locks the operator's tokens out (behind a proxy every client
+/// shares one address), and a token guesser is throttled whatever the keys
+/// do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    ApiKeys,
+    Tokens,
+}
+
 /// Verified API keys and failed attempts, per process.
 pub struct Authenticator {
     clock: AuthClock,
     /// Failures an address may make within a window before it is refused.
     failure_limit: u32,
     keys: Mutex<KeyCache>,
-    failures: Mutex<HashMap<IpAddr, FailureWindow>>,
+    failures: Mutex<HashMap<(IpAddr, Scope), FailureWindow>>,
     /// Bumped after every eviction from the key cache.
     evictions: watch::Sender<u64>,
 }
@@ -177,7 +188,7 @@ impl Authenticator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn failures(&self) -> MutexGuard<'_, HashMap<IpAddr, FailureWindow>> {
+    fn failures(&self) -> MutexGuard<'_, HashMap<(IpAddr, Scope), FailureWindow>> {
         self.failures
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -259,8 +270,8 @@ impl Authenticator {
 
     /// 429 while `client` has used up its failed attempts in the current
     /// window; nothing is asked of the database.
-    pub fn check_throttle(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
-        let Some(client) = client.map(throttle_key) else {
+    pub fn check_throttle(&self, scope: Scope, client: Option<IpAddr>) -> Result<(), ApiError> {
+        let Some(client) = client.map(|client| (throttle_key(client), scope)) else {
             return Ok(());
         };
         let now = self.clock.now();
@@ -289,16 +300,17 @@ impl Authenticator {
     /// Refuses a request of `client` for `failure`: 429 while the address
     /// is throttled (the failure neither logged nor counted again), else
     /// [`Authenticator::failed`].
-    pub fn refuse(&self, client: Option<IpAddr>, failure: AuthFailure) -> ApiError {
-        self.check_throttle(client)
+    pub fn refuse(&self, scope: Scope, client: Option<IpAddr>, failure: AuthFailure) -> ApiError {
+        self.check_throttle(scope, client)
             .err()
-            .unwrap_or_else(|| self.failed(client, failure, None))
+            .unwrap_or_else(|| self.failed(scope, client, failure, None))
     }
 
     /// Logs and counts a failed authentication of `client` (when known) and
     /// answers 401.
     pub fn failed(
         &self,
+        scope: Scope,
         client: Option<IpAddr>,
         failure: AuthFailure,
         claimed_tenant: Option<TenantId>,
@@ -311,12 +323,13 @@ impl Authenticator {
             None => tracing::warn!(client = %shown, reason = %failure, "authentication failed"),
         }
         if let Some(client) = client.map(throttle_key) {
-            self.count_failure(client);
+            self.count_failure(scope, client);
         }
         ApiError::Unauthorized(failure.to_string())
     }
 
-    fn count_failure(&self, client: IpAddr) {
+    fn count_failure(&self, scope: Scope, client: IpAddr) {
+        let client = (client, scope);
         let now = self.clock.now();
         let mut failures = self.failures();
         if !failures.contains_key(&client) && failures.len() >= FAILED_AUTH_ADDRESSES_MAX {
@@ -345,7 +358,8 @@ impl Authenticator {
         if window.failures == self.failure_limit {
             let seconds = (window.started + FAILED_AUTH_WINDOW - now).as_secs();
             tracing::warn!(
-                client = %ClientAddress(Some(client)),
+                client = %ClientAddress(Some(client.0)),
+                scope = ?scope,
                 failures = self.failure_limit,
                 seconds,
                 "too many failed authentications: refusing this client address until its window ends"
@@ -423,17 +437,19 @@ impl FromRequestParts<AppState> for Tenant {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let client = client_address(parts);
-        let token = bearer(parts).map_err(|failure| state.auth.refuse(client, failure))?;
+        let token =
+            bearer(parts).map_err(|failure| state.auth.refuse(Scope::ApiKeys, client, failure))?;
         // A key this process verified lately passes whatever its address
         // did: the throttle guards the database lookups of unknown keys, and
         // must not lock out the valid clients behind a shared address.
         if let Some(tenant_id) = state.auth.cached(token) {
             return Ok(Self(tenant_id));
         }
-        state.auth.check_throttle(client)?;
+        state.auth.check_throttle(Scope::ApiKeys, client)?;
         match state.auth.tenant(&state.store, token).await? {
             Some(tenant_id) => Ok(Self(tenant_id)),
             None => Err(state.auth.failed(
+                Scope::ApiKeys,
                 client,
                 AuthFailure::UnknownApiKey,
                 eventstore::tenants::claimed_tenant(token),
@@ -452,14 +468,14 @@ fn check_token(
     wrong: AuthFailure,
 ) -> Result<(), ApiError> {
     let client = client_address(parts);
-    let refuse = |failure: AuthFailure| state.auth.refuse(client, failure);
+    let refuse = |failure: AuthFailure| state.auth.refuse(Scope::Tokens, client, failure);
     let token = bearer(parts).map_err(refuse)?;
-    // A throttled address is refused whatever token it sends: were the
-    // right one to pass, a guesser would tell it by the answer and guess
-    // on at full speed (a token is an operator's choice, maybe a weak
-    // one). The operator behind the address waits out the window, or
-    // uses the command line, which needs no token.
-    state.auth.check_throttle(client)?;
+    // An address throttled for its token failures is refused whatever
+    // token it sends: were the right one to pass, a guesser would tell it
+    // by the answer and guess on at full speed (a token is an operator's
+    // choice, maybe a weak one). Failures with API keys count apart, so
+    // a tenant's failing client never locks the operator out.
+    state.auth.check_throttle(Scope::Tokens, client)?;
     match expected {
         None => Err(refuse(closed)),
         Some(expected) if blake3::hash(token.as_bytes()) == *expected => Ok(()),
@@ -597,17 +613,23 @@ mod tests {
         for index in 0..FAILED_AUTH_ADDRESSES_MAX {
             *now.lock().unwrap() = start + Duration::from_micros(index as u64);
             for _ in 0..FAILED_AUTH_LIMIT {
-                auth.count_failure(address(index));
+                auth.count_failure(Scope::ApiKeys, address(index));
             }
         }
         assert_eq!(auth.failures().len(), FAILED_AUTH_ADDRESSES_MAX);
-        assert!(auth.check_throttle(Some(address(0))).is_err());
-        auth.count_failure(address(FAILED_AUTH_ADDRESSES_MAX));
+        assert!(auth
+            .check_throttle(Scope::ApiKeys, Some(address(0)))
+            .is_err());
+        assert!(auth.check_throttle(Scope::Tokens, Some(address(0))).is_ok());
+        auth.count_failure(Scope::ApiKeys, address(FAILED_AUTH_ADDRESSES_MAX));
         assert_eq!(auth.failures().len(), FAILED_AUTH_ADDRESSES_MAX);
         assert!(
-            auth.check_throttle(Some(address(0))).is_ok(),
+            auth.check_throttle(Scope::ApiKeys, Some(address(0)))
+                .is_ok(),
             "the oldest window was forgotten"
         );
-        assert!(auth.check_throttle(Some(address(1))).is_err());
+        assert!(auth
+            .check_throttle(Scope::ApiKeys, Some(address(1)))
+            .is_err());
     }
 }
