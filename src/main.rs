@@ -629,10 +629,15 @@ fn init_logging() {
         })
         // Never, whatever LEDGER_LOG asks: the database driver's warnings
         // about a URL's options print their values (an `sslpassword`, a
-        // malformed pgpass line), and no password may reach a log.
-        .with_target(
-            "sqlx_postgres::options",
-            tracing::level_filters::LevelFilter::OFF,
+        // malformed pgpass line), and no password may reach a log. Each
+        // module by name too: a filter naming it would otherwise win.
+        .with_targets(
+            [
+                "sqlx_postgres::options",
+                "sqlx_postgres::options::parse",
+                "sqlx_postgres::options::pgpass",
+            ]
+            .map(|target| (target, tracing::level_filters::LevelFilter::OFF)),
         );
     tracing_subscriber::registry()
         .with(

@@ -471,6 +471,21 @@ async fn verify_export_and_replay_work_from_the_command_line_and_offline() {
     );
     let state: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(state["as_of_seq"], 5);
+    // A seq the file does not reach is refused, as from the database.
+    let output = offline(&[
+        "replay",
+        "--file",
+        file.to_str().unwrap(),
+        "--as-of-seq",
+        "8",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("tenant_seq 8 is not in the tenant's history (0 to its last, 7)"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // A file of the format before requests were recorded is refused, by
     // both commands, saying which version it is (exit 2).
     let text = std::fs::read_to_string(&file).unwrap();

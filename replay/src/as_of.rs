@@ -283,8 +283,10 @@ pub async fn replay_stored(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *transaction)
         .await?;
-    let report = replay_tenant(&mut transaction, tenant_id, as_of).await?;
+    // First: a seq past an end deleted from the chain is a history that
+    // does not verify, not a seq the tenant has not reached.
     check_head(&mut transaction, tenant_id).await?;
+    let report = replay_tenant(&mut transaction, tenant_id, as_of).await?;
     transaction.commit().await?;
     Ok(report)
 }

@@ -406,6 +406,12 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport, VerifyError> {
 /// to the header's); the first mismatch refuses the replay, naming its line.
 pub fn replay_file(path: &Path, as_of: AsOf) -> Result<Value, VerifyError> {
     let mut file = ExportFile::open(path)?;
+    let head = file.header.head_seq;
+    if let AsOf::Seq(asked) = as_of {
+        if !(0..=head).contains(&asked) {
+            return Err(VerifyError::SeqOutOfRange { asked, head });
+        }
+    }
     let mut replayer = Replayer::new(as_of);
     let mut lines = 0u64;
     while let Some((line, event)) = file.next_event()? {
