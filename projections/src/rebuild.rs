@@ -565,7 +565,7 @@ async fn lock_live_tables(
                     .execute(&mut *transaction)
                     .await?;
                 tried += 1;
-                if tried % SWAP_LOCK_WARN_EVERY == 0 {
+                if tried.is_multiple_of(SWAP_LOCK_WARN_EVERY) {
                     tracing::warn!(tried, tables = ?tables, "the rebuild's swap still waits for readers of the live tables");
                 }
                 // Readers that queued behind this try go first.
