@@ -10,6 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::Server;
 
+/// `ledger args` on `db`, asserted successful (its stderr shown if not).
+fn succeeded(db: &TestDatabase, args: &[&str]) -> std::process::Output {
+    let output = ledger(db).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 fn ledger(db: &TestDatabase) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ledger"));
     command
@@ -301,15 +312,7 @@ async fn project_once_and_rebuild_report_what_they_did() {
         0
     );
     // A name given twice is rebuilt once.
-    let output = ledger(&db)
-        .args(["rebuild", "stream_index", "stream_index", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = succeeded(&db, &["rebuild", "stream_index", "stream_index", "--json"]);
     assert_eq!(
         serde_json::from_slice::<Value>(&output.stdout).unwrap()["projections"],
         json!(["stream_index"])
@@ -1957,14 +1960,12 @@ async fn replay_and_report_refuse_an_unknown_tenant_a_seq_not_reached_and_a_chai
         &["replay", "--tenant", &tenant_text, "--as-of-seq=-1"],
         "tenant_seq -1 is not in the tenant's history (0 to its last, 6)",
     );
-    let output = ledger(&db)
-        .args(["replay", "--tenant", &tenant_text, "--as-of-seq", "6"])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    succeeded(
+        &db,
+        &["replay", "--tenant", &tenant_text, "--as-of-seq", "6"],
+    );
     // A file that cannot be written is named as such.
-    let projected = ledger(&db).args(["project", "--once"]).output().unwrap();
-    assert!(projected.status.success());
+    succeeded(&db, &["project", "--once"]);
     refused(
         &[
             "export",

@@ -285,16 +285,12 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_time() {
     assert_eq!(quota(&state, "runs")["consumed"], "0");
 
     // A time less than 5 s past could still gain events: refused.
-    let open = client
-        .get(format!(
-            "{base}/v1/replay?as_of=2030-01-01T05:00:00.000001Z"
-        ))
-        .bearer_auth(&acme.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(open.status(), 422);
-    let body: Value = open.json().await.unwrap();
+    let body = refused_422(
+        &client,
+        format!("{base}/v1/replay?as_of=2030-01-01T05:00:00.000001Z"),
+        &acme.api_key,
+    )
+    .await;
     assert_eq!(
         (&body["error"]["code"], &body["error"]["details"]),
         (
@@ -413,19 +409,22 @@ async fn balances_as_of_a_time_equal_a_replay_to_that_time_at_many_points() {
         );
     }
     // A time less than 5 s past could still gain events: refused.
-    let open = client
-        .get(format!(
-            "{base}/v1/journal/balances?as_of=2030-01-01T16:59:56Z"
-        ))
-        .bearer_auth(&acme.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(open.status(), 422);
-    let body: Value = open.json().await.unwrap();
+    let body = refused_422(
+        &client,
+        format!("{base}/v1/journal/balances?as_of=2030-01-01T16:59:56Z"),
+        &acme.api_key,
+    )
+    .await;
     assert_eq!(body["error"]["code"], "as_of_open", "{body}");
     assert_eq!(
         body["error"]["details"]["closes_at"], "2030-01-01T17:00:01Z",
         "{body}"
     );
+}
+
+/// GET `url` with `api_key`, answered 422: its body.
+async fn refused_422(client: &reqwest::Client, url: String, api_key: &str) -> Value {
+    let response = client.get(url).bearer_auth(api_key).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    response.json().await.unwrap()
 }
