@@ -697,7 +697,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Serve(args) => run_serve(database_url, args).await?,
         Command::Tenant(command) => {
-            let store = open_store(database_url, 2).await?;
+            // Listing keys only reads: a database that is not there (a
+            // mistyped name) is refused, never created.
+            let store = match command {
+                TenantCommand::Keys { .. } => {
+                    replay::cli::open_store_to_read(database_url, 2).await?
+                }
+                _ => open_store(database_url, 2).await?,
+            };
             run_tenant(&store, command).await?;
         }
         Command::Project(args) => run_project(database_url, args).await?,
