@@ -1984,6 +1984,20 @@ async fn an_export_verifies_offline_and_one_changed_byte_is_named_by_line() {
         "{findings:?}"
     );
     assert_eq!(report.events, 15);
+
+    // A blank line at the end is one finding, the line's: the header's
+    // count is of events, which the file still holds all of.
+    let mut blank = lines.clone();
+    blank.push(String::new());
+    let blank = write_lines(&dir, "blank.jsonl", &blank);
+    let report = verify_file(&blank).unwrap();
+    let findings = &report.tenants[0].findings;
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        matches!(&findings[0], Finding::File { line, message }
+            if *line == lines.len() as u64 + 1 && message.starts_with("not an event line")),
+        "{findings:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
