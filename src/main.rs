@@ -50,8 +50,9 @@ enum Command {
     /// and refuses it within moments, and at the latest after 5 s, the
     /// lifetime of its key cache, should a notification be lost. A client
     /// address with 20 failed authentications within 60 s is answered 429
-    /// (with Retry-After) until the 60 s have passed. The projection gauges
-    /// of /metrics are refreshed every 5 s.
+    /// (with Retry-After) until the 60 s have passed, for API keys, or for
+    /// the admin and metrics tokens (counted apart; the right token too).
+    /// The projection gauges of /metrics are refreshed every 5 s.
     ///
     /// Every HTTP connection is bounded: a request head must arrive within
     /// --header-timeout-ms, its body and answer within --request-timeout-ms
