@@ -658,7 +658,28 @@ async fn open_store(
     database_url: Option<&str>,
     connections: u32,
 ) -> Result<eventstore::EventStore, Failure> {
-    let database = eventstore::resolve(database_url).await?;
+    migrated(eventstore::resolve(database_url).await?, connections).await
+}
+
+/// Opens the store for a command that writes an existing ledger (its read
+/// tables): applies pending migrations, but a database that is not there
+/// (a mistyped name) is refused, never created.
+async fn open_existing_store(
+    database_url: Option<&str>,
+    connections: u32,
+) -> Result<eventstore::EventStore, Failure> {
+    migrated(
+        eventstore::resolve_existing(database_url).await?,
+        connections,
+    )
+    .await
+}
+
+/// The store of `database`, its pending migrations applied.
+async fn migrated(
+    database: eventstore::database::Database,
+    connections: u32,
+) -> Result<eventstore::EventStore, Failure> {
     tracing::debug!(url = %eventstore::database::redact(database.url()), source = ?database.source, "database");
     let pool = database.connect_pool(connections).await?;
     let store = eventstore::EventStore::new(pool);
@@ -801,7 +822,7 @@ async fn run_project(database_url: Option<&str>, args: ProjectArgs) -> Result<()
 
 async fn run_rebuild(database_url: Option<&str>, args: RebuildArgs) -> Result<ExitCode, Failure> {
     use projections::rebuild::Selection;
-    let store = open_store(database_url, 8).await?;
+    let store = open_existing_store(database_url, 8).await?;
     let selection = if args.all {
         Selection::All
     } else if args.stale {

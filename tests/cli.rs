@@ -783,26 +783,29 @@ async fn tenant_keys_and_revoke_key_list_and_revoke_by_id_and_a_running_server_r
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("no tenant {unknown}")));
-    // Listing only reads: a database that is not there is refused, not
-    // created (a mistyped name).
+    // Listing keys only reads, and a rebuild writes an existing ledger: a
+    // database that is not there is refused, not created (a mistyped name).
     let missing = format!("ledger_no_such_{}", uuid::Uuid::now_v7().simple());
     let url = db
         .url()
         .rsplit_once('/')
-        .map(|(server, _)| format!("{server}/{missing}"));
-    let output = ledger(&db)
-        .env("DATABASE_URL", url.unwrap())
-        .args(["tenant", "keys", &tenant])
-        .output()
+        .map(|(server, _)| format!("{server}/{missing}"))
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let (created,): (bool,) =
-        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&missing)
-            .fetch_one(db.store().pool())
-            .await
+    for args in [&["tenant", "keys", &tenant][..], &["rebuild", "--all"]] {
+        let output = ledger(&db)
+            .env("DATABASE_URL", &url)
+            .args(args)
+            .output()
             .unwrap();
-    assert!(!created, "tenant keys created {missing}");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let (created,): (bool,) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&missing)
+                .fetch_one(db.store().pool())
+                .await
+                .unwrap();
+        assert!(!created, "{args:?} created {missing}");
+    }
 
     let help = ledger(&db).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
