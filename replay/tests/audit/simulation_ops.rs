@@ -460,11 +460,19 @@ pub(super) fn claim_op(rng: &mut Rng, known: &mut Known, tenant: usize) -> Optio
     }
     let claim_id = ClaimId::from_uuid(id(rng));
     known.claims.push((commitment_id, claim_id));
+    // Mostly the first milestone, which deposits fund first, and what a
+    // small deposit holds (some past it: refused).
     Some(Op::Claim(ClaimMilestone {
         commitment_id,
         claim_id,
-        milestone_id: if rng.chance(50) { "a" } else { "b" }.into(),
-        amount: amount(1 + rng.below(300)),
+        milestone_id: if rng.chance(80) { "a" } else { "b" }.into(),
+        amount: amount(
+            1 + if rng.chance(80) {
+                rng.below(50)
+            } else {
+                rng.below(600)
+            },
+        ),
         reason: None,
         rejection: rng.chance(30),
         parties,
