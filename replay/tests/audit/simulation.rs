@@ -357,11 +357,8 @@ fn tender(rng: &mut Rng, known: &mut Known) -> Op {
         })
         .copied()
         .collect();
-    let pool = if rng.chance(80) && !untendered.is_empty() {
-        &untendered
-    } else {
-        &known.payments
-    };
+    let first = rng.chance(80) && !untendered.is_empty();
+    let pool = if first { &untendered } else { &known.payments };
     let Some(&(payment_id, value, _)) = rng.pick(pool) else {
         return Op::Consume(ConsumeQuota {
             quota: QuotaType::Credits,
@@ -378,7 +375,10 @@ fn tender(rng: &mut Rng, known: &mut Known) -> Op {
     let tender_id = TenderId::from_uuid(id(rng));
     known.tendered.push((payment_id, ops::receivable()));
     let whole = rng.chance(85);
-    if whole && fresh {
+    // Only a payment's first tender, whole, by a fresh reference, is
+    // captured: refunds and disputes aim at those (a second whole tender
+    // is refused, so aiming at it would refuse them too).
+    if whole && fresh && first {
         known
             .captures
             .push((payment_id, tender_id, reference.clone(), value));
@@ -421,7 +421,14 @@ fn escrow_op(rng: &mut Rng, known: &mut Known, tenant: usize) -> Op {
             commitment_id,
             milestone_id,
             transfer_id: TransferId::from_uuid(id(rng)),
-            amount: Some(amount(1 + rng.below(400))),
+            // Mostly within what a small deposit holds (some past it).
+            amount: Some(amount(
+                1 + if rng.chance(80) {
+                    rng.below(50)
+                } else {
+                    rng.below(400)
+                },
+            )),
             accepted: false,
             parties: parties(tenant),
         }),
