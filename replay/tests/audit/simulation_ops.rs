@@ -92,6 +92,8 @@ pub(super) struct Known {
     /// Work and adjustment lines recorded: payee, line.
     pub(super) lines: Vec<(String, LineId)>,
     pub(super) pay_runs: Vec<PayRunId>,
+    /// Pay runs the script approved (whether or not the ledger did).
+    pub(super) approved: Vec<PayRunId>,
 }
 
 impl Known {
@@ -632,13 +634,20 @@ pub(super) fn compensation_op(
                 asset: usd(),
             })
         }
-        (2 | 3, Some(pay_run_id)) => Op::ApproveRun(ApprovePayRun { pay_run_id }),
+        (2 | 3, Some(pay_run_id)) => {
+            known.approved.push(pay_run_id);
+            Op::ApproveRun(ApprovePayRun { pay_run_id })
+        }
         (4, Some(pay_run_id)) => Op::ReopenRun(ReopenPayRun {
             pay_run_id,
             payees: directory(),
         }),
-        (5 | 6, Some(pay_run_id)) => Op::PayRun(PayPayRun {
-            pay_run_id,
+        (5 | 6, Some(run)) => Op::PayRun(PayPayRun {
+            // Mostly one the script approved (some not: refused).
+            pay_run_id: match rng.pick(&known.approved) {
+                Some(&approved) if rng.chance(70) => approved,
+                _ => run,
+            },
             // Resolved when sent: the run's payees, as the route reads them.
             payees: Vec::new(),
         }),
