@@ -296,6 +296,17 @@ pub enum ChainFinding {
 }
 
 impl ChainFinding {
+    /// The chain head row (seq, hash) against the last event (seq, hash;
+    /// 0 and [`GENESIS`] before the first): a mismatch when they differ.
+    pub fn head_against(head: (i64, ChainHash), last: (i64, ChainHash)) -> Option<Self> {
+        (head != last).then_some(Self::HeadMismatch {
+            head_seq: head.0,
+            head_hash: head.1,
+            last_seq: last.0,
+            last_hash: last.1,
+        })
+    }
+
     /// The tenant_seq the finding is about.
     pub fn tenant_seq(&self) -> i64 {
         match self {
@@ -426,16 +437,9 @@ impl ChainChecker {
 
     /// Compares the end of the chain with the stored head (seq, hash).
     pub fn finish(&self, head_seq: i64, head_hash: &ChainHash) -> Vec<ChainFinding> {
-        if head_seq == self.last_seq && *head_hash == self.last_hash {
-            Vec::new()
-        } else {
-            vec![ChainFinding::HeadMismatch {
-                head_seq,
-                head_hash: *head_hash,
-                last_seq: self.last_seq,
-                last_hash: self.last_hash,
-            }]
-        }
+        ChainFinding::head_against((head_seq, *head_hash), (self.last_seq, self.last_hash))
+            .into_iter()
+            .collect()
     }
 
     /// Events checked so far.

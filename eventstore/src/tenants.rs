@@ -437,17 +437,22 @@ impl EventStore {
         })
     }
 
+    /// Whether the database has tenant `tenant_id`.
+    pub async fn tenant_exists(&self, tenant_id: TenantId) -> Result<bool, StoreError> {
+        let (exists,): (bool,) = sqlx::query_as(SELECT_TENANT_EXISTS)
+            .bind(tenant_id.as_uuid())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(exists)
+    }
+
     /// A tenant's keys, newest first (at most [`API_KEYS_LISTED_MAX`]), or
     /// `None` for an unknown tenant.
     pub async fn api_keys(
         &self,
         tenant_id: TenantId,
     ) -> Result<Option<Vec<ApiKeyInfo>>, StoreError> {
-        let (exists,): (bool,) = sqlx::query_as(SELECT_TENANT_EXISTS)
-            .bind(tenant_id.as_uuid())
-            .fetch_one(&self.pool)
-            .await?;
-        if !exists {
+        if !self.tenant_exists(tenant_id).await? {
             return Ok(None);
         }
         type Row = (

@@ -17,7 +17,7 @@ use crate::state::{LocatedFinding, TenantState};
 use crate::verify::{check_chain, Finding, VerifyError};
 use aggregates::TenantId;
 use chrono::{DateTime, Utc};
-use eventstore::{ChainChecker, ChainFinding, ChainHash, EventStore, StoreError};
+use eventstore::{ChainChecker, ChainFinding, ChainHash, EventStore};
 use serde_json::Value;
 use sqlx::PgConnection;
 
@@ -37,6 +37,18 @@ pub enum AsOf {
 }
 
 impl AsOf {
+    /// The point, refused (`SeqOutOfRange`) when it is a seq outside the
+    /// history, 0 to `head`: its answer would change as the tenant goes
+    /// on.
+    pub fn within(self, head: i64) -> Result<Self, VerifyError> {
+        match self {
+            Self::Seq(asked) if !(0..=head).contains(&asked) => {
+                Err(VerifyError::SeqOutOfRange { asked, head })
+            }
+            point => Ok(point),
+        }
+    }
+
     /// Whether `event` is at or before the point.
     pub fn includes(self, event: &AuditEvent) -> bool {
         match self {
@@ -190,15 +202,7 @@ pub async fn replay_tenant(
             .bind(tenant_id.as_uuid())
             .fetch_one(&mut *connection)
             .await?;
-    if let AsOf::Seq(asked) = as_of {
-        if !(0..=head_seq).contains(&asked) {
-            return Err(VerifyError::SeqOutOfRange {
-                asked,
-                head: head_seq,
-            });
-        }
-    }
-    let mut replayer = Replayer::new(as_of);
+    let mut replayer = Replayer::new(as_of.within(head_seq)?);
     let mut after_seq = 0;
     'pages: loop {
         let events = page(connection, tenant_id, after_seq, i64::MAX).await?;
@@ -226,41 +230,26 @@ pub async fn replay_tenant(
 /// chain leaves the events whole but short of the head). Needs the chain
 /// heads, which the API's reader role does not read.
 async fn check_head(connection: &mut PgConnection, tenant_id: TenantId) -> Result<(), VerifyError> {
-    let head: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT last_seq, last_hash FROM chain_heads WHERE tenant_id = $1")
-            .bind(tenant_id.as_uuid())
-            .fetch_optional(&mut *connection)
-            .await?;
+    let head = crate::source::stored_head(connection, tenant_id).await?;
     let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
         "SELECT tenant_seq, hash FROM events WHERE tenant_id = $1 ORDER BY tenant_seq DESC LIMIT 1",
     )
     .bind(tenant_id.as_uuid())
     .fetch_optional(&mut *connection)
     .await?;
-    let hash = |bytes: &[u8]| {
-        ChainHash::from_slice(bytes).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "a chain hash of tenant {tenant_id} is not 32 bytes"
-            ))
-        })
-    };
     let finding = match (head, last) {
         (None, None) => return Ok(()),
         (None, Some(_)) => Finding::MissingHead,
-        (Some((head_seq, head_hash)), last) => {
-            let (last_seq, last_hash) = match last {
-                Some((seq, bytes)) => (seq, hash(&bytes)?),
+        (Some(head), last) => {
+            let last = match last {
+                Some((seq, bytes)) => {
+                    let hash = crate::source::stored_hash(&bytes, "last event's hash", tenant_id)?;
+                    (seq, hash)
+                }
                 None => (0, eventstore::GENESIS),
             };
-            let head_hash = hash(&head_hash)?;
-            if (head_seq, head_hash) == (last_seq, last_hash) {
+            let Some(finding) = ChainFinding::head_against(head, last) else {
                 return Ok(());
-            }
-            let finding = ChainFinding::HeadMismatch {
-                head_seq,
-                head_hash,
-                last_seq,
-                last_hash,
             };
             Finding::Chain {
                 tenant_seq: finding.tenant_seq(),

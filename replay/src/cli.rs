@@ -102,12 +102,7 @@ pub async fn run_verify(
 /// Refuses a tenant the database does not have (as `verify --tenant` and
 /// `export` do), rather than answering its empty state.
 async fn known_tenant(store: &EventStore, tenant: TenantId) -> Result<(), Failure> {
-    let (known,): (bool,) =
-        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1)")
-            .bind(tenant.as_uuid())
-            .fetch_one(store.pool())
-            .await?;
-    if known {
+    if store.tenant_exists(tenant).await? {
         Ok(())
     } else {
         Err(crate::verify::VerifyError::UnknownTenant(tenant).into())
@@ -126,14 +121,13 @@ pub async fn run_replay(database_url: Option<&str>, options: ReplayOptions) -> R
                 let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
                     .fetch_one(store.pool())
                     .await?;
-                if let Some(closes_at) = commands::http::read::closes_at(at, now) {
-                    let text = |time: chrono::DateTime<chrono::Utc>| {
-                        time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-                    };
+                use commands::http::read::{closes_at, rfc3339, CLOSED_AFTER};
+                if let Some(closes_at) = closes_at(at, now) {
                     return Err(format!(
-                        "--as-of {} is not closed yet: a replay as of a time is taken once it is 5 s past (from {}), so that it is the same on any later day; replay the head (no --as-of) or --as-of-seq",
-                        text(at),
-                        text(closes_at)
+                        "--as-of {} is not closed yet: a replay as of a time is taken once it is {} s past (from {}), so that it is the same on any later day; replay the head (no --as-of) or --as-of-seq",
+                        rfc3339(&at),
+                        CLOSED_AFTER.num_seconds(),
+                        rfc3339(&closes_at)
                     )
                     .into());
                 }

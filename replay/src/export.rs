@@ -127,17 +127,9 @@ pub async fn export(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *transaction)
         .await?;
-    let head: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT last_seq, last_hash FROM chain_heads WHERE tenant_id = $1")
-            .bind(tenant_id.as_uuid())
-            .fetch_optional(&mut *transaction)
-            .await?;
-    let (head_seq, head_hash) = head.ok_or(VerifyError::UnknownTenant(tenant_id))?;
-    let head_hash = ChainHash::from_slice(&head_hash).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "chain head hash of tenant {tenant_id} is not 32 bytes"
-        ))
-    })?;
+    let (head_seq, head_hash) = crate::source::stored_head(&mut transaction, tenant_id)
+        .await?
+        .ok_or(VerifyError::UnknownTenant(tenant_id))?;
     let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE tenant_id = $1")
         .bind(tenant_id.as_uuid())
         .fetch_one(&mut *transaction)
@@ -410,13 +402,7 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport, VerifyError> {
 /// to the header's); the first mismatch refuses the replay, naming its line.
 pub fn replay_file(path: &Path, as_of: AsOf) -> Result<Value, VerifyError> {
     let mut file = ExportFile::open(path)?;
-    let head = file.header.head_seq;
-    if let AsOf::Seq(asked) = as_of {
-        if !(0..=head).contains(&asked) {
-            return Err(VerifyError::SeqOutOfRange { asked, head });
-        }
-    }
-    let mut replayer = Replayer::new(as_of);
+    let mut replayer = Replayer::new(as_of.within(file.header.head_seq)?);
     let mut lines = 0u64;
     while let Some((line, event)) = file.next_event()? {
         lines += 1;

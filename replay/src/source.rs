@@ -119,6 +119,28 @@ pub async fn stored_page(
     EventStore::read_tenants_on(connection, &[range], PAGE_EVENTS).await
 }
 
+/// The tenant's chain head row (seq, hash), as `connection` reads it (a
+/// snapshot's); `None` when it has none.
+pub async fn stored_head(
+    connection: &mut PgConnection,
+    tenant_id: TenantId,
+) -> Result<Option<(i64, ChainHash)>, StoreError> {
+    let head: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT last_seq, last_hash FROM chain_heads WHERE tenant_id = $1")
+            .bind(tenant_id.as_uuid())
+            .fetch_optional(&mut *connection)
+            .await?;
+    head.map(|(seq, hash)| Ok((seq, stored_hash(&hash, "chain head hash", tenant_id)?)))
+        .transpose()
+}
+
+/// A hash of `tenant_id`'s chain as stored (32 bytes); `what` names it in
+/// the error when it is not.
+pub fn stored_hash(bytes: &[u8], what: &str, tenant_id: TenantId) -> Result<ChainHash, StoreError> {
+    ChainHash::from_slice(bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} of tenant {tenant_id} is not 32 bytes")))
+}
+
 /// A page of a tenant's events after `after_seq`, up to `until_seq`, in seq
 /// order.
 pub async fn page(

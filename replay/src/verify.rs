@@ -488,14 +488,10 @@ impl Walking {
     fn start(tenant_id: TenantId, head: Option<(i64, Vec<u8>)>) -> Result<Self, VerifyError> {
         let mut audit = TenantAudit::default();
         let (head_seq, head_hash) = match head {
-            Some((seq, hash)) => {
-                let hash = ChainHash::from_slice(&hash).ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "chain head hash of tenant {tenant_id} is not 32 bytes"
-                    ))
-                })?;
-                (seq, hash)
-            }
+            Some((seq, hash)) => (
+                seq,
+                crate::source::stored_hash(&hash, "chain head hash", tenant_id)?,
+            ),
             None => {
                 audit.findings.push(Finding::MissingHead);
                 (0, GENESIS)

@@ -132,19 +132,21 @@ pub fn closed_as_of(
     let Some(closes_at) = closes_at(at, now) else {
         return Ok(at);
     };
-    let text = |time: chrono::DateTime<chrono::Utc>| {
-        time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-    };
     Err(ApiError::Unprocessable {
         code: "as_of_open",
         message: format!(
             "{} is not closed yet: an answer as of a time is given once it is {} s past (from {}), so that it is the same on any later day; read now (no as_of), or as of a tenant_seq",
-            text(at),
+            rfc3339(&at),
             CLOSED_AFTER.num_seconds(),
-            text(closes_at)
+            rfc3339(&closes_at)
         ),
-        details: json!({"as_of": text(at), "closes_at": text(closes_at)}),
+        details: json!({"as_of": rfc3339(&at), "closes_at": rfc3339(&closes_at)}),
     })
+}
+
+/// `time` as the refusals of an open time write it (RFC 3339, UTC, `Z`).
+pub fn rfc3339(time: &chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// The seq a balance `as_of` is taken at: the seq given, or the tenant's

@@ -101,14 +101,11 @@ impl Scope {
     }
 }
 
+use commands::http::read::rfc3339;
 /// How long after a time a report may be taken as of it: well past the
 /// longest a request's append commits after its stamp (retries of a
 /// moved head take well under a second).
 pub use commands::http::read::CLOSED_AFTER;
-
-fn rfc3339(time: &DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
 
 /// Where a report is taken and over what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
