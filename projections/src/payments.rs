@@ -158,11 +158,11 @@ pub async fn batch_sums(
     tenant_id: aggregates::TenantId,
     ids: &[String],
 ) -> Result<Vec<BatchSums>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "SELECT d.id, d.status, d.state->>'batch_id' AS batch_id, \
                 (d.state->>'settled_at')::timestamptz AS settled_at, \
                 s.lines, s.matched, s.breaks, s.gross, s.fee, s.net \
-         FROM payment_documents d CROSS JOIN LATERAL ( \
+         FROM {TABLE} d CROSS JOIN LATERAL ( \
              SELECT count(*) AS lines, \
                     count(*) FILTER (WHERE l->'outcome'->>'outcome' = 'matched') AS matched, \
                     count(*) FILTER (WHERE l->'outcome'->>'outcome' = 'break') AS breaks, \
@@ -171,8 +171,8 @@ pub async fn batch_sums(
                     coalesce(sum((l->'line'->>'net')::numeric), 0)::text AS net \
              FROM jsonb_array_elements(d.state->'lines') AS l) s \
          WHERE d.tenant_id = $1 AND d.kind = 'settlement' AND d.id = ANY($2) \
-         ORDER BY array_position($2, d.id)",
-    )
+         ORDER BY array_position($2, d.id)"
+    ))
     .bind(tenant_id.as_uuid())
     .bind(ids)
     .fetch_all(connection)
