@@ -3,9 +3,11 @@
 //! currency; tied out per currency against the commitments' `escrow_held:`
 //! accounts, which only commitments post to: funded against their credits,
 //! released and refunded together against their debits, frozen against
-//! what their holds reserve, held against their balances. (Which way a
-//! transfer went is not tied out: the accounts on the other side take the
-//! journal's own entries too.)
+//! what their holds reserve, held against their balances; and which way
+//! the money went, against what the ledger's domains posted on the other
+//! side (the journal's own entries there left out): funded against
+//! `escrow_cash` debits, released against `payee_payable:` credits,
+//! refunded against `payer_refunds:` credits.
 
 use super::trial_balance::Input as Journal;
 use super::{number, spelled, Check, Kind, Report, ReportName, Scope, Section};
@@ -136,28 +138,46 @@ pub fn compute(
     }
 }
 
-/// Per currency: the commitments' figures beside the journal's, on the
-/// `escrow_held:` accounts only. Only a commitment posts to its held
-/// account (the journal's own routes refuse the code): a deposit is its
-/// one credit, a release or refund (a claim's included) its debits. The
-/// accounts on the other side (`escrow_cash`, `payee_payable:`,
-/// `payer_refunds:`) take entries of the journal's own too (paying a payee
-/// out, and that payment's reversal), which would tie a correct escrow out
-/// wrong, or hide a missing posting.
+/// Per currency: the commitments' figures beside the journal's. Only a
+/// commitment posts to its held account (the journal's own routes refuse
+/// the code): a deposit is its one credit, a release or refund (a claim's
+/// included) its debits. The accounts on the other side (`escrow_cash`,
+/// `payee_payable:`, `payer_refunds:`) take entries of the journal's own
+/// too (paying a payee out, and that payment's reversal), so they are
+/// tied out on what the domains posted there: an entry of the journal's
+/// own is left out (by the request that recorded it), and a release
+/// credited to the payer's side, or a deposit to another cash account,
+/// shows as a break.
 fn tie_out(journal: &Journal, per_asset: &BTreeMap<String, [i128; 6]>) -> Vec<Check> {
     let held = journal.posted("escrow_held:");
     let frozen = journal.reserved("escrow_held:");
+    let cash = journal.posted_by_domains("escrow_cash");
+    let payable = journal.posted_by_domains("payee_payable:");
+    let refunds = journal.posted_by_domains("payer_refunds:");
     super::checks_per_asset(per_asset.keys().chain(held.keys()), |asset| {
         let sums = per_asset.get(asset).copied().unwrap_or([0; 6]);
         let of = |posted| super::posted_of(posted, asset);
         let (held_debits, held_credits) = of(&held);
         [
             ("funded", "escrow_held: credits", sums[1], held_credits),
+            ("deposited", "escrow_cash debits", sums[1], of(&cash).0),
             (
                 "released_and_refunded",
                 "escrow_held: debits",
                 sums[2] + sums[3],
                 held_debits,
+            ),
+            (
+                "released",
+                "payee_payable: credits",
+                sums[2],
+                of(&payable).1,
+            ),
+            (
+                "refunded",
+                "payer_refunds: credits",
+                sums[3],
+                of(&refunds).1,
             ),
             (
                 "frozen",
@@ -173,4 +193,59 @@ fn tie_out(journal: &Journal, per_asset: &BTreeMap<String, [i128; 6]>) -> Vec<Ch
             ),
         ]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reports::trial_balance::AccountTotals;
+
+    fn posted(account: &str, debits: i128, credits: i128) -> AccountTotals {
+        AccountTotals {
+            account: account.into(),
+            account_type: "liability".into(),
+            asset: "USD/2".into(),
+            opening: (0, 0),
+            period: (debits, credits),
+        }
+    }
+
+    fn disagreeing(journal: &Journal, sums: [i128; 6]) -> Vec<&'static str> {
+        let per_asset = BTreeMap::from([("USD/2".to_string(), sums)]);
+        tie_out(journal, &per_asset)
+            .into_iter()
+            .filter(|check| !check.agrees)
+            .map(|check| check.check)
+            .collect()
+    }
+
+    #[test]
+    fn a_transfer_booked_to_the_wrong_side_breaks_the_direction_checks_only() {
+        // Funded 100, released 60; the journal's own entry moved 5 of it
+        // on to the payee's bank and is left out.
+        let mut journal = Journal {
+            totals: vec![
+                posted("escrow_cash", 100, 0),
+                posted("escrow_held:c1", 60, 100),
+                posted("payee_payable:p1", 5, 60),
+                posted("bank:main", 0, 5),
+            ],
+            ..Journal::default()
+        };
+        journal
+            .journal_own
+            .insert(("payee_payable:p1".into(), "USD/2".into()), (5, 0));
+        let sums = [100, 100, 60, 0, 0, 40];
+        assert_eq!(disagreeing(&journal, sums), Vec::<&str>::new());
+        // The same release credited to the payer's side: escrow_held: ties
+        // out, the direction does not.
+        journal.totals[2] = posted("payee_payable:p1", 5, 0);
+        journal.totals.push(posted("payer_refunds:b1", 0, 60));
+        assert_eq!(disagreeing(&journal, sums), ["released", "refunded"]);
+        // A deposit taken from another cash account.
+        journal.totals[0] = posted("bank:main", 100, 0);
+        journal.totals[2] = posted("payee_payable:p1", 5, 60);
+        journal.totals.pop();
+        assert_eq!(disagreeing(&journal, sums), ["deposited"]);
+    }
 }

@@ -185,6 +185,7 @@ pub async fn report(
     match name {
         ReportName::TrialBalance => Ok(trial_balance::compute(scope, journal)),
         ReportName::Escrow => {
+            journal.journal_own = journal_own(connection, tenant_id, seq).await?;
             let commitments = states_as_of::<aggregates::escrow::Commitment>(
                 connection,
                 tenant_id,

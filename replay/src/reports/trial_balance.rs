@@ -35,9 +35,9 @@ pub struct Input {
     /// `resolve_hold`) posted as of the seq, by (account, asset): (debits,
     /// credits). Part of the trial balance as every entry is; a domain's
     /// report leaves it out where it ties out on an account the journal
-    /// may post to as well (`revenue`, `compensation_expense`, ...). Read
-    /// online for the payments and payroll reports only (empty for the
-    /// others).
+    /// may post to as well (`revenue`, `compensation_expense`,
+    /// `payee_payable:`, ...). Read online for the payments, payroll and
+    /// escrow reports only (empty for the trial balance).
     pub journal_own: BTreeMap<(String, String), (i128, i128)>,
 }
 

@@ -565,7 +565,10 @@ async fn the_escrow_report_shows_each_commitment_with_lineage_and_ties_out() {
         checks,
         [
             (json!("funded"), json!(35_000)),
+            (json!("deposited"), json!(35_000)),
             (json!("released_and_refunded"), json!(25_000)),
+            (json!("released"), json!(25_000)),
+            (json!("refunded"), json!(0)),
             (json!("frozen"), json!(4_000)),
             (json!("held"), json!(10_000))
         ]
