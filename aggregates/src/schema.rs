@@ -4,7 +4,7 @@
 
 use crate::ids::{GrantId, TenantId};
 use crate::journal::account::AccountCode;
-use crate::money::{Amount, Asset};
+use crate::money::{Amount, Asset, Total};
 use crate::quota::QuotaAccount;
 use crate::text::Text;
 use crate::time::BoundedTime;
@@ -62,6 +62,25 @@ impl PartialSchema for Amount {
 }
 
 impl ToSchema for Amount {}
+
+impl PartialSchema for Total {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(integer(0))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9]{19,39}$")),
+            )
+            .description(Some(
+                "A total in minor units: a non-negative integer while it fits 64 bits, \
+                 else its digits as a string",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Total {}
 
 impl<const MAX: usize> PartialSchema for Text<MAX> {
     fn schema() -> RefOr<Schema> {

@@ -58,8 +58,11 @@ impl Projection for Payments {
         NAME
     }
 
+    /// 3: a payment's status reads `partially_captured` while an
+    /// authorization is open, and no longer `null` once its releases pass
+    /// its amount (its rows are rebuilt on the first start).
     fn version(&self) -> i32 {
-        2
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -686,7 +686,13 @@ pub async fn quota_views(
     .bind(quota.map(QuotaType::as_str))
     .fetch_all(&mut *connection)
     .await?;
-    let number = |text: &str| text.parse::<i64>().unwrap_or(i64::MAX);
+    // Each total fits 64 bits: a quota's books keep their totals within
+    // them, so what was ever granted to a holder does too. One that does
+    // not is not read as another number.
+    let number = |text: &str| {
+        text.parse::<i64>()
+            .map_err(|_| sqlx::Error::Protocol(format!("a quota total of {text}")))
+    };
     let mut views = Vec::new();
     let types: Vec<QuotaType> = match quota {
         Some(quota) => vec![quota],
@@ -700,17 +706,17 @@ pub async fn quota_views(
             .map(grant_from)
             .collect();
         let totals = totals.iter().find(|row| row.0 == quota.as_str());
-        let allocated = totals.map_or(0, |row| number(&row.4));
+        let allocated = totals.map_or(Ok(0), |row| number(&row.4))?;
         let available = available_at(quota, &grants, allocated, now);
         views.push(QuotaView {
             quota: quota.as_str().to_string(),
             account: account.map(|account| account.as_str().to_string()),
             available,
             unlimited: available.is_none(),
-            consumed: totals.map_or(0, |row| number(&row.3)),
+            consumed: totals.map_or(Ok(0), |row| number(&row.3))?,
             allocated,
-            granted: totals.map_or(0, |row| number(&row.2)),
-            breakage: totals.map_or(0, |row| number(&row.5)),
+            granted: totals.map_or(Ok(0), |row| number(&row.2))?,
+            breakage: totals.map_or(Ok(0), |row| number(&row.5))?,
             grants,
         });
     }

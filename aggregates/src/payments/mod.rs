@@ -77,15 +77,25 @@ impl Payment {
     }
 
     /// What the payment still expects to capture in all: its amount less
-    /// what its tenders released uncaptured (a final capture's rest).
-    fn expected(&self) -> Option<Amount> {
-        let released = Self::sum(&self.tenders, |tender| tender.released).ok()?;
-        self.intent
-            .as_ref()?
-            .terms
-            .amount
-            .checked_sub(released)
-            .ok()
+    /// what its tenders released uncaptured (a final capture's rest), none
+    /// once they released as much (a tender taken for a released rest and
+    /// finally captured short releases its own rest too). In 128 bits: the
+    /// releases of up to 20 tenders may pass 64.
+    fn expected(&self, amount: Amount) -> i128 {
+        let released: i128 = self
+            .tenders
+            .iter()
+            .map(|tender| i128::from(tender.released.value()))
+            .sum();
+        (i128::from(amount.value()) - released).max(0)
+    }
+
+    /// Whether an authorization is open with something left to capture.
+    fn capture_open(&self) -> bool {
+        self.tenders.iter().any(|tender| {
+            tender.state == AuthorizationState::Open
+                && tender.uncaptured().is_ok_and(|rest| !rest.is_zero())
+        })
     }
 
     /// Whether every authorization expired with nothing captured.
@@ -116,12 +126,17 @@ impl Payment {
                 PaymentStatus::Authorized
             });
         }
+        // While an authorization is open the payment is still being
+        // captured, whatever has been refunded of what was.
+        if self.capture_open() {
+            return Some(PaymentStatus::PartiallyCaptured);
+        }
         let refunded = self.refunded().ok()?;
         Some(if refunded == captured {
             PaymentStatus::Refunded
         } else if !refunded.is_zero() {
             PaymentStatus::PartiallyRefunded
-        } else if captured >= self.expected()? {
+        } else if i128::from(captured.value()) >= self.expected(intent.terms.amount) {
             PaymentStatus::Captured
         } else {
             PaymentStatus::PartiallyCaptured

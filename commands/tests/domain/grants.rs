@@ -98,3 +98,41 @@ async fn the_oldest_grant_by_issue_burns_first_even_against_a_backdated_one() {
     assert_trial_balance_is_zero(&acme, seq_of(&consumed.body)).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn what_a_holder_was_ever_granted_stays_within_64_bits() {
+    // Proves: a grant is refused when what the holder was ever granted of
+    // the quota would pass 2^63-1, even with nothing open (the first grant
+    // revoked), so the quota's totals always read as numbers.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let grant = |key: &'static str, amount: i64| {
+        acme.post(
+            "/v1/grants",
+            key,
+            json!({"quota": "credits", "amount": amount, "source": "purchase"}),
+        )
+    };
+    let first = grant("first", i64::MAX).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let grant_id = first.body["grant_id"].as_str().unwrap();
+    let revoked = acme
+        .post(&format!("/v1/grants/{grant_id}/revoke"), "r", json!({}))
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    let second = grant("second", 1).await;
+    let error = second.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "amount_overflow");
+    assert_eq!(error["details"], json!({"max": i64::MAX}));
+    let seq = seq_of(&revoked.body);
+    server.catch_up().await;
+    let credits = acme.read("/v1/quota/credits", seq).await;
+    assert_eq!(
+        [
+            &credits["granted"],
+            &credits["breakage"],
+            &credits["available"]
+        ],
+        [&json!(i64::MAX), &json!(i64::MAX), &json!(0)]
+    );
+    server.stop().await;
+}

@@ -1734,3 +1734,55 @@ async fn a_payout_naming_a_batch_twice_is_400_unless_its_key_was_answered_before
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_payments_authorized_and_released_read_past_64_bits() {
+    // Proves: a tender taken for what a final capture released takes the
+    // payment's authorizations past its amount; at i64::MAX they pass 64
+    // bits and the reads give their digits (before: 500), with the
+    // payment still being captured while that tender is open.
+    let server = TestServer::start().await;
+    let acme = server.tenant("acme").await;
+    let (created, _) = accepted(
+        &acme,
+        "/v1/payments",
+        "pay",
+        json!({"amount": i64::MAX, "currency": "EUR", "capture": "manual"}),
+        201,
+    )
+    .await;
+    let payment = created["payment_id"].as_str().unwrap().to_string();
+    let path = |tail: &str| format!("/v1/payments/{payment}{tail}");
+    let tender = |key: &'static str, amount: i64| {
+        let body = json!({"method": "card", "amount": amount, "processor": "ov", "reference": key});
+        let (client, path) = (&acme, path("/tenders"));
+        async move { accepted(client, &path, key, body, 201).await.0 }
+    };
+    let first = tender("ov1", i64::MAX).await;
+    let (capture, _) = accepted(
+        &acme,
+        &path("/captures"),
+        "cap",
+        json!({"tender_id": first["tender_id"], "amount": 1, "final": true}),
+        201,
+    )
+    .await;
+    assert_eq!(capture["status"], "captured");
+    let second = tender("ov2", i64::MAX - 1).await;
+    assert_eq!(second["payment_status"], "partially_captured");
+    let seq = second["tenant_seq"].as_i64().unwrap();
+    server.catch_up().await;
+    let read = acme.read(&path(""), seq).await;
+    assert_eq!(read["status"], "partially_captured", "{read}");
+    assert_eq!(
+        (&read["amounts"]["authorized"], &read["amounts"]["released"]),
+        (&json!("18446744073709551613"), &json!(i64::MAX - 1))
+    );
+    let listed = acme
+        .read("/v1/payments?status=partially_captured", seq)
+        .await;
+    assert_eq!(
+        listed["payments"][0]["amounts"], read["amounts"],
+        "{listed}"
+    );
+}

@@ -279,3 +279,49 @@ fn the_status_follows_tenders_captures_and_refunds() {
     });
     assert_eq!(state(events).status(), Some(PaymentStatus::Refunded));
 }
+
+#[test]
+fn a_payment_with_an_authorization_open_is_still_being_captured() {
+    let refunded = |n, tender, amount| PaymentEvent::Refunded {
+        refund_id: refund_id(n),
+        amount: cents(amount),
+        parts: vec![RefundPart {
+            tender_id: tender_id(tender),
+            amount: cents(amount),
+        }],
+        reference: None,
+        reason: None,
+        at: at(4),
+    };
+    // 4,000 of 10,000 captured and refunded: 6,000 may still be captured.
+    let mut events = vec![created(), authorized(1, 10_000), captured(1, 1, 4_000, 0)];
+    events.push(refunded(1, 1, 4_000));
+    assert_eq!(
+        state(events.clone()).status(),
+        Some(PaymentStatus::PartiallyCaptured)
+    );
+    events.push(captured(1, 2, 6_000, 0));
+    assert_eq!(
+        state(events).status(),
+        Some(PaymentStatus::PartiallyRefunded)
+    );
+    // A final capture of 4,000 releases 6,000: captured, until a tender
+    // for that rest is open; finally captured short (1,000, releasing
+    // 5,000), the releases (11,000) pass the payment's amount.
+    let mut events = vec![
+        created(),
+        authorized(1, 10_000),
+        captured(1, 1, 4_000, 6_000),
+    ];
+    assert_eq!(
+        state(events.clone()).status(),
+        Some(PaymentStatus::Captured)
+    );
+    events.push(authorized(2, 6_000));
+    assert_eq!(
+        state(events.clone()).status(),
+        Some(PaymentStatus::PartiallyCaptured)
+    );
+    events.push(captured(2, 2, 1_000, 5_000));
+    assert_eq!(state(events).status(), Some(PaymentStatus::Captured));
+}

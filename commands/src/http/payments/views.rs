@@ -3,7 +3,7 @@
 
 use crate::http::error::ApiError;
 use aggregates::ids::PaymentId;
-use aggregates::money::{Amount, AmountError};
+use aggregates::money::{Amount, AmountError, Total};
 use aggregates::payments::payout::Payout;
 use aggregates::payments::settlement::{BreakClass, Item, LineType, Outcome, Settlement};
 use aggregates::payments::{Dispute, Intent, Payment, PaymentStatus, Refund, Tender};
@@ -25,12 +25,15 @@ pub fn state<A: DeserializeOwned>(document: &PaymentDocument) -> Result<A, ApiEr
 /// What a payment's money did, in minor units of its currency.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentAmounts {
-    /// What its tenders authorized (cash and gift cards included).
-    pub authorized: Amount,
+    /// What its tenders authorized (cash and gift cards included). A
+    /// tender may be taken for what a final capture released, so this and
+    /// `released` may pass the payment's amount, and 64 bits (then they
+    /// read as strings of digits).
+    pub authorized: Total,
     pub captured: Amount,
     /// Authorized and released uncaptured (final captures, cancels,
     /// expiries).
-    pub released: Amount,
+    pub released: Total,
     /// Refunded, pending or settled (failed refunds given back).
     pub refunded: Amount,
     /// Frozen by open disputes.
@@ -51,6 +54,14 @@ fn sum<T>(
         .map_err(|error| ApiError::Internal(format!("a payment's sums: {error}")))
 }
 
+/// `sum` past 64 bits.
+fn total<T>(items: &[T], amount: impl Fn(&T) -> Amount) -> Result<Total, ApiError> {
+    items
+        .iter()
+        .try_fold(Total::ZERO, |total, item| total.checked_add(amount(item)))
+        .map_err(|error| ApiError::Internal(format!("a payment's sums: {error}")))
+}
+
 impl PaymentAmounts {
     fn of(payment: &Payment) -> Result<Self, ApiError> {
         let disputes = |open: bool| {
@@ -63,9 +74,9 @@ impl PaymentAmounts {
             })
         };
         Ok(Self {
-            authorized: sum(&payment.tenders, |tender| Ok(tender.amount))?,
+            authorized: total(&payment.tenders, |tender| tender.amount)?,
             captured: sum(&payment.tenders, |tender| Ok(tender.captured))?,
-            released: sum(&payment.tenders, |tender| Ok(tender.released))?,
+            released: total(&payment.tenders, |tender| tender.released)?,
             refunded: sum(&payment.tenders, |tender| Ok(tender.refunded))?,
             in_dispute: disputes(true)?,
             dispute_losses: disputes(false)?,
