@@ -176,8 +176,19 @@ impl Rules {
     ///   `commitment_completed` when it came, and stayed open in
     ///   `scheduled_work` for good, every scheduler tick walking past it.
     pub const NINTH: Self = Self(9);
+    /// Version 10:
+    /// - a payee with a share of a pay run not yet paid is left out of a
+    ///   new run: its runs are paid in turn, so a negative balance one run
+    ///   carries in (or a negative net it carries out) is recovered from
+    ///   the runs created after it; before, a run created meanwhile paid the
+    ///   payee its gross while the earlier run held the debt;
+    /// - an adjustment correcting a line still in its holding period is
+    ///   held until that line is payable (as a clawback's reversal is);
+    ///   before, it was payable at once, so a correction of a held
+    ///   commission was paid out before the commission could be.
+    pub const TENTH: Self = Self(10);
     /// What new requests are decided under.
-    pub const CURRENT: Self = Self::NINTH;
+    pub const CURRENT: Self = Self::TENTH;
 
     /// Version `version`, if this build knows it.
     pub fn new(version: u32) -> Option<Self> {
@@ -229,6 +240,7 @@ mod tests {
         assert!(Rules::CURRENT.since(Rules::SIXTH));
         assert!(!Rules::FIFTH.since(Rules::SIXTH));
         assert!(Rules::CURRENT.since(Rules::SEVENTH));
+        assert!(Rules::CURRENT.since(Rules::TENTH));
         assert!(!Rules::SIXTH.since(Rules::SEVENTH));
         assert!(Rules::CURRENT.since(Rules::EIGHTH));
         assert!(!Rules::SEVENTH.since(Rules::EIGHTH));

@@ -139,6 +139,17 @@ impl Payee {
             })
     }
 
+    /// The negative balance not yet recovered (<= 0): what paid runs
+    /// carried forward, and what runs not yet paid took in (until they are
+    /// paid, no run has recovered it).
+    pub fn unrecovered(&self) -> Result<i64, AmountError> {
+        self.runs
+            .values()
+            .filter(|share| share.paid.is_none())
+            .try_fold(self.carried, |sum, share| sum.checked_add(share.carried_in))
+            .ok_or(AmountError::Overflow)
+    }
+
     pub fn line(&self, line_id: LineId) -> Option<&Line> {
         self.lines.iter().find(|line| line.line_id == line_id)
     }

@@ -101,6 +101,9 @@ pub enum PayeeCommand {
     Claim {
         run_id: PayRunId,
         cutoff: DateTime<Utc>,
+        /// The rules it is decided under (since 10 nothing is claimed
+        /// while another run holds a share of the payee's not yet paid).
+        rules: Rules,
         at: DateTime<Utc>,
     },
     Release {
@@ -658,7 +661,7 @@ impl Payee {
         if amount == 0 {
             return Err(CompensationError::ZeroAdjustment);
         }
-        let mut cap_shares = Vec::new();
+        let (mut cap_shares, mut held_until) = (Vec::new(), None);
         if let Some(corrected) = corrects {
             let line = self
                 .line(corrected)
@@ -666,19 +669,36 @@ impl Payee {
             if rules.since(Rules::SIXTH) {
                 cap_shares = self.corrected_by(line, amount)?;
             }
+            if rules.since(Rules::TENTH) && line.status == LineStatus::Held {
+                held_until = line.payable_at;
+            }
         }
         let mut line = Line::new(line_id, LineKind::Adjustment, amount, at, at);
         line.cap_shares = cap_shares;
         line.reason = reason;
         line.corrects = corrects;
         line.payable_at = Some(at);
+        if let Some(payable_at) = held_until {
+            line.status = LineStatus::Held;
+            line.payable_at = Some(payable_at);
+        }
         Ok(vec![PayeeEvent::LineAccrued(Box::new(line))])
     }
 
-    fn claim(&self, run_id: PayRunId, cutoff: DateTime<Utc>, at: DateTime<Utc>) -> Decided {
+    fn claim(
+        &self,
+        run_id: PayRunId,
+        cutoff: DateTime<Utc>,
+        (at, rules): (DateTime<Utc>, Rules),
+    ) -> Decided {
         self.existing()?;
         if self.runs.contains_key(&run_id) {
             return Err(CompensationError::Exists);
+        }
+        // The payee's runs are paid in turn: what an unpaid run carried in,
+        // or will carry out, is the next run's to recover.
+        if rules.since(Rules::TENTH) && self.runs.values().any(|share| share.paid.is_none()) {
+            return Ok(Vec::new());
         }
         let lines: Vec<&Line> = self
             .lines
@@ -838,7 +858,12 @@ impl Payee {
                 }
                 Ok(vec![PayeeEvent::LinePayable { line_id, at }])
             }
-            PayeeCommand::Claim { run_id, cutoff, at } => self.claim(run_id, cutoff, at),
+            PayeeCommand::Claim {
+                run_id,
+                cutoff,
+                rules,
+                at,
+            } => self.claim(run_id, cutoff, (at, rules)),
             PayeeCommand::Release { run_id, at } => {
                 self.unpaid_share(run_id)?;
                 Ok(vec![PayeeEvent::LinesReleased { run_id, at }])

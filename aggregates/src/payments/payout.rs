@@ -1,10 +1,13 @@
 //! A payout (its id the payout id): settled money moved from a processor's
 //! balance to a bank account, naming the settlement batches it pays out;
 //! its amount is their net, to the unit. It ends `paid`, or `failed` (its
-//! entry reversed, its batches free to be paid out again).
+//! entry reversed, its batches free to be paid out again); since rules 10
+//! a paid payout may still fail, as a bank returns a payout days after
+//! it arrived.
 
 use crate::decide::{handle_by_deciding, Decide, Rejection, RejectionKind};
 use crate::money::{Amount, Asset};
+use crate::rules::Rules;
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -68,6 +71,9 @@ pub enum PayoutCommand {
     },
     MarkFailed {
         reason: Option<String>,
+        /// The rules it is decided under (since 10 a paid payout may fail:
+        /// the bank returned it).
+        rules: Rules,
         at: DateTime<Utc>,
     },
 }
@@ -212,8 +218,11 @@ impl Decide for Payout {
                 self.pending()?;
                 Ok(vec![PayoutEvent::PayoutPaid { at }])
             }
-            PayoutCommand::MarkFailed { reason, at } => {
-                self.pending()?;
+            PayoutCommand::MarkFailed { reason, rules, at } => {
+                let returned = rules.since(Rules::TENTH) && self.status == Some(PayoutStatus::Paid);
+                if !returned {
+                    self.pending()?;
+                }
                 Ok(vec![PayoutEvent::PayoutFailed { reason, at }])
             }
         }
@@ -284,23 +293,38 @@ mod tests {
             .given(vec![created()])
             .when(PayoutCommand::MarkPaid { at: at(2) })
             .then_expect_events(vec![paid.clone()]);
+        let fail = |rules| PayoutCommand::MarkFailed {
+            reason: Some("account closed".into()),
+            rules,
+            at: at(3),
+        };
+        let failed = PayoutEvent::PayoutFailed {
+            reason: Some("account closed".into()),
+            at: at(3),
+        };
         Given::with(())
             .given(vec![created()])
-            .when(PayoutCommand::MarkFailed {
-                reason: Some("account closed".into()),
-                at: at(2),
-            })
-            .then_expect_events(vec![PayoutEvent::PayoutFailed {
-                reason: Some("account closed".into()),
-                at: at(2),
-            }]);
+            .when(fail(Rules::NINTH))
+            .then_expect_events(vec![failed.clone()]);
+        // A paid payout returned by the bank: failed since the tenth rules.
         Given::with(())
-            .given(vec![created(), paid])
-            .when(PayoutCommand::MarkFailed {
-                reason: None,
-                at: at(3),
-            })
+            .given(vec![created(), paid.clone()])
+            .when(fail(Rules::NINTH))
             .then_expect_error(PayoutError::NotPending { status: "paid" });
+        Given::with(())
+            .given(vec![created(), paid.clone()])
+            .when(fail(Rules::TENTH))
+            .then_expect_events(vec![failed.clone()]);
+        for rules in [Rules::NINTH, Rules::TENTH] {
+            Given::with(())
+                .given(vec![created(), paid.clone(), failed.clone()])
+                .when(fail(rules))
+                .then_expect_error(PayoutError::NotPending { status: "failed" });
+            Given::with(())
+                .given(vec![created(), failed.clone()])
+                .when(PayoutCommand::MarkPaid { at: at(4) })
+                .then_expect_error(PayoutError::NotPending { status: "failed" });
+        }
         Given::with(())
             .given_no_previous_events()
             .when(PayoutCommand::MarkPaid { at: at(2) })

@@ -662,3 +662,95 @@ async fn a_clawback_takes_the_captures_made_before_its_refund_however_late_it_re
     let first = format!("capture:{}", first["capture_id"].as_str().unwrap());
     assert_eq!(clawbacks, [(json!(-40), json!([first]))]);
 }
+
+#[tokio::test]
+async fn a_payees_runs_are_paid_in_turn_so_a_debt_is_recovered_from_the_next() {
+    // Proves (tenth rules): while run A holds alice's -4000 carried in,
+    // run B created meanwhile leaves her out (before, B paid her 5000 gross
+    // and the debt outlived it); her read counts the debt A holds as not
+    // yet recovered; once A is paid (-3000 carried out), the next run
+    // recovers it from her 5000 and pays 2000.
+    let clock = TestClock::at(day(2, 12));
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    alice(&acme).await;
+    let adjust = |key: &'static str, amount: i64| {
+        let acme = &acme;
+        async move {
+            accepted(
+                acme,
+                "/v1/payees/alice/adjustments",
+                key,
+                json!({"amount": amount}),
+                201,
+            )
+            .await
+        }
+    };
+    let create = |key: &'static str| {
+        let acme = &acme;
+        async move {
+            let body =
+                json!({"period_start": day(1, 0), "period_end": day(31, 0), "cutoff": day(31, 0)});
+            accepted(acme, "/v1/pay-runs", key, body, 201).await.0
+        }
+    };
+    let settle = |run: Value, key: &'static str| {
+        let acme = &acme;
+        async move {
+            let id = run["pay_run_id"].as_str().unwrap().to_string();
+            let approve = format!("{key}-approve");
+            let path = format!("/v1/pay-runs/{id}/approve");
+            accepted(acme, &path, &approve, json!({}), 200).await;
+            let pay = format!("{key}-pay");
+            let path = format!("/v1/pay-runs/{id}/pay");
+            accepted(acme, &path, &pay, json!({}), 200).await
+        }
+    };
+    adjust("owed", -4_000).await;
+    let (paid, _) = settle(create("run-0").await, "run-0").await;
+    assert_eq!(paid["payees"][0]["carried_out"], -4_000);
+    clock.set(day(3, 12));
+    adjust("one", 1_000).await;
+    let run_a = create("run-a").await;
+    assert_eq!(run_a["payees"][0]["carried_in"], -4_000);
+    clock.set(day(4, 12));
+    let (_, seq) = adjust("five", 5_000).await;
+    let run_b = create("run-b").await;
+    assert_eq!(run_b["payees"], json!([]), "{run_b}");
+    server.catch_up().await;
+    let payee = acme.read("/v1/payees/alice", seq).await;
+    assert_eq!(
+        (&payee["totals"]["carried"], &payee["totals"]["payable"]),
+        (&json!(-4_000), &json!(5_000))
+    );
+    let (paid_a, _) = settle(run_a, "run-a").await;
+    assert_eq!(
+        (
+            &paid_a["payees"][0]["paid"],
+            &paid_a["payees"][0]["carried_out"]
+        ),
+        (&json!(0), &json!(-3_000))
+    );
+    let (paid_b, _) = settle(run_b, "run-b").await;
+    assert_eq!(paid_b["payees"], json!([]));
+    let (paid_c, seq) = settle(create("run-c").await, "run-c").await;
+    assert_eq!(
+        (
+            &paid_c["payees"][0]["carried_in"],
+            &paid_c["payees"][0]["paid"]
+        ),
+        (&json!(-3_000), &json!(2_000))
+    );
+    server.catch_up().await;
+    let payee = acme.read("/v1/payees/alice", seq).await;
+    assert_eq!(
+        (&payee["totals"]["carried"], &payee["totals"]["paid"]),
+        (&json!(0), &json!(2_000))
+    );
+    server.stop().await;
+}

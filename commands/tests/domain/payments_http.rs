@@ -1786,3 +1786,83 @@ async fn a_payments_authorized_and_released_read_past_64_bits() {
         "{listed}"
     );
 }
+
+#[tokio::test]
+async fn a_paid_payout_returned_by_the_bank_fails_since_the_tenth_rules() {
+    // Proves: under the tenth rules a payout marked paid may still fail
+    // (the bank returned it): its entry is reversed, the money is back at
+    // the processor and its batch is paid out again; under the ninth it is
+    // 422 `payout_not_pending` and changes nothing. Failed twice is refused
+    // under either.
+    use aggregates::rules::Rules;
+    for rules in [Rules::NINTH, Rules::TENTH] {
+        let server = TestServer::start_with(Options {
+            rules: Some(rules),
+            ..Options::default()
+        })
+        .await;
+        let acme = server.tenant("acme").await;
+        card_payment(&acme, "a", 1_000, "automatic", "ch_a").await;
+        accepted(
+            &acme,
+            "/v1/settlements",
+            "b-1",
+            json!({"processor": "stripe", "batch_id": "b_1", "settled_at": "2026-12-03T00:00:00Z",
+                   "currency": "USD", "lines": [line("capture", "ch_a", 1_000, 30)]}),
+            201,
+        )
+        .await;
+        let (status, payout) = pay_out(&acme, "payout", 970, &["b_1"]).await;
+        assert_eq!(status, StatusCode::CREATED, "{payout}");
+        let payout = payout["payout_id"].as_str().unwrap().to_string();
+        let (_, paid_seq) = accepted(
+            &acme,
+            &format!("/v1/payouts/{payout}/paid"),
+            "payout-paid",
+            json!({}),
+            200,
+        )
+        .await;
+        let returned = acme
+            .post(
+                &format!("/v1/payouts/{payout}/failed"),
+                "payout-returned",
+                json!({"reason": "account closed"}),
+            )
+            .await;
+        let again = pay_out(&acme, "payout-again", 970, &["b_1"]).await;
+        if rules == Rules::NINTH {
+            let error =
+                returned.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "payout_not_pending");
+            assert_eq!(error["details"], json!({"status": "paid"}));
+            assert_eq!(again.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", again.1);
+            server.catch_up().await;
+            assert_eq!(sums(&acme, paid_seq, "bank:main").await, [970, 0, 0, 0]);
+            server.stop().await;
+            continue;
+        }
+        assert_eq!(returned.status, StatusCode::OK, "{}", returned.body);
+        assert_eq!(returned.body["status"], "failed");
+        let seq = returned.body["tenant_seq"].as_i64().unwrap();
+        server.catch_up().await;
+        assert_eq!(sums(&acme, seq, "bank:main").await, [970, 970, 0, 0]);
+        assert_eq!(
+            balance_and_payable(&acme, seq).await,
+            [[1_940, 970], [0, 0]]
+        );
+        let read = acme.read(&format!("/v1/payouts/{payout}"), seq).await;
+        assert_eq!(read["status"], "failed", "{read}");
+        let twice = acme
+            .post(
+                &format!("/v1/payouts/{payout}/failed"),
+                "payout-returned-twice",
+                json!({}),
+            )
+            .await;
+        let error = twice.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "payout_not_pending");
+        assert_eq!(error["details"], json!({"status": "failed"}));
+        assert_eq!(again.0, StatusCode::CREATED, "{}", again.1);
+        assert_trial_balance_is_zero(&acme, seq).await;
+        server.stop().await;
+    }
+}

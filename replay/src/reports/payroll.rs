@@ -86,7 +86,7 @@ pub fn compute(
                 .filter_map(|share| share.paid)
                 .map(|paid| i128::from(paid.value()))
                 .sum(),
-            i128::from(payee.carried),
+            i128::from(payee.unrecovered().unwrap_or_default()),
             payee
                 .lines
                 .iter()

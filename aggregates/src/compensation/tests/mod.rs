@@ -1533,3 +1533,50 @@ fn since_the_sixth_rules_a_correction_down_first_takes_off_what_never_counted_in
         }]
     );
 }
+
+#[test]
+fn since_the_tenth_rules_a_correction_of_a_held_line_is_held_with_it() {
+    use crate::rules::Rules;
+    // A commission held until day 16, corrected on day 4.
+    let mut history = vec![created(), assigned()];
+    history.extend(decide(
+        &state(history.clone()),
+        commission(1, 10_000, 2, Some(in_effect(1, 1, 2_500))),
+    ));
+    let held = |events: &[PayeeEvent]| {
+        let line = accrued(events);
+        (line.amount, line.status, line.payable_at)
+    };
+    let tenth = decide(&state(history.clone()), correct(2, 1, 400, Rules::TENTH));
+    assert_eq!(held(&tenth), (400, LineStatus::Held, Some(day(16))));
+    let ninth = decide(&state(history.clone()), correct(2, 1, 400, Rules::NINTH));
+    assert_eq!(held(&ninth), (400, LineStatus::Accrued, Some(day(4))));
+    // A correction of a payable line is payable at once under either.
+    history.push(PayeeEvent::LinePayable {
+        line_id: line_id(1),
+        at: day(16),
+    });
+    let later = decide(&state(history.clone()), correct(3, 1, -100, Rules::TENTH));
+    assert_eq!(held(&later), (-100, LineStatus::Accrued, Some(day(4))));
+    // Held, it is made payable once the corrected line's period is over.
+    history.extend(tenth);
+    GivenPayee::with(())
+        .given(history.clone())
+        .when(PayeeCommand::MakePayable {
+            line_id: line_id(2),
+            at: day(15),
+        })
+        .then_expect_error(CompensationError::StillHeld {
+            payable_at: day(16),
+        });
+    GivenPayee::with(())
+        .given(history)
+        .when(PayeeCommand::MakePayable {
+            line_id: line_id(2),
+            at: day(16),
+        })
+        .then_expect_events(vec![PayeeEvent::LinePayable {
+            line_id: line_id(2),
+            at: day(16),
+        }]);
+}

@@ -14,6 +14,7 @@ fn claim(run: u128, cutoff: u32) -> PayeeCommand {
     PayeeCommand::Claim {
         run_id: run_id(run),
         cutoff: day(cutoff),
+        rules: crate::rules::Rules::CURRENT,
         at: day(cutoff),
     }
 }
@@ -41,8 +42,13 @@ fn a_run_claims_payable_lines_up_to_its_cutoff_once() {
         }]
     );
     history.extend(claimed);
-    // Another run finds only what the first did not claim.
-    let second = decide(&state(history.clone()), claim(2, 10));
+    // Another run finds only what the first did not claim (under the
+    // ninth rules: since the tenth it waits for the first to be paid).
+    let mut under_ninth = claim(2, 10);
+    if let PayeeCommand::Claim { rules, .. } = &mut under_ninth {
+        *rules = crate::rules::Rules::NINTH;
+    }
+    let second = decide(&state(history.clone()), under_ninth);
     assert!(
         matches!(&second[..], [PayeeEvent::LinesClaimed { lines, gross: 700, .. }] if lines == &vec![line_id(2)])
     );
@@ -237,6 +243,7 @@ fn paid_plus_carried_plus_unpaid_is_every_line_and_no_line_is_paid_twice() {
                 (3, None) => PayeeCommand::Claim {
                     run_id: run_id(step),
                     cutoff: at,
+                    rules: crate::rules::Rules::CURRENT,
                     at,
                 },
                 (3 | 4, Some(run)) => PayeeCommand::Pay { run_id: run, at },
@@ -273,4 +280,60 @@ fn paid_plus_carried_plus_unpaid_is_every_line_and_no_line_is_paid_twice() {
             );
         }
     }
+}
+
+#[test]
+fn since_the_tenth_rules_a_payees_runs_are_paid_in_turn() {
+    use crate::rules::Rules;
+    let claim_under = |run: u128, rules: Rules| PayeeCommand::Claim {
+        run_id: run_id(run),
+        cutoff: day(10),
+        rules,
+        at: day(10),
+    };
+    let pay = |run: u128| PayeeCommand::Pay {
+        run_id: run_id(run),
+        at: day(11),
+    };
+    // A run paid -4,000 carried out; run 1 takes it in with 1,000 of work.
+    let mut history = vec![created(), assigned(), adjusted(1, -4_000, 1)];
+    history.extend(decide(&state(history.clone()), claim(9, 1)));
+    history.extend(decide(&state(history.clone()), pay(9)));
+    history.push(adjusted(2, 1_000, 2));
+    history.extend(decide(
+        &state(history.clone()),
+        claim_under(1, Rules::TENTH),
+    ));
+    assert_eq!(state(history.clone()).carried, 0);
+    assert_eq!(state(history.clone()).unrecovered(), Ok(-4_000));
+    // 5,000 more: run 2 leaves the payee out while run 1 is unpaid (under
+    // the ninth rules it claimed the 5,000 with nothing carried in).
+    history.push(adjusted(3, 5_000, 3));
+    assert!(decide(&state(history.clone()), claim_under(2, Rules::TENTH)).is_empty());
+    assert!(matches!(
+        &decide(&state(history.clone()), claim_under(2, Rules::NINTH))[..],
+        [PayeeEvent::LinesClaimed {
+            gross: 5_000,
+            carried_in: 0,
+            ..
+        }]
+    ));
+    // Run 1 paid carries -3,000 out; the next run recovers it from the
+    // 5,000.
+    history.extend(decide(&state(history.clone()), pay(1)));
+    assert_eq!(state(history.clone()).unrecovered(), Ok(-3_000));
+    let claimed = decide(&state(history.clone()), claim_under(3, Rules::TENTH));
+    assert!(matches!(
+        &claimed[..],
+        [PayeeEvent::LinesClaimed {
+            gross: 5_000,
+            carried_in: -3_000,
+            ..
+        }]
+    ));
+    history.extend(claimed);
+    assert!(matches!(
+        &decide(&state(history), pay(3))[..],
+        [PayeeEvent::RunPaid { paid, carried_out: 0, .. }] if *paid == cents(2_000)
+    ));
 }

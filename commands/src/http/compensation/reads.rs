@@ -124,7 +124,8 @@ pub struct PayeeTotals {
     pub paid_lines: i64,
     /// Paid out by runs.
     pub paid: i64,
-    /// A negative balance to recover from the next run (<= 0).
+    /// A negative balance not yet recovered (<= 0): carried forward by a
+    /// paid run, or taken in by a run not yet paid.
     pub carried: i64,
     /// Commission over the monthly cap: recorded, not payable.
     pub capped: i64,
@@ -165,7 +166,7 @@ fn totals(payee: &Payee) -> Result<PayeeTotals, ApiError> {
         in_run: of(LineStatus::InRun)?,
         paid_lines: of(LineStatus::Paid)?,
         paid: checked_sum(payee.runs.values().filter_map(|share| share.paid))?,
-        carried: payee.carried,
+        carried: payee.unrecovered().map_err(internal)?,
         capped: checked_sum(payee.lines.iter().map(|line| line.capped))?,
     })
 }

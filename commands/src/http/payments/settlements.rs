@@ -459,7 +459,8 @@ async fn payout_paid(
     ))
 }
 
-/// Marks a pending payout failed: its entry is reversed (the money is
+/// Marks a pending payout failed, or a paid one returned by the bank
+/// (since version 10 of the rules): its entry is reversed (the money is
 /// back at the processor) and its batches may be paid out again. Since
 /// version 4 of the rules, what the tenant owes the processor
 /// (`processor_payable:<processor>`, a batch's shortfall) is paid down at
@@ -482,7 +483,7 @@ async fn payout_paid(
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 404, description = "No such payout", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`payout_not_pending`; or key reused", body = ErrorBody),
+        (status = 422, description = "`payout_not_pending` (failed already; paid, under rules before 10); or key reused", body = ErrorBody),
     )
 )]
 async fn payout_failed(

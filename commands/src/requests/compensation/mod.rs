@@ -417,7 +417,7 @@ fn report(payee_id: &str, payee: &Payee) -> serde_json::Value {
         "unpaid_payable": payee.unpaid_payable().ok(),
         "in_run": payee.sum(status(LineStatus::InRun)).ok(),
         "paid_lines": payee.sum(status(LineStatus::Paid)).ok(),
-        "carried": payee.carried,
+        "carried": payee.unrecovered().ok(),
     })
 }
 

@@ -105,8 +105,16 @@ fn gather(
             .as_ref()
             .map(|profile| profile.asset.clone())
             .ok_or(CompensationError::UnknownPayee)?;
-        let claimed =
-            decider.execute::<Payee>(payee_id, PayeeCommand::Claim { run_id, cutoff, at })?;
+        let rules = decider.rules();
+        let claimed = decider.execute::<Payee>(
+            payee_id,
+            PayeeCommand::Claim {
+                run_id,
+                cutoff,
+                rules,
+                at,
+            },
+        )?;
         for event in claimed {
             if let PayeeEvent::LinesClaimed {
                 lines,

@@ -203,8 +203,9 @@ impl Request for MarkPayoutPaid {
     }
 }
 
-/// A payout that failed: its entry (`entry_id`) is reversed by
-/// `reversal_id` and its batches may be paid out again. What it names is
+/// A payout that failed, or (since rules 10) was paid and returned by
+/// the bank: its entry (`entry_id`) is reversed by `reversal_id` and its
+/// batches may be paid out again. What it names is
 /// the payout's, resolved before submission. Since rules 4, what the
 /// money back at the processor covers of what the tenant owes it (a
 /// batch's shortfall) is paid down at once by `netting_id`, so the
@@ -300,6 +301,7 @@ impl Request for MarkPayoutFailed {
             &self.payout_id.to_string(),
             PayoutCommand::MarkFailed {
                 reason: self.reason.clone(),
+                rules: decider.rules(),
                 at,
             },
         )?;
