@@ -239,46 +239,20 @@ pub async fn serve(
         None => watch::channel(0).1,
     };
     let limits = config.http.connections;
-    if limits.request_timeout <= config.http.read_wait {
-        tracing::warn!(
-            request_timeout_ms = limits.request_timeout.as_millis(),
-            read_wait_ms = config.http.read_wait.as_millis(),
-            "the request timeout is not above the min_seq wait: lagging reads answer 408, not 503"
-        );
-    }
-    let state = AppState::new(
-        store.clone(),
-        bus.clone(),
-        config.http,
+    let served = Served {
+        http: config.http,
+        plans: config.plans,
+        read_database_url: config.read_database_url,
         progress,
         projections,
-    )
-    .with_plans(config.plans)
-    .with_process_managers(reactor_names);
-    let state = match &config.read_database_url {
-        Some(url) => {
-            let pool = replica_pool(url, replica_statement_timeout(limits))?;
-            tokio::spawn(check_replica(pool.clone()));
-            state.with_read_pool(pool)
-        }
-        None => state,
+        process_managers: reactor_names,
     };
+    let state = serving_state(&store, &bus, served).await?;
     let revocations = tokio::spawn(listen_for_revocations(
         store,
         state.auth.clone(),
         tasks_stopped.clone(),
     ));
-    // The gauges hold values from the first request on; the replica's lag,
-    // which may take up to a connection's timeout to tell, is not current
-    // (NaN) until it is told, beside the start.
-    refresh_projection_statuses(&state).await;
-    if state.reads_replica {
-        state.metrics.set_replica_lag(Some(f64::NAN));
-        let state = state.clone();
-        tokio::spawn(async move { refresh_replica_lag(&state).await });
-    } else {
-        refresh_replica_lag(&state).await;
-    }
     let projection_metrics = tokio::spawn(run_projection_metrics(
         state.clone(),
         PROJECTION_METRICS_INTERVAL,
@@ -308,6 +282,61 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the routes serve beside the store and the pipeline.
+struct Served {
+    http: HttpConfig,
+    plans: PlanCatalog,
+    read_database_url: Option<String>,
+    progress: watch::Receiver<u64>,
+    projections: Vec<Arc<dyn Projection>>,
+    process_managers: Vec<&'static str>,
+}
+
+/// The state the routes serve from, on the replica's pool when reads go
+/// to one; the projection gauges told once before the first request (the
+/// replica's lag, which may take up to a connection's timeout to tell, is
+/// NaN until it is told).
+async fn serving_state(
+    store: &EventStore,
+    bus: &CommandBus,
+    served: Served,
+) -> Result<AppState, Box<dyn std::error::Error>> {
+    let limits = served.http.connections;
+    if limits.request_timeout <= served.http.read_wait {
+        tracing::warn!(
+            request_timeout_ms = limits.request_timeout.as_millis(),
+            read_wait_ms = served.http.read_wait.as_millis(),
+            "the request timeout is not above the min_seq wait: lagging reads answer 408, not 503"
+        );
+    }
+    let state = AppState::new(
+        store.clone(),
+        bus.clone(),
+        served.http,
+        served.progress,
+        served.projections,
+    )
+    .with_plans(served.plans)
+    .with_process_managers(served.process_managers);
+    let state = match &served.read_database_url {
+        Some(url) => {
+            let pool = replica_pool(url, replica_statement_timeout(limits))?;
+            tokio::spawn(check_replica(pool.clone()));
+            state.with_read_pool(pool)
+        }
+        None => state,
+    };
+    refresh_projection_statuses(&state).await;
+    if state.reads_replica {
+        state.metrics.set_replica_lag(Some(f64::NAN));
+        let state = state.clone();
+        tokio::spawn(async move { refresh_replica_lag(&state).await });
+    } else {
+        refresh_replica_lag(&state).await;
+    }
+    Ok(state)
 }
 
 /// Measures `time` again every minute (the database's clock that the

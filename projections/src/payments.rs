@@ -60,7 +60,8 @@ impl Projection for Payments {
 
     /// 3: a payment's status reads `partially_captured` while an
     /// authorization is open, and no longer `null` once its releases pass
-    /// its amount (its rows are rebuilt on the first start).
+    /// its amount; a payout keeps when it was paid and failed (its rows are
+    /// rebuilt on the first start).
     fn version(&self) -> i32 {
         3
     }

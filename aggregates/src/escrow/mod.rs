@@ -325,11 +325,6 @@ impl Aggregate for Commitment {
     }
 
     fn apply(&mut self, event: CommitmentEvent) {
-        // The amounts were checked when the event was decided; a stored
-        // event that overflows leaves the amount as it was.
-        let add = |to: &mut Amount, amount: Amount| *to = to.checked_add(amount).unwrap_or(*to);
-        let sub =
-            |from: &mut Amount, amount: Amount| *from = from.checked_sub(amount).unwrap_or(*from);
         match event {
             CommitmentEvent::CommitmentCreated { terms, at, .. } => {
                 self.milestones = terms
@@ -382,30 +377,7 @@ impl Aggregate for Commitment {
                     window.closed = true;
                 }
             }
-            CommitmentEvent::Transferred(transfer) => {
-                for draw in &transfer.lineage {
-                    if let Some(deposit) = self
-                        .deposits
-                        .iter_mut()
-                        .find(|deposit| deposit.deposit_id == draw.deposit_id)
-                    {
-                        add(&mut deposit.drawn, draw.amount);
-                    }
-                }
-                let claimed = matches!(transfer.cause, Cause::Claim { .. });
-                if let Some(milestone_id) = &transfer.milestone_id {
-                    if let Some(milestone) = self.milestone_mut(milestone_id) {
-                        if claimed {
-                            sub(&mut milestone.frozen, transfer.amount);
-                        }
-                        match transfer.direction {
-                            Direction::Release => add(&mut milestone.released, transfer.amount),
-                            Direction::Refund => add(&mut milestone.refunded, transfer.amount),
-                        }
-                    }
-                }
-                self.transfers.push(transfer);
-            }
+            CommitmentEvent::Transferred(transfer) => self.apply_transfer(transfer),
             CommitmentEvent::ClaimOpened {
                 claim_id,
                 milestone_id,
@@ -446,5 +418,44 @@ impl Aggregate for Commitment {
             // Its status says as much already: the milestones moved.
             CommitmentEvent::CommitmentCompleted { .. } => {}
         }
+    }
+}
+
+// The amounts were checked when the event was decided; a stored event that
+// overflows leaves the amount as it was.
+fn add(to: &mut Amount, amount: Amount) {
+    *to = to.checked_add(amount).unwrap_or(*to);
+}
+
+fn sub(from: &mut Amount, amount: Amount) {
+    *from = from.checked_sub(amount).unwrap_or(*from);
+}
+
+impl Commitment {
+    /// A release or refund: drawn from its deposits, off its milestone's
+    /// frozen amount when a claim resolved it.
+    fn apply_transfer(&mut self, transfer: Transfer) {
+        for draw in &transfer.lineage {
+            if let Some(deposit) = self
+                .deposits
+                .iter_mut()
+                .find(|deposit| deposit.deposit_id == draw.deposit_id)
+            {
+                add(&mut deposit.drawn, draw.amount);
+            }
+        }
+        let claimed = matches!(transfer.cause, Cause::Claim { .. });
+        if let Some(milestone_id) = &transfer.milestone_id {
+            if let Some(milestone) = self.milestone_mut(milestone_id) {
+                if claimed {
+                    sub(&mut milestone.frozen, transfer.amount);
+                }
+                match transfer.direction {
+                    Direction::Release => add(&mut milestone.released, transfer.amount),
+                    Direction::Refund => add(&mut milestone.refunded, transfer.amount),
+                }
+            }
+        }
+        self.transfers.push(transfer);
     }
 }

@@ -27,7 +27,7 @@ pub use events::{IntentTerms, PaymentCommand, PaymentEvent};
 pub use types::*;
 
 use crate::decide::{handle_by_deciding, Decide};
-use crate::ids::{CaptureId, DisputeId, RefundId, TenderId};
+use crate::ids::{CaptureId, DisputeId, HoldId, RefundId, TenderId};
 use crate::money::{Amount, AmountError};
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -203,14 +203,6 @@ impl Aggregate for Payment {
     }
 
     fn apply(&mut self, event: PaymentEvent) {
-        // The amounts were checked when the event was decided; a stored
-        // event that overflows leaves the amount as it was.
-        let add = |to: &mut Amount, amount: Amount| {
-            *to = to.checked_add(amount).unwrap_or(*to);
-        };
-        let sub = |from: &mut Amount, amount: Amount| {
-            *from = from.checked_sub(amount).unwrap_or(*from);
-        };
         match event {
             PaymentEvent::PaymentCreated { terms, at } => {
                 self.intent = Some(Intent {
@@ -251,25 +243,15 @@ impl Aggregate for Payment {
                 at,
                 ..
             } => {
-                self.captures_made += 1;
-                let order = self.captures_made;
-                if let Some(tender) = self.tender_mut(tender_id) {
-                    tender.captures.push(Capture {
-                        capture_id,
-                        amount,
-                        reference,
-                        at,
-                        disputed: Amount::ZERO,
-                        settled_in: None,
-                    });
-                    add(&mut tender.captured, amount);
-                    add(&mut tender.released, released);
-                    tender.last_captured = order;
-                    tender.hold_id = next_hold_id;
-                    if tender.uncaptured().is_ok_and(|left| left.is_zero()) {
-                        tender.state = AuthorizationState::Closed;
-                    }
-                }
+                let capture = Capture {
+                    capture_id,
+                    amount,
+                    reference,
+                    at,
+                    disputed: Amount::ZERO,
+                    settled_in: None,
+                };
+                self.apply_capture(tender_id, capture, released, next_hold_id);
             }
             PaymentEvent::PaymentCanceled { released, at } => {
                 for (tender_id, amount) in released {
@@ -299,41 +281,17 @@ impl Aggregate for Payment {
                 reference,
                 reason,
                 at,
-            } => {
-                for part in &parts {
-                    if let Some(tender) = self.tender_mut(part.tender_id) {
-                        add(&mut tender.refunded, part.amount);
-                    }
-                }
-                self.refunds.push(Refund {
-                    refund_id,
-                    amount,
-                    parts,
-                    reference,
-                    reason,
-                    state: RefundState::Pending,
-                    at,
-                    settled_in: None,
-                });
-            }
-            PaymentEvent::RefundFailed { refund_id, .. } => {
-                let parts = match self
-                    .refunds
-                    .iter_mut()
-                    .find(|refund| refund.refund_id == refund_id)
-                {
-                    Some(refund) => {
-                        refund.state = RefundState::Failed;
-                        refund.parts.clone()
-                    }
-                    None => Vec::new(),
-                };
-                for part in parts {
-                    if let Some(tender) = self.tender_mut(part.tender_id) {
-                        sub(&mut tender.refunded, part.amount);
-                    }
-                }
-            }
+            } => self.apply_refund(Refund {
+                refund_id,
+                amount,
+                parts,
+                reference,
+                reason,
+                state: RefundState::Pending,
+                at,
+                settled_in: None,
+            }),
+            PaymentEvent::RefundFailed { refund_id, .. } => self.apply_refund_failed(refund_id),
             PaymentEvent::DisputeOpened {
                 dispute_id,
                 tender_id,
@@ -343,24 +301,19 @@ impl Aggregate for Payment {
                 reference,
                 reason,
                 at,
-            } => {
-                if let Some(capture) = self.capture_mut(capture_id) {
-                    add(&mut capture.disputed, amount);
-                }
-                self.disputes.push(Dispute {
-                    dispute_id,
-                    tender_id,
-                    capture_id,
-                    amount,
-                    fee,
-                    reference,
-                    reason,
-                    state: DisputeState::NeedsResponse,
-                    opened_at: at,
-                    settled_in: None,
-                    reversal_settled_in: None,
-                });
-            }
+            } => self.apply_dispute(Dispute {
+                dispute_id,
+                tender_id,
+                capture_id,
+                amount,
+                fee,
+                reference,
+                reason,
+                state: DisputeState::NeedsResponse,
+                opened_at: at,
+                settled_in: None,
+                reversal_settled_in: None,
+            }),
             PaymentEvent::EvidenceSubmitted { dispute_id, .. } => {
                 if let Some(dispute) = self.dispute_mut(dispute_id) {
                     dispute.state = DisputeState::UnderReview;
@@ -370,23 +323,94 @@ impl Aggregate for Payment {
                 dispute_id,
                 outcome,
                 ..
-            } => {
-                let Some(dispute) = self.dispute_mut(dispute_id) else {
-                    return;
-                };
-                dispute.state = match outcome {
-                    DisputeOutcome::Won => DisputeState::Won,
-                    DisputeOutcome::Lost => DisputeState::Lost,
-                };
-                let (capture_id, amount) = (dispute.capture_id, dispute.amount);
-                // Won: the frozen amount is reinstated; lost, it stays out.
-                if outcome == DisputeOutcome::Won {
-                    if let Some(capture) = self.capture_mut(capture_id) {
-                        sub(&mut capture.disputed, amount);
-                    }
-                }
-            }
+            } => self.apply_dispute_closed(dispute_id, outcome),
             PaymentEvent::ItemSettled { item, batch, .. } => self.settle(item, batch),
+        }
+    }
+}
+
+// The amounts were checked when the event was decided; a stored event that
+// overflows leaves the amount as it was.
+fn add(to: &mut Amount, amount: Amount) {
+    *to = to.checked_add(amount).unwrap_or(*to);
+}
+
+fn sub(from: &mut Amount, amount: Amount) {
+    *from = from.checked_sub(amount).unwrap_or(*from);
+}
+
+/// The events' effects, one concern each.
+impl Payment {
+    fn apply_capture(
+        &mut self,
+        tender_id: TenderId,
+        capture: Capture,
+        released: Amount,
+        next_hold_id: Option<HoldId>,
+    ) {
+        self.captures_made += 1;
+        let order = self.captures_made;
+        if let Some(tender) = self.tender_mut(tender_id) {
+            add(&mut tender.captured, capture.amount);
+            tender.captures.push(capture);
+            add(&mut tender.released, released);
+            tender.last_captured = order;
+            tender.hold_id = next_hold_id;
+            if tender.uncaptured().is_ok_and(|left| left.is_zero()) {
+                tender.state = AuthorizationState::Closed;
+            }
+        }
+    }
+
+    fn apply_refund(&mut self, refund: Refund) {
+        for part in &refund.parts {
+            if let Some(tender) = self.tender_mut(part.tender_id) {
+                add(&mut tender.refunded, part.amount);
+            }
+        }
+        self.refunds.push(refund);
+    }
+
+    fn apply_refund_failed(&mut self, refund_id: RefundId) {
+        let parts = match self
+            .refunds
+            .iter_mut()
+            .find(|refund| refund.refund_id == refund_id)
+        {
+            Some(refund) => {
+                refund.state = RefundState::Failed;
+                refund.parts.clone()
+            }
+            None => Vec::new(),
+        };
+        for part in parts {
+            if let Some(tender) = self.tender_mut(part.tender_id) {
+                sub(&mut tender.refunded, part.amount);
+            }
+        }
+    }
+
+    fn apply_dispute(&mut self, dispute: Dispute) {
+        if let Some(capture) = self.capture_mut(dispute.capture_id) {
+            add(&mut capture.disputed, dispute.amount);
+        }
+        self.disputes.push(dispute);
+    }
+
+    fn apply_dispute_closed(&mut self, dispute_id: DisputeId, outcome: DisputeOutcome) {
+        let Some(dispute) = self.dispute_mut(dispute_id) else {
+            return;
+        };
+        dispute.state = match outcome {
+            DisputeOutcome::Won => DisputeState::Won,
+            DisputeOutcome::Lost => DisputeState::Lost,
+        };
+        let (capture_id, amount) = (dispute.capture_id, dispute.amount);
+        // Won: the frozen amount is reinstated; lost, it stays out.
+        if outcome == DisputeOutcome::Won {
+            if let Some(capture) = self.capture_mut(capture_id) {
+                sub(&mut capture.disputed, amount);
+            }
         }
     }
 }

@@ -55,6 +55,12 @@ pub struct Payout {
     pub status: Option<PayoutStatus>,
     pub created_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+    /// When it was marked paid; kept once it failed after (a bank's
+    /// return).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -187,10 +193,14 @@ impl Aggregate for Payout {
                 self.status = Some(PayoutStatus::Pending);
                 self.created_at = Some(at);
             }
-            PayoutEvent::PayoutPaid { .. } => self.status = Some(PayoutStatus::Paid),
-            PayoutEvent::PayoutFailed { reason, .. } => {
+            PayoutEvent::PayoutPaid { at } => {
+                self.status = Some(PayoutStatus::Paid);
+                self.paid_at = Some(at);
+            }
+            PayoutEvent::PayoutFailed { reason, at } => {
                 self.status = Some(PayoutStatus::Failed);
                 self.reason = reason;
+                self.failed_at = Some(at);
             }
         }
     }

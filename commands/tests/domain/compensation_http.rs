@@ -722,6 +722,10 @@ async fn a_payees_runs_are_paid_in_turn_so_a_debt_is_recovered_from_the_next() {
     let (_, seq) = adjust("five", 5_000).await;
     let run_b = create("run-b").await;
     assert_eq!(run_b["payees"], json!([]), "{run_b}");
+    assert_eq!(
+        run_b["waiting"],
+        json!([{"payee_id": "alice", "unpaid_runs": [run_a["pay_run_id"]]}])
+    );
     server.catch_up().await;
     let payee = acme.read("/v1/payees/alice", seq).await;
     assert_eq!(
@@ -738,7 +742,9 @@ async fn a_payees_runs_are_paid_in_turn_so_a_debt_is_recovered_from_the_next() {
     );
     let (paid_b, _) = settle(run_b, "run-b").await;
     assert_eq!(paid_b["payees"], json!([]));
-    let (paid_c, seq) = settle(create("run-c").await, "run-c").await;
+    let run_c = create("run-c").await;
+    assert!(run_c.get("waiting").is_none(), "{run_c}");
+    let (paid_c, seq) = settle(run_c, "run-c").await;
     assert_eq!(
         (
             &paid_c["payees"][0]["carried_in"],

@@ -1852,6 +1852,11 @@ async fn a_paid_payout_returned_by_the_bank_fails_since_the_tenth_rules() {
         );
         let read = acme.read(&format!("/v1/payouts/{payout}"), seq).await;
         assert_eq!(read["status"], "failed", "{read}");
+        assert!(read["paid_at"].is_string(), "{read}");
+        assert!(
+            read["paid_at"].as_str() <= read["failed_at"].as_str(),
+            "{read}"
+        );
         let twice = acme
             .post(
                 &format!("/v1/payouts/{payout}/failed"),

@@ -16,18 +16,22 @@ use chrono::SecondsFormat;
 use serde_json::json;
 use std::collections::BTreeMap;
 
-/// The escrow report of `commitments` (by id, as of the scope's seq) and
-/// the journal's figures.
-pub fn compute(
-    scope: Scope,
-    journal: &Journal,
-    commitments: &BTreeMap<String, Commitment>,
-) -> Report {
-    let (mut rows, mut transfers, mut lineage) = (Vec::new(), Vec::new(), Vec::new());
-    let mut per_asset: BTreeMap<String, [i128; 6]> = BTreeMap::new();
-    for (id, commitment) in commitments {
+/// The report's rows: per commitment, per transfer, per draw of a
+/// deposit; and the figures summed per currency.
+#[derive(Default)]
+struct Rows {
+    commitments: Vec<Vec<serde_json::Value>>,
+    transfers: Vec<Vec<serde_json::Value>>,
+    lineage: Vec<Vec<serde_json::Value>>,
+    per_asset: BTreeMap<String, [i128; 6]>,
+}
+
+const FIGURES: [&str; 6] = ["total", "funded", "released", "refunded", "frozen", "held"];
+
+impl Rows {
+    fn add(&mut self, id: &str, commitment: &Commitment) {
         let Some(terms) = &commitment.terms else {
-            continue;
+            return;
         };
         let asset = String::from(terms.asset.clone());
         let figures = [
@@ -41,15 +45,15 @@ pub fn compute(
             commitment.held().map(|amount| amount.value()),
         ]
         .map(|figure| i128::from(figure.unwrap_or_default()));
-        let sums = per_asset.entry(asset.clone()).or_insert([0; 6]);
+        let sums = self.per_asset.entry(asset.clone()).or_insert([0; 6]);
         for (sum, figure) in sums.iter_mut().zip(figures) {
             *sum += figure;
         }
         let mut row = vec![json!(id), json!(asset), spelled(&commitment.status())];
         row.extend(figures.iter().map(|figure| number(*figure)));
-        rows.push(row);
+        self.commitments.push(row);
         for transfer in &commitment.transfers {
-            transfers.push(vec![
+            self.transfers.push(vec![
                 json!(id),
                 json!(transfer.transfer_id.to_string()),
                 spelled(&transfer.direction),
@@ -60,7 +64,7 @@ pub fn compute(
                 json!(transfer.at.to_rfc3339_opts(SecondsFormat::Micros, true)),
             ]);
             for draw in &transfer.lineage {
-                lineage.push(vec![
+                self.lineage.push(vec![
                     json!(transfer.transfer_id.to_string()),
                     json!(draw.deposit_id.to_string()),
                     json!(asset),
@@ -69,18 +73,23 @@ pub fn compute(
             }
         }
     }
-    let checks = tie_out(journal, &per_asset);
-    let totals = super::per_asset_rows(&per_asset);
-    let charts = super::per_asset_charts(
-        "Escrow",
-        &per_asset,
-        &["total", "funded", "released", "refunded", "frozen", "held"],
-    );
-    let figures = || {
-        ["total", "funded", "released", "refunded", "frozen", "held"]
-            .map(|name| (name, Kind::Amount))
-            .to_vec()
-    };
+}
+
+/// The escrow report of `commitments` (by id, as of the scope's seq) and
+/// the journal's figures.
+pub fn compute(
+    scope: Scope,
+    journal: &Journal,
+    commitments: &BTreeMap<String, Commitment>,
+) -> Report {
+    let mut rows = Rows::default();
+    for (id, commitment) in commitments {
+        rows.add(id, commitment);
+    }
+    let checks = tie_out(journal, &rows.per_asset);
+    let totals = super::per_asset_rows(&rows.per_asset);
+    let charts = super::per_asset_charts("Escrow", &rows.per_asset, &FIGURES);
+    let figures = || FIGURES.map(|name| (name, Kind::Amount)).to_vec();
     let mut commitment_columns = vec![
         ("commitment_id", Kind::Text),
         ("asset", Kind::Text),
@@ -98,7 +107,7 @@ pub fn compute(
                 name: "commitments",
                 title: "Commitments",
                 columns: commitment_columns,
-                rows,
+                rows: rows.commitments,
             },
             Section {
                 name: "transfers",
@@ -113,7 +122,7 @@ pub fn compute(
                     ("amount", Kind::Amount),
                     ("at", Kind::Text),
                 ],
-                rows: transfers,
+                rows: rows.transfers,
             },
             Section {
                 name: "lineage",
@@ -124,7 +133,7 @@ pub fn compute(
                     ("asset", Kind::Text),
                     ("amount", Kind::Amount),
                 ],
-                rows: lineage,
+                rows: rows.lineage,
             },
             Section {
                 name: "totals",

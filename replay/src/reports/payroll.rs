@@ -20,15 +20,13 @@ const KINDS: [(LineKind, &str); 5] = [
     (LineKind::Adjustment, "adjustments"),
 ];
 
-/// The payroll report of `runs` and `payees` (by id, as of the scope's
-/// seq) and the journal's figures.
-pub fn compute(
-    scope: Scope,
-    journal: &Journal,
-    runs: &BTreeMap<String, PayRun>,
-    payees: &BTreeMap<String, Payee>,
-) -> Report {
-    let mut run_rows = Vec::new();
+const FIGURES: [&str; 7] = [
+    "accrued", "held", "payable", "in_run", "paid", "carried", "capped",
+];
+
+/// One row per run and payee, runs in the order they were created.
+fn run_rows(runs: &BTreeMap<String, PayRun>, payees: &BTreeMap<String, Payee>) -> Vec<Vec<Value>> {
+    let mut rows = Vec::new();
     let mut ordered: Vec<(&String, &PayRun)> = runs.iter().collect();
     ordered.sort_by_key(|(id, run)| (run.created_at, *id));
     for (run_id, run) in ordered {
@@ -55,11 +53,52 @@ pub fn compute(
                 share.paid.map_or(Value::Null, |paid| json!(paid.value())),
                 share.carried_out.map_or(Value::Null, |out| json!(out)),
             ]);
-            run_rows.push(row);
+            rows.push(row);
         }
     }
-    // Per payee, and per currency: accrued, held, payable, in a run, paid,
-    // carried, capped.
+    rows
+}
+
+/// A payee's [`FIGURES`]: accrued, held, payable, in a run, paid,
+/// carried, capped.
+fn figures(payee: &Payee) -> [i128; 7] {
+    let sum = |keep: &dyn Fn(LineStatus) -> bool| -> i128 {
+        payee
+            .lines
+            .iter()
+            .filter(|line| keep(line.status))
+            .map(|line| i128::from(line.amount))
+            .sum()
+    };
+    [
+        sum(&|status| status != LineStatus::Refused),
+        sum(&|status| status == LineStatus::Held),
+        sum(&|status| status == LineStatus::Accrued),
+        sum(&|status| status == LineStatus::InRun),
+        payee
+            .runs
+            .values()
+            .filter_map(|share| share.paid)
+            .map(|paid| i128::from(paid.value()))
+            .sum(),
+        i128::from(payee.unrecovered().unwrap_or_default()),
+        payee
+            .lines
+            .iter()
+            .map(|line| i128::from(line.capped.value()))
+            .sum(),
+    ]
+}
+
+/// The payroll report of `runs` and `payees` (by id, as of the scope's
+/// seq) and the journal's figures.
+pub fn compute(
+    scope: Scope,
+    journal: &Journal,
+    runs: &BTreeMap<String, PayRun>,
+    payees: &BTreeMap<String, Payee>,
+) -> Report {
+    // Per payee, and per currency.
     let mut payee_rows = Vec::new();
     let mut per_asset: BTreeMap<String, [i128; 7]> = BTreeMap::new();
     for (payee_id, payee) in payees {
@@ -67,32 +106,7 @@ pub fn compute(
             continue;
         };
         let asset = String::from(profile.asset.clone());
-        let sum = |keep: &dyn Fn(LineStatus) -> bool| -> i128 {
-            payee
-                .lines
-                .iter()
-                .filter(|line| keep(line.status))
-                .map(|line| i128::from(line.amount))
-                .sum()
-        };
-        let figures = [
-            sum(&|status| status != LineStatus::Refused),
-            sum(&|status| status == LineStatus::Held),
-            sum(&|status| status == LineStatus::Accrued),
-            sum(&|status| status == LineStatus::InRun),
-            payee
-                .runs
-                .values()
-                .filter_map(|share| share.paid)
-                .map(|paid| i128::from(paid.value()))
-                .sum(),
-            i128::from(payee.unrecovered().unwrap_or_default()),
-            payee
-                .lines
-                .iter()
-                .map(|line| i128::from(line.capped.value()))
-                .sum(),
-        ];
+        let figures = figures(payee);
         let sums = per_asset.entry(asset.clone()).or_insert([0; 7]);
         for (sum, figure) in sums.iter_mut().zip(figures) {
             *sum += figure;
@@ -102,11 +116,8 @@ pub fn compute(
         payee_rows.push(row);
     }
     let checks = tie_out(journal, &per_asset);
-    let figure_names = [
-        "accrued", "held", "payable", "in_run", "paid", "carried", "capped",
-    ];
     let totals = super::per_asset_rows(&per_asset);
-    let charts = super::per_asset_charts("Payroll", &per_asset, &figure_names);
+    let charts = super::per_asset_charts("Payroll", &per_asset, &FIGURES);
     let mut run_columns = vec![
         ("pay_run_id", Kind::Text),
         ("status", Kind::Text),
@@ -120,7 +131,7 @@ pub fn compute(
         ("paid", Kind::Amount),
         ("carried_out", Kind::Amount),
     ]);
-    let figures = || figure_names.map(|name| (name, Kind::Amount)).to_vec();
+    let figures = || FIGURES.map(|name| (name, Kind::Amount)).to_vec();
     let mut payee_columns = vec![("payee_id", Kind::Text), ("asset", Kind::Text)];
     payee_columns.extend(figures());
     let mut total_columns = vec![("asset", Kind::Text)];
@@ -134,7 +145,7 @@ pub fn compute(
                 name: "runs",
                 title: "Pay runs, per payee",
                 columns: run_columns,
-                rows: run_rows,
+                rows: run_rows(runs, payees),
             },
             Section {
                 name: "payees",

@@ -61,15 +61,19 @@ pub struct PayRunBody {
     /// After `period_start`.
     #[schema(value_type = BoundedTime)]
     pub period_end: BoundedTime,
-    /// Every payable line accrued up to it, in no other run, is claimed.
+    /// Every payable line accrued up to it, in no other run, is claimed (of
+    /// the payees with no share of a run not yet paid, since rules 10).
     #[schema(value_type = BoundedTime)]
     pub cutoff: BoundedTime,
 }
 
 /// Creates a pay run: claims every payable line of every payee accrued up
 /// to the cutoff and in no other run (a line is in at most one run); per
-/// payee, the lines, gross, what was carried in and the net. Its id is
-/// derived from the Idempotency-Key.
+/// payee, the lines, gross, what was carried in and the net. Since
+/// version 10 of the rules a payee's runs are paid in turn: a payee with a
+/// share of a run not yet paid is left out, and listed in `waiting` with
+/// those runs when it had lines payable. Its id is derived from the
+/// Idempotency-Key.
 #[utoipa::path(
     post,
     path = "/v1/pay-runs",

@@ -332,6 +332,10 @@ pub struct PayoutView {
     pub amount: Amount,
     pub bank_account: String,
     pub created_at: Option<DateTime<Utc>>,
+    /// When it was marked paid: kept when it failed after (the bank
+    /// returned it, since rules 10).
+    pub paid_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
     /// Why it failed.
     pub reason: Option<String>,
     pub batches: Vec<BatchSummary>,
@@ -362,6 +366,8 @@ impl PayoutView {
             amount: terms.amount,
             bank_account: terms.bank_account,
             created_at: payout.created_at,
+            paid_at: payout.paid_at,
+            failed_at: payout.failed_at,
             reason: payout.reason,
             batches,
             created_seq: document.created_seq,

@@ -3,6 +3,9 @@
 //! again), and paid: Dr `compensation_payable:<payee>` / Cr `bank:payroll`
 //! per payee with a positive net, a negative net carried forward.
 //!
+//! Since rules 10 a payee's runs are paid in turn: a payee with a share of
+//! a run not yet paid is left out of a new one (answered as `waiting`).
+//!
 //! A run goes through every payee of the tenant's directory: the request
 //! is resolved with the directory's list and refused as stale when a
 //! payee joined in between, so a run never misses one; two runs decided
@@ -36,6 +39,19 @@ pub struct PayRunAnswer {
     pub created_at: Option<DateTime<Utc>>,
     pub approved_at: Option<DateTime<Utc>>,
     pub paid_at: Option<DateTime<Utc>>,
+    /// In the answer to a run's creation or reopening only: the payees
+    /// with lines payable by the cutoff that the run left out, since a run
+    /// not yet paid holds a share of theirs (since rules 10 a payee's runs
+    /// are paid in turn; their lines wait for a run created after those).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<WaitingPayee>,
+}
+
+/// A payee a run left out, and the unpaid runs it waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct WaitingPayee {
+    pub payee_id: String,
+    pub unpaid_runs: Vec<PayRunId>,
 }
 
 impl PayRunAnswer {
@@ -48,12 +64,19 @@ impl PayRunAnswer {
             created_at: run.created_at,
             approved_at: run.approved_at,
             paid_at: run.paid_at,
+            waiting: Vec::new(),
         }
     }
 }
 
-fn answer(decider: &Decider<'_>, run_id: PayRunId, created: bool) -> Result<Reply, Refusal> {
-    let answer = PayRunAnswer::of(run_id, decider.state::<PayRun>(&run_id.to_string())?);
+fn answer(
+    decider: &Decider<'_>,
+    run_id: PayRunId,
+    created: bool,
+    waiting: Vec<WaitingPayee>,
+) -> Result<Reply, Refusal> {
+    let mut answer = PayRunAnswer::of(run_id, decider.state::<PayRun>(&run_id.to_string())?);
+    answer.waiting = waiting;
     if created {
         Reply::created(run_id.to_string(), &answer)
     } else {
@@ -91,20 +114,43 @@ fn directory_is(decider: &Decider<'_>, payees: &[String]) -> Result<(), Refusal>
 }
 
 /// Each payee of `payees` with payable lines by `cutoff`: claimed by run
-/// `run_id` and included in it.
+/// `run_id` and included in it; or, when another run not yet paid holds a
+/// share of the payee's (since rules 10), left out, and answered as
+/// waiting.
 fn gather(
     decider: &mut Decider<'_>,
     run_id: PayRunId,
     payees: &[String],
     cutoff: DateTime<Utc>,
-) -> Result<(), Refusal> {
+) -> Result<Vec<WaitingPayee>, Refusal> {
     let at = decider.at();
+    let mut waiting = Vec::new();
     for payee_id in payees {
-        let asset = payee(decider, payee_id)?
+        let state = payee(decider, payee_id)?;
+        let asset = state
             .profile
             .as_ref()
             .map(|profile| profile.asset.clone())
             .ok_or(CompensationError::UnknownPayee)?;
+        let unpaid_runs: Vec<PayRunId> = state
+            .runs
+            .iter()
+            .filter(|(other, share)| **other != run_id && share.paid.is_none())
+            .map(|(other, _)| *other)
+            .collect();
+        let payable = state.lines.iter().any(|line| {
+            line.status == aggregates::compensation::LineStatus::Accrued
+                && line.accrued_at <= cutoff
+        });
+        if decider.rules().since(aggregates::rules::Rules::TENTH)
+            && payable
+            && !unpaid_runs.is_empty()
+        {
+            waiting.push(WaitingPayee {
+                payee_id: payee_id.clone(),
+                unpaid_runs,
+            });
+        }
         let rules = decider.rules();
         let claimed = decider.execute::<Payee>(
             payee_id,
@@ -140,7 +186,7 @@ fn gather(
             }
         }
     }
-    Ok(())
+    Ok(waiting)
 }
 
 /// Creates a pay run: every payable line accrued by the cutoff, of every
@@ -171,8 +217,8 @@ impl Request for CreatePayRun {
                 at,
             },
         )?;
-        gather(decider, self.pay_run_id, &self.payees, self.terms.cutoff)?;
-        answer(decider, self.pay_run_id, true)
+        let waiting = gather(decider, self.pay_run_id, &self.payees, self.terms.cutoff)?;
+        answer(decider, self.pay_run_id, true, waiting)
     }
 }
 
@@ -193,7 +239,7 @@ impl Request for ApprovePayRun {
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         let at = decider.at();
         decider.execute::<PayRun>(&self.pay_run_id.to_string(), PayRunCommand::Approve { at })?;
-        answer(decider, self.pay_run_id, false)
+        answer(decider, self.pay_run_id, false, Vec::new())
     }
 }
 
@@ -235,8 +281,8 @@ impl Request for ReopenPayRun {
                 },
             )?;
         }
-        gather(decider, self.pay_run_id, &self.payees, cutoff)?;
-        answer(decider, self.pay_run_id, false)
+        let waiting = gather(decider, self.pay_run_id, &self.payees, cutoff)?;
+        answer(decider, self.pay_run_id, false, waiting)
     }
 }
 
@@ -307,7 +353,7 @@ impl Request for PayPayRun {
             }
         }
         decider.execute::<PayRun>(&run_key, PayRunCommand::Pay { paid, at })?;
-        answer(decider, self.pay_run_id, false)
+        answer(decider, self.pay_run_id, false, Vec::new())
     }
 }
 

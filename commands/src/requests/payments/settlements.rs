@@ -382,53 +382,20 @@ impl Request for ImportSettlement {
         super::open(decider, &[&receivable, &balance, &fees, &suspense])?;
         // Opened by the dispute whose fee it booked, when one is settled.
         let dispute_fees = accounts::dispute_fees();
+        let codes = BatchAccounts {
+            receivable: &receivable.code,
+            balance: &balance.code,
+            fees: &fees.code,
+            suspense: &suspense.code,
+            dispute_fees: &dispute_fees.code,
+        };
         let mut movements = Movements::default();
         let (mut matched, mut breaks) = (0, Vec::new());
         for (settled, expected) in lines.iter().zip(&expected) {
             let line = &settled.line;
-            let (gross, fee) = (i128::from(line.gross), i128::from(line.fee));
-            movements.add(&balance.code, i128::from(line.net));
-            // The fee the ledger booked already (a dispute's, when it
-            // opened) settles the receivable it was booked against, and
-            // what the processor charged beyond it (or less: either sign)
-            // corrects the dispute's fee; any other line's fee is the
-            // processor's (a rebate, negative, included).
-            let settles_item = matches!(
-                settled.outcome,
-                Outcome::Matched { .. }
-                    | Outcome::Break {
-                        class: BreakClass::AmountMismatch,
-                        ..
-                    }
-            );
-            let booked = match expected {
-                Some(expected) if settles_item => i128::from(expected.fee),
-                _ => 0,
-            };
-            movements.add(&receivable.code, booked);
-            let charged = if booked == 0 {
-                &fees.code
-            } else {
-                &dispute_fees.code
-            };
-            movements.add(charged, fee - booked);
-            match &settled.outcome {
-                Outcome::Matched { .. } => {
-                    matched += 1;
-                    movements.add(&receivable.code, -gross);
-                }
-                Outcome::Break {
-                    class: BreakClass::AmountMismatch,
-                    expected: Some(ledger),
-                    ..
-                } => {
-                    let ledger = i128::from(*ledger);
-                    movements.add(&receivable.code, -ledger);
-                    movements.add(&suspense.code, ledger - gross);
-                }
-                // The processor's own (a fee, an adjustment): its cost.
-                Outcome::Processor => movements.add(&fees.code, -gross),
-                Outcome::Break { .. } => movements.add(&suspense.code, -gross),
+            codes.moved_by(&mut movements, settled, expected.as_ref());
+            if matches!(settled.outcome, Outcome::Matched { .. }) {
+                matched += 1;
             }
             if let Outcome::Break {
                 break_id,
@@ -478,6 +445,69 @@ impl Request for ImportSettlement {
                 breaks,
             },
         )
+    }
+}
+
+/// The accounts a batch's lines move.
+struct BatchAccounts<'a> {
+    receivable: &'a AccountCode,
+    balance: &'a AccountCode,
+    fees: &'a AccountCode,
+    suspense: &'a AccountCode,
+    dispute_fees: &'a AccountCode,
+}
+
+impl BatchAccounts<'_> {
+    /// What `settled` (matched against `expected`, the ledger's item)
+    /// moves, as signed debits.
+    fn moved_by(
+        &self,
+        movements: &mut Movements,
+        settled: &aggregates::payments::settlement::SettledLine,
+        expected: Option<&Expected>,
+    ) {
+        let line = &settled.line;
+        let (gross, fee) = (i128::from(line.gross), i128::from(line.fee));
+        movements.add(self.balance, i128::from(line.net));
+        // The fee the ledger booked already (a dispute's, when it opened)
+        // settles the receivable it was booked against, and what the
+        // processor charged beyond it (or less: either sign) corrects the
+        // dispute's fee; any other line's fee is the processor's (a
+        // rebate, negative, included).
+        let settles_item = matches!(
+            settled.outcome,
+            Outcome::Matched { .. }
+                | Outcome::Break {
+                    class: BreakClass::AmountMismatch,
+                    ..
+                }
+        );
+        let booked = match expected {
+            Some(expected) if settles_item => i128::from(expected.fee),
+            _ => 0,
+        };
+        movements.add(self.receivable, booked);
+        let charged = if booked == 0 {
+            self.fees
+        } else {
+            self.dispute_fees
+        };
+        movements.add(charged, fee - booked);
+        match &settled.outcome {
+            Outcome::Matched { .. } => movements.add(self.receivable, -gross),
+            Outcome::Break {
+                class: BreakClass::AmountMismatch,
+                expected: Some(ledger),
+                ..
+            } => {
+                let ledger = i128::from(*ledger);
+                movements.add(self.receivable, -ledger);
+                movements.add(self.suspense, ledger - gross);
+            }
+            // The processor's own (a fee, an adjustment): its cost.
+            Outcome::Processor => movements.add(self.fees, -gross),
+            Outcome::Break { .. } => movements.add(self.suspense, -gross),
+        }
     }
 }
 
