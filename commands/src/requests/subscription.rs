@@ -201,7 +201,8 @@ fn issue_plan_grants(
 }
 
 /// Ends the open subscription grants of every quota type at `at`; returns
-/// what ended.
+/// what ended of them (other grants due by `at` expire in the same
+/// decision, and are left out of the answer).
 fn end_subscription_grants(
     decider: &mut Decider<'_>,
     ending: Ending,
@@ -209,10 +210,25 @@ fn end_subscription_grants(
 ) -> Result<Vec<EndedGrant>, Refusal> {
     let mut ended = Vec::new();
     for quota in QuotaType::ALL {
+        let id = quota_aggregate_id(quota, None);
         let events = decider.execute::<Quota>(
-            &quota_aggregate_id(quota, None),
+            &id,
             QuotaCommand::EndSubscriptionGrants { quota, ending, at },
         )?;
+        let state = decider.state::<Quota>(&id)?;
+        let subscription = |grant_id: &GrantId| {
+            state
+                .grant(*grant_id)
+                .is_some_and(|grant| grant.terms.source == GrantSource::Subscription)
+        };
+        let events: Vec<QuotaEvent> = events
+            .into_iter()
+            .filter(|event| match event {
+                QuotaEvent::GrantRevoked { grant_id, .. }
+                | QuotaEvent::GrantExpired { grant_id, .. } => subscription(grant_id),
+                _ => false,
+            })
+            .collect();
         for event in events {
             let (grant_id, breakage, how) = match event {
                 QuotaEvent::GrantRevoked {

@@ -1631,6 +1631,32 @@ async fn a_batch_taking_more_than_the_processor_holds_is_owed_and_paid_down_by_t
     server.stop().await;
 }
 
+/// A server deciding under `rules` whose tenant has a card payment of
+/// 1000 settled in stripe's batch b_1 (a fee of 30) and paid out (970):
+/// the server, the tenant and the payout's id.
+async fn paid_out_batch(rules: aggregates::rules::Rules) -> (TestServer, Client, String) {
+    let server = TestServer::start_with(Options {
+        rules: Some(rules),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    card_payment(&acme, "a", 1_000, "automatic", "ch_a").await;
+    accepted(
+        &acme,
+        "/v1/settlements",
+        "b-1",
+        json!({"processor": "stripe", "batch_id": "b_1", "settled_at": "2026-12-03T00:00:00Z",
+               "currency": "USD", "lines": [line("capture", "ch_a", 1_000, 30)]}),
+        201,
+    )
+    .await;
+    let (status, payout) = pay_out(&acme, "payout", 970, &["b_1"]).await;
+    assert_eq!(status, StatusCode::CREATED, "{payout}");
+    let payout = payout["payout_id"].as_str().unwrap().to_string();
+    (server, acme, payout)
+}
+
 #[tokio::test]
 async fn a_failed_payout_under_older_rules_records_no_netting_entry() {
     // Proves: a server deciding under the third rules leaves out of a
@@ -1639,25 +1665,8 @@ async fn a_failed_payout_under_older_rules_records_no_netting_entry() {
     // under the current rules the request names it.
     use aggregates::rules::Rules;
     for (rules, named) in [(Rules::THIRD, false), (Rules::CURRENT, true)] {
-        let server = TestServer::start_with(Options {
-            rules: Some(rules),
-            ..Options::default()
-        })
-        .await;
-        let acme = server.tenant("acme").await;
-        card_payment(&acme, "a", 1_000, "automatic", "ch_a").await;
-        accepted(
-            &acme,
-            "/v1/settlements",
-            "b-1",
-            json!({"processor": "stripe", "batch_id": "b_1", "settled_at": "2026-12-03T00:00:00Z",
-                   "currency": "USD", "lines": [line("capture", "ch_a", 1_000, 30)]}),
-            201,
-        )
-        .await;
-        let (status, payout) = pay_out(&acme, "payout", 970, &["b_1"]).await;
-        assert_eq!(status, StatusCode::CREATED, "{payout}");
-        let payout = payout["payout_id"].as_str().unwrap();
+        let (server, acme, payout) = paid_out_batch(rules).await;
+        let payout = payout.as_str();
         accepted(
             &acme,
             &format!("/v1/payouts/{payout}/failed"),
@@ -1796,25 +1805,7 @@ async fn a_paid_payout_returned_by_the_bank_fails_since_the_tenth_rules() {
     // under either.
     use aggregates::rules::Rules;
     for rules in [Rules::NINTH, Rules::TENTH] {
-        let server = TestServer::start_with(Options {
-            rules: Some(rules),
-            ..Options::default()
-        })
-        .await;
-        let acme = server.tenant("acme").await;
-        card_payment(&acme, "a", 1_000, "automatic", "ch_a").await;
-        accepted(
-            &acme,
-            "/v1/settlements",
-            "b-1",
-            json!({"processor": "stripe", "batch_id": "b_1", "settled_at": "2026-12-03T00:00:00Z",
-                   "currency": "USD", "lines": [line("capture", "ch_a", 1_000, 30)]}),
-            201,
-        )
-        .await;
-        let (status, payout) = pay_out(&acme, "payout", 970, &["b_1"]).await;
-        assert_eq!(status, StatusCode::CREATED, "{payout}");
-        let payout = payout["payout_id"].as_str().unwrap().to_string();
+        let (server, acme, payout) = paid_out_batch(rules).await;
         let (_, paid_seq) = accepted(
             &acme,
             &format!("/v1/payouts/{payout}/paid"),

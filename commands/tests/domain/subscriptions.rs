@@ -369,6 +369,18 @@ async fn cancelling_renewing_seats_and_revoking_follow_the_rules() {
         .post("/v1/subscription", "sub-2", json!({"plan": "hobby_v3"}))
         .await;
     assert_eq!(again.status, StatusCode::CREATED);
+    // A promotion expired by the time of the cancel ends in the same
+    // decision, but is no subscription grant: not in its answer.
+    let promo_ends = period_end + chrono::Duration::hours(1);
+    let promo = acme
+        .post(
+            "/v1/grants",
+            "promo",
+            json!({"quota": "credits", "amount": 70, "source": "promocode", "expires_at": promo_ends}),
+        )
+        .await;
+    assert_eq!(promo.status, StatusCode::CREATED, "{}", promo.body);
+    clock.set(promo_ends + chrono::Duration::hours(1));
     let now = acme
         .post(
             "/v1/subscription/cancel",
@@ -376,7 +388,11 @@ async fn cancelling_renewing_seats_and_revoking_follow_the_rules() {
             json!({"at": "now"}),
         )
         .await;
-    assert_eq!(now.body["grants_ended"].as_array().unwrap().len(), 3);
+    let ended = now.body["grants_ended"].as_array().unwrap();
+    assert_eq!(ended.len(), 3, "{}", now.body);
+    assert!(ended
+        .iter()
+        .all(|grant| grant["grant_id"] != promo.body["grant_id"]));
     let seq = now.body["tenant_seq"].as_i64().unwrap();
     server.catch_up().await;
     let credits = acme.read("/v1/quota/credits", seq).await;

@@ -303,24 +303,7 @@ async fn run_on(
         },
         settled,
         mix,
-    ) = match (config.workload, http) {
-        (Workload::Payments, _) => {
-            let (measured, settled) = payments::run_in_process(&store, config).await?;
-            say(format!(
-                "bench: {} settlement lines imported in {:.2} s",
-                settled.lines,
-                settled.elapsed.as_secs_f64()
-            ));
-            (measured, Some(settled), None)
-        }
-        (Workload::Mixed, _) => {
-            let (measured, mix) = mixed::bench::run_http(database, &store, config).await?;
-            say(format!("bench: flows run: {:?}", mix.flows));
-            (measured, None, Some(mix))
-        }
-        (Workload::Quota, true) => (run_http(database, &store, config).await?, None, None),
-        (Workload::Quota, false) => (run_in_process(&store, config).await?, None, None),
-    };
+    ) = measure(database, &store, config, http, &say).await?;
     // The mixed workload finishes the flows under way at the limit.
     let commands = mix.as_ref().map_or(config.commands, |mix| mix.commands);
     let (events,): (i64,) =
@@ -380,6 +363,42 @@ async fn run_on(
             .as_ref()
             .map(|settled| settled.lines as f64 / settled.elapsed.as_secs_f64()),
         flows: mix.map(|mix| mix.flows),
+    })
+}
+
+/// Runs the configured workload's commands and measures them; the
+/// payments workload's settlement and the mixed workload's flows beside.
+async fn measure(
+    database: &Database,
+    store: &EventStore,
+    config: &BenchConfig,
+    http: bool,
+    say: &dyn Fn(String),
+) -> Result<
+    (
+        Measured,
+        Option<payments::Settled>,
+        Option<mixed::bench::Mix>,
+    ),
+    BenchError,
+> {
+    Ok(match (config.workload, http) {
+        (Workload::Payments, _) => {
+            let (measured, settled) = payments::run_in_process(store, config).await?;
+            say(format!(
+                "bench: {} settlement lines imported in {:.2} s",
+                settled.lines,
+                settled.elapsed.as_secs_f64()
+            ));
+            (measured, Some(settled), None)
+        }
+        (Workload::Mixed, _) => {
+            let (measured, mix) = mixed::bench::run_http(database, store, config).await?;
+            say(format!("bench: flows run: {:?}", mix.flows));
+            (measured, None, Some(mix))
+        }
+        (Workload::Quota, true) => (run_http(database, store, config).await?, None, None),
+        (Workload::Quota, false) => (run_in_process(store, config).await?, None, None),
     })
 }
 
