@@ -188,6 +188,10 @@ pub struct TenantBatch {
     records: Vec<PreparedRecord>,
     /// Index entries with the first seq of the command creating them.
     indexed: Vec<(IndexEntry, i64)>,
+    /// By when the append must take the head, else it is refused as if
+    /// the head had moved (`closing`); none for a batch not stamped by
+    /// the pipeline's clock.
+    deadline: Option<std::time::Instant>,
 }
 
 impl TenantBatch {
@@ -199,7 +203,16 @@ impl TenantBatch {
             events: Vec::new(),
             records: Vec::new(),
             indexed: Vec::new(),
+            deadline: None,
         }
+    }
+
+    /// The batch, to be appended by `deadline` or refused as if its head
+    /// had moved ([`crate::closing`]): set by the pipeline, to its
+    /// decision's time and [`crate::APPEND_WITHIN`].
+    pub fn within(mut self, deadline: std::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// The tenant of the batch.
@@ -403,11 +416,17 @@ impl From<StoreError> for AppendError {
 
 const APPEND: &str = "\
 WITH expected AS (
-    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bytea[], $6::timestamptz[])
-        AS x(tenant_id, expected_seq, expected_hash, new_seq, new_hash, new_recorded_at)
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bytea[],
+                         $6::timestamptz[], $36::int4[], $37::float8[])
+        AS x(tenant_id, expected_seq, expected_hash, new_seq, new_hash, new_recorded_at,
+             lock_key, budget)
+), shared AS (
+    SELECT count(pg_advisory_xact_lock_shared($38::int4, k.lock_key)) AS taken
+    FROM (SELECT DISTINCT lock_key FROM expected ORDER BY lock_key) k
 ), locked AS (
     SELECT h.tenant_id FROM chain_heads h
     WHERE h.tenant_id IN (SELECT tenant_id FROM expected)
+      AND (SELECT taken FROM shared) >= 0
     ORDER BY h.tenant_id
     FOR UPDATE
 ), advanced AS (
@@ -419,6 +438,8 @@ WITH expected AS (
       AND h.tenant_id IN (SELECT tenant_id FROM locked)
       AND h.last_seq = x.expected_seq
       AND h.last_hash = x.expected_hash
+      AND (x.budget IS NULL
+           OR clock_timestamp() <= statement_timestamp() + make_interval(secs => x.budget))
     RETURNING h.tenant_id
 ), inserted_events AS (
     INSERT INTO events (tenant_id, tenant_seq, aggregate_type, aggregate_id, aggregate_seq,
@@ -528,6 +549,9 @@ async fn run_append<'e, E: sqlx::PgExecutor<'e>>(
         .bind(&columns.index_aggregate_id)
         .bind(&columns.index_seq)
         .bind(&columns.record_events_omitted)
+        .bind(&columns.head_lock_key)
+        .bind(&columns.head_budget)
+        .bind(crate::closing::APPEND_LOCK_NAMESPACE)
         .fetch_all(executor)
         .await
 }
@@ -571,6 +595,9 @@ struct Columns<'a> {
     head_new_seq: Vec<i64>,
     head_new_hash: Vec<&'a [u8]>,
     head_new_recorded_at: Vec<Option<DateTime<Utc>>>,
+    head_lock_key: Vec<i32>,
+    /// Seconds left to take the head, from when the statement is built.
+    head_budget: Vec<Option<f64>>,
     event_tenant: Vec<Uuid>,
     event_tenant_seq: Vec<i64>,
     event_aggregate_type: Vec<&'a str>,
@@ -613,6 +640,14 @@ impl<'a> Columns<'a> {
             columns.head_new_seq.push(batch.head.seq);
             columns.head_new_hash.push(&batch.head.hash.0);
             columns.head_new_recorded_at.push(batch.head.recorded_at);
+            columns
+                .head_lock_key
+                .push(crate::closing::append_lock_key(batch.tenant_id()));
+            columns.head_budget.push(batch.deadline.map(|deadline| {
+                deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_secs_f64()
+            }));
             for event in &batch.events {
                 columns.event_tenant.push(tenant);
                 columns.event_tenant_seq.push(event.tenant_seq);

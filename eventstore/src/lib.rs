@@ -24,6 +24,7 @@
 pub mod append;
 pub mod canonical;
 pub mod chain;
+pub mod closing;
 pub mod database;
 pub mod error;
 pub mod idempotency;
@@ -41,6 +42,7 @@ pub use append::{
 };
 pub use chain::{ChainChecker, ChainFinding};
 pub use chain::{ChainHash, GENESIS};
+pub use closing::{append_lock_key, APPEND_WITHIN};
 pub use database::{resolve, resolve_existing, Database, DatabaseSource, ResolveError};
 pub use error::StoreError;
 pub use idempotency::{

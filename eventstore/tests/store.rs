@@ -8,6 +8,7 @@ use eventstore::testing::TestDatabase;
 use eventstore::{
     AggregateHistory, AggregateKey, AppendError, CommandWrite, EventStore, Fingerprint,
     GlobalCursor, IdempotencyKey, JsonText, NewEvent, Revocation, StoredEvent, TenantBatch,
+    APPEND_WITHIN,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -1043,4 +1044,52 @@ async fn a_revoked_key_stops_authenticating_at_once_and_is_announced_by_its_id()
     let keys = store.api_keys(acme.tenant_id).await.unwrap().unwrap();
     assert_eq!(keys[1].revoked_at, Some(revoked.revoked_at));
     assert_eq!(keys[0].revoked_at, None);
+}
+
+#[tokio::test]
+async fn an_append_past_its_deadline_is_refused_and_a_settle_waits_for_one_in_flight() {
+    // Proves: a batch whose deadline passed before it took its head is
+    // reported moved and writes nothing, one within it is appended; and
+    // `settle` waits while an append holds the tenant's append lock (a
+    // transaction not committed yet), then returns.
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let tenant_id = tenant(store).await;
+    let head = store.chain_head(tenant_id).await.unwrap().unwrap();
+    let batch = |key: &str, deadline: std::time::Instant| {
+        let mut batch = TenantBatch::new(head).within(deadline);
+        batch
+            .push(write(key, vec![event(key, 1, json!({}))]), accepted())
+            .unwrap();
+        batch
+    };
+    let late = batch("late", std::time::Instant::now());
+    let report = store.append(&[late]).await.unwrap();
+    assert_eq!(report.moved, vec![tenant_id]);
+    assert!(all_events(store, tenant_id).await.is_empty());
+
+    let within = batch("in-time", std::time::Instant::now() + APPEND_WITHIN);
+    let mut open = store.pool().begin().await.unwrap();
+    let report = store
+        .append_in_transaction(&mut open, &[within])
+        .await
+        .unwrap();
+    assert!(report.moved.is_empty());
+    let settling = tokio::spawn({
+        let store = store.clone();
+        async move { store.settle(tenant_id).await }
+    });
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+        while !settling.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_err(),
+        "settle returned while the append was in flight"
+    );
+    open.commit().await.unwrap();
+    settling.await.unwrap().unwrap();
+    assert_eq!(all_events(store, tenant_id).await.len(), 1);
 }

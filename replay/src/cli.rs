@@ -131,6 +131,7 @@ pub async fn run_replay(database_url: Option<&str>, options: ReplayOptions) -> R
                     )
                     .into());
                 }
+                store.settle(tenant).await?;
             }
             crate::as_of::replay_stored(&store, tenant, options.as_of).await?
         }
@@ -238,6 +239,9 @@ async fn report_from_store(
     let now: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
     let point = point.closed(now)?;
+    if point.to().is_some() {
+        store.settle(tenant).await?;
+    }
     let mut reading = projections::read::begin_tenant_read(pool, tenant).await?;
     let seq = crate::reports::online::seq_of(&mut reading, tenant, point).await?;
     reading.commit().await?;

@@ -55,7 +55,11 @@ async fn replay(
 ) -> Result<Json<Value>, ApiError> {
     let as_of = match query.as_of {
         Some(AsOfPoint::Seq(seq)) => AsOf::Seq(seq),
-        Some(AsOfPoint::Time(time)) => AsOf::Time(closed_as_of(time.get(), state.bus.now())?),
+        Some(AsOfPoint::Time(time)) => {
+            let time = closed_as_of(time.get(), state.bus.now())?;
+            state.store.settle(tenant_id).await?;
+            AsOf::Time(time)
+        }
         None => AsOf::Head,
     };
     let replaying = state.replays.try_acquire(tenant_id)?;

@@ -428,3 +428,129 @@ async fn refused_422(client: &reqwest::Client, url: String, api_key: &str) -> Va
     assert_eq!(response.status(), 422);
     response.json().await.unwrap()
 }
+
+#[tokio::test]
+async fn a_read_as_of_a_closed_time_waits_for_an_append_in_flight() {
+    // Proves: an append stamped before a closed time but still in flight
+    // (held behind the tenant's head row) is waited for by a balance, a
+    // replay and a report as of that time, which then include it: the
+    // answer is the same before and after it commits (before, they
+    // answered without it, and again with it once it committed).
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let start = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    let now = Arc::new(Mutex::new(start));
+    let reading = now.clone();
+    let base = serve(&store, Clock::from_fn(move || *reading.lock().unwrap())).await;
+    let client = reqwest::Client::new();
+    let post = |key: &'static str, path: &'static str, body: Value| {
+        let request = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&acme.api_key)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(
+                response.status().is_success(),
+                "{path}: {}",
+                response.status()
+            );
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    for (key, code, kind) in [("cash", "cash", "asset"), ("sales", "sales", "revenue")] {
+        post(
+            key,
+            "/v1/journal/accounts",
+            json!({"code": code, "type": kind}),
+        )
+        .await;
+    }
+    let entry = json!({"lines": [
+        {"account": "cash", "asset": "USD/2", "side": "debit", "amount": 700},
+        {"account": "sales", "asset": "USD/2", "side": "credit", "amount": 700}]});
+    // The head row held, as a slow append ahead of it would.
+    let mut holder = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM chain_heads WHERE tenant_id = $1 FOR UPDATE")
+        .bind(acme.tenant_id.as_uuid())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn(post("sale", "/v1/journal/entries", entry));
+    // Stamped at the start, the append holds the tenant's append lock and
+    // waits for the head row; an hour later the start is closed.
+    let mut polls = 0;
+    loop {
+        let (held,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' \
+             AND granted AND classid::bigint = $1 AND objid::bigint = $2::int4::oid::bigint",
+        )
+        .bind(i64::from(0x6c65_646a_i32))
+        .bind(eventstore::append_lock_key(acme.tenant_id))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if held == 1 {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 500, "the append never took its tenant's lock");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    *now.lock().unwrap() = start + Duration::hours(1);
+    let as_of = (start + Duration::seconds(1))
+        .to_rfc3339()
+        .replace('+', "%2B");
+    let get = |path: String| {
+        let request = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(&acme.api_key)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let replayed = tokio::spawn(get(format!("/v1/replay?as_of={as_of}")));
+    let report = tokio::spawn(get(format!(
+        "/v1/reports/trial-balance?as_of={as_of}&format=json"
+    )));
+    // Until the append commits, neither answers.
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        futures_wait(&replayed, &report),
+    )
+    .await;
+    assert!(
+        waited.is_err(),
+        "a read as of the time answered before the append committed"
+    );
+    holder.commit().await.unwrap();
+    let sale = in_flight.await.unwrap();
+    let seq = sale["tenant_seq"].as_i64().unwrap();
+    let replayed = replayed.await.unwrap();
+    assert_eq!(replayed["as_of_seq"], seq, "{replayed}");
+    let catalog = commands::domains::projections();
+    projections::status::register(store.pool(), &catalog)
+        .await
+        .unwrap();
+    let running: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
+    projections::runtime::catch_up_all(store.pool(), &running, None, 1_000)
+        .await
+        .unwrap();
+    let report = report.await.unwrap();
+    assert_eq!(report["as_of_seq"], seq, "{report}");
+    let balances = get(format!("/v1/journal/balances?as_of={as_of}")).await;
+    assert_eq!(balances["as_of_seq"], seq, "{balances}");
+    assert_eq!(balances["accounts"], replayed["accounts"]);
+}
+
+/// Waits until either task has finished.
+async fn futures_wait<T>(a: &tokio::task::JoinHandle<T>, b: &tokio::task::JoinHandle<T>) {
+    while !a.is_finished() && !b.is_finished() {
+        tokio::task::yield_now().await;
+    }
+}

@@ -109,10 +109,13 @@ fn read_error(state: &AppState, error: sqlx::Error) -> ApiError {
 }
 
 /// How long past a time must be before a read or a report as of it is
-/// final: a request is stamped when it is decided and may commit a moment
-/// later, so only a time that far past has every event recorded at or
-/// before it committed, and an answer as of it is the same on any later
-/// day.
+/// final: a request is stamped when it is decided and commits a moment
+/// later. An append more than `eventstore::APPEND_WITHIN` (4 s) after its
+/// decision is refused and decided again at a new time, and a read as of
+/// a time waits out the appends in flight (`EventStore::settle`), so a
+/// time this far past (a second's margin for the clocks of several
+/// processes) has every event recorded at or before it committed, and an
+/// answer as of it is the same on any later day.
 pub const CLOSED_AFTER: chrono::Duration = chrono::Duration::seconds(5);
 
 /// When `at` closes, if it is not closed yet at `now` ([`CLOSED_AFTER`]).
@@ -161,9 +164,12 @@ pub async fn as_of_seq(
     tenant_id: TenantId,
     as_of: AsOfPoint,
 ) -> Result<i64, ApiError> {
-    // A time not yet closed is refused before anything is read.
+    // A time not yet closed is refused before anything is read; a closed
+    // one waits out the tenant's appends in flight (any stamped at or
+    // before it commits first: `eventstore::closing`).
     if let AsOfPoint::Time(time) = as_of {
         closed_as_of(time.get(), state.bus.now())?;
+        state.store.settle(tenant_id).await?;
     }
     let mut reading = projections::read::begin_tenant_read(state.store.pool(), tenant_id).await?;
     let seq = match as_of {

@@ -171,6 +171,9 @@ async fn report(
     ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let point = query.point()?.closed(app.bus.now()).map_err(refused)?;
+    if point.to().is_some() {
+        app.store.settle(tenant_id).await?;
+    }
     let format = query.format.unwrap_or(Format::Json);
     let mut reading = projections::read::begin_tenant_read(app.store.pool(), tenant_id).await?;
     let seq = online::seq_of(&mut reading, tenant_id, point)

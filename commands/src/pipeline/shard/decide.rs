@@ -47,12 +47,13 @@ enum JobDecision {
 
 /// Decides `jobs` in order against the `cached` states and the expected
 /// `heads`, stamping each at `now` or its tenant's head time if later, into
-/// one append per tenant.
+/// one append per tenant, to be appended by `deadline` (else decided
+/// again: `eventstore::closing`).
 pub(super) fn decide_batch(
     jobs: Vec<Job>,
     heads: &HashMap<TenantId, ChainHead>,
     cached: &HashMap<(TenantId, AggregateKey), Loaded>,
-    (now, rules): (DateTime<Utc>, Rules),
+    (now, rules, deadline): (DateTime<Utc>, Rules, std::time::Instant),
 ) -> BatchDecision {
     let mut batches: Vec<TenantBatch> = Vec::new();
     let mut batch_of: HashMap<TenantId, usize> = HashMap::new();
@@ -66,7 +67,7 @@ pub(super) fn decide_batch(
                 .get(&job.tenant_id)
                 .copied()
                 .unwrap_or_else(|| ChainHead::genesis(job.tenant_id));
-            batches.push(TenantBatch::new(head));
+            batches.push(TenantBatch::new(head).within(deadline));
             batches.len() - 1
         });
         let view = StateView {

@@ -225,7 +225,11 @@ impl Shard {
             jobs,
             &self.heads,
             &self.cached,
-            (self.clock.now(), self.rules),
+            (
+                self.clock.now(),
+                self.rules,
+                std::time::Instant::now() + eventstore::APPEND_WITHIN,
+            ),
         );
         if !failed.is_empty() {
             self.answer_failed(failed).await;
