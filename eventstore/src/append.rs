@@ -423,23 +423,25 @@ WITH expected AS (
 ), shared AS (
     SELECT count(pg_advisory_xact_lock_shared($38::int4, k.lock_key)) AS taken
     FROM (SELECT DISTINCT lock_key FROM expected ORDER BY lock_key) k
-), locked AS (
-    SELECT h.tenant_id FROM chain_heads h
-    WHERE h.tenant_id IN (SELECT tenant_id FROM expected)
-      AND (SELECT taken FROM shared) >= 0
+), locked AS MATERIALIZED (
+    SELECT h.tenant_id, x.budget FROM chain_heads h
+    JOIN expected x ON x.tenant_id = h.tenant_id
+    WHERE (SELECT taken FROM shared) >= 0
     ORDER BY h.tenant_id
-    FOR UPDATE
+    FOR UPDATE OF h
+), timely AS (
+    SELECT l.tenant_id FROM locked l
+    WHERE l.budget IS NULL
+       OR clock_timestamp() <= statement_timestamp() + make_interval(secs => l.budget)
 ), advanced AS (
     UPDATE chain_heads h
     SET last_seq = x.new_seq, last_hash = x.new_hash,
         last_recorded_at = x.new_recorded_at, updated_at = now()
     FROM expected x
     WHERE h.tenant_id = x.tenant_id
-      AND h.tenant_id IN (SELECT tenant_id FROM locked)
+      AND h.tenant_id IN (SELECT tenant_id FROM timely)
       AND h.last_seq = x.expected_seq
       AND h.last_hash = x.expected_hash
-      AND (x.budget IS NULL
-           OR clock_timestamp() <= statement_timestamp() + make_interval(secs => x.budget))
     RETURNING h.tenant_id
 ), inserted_events AS (
     INSERT INTO events (tenant_id, tenant_seq, aggregate_type, aggregate_id, aggregate_seq,
@@ -733,9 +735,17 @@ impl EventStore {
         if batches.is_empty() {
             return Ok(AppendReport::default());
         }
+        // The connection first: the time left to each batch's deadline is
+        // told once nothing but the statement is left to wait for.
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|error| AppendError::from(StoreError::from(error)))?;
         let columns = Columns::from_batches(&batches);
-        match run_append(&self.pool, &columns).await {
+        match run_append(&mut *connection, &columns).await {
             Ok(rows) => {
+                drop(connection);
                 let report = report(&batches, rows);
                 if report.moved.len() < batches.len() {
                     self.signal_appended();
@@ -743,7 +753,10 @@ impl EventStore {
                 }
                 Ok(report)
             }
-            Err(error) => Err(self.explain_append_failure(&batches, &columns, error).await),
+            Err(error) => {
+                drop(connection);
+                Err(self.explain_append_failure(&batches, &columns, error).await)
+            }
         }
     }
 

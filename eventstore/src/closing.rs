@@ -27,11 +27,13 @@ pub const APPEND_WITHIN: Duration = Duration::from_secs(4);
 pub const APPEND_LOCK_NAMESPACE: i32 = 0x6c65_646a;
 
 /// The key of `tenant_id`'s append lock in [`APPEND_LOCK_NAMESPACE`]: the
-/// first four bytes of its id (two tenants sharing a key only wait for
-/// each other's appends a moment longer).
+/// last four bytes of its id, random in a UUIDv7 (its first bytes are its
+/// creation time, shared by the tenants created within a minute). Two
+/// tenants sharing a key only wait for each other's appends a moment
+/// longer.
 pub fn append_lock_key(tenant_id: TenantId) -> i32 {
     let bytes = tenant_id.as_uuid().into_bytes();
-    i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+    i32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]])
 }
 
 impl EventStore {

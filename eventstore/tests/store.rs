@@ -12,6 +12,7 @@ use eventstore::{
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
+use std::time::Duration;
 
 fn event(aggregate_id: &str, aggregate_seq: i64, payload: Value) -> NewEvent {
     NewEvent {
@@ -1066,6 +1067,28 @@ async fn an_append_past_its_deadline_is_refused_and_a_settle_waits_for_one_in_fl
     let late = batch("late", std::time::Instant::now());
     let report = store.append(&[late]).await.unwrap();
     assert_eq!(report.moved, vec![tenant_id]);
+    assert!(all_events(store, tenant_id).await.is_empty());
+    // The deadline is told once the head is held: an append within it
+    // when sent, but waiting past it for the head row, is refused too.
+    let mut holder = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM chain_heads WHERE tenant_id = $1 FOR UPDATE")
+        .bind(tenant_id.as_uuid())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let (store, slow) = (
+            store.clone(),
+            batch(
+                "slow",
+                std::time::Instant::now() + Duration::from_millis(200),
+            ),
+        );
+        async move { store.append(&[slow]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    holder.commit().await.unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap().moved, vec![tenant_id]);
     assert!(all_events(store, tenant_id).await.is_empty());
 
     let within = batch("in-time", std::time::Instant::now() + APPEND_WITHIN);

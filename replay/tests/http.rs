@@ -485,7 +485,8 @@ async fn a_read_as_of_a_closed_time_waits_for_an_append_in_flight() {
     loop {
         let (held,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' \
-             AND granted AND classid::bigint = $1 AND objid::bigint = $2::int4::oid::bigint",
+             AND granted AND classid::bigint = $1 AND objid::bigint = $2::int4::oid::bigint \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .bind(i64::from(0x6c65_646a_i32))
         .bind(eventstore::append_lock_key(acme.tenant_id))

@@ -102,9 +102,9 @@ impl Scope {
 }
 
 use commands::http::read::rfc3339;
-/// How long after a time a report may be taken as of it: well past the
-/// longest a request's append commits after its stamp (retries of a
-/// moved head take well under a second).
+/// How long after a time a report may be taken as of it: past the longest
+/// a request's append may take its head after its stamp
+/// (`eventstore::APPEND_WITHIN`), with a margin for the clocks.
 pub use commands::http::read::CLOSED_AFTER;
 
 /// Where a report is taken and over what.
@@ -150,9 +150,10 @@ impl Point {
 
     /// Refuses a time point not yet closed at `now`: a period ending, or
     /// an `as_of`, later than [`CLOSED_AFTER`] before `now`. A request is
-    /// stamped when it is decided and may commit a moment later, so only a
-    /// time that far past has every event recorded at or before it
-    /// committed, and the report is the same on any later day.
+    /// stamped when it is decided and commits a moment later; once a time
+    /// is that far past, every event recorded at or before it has
+    /// committed or is in an append the report waits out
+    /// (`EventStore::settle`), so the report is the same on any later day.
     pub fn closed(self, now: DateTime<Utc>) -> Result<Self, ReportError> {
         let open = self
             .to()
