@@ -547,6 +547,20 @@ async fn a_read_as_of_a_closed_time_waits_for_an_append_in_flight() {
     let balances = get(format!("/v1/journal/balances?as_of={as_of}")).await;
     assert_eq!(balances["as_of_seq"], seq, "{balances}");
     assert_eq!(balances["accounts"], replayed["accounts"]);
+    // A seq the tenant has not reached: refused, as replays and reports do.
+    let ahead = refused_422(
+        &client,
+        format!("{base}/v1/journal/balances?as_of={}", seq + 1),
+        &acme.api_key,
+    )
+    .await;
+    assert_eq!(
+        (&ahead["error"]["code"], &ahead["error"]["details"]),
+        (
+            &json!("as_of_seq_ahead"),
+            &json!({"as_of_seq": seq + 1, "tenant_seq": seq})
+        )
+    );
 }
 
 /// Waits until either task has finished.

@@ -116,7 +116,7 @@ async fn list_entries(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Balances", body = BalancesView),
-        (status = 422, description = "`as_of_open`: a time less than 5 s past (or in the future), which later requests could still be recorded at or before (details: as_of, closes_at)", body = ErrorBody),
+        (status = 422, description = "`as_of_open`: a time less than 5 s past (or in the future), which later requests could still be recorded at or before (details: as_of, closes_at); `as_of_seq_ahead`: a tenant_seq beyond the tenant's last (details: as_of_seq, tenant_seq)", body = ErrorBody),
         (status = 503, description = "The projection did not reach the seq in time", body = ErrorBody),
     )
 )]

@@ -158,7 +158,7 @@ pub fn rfc3339(time: &chrono::DateTime<chrono::Utc>) -> String {
 /// are one decision, never shown in part). Read from the events on the
 /// primary: a replica's may not hold an acknowledged write yet, and the
 /// read that follows waits for the seq found here. A seq past the tenant's
-/// last is left as it is, for the wait to refuse.
+/// last is 422 `as_of_seq_ahead`, as for replays and reports.
 pub async fn as_of_seq(
     state: &AppState,
     tenant_id: TenantId,
@@ -183,11 +183,16 @@ pub async fn as_of_seq(
         .chain_head(tenant_id)
         .await?
         .map_or(0, |head| head.seq);
-    let seq = if seq > head {
-        seq
-    } else {
-        projections::journal::request_end(&mut reading, tenant_id, seq).await?
-    };
+    if seq > head {
+        return Err(ApiError::Unprocessable {
+            code: "as_of_seq_ahead",
+            message: format!(
+                "tenant_seq {seq} is beyond the tenant's last, {head}: balances as of it would change as the tenant goes on"
+            ),
+            details: json!({"as_of_seq": seq, "tenant_seq": head}),
+        });
+    }
+    let seq = projections::journal::request_end(&mut reading, tenant_id, seq).await?;
     reading.commit().await?;
     Ok(seq)
 }
