@@ -39,6 +39,37 @@ async fn serve(store: &EventStore, clock: Clock) -> String {
     base
 }
 
+/// A database with tenant `acme` and the API on a clock set at the start
+/// of 2030 (moved by the test): the database, the tenant, the clock's
+/// time and the base URL.
+async fn at_the_start() -> (
+    TestDatabase,
+    eventstore::tenants::NewTenant,
+    Arc<Mutex<DateTime<Utc>>>,
+    String,
+) {
+    let db = TestDatabase::new().await;
+    let store = db.store().clone();
+    let acme = store.create_tenant("acme").await.unwrap();
+    let start = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    let now = Arc::new(Mutex::new(start));
+    let reading = now.clone();
+    let base = serve(&store, Clock::from_fn(move || *reading.lock().unwrap())).await;
+    (db, acme, now, base)
+}
+
+/// Every projection caught up with every event.
+async fn catch_up(store: &EventStore) {
+    let catalog = commands::domains::projections();
+    projections::status::register(store.pool(), &catalog)
+        .await
+        .unwrap();
+    let running: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
+    projections::runtime::catch_up_all(store.pool(), &running, None, 1_000)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_replay_route_answers_the_tenants_state_as_of_a_seq() {
     // Proves: GET /v1/replay?as_of=N folds the caller's events up to N,
@@ -170,13 +201,8 @@ async fn the_replay_route_answers_the_tenants_state_as_of_a_time() {
     // included), reports availability as of TIME (a grant past its expiry by
     // then no longer counts, though no event expired it), equals the direct
     // replay, and refuses a time that does not parse with 400.
-    let db = TestDatabase::new().await;
-    let store = db.store().clone();
-    let acme = store.create_tenant("acme").await.unwrap();
-    let start = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
-    let now = Arc::new(Mutex::new(start));
-    let reading = now.clone();
-    let base = serve(&store, Clock::from_fn(move || *reading.lock().unwrap())).await;
+    let (db, acme, now, base) = at_the_start().await;
+    let (store, start) = (db.store().clone(), *now.lock().unwrap());
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
         .build()
@@ -321,13 +347,8 @@ async fn balances_as_of_a_time_equal_a_replay_to_that_time_at_many_points() {
     // recorded at or before TIME gives, at 40 points chosen at random (the
     // same every run) over a history of quota and journal requests an hour
     // apart, between and exactly at recorded times.
-    let db = TestDatabase::new().await;
-    let store = db.store().clone();
-    let acme = store.create_tenant("acme").await.unwrap();
-    let start = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
-    let now = Arc::new(Mutex::new(start));
-    let reading = now.clone();
-    let base = serve(&store, Clock::from_fn(move || *reading.lock().unwrap())).await;
+    let (db, acme, now, base) = at_the_start().await;
+    let (store, start) = (db.store().clone(), *now.lock().unwrap());
     let client = reqwest::Client::new();
     let line = |account: &str, side: &str, amount: i64| json!({"account": account, "asset": "USD/2", "side": side, "amount": amount});
     let mut steps: Vec<(String, &str, Value)> = vec![
@@ -366,14 +387,7 @@ async fn balances_as_of_a_time_equal_a_replay_to_that_time_at_many_points() {
             .unwrap();
         assert!(answer.status().is_success(), "{path}: {}", answer.status());
     }
-    let catalog = commands::domains::projections();
-    projections::status::register(store.pool(), &catalog)
-        .await
-        .unwrap();
-    let running: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
-    projections::runtime::catch_up_all(store.pool(), &running, None, 1_000)
-        .await
-        .unwrap();
+    catch_up(&store).await;
     // Read once every time asked is closed.
     *now.lock().unwrap() = start + Duration::hours(17);
 
@@ -436,13 +450,8 @@ async fn a_read_as_of_a_closed_time_waits_for_an_append_in_flight() {
     // replay and a report as of that time, which then include it: the
     // answer is the same before and after it commits (before, they
     // answered without it, and again with it once it committed).
-    let db = TestDatabase::new().await;
-    let store = db.store().clone();
-    let acme = store.create_tenant("acme").await.unwrap();
-    let start = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
-    let now = Arc::new(Mutex::new(start));
-    let reading = now.clone();
-    let base = serve(&store, Clock::from_fn(move || *reading.lock().unwrap())).await;
+    let (db, acme, now, base) = at_the_start().await;
+    let (store, start) = (db.store().clone(), *now.lock().unwrap());
     let client = reqwest::Client::new();
     let post = |key: &'static str, path: &'static str, body: Value| {
         let request = client
@@ -534,14 +543,7 @@ async fn a_read_as_of_a_closed_time_waits_for_an_append_in_flight() {
     let seq = sale["tenant_seq"].as_i64().unwrap();
     let replayed = replayed.await.unwrap();
     assert_eq!(replayed["as_of_seq"], seq, "{replayed}");
-    let catalog = commands::domains::projections();
-    projections::status::register(store.pool(), &catalog)
-        .await
-        .unwrap();
-    let running: Vec<&dyn projections::Projection> = catalog.iter().map(AsRef::as_ref).collect();
-    projections::runtime::catch_up_all(store.pool(), &running, None, 1_000)
-        .await
-        .unwrap();
+    catch_up(&store).await;
     let report = report.await.unwrap();
     assert_eq!(report["as_of_seq"], seq, "{report}");
     let balances = get(format!("/v1/journal/balances?as_of={as_of}")).await;
