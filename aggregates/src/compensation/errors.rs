@@ -53,6 +53,8 @@ pub enum CompensationError {
     InvalidPeriod,
     #[error("the pay run is paid")]
     PayRunPaid,
+    #[error("the pay run is canceled")]
+    PayRunCanceled,
     #[error("the pay run is approved already")]
     PayRunApproved,
     #[error("the pay run is not approved")]
@@ -110,6 +112,7 @@ impl Rejection for CompensationError {
             Self::WorkInFuture { .. } => "work_in_future",
             Self::InvalidPeriod => "invalid_period",
             Self::PayRunPaid => "pay_run_paid",
+            Self::PayRunCanceled => "pay_run_canceled",
             Self::PayRunApproved => "pay_run_approved",
             Self::PayRunNotApproved => "pay_run_not_approved",
             Self::NotInRun(_) => "not_in_pay_run",

@@ -1,6 +1,6 @@
 //! A pay run: a period and a cutoff, the share of each payee whose
 //! payable lines it claimed, then approved, then paid (or reopened before
-//! that, to claim again).
+//! that, to claim again, or canceled, its lines released for good).
 
 use super::CompensationError;
 use crate::decide::{handle_by_deciding, Decide};
@@ -45,6 +45,8 @@ pub enum RunStatus {
     Draft,
     Approved,
     Paid,
+    /// Canceled before payment: its shares released, nothing in it.
+    Canceled,
 }
 
 /// A pay run's state.
@@ -58,6 +60,8 @@ pub struct PayRun {
     pub paid_at: Option<DateTime<Utc>>,
     /// Times it was reopened.
     pub reopened: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canceled_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +86,10 @@ pub enum PayRunCommand {
         paid: Vec<(String, Amount, i64)>,
         at: DateTime<Utc>,
     },
+    /// Canceled before payment, every share released.
+    Cancel {
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +109,9 @@ pub enum PayRunEvent {
         paid: Vec<(String, Amount, i64)>,
         at: DateTime<Utc>,
     },
+    RunCanceled {
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for PayRunEvent {
@@ -111,6 +122,7 @@ impl DomainEvent for PayRunEvent {
             Self::RunApproved { .. } => "RunApproved",
             Self::RunReopened { .. } => "RunReopened",
             Self::RunPaid { .. } => "RunPaid",
+            Self::RunCanceled { .. } => "RunCanceled",
         }
         .to_string()
     }
@@ -168,6 +180,12 @@ impl Aggregate for PayRun {
                 self.status = Some(RunStatus::Paid);
                 self.paid_at = Some(at);
             }
+            PayRunEvent::RunCanceled { at } => {
+                self.status = Some(RunStatus::Canceled);
+                self.approved_at = None;
+                self.payees.clear();
+                self.canceled_at = Some(at);
+            }
         }
     }
 }
@@ -177,6 +195,7 @@ impl PayRun {
         match self.status {
             None => Err(CompensationError::UnknownPayRun),
             Some(RunStatus::Paid) => Err(CompensationError::PayRunPaid),
+            Some(RunStatus::Canceled) => Err(CompensationError::PayRunCanceled),
             Some(status) => Ok(status),
         }
     }
@@ -210,6 +229,10 @@ impl Decide for PayRun {
                 RunStatus::Approved => Ok(vec![PayRunEvent::RunPaid { paid, at }]),
                 _ => Err(CompensationError::PayRunNotApproved),
             },
+            PayRunCommand::Cancel { at } => {
+                self.unpaid()?;
+                Ok(vec![PayRunEvent::RunCanceled { at }])
+            }
         }
     }
 }

@@ -760,3 +760,88 @@ async fn a_payees_runs_are_paid_in_turn_so_a_debt_is_recovered_from_the_next() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_canceled_run_releases_its_lines_and_the_payees_it_held_back() {
+    // Proves: canceling a draft run releases its lines (a run waiting on
+    // it no longer waits: the next claims them), the canceled run reads
+    // empty and `canceled`, and a canceled or paid run is not canceled.
+    let clock = TestClock::at(day(2, 12));
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clock()),
+        ..Options::default()
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    alice(&acme).await;
+    accepted(
+        &acme,
+        "/v1/payees/alice/adjustments",
+        "one",
+        json!({"amount": 1_000}),
+        201,
+    )
+    .await;
+    let body = json!({"period_start": day(1, 0), "period_end": day(31, 0), "cutoff": day(31, 0)});
+    let (draft, _) = accepted(&acme, "/v1/pay-runs", "run-a", body.clone(), 201).await;
+    let run_a = draft["pay_run_id"].as_str().unwrap().to_string();
+    accepted(
+        &acme,
+        "/v1/payees/alice/adjustments",
+        "two",
+        json!({"amount": 500}),
+        201,
+    )
+    .await;
+    let (waiting, _) = accepted(&acme, "/v1/pay-runs", "run-b", body.clone(), 201).await;
+    assert_eq!(waiting["waiting"][0]["payee_id"], "alice", "{waiting}");
+    let (canceled, seq) = accepted(
+        &acme,
+        &format!("/v1/pay-runs/{run_a}/cancel"),
+        "run-a-cancel",
+        json!({}),
+        200,
+    )
+    .await;
+    assert_eq!(
+        (&canceled["status"], &canceled["payees"]),
+        (&json!("canceled"), &json!([]))
+    );
+    server.catch_up().await;
+    let payee = acme.read("/v1/payees/alice", seq).await;
+    assert_eq!(payee["totals"]["payable"], 1_500, "{payee}");
+    let read = acme.read(&format!("/v1/pay-runs/{run_a}"), seq).await;
+    assert_eq!(read["status"], "canceled", "{read}");
+    for (path, key) in [("cancel", "run-a-cancel-2"), ("approve", "run-a-approve")] {
+        acme.post(&format!("/v1/pay-runs/{run_a}/{path}"), key, json!({}))
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "pay_run_canceled");
+    }
+    let (run_c, _) = accepted(&acme, "/v1/pay-runs", "run-c", body, 201).await;
+    assert_eq!(run_c["payees"][0]["gross"], 1_500, "{run_c}");
+    let id = run_c["pay_run_id"].as_str().unwrap().to_string();
+    accepted(
+        &acme,
+        &format!("/v1/pay-runs/{id}/approve"),
+        "run-c-approve",
+        json!({}),
+        200,
+    )
+    .await;
+    accepted(
+        &acme,
+        &format!("/v1/pay-runs/{id}/pay"),
+        "run-c-pay",
+        json!({}),
+        200,
+    )
+    .await;
+    acme.post(
+        &format!("/v1/pay-runs/{id}/cancel"),
+        "run-c-cancel",
+        json!({}),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "pay_run_paid");
+    server.stop().await;
+}

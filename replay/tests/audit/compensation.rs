@@ -9,9 +9,9 @@ use aggregates::ids::{LineId, PayRunId};
 use aggregates::{Amount, Asset};
 use chrono::{DateTime, Duration, Utc};
 use commands::requests::compensation::{
-    AccrueCommission, AddPlanVersion, AdjustLine, ApprovePayRun, AssignPlan, ClawBack,
-    CreatePayRun, CreatePayee, CreateRole, MakeLinePayable, PayPayRun, RecordWork, ReopenPayRun,
-    ReverseClawBack,
+    AccrueCommission, AddPlanVersion, AdjustLine, ApprovePayRun, AssignPlan, CancelPayRun,
+    ClawBack, CreatePayRun, CreatePayee, CreateRole, MakeLinePayable, PayPayRun, RecordWork,
+    ReopenPayRun, ReverseClawBack,
 };
 
 fn usd() -> Asset {
@@ -355,6 +355,24 @@ pub(super) async fn compensation_requests(ledger: &Ledger, now: DateTime<Utc>) {
     };
     let paid = ledger.run(0, "comp-pay", pay).await;
     assert_eq!(paid.body["payees"][0]["paid"], 4_000, "{}", paid.body);
+    // A run made by mistake (nothing payable is left), canceled.
+    let spare = PayRunId::from_uuid(id(201));
+    let create = CreatePayRun {
+        pay_run_id: spare,
+        terms: RunTerms {
+            period_start: now,
+            period_end: payable_at,
+            cutoff: payable_at,
+        },
+        payees: vec!["alice".into()],
+    };
+    ledger.run(0, "comp-run-spare", create).await;
+    let cancel = CancelPayRun {
+        pay_run_id: spare,
+        payees: vec!["alice".into()],
+    };
+    let canceled = ledger.run(0, "comp-cancel", cancel).await;
+    assert_eq!(canceled.body["status"], "canceled", "{}", canceled.body);
 }
 
 #[tokio::test]

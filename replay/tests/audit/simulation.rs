@@ -46,8 +46,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use commands::pipeline::request::AnyRequest;
 use commands::pipeline::{CrashHook, CrashPoint};
 use commands::requests::compensation::{
-    AddPlanVersion, AdjustLine, ApprovePayRun, AssignPlan, CreatePayRun, CreatePayee, PayPayRun,
-    RecordWork, ReopenPayRun,
+    AddPlanVersion, AdjustLine, ApprovePayRun, AssignPlan, CancelPayRun, CreatePayRun, CreatePayee,
+    PayPayRun, RecordWork, ReopenPayRun,
 };
 use commands::requests::escrow::CancelCommitment;
 use commands::requests::escrow::{
@@ -155,6 +155,7 @@ enum Op {
     CreateRun(CreatePayRun),
     ApproveRun(ApprovePayRun),
     ReopenRun(ReopenPayRun),
+    CancelRun(CancelPayRun),
     PayRun(PayPayRun),
 }
 
@@ -200,6 +201,7 @@ impl Op {
             Self::CreateRun(request) => Box::new(request),
             Self::ApproveRun(request) => Box::new(request),
             Self::ReopenRun(request) => Box::new(request),
+            Self::CancelRun(request) => Box::new(request),
             Self::PayRun(request) => Box::new(request),
         }
     }

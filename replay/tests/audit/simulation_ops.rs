@@ -29,7 +29,7 @@ use aggregates::{EntryId, HoldId};
 use aggregates::{GrantId, TenantId};
 use chrono::{DateTime, Duration, Utc};
 use commands::requests::compensation::{
-    AdjustLine, ApprovePayRun, CreatePayRun, PayPayRun, ReopenPayRun,
+    AdjustLine, ApprovePayRun, CancelPayRun, CreatePayRun, PayPayRun, ReopenPayRun,
 };
 use commands::requests::escrow::{CancelCommitment, ClaimMilestone, ResolveClaim};
 use commands::requests::journal::{
@@ -638,6 +638,11 @@ pub(super) fn compensation_op(
             known.approved.push(pay_run_id);
             Op::ApproveRun(ApprovePayRun { pay_run_id })
         }
+        // Reopened, or now and then canceled (its lines released for good).
+        (4, Some(pay_run_id)) if rng.chance(25) => Op::CancelRun(CancelPayRun {
+            pay_run_id,
+            payees: directory(),
+        }),
         (4, Some(pay_run_id)) => Op::ReopenRun(ReopenPayRun {
             pay_run_id,
             payees: directory(),

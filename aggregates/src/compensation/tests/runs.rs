@@ -337,3 +337,86 @@ fn since_the_tenth_rules_a_payees_runs_are_paid_in_turn() {
         [PayeeEvent::RunPaid { paid, carried_out: 0, .. }] if *paid == cents(2_000)
     ));
 }
+
+#[test]
+fn a_run_is_canceled_once_before_payment_and_nothing_follows() {
+    let terms = RunTerms {
+        period_start: day(1),
+        period_end: day(15),
+        cutoff: day(15),
+    };
+    let created = PayRunEvent::RunCreated { terms, at: day(15) };
+    let share = RunPayee {
+        payee_id: "alice".into(),
+        asset: usd(),
+        lines: vec![line_id(1)],
+        gross: 500,
+        carried_in: 0,
+        net: 500,
+        paid: None,
+        carried_out: None,
+    };
+    let approved = PayRunEvent::RunApproved { at: day(16) };
+    let canceled = PayRunEvent::RunCanceled { at: day(17) };
+    let cancel = PayRunCommand::Cancel { at: day(17) };
+    // A draft and an approved run are canceled.
+    for history in [
+        vec![created.clone(), PayRunEvent::PayeeIncluded(share.clone())],
+        vec![
+            created.clone(),
+            PayRunEvent::PayeeIncluded(share.clone()),
+            approved.clone(),
+        ],
+    ] {
+        TestFramework::<PayRun>::with(())
+            .given(history)
+            .when(cancel.clone())
+            .then_expect_events(vec![canceled.clone()]);
+    }
+    let mut run = PayRun::default();
+    for event in [
+        created.clone(),
+        PayRunEvent::PayeeIncluded(share),
+        approved.clone(),
+        canceled.clone(),
+    ] {
+        cqrs_es::Aggregate::apply(&mut run, event);
+    }
+    assert_eq!(
+        (
+            run.status,
+            run.payees.len(),
+            run.approved_at,
+            run.canceled_at
+        ),
+        (Some(RunStatus::Canceled), 0, None, Some(day(17)))
+    );
+    // Canceled: nothing more, a cancel included.
+    let after = vec![created.clone(), canceled];
+    for command in [
+        PayRunCommand::Approve { at: day(18) },
+        PayRunCommand::Reopen { at: day(18) },
+        PayRunCommand::Pay {
+            paid: Vec::new(),
+            at: day(18),
+        },
+        cancel.clone(),
+    ] {
+        TestFramework::<PayRun>::with(())
+            .given(after.clone())
+            .when(command)
+            .then_expect_error(CompensationError::PayRunCanceled);
+    }
+    // Paid: not canceled.
+    TestFramework::<PayRun>::with(())
+        .given(vec![
+            created,
+            approved,
+            PayRunEvent::RunPaid {
+                paid: Vec::new(),
+                at: day(17),
+            },
+        ])
+        .when(cancel)
+        .then_expect_error(CompensationError::PayRunPaid);
+}

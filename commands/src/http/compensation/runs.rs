@@ -10,7 +10,7 @@ use crate::http::AppState;
 use crate::pipeline::derive_id;
 use crate::pipeline::load::current_one;
 use crate::requests::compensation::{
-    ApprovePayRun, CreatePayRun, PayPayRun, PayRunAnswer, ReopenPayRun,
+    ApprovePayRun, CancelPayRun, CreatePayRun, PayPayRun, PayRunAnswer, ReopenPayRun,
 };
 use aggregates::compensation::plan::{Directory, DIRECTORY};
 use aggregates::compensation::{PayRun, RunTerms};
@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create))
         .routes(routes!(approve))
         .routes(routes!(reopen))
+        .routes(routes!(cancel))
         .routes(routes!(pay))
 }
 
@@ -127,7 +128,7 @@ async fn create(
         (status = 400, description = "Invalid id or body", body = ErrorBody),
         (status = 404, description = "`unknown_pay_run`", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`pay_run_approved`; `pay_run_paid`; or key reused", body = ErrorBody),
+        (status = 422, description = "`pay_run_approved`; `pay_run_paid`; `pay_run_canceled`; or key reused", body = ErrorBody),
     )
 )]
 async fn approve(
@@ -143,6 +144,51 @@ async fn approve(
         key,
         json!({"pay_run_id": pay_run_id}),
         || async { Ok(ApprovePayRun { pay_run_id }) },
+    )
+    .await
+}
+
+/// Cancels a pay run before it is paid: its lines released (payable
+/// again, for a later run), nothing in it, and no way back; a payee it
+/// held back from later runs (since rules 10: a payee's runs are paid in
+/// turn) is claimed by the next.
+#[utoipa::path(
+    post,
+    path = "/v1/pay-runs/{pay_run_id}/cancel",
+    tag = "compensation",
+    request_body = EmptyBody,
+    params(
+        ("pay_run_id" = inline(PayRunId), Path, description = "The pay run"),
+        ("Idempotency-Key" = inline(IdempotencyKeyHeader), Header, description = KEY),
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Canceled", body = Accepted<PayRunAnswer>),
+        (status = 400, description = "Invalid id or body", body = ErrorBody),
+        (status = 404, description = "No such pay run", body = ErrorBody),
+        (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
+        (status = 422, description = "`pay_run_paid`, `pay_run_canceled`; or key reused", body = ErrorBody),
+    )
+)]
+async fn cancel(
+    State(state): State<AppState>,
+    Tenant(tenant_id): Tenant,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiPath(pay_run_id): ApiPath<PayRunId>,
+    ApiJson(_): ApiJson<EmptyBody>,
+) -> Result<Response, ApiError> {
+    existing_run(&state, tenant_id, pay_run_id).await?;
+    submit(
+        &state,
+        tenant_id,
+        key,
+        json!({"pay_run_id": pay_run_id}),
+        || async {
+            Ok(CancelPayRun {
+                pay_run_id,
+                payees: directory(&state, tenant_id).await?,
+            })
+        },
     )
     .await
 }
@@ -165,7 +211,7 @@ async fn approve(
         (status = 400, description = "Invalid id or body", body = ErrorBody),
         (status = 404, description = "No such pay run", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`pay_run_paid`; or key reused", body = ErrorBody),
+        (status = 422, description = "`pay_run_paid`, `pay_run_canceled`; or key reused", body = ErrorBody),
     )
 )]
 async fn reopen(
@@ -210,7 +256,7 @@ async fn reopen(
         (status = 400, description = "Invalid id or body", body = ErrorBody),
         (status = 404, description = "No such pay run", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`pay_run_not_approved`; `pay_run_paid`; `account_opened_otherwise` or `credits_exceed_debits` (the journal opened `bank:payroll` otherwise first); or key reused", body = ErrorBody),
+        (status = 422, description = "`pay_run_not_approved`; `pay_run_paid`; `pay_run_canceled`; `account_opened_otherwise` or `credits_exceed_debits` (the journal opened `bank:payroll` otherwise first); or key reused", body = ErrorBody),
     )
 )]
 async fn pay(

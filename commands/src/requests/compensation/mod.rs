@@ -16,7 +16,7 @@ mod runs;
 pub use lines::{
     AccrueCommission, AdjustLine, ClawBack, MakeLinePayable, RecordWork, ReverseClawBack,
 };
-pub use runs::{ApprovePayRun, CreatePayRun, PayPayRun, PayRunAnswer, ReopenPayRun};
+pub use runs::{ApprovePayRun, CancelPayRun, CreatePayRun, PayPayRun, PayRunAnswer, ReopenPayRun};
 
 use super::books;
 use crate::pipeline::{Decider, Refusal, Reply, Request, Target};
@@ -450,6 +450,7 @@ pub fn domain() -> crate::domains::Domain {
             RequestKind::of::<CreatePayRun>(),
             RequestKind::of::<ApprovePayRun>(),
             RequestKind::of::<ReopenPayRun>(),
+            RequestKind::of::<CancelPayRun>(),
             RequestKind::of::<PayPayRun>(),
         ],
         projections: vec![std::sync::Arc::new(projections::compensation::Compensation)],

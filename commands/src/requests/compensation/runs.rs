@@ -286,6 +286,43 @@ impl Request for ReopenPayRun {
     }
 }
 
+/// Cancels an unpaid run: every share released (the payees' lines payable
+/// again, what a payee's share carried in back to the payee), nothing in
+/// it; a payee it held back from later runs is free to be claimed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelPayRun {
+    pub pay_run_id: PayRunId,
+    /// Resolved: the directory's payees (those in the run among them).
+    pub payees: Vec<String>,
+}
+
+impl Request for CancelPayRun {
+    const KIND: &'static str = "cancel_pay_run";
+
+    fn targets(&self) -> Vec<Target> {
+        run_targets(self.pay_run_id, &self.payees)
+    }
+
+    fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
+        directory_is(decider, &self.payees)?;
+        let run = decider.state::<PayRun>(&self.pay_run_id.to_string())?;
+        let included: Vec<String> = run.payees.iter().map(|p| p.payee_id.clone()).collect();
+        let at = decider.at();
+        decider.execute::<PayRun>(&self.pay_run_id.to_string(), PayRunCommand::Cancel { at })?;
+        for payee_id in &included {
+            decider.execute::<Payee>(
+                payee_id,
+                PayeeCommand::Release {
+                    run_id: self.pay_run_id,
+                    at,
+                },
+            )?;
+        }
+        answer(decider, self.pay_run_id, false, Vec::new())
+    }
+}
+
 /// Pays an approved run: each payee's positive net from `bank:payroll`,
 /// a negative one carried forward.
 #[derive(Debug, Clone, Serialize, Deserialize)]
