@@ -5,7 +5,7 @@
 //! clawed back by the commissions process manager), gift cards (their
 //! tenders refunded) and payouts; an escrow commitment's claims and
 //! cancel; grants revoked; and compensation's adjustment lines and pay
-//! runs (created, approved, reopened, paid). Each
+//! runs (created, approved, reopened, canceled, paid). Each
 //! mostly valid, some refused by a rule, aimed at what the script created
 //! whether or not the ledger accepted it.
 
@@ -604,7 +604,7 @@ fn directory() -> Vec<String> {
 
 /// An adjustment line (some correcting a line, some taking back, some of
 /// no payee: refused), or a pay run created (its id derived from `key`),
-/// approved, reopened or paid (some out of turn: refused).
+/// approved, reopened, canceled or paid (some out of turn: refused).
 pub(super) fn compensation_op(
     rng: &mut Rng,
     known: &mut Known,
