@@ -177,19 +177,10 @@ async fn cancel(
     ApiPath(pay_run_id): ApiPath<PayRunId>,
     ApiJson(_): ApiJson<EmptyBody>,
 ) -> Result<Response, ApiError> {
-    existing_run(&state, tenant_id, pay_run_id).await?;
-    submit(
-        &state,
-        tenant_id,
-        key,
-        json!({"pay_run_id": pay_run_id}),
-        || async {
-            Ok(CancelPayRun {
-                pay_run_id,
-                payees: directory(&state, tenant_id).await?,
-            })
-        },
-    )
+    over_directory(&state, tenant_id, key, pay_run_id, |payees| CancelPayRun {
+        pay_run_id,
+        payees,
+    })
     .await
 }
 
@@ -221,18 +212,30 @@ async fn reopen(
     ApiPath(pay_run_id): ApiPath<PayRunId>,
     ApiJson(_): ApiJson<EmptyBody>,
 ) -> Result<Response, ApiError> {
-    existing_run(&state, tenant_id, pay_run_id).await?;
+    over_directory(&state, tenant_id, key, pay_run_id, |payees| ReopenPayRun {
+        pay_run_id,
+        payees,
+    })
+    .await
+}
+
+/// Submits the request `build` makes of the directory's payees, on an
+/// existing run (404 else): a reopen or a cancel.
+async fn over_directory<R: crate::pipeline::Request>(
+    state: &AppState,
+    tenant_id: TenantId,
+    key: eventstore::IdempotencyKey,
+    pay_run_id: PayRunId,
+    build: impl Fn(Vec<String>) -> R,
+) -> Result<Response, ApiError> {
+    existing_run(state, tenant_id, pay_run_id).await?;
+    let build = &build;
     submit(
-        &state,
+        state,
         tenant_id,
         key,
         json!({"pay_run_id": pay_run_id}),
-        || async {
-            Ok(ReopenPayRun {
-                pay_run_id,
-                payees: directory(&state, tenant_id).await?,
-            })
-        },
+        || async move { Ok(build(directory(state, tenant_id).await?)) },
     )
     .await
 }

@@ -189,6 +189,27 @@ fn gather(
     Ok(waiting)
 }
 
+/// Runs `command` (a reopen or a cancel) on run `run_id` and releases
+/// every share it held.
+fn release_run(
+    decider: &mut Decider<'_>,
+    run_id: PayRunId,
+    command: PayRunCommand,
+) -> Result<(), Refusal> {
+    let included: Vec<String> = decider
+        .state::<PayRun>(&run_id.to_string())?
+        .payees
+        .iter()
+        .map(|share| share.payee_id.clone())
+        .collect();
+    let at = decider.at();
+    decider.execute::<PayRun>(&run_id.to_string(), command)?;
+    for payee_id in &included {
+        decider.execute::<Payee>(payee_id, PayeeCommand::Release { run_id, at })?;
+    }
+    Ok(())
+}
+
 /// Creates a pay run: every payable line accrued by the cutoff, of every
 /// payee, claimed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -269,18 +290,8 @@ impl Request for ReopenPayRun {
             .as_ref()
             .map(|terms| terms.cutoff)
             .ok_or(CompensationError::UnknownPayRun)?;
-        let included: Vec<String> = run.payees.iter().map(|p| p.payee_id.clone()).collect();
         let at = decider.at();
-        decider.execute::<PayRun>(&self.pay_run_id.to_string(), PayRunCommand::Reopen { at })?;
-        for payee_id in &included {
-            decider.execute::<Payee>(
-                payee_id,
-                PayeeCommand::Release {
-                    run_id: self.pay_run_id,
-                    at,
-                },
-            )?;
-        }
+        release_run(decider, self.pay_run_id, PayRunCommand::Reopen { at })?;
         let waiting = gather(decider, self.pay_run_id, &self.payees, cutoff)?;
         answer(decider, self.pay_run_id, false, waiting)
     }
@@ -306,19 +317,8 @@ impl Request for CancelPayRun {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         directory_is(decider, &self.payees)?;
-        let run = decider.state::<PayRun>(&self.pay_run_id.to_string())?;
-        let included: Vec<String> = run.payees.iter().map(|p| p.payee_id.clone()).collect();
         let at = decider.at();
-        decider.execute::<PayRun>(&self.pay_run_id.to_string(), PayRunCommand::Cancel { at })?;
-        for payee_id in &included {
-            decider.execute::<Payee>(
-                payee_id,
-                PayeeCommand::Release {
-                    run_id: self.pay_run_id,
-                    at,
-                },
-            )?;
-        }
+        release_run(decider, self.pay_run_id, PayRunCommand::Cancel { at })?;
         answer(decider, self.pay_run_id, false, Vec::new())
     }
 }
