@@ -185,7 +185,10 @@ impl Rules {
     /// - an adjustment correcting a line still in its holding period is
     ///   held until that line is payable (as a clawback's reversal is);
     ///   before, it was payable at once, so a correction of a held
-    ///   commission was paid out before the commission could be.
+    ///   commission was paid out before the commission could be;
+    /// - a payout marked paid may still be marked failed (the bank
+    ///   returned it): its entry reversed and its batches freed, as for a
+    ///   pending one; before, `payout_not_pending`.
     pub const TENTH: Self = Self(10);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::TENTH;

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::Json;
 use commands::http::error::{ApiError, ErrorBody};
 use commands::http::extract::{ApiQuery, AsOfPoint, Tenant};
-use commands::http::read::closed_as_of;
+use commands::http::read::settled_as_of;
 use commands::http::{AppState, REPLAY_TIMEOUT};
 use serde::Deserialize;
 use serde_json::Value;
@@ -56,9 +56,7 @@ async fn replay(
     let as_of = match query.as_of {
         Some(AsOfPoint::Seq(seq)) => AsOf::Seq(seq),
         Some(AsOfPoint::Time(time)) => {
-            let time = closed_as_of(time.get(), state.bus.now())?;
-            state.store.settle(tenant_id).await?;
-            AsOf::Time(time)
+            AsOf::Time(settled_as_of(&state, tenant_id, time.get()).await?)
         }
         None => AsOf::Head,
     };

@@ -139,14 +139,26 @@ impl Payee {
             })
     }
 
+    /// The runs not yet paid that hold a share of the payee's, with it.
+    pub fn unpaid_runs(&self) -> impl Iterator<Item = (&PayRunId, &RunShare)> {
+        self.runs.iter().filter(|(_, share)| share.paid.is_none())
+    }
+
+    /// The payable lines in no run accrued by `cutoff`: what a run claims.
+    pub fn payable_by(&self, cutoff: DateTime<Utc>) -> impl Iterator<Item = &Line> {
+        self.lines
+            .iter()
+            .filter(move |line| line.status == LineStatus::Accrued && line.accrued_at <= cutoff)
+    }
+
     /// The negative balance not yet recovered (<= 0): what paid runs
     /// carried forward, and what runs not yet paid took in (until they are
     /// paid, no run has recovered it).
     pub fn unrecovered(&self) -> Result<i64, AmountError> {
-        self.runs
-            .values()
-            .filter(|share| share.paid.is_none())
-            .try_fold(self.carried, |sum, share| sum.checked_add(share.carried_in))
+        self.unpaid_runs()
+            .try_fold(self.carried, |sum, (_, share)| {
+                sum.checked_add(share.carried_in)
+            })
             .ok_or(AmountError::Overflow)
     }
 

@@ -697,14 +697,10 @@ impl Payee {
         }
         // The payee's runs are paid in turn: what an unpaid run carried in,
         // or will carry out, is the next run's to recover.
-        if rules.since(Rules::TENTH) && self.runs.values().any(|share| share.paid.is_none()) {
+        if rules.since(Rules::TENTH) && self.unpaid_runs().next().is_some() {
             return Ok(Vec::new());
         }
-        let lines: Vec<&Line> = self
-            .lines
-            .iter()
-            .filter(|line| line.status == LineStatus::Accrued && line.accrued_at <= cutoff)
-            .collect();
+        let lines: Vec<&Line> = self.payable_by(cutoff).collect();
         if lines.is_empty() {
             return Ok(Vec::new());
         }

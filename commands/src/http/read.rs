@@ -147,6 +147,20 @@ pub fn closed_as_of(
     })
 }
 
+/// `at`, once closed at the ledger's clock ([`closed_as_of`]), with the
+/// tenant's appends in flight waited out (`EventStore::settle`), so that
+/// every event stamped at or before it has committed
+/// (`eventstore::closing`).
+pub async fn settled_as_of(
+    state: &AppState,
+    tenant_id: TenantId,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    let at = closed_as_of(at, state.bus.now())?;
+    state.store.settle(tenant_id).await?;
+    Ok(at)
+}
+
 /// `time` as the refusals of an open time write it (RFC 3339, UTC, `Z`).
 pub fn rfc3339(time: &chrono::DateTime<chrono::Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
@@ -164,12 +178,9 @@ pub async fn as_of_seq(
     tenant_id: TenantId,
     as_of: AsOfPoint,
 ) -> Result<i64, ApiError> {
-    // A time not yet closed is refused before anything is read; a closed
-    // one waits out the tenant's appends in flight (any stamped at or
-    // before it commits first: `eventstore::closing`).
+    // A time not yet closed is refused before anything is read.
     if let AsOfPoint::Time(time) = as_of {
-        closed_as_of(time.get(), state.bus.now())?;
-        state.store.settle(tenant_id).await?;
+        settled_as_of(state, tenant_id, time.get()).await?;
     }
     let mut reading = projections::read::begin_tenant_read(state.store.pool(), tenant_id).await?;
     let seq = match as_of {

@@ -216,19 +216,6 @@ fn end_subscription_grants(
             QuotaCommand::EndSubscriptionGrants { quota, ending, at },
         )?;
         let state = decider.state::<Quota>(&id)?;
-        let subscription = |grant_id: &GrantId| {
-            state
-                .grant(*grant_id)
-                .is_some_and(|grant| grant.terms.source == GrantSource::Subscription)
-        };
-        let events: Vec<QuotaEvent> = events
-            .into_iter()
-            .filter(|event| match event {
-                QuotaEvent::GrantRevoked { grant_id, .. }
-                | QuotaEvent::GrantExpired { grant_id, .. } => subscription(grant_id),
-                _ => false,
-            })
-            .collect();
         for event in events {
             let (grant_id, breakage, how) = match event {
                 QuotaEvent::GrantRevoked {
@@ -239,6 +226,12 @@ fn end_subscription_grants(
                 } => (grant_id, breakage, GrantEnded::Expired),
                 _ => continue,
             };
+            let subscription = state
+                .grant(grant_id)
+                .is_some_and(|grant| grant.terms.source == GrantSource::Subscription);
+            if !subscription {
+                continue;
+            }
             ended.push(EndedGrant {
                 grant_id,
                 quota,

@@ -132,26 +132,20 @@ fn gather(
             .as_ref()
             .map(|profile| profile.asset.clone())
             .ok_or(CompensationError::UnknownPayee)?;
-        let unpaid_runs: Vec<PayRunId> = state
-            .runs
-            .iter()
-            .filter(|(other, share)| **other != run_id && share.paid.is_none())
-            .map(|(other, _)| *other)
-            .collect();
-        let payable = state.lines.iter().any(|line| {
-            line.status == aggregates::compensation::LineStatus::Accrued
-                && line.accrued_at <= cutoff
-        });
-        if decider.rules().since(aggregates::rules::Rules::TENTH)
-            && payable
+        // Left out (claiming nothing below) while a run not yet paid holds
+        // a share: said when it had lines to claim. The run's own share
+        // was released (a reopen) or is not there yet.
+        let rules = decider.rules();
+        let unpaid_runs: Vec<PayRunId> = state.unpaid_runs().map(|(run, _)| *run).collect();
+        if rules.since(aggregates::rules::Rules::TENTH)
             && !unpaid_runs.is_empty()
+            && state.payable_by(cutoff).next().is_some()
         {
             waiting.push(WaitingPayee {
                 payee_id: payee_id.clone(),
                 unpaid_runs,
             });
         }
-        let rules = decider.rules();
         let claimed = decider.execute::<Payee>(
             payee_id,
             PayeeCommand::Claim {
