@@ -376,6 +376,10 @@ pub struct AppendReport {
     /// Tenants whose head was not the expected one: nothing of theirs was
     /// written. Every other tenant of the call was appended.
     pub moved: Vec<TenantId>,
+    /// Those of `moved` refused because the head was taken past their
+    /// batch's deadline ([`TenantBatch::within`]), not because it moved:
+    /// the database was slow, not another writer in the way.
+    pub late: Vec<TenantId>,
 }
 
 /// Why an append wrote nothing.
@@ -478,7 +482,9 @@ WITH expected AS (
     WHERE i.tenant_id IN (SELECT tenant_id FROM advanced)
     RETURNING 1
 )
-SELECT tenant_id FROM advanced";
+SELECT tenant_id, true FROM advanced
+UNION ALL
+SELECT tenant_id, false FROM locked WHERE tenant_id NOT IN (SELECT tenant_id FROM timely)";
 
 /// Events a store appends before it checks that the events table has
 /// statistics: past the sizes where a plan made without them goes wrong.
@@ -514,7 +520,7 @@ const SELECT_CONFLICTING_EVENT: &str = "\
 async fn run_append<'e, E: sqlx::PgExecutor<'e>>(
     executor: E,
     columns: &Columns<'_>,
-) -> Result<Vec<(Uuid,)>, sqlx::Error> {
+) -> Result<Vec<(Uuid, bool)>, sqlx::Error> {
     sqlx::query_as(APPEND)
         .bind(&columns.head_tenant)
         .bind(&columns.head_expected_seq)
@@ -577,13 +583,26 @@ fn non_empty_distinct(batches: &[TenantBatch]) -> Result<Vec<&TenantBatch>, Appe
 }
 
 /// Which tenants of the call did not advance.
-fn report(batches: &[&TenantBatch], advanced: Vec<(Uuid,)>) -> AppendReport {
-    let advanced: HashSet<Uuid> = advanced.into_iter().map(|(tenant,)| tenant).collect();
+/// The statement's rows: each tenant it advanced (`true`), and each whose
+/// head it locked past the batch's deadline (`false`).
+fn report(batches: &[&TenantBatch], rows: Vec<(Uuid, bool)>) -> AppendReport {
+    let advanced: HashSet<Uuid> = rows
+        .iter()
+        .filter(|(_, advanced)| *advanced)
+        .map(|(tenant, _)| *tenant)
+        .collect();
+    let late: HashSet<Uuid> = rows
+        .iter()
+        .filter(|(_, advanced)| !*advanced)
+        .map(|(tenant, _)| *tenant)
+        .collect();
+    let tenants = || batches.iter().map(|batch| batch.tenant_id());
     AppendReport {
-        moved: batches
-            .iter()
-            .map(|batch| batch.tenant_id())
+        moved: tenants()
             .filter(|tenant| !advanced.contains(&tenant.as_uuid()))
+            .collect(),
+        late: tenants()
+            .filter(|tenant| late.contains(&tenant.as_uuid()))
             .collect(),
     }
 }

@@ -1050,7 +1050,8 @@ async fn a_revoked_key_stops_authenticating_at_once_and_is_announced_by_its_id()
 #[tokio::test]
 async fn an_append_past_its_deadline_is_refused_and_a_settle_waits_for_one_in_flight() {
     // Proves: a batch whose deadline passed before it took its head is
-    // reported moved and writes nothing, one within it is appended; and
+    // reported moved and late and writes nothing, one within it is
+    // appended, one on a moved head is moved but not late; and
     // `settle` waits while an append holds the tenant's append lock (a
     // transaction not committed yet), then returns.
     let db = TestDatabase::new().await;
@@ -1066,7 +1067,10 @@ async fn an_append_past_its_deadline_is_refused_and_a_settle_waits_for_one_in_fl
     };
     let late = batch("late", std::time::Instant::now());
     let report = store.append(&[late]).await.unwrap();
-    assert_eq!(report.moved, vec![tenant_id]);
+    assert_eq!(
+        (report.moved, report.late),
+        (vec![tenant_id], vec![tenant_id])
+    );
     assert!(all_events(store, tenant_id).await.is_empty());
     // The deadline is told once the head is held: an append within it
     // when sent, but waiting past it for the head row, is refused too.
@@ -1088,7 +1092,11 @@ async fn an_append_past_its_deadline_is_refused_and_a_settle_waits_for_one_in_fl
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
     holder.commit().await.unwrap();
-    assert_eq!(waiting.await.unwrap().unwrap().moved, vec![tenant_id]);
+    let report = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        (report.moved, report.late),
+        (vec![tenant_id], vec![tenant_id])
+    );
     assert!(all_events(store, tenant_id).await.is_empty());
 
     let within = batch("in-time", std::time::Instant::now() + APPEND_WITHIN);
@@ -1097,7 +1105,7 @@ async fn an_append_past_its_deadline_is_refused_and_a_settle_waits_for_one_in_fl
         .append_in_transaction(&mut open, &[within])
         .await
         .unwrap();
-    assert!(report.moved.is_empty());
+    assert!(report.moved.is_empty() && report.late.is_empty());
     let settling = tokio::spawn({
         let store = store.clone();
         async move { store.settle(tenant_id).await }
@@ -1115,4 +1123,8 @@ async fn an_append_past_its_deadline_is_refused_and_a_settle_waits_for_one_in_fl
     open.commit().await.unwrap();
     settling.await.unwrap().unwrap();
     assert_eq!(all_events(store, tenant_id).await.len(), 1);
+    // A head another append moved, taken in time: moved, not late.
+    let stale = batch("stale", std::time::Instant::now() + APPEND_WITHIN);
+    let report = store.append(&[stale]).await.unwrap();
+    assert_eq!((report.moved, report.late), (vec![tenant_id], vec![]));
 }

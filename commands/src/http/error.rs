@@ -252,6 +252,14 @@ impl ApiError {
                 ),
             },
             PipelineError::Unavailable(_) => Self::unavailable(),
+            PipelineError::Late { attempts } => Self::Unavailable {
+                code: "database_slow",
+                message: format!(
+                    "the database did not take the request within {} s of its decision, {attempts} times; nothing was recorded; retry it",
+                    eventstore::APPEND_WITHIN.as_secs()
+                ),
+                details: json!({ "attempts": attempts }),
+            },
             PipelineError::Stopped => Self::Unavailable {
                 code: "shutting_down",
                 message: "the server is shutting down; retry on another instance".into(),

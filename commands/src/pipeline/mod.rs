@@ -37,6 +37,7 @@ use serde_json::Value;
 use shard::{Job, Shard};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -62,6 +63,10 @@ pub struct BusConfig {
     /// while older processes still decide, or for a test of recorded
     /// history).
     pub rules: aggregates::rules::Rules,
+    /// How long after its decision an append may still take its tenant's
+    /// head ([`eventstore::APPEND_WITHIN`], never more: a longer one would
+    /// let a time closed for reads open again); a fault test shortens it.
+    pub append_within: Duration,
 }
 
 impl Default for BusConfig {
@@ -74,6 +79,7 @@ impl Default for BusConfig {
             clock: Clock::system(),
             crash: CrashHook::default(),
             rules: aggregates::rules::Rules::CURRENT,
+            append_within: eventstore::APPEND_WITHIN,
         }
     }
 }
@@ -117,6 +123,12 @@ pub enum PipelineError {
     KeyReused,
     #[error("the request kept conflicting with concurrent writers ({attempts} attempts)")]
     Conflict { attempts: u32 },
+    /// The database took the tenant's head past each attempt's deadline
+    /// (`eventstore::APPEND_WITHIN` after its decision): nothing
+    /// was recorded, each attempt refused for being late, the last
+    /// `attempts` in a row.
+    #[error("the database did not take the request within its deadline ({attempts} attempts)")]
+    Late { attempts: u32 },
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("unknown tenant")]
@@ -165,15 +177,7 @@ impl CommandBus {
         let mut handles = Vec::with_capacity(config.shards.max(1));
         for _ in 0..config.shards.max(1) {
             let (sender, receiver) = mpsc::channel(config.queue_length.max(1));
-            let shard = Shard::new(
-                store.clone(),
-                metrics.clone(),
-                config.batch_commands_max.max(1),
-                config.pipeline_depth.max(1),
-                config.clock.clone(),
-                config.crash.clone(),
-                config.rules,
-            );
+            let shard = Shard::new(store.clone(), metrics.clone(), &config);
             handles.push(tokio::spawn(shard.run(receiver, shutdown_receiver.clone())));
             senders.push(sender);
         }

@@ -39,6 +39,13 @@ impl Shard {
     /// moved was written; their jobs are answered, the others retried.
     fn appended(&mut self, batch: InFlight, report: AppendReport) {
         let moved: HashSet<TenantId> = report.moved.into_iter().collect();
+        let late: HashSet<TenantId> = report.late.into_iter().collect();
+        if !late.is_empty() {
+            tracing::warn!(
+                tenants = late.len(),
+                "appends refused: the database took the head past their deadline"
+            );
+        }
         for tenant_id in &moved {
             // Another writer appended: what this shard expected of the
             // tenant (here and in later batches) is stale.
@@ -50,8 +57,9 @@ impl Shard {
             }
         }
         let mut retry = Vec::new();
-        for Decided { job, outcome } in batch.decided {
+        for Decided { mut job, outcome } in batch.decided {
             if moved.contains(&job.tenant_id) {
+                job.late = late.contains(&job.tenant_id);
                 retry.push(job);
             } else {
                 self.recent
@@ -77,7 +85,10 @@ impl Shard {
                 let jobs = batch
                     .decided
                     .into_iter()
-                    .map(|decided| decided.job)
+                    .map(|Decided { mut job, .. }| {
+                        job.late = false;
+                        job
+                    })
                     .collect();
                 self.retry(jobs);
             }

@@ -16,7 +16,7 @@ mod queue;
 pub(crate) use queue::Job;
 
 use super::request::Loaded;
-use super::{Clock, CrashHook, CrashPoint, Outcome, PipelineError};
+use super::{BusConfig, Clock, CrashHook, CrashPoint, Outcome, PipelineError};
 use crate::metrics::Metrics;
 use aggregates::TenantId;
 use decide::{decide_batch, BatchDecision, Decided};
@@ -75,6 +75,7 @@ pub(crate) struct Shard {
     clock: Clock,
     crash: CrashHook,
     rules: aggregates::rules::Rules,
+    append_within: Duration,
     /// Heads as this shard expects them, including batches still in flight.
     heads: HashMap<TenantId, ChainHead>,
     /// Aggregates as this shard expects them, including batches in flight.
@@ -92,23 +93,16 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(
-        store: EventStore,
-        metrics: Arc<Metrics>,
-        batch_commands_max: usize,
-        pipeline_depth: usize,
-        clock: Clock,
-        crash: CrashHook,
-        rules: aggregates::rules::Rules,
-    ) -> Self {
+    pub(crate) fn new(store: EventStore, metrics: Arc<Metrics>, config: &BusConfig) -> Self {
         Self {
             store,
             metrics,
-            batch_commands_max,
-            pipeline_depth: pipeline_depth.max(1),
-            clock,
-            crash,
-            rules,
+            batch_commands_max: config.batch_commands_max.max(1),
+            pipeline_depth: config.pipeline_depth.max(1),
+            clock: config.clock.clone(),
+            crash: config.crash.clone(),
+            rules: config.rules,
+            append_within: config.append_within.min(eventstore::APPEND_WITHIN),
             heads: HashMap::new(),
             cached: HashMap::new(),
             recent: RecentOutcomes::default(),
@@ -228,7 +222,7 @@ impl Shard {
             (
                 self.clock.now(),
                 self.rules,
-                std::time::Instant::now() + eventstore::APPEND_WITHIN,
+                std::time::Instant::now() + self.append_within,
             ),
         );
         if !failed.is_empty() {

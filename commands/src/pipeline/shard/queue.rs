@@ -46,6 +46,9 @@ pub(crate) struct Job {
     pub(super) reply: oneshot::Sender<Result<Outcome, PipelineError>>,
     pub(super) submitted: Instant,
     conflicts: u32,
+    /// Whether its last append was refused for being late (the database
+    /// slow), not for a conflict.
+    pub(super) late: bool,
     /// Not decided again before this (a jittered pause after a conflict).
     not_before: Option<Instant>,
 }
@@ -68,6 +71,7 @@ impl Job {
             reply,
             submitted: Instant::now(),
             conflicts: 0,
+            late: false,
             not_before: None,
         }
     }
@@ -128,16 +132,25 @@ pub(super) fn replay(
 
 impl Shard {
     /// Puts jobs back to be decided again after a random pause (after a
-    /// conflict), or answers 409 once a job has conflicted too often.
+    /// conflict, or an append refused as late), or answers once a job has
+    /// gone round too often: 409 after conflicts, 503 when its last append
+    /// was late.
     pub(super) fn retry(&mut self, jobs: Vec<Job>) {
         let now = Instant::now();
         for mut job in jobs.into_iter().rev() {
             job.conflicts += 1;
             if job.conflicts >= CONFLICT_ROUNDS_MAX {
                 let attempts = job.conflicts;
-                self.respond(job, Err(PipelineError::Conflict { attempts }));
+                let error = if job.late {
+                    PipelineError::Late { attempts }
+                } else {
+                    PipelineError::Conflict { attempts }
+                };
+                self.respond(job, Err(error));
             } else {
-                self.metrics.conflict();
+                if !job.late {
+                    self.metrics.conflict();
+                }
                 job.not_before = Some(now + retry_pause(job.conflicts));
                 self.pausing += 1;
                 self.pending.push_front(job);
