@@ -190,8 +190,15 @@ impl Rules {
     ///   returned it): its entry reversed and its batches freed, as for a
     ///   pending one; before, `payout_not_pending`.
     pub const TENTH: Self = Self(10);
+    /// Version 11:
+    /// - a pay run's cutoff lies within its period and is not after the
+    ///   run is created (`cutoff_outside_period`, `cutoff_in_future`):
+    ///   before, a cutoff past the period's end claimed the next period's
+    ///   lines into this one, and a cutoff in the future claimed only what
+    ///   had accrued when the run was created while it said more.
+    pub const ELEVENTH: Self = Self(11);
     /// What new requests are decided under.
-    pub const CURRENT: Self = Self::TENTH;
+    pub const CURRENT: Self = Self::ELEVENTH;
 
     /// Version `version`, if this build knows it.
     pub fn new(version: u32) -> Option<Self> {
@@ -232,6 +239,8 @@ mod tests {
         assert_eq!(Rules::new(7), Some(Rules::SEVENTH));
         assert_eq!(Rules::new(8), Some(Rules::EIGHTH));
         assert_eq!(Rules::new(9), Some(Rules::NINTH));
+        assert_eq!(Rules::new(10), Some(Rules::TENTH));
+        assert_eq!(Rules::new(11), Some(Rules::ELEVENTH));
         assert_eq!(Rules::new(Rules::CURRENT.version() + 1), None);
         assert!(Rules::CURRENT.since(Rules::SECOND));
         assert!(Rules::CURRENT.since(Rules::THIRD));
@@ -248,6 +257,8 @@ mod tests {
         assert!(Rules::CURRENT.since(Rules::EIGHTH));
         assert!(!Rules::SEVENTH.since(Rules::EIGHTH));
         assert!(Rules::CURRENT.since(Rules::NINTH));
+        assert!(Rules::CURRENT.since(Rules::ELEVENTH));
+        assert!(!Rules::TENTH.since(Rules::ELEVENTH));
         assert!(!Rules::EIGHTH.since(Rules::NINTH));
         assert!(!Rules::THIRD.since(Rules::FOURTH));
     }

@@ -671,6 +671,7 @@ mod tests {
         let eighth = format!(r#"{{"rules": 8, "command": "consume_quota", "request": {body}}}"#);
         let ninth = format!(r#"{{"rules": 9, "command": "consume_quota", "request": {body}}}"#);
         let tenth = format!(r#"{{"rules": 10, "command": "consume_quota", "request": {body}}}"#);
+        let eleventh = format!(r#"{{"rules": 11, "command": "consume_quota", "request": {body}}}"#);
         for (metadata, rules) in [
             (&first, Rules::FIRST),
             (&second, Rules::SECOND),
@@ -682,15 +683,16 @@ mod tests {
             (&eighth, Rules::EIGHTH),
             (&ninth, Rules::NINTH),
             (&tenth, Rules::TENTH),
+            (&eleventh, Rules::ELEVENTH),
         ] {
             assert!(read_without_tree(metadata), "{metadata}");
             assert_eq!(read_back(metadata).unwrap().rules, rules);
         }
-        let unknown = format!(r#"{{"rules": 11, "command": "consume_quota", "request": {body}}}"#);
+        let unknown = format!(r#"{{"rules": 12, "command": "consume_quota", "request": {body}}}"#);
         assert!(!read_without_tree(&unknown));
         assert_eq!(
             read_back(&unknown).err().as_deref(),
-            Some("the request was decided under rules 11, which this build does not know (it knows 1 to 10)")
+            Some("the request was decided under rules 12, which this build does not know (it knows 1 to 11)")
         );
         let no_number =
             format!(r#"{{"rules": "2", "command": "consume_quota", "request": {body}}}"#);

@@ -51,6 +51,17 @@ pub enum CompensationError {
     WorkInFuture { worked_at: DateTime<Utc> },
     #[error("a pay period starts before it ends")]
     InvalidPeriod,
+    #[error("the cutoff {cutoff} is outside the period {period_start} to {period_end}")]
+    CutoffOutsidePeriod {
+        cutoff: DateTime<Utc>,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+    },
+    #[error("the cutoff {cutoff} is after now ({at}): a run claims what has accrued by its cutoff when it is created")]
+    CutoffInFuture {
+        cutoff: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
     #[error("the pay run is paid")]
     PayRunPaid,
     #[error("the pay run is canceled")]
@@ -111,6 +122,8 @@ impl Rejection for CompensationError {
             Self::InvalidQuantity => "invalid_quantity",
             Self::WorkInFuture { .. } => "work_in_future",
             Self::InvalidPeriod => "invalid_period",
+            Self::CutoffOutsidePeriod { .. } => "cutoff_outside_period",
+            Self::CutoffInFuture { .. } => "cutoff_in_future",
             Self::PayRunPaid => "pay_run_paid",
             Self::PayRunCanceled => "pay_run_canceled",
             Self::PayRunApproved => "pay_run_approved",
@@ -129,6 +142,12 @@ impl Rejection for CompensationError {
             Self::NoAssignment { at } => json!({"at": at}),
             Self::StillHeld { payable_at } => json!({"payable_at": payable_at}),
             Self::WorkInFuture { worked_at } => json!({"worked_at": worked_at}),
+            Self::CutoffOutsidePeriod {
+                cutoff,
+                period_start,
+                period_end,
+            } => json!({"cutoff": cutoff, "period_start": period_start, "period_end": period_end}),
+            Self::CutoffInFuture { cutoff, at } => json!({"cutoff": cutoff, "at": at}),
             Self::NoVersion { plan_id, at } => json!({"plan_id": plan_id, "at": at}),
             Self::NoRule { rule } => json!({"rule": rule}),
             Self::CurrencyMismatch { plan, payee } => json!({"plan": plan, "payee": payee}),

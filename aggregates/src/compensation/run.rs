@@ -6,6 +6,7 @@ use super::CompensationError;
 use crate::decide::{handle_by_deciding, Decide};
 use crate::ids::LineId;
 use crate::money::{Amount, Asset};
+use crate::rules::Rules;
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -68,6 +69,7 @@ pub struct PayRun {
 pub enum PayRunCommand {
     Create {
         terms: RunTerms,
+        rules: Rules,
         at: DateTime<Utc>,
     },
     /// Records a payee's share, as their claim gave it.
@@ -190,6 +192,27 @@ impl Aggregate for PayRun {
     }
 }
 
+impl RunTerms {
+    /// Since rules 11: the cutoff within the period, and not after `at`
+    /// (the run claims what has accrued by the cutoff when it is made).
+    fn bound_cutoff(&self, at: DateTime<Utc>) -> Result<(), CompensationError> {
+        if self.cutoff < self.period_start || self.cutoff > self.period_end {
+            return Err(CompensationError::CutoffOutsidePeriod {
+                cutoff: self.cutoff,
+                period_start: self.period_start,
+                period_end: self.period_end,
+            });
+        }
+        if self.cutoff > at {
+            return Err(CompensationError::CutoffInFuture {
+                cutoff: self.cutoff,
+                at,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl PayRun {
     fn unpaid(&self) -> Result<RunStatus, CompensationError> {
         match self.status {
@@ -204,12 +227,15 @@ impl PayRun {
 impl Decide for PayRun {
     fn decide(&self, command: PayRunCommand) -> Result<Vec<PayRunEvent>, CompensationError> {
         match command {
-            PayRunCommand::Create { terms, at } => {
+            PayRunCommand::Create { terms, rules, at } => {
                 if self.status.is_some() {
                     return Err(CompensationError::Exists);
                 }
                 if terms.period_start >= terms.period_end {
                     return Err(CompensationError::InvalidPeriod);
+                }
+                if rules.since(Rules::ELEVENTH) {
+                    terms.bound_cutoff(at)?;
                 }
                 Ok(vec![PayRunEvent::RunCreated { terms, at }])
             }

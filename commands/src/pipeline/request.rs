@@ -632,7 +632,7 @@ struct EventMetadata {
 
 /// Records the request in the chain: the first of its events carries, in
 /// its metadata, its kind, canonical body and the rules it was decided
-/// under (`{"command": kind, "request": body, "rules": 10}`, the body the
+/// under (`{"command": kind, "request": body, "rules": 11}`, the body the
 /// text its fingerprint is taken of), so the hash covers it.
 pub fn record_request(
     events: &mut [NewEvent],

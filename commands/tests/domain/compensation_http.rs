@@ -356,7 +356,7 @@ async fn work_commissions_clawbacks_and_pay_runs_move_every_account_to_the_unit(
         &acme,
         "/v1/pay-runs",
         "run-3",
-        json!({"period_start": day(16, 0), "period_end": day(31, 0), "cutoff": day(31, 0)}),
+        json!({"period_start": day(16, 0), "period_end": day(31, 0), "cutoff": day(28, 0)}),
         201,
     )
     .await;
@@ -582,7 +582,7 @@ async fn refused_commissions_clawbacks_given_back_and_concurrent_runs_claiming_e
         let body = json!({"kind": "time", "minutes": 60, "worked_at": day(2, 1)});
         work(&acme, &format!("w{n}"), body).await;
     }
-    let body = json!({"period_start": day(1, 0), "period_end": day(31, 0), "cutoff": day(31, 0)});
+    let body = json!({"period_start": day(1, 0), "period_end": day(31, 0), "cutoff": day(2, 12)});
     let (first, second) = tokio::join!(
         acme.post("/v1/pay-runs", "run-a", body.clone()),
         acme.post("/v1/pay-runs", "run-b", body)
@@ -692,10 +692,10 @@ async fn a_payees_runs_are_paid_in_turn_so_a_debt_is_recovered_from_the_next() {
         }
     };
     let create = |key: &'static str| {
-        let acme = &acme;
+        let (acme, cutoff) = (&acme, clock.now());
         async move {
             let body =
-                json!({"period_start": day(1, 0), "period_end": day(31, 0), "cutoff": day(31, 0)});
+                json!({"period_start": day(1, 0), "period_end": day(31, 0), "cutoff": cutoff});
             accepted(acme, "/v1/pay-runs", key, body, 201).await.0
         }
     };
@@ -782,7 +782,7 @@ async fn a_canceled_run_releases_its_lines_and_the_payees_it_held_back() {
         201,
     )
     .await;
-    let body = json!({"period_start": day(1, 0), "period_end": day(31, 0), "cutoff": day(31, 0)});
+    let body = json!({"period_start": day(1, 0), "period_end": day(31, 0), "cutoff": day(2, 12)});
     let (draft, _) = accepted(&acme, "/v1/pay-runs", "run-a", body.clone(), 201).await;
     let run_a = draft["pay_run_id"].as_str().unwrap().to_string();
     accepted(

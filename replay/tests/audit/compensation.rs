@@ -427,6 +427,82 @@ async fn a_work_line_rewritten_to_another_amount_is_found_at_its_seq() {
 }
 
 #[tokio::test]
+async fn a_canceled_run_rewritten_as_reopened_is_found_at_its_seq() {
+    // Proves: a cancel's `RunCanceled` rewritten as `RunReopened` (the run a
+    // draft again, to be approved and paid; the chain recomputed) is found
+    // by deciding the recorded cancel again: one finding at the event's
+    // seq, on the pay run, naming both event types.
+    use super::findings_of;
+    use replay::verify::Finding;
+    let ledger = Ledger::new().await;
+    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
+    ledger.set_clock(now + Duration::hours(2));
+    payee_with_work(&ledger, now, |n| {
+        LineId::from_uuid(uuid::Uuid::from_u128(0xC2_0000 + n))
+    })
+    .await;
+    let run = PayRunId::from_uuid(uuid::Uuid::from_u128(0xC2_0200));
+    let create = CreatePayRun {
+        pay_run_id: run,
+        terms: RunTerms {
+            period_start: now,
+            period_end: now + Duration::days(1),
+            cutoff: now + Duration::hours(1),
+        },
+        payees: vec!["alice".into()],
+    };
+    let created = ledger.run(0, "comp-run", create).await;
+    assert_eq!(created.body["payees"][0]["net"], 3_750, "{}", created.body);
+    let cancel = CancelPayRun {
+        pay_run_id: run,
+        payees: vec!["alice".into()],
+    };
+    let canceled = ledger.run(0, "comp-cancel", cancel).await;
+    assert_eq!(canceled.body["status"], "canceled", "{}", canceled.body);
+    let events = ledger.events(0).await;
+    let types: Vec<&str> = events
+        .iter()
+        .rev()
+        .take(2)
+        .map(|event| event.event_type.as_str())
+        .collect();
+    assert_eq!(types, ["LinesReleased", "RunCanceled"]);
+    let seq = events[events.len() - 2].tenant_seq;
+    ledger
+        .edit_payload(0, seq, Some("RunReopened"), |payload| {
+            let at = payload["RunCanceled"]["at"].clone();
+            *payload = serde_json::json!({ "RunReopened": { "at": at } });
+        })
+        .await;
+    ledger.rechain(0).await;
+    let report = ledger.verify().await;
+    let findings = findings_of(&report, ledger.tenants[0]);
+    let Some(Finding::Replay {
+        finding,
+        line: None,
+    }) = findings.first()
+    else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(
+        (
+            finding.tenant_seq,
+            finding.aggregate_type.as_str(),
+            finding.aggregate_id.as_str()
+        ),
+        (seq, "pay_run", run.to_string().as_str()),
+        "{findings:?}"
+    );
+    assert!(
+        finding
+            .message
+            .starts_with("RunReopened where the pay_run decides RunCanceled"),
+        "{findings:?}"
+    );
+    assert!(!report.ok);
+}
+
+#[tokio::test]
 async fn a_commission_corrected_to_nothing_is_clawed_back_again_only_under_the_fifth_rules() {
     // Proves: a commission of 1,000 corrected by -1,000, its capture then
     // lost in a dispute: under the fifth rules the clawback takes 1,000
@@ -653,7 +729,7 @@ async fn a_commission_not_made_from_its_capture_is_refused_since_the_seventh_rul
         ..right
     };
     taken_under(&ledger, Rules::SIXTH, captured_at, "inflated", inflated).await;
-    found_only_under(&ledger, "inflated", 7).await;
+    found_only_under(&ledger, "inflated", 7, "commission_source_mismatch").await;
 }
 
 /// Runs `request` under `key` in tenant 0 on a bus deciding under `rules`
@@ -687,8 +763,8 @@ async fn taken_under<R: commands::pipeline::Request>(
 
 /// The ledger verifies clean; once tenant 0's request under `key` is
 /// rewritten to rules `rules` (the chain recomputed), it is the one
-/// finding, at its seq, refused `commission_source_mismatch`.
-async fn found_only_under(ledger: &Ledger, key: &str, rules: u32) {
+/// finding, at its seq, refused with `code`.
+async fn found_only_under(ledger: &Ledger, key: &str, rules: u32, code: &str) {
     let report = ledger.verify().await;
     assert!(report.ok, "{:?}", report.lines());
     let seq = ledger
@@ -704,10 +780,41 @@ async fn found_only_under(ledger: &Ledger, key: &str, rules: u32) {
         panic!("{findings:?}");
     };
     assert_eq!(finding.tenant_seq, seq, "{findings:?}");
-    assert!(
-        finding.message.contains("commission_source_mismatch"),
-        "{findings:?}"
-    );
+    assert!(finding.message.contains(code), "{findings:?}");
+}
+
+#[tokio::test]
+async fn a_run_cut_off_past_its_period_verifies_under_the_tenth_rules_only() {
+    // Proves: a pay run whose cutoff is past its period and after it was
+    // created, taken by a build of the tenth rules, verifies clean; with
+    // its recorded rules rewritten to 11 (the chain recomputed) it is the
+    // one finding, at its seq, refused `cutoff_outside_period`.
+    let ledger = Ledger::new().await;
+    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
+    ledger.set_clock(now + Duration::hours(2));
+    payee_with_work(&ledger, now, |n| {
+        LineId::from_uuid(uuid::Uuid::from_u128(0xC3_0000 + n))
+    })
+    .await;
+    let create = CreatePayRun {
+        pay_run_id: PayRunId::from_uuid(uuid::Uuid::from_u128(0xC3_0200)),
+        terms: RunTerms {
+            period_start: now,
+            period_end: now + Duration::days(1),
+            cutoff: now + Duration::days(3),
+        },
+        payees: vec!["alice".into()],
+    };
+    let at = now + Duration::hours(2);
+    taken_under(
+        &ledger,
+        aggregates::rules::Rules::TENTH,
+        at,
+        "run-late-cutoff",
+        create,
+    )
+    .await;
+    found_only_under(&ledger, "run-late-cutoff", 11, "cutoff_outside_period").await;
 }
 
 #[tokio::test]
@@ -807,5 +914,5 @@ async fn a_clawback_given_back_without_its_failed_refund_is_refused_since_the_ei
         ..standing
     };
     taken_under(&ledger, Rules::SEVENTH, now, "forged", forged).await;
-    found_only_under(&ledger, "forged", 8).await;
+    found_only_under(&ledger, "forged", 8, "commission_source_mismatch").await;
 }

@@ -670,7 +670,13 @@ pub(super) fn compensation_op(
                     } else {
                         now
                     },
-                    cutoff: now - Duration::days(days),
+                    // Now and then a cutoff past the period and after
+                    // now: refused (since rules 11).
+                    cutoff: if rng.chance(8) {
+                        now + Duration::days(1)
+                    } else {
+                        now - Duration::days(days)
+                    },
                 },
                 payees: directory(),
             })

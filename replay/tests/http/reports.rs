@@ -644,10 +644,13 @@ async fn the_payroll_report_shows_each_run_and_payee_and_ties_out() {
         json!({"amount": -700, "reason": "late"}),
     )
     .await;
+    // The cutoff now, after the adjustment accrued (the server's clock is
+    // the system's): within the period, not after the run (rules 11).
+    let now = chrono::Utc::now();
     let run = post(
         "run",
         "/v1/pay-runs".into(),
-        json!({"period_start": since, "period_end": "2026-12-31T00:00:00Z", "cutoff": "2099-01-01T00:00:00Z"}),
+        json!({"period_start": since, "period_end": now + chrono::Duration::days(1), "cutoff": now}),
     )
     .await;
     let run_id = run["pay_run_id"].as_str().unwrap().to_string();

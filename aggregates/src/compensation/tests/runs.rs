@@ -131,6 +131,67 @@ fn a_negative_net_pays_nothing_and_is_recovered_first_next_time() {
 }
 
 #[test]
+fn a_runs_cutoff_lies_within_its_period_and_not_after_it_is_created_since_the_eleventh_rules() {
+    use crate::decide::Rejection;
+    use crate::rules::Rules;
+    let terms = |period_start: u32, period_end: u32, cutoff: u32| RunTerms {
+        period_start: day(period_start),
+        period_end: day(period_end),
+        cutoff: day(cutoff),
+    };
+    let create = |terms: RunTerms, rules: Rules, at: u32| {
+        TestFramework::<PayRun>::with(())
+            .given_no_previous_events()
+            .when(PayRunCommand::Create {
+                terms,
+                rules,
+                at: day(at),
+            })
+    };
+    // Within the period, at either end, by the time it is created: taken.
+    for (cutoff, at) in [(2, 2), (10, 12), (15, 15), (15, 20)] {
+        create(terms(2, 15, cutoff), Rules::ELEVENTH, at).then_expect_events(vec![
+            PayRunEvent::RunCreated {
+                terms: terms(2, 15, cutoff),
+                at: day(at),
+            },
+        ]);
+    }
+    // Past the period's end, or before its start.
+    for cutoff in [16, 1] {
+        let outside = CompensationError::CutoffOutsidePeriod {
+            cutoff: day(cutoff),
+            period_start: day(2),
+            period_end: day(15),
+        };
+        create(terms(2, 15, cutoff), Rules::ELEVENTH, 20).then_expect_error(outside.clone());
+        assert_eq!(outside.code(), "cutoff_outside_period");
+    }
+    // After the run is created.
+    let future = CompensationError::CutoffInFuture {
+        cutoff: day(15),
+        at: day(10),
+    };
+    assert_eq!(
+        (future.code(), future.details()),
+        (
+            "cutoff_in_future",
+            serde_json::json!({"cutoff": day(15), "at": day(10)})
+        )
+    );
+    create(terms(2, 15, 15), Rules::ELEVENTH, 10).then_expect_error(future);
+    // Under rules 10 each of them was taken.
+    for (cutoff, at) in [(16, 20), (1, 20), (15, 10)] {
+        create(terms(2, 15, cutoff), Rules::TENTH, at).then_expect_events(vec![
+            PayRunEvent::RunCreated {
+                terms: terms(2, 15, cutoff),
+                at: day(at),
+            },
+        ]);
+    }
+}
+
+#[test]
 fn a_run_is_approved_then_paid_and_reopens_only_before() {
     let terms = RunTerms {
         period_start: day(1),
@@ -156,6 +217,7 @@ fn a_run_is_approved_then_paid_and_reopens_only_before() {
         Vec::new(),
         PayRunCommand::Create {
             terms: backwards,
+            rules: crate::rules::Rules::CURRENT,
             at: day(1),
         },
         Err(CompensationError::InvalidPeriod),

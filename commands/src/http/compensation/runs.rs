@@ -64,6 +64,8 @@ pub struct PayRunBody {
     pub period_end: BoundedTime,
     /// Every payable line accrued up to it, in no other run, is claimed (of
     /// the payees with no share of a run not yet paid, since rules 10).
+    /// Since rules 11 within the period (its ends included) and not after
+    /// the run is created.
     #[schema(value_type = BoundedTime)]
     pub cutoff: BoundedTime,
 }
@@ -86,7 +88,7 @@ pub struct PayRunBody {
         (status = 201, description = "Created, `draft`", body = Accepted<PayRunAnswer>),
         (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
         (status = 409, description = "Conflicting concurrent changes; retry", body = ErrorBody),
-        (status = 422, description = "`invalid_period` (the period ends before it starts); `amount_overflow`; or key reused", body = ErrorBody),
+        (status = 422, description = "`invalid_period` (the period ends before it starts); `cutoff_outside_period` (details `cutoff`, `period_start`, `period_end`) or `cutoff_in_future` (details `cutoff`, `at`), since rules 11; `amount_overflow`; or key reused", body = ErrorBody),
     )
 )]
 async fn create(

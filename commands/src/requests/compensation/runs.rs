@@ -229,6 +229,7 @@ impl Request for CreatePayRun {
             &self.pay_run_id.to_string(),
             PayRunCommand::Create {
                 terms: self.terms.clone(),
+                rules: decider.rules(),
                 at,
             },
         )?;
