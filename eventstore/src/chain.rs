@@ -293,6 +293,14 @@ pub enum ChainFinding {
         last_seq: i64,
         last_hash: ChainHash,
     },
+    /// The chain head row's time is not its last event's: the next request
+    /// is stamped no earlier than the head's time, so a head moved forward
+    /// dates every later request after it.
+    HeadTimeMismatch {
+        head_seq: i64,
+        head_recorded_at: Option<DateTime<Utc>>,
+        last_recorded_at: Option<DateTime<Utc>>,
+    },
 }
 
 impl ChainFinding {
@@ -315,7 +323,9 @@ impl ChainFinding {
             | Self::HashMismatch { tenant_seq, .. }
             | Self::Uncanonical { tenant_seq, .. }
             | Self::TimeWentBackwards { tenant_seq } => *tenant_seq,
-            Self::HeadMismatch { head_seq, .. } => *head_seq,
+            Self::HeadMismatch { head_seq, .. } | Self::HeadTimeMismatch { head_seq, .. } => {
+                *head_seq
+            }
         }
     }
 }
@@ -346,6 +356,19 @@ impl fmt::Display for ChainFinding {
                 "chain head says tenant_seq {head_seq} with hash {head_hash}, \
                  but the last event is tenant_seq {last_seq} with hash {last_hash}"
             ),
+            Self::HeadTimeMismatch { head_seq, head_recorded_at, last_recorded_at } => {
+                let time = |at: &Option<DateTime<Utc>>| {
+                    at.map_or("no time".to_string(), |at| at.to_rfc3339())
+                };
+                write!(
+                    f,
+                    "chain head says the last event was recorded at {}, \
+                     but tenant_seq {head_seq} was recorded at {} \
+                     (the next request would be stamped no earlier than the head's time)",
+                    time(head_recorded_at),
+                    time(last_recorded_at)
+                )
+            }
         }
     }
 }
@@ -433,6 +456,21 @@ impl ChainChecker {
         self.last_hash = *stored_hash;
         self.events += 1;
         findings
+    }
+
+    /// Compares the time of the last event checked with the stored head's
+    /// (`None` before the first event), once the head's seq and hash are
+    /// the last event's ([`Self::finish`] finds them otherwise).
+    pub fn head_time(&self, head_recorded_at: Option<DateTime<Utc>>) -> Option<ChainFinding> {
+        let last = (self.events > 0).then_some(self.last_micros);
+        if head_recorded_at.map(|at| at.timestamp_micros()) == last {
+            return None;
+        }
+        Some(ChainFinding::HeadTimeMismatch {
+            head_seq: self.last_seq,
+            head_recorded_at,
+            last_recorded_at: last.and_then(DateTime::from_timestamp_micros),
+        })
     }
 
     /// Compares the end of the chain with the stored head (seq, hash).

@@ -842,7 +842,10 @@ async fn key_columns(
 /// `scope` when given (an event-rows table): the two joined on the primary
 /// key (both sides stream in key order), keeping rows that are missing on
 /// one side or differ in any column: the first [`DIFFERENCES_MAX`] by key,
-/// and how many differ in all.
+/// and how many differ in all. Rows are compared as text, as the ledger
+/// reads them: `30000.00` for a `numeric` 30000, or `1.0` for a `jsonb` 1,
+/// is equal to the database but not to a reader that takes it as an
+/// integer (a balance, a scheduled request), so it differs.
 pub(crate) async fn compare_table(
     connection: &mut PgConnection,
     table: &str,
@@ -879,7 +882,7 @@ pub(crate) async fn compare_table(
                 count(*) OVER () \
          FROM (SELECT * FROM public.{quoted_table} AS x WHERE {only}) l \
          FULL JOIN (SELECT * FROM pg_temp.{quoted_table} AS x WHERE {only}) r ON {join} \
-         WHERE l IS DISTINCT FROM r \
+         WHERE l::text IS DISTINCT FROM r::text \
          ORDER BY {order} \
          LIMIT $1"
     );

@@ -84,8 +84,9 @@ struct Line {
     event_id: Uuid,
     event_type: String,
     event_version: String,
-    payload: Value,
-    metadata: Value,
+    /// Read strictly (each key once), as the hash is taken of one reading.
+    payload: crate::strict_json::Strict,
+    metadata: crate::strict_json::Strict,
     idempotency_key: String,
     recorded_at: DateTime<Utc>,
     prev_hash: ChainHash,
@@ -332,9 +333,9 @@ impl ExportFile {
                 .map_err(|error| format!("not an event line: {error}"))
                 .and_then(|event| {
                     let payload =
-                        to_canonical_string(&event.payload).map_err(|error| error.to_string())?;
-                    let metadata =
-                        to_canonical_string(&event.metadata).map_err(|error| error.to_string())?;
+                        to_canonical_string(&event.payload.0).map_err(|error| error.to_string())?;
+                    let metadata = to_canonical_string(&event.metadata.0)
+                        .map_err(|error| error.to_string())?;
                     Ok(AuditEvent {
                         tenant_id: self.header.tenant_id,
                         tenant_seq: event.tenant_seq,

@@ -32,6 +32,8 @@ pub mod http;
 pub mod owed;
 pub mod report;
 pub mod reports;
+pub mod snapshots;
 pub mod source;
 pub mod state;
+pub mod strict_json;
 pub mod verify;

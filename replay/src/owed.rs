@@ -174,14 +174,29 @@ impl Owed {
         }
     }
 
-    /// A request was recorded under `key`: the work or reaction it makes is
-    /// done (and not decided again at the end; were it, the domain would
-    /// refuse it as done: its work settled, its line taken).
-    pub fn done(&mut self, key: &str) {
-        if let Some(work) = self.keys.remove(key) {
-            self.work.remove(&work);
+    /// A request was recorded under `key` (its kind and rules, when it
+    /// reads back; `fold` the tenant before it): the work or reaction that
+    /// key makes is done (and not decided again at the end; were it, the
+    /// domain would refuse it as done: its work settled, its line taken),
+    /// when the request is of the kind it asks for. A request of another
+    /// kind under the key (a forger's relabelling) does not do it.
+    pub fn done(&mut self, key: &str, recorded: Option<(&str, Rules)>, fold: &TenantFold) {
+        let asks = |due: &Due| match (recorded, &due.ask) {
+            (None, _) => true,
+            (Some((kind, _)), Ask::Work(request)) => request.kind() == kind,
+            (Some((kind, rules)), Ask::Reaction(pending)) => pending
+                .request(fold, rules)
+                .is_none_or(|request| request.kind() == kind),
+        };
+        if let Some(work) = self.keys.get(key).cloned() {
+            if self.work.get(&work).is_some_and(asks) {
+                self.keys.remove(key);
+                self.work.remove(&work);
+            }
         }
-        self.reactions.remove(key);
+        if self.reactions.get(key).is_some_and(asks) {
+            self.reactions.remove(key);
+        }
     }
 
     /// What is due (and was asked for) more than [`OWED_AFTER`] before

@@ -30,6 +30,7 @@
 
 use crate::differences::{compare, missing, unexpected};
 use crate::owed::Owed;
+use crate::snapshots::Snapshots;
 use crate::source::AuditEvent;
 use aggregates::journal::{Balances, JournalEntry};
 use aggregates::rules::Rules;
@@ -40,7 +41,7 @@ use commands::pipeline::{
     request_metadata, AnyRequest, Refusal, METADATA_COMMAND, METADATA_REQUEST, METADATA_RULES,
 };
 use cqrs_es::persist::SerializedEvent;
-use eventstore::{ChainHash, IdempotencyKey, JsonText};
+use eventstore::{AggregateKey, ChainHash, IdempotencyKey, JsonText};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -95,6 +96,8 @@ pub struct TenantState {
     owed: Option<Owed>,
     /// The rules the last request decided again was decided under.
     rules: Rules,
+    /// The snapshots not checked yet (verification of a database only).
+    snapshots: Option<Snapshots>,
 }
 
 /// The stored events of one request.
@@ -209,6 +212,7 @@ impl TenantState {
             journal_own: Vec::new(),
             owed: (!partial).then(Owed::default),
             rules: Rules::CURRENT,
+            snapshots: None,
         }
     }
 
@@ -323,11 +327,18 @@ impl TenantState {
         let (Some(mut request), Some(fold)) = (self.request.take(), self.fold.as_mut()) else {
             return Vec::new();
         };
+        let decided = redecide(fold, &request.members);
         if let Some(owed) = self.owed.as_mut() {
-            owed.done(&request.idempotency_key);
+            // What the request is, when it reads back: work or a reaction
+            // is done under its key only by a request of its own kind.
+            let recorded = decided
+                .as_ref()
+                .ok()
+                .map(|(_, _, rules, kind)| (kind.as_str(), *rules));
+            owed.done(&request.idempotency_key, recorded, fold);
         }
-        let entries = match redecide(fold, &request.members) {
-            Ok((redecision, findings, rules)) => {
+        let entries = match decided {
+            Ok((redecision, findings, rules, _)) => {
                 self.rules = rules;
                 for (position, problem) in findings {
                     request.members[position].problems.push(problem);
@@ -350,6 +361,10 @@ impl TenantState {
                 owed.react(fold, &member.event, member.line);
             }
         }
+        let snapshots = match self.snapshots.as_mut() {
+            Some(snapshots) => snapshots.check(fold, &moved(&request.members)),
+            None => Vec::new(),
+        };
         let recorded_at = request.members[0].event.recorded_at;
         one_time(&mut request.members);
         for entry in &entries {
@@ -376,7 +391,23 @@ impl TenantState {
                 };
                 (finding, member.line)
             })
+            .chain(snapshots)
             .collect()
+    }
+
+    /// Checks the snapshots `snapshots` names against the events as they
+    /// are folded (verification of a database: files carry none).
+    pub fn expect_snapshots(&mut self, snapshots: Snapshots) {
+        self.snapshots = Some(snapshots);
+    }
+
+    /// The snapshots no request ended at (after the last request is
+    /// settled).
+    pub fn unmatched_snapshots(&mut self) -> Vec<LocatedFinding> {
+        match self.snapshots.as_mut() {
+            Some(snapshots) => snapshots.unmatched(self.fold.as_ref(), self.last_seq),
+            None => Vec::new(),
+        }
     }
 
     /// The work due more than [`OWED_AFTER`](crate::owed::OWED_AFTER)
@@ -432,7 +463,7 @@ fn records_a_request(metadata: &str) -> bool {
 /// Decides the request `members` record and compares: the decision and the
 /// problems found, each with the position of the member it is about; or,
 /// when no decision can be made, why (about the first member).
-/// Also returns the rules it was decided under.
+/// Also returns the rules it was decided under and its kind.
 #[allow(clippy::type_complexity)]
 fn redecide(
     fold: &mut TenantFold,
@@ -442,6 +473,7 @@ fn redecide(
         commands::pipeline::fold::Redecision,
         Vec<(usize, String)>,
         Rules,
+        String,
     ),
     String,
 > {
@@ -491,7 +523,24 @@ fn redecide(
     for decided in decided.iter().skip(members.len()) {
         problems.push((last, missing(decided, &kind)));
     }
-    Ok((redecision, problems, rules))
+    Ok((redecision, problems, rules, kind))
+}
+
+/// Each aggregate a request's events (those folded) moved, with the
+/// tenant_seq and line of its last event there.
+fn moved(members: &[Member]) -> Vec<(AggregateKey, i64, Option<u64>)> {
+    let mut moved: Vec<(AggregateKey, i64, Option<u64>)> = Vec::new();
+    for member in members.iter().filter(|member| !member.beyond) {
+        let key = AggregateKey::new(
+            member.event.aggregate_type.clone(),
+            member.event.aggregate_id.clone(),
+        );
+        match moved.iter_mut().find(|(moved, _, _)| *moved == key) {
+            Some(last) => (last.1, last.2) = (member.event.tenant_seq, member.line),
+            None => moved.push((key, member.event.tenant_seq, member.line)),
+        }
+    }
+    moved
 }
 
 /// A request a first event records, read back.

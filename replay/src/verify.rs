@@ -18,9 +18,11 @@
 //! history a projection cannot replay is named with the seq it stopped at,
 //! and everything else is still checked.
 
+use crate::snapshots::Snapshots;
 use crate::source::{stored_page, AuditEvent, PAGE_EVENTS};
 use crate::state::{ReplayFinding, TenantState};
 use aggregates::TenantId;
+use chrono::{DateTime, Utc};
 use eventstore::chain::ChainChecker;
 use eventstore::{
     check_text_event, ChainFinding, ChainHash, EventStore, StoreError, StoredEvent, GENESIS,
@@ -378,6 +380,31 @@ impl TenantAudit {
         self.findings.push(finding);
     }
 
+    /// Checks the snapshots `snapshots` names as the events are folded.
+    pub fn expect_snapshots(&mut self, snapshots: Snapshots) {
+        self.state.expect_snapshots(snapshots);
+    }
+
+    /// Checks the head row's time against the last event's, when its seq
+    /// and hash are the last event's (else [`Self::finish`] finds them).
+    pub fn head_time(
+        &mut self,
+        head_seq: i64,
+        head_hash: ChainHash,
+        head_recorded_at: Option<DateTime<Utc>>,
+    ) {
+        if !self.checker.finish(head_seq, &head_hash).is_empty() {
+            return;
+        }
+        if let Some(finding) = self.checker.head_time(head_recorded_at) {
+            self.findings.push(Finding::Chain {
+                tenant_seq: finding.tenant_seq(),
+                finding,
+                line: None,
+            });
+        }
+    }
+
     /// Ends the walk against the head (seq, hash) the store or file declares.
     pub fn finish(
         mut self,
@@ -389,6 +416,9 @@ impl TenantAudit {
             self.findings.push(Finding::Replay { finding, line });
         }
         for (finding, line) in self.state.owed() {
+            self.findings.push(Finding::Replay { finding, line });
+        }
+        for (finding, line) in self.state.unmatched_snapshots() {
             self.findings.push(Finding::Replay { finding, line });
         }
         for finding in self.checker.finish(head_seq, &head_hash) {
@@ -421,8 +451,12 @@ impl TenantAudit {
 
 /// What the reading of the tenants hands their walk: a tenant's chain head
 /// row (`None` when it has none), then that tenant's pages in seq order.
+/// A chain head row: seq, hash and the last event's time.
+type Head = (i64, Vec<u8>, Option<DateTime<Utc>>);
+
 enum Read {
-    Head(TenantId, Option<(i64, Vec<u8>)>),
+    /// A tenant's head row and its aggregates' snapshots, before its pages.
+    Head(TenantId, Option<Head>, Snapshots),
     Page(Arc<Vec<StoredEvent>>),
 }
 
@@ -444,12 +478,39 @@ async fn read_tenants(
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *transaction)
             .await?;
-        let head: Option<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT last_seq, last_hash FROM chain_heads WHERE tenant_id = $1")
-                .bind(tenant_id.as_uuid())
-                .fetch_optional(&mut *transaction)
-                .await?;
-        if walk.send(Read::Head(tenant_id, head)).await.is_err() {
+        let head = sqlx::query(
+            "SELECT last_seq, last_hash, last_recorded_at FROM chain_heads WHERE tenant_id = $1",
+        )
+        .bind(tenant_id.as_uuid())
+        .fetch_optional(&mut *transaction)
+        .await?
+        .map(|row| -> Result<Head, sqlx::Error> {
+            use sqlx::Row;
+            Ok((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                eventstore::optional_timestamp_at(&row, 2)?,
+            ))
+        })
+        .transpose()?;
+        let snapshots: Vec<(String, String, i64, sqlx::types::Json<serde_json::Value>)> =
+            sqlx::query_as(
+                "SELECT aggregate_type, aggregate_id, last_sequence, payload FROM snapshots \
+                 WHERE tenant_id = $1",
+            )
+            .bind(tenant_id.as_uuid())
+            .fetch_all(&mut *transaction)
+            .await?;
+        let snapshots = Snapshots::new(
+            snapshots
+                .into_iter()
+                .map(|(kind, id, after, payload)| (kind, id, after, payload.0)),
+        );
+        if walk
+            .send(Read::Head(tenant_id, head, snapshots))
+            .await
+            .is_err()
+        {
             return Ok(());
         }
         let mut after_seq = 0;
@@ -482,19 +543,22 @@ struct Walking {
     audit: TenantAudit,
     head_seq: i64,
     head_hash: ChainHash,
+    /// The head row's time (`None` with no row: that is found already).
+    head_recorded_at: Option<Option<DateTime<Utc>>>,
 }
 
 impl Walking {
-    fn start(tenant_id: TenantId, head: Option<(i64, Vec<u8>)>) -> Result<Self, VerifyError> {
+    fn start(tenant_id: TenantId, head: Option<Head>) -> Result<Self, VerifyError> {
         let mut audit = TenantAudit::default();
-        let (head_seq, head_hash) = match head {
-            Some((seq, hash)) => (
+        let (head_seq, head_hash, head_recorded_at) = match head {
+            Some((seq, hash, recorded_at)) => (
                 seq,
                 crate::source::stored_hash(&hash, "chain head hash", tenant_id)?,
+                Some(recorded_at),
             ),
             None => {
                 audit.findings.push(Finding::MissingHead);
-                (0, GENESIS)
+                (0, GENESIS, None)
             }
         };
         Ok(Self {
@@ -502,10 +566,15 @@ impl Walking {
             audit,
             head_seq,
             head_hash,
+            head_recorded_at,
         })
     }
 
-    fn finish(self) -> TenantVerdict {
+    fn finish(mut self) -> TenantVerdict {
+        if let Some(recorded_at) = self.head_recorded_at {
+            self.audit
+                .head_time(self.head_seq, self.head_hash, recorded_at);
+        }
         self.audit
             .finish(self.tenant_id, self.head_seq, self.head_hash)
             .0
@@ -532,9 +601,11 @@ async fn walk_tenants(
     let mut walking: Option<Walking> = None;
     while let Some(read) = pages.recv().await {
         match read {
-            Read::Head(tenant_id, head) => {
+            Read::Head(tenant_id, head, snapshots) => {
                 verdicts.extend(walking.take().map(Walking::finish));
-                walking = Some(Walking::start(tenant_id, head)?);
+                let mut started = Walking::start(tenant_id, head)?;
+                started.audit.expect_snapshots(snapshots);
+                walking = Some(started);
             }
             Read::Page(events) => {
                 if let Some(walking) = walking.as_mut() {

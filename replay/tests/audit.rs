@@ -751,6 +751,118 @@ async fn the_last_event_deleted_is_found_by_the_head_and_the_read_tables() {
 }
 
 #[tokio::test]
+async fn a_chain_head_moved_forward_in_time_is_found() {
+    // Proves: a chain head row whose seq and hash are the last event's but
+    // whose time is not (moved 90 days on: every later request would be
+    // stamped after it) is one finding at the head's seq, naming both
+    // times; the other tenant is clean (`findings_of` checks).
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    ledger.catch_up().await;
+    let tenant = ledger.tenants[0];
+    let last = ledger.events(0).await.pop().unwrap();
+    let (moved,): (chrono::DateTime<Utc>,) = sqlx::query_as(
+        "UPDATE chain_heads SET last_recorded_at = last_recorded_at + interval '90 days' \
+         WHERE tenant_id = $1 RETURNING last_recorded_at",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_one(ledger.store().pool())
+    .await
+    .unwrap();
+    let report = ledger.verify().await;
+    assert_eq!(
+        findings_of(&report, tenant),
+        vec![chain(
+            last.tenant_seq,
+            ChainFinding::HeadTimeMismatch {
+                head_seq: last.tenant_seq,
+                head_recorded_at: Some(moved),
+                last_recorded_at: Some(last.recorded_at),
+            }
+        )]
+    );
+    assert!(!report.ok);
+}
+
+#[tokio::test]
+async fn a_snapshot_that_is_not_its_events_fold_is_found() {
+    // Proves: a snapshot taken as the pipeline takes it (the state its
+    // events fold to) verifies clean; one edited (a field the state does not
+    // hold) is a finding at the aggregate's last event before it, naming
+    // the field both ways; one taken after an event the aggregate never
+    // reached is one at the tenant's last event.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    ledger.catch_up().await;
+    let tenant = ledger.tenants[0];
+    let store = ledger.store();
+    let key = eventstore::AggregateKey::new("quota", "credits");
+    let quota: aggregates::quota::Quota =
+        commands::pipeline::load::current_one(store, tenant, "credits")
+            .await
+            .unwrap();
+    let events = ledger.events(0).await;
+    let last = events
+        .iter()
+        .rfind(|event| event.aggregate_type == "quota" && event.aggregate_id == "credits")
+        .unwrap();
+    let payload = serde_json::to_value(&quota).unwrap();
+    assert_eq!(payload["unbacked"], json!(0));
+    store
+        .save_snapshot(tenant, &key, last.aggregate_seq, &payload)
+        .await
+        .unwrap();
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+    let edit = |statement: &str| {
+        let statement =
+            format!("{statement} WHERE tenant_id = '{tenant}' AND aggregate_id = 'credits'");
+        async move {
+            sqlx::query(&statement).execute(store.pool()).await.unwrap();
+        }
+    };
+    edit("UPDATE snapshots SET payload = jsonb_set(payload, '{unbacked}', '7')").await;
+    let finding = |tenant_seq: i64, message: String| Finding::Replay {
+        finding: ReplayFinding {
+            tenant_seq,
+            aggregate_type: "quota".into(),
+            aggregate_id: "credits".into(),
+            message,
+        },
+        line: None,
+    };
+    assert_eq!(
+        findings_of(&ledger.verify().await, tenant),
+        vec![finding(
+            last.tenant_seq,
+            format!(
+                "the snapshot taken after its event {} restores to another state than its \
+                 events fold to (the pipeline loads it in their place): unbacked 7 where the \
+                 events give 0",
+                last.aggregate_seq
+            )
+        )]
+    );
+    edit(
+        "UPDATE snapshots SET payload = jsonb_set(payload, '{unbacked}', '0'), \
+          last_sequence = last_sequence + 5",
+    )
+    .await;
+    assert_eq!(
+        findings_of(&ledger.verify().await, tenant),
+        vec![finding(
+            events.last().unwrap().tenant_seq,
+            format!(
+                "a snapshot is taken after its event {}, which no request of it ended at \
+                 (its events reach {})",
+                last.aggregate_seq + 5,
+                last.aggregate_seq
+            )
+        )]
+    );
+}
+
+#[tokio::test]
 async fn two_events_swapped_are_found_at_their_seqs() {
     // Proves: with the read tables caught up, reordering history changes
     // what each position hashes to and chains from; the two grants belong
@@ -968,6 +1080,56 @@ async fn an_edited_read_table_row_is_named_by_table_and_key() {
 }
 
 #[tokio::test]
+async fn a_balance_written_at_another_scale_is_a_difference() {
+    // Proves: a balance the database holds equal (30000.00 for 30000) but
+    // a reader takes otherwise (not an integer) is a difference, named by
+    // table and key with the text as stored beside the replay's.
+    let ledger = Ledger::new().await;
+    ledger.scenario().await;
+    ledger.catch_up().await;
+    let tenant = ledger.tenants[0];
+    let (account, asset, credits): (String, String, String) = sqlx::query_as(&format!(
+        "UPDATE account_balances SET credits = credits + 0.00 \
+         WHERE (tenant_id, account, asset) = \
+               (SELECT tenant_id, account, asset FROM account_balances \
+                WHERE tenant_id = '{tenant}' AND credits > 0 \
+                ORDER BY account, asset LIMIT 1) \
+         RETURNING account, asset, credits::text"
+    ))
+    .fetch_one(ledger.store().pool())
+    .await
+    .unwrap();
+    assert!(credits.ends_with(".00"), "{credits}");
+    let report = ledger.verify().await;
+    let journal = report
+        .projections
+        .iter()
+        .find(|projection| projection.projection == "journal")
+        .unwrap();
+    assert_eq!(journal.differences.len(), 1, "{:?}", journal.differences);
+    let difference = &journal.differences[0];
+    assert_eq!(
+        (difference.table.as_str(), &difference.key),
+        (
+            "account_balances",
+            &json!({"tenant_id": tenant, "account": account, "asset": asset})
+        )
+    );
+    // As JSON: a number with a fraction beside the replay's integer.
+    let whole: i64 = credits.trim_end_matches(".00").parse().unwrap();
+    let (live, replay) = (
+        &difference.live.as_ref().unwrap()["credits"],
+        &difference.replay.as_ref().unwrap()["credits"],
+    );
+    assert_eq!(
+        (live.is_f64(), live.as_f64(), replay.as_i64()),
+        (true, Some(whole as f64), Some(whole)),
+        "{live} {replay}"
+    );
+    assert!(!report.ok);
+}
+
+#[tokio::test]
 async fn journal_entries_edited_removed_or_forged_are_each_a_difference() {
     // Proves: the journal's entries, set beside the replay in memory rather
     // than in a scratch table, still find an entry edited, one removed, and
@@ -1070,11 +1232,12 @@ async fn journal_entries_edited_removed_or_forged_are_each_a_difference() {
 }
 
 #[tokio::test]
-async fn journal_entries_differ_only_as_the_database_says_and_a_time_past_every_clock_is_listed() {
-    // Proves: an entry whose postings are the same JSON in another text (an
-    // amount of 400.0 for 400) is no difference, as the database compares
-    // it; an entry whose time no clock of the ledger's holds (infinity) is
-    // one, listed, and verify still runs to the end.
+async fn journal_entries_differ_as_their_text_and_a_time_past_every_clock_is_listed() {
+    // Proves: an entry whose postings are the same JSON to the database in
+    // another text (an amount of 400.0 for 400, which a reader of integers
+    // refuses) is a difference, listed with the text as stored; so is an
+    // entry whose time no clock of the ledger's holds (infinity), and
+    // verify still runs to the end.
     let ledger = Ledger::new().await;
     ledger.scenario().await;
     ledger.catch_up().await;
@@ -1107,19 +1270,29 @@ async fn journal_entries_differ_only_as_the_database_says_and_a_time_past_every_
         .iter()
         .find(|projection| projection.projection == "journal")
         .unwrap();
-    assert_eq!(journal.differences.len(), 1, "{:?}", journal.differences);
-    let difference = &journal.differences[0];
+    assert_eq!(journal.differences.len(), 2, "{:?}", journal.differences);
+    let (text, time) = (&journal.differences[0], &journal.differences[1]);
     assert_eq!(
-        difference.key,
-        json!({"tenant_id": tenant, "tenant_seq": 7})
+        (&text.key, &time.key),
+        (
+            &json!({"tenant_id": tenant, "tenant_seq": 6}),
+            &json!({"tenant_id": tenant, "tenant_seq": 7})
+        )
     );
     assert_eq!(
-        difference.live.as_ref().unwrap()["recorded_at"],
+        (
+            &text.live.as_ref().unwrap()["postings"][0]["amount"],
+            &text.replay.as_ref().unwrap()["postings"][0]["amount"]
+        ),
+        (&json!(400.0), &json!(400))
+    );
+    assert_eq!(
+        time.live.as_ref().unwrap()["recorded_at"],
         json!("infinity")
     );
     assert_eq!(
         journal.differing_rows,
-        std::collections::BTreeMap::from([("journal_entries".to_string(), 1)])
+        std::collections::BTreeMap::from([("journal_entries".to_string(), 2)])
     );
     assert!(!report.ok);
 }
@@ -1131,7 +1304,8 @@ async fn an_event_stamped_past_every_clock_is_found_and_verify_goes_on() {
     // that event and verify reports it (the other tenant clean), instead of
     // stopping at its read. Its journal entry set to the same time is still
     // a difference (the database's infinity is not the latest time the
-    // replay can hold), and a chain head at that time stops nothing.
+    // replay can hold), and a chain head at that time stops nothing (it is
+    // a finding of its own: the last event is not at that time).
     let (ledger, _, findings) = event_7_set("recorded_at = 'infinity'").await;
     // Decided again at the end of time, the consumption finds the grants
     // it drew on expired; the next event is earlier than that.
@@ -1162,7 +1336,17 @@ async fn an_event_stamped_past_every_clock_is_found_and_verify_goes_on() {
             .unwrap();
     }
     let report = ledger.verify().await;
-    assert_eq!(findings_of(&report, tenant), findings);
+    let last = ledger.events(0).await.pop().unwrap();
+    let mut with_head = findings.clone();
+    with_head.push(chain(
+        last.tenant_seq,
+        ChainFinding::HeadTimeMismatch {
+            head_seq: last.tenant_seq,
+            head_recorded_at: Some(DateTime::<Utc>::MAX_UTC),
+            last_recorded_at: Some(last.recorded_at),
+        },
+    ));
+    assert_eq!(findings_of(&report, tenant), with_head);
     let journal = report
         .projections
         .iter()
@@ -1967,6 +2151,22 @@ async fn an_export_verifies_offline_and_one_changed_byte_is_named_by_line() {
         Err(VerifyError::Refused(Finding::File { line: 5, .. })) => {}
         other => panic!("expected a refusal at line 5, got {other:?}"),
     }
+
+    // A key named twice in a payload (the hash taken of the value a reader
+    // keeps, another reader keeping the other: 400 where 500 was
+    // consumed) is named by its line.
+    let mut twice = lines.clone();
+    twice[7] = twice[7].replacen("\"amount\":500", "\"amount\":400,\"amount\":500", 1);
+    let twice = write_lines(&dir, "twice.jsonl", &twice);
+    let report = verify_file(&twice).unwrap();
+    let findings = &report.tenants[0].findings;
+    assert!(
+        matches!(
+            findings.first(),
+            Some(Finding::File { line: 8, message }) if message.contains("the key \"amount\" appears twice")
+        ),
+        "{findings:?}"
+    );
 
     // A line longer than the bound is skipped, named, and the lines after
     // it are still read.

@@ -15,6 +15,7 @@ use aggregates::TenantId;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use eventstore::{AggregateKey, IdempotencyKey, JsonText, NewEvent};
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// A request decided again: its answer (or refusal) and what it touched.
@@ -167,6 +168,14 @@ impl TenantFold {
         self.states
             .get(&(self.tenant_id, key.clone()))
             .map_or(0, |loaded| loaded.version)
+    }
+
+    /// The state of aggregate `key` as a snapshot payload; `None` before
+    /// its first event.
+    pub fn snapshot_of(&self, key: &AggregateKey) -> Option<Value> {
+        self.states
+            .get(&(self.tenant_id, key.clone()))
+            .and_then(|loaded| loaded.state.snapshot().ok())
     }
 
     /// The tenant it folds.

@@ -224,6 +224,12 @@ pub struct AggregateKind {
 }
 
 impl AggregateKind {
+    /// The state a snapshot `payload` restores to, as a snapshot again
+    /// (what the pipeline would load); `None` when it does not restore.
+    pub fn restores(&self, payload: &Value) -> Option<Value> {
+        (self.restore)(payload)?.snapshot().ok()
+    }
+
     /// The kind of aggregate `A`.
     pub fn of<A>() -> Self
     where

@@ -172,6 +172,53 @@ async fn work_the_scheduler_never_did_is_owed_an_hour_after_it_fell_due() {
     assert!(report.ok, "{:?}", report.lines());
 }
 
+#[tokio::test]
+async fn work_is_done_under_its_key_only_by_a_request_of_its_kind() {
+    // Proves: another request relabelled with an owed expiry's scheduler
+    // key (a deposit, its chain recomputed) does not do the work: the
+    // expiry is still owed, named as before.
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let due = t0 + Duration::hours(2);
+    let ledger = Ledger::new().await;
+    ledger.set_clock(t0);
+    commitment(&ledger, 2, due, 7_000).await;
+    let scheduled = ledger
+        .events(0)
+        .await
+        .into_iter()
+        .find(|event| {
+            event.idempotency_key == "create-2" && event.event_type == "CommitmentCreated"
+        })
+        .unwrap();
+    let key = format!("pm:scheduler:{}:0", scheduled.event_id);
+    ledger.set_clock(due + Duration::hours(1));
+    commitment(&ledger, 3, due + Duration::days(30), 1_000).await;
+    let owed = vec![Finding::Replay {
+        finding: ReplayFinding {
+            tenant_seq: scheduled.tenant_seq,
+            aggregate_type: "commitment".into(),
+            aggregate_id: id(2).to_string(),
+            message: format!(
+                "work commitment:{}:expiry fell due at 2026-12-01T02:00:00Z and is owed: its \
+                 expire_commitment request (key {key}) is not recorded, and the domain takes it \
+                 at 2026-12-01T03:00:00Z",
+                id(2)
+            ),
+        },
+        line: None,
+    }];
+    assert_eq!(findings_of(&ledger.verify().await, ledger.tenants[0]), owed);
+    ledger
+        .tamper(&[format!(
+            "UPDATE events SET idempotency_key = '{key}' \
+             WHERE tenant_id = '{}' AND idempotency_key = 'deposit-3'",
+            ledger.tenants[0]
+        )])
+        .await;
+    ledger.rechain(0).await;
+    assert_eq!(findings_of(&ledger.verify().await, ledger.tenants[0]), owed);
+}
+
 /// Runs every process manager over what it has not reacted to yet.
 async fn react(ledger: &Ledger) {
     let pool = ledger.store().pool();
