@@ -837,15 +837,38 @@ async fn key_columns(
     Ok(rows.into_iter().map(|(name,)| name).collect())
 }
 
+/// Columns of `public.table` whose text a reader may take otherwise than
+/// the database compares it (`numeric`: `30000.00` equals `30000`;
+/// `jsonb`: `1.0` equals `1`), and the others.
+async fn columns_by_reading(
+    connection: &mut PgConnection,
+    table: &str,
+) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
+    let rows: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT attname, atttypid IN ('numeric'::regtype, 'jsonb'::regtype, 'json'::regtype) \
+         FROM pg_attribute \
+         WHERE attrelid = ($1::text)::regclass AND attnum > 0 AND NOT attisdropped \
+         ORDER BY attnum",
+    )
+    .bind(format!("public.{}", quote_identifier(table)))
+    .fetch_all(connection)
+    .await?;
+    let (textual, typed): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, textual)| *textual);
+    let names = |columns: Vec<(String, bool)>| columns.into_iter().map(|(name, _)| name).collect();
+    Ok((names(textual), names(typed)))
+}
+
 /// Rows of `table` that differ between the live table and the scratch one,
 /// for `tenants` (all when `None`) except `excluded`, and only the rows in
 /// `scope` when given (an event-rows table): the two joined on the primary
 /// key (both sides stream in key order), keeping rows that are missing on
 /// one side or differ in any column: the first [`DIFFERENCES_MAX`] by key,
-/// and how many differ in all. Rows are compared as text, as the ledger
-/// reads them: `30000.00` for a `numeric` 30000, or `1.0` for a `jsonb` 1,
-/// is equal to the database but not to a reader that takes it as an
-/// integer (a balance, a scheduled request), so it differs.
+/// and how many differ in all. `numeric` and JSON columns are compared as
+/// text, as the ledger reads them: `30000.00` for a `numeric` 30000, or
+/// `1.0` for a `jsonb` 1, is equal to the database but not to a reader
+/// that takes it as an integer (a balance, a scheduled request), so it
+/// differs; the other columns by their type's equality (exact for the
+/// types read tables hold: text, uuid, integers, times, booleans).
 pub(crate) async fn compare_table(
     connection: &mut PgConnection,
     table: &str,
@@ -854,7 +877,21 @@ pub(crate) async fn compare_table(
     scope: Option<&Scope<'_>>,
 ) -> Result<(Vec<Difference>, u64), sqlx::Error> {
     let keys = key_columns(connection, table).await?;
+    let (textual, typed) = columns_by_reading(connection, table).await?;
     let quoted_table = quote_identifier(table);
+    // A row missing on one side has NULL keys there, which differ.
+    let differs = typed
+        .iter()
+        .map(|column| {
+            let column = quote_identifier(column);
+            format!("l.{column} IS DISTINCT FROM r.{column}")
+        })
+        .chain(textual.iter().map(|column| {
+            let column = quote_identifier(column);
+            format!("l.{column}::text IS DISTINCT FROM r.{column}::text")
+        }))
+        .collect::<Vec<_>>()
+        .join(" OR ");
     let mut only =
         "($2::uuid[] IS NULL OR x.tenant_id = ANY($2)) AND NOT (x.tenant_id = ANY($3))".to_string();
     if scope.is_some() {
@@ -882,7 +919,7 @@ pub(crate) async fn compare_table(
                 count(*) OVER () \
          FROM (SELECT * FROM public.{quoted_table} AS x WHERE {only}) l \
          FULL JOIN (SELECT * FROM pg_temp.{quoted_table} AS x WHERE {only}) r ON {join} \
-         WHERE l::text IS DISTINCT FROM r::text \
+         WHERE {differs} \
          ORDER BY {order} \
          LIMIT $1"
     );

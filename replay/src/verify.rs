@@ -449,13 +449,13 @@ impl TenantAudit {
     }
 }
 
-/// What the reading of the tenants hands their walk: a tenant's chain head
-/// row (`None` when it has none), then that tenant's pages in seq order.
 /// A chain head row: seq, hash and the last event's time.
 type Head = (i64, Vec<u8>, Option<DateTime<Utc>>);
 
+/// What the reading of the tenants hands their walk: a tenant's chain head
+/// row (`None` when it has none) and its aggregates' snapshots, then that
+/// tenant's pages in seq order.
 enum Read {
-    /// A tenant's head row and its aggregates' snapshots, before its pages.
     Head(TenantId, Option<Head>, Snapshots),
     Page(Arc<Vec<StoredEvent>>),
 }
