@@ -68,7 +68,8 @@ impl Snapshots {
                     aggregate_id: key.aggregate_id.clone(),
                     message: format!(
                         "the snapshot taken after its event {after} restores to another state \
-                         than its events fold to (the pipeline loads it in their place): {}",
+                         than its events fold to (the pipeline loads it in their place; \
+                         deleted, it folds the events): {}",
                         differing_fields(&restored, folded.as_ref())
                     ),
                 };

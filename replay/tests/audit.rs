@@ -371,6 +371,33 @@ fn findings_of(report: &VerifyReport, tenant_id: TenantId) -> Vec<Finding> {
         .clone()
 }
 
+/// The first of `findings`, which must be a replay finding of the database
+/// at `tenant_seq` on `aggregate_type`/`aggregate_id`.
+fn first_replay_at<'a>(
+    findings: &'a [Finding],
+    tenant_seq: i64,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> &'a ReplayFinding {
+    let Some(Finding::Replay {
+        finding,
+        line: None,
+    }) = findings.first()
+    else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(
+        (
+            finding.tenant_seq,
+            finding.aggregate_type.as_str(),
+            finding.aggregate_id.as_str()
+        ),
+        (tenant_seq, aggregate_type, aggregate_id),
+        "{findings:?}"
+    );
+    finding
+}
+
 fn chain(tenant_seq: i64, finding: ChainFinding) -> Finding {
     Finding::Chain {
         tenant_seq,
@@ -837,8 +864,8 @@ async fn a_snapshot_that_is_not_its_events_fold_is_found() {
             last.tenant_seq,
             format!(
                 "the snapshot taken after its event {} restores to another state than its \
-                 events fold to (the pipeline loads it in their place): unbacked 7 where the \
-                 events give 0",
+                 events fold to (the pipeline loads it in their place; deleted, it folds the \
+                 events): unbacked 7 where the events give 0",
                 last.aggregate_seq
             )
         )]

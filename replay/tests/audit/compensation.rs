@@ -382,7 +382,6 @@ async fn a_work_line_rewritten_to_another_amount_is_found_at_its_seq() {
     // deciding the recorded work again: one finding at the line's seq, on
     // the payee, naming the amount.
     use super::findings_of;
-    use replay::verify::Finding;
     let ledger = Ledger::new().await;
     let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
     ledger.set_clock(now + Duration::hours(2));
@@ -406,22 +405,7 @@ async fn a_work_line_rewritten_to_another_amount_is_found_at_its_seq() {
     ledger.rechain(0).await;
     let report = ledger.verify().await;
     let findings = findings_of(&report, ledger.tenants[0]);
-    let Some(Finding::Replay {
-        finding,
-        line: None,
-    }) = findings.first()
-    else {
-        panic!("{findings:?}");
-    };
-    assert_eq!(
-        (
-            finding.tenant_seq,
-            finding.aggregate_type.as_str(),
-            finding.aggregate_id.as_str()
-        ),
-        (seq, "payee", "alice"),
-        "{findings:?}"
-    );
+    let finding = super::first_replay_at(&findings, seq, "payee", "alice");
     assert!(finding.message.contains("amount"), "{findings:?}");
     assert!(!report.ok);
 }
@@ -433,7 +417,6 @@ async fn a_canceled_run_rewritten_as_reopened_is_found_at_its_seq() {
     // by deciding the recorded cancel again: one finding at the event's
     // seq, on the pay run, naming both event types.
     use super::findings_of;
-    use replay::verify::Finding;
     let ledger = Ledger::new().await;
     let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
     ledger.set_clock(now + Duration::hours(2));
@@ -477,22 +460,7 @@ async fn a_canceled_run_rewritten_as_reopened_is_found_at_its_seq() {
     ledger.rechain(0).await;
     let report = ledger.verify().await;
     let findings = findings_of(&report, ledger.tenants[0]);
-    let Some(Finding::Replay {
-        finding,
-        line: None,
-    }) = findings.first()
-    else {
-        panic!("{findings:?}");
-    };
-    assert_eq!(
-        (
-            finding.tenant_seq,
-            finding.aggregate_type.as_str(),
-            finding.aggregate_id.as_str()
-        ),
-        (seq, "pay_run", run.to_string().as_str()),
-        "{findings:?}"
-    );
+    let finding = super::first_replay_at(&findings, seq, "pay_run", run.to_string().as_str());
     assert!(
         finding
             .message

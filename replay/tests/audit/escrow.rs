@@ -213,7 +213,6 @@ async fn a_release_whose_lineage_was_rewritten_is_found_at_its_seq() {
     // again: one finding at the release's seq, on the commitment, naming
     // the lineage.
     use super::findings_of;
-    use replay::verify::Finding;
     let ledger = Ledger::new().await;
     let id = |n: u128| uuid::Uuid::from_u128(0xE5C1_0000 + n);
     let commitment = CommitmentId::from_uuid(id(1));
@@ -265,22 +264,7 @@ async fn a_release_whose_lineage_was_rewritten_is_found_at_its_seq() {
     ledger.rechain(0).await;
     let report = ledger.verify().await;
     let findings = findings_of(&report, ledger.tenants[0]);
-    let Some(Finding::Replay {
-        finding,
-        line: None,
-    }) = findings.first()
-    else {
-        panic!("{findings:?}");
-    };
-    assert_eq!(
-        (
-            finding.tenant_seq,
-            finding.aggregate_type.as_str(),
-            finding.aggregate_id.clone()
-        ),
-        (seq, "commitment", commitment.to_string()),
-        "{findings:?}"
-    );
+    let finding = super::first_replay_at(&findings, seq, "commitment", &commitment.to_string());
     assert!(finding.message.contains("lineage"), "{findings:?}");
     assert!(!report.ok);
 }

@@ -858,22 +858,7 @@ async fn a_capture_rewritten_to_another_amount_is_found_at_its_seq() {
     ledger.rechain(0).await;
     let report = ledger.verify().await;
     let findings = findings_of(&report, ledger.tenants[0]);
-    let Some(Finding::Replay {
-        finding,
-        line: None,
-    }) = findings.first()
-    else {
-        panic!("{findings:?}");
-    };
-    assert_eq!(
-        (
-            finding.tenant_seq,
-            finding.aggregate_type.as_str(),
-            finding.aggregate_id.clone()
-        ),
-        (seq, "payment", payment_id.to_string()),
-        "{findings:?}"
-    );
+    let finding = super::first_replay_at(&findings, seq, "payment", &payment_id.to_string());
     assert_eq!(
         finding.message, "amount 3000 where the payment decides 4000",
         "{findings:?}"
