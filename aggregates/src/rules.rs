@@ -195,7 +195,9 @@ impl Rules {
     ///   run is created (`cutoff_outside_period`, `cutoff_in_future`):
     ///   before, a cutoff past the period's end claimed the next period's
     ///   lines into this one, and a cutoff in the future claimed only what
-    ///   had accrued when the run was created while it said more.
+    ///   had accrued when the run was created while it said more; a run
+    ///   created under older rules claims, when reopened, no further than
+    ///   its period's end and its creation.
     pub const ELEVENTH: Self = Self(11);
     /// What new requests are decided under.
     pub const CURRENT: Self = Self::ELEVENTH;

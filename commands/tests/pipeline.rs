@@ -796,10 +796,10 @@ async fn a_key_reused_for_a_request_deriving_its_entities_from_it_is_refused_as_
 async fn a_request_whose_appends_are_all_late_answers_late_and_records_nothing() {
     // Proves: with no time allowed between a decision and its append,
     // every append of the request is refused as late (the database slow);
-    // after as many rounds as conflicts get, it answers `Late` (503
-    // `database_slow` over HTTP), not `Conflict`, with no conflict counted
-    // and nothing recorded; the same key, sent again to a pipeline with the
-    // usual deadline, is decided afresh and accepted.
+    // after two in a row it answers `Late` (503 `database_slow` over HTTP,
+    // naming the rounds and the deadline), not `Conflict`, with no
+    // conflict counted and nothing recorded; the same key, sent again to a
+    // pipeline with the usual deadline, is decided afresh and accepted.
     let db = TestDatabase::new().await;
     let store = db.store();
     let tenant_id = store.create_tenant("acme").await.unwrap().tenant_id;
@@ -813,7 +813,13 @@ async fn a_request_whose_appends_are_all_late_answers_late_and_records_nothing()
         metrics.clone(),
     );
     let answer = slow.execute(tenant_id, key("k"), add("c", 1)).await;
-    assert_eq!(answer, Err(PipelineError::Late { attempts: 8 }));
+    assert_eq!(
+        answer,
+        Err(PipelineError::Late {
+            rounds: 2,
+            within: std::time::Duration::ZERO
+        })
+    );
     assert_eq!(metrics.conflicts(), 0);
     let response = axum::response::IntoResponse::into_response(
         commands::http::error::ApiError::from(answer.unwrap_err()),
@@ -825,7 +831,10 @@ async fn a_request_whose_appends_are_all_late_answers_late_and_records_nothing()
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         (&body["error"]["code"], &body["error"]["details"]),
-        (&json!("database_slow"), &json!({"attempts": 8}))
+        (
+            &json!("database_slow"),
+            &json!({"rounds": 2, "within_ms": 0})
+        )
     );
     slow.shutdown().await;
     assert_eq!(store.chain_head(tenant_id).await.unwrap().unwrap().seq, 0);

@@ -193,6 +193,15 @@ impl Aggregate for PayRun {
 }
 
 impl RunTerms {
+    /// What a claim of the run (at its reopening) goes up to since rules
+    /// 11: its cutoff, no later than the period's end nor the run's
+    /// creation (`created_at`), which a run created under older rules may
+    /// have set its cutoff past.
+    pub fn bounded_cutoff(&self, created_at: Option<DateTime<Utc>>) -> DateTime<Utc> {
+        let bound = self.cutoff.min(self.period_end);
+        created_at.map_or(bound, |created| bound.min(created))
+    }
+
     /// Since rules 11: the cutoff within the period, and not after `at`
     /// (the run claims what has accrued by the cutoff when it is made).
     fn bound_cutoff(&self, at: DateTime<Utc>) -> Result<(), CompensationError> {

@@ -252,13 +252,13 @@ impl ApiError {
                 ),
             },
             PipelineError::Unavailable(_) => Self::unavailable(),
-            PipelineError::Late { attempts } => Self::Unavailable {
+            PipelineError::Late { rounds, within } => Self::Unavailable {
                 code: "database_slow",
                 message: format!(
-                    "the database did not take the request within {} s of its decision, {attempts} times; nothing was recorded; retry it",
-                    eventstore::APPEND_WITHIN.as_secs()
+                    "the database did not take the request within {} ms of its decision, {rounds} times in a row; nothing was recorded; retry it",
+                    within.as_millis()
                 ),
-                details: json!({ "attempts": attempts }),
+                details: json!({ "rounds": rounds, "within_ms": within.as_millis() }),
             },
             PipelineError::Stopped => Self::Unavailable {
                 code: "shutting_down",

@@ -226,8 +226,8 @@ fn error_answer(description: &str) -> serde_json::Value {
 const KEY_INVALID: &str = "`missing_idempotency_key` or `invalid_idempotency_key`, or invalid \
     input (the message names the field)";
 const UNAVAILABLE: &str = "`shutting_down`: the server is stopping, retry on another; or \
-    `database_slow`: the database took the request past its deadline on every attempt, nothing \
-    was recorded, retry";
+    `database_slow`: the database held the request past its append deadline twice in a row, \
+    nothing was recorded, retry";
 const DATABASE: &str = "`database_unavailable`: the database is out of reach, retry shortly";
 const IN_PROGRESS: &str = "`request_in_progress`: a request with this Idempotency-Key is being \
     executed; or `conflict`: concurrent writes won too often, retry";

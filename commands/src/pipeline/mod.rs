@@ -123,12 +123,12 @@ pub enum PipelineError {
     KeyReused,
     #[error("the request kept conflicting with concurrent writers ({attempts} attempts)")]
     Conflict { attempts: u32 },
-    /// The database took the tenant's head past each attempt's deadline
-    /// (`eventstore::APPEND_WITHIN` after its decision): nothing
-    /// was recorded, each attempt refused for being late, the last
-    /// `attempts` in a row.
-    #[error("the database did not take the request within its deadline ({attempts} attempts)")]
-    Late { attempts: u32 },
+    /// The tenant's head was taken past the append's deadline (`within`
+    /// of its decision: [`BusConfig::append_within`]) `rounds` times in a
+    /// row: the database (or a transaction holding the head row) held the
+    /// request up; nothing was recorded.
+    #[error("the database did not take the request within {within:?} of its decision ({rounds} times in a row)")]
+    Late { rounds: u32, within: Duration },
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("unknown tenant")]

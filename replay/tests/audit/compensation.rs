@@ -786,6 +786,63 @@ async fn a_run_cut_off_past_its_period_verifies_under_the_tenth_rules_only() {
 }
 
 #[tokio::test]
+async fn a_run_cut_off_past_its_period_under_the_tenth_rules_claims_no_further_once_reopened() {
+    // Proves: a run a build of the tenth rules created with its cutoff
+    // three days past its period (a day long), reopened under the current
+    // rules, claims the work done in the period (3750) and not an hour
+    // worked after the period ended, before the run was created; the
+    // history verifies clean.
+    let ledger = Ledger::new().await;
+    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
+    let line = |n| LineId::from_uuid(uuid::Uuid::from_u128(0xC4_0000 + n));
+    ledger.set_clock(now + Duration::hours(2));
+    payee_with_work(&ledger, now, line).await;
+    let late = RecordWork {
+        payee_id: "alice".into(),
+        line_id: line(2),
+        work: Work::Time { minutes: 60 },
+        worked_at: now + Duration::minutes(90),
+        reference: Some("shift-2".into()),
+        asset: usd(),
+        plan_id: Some("sales".into()),
+    };
+    ledger.run(0, "comp-work-late", late).await;
+    let run = PayRunId::from_uuid(uuid::Uuid::from_u128(0xC4_0200));
+    let create = CreatePayRun {
+        pay_run_id: run,
+        terms: RunTerms {
+            period_start: now - Duration::days(1),
+            period_end: now + Duration::hours(1),
+            cutoff: now + Duration::days(3),
+        },
+        payees: vec!["alice".into()],
+    };
+    let at = now + Duration::hours(2);
+    taken_under(
+        &ledger,
+        aggregates::rules::Rules::TENTH,
+        at,
+        "run-tenth",
+        create,
+    )
+    .await;
+    let reopen = ReopenPayRun {
+        pay_run_id: run,
+        payees: vec!["alice".into()],
+    };
+    let reopened = ledger.run(0, "run-tenth-reopen", reopen).await;
+    let payee = &reopened.body["payees"][0];
+    assert_eq!(
+        (&payee["gross"], &payee["lines"]),
+        (&serde_json::json!(3_750), &serde_json::json!([line(1)])),
+        "{}",
+        reopened.body
+    );
+    let report = ledger.verify().await;
+    assert!(report.ok, "{:?}", report.lines());
+}
+
+#[tokio::test]
 async fn a_clawback_given_back_without_its_failed_refund_is_refused_since_the_eighth_rules() {
     // Proves: under the current rules a clawback's reversal that names no
     // payment (details.payment_id null), another payee, a refund that

@@ -59,7 +59,11 @@ impl Shard {
         let mut retry = Vec::new();
         for Decided { mut job, outcome } in batch.decided {
             if moved.contains(&job.tenant_id) {
-                job.late = late.contains(&job.tenant_id);
+                job.late_in_a_row = if late.contains(&job.tenant_id) {
+                    job.late_in_a_row + 1
+                } else {
+                    0
+                };
                 retry.push(job);
             } else {
                 self.recent
@@ -86,7 +90,7 @@ impl Shard {
                     .decided
                     .into_iter()
                     .map(|Decided { mut job, .. }| {
-                        job.late = false;
+                        job.late_in_a_row = 0;
                         job
                     })
                     .collect();

@@ -15,6 +15,11 @@ use tokio::sync::oneshot;
 /// answered 409.
 const CONFLICT_ROUNDS_MAX: u32 = 8;
 
+/// Appends refused as late in a row after which a request is answered
+/// that the database is slow: each took more than the append deadline
+/// (4 s), so two stay well within a request's timeout (30 s by default).
+const LATE_ROUNDS_MAX: u32 = 2;
+
 /// Upper bound of the random pause before a conflicted request is decided
 /// again, doubled per conflict up to [`RETRY_PAUSE_MAX`]: writers of
 /// several processes that collided do not collide again in lockstep.
@@ -46,9 +51,9 @@ pub(crate) struct Job {
     pub(super) reply: oneshot::Sender<Result<Outcome, PipelineError>>,
     pub(super) submitted: Instant,
     conflicts: u32,
-    /// Whether its last append was refused for being late (the database
-    /// slow), not for a conflict.
-    pub(super) late: bool,
+    /// Its appends refused for being late (the database slow, not another
+    /// append first) in a row, up to its last.
+    pub(super) late_in_a_row: u32,
     /// Not decided again before this (a jittered pause after a conflict).
     not_before: Option<Instant>,
 }
@@ -71,7 +76,7 @@ impl Job {
             reply,
             submitted: Instant::now(),
             conflicts: 0,
-            late: false,
+            late_in_a_row: 0,
             not_before: None,
         }
     }
@@ -132,23 +137,24 @@ pub(super) fn replay(
 
 impl Shard {
     /// Puts jobs back to be decided again after a random pause (after a
-    /// conflict, or an append refused as late), or answers once a job has
-    /// gone round too often: 409 after conflicts, 503 when its last append
-    /// was late.
+    /// conflict, or an append refused as late), or answers: 503 once its
+    /// appends were late [`LATE_ROUNDS_MAX`] times in a row (well within a
+    /// request's timeout), 409 once it has gone round too often.
     pub(super) fn retry(&mut self, jobs: Vec<Job>) {
         let now = Instant::now();
         for mut job in jobs.into_iter().rev() {
             job.conflicts += 1;
-            if job.conflicts >= CONFLICT_ROUNDS_MAX {
-                let attempts = job.conflicts;
-                let error = if job.late {
-                    PipelineError::Late { attempts }
-                } else {
-                    PipelineError::Conflict { attempts }
+            if job.late_in_a_row >= LATE_ROUNDS_MAX {
+                let error = PipelineError::Late {
+                    rounds: job.late_in_a_row,
+                    within: self.append_within,
                 };
                 self.respond(job, Err(error));
+            } else if job.conflicts >= CONFLICT_ROUNDS_MAX {
+                let attempts = job.conflicts;
+                self.respond(job, Err(PipelineError::Conflict { attempts }));
             } else {
-                if !job.late {
+                if job.late_in_a_row == 0 {
                     self.metrics.conflict();
                 }
                 job.not_before = Some(now + retry_pause(job.conflicts));

@@ -261,7 +261,9 @@ impl Request for ApprovePayRun {
 
 /// Reopens an unpaid run: back to draft, its lines released and every
 /// payable line by its cutoff claimed again (one made payable since,
-/// accrued by the cutoff, included).
+/// accrued by the cutoff, included); since rules 11 no further than the
+/// period's end and the run's creation, whatever older rules let its
+/// cutoff be.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReopenPayRun {
@@ -279,11 +281,20 @@ impl Request for ReopenPayRun {
 
     fn decide(&self, decider: &mut Decider<'_>) -> Result<Reply, Refusal> {
         directory_is(decider, &self.payees)?;
+        let bounded = decider.rules().since(aggregates::rules::Rules::ELEVENTH);
         let run = decider.state::<PayRun>(&self.pay_run_id.to_string())?;
+        // Since rules 11 a run created under older rules with its cutoff
+        // past its period or its creation claims no further than those.
         let cutoff = run
             .terms
             .as_ref()
-            .map(|terms| terms.cutoff)
+            .map(|terms| {
+                if bounded {
+                    terms.bounded_cutoff(run.created_at)
+                } else {
+                    terms.cutoff
+                }
+            })
             .ok_or(CompensationError::UnknownPayRun)?;
         let at = decider.at();
         release_run(decider, self.pay_run_id, PayRunCommand::Reopen { at })?;
