@@ -50,9 +50,16 @@ impl Progress {
         }
     }
 
-    /// Adds `units` done.
+    /// Adds `units` done. Past the total (work that grew while the job ran:
+    /// events appended during a verify), the total is what was done.
     pub fn advance(&mut self, units: u64) {
         self.done += units;
+        if self.done > self.total {
+            self.total = self.done;
+            if let Some(bar) = &self.bar {
+                bar.set_length(self.total);
+            }
+        }
         if let Some(bar) = &self.bar {
             bar.set_position(self.done);
         } else if !self.quiet && self.last_line.elapsed() >= LINE_INTERVAL {
@@ -68,5 +75,19 @@ impl Progress {
         } else if !self.quiet {
             eprintln!("{}: {}/{} done", self.label, self.done, self.total);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    #[test]
+    fn work_that_grows_past_the_total_raises_it() {
+        let mut progress = Progress::new("verify", 258, true);
+        progress.advance(200);
+        assert_eq!((progress.done, progress.total), (200, 258));
+        progress.advance(63);
+        assert_eq!((progress.done, progress.total), (263, 263));
     }
 }

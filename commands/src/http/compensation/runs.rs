@@ -188,7 +188,9 @@ async fn cancel(
 
 /// Reopens a pay run before it is paid: back to `draft`, its lines
 /// released and every payable line by its cutoff claimed again (one made
-/// payable since, accrued by the cutoff, included).
+/// payable since, accrued by the cutoff, included); since rules 11 no
+/// further than the period's end and the run's creation, whatever older
+/// rules let its cutoff be.
 #[utoipa::path(
     post,
     path = "/v1/pay-runs/{pay_run_id}/reopen",
