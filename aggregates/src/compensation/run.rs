@@ -204,7 +204,7 @@ impl RunTerms {
 
     /// Since rules 11: the cutoff within the period, and not after `at`
     /// (the run claims what has accrued by the cutoff when it is made).
-    fn bound_cutoff(&self, at: DateTime<Utc>) -> Result<(), CompensationError> {
+    fn check_cutoff(&self, at: DateTime<Utc>) -> Result<(), CompensationError> {
         if self.cutoff < self.period_start || self.cutoff > self.period_end {
             return Err(CompensationError::CutoffOutsidePeriod {
                 cutoff: self.cutoff,
@@ -244,7 +244,7 @@ impl Decide for PayRun {
                     return Err(CompensationError::InvalidPeriod);
                 }
                 if rules.since(Rules::ELEVENTH) {
-                    terms.bound_cutoff(at)?;
+                    terms.check_cutoff(at)?;
                 }
                 Ok(vec![PayRunEvent::RunCreated { terms, at }])
             }
