@@ -38,21 +38,7 @@ async fn a_subscription_grant_of_another_amount_than_the_recorded_plan_is_found(
     let edited = payload(&ledger, 3).await;
     let findings = findings_of(&report, tenant);
     assert_eq!(findings.len(), 1, "{findings:?}");
-    let Finding::Replay {
-        finding,
-        line: None,
-    } = &findings[0]
-    else {
-        panic!("{findings:?}");
-    };
-    assert_eq!(
-        (
-            finding.tenant_seq,
-            finding.aggregate_type.as_str(),
-            finding.aggregate_id.as_str()
-        ),
-        (3, "quota", "runs")
-    );
+    let finding = super::first_replay_at(&findings, 3, "quota", "runs");
     let grant = original["GrantIssued"]["terms"]["grant_id"]
         .as_str()
         .unwrap();
