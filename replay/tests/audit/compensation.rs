@@ -76,6 +76,18 @@ pub(super) async fn payee_with_work(
     ledger.run(0, "comp-work", work).await;
 }
 
+/// A fresh ledger at 2026-12-01 with its clock two hours on, and alice's
+/// plan, assignment and 90 minutes of work ([`payee_with_work`]), her
+/// lines numbered from `base`.
+async fn alice_two_hours_in(base: u128) -> (Ledger, DateTime<Utc>, impl Fn(u128) -> LineId) {
+    let ledger = Ledger::new().await;
+    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
+    let line = move |n| LineId::from_uuid(uuid::Uuid::from_u128(base + n));
+    ledger.set_clock(now + Duration::hours(2));
+    payee_with_work(&ledger, now, line).await;
+    (ledger, now, line)
+}
+
 /// Payment `id(100)`, attributed to alice: a card tender of 10,000
 /// captured as `id(101)` at `at` (the clock set there, so the capture is
 /// stamped then).
@@ -382,13 +394,7 @@ async fn a_work_line_rewritten_to_another_amount_is_found_at_its_seq() {
     // deciding the recorded work again: one finding at the line's seq, on
     // the payee, naming the amount.
     use super::findings_of;
-    let ledger = Ledger::new().await;
-    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
-    ledger.set_clock(now + Duration::hours(2));
-    payee_with_work(&ledger, now, |n| {
-        LineId::from_uuid(uuid::Uuid::from_u128(0xC1_0000 + n))
-    })
-    .await;
+    let (ledger, _, _) = alice_two_hours_in(0xC1_0000).await;
     let seq = ledger
         .events(0)
         .await
@@ -417,13 +423,7 @@ async fn a_canceled_run_rewritten_as_reopened_is_found_at_its_seq() {
     // by deciding the recorded cancel again: one finding at the event's
     // seq, on the pay run, naming both event types.
     use super::findings_of;
-    let ledger = Ledger::new().await;
-    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
-    ledger.set_clock(now + Duration::hours(2));
-    payee_with_work(&ledger, now, |n| {
-        LineId::from_uuid(uuid::Uuid::from_u128(0xC2_0000 + n))
-    })
-    .await;
+    let (ledger, now, _) = alice_two_hours_in(0xC2_0000).await;
     let run = PayRunId::from_uuid(uuid::Uuid::from_u128(0xC2_0200));
     let create = CreatePayRun {
         pay_run_id: run,
@@ -757,13 +757,7 @@ async fn a_run_cut_off_past_its_period_verifies_under_the_tenth_rules_only() {
     // created, taken by a build of the tenth rules, verifies clean; with
     // its recorded rules rewritten to 11 (the chain recomputed) it is the
     // one finding, at its seq, refused `cutoff_outside_period`.
-    let ledger = Ledger::new().await;
-    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
-    ledger.set_clock(now + Duration::hours(2));
-    payee_with_work(&ledger, now, |n| {
-        LineId::from_uuid(uuid::Uuid::from_u128(0xC3_0000 + n))
-    })
-    .await;
+    let (ledger, now, _) = alice_two_hours_in(0xC3_0000).await;
     let create = CreatePayRun {
         pay_run_id: PayRunId::from_uuid(uuid::Uuid::from_u128(0xC3_0200)),
         terms: RunTerms {
@@ -792,11 +786,7 @@ async fn a_run_cut_off_past_its_period_under_the_tenth_rules_claims_no_further_o
     // rules, claims the work done in the period (3750) and not an hour
     // worked after the period ended, before the run was created; the
     // history verifies clean.
-    let ledger = Ledger::new().await;
-    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 1, 0, 0, 0).unwrap();
-    let line = |n| LineId::from_uuid(uuid::Uuid::from_u128(0xC4_0000 + n));
-    ledger.set_clock(now + Duration::hours(2));
-    payee_with_work(&ledger, now, line).await;
+    let (ledger, now, line) = alice_two_hours_in(0xC4_0000).await;
     let late = RecordWork {
         payee_id: "alice".into(),
         line_id: line(2),
